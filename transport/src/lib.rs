@@ -1,0 +1,14 @@
+//! # replicast-transport
+//!
+//! The transport layer of replicast: it knows peers, bytes and deliveries, and nothing of
+//! objects' meaning or of two-phase commit.
+//!
+//! - [`quic`]: QUIC links with mutual TLS between named peers: typed request/response on
+//!   bidirectional streams, one-way messages, and object transfer of any size.
+//! - [`multicast`]: reliable UDP multicast fan-out with NACK-based repair, encrypted per key
+//!   epoch, as a sans-IO protocol core ([`multicast::proto`]) and a tokio driver
+//!   ([`multicast::driver`]).
+#![warn(missing_docs)]
+
+pub mod multicast;
+pub mod quic;

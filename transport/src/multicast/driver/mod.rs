@@ -1,0 +1,1 @@
+//! Tokio driver for the multicast protocol core.
