@@ -8,7 +8,10 @@
 //! - [`multicast`]: reliable UDP multicast fan-out with NACK-based repair, encrypted per key
 //!   epoch, as a sans-IO protocol core ([`multicast::proto`]) and a tokio driver
 //!   ([`multicast::driver`]).
+//! - [`netem`] (feature `netem`, on by default): in-process WAN emulation at the UDP socket.
 #![warn(missing_docs)]
 
 pub mod multicast;
+#[cfg(feature = "netem")]
+pub mod netem;
 pub mod quic;
