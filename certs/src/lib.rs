@@ -1,1 +1,44 @@
-//! placeholder
+//! Certificates for a replicast cluster: a cluster CA, one certificate per node, and the rustls
+//! configurations for mutual TLS between nodes.
+//!
+//! Every node certificate is signed directly by the cluster CA and carries the node name as
+//! subject CN and as first DNS subject alternative name, with both the ServerAuth and the
+//! ClientAuth usage: a node dials others with the same identity it accepts them with. A
+//! client checks the server's certificate against the name it dials (rustls' standard
+//! server-name check); a server learns the client's name from the CN ([`node_name_of`]).
+//!
+//! ```
+//! use replicast_certs::{ClusterCa, NodeIdentity};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let ca = ClusterCa::generate("test")?;
+//! ca.save(dir.path(), false)?;
+//! ca.issue("node-a", &[])?.save(dir.path(), false)?;
+//!
+//! let node = NodeIdentity::load_dir(dir.path(), "node-a")?;
+//! let server = node.server_config()?;
+//! assert_eq!(server.alpn_protocols, [replicast_certs::ALPN.to_vec()]);
+//! # Ok::<(), replicast_certs::CertError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod ca;
+mod error;
+mod files;
+mod identity;
+mod info;
+mod name;
+mod tls;
+mod x509;
+
+pub use ca::{
+    CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, CLOCK_SKEW_ALLOWANCE, ClusterCa, NODE_VALIDITY,
+};
+pub use error::CertError;
+pub use identity::NodeIdentity;
+pub use info::{CertificateInfo, ValidityStatus};
+pub use name::NodeName;
+pub use tls::{anonymous_client_config, node_name_of};
+
+/// The ALPN protocol every replicast connection negotiates.
+pub const ALPN: &[u8] = b"replicast/1";
