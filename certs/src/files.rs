@@ -93,12 +93,10 @@ pub(crate) struct OutputFile {
 /// the directory as it was. With `force`, an existing file is removed and created anew, so a
 /// private key never keeps the looser mode of the file it replaces.
 pub(crate) fn write_all(files: &[OutputFile], force: bool) -> Result<(), CertError> {
-    if !force {
-        if let Some(existing) = files.iter().find(|file| file.path.exists()) {
-            return Err(CertError::AlreadyExists {
-                path: existing.path.clone(),
-            });
-        }
+    if !force && let Some(existing) = files.iter().find(|file| file.path.exists()) {
+        return Err(CertError::AlreadyExists {
+            path: existing.path.clone(),
+        });
     }
     for file in files {
         if let Some(dir) = file.path.parent().filter(|dir| !dir.as_os_str().is_empty()) {

@@ -13,7 +13,7 @@ use crate::CertError;
 /// Parses one DER certificate read from `path`; trailing bytes are refused.
 pub(crate) fn parse<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, CertError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok((rest, _)) => Err(CertError::InvalidCertificate {
             path: path.to_owned(),
             reason: format!("{} trailing bytes after the certificate", rest.len()),

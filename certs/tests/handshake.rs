@@ -1,0 +1,294 @@
+//! Mutual TLS between nodes, driven in memory: rustls connections pumped through buffers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use replicast_certs::{ALPN, ClusterCa, NodeIdentity, anonymous_client_config, node_name_of};
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Which side refused the handshake, and why.
+#[derive(Debug)]
+enum Refused {
+    ByClient(rustls::Error),
+    ByServer(rustls::Error),
+}
+
+/// Runs a handshake to completion or to the first error; bounded in rounds.
+fn handshake(
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    server_name: &str,
+) -> Result<(ClientConnection, ServerConnection), Refused> {
+    let name = ServerName::try_from(server_name.to_owned()).expect("test server name is valid");
+    let mut client = ClientConnection::new(client, name).map_err(Refused::ByClient)?;
+    let mut server = ServerConnection::new(server).map_err(Refused::ByServer)?;
+    for _ in 0..16 {
+        let mut buf = Vec::new();
+        while client.wants_write() {
+            client
+                .write_tls(&mut buf)
+                .expect("writing to a Vec cannot fail");
+        }
+        let mut input = &buf[..];
+        while !input.is_empty() {
+            server
+                .read_tls(&mut input)
+                .expect("reading from a slice cannot fail");
+            server.process_new_packets().map_err(Refused::ByServer)?;
+        }
+        let mut buf = Vec::new();
+        while server.wants_write() {
+            server
+                .write_tls(&mut buf)
+                .expect("writing to a Vec cannot fail");
+        }
+        let mut input = &buf[..];
+        while !input.is_empty() {
+            client
+                .read_tls(&mut input)
+                .expect("reading from a slice cannot fail");
+            client.process_new_packets().map_err(Refused::ByClient)?;
+        }
+        if !client.is_handshaking() && !server.is_handshaking() && !client.wants_write() {
+            return Ok((client, server));
+        }
+    }
+    panic!("handshake did not finish in 16 rounds");
+}
+
+fn mutual(client: &NodeIdentity, server: &NodeIdentity) -> Result<(), Refused> {
+    handshake(
+        client.client_config().expect("client config"),
+        server.server_config().expect("server config"),
+        server.name(),
+    )
+    .map(drop)
+}
+
+fn cluster() -> (ClusterCa, NodeIdentity, NodeIdentity) {
+    let ca = ClusterCa::generate("test").expect("generate CA");
+    let a = ca.issue("node-a", &[]).expect("issue node-a");
+    let b = ca.issue("node-b", &[]).expect("issue node-b");
+    (ca, a, b)
+}
+
+fn is_certificate_error(err: &rustls::Error, wanted: fn(&CertificateError) -> bool) -> bool {
+    matches!(err, rustls::Error::InvalidCertificate(e) if wanted(e))
+}
+
+#[test]
+fn nodes_of_one_ca_authenticate_each_other_by_name() {
+    let (_ca, a, b) = cluster();
+    let (client, server) = handshake(
+        a.client_config().expect("client config"),
+        b.server_config().expect("server config"),
+        "node-b",
+    )
+    .expect("handshake between nodes of one CA");
+
+    assert_eq!(client.alpn_protocol(), Some(ALPN));
+    assert_eq!(server.alpn_protocol(), Some(ALPN));
+    assert_eq!(
+        client.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let client_chain = server
+        .peer_certificates()
+        .expect("server saw a client certificate");
+    let server_chain = client
+        .peer_certificates()
+        .expect("client saw a server certificate");
+    assert_eq!(
+        node_name_of(&client_chain[0]).expect("client CN").as_str(),
+        "node-a"
+    );
+    assert_eq!(
+        node_name_of(&server_chain[0]).expect("server CN").as_str(),
+        "node-b"
+    );
+}
+
+/// A client that trusts the cluster CA (so it gets as far as presenting its certificate) but
+/// presents `identity`, whatever CA signed it.
+fn client_trusting(ca: &ClusterCa, identity: &NodeIdentity) -> Arc<ClientConfig> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+
+    // The private key is reachable only through its file, as for any operator.
+    let dir = tempfile::tempdir().expect("tempdir");
+    identity.save(dir.path(), false).expect("save identity");
+    let key = PrivateKeyDer::from_pem_file(dir.path().join(format!("{}.key", identity.name())))
+        .expect("read key back");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.certificate_der()).expect("add root");
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![identity.certificate_der()], key)
+            .expect("client cert");
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Arc::new(config)
+}
+
+#[test]
+fn server_refuses_client_of_another_ca() {
+    let (ca, _a, b) = cluster();
+    let intruder = ClusterCa::generate("other").expect("generate other CA");
+    let mallory = intruder.issue("node-a", &[]).expect("issue");
+    let result = handshake(
+        client_trusting(&ca, &mallory),
+        b.server_config().expect("server config"),
+        "node-b",
+    );
+    match result {
+        Err(Refused::ByServer(e)) => assert!(
+            is_certificate_error(&e, |c| matches!(c, CertificateError::UnknownIssuer)),
+            "{e}"
+        ),
+        other => panic!("expected the server to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_refuses_server_of_another_ca() {
+    let (_ca, a, _b) = cluster();
+    let intruder = ClusterCa::generate("other").expect("generate other CA");
+    let mallory = intruder.issue("node-b", &[]).expect("issue");
+    match mutual(&a, &mallory) {
+        Err(Refused::ByClient(e)) => assert!(
+            is_certificate_error(&e, |c| matches!(c, CertificateError::UnknownIssuer)),
+            "{e}"
+        ),
+        other => panic!("expected the client to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn server_refuses_anonymous_client() {
+    let (ca, _a, b) = cluster();
+    let result = handshake(
+        anonymous_client_config(&ca.certificate_der()).expect("anonymous config"),
+        b.server_config().expect("server config"),
+        "node-b",
+    );
+    match result {
+        Err(Refused::ByServer(e)) => {
+            assert!(matches!(e, rustls::Error::NoCertificatesPresented), "{e}")
+        }
+        other => panic!("expected the server to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn anonymous_client_still_verifies_the_server() {
+    let (_ca, _a, b) = cluster();
+    let intruder = ClusterCa::generate("other").expect("generate other CA");
+    let result = handshake(
+        anonymous_client_config(&intruder.certificate_der()).expect("anonymous config"),
+        b.server_config().expect("server config"),
+        "node-b",
+    );
+    assert!(matches!(result, Err(Refused::ByClient(_))), "{result:?}");
+}
+
+fn expired(ca: &ClusterCa, node: &str) -> NodeIdentity {
+    let now = SystemTime::now();
+    ca.issue_with_validity(node, &[], now - 10 * DAY, now - DAY)
+        .expect("issue expired")
+}
+
+fn not_yet_valid(ca: &ClusterCa, node: &str) -> NodeIdentity {
+    let now = SystemTime::now();
+    ca.issue_with_validity(node, &[], now + DAY, now + 10 * DAY)
+        .expect("issue not yet valid")
+}
+
+fn is_expired(c: &CertificateError) -> bool {
+    matches!(
+        c,
+        CertificateError::Expired | CertificateError::ExpiredContext { .. }
+    )
+}
+
+fn is_not_yet_valid(c: &CertificateError) -> bool {
+    matches!(
+        c,
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }
+    )
+}
+
+#[test]
+fn server_refuses_expired_client_certificate() {
+    let (ca, _a, b) = cluster();
+    let result = handshake(
+        client_trusting(&ca, &expired(&ca, "node-a")),
+        b.server_config().expect("server config"),
+        "node-b",
+    );
+    match result {
+        Err(Refused::ByServer(e)) => assert!(is_certificate_error(&e, is_expired), "{e}"),
+        other => panic!("expected the server to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_refuses_expired_server_certificate() {
+    let (ca, a, _b) = cluster();
+    match mutual(&a, &expired(&ca, "node-b")) {
+        Err(Refused::ByClient(e)) => assert!(is_certificate_error(&e, is_expired), "{e}"),
+        other => panic!("expected the client to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_refuses_not_yet_valid_server_certificate() {
+    let (ca, a, _b) = cluster();
+    match mutual(&a, &not_yet_valid(&ca, "node-b")) {
+        Err(Refused::ByClient(e)) => assert!(is_certificate_error(&e, is_not_yet_valid), "{e}"),
+        other => panic!("expected the client to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_refuses_server_with_another_name() {
+    let (ca, a, b) = cluster();
+    let _c = ca.issue("node-c", &[]).expect("issue node-c");
+    // Dialing node-c, but node-b answers: a valid certificate of the cluster, wrong node.
+    let result = handshake(
+        a.client_config().expect("client config"),
+        b.server_config().expect("server config"),
+        "node-c",
+    );
+    match result {
+        Err(Refused::ByClient(e)) => assert!(
+            is_certificate_error(&e, |c| matches!(
+                c,
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )),
+            "{e}"
+        ),
+        other => panic!("expected the client to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn extra_sans_are_accepted_as_server_names() {
+    let ca = ClusterCa::generate("test").expect("generate CA");
+    let a = ca.issue("node-a", &[]).expect("issue node-a");
+    let b = ca
+        .issue("node-b", &["127.0.0.1".into(), "b.example.org".into()])
+        .expect("issue node-b");
+    for name in ["node-b", "127.0.0.1", "b.example.org"] {
+        handshake(
+            a.client_config().expect("client config"),
+            b.server_config().expect("server config"),
+            name,
+        )
+        .unwrap_or_else(|e| panic!("dialing {name}: {e:?}"));
+    }
+}
