@@ -1,0 +1,188 @@
+//! Endpoint and link settings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything an [`Endpoint`](super::Endpoint) needs to bind: where to listen and which TLS
+/// configurations to present and to verify peers with.
+///
+/// The transport does not create certificates. It takes rustls configurations built elsewhere
+/// (for replicast, by `replicast-certs`): the server configuration must require a client
+/// certificate signed by the cluster CA, and the client configuration must carry this node's
+/// certificate, so that both sides of every connection are authenticated.
+#[derive(Clone)]
+pub struct EndpointConfig {
+    /// Local address of the UDP socket, used both to accept and to dial.
+    pub listen: SocketAddr,
+    /// TLS 1.3 server configuration (mutual TLS: it must verify client certificates).
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// TLS 1.3 client configuration presenting this node's certificate.
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// Settings of every connection and stream of this endpoint.
+    pub link: LinkConfig,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("listen", &self.listen)
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the connections of an endpoint and of the streams they carry.
+///
+/// The defaults suit a LAN or loopback and links up to about 1 Gbit/s × 100 ms: QUIC's own
+/// defaults are sized for 100 Mbit/s × 100 ms, so the windows here are larger. For a
+/// bandwidth-delay product beyond that, raise [`stream_receive_window`], [`receive_window`] and
+/// [`send_window`] to at least the product.
+///
+/// ```
+/// use std::time::Duration;
+/// use replicast_transport::quic::LinkConfig;
+///
+/// // A 10 Gbit/s link with 40 ms of round trip: 50 MB in flight.
+/// let wan = LinkConfig {
+///     stream_receive_window: 64 << 20,
+///     receive_window: 128 << 20,
+///     send_window: 128 << 20,
+///     keep_alive: Some(Duration::from_secs(2)),
+///     ..LinkConfig::default()
+/// };
+/// assert!(wan.validate().is_ok());
+/// ```
+///
+/// [`stream_receive_window`]: LinkConfig::stream_receive_window
+/// [`receive_window`]: LinkConfig::receive_window
+/// [`send_window`]: LinkConfig::send_window
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Interval of keep-alive packets; must be below `idle_timeout` to keep quiet links open.
+    pub keep_alive: Option<Duration>,
+    /// A connection with no traffic for this long is closed. `None` disables the timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Bound on establishing a connection (QUIC and TLS handshake).
+    pub connect_timeout: Duration,
+    /// Bound on one request, from opening its stream to decoding the answer. `None`: no bound
+    /// beyond the connection's own idle timeout.
+    pub request_timeout: Option<Duration>,
+    /// Bytes a peer may send on one stream ahead of what has been read.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may send on all streams of a connection ahead of what has been read.
+    pub receive_window: u32,
+    /// Bytes this side keeps unacknowledged in flight per connection.
+    pub send_window: u64,
+    /// Streams of each direction a peer may have open at once; further requests wait.
+    pub max_concurrent_streams: u32,
+    /// Largest frame accepted (requests, answers, messages, object chunks), checked against the
+    /// length prefix before any allocation.
+    pub max_frame_len: u32,
+    /// Size of the chunks an object is cut into on the sending side.
+    pub chunk_size: u32,
+    /// Chunks at least this large are zstd-compressed, and sent compressed when that shrinks
+    /// them. `None` never compresses.
+    pub compression_threshold: Option<u32>,
+    /// zstd level for object chunks (1 is fast and is usually the right choice on a LAN).
+    pub compression_level: i32,
+    /// Largest object accepted; a larger announced size is refused before any allocation.
+    pub max_object_size: u64,
+    /// Upper bound of path MTU discovery (UDP payload bytes). QUIC starts at 1200 and probes
+    /// upward; loopback and jumbo-frame networks allow much more than the Ethernet default.
+    pub mtu_upper_bound: u16,
+    /// Whether to use UDP segmentation offload (GSO) where the platform offers it.
+    pub segmentation_offload: bool,
+    /// Capacity of the queue of incoming work of the endpoint; when full, peers' streams wait.
+    pub incoming_queue: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive: Some(Duration::from_secs(5)),
+            idle_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Some(Duration::from_secs(60)),
+            stream_receive_window: 16 << 20,
+            receive_window: 64 << 20,
+            send_window: 64 << 20,
+            max_concurrent_streams: 1024,
+            max_frame_len: 4 << 20,
+            chunk_size: 1 << 20,
+            compression_threshold: Some(4 << 10),
+            compression_level: 1,
+            max_object_size: 1 << 30,
+            mtu_upper_bound: 1452,
+            segmentation_offload: true,
+            incoming_queue: 1024,
+        }
+    }
+}
+
+/// A [`LinkConfig`] whose values contradict each other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid link configuration: {0}")]
+pub struct ConfigError(pub(crate) String);
+
+impl LinkConfig {
+    /// Bytes of framing around an object chunk (length prefix, tag, uncompressed length).
+    pub(crate) const CHUNK_OVERHEAD: u32 = 9;
+
+    /// Checks that the settings are consistent with each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.chunk_size == 0 {
+            return Err(ConfigError("chunk_size must not be 0".into()));
+        }
+        if self.chunk_size.saturating_add(Self::CHUNK_OVERHEAD) > self.max_frame_len {
+            return Err(ConfigError(format!(
+                "chunk_size {} plus {} bytes of framing exceeds max_frame_len {}",
+                self.chunk_size,
+                Self::CHUNK_OVERHEAD,
+                self.max_frame_len
+            )));
+        }
+        if let (Some(keep_alive), Some(idle)) = (self.keep_alive, self.idle_timeout)
+            && keep_alive >= idle
+        {
+            return Err(ConfigError(format!(
+                "keep_alive {keep_alive:?} must be below idle_timeout {idle:?}"
+            )));
+        }
+        if self.mtu_upper_bound < 1200 {
+            return Err(ConfigError(format!(
+                "mtu_upper_bound {} is below QUIC's minimum of 1200",
+                self.mtu_upper_bound
+            )));
+        }
+        if self.incoming_queue == 0 {
+            return Err(ConfigError("incoming_queue must not be 0".into()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn transport_config(&self) -> Result<quinn::TransportConfig, ConfigError> {
+        self.validate()?;
+        let mut transport = quinn::TransportConfig::default();
+        let idle = match self.idle_timeout {
+            Some(idle) => Some(
+                quinn::IdleTimeout::try_from(idle)
+                    .map_err(|_| ConfigError(format!("idle_timeout {idle:?} is too large")))?,
+            ),
+            None => None,
+        };
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.mtu_upper_bound);
+        transport
+            .keep_alive_interval(self.keep_alive)
+            .max_idle_timeout(idle)
+            .stream_receive_window(self.stream_receive_window.into())
+            .receive_window(self.receive_window.into())
+            .send_window(self.send_window)
+            .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
+            .max_concurrent_uni_streams(self.max_concurrent_streams.into())
+            .mtu_discovery_config(Some(mtu))
+            .enable_segmentation_offload(self.segmentation_offload);
+        Ok(transport)
+    }
+}

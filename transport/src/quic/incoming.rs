@@ -1,0 +1,415 @@
+//! Work arriving from peers: requests to answer, one-way messages, and objects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::codes;
+use super::error::LinkError;
+use super::frame::{FrameError, StreamKind};
+use super::stream_io::{PeerRef, error_reply_frame, ok_reply_frame};
+use super::wire::{ObjectHead, Reply};
+
+/// One unit of work from a peer, whichever side dialed the connection.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request waiting for its answer.
+    Request(IncomingRequest),
+    /// A one-way message.
+    Message(IncomingMessage),
+    /// An object whose header has arrived; its payload is read with
+    /// [`IncomingObject::receive`].
+    Object(IncomingObject),
+}
+
+impl Incoming {
+    /// The node name of the peer this came from.
+    pub fn peer(&self) -> &str {
+        match self {
+            Self::Request(r) => r.peer(),
+            Self::Message(m) => m.peer(),
+            Self::Object(o) => o.peer(),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, LinkError> {
+    postcard::from_bytes(bytes).map_err(|source| LinkError::Decode { what, source })
+}
+
+/// The sending half of a bidirectional stream, owed one reply.
+///
+/// Dropped without a reply, it resets the stream with [`codes::NO_REPLY`], so the requester
+/// learns at once that no answer will come.
+#[derive(Debug)]
+struct Responder {
+    send: Option<quinn::SendStream>,
+    peer: PeerRef,
+    max_frame_len: u32,
+}
+
+impl Responder {
+    async fn send(&mut self, frame: &[u8]) -> Result<(), LinkError> {
+        let Some(mut send) = self.send.take() else {
+            return Ok(()); // Already answered (only reachable through a drop-time path).
+        };
+        self.peer.write_all(&mut send, frame).await?;
+        // Finishing cannot fail on a stream we have not finished or reset before.
+        let _ = send.finish();
+        Ok(())
+    }
+
+    async fn ok<T: Serialize + ?Sized>(mut self, value: &T) -> Result<(), LinkError> {
+        match ok_reply_frame(value, self.max_frame_len) {
+            Ok(frame) => self.send(&frame).await,
+            Err(e) => {
+                let text = format!("the answer cannot be sent: {e}");
+                let frame = error_reply_frame(Reply::AppError(&text), self.max_frame_len);
+                self.send(&frame).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn error(mut self, reply: Reply<'_>) -> Result<(), LinkError> {
+        let frame = error_reply_frame(reply, self.max_frame_len);
+        self.send(&frame).await
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.reset(codes::NO_REPLY);
+        }
+    }
+}
+
+/// A request from a peer. Decode it, then answer with [`respond`](Self::respond) or
+/// [`respond_err`](Self::respond_err); dropping it unanswered resets the stream.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    body: Vec<u8>,
+    responder: Responder,
+}
+
+impl IncomingRequest {
+    /// The node name of the requesting peer.
+    pub fn peer(&self) -> &str {
+        &self.responder.peer.name
+    }
+
+    /// The requesting peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.responder.peer.addr
+    }
+
+    /// The request's postcard bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the request as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, LinkError> {
+        decode(&self.body, "request")
+    }
+
+    /// Sends the answer.
+    pub async fn respond<T: Serialize + ?Sized>(self, answer: &T) -> Result<(), LinkError> {
+        self.responder.ok(answer).await
+    }
+
+    /// Answers with an error; the requester gets [`LinkError::Remote`] with this message.
+    pub async fn respond_err(self, message: &str) -> Result<(), LinkError> {
+        self.responder.error(Reply::AppError(message)).await
+    }
+}
+
+/// A one-way message from a peer.
+#[derive(Debug)]
+pub struct IncomingMessage {
+    peer: PeerRef,
+    body: Vec<u8>,
+}
+
+impl IncomingMessage {
+    /// The node name of the sending peer.
+    pub fn peer(&self) -> &str {
+        &self.peer.name
+    }
+
+    /// The message's postcard bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the message as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, LinkError> {
+        decode(&self.body, "message")
+    }
+}
+
+/// An object from a peer: the header has arrived, the payload follows on the stream.
+///
+/// Look at the header, then [`receive`](Self::receive) the payload (or drop the object to
+/// refuse it), then answer with [`respond`](Self::respond) or [`respond_err`](Self::respond_err).
+/// The sender's flow control waits for `receive`, so a slow consumer slows the sender instead
+/// of filling memory.
+#[derive(Debug)]
+pub struct IncomingObject {
+    header: Vec<u8>,
+    len: u64,
+    recv: quinn::RecvStream,
+    payload: Option<Bytes>,
+    responder: Responder,
+    max_object_size: u64,
+    counters: Arc<Counters>,
+}
+
+impl IncomingObject {
+    /// The node name of the sending peer.
+    pub fn peer(&self) -> &str {
+        &self.responder.peer.name
+    }
+
+    /// The payload's announced length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The header's postcard bytes.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// Decodes the application header as `H`.
+    pub fn header<H: DeserializeOwned>(&self) -> Result<H, LinkError> {
+        decode(&self.header, "object header")
+    }
+
+    /// Receives the whole payload, checked against its announced length and SHA-256 digest.
+    ///
+    /// On malformed input the stream is stopped, the sender is told why, and the error is
+    /// returned; a later call returns the payload again once received.
+    pub async fn receive(&mut self) -> Result<Bytes, LinkError> {
+        if let Some(payload) = &self.payload {
+            return Ok(payload.clone());
+        }
+        let peer = self.responder.peer.clone();
+        let result = peer
+            .read_object(
+                &mut self.recv,
+                self.len,
+                self.responder.max_frame_len,
+                self.max_object_size,
+            )
+            .await;
+        match result {
+            Ok(payload) => {
+                self.payload = Some(payload.clone());
+                Ok(payload)
+            }
+            Err(e) => {
+                if is_peer_fault(&e) {
+                    self.counters.protocol_error(&peer, &e);
+                    let _ = self.recv.stop(codes::PROTOCOL_ERROR);
+                    let text = e.to_string();
+                    let frame =
+                        error_reply_frame(Reply::Rejected(&text), self.responder.max_frame_len);
+                    let _ = self.responder.send(&frame).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the answer (typically an acknowledgement).
+    pub async fn respond<T: Serialize + ?Sized>(self, answer: &T) -> Result<(), LinkError> {
+        self.responder.ok(answer).await
+    }
+
+    /// Answers with an error; the sender gets [`LinkError::Remote`] with this message.
+    pub async fn respond_err(self, message: &str) -> Result<(), LinkError> {
+        let Self {
+            mut recv,
+            payload,
+            responder,
+            ..
+        } = self;
+        if payload.is_none() {
+            // Not reading the rest: tell the sender to stop instead of draining it.
+            let _ = recv.stop(codes::REFUSED);
+        }
+        responder.error(Reply::AppError(message)).await
+    }
+}
+
+/// Whether an error was caused by the bytes the peer sent (as opposed to the connection or
+/// stream going away).
+fn is_peer_fault(e: &LinkError) -> bool {
+    matches!(
+        e,
+        LinkError::FrameTooLarge { .. }
+            | LinkError::ObjectTooLarge { .. }
+            | LinkError::UnknownStreamKind(_)
+            | LinkError::Malformed(_)
+    )
+}
+
+/// Counters of an endpoint, shared with its stream tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) dialed: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) handshake_failures: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn protocol_error(&self, peer: &PeerRef, e: &LinkError) {
+        self.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %peer.name, addr = %peer.addr, "refused a stream: {e}");
+    }
+
+    pub(crate) fn snapshot(&self) -> EndpointStats {
+        EndpointStats {
+            connections_dialed: self.dialed.load(Ordering::Relaxed),
+            connections_accepted: self.accepted.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+            protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts of what an endpoint has seen since it was bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Connections this endpoint established by dialing.
+    pub connections_dialed: u64,
+    /// Connections accepted from peers (handshake completed).
+    pub connections_accepted: u64,
+    /// Incoming connections that failed their handshake (refused certificates, ...).
+    pub handshake_failures: u64,
+    /// Streams refused because of what the peer sent (oversized, malformed, unknown kind).
+    pub protocol_errors: u64,
+}
+
+/// What a stream task needs to turn a peer's stream into [`Incoming`] work.
+#[derive(Debug)]
+pub(crate) struct StreamContext {
+    pub(crate) peer: PeerRef,
+    pub(crate) max_frame_len: u32,
+    pub(crate) max_object_size: u64,
+    pub(crate) queue: mpsc::Sender<Incoming>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl StreamContext {
+    /// Reads the start of a bidirectional stream and queues it as work, or refuses it.
+    pub(crate) async fn serve_bi(&self, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let mut responder = Responder {
+            send: Some(send),
+            peer: self.peer.clone(),
+            max_frame_len: self.max_frame_len,
+        };
+        let incoming = match self.read_bi_start(&mut recv).await {
+            Ok(BiStart::Request(body)) => Incoming::Request(IncomingRequest { body, responder }),
+            Ok(BiStart::Object { header, len }) => Incoming::Object(IncomingObject {
+                header,
+                len,
+                recv,
+                payload: None,
+                responder,
+                max_object_size: self.max_object_size,
+                counters: self.counters.clone(),
+            }),
+            Err(e) => {
+                if is_peer_fault(&e) {
+                    self.counters.protocol_error(&self.peer, &e);
+                    let _ = recv.stop(codes::PROTOCOL_ERROR);
+                    let text = e.to_string();
+                    let frame = error_reply_frame(Reply::Rejected(&text), self.max_frame_len);
+                    let _ = responder.send(&frame).await;
+                } else {
+                    tracing::debug!(peer = %self.peer.name, "stream ended before its first frame: {e}");
+                }
+                return;
+            }
+        };
+        // Fails only when the endpoint is gone; dropping the work resets the stream.
+        let _ = self.queue.send(incoming).await;
+    }
+
+    async fn read_bi_start(&self, recv: &mut quinn::RecvStream) -> Result<BiStart, LinkError> {
+        match self.peer.read_kind(recv).await? {
+            StreamKind::Request => {
+                let body = self
+                    .peer
+                    .read_frame(recv, self.max_frame_len, "request")
+                    .await?;
+                Ok(BiStart::Request(body))
+            }
+            StreamKind::Object => {
+                let body = self
+                    .peer
+                    .read_frame(recv, self.max_frame_len, "object head")
+                    .await?;
+                let head = ObjectHead::decode(&body)?;
+                if head.len > self.max_object_size {
+                    return Err(FrameError::ObjectTooLarge {
+                        len: head.len,
+                        max: self.max_object_size,
+                    }
+                    .into());
+                }
+                Ok(BiStart::Object {
+                    header: head.header.to_vec(),
+                    len: head.len,
+                })
+            }
+            kind => Err(LinkError::UnknownStreamKind(kind.as_byte())),
+        }
+    }
+
+    /// Reads a unidirectional stream and queues it as a message, or refuses it.
+    pub(crate) async fn serve_uni(&self, mut recv: quinn::RecvStream) {
+        let result = match self.peer.read_kind(&mut recv).await {
+            Ok(StreamKind::Message) => {
+                self.peer
+                    .read_frame(&mut recv, self.max_frame_len, "message")
+                    .await
+            }
+            Ok(kind) => Err(LinkError::UnknownStreamKind(kind.as_byte())),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(body) => {
+                let message = IncomingMessage {
+                    peer: self.peer.clone(),
+                    body,
+                };
+                let _ = self.queue.send(Incoming::Message(message)).await;
+            }
+            Err(e) if is_peer_fault(&e) => {
+                self.counters.protocol_error(&self.peer, &e);
+                let _ = recv.stop(codes::PROTOCOL_ERROR);
+            }
+            Err(e) => tracing::debug!(peer = %self.peer.name, "message stream ended early: {e}"),
+        }
+    }
+}
+
+enum BiStart {
+    Request(Vec<u8>),
+    Object { header: Vec<u8>, len: u64 },
+}

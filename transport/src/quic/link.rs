@@ -1,0 +1,200 @@
+//! [`Link`]: a handle on the connection to one named peer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::endpoint::{Inner, Peer};
+use super::error::LinkError;
+use super::frame::StreamKind;
+use super::stream_io::{PeerRef, message_frame};
+use super::wire::{ObjectHead, Reply};
+
+/// The link to one peer. Cheap to clone; every clone and every caller shares the endpoint's
+/// one connection to that peer, and each call opens its own stream, so a slow answer never
+/// holds up another.
+///
+/// When the connection drops, the next call dials again.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.peer.name)
+            .field("addr", &self.peer.addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    pub(crate) fn new(inner: Arc<Inner>, peer: Arc<Peer>) -> Self {
+        Self { inner, peer }
+    }
+
+    /// The peer's node name.
+    pub fn peer(&self) -> &str {
+        &self.peer.name
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.peer.addr()
+    }
+
+    /// The current round-trip time estimate, if connected.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.peer.current().map(|c| c.rtt())
+    }
+
+    /// Whether a live connection to the peer exists right now.
+    pub fn is_connected(&self) -> bool {
+        self.peer.current().is_some()
+    }
+
+    /// Closes the current connection (streams in flight fail); the next call dials again.
+    pub fn disconnect(&self, reason: &str) {
+        self.peer.disconnect(reason);
+    }
+
+    async fn connection(&self) -> Result<(quinn::Connection, PeerRef), LinkError> {
+        let connection = self.peer.connection(&self.inner).await?;
+        let peer = PeerRef {
+            name: self.peer.name.clone(),
+            addr: connection.remote_address(),
+        };
+        Ok((connection, peer))
+    }
+
+    /// Sends `request` and waits for the peer's answer, bounded by
+    /// [`LinkConfig::request_timeout`](super::LinkConfig::request_timeout).
+    ///
+    /// The peer's error answer arrives as [`LinkError::Remote`].
+    pub async fn request<Q, A>(&self, request: &Q) -> Result<A, LinkError>
+    where
+        Q: Serialize + ?Sized,
+        A: DeserializeOwned,
+    {
+        let max_len = self.inner.link.max_frame_len;
+        let frame = message_frame(Some(StreamKind::Request), request, max_len, "request")?;
+        let exchange = async {
+            let (connection, peer) = self.connection().await?;
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
+            peer.write_all(&mut send, &frame).await?;
+            let _ = send.finish();
+            self.read_answer(&peer, &mut recv).await
+        };
+        match self.inner.link.request_timeout {
+            Some(after) => {
+                tokio::time::timeout(after, exchange)
+                    .await
+                    .map_err(|_| LinkError::Timeout {
+                        what: "request",
+                        after,
+                    })?
+            }
+            None => exchange.await,
+        }
+    }
+
+    /// Sends a one-way message. It returns once the message is handed to QUIC, which delivers
+    /// it reliably unless the connection drops.
+    pub async fn send_message<M: Serialize + ?Sized>(&self, message: &M) -> Result<(), LinkError> {
+        let max_len = self.inner.link.max_frame_len;
+        let frame = message_frame(Some(StreamKind::Message), message, max_len, "message")?;
+        let (connection, peer) = self.connection().await?;
+        let mut send = connection
+            .open_uni()
+            .await
+            .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
+        peer.write_all(&mut send, &frame).await?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// Sends an object: `header` (postcard, for the receiving application) and `payload`,
+    /// streamed in chunks of [`LinkConfig::chunk_size`](super::LinkConfig::chunk_size) with
+    /// QUIC flow control as backpressure, compressed per chunk where that pays. Returns the
+    /// receiver's answer (its acknowledgement).
+    ///
+    /// The payload is not copied: raw chunks are slices of it. No timeout applies beyond the
+    /// connection's idle timeout, since a large object may legitimately take long.
+    pub async fn send_object<H, A>(&self, header: &H, payload: Bytes) -> Result<A, LinkError>
+    where
+        H: Serialize + ?Sized,
+        A: DeserializeOwned,
+    {
+        let config = &self.inner.link;
+        let header = postcard::to_stdvec(header).map_err(|source| LinkError::Encode {
+            what: "object header",
+            source,
+        })?;
+        let head = ObjectHead {
+            len: payload.len() as u64,
+            header: &header,
+        };
+        let frame = message_frame(
+            Some(StreamKind::Object),
+            &head,
+            config.max_frame_len,
+            "object head",
+        )?;
+        let (connection, peer) = self.connection().await?;
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
+        let sent = async {
+            peer.write_all(&mut send, &frame).await?;
+            peer.write_object(&mut send, payload, config).await?;
+            let _ = send.finish();
+            Ok::<_, LinkError>(())
+        }
+        .await;
+        match sent {
+            Ok(()) => self.read_answer(&peer, &mut recv).await,
+            // The receiver stopped the stream: its reply says why, if it sent one.
+            Err(LinkError::StreamReset { .. }) => match self.read_answer(&peer, &mut recv).await {
+                Err(LinkError::StreamReset { peer, code }) => {
+                    Err(LinkError::StreamReset { peer, code })
+                }
+                other => other,
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_answer<A: DeserializeOwned>(
+        &self,
+        peer: &PeerRef,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<A, LinkError> {
+        let body = peer
+            .read_frame(recv, self.inner.link.max_frame_len, "answer")
+            .await?;
+        match Reply::decode(&body)? {
+            Reply::Ok(answer) => postcard::from_bytes(answer).map_err(|source| LinkError::Decode {
+                what: "answer",
+                source,
+            }),
+            Reply::AppError(message) => Err(LinkError::Remote {
+                peer: peer.name.to_string(),
+                message: message.to_owned(),
+            }),
+            Reply::Rejected(message) => Err(LinkError::Rejected {
+                peer: peer.name.to_string(),
+                message: message.to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Object payloads cut into chunks: the sender's [`ChunkEncoder`] and the receiver's
+//! [`ObjectAssembler`], both free of I/O.
+//!
+//! The sender never copies the payload: raw chunks are slices of the caller's [`Bytes`], and
+//! only compressed chunks are new allocations, one chunk at a time. The receiver checks the
+//! announced length against its limit before allocating the one buffer the payload is
+//! assembled in, writes each chunk in place, and compares the SHA-256 digest at the end.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ring::digest;
+
+use super::frame::{FrameError, LEN_PREFIX};
+use super::wire::{TAG_END, TAG_RAW, TAG_ZSTD};
+
+/// Bytes of the digest that ends every object.
+pub const DIGEST_LEN: usize = 32;
+
+/// One object frame, ready to write: framing bytes, then data (possibly the caller's bytes).
+#[derive(Debug)]
+pub(crate) struct EncodedFrame {
+    pub(crate) head: Bytes,
+    pub(crate) data: Bytes,
+}
+
+/// Turns payload chunks into object frames, compressing those that shrink, and keeps the digest.
+pub(crate) struct ChunkEncoder {
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    threshold: usize,
+    hasher: digest::Context,
+}
+
+impl ChunkEncoder {
+    /// `threshold`: chunks at least this long are tried with zstd at `level`.
+    pub(crate) fn new(threshold: Option<u32>, level: i32) -> Self {
+        let compressor = match threshold {
+            // A compressor that cannot be created (out of memory) only costs compression.
+            Some(_) => zstd::bulk::Compressor::new(level)
+                .inspect_err(|e| tracing::debug!("zstd unavailable, sending raw chunks: {e}"))
+                .ok(),
+            None => None,
+        };
+        Self {
+            compressor,
+            threshold: threshold.map_or(usize::MAX, |t| t as usize),
+            hasher: digest::Context::new(&digest::SHA256),
+        }
+    }
+
+    /// Whether a chunk of `len` bytes would be tried with zstd.
+    pub(crate) fn compresses(&self, len: usize) -> bool {
+        self.compressor.is_some() && len >= self.threshold
+    }
+
+    /// Encodes one chunk of at most `u32::MAX - 9` bytes (the caller's chunk size guarantees it).
+    pub(crate) fn encode(&mut self, chunk: Bytes) -> EncodedFrame {
+        self.hasher.update(&chunk);
+        if self.compresses(chunk.len())
+            && let Some(compressor) = self.compressor.as_mut()
+        {
+            match compressor.compress(&chunk) {
+                Ok(packed) if packed.len() < chunk.len() => {
+                    let mut head = BytesMut::with_capacity(LEN_PREFIX + 5);
+                    head.put_u32(1 + 4 + packed.len() as u32);
+                    head.put_u8(TAG_ZSTD);
+                    head.put_u32(chunk.len() as u32);
+                    return EncodedFrame {
+                        head: head.freeze(),
+                        data: Bytes::from(packed),
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("zstd failed on a chunk, sending it raw: {e}"),
+            }
+        }
+        let mut head = BytesMut::with_capacity(LEN_PREFIX + 1);
+        head.put_u32(1 + chunk.len() as u32);
+        head.put_u8(TAG_RAW);
+        EncodedFrame {
+            head: head.freeze(),
+            data: chunk,
+        }
+    }
+
+    /// The frame ending the object, carrying the digest of everything encoded.
+    pub(crate) fn finish(self) -> EncodedFrame {
+        let digest = self.hasher.finish();
+        let mut head = BytesMut::with_capacity(LEN_PREFIX + 1 + DIGEST_LEN);
+        head.put_u32(1 + DIGEST_LEN as u32);
+        head.put_u8(TAG_END);
+        head.put_slice(digest.as_ref());
+        EncodedFrame {
+            head: head.freeze(),
+            data: Bytes::new(),
+        }
+    }
+}
+
+/// Assembles a received payload in one buffer, refusing anything that does not fit the
+/// announced length, and checks the digest at the end.
+///
+/// ```
+/// use replicast_transport::quic::object::ObjectAssembler;
+///
+/// let mut assembler = ObjectAssembler::new(5, 1024).unwrap();
+/// assembler.push_raw(b"hel").unwrap();
+/// assert!(assembler.push_raw(b"lo, world").is_err()); // beyond the announced 5 bytes
+/// assert!(ObjectAssembler::new(2048, 1024).is_err()); // refused before allocating
+/// ```
+pub struct ObjectAssembler {
+    buf: Vec<u8>,
+    filled: usize,
+    hasher: digest::Context,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl std::fmt::Debug for ObjectAssembler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectAssembler")
+            .field("len", &self.buf.len())
+            .field("filled", &self.filled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectAssembler {
+    /// Prepares for a payload of `len` bytes, refused if above `max_len`.
+    pub fn new(len: u64, max_len: u64) -> Result<Self, FrameError> {
+        let too_large = || FrameError::ObjectTooLarge { len, max: max_len };
+        if len > max_len {
+            return Err(too_large());
+        }
+        let len = usize::try_from(len).map_err(|_| too_large())?;
+        Ok(Self {
+            // Zeroed pages come from the allocator lazily, so this costs no pass over memory.
+            buf: vec![0; len],
+            filled: 0,
+            hasher: digest::Context::new(&digest::SHA256),
+            decompressor: None,
+        })
+    }
+
+    /// Bytes still expected.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.filled
+    }
+
+    /// The buffer slot for the next `len` raw bytes, to be filled in place and then committed
+    /// with [`commit`](Self::commit).
+    pub fn slot(&mut self, len: usize) -> Result<&mut [u8], FrameError> {
+        self.check_fits(len)?;
+        Ok(&mut self.buf[self.filled..self.filled + len])
+    }
+
+    /// Accepts the `len` bytes written into the last [`slot`](Self::slot).
+    pub fn commit(&mut self, len: usize) -> Result<(), FrameError> {
+        self.check_fits(len)?;
+        self.hasher
+            .update(&self.buf[self.filled..self.filled + len]);
+        self.filled += len;
+        Ok(())
+    }
+
+    /// Appends raw payload bytes.
+    pub fn push_raw(&mut self, data: &[u8]) -> Result<(), FrameError> {
+        self.slot(data.len())?.copy_from_slice(data);
+        self.commit(data.len())
+    }
+
+    /// Decompresses a chunk that must expand to exactly `raw_len` bytes, straight into place.
+    pub fn push_zstd(&mut self, raw_len: u32, data: &[u8]) -> Result<(), FrameError> {
+        let raw_len = raw_len as usize;
+        self.check_fits(raw_len)?;
+        let decompressor = match &mut self.decompressor {
+            Some(d) => d,
+            empty => empty.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| FrameError::malformed("compressed chunk", e))?,
+            ),
+        };
+        // Decompressing into a slice of exactly `raw_len` bytes bounds the output: a chunk
+        // claiming less than it expands to fails instead of growing any buffer.
+        let slot = &mut self.buf[self.filled..self.filled + raw_len];
+        let written = decompressor
+            .decompress_to_buffer(data, slot)
+            .map_err(|e| FrameError::malformed("compressed chunk", e))?;
+        if written != raw_len {
+            return Err(FrameError::malformed(
+                "compressed chunk",
+                format_args!("expanded to {written} bytes, announced {raw_len}"),
+            ));
+        }
+        self.commit(raw_len)
+    }
+
+    /// Checks the payload is complete and matches `digest`, and hands it over.
+    pub fn finish(self, digest: &[u8; DIGEST_LEN]) -> Result<Bytes, FrameError> {
+        if self.remaining() != 0 {
+            return Err(FrameError::Truncated {
+                what: "object payload",
+                needed: self.buf.len() as u64,
+                available: self.filled as u64,
+            });
+        }
+        if self.hasher.finish().as_ref() != digest {
+            return Err(FrameError::malformed(
+                "object payload",
+                "SHA-256 digest does not match",
+            ));
+        }
+        Ok(Bytes::from(self.buf))
+    }
+
+    fn check_fits(&self, len: usize) -> Result<(), FrameError> {
+        if len > self.remaining() {
+            return Err(FrameError::malformed(
+                "object chunk",
+                format_args!(
+                    "{len} bytes where only {} of the announced {} remain",
+                    self.remaining(),
+                    self.buf.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! Reading and writing frames on quinn streams, with the peer's name attached to every error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::config::LinkConfig;
+use super::error::LinkError;
+use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len, frame_len};
+use super::object::{ChunkEncoder, DIGEST_LEN, EncodedFrame, ObjectAssembler};
+use super::wire::{Reply, TAG_END, TAG_RAW, TAG_ZSTD};
+
+/// Whom a stream talks to, for error messages.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerRef {
+    pub(crate) name: Arc<str>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl PeerRef {
+    pub(crate) async fn read_exact(
+        &self,
+        recv: &mut quinn::RecvStream,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<(), LinkError> {
+        recv.read_exact(buf)
+            .await
+            .map_err(|e| LinkError::from_read_exact(&self.name, self.addr, what, buf.len(), e))
+    }
+
+    pub(crate) async fn read_kind(
+        &self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<StreamKind, LinkError> {
+        let mut kind = [0];
+        self.read_exact(recv, &mut kind, "stream kind").await?;
+        Ok(StreamKind::from_byte(kind[0])?)
+    }
+
+    /// Reads one frame, refusing a length above `max_len` before allocating the body.
+    pub(crate) async fn read_frame(
+        &self,
+        recv: &mut quinn::RecvStream,
+        max_len: u32,
+        what: &'static str,
+    ) -> Result<Vec<u8>, LinkError> {
+        let mut prefix = [0; LEN_PREFIX];
+        self.read_exact(recv, &mut prefix, what).await?;
+        let mut body = vec![0; frame_len(prefix, max_len)?];
+        self.read_exact(recv, &mut body, what).await?;
+        Ok(body)
+    }
+
+    pub(crate) async fn write_all(
+        &self,
+        send: &mut quinn::SendStream,
+        bytes: &[u8],
+    ) -> Result<(), LinkError> {
+        send.write_all(bytes)
+            .await
+            .map_err(|e| LinkError::from_write(&self.name, self.addr, e))
+    }
+
+    async fn write_encoded(
+        &self,
+        send: &mut quinn::SendStream,
+        frame: EncodedFrame,
+    ) -> Result<(), LinkError> {
+        send.write_all_chunks(&mut [frame.head, frame.data])
+            .await
+            .map_err(|e| LinkError::from_write(&self.name, self.addr, e))
+    }
+
+    /// Reads an object's frames after its head into one buffer of `len` bytes.
+    pub(crate) async fn read_object(
+        &self,
+        recv: &mut quinn::RecvStream,
+        len: u64,
+        max_frame_len: u32,
+        max_object_size: u64,
+    ) -> Result<Bytes, LinkError> {
+        let mut assembler = ObjectAssembler::new(len, max_object_size)?;
+        let mut packed = Vec::new();
+        loop {
+            let mut prefix = [0; LEN_PREFIX];
+            self.read_exact(recv, &mut prefix, "object frame").await?;
+            let frame_len = frame_len(prefix, max_frame_len)?;
+            let mut tag = [0];
+            if frame_len == 0 {
+                return Err(FrameError::Truncated {
+                    what: "object frame",
+                    needed: 1,
+                    available: 0,
+                }
+                .into());
+            }
+            self.read_exact(recv, &mut tag, "object frame").await?;
+            match tag[0] {
+                TAG_RAW => {
+                    // Raw bytes go from the stream straight into their place in the payload.
+                    let len = frame_len - 1;
+                    let slot = assembler.slot(len)?;
+                    self.read_exact(recv, slot, "raw chunk").await?;
+                    assembler.commit(len)?;
+                }
+                TAG_ZSTD => {
+                    let Some(data_len) = frame_len.checked_sub(5) else {
+                        return Err(FrameError::Truncated {
+                            what: "compressed chunk",
+                            needed: 5,
+                            available: frame_len as u64,
+                        }
+                        .into());
+                    };
+                    let mut raw_len = [0; 4];
+                    self.read_exact(recv, &mut raw_len, "compressed chunk")
+                        .await?;
+                    packed.resize(data_len, 0);
+                    self.read_exact(recv, &mut packed, "compressed chunk")
+                        .await?;
+                    assembler.push_zstd(u32::from_be_bytes(raw_len), &packed)?;
+                }
+                TAG_END => {
+                    if frame_len != 1 + DIGEST_LEN {
+                        return Err(FrameError::malformed(
+                            "object end",
+                            format_args!("{frame_len} bytes, expected {}", 1 + DIGEST_LEN),
+                        )
+                        .into());
+                    }
+                    let mut digest = [0; DIGEST_LEN];
+                    self.read_exact(recv, &mut digest, "object end").await?;
+                    return Ok(assembler.finish(&digest)?);
+                }
+                other => {
+                    return Err(FrameError::malformed(
+                        "object frame",
+                        format_args!("unknown tag {other}"),
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+
+    /// Writes an object's chunks and end frame. When chunks are to be compressed, encoding
+    /// runs on a blocking thread, one or two chunks ahead of the network, so compression and
+    /// sending overlap and the async runtime is never held up by zstd.
+    pub(crate) async fn write_object(
+        &self,
+        send: &mut quinn::SendStream,
+        payload: Bytes,
+        config: &LinkConfig,
+    ) -> Result<(), LinkError> {
+        let chunk_size = config.chunk_size as usize;
+        let mut encoder = ChunkEncoder::new(config.compression_threshold, config.compression_level);
+        if !encoder.compresses(payload.len().min(chunk_size)) {
+            // Nothing to compress: frames are the caller's bytes plus a few bytes of framing.
+            for offset in (0..payload.len()).step_by(chunk_size) {
+                let end = payload.len().min(offset + chunk_size);
+                let frame = encoder.encode(payload.slice(offset..end));
+                self.write_encoded(send, frame).await?;
+            }
+            return self.write_encoded(send, encoder.finish()).await;
+        }
+        let (frames_tx, mut frames) = mpsc::channel::<EncodedFrame>(2);
+        tokio::task::spawn_blocking(move || {
+            for offset in (0..payload.len()).step_by(chunk_size) {
+                let end = payload.len().min(offset + chunk_size);
+                if frames_tx
+                    .blocking_send(encoder.encode(payload.slice(offset..end)))
+                    .is_err()
+                {
+                    return; // The sender gave up (stream or connection failed).
+                }
+            }
+            let _ = frames_tx.blocking_send(encoder.finish());
+        });
+        let mut ended = false;
+        while let Some(frame) = frames.recv().await {
+            ended = frame.data.is_empty() && frame.head.get(LEN_PREFIX) == Some(&TAG_END);
+            self.write_encoded(send, frame).await?;
+        }
+        if !ended {
+            // Only a panic in the encoder thread ends the channel early.
+            return Err(LinkError::Malformed(FrameError::malformed(
+                "object",
+                "chunk encoder stopped before the end of the payload",
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `value` as one frame, optionally preceded by the stream kind byte.
+pub(crate) fn message_frame<T: Serialize + ?Sized>(
+    kind: Option<StreamKind>,
+    value: &T,
+    max_len: u32,
+    what: &'static str,
+) -> Result<Vec<u8>, LinkError> {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend(kind.map(StreamKind::as_byte));
+    let start = buf.len();
+    buf.extend_from_slice(&[0; LEN_PREFIX]);
+    let mut buf =
+        postcard::to_extend(value, buf).map_err(|source| LinkError::Encode { what, source })?;
+    let len = check_len(buf.len() - start - LEN_PREFIX, max_len)?;
+    buf[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Encodes a successful reply carrying `value`.
+pub(crate) fn ok_reply_frame<T: Serialize + ?Sized>(
+    value: &T,
+    max_len: u32,
+) -> Result<Vec<u8>, LinkError> {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(&[0; LEN_PREFIX]);
+    buf.push(Reply::Ok(&[]).status());
+    let mut buf = postcard::to_extend(value, buf).map_err(|source| LinkError::Encode {
+        what: "answer",
+        source,
+    })?;
+    let len = check_len(buf.len() - LEN_PREFIX, max_len)?;
+    buf[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Encodes an error reply; the text is cut to fit the frame limit.
+pub(crate) fn error_reply_frame(reply: Reply<'_>, max_len: u32) -> Vec<u8> {
+    let mut body = reply.encode();
+    // An error text never needs more than a few KiB; a tiny limit still gets the status byte.
+    let keep = (max_len as usize).clamp(1, 4096);
+    if body.len() > keep {
+        let mut cut = keep;
+        while cut > 1 && std::str::from_utf8(&body[1..cut]).is_err() {
+            cut -= 1;
+        }
+        body.truncate(cut);
+    }
+    let mut frame = Vec::with_capacity(LEN_PREFIX + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}

@@ -1,0 +1,228 @@
+//! The bodies of frames: replies, object heads and object frames, and [`decode_stream`], a
+//! pure model of how a receiver reads a whole stream (what the fuzz target drives).
+
+use serde::{Deserialize, Serialize};
+
+use super::frame::{FrameError, StreamKind, decode_frame};
+use super::object::{DIGEST_LEN, ObjectAssembler};
+
+/// Status byte of a reply that carries the answer.
+const REPLY_OK: u8 = 0;
+/// Status byte of a reply carrying an error raised by the responding application.
+const REPLY_APP_ERROR: u8 = 1;
+/// Status byte of a reply refusing the request's bytes (the responder found them invalid).
+const REPLY_REJECTED: u8 = 2;
+
+/// The answer to a request or an object, as it travels in a reply frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// The postcard-encoded answer.
+    Ok(&'a [u8]),
+    /// The responding application refused the request with this message.
+    AppError(&'a str),
+    /// The responder refused the bytes it received (frame too large, malformed, ...).
+    Rejected(&'a str),
+}
+
+impl<'a> Reply<'a> {
+    /// Decodes a reply frame's body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, FrameError> {
+        let (&status, rest) = body.split_first().ok_or(FrameError::Truncated {
+            what: "reply",
+            needed: 1,
+            available: 0,
+        })?;
+        let text =
+            || std::str::from_utf8(rest).map_err(|e| FrameError::malformed("reply error text", e));
+        match status {
+            REPLY_OK => Ok(Self::Ok(rest)),
+            REPLY_APP_ERROR => Ok(Self::AppError(text()?)),
+            REPLY_REJECTED => Ok(Self::Rejected(text()?)),
+            other => Err(FrameError::malformed(
+                "reply",
+                format_args!("unknown status {other}"),
+            )),
+        }
+    }
+
+    /// The status byte that starts this reply's body.
+    pub(crate) fn status(&self) -> u8 {
+        match self {
+            Self::Ok(_) => REPLY_OK,
+            Self::AppError(_) => REPLY_APP_ERROR,
+            Self::Rejected(_) => REPLY_REJECTED,
+        }
+    }
+
+    /// Encodes this reply's body.
+    pub fn encode(&self) -> Vec<u8> {
+        let rest: &[u8] = match self {
+            Self::Ok(bytes) => bytes,
+            Self::AppError(text) | Self::Rejected(text) => text.as_bytes(),
+        };
+        let mut body = Vec::with_capacity(1 + rest.len());
+        body.push(self.status());
+        body.extend_from_slice(rest);
+        body
+    }
+}
+
+/// The first frame of an object stream: the application's header and the payload's length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHead<'a> {
+    /// Length of the payload in bytes (before compression).
+    pub len: u64,
+    /// The application's postcard-encoded header.
+    #[serde(borrow)]
+    pub header: &'a [u8],
+}
+
+impl<'a> ObjectHead<'a> {
+    /// Decodes an object head frame's body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, FrameError> {
+        postcard::from_bytes(body).map_err(|e| FrameError::malformed("object head", e))
+    }
+}
+
+/// Tag of an object frame carrying payload bytes as they are.
+pub(crate) const TAG_RAW: u8 = 0;
+/// Tag of an object frame carrying zstd-compressed payload bytes.
+pub(crate) const TAG_ZSTD: u8 = 1;
+/// Tag of the frame ending an object, carrying the payload's SHA-256 digest.
+pub(crate) const TAG_END: u8 = 2;
+
+/// A frame of an object stream after its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectFrame<'a> {
+    /// Payload bytes as they are.
+    Raw(&'a [u8]),
+    /// zstd-compressed payload bytes that expand to exactly `raw_len` bytes.
+    Zstd {
+        /// Length after decompression.
+        raw_len: u32,
+        /// The compressed bytes.
+        data: &'a [u8],
+    },
+    /// The end of the payload, with the SHA-256 digest of all of it.
+    End {
+        /// SHA-256 of the uncompressed payload.
+        digest: &'a [u8; DIGEST_LEN],
+    },
+}
+
+impl<'a> ObjectFrame<'a> {
+    /// Decodes an object frame's body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, FrameError> {
+        let (&tag, rest) = body.split_first().ok_or(FrameError::Truncated {
+            what: "object frame",
+            needed: 1,
+            available: 0,
+        })?;
+        match tag {
+            TAG_RAW => Ok(Self::Raw(rest)),
+            TAG_ZSTD => {
+                let (raw_len, data) =
+                    rest.split_first_chunk::<4>().ok_or(FrameError::Truncated {
+                        what: "compressed chunk",
+                        needed: 5,
+                        available: body.len() as u64,
+                    })?;
+                Ok(Self::Zstd {
+                    raw_len: u32::from_be_bytes(*raw_len),
+                    data,
+                })
+            }
+            TAG_END => {
+                let digest = rest.try_into().map_err(|_| {
+                    FrameError::malformed(
+                        "object end",
+                        format_args!("digest of {} bytes, expected {DIGEST_LEN}", rest.len()),
+                    )
+                })?;
+                Ok(Self::End { digest })
+            }
+            other => Err(FrameError::malformed(
+                "object frame",
+                format_args!("unknown tag {other}"),
+            )),
+        }
+    }
+}
+
+/// Limits a receiver applies to what a peer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest frame body.
+    pub max_frame_len: u32,
+    /// Largest object payload.
+    pub max_object_size: u64,
+}
+
+/// A whole inbound stream, decoded by [`decode_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodedStream {
+    /// A request's postcard body.
+    Request(Vec<u8>),
+    /// A one-way message's postcard body.
+    Message(Vec<u8>),
+    /// An object: the application header and the verified payload.
+    Object {
+        /// The postcard-encoded application header.
+        header: Vec<u8>,
+        /// The payload, checked against its announced length and digest.
+        payload: bytes::Bytes,
+    },
+}
+
+/// Decodes the complete bytes of an inbound stream exactly as a receiving endpoint does, with
+/// the same checks: kind byte, frame limits, object length, chunk bounds, decompression bounds,
+/// digest, and no bytes after the end.
+///
+/// The endpoint itself reads from the network incrementally; this function exists so the
+/// decoding rules can be fuzzed and property-tested without sockets.
+pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream, FrameError> {
+    let (&kind, mut rest) = bytes.split_first().ok_or(FrameError::Truncated {
+        what: "stream kind",
+        needed: 1,
+        available: 0,
+    })?;
+    let mut next_frame = |what: &'static str| -> Result<&[u8], FrameError> {
+        match decode_frame(rest, limits.max_frame_len)? {
+            Some((body, used)) => {
+                rest = &rest[used..];
+                Ok(body)
+            }
+            None => Err(FrameError::Truncated {
+                what,
+                needed: rest
+                    .first_chunk::<4>()
+                    .map_or(4, |p| 4 + u64::from(u32::from_be_bytes(*p))),
+                available: rest.len() as u64,
+            }),
+        }
+    };
+    let decoded = match StreamKind::from_byte(kind)? {
+        StreamKind::Request => DecodedStream::Request(next_frame("request")?.to_vec()),
+        StreamKind::Message => DecodedStream::Message(next_frame("message")?.to_vec()),
+        StreamKind::Object => {
+            let head = ObjectHead::decode(next_frame("object head")?)?;
+            let header = head.header.to_vec();
+            let mut assembler = ObjectAssembler::new(head.len, limits.max_object_size)?;
+            let payload = loop {
+                match ObjectFrame::decode(next_frame("object frame")?)? {
+                    ObjectFrame::Raw(data) => assembler.push_raw(data)?,
+                    ObjectFrame::Zstd { raw_len, data } => assembler.push_zstd(raw_len, data)?,
+                    ObjectFrame::End { digest } => break assembler.finish(digest)?,
+                }
+            };
+            DecodedStream::Object { header, payload }
+        }
+    };
+    if !rest.is_empty() {
+        return Err(FrameError::malformed(
+            "stream",
+            format_args!("{} bytes after the last frame", rest.len()),
+        ));
+    }
+    Ok(decoded)
+}
