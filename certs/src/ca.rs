@@ -67,7 +67,7 @@ impl ClusterCa {
             .push(DnType::OrganizationName, cluster_name);
         params
             .distinguished_name
-            .push(DnType::CommonName, format!("{cluster_name} replicast CA"));
+            .push(DnType::CommonName, format!("{cluster_name} CA"));
         // Path length 0: this CA signs node certificates only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -145,6 +145,20 @@ impl ClusterCa {
                     secret: true,
                 },
             ],
+            force,
+        )
+    }
+
+    /// Writes only the CA certificate, `DIR/ca.pem`: what a node needs besides its own files.
+    ///
+    /// Without `force`, refuses with [`CertError::AlreadyExists`] if the file exists.
+    pub fn save_certificate(&self, dir: &Path, force: bool) -> Result<(), CertError> {
+        files::write_all(
+            &[OutputFile {
+                path: dir.join(CA_CERT_FILE),
+                contents: self.certificate_pem(),
+                secret: false,
+            }],
             force,
         )
     }

@@ -137,6 +137,11 @@ impl NodeIdentity {
         self.name.as_str()
     }
 
+    /// The node name, as a validated [`NodeName`].
+    pub fn node_name(&self) -> &NodeName {
+        &self.name
+    }
+
     /// The node's certificate, DER.
     pub fn certificate_der(&self) -> CertificateDer<'static> {
         self.cert_der.clone()

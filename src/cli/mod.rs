@@ -1,0 +1,91 @@
+//! The `replicast` command: global options and the subcommands.
+//!
+//! To add a subcommand: one module here holding its clap `Args` and a
+//! `run(args) -> Result<(), cli::Error>`, one variant in [`Command`], one arm in [`run`].
+//! Asynchronous subcommands build their own tokio runtime inside their `run`.
+
+mod certs;
+
+use std::fmt::Write as _;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Any subcommand's failure; `main` prints it with its cause chain and exits with 1.
+pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// replicast: replication transport for replicated object stores.
+#[derive(Debug, Parser)]
+#[command(name = "replicast", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `replicast_transport=debug,warn` (overrides RUST_LOG;
+    /// default: RUST_LOG, else `warn`). Logs go to standard error.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and inspect the cluster CA and node certificates.
+    Certs(certs::CertsArgs),
+}
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    init_tracing(cli.log_level.as_deref())?;
+    match cli.command {
+        Command::Certs(args) => certs::run(args),
+    }
+}
+
+/// `--log-level` wins over `RUST_LOG`; with neither, only warnings and errors are logged.
+fn init_tracing(log_level: Option<&str>) -> Result<(), Error> {
+    let filter = match log_level {
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?
+        }
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    Ok(())
+}
+
+/// `error: outer: cause: root cause`, one link per error source.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Write to a String cannot fail.
+        let _ = write!(out, ": {cause}");
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_chain_lists_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_chain(&err), "outer: inner");
+    }
+}
