@@ -233,6 +233,20 @@ impl ClusterCa {
     }
 }
 
+/// Reads the CA certificate from a PEM file (usually `DIR/ca.pem`), without its key.
+///
+/// What a probe needs for [`anonymous_client_config`](crate::anonymous_client_config), and
+/// what tells whether a directory's `ca.pem` belongs to a given CA.
+pub fn load_ca_certificate(path: &Path) -> Result<CertificateDer<'static>, CertError> {
+    let der = files::read_certificate(path)?;
+    if !x509::parse(path, &der)?.is_ca() {
+        return Err(CertError::NotCa {
+            path: path.to_owned(),
+        });
+    }
+    Ok(der)
+}
+
 impl fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The signing key stays out of logs.

@@ -33,6 +33,7 @@ mod x509;
 
 pub use ca::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, CLOCK_SKEW_ALLOWANCE, ClusterCa, NODE_VALIDITY,
+    load_ca_certificate,
 };
 pub use error::CertError;
 pub use identity::NodeIdentity;

@@ -38,9 +38,21 @@ impl NodeIdentity {
     /// whose certificate is signed by the cluster CA and names the node being dialed (pass the
     /// node name as the server name when connecting).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, CertError> {
+        self.client_config_trusting(&self.ca_certificate_der())
+    }
+
+    /// Like [`client_config`](Self::client_config), but trusting `ca` instead of this node's
+    /// own cluster CA.
+    ///
+    /// For tests and probes that check a server's refusal of a certificate from another CA:
+    /// such a client must trust the server to get as far as presenting its certificate.
+    pub fn client_config_trusting(
+        &self,
+        ca: &CertificateDer<'_>,
+    ) -> Result<Arc<ClientConfig>, CertError> {
         let mut config = ClientConfig::builder_with_provider(ring_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(cluster_roots(&self.ca_certificate_der())?)
+            .with_root_certificates(cluster_roots(ca)?)
             .with_client_auth_cert(vec![self.certificate_der()], self.private_key_der())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(config))

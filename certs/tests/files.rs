@@ -327,7 +327,15 @@ fn certificate_of_another_ca_is_refused() {
 #[test]
 fn a_node_certificate_is_not_a_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
-    saved_cluster(dir.path());
+    let ca = saved_cluster(dir.path());
+    assert_eq!(
+        load_ca_certificate(&dir.path().join("ca.pem")).expect("CA certificate"),
+        ca.certificate_der()
+    );
+    assert!(matches!(
+        load_ca_certificate(&dir.path().join("node-a.pem")),
+        Err(CertError::NotCa { .. })
+    ));
     fs::copy(dir.path().join("node-b.pem"), dir.path().join("ca.pem")).expect("copy");
     assert!(matches!(load_a(dir.path()), Err(CertError::NotCa { .. })));
     fs::copy(dir.path().join("node-b.key"), dir.path().join("ca.key")).expect("copy");

@@ -114,25 +114,9 @@ fn nodes_of_one_ca_authenticate_each_other_by_name() {
 /// A client that trusts the cluster CA (so it gets as far as presenting its certificate) but
 /// presents `identity`, whatever CA signed it.
 fn client_trusting(ca: &ClusterCa, identity: &NodeIdentity) -> Arc<ClientConfig> {
-    use rustls::pki_types::PrivateKeyDer;
-    use rustls::pki_types::pem::PemObject;
-
-    // The private key is reachable only through its file, as for any operator.
-    let dir = tempfile::tempdir().expect("tempdir");
-    identity.save(dir.path(), false).expect("save identity");
-    let key = PrivateKeyDer::from_pem_file(dir.path().join(format!("{}.key", identity.name())))
-        .expect("read key back");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.certificate_der()).expect("add root");
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![identity.certificate_der()], key)
-            .expect("client cert");
-    config.alpn_protocols = vec![ALPN.to_vec()];
-    Arc::new(config)
+    identity
+        .client_config_trusting(&ca.certificate_der())
+        .expect("client config")
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use replicast_certs::{
     CA_CERT_FILE, CA_KEY_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity, NodeName,
+    load_ca_certificate,
 };
 
 use super::Error;
@@ -112,7 +113,7 @@ enum CertsError {
         source: Box<CertError>,
     },
     #[error(
-        "{} holds the certificate of another CA (use --force to replace it)",
+        "{} is not the certificate of this CA (use --force to replace it)",
         .path.display()
     )]
     ForeignCa { path: PathBuf },
@@ -200,11 +201,14 @@ fn add(
     if !force {
         refuse_existing(out, &[cert, key])?;
     }
+    // A node directory needs the CA certificate too; one of another CA there would make
+    // the new identity fail to load, so it is replaced only with --force.
     let ca_copy = out.join(CA_CERT_FILE);
-    let write_ca_copy = match std::fs::read(&ca_copy) {
-        Ok(existing) if existing == ca.certificate_pem().as_bytes() => false,
-        Ok(_) if !force => return Err(CertsError::ForeignCa { path: ca_copy }),
-        _ => true,
+    let write_ca_copy = match load_ca_certificate(&ca_copy) {
+        Ok(existing) if existing == ca.certificate_der() => false,
+        Err(CertError::Missing { .. }) => true,
+        _ if force => true,
+        _ => return Err(CertsError::ForeignCa { path: ca_copy }),
     };
     save_node(&identity, out, force)?;
     if write_ca_copy {
