@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use replicast_certs::{
-    CA_VALIDITY, CertError, CertificateInfo, ClusterCa, NODE_VALIDITY, NodeIdentity, ValidityStatus,
+    CA_VALIDITY, CertError, CertificateInfo, ClusterCa, NODE_VALIDITY, NodeIdentity,
+    ValidityStatus, load_ca_certificate,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
