@@ -157,7 +157,7 @@ fn init(
     let ca = ClusterCa::generate(cluster).map_err(|e| CertsError::CreateCa(e.into()))?;
     let identities = nodes
         .iter()
-        .map(|node| issue(&ca, node, &sans[node]))
+        .map(|node| issue(&ca, node, sans_of(&sans, node)))
         .collect::<Result<Vec<_>, _>>()?;
     if !force {
         let mut targets = vec![out.join(CA_CERT_FILE), out.join(CA_KEY_FILE)];
@@ -188,16 +188,15 @@ fn add(
     out: Option<&Path>,
     force: bool,
 ) -> Result<(), CertsError> {
-    let nodes = node_names(&[node.to_owned()])?;
-    let sans = sans_by_node(&nodes, sans)?;
+    let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let sans = sans_by_node(std::slice::from_ref(&name), sans)?;
     let ca = ClusterCa::load(ca_dir).map_err(|source| CertsError::LoadCa {
         dir: ca_dir.to_owned(),
         source: source.into(),
     })?;
-    let name = &nodes[0];
-    let identity = issue(&ca, name, &sans[name])?;
+    let identity = issue(&ca, &name, sans_of(&sans, &name))?;
     let out = out.unwrap_or(ca_dir);
-    let (cert, key) = NodeIdentity::file_paths(out, name);
+    let (cert, key) = NodeIdentity::file_paths(out, &name);
     if !force {
         refuse_existing(out, &[cert, key])?;
     }
@@ -269,6 +268,10 @@ fn sans_by_node(
         }
     }
     Ok(by_node)
+}
+
+fn sans_of<'a>(sans: &'a BTreeMap<NodeName, Vec<String>>, node: &NodeName) -> &'a [String] {
+    sans.get(node).map_or(&[], Vec::as_slice)
 }
 
 fn issue(ca: &ClusterCa, node: &NodeName, sans: &[String]) -> Result<NodeIdentity, CertsError> {
