@@ -224,3 +224,83 @@ impl ObjectAssembler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quic::wire::ObjectFrame;
+
+    fn frame_body(frame: &EncodedFrame) -> Vec<u8> {
+        let mut bytes = frame.head[LEN_PREFIX..].to_vec();
+        bytes.extend_from_slice(&frame.data);
+        bytes
+    }
+
+    #[test]
+    fn compressible_chunks_are_sent_compressed_and_others_raw() {
+        let mut encoder = ChunkEncoder::new(Some(1024), 1);
+        let text = Bytes::from("abcdefgh".repeat(1000));
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Bytes = (0..8000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        let small = Bytes::from_static(&[5; 100]);
+
+        let packed = encoder.encode(text.clone());
+        assert!(packed.data.len() < 200, "text shrinks");
+        assert!(matches!(
+            ObjectFrame::decode(&frame_body(&packed)),
+            Ok(ObjectFrame::Zstd { raw_len: 8000, .. })
+        ));
+        let raw = encoder.encode(noise.clone());
+        assert!(raw.data == noise, "incompressible bytes are sent as they are");
+        assert_eq!(raw.data.as_ptr(), noise.as_ptr(), "and not copied");
+        let below = encoder.encode(small.clone());
+        assert!(below.data == small, "below the threshold: raw");
+
+        let mut assembler = ObjectAssembler::new(16_100, 1 << 20).unwrap();
+        for frame in [&packed, &raw, &below] {
+            match ObjectFrame::decode(&frame_body(frame)).unwrap() {
+                ObjectFrame::Raw(data) => assembler.push_raw(data).unwrap(),
+                ObjectFrame::Zstd { raw_len, data } => assembler.push_zstd(raw_len, data).unwrap(),
+                ObjectFrame::End { .. } => unreachable!(),
+            }
+        }
+        let end = frame_body(&encoder.finish());
+        let ObjectFrame::End { digest } = ObjectFrame::decode(&end).unwrap() else {
+            panic!("end frame");
+        };
+        let payload = assembler.finish(digest).unwrap();
+        assert!(payload == [text, noise, small].concat());
+    }
+
+    #[test]
+    fn a_compressed_chunk_expanding_beyond_its_announcement_is_refused() {
+        let packed = zstd::bulk::compress(&[1u8; 4096], 1).unwrap();
+        let mut assembler = ObjectAssembler::new(8192, 8192).unwrap();
+        assert!(assembler.push_zstd(4000, &packed).is_err());
+        let mut assembler = ObjectAssembler::new(100, 8192).unwrap();
+        assert!(assembler.push_zstd(4096, &packed).is_err(), "beyond the object");
+    }
+
+    #[test]
+    fn an_incomplete_payload_or_wrong_digest_is_refused() {
+        let mut assembler = ObjectAssembler::new(4, 4).unwrap();
+        assembler.push_raw(b"abc").unwrap();
+        assert!(matches!(
+            assembler.finish(&[0; DIGEST_LEN]),
+            Err(FrameError::Truncated { .. })
+        ));
+        let mut assembler = ObjectAssembler::new(3, 4).unwrap();
+        assembler.push_raw(b"abc").unwrap();
+        assert!(matches!(
+            assembler.finish(&[0; DIGEST_LEN]),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+}

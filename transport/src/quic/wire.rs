@@ -226,3 +226,52 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
     }
     Ok(decoded)
 }
+
+/// Encodes a whole object stream in memory (kind byte, head, chunks, end frame) the way
+/// [`Link::send_object`](super::Link::send_object) writes it to the network, with the chunk
+/// size and compression settings of `config`.
+///
+/// For tests, fuzz corpora and tools; the endpoint streams instead of building this buffer.
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicast_transport::quic::wire::{decode_stream, encode_object_stream, DecodeLimits, DecodedStream};
+/// use replicast_transport::quic::LinkConfig;
+///
+/// let config = LinkConfig::default();
+/// let payload = Bytes::from(vec![7u8; 100_000]);
+/// let stream = encode_object_stream(b"hdr", &payload, &config).unwrap();
+/// assert!(stream.len() < 1000, "compressed");
+/// let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20 };
+/// let decoded = decode_stream(&stream, limits).unwrap();
+/// assert_eq!(decoded, DecodedStream::Object { header: b"hdr".to_vec(), payload });
+/// ```
+pub fn encode_object_stream(
+    header: &[u8],
+    payload: &bytes::Bytes,
+    config: &super::LinkConfig,
+) -> Result<Vec<u8>, FrameError> {
+    config
+        .validate()
+        .map_err(|e| FrameError::malformed("configuration", e))?;
+    let head = ObjectHead {
+        len: payload.len() as u64,
+        header,
+    };
+    let head = postcard::to_stdvec(&head).map_err(|e| FrameError::malformed("object head", e))?;
+    let mut out = vec![StreamKind::Object.as_byte()];
+    super::frame::encode_frame(&head, config.max_frame_len, &mut out)?;
+    let mut encoder =
+        super::object::ChunkEncoder::new(config.compression_threshold, config.compression_level);
+    let chunk_size = config.chunk_size as usize;
+    let mut append = |frame: super::object::EncodedFrame| {
+        out.extend_from_slice(&frame.head);
+        out.extend_from_slice(&frame.data);
+    };
+    for offset in (0..payload.len()).step_by(chunk_size) {
+        let end = payload.len().min(offset + chunk_size);
+        append(encoder.encode(payload.slice(offset..end)));
+    }
+    append(encoder.finish());
+    Ok(out)
+}
