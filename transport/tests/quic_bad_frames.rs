@@ -19,7 +19,10 @@ async fn raw_connection(ca: &replicast_certs::ClusterCa, server: &Endpoint) -> q
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut raw = quinn::Endpoint::client(loopback()).unwrap();
     raw.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    raw.connect(addr(server), "storage-1").unwrap().await.unwrap()
+    raw.connect(addr(server), "storage-1")
+        .unwrap()
+        .await
+        .unwrap()
 }
 
 /// Sends `bytes` on a new bidirectional stream and returns the decoded reply, or the reset
@@ -31,7 +34,9 @@ async fn exchange(connection: &quinn::Connection, bytes: &[u8]) -> Result<OwnedR
     let _ = send.finish();
     match recv.read_to_end(1 << 20).await {
         Ok(reply) => {
-            let (body, used) = decode_frame(&reply, MAX_FRAME).unwrap().expect("a whole frame");
+            let (body, used) = decode_frame(&reply, MAX_FRAME)
+                .unwrap()
+                .expect("a whole frame");
             assert_eq!(used, reply.len(), "exactly one reply frame");
             Ok(OwnedReply::from(Reply::decode(body).unwrap()))
         }
@@ -59,13 +64,20 @@ impl From<Reply<'_>> for OwnedReply {
 
 fn good_request(n: u64) -> Vec<u8> {
     let mut bytes = vec![StreamKind::Request.as_byte()];
-    encode_frame(&postcard::to_stdvec(&Request::Ping(n)).unwrap(), MAX_FRAME, &mut bytes).unwrap();
+    encode_frame(
+        &postcard::to_stdvec(&Request::Ping(n)).unwrap(),
+        MAX_FRAME,
+        &mut bytes,
+    )
+    .unwrap();
     bytes
 }
 
 fn assert_rejected(reply: Result<OwnedReply, u64>, expected: &str) {
     match reply {
-        Ok(OwnedReply::Rejected(text)) => assert!(text.contains(expected), "{text:?} lacks {expected:?}"),
+        Ok(OwnedReply::Rejected(text)) => {
+            assert!(text.contains(expected), "{text:?} lacks {expected:?}")
+        }
         other => panic!("expected a rejection mentioning {expected:?}, got {other:?}"),
     }
 }
@@ -85,24 +97,42 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
         let connection = raw_connection(&ca, &server).await;
 
         let ok = exchange(&connection, &good_request(1)).await;
-        assert_eq!(ok, Ok(OwnedReply::Ok(postcard::to_stdvec(&Pong(1)).unwrap())));
+        assert_eq!(
+            ok,
+            Ok(OwnedReply::Ok(postcard::to_stdvec(&Pong(1)).unwrap()))
+        );
 
         // A length prefix of 4 GiB - 1: refused from the prefix alone.
         let mut oversized = vec![StreamKind::Request.as_byte()];
         oversized.extend_from_slice(&u32::MAX.to_be_bytes());
         oversized.extend_from_slice(&[0xAB; 100]);
-        assert_rejected(exchange(&connection, &oversized).await, "exceeds the limit of 65536");
+        assert_rejected(
+            exchange(&connection, &oversized).await,
+            "exceeds the limit of 65536",
+        );
 
         // One byte over the limit, with the whole body actually sent.
         let mut just_over = vec![StreamKind::Request.as_byte()];
         just_over.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
         just_over.extend(std::iter::repeat_n(0u8, MAX_FRAME as usize + 1));
-        assert_rejected(exchange(&connection, &just_over).await, "65537 bytes exceeds");
+        assert_rejected(
+            exchange(&connection, &just_over).await,
+            "65537 bytes exceeds",
+        );
 
         // Unknown stream kinds, and a message kind on a bidirectional stream.
-        assert_rejected(exchange(&connection, &[0x00, 1, 2, 3]).await, "unknown stream kind 0x00");
-        assert_rejected(exchange(&connection, &[0xFF]).await, "unknown stream kind 0xff");
-        assert_rejected(exchange(&connection, &[StreamKind::Message.as_byte(), 0, 0, 0, 0]).await, "unknown stream kind 0x02");
+        assert_rejected(
+            exchange(&connection, &[0x00, 1, 2, 3]).await,
+            "unknown stream kind 0x00",
+        );
+        assert_rejected(
+            exchange(&connection, &[0xFF]).await,
+            "unknown stream kind 0xff",
+        );
+        assert_rejected(
+            exchange(&connection, &[StreamKind::Message.as_byte(), 0, 0, 0, 0]).await,
+            "unknown stream kind 0x02",
+        );
 
         // Truncated: a prefix promising 10 bytes, then the end of the stream.
         let mut truncated = vec![StreamKind::Request.as_byte()];
@@ -122,24 +152,49 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
         // length, a bad tag, a bogus compressed chunk, a wrong digest.
         let mut bad_head = vec![StreamKind::Object.as_byte()];
         encode_frame(&[0xFF; 11], MAX_FRAME, &mut bad_head).unwrap();
-        assert_rejected(exchange(&connection, &bad_head).await, "malformed object head");
+        assert_rejected(
+            exchange(&connection, &bad_head).await,
+            "malformed object head",
+        );
 
         let object = |len: u64, frames: &[&[u8]]| {
             let mut bytes = vec![StreamKind::Object.as_byte()];
             let header = postcard::to_stdvec(&ObjectHeader { oid: 1 }).unwrap();
-            let head = postcard::to_stdvec(&ObjectHead { len, header: &header }).unwrap();
+            let head = postcard::to_stdvec(&ObjectHead {
+                len,
+                header: &header,
+            })
+            .unwrap();
             encode_frame(&head, MAX_FRAME, &mut bytes).unwrap();
             for frame in frames {
                 encode_frame(frame, MAX_FRAME, &mut bytes).unwrap();
             }
             bytes
         };
-        assert_rejected(exchange(&connection, &object(u64::MAX, &[])).await, "object of 18446744073709551615 bytes exceeds");
-        assert_rejected(exchange(&connection, &object(3, &[b"\x00abcd"])).await, "4 bytes where only 3");
-        assert_rejected(exchange(&connection, &object(3, &[b"\x07abc"])).await, "unknown tag 7");
-        assert_rejected(exchange(&connection, &object(3, &[b"\x01\x00\x00\x00\x03junk"])).await, "compressed chunk");
-        assert_rejected(exchange(&connection, &object(3, &[b"\x00abc", &[2; 33]])).await, "digest does not match");
-        assert_rejected(exchange(&connection, &object(3, &[b"\x00abc", &[2; 5]])).await, "object end");
+        assert_rejected(
+            exchange(&connection, &object(u64::MAX, &[])).await,
+            "object of 18446744073709551615 bytes exceeds",
+        );
+        assert_rejected(
+            exchange(&connection, &object(3, &[b"\x00abcd"])).await,
+            "4 bytes where only 3",
+        );
+        assert_rejected(
+            exchange(&connection, &object(3, &[b"\x07abc"])).await,
+            "unknown tag 7",
+        );
+        assert_rejected(
+            exchange(&connection, &object(3, &[b"\x01\x00\x00\x00\x03junk"])).await,
+            "compressed chunk",
+        );
+        assert_rejected(
+            exchange(&connection, &object(3, &[b"\x00abc", &[2; 33]])).await,
+            "digest does not match",
+        );
+        assert_rejected(
+            exchange(&connection, &object(3, &[b"\x00abc", &[2; 5]])).await,
+            "object end",
+        );
 
         // Unidirectional garbage: stopped, no reply possible. The stream is left open so the
         // stop is observable (a finished, fully delivered stream cannot be stopped anymore).
@@ -153,7 +208,10 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
 
         // The very same connection still serves good requests.
         let ok = exchange(&connection, &good_request(2)).await;
-        assert_eq!(ok, Ok(OwnedReply::Ok(postcard::to_stdvec(&Pong(2)).unwrap())));
+        assert_eq!(
+            ok,
+            Ok(OwnedReply::Ok(postcard::to_stdvec(&Pong(2)).unwrap()))
+        );
         assert!(connection.close_reason().is_none());
         // Six request streams, seven object streams, one unidirectional stream.
         assert_eq!(server.stats().protocol_errors, 14);

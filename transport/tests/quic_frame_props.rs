@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use replicast_transport::quic::LinkConfig;
 use replicast_transport::quic::frame::{FrameDecoder, decode_frame, encode_frame};
 use replicast_transport::quic::wire::{
     DecodeLimits, DecodedStream, Reply, decode_stream, encode_object_stream,
 };
-use replicast_transport::quic::LinkConfig;
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame_len: 1 << 16,
@@ -27,11 +27,8 @@ proptest! {
         let mut decoder = FrameDecoder::new(max);
         for piece in bytes.chunks(7) {
             decoder.extend(piece);
-            loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => prop_assert!(frame.len() <= max as usize),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(frame)) = decoder.next_frame() {
+                prop_assert!(frame.len() <= max as usize);
             }
         }
     }

@@ -9,7 +9,11 @@ use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError}
 
 /// Dials `name` at the server and sends one request through whatever connection results: a
 /// refusal may surface at the dial or, for a refused client certificate, on the first use.
-async fn dial_and_request(client: &Endpoint, name: &str, server: &Endpoint) -> Result<Pong, LinkError> {
+async fn dial_and_request(
+    client: &Endpoint,
+    name: &str,
+    server: &Endpoint,
+) -> Result<Pong, LinkError> {
     let link = client.link(name, addr(server)).await?;
     link.request(&Request::Ping(1)).await
 }
@@ -32,7 +36,10 @@ async fn a_server_certificate_from_another_ca_is_refused() {
         let server = endpoint(&identity(&theirs, "storage-1"), LinkConfig::default());
         let client = endpoint(&identity(&ours, "client-1"), LinkConfig::default());
         serve(server.clone(), None);
-        assert_refused(dial_and_request(&client, "storage-1", &server).await, "storage-1");
+        assert_refused(
+            dial_and_request(&client, "storage-1", &server).await,
+            "storage-1",
+        );
         assert_eq!(server.stats().connections_accepted, 0);
     })
     .await;
@@ -55,7 +62,10 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         })
         .unwrap();
         serve(server.clone(), None);
-        assert_refused(dial_and_request(&client, "storage-1", &server).await, "storage-1");
+        assert_refused(
+            dial_and_request(&client, "storage-1", &server).await,
+            "storage-1",
+        );
         assert_eq!(server.stats().connections_accepted, 0);
         assert_eq!(server.stats().handshake_failures, 1);
     })
@@ -101,7 +111,10 @@ async fn a_client_without_a_certificate_is_refused() {
         })
         .unwrap();
         serve(server.clone(), None);
-        assert_refused(dial_and_request(&anonymous, "storage-1", &server).await, "storage-1");
+        assert_refused(
+            dial_and_request(&anonymous, "storage-1", &server).await,
+            "storage-1",
+        );
         assert_eq!(server.stats().connections_accepted, 0);
         assert_eq!(server.stats().handshake_failures, 1);
     })
@@ -144,7 +157,10 @@ async fn an_expired_client_certificate_is_refused() {
         let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
         let client = endpoint(&expired, LinkConfig::default());
         serve(server.clone(), None);
-        assert_refused(dial_and_request(&client, "storage-1", &server).await, "storage-1");
+        assert_refused(
+            dial_and_request(&client, "storage-1", &server).await,
+            "storage-1",
+        );
         assert_eq!(server.stats().connections_accepted, 0);
         assert_eq!(server.stats().handshake_failures, 1);
     })
@@ -164,13 +180,18 @@ async fn a_certificate_for_another_node_name_is_refused() {
         match &result {
             Err(LinkError::HandshakeRefused { peer, reason, .. }) => {
                 assert_eq!(peer, "storage-1");
-                assert!(reason.contains("NotValidForName") || reason.contains("name"), "{reason}");
+                assert!(
+                    reason.contains("NotValidForName") || reason.contains("name"),
+                    "{reason}"
+                );
             }
             other => panic!("expected a refused handshake, got {other:?}"),
         }
         // Dialing the name it does hold works.
         assert_eq!(
-            dial_and_request(&client, "storage-2", &server).await.unwrap(),
+            dial_and_request(&client, "storage-2", &server)
+                .await
+                .unwrap(),
             Pong(1)
         );
     })

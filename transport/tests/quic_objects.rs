@@ -68,9 +68,13 @@ async fn objects_round_trip_without_compression_and_with_odd_chunk_sizes() {
         let client = endpoint(&identity(&ca, "client-1"), link_config);
         serve(server.clone(), None);
         let link = client.link("storage-1", addr(&server)).await.unwrap();
-        for (oid, payload) in [compressible(12_345), incompressible(999, 2), compressible(1000)]
-            .into_iter()
-            .enumerate()
+        for (oid, payload) in [
+            compressible(12_345),
+            incompressible(999, 2),
+            compressible(1000),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let ack: Ack = link
                 .send_object(&ObjectHeader { oid: oid as u64 }, payload.clone())
@@ -102,7 +106,10 @@ async fn an_object_above_the_receivers_limit_is_refused_before_its_payload() {
         match refused {
             Err(LinkError::Rejected { peer, message }) => {
                 assert_eq!(peer, "storage-1");
-                assert!(message.contains("object of 1001 bytes exceeds"), "{message}");
+                assert!(
+                    message.contains("object of 1001 bytes exceeds"),
+                    "{message}"
+                );
             }
             other => panic!("expected a rejection, got {other:?}"),
         }
@@ -126,17 +133,26 @@ async fn the_receiver_can_refuse_an_object_by_its_header() {
         let link = client.link("storage-1", addr(&server)).await.unwrap();
         let payload = incompressible(8 * MIB, 4);
         let sending = tokio::spawn(async move {
-            link.send_object::<_, Ack>(&ObjectHeader { oid: 13 }, payload).await
+            link.send_object::<_, Ack>(&ObjectHeader { oid: 13 }, payload)
+                .await
         });
         let Some(Incoming::Object(object)) = server.accept().await else {
             panic!("expected an object");
         };
-        assert_eq!(object.header::<ObjectHeader>().unwrap(), ObjectHeader { oid: 13 });
+        assert_eq!(
+            object.header::<ObjectHeader>().unwrap(),
+            ObjectHeader { oid: 13 }
+        );
         assert_eq!(object.len(), 8 * MIB as u64);
         assert_eq!(object.peer(), "client-1");
-        object.respond_err("partition not served here").await.unwrap();
+        object
+            .respond_err("partition not served here")
+            .await
+            .unwrap();
         match sending.await.unwrap() {
-            Err(LinkError::Remote { message, .. }) => assert_eq!(message, "partition not served here"),
+            Err(LinkError::Remote { message, .. }) => {
+                assert_eq!(message, "partition not served here")
+            }
             other => panic!("expected a remote error, got {other:?}"),
         }
     })

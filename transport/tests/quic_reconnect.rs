@@ -9,7 +9,8 @@ use replicast_transport::quic::{Incoming, LinkConfig, LinkError};
 const OBJECT_LEN: usize = 64 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_receiver_dropping_the_connection_mid_object_fails_the_send_and_the_next_request_reconnects() {
+async fn the_receiver_dropping_the_connection_mid_object_fails_the_send_and_the_next_request_reconnects()
+ {
     bounded(async {
         let ca = ca("cluster");
         let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
@@ -39,8 +40,15 @@ async fn the_receiver_dropping_the_connection_mid_object_fails_the_send_and_the_
         drop(object);
 
         serve(server.clone(), None);
-        assert_eq!(link.request::<_, Pong>(&Request::Ping(2)).await.unwrap(), Pong(2));
-        assert_eq!(client.stats().connections_dialed, 2, "the request dialed again");
+        assert_eq!(
+            link.request::<_, Pong>(&Request::Ping(2)).await.unwrap(),
+            Pong(2)
+        );
+        assert_eq!(
+            client.stats().connections_dialed,
+            2,
+            "the request dialed again"
+        );
         // And a whole object passes on the new connection.
         let payload = incompressible(OBJECT_LEN, 6);
         let ack: Ack = link
@@ -53,7 +61,8 @@ async fn the_receiver_dropping_the_connection_mid_object_fails_the_send_and_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sender_dropping_its_connection_mid_object_fails_the_send_and_the_receiver_sees_an_error() {
+async fn the_sender_dropping_its_connection_mid_object_fails_the_send_and_the_receiver_sees_an_error()
+ {
     bounded(async {
         let ca = ca("cluster");
         let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
@@ -80,7 +89,10 @@ async fn the_sender_dropping_its_connection_mid_object_fails_the_send_and_the_re
         assert_eq!(server.stats().protocol_errors, 0);
 
         serve(server.clone(), None);
-        assert_eq!(link.request::<_, Pong>(&Request::Ping(3)).await.unwrap(), Pong(3));
+        assert_eq!(
+            link.request::<_, Pong>(&Request::Ping(3)).await.unwrap(),
+            Pong(3)
+        );
         assert!(link.is_connected());
         assert_eq!(client.stats().connections_dialed, 2);
     })

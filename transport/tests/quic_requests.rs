@@ -33,7 +33,11 @@ async fn five_thousand_concurrent_requests_are_each_matched_to_their_answer() {
             assert!(seen.insert(n));
         }
         assert_eq!(seen.len(), 5_000);
-        assert_eq!(client.stats().connections_dialed, 1, "one connection per peer pair");
+        assert_eq!(
+            client.stats().connections_dialed,
+            1,
+            "one connection per peer pair"
+        );
         assert_eq!(server.stats().connections_accepted, 1);
         assert_eq!(server.stats().protocol_errors, 0);
     })
@@ -49,7 +53,9 @@ async fn an_error_answer_arrives_as_remote_and_the_link_stays_usable() {
         serve(server.clone(), None);
         let link = client.link("storage-1", addr(&server)).await.unwrap();
 
-        let failed = link.request::<_, Pong>(&Request::Fail("no such oid".into())).await;
+        let failed = link
+            .request::<_, Pong>(&Request::Fail("no such oid".into()))
+            .await;
         match failed {
             Err(LinkError::Remote { peer, message }) => {
                 assert_eq!(peer, "storage-1");
@@ -57,7 +63,10 @@ async fn an_error_answer_arrives_as_remote_and_the_link_stays_usable() {
             }
             other => panic!("expected a remote error, got {other:?}"),
         }
-        assert_eq!(link.request::<_, Pong>(&Request::Ping(9)).await.unwrap(), Pong(9));
+        assert_eq!(
+            link.request::<_, Pong>(&Request::Ping(9)).await.unwrap(),
+            Pong(9)
+        );
         assert_eq!(link.peer(), "storage-1");
         assert_eq!(link.remote_address(), addr(&server));
         assert!(link.rtt().is_some());
@@ -125,7 +134,10 @@ async fn the_accepting_side_reaches_the_dialer_over_the_same_connection() {
 
         // Storage answers by request on the accepted connection: no new connection.
         let back = storage.known_link("client-1").expect("the client is known");
-        assert_eq!(back.request::<_, Pong>(&Request::Ping(5)).await.unwrap(), Pong(5));
+        assert_eq!(
+            back.request::<_, Pong>(&Request::Ping(5)).await.unwrap(),
+            Pong(5)
+        );
         assert_eq!(storage.stats().connections_dialed, 0);
         assert_eq!(client.stats().connections_accepted, 0);
         assert!(storage.known_link("nobody").is_none());
@@ -147,7 +159,10 @@ async fn a_request_dropped_unanswered_resets_the_stream() {
         drop(request);
         match pending.await.unwrap() {
             Err(LinkError::StreamReset { code, .. }) => {
-                assert_eq!(code, replicast_transport::quic::codes::NO_REPLY.into_inner())
+                assert_eq!(
+                    code,
+                    replicast_transport::quic::codes::NO_REPLY.into_inner()
+                )
             }
             other => panic!("expected a reset, got {other:?}"),
         }

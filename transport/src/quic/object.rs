@@ -258,7 +258,10 @@ mod tests {
             Ok(ObjectFrame::Zstd { raw_len: 8000, .. })
         ));
         let raw = encoder.encode(noise.clone());
-        assert!(raw.data == noise, "incompressible bytes are sent as they are");
+        assert!(
+            raw.data == noise,
+            "incompressible bytes are sent as they are"
+        );
         assert_eq!(raw.data.as_ptr(), noise.as_ptr(), "and not copied");
         let below = encoder.encode(small.clone());
         assert!(below.data == small, "below the threshold: raw");
@@ -285,7 +288,10 @@ mod tests {
         let mut assembler = ObjectAssembler::new(8192, 8192).unwrap();
         assert!(assembler.push_zstd(4000, &packed).is_err());
         let mut assembler = ObjectAssembler::new(100, 8192).unwrap();
-        assert!(assembler.push_zstd(4096, &packed).is_err(), "beyond the object");
+        assert!(
+            assembler.push_zstd(4096, &packed).is_err(),
+            "beyond the object"
+        );
     }
 
     #[test]

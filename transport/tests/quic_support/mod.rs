@@ -102,7 +102,8 @@ pub fn serve(
                     },
                     Incoming::Message(message) => {
                         if let Some(messages) = messages {
-                            let _ = messages.send((message.peer().to_owned(), message.body().to_vec()));
+                            let _ =
+                                messages.send((message.peer().to_owned(), message.body().to_vec()));
                         }
                     }
                     Incoming::Object(mut object) => {
@@ -144,7 +145,9 @@ pub fn compressible(len: usize) -> Bytes {
     let mut out = Vec::with_capacity(len + 64);
     let mut i = 0u64;
     while out.len() < len {
-        out.extend_from_slice(format!("oid={i:016x} serial={:08} state=committed;", i * 7).as_bytes());
+        out.extend_from_slice(
+            format!("oid={i:016x} serial={:08} state=committed;", i * 7).as_bytes(),
+        );
         i += 1;
     }
     out.truncate(len);
