@@ -1,10 +1,31 @@
-//! Tokio driver for the multicast protocol core.
+//! Tokio driver for the multicast protocol core: real sockets, timers and a task per
+//! endpoint, around the sans-IO [`proto`](super::proto) state machines.
+//!
+//! - [`MulticastSender`] sends objects to a group and returns a [`DeliveryHandle`] per
+//!   object that resolves per receiver ([`DeliveryOutcome`]); [`send`](MulticastSender::send)
+//!   waits while the transmit window is full.
+//! - [`MulticastReceiver`] joins the group and yields [`Received`] objects (or loss reports).
+//! - [`sender_socket`] and [`receiver_sockets`] set the sockets up ([`MulticastSocketConfig`]):
+//!   join on a named interface, `IP_MULTICAST_IF`, TTL 1 by default, loopback, multicast-all
+//!   off, large buffers. IPv4 and IPv6 groups.
+//! - [`Impairment`] drops, duplicates and reorders received datagrams with a seeded
+//!   generator, for tests and benchmarks on real sockets.
+//!
+//! The driver holds no protocol logic: each task waits on its sockets, its next timer and its
+//! commands, feeds the core, and drains the core's datagrams into the socket.
 
+#[allow(dead_code)] // Used by the sender, which waits for the proto API.
+mod delivery;
 mod error;
 mod impair;
 mod interface;
+#[allow(dead_code)] // Used by the drivers, which wait for the proto API.
+mod io;
+// Waiting for the proto API: mod receiver; mod sender;
 mod socket;
+mod stats;
 
+pub use delivery::{DeliveryHandle, DeliveryOutcome, DeliveryReport};
 pub use error::SocketError;
 pub use impair::{Impairment, ImpairmentConfig, ImpairmentStats};
 pub use interface::MulticastInterface;
@@ -12,3 +33,4 @@ pub use socket::{
     BoundSocket, DEFAULT_BUFFER_SIZE, GrantedBuffers, MulticastSocketConfig, receiver_sockets,
     sender_socket,
 };
+pub use stats::SocketStats;

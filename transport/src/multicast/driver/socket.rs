@@ -199,7 +199,8 @@ fn new_socket(config: &MulticastSocketConfig, bind: SocketAddr) -> Result<Socket
             group: config.group,
         });
     }
-    if config.group.is_ipv4() != bind.is_ipv4() {
+    let ipv4_only_interface = matches!(config.interface, MulticastInterface::Address(_));
+    if config.group.is_ipv4() != bind.is_ipv4() || (config.group.is_ipv6() && ipv4_only_interface) {
         return Err(SocketError::FamilyMismatch {
             group: config.group,
             interface: config.interface.clone(),
@@ -319,4 +320,79 @@ fn finish(socket: Socket, ctx: &Context) -> Result<BoundSocket, SocketError> {
     ctx.io("O_NONBLOCK", socket.set_nonblocking(true))?;
     let socket = ctx.io("register with tokio", UdpSocket::from_std(socket.into()))?;
     Ok(BoundSocket { socket, buffers })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(5);
+
+    fn random_group() -> SocketAddr {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
+        SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
+    }
+
+    #[tokio::test]
+    async fn two_receivers_share_the_group_and_answer_by_unicast() {
+        let config = MulticastSocketConfig::new(random_group());
+        let sender = sender_socket(&config).unwrap();
+        let (group_a, control_a) = receiver_sockets(&config).unwrap();
+        let (group_b, _control_b) = receiver_sockets(&config).unwrap();
+        assert!(group_a.buffers.recv > 0 && sender.buffers.send > 0);
+
+        sender
+            .socket
+            .send_to(b"to all", config.group)
+            .await
+            .unwrap();
+        let mut buffer = [0; 64];
+        for group in [&group_a, &group_b] {
+            let (len, from) = tokio::time::timeout(BOUND, group.socket.recv_from(&mut buffer))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buffer[..len], b"to all");
+            assert_eq!(from, sender.socket.local_addr().unwrap());
+        }
+
+        control_a
+            .socket
+            .send_to(b"nack", sender.socket.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (len, from) = tokio::time::timeout(BOUND, sender.socket.recv_from(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buffer[..len], b"nack");
+        assert_eq!(from, control_a.socket.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn unicast_group_address_is_refused() {
+        let config = MulticastSocketConfig::new("127.0.0.1:4000".parse().unwrap());
+        assert!(matches!(
+            sender_socket(&config).unwrap_err(),
+            SocketError::NotMulticast { .. }
+        ));
+        assert!(matches!(
+            receiver_sockets(&config).unwrap_err(),
+            SocketError::NotMulticast { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn ipv4_address_for_an_ipv6_group_is_refused() {
+        let config = MulticastSocketConfig::new("[ff01::1]:4000".parse().unwrap())
+            .with_interface(MulticastInterface::Address(Ipv4Addr::LOCALHOST));
+        assert!(matches!(
+            sender_socket(&config).unwrap_err(),
+            SocketError::FamilyMismatch { .. }
+        ));
+    }
 }
