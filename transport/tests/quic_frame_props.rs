@@ -84,7 +84,7 @@ proptest! {
         let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20 };
         if let Ok(DecodedStream::Object { payload: decoded, .. }) = decode_stream(&stream, limits) {
             // Only a change to the application header can pass; the payload is covered by
-            // the digest.
+            // the checksum.
             prop_assert_eq!(decoded, payload);
         }
     }

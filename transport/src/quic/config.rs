@@ -93,6 +93,10 @@ pub struct LinkConfig {
     pub mtu_upper_bound: u16,
     /// Whether to use UDP segmentation offload (GSO) where the platform offers it.
     pub segmentation_offload: bool,
+    /// Size asked for the UDP socket's send and receive buffers (the kernel caps it, on Linux
+    /// at `net.core.rmem_max` / `wmem_max`). Small default buffers drop bursts at high rates.
+    /// Applies to sockets [`Endpoint::bind`](super::Endpoint::bind) creates.
+    pub socket_buffer_size: usize,
     /// Capacity of the queue of incoming work of the endpoint; when full, peers' streams wait.
     pub incoming_queue: usize,
 }
@@ -115,6 +119,7 @@ impl Default for LinkConfig {
             max_object_size: 1 << 30,
             mtu_upper_bound: 1452,
             segmentation_offload: true,
+            socket_buffer_size: 4 << 20,
             incoming_queue: 1024,
         }
     }
@@ -159,6 +164,15 @@ impl LinkConfig {
             return Err(ConfigError("incoming_queue must not be 0".into()));
         }
         Ok(())
+    }
+
+    /// quinn's endpoint settings: the largest UDP payload this endpoint accepts must allow
+    /// what MTU discovery may probe for.
+    pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut config = quinn::EndpointConfig::default();
+        // Within quinn's bounds whenever `validate` passed (1200..=65527 after the max).
+        let _ = config.max_udp_payload_size(self.mtu_upper_bound.clamp(1472, 65_527));
+        config
     }
 
     pub(crate) fn transport_config(&self) -> Result<quinn::TransportConfig, ConfigError> {

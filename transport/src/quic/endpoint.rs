@@ -77,16 +77,38 @@ impl Endpoint {
     ///
     /// Must be called within a tokio runtime.
     pub fn bind(config: EndpointConfig) -> Result<Self, LinkError> {
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(|e| LinkError::Bind {
+        let bind_error = |e| LinkError::Bind {
             addr: config.listen,
             source: Arc::new(e),
-        })?;
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(config.listen),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(bind_error)?;
+        if config.listen.is_ipv6() {
+            // Dual-stack where the platform allows it; an IPv6-only socket still works.
+            let _ = socket.set_only_v6(false);
+        }
+        for (what, result) in [
+            (
+                "receive",
+                socket.set_recv_buffer_size(config.link.socket_buffer_size),
+            ),
+            (
+                "send",
+                socket.set_send_buffer_size(config.link.socket_buffer_size),
+            ),
+        ] {
+            if let Err(e) = result {
+                tracing::debug!("cannot set the UDP {what} buffer size: {e}");
+            }
+        }
+        socket.bind(&config.listen.into()).map_err(bind_error)?;
         let runtime = Arc::new(quinn::TokioRuntime);
         let socket =
-            quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(|e| LinkError::Bind {
-                addr: config.listen,
-                source: Arc::new(e),
-            })?;
+            quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(bind_error)?;
         Self::bind_with_socket(config, socket)
     }
 
@@ -106,7 +128,7 @@ impl Endpoint {
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
         let quinn = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
+            config.link.endpoint_config(),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),

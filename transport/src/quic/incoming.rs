@@ -197,7 +197,7 @@ impl IncomingObject {
         decode(&self.header, "object header")
     }
 
-    /// Receives the whole payload, checked against its announced length and SHA-256 digest.
+    /// Receives the whole payload, checked against its announced length and checksum.
     ///
     /// On malformed input the stream is stopped, the sender is told why, and the error is
     /// returned; a later call returns the payload again once received.

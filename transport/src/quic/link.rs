@@ -54,6 +54,12 @@ impl Link {
         self.peer.current().map(|c| c.rtt())
     }
 
+    /// QUIC statistics of the current connection (path MTU, congestion window, lost packets,
+    /// ...), if connected.
+    pub fn connection_stats(&self) -> Option<quinn::ConnectionStats> {
+        self.peer.current().map(|c| c.stats())
+    }
+
     /// Whether a live connection to the peer exists right now.
     pub fn is_connected(&self) -> bool {
         self.peer.current().is_some()

@@ -13,7 +13,7 @@
 //!   reply frame, typed with serde and encoded with postcard;
 //! - **messages** ([`Link::send_message`]): a unidirectional stream with one frame;
 //! - **objects** ([`Link::send_object`]): a header, then a payload of any size in chunks,
-//!   zstd-compressed per chunk where that shrinks it, ending with a SHA-256 digest; answered
+//!   zstd-compressed per chunk where that shrinks it, ending with a checksum; answered
 //!   like a request.
 //!
 //! Frames are a 4-byte big-endian length and a body ([`frame`]); the length is checked

@@ -88,7 +88,7 @@ impl<'a> ObjectHead<'a> {
 pub(crate) const TAG_RAW: u8 = 0;
 /// Tag of an object frame carrying zstd-compressed payload bytes.
 pub(crate) const TAG_ZSTD: u8 = 1;
-/// Tag of the frame ending an object, carrying the payload's SHA-256 digest.
+/// Tag of the frame ending an object, carrying the payload's checksum.
 pub(crate) const TAG_END: u8 = 2;
 
 /// A frame of an object stream after its head.
@@ -103,9 +103,9 @@ pub enum ObjectFrame<'a> {
         /// The compressed bytes.
         data: &'a [u8],
     },
-    /// The end of the payload, with the SHA-256 digest of all of it.
+    /// The end of the payload, with the checksum of all of it.
     End {
-        /// SHA-256 of the uncompressed payload.
+        /// XXH3-128 of the uncompressed payload, big-endian.
         digest: &'a [u8; DIGEST_LEN],
     },
 }
@@ -136,7 +136,7 @@ impl<'a> ObjectFrame<'a> {
                 let digest = rest.try_into().map_err(|_| {
                     FrameError::malformed(
                         "object end",
-                        format_args!("digest of {} bytes, expected {DIGEST_LEN}", rest.len()),
+                        format_args!("checksum of {} bytes, expected {DIGEST_LEN}", rest.len()),
                     )
                 })?;
                 Ok(Self::End { digest })
@@ -165,18 +165,18 @@ pub enum DecodedStream {
     Request(Vec<u8>),
     /// A one-way message's postcard body.
     Message(Vec<u8>),
-    /// An object: the application header and the verified payload.
+    /// An object: the application header and the payload, checked against its length and checksum.
     Object {
         /// The postcard-encoded application header.
         header: Vec<u8>,
-        /// The payload, checked against its announced length and digest.
+        /// The payload, checked against its announced length and checksum.
         payload: bytes::Bytes,
     },
 }
 
 /// Decodes the complete bytes of an inbound stream exactly as a receiving endpoint does, with
 /// the same checks: kind byte, frame limits, object length, chunk bounds, decompression bounds,
-/// digest, and no bytes after the end.
+/// checksum, and no bytes after the end.
 ///
 /// The endpoint itself reads from the network incrementally; this function exists so the
 /// decoding rules can be fuzzed and property-tested without sockets.
