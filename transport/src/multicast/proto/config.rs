@@ -1,0 +1,191 @@
+//! Settings of the [`Sender`](super::Sender) and [`Receiver`](super::Receiver).
+
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::wire;
+
+/// A token bucket's rate: `bytes_per_second` sustained, `burst` bytes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained rate in bytes per second.
+    pub bytes_per_second: u64,
+    /// Bytes that may leave at once after an idle period.
+    pub burst: u64,
+}
+
+/// Parity repair: for every `block_size` source datagrams the sender keeps `parity` parity
+/// datagrams ready, and answers NACKs within a block with parity when that repairs more
+/// receivers at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecConfig {
+    /// Source datagrams per block (1..=255).
+    pub block_size: u16,
+    /// Parity datagrams per block (1..=255 - block_size).
+    pub parity: u16,
+}
+
+/// How a [`Sender`](super::Sender) splits, paces, buffers and repairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SenderConfig {
+    /// Largest UDP payload the sender emits, header and authentication tag included.
+    /// 1472 suits a 1500-byte MTU over IPv4 (1452 for IPv6).
+    pub max_datagram_size: usize,
+    /// Largest object [`Sender::send_object`](super::Sender::send_object) accepts.
+    pub max_object_size: u64,
+    /// Datagrams the transmit window (and so the retransmit buffer) holds at most.
+    pub window_datagrams: u64,
+    /// Payload bytes the transmit window (and so the retransmit buffer) holds at most.
+    pub window_bytes: u64,
+    /// Pacing of everything the sender emits; `None` sends as fast as the caller drains.
+    pub rate_limit: Option<RateLimit>,
+    /// How long NACKs for the same datagrams are gathered before one repair answers them all.
+    pub nack_coalescing: Duration,
+    /// Interval of tail announcements while data is unacknowledged.
+    pub tail_interval: Duration,
+    /// Interval of tail announcements when everything is acknowledged (keeps the RTT fresh).
+    pub idle_tail_interval: Duration,
+    /// Repair bytes one receiver's NACKs may cause, so that a flood of NACKs cannot turn the
+    /// sender into an amplifier.
+    pub repair_rate_per_receiver: RateLimit,
+    /// A receiver that has not acknowledged an object this long after it was sent is given
+    /// up on: its outstanding objects are reported [`Abandoned`](super::SenderEvent::Abandoned)
+    /// and it no longer holds the window back until it catches up.
+    pub delivery_timeout: Duration,
+    /// Round-trip time assumed before any receiver has reported one.
+    pub initial_rtt: Duration,
+    /// Lower bound of the group round-trip time announced to receivers.
+    pub min_rtt: Duration,
+    /// Optional parity repair.
+    pub fec: Option<FecConfig>,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            max_datagram_size: 1472,
+            max_object_size: 16 << 20,
+            window_datagrams: 32 * 1024,
+            window_bytes: 32 << 20,
+            rate_limit: None,
+            nack_coalescing: Duration::from_millis(2),
+            tail_interval: Duration::from_millis(10),
+            idle_tail_interval: Duration::from_millis(500),
+            repair_rate_per_receiver: RateLimit {
+                bytes_per_second: 64 << 20,
+                burst: 4 << 20,
+            },
+            delivery_timeout: Duration::from_secs(10),
+            initial_rtt: Duration::from_millis(10),
+            min_rtt: Duration::from_micros(500),
+            fec: None,
+        }
+    }
+}
+
+impl SenderConfig {
+    /// Payload bytes one data datagram carries.
+    pub fn fragment_payload(&self) -> usize {
+        self.max_datagram_size
+            .saturating_sub(wire::HEADER_LEN + wire::TAG_LEN + wire::DATA_BODY_HEADER_LEN)
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let min = wire::HEADER_LEN + wire::TAG_LEN + wire::MIN_CONTROL_BODY;
+        let max = 65_507;
+        if !(min..=max).contains(&self.max_datagram_size) {
+            return Err(ConfigError::DatagramSize {
+                size: self.max_datagram_size,
+                min,
+                max,
+            });
+        }
+        if self.max_object_size > self.window_bytes {
+            return Err(ConfigError::ObjectLargerThanWindow {
+                max_object_size: self.max_object_size,
+                window_bytes: self.window_bytes,
+            });
+        }
+        let needed = self
+            .max_object_size
+            .div_ceil(self.fragment_payload() as u64)
+            .max(1);
+        if needed > self.window_datagrams {
+            return Err(ConfigError::WindowTooSmall {
+                needed,
+                window_datagrams: self.window_datagrams,
+            });
+        }
+        for (name, rate) in [
+            ("rate_limit", self.rate_limit),
+            (
+                "repair_rate_per_receiver",
+                Some(self.repair_rate_per_receiver),
+            ),
+        ] {
+            if let Some(rate) = rate
+                && (rate.bytes_per_second == 0 || rate.burst == 0)
+            {
+                return Err(ConfigError::ZeroRate { name });
+            }
+        }
+        if let Some(fec) = self.fec
+            && (fec.block_size == 0 || fec.parity == 0 || fec.block_size + fec.parity > 255)
+        {
+            return Err(ConfigError::Fec {
+                block_size: fec.block_size,
+                parity: fec.parity,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How a [`Receiver`](super::Receiver) asks for repairs, gives up, and bounds its memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverConfig {
+    /// Shortest wait between detecting a gap and NACKing it.
+    pub nack_backoff_min: Duration,
+    /// Longest wait between detecting a gap and NACKing it (the random backoff, scaled by the
+    /// group RTT, is capped here).
+    pub nack_backoff_max: Duration,
+    /// Backoff is uniform in `[min, min + factor * group RTT]` (RFC 5401 scales it the same
+    /// way so that receivers far away do not NACK before the repair could have arrived).
+    pub nack_backoff_rtt_factor: f64,
+    /// NACKs per missing datagram before giving up on it.
+    pub max_nack_retries: u32,
+    /// A datagram not repaired this long after its loss was detected makes its object
+    /// [`Lost`](super::ReceiverEvent::Lost).
+    pub repair_deadline: Duration,
+    /// Payload bytes of incomplete objects held at most; fragments beyond are dropped (and
+    /// NACKed again later).
+    pub max_reassembly_bytes: usize,
+    /// Sequence numbers ahead of the contiguous position that are tracked at most; datagrams
+    /// further ahead are dropped.
+    pub max_tracked_datagrams: u64,
+    /// Interval of status reports (contiguous position, lost objects, RTT echo) to a sender
+    /// while there is news; ten times this when idle.
+    pub status_interval: Duration,
+    /// Round-trip time assumed until the sender announces one.
+    pub initial_rtt: Duration,
+    /// Seed of the backoff randomness (mixed with the receiver id).
+    pub random_seed: u64,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            nack_backoff_min: Duration::from_micros(200),
+            nack_backoff_max: Duration::from_millis(200),
+            nack_backoff_rtt_factor: 1.0,
+            max_nack_retries: 20,
+            repair_deadline: Duration::from_secs(5),
+            max_reassembly_bytes: 64 << 20,
+            max_tracked_datagrams: 64 * 1024,
+            status_interval: Duration::from_millis(5),
+            initial_rtt: Duration::from_millis(10),
+            random_seed: 0x5eed,
+        }
+    }
+}

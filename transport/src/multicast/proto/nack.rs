@@ -1,0 +1,194 @@
+//! When a receiver NACKs a missing datagram, and when it gives up on it.
+//!
+//! Each gap waits a random backoff before its first NACK, uniform in
+//! `[min, min + factor * group RTT]` capped at `max` (RFC 5401, 3.5, scales the backoff by the
+//! group RTT the same way, so that a repair caused by another receiver's NACK can arrive
+//! first), then is NACKed again every two group RTTs plus a fresh backoff until it arrives,
+//! its retries run out, or its repair deadline passes. Gaps due at the same time travel in one
+//! NACK as ranges.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::config::ReceiverConfig;
+use super::wire::{MAX_NACK_RANGES, SeqRange};
+
+#[derive(Debug, Clone, Copy)]
+struct Missing {
+    detected_at: Instant,
+    due: Instant,
+    retries: u32,
+}
+
+/// A deterministic generator for backoff jitter (SplitMix64): the core must not draw on a
+/// global RNG, so that simulations replay exactly.
+#[derive(Debug, Clone)]
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Missing sequence numbers of one session and their NACK timers.
+#[derive(Debug)]
+pub(crate) struct NackScheduler {
+    missing: BTreeMap<u64, Missing>,
+    /// No timer of any entry is earlier (may be earlier than needed after removals).
+    earliest: Option<Instant>,
+}
+
+/// What became of a missing datagram that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// It was not missing.
+    NotMissing,
+    /// It was missing and had not been NACKed by this receiver yet.
+    BeforeNack,
+    /// It was missing and NACKed.
+    AfterNack,
+}
+
+impl NackScheduler {
+    pub(crate) fn new() -> Self {
+        Self {
+            missing: BTreeMap::new(),
+            earliest: None,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.missing.len()
+    }
+
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.missing.contains_key(&seq)
+    }
+
+    /// The lowest missing sequence number.
+    pub(crate) fn first(&self) -> Option<u64> {
+        self.missing.keys().next().copied()
+    }
+
+    /// Missing sequence numbers below `seq`.
+    pub(crate) fn below(&self, seq: u64) -> Vec<u64> {
+        self.missing.range(..seq).map(|(seq, _)| *seq).collect()
+    }
+
+    /// Records `seq` missing; its first NACK waits `backoff`.
+    pub(crate) fn insert(&mut self, seq: u64, now: Instant, backoff: Duration) {
+        let due = now + backoff;
+        self.missing.entry(seq).or_insert(Missing {
+            detected_at: now,
+            due,
+            retries: 0,
+        });
+        self.earliest = Some(self.earliest.map_or(due, |at| at.min(due)));
+    }
+
+    /// `seq` arrived or was resolved.
+    pub(crate) fn remove(&mut self, seq: u64) -> Filled {
+        match self.missing.remove(&seq) {
+            None => Filled::NotMissing,
+            Some(missing) if missing.retries == 0 => Filled::BeforeNack,
+            Some(_) => Filled::AfterNack,
+        }
+    }
+
+    /// Takes the ranges due for a NACK now (at most one NACK's worth) and schedules their
+    /// retries.
+    pub(crate) fn take_due(
+        &mut self,
+        now: Instant,
+        config: &ReceiverConfig,
+        group_rtt: Duration,
+        jitter: &mut Jitter,
+    ) -> Vec<SeqRange> {
+        if self.earliest.is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        let mut ranges: Vec<SeqRange> = Vec::new();
+        let retry_base = (group_rtt * 2).max(config.nack_backoff_min);
+        for (&seq, missing) in self.missing.iter_mut() {
+            if missing.due > now || missing.retries >= config.max_nack_retries {
+                continue;
+            }
+            let extends = ranges.last().is_some_and(|range| {
+                range.first + u64::from(range.len) == seq && range.len < u32::MAX
+            });
+            if extends {
+                if let Some(range) = ranges.last_mut() {
+                    range.len += 1;
+                }
+            } else if ranges.len() == MAX_NACK_RANGES {
+                break;
+            } else {
+                ranges.push(SeqRange { first: seq, len: 1 });
+            }
+            missing.retries += 1;
+            missing.due = now + retry_base + backoff(config, group_rtt, jitter);
+        }
+        self.recompute_earliest(config);
+        ranges
+    }
+
+    /// Removes and returns the sequence numbers given up on: past the repair deadline, or out
+    /// of retries and past their last retry's wait.
+    pub(crate) fn take_expired(&mut self, now: Instant, config: &ReceiverConfig) -> Vec<u64> {
+        if self.earliest.is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        let expired: Vec<u64> = self
+            .missing
+            .iter()
+            .filter(|(_, missing)| {
+                missing.detected_at + config.repair_deadline <= now
+                    || (missing.retries >= config.max_nack_retries && missing.due <= now)
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &expired {
+            self.missing.remove(seq);
+        }
+        self.recompute_earliest(config);
+        expired
+    }
+
+    fn recompute_earliest(&mut self, config: &ReceiverConfig) {
+        self.earliest = self
+            .missing
+            .values()
+            .map(|missing| {
+                missing
+                    .due
+                    .min(missing.detected_at + config.repair_deadline)
+            })
+            .min();
+    }
+
+    /// When a NACK or a give-up may next be due.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.earliest
+    }
+}
+
+/// The first-NACK wait: uniform in `[min, min + factor * rtt]`, capped at `max`.
+pub(crate) fn backoff(
+    config: &ReceiverConfig,
+    group_rtt: Duration,
+    jitter: &mut Jitter,
+) -> Duration {
+    let spread = group_rtt.mul_f64(config.nack_backoff_rtt_factor.max(0.0) * jitter.unit());
+    (config.nack_backoff_min + spread).min(config.nack_backoff_max)
+}

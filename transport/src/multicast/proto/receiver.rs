@@ -1,0 +1,628 @@
+//! The receiving side: per sender session, gap detection, NACKs, status and reassembly.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::config::ReceiverConfig;
+use super::crypto::PacketKey;
+use super::keys::{GroupKey, ReceiverKey};
+use super::nack::{self, Filled, Jitter, NackScheduler};
+use super::reassembly::{Reassembly, Refused, Stored};
+use super::replay::ReplayWindow;
+use super::stats::ReceiverStats;
+use super::wire::{
+    self, Body, DataBody, DecodeError, Header, MAX_STATUS_LOST, PacketType, StatusBody, TailBody,
+};
+use super::{Destination, ReceiverEvent, Transmit};
+
+/// Epoch keys a session keeps at once: the current one and the one draining.
+const LIVE_EPOCHS: usize = 2;
+
+struct EpochKey {
+    epoch: u32,
+    key: PacketKey,
+    replay: ReplayWindow,
+}
+
+/// An object given up on, reported in status until the sender releases it.
+#[derive(Debug, Clone, Copy)]
+struct LostObject {
+    object_id: u64,
+    first_seq: u64,
+    end_seq: u64,
+}
+
+/// What a receiver knows of one sender session.
+struct Session {
+    epochs: Vec<EpochKey>,
+    /// Epochs below are retired.
+    retired_below: u32,
+    control_key: PacketKey,
+    sender_address: Option<SocketAddr>,
+    started: bool,
+    /// Every seq below is received or given up.
+    cumulative: u64,
+    /// One past the highest seq known to exist.
+    horizon: u64,
+    /// The sender no longer keeps seqs below.
+    window_low: u64,
+    reassembly: Reassembly,
+    nacks: NackScheduler,
+    group_rtt: Duration,
+    /// The last tail's timestamp and when it arrived.
+    echo: Option<(u64, Instant)>,
+    lost: Vec<LostObject>,
+    status_dirty: bool,
+    /// No status report before (`None`: one may go now).
+    next_status_at: Option<Instant>,
+    nack_due: bool,
+}
+
+/// The receiver of one member: a sans-IO state machine for any number of sender sessions.
+///
+/// Feed it datagrams with [`handle_datagram`](Self::handle_datagram), call
+/// [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout), send
+/// what [`poll_transmit`](Self::poll_transmit) yields (NACKs and status reports, by unicast to
+/// the sender), and take whole objects or loss reports from [`poll_event`](Self::poll_event).
+pub struct Receiver {
+    config: ReceiverConfig,
+    key: ReceiverKey,
+    sessions: HashMap<u64, Session>,
+    next_packet_number: u64,
+    /// Payload bytes held in reassembly, over all sessions.
+    held: usize,
+    jitter: Jitter,
+    events: VecDeque<ReceiverEvent>,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    /// A receiver with no sessions yet.
+    pub fn new(config: ReceiverConfig, key: ReceiverKey, now: Instant) -> Receiver {
+        let _ = now;
+        Receiver {
+            jitter: Jitter::new(config.random_seed ^ (u64::from(key.receiver_id) << 32)),
+            config,
+            key,
+            sessions: HashMap::new(),
+            next_packet_number: 0,
+            held: 0,
+            events: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// The receiver's id.
+    pub fn receiver_id(&self) -> u32 {
+        self.key.receiver_id
+    }
+
+    /// Accepts datagrams of `session_id` under `key`'s epoch. For a session already known, a
+    /// newer epoch becomes current and the previous one keeps working while it drains; older
+    /// epochs are retired and their datagrams dropped.
+    pub fn add_session(&mut self, session_id: u64, key: GroupKey) {
+        let epoch_key = EpochKey {
+            epoch: key.epoch,
+            key: PacketKey::group(session_id, &key),
+            replay: ReplayWindow::default(),
+        };
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            if key.epoch < session.retired_below
+                || session.epochs.iter().any(|known| known.epoch == key.epoch)
+            {
+                return;
+            }
+            session.epochs.push(epoch_key);
+            session.epochs.sort_by_key(|known| known.epoch);
+            while session.epochs.len() > LIVE_EPOCHS {
+                let retired = session.epochs.remove(0);
+                session.retired_below = retired.epoch + 1;
+            }
+            return;
+        }
+        self.sessions.insert(
+            session_id,
+            Session {
+                epochs: vec![epoch_key],
+                retired_below: 0,
+                control_key: PacketKey::receiver(session_id, &self.key),
+                sender_address: None,
+                started: false,
+                cumulative: 0,
+                horizon: 0,
+                window_low: 0,
+                reassembly: Reassembly::default(),
+                nacks: NackScheduler::new(),
+                group_rtt: self.config.initial_rtt,
+                echo: None,
+                lost: Vec::new(),
+                status_dirty: false,
+                next_status_at: None,
+                nack_due: false,
+            },
+        );
+    }
+
+    /// Forgets a session and the objects in reassembly for it.
+    pub fn remove_session(&mut self, session_id: u64) {
+        if let Some(mut session) = self.sessions.remove(&session_id) {
+            for (_, object) in session.reassembly.drain_below(u64::MAX) {
+                self.held = self.held.saturating_sub(object.held());
+            }
+        }
+    }
+
+    /// Processes a datagram from the group (or a unicast repair). Anything that does not
+    /// authenticate, repeats, or belongs to no known session is dropped and counted.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let header = match Header::decode(datagram) {
+            Ok((header, _)) => header,
+            Err(error) => return self.count_decode_error(&error),
+        };
+        if header.packet_type.is_control() {
+            self.stats.dropped.unexpected_type += 1;
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&header.session_id) else {
+            self.stats.dropped.unknown_session += 1;
+            return;
+        };
+        if header.key_id < session.retired_below {
+            self.stats.dropped.retired_epoch += 1;
+            return;
+        }
+        let Some(epoch) = session
+            .epochs
+            .iter_mut()
+            .find(|known| known.epoch == header.key_id)
+        else {
+            if session
+                .epochs
+                .first()
+                .is_some_and(|oldest| header.key_id < oldest.epoch)
+            {
+                self.stats.dropped.retired_epoch += 1;
+            } else {
+                self.stats.dropped.unknown_epoch += 1;
+            }
+            return;
+        };
+        let mut buffer = datagram.to_vec();
+        let Ok(plain) = epoch.key.open(&header, &mut buffer) else {
+            self.stats.dropped.wrong_key += 1;
+            return;
+        };
+        if !epoch.replay.is_new(header.packet_number) {
+            self.stats.dropped.replayed += 1;
+            return;
+        }
+        let body = match wire::decode_body(header.packet_type, plain) {
+            Ok(body) => body,
+            Err(error) => return self.count_decode_error(&error),
+        };
+        epoch.replay.accept(header.packet_number);
+        session.sender_address = Some(from);
+        self.stats.datagrams_accepted += 1;
+        match body {
+            Body::Data(data) => self.on_data(
+                now,
+                header.session_id,
+                header.packet_type == PacketType::Repair,
+                data,
+            ),
+            Body::Tail(tail) => self.on_tail(now, header.session_id, tail),
+            Body::Nack(_) | Body::Status(_) => self.stats.dropped.unexpected_type += 1,
+        }
+    }
+
+    fn count_decode_error(&mut self, error: &DecodeError) {
+        match error {
+            DecodeError::Truncated { .. } => self.stats.dropped.truncated += 1,
+            _ => self.stats.dropped.malformed += 1,
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, session_id: u64, repair: bool, data: DataBody<'_>) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.start_at(data.window_low);
+        let seq = data.seq;
+        let first_seq = seq - u64::from(data.fragment_index);
+        let end_seq = first_seq.saturating_add(u64::from(data.fragment_count));
+        if seq < session.cumulative || (seq < session.horizon && !session.nacks.contains(seq)) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if end_seq
+            > session
+                .cumulative
+                .saturating_add(self.config.max_tracked_datagrams)
+        {
+            self.stats.dropped.beyond_window += 1;
+            return;
+        }
+        if data.object_len
+            > u64::from(data.fragment_count).saturating_mul(wire::MAX_FRAGMENT_PAYLOAD as u64)
+        {
+            self.stats.dropped.malformed += 1;
+            return;
+        }
+        session.extend_horizon(end_seq, now, &self.config, &mut self.jitter);
+        match session.reassembly.store(
+            first_seq,
+            data.object_id,
+            data.object_len,
+            data.fragment_index,
+            data.fragment_count,
+            data.payload,
+            &mut self.held,
+            self.config.max_reassembly_bytes,
+        ) {
+            Err(Refused::Inconsistent) => {
+                self.stats.dropped.malformed += 1;
+                return;
+            }
+            Err(Refused::OverMemory) => {
+                self.stats.dropped.over_memory += 1;
+                return;
+            }
+            Ok(stored) => {
+                match session.nacks.remove(seq) {
+                    Filled::BeforeNack if repair => self.stats.nacks_suppressed += 1,
+                    _ => {}
+                }
+                self.stats.fragments_received += 1;
+                if repair {
+                    self.stats.repairs_received += 1;
+                }
+                match stored {
+                    Stored::Partial => {}
+                    Stored::Complete { object_id, data } => {
+                        self.stats.objects_delivered += 1;
+                        self.stats.bytes_delivered += data.len() as u64;
+                        self.events.push_back(ReceiverEvent::Object {
+                            session_id,
+                            object_id,
+                            data,
+                        });
+                    }
+                    Stored::Corrupt { object_id } => {
+                        session.lose(object_id, first_seq, end_seq);
+                        self.stats.objects_lost += 1;
+                        self.events.push_back(ReceiverEvent::Lost {
+                            session_id,
+                            object_id,
+                        });
+                    }
+                }
+            }
+        }
+        let window_low = data.window_low;
+        self.apply_window_low(session_id, window_low);
+        self.settle(session_id);
+    }
+
+    fn on_tail(&mut self, now: Instant, session_id: u64, tail: TailBody) {
+        self.stats.tails_received += 1;
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.start_at(tail.window_low);
+        session.echo = Some((tail.timestamp_us, now));
+        session.status_dirty = true;
+        session.group_rtt = Duration::from_micros(u64::from(tail.group_rtt_us))
+            .clamp(Duration::from_micros(100), Duration::from_secs(10));
+        let limit = session
+            .cumulative
+            .saturating_add(self.config.max_tracked_datagrams);
+        for object in &tail.objects {
+            let end = object
+                .first_seq
+                .saturating_add(u64::from(object.fragment_count));
+            if object.first_seq < session.cumulative
+                || end > limit
+                || end > tail.next_seq
+                || session.reassembly.containing(object.first_seq).is_some()
+                || session
+                    .lost
+                    .iter()
+                    .any(|lost| lost.first_seq == object.first_seq)
+            {
+                continue;
+            }
+            // Only objects whose sequence numbers are all still missing can be new to us.
+            if object.first_seq < session.horizon
+                && !(object.first_seq..end.min(session.horizon))
+                    .all(|seq| session.nacks.contains(seq))
+            {
+                continue;
+            }
+            session
+                .reassembly
+                .announce(object.first_seq, object.object_id, object.fragment_count);
+        }
+        session.extend_horizon(
+            tail.next_seq.min(limit),
+            now,
+            &self.config,
+            &mut self.jitter,
+        );
+        self.apply_window_low(session_id, tail.window_low);
+        self.settle(session_id);
+    }
+
+    /// Gives up on what the sender no longer keeps.
+    fn apply_window_low(&mut self, session_id: u64, window_low: u64) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if window_low <= session.window_low {
+            return;
+        }
+        session.window_low = window_low;
+        session.lost.retain(|lost| lost.end_seq > window_low);
+        let gone = session.nacks.below(window_low);
+        self.give_up(session_id, &gone);
+    }
+
+    /// Gives up on missing `seqs`: their objects are lost.
+    fn give_up(&mut self, session_id: u64, seqs: &[u64]) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        for &seq in seqs {
+            if !session.nacks.contains(seq) {
+                continue; // Resolved with an earlier object of this list.
+            }
+            match session
+                .reassembly
+                .containing(seq)
+                .map(|(first, object)| (first, object.object_id, object.count))
+            {
+                Some((first_seq, object_id, count)) => {
+                    if let Some(object) = session.reassembly.remove(first_seq) {
+                        self.held = self.held.saturating_sub(object.held());
+                    }
+                    let end_seq = first_seq + u64::from(count);
+                    session.lose(object_id, first_seq, end_seq);
+                    self.stats.objects_lost += 1;
+                    self.events.push_back(ReceiverEvent::Lost {
+                        session_id,
+                        object_id,
+                    });
+                }
+                None => {
+                    session.nacks.remove(seq);
+                    self.stats.unidentified_losses += 1;
+                }
+            }
+        }
+        self.settle(session_id);
+    }
+
+    /// Advances the contiguous position after datagrams arrived or were given up.
+    fn settle(&mut self, session_id: u64) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let cumulative = session.nacks.first().unwrap_or(session.horizon);
+        if cumulative > session.cumulative {
+            session.cumulative = cumulative;
+            session.status_dirty = true;
+        }
+    }
+
+    /// Runs the timers that are due: NACKs and give-ups.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for session_id in ids {
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                continue;
+            };
+            let expired = session.nacks.take_expired(now, &self.config);
+            if !expired.is_empty() {
+                // `give_up` looks the seqs up as missing: put them back for it to resolve.
+                for &seq in &expired {
+                    session.nacks.insert(seq, now, Duration::ZERO);
+                }
+                self.give_up(session_id, &expired);
+            }
+            if let Some(session) = self.sessions.get_mut(&session_id)
+                && session.nacks.next_deadline().is_some_and(|at| at <= now)
+            {
+                session.nack_due = true;
+            }
+        }
+    }
+
+    /// The next NACK or status report, unicast to the sender it concerns.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let mut ids: Vec<u64> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        for session_id in ids {
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                continue;
+            };
+            let Some(address) = session.sender_address else {
+                continue;
+            };
+            if session.nack_due {
+                let ranges =
+                    session
+                        .nacks
+                        .take_due(now, &self.config, session.group_rtt, &mut self.jitter);
+                if ranges.is_empty() {
+                    session.nack_due = false;
+                } else {
+                    let asked: u64 = ranges.iter().map(|range| u64::from(range.len)).sum();
+                    let body = Body::Nack(ranges);
+                    if let Some(transmit) = self.seal(session_id, PacketType::Nack, &body, address)
+                    {
+                        self.stats.nacks_sent += 1;
+                        self.stats.nacked_datagrams += asked;
+                        return Some(transmit);
+                    }
+                }
+            }
+            let Some(session) = self.sessions.get(&session_id) else {
+                continue;
+            };
+            if session.started
+                && session.status_dirty
+                && session.next_status_at.is_none_or(|at| at <= now)
+            {
+                let body = Body::Status(session.status(now));
+                if let Some(transmit) = self.seal(session_id, PacketType::Status, &body, address)
+                    && let Some(session) = self.sessions.get_mut(&session_id)
+                {
+                    session.status_dirty = false;
+                    session.next_status_at = Some(now + self.config.status_interval);
+                    self.stats.status_sent += 1;
+                    return Some(transmit);
+                }
+            }
+        }
+        None
+    }
+
+    fn seal(
+        &mut self,
+        session_id: u64,
+        packet_type: PacketType,
+        body: &Body<'_>,
+        address: SocketAddr,
+    ) -> Option<Transmit> {
+        let session = self.sessions.get(&session_id)?;
+        let header = Header {
+            packet_type,
+            session_id,
+            key_id: self.key.receiver_id,
+            packet_number: self.next_packet_number,
+        };
+        self.next_packet_number = self.next_packet_number.checked_add(1)?;
+        let payload = session.control_key.seal(&header, body)?;
+        Some(Transmit {
+            destination: Destination::Unicast(address),
+            payload,
+        })
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) (or, for a status report that is
+    /// waiting, [`poll_transmit`](Self::poll_transmit)) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .flat_map(|session| {
+                let status = (session.started && session.status_dirty)
+                    .then(|| session.next_status_at)
+                    .flatten();
+                [session.nacks.next_deadline(), status]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.events.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
+    }
+
+    /// Payload bytes held in reassembly.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Missing datagrams tracked over all sessions.
+    pub fn missing_datagrams(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|session| session.nacks.len())
+            .sum()
+    }
+}
+
+impl Session {
+    /// Takes the sender's window low as the starting point on first contact, so that a
+    /// receiver joining late does not ask for what was sent before it.
+    fn start_at(&mut self, window_low: u64) {
+        if !self.started {
+            self.started = true;
+            self.cumulative = window_low;
+            self.horizon = window_low;
+            self.window_low = window_low;
+        }
+    }
+
+    /// Everything up to `end` exists: what has not arrived is missing.
+    fn extend_horizon(
+        &mut self,
+        end: u64,
+        now: Instant,
+        config: &ReceiverConfig,
+        jitter: &mut Jitter,
+    ) {
+        while self.horizon < end {
+            let backoff = nack::backoff(config, self.group_rtt, jitter);
+            self.nacks.insert(self.horizon, now, backoff);
+            self.horizon += 1;
+        }
+    }
+
+    /// Records an object given up on and resolves its missing datagrams.
+    fn lose(&mut self, object_id: u64, first_seq: u64, end_seq: u64) {
+        for seq in first_seq..end_seq {
+            self.nacks.remove(seq);
+        }
+        self.lost.push(LostObject {
+            object_id,
+            first_seq,
+            end_seq,
+        });
+        self.status_dirty = true;
+    }
+
+    fn status(&self, now: Instant) -> StatusBody {
+        let mut lost = self.lost.clone();
+        lost.sort_by_key(|lost| lost.first_seq);
+        // Never claim past a lost object that does not fit in this report: the sender must
+        // learn of the loss before it counts the object delivered.
+        let cumulative = match lost.get(MAX_STATUS_LOST) {
+            Some(first_unreported) => self.cumulative.min(first_unreported.first_seq),
+            None => self.cumulative,
+        };
+        let (echo_timestamp_us, echo_delay_us) = match self.echo {
+            Some((timestamp, at)) => (
+                timestamp,
+                u32::try_from(now.saturating_duration_since(at).as_micros()).unwrap_or(u32::MAX),
+            ),
+            None => (0, 0),
+        };
+        StatusBody {
+            cumulative,
+            echo_timestamp_us,
+            echo_delay_us,
+            lost: lost
+                .iter()
+                .take(MAX_STATUS_LOST)
+                .map(|lost| lost.object_id)
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("receiver_id", &self.key.receiver_id)
+            .field("sessions", &self.sessions.len())
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,711 @@
+//! The sending side of a session: splitting, pacing, the window, tails and repairs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::config::SenderConfig;
+use super::crypto::PacketKey;
+use super::error::{ConfigError, SendError};
+use super::keys::{GroupKey, ReceiverKey};
+use super::rate::TokenBucket;
+use super::replay::ReplayWindow;
+use super::stats::SenderStats;
+use super::window::TransmitWindow;
+use super::wire::{
+    self, Body, DataBody, DecodeError, Header, MAX_TAIL_OBJECTS, PacketType, SeqRange, StatusBody,
+    TailBody, TailObject,
+};
+use super::{Destination, SenderEvent, Transmit};
+
+/// Sequence numbers one NACK may make the sender look at; the rest of a larger NACK is ignored
+/// (a legitimate receiver never asks for more than its tracked window at once).
+const MAX_SEQS_PER_NACK: u64 = 16 * 1024;
+
+/// One member of the group, as the sender sees it.
+struct Member {
+    key: PacketKey,
+    replay: ReplayWindow,
+    /// Where its control datagrams come from, so a unicast repair can reach it.
+    address: Option<SocketAddr>,
+    /// Every sequence number below is received or given up by it.
+    acked: u64,
+    /// Given up on: it no longer holds the window back.
+    detached: bool,
+    repair_budget: TokenBucket,
+    smoothed_rtt: Option<Duration>,
+}
+
+/// The sender of one session: a sans-IO state machine.
+///
+/// Objects handed to [`send_object`](Self::send_object) are split into datagrams and kept in
+/// the window until every member acknowledged them; [`poll_transmit`](Self::poll_transmit)
+/// yields what to send, [`poll_timeout`](Self::poll_timeout) when to call
+/// [`handle_timeout`](Self::handle_timeout), [`poll_event`](Self::poll_event) the outcome per
+/// object and member.
+pub struct Sender {
+    config: SenderConfig,
+    session_id: u64,
+    key: PacketKey,
+    next_packet_number: u64,
+    start: Instant,
+    window: TransmitWindow,
+    /// The next sequence number to send for the first time.
+    send_cursor: u64,
+    members: BTreeMap<u32, Member>,
+    /// Repairs ready to go, in sequence order.
+    repairs: BTreeMap<u64, Destination>,
+    /// NACKed sequence numbers gathered until `flush_nacks_at`, with who asked.
+    requested: BTreeMap<u64, Vec<u32>>,
+    flush_nacks_at: Option<Instant>,
+    next_tail_at: Instant,
+    tail_due: bool,
+    pacer: Option<TokenBucket>,
+    group_rtt: Duration,
+    window_was_full: bool,
+    events: VecDeque<SenderEvent>,
+    stats: SenderStats,
+}
+
+impl Sender {
+    /// A sender for `session_id` sealing with `key`; nothing is sent until an object is.
+    pub fn new(
+        config: SenderConfig,
+        session_id: u64,
+        key: GroupKey,
+        now: Instant,
+    ) -> Result<Sender, ConfigError> {
+        config.validate()?;
+        Ok(Sender {
+            pacer: config.rate_limit.map(|limit| TokenBucket::new(limit, now)),
+            group_rtt: config.initial_rtt.max(config.min_rtt),
+            key: PacketKey::group(session_id, &key),
+            next_packet_number: 0,
+            session_id,
+            start: now,
+            window: TransmitWindow::default(),
+            send_cursor: 0,
+            members: BTreeMap::new(),
+            repairs: BTreeMap::new(),
+            requested: BTreeMap::new(),
+            flush_nacks_at: None,
+            next_tail_at: now,
+            tail_due: false,
+            window_was_full: false,
+            events: VecDeque::new(),
+            stats: SenderStats::default(),
+            config,
+        })
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// The group round-trip time: the largest smoothed RTT among members that reported one.
+    pub fn group_rtt(&self) -> Duration {
+        self.group_rtt
+    }
+
+    /// Adds a member: objects sent from now on wait for its acknowledgement, and its NACKs
+    /// and status reports are accepted. Adding a member again replaces its key.
+    pub fn add_receiver(&mut self, key: ReceiverKey) {
+        let member = Member {
+            key: PacketKey::receiver(self.session_id, &key),
+            replay: ReplayWindow::default(),
+            address: None,
+            acked: self.window.end(),
+            detached: false,
+            repair_budget: TokenBucket::new(self.config.repair_rate_per_receiver, self.start),
+            smoothed_rtt: None,
+        };
+        if let Some(old) = self.members.insert(key.receiver_id, member) {
+            // Keep its position, so that replacing a key does not re-gate old objects.
+            if let Some(member) = self.members.get_mut(&key.receiver_id) {
+                member.acked = old.acked;
+                member.detached = old.detached;
+                member.address = old.address;
+            }
+        }
+    }
+
+    /// Removes a member: its outstanding objects are reported abandoned and it no longer
+    /// holds the window back.
+    pub fn remove_receiver(&mut self, receiver_id: u32) {
+        if self.members.remove(&receiver_id).is_some() {
+            self.abandon_all_for(receiver_id);
+            self.requested
+                .values_mut()
+                .for_each(|asked| asked.retain(|id| *id != receiver_id));
+            self.advance_window();
+        }
+    }
+
+    /// Installs the key of a new epoch: datagrams from now on are sealed with it (receivers
+    /// keep the previous epoch to open datagrams still in flight). A key whose epoch is not
+    /// newer than the current one is ignored, so that packet numbers never repeat under a
+    /// key.
+    pub fn install_key(&mut self, key: GroupKey) {
+        if key.epoch <= self.key.key_id() {
+            return;
+        }
+        self.key = PacketKey::group(self.session_id, &key);
+        self.next_packet_number = 0;
+    }
+
+    /// Queues `data` as object `object_id`. Fails with [`SendError::WindowFull`] until
+    /// members acknowledge enough (then [`SenderEvent::Writable`] is emitted).
+    pub fn send_object(
+        &mut self,
+        object_id: u64,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let size = data.len() as u64;
+        if size > self.config.max_object_size {
+            return Err(SendError::TooLarge {
+                size,
+                max: self.config.max_object_size,
+            });
+        }
+        if self.window.contains_object(object_id) {
+            return Err(SendError::DuplicateObject { object_id });
+        }
+        if self.next_packet_number == u64::MAX {
+            return Err(SendError::KeyExhausted {
+                epoch: self.key.key_id(),
+            });
+        }
+        let payload = self.config.fragment_payload();
+        let datagrams = size.div_ceil(payload as u64).max(1);
+        if self.window.datagrams() + datagrams > self.config.window_datagrams
+            || self.window.bytes() + size > self.config.window_bytes
+        {
+            self.window_was_full = true;
+            return Err(SendError::WindowFull);
+        }
+        let mut pending = Vec::new();
+        for (&receiver_id, member) in &self.members {
+            if member.detached {
+                self.events.push_back(SenderEvent::Abandoned {
+                    object_id,
+                    receiver_id,
+                });
+                self.stats.abandonments += 1;
+            } else {
+                pending.push(receiver_id);
+            }
+        }
+        self.window.push_object(object_id, data, payload, pending);
+        self.stats.objects_sent += 1;
+        if self.next_tail_at > now + self.config.tail_interval {
+            self.next_tail_at = now + self.config.tail_interval;
+        }
+        Ok(())
+    }
+
+    /// Processes a datagram from a receiver (NACK or status). Anything else, or anything that
+    /// does not authenticate, is dropped and counted.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let header = match Header::decode(datagram) {
+            Ok((header, _)) => header,
+            Err(error) => return self.count_decode_error(&error),
+        };
+        if !header.packet_type.is_control() {
+            self.stats.dropped.unexpected_type += 1;
+            return;
+        }
+        if header.session_id != self.session_id {
+            self.stats.dropped.wrong_session += 1;
+            return;
+        }
+        let receiver_id = header.key_id;
+        let Some(member) = self.members.get_mut(&receiver_id) else {
+            self.stats.dropped.unknown_receiver += 1;
+            return;
+        };
+        let mut buffer = datagram.to_vec();
+        let Ok(plain) = member.key.open(&header, &mut buffer) else {
+            self.stats.dropped.wrong_key += 1;
+            return;
+        };
+        if !member.replay.is_new(header.packet_number) {
+            self.stats.dropped.replayed += 1;
+            return;
+        }
+        let body = match wire::decode_body(header.packet_type, plain) {
+            Ok(body) => body,
+            Err(error) => return self.count_decode_error(&error),
+        };
+        member.replay.accept(header.packet_number);
+        member.address = Some(from);
+        match body {
+            Body::Nack(ranges) => self.on_nack(now, receiver_id, &ranges),
+            Body::Status(status) => self.on_status(now, receiver_id, status),
+            Body::Data(_) | Body::Tail(_) => self.stats.dropped.unexpected_type += 1,
+        }
+    }
+
+    fn count_decode_error(&mut self, error: &DecodeError) {
+        match error {
+            DecodeError::Truncated { .. } => self.stats.dropped.truncated += 1,
+            _ => self.stats.dropped.malformed += 1,
+        }
+    }
+
+    fn on_nack(&mut self, now: Instant, receiver_id: u32, ranges: &[SeqRange]) {
+        self.stats.nacks_received += 1;
+        let holdoff = self.group_rtt.max(self.config.nack_coalescing);
+        let mut budget = MAX_SEQS_PER_NACK;
+        for range in ranges {
+            let wanted = u64::from(range.len).min(budget);
+            budget -= wanted;
+            let end = range.first.saturating_add(wanted);
+            self.stats.nacked_datagrams += wanted;
+            // Only what was sent and is still held can be repaired.
+            let first = range.first.max(self.window.base());
+            let stop = end.min(self.send_cursor);
+            let available = stop.saturating_sub(first);
+            self.stats.repairs_unavailable += wanted - available;
+            for seq in first..stop {
+                let Some(fragment) = self.window.fragment(seq) else {
+                    self.stats.repairs_unavailable += 1;
+                    continue;
+                };
+                let recently = fragment.last_repair.is_some_and(|(at, to)| {
+                    now.saturating_duration_since(at) < holdoff
+                        && (to.is_none() || to == Some(receiver_id))
+                });
+                if recently || self.repairs.get(&seq) == Some(&Destination::Group) {
+                    self.stats.repairs_coalesced += 1;
+                    continue;
+                }
+                let asked = self.requested.entry(seq).or_default();
+                if asked.contains(&receiver_id) {
+                    self.stats.repairs_coalesced += 1;
+                } else {
+                    asked.push(receiver_id);
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        if !self.requested.is_empty() && self.flush_nacks_at.is_none() {
+            self.flush_nacks_at = Some(now + self.config.nack_coalescing);
+        }
+    }
+
+    /// Turns the gathered NACKs into repairs: one per datagram, to the group when several
+    /// members asked, to the member when one did.
+    fn flush_nacks(&mut self, now: Instant) {
+        self.flush_nacks_at = None;
+        let requested = std::mem::take(&mut self.requested);
+        for (seq, asked) in requested {
+            let Some(size) = self.window.fragment(seq).map(|f| f.payload.len()) else {
+                self.stats.repairs_unavailable += asked.len() as u64;
+                continue;
+            };
+            let mut granted = Vec::with_capacity(asked.len());
+            for receiver_id in asked {
+                let Some(member) = self.members.get_mut(&receiver_id) else {
+                    continue;
+                };
+                if member
+                    .repair_budget
+                    .try_take_all(size + wire::DATA_BODY_HEADER_LEN, now)
+                {
+                    granted.push((receiver_id, member.address));
+                } else {
+                    self.stats.repairs_rate_limited += 1;
+                }
+            }
+            let destination = match granted.as_slice() {
+                [] => continue,
+                [(receiver_id, Some(address))] => {
+                    (Destination::Unicast(*address), Some(*receiver_id))
+                }
+                _ => (Destination::Group, None),
+            };
+            let merged = match self.repairs.get(&seq) {
+                Some(queued) if *queued != destination.0 => (Destination::Group, None),
+                _ => destination,
+            };
+            self.repairs.insert(seq, merged.0);
+            if let Some(fragment) = self.window.fragment_mut(seq) {
+                fragment.last_repair = Some((now, merged.1));
+            }
+        }
+    }
+
+    fn on_status(&mut self, now: Instant, receiver_id: u32, status: StatusBody) {
+        self.stats.status_received += 1;
+        let end = self.send_cursor;
+        let now_us = self.micros_since_start(now);
+        let Some(member) = self.members.get_mut(&receiver_id) else {
+            return;
+        };
+        if status.echo_timestamp_us != 0 {
+            let sample_us = now_us
+                .saturating_sub(status.echo_timestamp_us)
+                .saturating_sub(u64::from(status.echo_delay_us));
+            let sample = Duration::from_micros(sample_us);
+            member.smoothed_rtt = Some(match member.smoothed_rtt {
+                Some(smoothed) => (smoothed * 7 + sample) / 8,
+                None => sample,
+            });
+        }
+        let previous = member.acked;
+        let cumulative = status.cumulative.min(end);
+        let detached = member.detached;
+        if cumulative > previous {
+            member.acked = cumulative;
+        }
+        for object_id in status.lost {
+            if let Some(object) = self.window.object_by_id_mut(object_id)
+                && let Some(position) = object.pending.iter().position(|id| *id == receiver_id)
+            {
+                object.pending.swap_remove(position);
+                self.events.push_back(SenderEvent::Abandoned {
+                    object_id,
+                    receiver_id,
+                });
+                self.stats.abandonments += 1;
+            }
+        }
+        if cumulative > previous {
+            for object in self.window.objects_ending_in(previous, cumulative) {
+                if let Some(position) = object.pending.iter().position(|id| *id == receiver_id) {
+                    object.pending.swap_remove(position);
+                    self.events.push_back(SenderEvent::Delivered {
+                        object_id: object.object_id,
+                        receiver_id,
+                    });
+                    self.stats.deliveries += 1;
+                }
+            }
+        }
+        if detached
+            && cumulative >= self.window.base()
+            && let Some(member) = self.members.get_mut(&receiver_id)
+        {
+            member.detached = false;
+        }
+        self.update_group_rtt();
+        self.advance_window();
+    }
+
+    fn update_group_rtt(&mut self) {
+        let measured = self
+            .members
+            .values()
+            .filter(|member| !member.detached)
+            .filter_map(|member| member.smoothed_rtt)
+            .max();
+        self.group_rtt = measured
+            .unwrap_or(self.config.initial_rtt)
+            .max(self.config.min_rtt);
+    }
+
+    /// Releases what every attached member has acknowledged.
+    fn advance_window(&mut self) {
+        let low = self
+            .members
+            .values()
+            .filter(|member| !member.detached)
+            .map(|member| member.acked)
+            .min()
+            .unwrap_or(self.send_cursor)
+            .min(self.send_cursor);
+        if low > self.window.base() {
+            let released = self.window.release_below(low);
+            for object in released {
+                for receiver_id in object.pending {
+                    self.events.push_back(SenderEvent::Abandoned {
+                        object_id: object.object_id,
+                        receiver_id,
+                    });
+                    self.stats.abandonments += 1;
+                }
+            }
+            self.repairs = self.repairs.split_off(&low);
+            self.requested = self.requested.split_off(&low);
+        }
+        let roomy = self.window.datagrams() < self.config.window_datagrams
+            && self.window.bytes() < self.config.window_bytes;
+        if self.window_was_full && roomy {
+            self.window_was_full = false;
+            self.events.push_back(SenderEvent::Writable);
+        }
+    }
+
+    /// Reports every outstanding object of `receiver_id` abandoned.
+    fn abandon_all_for(&mut self, receiver_id: u32) {
+        for object in self.window.objects_mut() {
+            if let Some(position) = object.pending.iter().position(|id| *id == receiver_id) {
+                object.pending.swap_remove(position);
+                self.events.push_back(SenderEvent::Abandoned {
+                    object_id: object.object_id,
+                    receiver_id,
+                });
+                self.stats.abandonments += 1;
+            }
+        }
+    }
+
+    /// Runs the timers that are due: NACK coalescing, tail announcements, delivery timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.flush_nacks_at.is_some_and(|at| at <= now) {
+            self.flush_nacks(now);
+        }
+        if self.next_tail_at <= now {
+            self.tail_due = true;
+            let busy = self.window.datagrams() > 0 || self.send_cursor < self.window.end();
+            let interval = if busy {
+                self.config.tail_interval
+            } else {
+                self.config.idle_tail_interval
+            };
+            self.next_tail_at = now + interval;
+        }
+        self.detach_laggards(now);
+    }
+
+    /// Gives up on members that have not acknowledged the oldest object in time.
+    fn detach_laggards(&mut self, now: Instant) {
+        let Some(oldest) = self.window.oldest_object() else {
+            return;
+        };
+        let Some(sent_at) = oldest.sent_at else {
+            return;
+        };
+        if now.saturating_duration_since(sent_at) < self.config.delivery_timeout {
+            return;
+        }
+        let laggards: Vec<u32> = oldest.pending.clone();
+        for receiver_id in laggards {
+            if let Some(member) = self.members.get_mut(&receiver_id) {
+                member.detached = true;
+                self.stats.receivers_detached += 1;
+            }
+            self.abandon_all_for(receiver_id);
+        }
+        self.update_group_rtt();
+        self.advance_window();
+    }
+
+    /// The next datagram to send, if any is due and the rate limit allows.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.next_packet_number == u64::MAX {
+            return None;
+        }
+        if self.tail_due {
+            self.tail_due = false;
+            if let Some(transmit) = self.tail(now) {
+                return Some(transmit);
+            }
+        }
+        let (seq, destination) = if let Some((&seq, &destination)) = self.repairs.first_key_value()
+        {
+            (seq, Some(destination))
+        } else if self.send_cursor < self.window.end() {
+            (self.send_cursor, None)
+        } else {
+            return None;
+        };
+        let size = self.window.fragment(seq).map_or(0, |f| f.payload.len())
+            + wire::HEADER_LEN
+            + wire::TAG_LEN
+            + wire::DATA_BODY_HEADER_LEN;
+        if let Some(pacer) = &mut self.pacer
+            && !pacer.try_take(size, now)
+        {
+            return None;
+        }
+        let packet_type = match destination {
+            Some(_) => {
+                self.repairs.remove(&seq);
+                PacketType::Repair
+            }
+            None => {
+                self.send_cursor += 1;
+                PacketType::Data
+            }
+        };
+        let window_low = self.window.base();
+        let mut sealer = Sealer {
+            session_id: self.session_id,
+            key: &self.key,
+            next_packet_number: &mut self.next_packet_number,
+            stats: &mut self.stats,
+        };
+        let fragment = self.window.fragment(seq)?;
+        let payload_len = fragment.payload.len() as u64;
+        let last_fragment = fragment.index + 1 == fragment.count;
+        let body = Body::Data(DataBody {
+            seq,
+            window_low,
+            object_id: fragment.object_id,
+            object_len: fragment.object_len,
+            fragment_index: fragment.index,
+            fragment_count: fragment.count,
+            payload: &fragment.payload,
+        });
+        let transmit = sealer.seal(
+            packet_type,
+            &body,
+            destination.unwrap_or(Destination::Group),
+        )?;
+        match destination {
+            Some(Destination::Group) => self.stats.repairs_multicast += 1,
+            Some(Destination::Unicast(_)) => self.stats.repairs_unicast += 1,
+            None => {
+                self.stats.data_datagrams_sent += 1;
+                self.stats.data_bytes_sent += payload_len;
+            }
+        }
+        if destination.is_some() {
+            self.stats.repair_bytes_sent += payload_len;
+        } else if last_fragment && let Some(object) = self.window.object_by_seq_mut(seq) {
+            object.sent_at = Some(now);
+        }
+        Some(transmit)
+    }
+
+    fn tail(&mut self, now: Instant) -> Option<Transmit> {
+        let objects = self
+            .window
+            .recent_objects(self.send_cursor, MAX_TAIL_OBJECTS)
+            .map(|object| TailObject {
+                object_id: object.object_id,
+                first_seq: object.first_seq,
+                fragment_count: object.count,
+            })
+            .collect();
+        let body = Body::Tail(TailBody {
+            next_seq: self.send_cursor,
+            window_low: self.window.base(),
+            timestamp_us: self.micros_since_start(now).max(1),
+            group_rtt_us: u32::try_from(self.group_rtt.as_micros()).unwrap_or(u32::MAX),
+            objects,
+        });
+        let transmit = self.seal(PacketType::Tail, &body, Destination::Group)?;
+        self.stats.tails_sent += 1;
+        if let Some(pacer) = &mut self.pacer {
+            // Tails are small and keep loss detection alive: they never wait for the pacer,
+            // but count against it.
+            let _ = pacer.try_take(transmit.payload.len(), now);
+        }
+        Some(transmit)
+    }
+
+    fn seal(
+        &mut self,
+        packet_type: PacketType,
+        body: &Body<'_>,
+        destination: Destination,
+    ) -> Option<Transmit> {
+        let mut sealer = Sealer {
+            session_id: self.session_id,
+            key: &self.key,
+            next_packet_number: &mut self.next_packet_number,
+            stats: &mut self.stats,
+        };
+        sealer.seal(packet_type, body, destination)
+    }
+
+    fn micros_since_start(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut deadline = self.next_tail_at;
+        if let Some(at) = self.flush_nacks_at {
+            deadline = deadline.min(at);
+        }
+        if let Some(sent_at) = self
+            .window
+            .oldest_object()
+            .and_then(|object| object.sent_at)
+        {
+            deadline = deadline.min(sent_at + self.config.delivery_timeout);
+        }
+        let output_waiting = !self.repairs.is_empty() || self.send_cursor < self.window.end();
+        if output_waiting && let Some(pacer) = &self.pacer {
+            deadline = deadline.min(pacer.ready_at());
+        }
+        Some(deadline)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        self.events.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SenderStats {
+        &self.stats
+    }
+
+    /// Datagrams and payload bytes held in the window (the retransmit buffer).
+    pub fn buffered(&self) -> (u64, u64) {
+        (self.window.datagrams(), self.window.bytes())
+    }
+
+    /// Members currently given up on.
+    pub fn detached_receivers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, member)| member.detached)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// Seals with the current key, borrowing only what sealing needs (so that the fragment being
+/// sent can stay borrowed from the window).
+struct Sealer<'a> {
+    session_id: u64,
+    key: &'a PacketKey,
+    next_packet_number: &'a mut u64,
+    stats: &'a mut SenderStats,
+}
+
+impl Sealer<'_> {
+    fn seal(
+        &mut self,
+        packet_type: PacketType,
+        body: &Body<'_>,
+        destination: Destination,
+    ) -> Option<Transmit> {
+        let header = Header {
+            packet_type,
+            session_id: self.session_id,
+            key_id: self.key.key_id(),
+            packet_number: *self.next_packet_number,
+        };
+        *self.next_packet_number += 1;
+        let payload = self.key.seal(&header, body)?;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += payload.len() as u64;
+        Some(Transmit {
+            destination,
+            payload,
+        })
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("session_id", &self.session_id)
+            .field("epoch", &self.key.key_id())
+            .field("window", &(self.window.base()..self.window.end()))
+            .field("send_cursor", &self.send_cursor)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
