@@ -28,10 +28,23 @@ pub(crate) struct EncodedFrame {
     pub(crate) data: Bytes,
 }
 
-/// Turns payload chunks into object frames, compressing those that shrink, and keeps the digest.
+/// Chunks sent raw without trying zstd after the most chunks that in a row did not shrink.
+const MAX_SKIP: u32 = 16;
+
+/// Turns payload chunks into object frames, compressing those that shrink, and keeps the
+/// checksum.
+///
+/// Trying zstd on incompressible data (media, already compressed or encrypted objects) costs
+/// CPU for nothing, so after a chunk that did not shrink the next chunk is sent raw without
+/// trying, after two such failures in a row the next two, then four, up to [`MAX_SKIP`]; one
+/// chunk that shrinks resets this.
 pub(crate) struct ChunkEncoder {
     compressor: Option<zstd::bulk::Compressor<'static>>,
     threshold: usize,
+    /// Chunks still to send raw without trying.
+    skip: u32,
+    /// Chunks to skip after the next failure.
+    backoff: u32,
     hasher: Xxh3Default,
 }
 
@@ -48,6 +61,8 @@ impl ChunkEncoder {
         Self {
             compressor,
             threshold: threshold.map_or(usize::MAX, |t| t as usize),
+            skip: 0,
+            backoff: 1,
             hasher: Xxh3Default::new(),
         }
     }
@@ -60,22 +75,22 @@ impl ChunkEncoder {
     /// Encodes one chunk of at most `u32::MAX - 9` bytes (the caller's chunk size guarantees it).
     pub(crate) fn encode(&mut self, chunk: Bytes) -> EncodedFrame {
         self.hasher.update(&chunk);
-        if self.compresses(chunk.len())
-            && let Some(compressor) = self.compressor.as_mut()
-        {
-            match compressor.compress(&chunk) {
-                Ok(packed) if packed.len() < chunk.len() => {
-                    let mut head = BytesMut::with_capacity(LEN_PREFIX + 5);
-                    head.put_u32(1 + 4 + packed.len() as u32);
-                    head.put_u8(TAG_ZSTD);
-                    head.put_u32(chunk.len() as u32);
-                    return EncodedFrame {
-                        head: head.freeze(),
-                        data: Bytes::from(packed),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!("zstd failed on a chunk, sending it raw: {e}"),
+        if self.compresses(chunk.len()) {
+            if self.skip > 0 {
+                self.skip -= 1;
+            } else if let Some(packed) = self.try_compress(&chunk) {
+                self.backoff = 1;
+                let mut head = BytesMut::with_capacity(LEN_PREFIX + 5);
+                head.put_u32(1 + 4 + packed.len() as u32);
+                head.put_u8(TAG_ZSTD);
+                head.put_u32(chunk.len() as u32);
+                return EncodedFrame {
+                    head: head.freeze(),
+                    data: Bytes::from(packed),
+                };
+            } else {
+                self.skip = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_SKIP);
             }
         }
         let mut head = BytesMut::with_capacity(LEN_PREFIX + 1);
@@ -84,6 +99,19 @@ impl ChunkEncoder {
         EncodedFrame {
             head: head.freeze(),
             data: chunk,
+        }
+    }
+
+    /// The compressed chunk, if compression shrinks it.
+    fn try_compress(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        let compressor = self.compressor.as_mut()?;
+        match compressor.compress(chunk) {
+            Ok(packed) if packed.len() < chunk.len() => Some(packed),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("zstd failed on a chunk, sending it raw: {e}");
+                None
+            }
         }
     }
 
@@ -286,6 +314,23 @@ mod tests {
         };
         let payload = assembler.finish(digest).unwrap();
         assert!(payload == [text, noise, small].concat());
+    }
+
+    #[test]
+    fn after_chunks_that_do_not_shrink_the_next_ones_are_not_tried() {
+        let mut encoder = ChunkEncoder::new(Some(16), 1);
+        let text = Bytes::from("abcdefgh".repeat(100));
+        let noise = Bytes::from((0..=255u8).collect::<Vec<_>>());
+        let compressed = |frame: &EncodedFrame| frame.head[LEN_PREFIX] == TAG_ZSTD;
+        assert!(!compressed(&encoder.encode(noise.clone()))); // tried, failed: skip 1
+        assert!(!compressed(&encoder.encode(text.clone()))); // skipped
+        assert!(compressed(&encoder.encode(text.clone()))); // tried, shrank: no skip
+        assert!(!compressed(&encoder.encode(noise.clone()))); // skip 1
+        assert!(!compressed(&encoder.encode(text.clone())));
+        assert!(!compressed(&encoder.encode(noise.clone()))); // skip 2
+        assert!(!compressed(&encoder.encode(text.clone())));
+        assert!(!compressed(&encoder.encode(text.clone())));
+        assert!(compressed(&encoder.encode(text.clone())));
     }
 
     #[test]
