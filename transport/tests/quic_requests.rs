@@ -185,3 +185,30 @@ async fn accept_returns_none_after_close_and_calls_fail() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dialing_a_silent_address_fails_with_the_peer_name_and_address() {
+    bounded(async {
+        let ca = ca("cluster");
+        // A bound socket that never answers: the handshake can only time out.
+        let silent = std::net::UdpSocket::bind(loopback()).unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let config = LinkConfig {
+            keep_alive: None,
+            idle_timeout: Some(std::time::Duration::from_millis(300)),
+            ..LinkConfig::default()
+        };
+        let client = endpoint(&identity(&ca, "client-1"), config);
+        match client.link("storage-9", silent_addr).await {
+            Err(e @ LinkError::Connect { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("storage-9"), "{text}");
+                assert!(text.contains(&silent_addr.to_string()), "{text}");
+                assert!(e.is_connection_error());
+            }
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+        assert_eq!(client.stats().connections_dialed, 0);
+    })
+    .await;
+}
