@@ -1,4 +1,4 @@
-//! Object payloads cut into chunks: the sender's [`ChunkEncoder`] and the receiver's
+//! Object payloads cut into chunks: the sender's chunk encoder and the receiver's
 //! [`ObjectAssembler`], both free of I/O.
 //!
 //! The sender never copies the payload: raw chunks are slices of the caller's [`Bytes`], and
