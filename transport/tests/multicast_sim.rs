@@ -1,0 +1,670 @@
+//! Deterministic simulation of the multicast protocol core: one sender, 1 to 16 receivers, a
+//! seeded lossy network (random and Gilbert-Elliott burst loss, delay with jitter so that
+//! datagrams reorder, duplication) and a virtual clock. Nothing here touches a socket.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use replicast_transport::multicast::proto::wire::{
+    self, Body, DataBody, Header, PacketType, SeqRange, StatusBody, TailBody, TailObject,
+};
+use replicast_transport::multicast::proto::{
+    Destination, GroupKey, Receiver, ReceiverConfig, ReceiverEvent, ReceiverKey, SendError, Sender,
+    SenderConfig, SenderEvent,
+};
+
+const SESSION: u64 = 0x5e55_1011;
+
+/// How one direction of a link loses datagrams.
+#[derive(Debug, Clone, Copy)]
+enum LossModel {
+    /// Each datagram lost independently.
+    Random(f64),
+    /// Gilbert-Elliott: a good and a bad state with their own loss rates.
+    Bursty {
+        good_to_bad: f64,
+        bad_to_good: f64,
+        loss_good: f64,
+        loss_bad: f64,
+    },
+}
+
+/// One direction of a link.
+#[derive(Debug, Clone)]
+struct Link {
+    model: LossModel,
+    in_bad_state: bool,
+    delay: Duration,
+    /// Datagrams keep their order (as on a real path) unless reordered: then they take up to
+    /// this much longer and may overtake or be overtaken.
+    jitter: Duration,
+    reorder: f64,
+    duplicate: f64,
+    /// From this instant on every datagram is lost (a receiver cut off).
+    cut_at: Option<Instant>,
+    /// Arrival of the last datagram that kept its order.
+    last_arrival: Option<Instant>,
+}
+
+impl Link {
+    /// The delays at which copies of a datagram arrive (empty: lost).
+    fn carry(&mut self, now: Instant, rng: &mut StdRng) -> Vec<Duration> {
+        if self.cut_at.is_some_and(|at| now >= at) {
+            return Vec::new();
+        }
+        let lost = match self.model {
+            LossModel::Random(p) => rng.random_bool(p),
+            LossModel::Bursty {
+                good_to_bad,
+                bad_to_good,
+                loss_good,
+                loss_bad,
+            } => {
+                let flip = if self.in_bad_state {
+                    bad_to_good
+                } else {
+                    good_to_bad
+                };
+                if rng.random_bool(flip) {
+                    self.in_bad_state = !self.in_bad_state;
+                }
+                rng.random_bool(if self.in_bad_state {
+                    loss_bad
+                } else {
+                    loss_good
+                })
+            }
+        };
+        if lost {
+            return Vec::new();
+        }
+        let copies = if rng.random_bool(self.duplicate) {
+            2
+        } else {
+            1
+        };
+        (0..copies)
+            .map(|_| {
+                let arrival = now + self.delay;
+                if rng.random_bool(self.reorder) {
+                    return arrival + self.jitter.mul_f64(rng.random::<f64>()) - now;
+                }
+                let arrival = self.last_arrival.map_or(arrival, |last| last.max(arrival));
+                self.last_arrival = Some(arrival);
+                arrival - now
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Node {
+    Sender,
+    Receiver(usize),
+}
+
+/// A run's parameters.
+#[derive(Debug, Clone)]
+struct Scenario {
+    seed: u64,
+    receivers: usize,
+    objects: Vec<usize>,
+    loss: LossModel,
+    delay: Duration,
+    jitter: Duration,
+    reorder: f64,
+    duplicate: f64,
+    /// Receiver cut off (both directions) this long after the start.
+    cut: Option<(usize, Duration)>,
+    sender: SenderConfig,
+    receiver: ReceiverConfig,
+}
+
+impl Scenario {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            receivers: 3,
+            objects: vec![1000],
+            loss: LossModel::Random(0.0),
+            delay: Duration::from_millis(1),
+            jitter: Duration::from_millis(1),
+            reorder: 0.01,
+            duplicate: 0.0,
+            cut: None,
+            sender: SenderConfig {
+                delivery_timeout: Duration::from_secs(3),
+                ..SenderConfig::default()
+            },
+            receiver: ReceiverConfig {
+                repair_deadline: Duration::from_secs(2),
+                ..ReceiverConfig::default()
+            },
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// (receiver, object) -> times delivered whole and byte-exact.
+    delivered: HashMap<(usize, u64), u32>,
+    /// (receiver, object) delivered with wrong bytes.
+    corrupt: Vec<(usize, u64)>,
+    lost: HashSet<(usize, u64)>,
+    sender_delivered: HashSet<(usize, u64)>,
+    sender_abandoned: HashSet<(usize, u64)>,
+    /// Sender-to-receiver datagrams the network dropped (carrying data or repair or tails).
+    datagrams_dropped: u64,
+    nacked: u64,
+    nacks: u64,
+    repairs: u64,
+    virtual_time: Duration,
+    finished: bool,
+}
+
+fn address(node: Node) -> SocketAddr {
+    match node {
+        Node::Sender => "127.0.0.1:7000".parse().expect("literal address"),
+        Node::Receiver(i) => SocketAddr::from(([127, 0, 1, i as u8 + 1], 7001)),
+    }
+}
+
+fn object_bytes(object_id: u64, len: usize) -> Bytes {
+    let mut state = object_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn run(scenario: &Scenario) -> Outcome {
+    let mut rng = StdRng::seed_from_u64(scenario.seed);
+    let start = Instant::now();
+    let mut now = start;
+    let group_key = GroupKey {
+        epoch: 1,
+        secret: rng.random(),
+    };
+    let mut sender = Sender::new(scenario.sender.clone(), SESSION, group_key.clone(), now)
+        .expect("valid sender configuration");
+    let mut receivers: Vec<Receiver> = Vec::new();
+    for i in 0..scenario.receivers {
+        let key = ReceiverKey {
+            receiver_id: i as u32 + 1,
+            secret: rng.random(),
+        };
+        sender.add_receiver(key.clone());
+        let mut receiver = Receiver::new(
+            ReceiverConfig {
+                random_seed: scenario.seed,
+                ..scenario.receiver.clone()
+            },
+            key,
+            now,
+        );
+        receiver.add_session(SESSION, group_key.clone());
+        receivers.push(receiver);
+    }
+    let link = |cut: Option<Instant>| Link {
+        model: scenario.loss,
+        in_bad_state: false,
+        delay: scenario.delay,
+        jitter: scenario.jitter,
+        reorder: scenario.reorder,
+        duplicate: scenario.duplicate,
+        cut_at: cut,
+        last_arrival: None,
+    };
+    let mut downlinks: Vec<Link> = (0..scenario.receivers)
+        .map(|i| {
+            link(
+                scenario
+                    .cut
+                    .filter(|(r, _)| *r == i)
+                    .map(|(_, at)| start + at),
+            )
+        })
+        .collect();
+    let mut uplinks = downlinks.clone();
+    let by_address: HashMap<SocketAddr, usize> = (0..scenario.receivers)
+        .map(|i| (address(Node::Receiver(i)), i))
+        .collect();
+
+    let objects: Vec<(u64, Bytes)> = scenario
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, len)| {
+            let id = 1000 + i as u64 * 7;
+            (id, object_bytes(id, *len))
+        })
+        .collect();
+    let expected: HashMap<u64, &Bytes> = objects.iter().map(|(id, data)| (*id, data)).collect();
+    let mut next_object = 0;
+
+    // (arrival, tie-breaker) -> (to, from, payload)
+    let mut in_flight: BinaryHeap<Reverse<(Instant, u64, Node, Node, Vec<u8>)>> = BinaryHeap::new();
+    let mut sequence = 0u64;
+    let mut outcome = Outcome::default();
+    let limit = start + Duration::from_secs(120);
+    let resolutions_needed = objects.len() * scenario.receivers;
+
+    for _step in 0..5_000_000u64 {
+        // Offer objects while the window takes them.
+        while next_object < objects.len() {
+            let (id, data) = &objects[next_object];
+            match sender.send_object(*id, data.clone(), now) {
+                Ok(()) => next_object += 1,
+                Err(SendError::WindowFull) => break,
+                Err(error) => panic!("object {id} refused: {error}"),
+            }
+        }
+        // Drain every node's output into the network.
+        while let Some(transmit) = sender.poll_transmit(now) {
+            let targets: Vec<usize> = match transmit.destination {
+                Destination::Group => (0..scenario.receivers).collect(),
+                Destination::Unicast(to) => by_address.get(&to).copied().into_iter().collect(),
+            };
+            for i in targets {
+                let arrivals = downlinks[i].carry(now, &mut rng);
+                if arrivals.is_empty() {
+                    outcome.datagrams_dropped += 1;
+                }
+                for delay in arrivals {
+                    sequence += 1;
+                    in_flight.push(Reverse((
+                        now + delay,
+                        sequence,
+                        Node::Receiver(i),
+                        Node::Sender,
+                        transmit.payload.clone(),
+                    )));
+                }
+            }
+        }
+        for (i, receiver) in receivers.iter_mut().enumerate() {
+            while let Some(transmit) = receiver.poll_transmit(now) {
+                assert_eq!(
+                    transmit.destination,
+                    Destination::Unicast(address(Node::Sender)),
+                    "receivers report to the sender's address"
+                );
+                for delay in uplinks[i].carry(now, &mut rng) {
+                    sequence += 1;
+                    in_flight.push(Reverse((
+                        now + delay,
+                        sequence,
+                        Node::Sender,
+                        Node::Receiver(i),
+                        transmit.payload.clone(),
+                    )));
+                }
+            }
+            while let Some(event) = receiver.poll_event() {
+                match event {
+                    ReceiverEvent::Object {
+                        session_id,
+                        object_id,
+                        data,
+                    } => {
+                        assert_eq!(session_id, SESSION);
+                        if expected.get(&object_id).is_some_and(|sent| **sent == data) {
+                            *outcome.delivered.entry((i, object_id)).or_default() += 1;
+                        } else {
+                            outcome.corrupt.push((i, object_id));
+                        }
+                    }
+                    ReceiverEvent::Lost { object_id, .. } => {
+                        assert!(
+                            outcome.lost.insert((i, object_id)),
+                            "object {object_id} reported lost twice by receiver {i}"
+                        );
+                    }
+                }
+            }
+            // Memory bounds hold at every step.
+            assert!(receiver.reassembly_bytes() <= scenario.receiver.max_reassembly_bytes);
+            assert!(receiver.missing_datagrams() as u64 <= scenario.receiver.max_tracked_datagrams);
+        }
+        while let Some(event) = sender.poll_event() {
+            match event {
+                SenderEvent::Delivered {
+                    object_id,
+                    receiver_id,
+                } => {
+                    let key = (receiver_id as usize - 1, object_id);
+                    assert!(!outcome.sender_abandoned.contains(&key));
+                    assert!(
+                        outcome.sender_delivered.insert(key),
+                        "delivered twice: {key:?}"
+                    );
+                }
+                SenderEvent::Abandoned {
+                    object_id,
+                    receiver_id,
+                } => {
+                    let key = (receiver_id as usize - 1, object_id);
+                    assert!(!outcome.sender_delivered.contains(&key));
+                    assert!(
+                        outcome.sender_abandoned.insert(key),
+                        "abandoned twice: {key:?}"
+                    );
+                }
+                SenderEvent::Writable => {}
+            }
+        }
+        let (datagrams, bytes) = sender.buffered();
+        assert!(datagrams <= scenario.sender.window_datagrams);
+        assert!(bytes <= scenario.sender.window_bytes);
+
+        let sender_done = next_object == objects.len()
+            && outcome.sender_delivered.len() + outcome.sender_abandoned.len()
+                == resolutions_needed;
+        let receivers_done = (0..scenario.receivers)
+            .filter(|i| scenario.cut.is_none_or(|(cut, _)| cut != *i))
+            .all(|i| {
+                objects.iter().all(|(id, _)| {
+                    outcome.delivered.contains_key(&(i, *id)) || outcome.lost.contains(&(i, *id))
+                })
+            });
+        if sender_done && receivers_done {
+            outcome.finished = true;
+            break;
+        }
+
+        // Advance the clock to the next thing that happens.
+        let mut next = in_flight.peek().map(|Reverse((at, ..))| *at);
+        let timeouts = std::iter::once(sender.poll_timeout())
+            .chain(receivers.iter().map(Receiver::poll_timeout))
+            .flatten();
+        for at in timeouts {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        let Some(next) = next else { break };
+        now = now.max(next);
+        if now > limit {
+            break;
+        }
+        while in_flight.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
+            let Some(Reverse((_, _, to, from, payload))) = in_flight.pop() else {
+                break;
+            };
+            match to {
+                Node::Sender => sender.handle_datagram(now, address(from), &payload),
+                Node::Receiver(i) => receivers[i].handle_datagram(now, address(from), &payload),
+            }
+        }
+        if sender.poll_timeout().is_some_and(|at| at <= now) {
+            sender.handle_timeout(now);
+        }
+        for receiver in &mut receivers {
+            if receiver.poll_timeout().is_some_and(|at| at <= now) {
+                receiver.handle_timeout(now);
+            }
+        }
+    }
+    for receiver in &receivers {
+        outcome.nacked += receiver.stats().nacked_datagrams;
+        outcome.nacks += receiver.stats().nacks_sent;
+    }
+    let stats = sender.stats();
+    outcome.repairs = stats.repairs_multicast + stats.repairs_unicast;
+    outcome.virtual_time = now - start;
+    outcome
+}
+
+/// Checks the guarantees of a run: whole objects byte-exact or a loss report, the sender's
+/// view matching the receivers', bounded NACKs.
+fn check(scenario: &Scenario, outcome: &Outcome) {
+    let context = format!("{scenario:?}");
+    assert!(
+        outcome.finished,
+        "run did not finish in {:?}: {context}",
+        outcome.virtual_time
+    );
+    assert!(
+        outcome.corrupt.is_empty(),
+        "corrupt deliveries {:?}: {context}",
+        outcome.corrupt
+    );
+    for (key, times) in &outcome.delivered {
+        assert_eq!(*times, 1, "{key:?} delivered {times} times: {context}");
+        assert!(
+            !outcome.lost.contains(key),
+            "{key:?} delivered and lost: {context}"
+        );
+    }
+    let ids: Vec<u64> = (0..scenario.objects.len())
+        .map(|i| 1000 + i as u64 * 7)
+        .collect();
+    for i in 0..scenario.receivers {
+        let cut = scenario.cut.is_some_and(|(cut, _)| cut == i);
+        for id in &ids {
+            let key = (i, *id);
+            let delivered = outcome.delivered.contains_key(&key);
+            if cut {
+                // The sender never claims a delivery that did not happen; it may abandon an
+                // object whose acknowledgement the cut swallowed.
+                if outcome.sender_delivered.contains(&key) {
+                    assert!(delivered, "sender claims {key:?} delivered: {context}");
+                }
+                if !delivered {
+                    assert!(
+                        outcome.sender_abandoned.contains(&key),
+                        "{key:?} neither: {context}"
+                    );
+                }
+            } else {
+                assert!(
+                    delivered,
+                    "{key:?} not delivered (lost: {}): {context}",
+                    outcome.lost.contains(&key)
+                );
+                assert!(
+                    outcome.sender_delivered.contains(&key),
+                    "{key:?} not acknowledged: {context}"
+                );
+            }
+        }
+    }
+    // No implosion: each datagram the network dropped costs a bounded number of NACKed
+    // sequence numbers (a NACK or its repair may itself be lost, hence more than one).
+    if scenario.cut.is_none() {
+        let bound = 6 * outcome.datagrams_dropped.max(1) + 16;
+        assert!(
+            outcome.nacked <= bound,
+            "{} sequence numbers NACKed for {} drops: {context}",
+            outcome.nacked,
+            outcome.datagrams_dropped
+        );
+        assert!(
+            outcome.repairs <= bound,
+            "{} repairs for {} drops",
+            outcome.repairs,
+            outcome.datagrams_dropped
+        );
+    }
+}
+
+fn random_scenario(seed: u64, max_object: usize) -> Scenario {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xA5A5);
+    let mut scenario = Scenario::new(seed);
+    scenario.receivers = rng.random_range(1..=16);
+    let loss: f64 = rng.random_range(0.0..=0.30);
+    scenario.loss = if rng.random_bool(0.3) {
+        // Bursts: average loss about `loss`, in runs of about four datagrams.
+        LossModel::Bursty {
+            good_to_bad: (loss / 4.0).min(0.2),
+            bad_to_good: 0.25,
+            loss_good: loss / 10.0,
+            loss_bad: 0.9,
+        }
+    } else {
+        LossModel::Random(loss)
+    };
+    scenario.delay = Duration::from_micros(rng.random_range(50..5_000));
+    scenario.jitter = Duration::from_micros(rng.random_range(0..3_000));
+    scenario.reorder = rng.random_range(0.0..0.05);
+    scenario.duplicate = rng.random_range(0.0..0.05);
+    let count = rng.random_range(1..=6);
+    scenario.objects = (0..count)
+        .map(|_| match rng.random_range(0..10) {
+            0 => 0,
+            1..=6 => rng.random_range(1..4_000),
+            _ => rng.random_range(4_000..=max_object),
+        })
+        .collect();
+    scenario
+}
+
+#[test]
+fn a_thousand_seeds_deliver_byte_exact() {
+    let mut dropped = 0;
+    let mut nacked = 0;
+    for seed in 0..1000 {
+        let scenario = random_scenario(seed, 64 * 1024);
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+        dropped += outcome.datagrams_dropped;
+        nacked += outcome.nacked;
+    }
+    assert!(
+        dropped > 10_000,
+        "the network dropped datagrams ({dropped})"
+    );
+    eprintln!("1000 seeds: {dropped} datagrams dropped, {nacked} sequence numbers NACKed");
+}
+
+#[test]
+fn four_mebibyte_objects_under_loss() {
+    for (seed, receivers, loss) in [(1, 1, 0.0), (2, 3, 0.05), (3, 4, 0.3)] {
+        let mut scenario = Scenario::new(seed);
+        scenario.receivers = receivers;
+        scenario.loss = LossModel::Random(loss);
+        scenario.objects = vec![4 << 20, 17];
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+    }
+}
+
+#[test]
+fn many_small_objects_through_a_small_window() {
+    for seed in 0..20 {
+        let mut scenario = Scenario::new(seed);
+        scenario.receivers = 4;
+        scenario.loss = LossModel::Random(0.1);
+        scenario.sender.window_datagrams = 64;
+        scenario.sender.window_bytes = 64 * 1024;
+        scenario.sender.max_object_size = 16 * 1024;
+        scenario.objects = (0..200).map(|i| (i * 37) % 3000).collect();
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+    }
+}
+
+#[test]
+fn cut_off_receiver_is_abandoned_and_reports_loss() {
+    for seed in 0..20 {
+        let mut scenario = Scenario::new(seed);
+        scenario.receivers = 3;
+        scenario.loss = LossModel::Random(0.05);
+        scenario.sender.rate_limit = Some(replicast_transport::multicast::proto::RateLimit {
+            bytes_per_second: 10_000_000,
+            burst: 64 * 1024,
+        });
+        scenario.objects = vec![200_000; 8];
+        // Mid-way through the second object.
+        scenario.cut = Some((1, Duration::from_millis(30)));
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+        let lost: Vec<_> = outcome.lost.iter().filter(|(r, _)| *r == 1).collect();
+        let delivered = outcome.delivered.keys().filter(|(r, _)| *r == 1).count();
+        assert!(delivered < 8, "the cut receiver cannot have everything");
+        assert!(
+            !lost.is_empty(),
+            "the object in flight at the cut is reported lost (seed {seed})"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn data_round_trips(seq in any::<u64>(), low in any::<u64>(), id in any::<u64>(), len in any::<u64>(),
+                        count in 1u32.., index_seed in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..1400)) {
+        let index = index_seed % count;
+        let seq = seq.max(u64::from(index));
+        let body = Body::Data(DataBody { seq, window_low: low, object_id: id, object_len: len,
+            fragment_index: index, fragment_count: count, payload: &payload });
+        let mut bytes = Vec::new();
+        body.encode(&mut bytes);
+        prop_assert_eq!(wire::decode_body(PacketType::Data, &bytes), Ok(body.clone()));
+        prop_assert_eq!(wire::decode_body(PacketType::Repair, &bytes), Ok(body));
+    }
+
+    #[test]
+    fn control_bodies_round_trip(next in any::<u64>(), low in any::<u64>(), ts in any::<u64>(), rtt in any::<u32>(),
+                                 objects in proptest::collection::vec((any::<u64>(), any::<u64>(), 1u32..), 0..=64),
+                                 ranges in proptest::collection::vec((any::<u64>(), any::<u32>()), 0..=64),
+                                 lost in proptest::collection::vec(any::<u64>(), 0..=64),
+                                 cumulative in any::<u64>(), delay in any::<u32>()) {
+        let tail = Body::Tail(TailBody { next_seq: next, window_low: low, timestamp_us: ts, group_rtt_us: rtt,
+            objects: objects.iter().map(|&(object_id, first_seq, fragment_count)| TailObject { object_id, first_seq, fragment_count }).collect() });
+        let nack = Body::Nack(ranges.iter().map(|&(first, len)| SeqRange { first, len }).collect());
+        let status = Body::Status(StatusBody { cumulative, echo_timestamp_us: ts, echo_delay_us: delay, lost });
+        for (packet_type, body) in [(PacketType::Tail, tail), (PacketType::Nack, nack), (PacketType::Status, status)] {
+            let mut bytes = Vec::new();
+            body.encode(&mut bytes);
+            prop_assert_eq!(wire::decode_body(packet_type, &bytes), Ok(body));
+        }
+    }
+
+    #[test]
+    fn header_round_trips(session in any::<u64>(), key_id in any::<u32>(), pn in any::<u64>(), rest in proptest::collection::vec(any::<u8>(), 16..64)) {
+        for packet_type in [PacketType::Data, PacketType::Repair, PacketType::Tail, PacketType::Nack, PacketType::Status] {
+            let header = Header { packet_type, session_id: session, key_id, packet_number: pn };
+            let mut bytes = Vec::new();
+            header.encode(&mut bytes);
+            bytes.extend_from_slice(&rest);
+            let (decoded, body) = Header::decode(&bytes).expect("a well-formed header");
+            prop_assert_eq!(decoded, header);
+            prop_assert_eq!(body, &rest[..]);
+        }
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let _ = Header::decode(&bytes);
+        for packet_type in [PacketType::Data, PacketType::Repair, PacketType::Tail, PacketType::Nack, PacketType::Status] {
+            let _ = wire::decode_body(packet_type, &bytes);
+        }
+    }
+
+    #[test]
+    fn cores_survive_arbitrary_datagrams(datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..1500), 1..20)) {
+        let now = Instant::now();
+        let key = GroupKey { epoch: 1, secret: [1; 32] };
+        let member = ReceiverKey { receiver_id: 1, secret: [2; 32] };
+        let mut sender = Sender::new(SenderConfig::default(), SESSION, key.clone(), now).expect("default config");
+        sender.add_receiver(member.clone());
+        let mut receiver = Receiver::new(ReceiverConfig::default(), member, now);
+        receiver.add_session(SESSION, key);
+        let from = address(Node::Sender);
+        for datagram in &datagrams {
+            sender.handle_datagram(now, from, datagram);
+            receiver.handle_datagram(now, from, datagram);
+        }
+        prop_assert!(receiver.poll_event().is_none());
+        prop_assert_eq!(sender.stats().nacks_received + sender.stats().status_received, 0);
+    }
+}
