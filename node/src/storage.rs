@@ -1,0 +1,120 @@
+//! The durable storage engine of a storage node, on [redb].
+//!
+//! It keeps every committed revision of the objects of its partitions, the committed
+//! transactions, and the transactions in progress, following the two-phase commit of NEO:
+//!
+//! 1. [`store_pending`](Store::store_pending) records an object of transaction `ttid` after
+//!    checking it was written on top of the object's last committed revision;
+//! 2. [`vote`](Store::vote) makes the transaction's data durable (fsync) without making it
+//!    visible, and checks for conflicts again;
+//! 3. [`finish`](Store::finish) makes it visible at its TID, atomically, or
+//!    [`abort`](Store::abort) forgets it.
+//!
+//! Loads only see finished transactions. After a crash, [`Store::open`] forgets the transactions
+//! that had not voted (their clients must store again) and [`pending_transactions`]
+//! (Store::pending_transactions) lists the voted ones, whose outcome the master knows.
+//!
+//! The engine takes no locks of its own beyond redb's single writer: which transaction may store
+//! which object is the [`LockManager`](crate::locks::LockManager)'s business.
+
+mod commit;
+mod error;
+mod load;
+mod records;
+mod replication;
+mod tables;
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableTable};
+
+pub use error::StorageError;
+pub use records::{
+    CommittedTransaction, Digest, ObjectData, PendingTransaction, Revision, RevisionBefore,
+    TransactionInfo,
+};
+pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
+
+use error::database;
+use records::{PendingHeader, decode};
+use tables::{OBJECTS, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS};
+
+use crate::ids::{Oid, Tid};
+
+/// A storage node's object store in one redb file; see the [module documentation](self).
+///
+/// ```
+/// use replicast_node::ids::{Oid, Tid};
+/// use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path().join("store.redb"))?;
+/// let (ttid, tid) = (Tid(100), Tid(101));
+/// store.store_pending(ttid, Oid(1), Tid::ZERO, ObjectData::Bytes(b"hello".to_vec()))?;
+/// store.vote(ttid, &TransactionInfo::default())?;
+/// assert!(store.load(Oid(1))?.is_none(), "voted is not visible yet");
+/// store.finish(ttid, tid)?;
+/// let revision = store.load(Oid(1))?.expect("visible once finished");
+/// assert_eq!((revision.data.as_bytes(), revision.tid), (&b"hello"[..], tid));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it if missing, and forgets the transactions that had
+    /// stored objects but not voted when the store was last closed or killed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let db = Database::create(path).map_err(database("open the database file"))?;
+        let store = Self { db };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Creates the tables if missing and drops pending transactions that had not voted.
+    fn recover(&self) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(database("begin recovery"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(database("set durability"))?;
+        {
+            txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            txn.open_table(TRANSACTIONS)
+                .map_err(database("open transactions"))?;
+            let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+            let mut pending_objects = txn
+                .open_table(PENDING_OBJECTS)
+                .map_err(database("open pending objects"))?;
+            let mut unvoted = Vec::new();
+            for entry in pending.iter().map_err(database("scan pending"))? {
+                let (ttid, header) = entry.map_err(database("read pending"))?;
+                let header: PendingHeader = decode(PENDING_NAME, header.value())?;
+                if !header.voted {
+                    unvoted.push(ttid.value());
+                }
+            }
+            for ttid in unvoted {
+                pending.remove(ttid).map_err(database("drop unvoted"))?;
+                pending_objects
+                    .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
+                    .map_err(database("drop unvoted objects"))?;
+            }
+        }
+        txn.commit().map_err(database("commit recovery"))
+    }
+}
+
+/// The last committed TID of `oid` in `objects`, or [`Tid::ZERO`] if it has no revision.
+fn last_serial(
+    objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+) -> Result<Tid, StorageError> {
+    let last = objects
+        .range((oid, Tid::ZERO)..=(oid, Tid::MAX))
+        .map_err(database("find last revision"))?
+        .next_back()
+        .transpose()
+        .map_err(database("read last revision"))?;
+    Ok(last.map_or(Tid::ZERO, |(key, _)| key.value().1))
+}

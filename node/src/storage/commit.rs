@@ -1,0 +1,238 @@
+//! Two-phase commit on one store: store, vote, finish or abort.
+
+use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::error::database;
+use super::records::{
+    ObjectData, ObjectRecord, PendingHeader, PendingObject, PendingTransaction, TransactionInfo,
+    TransactionRecord, decode, encode,
+};
+use super::tables::{
+    OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME,
+    TRANSACTIONS, TRANSACTIONS_NAME,
+};
+use super::{StorageError, Store, last_serial};
+use crate::ids::{Oid, Tid};
+
+impl Store {
+    /// Records `data` as the new revision of `oid` in transaction `ttid`, written on top of
+    /// revision `serial` ([`Tid::ZERO`] for a new object). Storing the same object again in the
+    /// same transaction replaces the earlier data.
+    ///
+    /// Fails with [`StorageError::Conflict`] when `serial` is not the object's last committed
+    /// TID; nothing is recorded then. The data is not fsynced until [`vote`](Self::vote).
+    pub fn store_pending(
+        &self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), StorageError> {
+        // Lost in a crash before the vote, which only costs the client a retry.
+        let txn = self.begin(Durability::None)?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+            let header = match pending.get(ttid).map_err(database("read pending"))? {
+                Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?,
+                None => PendingHeader::default(),
+            };
+            if header.voted {
+                return Err(StorageError::AlreadyVoted { ttid, oid });
+            }
+            let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            let current = last_serial(&objects, oid)?;
+            if current != serial {
+                return Err(StorageError::Conflict {
+                    oid,
+                    expected: serial,
+                    current,
+                });
+            }
+            let record = ObjectRecord {
+                digest: data.digest(),
+                data,
+            };
+            let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
+            txn.open_table(PENDING_OBJECTS)
+                .map_err(database("open pending objects"))?
+                .insert((ttid, oid), object.as_slice())
+                .map_err(database("record pending object"))?;
+            let header = encode(PENDING_NAME, &header)?;
+            pending
+                .insert(ttid, header.as_slice())
+                .map_err(database("record pending"))?;
+        }
+        txn.commit().map_err(database("commit store"))
+    }
+
+    /// Makes the data of transaction `ttid` durable, with `info` to commit it with, and checks
+    /// again that none of its objects was committed by another transaction meanwhile.
+    ///
+    /// A transaction that stored nothing here may vote (it only leaves its `info`). Voting
+    /// twice is harmless. The data stays invisible until [`finish`](Self::finish).
+    pub fn vote(&self, ttid: Tid, info: &TransactionInfo) -> Result<(), StorageError> {
+        let txn = self.begin(Durability::Immediate)?;
+        {
+            let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            let pending_objects = txn
+                .open_table(PENDING_OBJECTS)
+                .map_err(database("open pending objects"))?;
+            for entry in pending_objects
+                .range((ttid, Oid(0))..=(ttid, Oid(u64::MAX)))
+                .map_err(database("scan pending objects"))?
+            {
+                let (key, object) = entry.map_err(database("read pending object"))?;
+                let oid = key.value().1;
+                let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
+                let current = last_serial(&objects, oid)?;
+                if current != object.serial {
+                    return Err(StorageError::Conflict {
+                        oid,
+                        expected: object.serial,
+                        current,
+                    });
+                }
+            }
+            let header = encode(
+                PENDING_NAME,
+                &PendingHeader {
+                    voted: true,
+                    info: info.clone(),
+                },
+            )?;
+            txn.open_table(PENDING)
+                .map_err(database("open pending"))?
+                .insert(ttid, header.as_slice())
+                .map_err(database("record vote"))?;
+        }
+        txn.commit().map_err(database("commit vote"))
+    }
+
+    /// Commits the voted transaction `ttid` at `tid`: all its objects become visible at once.
+    ///
+    /// `tid` must be greater than every TID committed here: the master finishes transactions
+    /// in TID order.
+    pub fn finish(&self, ttid: Tid, tid: Tid) -> Result<(), StorageError> {
+        let txn = self.begin(Durability::Immediate)?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+            let header: PendingHeader = match pending.get(ttid).map_err(database("read pending"))? {
+                Some(header) => decode(PENDING_NAME, header.value())?,
+                None => return Err(StorageError::UnknownTransaction { ttid }),
+            };
+            if !header.voted {
+                return Err(StorageError::NotVoted { ttid });
+            }
+            let mut transactions = txn
+                .open_table(TRANSACTIONS)
+                .map_err(database("open transactions"))?;
+            let last = transactions
+                .last()
+                .map_err(database("read last transaction"))?
+                .map_or(Tid::ZERO, |(key, _)| key.value());
+            if tid <= last {
+                return Err(StorageError::TidNotAfterLast { tid, last });
+            }
+            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            let mut pending_objects = txn
+                .open_table(PENDING_OBJECTS)
+                .map_err(database("open pending objects"))?;
+            let mut oids = Vec::new();
+            for entry in pending_objects
+                .extract_from_if((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| true)
+                .map_err(database("take pending objects"))?
+            {
+                let (key, object) = entry.map_err(database("read pending object"))?;
+                let oid = key.value().1;
+                let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
+                let record = encode(OBJECTS_NAME, &object.record)?;
+                objects
+                    .insert((oid, tid), record.as_slice())
+                    .map_err(database("commit object"))?;
+                oids.push(oid);
+            }
+            let record = encode(
+                TRANSACTIONS_NAME,
+                &TransactionRecord {
+                    oids,
+                    info: header.info,
+                },
+            )?;
+            transactions
+                .insert(tid, record.as_slice())
+                .map_err(database("commit transaction"))?;
+            pending.remove(ttid).map_err(database("drop pending"))?;
+        }
+        txn.commit().map_err(database("commit finish"))
+    }
+
+    /// Forgets transaction `ttid` and everything it stored. Aborting an unknown transaction is
+    /// harmless (the abort may arrive twice, or after a crash forgot it).
+    pub fn abort(&self, ttid: Tid) -> Result<(), StorageError> {
+        let voted = {
+            let txn = self.db.begin_read().map_err(database("begin read"))?;
+            let pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+            match pending.get(ttid).map_err(database("read pending"))? {
+                Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?.voted,
+                None => return Ok(()),
+            }
+        };
+        // A voted transaction is on disk: its removal must be too, or it comes back pending.
+        let txn = self.begin(if voted {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        {
+            txn.open_table(PENDING)
+                .map_err(database("open pending"))?
+                .remove(ttid)
+                .map_err(database("drop pending"))?;
+            txn.open_table(PENDING_OBJECTS)
+                .map_err(database("open pending objects"))?
+                .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
+                .map_err(database("drop pending objects"))?;
+        }
+        txn.commit().map_err(database("commit abort"))
+    }
+
+    /// The transactions that stored objects here and have neither finished nor aborted.
+    ///
+    /// Right after [`open`](Self::open) they all voted: these are the ones to ask the master
+    /// about, then [`finish`](Self::finish) or [`abort`](Self::abort).
+    pub fn pending_transactions(&self) -> Result<Vec<PendingTransaction>, StorageError> {
+        let txn = self.db.begin_read().map_err(database("begin read"))?;
+        let pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+        let pending_objects = txn
+            .open_table(PENDING_OBJECTS)
+            .map_err(database("open pending objects"))?;
+        let mut transactions = Vec::new();
+        for entry in pending.iter().map_err(database("scan pending"))? {
+            let (ttid, header) = entry.map_err(database("read pending"))?;
+            let ttid = ttid.value();
+            let header: PendingHeader = decode(PENDING_NAME, header.value())?;
+            let mut oids = Vec::new();
+            for entry in pending_objects
+                .range((ttid, Oid(0))..=(ttid, Oid(u64::MAX)))
+                .map_err(database("scan pending objects"))?
+            {
+                let (key, _) = entry.map_err(database("read pending object"))?;
+                oids.push(key.value().1);
+            }
+            transactions.push(PendingTransaction {
+                ttid,
+                voted: header.voted,
+                oids,
+            });
+        }
+        Ok(transactions)
+    }
+
+    /// Begins a write transaction with the given durability.
+    pub(super) fn begin(&self, durability: Durability) -> Result<WriteTransaction, StorageError> {
+        let mut txn = self.db.begin_write().map_err(database("begin write"))?;
+        txn.set_durability(durability)
+            .map_err(database("set durability"))?;
+        Ok(txn)
+    }
+}

@@ -1,0 +1,93 @@
+//! What can go wrong in the storage engine.
+
+use crate::ids::{Oid, Tid};
+
+/// An operation of [`Store`](super::Store) that failed, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A store named a serial that is not the object's last committed TID: another transaction
+    /// committed the object since the client read it.
+    #[error(
+        "conflict on {oid}: stored on top of serial {expected}, but the last committed is {current}"
+    )]
+    Conflict {
+        /// The object.
+        oid: Oid,
+        /// The serial the transaction stored on top of.
+        expected: Tid,
+        /// The object's last committed TID ([`Tid::ZERO`] if it has none).
+        current: Tid,
+    },
+    /// No pending transaction has this temporary TID.
+    #[error("no pending transaction {ttid}")]
+    UnknownTransaction {
+        /// The temporary TID asked for.
+        ttid: Tid,
+    },
+    /// Finishing a transaction that has not voted.
+    #[error("transaction {ttid} cannot finish: it has not voted")]
+    NotVoted {
+        /// The temporary TID of the transaction.
+        ttid: Tid,
+    },
+    /// Storing into a transaction that has already voted.
+    #[error("transaction {ttid} cannot store {oid}: it has already voted")]
+    AlreadyVoted {
+        /// The temporary TID of the transaction.
+        ttid: Tid,
+        /// The object it tried to store.
+        oid: Oid,
+    },
+    /// A commit TID that is not after the last committed one (finishes happen in TID order).
+    #[error("cannot commit at {tid}: the last committed transaction is {last}")]
+    TidNotAfterLast {
+        /// The TID asked for.
+        tid: Tid,
+        /// The last committed TID.
+        last: Tid,
+    },
+    /// A replicated object whose digest does not match its data.
+    #[error("replicated revision of {oid} at {tid} does not match its digest")]
+    DigestMismatch {
+        /// The object.
+        oid: Oid,
+        /// The revision.
+        tid: Tid,
+    },
+    /// A replicated object whose transaction was not replicated first.
+    #[error("replicated revision of {oid} at {tid} arrived before its transaction")]
+    MissingTransaction {
+        /// The object.
+        oid: Oid,
+        /// The transaction it belongs to.
+        tid: Tid,
+    },
+    /// A record on disk that does not decode.
+    #[error("corrupt record in table {table}")]
+    Corrupt {
+        /// The table holding the record.
+        table: &'static str,
+        /// Why it does not decode.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The database failed (I/O, corruption detected by redb, another process holding it...).
+    #[error("storage database failed to {operation}")]
+    Database {
+        /// What the engine was doing.
+        operation: &'static str,
+        /// The error from redb.
+        #[source]
+        source: Box<redb::Error>,
+    },
+}
+
+/// Wraps a redb error with what the engine was doing: `.map_err(database("commit vote"))`.
+pub(crate) fn database<E: Into<redb::Error>>(
+    operation: &'static str,
+) -> impl FnOnce(E) -> StorageError {
+    move |error| StorageError::Database {
+        operation,
+        source: Box::new(error.into()),
+    }
+}

@@ -1,0 +1,148 @@
+//! The values the engine keeps: object revisions, transactions, and their encodings on disk.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::error::StorageError;
+use crate::ids::{Oid, Tid};
+
+/// What a revision of an object holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectData {
+    /// The object's bytes.
+    Bytes(Vec<u8>),
+    /// The object was deleted in this revision.
+    Deleted,
+}
+
+impl ObjectData {
+    /// The bytes of the revision; empty for a deletion.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ObjectData::Bytes(bytes) => bytes,
+            ObjectData::Deleted => &[],
+        }
+    }
+
+    /// The digest replicas compare to check they hold the same revision.
+    pub fn digest(&self) -> Digest {
+        Digest::of(self)
+    }
+}
+
+/// XXH3-128 of a revision's content, the checksum the transport also uses for objects.
+///
+/// It detects corruption and replicas that diverge; it is not a defence against forgery, which
+/// the authenticated links are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 16]);
+
+impl Digest {
+    /// The digest of `data`. A deletion digests differently from empty bytes.
+    pub fn of(data: &ObjectData) -> Self {
+        match data {
+            ObjectData::Bytes(bytes) => Self(xxh3_128(bytes).to_be_bytes()),
+            ObjectData::Deleted => Self([0xff; 16]),
+        }
+    }
+}
+
+/// One revision of one object, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// The object.
+    pub oid: Oid,
+    /// The transaction that wrote this revision: the serial to store the next one on top of.
+    pub tid: Tid,
+    /// The content.
+    pub data: ObjectData,
+    /// The digest of `data`.
+    pub digest: Digest,
+}
+
+/// What `load_before` finds: the revision current just before a TID, and when it was replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionBefore {
+    /// The last revision committed before the TID asked for.
+    pub revision: Revision,
+    /// The TID of the revision that replaced it, `None` if it is still the latest.
+    pub next_serial: Option<Tid>,
+}
+
+/// What the client says about a transaction, kept with it when it commits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionInfo {
+    /// Who committed.
+    pub user: String,
+    /// What the transaction did, in words.
+    pub description: String,
+    /// Application-defined metadata (ZODB's `extension`), opaque to the store.
+    pub extension: Vec<u8>,
+}
+
+/// A committed transaction: its TID, what it says about itself, and the objects it wrote here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedTransaction {
+    /// Its TID.
+    pub tid: Tid,
+    /// The objects it wrote that this store holds, in increasing order.
+    pub oids: Vec<Oid>,
+    /// What the client said about it.
+    pub info: TransactionInfo,
+}
+
+/// A transaction that stored objects here and has not finished or aborted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingTransaction {
+    /// Its temporary TID.
+    pub ttid: Tid,
+    /// Whether it voted: its data is then durable, and after a crash the master must be asked
+    /// whether it committed.
+    pub voted: bool,
+    /// The objects it stored, in increasing order.
+    pub oids: Vec<Oid>,
+}
+
+/// The on-disk record of a pending transaction.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct PendingHeader {
+    pub voted: bool,
+    pub info: TransactionInfo,
+}
+
+/// The on-disk record of one object stored by a pending transaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PendingObject {
+    pub serial: Tid,
+    pub record: ObjectRecord,
+}
+
+/// The on-disk record of one object revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ObjectRecord {
+    pub data: ObjectData,
+    pub digest: Digest,
+}
+
+/// The on-disk record of one committed transaction (its TID is the key).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TransactionRecord {
+    pub oids: Vec<Oid>,
+    pub info: TransactionInfo,
+}
+
+/// Encodes a record for a table.
+pub(crate) fn encode<T: Serialize>(
+    table: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, StorageError> {
+    postcard::to_stdvec(value).map_err(|source| StorageError::Corrupt { table, source })
+}
+
+/// Decodes a record read from a table.
+pub(crate) fn decode<'de, T: Deserialize<'de>>(
+    table: &'static str,
+    bytes: &'de [u8],
+) -> Result<T, StorageError> {
+    postcard::from_bytes(bytes).map_err(|source| StorageError::Corrupt { table, source })
+}

@@ -1,0 +1,230 @@
+//! Export and import of committed history, for a replica catching up.
+//!
+//! A replica that is behind first copies the transactions it misses
+//! ([`Store::transactions_after`], [`Store::apply_replicated_transactions`]), then the object
+//! revisions of its partitions ([`Store::objects_for`], [`Store::apply_replicated_objects`]).
+//! Both go in bounded batches, each ending with a cursor to resume from, so a replication cut
+//! off by a crash or a lost link goes on where it stopped rather than from scratch.
+
+use redb::{Durability, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::error::database;
+use super::records::{
+    CommittedTransaction, Digest, ObjectData, ObjectRecord, TransactionRecord, decode, encode,
+};
+use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
+use super::{StorageError, Store};
+use crate::ids::{Oid, Tid};
+use crate::partition::PartitionSet;
+
+/// A position in the history of object revisions, ordered by TID then OID.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectCursor {
+    /// The transaction of the last revision returned.
+    pub tid: Tid,
+    /// The object of the last revision returned.
+    pub oid: Oid,
+}
+
+impl ObjectCursor {
+    /// Before every revision: no transaction commits at [`Tid::ZERO`].
+    pub const START: ObjectCursor = ObjectCursor {
+        tid: Tid::ZERO,
+        oid: Oid(0),
+    };
+}
+
+/// One object revision as replicated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatedObject {
+    /// The object.
+    pub oid: Oid,
+    /// The transaction that wrote the revision.
+    pub tid: Tid,
+    /// The content.
+    pub data: ObjectData,
+    /// The digest of `data`, checked on import.
+    pub digest: Digest,
+}
+
+/// A batch of revisions and where to resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectBatch {
+    /// Revisions in (TID, OID) order.
+    pub objects: Vec<ReplicatedObject>,
+    /// The cursor to ask the next batch after; `None` when the history is exhausted.
+    pub resume: Option<ObjectCursor>,
+}
+
+impl Store {
+    /// Up to `limit` committed transactions with TIDs greater than `after`, in TID order.
+    pub fn transactions_after(
+        &self,
+        after: Tid,
+        limit: usize,
+    ) -> Result<Vec<CommittedTransaction>, StorageError> {
+        let Some(first) = after.next() else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read().map_err(database("begin read"))?;
+        let transactions = txn
+            .open_table(TRANSACTIONS)
+            .map_err(database("open transactions"))?;
+        let mut batch = Vec::new();
+        for entry in transactions
+            .range(first..)
+            .map_err(database("scan transactions"))?
+            .take(limit)
+        {
+            let (tid, record) = entry.map_err(database("read transaction"))?;
+            let record: TransactionRecord = decode(TRANSACTIONS_NAME, record.value())?;
+            batch.push(CommittedTransaction {
+                tid: tid.value(),
+                oids: record.oids,
+                info: record.info,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Up to `limit` revisions of objects in `partitions`, after `cursor` in (TID, OID) order.
+    ///
+    /// Start from [`ObjectCursor::START`] and pass each batch's
+    /// [`resume`](ObjectBatch::resume) to the next call.
+    pub fn objects_for(
+        &self,
+        partitions: &PartitionSet,
+        cursor: ObjectCursor,
+        limit: usize,
+    ) -> Result<ObjectBatch, StorageError> {
+        let txn = self.db.begin_read().map_err(database("begin read"))?;
+        let transactions = txn
+            .open_table(TRANSACTIONS)
+            .map_err(database("open transactions"))?;
+        let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let mut batch = Vec::new();
+        if limit == 0 {
+            return Ok(ObjectBatch {
+                objects: batch,
+                resume: Some(cursor),
+            });
+        }
+        // Walking transactions rather than the (oid, tid)-keyed objects yields TID order.
+        for entry in transactions
+            .range(cursor.tid..)
+            .map_err(database("scan transactions"))?
+        {
+            let (tid, record) = entry.map_err(database("read transaction"))?;
+            let tid = tid.value();
+            let record: TransactionRecord = decode(TRANSACTIONS_NAME, record.value())?;
+            for oid in record.oids {
+                if (ObjectCursor { tid, oid }) <= cursor || !partitions.contains(oid) {
+                    continue;
+                }
+                let Some(object) = objects.get((oid, tid)).map_err(database("read object"))? else {
+                    continue;
+                };
+                let object: ObjectRecord = decode(OBJECTS_NAME, object.value())?;
+                batch.push(ReplicatedObject {
+                    oid,
+                    tid,
+                    data: object.data,
+                    digest: object.digest,
+                });
+                if batch.len() == limit {
+                    return Ok(ObjectBatch {
+                        objects: batch,
+                        resume: Some(ObjectCursor { tid, oid }),
+                    });
+                }
+            }
+        }
+        Ok(ObjectBatch {
+            objects: batch,
+            resume: None,
+        })
+    }
+
+    /// Imports transactions exported by [`transactions_after`](Self::transactions_after) on
+    /// another replica. A transaction already here gains the objects it lacked.
+    pub fn apply_replicated_transactions(
+        &self,
+        batch: &[CommittedTransaction],
+    ) -> Result<(), StorageError> {
+        let txn = self.begin(Durability::Immediate)?;
+        {
+            let mut transactions = txn
+                .open_table(TRANSACTIONS)
+                .map_err(database("open transactions"))?;
+            for transaction in batch {
+                let existing = match transactions
+                    .get(transaction.tid)
+                    .map_err(database("read transaction"))?
+                {
+                    Some(record) => Some(decode::<TransactionRecord>(
+                        TRANSACTIONS_NAME,
+                        record.value(),
+                    )?),
+                    None => None,
+                };
+                let mut record = existing.unwrap_or_else(|| TransactionRecord {
+                    oids: Vec::new(),
+                    info: transaction.info.clone(),
+                });
+                record.oids.extend(&transaction.oids);
+                record.oids.sort_unstable();
+                record.oids.dedup();
+                let record = encode(TRANSACTIONS_NAME, &record)?;
+                transactions
+                    .insert(transaction.tid, record.as_slice())
+                    .map_err(database("import transaction"))?;
+            }
+        }
+        txn.commit()
+            .map_err(database("commit imported transactions"))
+    }
+
+    /// Imports revisions exported by [`objects_for`](Self::objects_for) on another replica,
+    /// after their transactions. Every revision's digest is checked; a batch with a bad one is
+    /// refused whole.
+    pub fn apply_replicated_objects(&self, batch: &[ReplicatedObject]) -> Result<(), StorageError> {
+        let txn = self.begin(Durability::Immediate)?;
+        {
+            let mut transactions = txn
+                .open_table(TRANSACTIONS)
+                .map_err(database("open transactions"))?;
+            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            for object in batch {
+                let (oid, tid) = (object.oid, object.tid);
+                if object.data.digest() != object.digest {
+                    return Err(StorageError::DigestMismatch { oid, tid });
+                }
+                let record = match transactions
+                    .get(tid)
+                    .map_err(database("read transaction"))?
+                {
+                    Some(record) => decode::<TransactionRecord>(TRANSACTIONS_NAME, record.value())?,
+                    None => return Err(StorageError::MissingTransaction { oid, tid }),
+                };
+                if let Err(position) = record.oids.binary_search(&oid) {
+                    let mut record = record;
+                    record.oids.insert(position, oid);
+                    let record = encode(TRANSACTIONS_NAME, &record)?;
+                    transactions
+                        .insert(tid, record.as_slice())
+                        .map_err(database("import transaction"))?;
+                }
+                let record = ObjectRecord {
+                    data: object.data.clone(),
+                    digest: object.digest,
+                };
+                let record = encode(OBJECTS_NAME, &record)?;
+                objects
+                    .insert((oid, tid), record.as_slice())
+                    .map_err(database("import object"))?;
+            }
+        }
+        txn.commit().map_err(database("commit imported objects"))
+    }
+}
