@@ -15,7 +15,22 @@ use super::wire::{Body, HEADER_LEN, Header, TAG_LEN};
 const SALT: &[u8] = b"replicast multicast v1";
 
 /// One AEAD key, bound to a session and key id.
-pub(crate) struct PacketKey {
+///
+/// [`Sender`](super::Sender) and [`Receiver`](super::Receiver) use it internally; it is public
+/// for tools and tests that must produce validly sealed datagrams (fuzzing, hostile-input
+/// tests).
+///
+/// ```
+/// use replicast_transport::multicast::proto::crypto::PacketKey;
+/// use replicast_transport::multicast::proto::wire::{Body, Header, PacketType};
+/// use replicast_transport::multicast::proto::ReceiverKey;
+///
+/// let key = PacketKey::receiver(42, &ReceiverKey { receiver_id: 3, secret: [1; 32] });
+/// let header = Header { packet_type: PacketType::Nack, session_id: 42, key_id: 3, packet_number: 0 };
+/// let mut datagram = key.seal(&header, &Body::Nack(vec![])).expect("small datagram");
+/// assert!(key.open(&header, &mut datagram).is_ok());
+/// ```
+pub struct PacketKey {
     key: LessSafeKey,
     key_id: u32,
 }
@@ -23,16 +38,16 @@ pub(crate) struct PacketKey {
 /// Opening failed: wrong key, or bytes altered on the way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("datagram authentication failed")]
-pub(crate) struct AuthenticationFailed;
+pub struct AuthenticationFailed;
 
 impl PacketKey {
     /// The key of `session_id`'s group datagrams under `key`'s epoch.
-    pub(crate) fn group(session_id: u64, key: &GroupKey) -> Self {
+    pub fn group(session_id: u64, key: &GroupKey) -> Self {
         Self::derive(&key.secret, b"group", session_id, key.epoch)
     }
 
     /// The key of control datagrams from `key`'s receiver to `session_id`'s sender.
-    pub(crate) fn receiver(session_id: u64, key: &ReceiverKey) -> Self {
+    pub fn receiver(session_id: u64, key: &ReceiverKey) -> Self {
         Self::derive(&key.secret, b"receiver", session_id, key.receiver_id)
     }
 
@@ -51,7 +66,7 @@ impl PacketKey {
     }
 
     /// The key id this key seals under (epoch or receiver id).
-    pub(crate) fn key_id(&self) -> u32 {
+    pub fn key_id(&self) -> u32 {
         self.key_id
     }
 
@@ -64,7 +79,7 @@ impl PacketKey {
 
     /// Encodes and seals a datagram. `header.packet_number` must never have been used with
     /// this key before.
-    pub(crate) fn seal(&self, header: &Header, body: &Body<'_>) -> Option<Vec<u8>> {
+    pub fn seal(&self, header: &Header, body: &Body<'_>) -> Option<Vec<u8>> {
         let mut datagram = Vec::with_capacity(1500);
         header.encode(&mut datagram);
         body.encode(&mut datagram);
@@ -82,7 +97,7 @@ impl PacketKey {
     }
 
     /// Opens `datagram` (header included) in place and returns the plaintext body.
-    pub(crate) fn open<'a>(
+    pub fn open<'a>(
         &self,
         header: &Header,
         datagram: &'a mut [u8],

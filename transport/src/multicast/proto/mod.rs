@@ -49,7 +49,7 @@
 //! ```
 
 mod config;
-mod crypto;
+pub mod crypto;
 mod error;
 mod keys;
 mod nack;
