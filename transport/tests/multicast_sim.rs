@@ -109,6 +109,9 @@ enum Node {
     Receiver(usize),
 }
 
+/// A datagram on the way: (arrival, tie-breaker, to, from, payload).
+type InFlight = (Instant, u64, Node, Node, Vec<u8>);
+
 /// A run's parameters.
 #[derive(Debug, Clone)]
 struct Scenario {
@@ -253,8 +256,7 @@ fn run(scenario: &Scenario) -> Outcome {
     let expected: HashMap<u64, &Bytes> = objects.iter().map(|(id, data)| (*id, data)).collect();
     let mut next_object = 0;
 
-    // (arrival, tie-breaker) -> (to, from, payload)
-    let mut in_flight: BinaryHeap<Reverse<(Instant, u64, Node, Node, Vec<u8>)>> = BinaryHeap::new();
+    let mut in_flight: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
     let mut sequence = 0u64;
     let mut outcome = Outcome::default();
     let limit = start + Duration::from_secs(120);

@@ -516,7 +516,7 @@ impl Receiver {
             .values()
             .flat_map(|session| {
                 let status = (session.started && session.status_dirty)
-                    .then(|| session.next_status_at)
+                    .then_some(session.next_status_at)
                     .flatten();
                 [session.nacks.next_deadline(), status]
             })
