@@ -40,6 +40,9 @@ pub struct Cell {
     pub node: NodeName,
     /// Whether the replica may be read or written.
     pub state: CellState,
+    /// For a feeding cell that moves the partition off another node: that node, whose cell is
+    /// dropped when this one is [up to date](PartitionTable::mark_up_to_date).
+    pub replaces: Option<NodeName>,
 }
 
 impl Cell {
@@ -161,6 +164,7 @@ impl PartitionTable {
                     .map(|replica| Cell {
                         node: storages[(partition * replicas + replica) % storages.len()].clone(),
                         state: CellState::UpToDate,
+                        replaces: None,
                     })
                     .collect()
             })
@@ -278,11 +282,8 @@ impl PartitionTable {
         Ok(changed)
     }
 
-    /// Declares the feeding cell of `node` in `partition` caught up: it becomes readable.
-    ///
-    /// If the partition then has more than `R` cells (a cell was added to move the partition to
-    /// another node), the surplus cells are dropped: out-of-date ones first, then up-to-date ones
-    /// of the node holding the most cells, so that moves rebalance the cluster.
+    /// Declares the feeding cell of `node` in `partition` caught up: it becomes readable, and
+    /// the cell it [replaces](Cell::replaces), if any, is dropped.
     pub fn mark_up_to_date(&mut self, partition: u32, node: &str) -> Result<(), PartitionError> {
         let partitions = self.num_partitions();
         let cells = self.partitions.get_mut(partition as usize).ok_or(
@@ -300,75 +301,34 @@ impl PartitionTable {
                 expected: CellState::Feeding,
             })?;
         cell.state = CellState::UpToDate;
-        while self.partitions[partition as usize].len() > self.replicas {
-            let loads = self.loads();
-            let surplus = self.partitions[partition as usize]
-                .iter()
-                .enumerate()
-                .filter(|(_, cell)| cell.node != node && cell.state != CellState::Feeding)
-                .max_by_key(|(_, cell)| {
-                    (
-                        cell.state == CellState::OutOfDate,
-                        loads.get(cell.node.as_str()).copied(),
-                    )
-                })
-                .map(|(index, _)| index);
-            match surplus {
-                Some(index) => {
-                    self.partitions[partition as usize].remove(index);
-                }
-                // Only feeding cells are left to drop: wait until they are up to date too.
-                None => break,
-            }
+        if let Some(replaced) = cell.replaces.take() {
+            cells.retain(|cell| cell.node != replaced);
         }
         self.version += 1;
         Ok(())
     }
 
-    /// The table after `node` joins: it takes cells from the most loaded nodes until the load is
-    /// balanced. Each taken cell is added as [`CellState::Feeding`] next to the cell it replaces,
-    /// which keeps serving until [`mark_up_to_date`](Self::mark_up_to_date) drops it.
+    /// The table after `node` joins: it takes cells from the most loaded nodes until every
+    /// node holds as many cells as any other, plus or minus one. Each taken cell is added as
+    /// [`CellState::Feeding`] next to the cell it [replaces](Cell::replaces), which keeps
+    /// serving until the new one is [up to date](Self::mark_up_to_date).
     pub fn add_storage(&self, node: &str) -> Result<Self, PartitionError> {
         if self.storages.iter().any(|name| name == node) {
             return Err(PartitionError::DuplicateStorage(node.to_owned()));
         }
         let mut table = self.clone();
         table.storages.push(node.to_owned());
-        let total_cells = table.partitions.len() * table.replicas;
-        let target = total_cells / table.storages.len();
-        let mut taken = 0;
-        // Partitions are visited in order and each gives at most one cell: moves stay spread.
-        for partition in 0..table.partitions.len() {
-            if taken >= target {
-                break;
-            }
-            let loads = table.effective_loads();
-            let cells = &table.partitions[partition];
-            let donor = cells
-                .iter()
-                .filter(|cell| cell.state == CellState::UpToDate)
-                .map(|cell| loads.get(cell.node.as_str()).copied().unwrap_or(0))
-                .max();
-            if let Some(load) = donor
-                && load > target
-            {
-                table.partitions[partition].push(Cell {
-                    node: node.to_owned(),
-                    state: CellState::Feeding,
-                });
-                taken += 1;
-            }
-        }
+        table.rebalance();
         table.version += 1;
         Ok(table)
     }
 
-    /// The table after `node` leaves for good: its cells are removed and, in every partition it
-    /// held, a feeding cell on the least loaded other node restores `R` replicas (NEO's
-    /// "tweak"). The new cells become readable once caught up
-    /// ([`mark_up_to_date`](Self::mark_up_to_date)).
+    /// The table after `node` leaves for good: its cells are removed, every partition it held
+    /// gets a feeding cell on another node so that `R` copies exist again (NEO's "tweak"), and
+    /// cells move until the load is balanced again. The new cells become readable once caught
+    /// up ([`mark_up_to_date`](Self::mark_up_to_date)).
     ///
-    /// A partition whose only readable cell was on `node` is left unreadable;
+    /// A partition whose only readable cell was on `node` is left unreadable until then;
     /// [`is_operational`](Self::is_operational) tells.
     pub fn remove_storage(&self, node: &str) -> Result<Self, PartitionError> {
         self.require_storage(node)?;
@@ -382,26 +342,73 @@ impl PartitionTable {
         }
         for partition in 0..table.partitions.len() {
             table.partitions[partition].retain(|cell| cell.node != node);
-            while table.partitions[partition].len() < table.replicas {
-                let loads = table.loads();
+            while future_cells(&table.partitions[partition]).count() < table.replicas {
+                let loads = table.future_loads();
                 let cells = &table.partitions[partition];
-                let Some(target) = table
+                let target = table
                     .storages
                     .iter()
                     .filter(|name| !cells.iter().any(|cell| &cell.node == *name))
                     .min_by_key(|name| loads.get(name.as_str()).copied().unwrap_or(0))
-                    .cloned()
-                else {
-                    break;
-                };
+                    .cloned();
+                // There is always one: fewer than R cells on distinct nodes, at least R nodes.
+                let Some(target) = target else { break };
                 table.partitions[partition].push(Cell {
                     node: target,
                     state: CellState::Feeding,
+                    replaces: None,
                 });
             }
         }
+        table.rebalance();
         table.version += 1;
         Ok(table)
+    }
+
+    /// Moves cells from the most to the least loaded nodes (counting the cells they will hold
+    /// once every feeding cell is up to date) until loads differ by at most one.
+    fn rebalance(&mut self) {
+        // Each move lowers the sum of squared loads, so this ends; the bound is a safety net.
+        for _ in 0..self.partitions.len() * self.replicas + 1 {
+            let Some((partition, donor, receiver)) = self.find_move() else {
+                return;
+            };
+            self.partitions[partition].push(Cell {
+                node: receiver,
+                state: CellState::Feeding,
+                replaces: Some(donor),
+            });
+        }
+    }
+
+    /// A partition, a node to take an up-to-date cell of it from, and a node to give it to,
+    /// whose loads differ by two or more.
+    fn find_move(&self) -> Option<(usize, NodeName, NodeName)> {
+        let loads = self.future_loads();
+        let mut by_load: Vec<(&str, usize)> =
+            loads.iter().map(|(node, load)| (*node, *load)).collect();
+        by_load.sort_by_key(|&(node, load)| (load, node));
+        for &(donor, donor_load) in by_load.iter().rev() {
+            for &(receiver, receiver_load) in &by_load {
+                if donor_load < receiver_load + 2 {
+                    break;
+                }
+                let movable = self.partitions.iter().position(|cells| {
+                    let replaced = |node: &str| {
+                        cells
+                            .iter()
+                            .any(|cell| cell.replaces.as_deref() == Some(node))
+                    };
+                    cells.iter().any(|cell| {
+                        cell.node == donor && cell.state == CellState::UpToDate && !replaced(donor)
+                    }) && !cells.iter().any(|cell| cell.node == receiver)
+                });
+                if let Some(partition) = movable {
+                    return Some((partition, donor.to_owned(), receiver.to_owned()));
+                }
+            }
+        }
+        None
     }
 
     fn partition_cells(&self, oid: Oid) -> &[Cell] {
@@ -438,37 +445,29 @@ impl PartitionTable {
         changed
     }
 
-    /// Cells per node, in any state.
-    fn loads(&self) -> BTreeMap<&str, usize> {
+    /// Cells per node once every feeding cell is up to date (replaced cells dropped).
+    fn future_loads(&self) -> BTreeMap<&str, usize> {
         let mut loads: BTreeMap<&str, usize> = self
             .storages
             .iter()
             .map(|name| (name.as_str(), 0))
             .collect();
-        for cell in self.partitions.iter().flatten() {
-            *loads.entry(cell.node.as_str()).or_default() += 1;
-        }
-        loads
-    }
-
-    /// Cells per node once pending moves complete: a partition with a feeding cell beyond `R`
-    /// will drop one of its other cells, counted here as already gone from its most loaded node.
-    fn effective_loads(&self) -> BTreeMap<&str, usize> {
-        let mut loads = self.loads();
         for cells in &self.partitions {
-            for _ in self.replicas..cells.len() {
-                let donor = cells
-                    .iter()
-                    .filter(|cell| cell.state == CellState::UpToDate)
-                    .max_by_key(|cell| loads.get(cell.node.as_str()).copied())
-                    .map(|cell| cell.node.as_str());
-                if let Some(load) = donor.and_then(|donor| loads.get_mut(donor)) {
-                    *load = load.saturating_sub(1);
-                }
+            for cell in future_cells(cells) {
+                *loads.entry(cell.node.as_str()).or_default() += 1;
             }
         }
         loads
     }
+}
+
+/// The cells of a partition that remain once its feeding cells are up to date.
+fn future_cells(cells: &[Cell]) -> impl Iterator<Item = &Cell> {
+    cells.iter().filter(|cell| {
+        !cells
+            .iter()
+            .any(|other| other.replaces.as_deref() == Some(cell.node.as_str()))
+    })
 }
 
 /// The partition holding `oid` in a table of `partitions` partitions (`oid mod P`).
