@@ -40,3 +40,39 @@ pub enum SocketError {
         source: std::io::Error,
     },
 }
+
+/// A [`MulticastSender`](super::MulticastSender) or
+/// [`MulticastReceiver`](super::MulticastReceiver) could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The protocol configuration is inconsistent.
+    #[error("invalid multicast protocol configuration: {0}")]
+    Config(#[source] crate::multicast::proto::ConfigError),
+}
+
+/// The driver's task has stopped (closed, or its runtime shut down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the multicast driver has stopped")]
+pub struct DriverClosed;
+
+/// An object was not accepted for sending.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MulticastSendError {
+    /// The sender is closing or its task has stopped.
+    #[error("the multicast sender has stopped")]
+    Closed,
+    /// The protocol refused the object (for example, larger than the configured maximum).
+    #[error("object refused: {0}")]
+    Rejected(#[source] crate::multicast::proto::SendError),
+}
+
+impl From<DriverClosed> for MulticastSendError {
+    fn from(_: DriverClosed) -> Self {
+        Self::Closed
+    }
+}

@@ -14,21 +14,26 @@
 //! The driver holds no protocol logic: each task waits on its sockets, its next timer and its
 //! commands, feeds the core, and drains the core's datagrams into the socket.
 
-#[allow(dead_code)] // Used by the sender, which waits for the proto API.
 mod delivery;
 mod error;
 mod impair;
 mod interface;
-#[allow(dead_code)] // Used by the drivers, which wait for the proto API.
 mod io;
-// Waiting for the proto API: mod receiver; mod sender;
+mod receiver;
+mod sender;
 mod socket;
 mod stats;
 
 pub use delivery::{DeliveryHandle, DeliveryOutcome, DeliveryReport};
-pub use error::SocketError;
+pub use error::{BindError, DriverClosed, MulticastSendError, SocketError};
 pub use impair::{Impairment, ImpairmentConfig, ImpairmentStats};
 pub use interface::MulticastInterface;
+pub use receiver::{
+    MulticastReceiver, MulticastReceiverConfig, MulticastReceiverStats, Received, ReceivedObject,
+};
+pub use sender::{
+    DEFAULT_WINDOW_BYTES, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
+};
 pub use socket::{
     BoundSocket, DEFAULT_BUFFER_SIZE, GrantedBuffers, MulticastSocketConfig, receiver_sockets,
     sender_socket,

@@ -1,0 +1,338 @@
+//! Multicast fan-out on loopback: one sender, three receivers (each on its own thread and
+//! tokio runtime), at 0%, 1% and 5% loss injected at the receivers; beside it, raw
+//! unencrypted UDP multicast of the same datagrams as the ceiling.
+//!
+//! Run with `cargo bench -p replicast-transport --bench multicast`.
+//! `MULTICAST_BENCH_MB` sets the payload per cell (default 64, MB = 10^6 bytes).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use replicast_transport::multicast::driver::{
+    ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
+    MulticastSenderConfig, MulticastSocketConfig, Received, receiver_sockets, sender_socket,
+};
+use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
+
+const RECEIVERS: u32 = 3;
+const OBJECT_SIZE: usize = 256 * 1024;
+/// A receiver that hears nothing for this long is done (raw) or stuck (protocol).
+const IDLE_BOUND: Duration = Duration::from_secs(30);
+const RAW_IDLE: Duration = Duration::from_millis(300);
+
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+fn group(cell: u8) -> SocketAddr {
+    let port = 40_000 + u16::from(cell) * 7 + (std::process::id() % 1000) as u16 * 13 % 9000;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 77, cell)), port)
+}
+
+fn group_key() -> GroupKey {
+    GroupKey {
+        epoch: 1,
+        secret: [0x42; 32],
+    }
+}
+
+fn receiver_key(receiver_id: u32) -> ReceiverKey {
+    ReceiverKey {
+        receiver_id,
+        secret: [receiver_id as u8; 32],
+    }
+}
+
+struct CellResult {
+    loss: f64,
+    /// MB/s per receiver: payload bytes over the time from the first send to its last object.
+    goodput: Vec<f64>,
+    repair_per_delivered: f64,
+    nacks_per_lost: f64,
+    latency: Histogram<u64>,
+    data_datagrams: u64,
+    datagram_size: usize,
+}
+
+/// What a receiver thread brings back: when each object arrived, and its counters.
+struct ReceiverRun {
+    arrivals: Vec<Option<Instant>>,
+    nacks_sent: u64,
+    impairment_dropped: u64,
+}
+
+fn run_receiver(
+    socket: MulticastSocketConfig,
+    receiver_id: u32,
+    loss: f64,
+    objects: usize,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Result<ReceiverRun, BenchError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut config = MulticastReceiverConfig::new(socket);
+        if loss > 0.0 {
+            config.impairment = Some(ImpairmentConfig::loss(loss, u64::from(receiver_id)));
+        }
+        let mut receiver = MulticastReceiver::bind(config, receiver_key(receiver_id))?;
+        receiver.add_session(1, group_key()).await?;
+        ready.send(())?;
+        let mut arrivals = vec![None; objects];
+        let mut received = 0;
+        while received < objects {
+            match tokio::time::timeout(IDLE_BOUND, receiver.recv()).await? {
+                Some(Received::Object(object)) => {
+                    let slot = arrivals
+                        .get_mut(object.object_id as usize)
+                        .ok_or("unknown object id")?;
+                    if slot.replace(Instant::now()).is_none() {
+                        received += 1;
+                    }
+                    if object.data.len() != OBJECT_SIZE {
+                        return Err("object of the wrong size".into());
+                    }
+                }
+                Some(Received::Lost { object_id, .. }) => {
+                    return Err(format!("object {object_id} lost").into());
+                }
+                None => return Err("receiver stopped".into()),
+            }
+        }
+        let stats = receiver.stats().await?;
+        Ok(ReceiverRun {
+            arrivals,
+            nacks_sent: stats.protocol.nacks_sent,
+            impairment_dropped: stats.socket.impairment.dropped,
+        })
+    })
+}
+
+fn run_cell(cell: u8, loss: f64, objects: usize) -> Result<CellResult, BenchError> {
+    let socket = MulticastSocketConfig::new(group(cell));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receivers: Vec<_> = (1..=RECEIVERS)
+        .map(|id| {
+            let socket = socket.clone();
+            let ready = ready_tx.clone();
+            thread::spawn(move || run_receiver(socket, id, loss, objects, ready))
+        })
+        .collect();
+    for _ in 0..RECEIVERS {
+        ready_rx.recv_timeout(IDLE_BOUND)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let accepted = Arc::new(Mutex::new(vec![None::<Instant>; objects]));
+    let (start, sender_stats) = runtime.block_on({
+        let accepted = Arc::clone(&accepted);
+        async move {
+            let sender = MulticastSender::bind(MulticastSenderConfig::new(socket, 1), group_key())?;
+            for id in 1..=RECEIVERS {
+                sender.add_receiver(receiver_key(id)).await?;
+            }
+            let payload = Bytes::from(vec![0xab; OBJECT_SIZE]);
+            let start = Instant::now();
+            let mut handles = Vec::with_capacity(objects);
+            for object_id in 0..objects {
+                handles.push(sender.send(object_id as u64, payload.clone()).await?);
+                accepted.lock().map_err(|_| "poisoned")?[object_id] = Some(Instant::now());
+            }
+            for handle in handles {
+                let report = tokio::time::timeout(IDLE_BOUND, handle.wait()).await?;
+                if !report.all_delivered() {
+                    return Err(format!("not delivered: {report:?}").into());
+                }
+            }
+            let stats = sender.close().await?;
+            Ok::<_, BenchError>((start, stats))
+        }
+    })?;
+    let accepted = accepted.lock().map_err(|_| "poisoned")?.clone();
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut goodput = Vec::new();
+    let (mut nacks, mut lost) = (0, 0);
+    for receiver in receivers {
+        let run = receiver.join().map_err(|_| "receiver thread panicked")??;
+        let mut last = start;
+        for (arrival, accepted) in run.arrivals.iter().zip(&accepted) {
+            let (Some(arrival), Some(accepted)) = (arrival, accepted) else {
+                return Err("an object without arrival or acceptance time".into());
+            };
+            last = last.max(*arrival);
+            latency.record(arrival.saturating_duration_since(*accepted).as_micros() as u64)?;
+        }
+        let seconds = last.duration_since(start).as_secs_f64();
+        goodput.push((objects * OBJECT_SIZE) as f64 / seconds / 1e6);
+        nacks += run.nacks_sent;
+        lost += run.impairment_dropped;
+    }
+    let protocol = &sender_stats.protocol;
+    let data_datagrams = protocol.data_datagrams_sent;
+    Ok(CellResult {
+        loss,
+        goodput,
+        repair_per_delivered: protocol.repair_bytes_sent as f64 / (objects * OBJECT_SIZE) as f64,
+        nacks_per_lost: if lost == 0 {
+            0.0
+        } else {
+            nacks as f64 / lost as f64
+        },
+        latency,
+        data_datagrams,
+        datagram_size: (sender_stats.socket.bytes_sent / sender_stats.socket.datagrams_sent.max(1))
+            as usize,
+    })
+}
+
+struct RawResult {
+    send_mbps: f64,
+    per_receiver_mbps: Vec<f64>,
+    received_fraction: Vec<f64>,
+}
+
+/// Raw UDP multicast, no protocol, no encryption: `count` datagrams of `size` bytes blasted
+/// at the group; each receiver counts what arrives until the group is quiet.
+fn run_raw(cell: u8, count: u64, size: usize) -> Result<RawResult, BenchError> {
+    let socket = MulticastSocketConfig::new(group(cell));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receivers: Vec<_> = (0..RECEIVERS)
+        .map(|_| {
+            let socket = socket.clone();
+            let ready = ready_tx.clone();
+            thread::spawn(move || -> Result<(u64, Option<Instant>), BenchError> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let (group, _control) = receiver_sockets(&socket)?;
+                    ready.send(())?;
+                    let mut buffer = vec![0; 65_536];
+                    let (mut bytes, mut last) = (0u64, None);
+                    // The first datagram may take a while; after it, a quiet group means done.
+                    let mut idle = IDLE_BOUND;
+                    while let Ok(received) =
+                        tokio::time::timeout(idle, group.socket.recv(&mut buffer)).await
+                    {
+                        bytes += received? as u64;
+                        last = Some(Instant::now());
+                        idle = RAW_IDLE;
+                    }
+                    Ok((bytes, last))
+                })
+            })
+        })
+        .collect();
+    for _ in 0..RECEIVERS {
+        ready_rx.recv_timeout(IDLE_BOUND)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (start, sent) = runtime.block_on(async {
+        let sender = sender_socket(&socket)?;
+        let datagram = vec![0x5a; size];
+        let start = Instant::now();
+        for _ in 0..count {
+            sender.socket.send_to(&datagram, socket.group).await?;
+        }
+        Ok::<_, BenchError>((start, start.elapsed()))
+    })?;
+    let total = count * size as u64;
+    let mut result = RawResult {
+        send_mbps: total as f64 / sent.as_secs_f64() / 1e6,
+        per_receiver_mbps: Vec::new(),
+        received_fraction: Vec::new(),
+    };
+    for receiver in receivers {
+        let (bytes, last) = receiver.join().map_err(|_| "receiver thread panicked")??;
+        let seconds = last.map_or(f64::INFINITY, |last| {
+            last.duration_since(start).as_secs_f64()
+        });
+        result.per_receiver_mbps.push(bytes as f64 / seconds / 1e6);
+        result.received_fraction.push(bytes as f64 / total as f64);
+    }
+    Ok(result)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn main() -> Result<(), BenchError> {
+    // `cargo bench` passes `--bench`; a filter argument is not supported and ignored.
+    let megabytes: usize = std::env::var("MULTICAST_BENCH_MB")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(64);
+    let objects = (megabytes * 1_000_000).div_ceil(OBJECT_SIZE);
+    eprintln!(
+        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB",
+        OBJECT_SIZE / 1024
+    );
+    let mut cells = Vec::new();
+    for (cell, loss) in [(1u8, 0.0), (2, 0.01), (3, 0.05)] {
+        eprintln!("  running loss {:>4.1}% ...", loss * 100.0);
+        let result = run_cell(cell, loss, objects)?;
+        eprintln!(
+            "  loss {:>4.1}%: {:.1} MB/s per receiver (mean), p50 {} us, p99 {} us",
+            loss * 100.0,
+            mean(&result.goodput),
+            result.latency.value_at_quantile(0.5),
+            result.latency.value_at_quantile(0.99)
+        );
+        cells.push(result);
+    }
+    let (count, size) = (cells[0].data_datagrams, cells[0].datagram_size);
+    eprintln!("  running raw UDP multicast: {count} datagrams of {size} B ...");
+    let raw = run_raw(4, count, size)?;
+    let raw_per_receiver = mean(&raw.per_receiver_mbps);
+    eprintln!(
+        "  raw: send {:.1} MB/s, {:.1} MB/s per receiver, received {:?}",
+        raw.send_mbps, raw_per_receiver, raw.received_fraction
+    );
+
+    println!();
+    println!(
+        "| loss | goodput MB/s per receiver (r1 / r2 / r3) | mean | x raw | repair B per delivered B | NACKs per lost datagram | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for cell in &cells {
+        let per: Vec<String> = cell.goodput.iter().map(|g| format!("{g:.1}")).collect();
+        println!(
+            "| {:.0}% | {} | {:.1} | {:.2} | {:.4} | {:.2} | {:.1} | {:.1} |",
+            cell.loss * 100.0,
+            per.join(" / "),
+            mean(&cell.goodput),
+            mean(&cell.goodput) / raw_per_receiver,
+            cell.repair_per_delivered,
+            cell.nacks_per_lost,
+            cell.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            cell.latency.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+    }
+    let per: Vec<String> = raw
+        .per_receiver_mbps
+        .iter()
+        .map(|g| format!("{g:.1}"))
+        .collect();
+    let fraction: Vec<String> = raw
+        .received_fraction
+        .iter()
+        .map(|f| format!("{:.1}%", f * 100.0))
+        .collect();
+    println!(
+        "| raw UDP (ceiling) | {} | {raw_per_receiver:.1} | 1.00 | - | - | - | - |",
+        per.join(" / ")
+    );
+    println!(
+        "\nraw UDP: {count} datagrams of {size} B, sender {:.1} MB/s, received {} per receiver",
+        raw.send_mbps,
+        fraction.join(" / ")
+    );
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! [`MulticastReceiver`]: a tokio task driving the protocol core's receiver on real sockets.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::io::{DatagramIo, SendOutcome, sleep_until};
+use super::{
+    BindError, DriverClosed, ImpairmentConfig, MulticastSocketConfig, SocketError, SocketStats,
+    receiver_sockets,
+};
+use crate::multicast::proto::{
+    self, GroupKey, ReceiverConfig, ReceiverEvent, ReceiverKey, Transmit,
+};
+
+/// How to run a [`MulticastReceiver`].
+#[derive(Debug, Clone)]
+pub struct MulticastReceiverConfig {
+    /// The group and socket options.
+    pub socket: MulticastSocketConfig,
+    /// The protocol's settings (buffers, NACK timers, repair deadline).
+    pub protocol: ReceiverConfig,
+    /// Objects (and loss reports) queued for the application. When the application stops
+    /// reading and the queue fills, the receiver stops reading the group, so the sender sees
+    /// it fall behind instead of it dropping objects it has acknowledged.
+    pub queue_capacity: usize,
+    /// Impairment of every datagram the receiver reads; tests and benchmarks only.
+    pub impairment: Option<ImpairmentConfig>,
+}
+
+impl MulticastReceiverConfig {
+    /// Default protocol settings on `socket`'s group, 256 queued objects.
+    pub fn new(socket: MulticastSocketConfig) -> Self {
+        Self {
+            socket,
+            protocol: ReceiverConfig::default(),
+            queue_capacity: 256,
+            impairment: None,
+        }
+    }
+}
+
+/// An object that arrived whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedObject {
+    /// The sender's session.
+    pub session_id: u64,
+    /// The object's id.
+    pub object_id: u64,
+    /// Its bytes, exactly as sent.
+    pub data: Bytes,
+}
+
+/// What a [`MulticastReceiver`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// An object arrived whole.
+    Object(ReceivedObject),
+    /// An object could not be repaired within the configured deadline: fetch it another way.
+    Lost {
+        /// The sender's session.
+        session_id: u64,
+        /// The object's id.
+        object_id: u64,
+    },
+}
+
+/// Counters of a [`MulticastReceiver`].
+#[derive(Debug, Clone)]
+pub struct MulticastReceiverStats {
+    /// The protocol core's counters (datagrams accepted, NACKs sent and suppressed, drops by
+    /// reason, objects delivered and lost).
+    pub protocol: proto::ReceiverStats,
+    /// Both sockets' counters together.
+    pub socket: SocketStats,
+}
+
+enum Command {
+    AddSession(u64, GroupKey),
+    RemoveSession(u64),
+    Stats(oneshot::Sender<MulticastReceiverStats>),
+}
+
+/// Receives the objects multicast by the sessions it was given keys for, as a stream.
+///
+/// The protocol runs in a task on the current tokio runtime; dropping this handle stops it.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use replicast_transport::multicast::driver::{
+///     MulticastReceiver, MulticastReceiverConfig, MulticastSocketConfig, Received,
+/// };
+/// use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
+///
+/// let socket = MulticastSocketConfig::new("239.255.10.1:47000".parse()?);
+/// let key = ReceiverKey { receiver_id: 1, secret: [9; 32] };
+/// let mut receiver = MulticastReceiver::bind(MulticastReceiverConfig::new(socket), key)?;
+/// receiver.add_session(42, GroupKey { epoch: 1, secret: [7; 32] }).await?;
+/// while let Some(received) = receiver.recv().await {
+///     match received {
+///         Received::Object(object) => println!("{} bytes", object.data.len()),
+///         Received::Lost { object_id, .. } => println!("fetch {object_id} over QUIC"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MulticastReceiver {
+    received: mpsc::Receiver<Received>,
+    commands: mpsc::Sender<Command>,
+    control_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl MulticastReceiver {
+    /// Joins the group and starts the protocol as the receiver `key` names. Must be called
+    /// within a tokio runtime.
+    pub fn bind(config: MulticastReceiverConfig, key: ReceiverKey) -> Result<Self, BindError> {
+        let (group, control) = receiver_sockets(&config.socket)?;
+        let control_addr = control
+            .socket
+            .local_addr()
+            .map_err(|source| SocketError::Io {
+                operation: "getsockname",
+                group: config.socket.group,
+                source,
+            })?;
+        let core = proto::Receiver::new(config.protocol.clone(), key, Instant::now());
+        let (received_tx, received) = mpsc::channel(config.queue_capacity.max(1));
+        let (commands, command_rx) = mpsc::channel(16);
+        let driver = ReceiverDriver {
+            core,
+            group: group.socket,
+            control: control.socket,
+            io: DatagramIo::new(
+                config.impairment,
+                SocketStats {
+                    buffers: group.buffers,
+                    ..SocketStats::default()
+                },
+            ),
+            commands: command_rx,
+            received: received_tx,
+            undelivered: None,
+            blocked: None,
+        };
+        let task = tokio::spawn(driver.run());
+        Ok(Self {
+            received,
+            commands,
+            control_addr,
+            task,
+        })
+    }
+
+    /// The unicast address NACKs and status reports leave from (the sender answers there).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// Accepts the session `session_id` with its current group key (call again with the next
+    /// epoch's key when the sender rotates).
+    pub async fn add_session(&self, session_id: u64, key: GroupKey) -> Result<(), DriverClosed> {
+        self.command(Command::AddSession(session_id, key)).await
+    }
+
+    /// Forgets a session.
+    pub async fn remove_session(&self, session_id: u64) -> Result<(), DriverClosed> {
+        self.command(Command::RemoveSession(session_id)).await
+    }
+
+    /// The next object or loss report; `None` once the driver has stopped.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.received.recv().await
+    }
+
+    /// A snapshot of the counters.
+    pub async fn stats(&self) -> Result<MulticastReceiverStats, DriverClosed> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Stats(reply)).await?;
+        answer.await.map_err(|_| DriverClosed)
+    }
+
+    async fn command(&self, command: Command) -> Result<(), DriverClosed> {
+        self.commands.send(command).await.map_err(|_| DriverClosed)
+    }
+}
+
+impl Drop for MulticastReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct ReceiverDriver {
+    core: proto::Receiver,
+    group: UdpSocket,
+    control: UdpSocket,
+    io: DatagramIo,
+    commands: mpsc::Receiver<Command>,
+    received: mpsc::Sender<Received>,
+    /// An event the application's full queue could not take yet. While it waits, the group
+    /// is not read: that is how a slow application slows the sender down.
+    undelivered: Option<Received>,
+    blocked: Option<Transmit>,
+}
+
+impl ReceiverDriver {
+    async fn run(mut self) {
+        loop {
+            self.flush();
+            if !self.deliver_events() {
+                return; // The application dropped its handle.
+            }
+            let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            let reading = self.undelivered.is_none();
+            // Commands are handled after the select: their handler needs all of `self`.
+            let command = tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => Some(command),
+                    None => return,
+                },
+                permit = self.received.reserve(), if self.undelivered.is_some() => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(received) = self.undelivered.take() {
+                        permit.send(received);
+                    }
+                    None
+                }
+                readable = self.group.readable(), if reading => {
+                    if readable.is_ok() {
+                        let core = &mut self.core;
+                        self.io.read_ready(&self.group, |from, datagram| {
+                            core.handle_datagram(Instant::now(), from, datagram)
+                        });
+                    }
+                    None
+                }
+                readable = self.control.readable(), if reading => {
+                    if readable.is_ok() {
+                        let core = &mut self.core;
+                        self.io.read_ready(&self.control, |from, datagram| {
+                            core.handle_datagram(Instant::now(), from, datagram)
+                        });
+                    }
+                    None
+                }
+                // Only wakes the loop, whose flush retries the blocked datagram.
+                _ = self.control.writable(), if self.blocked.is_some() => None,
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.core.handle_timeout(Instant::now());
+                    None
+                }
+            };
+            if let Some(command) = command {
+                self.handle_command(command);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::AddSession(session_id, key) => self.core.add_session(session_id, key),
+            Command::RemoveSession(session_id) => self.core.remove_session(session_id),
+            Command::Stats(reply) => {
+                let _ = reply.send(MulticastReceiverStats {
+                    protocol: *self.core.stats(),
+                    socket: self.io.stats(),
+                });
+            }
+        }
+    }
+
+    /// Moves the core's events into the application's queue until it is full. Returns false
+    /// when the application is gone.
+    fn deliver_events(&mut self) -> bool {
+        while self.undelivered.is_none() {
+            let Some(event) = self.core.poll_event() else {
+                break;
+            };
+            let received = match event {
+                ReceiverEvent::Object {
+                    session_id,
+                    object_id,
+                    data,
+                } => Received::Object(ReceivedObject {
+                    session_id,
+                    object_id,
+                    data,
+                }),
+                ReceiverEvent::Lost {
+                    session_id,
+                    object_id,
+                } => Received::Lost {
+                    session_id,
+                    object_id,
+                },
+            };
+            match self.received.try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => self.undelivered = Some(received),
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
+
+    /// NACKs and status reports go out of the control socket, so the sender's answers come
+    /// back to it rather than to the shared group port.
+    fn flush(&mut self) {
+        loop {
+            let transmit = match self.blocked.take() {
+                Some(transmit) => transmit,
+                None => match self.core.poll_transmit(Instant::now()) {
+                    Some(transmit) => transmit,
+                    None => return,
+                },
+            };
+            let proto::Destination::Unicast(destination) = transmit.destination else {
+                // A receiver has nothing to say to the whole group.
+                continue;
+            };
+            if let SendOutcome::WouldBlock =
+                self.io
+                    .try_send(&self.control, destination, &transmit.payload)
+            {
+                self.blocked = Some(transmit);
+                return;
+            }
+        }
+    }
+}
