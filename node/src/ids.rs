@@ -114,7 +114,7 @@ impl fmt::Display for Oid {
 }
 
 /// Shows the TID in hex followed by the UTC time it encodes, e.g.
-/// `tid:0199a0b1c2d30001 (2025-10-05T12:34:56.789Z)`.
+/// `tid:0199b45e34950001 (2025-10-05T12:34:56.789Z)`.
 impl fmt::Display for Tid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.unix_millis();
@@ -228,6 +228,15 @@ mod tests {
         assert_eq!(encoded, [1, 2, 3, 4, 5, 6, 7, 8]);
         let decoded: Tid = postcard::from_bytes(&encoded).expect("decodes");
         assert_eq!(decoded, tid);
+    }
+
+    #[test]
+    fn tid_display_matches_its_documentation() {
+        let tid = Tid(Tid::from_unix_millis(1_759_667_696_789).0 | 1);
+        assert_eq!(
+            tid.to_string(),
+            "tid:0199b45e34950001 (2025-10-05T12:34:56.789Z)"
+        );
     }
 
     #[test]
