@@ -55,6 +55,11 @@ async fn a_64_mib_incompressible_object_round_trips_byte_exact() {
     round_trip(vec![("64 MiB incompressible", incompressible(64 * MIB, 7))]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_object_round_trips_byte_exact() {
+    round_trip(vec![("256 MiB incompressible", incompressible(256 * MIB, 8))]).await;
+}
+
 #[tokio::test]
 async fn objects_round_trip_without_compression_and_with_odd_chunk_sizes() {
     bounded(async {
