@@ -12,11 +12,12 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use replicast_transport::multicast::proto::wire::{
-    self, Body, DataBody, Header, PacketType, SeqRange, StatusBody, TailBody, TailObject,
+    self, Body, DataBody, Header, PacketType, ParityBody, SeqRange, StatusBody, TailBody,
+    TailObject,
 };
 use replicast_transport::multicast::proto::{
-    Destination, GroupKey, Receiver, ReceiverConfig, ReceiverEvent, ReceiverKey, SendError, Sender,
-    SenderConfig, SenderEvent,
+    Destination, FecConfig, GroupKey, Receiver, ReceiverConfig, ReceiverEvent, ReceiverKey,
+    SendError, Sender, SenderConfig, SenderEvent,
 };
 
 const SESSION: u64 = 0x5e55_1011;
@@ -168,6 +169,8 @@ struct Outcome {
     nacked: u64,
     nacks: u64,
     repairs: u64,
+    parity_sent: u64,
+    parity_recovered: u64,
     virtual_time: Duration,
     finished: bool,
 }
@@ -419,9 +422,11 @@ fn run(scenario: &Scenario) -> Outcome {
     for receiver in &receivers {
         outcome.nacked += receiver.stats().nacked_datagrams;
         outcome.nacks += receiver.stats().nacks_sent;
+        outcome.parity_recovered += receiver.stats().parity_recovered;
     }
     let stats = sender.stats();
     outcome.repairs = stats.repairs_multicast + stats.repairs_unicast;
+    outcome.parity_sent = stats.parity_sent;
     outcome.virtual_time = now - start;
     outcome
 }
@@ -519,6 +524,13 @@ fn random_scenario(seed: u64, max_object: usize) -> Scenario {
     scenario.jitter = Duration::from_micros(rng.random_range(0..3_000));
     scenario.reorder = rng.random_range(0.0..0.05);
     scenario.duplicate = rng.random_range(0.0..0.05);
+    if rng.random_bool(0.3) {
+        let block_size = rng.random_range(2..=32);
+        scenario.sender.fec = Some(FecConfig {
+            block_size,
+            parity: rng.random_range(1..=block_size.min(8)),
+        });
+    }
     let count = rng.random_range(1..=6);
     scenario.objects = (0..count)
         .map(|_| match rng.random_range(0..10) {
@@ -600,7 +612,45 @@ fn cut_off_receiver_is_abandoned_and_reports_loss() {
     }
 }
 
+#[test]
+fn parity_repairs_different_losses_at_different_receivers() {
+    let mut recovered = 0;
+    let mut parity = 0;
+    for seed in 0..10 {
+        let mut scenario = Scenario::new(seed);
+        scenario.receivers = 8;
+        scenario.loss = LossModel::Random(0.03);
+        scenario.sender.fec = Some(FecConfig {
+            block_size: 32,
+            parity: 8,
+        });
+        scenario.objects = vec![300_000, 5, 40_000];
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+        recovered += outcome.parity_recovered;
+        parity += outcome.parity_sent;
+    }
+    eprintln!("parity: {parity} sent, {recovered} datagrams rebuilt");
+    assert!(parity > 0, "parity was sent");
+    // Each parity datagram serves at least two receivers' different losses.
+    assert!(
+        recovered >= 2 * parity,
+        "{recovered} recovered by {parity} parity datagrams"
+    );
+}
+
 proptest! {
+    #[test]
+    fn parity_round_trips(first in any::<u64>(), block in 1u16.., count_seed in any::<u16>(), index_seed in any::<u16>(),
+                          shard in proptest::collection::vec(any::<u8>(), 0..1400)) {
+        let parity_count = count_seed % block + 1;
+        let body = Body::Parity(ParityBody { block_first_seq: first, block_size: block, parity_count,
+            parity_index: index_seed % parity_count, shard: &shard });
+        let mut bytes = Vec::new();
+        body.encode(&mut bytes);
+        prop_assert_eq!(wire::decode_body(PacketType::Parity, &bytes), Ok(body));
+    }
+
     #[test]
     fn data_round_trips(seq in any::<u64>(), low in any::<u64>(), id in any::<u64>(), len in any::<u64>(),
                         count in 1u32.., index_seed in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..1400)) {
@@ -621,6 +671,7 @@ proptest! {
                                  lost in proptest::collection::vec(any::<u64>(), 0..=64),
                                  cumulative in any::<u64>(), delay in any::<u32>()) {
         let tail = Body::Tail(TailBody { next_seq: next, window_low: low, timestamp_us: ts, group_rtt_us: rtt,
+            fec_block: (rtt >> 16) as u16, fec_parity: rtt as u16,
             objects: objects.iter().map(|&(object_id, first_seq, fragment_count)| TailObject { object_id, first_seq, fragment_count }).collect() });
         let nack = Body::Nack(ranges.iter().map(|&(first, len)| SeqRange { first, len }).collect());
         let status = Body::Status(StatusBody { cumulative, echo_timestamp_us: ts, echo_delay_us: delay, lost });
@@ -647,9 +698,10 @@ proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let _ = Header::decode(&bytes);
-        for packet_type in [PacketType::Data, PacketType::Repair, PacketType::Tail, PacketType::Nack, PacketType::Status] {
+        for packet_type in [PacketType::Data, PacketType::Repair, PacketType::Tail, PacketType::Parity, PacketType::Nack, PacketType::Status] {
             let _ = wire::decode_body(packet_type, &bytes);
         }
+        let _ = wire::decode_shard(&bytes);
     }
 
     #[test]

@@ -14,14 +14,19 @@ pub struct RateLimit {
     pub burst: u64,
 }
 
-/// Parity repair: for every `block_size` source datagrams the sender keeps `parity` parity
-/// datagrams ready, and answers NACKs within a block with parity when that repairs more
-/// receivers at once.
+/// Parity repair (XOR, interleaved): sequence numbers are grouped in blocks of `block_size`;
+/// parity `j` of a block is the XOR of the block's datagrams whose offset is `j` modulo
+/// `parity`. When several receivers NACK different datagrams of one class, the sender sends
+/// that class's parity to the group once instead of one repair per datagram: each receiver
+/// missing one datagram of the class rebuilds it from the parity and the others.
+///
+/// This is XOR parity rather than Reed-Solomon: it needs no dependency and repairs one loss
+/// per class and receiver, which is the common case at the loss rates multicast meets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FecConfig {
-    /// Source datagrams per block (1..=255).
+    /// Source datagrams per block (1..=254).
     pub block_size: u16,
-    /// Parity datagrams per block (1..=255 - block_size).
+    /// Parity classes per block (1..=block_size, block_size + parity <= 255).
     pub parity: u16,
 }
 
@@ -86,13 +91,24 @@ impl Default for SenderConfig {
 impl SenderConfig {
     /// Payload bytes one data datagram carries.
     pub fn fragment_payload(&self) -> usize {
+        // With parity, a parity body (a shard plus its block fields) must fit a datagram too.
+        let parity = if self.fec.is_some() {
+            wire::PARITY_OVERHEAD
+        } else {
+            0
+        };
         self.max_datagram_size
-            .saturating_sub(wire::HEADER_LEN + wire::TAG_LEN + wire::DATA_BODY_HEADER_LEN)
+            .saturating_sub(wire::HEADER_LEN + wire::TAG_LEN + wire::DATA_BODY_HEADER_LEN + parity)
+    }
+
+    /// Bytes of a parity shard: a data body of the largest payload behind its length.
+    pub(crate) fn shard_len(&self) -> usize {
+        2 + wire::DATA_BODY_HEADER_LEN + self.fragment_payload()
     }
 
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let min = wire::HEADER_LEN + wire::TAG_LEN + wire::MIN_CONTROL_BODY;
+        let min = wire::HEADER_LEN + wire::TAG_LEN + wire::MIN_CONTROL_BODY + wire::PARITY_OVERHEAD;
         let max = 65_507;
         if !(min..=max).contains(&self.max_datagram_size) {
             return Err(ConfigError::DatagramSize {
@@ -131,7 +147,10 @@ impl SenderConfig {
             }
         }
         if let Some(fec) = self.fec
-            && (fec.block_size == 0 || fec.parity == 0 || fec.block_size + fec.parity > 255)
+            && (fec.block_size == 0
+                || fec.parity == 0
+                || fec.parity > fec.block_size
+                || fec.block_size + fec.parity > 255)
         {
             return Err(ConfigError::Fec {
                 block_size: fec.block_size,

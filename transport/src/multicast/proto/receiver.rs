@@ -1,6 +1,6 @@
 //! The receiving side: per sender session, gap detection, NACKs, status and reassembly.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use super::reassembly::{Reassembly, Refused, Stored};
 use super::replay::ReplayWindow;
 use super::stats::ReceiverStats;
 use super::wire::{
-    self, Body, DataBody, DecodeError, Header, MAX_STATUS_LOST, PacketType, StatusBody, TailBody,
+    self, Body, DataBody, DecodeError, Header, MAX_STATUS_LOST, PacketType, ParityBody, StatusBody,
+    TailBody,
 };
 use super::{Destination, ReceiverEvent, Transmit};
 
@@ -53,6 +54,11 @@ struct Session {
     /// The last tail's timestamp and when it arrived.
     echo: Option<(u64, Instant)>,
     lost: Vec<LostObject>,
+    /// The sender's parity layout (block size, classes), once a tail announced it.
+    fec: Option<(u16, u16)>,
+    /// Shards (length-prefixed data bodies) of received datagrams of blocks not yet complete,
+    /// kept while the sender uses parity, to rebuild a missing datagram from a parity.
+    shards: BTreeMap<u64, Vec<u8>>,
     status_dirty: bool,
     /// No status report before (`None`: one may go now).
     next_status_at: Option<Instant>,
@@ -137,6 +143,8 @@ impl Receiver {
                 group_rtt: self.config.initial_rtt,
                 echo: None,
                 lost: Vec::new(),
+                fec: None,
+                shards: BTreeMap::new(),
                 status_dirty: false,
                 next_status_at: None,
                 nack_due: false,
@@ -150,6 +158,8 @@ impl Receiver {
             for (_, object) in session.reassembly.drain_below(u64::MAX) {
                 self.held = self.held.saturating_sub(object.held());
             }
+            let shard_bytes: usize = session.shards.values().map(Vec::len).sum();
+            self.held = self.held.saturating_sub(shard_bytes);
         }
     }
 
@@ -212,6 +222,7 @@ impl Receiver {
                 data,
             ),
             Body::Tail(tail) => self.on_tail(now, header.session_id, tail),
+            Body::Parity(parity) => self.on_parity(now, header.session_id, parity),
             Body::Nack(_) | Body::Status(_) => self.stats.dropped.unexpected_type += 1,
         }
     }
@@ -269,6 +280,14 @@ impl Receiver {
                 return;
             }
             Ok(stored) => {
+                if session.fec.is_some() {
+                    let mut shard = Vec::with_capacity(data.payload.len() + 42);
+                    wire::encode_shard(&data, 0, &mut shard);
+                    if self.held + shard.len() <= self.config.max_reassembly_bytes {
+                        self.held += shard.len();
+                        session.shards.insert(seq, shard);
+                    }
+                }
                 match session.nacks.remove(seq) {
                     Filled::BeforeNack if repair => self.stats.nacks_suppressed += 1,
                     _ => {}
@@ -312,6 +331,8 @@ impl Receiver {
         session.start_at(tail.window_low);
         session.echo = Some((tail.timestamp_us, now));
         session.status_dirty = true;
+        session.fec = (tail.fec_block > 0 && (1..=tail.fec_block).contains(&tail.fec_parity))
+            .then_some((tail.fec_block, tail.fec_parity));
         session.group_rtt = Duration::from_micros(u64::from(tail.group_rtt_us))
             .clamp(Duration::from_micros(100), Duration::from_secs(10));
         let limit = session
@@ -351,6 +372,53 @@ impl Receiver {
         );
         self.apply_window_low(session_id, tail.window_low);
         self.settle(session_id);
+    }
+
+    /// Rebuilds the one missing datagram of a parity's class from the parity and the class's
+    /// other shards.
+    fn on_parity(&mut self, now: Instant, session_id: u64, parity: ParityBody<'_>) {
+        self.stats.parity_received += 1;
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.fec = Some((parity.block_size, parity.parity_count));
+        let block_end = parity
+            .block_first_seq
+            .saturating_add(u64::from(parity.block_size));
+        if !session.started || block_end > session.horizon {
+            return;
+        }
+        let mut missing = None;
+        for seq in parity.covered() {
+            if session.nacks.contains(seq) {
+                if missing.is_some() {
+                    return; // Two losses in one class: the NACKed repairs will come.
+                }
+                missing = Some(seq);
+            }
+        }
+        let Some(missing) = missing else {
+            self.stats.duplicates += 1;
+            return;
+        };
+        let mut rebuilt = parity.shard.to_vec();
+        for seq in parity.covered().filter(|seq| *seq != missing) {
+            let Some(shard) = session.shards.get(&seq) else {
+                return; // Received before the parity layout was known.
+            };
+            if shard.len() > rebuilt.len() {
+                self.stats.dropped.malformed += 1;
+                return;
+            }
+            rebuilt.iter_mut().zip(shard).for_each(|(a, b)| *a ^= b);
+        }
+        match wire::decode_shard(&rebuilt) {
+            Ok(data) if data.seq == missing => {
+                self.stats.parity_recovered += 1;
+                self.on_data(now, session_id, true, data);
+            }
+            _ => self.stats.dropped.malformed += 1,
+        }
     }
 
     /// Gives up on what the sender no longer keeps.
@@ -411,6 +479,15 @@ impl Receiver {
         if cumulative > session.cumulative {
             session.cumulative = cumulative;
             session.status_dirty = true;
+        }
+        // Shards are needed only for blocks that may still miss a datagram.
+        let block = session.fec.map_or(1, |(block, _)| u64::from(block));
+        let keep_from = session.cumulative - session.cumulative % block;
+        while let Some(entry) = session.shards.first_entry() {
+            if *entry.key() >= keep_from {
+                break;
+            }
+            self.held = self.held.saturating_sub(entry.remove().len());
         }
     }
 

@@ -1,6 +1,6 @@
 //! The sending side of a session: splitting, pacing, the window, tails and repairs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,18 @@ use super::replay::ReplayWindow;
 use super::stats::SenderStats;
 use super::window::TransmitWindow;
 use super::wire::{
-    self, Body, DataBody, DecodeError, Header, MAX_TAIL_OBJECTS, PacketType, SeqRange, StatusBody,
-    TailBody, TailObject,
+    self, Body, DataBody, DecodeError, Header, MAX_TAIL_OBJECTS, PacketType, ParityBody, SeqRange,
+    StatusBody, TailBody, TailObject,
 };
 use super::{Destination, SenderEvent, Transmit};
 
 /// Sequence numbers one NACK may make the sender look at; the rest of a larger NACK is ignored
 /// (a legitimate receiver never asks for more than its tracked window at once).
 const MAX_SEQS_PER_NACK: u64 = 16 * 1024;
+
+/// NACKs within one parity class of a block: the seqs asked, and per receiver how many of
+/// them it asked for.
+type ClassRequests = (Vec<u64>, HashMap<u32, u32>);
 
 /// One member of the group, as the sender sees it.
 struct Member {
@@ -57,6 +61,8 @@ pub struct Sender {
     members: BTreeMap<u32, Member>,
     /// Repairs ready to go, in sequence order.
     repairs: BTreeMap<u64, Destination>,
+    /// Parity ready to go: (block's first seq, class).
+    parity: BTreeSet<(u64, u16)>,
     /// NACKed sequence numbers gathered until `flush_nacks_at`, with who asked.
     requested: BTreeMap<u64, Vec<u32>>,
     flush_nacks_at: Option<Instant>,
@@ -89,6 +95,7 @@ impl Sender {
             send_cursor: 0,
             members: BTreeMap::new(),
             repairs: BTreeMap::new(),
+            parity: BTreeSet::new(),
             requested: BTreeMap::new(),
             flush_nacks_at: None,
             next_tail_at: now,
@@ -201,6 +208,10 @@ impl Sender {
         }
         self.window.push_object(object_id, data, payload, pending);
         self.stats.objects_sent += 1;
+        if self.stats.tails_sent == 0 {
+            // Announce the session (and its parity layout) ahead of its first data.
+            self.tail_due = true;
+        }
         if self.next_tail_at > now + self.config.tail_interval {
             self.next_tail_at = now + self.config.tail_interval;
         }
@@ -245,7 +256,9 @@ impl Sender {
         match body {
             Body::Nack(ranges) => self.on_nack(now, receiver_id, &ranges),
             Body::Status(status) => self.on_status(now, receiver_id, status),
-            Body::Data(_) | Body::Tail(_) => self.stats.dropped.unexpected_type += 1,
+            Body::Data(_) | Body::Tail(_) | Body::Parity(_) => {
+                self.stats.dropped.unexpected_type += 1
+            }
         }
     }
 
@@ -303,6 +316,7 @@ impl Sender {
     /// members asked, to the member when one did.
     fn flush_nacks(&mut self, now: Instant) {
         self.flush_nacks_at = None;
+        self.choose_parity(now);
         let requested = std::mem::take(&mut self.requested);
         for (seq, asked) in requested {
             let Some(size) = self.window.fragment(seq).map(|f| f.payload.len()) else {
@@ -339,6 +353,89 @@ impl Sender {
                 fragment.last_repair = Some((now, merged.1));
             }
         }
+    }
+
+    /// Replaces repairs by parity where one parity datagram serves several receivers: in a
+    /// class of a complete block, at least two different datagrams are asked for and every
+    /// receiver asking asked for one of the class only.
+    fn choose_parity(&mut self, now: Instant) {
+        let Some(fec) = self.config.fec else {
+            return;
+        };
+        let block = u64::from(fec.block_size);
+        let classes = u64::from(fec.parity);
+        let mut by_class: BTreeMap<(u64, u16), ClassRequests> = BTreeMap::new();
+        for (&seq, asked) in &self.requested {
+            let first = seq - seq % block;
+            if first < self.window.base() || first + block > self.send_cursor {
+                continue; // Only whole blocks still held have parity.
+            }
+            if self.window.fragment(seq).is_none_or(|f| f.parity_tried) {
+                continue; // Parity did not do it last time: repair plainly.
+            }
+            let class = ((seq - first) % classes) as u16;
+            let entry = by_class.entry((first, class)).or_default();
+            entry.0.push(seq);
+            for receiver_id in asked {
+                *entry.1.entry(*receiver_id).or_default() += 1;
+            }
+        }
+        let size = self.config.shard_len() + wire::PARITY_OVERHEAD;
+        for ((first, class), (seqs, askers)) in by_class {
+            if seqs.len() < 2 || askers.values().any(|count| *count > 1) {
+                continue;
+            }
+            let affordable = askers.keys().all(|receiver_id| {
+                self.members
+                    .get_mut(receiver_id)
+                    .is_some_and(|member| member.repair_budget.try_take_all(size, now))
+            });
+            if !affordable {
+                continue; // The ordinary repairs apply (and their limits).
+            }
+            for seq in seqs {
+                self.requested.remove(&seq);
+                if let Some(fragment) = self.window.fragment_mut(seq) {
+                    fragment.last_repair = Some((now, None));
+                    fragment.parity_tried = true;
+                }
+            }
+            self.parity.insert((first, class));
+        }
+    }
+
+    /// The parity of one class of a block, if the block is still held whole.
+    fn parity_body(&self, first: u64, class: u16) -> Option<Vec<u8>> {
+        let fec = self.config.fec?;
+        let shard_len = self.config.shard_len();
+        let mut acc = vec![0u8; shard_len];
+        let mut shard = Vec::with_capacity(shard_len);
+        let body = ParityBody {
+            block_first_seq: first,
+            block_size: fec.block_size,
+            parity_count: fec.parity,
+            parity_index: class,
+            shard: &[],
+        };
+        for seq in body.covered() {
+            let fragment = self.window.fragment(seq)?;
+            shard.clear();
+            wire::encode_shard(
+                &DataBody {
+                    seq,
+                    window_low: 0,
+                    object_id: fragment.object_id,
+                    object_len: fragment.object_len,
+                    fragment_index: fragment.index,
+                    fragment_count: fragment.count,
+                    payload: &fragment.payload,
+                },
+                shard_len,
+                &mut shard,
+            );
+            acc.iter_mut().zip(&shard).for_each(|(a, b)| *a ^= b);
+        }
+        Some(acc)
     }
 
     fn on_status(&mut self, now: Instant, receiver_id: u32, status: StatusBody) {
@@ -432,6 +529,7 @@ impl Sender {
                 }
             }
             self.repairs = self.repairs.split_off(&low);
+            self.parity = self.parity.split_off(&(low, 0));
             self.requested = self.requested.split_off(&low);
         }
         let roomy = self.window.datagrams() < self.config.window_datagrams
@@ -508,6 +606,29 @@ impl Sender {
                 return Some(transmit);
             }
         }
+        while let Some((first, class)) = self.parity.pop_first() {
+            let Some(fec) = self.config.fec else { break };
+            let Some(shard) = self.parity_body(first, class) else {
+                continue;
+            };
+            let size = shard.len() + wire::PARITY_OVERHEAD + wire::HEADER_LEN + wire::TAG_LEN;
+            if let Some(pacer) = &mut self.pacer
+                && !pacer.try_take(size, now)
+            {
+                self.parity.insert((first, class));
+                return None;
+            }
+            let body = Body::Parity(ParityBody {
+                block_first_seq: first,
+                block_size: fec.block_size,
+                parity_count: fec.parity,
+                parity_index: class,
+                shard: &shard,
+            });
+            let transmit = self.seal(PacketType::Parity, &body, Destination::Group)?;
+            self.stats.parity_sent += 1;
+            return Some(transmit);
+        }
         let (seq, destination) = if let Some((&seq, &destination)) = self.repairs.first_key_value()
         {
             (seq, Some(destination))
@@ -578,7 +699,7 @@ impl Sender {
     fn tail(&mut self, now: Instant) -> Option<Transmit> {
         let objects = self
             .window
-            .recent_objects(self.send_cursor, MAX_TAIL_OBJECTS)
+            .recent_objects(self.send_cursor, self.tail_object_capacity())
             .map(|object| TailObject {
                 object_id: object.object_id,
                 first_seq: object.first_seq,
@@ -590,6 +711,8 @@ impl Sender {
             window_low: self.window.base(),
             timestamp_us: self.micros_since_start(now).max(1),
             group_rtt_us: u32::try_from(self.group_rtt.as_micros()).unwrap_or(u32::MAX),
+            fec_block: self.config.fec.map_or(0, |fec| fec.block_size),
+            fec_parity: self.config.fec.map_or(0, |fec| fec.parity),
             objects,
         });
         let transmit = self.seal(PacketType::Tail, &body, Destination::Group)?;
@@ -617,6 +740,13 @@ impl Sender {
         sealer.seal(packet_type, body, destination)
     }
 
+    /// Objects a tail can list within the datagram size.
+    fn tail_object_capacity(&self) -> usize {
+        let fixed = wire::HEADER_LEN + wire::TAG_LEN + wire::TAIL_BODY_HEADER_LEN;
+        (self.config.max_datagram_size.saturating_sub(fixed) / wire::TAIL_OBJECT_LEN)
+            .min(MAX_TAIL_OBJECTS)
+    }
+
     fn micros_since_start(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
     }
@@ -634,7 +764,9 @@ impl Sender {
         {
             deadline = deadline.min(sent_at + self.config.delivery_timeout);
         }
-        let output_waiting = !self.repairs.is_empty() || self.send_cursor < self.window.end();
+        let output_waiting = !self.repairs.is_empty()
+            || !self.parity.is_empty()
+            || self.send_cursor < self.window.end();
         if output_waiting && let Some(pacer) = &self.pacer {
             deadline = deadline.min(pacer.ready_at());
         }

@@ -38,6 +38,8 @@ pub struct SenderStats {
     pub repair_bytes_sent: u64,
     /// Tail announcements.
     pub tails_sent: u64,
+    /// Parity datagrams (sent instead of several repairs).
+    pub parity_sent: u64,
     /// Authenticated NACK datagrams.
     pub nacks_received: u64,
     /// Sequence numbers those NACKs asked for.
@@ -100,6 +102,10 @@ pub struct ReceiverStats {
     pub duplicates: u64,
     /// Tail announcements.
     pub tails_received: u64,
+    /// Parity datagrams.
+    pub parity_received: u64,
+    /// Fragments rebuilt from parity.
+    pub parity_recovered: u64,
     /// Objects delivered whole.
     pub objects_delivered: u64,
     /// Bytes of those objects.

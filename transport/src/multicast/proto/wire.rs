@@ -25,9 +25,16 @@
 //!     window_low u64    seqs below it are no longer kept by the sender
 //!     timestamp_us u64  sender clock, echoed in Status for the RTT
 //!     group_rtt_us u32  the RTT receivers scale their NACK backoff with
+//!     fec_block u16, fec_parity u16: the parity layout (0, 0 without parity repair)
 //!     count u16, then count x (object_id u64, first_seq u64, fragment_count u32):
 //!                       the most recent objects, so a receiver learns of an object whose
 //!                       datagrams were all lost
+//! 4 Parity (sender -> group)
+//!     block_first_seq u64, block_size u16, parity_count u16, parity_index u16,
+//!     shard: the XOR of the shards of the block's seqs s with
+//!     (s - block_first_seq) % parity_count == parity_index, where a seq's shard is
+//!     its Data body (window_low set to 0) behind a u16 length, zero-padded to the
+//!     largest data body + 2
 //! 5 Nack (receiver -> sender, unicast)
 //!     count u16, then count x (first_seq u64, length u32): missing sequence ranges
 //! 6 Status (receiver -> sender, unicast)
@@ -48,10 +55,16 @@ pub const HEADER_LEN: usize = 22;
 pub const TAG_LEN: usize = 16;
 /// Bytes of a data body before its payload.
 pub const DATA_BODY_HEADER_LEN: usize = 40;
+/// Bytes a parity body adds to a shard (which itself adds a 2-byte length to a data body).
+pub const PARITY_OVERHEAD: usize = 14 + 2;
 /// Largest fragment payload any datagram can carry.
 pub const MAX_FRAGMENT_PAYLOAD: usize = 65_507 - HEADER_LEN - TAG_LEN - DATA_BODY_HEADER_LEN;
 /// Smallest body any datagram size must accommodate (a tail with no objects).
 pub const MIN_CONTROL_BODY: usize = DATA_BODY_HEADER_LEN + 1;
+/// Bytes of a tail body before its objects.
+pub const TAIL_BODY_HEADER_LEN: usize = 34;
+/// Bytes of one object in a tail body.
+pub const TAIL_OBJECT_LEN: usize = 20;
 /// Objects listed in one tail announcement at most.
 pub const MAX_TAIL_OBJECTS: usize = 64;
 /// Ranges in one NACK at most.
@@ -69,6 +82,8 @@ pub enum PacketType {
     Repair = 2,
     /// Tail announcement.
     Tail = 3,
+    /// Parity over a block of data datagrams.
+    Parity = 4,
     /// Negative acknowledgement.
     Nack = 5,
     /// Receiver status.
@@ -81,6 +96,7 @@ impl PacketType {
             1 => Self::Data,
             2 => Self::Repair,
             3 => Self::Tail,
+            4 => Self::Parity,
             5 => Self::Nack,
             6 => Self::Status,
             _ => return None,
@@ -183,8 +199,67 @@ pub struct TailBody {
     pub timestamp_us: u64,
     /// The group RTT in microseconds.
     pub group_rtt_us: u32,
+    /// Source datagrams per parity block (0: no parity repair).
+    pub fec_block: u16,
+    /// Parity datagrams per block.
+    pub fec_parity: u16,
     /// Most recent objects.
     pub objects: Vec<TailObject>,
+}
+
+/// A parity body: the XOR of one interleaved class of a block's shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParityBody<'a> {
+    /// First sequence number of the block.
+    pub block_first_seq: u64,
+    /// Source datagrams in the block.
+    pub block_size: u16,
+    /// Parity datagrams per block (the interleaving).
+    pub parity_count: u16,
+    /// Which class this parity covers.
+    pub parity_index: u16,
+    /// The XOR of the class's shards.
+    pub shard: &'a [u8],
+}
+
+impl ParityBody<'_> {
+    /// The sequence numbers this parity covers.
+    pub fn covered(&self) -> impl Iterator<Item = u64> + '_ {
+        (u64::from(self.parity_index)..u64::from(self.block_size))
+            .step_by(usize::from(self.parity_count.max(1)))
+            .map(|offset| self.block_first_seq + offset)
+    }
+}
+
+/// Appends the shard of a data body: its length, its encoding with `window_low` 0, zeros up
+/// to `shard_len`.
+pub fn encode_shard(data: &DataBody<'_>, shard_len: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0]);
+    Body::Data(DataBody {
+        window_low: 0,
+        ..data.clone()
+    })
+    .encode(out);
+    let body_len = (out.len() - start - 2) as u16;
+    out[start..start + 2].copy_from_slice(&body_len.to_be_bytes());
+    out.resize(start + shard_len.max(out.len() - start), 0);
+}
+
+/// Reads the data body out of a shard.
+pub fn decode_shard(shard: &[u8]) -> Result<DataBody<'_>, DecodeError> {
+    let mut reader = Reader::new(shard);
+    let len = usize::from(reader.u16("shard length")?);
+    let rest = reader.rest();
+    let body = rest.get(..len).ok_or(DecodeError::Truncated {
+        what: "shard body",
+        needed: len,
+        got: rest.len(),
+    })?;
+    match decode_body(PacketType::Data, body)? {
+        Body::Data(data) => Ok(data),
+        _ => Err(DecodeError::Invalid("shard is not a data body")),
+    }
 }
 
 /// A range of missing sequence numbers.
@@ -216,6 +291,8 @@ pub enum Body<'a> {
     Data(DataBody<'a>),
     /// Tail announcement.
     Tail(TailBody),
+    /// Parity.
+    Parity(ParityBody<'a>),
     /// Negative acknowledgement.
     Nack(Vec<SeqRange>),
     /// Status report.
@@ -240,6 +317,8 @@ impl Body<'_> {
                 out.extend_from_slice(&tail.window_low.to_be_bytes());
                 out.extend_from_slice(&tail.timestamp_us.to_be_bytes());
                 out.extend_from_slice(&tail.group_rtt_us.to_be_bytes());
+                out.extend_from_slice(&tail.fec_block.to_be_bytes());
+                out.extend_from_slice(&tail.fec_parity.to_be_bytes());
                 let objects = &tail.objects[..tail.objects.len().min(MAX_TAIL_OBJECTS)];
                 out.extend_from_slice(&(objects.len() as u16).to_be_bytes());
                 for object in objects {
@@ -247,6 +326,13 @@ impl Body<'_> {
                     out.extend_from_slice(&object.first_seq.to_be_bytes());
                     out.extend_from_slice(&object.fragment_count.to_be_bytes());
                 }
+            }
+            Body::Parity(parity) => {
+                out.extend_from_slice(&parity.block_first_seq.to_be_bytes());
+                out.extend_from_slice(&parity.block_size.to_be_bytes());
+                out.extend_from_slice(&parity.parity_count.to_be_bytes());
+                out.extend_from_slice(&parity.parity_index.to_be_bytes());
+                out.extend_from_slice(parity.shard);
             }
             Body::Nack(ranges) => {
                 let ranges = &ranges[..ranges.len().min(MAX_NACK_RANGES)];
@@ -301,6 +387,8 @@ pub fn decode_body(packet_type: PacketType, body: &[u8]) -> Result<Body<'_>, Dec
             let window_low = reader.u64("window low")?;
             let timestamp_us = reader.u64("timestamp")?;
             let group_rtt_us = reader.u32("group rtt")?;
+            let fec_block = reader.u16("fec block")?;
+            let fec_parity = reader.u16("fec parity")?;
             let count = reader.u16("object count")? as usize;
             if count > MAX_TAIL_OBJECTS {
                 return Err(DecodeError::Invalid("too many tail objects"));
@@ -322,8 +410,26 @@ pub fn decode_body(packet_type: PacketType, body: &[u8]) -> Result<Body<'_>, Dec
                 window_low,
                 timestamp_us,
                 group_rtt_us,
+                fec_block,
+                fec_parity,
                 objects,
             })
+        }
+        PacketType::Parity => {
+            let parity = ParityBody {
+                block_first_seq: reader.u64("block first seq")?,
+                block_size: reader.u16("block size")?,
+                parity_count: reader.u16("parity count")?,
+                parity_index: reader.u16("parity index")?,
+                shard: reader.rest(),
+            };
+            if parity.block_size == 0
+                || parity.parity_count == 0
+                || parity.parity_index >= parity.parity_count
+            {
+                return Err(DecodeError::Invalid("parity outside its block layout"));
+            }
+            return Ok(Body::Parity(parity));
         }
         PacketType::Nack => {
             let count = reader.u16("range count")? as usize;
