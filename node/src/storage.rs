@@ -4,15 +4,17 @@
 //! transactions, and the transactions in progress, following the two-phase commit of NEO:
 //!
 //! 1. [`store_pending`](Store::store_pending) records an object of transaction `ttid` after
-//!    checking it was written on top of the object's last committed revision;
+//!    checking it was written on top of the object's last committed revision
+//!    ([`store_undo`](Store::store_undo) records an earlier revision again, by reference);
 //! 2. [`vote`](Store::vote) makes the transaction's data durable (fsync) without making it
 //!    visible, and checks for conflicts again;
 //! 3. [`finish`](Store::finish) makes it visible at its TID, atomically, or
 //!    [`abort`](Store::abort) forgets it.
 //!
 //! Loads only see finished transactions. After a crash, [`Store::open`] forgets the transactions
-//! that had not voted (their clients must store again) and [`pending_transactions`]
-//! (Store::pending_transactions) lists the voted ones, whose outcome the master knows.
+//! that had not voted (their clients must store again) and
+//! [`pending_transactions`](Store::pending_transactions) lists the voted ones, whose outcome
+//! the master knows.
 //!
 //! The engine takes no locks of its own beyond redb's single writer: which transaction may store
 //! which object is the [`LockManager`](crate::locks::LockManager)'s business.
@@ -36,8 +38,8 @@ pub use records::{
 pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
 
 use error::database;
-use records::{PendingHeader, decode};
-use tables::{OBJECTS, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS};
+use records::{ObjectRecord, PendingHeader, StoredData, decode};
+use tables::{OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS};
 
 use crate::ids::{Oid, Tid};
 
@@ -102,6 +104,40 @@ impl Store {
             }
         }
         txn.commit().map_err(database("commit recovery"))
+    }
+}
+
+/// The content and digest of revision `tid` of `oid`, following an undo's back-pointer.
+fn read_revision(
+    objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    tid: Tid,
+) -> Result<Option<(ObjectData, Digest)>, StorageError> {
+    let Some(record) = read_record(objects, oid, tid)? else {
+        return Ok(None);
+    };
+    let data = match record.data {
+        StoredData::Content(data) => data,
+        // Back-pointers are written pointing at content, so one hop is enough.
+        StoredData::SameAs(target) => {
+            match read_record(objects, oid, target)?.map(|target| target.data) {
+                Some(StoredData::Content(data)) => data,
+                _ => return Err(StorageError::NoSuchRevision { oid, tid: target }),
+            }
+        }
+    };
+    Ok(Some((data, record.digest)))
+}
+
+/// The raw record of revision `tid` of `oid`.
+fn read_record(
+    objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    tid: Tid,
+) -> Result<Option<ObjectRecord>, StorageError> {
+    match objects.get((oid, tid)).map_err(database("read revision"))? {
+        Some(record) => Ok(Some(decode(OBJECTS_NAME, record.value())?)),
+        None => Ok(None),
     }
 }
 

@@ -320,3 +320,63 @@ fn voted_transaction_survives_reopen_and_unvoted_one_does_not() {
     assert_eq!(history[1].info, info("voted"));
     assert_eq!(history[1].oids, [Oid(1), Oid(2)]);
 }
+
+#[test]
+fn undo_restores_an_earlier_revision_by_reference() {
+    let (_dir, store) = fresh();
+    commit(&store, Tid(1), Tid(10), &[(Oid(1), Tid::ZERO, "original")]);
+    commit(&store, Tid(2), Tid(20), &[(Oid(1), Tid(10), "mistake")]);
+
+    store
+        .store_undo(Tid(3), Oid(1), Tid(20), Tid(10))
+        .expect("undo");
+    store.vote(Tid(3), &info("undo")).expect("vote");
+    assert_eq!(
+        loaded(&store, Oid(1)),
+        Some((b"mistake".to_vec(), Tid(20))),
+        "not finished"
+    );
+    store.finish(Tid(3), Tid(30)).expect("finish");
+    let restored = store.load(Oid(1)).expect("load").expect("revision");
+    assert_eq!(
+        (restored.data.clone(), restored.tid),
+        (bytes("original"), Tid(30))
+    );
+    assert_eq!(restored.digest, bytes("original").digest());
+
+    // Undoing the undo's predecessor back again: points at content, never at a pointer.
+    commit(&store, Tid(4), Tid(40), &[(Oid(1), Tid(30), "later")]);
+    store
+        .store_undo(Tid(5), Oid(1), Tid(40), Tid(30))
+        .expect("undo to an undo");
+    store.vote(Tid(5), &info("undo again")).expect("vote");
+    store.finish(Tid(5), Tid(50)).expect("finish");
+    assert_eq!(
+        loaded(&store, Oid(1)),
+        Some((b"original".to_vec(), Tid(50)))
+    );
+    let before = store
+        .load_before(Oid(1), Tid(50))
+        .expect("load_before")
+        .expect("revision");
+    assert_eq!(
+        (before.revision.data, before.next_serial),
+        (bytes("later"), Some(Tid(50)))
+    );
+
+    assert!(matches!(
+        store.store_undo(Tid(6), Oid(1), Tid(50), Tid(15)),
+        Err(StorageError::NoSuchRevision {
+            oid: Oid(1),
+            tid: Tid(15)
+        })
+    ));
+    assert!(matches!(
+        store.store_undo(Tid(6), Oid(1), Tid(40), Tid(10)),
+        Err(StorageError::Conflict {
+            expected: Tid(40),
+            current: Tid(50),
+            ..
+        })
+    ));
+}

@@ -16,9 +16,10 @@ fn open(dir: &TempDir, name: &str) -> Store {
     Store::open(dir.path().join(name)).expect("open store")
 }
 
-/// Commits 30 transactions over 12 objects; each writes two or three of them.
+/// Commits 30 transactions over 12 objects; each writes two or three of them, some by undo.
 fn populate(store: &Store) {
     let mut serials: BTreeMap<Oid, Tid> = BTreeMap::new();
+    let mut undos = 0;
     for step in 0u64..30 {
         let ttid = Tid(1000 + step);
         let oids = [
@@ -31,6 +32,20 @@ fn populate(store: &Store) {
                 continue;
             }
             let serial = serials.get(oid).copied().unwrap_or(Tid::ZERO);
+            if step % 7 == 6 && serial != Tid::ZERO {
+                // Undo back to the object's first revision: exported as that content.
+                let first = store
+                    .transactions_after(Tid::ZERO, usize::MAX)
+                    .expect("history")
+                    .into_iter()
+                    .find(|transaction| transaction.oids.contains(oid))
+                    .expect("the object has a first revision");
+                store
+                    .store_undo(ttid, *oid, serial, first.tid)
+                    .expect("undo");
+                undos += 1;
+                continue;
+            }
             let data = if step % 11 == 10 {
                 ObjectData::Deleted
             } else {
@@ -58,6 +73,7 @@ fn populate(store: &Store) {
             }
         }
     }
+    assert!(undos > 0, "the history holds undo back-pointers");
 }
 
 /// Everything `store` holds, read through the export API in one pass.

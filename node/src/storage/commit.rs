@@ -1,17 +1,17 @@
 //! Two-phase commit on one store: store, vote, finish or abort.
 
-use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use super::error::database;
 use super::records::{
-    ObjectData, ObjectRecord, PendingHeader, PendingObject, PendingTransaction, TransactionInfo,
-    TransactionRecord, decode, encode,
+    ObjectData, ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData,
+    TransactionInfo, TransactionRecord, decode, encode,
 };
 use super::tables::{
     OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME,
     TRANSACTIONS, TRANSACTIONS_NAME,
 };
-use super::{StorageError, Store, last_serial};
+use super::{StorageError, Store, last_serial, read_record};
 use crate::ids::{Oid, Tid};
 
 impl Store {
@@ -27,6 +27,53 @@ impl Store {
         oid: Oid,
         serial: Tid,
         data: ObjectData,
+    ) -> Result<(), StorageError> {
+        self.stage(ttid, oid, serial, |_| {
+            Ok(ObjectRecord {
+                digest: data.digest(),
+                data: StoredData::Content(data),
+            })
+        })
+    }
+
+    /// Records, as the new revision of `oid` in transaction `ttid`, the content of its earlier
+    /// revision `restore`: what undoing the transactions after `restore` writes. The new
+    /// revision refers to the old one rather than copying its data.
+    ///
+    /// Fails like [`store_pending`](Self::store_pending), and with
+    /// [`StorageError::NoSuchRevision`] when `oid` has no revision `restore`.
+    pub fn store_undo(
+        &self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        restore: Tid,
+    ) -> Result<(), StorageError> {
+        self.stage(ttid, oid, serial, |objects| {
+            let target = read_record(objects, oid, restore)?
+                .ok_or(StorageError::NoSuchRevision { oid, tid: restore })?;
+            // Point at the content itself, so that reads follow one pointer at most.
+            let content_at = match target.data {
+                StoredData::SameAs(content_at) => content_at,
+                StoredData::Content(_) => restore,
+            };
+            Ok(ObjectRecord {
+                data: StoredData::SameAs(content_at),
+                digest: target.digest,
+            })
+        })
+    }
+
+    /// Records the revision `make_record` builds as `oid`'s in transaction `ttid`, after
+    /// checking the transaction has not voted and `serial` is the last committed revision.
+    fn stage(
+        &self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        make_record: impl FnOnce(
+            &Table<(Oid, Tid), &'static [u8]>,
+        ) -> Result<ObjectRecord, StorageError>,
     ) -> Result<(), StorageError> {
         // Lost in a crash before the vote, which only costs the client a retry.
         let txn = self.begin(Durability::None)?;
@@ -48,10 +95,7 @@ impl Store {
                     current,
                 });
             }
-            let record = ObjectRecord {
-                digest: data.digest(),
-                data,
-            };
+            let record = make_record(&objects)?;
             let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
             txn.open_table(PENDING_OBJECTS)
                 .map_err(database("open pending objects"))?

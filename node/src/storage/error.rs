@@ -18,6 +18,14 @@ pub enum StorageError {
         /// The object's last committed TID ([`Tid::ZERO`] if it has none).
         current: Tid,
     },
+    /// An undo names a revision the object does not have.
+    #[error("cannot undo {oid} back to {tid}: the object has no such revision")]
+    NoSuchRevision {
+        /// The object.
+        oid: Oid,
+        /// The revision to restore.
+        tid: Tid,
+    },
     /// No pending transaction has this temporary TID.
     #[error("no pending transaction {ttid}")]
     UnknownTransaction {

@@ -3,9 +3,9 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::error::database;
-use super::records::{ObjectRecord, Revision, RevisionBefore, decode};
-use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS};
-use super::{StorageError, Store};
+use super::records::{Revision, RevisionBefore};
+use super::tables::{OBJECTS, TRANSACTIONS};
+use super::{StorageError, Store, read_revision};
 use crate::ids::{Oid, Tid};
 
 impl Store {
@@ -30,11 +30,12 @@ impl Store {
             .next_back()
             .transpose()
             .map_err(database("read revision"))?;
-        let Some((key, record)) = found else {
+        let Some((key, _)) = found else {
             return Ok(None);
         };
         let tid = key.value().1;
-        let record: ObjectRecord = decode(OBJECTS_NAME, record.value())?;
+        let (data, digest) =
+            read_revision(&objects, oid, tid)?.ok_or(StorageError::NoSuchRevision { oid, tid })?;
         // The first revision at or after `before` is the one that replaced `tid`.
         let next_serial = objects
             .range((oid, before)..=(oid, Tid::MAX))
@@ -47,8 +48,8 @@ impl Store {
             revision: Revision {
                 oid,
                 tid,
-                data: record.data,
-                digest: record.digest,
+                data,
+                digest,
             },
             next_serial,
         }))

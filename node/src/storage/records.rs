@@ -120,8 +120,18 @@ pub(crate) struct PendingObject {
 /// The on-disk record of one object revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ObjectRecord {
-    pub data: ObjectData,
+    pub data: StoredData,
+    /// The digest of the content, also for a back-pointer.
     pub digest: Digest,
+}
+
+/// What a revision record holds: the content, or where to find it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StoredData {
+    Content(ObjectData),
+    /// The content of the same object's revision at this TID, which is itself `Content`: an
+    /// undo points back at the revision it restores instead of copying it.
+    SameAs(Tid),
 }
 
 /// The on-disk record of one committed transaction (its TID is the key).

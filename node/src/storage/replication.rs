@@ -5,16 +5,20 @@
 //! revisions of its partitions ([`Store::objects_for`], [`Store::apply_replicated_objects`]).
 //! Both go in bounded batches, each ending with a cursor to resume from, so a replication cut
 //! off by a crash or a lost link goes on where it stopped rather than from scratch.
+//!
+//! Revisions travel as content: an undo's back-pointer is exported as the data it points at,
+//! with the same digest, and stored as a copy on the receiving replica.
 
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
 use super::records::{
-    CommittedTransaction, Digest, ObjectData, ObjectRecord, TransactionRecord, decode, encode,
+    CommittedTransaction, Digest, ObjectData, ObjectRecord, StoredData, TransactionRecord, decode,
+    encode,
 };
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{StorageError, Store};
+use super::{StorageError, Store, read_revision};
 use crate::ids::{Oid, Tid};
 use crate::partition::PartitionSet;
 
@@ -122,15 +126,15 @@ impl Store {
                 if (ObjectCursor { tid, oid }) <= cursor || !partitions.contains(oid) {
                     continue;
                 }
-                let Some(object) = objects.get((oid, tid)).map_err(database("read object"))? else {
+                // An undo's back-pointer is exported as the content it points at.
+                let Some((data, digest)) = read_revision(&objects, oid, tid)? else {
                     continue;
                 };
-                let object: ObjectRecord = decode(OBJECTS_NAME, object.value())?;
                 batch.push(ReplicatedObject {
                     oid,
                     tid,
-                    data: object.data,
-                    digest: object.digest,
+                    data,
+                    digest,
                 });
                 if batch.len() == limit {
                     return Ok(ObjectBatch {
@@ -216,7 +220,7 @@ impl Store {
                         .map_err(database("import transaction"))?;
                 }
                 let record = ObjectRecord {
-                    data: object.data.clone(),
+                    data: StoredData::Content(object.data.clone()),
                     digest: object.digest,
                 };
                 let record = encode(OBJECTS_NAME, &record)?;
