@@ -82,7 +82,9 @@ pub struct LinkConfig {
     /// Size of the chunks an object is cut into on the sending side.
     pub chunk_size: u32,
     /// Chunks at least this large are zstd-compressed, and sent compressed when that shrinks
-    /// them. `None` never compresses.
+    /// them. After chunks that do not shrink, the next ones of the same object are sent raw
+    /// without trying (1, 2, 4, ... up to 16 chunks), so incompressible payloads cost little.
+    /// `None` never compresses.
     pub compression_threshold: Option<u32>,
     /// zstd level for object chunks (1 is fast and is usually the right choice on a LAN).
     pub compression_level: i32,
