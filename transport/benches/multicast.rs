@@ -69,6 +69,7 @@ fn run_receiver(
     loss: f64,
     objects: usize,
     ready: std::sync::mpsc::Sender<()>,
+    mut sender_done: tokio::sync::watch::Receiver<bool>,
 ) -> Result<ReceiverRun, BenchError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -103,6 +104,8 @@ fn run_receiver(
             }
         }
         let stats = receiver.stats().await?;
+        // Keep acknowledging until the sender has heard from everyone.
+        tokio::time::timeout(IDLE_BOUND, sender_done.wait_for(|done| *done)).await??;
         Ok(ReceiverRun {
             arrivals,
             nacks_sent: stats.protocol.nacks_sent,
@@ -114,11 +117,13 @@ fn run_receiver(
 fn run_cell(cell: u8, loss: f64, objects: usize) -> Result<CellResult, BenchError> {
     let socket = MulticastSocketConfig::new(group(cell));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let receivers: Vec<_> = (1..=RECEIVERS)
         .map(|id| {
             let socket = socket.clone();
             let ready = ready_tx.clone();
-            thread::spawn(move || run_receiver(socket, id, loss, objects, ready))
+            let done = done_rx.clone();
+            thread::spawn(move || run_receiver(socket, id, loss, objects, ready, done))
         })
         .collect();
     for _ in 0..RECEIVERS {
@@ -149,6 +154,7 @@ fn run_cell(cell: u8, loss: f64, objects: usize) -> Result<CellResult, BenchErro
                 }
             }
             let stats = sender.close().await?;
+            done_tx.send_replace(true);
             Ok::<_, BenchError>((start, stats))
         }
     })?;
