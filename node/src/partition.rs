@@ -122,12 +122,65 @@ pub enum PartitionError {
 /// assert!(table.partitions().all(|cells| cells.len() == 2));
 /// # Ok::<(), replicast_node::partition::PartitionError>(())
 /// ```
+///
+/// A table decoded from the network is checked as it is decoded: partitions and replicas
+/// present, every cell on a known storage, no storage twice in a partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedTable")]
 pub struct PartitionTable {
     version: u64,
     replicas: usize,
     storages: Vec<NodeName>,
     partitions: Vec<Vec<Cell>>,
+}
+
+/// A partition table as decoded, before [`PartitionTable`]'s invariants are checked.
+#[derive(Deserialize)]
+struct UncheckedTable {
+    version: u64,
+    replicas: usize,
+    storages: Vec<NodeName>,
+    partitions: Vec<Vec<Cell>>,
+}
+
+impl TryFrom<UncheckedTable> for PartitionTable {
+    type Error = PartitionError;
+
+    fn try_from(table: UncheckedTable) -> Result<Self, PartitionError> {
+        if table.partitions.is_empty() || u32::try_from(table.partitions.len()).is_err() {
+            return Err(PartitionError::NoPartitions);
+        }
+        if table.replicas == 0 {
+            return Err(PartitionError::NoReplicas);
+        }
+        for (index, name) in table.storages.iter().enumerate() {
+            if table.storages[..index].contains(name) {
+                return Err(PartitionError::DuplicateStorage(name.clone()));
+            }
+        }
+        for cells in &table.partitions {
+            for (index, cell) in cells.iter().enumerate() {
+                if !table.storages.contains(&cell.node) {
+                    return Err(PartitionError::UnknownStorage(cell.node.clone()));
+                }
+                if cells[..index].iter().any(|other| other.node == cell.node) {
+                    return Err(PartitionError::DuplicateStorage(cell.node.clone()));
+                }
+            }
+        }
+        let UncheckedTable {
+            version,
+            replicas,
+            storages,
+            partitions,
+        } = table;
+        Ok(Self {
+            version,
+            replicas,
+            storages,
+            partitions,
+        })
+    }
 }
 
 impl PartitionTable {
@@ -369,7 +422,7 @@ impl PartitionTable {
     /// once every feeding cell is up to date) until loads differ by at most one.
     fn rebalance(&mut self) {
         // Each move lowers the sum of squared loads, so this ends; the bound is a safety net.
-        for _ in 0..self.partitions.len() * self.replicas + 1 {
+        for _ in 0..=self.partitions.len().saturating_mul(self.replicas) {
             let Some((partition, donor, receiver)) = self.find_move() else {
                 return;
             };

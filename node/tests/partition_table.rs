@@ -256,3 +256,44 @@ fn the_table_travels_intact() {
         table.partitions_of("s0").any(|p| p == 0)
     );
 }
+
+#[test]
+fn a_decoded_table_is_checked() {
+    let table = PartitionTable::new(4, 2, &names(3)).expect("valid");
+    let untouched = postcard::to_stdvec(&fields_of(&table)).expect("encode");
+    assert_eq!(
+        postcard::from_bytes::<PartitionTable>(&untouched),
+        Ok(table.clone())
+    );
+    let mut forged = fields_of(&table);
+    // Rename a storage in the list only: its cells now name an unknown node.
+    forged.storages[0] = "intruder".into();
+    let bytes = postcard::to_stdvec(&forged).expect("encode");
+    assert!(postcard::from_bytes::<PartitionTable>(&bytes).is_err());
+    let mut forged = fields_of(&table);
+    forged.partitions.clear();
+    let bytes = postcard::to_stdvec(&forged).expect("encode");
+    assert!(postcard::from_bytes::<PartitionTable>(&bytes).is_err());
+    let mut forged = fields_of(&table);
+    forged.partitions[1][1] = forged.partitions[1][0].clone();
+    let bytes = postcard::to_stdvec(&forged).expect("encode");
+    assert!(postcard::from_bytes::<PartitionTable>(&bytes).is_err());
+    assert!(
+        postcard::from_bytes::<PartitionTable>(&[0xff; 3]).is_err(),
+        "garbage"
+    );
+}
+
+/// The fields of a table, in its wire order, to forge encodings with.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Fields {
+    version: u64,
+    replicas: usize,
+    storages: Vec<String>,
+    partitions: Vec<Vec<replicast_node::partition::Cell>>,
+}
+
+fn fields_of(table: &PartitionTable) -> Fields {
+    let bytes = postcard::to_stdvec(table).expect("encode");
+    postcard::from_bytes(&bytes).expect("same layout")
+}
