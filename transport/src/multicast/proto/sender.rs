@@ -583,7 +583,15 @@ impl Sender {
         if now.saturating_duration_since(sent_at) < self.config.delivery_timeout {
             return;
         }
-        let laggards: Vec<u32> = oldest.pending.clone();
+        // Whoever has not acknowledged past it holds the window back, whether or not it
+        // still owes a delivery report for it (it may have reported it lost).
+        let end = oldest.end_seq();
+        let laggards: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(_, member)| !member.detached && member.acked < end)
+            .map(|(id, _)| *id)
+            .collect();
         for receiver_id in laggards {
             if let Some(member) = self.members.get_mut(&receiver_id) {
                 member.detached = true;
