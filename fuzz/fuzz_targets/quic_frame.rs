@@ -7,7 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use replicast_transport::quic::frame::FrameDecoder;
-use replicast_transport::quic::wire::{DecodeLimits, ObjectFrame, ObjectHead, Reply, decode_stream};
+use replicast_transport::quic::wire::{
+    DecodeLimits, ObjectFrame, ObjectHead, Reply, decode_stream,
+};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame_len: 1 << 16,

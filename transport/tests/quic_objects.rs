@@ -57,7 +57,11 @@ async fn a_64_mib_incompressible_object_round_trips_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_256_mib_object_round_trips_byte_exact() {
-    round_trip(vec![("256 MiB incompressible", incompressible(256 * MIB, 8))]).await;
+    round_trip(vec![(
+        "256 MiB incompressible",
+        incompressible(256 * MIB, 8),
+    )])
+    .await;
 }
 
 #[tokio::test]
