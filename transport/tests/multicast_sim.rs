@@ -126,6 +126,8 @@ struct Scenario {
     duplicate: f64,
     /// Receiver cut off (both directions) this long after the start.
     cut: Option<(usize, Duration)>,
+    /// Cut only the receiver's reports (it still hears the group).
+    cut_uplink_only: bool,
     sender: SenderConfig,
     receiver: ReceiverConfig,
 }
@@ -142,6 +144,7 @@ impl Scenario {
             reorder: 0.01,
             duplicate: 0.0,
             cut: None,
+            cut_uplink_only: false,
             sender: SenderConfig {
                 delivery_timeout: Duration::from_secs(3),
                 ..SenderConfig::default()
@@ -171,6 +174,7 @@ struct Outcome {
     repairs: u64,
     parity_sent: u64,
     parity_recovered: u64,
+    writable_events: u64,
     virtual_time: Duration,
     finished: bool,
 }
@@ -243,6 +247,9 @@ fn run(scenario: &Scenario) -> Outcome {
         })
         .collect();
     let mut uplinks = downlinks.clone();
+    if scenario.cut_uplink_only {
+        downlinks.iter_mut().for_each(|link| link.cut_at = None);
+    }
     let by_address: HashMap<SocketAddr, usize> = (0..scenario.receivers)
         .map(|i| (address(Node::Receiver(i)), i))
         .collect();
@@ -258,6 +265,9 @@ fn run(scenario: &Scenario) -> Outcome {
         .collect();
     let expected: HashMap<u64, &Bytes> = objects.iter().map(|(id, data)| (*id, data)).collect();
     let mut next_object = 0;
+    // Set by WindowFull, cleared by Writable: a refused send must be announced writable.
+    let mut awaiting_writable = false;
+    let mut writable_events = 0u64;
 
     let mut in_flight: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
     let mut sequence = 0u64;
@@ -266,12 +276,48 @@ fn run(scenario: &Scenario) -> Outcome {
     let resolutions_needed = objects.len() * scenario.receivers;
 
     for _step in 0..5_000_000u64 {
+        while let Some(event) = sender.poll_event() {
+            match event {
+                SenderEvent::Delivered {
+                    object_id,
+                    receiver_id,
+                } => {
+                    let key = (receiver_id as usize - 1, object_id);
+                    assert!(!outcome.sender_abandoned.contains(&key));
+                    assert!(
+                        outcome.sender_delivered.insert(key),
+                        "delivered twice: {key:?}"
+                    );
+                }
+                SenderEvent::Abandoned {
+                    object_id,
+                    receiver_id,
+                } => {
+                    let key = (receiver_id as usize - 1, object_id);
+                    assert!(!outcome.sender_delivered.contains(&key));
+                    assert!(
+                        outcome.sender_abandoned.insert(key),
+                        "abandoned twice: {key:?}"
+                    );
+                }
+                SenderEvent::Writable => {
+                    awaiting_writable = false;
+                    writable_events += 1;
+                }
+            }
+        }
         // Offer objects while the window takes them.
         while next_object < objects.len() {
             let (id, data) = &objects[next_object];
             match sender.send_object(*id, data.clone(), now) {
-                Ok(()) => next_object += 1,
-                Err(SendError::WindowFull) => break,
+                Ok(()) => {
+                    assert!(!awaiting_writable, "a send succeeded before Writable");
+                    next_object += 1;
+                }
+                Err(SendError::WindowFull) => {
+                    awaiting_writable = true;
+                    break;
+                }
                 Err(error) => panic!("object {id} refused: {error}"),
             }
         }
@@ -342,33 +388,6 @@ fn run(scenario: &Scenario) -> Outcome {
             assert!(receiver.reassembly_bytes() <= scenario.receiver.max_reassembly_bytes);
             assert!(receiver.missing_datagrams() as u64 <= scenario.receiver.max_tracked_datagrams);
         }
-        while let Some(event) = sender.poll_event() {
-            match event {
-                SenderEvent::Delivered {
-                    object_id,
-                    receiver_id,
-                } => {
-                    let key = (receiver_id as usize - 1, object_id);
-                    assert!(!outcome.sender_abandoned.contains(&key));
-                    assert!(
-                        outcome.sender_delivered.insert(key),
-                        "delivered twice: {key:?}"
-                    );
-                }
-                SenderEvent::Abandoned {
-                    object_id,
-                    receiver_id,
-                } => {
-                    let key = (receiver_id as usize - 1, object_id);
-                    assert!(!outcome.sender_delivered.contains(&key));
-                    assert!(
-                        outcome.sender_abandoned.insert(key),
-                        "abandoned twice: {key:?}"
-                    );
-                }
-                SenderEvent::Writable => {}
-            }
-        }
         let (datagrams, bytes) = sender.buffered();
         assert!(datagrams <= scenario.sender.window_datagrams);
         assert!(bytes <= scenario.sender.window_bytes);
@@ -428,6 +447,7 @@ fn run(scenario: &Scenario) -> Outcome {
     outcome.repairs = stats.repairs_multicast + stats.repairs_unicast;
     outcome.parity_sent = stats.parity_sent;
     outcome.virtual_time = now - start;
+    outcome.writable_events = writable_events;
     outcome
 }
 
@@ -584,6 +604,33 @@ fn many_small_objects_through_a_small_window() {
         scenario.objects = (0..200).map(|i| (i * 37) % 3000).collect();
         let outcome = run(&scenario);
         check(&scenario, &outcome);
+        assert!(
+            outcome.writable_events > 0,
+            "the window filled and reopened"
+        );
+    }
+}
+
+#[test]
+fn a_receiver_whose_reports_are_cut_is_abandoned_but_still_receives() {
+    for seed in 0..10 {
+        let mut scenario = Scenario::new(seed);
+        scenario.receivers = 3;
+        scenario.loss = LossModel::Random(0.02);
+        scenario.objects = vec![50_000; 6];
+        scenario.cut = Some((2, Duration::ZERO));
+        scenario.cut_uplink_only = true;
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+        // With no NACKs getting through it can only have what arrived first time, and the
+        // sender, hearing nothing, abandons every object for it.
+        let abandoned = outcome
+            .sender_abandoned
+            .iter()
+            .filter(|(r, _)| *r == 2)
+            .count();
+        assert_eq!(abandoned, 6, "seed {seed}");
+        assert!(outcome.sender_delivered.iter().all(|(r, _)| *r != 2));
     }
 }
 
