@@ -4,18 +4,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::io::{DatagramIo, SendOutcome, sleep_until};
+use super::io::{DatagramIo, DriverSocket, sleep_until};
 use super::{
     BindError, DriverClosed, ImpairmentConfig, MulticastSocketConfig, SocketError, SocketStats,
     receiver_sockets,
 };
-use crate::multicast::proto::{
-    self, GroupKey, ReceiverConfig, ReceiverEvent, ReceiverKey, Transmit,
-};
+use crate::multicast::proto::{self, GroupKey, ReceiverConfig, ReceiverEvent, ReceiverKey};
 
 /// How to run a [`MulticastReceiver`].
 #[derive(Debug, Clone)]
@@ -137,24 +134,31 @@ impl MulticastReceiver {
                 group: config.socket.group,
                 source,
             })?;
+        let offload = |source| SocketError::Io {
+            operation: "UDP offload setup",
+            group: config.socket.group,
+            source,
+        };
+        let group_buffers = group.buffers;
+        let group = DriverSocket::new(group.socket).map_err(offload)?;
+        let control = DriverSocket::new(control.socket).map_err(offload)?;
         let core = proto::Receiver::new(config.protocol.clone(), key, Instant::now());
         let (received_tx, received) = mpsc::channel(config.queue_capacity.max(1));
         let (commands, command_rx) = mpsc::channel(16);
         let driver = ReceiverDriver {
             core,
-            group: group.socket,
-            control: control.socket,
+            group,
+            control,
             io: DatagramIo::new(
                 config.impairment,
                 SocketStats {
-                    buffers: group.buffers,
+                    buffers: group_buffers,
                     ..SocketStats::default()
                 },
             ),
             commands: command_rx,
             received: received_tx,
             undelivered: None,
-            blocked: None,
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
@@ -206,15 +210,14 @@ impl Drop for MulticastReceiver {
 
 struct ReceiverDriver {
     core: proto::Receiver,
-    group: UdpSocket,
-    control: UdpSocket,
+    group: DriverSocket,
+    control: DriverSocket,
     io: DatagramIo,
     commands: mpsc::Receiver<Command>,
     received: mpsc::Sender<Received>,
     /// An event the application's full queue could not take yet. While it waits, the group
     /// is not read: that is how a slow application slows the sender down.
     undelivered: Option<Received>,
-    blocked: Option<Transmit>,
 }
 
 impl ReceiverDriver {
@@ -239,7 +242,7 @@ impl ReceiverDriver {
                     }
                     None
                 }
-                readable = self.group.readable(), if reading => {
+                readable = self.group.socket.readable(), if reading => {
                     if readable.is_ok() {
                         let core = &mut self.core;
                         self.io.read_ready(&self.group, |from, datagram| {
@@ -248,7 +251,7 @@ impl ReceiverDriver {
                     }
                     None
                 }
-                readable = self.control.readable(), if reading => {
+                readable = self.control.socket.readable(), if reading => {
                     if readable.is_ok() {
                         let core = &mut self.core;
                         self.io.read_ready(&self.control, |from, datagram| {
@@ -258,7 +261,7 @@ impl ReceiverDriver {
                     None
                 }
                 // Only wakes the loop, whose flush retries the blocked datagram.
-                _ = self.control.writable(), if self.blocked.is_some() => None,
+                _ = self.control.socket.writable(), if self.io.is_blocked() => None,
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.core.handle_timeout(Instant::now());
                     None
@@ -320,25 +323,15 @@ impl ReceiverDriver {
     /// NACKs and status reports go out of the control socket, so the sender's answers come
     /// back to it rather than to the shared group port.
     fn flush(&mut self) {
-        loop {
-            let transmit = match self.blocked.take() {
-                Some(transmit) => transmit,
-                None => match self.core.poll_transmit(Instant::now()) {
-                    Some(transmit) => transmit,
-                    None => return,
-                },
-            };
-            let proto::Destination::Unicast(destination) = transmit.destination else {
+        let core = &mut self.core;
+        self.io.flush(&self.control, || {
+            loop {
+                let transmit = core.poll_transmit(Instant::now())?;
                 // A receiver has nothing to say to the whole group.
-                continue;
-            };
-            if let SendOutcome::WouldBlock =
-                self.io
-                    .try_send(&self.control, destination, &transmit.payload)
-            {
-                self.blocked = Some(transmit);
-                return;
+                if let proto::Destination::Unicast(destination) = transmit.destination {
+                    return Some((destination, transmit.payload));
+                }
             }
-        }
+        });
     }
 }

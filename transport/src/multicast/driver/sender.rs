@@ -5,18 +5,17 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryHandle, DeliveryOutcome, DeliveryTracker};
-use super::io::{DatagramIo, SendOutcome, sleep_until};
+use super::io::{DatagramIo, DriverSocket, sleep_until};
 use super::{
     BindError, DriverClosed, ImpairmentConfig, MulticastSendError, MulticastSocketConfig,
     SocketError, SocketStats, sender_socket,
 };
 use crate::multicast::proto::{
-    self, Destination, GroupKey, ReceiverKey, SenderConfig, SenderEvent, Transmit,
+    self, Destination, GroupKey, ReceiverKey, SenderConfig, SenderEvent,
 };
 
 /// The transmit window [`MulticastSenderConfig::new`] sets: 4 MiB, which the default
@@ -132,6 +131,11 @@ impl MulticastSender {
                 group: config.socket.group,
                 source,
             })?;
+        let socket = DriverSocket::new(bound.socket).map_err(|source| SocketError::Io {
+            operation: "UDP offload setup",
+            group: config.socket.group,
+            source,
+        })?;
         let core = proto::Sender::new(
             config.protocol.clone(),
             config.session_id,
@@ -142,7 +146,7 @@ impl MulticastSender {
         let (commands, command_rx) = mpsc::channel(64);
         let driver = SenderDriver {
             core,
-            socket: bound.socket,
+            socket,
             group: config.socket.group,
             io: DatagramIo::new(
                 config.impairment,
@@ -155,7 +159,6 @@ impl MulticastSender {
             receivers: BTreeSet::new(),
             tracker: DeliveryTracker::default(),
             waiting_for_window: VecDeque::new(),
-            blocked: None,
             closing: None,
         };
         let task = tokio::spawn(driver.run());
@@ -229,7 +232,7 @@ impl MulticastSender {
 
 struct SenderDriver {
     core: proto::Sender,
-    socket: UdpSocket,
+    socket: DriverSocket,
     group: SocketAddr,
     io: DatagramIo,
     commands: mpsc::Receiver<Command>,
@@ -238,8 +241,6 @@ struct SenderDriver {
     tracker: DeliveryTracker,
     /// Sends that met a full window, retried in order when the core says it is writable.
     waiting_for_window: VecDeque<Command>,
-    /// A datagram the kernel would not take yet.
-    blocked: Option<Transmit>,
     /// Set by `close` (or when every handle is gone): answer and stop once nothing is pending.
     closing: Option<Option<oneshot::Sender<MulticastSenderStats>>>,
 }
@@ -252,7 +253,7 @@ impl SenderDriver {
             if self.closing.is_some()
                 && self.tracker.outstanding() == 0
                 && self.waiting_for_window.is_empty()
-                && self.blocked.is_none()
+                && !self.io.is_blocked()
             {
                 let stats = self.stats();
                 if let Some(Some(reply)) = self.closing.take() {
@@ -272,7 +273,7 @@ impl SenderDriver {
                         None
                     }
                 },
-                readable = self.socket.readable() => {
+                readable = self.socket.socket.readable() => {
                     if readable.is_ok() {
                         let core = &mut self.core;
                         self.io.read_ready(&self.socket, |from, datagram| {
@@ -282,7 +283,7 @@ impl SenderDriver {
                     None
                 }
                 // Only wakes the loop, whose flush retries the blocked datagram.
-                _ = self.socket.writable(), if self.blocked.is_some() => None,
+                _ = self.socket.socket.writable(), if self.io.is_blocked() => None,
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.core.handle_timeout(Instant::now());
                     None
@@ -390,29 +391,15 @@ impl SenderDriver {
 
     /// Hands the core's datagrams to the socket until it has none or the socket is full.
     fn flush(&mut self) {
-        loop {
-            let transmit = match self.blocked.take() {
-                Some(transmit) => transmit,
-                None => match self.core.poll_transmit(Instant::now()) {
-                    Some(transmit) => transmit,
-                    None => return,
-                },
-            };
+        let (core, group) = (&mut self.core, self.group);
+        self.io.flush(&self.socket, || {
+            let transmit = core.poll_transmit(Instant::now())?;
             let destination = match transmit.destination {
-                Destination::Group => self.group,
+                Destination::Group => group,
                 Destination::Unicast(address) => address,
             };
-            match self
-                .io
-                .try_send(&self.socket, destination, &transmit.payload)
-            {
-                SendOutcome::Done => {}
-                SendOutcome::WouldBlock => {
-                    self.blocked = Some(transmit);
-                    return;
-                }
-            }
-        }
+            Some((destination, transmit.payload))
+        });
     }
 
     fn stats(&self) -> MulticastSenderStats {
