@@ -183,6 +183,61 @@ impl NackScheduler {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_bounds_and_varies() {
+        let config = ReceiverConfig::default();
+        let mut jitter = Jitter::new(7);
+        let rtt = Duration::from_millis(20);
+        let waits: Vec<Duration> = (0..1000)
+            .map(|_| backoff(&config, rtt, &mut jitter))
+            .collect();
+        assert!(waits.iter().all(|w| *w >= config.nack_backoff_min));
+        assert!(waits.iter().all(|w| *w <= config.nack_backoff_min + rtt));
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 900);
+    }
+
+    #[test]
+    fn due_gaps_travel_as_ranges_and_retry_until_given_up() {
+        let config = ReceiverConfig {
+            max_nack_retries: 2,
+            ..ReceiverConfig::default()
+        };
+        let mut jitter = Jitter::new(1);
+        let mut nacks = NackScheduler::new();
+        let now = Instant::now();
+        for seq in [3, 4, 5, 9] {
+            nacks.insert(seq, now, Duration::ZERO);
+        }
+        let rtt = Duration::from_millis(1);
+        let ranges = nacks.take_due(now, &config, rtt, &mut jitter);
+        assert_eq!(
+            ranges,
+            vec![SeqRange { first: 3, len: 3 }, SeqRange { first: 9, len: 1 }]
+        );
+        assert!(
+            nacks.take_due(now, &config, rtt, &mut jitter).is_empty(),
+            "not due again yet"
+        );
+        assert_eq!(nacks.remove(4), Filled::AfterNack);
+        let later = now + Duration::from_millis(50);
+        assert_eq!(nacks.take_due(later, &config, rtt, &mut jitter).len(), 3);
+        let much_later = later + Duration::from_millis(50);
+        assert!(
+            nacks
+                .take_due(much_later, &config, rtt, &mut jitter)
+                .is_empty(),
+            "out of retries"
+        );
+        assert_eq!(nacks.take_expired(much_later, &config), vec![3, 5, 9]);
+        assert_eq!(nacks.len(), 0);
+    }
+}
+
 /// The first-NACK wait: uniform in `[min, min + factor * rtt]`, capped at `max`.
 pub(crate) fn backoff(
     config: &ReceiverConfig,

@@ -67,3 +67,46 @@ impl TokenBucket {
         self.refilled_at + Duration::from_micros(micros.clamp(0, i128::from(u32::MAX)) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paces_at_the_rate_after_the_burst() {
+        let start = Instant::now();
+        let limit = RateLimit {
+            bytes_per_second: 1_000_000,
+            burst: 10_000,
+        };
+        let mut bucket = TokenBucket::new(limit, start);
+        let mut sent = 0u64;
+        let mut now = start;
+        // One simulated second in steps of 100 us, 1000-byte datagrams.
+        for _ in 0..10_000 {
+            while bucket.try_take(1000, now) {
+                sent += 1000;
+            }
+            now += Duration::from_micros(100);
+        }
+        // The burst, then the rate (within one datagram of debt).
+        assert!(sent <= 10_000 + 1_000_000 + 1000, "{sent}");
+        assert!(sent >= 1_000_000, "{sent}");
+        assert!(bucket.ready_at() > now - Duration::from_micros(100));
+    }
+
+    #[test]
+    fn take_all_refuses_what_is_not_there() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                bytes_per_second: 1000,
+                burst: 1500,
+            },
+            start,
+        );
+        assert!(bucket.try_take_all(1500, start));
+        assert!(!bucket.try_take_all(1, start));
+        assert!(bucket.try_take_all(1000, start + Duration::from_secs(1)));
+    }
+}

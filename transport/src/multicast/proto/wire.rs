@@ -14,7 +14,10 @@
 //! end-16 16    authentication tag
 //! ```
 //!
-//! The nonce is the key id followed by the packet number (12 bytes). Bodies by type:
+//! The nonce is the key id followed by the packet number (12 bytes). The AEAD key is never a
+//! secret as handed over: it is HKDF-SHA256 of the secret with the salt
+//! `replicast multicast v1` and the info `"group" | "receiver"`, session id, key id (see
+//! `crypto`). Bodies by type:
 //!
 //! ```text
 //! 1 Data / 2 Repair (sender -> group, or -> one receiver for a unicast repair)
