@@ -183,6 +183,16 @@ impl NackScheduler {
     }
 }
 
+/// The first-NACK wait: uniform in `[min, min + factor * rtt]`, capped at `max`.
+pub(crate) fn backoff(
+    config: &ReceiverConfig,
+    group_rtt: Duration,
+    jitter: &mut Jitter,
+) -> Duration {
+    let spread = group_rtt.mul_f64(config.nack_backoff_rtt_factor.max(0.0) * jitter.unit());
+    (config.nack_backoff_min + spread).min(config.nack_backoff_max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,14 +246,4 @@ mod tests {
         assert_eq!(nacks.take_expired(much_later, &config), vec![3, 5, 9]);
         assert_eq!(nacks.len(), 0);
     }
-}
-
-/// The first-NACK wait: uniform in `[min, min + factor * rtt]`, capped at `max`.
-pub(crate) fn backoff(
-    config: &ReceiverConfig,
-    group_rtt: Duration,
-    jitter: &mut Jitter,
-) -> Duration {
-    let spread = group_rtt.mul_f64(config.nack_backoff_rtt_factor.max(0.0) * jitter.unit());
-    (config.nack_backoff_min + spread).min(config.nack_backoff_max)
 }
