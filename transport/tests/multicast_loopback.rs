@@ -8,9 +8,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use replicast_transport::multicast::driver::{
-    DeliveryOutcome, DeliveryReport, ImpairmentConfig, MulticastInterface, MulticastReceiver,
-    MulticastReceiverConfig, MulticastSender, MulticastSenderConfig, MulticastSocketConfig,
-    Received,
+    BindError, DeliveryOutcome, DeliveryReport, ImpairmentConfig, MulticastInterface,
+    MulticastReceiver, MulticastReceiverConfig, MulticastSender, MulticastSenderConfig,
+    MulticastSocketConfig, Received,
 };
 use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
 
@@ -291,4 +291,23 @@ async fn a_receiver_that_stops_reading_is_abandoned_while_the_others_get_everyth
     tokio::time::timeout(TEST_BOUND, run)
         .await
         .expect("finished within the bound");
+}
+
+#[tokio::test]
+async fn datagrams_larger_than_the_interface_mtu_are_refused_at_bind() {
+    let interface = MulticastInterface::Name(ipv6_test_interface());
+    let mtu = interface.mtu().expect("the interface's MTU is readable");
+    let socket = MulticastSocketConfig::new("[ff01::1:2]:40000".parse().expect("literal address"))
+        .with_interface(interface);
+    let mut config = MulticastSenderConfig::new(socket, 1);
+    config.protocol.max_datagram_size = mtu;
+    match MulticastSender::bind(config, group_key(1)) {
+        Err(BindError::DatagramTooLarge {
+            needed, mtu: got, ..
+        }) => {
+            assert_eq!(got, mtu);
+            assert_eq!(needed, mtu + 48);
+        }
+        other => panic!("expected DatagramTooLarge, got {other:?}"),
+    }
 }

@@ -52,6 +52,21 @@ pub enum BindError {
     /// The protocol configuration is inconsistent.
     #[error("invalid multicast protocol configuration: {0}")]
     Config(#[source] crate::multicast::proto::ConfigError),
+    /// Datagrams of the configured size do not fit the interface's MTU. They are sent with
+    /// don't-fragment set, so every one would be refused.
+    #[error(
+        "datagrams of {datagram_size} bytes need an MTU of {needed}, but {interface:?} has {mtu}"
+    )]
+    DatagramTooLarge {
+        /// `SenderConfig::max_datagram_size`.
+        datagram_size: usize,
+        /// The MTU that size needs (IP and UDP headers included).
+        needed: usize,
+        /// The interface.
+        interface: MulticastInterface,
+        /// Its MTU.
+        mtu: usize,
+    },
 }
 
 /// The driver's task has stopped (closed, or its runtime shut down).

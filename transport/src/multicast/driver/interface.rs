@@ -55,6 +55,36 @@ impl MulticastInterface {
     }
 }
 
+impl MulticastInterface {
+    /// The interface's MTU, where the system tells it (Linux: `/sys/class/net/<name>/mtu`).
+    pub fn mtu(&self) -> Option<usize> {
+        let name = match self {
+            Self::Loopback => "lo".to_owned(),
+            Self::Name(name) => name.clone(),
+            Self::Index(index) => name_of(*index)?,
+            Self::Address(_) => return None,
+        };
+        std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// The name of the interface with index `index`.
+fn name_of(index: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes the call may write, and outlives it.
+    let found = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    name.to_str().ok().map(str::to_owned)
+}
+
 /// The index of the interface called `name`.
 pub(crate) fn index_of(name: &str) -> Result<u32, SocketError> {
     let unknown = || SocketError::UnknownInterface {
@@ -80,6 +110,14 @@ mod tests {
         let resolved = MulticastInterface::Loopback.resolve().unwrap();
         assert_eq!(resolved.ipv4, Some(Ipv4Addr::LOCALHOST));
         assert_ne!(resolved.index, 0);
+    }
+
+    #[test]
+    fn loopback_mtu_is_known_and_index_names_round_trip() {
+        let mtu = MulticastInterface::Loopback.mtu().unwrap();
+        assert!(mtu >= 1280, "{mtu}");
+        let index = index_of("lo").unwrap();
+        assert_eq!(MulticastInterface::Index(index).mtu(), Some(mtu));
     }
 
     #[test]

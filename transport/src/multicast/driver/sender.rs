@@ -122,6 +122,7 @@ impl MulticastSender {
     /// Opens the sender's socket and starts the protocol with `group_key` as the current
     /// epoch's key. Must be called within a tokio runtime.
     pub fn bind(config: MulticastSenderConfig, group_key: GroupKey) -> Result<Self, BindError> {
+        check_mtu(&config)?;
         let bound = sender_socket(&config.socket)?;
         let local_addr = bound
             .socket
@@ -227,6 +228,25 @@ impl MulticastSender {
 
     async fn command(&self, command: Command) -> Result<(), DriverClosed> {
         self.commands.send(command).await.map_err(|_| DriverClosed)
+    }
+}
+
+/// Refuses a datagram size the interface cannot carry unfragmented (when its MTU is known).
+fn check_mtu(config: &MulticastSenderConfig) -> Result<(), BindError> {
+    let headers = if config.socket.group.is_ipv4() {
+        20 + 8
+    } else {
+        40 + 8
+    };
+    let needed = config.protocol.max_datagram_size + headers;
+    match config.socket.interface.mtu() {
+        Some(mtu) if mtu < needed => Err(BindError::DatagramTooLarge {
+            datagram_size: config.protocol.max_datagram_size,
+            needed,
+            interface: config.socket.interface.clone(),
+            mtu,
+        }),
+        _ => Ok(()),
     }
 }
 
