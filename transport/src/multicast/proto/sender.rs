@@ -718,7 +718,11 @@ impl Sender {
             next_seq: self.send_cursor,
             window_low: self.window.base(),
             timestamp_us: self.micros_since_start(now).max(1),
-            group_rtt_us: u32::try_from(self.group_rtt.as_micros()).unwrap_or(u32::MAX),
+            // Receivers time their NACK retries by this: a repair comes back after the round
+            // trip and the coalescing wait, so announcing the bare RTT would make them NACK
+            // again before the first repair could arrive.
+            group_rtt_us: u32::try_from((self.group_rtt + self.config.nack_coalescing).as_micros())
+                .unwrap_or(u32::MAX),
             fec_block: self.config.fec.map_or(0, |fec| fec.block_size),
             fec_parity: self.config.fec.map_or(0, |fec| fec.parity),
             objects,

@@ -27,7 +27,8 @@
 //!     next_seq u64      every seq below it has been sent
 //!     window_low u64    seqs below it are no longer kept by the sender
 //!     timestamp_us u64  sender clock, echoed in Status for the RTT
-//!     group_rtt_us u32  the RTT receivers scale their NACK backoff with
+//!     group_rtt_us u32  the group RTT plus the sender's NACK coalescing wait: how long a
+//!                       repair takes to come back, which receivers scale NACK timers by
 //!     fec_block u16, fec_parity u16: the parity layout (0, 0 without parity repair)
 //!     count u16, then count x (object_id u64, first_seq u64, fragment_count u32):
 //!                       the most recent objects, so a receiver learns of an object whose
