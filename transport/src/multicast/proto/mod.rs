@@ -20,8 +20,14 @@
 //! [`GroupKey`] of the current epoch, receiver control datagrams under the receiver's own
 //! [`ReceiverKey`].
 //!
-//! Notes for the driver: control datagrams (NACKs, status) go by unicast to the address that
-//! the sender's datagrams came from; `stats()` returns a reference (the stats are `Copy`).
+//! - Optional parity ([`FecConfig`], XOR, interleaved): one parity datagram to the group
+//!   repairs different losses at different receivers.
+//!
+//! Notes for the driver (additions to the agreed contract, nothing renamed): control
+//! datagrams (NACKs, status) go by unicast to the address that the sender's datagrams came
+//! from; `stats()` returns a reference (the stats are `Copy`); [`Sender::buffered`],
+//! [`Receiver::reassembly_bytes`] and [`Receiver::missing_datagrams`] expose the memory in
+//! use; [`crypto::PacketKey`] seals datagrams for tools and tests.
 //!
 //! ```
 //! use std::time::Instant;
