@@ -8,9 +8,12 @@
 //! - [`multicast`]: reliable UDP multicast fan-out with NACK-based repair, encrypted per key
 //!   epoch, as a sans-IO protocol core ([`multicast::proto`]) and a tokio driver
 //!   ([`multicast::driver`]).
+//! - [`fanout`]: one call hands an object to a set of replicas by unicast, multicast or
+//!   both, and resolves per replica.
 //! - [`netem`] (feature `netem`, on by default): in-process WAN emulation at the UDP socket.
 #![warn(missing_docs)]
 
+pub mod fanout;
 pub mod multicast;
 #[cfg(feature = "netem")]
 pub mod netem;

@@ -1,0 +1,447 @@
+//! The replica's side of digest matching, as a plain state machine: multicast objects and
+//! digest announcements arrive in either order and are paired here; delivery to the
+//! application happens once per (writer, object) whichever path brought it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+
+use bytes::Bytes;
+
+use super::wire::{Expectation, Verdict, digest};
+
+/// A multicast object is known by its session and its id on the group.
+pub type MulticastKey = (u64, u64);
+
+/// Bounds of a [`Matcher`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatcherLimits {
+    /// Bytes of multicast objects kept while no announcement claims them; the oldest go first.
+    pub buffered_bytes: usize,
+    /// Objects remembered as delivered (so a second copy is not delivered again) and
+    /// multicast objects remembered as lost.
+    pub remembered: usize,
+}
+
+impl Default for MatcherLimits {
+    fn default() -> Self {
+        Self {
+            buffered_bytes: 64 << 20,
+            remembered: 1 << 16,
+        }
+    }
+}
+
+/// Counters of a [`Matcher`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatcherStats {
+    /// Multicast objects whose bytes matched their announced digest.
+    pub verified: u64,
+    /// Multicast objects whose bytes did not match (forged or corrupt), discarded.
+    pub mismatched: u64,
+    /// Announced objects the multicast receiver gave up on.
+    pub lost: u64,
+    /// Multicast objects dropped unclaimed to stay within the buffer bound.
+    pub evicted: u64,
+    /// Copies of objects already delivered (not delivered again).
+    pub duplicates: u64,
+}
+
+/// A set remembering the last `capacity` values inserted.
+#[derive(Debug)]
+struct Recent<T> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+    capacity: usize,
+}
+
+impl<T: Hash + Eq + Clone> Recent<T> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Inserts `value`; false if it was already there.
+    fn insert(&mut self, value: T) -> bool {
+        if !self.set.insert(value.clone()) {
+            return false;
+        }
+        self.order.push_back(value);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, value: &T) -> bool {
+        self.set.contains(value)
+    }
+}
+
+struct Waiter<T> {
+    token: T,
+    writer: String,
+    expectation: Expectation,
+}
+
+/// An object to hand to the application, the first time it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The writer's node name.
+    pub writer: String,
+    /// The application's id of the object.
+    pub object_id: u64,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+/// What became of an announcement or an arrival: verdicts to answer (by the caller's token)
+/// and at most one object to deliver.
+#[derive(Debug)]
+pub struct Resolved<T> {
+    /// Announcements now settled.
+    pub verdicts: Vec<(T, Verdict)>,
+    /// An object to deliver, if this was its first arrival.
+    pub delivery: Option<Delivery>,
+}
+
+impl<T> Default for Resolved<T> {
+    fn default() -> Self {
+        Self {
+            verdicts: Vec::new(),
+            delivery: None,
+        }
+    }
+}
+
+/// Pairs multicast objects with the digests announced over QUIC, and delivers each object
+/// once. `T` is the caller's token for a waiting announcement (for example a request id).
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicast_transport::fanout::matching::{Matcher, MatcherLimits};
+/// use replicast_transport::fanout::wire::{Expectation, Verdict, digest};
+///
+/// let mut matcher: Matcher<u32> = Matcher::new(MatcherLimits::default());
+/// let bytes = Bytes::from_static(b"object");
+/// let expectation = Expectation {
+///     session_id: 1, multicast_id: 5, object_id: 77, len: 6, digest: digest(&bytes),
+/// };
+/// // The announcement comes first and waits ...
+/// assert!(matcher.expect(0, "writer", expectation).verdicts.is_empty());
+/// // ... until the bytes arrive and match.
+/// let resolved = matcher.multicast_arrived((1, 5), bytes);
+/// assert_eq!(resolved.verdicts, vec![(0, Verdict::Verified)]);
+/// assert_eq!(resolved.delivery.map(|d| d.object_id), Some(77));
+/// ```
+pub struct Matcher<T> {
+    limits: MatcherLimits,
+    buffered: HashMap<MulticastKey, Bytes>,
+    buffer_order: VecDeque<MulticastKey>,
+    buffered_bytes: usize,
+    waiting: HashMap<MulticastKey, Vec<Waiter<T>>>,
+    lost: Recent<MulticastKey>,
+    delivered: Recent<(String, u64)>,
+    stats: MatcherStats,
+}
+
+impl<T> std::fmt::Debug for Matcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Matcher")
+            .field("buffered", &self.buffered.len())
+            .field("waiting", &self.waiting.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: PartialEq> Matcher<T> {
+    /// An empty matcher.
+    pub fn new(limits: MatcherLimits) -> Self {
+        Self {
+            limits,
+            buffered: HashMap::new(),
+            buffer_order: VecDeque::new(),
+            buffered_bytes: 0,
+            waiting: HashMap::new(),
+            lost: Recent::new(limits.remembered),
+            delivered: Recent::new(limits.remembered),
+            stats: MatcherStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> MatcherStats {
+        self.stats
+    }
+
+    /// An announcement from `writer`: settled at once if the bytes (or their loss) are
+    /// known, otherwise it waits under `token` until [`multicast_arrived`](Self::multicast_arrived),
+    /// [`multicast_lost`](Self::multicast_lost) or [`cancel`](Self::cancel).
+    pub fn expect(&mut self, token: T, writer: &str, expectation: Expectation) -> Resolved<T> {
+        let key = (expectation.session_id, expectation.multicast_id);
+        let mut resolved = Resolved::default();
+        if let Some(bytes) = self.take_buffered(key) {
+            let verdict = self.check(writer, &expectation, bytes, &mut resolved);
+            resolved.verdicts.push((token, verdict));
+        } else if self.lost.contains(&key) {
+            self.stats.lost += 1;
+            resolved.verdicts.push((token, Verdict::Lost));
+        } else {
+            self.waiting.entry(key).or_default().push(Waiter {
+                token,
+                writer: writer.to_owned(),
+                expectation,
+            });
+        }
+        resolved
+    }
+
+    /// A multicast object arrived whole: settle the announcements waiting for it, or keep it
+    /// until one comes.
+    pub fn multicast_arrived(&mut self, key: MulticastKey, bytes: Bytes) -> Resolved<T> {
+        let mut resolved = Resolved::default();
+        match self.waiting.remove(&key) {
+            Some(waiters) => {
+                for waiter in waiters {
+                    let verdict = self.check(
+                        &waiter.writer,
+                        &waiter.expectation,
+                        bytes.clone(),
+                        &mut resolved,
+                    );
+                    resolved.verdicts.push((waiter.token, verdict));
+                }
+            }
+            None => self.buffer(key, bytes),
+        }
+        resolved
+    }
+
+    /// The multicast receiver gave up on an object.
+    pub fn multicast_lost(&mut self, key: MulticastKey) -> Resolved<T> {
+        let mut resolved = Resolved::default();
+        match self.waiting.remove(&key) {
+            Some(waiters) => {
+                for waiter in waiters {
+                    self.stats.lost += 1;
+                    resolved.verdicts.push((waiter.token, Verdict::Lost));
+                }
+            }
+            None => {
+                self.lost.insert(key);
+            }
+        }
+        resolved
+    }
+
+    /// Withdraws a waiting announcement (its answer timed out); true if it was waiting.
+    pub fn cancel(&mut self, key: MulticastKey, token: &T) -> bool {
+        let Some(waiters) = self.waiting.get_mut(&key) else {
+            return false;
+        };
+        let before = waiters.len();
+        waiters.retain(|waiter| waiter.token != *token);
+        let removed = waiters.len() < before;
+        if waiters.is_empty() {
+            self.waiting.remove(&key);
+        }
+        removed
+    }
+
+    /// An object that arrived by unicast (its integrity checked by the QUIC link): the
+    /// delivery, if it is the first copy.
+    pub fn unicast_arrived(
+        &mut self,
+        writer: &str,
+        object_id: u64,
+        data: Bytes,
+    ) -> Option<Delivery> {
+        self.deliver(writer, object_id, data)
+    }
+
+    fn check(
+        &mut self,
+        writer: &str,
+        expectation: &Expectation,
+        bytes: Bytes,
+        resolved: &mut Resolved<T>,
+    ) -> Verdict {
+        if bytes.len() as u64 != expectation.len || digest(&bytes) != expectation.digest {
+            self.stats.mismatched += 1;
+            return Verdict::Mismatch;
+        }
+        self.stats.verified += 1;
+        if let Some(delivery) = self.deliver(writer, expectation.object_id, bytes) {
+            resolved.delivery = Some(delivery);
+        }
+        Verdict::Verified
+    }
+
+    fn deliver(&mut self, writer: &str, object_id: u64, data: Bytes) -> Option<Delivery> {
+        if self.delivered.insert((writer.to_owned(), object_id)) {
+            Some(Delivery {
+                writer: writer.to_owned(),
+                object_id,
+                data,
+            })
+        } else {
+            self.stats.duplicates += 1;
+            None
+        }
+    }
+
+    fn buffer(&mut self, key: MulticastKey, bytes: Bytes) {
+        if bytes.len() > self.limits.buffered_bytes {
+            self.stats.evicted += 1;
+            return;
+        }
+        self.buffered_bytes += bytes.len();
+        if let Some(old) = self.buffered.insert(key, bytes) {
+            // A second copy under the same key replaces the first; only its size counts.
+            self.buffered_bytes -= old.len();
+        } else {
+            self.buffer_order.push_back(key);
+        }
+        while self.buffered_bytes > self.limits.buffered_bytes
+            || self.buffer_order.len() > self.limits.remembered
+        {
+            let Some(oldest) = self.buffer_order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.buffered.remove(&oldest) {
+                self.buffered_bytes -= old.len();
+                self.stats.evicted += 1;
+            }
+        }
+    }
+
+    fn take_buffered(&mut self, key: MulticastKey) -> Option<Bytes> {
+        let bytes = self.buffered.remove(&key)?;
+        self.buffered_bytes -= bytes.len();
+        // The order queue keeps the key; eviction skips keys no longer buffered.
+        Some(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expectation(multicast_id: u64, object_id: u64, bytes: &[u8]) -> Expectation {
+        Expectation {
+            session_id: 1,
+            multicast_id,
+            object_id,
+            len: bytes.len() as u64,
+            digest: digest(bytes),
+        }
+    }
+
+    #[test]
+    fn bytes_first_then_announcement() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        assert!(
+            matcher
+                .multicast_arrived((1, 3), Bytes::from_static(b"abc"))
+                .verdicts
+                .is_empty()
+        );
+        let resolved = matcher.expect(9, "w", expectation(3, 30, b"abc"));
+        assert_eq!(resolved.verdicts, vec![(9, Verdict::Verified)]);
+        assert_eq!(
+            resolved.delivery.map(|d| d.data),
+            Some(Bytes::from_static(b"abc"))
+        );
+    }
+
+    #[test]
+    fn forged_bytes_are_refused_and_not_delivered() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        matcher.multicast_arrived((1, 3), Bytes::from_static(b"evil"));
+        let resolved = matcher.expect(1, "w", expectation(3, 30, b"good"));
+        assert_eq!(resolved.verdicts, vec![(1, Verdict::Mismatch)]);
+        assert!(resolved.delivery.is_none());
+        assert_eq!(matcher.stats().mismatched, 1);
+        // The right bytes by unicast are then delivered.
+        assert!(
+            matcher
+                .unicast_arrived("w", 30, Bytes::from_static(b"good"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_object_is_delivered_once_whichever_path_brings_it() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        assert!(
+            matcher
+                .unicast_arrived("w", 30, Bytes::from_static(b"x"))
+                .is_some()
+        );
+        matcher.expect(1, "w", expectation(3, 30, b"x"));
+        let resolved = matcher.multicast_arrived((1, 3), Bytes::from_static(b"x"));
+        assert_eq!(resolved.verdicts, vec![(1, Verdict::Verified)]);
+        assert!(resolved.delivery.is_none());
+        assert!(
+            matcher
+                .unicast_arrived("w", 30, Bytes::from_static(b"x"))
+                .is_none()
+        );
+        assert_eq!(matcher.stats().duplicates, 2);
+        // Another writer's object 30 is another object.
+        assert!(
+            matcher
+                .unicast_arrived("v", 30, Bytes::from_static(b"x"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn loss_settles_waiting_and_later_announcements() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        matcher.expect(1, "w", expectation(3, 30, b"x"));
+        assert_eq!(
+            matcher.multicast_lost((1, 3)).verdicts,
+            vec![(1, Verdict::Lost)]
+        );
+        matcher.multicast_lost((1, 4));
+        let resolved = matcher.expect(2, "w", expectation(4, 40, b"y"));
+        assert_eq!(resolved.verdicts, vec![(2, Verdict::Lost)]);
+    }
+
+    #[test]
+    fn cancelled_announcements_are_not_answered() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        matcher.expect(1, "w", expectation(3, 30, b"x"));
+        assert!(matcher.cancel((1, 3), &1));
+        assert!(!matcher.cancel((1, 3), &1));
+        let resolved = matcher.multicast_arrived((1, 3), Bytes::from_static(b"x"));
+        assert!(resolved.verdicts.is_empty());
+    }
+
+    #[test]
+    fn unclaimed_bytes_are_bounded() {
+        let mut matcher = Matcher::new(MatcherLimits {
+            buffered_bytes: 10,
+            remembered: 100,
+        });
+        for id in 0..5 {
+            matcher.multicast_arrived((1, id), Bytes::from(vec![0; 4]));
+        }
+        assert_eq!(matcher.stats().evicted, 3);
+        // The oldest are gone: announcing one waits instead of matching.
+        assert!(
+            matcher
+                .expect(1, "w", expectation(0, 1, &[0; 4]))
+                .verdicts
+                .is_empty()
+        );
+        let resolved = matcher.expect(2, "w", expectation(4, 2, &[0; 4]));
+        assert_eq!(resolved.verdicts, vec![(2, Verdict::Verified)]);
+    }
+}

@@ -1,0 +1,47 @@
+//! The fan-out API: one call hands an object to a set of replicas, by unicast over each
+//! replica's QUIC link, by one multicast send to the group, or both, and returns a handle
+//! that resolves per replica.
+//!
+//! - [`Fanout`] is the writer. [`Fanout::send`] / [`Fanout::send_to`] return a
+//!   [`FanoutHandle`] whose outcomes are [`ReplicaOutcome::Delivered`] (with the time and the
+//!   [`DeliveryPath`]) or [`ReplicaOutcome::Failed`] (with a [`DeliveryFailure`]).
+//! - [`FanoutReceiver`] is the replica: it serves the writer's requests on its QUIC endpoint,
+//!   runs a multicast receiver per writer session, and yields every object once, whichever
+//!   path brought it.
+//! - [`Strategy`] picks the path: `Unicast`, `Multicast` or `Auto`. Under `Auto` the
+//!   per-replica [`ReachabilityTable`] (a plain state machine) sends multicast only to
+//!   replicas that have proven reachable on the group, and a failed multicast delivery
+//!   (lost, abandoned, not received in time, or bytes that do not match their digest) is
+//!   followed by unicast at once, the replica demoted until it proves reachable again
+//!   (a probe, or any later object acknowledged on the group).
+//!
+//! # Why digests travel over QUIC
+//!
+//! Every member of a group holds the group key, so the key proves only that a datagram comes
+//! from *some* member. The writer therefore announces each multicast object's SHA-256 digest
+//! over the replica's authenticated QUIC link ([`wire::Expectation`]), and the replica
+//! acknowledges, on that same link, only bytes that match it ([`matching`]). A forged object
+//! is refused and the replica gets the writer's bytes by unicast.
+//!
+//! # Membership and keys
+//!
+//! The writer hands each replica its membership over the link ([`wire::Membership`]): the
+//! group, the session id, the current epoch's group key and the replica's own receiver key.
+//! When a replica is removed the writer rotates to a new epoch key, hands it to the remaining
+//! replicas only, and then installs it in the sender.
+
+mod error;
+mod handle;
+pub mod matching;
+mod reach;
+mod replica;
+pub mod wire;
+mod writer;
+
+pub use error::{DeliveryFailure, FanoutError};
+pub use handle::{DeliveryPath, FanoutHandle, FanoutReport, ReplicaOutcome};
+pub use reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
+pub use replica::{
+    DeliveredObject, FanoutReceiver, FanoutReceiverConfig, FanoutReceiverStats, ReceivedVia,
+};
+pub use writer::{Fanout, FanoutConfig};

@@ -1,0 +1,465 @@
+//! [`FanoutReceiver`]: the replica's side of a fan-out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, Resolved};
+use super::wire::{
+    ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, UnicastAck, UnicastHeader,
+    Verdict,
+};
+use crate::multicast::driver::{
+    ImpairmentConfig, MulticastInterface, MulticastReceiver, MulticastReceiverConfig,
+    MulticastSocketConfig, Received,
+};
+use crate::multicast::proto::{GroupKey, ReceiverConfig, ReceiverKey};
+use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest};
+
+/// How a [`FanoutReceiver`] runs.
+#[derive(Debug, Clone)]
+pub struct FanoutReceiverConfig {
+    /// The interface to join writers' groups on.
+    pub interface: MulticastInterface,
+    /// The multicast receivers' protocol settings.
+    pub protocol: ReceiverConfig,
+    /// Impairment of every multicast datagram read; tests and benchmarks only.
+    pub impairment: Option<ImpairmentConfig>,
+    /// How long an announced object may take to arrive over the group before the replica
+    /// answers [`Verdict::NotReceived`] (and the writer falls back to unicast).
+    pub expect_timeout: Duration,
+    /// Bounds of the matching of multicast objects with announced digests.
+    pub limits: MatcherLimits,
+}
+
+impl Default for FanoutReceiverConfig {
+    fn default() -> Self {
+        Self {
+            interface: MulticastInterface::Loopback,
+            protocol: ReceiverConfig::default(),
+            impairment: None,
+            expect_timeout: Duration::from_secs(2),
+            limits: MatcherLimits::default(),
+        }
+    }
+}
+
+/// How an object reached this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceivedVia {
+    /// Over the group, its digest verified.
+    Multicast,
+    /// Over the writer's QUIC link.
+    Unicast,
+}
+
+/// An object delivered to the application, once, whichever path brought it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredObject {
+    /// The writer's node name (from its certificate).
+    pub writer: String,
+    /// The application's id of the object.
+    pub object_id: u64,
+    /// Its bytes.
+    pub data: Bytes,
+    /// The path of the first copy.
+    pub via: ReceivedVia,
+}
+
+/// Counters of a [`FanoutReceiver`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutReceiverStats {
+    /// Digest matching (verified, mismatched, lost, evicted, duplicates).
+    pub matching: MatcherStats,
+    /// Announcements answered [`Verdict::NotReceived`].
+    pub not_received: u64,
+    /// Objects received by unicast.
+    pub unicast_objects: u64,
+    /// Probes received over a group (and dropped).
+    pub probes: u64,
+    /// Requests and objects refused (not decodable, or from a peer that is not the writer
+    /// of the session they name).
+    pub refused: u64,
+}
+
+/// One writer session this replica is a member of.
+struct Session {
+    writer: String,
+    commands: mpsc::UnboundedSender<GroupKey>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    config: FanoutReceiverConfig,
+    matcher: Mutex<Matcher<u64>>,
+    sessions: Mutex<HashMap<u64, Session>>,
+    delivered: mpsc::UnboundedSender<DeliveredObject>,
+    next_token: AtomicU64,
+    not_received: AtomicU64,
+    unicast_objects: AtomicU64,
+    probes: AtomicU64,
+    refused: AtomicU64,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is one step, so the state is consistent after a panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The replica's side of a fan-out: it serves the writers' requests arriving on its QUIC
+/// endpoint (membership, keys, digest announcements, unicast objects), runs one multicast
+/// receiver per writer session, pairs multicast objects with their announced digests, and
+/// yields every object to the application exactly once, whichever path brought it.
+///
+/// It takes over the endpoint's incoming work: requests that are not fan-out requests are
+/// refused.
+///
+/// ```no_run
+/// # async fn run(endpoint: replicast_transport::quic::Endpoint) {
+/// use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
+///
+/// let mut replica = FanoutReceiver::start(endpoint, FanoutReceiverConfig::default());
+/// while let Some(object) = replica.recv().await {
+///     println!("{} bytes of object {} from {}", object.data.len(), object.object_id, object.writer);
+/// }
+/// # }
+/// ```
+pub struct FanoutReceiver {
+    shared: Arc<Shared>,
+    delivered: mpsc::UnboundedReceiver<DeliveredObject>,
+    accept: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FanoutReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutReceiver").finish_non_exhaustive()
+    }
+}
+
+impl Drop for FanoutReceiver {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for (_, session) in lock(&self.shared.sessions).drain() {
+            session.task.abort();
+        }
+    }
+}
+
+impl FanoutReceiver {
+    /// Starts serving `endpoint`'s incoming work. Must be called within a tokio runtime.
+    pub fn start(endpoint: Endpoint, config: FanoutReceiverConfig) -> Self {
+        let (delivered_tx, delivered) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            matcher: Mutex::new(Matcher::new(config.limits)),
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            delivered: delivered_tx,
+            next_token: AtomicU64::new(0),
+            not_received: AtomicU64::new(0),
+            unicast_objects: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let accept = tokio::spawn(accept_loop(endpoint, shared.clone()));
+        Self {
+            shared,
+            delivered,
+            accept,
+        }
+    }
+
+    /// The next object delivered; `None` once the receiver has stopped.
+    pub async fn recv(&mut self) -> Option<DeliveredObject> {
+        self.delivered.recv().await
+    }
+
+    /// The next object already delivered, without waiting.
+    pub fn try_recv(&mut self) -> Option<DeliveredObject> {
+        self.delivered.try_recv().ok()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> FanoutReceiverStats {
+        FanoutReceiverStats {
+            matching: lock(&self.shared.matcher).stats(),
+            not_received: self.shared.not_received.load(Ordering::Relaxed),
+            unicast_objects: self.shared.unicast_objects.load(Ordering::Relaxed),
+            probes: self.shared.probes.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops receiving every group without telling the writers, as when a path stops
+    /// carrying multicast: the multicast receivers close their sockets (leaving the groups),
+    /// and announcements keep arriving over QUIC. For tests and fault drills.
+    pub fn stop_multicast(&self) {
+        for session in lock(&self.shared.sessions).values() {
+            session.task.abort();
+        }
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        // One task per request: an announcement waiting for its bytes blocks nothing else.
+        tokio::spawn(async move {
+            match incoming {
+                Incoming::Request(request) => serve_request(&shared, request).await,
+                Incoming::Object(object) => serve_object(&shared, object).await,
+                Incoming::Message(message) => {
+                    tracing::debug!(
+                        "fan-out replica: ignoring a message from {}",
+                        message.peer()
+                    );
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
+    let writer = request.peer().to_owned();
+    let decoded: ControlRequest = match request.decode() {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = request
+                .respond_err(&format!("not a fan-out request: {e}"))
+                .await;
+            return;
+        }
+    };
+    let answer = match decoded {
+        ControlRequest::Join(membership) => match join(shared, &writer, membership).await {
+            Ok(()) => ControlAnswer::Joined,
+            Err(message) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = request.respond_err(&message).await;
+                return;
+            }
+        },
+        ControlRequest::Rekey {
+            session_id,
+            epoch,
+            group_secret,
+        } => {
+            let key = GroupKey {
+                epoch,
+                secret: group_secret,
+            };
+            let installed = match lock(&shared.sessions).get(&session_id) {
+                // A stopped multicast receiver cannot take the key; nothing else to do.
+                Some(session) if session.writer == writer => {
+                    let _ = session.commands.send(key);
+                    true
+                }
+                _ => false,
+            };
+            if !installed {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = request.respond_err("not a member of that session").await;
+                return;
+            }
+            ControlAnswer::Rekeyed
+        }
+        ControlRequest::Leave { session_id } => {
+            let left = {
+                let mut sessions = lock(&shared.sessions);
+                match sessions.get(&session_id) {
+                    Some(session) if session.writer == writer => sessions.remove(&session_id),
+                    _ => None,
+                }
+            };
+            if let Some(session) = left {
+                session.task.abort();
+            }
+            ControlAnswer::Left
+        }
+        ControlRequest::Expect(expectation) => {
+            ControlAnswer::Verdict(expect(shared, &writer, expectation).await)
+        }
+    };
+    if let Err(e) = request.respond(&answer).await {
+        tracing::debug!("fan-out replica: answer to {writer} not sent: {e}");
+    }
+}
+
+async fn join(shared: &Arc<Shared>, writer: &str, membership: Membership) -> Result<(), String> {
+    if lock(&shared.sessions)
+        .get(&membership.session_id)
+        .is_some_and(|existing| existing.writer != writer)
+    {
+        return Err("the session belongs to another writer".into());
+    }
+    let config = &shared.config;
+    let receiver_config = MulticastReceiverConfig {
+        protocol: config.protocol.clone(),
+        impairment: config.impairment,
+        ..MulticastReceiverConfig::new(
+            MulticastSocketConfig::new(membership.group).with_interface(config.interface.clone()),
+        )
+    };
+    let key = ReceiverKey {
+        receiver_id: membership.receiver_id,
+        secret: membership.receiver_secret,
+    };
+    let receiver = MulticastReceiver::bind(receiver_config, key)
+        .map_err(|e| format!("cannot join {}: {e}", membership.group))?;
+    // The key is installed before the writer hears of the join, so its first datagrams are
+    // not dropped as coming from an unknown session.
+    let group_key = GroupKey {
+        epoch: membership.epoch,
+        secret: membership.group_secret,
+    };
+    receiver
+        .add_session(membership.session_id, group_key)
+        .await
+        .map_err(|e| format!("multicast receiver: {e}"))?;
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run_session(
+        shared.clone(),
+        membership.session_id,
+        receiver,
+        command_rx,
+    ));
+    // Joining again replaces the membership (a writer that restarted).
+    if let Some(old) = lock(&shared.sessions).insert(
+        membership.session_id,
+        Session {
+            writer: writer.to_owned(),
+            commands,
+            task,
+        },
+    ) {
+        old.task.abort();
+    }
+    Ok(())
+}
+
+async fn run_session(
+    shared: Arc<Shared>,
+    session_id: u64,
+    mut receiver: MulticastReceiver,
+    mut keys: mpsc::UnboundedReceiver<GroupKey>,
+) {
+    loop {
+        tokio::select! {
+            key = keys.recv() => match key {
+                Some(key) => {
+                    if receiver.add_session(session_id, key).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            received = receiver.recv() => match received {
+                Some(Received::Object(object)) => {
+                    if object.object_id & PROBE_BIT != 0 {
+                        shared.probes.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let resolved = lock(&shared.matcher)
+                        .multicast_arrived((object.session_id, object.object_id), object.data);
+                    settle(&shared, resolved);
+                }
+                Some(Received::Lost { session_id, object_id }) => {
+                    let resolved = lock(&shared.matcher).multicast_lost((session_id, object_id));
+                    settle(&shared, resolved);
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// Answers settled announcements and hands a delivery to the application.
+fn settle(shared: &Shared, resolved: Resolved<u64>) {
+    for (token, verdict) in resolved.verdicts {
+        if let Some(waiter) = lock(&shared.waiters).remove(&token) {
+            let _ = waiter.send(verdict);
+        }
+    }
+    if let Some(delivery) = resolved.delivery {
+        deliver(shared, delivery, ReceivedVia::Multicast);
+    }
+}
+
+fn deliver(shared: &Shared, delivery: Delivery, via: ReceivedVia) {
+    // The application may have dropped the receiver: then nobody wants the object.
+    let _ = shared.delivered.send(DeliveredObject {
+        writer: delivery.writer,
+        object_id: delivery.object_id,
+        data: delivery.data,
+        via,
+    });
+}
+
+async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Verdict {
+    let member = lock(&shared.sessions)
+        .get(&expectation.session_id)
+        .is_some_and(|session| session.writer == writer);
+    if !member {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return Verdict::NotMember;
+    }
+    let key = (expectation.session_id, expectation.multicast_id);
+    let token = shared.next_token.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    // Registered before the matcher sees the announcement, so a settlement finds it.
+    lock(&shared.waiters).insert(token, tx);
+    let resolved = lock(&shared.matcher).expect(token, writer, expectation);
+    settle(shared, resolved);
+    match tokio::time::timeout(shared.config.expect_timeout, rx).await {
+        Ok(Ok(verdict)) => verdict,
+        _ => {
+            lock(&shared.matcher).cancel(key, &token);
+            lock(&shared.waiters).remove(&token);
+            shared.not_received.fetch_add(1, Ordering::Relaxed);
+            Verdict::NotReceived
+        }
+    }
+}
+
+async fn serve_object(shared: &Arc<Shared>, mut object: IncomingObject) {
+    let writer = object.peer().to_owned();
+    let header: UnicastHeader = match object.header() {
+        Ok(header) => header,
+        Err(e) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = object
+                .respond_err(&format!("not a fan-out object: {e}"))
+                .await;
+            return;
+        }
+    };
+    let data = match object.receive().await {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::debug!(
+                "fan-out replica: object {} from {writer}: {e}",
+                header.object_id
+            );
+            return;
+        }
+    };
+    shared.unicast_objects.fetch_add(1, Ordering::Relaxed);
+    let delivery = lock(&shared.matcher).unicast_arrived(&writer, header.object_id, data);
+    if let Some(delivery) = delivery {
+        deliver(shared, delivery, ReceivedVia::Unicast);
+    }
+    let ack = UnicastAck {
+        object_id: header.object_id,
+    };
+    if let Err(e) = object.respond(&ack).await {
+        tracing::debug!("fan-out replica: ack to {writer} not sent: {e}");
+    }
+}

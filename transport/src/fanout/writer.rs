@@ -1,0 +1,507 @@
+//! [`Fanout`]: the writer's side of a fan-out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::error::{DeliveryFailure, FanoutError};
+use super::handle::{DeliveryPath, FanoutHandle, ReplicaOutcome};
+use super::reach::{Fallback, ReachabilityTable, Route, Strategy};
+use super::wire::{
+    ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, UnicastAck, UnicastHeader,
+    Verdict, digest,
+};
+use crate::multicast::driver::{
+    DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
+};
+use crate::multicast::proto::{GroupKey, ReceiverKey};
+use crate::quic::{Endpoint, Link};
+
+/// How a [`Fanout`] writer runs.
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    /// The multicast sender: group, session id, protocol settings (window, rate, delivery
+    /// timeout).
+    pub multicast: MulticastSenderConfig,
+    /// The strategy of [`Fanout::send`].
+    pub strategy: Strategy,
+    /// Under [`Strategy::Auto`], how often an empty probe goes to the group while some
+    /// replica has not proven reachable and no object is multicast.
+    pub probe_interval: Duration,
+}
+
+impl FanoutConfig {
+    /// [`Strategy::Auto`], a probe at most every 200 ms, and `multicast` as given.
+    pub fn new(multicast: MulticastSenderConfig) -> Self {
+        Self {
+            multicast,
+            strategy: Strategy::Auto,
+            probe_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+struct Replica {
+    link: Link,
+    receiver_id: u32,
+}
+
+struct State {
+    replicas: BTreeMap<String, Replica>,
+    names: HashMap<u32, String>,
+    reach: ReachabilityTable,
+    group_key: GroupKey,
+    next_receiver_id: u32,
+    next_multicast_id: u64,
+    next_probe_id: u64,
+}
+
+struct Inner {
+    group: SocketAddr,
+    session_id: u64,
+    strategy: Strategy,
+    sender: MulticastSender,
+    endpoint: Endpoint,
+    state: Mutex<State>,
+    /// Serializes membership changes (joins, leaves, key rotations).
+    membership: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under this lock is one step, so the state is consistent after a panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn random_secret() -> [u8; 32] {
+    rand::random()
+}
+
+/// The writer's side of a fan-out: one call hands an object to a set of replicas by
+/// unicast, multicast or both ([`Strategy`]), and returns a [`FanoutHandle`] that resolves
+/// per replica.
+///
+/// Replicas join with [`add_replica`](Self::add_replica): the writer dials the replica's
+/// QUIC endpoint (which runs a [`FanoutReceiver`](super::FanoutReceiver)) and hands it the
+/// group, the session id, the current epoch's group key and the replica's own key. Removing
+/// a replica rotates the group key; only the remaining replicas get the new one.
+///
+/// ```no_run
+/// # async fn run(endpoint: replicast_transport::quic::Endpoint) -> Result<(), Box<dyn std::error::Error>> {
+/// use bytes::Bytes;
+/// use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
+/// use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+///
+/// let group = MulticastSocketConfig::new("239.255.10.1:47000".parse()?);
+/// let writer = Fanout::bind(endpoint, FanoutConfig::new(MulticastSenderConfig::new(group, 42)))?;
+/// writer.add_replica("storage-1", "127.0.0.1:7001".parse()?).await?;
+/// writer.add_replica("storage-2", "127.0.0.1:7002".parse()?).await?;
+/// let report = writer.send(1, Bytes::from_static(b"object")).await?.wait().await;
+/// assert!(report.all_delivered());
+/// // One call can also pick its strategy and replicas.
+/// let handle = writer
+///     .send_to(2, Bytes::from_static(b"other"), &["storage-2"], Strategy::Unicast)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Fanout {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("group", &self.inner.group)
+            .field("session_id", &self.inner.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fanout {
+    /// Starts a writer on `endpoint` (for the QUIC links) and a multicast sender per
+    /// `config`. Must be called within a tokio runtime.
+    pub fn bind(endpoint: Endpoint, config: FanoutConfig) -> Result<Self, FanoutError> {
+        let group_key = GroupKey {
+            epoch: 1,
+            secret: random_secret(),
+        };
+        let group = config.multicast.socket.group;
+        let session_id = config.multicast.session_id;
+        let sender = MulticastSender::bind(config.multicast, group_key.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                group,
+                session_id,
+                strategy: config.strategy,
+                sender,
+                endpoint,
+                state: Mutex::new(State {
+                    replicas: BTreeMap::new(),
+                    names: HashMap::new(),
+                    reach: ReachabilityTable::new(config.probe_interval),
+                    group_key,
+                    next_receiver_id: 1,
+                    next_multicast_id: 1,
+                    next_probe_id: PROBE_BIT,
+                }),
+                membership: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The replicas in the set, by name.
+    pub fn replicas(&self) -> Vec<String> {
+        lock(&self.inner.state).replicas.keys().cloned().collect()
+    }
+
+    /// The current epoch of the group key.
+    pub fn epoch(&self) -> u32 {
+        lock(&self.inner.state).group_key.epoch
+    }
+
+    /// The multicast sender's counters.
+    pub async fn multicast_stats(&self) -> Result<MulticastSenderStats, FanoutError> {
+        Ok(self.inner.sender.stats().await?)
+    }
+
+    /// Adds the replica `name` reachable at `addr`: dials it and hands it its membership
+    /// over the authenticated link, then counts it as a multicast receiver.
+    pub async fn add_replica(&self, name: &str, addr: SocketAddr) -> Result<(), FanoutError> {
+        let _membership = self.inner.membership.lock().await;
+        if lock(&self.inner.state).replicas.contains_key(name) {
+            return Err(FanoutError::DuplicateReplica(name.to_owned()));
+        }
+        let link_error = |source| FanoutError::Link {
+            replica: name.to_owned(),
+            source,
+        };
+        let link = self
+            .inner
+            .endpoint
+            .link(name, addr)
+            .await
+            .map_err(link_error)?;
+        let (receiver_id, group_key) = {
+            let mut state = lock(&self.inner.state);
+            let id = state.next_receiver_id;
+            state.next_receiver_id += 1;
+            (id, state.group_key.clone())
+        };
+        let receiver_key = ReceiverKey {
+            receiver_id,
+            secret: random_secret(),
+        };
+        // The sender knows the receiver's key before the receiver can report with it.
+        self.inner.sender.add_receiver(receiver_key.clone()).await?;
+        let membership = Membership {
+            group: self.inner.group,
+            session_id: self.inner.session_id,
+            epoch: group_key.epoch,
+            group_secret: group_key.secret,
+            receiver_id,
+            receiver_secret: receiver_key.secret,
+        };
+        let answer = link
+            .request::<_, ControlAnswer>(&ControlRequest::Join(membership))
+            .await;
+        match answer {
+            Ok(ControlAnswer::Joined) => {}
+            other => {
+                self.inner.sender.remove_receiver(receiver_id).await?;
+                return Err(match other {
+                    Err(source) => link_error(source),
+                    Ok(_) => FanoutError::UnexpectedAnswer {
+                        replica: name.to_owned(),
+                        what: "join",
+                    },
+                });
+            }
+        }
+        let mut state = lock(&self.inner.state);
+        state
+            .replicas
+            .insert(name.to_owned(), Replica { link, receiver_id });
+        state.names.insert(receiver_id, name.to_owned());
+        state.reach.add(receiver_id);
+        Ok(())
+    }
+
+    /// Removes the replica `name` and rotates the group key: the remaining replicas get the
+    /// next epoch's key over their links before the sender uses it, so objects sent after
+    /// this returns cannot be read with the removed replica's key.
+    ///
+    /// Returns the first remaining replica that could not be given the new key, if any (it
+    /// stays in the set and its multicast deliveries fail until it is added again; Auto
+    /// falls back to unicast for it).
+    pub async fn remove_replica(&self, name: &str) -> Result<(), FanoutError> {
+        let _membership = self.inner.membership.lock().await;
+        let (removed, remaining, new_key) = {
+            let mut state = lock(&self.inner.state);
+            let removed = state
+                .replicas
+                .remove(name)
+                .ok_or_else(|| FanoutError::UnknownReplica(name.to_owned()))?;
+            state.names.remove(&removed.receiver_id);
+            state.reach.remove(removed.receiver_id);
+            state.group_key = GroupKey {
+                epoch: state.group_key.epoch.wrapping_add(1),
+                secret: random_secret(),
+            };
+            let remaining: Vec<(String, Link)> = state
+                .replicas
+                .iter()
+                .map(|(name, replica)| (name.clone(), replica.link.clone()))
+                .collect();
+            (removed, remaining, state.group_key.clone())
+        };
+        self.inner
+            .sender
+            .remove_receiver(removed.receiver_id)
+            .await?;
+        // Telling the removed replica is a courtesy: the rotation is what keeps it out.
+        let leave = ControlRequest::Leave {
+            session_id: self.inner.session_id,
+        };
+        tokio::spawn(async move {
+            let _ = removed.link.request::<_, ControlAnswer>(&leave).await;
+        });
+        let rekey = ControlRequest::Rekey {
+            session_id: self.inner.session_id,
+            epoch: new_key.epoch,
+            group_secret: new_key.secret,
+        };
+        let mut first_error = None;
+        for (replica, link) in remaining {
+            match link.request::<_, ControlAnswer>(&rekey).await {
+                Ok(ControlAnswer::Rekeyed) => {}
+                Ok(_) => {
+                    first_error.get_or_insert(FanoutError::UnexpectedAnswer {
+                        replica,
+                        what: "rekey",
+                    });
+                }
+                Err(source) => {
+                    first_error.get_or_insert(FanoutError::Link { replica, source });
+                }
+            }
+        }
+        self.inner.sender.install_key(new_key).await?;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Hands an object to every replica with the configured strategy.
+    pub async fn send(&self, object_id: u64, data: Bytes) -> Result<FanoutHandle, FanoutError> {
+        let replicas = self.replicas();
+        let names: Vec<&str> = replicas.iter().map(String::as_str).collect();
+        self.send_to(object_id, data, &names, self.inner.strategy)
+            .await
+    }
+
+    /// Hands an object to `replicas` with `strategy`. Waits while the multicast window is
+    /// full; returns once the object is on its way, with a handle that resolves per replica.
+    pub async fn send_to(
+        &self,
+        object_id: u64,
+        data: Bytes,
+        replicas: &[&str],
+        strategy: Strategy,
+    ) -> Result<FanoutHandle, FanoutError> {
+        let start = Instant::now();
+        let mut unicast = Vec::new();
+        let mut multicast = Vec::new();
+        let (multicast_id, probe_id) = {
+            let mut state = lock(&self.inner.state);
+            for name in replicas {
+                let replica = state
+                    .replicas
+                    .get(*name)
+                    .ok_or_else(|| FanoutError::UnknownReplica((*name).to_owned()))?;
+                let target = Target {
+                    name: (*name).to_owned(),
+                    link: replica.link.clone(),
+                    receiver_id: replica.receiver_id,
+                };
+                match state.reach.route(replica.receiver_id, strategy) {
+                    Route::Unicast => unicast.push(target),
+                    Route::Multicast => multicast.push(target),
+                }
+            }
+            let multicast_id = (!multicast.is_empty()).then(|| {
+                let id = state.next_multicast_id;
+                state.next_multicast_id = (id + 1) & !PROBE_BIT;
+                id
+            });
+            let probe_id = (multicast_id.is_none()
+                && strategy == Strategy::Auto
+                && state.reach.probe_due(start))
+            .then(|| {
+                let id = state.next_probe_id;
+                state.next_probe_id = (id + 1) | PROBE_BIT;
+                id
+            });
+            (multicast_id, probe_id)
+        };
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let handle = FanoutHandle {
+            object_id,
+            replicas: replicas.iter().map(|name| (*name).to_owned()).collect(),
+            outcomes,
+            report: BTreeMap::new(),
+        };
+        if let Some(multicast_id) = multicast_id {
+            let delivery = self.inner.sender.send(multicast_id, data.clone()).await?;
+            tokio::spawn(gather_evidence(self.inner.clone(), delivery));
+            let expectation = Expectation {
+                session_id: self.inner.session_id,
+                multicast_id,
+                object_id,
+                len: data.len() as u64,
+                digest: digest(&data),
+            };
+            for target in multicast {
+                let delivery = Delivery {
+                    inner: self.inner.clone(),
+                    target,
+                    object_id,
+                    data: data.clone(),
+                    start,
+                    outcomes: tx.clone(),
+                };
+                tokio::spawn(delivery.by_multicast(expectation.clone(), strategy));
+            }
+        } else if let Some(probe_id) = probe_id {
+            // A probe that cannot be sent only delays the evidence; the object goes anyway.
+            if let Ok(delivery) = self.inner.sender.send(probe_id, Bytes::new()).await {
+                tokio::spawn(gather_evidence(self.inner.clone(), delivery));
+            }
+        }
+        for target in unicast {
+            let delivery = Delivery {
+                inner: self.inner.clone(),
+                target,
+                object_id,
+                data: data.clone(),
+                start,
+                outcomes: tx.clone(),
+            };
+            tokio::spawn(delivery.by_unicast(DeliveryPath::Unicast));
+        }
+        Ok(handle)
+    }
+
+    /// Stops the multicast sender after every accepted object is resolved at every receiver.
+    pub async fn close(self) -> Result<(), FanoutError> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                inner.sender.close().await?;
+                Ok(())
+            }
+            // Other clones (or deliveries in flight) still use it; it stops with the last.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// The multicast sender's per-receiver outcomes are evidence of reachability: an object
+/// (or probe) acknowledged on the group proves the path, whatever route the call chose.
+async fn gather_evidence(inner: Arc<Inner>, mut delivery: DeliveryHandle) {
+    while let Some((receiver_id, outcome)) = delivery.next().await {
+        if outcome == DeliveryOutcome::Delivered {
+            lock(&inner.state).reach.multicast_delivered(receiver_id);
+        }
+    }
+}
+
+struct Target {
+    name: String,
+    link: Link,
+    receiver_id: u32,
+}
+
+/// One object on its way to one replica.
+struct Delivery {
+    inner: Arc<Inner>,
+    target: Target,
+    object_id: u64,
+    data: Bytes,
+    start: Instant,
+    outcomes: mpsc::UnboundedSender<(String, ReplicaOutcome)>,
+}
+
+impl Delivery {
+    fn resolve(self, outcome: ReplicaOutcome) {
+        // The caller may have dropped the handle: the outcome then concerns nobody.
+        let _ = self.outcomes.send((self.target.name, outcome));
+    }
+
+    async fn by_unicast(self, path: DeliveryPath) {
+        let header = UnicastHeader {
+            object_id: self.object_id,
+        };
+        let answer = self
+            .target
+            .link
+            .send_object::<_, UnicastAck>(&header, self.data.clone())
+            .await;
+        let outcome = match answer {
+            Ok(_) => ReplicaOutcome::Delivered {
+                elapsed: self.start.elapsed(),
+                path,
+            },
+            Err(e) => ReplicaOutcome::Failed {
+                reason: DeliveryFailure::Link(e),
+            },
+        };
+        self.resolve(outcome);
+    }
+
+    async fn by_multicast(self, expectation: Expectation, strategy: Strategy) {
+        let answer = self
+            .target
+            .link
+            .request::<_, ControlAnswer>(&ControlRequest::Expect(expectation))
+            .await;
+        let verdict = match answer {
+            Ok(ControlAnswer::Verdict(Verdict::Verified)) => {
+                lock(&self.inner.state)
+                    .reach
+                    .multicast_delivered(self.target.receiver_id);
+                let elapsed = self.start.elapsed();
+                self.resolve(ReplicaOutcome::Delivered {
+                    elapsed,
+                    path: DeliveryPath::Multicast,
+                });
+                return;
+            }
+            Ok(ControlAnswer::Verdict(verdict)) => Ok(verdict),
+            Ok(_) => Ok(Verdict::NotReceived),
+            Err(e) => Err(e),
+        };
+        let fallback = {
+            let mut state = lock(&self.inner.state);
+            if !state.replicas.contains_key(&self.target.name) {
+                drop(state);
+                self.resolve(ReplicaOutcome::Failed {
+                    reason: DeliveryFailure::Removed,
+                });
+                return;
+            }
+            state
+                .reach
+                .multicast_failed(self.target.receiver_id, strategy, Instant::now())
+        };
+        match (fallback, verdict) {
+            (Fallback::Unicast, _) => self.by_unicast(DeliveryPath::UnicastFallback).await,
+            (Fallback::Fail, Ok(verdict)) => self.resolve(ReplicaOutcome::Failed {
+                reason: DeliveryFailure::Multicast(verdict),
+            }),
+            (Fallback::Fail, Err(e)) => self.resolve(ReplicaOutcome::Failed {
+                reason: DeliveryFailure::Link(e),
+            }),
+        }
+    }
+}
