@@ -53,9 +53,10 @@ pub struct SenderConfig {
     /// Repair bytes one receiver's NACKs may cause, so that a flood of NACKs cannot turn the
     /// sender into an amplifier.
     pub repair_rate_per_receiver: RateLimit,
-    /// A receiver that has not acknowledged an object this long after it was sent is given
-    /// up on: its outstanding objects are reported [`Abandoned`](super::SenderEvent::Abandoned)
-    /// and it no longer holds the window back until it catches up.
+    /// A receiver that holds back the oldest object and has made no progress for this long
+    /// (counted from that object's send time or its last acknowledgement, whichever is later)
+    /// is given up on: its outstanding objects are reported
+    /// [`Abandoned`](super::SenderEvent::Abandoned) and it no longer holds the window back.
     pub delivery_timeout: Duration,
     /// Round-trip time assumed before any receiver has reported one.
     pub initial_rtt: Duration,

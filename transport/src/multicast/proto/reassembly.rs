@@ -125,6 +125,11 @@ impl Reassembly {
         })
     }
 
+    /// Whether no object is in reassembly.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
     /// Removes objects that end at or below `seq` without being complete; returns them.
     pub(crate) fn drain_below(&mut self, seq: u64) -> Vec<(u64, PartialObject)> {
         let stale: Vec<u64> = self

@@ -41,6 +41,10 @@ struct Session {
     retired_below: u32,
     control_key: PacketKey,
     sender_address: Option<SocketAddr>,
+    /// When the sender was last heard from: an object in reassembly whose sender has been
+    /// silent for the repair deadline is lost, even if the receiver never learned (from a tail)
+    /// that its missing fragments were sent.
+    last_heard: Option<Instant>,
     started: bool,
     /// Every seq below is received or given up.
     cumulative: u64,
@@ -134,6 +138,7 @@ impl Receiver {
                 retired_below: 0,
                 control_key: PacketKey::receiver(session_id, &self.key),
                 sender_address: None,
+                last_heard: None,
                 started: false,
                 cumulative: 0,
                 horizon: 0,
@@ -213,6 +218,7 @@ impl Receiver {
         };
         epoch.replay.accept(header.packet_number);
         session.sender_address = Some(from);
+        session.last_heard = Some(now);
         self.stats.datagrams_accepted += 1;
         match body {
             Body::Data(data) => self.on_data(
@@ -260,7 +266,10 @@ impl Receiver {
             self.stats.dropped.malformed += 1;
             return;
         }
-        session.extend_horizon(end_seq, now, &self.config, &mut self.jitter);
+        // Datagrams leave in sequence order, so every seq below this one was sent; the rest of
+        // the object may not have been sent yet (the sender paces), and the tail announcement
+        // says when it was. Counting the whole object as sent would NACK what is still queued.
+        session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
         match session.reassembly.store(
             first_seq,
             data.object_id,
@@ -470,6 +479,25 @@ impl Receiver {
         self.settle(session_id);
     }
 
+    /// Gives up on every object in reassembly of a sender that went silent.
+    fn sender_went_silent(&mut self, session_id: u64) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        for (first_seq, object) in session.reassembly.drain_below(u64::MAX) {
+            self.held = self.held.saturating_sub(object.held());
+            let end_seq = first_seq.saturating_add(u64::from(object.count));
+            session.horizon = session.horizon.max(end_seq);
+            session.lose(object.object_id, first_seq, end_seq);
+            self.stats.objects_lost += 1;
+            self.events.push_back(ReceiverEvent::Lost {
+                session_id,
+                object_id: object.object_id,
+            });
+        }
+        self.settle(session_id);
+    }
+
     /// Advances the contiguous position after datagrams arrived or were given up.
     fn settle(&mut self, session_id: u64) {
         let Some(session) = self.sessions.get_mut(&session_id) else {
@@ -505,6 +533,14 @@ impl Receiver {
                     session.nacks.insert(seq, now, Duration::ZERO);
                 }
                 self.give_up(session_id, &expired);
+            }
+            if self
+                .sessions
+                .get(&session_id)
+                .and_then(|session| session.silence_deadline(&self.config))
+                .is_some_and(|at| at <= now)
+            {
+                self.sender_went_silent(session_id);
             }
             if let Some(session) = self.sessions.get_mut(&session_id)
                 && session.nacks.next_deadline().is_some_and(|at| at <= now)
@@ -591,11 +627,18 @@ impl Receiver {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
+            // Without a sender address nothing can be sent, so its deadlines would only make
+            // the driver spin.
+            .filter(|session| session.sender_address.is_some())
             .flat_map(|session| {
                 let status = (session.started && session.status_dirty)
                     .then_some(session.next_status_at)
                     .flatten();
-                [session.nacks.next_deadline(), status]
+                [
+                    session.nacks.next_deadline(),
+                    status,
+                    session.silence_deadline(&self.config),
+                ]
             })
             .flatten()
             .min()
@@ -626,6 +669,14 @@ impl Receiver {
 }
 
 impl Session {
+    /// When this session's objects in reassembly are lost if the sender stays silent.
+    fn silence_deadline(&self, config: &ReceiverConfig) -> Option<Instant> {
+        if self.reassembly.is_empty() {
+            return None;
+        }
+        self.last_heard.map(|at| at + config.repair_deadline)
+    }
+
     /// Takes the sender's window low as the starting point on first contact, so that a
     /// receiver joining late does not ask for what was sent before it.
     fn start_at(&mut self, window_low: u64) {

@@ -38,6 +38,9 @@ struct Member {
     acked: u64,
     /// Given up on: it no longer holds the window back.
     detached: bool,
+    /// When its acknowledged position last moved: a member is given up on only after it made
+    /// no progress for the delivery timeout, so a slow member still catching up is kept.
+    last_progress: Option<Instant>,
     repair_budget: TokenBucket,
     smoothed_rtt: Option<Duration>,
 }
@@ -126,6 +129,7 @@ impl Sender {
             address: None,
             acked: self.window.end(),
             detached: false,
+            last_progress: None,
             repair_budget: TokenBucket::new(self.config.repair_rate_per_receiver, self.start),
             smoothed_rtt: None,
         };
@@ -135,6 +139,7 @@ impl Sender {
                 member.acked = old.acked;
                 member.detached = old.detached;
                 member.address = old.address;
+                member.last_progress = old.last_progress;
             }
         }
     }
@@ -460,6 +465,7 @@ impl Sender {
         let detached = member.detached;
         if cumulative > previous {
             member.acked = cumulative;
+            member.last_progress = Some(now);
         }
         for object_id in status.lost {
             if let Some(object) = self.window.object_by_id_mut(object_id)
@@ -572,26 +578,38 @@ impl Sender {
         self.detach_laggards(now);
     }
 
-    /// Gives up on members that have not acknowledged the oldest object in time.
+    /// The members holding the window back, each with the time from which it counts as
+    /// stalled: the later of the oldest object's send time and its own last progress.
+    fn stalled_members(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
+        let oldest = self
+            .window
+            .oldest_object()
+            .and_then(|object| Some((object.sent_at?, object.end_seq())));
+        // Whoever has not acknowledged past the oldest object holds the window back, whether
+        // or not it still owes a delivery report for it (it may have reported it lost).
+        oldest.into_iter().flat_map(move |(sent_at, end)| {
+            self.members
+                .iter()
+                .filter(move |(_, member)| !member.detached && member.acked < end)
+                .map(move |(id, member)| {
+                    let since = member.last_progress.map_or(sent_at, |at| at.max(sent_at));
+                    (*id, since)
+                })
+        })
+    }
+
+    /// Gives up on members that made no progress past the oldest object for the delivery
+    /// timeout.
     fn detach_laggards(&mut self, now: Instant) {
-        let Some(oldest) = self.window.oldest_object() else {
-            return;
-        };
-        let Some(sent_at) = oldest.sent_at else {
-            return;
-        };
-        if now.saturating_duration_since(sent_at) < self.config.delivery_timeout {
+        let timeout = self.config.delivery_timeout;
+        let laggards: Vec<u32> = self
+            .stalled_members()
+            .filter(|(_, since)| now.saturating_duration_since(*since) >= timeout)
+            .map(|(id, _)| id)
+            .collect();
+        if laggards.is_empty() {
             return;
         }
-        // Whoever has not acknowledged past it holds the window back, whether or not it
-        // still owes a delivery report for it (it may have reported it lost).
-        let end = oldest.end_seq();
-        let laggards: Vec<u32> = self
-            .members
-            .iter()
-            .filter(|(_, member)| !member.detached && member.acked < end)
-            .map(|(id, _)| *id)
-            .collect();
         for receiver_id in laggards {
             if let Some(member) = self.members.get_mut(&receiver_id) {
                 member.detached = true;
@@ -769,12 +787,8 @@ impl Sender {
         if let Some(at) = self.flush_nacks_at {
             deadline = deadline.min(at);
         }
-        if let Some(sent_at) = self
-            .window
-            .oldest_object()
-            .and_then(|object| object.sent_at)
-        {
-            deadline = deadline.min(sent_at + self.config.delivery_timeout);
+        if let Some(since) = self.stalled_members().map(|(_, since)| since).min() {
+            deadline = deadline.min(since + self.config.delivery_timeout);
         }
         let output_waiting = !self.repairs.is_empty()
             || !self.parity.is_empty()
