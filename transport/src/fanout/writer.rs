@@ -393,7 +393,9 @@ impl Fanout {
         Ok(handle)
     }
 
-    /// Stops the multicast sender after every accepted object is resolved at every receiver.
+    /// Stops the multicast sender after every accepted object is resolved at every receiver,
+    /// if this is the last handle and no delivery is in flight; otherwise it returns at once
+    /// and the sender stops when the last user of it is gone.
     pub async fn close(self) -> Result<(), FanoutError> {
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {

@@ -1,0 +1,237 @@
+//! The fan-out API under a sender link rate limit and an emulated RTT: the same sequence of
+//! objects to N replicas (N = 1, 2, 4, 8) with each strategy, one object at a time, reporting
+//! per cell the p50/p99 time until every replica acknowledged, the bytes the writer put on
+//! its link, and the process's CPU seconds, each next to its lower bound.
+//!
+//! Run with `cargo bench -p replicast-transport --bench fanout`. `FANOUT_BENCH_OBJECTS` sets
+//! the objects per cell (default 30, each 256 KiB).
+//!
+//! Emulation (in-process, see `netem`): every QUIC socket delays its datagrams by RTT/2, so
+//! QUIC round trips take one RTT. The writer's link rate is emulated per path: its QUIC
+//! socket gives each replica rate/N (a shared link with fair queueing, when all N transfers
+//! run at once), and the multicast sender is paced at the full rate by its own token bucket.
+//! The multicast data path has no emulated delay (the multicast driver's impairment hook
+//! drops, duplicates and reorders but does not delay), so a multicast delivery pays RTT/2
+//! (the acknowledgement over QUIC) where the bound assumes a whole RTT.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use replicast_certs::ClusterCa;
+use replicast_transport::fanout::{
+    Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy,
+};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::multicast::proto::RateLimit;
+use replicast_transport::netem::{
+    Bitrate, DataSize, ImpairedUdpSocket, LinkConditions, NetemConfig,
+};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The writer's link: 400 Mbit/s.
+const RATE_BITS: u64 = 400_000_000;
+const RATE_BYTES: u64 = RATE_BITS / 8;
+const RTT: Duration = Duration::from_millis(20);
+const OBJECT_SIZE: usize = 256 * 1024;
+/// Objects sent before measuring: connections open, windows grow, `Auto` sees its replicas
+/// prove reachable.
+const WARM_UP: u64 = 4;
+
+fn group(cell: u16) -> SocketAddr {
+    let port = 30_000 + cell * 11 + (std::process::id() % 2000) as u16 * 7 % 8000;
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(239, 255, 78, cell as u8 + 1)),
+        port,
+    )
+}
+
+fn endpoint(ca: &ClusterCa, name: &str, netem: NetemConfig) -> Result<Endpoint, BenchError> {
+    let identity = ca.issue(name, &[])?;
+    let inner = quinn::default_runtime()
+        .ok_or("no async runtime")?
+        .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    let socket = ImpairedUdpSocket::new(inner, LinkConditions::new().with_default(netem));
+    let config = EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config()?,
+        client_tls: identity.client_config()?,
+        link: LinkConfig::default(),
+    };
+    Ok(Endpoint::bind_with_socket(config, socket)?)
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0;
+    if !ok {
+        return f64::NAN;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+struct Row {
+    strategy: Strategy,
+    replicas: usize,
+    p50: Duration,
+    p99: Duration,
+    bound: Duration,
+    bytes: u64,
+    bytes_bound: u64,
+    cpu: f64,
+}
+
+async fn link_bytes(endpoint: &Endpoint, names: &[String]) -> u64 {
+    names
+        .iter()
+        .filter_map(|name| endpoint.known_link(name))
+        .filter_map(|link| link.connection_stats())
+        .map(|stats| stats.udp_tx.bytes)
+        .sum()
+}
+
+async fn cell(index: u16, strategy: Strategy, n: usize, objects: u64) -> Result<Row, BenchError> {
+    let ca = ClusterCa::generate("fanout-bench")?;
+    let per_path = RATE_BITS / n as u64;
+    let queue = ((per_path / 8) as f64 * RTT.as_secs_f64()).max(64.0 * 1024.0) as i64;
+    let writer_netem = NetemConfig::new()
+        .latency(RTT / 2)
+        .link(Bitrate::bps(per_path), DataSize::bytes(queue))
+        .seed(u64::from(index));
+    let writer_endpoint = endpoint(&ca, "writer", writer_netem)?;
+    let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group(index)), 1);
+    multicast.protocol.rate_limit = Some(RateLimit {
+        bytes_per_second: RATE_BYTES,
+        burst: 64 * 1024,
+    });
+    let mut config = FanoutConfig::new(multicast);
+    config.strategy = strategy;
+    let writer = Fanout::bind(writer_endpoint.clone(), config)?;
+
+    let mut names = Vec::new();
+    let mut drains = Vec::new();
+    for replica in 0..n {
+        let name = format!("replica-{replica}");
+        let netem = NetemConfig::new()
+            .latency(RTT / 2)
+            .seed(1000 + replica as u64);
+        let endpoint = endpoint(&ca, &name, netem)?;
+        let addr = endpoint.local_addr()?;
+        let mut receiver = FanoutReceiver::start(endpoint, FanoutReceiverConfig::default());
+        drains.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            while receiver.recv().await.is_some() {
+                count += 1;
+            }
+            count
+        }));
+        writer.add_replica(&name, addr).await?;
+        names.push(name);
+    }
+
+    // Random bytes: QUIC links compress objects, and a constant payload would vanish.
+    let payload = |id: u64| {
+        let mut data = vec![0; OBJECT_SIZE];
+        StdRng::seed_from_u64(id).fill_bytes(&mut data);
+        Bytes::from(data)
+    };
+    for id in 0..WARM_UP {
+        let report = writer.send(id, payload(id)).await?.wait().await;
+        if !report.all_delivered() {
+            return Err(format!("warm-up object {id} not delivered: {report:?}").into());
+        }
+    }
+
+    let bytes_before = link_bytes(&writer_endpoint, &names).await
+        + writer.multicast_stats().await?.protocol.bytes_sent;
+    let cpu_before = cpu_seconds();
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for id in WARM_UP..WARM_UP + objects {
+        let report = writer.send(id, payload(id)).await?.wait().await;
+        let completion = report
+            .completion()
+            .ok_or_else(|| format!("object {id} not delivered: {report:?}"))?;
+        histogram.record(completion.as_micros() as u64)?;
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    let bytes = link_bytes(&writer_endpoint, &names).await
+        + writer.multicast_stats().await?.protocol.bytes_sent
+        - bytes_before;
+
+    let copies = match strategy {
+        Strategy::Unicast => n as u64,
+        Strategy::Multicast | Strategy::Auto => 1,
+    };
+    let bound =
+        Duration::from_secs_f64((copies * OBJECT_SIZE as u64) as f64 / RATE_BYTES as f64) + RTT;
+    drop(writer);
+    for drain in drains {
+        drain.abort();
+    }
+    Ok(Row {
+        strategy,
+        replicas: n,
+        p50: Duration::from_micros(histogram.value_at_quantile(0.5)),
+        p99: Duration::from_micros(histogram.value_at_quantile(0.99)),
+        bound,
+        bytes,
+        bytes_bound: copies * OBJECT_SIZE as u64 * objects,
+        cpu,
+    })
+}
+
+fn main() -> Result<(), BenchError> {
+    let objects: u64 = std::env::var("FANOUT_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "fan-out: {objects} objects of {} KiB per cell, link {} Mbit/s, RTT {} ms",
+        OBJECT_SIZE / 1024,
+        RATE_BITS / 1_000_000,
+        RTT.as_millis()
+    );
+    let mut rows = Vec::new();
+    let mut index = 0u16;
+    for n in [1usize, 2, 4, 8] {
+        for strategy in [Strategy::Unicast, Strategy::Multicast, Strategy::Auto] {
+            let started = Instant::now();
+            let row = runtime.block_on(cell(index, strategy, n, objects))?;
+            eprintln!(
+                "  {strategy:?} to {n}: p50 {:.1} ms ({:.1?})",
+                row.p50.as_secs_f64() * 1e3,
+                started.elapsed()
+            );
+            rows.push(row);
+            index += 1;
+        }
+    }
+    println!("| strategy | N | p50 ms | p99 ms | bound ms | sender MB | bound MB | CPU s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {:?} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            row.strategy,
+            row.replicas,
+            row.p50.as_secs_f64() * 1e3,
+            row.p99.as_secs_f64() * 1e3,
+            row.bound.as_secs_f64() * 1e3,
+            row.bytes as f64 / 1e6,
+            row.bytes_bound as f64 / 1e6,
+            row.cpu,
+        );
+    }
+    Ok(())
+}
