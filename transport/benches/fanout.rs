@@ -87,6 +87,7 @@ struct Row {
     bytes: u64,
     bytes_bound: u64,
     cpu: f64,
+    cwnd: u64,
 }
 
 async fn link_bytes(endpoint: &Endpoint, names: &[String]) -> u64 {
@@ -162,6 +163,13 @@ async fn cell(index: u16, strategy: Strategy, n: usize, objects: u64) -> Result<
         histogram.record(completion.as_micros() as u64)?;
     }
     let cpu = cpu_seconds() - cpu_before;
+    // The congestion window explains the unicast times: closed-loop objects leave QUIC
+    // application-limited, so the window may not grow to the bandwidth-delay product.
+    let cwnd = names
+        .first()
+        .and_then(|name| writer_endpoint.known_link(name))
+        .and_then(|link| link.connection_stats())
+        .map_or(0, |stats| stats.path.cwnd);
     let bytes = link_bytes(&writer_endpoint, &names).await
         + writer.multicast_stats().await?.protocol.bytes_sent
         - bytes_before;
@@ -185,6 +193,7 @@ async fn cell(index: u16, strategy: Strategy, n: usize, objects: u64) -> Result<
         bytes,
         bytes_bound: copies * OBJECT_SIZE as u64 * objects,
         cpu,
+        cwnd,
     })
 }
 
@@ -210,8 +219,9 @@ fn main() -> Result<(), BenchError> {
             let started = Instant::now();
             let row = runtime.block_on(cell(index, strategy, n, objects))?;
             eprintln!(
-                "  {strategy:?} to {n}: p50 {:.1} ms ({:.1?})",
+                "  {strategy:?} to {n}: p50 {:.1} ms, QUIC cwnd to replica-0 {} KiB ({:.1?})",
                 row.p50.as_secs_f64() * 1e3,
+                row.cwnd / 1024,
                 started.elapsed()
             );
             rows.push(row);
