@@ -311,11 +311,18 @@ impl Fanout {
         strategy: Strategy,
     ) -> Result<FanoutHandle, FanoutError> {
         let start = Instant::now();
+        // A replica named twice gets the object once.
+        let mut seen = std::collections::BTreeSet::new();
+        let replicas: Vec<&str> = replicas
+            .iter()
+            .copied()
+            .filter(|name| seen.insert(*name))
+            .collect();
         let mut unicast = Vec::new();
         let mut multicast = Vec::new();
         let (multicast_id, probe_id) = {
             let mut state = lock(&self.inner.state);
-            for name in replicas {
+            for name in &replicas {
                 let replica = state
                     .replicas
                     .get(*name)
