@@ -9,7 +9,9 @@
 //! - [`partition`]: the [`PartitionTable`](partition::PartitionTable) every node holds: which
 //!   storages hold which objects, cell states, re-replication when storages join or leave;
 //! - [`locks`]: per-object write locks with deadlock avoidance, as a state machine;
-//! - [`storage`]: the durable engine on redb: two-phase commit, loads, history for replication.
+//! - [`storage`]: the durable engine on redb: two-phase commit, loads, history for replication;
+//! - [`protocol`]: the messages of two-phase commit and the sans-IO contract of the roles;
+//! - [`master`], [`client`], [`storage_node`]: the roles' two-phase commit as state machines.
 //!
 //! A storage node's commit path, without the network:
 //!
@@ -48,3 +50,8 @@ pub mod ids;
 pub mod locks;
 pub mod partition;
 pub mod storage;
+
+pub mod client;
+pub mod master;
+pub mod protocol;
+pub mod storage_node;

@@ -1,0 +1,851 @@
+//! The client's transaction state machine: begin, pipelined stores, vote, finish or abort.
+//!
+//! One transaction at a time. Stores go to every writable replica of the object's partition
+//! without waiting for answers; [`Client::vote`] sends each storage its vote once all its
+//! stores are answered and reports [`ClientEvent::Voted`] when every storage voted yes, or
+//! when the storages that failed (lost, or silent for [`ClientConfig::storage_timeout`]) leave
+//! every touched object a replica that voted yes. [`Client::finish`] then asks the master for
+//! the commit TID. A conflict, a refused vote or a storage that gave up fails the transaction:
+//! the client aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
+//!
+//! A storage that wounds the transaction (an older one took a lock) sends
+//! [`Restart`](Message::Restart): every store to that storage is sent again under the new
+//! generation, which makes the storage ignore the ones still in flight.
+//!
+//! ```
+//! use replicast_node::client::{Client, ClientConfig, ClientEvent};
+//! use replicast_node::partition::PartitionTable;
+//! use replicast_node::protocol::Message;
+//! use std::time::SystemTime;
+//!
+//! let now = SystemTime::now();
+//! let mut client = Client::new("c1", "master", ClientConfig::default());
+//! client.connect();
+//! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
+//! client.handle(now, "master", Message::PartitionTable(table))?;
+//! client.begin()?;
+//! client.handle(now, "master", Message::AnswerBegin { ttid: replicast_node::ids::Tid(7) })?;
+//! assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == ClientEvent::Begun {
+//!     ttid: replicast_node::ids::Tid(7)
+//! }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use crate::ids::{Oid, Tid};
+use crate::partition::{NodeName, PartitionTable};
+use crate::protocol::{
+    LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
+    VoteRefusal, VoteResult, decode,
+};
+use crate::storage::{ObjectData, TransactionInfo};
+
+/// Timeouts of a client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long a storage may stay silent while it owes an answer before it counts as failed.
+    /// Longer than the storages' [`outcome_timeout`](crate::storage_node::StorageConfig), so
+    /// that a lock held by a vanished client is released before waiters give up.
+    pub storage_timeout: Duration,
+    /// How long a load waits for one replica before trying the next.
+    pub load_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            storage_timeout: Duration::from_secs(10),
+            load_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a transaction failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AbortReason {
+    /// An object was committed by someone else since it was read.
+    Conflict {
+        /// The object.
+        oid: Oid,
+        /// The serial the transaction stored on top of.
+        serial: Tid,
+        /// The object's last committed TID.
+        current: Tid,
+    },
+    /// A storage voted no.
+    VoteRefused {
+        /// The storage.
+        node: NodeName,
+        /// Why.
+        refusal: VoteRefusal,
+    },
+    /// A storage could not record a store.
+    StoreFailed {
+        /// The storage.
+        node: NodeName,
+        /// The object.
+        oid: Oid,
+    },
+    /// A storage aborted the transaction after it stayed idle.
+    StorageGaveUp {
+        /// The storage.
+        node: NodeName,
+    },
+    /// No replica of an object is left.
+    NoReplica {
+        /// The object.
+        oid: Oid,
+    },
+    /// The master refused the finish.
+    FinishRefused(TransactionOutcome),
+}
+
+/// Something that happened to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The partition table arrived: the client can work.
+    Ready,
+    /// The transaction began.
+    Begun {
+        /// Its temporary TID.
+        ttid: Tid,
+    },
+    /// Every touched object is durable on a replica that voted yes: call
+    /// [`finish`](Client::finish).
+    Voted {
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// The transaction committed.
+    Committed {
+        /// Its temporary TID.
+        ttid: Tid,
+        /// Its commit TID.
+        tid: Tid,
+    },
+    /// The transaction failed and was aborted everywhere.
+    Aborted {
+        /// The transaction.
+        ttid: Tid,
+        /// Why.
+        reason: AbortReason,
+    },
+    /// A storage failed during the transaction (reported to the master at finish).
+    StorageFailed {
+        /// The storage.
+        node: NodeName,
+    },
+    /// The answer to [`load`](Client::load).
+    Loaded {
+        /// The request it answers.
+        request: u64,
+        /// The object.
+        oid: Oid,
+        /// The revision, or [`LoadResult::Failed`] when no replica answered.
+        result: LoadResult,
+    },
+    /// New object ids.
+    NewOids {
+        /// The first.
+        first: Oid,
+        /// How many.
+        count: u32,
+    },
+    /// Another client committed these objects at `tid`.
+    Invalidated {
+        /// The commit TID.
+        tid: Tid,
+        /// The objects.
+        oids: Vec<Oid>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Beginning,
+    Storing,
+    Voting,
+    Voted,
+    Finishing,
+}
+
+/// What one storage owes the transaction.
+#[derive(Debug, Default)]
+struct Replica {
+    generation: u32,
+    oids: BTreeSet<Oid>,
+    unanswered: BTreeSet<Oid>,
+    vote_sent: bool,
+    voted: bool,
+    deadline: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    ttid: Tid,
+    phase: Phase,
+    objects: BTreeMap<Oid, (Tid, ObjectData)>,
+    replicas: BTreeMap<NodeName, Replica>,
+    failed: BTreeSet<NodeName>,
+    info: TransactionInfo,
+}
+
+#[derive(Debug)]
+struct PendingLoad {
+    oid: Oid,
+    node: NodeName,
+    others: VecDeque<NodeName>,
+    deadline: SystemTime,
+}
+
+/// The client role; see the [module documentation](self).
+#[derive(Debug)]
+pub struct Client {
+    name: NodeName,
+    master: NodeName,
+    config: ClientConfig,
+    table: Option<PartitionTable>,
+    txn: Option<Transaction>,
+    loads: BTreeMap<u64, PendingLoad>,
+    next_request: u64,
+    out: Outbox,
+    events: VecDeque<ClientEvent>,
+}
+
+impl Client {
+    /// A client named `name` that talks to the master named `master`.
+    pub fn new(name: &str, master: &str, config: ClientConfig) -> Self {
+        Self {
+            name: name.to_owned(),
+            master: master.to_owned(),
+            config,
+            table: None,
+            txn: None,
+            loads: BTreeMap::new(),
+            next_request: 0,
+            out: Outbox::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// This client's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last partition table received.
+    pub fn table(&self) -> Option<&PartitionTable> {
+        self.table.as_ref()
+    }
+
+    /// Whether a transaction is in progress.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Announces the client to the master, which answers with the partition table.
+    pub fn connect(&mut self) {
+        self.out.send(&self.master, Message::ClientHello);
+    }
+
+    /// Begins a transaction; [`ClientEvent::Begun`] follows.
+    pub fn begin(&mut self) -> Result<(), ProtocolError> {
+        if self.table.is_none() {
+            return Err(invalid("begin", "no partition table yet"));
+        }
+        if self.txn.is_some() {
+            return Err(invalid("begin", "a transaction is in progress"));
+        }
+        self.txn = Some(Transaction {
+            ttid: Tid::ZERO,
+            phase: Phase::Beginning,
+            objects: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            info: TransactionInfo::default(),
+        });
+        self.out.send(&self.master, Message::AskBegin);
+        Ok(())
+    }
+
+    /// Stores `data` as the new revision of `oid`, read at `serial`, on every writable
+    /// replica; does not wait for answers.
+    pub fn store(
+        &mut self,
+        now: SystemTime,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), ProtocolError> {
+        let (Some(txn), Some(table)) = (self.txn.as_mut(), self.table.as_ref()) else {
+            return Err(invalid("store", "no transaction in progress"));
+        };
+        if txn.phase != Phase::Storing {
+            return Err(invalid("store", "the transaction is not storing"));
+        }
+        let nodes: Vec<NodeName> = table
+            .writable_cells(oid)
+            .map(|cell| cell.node.clone())
+            .filter(|node| !txn.failed.contains(node))
+            .collect();
+        if nodes.is_empty() {
+            return Err(invalid("store", "the object has no writable replica"));
+        }
+        txn.objects.insert(oid, (serial, data.clone()));
+        for node in nodes {
+            let replica = txn.replicas.entry(node.clone()).or_default();
+            replica.oids.insert(oid);
+            replica.unanswered.insert(oid);
+            replica.deadline = Some(now + self.config.storage_timeout);
+            self.out.send(
+                &node,
+                Message::Store {
+                    ttid: txn.ttid,
+                    generation: replica.generation,
+                    oid,
+                    serial,
+                    data: data.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Votes: every storage votes once its stores are answered; [`ClientEvent::Voted`] or
+    /// [`ClientEvent::Aborted`] follows.
+    pub fn vote(&mut self, now: SystemTime, info: TransactionInfo) -> Result<(), ProtocolError> {
+        let txn = self
+            .txn
+            .as_mut()
+            .filter(|txn| txn.phase == Phase::Storing)
+            .ok_or_else(|| invalid("vote", "no transaction is storing"))?;
+        txn.phase = Phase::Voting;
+        txn.info = info;
+        self.progress(now);
+        Ok(())
+    }
+
+    /// Asks the master to commit the voted transaction; [`ClientEvent::Committed`] follows.
+    pub fn finish(&mut self) -> Result<(), ProtocolError> {
+        let txn = self
+            .txn
+            .as_mut()
+            .filter(|txn| txn.phase == Phase::Voted)
+            .ok_or_else(|| invalid("finish", "no transaction has voted"))?;
+        txn.phase = Phase::Finishing;
+        let voters = txn
+            .replicas
+            .iter()
+            .filter(|(node, replica)| replica.voted && !txn.failed.contains(*node))
+            .map(|(node, _)| node.clone())
+            .collect();
+        let message = Message::AskFinish {
+            ttid: txn.ttid,
+            oids: txn.objects.keys().copied().collect(),
+            voters,
+            failed: txn.failed.iter().cloned().collect(),
+        };
+        self.out.send(&self.master, message);
+        Ok(())
+    }
+
+    /// Aborts the transaction in progress everywhere (not once its finish was asked for).
+    pub fn abort(&mut self) -> Result<(), ProtocolError> {
+        match self.txn.as_ref().map(|txn| txn.phase) {
+            None => Err(invalid("abort", "no transaction in progress")),
+            Some(Phase::Beginning) => Err(invalid("abort", "the transaction has not begun")),
+            Some(Phase::Finishing) => Err(invalid("abort", "the finish was asked for")),
+            Some(_) => {
+                self.abort_everywhere();
+                Ok(())
+            }
+        }
+    }
+
+    /// Loads the last committed revision of `oid` from a readable replica, falling through
+    /// to the next on failure; returns the request id of the [`ClientEvent::Loaded`] to come.
+    pub fn load(&mut self, now: SystemTime, oid: Oid) -> Result<u64, ProtocolError> {
+        let table = self
+            .table
+            .as_ref()
+            .ok_or_else(|| invalid("load", "no partition table yet"))?;
+        let mut nodes: VecDeque<NodeName> = table
+            .readable_cells(oid)
+            .map(|cell| cell.node.clone())
+            .collect();
+        let node = nodes
+            .pop_front()
+            .ok_or_else(|| invalid("load", "the object has no readable replica"))?;
+        let request = self.next_request;
+        self.next_request += 1;
+        self.out.send(&node, Message::Load { request, oid });
+        self.loads.insert(
+            request,
+            PendingLoad {
+                oid,
+                node,
+                others: nodes,
+                deadline: now + self.config.load_timeout,
+            },
+        );
+        Ok(request)
+    }
+
+    /// Asks the master for `count` new object ids; [`ClientEvent::NewOids`] follows.
+    pub fn new_oids(&mut self, count: u32) {
+        self.out.send(&self.master, Message::AskNewOids { count });
+    }
+
+    /// Decodes bytes from `from` and handles the message.
+    pub fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let message = decode(bytes).map_err(|source| ProtocolError::Decode {
+            from: from.to_owned(),
+            source,
+        })?;
+        self.handle(now, from, message)
+    }
+
+    /// Handles one message from peer `from`.
+    pub fn handle(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let from_master = from == self.master;
+        match message {
+            Message::PartitionTable(table) if from_master => {
+                let newer = self
+                    .table
+                    .as_ref()
+                    .is_none_or(|current| table.version() >= current.version());
+                if newer {
+                    if self.table.is_none() {
+                        self.events.push_back(ClientEvent::Ready);
+                    }
+                    self.table = Some(table);
+                }
+                Ok(())
+            }
+            Message::AnswerBegin { ttid } if from_master => {
+                let txn = self
+                    .txn
+                    .as_mut()
+                    .filter(|txn| txn.phase == Phase::Beginning)
+                    .ok_or_else(|| out_of_order(from, "AnswerBegin", ttid))?;
+                txn.ttid = ttid;
+                txn.phase = Phase::Storing;
+                self.events.push_back(ClientEvent::Begun { ttid });
+                Ok(())
+            }
+            Message::AnswerNewOids { first, count } if from_master => {
+                self.events.push_back(ClientEvent::NewOids { first, count });
+                Ok(())
+            }
+            Message::Invalidate { tid, oids } if from_master => {
+                self.events
+                    .push_back(ClientEvent::Invalidated { tid, oids });
+                Ok(())
+            }
+            Message::AnswerFinish { ttid, outcome } if from_master => {
+                self.transaction(from, "AnswerFinish", ttid, &[Phase::Finishing])?;
+                self.txn = None;
+                self.events.push_back(match outcome {
+                    TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
+                    refused => ClientEvent::Aborted {
+                        ttid,
+                        reason: AbortReason::FinishRefused(refused),
+                    },
+                });
+                Ok(())
+            }
+            Message::AnswerStore {
+                ttid,
+                generation,
+                oid,
+                result,
+            } if !from_master => self.answer_store(now, from, ttid, generation, oid, result),
+            Message::Restart { ttid, generation } if !from_master => {
+                self.restart(now, from, ttid, generation)
+            }
+            Message::AnswerVote { ttid, result } if !from_master => {
+                self.answer_vote(now, from, ttid, result)
+            }
+            Message::Aborted { ttid } if !from_master => {
+                let phases = [Phase::Storing, Phase::Voting, Phase::Voted];
+                self.transaction(from, "Aborted", ttid, &phases)?;
+                self.fail(AbortReason::StorageGaveUp {
+                    node: from.to_owned(),
+                });
+                Ok(())
+            }
+            Message::AnswerLoad {
+                request,
+                oid,
+                result,
+            } if !from_master => {
+                let matches = self
+                    .loads
+                    .get(&request)
+                    .is_some_and(|load| load.node == from && load.oid == oid);
+                if !matches {
+                    return Err(ProtocolError::Unexpected {
+                        from: from.to_owned(),
+                        kind: "AnswerLoad",
+                    });
+                }
+                if result == LoadResult::Failed {
+                    self.retry_load(now, request);
+                } else {
+                    self.loads.remove(&request);
+                    self.events.push_back(ClientEvent::Loaded {
+                        request,
+                        oid,
+                        result,
+                    });
+                }
+                Ok(())
+            }
+            other => Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: other.kind(),
+            }),
+        }
+    }
+
+    /// The connection to `node` is lost: a storage counts as failed for the transaction and
+    /// its loads go to the next replica.
+    pub fn peer_lost(&mut self, now: SystemTime, node: &str) {
+        let requests: Vec<u64> = self
+            .loads
+            .iter()
+            .filter(|(_, load)| load.node == node)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in requests {
+            self.retry_load(now, request);
+        }
+        if self
+            .txn
+            .as_ref()
+            .is_some_and(|txn| txn.replicas.contains_key(node))
+        {
+            self.storage_failed(now, node);
+        }
+    }
+
+    /// Handles expired timers.
+    pub fn handle_timeout(&mut self, now: SystemTime) {
+        let expired: Vec<u64> = self
+            .loads
+            .iter()
+            .filter(|(_, load)| load.deadline <= now)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in expired {
+            self.retry_load(now, request);
+        }
+        let silent: Vec<NodeName> = self
+            .txn
+            .iter()
+            .flat_map(|txn| {
+                txn.replicas.iter().filter(|(node, replica)| {
+                    !txn.failed.contains(*node) && replica.deadline.is_some_and(|at| at <= now)
+                })
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in silent {
+            self.storage_failed(now, &node);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        let loads = self.loads.values().map(|load| load.deadline);
+        let replicas = self.txn.iter().flat_map(|txn| {
+            txn.replicas
+                .iter()
+                .filter(|(node, _)| !txn.failed.contains(*node))
+                .filter_map(|(_, replica)| replica.deadline)
+        });
+        loads.chain(replicas).min()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.poll()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// The transaction, if `ttid` names it and it is in one of `phases`.
+    fn transaction(
+        &mut self,
+        from: &str,
+        kind: &'static str,
+        ttid: Tid,
+        phases: &[Phase],
+    ) -> Result<&mut Transaction, ProtocolError> {
+        match self.txn.as_mut() {
+            Some(txn) if txn.ttid == ttid && txn.phase != Phase::Beginning => {
+                if phases.contains(&txn.phase) {
+                    Ok(txn)
+                } else {
+                    Err(out_of_order(from, kind, ttid))
+                }
+            }
+            _ => Err(ProtocolError::UnknownTransaction {
+                from: from.to_owned(),
+                kind,
+                ttid,
+            }),
+        }
+    }
+
+    fn answer_store(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+        result: StoreResult,
+    ) -> Result<(), ProtocolError> {
+        let timeout = self.config.storage_timeout;
+        let phases = [Phase::Storing, Phase::Voting];
+        let txn = self.transaction(from, "AnswerStore", ttid, &phases)?;
+        let Some(replica) = txn.replicas.get_mut(from) else {
+            return Err(out_of_order(from, "AnswerStore", ttid));
+        };
+        if generation < replica.generation {
+            // Answers a store sent before a restart; its new copy gets its own answer.
+            return Ok(());
+        }
+        if generation > replica.generation || !replica.unanswered.contains(&oid) {
+            return Err(out_of_order(from, "AnswerStore", ttid));
+        }
+        match result {
+            StoreResult::Stored => {
+                replica.unanswered.remove(&oid);
+                replica.deadline = Some(now + timeout);
+                self.progress(now);
+            }
+            StoreResult::Conflict { current } => {
+                let serial = txn
+                    .objects
+                    .get(&oid)
+                    .map_or(Tid::ZERO, |(serial, _)| *serial);
+                self.fail(AbortReason::Conflict {
+                    oid,
+                    serial,
+                    current,
+                });
+            }
+            StoreResult::Failed => self.fail(AbortReason::StoreFailed {
+                node: from.to_owned(),
+                oid,
+            }),
+        }
+        Ok(())
+    }
+
+    fn restart(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        generation: u32,
+    ) -> Result<(), ProtocolError> {
+        let timeout = self.config.storage_timeout;
+        let phases = [Phase::Storing, Phase::Voting];
+        let txn = self.transaction(from, "Restart", ttid, &phases)?;
+        let Some(replica) = txn
+            .replicas
+            .get_mut(from)
+            .filter(|replica| generation > replica.generation && !replica.voted)
+        else {
+            return Err(out_of_order(from, "Restart", ttid));
+        };
+        replica.generation = generation;
+        replica.unanswered = replica.oids.clone();
+        replica.vote_sent = false;
+        replica.deadline = Some(now + timeout);
+        let stores: Vec<Message> = replica
+            .oids
+            .iter()
+            .filter_map(|oid| {
+                let (serial, data) = txn.objects.get(oid)?;
+                Some(Message::Store {
+                    ttid,
+                    generation,
+                    oid: *oid,
+                    serial: *serial,
+                    data: data.clone(),
+                })
+            })
+            .collect();
+        for store in stores {
+            self.out.send(from, store);
+        }
+        Ok(())
+    }
+
+    fn answer_vote(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        result: VoteResult,
+    ) -> Result<(), ProtocolError> {
+        let txn = self.transaction(from, "AnswerVote", ttid, &[Phase::Voting])?;
+        let Some(replica) = txn
+            .replicas
+            .get_mut(from)
+            .filter(|replica| replica.vote_sent && !replica.voted)
+        else {
+            return Err(out_of_order(from, "AnswerVote", ttid));
+        };
+        match result {
+            VoteResult::Yes => {
+                replica.voted = true;
+                replica.deadline = None;
+                self.progress(now);
+            }
+            VoteResult::Conflict {
+                oid,
+                expected,
+                current,
+            } => self.fail(AbortReason::Conflict {
+                oid,
+                serial: expected,
+                current,
+            }),
+            VoteResult::No(refusal) => self.fail(AbortReason::VoteRefused {
+                node: from.to_owned(),
+                refusal,
+            }),
+        }
+        Ok(())
+    }
+
+    /// Sends the votes that are due and reports the vote once it is complete.
+    fn progress(&mut self, now: SystemTime) {
+        let timeout = self.config.storage_timeout;
+        let Some(txn) = self.txn.as_mut().filter(|txn| txn.phase == Phase::Voting) else {
+            return;
+        };
+        for (node, replica) in &mut txn.replicas {
+            if txn.failed.contains(node) || replica.vote_sent || !replica.unanswered.is_empty() {
+                continue;
+            }
+            replica.vote_sent = true;
+            replica.deadline = Some(now + timeout);
+            self.out.send(
+                node,
+                Message::Vote {
+                    ttid: txn.ttid,
+                    generation: replica.generation,
+                    oids: replica.oids.iter().copied().collect(),
+                    info: txn.info.clone(),
+                },
+            );
+        }
+        let all_voted = txn
+            .replicas
+            .iter()
+            .all(|(node, replica)| txn.failed.contains(node) || replica.voted);
+        if all_voted {
+            txn.phase = Phase::Voted;
+            self.events.push_back(ClientEvent::Voted { ttid: txn.ttid });
+        }
+    }
+
+    fn storage_failed(&mut self, now: SystemTime, node: &str) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if txn.phase == Phase::Finishing || !txn.failed.insert(node.to_owned()) {
+            return;
+        }
+        self.events.push_back(ClientEvent::StorageFailed {
+            node: node.to_owned(),
+        });
+        let orphan = txn.objects.keys().copied().find(|oid| {
+            !txn.replicas
+                .iter()
+                .any(|(node, replica)| replica.oids.contains(oid) && !txn.failed.contains(node))
+        });
+        match orphan {
+            Some(oid) => self.fail(AbortReason::NoReplica { oid }),
+            None => self.progress(now),
+        }
+    }
+
+    fn fail(&mut self, reason: AbortReason) {
+        if let Some(ttid) = self.abort_everywhere() {
+            self.events.push_back(ClientEvent::Aborted { ttid, reason });
+        }
+    }
+
+    fn abort_everywhere(&mut self) -> Option<Tid> {
+        let txn = self.txn.take()?;
+        let ttid = txn.ttid;
+        for node in txn.replicas.keys() {
+            self.out.send(node, Message::AbortTransaction { ttid });
+        }
+        self.out
+            .send(&self.master, Message::AbortTransaction { ttid });
+        Some(ttid)
+    }
+
+    fn retry_load(&mut self, now: SystemTime, request: u64) {
+        let Some(load) = self.loads.get_mut(&request) else {
+            return;
+        };
+        match load.others.pop_front() {
+            Some(node) => {
+                load.node = node;
+                load.deadline = now + self.config.load_timeout;
+                self.out.send(
+                    &load.node,
+                    Message::Load {
+                        request,
+                        oid: load.oid,
+                    },
+                );
+            }
+            None => {
+                let oid = load.oid;
+                self.loads.remove(&request);
+                self.events.push_back(ClientEvent::Loaded {
+                    request,
+                    oid,
+                    result: LoadResult::Failed,
+                });
+            }
+        }
+    }
+}
+
+fn invalid(call: &'static str, reason: &'static str) -> ProtocolError {
+    ProtocolError::InvalidCall { call, reason }
+}
+
+fn out_of_order(from: &str, kind: &'static str, ttid: Tid) -> ProtocolError {
+    ProtocolError::OutOfOrder {
+        from: from.to_owned(),
+        kind,
+        ttid,
+    }
+}

@@ -1,0 +1,519 @@
+//! The master's state machine: ids, the partition table, and the finish of every transaction.
+//!
+//! The master allocates object ids in batches and TIDs from a [`TidClock`]; owns the
+//! [`PartitionTable`] and pushes every new version of it to the clients and running storages;
+//! and serializes finishes: one transaction at a time gets its commit TID, is finished on its
+//! voters, and is answered, so that TIDs commit in order on every storage. It remembers the
+//! outcome of every transaction it decided, for storages that ask after a timeout or a crash.
+//!
+//! A storage that fails during a commit (reported by a client, lost, or silent at finish) has
+//! its cells marked out of date; a finish goes on only while every partition it touches keeps a
+//! readable replica that voted yes.
+//!
+//! ```
+//! use replicast_node::master::{Master, MasterConfig};
+//! use replicast_node::partition::PartitionTable;
+//! use replicast_node::protocol::Message;
+//! use std::time::SystemTime;
+//!
+//! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
+//! let mut master = Master::new(table, MasterConfig::default());
+//! let now = SystemTime::now();
+//! master.handle(now, "c1", Message::ClientHello)?;
+//! master.handle(now, "c1", Message::AskBegin)?;
+//! let answers: Vec<_> = std::iter::from_fn(|| master.poll_transmit()).collect();
+//! assert!(matches!(answers[1].message, Message::AnswerBegin { .. }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use crate::ids::{Oid, Tid, TidClock};
+use crate::partition::{NodeName, PartitionTable};
+use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit, decode};
+
+/// Limits and timeouts of the master.
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// The most object ids handed out by one [`Message::AskNewOids`].
+    pub max_oid_batch: u32,
+    /// How long a voter has to acknowledge a finish before its cells go out of date.
+    pub finish_timeout: Duration,
+    /// The first object id to hand out.
+    pub first_oid: Oid,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            max_oid_batch: 1024,
+            finish_timeout: Duration::from_secs(5),
+            first_oid: Oid(1),
+        }
+    }
+}
+
+/// Something the master decided, for its driver and for tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterEvent {
+    /// A transaction committed at `tid` on every voter that acknowledged.
+    Committed {
+        /// Its temporary TID.
+        ttid: Tid,
+        /// Its commit TID.
+        tid: Tid,
+    },
+    /// A transaction was aborted.
+    Aborted {
+        /// Its temporary TID.
+        ttid: Tid,
+    },
+    /// A storage's cells were marked out of date.
+    StorageOutOfDate {
+        /// The storage.
+        node: NodeName,
+    },
+}
+
+/// A transaction begun and not yet decided.
+#[derive(Debug)]
+struct Open {
+    client: NodeName,
+    /// Its finish was asked for and is queued: it can no longer be aborted by a storage.
+    finish_queued: bool,
+}
+
+/// A finish asked for and waiting for its turn.
+#[derive(Debug)]
+struct FinishRequest {
+    ttid: Tid,
+    client: NodeName,
+    oids: Vec<Oid>,
+    voters: BTreeSet<NodeName>,
+}
+
+/// The finish in progress: the commit TID is decided, the voters are acknowledging it.
+#[derive(Debug)]
+struct Finishing {
+    request: FinishRequest,
+    tid: Tid,
+    waiting: BTreeSet<NodeName>,
+    deadline: SystemTime,
+}
+
+/// The master role; see the [module documentation](self).
+#[derive(Debug)]
+pub struct Master {
+    config: MasterConfig,
+    table: PartitionTable,
+    clock: TidClock,
+    next_oid: u64,
+    running: BTreeSet<NodeName>,
+    clients: BTreeSet<NodeName>,
+    open: BTreeMap<Tid, Open>,
+    queue: VecDeque<FinishRequest>,
+    finishing: Option<Finishing>,
+    outcomes: HashMap<Tid, TransactionOutcome>,
+    out: Outbox,
+    events: VecDeque<MasterEvent>,
+}
+
+impl Master {
+    /// A master owning `table`, with no storage running yet.
+    pub fn new(table: PartitionTable, config: MasterConfig) -> Self {
+        Self {
+            next_oid: config.first_oid.0,
+            config,
+            table,
+            clock: TidClock::default(),
+            running: BTreeSet::new(),
+            clients: BTreeSet::new(),
+            open: BTreeMap::new(),
+            queue: VecDeque::new(),
+            finishing: None,
+            outcomes: HashMap::new(),
+            out: Outbox::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The current partition table.
+    pub fn table(&self) -> &PartitionTable {
+        &self.table
+    }
+
+    /// The storages that announced themselves and were not lost since.
+    pub fn running_storages(&self) -> impl Iterator<Item = &str> {
+        self.running.iter().map(String::as_str)
+    }
+
+    /// What became of transaction `ttid`, if the master decided it.
+    pub fn outcome(&self, ttid: Tid) -> Option<TransactionOutcome> {
+        self.outcomes.get(&ttid).copied()
+    }
+
+    /// Decodes bytes from `from` and handles the message.
+    pub fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let message = decode(bytes).map_err(|source| ProtocolError::Decode {
+            from: from.to_owned(),
+            source,
+        })?;
+        self.handle(now, from, message)
+    }
+
+    /// Handles one message from peer `from`.
+    pub fn handle(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let is_storage = self.table.storages().iter().any(|node| node == from);
+        let unexpected = |message: &Message| ProtocolError::Unexpected {
+            from: from.to_owned(),
+            kind: message.kind(),
+        };
+        match message {
+            Message::ClientHello if !is_storage => {
+                self.clients.insert(from.to_owned());
+                self.out
+                    .send(from, Message::PartitionTable(self.table.clone()));
+            }
+            Message::StorageReady if is_storage => {
+                // Ready while believed running: it restarted unnoticed and missed writes.
+                if !self.running.insert(from.to_owned()) {
+                    self.mark_out_of_date(from)?;
+                }
+                self.out
+                    .send(from, Message::PartitionTable(self.table.clone()));
+            }
+            Message::AskBegin if self.clients.contains(from) => {
+                let ttid = self.clock.allocate(now)?;
+                self.open.insert(
+                    ttid,
+                    Open {
+                        client: from.to_owned(),
+                        finish_queued: false,
+                    },
+                );
+                self.out.send(from, Message::AnswerBegin { ttid });
+            }
+            Message::AskNewOids { count } if self.clients.contains(from) => {
+                let count = count.clamp(1, self.config.max_oid_batch);
+                let first = self.next_oid;
+                let Some(next) = first.checked_add(u64::from(count)) else {
+                    return Err(ProtocolError::InvalidCall {
+                        call: "AskNewOids",
+                        reason: "object ids are exhausted",
+                    });
+                };
+                self.next_oid = next;
+                self.out.send(
+                    from,
+                    Message::AnswerNewOids {
+                        first: Oid(first),
+                        count,
+                    },
+                );
+            }
+            Message::AskFinish {
+                ttid,
+                oids,
+                voters,
+                failed,
+            } if self.clients.contains(from) => {
+                self.ask_finish(now, from, ttid, oids, voters, failed)?;
+            }
+            Message::AbortTransaction { ttid } if self.clients.contains(from) => {
+                let open = self
+                    .open
+                    .get(&ttid)
+                    .ok_or(ProtocolError::UnknownTransaction {
+                        from: from.to_owned(),
+                        kind: "AbortTransaction",
+                        ttid,
+                    })?;
+                if open.client != from || open.finish_queued {
+                    return Err(ProtocolError::OutOfOrder {
+                        from: from.to_owned(),
+                        kind: "AbortTransaction",
+                        ttid,
+                    });
+                }
+                self.abort(ttid, false);
+            }
+            Message::Finished { ttid, tid } if is_storage => {
+                let Some(finishing) = self
+                    .finishing
+                    .as_mut()
+                    .filter(|finishing| finishing.request.ttid == ttid && finishing.tid == tid)
+                else {
+                    return Err(ProtocolError::OutOfOrder {
+                        from: from.to_owned(),
+                        kind: "Finished",
+                        ttid,
+                    });
+                };
+                finishing.waiting.remove(from);
+                self.complete_finish_if_done(now)?;
+            }
+            Message::AskOutcome { ttid } if is_storage => {
+                let outcome = match self.outcomes.get(&ttid) {
+                    Some(outcome) => *outcome,
+                    None => match self.open.get(&ttid) {
+                        Some(open) if open.finish_queued => TransactionOutcome::Pending,
+                        // The storage waited for a finish that did not come: the client is
+                        // gone or too slow, and the transaction can still be aborted.
+                        Some(_) => {
+                            self.abort(ttid, true);
+                            TransactionOutcome::Aborted
+                        }
+                        // Never begun here, so never committed.
+                        None => TransactionOutcome::Aborted,
+                    },
+                };
+                self.out.send(from, Message::Outcome { ttid, outcome });
+            }
+            other => return Err(unexpected(&other)),
+        }
+        Ok(())
+    }
+
+    /// The connection to `node` is lost: a storage goes out of date, a client's open
+    /// transactions are aborted.
+    pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        if self.running.remove(node) {
+            self.mark_out_of_date(node)?;
+            if let Some(finishing) = self.finishing.as_mut() {
+                finishing.waiting.remove(node);
+            }
+            self.complete_finish_if_done(now)?;
+        } else if self.clients.remove(node) {
+            let abandoned: Vec<Tid> = self
+                .open
+                .iter()
+                .filter(|(_, open)| open.client == node && !open.finish_queued)
+                .map(|(ttid, _)| *ttid)
+                .collect();
+            for ttid in abandoned {
+                self.abort(ttid, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles expired timers.
+    pub fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let Some(finishing) = self.finishing.as_mut() else {
+            return Ok(());
+        };
+        if now < finishing.deadline {
+            return Ok(());
+        }
+        let silent = std::mem::take(&mut finishing.waiting);
+        for node in silent {
+            self.mark_out_of_date(&node)?;
+        }
+        self.complete_finish_if_done(now)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        self.finishing.as_ref().map(|finishing| finishing.deadline)
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.poll()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<MasterEvent> {
+        self.events.pop_front()
+    }
+
+    fn ask_finish(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        oids: Vec<Oid>,
+        voters: Vec<NodeName>,
+        failed: Vec<NodeName>,
+    ) -> Result<(), ProtocolError> {
+        let Some(open) = self.open.get(&ttid).filter(|open| open.client == from) else {
+            // Aborted meanwhile (a storage gave up on it), or never begun by this client.
+            let outcome = self
+                .outcomes
+                .get(&ttid)
+                .copied()
+                .filter(|outcome| *outcome == TransactionOutcome::Aborted)
+                .ok_or(ProtocolError::UnknownTransaction {
+                    from: from.to_owned(),
+                    kind: "AskFinish",
+                    ttid,
+                })?;
+            self.out.send(from, Message::AnswerFinish { ttid, outcome });
+            return Ok(());
+        };
+        if open.finish_queued {
+            return Err(ProtocolError::OutOfOrder {
+                from: from.to_owned(),
+                kind: "AskFinish",
+                ttid,
+            });
+        }
+        for node in &failed {
+            if self.table.storages().contains(node) {
+                self.mark_out_of_date(node)?;
+            }
+        }
+        let voters: BTreeSet<NodeName> = voters.into_iter().collect();
+        let uncovered = oids.iter().find(|oid| {
+            !self
+                .table
+                .readable_cells(**oid)
+                .any(|cell| voters.contains(&cell.node))
+        });
+        if let Some(oid) = uncovered {
+            let partition = self.table.partition_of(*oid);
+            self.abort(ttid, true);
+            self.out.send(
+                from,
+                Message::AnswerFinish {
+                    ttid,
+                    outcome: TransactionOutcome::Unavailable { partition },
+                },
+            );
+            return Ok(());
+        }
+        if let Some(open) = self.open.get_mut(&ttid) {
+            open.finish_queued = true;
+        }
+        self.queue.push_back(FinishRequest {
+            ttid,
+            client: from.to_owned(),
+            oids,
+            voters,
+        });
+        self.start_next_finish(now)
+    }
+
+    fn start_next_finish(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        while self.finishing.is_none() {
+            let Some(request) = self.queue.pop_front() else {
+                return Ok(());
+            };
+            let tid = self.clock.allocate(now)?;
+            // The commit point: the data is durable on the voters, the TID is decided.
+            self.outcomes
+                .insert(request.ttid, TransactionOutcome::Committed(tid));
+            // A voter gone out of date since its vote asks for the outcome itself.
+            let waiting: BTreeSet<NodeName> = request
+                .voters
+                .iter()
+                .filter(|node| self.running.contains(*node) && self.has_writable_cell(node))
+                .cloned()
+                .collect();
+            for node in &waiting {
+                self.out.send(
+                    node,
+                    Message::Finish {
+                        ttid: request.ttid,
+                        tid,
+                    },
+                );
+            }
+            self.finishing = Some(Finishing {
+                request,
+                tid,
+                waiting,
+                deadline: now + self.config.finish_timeout,
+            });
+            self.complete_finish_if_done(now)?;
+        }
+        Ok(())
+    }
+
+    fn complete_finish_if_done(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let Some(finishing) = self
+            .finishing
+            .take_if(|finishing| finishing.waiting.is_empty())
+        else {
+            return Ok(());
+        };
+        let Finishing { request, tid, .. } = finishing;
+        self.open.remove(&request.ttid);
+        self.out.send(
+            &request.client,
+            Message::AnswerFinish {
+                ttid: request.ttid,
+                outcome: TransactionOutcome::Committed(tid),
+            },
+        );
+        for client in self
+            .clients
+            .iter()
+            .filter(|client| **client != request.client)
+        {
+            self.out.send(
+                client,
+                Message::Invalidate {
+                    tid,
+                    oids: request.oids.clone(),
+                },
+            );
+        }
+        self.events.push_back(MasterEvent::Committed {
+            ttid: request.ttid,
+            tid,
+        });
+        self.start_next_finish(now)
+    }
+
+    /// Aborts an open transaction; `tell_storages` when its client will not do it.
+    fn abort(&mut self, ttid: Tid, tell_storages: bool) {
+        self.open.remove(&ttid);
+        self.outcomes.insert(ttid, TransactionOutcome::Aborted);
+        if tell_storages {
+            for node in &self.running {
+                self.out.send(node, Message::AbortTransaction { ttid });
+            }
+        }
+        self.events.push_back(MasterEvent::Aborted { ttid });
+    }
+
+    fn has_writable_cell(&self, node: &str) -> bool {
+        self.table.partitions().any(|cells| {
+            cells
+                .iter()
+                .any(|cell| cell.node == node && cell.is_writable())
+        })
+    }
+
+    fn mark_out_of_date(&mut self, node: &str) -> Result<(), ProtocolError> {
+        if self.table.mark_out_of_date(node)? == 0 {
+            return Ok(());
+        }
+        self.events.push_back(MasterEvent::StorageOutOfDate {
+            node: node.to_owned(),
+        });
+        let peers: Vec<NodeName> = self
+            .clients
+            .iter()
+            .chain(self.running.iter())
+            .cloned()
+            .collect();
+        for peer in peers {
+            self.out
+                .send(&peer, Message::PartitionTable(self.table.clone()));
+        }
+        Ok(())
+    }
+}

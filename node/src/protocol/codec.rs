@@ -1,0 +1,48 @@
+//! The wire form of a message: a protocol version, then the message, both in postcard.
+
+use super::error::DecodeError;
+use super::message::Message;
+
+/// The version of the message set this crate speaks. A peer speaking another is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Encodes `message` with the protocol version in front.
+///
+/// ```
+/// use replicast_node::protocol::{Message, decode, encode};
+///
+/// let bytes = encode(&Message::AskBegin);
+/// assert_eq!(decode(&bytes)?, Message::AskBegin);
+/// assert!(decode(&bytes[..1]).is_err());
+/// # Ok::<(), replicast_node::protocol::DecodeError>(())
+/// ```
+pub fn encode(message: &Message) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    // Writing into a Vec cannot fail, and every message type serializes (no maps with
+    // non-string keys, no unsized sequences), so an error here is a bug in this module.
+    if let Ok(version) = postcard::to_stdvec(&PROTOCOL_VERSION) {
+        bytes.extend_from_slice(&version);
+    }
+    if let Ok(body) = postcard::to_stdvec(message) {
+        bytes.extend_from_slice(&body);
+    }
+    bytes
+}
+
+/// Decodes bytes from a peer. Total: any input gives a message or a [`DecodeError`].
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let (version, rest): (u16, _) =
+        postcard::take_from_bytes(bytes).map_err(|source| DecodeError::Version { source })?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            version,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    let (message, rest): (Message, _) =
+        postcard::take_from_bytes(rest).map_err(|source| DecodeError::Body { source })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { len: rest.len() });
+    }
+    Ok(message)
+}

@@ -1,0 +1,100 @@
+//! What a peer can do wrong, and what a state machine refuses.
+
+use crate::ids::Tid;
+use crate::locks::LockError;
+use crate::partition::{NodeName, PartitionError};
+use crate::storage::StorageError;
+
+/// Bytes from a peer that are not a message of this protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The version in front is cut or malformed.
+    #[error("cannot read the protocol version: {source}")]
+    Version {
+        /// What postcard said.
+        source: postcard::Error,
+    },
+    /// The peer speaks another version.
+    #[error("protocol version {version} is not supported (this node speaks {supported})")]
+    UnsupportedVersion {
+        /// The peer's version.
+        version: u16,
+        /// Ours.
+        supported: u16,
+    },
+    /// The message after the version is malformed.
+    #[error("malformed message: {source}")]
+    Body {
+        /// What postcard said.
+        source: postcard::Error,
+    },
+    /// Bytes follow a complete message.
+    #[error("{len} bytes after the end of the message")]
+    TrailingBytes {
+        /// How many.
+        len: usize,
+    },
+}
+
+/// A message or call a state machine refuses; its state is unchanged unless the variant says
+/// otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The bytes did not decode.
+    #[error("from {from}: {source}")]
+    Decode {
+        /// The peer.
+        from: NodeName,
+        /// Why.
+        source: DecodeError,
+    },
+    /// A message this role never receives, or not from this peer.
+    #[error("unexpected {kind} from {from}")]
+    Unexpected {
+        /// The peer.
+        from: NodeName,
+        /// The message's variant.
+        kind: &'static str,
+    },
+    /// A message about a transaction this node does not know (or no longer knows).
+    #[error("{kind} from {from} names unknown transaction {ttid}")]
+    UnknownTransaction {
+        /// The peer.
+        from: NodeName,
+        /// The message's variant.
+        kind: &'static str,
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// A message that comes too early or too late in the transaction's life.
+    #[error("{kind} from {from} is out of order for transaction {ttid}")]
+    OutOfOrder {
+        /// The peer.
+        from: NodeName,
+        /// The message's variant.
+        kind: &'static str,
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// A call of the local API that the current state does not allow.
+    #[error("{call} is not allowed now: {reason}")]
+    InvalidCall {
+        /// The method called.
+        call: &'static str,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The lock manager refused a request (a bug in the storage role, reported rather than
+    /// panicking).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The partition table refused a change.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// TIDs are exhausted.
+    #[error(transparent)]
+    Tid(#[from] crate::ids::TidExhausted),
+}

@@ -1,0 +1,270 @@
+//! Every message a peer of the two-phase commit can send, with the answers it can carry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Oid, Tid};
+use crate::partition::{NodeName, PartitionTable};
+use crate::storage::{ObjectData, TransactionInfo};
+
+/// One protocol message. The comment on each variant names who sends it to whom.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Client -> master: announces the client and asks for the partition table.
+    ClientHello,
+    /// Storage -> master: the storage (re)started and serves again.
+    StorageReady,
+    /// Master -> client or storage: the current partition table.
+    PartitionTable(PartitionTable),
+    /// Client -> master: asks for a temporary TID to begin a transaction with.
+    AskBegin,
+    /// Master -> client: the temporary TID of the transaction just begun.
+    AnswerBegin {
+        /// The temporary TID.
+        ttid: Tid,
+    },
+    /// Client -> master: asks for `count` new object ids.
+    AskNewOids {
+        /// How many.
+        count: u32,
+    },
+    /// Master -> client: the ids `first .. first + count`.
+    AnswerNewOids {
+        /// The first id.
+        first: Oid,
+        /// How many ids follow it, itself included (may be fewer than asked).
+        count: u32,
+    },
+    /// Client -> storage: store `data` as the new revision of `oid`, on top of `serial`.
+    Store {
+        /// The transaction.
+        ttid: Tid,
+        /// The restart generation this store belongs to (see [`Message::Restart`]).
+        generation: u32,
+        /// The object.
+        oid: Oid,
+        /// The revision the client read ([`Tid::ZERO`] for a new object).
+        serial: Tid,
+        /// The new content.
+        data: ObjectData,
+    },
+    /// Storage -> client: the outcome of one store.
+    AnswerStore {
+        /// The transaction.
+        ttid: Tid,
+        /// The generation of the store answered.
+        generation: u32,
+        /// The object.
+        oid: Oid,
+        /// Stored, or why not.
+        result: StoreResult,
+    },
+    /// Storage -> client: the transaction lost its locks here to an older one (wound-wait);
+    /// every store of it to this storage must be sent again with `generation`.
+    Restart {
+        /// The transaction.
+        ttid: Tid,
+        /// The generation the stores sent again must carry.
+        generation: u32,
+    },
+    /// Client -> storage: make the transaction durable; `oids` are all it stored here.
+    Vote {
+        /// The transaction.
+        ttid: Tid,
+        /// The generation the stores belong to.
+        generation: u32,
+        /// Every object the transaction stored on this storage.
+        oids: Vec<Oid>,
+        /// What the transaction says about itself.
+        info: TransactionInfo,
+    },
+    /// Storage -> client: the vote of one storage.
+    AnswerVote {
+        /// The transaction.
+        ttid: Tid,
+        /// Yes, or why not.
+        result: VoteResult,
+    },
+    /// Client -> master: every touched partition has a replica that voted yes; commit.
+    AskFinish {
+        /// The transaction.
+        ttid: Tid,
+        /// The objects it wrote (for invalidations).
+        oids: Vec<Oid>,
+        /// The storages that voted yes.
+        voters: Vec<NodeName>,
+        /// The storages that failed to answer during the transaction.
+        failed: Vec<NodeName>,
+    },
+    /// Master -> client: the outcome of [`Message::AskFinish`].
+    AnswerFinish {
+        /// The transaction.
+        ttid: Tid,
+        /// Committed at a TID, or refused.
+        outcome: TransactionOutcome,
+    },
+    /// Master -> other clients: objects changed by the transaction committed at `tid`.
+    Invalidate {
+        /// The TID of the commit.
+        tid: Tid,
+        /// The objects it wrote.
+        oids: Vec<Oid>,
+    },
+    /// Client -> master and storages, master -> storages: forget the transaction.
+    AbortTransaction {
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// Storage -> client: the storage gave up on an idle transaction and aborted it.
+    Aborted {
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// Master -> storage: commit the voted transaction at `tid`.
+    Finish {
+        /// The transaction.
+        ttid: Tid,
+        /// Its commit TID.
+        tid: Tid,
+    },
+    /// Storage -> master: the transaction is committed here.
+    Finished {
+        /// The transaction.
+        ttid: Tid,
+        /// Its commit TID.
+        tid: Tid,
+    },
+    /// Storage -> master: what became of a transaction this storage voted for?
+    AskOutcome {
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// Master -> storage: the answer to [`Message::AskOutcome`].
+    Outcome {
+        /// The transaction.
+        ttid: Tid,
+        /// What became of it.
+        outcome: TransactionOutcome,
+    },
+    /// Client -> storage: the last committed revision of `oid`.
+    Load {
+        /// Chosen by the client to match the answer.
+        request: u64,
+        /// The object.
+        oid: Oid,
+    },
+    /// Storage -> client: the answer to [`Message::Load`].
+    AnswerLoad {
+        /// The request answered.
+        request: u64,
+        /// The object.
+        oid: Oid,
+        /// The revision, if any.
+        result: LoadResult,
+    },
+}
+
+/// The outcome of one store on one storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreResult {
+    /// Recorded (not durable until the vote).
+    Stored,
+    /// The object's last committed revision is `current`, not the serial the client sent.
+    Conflict {
+        /// The object's last committed TID.
+        current: Tid,
+    },
+    /// The storage could not record it (its engine failed).
+    Failed,
+}
+
+/// One storage's vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoteResult {
+    /// The data is durable here.
+    Yes,
+    /// An object was committed by another transaction since it was stored.
+    Conflict {
+        /// The object.
+        oid: Oid,
+        /// The serial the transaction stored on top of.
+        expected: Tid,
+        /// The object's last committed TID.
+        current: Tid,
+    },
+    /// The storage does not hold the transaction the vote describes.
+    No(VoteRefusal),
+}
+
+/// Why a storage votes no, other than a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoteRefusal {
+    /// The storage does not know the transaction (aborted, or never stored here).
+    UnknownTransaction,
+    /// The objects listed are not those the storage holds for the transaction.
+    MissingStores,
+    /// The storage's engine failed.
+    StorageFailed,
+}
+
+/// What became of a transaction, as the master knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransactionOutcome {
+    /// Committed at this TID.
+    Committed(Tid),
+    /// Aborted: nothing of it is visible, ever.
+    Aborted,
+    /// Not decided yet (its finish is queued): ask again later.
+    Pending,
+    /// Refused at finish: a touched partition has no readable replica that voted yes.
+    Unavailable {
+        /// The partition.
+        partition: u32,
+    },
+}
+
+/// The answer to a load.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoadResult {
+    /// The last committed revision.
+    Found {
+        /// Its TID (the serial to store on top of).
+        tid: Tid,
+        /// Its content.
+        data: ObjectData,
+    },
+    /// The object has no committed revision.
+    Missing,
+    /// The storage could not read it.
+    Failed,
+}
+
+impl Message {
+    /// The variant's name, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::ClientHello => "ClientHello",
+            Message::StorageReady => "StorageReady",
+            Message::PartitionTable(_) => "PartitionTable",
+            Message::AskBegin => "AskBegin",
+            Message::AnswerBegin { .. } => "AnswerBegin",
+            Message::AskNewOids { .. } => "AskNewOids",
+            Message::AnswerNewOids { .. } => "AnswerNewOids",
+            Message::Store { .. } => "Store",
+            Message::AnswerStore { .. } => "AnswerStore",
+            Message::Restart { .. } => "Restart",
+            Message::Vote { .. } => "Vote",
+            Message::AnswerVote { .. } => "AnswerVote",
+            Message::AskFinish { .. } => "AskFinish",
+            Message::AnswerFinish { .. } => "AnswerFinish",
+            Message::Invalidate { .. } => "Invalidate",
+            Message::AbortTransaction { .. } => "AbortTransaction",
+            Message::Aborted { .. } => "Aborted",
+            Message::Finish { .. } => "Finish",
+            Message::Finished { .. } => "Finished",
+            Message::AskOutcome { .. } => "AskOutcome",
+            Message::Outcome { .. } => "Outcome",
+            Message::Load { .. } => "Load",
+            Message::AnswerLoad { .. } => "AnswerLoad",
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The messages of the two-phase commit, and what the sans-IO roles exchange with a driver.
+//!
+//! The roles ([`Master`](crate::master::Master), [`Client`](crate::client::Client),
+//! [`StorageNode`](crate::storage_node::StorageNode)) are state machines in the style of
+//! `quinn-proto`: a driver feeds each one `(now, peer, message)` and expired timers, and takes
+//! from it [`Transmit`]s (a message for a named peer) and events. They do no I/O and read no
+//! clock, so the whole protocol runs under a deterministic simulation
+//! (`node/tests/twopc_sim.rs`) as well as over QUIC links.
+//!
+//! The driver's contract: messages between two peers arrive in order and without loss (a QUIC
+//! stream), and the driver reports a peer whose connection is lost. Everything else (delay,
+//! reordering across peers, crashes) the protocol copes with.
+//!
+//! ## Two-phase commit, as built here
+//!
+//! 1. *begin*: the client asks the master for a temporary TID (`ttid`), the transaction's age.
+//! 2. *store*: the client sends each object to every writable replica of its partition without
+//!    waiting. A storage locks the object (wound-wait: an older transaction takes the lock of
+//!    a younger one that has not voted and the storage tells the younger's client to
+//!    [`Restart`](Message::Restart), i.e. send its stores there again under a new generation),
+//!    then checks the serial: a conflict fails the transaction with both serials.
+//! 3. *vote*: once every store is answered, the client asks each storage to vote with the list
+//!    of objects it stored there; a yes means the data is fsynced. A storage that fails or does
+//!    not answer in time is reported, and the vote still succeeds if every touched partition
+//!    keeps a replica that voted yes.
+//! 4. *finish*: the master checks that again against its table (marking the failed storages'
+//!    cells out of date), allocates the commit TID and sends it to the voters, one
+//!    transaction at a time so that every storage commits in TID order; it answers the client
+//!    when every voter acknowledged or timed out (a voter that times out goes out of date) and
+//!    invalidates the objects at the other clients.
+//! 5. A storage that voted and hears no finish in time, or that restarts with voted
+//!    transactions on disk, asks the master for the [outcome](TransactionOutcome); the master
+//!    aborts a transaction still open when asked, so a client that vanished after its vote
+//!    releases its locks. An unvoted transaction idle for too long is aborted by the storage.
+
+mod codec;
+mod error;
+mod message;
+
+pub use codec::{PROTOCOL_VERSION, decode, encode};
+pub use error::{DecodeError, ProtocolError};
+pub use message::{LoadResult, Message, StoreResult, TransactionOutcome, VoteRefusal, VoteResult};
+
+use std::collections::VecDeque;
+
+use crate::partition::NodeName;
+
+/// A message for a named peer, taken from a state machine by its driver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transmit {
+    /// The peer.
+    pub to: NodeName,
+    /// The message.
+    pub message: Message,
+}
+
+/// The queue of messages a state machine has to send.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Transmit>,
+}
+
+impl Outbox {
+    pub(crate) fn send(&mut self, to: &str, message: Message) {
+        self.queue.push_back(Transmit {
+            to: to.to_owned(),
+            message,
+        });
+    }
+
+    pub(crate) fn poll(&mut self) -> Option<Transmit> {
+        self.queue.pop_front()
+    }
+}

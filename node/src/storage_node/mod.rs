@@ -1,0 +1,587 @@
+//! The storage role's state machine: stores under locks, votes, finishes, and recovery.
+//!
+//! It wraps a [`Store`] and a [`LockManager`]. A store waits for its object's lock, then is
+//! checked for a conflict and staged; the stores of one transaction are taken in the order they
+//! arrive, one lock at a time. When an older transaction wounds a younger one, the younger's
+//! staged data is dropped and its client told to [`Restart`](Message::Restart) under a new
+//! generation; stores of an older generation still in flight are ignored.
+//!
+//! A transaction that voted and hears nothing for [`StorageConfig::outcome_timeout`] is asked
+//! about at the master (its client may be gone); one that has not voted and is idle for
+//! [`StorageConfig::idle_timeout`] is aborted here. After a restart, every voted transaction
+//! found on disk is asked about, and unvoted ones (whose locks died with the process) dropped.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use crate::ids::{Oid, Tid};
+use crate::locks::{LockDecision, LockEvent, LockManager};
+use crate::partition::NodeName;
+use crate::protocol::{
+    LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
+    VoteRefusal, VoteResult, decode,
+};
+use crate::storage::{ObjectData, StorageError, Store, TransactionInfo};
+
+/// Timeouts of a storage.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// How long a voted transaction waits for its finish before the master is asked.
+    pub outcome_timeout: Duration,
+    /// How long an unvoted transaction may stay idle (not waiting for a lock) before it is
+    /// aborted.
+    pub idle_timeout: Duration,
+    /// How many ended transactions are remembered, to refuse late stores for them.
+    pub remembered_ends: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            outcome_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(30),
+            remembered_ends: 4096,
+        }
+    }
+}
+
+/// Something that happened on the storage, for its driver and for tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageEvent {
+    /// A transaction committed here.
+    Committed {
+        /// Its temporary TID.
+        ttid: Tid,
+        /// Its commit TID.
+        tid: Tid,
+    },
+    /// A transaction was aborted here.
+    Aborted {
+        /// Its temporary TID.
+        ttid: Tid,
+    },
+    /// A transaction lost its locks to an older one.
+    Wounded {
+        /// Its temporary TID.
+        ttid: Tid,
+    },
+    /// The engine refused an operation the protocol asked for; the transaction was aborted
+    /// here (the cells of this storage are then out of date, replication repairs them).
+    EngineError {
+        /// The transaction.
+        ttid: Tid,
+        /// The engine's error, as text.
+        error: String,
+    },
+}
+
+/// A store waiting for its lock or its turn.
+#[derive(Debug)]
+struct QueuedStore {
+    oid: Oid,
+    serial: Tid,
+    data: ObjectData,
+}
+
+/// A transaction this storage takes part in.
+#[derive(Debug)]
+struct Transaction {
+    client: NodeName,
+    generation: u32,
+    queue: VecDeque<QueuedStore>,
+    waiting: bool,
+    stored: BTreeSet<Oid>,
+    voted: bool,
+    deadline: SystemTime,
+}
+
+/// The storage role; see the [module documentation](self).
+#[derive(Debug)]
+pub struct StorageNode {
+    name: NodeName,
+    master: NodeName,
+    config: StorageConfig,
+    store: Store,
+    locks: LockManager,
+    transactions: BTreeMap<Tid, Transaction>,
+    /// Voted transactions found on disk at start, with when to ask the master again.
+    recovering: BTreeMap<Tid, SystemTime>,
+    ended: BTreeSet<Tid>,
+    ended_order: VecDeque<Tid>,
+    out: Outbox,
+    events: VecDeque<StorageEvent>,
+}
+
+impl StorageNode {
+    /// Starts the role on `store`: announces itself to `master`, asks it about every voted
+    /// transaction left on disk and drops the unvoted ones.
+    pub fn open(
+        now: SystemTime,
+        name: &str,
+        master: &str,
+        store: Store,
+        config: StorageConfig,
+    ) -> Result<Self, ProtocolError> {
+        let mut node = Self {
+            name: name.to_owned(),
+            master: master.to_owned(),
+            config,
+            store,
+            locks: LockManager::new(),
+            transactions: BTreeMap::new(),
+            recovering: BTreeMap::new(),
+            ended: BTreeSet::new(),
+            ended_order: VecDeque::new(),
+            out: Outbox::default(),
+            events: VecDeque::new(),
+        };
+        node.out.send(master, Message::StorageReady);
+        for pending in node.store.pending_transactions()? {
+            if pending.voted {
+                node.recovering
+                    .insert(pending.ttid, now + node.config.outcome_timeout);
+                node.out
+                    .send(master, Message::AskOutcome { ttid: pending.ttid });
+            } else {
+                node.store.abort(pending.ttid)?;
+            }
+        }
+        Ok(node)
+    }
+
+    /// This storage's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The engine, e.g. to read it in tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Gives the engine back (the role stops).
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
+    /// The transactions in progress here, voted ones found at start included.
+    pub fn transactions_in_progress(&self) -> usize {
+        self.transactions.len() + self.recovering.len()
+    }
+
+    /// Decodes bytes from `from` and handles the message.
+    pub fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let message = decode(bytes).map_err(|source| ProtocolError::Decode {
+            from: from.to_owned(),
+            source,
+        })?;
+        self.handle(now, from, message)
+    }
+
+    /// Handles one message from peer `from`.
+    pub fn handle(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let from_master = from == self.master;
+        match message {
+            Message::Store {
+                ttid,
+                generation,
+                oid,
+                serial,
+                data,
+            } if !from_master => self.take_store(now, from, ttid, generation, oid, serial, data),
+            Message::Vote {
+                ttid,
+                generation,
+                oids,
+                info,
+            } if !from_master => self.vote(now, from, ttid, generation, &oids, &info),
+            Message::AbortTransaction { ttid } => {
+                let known = self.transactions.get(&ttid);
+                let allowed = known.is_some_and(|txn| from_master || txn.client == from)
+                    || (from_master && self.recovering.contains_key(&ttid));
+                if allowed {
+                    self.end(now, ttid, None)
+                } else {
+                    Err(self.unknown(from, "AbortTransaction", ttid))
+                }
+            }
+            Message::Finish { ttid, tid } if from_master => {
+                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted)
+                    || self.recovering.contains_key(&ttid);
+                if !voted {
+                    return Err(self.unknown(from, "Finish", ttid));
+                }
+                self.end(now, ttid, Some(tid))?;
+                self.out.send(&self.master, Message::Finished { ttid, tid });
+                Ok(())
+            }
+            Message::Outcome { ttid, outcome } if from_master => {
+                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted)
+                    || self.recovering.contains_key(&ttid);
+                if !voted {
+                    return Err(self.unknown(from, "Outcome", ttid));
+                }
+                match outcome {
+                    TransactionOutcome::Committed(tid) => self.end(now, ttid, Some(tid)),
+                    TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
+                        self.end(now, ttid, None)
+                    }
+                    TransactionOutcome::Pending => Ok(()),
+                }
+            }
+            Message::Load { request, oid } if !from_master => {
+                let result = match self.store.load(oid) {
+                    Ok(Some(revision)) => LoadResult::Found {
+                        tid: revision.tid,
+                        data: revision.data,
+                    },
+                    Ok(None) => LoadResult::Missing,
+                    Err(_) => LoadResult::Failed,
+                };
+                self.out.send(
+                    from,
+                    Message::AnswerLoad {
+                        request,
+                        oid,
+                        result,
+                    },
+                );
+                Ok(())
+            }
+            // The table matters to the drivers (which cells to serve); the 2PC needs nothing.
+            Message::PartitionTable(_) if from_master => Ok(()),
+            other => Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: other.kind(),
+            }),
+        }
+    }
+
+    /// Handles expired timers: asks the master about voted transactions left waiting, aborts
+    /// idle unvoted ones.
+    pub fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let mut idle = Vec::new();
+        for (ttid, txn) in &mut self.transactions {
+            if now < txn.deadline {
+                continue;
+            }
+            if txn.voted {
+                txn.deadline = now + self.config.outcome_timeout;
+                self.out
+                    .send(&self.master, Message::AskOutcome { ttid: *ttid });
+            } else if !txn.waiting {
+                idle.push((*ttid, txn.client.clone()));
+            }
+        }
+        for (ttid, next) in &mut self.recovering {
+            if now >= *next {
+                *next = now + self.config.outcome_timeout;
+                self.out
+                    .send(&self.master, Message::AskOutcome { ttid: *ttid });
+            }
+        }
+        for (ttid, client) in idle {
+            self.end(now, ttid, None)?;
+            self.out.send(&client, Message::Aborted { ttid });
+        }
+        Ok(())
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        let transactions = self
+            .transactions
+            .values()
+            .filter(|txn| txn.voted || !txn.waiting)
+            .map(|txn| txn.deadline);
+        transactions.chain(self.recovering.values().copied()).min()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.poll()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<StorageEvent> {
+        self.events.pop_front()
+    }
+
+    fn unknown(&self, from: &str, kind: &'static str, ttid: Tid) -> ProtocolError {
+        ProtocolError::UnknownTransaction {
+            from: from.to_owned(),
+            kind,
+            ttid,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn take_store(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), ProtocolError> {
+        if self.ended.contains(&ttid) || self.recovering.contains_key(&ttid) {
+            return Err(self.unknown(from, "Store", ttid));
+        }
+        let deadline = now + self.config.idle_timeout;
+        let txn = self
+            .transactions
+            .entry(ttid)
+            .or_insert_with(|| Transaction {
+                client: from.to_owned(),
+                generation: 0,
+                queue: VecDeque::new(),
+                waiting: false,
+                stored: BTreeSet::new(),
+                voted: false,
+                deadline,
+            });
+        if txn.client != from || txn.voted || generation > txn.generation {
+            return Err(ProtocolError::OutOfOrder {
+                from: from.to_owned(),
+                kind: "Store",
+                ttid,
+            });
+        }
+        if generation < txn.generation {
+            // Sent before the client heard of the restart; it sends this one again.
+            return Ok(());
+        }
+        txn.deadline = deadline;
+        txn.queue.push_back(QueuedStore { oid, serial, data });
+        self.pump(now, Some(ttid))
+    }
+
+    /// Takes the queued stores of `first` until one must wait for its lock, then those of
+    /// every transaction a released lock went to.
+    fn pump(&mut self, now: SystemTime, first: Option<Tid>) -> Result<(), ProtocolError> {
+        let mut ready: VecDeque<Tid> = first.into_iter().collect();
+        loop {
+            while let Some(ttid) = ready.pop_front() {
+                self.take_queued(now, ttid)?;
+            }
+            let Some(LockEvent::Granted { ttid, oid }) = self.locks.poll_event() else {
+                return Ok(());
+            };
+            let Some(txn) = self.transactions.get_mut(&ttid) else {
+                continue;
+            };
+            txn.waiting = false;
+            if txn.queue.front().is_some_and(|store| store.oid == oid) {
+                self.apply_head(now, ttid)?;
+            }
+            ready.push_back(ttid);
+        }
+    }
+
+    fn take_queued(&mut self, now: SystemTime, ttid: Tid) -> Result<(), ProtocolError> {
+        loop {
+            let Some(txn) = self.transactions.get_mut(&ttid) else {
+                return Ok(());
+            };
+            if txn.waiting {
+                return Ok(());
+            }
+            let Some(oid) = txn.queue.front().map(|store| store.oid) else {
+                return Ok(());
+            };
+            match self.locks.lock(ttid, oid)? {
+                LockDecision::Granted => {}
+                LockDecision::Wait { .. } => {
+                    txn.waiting = true;
+                    return Ok(());
+                }
+                LockDecision::Restart { younger } => self.wound(younger)?,
+            }
+            self.apply_head(now, ttid)?;
+        }
+    }
+
+    /// Stages the first queued store of `ttid`, whose lock it holds, and answers it.
+    fn apply_head(&mut self, now: SystemTime, ttid: Tid) -> Result<(), ProtocolError> {
+        let Some(txn) = self.transactions.get_mut(&ttid) else {
+            return Ok(());
+        };
+        let Some(store) = txn.queue.pop_front() else {
+            return Ok(());
+        };
+        txn.deadline = now + self.config.idle_timeout;
+        let oid = store.oid;
+        let result = match self
+            .store
+            .store_pending(ttid, oid, store.serial, store.data)
+        {
+            Ok(()) => {
+                txn.stored.insert(oid);
+                StoreResult::Stored
+            }
+            Err(StorageError::Conflict { current, .. }) => StoreResult::Conflict { current },
+            Err(error) => {
+                self.events.push_back(StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                });
+                StoreResult::Failed
+            }
+        };
+        let (client, generation) = (txn.client.clone(), txn.generation);
+        self.out.send(
+            &client,
+            Message::AnswerStore {
+                ttid,
+                generation,
+                oid,
+                result,
+            },
+        );
+        Ok(())
+    }
+
+    /// `younger` lost its locks: drop what it staged, tell its client to store again.
+    fn wound(&mut self, younger: Tid) -> Result<(), ProtocolError> {
+        let Some(txn) = self.transactions.get_mut(&younger) else {
+            return Ok(());
+        };
+        txn.generation = txn.generation.wrapping_add(1);
+        txn.queue.clear();
+        txn.stored.clear();
+        txn.waiting = false;
+        let (client, generation) = (txn.client.clone(), txn.generation);
+        self.store.abort(younger)?;
+        self.events
+            .push_back(StorageEvent::Wounded { ttid: younger });
+        self.out.send(
+            &client,
+            Message::Restart {
+                ttid: younger,
+                generation,
+            },
+        );
+        Ok(())
+    }
+
+    fn vote(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        generation: u32,
+        oids: &[Oid],
+        info: &TransactionInfo,
+    ) -> Result<(), ProtocolError> {
+        let Some(txn) = self
+            .transactions
+            .get_mut(&ttid)
+            .filter(|txn| txn.client == from)
+        else {
+            if self.ended.contains(&ttid) || oids.is_empty() {
+                self.out.send(
+                    from,
+                    Message::AnswerVote {
+                        ttid,
+                        result: VoteResult::No(VoteRefusal::UnknownTransaction),
+                    },
+                );
+                return Ok(());
+            }
+            return Err(self.unknown(from, "Vote", ttid));
+        };
+        if generation < txn.generation {
+            // The client will vote again once it stored everything again.
+            return Ok(());
+        }
+        if txn.voted || generation > txn.generation {
+            return Err(ProtocolError::OutOfOrder {
+                from: from.to_owned(),
+                kind: "Vote",
+                ttid,
+            });
+        }
+        let listed: BTreeSet<Oid> = oids.iter().copied().collect();
+        let result = if txn.waiting || !txn.queue.is_empty() || listed != txn.stored {
+            VoteResult::No(VoteRefusal::MissingStores)
+        } else {
+            match self.store.vote(ttid, info) {
+                Ok(()) => {
+                    self.locks.vote(ttid)?;
+                    txn.voted = true;
+                    txn.deadline = now + self.config.outcome_timeout;
+                    VoteResult::Yes
+                }
+                Err(StorageError::Conflict {
+                    oid,
+                    expected,
+                    current,
+                }) => VoteResult::Conflict {
+                    oid,
+                    expected,
+                    current,
+                },
+                Err(error) => {
+                    self.events.push_back(StorageEvent::EngineError {
+                        ttid,
+                        error: error.to_string(),
+                    });
+                    VoteResult::No(VoteRefusal::StorageFailed)
+                }
+            }
+        };
+        self.out.send(from, Message::AnswerVote { ttid, result });
+        Ok(())
+    }
+
+    /// Commits `ttid` at `tid`, or aborts it (`None`), and releases its locks.
+    fn end(&mut self, now: SystemTime, ttid: Tid, tid: Option<Tid>) -> Result<(), ProtocolError> {
+        let outcome = match tid {
+            Some(tid) => self.store.finish(ttid, tid),
+            None => self.store.abort(ttid),
+        };
+        let event = match (outcome, tid) {
+            (Ok(()), Some(tid)) => StorageEvent::Committed { ttid, tid },
+            (Ok(()), None) => StorageEvent::Aborted { ttid },
+            (Err(error), _) => {
+                // E.g. a late outcome for a storage gone out of date that committed a later
+                // TID meanwhile: its data is dropped here, replication brings the commit.
+                self.store.abort(ttid)?;
+                StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                }
+            }
+        };
+        self.events.push_back(event);
+        self.transactions.remove(&ttid);
+        self.recovering.remove(&ttid);
+        self.remember_end(ttid);
+        self.locks.release(ttid);
+        // The released locks went to waiters: let them go on.
+        self.pump(now, None)
+    }
+
+    fn remember_end(&mut self, ttid: Tid) {
+        if self.ended.insert(ttid) {
+            self.ended_order.push_back(ttid);
+        }
+        while self.ended_order.len() > self.config.remembered_ends {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+    }
+}
