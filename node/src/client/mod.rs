@@ -1,8 +1,8 @@
 //! The client's transaction state machine: begin, pipelined stores, vote, finish or abort.
 //!
 //! One transaction at a time. Stores go to every writable replica of the object's partition
-//! without waiting for answers; [`Client::vote`] sends each storage its vote once all its
-//! stores are answered and reports [`ClientEvent::Voted`] when every storage voted yes, or
+//! without waiting for answers; [`Client::vote`] sends each storage its vote once every store
+//! is answered on every storage and reports [`ClientEvent::Voted`] when every storage voted yes, or
 //! when the storages that failed (lost, or silent for [`ClientConfig::storage_timeout`]) leave
 //! every touched object a replica that voted yes. [`Client::finish`] then asks the master for
 //! the commit TID. A conflict, a refused vote or a storage that gave up fails the transaction:
@@ -10,7 +10,9 @@
 //!
 //! A storage that wounds the transaction (an older one took a lock) sends
 //! [`Restart`](Message::Restart): every store to that storage is sent again under the new
-//! generation, which makes the storage ignore the ones still in flight.
+//! generation, which makes the storage ignore the ones still in flight. A wound that arrives
+//! after the votes went out fails the transaction instead ([`AbortReason::Wounded`]): a
+//! storage that voted holds its locks against everyone, so waiting there could close a cycle.
 //!
 //! ```
 //! use replicast_node::client::{Client, ClientConfig, ClientEvent};
@@ -87,6 +89,12 @@ pub enum AbortReason {
         node: NodeName,
         /// The object.
         oid: Oid,
+    },
+    /// A storage gave the transaction's locks to an older one after its votes were sent: some
+    /// storages may hold it voted, which may not wait for locks, so it starts over.
+    Wounded {
+        /// The storage.
+        node: NodeName,
     },
     /// A storage aborted the transaction after it stayed idle.
     StorageGaveUp {
@@ -670,6 +678,7 @@ impl Client {
         let timeout = self.config.storage_timeout;
         let phases = [Phase::Storing, Phase::Voting];
         let txn = self.transaction(from, "Restart", ttid, &phases)?;
+        let votes_sent = txn.replicas.values().any(|replica| replica.vote_sent);
         let Some(replica) = txn
             .replicas
             .get_mut(from)
@@ -677,6 +686,14 @@ impl Client {
         else {
             return Err(out_of_order(from, "Restart", ttid));
         };
+        if votes_sent {
+            // A voted storage must never wait for a lock (the wound-wait argument), and this
+            // one would have to wait for the older transaction: start over instead.
+            self.fail(AbortReason::Wounded {
+                node: from.to_owned(),
+            });
+            return Ok(());
+        }
         replica.generation = generation;
         replica.unanswered = replica.oids.clone();
         replica.vote_sent = false;
@@ -745,8 +762,15 @@ impl Client {
         let Some(txn) = self.txn.as_mut().filter(|txn| txn.phase == Phase::Voting) else {
             return;
         };
+        // Votes go out only once every store is answered everywhere: a storage that voted
+        // keeps its locks against older transactions, so the transaction must not still be
+        // waiting for a lock on another storage.
+        let all_stored = txn
+            .replicas
+            .iter()
+            .all(|(node, replica)| txn.failed.contains(node) || replica.unanswered.is_empty());
         for (node, replica) in &mut txn.replicas {
-            if txn.failed.contains(node) || replica.vote_sent || !replica.unanswered.is_empty() {
+            if !all_stored || txn.failed.contains(node) || replica.vote_sent {
                 continue;
             }
             replica.vote_sent = true;

@@ -340,6 +340,17 @@ impl StorageNode {
             return Err(self.unknown(from, "Store", ttid));
         }
         let deadline = now + self.config.idle_timeout;
+        let refused = match self.transactions.get(&ttid) {
+            Some(txn) => txn.client != from || txn.voted || generation > txn.generation,
+            None => generation != 0,
+        };
+        if refused {
+            return Err(ProtocolError::OutOfOrder {
+                from: from.to_owned(),
+                kind: "Store",
+                ttid,
+            });
+        }
         let txn = self
             .transactions
             .entry(ttid)
@@ -352,13 +363,6 @@ impl StorageNode {
                 voted: false,
                 deadline,
             });
-        if txn.client != from || txn.voted || generation > txn.generation {
-            return Err(ProtocolError::OutOfOrder {
-                from: from.to_owned(),
-                kind: "Store",
-                ttid,
-            });
-        }
         if generation < txn.generation {
             // Sent before the client heard of the restart; it sends this one again.
             return Ok(());

@@ -1,0 +1,1099 @@
+//! Deterministic simulation of two-phase commit: one master, three storages on real redb
+//! stores (P = 12, R = 2) and two to four clients, joined by a simulated network with a
+//! virtual clock, a seeded per-message delay (so messages of different links overtake each
+//! other; one link stays in order, as a QUIC stream does), crashes and vanishing clients.
+//!
+//! Every run is bounded in steps and in virtual time.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+use replicast_node::client::{AbortReason, Client, ClientConfig, ClientEvent};
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::master::{Master, MasterConfig, MasterEvent};
+use replicast_node::partition::PartitionTable;
+use replicast_node::protocol::{
+    LoadResult, Message, ProtocolError, StoreResult, TransactionOutcome, VoteResult, decode, encode,
+};
+use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+use replicast_node::storage_node::{StorageConfig, StorageEvent, StorageNode};
+
+const MASTER: &str = "master";
+const STORAGES: [&str; 3] = ["s1", "s2", "s3"];
+const PARTITIONS: u32 = 12;
+const REPLICAS: usize = 2;
+const INITIAL_BALANCE: i64 = 100;
+const MAX_STEPS: usize = 400_000;
+const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(600);
+
+/// SplitMix64: a small seeded generator, so that a seed replays the same run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+fn wall(virtual_now: Duration) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + virtual_now
+}
+
+fn balance(data: &ObjectData) -> i64 {
+    let bytes: [u8; 8] = data.as_bytes().try_into().expect("a balance is 8 bytes");
+    i64::from_le_bytes(bytes)
+}
+
+fn balance_data(value: i64) -> ObjectData {
+    ObjectData::Bytes(value.to_le_bytes().to_vec())
+}
+
+/// What a client does.
+#[derive(Clone, Debug)]
+enum Plan {
+    /// Moves a random amount between two random accounts among `accounts`.
+    Transfers { accounts: u64 },
+    /// Adds one to every object of `oids`, storing them in this order.
+    WriteAll { oids: Vec<Oid> },
+}
+
+#[derive(Debug)]
+enum Step {
+    Idle,
+    Beginning,
+    Loading {
+        requests: BTreeMap<u64, Oid>,
+        read: BTreeMap<Oid, (Tid, i64)>,
+    },
+    Voting {
+        writes: Vec<(Oid, i64)>,
+    },
+    Finishing {
+        writes: Vec<(Oid, i64)>,
+    },
+    Vanished,
+    Done,
+}
+
+/// A committed transaction as its client saw it: the TID and the change of each object.
+#[derive(Clone, Debug)]
+struct Commit {
+    tid: Tid,
+    deltas: Vec<(Oid, i64)>,
+}
+
+/// A client and the workload driving it.
+struct Worker {
+    client: Client,
+    plan: Plan,
+    setup: Option<u64>,
+    todo: u32,
+    rng: Rng,
+    ready: bool,
+    step: Step,
+    ttid: Tid,
+    commits: Vec<Commit>,
+    conflicts: u32,
+    other_aborts: u32,
+    vanish_at_vote: bool,
+    vanished: Option<Tid>,
+}
+
+impl Worker {
+    fn new(name: &str, plan: Plan, todo: u32, seed: u64) -> Self {
+        Self {
+            client: Client::new(name, MASTER, client_config()),
+            plan,
+            setup: None,
+            todo,
+            rng: Rng(seed),
+            ready: false,
+            step: Step::Idle,
+            ttid: Tid::ZERO,
+            commits: Vec::new(),
+            conflicts: 0,
+            other_aborts: 0,
+            vanish_at_vote: false,
+            vanished: None,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.step, Step::Done | Step::Vanished)
+    }
+
+    /// Starts the next transaction when idle; whether it did anything.
+    fn drive(&mut self) -> bool {
+        if !self.ready || !matches!(self.step, Step::Idle) {
+            return false;
+        }
+        if self.setup.is_none() && self.todo == 0 {
+            self.step = Step::Done;
+            return true;
+        }
+        self.client.begin().expect("begin when idle");
+        self.step = Step::Beginning;
+        true
+    }
+
+    fn react(&mut self, now: SystemTime, event: ClientEvent) {
+        match event {
+            ClientEvent::Ready => self.ready = true,
+            ClientEvent::Begun { ttid } => {
+                self.ttid = ttid;
+                if let Some(accounts) = self.setup {
+                    let writes: Vec<(Oid, i64)> = (1..=accounts)
+                        .map(|oid| (Oid(oid), INITIAL_BALANCE))
+                        .collect();
+                    for (oid, value) in &writes {
+                        self.client
+                            .store(now, *oid, Tid::ZERO, balance_data(*value))
+                            .expect("store");
+                    }
+                    self.vote(now, writes);
+                    return;
+                }
+                let oids = match &self.plan {
+                    Plan::Transfers { accounts } => {
+                        let from = 1 + self.rng.below(*accounts);
+                        let to = 1 + (from + self.rng.below(accounts - 1)) % accounts;
+                        vec![Oid(from), Oid(to)]
+                    }
+                    Plan::WriteAll { oids } => oids.clone(),
+                };
+                let requests = oids
+                    .iter()
+                    .map(|oid| (self.client.load(now, *oid).expect("load"), *oid))
+                    .collect();
+                self.step = Step::Loading {
+                    requests,
+                    read: BTreeMap::new(),
+                };
+            }
+            ClientEvent::Loaded {
+                request, result, ..
+            } => {
+                let Step::Loading { requests, read } = &mut self.step else {
+                    return;
+                };
+                let Some(oid) = requests.remove(&request) else {
+                    return;
+                };
+                match result {
+                    LoadResult::Found { tid, data } => {
+                        read.insert(oid, (tid, balance(&data)));
+                    }
+                    LoadResult::Missing | LoadResult::Failed => {
+                        self.client.abort().expect("abort while loading");
+                        self.other_aborts += 1;
+                        self.step = Step::Idle;
+                        return;
+                    }
+                }
+                if !requests.is_empty() {
+                    return;
+                }
+                let read = std::mem::take(read);
+                let writes: Vec<(Oid, i64)> = match &self.plan {
+                    Plan::Transfers { .. } => {
+                        let amount = 1 + self.rng.below(10) as i64;
+                        let mut oids = read.keys().copied().collect::<Vec<_>>();
+                        if self.rng.below(2) == 0 {
+                            oids.reverse();
+                        }
+                        vec![(oids[0], -amount), (oids[1], amount)]
+                    }
+                    Plan::WriteAll { oids } => oids.iter().map(|oid| (*oid, 1)).collect(),
+                };
+                for (oid, delta) in &writes {
+                    let (serial, value) = read[oid];
+                    self.client
+                        .store(now, *oid, serial, balance_data(value + delta))
+                        .expect("store");
+                }
+                self.vote(now, writes);
+            }
+            ClientEvent::Voted { ttid } => {
+                assert_eq!(ttid, self.ttid);
+                let Step::Voting { writes } = &mut self.step else {
+                    panic!("voted while not voting");
+                };
+                let writes = std::mem::take(writes);
+                if self.vanish_at_vote {
+                    self.vanished = Some(ttid);
+                    self.step = Step::Vanished;
+                    return;
+                }
+                self.client.finish().expect("finish after vote");
+                self.step = Step::Finishing { writes };
+            }
+            ClientEvent::Committed { ttid, tid } => {
+                assert_eq!(ttid, self.ttid);
+                let Step::Finishing { writes } = &mut self.step else {
+                    panic!("committed while not finishing");
+                };
+                self.commits.push(Commit {
+                    tid,
+                    deltas: std::mem::take(writes),
+                });
+                if self.setup.take().is_none() {
+                    self.todo -= 1;
+                }
+                self.step = Step::Idle;
+            }
+            ClientEvent::Aborted { reason, .. } => {
+                match reason {
+                    AbortReason::Conflict {
+                        serial, current, ..
+                    } => {
+                        assert_ne!(serial, current, "a conflict names two different serials");
+                        self.conflicts += 1;
+                    }
+                    other => {
+                        if std::env::var_os("TWOPC_TRACE").is_some() {
+                            eprintln!("{} aborted: {other:?}", self.client.name());
+                        }
+                        self.other_aborts += 1
+                    }
+                }
+                self.step = Step::Idle;
+            }
+            ClientEvent::StorageFailed { .. }
+            | ClientEvent::NewOids { .. }
+            | ClientEvent::Invalidated { .. } => {}
+        }
+    }
+
+    fn vote(&mut self, now: SystemTime, writes: Vec<(Oid, i64)>) {
+        let info = TransactionInfo {
+            user: self.client.name().to_owned(),
+            ..TransactionInfo::default()
+        };
+        self.client.vote(now, info).expect("vote after stores");
+        self.step = Step::Voting { writes };
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        storage_timeout: Duration::from_secs(10),
+        load_timeout: Duration::from_secs(2),
+    }
+}
+
+fn storage_config() -> StorageConfig {
+    StorageConfig {
+        outcome_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(30),
+        remembered_ends: 4096,
+    }
+}
+
+struct Packet {
+    from: String,
+    to: String,
+    bytes: Vec<u8>,
+}
+
+/// A crash to inject: `storage` dies right after it sends a yes vote, once `after_commits`
+/// transactions committed, and restarts `down_for` later.
+struct CrashPlan {
+    storage: &'static str,
+    after_commits: usize,
+    down_for: Duration,
+}
+
+struct Sim {
+    rng: Rng,
+    now: Duration,
+    max_delay_ms: u64,
+    queue: BTreeMap<(Duration, u64), Packet>,
+    link_last: BTreeMap<(String, String), Duration>,
+    sequence: u64,
+    down: HashSet<String>,
+    dir: tempfile::TempDir,
+    master: Master,
+    master_events: Vec<MasterEvent>,
+    storages: BTreeMap<String, Option<StorageNode>>,
+    storage_events: BTreeMap<String, Vec<StorageEvent>>,
+    workers: Vec<Worker>,
+    protocol_errors: usize,
+    crash: Option<CrashPlan>,
+    crashed_at: Option<Duration>,
+    detect_crash_at: Option<Duration>,
+    restart_at: Option<Duration>,
+    recovered_voted: usize,
+}
+
+impl Sim {
+    fn new(seed: u64, workers: Vec<Worker>, accounts: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+        let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
+        let master = Master::new(
+            table,
+            MasterConfig {
+                finish_timeout: Duration::from_secs(5),
+                ..MasterConfig::default()
+            },
+        );
+        let mut sim = Self {
+            rng: Rng(seed),
+            now: Duration::ZERO,
+            max_delay_ms: 20,
+            queue: BTreeMap::new(),
+            link_last: BTreeMap::new(),
+            sequence: 0,
+            down: HashSet::new(),
+            dir,
+            master,
+            master_events: Vec::new(),
+            storages: BTreeMap::new(),
+            storage_events: BTreeMap::new(),
+            workers,
+            protocol_errors: 0,
+            crash: None,
+            crashed_at: None,
+            detect_crash_at: None,
+            restart_at: None,
+            recovered_voted: 0,
+        };
+        for name in STORAGES {
+            sim.start_storage(name);
+        }
+        for worker in &mut sim.workers {
+            worker.client.connect();
+        }
+        sim.workers[0].setup = Some(accounts);
+        sim
+    }
+
+    fn start_storage(&mut self, name: &str) {
+        let store = Store::open(self.dir.path().join(format!("{name}.redb"))).expect("open store");
+        let node = StorageNode::open(wall(self.now), name, MASTER, store, storage_config())
+            .expect("start storage");
+        self.storages.insert(name.to_owned(), Some(node));
+    }
+
+    fn send(&mut self, from: &str, to: &str, message: &Message) {
+        if self.down.contains(from) || self.down.contains(to) {
+            return;
+        }
+        let delay = Duration::from_millis(1 + self.rng.below(self.max_delay_ms));
+        let link = (from.to_owned(), to.to_owned());
+        let last = self.link_last.get(&link).copied().unwrap_or_default();
+        // One link is one ordered stream: never deliver before what was sent on it earlier.
+        let at = (self.now + delay).max(last);
+        self.link_last.insert(link, at);
+        self.sequence += 1;
+        self.queue.insert(
+            (at, self.sequence),
+            Packet {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                bytes: encode(message),
+            },
+        );
+    }
+
+    /// Takes every message and event out of every state machine.
+    fn flush(&mut self) {
+        let now = wall(self.now);
+        while let Some(transmit) = self.master.poll_transmit() {
+            self.send(MASTER, &transmit.to, &transmit.message);
+        }
+        while let Some(event) = self.master.poll_event() {
+            self.master_events.push(event);
+        }
+        let names: Vec<String> = self.storages.keys().cloned().collect();
+        for name in names {
+            let mut crash_now = false;
+            while let Some(transmit) = self
+                .storages
+                .get_mut(&name)
+                .and_then(Option::as_mut)
+                .and_then(StorageNode::poll_transmit)
+            {
+                self.send(&name, &transmit.to, &transmit.message);
+                let voted_yes = matches!(
+                    transmit.message,
+                    Message::AnswerVote {
+                        result: VoteResult::Yes,
+                        ..
+                    }
+                );
+                let commits = self.committed_count();
+                if voted_yes
+                    && self.crash.as_ref().is_some_and(|crash| {
+                        crash.storage == name && commits >= crash.after_commits
+                    })
+                {
+                    crash_now = true;
+                    break;
+                }
+            }
+            if let Some(node) = self.storages.get_mut(&name).and_then(Option::as_mut) {
+                let log = self.storage_events.entry(name.clone()).or_default();
+                while let Some(event) = node.poll_event() {
+                    log.push(event);
+                }
+            }
+            if crash_now {
+                self.crash_storage(&name);
+            }
+        }
+        for index in 0..self.workers.len() {
+            loop {
+                let worker = &mut self.workers[index];
+                let mut progressed = worker.drive();
+                while let Some(event) = worker.client.poll_event() {
+                    worker.react(now, event);
+                    progressed = true;
+                }
+                let name = worker.client.name().to_owned();
+                let transmits: Vec<_> =
+                    std::iter::from_fn(|| worker.client.poll_transmit()).collect();
+                progressed |= !transmits.is_empty();
+                for transmit in transmits {
+                    self.send(&name, &transmit.to, &transmit.message);
+                }
+                if self.workers[index].vanished.is_some() {
+                    self.down.insert(name);
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn committed_count(&self) -> usize {
+        self.workers.iter().map(|worker| worker.commits.len()).sum()
+    }
+
+    fn crash_storage(&mut self, name: &str) {
+        let Some(plan) = self.crash.take() else {
+            return;
+        };
+        // Dropping the state machine drops its locks and everything it held in memory; the
+        // store keeps what redb made durable.
+        self.storages.insert(name.to_owned(), None);
+        self.down.insert(name.to_owned());
+        self.queue
+            .retain(|_, packet| packet.from != name && packet.to != name);
+        self.crashed_at = Some(self.now);
+        self.detect_crash_at = Some(self.now + Duration::from_millis(200));
+        self.restart_at = Some(self.now + plan.down_for);
+    }
+
+    fn next_timer(&self) -> Option<Duration> {
+        let epoch = wall(Duration::ZERO);
+        let timers = self
+            .master
+            .poll_timeout()
+            .into_iter()
+            .chain(
+                self.storages
+                    .values()
+                    .flatten()
+                    .filter_map(StorageNode::poll_timeout),
+            )
+            .chain(
+                self.workers
+                    .iter()
+                    .filter(|worker| worker.vanished.is_none())
+                    .filter_map(|worker| worker.client.poll_timeout()),
+            )
+            .map(|at| at.duration_since(epoch).unwrap_or_default());
+        timers
+            .chain(self.detect_crash_at)
+            .chain(self.restart_at)
+            .min()
+    }
+
+    fn record(&mut self, result: Result<(), ProtocolError>) {
+        if let Err(error) = result {
+            // Late or duplicate messages after an abort are answered with typed errors.
+            self.protocol_errors += 1;
+            if std::env::var_os("TWOPC_TRACE").is_some() {
+                eprintln!("{:?} error: {error}", self.now);
+            }
+        }
+    }
+
+    /// Runs until every worker is finished; panics if the bounds are reached first.
+    fn run(&mut self) {
+        self.run_bounded();
+        let wounds = self
+            .storage_events
+            .values()
+            .flatten()
+            .filter(|event| matches!(event, StorageEvent::Wounded { .. }))
+            .count();
+        eprintln!(
+            "virtual {:?}: {} commits, {} conflicts, {} other aborts, {} wounds, {} protocol errors",
+            self.now,
+            self.committed_count(),
+            self.workers
+                .iter()
+                .map(|worker| worker.conflicts)
+                .sum::<u32>(),
+            self.workers
+                .iter()
+                .map(|worker| worker.other_aborts)
+                .sum::<u32>(),
+            wounds,
+            self.protocol_errors,
+        );
+    }
+
+    fn run_bounded(&mut self) {
+        for _ in 0..MAX_STEPS {
+            self.flush();
+            if self.workers.iter().all(Worker::is_finished) && self.restart_at.is_none() {
+                // Let the storages settle what is left (a vanished client's locks).
+                if self.queue.is_empty()
+                    && self
+                        .storages
+                        .values()
+                        .flatten()
+                        .all(|node| node.transactions_in_progress() == 0)
+                {
+                    return;
+                }
+            }
+            let next_packet = self.queue.keys().next().map(|(at, _)| *at);
+            let Some(next) = next_packet.into_iter().chain(self.next_timer()).min() else {
+                panic!("nothing left to happen, but the workers are not finished");
+            };
+            self.now = self.now.max(next);
+            assert!(self.now <= MAX_VIRTUAL_TIME, "virtual time bound reached");
+            if next_packet == Some(next) {
+                let key = *self.queue.keys().next().expect("a packet is due");
+                let packet = self.queue.remove(&key).expect("the packet is queued");
+                self.deliver(packet);
+            } else {
+                self.fire_timers();
+            }
+        }
+        panic!("step bound reached");
+    }
+
+    fn deliver(&mut self, packet: Packet) {
+        let now = wall(self.now);
+        let Packet { from, to, bytes } = packet;
+        if to == MASTER {
+            let result = self.master.handle_bytes(now, &from, &bytes);
+            self.record(result);
+        } else if let Some(slot) = self.storages.get_mut(&to) {
+            if let Some(node) = slot.as_mut() {
+                let result = node.handle_bytes(now, &from, &bytes);
+                self.record(result);
+            }
+        } else if let Some(worker) = self
+            .workers
+            .iter_mut()
+            .find(|worker| worker.client.name() == to)
+        {
+            let result = worker.client.handle_bytes(now, &from, &bytes);
+            self.record(result);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = wall(self.now);
+        if self.detect_crash_at.is_some_and(|at| at <= self.now) {
+            self.detect_crash_at = None;
+            let lost: Vec<String> = self
+                .storages
+                .iter()
+                .filter(|(_, node)| node.is_none())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in lost {
+                let result = self.master.peer_lost(now, &name);
+                self.record(result);
+                for worker in &mut self.workers {
+                    worker.client.peer_lost(now, &name);
+                }
+            }
+        }
+        if self.restart_at.is_some_and(|at| at <= self.now) {
+            self.restart_at = None;
+            let crashed: Vec<String> = self
+                .storages
+                .iter()
+                .filter(|(_, node)| node.is_none())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in crashed {
+                self.down.remove(&name);
+                self.link_last
+                    .retain(|(from, to), _| *from != name && *to != name);
+                self.start_storage(&name);
+                self.recovered_voted += self.storages[&name]
+                    .as_ref()
+                    .map_or(0, StorageNode::transactions_in_progress);
+            }
+        }
+        if self.master.poll_timeout().is_some_and(|at| at <= now) {
+            let result = self.master.handle_timeout(now);
+            self.record(result);
+        }
+        for node in self.storages.values_mut().flatten() {
+            if node.poll_timeout().is_some_and(|at| at <= now) {
+                let result = node.handle_timeout(now);
+                if result.is_err() {
+                    self.protocol_errors += 1;
+                }
+            }
+        }
+        for worker in &mut self.workers {
+            if worker.vanished.is_none() && worker.client.poll_timeout().is_some_and(|at| at <= now)
+            {
+                worker.client.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Every commit the clients saw, in TID order.
+    fn commits(&self) -> Vec<Commit> {
+        let mut commits: Vec<Commit> = self
+            .workers
+            .iter()
+            .flat_map(|worker| worker.commits.iter().cloned())
+            .collect();
+        commits.sort_by_key(|commit| commit.tid);
+        commits
+    }
+
+    /// The checks every run ends with: the objects on every readable replica are exactly what
+    /// the committed transactions wrote, and no store holds a transaction nobody committed.
+    fn check_consistency(&self, accounts: u64) -> BTreeMap<Oid, i64> {
+        let commits = self.commits();
+        let committed: BTreeSet<Tid> = commits.iter().map(|commit| commit.tid).collect();
+        let master_committed: BTreeSet<Tid> = self
+            .master_events
+            .iter()
+            .filter_map(|event| match event {
+                MasterEvent::Committed { tid, .. } => Some(*tid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            committed, master_committed,
+            "clients and master agree on commits"
+        );
+        let mut expected: BTreeMap<Oid, (i64, Tid)> = BTreeMap::new();
+        for commit in &commits {
+            for (oid, delta) in &commit.deltas {
+                let entry = expected.entry(*oid).or_insert((0, Tid::ZERO));
+                entry.0 += delta;
+                entry.1 = commit.tid;
+            }
+        }
+        let table = self.master.table();
+        for oid in (1..=accounts).map(Oid) {
+            let (value, tid) = expected[&oid];
+            let readable: Vec<_> = table.readable_cells(oid).collect();
+            assert!(!readable.is_empty(), "{oid} keeps a readable replica");
+            for cell in readable {
+                let node = self.storages[&cell.node]
+                    .as_ref()
+                    .expect("a readable replica is running");
+                let revision = node
+                    .store()
+                    .load(oid)
+                    .expect("load")
+                    .expect("object exists");
+                assert_eq!(
+                    revision.tid, tid,
+                    "{oid} on {} is at the last commit",
+                    cell.node
+                );
+                assert_eq!(balance(&revision.data), value, "{oid} on {}", cell.node);
+            }
+        }
+        for (name, node) in &self.storages {
+            let node = node.as_ref().expect("every storage runs at the end");
+            for transaction in node
+                .store()
+                .transactions_after(Tid::ZERO, 100_000)
+                .expect("history")
+            {
+                assert!(
+                    committed.contains(&transaction.tid),
+                    "{name} holds {} which nobody committed",
+                    transaction.tid
+                );
+            }
+            assert_eq!(node.transactions_in_progress(), 0, "{name} settled");
+        }
+        expected
+            .into_iter()
+            .map(|(oid, (value, _))| (oid, value))
+            .collect()
+    }
+}
+
+fn transfer_workers(clients: usize, transfers: u32, accounts: u64, seed: u64) -> Vec<Worker> {
+    (0..clients)
+        .map(|index| {
+            Worker::new(
+                &format!("c{}", index + 1),
+                Plan::Transfers { accounts },
+                transfers,
+                seed.wrapping_mul(31).wrapping_add(index as u64),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_transfers_keep_the_sum() {
+    const ACCOUNTS: u64 = 6;
+    for seed in 0..6 {
+        let clients = 2 + (seed as usize % 3);
+        let mut sim = Sim::new(
+            seed,
+            transfer_workers(clients, 12, ACCOUNTS, seed),
+            ACCOUNTS,
+        );
+        sim.run();
+        let balances = sim.check_consistency(ACCOUNTS);
+        assert_eq!(
+            balances.values().sum::<i64>(),
+            INITIAL_BALANCE * ACCOUNTS as i64,
+            "seed {seed}: the sum of balances is unchanged"
+        );
+        assert_eq!(sim.commits().len(), 1 + clients * 12, "seed {seed}");
+    }
+}
+
+#[test]
+fn opposite_orders_both_make_progress() {
+    let oids: Vec<Oid> = (1..=6).map(Oid).collect();
+    let reversed: Vec<Oid> = oids.iter().rev().copied().collect();
+    for seed in 0..4 {
+        let workers = vec![
+            Worker::new("c1", Plan::WriteAll { oids: oids.clone() }, 8, seed),
+            Worker::new(
+                "c2",
+                Plan::WriteAll {
+                    oids: reversed.clone(),
+                },
+                8,
+                seed + 100,
+            ),
+        ];
+        let mut sim = Sim::new(seed, workers, 6);
+        sim.run();
+        for worker in &sim.workers {
+            let own = worker.commits.len() - usize::from(worker.client.name() == "c1");
+            assert_eq!(
+                own,
+                8,
+                "seed {seed}: {} committed all",
+                worker.client.name()
+            );
+        }
+        let balances = sim.check_consistency(6);
+        for (oid, value) in balances {
+            assert_eq!(
+                value,
+                INITIAL_BALANCE + 16,
+                "seed {seed}: {oid} got every write"
+            );
+        }
+    }
+}
+
+#[test]
+fn storage_crash_mid_commit_goes_on_and_recovers() {
+    const ACCOUNTS: u64 = 8;
+    for seed in 0..3 {
+        let mut sim = Sim::new(seed, transfer_workers(3, 12, ACCOUNTS, seed), ACCOUNTS);
+        sim.crash = Some(CrashPlan {
+            storage: "s1",
+            after_commits: 4,
+            down_for: Duration::from_secs(20),
+        });
+        sim.run();
+        assert!(sim.crashed_at.is_some(), "seed {seed}: s1 crashed");
+        assert!(
+            sim.recovered_voted > 0,
+            "seed {seed}: s1 restarted with a voted, unfinished transaction"
+        );
+        let table = sim.master.table();
+        assert!(
+            table
+                .partitions()
+                .flatten()
+                .filter(|cell| cell.node == "s1")
+                .all(|cell| !cell.is_readable()),
+            "seed {seed}: s1's cells went out of date"
+        );
+        let commits_after_crash = sim.commits().len();
+        assert_eq!(
+            commits_after_crash,
+            1 + 3 * 12,
+            "seed {seed}: commits went on"
+        );
+        let settled = sim.storage_events["s1"].iter().any(|event| {
+            matches!(
+                event,
+                StorageEvent::Committed { .. } | StorageEvent::Aborted { .. }
+            )
+        });
+        assert!(settled, "seed {seed}: s1 settled its recovered transaction");
+        let balances = sim.check_consistency(ACCOUNTS);
+        assert_eq!(
+            balances.values().sum::<i64>(),
+            INITIAL_BALANCE * ACCOUNTS as i64
+        );
+    }
+}
+
+#[test]
+fn vanished_client_releases_its_locks() {
+    const ACCOUNTS: u64 = 3;
+    for seed in 0..3 {
+        let mut workers = transfer_workers(3, 6, ACCOUNTS, seed);
+        workers[1].vanish_at_vote = true;
+        let mut sim = Sim::new(seed, workers, ACCOUNTS);
+        sim.run();
+        let vanished = sim.workers[1].vanished.expect("c2 vanished after its vote");
+        assert_eq!(
+            sim.master.outcome(vanished),
+            Some(TransactionOutcome::Aborted),
+            "seed {seed}: the master aborted the vanished transaction"
+        );
+        for index in [0, 2] {
+            assert!(
+                matches!(sim.workers[index].step, Step::Done),
+                "seed {seed}: worker {index} finished"
+            );
+        }
+        let balances = sim.check_consistency(ACCOUNTS);
+        assert_eq!(
+            balances.values().sum::<i64>(),
+            INITIAL_BALANCE * ACCOUNTS as i64
+        );
+    }
+}
+
+// --- Garbage and out-of-order messages --------------------------------------------------------
+
+fn any_tid() -> impl Strategy<Value = Tid> {
+    prop_oneof![
+        Just(Tid::ZERO),
+        (0u64..4).prop_map(Tid),
+        any::<u64>().prop_map(Tid)
+    ]
+}
+
+fn any_oid() -> impl Strategy<Value = Oid> {
+    (0u64..8).prop_map(Oid)
+}
+
+fn any_message() -> impl Strategy<Value = Message> {
+    let data = prop_oneof![
+        Just(ObjectData::Deleted),
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(ObjectData::Bytes)
+    ];
+    prop_oneof![
+        Just(Message::ClientHello),
+        Just(Message::StorageReady),
+        Just(Message::AskBegin),
+        any::<u32>().prop_map(|count| Message::AskNewOids { count }),
+        any_tid().prop_map(|ttid| Message::AnswerBegin { ttid }),
+        (any_tid(), 0u32..3, any_oid(), any_tid(), data).prop_map(
+            |(ttid, generation, oid, serial, data)| Message::Store {
+                ttid,
+                generation,
+                oid,
+                serial,
+                data,
+            }
+        ),
+        (any_tid(), 0u32..3, any_oid(), any_tid()).prop_map(|(ttid, generation, oid, current)| {
+            Message::AnswerStore {
+                ttid,
+                generation,
+                oid,
+                result: if current == Tid::ZERO {
+                    StoreResult::Stored
+                } else {
+                    StoreResult::Conflict { current }
+                },
+            }
+        }),
+        (any_tid(), 0u32..3).prop_map(|(ttid, generation)| Message::Restart { ttid, generation }),
+        (
+            any_tid(),
+            0u32..3,
+            proptest::collection::vec(any_oid(), 0..3)
+        )
+            .prop_map(|(ttid, generation, oids)| Message::Vote {
+                ttid,
+                generation,
+                oids,
+                info: TransactionInfo::default(),
+            }),
+        any_tid().prop_map(|ttid| Message::AnswerVote {
+            ttid,
+            result: VoteResult::Yes
+        }),
+        (any_tid(), proptest::collection::vec(any_oid(), 0..3)).prop_map(|(ttid, oids)| {
+            Message::AskFinish {
+                ttid,
+                oids,
+                voters: vec!["s1".into(), "s2".into()],
+                failed: vec!["s3".into()],
+            }
+        }),
+        (any_tid(), any_tid()).prop_map(|(ttid, tid)| Message::AnswerFinish {
+            ttid,
+            outcome: TransactionOutcome::Committed(tid)
+        }),
+        any_tid().prop_map(|ttid| Message::AbortTransaction { ttid }),
+        any_tid().prop_map(|ttid| Message::Aborted { ttid }),
+        (any_tid(), any_tid()).prop_map(|(ttid, tid)| Message::Finish { ttid, tid }),
+        (any_tid(), any_tid()).prop_map(|(ttid, tid)| Message::Finished { ttid, tid }),
+        any_tid().prop_map(|ttid| Message::AskOutcome { ttid }),
+        (any_tid(), any_tid()).prop_map(|(ttid, tid)| Message::Outcome {
+            ttid,
+            outcome: TransactionOutcome::Committed(tid)
+        }),
+        (any::<u64>(), any_oid()).prop_map(|(request, oid)| Message::Load { request, oid }),
+        (0u64..3, any_oid()).prop_map(|(request, oid)| Message::AnswerLoad {
+            request,
+            oid,
+            result: LoadResult::Missing
+        }),
+        (any_tid(), proptest::collection::vec(any_oid(), 0..3))
+            .prop_map(|(tid, oids)| Message::Invalidate { tid, oids }),
+    ]
+}
+
+fn any_peer() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just(MASTER),
+        Just("s1"),
+        Just("s3"),
+        Just("c1"),
+        Just("stranger")
+    ]
+}
+
+/// Feeds `input` to a fresh instance of each role; a refused message must leave nothing to
+/// send and no event behind, and nothing may panic.
+fn feed_all_roles(input: &[(&'static str, Message)]) {
+    let now = wall(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+    let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
+    let mut master = Master::new(table.clone(), MasterConfig::default());
+    let store = Store::open(dir.path().join("s1.redb")).expect("open");
+    let mut storage =
+        StorageNode::open(now, "s1", MASTER, store, storage_config()).expect("storage");
+    while storage.poll_transmit().is_some() {}
+    let mut client = Client::new("c1", MASTER, client_config());
+    client
+        .handle(now, MASTER, Message::PartitionTable(table))
+        .expect("table");
+    while client.poll_event().is_some() {}
+
+    for (from, message) in input {
+        if master.handle(now, from, message.clone()).is_err() {
+            assert!(master.poll_transmit().is_none(), "refused, yet sends");
+            assert!(master.poll_event().is_none(), "refused, yet changed");
+        }
+        while master.poll_transmit().is_some() {}
+        while master.poll_event().is_some() {}
+
+        if storage.handle(now, from, message.clone()).is_err() {
+            assert!(storage.poll_transmit().is_none(), "refused, yet sends");
+            assert!(storage.poll_event().is_none(), "refused, yet changed");
+        }
+        while storage.poll_transmit().is_some() {}
+        while storage.poll_event().is_some() {}
+
+        if client.handle(now, from, message.clone()).is_err() {
+            assert!(client.poll_transmit().is_none(), "refused, yet sends");
+            assert!(client.poll_event().is_none(), "refused, yet changed");
+        }
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+    }
+    let later = now + Duration::from_secs(60);
+    master.handle_timeout(later).expect("master timers");
+    storage.handle_timeout(later).expect("storage timers");
+    client.handle_timeout(later);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_decode_to_a_typed_error_or_a_message(
+        bytes in proptest::collection::vec(any::<u8>(), 0..64)
+    ) {
+        if let Ok(message) = decode(&bytes) {
+            prop_assert_eq!(decode(&encode(&message)).ok(), Some(message));
+        }
+    }
+
+    #[test]
+    fn messages_round_trip(message in any_message()) {
+        prop_assert_eq!(decode(&encode(&message)).ok(), Some(message));
+    }
+
+    #[test]
+    fn arbitrary_message_sequences_never_panic(
+        input in proptest::collection::vec((any_peer(), any_message()), 0..24)
+    ) {
+        feed_all_roles(&input);
+    }
+}
+
+#[test]
+fn garbage_bytes_are_refused_by_every_role() {
+    let now = wall(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+    let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
+    let mut master = Master::new(table, MasterConfig::default());
+    let store = Store::open(dir.path().join("s1.redb")).expect("open");
+    let mut storage = StorageNode::open(now, "s1", MASTER, store, storage_config()).expect("open");
+    while storage.poll_transmit().is_some() {}
+    let mut client = Client::new("c1", MASTER, client_config());
+    let mut wrong_version = encode(&Message::AskBegin);
+    wrong_version[0] = 9;
+    let inputs: [&[u8]; 4] = [&[], &[0xff; 12], &wrong_version, &[1, 200, 200, 200, 200]];
+    for bytes in inputs {
+        for result in [
+            master.handle_bytes(now, "c1", bytes),
+            storage.handle_bytes(now, "c1", bytes),
+            client.handle_bytes(now, MASTER, bytes),
+        ] {
+            assert!(
+                matches!(result, Err(ProtocolError::Decode { .. })),
+                "{bytes:?}: {result:?}"
+            );
+        }
+    }
+    assert!(master.poll_transmit().is_none());
+    assert!(storage.poll_transmit().is_none());
+    assert!(client.poll_transmit().is_none());
+    assert!(client.table().is_none());
+}
