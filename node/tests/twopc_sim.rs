@@ -104,6 +104,7 @@ struct Worker {
     commits: Vec<Commit>,
     conflicts: u32,
     other_aborts: u32,
+    invalidations: u32,
     vanish_at_vote: bool,
     vanished: Option<Tid>,
 }
@@ -122,6 +123,7 @@ impl Worker {
             commits: Vec::new(),
             conflicts: 0,
             other_aborts: 0,
+            invalidations: 0,
             vanish_at_vote: false,
             vanished: None,
         }
@@ -267,9 +269,11 @@ impl Worker {
                 }
                 self.step = Step::Idle;
             }
-            ClientEvent::StorageFailed { .. }
-            | ClientEvent::NewOids { .. }
-            | ClientEvent::Invalidated { .. } => {}
+            ClientEvent::Invalidated { oids, .. } => {
+                assert!(!oids.is_empty());
+                self.invalidations += 1;
+            }
+            ClientEvent::StorageFailed { .. } | ClientEvent::NewOids { .. } => {}
         }
     }
 
@@ -639,6 +643,8 @@ impl Sim {
                 self.down.remove(&name);
                 self.link_last
                     .retain(|(from, to), _| *from != name && *to != name);
+                // From here on, the events of the restarted storage only.
+                self.storage_events.insert(name.clone(), Vec::new());
                 self.start_storage(&name);
                 self.recovered_voted += self.storages[&name]
                     .as_ref()
@@ -776,6 +782,11 @@ fn concurrent_transfers_keep_the_sum() {
             "seed {seed}: the sum of balances is unchanged"
         );
         assert_eq!(sim.commits().len(), 1 + clients * 12, "seed {seed}");
+        for worker in &sim.workers {
+            // Every commit but its own reaches a client as an invalidation.
+            let others = sim.commits().len() - worker.commits.len();
+            assert_eq!(worker.invalidations as usize, others, "seed {seed}");
+        }
     }
 }
 
@@ -848,13 +859,19 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
             1 + 3 * 12,
             "seed {seed}: commits went on"
         );
-        let settled = sim.storage_events["s1"].iter().any(|event| {
-            matches!(
-                event,
-                StorageEvent::Committed { .. } | StorageEvent::Aborted { .. }
-            )
-        });
-        assert!(settled, "seed {seed}: s1 settled its recovered transaction");
+        let settled = sim.storage_events["s1"]
+            .iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    StorageEvent::Committed { .. } | StorageEvent::Aborted { .. }
+                )
+            })
+            .count();
+        assert!(
+            settled >= sim.recovered_voted,
+            "seed {seed}: after its restart s1 settled every recovered transaction"
+        );
         let balances = sim.check_consistency(ACCOUNTS);
         assert_eq!(
             balances.values().sum::<i64>(),
@@ -889,6 +906,84 @@ fn vanished_client_releases_its_locks() {
             INITIAL_BALANCE * ACCOUNTS as i64
         );
     }
+}
+
+#[test]
+fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
+    let now = wall(Duration::ZERO);
+    let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+    let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
+    let mut master = Master::new(table, MasterConfig::default());
+    for storage in STORAGES {
+        master
+            .handle(now, storage, Message::StorageReady)
+            .expect("ready");
+    }
+    master
+        .handle(now, "c1", Message::ClientHello)
+        .expect("hello");
+    master
+        .handle(now, "c1", Message::AskNewOids { count: 0 })
+        .expect("oids");
+    master
+        .handle(now, "c1", Message::AskNewOids { count: 5 })
+        .expect("oids");
+    master.handle(now, "c1", Message::AskBegin).expect("begin");
+    let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
+        .filter(|transmit| transmit.to == "c1")
+        .map(|transmit| transmit.message)
+        .collect();
+    assert_eq!(
+        answers[1..3],
+        [
+            Message::AnswerNewOids {
+                first: Oid(1),
+                count: 1
+            },
+            Message::AnswerNewOids {
+                first: Oid(2),
+                count: 5
+            },
+        ]
+    );
+    let Message::AnswerBegin { ttid } = answers[3] else {
+        panic!("begin answered: {answers:?}");
+    };
+    // Every object of the transaction, reported failed on s1 and s2, voted only on s3.
+    let oids: Vec<Oid> = (0..u64::from(PARTITIONS)).map(Oid).collect();
+    master
+        .handle(
+            now,
+            "c1",
+            Message::AskFinish {
+                ttid,
+                oids,
+                voters: vec!["s3".into()],
+                failed: vec!["s1".into(), "s2".into()],
+            },
+        )
+        .expect("finish asked");
+    let answer = std::iter::from_fn(|| master.poll_transmit())
+        .find(|transmit| {
+            transmit.to == "c1" && matches!(transmit.message, Message::AnswerFinish { .. })
+        })
+        .expect("finish answered");
+    assert!(matches!(
+        answer.message,
+        Message::AnswerFinish {
+            outcome: TransactionOutcome::Unavailable { .. },
+            ..
+        }
+    ));
+    assert_eq!(master.outcome(ttid), Some(TransactionOutcome::Aborted));
+    assert!(
+        master.table().is_operational(),
+        "the last copies stay readable"
+    );
+    let finishes = std::iter::from_fn(|| master.poll_transmit())
+        .filter(|transmit| matches!(transmit.message, Message::Finish { .. }))
+        .count();
+    assert_eq!(finishes, 0, "nothing of it is finished anywhere");
 }
 
 // --- Garbage and out-of-order messages --------------------------------------------------------

@@ -7,8 +7,9 @@
 //! outcome of every transaction it decided, for storages that ask after a timeout or a crash.
 //!
 //! A storage that fails during a commit (reported by a client, lost, or silent at finish) has
-//! its cells marked out of date; a finish goes on only while every partition it touches keeps a
-//! readable replica that voted yes.
+//! its cells marked out of date, unless it holds the last readable cell of a partition; a
+//! finish goes on only while every partition it touches keeps a readable replica that voted
+//! yes, and is refused with [`TransactionOutcome::Unavailable`] otherwise.
 //!
 //! ```
 //! use replicast_node::master::{Master, MasterConfig};
@@ -497,10 +498,15 @@ impl Master {
         })
     }
 
+    /// Marks `node`'s cells out of date, unless that would leave a partition without a
+    /// readable cell: the last copy of a partition stays readable, and finishes that need the
+    /// node are refused instead.
     fn mark_out_of_date(&mut self, node: &str) -> Result<(), ProtocolError> {
-        if self.table.mark_out_of_date(node)? == 0 {
+        let mut marked = self.table.clone();
+        if marked.mark_out_of_date(node)? == 0 || !marked.is_operational() {
             return Ok(());
         }
+        self.table = marked;
         self.events.push_back(MasterEvent::StorageOutOfDate {
             node: node.to_owned(),
         });
