@@ -290,6 +290,7 @@ impl Worker {
 fn client_config() -> ClientConfig {
     ClientConfig {
         storage_timeout: Duration::from_secs(10),
+        vote_timeout: Duration::from_secs(1),
         load_timeout: Duration::from_secs(2),
     }
 }
@@ -314,6 +315,8 @@ struct CrashPlan {
     storage: &'static str,
     after_commits: usize,
     down_for: Duration,
+    /// Whether the others are told the connection is lost; if not, only timeouts find out.
+    detected: bool,
 }
 
 struct Sim {
@@ -336,6 +339,8 @@ struct Sim {
     detect_crash_at: Option<Duration>,
     restart_at: Option<Duration>,
     recovered_voted: usize,
+    /// Whether the master is told when a client vanishes (its connection closes).
+    report_vanished: bool,
 }
 
 impl Sim {
@@ -370,6 +375,7 @@ impl Sim {
             detect_crash_at: None,
             restart_at: None,
             recovered_voted: 0,
+            report_vanished: false,
         };
         for name in STORAGES {
             sim.start_storage(name);
@@ -470,8 +476,11 @@ impl Sim {
                 for transmit in transmits {
                     self.send(&name, &transmit.to, &transmit.message);
                 }
-                if self.workers[index].vanished.is_some() {
-                    self.down.insert(name);
+                let vanished_now =
+                    self.workers[index].vanished.is_some() && self.down.insert(name.clone());
+                if vanished_now && self.report_vanished {
+                    let result = self.master.peer_lost(now, &name);
+                    self.record(result);
                 }
                 if !progressed {
                     break;
@@ -495,7 +504,9 @@ impl Sim {
         self.queue
             .retain(|_, packet| packet.from != name && packet.to != name);
         self.crashed_at = Some(self.now);
-        self.detect_crash_at = Some(self.now + Duration::from_millis(200));
+        if plan.detected {
+            self.detect_crash_at = Some(self.now + Duration::from_millis(200));
+        }
         self.restart_at = Some(self.now + plan.down_for);
     }
 
@@ -831,12 +842,14 @@ fn opposite_orders_both_make_progress() {
 #[test]
 fn storage_crash_mid_commit_goes_on_and_recovers() {
     const ACCOUNTS: u64 = 8;
-    for seed in 0..3 {
+    // Seeds 0..3 see the connection drop; seeds 3..5 only time out.
+    for seed in 0..5 {
         let mut sim = Sim::new(seed, transfer_workers(3, 12, ACCOUNTS, seed), ACCOUNTS);
         sim.crash = Some(CrashPlan {
             storage: "s1",
             after_commits: 4,
             down_for: Duration::from_secs(20),
+            detected: seed < 3,
         });
         sim.run();
         assert!(sim.crashed_at.is_some(), "seed {seed}: s1 crashed");
@@ -883,10 +896,12 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
 #[test]
 fn vanished_client_releases_its_locks() {
     const ACCOUNTS: u64 = 3;
-    for seed in 0..3 {
+    // Seeds 0..3 vanish silently (the storages time out); 3..5 close their connection.
+    for seed in 0..5 {
         let mut workers = transfer_workers(3, 6, ACCOUNTS, seed);
         workers[1].vanish_at_vote = true;
         let mut sim = Sim::new(seed, workers, ACCOUNTS);
+        sim.report_vanished = seed >= 3;
         sim.run();
         let vanished = sim.workers[1].vanished.expect("c2 vanished after its vote");
         assert_eq!(
@@ -894,6 +909,17 @@ fn vanished_client_releases_its_locks() {
             Some(TransactionOutcome::Aborted),
             "seed {seed}: the master aborted the vanished transaction"
         );
+        for (name, events) in &sim.storage_events {
+            assert!(
+                !events.contains(&StorageEvent::Committed {
+                    ttid: vanished,
+                    tid: Tid::ZERO
+                }) && !events
+                    .iter()
+                    .any(|event| matches!(event, StorageEvent::Committed { ttid, .. } if *ttid == vanished)),
+                "seed {seed}: {name} never committed the vanished transaction"
+            );
+        }
         for index in [0, 2] {
             assert!(
                 matches!(sim.workers[index].step, Step::Done),

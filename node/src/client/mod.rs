@@ -2,11 +2,12 @@
 //!
 //! One transaction at a time. Stores go to every writable replica of the object's partition
 //! without waiting for answers; [`Client::vote`] sends each storage its vote once every store
-//! is answered on every storage and reports [`ClientEvent::Voted`] when every storage voted yes, or
-//! when the storages that failed (lost, or silent for [`ClientConfig::storage_timeout`]) leave
-//! every touched object a replica that voted yes. [`Client::finish`] then asks the master for
-//! the commit TID. A conflict, a refused vote or a storage that gave up fails the transaction:
-//! the client aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
+//! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
+//! yes, or when the storages that failed (lost, or silent past
+//! [`ClientConfig::storage_timeout`] or [`ClientConfig::vote_timeout`]) leave every touched
+//! object a replica that voted yes. [`Client::finish`] then asks the master for the commit
+//! TID. A conflict, a refused vote or a storage that gave up fails the transaction: the client
+//! aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
 //!
 //! A storage that wounds the transaction (an older one took a lock) sends
 //! [`Restart`](Message::Restart): every store to that storage is sent again under the new
@@ -51,6 +52,11 @@ pub struct ClientConfig {
     /// Longer than the storages' [`outcome_timeout`](crate::storage_node::StorageConfig), so
     /// that a lock held by a vanished client is released before waiters give up.
     pub storage_timeout: Duration,
+    /// How long a storage may take to answer a vote before it counts as failed. Votes go out
+    /// once every lock is held, so this only covers an fsync; shorter than the storages'
+    /// `outcome_timeout`, so that a crashed replica is reported before the others give up
+    /// on the transaction.
+    pub vote_timeout: Duration,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
 }
@@ -59,6 +65,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             storage_timeout: Duration::from_secs(10),
+            vote_timeout: Duration::from_secs(1),
             load_timeout: Duration::from_secs(2),
         }
     }
@@ -758,7 +765,7 @@ impl Client {
 
     /// Sends the votes that are due and reports the vote once it is complete.
     fn progress(&mut self, now: SystemTime) {
-        let timeout = self.config.storage_timeout;
+        let timeout = self.config.vote_timeout;
         let Some(txn) = self.txn.as_mut().filter(|txn| txn.phase == Phase::Voting) else {
             return;
         };
