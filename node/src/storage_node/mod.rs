@@ -267,6 +267,28 @@ impl StorageNode {
         }
     }
 
+    /// The connection to `node` is lost. A client's unvoted transactions are aborted (it can
+    /// no longer vote for them); its voted ones are asked about at the master right away.
+    pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        let mut unvoted = Vec::new();
+        for (ttid, txn) in &mut self.transactions {
+            if txn.client != node {
+                continue;
+            }
+            if txn.voted {
+                txn.deadline = now + self.config.outcome_timeout;
+                self.out
+                    .send(&self.master, Message::AskOutcome { ttid: *ttid });
+            } else {
+                unvoted.push(*ttid);
+            }
+        }
+        for ttid in unvoted {
+            self.end(now, ttid, None)?;
+        }
+        Ok(())
+    }
+
     /// Handles expired timers: asks the master about voted transactions left waiting, aborts
     /// idle unvoted ones.
     pub fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
