@@ -209,6 +209,59 @@ fn rate_limit_paces_datagrams_and_a_full_queue_drops_the_tail() {
     }
 }
 
+/// Offers 20 datagrams of 1000 bytes at once, alternating between two destinations, on an
+/// 8 Mbit/s link (1 ms per datagram); returns when the last one is released, and the releases
+/// per destination.
+fn pace_two_destinations(conditions: LinkConditions) -> (Duration, Vec<SocketAddr>) {
+    let other: SocketAddr = "127.0.0.1:10".parse().expect("a literal address");
+    let mut links = LinkEmulator::new(conditions);
+    let start = Instant::now();
+    for number in 0..20u32 {
+        let destination = if number % 2 == 0 { peer() } else { other };
+        let mut datagram = number.to_be_bytes().to_vec();
+        datagram.resize(1000, 0);
+        links.offer(start, destination, datagram);
+    }
+    let mut last = start;
+    let mut destinations = Vec::new();
+    for _ in 0..1_000 {
+        let Some(due) = links.next_release() else {
+            break;
+        };
+        while let Some((destination, _)) = links.poll_release(due) {
+            destinations.push(destination);
+            last = due;
+        }
+    }
+    assert_eq!(links.queued(), 0);
+    assert_eq!(links.total_stats().offered, 20);
+    assert_eq!(links.total_stats().released, 20);
+    (last - start, destinations)
+}
+
+#[test]
+fn a_shared_link_paces_all_destinations_together() {
+    let rate = NetemConfig::new()
+        .link(Bitrate::mbps(8), DataSize::bytes(100_000))
+        .seed(5);
+    // One link per destination: each paces its own 10 datagrams, in parallel.
+    let (separate, _) = pace_two_destinations(LinkConditions::new().with_default(rate));
+    assert_eq!(separate, Duration::from_millis(9));
+    // One shared link (a sender's NIC): 20 datagrams one after another.
+    let shared_conditions = LinkConditions::new().with_shared_default(rate);
+    let (shared, destinations) = pace_two_destinations(shared_conditions.clone());
+    assert_eq!(shared, Duration::from_millis(19));
+    // Each datagram keeps its own destination, in the order offered.
+    let other: SocketAddr = "127.0.0.1:10".parse().expect("a literal address");
+    for (number, destination) in destinations.iter().enumerate() {
+        assert_eq!(*destination, if number % 2 == 0 { peer() } else { other });
+    }
+    // Both destinations report the one link's counters.
+    let mut links: LinkEmulator<Vec<u8>> = LinkEmulator::new(shared_conditions);
+    links.offer(Instant::now(), peer(), vec![0; 10]);
+    assert_eq!(links.stats(other), links.stats(peer()));
+}
+
 #[test]
 fn the_same_seed_repeats_the_same_run() {
     let config = NetemConfig::new()

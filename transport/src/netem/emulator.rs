@@ -7,6 +7,7 @@ use std::time::Instant;
 use str0m_netem::{Input, Netem, Output, WithLen};
 
 use super::LinkConditions;
+use super::conditions::LinkKey;
 
 /// Counters of one emulated link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,8 +25,21 @@ impl LinkStats {
     }
 }
 
+/// A datagram on a link, with where it goes: a shared link carries many destinations.
+#[derive(Clone)]
+struct Addressed<T> {
+    destination: SocketAddr,
+    datagram: T,
+}
+
+impl<T: WithLen> WithLen for Addressed<T> {
+    fn len(&self) -> usize {
+        self.datagram.len()
+    }
+}
+
 struct EmulatedLink<T> {
-    model: Netem<T>,
+    model: Netem<Addressed<T>>,
     stats: LinkStats,
 }
 
@@ -54,7 +68,7 @@ struct EmulatedLink<T> {
 /// ```
 pub struct LinkEmulator<T> {
     conditions: LinkConditions,
-    links: HashMap<SocketAddr, EmulatedLink<T>>,
+    links: HashMap<LinkKey, EmulatedLink<T>>,
     unimpaired: VecDeque<(SocketAddr, T)>,
 }
 
@@ -70,21 +84,22 @@ impl<T: Clone + WithLen> LinkEmulator<T> {
 
     /// Hands one datagram for `destination` to its link at time `now`.
     pub fn offer(&mut self, now: Instant, destination: SocketAddr, datagram: T) {
-        let link = match self.links.get_mut(&destination) {
-            Some(link) => link,
-            None => match self.conditions.config_for(destination) {
-                Some(config) => self.links.entry(destination).or_insert(EmulatedLink {
-                    model: Netem::new(config),
-                    stats: LinkStats::default(),
-                }),
-                None => {
-                    self.unimpaired.push_back((destination, datagram));
-                    return;
-                }
-            },
+        let Some((key, config)) = self.conditions.link_for(destination) else {
+            self.unimpaired.push_back((destination, datagram));
+            return;
         };
+        let link = self.links.entry(key).or_insert_with(|| EmulatedLink {
+            model: Netem::new(config),
+            stats: LinkStats::default(),
+        });
         link.stats.offered += 1;
-        link.model.handle_input(Input::Packet(now, datagram));
+        link.model.handle_input(Input::Packet(
+            now,
+            Addressed {
+                destination,
+                datagram,
+            },
+        ));
     }
 
     /// The next datagram due at `now`, with its destination.
@@ -92,16 +107,16 @@ impl<T: Clone + WithLen> LinkEmulator<T> {
         if let Some(datagram) = self.unimpaired.pop_front() {
             return Some(datagram);
         }
-        for (destination, link) in &mut self.links {
+        for link in self.links.values_mut() {
             if link.model.is_empty() || link.model.poll_timeout() > now {
                 continue;
             }
             link.model.handle_input(Input::Timeout(now));
             // The model answers a due packet first; a Timeout answer only means "not yet".
             while let Some(output) = link.model.poll_output() {
-                if let Output::Packet(datagram) = output {
+                if let Output::Packet(addressed) = output {
                     link.stats.released += 1;
-                    return Some((*destination, datagram));
+                    return Some((addressed.destination, addressed.datagram));
                 }
             }
         }
@@ -117,8 +132,25 @@ impl<T: Clone + WithLen> LinkEmulator<T> {
             .min()
     }
 
-    /// Counters of the link towards `destination`, if it is impaired and was used.
+    /// Counters of the link towards `destination`, if it is impaired and was used (for a
+    /// destination on the shared link, the shared link's counters).
     pub fn stats(&self, destination: SocketAddr) -> Option<LinkStats> {
-        self.links.get(&destination).map(|link| link.stats)
+        let (key, _) = self.conditions.link_for(destination)?;
+        self.links.get(&key).map(|link| link.stats)
+    }
+
+    /// Counters of every link together.
+    pub fn total_stats(&self) -> LinkStats {
+        self.links
+            .values()
+            .fold(LinkStats::default(), |total, link| LinkStats {
+                offered: total.offered + link.stats.offered,
+                released: total.released + link.stats.released,
+            })
+    }
+
+    /// Datagrams waiting on their links.
+    pub fn queued(&self) -> usize {
+        self.links.values().map(|link| link.model.queue_len()).sum()
     }
 }
