@@ -1042,6 +1042,139 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
     assert_eq!(finishes, 0, "nothing of it is finished anywhere");
 }
 
+#[test]
+fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
+    let now = wall(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("s1.redb")).expect("open");
+    let mut node = StorageNode::open(now, "s1", MASTER, store, storage_config()).expect("open");
+    while node.poll_transmit().is_some() {}
+    let (ttid, tid) = (Tid(10), Tid(20));
+    node.handle(
+        now,
+        "c1",
+        Message::Store {
+            ttid,
+            generation: 0,
+            oid: Oid(1),
+            serial: Tid::ZERO,
+            data: balance_data(5),
+        },
+    )
+    .expect("store");
+    node.handle(
+        now,
+        "c1",
+        Message::Vote {
+            ttid,
+            generation: 0,
+            oids: vec![Oid(1)],
+            info: TransactionInfo::default(),
+        },
+    )
+    .expect("vote");
+    let answers: Vec<Message> = std::iter::from_fn(|| node.poll_transmit())
+        .map(|transmit| transmit.message)
+        .collect();
+    assert_eq!(
+        answers[1],
+        Message::AnswerVote {
+            ttid,
+            result: VoteResult::Yes
+        }
+    );
+    // The storage asked about it, the master answered, and its finish crossed the answer.
+    node.handle(
+        now,
+        MASTER,
+        Message::Outcome {
+            ttid,
+            outcome: TransactionOutcome::Committed(tid),
+        },
+    )
+    .expect("outcome");
+    node.handle(now, MASTER, Message::Finish { ttid, tid })
+        .expect("a crossed finish is acknowledged");
+    let acks = std::iter::from_fn(|| node.poll_transmit())
+        .filter(|transmit| transmit.message == Message::Finished { ttid, tid })
+        .count();
+    assert_eq!(acks, 2, "both the outcome and the finish are acknowledged");
+    let revision = node.store().load(Oid(1)).expect("load").expect("committed");
+    assert_eq!(revision.tid, tid);
+    assert!(
+        node.handle(now, MASTER, Message::Finish { ttid, tid: Tid(30) })
+            .is_err(),
+        "a finish at another TID is refused"
+    );
+}
+
+#[test]
+fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
+    let now = wall(Duration::ZERO);
+    let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+    let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
+    let replicas: Vec<String> = table
+        .writable_cells(Oid(1))
+        .map(|cell| cell.node.clone())
+        .collect();
+    let mut client = Client::new("c1", MASTER, client_config());
+    client
+        .handle(now, MASTER, Message::PartitionTable(table))
+        .expect("table");
+    client.begin().expect("begin");
+    let ttid = Tid(7);
+    client
+        .handle(now, MASTER, Message::AnswerBegin { ttid })
+        .expect("begun");
+    client
+        .store(now, Oid(1), Tid::ZERO, balance_data(1))
+        .expect("store");
+    client
+        .store(now, Oid(1), Tid::ZERO, balance_data(2))
+        .expect("store again");
+    client.vote(now, TransactionInfo::default()).expect("vote");
+    let is_vote = |message: &Message| matches!(message, Message::Vote { .. });
+    let sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    let stores = sent
+        .iter()
+        .filter(|transmit| matches!(transmit.message, Message::Store { .. }))
+        .count();
+    assert_eq!(
+        stores,
+        2 * replicas.len(),
+        "each store goes to each replica"
+    );
+    assert!(!sent.iter().any(|transmit| is_vote(&transmit.message)));
+    let stored = Message::AnswerStore {
+        ttid,
+        generation: 0,
+        oid: Oid(1),
+        result: StoreResult::Stored,
+    };
+    for node in &replicas {
+        client
+            .handle(now, node, stored.clone())
+            .expect("first answer");
+    }
+    assert!(
+        !std::iter::from_fn(|| client.poll_transmit()).any(|transmit| is_vote(&transmit.message)),
+        "no vote while a store is unanswered"
+    );
+    for node in &replicas {
+        client
+            .handle(now, node, stored.clone())
+            .expect("second answer");
+    }
+    let votes = std::iter::from_fn(|| client.poll_transmit())
+        .filter(|transmit| is_vote(&transmit.message))
+        .count();
+    assert_eq!(votes, replicas.len());
+    assert!(
+        client.handle(now, &replicas[0], stored).is_err(),
+        "a third answer is refused"
+    );
+}
+
 // --- Garbage and out-of-order messages --------------------------------------------------------
 
 fn any_tid() -> impl Strategy<Value = Tid> {

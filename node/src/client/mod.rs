@@ -191,7 +191,8 @@ enum Phase {
 struct Replica {
     generation: u32,
     oids: BTreeSet<Oid>,
-    unanswered: BTreeSet<Oid>,
+    /// Stores sent and not answered yet, per object (an object may be stored twice).
+    unanswered: BTreeMap<Oid, u32>,
     vote_sent: bool,
     voted: bool,
     deadline: Option<SystemTime>,
@@ -312,7 +313,7 @@ impl Client {
         for node in nodes {
             let replica = txn.replicas.entry(node.clone()).or_default();
             replica.oids.insert(oid);
-            replica.unanswered.insert(oid);
+            *replica.unanswered.entry(oid).or_default() += 1;
             replica.deadline = Some(now + self.config.storage_timeout);
             self.out.send(
                 &node,
@@ -647,12 +648,17 @@ impl Client {
             // Answers a store sent before a restart; its new copy gets its own answer.
             return Ok(());
         }
-        if generation > replica.generation || !replica.unanswered.contains(&oid) {
+        if generation > replica.generation || !replica.unanswered.contains_key(&oid) {
             return Err(out_of_order(from, "AnswerStore", ttid));
         }
         match result {
             StoreResult::Stored => {
-                replica.unanswered.remove(&oid);
+                if let Some(pending) = replica.unanswered.get_mut(&oid) {
+                    *pending -= 1;
+                    if *pending == 0 {
+                        replica.unanswered.remove(&oid);
+                    }
+                }
                 replica.deadline = Some(now + timeout);
                 self.progress(now);
             }
@@ -702,7 +708,7 @@ impl Client {
             return Ok(());
         }
         replica.generation = generation;
-        replica.unanswered = replica.oids.clone();
+        replica.unanswered = replica.oids.iter().map(|oid| (*oid, 1)).collect();
         replica.vote_sent = false;
         replica.deadline = Some(now + timeout);
         let stores: Vec<Message> = replica

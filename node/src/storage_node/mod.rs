@@ -106,7 +106,8 @@ pub struct StorageNode {
     transactions: BTreeMap<Tid, Transaction>,
     /// Voted transactions found on disk at start, with when to ask the master again.
     recovering: BTreeMap<Tid, SystemTime>,
-    ended: BTreeSet<Tid>,
+    /// Recently ended transactions, with their commit TID if they committed.
+    ended: BTreeMap<Tid, Option<Tid>>,
     ended_order: VecDeque<Tid>,
     out: Outbox,
     events: VecDeque<StorageEvent>,
@@ -130,7 +131,7 @@ impl StorageNode {
             locks: LockManager::new(),
             transactions: BTreeMap::new(),
             recovering: BTreeMap::new(),
-            ended: BTreeSet::new(),
+            ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             out: Outbox::default(),
             events: VecDeque::new(),
@@ -219,6 +220,12 @@ impl StorageNode {
                 let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted)
                     || self.recovering.contains_key(&ttid);
                 if !voted {
+                    if self.ended.get(&ttid) == Some(&Some(tid)) {
+                        // Committed already on the master's answer to our question: the
+                        // acknowledgement crossed this finish.
+                        self.out.send(&self.master, Message::Finished { ttid, tid });
+                        return Ok(());
+                    }
                     return Err(self.unknown(from, "Finish", ttid));
                 }
                 self.end(now, ttid, Some(tid))?;
@@ -232,7 +239,12 @@ impl StorageNode {
                     return Err(self.unknown(from, "Outcome", ttid));
                 }
                 match outcome {
-                    TransactionOutcome::Committed(tid) => self.end(now, ttid, Some(tid)),
+                    TransactionOutcome::Committed(tid) => {
+                        self.end(now, ttid, Some(tid))?;
+                        // The master may still wait for this voter's acknowledgement.
+                        self.out.send(&self.master, Message::Finished { ttid, tid });
+                        Ok(())
+                    }
                     TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
                         self.end(now, ttid, None)
                     }
@@ -358,7 +370,7 @@ impl StorageNode {
         serial: Tid,
         data: ObjectData,
     ) -> Result<(), ProtocolError> {
-        if self.ended.contains(&ttid) || self.recovering.contains_key(&ttid) {
+        if self.ended.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
             return Err(self.unknown(from, "Store", ttid));
         }
         let deadline = now + self.config.idle_timeout;
@@ -516,7 +528,7 @@ impl StorageNode {
             .get_mut(&ttid)
             .filter(|txn| txn.client == from)
         else {
-            if self.ended.contains(&ttid) || oids.is_empty() {
+            if self.ended.contains_key(&ttid) || oids.is_empty() {
                 self.out.send(
                     from,
                     Message::AnswerVote {
@@ -591,17 +603,21 @@ impl StorageNode {
                 }
             }
         };
-        self.events.push_back(event);
         self.transactions.remove(&ttid);
         self.recovering.remove(&ttid);
-        self.remember_end(ttid);
+        let committed = match &event {
+            StorageEvent::Committed { tid, .. } => Some(*tid),
+            _ => None,
+        };
+        self.remember_end(ttid, committed);
+        self.events.push_back(event);
         self.locks.release(ttid);
         // The released locks went to waiters: let them go on.
         self.pump(now, None)
     }
 
-    fn remember_end(&mut self, ttid: Tid) {
-        if self.ended.insert(ttid) {
+    fn remember_end(&mut self, ttid: Tid, committed: Option<Tid>) {
+        if self.ended.insert(ttid, committed).is_none() {
             self.ended_order.push_back(ttid);
         }
         while self.ended_order.len() > self.config.remembered_ends {
