@@ -19,19 +19,31 @@
 //!    a younger one that has not voted and the storage tells the younger's client to
 //!    [`Restart`](Message::Restart), i.e. send its stores there again under a new generation),
 //!    then checks the serial: a conflict fails the transaction with both serials.
-//! 3. *vote*: once every store is answered, the client asks each storage to vote with the list
-//!    of objects it stored there; a yes means the data is fsynced. A storage that fails or does
-//!    not answer in time is reported, and the vote still succeeds if every touched partition
-//!    keeps a replica that voted yes.
+//! 3. *vote*: once every store is answered on every storage (so that the transaction holds
+//!    all its locks), the client asks each storage to vote with the list of objects it stored
+//!    there; a yes means the data is fsynced, and from then on nobody takes its locks. A
+//!    storage that fails or does not answer in time is reported, and the vote still succeeds
+//!    if every touched partition keeps a replica that voted yes. A wound that arrives after the
+//!    votes went out fails the transaction: waiting for a lock while voted elsewhere could
+//!    close a cycle that wound-wait otherwise rules out.
 //! 4. *finish*: the master checks that again against its table (marking the failed storages'
-//!    cells out of date), allocates the commit TID and sends it to the voters, one
-//!    transaction at a time so that every storage commits in TID order; it answers the client
+//!    cells out of date, except a partition's last readable cell, in which case the finish is
+//!    refused), allocates the commit TID (the commit point) and sends it to the voters, one
+//!    transaction at a time so that every storage commits in TID order. It answers the client
 //!    when every voter acknowledged or timed out (a voter that times out goes out of date) and
 //!    invalidates the objects at the other clients.
 //! 5. A storage that voted and hears no finish in time, or that restarts with voted
 //!    transactions on disk, asks the master for the [outcome](TransactionOutcome); the master
 //!    aborts a transaction still open when asked, so a client that vanished after its vote
-//!    releases its locks. An unvoted transaction idle for too long is aborted by the storage.
+//!    releases its locks. An unvoted transaction idle for too long, or whose client's
+//!    connection is lost, is aborted by the storage.
+//!
+//! Timeouts are ordered so that the right side gives up first: the client's vote timeout
+//! (an fsync) is shorter than the storages' outcome timeout (a vanished client), which is
+//! shorter than the client's store timeout (waiting for locks held by that vanished client).
+//!
+//! Not covered yet: the master's own failure (its state is in memory), replication that brings
+//! an out-of-date storage back, and forgetting old outcomes (the master keeps them all).
 
 mod codec;
 mod error;
