@@ -1295,24 +1295,68 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
     client
         .handle(now, MASTER, Message::PartitionTable(table))
         .expect("table");
+    // Put each role in the middle of a transaction (ttid 2, which the inputs often name), so
+    // that the sequences reach past the first check.
+    for storage_name in STORAGES {
+        master
+            .handle(now, storage_name, Message::StorageReady)
+            .expect("ready");
+    }
+    master
+        .handle(now, "c1", Message::ClientHello)
+        .expect("hello");
+    master.handle(now, "c1", Message::AskBegin).expect("begin");
+    client.begin().expect("begin");
+    client
+        .handle(now, MASTER, Message::AnswerBegin { ttid: Tid(2) })
+        .expect("begun");
+    for oid in [Oid(1), Oid(2)] {
+        client
+            .store(now, oid, Tid::ZERO, balance_data(1))
+            .expect("store");
+        storage
+            .handle(
+                now,
+                "c1",
+                Message::Store {
+                    ttid: Tid(2),
+                    generation: 0,
+                    oid,
+                    serial: Tid::ZERO,
+                    data: balance_data(1),
+                },
+            )
+            .expect("store");
+    }
+    while master.poll_transmit().is_some() {}
+    while storage.poll_transmit().is_some() {}
+    while client.poll_transmit().is_some() {}
     while client.poll_event().is_some() {}
 
     for (from, message) in input {
+        // A refused message leaves the state machine exactly as it was: same state, nothing
+        // to send, no event.
+        let before = format!("{master:?}");
         if master.handle(now, from, message.clone()).is_err() {
+            assert_eq!(format!("{master:?}"), before, "refused, yet changed");
             assert!(master.poll_transmit().is_none(), "refused, yet sends");
             assert!(master.poll_event().is_none(), "refused, yet changed");
         }
         while master.poll_transmit().is_some() {}
         while master.poll_event().is_some() {}
 
+        let before = format!("{storage:?}");
         if storage.handle(now, from, message.clone()).is_err() {
+            assert_eq!(format!("{storage:?}"), before, "refused, yet changed");
             assert!(storage.poll_transmit().is_none(), "refused, yet sends");
             assert!(storage.poll_event().is_none(), "refused, yet changed");
         }
         while storage.poll_transmit().is_some() {}
         while storage.poll_event().is_some() {}
 
+        let before = format!("{client:?}");
         if client.handle(now, from, message.clone()).is_err() {
+            assert_eq!(format!("{client:?}"), before, "refused, yet changed");
             assert!(client.poll_transmit().is_none(), "refused, yet sends");
             assert!(client.poll_event().is_none(), "refused, yet changed");
         }
@@ -1327,7 +1371,7 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
