@@ -28,54 +28,17 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid, TidClock};
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit, decode};
 
-/// Limits and timeouts of the master.
-#[derive(Clone, Debug)]
-pub struct MasterConfig {
-    /// The most object ids handed out by one [`Message::AskNewOids`].
-    pub max_oid_batch: u32,
-    /// How long a voter has to acknowledge a finish before its cells go out of date.
-    pub finish_timeout: Duration,
-    /// The first object id to hand out.
-    pub first_oid: Oid,
-}
+mod config;
+mod event;
 
-impl Default for MasterConfig {
-    fn default() -> Self {
-        Self {
-            max_oid_batch: 1024,
-            finish_timeout: Duration::from_secs(5),
-            first_oid: Oid(1),
-        }
-    }
-}
-
-/// Something the master decided, for its driver and for tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MasterEvent {
-    /// A transaction committed at `tid` on every voter that acknowledged.
-    Committed {
-        /// Its temporary TID.
-        ttid: Tid,
-        /// Its commit TID.
-        tid: Tid,
-    },
-    /// A transaction was aborted.
-    Aborted {
-        /// Its temporary TID.
-        ttid: Tid,
-    },
-    /// A storage's cells were marked out of date.
-    StorageOutOfDate {
-        /// The storage.
-        node: NodeName,
-    },
-}
+pub use config::MasterConfig;
+pub use event::MasterEvent;
 
 /// A transaction begun and not yet decided.
 #[derive(Debug)]

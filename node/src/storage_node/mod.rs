@@ -12,7 +12,7 @@
 //! found on disk is asked about, and unvoted ones (whose locks died with the process) dropped.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid};
 use crate::locks::{LockDecision, LockEvent, LockManager};
@@ -23,57 +23,11 @@ use crate::protocol::{
 };
 use crate::storage::{ObjectData, StorageError, Store, TransactionInfo};
 
-/// Timeouts of a storage.
-#[derive(Clone, Debug)]
-pub struct StorageConfig {
-    /// How long a voted transaction waits for its finish before the master is asked.
-    pub outcome_timeout: Duration,
-    /// How long an unvoted transaction may stay idle (not waiting for a lock) before it is
-    /// aborted.
-    pub idle_timeout: Duration,
-    /// How many ended transactions are remembered, to refuse late stores for them.
-    pub remembered_ends: usize,
-}
+mod config;
+mod event;
 
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            outcome_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(30),
-            remembered_ends: 4096,
-        }
-    }
-}
-
-/// Something that happened on the storage, for its driver and for tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StorageEvent {
-    /// A transaction committed here.
-    Committed {
-        /// Its temporary TID.
-        ttid: Tid,
-        /// Its commit TID.
-        tid: Tid,
-    },
-    /// A transaction was aborted here.
-    Aborted {
-        /// Its temporary TID.
-        ttid: Tid,
-    },
-    /// A transaction lost its locks to an older one.
-    Wounded {
-        /// Its temporary TID.
-        ttid: Tid,
-    },
-    /// The engine refused an operation the protocol asked for; the transaction was aborted
-    /// here (the cells of this storage are then out of date, replication repairs them).
-    EngineError {
-        /// The transaction.
-        ttid: Tid,
-        /// The engine's error, as text.
-        error: String,
-    },
-}
+pub use config::StorageConfig;
+pub use event::StorageEvent;
 
 /// A store waiting for its lock or its turn.
 #[derive(Debug)]

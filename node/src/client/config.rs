@@ -1,0 +1,29 @@
+//! The timeouts of a client.
+
+use std::time::Duration;
+
+/// Timeouts of a client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long a storage may stay silent while it owes an answer before it counts as failed.
+    /// Longer than the storages' [`outcome_timeout`](crate::storage_node::StorageConfig), so
+    /// that a lock held by a vanished client is released before waiters give up.
+    pub storage_timeout: Duration,
+    /// How long a storage may take to answer a vote before it counts as failed. Votes go out
+    /// once every lock is held, so this only covers an fsync; shorter than the storages'
+    /// `outcome_timeout`, so that a crashed replica is reported before the others give up
+    /// on the transaction.
+    pub vote_timeout: Duration,
+    /// How long a load waits for one replica before trying the next.
+    pub load_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            storage_timeout: Duration::from_secs(10),
+            vote_timeout: Duration::from_secs(1),
+            load_timeout: Duration::from_secs(2),
+        }
+    }
+}

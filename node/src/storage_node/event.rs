@@ -1,0 +1,33 @@
+//! What the storage role reports to its driver.
+
+use crate::ids::Tid;
+
+/// Something that happened on the storage, for its driver and for tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageEvent {
+    /// A transaction committed here.
+    Committed {
+        /// Its temporary TID.
+        ttid: Tid,
+        /// Its commit TID.
+        tid: Tid,
+    },
+    /// A transaction was aborted here.
+    Aborted {
+        /// Its temporary TID.
+        ttid: Tid,
+    },
+    /// A transaction lost its locks to an older one.
+    Wounded {
+        /// Its temporary TID.
+        ttid: Tid,
+    },
+    /// The engine refused an operation the protocol asked for; the transaction was aborted
+    /// here (the cells of this storage are then out of date, replication repairs them).
+    EngineError {
+        /// The transaction.
+        ttid: Tid,
+        /// The engine's error, as text.
+        error: String,
+    },
+}
