@@ -113,7 +113,7 @@ fn run_receiver(
             arrivals,
             nacks_sent: stats.protocol.nacks_sent,
             nacked_datagrams: stats.protocol.nacked_datagrams,
-            impairment_dropped: stats.socket.impairment.dropped,
+            impairment_dropped: stats.socket.impairment.dropped(),
         })
     })
 }

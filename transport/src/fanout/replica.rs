@@ -14,9 +14,11 @@ use super::wire::{
     ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, UnicastAck, UnicastHeader,
     Verdict,
 };
+#[cfg(feature = "netem")]
+use crate::multicast::driver::ImpairmentConfig;
 use crate::multicast::driver::{
-    ImpairmentConfig, MulticastInterface, MulticastReceiver, MulticastReceiverConfig,
-    MulticastSocketConfig, Received,
+    MulticastInterface, MulticastReceiver, MulticastReceiverConfig, MulticastSocketConfig,
+    Received,
 };
 use crate::multicast::proto::{GroupKey, ReceiverConfig, ReceiverKey};
 use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest};
@@ -28,7 +30,9 @@ pub struct FanoutReceiverConfig {
     pub interface: MulticastInterface,
     /// The multicast receivers' protocol settings.
     pub protocol: ReceiverConfig,
-    /// Impairment of every multicast datagram read; tests and benchmarks only.
+    /// Emulated links at the multicast receivers' sockets (feature `netem`); tests and
+    /// benchmarks only.
+    #[cfg(feature = "netem")]
     pub impairment: Option<ImpairmentConfig>,
     /// How long an announced object may take to arrive over the group before the replica
     /// answers [`Verdict::NotReceived`] (and the writer falls back to unicast).
@@ -42,6 +46,7 @@ impl Default for FanoutReceiverConfig {
         Self {
             interface: MulticastInterface::Loopback,
             protocol: ReceiverConfig::default(),
+            #[cfg(feature = "netem")]
             impairment: None,
             expect_timeout: Duration::from_secs(2),
             limits: MatcherLimits::default(),
@@ -303,6 +308,7 @@ async fn join(shared: &Arc<Shared>, writer: &str, membership: Membership) -> Res
     let config = &shared.config;
     let receiver_config = MulticastReceiverConfig {
         protocol: config.protocol.clone(),
+        #[cfg(feature = "netem")]
         impairment: config.impairment,
         ..MulticastReceiverConfig::new(
             MulticastSocketConfig::new(membership.group).with_interface(config.interface.clone()),

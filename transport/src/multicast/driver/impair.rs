@@ -1,172 +1,237 @@
-//! Seeded datagram impairment (loss, duplication, reordering) for tests and benchmarks.
+//! Emulated links at a driver's sockets, on the [`netem`](crate::netem) model, for tests and
+//! benchmarks on real sockets.
 //!
-//! The drivers apply an [`Impairment`] to every datagram they read, before the protocol core
-//! sees it, so loss can be injected on real sockets without root or netem. It is a test aid: a
-//! production configuration leaves it off. Time-based impairment (delay, jitter, rate) lives in
-//! [`netem`](crate::netem).
+//! A driver with an [`ImpairmentConfig`] passes every datagram it reads through the link from
+//! its peers to it (delay, jitter, loss, duplication, reordering, rate), and optionally every
+//! datagram it sends through its own outbound link (one queue for all destinations, as a
+//! NIC has, so a sender's link rate bounds everything it sends). Held datagrams are released
+//! by the driver's own loop at their time: the next release is one of its deadlines. A
+//! production configuration leaves impairment off.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use std::net::SocketAddr;
+use std::time::Instant;
 
-/// What to do to datagrams, each decided independently with a seeded generator, so a failing
+use crate::netem::{LinkConditions, LinkEmulator, LinkStats, NetemConfig, Probability, RandomLoss};
+
+/// The emulated links of one driver, each seeded through its [`NetemConfig`] so a failing
 /// run can be repeated.
 ///
 /// # Example
 ///
 /// ```
-/// use replicast_transport::multicast::driver::{Impairment, ImpairmentConfig};
+/// use std::time::Duration;
+/// use replicast_transport::multicast::driver::ImpairmentConfig;
+/// use replicast_transport::netem::{Bitrate, DataSize, NetemConfig};
 ///
-/// let mut lossy = Impairment::new(ImpairmentConfig::loss(0.5, 7));
-/// let mut delivered = 0;
-/// for _ in 0..1000 {
-///     lossy.apply(b"datagram", |_| delivered += 1);
-/// }
-/// assert_eq!(lossy.stats().dropped + delivered, 1000);
-/// assert!(delivered > 400 && delivered < 600);
+/// // A receiver that loses 1% of what it reads, with a seed.
+/// let lossy = ImpairmentConfig::loss(0.01, 7);
+/// assert!(lossy.receive.is_some() && lossy.send.is_none());
+///
+/// // A sender 20 ms (one way) from its receivers, behind a 100 Mbit/s uplink.
+/// let wan = ImpairmentConfig::none().with_send(
+///     NetemConfig::new()
+///         .latency(Duration::from_millis(20))
+///         .link(Bitrate::mbps(100), DataSize::bytes(1_000_000))
+///         .seed(3),
+/// );
+/// assert!(wan.send.is_some());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ImpairmentConfig {
-    /// Probability that a datagram is dropped.
-    pub loss: f64,
-    /// Probability that a delivered datagram is delivered twice.
-    pub duplicate: f64,
-    /// Probability that a datagram is held back and delivered after the next one.
-    pub reorder: f64,
-    /// Seed of the generator.
-    pub seed: u64,
+    /// The link from each peer to this driver, applied to every datagram the driver reads
+    /// (one link per source address).
+    pub receive: Option<NetemConfig>,
+    /// This driver's own outbound link, applied to every datagram it sends: one link shared
+    /// by all destinations, so its rate limit bounds the driver's total output.
+    pub send: Option<NetemConfig>,
 }
 
 impl ImpairmentConfig {
-    /// Independent loss with probability `loss`, nothing else.
-    pub fn loss(loss: f64, seed: u64) -> Self {
-        Self {
-            loss,
-            duplicate: 0.0,
-            reorder: 0.0,
-            seed,
-        }
+    /// No impairment in either direction (add some with the `with_` methods).
+    pub fn none() -> Self {
+        Self::default()
     }
 
-    /// Adds duplication with probability `duplicate`.
-    pub fn with_duplicate(mut self, duplicate: f64) -> Self {
-        self.duplicate = duplicate;
+    /// Independent loss with probability `loss` of every datagram read, nothing else.
+    pub fn loss(loss: f64, seed: u64) -> Self {
+        Self::none().with_receive(
+            NetemConfig::new()
+                .loss(RandomLoss::new(Probability::new(loss as f32)))
+                .seed(seed),
+        )
+    }
+
+    /// Sets the link that datagrams read cross.
+    pub fn with_receive(mut self, config: NetemConfig) -> Self {
+        self.receive = Some(config);
         self
     }
 
-    /// Adds reordering with probability `reorder`.
-    pub fn with_reorder(mut self, reorder: f64) -> Self {
-        self.reorder = reorder;
+    /// Sets the link that datagrams sent cross.
+    pub fn with_send(mut self, config: NetemConfig) -> Self {
+        self.send = Some(config);
         self
     }
 }
 
-/// Counters of an [`Impairment`].
+/// Counters of an [`Impairment`], both directions together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImpairmentStats {
-    /// Datagrams offered.
+    /// Datagrams handed to the links.
     pub offered: u64,
-    /// Datagrams dropped.
-    pub dropped: u64,
-    /// Extra copies delivered.
-    pub duplicated: u64,
-    /// Datagrams held back behind a later one.
-    pub reordered: u64,
+    /// Datagrams the links released (a duplicate counts twice).
+    pub released: u64,
+    /// Datagrams still held by the links.
+    pub queued: u64,
 }
 
-/// Applies an [`ImpairmentConfig`] to a sequence of datagrams.
-#[derive(Debug)]
+impl ImpairmentStats {
+    /// Datagrams the links dropped (loss or a full queue), net of duplicates.
+    pub fn dropped(&self) -> u64 {
+        self.offered.saturating_sub(self.released + self.queued)
+    }
+}
+
+/// The emulated links of one driver, driven by its clock.
 pub struct Impairment {
-    config: ImpairmentConfig,
-    rng: StdRng,
-    /// At most one datagram waits to be delivered after the next, which bounds memory.
-    held: Option<Vec<u8>>,
-    stats: ImpairmentStats,
+    receive: Option<LinkEmulator<Vec<u8>>>,
+    send: Option<LinkEmulator<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Impairment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Impairment")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Impairment {
-    /// An impairment drawing from a generator seeded with `config.seed`.
+    /// Links as `config` says.
     pub fn new(config: ImpairmentConfig) -> Self {
         Self {
-            rng: StdRng::seed_from_u64(config.seed),
-            config,
-            held: None,
-            stats: ImpairmentStats::default(),
+            receive: config
+                .receive
+                .map(|link| LinkEmulator::new(LinkConditions::new().with_default(link))),
+            send: config
+                .send
+                .map(|link| LinkEmulator::new(LinkConditions::new().with_shared_default(link))),
         }
     }
 
-    /// Offers one datagram; `deliver` is called for each datagram that passes now (none, the
-    /// datagram, its duplicate, and a datagram held back earlier, in delivery order).
-    pub fn apply(&mut self, datagram: &[u8], mut deliver: impl FnMut(&[u8])) {
-        self.stats.offered += 1;
-        if self.rng.random_bool(self.config.loss.clamp(0.0, 1.0)) {
-            self.stats.dropped += 1;
-            return;
+    /// Whether datagrams sent cross a link (otherwise they go straight to the socket).
+    pub fn impairs_sends(&self) -> bool {
+        self.send.is_some()
+    }
+
+    /// Hands a datagram read from `source` to the receive link. Returns false, having kept
+    /// nothing, when there is no receive link: the caller handles the datagram at once.
+    pub fn offer_received(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(link) = self.receive.as_mut() else {
+            return false;
+        };
+        // The receive link is keyed by where a datagram came from: that is its link.
+        link.offer(now, source, datagram.to_vec());
+        true
+    }
+
+    /// The next received datagram due at `now`, with its source.
+    pub fn poll_received(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        self.receive.as_mut()?.poll_release(now)
+    }
+
+    /// Hands a datagram for `destination` to the send link (call only when
+    /// [`impairs_sends`](Self::impairs_sends)).
+    pub fn offer_sent(&mut self, now: Instant, destination: SocketAddr, datagram: Vec<u8>) {
+        if let Some(link) = self.send.as_mut() {
+            link.offer(now, destination, datagram);
         }
-        if self.held.is_none() && self.rng.random_bool(self.config.reorder.clamp(0.0, 1.0)) {
-            self.stats.reordered += 1;
-            self.held = Some(datagram.to_vec());
-            return;
-        }
-        deliver(datagram);
-        if self.rng.random_bool(self.config.duplicate.clamp(0.0, 1.0)) {
-            self.stats.duplicated += 1;
-            deliver(datagram);
-        }
-        if let Some(held) = self.held.take() {
-            deliver(&held);
-        }
+    }
+
+    /// The next datagram to send that is due at `now`, with its destination.
+    pub fn poll_sent(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        self.send.as_mut()?.poll_release(now)
+    }
+
+    /// When the earliest held datagram (either direction) becomes due.
+    pub fn next_release(&self) -> Option<Instant> {
+        [&self.receive, &self.send]
+            .into_iter()
+            .flatten()
+            .filter_map(LinkEmulator::next_release)
+            .min()
     }
 
     /// Counters so far.
     pub fn stats(&self) -> ImpairmentStats {
-        self.stats
+        let mut stats = ImpairmentStats::default();
+        for link in [&self.receive, &self.send].into_iter().flatten() {
+            let LinkStats { offered, released } = link.total_stats();
+            stats.offered += offered;
+            stats.released += released;
+            stats.queued += link.queued() as u64;
+        }
+        stats
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    fn run(config: ImpairmentConfig, count: u32) -> (Vec<u32>, ImpairmentStats) {
+    fn source() -> SocketAddr {
+        "127.0.0.1:9".parse().expect("a literal address")
+    }
+
+    #[test]
+    fn received_datagrams_wait_for_their_delay_and_keep_their_source() {
+        let config = ImpairmentConfig::none()
+            .with_receive(NetemConfig::new().latency(Duration::from_millis(5)).seed(1));
         let mut impairment = Impairment::new(config);
-        let mut delivered = Vec::new();
-        for n in 0..count {
-            impairment.apply(&n.to_be_bytes(), |d| {
-                delivered.push(u32::from_be_bytes(d.try_into().unwrap()))
-            });
+        let start = Instant::now();
+        assert!(impairment.offer_received(start, source(), b"datagram"));
+        assert!(impairment.poll_received(start).is_none());
+        let due = impairment.next_release().expect("one datagram held");
+        assert_eq!(due, start + Duration::from_millis(5));
+        assert_eq!(
+            impairment.poll_received(due),
+            Some((source(), b"datagram".to_vec()))
+        );
+        assert_eq!(
+            impairment.stats(),
+            ImpairmentStats {
+                offered: 1,
+                released: 1,
+                queued: 0
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_link_nothing_is_held() {
+        let mut impairment = Impairment::new(ImpairmentConfig::none());
+        assert!(!impairment.offer_received(Instant::now(), source(), b"x"));
+        assert!(!impairment.impairs_sends());
+        assert!(impairment.next_release().is_none());
+    }
+
+    #[test]
+    fn loss_drops_about_the_configured_share_and_counts_it() {
+        let mut impairment = Impairment::new(ImpairmentConfig::loss(0.2, 5));
+        let now = Instant::now();
+        let mut delivered = 0u64;
+        for n in 0..10_000u32 {
+            impairment.offer_received(now, source(), &n.to_be_bytes());
+            while impairment.poll_received(now).is_some() {
+                delivered += 1;
+            }
         }
-        (delivered, impairment.stats())
-    }
-
-    #[test]
-    fn no_impairment_passes_everything_in_order() {
-        let (delivered, stats) = run(ImpairmentConfig::loss(0.0, 1), 100);
-        assert_eq!(delivered, (0..100).collect::<Vec<_>>());
-        assert_eq!(stats.dropped + stats.duplicated + stats.reordered, 0);
-    }
-
-    #[test]
-    fn same_seed_same_fate() {
-        let config = ImpairmentConfig::loss(0.1, 42)
-            .with_duplicate(0.1)
-            .with_reorder(0.1);
-        assert_eq!(run(config, 1000), run(config, 1000));
-        let other = ImpairmentConfig { seed: 43, ..config };
-        assert_ne!(run(config, 1000).0, run(other, 1000).0);
-    }
-
-    #[test]
-    fn counts_add_up() {
-        let config = ImpairmentConfig::loss(0.2, 5)
-            .with_duplicate(0.1)
-            .with_reorder(0.1);
-        let (delivered, stats) = run(config, 10_000);
-        // Everything offered is dropped, delivered, or (at most one) still held.
-        let held = stats.offered + stats.duplicated - stats.dropped - delivered.len() as u64;
-        assert!(held <= 1, "held {held}");
-        assert!(stats.dropped > 1500 && stats.dropped < 2500, "{stats:?}");
-        assert!(stats.duplicated > 0 && stats.reordered > 0);
-        let out_of_order = delivered.windows(2).filter(|w| w[0] > w[1]).count();
-        assert!(out_of_order > 0);
+        let stats = impairment.stats();
+        assert_eq!(stats.released, delivered);
+        assert_eq!(stats.dropped() + delivered, 10_000);
+        // 4.5 standard deviations around 2000.
+        assert!(stats.dropped() > 1820 && stats.dropped() < 2180, "{stats:?}");
     }
 }

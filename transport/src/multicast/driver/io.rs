@@ -1,15 +1,18 @@
 //! Datagram I/O shared by both drivers: batched reads (`recvmmsg`, and GRO where the kernel
-//! coalesces) through the optional impairment, and batched sends (GSO: one system call for a
-//! run of equal-sized datagrams to one destination). quinn-udp does the system calls.
+//! coalesces) and batched sends (GSO: one system call for a run of equal-sized datagrams to
+//! one destination), each through the optional emulated link. quinn-udp does the system calls.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::{Impairment, ImpairmentConfig, SocketStats};
+use super::SocketStats;
+#[cfg(feature = "netem")]
+use super::{Impairment, ImpairmentConfig};
 
 /// Receive calls per wake-up at most, so one busy socket cannot starve timers and commands.
 const READ_ROUNDS: usize = 4;
@@ -55,6 +58,7 @@ struct Batch {
 }
 
 pub(crate) struct DatagramIo {
+    #[cfg(feature = "netem")]
     impairment: Option<Impairment>,
     stats: SocketStats,
     buffer: Box<[u8]>,
@@ -66,8 +70,12 @@ pub(crate) struct DatagramIo {
 }
 
 impl DatagramIo {
-    pub(crate) fn new(impairment: Option<ImpairmentConfig>, stats: SocketStats) -> Self {
+    pub(crate) fn new(
+        #[cfg(feature = "netem")] impairment: Option<ImpairmentConfig>,
+        stats: SocketStats,
+    ) -> Self {
         Self {
+            #[cfg(feature = "netem")]
             impairment: impairment.map(Impairment::new),
             stats,
             buffer: vec![0; SLOT_SIZE * READ_SLOTS].into_boxed_slice(),
@@ -77,13 +85,14 @@ impl DatagramIo {
         }
     }
 
-    /// Reads what `socket` has ready (a few batches at most) and hands each datagram that
-    /// survives the impairment to `handle`.
+    /// Reads what `socket` has ready (a few batches at most) and hands each datagram to
+    /// `handle`, or to the emulated receive link, which releases it when it is due.
     pub(crate) fn read_ready(
         &mut self,
         socket: &DriverSocket,
         mut handle: impl FnMut(SocketAddr, &[u8]),
     ) {
+        let now = Instant::now();
         for _ in 0..READ_ROUNDS {
             let received = socket.socket.try_io(Interest::READABLE, || {
                 let mut slots: Vec<IoSliceMut<'_>> = self
@@ -97,7 +106,7 @@ impl DatagramIo {
             });
             let messages = match received {
                 Ok(messages) => messages,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     // ICMP errors from earlier sends (port unreachable) surface here; they
                     // concern one datagram, not the socket.
@@ -117,13 +126,49 @@ impl DatagramIo {
                 for datagram in received.chunks(meta.stride.max(1)) {
                     self.stats.datagrams_received += 1;
                     self.stats.bytes_received += datagram.len() as u64;
-                    match &mut self.impairment {
-                        Some(impairment) => impairment.apply(datagram, |d| handle(meta.addr, d)),
-                        None => handle(meta.addr, datagram),
+                    #[cfg(feature = "netem")]
+                    if let Some(impairment) = &mut self.impairment
+                        && impairment.offer_received(now, meta.addr, datagram)
+                    {
+                        continue;
                     }
+                    handle(meta.addr, datagram);
                 }
             }
         }
+        self.release_received(now, handle);
+    }
+
+    /// Hands the datagrams the emulated receive link releases by `now` to `handle`.
+    #[cfg(feature = "netem")]
+    pub(crate) fn release_received(
+        &mut self,
+        now: Instant,
+        mut handle: impl FnMut(SocketAddr, &[u8]),
+    ) {
+        if let Some(impairment) = &mut self.impairment {
+            while let Some((source, datagram)) = impairment.poll_received(now) {
+                handle(source, &datagram);
+            }
+        }
+    }
+
+    /// Without emulation nothing is ever held.
+    #[cfg(not(feature = "netem"))]
+    pub(crate) fn release_received(&mut self, _: Instant, _: impl FnMut(SocketAddr, &[u8])) {}
+
+    /// When the emulated links next release a datagram, if they hold any: a deadline of the
+    /// driver's loop, which then calls [`release_received`](Self::release_received) and
+    /// [`flush`](Self::flush).
+    #[cfg(feature = "netem")]
+    pub(crate) fn next_release(&self) -> Option<Instant> {
+        self.impairment.as_ref().and_then(Impairment::next_release)
+    }
+
+    /// Without emulation nothing is ever held.
+    #[cfg(not(feature = "netem"))]
+    pub(crate) fn next_release(&self) -> Option<Instant> {
+        None
     }
 
     /// Whether a batch waits for the socket to become writable.
@@ -132,8 +177,34 @@ impl DatagramIo {
     }
 
     /// Sends the datagrams `next` yields, batching runs of equal size to one destination,
-    /// until `next` has none or the socket is full.
+    /// until `next` has none or the socket is full. With an emulated send link, everything
+    /// `next` yields goes onto the link, and what the link releases by now is sent.
     pub(crate) fn flush(
+        &mut self,
+        socket: &DriverSocket,
+        next: impl FnMut() -> Option<(SocketAddr, Vec<u8>)>,
+    ) {
+        #[cfg(feature = "netem")]
+        {
+            let mut next = next;
+            let now = Instant::now();
+            let mut impairment = self.impairment.take();
+            match impairment.as_mut().filter(|link| link.impairs_sends()) {
+                Some(link) => {
+                    while let Some((destination, datagram)) = next() {
+                        link.offer_sent(now, destination, datagram);
+                    }
+                    self.send_batches(socket, || link.poll_sent(now));
+                }
+                None => self.send_batches(socket, next),
+            }
+            self.impairment = impairment;
+        }
+        #[cfg(not(feature = "netem"))]
+        self.send_batches(socket, next);
+    }
+
+    fn send_batches(
         &mut self,
         socket: &DriverSocket,
         mut next: impl FnMut() -> Option<(SocketAddr, Vec<u8>)>,
@@ -221,6 +292,7 @@ impl DatagramIo {
 
     pub(crate) fn stats(&self) -> SocketStats {
         SocketStats {
+            #[cfg(feature = "netem")]
             impairment: self
                 .impairment
                 .as_ref()
@@ -228,6 +300,14 @@ impl DatagramIo {
                 .unwrap_or_default(),
             ..self.stats
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

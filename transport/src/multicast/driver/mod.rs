@@ -8,14 +8,18 @@
 //! - [`sender_socket`] and [`receiver_sockets`] set the sockets up ([`MulticastSocketConfig`]):
 //!   join on a named interface, `IP_MULTICAST_IF`, TTL 1 by default, loopback, multicast-all
 //!   off, large buffers. IPv4 and IPv6 groups.
-//! - [`Impairment`] drops, duplicates and reorders received datagrams with a seeded
-//!   generator, for tests and benchmarks on real sockets.
+//! - [`ImpairmentConfig`] (feature `netem`) puts emulated links at a driver's sockets, for
+//!   tests and benchmarks on real sockets: the link from its peers (every datagram read) and
+//!   its own outbound link (every datagram sent, one queue for all destinations), each a
+//!   [`netem`](crate::netem) model (delay, jitter, loss, duplication, reordering, rate).
+//!   Held datagrams are released by the driver's loop at their time.
 //!
 //! The driver holds no protocol logic: each task waits on its sockets, its next timer and its
 //! commands, feeds the core, and drains the core's datagrams into the socket.
 
 mod delivery;
 mod error;
+#[cfg(feature = "netem")]
 mod impair;
 mod interface;
 mod io;
@@ -26,6 +30,7 @@ mod stats;
 
 pub use delivery::{DeliveryHandle, DeliveryOutcome, DeliveryReport};
 pub use error::{BindError, DriverClosed, MulticastSendError, SocketError};
+#[cfg(feature = "netem")]
 pub use impair::{Impairment, ImpairmentConfig, ImpairmentStats};
 pub use interface::MulticastInterface;
 pub use receiver::{

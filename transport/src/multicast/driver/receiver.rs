@@ -7,9 +7,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::io::{DatagramIo, DriverSocket, sleep_until};
+use super::io::{DatagramIo, DriverSocket, earliest, sleep_until};
+#[cfg(feature = "netem")]
+use super::ImpairmentConfig;
 use super::{
-    BindError, DriverClosed, ImpairmentConfig, MulticastSocketConfig, SocketError, SocketStats,
+    BindError, DriverClosed, MulticastSocketConfig, SocketError, SocketStats,
     receiver_sockets,
 };
 use crate::multicast::proto::{self, GroupKey, ReceiverConfig, ReceiverEvent, ReceiverKey};
@@ -25,7 +27,10 @@ pub struct MulticastReceiverConfig {
     /// reading and the queue fills, the receiver stops reading the group, so the sender sees
     /// it fall behind instead of it dropping objects it has acknowledged.
     pub queue_capacity: usize,
-    /// Impairment of every datagram the receiver reads; tests and benchmarks only.
+    /// Emulated links at the receiver's sockets (feature `netem`): the receive link is the
+    /// path from the sender (every datagram read), the send link carries its NACKs and
+    /// status reports. Tests and benchmarks only.
+    #[cfg(feature = "netem")]
     pub impairment: Option<ImpairmentConfig>,
 }
 
@@ -36,6 +41,7 @@ impl MulticastReceiverConfig {
             socket,
             protocol: ReceiverConfig::default(),
             queue_capacity: 256,
+            #[cfg(feature = "netem")]
             impairment: None,
         }
     }
@@ -150,6 +156,7 @@ impl MulticastReceiver {
             group,
             control,
             io: DatagramIo::new(
+                #[cfg(feature = "netem")]
                 config.impairment,
                 SocketStats {
                     buffers: group_buffers,
@@ -223,11 +230,18 @@ struct ReceiverDriver {
 impl ReceiverDriver {
     async fn run(mut self) {
         loop {
+            // Datagrams an emulated receive link held and now releases.
+            let core = &mut self.core;
+            self.io.release_received(Instant::now(), |from, datagram| {
+                core.handle_datagram(Instant::now(), from, datagram)
+            });
             self.flush();
             if !self.deliver_events() {
                 return; // The application dropped its handle.
             }
-            let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            let core_deadline = self.core.poll_timeout();
+            let deadline = earliest(core_deadline, self.io.next_release())
+                .map(tokio::time::Instant::from_std);
             let reading = self.undelivered.is_none();
             // Commands are handled after the select: their handler needs all of `self`.
             let command = tokio::select! {
@@ -262,8 +276,12 @@ impl ReceiverDriver {
                 }
                 // Only wakes the loop, whose flush retries the blocked datagram.
                 _ = self.control.socket.writable(), if self.io.is_blocked() => None,
+                // The core's timer or an emulated link's release; the loop's top releases.
                 () = sleep_until(deadline), if deadline.is_some() => {
-                    self.core.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    if core_deadline.is_some_and(|due| due <= now) {
+                        self.core.handle_timeout(now);
+                    }
                     None
                 }
             };

@@ -9,9 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryHandle, DeliveryOutcome, DeliveryTracker};
-use super::io::{DatagramIo, DriverSocket, sleep_until};
+use super::io::{DatagramIo, DriverSocket, earliest, sleep_until};
+#[cfg(feature = "netem")]
+use super::ImpairmentConfig;
 use super::{
-    BindError, DriverClosed, ImpairmentConfig, MulticastSendError, MulticastSocketConfig,
+    BindError, DriverClosed, MulticastSendError, MulticastSocketConfig,
     SocketError, SocketStats, sender_socket,
 };
 use crate::multicast::proto::{
@@ -31,7 +33,10 @@ pub struct MulticastSenderConfig {
     pub protocol: SenderConfig,
     /// The session id receivers know this sender by.
     pub session_id: u64,
-    /// Impairment of the datagrams the sender reads (NACKs, status reports); tests only.
+    /// Emulated links at the sender's socket (feature `netem`): the receive link delays or
+    /// drops what it reads (NACKs, status reports), the send link everything it sends (one
+    /// queue, so a rate limit there is the sender's link rate). Tests and benchmarks only.
+    #[cfg(feature = "netem")]
     pub impairment: Option<ImpairmentConfig>,
 }
 
@@ -52,6 +57,7 @@ impl MulticastSenderConfig {
             socket,
             protocol,
             session_id,
+            #[cfg(feature = "netem")]
             impairment: None,
         }
     }
@@ -150,6 +156,7 @@ impl MulticastSender {
             socket,
             group: config.socket.group,
             io: DatagramIo::new(
+                #[cfg(feature = "netem")]
                 config.impairment,
                 SocketStats {
                     buffers: bound.buffers,
@@ -268,6 +275,11 @@ struct SenderDriver {
 impl SenderDriver {
     async fn run(mut self) {
         loop {
+            // Datagrams an emulated receive link held and now releases.
+            let core = &mut self.core;
+            self.io.release_received(Instant::now(), |from, datagram| {
+                core.handle_datagram(Instant::now(), from, datagram)
+            });
             self.flush();
             self.process_events();
             if self.closing.is_some()
@@ -281,7 +293,9 @@ impl SenderDriver {
                 }
                 return;
             }
-            let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            let core_deadline = self.core.poll_timeout();
+            let deadline = earliest(core_deadline, self.io.next_release())
+                .map(tokio::time::Instant::from_std);
             let accepting = self.closing.is_none();
             // Commands are handled after the select: their handler needs all of `self`.
             let command = tokio::select! {
@@ -304,8 +318,12 @@ impl SenderDriver {
                 }
                 // Only wakes the loop, whose flush retries the blocked datagram.
                 _ = self.socket.socket.writable(), if self.io.is_blocked() => None,
+                // The core's timer or an emulated link's release; the loop's top releases.
                 () = sleep_until(deadline), if deadline.is_some() => {
-                    self.core.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    if core_deadline.is_some_and(|due| due <= now) {
+                        self.core.handle_timeout(now);
+                    }
                     None
                 }
             };
