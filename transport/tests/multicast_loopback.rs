@@ -1,8 +1,9 @@
-//! The multicast driver on real sockets: loopback multicast, loss injected at the receivers.
+//! The multicast driver on real sockets: loopback multicast, with emulated links (loss,
+//! delay) at the receivers and the sender.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -13,6 +14,7 @@ use replicast_transport::multicast::driver::{
     MulticastSocketConfig, Received,
 };
 use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
+use replicast_transport::netem::{NetemConfig, Probability, RandomLoss};
 
 /// Upper bound on a whole test run: a hang fails instead of blocking the suite.
 const TEST_BOUND: Duration = Duration::from_secs(180);
@@ -175,6 +177,111 @@ async fn three_receivers_get_two_thousand_objects_byte_exact_through_two_percent
     let socket = MulticastSocketConfig::new(random_v4_group());
     let sender = MulticastSenderConfig::new(socket, rand::rng().random());
     tokio::time::timeout(TEST_BOUND, fan_out_byte_exact(sender, 2_000, 0.02))
+        .await
+        .expect("finished within the bound");
+}
+
+/// Reads `count` objects and notes when each arrived.
+async fn arrival_times(
+    mut receiver: MulticastReceiver,
+    count: usize,
+) -> (HashMap<u64, (Instant, Bytes)>, MulticastReceiver) {
+    let mut arrivals = HashMap::new();
+    while arrivals.len() < count {
+        match receiver.recv().await.expect("receiver stopped early") {
+            Received::Object(object) => {
+                let again = arrivals.insert(object.object_id, (Instant::now(), object.data));
+                assert!(
+                    again.is_none(),
+                    "object {} delivered twice",
+                    object.object_id
+                );
+            }
+            Received::Lost { object_id, .. } => panic!("object {object_id} reported lost"),
+        }
+    }
+    (arrivals, receiver)
+}
+
+/// The emulated links are time-based and sit on both sides: 15 ms on the sender's own link
+/// (with 2% loss, one queue for every destination) and 10 ms on each receiver's, so no object
+/// can arrive sooner than 25 ms after it was handed over, and the sender-side loss is repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_links_delay_every_datagram_and_sender_link_loss_is_repaired() {
+    const SENDER_LINK: Duration = Duration::from_millis(15);
+    const RECEIVER_LINK: Duration = Duration::from_millis(10);
+    const COUNT: u64 = 200;
+    let socket = MulticastSocketConfig::new(random_v4_group());
+    let mut sender = MulticastSenderConfig::new(socket.clone(), rand::rng().random());
+    sender.impairment = Some(
+        ImpairmentConfig::none().with_send(
+            NetemConfig::new()
+                .latency(SENDER_LINK)
+                .loss(RandomLoss::new(Probability::new(0.02)))
+                .seed(9),
+        ),
+    );
+    let receivers: Vec<(u32, MulticastReceiverConfig)> = (1..=2)
+        .map(|id| {
+            let mut config = MulticastReceiverConfig::new(socket.clone());
+            config.impairment = Some(
+                ImpairmentConfig::none().with_receive(
+                    NetemConfig::new()
+                        .latency(RECEIVER_LINK)
+                        .seed(u64::from(id)),
+                ),
+            );
+            (id, config)
+        })
+        .collect();
+    let run = async {
+        let Group { sender, receivers } = start_group(sender, &receivers).await;
+        let readers: Vec<_> = receivers
+            .into_iter()
+            .map(|receiver| tokio::spawn(arrival_times(receiver, COUNT as usize)))
+            .collect();
+        let mut handed_over = Vec::new();
+        let mut handles = Vec::new();
+        for object_id in 0..COUNT {
+            handed_over.push(Instant::now());
+            handles.push(
+                sender
+                    .send(object_id, object(object_id))
+                    .await
+                    .expect("accepted"),
+            );
+        }
+        let mut receivers = Vec::new();
+        for reader in readers {
+            let (arrivals, receiver) = reader.await.expect("reader task");
+            for (object_id, (arrived, data)) in &arrivals {
+                assert!(data == &object(*object_id), "object {object_id} differs");
+                let took = *arrived - handed_over[*object_id as usize];
+                assert!(
+                    took >= SENDER_LINK + RECEIVER_LINK,
+                    "object {object_id} arrived after {took:?}, sooner than both links allow"
+                );
+            }
+            let stats = receiver.stats().await.expect("receiver running");
+            assert!(stats.socket.impairment.released > 0, "{stats:?}");
+            receivers.push(receiver);
+        }
+        for handle in handles {
+            assert!(handle.wait().await.all_delivered());
+        }
+        let stats = sender.close().await.expect("sender running");
+        let link = stats.socket.impairment;
+        assert!(
+            link.dropped() > 0,
+            "the sender's link lost nothing: {link:?}"
+        );
+        let repairs = stats.protocol.repairs_multicast + stats.protocol.repairs_unicast;
+        assert!(
+            repairs > 0,
+            "loss on the sender's link was not repaired: {stats:?}"
+        );
+    };
+    tokio::time::timeout(TEST_BOUND, run)
         .await
         .expect("finished within the bound");
 }

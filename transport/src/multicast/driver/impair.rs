@@ -232,6 +232,9 @@ mod tests {
         assert_eq!(stats.released, delivered);
         assert_eq!(stats.dropped() + delivered, 10_000);
         // 4.5 standard deviations around 2000.
-        assert!(stats.dropped() > 1820 && stats.dropped() < 2180, "{stats:?}");
+        assert!(
+            stats.dropped() > 1820 && stats.dropped() < 2180,
+            "{stats:?}"
+        );
     }
 }
