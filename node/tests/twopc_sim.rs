@@ -317,6 +317,16 @@ struct CrashPlan {
     down_for: Duration,
     /// Whether the others are told the connection is lost; if not, only timeouts find out.
     detected: bool,
+    /// When it dies.
+    point: CrashPoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashPoint {
+    /// Right after sending a yes vote, before the vote reaches the client.
+    AfterVote,
+    /// On receiving a finish, before committing it: the master waits for its acknowledgement.
+    OnFinish,
 }
 
 struct Sim {
@@ -462,7 +472,9 @@ impl Sim {
                 let commits = self.committed_count();
                 if voted_yes
                     && self.crash.as_ref().is_some_and(|crash| {
-                        crash.storage == name && commits >= crash.after_commits
+                        crash.point == CrashPoint::AfterVote
+                            && crash.storage == name
+                            && commits >= crash.after_commits
                     })
                 {
                     crash_now = true;
@@ -635,7 +647,20 @@ impl Sim {
         if to == MASTER {
             let result = self.master.handle_bytes(now, &from, &bytes);
             self.record(result);
-        } else if let Some(slot) = self.storages.get_mut(&to) {
+        } else if self.storages.contains_key(&to) {
+            let commits: usize = self.workers.iter().map(|worker| worker.commits.len()).sum();
+            let finish = matches!(decode(&bytes), Ok(Message::Finish { .. }));
+            let crash_here = finish
+                && self.crash.as_ref().is_some_and(|crash| {
+                    crash.point == CrashPoint::OnFinish
+                        && crash.storage == to
+                        && commits >= crash.after_commits
+                });
+            if crash_here {
+                self.crash_storage(&to);
+                return;
+            }
+            let slot = self.storages.get_mut(&to).expect("looked up above");
             if let Some(node) = slot.as_mut() {
                 let result = node.handle_bytes(now, &from, &bytes);
                 self.record(result);
@@ -870,7 +895,8 @@ fn opposite_orders_both_make_progress() {
 #[test]
 fn storage_crash_mid_commit_goes_on_and_recovers() {
     const ACCOUNTS: u64 = 8;
-    // Seeds 0..3 see the connection drop; seeds 3..5 only time out.
+    // Seeds 0..3 see the connection drop, seeds 3..5 only time out; even seeds die after a
+    // vote, odd ones on a finish.
     for seed in 0..5 {
         let mut sim = Sim::new(seed, transfer_workers(3, 12, ACCOUNTS, seed), ACCOUNTS);
         sim.loss_percent = 10;
@@ -879,6 +905,11 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
             after_commits: 4,
             down_for: Duration::from_secs(20),
             detected: seed < 3,
+            point: if seed % 2 == 0 {
+                CrashPoint::AfterVote
+            } else {
+                CrashPoint::OnFinish
+            },
         });
         sim.run();
         assert!(sim.crashed_at.is_some(), "seed {seed}: s1 crashed");
@@ -914,6 +945,11 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
             settled >= sim.recovered_voted,
             "seed {seed}: after its restart s1 settled every recovered transaction"
         );
+        let engine_errors: Vec<_> = sim.storage_events["s1"]
+            .iter()
+            .filter(|event| matches!(event, StorageEvent::EngineError { .. }))
+            .collect();
+        assert!(engine_errors.is_empty(), "seed {seed}: {engine_errors:?}");
         let balances = sim.check_consistency(ACCOUNTS);
         assert_eq!(
             balances.values().sum::<i64>(),

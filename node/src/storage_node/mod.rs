@@ -49,6 +49,16 @@ struct Transaction {
     deadline: SystemTime,
 }
 
+/// Where a voted transaction found on disk at start stands.
+#[derive(Clone, Copy, Debug)]
+enum Recovery {
+    /// The master is asked; again at `next` if no answer came.
+    Asking { next: SystemTime },
+    /// Committed at this TID; applied once every recovered transaction is known, in TID order
+    /// (the store commits in TID order only).
+    Committed(Tid),
+}
+
 /// The storage role; see the [module documentation](self).
 #[derive(Debug)]
 pub struct StorageNode {
@@ -59,7 +69,7 @@ pub struct StorageNode {
     locks: LockManager,
     transactions: BTreeMap<Tid, Transaction>,
     /// Voted transactions found on disk at start, with when to ask the master again.
-    recovering: BTreeMap<Tid, SystemTime>,
+    recovering: BTreeMap<Tid, Recovery>,
     /// Recently ended transactions, with their commit TID if they committed.
     ended: BTreeMap<Tid, Option<Tid>>,
     ended_order: VecDeque<Tid>,
@@ -93,8 +103,12 @@ impl StorageNode {
         node.out.send(master, Message::StorageReady);
         for pending in node.store.pending_transactions()? {
             if pending.voted {
-                node.recovering
-                    .insert(pending.ttid, now + node.config.outcome_timeout);
+                node.recovering.insert(
+                    pending.ttid,
+                    Recovery::Asking {
+                        next: now + node.config.outcome_timeout,
+                    },
+                );
                 node.out
                     .send(master, Message::AskOutcome { ttid: pending.ttid });
             } else {
@@ -170,9 +184,22 @@ impl StorageNode {
                     Err(self.unknown(from, "AbortTransaction", ttid))
                 }
             }
+            Message::Finish { ttid, tid } if from_master && self.recovering.contains_key(&ttid) => {
+                self.recovered(now, ttid, Some(tid))
+            }
+            Message::Outcome { ttid, outcome }
+                if from_master && self.recovering.contains_key(&ttid) =>
+            {
+                match outcome {
+                    TransactionOutcome::Committed(tid) => self.recovered(now, ttid, Some(tid)),
+                    TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
+                        self.recovered(now, ttid, None)
+                    }
+                    TransactionOutcome::Pending => Ok(()),
+                }
+            }
             Message::Finish { ttid, tid } if from_master => {
-                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted)
-                    || self.recovering.contains_key(&ttid);
+                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted);
                 if !voted {
                     if self.ended.get(&ttid) == Some(&Some(tid)) {
                         // Committed already on the master's answer to our question: the
@@ -187,8 +214,7 @@ impl StorageNode {
                 Ok(())
             }
             Message::Outcome { ttid, outcome } if from_master => {
-                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted)
-                    || self.recovering.contains_key(&ttid);
+                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted);
                 if !voted {
                     return Err(self.unknown(from, "Outcome", ttid));
                 }
@@ -271,8 +297,10 @@ impl StorageNode {
                 idle.push((*ttid, txn.client.clone()));
             }
         }
-        for (ttid, next) in &mut self.recovering {
-            if now >= *next {
+        for (ttid, recovery) in &mut self.recovering {
+            if let Recovery::Asking { next } = recovery
+                && now >= *next
+            {
                 *next = now + self.config.outcome_timeout;
                 self.out
                     .send(&self.master, Message::AskOutcome { ttid: *ttid });
@@ -292,7 +320,14 @@ impl StorageNode {
             .values()
             .filter(|txn| txn.voted || !txn.waiting)
             .map(|txn| txn.deadline);
-        transactions.chain(self.recovering.values().copied()).min()
+        let recovering = self
+            .recovering
+            .values()
+            .filter_map(|recovery| match recovery {
+                Recovery::Asking { next } => Some(*next),
+                Recovery::Committed(_) => None,
+            });
+        transactions.chain(recovering).min()
     }
 
     /// The next message to send.
@@ -568,6 +603,35 @@ impl StorageNode {
         self.locks.release(ttid);
         // The released locks went to waiters: let them go on.
         self.pump(now, None)
+    }
+
+    /// Settles a recovered transaction: an abort at once, a commit once every recovered
+    /// transaction is settled, all commits in TID order.
+    fn recovered(
+        &mut self,
+        now: SystemTime,
+        ttid: Tid,
+        tid: Option<Tid>,
+    ) -> Result<(), ProtocolError> {
+        match tid {
+            Some(tid) => {
+                self.recovering.insert(ttid, Recovery::Committed(tid));
+            }
+            None => self.end(now, ttid, None)?,
+        }
+        let mut commits = Vec::new();
+        for (ttid, recovery) in &self.recovering {
+            match recovery {
+                Recovery::Asking { .. } => return Ok(()),
+                Recovery::Committed(tid) => commits.push((*tid, *ttid)),
+            }
+        }
+        commits.sort();
+        for (tid, ttid) in commits {
+            self.end(now, ttid, Some(tid))?;
+            self.out.send(&self.master, Message::Finished { ttid, tid });
+        }
+        Ok(())
     }
 
     fn remember_end(&mut self, ttid: Tid, committed: Option<Tid>) {
