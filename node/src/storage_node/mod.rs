@@ -9,7 +9,10 @@
 //! A transaction that voted and hears nothing for [`StorageConfig::outcome_timeout`] is asked
 //! about at the master (its client may be gone); one that has not voted and is idle for
 //! [`StorageConfig::idle_timeout`] is aborted here. After a restart, every voted transaction
-//! found on disk is asked about, and unvoted ones (whose locks died with the process) dropped.
+//! found on disk is asked about, and unvoted ones (whose locks died with the process) dropped;
+//! the recovered commits are applied once every outcome is known, in TID order, as the store
+//! requires. A finish that crosses the master's answer to such a question is acknowledged
+//! again, so the master does not take this storage for silent.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::SystemTime;
