@@ -169,7 +169,8 @@ impl Master {
                 self.out.send(from, Message::AnswerBegin { ttid });
             }
             Message::AskNewOids { count } if self.clients.contains(from) => {
-                let count = count.clamp(1, self.config.max_oid_batch);
+                // Not `clamp`: a batch limit of 0 in the config must not panic.
+                let count = count.min(self.config.max_oid_batch).max(1);
                 let first = self.next_oid;
                 let Some(next) = first.checked_add(u64::from(count)) else {
                     return Err(ProtocolError::InvalidCall {
