@@ -1,18 +1,42 @@
 //! The fan-out API under a sender link rate limit and an emulated RTT: the same sequence of
 //! objects to N replicas (N = 1, 2, 4, 8) with each strategy, one object at a time, reporting
 //! per cell the p50/p99 time until every replica acknowledged, the bytes the writer put on
-//! its link, and the process's CPU seconds, each next to its lower bound.
+//! its link, and the process's CPU seconds, each next to its lower bound. Every cell runs
+//! loss-free and again with 1% loss on the path from the writer to each replica.
 //!
 //! Run with `cargo bench -p replicast-transport --bench fanout`. `FANOUT_BENCH_OBJECTS` sets
 //! the objects per cell (default 30, each 256 KiB).
 //!
-//! Emulation (in-process, see `netem`): every QUIC socket delays its datagrams by RTT/2, so
-//! QUIC round trips take one RTT. The writer's link rate is emulated per path: its QUIC
-//! socket gives each replica rate/N (a shared link with fair queueing, when all N transfers
-//! run at once), and the multicast sender is paced at the full rate by its own token bucket.
-//! The multicast data path has no emulated delay (the multicast driver's impairment hook
-//! drops, duplicates and reorders but does not delay), so a multicast delivery pays RTT/2
-//! (the acknowledgement over QUIC) where the bound assumes a whole RTT.
+//! # Emulation (in-process, see `netem`)
+//!
+//! Every datagram, QUIC or multicast, crosses one emulated one-way delay of RTT/2 on the
+//! sender's side, so every round trip takes one RTT whatever path it uses:
+//! - the writer's QUIC socket: RTT/2 and the link rate, on one *shared* link for all its
+//!   destinations (one queue, as a NIC has), so N unicast copies share the rate;
+//! - the writer's multicast socket: RTT/2 and the link rate on its own send link (the
+//!   multicast sender also paces itself at that rate, as a deployment would);
+//! - each replica's QUIC socket and multicast control socket (NACKs, status reports): RTT/2.
+//!
+//! The writer's two sockets each have a link of the full rate: they are not one NIC. The
+//! strategies here put their data on one of the two, so this matters only to `Auto` with
+//! replicas on both paths (not in these cells).
+//!
+//! With loss, 1% of the datagrams from the writer to each replica are lost independently:
+//! on the writer's QUIC link (each datagram goes to one replica) and on each replica's
+//! multicast receive link (each replica loses its own 1% of the group's datagrams).
+//!
+//! # Lower bounds
+//!
+//! A bound is what a perfect transport would need on the emulated link, loss aside:
+//! - `Unicast`: N copies through the link, then the object's last byte travels RTT/2 and the
+//!   replica's acknowledgement RTT/2 back: `N x size / rate + RTT`.
+//! - `Multicast` and `Auto` (all replicas on the group): one copy through the link, its last
+//!   datagram one way (RTT/2), the replica's acknowledgement over QUIC back (RTT/2); the
+//!   digest announcement travels over QUIC alongside the data, so it adds no round trip:
+//!   `size / rate + RTT`.
+//!
+//! Sender bytes: copies x size (UDP payloads: QUIC's and the multicast protocol's headers,
+//! acknowledgements and repairs are the overhead above it).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -26,10 +50,12 @@ use replicast_certs::ClusterCa;
 use replicast_transport::fanout::{
     Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy,
 };
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::multicast::driver::{
+    ImpairmentConfig, MulticastSenderConfig, MulticastSocketConfig,
+};
 use replicast_transport::multicast::proto::RateLimit;
 use replicast_transport::netem::{
-    Bitrate, DataSize, ImpairedUdpSocket, LinkConditions, NetemConfig,
+    Bitrate, DataSize, ImpairedUdpSocket, LinkConditions, NetemConfig, Probability, RandomLoss,
 };
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 
@@ -52,12 +78,16 @@ fn group(cell: u16) -> SocketAddr {
     )
 }
 
-fn endpoint(ca: &ClusterCa, name: &str, netem: NetemConfig) -> Result<Endpoint, BenchError> {
+fn endpoint(
+    ca: &ClusterCa,
+    name: &str,
+    conditions: LinkConditions,
+) -> Result<Endpoint, BenchError> {
     let identity = ca.issue(name, &[])?;
     let inner = quinn::default_runtime()
         .ok_or("no async runtime")?
         .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
-    let socket = ImpairedUdpSocket::new(inner, LinkConditions::new().with_default(netem));
+    let socket = ImpairedUdpSocket::new(inner, conditions);
     let config = EndpointConfig {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
         server_tls: identity.server_config()?,
@@ -79,6 +109,7 @@ fn cpu_seconds() -> f64 {
 }
 
 struct Row {
+    loss: f64,
     strategy: Strategy,
     replicas: usize,
     p50: Duration,
@@ -99,20 +130,45 @@ async fn link_bytes(endpoint: &Endpoint, names: &[String]) -> u64 {
         .sum()
 }
 
-async fn cell(index: u16, strategy: Strategy, n: usize, objects: u64) -> Result<Row, BenchError> {
-    let ca = ClusterCa::generate("fanout-bench")?;
-    let per_path = RATE_BITS / n as u64;
-    let queue = ((per_path / 8) as f64 * RTT.as_secs_f64()).max(64.0 * 1024.0) as i64;
-    let writer_netem = NetemConfig::new()
+/// The writer's link: RTT/2, the link rate, a queue of one bandwidth-delay product.
+fn writer_link(seed: u64) -> NetemConfig {
+    let queue = (RATE_BYTES as f64 * RTT.as_secs_f64()).max(64.0 * 1024.0) as i64;
+    NetemConfig::new()
         .latency(RTT / 2)
-        .link(Bitrate::bps(per_path), DataSize::bytes(queue))
-        .seed(u64::from(index));
-    let writer_endpoint = endpoint(&ca, "writer", writer_netem)?;
+        .link(Bitrate::bps(RATE_BITS), DataSize::bytes(queue))
+        .seed(seed)
+}
+
+fn random_loss(loss: f64, seed: u64) -> NetemConfig {
+    NetemConfig::new()
+        .loss(RandomLoss::new(Probability::new(loss as f32)))
+        .seed(seed)
+}
+
+async fn cell(
+    index: u16,
+    strategy: Strategy,
+    n: usize,
+    loss: f64,
+    objects: u64,
+) -> Result<Row, BenchError> {
+    let ca = ClusterCa::generate("fanout-bench")?;
+    let seed = u64::from(index);
+    let mut writer_quic = writer_link(seed);
+    if loss > 0.0 {
+        writer_quic = writer_quic.loss(RandomLoss::new(Probability::new(loss as f32)));
+    }
+    let writer_endpoint = endpoint(
+        &ca,
+        "writer",
+        LinkConditions::new().with_shared_default(writer_quic),
+    )?;
     let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group(index)), 1);
     multicast.protocol.rate_limit = Some(RateLimit {
         bytes_per_second: RATE_BYTES,
         burst: 64 * 1024,
     });
+    multicast.impairment = Some(ImpairmentConfig::none().with_send(writer_link(seed + 500)));
     let mut config = FanoutConfig::new(multicast);
     config.strategy = strategy;
     let writer = Fanout::bind(writer_endpoint.clone(), config)?;
@@ -121,12 +177,19 @@ async fn cell(index: u16, strategy: Strategy, n: usize, objects: u64) -> Result<
     let mut drains = Vec::new();
     for replica in 0..n {
         let name = format!("replica-{replica}");
-        let netem = NetemConfig::new()
-            .latency(RTT / 2)
-            .seed(1000 + replica as u64);
-        let endpoint = endpoint(&ca, &name, netem)?;
+        let replica_seed = 1000 * (seed + 1) + replica as u64;
+        let one_way = NetemConfig::new().latency(RTT / 2).seed(replica_seed);
+        let endpoint = endpoint(&ca, &name, LinkConditions::new().with_default(one_way))?;
         let addr = endpoint.local_addr()?;
-        let mut receiver = FanoutReceiver::start(endpoint, FanoutReceiverConfig::default());
+        let mut impairment = ImpairmentConfig::none().with_send(one_way);
+        if loss > 0.0 {
+            impairment = impairment.with_receive(random_loss(loss, replica_seed + 7));
+        }
+        let config = FanoutReceiverConfig {
+            impairment: Some(impairment),
+            ..FanoutReceiverConfig::default()
+        };
+        let mut receiver = FanoutReceiver::start(endpoint, config);
         drains.push(tokio::spawn(async move {
             let mut count = 0u64;
             while receiver.recv().await.is_some() {
@@ -185,6 +248,7 @@ async fn cell(index: u16, strategy: Strategy, n: usize, objects: u64) -> Result<
         drain.abort();
     }
     Ok(Row {
+        loss,
         strategy,
         replicas: n,
         p50: Duration::from_micros(histogram.value_at_quantile(0.5)),
@@ -214,25 +278,29 @@ fn main() -> Result<(), BenchError> {
     );
     let mut rows = Vec::new();
     let mut index = 0u16;
-    for n in [1usize, 2, 4, 8] {
-        for strategy in [Strategy::Unicast, Strategy::Multicast, Strategy::Auto] {
-            let started = Instant::now();
-            let row = runtime.block_on(cell(index, strategy, n, objects))?;
-            eprintln!(
-                "  {strategy:?} to {n}: p50 {:.1} ms, QUIC cwnd to replica-0 {} KiB ({:.1?})",
-                row.p50.as_secs_f64() * 1e3,
-                row.cwnd / 1024,
-                started.elapsed()
-            );
-            rows.push(row);
-            index += 1;
+    for loss in [0.0, 0.01] {
+        for n in [1usize, 2, 4, 8] {
+            for strategy in [Strategy::Unicast, Strategy::Multicast, Strategy::Auto] {
+                let started = Instant::now();
+                let row = runtime.block_on(cell(index, strategy, n, loss, objects))?;
+                eprintln!(
+                    "  {strategy:?} to {n}, loss {}%: p50 {:.1} ms, QUIC cwnd to replica-0 {} KiB ({:.1?})",
+                    loss * 100.0,
+                    row.p50.as_secs_f64() * 1e3,
+                    row.cwnd / 1024,
+                    started.elapsed()
+                );
+                rows.push(row);
+                index += 1;
+            }
         }
     }
-    println!("| strategy | N | p50 ms | p99 ms | bound ms | sender MB | bound MB | CPU s |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| loss | strategy | N | p50 ms | p99 ms | bound ms | sender MB | bound MB | CPU s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| {:?} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            "| {}% | {:?} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            row.loss * 100.0,
             row.strategy,
             row.replicas,
             row.p50.as_secs_f64() * 1e3,
