@@ -17,8 +17,7 @@ use super::wire::{
 #[cfg(feature = "netem")]
 use crate::multicast::driver::ImpairmentConfig;
 use crate::multicast::driver::{
-    MulticastInterface, MulticastReceiver, MulticastReceiverConfig, MulticastSocketConfig,
-    Received,
+    MulticastInterface, MulticastReceiver, MulticastReceiverConfig, MulticastSocketConfig, Received,
 };
 use crate::multicast::proto::{GroupKey, ReceiverConfig, ReceiverKey};
 use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest};
