@@ -7,12 +7,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::io::{DatagramIo, DriverSocket, earliest, sleep_until};
 #[cfg(feature = "netem")]
 use super::ImpairmentConfig;
+use super::io::{DatagramIo, DriverSocket, earliest, sleep_until};
 use super::{
-    BindError, DriverClosed, MulticastSocketConfig, SocketError, SocketStats,
-    receiver_sockets,
+    BindError, DriverClosed, MulticastSocketConfig, SocketError, SocketStats, receiver_sockets,
 };
 use crate::multicast::proto::{self, GroupKey, ReceiverConfig, ReceiverEvent, ReceiverKey};
 
@@ -240,8 +239,8 @@ impl ReceiverDriver {
                 return; // The application dropped its handle.
             }
             let core_deadline = self.core.poll_timeout();
-            let deadline = earliest(core_deadline, self.io.next_release())
-                .map(tokio::time::Instant::from_std);
+            let deadline =
+                earliest(core_deadline, self.io.next_release()).map(tokio::time::Instant::from_std);
             let reading = self.undelivered.is_none();
             // Commands are handled after the select: their handler needs all of `self`.
             let command = tokio::select! {

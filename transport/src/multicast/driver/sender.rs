@@ -8,13 +8,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::delivery::{DeliveryHandle, DeliveryOutcome, DeliveryTracker};
-use super::io::{DatagramIo, DriverSocket, earliest, sleep_until};
 #[cfg(feature = "netem")]
 use super::ImpairmentConfig;
+use super::delivery::{DeliveryHandle, DeliveryOutcome, DeliveryTracker};
+use super::io::{DatagramIo, DriverSocket, earliest, sleep_until};
 use super::{
-    BindError, DriverClosed, MulticastSendError, MulticastSocketConfig,
-    SocketError, SocketStats, sender_socket,
+    BindError, DriverClosed, MulticastSendError, MulticastSocketConfig, SocketError, SocketStats,
+    sender_socket,
 };
 use crate::multicast::proto::{
     self, Destination, GroupKey, ReceiverKey, SenderConfig, SenderEvent,
@@ -294,8 +294,8 @@ impl SenderDriver {
                 return;
             }
             let core_deadline = self.core.poll_timeout();
-            let deadline = earliest(core_deadline, self.io.next_release())
-                .map(tokio::time::Instant::from_std);
+            let deadline =
+                earliest(core_deadline, self.io.next_release()).map(tokio::time::Instant::from_std);
             let accepting = self.closing.is_none();
             // Commands are handled after the select: their handler needs all of `self`.
             let command = tokio::select! {
