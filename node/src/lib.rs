@@ -12,6 +12,7 @@
 //! - [`storage`]: the durable engine on redb: two-phase commit, loads, history for replication;
 //! - [`protocol`]: the messages of two-phase commit and the sans-IO contract of the roles;
 //! - [`master`], [`client`], [`storage_node`]: the roles' two-phase commit as state machines.
+//! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
 //!
 //! A storage node's commit path, without the network:
 //!
@@ -46,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod ids;
 pub mod locks;
 pub mod partition;

@@ -1,0 +1,128 @@
+//! `[link]`: tuning of the QUIC links between nodes.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::check::Checker;
+use super::error::ConfigError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLink {
+    keep_alive_ms: Option<Spanned<u64>>,
+    idle_timeout_ms: Option<Spanned<u64>>,
+    stream_receive_window: Option<Spanned<u64>>,
+    send_window: Option<Spanned<u64>>,
+}
+
+/// The optional `[link]` section: QUIC transport settings. Every key has a default.
+///
+/// quinn's own defaults suit about 100 Mbit/s at 100 ms; these defaults allow more data in
+/// flight, for links between sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTuning {
+    /// Interval of keep-alive packets (`link.keep_alive_ms`; 0 turns them off). Must be below
+    /// the idle timeout, or quiet links close.
+    pub keep_alive: Option<Duration>,
+    /// A link silent for this long is closed (`link.idle_timeout_ms`).
+    pub idle_timeout: Duration,
+    /// Bytes a peer may send on one stream before it is read (`link.stream_receive_window`).
+    pub stream_receive_window: u64,
+    /// Bytes this node keeps unacknowledged per connection (`link.send_window`).
+    pub send_window: u64,
+}
+
+impl Default for LinkTuning {
+    fn default() -> Self {
+        Self {
+            keep_alive: Some(Duration::from_secs(5)),
+            idle_timeout: Duration::from_secs(30),
+            stream_receive_window: 8 << 20,
+            send_window: 32 << 20,
+        }
+    }
+}
+
+/// Largest value QUIC can encode in a variable-length integer (RFC 9000, section 16).
+const MAX_VARINT: u64 = (1 << 62) - 1;
+
+impl LinkTuning {
+    pub(super) fn check(
+        raw: Option<Spanned<RawLink>>,
+        check: &Checker<'_>,
+    ) -> Result<Self, ConfigError> {
+        let mut tuning = Self::default();
+        let Some(raw) = raw else {
+            return Ok(tuning);
+        };
+        let raw = raw.into_inner();
+        if let Some(idle) = &raw.idle_timeout_ms {
+            // quinn takes the idle timeout as a QUIC varint of milliseconds.
+            if !(1..=MAX_VARINT).contains(idle.get_ref()) {
+                return Err(check.invalid(
+                    "link.idle_timeout_ms",
+                    idle,
+                    idle.get_ref(),
+                    format!("1 to {MAX_VARINT} milliseconds"),
+                ));
+            }
+            tuning.idle_timeout = Duration::from_millis(*idle.get_ref());
+        }
+        if let Some(keep_alive) = &raw.keep_alive_ms {
+            tuning.keep_alive = match *keep_alive.get_ref() {
+                0 => None,
+                millis => Some(Duration::from_millis(millis)),
+            };
+        }
+        if let Some(keep_alive) = tuning.keep_alive
+            && keep_alive >= tuning.idle_timeout
+        {
+            let (key, shown, span) = match &raw.keep_alive_ms {
+                Some(value) => ("link.keep_alive_ms", *value.get_ref(), value.span()),
+                None => (
+                    "link.idle_timeout_ms",
+                    tuning.idle_timeout.as_millis() as u64,
+                    raw.idle_timeout_ms.as_ref().map_or(0..0, Spanned::span),
+                ),
+            };
+            return Err(check.invalid(
+                key,
+                &Spanned::new(span, ()),
+                shown,
+                format!(
+                    "a keep-alive interval ({} ms) below the idle timeout ({} ms), or \
+                         quiet links close",
+                    keep_alive.as_millis(),
+                    tuning.idle_timeout.as_millis()
+                ),
+            ));
+        }
+        for (value, key, target) in [
+            (
+                &raw.stream_receive_window,
+                "link.stream_receive_window",
+                &mut tuning.stream_receive_window,
+            ),
+            (
+                &raw.send_window,
+                "link.send_window",
+                &mut tuning.send_window,
+            ),
+        ] {
+            if let Some(value) = value {
+                if !(1..=MAX_VARINT).contains(value.get_ref()) {
+                    return Err(check.invalid(
+                        key,
+                        value,
+                        value.get_ref(),
+                        format!("1 to {MAX_VARINT} bytes"),
+                    ));
+                }
+                *target = *value.get_ref();
+            }
+        }
+        Ok(tuning)
+    }
+}

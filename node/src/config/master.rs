@@ -1,0 +1,60 @@
+//! `[master]`: how storages and clients reach the cluster's master.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::check::Checker;
+use super::error::ConfigError;
+use super::node::{NodeName, check_name, check_socket_address};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMaster {
+    address: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+}
+
+/// The `[master]` section of storages and clients: where the master listens and the name its
+/// certificate must carry (a connection to a peer with another name is refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterPeer {
+    /// The master's QUIC address (`master.address`).
+    pub address: SocketAddr,
+    /// The master's node name, checked against its certificate (`master.name`).
+    pub name: NodeName,
+}
+
+impl MasterPeer {
+    pub(super) fn check(raw: Spanned<RawMaster>, check: &Checker<'_>) -> Result<Self, ConfigError> {
+        let section = Some(raw.span());
+        let raw = raw.into_inner();
+        let address = check.required(
+            raw.address,
+            "master.address",
+            section.clone(),
+            "the node connects to the master at this address, e.g. \"127.0.0.1:7000\"",
+        )?;
+        let expected = "the master's IP address and port, e.g. \"127.0.0.1:7000\"";
+        let parsed = check_socket_address(check, "master.address", &address, expected)?;
+        if parsed.port() == 0 || parsed.ip().is_unspecified() || parsed.ip().is_multicast() {
+            return Err(check.invalid(
+                "master.address",
+                &address,
+                format!("{:?}", address.get_ref()),
+                "an address one can connect to: a unicast IP and a non-zero port",
+            ));
+        }
+        let name = check.required(
+            raw.name,
+            "master.name",
+            section,
+            "the master's certificate is checked against this name",
+        )?;
+        Ok(Self {
+            address: parsed,
+            name: check_name(check, "master.name", &name)?,
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The node configuration file: one TOML file per node, read by `replicast node --config FILE`.
+//!
+//! It names the node and its role, where it listens, its certificate files, the master it
+//! reports to, the cluster's shape (on the master), the storage file (on a storage), the
+//! fan-out strategy and multicast group, QUIC tuning and the log level:
+//!
+//! | section       | keys                                                          | roles            |
+//! |---------------|---------------------------------------------------------------|------------------|
+//! | `[node]`      | `name`, `role`, `listen`                                      | all (required)   |
+//! | `[tls]`       | `ca`, `cert`, `key`                                           | all (required)   |
+//! | `[cluster]`   | `partitions`, `replicas`                                      | master (required)|
+//! | `[master]`    | `address`, `name`                                             | storage, client (required) |
+//! | `[storage]`   | `path`                                                        | storage (required) |
+//! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
+//! | `[multicast]` | `group`, `interface`, `ttl` (1), `loopback` (true)            | storage; client when the strategy multicasts |
+//! | `[link]`      | `keep_alive_ms`, `idle_timeout_ms`, `stream_receive_window`, `send_window` | all (optional) |
+//! | `[log]`       | `level` (`"info"`)                                            | all (optional)   |
+//!
+//! Relative paths are resolved against the config file's directory. Every mistake is a
+//! [`ConfigError`] naming the key (as a dotted path), the file and, where there is one, the line
+//! and column; unknown keys are mistakes too. Examples for each role are in `docs/examples/`.
+//!
+//! ```
+//! use replicast_node::config::{FanoutStrategy, NodeConfig, Role, RoleConfig};
+//! use std::path::Path;
+//!
+//! let text = r#"
+//! [node]
+//! name = "client-1"
+//! role = "client"
+//! listen = "127.0.0.1:0"
+//!
+//! [tls]
+//! ca = "certs/ca.pem"
+//! cert = "certs/client-1.pem"
+//! key = "certs/client-1.key"
+//!
+//! [master]
+//! address = "127.0.0.1:7000"
+//! name = "master"
+//!
+//! [fanout]
+//! strategy = "auto"
+//!
+//! [multicast]
+//! group = "239.1.2.3:7200"
+//! interface = "127.0.0.1"
+//! "#;
+//! let config = NodeConfig::parse(text, "/etc/replicast/client-1.toml")?;
+//! assert_eq!(config.role(), Role::Client);
+//! assert_eq!(config.tls.cert, Path::new("/etc/replicast/certs/client-1.pem"));
+//! let RoleConfig::Client { fanout, .. } = &config.role else { unreachable!() };
+//! assert_eq!(*fanout, FanoutStrategy::Auto);
+//!
+//! // A unicast address where a group belongs: the error names the key and its place.
+//! let error = NodeConfig::parse(&text.replace("239.1.2.3", "10.1.2.3"), "client-1.toml")
+//!     .unwrap_err();
+//! assert_eq!(error.key(), Some("multicast.group"));
+//! assert!(error.to_string().starts_with("client-1.toml:20:9: `multicast.group`"));
+//! # Ok::<(), replicast_node::config::ConfigError>(())
+//! ```
+
+mod check;
+mod cluster;
+mod error;
+mod fanout;
+mod link;
+mod log;
+mod master;
+mod multicast;
+mod node;
+mod storage;
+mod tls;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use cluster::ClusterLayout;
+pub use error::{ConfigError, Location};
+pub use fanout::FanoutStrategy;
+pub use link::LinkTuning;
+pub use log::LogLevel;
+pub use master::MasterPeer;
+pub use multicast::{MulticastConfig, MulticastInterface};
+pub use node::{NodeName, NodeSection, Role};
+pub use storage::StorageFiles;
+pub use tls::TlsFiles;
+
+use check::Checker;
+
+/// The whole file as written, every section optional until the role is known.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<Spanned<node::RawNode>>,
+    tls: Option<Spanned<tls::RawTls>>,
+    master: Option<Spanned<master::RawMaster>>,
+    cluster: Option<Spanned<cluster::RawCluster>>,
+    storage: Option<Spanned<storage::RawStorage>>,
+    fanout: Option<Spanned<fanout::RawFanout>>,
+    multicast: Option<Spanned<multicast::RawMulticast>>,
+    link: Option<Spanned<link::RawLink>>,
+    log: Option<Spanned<log::RawLog>>,
+}
+
+/// A checked node configuration: everything a node needs to start, in the shape of its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The file it was read from.
+    pub origin: PathBuf,
+    /// `[node]`: name and listen address.
+    pub node: NodeSection,
+    /// `[tls]`: the node's certificate files.
+    pub tls: TlsFiles,
+    /// The sections that depend on `node.role`.
+    pub role: RoleConfig,
+    /// `[multicast]`, when the node sends to or joins a group.
+    pub multicast: Option<MulticastConfig>,
+    /// `[link]`: QUIC tuning, defaults where not given.
+    pub link: LinkTuning,
+    /// `[log]`: the log level.
+    pub log: LogLevel,
+}
+
+/// What a node of each role needs beyond the common sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleConfig {
+    /// A master: the shape of the partition table it builds.
+    Master {
+        /// `[cluster]`.
+        cluster: ClusterLayout,
+    },
+    /// A storage: its master and its database file.
+    Storage {
+        /// `[master]`.
+        master: MasterPeer,
+        /// `[storage]`.
+        storage: StorageFiles,
+    },
+    /// A client: its master and how it fans stored objects out.
+    Client {
+        /// `[master]`.
+        master: MasterPeer,
+        /// `fanout.strategy`.
+        fanout: FanoutStrategy,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let read_error = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        let text = String::from_utf8(bytes).map_err(|error| ConfigError::Syntax {
+            at: Location {
+                origin: path.to_path_buf(),
+                position: None,
+            },
+            message: format!(
+                "the file is not UTF-8 (invalid byte at offset {})",
+                error.utf8_error().valid_up_to()
+            ),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks configuration `text` that came from the file `origin`: errors name `origin`, and
+    /// relative paths are resolved against its directory.
+    pub fn parse(text: &str, origin: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let origin = origin.as_ref();
+        let check = Checker::new(origin, text);
+        let raw: RawConfig = toml::from_str(text).map_err(|error| check.toml_error(error))?;
+        let missing = |key: &str, needed_because: &str| ConfigError::Missing {
+            at: check.at(None),
+            key: key.to_owned(),
+            needed_because: needed_because.to_owned(),
+        };
+
+        let node = raw.node.ok_or_else(|| {
+            missing(
+                "node",
+                "every node has a [node] section with name, role and listen",
+            )
+        })?;
+        let (node, role) = NodeSection::check(node, &check)?;
+        let tls = raw.tls.ok_or_else(|| {
+            missing(
+                "tls",
+                "every node has a [tls] section with its ca, cert and key files",
+            )
+        })?;
+        let tls = TlsFiles::check(tls, &check)?;
+
+        let not_for = |section: Option<Range<usize>>, key: &str, hint: &str| match section {
+            Some(span) => Err(ConfigError::NotForRole {
+                at: check.at(Some(span)),
+                key: key.to_owned(),
+                role: role.to_string(),
+                hint: hint.to_owned(),
+            }),
+            None => Ok(()),
+        };
+        let cluster_hint = "[cluster] sets the partition table's shape, on the master only";
+        let master_hint = "[master] tells storages and clients where the master is";
+        let storage_hint = "[storage] holds a storage node's database file";
+        let fanout_hint = "[fanout] chooses how a client sends stored objects";
+        let multicast_hint = "[multicast] is for the clients that send and the storages that join";
+        let master_span = raw.master.as_ref().map(Spanned::span);
+        let storage_span = raw.storage.as_ref().map(Spanned::span);
+        let cluster_span = raw.cluster.as_ref().map(Spanned::span);
+        let fanout_span = raw.fanout.as_ref().map(Spanned::span);
+        let multicast_span = raw.multicast.as_ref().map(Spanned::span);
+
+        let role_config = match role {
+            Role::Master => {
+                not_for(master_span, "master", master_hint)?;
+                not_for(storage_span, "storage", storage_hint)?;
+                not_for(fanout_span, "fanout", fanout_hint)?;
+                not_for(multicast_span, "multicast", multicast_hint)?;
+                let cluster = raw.cluster.ok_or_else(|| {
+                    missing(
+                        "cluster",
+                        "a master needs [cluster] with partitions and replicas",
+                    )
+                })?;
+                RoleConfig::Master {
+                    cluster: ClusterLayout::check(cluster, &check)?,
+                }
+            }
+            Role::Storage => {
+                not_for(cluster_span, "cluster", cluster_hint)?;
+                not_for(fanout_span, "fanout", fanout_hint)?;
+                let master = raw.master.ok_or_else(|| {
+                    missing(
+                        "master",
+                        "a storage needs [master] with the master's address and name",
+                    )
+                })?;
+                let storage = raw.storage.ok_or_else(|| {
+                    missing(
+                        "storage",
+                        "a storage needs [storage] with the path of its database",
+                    )
+                })?;
+                RoleConfig::Storage {
+                    master: MasterPeer::check(master, &check)?,
+                    storage: StorageFiles::check(storage, &check)?,
+                }
+            }
+            Role::Client => {
+                not_for(cluster_span, "cluster", cluster_hint)?;
+                not_for(storage_span, "storage", storage_hint)?;
+                let master = raw.master.ok_or_else(|| {
+                    missing(
+                        "master",
+                        "a client needs [master] with the master's address and name",
+                    )
+                })?;
+                let master = MasterPeer::check(master, &check)?;
+                let (fanout, strategy_span) = fanout::check_fanout(raw.fanout, &check)?;
+                if fanout.uses_multicast() && raw.multicast.is_none() {
+                    return Err(ConfigError::Missing {
+                        at: check.at(strategy_span),
+                        key: "multicast".to_owned(),
+                        needed_because: format!(
+                            "fanout.strategy = \"{fanout}\" sends to a group, named in [multicast]"
+                        ),
+                    });
+                }
+                RoleConfig::Client { master, fanout }
+            }
+        };
+        let multicast = match raw.multicast {
+            Some(multicast) => Some(MulticastConfig::check(multicast, &check)?),
+            None => None,
+        };
+        Ok(Self {
+            origin: origin.to_path_buf(),
+            node,
+            tls,
+            role: role_config,
+            multicast,
+            link: LinkTuning::check(raw.link, &check)?,
+            log: LogLevel::check(raw.log, &check)?,
+        })
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleConfig::Master { .. } => Role::Master,
+            RoleConfig::Storage { .. } => Role::Storage,
+            RoleConfig::Client { .. } => Role::Client,
+        }
+    }
+
+    /// The master this node reports to; `None` on the master itself.
+    pub fn master(&self) -> Option<&MasterPeer> {
+        match &self.role {
+            RoleConfig::Master { .. } => None,
+            RoleConfig::Storage { master, .. } | RoleConfig::Client { master, .. } => Some(master),
+        }
+    }
+}
