@@ -275,6 +275,19 @@ fn unknown_keys_are_named_with_their_section_and_place() {
 
     let error = error_of(&format!("{MASTER}\n[link]\nidle_timeout = 1000\n"));
     assert_names(&error, "link.idle_timeout");
+    // A key after a section header belongs to that section: the error says where it landed.
+    let error = error_of(&format!("{MASTER}keep_alive_ms = 1000\n"));
+    assert_names(&error, "cluster.keep_alive_ms");
+
+    // Inline tables and dotted keys are the same keys written another way.
+    let error = error_of(&format!("link = {{ idle_timeout = 1000 }}\n{MASTER}"));
+    assert_names(&error, "link.idle_timeout");
+    let error = error_of(&edit(
+        MASTER,
+        "[cluster]\n",
+        "[cluster]\nlayout.shards = 3\n",
+    ));
+    assert_names(&error, "cluster.layout");
 }
 
 #[test]
@@ -657,4 +670,12 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_section_given_as_a_value_says_a_table_is_expected() {
+    let error = error_of(&format!("log = \"debug\"\n{MASTER}"));
+    assert!(matches!(error, ConfigError::WrongType { .. }), "{error:?}");
+    assert_names(&error, "log");
+    assert!(error.to_string().contains("a [log] table"), "{error}");
 }

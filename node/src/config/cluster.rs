@@ -7,7 +7,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [cluster] table")]
 pub(super) struct RawCluster {
     partitions: Option<Spanned<u64>>,
     replicas: Option<Spanned<u64>>,

@@ -9,7 +9,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [link] table")]
 pub(super) struct RawLink {
     keep_alive_ms: Option<Spanned<u64>>,
     idle_timeout_ms: Option<Spanned<u64>>,

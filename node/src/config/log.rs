@@ -9,7 +9,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [log] table")]
 pub(super) struct RawLog {
     level: Option<Spanned<String>>,
 }

@@ -10,7 +10,7 @@ use super::error::ConfigError;
 use super::node::{NodeName, check_name, check_socket_address};
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [master] table")]
 pub(super) struct RawMaster {
     address: Option<Spanned<String>>,
     name: Option<Spanned<String>>,

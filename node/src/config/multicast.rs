@@ -10,7 +10,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [multicast] table")]
 pub(super) struct RawMulticast {
     group: Option<Spanned<String>>,
     interface: Option<Spanned<String>>,

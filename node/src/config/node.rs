@@ -10,7 +10,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [node] table")]
 pub(super) struct RawNode {
     name: Option<Spanned<String>>,
     role: Option<Spanned<String>>,

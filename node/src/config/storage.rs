@@ -9,7 +9,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [storage] table")]
 pub(super) struct RawStorage {
     path: Option<Spanned<String>>,
 }

@@ -9,7 +9,7 @@ use super::check::Checker;
 use super::error::ConfigError;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [tls] table")]
 pub(super) struct RawTls {
     ca: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
