@@ -202,6 +202,21 @@ fn client_example() {
 }
 
 #[test]
+fn site_b_storage_example_joins_no_group_and_keeps_absolute_paths() {
+    let config =
+        NodeConfig::load(example("storage-site-b.toml")).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.role(), Role::Storage);
+    assert_eq!(config.multicast, None);
+    assert_eq!(config.tls.ca, Path::new("/etc/replicast/ca.pem"));
+    assert_eq!(config.link.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.link.keep_alive, Some(Duration::from_secs(10)));
+    assert_eq!(
+        config.master().map(|master| master.address),
+        Some("10.0.1.10:7000".parse().unwrap())
+    );
+}
+
+#[test]
 fn defaults_fill_optional_keys() {
     let config = NodeConfig::parse(CLIENT, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.role(), Role::Client,);
@@ -508,6 +523,11 @@ fn node_names_must_be_dns_labels() {
     }
     invalid(
         &edit(STORAGE, "name = \"master\"", "name = \"Master\""),
+        "master.name",
+    );
+    // A storage naming itself as its master: names tell peers apart.
+    invalid(
+        &edit(STORAGE, "name = \"master\"", "name = \"s1\""),
         "master.name",
     );
     let longest = "a".repeat(63);

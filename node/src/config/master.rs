@@ -27,7 +27,12 @@ pub struct MasterPeer {
 }
 
 impl MasterPeer {
-    pub(super) fn check(raw: Spanned<RawMaster>, check: &Checker<'_>) -> Result<Self, ConfigError> {
+    /// Checks `[master]` of the node named `own_name`.
+    pub(super) fn check(
+        raw: Spanned<RawMaster>,
+        own_name: &NodeName,
+        check: &Checker<'_>,
+    ) -> Result<Self, ConfigError> {
         let section = Some(raw.span());
         let raw = raw.into_inner();
         let address = check.required(
@@ -52,9 +57,20 @@ impl MasterPeer {
             section,
             "the master's certificate is checked against this name",
         )?;
+        let checked_name = check_name(check, "master.name", &name)?;
+        if checked_name == *own_name {
+            // Peers are told apart by the names in their certificates.
+            return Err(check.invalid(
+                "master.name",
+                &name,
+                format!("{:?}", name.get_ref()),
+                "the master's name, which differs from this node's own `node.name`: \
+                 names are unique in a cluster",
+            ));
+        }
         Ok(Self {
             address: parsed,
-            name: check_name(check, "master.name", &name)?,
+            name: checked_name,
         })
     }
 }

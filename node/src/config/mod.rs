@@ -250,7 +250,7 @@ impl NodeConfig {
                     )
                 })?;
                 RoleConfig::Storage {
-                    master: MasterPeer::check(master, &check)?,
+                    master: MasterPeer::check(master, &node.name, &check)?,
                     storage: StorageFiles::check(storage, &check)?,
                 }
             }
@@ -263,7 +263,7 @@ impl NodeConfig {
                         "a client needs [master] with the master's address and name",
                     )
                 })?;
-                let master = MasterPeer::check(master, &check)?;
+                let master = MasterPeer::check(master, &node.name, &check)?;
                 let (fanout, strategy_span) = fanout::check_fanout(raw.fanout, &check)?;
                 if fanout.uses_multicast() && raw.multicast.is_none() {
                     return Err(ConfigError::Missing {
