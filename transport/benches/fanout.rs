@@ -311,5 +311,151 @@ fn main() -> Result<(), BenchError> {
             row.cpu,
         );
     }
+    if let Some(path) = std::env::var_os("FANOUT_BENCH_SVG") {
+        std::fs::write(&path, latency_plot(&rows))?;
+        eprintln!("plot: {}", std::path::Path::new(&path).display());
+    }
     Ok(())
+}
+
+/// An SVG of time until every replica acknowledged against the number of replicas: one panel
+/// per loss rate, one colour per strategy, p50 solid and p99 dashed, the lower bound dotted.
+fn latency_plot(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+
+    const PANEL_W: f64 = 420.0;
+    const PANEL_H: f64 = 300.0;
+    const MARGIN: f64 = 60.0;
+    let strategies = [
+        (Strategy::Unicast, "#d62728"),
+        (Strategy::Multicast, "#1f77b4"),
+        (Strategy::Auto, "#2ca02c"),
+    ];
+    let mut losses: Vec<f64> = rows.iter().map(|row| row.loss).collect();
+    losses.dedup();
+    let mut replicas: Vec<usize> = rows.iter().map(|row| row.replicas).collect();
+    replicas.sort_unstable();
+    replicas.dedup();
+    let width = MARGIN + losses.len() as f64 * (PANEL_W + MARGIN);
+    let height = PANEL_H + 2.0 * MARGIN + 30.0;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{MARGIN}" y="20" font-size="14">Time until every replica acknowledged ({} KiB objects, {} Mbit/s, RTT {} ms)</text>"#,
+        OBJECT_SIZE / 1024,
+        RATE_BITS / 1_000_000,
+        RTT.as_millis()
+    );
+    for (panel, loss) in losses.iter().enumerate() {
+        let left = MARGIN + panel as f64 * (PANEL_W + MARGIN);
+        let top = MARGIN;
+        let cells: Vec<&Row> = rows.iter().filter(|row| row.loss == *loss).collect();
+        let y_max = cells
+            .iter()
+            .map(|row| row.p99.max(row.bound).as_secs_f64() * 1e3)
+            .fold(1.0, f64::max)
+            * 1.1;
+        let x_of = |n: usize| {
+            let i = replicas.iter().position(|r| *r == n).unwrap_or(0) as f64;
+            left + 20.0 + i * (PANEL_W - 40.0) / (replicas.len().max(2) - 1) as f64
+        };
+        let y_of = |ms: f64| top + PANEL_H - ms / y_max * PANEL_H;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{left}" y="{top}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="gray"/>"#
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">loss {}%</text>"#,
+            left + PANEL_W / 2.0,
+            top - 8.0,
+            loss * 100.0
+        );
+        for tick in 0..=4 {
+            let ms = y_max * f64::from(tick) / 4.0;
+            let y = y_of(ms);
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="gainsboro"/><text x="{}" y="{:.1}" text-anchor="end">{ms:.0}</text>"#,
+                left + PANEL_W,
+                left - 4.0,
+                y + 4.0
+            );
+        }
+        for n in &replicas {
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{n}</text>"#,
+                x_of(*n),
+                top + PANEL_H + 16.0
+            );
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">replicas</text><text x="{}" y="{}" transform="rotate(-90 {} {})" text-anchor="middle">ms</text>"#,
+            left + PANEL_W / 2.0,
+            top + PANEL_H + 34.0,
+            left - 40.0,
+            top + PANEL_H / 2.0,
+            left - 40.0,
+            top + PANEL_H / 2.0
+        );
+        for (strategy, colour) in strategies {
+            let series: Vec<&&Row> = cells
+                .iter()
+                .filter(|row| row.strategy == strategy)
+                .collect();
+            let line = |value: &dyn Fn(&Row) -> Duration| {
+                series
+                    .iter()
+                    .map(|row| {
+                        format!(
+                            "{:.1},{:.1}",
+                            x_of(row.replicas),
+                            y_of(value(row).as_secs_f64() * 1e3)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+                line(&|row| row.p50)
+            );
+            let _ = writeln!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-dasharray="6 4"/>"#,
+                line(&|row| row.p99)
+            );
+            let _ = writeln!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-dasharray="1 3" opacity="0.7"/>"#,
+                line(&|row| row.bound)
+            );
+        }
+    }
+    let legend_y = height - 14.0;
+    for (i, (strategy, colour)) in strategies.iter().enumerate() {
+        let x = MARGIN + i as f64 * 120.0;
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x}" x2="{}" y1="{}" y2="{}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{legend_y}">{strategy:?}</text>"#,
+            x + 20.0,
+            legend_y - 4.0,
+            legend_y - 4.0,
+            x + 24.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{legend_y}">solid p50, dashed p99, dotted lower bound</text>"#,
+        MARGIN + 3.0 * 120.0
+    );
+    svg.push_str("</svg>\n");
+    svg
 }
