@@ -13,6 +13,7 @@
 //! - [`protocol`]: the messages of two-phase commit and the sans-IO contract of the roles;
 //! - [`master`], [`client`], [`storage_node`]: the roles' two-phase commit as state machines.
 //! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
+//! - [`driver`]: tokio drivers that run the roles over QUIC links, and an `async` client API.
 //!
 //! A storage node's commit path, without the network:
 //!
@@ -54,6 +55,7 @@ pub mod partition;
 pub mod storage;
 
 pub mod client;
+pub mod driver;
 pub mod master;
 pub mod protocol;
 pub mod storage_node;

@@ -1,0 +1,26 @@
+//! Tokio drivers that run the sans-IO roles over QUIC links with mutual TLS.
+//!
+//! [`spawn`] runs any [`Role`] ([`Master`](crate::master::Master),
+//! [`StorageNode`](crate::storage_node::StorageNode), [`Client`](crate::client::Client)) on a
+//! transport [`Endpoint`](replicast_transport::quic::Endpoint): it feeds the role the
+//! messages peers send with [`SystemTime::now`](std::time::SystemTime::now), fires its timers,
+//! sends its transmits to the named peers and reports a peer whose connection is lost.
+//! [`ClientHandle`] puts an `async` API for applications on top of a client's driver.
+//!
+//! The roles need messages between two peers in order and without loss. The transport sends
+//! each message on a stream of its own, so the driver numbers them per receiver and the
+//! receiver restores the order ([`ordering`]); a message that cannot be sent makes its peer
+//! lost, which the roles cope with.
+//!
+//! Peers are found through [`DriverConfig::directory`] (the addresses this node dials) or,
+//! for peers that dialed this node, through their connection: the master needs no
+//! directory, a storage names the master, a client names the master and the storages.
+
+mod client_handle;
+pub mod ordering;
+mod role;
+mod run;
+
+pub use client_handle::{ClientError, ClientHandle};
+pub use role::Role;
+pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn};

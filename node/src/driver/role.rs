@@ -1,0 +1,121 @@
+//! [`Role`]: what the driver needs from a sans-IO role, implemented by the three of them.
+
+use std::time::SystemTime;
+
+use crate::client::{Client, ClientEvent};
+use crate::master::{Master, MasterEvent};
+use crate::protocol::{ProtocolError, Transmit};
+use crate::storage_node::{StorageEvent, StorageNode};
+
+/// A sans-IO role of the two-phase commit, as the [driver](super) runs it.
+///
+/// Implemented by [`Master`], [`StorageNode`] and [`Client`]; each method forwards to the
+/// role's method of the same name.
+pub trait Role: Send + 'static {
+    /// What the role reports to its user.
+    type Event: Send + 'static;
+
+    /// Decodes bytes from `from` and handles the message.
+    fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError>;
+    /// Handles expired timers.
+    fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError>;
+    /// The connection to `peer` is lost.
+    fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError>;
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    fn poll_timeout(&self) -> Option<SystemTime>;
+    /// The next message to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next event.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+}
+
+impl Role for Master {
+    type Event = MasterEvent;
+
+    fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        Master::handle_bytes(self, now, from, bytes)
+    }
+    fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        Master::handle_timeout(self, now)
+    }
+    fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
+        Master::peer_lost(self, now, peer)
+    }
+    fn poll_timeout(&self) -> Option<SystemTime> {
+        Master::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Master::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<MasterEvent> {
+        Master::poll_event(self)
+    }
+}
+
+impl Role for StorageNode {
+    type Event = StorageEvent;
+
+    fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        StorageNode::handle_bytes(self, now, from, bytes)
+    }
+    fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        StorageNode::handle_timeout(self, now)
+    }
+    fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
+        StorageNode::peer_lost(self, now, peer)
+    }
+    fn poll_timeout(&self) -> Option<SystemTime> {
+        StorageNode::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        StorageNode::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<StorageEvent> {
+        StorageNode::poll_event(self)
+    }
+}
+
+impl Role for Client {
+    type Event = ClientEvent;
+
+    fn handle_bytes(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        Client::handle_bytes(self, now, from, bytes)
+    }
+    fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        Client::handle_timeout(self, now);
+        Ok(())
+    }
+    fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
+        Client::peer_lost(self, now, peer);
+        Ok(())
+    }
+    fn poll_timeout(&self) -> Option<SystemTime> {
+        Client::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Client::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        Client::poll_event(self)
+    }
+}

@@ -1,0 +1,427 @@
+//! [`spawn`]: the tokio task that runs one role over an [`Endpoint`], and its [`DriverHandle`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use replicast_transport::quic::{Endpoint, Incoming, Link, LinkError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
+use super::role::Role;
+use crate::protocol::{ProtocolError, encode};
+
+/// Where the driver finds its peers and how it watches them.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Addresses of the peers this node dials (for a client: the master and the storages; for
+    /// a storage: the master). Peers that dialed this node are reached over their connection.
+    pub directory: HashMap<String, SocketAddr>,
+    /// The most early (out-of-order) messages held per peer; beyond it the peer counts as lost.
+    pub reorder_limit: usize,
+    /// How often the connections of known peers are checked for loss.
+    pub link_check: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            directory: HashMap::new(),
+            reorder_limit: 4096,
+            link_check: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a call on a [`DriverHandle`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The driver task ended (its endpoint closed, or it was stopped).
+    #[error("the driver has stopped")]
+    Stopped,
+}
+
+/// Counts of what went wrong in a driver, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Messages received.
+    pub received: u64,
+    /// Received bytes that were not an envelope or not a protocol message.
+    pub decode_errors: u64,
+    /// Messages the role refused ([`ProtocolError`] other than decoding).
+    pub refused: u64,
+    /// Messages that could not be delivered to their peer.
+    pub send_failures: u64,
+    /// Times a peer was reported lost to the role.
+    pub peers_lost: u64,
+    /// Incoming streams that were not one-way messages (requests, objects), dropped.
+    pub unexpected_streams: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    decode_errors: AtomicU64,
+    refused: AtomicU64,
+    send_failures: AtomicU64,
+    peers_lost: AtomicU64,
+    unexpected_streams: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> DriverStats {
+        DriverStats {
+            received: self.received.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            send_failures: self.send_failures.load(Ordering::Relaxed),
+            peers_lost: self.peers_lost.load(Ordering::Relaxed),
+            unexpected_streams: self.unexpected_streams.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type Command<R> = Box<dyn FnOnce(&mut R, SystemTime) + Send>;
+
+/// What a peer's sender task tells the driver.
+enum LinkEvent {
+    /// A message reached the peer's connection.
+    Up(String),
+    /// A message could not be sent; the rest of its epoch is dropped.
+    Lost(String),
+}
+
+/// The handle on a running driver: runs calls on its role and stops it.
+///
+/// Events of the role come out of the receiver [`spawn`] returns with it.
+pub struct DriverHandle<R: Role> {
+    commands: mpsc::UnboundedSender<Command<R>>,
+    counters: Arc<Counters>,
+    endpoint: Endpoint,
+    task: JoinHandle<R>,
+}
+
+impl<R: Role> std::fmt::Debug for DriverHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverHandle")
+            .field("endpoint", &self.endpoint)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Role> DriverHandle<R> {
+    /// Runs `call` on the role inside the driver, with the current time, and sends what it
+    /// produced; returns its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut R, SystemTime) -> T + Send + 'static,
+    ) -> Result<T, DriverError> {
+        let (answer, result) = oneshot::channel();
+        let command: Command<R> = Box::new(move |role, now| {
+            // The caller may have given up waiting; the call still took effect.
+            let _ = answer.send(call(role, now));
+        });
+        self.commands
+            .send(command)
+            .map_err(|_| DriverError::Stopped)?;
+        result.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// What went wrong so far.
+    pub fn stats(&self) -> DriverStats {
+        self.counters.snapshot()
+    }
+
+    /// The endpoint the driver runs on.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Closes the endpoint (peers see the connection drop), ends the driver and gives the role
+    /// back.
+    pub async fn stop(self) -> Result<R, DriverError> {
+        self.endpoint.close();
+        drop(self.commands);
+        self.task.await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+/// Runs `role` on `endpoint` in a new tokio task: messages from peers go to the role in
+/// order per peer, its transmits go to the named peers, its timers fire, and lost connections
+/// are reported to it. Returns the handle and the role's events.
+pub fn spawn<R: Role>(
+    role: R,
+    endpoint: Endpoint,
+    config: DriverConfig,
+) -> (DriverHandle<R>, mpsc::UnboundedReceiver<R::Event>) {
+    let (commands, command_queue) = mpsc::unbounded_channel();
+    let (events, event_queue) = mpsc::unbounded_channel();
+    let counters = Arc::new(Counters::default());
+    let (link_events, link_queue) = mpsc::unbounded_channel();
+    let driver = Driver {
+        role,
+        endpoint: endpoint.clone(),
+        sequencer: Sequencer::new(rand::random()),
+        reorder: Reorder::new(config.reorder_limit),
+        directory: Arc::new(config.directory),
+        senders: HashMap::new(),
+        up: HashSet::new(),
+        events,
+        link_events,
+        counters: counters.clone(),
+    };
+    let task = tokio::spawn(driver.run(command_queue, link_queue, config.link_check));
+    let handle = DriverHandle {
+        commands,
+        counters,
+        endpoint,
+        task,
+    };
+    (handle, event_queue)
+}
+
+struct Driver<R: Role> {
+    role: R,
+    endpoint: Endpoint,
+    sequencer: Sequencer,
+    reorder: Reorder,
+    directory: Arc<HashMap<String, SocketAddr>>,
+    senders: HashMap<String, mpsc::UnboundedSender<Envelope>>,
+    /// Peers whose connection is believed alive; a loss is reported once per stay here.
+    up: HashSet<String>,
+    events: mpsc::UnboundedSender<R::Event>,
+    link_events: mpsc::UnboundedSender<LinkEvent>,
+    counters: Arc<Counters>,
+}
+
+impl<R: Role> Driver<R> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command<R>>,
+        mut link_queue: mpsc::UnboundedReceiver<LinkEvent>,
+        link_check: Duration,
+    ) -> R {
+        let mut check = tokio::time::interval(link_check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush();
+            let timer = self.role.poll_timeout().map(|deadline| {
+                deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
+            let sleep = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600)));
+            tokio::select! {
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => self.receive(incoming),
+                    None => break,
+                },
+                command = commands.recv() => match command {
+                    Some(command) => command(&mut self.role, SystemTime::now()),
+                    None => break,
+                },
+                Some(event) = link_queue.recv() => match event {
+                    LinkEvent::Up(peer) => {
+                        self.up.insert(peer);
+                    }
+                    LinkEvent::Lost(peer) => {
+                        Counters::bump(&self.counters.send_failures);
+                        self.lose(&peer);
+                    }
+                },
+                _ = sleep, if timer.is_some() => {
+                    let result = self.role.handle_timeout(SystemTime::now());
+                    self.note(result, "timer");
+                }
+                _ = check.tick() => self.check_links(),
+            }
+        }
+        self.role
+    }
+
+    fn receive(&mut self, incoming: Incoming) {
+        let Incoming::Message(message) = incoming else {
+            Counters::bump(&self.counters.unexpected_streams);
+            tracing::debug!(
+                peer = incoming.peer(),
+                "dropped a stream that is not a message"
+            );
+            return;
+        };
+        let peer = message.peer().to_owned();
+        self.up.insert(peer.clone());
+        let envelope: Envelope = match message.decode() {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                Counters::bump(&self.counters.decode_errors);
+                tracing::warn!(%peer, %error, "undecodable envelope");
+                return;
+            }
+        };
+        match self.reorder.accept(&peer, envelope) {
+            Arrival::Deliver(bodies) => {
+                for body in bodies {
+                    Counters::bump(&self.counters.received);
+                    let result = self.role.handle_bytes(SystemTime::now(), &peer, &body);
+                    self.note(result, &peer);
+                }
+            }
+            Arrival::Stale => tracing::debug!(%peer, "dropped a message of an abandoned epoch"),
+            Arrival::Overflow => {
+                tracing::warn!(%peer, "too many out-of-order messages; dropping the link");
+                if let Some(link) = self.endpoint.known_link(&peer) {
+                    link.disconnect("reorder buffer overflow");
+                }
+                self.lose(&peer);
+            }
+        }
+    }
+
+    fn note(&self, result: Result<(), ProtocolError>, context: &str) {
+        match result {
+            Ok(()) => {}
+            Err(error @ ProtocolError::Decode { .. }) => {
+                Counters::bump(&self.counters.decode_errors);
+                tracing::warn!(%error, context, "undecodable message");
+            }
+            Err(error) => {
+                Counters::bump(&self.counters.refused);
+                tracing::debug!(%error, context, "message refused by the role");
+            }
+        }
+    }
+
+    /// Reports `peer` lost to the role once, and starts a new epoch towards it.
+    fn lose(&mut self, peer: &str) {
+        self.sequencer.restart(peer);
+        if !self.up.remove(peer) {
+            return;
+        }
+        Counters::bump(&self.counters.peers_lost);
+        tracing::info!(%peer, "peer lost");
+        let result = self.role.peer_lost(SystemTime::now(), peer);
+        self.note(result, peer);
+    }
+
+    fn check_links(&mut self) {
+        let lost: Vec<String> = self
+            .up
+            .iter()
+            .filter(|peer| {
+                !self
+                    .endpoint
+                    .known_link(peer)
+                    .is_some_and(|link| link.is_connected())
+            })
+            .cloned()
+            .collect();
+        for peer in lost {
+            self.lose(&peer);
+        }
+    }
+
+    /// Sends what the role produced and hands out its events, until neither is left.
+    fn flush(&mut self) {
+        loop {
+            let mut idle = true;
+            while let Some(transmit) = self.role.poll_transmit() {
+                idle = false;
+                let envelope = self.sequencer.wrap(&transmit.to, encode(&transmit.message));
+                self.sender(&transmit.to).send(envelope).ok();
+            }
+            while let Some(event) = self.role.poll_event() {
+                idle = false;
+                // Nobody listening is fine: a role's events are informative to its user.
+                let _ = self.events.send(event);
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn sender(&mut self, peer: &str) -> &mpsc::UnboundedSender<Envelope> {
+        if self
+            .senders
+            .get(peer)
+            .is_none_or(|sender| sender.is_closed())
+        {
+            let (sender, queue) = mpsc::unbounded_channel();
+            tokio::spawn(send_to_peer(
+                peer.to_owned(),
+                self.endpoint.clone(),
+                self.directory.clone(),
+                queue,
+                self.link_events.clone(),
+            ));
+            self.senders.insert(peer.to_owned(), sender);
+        }
+        &self.senders[peer]
+    }
+}
+
+/// Sends one peer's envelopes in order, one at a time; after a failure, drops the rest of the
+/// failed epoch (the driver starts a new one).
+async fn send_to_peer(
+    peer: String,
+    endpoint: Endpoint,
+    directory: Arc<HashMap<String, SocketAddr>>,
+    mut queue: mpsc::UnboundedReceiver<Envelope>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) {
+    let mut failed_epoch = None;
+    let mut delivered_since_failure = false;
+    while let Some(envelope) = queue.recv().await {
+        if failed_epoch == Some(envelope.epoch) {
+            continue;
+        }
+        let result = match link(&endpoint, &directory, &peer).await {
+            Ok(link) => link.send_message(&envelope).await.map_err(SendError::from),
+            Err(error) => Err(error),
+        };
+        let event = match result {
+            Ok(()) if delivered_since_failure => continue,
+            Ok(()) => {
+                delivered_since_failure = true;
+                LinkEvent::Up(peer.clone())
+            }
+            Err(error) => {
+                tracing::warn!(%peer, %error, "cannot send to peer");
+                failed_epoch = Some(envelope.epoch);
+                delivered_since_failure = false;
+                LinkEvent::Lost(peer.clone())
+            }
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// Why a message could not be handed to its peer.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("no address for the peer and no connection from it")]
+    NoRoute,
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+async fn link(
+    endpoint: &Endpoint,
+    directory: &HashMap<String, SocketAddr>,
+    peer: &str,
+) -> Result<Link, SendError> {
+    match directory.get(peer) {
+        Some(addr) => Ok(endpoint.link(peer, *addr).await?),
+        None => endpoint.known_link(peer).ok_or(SendError::NoRoute),
+    }
+}

@@ -1,0 +1,347 @@
+//! The two-phase commit over real QUIC links with mutual TLS on 127.0.0.1: one master, three
+//! storages on redb (P = 12, R = 2), clients running concurrent transfers through the
+//! `async` client API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use replicast_certs::ClusterCa;
+use replicast_node::client::{AbortReason, Client, ClientConfig};
+use replicast_node::driver::{ClientError, ClientHandle, DriverConfig, DriverHandle, spawn};
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::master::{Master, MasterConfig};
+use replicast_node::partition::PartitionTable;
+use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+
+const MASTER: &str = "master";
+const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
+const ACCOUNTS: u32 = 10;
+const INITIAL_BALANCE: i64 = 1_000;
+/// Bounds every single wait on the cluster.
+const WAIT: Duration = Duration::from_secs(30);
+/// Bounds a whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+fn balance(data: &ObjectData) -> i64 {
+    let bytes: [u8; 8] = data.as_bytes().try_into().expect("a balance is 8 bytes");
+    i64::from_le_bytes(bytes)
+}
+
+fn balance_data(value: i64) -> ObjectData {
+    ObjectData::Bytes(value.to_le_bytes().to_vec())
+}
+
+struct Cluster {
+    ca: ClusterCa,
+    master: DriverHandle<Master>,
+    storages: Vec<(String, DriverHandle<StorageNode>)>,
+    directory: HashMap<String, SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+    let identity = ca.issue(name, &[]).expect("issue node certificate");
+    Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link: LinkConfig::default(),
+    })
+    .expect("bind endpoint")
+}
+
+fn address(endpoint: &Endpoint) -> SocketAddr {
+    endpoint
+        .local_addr()
+        .expect("bound endpoint has an address")
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let ca = ClusterCa::generate("cluster-quic-test").expect("cluster CA");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+        let table = PartitionTable::new(12, 2, &names).expect("partition table");
+        let master_endpoint = endpoint(&ca, MASTER);
+        let mut directory = HashMap::from([(MASTER.to_owned(), address(&master_endpoint))]);
+        let (master, _master_events) = spawn(
+            Master::new(table, MasterConfig::default()),
+            master_endpoint,
+            DriverConfig::default(),
+        );
+        let mut storages = Vec::new();
+        for name in STORAGES {
+            let store = Store::open(dir.path().join(format!("{name}.redb"))).expect("open redb");
+            let node = StorageNode::open(
+                SystemTime::now(),
+                name,
+                MASTER,
+                store,
+                StorageConfig::default(),
+            )
+            .expect("storage role");
+            let storage_endpoint = endpoint(&ca, name);
+            directory.insert(name.to_owned(), address(&storage_endpoint));
+            let config = DriverConfig {
+                directory: HashMap::from([(MASTER.to_owned(), directory[MASTER])]),
+                ..DriverConfig::default()
+            };
+            let (driver, _events) = spawn(node, storage_endpoint, config);
+            storages.push((name.to_owned(), driver));
+        }
+        let cluster = Self {
+            ca,
+            master,
+            storages,
+            directory,
+            _dir: dir,
+        };
+        cluster.wait_for_running_storages(STORAGES.len()).await;
+        cluster
+    }
+
+    /// Polls the master (bounded in time) until `count` storages announced themselves: the
+    /// master has no event for it, and finishes need running voters.
+    async fn wait_for_running_storages(&self, count: usize) {
+        let polling = async {
+            loop {
+                let running = self
+                    .master
+                    .call(|master, _| master.running_storages().count())
+                    .await
+                    .expect("master driver runs");
+                if running == count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, polling)
+            .await
+            .expect("every storage announced itself to the master in time");
+    }
+
+    async fn client(&self, name: &str) -> ClientHandle {
+        let config = DriverConfig {
+            directory: self.directory.clone(),
+            ..DriverConfig::default()
+        };
+        ClientHandle::connect(
+            Client::new(name, MASTER, ClientConfig::default()),
+            endpoint(&self.ca, name),
+            config,
+            WAIT,
+        )
+        .await
+        .expect("client connects and gets the partition table")
+    }
+}
+
+/// One committed transfer: its TID and the change of each account.
+#[derive(Debug)]
+struct Commit {
+    tid: Tid,
+    deltas: Vec<(Oid, i64)>,
+}
+
+#[derive(Debug, Default)]
+struct Worker {
+    commits: Vec<Commit>,
+    conflicts: u32,
+    other_aborts: u32,
+}
+
+async fn create_accounts(client: &mut ClientHandle) -> (Vec<Oid>, Tid) {
+    let accounts = client.new_oids(ACCOUNTS).await.expect("new oids");
+    assert_eq!(accounts.len(), ACCOUNTS as usize);
+    client.begin().await.expect("begin");
+    for oid in &accounts {
+        assert_eq!(
+            client.load(*oid).await.expect("load"),
+            None,
+            "{oid:?} is new"
+        );
+        client
+            .store(*oid, Tid::ZERO, balance_data(INITIAL_BALANCE))
+            .await
+            .expect("store");
+    }
+    client.vote(TransactionInfo::default()).await.expect("vote");
+    let tid = client.finish().await.expect("finish");
+    (accounts, tid)
+}
+
+/// One transfer attempt: moves a random amount between two random accounts.
+async fn transfer(
+    client: &mut ClientHandle,
+    rng: &mut StdRng,
+    accounts: &[Oid],
+) -> Result<Commit, ClientError> {
+    client.begin().await?;
+    let from = rng.random_range(0..accounts.len());
+    let to = (from + rng.random_range(1..accounts.len())) % accounts.len();
+    let amount = rng.random_range(1..=10);
+    let mut deltas = vec![(accounts[from], -amount), (accounts[to], amount)];
+    if rng.random_bool(0.5) {
+        // Both lock orders, so that wound-wait has work to do.
+        deltas.reverse();
+    }
+    let mut reads = Vec::new();
+    for (oid, _) in &deltas {
+        let (serial, data) = client.load(*oid).await?.expect("accounts exist");
+        reads.push((serial, balance(&data)));
+    }
+    for ((oid, delta), (serial, value)) in deltas.iter().zip(reads) {
+        client
+            .store(*oid, serial, balance_data(value + delta))
+            .await?;
+    }
+    client
+        .vote(TransactionInfo {
+            user: "transfer".into(),
+            ..TransactionInfo::default()
+        })
+        .await?;
+    let tid = client.finish().await?;
+    Ok(Commit { tid, deltas })
+}
+
+async fn run_transfers(
+    mut client: ClientHandle,
+    accounts: Vec<Oid>,
+    transfers: usize,
+    seed: u64,
+) -> (ClientHandle, Worker) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut worker = Worker::default();
+    // Bounded: a transfer may need retries, but not unboundedly many.
+    for _ in 0..transfers * 20 {
+        if worker.commits.len() == transfers {
+            break;
+        }
+        match transfer(&mut client, &mut rng, &accounts).await {
+            Ok(commit) => worker.commits.push(commit),
+            Err(ClientError::Aborted(AbortReason::Conflict {
+                serial, current, ..
+            })) => {
+                assert_ne!(serial, current, "a conflict names two different serials");
+                worker.conflicts += 1;
+            }
+            Err(ClientError::Aborted(_)) => worker.other_aborts += 1,
+            Err(other) => panic!("transfer failed: {other}"),
+        }
+    }
+    assert_eq!(
+        worker.commits.len(),
+        transfers,
+        "every transfer committed within the retry bound ({worker:?})"
+    );
+    (client, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_over_quic_keep_the_sum_on_every_replica() {
+    tokio::time::timeout(TEST_LIMIT, concurrent_transfers())
+        .await
+        .expect("the test finished in time");
+}
+
+async fn concurrent_transfers() {
+    let cluster = Cluster::start().await;
+    let mut setup = cluster.client("client-setup").await;
+    let (accounts, setup_tid) = create_accounts(&mut setup).await;
+
+    let alice = cluster.client("client-alice").await;
+    let bob = cluster.client("client-bob").await;
+    let (alice, bob) = tokio::join!(
+        run_transfers(alice, accounts.clone(), 100, 1),
+        run_transfers(bob, accounts.clone(), 100, 2),
+    );
+    let workers = [&alice.1, &bob.1];
+
+    let mut expected: BTreeMap<Oid, (i64, Tid)> = accounts
+        .iter()
+        .map(|oid| (*oid, (INITIAL_BALANCE, setup_tid)))
+        .collect();
+    let mut tids: Vec<Tid> = vec![setup_tid];
+    for commit in workers.iter().flat_map(|worker| &worker.commits) {
+        tids.push(commit.tid);
+        for (oid, delta) in &commit.deltas {
+            let (value, last) = expected.get_mut(oid).expect("an account");
+            *value += delta;
+            *last = (*last).max(commit.tid);
+        }
+    }
+    tids.sort();
+    tids.dedup();
+    assert_eq!(tids.len(), 201, "every commit has a TID of its own");
+    let sum: i64 = expected.values().map(|(value, _)| value).sum();
+    assert_eq!(sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
+
+    // Through the client API: the sum is unchanged and every committed transfer is visible.
+    let mut reader = setup;
+    let mut loaded_sum = 0;
+    for (oid, (value, tid)) in &expected {
+        let (serial, data) = reader.load(*oid).await.expect("load").expect("account");
+        assert_eq!((balance(&data), serial), (*value, *tid), "{oid:?}");
+        loaded_sum += balance(&data);
+    }
+    assert_eq!(loaded_sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
+
+    // From every readable cell: each replica holds exactly the committed state.
+    let table = cluster
+        .master
+        .call(|master, _| master.table().clone())
+        .await
+        .expect("master runs");
+    for (name, storage) in &cluster.storages {
+        let oids: Vec<Oid> = accounts
+            .iter()
+            .copied()
+            .filter(|oid| table.readable_cells(*oid).any(|cell| &cell.node == name))
+            .collect();
+        assert!(!oids.is_empty(), "{name} holds accounts");
+        let revisions = storage
+            .call(move |node, _| {
+                oids.iter()
+                    .map(|oid| (*oid, node.store().load(*oid)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .expect("storage runs");
+        for (oid, revision) in revisions {
+            let revision = revision.expect("redb reads").expect("committed revision");
+            assert_eq!(
+                (balance(&revision.data), revision.tid),
+                expected[&oid],
+                "{oid:?} on {name}"
+            );
+        }
+        let stats = storage.stats();
+        assert_eq!(stats.decode_errors, 0, "{name}: {stats:?}");
+        assert_eq!(stats.peers_lost, 0, "{name}: {stats:?}");
+    }
+    for (cells, partition) in table.partitions().zip(0..) {
+        assert_eq!(
+            cells.iter().filter(|cell| cell.is_readable()).count(),
+            2,
+            "partition {partition} kept both replicas"
+        );
+    }
+    eprintln!(
+        "transfers: alice {:?} conflicts / {:?} other aborts, bob {:?} / {:?}",
+        alice.1.conflicts, alice.1.other_aborts, bob.1.conflicts, bob.1.other_aborts
+    );
+    for client in [&reader, &alice.0, &bob.0] {
+        assert_eq!(client.stats().decode_errors, 0);
+    }
+    assert!(
+        alice.0.invalidations() + bob.0.invalidations() > 0,
+        "commits of one client invalidate objects at the other"
+    );
+}
