@@ -233,6 +233,11 @@ async fn run_transfers(
                 worker.conflicts += 1;
             }
             Err(ClientError::Aborted(_)) => worker.other_aborts += 1,
+            Err(ClientError::LoadFailed { .. }) => {
+                // No replica answered (one was just stopped): give the transaction up.
+                client.abort().await.expect("abort after a failed load");
+                worker.other_aborts += 1;
+            }
             Err(other) => panic!("transfer failed: {other}"),
         }
     }
@@ -244,31 +249,17 @@ async fn run_transfers(
     (client, worker)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_transfers_over_quic_keep_the_sum_on_every_replica() {
-    tokio::time::timeout(TEST_LIMIT, concurrent_transfers())
-        .await
-        .expect("the test finished in time");
-}
-
-async fn concurrent_transfers() {
-    let cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
-    let (accounts, setup_tid) = create_accounts(&mut setup).await;
-
-    let alice = cluster.client("client-alice").await;
-    let bob = cluster.client("client-bob").await;
-    let (alice, bob) = tokio::join!(
-        run_transfers(alice, accounts.clone(), 100, 1),
-        run_transfers(bob, accounts.clone(), 100, 2),
-    );
-    let workers = [&alice.1, &bob.1];
-
+/// Each account's balance and last TID after the setup and the committed transfers.
+fn expected_state(
+    accounts: &[Oid],
+    setup_tid: Tid,
+    workers: &[&Worker],
+) -> BTreeMap<Oid, (i64, Tid)> {
     let mut expected: BTreeMap<Oid, (i64, Tid)> = accounts
         .iter()
         .map(|oid| (*oid, (INITIAL_BALANCE, setup_tid)))
         .collect();
-    let mut tids: Vec<Tid> = vec![setup_tid];
+    let mut tids = vec![setup_tid];
     for commit in workers.iter().flat_map(|worker| &worker.commits) {
         tids.push(commit.tid);
         for (oid, delta) in &commit.deltas {
@@ -277,31 +268,37 @@ async fn concurrent_transfers() {
             *last = (*last).max(commit.tid);
         }
     }
+    let commits = tids.len();
     tids.sort();
     tids.dedup();
-    assert_eq!(tids.len(), 201, "every commit has a TID of its own");
+    assert_eq!(tids.len(), commits, "every commit has a TID of its own");
     let sum: i64 = expected.values().map(|(value, _)| value).sum();
     assert_eq!(sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
+    expected
+}
 
-    // Through the client API: the sum is unchanged and every committed transfer is visible.
-    let mut reader = setup;
+/// Through the client API: the sum is unchanged and every committed transfer is visible.
+async fn check_loads(reader: &mut ClientHandle, expected: &BTreeMap<Oid, (i64, Tid)>) {
     let mut loaded_sum = 0;
-    for (oid, (value, tid)) in &expected {
+    for (oid, (value, tid)) in expected {
         let (serial, data) = reader.load(*oid).await.expect("load").expect("account");
         assert_eq!((balance(&data), serial), (*value, *tid), "{oid:?}");
         loaded_sum += balance(&data);
     }
     assert_eq!(loaded_sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
+}
 
-    // From every readable cell: each replica holds exactly the committed state.
+/// From every readable cell of the running storages: each holds exactly the committed state.
+/// Returns the master's partition table.
+async fn check_replicas(cluster: &Cluster, expected: &BTreeMap<Oid, (i64, Tid)>) -> PartitionTable {
     let table = cluster
         .master
         .call(|master, _| master.table().clone())
         .await
         .expect("master runs");
     for (name, storage) in &cluster.storages {
-        let oids: Vec<Oid> = accounts
-            .iter()
+        let oids: Vec<Oid> = expected
+            .keys()
             .copied()
             .filter(|oid| table.readable_cells(*oid).any(|cell| &cell.node == name))
             .collect();
@@ -322,10 +319,39 @@ async fn concurrent_transfers() {
                 "{oid:?} on {name}"
             );
         }
-        let stats = storage.stats();
-        assert_eq!(stats.decode_errors, 0, "{name}: {stats:?}");
-        assert_eq!(stats.peers_lost, 0, "{name}: {stats:?}");
+        assert_eq!(storage.stats().decode_errors, 0, "{name}");
     }
+    for oid in expected.keys() {
+        assert!(
+            table.readable_cells(*oid).next().is_some(),
+            "{oid:?} keeps a readable replica"
+        );
+    }
+    table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_over_quic_keep_the_sum_on_every_replica() {
+    tokio::time::timeout(TEST_LIMIT, concurrent_transfers())
+        .await
+        .expect("the test finished in time");
+}
+
+async fn concurrent_transfers() {
+    let cluster = Cluster::start().await;
+    let mut setup = cluster.client("client-setup").await;
+    let (accounts, setup_tid) = create_accounts(&mut setup).await;
+
+    let alice = cluster.client("client-alice").await;
+    let bob = cluster.client("client-bob").await;
+    let (alice, bob) = tokio::join!(
+        run_transfers(alice, accounts.clone(), 100, 1),
+        run_transfers(bob, accounts.clone(), 100, 2),
+    );
+    let expected = expected_state(&accounts, setup_tid, &[&alice.1, &bob.1]);
+    let mut reader = setup;
+    check_loads(&mut reader, &expected).await;
+    let table = check_replicas(&cluster, &expected).await;
     for (cells, partition) in table.partitions().zip(0..) {
         assert_eq!(
             cells.iter().filter(|cell| cell.is_readable()).count(),
@@ -333,8 +359,11 @@ async fn concurrent_transfers() {
             "partition {partition} kept both replicas"
         );
     }
+    for (name, storage) in &cluster.storages {
+        assert_eq!(storage.stats().peers_lost, 0, "{name} lost no peer");
+    }
     eprintln!(
-        "transfers: alice {:?} conflicts / {:?} other aborts, bob {:?} / {:?}",
+        "transfers: alice {} conflicts / {} other aborts, bob {} / {}",
         alice.1.conflicts, alice.1.other_aborts, bob.1.conflicts, bob.1.other_aborts
     );
     for client in [&reader, &alice.0, &bob.0] {
@@ -343,5 +372,68 @@ async fn concurrent_transfers() {
     assert!(
         alice.0.invalidations() + bob.0.invalidations() > 0,
         "commits of one client invalidate objects at the other"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_go_on_when_a_storage_stops_mid_run() {
+    tokio::time::timeout(TEST_LIMIT, storage_stopped_mid_run())
+        .await
+        .expect("the test finished in time");
+}
+
+async fn storage_stopped_mid_run() {
+    let mut cluster = Cluster::start().await;
+    let mut setup = cluster.client("client-setup").await;
+    let (accounts, setup_tid) = create_accounts(&mut setup).await;
+
+    let alice = cluster.client("client-alice").await;
+    let bob = cluster.client("client-bob").await;
+    let bob_run = tokio::spawn(run_transfers(bob, accounts.clone(), 60, 2));
+    let (alice, alice_before) = run_transfers(alice, accounts.clone(), 20, 1).await;
+    // Bob is still transferring: the storage goes away under his transactions.
+    let (stopped_name, stopped) = cluster.storages.pop().expect("three storages");
+    let stopped = stopped.stop().await.expect("the storage driver stops");
+    let (alice, alice_after) = run_transfers(alice, accounts.clone(), 40, 3).await;
+    let (bob, bob_worker) = bob_run.await.expect("bob's transfers");
+
+    let expected = expected_state(
+        &accounts,
+        setup_tid,
+        &[&alice_before, &alice_after, &bob_worker],
+    );
+    let mut reader = setup;
+    check_loads(&mut reader, &expected).await;
+    let table = check_replicas(&cluster, &expected).await;
+    for cells in table.partitions() {
+        for cell in cells.iter().filter(|cell| cell.node == stopped_name) {
+            assert!(
+                !cell.is_readable(),
+                "{stopped_name}'s cells are out of date"
+            );
+        }
+    }
+    // The stopped storage holds a prefix of the history: nothing it has is newer than the
+    // last commit of the object.
+    for (oid, (_, last)) in &expected {
+        if let Some(revision) = stopped.store().load(*oid).expect("redb reads") {
+            assert!(revision.tid <= *last, "{oid:?} on {stopped_name}");
+        }
+    }
+    let lost: u64 = [&alice.stats(), &bob.stats()]
+        .iter()
+        .map(|stats| stats.peers_lost)
+        .sum();
+    assert!(
+        lost > 0,
+        "the clients noticed the stopped storage ({:?}, {:?})",
+        alice.stats(),
+        bob.stats()
+    );
+    eprintln!(
+        "with a storage stopped: alice {:?}/{:?}, bob {:?}",
+        (alice_before.conflicts, alice_before.other_aborts),
+        (alice_after.conflicts, alice_after.other_aborts),
+        (bob_worker.conflicts, bob_worker.other_aborts)
     );
 }

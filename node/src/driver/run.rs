@@ -234,6 +234,9 @@ impl<R: Role> Driver<R> {
                     }
                     LinkEvent::Lost(peer) => {
                         Counters::bump(&self.counters.send_failures);
+                        // A message was dropped: the role must hear of it even if the
+                        // connection was already known to be lost.
+                        self.up.insert(peer.clone());
                         self.lose(&peer);
                     }
                 },
@@ -299,7 +302,8 @@ impl<R: Role> Driver<R> {
         }
     }
 
-    /// Reports `peer` lost to the role once, and starts a new epoch towards it.
+    /// Reports `peer` lost to the role (once while its connection stays down) and starts a
+    /// new epoch towards it, since messages in flight may be gone.
     fn lose(&mut self, peer: &str) {
         self.sequencer.restart(peer);
         if !self.up.remove(peer) {
