@@ -65,8 +65,10 @@ impl Sequencer {
 /// What the receiver made of one envelope.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Arrival {
-    /// These bodies are now deliverable, in order (possibly none, if the envelope is early).
+    /// These bodies are now deliverable, in order.
     Deliver(Vec<Vec<u8>>),
+    /// The envelope is early: it waits for the ones before it.
+    Early,
     /// The envelope belongs to an epoch the sender already left; dropped.
     Stale,
     /// More early envelopes than the buffer holds: the envelope is dropped and the peer
@@ -122,7 +124,7 @@ impl Reorder {
                 return Arrival::Overflow;
             }
             stream.early.insert(envelope.seq, envelope.body);
-            return Arrival::Deliver(Vec::new());
+            return Arrival::Early;
         }
         let mut ready = vec![envelope.body];
         stream.expected += 1;
@@ -150,14 +152,8 @@ mod tests {
     #[test]
     fn early_messages_wait_for_the_gap() {
         let mut reorder = Reorder::new(4);
-        assert_eq!(
-            reorder.accept("a", envelope(0, 1)),
-            Arrival::Deliver(vec![])
-        );
-        assert_eq!(
-            reorder.accept("a", envelope(0, 2)),
-            Arrival::Deliver(vec![])
-        );
+        assert_eq!(reorder.accept("a", envelope(0, 1)), Arrival::Early);
+        assert_eq!(reorder.accept("a", envelope(0, 2)), Arrival::Early);
         assert_eq!(
             reorder.accept("a", envelope(0, 0)),
             Arrival::Deliver(vec![vec![0], vec![1], vec![2]])
@@ -168,10 +164,7 @@ mod tests {
     #[test]
     fn a_new_epoch_restarts_and_old_ones_are_stale() {
         let mut reorder = Reorder::new(4);
-        assert_eq!(
-            reorder.accept("a", envelope(0, 1)),
-            Arrival::Deliver(vec![])
-        );
+        assert_eq!(reorder.accept("a", envelope(0, 1)), Arrival::Early);
         assert_eq!(
             reorder.accept("a", envelope(1, 0)),
             Arrival::Deliver(vec![vec![0]])
@@ -182,10 +175,7 @@ mod tests {
     #[test]
     fn the_buffer_is_bounded() {
         let mut reorder = Reorder::new(1);
-        assert_eq!(
-            reorder.accept("a", envelope(0, 1)),
-            Arrival::Deliver(vec![])
-        );
+        assert_eq!(reorder.accept("a", envelope(0, 1)), Arrival::Early);
         assert_eq!(reorder.accept("a", envelope(0, 2)), Arrival::Overflow);
     }
 

@@ -49,6 +49,8 @@ pub enum DriverError {
 pub struct DriverStats {
     /// Messages received.
     pub received: u64,
+    /// Messages that arrived before an earlier one from the same peer and waited for it.
+    pub reordered: u64,
     /// Received bytes that were not an envelope or not a protocol message.
     pub decode_errors: u64,
     /// Messages the role refused ([`ProtocolError`] other than decoding).
@@ -64,6 +66,7 @@ pub struct DriverStats {
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
+    reordered: AtomicU64,
     decode_errors: AtomicU64,
     refused: AtomicU64,
     send_failures: AtomicU64,
@@ -79,6 +82,7 @@ impl Counters {
     fn snapshot(&self) -> DriverStats {
         DriverStats {
             received: self.received.load(Ordering::Relaxed),
+            reordered: self.reordered.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             send_failures: self.send_failures.load(Ordering::Relaxed),
@@ -270,6 +274,7 @@ impl<R: Role> Driver<R> {
             }
         };
         match self.reorder.accept(&peer, envelope) {
+            Arrival::Early => Counters::bump(&self.counters.reordered),
             Arrival::Deliver(bodies) => {
                 for body in bodies {
                     Counters::bump(&self.counters.received);
