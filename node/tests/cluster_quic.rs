@@ -156,6 +156,8 @@ struct Worker {
     commits: Vec<Commit>,
     conflicts: u32,
     other_aborts: u32,
+    /// Why the aborts other than conflicts happened, for the test's output.
+    other_reasons: Vec<String>,
 }
 
 async fn create_accounts(client: &mut ClientHandle) -> (Vec<Oid>, Tid) {
@@ -234,11 +236,15 @@ async fn run_transfers(
                 assert_ne!(serial, current, "a conflict names two different serials");
                 worker.conflicts += 1;
             }
-            Err(ClientError::Aborted(_)) => worker.other_aborts += 1,
+            Err(ClientError::Aborted(reason)) => {
+                worker.other_aborts += 1;
+                worker.other_reasons.push(format!("{reason:?}"));
+            }
             Err(ClientError::LoadFailed { .. }) => {
                 // No replica answered (one was just stopped): give the transaction up.
                 client.abort().await.expect("abort after a failed load");
                 worker.other_aborts += 1;
+                worker.other_reasons.push("load failed".into());
             }
             Err(other) => panic!("transfer failed: {other}"),
         }
@@ -375,8 +381,8 @@ async fn concurrent_transfers() {
         .sum();
     eprintln!("messages that overtook an earlier one, on the storages: {reordered}");
     eprintln!(
-        "transfers: alice {} conflicts / {} other aborts, bob {} / {}",
-        alice.1.conflicts, alice.1.other_aborts, bob.1.conflicts, bob.1.other_aborts
+        "transfers: alice {} conflicts / {:?}, bob {} / {:?}",
+        alice.1.conflicts, alice.1.other_reasons, bob.1.conflicts, bob.1.other_reasons
     );
     for client in [&reader, &alice.0, &bob.0] {
         assert_eq!(client.stats().decode_errors, 0);
@@ -444,9 +450,9 @@ async fn storage_stopped_mid_run() {
     );
     eprintln!(
         "with a storage stopped: alice {:?}/{:?}, bob {:?}",
-        (alice_before.conflicts, alice_before.other_aborts),
-        (alice_after.conflicts, alice_after.other_aborts),
-        (bob_worker.conflicts, bob_worker.other_aborts)
+        (alice_before.conflicts, &alice_before.other_reasons),
+        (alice_after.conflicts, &alice_after.other_reasons),
+        (bob_worker.conflicts, &bob_worker.other_reasons)
     );
 }
 
