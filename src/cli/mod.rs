@@ -5,6 +5,8 @@
 //! Asynchronous subcommands build their own tokio runtime inside their `run`.
 
 mod certs;
+mod client;
+mod node;
 
 use std::fmt::Write as _;
 
@@ -32,6 +34,10 @@ pub struct Cli {
 pub enum Command {
     /// Create and inspect the cluster CA and node certificates.
     Certs(certs::CertsArgs),
+    /// Run a master or storage node until SIGTERM or SIGINT.
+    Node(node::NodeArgs),
+    /// Run one transaction or load against a cluster, for scripts.
+    Client(client::ClientArgs),
 }
 
 /// Runs the command line.
@@ -39,6 +45,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     init_tracing(cli.log_level.as_deref())?;
     match cli.command {
         Command::Certs(args) => certs::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Client(args) => client::run(args),
     }
 }
 

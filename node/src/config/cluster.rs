@@ -5,12 +5,14 @@ use toml::Spanned;
 
 use super::check::Checker;
 use super::error::ConfigError;
+use super::node::{NodeName, check_name};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a [cluster] table")]
 pub(super) struct RawCluster {
     partitions: Option<Spanned<u64>>,
     replicas: Option<Spanned<u64>>,
+    storages: Option<Vec<Spanned<String>>>,
 }
 
 /// The `[cluster]` section of the master: `P` partitions (`partition = oid mod P`) and `R`
@@ -31,12 +33,26 @@ impl ClusterLayout {
     /// is a typo rather than a plan.
     pub const MAX_REPLICAS: usize = 16;
 
+    /// Checks `[cluster]`; returns the layout and `cluster.storages` (empty when not given).
     pub(super) fn check(
         raw: Spanned<RawCluster>,
         check: &Checker<'_>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<(Self, Vec<NodeName>), ConfigError> {
         let section = Some(raw.span());
         let raw = raw.into_inner();
+        let mut storages: Vec<NodeName> = Vec::new();
+        for name in raw.storages.iter().flatten() {
+            let checked = check_name(check, "cluster.storages", name)?;
+            if storages.contains(&checked) {
+                return Err(check.invalid(
+                    "cluster.storages",
+                    name,
+                    format!("{:?}", name.get_ref()),
+                    "each storage once: a storage holds at most one cell of a partition",
+                ));
+            }
+            storages.push(checked);
+        }
         let partitions = check.required(
             raw.partitions,
             "cluster.partitions",
@@ -67,11 +83,12 @@ impl ClusterLayout {
                 format!("1 to {}", Self::MAX_REPLICAS),
             ));
         }
-        Ok(Self {
+        let layout = Self {
             partitions: u32::try_from(partitions_value)
                 .expect("partitions were checked to be at most MAX_PARTITIONS"),
             replicas: usize::try_from(replicas_value)
                 .expect("replicas were checked to be at most MAX_REPLICAS"),
-        })
+        };
+        Ok((layout, storages))
     }
 }

@@ -8,7 +8,8 @@
 //! |---------------|---------------------------------------------------------------|------------------|
 //! | `[node]`      | `name`, `role`, `listen`                                      | all (required)   |
 //! | `[tls]`       | `ca`, `cert`, `key`                                           | all (required)   |
-//! | `[cluster]`   | `partitions`, `replicas`                                      | master (required)|
+//! | `[cluster]`   | `partitions`, `replicas`, `storages` (names)                  | master (required)|
+//! | `[storages]`  | `NAME = "IP:PORT"`: where each storage listens                | client (optional)|
 //! | `[master]`    | `address`, `name`                                             | storage, client (required) |
 //! | `[storage]`   | `path`                                                        | storage (required) |
 //! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
@@ -72,6 +73,8 @@ mod node;
 mod storage;
 mod tls;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -100,6 +103,7 @@ struct RawConfig {
     master: Option<Spanned<master::RawMaster>>,
     cluster: Option<Spanned<cluster::RawCluster>>,
     storage: Option<Spanned<storage::RawStorage>>,
+    storages: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     fanout: Option<Spanned<fanout::RawFanout>>,
     multicast: Option<Spanned<multicast::RawMulticast>>,
     link: Option<Spanned<link::RawLink>>,
@@ -123,6 +127,12 @@ pub struct NodeConfig {
     pub link: LinkTuning,
     /// `[log]`: the log level.
     pub log: LogLevel,
+    /// `cluster.storages` on the master: the storages the partition table places cells on, in
+    /// the order written. Empty when not given (and on other roles).
+    pub cluster_storages: Vec<NodeName>,
+    /// `[storages]` on a client: the address each storage listens at, so that the client can
+    /// load from and store to it. Empty when not given (and on other roles).
+    pub storage_addresses: BTreeMap<NodeName, SocketAddr>,
 }
 
 /// What a node of each role needs beyond the common sections.
@@ -214,6 +224,10 @@ impl NodeConfig {
         let multicast_hint = "[multicast] is for the clients that send and the storages that join";
         let master_span = raw.master.as_ref().map(Spanned::span);
         let storage_span = raw.storage.as_ref().map(Spanned::span);
+        let storages_hint = "[storages] tells a client where each storage listens";
+        let storages_span = raw.storages.as_ref().map(Spanned::span);
+        let mut cluster_storages = Vec::new();
+        let mut storage_addresses = BTreeMap::new();
         let cluster_span = raw.cluster.as_ref().map(Spanned::span);
         let fanout_span = raw.fanout.as_ref().map(Spanned::span);
         let multicast_span = raw.multicast.as_ref().map(Spanned::span);
@@ -224,19 +238,21 @@ impl NodeConfig {
                 not_for(storage_span, "storage", storage_hint)?;
                 not_for(fanout_span, "fanout", fanout_hint)?;
                 not_for(multicast_span, "multicast", multicast_hint)?;
+                not_for(storages_span.clone(), "storages", storages_hint)?;
                 let cluster = raw.cluster.ok_or_else(|| {
                     missing(
                         "cluster",
                         "a master needs [cluster] with partitions and replicas",
                     )
                 })?;
-                RoleConfig::Master {
-                    cluster: ClusterLayout::check(cluster, &check)?,
-                }
+                let (cluster, storages) = ClusterLayout::check(cluster, &check)?;
+                cluster_storages = storages;
+                RoleConfig::Master { cluster }
             }
             Role::Storage => {
                 not_for(cluster_span, "cluster", cluster_hint)?;
                 not_for(fanout_span, "fanout", fanout_hint)?;
+                not_for(storages_span.clone(), "storages", storages_hint)?;
                 let master = raw.master.ok_or_else(|| {
                     missing(
                         "master",
@@ -264,6 +280,23 @@ impl NodeConfig {
                     )
                 })?;
                 let master = MasterPeer::check(master, &node.name, &check)?;
+                for (name, address) in raw.storages.map(Spanned::into_inner).into_iter().flatten() {
+                    let key = format!("storages.{name}");
+                    let name = NodeName::new(&name).ok_or_else(|| {
+                        check.invalid(&key, &address, format!("{name:?}"), NodeName::EXPECTED)
+                    })?;
+                    let expected = "the storage's IP address and port, e.g. \"127.0.0.1:7101\"";
+                    let parsed = node::check_socket_address(&check, &key, &address, expected)?;
+                    if parsed.port() == 0 || parsed.ip().is_unspecified() {
+                        return Err(check.invalid(
+                            &key,
+                            &address,
+                            format!("{:?}", address.get_ref()),
+                            "an address one can connect to: a unicast IP and a non-zero port",
+                        ));
+                    }
+                    storage_addresses.insert(name, parsed);
+                }
                 let (fanout, strategy_span) = fanout::check_fanout(raw.fanout, &check)?;
                 if fanout.uses_multicast() && raw.multicast.is_none() {
                     return Err(ConfigError::Missing {
@@ -289,6 +322,8 @@ impl NodeConfig {
             multicast,
             link: LinkTuning::check(raw.link, &check)?,
             log: LogLevel::check(raw.log, &check)?,
+            cluster_storages,
+            storage_addresses,
         })
     }
 

@@ -1,0 +1,234 @@
+//! `replicast node --config FILE`: runs a master or a storage node until SIGTERM or SIGINT.
+//!
+//! Once its QUIC endpoint listens, the node prints one line `ready NAME ADDRESS` on standard
+//! output, so that scripts and tests can wait for it instead of sleeping. On SIGTERM or SIGINT
+//! The master also prints `running NAME,NAME,...` (sorted; empty after `running` when none)
+//! each time the set of storages that announced themselves to it changes.
+//!
+//! On SIGTERM or SIGINT it stops its driver, closes its endpoint, closes its database and exits with 0.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use replicast_certs::NodeIdentity;
+use replicast_node::config::{LinkTuning, NodeConfig, RoleConfig};
+use replicast_node::driver::{DriverConfig, Role, spawn};
+use replicast_node::master::{Master, MasterConfig};
+use replicast_node::partition::PartitionTable;
+use replicast_node::storage::Store;
+use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use tokio::sync::mpsc;
+
+use super::Error;
+
+/// How long a stopping node waits for its peers to acknowledge the closed connections.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How often the master's set of running storages is checked for a change to report.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Arguments of `replicast node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's configuration file (TOML; see docs/examples/).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Runs `replicast node`.
+pub fn run(args: NodeArgs) -> Result<(), Error> {
+    let config = NodeConfig::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    runtime.block_on(serve(config))
+}
+
+/// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
+/// `node.listen` with the `[link]` tuning.
+pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
+    let tls = &config.tls;
+    let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(|e| {
+        format!(
+            "cannot load the node's certificate ([tls] in {}): {e}",
+            config.origin.display()
+        )
+    })?;
+    if identity.name() != config.node.name.as_str() {
+        return Err(format!(
+            "{}: `node.name` is {:?} but the certificate {} is for {:?}",
+            config.origin.display(),
+            config.node.name.as_str(),
+            tls.cert.display(),
+            identity.name()
+        )
+        .into());
+    }
+    let endpoint = Endpoint::bind(EndpointConfig {
+        listen: config.node.listen,
+        server_tls: identity.server_config()?,
+        client_tls: identity.client_config()?,
+        link: link_config(&config.link),
+    })
+    .map_err(|e| {
+        format!(
+            "cannot listen at {} (`node.listen`): {e}",
+            config.node.listen
+        )
+    })?;
+    Ok(endpoint)
+}
+
+fn link_config(tuning: &LinkTuning) -> LinkConfig {
+    LinkConfig {
+        keep_alive: tuning.keep_alive,
+        idle_timeout: Some(tuning.idle_timeout),
+        // The file allows any u64; quinn's stream window is a u32, so a larger value is the
+        // largest window it can have.
+        stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
+        send_window: tuning.send_window,
+        ..LinkConfig::default()
+    }
+}
+
+async fn serve(config: NodeConfig) -> Result<(), Error> {
+    let name = config.node.name.as_str().to_owned();
+    match &config.role {
+        RoleConfig::Client { .. } => Err(format!(
+            "{}: a client is not a daemon; run its transactions with `replicast client --config FILE`",
+            config.origin.display()
+        )
+        .into()),
+        RoleConfig::Master { cluster } => {
+            if config.cluster_storages.is_empty() {
+                return Err(format!(
+                    "{}: `cluster.storages` is missing: the master places the partitions' cells \
+                     on these storages, e.g. storages = [\"storage-1\", \"storage-2\"]",
+                    config.origin.display()
+                )
+                .into());
+            }
+            let storages: Vec<String> = config
+                .cluster_storages
+                .iter()
+                .map(|storage| storage.as_str().to_owned())
+                .collect();
+            let table = PartitionTable::new(cluster.partitions, cluster.replicas, &storages)
+                .map_err(|e| format!("cannot build the partition table from [cluster]: {e}"))?;
+            let endpoint = bind_endpoint(&config)?;
+            let role = Master::new(table, MasterConfig::default());
+            let running = |master: &Master| -> Vec<String> {
+                let mut names: Vec<String> =
+                    master.running_storages().map(str::to_owned).collect();
+                names.sort();
+                names
+            };
+            run_until_signal(&name, role, endpoint, DriverConfig::default(), running).await?;
+            Ok(())
+        }
+        RoleConfig::Storage { master, storage } => {
+            let store = Store::open(&storage.path).map_err(|e| {
+                format!("cannot open `storage.path` {}: {e}", storage.path.display())
+            })?;
+            let role = StorageNode::open(
+                SystemTime::now(),
+                &name,
+                master.name.as_str(),
+                store,
+                StorageConfig::default(),
+            )
+            .map_err(|e| format!("cannot start the storage role: {e}"))?;
+            let endpoint = bind_endpoint(&config)?;
+            let driver_config = DriverConfig {
+                directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
+                ..DriverConfig::default()
+            };
+            let role =
+                run_until_signal(&name, role, endpoint, driver_config, |_| Vec::new()).await?;
+            // Dropping the store closes the database; every commit was already durable.
+            drop(role.into_store());
+            Ok(())
+        }
+    }
+}
+
+/// Spawns the driver, announces readiness, reports changes of `running` (the storages the role
+/// knows to run) until SIGTERM or SIGINT, then stops the driver and closes the endpoint.
+/// Returns the role for its owner to close.
+async fn run_until_signal<R>(
+    name: &str,
+    role: R,
+    endpoint: Endpoint,
+    driver_config: DriverConfig,
+    running: fn(&R) -> Vec<String>,
+) -> Result<R, Error>
+where
+    R: Role,
+    R::Event: std::fmt::Debug,
+{
+    let address = endpoint
+        .local_addr()
+        .map_err(|e| format!("cannot read the endpoint's address: {e}"))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    let (driver, events) = spawn(role, endpoint.clone(), driver_config);
+    let logger = tokio::spawn(log_events(events));
+    tracing::info!(node = name, %address, "listening");
+    announce(&format!("ready {name} {address}"))?;
+
+    let watch = async {
+        let mut reported = Vec::new();
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let Ok(now_running) = driver.call(move |role, _| running(role)).await else {
+                return Err::<(), Error>(format!("the driver of {name} stopped").into());
+            };
+            if now_running != reported {
+                tracing::info!(node = name, running = ?now_running, "running storages changed");
+                announce(&format!("running {}", now_running.join(",")))?;
+                reported = now_running;
+            }
+        }
+    };
+    tokio::select! {
+        result = watch => result?,
+        _ = terminate.recv() => tracing::info!(node = name, "SIGTERM: stopping"),
+        result = tokio::signal::ctrl_c() => {
+            result.map_err(|e| format!("cannot wait for SIGINT: {e}"))?;
+            tracing::info!(node = name, "SIGINT: stopping");
+        }
+    }
+    let role = driver
+        .stop()
+        .await
+        .map_err(|e| format!("the driver of {name} failed: {e}"))?;
+    // Bounded: a peer that vanished never acknowledges the close.
+    if tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::debug!(node = name, "peers did not acknowledge the close in time");
+    }
+    logger.abort();
+    Ok(role)
+}
+
+/// Writes one status line to standard output, at once (it is a pipe in scripts).
+fn announce(line: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write {line:?} to standard output: {e}"))?;
+    Ok(())
+}
+
+async fn log_events<E: std::fmt::Debug>(mut events: mpsc::UnboundedReceiver<E>) {
+    while let Some(event) = events.recv().await {
+        tracing::debug!(?event, "role event");
+    }
+}
