@@ -142,9 +142,12 @@ fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn tls_section(name: &str) -> String {
+/// `[tls]` for `name`, and a `[link]` that notices a silent peer within a second or two
+/// rather than quinn's 30 s, so the master marks a killed storage soon.
+fn common_sections(name: &str) -> String {
     format!(
-        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n"
+        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n\
+         [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n"
     )
 }
 
@@ -230,7 +233,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
         &format!(
             "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"{master_listen}\"\n\n{}\n\
              [cluster]\npartitions = 12\nreplicas = 2\nstorages = [{storage_list}]\n",
-            tls_section("master")
+            common_sections("master")
         ),
     );
     cluster
@@ -249,7 +252,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
                 "[node]\nname = \"{name}\"\nrole = \"storage\"\nlisten = \"{listen}\"\n\n{}\n\
                  [master]\naddress = \"{master_address}\"\nname = \"master\"\n\n\
                  [storage]\npath = \"data/{name}.redb\"\n",
-                tls_section(name)
+                common_sections(name)
             ),
         );
         std::fs::create_dir_all(root.join("data")).expect("data dir");
@@ -266,7 +269,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
         &format!(
             "[node]\nname = \"{CLIENT}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
              [master]\naddress = \"{master_address}\"\nname = \"master\"\n\n[storages]\n{}\n",
-            tls_section(CLIENT),
+            common_sections(CLIENT),
             storage_addresses.join("\n")
         ),
     );
@@ -306,4 +309,60 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
             node.name
         );
     }
+}
+
+/// Runs `replicast node --config FILE` on a configuration that must be refused; returns its
+/// standard error after checking it exited with 1 without printing a ready line.
+fn refused_node(config: &Path) -> String {
+    let output = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run replicast node");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty(), "no ready line: {output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn node_refuses_a_bad_configuration_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let header = "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"127.0.0.1:7000\"\n";
+    let tls = "[tls]\nca = \"ca.pem\"\ncert = \"master.pem\"\nkey = \"master.key\"\n";
+
+    let typo = write_config(
+        root,
+        "typo",
+        &format!("{header}{tls}[cluster]\npartitions = 12\nreplica = 2\n"),
+    );
+    let error = refused_node(&typo);
+    assert!(error.contains("`cluster.replica`"), "{error}");
+
+    let no_storages = write_config(
+        root,
+        "no-storages",
+        &format!("{header}{tls}[cluster]\npartitions = 12\nreplicas = 2\n"),
+    );
+    let error = refused_node(&no_storages);
+    assert!(error.contains("`cluster.storages` is missing"), "{error}");
+
+    let too_few = write_config(
+        root,
+        "too-few",
+        &format!("{header}{tls}[cluster]\npartitions = 12\nreplicas = 2\nstorages = [\"s-1\"]\n"),
+    );
+    let error = refused_node(&too_few);
+    assert!(error.contains("`cluster.storages`"), "{error}");
+
+    let no_certificate = write_config(
+        root,
+        "no-certificate",
+        &format!(
+            "{header}{tls}[cluster]\npartitions = 12\nreplicas = 2\nstorages = [\"s-1\", \"s-2\"]\n"
+        ),
+    );
+    let error = refused_node(&no_certificate);
+    assert!(error.contains("[tls]"), "{error}");
 }

@@ -118,7 +118,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 .map(|storage| storage.as_str().to_owned())
                 .collect();
             let table = PartitionTable::new(cluster.partitions, cluster.replicas, &storages)
-                .map_err(|e| format!("cannot build the partition table from [cluster]: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "{}: `cluster.replicas` and `cluster.storages` make no partition table: {e}",
+                        config.origin.display()
+                    )
+                })?;
             let endpoint = bind_endpoint(&config)?;
             let role = Master::new(table, MasterConfig::default());
             let running = |master: &Master| -> Vec<String> {

@@ -344,3 +344,78 @@ impl NodeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TLS: &str = "[tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n";
+
+    fn master(storages: &str) -> Result<NodeConfig, ConfigError> {
+        let text = format!(
+            "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"127.0.0.1:7000\"\n{TLS}\
+             [cluster]\npartitions = 12\nreplicas = 2\n{storages}"
+        );
+        NodeConfig::parse(&text, "master.toml")
+    }
+
+    fn client(storages: &str) -> Result<NodeConfig, ConfigError> {
+        let text = format!(
+            "[node]\nname = \"client-1\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n{TLS}\
+             [master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n{storages}"
+        );
+        NodeConfig::parse(&text, "client-1.toml")
+    }
+
+    #[test]
+    fn master_names_its_storages_in_order() {
+        let config = master("storages = [\"storage-2\", \"storage-1\"]\n").unwrap();
+        let names: Vec<&str> = config
+            .cluster_storages
+            .iter()
+            .map(NodeName::as_str)
+            .collect();
+        assert_eq!(names, ["storage-2", "storage-1"]);
+        assert!(master("").unwrap().cluster_storages.is_empty());
+    }
+
+    #[test]
+    fn master_storage_mistakes_name_the_key() {
+        for storages in [
+            "storages = [\"storage-1\", \"storage-1\"]\n",
+            "storages = [\"Storage_1\"]\n",
+        ] {
+            let error = master(storages).unwrap_err();
+            assert_eq!(error.key(), Some("cluster.storages"), "{storages}: {error}");
+        }
+    }
+
+    #[test]
+    fn client_reads_storage_addresses() {
+        let config = client("[storages]\nstorage-1 = \"127.0.0.1:7101\"\n").unwrap();
+        let name = NodeName::new("storage-1").unwrap();
+        assert_eq!(
+            config.storage_addresses.get(&name),
+            Some(&"127.0.0.1:7101".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn client_storage_address_mistakes_name_the_key() {
+        for (storages, key) in [
+            ("storage-1 = \"127.0.0.1\"", "storages.storage-1"),
+            ("storage-1 = \"127.0.0.1:0\"", "storages.storage-1"),
+            ("storage-1 = \"0.0.0.0:7101\"", "storages.storage-1"),
+            ("Storage_1 = \"127.0.0.1:7101\"", "storages.Storage_1"),
+        ] {
+            let error = client(&format!("[storages]\n{storages}\n")).unwrap_err();
+            assert_eq!(error.key(), Some(key), "{storages}: {error}");
+        }
+    }
+
+    #[test]
+    fn storages_section_is_for_clients_only() {
+        let error = master("[storages]\nstorage-1 = \"127.0.0.1:7101\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("storages"), "{error}");
+    }
+}
