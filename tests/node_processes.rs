@@ -299,13 +299,14 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
         assert_eq!(get(&client_config, *oid), (tid, format!("second {oid}")));
     }
 
-    // SIGTERM: every remaining node stops cleanly.
-    for node in cluster.nodes.iter_mut().take(3) {
-        node.signal("-TERM");
+    // SIGTERM (and SIGINT, as from a terminal): every remaining node stops cleanly.
+    let signals = ["-TERM", "-TERM", "-INT"];
+    for (node, signal) in cluster.nodes.iter_mut().zip(signals) {
+        node.signal(signal);
         let status = node.wait_exit();
         assert!(
             status.success(),
-            "{} exits 0 on SIGTERM: {status}",
+            "{} exits 0 on {signal}: {status}",
             node.name
         );
     }

@@ -1,11 +1,12 @@
 //! `replicast node --config FILE`: runs a master or a storage node until SIGTERM or SIGINT.
 //!
 //! Once its QUIC endpoint listens, the node prints one line `ready NAME ADDRESS` on standard
-//! output, so that scripts and tests can wait for it instead of sleeping. On SIGTERM or SIGINT
-//! The master also prints `running NAME,NAME,...` (sorted; empty after `running` when none)
-//! each time the set of storages that announced themselves to it changes.
+//! output, so that scripts and tests can wait for it instead of sleeping. The master also
+//! prints `running NAME,NAME,...` (sorted; nothing after `running` when none) each time the
+//! set of storages that announced themselves to it changes.
 //!
-//! On SIGTERM or SIGINT it stops its driver, closes its endpoint, closes its database and exits with 0.
+//! On SIGTERM or SIGINT the node stops its driver, closes its endpoint, closes its database
+//! and exits with 0.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -21,6 +22,7 @@ use replicast_node::partition::PartitionTable;
 use replicast_node::storage::Store;
 use replicast_node::storage_node::{StorageConfig, StorageNode};
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::Error;
@@ -178,8 +180,12 @@ where
     let address = endpoint
         .local_addr()
         .map_err(|e| format!("cannot read the endpoint's address: {e}"))?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    // Both handlers are installed before the ready line: a signal sent right after it must
+    // find them, not the default action.
+    let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
     let (driver, events) = spawn(role, endpoint.clone(), driver_config);
     let logger = tokio::spawn(log_events(events));
     tracing::info!(node = name, %address, "listening");
@@ -195,7 +201,10 @@ where
             };
             if now_running != reported {
                 tracing::info!(node = name, running = ?now_running, "running storages changed");
-                announce(&format!("running {}", now_running.join(",")))?;
+                // A status line nobody reads any more is no reason to stop serving.
+                if let Err(error) = announce(&format!("running {}", now_running.join(","))) {
+                    tracing::warn!(node = name, %error, "cannot report the running storages");
+                }
                 reported = now_running;
             }
         }
@@ -203,10 +212,7 @@ where
     tokio::select! {
         result = watch => result?,
         _ = terminate.recv() => tracing::info!(node = name, "SIGTERM: stopping"),
-        result = tokio::signal::ctrl_c() => {
-            result.map_err(|e| format!("cannot wait for SIGINT: {e}"))?;
-            tracing::info!(node = name, "SIGINT: stopping");
-        }
+        _ = interrupt.recv() => tracing::info!(node = name, "SIGINT: stopping"),
     }
     let role = driver
         .stop()
