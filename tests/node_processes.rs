@@ -263,13 +263,19 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
     }
     cluster.nodes[0].wait_running(&STORAGES);
 
-    let client_config = write_config(
+    // The client finds the storages through the master's address book; a second
+    // configuration lists them itself in [storages].
+    let client_sections = format!(
+        "[node]\nname = \"{CLIENT}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
+         [master]\naddress = \"{master_address}\"\nname = \"master\"\n",
+        common_sections(CLIENT),
+    );
+    let client_config = write_config(root, CLIENT, &client_sections);
+    let listing_config = write_config(
         root,
-        CLIENT,
+        "client-listing-storages",
         &format!(
-            "[node]\nname = \"{CLIENT}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
-             [master]\naddress = \"{master_address}\"\nname = \"master\"\n\n[storages]\n{}\n",
-            common_sections(CLIENT),
+            "{client_sections}\n[storages]\n{}\n",
             storage_addresses.join("\n")
         ),
     );
@@ -296,7 +302,11 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
         second_tids.push(put(&client_config, *oid, &format!("second {oid}")));
     }
     for (oid, tid) in oids.iter().zip(second_tids) {
-        assert_eq!(get(&client_config, *oid), (tid, format!("second {oid}")));
+        assert_eq!(
+            get(&client_config, *oid),
+            (tid.clone(), format!("second {oid}"))
+        );
+        assert_eq!(get(&listing_config, *oid), (tid, format!("second {oid}")));
     }
 
     // SIGTERM (and SIGINT, as from a terminal): every remaining node stops cleanly.

@@ -1,7 +1,8 @@
 //! `replicast client --config FILE ...`: one transaction or one load, for scripts.
 //!
-//! The client reaches the master at `[master]` and the storages at the addresses of its
-//! `[storages]` section. OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed
+//! The client reaches the master at `[master]`, and the storages at the addresses the master
+//! hands out (each storage tells the master its own) or, where given, at those of the
+//! client's `[storages]` section. OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed
 //! as 16 hexadecimal digits.
 
 use std::collections::HashMap;

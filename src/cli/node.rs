@@ -141,7 +141,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let store = Store::open(&storage.path).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;
-            let role = StorageNode::open(
+            let mut role = StorageNode::open(
                 SystemTime::now(),
                 &name,
                 master.name.as_str(),
@@ -150,6 +150,17 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
             let endpoint = bind_endpoint(&config)?;
+            // The master hands this address to clients. A wildcard address names no host a
+            // client could dial: such clients list the storage in their own [storages].
+            if config.node.listen.ip().is_unspecified() {
+                tracing::warn!(
+                    node = %name,
+                    listen = %config.node.listen,
+                    "`node.listen` is a wildcard address: clients need this storage in their [storages]"
+                );
+            } else {
+                role.announce_address(config.node.listen);
+            }
             let driver_config = DriverConfig {
                 directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
                 ..DriverConfig::default()

@@ -35,6 +35,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid};
@@ -97,6 +98,8 @@ pub struct Client {
     master: NodeName,
     config: ClientConfig,
     table: Option<PartitionTable>,
+    /// Where storages accept connections, as the master told.
+    storage_addresses: BTreeMap<NodeName, SocketAddr>,
     txn: Option<Transaction>,
     loads: BTreeMap<u64, PendingLoad>,
     next_request: u64,
@@ -112,12 +115,19 @@ impl Client {
             master: master.to_owned(),
             config,
             table: None,
+            storage_addresses: BTreeMap::new(),
             txn: None,
             loads: BTreeMap::new(),
             next_request: 0,
             out: Outbox::default(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Where the storages accept connections, as the master told (empty until it did, and
+    /// when storages did not tell it).
+    pub fn storage_addresses(&self) -> &BTreeMap<NodeName, SocketAddr> {
+        &self.storage_addresses
     }
 
     /// This client's name.
@@ -311,6 +321,10 @@ impl Client {
     ) -> Result<(), ProtocolError> {
         let from_master = from == self.master;
         match message {
+            Message::StorageAddresses(book) if from_master => {
+                self.storage_addresses.extend(book);
+                Ok(())
+            }
             Message::PartitionTable(table) if from_master => {
                 let newer = self
                     .table

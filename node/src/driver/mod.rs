@@ -12,9 +12,11 @@
 //! receiver restores the order ([`ordering`]); a message that cannot be sent makes its peer
 //! lost, which the roles cope with.
 //!
-//! Peers are found through [`DriverConfig::directory`] (the addresses this node dials) or,
-//! for peers that dialed this node, through their connection: the master needs no
-//! directory, a storage names the master, a client names the master and the storages.
+//! Peers are found through [`DriverConfig::directory`] (the addresses this node dials), then
+//! [`Role::peer_address`] (addresses the role learned: a client gets the storages' from the
+//! master, to which each storage told its own) or, for peers that dialed this node, through
+//! their connection: the master needs no directory, a storage names the master, a client
+//! names the master (and, where the master cannot tell, the storages).
 
 mod client_handle;
 pub mod ordering;

@@ -1,5 +1,6 @@
 //! [`Role`]: what the driver needs from a sans-IO role, implemented by the three of them.
 
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::client::{Client, ClientEvent};
@@ -32,6 +33,12 @@ pub trait Role: Send + 'static {
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// The next event.
     fn poll_event(&mut self) -> Option<Self::Event>;
+    /// Where `peer` accepts connections, if the role learned it from the protocol; used for
+    /// peers missing from [`DriverConfig::directory`](super::DriverConfig::directory).
+    fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        let _ = peer;
+        None
+    }
 }
 
 impl Role for Master {
@@ -117,5 +124,8 @@ impl Role for Client {
     }
     fn poll_event(&mut self) -> Option<ClientEvent> {
         Client::poll_event(self)
+    }
+    fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        self.storage_addresses().get(peer).copied()
     }
 }

@@ -364,10 +364,17 @@ impl<R: Role> Driver<R> {
             .is_none_or(|sender| sender.is_closed())
         {
             let (sender, queue) = mpsc::unbounded_channel();
+            // The configured directory wins; otherwise the role may have learned the address
+            // (a client learns the storages' from the master).
+            let address = self
+                .directory
+                .get(peer)
+                .copied()
+                .or_else(|| self.role.peer_address(peer));
             tokio::spawn(send_to_peer(
                 peer.to_owned(),
                 self.endpoint.clone(),
-                self.directory.clone(),
+                address,
                 queue,
                 self.link_events.clone(),
             ));
@@ -382,7 +389,7 @@ impl<R: Role> Driver<R> {
 async fn send_to_peer(
     peer: String,
     endpoint: Endpoint,
-    directory: Arc<HashMap<String, SocketAddr>>,
+    address: Option<SocketAddr>,
     mut queue: mpsc::UnboundedReceiver<Envelope>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
@@ -392,7 +399,7 @@ async fn send_to_peer(
         if failed_epoch == Some(envelope.epoch) {
             continue;
         }
-        let result = match link(&endpoint, &directory, &peer).await {
+        let result = match link(&endpoint, address, &peer).await {
             Ok(link) => link.send_message(&envelope).await.map_err(SendError::from),
             Err(error) => Err(error),
         };
@@ -426,11 +433,11 @@ enum SendError {
 
 async fn link(
     endpoint: &Endpoint,
-    directory: &HashMap<String, SocketAddr>,
+    address: Option<SocketAddr>,
     peer: &str,
 ) -> Result<Link, SendError> {
-    match directory.get(peer) {
-        Some(addr) => Ok(endpoint.link(peer, *addr).await?),
+    match address {
+        Some(addr) => Ok(endpoint.link(peer, addr).await?),
         None => endpoint.known_link(peer).ok_or(SendError::NoRoute),
     }
 }

@@ -28,6 +28,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid, TidClock};
@@ -74,6 +75,8 @@ pub struct Master {
     clock: TidClock,
     next_oid: u64,
     running: BTreeSet<NodeName>,
+    /// Where storages said they accept connections, handed to clients.
+    storage_addresses: BTreeMap<NodeName, SocketAddr>,
     clients: BTreeSet<NodeName>,
     open: BTreeMap<Tid, Open>,
     queue: VecDeque<FinishRequest>,
@@ -92,6 +95,7 @@ impl Master {
             table,
             clock: TidClock::default(),
             running: BTreeSet::new(),
+            storage_addresses: BTreeMap::new(),
             clients: BTreeSet::new(),
             open: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -100,6 +104,11 @@ impl Master {
             out: Outbox::default(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Where each storage that told its address accepts connections.
+    pub fn storage_addresses(&self) -> &BTreeMap<NodeName, SocketAddr> {
+        &self.storage_addresses
     }
 
     /// The current partition table.
@@ -146,8 +155,30 @@ impl Master {
         match message {
             Message::ClientHello if !is_storage => {
                 self.clients.insert(from.to_owned());
+                // Before the table: a client is ready once it has the table, and by then it
+                // must know where the storages are.
+                if !self.storage_addresses.is_empty() {
+                    let book = self
+                        .storage_addresses
+                        .iter()
+                        .map(|(name, address)| (name.clone(), *address))
+                        .collect();
+                    self.out.send(from, Message::StorageAddresses(book));
+                }
                 self.out
                     .send(from, Message::PartitionTable(self.table.clone()));
+            }
+            Message::StorageAddress { address } if is_storage => {
+                let previous = self.storage_addresses.insert(from.to_owned(), address);
+                if previous != Some(address) {
+                    // Clients that already have the table learn the new address too.
+                    for client in &self.clients {
+                        self.out.send(
+                            client,
+                            Message::StorageAddresses(vec![(from.to_owned(), address)]),
+                        );
+                    }
+                }
             }
             Message::StorageReady if is_storage => {
                 // Ready while believed running: it restarted unnoticed and missed writes.

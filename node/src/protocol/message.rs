@@ -1,5 +1,7 @@
 //! Every message a peer of the two-phase commit can send, with the answers it can carry.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Oid, Tid};
@@ -161,6 +163,14 @@ pub enum Message {
         /// The revision, if any.
         result: LoadResult,
     },
+    /// Storage -> master: where the storage accepts connections from clients.
+    StorageAddress {
+        /// Its QUIC address.
+        address: SocketAddr,
+    },
+    /// Master -> client, before the partition table: where each storage that told its
+    /// address accepts connections.
+    StorageAddresses(Vec<(NodeName, SocketAddr)>),
 }
 
 /// The outcome of one store on one storage.
@@ -265,6 +275,8 @@ impl Message {
             Message::Outcome { .. } => "Outcome",
             Message::Load { .. } => "Load",
             Message::AnswerLoad { .. } => "AnswerLoad",
+            Message::StorageAddress { .. } => "StorageAddress",
+            Message::StorageAddresses(_) => "StorageAddresses",
         }
     }
 }

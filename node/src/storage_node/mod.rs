@@ -15,6 +15,7 @@
 //! again, so the master does not take this storage for silent.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid};
@@ -119,6 +120,13 @@ impl StorageNode {
             }
         }
         Ok(node)
+    }
+
+    /// Tells the master that this storage accepts connections at `address`; the master hands
+    /// it to clients, which then need no list of storage addresses of their own.
+    pub fn announce_address(&mut self, address: SocketAddr) {
+        self.out
+            .send(&self.master, Message::StorageAddress { address });
     }
 
     /// This storage's name.
