@@ -148,7 +148,7 @@ fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn common_sections(name: &str) -> String {
     format!(
         "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n\
-         [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n"
+         [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\n[log]\nlevel = \"warn\"\n"
     )
 }
 

@@ -55,6 +55,13 @@ enum ClientCommand {
     },
 }
 
+impl ClientArgs {
+    /// The configuration file.
+    pub fn config(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
 fn parse_oid(text: &str) -> Result<Oid, String> {
     let parsed = match text.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16),

@@ -21,7 +21,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[command(name = "replicast", version, about, propagate_version = true)]
 pub struct Cli {
     /// Log filter, e.g. `info` or `replicast_transport=debug,warn` (overrides RUST_LOG;
-    /// default: RUST_LOG, else `warn`). Logs go to standard error.
+    /// default: RUST_LOG, else `log.level` of a node's --config file, else `warn`). Logs go
+    /// to standard error.
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
 
@@ -42,7 +43,12 @@ pub enum Command {
 
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    init_tracing(cli.log_level.as_deref())?;
+    let config_level = match &cli.command {
+        Command::Certs(_) => None,
+        Command::Node(args) => node::config_log_level(args.config()),
+        Command::Client(args) => node::config_log_level(args.config()),
+    };
+    init_tracing(cli.log_level.as_deref(), config_level)?;
     match cli.command {
         Command::Certs(args) => certs::run(args),
         Command::Node(args) => node::run(args),
@@ -50,13 +56,15 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-/// `--log-level` wins over `RUST_LOG`; with neither, only warnings and errors are logged.
-fn init_tracing(log_level: Option<&str>) -> Result<(), Error> {
+/// `--log-level` wins over `RUST_LOG`, which wins over the node's `log.level`; with none of
+/// them, only warnings and errors are logged.
+fn init_tracing(log_level: Option<&str>, config_level: Option<&str>) -> Result<(), Error> {
     let filter = match log_level {
         Some(level) => {
             EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?
         }
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(config_level.unwrap_or("warn"))),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

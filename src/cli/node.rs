@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
@@ -38,6 +38,21 @@ pub struct NodeArgs {
     /// The node's configuration file (TOML; see docs/examples/).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+}
+
+impl NodeArgs {
+    /// The configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+}
+
+/// `log.level` of the configuration file at `path`, for the log filter; `None` when the file
+/// cannot be read or checked (the subcommand then reports why).
+pub(super) fn config_log_level(path: &Path) -> Option<&'static str> {
+    NodeConfig::load(path)
+        .ok()
+        .map(|config| config.log.as_str())
 }
 
 /// Runs `replicast node`.
