@@ -153,6 +153,16 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             Ok(())
         }
         RoleConfig::Storage { master, storage } => {
+            // The file is created when missing; so is its directory, as a user of a fresh
+            // deployment expects.
+            if let Some(parent) = storage.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    format!(
+                        "cannot create the directory of `storage.path` {}: {e}",
+                        storage.path.display()
+                    )
+                })?;
+            }
             let store = Store::open(&storage.path).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;

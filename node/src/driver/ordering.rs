@@ -3,7 +3,7 @@
 //! [`Link::send_message`](replicast_transport::quic::Link::send_message) opens a stream per
 //! message, so two messages to one peer may overtake each other. The roles need them in
 //! order, so every message carries the sender's [`Envelope`] sequence number and the receiver
-//! holds early ones in a bounded [`Reorder`] buffer until the gap closes.
+//! holds early ones in a bounded reorder buffer until the gap closes.
 //!
 //! A sender that fails to deliver a message starts a new *epoch* for that peer (the peer is
 //! reported lost, so the roles cope with what was dropped); the receiver then restarts its
