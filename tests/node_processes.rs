@@ -256,7 +256,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
                 common_sections(name)
             ),
         );
-        std::fs::create_dir_all(root.join("data")).expect("data dir");
+        // `data/` does not exist yet: the node creates it, as on a fresh deployment.
         cluster.nodes.push(NodeProcess::start(name, &config));
         let address = cluster.nodes.last().expect("just pushed").wait_ready();
         assert_eq!(address, listen);
