@@ -42,7 +42,7 @@ use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{
     LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteResult, decode,
+    VoteResult, decode_from,
 };
 use crate::storage::{ObjectData, TransactionInfo};
 
@@ -305,11 +305,7 @@ impl Client {
         from: &str,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
-        let message = decode(bytes).map_err(|source| ProtocolError::Decode {
-            from: from.to_owned(),
-            source,
-        })?;
-        self.handle(now, from, message)
+        self.handle(now, from, decode_from(from, bytes)?)
     }
 
     /// Handles one message from peer `from`.

@@ -33,7 +33,7 @@ use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid, TidClock};
 use crate::partition::{NodeName, PartitionTable};
-use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit, decode};
+use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit, decode_from};
 
 mod config;
 mod event;
@@ -133,11 +133,7 @@ impl Master {
         from: &str,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
-        let message = decode(bytes).map_err(|source| ProtocolError::Decode {
-            from: from.to_owned(),
-            source,
-        })?;
-        self.handle(now, from, message)
+        self.handle(now, from, decode_from(from, bytes)?)
     }
 
     /// Handles one message from peer `from`.

@@ -1,6 +1,6 @@
 //! The wire form of a message: a protocol version, then the message, both in postcard.
 
-use super::error::DecodeError;
+use super::error::{DecodeError, ProtocolError};
 use super::message::Message;
 
 /// The version of the message set this crate speaks. A peer speaking another is refused.
@@ -45,4 +45,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::TrailingBytes { len: rest.len() });
     }
     Ok(message)
+}
+
+/// Decodes bytes that arrived from peer `from`, naming the peer in the error: the first step of
+/// every role's `handle_bytes`.
+pub fn decode_from(from: &str, bytes: &[u8]) -> Result<Message, ProtocolError> {
+    decode(bytes).map_err(|source| ProtocolError::Decode {
+        from: from.to_owned(),
+        source,
+    })
 }

@@ -49,7 +49,7 @@ mod codec;
 mod error;
 mod message;
 
-pub use codec::{PROTOCOL_VERSION, decode, encode};
+pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{LoadResult, Message, StoreResult, TransactionOutcome, VoteRefusal, VoteResult};
 

@@ -23,7 +23,7 @@ use crate::locks::{LockDecision, LockEvent, LockManager};
 use crate::partition::NodeName;
 use crate::protocol::{
     LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteRefusal, VoteResult, decode,
+    VoteRefusal, VoteResult, decode_from,
 };
 use crate::storage::{ObjectData, StorageError, Store, TransactionInfo};
 
@@ -156,11 +156,7 @@ impl StorageNode {
         from: &str,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
-        let message = decode(bytes).map_err(|source| ProtocolError::Decode {
-            from: from.to_owned(),
-            source,
-        })?;
-        self.handle(now, from, message)
+        self.handle(now, from, decode_from(from, bytes)?)
     }
 
     /// Handles one message from peer `from`.
