@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::status::{ClusterStatus, NodeReport};
 use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
 use crate::storage::{ObjectData, TransactionInfo};
@@ -171,6 +172,20 @@ pub enum Message {
     /// Master -> client, before the partition table: where each storage that told its
     /// address accepts connections.
     StorageAddresses(Vec<(NodeName, SocketAddr)>),
+    /// Client or storage -> master: its links as it measures them (sent now and then).
+    NodeReport(NodeReport),
+    /// Anyone with a cluster certificate -> master: asks for the cluster's status.
+    AskStatus {
+        /// Chosen by the asker to match the answer.
+        request: u64,
+    },
+    /// Master -> asker: the answer to [`Message::AskStatus`].
+    AnswerStatus {
+        /// The request answered.
+        request: u64,
+        /// The cluster as the master sees it.
+        status: Box<ClusterStatus>,
+    },
 }
 
 /// The outcome of one store on one storage.
@@ -277,6 +292,9 @@ impl Message {
             Message::AnswerLoad { .. } => "AnswerLoad",
             Message::StorageAddress { .. } => "StorageAddress",
             Message::StorageAddresses(_) => "StorageAddresses",
+            Message::NodeReport(_) => "NodeReport",
+            Message::AskStatus { .. } => "AskStatus",
+            Message::AnswerStatus { .. } => "AnswerStatus",
         }
     }
 }

@@ -48,10 +48,14 @@
 mod codec;
 mod error;
 mod message;
+mod status;
 
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{LoadResult, Message, StoreResult, TransactionOutcome, VoteRefusal, VoteResult};
+pub use status::{
+    ClusterStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus, StorePath,
+};
 
 use std::collections::VecDeque;
 

@@ -1,0 +1,90 @@
+//! What nodes report about their links, and the cluster status the master answers with.
+//!
+//! Every client and storage sends the master a [`NodeReport`] now and then: the measured
+//! round-trip time of each of its links and, for a writer, whether each storage is reached by
+//! multicast right now or by the unicast fallback. The master keeps the latest report of each
+//! node and answers [`Message::AskStatus`](super::Message::AskStatus) with a [`ClusterStatus`]:
+//! what `replicast status` prints.
+
+use serde::{Deserialize, Serialize};
+
+use crate::partition::{NodeName, PartitionTable};
+
+/// How a writer's stored objects reach one storage right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorePath {
+    /// Over the multicast group (its reachability is proven).
+    Multicast,
+    /// Over the storage's QUIC link, because multicast is off for this writer (strategy
+    /// `unicast`) or the storage has not proven reachable on the group (strategy `auto`).
+    Unicast,
+}
+
+/// One link of the reporting node, as it measures it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    /// The node at the other end.
+    pub peer: NodeName,
+    /// The smoothed round-trip time QUIC measures on the link, in microseconds; `None` when no
+    /// connection is up.
+    pub rtt_micros: Option<u64>,
+    /// For a writer's link to a storage: how stored objects reach it now.
+    pub store_path: Option<StorePath>,
+}
+
+/// What a client or storage tells the master about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Its links, one per peer it has a connection to.
+    pub links: Vec<LinkReport>,
+}
+
+/// The role of a node in a [`ClusterStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// The master.
+    Master,
+    /// A storage.
+    Storage,
+    /// A client.
+    Client,
+}
+
+/// Whether a node is part of the running cluster, as the master sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Connected and serving.
+    Running,
+    /// Known (in the partition table) but not connected.
+    Down,
+}
+
+/// One node in a [`ClusterStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its name, as in its certificate.
+    pub name: NodeName,
+    /// Its role.
+    pub role: NodeRole,
+    /// Running or down.
+    pub state: NodeState,
+    /// The address it accepts connections at, when it told the master.
+    pub address: Option<std::net::SocketAddr>,
+    /// Its latest report, if it sent one.
+    pub report: Option<NodeReport>,
+}
+
+/// The whole cluster as the master sees it: the answer to `replicast status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The master's name.
+    pub master: NodeName,
+    /// Whether every partition has a readable cell, so that commits can go on.
+    pub operational: bool,
+    /// The last committed TID, as a raw 64-bit value (0 when none).
+    pub last_tid: u64,
+    /// Every node the master knows: itself, the storages of the table, connected clients.
+    pub nodes: Vec<NodeStatus>,
+    /// The partition table with its cell states.
+    pub partition_table: PartitionTable,
+}
