@@ -4,281 +4,31 @@
 //! clients (sum and every balance checked); a storage killed with SIGKILL while commits go on;
 //! the rest stopped with SIGTERM and SIGINT.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_replicast");
-const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::{BIN, ClusterSpec, LocalCluster, client, get, put, write_config};
+
 const CLIENT: &str = "client-1";
-/// Bounds every single wait on a process.
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A running `replicast node`: its standard output, line by line, comes out of `lines`; the
-/// channel disconnects when the process closes its output (it exited).
-struct NodeProcess {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl NodeProcess {
-    fn start(name: &str, config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["node", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start replicast node");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            child,
-            lines,
-        }
-    }
-
-    /// The next line of output that `accept` takes, bounded by [`WAIT`].
-    fn wait_for<T>(&self, what: &str, accept: impl Fn(&str) -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(value) = accept(&line) {
-                        return value;
-                    }
-                }
-                Err(error) => panic!("{}: no {what} ({error})", self.name),
-            }
-        }
-    }
-
-    /// Waits for the `ready NAME ADDRESS` line; returns the address.
-    fn wait_ready(&self) -> SocketAddr {
-        let prefix = format!("ready {} ", self.name);
-        self.wait_for("ready line", |line| {
-            line.strip_prefix(&prefix)
-                .map(|address| address.parse().expect("the ready line ends in an address"))
-        })
-    }
-
-    /// Waits for the master's `running ...` line naming exactly `storages`.
-    fn wait_running(&self, storages: &[&str]) {
-        let expected = format!("running {}", storages.join(","));
-        self.wait_for(&format!("line {expected:?}"), |line| {
-            (line == expected).then_some(())
-        });
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {}", self.name);
-    }
-
-    /// Waits (bounded) for the process to close its output, then reaps it.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{} did not exit within {WAIT:?}", self.name)
-                }
-            }
-        }
-        self.child.wait().expect("reap the node")
-    }
-}
-
-/// Kills every node still running when the test ends, passed or failed.
-#[derive(Default)]
-struct Cluster {
-    nodes: Vec<NodeProcess>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Ok(None) = node.child.try_wait() {
-                let _ = node.child.kill();
-                let _ = node.child.wait();
-            }
-        }
-    }
-}
-
-/// A UDP port free on 127.0.0.1 right now (the configuration of a master or storage needs a
-/// fixed port; each node checks its ready line reports it).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("bind a UDP socket on 127.0.0.1")
-        .port()
-}
-
-fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-/// `[tls]` for `name`, and a `[link]` that notices a silent peer within a second or two
-/// rather than quinn's 30 s, so the master marks a killed storage soon.
-fn common_sections(name: &str) -> String {
-    format!(
-        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n\
-         [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\n[log]\nlevel = \"warn\"\n"
-    )
-}
-
-/// Runs `replicast client` (bounded by [`WAIT`]); returns its output line, or its standard
-/// error when it failed.
-fn client(config: &Path, args: &[&str]) -> Result<String, String> {
-    let mut child = Command::new(BIN)
-        .args(["client", "--timeout", "20", "--config"])
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start replicast client");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (sender, outputs) = mpsc::channel();
-    thread::spawn(move || {
-        let read = |pipe: &mut dyn std::io::Read| {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        };
-        let mut stdout = stdout;
-        let mut stderr = stderr;
-        let out = read(&mut stdout);
-        let err = read(&mut stderr);
-        let _ = sender.send((out, err));
-    });
-    let Ok((out, err)) = outputs.recv_timeout(WAIT) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("replicast client {args:?} did not finish within {WAIT:?}");
-    };
-    let status = child.wait().expect("reap the client");
-    if status.success() {
-        Ok(out.trim_end().to_owned())
-    } else {
-        Err(err)
-    }
-}
-
-fn put(config: &Path, oid: u64, data: &str) -> String {
-    let tid = client(config, &["put", &oid.to_string(), data])
-        .unwrap_or_else(|error| panic!("put {oid} {data}: {error}"));
-    assert!(
-        tid.len() == 16 && u64::from_str_radix(&tid, 16).is_ok(),
-        "put prints a TID: {tid:?}"
-    );
-    tid
-}
-
-fn get(config: &Path, oid: u64) -> (String, String) {
-    let line = client(config, &["get", &oid.to_string()])
-        .unwrap_or_else(|error| panic!("get {oid}: {error}"));
-    let (serial, data) = line.split_once(' ').expect("get prints SERIAL DATA");
-    (serial.to_owned(), data.to_owned())
-}
 
 #[test]
 fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path();
-    let mut nodes = vec!["master", CLIENT, "client-2", "client-3"];
-    nodes.extend(STORAGES);
-    let status = Command::new(BIN)
-        .args(["certs", "init", "--out"])
-        .arg(root.join("certs"))
-        .arg("--node")
-        .arg(nodes.join(","))
-        .stdout(Stdio::null())
-        .status()
-        .expect("run replicast certs init");
-    assert!(status.success(), "replicast certs init");
-
-    let mut cluster = Cluster::default();
-    let storage_list = STORAGES.map(|name| format!("{name:?}")).join(", ");
-    let master_listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let master_config = write_config(
-        root,
-        "master",
-        &format!(
-            "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"{master_listen}\"\n\n{}\n\
-             [cluster]\npartitions = 12\nreplicas = 2\nstorages = [{storage_list}]\n",
-            common_sections("master")
-        ),
-    );
-    cluster
-        .nodes
-        .push(NodeProcess::start("master", &master_config));
-    let master_address = cluster.nodes[0].wait_ready();
-    assert_eq!(master_address, master_listen);
-
-    let mut storage_addresses = Vec::new();
-    for name in STORAGES {
-        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let config = write_config(
-            root,
-            name,
-            &format!(
-                "[node]\nname = \"{name}\"\nrole = \"storage\"\nlisten = \"{listen}\"\n\n{}\n\
-                 [master]\naddress = \"{master_address}\"\nname = \"master\"\n\n\
-                 [storage]\npath = \"data/{name}.redb\"\n",
-                common_sections(name)
-            ),
-        );
-        // `data/` does not exist yet: the node creates it, as on a fresh deployment.
-        cluster.nodes.push(NodeProcess::start(name, &config));
-        let address = cluster.nodes.last().expect("just pushed").wait_ready();
-        assert_eq!(address, listen);
-        storage_addresses.push(format!("{name} = \"{address}\""));
-    }
-    cluster.nodes[0].wait_running(&STORAGES);
+    let mut cluster = LocalCluster::start(&ClusterSpec::default());
+    let master_address = cluster.master;
 
     // The client finds the storages through the master's address book; a second
     // configuration lists them itself in [storages].
-    let client_sections = format!(
-        "[node]\nname = \"{CLIENT}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
-         [master]\naddress = \"{master_address}\"\nname = \"master\"\n",
-        common_sections(CLIENT),
-    );
-    let client_config = write_config(root, CLIENT, &client_sections);
-    let listing_config = write_config(
-        root,
+    let client_config = cluster.client_config(CLIENT, "");
+    let listing: Vec<String> = ["storage-1", "storage-2", "storage-3"]
+        .iter()
+        .map(|name| format!("{name} = \"{}\"", cluster.storage_address(name)))
+        .collect();
+    let listing_config = cluster.client_config_file(
         "client-listing-storages",
-        &format!(
-            "{client_sections}\n[storages]\n{}\n",
-            storage_addresses.join("\n")
-        ),
+        CLIENT,
+        &format!("[storages]\n{}\n", listing.join("\n")),
     );
 
     // Objects spread over several partitions, each on two of the three storages.
@@ -295,7 +45,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
 
     // Concurrent transfers from two in-process clients.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let certs = root.join("certs");
+    let certs = cluster.root().join("certs");
     let (mut first, mut second, accounts) = runtime.block_on(async {
         let mut first = transfers::connect(&certs, "client-2", master_address).await;
         let second = transfers::connect(&certs, "client-3", master_address).await;
@@ -318,11 +68,10 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
     (first, second) = transfer_round(first, second, 1);
 
     // A storage dies without a word; the master notices, commits and loads go on.
-    let killed = cluster.nodes.iter_mut().last().expect("storage-3");
-    killed.signal("-KILL");
-    let status = killed.wait_exit();
-    assert!(!status.success(), "SIGKILL ends storage-3 abnormally");
-    cluster.nodes[0].wait_running(&STORAGES[..2]);
+    cluster.storage("storage-3").kill();
+    cluster
+        .master_node
+        .wait_running(&["storage-1", "storage-2"]);
     let mut second_tids = Vec::new();
     for oid in &oids {
         second_tids.push(put(&client_config, *oid, &format!("second {oid}")));
@@ -341,16 +90,13 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
     }
 
     // SIGTERM (and SIGINT, as from a terminal): every remaining node stops cleanly.
-    let signals = ["-TERM", "-TERM", "-INT"];
-    for (node, signal) in cluster.nodes.iter_mut().zip(signals) {
+    for (name, signal) in [("storage-1", "-TERM"), ("storage-2", "-INT")] {
+        let node = cluster.storage(name);
         node.signal(signal);
         let status = node.wait_exit();
-        assert!(
-            status.success(),
-            "{} exits 0 on {signal}: {status}",
-            node.name
-        );
+        assert!(status.success(), "{name} exits 0 on {signal}: {status}");
     }
+    cluster.master_node.stop();
 }
 
 /// Runs `replicast node --config FILE` on a configuration that must be refused; returns its

@@ -1,0 +1,93 @@
+//! What the process tests share: starting `replicast node` processes, a local cluster of them,
+//! and running `replicast client`.
+//!
+//! Each test file that needs it declares `mod support;`; not every file uses every item.
+#![allow(dead_code, unused_imports)]
+
+mod cluster;
+mod process;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+pub use cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
+pub use process::NodeProcess;
+
+/// The `replicast` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_replicast");
+/// Bounds every single wait on a process.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `replicast ARGS` (bounded by [`WAIT`]); returns its standard output, trimmed, or its
+/// standard error when it failed.
+pub fn replicast(args: &[&str]) -> Result<String, String> {
+    run(Command::new(BIN).args(args), &format!("replicast {args:?}"))
+}
+
+/// Runs `replicast client --timeout 20 --config CONFIG ARGS` (bounded by [`WAIT`]); returns its
+/// output, trimmed, or its standard error when it failed.
+pub fn client(config: &Path, args: &[&str]) -> Result<String, String> {
+    run(
+        Command::new(BIN)
+            .args(["client", "--timeout", "20", "--config"])
+            .arg(config)
+            .args(args),
+        &format!("replicast client {args:?}"),
+    )
+}
+
+/// Runs `command` to its end, bounded by [`WAIT`] (killed after it).
+pub fn run(command: &mut Command, what: &str) -> Result<String, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {what}: {error}"));
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (sender, outputs) = mpsc::channel();
+    thread::spawn(move || {
+        let read = |pipe: &mut dyn std::io::Read| {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        };
+        let out = read(&mut stdout);
+        let err = read(&mut stderr);
+        let _ = sender.send((out, err));
+    });
+    let Ok((out, err)) = outputs.recv_timeout(WAIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {WAIT:?}");
+    };
+    let status = child.wait().expect("reap the child");
+    if status.success() {
+        Ok(out.trim_end().to_owned())
+    } else {
+        Err(err)
+    }
+}
+
+/// `replicast client put OID DATA`; returns the TID it prints (checked to be 16 hex digits).
+pub fn put(config: &Path, oid: u64, data: &str) -> String {
+    let tid = client(config, &["put", &oid.to_string(), data])
+        .unwrap_or_else(|error| panic!("put {oid} {data}: {error}"));
+    assert!(
+        tid.len() == 16 && u64::from_str_radix(&tid, 16).is_ok(),
+        "put prints a TID: {tid:?}"
+    );
+    tid
+}
+
+/// `replicast client get OID`; returns `(serial, data)`.
+pub fn get(config: &Path, oid: u64) -> (String, String) {
+    let line = client(config, &["get", &oid.to_string()])
+        .unwrap_or_else(|error| panic!("get {oid}: {error}"));
+    let (serial, data) = line.split_once(' ').expect("get prints SERIAL DATA");
+    (serial.to_owned(), data.to_owned())
+}
