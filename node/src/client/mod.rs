@@ -48,9 +48,11 @@ use crate::storage::{ObjectData, TransactionInfo};
 
 mod config;
 mod event;
+mod fanout;
 
 pub use config::ClientConfig;
 pub use event::{AbortReason, ClientEvent};
+pub use fanout::FanoutStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -81,6 +83,9 @@ struct Transaction {
     replicas: BTreeMap<NodeName, Replica>,
     failed: BTreeSet<NodeName>,
     info: TransactionInfo,
+    /// The fan-outs of this transaction still able to fail: each replica's generation when
+    /// the store went out (a failure of an older generation's store no longer matters).
+    fanouts: BTreeMap<u64, BTreeMap<NodeName, u32>>,
 }
 
 #[derive(Debug)]
@@ -104,6 +109,8 @@ pub struct Client {
     loads: BTreeMap<u64, PendingLoad>,
     next_request: u64,
     out: Outbox,
+    fanouts: VecDeque<FanoutStore>,
+    next_fanout: u64,
     events: VecDeque<ClientEvent>,
 }
 
@@ -120,6 +127,8 @@ impl Client {
             loads: BTreeMap::new(),
             next_request: 0,
             out: Outbox::default(),
+            fanouts: VecDeque::new(),
+            next_fanout: 0,
             events: VecDeque::new(),
         }
     }
@@ -165,13 +174,16 @@ impl Client {
             replicas: BTreeMap::new(),
             failed: BTreeSet::new(),
             info: TransactionInfo::default(),
+            fanouts: BTreeMap::new(),
         });
         self.out.send(&self.master, Message::AskBegin);
         Ok(())
     }
 
     /// Stores `data` as the new revision of `oid`, read at `serial`, on every writable
-    /// replica; does not wait for answers.
+    /// replica; does not wait for answers. The store comes out of
+    /// [`poll_fanout`](Self::poll_fanout) once for all those replicas (once per generation,
+    /// should a replica have restarted the transaction there).
     pub fn store(
         &mut self,
         now: SystemTime,
@@ -194,23 +206,61 @@ impl Client {
             return Err(invalid("store", "the object has no writable replica"));
         }
         txn.objects.insert(oid, (serial, data.clone()));
+        let mut by_generation: BTreeMap<u32, Vec<NodeName>> = BTreeMap::new();
         for node in nodes {
             let replica = txn.replicas.entry(node.clone()).or_default();
             replica.oids.insert(oid);
             *replica.unanswered.entry(oid).or_default() += 1;
             replica.deadline = Some(now + self.config.storage_timeout);
-            self.out.send(
-                &node,
-                Message::Store {
+            by_generation
+                .entry(replica.generation)
+                .or_default()
+                .push(node);
+        }
+        for (generation, replicas) in by_generation {
+            let id = self.next_fanout;
+            self.next_fanout += 1;
+            txn.fanouts.insert(
+                id,
+                replicas
+                    .iter()
+                    .map(|node| (node.clone(), generation))
+                    .collect(),
+            );
+            self.fanouts.push_back(FanoutStore {
+                id,
+                replicas,
+                message: Message::Store {
                     ttid: txn.ttid,
-                    generation: replica.generation,
+                    generation,
                     oid,
                     serial,
                     data: data.clone(),
                 },
-            );
+            });
         }
         Ok(())
+    }
+
+    /// The next store to hand to the fan-out (see [`FanoutStore`]).
+    pub fn poll_fanout(&mut self) -> Option<FanoutStore> {
+        self.fanouts.pop_front()
+    }
+
+    /// The fan-out `id` did not reach `node`: the storage failed for the transaction (as
+    /// when it does not answer), unless the store concerned an earlier transaction or an
+    /// earlier generation at that storage.
+    pub fn fanout_failed(&mut self, now: SystemTime, id: u64, node: &str) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let Some(generation) = txn.fanouts.get(&id).and_then(|sent| sent.get(node)) else {
+            return;
+        };
+        let current = txn.replicas.get(node).map(|replica| replica.generation);
+        if current == Some(*generation) {
+            self.storage_failed(now, node);
+        }
     }
 
     /// Votes: every storage votes once its stores are answered; [`ClientEvent::Voted`] or

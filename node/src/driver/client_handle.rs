@@ -1,11 +1,15 @@
 //! [`ClientHandle`]: the client role as an `async` API for applications.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use replicast_transport::fanout::Fanout;
 use replicast_transport::quic::Endpoint;
 use tokio::sync::mpsc;
 
-use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn};
+use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
+use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
 use crate::client::{AbortReason, Client, ClientEvent};
 use crate::ids::{Oid, Tid};
 use crate::protocol::{LoadResult, ProtocolError};
@@ -65,18 +69,117 @@ pub struct ClientHandle {
     aborted: Option<AbortReason>,
     invalidations: u64,
     storage_failures: u64,
+    fanout: Option<FanoutView>,
 }
 
 impl ClientHandle {
     /// Runs `client` on `endpoint`, announces it to the master and waits for the partition
     /// table. Every later wait is bounded by `timeout`.
+    ///
+    /// Stores travel inline, as messages over each storage's QUIC link;
+    /// [`connect_with_fanout`](Self::connect_with_fanout) sends them through the fan-out.
     pub async fn connect(
         client: Client,
         endpoint: Endpoint,
         config: DriverConfig,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let (driver, events) = spawn(client, endpoint, config);
+        Self::start(client, endpoint, config, timeout, Side::Plain, None).await
+    }
+
+    /// Like [`connect`](Self::connect), but stores go through `writer`, with its strategy
+    /// ([`Fanout::strategy`]): one multicast send for all replicas of an object, or one
+    /// QUIC object per replica, or each as the replica's reachability says. `writer` must
+    /// run on `endpoint` (one QUIC connection per peer is shared). Every storage of the
+    /// address book (the master's, and `config.directory`'s) is added to the writer before
+    /// this returns; storages learned later are added on their first store, and a storage
+    /// that failed a delivery is added again after a second (a restarted storage has
+    /// forgotten its membership).
+    ///
+    /// ```no_run
+    /// # async fn demo(endpoint: replicast_transport::quic::Endpoint) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use replicast_node::client::{Client, ClientConfig};
+    /// use replicast_node::driver::{ClientHandle, DriverConfig};
+    /// use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
+    /// use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+    ///
+    /// let group = MulticastSocketConfig::new("239.255.10.1:47000".parse()?);
+    /// let writer = Fanout::bind(
+    ///     endpoint.clone(),
+    ///     FanoutConfig { strategy: Strategy::Multicast, ..FanoutConfig::new(MulticastSenderConfig::new(group, rand::random())) },
+    /// )?;
+    /// let directory = [("master".to_owned(), "127.0.0.1:7000".parse()?)].into();
+    /// let client = ClientHandle::connect_with_fanout(
+    ///     Client::new("client-1", "master", ClientConfig::default()),
+    ///     endpoint,
+    ///     DriverConfig { directory, ..DriverConfig::default() },
+    ///     Duration::from_secs(10),
+    ///     writer,
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with_fanout(
+        client: Client,
+        endpoint: Endpoint,
+        config: DriverConfig,
+        timeout: Duration,
+        writer: Fanout,
+    ) -> Result<Self, ClientError> {
+        let writer = FanoutWriter::start(writer);
+        let view = writer.view();
+        let directory = config.directory.clone();
+        let handle = Self::start(
+            client,
+            endpoint,
+            config,
+            timeout,
+            Side::Writer(writer),
+            Some(view.clone()),
+        )
+        .await?;
+        let master_book = handle
+            .driver
+            .call(|client, _| client.storage_addresses().clone())
+            .await?;
+        let storages = handle
+            .driver
+            .call(|client, _| {
+                client
+                    .table()
+                    .map(|table| table.storages().to_vec())
+                    .unwrap_or_default()
+            })
+            .await?;
+        let book: Vec<(String, SocketAddr)> = storages
+            .into_iter()
+            .filter_map(|name| {
+                let addr = directory
+                    .get(&name)
+                    .or_else(|| master_book.get(&name))
+                    .copied()?;
+                Some((name, addr))
+            })
+            .collect();
+        tokio::time::timeout(timeout, view.join(book))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "adding the storages to the fan-out",
+                after: timeout,
+            })?;
+        Ok(handle)
+    }
+
+    async fn start(
+        client: Client,
+        endpoint: Endpoint,
+        config: DriverConfig,
+        timeout: Duration,
+        side: Side,
+        fanout: Option<FanoutView>,
+    ) -> Result<Self, ClientError> {
+        let (driver, events) = spawn_with(client, endpoint, config, side);
         let mut handle = Self {
             driver,
             events,
@@ -85,6 +188,7 @@ impl ClientHandle {
             aborted: None,
             invalidations: 0,
             storage_failures: 0,
+            fanout,
         };
         handle.driver.call(|client, _| client.connect()).await?;
         handle
@@ -93,6 +197,22 @@ impl ClientHandle {
             })
             .await?;
         Ok(handle)
+    }
+
+    /// The fan-out writer stores go through ([`connect_with_fanout`](Self::connect_with_fanout)),
+    /// for its counters ([`Fanout::multicast_stats`], [`Fanout::reachability`]); `None` when
+    /// stores travel inline.
+    pub fn fanout(&self) -> Option<&Fanout> {
+        self.fanout.as_ref().map(FanoutView::writer)
+    }
+
+    /// How the fan-out delivered stores so far, per storage (empty when stores travel
+    /// inline).
+    pub fn fanout_deliveries(&self) -> BTreeMap<String, FanoutDeliveries> {
+        self.fanout
+            .as_ref()
+            .map(FanoutView::deliveries)
+            .unwrap_or_default()
     }
 
     /// Begins a transaction; returns its temporary TID.

@@ -7,6 +7,14 @@
 //! sends its transmits to the named peers and reports a peer whose connection is lost.
 //! [`ClientHandle`] puts an `async` API for applications on top of a client's driver.
 //!
+//! Stored objects go through the transport's fan-out API when the client is started with
+//! [`ClientHandle::connect_with_fanout`] and the storages with [`spawn_storage`]: the client
+//! role emits each store once for all writable replicas of its object, and the driver hands
+//! it to [`Fanout::send_to`](replicast_transport::fanout::Fanout::send_to) with the writer's
+//! strategy (unicast, multicast or auto); a storage the store did not reach counts as failed
+//! for the transaction. A restart of the transaction at one storage (a new generation) sends
+//! its stores again to that storage alone, inline over its link.
+//!
 //! The roles need messages between two peers in order and without loss. The transport sends
 //! each message on a stream of its own, so the driver numbers them per receiver and the
 //! receiver restores the order ([`ordering`]); a message that cannot be sent makes its peer
@@ -19,10 +27,12 @@
 //! names the master (and, where the master cannot tell, the storages).
 
 mod client_handle;
+mod fanout;
 pub mod ordering;
 mod role;
 mod run;
 
 pub use client_handle::{ClientError, ClientHandle};
+pub use fanout::FanoutDeliveries;
 pub use role::Role;
-pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn};
+pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn, spawn_storage};

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::client::{Client, ClientEvent};
+use crate::client::{Client, ClientEvent, FanoutStore};
 use crate::master::{Master, MasterEvent};
-use crate::protocol::{ProtocolError, Transmit};
+use crate::protocol::{Message, ProtocolError, Transmit};
 use crate::storage_node::{StorageEvent, StorageNode};
 
 /// A sans-IO role of the two-phase commit, as the [driver](super) runs it.
@@ -23,6 +23,13 @@ pub trait Role: Send + 'static {
         from: &str,
         bytes: &[u8],
     ) -> Result<(), ProtocolError>;
+    /// Handles a message already decoded (a store that came through the fan-out).
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError>;
     /// Handles expired timers.
     fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError>;
     /// The connection to `peer` is lost.
@@ -39,6 +46,14 @@ pub trait Role: Send + 'static {
         let _ = peer;
         None
     }
+    /// The next store to hand to the fan-out (only the client has any).
+    fn poll_fanout(&mut self) -> Option<FanoutStore> {
+        None
+    }
+    /// The fan-out `id` did not reach `peer`.
+    fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
+        let _ = (now, id, peer);
+    }
 }
 
 impl Role for Master {
@@ -51,6 +66,14 @@ impl Role for Master {
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
         Master::handle_bytes(self, now, from, bytes)
+    }
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        Master::handle(self, now, from, message)
     }
     fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         Master::handle_timeout(self, now)
@@ -80,6 +103,14 @@ impl Role for StorageNode {
     ) -> Result<(), ProtocolError> {
         StorageNode::handle_bytes(self, now, from, bytes)
     }
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        StorageNode::handle(self, now, from, message)
+    }
     fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         StorageNode::handle_timeout(self, now)
     }
@@ -108,6 +139,14 @@ impl Role for Client {
     ) -> Result<(), ProtocolError> {
         Client::handle_bytes(self, now, from, bytes)
     }
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        Client::handle(self, now, from, message)
+    }
     fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         Client::handle_timeout(self, now);
         Ok(())
@@ -127,5 +166,11 @@ impl Role for Client {
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         self.storage_addresses().get(peer).copied()
+    }
+    fn poll_fanout(&mut self) -> Option<FanoutStore> {
+        Client::poll_fanout(self)
+    }
+    fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
+        Client::fanout_failed(self, now, id, peer);
     }
 }

@@ -6,13 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use replicast_transport::fanout::{DeliveredObject, FanoutFeed};
 use replicast_transport::quic::{Endpoint, Incoming, Link, LinkError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
 use crate::protocol::{ProtocolError, encode};
+use crate::storage_node::{StorageEvent, StorageNode};
+use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
 
 /// Where the driver finds its peers and how it watches them.
 #[derive(Clone, Debug)]
@@ -59,8 +64,16 @@ pub struct DriverStats {
     pub send_failures: u64,
     /// Times a peer was reported lost to the role.
     pub peers_lost: u64,
-    /// Incoming streams that were not one-way messages (requests, objects), dropped.
+    /// Incoming streams that were not one-way messages (requests, objects), dropped; on a
+    /// storage with a fan-out receiver, those go to the receiver instead.
     pub unexpected_streams: u64,
+    /// Stores that arrived through the fan-out and went to the role (a storage).
+    pub fanout_stores: u64,
+    /// Objects delivered by the fan-out that were not a store (undecodable, or another
+    /// message), refused.
+    pub fanout_refused: u64,
+    /// Stores the fan-out did not deliver to a storage (a client), reported to the role.
+    pub fanout_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +85,9 @@ struct Counters {
     send_failures: AtomicU64,
     peers_lost: AtomicU64,
     unexpected_streams: AtomicU64,
+    fanout_stores: AtomicU64,
+    fanout_refused: AtomicU64,
+    fanout_failures: AtomicU64,
 }
 
 impl Counters {
@@ -88,6 +104,9 @@ impl Counters {
             send_failures: self.send_failures.load(Ordering::Relaxed),
             peers_lost: self.peers_lost.load(Ordering::Relaxed),
             unexpected_streams: self.unexpected_streams.load(Ordering::Relaxed),
+            fanout_stores: self.fanout_stores.load(Ordering::Relaxed),
+            fanout_refused: self.fanout_refused.load(Ordering::Relaxed),
+            fanout_failures: self.fanout_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -109,6 +128,7 @@ pub struct DriverHandle<R: Role> {
     commands: mpsc::UnboundedSender<Command<R>>,
     counters: Arc<Counters>,
     endpoint: Endpoint,
+    feed: Option<FanoutFeed>,
     task: JoinHandle<R>,
 }
 
@@ -149,6 +169,12 @@ impl<R: Role> DriverHandle<R> {
         &self.endpoint
     }
 
+    /// The feed of the storage's fan-out receiver ([`spawn_storage`]), for its counters
+    /// ([`FanoutFeed::stats`]); `None` for other drivers.
+    pub fn fanout_feed(&self) -> Option<&FanoutFeed> {
+        self.feed.as_ref()
+    }
+
     /// Closes the endpoint (peers see the connection drop), ends the driver and gives the role
     /// back.
     pub async fn stop(self) -> Result<R, DriverError> {
@@ -161,11 +187,82 @@ impl<R: Role> DriverHandle<R> {
 /// Runs `role` on `endpoint` in a new tokio task: messages from peers go to the role in
 /// order per peer, its transmits go to the named peers, its timers fire, and lost connections
 /// are reported to it. Returns the handle and the role's events.
+///
+/// A client's stores go inline over each storage's QUIC link; [`spawn_storage`] and
+/// [`ClientHandle::connect_with_fanout`](super::ClientHandle::connect_with_fanout) run them
+/// through the transport's fan-out instead.
 pub fn spawn<R: Role>(
     role: R,
     endpoint: Endpoint,
     config: DriverConfig,
 ) -> (DriverHandle<R>, mpsc::UnboundedReceiver<R::Event>) {
+    spawn_with(role, endpoint, config, Side::Plain)
+}
+
+/// Runs a storage like [`spawn`], with a fan-out receiver started from `fanout`: the
+/// endpoint's requests and objects go to the receiver, and each object it delivers must be a
+/// [`Message::Store`](crate::protocol::Message::Store), handled as a message from its
+/// writer (anything else is refused and counted in [`DriverStats::fanout_refused`]).
+/// Clients may send stores either way, inline or through the fan-out.
+pub fn spawn_storage(
+    role: StorageNode,
+    endpoint: Endpoint,
+    config: DriverConfig,
+    fanout: FanoutReceiverConfig,
+) -> (
+    DriverHandle<StorageNode>,
+    mpsc::UnboundedReceiver<StorageEvent>,
+) {
+    let (receiver, feed) = FanoutReceiver::start_fed(fanout);
+    spawn_with(
+        role,
+        endpoint,
+        config,
+        Side::Replica(FanoutReplica::new(receiver, feed)),
+    )
+}
+
+/// What the driver runs besides the role's messages.
+pub(crate) enum Side {
+    /// Nothing: stores travel as messages.
+    Plain,
+    /// A client's fan-out writer.
+    Writer(FanoutWriter),
+    /// A storage's fan-out receiver.
+    Replica(FanoutReplica),
+}
+
+/// What the [`Side`] reports.
+enum SideEvent {
+    /// The fan-out `id` did not reach this storage.
+    Failed(u64, String),
+    /// An object from the fan-out.
+    Delivered(DeliveredObject),
+}
+
+impl Side {
+    async fn next(&mut self) -> SideEvent {
+        match self {
+            Side::Plain => std::future::pending().await,
+            Side::Writer(writer) => {
+                let (id, peer) = writer.next_failure().await;
+                SideEvent::Failed(id, peer)
+            }
+            Side::Replica(replica) => SideEvent::Delivered(replica.next_object().await),
+        }
+    }
+}
+
+pub(crate) fn spawn_with<R: Role>(
+    role: R,
+    endpoint: Endpoint,
+    config: DriverConfig,
+    side: Side,
+) -> (DriverHandle<R>, mpsc::UnboundedReceiver<R::Event>) {
+    let feed = match &side {
+        Side::Replica(replica) => Some(replica.feed().clone()),
+        _ => None,
+    };
     let (commands, command_queue) = mpsc::unbounded_channel();
     let (events, event_queue) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
@@ -181,12 +278,14 @@ pub fn spawn<R: Role>(
         events,
         link_events,
         counters: counters.clone(),
+        side,
     };
     let task = tokio::spawn(driver.run(command_queue, link_queue, config.link_check));
     let handle = DriverHandle {
         commands,
         counters,
         endpoint,
+        feed,
         task,
     };
     (handle, event_queue)
@@ -204,6 +303,7 @@ struct Driver<R: Role> {
     events: mpsc::UnboundedSender<R::Event>,
     link_events: mpsc::UnboundedSender<LinkEvent>,
     counters: Arc<Counters>,
+    side: Side,
 }
 
 impl<R: Role> Driver<R> {
@@ -249,12 +349,41 @@ impl<R: Role> Driver<R> {
                     self.note(result, "timer");
                 }
                 _ = check.tick() => self.check_links(),
+                event = self.side.next() => self.side_event(event),
             }
         }
         self.role
     }
 
+    fn side_event(&mut self, event: SideEvent) {
+        match event {
+            SideEvent::Failed(id, peer) => {
+                Counters::bump(&self.counters.fanout_failures);
+                self.role.fanout_failed(SystemTime::now(), id, &peer);
+            }
+            SideEvent::Delivered(object) => match store_of(&object) {
+                Ok(store) => {
+                    Counters::bump(&self.counters.fanout_stores);
+                    let result = self
+                        .role
+                        .handle_message(SystemTime::now(), &object.writer, store);
+                    self.note(result, &object.writer);
+                }
+                Err(error) => {
+                    Counters::bump(&self.counters.fanout_refused);
+                    tracing::warn!(writer = %object.writer, %error, "refused a fan-out object");
+                }
+            },
+        }
+    }
+
     fn receive(&mut self, incoming: Incoming) {
+        if let (Side::Replica(replica), false) =
+            (&self.side, matches!(incoming, Incoming::Message(_)))
+        {
+            replica.feed().handle(incoming);
+            return;
+        }
         let Incoming::Message(message) = incoming else {
             Counters::bump(&self.counters.unexpected_streams);
             tracing::debug!(
@@ -346,6 +475,26 @@ impl<R: Role> Driver<R> {
                 let envelope = self.sequencer.wrap(&transmit.to, encode(&transmit.message));
                 self.sender(&transmit.to).send(envelope).ok();
             }
+            while let Some(store) = self.role.poll_fanout() {
+                idle = false;
+                let bytes = encode(&store.message);
+                if let Side::Writer(writer) = &self.side {
+                    let replicas = store
+                        .replicas
+                        .into_iter()
+                        .map(|peer| {
+                            let address = self.address(&peer);
+                            (peer, address)
+                        })
+                        .collect();
+                    writer.send(store.id, Bytes::from(bytes), replicas);
+                } else {
+                    for peer in store.replicas {
+                        let envelope = self.sequencer.wrap(&peer, bytes.clone());
+                        self.sender(&peer).send(envelope).ok();
+                    }
+                }
+            }
             while let Some(event) = self.role.poll_event() {
                 idle = false;
                 // Nobody listening is fine: a role's events are informative to its user.
@@ -357,6 +506,15 @@ impl<R: Role> Driver<R> {
         }
     }
 
+    /// Where `peer` accepts connections: the configured directory wins; otherwise the role
+    /// may have learned the address (a client learns the storages' from the master).
+    fn address(&self, peer: &str) -> Option<SocketAddr> {
+        self.directory
+            .get(peer)
+            .copied()
+            .or_else(|| self.role.peer_address(peer))
+    }
+
     fn sender(&mut self, peer: &str) -> &mpsc::UnboundedSender<Envelope> {
         if self
             .senders
@@ -364,13 +522,7 @@ impl<R: Role> Driver<R> {
             .is_none_or(|sender| sender.is_closed())
         {
             let (sender, queue) = mpsc::unbounded_channel();
-            // The configured directory wins; otherwise the role may have learned the address
-            // (a client learns the storages' from the master).
-            let address = self
-                .directory
-                .get(peer)
-                .copied()
-                .or_else(|| self.role.peer_address(peer));
+            let address = self.address(peer);
             tokio::spawn(send_to_peer(
                 peer.to_owned(),
                 self.endpoint.clone(),

@@ -31,6 +31,10 @@ pub enum FanoutError {
     /// The replica named is already in the writer's set.
     #[error("replica {0} is already a member")]
     DuplicateReplica(String),
+    /// The writer has no multicast group ([`Fanout::unicast`](super::Fanout::unicast)) and
+    /// the call needs one.
+    #[error("this fan-out writer has no multicast group (unicast only)")]
+    NoGroup,
     /// The multicast sender could not be started.
     #[error("multicast sender: {0}")]
     Bind(#[from] BindError),

@@ -42,6 +42,7 @@ pub use error::{DeliveryFailure, FanoutError};
 pub use handle::{DeliveryPath, FanoutHandle, FanoutReport, ReplicaOutcome};
 pub use reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
 pub use replica::{
-    DeliveredObject, FanoutReceiver, FanoutReceiverConfig, FanoutReceiverStats, ReceivedVia,
+    DeliveredObject, FanoutFeed, FanoutReceiver, FanoutReceiverConfig, FanoutReceiverStats,
+    ReceivedVia,
 };
 pub use writer::{Fanout, FanoutConfig};

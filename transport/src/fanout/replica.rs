@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,8 +121,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// receiver per writer session, pairs multicast objects with their announced digests, and
 /// yields every object to the application exactly once, whichever path brought it.
 ///
-/// It takes over the endpoint's incoming work: requests that are not fan-out requests are
-/// refused.
+/// [`start`](Self::start) takes over the endpoint's incoming work: requests that are not
+/// fan-out requests are refused. An application that serves its own messages on the same
+/// endpoint uses [`start_fed`](Self::start_fed) instead and hands the receiver, through its
+/// [`FanoutFeed`], the requests and objects it accepted.
 ///
 /// ```no_run
 /// # async fn run(endpoint: replicast_transport::quic::Endpoint) {
@@ -137,7 +139,65 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct FanoutReceiver {
     shared: Arc<Shared>,
     delivered: mpsc::UnboundedReceiver<DeliveredObject>,
-    accept: JoinHandle<()>,
+    /// The accept loop of [`FanoutReceiver::start`]; none when fed.
+    accept: Option<JoinHandle<()>>,
+}
+
+/// Hands a [`FanoutReceiver`] started with [`FanoutReceiver::start_fed`] the work its
+/// application accepted on the endpoint: fan-out requests and objects.
+///
+/// Cheap to clone. Once the receiver is dropped, the feed refuses everything.
+///
+/// ```no_run
+/// # async fn run(endpoint: replicast_transport::quic::Endpoint) {
+/// use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
+/// use replicast_transport::quic::Incoming;
+///
+/// let (mut replica, feed) = FanoutReceiver::start_fed(FanoutReceiverConfig::default());
+/// while let Some(incoming) = endpoint.accept().await {
+///     match incoming {
+///         Incoming::Message(message) => { /* the application's own messages */ }
+///         other => feed.handle(other),
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FanoutFeed {
+    shared: Weak<Shared>,
+}
+
+impl std::fmt::Debug for FanoutFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutFeed").finish_non_exhaustive()
+    }
+}
+
+impl FanoutFeed {
+    /// Serves `incoming` in a task of its own (an announcement waiting for its bytes blocks
+    /// nothing else). Messages are not fan-out work: they are refused and counted, as is
+    /// everything once the receiver is gone. Must be called within a tokio runtime.
+    pub fn handle(&self, incoming: Incoming) {
+        match self.shared.upgrade() {
+            Some(shared) => serve(shared, incoming),
+            None => tracing::debug!(
+                "fan-out replica stopped: dropping work from {}",
+                incoming.peer()
+            ),
+        }
+    }
+
+    /// The receiver's counters ([`FanoutReceiver::stats`]); `None` once it is gone.
+    pub fn stats(&self) -> Option<FanoutReceiverStats> {
+        self.shared.upgrade().map(|shared| shared.stats())
+    }
+
+    /// [`FanoutReceiver::stop_multicast`], from the feed's side; for tests and fault drills.
+    pub fn stop_multicast(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.stop_multicast();
+        }
+    }
 }
 
 impl std::fmt::Debug for FanoutReceiver {
@@ -148,7 +208,9 @@ impl std::fmt::Debug for FanoutReceiver {
 
 impl Drop for FanoutReceiver {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
         for (_, session) in lock(&self.shared.sessions).drain() {
             session.task.abort();
         }
@@ -158,6 +220,14 @@ impl Drop for FanoutReceiver {
 impl FanoutReceiver {
     /// Starts serving `endpoint`'s incoming work. Must be called within a tokio runtime.
     pub fn start(endpoint: Endpoint, config: FanoutReceiverConfig) -> Self {
+        let (mut receiver, feed) = Self::start_fed(config);
+        receiver.accept = Some(tokio::spawn(accept_loop(endpoint, feed)));
+        receiver
+    }
+
+    /// A receiver that serves only what its [`FanoutFeed`] hands it, for applications that
+    /// accept the endpoint's work themselves (to serve their own messages on it).
+    pub fn start_fed(config: FanoutReceiverConfig) -> (Self, FanoutFeed) {
         let (delivered_tx, delivered) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             matcher: Mutex::new(Matcher::new(config.limits)),
@@ -171,12 +241,15 @@ impl FanoutReceiver {
             refused: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
         });
-        let accept = tokio::spawn(accept_loop(endpoint, shared.clone()));
-        Self {
+        let feed = FanoutFeed {
+            shared: Arc::downgrade(&shared),
+        };
+        let receiver = Self {
             shared,
             delivered,
-            accept,
-        }
+            accept: None,
+        };
+        (receiver, feed)
     }
 
     /// The next object delivered; `None` once the receiver has stopped.
@@ -191,43 +264,56 @@ impl FanoutReceiver {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> FanoutReceiverStats {
-        FanoutReceiverStats {
-            matching: lock(&self.shared.matcher).stats(),
-            not_received: self.shared.not_received.load(Ordering::Relaxed),
-            unicast_objects: self.shared.unicast_objects.load(Ordering::Relaxed),
-            probes: self.shared.probes.load(Ordering::Relaxed),
-            refused: self.shared.refused.load(Ordering::Relaxed),
-        }
+        self.shared.stats()
     }
 
     /// Stops receiving every group without telling the writers, as when a path stops
     /// carrying multicast: the multicast receivers close their sockets (leaving the groups),
     /// and announcements keep arriving over QUIC. For tests and fault drills.
     pub fn stop_multicast(&self) {
-        for session in lock(&self.shared.sessions).values() {
+        self.shared.stop_multicast();
+    }
+}
+
+impl Shared {
+    fn stats(&self) -> FanoutReceiverStats {
+        FanoutReceiverStats {
+            matching: lock(&self.matcher).stats(),
+            not_received: self.not_received.load(Ordering::Relaxed),
+            unicast_objects: self.unicast_objects.load(Ordering::Relaxed),
+            probes: self.probes.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stop_multicast(&self) {
+        for session in lock(&self.sessions).values() {
             session.task.abort();
         }
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+async fn accept_loop(endpoint: Endpoint, feed: FanoutFeed) {
     while let Some(incoming) = endpoint.accept().await {
-        let shared = shared.clone();
-        // One task per request: an announcement waiting for its bytes blocks nothing else.
-        tokio::spawn(async move {
-            match incoming {
-                Incoming::Request(request) => serve_request(&shared, request).await,
-                Incoming::Object(object) => serve_object(&shared, object).await,
-                Incoming::Message(message) => {
-                    tracing::debug!(
-                        "fan-out replica: ignoring a message from {}",
-                        message.peer()
-                    );
-                    shared.refused.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
+        feed.handle(incoming);
     }
+}
+
+fn serve(shared: Arc<Shared>, incoming: Incoming) {
+    // One task per request: an announcement waiting for its bytes blocks nothing else.
+    tokio::spawn(async move {
+        match incoming {
+            Incoming::Request(request) => serve_request(&shared, request).await,
+            Incoming::Object(object) => serve_object(&shared, object).await,
+            Incoming::Message(message) => {
+                tracing::debug!(
+                    "fan-out replica: ignoring a message from {}",
+                    message.peer()
+                );
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
 }
 
 async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {

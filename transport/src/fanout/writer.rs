@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::error::{DeliveryFailure, FanoutError};
 use super::handle::{DeliveryPath, FanoutHandle, ReplicaOutcome};
-use super::reach::{Fallback, ReachabilityTable, Route, Strategy};
+use super::reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
 use super::wire::{
     ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, UnicastAck, UnicastHeader,
     Verdict, digest,
@@ -64,7 +64,8 @@ struct Inner {
     group: SocketAddr,
     session_id: u64,
     strategy: Strategy,
-    sender: MulticastSender,
+    /// `None` for a unicast-only writer ([`Fanout::unicast`]).
+    sender: Option<MulticastSender>,
     endpoint: Endpoint,
     state: Mutex<State>,
     /// Serializes membership changes (joins, leaves, key rotations).
@@ -132,17 +133,58 @@ impl Fanout {
         let group = config.multicast.socket.group;
         let session_id = config.multicast.session_id;
         let sender = MulticastSender::bind(config.multicast, group_key.clone())?;
-        Ok(Self {
+        Ok(Self::with_sender(
+            endpoint,
+            Some(sender),
+            group,
+            session_id,
+            config.strategy,
+            config.probe_interval,
+            group_key,
+        ))
+    }
+
+    /// A writer without a multicast group: every object goes over the replicas' QUIC links
+    /// ([`Strategy::Unicast`]; a call asking for [`Strategy::Multicast`] fails with
+    /// [`FanoutError::NoGroup`], and [`Strategy::Auto`] never finds a replica reachable on a
+    /// group). For deployments where multicast is not configured; needs no socket of its own.
+    pub fn unicast(endpoint: Endpoint) -> Self {
+        let group_key = GroupKey {
+            epoch: 1,
+            secret: random_secret(),
+        };
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self::with_sender(
+            endpoint,
+            None,
+            nowhere,
+            0,
+            Strategy::Unicast,
+            Duration::from_secs(1),
+            group_key,
+        )
+    }
+
+    fn with_sender(
+        endpoint: Endpoint,
+        sender: Option<MulticastSender>,
+        group: SocketAddr,
+        session_id: u64,
+        strategy: Strategy,
+        probe_interval: Duration,
+        group_key: GroupKey,
+    ) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 group,
                 session_id,
-                strategy: config.strategy,
+                strategy,
                 sender,
                 endpoint,
                 state: Mutex::new(State {
                     replicas: BTreeMap::new(),
                     names: HashMap::new(),
-                    reach: ReachabilityTable::new(config.probe_interval),
+                    reach: ReachabilityTable::new(probe_interval),
                     group_key,
                     next_receiver_id: 1,
                     next_multicast_id: 1,
@@ -150,7 +192,39 @@ impl Fanout {
                 }),
                 membership: tokio::sync::Mutex::new(()),
             }),
-        })
+        }
+    }
+
+    /// The strategy of [`send`](Self::send) ([`FanoutConfig::strategy`]).
+    pub fn strategy(&self) -> Strategy {
+        self.inner.strategy
+    }
+
+    /// Whether this writer has a multicast group (false for [`Fanout::unicast`]).
+    pub fn has_group(&self) -> bool {
+        self.inner.sender.is_some()
+    }
+
+    /// What the writer knows of each replica's multicast path, by replica name: the state
+    /// [`Strategy::Auto`] routes by (a unicast-only writer reports every replica
+    /// [`Reachability::Unproven`]).
+    pub fn reachability(&self) -> BTreeMap<String, Reachability> {
+        let state = lock(&self.inner.state);
+        state
+            .replicas
+            .iter()
+            .map(|(name, replica)| {
+                let reach = state
+                    .reach
+                    .state(replica.receiver_id)
+                    .unwrap_or(Reachability::Unproven);
+                (name.clone(), reach)
+            })
+            .collect()
+    }
+
+    fn sender(&self) -> Result<&MulticastSender, FanoutError> {
+        self.inner.sender.as_ref().ok_or(FanoutError::NoGroup)
     }
 
     /// The replicas in the set, by name.
@@ -164,8 +238,10 @@ impl Fanout {
     }
 
     /// The multicast sender's counters.
+    ///
+    /// A unicast-only writer has none: [`FanoutError::NoGroup`].
     pub async fn multicast_stats(&self) -> Result<MulticastSenderStats, FanoutError> {
-        Ok(self.inner.sender.stats().await?)
+        Ok(self.sender()?.stats().await?)
     }
 
     /// Adds the replica `name` reachable at `addr`: dials it and hands it its membership
@@ -195,8 +271,18 @@ impl Fanout {
             receiver_id,
             secret: random_secret(),
         };
+        let Some(sender) = self.inner.sender.as_ref() else {
+            // Without a group there is no membership to hand over: the link is the replica.
+            let mut state = lock(&self.inner.state);
+            state
+                .replicas
+                .insert(name.to_owned(), Replica { link, receiver_id });
+            state.names.insert(receiver_id, name.to_owned());
+            state.reach.add(receiver_id);
+            return Ok(());
+        };
         // The sender knows the receiver's key before the receiver can report with it.
-        self.inner.sender.add_receiver(receiver_key.clone()).await?;
+        sender.add_receiver(receiver_key.clone()).await?;
         let membership = Membership {
             group: self.inner.group,
             session_id: self.inner.session_id,
@@ -211,7 +297,7 @@ impl Fanout {
         match answer {
             Ok(ControlAnswer::Joined) => {}
             other => {
-                self.inner.sender.remove_receiver(receiver_id).await?;
+                sender.remove_receiver(receiver_id).await?;
                 return Err(match other {
                     Err(source) => link_error(source),
                     Ok(_) => FanoutError::UnexpectedAnswer {
@@ -258,10 +344,10 @@ impl Fanout {
                 .collect();
             (removed, remaining, state.group_key.clone())
         };
-        self.inner
-            .sender
-            .remove_receiver(removed.receiver_id)
-            .await?;
+        let Some(sender) = self.inner.sender.as_ref() else {
+            return Ok(());
+        };
+        sender.remove_receiver(removed.receiver_id).await?;
         // Telling the removed replica is a courtesy: the rotation is what keeps it out.
         let leave = ControlRequest::Leave {
             session_id: self.inner.session_id,
@@ -289,7 +375,7 @@ impl Fanout {
                 }
             }
         }
-        self.inner.sender.install_key(new_key).await?;
+        sender.install_key(new_key).await?;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -342,7 +428,11 @@ impl Fanout {
                 state.next_multicast_id = (id + 1) & !PROBE_BIT;
                 id
             });
+            if multicast_id.is_some() && self.inner.sender.is_none() {
+                return Err(FanoutError::NoGroup);
+            }
             let probe_id = (multicast_id.is_none()
+                && self.inner.sender.is_some()
                 && strategy == Strategy::Auto
                 && state.reach.probe_due(start))
             .then(|| {
@@ -360,7 +450,7 @@ impl Fanout {
             report: BTreeMap::new(),
         };
         if let Some(multicast_id) = multicast_id {
-            let delivery = self.inner.sender.send(multicast_id, data.clone()).await?;
+            let delivery = self.sender()?.send(multicast_id, data.clone()).await?;
             tokio::spawn(gather_evidence(self.inner.clone(), delivery));
             let expectation = Expectation {
                 session_id: self.inner.session_id,
@@ -382,7 +472,11 @@ impl Fanout {
             }
         } else if let Some(probe_id) = probe_id {
             // A probe that cannot be sent only delays the evidence; the object goes anyway.
-            if let Ok(delivery) = self.inner.sender.send(probe_id, Bytes::new()).await {
+            let probe = match self.inner.sender.as_ref() {
+                Some(sender) => sender.send(probe_id, Bytes::new()).await.ok(),
+                None => None,
+            };
+            if let Some(delivery) = probe {
                 tokio::spawn(gather_evidence(self.inner.clone(), delivery));
             }
         }
@@ -406,7 +500,9 @@ impl Fanout {
     pub async fn close(self) -> Result<(), FanoutError> {
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
-                inner.sender.close().await?;
+                if let Some(sender) = inner.sender {
+                    sender.close().await?;
+                }
                 Ok(())
             }
             // Other clones (or deliveries in flight) still use it; it stops with the last.

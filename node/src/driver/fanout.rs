@@ -1,0 +1,373 @@
+//! Stored objects through the transport's fan-out API: the writer's side for a client
+//! ([`FanoutWriter`]) and the replica's side for a storage ([`FanoutReplica`]).
+//!
+//! A client's driver hands each [`FanoutStore`](crate::client::FanoutStore) the role emits to
+//! one pump task, which sends the encoded [`Message::Store`] with
+//! [`Fanout::send_to`] to the named storages with the writer's strategy, and reports every
+//! storage the store did not reach back to the role. The pump keeps the storages of the
+//! address book as replicas of the writer: it adds a storage the first time a store names it,
+//! and adds it again (in the background, at most once a second) after a failed delivery or
+//! when its address changes, since a restarted storage has forgotten its membership.
+//!
+//! A storage's driver routes the endpoint's requests and objects (the fan-out's) to a
+//! [`FanoutReceiver`] and each delivered object, which must decode to a [`Message::Store`],
+//! to the role as a message from the object's writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use replicast_transport::fanout::{
+    DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, ReplicaOutcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::protocol::{DecodeError, Message, decode};
+
+/// How long a storage whose delivery failed is left alone before it is added again.
+const REJOIN_AFTER: Duration = Duration::from_secs(1);
+
+/// Deliveries of stored objects to one storage, by the path that carried them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FanoutDeliveries {
+    /// Acknowledged over the storage's QUIC link, by choice of the strategy.
+    pub unicast: u64,
+    /// Acknowledged over the multicast group (digest verified by the storage).
+    pub multicast: u64,
+    /// Acknowledged over the QUIC link after the multicast delivery failed.
+    pub unicast_fallback: u64,
+    /// Not delivered (reported to the client role as a failed storage).
+    pub failed: u64,
+}
+
+impl FanoutDeliveries {
+    fn count(&mut self, outcome: &ReplicaOutcome) {
+        match outcome {
+            ReplicaOutcome::Delivered { path, .. } => match path {
+                DeliveryPath::Unicast => self.unicast += 1,
+                DeliveryPath::Multicast => self.multicast += 1,
+                DeliveryPath::UnicastFallback => self.unicast_fallback += 1,
+            },
+            ReplicaOutcome::Failed { .. } => self.failed += 1,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is one step, so the state is consistent after a panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A storage as a replica of the writer.
+#[derive(Clone, Copy, Debug)]
+enum Member {
+    /// Added at this address.
+    Joined(SocketAddr),
+    /// Being added again in the background; stores to it fail meanwhile.
+    Rejoining,
+    /// A delivery to it failed at this time; it is added again after [`REJOIN_AFTER`].
+    Stale(Instant),
+}
+
+/// What the pump and the outcome tasks share.
+#[derive(Debug, Default)]
+struct Shared {
+    members: Mutex<HashMap<String, Member>>,
+    deliveries: Mutex<BTreeMap<String, FanoutDeliveries>>,
+}
+
+/// Work for the pump, in order.
+enum PumpWork {
+    /// A store to fan out: the role's id, the encoded message, each storage and its address.
+    Store {
+        id: u64,
+        bytes: Bytes,
+        replicas: Vec<(String, Option<SocketAddr>)>,
+    },
+    /// Adds these storages now (those not added yet); answers when done.
+    Join {
+        storages: Vec<(String, SocketAddr)>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The client's side: the writer, the pump that feeds it, and the failures coming back.
+pub(crate) struct FanoutWriter {
+    writer: Fanout,
+    shared: Arc<Shared>,
+    work: mpsc::UnboundedSender<PumpWork>,
+    failures: mpsc::UnboundedReceiver<(u64, String)>,
+    pump: JoinHandle<()>,
+}
+
+impl Drop for FanoutWriter {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl FanoutWriter {
+    /// Starts the pump for `writer`. Must be called within a tokio runtime.
+    pub(crate) fn start(writer: Fanout) -> Self {
+        let shared = Arc::new(Shared::default());
+        let (work, queue) = mpsc::unbounded_channel();
+        let (failed, failures) = mpsc::unbounded_channel();
+        // Transport object ids must not repeat for a writer name: a client restarted under
+        // the same name starts elsewhere in the id space.
+        let base = rand::random::<u64>() >> 2;
+        let pump = tokio::spawn(pump(writer.clone(), shared.clone(), base, queue, failed));
+        Self {
+            writer,
+            shared,
+            work,
+            failures,
+            pump,
+        }
+    }
+
+    /// A handle on what the pump reports, for [`ClientHandle`](super::ClientHandle).
+    pub(crate) fn view(&self) -> FanoutView {
+        FanoutView {
+            writer: self.writer.clone(),
+            shared: self.shared.clone(),
+            work: self.work.clone(),
+        }
+    }
+
+    /// Queues a store for the pump.
+    pub(crate) fn send(&self, id: u64, bytes: Bytes, replicas: Vec<(String, Option<SocketAddr>)>) {
+        // The pump ends only with this writer, so the queue is open while it exists.
+        let _ = self.work.send(PumpWork::Store {
+            id,
+            bytes,
+            replicas,
+        });
+    }
+
+    /// The next storage a fan-out did not reach; pending forever once the pump has ended.
+    pub(crate) async fn next_failure(&mut self) -> (u64, String) {
+        match self.failures.recv().await {
+            Some(failure) => failure,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The application's view of a client's fan-out: the writer and the delivery counts.
+#[derive(Clone, Debug)]
+pub(crate) struct FanoutView {
+    writer: Fanout,
+    shared: Arc<Shared>,
+    work: mpsc::UnboundedSender<PumpWork>,
+}
+
+impl FanoutView {
+    pub(crate) fn writer(&self) -> &Fanout {
+        &self.writer
+    }
+
+    pub(crate) fn deliveries(&self) -> BTreeMap<String, FanoutDeliveries> {
+        lock(&self.shared.deliveries).clone()
+    }
+
+    /// Adds `storages` to the writer (those not added yet) and waits until that is done.
+    pub(crate) async fn join(&self, storages: Vec<(String, SocketAddr)>) {
+        let (done, finished) = oneshot::channel();
+        if self.work.send(PumpWork::Join { storages, done }).is_ok() {
+            // The pump answers unless it ended, and then there is nothing to wait for.
+            let _ = finished.await;
+        }
+    }
+}
+
+async fn pump(
+    writer: Fanout,
+    shared: Arc<Shared>,
+    base: u64,
+    mut queue: mpsc::UnboundedReceiver<PumpWork>,
+    failed: mpsc::UnboundedSender<(u64, String)>,
+) {
+    while let Some(work) = queue.recv().await {
+        match work {
+            PumpWork::Join { storages, done } => {
+                for (name, addr) in storages {
+                    let absent = !lock(&shared.members).contains_key(&name);
+                    if absent {
+                        join(&writer, &shared, &name, addr).await;
+                    }
+                }
+                let _ = done.send(());
+            }
+            PumpWork::Store {
+                id,
+                bytes,
+                replicas,
+            } => {
+                let mut ready = Vec::new();
+                for (name, addr) in replicas {
+                    if member_ready(&writer, &shared, &name, addr).await {
+                        ready.push(name);
+                    } else {
+                        fail(&shared, &failed, id, &name);
+                    }
+                }
+                if ready.is_empty() {
+                    continue;
+                }
+                let names: Vec<&str> = ready.iter().map(String::as_str).collect();
+                let object_id = base.wrapping_add(id);
+                match writer
+                    .send_to(object_id, bytes, &names, writer.strategy())
+                    .await
+                {
+                    Ok(handle) => {
+                        tokio::spawn(gather_outcomes(handle, shared.clone(), failed.clone(), id));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "fan-out of a store failed");
+                        for name in &ready {
+                            mark_stale(&shared, name);
+                            fail(&shared, &failed, id, name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `name` can take a store now; adds it (waiting) the first time, and starts adding
+/// it again in the background when it went stale or moved.
+async fn member_ready(
+    writer: &Fanout,
+    shared: &Arc<Shared>,
+    name: &str,
+    addr: Option<SocketAddr>,
+) -> bool {
+    let member = lock(&shared.members).get(name).copied();
+    match (member, addr) {
+        (None, Some(addr)) => join(writer, shared, name, addr).await,
+        (None, None) => false,
+        (Some(Member::Joined(at)), Some(addr)) if at != addr => {
+            rejoin(writer, shared, name, addr);
+            false
+        }
+        (Some(Member::Joined(_)), _) => true,
+        (Some(Member::Rejoining), _) => false,
+        (Some(Member::Stale(since)), Some(addr)) if since.elapsed() >= REJOIN_AFTER => {
+            rejoin(writer, shared, name, addr);
+            false
+        }
+        (Some(Member::Stale(_)), _) => false,
+    }
+}
+
+/// Adds `name` at `addr` (removing an earlier membership first); true if it joined.
+async fn join(writer: &Fanout, shared: &Shared, name: &str, addr: SocketAddr) -> bool {
+    if writer.replicas().iter().any(|member| member == name) {
+        // Its membership is stale (a restarted storage forgot it): start over.
+        if let Err(error) = writer.remove_replica(name).await {
+            tracing::debug!(%name, %error, "removing a stale fan-out replica");
+        }
+    }
+    match writer.add_replica(name, addr).await {
+        Ok(()) => {
+            lock(&shared.members).insert(name.to_owned(), Member::Joined(addr));
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%name, %error, "cannot add the storage to the fan-out");
+            lock(&shared.members).insert(name.to_owned(), Member::Stale(Instant::now()));
+            false
+        }
+    }
+}
+
+fn rejoin(writer: &Fanout, shared: &Arc<Shared>, name: &str, addr: SocketAddr) {
+    lock(&shared.members).insert(name.to_owned(), Member::Rejoining);
+    let (writer, shared, name) = (writer.clone(), shared.clone(), name.to_owned());
+    tokio::spawn(async move {
+        join(&writer, &shared, &name, addr).await;
+    });
+}
+
+fn mark_stale(shared: &Shared, name: &str) {
+    let mut members = lock(&shared.members);
+    if let Some(member @ Member::Joined(_)) = members.get_mut(name) {
+        *member = Member::Stale(Instant::now());
+    }
+}
+
+fn fail(shared: &Shared, failed: &mpsc::UnboundedSender<(u64, String)>, id: u64, name: &str) {
+    lock(&shared.deliveries)
+        .entry(name.to_owned())
+        .or_default()
+        .failed += 1;
+    // The driver ended: nobody to tell.
+    let _ = failed.send((id, name.to_owned()));
+}
+
+async fn gather_outcomes(
+    mut handle: replicast_transport::fanout::FanoutHandle,
+    shared: Arc<Shared>,
+    failed: mpsc::UnboundedSender<(u64, String)>,
+    id: u64,
+) {
+    while let Some((name, outcome)) = handle.next().await {
+        match &outcome {
+            ReplicaOutcome::Failed { reason } => {
+                tracing::debug!(%name, %reason, "a store did not reach the storage");
+                mark_stale(&shared, &name);
+                fail(&shared, &failed, id, &name);
+            }
+            delivered => lock(&shared.deliveries)
+                .entry(name)
+                .or_default()
+                .count(delivered),
+        }
+    }
+}
+
+/// The storage's side: the receiver, and the feed the driver hands non-message work to.
+pub(crate) struct FanoutReplica {
+    receiver: FanoutReceiver,
+    feed: FanoutFeed,
+}
+
+/// Why an object delivered by the fan-out was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RefusedObject {
+    #[error("undecodable: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("a {0} message, not a store")]
+    NotAStore(&'static str),
+}
+
+impl FanoutReplica {
+    pub(crate) fn new(receiver: FanoutReceiver, feed: FanoutFeed) -> Self {
+        Self { receiver, feed }
+    }
+
+    pub(crate) fn feed(&self) -> &FanoutFeed {
+        &self.feed
+    }
+
+    /// The next delivered object; pending forever once the receiver has stopped.
+    pub(crate) async fn next_object(&mut self) -> DeliveredObject {
+        match self.receiver.recv().await {
+            Some(object) => object,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The store an object carries, or why it is refused.
+pub(crate) fn store_of(object: &DeliveredObject) -> Result<Message, RefusedObject> {
+    match decode(&object.data)? {
+        store @ Message::Store { .. } => Ok(store),
+        other => Err(RefusedObject::NotAStore(other.kind())),
+    }
+}
