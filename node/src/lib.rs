@@ -59,3 +59,4 @@ pub mod driver;
 pub mod master;
 pub mod protocol;
 pub mod storage_node;
+pub mod workload;

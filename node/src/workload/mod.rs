@@ -1,0 +1,7 @@
+//! Workloads that exercise a cluster through [`ClientHandle`](crate::driver::ClientHandle),
+//! shared by the tests, the `replicast client` command and the benchmark.
+//!
+//! - [`transfers`]: money transfers between accounts; the sum of all balances never changes,
+//!   so a lost, doubled or half-visible commit shows.
+
+pub mod transfers;
