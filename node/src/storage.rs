@@ -19,6 +19,7 @@
 //! The engine takes no locks of its own beyond redb's single writer: which transaction may store
 //! which object is the [`LockManager`](crate::locks::LockManager)'s business.
 
+mod catch_up;
 mod commit;
 mod error;
 mod load;
@@ -30,6 +31,7 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadableTable};
 
+pub use catch_up::{ReplicationProgress, TransactionBatch};
 pub use error::StorageError;
 pub use records::{
     CommittedTransaction, Digest, ObjectData, PendingTransaction, Revision, RevisionBefore,

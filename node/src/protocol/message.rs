@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::status::{ClusterStatus, NodeReport};
 use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
-use crate::storage::{ObjectData, TransactionInfo};
+use crate::storage::{
+    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, TransactionInfo,
+};
 
 /// One protocol message. The comment on each variant names who sends it to whom.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,6 +176,68 @@ pub enum Message {
     StorageAddresses(Vec<(NodeName, SocketAddr)>),
     /// Client or storage -> master: its links as it measures them (sent now and then).
     NodeReport(NodeReport),
+    /// Master -> storage: catch up on these feeding partitions, each from an up-to-date cell
+    /// of the current table, up to `up_to`; every transaction after it reaches the storage
+    /// live.
+    Replicate {
+        /// The TID to replicate up to.
+        up_to: Tid,
+        /// The partitions, each with the TID up to which the master knows the storage holds it
+        /// whole (it missed nothing committed before); [`Tid::ZERO`] for a new cell.
+        partitions: Vec<(u32, Tid)>,
+    },
+    /// Storage -> master: the partition holds every transaction up to `up_to`, as the
+    /// [`Message::Replicate`] with that bound asked.
+    Replicated {
+        /// The partition.
+        partition: u32,
+        /// The bound of the `Replicate` done.
+        up_to: Tid,
+    },
+    /// Storage -> storage: the committed transactions touching `partition` after `after`, up
+    /// to `up_to` (the first step of replication).
+    AskTransactions {
+        /// The partition.
+        partition: u32,
+        /// The last TID the asker already has.
+        after: Tid,
+        /// The last TID wanted.
+        up_to: Tid,
+    },
+    /// Storage -> storage: one bounded batch answering [`Message::AskTransactions`].
+    AnswerTransactions {
+        /// The partition.
+        partition: u32,
+        /// Transactions in TID order, each listing only the partition's objects.
+        transactions: Vec<CommittedTransaction>,
+        /// The TID to ask again after; `None` when nothing is left up to the bound.
+        resume: Option<Tid>,
+    },
+    /// Storage -> storage: the object revisions of `partition` after `after`, up to `up_to`
+    /// (the second step of replication).
+    AskObjects {
+        /// The partition.
+        partition: u32,
+        /// The last revision the asker already has, in (TID, OID) order.
+        after: ObjectCursor,
+        /// The last TID wanted.
+        up_to: Tid,
+    },
+    /// Storage -> storage: one bounded batch answering [`Message::AskObjects`].
+    AnswerObjects {
+        /// The partition.
+        partition: u32,
+        /// Revisions in (TID, OID) order.
+        objects: Vec<ReplicatedObject>,
+        /// The cursor to ask again after; `None` when nothing is left up to the bound.
+        resume: Option<ObjectCursor>,
+    },
+    /// Storage -> storage: this storage cannot serve the partition's history (its engine
+    /// failed, or it does not hold the partition); ask another.
+    ReplicationUnavailable {
+        /// The partition.
+        partition: u32,
+    },
     /// Anyone with a cluster certificate -> master: asks for the cluster's status.
     AskStatus {
         /// Chosen by the asker to match the answer.
@@ -293,6 +357,13 @@ impl Message {
             Message::StorageAddress { .. } => "StorageAddress",
             Message::StorageAddresses(_) => "StorageAddresses",
             Message::NodeReport(_) => "NodeReport",
+            Message::Replicate { .. } => "Replicate",
+            Message::Replicated { .. } => "Replicated",
+            Message::AskTransactions { .. } => "AskTransactions",
+            Message::AnswerTransactions { .. } => "AnswerTransactions",
+            Message::AskObjects { .. } => "AskObjects",
+            Message::AnswerObjects { .. } => "AnswerObjects",
+            Message::ReplicationUnavailable { .. } => "ReplicationUnavailable",
             Message::AskStatus { .. } => "AskStatus",
             Message::AnswerStatus { .. } => "AnswerStatus",
         }

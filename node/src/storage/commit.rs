@@ -28,7 +28,25 @@ impl Store {
         serial: Tid,
         data: ObjectData,
     ) -> Result<(), StorageError> {
-        self.stage(ttid, oid, serial, |_| {
+        self.stage(ttid, oid, Some(serial), |_| {
+            Ok(ObjectRecord {
+                digest: data.digest(),
+                data: StoredData::Content(data),
+            })
+        })
+    }
+
+    /// Records `data` like [`store_pending`](Self::store_pending) without checking `serial`
+    /// against the object's history: for a partition still catching up by replication, whose
+    /// history here may lack revisions the serial names. The readable replicas check it.
+    pub fn store_pending_unchecked(
+        &self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), StorageError> {
+        self.stage_with_serial(ttid, oid, serial, None, |_| {
             Ok(ObjectRecord {
                 digest: data.digest(),
                 data: StoredData::Content(data),
@@ -49,7 +67,7 @@ impl Store {
         serial: Tid,
         restore: Tid,
     ) -> Result<(), StorageError> {
-        self.stage(ttid, oid, serial, |objects| {
+        self.stage(ttid, oid, Some(serial), |objects| {
             let target = read_record(objects, oid, restore)?
                 .ok_or(StorageError::NoSuchRevision { oid, tid: restore })?;
             // Point at the content itself, so that reads follow one pointer at most.
@@ -65,12 +83,28 @@ impl Store {
     }
 
     /// Records the revision `make_record` builds as `oid`'s in transaction `ttid`, after
-    /// checking the transaction has not voted and `serial` is the last committed revision.
+    /// checking the transaction has not voted and `check` (the serial) is the last committed
+    /// revision.
     fn stage(
         &self,
         ttid: Tid,
         oid: Oid,
+        check: Option<Tid>,
+        make_record: impl FnOnce(
+            &Table<(Oid, Tid), &'static [u8]>,
+        ) -> Result<ObjectRecord, StorageError>,
+    ) -> Result<(), StorageError> {
+        let serial = check.unwrap_or(Tid::ZERO);
+        self.stage_with_serial(ttid, oid, serial, check, make_record)
+    }
+
+    /// [`stage`](Self::stage), recording `serial` and checking `check` when given.
+    fn stage_with_serial(
+        &self,
+        ttid: Tid,
+        oid: Oid,
         serial: Tid,
+        check: Option<Tid>,
         make_record: impl FnOnce(
             &Table<(Oid, Tid), &'static [u8]>,
         ) -> Result<ObjectRecord, StorageError>,
@@ -87,13 +121,15 @@ impl Store {
                 return Err(StorageError::AlreadyVoted { ttid, oid });
             }
             let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            let current = last_serial(&objects, oid)?;
-            if current != serial {
-                return Err(StorageError::Conflict {
-                    oid,
-                    expected: serial,
-                    current,
-                });
+            if let Some(serial) = check {
+                let current = last_serial(&objects, oid)?;
+                if current != serial {
+                    return Err(StorageError::Conflict {
+                        oid,
+                        expected: serial,
+                        current,
+                    });
+                }
             }
             let record = make_record(&objects)?;
             let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
@@ -115,6 +151,18 @@ impl Store {
     /// A transaction that stored nothing here may vote (it only leaves its `info`). Voting
     /// twice is harmless. The data stays invisible until [`finish`](Self::finish).
     pub fn vote(&self, ttid: Tid, info: &TransactionInfo) -> Result<(), StorageError> {
+        self.vote_unchecked_for(ttid, info, |_| false)
+    }
+
+    /// Votes like [`vote`](Self::vote), without checking the serials of the objects for which
+    /// `unchecked` says yes: those of partitions still catching up by replication (see
+    /// [`store_pending_unchecked`](Self::store_pending_unchecked)).
+    pub fn vote_unchecked_for(
+        &self,
+        ttid: Tid,
+        info: &TransactionInfo,
+        unchecked: impl Fn(Oid) -> bool,
+    ) -> Result<(), StorageError> {
         let txn = self.begin(Durability::Immediate)?;
         {
             let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
@@ -128,6 +176,9 @@ impl Store {
                 let (key, object) = entry.map_err(database("read pending object"))?;
                 let oid = key.value().1;
                 let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
+                if unchecked(oid) {
+                    continue;
+                }
                 let current = last_serial(&objects, oid)?;
                 if current != object.serial {
                     return Err(StorageError::Conflict {
@@ -157,6 +208,19 @@ impl Store {
     /// `tid` must be greater than every TID committed here: the master finishes transactions
     /// in TID order.
     pub fn finish(&self, ttid: Tid, tid: Tid) -> Result<(), StorageError> {
+        self.commit_pending(ttid, tid, true)
+    }
+
+    /// Commits the voted transaction `ttid` at `tid` like [`finish`](Self::finish), also when
+    /// transactions after `tid` are here already: on a replica that imported them by
+    /// replication while the finish of `tid` was on its way. A transaction `tid` imported
+    /// already gains the objects of `ttid`, which are the same revisions.
+    pub fn finish_merging(&self, ttid: Tid, tid: Tid) -> Result<(), StorageError> {
+        self.commit_pending(ttid, tid, false)
+    }
+
+    /// Commits `ttid` at `tid`; `in_order` refuses a `tid` at or before the last committed.
+    fn commit_pending(&self, ttid: Tid, tid: Tid, in_order: bool) -> Result<(), StorageError> {
         let txn = self.begin(Durability::Immediate)?;
         {
             let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
@@ -174,9 +238,19 @@ impl Store {
                 .last()
                 .map_err(database("read last transaction"))?
                 .map_or(Tid::ZERO, |(key, _)| key.value());
-            if tid <= last {
+            if in_order && tid <= last {
                 return Err(StorageError::TidNotAfterLast { tid, last });
             }
+            let imported = match transactions
+                .get(tid)
+                .map_err(database("read transaction"))?
+            {
+                Some(record) => Some(decode::<TransactionRecord>(
+                    TRANSACTIONS_NAME,
+                    record.value(),
+                )?),
+                None => None,
+            };
             let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
             let mut pending_objects = txn
                 .open_table(PENDING_OBJECTS)
@@ -195,13 +269,19 @@ impl Store {
                     .map_err(database("commit object"))?;
                 oids.push(oid);
             }
-            let record = encode(
-                TRANSACTIONS_NAME,
-                &TransactionRecord {
+            let record = match imported {
+                Some(mut record) => {
+                    record.oids.extend(oids);
+                    record.oids.sort_unstable();
+                    record.oids.dedup();
+                    record
+                }
+                None => TransactionRecord {
                     oids,
                     info: header.info,
                 },
-            )?;
+            };
+            let record = encode(TRANSACTIONS_NAME, &record)?;
             transactions
                 .insert(tid, record.as_slice())
                 .map_err(database("commit transaction"))?;

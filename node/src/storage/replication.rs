@@ -9,7 +9,7 @@
 //! Revisions travel as content: an undo's back-pointer is exported as the data it points at,
 //! with the same digest, and stored as a copy on the receiving replica.
 
-use redb::{Durability, ReadableDatabase, ReadableTable};
+use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
@@ -157,34 +157,7 @@ impl Store {
         batch: &[CommittedTransaction],
     ) -> Result<(), StorageError> {
         let txn = self.begin(Durability::Immediate)?;
-        {
-            let mut transactions = txn
-                .open_table(TRANSACTIONS)
-                .map_err(database("open transactions"))?;
-            for transaction in batch {
-                let existing = match transactions
-                    .get(transaction.tid)
-                    .map_err(database("read transaction"))?
-                {
-                    Some(record) => Some(decode::<TransactionRecord>(
-                        TRANSACTIONS_NAME,
-                        record.value(),
-                    )?),
-                    None => None,
-                };
-                let mut record = existing.unwrap_or_else(|| TransactionRecord {
-                    oids: Vec::new(),
-                    info: transaction.info.clone(),
-                });
-                record.oids.extend(&transaction.oids);
-                record.oids.sort_unstable();
-                record.oids.dedup();
-                let record = encode(TRANSACTIONS_NAME, &record)?;
-                transactions
-                    .insert(transaction.tid, record.as_slice())
-                    .map_err(database("import transaction"))?;
-            }
-        }
+        merge_transactions(&txn, batch)?;
         txn.commit()
             .map_err(database("commit imported transactions"))
     }
@@ -194,41 +167,88 @@ impl Store {
     /// refused whole.
     pub fn apply_replicated_objects(&self, batch: &[ReplicatedObject]) -> Result<(), StorageError> {
         let txn = self.begin(Durability::Immediate)?;
-        {
-            let mut transactions = txn
-                .open_table(TRANSACTIONS)
-                .map_err(database("open transactions"))?;
-            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            for object in batch {
-                let (oid, tid) = (object.oid, object.tid);
-                if object.data.digest() != object.digest {
-                    return Err(StorageError::DigestMismatch { oid, tid });
-                }
-                let record = match transactions
-                    .get(tid)
-                    .map_err(database("read transaction"))?
-                {
-                    Some(record) => decode::<TransactionRecord>(TRANSACTIONS_NAME, record.value())?,
-                    None => return Err(StorageError::MissingTransaction { oid, tid }),
-                };
-                if let Err(position) = record.oids.binary_search(&oid) {
-                    let mut record = record;
-                    record.oids.insert(position, oid);
-                    let record = encode(TRANSACTIONS_NAME, &record)?;
-                    transactions
-                        .insert(tid, record.as_slice())
-                        .map_err(database("import transaction"))?;
-                }
-                let record = ObjectRecord {
-                    data: StoredData::Content(object.data.clone()),
-                    digest: object.digest,
-                };
-                let record = encode(OBJECTS_NAME, &record)?;
-                objects
-                    .insert((oid, tid), record.as_slice())
-                    .map_err(database("import object"))?;
-            }
-        }
+        merge_objects(&txn, batch)?;
         txn.commit().map_err(database("commit imported objects"))
     }
+}
+
+/// Writes replicated transactions in `txn`; a transaction already here gains the objects it
+/// lacked.
+pub(super) fn merge_transactions(
+    txn: &WriteTransaction,
+    batch: &[CommittedTransaction],
+) -> Result<(), StorageError> {
+    {
+        let mut transactions = txn
+            .open_table(TRANSACTIONS)
+            .map_err(database("open transactions"))?;
+        for transaction in batch {
+            let existing = match transactions
+                .get(transaction.tid)
+                .map_err(database("read transaction"))?
+            {
+                Some(record) => Some(decode::<TransactionRecord>(
+                    TRANSACTIONS_NAME,
+                    record.value(),
+                )?),
+                None => None,
+            };
+            let mut record = existing.unwrap_or_else(|| TransactionRecord {
+                oids: Vec::new(),
+                info: transaction.info.clone(),
+            });
+            record.oids.extend(&transaction.oids);
+            record.oids.sort_unstable();
+            record.oids.dedup();
+            let record = encode(TRANSACTIONS_NAME, &record)?;
+            transactions
+                .insert(transaction.tid, record.as_slice())
+                .map_err(database("import transaction"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes replicated revisions in `txn`, after checking each one's digest and that its
+/// transaction is here.
+pub(super) fn merge_objects(
+    txn: &WriteTransaction,
+    batch: &[ReplicatedObject],
+) -> Result<(), StorageError> {
+    {
+        let mut transactions = txn
+            .open_table(TRANSACTIONS)
+            .map_err(database("open transactions"))?;
+        let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        for object in batch {
+            let (oid, tid) = (object.oid, object.tid);
+            if object.data.digest() != object.digest {
+                return Err(StorageError::DigestMismatch { oid, tid });
+            }
+            let record = match transactions
+                .get(tid)
+                .map_err(database("read transaction"))?
+            {
+                Some(record) => decode::<TransactionRecord>(TRANSACTIONS_NAME, record.value())?,
+                None => return Err(StorageError::MissingTransaction { oid, tid }),
+            };
+            if let Err(position) = record.oids.binary_search(&oid) {
+                let mut record = record;
+                record.oids.insert(position, oid);
+                let record = encode(TRANSACTIONS_NAME, &record)?;
+                transactions
+                    .insert(tid, record.as_slice())
+                    .map_err(database("import transaction"))?;
+            }
+            let record = ObjectRecord {
+                data: StoredData::Content(object.data.clone()),
+                digest: object.digest,
+            };
+            let record = encode(OBJECTS_NAME, &record)?;
+            objects
+                .insert((oid, tid), record.as_slice())
+                .map_err(database("import object"))?;
+        }
+    }
+    Ok(())
 }

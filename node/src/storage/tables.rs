@@ -19,12 +19,16 @@ pub(crate) const PENDING: TableDefinition<Tid, &[u8]> = TableDefinition::new("pe
 /// Objects of transactions not finished yet: `(ttid, oid)` -> encoded `PendingObject`.
 pub(crate) const PENDING_OBJECTS: TableDefinition<(Tid, Oid), &[u8]> =
     TableDefinition::new("pending_objects");
+/// What replication holds of each partition: partition -> encoded `ReplicationProgress`.
+pub(crate) const PROGRESS: TableDefinition<u32, &[u8]> =
+    TableDefinition::new("replication_progress");
 
 /// Names used in errors.
 pub(crate) const OBJECTS_NAME: &str = "objects";
 pub(crate) const TRANSACTIONS_NAME: &str = "transactions";
 pub(crate) const PENDING_NAME: &str = "pending";
 pub(crate) const PENDING_OBJECTS_NAME: &str = "pending_objects";
+pub(crate) const PROGRESS_NAME: &str = "replication_progress";
 
 /// Reads an 8-byte id; redb hands a fixed-width type exactly `fixed_width()` bytes, and a short
 /// slice (which it never passes) reads as zero-padded rather than panicking.
