@@ -1,0 +1,700 @@
+//! Hostile peers against a cluster of `replicast node` processes (a master and three storages
+//! on 127.0.0.1, P = 12, R = 2, objects written with `replicast client put`).
+//!
+//! Mallory holds a valid cluster certificate (made by `replicast certs init --node` like any
+//! other) and speaks the transport, but not the protocol: garbage on message streams,
+//! truncated envelopes, envelopes carrying undecodable messages, messages out of protocol
+//! order (answers nobody asked for, a store and a vote without a begin, a finish for a
+//! transaction never begun), frames beyond the nodes' limit, request and object streams the
+//! nodes do not serve. Each is refused or ignored and nothing changes: every replica serves
+//! the same revisions afterwards, new transactions commit, the nodes keep running and exit
+//! cleanly, and none of them panicked (their standard error is kept and checked).
+//!
+//! Peers without a valid certificate (one of another CA, or none at all) get no connection.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use replicast_certs::{NodeIdentity, anonymous_client_config, load_ca_certificate};
+use replicast_node::driver::ordering::Envelope;
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::protocol::{
+    LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreResult, TransactionOutcome, decode,
+    encode,
+};
+use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
+use support::{BIN, NodeProcess, WAIT, common_sections, free_port, write_config};
+
+const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
+/// The objects written before the attack: oids 1..=OBJECTS.
+const OBJECTS: u64 = 6;
+/// The hostile peer's name; its certificate is as valid as any client's.
+const MALLORY: &str = "mallory";
+/// A well-behaved peer that reads every replica before and after the attack.
+const INSPECTOR: &str = "inspector";
+/// The largest frame a node accepts (`LinkConfig::default().max_frame_len`; the test
+/// cluster's configurations do not change it).
+fn node_frame_limit() -> usize {
+    LinkConfig::default().max_frame_len as usize
+}
+
+/// A cluster whose nodes' standard error goes to files, so that the test can tell that no
+/// node panicked (a panic in a task of a node's runtime does not end the process).
+struct Cluster {
+    dir: tempfile::TempDir,
+    master: SocketAddr,
+    nodes: Vec<NodeProcess>,
+    storages: BTreeMap<String, SocketAddr>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let mut names = vec!["master", "client-1", MALLORY, INSPECTOR];
+        names.extend(STORAGES);
+        support::replicast(&[
+            "certs",
+            "init",
+            "--out",
+            path_arg(&root.join("certs")),
+            "--node",
+            &names.join(","),
+        ])
+        .expect("replicast certs init");
+
+        let master: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+        let storage_list: Vec<String> = STORAGES.iter().map(|s| format!("{s:?}")).collect();
+        write_config(
+            root,
+            "master",
+            &format!(
+                "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"{master}\"\n\n{}\n\
+                 [cluster]\npartitions = 12\nreplicas = 2\nstorages = [{}]\n",
+                common_sections("master"),
+                storage_list.join(", ")
+            ),
+        );
+        let master_node = start_node(root, "master");
+        assert_eq!(master_node.wait_ready(), master);
+        let mut cluster = Self {
+            dir,
+            master,
+            nodes: vec![master_node],
+            storages: BTreeMap::new(),
+        };
+        for name in STORAGES {
+            let listen: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+            write_config(
+                cluster.root(),
+                name,
+                &format!(
+                    "[node]\nname = \"{name}\"\nrole = \"storage\"\nlisten = \"{listen}\"\n\n{}\n\
+                     [master]\naddress = \"{master}\"\nname = \"master\"\n\n\
+                     [storage]\npath = \"data/{name}.redb\"\n",
+                    common_sections(name),
+                ),
+            );
+            let node = start_node(cluster.root(), name);
+            assert_eq!(node.wait_ready(), listen);
+            cluster.nodes.push(node);
+            cluster.storages.insert(name.to_owned(), listen);
+        }
+        cluster.nodes[0].wait_running(&STORAGES);
+        cluster
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn client_config(&self) -> PathBuf {
+        write_config(
+            self.root(),
+            "client-1",
+            &format!(
+                "[node]\nname = \"client-1\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
+                 [master]\naddress = \"{}\"\nname = \"master\"\n",
+                common_sections("client-1"),
+                self.master
+            ),
+        )
+    }
+
+    /// The identity of `name` from the cluster's certificates.
+    fn identity(&self, name: &str) -> NodeIdentity {
+        NodeIdentity::load_dir(&self.root().join("certs"), name).expect("load an identity")
+    }
+
+    /// What node `name` wrote to its standard error so far.
+    fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root().join(format!("{name}.stderr"))).unwrap_or_default()
+    }
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// `replicast node --config ROOT/NAME.toml`, its standard error written to ROOT/NAME.stderr
+/// (the shell execs the node, so the process id is the node's).
+fn start_node(root: &Path, name: &str) -> NodeProcess {
+    let config = root.join(format!("{name}.toml"));
+    let stderr = root.join(format!("{name}.stderr"));
+    NodeProcess::start_command(
+        name,
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" node --config "$1" 2>"$2""#)
+            .arg(BIN)
+            .arg(&config)
+            .arg(&stderr),
+    )
+}
+
+fn endpoint(identity: &NodeIdentity, link: LinkConfig) -> Endpoint {
+    Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link,
+    })
+    .expect("bind an endpoint")
+}
+
+/// A peer that speaks the nodes' envelope (one sender instance, epoch 0, its own sequence
+/// numbers per node) and reads what the nodes send back.
+struct Peer {
+    endpoint: Endpoint,
+    instance: u64,
+    next_seq: HashMap<String, u64>,
+    next_request: u64,
+}
+
+impl Peer {
+    fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            instance: 5,
+            next_seq: HashMap::new(),
+            next_request: 1,
+        }
+    }
+
+    async fn link(&self, node: &str, address: SocketAddr) -> Link {
+        self.endpoint
+            .link(node, address)
+            .await
+            .unwrap_or_else(|error| panic!("dial {node}: {error}"))
+    }
+
+    /// The envelope the node expects next from this peer, carrying `body`; `consume` says
+    /// whether the node will see it (an envelope refused before decoding keeps its number).
+    fn envelope(&mut self, node: &str, body: Vec<u8>, consume: bool) -> Envelope {
+        let seq = self.next_seq.entry(node.to_owned()).or_default();
+        let envelope = Envelope {
+            instance: self.instance,
+            epoch: 0,
+            seq: *seq,
+            body,
+        };
+        if consume {
+            *seq += 1;
+        }
+        envelope
+    }
+
+    /// Sends `body` (any bytes) in the next envelope to `link`'s node.
+    async fn send_body(&mut self, link: &Link, body: Vec<u8>) {
+        let envelope = self.envelope(link.peer(), body, true);
+        link.send_message(&envelope)
+            .await
+            .unwrap_or_else(|error| panic!("send to {}: {error}", link.peer()));
+    }
+
+    async fn send(&mut self, link: &Link, message: &Message) {
+        self.send_body(link, encode(message)).await;
+    }
+
+    /// The next message from `from` that `accept` takes (others are skipped: a client hears
+    /// invalidations and tables it did not ask for), bounded by [`WAIT`].
+    async fn wait_for<T>(&self, from: &str, accept: impl Fn(&Message) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let incoming = tokio::time::timeout(left, self.endpoint.accept())
+                .await
+                .unwrap_or_else(|_| panic!("no expected answer from {from} within {WAIT:?}"))
+                .expect("the peer's endpoint is open");
+            let Incoming::Message(message) = incoming else {
+                continue;
+            };
+            if message.peer() != from {
+                continue;
+            }
+            let envelope: Envelope = message.decode().expect("nodes send envelopes");
+            let body = decode(&envelope.body).expect("nodes send protocol messages");
+            if let Some(value) = accept(&body) {
+                return value;
+            }
+        }
+    }
+
+    /// Loads `oid` from storage `link`; the storage answers in order after everything sent
+    /// to it before, so the answer also proves those were handled.
+    async fn load(&mut self, link: &Link, oid: Oid) -> LoadResult {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.send(link, &Message::Load { request, oid }).await;
+        self.wait_for(link.peer(), |message| match message {
+            Message::AnswerLoad {
+                request: answered,
+                result,
+                ..
+            } if *answered == request => Some(result.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Says hello to the master and waits for the partition table: the master handled every
+    /// message sent to it before.
+    async fn hello(&mut self, master: &Link) {
+        self.send(master, &Message::ClientHello).await;
+        self.wait_for(master.peer(), |message| {
+            matches!(message, Message::PartitionTable(_)).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Every revision every storage serves for the test's objects.
+type Snapshot = BTreeMap<(String, u64), LoadResult>;
+
+async fn snapshot(peer: &mut Peer, storages: &[(String, Link)]) -> Snapshot {
+    let mut snapshot = BTreeMap::new();
+    for (name, link) in storages {
+        for oid in 1..=OBJECTS {
+            snapshot.insert((name.clone(), oid), peer.load(link, Oid(oid)).await);
+        }
+    }
+    snapshot
+}
+
+/// The storages that hold a committed revision of `oid`, with it.
+fn replicas(snapshot: &Snapshot, oid: u64) -> Vec<(String, Tid, ObjectData)> {
+    snapshot
+        .iter()
+        .filter_map(|((name, o), result)| match result {
+            LoadResult::Found { tid, data } if *o == oid => {
+                Some((name.clone(), *tid, data.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bytes of an `Envelope { instance: 5, epoch: 0, seq: 0, body: [20 bytes] }` cut after 3 of
+/// its body bytes (postcard: the three integers and the body's length are one-byte varints).
+const TRUNCATED_ENVELOPE: [u8; 7] = [5, 0, 0, 20, 1, 2, 3];
+
+/// Garbage, truncated envelopes, undecodable messages, an oversized frame, and request and
+/// object streams, to `link`'s node. None of it reaches the node's role as a message.
+async fn send_malformed(peer: &mut Peer, link: &Link) {
+    let node = link.peer().to_owned();
+    // Not an envelope: 0xff is a varint that never ends.
+    link.send_message(&[0xffu8; 16])
+        .await
+        .expect("garbage is sent");
+    link.send_message(&TRUNCATED_ENVELOPE)
+        .await
+        .expect("a truncated envelope is sent");
+    // Envelopes the node accepts, carrying what is not a message of this protocol.
+    peer.send_body(link, vec![0xde, 0xad, 0xbe, 0xef]).await;
+    let mut other_version = encode(&Message::ClientHello);
+    other_version[0] = (PROTOCOL_VERSION + 1) as u8;
+    peer.send_body(link, other_version).await;
+    let mut trailing = encode(&Message::AskBegin);
+    trailing.push(0);
+    peer.send_body(link, trailing).await;
+    peer.send_body(link, Vec::new()).await;
+    // A variant index far beyond the enum.
+    let mut unknown_variant = encode(&Message::ClientHello);
+    unknown_variant.truncate(1);
+    unknown_variant.push(0x7f);
+    peer.send_body(link, unknown_variant).await;
+
+    // A frame beyond the node's limit (this peer's own limit is larger): refused before
+    // the node reads it, so it takes no sequence number.
+    let oversized = peer.envelope(&node, vec![0xab; node_frame_limit() + 1024], false);
+    let result = tokio::time::timeout(WAIT, link.send_message(&oversized))
+        .await
+        .expect("an oversized frame is sent or refused in time");
+    // Handed to QUIC, or refused by the node before the whole frame went out: both fine.
+    drop(result);
+
+    // A request and an object: the nodes serve only one-way messages, so both fail.
+    let request: Result<Vec<u8>, LinkError> = tokio::time::timeout(
+        WAIT,
+        link.request(&Message::Load {
+            request: 0,
+            oid: Oid(1),
+        }),
+    )
+    .await
+    .expect("a request stream ends in time");
+    assert!(request.is_err(), "{node} answered a request: {request:?}");
+    let object: Result<Vec<u8>, LinkError> = tokio::time::timeout(
+        WAIT,
+        link.send_object(&[1u8, 2, 3], vec![0x5a; 64 << 10].into()),
+    )
+    .await
+    .expect("an object stream ends in time");
+    assert!(object.is_err(), "{node} acknowledged an object: {object:?}");
+}
+
+#[test]
+fn hostile_peers_change_nothing_and_crash_no_node() {
+    let cluster = Cluster::start();
+    let client = cluster.client_config();
+    let mut written = BTreeMap::new();
+    for oid in 1..=OBJECTS {
+        let data = format!("object-{oid}");
+        let tid = support::put(&client, oid, &data);
+        written.insert(oid, (tid, data));
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let attacked_oid = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(240), attack(&cluster, &written))
+            .await
+            .expect("the attack finished in time")
+    });
+
+    // New transactions commit, on a new object and on the one Mallory stored to.
+    let tid = support::put(&client, 100, "after-the-attack");
+    assert_eq!(
+        support::get(&client, 100),
+        (tid, "after-the-attack".to_owned())
+    );
+    let tid = support::put(&client, attacked_oid, "overwritten");
+    assert_eq!(
+        support::get(&client, attacked_oid),
+        (tid, "overwritten".to_owned())
+    );
+    for oid in (1..=OBJECTS).filter(|oid| *oid != attacked_oid) {
+        let (tid, data) = &written[&oid];
+        assert_eq!(&support::get(&client, oid), &(tid.clone(), data.clone()));
+    }
+
+    // Peers without a valid certificate get no connection at all.
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), intruders(&cluster))
+            .await
+            .expect("the intruders were refused in time")
+    });
+    let tid = support::put(&client, 101, "after-the-intruders");
+    assert_eq!(
+        support::get(&client, 101),
+        (tid, "after-the-intruders".to_owned())
+    );
+    drop(runtime);
+
+    let Cluster { dir, mut nodes, .. } = cluster;
+    for node in &mut nodes {
+        assert!(node.is_running(), "{} still runs", node.name);
+    }
+    for node in &mut nodes {
+        node.stop();
+        let stderr = std::fs::read_to_string(dir.path().join(format!("{}.stderr", node.name)))
+            .unwrap_or_default();
+        assert!(
+            !stderr.contains("panicked"),
+            "{} panicked:\n{stderr}",
+            node.name
+        );
+    }
+}
+
+/// Mallory's attack on the master and on every storage; returns the object Mallory stored
+/// to without a begin.
+async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) -> u64 {
+    let inspector = endpoint(&cluster.identity(INSPECTOR), LinkConfig::default());
+    let mut inspector = Peer::new(inspector);
+    let mut inspector_links = Vec::new();
+    for (name, address) in &cluster.storages {
+        inspector_links.push((name.clone(), inspector.link(name, *address).await));
+    }
+    let before = snapshot(&mut inspector, &inspector_links).await;
+    for (oid, (tid, data)) in written {
+        let replicas = replicas(&before, *oid);
+        assert_eq!(replicas.len(), 2, "R = 2 replicas of {oid}: {replicas:?}");
+        for (name, found_tid, found) in replicas {
+            assert_eq!(format!("{:016x}", found_tid.0), *tid, "{oid} on {name}");
+            assert_eq!(found, ObjectData::Bytes(data.clone().into_bytes()));
+        }
+    }
+
+    // Mallory's frames may be larger than the nodes accept.
+    let mallory_link = LinkConfig {
+        max_frame_len: 16 << 20,
+        ..LinkConfig::default()
+    };
+    let mut mallory = Peer::new(endpoint(&cluster.identity(MALLORY), mallory_link));
+    let master = mallory.link("master", cluster.master).await;
+    let mut storages = Vec::new();
+    for (name, address) in &cluster.storages {
+        storages.push((name.clone(), mallory.link(name, *address).await));
+    }
+
+    // The master: malformed input, then messages out of protocol order.
+    send_malformed(&mut mallory, &master).await;
+    let never_begun = Tid(0x0100_0000_0000_0001);
+    for message in [
+        Message::AnswerBegin { ttid: never_begun },
+        Message::AskBegin, // before any hello: Mallory is not a client yet
+        Message::Finished {
+            ttid: never_begun,
+            tid: Tid(never_begun.0 + 1),
+        },
+        Message::StorageReady,
+        Message::AskOutcome { ttid: never_begun },
+        Message::Store {
+            ttid: never_begun,
+            generation: 0,
+            oid: Oid(1),
+            serial: Tid::ZERO,
+            data: ObjectData::Bytes(b"to the master".to_vec()),
+        },
+        Message::NodeReport(NodeReport { links: Vec::new() }),
+    ] {
+        mallory.send(&master, &message).await;
+    }
+    mallory.hello(&master).await;
+    // As a client now: a finish and an abort for a transaction never begun.
+    mallory
+        .send(
+            &master,
+            &Message::AskFinish {
+                ttid: never_begun,
+                oids: vec![Oid(1)],
+                voters: STORAGES.iter().map(|s| s.to_string()).collect(),
+                failed: Vec::new(),
+            },
+        )
+        .await;
+    mallory
+        .send(&master, &Message::AbortTransaction { ttid: never_begun })
+        .await;
+    mallory.hello(&master).await;
+
+    // Every storage: malformed input, then messages out of protocol order.
+    for (_, link) in &storages {
+        send_malformed(&mut mallory, link).await;
+        for message in [
+            Message::Finish {
+                ttid: never_begun,
+                tid: Tid(never_begun.0 + 1),
+            },
+            Message::Outcome {
+                ttid: never_begun,
+                outcome: TransactionOutcome::Committed(Tid(never_begun.0 + 1)),
+            },
+            Message::AnswerBegin { ttid: never_begun },
+            Message::Finished {
+                ttid: never_begun,
+                tid: Tid(never_begun.0 + 1),
+            },
+            Message::AbortTransaction { ttid: never_begun },
+            Message::Vote {
+                ttid: never_begun,
+                generation: 0,
+                oids: vec![Oid(1)],
+                info: TransactionInfo::default(),
+            },
+            Message::Store {
+                ttid: Tid(never_begun.0 + 7),
+                generation: 3, // a restart generation never handed out
+                oid: Oid(1),
+                serial: Tid::ZERO,
+                data: ObjectData::Bytes(b"generation 3".to_vec()),
+            },
+        ] {
+            mallory.send(link, &message).await;
+        }
+        // A vote naming no object for a transaction never begun is answered: unknown.
+        mallory
+            .send(
+                link,
+                &Message::Vote {
+                    ttid: never_begun,
+                    generation: 0,
+                    oids: Vec::new(),
+                    info: TransactionInfo::default(),
+                },
+            )
+            .await;
+        let refusal = mallory
+            .wait_for(link.peer(), |message| match message {
+                Message::AnswerVote { ttid, result } if *ttid == never_begun => {
+                    Some(result.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert!(
+            matches!(
+                refusal,
+                replicast_node::protocol::VoteResult::No(
+                    replicast_node::protocol::VoteRefusal::UnknownTransaction
+                )
+            ),
+            "{refusal:?}"
+        );
+    }
+
+    // A store and a vote without a begin, on a replica of an object: the storage cannot
+    // tell (it does not know which transactions the master began), so it takes them, but
+    // the master never began the transaction and nothing of it becomes visible.
+    let attacked_oid = 1;
+    let (replica, serial, _) = replicas(&before, attacked_oid)
+        .into_iter()
+        .next()
+        .expect("object 1 has a replica");
+    let link = &storages
+        .iter()
+        .find(|(name, _)| *name == replica)
+        .expect("Mallory dialed every storage")
+        .1;
+    let forged = Tid(never_begun.0 + 2);
+    mallory
+        .send(
+            link,
+            &Message::Store {
+                ttid: forged,
+                generation: 0,
+                oid: Oid(attacked_oid),
+                serial,
+                data: ObjectData::Bytes(b"forged".to_vec()),
+            },
+        )
+        .await;
+    let stored = mallory
+        .wait_for(&replica, |message| match message {
+            Message::AnswerStore { ttid, result, .. } if *ttid == forged => Some(*result),
+            _ => None,
+        })
+        .await;
+    assert_eq!(stored, StoreResult::Stored);
+    mallory
+        .send(
+            link,
+            &Message::Vote {
+                ttid: forged,
+                generation: 0,
+                oids: vec![Oid(attacked_oid)],
+                info: TransactionInfo::default(),
+            },
+        )
+        .await;
+    mallory
+        .wait_for(&replica, |message| match message {
+            Message::AnswerVote { ttid, .. } if *ttid == forged => Some(()),
+            _ => None,
+        })
+        .await;
+    // Voted is not visible.
+    assert_eq!(
+        mallory.load(link, Oid(attacked_oid)).await,
+        before[&(replica.clone(), attacked_oid)]
+    );
+    // The master refuses to finish what it never began (Mallory is a client by now).
+    mallory
+        .send(
+            &master,
+            &Message::AskFinish {
+                ttid: forged,
+                oids: vec![Oid(attacked_oid)],
+                voters: vec![replica.clone()],
+                failed: Vec::new(),
+            },
+        )
+        .await;
+    mallory.hello(&master).await;
+
+    // Every storage still serves exactly what it served before.
+    let after = snapshot(&mut inspector, &inspector_links).await;
+    assert_eq!(after, before);
+    let stderr = cluster.stderr(&STORAGES[0]);
+    assert!(
+        stderr.contains("undecodable"),
+        "the storage reports the undecodable input:\n{stderr}"
+    );
+    mallory.endpoint.close();
+    inspector.endpoint.close();
+    attacked_oid
+}
+
+/// Peers whose certificate is not from the cluster CA, or who present none, are refused at
+/// the handshake by the master and by a storage.
+async fn intruders(cluster: &Cluster) {
+    let rogue_dir = cluster.root().join("rogue");
+    support::replicast(&[
+        "certs",
+        "init",
+        "--out",
+        path_arg(&rogue_dir),
+        "--node",
+        "client-1",
+    ])
+    .expect("a CA of the intruder's own");
+    let cluster_ca =
+        load_ca_certificate(&cluster.root().join("certs").join("ca.pem")).expect("cluster CA");
+    // Named like a genuine client; only the signature tells it apart.
+    let rogue = NodeIdentity::load_dir(&rogue_dir, "client-1").expect("the rogue identity");
+    let rogue_tls = rogue
+        .client_config_trusting(&cluster_ca)
+        .expect("a client config trusting the cluster");
+    let anonymous_tls = anonymous_client_config(&cluster_ca).expect("an anonymous config");
+    let (storage, storage_address) = cluster
+        .storages
+        .iter()
+        .next()
+        .expect("the cluster has storages");
+    for client_tls in [rogue_tls, anonymous_tls] {
+        let intruder = Endpoint::bind(EndpointConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            server_tls: rogue.server_config().expect("server config"),
+            client_tls,
+            link: LinkConfig::default(),
+        })
+        .expect("bind the intruder");
+        for (node, address) in [
+            ("master", cluster.master),
+            (storage.as_str(), *storage_address),
+        ] {
+            // A refusal may surface at the dial or, for a refused client certificate, on the
+            // first use of the connection.
+            let result = async {
+                let link = intruder.link(node, address).await?;
+                link.request::<_, Vec<u8>>(&Message::AskBegin).await
+            }
+            .await;
+            match result {
+                Err(LinkError::HandshakeRefused { peer, .. }) => assert_eq!(peer, node),
+                other => panic!("{node} let an intruder in: {other:?}"),
+            }
+        }
+        intruder.close();
+    }
+}
