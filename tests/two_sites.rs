@@ -1,0 +1,401 @@
+//! Two sites in network namespaces, deployed as docs/DEPLOY.md says.
+//!
+//! Site A is a bridge with the master, the writing client and two storages; site B another
+//! bridge with two storages and a reading client; a router namespace joins the two and
+//! forwards unicast but no multicast. Every node is a separate `replicast node` process run
+//! with `ip netns exec`, with its own certificate and the configuration of
+//! docs/examples/site-*.toml.
+//!
+//! The namespace test needs root (CI runs as root). Run as another user it fails, saying so,
+//! unless `REPLICAST_SKIP_NETNS=1` is set, in which case it prints that it was skipped.
+//!
+//! The other tests check the guide's files: every example configuration parses, and the
+//! systemd unit starts `replicast node` with flags the command has.
+
+mod support;
+
+#[path = "two_sites/deployment.rs"]
+mod deployment;
+#[path = "two_sites/netns.rs"]
+mod netns;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use deployment::{Deployment, EXAMPLES, NODES};
+use netns::{Site, Sites};
+use replicast_node::config::NodeConfig;
+use replicast_node::ids::Oid;
+use replicast_node::storage::{ObjectData, Store};
+use support::NodeProcess;
+
+const HOSTS: [(&str, Site, Ipv4Addr); 7] = [
+    ("master", Site::A, Ipv4Addr::new(10, 1, 0, 10)),
+    ("storage-a1", Site::A, Ipv4Addr::new(10, 1, 0, 11)),
+    ("storage-a2", Site::A, Ipv4Addr::new(10, 1, 0, 12)),
+    ("client-a", Site::A, Ipv4Addr::new(10, 1, 0, 20)),
+    ("storage-b1", Site::B, Ipv4Addr::new(10, 2, 0, 11)),
+    ("storage-b2", Site::B, Ipv4Addr::new(10, 2, 0, 12)),
+    ("client-b", Site::B, Ipv4Addr::new(10, 2, 0, 20)),
+];
+const STORAGES: [&str; 4] = ["storage-a1", "storage-a2", "storage-b1", "storage-b2"];
+/// The storage whose link is cut while the cluster goes on writing.
+const CUT: &str = "storage-b2";
+/// Bounds each wait for a datagram of the topology probe.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the namespace test can run; panics with the reason when it cannot and the skip was
+/// not asked for.
+fn netns_available(test: &str) -> bool {
+    if netns::is_root() {
+        return true;
+    }
+    let skip = std::env::var("REPLICAST_SKIP_NETNS").is_ok_and(|value| value == "1");
+    assert!(
+        skip,
+        "{test} creates network namespaces and needs root; run it as root \
+         (e.g. `sudo -E cargo test --test two_sites`), or set REPLICAST_SKIP_NETNS=1 to skip it"
+    );
+    eprintln!("SKIPPED {test}: not root and REPLICAST_SKIP_NETNS=1");
+    false
+}
+
+#[test]
+fn two_sites_in_namespaces_requires_root() {
+    if !netns_available("two_sites_in_namespaces_requires_root") {
+        return;
+    }
+    let sites = Sites::create(&HOSTS);
+    unicast_crosses_the_router_multicast_does_not(&sites);
+
+    let deployment = Deployment::install();
+    let mut cluster = Cluster::start(&sites, &deployment);
+    let writer = deployment.config("client-a");
+    let reader = deployment.config("client-b");
+
+    // Writes from site A; every object on all four storages (R = 4), read back from site B.
+    let mut expected = Vec::new();
+    for oid in 1..=6u64 {
+        let data = format!("object-{oid}-first");
+        let tid = put(&sites, "client-a", &writer, oid, &data);
+        expected.push((oid, tid, data));
+    }
+    for (oid, tid, data) in &expected {
+        assert_eq!(
+            get(&sites, "client-b", &reader, *oid),
+            (tid.clone(), data.clone()),
+            "site B reads what site A wrote"
+        );
+    }
+
+    // A site-B storage loses its link; the master stops counting on it, commits go on.
+    sites.set_link(CUT, false);
+    let mut others: Vec<&str> = STORAGES.into_iter().filter(|s| *s != CUT).collect();
+    others.sort_unstable();
+    cluster.master.wait_running(&others);
+    let mut written_while_cut = Vec::new();
+    for oid in [1u64, 7, 8, 9] {
+        let data = format!("object-{oid}-while-{CUT}-was-cut");
+        let tid = put(&sites, "client-a", &writer, oid, &data);
+        written_while_cut.push((oid, tid, data));
+    }
+    for (oid, tid, data) in &written_while_cut {
+        assert_eq!(
+            get(&sites, "client-b", &reader, *oid),
+            (tid.clone(), data.clone()),
+            "site B reads what was written while {CUT} was cut"
+        );
+    }
+
+    cluster.stop();
+    // Every object written while all four ran is on each of them, identical.
+    for storage in STORAGES {
+        let store = Store::open(deployment.database(storage))
+            .unwrap_or_else(|error| panic!("open the database of {storage}: {error}"));
+        for (oid, tid, data) in &expected {
+            if written_while_cut.iter().any(|(later, ..)| later == oid) {
+                continue;
+            }
+            assert_stored(&store, storage, *oid, tid, data);
+        }
+        if storage != CUT {
+            for (oid, tid, data) in &written_while_cut {
+                assert_stored(&store, storage, *oid, tid, data);
+            }
+        }
+    }
+}
+
+/// The topology itself: a datagram to a group from site A reaches a member in site A even with
+/// a TTL that would let a router forward it, and none reaches a member in site B, while
+/// unicast from site A to site B arrives.
+fn unicast_crosses_the_router_multicast_does_not(sites: &Sites) {
+    const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 42, 99);
+    const PORT: u16 = 7299;
+    let member = |name: &'static str| {
+        let address = sites.host(name).address;
+        sites.in_namespace(name, move || {
+            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).expect("bind the probe");
+            socket
+                .join_multicast_v4(&GROUP, &address)
+                .expect("join the probe group");
+            socket
+                .set_read_timeout(Some(PROBE_WAIT))
+                .expect("set a read timeout");
+            socket
+        })
+    };
+    let member_a = member("storage-a1");
+    let member_b = member("storage-b1");
+    let sender_address = sites.host("client-a").address;
+    let sender = sites.in_namespace("client-a", move || {
+        let socket = UdpSocket::bind((sender_address, 0)).expect("bind the probe sender");
+        socket
+            .set_multicast_ttl_v4(8)
+            .expect("set the multicast TTL");
+        socket
+    });
+
+    let receive = |socket: &UdpSocket, at: &str| -> Vec<u8> {
+        let mut buffer = [0u8; 64];
+        let (length, _) = socket
+            .recv_from(&mut buffer)
+            .unwrap_or_else(|error| panic!("no probe datagram reached {at}: {error}"));
+        buffer[..length].to_vec()
+    };
+    sender
+        .send_to(b"group", SocketAddr::from((GROUP, PORT)))
+        .expect("send to the group");
+    assert_eq!(receive(&member_a, "storage-a1"), b"group");
+    // The unicast marker follows the group datagram on the same path through the router: had
+    // the router forwarded the group datagram, it would arrive first.
+    let member_b_address = SocketAddr::from((sites.host("storage-b1").address, PORT));
+    sender
+        .send_to(b"unicast", member_b_address)
+        .expect("send across the router");
+    assert_eq!(
+        receive(&member_b, "storage-b1"),
+        b"unicast",
+        "site B receives unicast from site A, and no multicast"
+    );
+}
+
+/// The master and the four storages, each a `replicast node` in its host's namespace.
+struct Cluster {
+    master: NodeProcess,
+    storages: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    fn start(sites: &Sites, deployment: &Deployment) -> Self {
+        let start = |name: &str| {
+            let mut command = sites.exec(name, support::BIN);
+            // The examples log at info, as an operator wants; the test's output keeps warnings.
+            command
+                .env("RUST_LOG", "warn")
+                .args(["node", "--config"])
+                .arg(deployment.config(name));
+            let node = NodeProcess::start_command(name, &mut command);
+            let address = node.wait_ready();
+            assert_eq!(
+                address.ip(),
+                sites.host(name).address,
+                "{name} listens on its host's address"
+            );
+            node
+        };
+        let master = start("master");
+        let storages = STORAGES.map(start).into();
+        master.wait_running(&STORAGES);
+        Self { master, storages }
+    }
+
+    /// SIGTERM to each storage, then the master; each exits 0.
+    fn stop(&mut self) {
+        for storage in &mut self.storages {
+            storage.stop();
+        }
+        self.master.stop();
+    }
+}
+
+/// `replicast client --config CONFIG put OID DATA` on host `host`; returns the TID.
+fn put(sites: &Sites, host: &str, config: &std::path::Path, oid: u64, data: &str) -> String {
+    let mut command = sites.exec(host, support::BIN);
+    command
+        .args(["client", "--timeout", "20", "--config"])
+        .arg(config)
+        .args(["put", &oid.to_string(), data]);
+    let tid = support::run(&mut command, &format!("put {oid} on {host}"))
+        .unwrap_or_else(|error| panic!("put {oid} {data} on {host}: {error}"));
+    assert!(
+        tid.len() == 16 && u64::from_str_radix(&tid, 16).is_ok(),
+        "put prints a TID: {tid:?}"
+    );
+    tid
+}
+
+/// `replicast client --config CONFIG get OID` on host `host`; returns `(serial, data)`.
+fn get(sites: &Sites, host: &str, config: &std::path::Path, oid: u64) -> (String, String) {
+    let mut command = sites.exec(host, support::BIN);
+    command
+        .args(["client", "--timeout", "20", "--config"])
+        .arg(config)
+        .args(["get", &oid.to_string()]);
+    let line = support::run(&mut command, &format!("get {oid} on {host}"))
+        .unwrap_or_else(|error| panic!("get {oid} on {host}: {error}"));
+    let (serial, data) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("get prints SERIAL DATA: {line:?}"));
+    (serial.to_owned(), data.to_owned())
+}
+
+fn assert_stored(store: &Store, storage: &str, oid: u64, tid: &str, data: &str) {
+    let revision = store
+        .load(Oid(oid))
+        .unwrap_or_else(|error| panic!("load {oid} from {storage}: {error}"))
+        .unwrap_or_else(|| panic!("{storage} holds no revision of {oid}"));
+    assert_eq!(
+        format!("{:016x}", revision.tid.0),
+        tid,
+        "{storage}: serial of {oid}"
+    );
+    assert_eq!(
+        revision.data,
+        ObjectData::Bytes(data.as_bytes().to_vec()),
+        "{storage}: data of {oid}"
+    );
+}
+
+#[test]
+fn every_example_configuration_parses() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(EXAMPLES).expect("read docs/examples") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_none_or(|extension| extension != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read an example");
+        if let Err(error) = NodeConfig::parse(&text, &path) {
+            panic!("{error}");
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= NODES.len(),
+        "the two-site examples are in docs/examples"
+    );
+    for (node, example) in NODES {
+        let path = std::path::Path::new(EXAMPLES).join(example);
+        let text = std::fs::read_to_string(&path).expect("read an example");
+        let config = NodeConfig::parse(&text, &path).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            config.node.name.as_str(),
+            node,
+            "{example} configures {node}"
+        );
+    }
+}
+
+/// The unit file of docs/DEPLOY.md, and the system user it runs as.
+const UNIT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/systemd/replicast-node@.service"
+);
+const SYSUSERS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/systemd/replicast.sysusers.conf"
+);
+
+#[test]
+fn systemd_unit_runs_replicast_node_with_flags_the_command_has() {
+    let unit = std::fs::read_to_string(UNIT).expect("read the unit file");
+    let exec_starts: Vec<&str> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("ExecStart="))
+        .collect();
+    let [exec_start] = exec_starts[..] else {
+        panic!("the unit has one ExecStart: {exec_starts:?}");
+    };
+    let words: Vec<&str> = exec_start.split_whitespace().collect();
+    assert_eq!(
+        words[..],
+        [
+            "/usr/local/bin/replicast",
+            "node",
+            "--config",
+            "/etc/replicast/%i.toml"
+        ],
+        "the guide installs the binary and the configurations there"
+    );
+    let help = support::replicast(&["node", "--help"]).expect("replicast node --help");
+    for flag in words.iter().filter(|word| word.starts_with("--")) {
+        assert!(
+            help.contains(flag),
+            "`replicast node` has no {flag}:\n{help}"
+        );
+    }
+    // The directories the example configurations use, and the stop the node handles cleanly.
+    for setting in [
+        "StateDirectory=replicast",
+        "User=replicast",
+        "KillSignal=SIGTERM",
+        "Restart=on-failure",
+        "TimeoutStopSec=",
+    ] {
+        assert!(
+            unit.lines().any(|line| line.starts_with(setting)),
+            "the unit sets {setting}"
+        );
+    }
+
+    // systemd's own check of the unit, with the binary under test in place of the installed one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = unit.replace(
+        "ExecStart=/usr/local/bin/replicast ",
+        &format!("ExecStart={} ", support::BIN),
+    );
+    std::fs::write(dir.path().join("replicast-node@.service"), local).expect("write the unit");
+    let output = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("replicast-node@storage-a1.service"))
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run systemd-analyze (systemd's tools are needed here): {error}")
+        });
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify: {complaints}"
+    );
+}
+
+#[test]
+fn sysusers_file_creates_the_replicast_user() {
+    // systemd-sysusers on an empty root directory, as on a host (where it runs on /).
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("etc")).expect("create etc");
+    let target = root.path().join("usr/lib/sysusers.d");
+    std::fs::create_dir_all(&target).expect("create sysusers.d");
+    std::fs::copy(SYSUSERS, target.join("replicast.conf")).expect("install the sysusers file");
+    let output = std::process::Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.path().display()))
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run systemd-sysusers (systemd's tools are needed here): {error}")
+        });
+    assert!(
+        output.status.success(),
+        "systemd-sysusers: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).expect("read passwd");
+    let user = passwd
+        .lines()
+        .find(|line| line.starts_with("replicast:"))
+        .unwrap_or_else(|| panic!("no replicast user in {passwd}"));
+    assert!(
+        user.split(':').nth(5) == Some("/var/lib/replicast"),
+        "the user's home is the unit's StateDirectory: {user}"
+    );
+}
