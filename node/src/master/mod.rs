@@ -35,8 +35,10 @@ use crate::ids::{Oid, Tid, TidClock};
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit, decode_from};
 
+mod admin;
 mod config;
 mod event;
+mod status;
 
 pub use config::MasterConfig;
 pub use event::MasterEvent;
@@ -82,6 +84,8 @@ pub struct Master {
     queue: VecDeque<FinishRequest>,
     finishing: Option<Finishing>,
     outcomes: HashMap<Tid, TransactionOutcome>,
+    /// Reports, waiting storages and the master's own name, for `replicast status`.
+    roster: status::Roster,
     out: Outbox,
     events: VecDeque<MasterEvent>,
 }
@@ -101,6 +105,7 @@ impl Master {
             queue: VecDeque::new(),
             finishing: None,
             outcomes: HashMap::new(),
+            roster: status::Roster::default(),
             out: Outbox::default(),
             events: VecDeque::new(),
         }
@@ -272,6 +277,24 @@ impl Master {
                 };
                 self.out.send(from, Message::Outcome { ttid, outcome });
             }
+            Message::NodeReport(report) if is_storage || self.clients.contains(from) => {
+                self.record_report(from, report);
+            }
+            Message::StorageReady if !is_storage => self.storage_waiting(from, None),
+            Message::StorageAddress { address } if !is_storage => {
+                self.storage_waiting(from, Some(address));
+            }
+            // From anyone with a cluster certificate; the asker does not become a client.
+            Message::AskStatus { request } => {
+                let status = Box::new(self.cluster_status());
+                self.out
+                    .send(from, Message::AnswerStatus { request, status });
+            }
+            Message::AskChangeStorage { request, change } => {
+                let outcome = self.change_storage(now, change)?;
+                self.out
+                    .send(from, Message::AnswerChangeStorage { request, outcome });
+            }
             other => return Err(unexpected(&other)),
         }
         Ok(())
@@ -280,6 +303,7 @@ impl Master {
     /// The connection to `node` is lost: a storage goes out of date, a client's open
     /// transactions are aborted.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        self.forget_in_roster(node);
         if self.running.remove(node) {
             self.mark_out_of_date(node)?;
             if let Some(finishing) = self.finishing.as_mut() {

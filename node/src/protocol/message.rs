@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::admin::{ChangeOutcome, StorageChange};
 use super::status::{ClusterStatus, NodeReport};
 use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
@@ -250,6 +251,21 @@ pub enum Message {
         /// The cluster as the master sees it.
         status: Box<ClusterStatus>,
     },
+    /// Anyone with a cluster certificate -> master: add a storage or take one out
+    /// (`replicast admin`).
+    AskChangeStorage {
+        /// Chosen by the asker to match the answer.
+        request: u64,
+        /// The change.
+        change: StorageChange,
+    },
+    /// Master -> asker: the answer to [`Message::AskChangeStorage`].
+    AnswerChangeStorage {
+        /// The request answered.
+        request: u64,
+        /// Done, or why not.
+        outcome: ChangeOutcome,
+    },
 }
 
 /// The outcome of one store on one storage.
@@ -366,6 +382,8 @@ impl Message {
             Message::ReplicationUnavailable { .. } => "ReplicationUnavailable",
             Message::AskStatus { .. } => "AskStatus",
             Message::AnswerStatus { .. } => "AnswerStatus",
+            Message::AskChangeStorage { .. } => "AskChangeStorage",
+            Message::AnswerChangeStorage { .. } => "AnswerChangeStorage",
         }
     }
 }

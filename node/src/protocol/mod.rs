@@ -45,11 +45,13 @@
 //! Not covered yet: the master's own failure (its state is in memory), replication that brings
 //! an out-of-date storage back, and forgetting old outcomes (the master keeps them all).
 
+mod admin;
 mod codec;
 mod error;
 mod message;
 mod status;
 
+pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{LoadResult, Message, StoreResult, TransactionOutcome, VoteRefusal, VoteResult};

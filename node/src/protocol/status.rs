@@ -57,6 +57,9 @@ pub enum NodeState {
     Running,
     /// Known (in the partition table) but not connected.
     Down,
+    /// A storage connected to the master but not in the partition table yet: it holds no
+    /// cells until an operator adds it (`replicast admin add-storage`).
+    Waiting,
 }
 
 /// One node in a [`ClusterStatus`].

@@ -1,0 +1,378 @@
+//! Operator changes of the storage set: a storage added to the table, a storage taken out.
+//!
+//! Both build the new table with the [`PartitionTable`](crate::partition::PartitionTable)'s own
+//! [`add_storage`](crate::partition::PartitionTable::add_storage) /
+//! [`remove_storage`](crate::partition::PartitionTable::remove_storage) (which bump its
+//! version) and push it to every client and running storage. The feeding cells they create get
+//! their data by replication; each becomes readable, and drops the cell it replaces, when its
+//! storage reports it caught up.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use super::Master;
+use crate::partition::{NodeName, PartitionError};
+use crate::protocol::{ChangeOutcome, ChangeRefusal, Message, ProtocolError, StorageChange};
+
+impl Master {
+    /// Applies an operator's change of the storage set; the table is unchanged when refused.
+    ///
+    /// ```
+    /// use replicast_node::master::{Master, MasterConfig};
+    /// use replicast_node::partition::PartitionTable;
+    /// use replicast_node::protocol::{ChangeOutcome, Message, StorageChange};
+    /// use std::time::SystemTime;
+    ///
+    /// let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
+    /// let mut master = Master::new(table, MasterConfig::default());
+    /// let now = SystemTime::now();
+    /// master.handle(now, "s3", Message::StorageReady)?; // not in the table: it waits
+    /// let outcome = master.change_storage(now, StorageChange::Add("s3".into()))?;
+    /// assert!(matches!(outcome, ChangeOutcome::Done { .. }));
+    /// assert!(master.table().storages().contains(&"s3".to_string()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn change_storage(
+        &mut self,
+        now: SystemTime,
+        change: StorageChange,
+    ) -> Result<ChangeOutcome, ProtocolError> {
+        let outcome = match change {
+            StorageChange::Add(node) => self.add_storage(node),
+            StorageChange::Remove(node) => self.remove_storage(now, node)?,
+        };
+        Ok(match outcome {
+            Ok(version) => ChangeOutcome::Done { version },
+            Err(refusal) => ChangeOutcome::Refused(refusal),
+        })
+    }
+
+    fn add_storage(&mut self, node: NodeName) -> Result<u64, ChangeRefusal> {
+        if self.table.storages().contains(&node) {
+            return Err(ChangeRefusal::AlreadyInTable(node));
+        }
+        let Some(address) = self.roster.waiting.get(&node).copied() else {
+            return Err(ChangeRefusal::NotConnected(node));
+        };
+        let table = self.table.add_storage(&node).map_err(|error| match error {
+            PartitionError::DuplicateStorage(node) => ChangeRefusal::AlreadyInTable(node),
+            // add_storage refuses nothing else; say what was asked rather than panic.
+            _ => ChangeRefusal::AlreadyInTable(node.clone()),
+        })?;
+        self.roster.waiting.remove(&node);
+        self.table = table;
+        // It announced itself while it held no cells: it runs from now on, as if its
+        // StorageReady came now.
+        self.running.insert(node.clone());
+        if let Some(address) = address {
+            self.learn_storage_address(&node, address);
+        }
+        self.push_table(None);
+        Ok(self.table.version())
+    }
+
+    fn remove_storage(
+        &mut self,
+        now: SystemTime,
+        node: NodeName,
+    ) -> Result<Result<u64, ChangeRefusal>, ProtocolError> {
+        if !self.table.storages().contains(&node) {
+            return Ok(Err(ChangeRefusal::UnknownStorage(node)));
+        }
+        let table = match self.table.remove_storage(&node) {
+            Ok(table) => table,
+            Err(PartitionError::NotEnoughStorages { replicas, storages }) => {
+                return Ok(Err(ChangeRefusal::NotEnoughStorages { replicas, storages }));
+            }
+            Err(_) => return Ok(Err(ChangeRefusal::UnknownStorage(node))),
+        };
+        // Only the removed node's readable cells can make a partition unreadable: the other
+        // cells keep their state. Without a readable cell nothing can feed the new ones.
+        if let Some(partition) = (0..table.num_partitions()).find(|partition| {
+            table
+                .cells(*partition)
+                .is_ok_and(|cells| !cells.iter().any(|cell| cell.is_readable()))
+        }) {
+            return Ok(Err(ChangeRefusal::LastReadableCopy {
+                storage: node,
+                partition,
+            }));
+        }
+        self.table = table;
+        let was_running = self.running.remove(&node);
+        let address = self.storage_addresses.remove(&node);
+        if was_running {
+            // Still connected: it may be added again later, like a storage that never held cells.
+            self.roster.waiting.insert(node.clone(), address);
+        }
+        // A finish waiting for its acknowledgement goes on without it.
+        if let Some(finishing) = self.finishing.as_mut() {
+            finishing.waiting.remove(&node);
+        }
+        self.push_table(was_running.then_some(node.as_str()));
+        self.complete_finish_if_done(now)?;
+        Ok(Ok(self.table.version()))
+    }
+
+    /// Records where storage `node` accepts connections, tells the clients and the other
+    /// storages (which replicate from each other), and gives `node` the others' addresses.
+    fn learn_storage_address(&mut self, node: &str, address: SocketAddr) {
+        let book: Vec<(NodeName, SocketAddr)> = self
+            .storage_addresses
+            .iter()
+            .filter(|(name, _)| *name != node)
+            .map(|(name, address)| (name.clone(), *address))
+            .collect();
+        if !book.is_empty() {
+            self.out.send(node, Message::StorageAddresses(book));
+        }
+        self.storage_addresses.insert(node.to_owned(), address);
+        for peer in self.clients.iter().chain(&self.running) {
+            if peer != node {
+                self.out.send(
+                    peer,
+                    Message::StorageAddresses(vec![(node.to_owned(), address)]),
+                );
+            }
+        }
+    }
+
+    /// Sends the current table to every client and running storage, and to `also` (a storage
+    /// just taken out, which learns that it holds no cells any more).
+    fn push_table(&mut self, also: Option<&str>) {
+        let peers: Vec<NodeName> = self
+            .clients
+            .iter()
+            .chain(self.running.iter())
+            .map(String::as_str)
+            .chain(also)
+            .map(str::to_owned)
+            .collect();
+        for peer in peers {
+            self.out
+                .send(&peer, Message::PartitionTable(self.table.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use crate::master::{Master, MasterConfig};
+    use crate::partition::{CellState, PartitionTable};
+    use crate::protocol::{
+        ChangeOutcome, ChangeRefusal, Message, NodeRole, NodeState, StorageChange, Transmit,
+    };
+
+    fn running_master(storages: &[&str]) -> Master {
+        let names: Vec<String> = storages.iter().map(|s| s.to_string()).collect();
+        let table = PartitionTable::new(12, 2, &names).expect("a valid table");
+        let mut master = Master::new(table, MasterConfig::default());
+        let now = SystemTime::now();
+        for storage in storages {
+            master
+                .handle(now, storage, Message::StorageReady)
+                .expect("ready");
+        }
+        master
+            .handle(now, "c1", Message::ClientHello)
+            .expect("hello");
+        drain(&mut master);
+        master
+    }
+
+    fn drain(master: &mut Master) -> Vec<Transmit> {
+        std::iter::from_fn(|| master.poll_transmit()).collect()
+    }
+
+    /// Asks for `change` as an operator; returns the outcome and everything else sent.
+    fn ask(master: &mut Master, change: StorageChange) -> (ChangeOutcome, Vec<Transmit>) {
+        master
+            .handle(
+                SystemTime::now(),
+                "operator",
+                Message::AskChangeStorage { request: 3, change },
+            )
+            .expect("anyone with a certificate may ask");
+        let answers = drain(master);
+        let answer = answers
+            .iter()
+            .find(|transmit| transmit.to == "operator")
+            .expect("an answer to the asker");
+        let Message::AnswerChangeStorage { request, outcome } = &answer.message else {
+            panic!("AnswerChangeStorage expected, got {answer:?}");
+        };
+        assert_eq!(*request, 3);
+        let outcome = outcome.clone();
+        let others = answers.into_iter().filter(|t| t.to != "operator").collect();
+        (outcome, others)
+    }
+
+    fn tables_sent_to(sent: &[Transmit]) -> Vec<&str> {
+        let mut peers: Vec<&str> = sent
+            .iter()
+            .filter(|t| matches!(t.message, Message::PartitionTable(_)))
+            .map(|t| t.to.as_str())
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    #[test]
+    fn a_waiting_storage_is_added_with_feeding_cells_and_everyone_learns_the_table() {
+        let mut master = running_master(&["s1", "s2", "s3"]);
+        let now = SystemTime::now();
+        let version = master.table().version();
+        master
+            .handle(now, "s4", Message::StorageReady)
+            .expect("ready");
+        master
+            .handle(
+                now,
+                "s4",
+                Message::StorageAddress {
+                    address: "127.0.0.1:7004".parse().expect("an address"),
+                },
+            )
+            .expect("address");
+        assert!(
+            drain(&mut master).is_empty(),
+            "a waiting storage gets no table"
+        );
+        let waiting = master.cluster_status();
+        let s4 = waiting
+            .nodes
+            .iter()
+            .find(|n| n.name == "s4")
+            .expect("s4 shown");
+        assert_eq!((s4.role, s4.state), (NodeRole::Storage, NodeState::Waiting));
+
+        let (outcome, sent) = ask(&mut master, StorageChange::Add("s4".into()));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Done {
+                version: master.table().version()
+            }
+        );
+        assert!(master.table().version() > version);
+        let feeding: Vec<_> = master
+            .table()
+            .partitions()
+            .flatten()
+            .filter(|cell| cell.node == "s4")
+            .collect();
+        assert_eq!(feeding.len(), 6, "24 cells over 4 storages");
+        assert!(
+            feeding
+                .iter()
+                .all(|cell| cell.state == CellState::Feeding && cell.replaces.is_some())
+        );
+        assert!(master.table().is_operational());
+        assert_eq!(tables_sent_to(&sent), ["c1", "s1", "s2", "s3", "s4"]);
+        assert!(
+            sent.iter().any(|t| t.to == "c1"
+                && matches!(&t.message, Message::StorageAddresses(book) if book[0].0 == "s4")),
+            "the client learns where s4 is"
+        );
+        assert_eq!(
+            master.storage_addresses().get("s4"),
+            Some(&"127.0.0.1:7004".parse().expect("an address"))
+        );
+        assert!(master.running_storages().any(|s| s == "s4"));
+        assert_eq!(master.waiting_storages().count(), 0);
+    }
+
+    #[test]
+    fn adding_is_refused_for_a_member_or_a_storage_that_never_connected() {
+        let mut master = running_master(&["s1", "s2", "s3"]);
+        let table = master.table().clone();
+        let (outcome, sent) = ask(&mut master, StorageChange::Add("s1".into()));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::AlreadyInTable("s1".into()))
+        );
+        assert!(sent.is_empty());
+        let (outcome, sent) = ask(&mut master, StorageChange::Add("s9".into()));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::NotConnected("s9".into()))
+        );
+        assert!(sent.is_empty());
+        assert_eq!(master.table(), &table, "nothing changed");
+    }
+
+    #[test]
+    fn a_removed_storage_leaves_r_copies_feeding_elsewhere_and_waits() {
+        let mut master = running_master(&["s1", "s2", "s3", "s4"]);
+        let (outcome, sent) = ask(&mut master, StorageChange::Remove("s2".into()));
+        assert!(matches!(outcome, ChangeOutcome::Done { .. }));
+        let table = master.table();
+        assert!(!table.storages().contains(&"s2".to_string()));
+        assert!(table.partitions().flatten().all(|cell| cell.node != "s2"));
+        // R copies once replication is done: the cells that no feeding cell replaces.
+        assert!(table.partitions().all(|cells| {
+            let kept = cells.iter().filter(|cell| {
+                !cells
+                    .iter()
+                    .any(|other| other.replaces.as_deref() == Some(cell.node.as_str()))
+            });
+            kept.count() == 2
+        }));
+        assert!(table.is_operational());
+        assert_eq!(
+            tables_sent_to(&sent),
+            ["c1", "s1", "s2", "s3", "s4"],
+            "s2 learns it holds nothing"
+        );
+        assert!(!master.running_storages().any(|s| s == "s2"));
+        assert_eq!(master.waiting_storages().collect::<Vec<_>>(), ["s2"]);
+        // Its messages as a storage are no longer accepted.
+        assert!(
+            master
+                .handle(
+                    SystemTime::now(),
+                    "s2",
+                    Message::AskOutcome {
+                        ttid: crate::ids::Tid(1)
+                    }
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn removing_is_refused_for_a_stranger_too_few_storages_or_the_last_readable_copy() {
+        let mut master = running_master(&["s1", "s2", "s3"]);
+        assert_eq!(
+            ask(&mut master, StorageChange::Remove("s9".into())).0,
+            ChangeOutcome::Refused(ChangeRefusal::UnknownStorage("s9".into()))
+        );
+
+        // s3 fails: its cells go out of date; s1 and s2 now hold the only readable copies of
+        // the partitions they share with s3.
+        master.peer_lost(SystemTime::now(), "s3").expect("lost");
+        drain(&mut master);
+        let table = master.table().clone();
+        let (outcome, _) = ask(&mut master, StorageChange::Remove("s1".into()));
+        let ChangeOutcome::Refused(ChangeRefusal::LastReadableCopy { storage, partition }) =
+            outcome
+        else {
+            panic!("refusal expected, got {outcome:?}");
+        };
+        assert_eq!(storage, "s1");
+        let cells = table.cells(partition).expect("a partition");
+        assert!(cells.iter().any(|c| c.node == "s1" && c.is_readable()));
+        assert!(!cells.iter().any(|c| c.node != "s1" && c.is_readable()));
+        assert_eq!(master.table(), &table, "nothing changed");
+
+        let mut small = running_master(&["s1", "s2"]);
+        assert_eq!(
+            ask(&mut small, StorageChange::Remove("s1".into())).0,
+            ChangeOutcome::Refused(ChangeRefusal::NotEnoughStorages {
+                replicas: 2,
+                storages: 1
+            })
+        );
+    }
+}
