@@ -111,8 +111,15 @@ pub struct Client {
     out: Outbox,
     fanouts: VecDeque<FanoutStore>,
     next_fanout: u64,
+    /// Transactions this client aborted lately, oldest first: a store that went through the
+    /// fan-out may reach a storage after the abort did, and the storage then holds it until
+    /// it is told again (on its answer).
+    aborted: VecDeque<Tid>,
     events: VecDeque<ClientEvent>,
 }
+
+/// How many aborted transactions a client remembers for late answers.
+const REMEMBERED_ABORTS: usize = 1024;
 
 impl Client {
     /// A client named `name` that talks to the master named `master`.
@@ -129,6 +136,7 @@ impl Client {
             out: Outbox::default(),
             fanouts: VecDeque::new(),
             next_fanout: 0,
+            aborted: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -414,6 +422,13 @@ impl Client {
                         reason: AbortReason::FinishRefused(refused),
                     },
                 });
+                Ok(())
+            }
+            Message::AnswerStore { ttid, .. } | Message::Restart { ttid, .. }
+                if !from_master && self.aborted.contains(&ttid) =>
+            {
+                // A store of an aborted transaction reached the storage after the abort.
+                self.out.send(from, Message::AbortTransaction { ttid });
                 Ok(())
             }
             Message::AnswerStore {
@@ -772,6 +787,10 @@ impl Client {
     fn abort_everywhere(&mut self) -> Option<Tid> {
         let txn = self.txn.take()?;
         let ttid = txn.ttid;
+        if self.aborted.len() == REMEMBERED_ABORTS {
+            self.aborted.pop_front();
+        }
+        self.aborted.push_back(ttid);
         for node in txn.replicas.keys() {
             self.out.send(node, Message::AbortTransaction { ttid });
         }

@@ -1,0 +1,377 @@
+//! Stored objects through the transport's fan-out, in one process over real QUIC with
+//! certificates and a real multicast group on loopback (239.255.x.y, TTL 1, IP_MULTICAST_IF
+//! 127.0.0.1): one master, three storages on redb (P = 12, R = 2), clients running
+//! concurrent transfers under each strategy; a storage that leaves the group under `auto`
+//! is served by unicast while commits go on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use replicast_certs::ClusterCa;
+use replicast_node::client::{Client, ClientConfig};
+use replicast_node::driver::{
+    ClientHandle, DriverConfig, DriverHandle, FanoutDeliveries, spawn, spawn_storage,
+};
+use replicast_node::master::{Master, MasterConfig};
+use replicast_node::partition::PartitionTable;
+use replicast_node::storage::Store;
+use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::workload::transfers::{self, Commit};
+use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+
+const MASTER: &str = "master";
+const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
+const ACCOUNTS: u32 = 12;
+/// Transfers each client commits.
+const TRANSFERS: usize = 40;
+/// Bounds every single wait on the cluster.
+const WAIT: Duration = Duration::from_secs(30);
+/// Bounds a whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(240);
+
+fn random_group() -> SocketAddr {
+    let mut rng = rand::rng();
+    let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
+    SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
+}
+
+fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+    let identity = ca.issue(name, &[]).expect("issue node certificate");
+    Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link: LinkConfig::default(),
+    })
+    .expect("bind endpoint")
+}
+
+fn address(endpoint: &Endpoint) -> SocketAddr {
+    endpoint
+        .local_addr()
+        .expect("bound endpoint has an address")
+}
+
+struct Cluster {
+    ca: ClusterCa,
+    group: SocketAddr,
+    master: DriverHandle<Master>,
+    storages: BTreeMap<String, DriverHandle<StorageNode>>,
+    directory: HashMap<String, SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let ca = ClusterCa::generate("fanout-stores-test").expect("cluster CA");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+        let table = PartitionTable::new(12, 2, &names).expect("partition table");
+        let master_endpoint = endpoint(&ca, MASTER);
+        let master_address = address(&master_endpoint);
+        let (master, _events) = spawn(
+            Master::new(table, MasterConfig::default()),
+            master_endpoint,
+            DriverConfig::default(),
+        );
+        let mut storages = BTreeMap::new();
+        // Storages are reached through the master's address book, as in a deployment.
+        let directory = HashMap::from([(MASTER.to_owned(), master_address)]);
+        for name in STORAGES {
+            let store = Store::open(dir.path().join(format!("{name}.redb"))).expect("open redb");
+            let mut node = StorageNode::open(
+                SystemTime::now(),
+                name,
+                MASTER,
+                store,
+                StorageConfig::default(),
+            )
+            .expect("storage role");
+            let storage_endpoint = endpoint(&ca, name);
+            node.announce_address(address(&storage_endpoint));
+            let receiver = FanoutReceiverConfig {
+                // A storage that left the group is found out quickly.
+                expect_timeout: Duration::from_millis(300),
+                ..FanoutReceiverConfig::default()
+            };
+            let (driver, _events) = spawn_storage(
+                node,
+                storage_endpoint,
+                DriverConfig {
+                    directory: directory.clone(),
+                    ..DriverConfig::default()
+                },
+                receiver,
+            );
+            storages.insert(name.to_owned(), driver);
+        }
+        let cluster = Self {
+            ca,
+            group: random_group(),
+            master,
+            storages,
+            directory,
+            _dir: dir,
+        };
+        cluster.wait_for_storage_addresses().await;
+        cluster
+    }
+
+    /// Polls the master (bounded in time) until every storage announced its address: the
+    /// master has no event for it, and clients find the storages through it.
+    async fn wait_for_storage_addresses(&self) {
+        let polling = async {
+            loop {
+                let known = self
+                    .master
+                    .call(|master, _| {
+                        (
+                            master.running_storages().count(),
+                            master.storage_addresses().len(),
+                        )
+                    })
+                    .await
+                    .expect("master driver runs");
+                if known == (STORAGES.len(), STORAGES.len()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, polling)
+            .await
+            .expect("every storage announced itself to the master in time");
+    }
+
+    async fn client(&self, name: &str, strategy: Strategy) -> ClientHandle {
+        let endpoint = endpoint(&self.ca, name);
+        let mut multicast =
+            MulticastSenderConfig::new(MulticastSocketConfig::new(self.group), rand::random());
+        // A storage that stops acknowledging holds the window back only this long.
+        multicast.protocol.delivery_timeout = Duration::from_secs(1);
+        let config = FanoutConfig {
+            strategy,
+            probe_interval: Duration::from_millis(20),
+            ..FanoutConfig::new(multicast)
+        };
+        let writer = Fanout::bind(endpoint.clone(), config).expect("bind the fan-out writer");
+        ClientHandle::connect_with_fanout(
+            Client::new(name, MASTER, ClientConfig::default()),
+            endpoint,
+            DriverConfig {
+                directory: self.directory.clone(),
+                ..DriverConfig::default()
+            },
+            WAIT,
+            writer,
+        )
+        .await
+        .expect("the client connects and adds the storages to its fan-out")
+    }
+
+    /// Stores the storages took through the fan-out, and objects they refused.
+    fn storage_fanout_counts(&self) -> (u64, u64) {
+        self.storages
+            .values()
+            .fold((0, 0), |(stores, refused), driver| {
+                let stats = driver.stats();
+                (stores + stats.fanout_stores, refused + stats.fanout_refused)
+            })
+    }
+}
+
+/// Runs `TRANSFERS` transfers on each client at once; gives the clients back with their
+/// commits.
+async fn run_concurrently(
+    clients: Vec<ClientHandle>,
+    accounts: &[replicast_node::ids::Oid],
+    seed: u64,
+) -> (Vec<ClientHandle>, Vec<Commit>) {
+    let mut tasks = Vec::new();
+    for (index, mut client) in clients.into_iter().enumerate() {
+        let accounts = accounts.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let run = transfers::run(&mut client, &accounts, TRANSFERS, seed + index as u64)
+                .await
+                .expect("every transfer commits within the retry bound");
+            (client, run)
+        }));
+    }
+    let mut clients = Vec::new();
+    let mut commits = Vec::new();
+    for task in tasks {
+        let (client, run) = task.await.expect("transfer task");
+        println!("{}", run.summary());
+        clients.push(client);
+        commits.extend(run.commits);
+    }
+    (clients, commits)
+}
+
+fn total(deliveries: &BTreeMap<String, FanoutDeliveries>) -> FanoutDeliveries {
+    deliveries
+        .values()
+        .fold(FanoutDeliveries::default(), |sum, one| FanoutDeliveries {
+            unicast: sum.unicast + one.unicast,
+            multicast: sum.multicast + one.multicast,
+            unicast_fallback: sum.unicast_fallback + one.unicast_fallback,
+            failed: sum.failed + one.failed,
+        })
+}
+
+/// Two fan-out clients with `strategy` run transfers at once; every balance and the sum
+/// are checked; returns how the stores were delivered (both clients together).
+async fn transfers_under(strategy: Strategy) -> FanoutDeliveries {
+    let cluster = Cluster::start().await;
+    let mut setup = cluster.client("client-setup", strategy).await;
+    let accounts = transfers::create_accounts(&mut setup, ACCOUNTS)
+        .await
+        .expect("create the accounts");
+    let clients = vec![
+        cluster.client("client-1", strategy).await,
+        cluster.client("client-2", strategy).await,
+    ];
+    let (clients, commits) = run_concurrently(clients, &accounts, 11).await;
+    assert_eq!(commits.len(), 2 * TRANSFERS);
+    transfers::check(&mut setup, &accounts, &commits)
+        .await
+        .expect("every committed transfer is visible, no aborted one, the sum is unchanged");
+
+    let mut deliveries = total(&setup.fanout_deliveries());
+    for client in &clients {
+        let more = total(&client.fanout_deliveries());
+        deliveries.unicast += more.unicast;
+        deliveries.multicast += more.multicast;
+        deliveries.unicast_fallback += more.unicast_fallback;
+        deliveries.failed += more.failed;
+        assert!(
+            client.fanout().is_some(),
+            "the client runs a fan-out writer"
+        );
+        assert_eq!(client.stats().decode_errors, 0);
+    }
+    let (stores, refused) = cluster.storage_fanout_counts();
+    assert_eq!(refused, 0, "no storage refused a fan-out object");
+    let delivered = deliveries.unicast + deliveries.multicast + deliveries.unicast_fallback;
+    assert!(
+        stores >= delivered,
+        "every delivered store reached a storage role ({stores} < {delivered})"
+    );
+    assert!(
+        stores >= (2 * 2 * TRANSFERS) as u64,
+        "each committed transfer stored two objects on two replicas through the fan-out"
+    );
+    for client in clients {
+        client.close().await.expect("close client");
+    }
+    setup.close().await.expect("close client");
+    deliveries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_commit_with_unicast_fanout() {
+    let deliveries = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Unicast))
+        .await
+        .expect("the test finishes in time");
+    println!("{deliveries:?}");
+    assert!(deliveries.unicast > 0);
+    assert_eq!(deliveries.multicast, 0, "unicast never uses the group");
+    assert_eq!(deliveries.unicast_fallback, 0);
+    assert_eq!(deliveries.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_commit_with_multicast_fanout() {
+    let deliveries = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Multicast))
+        .await
+        .expect("the test finishes in time");
+    println!("{deliveries:?}");
+    assert!(deliveries.multicast > 0);
+    assert_eq!(
+        deliveries.unicast, 0,
+        "multicast sends every store to the group"
+    );
+    assert_eq!(deliveries.unicast_fallback, 0, "multicast never falls back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_commit_with_auto_fanout() {
+    let deliveries = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Auto))
+        .await
+        .expect("the test finishes in time");
+    println!("{deliveries:?}");
+    assert!(
+        deliveries.multicast > 0,
+        "storages proven reachable on the group get their stores by multicast"
+    );
+    assert_eq!(deliveries.failed, 0);
+}
+
+/// Under `auto`, a storage whose multicast stops is served by unicast, and commits go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_that_leaves_the_group_is_served_by_unicast() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let cluster = Cluster::start().await;
+        let mut client = cluster.client("client-1", Strategy::Auto).await;
+        let accounts = transfers::create_accounts(&mut client, ACCOUNTS)
+            .await
+            .expect("create the accounts");
+        // Until every storage got stores over the group (bounded: each round commits).
+        let mut commits = Vec::new();
+        for round in 0..50 {
+            let deliveries = client.fanout_deliveries();
+            if STORAGES.iter().all(|name| {
+                deliveries
+                    .get(*name)
+                    .is_some_and(|counts| counts.multicast > 0)
+            }) {
+                break;
+            }
+            assert!(round < 49, "every storage proved reachable on the group");
+            let run = transfers::run(&mut client, &accounts, 5, round)
+                .await
+                .expect("transfers commit");
+            commits.extend(run.commits);
+        }
+
+        let leaver = "storage-1";
+        cluster.storages[leaver]
+            .fanout_feed()
+            .expect("a storage driver has a fan-out feed")
+            .stop_multicast();
+        let before = client.fanout_deliveries()[leaver];
+        let run = transfers::run(&mut client, &accounts, TRANSFERS, 99)
+            .await
+            .expect("transfers commit while a storage is off the group");
+        println!("{}", run.summary());
+        commits.extend(run.commits);
+        let after = client.fanout_deliveries()[leaver];
+        println!("{leaver}: before {before:?}, after {after:?}");
+        let by_unicast =
+            (after.unicast + after.unicast_fallback) - (before.unicast + before.unicast_fallback);
+        assert!(
+            by_unicast > 0,
+            "the storage off the group got stores by unicast"
+        );
+        assert_eq!(
+            after.failed, before.failed,
+            "no store to it failed: auto fell back to unicast"
+        );
+        let others_multicast: u64 = STORAGES
+            .iter()
+            .filter(|name| **name != leaver)
+            .map(|name| client.fanout_deliveries()[*name].multicast)
+            .sum();
+        assert!(others_multicast > 0, "the other storages stay on the group");
+        transfers::check(&mut client, &accounts, &commits)
+            .await
+            .expect("every committed transfer is visible and the sum is unchanged");
+        client.close().await.expect("close client");
+    })
+    .await
+    .expect("the test finishes in time");
+}
