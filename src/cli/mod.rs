@@ -4,6 +4,7 @@
 //! `run(args) -> Result<(), cli::Error>`, one variant in [`Command`], one arm in [`run`].
 //! Asynchronous subcommands build their own tokio runtime inside their `run`.
 
+mod bench;
 mod certs;
 mod client;
 mod node;
@@ -39,12 +40,14 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Run one transaction or load against a cluster, for scripts.
     Client(client::ClientArgs),
+    /// Compare unicast and multicast commit latency on a local cluster with an emulated WAN.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     let config_level = match &cli.command {
-        Command::Certs(_) => None,
+        Command::Certs(_) | Command::Bench(_) => None,
         Command::Node(args) => node::config_log_level(args.config()),
         Command::Client(args) => node::config_log_level(args.config()),
     };
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Certs(args) => certs::run(args),
         Command::Node(args) => node::run(args),
         Command::Client(args) => client::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

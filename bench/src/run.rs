@@ -1,0 +1,248 @@
+//! Running a sweep: one local cluster per cell, its writers, its figures, and the outputs.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bound;
+use crate::cluster::Cluster;
+use crate::error::BenchError;
+use crate::grid::{CellKnobs, Sweep};
+use crate::record::{CellRecord, Figures, Results, SCHEMA_VERSION};
+use crate::report;
+use crate::workload::{self, WriterOutcome, WriterSetup};
+
+/// Worker threads of the cluster's runtime (the master and the storages share them).
+const CLUSTER_THREADS: usize = 2;
+
+/// How a run is done.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The cells.
+    pub sweep: Sweep,
+    /// Where results.json, report.md and the plots go (created when missing).
+    pub out: PathBuf,
+    /// Seeds every emulated link and payload.
+    pub seed: u64,
+    /// Whether to draw a progress bar on standard error (when it is a terminal).
+    pub progress: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// Everything measured.
+    pub results: Results,
+    /// The table printed on standard output.
+    pub table: String,
+    /// The files written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs every cell of the sweep and writes results.json, report.md and the SVG plots to
+/// `options.out`.
+pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
+    let cells = options.sweep.cells();
+    if cells.is_empty() {
+        return Err(BenchError::Knobs(
+            "the sweep has no cell (an empty list?)".into(),
+        ));
+    }
+    for knobs in &cells {
+        check(knobs)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CLUSTER_THREADS)
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::setup("cluster runtime", e))?;
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let bar = progress_bar(cells.len(), options.progress);
+    let mut records = Vec::new();
+    for (index, knobs) in cells.iter().enumerate() {
+        bar.set_message(knobs.label());
+        let started = Instant::now();
+        let seed = options
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(index as u64 * 1_000);
+        let outcome = run_cell(&runtime, index, knobs, seed)?;
+        let figures = figures(knobs, &outcome);
+        let line = format!(
+            "cell {}/{} {}: p50 {:.1} ms p99 {:.1} ms, {:.1} commits/s ({:.1?})",
+            index + 1,
+            cells.len(),
+            knobs.label(),
+            figures.latency_p50_ms,
+            figures.latency_p99_ms,
+            figures.commits_per_s,
+            started.elapsed()
+        );
+        if bar.is_hidden() {
+            if options.progress {
+                eprintln!("{line}");
+            }
+        } else {
+            bar.println(line);
+        }
+        records.push(CellRecord {
+            index,
+            knobs: knobs.clone(),
+            figures,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let results = Results {
+        schema_version: SCHEMA_VERSION,
+        tool: "replicast bench".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: "in-process".into(),
+        started_unix_s,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cells: records,
+    };
+    let files = write_outputs(&options.out, &results)?;
+    Ok(RunOutput {
+        table: report::table(&results),
+        results,
+        files,
+    })
+}
+
+fn check(knobs: &CellKnobs) -> Result<(), BenchError> {
+    let fail = |what: String| Err(BenchError::Knobs(what));
+    if knobs.replicas == 0 {
+        return fail("--replicas must be at least 1".into());
+    }
+    if knobs.clients == 0 {
+        return fail("--clients must be at least 1".into());
+    }
+    if knobs.objects_per_txn == 0 {
+        return fail("--objects-per-txn must be at least 1".into());
+    }
+    if knobs.object_size == 0 {
+        return fail("--object-size must be at least 1 byte".into());
+    }
+    if !(0.0..1.0).contains(&knobs.loss) {
+        return fail(format!("--loss {}% is not below 100%", knobs.loss * 100.0));
+    }
+    if knobs.rtt_ms < 0.0 || knobs.jitter_ms < 0.0 {
+        return fail("--rtt and --jitter cannot be negative".into());
+    }
+    if knobs.rate_bits_per_s == Some(0) {
+        return fail("--rate must be above 0".into());
+    }
+    Ok(())
+}
+
+fn progress_bar(cells: usize, enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(cells as u64);
+    // The template is a constant: a mistake in it shows in every run, not in the field.
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} cells, ETA {eta}: {wide_msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// One cell: a fresh cluster on the cluster runtime, the writers on their own thread.
+fn run_cell(
+    runtime: &tokio::runtime::Runtime,
+    index: usize,
+    knobs: &CellKnobs,
+    seed: u64,
+) -> Result<WriterOutcome, BenchError> {
+    let cluster = runtime.block_on(Cluster::start(knobs, seed))?;
+    let setup = WriterSetup {
+        knobs: knobs.clone(),
+        cell: index,
+        seed,
+        ca: cluster.ca.clone(),
+        directory: cluster.directory.clone(),
+        storages: cluster.storages.clone(),
+    };
+    let outcome = workload::run(setup);
+    runtime.block_on(cluster.stop());
+    outcome
+}
+
+/// The figures of a cell from what its writers measured.
+pub fn figures(knobs: &CellKnobs, outcome: &WriterOutcome) -> Figures {
+    let ms = |micros: u64| micros as f64 / 1e3;
+    let latencies = &outcome.latencies;
+    let committed_bytes =
+        outcome.commits * (knobs.objects_per_txn as u64) * (knobs.object_size as u64);
+    let writer_bytes = outcome.quic_bytes + outcome.multicast_bytes;
+    let per_committed = |bytes: u64| {
+        if committed_bytes == 0 {
+            0.0
+        } else {
+            bytes as f64 / committed_bytes as f64
+        }
+    };
+    let bound_ms = bound::commit_latency(knobs).as_secs_f64() * 1e3;
+    let p50 = ms(latencies.value_at_quantile(0.5));
+    let p99 = ms(latencies.value_at_quantile(0.99));
+    let over = |value: f64| (bound_ms > 0.0).then(|| value / bound_ms);
+    let elapsed_s = outcome.elapsed.as_secs_f64();
+    Figures {
+        commits: outcome.commits,
+        aborts: outcome.aborts,
+        elapsed_s,
+        commits_per_s: if elapsed_s > 0.0 {
+            outcome.commits as f64 / elapsed_s
+        } else {
+            0.0
+        },
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        latency_max_ms: ms(latencies.max()),
+        latency_mean_ms: latencies.mean() / 1e3,
+        committed_bytes,
+        writer_bytes,
+        writer_quic_bytes: outcome.quic_bytes,
+        writer_multicast_bytes: outcome.multicast_bytes,
+        writer_bytes_per_committed_byte: per_committed(writer_bytes),
+        bound_bytes_per_committed_byte: knobs.strategy.copies(knobs.replicas) as f64,
+        repair_bytes: outcome.repair_bytes,
+        nacks_received: outcome.nacks,
+        writer_cpu_s: outcome.cpu_s,
+        bound_ms,
+        p50_over_bound: over(p50),
+        p99_over_bound: over(p99),
+    }
+}
+
+/// Writes results.json, report.md and the plots; returns their paths.
+pub fn write_outputs(out: &Path, results: &Results) -> Result<Vec<PathBuf>, BenchError> {
+    std::fs::create_dir_all(out).map_err(|source| BenchError::Output {
+        path: out.to_owned(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    let mut write = |name: &str, text: String| -> Result<(), BenchError> {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|source| BenchError::Output {
+            path: path.clone(),
+            source,
+        })?;
+        files.push(path);
+        Ok(())
+    };
+    write("results.json", results.to_json()?)?;
+    write("report.md", report::report_markdown(results))?;
+    for (name, svg) in crate::plot::plots(results) {
+        write(&name, svg)?;
+    }
+    Ok(files)
+}

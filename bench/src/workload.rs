@@ -1,0 +1,402 @@
+//! The writers of a cell: `clients` clients on one thread with a runtime of its own (so its CPU
+//! time is theirs alone), each running transactions of K new objects of S random bytes
+//! (begin, K pipelined stores, vote, finish) through the fan-out with the cell's strategy.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use replicast_certs::ClusterCa;
+use replicast_node::client::{Client, ClientConfig};
+use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_transport::fanout::{Fanout, FanoutConfig};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::multicast::proto::RateLimit;
+use replicast_transport::quic::Endpoint;
+use tokio::sync::Barrier;
+
+use crate::cluster::{MASTER, group};
+use crate::cpu::thread_cpu_seconds;
+use crate::emulation;
+use crate::error::BenchError;
+use crate::grid::{Amount, CellKnobs};
+
+/// Bounds every single client call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Consecutive aborts after which a client gives up on the cell.
+const MAX_ABORTS_IN_A_ROW: u32 = 20;
+/// Object ids asked from the master at once (fewer round trips outside the measurement).
+const OID_BATCH: u32 = 256;
+/// The multicast sender's burst above its paced rate.
+const RATE_BURST: u64 = 64 * 1024;
+
+/// What the cluster tells the writers.
+#[derive(Clone)]
+pub struct WriterSetup {
+    /// The cell.
+    pub knobs: CellKnobs,
+    /// The cell's index in the run (picks the multicast groups).
+    pub cell: usize,
+    /// Seeds the emulated links and the payloads.
+    pub seed: u64,
+    /// The cell's CA.
+    pub ca: Arc<ClusterCa>,
+    /// The master's and the storages' addresses.
+    pub directory: HashMap<String, SocketAddr>,
+    /// The storages' names.
+    pub storages: Vec<String>,
+}
+
+/// What the writers measured after their warm-up.
+#[derive(Debug, Clone)]
+pub struct WriterOutcome {
+    /// Commit latencies in microseconds, all clients.
+    pub latencies: Histogram<u64>,
+    /// Committed transactions.
+    pub commits: u64,
+    /// Aborted attempts.
+    pub aborts: u64,
+    /// Wall-clock time of the measured part.
+    pub elapsed: Duration,
+    /// UDP payload bytes over QUIC, all writers, all peers.
+    pub quic_bytes: u64,
+    /// Multicast bytes, all writers.
+    pub multicast_bytes: u64,
+    /// Multicast repair payload bytes.
+    pub repair_bytes: u64,
+    /// NACKs the multicast senders received.
+    pub nacks: u64,
+    /// CPU seconds of the writer thread.
+    pub cpu_s: f64,
+}
+
+/// One writing client: its handle, endpoint (for byte counts) and fan-out (for multicast
+/// counts).
+struct Writer {
+    index: usize,
+    handle: ClientHandle,
+    endpoint: Endpoint,
+    fanout: Fanout,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    quic_bytes: u64,
+    multicast_bytes: u64,
+    repair_bytes: u64,
+    nacks: u64,
+}
+
+/// Runs the writers of a cell on a thread of their own and returns what they measured.
+pub fn run(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
+    let thread = std::thread::Builder::new()
+        .name("bench-writer".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| BenchError::setup("writer runtime", e))?;
+            runtime.block_on(writers(setup))
+        })
+        .map_err(|e| BenchError::Writer(format!("cannot start the thread: {e}")))?;
+    thread
+        .join()
+        .map_err(|_| BenchError::Writer("the thread panicked".into()))?
+}
+
+async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError> {
+    let knobs = &setup.knobs;
+    let name = format!("client-{}", index + 1);
+    let seed = setup.seed + 10_000 + index as u64;
+    let endpoint = emulation::endpoint(&setup.ca, &name, emulation::writer_quic(knobs, seed))?;
+    let mut multicast = MulticastSenderConfig::new(
+        MulticastSocketConfig::new(group(setup.cell, index)),
+        index as u64 + 1,
+    );
+    if let Some(bits) = knobs.rate_bits_per_s {
+        multicast.protocol.rate_limit = Some(RateLimit {
+            bytes_per_second: bits / 8,
+            burst: RATE_BURST,
+        });
+    }
+    multicast.impairment = emulation::writer_multicast(knobs, seed ^ 0xface);
+    let mut config = FanoutConfig::new(multicast);
+    config.strategy = knobs.strategy.transport();
+    let fanout = Fanout::bind(endpoint.clone(), config)
+        .map_err(|e| BenchError::setup(format!("fan-out of {name}"), e))?;
+    let driver = DriverConfig {
+        directory: setup.directory.clone(),
+        ..DriverConfig::default()
+    };
+    let handle = ClientHandle::connect_with_fanout(
+        Client::new(&name, MASTER, ClientConfig::default()),
+        endpoint.clone(),
+        driver,
+        CALL_TIMEOUT,
+        fanout.clone(),
+    )
+    .await
+    .map_err(|source| BenchError::Client {
+        client: index,
+        what: "connect",
+        source,
+    })?;
+    Ok(Writer {
+        index,
+        handle,
+        endpoint,
+        fanout,
+    })
+}
+
+async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
+    let knobs = setup.knobs.clone();
+    let mut writers = Vec::new();
+    for index in 0..knobs.clients {
+        writers.push(connect(&setup, index).await?);
+    }
+    let mut peers = setup.storages.clone();
+    peers.push(MASTER.to_owned());
+
+    // Warm-up, then every client waits at the barrier while the counters are read, then
+    // the measured part starts for all at once.
+    let barrier = Arc::new(Barrier::new(knobs.clients + 1));
+    let start_line = Arc::new(Barrier::new(knobs.clients + 1));
+    let measure_start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut monitors = Vec::new();
+    for writer in writers {
+        monitors.push((writer.endpoint.clone(), writer.fanout.clone()));
+        let knobs = knobs.clone();
+        let barrier = barrier.clone();
+        let start_line = start_line.clone();
+        let measure_start = measure_start.clone();
+        let seed = setup.seed;
+        tasks.spawn(async move {
+            let Writer {
+                index, mut handle, ..
+            } = writer;
+            let mut txns = Transactions::new(&knobs, seed + index as u64, index);
+            let result = async {
+                for _ in 0..knobs.warmup_transactions {
+                    txns.commit(&mut handle).await?;
+                }
+                Ok::<(), BenchError>(())
+            }
+            .await;
+            barrier.wait().await;
+            start_line.wait().await;
+            result?;
+            let started = *measure_start.get_or_init(Instant::now);
+            let mut histogram = new_histogram();
+            let mut commits = 0u64;
+            loop {
+                let done = match knobs.amount() {
+                    Amount::Transactions(count) => commits >= count,
+                    Amount::Duration(duration) => commits > 0 && started.elapsed() >= duration,
+                };
+                if done {
+                    break;
+                }
+                let latency = txns.commit(&mut handle).await?;
+                let micros = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                histogram.saturating_record(micros);
+                commits += 1;
+            }
+            // Closed by the coordinator once it has read the links' byte counts.
+            Ok::<_, BenchError>((histogram, commits, txns.aborts, handle))
+        });
+    }
+    barrier.wait().await;
+    let before = read_counters(&monitors, &peers).await;
+    let cpu_before = thread_cpu_seconds();
+    let started = Instant::now();
+    let _ = measure_start.set(started);
+    start_line.wait().await;
+
+    let mut latencies = new_histogram();
+    let mut commits = 0;
+    let mut aborts = 0;
+    let mut failure = None;
+    let mut handles = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok((histogram, count, aborted, handle))) => {
+                handles.push(handle);
+                let _ = latencies.add(&histogram);
+                commits += count;
+                aborts += aborted;
+            }
+            Ok(Err(error)) => failure = failure.or(Some(error)),
+            Err(join) => {
+                failure = failure.or(Some(BenchError::Writer(format!(
+                    "a client task failed: {join}"
+                ))))
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu_s = thread_cpu_seconds() - cpu_before;
+    let after = read_counters(&monitors, &peers).await;
+    for handle in handles {
+        let _ = handle.close().await;
+    }
+    for (_, fanout) in monitors {
+        let _ = fanout.close().await;
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    Ok(WriterOutcome {
+        latencies,
+        commits,
+        aborts,
+        elapsed,
+        quic_bytes: after.quic_bytes.saturating_sub(before.quic_bytes),
+        multicast_bytes: after.multicast_bytes.saturating_sub(before.multicast_bytes),
+        repair_bytes: after.repair_bytes.saturating_sub(before.repair_bytes),
+        nacks: after.nacks.saturating_sub(before.nacks),
+        cpu_s,
+    })
+}
+
+async fn read_counters(monitors: &[(Endpoint, Fanout)], peers: &[String]) -> Counters {
+    let mut total = Counters::default();
+    for (endpoint, fanout) in monitors {
+        total.quic_bytes += peers
+            .iter()
+            .filter_map(|peer| endpoint.known_link(peer))
+            .filter_map(|link| link.connection_stats())
+            .map(|stats| stats.udp_tx.bytes)
+            .sum::<u64>();
+        if let Ok(stats) = fanout.multicast_stats().await {
+            total.multicast_bytes += stats.protocol.bytes_sent;
+            total.repair_bytes += stats.protocol.repair_bytes_sent;
+            total.nacks += stats.protocol.nacks_received;
+        }
+    }
+    total
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // One microsecond to one hour, three significant digits: the bounds are constants.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// One client's transactions: fresh object ids (so transactions never conflict) and random
+/// payloads (so QUIC's compression cannot shrink them).
+struct Transactions {
+    knobs: CellKnobs,
+    client: usize,
+    oids: VecDeque<Oid>,
+    payload: Vec<u8>,
+    next_offset: usize,
+    aborts: u64,
+}
+
+/// Distinct offsets into the payload buffer, so consecutive objects differ.
+const OFFSETS: usize = 61;
+
+impl Transactions {
+    fn new(knobs: &CellKnobs, seed: u64, client: usize) -> Self {
+        let mut payload = vec![0; knobs.object_size + OFFSETS];
+        StdRng::seed_from_u64(seed).fill_bytes(&mut payload);
+        Self {
+            knobs: knobs.clone(),
+            client,
+            oids: VecDeque::new(),
+            payload,
+            next_offset: 0,
+            aborts: 0,
+        }
+    }
+
+    fn object(&mut self) -> ObjectData {
+        let offset = self.next_offset % OFFSETS;
+        self.next_offset += 1;
+        ObjectData::Bytes(self.payload[offset..offset + self.knobs.object_size].to_vec())
+    }
+
+    async fn oids(&mut self, handle: &mut ClientHandle) -> Result<Vec<Oid>, BenchError> {
+        let wanted = self.knobs.objects_per_txn;
+        while self.oids.len() < wanted {
+            let batch = OID_BATCH.max(wanted as u32);
+            let fresh = handle
+                .new_oids(batch)
+                .await
+                .map_err(|source| BenchError::Client {
+                    client: self.client,
+                    what: "new_oids",
+                    source,
+                })?;
+            if fresh.is_empty() {
+                return Err(BenchError::Writer(
+                    "the master handed out no object ids".into(),
+                ));
+            }
+            self.oids.extend(fresh);
+        }
+        Ok(self.oids.drain(..wanted).collect())
+    }
+
+    /// Commits one transaction, retrying aborted attempts; returns the commit latency of the
+    /// attempt that committed (begin to finish).
+    async fn commit(&mut self, handle: &mut ClientHandle) -> Result<Duration, BenchError> {
+        let mut in_a_row = 0;
+        loop {
+            let oids = self.oids(handle).await?;
+            let objects: Vec<ObjectData> = (0..oids.len()).map(|_| self.object()).collect();
+            let started = Instant::now();
+            match attempt(handle, &oids, objects).await {
+                Ok(()) => return Ok(started.elapsed()),
+                Err((_, ClientError::Aborted(reason))) => {
+                    self.aborts += 1;
+                    in_a_row += 1;
+                    let _ = handle.abort().await;
+                    if in_a_row >= MAX_ABORTS_IN_A_ROW {
+                        return Err(BenchError::Aborting {
+                            client: self.client,
+                            aborts: in_a_row,
+                            last: format!("{reason:?}"),
+                        });
+                    }
+                }
+                Err((what, source)) => {
+                    return Err(BenchError::Client {
+                        client: self.client,
+                        what,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn attempt(
+    handle: &mut ClientHandle,
+    oids: &[Oid],
+    objects: Vec<ObjectData>,
+) -> Result<(), (&'static str, ClientError)> {
+    handle.begin().await.map_err(|e| ("begin", e))?;
+    for (oid, data) in oids.iter().zip(objects) {
+        handle
+            .store(*oid, Tid::ZERO, data)
+            .await
+            .map_err(|e| ("store", e))?;
+    }
+    handle
+        .vote(TransactionInfo::default())
+        .await
+        .map_err(|e| ("vote", e))?;
+    handle.finish().await.map_err(|e| ("finish", e))?;
+    Ok(())
+}
