@@ -1,24 +1,34 @@
-//! `replicast client --config FILE ...`: one transaction or one load, for scripts.
+//! `replicast client --config FILE ...`: one transaction or one load, or a run of transfers,
+//! for scripts.
 //!
 //! The client reaches the master at `[master]`, and the storages at the addresses the master
 //! hands out (each storage tells the master its own) or, where given, at those of the
-//! client's `[storages]` section. OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed
-//! as 16 hexadecimal digits.
+//! client's `[storages]` section. Stored objects go through the fan-out with
+//! `[fanout] strategy`: `unicast` over each storage's QUIC link (no `[multicast]` needed),
+//! `multicast` or `auto` to the group of `[multicast]`, with a random session id per run.
+//! OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed as 16 hexadecimal
+//! digits.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use replicast_node::client::{Client, ClientConfig};
-use replicast_node::config::{NodeConfig, RoleConfig};
+use replicast_node::config::{FanoutStrategy, NodeConfig, RoleConfig};
 use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_node::workload::transfers;
+use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::quic::Endpoint;
 
 use super::Error;
-use super::node::bind_endpoint;
+use super::node::{bind_endpoint, multicast_interface};
 
 /// How long the client waits for the master and storages to acknowledge its leaving.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -52,6 +62,20 @@ enum ClientCommand {
         /// The object id (decimal or 0x hexadecimal).
         #[arg(value_parser = parse_oid)]
         oid: Oid,
+    },
+    /// Create ACCOUNTS new accounts, run COUNT committed transfers between them (chosen from
+    /// SEED; conflicts are retried), then check every balance and the sum. Prints one line:
+    /// `committed N, aborted A (conflicts C, other O), sum S`.
+    Transfers {
+        /// How many accounts to create (at least 2).
+        #[arg(long, value_name = "K", default_value_t = 10)]
+        accounts: u32,
+        /// How many transfers must commit.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        count: usize,
+        /// The seed of the random choices.
+        #[arg(long, value_name = "S", default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -106,9 +130,16 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
             directory,
             ..DriverConfig::default()
         };
-        let mut handle = ClientHandle::connect(client, endpoint.clone(), driver_config, timeout)
-            .await
-            .map_err(|e| format!("cannot connect to the master {master_name}: {e}"))?;
+        let writer = fanout_writer(&config, &endpoint)?;
+        let mut handle = ClientHandle::connect_with_fanout(
+            client,
+            endpoint.clone(),
+            driver_config,
+            timeout,
+            writer,
+        )
+        .await
+        .map_err(|e| format!("cannot connect to the master {master_name}: {e}"))?;
         let outcome = execute(&mut handle, args.command).await;
         let closed = handle.close().await;
         // The master must learn that this client left before the process exits: a client of
@@ -120,6 +151,49 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         writeln!(stdout, "{line}").map_err(|e| format!("cannot write the answer: {e}"))?;
         Ok(())
     })
+}
+
+/// The fan-out writer of `[fanout] strategy`: unicast needs no group; multicast and auto
+/// send to `[multicast]` (the configuration check already requires it for them).
+fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout, Error> {
+    let RoleConfig::Client { fanout, .. } = &config.role else {
+        return Err("not a client's configuration".into());
+    };
+    let strategy = match fanout {
+        FanoutStrategy::Unicast => return Ok(Fanout::unicast(endpoint.clone())),
+        FanoutStrategy::Multicast => Strategy::Multicast,
+        FanoutStrategy::Auto => Strategy::Auto,
+    };
+    let multicast = config.multicast.as_ref().ok_or_else(|| {
+        format!(
+            "{}: `fanout.strategy` = \"{fanout}\" sends to a group: [multicast] is missing",
+            config.origin.display()
+        )
+    })?;
+    let mut socket = MulticastSocketConfig::new(multicast.group)
+        .with_interface(multicast_interface(multicast))
+        .with_ttl(multicast.ttl);
+    socket.loopback = multicast.loopback;
+    // Each run is a session of its own: storages keep the sessions of earlier runs apart.
+    // RandomState is seeded from the operating system's randomness, per process.
+    let session_id = RandomState::new().build_hasher().finish();
+    let sender = MulticastSenderConfig::new(socket, session_id);
+    let writer = Fanout::bind(
+        endpoint.clone(),
+        FanoutConfig {
+            strategy,
+            ..FanoutConfig::new(sender)
+        },
+    )
+    .map_err(|e| {
+        format!(
+            "{}: cannot send to `multicast.group` {} on `multicast.interface` {}: {e}",
+            config.origin.display(),
+            multicast.group,
+            multicast.interface
+        )
+    })?;
+    Ok(writer)
 }
 
 /// Runs one command; returns the line to print.
@@ -154,5 +228,15 @@ async fn execute(handle: &mut ClientHandle, command: ClientCommand) -> Result<St
             }
             None => Err(format!("{oid} does not exist").into()),
         },
+        ClientCommand::Transfers {
+            accounts,
+            count,
+            seed,
+        } => {
+            let accounts = transfers::create_accounts(handle, accounts).await?;
+            let run = transfers::run(handle, &accounts, count, seed).await?;
+            let sum = transfers::check(handle, &accounts, &run.commits).await?;
+            Ok(format!("{}, sum {sum}", run.summary()))
+        }
     }
 }

@@ -15,12 +15,14 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use replicast_certs::NodeIdentity;
-use replicast_node::config::{LinkTuning, NodeConfig, RoleConfig};
-use replicast_node::driver::{DriverConfig, Role, spawn};
+use replicast_node::config::{LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
+use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::storage::Store;
 use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_transport::fanout::FanoutReceiverConfig;
+use replicast_transport::multicast::driver::MulticastInterface;
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -100,6 +102,31 @@ pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
     Ok(endpoint)
 }
 
+/// The transport's name for the interface of `[multicast]`.
+pub(super) fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
+    match &multicast.interface {
+        replicast_node::config::MulticastInterface::Name(name) => {
+            MulticastInterface::Name(name.clone())
+        }
+        replicast_node::config::MulticastInterface::Address(address) => {
+            MulticastInterface::Address(*address)
+        }
+    }
+}
+
+/// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
+/// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
+/// unicast (a writer under `auto` falls back to it).
+fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
+    FanoutReceiverConfig {
+        interface: config
+            .multicast
+            .as_ref()
+            .map_or(MulticastInterface::Loopback, multicast_interface),
+        ..FanoutReceiverConfig::default()
+    }
+}
+
 fn link_config(tuning: &LinkTuning) -> LinkConfig {
     LinkConfig {
         keep_alive: tuning.keep_alive,
@@ -149,7 +176,8 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 names.sort();
                 names
             };
-            run_until_signal(&name, role, endpoint, DriverConfig::default(), running).await?;
+            let (driver, events) = spawn(role, endpoint.clone(), DriverConfig::default());
+            run_until_signal(&name, driver, events, endpoint, running).await?;
             Ok(())
         }
         RoleConfig::Storage { master, storage } => {
@@ -190,8 +218,14 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
                 ..DriverConfig::default()
             };
-            let role =
-                run_until_signal(&name, role, endpoint, driver_config, |_| Vec::new()).await?;
+            // Stored objects arrive through the fan-out (clients choose the path).
+            let (driver, events) = spawn_storage(
+                role,
+                endpoint.clone(),
+                driver_config,
+                fanout_receiver_config(&config),
+            );
+            let role = run_until_signal(&name, driver, events, endpoint, |_| Vec::new()).await?;
             // Dropping the store closes the database; every commit was already durable.
             drop(role.into_store());
             Ok(())
@@ -199,14 +233,14 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
     }
 }
 
-/// Spawns the driver, announces readiness, reports changes of `running` (the storages the role
-/// knows to run) until SIGTERM or SIGINT, then stops the driver and closes the endpoint.
-/// Returns the role for its owner to close.
+/// Announces readiness of the running `driver`, reports changes of `running` (the storages
+/// the role knows to run) until SIGTERM or SIGINT, then stops the driver and closes the
+/// endpoint. Returns the role for its owner to close.
 async fn run_until_signal<R>(
     name: &str,
-    role: R,
+    driver: DriverHandle<R>,
+    events: mpsc::UnboundedReceiver<R::Event>,
     endpoint: Endpoint,
-    driver_config: DriverConfig,
     running: fn(&R) -> Vec<String>,
 ) -> Result<R, Error>
 where
@@ -222,7 +256,6 @@ where
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
-    let (driver, events) = spawn(role, endpoint.clone(), driver_config);
     let logger = tokio::spawn(log_events(events));
     tracing::info!(node = name, %address, "listening");
     announce(&format!("ready {name} {address}"))?;
