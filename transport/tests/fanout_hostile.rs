@@ -1,0 +1,504 @@
+//! Hostile input to the fan-out API over real QUIC with real certificates on 127.0.0.1 and
+//! multicast on the loopback interface (TTL 1).
+//!
+//! Mallory holds a valid cluster certificate, so the replica accepts her connection; what she
+//! sends is not what a writer sends: undecodable control requests and object headers, unicast
+//! objects whose head lies about their length, announcements for sessions she does not own,
+//! membership changes for the writer's session. Each is refused with a typed error and
+//! counted, nothing reaches the application, and the genuine writer's next object still
+//! arrives. The other way round, a replica that answers nonsense fails the writer's calls
+//! with typed errors and does not hold back the honest replicas.
+//!
+//! (`fanout_loopback.rs` covers forged multicast bytes under a genuine session and a removed
+//! replica's old key; this file does not repeat them.)
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use replicast_certs::{ClusterCa, NodeIdentity};
+use replicast_transport::fanout::wire::{
+    ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader, Verdict,
+    digest,
+};
+use replicast_transport::fanout::{
+    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
+    FanoutReceiverConfig, ReceivedVia, ReplicaOutcome, Strategy,
+};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
+use replicast_transport::quic::wire::{ObjectHead, Reply, encode_object_stream};
+use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, LinkConfig, LinkError};
+
+/// Bound on every test body.
+const TEST_BOUND: Duration = Duration::from_secs(120);
+/// The writer's multicast session id (`writer_config`).
+const SESSION: u64 = 7;
+
+async fn bounded<F: std::future::Future>(body: F) -> F::Output {
+    tokio::time::timeout(TEST_BOUND, body)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+fn random_group() -> SocketAddr {
+    let mut rng = rand::rng();
+    let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
+    SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
+}
+
+fn identity(ca: &ClusterCa, name: &str) -> NodeIdentity {
+    ca.issue(name, &[]).expect("issue node certificate")
+}
+
+fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+    let identity = identity(ca, name);
+    Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link: LinkConfig::default(),
+    })
+    .expect("bind endpoint")
+}
+
+fn address(endpoint: &Endpoint) -> SocketAddr {
+    endpoint.local_addr().expect("local address")
+}
+
+fn writer_config(group: SocketAddr, strategy: Strategy) -> FanoutConfig {
+    let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group), SESSION);
+    // A replica that never acknowledges on the group holds the window back only this long.
+    multicast.protocol.delivery_timeout = Duration::from_secs(1);
+    let mut config = FanoutConfig::new(multicast);
+    config.strategy = strategy;
+    config
+}
+
+/// A genuine writer with one genuine replica; `replica_endpoint` is a handle on the
+/// replica's endpoint, for its counters.
+struct Setup {
+    ca: ClusterCa,
+    writer: Fanout,
+    replica: FanoutReceiver,
+    replica_endpoint: Endpoint,
+}
+
+async fn setup(strategy: Strategy) -> Setup {
+    let ca = ClusterCa::generate("fanout-hostile").expect("CA");
+    let replica_endpoint = endpoint(&ca, "replica");
+    let replica_address = address(&replica_endpoint);
+    let replica = FanoutReceiver::start(replica_endpoint.clone(), FanoutReceiverConfig::default());
+    let writer = Fanout::bind(
+        endpoint(&ca, "writer"),
+        writer_config(random_group(), strategy),
+    )
+    .expect("bind the writer");
+    writer
+        .add_replica("replica", replica_address)
+        .await
+        .expect("add the replica");
+    Setup {
+        ca,
+        writer,
+        replica,
+        replica_endpoint,
+    }
+}
+
+impl Setup {
+    /// The writer sends object `id` with `strategy`; the replica must get exactly it, by the
+    /// expected path, and nothing else must have been delivered before it.
+    async fn genuine_object_arrives(&mut self, id: u64, strategy: Strategy, via: ReceivedVia) {
+        let data = Bytes::from(format!("genuine object {id}").into_bytes());
+        let report = self
+            .writer
+            .send_to(id, data.clone(), &["replica"], strategy)
+            .await
+            .expect("send")
+            .wait()
+            .await;
+        assert!(report.all_delivered(), "{report:?}");
+        let delivered = self.replica.recv().await.expect("the replica runs");
+        assert_eq!(delivered.writer, "writer");
+        assert_eq!(
+            (delivered.object_id, delivered.data, delivered.via),
+            (id, data, via)
+        );
+        assert!(self.replica.try_recv().is_none(), "delivered only once");
+    }
+
+    fn refused(&self) -> u64 {
+        self.replica.stats().refused
+    }
+}
+
+/// A request's error must be the replica's typed refusal mentioning `text`.
+fn assert_remote<T: std::fmt::Debug>(result: Result<T, LinkError>, text: &str) {
+    match result {
+        Err(LinkError::Remote { peer, message }) => {
+            assert_eq!(peer, "replica");
+            assert!(message.contains(text), "{message:?} lacks {text:?}");
+        }
+        other => panic!("expected a refusal mentioning {text:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_control_requests_and_headers_are_refused_and_counted() {
+    bounded(async {
+        let mut setup = setup(Strategy::Multicast).await;
+        let mallory = endpoint(&setup.ca, "mallory");
+        let link = mallory
+            .link("replica", address(&setup.replica_endpoint))
+            .await
+            .expect("Mallory's certificate is valid");
+
+        // Not a control request at all: an unterminated varint, a variant index beyond the
+        // enum, an empty body.
+        let garbage: Result<ControlAnswer, _> = link.request(&[0xffu8; 8]).await;
+        assert_remote(garbage, "not a fan-out request");
+        let unknown_variant: Result<ControlAnswer, _> = link.request(&[0x7fu8]).await;
+        assert_remote(unknown_variant, "not a fan-out request");
+        let empty: Result<ControlAnswer, _> = link.request(&()).await;
+        assert_remote(empty, "not a fan-out request");
+        // A join cut short in its group key.
+        let join = postcard::to_stdvec(&ControlRequest::Join(Membership {
+            group: random_group(),
+            session_id: 99,
+            epoch: 1,
+            group_secret: [1; 32],
+            receiver_id: 1,
+            receiver_secret: [2; 32],
+        }))
+        .expect("encode a join");
+        let mut truncated = [0u8; 16];
+        truncated.copy_from_slice(&join[..16]);
+        let truncated_join: Result<ControlAnswer, _> = link.request(&truncated).await;
+        assert_remote(truncated_join, "not a fan-out request");
+        // A join to an address that is no multicast group.
+        let not_a_group: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::Join(Membership {
+                group: (Ipv4Addr::LOCALHOST, 9).into(),
+                session_id: 99,
+                epoch: 1,
+                group_secret: [1; 32],
+                receiver_id: 1,
+                receiver_secret: [2; 32],
+            }))
+            .await;
+        assert!(not_a_group.is_err(), "{not_a_group:?}");
+        assert_eq!(setup.refused(), 5);
+
+        // An object whose header is not a fan-out header.
+        let object: Result<UnicastAck, _> = link
+            .send_object(&[0xffu8; 4], Bytes::from_static(b"payload"))
+            .await;
+        assert_remote(object, "not a fan-out object");
+        assert_eq!(setup.refused(), 6);
+        assert!(setup.replica.try_recv().is_none(), "nothing delivered");
+        assert_eq!(setup.replica.stats().unicast_objects, 0);
+
+        // The writer's session is untouched: an object still arrives over the group.
+        setup
+            .genuine_object_arrives(1, Strategy::Multicast, ReceivedVia::Multicast)
+            .await;
+    })
+    .await;
+}
+
+/// The bytes of a unicast object stream for `payload` under `header` whose head announces
+/// `announced` bytes instead of the payload's length (chunks and end frame as genuine).
+fn lying_object_stream(header: &[u8], payload: &Bytes, announced: u64) -> Vec<u8> {
+    let config = LinkConfig::default();
+    let genuine = encode_object_stream(header, payload, &config).expect("encode an object");
+    let (_, head_len) = decode_frame(&genuine[1..], config.max_frame_len)
+        .expect("a head frame")
+        .expect("a whole head frame");
+    let lying_head = postcard::to_stdvec(&ObjectHead {
+        len: announced,
+        header,
+    })
+    .expect("encode a head");
+    let mut stream = vec![StreamKind::Object.as_byte()];
+    encode_frame(&lying_head, config.max_frame_len, &mut stream).expect("frame the head");
+    stream.extend_from_slice(&genuine[1 + head_len..]);
+    stream
+}
+
+/// A raw quinn connection to `server` as `name` (a valid certificate), for streams the
+/// transport's own `Link` would never write.
+async fn raw_connection(ca: &ClusterCa, name: &str, server: SocketAddr) -> quinn::Connection {
+    let tls = identity(ca, name).client_config().expect("client config");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
+    let mut raw = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
+    raw.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    raw.connect(server, "replica")
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+/// Sends `stream` on a new bidirectional stream; the replica's refusal text, or its reset
+/// code when it reset the stream without one.
+async fn refusal(connection: &quinn::Connection, stream: &[u8]) -> Result<String, u64> {
+    let (mut send, mut recv) = connection.open_bi().await.expect("open a stream");
+    // The replica may stop the stream before reading all of it.
+    let _ = send.write_all(stream).await;
+    let _ = send.finish();
+    match recv.read_to_end(1 << 20).await {
+        Ok(reply) => {
+            let (body, _) = decode_frame(&reply, LinkConfig::default().max_frame_len)
+                .expect("a reply frame")
+                .expect("a whole reply frame");
+            match Reply::decode(body).expect("a reply") {
+                Reply::Rejected(text) | Reply::AppError(text) => Ok(text.to_owned()),
+                Reply::Ok(answer) => panic!("a lying object was acknowledged: {answer:?}"),
+            }
+        }
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => Err(code.into_inner()),
+        Err(e) => panic!("unexpected read error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicast_objects_with_a_lying_length_are_refused_and_never_delivered() {
+    bounded(async {
+        let mut setup = setup(Strategy::Unicast).await;
+        let connection =
+            raw_connection(&setup.ca, "mallory", address(&setup.replica_endpoint)).await;
+        let header = postcard::to_stdvec(&UnicastHeader { object_id: 66 }).expect("header");
+        let payload = Bytes::from(vec![0x42u8; 10_000]);
+        let actual = payload.len() as u64;
+        let lies = [
+            ("longer than sent", actual + 100),
+            ("shorter than sent", actual - 100),
+            ("empty", 0),
+            ("beyond the limit", u64::MAX),
+        ];
+        for (index, (lie, announced)) in lies.into_iter().enumerate() {
+            let stream = lying_object_stream(&header, &payload, announced);
+            let answer = refusal(&connection, &stream).await;
+            let errors = setup.replica_endpoint.stats().protocol_errors;
+            assert!(
+                errors > index as u64,
+                "{lie}: the replica's endpoint counts the refused stream ({errors}): {answer:?}"
+            );
+            if let Ok(text) = &answer {
+                assert!(!text.is_empty(), "{lie}: a refusal says why");
+            }
+        }
+        assert_eq!(setup.replica_endpoint.stats().protocol_errors, 4);
+        assert!(setup.replica.try_recv().is_none(), "nothing delivered");
+        assert_eq!(setup.replica.stats().unicast_objects, 0);
+
+        // The same connection still carries a well-formed object: the connection was not
+        // the problem, the lies were.
+        let honest = lying_object_stream(&header, &payload, actual);
+        let (mut send, mut recv) = connection.open_bi().await.expect("open a stream");
+        send.write_all(&honest)
+            .await
+            .expect("send an honest object");
+        let _ = send.finish();
+        let reply = recv.read_to_end(1 << 20).await.expect("an acknowledgement");
+        let (body, _) = decode_frame(&reply, LinkConfig::default().max_frame_len)
+            .expect("a reply frame")
+            .expect("a whole reply frame");
+        let Reply::Ok(ack) = Reply::decode(body).expect("a reply") else {
+            panic!("the honest object was refused");
+        };
+        let ack: UnicastAck = postcard::from_bytes(ack).expect("an ack");
+        assert_eq!(ack.object_id, 66);
+        let delivered = setup.replica.recv().await.expect("the replica runs");
+        assert_eq!(
+            (
+                delivered.writer.as_str(),
+                delivered.object_id,
+                &delivered.data
+            ),
+            ("mallory", 66, &payload)
+        );
+
+        // And the genuine writer's objects still arrive.
+        setup
+            .genuine_object_arrives(2, Strategy::Unicast, ReceivedVia::Unicast)
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_and_membership_from_a_peer_that_is_not_the_writer_are_refused() {
+    bounded(async {
+        let mut setup = setup(Strategy::Multicast).await;
+        let mallory = endpoint(&setup.ca, "mallory");
+        let link = mallory
+            .link("replica", address(&setup.replica_endpoint))
+            .await
+            .expect("Mallory's certificate is valid");
+        let bytes = Bytes::from_static(b"never sent");
+        let expectation = |session_id| Expectation {
+            session_id,
+            multicast_id: 1,
+            object_id: 1000,
+            len: bytes.len() as u64,
+            digest: digest(&bytes),
+        };
+
+        // Announcements for a session nobody runs, and for the writer's session.
+        for session_id in [SESSION + 1, SESSION] {
+            let verdict: ControlAnswer = link
+                .request(&ControlRequest::Expect(expectation(session_id)))
+                .await
+                .expect("an announcement is answered");
+            assert_eq!(verdict, ControlAnswer::Verdict(Verdict::NotMember));
+        }
+        assert_eq!(setup.refused(), 2);
+
+        // Membership of the writer's session: a new key, taking the session over, leaving it.
+        let rekey: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::Rekey {
+                session_id: SESSION,
+                epoch: 2,
+                group_secret: [6; 32],
+            })
+            .await;
+        assert_remote(rekey, "not a member");
+        let hijack: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::Join(Membership {
+                group: random_group(),
+                session_id: SESSION,
+                epoch: 9,
+                group_secret: [6; 32],
+                receiver_id: 1,
+                receiver_secret: [7; 32],
+            }))
+            .await;
+        assert_remote(hijack, "another writer");
+        assert_eq!(setup.refused(), 4);
+        // Leaving is answered alike whether or not the session was the asker's (it reveals
+        // nothing), but only the writer's own leave ends a session.
+        let leave: ControlAnswer = link
+            .request(&ControlRequest::Leave {
+                session_id: SESSION,
+            })
+            .await
+            .expect("a leave is answered");
+        assert_eq!(leave, ControlAnswer::Left);
+        assert!(setup.replica.try_recv().is_none(), "nothing delivered");
+
+        // The session still runs with the writer's key: an object arrives over the group,
+        // verified against the writer's announcement.
+        setup
+            .genuine_object_arrives(3, Strategy::Multicast, ReceivedVia::Multicast)
+            .await;
+        assert_eq!(setup.replica.stats().matching.verified, 1);
+    })
+    .await;
+}
+
+/// How a lying replica answers a join; every other request and object it answers with bytes
+/// that decode as nothing.
+#[derive(Clone, Copy)]
+enum JoinAnswer {
+    /// An answer that decodes, but to another request.
+    Wrong,
+    /// Bytes that decode as nothing.
+    Garbage,
+    /// The proper answer.
+    Joined,
+}
+
+/// Serves `endpoint` as a replica that answers joins per `join` and everything else with
+/// garbage.
+fn serve_lies(endpoint: Endpoint, join: JoinAnswer) {
+    const GARBAGE: [u8; 4] = [0xff; 4];
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            match incoming {
+                Incoming::Request(request) => {
+                    let is_join = matches!(
+                        request.decode::<ControlRequest>(),
+                        Ok(ControlRequest::Join(_))
+                    );
+                    let _ = match (is_join, join) {
+                        (true, JoinAnswer::Wrong) => request.respond(&ControlAnswer::Left).await,
+                        (true, JoinAnswer::Joined) => request.respond(&ControlAnswer::Joined).await,
+                        _ => request.respond(&GARBAGE).await,
+                    };
+                }
+                Incoming::Object(mut object) => {
+                    let _ = object.receive().await;
+                    let _ = object.respond(&GARBAGE).await;
+                }
+                Incoming::Message(_) => {}
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_nonsense_gets_typed_errors_and_holds_back_no_one() {
+    bounded(async {
+        let mut setup = setup(Strategy::Multicast).await;
+
+        // Joins answered with the wrong answer, or with garbage: the replica is not added.
+        let wrong = endpoint(&setup.ca, "liar-1");
+        let wrong_address = address(&wrong);
+        serve_lies(wrong, JoinAnswer::Wrong);
+        match setup.writer.add_replica("liar-1", wrong_address).await {
+            Err(FanoutError::UnexpectedAnswer { replica, what }) => {
+                assert_eq!((replica.as_str(), what), ("liar-1", "join"));
+            }
+            other => panic!("expected an unexpected answer, got {other:?}"),
+        }
+        let garbage = endpoint(&setup.ca, "liar-2");
+        let garbage_address = address(&garbage);
+        serve_lies(garbage, JoinAnswer::Garbage);
+        match setup.writer.add_replica("liar-2", garbage_address).await {
+            Err(FanoutError::Link {
+                replica,
+                source: LinkError::Decode { .. },
+            }) => assert_eq!(replica, "liar-2"),
+            other => panic!("expected an undecodable answer, got {other:?}"),
+        }
+        assert_eq!(setup.writer.replicas(), vec!["replica".to_owned()]);
+
+        // A replica that joins, then answers announcements and objects with garbage: its
+        // deliveries fail with the decoding error, by either path; the honest replica's
+        // succeed.
+        let liar = endpoint(&setup.ca, "liar-3");
+        let liar_address = address(&liar);
+        serve_lies(liar, JoinAnswer::Joined);
+        setup
+            .writer
+            .add_replica("liar-3", liar_address)
+            .await
+            .expect("the liar answers its join properly");
+        for (id, strategy, path) in [
+            (10, Strategy::Multicast, DeliveryPath::Multicast),
+            (11, Strategy::Unicast, DeliveryPath::Unicast),
+        ] {
+            let data = Bytes::from(vec![id as u8; 3000]);
+            let report = setup
+                .writer
+                .send_to(id, data.clone(), &["replica", "liar-3"], strategy)
+                .await
+                .expect("send")
+                .wait()
+                .await;
+            assert_eq!(report.path("replica"), Some(path), "{report:?}");
+            match &report.outcomes["liar-3"] {
+                ReplicaOutcome::Failed {
+                    reason: DeliveryFailure::Link(LinkError::Decode { .. }),
+                } => {}
+                other => panic!("{strategy:?}: the liar's outcome is {other:?}"),
+            }
+            let delivered = setup.replica.recv().await.expect("the replica runs");
+            assert_eq!((delivered.object_id, delivered.data), (id, data));
+        }
+    })
+    .await;
+}
