@@ -24,8 +24,8 @@ use replicast_certs::{NodeIdentity, anonymous_client_config, load_ca_certificate
 use replicast_node::driver::ordering::Envelope;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::protocol::{
-    LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreResult, TransactionOutcome, decode,
-    encode,
+    LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreResult, TransactionOutcome,
+    VoteRefusal, VoteResult, decode, encode,
 };
 use replicast_node::storage::{ObjectData, TransactionInfo};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
@@ -546,19 +546,12 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
             .await;
         let refusal = mallory
             .wait_for(link.peer(), |message| match message {
-                Message::AnswerVote { ttid, result } if *ttid == never_begun => {
-                    Some(result.clone())
-                }
+                Message::AnswerVote { ttid, result } if *ttid == never_begun => Some(*result),
                 _ => None,
             })
             .await;
         assert!(
-            matches!(
-                refusal,
-                replicast_node::protocol::VoteResult::No(
-                    replicast_node::protocol::VoteRefusal::UnknownTransaction
-                )
-            ),
+            matches!(refusal, VoteResult::No(VoteRefusal::UnknownTransaction)),
             "{refusal:?}"
         );
     }
@@ -635,7 +628,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
     // Every storage still serves exactly what it served before.
     let after = snapshot(&mut inspector, &inspector_links).await;
     assert_eq!(after, before);
-    let stderr = cluster.stderr(&STORAGES[0]);
+    let stderr = cluster.stderr(STORAGES[0]);
     assert!(
         stderr.contains("undecodable"),
         "the storage reports the undecodable input:\n{stderr}"
