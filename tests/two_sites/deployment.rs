@@ -69,8 +69,9 @@ impl Deployment {
             );
             let text = std::fs::read_to_string(Path::new(EXAMPLES).join(example))
                 .unwrap_or_else(|error| panic!("read docs/examples/{example}: {error}"));
-            let text = deployment.relocate(node, &text);
-            std::fs::write(deployment.config(node), text).expect("write a configuration");
+            let staged = deployment.root.path().join(example);
+            std::fs::write(&staged, deployment.relocate(node, &text)).expect("write a config");
+            install("0644", &staged, &deployment.config(node));
         }
         deployment
     }
