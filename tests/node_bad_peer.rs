@@ -6,15 +6,17 @@
 //! truncated envelopes, envelopes carrying undecodable messages, messages out of protocol
 //! order (answers nobody asked for, a store and a vote without a begin, a finish for a
 //! transaction never begun), frames beyond the nodes' limit, request and object streams the
-//! nodes do not serve. Each is refused or ignored and nothing changes: every replica serves
-//! the same revisions afterwards, new transactions commit, the nodes keep running and exit
-//! cleanly, and none of them panicked (their standard error is kept and checked).
+//! nodes do not serve, objects the storages' fan-out takes whose bytes are no store. Each is
+//! refused or ignored and nothing changes: every replica serves the same revisions afterwards,
+//! new transactions commit, the nodes keep running and exit cleanly, and none of them panicked
+//! (their standard error is kept and checked).
 //!
 //! Peers without a valid certificate (one of another CA, or none at all) get no connection.
 
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +30,7 @@ use replicast_node::protocol::{
     VoteRefusal, VoteResult, decode, encode,
 };
 use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
 use support::{BIN, NodeProcess, WAIT, common_sections, free_port, write_config};
 
@@ -338,25 +341,73 @@ async fn send_malformed(peer: &mut Peer, link: &Link) {
         .expect("an oversized frame is sent or refused in time");
     // Handed to QUIC, or refused by the node before the whole frame went out: both fine.
     drop(result);
+}
 
-    // A request and an object: the nodes serve only one-way messages, so both fail.
-    let request: Result<Vec<u8>, LinkError> = tokio::time::timeout(
-        WAIT,
-        link.request(&Message::Load {
-            request: 0,
-            oid: Oid(1),
-        }),
+/// Bounds a request or object exchange with a node.
+async fn bounded_exchange<T>(
+    what: &str,
+    exchange: impl Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end within {WAIT:?}"))
+}
+
+/// The master serves only one-way messages: a request stream and an object stream are
+/// refused (reset or answered with an error), not answered.
+async fn send_unserved_streams(link: &Link) {
+    let request: Result<Vec<u8>, _> =
+        bounded_exchange("a request", link.request(&Message::AskBegin)).await;
+    let object: Result<Vec<u8>, _> = bounded_exchange(
+        "an object",
+        link.send_object(&UnicastHeader { object_id: 1 }, vec![0x5a; 64 << 10].into()),
     )
-    .await
-    .expect("a request stream ends in time");
-    assert!(request.is_err(), "{node} answered a request: {request:?}");
-    let object: Result<Vec<u8>, LinkError> = tokio::time::timeout(
-        WAIT,
-        link.send_object(&[1u8, 2, 3], vec![0x5a; 64 << 10].into()),
+    .await;
+    for (what, result) in [("request", request), ("object", object)] {
+        assert!(
+            matches!(
+                result,
+                Err(LinkError::StreamReset { .. }
+                    | LinkError::Remote { .. }
+                    | LinkError::Rejected { .. })
+            ),
+            "the master took a {what} stream: {result:?}"
+        );
+    }
+}
+
+/// A storage serves requests and objects of the fan-out (stored objects arrive that way):
+/// requests that are no fan-out request and objects whose header is no fan-out header are
+/// refused; an object the fan-out takes but whose bytes are no store is acknowledged by the
+/// fan-out and refused by the storage's driver (checked by the caller: nothing changes).
+async fn send_fanout_garbage(link: &Link) {
+    let request: Result<Vec<u8>, _> =
+        bounded_exchange("a request", link.request(&[0xffu8; 8])).await;
+    assert!(
+        matches!(&request, Err(LinkError::Remote { message, .. }) if message.contains("fan-out")),
+        "{}: {request:?}",
+        link.peer()
+    );
+    let object: Result<UnicastAck, _> = bounded_exchange(
+        "an object",
+        link.send_object(&[0xffu8; 4], vec![0x5a; 64 << 10].into()),
     )
-    .await
-    .expect("an object stream ends in time");
-    assert!(object.is_err(), "{node} acknowledged an object: {object:?}");
+    .await;
+    assert!(
+        matches!(&object, Err(LinkError::Remote { message, .. }) if message.contains("fan-out")),
+        "{}: {object:?}",
+        link.peer()
+    );
+    let not_a_store: Result<UnicastAck, _> = bounded_exchange(
+        "an object",
+        link.send_object(
+            &UnicastHeader { object_id: 77 },
+            vec![0x5a; 64 << 10].into(),
+        ),
+    )
+    .await;
+    let ack = not_a_store.unwrap_or_else(|error| panic!("{}: {error}", link.peer()));
+    assert_eq!(ack.object_id, 77);
 }
 
 #[test]
@@ -459,6 +510,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
 
     // The master: malformed input, then messages out of protocol order.
     send_malformed(&mut mallory, &master).await;
+    send_unserved_streams(&master).await;
     let never_begun = Tid(0x0100_0000_0000_0001);
     for message in [
         Message::AnswerBegin { ttid: never_begun },
@@ -501,6 +553,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
     // Every storage: malformed input, then messages out of protocol order.
     for (_, link) in &storages {
         send_malformed(&mut mallory, link).await;
+        send_fanout_garbage(link).await;
         for message in [
             Message::Finish {
                 ttid: never_begun,
