@@ -6,7 +6,8 @@
 //! with `ip netns exec`, with its own certificate and the configuration of
 //! docs/examples/site-*.toml.
 //!
-//! The namespace test needs root (CI runs as root). Run as another user it fails, saying so,
+//! The namespace test needs root (CI runs as root); `TWO_SITES_LOG=info` (a log filter) shows
+//! the nodes' logs. Run as another user it fails, saying so,
 //! unless `REPLICAST_SKIP_NETNS=1` is set, in which case it prints that it was skipped.
 //!
 //! The other tests check the guide's files: every example configuration parses, and the
@@ -190,9 +191,11 @@ impl Cluster {
     fn start(sites: &Sites, deployment: &Deployment) -> Self {
         let start = |name: &str| {
             let mut command = sites.exec(name, support::BIN);
-            // The examples log at info, as an operator wants; the test's output keeps warnings.
+            // The examples log at info, as an operator wants; the test's output keeps warnings
+            // unless TWO_SITES_LOG asks for more.
+            let filter = std::env::var("TWO_SITES_LOG").unwrap_or_else(|_| "warn".to_owned());
             command
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", filter)
                 .args(["node", "--config"])
                 .arg(deployment.config(name));
             let node = NodeProcess::start_command(name, &mut command);
