@@ -2,6 +2,8 @@
 //! stores (P = 12, R = 2) and two to four clients, joined by a simulated network with a
 //! virtual clock, a seeded per-message delay (so messages of different links overtake each
 //! other; one link stays in order, as a QUIC stream does), crashes and vanishing clients.
+//! Storages that come back catch up by replication while the clients go on committing, also
+//! when a source dies under them (four storages, R = 3, so that a partition has two sources).
 //!
 //! Every run is bounded in steps and in virtual time.
 
@@ -12,11 +14,14 @@ use proptest::prelude::*;
 use replicast_node::client::{AbortReason, Client, ClientConfig, ClientEvent};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{Master, MasterConfig, MasterEvent};
-use replicast_node::partition::PartitionTable;
+use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::protocol::{
-    LoadResult, Message, ProtocolError, StoreResult, TransactionOutcome, VoteResult, decode, encode,
+    LoadResult, Message, ProtocolError, StoreResult, TransactionOutcome, Transmit, VoteResult,
+    decode, encode,
 };
-use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+use replicast_node::storage::{
+    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, Store, TransactionInfo,
+};
 use replicast_node::storage_node::{StorageConfig, StorageEvent, StorageNode};
 
 const MASTER: &str = "master";
@@ -300,6 +305,10 @@ fn storage_config() -> StorageConfig {
         outcome_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(30),
         remembered_ends: 4096,
+        // Small batches: replication takes many round trips, which the writers overtake.
+        replication_batch_bytes: 300,
+        replication_retry: Duration::from_secs(1),
+        replication_answer_timeout: Duration::from_secs(5),
     }
 }
 
@@ -354,13 +363,37 @@ struct Sim {
     /// Percent of retried messages lost.
     loss_percent: u64,
     lost: usize,
+    /// Run until every cell of the table is up to date, not only until the workers are done.
+    await_caught_up: bool,
+    /// Commits the clients saw when the crashed storage restarted, and when the master
+    /// declared it caught up.
+    commits_at_restart: Option<usize>,
+    commits_at_caught_up: Option<usize>,
+    /// A feeding storage whose first source dies right after its first replication answer
+    /// reaches it.
+    kill_source: Option<&'static str>,
+    /// Replication answers delivered: (source, feeding storage, whether a source had been
+    /// killed before).
+    replication_answers: Vec<(String, String, bool)>,
+    /// The source killed.
+    source_killed: Option<String>,
 }
 
 impl Sim {
     fn new(seed: u64, workers: Vec<Worker>, accounts: u64) -> Self {
+        Self::with_cluster(seed, workers, accounts, &STORAGES, REPLICAS)
+    }
+
+    fn with_cluster(
+        seed: u64,
+        workers: Vec<Worker>,
+        accounts: u64,
+        storages: &[&str],
+        replicas: usize,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
-        let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
+        let names: Vec<String> = storages.iter().map(|name| name.to_string()).collect();
+        let table = PartitionTable::new(PARTITIONS, replicas, &names).expect("table");
         let master = Master::new(
             table,
             MasterConfig {
@@ -391,8 +424,14 @@ impl Sim {
             report_vanished: false,
             loss_percent: 0,
             lost: 0,
+            await_caught_up: false,
+            commits_at_restart: None,
+            commits_at_caught_up: None,
+            kill_source: None,
+            replication_answers: Vec::new(),
+            source_killed: None,
         };
-        for name in STORAGES {
+        for name in storages {
             sim.start_storage(name);
         }
         for worker in &mut sim.workers {
@@ -450,6 +489,9 @@ impl Sim {
             self.send(MASTER, &transmit.to, &transmit.message);
         }
         while let Some(event) = self.master.poll_event() {
+            if matches!(event, MasterEvent::StorageUpToDate { .. }) {
+                self.commits_at_caught_up = Some(self.committed_count());
+            }
             self.master_events.push(event);
         }
         let names: Vec<String> = self.storages.keys().cloned().collect();
@@ -500,8 +542,16 @@ impl Sim {
                     progressed = true;
                 }
                 let name = worker.client.name().to_owned();
-                let transmits: Vec<_> =
+                let mut transmits: Vec<_> =
                     std::iter::from_fn(|| worker.client.poll_transmit()).collect();
+                // A store for several replicas goes to each of them as one message, as the
+                // unicast fan-out sends it.
+                for store in std::iter::from_fn(|| worker.client.poll_fanout()) {
+                    transmits.extend(store.replicas.into_iter().map(|to| Transmit {
+                        to,
+                        message: store.message.clone(),
+                    }));
+                }
                 progressed |= !transmits.is_empty();
                 for transmit in transmits {
                     self.send(&name, &transmit.to, &transmit.message);
@@ -534,17 +584,31 @@ impl Sim {
         let Some(plan) = self.crash.take() else {
             return;
         };
+        self.kill(name, plan.detected, plan.down_for);
+    }
+
+    /// Kills storage `name`, whose loss is reported 200 ms later if `detected`; every storage
+    /// down restarts after `down_for`.
+    fn kill(&mut self, name: &str, detected: bool, down_for: Duration) {
         // Dropping the state machine drops its locks and everything it held in memory; the
         // store keeps what redb made durable.
         self.storages.insert(name.to_owned(), None);
         self.down.insert(name.to_owned());
         self.queue
             .retain(|_, packet| packet.from != name && packet.to != name);
-        self.crashed_at = Some(self.now);
-        if plan.detected {
+        self.crashed_at.get_or_insert(self.now);
+        if detected {
             self.detect_crash_at = Some(self.now + Duration::from_millis(200));
         }
-        self.restart_at = Some(self.now + plan.down_for);
+        self.restart_at = Some(self.now + down_for);
+    }
+
+    fn all_cells_up_to_date(&self) -> bool {
+        self.master
+            .table()
+            .partitions()
+            .flatten()
+            .all(|cell| cell.state == CellState::UpToDate)
     }
 
     fn next_timer(&self) -> Option<Duration> {
@@ -612,7 +676,11 @@ impl Sim {
     fn run_bounded(&mut self) {
         for _ in 0..MAX_STEPS {
             self.flush();
-            if self.workers.iter().all(Worker::is_finished) && self.restart_at.is_none() {
+            let caught_up = !self.await_caught_up || self.all_cells_up_to_date();
+            if self.workers.iter().all(Worker::is_finished)
+                && self.restart_at.is_none()
+                && caught_up
+            {
                 // Let the storages settle what is left (a vanished client's locks).
                 if self.queue.is_empty()
                     && self
@@ -660,10 +728,26 @@ impl Sim {
                 self.crash_storage(&to);
                 return;
             }
+            let answer = matches!(
+                decode(&bytes),
+                Ok(Message::AnswerTransactions { .. } | Message::AnswerObjects { .. })
+            );
             let slot = self.storages.get_mut(&to).expect("looked up above");
             if let Some(node) = slot.as_mut() {
                 let result = node.handle_bytes(now, &from, &bytes);
                 self.record(result);
+            }
+            if answer {
+                self.replication_answers.push((
+                    from.clone(),
+                    to.clone(),
+                    self.source_killed.is_some(),
+                ));
+                if self.kill_source == Some(to.as_str()) {
+                    self.kill_source = None;
+                    self.source_killed = Some(from.clone());
+                    self.kill(&from, true, Duration::from_secs(10));
+                }
             }
         } else if let Some(worker) = self
             .workers
@@ -691,6 +775,13 @@ impl Sim {
                 for worker in &mut self.workers {
                     worker.client.peer_lost(now, &name);
                 }
+                let mut results = Vec::new();
+                for node in self.storages.values_mut().flatten() {
+                    results.push(node.peer_lost(now, &name));
+                }
+                for result in results {
+                    self.record(result);
+                }
             }
         }
         if self.restart_at.is_some_and(|at| at <= self.now) {
@@ -711,6 +802,8 @@ impl Sim {
                 self.recovered_voted += self.storages[&name]
                     .as_ref()
                     .map_or(0, StorageNode::transactions_in_progress);
+                self.commits_at_restart
+                    .get_or_insert(self.workers.iter().map(|w| w.commits.len()).sum());
             }
         }
         if self.master.poll_timeout().is_some_and(|at| at <= now) {
@@ -810,6 +903,48 @@ impl Sim {
             .into_iter()
             .map(|(oid, (value, _))| (oid, value))
             .collect()
+    }
+}
+
+impl Sim {
+    /// Every cell of every partition holds exactly the same revisions (object, TID, digest):
+    /// the whole history, not only the last revision.
+    fn check_replicas_identical(&self) {
+        let table = self.master.table();
+        let mut compared = 0;
+        for partition in 0..table.num_partitions() {
+            let cells = table.cells(partition).expect("a partition");
+            let mut histories = Vec::new();
+            for cell in cells {
+                let node = self.storages[&cell.node]
+                    .as_ref()
+                    .expect("every storage runs at the end");
+                let history: Vec<(Oid, Tid, [u8; 16])> = node
+                    .store()
+                    .partition_objects(
+                        partition,
+                        table.num_partitions(),
+                        ObjectCursor::START,
+                        Tid::MAX,
+                        usize::MAX,
+                    )
+                    .expect("history")
+                    .objects
+                    .into_iter()
+                    .map(|object| (object.oid, object.tid, object.digest.0))
+                    .collect();
+                histories.push((cell.node.clone(), history));
+            }
+            let (first, reference) = &histories[0];
+            compared += reference.len();
+            for (node, history) in &histories[1..] {
+                assert_eq!(
+                    history, reference,
+                    "partition {partition}: {node} differs from {first}"
+                );
+            }
+        }
+        assert!(compared > 0, "there were revisions to compare");
     }
 }
 
@@ -917,13 +1052,9 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
             sim.recovered_voted > 0,
             "seed {seed}: s1 restarted with a voted, unfinished transaction"
         );
-        let table = sim.master.table();
         assert!(
-            table
-                .partitions()
-                .flatten()
-                .filter(|cell| cell.node == "s1")
-                .all(|cell| !cell.is_readable()),
+            sim.master_events
+                .contains(&MasterEvent::StorageOutOfDate { node: "s1".into() }),
             "seed {seed}: s1's cells went out of date"
         );
         let commits_after_crash = sim.commits().len();
@@ -950,6 +1081,129 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
             .filter(|event| matches!(event, StorageEvent::EngineError { .. }))
             .collect();
         assert!(engine_errors.is_empty(), "seed {seed}: {engine_errors:?}");
+        let balances = sim.check_consistency(ACCOUNTS);
+        assert_eq!(
+            balances.values().sum::<i64>(),
+            INITIAL_BALANCE * ACCOUNTS as i64
+        );
+        assert!(sim.all_cells_up_to_date(), "seed {seed}: s1 caught up");
+        sim.check_replicas_identical();
+    }
+}
+
+/// The events of storage `name` since its last start.
+fn replicated_partitions(sim: &Sim, name: &str) -> BTreeSet<u32> {
+    sim.storage_events[name]
+        .iter()
+        .filter_map(|event| match event {
+            StorageEvent::PartitionReplicated { partition, .. } => Some(*partition),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn restarted_storage_catches_up_while_transfers_go_on() {
+    const ACCOUNTS: u64 = 24;
+    for seed in 0..3 {
+        let mut sim = Sim::new(seed, transfer_workers(3, 40, ACCOUNTS, seed), ACCOUNTS);
+        sim.await_caught_up = true;
+        sim.crash = Some(CrashPlan {
+            storage: "s1",
+            after_commits: 5,
+            down_for: Duration::from_secs(3),
+            detected: seed != 2,
+            point: CrashPoint::AfterVote,
+        });
+        sim.run();
+        let restarted = sim.commits_at_restart.expect("s1 restarted");
+        let caught_up = sim
+            .commits_at_caught_up
+            .expect("the master declared s1 up to date");
+        assert!(
+            caught_up > restarted,
+            "seed {seed}: commits went on while s1 caught up ({restarted} at its restart, \
+             {caught_up} when caught up)"
+        );
+        assert!(
+            sim.master_events
+                .contains(&MasterEvent::StorageUpToDate { node: "s1".into() })
+        );
+        let s1_cells: BTreeSet<u32> = sim.master.table().partitions_of("s1").collect();
+        assert_eq!(
+            replicated_partitions(&sim, "s1"),
+            s1_cells,
+            "seed {seed}: every cell of s1 replicated"
+        );
+        assert!(sim.all_cells_up_to_date(), "seed {seed}");
+        assert_eq!(
+            sim.commits().len(),
+            1 + 3 * 40,
+            "seed {seed}: every transfer done"
+        );
+        sim.check_replicas_identical();
+        let balances = sim.check_consistency(ACCOUNTS);
+        assert_eq!(
+            balances.values().sum::<i64>(),
+            INITIAL_BALANCE * ACCOUNTS as i64
+        );
+    }
+}
+
+#[test]
+fn source_dies_mid_replication_and_another_cell_feeds() {
+    const ACCOUNTS: u64 = 24;
+    for seed in 0..3 {
+        let mut sim = Sim::with_cluster(
+            seed,
+            transfer_workers(3, 30, ACCOUNTS, seed),
+            ACCOUNTS,
+            &["s1", "s2", "s3", "s4"],
+            3,
+        );
+        sim.await_caught_up = true;
+        sim.crash = Some(CrashPlan {
+            storage: "s1",
+            after_commits: 5,
+            down_for: Duration::from_secs(3),
+            detected: true,
+            point: CrashPoint::AfterVote,
+        });
+        sim.kill_source = Some("s1");
+        sim.run();
+        let killed = sim
+            .source_killed
+            .clone()
+            .expect("a source of s1 died mid-replication");
+        let failed_over: BTreeSet<&str> = sim
+            .replication_answers
+            .iter()
+            .filter(|(source, to, after_kill)| *after_kill && to == "s1" && *source != killed)
+            .map(|(source, _, _)| source.as_str())
+            .collect();
+        assert!(
+            !failed_over.is_empty(),
+            "seed {seed}: other sources fed s1 after {killed} died"
+        );
+        assert!(
+            sim.storage_events["s1"].iter().any(|event| matches!(
+                event,
+                StorageEvent::ReplicationFailed { source, .. } if *source == killed
+            )),
+            "seed {seed}: s1 noticed {killed} fail"
+        );
+        assert!(
+            sim.master_events
+                .contains(&MasterEvent::StorageUpToDate { node: "s1".into() })
+        );
+        assert!(
+            sim.master_events.contains(&MasterEvent::StorageUpToDate {
+                node: killed.clone()
+            }),
+            "seed {seed}: {killed} came back and caught up too"
+        );
+        assert!(sim.all_cells_up_to_date(), "seed {seed}");
+        sim.check_replicas_identical();
         let balances = sim.check_consistency(ACCOUNTS);
         assert_eq!(
             balances.values().sum::<i64>(),
@@ -1230,6 +1484,7 @@ fn any_message() -> impl Strategy<Value = Message> {
         Just(ObjectData::Deleted),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(ObjectData::Bytes)
     ];
+    let object_data = data.clone();
     prop_oneof![
         Just(Message::ClientHello),
         Just(Message::StorageReady),
@@ -1302,6 +1557,68 @@ fn any_message() -> impl Strategy<Value = Message> {
         }),
         (any_tid(), proptest::collection::vec(any_oid(), 0..3))
             .prop_map(|(tid, oids)| Message::Invalidate { tid, oids }),
+        (
+            any_tid(),
+            proptest::collection::vec((0u32..14, any_tid()), 0..3)
+        )
+            .prop_map(|(up_to, partitions)| Message::Replicate { up_to, partitions }),
+        (0u32..14, any_tid())
+            .prop_map(|(partition, up_to)| Message::Replicated { partition, up_to }),
+        (0u32..14, any_tid(), any_tid()).prop_map(|(partition, after, up_to)| {
+            Message::AskTransactions {
+                partition,
+                after,
+                up_to,
+            }
+        }),
+        (
+            0u32..14,
+            proptest::collection::vec(
+                (any_tid(), proptest::collection::vec(any_oid(), 0..3)),
+                0..3
+            ),
+            proptest::option::of(any_tid())
+        )
+            .prop_map(
+                |(partition, transactions, resume)| Message::AnswerTransactions {
+                    partition,
+                    transactions: transactions
+                        .into_iter()
+                        .map(|(tid, oids)| CommittedTransaction {
+                            tid,
+                            oids,
+                            info: TransactionInfo::default(),
+                        })
+                        .collect(),
+                    resume,
+                }
+            ),
+        (0u32..14, any_tid(), any_oid(), any_tid()).prop_map(|(partition, tid, oid, up_to)| {
+            Message::AskObjects {
+                partition,
+                after: ObjectCursor { tid, oid },
+                up_to,
+            }
+        }),
+        (
+            0u32..14,
+            proptest::collection::vec((any_oid(), any_tid(), object_data), 0..3),
+            proptest::option::of((any_tid(), any_oid()))
+        )
+            .prop_map(|(partition, objects, resume)| Message::AnswerObjects {
+                partition,
+                objects: objects
+                    .into_iter()
+                    .map(|(oid, tid, data)| ReplicatedObject {
+                        oid,
+                        tid,
+                        digest: data.digest(),
+                        data,
+                    })
+                    .collect(),
+                resume: resume.map(|(tid, oid)| ObjectCursor { tid, oid }),
+            }),
+        (0u32..14).prop_map(|partition| Message::ReplicationUnavailable { partition }),
     ]
 }
 

@@ -126,6 +126,9 @@ impl Role for StorageNode {
     fn poll_event(&mut self) -> Option<StorageEvent> {
         StorageNode::poll_event(self)
     }
+    fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        StorageNode::peer_address(self, peer)
+    }
 }
 
 impl Role for Client {

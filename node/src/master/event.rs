@@ -23,4 +23,25 @@ pub enum MasterEvent {
         /// The storage.
         node: NodeName,
     },
+    /// A storage was told to replicate its feeding cells up to `up_to`.
+    ReplicationStarted {
+        /// The storage.
+        node: NodeName,
+        /// The bound.
+        up_to: Tid,
+        /// How many partitions it replicates.
+        partitions: usize,
+    },
+    /// A feeding cell caught up and is readable.
+    CellUpToDate {
+        /// The partition.
+        partition: u32,
+        /// The storage holding the cell.
+        node: NodeName,
+    },
+    /// Every cell of a storage is up to date (it caught up after failing or joining).
+    StorageUpToDate {
+        /// The storage.
+        node: NodeName,
+    },
 }

@@ -38,6 +38,7 @@ use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transm
 mod admin;
 mod config;
 mod event;
+mod replication;
 mod status;
 
 pub use config::MasterConfig;
@@ -84,6 +85,8 @@ pub struct Master {
     queue: VecDeque<FinishRequest>,
     finishing: Option<Finishing>,
     outcomes: HashMap<Tid, TransactionOutcome>,
+    /// Which feeding cell replicates up to which TID.
+    replication: replication::Replication,
     /// Reports, waiting storages and the master's own name, for `replicast status`.
     roster: status::Roster,
     out: Outbox,
@@ -105,6 +108,7 @@ impl Master {
             queue: VecDeque::new(),
             finishing: None,
             outcomes: HashMap::new(),
+            replication: replication::Replication::default(),
             roster: status::Roster::default(),
             out: Outbox::default(),
             events: VecDeque::new(),
@@ -172,12 +176,15 @@ impl Master {
             Message::StorageAddress { address } if is_storage => {
                 let previous = self.storage_addresses.insert(from.to_owned(), address);
                 if previous != Some(address) {
-                    // Clients that already have the table learn the new address too.
-                    for client in &self.clients {
-                        self.out.send(
-                            client,
-                            Message::StorageAddresses(vec![(from.to_owned(), address)]),
-                        );
+                    // Clients that already have the table learn the new address too, and the
+                    // other storages, which replicate from each other.
+                    for peer in self.clients.iter().chain(&self.running) {
+                        if peer != from {
+                            self.out.send(
+                                peer,
+                                Message::StorageAddresses(vec![(from.to_owned(), address)]),
+                            );
+                        }
                     }
                 }
             }
@@ -186,8 +193,19 @@ impl Master {
                 if !self.running.insert(from.to_owned()) {
                     self.mark_out_of_date(from)?;
                 }
+                // The other storages' addresses, to replicate from them.
+                let book: Vec<(NodeName, SocketAddr)> = self
+                    .storage_addresses
+                    .iter()
+                    .filter(|(name, _)| *name != from)
+                    .map(|(name, address)| (name.clone(), *address))
+                    .collect();
+                if !book.is_empty() {
+                    self.out.send(from, Message::StorageAddresses(book));
+                }
                 self.out
                     .send(from, Message::PartitionTable(self.table.clone()));
+                self.storage_back(from)?;
             }
             Message::AskBegin if self.clients.contains(from) => {
                 let ttid = self.clock.allocate(now)?;
@@ -295,8 +313,12 @@ impl Master {
                 self.out
                     .send(from, Message::AnswerChangeStorage { request, outcome });
             }
+            Message::Replicated { partition, up_to } if is_storage => {
+                self.replicated(from, partition, up_to)?;
+            }
             other => return Err(unexpected(&other)),
         }
+        self.sync_replication();
         Ok(())
     }
 
@@ -310,6 +332,7 @@ impl Master {
                 finishing.waiting.remove(node);
             }
             self.complete_finish_if_done(now)?;
+            self.sync_replication();
         } else if self.clients.remove(node) {
             let abandoned: Vec<Tid> = self
                 .open
@@ -320,6 +343,7 @@ impl Master {
             for ttid in abandoned {
                 self.abort(ttid, true);
             }
+            self.sync_replication();
         }
         Ok(())
     }
@@ -336,7 +360,9 @@ impl Master {
         for node in silent {
             self.mark_out_of_date(&node)?;
         }
-        self.complete_finish_if_done(now)
+        self.complete_finish_if_done(now)?;
+        self.sync_replication();
+        Ok(())
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
@@ -466,6 +492,7 @@ impl Master {
         };
         let Finishing { request, tid, .. } = finishing;
         self.open.remove(&request.ttid);
+        self.replication.committed(tid);
         self.out.send(
             &request.client,
             Message::AnswerFinish {
@@ -521,6 +548,7 @@ impl Master {
         if marked.mark_out_of_date(node)? == 0 || !marked.is_operational() {
             return Ok(());
         }
+        self.note_out_of_date(node);
         self.table = marked;
         self.events.push_back(MasterEvent::StorageOutOfDate {
             node: node.to_owned(),

@@ -29,6 +29,7 @@ use crate::storage::{ObjectData, StorageError, Store, TransactionInfo};
 
 mod config;
 mod event;
+mod replication;
 
 pub use config::StorageConfig;
 pub use event::StorageEvent;
@@ -77,6 +78,8 @@ pub struct StorageNode {
     /// Recently ended transactions, with their commit TID if they committed.
     ended: BTreeMap<Tid, Option<Tid>>,
     ended_order: VecDeque<Tid>,
+    /// The table, the other storages' addresses, and the partitions catching up.
+    replicator: replication::Replicator,
     out: Outbox,
     events: VecDeque<StorageEvent>,
 }
@@ -101,6 +104,7 @@ impl StorageNode {
             recovering: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
+            replicator: replication::Replicator::default(),
             out: Outbox::default(),
             events: VecDeque::new(),
         };
@@ -142,6 +146,16 @@ impl StorageNode {
     /// Gives the engine back (the role stops).
     pub fn into_store(self) -> Store {
         self.store
+    }
+
+    /// Where storage `peer` accepts connections, as the master said (to replicate from it).
+    pub fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        self.replicator.address(peer)
+    }
+
+    /// The partitions catching up here by replication, in increasing order.
+    pub fn catching_up(&self) -> Vec<u32> {
+        self.replicator.catching_up().collect()
     }
 
     /// The transactions in progress here, voted ones found at start included.
@@ -257,8 +271,46 @@ impl StorageNode {
                 );
                 Ok(())
             }
-            // The table matters to the drivers (which cells to serve); the 2PC needs nothing.
-            Message::PartitionTable(_) if from_master => Ok(()),
+            Message::PartitionTable(table) if from_master => {
+                self.new_table(table);
+                self.pump_replication(now)
+            }
+            Message::StorageAddresses(book) if from_master => {
+                self.replicator.learn_addresses(book);
+                Ok(())
+            }
+            Message::Replicate { up_to, partitions } if from_master => {
+                self.start_replication(now, up_to, &partitions)
+            }
+            Message::AskTransactions {
+                partition,
+                after,
+                up_to,
+            } if !from_master => {
+                self.serve_transactions(from, partition, after, up_to);
+                Ok(())
+            }
+            Message::AskObjects {
+                partition,
+                after,
+                up_to,
+            } if !from_master => {
+                self.serve_objects(from, partition, after, up_to);
+                Ok(())
+            }
+            Message::AnswerTransactions {
+                partition,
+                transactions,
+                resume,
+            } if !from_master => self.take_transactions(now, from, partition, transactions, resume),
+            Message::AnswerObjects {
+                partition,
+                objects,
+                resume,
+            } if !from_master => self.take_objects(now, from, partition, objects, resume),
+            Message::ReplicationUnavailable { partition } if !from_master => {
+                self.source_failed(now, from, partition, "ReplicationUnavailable")
+            }
             other => Err(ProtocolError::Unexpected {
                 from: from.to_owned(),
                 kind: other.kind(),
@@ -285,7 +337,7 @@ impl StorageNode {
         for ttid in unvoted {
             self.end(now, ttid, None)?;
         }
-        Ok(())
+        self.replication_peer_lost(now, node)
     }
 
     /// Handles expired timers: asks the master about voted transactions left waiting, aborts
@@ -317,7 +369,7 @@ impl StorageNode {
             self.end(now, ttid, None)?;
             self.out.send(&client, Message::Aborted { ttid });
         }
-        Ok(())
+        self.replication_timeout(now)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
@@ -334,7 +386,10 @@ impl StorageNode {
                 Recovery::Asking { next } => Some(*next),
                 Recovery::Committed(_) => None,
             });
-        transactions.chain(recovering).min()
+        transactions
+            .chain(recovering)
+            .chain(self.replicator.poll_timeout())
+            .min()
     }
 
     /// The next message to send.
@@ -457,10 +512,14 @@ impl StorageNode {
         };
         txn.deadline = now + self.config.idle_timeout;
         let oid = store.oid;
-        let result = match self
-            .store
-            .store_pending(ttid, oid, store.serial, store.data)
-        {
+        let staged = if self.replicator.unchecked(&self.name, oid) {
+            self.store
+                .store_pending_unchecked(ttid, oid, store.serial, store.data)
+        } else {
+            self.store
+                .store_pending(ttid, oid, store.serial, store.data)
+        };
+        let result = match staged {
             Ok(()) => {
                 txn.stored.insert(oid);
                 StoreResult::Stored
@@ -551,7 +610,11 @@ impl StorageNode {
         let result = if txn.waiting || !txn.queue.is_empty() || listed != txn.stored {
             VoteResult::No(VoteRefusal::MissingStores)
         } else {
-            match self.store.vote(ttid, info) {
+            let (replicator, name) = (&self.replicator, self.name.as_str());
+            match self
+                .store
+                .vote_unchecked_for(ttid, info, |oid| replicator.unchecked(name, oid))
+            {
                 Ok(()) => {
                     self.locks.vote(ttid)?;
                     txn.voted = true;
@@ -583,7 +646,8 @@ impl StorageNode {
     /// Commits `ttid` at `tid`, or aborts it (`None`), and releases its locks.
     fn end(&mut self, now: SystemTime, ttid: Tid, tid: Option<Tid>) -> Result<(), ProtocolError> {
         let outcome = match tid {
-            Some(tid) => self.store.finish(ttid, tid),
+            // Merging: replication may have imported this TID, or later ones, already.
+            Some(tid) => self.store.finish_merging(ttid, tid),
             None => self.store.abort(ttid),
         };
         let event = match (outcome, tid) {

@@ -1,0 +1,216 @@
+//! Replication as the master runs it: which feeding cell catches up to which TID, and when it
+//! becomes up to date.
+//!
+//! NEO's scheme. When cells of a storage go [feeding](crate::partition::CellState::Feeding)
+//! (the storage came back after failing, or the table gave it new cells), new transactions
+//! write to them; but transactions already open may not, since their clients chose replicas
+//! from an older table. A client gets a new table before the answer to its next
+//! [`AskBegin`](Message::AskBegin), so only the transactions open at that moment can miss the
+//! cells. The master waits for those to end, then sends the storage a
+//! [`Replicate`](Message::Replicate) with the last committed TID as the bound: every commit
+//! after it reached the storage live, everything up to it the storage copies from an
+//! up-to-date cell. When the storage reports a partition
+//! [replicated](Message::Replicated) to that bound, its cell becomes up to date and the new
+//! table goes to everyone.
+//!
+//! The bound names the round. A cell that goes out of date again gets a later bound when it
+//! feeds again (the commit it missed is after the old bound), so a report of an older round
+//! changes nothing. With each `Replicate` the master also says up to which TID it knows the
+//! storage holds the partition whole (the last commit before its cell went out of date), so
+//! that a storage back after a short failure copies what it missed, not the whole history.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::{Master, MasterEvent};
+use crate::ids::Tid;
+use crate::partition::{CellState, NodeName};
+use crate::protocol::{Message, ProtocolError};
+
+/// The master's replication bookkeeping; see the [module documentation](self).
+#[derive(Debug, Default)]
+pub(super) struct Replication {
+    /// The TID of the last finish completed (every voter acknowledged or went out of date).
+    last_committed: Tid,
+    /// Storages with feeding cells not yet told to replicate.
+    waiting: BTreeMap<NodeName, Wait>,
+    /// The bound each feeding cell was told to replicate up to.
+    bounds: BTreeMap<(u32, NodeName), Tid>,
+    /// For cells that went out of date: the last TID up to which they hold everything.
+    complete_to: BTreeMap<(u32, NodeName), Tid>,
+}
+
+/// A storage's feeding cells waiting for the transactions that may not write to them.
+#[derive(Debug, Default)]
+struct Wait {
+    /// The partitions of the cells.
+    cells: BTreeSet<u32>,
+    /// The transactions open when one of the cells started feeding, not ended yet.
+    open: BTreeSet<Tid>,
+}
+
+impl Replication {
+    /// A finish completed at `tid`.
+    pub(super) fn committed(&mut self, tid: Tid) {
+        self.last_committed = self.last_committed.max(tid);
+    }
+}
+
+impl Master {
+    /// Storage `node` (re)started: a new process knows nothing of an earlier round, so its
+    /// feeding cells start a new one, and its out-of-date cells start feeding.
+    pub(super) fn storage_back(&mut self, node: &str) -> Result<(), ProtocolError> {
+        self.replication.waiting.remove(node);
+        self.replication.bounds.retain(|(_, cell), _| cell != node);
+        if self.table.start_feeding(node)? > 0 {
+            self.broadcast_table();
+        }
+        Ok(())
+    }
+
+    /// Before `node`'s cells go out of date: remembers, for each of them that is up to date,
+    /// that it holds everything up to the last completed commit.
+    pub(super) fn note_out_of_date(&mut self, node: &str) {
+        let last = self.replication.last_committed;
+        for (partition, cells) in (0u32..).zip(self.table.partitions()) {
+            if cells
+                .iter()
+                .any(|cell| cell.node == node && cell.state == CellState::UpToDate)
+            {
+                self.replication
+                    .complete_to
+                    .insert((partition, node.to_owned()), last);
+            }
+        }
+    }
+
+    /// Brings the bookkeeping in line with the table: forgets the rounds of cells that are no
+    /// longer feeding, starts waiting for the open transactions of cells that just started,
+    /// and sends [`Message::Replicate`] to each storage whose wait is over.
+    ///
+    /// Runs after every message, loss and timeout, so that any change of the table (also an
+    /// operator's) is followed.
+    pub(super) fn sync_replication(&mut self) {
+        let feeding: BTreeSet<(u32, NodeName)> = (0u32..)
+            .zip(self.table.partitions())
+            .flat_map(|(partition, cells)| {
+                cells
+                    .iter()
+                    .filter(|cell| cell.state == CellState::Feeding)
+                    .map(move |cell| (partition, cell.node.clone()))
+            })
+            .collect();
+        self.replication
+            .bounds
+            .retain(|cell, _| feeding.contains(cell));
+        let unbounded: BTreeSet<(u32, NodeName)> = feeding
+            .iter()
+            .filter(|cell| !self.replication.bounds.contains_key(*cell))
+            .filter(|(_, node)| self.running.contains(node))
+            .cloned()
+            .collect();
+        self.replication
+            .waiting
+            .retain(|node, _| unbounded.iter().any(|(_, cell)| cell == node));
+        for (partition, node) in &unbounded {
+            let wait = self.replication.waiting.entry(node.clone()).or_default();
+            if wait.cells.insert(*partition) {
+                // Transactions begun from now on are answered after the new table: they
+                // write here. Those open now may not.
+                wait.open.extend(self.open.keys().copied());
+            }
+        }
+        let mut ready = Vec::new();
+        for (node, wait) in &mut self.replication.waiting {
+            wait.open.retain(|ttid| self.open.contains_key(ttid));
+            if wait.open.is_empty() {
+                ready.push(node.clone());
+            }
+        }
+        let up_to = self.replication.last_committed;
+        for node in ready {
+            self.replication.waiting.remove(&node);
+            let partitions: Vec<(u32, Tid)> = unbounded
+                .iter()
+                .filter(|(_, cell)| *cell == node)
+                .map(|(partition, _)| {
+                    let key = (*partition, node.clone());
+                    self.replication.bounds.insert(key.clone(), up_to);
+                    let whole = self
+                        .replication
+                        .complete_to
+                        .get(&key)
+                        .copied()
+                        .unwrap_or(Tid::ZERO);
+                    (*partition, whole)
+                })
+                .collect();
+            self.events.push_back(MasterEvent::ReplicationStarted {
+                node: node.clone(),
+                up_to,
+                partitions: partitions.len(),
+            });
+            // The sources' addresses first: a storage added by an operator has none yet.
+            let book: Vec<(NodeName, SocketAddr)> = self
+                .storage_addresses
+                .iter()
+                .filter(|(name, _)| **name != node)
+                .map(|(name, address)| (name.clone(), *address))
+                .collect();
+            if !book.is_empty() {
+                self.out.send(&node, Message::StorageAddresses(book));
+            }
+            self.out
+                .send(&node, Message::Replicate { up_to, partitions });
+        }
+    }
+
+    /// `from` reports `partition` replicated up to `up_to`: its cell becomes up to date if
+    /// that is the bound of its current round.
+    pub(super) fn replicated(
+        &mut self,
+        from: &str,
+        partition: u32,
+        up_to: Tid,
+    ) -> Result<(), ProtocolError> {
+        let key = (partition, from.to_owned());
+        if self.replication.bounds.get(&key) != Some(&up_to) {
+            // An earlier round's report, crossed by the cell going out of date: the storage
+            // gets (or got) a new Replicate.
+            return Ok(());
+        }
+        self.table.mark_up_to_date(partition, from)?;
+        self.replication.bounds.remove(&key);
+        self.replication.complete_to.remove(&key);
+        self.events.push_back(MasterEvent::CellUpToDate {
+            partition,
+            node: from.to_owned(),
+        });
+        let caught_up = self
+            .table
+            .partitions()
+            .flatten()
+            .all(|cell| cell.node != from || cell.state == CellState::UpToDate);
+        if caught_up {
+            self.events.push_back(MasterEvent::StorageUpToDate {
+                node: from.to_owned(),
+            });
+        }
+        self.broadcast_table();
+        Ok(())
+    }
+
+    /// Sends the current table to every client and running storage.
+    pub(super) fn broadcast_table(&mut self) {
+        let peers: Vec<NodeName> = self
+            .clients
+            .iter()
+            .chain(self.running.iter())
+            .cloned()
+            .collect();
+        for peer in peers {
+            self.out
+                .send(&peer, Message::PartitionTable(self.table.clone()));
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Replication as a storage runs it: catching up on feeding partitions, and serving the
+//! history of up-to-date ones to others.
+//!
+//! The master sends [`Message::Replicate`] with a bound `B` and the storage's feeding
+//! partitions. For each partition the storage starts from what it holds whole (the master's
+//! word, or its own [`ReplicationProgress`] on disk if further) and asks an up-to-date cell of
+//! the current table, in batches bounded in bytes: first the transactions touching the
+//! partition up to `B`, then the revisions of its objects up to `B`. Each batch is imported
+//! with the new progress in one durable write, so a restart or a failed source costs at most
+//! one batch. When both steps reach `B` the storage reports [`Message::Replicated`]; the
+//! commits after `B` reached it live.
+//!
+//! A source that is lost, answers [`Message::ReplicationUnavailable`], or sends a batch that
+//! does not fit the request is left for the round and another up-to-date cell is asked; when
+//! none is left, the storage waits [`StorageConfig::replication_retry`] and tries them all
+//! again.
+//!
+//! While a partition is feeding its history here is incomplete, so stores to it are taken
+//! without the serial check (the readable replicas make it): see
+//! [`Store::store_pending_unchecked`](crate::storage::Store::store_pending_unchecked).
+//!
+//! [`StorageConfig::replication_retry`]: super::StorageConfig::replication_retry
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use super::{StorageEvent, StorageNode};
+use crate::ids::{Oid, Tid};
+use crate::partition::{CellState, NodeName, PartitionTable, partition_of};
+use crate::protocol::{Message, ProtocolError};
+use crate::storage::{
+    CommittedTransaction, ObjectCursor, ReplicatedObject, ReplicationProgress, StorageError,
+};
+
+/// What the storage knows of the cluster for replication, and its rounds in progress.
+#[derive(Debug, Default)]
+pub(super) struct Replicator {
+    /// The latest table from the master.
+    table: Option<PartitionTable>,
+    /// Where the other storages accept connections.
+    addresses: BTreeMap<NodeName, SocketAddr>,
+    /// Feeding partitions being caught up.
+    partitions: BTreeMap<u32, CatchUp>,
+    /// Partitions caught up in their current round (their history here is whole again, so
+    /// serials are checked even before the table says up to date).
+    caught_up: BTreeSet<u32>,
+}
+
+/// One feeding partition catching up to `up_to`.
+#[derive(Debug)]
+struct CatchUp {
+    up_to: Tid,
+    progress: ReplicationProgress,
+    /// The source asked and not answered yet, and until when its answer is awaited.
+    asked: Option<(NodeName, SystemTime)>,
+    /// Sources that failed this round.
+    failed: BTreeSet<NodeName>,
+    /// When to try every source again, after all of them failed.
+    retry_at: Option<SystemTime>,
+}
+
+impl CatchUp {
+    fn target(&self) -> ReplicationProgress {
+        ReplicationProgress::complete_to(self.up_to)
+    }
+}
+
+impl Replicator {
+    /// Where `peer` accepts connections, if the master said.
+    pub(super) fn address(&self, peer: &str) -> Option<SocketAddr> {
+        self.addresses.get(peer).copied()
+    }
+
+    /// Adds the master's addresses of other storages.
+    pub(super) fn learn_addresses(&mut self, book: Vec<(NodeName, SocketAddr)>) {
+        self.addresses.extend(book);
+    }
+
+    /// The partitions still catching up here.
+    pub(super) fn catching_up(&self) -> impl Iterator<Item = u32> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Whether a store of `oid` skips the serial check: its partition's history here is
+    /// incomplete (feeding and not caught up yet, or out of date).
+    pub(super) fn unchecked(&self, name: &str, oid: Oid) -> bool {
+        let Some(table) = &self.table else {
+            return false;
+        };
+        let partition = table.partition_of(oid);
+        let state = table.cells(partition).ok().and_then(|cells| {
+            cells
+                .iter()
+                .find(|cell| cell.node == name)
+                .map(|cell| cell.state)
+        });
+        match state {
+            Some(CellState::UpToDate) => false,
+            Some(CellState::Feeding) => !self.caught_up.contains(&partition),
+            // A client with an older table; the master does not count this replica.
+            Some(CellState::OutOfDate) | None => true,
+        }
+    }
+
+    /// When [`StorageNode::handle_timeout`] must run for a retry.
+    pub(super) fn poll_timeout(&self) -> Option<SystemTime> {
+        self.partitions
+            .values()
+            .filter_map(|catch_up| {
+                catch_up
+                    .retry_at
+                    .or(catch_up.asked.as_ref().map(|(_, deadline)| *deadline))
+            })
+            .min()
+    }
+}
+
+impl StorageNode {
+    /// The connection to `peer` is lost: the partitions it was feeding ask another source.
+    pub(super) fn replication_peer_lost(
+        &mut self,
+        now: SystemTime,
+        peer: &str,
+    ) -> Result<(), ProtocolError> {
+        for (partition, catch_up) in &mut self.replicator.partitions {
+            if catch_up
+                .asked
+                .as_ref()
+                .is_some_and(|(source, _)| source == peer)
+            {
+                catch_up.asked = None;
+                catch_up.failed.insert(peer.to_owned());
+                self.events.push_back(StorageEvent::ReplicationFailed {
+                    partition: *partition,
+                    source: peer.to_owned(),
+                    error: "connection lost".to_owned(),
+                });
+            }
+        }
+        self.pump_replication(now)
+    }
+
+    /// Leaves the sources that did not answer in time, and retries the partitions whose
+    /// sources all failed once their wait is over.
+    pub(super) fn replication_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        for (partition, catch_up) in &mut self.replicator.partitions {
+            if catch_up.retry_at.is_some_and(|at| at <= now) {
+                catch_up.retry_at = None;
+                catch_up.failed.clear();
+            }
+            if let Some((source, _)) = catch_up.asked.take_if(|(_, deadline)| *deadline <= now) {
+                self.events.push_back(StorageEvent::ReplicationFailed {
+                    partition: *partition,
+                    source: source.clone(),
+                    error: "no answer in time".to_owned(),
+                });
+                catch_up.failed.insert(source);
+            }
+        }
+        self.pump_replication(now)
+    }
+
+    /// The master sent a new table: rounds of partitions no longer feeding here end.
+    pub(super) fn new_table(&mut self, table: PartitionTable) {
+        let name = self.name.clone();
+        let state = |partition: u32| {
+            table.cells(partition).ok().and_then(|cells| {
+                cells
+                    .iter()
+                    .find(|cell| cell.node == name)
+                    .map(|cell| cell.state)
+            })
+        };
+        // A partition no longer feeding here (out of date again, moved away, or up to date)
+        // ends its round; the master sends a new Replicate when it feeds again.
+        self.replicator
+            .partitions
+            .retain(|partition, _| state(*partition) == Some(CellState::Feeding));
+        self.replicator
+            .caught_up
+            .retain(|partition| state(*partition) == Some(CellState::Feeding));
+        self.replicator.table = Some(table);
+    }
+
+    /// The master's [`Message::Replicate`].
+    pub(super) fn start_replication(
+        &mut self,
+        now: SystemTime,
+        up_to: Tid,
+        partitions: &[(u32, Tid)],
+    ) -> Result<(), ProtocolError> {
+        for &(partition, whole) in partitions {
+            let progress = self
+                .store
+                .replication_progress(partition)?
+                .max(ReplicationProgress::complete_to(whole));
+            self.replicator.caught_up.remove(&partition);
+            self.replicator.partitions.insert(
+                partition,
+                CatchUp {
+                    up_to,
+                    progress,
+                    asked: None,
+                    failed: BTreeSet::new(),
+                    retry_at: None,
+                },
+            );
+        }
+        self.events.push_back(StorageEvent::ReplicationStarted {
+            up_to,
+            partitions: partitions.len(),
+        });
+        self.pump_replication(now)
+    }
+
+    /// Asks a source for the next batch of every partition that has no question out, and
+    /// reports the partitions that are done.
+    pub(super) fn pump_replication(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let Some(table) = &self.replicator.table else {
+            return Ok(());
+        };
+        let mut done = Vec::new();
+        for (&partition, catch_up) in &mut self.replicator.partitions {
+            if catch_up.asked.is_some() || catch_up.retry_at.is_some() {
+                continue;
+            }
+            let target = catch_up.target();
+            if catch_up.progress.transactions >= target.transactions
+                && catch_up.progress.objects >= target.objects
+            {
+                done.push((partition, catch_up.up_to));
+                continue;
+            }
+            let source = table.cells(partition).ok().and_then(|cells| {
+                cells
+                    .iter()
+                    .filter(|cell| cell.is_readable() && cell.node != self.name)
+                    .map(|cell| &cell.node)
+                    .find(|node| !catch_up.failed.contains(*node))
+                    .cloned()
+            });
+            let Some(source) = source else {
+                catch_up.retry_at = Some(now + self.config.replication_retry);
+                continue;
+            };
+            let message = if catch_up.progress.transactions < target.transactions {
+                Message::AskTransactions {
+                    partition,
+                    after: catch_up.progress.transactions,
+                    up_to: catch_up.up_to,
+                }
+            } else {
+                Message::AskObjects {
+                    partition,
+                    after: catch_up.progress.objects,
+                    up_to: catch_up.up_to,
+                }
+            };
+            self.out.send(&source, message);
+            catch_up.asked = Some((source, now + self.config.replication_answer_timeout));
+        }
+        for (partition, up_to) in done {
+            self.replicator.partitions.remove(&partition);
+            self.replicator.caught_up.insert(partition);
+            self.events
+                .push_back(StorageEvent::PartitionReplicated { partition, up_to });
+            self.out
+                .send(&self.master, Message::Replicated { partition, up_to });
+        }
+        Ok(())
+    }
+
+    /// The catch-up of `partition` if `from` is the source asked for it.
+    fn asked_of(&mut self, from: &str, partition: u32) -> Option<&mut CatchUp> {
+        self.replicator
+            .partitions
+            .get_mut(&partition)
+            .filter(|catch_up| {
+                catch_up
+                    .asked
+                    .as_ref()
+                    .is_some_and(|(source, _)| source == from)
+            })
+    }
+
+    /// A batch of transactions from `from`.
+    pub(super) fn take_transactions(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        transactions: Vec<CommittedTransaction>,
+        resume: Option<Tid>,
+    ) -> Result<(), ProtocolError> {
+        let num_partitions = self.num_partitions();
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            // The round ended meanwhile (the table changed): nothing to do with it.
+            return Ok(());
+        };
+        let after = catch_up.progress.transactions;
+        let reached = resume.unwrap_or(catch_up.up_to);
+        let fits = reached > after
+            && reached <= catch_up.up_to
+            && transactions.iter().all(|transaction| {
+                transaction.tid > after
+                    && transaction.tid <= reached
+                    && transaction
+                        .oids
+                        .iter()
+                        .all(|oid| partition_of(*oid, num_partitions) == partition)
+            });
+        if !fits {
+            return self.source_failed(now, from, partition, "AnswerTransactions");
+        }
+        let progress = ReplicationProgress {
+            transactions: reached,
+            ..catch_up.progress
+        };
+        match self
+            .store
+            .import_transactions(partition, &transactions, progress)
+        {
+            Ok(()) => self.advance(now, partition, progress),
+            Err(error) => self.import_failed(now, from, partition, error),
+        }
+    }
+
+    /// A batch of revisions from `from`.
+    pub(super) fn take_objects(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        objects: Vec<ReplicatedObject>,
+        resume: Option<ObjectCursor>,
+    ) -> Result<(), ProtocolError> {
+        let num_partitions = self.num_partitions();
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            return Ok(());
+        };
+        let after = catch_up.progress.objects;
+        let reached = resume.unwrap_or(catch_up.target().objects);
+        let fits = reached > after
+            && reached.tid <= catch_up.up_to
+            && objects.iter().all(|object| {
+                let cursor = ObjectCursor {
+                    tid: object.tid,
+                    oid: object.oid,
+                };
+                cursor > after
+                    && cursor <= reached
+                    && partition_of(object.oid, num_partitions) == partition
+            });
+        if !fits {
+            return self.source_failed(now, from, partition, "AnswerObjects");
+        }
+        let progress = ReplicationProgress {
+            objects: reached,
+            ..catch_up.progress
+        };
+        match self.store.import_objects(partition, &objects, progress) {
+            Ok(()) => self.advance(now, partition, progress),
+            Err(error) => self.import_failed(now, from, partition, error),
+        }
+    }
+
+    fn advance(
+        &mut self,
+        now: SystemTime,
+        partition: u32,
+        progress: ReplicationProgress,
+    ) -> Result<(), ProtocolError> {
+        if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
+            catch_up.progress = progress;
+            catch_up.asked = None;
+        }
+        self.pump_replication(now)
+    }
+
+    /// A batch that did not import (a bad digest, a revision without its transaction, or
+    /// this engine failing): the source is left for the round, the error reported.
+    fn import_failed(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        error: StorageError,
+    ) -> Result<(), ProtocolError> {
+        self.events.push_back(StorageEvent::ReplicationFailed {
+            partition,
+            source: from.to_owned(),
+            error: error.to_string(),
+        });
+        if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
+            catch_up.asked = None;
+            catch_up.failed.insert(from.to_owned());
+        }
+        self.pump_replication(now)
+    }
+
+    /// `from` did not serve `partition` as asked: another source is asked. An answer from a
+    /// peer that was not asked is refused.
+    pub(super) fn source_failed(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        kind: &'static str,
+    ) -> Result<(), ProtocolError> {
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            return Ok(());
+        };
+        catch_up.asked = None;
+        catch_up.failed.insert(from.to_owned());
+        self.events.push_back(StorageEvent::ReplicationFailed {
+            partition,
+            source: from.to_owned(),
+            error: format!("{kind} does not answer the request"),
+        });
+        self.pump_replication(now)
+    }
+
+    fn num_partitions(&self) -> u32 {
+        self.replicator
+            .table
+            .as_ref()
+            .map_or(1, PartitionTable::num_partitions)
+    }
+
+    /// Whether this storage can serve `partition`'s history to `from`: it is up to date for
+    /// it, and `from` is a storage of the table.
+    fn serves(&self, from: &str, partition: u32) -> bool {
+        let Some(table) = &self.replicator.table else {
+            return false;
+        };
+        table.storages().iter().any(|node| node == from)
+            && table.cells(partition).is_ok_and(|cells| {
+                cells
+                    .iter()
+                    .any(|cell| cell.node == self.name && cell.is_readable())
+            })
+    }
+
+    /// Answers [`Message::AskTransactions`].
+    pub(super) fn serve_transactions(
+        &mut self,
+        from: &str,
+        partition: u32,
+        after: Tid,
+        up_to: Tid,
+    ) {
+        let answer = if self.serves(from, partition) {
+            self.store
+                .partition_transactions(
+                    partition,
+                    self.num_partitions(),
+                    after,
+                    up_to,
+                    self.config.replication_batch_bytes,
+                )
+                .ok()
+                .map(|batch| Message::AnswerTransactions {
+                    partition,
+                    transactions: batch.transactions,
+                    resume: batch.resume,
+                })
+        } else {
+            None
+        };
+        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
+        self.out.send(from, answer);
+    }
+
+    /// Answers [`Message::AskObjects`].
+    pub(super) fn serve_objects(
+        &mut self,
+        from: &str,
+        partition: u32,
+        after: ObjectCursor,
+        up_to: Tid,
+    ) {
+        let answer = if self.serves(from, partition) {
+            self.store
+                .partition_objects(
+                    partition,
+                    self.num_partitions(),
+                    after,
+                    up_to,
+                    self.config.replication_batch_bytes,
+                )
+                .ok()
+                .map(|batch| Message::AnswerObjects {
+                    partition,
+                    objects: batch.objects,
+                    resume: batch.resume,
+                })
+        } else {
+            None
+        };
+        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
+        self.out.send(from, answer);
+    }
+}
