@@ -4,10 +4,12 @@
 //! `run(args) -> Result<(), cli::Error>`, one variant in [`Command`], one arm in [`run`].
 //! Asynchronous subcommands build their own tokio runtime inside their `run`.
 
+mod admin;
 mod bench;
 mod certs;
 mod client;
 mod node;
+mod status;
 
 use std::fmt::Write as _;
 
@@ -40,6 +42,10 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Run one transaction or load against a cluster, for scripts.
     Client(client::ClientArgs),
+    /// Show the cluster as the master sees it (exit status 2 when not operational).
+    Status(status::StatusArgs),
+    /// Add a storage to a running cluster or take one out.
+    Admin(admin::AdminArgs),
     /// Compare unicast and multicast commit latency on a local cluster with an emulated WAN.
     Bench(bench::BenchArgs),
 }
@@ -50,12 +56,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Certs(_) | Command::Bench(_) => None,
         Command::Node(args) => node::config_log_level(args.config()),
         Command::Client(args) => node::config_log_level(args.config()),
+        Command::Status(args) => node::config_log_level(args.config()),
+        Command::Admin(args) => node::config_log_level(args.config()),
     };
     init_tracing(cli.log_level.as_deref(), config_level)?;
     match cli.command {
         Command::Certs(args) => certs::run(args),
         Command::Node(args) => node::run(args),
         Command::Client(args) => client::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Admin(args) => admin::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -124,11 +124,22 @@ impl Master {
             .unwrap_or(0);
         ClusterStatus {
             master,
-            operational: self.table.is_operational(),
+            operational: self.serves_every_partition(),
             last_tid,
             nodes,
             partition_table: self.table.clone(),
         }
+    }
+
+    /// Whether every partition has a readable cell on a running storage: the cluster can load
+    /// every object and commit to every partition right now. (The table alone keeps the last
+    /// readable cell of a partition readable even when its storage is down.)
+    fn serves_every_partition(&self) -> bool {
+        self.table.partitions().all(|cells| {
+            cells
+                .iter()
+                .any(|cell| cell.is_readable() && self.running.contains(&cell.node))
+        })
     }
 
     /// Keeps `report` as the latest of `from`, a running storage or connected client.
@@ -281,6 +292,39 @@ mod tests {
             master
                 .handle(SystemTime::now(), "operator", Message::AskBegin)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn not_operational_while_a_partition_has_no_readable_cell_on_a_running_storage() {
+        let mut master = master();
+        let now = SystemTime::now();
+        master
+            .handle(now, "s1", Message::StorageReady)
+            .expect("ready");
+        // s2 and s3 never came: the partition held by both has nobody to serve it.
+        assert!(!master.cluster_status().operational);
+        master
+            .handle(now, "s2", Message::StorageReady)
+            .expect("ready");
+        master
+            .handle(now, "s3", Message::StorageReady)
+            .expect("ready");
+        assert!(master.cluster_status().operational);
+        // s3 and s2 fail: the table keeps the last readable cells, but they are down.
+        master.peer_lost(now, "s3").expect("lost");
+        assert!(
+            master.cluster_status().operational,
+            "s1 and s2 cover everything"
+        );
+        master.peer_lost(now, "s2").expect("lost");
+        assert!(
+            master.table().is_operational(),
+            "the table keeps a readable cell"
+        );
+        assert!(
+            !master.cluster_status().operational,
+            "but its storage is down"
         );
     }
 

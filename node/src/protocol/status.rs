@@ -82,7 +82,8 @@ pub struct NodeStatus {
 pub struct ClusterStatus {
     /// The master's name.
     pub master: NodeName,
-    /// Whether every partition has a readable cell, so that commits can go on.
+    /// Whether every partition has a readable cell on a running storage, so that every object
+    /// can be loaded and commits can go on.
     pub operational: bool,
     /// The last committed TID, as a raw 64-bit value (0 when none).
     pub last_tid: u64,

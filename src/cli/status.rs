@@ -1,0 +1,535 @@
+//! `replicast status --config FILE [--json]`: the cluster as its master sees it.
+//!
+//! The command connects to the master with the certificate of the configuration given and
+//! asks once ([`Message::AskStatus`]); the master answers without counting the asker as a
+//! client, so asking changes nothing in the cluster. [`ask_master`] is shared with
+//! `replicast admin`.
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use replicast_node::config::{NodeConfig, RoleConfig};
+use replicast_node::driver::ordering::Envelope;
+use replicast_node::partition::CellState;
+use replicast_node::protocol::{
+    ClusterStatus, Message, NodeRole, NodeState, NodeStatus, StorePath, decode_from, encode,
+};
+use replicast_transport::quic::Incoming;
+use serde::Serialize;
+
+use super::Error;
+use super::node::bind_endpoint;
+
+/// How long the command waits for the master to acknowledge its leaving.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The exit status when the cluster is not operational.
+const NOT_OPERATIONAL: i32 = 2;
+
+/// Arguments of `replicast status`.
+///
+/// Prints the nodes (name, role, state, address), each node's links with their measured RTT
+/// and, for a writer's link to a storage, whether stored objects reach that storage by
+/// multicast or by unicast right now, and the partition table as a grid of partitions x
+/// storages (U up to date, O out of date, F feeding).
+///
+/// Any node's configuration will do: the master's own (it asks at `node.listen`) or a
+/// client's (it asks at `[master]`). A storage's is refused: the master tells peers apart by
+/// certificate name, and a second connection under the name of a running storage would
+/// disturb that storage's link. For the same reason, do not use the configuration of a client
+/// that is running at the same time.
+///
+/// Exit status: 0 when the cluster is operational (every partition has a readable cell),
+/// 2 when it is not, 1 when the master cannot be asked.
+///
+/// With `--json`, one JSON object with these fields (stable; absent values are `null`):
+/// `master` (its name), `operational` (bool), `last_tid` (the last commit's TID, 16 hex
+/// digits), `nodes` (list of `{name, role: "master"|"storage"|"client", state:
+/// "running"|"down"|"waiting", address: "IP:PORT", links: null or list of {peer, rtt_ms
+/// (float), store_path: "multicast"|"unicast"|null}}`), `partition_table` (`{version,
+/// partitions, replicas, storages: [names], cells: one list per partition of {storage, state:
+/// "up_to_date"|"out_of_date"|"feeding", replaces}}`). A storage in state `waiting` is
+/// connected but holds no cells until `replicast admin add-storage` adds it.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A node's configuration file (the master's or a client's), for its certificate and the
+    /// master's address.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Bound on the wait for the master, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+}
+
+impl StatusArgs {
+    /// The configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+}
+
+/// Runs `replicast status`; exits the process with 2 when the cluster is not operational.
+pub fn run(args: StatusArgs) -> Result<(), Error> {
+    let config = NodeConfig::load(&args.config)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let request = request_id();
+    let answer = block_on(ask_master(&config, Message::AskStatus { request }, timeout))?;
+    let mut status = match answer {
+        Message::AnswerStatus {
+            request: answered,
+            status,
+        } if answered == request => *status,
+        other => {
+            return Err(format!("the master answered {} to AskStatus", other.kind()).into());
+        }
+    };
+    // The master role knows neither its certificate's name nor its socket unless its driver
+    // told it; this command authenticated the name and dialed the address.
+    let (name, address) = master_of(&config)?;
+    if let Some(own) = status
+        .nodes
+        .iter_mut()
+        .find(|node| node.role == NodeRole::Master)
+    {
+        if own.address.is_none() {
+            own.address = Some(address);
+        }
+        own.name.clone_from(&name);
+    }
+    status.master = name;
+    let text = if args.json {
+        let view = StatusView::from(&status);
+        serde_json::to_string_pretty(&view)
+            .map_err(|e| format!("cannot write the status as JSON: {e}"))?
+    } else {
+        render(&status)
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write the status: {e}"))?;
+    if !status.operational {
+        std::process::exit(NOT_OPERATIONAL);
+    }
+    Ok(())
+}
+
+/// Runs `future` on a runtime of its own (the command makes one connection).
+pub(super) fn block_on<T>(
+    future: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?
+        .block_on(future)
+}
+
+/// A request id that differs between runs (the answer must name it).
+pub(super) fn request_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    // The low bits vary fastest; the process id separates two runs in the same instant.
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// The master's name and where to reach it, from a node's configuration.
+fn master_of(config: &NodeConfig) -> Result<(String, SocketAddr), Error> {
+    match &config.role {
+        RoleConfig::Master { .. } => {
+            // The master's own configuration: it runs on this host, at node.listen.
+            let mut address = config.node.listen;
+            if address.ip().is_unspecified() {
+                address.set_ip(match address.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                });
+            }
+            Ok((config.node.name.as_str().to_owned(), address))
+        }
+        RoleConfig::Client { master, .. } => Ok((master.name.as_str().to_owned(), master.address)),
+        RoleConfig::Storage { .. } => Err(format!(
+            "{}: a storage's configuration cannot be used to ask the master: the storage itself \
+             is connected under its certificate's name; use the master's configuration or a \
+             client's",
+            config.origin.display()
+        )
+        .into()),
+    }
+}
+
+/// Sends `message` to the master named by `config`, with `config`'s certificate, and returns
+/// the master's first message back; bounded by `timeout` as a whole.
+///
+/// The endpoint listens on `node.listen`'s address with a port of the system's choosing, so
+/// that the command runs beside a node started from the same file.
+pub(super) async fn ask_master(
+    config: &NodeConfig,
+    message: Message,
+    timeout: Duration,
+) -> Result<Message, Error> {
+    let (master, address) = master_of(config)?;
+    let mut own = config.clone();
+    own.node.listen.set_port(0);
+    let endpoint = bind_endpoint(&own)?;
+    let exchange = async {
+        let link = endpoint
+            .link(&master, address)
+            .await
+            .map_err(|e| format!("cannot connect to the master {master} at {address}: {e}"))?;
+        // A single message of a fresh sender: the master's driver takes it as the first of
+        // a new sequence from this name.
+        let envelope = Envelope {
+            instance: request_id(),
+            epoch: 0,
+            seq: 0,
+            body: encode(&message),
+        };
+        link.send_message(&envelope)
+            .await
+            .map_err(|e| format!("cannot send {} to the master: {e}", message.kind()))?;
+        while let Some(incoming) = endpoint.accept().await {
+            let Incoming::Message(incoming) = incoming else {
+                continue;
+            };
+            if incoming.peer() != master {
+                continue;
+            }
+            let envelope: Envelope = incoming
+                .decode()
+                .map_err(|e| format!("the master's answer is not an envelope: {e}"))?;
+            let answer = decode_from(&master, &envelope.body)?;
+            return Ok::<Message, Error>(answer);
+        }
+        Err("the connection to the master closed before it answered".into())
+    };
+    let result = tokio::time::timeout(timeout, exchange).await;
+    endpoint.close();
+    // Bounded: the master may be gone.
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    result.map_err(|_| {
+        format!("the master {master} at {address} did not answer within {timeout:?}")
+    })?
+}
+
+/// The JSON form of a [`ClusterStatus`]; field names are part of the command's interface.
+#[derive(Debug, Serialize)]
+struct StatusView {
+    master: String,
+    operational: bool,
+    last_tid: String,
+    nodes: Vec<NodeView>,
+    partition_table: TableView,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeView {
+    name: String,
+    role: &'static str,
+    state: &'static str,
+    address: Option<String>,
+    links: Option<Vec<LinkView>>,
+}
+
+#[derive(Debug, Serialize)]
+struct LinkView {
+    peer: String,
+    rtt_ms: Option<f64>,
+    store_path: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+struct TableView {
+    version: u64,
+    partitions: u32,
+    replicas: usize,
+    storages: Vec<String>,
+    cells: Vec<Vec<CellView>>,
+}
+
+#[derive(Debug, Serialize)]
+struct CellView {
+    storage: String,
+    state: &'static str,
+    replaces: Option<String>,
+}
+
+impl From<&ClusterStatus> for StatusView {
+    fn from(status: &ClusterStatus) -> Self {
+        let table = &status.partition_table;
+        Self {
+            master: status.master.clone(),
+            operational: status.operational,
+            last_tid: format!("{:016x}", status.last_tid),
+            nodes: status.nodes.iter().map(NodeView::from).collect(),
+            partition_table: TableView {
+                version: table.version(),
+                partitions: table.num_partitions(),
+                replicas: table.replicas(),
+                storages: table.storages().to_vec(),
+                cells: table
+                    .partitions()
+                    .map(|cells| {
+                        cells
+                            .iter()
+                            .map(|cell| CellView {
+                                storage: cell.node.clone(),
+                                state: cell_state_name(cell.state),
+                                replaces: cell.replaces.clone(),
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl From<&NodeStatus> for NodeView {
+    fn from(node: &NodeStatus) -> Self {
+        Self {
+            name: node.name.clone(),
+            role: role_name(node.role),
+            state: state_name(node.state),
+            address: node.address.map(|address| address.to_string()),
+            links: node.report.as_ref().map(|report| {
+                report
+                    .links
+                    .iter()
+                    .map(|link| LinkView {
+                        peer: link.peer.clone(),
+                        rtt_ms: link.rtt_micros.map(|micros| micros as f64 / 1000.0),
+                        store_path: link.store_path.map(path_name),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Master => "master",
+        NodeRole::Storage => "storage",
+        NodeRole::Client => "client",
+    }
+}
+
+fn state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Running => "running",
+        NodeState::Down => "down",
+        NodeState::Waiting => "waiting",
+    }
+}
+
+fn path_name(path: StorePath) -> &'static str {
+    match path {
+        StorePath::Multicast => "multicast",
+        StorePath::Unicast => "unicast",
+    }
+}
+
+fn cell_state_name(state: CellState) -> &'static str {
+    match state {
+        CellState::UpToDate => "up_to_date",
+        CellState::OutOfDate => "out_of_date",
+        CellState::Feeding => "feeding",
+    }
+}
+
+fn cell_letter(state: CellState) -> char {
+    match state {
+        CellState::UpToDate => 'U',
+        CellState::OutOfDate => 'O',
+        CellState::Feeding => 'F',
+    }
+}
+
+/// The human form: a summary line, then nodes, links and the partition grid.
+fn render(status: &ClusterStatus) -> String {
+    let table = &status.partition_table;
+    let mut out = format!(
+        "cluster {}; master {}, last TID {:016x}, partition table version {} \
+         (P = {}, R = {})\n",
+        if status.operational {
+            "operational"
+        } else {
+            "NOT operational (a partition has no readable cell)"
+        },
+        status.master,
+        status.last_tid,
+        table.version(),
+        table.num_partitions(),
+        table.replicas(),
+    );
+
+    out.push_str("\nNODES\n");
+    let rows: Vec<[String; 4]> = status
+        .nodes
+        .iter()
+        .map(|node| {
+            [
+                node.name.clone(),
+                role_name(node.role).to_owned(),
+                state_name(node.state).to_owned(),
+                node.address.map_or("-".to_owned(), |a| a.to_string()),
+            ]
+        })
+        .collect();
+    push_table(&mut out, ["NAME", "ROLE", "STATE", "ADDRESS"], &rows);
+
+    let links: Vec<[String; 4]> = status
+        .nodes
+        .iter()
+        .filter_map(|node| node.report.as_ref().map(|report| (node, report)))
+        .flat_map(|(node, report)| {
+            report.links.iter().map(|link| {
+                [
+                    node.name.clone(),
+                    link.peer.clone(),
+                    link.rtt_micros.map_or("-".to_owned(), |micros| {
+                        format!("{:.2} ms", micros as f64 / 1000.0)
+                    }),
+                    link.store_path.map_or("-", path_name).to_owned(),
+                ]
+            })
+        })
+        .collect();
+    out.push_str("\nLINKS (as each node measures them; STORES: how a writer reaches a storage)\n");
+    if links.is_empty() {
+        out.push_str("no node has reported its links yet\n");
+    } else {
+        push_table(&mut out, ["FROM", "TO", "RTT", "STORES"], &links);
+    }
+
+    out.push_str("\nPARTITIONS (U up to date, O out of date, F feeding, . no cell)\n");
+    let storages = table.storages();
+    let width = storages.iter().map(String::len).max().unwrap_or(1);
+    let label = format!("P{}", table.num_partitions().saturating_sub(1)).len();
+    out.push_str(&format!("{:label$}", ""));
+    for storage in storages {
+        out.push_str(&format!("  {storage:>width$}"));
+    }
+    out.push('\n');
+    for (partition, cells) in table.partitions().enumerate() {
+        out.push_str(&format!("{:<label$}", format!("P{partition}")));
+        for storage in storages {
+            let letter = cells
+                .iter()
+                .find(|cell| &cell.node == storage)
+                .map_or('.', |cell| cell_letter(cell.state));
+            out.push_str(&format!("  {letter:>width$}"));
+        }
+        out.push('\n');
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// Appends `rows` under `header`, in columns as wide as their widest entry.
+fn push_table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut line = |cells: [&str; N]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replicast_node::partition::PartitionTable;
+    use replicast_node::protocol::{LinkReport, NodeReport};
+
+    fn status() -> ClusterStatus {
+        let storages = ["storage-1", "storage-2", "storage-3"].map(String::from);
+        let mut table = PartitionTable::new(3, 2, &storages).expect("a table");
+        table.mark_out_of_date("storage-3").expect("known storage");
+        ClusterStatus {
+            master: "master".into(),
+            operational: true,
+            last_tid: 0x1234,
+            nodes: vec![
+                NodeStatus {
+                    name: "master".into(),
+                    role: NodeRole::Master,
+                    state: NodeState::Running,
+                    address: Some("127.0.0.1:7000".parse().expect("address")),
+                    report: None,
+                },
+                NodeStatus {
+                    name: "client-1".into(),
+                    role: NodeRole::Client,
+                    state: NodeState::Running,
+                    address: None,
+                    report: Some(NodeReport {
+                        links: vec![LinkReport {
+                            peer: "storage-1".into(),
+                            rtt_micros: Some(1250),
+                            store_path: Some(StorePath::Unicast),
+                        }],
+                    }),
+                },
+            ],
+            partition_table: table,
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let json = serde_json::to_value(StatusView::from(&status())).expect("serializes");
+        assert_eq!(json["master"], "master");
+        assert_eq!(json["operational"], true);
+        assert_eq!(json["last_tid"], "0000000000001234");
+        assert_eq!(json["nodes"][0]["role"], "master");
+        assert_eq!(json["nodes"][0]["address"], "127.0.0.1:7000");
+        assert_eq!(json["nodes"][0]["links"], serde_json::Value::Null);
+        assert_eq!(json["nodes"][1]["links"][0]["rtt_ms"], 1.25);
+        assert_eq!(json["nodes"][1]["links"][0]["store_path"], "unicast");
+        let table = &json["partition_table"];
+        assert_eq!(table["partitions"], 3);
+        assert_eq!(table["replicas"], 2);
+        assert_eq!(table["cells"][0][0]["state"], "up_to_date");
+        // Cells are dealt round-robin: P1 is on storage-3, then storage-1.
+        assert_eq!(table["cells"][1][0]["storage"], "storage-3");
+        assert_eq!(table["cells"][1][0]["state"], "out_of_date");
+    }
+
+    #[test]
+    fn human_form_has_nodes_links_and_the_grid() {
+        let text = render(&status());
+        assert!(text.starts_with("cluster operational; master master,"));
+        assert!(
+            text.contains("client-1  storage-1  1.25 ms  unicast"),
+            "{text}"
+        );
+        // P1 is on storage-1 (up to date) and storage-3 (out of date).
+        let grid_row = text
+            .lines()
+            .find(|line| line.starts_with("P1"))
+            .expect("a row per partition");
+        let letters: Vec<&str> = grid_row.split_whitespace().skip(1).collect();
+        assert_eq!(letters, ["U", ".", "O"], "{text}");
+    }
+}
