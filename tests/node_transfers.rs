@@ -1,0 +1,278 @@
+//! Transfers against a cluster of processes, once per fan-out strategy: a master and three
+//! storages (`replicast node`, P = 12, R = 2, storages joining groups on 127.0.0.1), four
+//! concurrent clients each committing 1,000 transfers between random accounts. Three clients
+//! run in this process on shared accounts (so they conflict) and are checked together; the
+//! fourth is `replicast client transfers`, which checks its own accounts. The sum of the
+//! balances is unchanged, every committed transfer is visible and no aborted one is.
+
+mod support;
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use replicast_certs::NodeIdentity;
+use replicast_node::client::{Client, ClientConfig};
+use replicast_node::driver::{ClientHandle, DriverConfig};
+use replicast_node::workload::transfers::{self, Commit};
+use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use support::{ClusterSpec, LocalCluster};
+
+/// Transfers each client commits.
+const TRANSFERS: usize = 1_000;
+/// Accounts the in-process clients share.
+const ACCOUNTS: u32 = 20;
+/// Bounds every wait of a client call.
+const CALL_WAIT: Duration = Duration::from_secs(20);
+/// Bounds a whole run of transfers (one strategy).
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+fn random_u64() -> u64 {
+    // RandomState is seeded from the operating system's randomness.
+    RandomState::new().build_hasher().finish()
+}
+
+/// A group in 239.255.0.0/16 and a port, different for every run.
+fn random_group() -> SocketAddr {
+    let random = random_u64();
+    let [a, b, c, d, ..] = random.to_le_bytes();
+    let group = Ipv4Addr::new(239, 255, a.max(1), b.max(1));
+    SocketAddr::from((group, 20_000 + u16::from_le_bytes([c, d]) % 40_000))
+}
+
+fn multicast_section(group: SocketAddr) -> String {
+    format!("[multicast]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\n")
+}
+
+fn fanout_section(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Unicast => "[fanout]\nstrategy = \"unicast\"\n",
+        Strategy::Multicast => "[fanout]\nstrategy = \"multicast\"\n",
+        Strategy::Auto => "[fanout]\nstrategy = \"auto\"\n",
+    }
+}
+
+/// An in-process client of `cluster` whose stores go through a fan-out with `strategy`.
+async fn connect(
+    cluster: &LocalCluster,
+    name: &str,
+    strategy: Strategy,
+    group: SocketAddr,
+) -> ClientHandle {
+    let certs = cluster.root().join("certs");
+    let identity = NodeIdentity::load(
+        &certs.join(format!("{name}.pem")),
+        &certs.join(format!("{name}.key")),
+        &certs.join("ca.pem"),
+    )
+    .expect("load the client's certificate");
+    let endpoint = Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link: LinkConfig {
+            keep_alive: Some(Duration::from_millis(500)),
+            idle_timeout: Some(Duration::from_secs(2)),
+            ..LinkConfig::default()
+        },
+    })
+    .expect("bind the client endpoint");
+    let writer = match strategy {
+        Strategy::Unicast => Fanout::unicast(endpoint.clone()),
+        strategy => {
+            let socket = MulticastSocketConfig::new(group);
+            Fanout::bind(
+                endpoint.clone(),
+                FanoutConfig {
+                    strategy,
+                    ..FanoutConfig::new(MulticastSenderConfig::new(socket, random_u64()))
+                },
+            )
+            .expect("bind the fan-out writer")
+        }
+    };
+    ClientHandle::connect_with_fanout(
+        Client::new(name, "master", ClientConfig::default()),
+        endpoint,
+        DriverConfig {
+            directory: HashMap::from([("master".to_owned(), cluster.master)]),
+            ..DriverConfig::default()
+        },
+        CALL_WAIT,
+        writer,
+    )
+    .await
+    .expect("the client connects and adds the storages to its fan-out")
+}
+
+/// Starts `replicast client transfers` with `config`; its standard output and error arrive on
+/// the returned channel once it closed them (it exited).
+fn start_cli_transfers(
+    config: &std::path::Path,
+    seed: u64,
+) -> (std::process::Child, mpsc::Receiver<(String, String)>) {
+    let mut child = Command::new(support::BIN)
+        .args(["client", "--timeout", "30", "--config"])
+        .arg(config)
+        .args([
+            "transfers",
+            "--accounts",
+            "10",
+            "--count",
+            &TRANSFERS.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start replicast client transfers");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let (sender, output) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = stderr.read_to_string(&mut err);
+        let _ = sender.send((out, err));
+    });
+    (child, output)
+}
+
+/// Three in-process clients on shared accounts, checked together.
+async fn in_process_transfers(cluster: &LocalCluster, strategy: Strategy, group: SocketAddr) {
+    let mut checker = connect(cluster, "client-1", strategy, group).await;
+    let accounts = transfers::create_accounts(&mut checker, ACCOUNTS)
+        .await
+        .expect("create the accounts");
+    let mut clients = vec![checker];
+    for name in ["client-2", "client-3"] {
+        clients.push(connect(cluster, name, strategy, group).await);
+    }
+    let mut tasks = Vec::new();
+    for (seed, mut client) in clients.into_iter().enumerate() {
+        let accounts = accounts.clone();
+        tasks.push(tokio::spawn(async move {
+            let run = transfers::run(&mut client, &accounts, TRANSFERS, seed as u64 + 1).await;
+            (client, run)
+        }));
+    }
+    let mut clients = Vec::new();
+    let mut commits: Vec<Commit> = Vec::new();
+    for task in tasks {
+        let (client, run) = task.await.expect("transfer task");
+        let run = run.expect("every transfer commits within the retry bound");
+        println!("{}: {}", strategy_name(strategy), run.summary());
+        assert_eq!(run.commits.len(), TRANSFERS);
+        commits.extend(run.commits);
+        let deliveries = client.fanout_deliveries();
+        println!("{}: deliveries {deliveries:?}", strategy_name(strategy));
+        let delivered_by = |pick: fn(&replicast_node::driver::FanoutDeliveries) -> u64| -> u64 {
+            deliveries.values().map(pick).sum()
+        };
+        match strategy {
+            Strategy::Unicast => {
+                assert!(delivered_by(|d| d.unicast) > 0);
+                assert_eq!(delivered_by(|d| d.multicast), 0);
+            }
+            Strategy::Multicast => {
+                assert!(delivered_by(|d| d.multicast) > 0);
+                assert_eq!(delivered_by(|d| d.unicast), 0);
+            }
+            Strategy::Auto => assert!(delivered_by(|d| d.multicast) > 0),
+        }
+        clients.push(client);
+    }
+    let sum = transfers::check(&mut clients[0], &accounts, &commits)
+        .await
+        .expect("every committed transfer is visible, no aborted one, the sum is unchanged");
+    assert_eq!(sum, transfers::INITIAL_BALANCE * i64::from(ACCOUNTS));
+    for client in clients {
+        client.close().await.expect("close client");
+    }
+}
+
+fn strategy_name(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Unicast => "unicast",
+        Strategy::Multicast => "multicast",
+        Strategy::Auto => "auto",
+    }
+}
+
+fn transfers_under(strategy: Strategy) {
+    let group = random_group();
+    let spec = ClusterSpec {
+        storage_sections: multicast_section(group),
+        ..ClusterSpec::default()
+    };
+    let cluster = LocalCluster::start(&spec);
+    let started = Instant::now();
+    let cli_config = cluster.client_config(
+        "client-4",
+        &format!("{}\n{}", fanout_section(strategy), multicast_section(group)),
+    );
+    let (mut cli, cli_output) = start_cli_transfers(&cli_config, 4);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(RUN_LIMIT, in_process_transfers(&cluster, strategy, group))
+            .await
+            .expect("the in-process transfers finish in time")
+    });
+    println!(
+        "{}: in-process clients done after {:?}",
+        strategy_name(strategy),
+        started.elapsed()
+    );
+
+    let remaining = RUN_LIMIT.saturating_sub(started.elapsed());
+    let Ok((out, err)) = cli_output.recv_timeout(remaining) else {
+        let _ = cli.kill();
+        let _ = cli.wait();
+        panic!("replicast client transfers did not finish within {RUN_LIMIT:?}");
+    };
+    let status = cli.wait().expect("reap replicast client");
+    assert!(status.success(), "replicast client transfers failed: {err}");
+    println!(
+        "{}: replicast client transfers: {} after {:?}",
+        strategy_name(strategy),
+        out.trim(),
+        started.elapsed()
+    );
+    let expected_sum = format!("sum {}", transfers::INITIAL_BALANCE * 10);
+    assert!(
+        out.starts_with(&format!("committed {TRANSFERS}, "))
+            && out.trim_end().ends_with(&expected_sum),
+        "the command committed every transfer and checked the sum: {out:?}"
+    );
+    cluster.stop();
+}
+
+#[test]
+fn transfers_with_unicast_stores() {
+    transfers_under(Strategy::Unicast);
+}
+
+#[test]
+fn transfers_with_multicast_stores() {
+    transfers_under(Strategy::Multicast);
+}
+
+#[test]
+fn transfers_with_auto_stores() {
+    transfers_under(Strategy::Auto);
+}
