@@ -694,7 +694,11 @@ impl Sim {
             }
             let next_packet = self.queue.keys().next().map(|(at, _)| *at);
             let Some(next) = next_packet.into_iter().chain(self.next_timer()).min() else {
-                panic!("nothing left to happen, but the workers are not finished");
+                panic!(
+                    "nothing left to happen, but the workers are not finished: {:?}, table {:?}",
+                    self.workers.iter().map(|w| &w.step).collect::<Vec<_>>(),
+                    self.master.table()
+                );
             };
             self.now = self.now.max(next);
             assert!(self.now <= MAX_VIRTUAL_TIME, "virtual time bound reached");
@@ -1424,7 +1428,13 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
         .expect("store again");
     client.vote(now, TransactionInfo::default()).expect("vote");
     let is_vote = |message: &Message| matches!(message, Message::Vote { .. });
-    let sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    let mut sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    for store in std::iter::from_fn(|| client.poll_fanout()) {
+        sent.extend(store.replicas.into_iter().map(|to| Transmit {
+            to,
+            message: store.message.clone(),
+        }));
+    }
     let stores = sent
         .iter()
         .filter(|transmit| matches!(transmit.message, Message::Store { .. }))

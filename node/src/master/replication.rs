@@ -84,13 +84,34 @@ impl Master {
         }
     }
 
-    /// Brings the bookkeeping in line with the table: forgets the rounds of cells that are no
-    /// longer feeding, starts waiting for the open transactions of cells that just started,
+    /// Brings the bookkeeping in line with the table: sets the out-of-date cells of running
+    /// storages feeding, forgets the rounds of cells that are no longer feeding, starts waiting for the open transactions of cells that just started,
     /// and sends [`Message::Replicate`] to each storage whose wait is over.
     ///
     /// Runs after every message, loss and timeout, so that any change of the table (also an
     /// operator's) is followed.
     pub(super) fn sync_replication(&mut self) {
+        // A running storage whose cells went out of date (it failed a commit, or a client
+        // reported it) missed writes but is there: it catches up at once. One that is not
+        // running waits for its StorageReady.
+        let missed: Vec<NodeName> = self
+            .running
+            .iter()
+            .filter(|node| {
+                self.table
+                    .partitions()
+                    .flatten()
+                    .any(|cell| cell.node == **node && cell.state == CellState::OutOfDate)
+            })
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for node in missed {
+            changed |= self.table.start_feeding(&node).is_ok_and(|cells| cells > 0);
+        }
+        if changed {
+            self.broadcast_table();
+        }
         let feeding: BTreeSet<(u32, NodeName)> = (0u32..)
             .zip(self.table.partitions())
             .flat_map(|(partition, cells)| {
