@@ -29,7 +29,9 @@ use replicast_node::protocol::{
     LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreResult, TransactionOutcome,
     VoteRefusal, VoteResult, decode, encode,
 };
-use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_node::storage::{
+    CommittedTransaction, ObjectData, ReplicatedObject, TransactionInfo,
+};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
 use support::{BIN, NodeProcess, WAIT, common_sections, free_port, write_config};
@@ -303,6 +305,10 @@ fn replicas(snapshot: &Snapshot, oid: u64) -> Vec<(String, Tid, ObjectData)> {
         .collect()
 }
 
+/// The TID of revisions Mallory forges: later than any real commit, so that a forged revision
+/// taken by a storage would be the one its loads return.
+const FORGED_REVISION: Tid = Tid(u64::MAX - 1);
+
 /// Bytes of an `Envelope { instance: 5, epoch: 0, seq: 0, body: [20 bytes] }` cut after 3 of
 /// its body bytes (postcard: the three integers and the body's length are one-byte varints).
 const TRUNCATED_ENVELOPE: [u8; 7] = [5, 0, 0, 20, 1, 2, 3];
@@ -529,6 +535,10 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
             data: ObjectData::Bytes(b"to the master".to_vec()),
         },
         Message::NodeReport(NodeReport { links: Vec::new() }),
+        Message::Replicated {
+            partition: 1,
+            up_to: Tid(never_begun.0 + 1),
+        },
     ] {
         mallory.send(&master, &message).await;
     }
@@ -551,6 +561,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
     mallory.hello(&master).await;
 
     // Every storage: malformed input, then messages out of protocol order.
+    let forged_data = ObjectData::Bytes(b"forged by replication".to_vec());
     for (_, link) in &storages {
         send_malformed(&mut mallory, link).await;
         send_fanout_garbage(link).await;
@@ -582,6 +593,33 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
                 serial: Tid::ZERO,
                 data: ObjectData::Bytes(b"generation 3".to_vec()),
             },
+            // Replication nobody asked for: a catch-up order from a peer that is not the
+            // master, and history batches, newer than anything committed, from a peer that is
+            // not the source the storage asked (it asked none).
+            Message::Replicate {
+                up_to: FORGED_REVISION,
+                partitions: vec![(1, Tid::ZERO)],
+            },
+            Message::AnswerTransactions {
+                partition: 1,
+                transactions: vec![CommittedTransaction {
+                    tid: FORGED_REVISION,
+                    oids: vec![Oid(1)],
+                    info: TransactionInfo::default(),
+                }],
+                resume: None,
+            },
+            Message::AnswerObjects {
+                partition: 1,
+                objects: vec![ReplicatedObject {
+                    oid: Oid(1),
+                    tid: FORGED_REVISION,
+                    data: forged_data.clone(),
+                    digest: forged_data.digest(),
+                }],
+                resume: None,
+            },
+            Message::ReplicationUnavailable { partition: 1 },
         ] {
             mallory.send(link, &message).await;
         }
