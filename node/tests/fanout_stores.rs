@@ -16,6 +16,7 @@ use replicast_node::driver::{
 };
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
+use replicast_node::protocol::StorePath;
 use replicast_node::storage::Store;
 use replicast_node::storage_node::{StorageConfig, StorageNode};
 use replicast_node::workload::transfers::{self, Commit};
@@ -30,6 +31,8 @@ const ACCOUNTS: u32 = 12;
 const TRANSFERS: usize = 40;
 /// Bounds every single wait on the cluster.
 const WAIT: Duration = Duration::from_secs(30);
+/// How often nodes report their links to the master here.
+const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 
@@ -103,6 +106,8 @@ impl Cluster {
                 storage_endpoint,
                 DriverConfig {
                     directory: directory.clone(),
+                    report_to: Some(MASTER.to_owned()),
+                    report_interval: REPORT_INTERVAL,
                     ..DriverConfig::default()
                 },
                 receiver,
@@ -164,6 +169,7 @@ impl Cluster {
             endpoint,
             DriverConfig {
                 directory: self.directory.clone(),
+                report_interval: REPORT_INTERVAL,
                 ..DriverConfig::default()
             },
             WAIT,
@@ -171,6 +177,57 @@ impl Cluster {
         )
         .await
         .expect("the client connects and adds the storages to its fan-out")
+    }
+
+    /// Polls the master's status (bounded in time) until `client` reported a measured RTT
+    /// and a store path to every storage that `accept` takes, and every storage reported a
+    /// measured RTT to the master; returns the client's paths.
+    async fn wait_for_reports(
+        &self,
+        client: &str,
+        accept: impl Fn(&BTreeMap<String, StorePath>) -> bool,
+    ) -> BTreeMap<String, StorePath> {
+        let polling = async {
+            loop {
+                let status = self
+                    .master
+                    .call(|master, _| master.cluster_status())
+                    .await
+                    .expect("master driver runs");
+                let report = |name: &str| {
+                    status
+                        .nodes
+                        .iter()
+                        .find(|node| node.name == name)
+                        .and_then(|node| node.report.clone())
+                };
+                let paths: BTreeMap<String, StorePath> = report(client)
+                    .map(|report| {
+                        report
+                            .links
+                            .into_iter()
+                            .filter(|link| link.rtt_micros.is_some())
+                            .filter_map(|link| Some((link.peer, link.store_path?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let storages_report = STORAGES.iter().all(|storage| {
+                    report(storage).is_some_and(|report| {
+                        report
+                            .links
+                            .iter()
+                            .any(|link| link.peer == MASTER && link.rtt_micros.is_some())
+                    })
+                });
+                if paths.len() == STORAGES.len() && accept(&paths) && storages_report {
+                    return paths;
+                }
+                tokio::time::sleep(REPORT_INTERVAL).await;
+            }
+        };
+        tokio::time::timeout(WAIT, polling)
+            .await
+            .expect("the nodes' reports reach the master")
     }
 
     /// Stores the storages took through the fan-out, and objects they refused.
@@ -254,6 +311,18 @@ async fn transfers_under(strategy: Strategy) -> FanoutDeliveries {
         );
         assert_eq!(client.stats().decode_errors, 0);
     }
+    let expected = match strategy {
+        Strategy::Unicast => Some(StorePath::Unicast),
+        Strategy::Multicast => Some(StorePath::Multicast),
+        // Whatever reachability says; proven storages get multicast (asserted below).
+        Strategy::Auto => None,
+    };
+    let paths = cluster
+        .wait_for_reports("client-1", |paths| {
+            expected.is_none_or(|want| paths.values().all(|path| *path == want))
+        })
+        .await;
+    println!("client-1 reports {paths:?}");
     let (stores, refused) = cluster.storage_fanout_counts();
     assert_eq!(refused, 0, "no storage refused a fan-out object");
     let delivered = deliveries.unicast + deliveries.multicast + deliveries.unicast_fallback;
@@ -367,6 +436,12 @@ async fn a_storage_that_leaves_the_group_is_served_by_unicast() {
             .map(|name| client.fanout_deliveries()[*name].multicast)
             .sum();
         assert!(others_multicast > 0, "the other storages stay on the group");
+        let paths = cluster
+            .wait_for_reports("client-1", |paths| {
+                paths.get(leaver) == Some(&StorePath::Unicast)
+            })
+            .await;
+        println!("client-1 reports {paths:?}");
         transfers::check(&mut client, &accounts, &commits)
             .await
             .expect("every committed transfer is visible and the sum is unchanged");

@@ -216,6 +216,8 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             }
             let driver_config = DriverConfig {
                 directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
+                // The master shows what this storage measures of its links (`replicast status`).
+                report_to: Some(master.name.as_str().to_owned()),
                 ..DriverConfig::default()
             };
             // Stored objects arrive through the fan-out (clients choose the path).

@@ -152,6 +152,11 @@ impl Client {
         &self.name
     }
 
+    /// The master's name.
+    pub fn master(&self) -> &str {
+        &self.master
+    }
+
     /// The last partition table received.
     pub fn table(&self) -> Option<&PartitionTable> {
         self.table.as_ref()

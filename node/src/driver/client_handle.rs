@@ -179,6 +179,11 @@ impl ClientHandle {
         side: Side,
         fanout: Option<FanoutView>,
     ) -> Result<Self, ClientError> {
+        let mut config = config;
+        // The master hears what this client measures of its links.
+        config
+            .report_to
+            .get_or_insert_with(|| client.master().to_owned());
         let (driver, events) = spawn_with(client, endpoint, config, side);
         let mut handle = Self {
             driver,

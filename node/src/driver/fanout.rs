@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use replicast_transport::fanout::{
-    DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, ReplicaOutcome,
+    DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, Reachability,
+    ReplicaOutcome, Strategy,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::protocol::{DecodeError, Message, decode};
+use crate::protocol::{DecodeError, Message, StorePath, decode};
 
 /// How long a storage whose delivery failed is left alone before it is added again.
 const REJOIN_AFTER: Duration = Duration::from_secs(1);
@@ -145,6 +146,25 @@ impl FanoutWriter {
             bytes,
             replicas,
         });
+    }
+
+    /// How stores reach each storage of the writer now: by multicast under `multicast`, and
+    /// under `auto` where the storage proved reachable on the group; by unicast otherwise.
+    pub(crate) fn store_paths(&self) -> BTreeMap<String, StorePath> {
+        let strategy = self.writer.strategy();
+        self.writer
+            .reachability()
+            .into_iter()
+            .map(|(name, reach)| {
+                let path = match (strategy, reach) {
+                    (Strategy::Multicast, _) | (Strategy::Auto, Reachability::Proven) => {
+                        StorePath::Multicast
+                    }
+                    _ => StorePath::Unicast,
+                };
+                (name, path)
+            })
+            .collect()
     }
 
     /// The next storage a fan-out did not reach; pending forever once the pump has ended.

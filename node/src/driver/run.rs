@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
-use crate::protocol::{ProtocolError, encode};
+use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, encode};
 use crate::storage_node::{StorageEvent, StorageNode};
 use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
 
@@ -29,6 +29,13 @@ pub struct DriverConfig {
     pub reorder_limit: usize,
     /// How often the connections of known peers are checked for loss.
     pub link_check: Duration,
+    /// The peer (the master) this node sends a [`NodeReport`] to every
+    /// [`report_interval`](Self::report_interval): each known link's RTT and, for a client
+    /// with a fan-out, how its stores reach each storage. `None`: no reports (a client's
+    /// [`ClientHandle`](super::ClientHandle) fills in its master).
+    pub report_to: Option<String>,
+    /// How often a [`NodeReport`] goes to [`report_to`](Self::report_to).
+    pub report_interval: Duration,
 }
 
 impl Default for DriverConfig {
@@ -37,6 +44,8 @@ impl Default for DriverConfig {
             directory: HashMap::new(),
             reorder_limit: 4096,
             link_check: Duration::from_millis(100),
+            report_to: None,
+            report_interval: Duration::from_secs(1),
         }
     }
 }
@@ -279,8 +288,14 @@ pub(crate) fn spawn_with<R: Role>(
         link_events,
         counters: counters.clone(),
         side,
+        report_to: config.report_to,
     };
-    let task = tokio::spawn(driver.run(command_queue, link_queue, config.link_check));
+    let task = tokio::spawn(driver.run(
+        command_queue,
+        link_queue,
+        config.link_check,
+        config.report_interval,
+    ));
     let handle = DriverHandle {
         commands,
         counters,
@@ -304,6 +319,7 @@ struct Driver<R: Role> {
     link_events: mpsc::UnboundedSender<LinkEvent>,
     counters: Arc<Counters>,
     side: Side,
+    report_to: Option<String>,
 }
 
 impl<R: Role> Driver<R> {
@@ -312,9 +328,17 @@ impl<R: Role> Driver<R> {
         mut commands: mpsc::UnboundedReceiver<Command<R>>,
         mut link_queue: mpsc::UnboundedReceiver<LinkEvent>,
         link_check: Duration,
+        report_interval: Duration,
     ) -> R {
         let mut check = tokio::time::interval(link_check);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first report waits an interval: a client says hello to the master first.
+        let report_interval = report_interval.max(Duration::from_millis(10));
+        let mut report = tokio::time::interval_at(
+            tokio::time::Instant::now() + report_interval,
+            report_interval,
+        );
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush();
             let timer = self.role.poll_timeout().map(|deadline| {
@@ -349,10 +373,49 @@ impl<R: Role> Driver<R> {
                     self.note(result, "timer");
                 }
                 _ = check.tick() => self.check_links(),
+                _ = report.tick(), if self.report_to.is_some() => self.send_report(),
                 event = self.side.next() => self.side_event(event),
             }
         }
         self.role
+    }
+
+    /// Sends the master what this node measures of its links.
+    fn send_report(&mut self) {
+        let Some(master) = self.report_to.clone() else {
+            return;
+        };
+        let report = self.report();
+        let envelope = self
+            .sequencer
+            .wrap(&master, encode(&Message::NodeReport(report)));
+        self.sender(&master).send(envelope).ok();
+    }
+
+    /// Every peer this node talks to, with the RTT of its connection and, for a storage in
+    /// a client's fan-out, the path its stores take now.
+    fn report(&self) -> NodeReport {
+        let mut peers: std::collections::BTreeSet<&str> =
+            self.senders.keys().map(String::as_str).collect();
+        peers.extend(self.up.iter().map(String::as_str));
+        let paths = match &self.side {
+            Side::Writer(writer) => writer.store_paths(),
+            _ => std::collections::BTreeMap::new(),
+        };
+        peers.extend(paths.keys().map(String::as_str));
+        let links = peers
+            .into_iter()
+            .map(|peer| LinkReport {
+                peer: peer.to_owned(),
+                rtt_micros: self
+                    .endpoint
+                    .known_link(peer)
+                    .and_then(|link| link.rtt())
+                    .map(|rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+                store_path: paths.get(peer).copied(),
+            })
+            .collect();
+        NodeReport { links }
     }
 
     fn side_event(&mut self, event: SideEvent) {
