@@ -75,16 +75,11 @@ pub fn run(args: AdminArgs) -> Result<(), Error> {
     let answer = block_on(ask_master(
         &config,
         message,
+        |message| matches!(message, Message::AnswerChangeStorage { request: r, .. } if *r == request),
         Duration::from_secs(args.timeout),
     ))?;
-    let outcome = match answer {
-        Message::AnswerChangeStorage {
-            request: answered,
-            outcome,
-        } if answered == request => outcome,
-        other => {
-            return Err(format!("the master answered {} to AskChangeStorage", other.kind()).into());
-        }
+    let Message::AnswerChangeStorage { outcome, .. } = answer else {
+        return Err(format!("the master answered {} to AskChangeStorage", answer.kind()).into());
     };
     match outcome {
         ChangeOutcome::Done { version } => {

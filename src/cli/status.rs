@@ -78,16 +78,16 @@ pub fn run(args: StatusArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
     let timeout = Duration::from_secs(args.timeout);
     let request = request_id();
-    let answer = block_on(ask_master(&config, Message::AskStatus { request }, timeout))?;
-    let mut status = match answer {
-        Message::AnswerStatus {
-            request: answered,
-            status,
-        } if answered == request => *status,
-        other => {
-            return Err(format!("the master answered {} to AskStatus", other.kind()).into());
-        }
+    let answer = block_on(ask_master(
+        &config,
+        Message::AskStatus { request },
+        |message| matches!(message, Message::AnswerStatus { request: r, .. } if *r == request),
+        timeout,
+    ))?;
+    let Message::AnswerStatus { status, .. } = answer else {
+        return Err(format!("the master answered {} to AskStatus", answer.kind()).into());
     };
+    let mut status = *status;
     // The master role knows neither its certificate's name nor its socket unless its driver
     // told it; this command authenticated the name and dialed the address.
     let (name, address) = master_of(&config)?;
@@ -165,13 +165,15 @@ fn master_of(config: &NodeConfig) -> Result<(String, SocketAddr), Error> {
 }
 
 /// Sends `message` to the master named by `config`, with `config`'s certificate, and returns
-/// the master's first message back; bounded by `timeout` as a whole.
+/// the master's first message back that `is_answer` accepts (others are skipped); bounded by
+/// `timeout` as a whole.
 ///
 /// The endpoint listens on `node.listen`'s address with a port of the system's choosing, so
 /// that the command runs beside a node started from the same file.
 pub(super) async fn ask_master(
     config: &NodeConfig,
     message: Message,
+    is_answer: impl Fn(&Message) -> bool,
     timeout: Duration,
 ) -> Result<Message, Error> {
     let (master, address) = master_of(config)?;
@@ -205,7 +207,10 @@ pub(super) async fn ask_master(
                 .decode()
                 .map_err(|e| format!("the master's answer is not an envelope: {e}"))?;
             let answer = decode_from(&master, &envelope.body)?;
-            return Ok::<Message, Error>(answer);
+            if is_answer(&answer) {
+                return Ok::<Message, Error>(answer);
+            }
+            tracing::debug!(kind = answer.kind(), "skipped a message that is no answer");
         }
         Err("the connection to the master closed before it answered".into())
     };

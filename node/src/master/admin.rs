@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::Master;
-use crate::partition::{NodeName, PartitionError};
+use crate::partition::{Cell, NodeName, PartitionError};
 use crate::protocol::{ChangeOutcome, ChangeRefusal, Message, ProtocolError, StorageChange};
 
 impl Master {
@@ -86,13 +86,22 @@ impl Master {
             }
             Err(_) => return Ok(Err(ChangeRefusal::UnknownStorage(node))),
         };
-        // Only the removed node's readable cells can make a partition unreadable: the other
-        // cells keep their state. Without a readable cell nothing can feed the new ones.
-        if let Some(partition) = (0..table.num_partitions()).find(|partition| {
-            table
+        // Where the node holds a readable cell, another readable cell must be on a running
+        // storage: the new cells feed from it, and a copy on a storage that is down may never
+        // come back. (The other cells keep their state, so other partitions are unaffected.)
+        let running = &self.running;
+        let serves = |cell: &Cell| cell.is_readable() && running.contains(&cell.node);
+        let unserved = self.table.partitions_of(&node).find(|partition| {
+            let held_readable = self
+                .table
                 .cells(*partition)
-                .is_ok_and(|cells| !cells.iter().any(|cell| cell.is_readable()))
-        }) {
+                .is_ok_and(|cells| cells.iter().any(|c| c.node == node && c.is_readable()));
+            held_readable
+                && !table
+                    .cells(*partition)
+                    .is_ok_and(|cells| cells.iter().any(serves))
+        });
+        if let Some(partition) = unserved {
             return Ok(Err(ChangeRefusal::LastReadableCopy {
                 storage: node,
                 partition,
@@ -365,6 +374,35 @@ mod tests {
         assert!(cells.iter().any(|c| c.node == "s1" && c.is_readable()));
         assert!(!cells.iter().any(|c| c.node != "s1" && c.is_readable()));
         assert_eq!(master.table(), &table, "nothing changed");
+
+        // s2 fails too: the table keeps its cells readable where they are the last copies,
+        // but removing s1 would leave those partitions to a storage that is down.
+        master.peer_lost(SystemTime::now(), "s2").expect("lost");
+        drain(&mut master);
+        let shared = master
+            .table()
+            .partitions()
+            .position(|cells| {
+                cells.iter().any(|c| c.node == "s1") && cells.iter().any(|c| c.node == "s2")
+            })
+            .expect("s1 and s2 share a partition");
+        assert!(
+            master
+                .table()
+                .cells(shared as u32)
+                .expect("a partition")
+                .iter()
+                .all(|cell| cell.is_readable()),
+            "both cells of the shared partition readable in the table"
+        );
+        let (outcome, _) = ask(&mut master, StorageChange::Remove("s1".into()));
+        assert!(
+            matches!(
+                outcome,
+                ChangeOutcome::Refused(ChangeRefusal::LastReadableCopy { .. })
+            ),
+            "{outcome:?}"
+        );
 
         let mut small = running_master(&["s1", "s2"]);
         assert_eq!(

@@ -49,11 +49,11 @@ pub enum ChangeRefusal {
     /// The storage to remove holds no cells.
     #[error("{0} is not in the partition table")]
     UnknownStorage(NodeName),
-    /// The storage to remove holds the only readable cell of a partition: removing it would
-    /// lose data until replication, which needs a readable source, could never happen.
+    /// The storage to remove holds the only readable cell of a partition on a running
+    /// storage: the new cells could not be filled, and the data may be lost.
     #[error(
-        "{storage} holds the only readable copy of partition {partition}: \
-         wait until its other cells are up to date"
+        "{storage} holds the only readable copy of partition {partition} on a running storage: \
+         wait until its other cells are up to date and their storages run"
     )]
     LastReadableCopy {
         /// The storage.
