@@ -23,8 +23,26 @@ use replicast_node::protocol::{ChangeOutcome, Message, StorageChange};
 use super::Error;
 use super::status::{ask_master, block_on, request_id};
 
-/// Arguments of `replicast admin`.
+/// The long help of `replicast admin` (`--help`).
+const HELP: &str = "\
+Adding: start the new storage first (its configuration names the master); it connects and \
+waits, shown as `waiting` by `replicast status`. `add-storage` gives it cells taken from the most \
+loaded storages; they are feeding until replication filled them, then up to date, and the cells \
+they replace are dropped.
+
+Removing: `remove-storage` takes every cell away from the storage; each partition it held gets a \
+feeding cell on another storage, so that R copies exist again once replication is done. Stop the \
+storage once `replicast status` shows every partition with R up-to-date cells and none on it.
+
+The master refuses (exit status 1, with the reason): adding a storage already in the table or \
+not connected; removing a storage not in the table, one that holds the only readable copy of a \
+partition on a running storage, or one that would leave fewer storages than R.
+
+Configuration: the master's own or a client's (see `replicast status --help`).";
+
+/// Arguments of `replicast admin`; `--help` shows [`HELP`].
 #[derive(Debug, Args)]
+#[command(after_long_help = HELP)]
 pub struct AdminArgs {
     /// A node's configuration file (the master's or a client's), for its certificate and the
     /// master's address.

@@ -28,31 +28,42 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The exit status when the cluster is not operational.
 const NOT_OPERATIONAL: i32 = 2;
 
-/// Arguments of `replicast status`.
-///
-/// Prints the nodes (name, role, state, address), each node's links with their measured RTT
-/// and, for a writer's link to a storage, whether stored objects reach that storage by
-/// multicast or by unicast right now, and the partition table as a grid of partitions x
-/// storages (U up to date, O out of date, F feeding).
-///
-/// Any node's configuration will do: the master's own (it asks at `node.listen`) or a
-/// client's (it asks at `[master]`). A storage's is refused: the master tells peers apart by
-/// certificate name, and a second connection under the name of a running storage would
-/// disturb that storage's link. For the same reason, do not use the configuration of a client
-/// that is running at the same time.
-///
-/// Exit status: 0 when the cluster is operational (every partition has a readable cell),
-/// 2 when it is not, 1 when the master cannot be asked.
-///
-/// With `--json`, one JSON object with these fields (stable; absent values are `null`):
-/// `master` (its name), `operational` (bool), `last_tid` (the last commit's TID, 16 hex
-/// digits), `nodes` (list of `{name, role: "master"|"storage"|"client", state:
-/// "running"|"down"|"waiting", address: "IP:PORT", links: null or list of {peer, rtt_ms
-/// (float), store_path: "multicast"|"unicast"|null}}`), `partition_table` (`{version,
-/// partitions, replicas, storages: [names], cells: one list per partition of {storage, state:
-/// "up_to_date"|"out_of_date"|"feeding", replaces}}`). A storage in state `waiting` is
-/// connected but holds no cells until `replicast admin add-storage` adds it.
+/// The long help of `replicast status` (`--help`): what it prints, exit status, JSON fields.
+const HELP: &str = "\
+Prints the nodes (name, role, state, address), each node's links with the RTT it measures and, \
+for a writer's link to a storage, whether stored objects reach that storage by multicast or by \
+unicast right now, and the partition table as a grid of partitions x storages (U up to date, \
+O out of date, F feeding, . no cell). A storage in state `waiting` is connected but holds no \
+cells until `replicast admin add-storage` adds it.
+
+Configuration: the master's own (the command asks at `node.listen`) or a client's (it asks at \
+`[master]`). A storage's is refused: the master tells peers apart by certificate name, and a \
+second connection under the name of a running storage would disturb that storage's link. For \
+the same reason, do not use the configuration of a client that runs at the same time.
+
+Exit status: 0 when the cluster is operational (every partition has a readable cell on a \
+running storage), 2 when it is not, 1 when the master cannot be asked.
+
+JSON (--json), one object; these field names are stable, absent values are null:
+  master            the master's name
+  operational       true or false, as the exit status
+  last_tid          the last commit's TID, 16 hex digits
+  nodes             list of {name, role, state, address, links}
+    role            \"master\" | \"storage\" | \"client\"
+    state           \"running\" | \"down\" | \"waiting\"
+    address         \"IP:PORT\" or null
+    links           null (no report) or list of {peer, rtt_ms, store_path}
+      rtt_ms        float, or null when the link has no measurement
+      store_path    \"multicast\" | \"unicast\" (a writer's link to a storage) or null
+  partition_table   {version, partitions, replicas, storages, cells}
+    storages        the storages holding cells, in the order they joined
+    cells           one list per partition of {storage, state, replaces}
+      state         \"up_to_date\" | \"out_of_date\" | \"feeding\"
+      replaces      the storage whose cell this feeding cell takes over, or null";
+
+/// Arguments of `replicast status`; `--help` shows [`HELP`].
 #[derive(Debug, Args)]
+#[command(after_long_help = HELP)]
 pub struct StatusArgs {
     /// A node's configuration file (the master's or a client's), for its certificate and the
     /// master's address.
@@ -499,6 +510,40 @@ mod tests {
             ],
             partition_table: table,
         }
+    }
+
+    fn config(text: &str) -> NodeConfig {
+        NodeConfig::parse(text, "/etc/replicast/node.toml").expect("a valid configuration")
+    }
+
+    const TLS: &str = "[tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n";
+
+    #[test]
+    fn the_master_is_found_from_its_own_config_or_a_clients_and_never_a_storages() {
+        let master = config(&format!(
+            "[node]\nname = \"m1\"\nrole = \"master\"\nlisten = \"0.0.0.0:7000\"\n{TLS}\
+             [cluster]\npartitions = 4\nreplicas = 1\nstorages = [\"s1\"]\n"
+        ));
+        assert_eq!(
+            master_of(&master).expect("the master's own config"),
+            ("m1".to_owned(), "127.0.0.1:7000".parse().expect("address")),
+            "a wildcard listen address is reached on loopback"
+        );
+        let client = config(&format!(
+            "[node]\nname = \"c1\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n{TLS}\
+             [master]\nname = \"m1\"\naddress = \"10.0.0.1:7000\"\n"
+        ));
+        assert_eq!(
+            master_of(&client).expect("a client's config"),
+            ("m1".to_owned(), "10.0.0.1:7000".parse().expect("address"))
+        );
+        let storage = config(&format!(
+            "[node]\nname = \"s1\"\nrole = \"storage\"\nlisten = \"127.0.0.1:7001\"\n{TLS}\
+             [master]\nname = \"m1\"\naddress = \"10.0.0.1:7000\"\n\
+             [storage]\npath = \"s1.redb\"\n"
+        ));
+        let refusal = master_of(&storage).expect_err("a storage's config is refused");
+        assert!(refusal.to_string().contains("storage"), "{refusal}");
     }
 
     #[test]
