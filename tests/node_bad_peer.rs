@@ -5,11 +5,12 @@
 //! other) and speaks the transport, but not the protocol: garbage on message streams,
 //! truncated envelopes, envelopes carrying undecodable messages, messages out of protocol
 //! order (answers nobody asked for, a store and a vote without a begin, a finish for a
-//! transaction never begun), frames beyond the nodes' limit, request and object streams the
-//! nodes do not serve, objects the storages' fan-out takes whose bytes are no store. Each is
-//! refused or ignored and nothing changes: every replica serves the same revisions afterwards,
-//! new transactions commit, the nodes keep running and exit cleanly, and none of them panicked
-//! (their standard error is kept and checked).
+//! transaction never begun, replication batches nobody asked for), frames beyond the nodes'
+//! limit, request and object streams the nodes do not serve, objects the storages' fan-out
+//! takes whose bytes are no store, envelopes that never close their gap until the reorder
+//! buffer overflows. Each is refused or ignored and nothing changes: every replica serves the
+//! same revisions afterwards, new transactions commit, the nodes keep running and exit
+//! cleanly, and none of them panicked (their standard error is kept and checked).
 //!
 //! Peers without a valid certificate (one of another CA, or none at all) get no connection.
 
@@ -41,6 +42,8 @@ const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 const OBJECTS: u64 = 6;
 /// The hostile peer's name; its certificate is as valid as any client's.
 const MALLORY: &str = "mallory";
+/// A peer that floods a storage with envelopes that never close their gap.
+const FLOODER: &str = "flooder";
 /// A well-behaved peer that reads every replica before and after the attack.
 const INSPECTOR: &str = "inspector";
 /// The largest frame a node accepts (`LinkConfig::default().max_frame_len`; the test
@@ -62,7 +65,7 @@ impl Cluster {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let mut names = vec!["master", "client-1", MALLORY, INSPECTOR];
+        let mut names = vec!["master", "client-1", MALLORY, FLOODER, INSPECTOR];
         names.extend(STORAGES);
         support::replicast(&[
             "certs",
@@ -304,6 +307,9 @@ fn replicas(snapshot: &Snapshot, oid: u64) -> Vec<(String, Tid, ObjectData)> {
         })
         .collect()
 }
+
+/// Early envelopes a node holds per peer (`DriverConfig::default().reorder_limit`).
+const REORDER_LIMIT: u64 = 4096;
 
 /// The TID of revisions Mallory forges: later than any real commit, so that a forged revision
 /// taken by a storage would be the one its loads return.
@@ -715,6 +721,43 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
         )
         .await;
     mallory.hello(&master).await;
+
+    // Envelopes that never close their gap fill the storage's reorder buffer; the one after
+    // a full buffer makes the storage drop the sender's link. The sender, with a new instance
+    // (as after a restart), is served again.
+    let (target, _) = &storages[0];
+    let mut flooder = Peer::new(endpoint(&cluster.identity(FLOODER), LinkConfig::default()));
+    let flood_link = flooder.link(target, cluster.storages[target]).await;
+    assert_eq!(
+        flooder.load(&flood_link, Oid(1)).await,
+        before[&(target.clone(), 1)]
+    );
+    flooder.instance += 1;
+    flooder.next_seq.clear();
+    for seq in 1..=REORDER_LIMIT + 1 {
+        let early = flooder.envelope(target, encode(&Message::AskBegin), false);
+        let early = Envelope { seq, ..early };
+        // The last ones may find the link already dropped.
+        if flood_link.send_message(&early).await.is_err() {
+            break;
+        }
+    }
+    // No message answers a dropped link: the connection's state is the event to wait for.
+    let deadline = Instant::now() + WAIT;
+    while flood_link.is_connected() {
+        assert!(
+            Instant::now() < deadline,
+            "{target} kept a link whose reorder buffer overflowed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    flooder.instance += 1;
+    flooder.next_seq.clear();
+    assert_eq!(
+        flooder.load(&flood_link, Oid(1)).await,
+        before[&(target.clone(), 1)]
+    );
+    flooder.endpoint.close();
 
     // Every storage still serves exactly what it served before.
     let after = snapshot(&mut inspector, &inspector_links).await;
