@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
@@ -22,6 +23,7 @@ use replicast_node::storage_node::{StorageConfig, StorageNode};
 use replicast_node::workload::transfers::{self, Commit};
 use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions, NetemConfig};
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 
 const MASTER: &str = "master";
@@ -153,7 +155,16 @@ impl Cluster {
     }
 
     async fn client(&self, name: &str, strategy: Strategy) -> ClientHandle {
-        let endpoint = endpoint(&self.ca, name);
+        self.client_on(endpoint(&self.ca, name), name, strategy)
+            .await
+    }
+
+    /// Where storage `name` listens.
+    async fn storage_address(&self, name: &str) -> SocketAddr {
+        address(self.storages[name].endpoint())
+    }
+
+    async fn client_on(&self, endpoint: Endpoint, name: &str, strategy: Strategy) -> ClientHandle {
         let mut multicast =
             MulticastSenderConfig::new(MulticastSocketConfig::new(self.group), rand::random());
         // A storage that stops acknowledging holds the window back only this long.
@@ -378,6 +389,110 @@ async fn transfers_commit_with_auto_fanout() {
         "storages proven reachable on the group get their stores by multicast"
     );
     assert_eq!(deliveries.failed, 0);
+}
+
+/// An endpoint for `name` whose datagrams to each address of `delays` wait that long.
+fn slow_endpoint(ca: &ClusterCa, name: &str, delays: &[(SocketAddr, Duration)]) -> Endpoint {
+    let identity = ca.issue(name, &[]).expect("issue node certificate");
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP socket");
+    let inner = quinn::default_runtime()
+        .expect("inside tokio")
+        .wrap_udp_socket(socket)
+        .expect("wrap the socket");
+    let conditions = delays
+        .iter()
+        .fold(LinkConditions::new(), |conditions, (to, delay)| {
+            conditions.with_link(*to, NetemConfig::new().latency(*delay).seed(3))
+        });
+    let socket: Arc<ImpairedUdpSocket> = ImpairedUdpSocket::new(inner, conditions);
+    Endpoint::bind_with_socket(
+        EndpointConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            server_tls: identity.server_config().expect("server config"),
+            client_tls: identity.client_config().expect("client config"),
+            link: LinkConfig::default(),
+        },
+        socket,
+    )
+    .expect("bind endpoint")
+}
+
+/// Loads go to the readable replica with the lowest measured RTT (links emulated slow at
+/// the client's socket), and to the next one when that one is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_go_to_the_replica_with_the_lowest_rtt() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let mut cluster = Cluster::start().await;
+        let slow = [
+            (
+                cluster.storage_address("storage-1").await,
+                Duration::from_millis(60),
+            ),
+            (
+                cluster.storage_address("storage-2").await,
+                Duration::from_millis(20),
+            ),
+        ];
+        let endpoint = slow_endpoint(&cluster.ca, "client-1", &slow);
+        let mut client = cluster
+            .client_on(endpoint, "client-1", Strategy::Unicast)
+            .await;
+        let accounts = transfers::create_accounts(&mut client, ACCOUNTS)
+            .await
+            .expect("create objects");
+        let table = client
+            .partition_table()
+            .await
+            .expect("the client driver runs")
+            .expect("the client has the partition table");
+        let nearest = |oid| -> &'static str {
+            let readable: Vec<String> = table
+                .readable_cells(oid)
+                .map(|cell| cell.node.clone())
+                .collect();
+            // storage-3 is not slowed, storage-2 a little, storage-1 most.
+            ["storage-3", "storage-2", "storage-1"]
+                .into_iter()
+                .find(|name| readable.iter().any(|node| node == name))
+                .expect("an object has readable replicas")
+        };
+        let mut served = BTreeMap::<String, u32>::new();
+        for oid in &accounts {
+            let (revision, from) = client.load_with_replica(*oid).await.expect("load");
+            assert!(revision.is_some(), "{oid} exists");
+            assert_eq!(
+                from,
+                nearest(*oid),
+                "{oid} is loaded from its nearest replica"
+            );
+            *served.entry(from).or_default() += 1;
+        }
+        println!("served before: {served:?}");
+        assert!(served.len() >= 2, "the objects span replicas: {served:?}");
+
+        // The nearest storage goes away: its objects are served by the next replica.
+        let gone = cluster.storages.remove("storage-3").expect("storage-3");
+        let _ = gone.stop().await;
+        for oid in &accounts {
+            let (revision, from) = client.load_with_replica(*oid).await.expect("load");
+            assert!(revision.is_some(), "{oid} exists");
+            assert_ne!(from, "storage-3");
+            let readable: Vec<String> = table
+                .readable_cells(*oid)
+                .map(|cell| cell.node.clone())
+                .filter(|node| node != "storage-3")
+                .collect();
+            let expected = if readable.iter().any(|node| node == "storage-2") {
+                "storage-2"
+            } else {
+                "storage-1"
+            };
+            assert_eq!(from, expected, "{oid} falls through to the next replica");
+        }
+        client.close().await.expect("close client");
+    })
+    .await
+    .expect("the test finishes in time");
 }
 
 /// Under `auto`, a storage whose multicast stops is served by unicast, and commits go on.

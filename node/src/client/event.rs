@@ -93,6 +93,8 @@ pub enum ClientEvent {
         oid: Oid,
         /// The revision, or [`LoadResult::Failed`] when no replica answered.
         result: LoadResult,
+        /// The storage that answered; `None` when none did.
+        from: Option<NodeName>,
     },
     /// New object ids.
     NewOids {

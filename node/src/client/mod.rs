@@ -19,7 +19,7 @@
 //! use replicast_node::client::{Client, ClientConfig, ClientEvent};
 //! use replicast_node::partition::PartitionTable;
 //! use replicast_node::protocol::Message;
-//! use std::time::SystemTime;
+//! use std::time::{Duration, SystemTime};
 //!
 //! let now = SystemTime::now();
 //! let mut client = Client::new("c1", "master", ClientConfig::default());
@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
@@ -105,6 +105,8 @@ pub struct Client {
     table: Option<PartitionTable>,
     /// Where storages accept connections, as the master told.
     storage_addresses: BTreeMap<NodeName, SocketAddr>,
+    /// The measured round-trip time of each link, as the driver last told.
+    link_rtts: BTreeMap<NodeName, Duration>,
     txn: Option<Transaction>,
     loads: BTreeMap<u64, PendingLoad>,
     next_request: u64,
@@ -130,6 +132,7 @@ impl Client {
             config,
             table: None,
             storage_addresses: BTreeMap::new(),
+            link_rtts: BTreeMap::new(),
             txn: None,
             loads: BTreeMap::new(),
             next_request: 0,
@@ -327,17 +330,41 @@ impl Client {
         }
     }
 
+    /// The round-trip time the driver measured to `node` (`None`: not measured, e.g. no
+    /// connection). Loads go to the readable replica with the lowest.
+    pub fn set_link_rtt(&mut self, node: &str, rtt: Option<Duration>) {
+        match rtt {
+            Some(rtt) => {
+                self.link_rtts.insert(node.to_owned(), rtt);
+            }
+            None => {
+                self.link_rtts.remove(node);
+            }
+        }
+    }
+
     /// Loads the last committed revision of `oid` from a readable replica, falling through
-    /// to the next on failure; returns the request id of the [`ClientEvent::Loaded`] to come.
+    /// to the next on failure (an answer [`LoadResult::Failed`], the storage lost, or no
+    /// answer within [`ClientConfig::load_timeout`]); returns the request id of the
+    /// [`ClientEvent::Loaded`] to come.
+    ///
+    /// Replicas are tried by their measured round-trip time ([`set_link_rtt`](Self::set_link_rtt)),
+    /// lowest first; those not measured come after, in the table's order.
     pub fn load(&mut self, now: SystemTime, oid: Oid) -> Result<u64, ProtocolError> {
         let table = self
             .table
             .as_ref()
             .ok_or_else(|| invalid("load", "no partition table yet"))?;
-        let mut nodes: VecDeque<NodeName> = table
+        let mut nodes: Vec<NodeName> = table
             .readable_cells(oid)
             .map(|cell| cell.node.clone())
             .collect();
+        // Stable: unmeasured replicas keep the table's order.
+        nodes.sort_by_key(|node| match self.link_rtts.get(node) {
+            Some(rtt) => (false, *rtt),
+            None => (true, Duration::ZERO),
+        });
+        let mut nodes = VecDeque::from(nodes);
         let node = nodes
             .pop_front()
             .ok_or_else(|| invalid("load", "the object has no readable replica"))?;
@@ -479,6 +506,7 @@ impl Client {
                         request,
                         oid,
                         result,
+                        from: Some(from.to_owned()),
                     });
                 }
                 Ok(())
@@ -827,6 +855,7 @@ impl Client {
                     request,
                     oid,
                     result: LoadResult::Failed,
+                    from: None,
                 });
             }
         }
@@ -842,5 +871,171 @@ fn out_of_order(from: &str, kind: &'static str, ttid: Tid) -> ProtocolError {
         from: from.to_owned(),
         kind,
         ttid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ready_client() -> (Client, PartitionTable) {
+        let mut client = Client::new("c1", "master", ClientConfig::default());
+        client.connect();
+        let storages = ["s1".to_owned(), "s2".to_owned(), "s3".to_owned()];
+        let table = PartitionTable::new(3, 3, &storages).expect("table");
+        client
+            .handle(
+                SystemTime::UNIX_EPOCH,
+                "master",
+                Message::PartitionTable(table.clone()),
+            )
+            .expect("table accepted");
+        while client.poll_transmit().is_some() {}
+        (client, table)
+    }
+
+    fn next_load_target(client: &mut Client) -> Option<String> {
+        std::iter::from_fn(|| client.poll_transmit())
+            .find(|transmit| matches!(transmit.message, Message::Load { .. }))
+            .map(|transmit| transmit.to)
+    }
+
+    #[test]
+    fn loads_try_replicas_by_rtt_then_fall_through() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, _) = ready_client();
+        client.set_link_rtt("s1", Some(Duration::from_millis(30)));
+        client.set_link_rtt("s2", Some(Duration::from_millis(5)));
+        // s3 is not measured: it comes last.
+        let request = client.load(now, Oid(1)).expect("load");
+        assert_eq!(next_load_target(&mut client).as_deref(), Some("s2"));
+        // A failed answer: the next lowest RTT.
+        let failed = Message::AnswerLoad {
+            request,
+            oid: Oid(1),
+            result: LoadResult::Failed,
+        };
+        client.handle(now, "s2", failed).expect("answer");
+        assert_eq!(next_load_target(&mut client).as_deref(), Some("s1"));
+        // No answer in time: the unmeasured replica.
+        let later = now + ClientConfig::default().load_timeout;
+        assert_eq!(client.poll_timeout(), Some(later));
+        client.handle_timeout(later);
+        assert_eq!(next_load_target(&mut client).as_deref(), Some("s3"));
+        // It answers: the event names it.
+        let found = Message::AnswerLoad {
+            request,
+            oid: Oid(1),
+            result: LoadResult::Missing,
+        };
+        client.handle(later, "s3", found).expect("answer");
+        let loaded = std::iter::from_fn(|| client.poll_event())
+            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        assert_eq!(
+            loaded,
+            Some(ClientEvent::Loaded {
+                request,
+                oid: Oid(1),
+                result: LoadResult::Missing,
+                from: Some("s3".to_owned()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_lost_replica_passes_the_load_on_and_the_last_failure_is_reported() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, _) = ready_client();
+        client.set_link_rtt("s3", Some(Duration::from_millis(1)));
+        client.set_link_rtt("s1", Some(Duration::from_millis(2)));
+        client.set_link_rtt("s2", Some(Duration::from_millis(3)));
+        let request = client.load(now, Oid(2)).expect("load");
+        for node in ["s3", "s1", "s2"] {
+            assert_eq!(next_load_target(&mut client).as_deref(), Some(node));
+            client.peer_lost(now, node);
+        }
+        let loaded = std::iter::from_fn(|| client.poll_event())
+            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        assert_eq!(
+            loaded,
+            Some(ClientEvent::Loaded {
+                request,
+                oid: Oid(2),
+                result: LoadResult::Failed,
+                from: None,
+            })
+        );
+    }
+
+    fn storing_client() -> (Client, Tid) {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, _) = ready_client();
+        client.begin().expect("begin");
+        let ttid = Tid(7);
+        client
+            .handle(now, "master", Message::AnswerBegin { ttid })
+            .expect("begun");
+        while client.poll_transmit().is_some() {}
+        (client, ttid)
+    }
+
+    #[test]
+    fn a_store_is_one_fanout_for_every_writable_replica() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        let data = ObjectData::Bytes(b"x".to_vec());
+        client
+            .store(now, Oid(4), Tid::ZERO, data.clone())
+            .expect("store");
+        assert!(
+            client.poll_transmit().is_none(),
+            "no store goes out as a message"
+        );
+        let fanout = client.poll_fanout().expect("one fan-out");
+        assert_eq!(fanout.replicas, ["s1", "s2", "s3"]);
+        assert_eq!(
+            fanout.message,
+            Message::Store {
+                ttid,
+                generation: 0,
+                oid: Oid(4),
+                serial: Tid::ZERO,
+                data
+            }
+        );
+        assert!(client.poll_fanout().is_none());
+
+        // A delivery that failed makes that storage failed for the transaction.
+        client.fanout_failed(now, fanout.id, "s2");
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(events.contains(&ClientEvent::StorageFailed { node: "s2".into() }));
+        // An unknown fan-out changes nothing.
+        client.fanout_failed(now, fanout.id + 100, "s1");
+        assert!(client.poll_event().is_none());
+    }
+
+    #[test]
+    fn a_late_store_answer_of_an_aborted_transaction_is_answered_with_an_abort() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::Bytes(b"x".to_vec()))
+            .expect("store");
+        client.abort().expect("abort");
+        while client.poll_transmit().is_some() {}
+        let late = Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Stored,
+        };
+        client
+            .handle(now, "s3", late)
+            .expect("a late answer is expected");
+        let transmit = client.poll_transmit().expect("an abort goes back");
+        assert_eq!(transmit.to, "s3");
+        assert_eq!(transmit.message, Message::AbortTransaction { ttid });
     }
 }

@@ -12,6 +12,7 @@ use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
 use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
 use crate::client::{AbortReason, Client, ClientEvent};
 use crate::ids::{Oid, Tid};
+use crate::partition::PartitionTable;
 use crate::protocol::{LoadResult, ProtocolError};
 use crate::storage::{ObjectData, TransactionInfo};
 
@@ -296,25 +297,50 @@ impl ClientHandle {
     }
 
     /// The last committed revision of `oid` (its TID and data), `None` if it has none.
+    ///
+    /// The readable replica with the lowest measured round-trip time is asked first; on
+    /// failure (a failed answer, the storage lost, no answer within the load timeout) the
+    /// next one is.
     pub async fn load(&mut self, oid: Oid) -> Result<Option<(Tid, ObjectData)>, ClientError> {
+        Ok(self.load_with_replica(oid).await?.0)
+    }
+
+    /// As [`load`](Self::load), with the name of the storage that answered.
+    pub async fn load_with_replica(
+        &mut self,
+        oid: Oid,
+    ) -> Result<(Option<(Tid, ObjectData)>, String), ClientError> {
+        let endpoint = self.driver.endpoint().clone();
         let request = self
             .driver
-            .call(move |client, now| client.load(now, oid))
+            .call(move |client, now| {
+                // The replica with the lowest measured RTT is asked first.
+                let readable: Vec<String> = client
+                    .table()
+                    .map(|table| table.readable_cells(oid).map(|c| c.node.clone()).collect())
+                    .unwrap_or_default();
+                for node in readable {
+                    let rtt = endpoint.known_link(&node).and_then(|link| link.rtt());
+                    client.set_link_rtt(&node, rtt);
+                }
+                client.load(now, oid)
+            })
             .await??;
-        let result = self
+        let (result, from) = self
             .wait("load", false, |event| match event {
                 ClientEvent::Loaded {
                     request: answered,
                     result,
+                    from,
                     ..
-                } if *answered == request => Some(result.clone()),
+                } if *answered == request => Some((result.clone(), from.clone())),
                 _ => None,
             })
             .await?;
-        match result {
-            LoadResult::Found { tid, data } => Ok(Some((tid, data))),
-            LoadResult::Missing => Ok(None),
-            LoadResult::Failed => Err(ClientError::LoadFailed { oid }),
+        match (result, from) {
+            (LoadResult::Found { tid, data }, Some(from)) => Ok((Some((tid, data)), from)),
+            (LoadResult::Missing, Some(from)) => Ok((None, from)),
+            _ => Err(ClientError::LoadFailed { oid }),
         }
     }
 
@@ -330,6 +356,14 @@ impl ClientHandle {
             })
             .await?;
         Ok((0..u64::from(count)).map(|i| Oid(first.0 + i)).collect())
+    }
+
+    /// The partition table the client holds now.
+    pub async fn partition_table(&self) -> Result<Option<PartitionTable>, ClientError> {
+        Ok(self
+            .driver
+            .call(|client, _| client.table().cloned())
+            .await?)
     }
 
     /// How many invalidations from other clients' commits arrived so far.
