@@ -298,8 +298,11 @@ impl Master {
             Message::NodeReport(report) if is_storage || self.clients.contains(from) => {
                 self.record_report(from, report);
             }
-            Message::StorageReady if !is_storage => self.storage_waiting(from, None),
-            Message::StorageAddress { address } if !is_storage => {
+            // A storage not in the table waits to be added (its address comes after).
+            Message::StorageReady if !is_storage && !self.clients.contains(from) => {
+                self.storage_waiting(from, None);
+            }
+            Message::StorageAddress { address } if self.roster.waiting.contains_key(from) => {
                 self.storage_waiting(from, Some(address));
             }
             // From anyone with a cluster certificate; the asker does not become a client.
