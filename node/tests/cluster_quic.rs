@@ -11,13 +11,17 @@ use rand::{Rng, SeedableRng};
 use replicast_certs::ClusterCa;
 use replicast_node::client::{AbortReason, Client, ClientConfig};
 use replicast_node::driver::ordering::Envelope;
-use replicast_node::driver::{ClientError, ClientHandle, DriverConfig, DriverHandle, spawn};
+use replicast_node::driver::{
+    ClientError, ClientHandle, DriverConfig, DriverHandle, spawn, spawn_storage,
+};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
 use replicast_node::storage::{ObjectData, Store, TransactionInfo};
 use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_transport::fanout::FanoutReceiverConfig;
+use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, LinkConfig};
 
 const MASTER: &str = "master";
@@ -93,7 +97,13 @@ impl Cluster {
                 directory: HashMap::from([(MASTER.to_owned(), directory[MASTER])]),
                 ..DriverConfig::default()
             };
-            let (driver, _events) = spawn(node, storage_endpoint, config);
+            // Storages take stores both ways: inline (these clients) and through the fan-out.
+            let (driver, _events) = spawn_storage(
+                node,
+                storage_endpoint,
+                config,
+                FanoutReceiverConfig::default(),
+            );
             storages.push((name.to_owned(), driver));
         }
         let cluster = Self {
@@ -533,8 +543,26 @@ async fn garbage_from_a_peer() {
         panic!("expected the answer to the load, got {answer:?}");
     };
     assert_eq!((tid, balance(&data)), (setup_tid, INITIAL_BALANCE));
+    // Fan-out objects that are not stores: garbage, and a well-formed finish.
+    for (object_id, body) in [(1u64, vec![0xde, 0xad]), (2, encode(&finish))] {
+        let ack: UnicastAck = storage
+            .send_object(&UnicastHeader { object_id }, body.into())
+            .await
+            .expect("the fan-out receiver takes the object");
+        assert_eq!(ack.object_id, object_id);
+    }
+    // The objects reach the driver on their own path: wait (bounded) until both are counted.
     let (_, storage_driver) = &cluster.storages[0];
+    let counted = async {
+        while storage_driver.stats().fanout_refused < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, counted)
+        .await
+        .expect("both fan-out objects are refused and counted");
     let stats = storage_driver.stats();
+    assert_eq!(stats.fanout_stores, 0, "{stats:?}");
     assert!(stats.decode_errors >= 1, "{stats:?}");
     assert!(
         stats.refused >= 1,
