@@ -21,13 +21,16 @@ mod deployment;
 mod netns;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deployment::{Deployment, EXAMPLES, NODES};
 use netns::{Site, Sites};
 use replicast_node::config::NodeConfig;
-use replicast_node::ids::Oid;
-use replicast_node::storage::{ObjectData, Store};
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::partition::PartitionSet;
+use replicast_node::storage::{
+    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, Store,
+};
 use support::NodeProcess;
 
 const HOSTS: [(&str, Site, Ipv4Addr); 7] = [
@@ -39,9 +42,15 @@ const HOSTS: [(&str, Site, Ipv4Addr); 7] = [
     ("storage-b2", Site::B, Ipv4Addr::new(10, 2, 0, 12)),
     ("client-b", Site::B, Ipv4Addr::new(10, 2, 0, 20)),
 ];
+/// `cluster.partitions` of site-a-master.toml.
+const PARTITIONS: u32 = 12;
 const STORAGES: [&str; 4] = ["storage-a1", "storage-a2", "storage-b1", "storage-b2"];
 /// The storage whose link is cut while the cluster goes on writing.
 const CUT: &str = "storage-b2";
+/// The first OID `replicast client put` writes.
+const FIRST_OID: u64 = 1_000_001;
+/// Transfers per run of the background writer: enough to outlast a few status polls.
+const TRANSFERS: &str = "150";
 /// Bounds each wait for a datagram of the topology probe.
 const PROBE_WAIT: Duration = Duration::from_secs(10);
 
@@ -73,15 +82,21 @@ fn two_sites_in_namespaces_requires_root() {
     let mut cluster = Cluster::start(&sites, &deployment);
     let writer = deployment.config("client-a");
     let reader = deployment.config("client-b");
+    let status = cluster_status(&sites, &deployment);
+    for storage in STORAGES {
+        assert_eq!(node_state(&status, storage), "running", "{status:#}");
+        assert_all_cells(&status, storage, "up_to_date");
+    }
 
-    // Writes from site A; every object on all four storages (R = 4), read back from site B.
-    let mut expected = Vec::new();
-    for oid in 1..=6u64 {
+    // Writes from site A, read back from site B. (The OIDs are far above those the master
+    // hands out, which the transfers below use.)
+    let mut written = Vec::new();
+    for oid in FIRST_OID..FIRST_OID + 4 {
         let data = format!("object-{oid}-first");
         let tid = put(&sites, "client-a", &writer, oid, &data);
-        expected.push((oid, tid, data));
+        written.push((oid, tid, data));
     }
-    for (oid, tid, data) in &expected {
+    for (oid, tid, data) in &written {
         assert_eq!(
             get(&sites, "client-b", &reader, *oid),
             (tid.clone(), data.clone()),
@@ -89,17 +104,55 @@ fn two_sites_in_namespaces_requires_root() {
         );
     }
 
-    // A site-B storage loses its link; the master stops counting on it, commits go on.
+    // A long-running writer in site A under `auto`: site A's storages get its stores by
+    // multicast, site B's by unicast, as the writer reports them to the master.
+    let transfers = start_transfers(&sites, &writer, 1);
+    let status = wait_status(&sites, &deployment, "the writer's store paths", |status| {
+        ["storage-a1", "storage-a2", "storage-b1", "storage-b2"]
+            .iter()
+            .all(|storage| store_path(status, "client-a", storage).is_some())
+    });
+    for storage in ["storage-a1", "storage-a2"] {
+        assert_eq!(
+            store_path(&status, "client-a", storage).as_deref(),
+            Some("multicast"),
+            "{status:#}"
+        );
+        let groups = sites.ip_in(storage, &["maddr", "show", "dev", "eth0"]);
+        assert!(
+            groups.contains("239.192.42.1"),
+            "{storage} joined the group on eth0: {groups}"
+        );
+    }
+    for storage in ["storage-b1", "storage-b2"] {
+        assert_eq!(
+            store_path(&status, "client-a", storage).as_deref(),
+            Some("unicast"),
+            "multicast does not cross the router: {status:#}"
+        );
+    }
+    finish_transfers(transfers);
+
+    // A site-B storage loses its link: the master marks its cells out of date and commits go
+    // on without it; site B still reads everything from the other storage there.
     sites.set_link(CUT, false);
     let mut others: Vec<&str> = STORAGES.into_iter().filter(|s| *s != CUT).collect();
     others.sort_unstable();
     cluster.master.wait_running(&others);
+    let status = cluster_status(&sites, &deployment);
+    assert_eq!(status["operational"], true, "{status:#}");
+    assert_eq!(node_state(&status, CUT), "down", "{status:#}");
+    assert_all_cells(&status, CUT, "out_of_date");
+    for storage in &others {
+        assert_all_cells(&status, storage, "up_to_date");
+    }
     let mut written_while_cut = Vec::new();
-    for oid in [1u64, 7, 8, 9] {
+    for oid in [FIRST_OID, FIRST_OID + 4, FIRST_OID + 5] {
         let data = format!("object-{oid}-while-{CUT}-was-cut");
         let tid = put(&sites, "client-a", &writer, oid, &data);
         written_while_cut.push((oid, tid, data));
     }
+    finish_transfers(start_transfers(&sites, &writer, 2));
     for (oid, tid, data) in &written_while_cut {
         assert_eq!(
             get(&sites, "client-b", &reader, *oid),
@@ -108,21 +161,48 @@ fn two_sites_in_namespaces_requires_root() {
         );
     }
 
+    // The link returns and the storage catches up from the others while it is feeding.
+    // A storage whose master link came back does not announce itself again yet (the master
+    // counts it as running only after a StorageReady, which a storage sends when it starts),
+    // so the storage is restarted, as an operator would: `systemctl restart`.
+    sites.set_link(CUT, true);
+    cluster.restart(&sites, &deployment, CUT);
+    cluster.master.wait_running(&STORAGES);
+    wait_status(
+        &sites,
+        &deployment,
+        "the cut storage up to date",
+        |status| {
+            cell_states(status, CUT)
+                .iter()
+                .all(|state| state == "up_to_date")
+        },
+    );
+
     cluster.stop();
-    // Every object written while all four ran is on each of them, identical.
+    // Every storage holds every partition (R = 4): all four histories are identical, and the
+    // objects read back as written, on the storage that was cut too.
+    let histories: Vec<(&str, History)> = STORAGES
+        .iter()
+        .map(|storage| (*storage, History::read(&deployment.database(storage))))
+        .collect();
+    let (first, reference) = &histories[0];
+    for (storage, history) in &histories[1..] {
+        assert!(
+            history == reference,
+            "{storage} holds the history {first} holds: {} transactions and {} revisions \
+             against {} and {}",
+            history.transactions.len(),
+            history.objects.len(),
+            reference.transactions.len(),
+            reference.objects.len()
+        );
+    }
     for storage in STORAGES {
         let store = Store::open(deployment.database(storage))
             .unwrap_or_else(|error| panic!("open the database of {storage}: {error}"));
-        for (oid, tid, data) in &expected {
-            if written_while_cut.iter().any(|(later, ..)| later == oid) {
-                continue;
-            }
+        for (oid, tid, data) in written.iter().skip(1).chain(&written_while_cut) {
             assert_stored(&store, storage, *oid, tid, data);
-        }
-        if storage != CUT {
-            for (oid, tid, data) in &written_while_cut {
-                assert_stored(&store, storage, *oid, tid, data);
-            }
         }
     }
 }
@@ -189,28 +269,23 @@ struct Cluster {
 
 impl Cluster {
     fn start(sites: &Sites, deployment: &Deployment) -> Self {
-        let start = |name: &str| {
-            let mut command = sites.exec(name, support::BIN);
-            // The examples log at info, as an operator wants; the test's output keeps warnings
-            // unless TWO_SITES_LOG asks for more.
-            let filter = std::env::var("TWO_SITES_LOG").unwrap_or_else(|_| "warn".to_owned());
-            command
-                .env("RUST_LOG", filter)
-                .args(["node", "--config"])
-                .arg(deployment.config(name));
-            let node = NodeProcess::start_command(name, &mut command);
-            let address = node.wait_ready();
-            assert_eq!(
-                address.ip(),
-                sites.host(name).address,
-                "{name} listens on its host's address"
-            );
-            node
-        };
-        let master = start("master");
-        let storages = STORAGES.map(start).into();
+        let master = start_node(sites, deployment, "master");
+        let storages = STORAGES
+            .map(|name| start_node(sites, deployment, name))
+            .into();
         master.wait_running(&STORAGES);
         Self { master, storages }
+    }
+
+    /// Stops storage `name` with SIGTERM and starts it again.
+    fn restart(&mut self, sites: &Sites, deployment: &Deployment, name: &str) {
+        let storage = self
+            .storages
+            .iter_mut()
+            .find(|storage| storage.name == name)
+            .unwrap_or_else(|| panic!("no storage {name}"));
+        storage.stop();
+        *storage = start_node(sites, deployment, name);
     }
 
     /// SIGTERM to each storage, then the master; each exits 0.
@@ -220,6 +295,130 @@ impl Cluster {
         }
         self.master.stop();
     }
+}
+
+/// `ip netns exec NS replicast node --config /etc/replicast/NAME.toml` on host `name`; waits
+/// for its ready line.
+fn start_node(sites: &Sites, deployment: &Deployment, name: &str) -> NodeProcess {
+    let mut command = sites.exec(name, support::BIN);
+    // The examples log at info, as an operator wants; the test's output keeps warnings unless
+    // TWO_SITES_LOG asks for more.
+    let filter = std::env::var("TWO_SITES_LOG").unwrap_or_else(|_| "warn".to_owned());
+    command
+        .env("RUST_LOG", filter)
+        .args(["node", "--config"])
+        .arg(deployment.config(name));
+    let node = NodeProcess::start_command(name, &mut command);
+    let address = node.wait_ready();
+    assert_eq!(
+        address.ip(),
+        sites.host(name).address,
+        "{name} listens on its host's address"
+    );
+    node
+}
+
+/// `replicast status --config /etc/replicast/master.toml --json` on the master's host.
+fn cluster_status(sites: &Sites, deployment: &Deployment) -> serde_json::Value {
+    let mut command = sites.exec("master", support::BIN);
+    command
+        .args(["status", "--json", "--config"])
+        .arg(deployment.config("master"));
+    let json = support::run(&mut command, "replicast status")
+        .unwrap_or_else(|error| panic!("replicast status: {error}"));
+    serde_json::from_str(&json).unwrap_or_else(|error| panic!("status JSON: {error}: {json}"))
+}
+
+/// The `state` of node `name` in a status.
+fn node_state(status: &serde_json::Value, name: &str) -> String {
+    let nodes = status["nodes"].as_array().expect("status has nodes");
+    let node = nodes
+        .iter()
+        .find(|node| node["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name} in the status: {status:#}"));
+    node["state"].as_str().expect("a node's state").to_owned()
+}
+
+/// The states of storage `name`'s cells, over all partitions.
+fn cell_states(status: &serde_json::Value, name: &str) -> Vec<String> {
+    let partitions = status["partition_table"]["cells"]
+        .as_array()
+        .expect("the status has the partition table's cells");
+    let states: Vec<String> = partitions
+        .iter()
+        .flat_map(|cells| cells.as_array().expect("a partition's cells"))
+        .filter(|cell| cell["storage"] == name)
+        .map(|cell| cell["state"].as_str().expect("a cell's state").to_owned())
+        .collect();
+    assert!(!states.is_empty(), "{name} holds cells: {status:#}");
+    states
+}
+
+/// Polls `replicast status` (one run after the other, bounded by [`support::WAIT`]) until
+/// `accept` takes a status; returns it.
+fn wait_status(
+    sites: &Sites,
+    deployment: &Deployment,
+    what: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let status = cluster_status(sites, deployment);
+        if accept(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status with {what} within {:?}; the last: {status:#}",
+            support::WAIT
+        );
+    }
+}
+
+/// How `writer`'s stored objects reach `storage` right now, as the writer last reported it.
+fn store_path(status: &serde_json::Value, writer: &str, storage: &str) -> Option<String> {
+    let nodes = status["nodes"].as_array()?;
+    let writer = nodes.iter().find(|node| node["name"] == writer)?;
+    let link = writer["links"]
+        .as_array()?
+        .iter()
+        .find(|link| link["peer"] == storage)?;
+    link["store_path"].as_str().map(str::to_owned)
+}
+
+fn assert_all_cells(status: &serde_json::Value, storage: &str, state: &str) {
+    assert!(
+        cell_states(status, storage)
+            .iter()
+            .all(|cell| cell == state),
+        "every cell of {storage} is {state}: {status:#}"
+    );
+}
+
+/// `replicast client --config CONFIG transfers` on host client-a, running in the background.
+fn start_transfers(sites: &Sites, config: &std::path::Path, seed: u64) -> NodeProcess {
+    let mut command = sites.exec("client-a", support::BIN);
+    command
+        .args(["client", "--timeout", "20", "--config"])
+        .arg(config)
+        .args(["transfers", "--accounts", "8", "--count", TRANSFERS])
+        .args(["--seed", &seed.to_string()]);
+    NodeProcess::start_command("client-a", &mut command)
+}
+
+/// Waits for the transfers' summary line and checks it: every transfer committed (conflicts
+/// retried), none aborted otherwise, and the process exits 0.
+fn finish_transfers(mut transfers: NodeProcess) {
+    let summary = transfers.wait_for("the transfers' summary", |line| {
+        line.starts_with("committed ").then(|| line.to_owned())
+    });
+    assert!(
+        summary.starts_with(&format!("committed {TRANSFERS}, ")) && summary.contains("other 0)"),
+        "transfers: {summary}"
+    );
+    let status = transfers.wait_exit();
+    assert!(status.success(), "replicast client transfers: {status}");
 }
 
 /// `replicast client --config CONFIG put OID DATA` on host `host`; returns the TID.
@@ -251,6 +450,52 @@ fn get(sites: &Sites, host: &str, config: &std::path::Path, oid: u64) -> (String
         .split_once(' ')
         .unwrap_or_else(|| panic!("get prints SERIAL DATA: {line:?}"));
     (serial.to_owned(), data.to_owned())
+}
+
+/// A storage's whole committed history: its transactions and every object revision.
+#[derive(PartialEq)]
+struct History {
+    transactions: Vec<CommittedTransaction>,
+    objects: Vec<ReplicatedObject>,
+}
+
+impl History {
+    fn read(database: &std::path::Path) -> Self {
+        const BATCH: usize = 1000;
+        let store = Store::open(database)
+            .unwrap_or_else(|error| panic!("open {}: {error}", database.display()));
+        let mut transactions = Vec::new();
+        loop {
+            let after = transactions
+                .last()
+                .map_or(Tid::ZERO, |last: &CommittedTransaction| last.tid);
+            let batch = store
+                .transactions_after(after, BATCH)
+                .expect("read transactions");
+            let done = batch.len() < BATCH;
+            transactions.extend(batch);
+            if done {
+                break;
+            }
+        }
+        let partitions = PartitionSet::all(PARTITIONS);
+        let mut objects = Vec::new();
+        let mut cursor = ObjectCursor::START;
+        loop {
+            let batch = store
+                .objects_for(&partitions, cursor, BATCH)
+                .expect("read object revisions");
+            objects.extend(batch.objects);
+            match batch.resume {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        Self {
+            transactions,
+            objects,
+        }
+    }
 }
 
 fn assert_stored(store: &Store, storage: &str, oid: u64, tid: &str, data: &str) {

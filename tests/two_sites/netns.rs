@@ -210,6 +210,23 @@ impl Sites {
         }
     }
 
+    /// `ip -n NAMESPACE ARGS` for host `name`; returns its output.
+    pub fn ip_in(&self, name: &str, args: &[&str]) -> String {
+        let namespace = &self.host(name).namespace;
+        let output = Command::new("ip")
+            .args(["-n", namespace])
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run `ip` (iproute2): {error}"));
+        assert!(
+            output.status.success(),
+            "ip -n {namespace} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// `ip netns exec NAMESPACE PROGRAM` for host `name`, to add arguments to and run.
     pub fn exec(&self, name: &str, program: &str) -> Command {
         let mut command = Command::new("ip");
