@@ -1,0 +1,311 @@
+//! One partition's history exported in batches bounded in bytes and imported with its progress:
+//! batches stay near the byte budget, resume where they stopped (also across a reopen), stop at
+//! the bound, and rebuild exactly the source's partition; importing twice changes nothing.
+//! Also the commit paths a feeding replica uses: stores and votes without the serial check, and
+//! a finish that arrives after replication imported its TID or later ones.
+
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::storage::{
+    ObjectCursor, ObjectData, ReplicationProgress, StorageError, Store, TransactionInfo,
+};
+use tempfile::TempDir;
+
+const PARTITIONS: u32 = 4;
+
+fn open(dir: &TempDir, name: &str) -> Store {
+    Store::open(dir.path().join(name)).expect("open store")
+}
+
+/// Commits one transaction writing `objects` on top of their last revisions, at `tid`.
+fn commit(store: &Store, ttid: Tid, tid: Tid, objects: &[(Oid, Vec<u8>)]) {
+    for (oid, data) in objects {
+        let serial = store
+            .load(*oid)
+            .expect("load")
+            .map_or(Tid::ZERO, |revision| revision.tid);
+        store
+            .store_pending(ttid, *oid, serial, ObjectData::Bytes(data.clone()))
+            .expect("store");
+    }
+    store.vote(ttid, &TransactionInfo::default()).expect("vote");
+    store.finish(ttid, tid).expect("finish");
+}
+
+/// 40 transactions at TIDs 10, 20, ..., 400; transaction `n` writes objects `n % 8` and
+/// `(n * 3 + 1) % 8` with 100 bytes each.
+fn populate(store: &Store) {
+    for n in 1..=40u64 {
+        let mut oids = vec![Oid(n % 8), Oid((n * 3 + 1) % 8)];
+        oids.dedup();
+        let objects: Vec<(Oid, Vec<u8>)> = oids
+            .into_iter()
+            .map(|oid| (oid, vec![n as u8; 100]))
+            .collect();
+        commit(store, Tid(100_000 + n), Tid(10 * n), &objects);
+    }
+}
+
+/// Every revision of `partition`: (oid, tid, digest).
+fn history(store: &Store, partition: u32, up_to: Tid) -> Vec<(Oid, Tid, [u8; 16])> {
+    let batch = store
+        .partition_objects(
+            partition,
+            PARTITIONS,
+            ObjectCursor::START,
+            up_to,
+            usize::MAX,
+        )
+        .expect("export");
+    assert_eq!(batch.resume, None, "one unbounded batch holds everything");
+    batch
+        .objects
+        .into_iter()
+        .map(|object| (object.oid, object.tid, object.digest.0))
+        .collect()
+}
+
+/// Replicates `partition` from `source` into the store `target` (reopened for every batch,
+/// so that only the recorded progress carries over) up to `up_to`, in batches of about
+/// `budget` bytes; returns how many batches it took.
+fn catch_up(
+    source: &Store,
+    dir: &TempDir,
+    target: &str,
+    partition: u32,
+    up_to: Tid,
+    budget: usize,
+) -> usize {
+    let mut batches = 0;
+    loop {
+        let store = open(dir, target);
+        let progress = store.replication_progress(partition).expect("progress");
+        let done = ReplicationProgress::complete_to(up_to);
+        if progress.transactions < up_to {
+            let batch = source
+                .partition_transactions(partition, PARTITIONS, progress.transactions, up_to, budget)
+                .expect("export transactions");
+            let reached = batch.resume.unwrap_or(up_to);
+            assert!(reached > progress.transactions, "the cursor moves forward");
+            for transaction in &batch.transactions {
+                assert!(transaction.tid > progress.transactions && transaction.tid <= reached);
+                assert!(
+                    transaction
+                        .oids
+                        .iter()
+                        .all(|oid| oid.0 % u64::from(PARTITIONS) == u64::from(partition)),
+                    "only the partition's objects are listed"
+                );
+            }
+            let next = ReplicationProgress {
+                transactions: reached,
+                ..progress
+            };
+            store
+                .import_transactions(partition, &batch.transactions, next)
+                .expect("import transactions");
+        } else if progress.objects < done.objects {
+            let batch = source
+                .partition_objects(partition, PARTITIONS, progress.objects, up_to, budget)
+                .expect("export objects");
+            let bytes: usize = batch
+                .objects
+                .iter()
+                .map(|object| object.data.as_bytes().len())
+                .sum();
+            assert!(
+                batch.objects.len() <= 1 || bytes <= budget + 100,
+                "{bytes} bytes in a batch of budget {budget}"
+            );
+            let reached = batch.resume.unwrap_or(done.objects);
+            assert!(reached > progress.objects, "the cursor moves forward");
+            let next = ReplicationProgress {
+                objects: reached,
+                ..progress
+            };
+            store
+                .import_objects(partition, &batch.objects, next)
+                .expect("import objects");
+        } else {
+            return batches;
+        }
+        batches += 1;
+        assert!(batches < 10_000, "replication does not terminate");
+    }
+}
+
+#[test]
+fn byte_bounded_batches_rebuild_a_partition_up_to_the_bound() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = open(&dir, "source.redb");
+    populate(&source);
+    for partition in 0..PARTITIONS {
+        for (budget, up_to) in [(250, Tid(400)), (1 << 20, Tid(400)), (250, Tid(205))] {
+            let target = format!("p{partition}-{budget}-{}.redb", up_to.0);
+            let batches = catch_up(&source, &dir, &target, partition, up_to, budget);
+            if budget == 250 {
+                assert!(batches > 4, "a small budget takes many batches ({batches})");
+            }
+            let copy = open(&dir, &target);
+            assert_eq!(
+                history(&copy, partition, Tid::MAX),
+                history(&source, partition, up_to),
+                "partition {partition}, budget {budget}, up to {up_to}"
+            );
+            for other in (0..PARTITIONS).filter(|other| *other != partition) {
+                assert!(
+                    history(&copy, other, Tid::MAX).is_empty(),
+                    "only {partition}"
+                );
+            }
+            assert_eq!(
+                copy.replication_progress(partition).expect("progress"),
+                ReplicationProgress::complete_to(up_to)
+            );
+        }
+    }
+}
+
+#[test]
+fn importing_a_batch_again_changes_nothing_and_progress_never_goes_back() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = open(&dir, "source.redb");
+    populate(&source);
+    let target = open(&dir, "target.redb");
+    let transactions = source
+        .partition_transactions(1, PARTITIONS, Tid::ZERO, Tid(400), usize::MAX)
+        .expect("export");
+    let objects = source
+        .partition_objects(1, PARTITIONS, ObjectCursor::START, Tid(400), usize::MAX)
+        .expect("export");
+    let whole = ReplicationProgress::complete_to(Tid(400));
+    for _ in 0..2 {
+        target
+            .import_transactions(1, &transactions.transactions, whole)
+            .expect("import");
+        target
+            .import_objects(1, &objects.objects, whole)
+            .expect("import");
+    }
+    // An older progress (a late batch of an earlier round) does not move it back.
+    target
+        .import_objects(1, &objects.objects[..1], ReplicationProgress::default())
+        .expect("import");
+    assert_eq!(target.replication_progress(1).expect("progress"), whole);
+    assert_eq!(history(&target, 1, Tid::MAX), history(&source, 1, Tid::MAX));
+    assert_eq!(
+        target.replication_progress(2).expect("progress"),
+        ReplicationProgress::default(),
+        "nothing recorded for another partition"
+    );
+}
+
+#[test]
+fn a_tampered_batch_is_refused_whole_and_records_no_progress() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = open(&dir, "source.redb");
+    populate(&source);
+    let target = open(&dir, "target.redb");
+    let transactions = source
+        .partition_transactions(1, PARTITIONS, Tid::ZERO, Tid(400), usize::MAX)
+        .expect("export");
+    target
+        .import_transactions(
+            1,
+            &transactions.transactions,
+            ReplicationProgress {
+                transactions: Tid(400),
+                ..ReplicationProgress::default()
+            },
+        )
+        .expect("import");
+    let mut objects = source
+        .partition_objects(1, PARTITIONS, ObjectCursor::START, Tid(400), usize::MAX)
+        .expect("export")
+        .objects;
+    let last = objects.len() - 1;
+    objects[last].data = ObjectData::Bytes(b"tampered".to_vec());
+    let error = target
+        .import_objects(1, &objects, ReplicationProgress::complete_to(Tid(400)))
+        .expect_err("a bad digest is refused");
+    assert!(
+        matches!(error, StorageError::DigestMismatch { .. }),
+        "{error}"
+    );
+    assert!(history(&target, 1, Tid::MAX).is_empty(), "nothing imported");
+    assert_eq!(
+        target.replication_progress(1).expect("progress").objects,
+        ObjectCursor::START
+    );
+}
+
+#[test]
+fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = open(&dir, "source.redb");
+    populate(&source);
+    let feeding = open(&dir, "feeding.redb");
+    let oid = Oid(1);
+    let last = source.load(oid).expect("load").expect("exists").tid;
+
+    // The client stores on top of the last revision, which the feeding replica lacks: the
+    // checked store refuses, the unchecked one takes it, and the vote skips the check too.
+    let data = ObjectData::Bytes(b"new".to_vec());
+    assert!(matches!(
+        feeding.store_pending(Tid(1_000), oid, last, data.clone()),
+        Err(StorageError::Conflict { .. })
+    ));
+    feeding
+        .store_pending_unchecked(Tid(1_000), oid, last, data.clone())
+        .expect("unchecked store");
+    assert!(matches!(
+        feeding.vote(Tid(1_000), &TransactionInfo::default()),
+        Err(StorageError::Conflict { .. })
+    ));
+    feeding
+        .vote_unchecked_for(Tid(1_000), &TransactionInfo::default(), |unchecked| {
+            unchecked == oid
+        })
+        .expect("vote without the check for the feeding partition");
+
+    // Meanwhile replication imported the history up to TID 500, the commit's own TID
+    // included (the source committed it first).
+    commit(&source, Tid(1_000), Tid(500), &[(oid, b"new".to_vec())]);
+    let partition = 1;
+    let transactions = source
+        .partition_transactions(partition, PARTITIONS, Tid::ZERO, Tid(500), usize::MAX)
+        .expect("export")
+        .transactions;
+    let objects = source
+        .partition_objects(
+            partition,
+            PARTITIONS,
+            ObjectCursor::START,
+            Tid(500),
+            usize::MAX,
+        )
+        .expect("export")
+        .objects;
+    let whole = ReplicationProgress::complete_to(Tid(500));
+    feeding
+        .import_transactions(partition, &transactions, whole)
+        .expect("import");
+    feeding
+        .import_objects(partition, &objects, whole)
+        .expect("import");
+
+    // The finish of TID 500 arrives now: in order it is refused, merging it is not.
+    assert!(matches!(
+        feeding.finish(Tid(1_000), Tid(500)),
+        Err(StorageError::TidNotAfterLast { .. })
+    ));
+    feeding
+        .finish_merging(Tid(1_000), Tid(500))
+        .expect("merging finish");
+    assert!(feeding.pending_transactions().expect("pending").is_empty());
+    assert_eq!(
+        history(&feeding, partition, Tid::MAX),
+        history(&source, partition, Tid::MAX)
+    );
+    let revision = feeding.load(oid).expect("load").expect("exists");
+    assert_eq!((revision.tid, revision.data), (Tid(500), data));
+}
