@@ -235,3 +235,205 @@ impl Master {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use crate::ids::Tid;
+    use crate::master::{Master, MasterConfig, MasterEvent};
+    use crate::partition::{CellState, PartitionTable};
+    use crate::protocol::{Message, Transmit};
+
+    fn drain(master: &mut Master) -> Vec<Transmit> {
+        std::iter::from_fn(|| master.poll_transmit()).collect()
+    }
+
+    fn events(master: &mut Master) -> Vec<MasterEvent> {
+        std::iter::from_fn(|| master.poll_event()).collect()
+    }
+
+    /// A master with s1..s3 running and client c1; s3 was lost and is out of date.
+    fn master_with_s3_out_of_date(now: SystemTime) -> Master {
+        let storages = ["s1", "s2", "s3"].map(String::from);
+        let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
+        let mut master = Master::new(table, MasterConfig::default());
+        for storage in &storages {
+            master
+                .handle(now, storage, Message::StorageReady)
+                .expect("ready");
+        }
+        master
+            .handle(now, "c1", Message::ClientHello)
+            .expect("hello");
+        master.peer_lost(now, "s3").expect("lost");
+        drain(&mut master);
+        events(&mut master);
+        master
+    }
+
+    fn cells_of<'a>(master: &'a Master, node: &'a str) -> impl Iterator<Item = CellState> + 'a {
+        master
+            .table()
+            .partitions()
+            .flatten()
+            .filter(move |cell| cell.node == node)
+            .map(|cell| cell.state)
+    }
+
+    /// The Replicate sent to `node`, if any.
+    fn replicate_to(sent: &[Transmit], node: &str) -> Option<(Tid, Vec<(u32, Tid)>)> {
+        sent.iter().find_map(|transmit| match &transmit.message {
+            Message::Replicate { up_to, partitions } if transmit.to == node => {
+                Some((*up_to, partitions.clone()))
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_returning_storage_feeds_and_is_told_to_replicate_once_open_transactions_end() {
+        let now = SystemTime::now();
+        let mut master = master_with_s3_out_of_date(now);
+        assert!(cells_of(&master, "s3").all(|state| state == CellState::OutOfDate));
+        // A transaction is open when s3 comes back: its client chose replicas without s3.
+        master.handle(now, "c1", Message::AskBegin).expect("begin");
+        let ttid = drain(&mut master)
+            .iter()
+            .find_map(|transmit| match transmit.message {
+                Message::AnswerBegin { ttid } => Some(ttid),
+                _ => None,
+            })
+            .expect("begun");
+
+        master
+            .handle(now, "s3", Message::StorageReady)
+            .expect("ready");
+        let sent = drain(&mut master);
+        assert!(cells_of(&master, "s3").all(|state| state == CellState::Feeding));
+        let tables: Vec<&str> = sent
+            .iter()
+            .filter(|transmit| matches!(transmit.message, Message::PartitionTable(_)))
+            .map(|transmit| transmit.to.as_str())
+            .collect();
+        assert!(tables.contains(&"c1"), "the client learns s3 is writable");
+        assert_eq!(replicate_to(&sent, "s3"), None, "{ttid} is still open");
+
+        // The open transaction ends (here: aborted by its client); now s3 replicates.
+        master
+            .handle(now, "c1", Message::AbortTransaction { ttid })
+            .expect("abort");
+        let sent = drain(&mut master);
+        let (up_to, partitions) = replicate_to(&sent, "s3").expect("Replicate sent");
+        assert_eq!(up_to, Tid::ZERO, "nothing committed yet");
+        let mut expected: Vec<u32> = master.table().partitions_of("s3").collect();
+        expected.sort_unstable();
+        let mut asked: Vec<u32> = partitions.iter().map(|(partition, _)| *partition).collect();
+        asked.sort_unstable();
+        assert_eq!(asked, expected);
+        assert!(events(&mut master).iter().any(
+            |event| matches!(event, MasterEvent::ReplicationStarted { node, .. } if node == "s3")
+        ));
+
+        // A report for another bound is from an older round: nothing changes.
+        let stale = master.table().clone();
+        master
+            .handle(
+                now,
+                "s3",
+                Message::Replicated {
+                    partition: asked[0],
+                    up_to: Tid(12_345),
+                },
+            )
+            .expect("a stale report is no error");
+        assert_eq!(master.table(), &stale);
+
+        // Each partition reported at the bound becomes readable; the last one completes s3.
+        for (index, partition) in asked.iter().enumerate() {
+            master
+                .handle(
+                    now,
+                    "s3",
+                    Message::Replicated {
+                        partition: *partition,
+                        up_to,
+                    },
+                )
+                .expect("replicated");
+            let cells = master.table().cells(*partition).expect("a partition");
+            assert!(cells.iter().all(|cell| cell.state == CellState::UpToDate));
+            let sent = drain(&mut master);
+            assert!(
+                sent.iter().any(|transmit| transmit.to == "c1"
+                    && matches!(transmit.message, Message::PartitionTable(_))),
+                "the new table goes to the client"
+            );
+            let caught_up =
+                events(&mut master).contains(&MasterEvent::StorageUpToDate { node: "s3".into() });
+            assert_eq!(caught_up, index + 1 == asked.len());
+        }
+        assert!(cells_of(&master, "s3").all(|state| state == CellState::UpToDate));
+    }
+
+    #[test]
+    fn a_running_storage_reported_failed_feeds_again_at_once() {
+        let now = SystemTime::now();
+        let storages = ["s1", "s2", "s3"].map(String::from);
+        let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
+        let mut master = Master::new(table, MasterConfig::default());
+        for storage in &storages {
+            master
+                .handle(now, storage, Message::StorageReady)
+                .expect("ready");
+        }
+        master
+            .handle(now, "c1", Message::ClientHello)
+            .expect("hello");
+        master.handle(now, "c1", Message::AskBegin).expect("begin");
+        let ttid = drain(&mut master)
+            .iter()
+            .find_map(|transmit| match transmit.message {
+                Message::AnswerBegin { ttid } => Some(ttid),
+                _ => None,
+            })
+            .expect("begun");
+        // The client's transaction saw s3 fail; s1 voted for an object of a partition that s1
+        // shares with s3.
+        let oid = crate::ids::Oid(0);
+        master
+            .handle(
+                now,
+                "c1",
+                Message::AskFinish {
+                    ttid,
+                    oids: vec![oid],
+                    voters: vec!["s1".into()],
+                    failed: vec!["s3".into()],
+                },
+            )
+            .expect("finish");
+        let sent = drain(&mut master);
+        assert!(events(&mut master).contains(&MasterEvent::StorageOutOfDate { node: "s3".into() }));
+        // s3 still runs: its cells feed right away, and once the finish completes (the one
+        // transaction open when they started) it is told to replicate up to that commit.
+        assert!(cells_of(&master, "s3").all(|state| state == CellState::Feeding));
+        assert_eq!(replicate_to(&sent, "s3"), None);
+        let tid = sent
+            .iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Finish { tid, .. } if transmit.to == "s1" => Some(tid),
+                _ => None,
+            })
+            .expect("s1 finishes");
+        master
+            .handle(now, "s1", Message::Finished { ttid, tid })
+            .expect("finished");
+        let (up_to, partitions) = replicate_to(&drain(&mut master), "s3").expect("Replicate");
+        assert_eq!(up_to, tid);
+        assert!(
+            partitions.iter().all(|(_, whole)| *whole == Tid::ZERO),
+            "s3 held everything committed before it went out of date: nothing"
+        );
+    }
+}
