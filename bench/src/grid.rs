@@ -114,6 +114,10 @@ pub struct CellKnobs {
     /// Transactions per client before measuring (connections open, windows grow, `auto` sees
     /// its replicas prove reachable).
     pub warmup_transactions: u64,
+    /// When counting transactions, a client stops early (after at least one commit) once the
+    /// measured part ran this many seconds, so that one slow cell cannot hold up a sweep.
+    #[serde(default)]
+    pub time_limit_s: Option<f64>,
 }
 
 impl CellKnobs {
@@ -210,12 +214,16 @@ pub struct Sweep {
     pub amount: Amount,
     /// Warm-up transactions per client.
     pub warmup_transactions: u64,
+    /// Seconds after which a cell counting transactions stops early (`None`: never).
+    pub time_limit_s: Option<f64>,
 }
 
 impl Sweep {
     /// The default of `replicast bench`: 1, 4 and 8 replicas x 64 KiB and 1 MiB objects x
     /// 20 ms RTT x 0 and 1% loss on a 100 Mbit/s writer link, all three strategies, 10
-    /// transactions of one object per cell. Under two minutes on two cores (release build).
+    /// transactions of one object per cell (a cell stops counting after 4 s: unicast of 1 MiB
+    /// under loss takes seconds per transaction). Under two minutes on two cores (release
+    /// build).
     pub fn default_grid() -> Self {
         Self {
             replicas: vec![1, 4, 8],
@@ -227,8 +235,9 @@ impl Sweep {
             clients: vec![1],
             strategies: StrategyName::ALL.to_vec(),
             jitter_ms: 0.0,
-            amount: Amount::Transactions(10),
-            warmup_transactions: 2,
+            amount: Amount::Transactions(8),
+            warmup_transactions: 1,
+            time_limit_s: Some(4.0),
         }
     }
 
@@ -247,12 +256,13 @@ impl Sweep {
             jitter_ms: 0.0,
             amount: Amount::Transactions(20),
             warmup_transactions: 2,
+            time_limit_s: None,
         }
     }
 
     /// `--preset node`: issue 5's node benchmark on plain loopback (no emulation): 1, 10 and
     /// 100 objects of 1 KiB and 64 KiB per transaction, 1 and 8 clients, per strategy, on 3
-    /// replicas.
+    /// replicas; 20 transactions per client, a cell stops counting after 8 s.
     pub fn node_grid() -> Self {
         Self {
             replicas: vec![3],
@@ -266,6 +276,7 @@ impl Sweep {
             jitter_ms: 0.0,
             amount: Amount::Transactions(20),
             warmup_transactions: 2,
+            time_limit_s: Some(8.0),
         }
     }
 
@@ -297,6 +308,7 @@ impl Sweep {
                                             transactions,
                                             duration_s,
                                             warmup_transactions: self.warmup_transactions,
+                                            time_limit_s: self.time_limit_s,
                                         });
                                     }
                                 }

@@ -198,7 +198,13 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
             let mut commits = 0u64;
             loop {
                 let done = match knobs.amount() {
-                    Amount::Transactions(count) => commits >= count,
+                    Amount::Transactions(count) => {
+                        commits >= count
+                            || (commits > 0
+                                && knobs
+                                    .time_limit_s
+                                    .is_some_and(|limit| started.elapsed().as_secs_f64() >= limit))
+                    }
                     Amount::Duration(duration) => commits > 0 && started.elapsed() >= duration,
                 };
                 if done {

@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// Transactions per client before measuring.
     #[arg(long)]
     warmup: Option<u64>,
+    /// Seconds after which a cell stops counting transactions early (after one commit);
+    /// 0 for no limit. Default: the preset's (4 s default, 8 s node, none full), none when
+    /// --transactions is given.
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<f64>,
     /// Seed of the emulated links and payloads.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -113,6 +118,13 @@ impl BenchArgs {
         }
         if let Some(count) = self.transactions {
             sweep.amount = Amount::Transactions(count);
+            sweep.time_limit_s = None;
+        }
+        if let Some(seconds) = self.time_limit {
+            if !(seconds >= 0.0 && seconds.is_finite()) {
+                return Err(format!("--time-limit {seconds} is not a number of seconds").into());
+            }
+            sweep.time_limit_s = (seconds > 0.0).then_some(seconds);
         }
         if let Some(seconds) = self.duration {
             if !(seconds > 0.0 && seconds.is_finite()) {

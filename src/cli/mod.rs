@@ -53,7 +53,9 @@ pub enum Command {
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     let config_level = match &cli.command {
-        Command::Certs(_) | Command::Bench(_) => None,
+        Command::Certs(_) => None,
+        // The clusters a bench starts and stops per cell warn about their own teardown.
+        Command::Bench(_) => Some("error"),
         Command::Node(args) => node::config_log_level(args.config()),
         Command::Client(args) => node::config_log_level(args.config()),
         Command::Status(args) => node::config_log_level(args.config()),
