@@ -13,6 +13,12 @@
 //! the recovered commits are applied once every outcome is known, in TID order, as the store
 //! requires. A finish that crosses the master's answer to such a question is acknowledged
 //! again, so the master does not take this storage for silent.
+//!
+//! A storage whose cells are feeding catches up by replication from the
+//! up-to-date cells (it pulls; up-to-date storages serve the batches), and takes stores for
+//! those partitions without the serial check until it holds their whole history. Commits use
+//! [`Store::finish_merging`]: replication may have imported the commit's TID, or later ones,
+//! before its finish arrived.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
