@@ -131,6 +131,20 @@ fn two_sites_in_namespaces_requires_root() {
             "multicast does not cross the router: {status:#}"
         );
     }
+    // The table an operator reads says the same.
+    let mut command = sites.exec("master", support::BIN);
+    command
+        .args(["status", "--config"])
+        .arg(deployment.config("master"));
+    let table = support::run(&mut command, "replicast status")
+        .unwrap_or_else(|error| panic!("replicast status: {error}"));
+    eprintln!("{table}");
+    for word in STORAGES.iter().chain(&["client-a", "multicast", "unicast"]) {
+        assert!(
+            table.contains(word),
+            "the status table names {word}:\n{table}"
+        );
+    }
     finish_transfers(transfers);
 
     // A site-B storage loses its link: the master marks its cells out of date and commits go
