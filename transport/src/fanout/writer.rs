@@ -610,3 +610,104 @@ impl Delivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use replicast_certs::ClusterCa;
+
+    use super::*;
+    use crate::fanout::{FanoutReceiver, FanoutReceiverConfig, ReceivedVia};
+    use crate::quic::{EndpointConfig, Incoming, LinkConfig};
+
+    fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+        let identity = ca.issue(name, &[]).expect("issue node certificate");
+        Endpoint::bind(EndpointConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            server_tls: identity.server_config().expect("server config"),
+            client_tls: identity.client_config().expect("client config"),
+            link: LinkConfig::default(),
+        })
+        .expect("bind endpoint")
+    }
+
+    /// A writer without a group reaches a receiver fed by an application that serves its
+    /// own messages on the same endpoint.
+    #[tokio::test]
+    async fn a_unicast_writer_reaches_a_fed_receiver() {
+        let ca = ClusterCa::generate("fanout-unit").expect("cluster CA");
+        let replica_endpoint = endpoint(&ca, "replica");
+        let addr = replica_endpoint.local_addr().expect("address");
+        let (mut receiver, feed) = FanoutReceiver::start_fed(FanoutReceiverConfig::default());
+        let (messages, mut application) = mpsc::unbounded_channel();
+        let router_feed = feed.clone();
+        let router = tokio::spawn(async move {
+            while let Some(incoming) = replica_endpoint.accept().await {
+                match incoming {
+                    Incoming::Message(message) => {
+                        let _ = messages.send(message.body().to_vec());
+                    }
+                    other => router_feed.handle(other),
+                }
+            }
+        });
+
+        let writer_endpoint = endpoint(&ca, "writer");
+        let writer = Fanout::unicast(writer_endpoint.clone());
+        assert!(!writer.has_group());
+        assert_eq!(writer.strategy(), Strategy::Unicast);
+        writer
+            .add_replica("replica", addr)
+            .await
+            .expect("add replica");
+        let report = writer
+            .send(1, Bytes::from_static(b"object"))
+            .await
+            .expect("send")
+            .wait()
+            .await;
+        assert!(report.all_delivered(), "{report:?}");
+        assert_eq!(report.path("replica"), Some(DeliveryPath::Unicast));
+        let object = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("delivered in time")
+            .expect("receiver runs");
+        assert_eq!(
+            (object.writer.as_str(), object.object_id, object.via),
+            ("writer", 1, ReceivedVia::Unicast)
+        );
+        assert_eq!(&object.data[..], b"object");
+
+        // The application's own messages still reach it.
+        let link = writer_endpoint
+            .known_link("replica")
+            .expect("the writer dialed the replica");
+        link.send_message(&7u32).await.expect("send a message");
+        let body = tokio::time::timeout(Duration::from_secs(10), application.recv())
+            .await
+            .expect("the message in time")
+            .expect("router runs");
+        assert!(!body.is_empty());
+
+        // Without a group: no multicast, no multicast counters, every replica unproven.
+        let multicast = writer
+            .send_to(2, Bytes::new(), &["replica"], Strategy::Multicast)
+            .await;
+        assert!(matches!(multicast, Err(FanoutError::NoGroup)));
+        assert!(matches!(
+            writer.multicast_stats().await,
+            Err(FanoutError::NoGroup)
+        ));
+        assert_eq!(
+            writer.reachability().get("replica"),
+            Some(&Reachability::Unproven)
+        );
+        assert_eq!(feed.stats().map(|stats| stats.unicast_objects), Some(1));
+
+        // Once the receiver is gone, the feed refuses everything.
+        drop(receiver);
+        assert!(feed.stats().is_none());
+        router.abort();
+    }
+}
