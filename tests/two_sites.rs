@@ -107,10 +107,16 @@ fn two_sites_in_namespaces_requires_root() {
     // A long-running writer in site A under `auto`: site A's storages get its stores by
     // multicast, site B's by unicast, as the writer reports them to the master.
     let transfers = start_transfers(&sites, &writer, 1);
+    // A replica gets unicast until it proves reachable on the group, so the wait is for site
+    // A's storages to have proven themselves; site B's can only be unicast.
     let status = wait_status(&sites, &deployment, "the writer's store paths", |status| {
-        ["storage-a1", "storage-a2", "storage-b1", "storage-b2"]
+        let path = |storage| store_path(status, "client-a", storage);
+        ["storage-a1", "storage-a2"]
             .iter()
-            .all(|storage| store_path(status, "client-a", storage).is_some())
+            .all(|storage| path(storage).as_deref() == Some("multicast"))
+            && ["storage-b1", "storage-b2"]
+                .iter()
+                .all(|storage| path(storage).is_some())
     });
     for storage in ["storage-a1", "storage-a2"] {
         assert_eq!(
