@@ -24,8 +24,6 @@ fn run_bench(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
             "5",
             "--warmup",
             "1",
-            "--rtt",
-            "1",
             "--loss",
             "0",
             "--rate",
@@ -60,13 +58,14 @@ fn run_bench(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
 
 unsafe extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
+    fn geteuid() -> u32;
 }
 
 #[test]
 fn tiny_sweep_writes_a_consistent_results_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("bench");
-    let output = run_bench(&out, &[]);
+    let output = run_bench(&out, &["--rtt", "1"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -146,13 +145,48 @@ fn tiny_sweep_writes_a_consistent_results_file() {
     }
 }
 
+/// As root, `--netns` runs the cells across network namespaces with the nodes as processes;
+/// otherwise it says that it needs root and fails.
 #[test]
-fn netns_mode_explains_itself() {
+fn netns_mode_runs_as_root_and_explains_itself_otherwise() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = run_bench(dir.path(), &["--netns"]);
-    assert!(!output.status.success());
+    let out = dir.path().join("netns");
+    let output = run_bench(
+        &out,
+        &["--netns", "--rtt", "0", "--strategies", "unicast,multicast"],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--netns"), "a clear message: {stderr}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains("--netns needs root"),
+            "a clear message: {stderr}"
+        );
+        return;
+    }
+    assert!(output.status.success(), "replicast bench --netns: {stderr}");
+    let text = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    let results = Results::from_json(&text).expect("results.json has the documented schema");
+    assert_eq!(results.mode, "netns");
+    assert_eq!(results.cells.len(), 4);
+    for cell in &results.cells {
+        assert_eq!(cell.figures.commits, 5);
+    }
+    let bytes = |strategy: StrategyName| {
+        results
+            .cells
+            .iter()
+            .find(|c| c.knobs.strategy == strategy && c.knobs.replicas == 4)
+            .map(|c| c.figures.writer_multicast_bytes + c.figures.writer_quic_bytes)
+            .expect("cell ran")
+    };
+    assert!(
+        bytes(StrategyName::Multicast) < bytes(StrategyName::Unicast),
+        "multicast crossed the bridge once: {} vs {}",
+        bytes(StrategyName::Multicast),
+        bytes(StrategyName::Unicast)
+    );
 }
 
 /// Every figure docs/BENCH.md documents.

@@ -84,6 +84,20 @@ pub fn writer_multicast(knobs: &CellKnobs, seed: u64) -> Option<ImpairmentConfig
         .then(|| ImpairmentConfig::none().with_send(writer_send(knobs, seed)))
 }
 
+/// The impairment of the writer's multicast sender with the cell's loss on its send link, for
+/// storages whose receivers cannot be impaired (other processes): every storage then misses
+/// the same datagrams, where in-process each draws its own.
+pub fn writer_multicast_lossy(knobs: &CellKnobs, seed: u64) -> Option<ImpairmentConfig> {
+    if !knobs.emulated() {
+        return None;
+    }
+    let mut link = writer_send(knobs, seed);
+    if knobs.loss > 0.0 {
+        link = link.loss(random_loss(knobs.loss));
+    }
+    Some(ImpairmentConfig::none().with_send(link))
+}
+
 /// The impairment of a storage's multicast receiver (`None`: not emulated).
 pub fn storage_multicast(knobs: &CellKnobs, seed: u64) -> Option<ImpairmentConfig> {
     if !knobs.emulated() {
@@ -108,11 +122,21 @@ pub fn endpoint(
     name: &str,
     conditions: Option<LinkConditions>,
 ) -> Result<Endpoint, BenchError> {
+    endpoint_at(ca, name, Ipv4Addr::LOCALHOST, conditions)
+}
+
+/// [`endpoint`] bound to `address` (any free port).
+pub fn endpoint_at(
+    ca: &ClusterCa,
+    name: &str,
+    address: Ipv4Addr,
+    conditions: Option<LinkConditions>,
+) -> Result<Endpoint, BenchError> {
     let identity = ca
         .issue(name, &[])
         .map_err(|e| BenchError::setup(format!("certificate for {name}"), e))?;
     let config = EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        listen: (address, 0).into(),
         server_tls: identity
             .server_config()
             .map_err(|e| BenchError::setup(format!("server TLS of {name}"), e))?,
@@ -125,7 +149,7 @@ pub fn endpoint(
         return Endpoint::bind(config)
             .map_err(|e| BenchError::setup(format!("endpoint of {name}"), e));
     };
-    let socket = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    let socket = std::net::UdpSocket::bind(SocketAddr::from((address, 0)))
         .map_err(|e| BenchError::setup(format!("UDP socket of {name}"), e))?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| BenchError::Setup(format!("endpoint of {name}: no tokio runtime")))?;

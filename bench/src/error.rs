@@ -52,12 +52,6 @@ pub enum BenchError {
          run without --netns for the in-process emulated cluster"
     )]
     NotRoot,
-    /// The namespace mode is not built yet.
-    #[error(
-        "--netns is not implemented yet: the comparison across real network namespaces is \
-         planned; run without --netns for the in-process emulated cluster"
-    )]
-    NetnsNotYet,
     /// The knobs describe no cell that can run.
     #[error("invalid knobs: {0}")]
     Knobs(String),

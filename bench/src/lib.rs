@@ -14,7 +14,7 @@
 //! ([`plot`]).
 //!
 //! ```no_run
-//! use replicast_bench::{RunOptions, Sweep, run};
+//! use replicast_bench::{Mode, RunOptions, Sweep, run};
 //!
 //! let mut sweep = Sweep::default_grid();
 //! sweep.replicas = vec![1, 4];
@@ -23,6 +23,7 @@
 //!     out: "target/replicast-bench".into(),
 //!     seed: 1,
 //!     progress: true,
+//!     mode: Mode::InProcess,
 //! })?;
 //! println!("{}", output.table);
 //! # Ok::<(), replicast_bench::BenchError>(())
@@ -47,4 +48,4 @@ pub mod workload;
 pub use error::BenchError;
 pub use grid::{Amount, CellKnobs, StrategyName, Sweep};
 pub use record::{CellRecord, Figures, Results, SCHEMA_VERSION};
-pub use run::{RunOptions, RunOutput, figures, run, write_outputs};
+pub use run::{Mode, RunOptions, RunOutput, figures, run, write_outputs};

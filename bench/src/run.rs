@@ -11,7 +11,7 @@ use crate::error::BenchError;
 use crate::grid::{CellKnobs, Sweep};
 use crate::record::{CellRecord, Figures, Results, SCHEMA_VERSION};
 use crate::report;
-use crate::workload::{self, WriterOutcome, WriterSetup};
+use crate::workload::{self, WriterHost, WriterOutcome, WriterSetup};
 
 /// Worker threads of the cluster's runtime (the master and the storages share them).
 const CLUSTER_THREADS: usize = 2;
@@ -27,6 +27,31 @@ pub struct RunOptions {
     pub seed: u64,
     /// Whether to draw a progress bar on standard error (when it is a terminal).
     pub progress: bool,
+    /// Where the cells' clusters run.
+    pub mode: Mode,
+}
+
+/// Where the cells' clusters run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// In this process, every node on loopback behind in-process emulated links.
+    InProcess,
+    /// The master and storages as `replicast node` processes (this binary), each in a network
+    /// namespace of its own on one bridge, the writers in a namespace of theirs (root only).
+    Netns {
+        /// The `replicast` binary to start the nodes with.
+        replicast: PathBuf,
+    },
+}
+
+impl Mode {
+    /// `in-process` or `netns`, as results.json names it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InProcess => "in-process",
+            Self::Netns { .. } => "netns",
+        }
+    }
 }
 
 /// What a run produced.
@@ -51,6 +76,12 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
     }
     for knobs in &cells {
         check(knobs)?;
+        if let Mode::Netns { .. } = options.mode {
+            crate::netns::check(knobs)?;
+        }
+    }
+    if let Mode::Netns { .. } = options.mode {
+        crate::netns::check_root()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(CLUSTER_THREADS)
@@ -69,7 +100,10 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(index as u64 * 1_000);
-        let outcome = run_cell(&runtime, index, knobs, seed)?;
+        let outcome = match &options.mode {
+            Mode::InProcess => run_cell(&runtime, index, knobs, seed)?,
+            Mode::Netns { replicast } => crate::netns::run_cell(replicast, index, knobs, seed)?,
+        };
         let figures = figures(knobs, &outcome);
         let line = format!(
             "cell {}/{} {}: p50 {:.1} ms p99 {:.1} ms, {:.1} commits/s ({:.1?})",
@@ -101,7 +135,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
         schema_version: SCHEMA_VERSION,
         tool: "replicast bench".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        mode: "in-process".into(),
+        mode: options.mode.as_str().into(),
         started_unix_s,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cells: records,
@@ -170,6 +204,7 @@ fn run_cell(
         ca: cluster.ca.clone(),
         directory: cluster.directory.clone(),
         storages: cluster.storages.clone(),
+        host: WriterHost::loopback(index, knobs.clients),
     };
     let outcome = workload::run(setup);
     runtime.block_on(cluster.stop());

@@ -3,7 +3,9 @@
 //! (begin, K pipelined stores, vote, finish) through the fan-out with the cell's strategy.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,9 @@ use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::storage::{ObjectData, TransactionInfo};
 use replicast_transport::fanout::{Fanout, FanoutConfig};
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::multicast::driver::{
+    MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
+};
 use replicast_transport::multicast::proto::RateLimit;
 use replicast_transport::quic::Endpoint;
 use tokio::sync::Barrier;
@@ -51,6 +55,50 @@ pub struct WriterSetup {
     pub directory: HashMap<String, SocketAddr>,
     /// The storages' names.
     pub storages: Vec<String>,
+    /// Where the writers run.
+    pub host: WriterHost,
+}
+
+/// Where the writers run: their address, multicast interface and network namespace.
+#[derive(Debug, Clone)]
+pub struct WriterHost {
+    /// The address their endpoints bind to.
+    pub address: Ipv4Addr,
+    /// The interface their multicast senders send on.
+    pub interface: MulticastInterface,
+    /// A network namespace (`/run/netns/NAME`) the writer thread enters before making any
+    /// socket; `None`: this process's.
+    pub namespace: Option<PathBuf>,
+    /// The multicast group of each client, by index.
+    pub groups: Vec<SocketAddr>,
+}
+
+impl WriterHost {
+    /// The writers of an in-process cell: on loopback, groups spread by cell and process.
+    pub fn loopback(cell: usize, clients: usize) -> Self {
+        Self {
+            address: Ipv4Addr::LOCALHOST,
+            interface: MulticastInterface::Loopback,
+            namespace: None,
+            groups: (0..clients).map(|client| group(cell, client)).collect(),
+        }
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter_namespace(path: &Path) -> Result<(), BenchError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| BenchError::setup(format!("network namespace {}", path.display()), e))?;
+    // SAFETY: setns gets a descriptor that is open for the duration of the call; it changes
+    // only the calling thread's network namespace.
+    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if entered != 0 {
+        return Err(BenchError::setup(
+            format!("entering network namespace {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 /// What the writers measured after their warm-up.
@@ -98,6 +146,9 @@ pub fn run(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     let thread = std::thread::Builder::new()
         .name("bench-writer".into())
         .spawn(move || {
+            if let Some(namespace) = &setup.host.namespace {
+                enter_namespace(namespace)?;
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -114,9 +165,20 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
     let knobs = &setup.knobs;
     let name = format!("client-{}", index + 1);
     let seed = setup.seed + 10_000 + index as u64;
-    let endpoint = emulation::endpoint(&setup.ca, &name, emulation::writer_quic(knobs, seed))?;
+    let host = &setup.host;
+    let endpoint = emulation::endpoint_at(
+        &setup.ca,
+        &name,
+        host.address,
+        emulation::writer_quic(knobs, seed),
+    )?;
+    let group = host
+        .groups
+        .get(index)
+        .copied()
+        .ok_or_else(|| BenchError::Setup(format!("no multicast group for {name}")))?;
     let mut multicast = MulticastSenderConfig::new(
-        MulticastSocketConfig::new(group(setup.cell, index)),
+        MulticastSocketConfig::new(group).with_interface(host.interface.clone()),
         index as u64 + 1,
     );
     if let Some(bits) = knobs.rate_bits_per_s {
@@ -125,7 +187,12 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
             burst: RATE_BURST,
         });
     }
-    multicast.impairment = emulation::writer_multicast(knobs, seed ^ 0xface);
+    multicast.impairment = if host.namespace.is_some() {
+        // Storages in other processes cannot lose datagrams on read: the loss is the writer's.
+        emulation::writer_multicast_lossy(knobs, seed ^ 0xface)
+    } else {
+        emulation::writer_multicast(knobs, seed ^ 0xface)
+    };
     let mut config = FanoutConfig::new(multicast);
     config.strategy = knobs.strategy.transport();
     let fanout = Fanout::bind(endpoint.clone(), config)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use replicast_bench::units::{parse_millis, parse_percent, parse_rate, parse_size};
-use replicast_bench::{Amount, RunOptions, StrategyName, Sweep};
+use replicast_bench::{Amount, Mode, RunOptions, StrategyName, Sweep};
 
 use super::Error;
 
@@ -87,7 +87,9 @@ pub struct BenchArgs {
     /// No progress bar or per-cell lines on standard error.
     #[arg(long)]
     quiet: bool,
-    /// Run across real network namespaces joined by a bridge, nodes as processes (root only).
+    /// Run across real network namespaces joined by a bridge, master and storages as
+    /// `replicast node` processes (root only). Only the writer's link is emulated (rate,
+    /// loss); --rtt defaults to 0 and must be 0.
     #[arg(long)]
     netns: bool,
 }
@@ -143,16 +145,25 @@ impl BenchArgs {
 
 /// Runs `replicast bench`.
 pub fn run(args: BenchArgs) -> Result<(), Error> {
-    if args.netns {
-        replicast_bench::netns::run()?;
-        return Ok(());
-    }
-    let sweep = args.sweep()?;
+    let mut sweep = args.sweep()?;
+    let mode = if args.netns {
+        replicast_bench::netns::check_root()?;
+        // The node processes cannot be delayed (no netem): only the writer's link is emulated.
+        if args.rtt.is_empty() {
+            sweep.rtts_ms = vec![0.0];
+        }
+        Mode::Netns {
+            replicast: replicast_bench::netns::replicast_binary()?,
+        }
+    } else {
+        Mode::InProcess
+    };
     let output = replicast_bench::run(&RunOptions {
         sweep,
         out: args.out.clone(),
         seed: args.seed,
         progress: !args.quiet,
+        mode,
     })?;
     print!("{}", output.table);
     println!();
