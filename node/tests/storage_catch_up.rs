@@ -2,12 +2,16 @@
 //! batches stay near the byte budget, resume where they stopped (also across a reopen), stop at
 //! the bound, and rebuild exactly the source's partition; importing twice changes nothing.
 //! Also the commit paths a feeding replica uses: stores and votes without the serial check, and
-//! a finish that arrives after replication imported its TID or later ones.
+//! a finish that arrives after replication imported its TID or later ones. And two storage
+//! roles, a source and a feeding one, exchanging the replication messages.
 
 use replicast_node::ids::{Oid, Tid};
+use replicast_node::partition::PartitionTable;
+use replicast_node::protocol::Message;
 use replicast_node::storage::{
     ObjectCursor, ObjectData, ReplicationProgress, StorageError, Store, TransactionInfo,
 };
+use replicast_node::storage_node::{StorageConfig, StorageNode};
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
@@ -308,4 +312,134 @@ fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
     );
     let revision = feeding.load(oid).expect("load").expect("exists");
     assert_eq!((revision.tid, revision.data), (Tid(500), data));
+}
+
+/// Carries every message between a source and a feeding storage until neither sends any;
+/// returns what went to the master and how many parts of large revisions were asked.
+fn exchange(
+    now: std::time::SystemTime,
+    source: &mut StorageNode,
+    feeding: &mut StorageNode,
+) -> (Vec<Message>, usize) {
+    let mut to_master = Vec::new();
+    let mut parts = 0;
+    for _ in 0..100_000 {
+        let mut idle = true;
+        while let Some(transmit) = feeding.poll_transmit() {
+            idle = false;
+            match transmit.to.as_str() {
+                "source" => {
+                    parts += usize::from(matches!(transmit.message, Message::AskObjectPart { .. }));
+                    source
+                        .handle(now, "feeding", transmit.message)
+                        .expect("the source takes the question");
+                }
+                _ => to_master.push(transmit.message),
+            }
+        }
+        while let Some(transmit) = source.poll_transmit() {
+            idle = false;
+            assert_eq!(transmit.to, "feeding", "the source only answers");
+            feeding
+                .handle(now, "source", transmit.message)
+                .expect("the feeding storage takes the answer");
+        }
+        if idle {
+            return (to_master, parts);
+        }
+    }
+    panic!("the exchange does not end");
+}
+
+#[test]
+fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let now = std::time::SystemTime::now();
+    let source_store = open(&dir, "source.redb");
+    populate(&source_store);
+    // Revisions larger than a batch, one of them an object's last.
+    commit(
+        &source_store,
+        Tid(200_001),
+        Tid(410),
+        &[(Oid(1), vec![7; 5_000])],
+    );
+    commit(
+        &source_store,
+        Tid(200_002),
+        Tid(420),
+        &[(Oid(2), vec![9; 2_001])],
+    );
+    commit(
+        &source_store,
+        Tid(200_003),
+        Tid(430),
+        &[(Oid(1), vec![8; 3_333])],
+    );
+    let config = StorageConfig {
+        replication_batch_bytes: 1_000,
+        ..StorageConfig::default()
+    };
+    let names = ["source", "feeding"].map(String::from);
+    let mut table = PartitionTable::new(PARTITIONS, 2, &names).expect("a table");
+    table
+        .mark_out_of_date("feeding")
+        .expect("feeding is in the table");
+    table
+        .start_feeding("feeding")
+        .expect("feeding is in the table");
+    let mut source =
+        StorageNode::open(now, "source", "master", source_store, config.clone()).expect("source");
+    let mut feeding =
+        StorageNode::open(now, "feeding", "master", open(&dir, "feeding.redb"), config)
+            .expect("feeding");
+    for node in [&mut source, &mut feeding] {
+        node.handle(now, "master", Message::PartitionTable(table.clone()))
+            .expect("table");
+        while node.poll_transmit().is_some() {}
+    }
+    let up_to = Tid(430);
+    let partitions: Vec<(u32, Tid)> = (0..PARTITIONS)
+        .map(|partition| (partition, Tid::ZERO))
+        .collect();
+    feeding
+        .handle(
+            now,
+            "master",
+            Message::Replicate {
+                up_to,
+                partitions: partitions.clone(),
+            },
+        )
+        .expect("replicate");
+    let (reports, parts) = exchange(now, &mut source, &mut feeding);
+    assert!(parts > 3, "large revisions came in parts ({parts} asked)");
+    let mut replicated: Vec<u32> = reports
+        .iter()
+        .map(|message| match message {
+            Message::Replicated {
+                partition,
+                up_to: bound,
+            } => {
+                assert_eq!(*bound, up_to);
+                *partition
+            }
+            other => panic!("unexpected {other:?} to the master"),
+        })
+        .collect();
+    replicated.sort_unstable();
+    assert_eq!(replicated, (0..PARTITIONS).collect::<Vec<_>>());
+    assert!(feeding.catching_up().is_empty());
+    for partition in 0..PARTITIONS {
+        assert_eq!(
+            history(feeding.store(), partition, Tid::MAX),
+            history(source.store(), partition, Tid::MAX),
+            "partition {partition}"
+        );
+    }
+    let large = feeding.store().load(Oid(1)).expect("load").expect("exists");
+    assert_eq!(
+        (large.tid, large.data),
+        (Tid(430), ObjectData::Bytes(vec![8; 3_333]))
+    );
 }

@@ -1629,6 +1629,33 @@ fn any_message() -> impl Strategy<Value = Message> {
                 resume: resume.map(|(tid, oid)| ObjectCursor { tid, oid }),
             }),
         (0u32..14).prop_map(|partition| Message::ReplicationUnavailable { partition }),
+        (0u32..14, any_oid(), any_tid(), 0u64..40).prop_map(|(partition, oid, tid, offset)| {
+            Message::AskObjectPart {
+                partition,
+                oid,
+                tid,
+                offset,
+            }
+        }),
+        (
+            0u32..14,
+            any_oid(),
+            any_tid(),
+            0u64..40,
+            0u64..40,
+            proptest::collection::vec(any::<u8>(), 0..16)
+        )
+            .prop_map(|(partition, oid, tid, total, offset, bytes)| {
+                Message::AnswerObjectPart {
+                    partition,
+                    oid,
+                    tid,
+                    digest: ObjectData::Bytes(bytes.clone()).digest(),
+                    total,
+                    offset,
+                    bytes,
+                }
+            }),
     ]
 }
 

@@ -9,7 +9,7 @@ use super::status::{ClusterStatus, NodeReport};
 use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
 use crate::storage::{
-    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, TransactionInfo,
+    CommittedTransaction, Digest, ObjectCursor, ObjectData, ReplicatedObject, TransactionInfo,
 };
 
 /// One protocol message. The comment on each variant names who sends it to whom.
@@ -233,6 +233,36 @@ pub enum Message {
         /// The cursor to ask again after; `None` when nothing is left up to the bound.
         resume: Option<ObjectCursor>,
     },
+    /// Storage -> storage: the next part of a revision too large for one batch, which came
+    /// first as an [`AnswerObjectPart`](Message::AnswerObjectPart).
+    AskObjectPart {
+        /// The partition.
+        partition: u32,
+        /// The object.
+        oid: Oid,
+        /// The revision.
+        tid: Tid,
+        /// How many bytes of it the asker has.
+        offset: u64,
+    },
+    /// Storage -> storage: a part of a revision too large for one batch, answering
+    /// [`Message::AskObjects`] (the first part) or [`Message::AskObjectPart`].
+    AnswerObjectPart {
+        /// The partition.
+        partition: u32,
+        /// The object.
+        oid: Oid,
+        /// The revision.
+        tid: Tid,
+        /// The digest of the whole content, checked once it is complete.
+        digest: Digest,
+        /// The length of the whole content.
+        total: u64,
+        /// Where these bytes start in it.
+        offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
     /// Storage -> storage: this storage cannot serve the partition's history (its engine
     /// failed, or it does not hold the partition); ask another.
     ReplicationUnavailable {
@@ -379,6 +409,8 @@ impl Message {
             Message::AnswerTransactions { .. } => "AnswerTransactions",
             Message::AskObjects { .. } => "AskObjects",
             Message::AnswerObjects { .. } => "AnswerObjects",
+            Message::AskObjectPart { .. } => "AskObjectPart",
+            Message::AnswerObjectPart { .. } => "AnswerObjectPart",
             Message::ReplicationUnavailable { .. } => "ReplicationUnavailable",
             Message::AskStatus { .. } => "AskStatus",
             Message::AnswerStatus { .. } => "AnswerStatus",

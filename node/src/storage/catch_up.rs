@@ -12,7 +12,7 @@ use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
-use super::records::{CommittedTransaction, TransactionRecord, decode, encode};
+use super::records::{CommittedTransaction, Digest, ObjectData, TransactionRecord, decode, encode};
 use super::replication::{merge_objects, merge_transactions};
 use super::tables::{OBJECTS, PROGRESS, PROGRESS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
 use super::{ObjectBatch, ObjectCursor, ReplicatedObject, StorageError, Store, read_revision};
@@ -127,7 +127,8 @@ impl Store {
     }
 
     /// The revisions of `partition`'s objects after `after` in (TID, OID) order, with TIDs up
-    /// to `up_to`, until about `max_bytes` of them (at least one, whatever its size).
+    /// to `up_to`, as many as fit in `max_bytes` (at least one, whatever its size; a revision
+    /// larger than `max_bytes` comes alone).
     pub fn partition_objects(
         &self,
         partition: u32,
@@ -164,21 +165,30 @@ impl Store {
                 if cursor <= after {
                     continue;
                 }
-                if bytes >= max_bytes || looked == SCAN_LIMIT {
+                if looked == SCAN_LIMIT {
                     // Everything up to `last` was looked at, and `last` is past `after`.
                     batch.resume = Some(last);
                     return Ok(batch);
                 }
                 looked += 1;
-                last = cursor;
                 if partition_of(oid, num_partitions) != partition {
+                    last = cursor;
                     continue;
                 }
                 // An undo's back-pointer is exported as the content it points at.
                 let Some((data, digest)) = read_revision(&objects, oid, tid)? else {
+                    last = cursor;
                     continue;
                 };
-                bytes += ENTRY_OVERHEAD + data.as_bytes().len();
+                let size = ENTRY_OVERHEAD + data.as_bytes().len();
+                if !batch.objects.is_empty() && bytes + size > max_bytes {
+                    // A revision that does not fit starts the next batch, alone if it is
+                    // larger than a batch: the asker then fetches it in parts.
+                    batch.resume = Some(last);
+                    return Ok(batch);
+                }
+                bytes += size;
+                last = cursor;
                 batch.objects.push(ReplicatedObject {
                     oid,
                     tid,
@@ -218,6 +228,19 @@ impl Store {
         merge_objects(&txn, batch)?;
         record_progress(&txn, partition, progress)?;
         txn.commit().map_err(database("commit imported objects"))
+    }
+
+    /// The content and digest of revision `tid` of `oid` (an undo's back-pointer followed),
+    /// `None` if there is no such revision: what a source serves of a revision too large for
+    /// one batch, in parts.
+    pub fn revision_at(
+        &self,
+        oid: Oid,
+        tid: Tid,
+    ) -> Result<Option<(ObjectData, Digest)>, StorageError> {
+        let txn = self.db.begin_read().map_err(database("begin read"))?;
+        let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        read_revision(&objects, oid, tid)
     }
 
     /// What replication recorded of `partition` here; the default (nothing) if it never ran.

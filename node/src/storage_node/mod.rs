@@ -314,6 +314,26 @@ impl StorageNode {
                 objects,
                 resume,
             } if !from_master => self.take_objects(now, from, partition, objects, resume),
+            Message::AskObjectPart {
+                partition,
+                oid,
+                tid,
+                offset,
+            } if !from_master => {
+                self.serve_object_part(from, partition, oid, tid, offset);
+                Ok(())
+            }
+            Message::AnswerObjectPart {
+                partition,
+                oid,
+                tid,
+                digest,
+                total,
+                offset,
+                bytes,
+            } if !from_master => {
+                self.take_object_part(now, from, partition, oid, tid, digest, total, offset, bytes)
+            }
             Message::ReplicationUnavailable { partition } if !from_master => {
                 self.source_failed(now, from, partition, "ReplicationUnavailable")
             }

@@ -30,7 +30,8 @@ use crate::ids::{Oid, Tid};
 use crate::partition::{CellState, NodeName, PartitionTable, partition_of};
 use crate::protocol::{Message, ProtocolError};
 use crate::storage::{
-    CommittedTransaction, ObjectCursor, ReplicatedObject, ReplicationProgress, StorageError,
+    CommittedTransaction, Digest, ObjectCursor, ObjectData, ReplicatedObject, ReplicationProgress,
+    StorageError,
 };
 
 /// What the storage knows of the cluster for replication, and its rounds in progress.
@@ -42,9 +43,34 @@ pub(super) struct Replicator {
     addresses: BTreeMap<NodeName, SocketAddr>,
     /// Feeding partitions being caught up.
     partitions: BTreeMap<u32, CatchUp>,
+    /// The revision last served in parts, kept for its next parts.
+    serving: Option<ServedRevision>,
     /// Partitions caught up in their current round (their history here is whole again, so
     /// serials are checked even before the table says up to date).
     caught_up: BTreeSet<u32>,
+}
+
+/// The largest revision a storage takes by replication, in parts: bounds what a source can
+/// make it buffer (the transport's largest object by default).
+const MAX_REVISION_BYTES: u64 = 1 << 30;
+
+/// A revision served in parts.
+#[derive(Debug)]
+struct ServedRevision {
+    oid: Oid,
+    tid: Tid,
+    data: Vec<u8>,
+    digest: Digest,
+}
+
+/// A revision too large for one batch, arriving in parts.
+#[derive(Debug)]
+struct Part {
+    oid: Oid,
+    tid: Tid,
+    digest: Digest,
+    total: u64,
+    bytes: Vec<u8>,
 }
 
 /// One feeding partition catching up to `up_to`.
@@ -58,6 +84,8 @@ struct CatchUp {
     failed: BTreeSet<NodeName>,
     /// When to try every source again, after all of them failed.
     retry_at: Option<SystemTime>,
+    /// A revision too large for one batch, partly here.
+    part: Option<Part>,
 }
 
 impl CatchUp {
@@ -204,6 +232,7 @@ impl StorageNode {
                     asked: None,
                     failed: BTreeSet::new(),
                     retry_at: None,
+                    part: None,
                 },
             );
         }
@@ -244,7 +273,14 @@ impl StorageNode {
                 catch_up.retry_at = Some(now + self.config.replication_retry);
                 continue;
             };
-            let message = if catch_up.progress.transactions < target.transactions {
+            let message = if let Some(part) = &catch_up.part {
+                Message::AskObjectPart {
+                    partition,
+                    oid: part.oid,
+                    tid: part.tid,
+                    offset: part.bytes.len() as u64,
+                }
+            } else if catch_up.progress.transactions < target.transactions {
                 Message::AskTransactions {
                     partition,
                     after: catch_up.progress.transactions,
@@ -480,25 +516,167 @@ impl StorageNode {
         after: ObjectCursor,
         up_to: Tid,
     ) {
-        let answer = if self.serves(from, partition) {
+        let budget = self.config.replication_batch_bytes;
+        let batch = if self.serves(from, partition) {
             self.store
-                .partition_objects(
-                    partition,
-                    self.num_partitions(),
-                    after,
-                    up_to,
-                    self.config.replication_batch_bytes,
-                )
+                .partition_objects(partition, self.num_partitions(), after, up_to, budget)
                 .ok()
-                .map(|batch| Message::AnswerObjects {
-                    partition,
-                    objects: batch.objects,
-                    resume: batch.resume,
-                })
+        } else {
+            None
+        };
+        let answer = match batch {
+            // A revision larger than a batch comes alone, and goes in parts.
+            Some(batch)
+                if batch.objects.len() == 1 && batch.objects[0].data.as_bytes().len() > budget =>
+            {
+                self.replicator.serving =
+                    batch
+                        .objects
+                        .into_iter()
+                        .next()
+                        .map(|object| ServedRevision {
+                            oid: object.oid,
+                            tid: object.tid,
+                            data: object.data.as_bytes().to_vec(),
+                            digest: object.digest,
+                        });
+                self.object_part(partition, 0)
+            }
+            Some(batch) => Some(Message::AnswerObjects {
+                partition,
+                objects: batch.objects,
+                resume: batch.resume,
+            }),
+            None => None,
+        };
+        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
+        self.out.send(from, answer);
+    }
+
+    /// Answers [`Message::AskObjectPart`].
+    pub(super) fn serve_object_part(
+        &mut self,
+        from: &str,
+        partition: u32,
+        oid: Oid,
+        tid: Tid,
+        offset: u64,
+    ) {
+        let servable =
+            self.serves(from, partition) && partition_of(oid, self.num_partitions()) == partition;
+        let cached = self
+            .replicator
+            .serving
+            .as_ref()
+            .is_some_and(|served| served.oid == oid && served.tid == tid);
+        if servable && !cached {
+            self.replicator.serving = match self.store.revision_at(oid, tid) {
+                Ok(Some((data, digest))) => Some(ServedRevision {
+                    oid,
+                    tid,
+                    data: data.as_bytes().to_vec(),
+                    digest,
+                }),
+                _ => None,
+            };
+        }
+        let served = self
+            .replicator
+            .serving
+            .as_ref()
+            .is_some_and(|served| served.oid == oid && served.tid == tid);
+        let answer = if servable && served {
+            self.object_part(partition, offset)
         } else {
             None
         };
         let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
         self.out.send(from, answer);
+    }
+
+    /// The part at `offset` of the revision being served, if it has bytes there.
+    fn object_part(&self, partition: u32, offset: u64) -> Option<Message> {
+        let served = self.replicator.serving.as_ref()?;
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|start| *start < served.data.len())?;
+        let end = start
+            .saturating_add(self.config.replication_batch_bytes.max(1))
+            .min(served.data.len());
+        Some(Message::AnswerObjectPart {
+            partition,
+            oid: served.oid,
+            tid: served.tid,
+            digest: served.digest,
+            total: served.data.len() as u64,
+            offset,
+            bytes: served.data[start..end].to_vec(),
+        })
+    }
+
+    /// A part of a revision too large for one batch, from `from`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn take_object_part(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        oid: Oid,
+        tid: Tid,
+        digest: Digest,
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        let num_partitions = self.num_partitions();
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            return Ok(());
+        };
+        let end = offset.saturating_add(bytes.len() as u64);
+        let continues = match &catch_up.part {
+            Some(part) => {
+                (part.oid, part.tid, part.digest, part.total) == (oid, tid, digest, total)
+                    && offset == part.bytes.len() as u64
+            }
+            None => {
+                offset == 0
+                    && (ObjectCursor { tid, oid }) > catch_up.progress.objects
+                    && tid <= catch_up.up_to
+                    && partition_of(oid, num_partitions) == partition
+                    && total <= MAX_REVISION_BYTES
+            }
+        };
+        if !continues || bytes.is_empty() || end > total {
+            return self.source_failed(now, from, partition, "AnswerObjectPart");
+        }
+        let part = catch_up.part.get_or_insert_with(|| Part {
+            oid,
+            tid,
+            digest,
+            total,
+            bytes: Vec::new(),
+        });
+        part.bytes.extend_from_slice(&bytes);
+        catch_up.asked = None;
+        if end < total {
+            return self.pump_replication(now);
+        }
+        let Some(part) = catch_up.part.take() else {
+            return Ok(());
+        };
+        let object = ReplicatedObject {
+            oid,
+            tid,
+            data: ObjectData::Bytes(part.bytes),
+            digest: part.digest,
+        };
+        let progress = ReplicationProgress {
+            objects: ObjectCursor { tid, oid },
+            ..catch_up.progress
+        };
+        match self.store.import_objects(partition, &[object], progress) {
+            Ok(()) => self.advance(now, partition, progress),
+            Err(error) => self.import_failed(now, from, partition, error),
+        }
     }
 }
