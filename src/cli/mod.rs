@@ -47,7 +47,7 @@ pub enum Command {
     /// Add a storage to a running cluster or take one out.
     Admin(admin::AdminArgs),
     /// Compare unicast and multicast commit latency on a local cluster with an emulated WAN.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Runs the command line.
@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Client(args) => client::run(args),
         Command::Status(args) => status::run(args),
         Command::Admin(args) => admin::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 
