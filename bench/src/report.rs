@@ -165,10 +165,27 @@ pub fn checks(results: &Results) -> Vec<Check> {
         })
         .map(|cell| {
             let ratio = cell.figures.p99_over_bound.unwrap_or(f64::INFINITY);
+            // The same workload without loss tells what loss costs and what the rest of the
+            // system (fsync, CPU, scheduling) already costs.
+            let mut loss_free = cell.knobs.clone();
+            loss_free.loss = 0.0;
+            let key = format!("{loss_free:?}");
+            let context = results
+                .cells
+                .iter()
+                .find(|other| format!("{:?}", other.knobs) == key)
+                .map(|other| {
+                    format!(
+                        "; loss-free p99 {:.1} ms (ratio {:.2})",
+                        other.figures.latency_p99_ms,
+                        other.figures.p99_over_bound.unwrap_or(f64::INFINITY)
+                    )
+                })
+                .unwrap_or_default();
             (
                 ratio <= 1.5,
                 format!(
-                    "{}: multicast p99 {:.1} ms, bound {:.1} ms, ratio {:.2}",
+                    "{}: multicast p99 {:.1} ms, bound {:.1} ms, ratio {:.2}{context}",
                     workload_label(&cell.knobs),
                     cell.figures.latency_p99_ms,
                     cell.figures.bound_ms,
@@ -257,4 +274,104 @@ pub fn report_markdown(results: &Results) -> String {
         let _ = writeln!(out, "![{name}]({name})");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::Sweep;
+    use crate::record::{Figures, SCHEMA_VERSION};
+
+    fn figures(p50: f64, p99: f64, bound: f64) -> Figures {
+        Figures {
+            commits: 8,
+            aborts: 0,
+            elapsed_s: 1.0,
+            commits_per_s: 8.0,
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            latency_max_ms: p99,
+            latency_mean_ms: p50,
+            committed_bytes: 1,
+            writer_bytes: 1,
+            writer_quic_bytes: 1,
+            writer_multicast_bytes: 0,
+            writer_bytes_per_committed_byte: 1.0,
+            bound_bytes_per_committed_byte: 1.0,
+            repair_bytes: 0,
+            nacks_received: 0,
+            writer_cpu_s: 0.1,
+            bound_ms: bound,
+            p50_over_bound: Some(p50 / bound),
+            p99_over_bound: Some(p99 / bound),
+        }
+    }
+
+    /// The default grid with multicast at `multicast_p50` of unicast's latency everywhere and
+    /// p99 at `p99_over_bound` of the bound.
+    fn results(multicast_p50: f64, p99_over_bound: f64) -> Results {
+        let cells = Sweep::default_grid()
+            .cells()
+            .into_iter()
+            .enumerate()
+            .map(|(index, knobs)| {
+                let p50 = match knobs.strategy {
+                    StrategyName::Unicast => 300.0,
+                    _ => 300.0 * multicast_p50,
+                };
+                CellRecord {
+                    index,
+                    figures: figures(p50, 100.0 * p99_over_bound, 100.0),
+                    knobs,
+                }
+            })
+            .collect();
+        Results {
+            schema_version: SCHEMA_VERSION,
+            tool: "replicast bench".into(),
+            version: "0".into(),
+            mode: "in-process".into(),
+            started_unix_s: 0,
+            cpus: 2,
+            cells,
+        }
+    }
+
+    #[test]
+    fn checks_follow_the_numbers() {
+        let verdicts = |results: &Results| -> Vec<Verdict> {
+            checks(results)
+                .into_iter()
+                .map(|check| check.verdict)
+                .collect()
+        };
+        assert_eq!(
+            verdicts(&results(0.3, 1.2)),
+            vec![Verdict::Met, Verdict::Met, Verdict::Met]
+        );
+        // Multicast 5% slower than unicast: within 10%, but not a third.
+        assert_eq!(
+            verdicts(&results(1.05, 2.0)),
+            vec![Verdict::Met, Verdict::NotMet, Verdict::NotMet]
+        );
+        let mut none = results(1.0, 1.0);
+        none.cells
+            .retain(|cell| cell.knobs.strategy == StrategyName::Unicast);
+        assert_eq!(
+            verdicts(&none),
+            vec![
+                Verdict::NotMeasured,
+                Verdict::NotMeasured,
+                Verdict::NotMeasured
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_cell() {
+        let results = results(0.5, 1.0);
+        let table = table(&results);
+        assert_eq!(table.lines().count(), 2 + results.cells.len());
+        assert!(report_markdown(&results).contains("**met**"));
+    }
 }
