@@ -1,7 +1,10 @@
 //! The client's transaction state machine: begin, pipelined stores, vote, finish or abort.
 //!
 //! One transaction at a time. Stores go to every writable replica of the object's partition
-//! without waiting for answers; [`Client::vote`] sends each storage its vote once every store
+//! without waiting for answers, as one [`FanoutStore`] for all of them
+//! ([`Client::poll_fanout`]): the driver sends it through the transport's fan-out (or as one
+//! message per replica) and reports a replica it did not reach ([`Client::fanout_failed`]),
+//! which then counts as failed for the transaction; [`Client::vote`] sends each storage its vote once every store
 //! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
 //! yes, or when the storages that failed (lost, or silent past
 //! [`ClientConfig::storage_timeout`] or [`ClientConfig::vote_timeout`]) leave every touched
@@ -11,7 +14,11 @@
 //!
 //! A storage that wounds the transaction (an older one took a lock) sends
 //! [`Restart`](Message::Restart): every store to that storage is sent again under the new
-//! generation, which makes the storage ignore the ones still in flight. A wound that arrives
+//! generation, as messages to that storage alone, which makes the storage ignore the ones
+//! still in flight.
+//!
+//! Loads go to the readable replica with the lowest round-trip time the driver measured
+//! ([`Client::set_link_rtt`]) and fall through to the next on failure. A wound that arrives
 //! after the votes went out fails the transaction instead ([`AbortReason::Wounded`]): a
 //! storage that voted holds its locks against everyone, so waiting there could close a cycle.
 //!
