@@ -45,6 +45,16 @@ impl Deployment {
         replicast(&["certs", "init", "--out", ca_dir, "--node", FIRST_NODES]);
         // ... and one node added later, from the same CA.
         replicast(&["certs", "add", "--ca", ca_dir, "--node", "client-b"]);
+        // A renewed certificate (same name, new key), which the cluster must take as well.
+        replicast(&[
+            "certs",
+            "add",
+            "--ca",
+            ca_dir,
+            "--node",
+            "storage-b1",
+            "--force",
+        ]);
         let shown = replicast(&["certs", "show", &format!("{ca_dir}/storage-b1.pem")]);
         assert!(
             shown.contains("storage-b1"),
