@@ -1628,6 +1628,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                     .collect(),
                 resume: resume.map(|(tid, oid)| ObjectCursor { tid, oid }),
             }),
+        Just(Message::AskCatchUp),
         (0u32..14).prop_map(|partition| Message::ReplicationUnavailable { partition }),
         (0u32..14, any_oid(), any_tid(), 0u64..40).prop_map(|(partition, oid, tid, offset)| {
             Message::AskObjectPart {

@@ -316,6 +316,7 @@ impl Master {
                 self.out
                     .send(from, Message::AnswerChangeStorage { request, outcome });
             }
+            Message::AskCatchUp if is_storage => self.catch_up_asked(from)?,
             Message::Replicated { partition, up_to } if is_storage => {
                 self.replicated(from, partition, up_to)?;
             }

@@ -68,6 +68,16 @@ impl Master {
         Ok(())
     }
 
+    /// A running storage whose cells went out of date while it stayed up asks to catch up:
+    /// they feed again. (From one the master no longer counts as running, the question
+    /// crossed its loss and is ignored.)
+    pub(super) fn catch_up_asked(&mut self, node: &str) -> Result<(), ProtocolError> {
+        if self.running.contains(node) && self.table.start_feeding(node)? > 0 {
+            self.broadcast_table();
+        }
+        Ok(())
+    }
+
     /// Before `node`'s cells go out of date: remembers, for each of them that is up to date,
     /// that it holds everything up to the last completed commit.
     pub(super) fn note_out_of_date(&mut self, node: &str) {
@@ -84,34 +94,13 @@ impl Master {
         }
     }
 
-    /// Brings the bookkeeping in line with the table: sets the out-of-date cells of running
-    /// storages feeding, forgets the rounds of cells that are no longer feeding, starts waiting for the open transactions of cells that just started,
+    /// Brings the bookkeeping in line with the table: forgets the rounds of cells that are no
+    /// longer feeding, starts waiting for the open transactions of cells that just started,
     /// and sends [`Message::Replicate`] to each storage whose wait is over.
     ///
     /// Runs after every message, loss and timeout, so that any change of the table (also an
     /// operator's) is followed.
     pub(super) fn sync_replication(&mut self) {
-        // A running storage whose cells went out of date (it failed a commit, or a client
-        // reported it) missed writes but is there: it catches up at once. One that is not
-        // running waits for its StorageReady.
-        let missed: Vec<NodeName> = self
-            .running
-            .iter()
-            .filter(|node| {
-                self.table
-                    .partitions()
-                    .flatten()
-                    .any(|cell| cell.node == **node && cell.state == CellState::OutOfDate)
-            })
-            .cloned()
-            .collect();
-        let mut changed = false;
-        for node in missed {
-            changed |= self.table.start_feeding(&node).is_ok_and(|cells| cells > 0);
-        }
-        if changed {
-            self.broadcast_table();
-        }
         let feeding: BTreeSet<(u32, NodeName)> = (0u32..)
             .zip(self.table.partitions())
             .flat_map(|(partition, cells)| {
@@ -377,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn a_running_storage_reported_failed_feeds_again_at_once() {
+    fn a_running_storage_reported_failed_feeds_again_once_it_asks() {
         let now = SystemTime::now();
         let storages = ["s1", "s2", "s3"].map(String::from);
         let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
@@ -415,10 +404,20 @@ mod tests {
             .expect("finish");
         let sent = drain(&mut master);
         assert!(events(&mut master).contains(&MasterEvent::StorageOutOfDate { node: "s3".into() }));
-        // s3 still runs: its cells feed right away, and once the finish completes (the one
+        // s3 may be gone: it stays out of the writes until it shows it is there.
+        assert!(cells_of(&master, "s3").all(|state| state == CellState::OutOfDate));
+        assert!(
+            sent.iter().any(|transmit| transmit.to == "s3"
+                && matches!(transmit.message, Message::PartitionTable(_))),
+            "s3 learns its cells are out of date"
+        );
+        // It is: it asks to catch up, its cells feed, and once the finish completes (the one
         // transaction open when they started) it is told to replicate up to that commit.
+        master
+            .handle(now, "s3", Message::AskCatchUp)
+            .expect("catch up");
         assert!(cells_of(&master, "s3").all(|state| state == CellState::Feeding));
-        assert_eq!(replicate_to(&sent, "s3"), None);
+        assert_eq!(replicate_to(&drain(&mut master), "s3"), None);
         let tid = sent
             .iter()
             .find_map(|transmit| match transmit.message {

@@ -187,6 +187,10 @@ pub enum Message {
         /// whole (it missed nothing committed before); [`Tid::ZERO`] for a new cell.
         partitions: Vec<(u32, Tid)>,
     },
+    /// Storage -> master: this storage runs, but its latest table shows cells of it out of date
+    /// (it failed a commit, or a client reported it): let them feed and catch up. Only a live
+    /// storage asks, so one that is really gone stays out of date and out of the writes.
+    AskCatchUp,
     /// Storage -> master: the partition holds every transaction up to `up_to`, as the
     /// [`Message::Replicate`] with that bound asked.
     Replicated {
@@ -404,6 +408,7 @@ impl Message {
             Message::StorageAddresses(_) => "StorageAddresses",
             Message::NodeReport(_) => "NodeReport",
             Message::Replicate { .. } => "Replicate",
+            Message::AskCatchUp => "AskCatchUp",
             Message::Replicated { .. } => "Replicated",
             Message::AskTransactions { .. } => "AskTransactions",
             Message::AnswerTransactions { .. } => "AnswerTransactions",

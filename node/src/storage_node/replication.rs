@@ -43,6 +43,8 @@ pub(super) struct Replicator {
     addresses: BTreeMap<NodeName, SocketAddr>,
     /// Feeding partitions being caught up.
     partitions: BTreeMap<u32, CatchUp>,
+    /// The version of the last table for which this storage asked to catch up.
+    asked_catch_up: Option<u64>,
     /// The revision last served in parts, kept for its next parts.
     serving: Option<ServedRevision>,
     /// Partitions caught up in their current round (their history here is whole again, so
@@ -208,6 +210,14 @@ impl StorageNode {
         self.replicator
             .caught_up
             .retain(|partition| state(*partition) == Some(CellState::Feeding));
+        // Out of date while running (a failed commit, a client's report): this storage is
+        // here, so it asks to catch up; a dead one would not.
+        let out_of_date = (0..table.num_partitions())
+            .any(|partition| state(partition) == Some(CellState::OutOfDate));
+        if out_of_date && self.replicator.asked_catch_up != Some(table.version()) {
+            self.replicator.asked_catch_up = Some(table.version());
+            self.out.send(&self.master, Message::AskCatchUp);
+        }
         self.replicator.table = Some(table);
     }
 
