@@ -495,6 +495,42 @@ async fn loads_go_to_the_replica_with_the_lowest_rtt() {
     .expect("the test finishes in time");
 }
 
+/// A fan-out client that starts while a storage of the table is down connects (adding the
+/// storages to its fan-out does not wait for the one that is down), and its commits go on
+/// on the other replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_commits_while_a_storage_is_down() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let mut cluster = Cluster::start().await;
+        let down = "storage-3";
+        let stopped = cluster.storages.remove(down).expect("storage-3");
+        let _ = stopped.stop().await;
+        let mut client = cluster.client("client-1", Strategy::Auto).await;
+        let accounts = transfers::create_accounts(&mut client, ACCOUNTS)
+            .await
+            .expect("create the accounts with a storage down");
+        let run = transfers::run(&mut client, &accounts, 20, 5)
+            .await
+            .expect("transfers commit with a storage down");
+        println!("{}", run.summary());
+        transfers::check(&mut client, &accounts, &run.commits)
+            .await
+            .expect("every committed transfer is visible and the sum is unchanged");
+        let deliveries = client.fanout_deliveries();
+        println!("{deliveries:?}");
+        assert_eq!(
+            deliveries
+                .get(down)
+                .map_or(0, |counts| counts.unicast + counts.multicast),
+            0,
+            "nothing reached the storage that is down"
+        );
+        client.close().await.expect("close client");
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
 /// Under `auto`, a storage whose multicast stops is served by unicast, and commits go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_that_leaves_the_group_is_served_by_unicast() {

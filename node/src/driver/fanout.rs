@@ -30,6 +30,10 @@ use crate::protocol::{DecodeError, Message, StorePath, decode};
 
 /// How long a storage whose delivery failed is left alone before it is added again.
 const REJOIN_AFTER: Duration = Duration::from_secs(1);
+/// How long stores wait for a storage being added (a live one takes a round trip; a dead one
+/// would hold every store back for the whole connect timeout). The addition goes on in the
+/// background after this.
+const JOIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Deliveries of stored objects to one storage, by the path that carried them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,7 +71,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Member {
     /// Added at this address.
     Joined(SocketAddr),
-    /// Being added again in the background; stores to it fail meanwhile.
+    /// Being added (again) in the background; stores to it fail meanwhile.
     Rejoining,
     /// A delivery to it failed at this time; it is added again after [`REJOIN_AFTER`].
     Stale(Instant),
@@ -213,11 +217,15 @@ async fn pump(
     while let Some(work) = queue.recv().await {
         match work {
             PumpWork::Join { storages, done } => {
-                for (name, addr) in storages {
-                    let absent = !lock(&shared.members).contains_key(&name);
-                    if absent {
-                        join(&writer, &shared, &name, addr).await;
-                    }
+                // All at once: one dead storage must not hold the others back.
+                let joins: Vec<JoinHandle<bool>> = storages
+                    .into_iter()
+                    .filter(|(name, _)| !lock(&shared.members).contains_key(name))
+                    .map(|(name, addr)| start_join(&writer, &shared, &name, addr))
+                    .collect();
+                let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+                for join in joins {
+                    let _ = tokio::time::timeout_at(deadline, join).await;
                 }
                 let _ = done.send(());
             }
@@ -269,20 +277,35 @@ async fn member_ready(
 ) -> bool {
     let member = lock(&shared.members).get(name).copied();
     match (member, addr) {
-        (None, Some(addr)) => join(writer, shared, name, addr).await,
+        (None, Some(addr)) => {
+            let join = start_join(writer, shared, name, addr);
+            matches!(tokio::time::timeout(JOIN_WAIT, join).await, Ok(Ok(true)))
+        }
         (None, None) => false,
         (Some(Member::Joined(at)), Some(addr)) if at != addr => {
-            rejoin(writer, shared, name, addr);
+            start_join(writer, shared, name, addr);
             false
         }
         (Some(Member::Joined(_)), _) => true,
         (Some(Member::Rejoining), _) => false,
         (Some(Member::Stale(since)), Some(addr)) if since.elapsed() >= REJOIN_AFTER => {
-            rejoin(writer, shared, name, addr);
+            start_join(writer, shared, name, addr);
             false
         }
         (Some(Member::Stale(_)), _) => false,
     }
+}
+
+/// Starts adding `name` at `addr` in the background; stores to it fail until it joined.
+fn start_join(
+    writer: &Fanout,
+    shared: &Arc<Shared>,
+    name: &str,
+    addr: SocketAddr,
+) -> JoinHandle<bool> {
+    lock(&shared.members).insert(name.to_owned(), Member::Rejoining);
+    let (writer, shared, name) = (writer.clone(), shared.clone(), name.to_owned());
+    tokio::spawn(async move { join(&writer, &shared, &name, addr).await })
 }
 
 /// Adds `name` at `addr` (removing an earlier membership first); true if it joined.
@@ -304,14 +327,6 @@ async fn join(writer: &Fanout, shared: &Shared, name: &str, addr: SocketAddr) ->
             false
         }
     }
-}
-
-fn rejoin(writer: &Fanout, shared: &Arc<Shared>, name: &str, addr: SocketAddr) {
-    lock(&shared.members).insert(name.to_owned(), Member::Rejoining);
-    let (writer, shared, name) = (writer.clone(), shared.clone(), name.to_owned());
-    tokio::spawn(async move {
-        join(&writer, &shared, &name, addr).await;
-    });
 }
 
 fn mark_stale(shared: &Shared, name: &str) {

@@ -247,20 +247,22 @@ impl Fanout {
     /// Adds the replica `name` reachable at `addr`: dials it and hands it its membership
     /// over the authenticated link, then counts it as a multicast receiver.
     pub async fn add_replica(&self, name: &str, addr: SocketAddr) -> Result<(), FanoutError> {
-        let _membership = self.inner.membership.lock().await;
-        if lock(&self.inner.state).replicas.contains_key(name) {
-            return Err(FanoutError::DuplicateReplica(name.to_owned()));
-        }
         let link_error = |source| FanoutError::Link {
             replica: name.to_owned(),
             source,
         };
+        // Dialed before membership changes are serialized: a replica that does not answer
+        // must not hold up the others' for the whole connect timeout.
         let link = self
             .inner
             .endpoint
             .link(name, addr)
             .await
             .map_err(link_error)?;
+        let _membership = self.inner.membership.lock().await;
+        if lock(&self.inner.state).replicas.contains_key(name) {
+            return Err(FanoutError::DuplicateReplica(name.to_owned()));
+        }
         let (receiver_id, group_key) = {
             let mut state = lock(&self.inner.state);
             let id = state.next_receiver_id;
