@@ -113,6 +113,15 @@ impl Master {
         self.replication
             .bounds
             .retain(|cell, _| feeding.contains(cell));
+        // What a cell held whole matters until it is up to date again, or gone.
+        let table = &self.table;
+        self.replication.complete_to.retain(|(partition, node), _| {
+            table.cells(*partition).is_ok_and(|cells| {
+                cells
+                    .iter()
+                    .any(|cell| cell.node == *node && cell.state != CellState::UpToDate)
+            })
+        });
         let unbounded: BTreeSet<(u32, NodeName)> = feeding
             .iter()
             .filter(|cell| !self.replication.bounds.contains_key(*cell))
