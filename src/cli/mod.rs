@@ -12,6 +12,7 @@ mod node;
 mod status;
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -85,6 +86,8 @@ fn init_tracing(log_level: Option<&str>, config_level: Option<&str>) -> Result<(
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes belong on a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init()
         .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
     Ok(())
