@@ -636,6 +636,17 @@ fn systemd_unit_runs_replicast_node_with_flags_the_command_has() {
         output.status.success() && complaints.trim().is_empty(),
         "systemd-analyze verify: {complaints}"
     );
+    // The sandbox: systemd's exposure score (0 to 10, lower is better) stays in its "OK" band.
+    let output = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+        .arg(dir.path().join("replicast-node@storage-a1.service"))
+        .output()
+        .expect("run systemd-analyze security");
+    assert!(
+        output.status.success(),
+        "systemd-analyze security: exposure above 2.0:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 #[test]
