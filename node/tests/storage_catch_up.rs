@@ -443,3 +443,36 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         (Tid(430), ObjectData::Bytes(vec![8; 3_333]))
     );
 }
+
+#[test]
+fn a_storage_that_lost_its_master_announces_itself_again_once_per_timeout() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let now = std::time::SystemTime::now();
+    let config = StorageConfig::default();
+    let wait = config.outcome_timeout;
+    let mut node =
+        StorageNode::open(now, "s1", "master", open(&dir, "s1.redb"), config).expect("storage");
+    let address: std::net::SocketAddr = "127.0.0.1:7001".parse().expect("an address");
+    node.announce_address(address);
+    while node.poll_transmit().is_some() {}
+
+    // A client's loss changes nothing of the kind.
+    node.peer_lost(now, "c1").expect("client lost");
+    assert_eq!(node.poll_timeout(), None);
+
+    node.peer_lost(now, "master").expect("master lost");
+    node.peer_lost(now, "master")
+        .expect("lost again before the timer");
+    let at = node.poll_timeout().expect("a timer to announce again");
+    assert_eq!(at, now + wait, "one announcement per timeout, not per loss");
+    node.handle_timeout(at - std::time::Duration::from_millis(1))
+        .expect("early timer");
+    assert!(node.poll_transmit().is_none(), "not before its time");
+    node.handle_timeout(at).expect("timer");
+    let sent: Vec<_> = std::iter::from_fn(|| node.poll_transmit()).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|transmit| transmit.to == "master"));
+    assert_eq!(sent[0].message, Message::StorageReady);
+    assert_eq!(sent[1].message, Message::StorageAddress { address });
+    assert_eq!(node.poll_timeout(), None, "announced once");
+}

@@ -14,6 +14,11 @@
 //! requires. A finish that crosses the master's answer to such a question is acknowledged
 //! again, so the master does not take this storage for silent.
 //!
+//! When the link to the master is lost, the master counts the storage as gone and its cells
+//! out of date; the storage announces itself again ([`Message::StorageReady`]) after
+//! [`StorageConfig::outcome_timeout`], so that once the link is back it runs and catches up
+//! without a restart.
+//!
 //! A storage whose cells are feeding catches up by replication from the
 //! up-to-date cells (it pulls; up-to-date storages serve the batches), and takes stores for
 //! those partitions without the serial check until it holds their whole history. Commits use
@@ -86,6 +91,10 @@ pub struct StorageNode {
     ended_order: VecDeque<Tid>,
     /// The table, the other storages' addresses, and the partitions catching up.
     replicator: replication::Replicator,
+    /// Where this storage accepts connections, once announced.
+    address: Option<SocketAddr>,
+    /// When to announce this storage to the master again, after the link to it was lost.
+    reannounce_at: Option<SystemTime>,
     out: Outbox,
     events: VecDeque<StorageEvent>,
 }
@@ -111,6 +120,8 @@ impl StorageNode {
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             replicator: replication::Replicator::default(),
+            address: None,
+            reannounce_at: None,
             out: Outbox::default(),
             events: VecDeque::new(),
         };
@@ -135,6 +146,7 @@ impl StorageNode {
     /// Tells the master that this storage accepts connections at `address`; the master hands
     /// it to clients, which then need no list of storage addresses of their own.
     pub fn announce_address(&mut self, address: SocketAddr) {
+        self.address = Some(address);
         self.out
             .send(&self.master, Message::StorageAddress { address });
     }
@@ -347,6 +359,13 @@ impl StorageNode {
     /// The connection to `node` is lost. A client's unvoted transactions are aborted (it can
     /// no longer vote for them); its voted ones are asked about at the master right away.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        if node == self.master {
+            // The master counts this storage as gone: announce it again, as at a start, so
+            // that it runs and catches up. Not at once: a master still unreachable makes this
+            // loss come back, and asking once per outcome timeout bounds the attempts.
+            self.reannounce_at
+                .get_or_insert(now + self.config.outcome_timeout);
+        }
         let mut unvoted = Vec::new();
         for (ttid, txn) in &mut self.transactions {
             if txn.client != node {
@@ -395,6 +414,13 @@ impl StorageNode {
             self.end(now, ttid, None)?;
             self.out.send(&client, Message::Aborted { ttid });
         }
+        if self.reannounce_at.take_if(|at| *at <= now).is_some() {
+            self.out.send(&self.master, Message::StorageReady);
+            if let Some(address) = self.address {
+                self.out
+                    .send(&self.master, Message::StorageAddress { address });
+            }
+        }
         self.replication_timeout(now)
     }
 
@@ -415,6 +441,7 @@ impl StorageNode {
         transactions
             .chain(recovering)
             .chain(self.replicator.poll_timeout())
+            .chain(self.reannounce_at)
             .min()
     }
 
