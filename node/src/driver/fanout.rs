@@ -308,15 +308,15 @@ fn start_join(
     tokio::spawn(async move { join(&writer, &shared, &name, addr).await })
 }
 
-/// Adds `name` at `addr` (removing an earlier membership first); true if it joined.
+/// Adds `name` at `addr`, or hands it its membership again (a restarted storage forgot
+/// it); true if it joined.
 async fn join(writer: &Fanout, shared: &Shared, name: &str, addr: SocketAddr) -> bool {
-    if writer.replicas().iter().any(|member| member == name) {
-        // Its membership is stale (a restarted storage forgot it): start over.
-        if let Err(error) = writer.remove_replica(name).await {
-            tracing::debug!(%name, %error, "removing a stale fan-out replica");
-        }
-    }
-    match writer.add_replica(name, addr).await {
+    let joined = if writer.replicas().iter().any(|member| member == name) {
+        writer.rejoin_replica(name, addr).await
+    } else {
+        writer.add_replica(name, addr).await
+    };
+    match joined {
         Ok(()) => {
             lock(&shared.members).insert(name.to_owned(), Member::Joined(addr));
             true

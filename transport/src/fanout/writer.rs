@@ -247,10 +247,29 @@ impl Fanout {
     /// Adds the replica `name` reachable at `addr`: dials it and hands it its membership
     /// over the authenticated link, then counts it as a multicast receiver.
     pub async fn add_replica(&self, name: &str, addr: SocketAddr) -> Result<(), FanoutError> {
+        self.join(name, addr, false).await
+    }
+
+    /// Hands the replica `name`, already in the set, its membership again at `addr`: for a
+    /// replica that restarted (and forgot its membership) or moved. It gets a new receiver
+    /// key; the group key stays (the replica is the same node, so nothing is rotated), and
+    /// unlike [`remove_replica`](Self::remove_replica) followed by
+    /// [`add_replica`](Self::add_replica) no leave can overtake the join.
+    pub async fn rejoin_replica(&self, name: &str, addr: SocketAddr) -> Result<(), FanoutError> {
+        self.join(name, addr, true).await
+    }
+
+    async fn join(&self, name: &str, addr: SocketAddr, again: bool) -> Result<(), FanoutError> {
         let link_error = |source| FanoutError::Link {
             replica: name.to_owned(),
             source,
         };
+        let check = |present: bool| match (present, again) {
+            (true, false) => Err(FanoutError::DuplicateReplica(name.to_owned())),
+            (false, true) => Err(FanoutError::UnknownReplica(name.to_owned())),
+            _ => Ok(()),
+        };
+        check(lock(&self.inner.state).replicas.contains_key(name))?;
         // Dialed before membership changes are serialized: a replica that does not answer
         // must not hold up the others' for the whole connect timeout.
         let link = self
@@ -260,56 +279,57 @@ impl Fanout {
             .await
             .map_err(link_error)?;
         let _membership = self.inner.membership.lock().await;
-        if lock(&self.inner.state).replicas.contains_key(name) {
-            return Err(FanoutError::DuplicateReplica(name.to_owned()));
-        }
-        let (receiver_id, group_key) = {
+        let (receiver_id, group_key, previous) = {
             let mut state = lock(&self.inner.state);
+            let previous = state.replicas.get(name).map(|replica| replica.receiver_id);
+            // Checked again: the set may have changed while dialing.
+            check(previous.is_some())?;
             let id = state.next_receiver_id;
             state.next_receiver_id += 1;
-            (id, state.group_key.clone())
+            (id, state.group_key.clone(), previous)
         };
         let receiver_key = ReceiverKey {
             receiver_id,
             secret: random_secret(),
         };
-        let Some(sender) = self.inner.sender.as_ref() else {
-            // Without a group there is no membership to hand over: the link is the replica.
-            let mut state = lock(&self.inner.state);
-            state
-                .replicas
-                .insert(name.to_owned(), Replica { link, receiver_id });
-            state.names.insert(receiver_id, name.to_owned());
-            state.reach.add(receiver_id);
-            return Ok(());
-        };
-        // The sender knows the receiver's key before the receiver can report with it.
-        sender.add_receiver(receiver_key.clone()).await?;
-        let membership = Membership {
-            group: self.inner.group,
-            session_id: self.inner.session_id,
-            epoch: group_key.epoch,
-            group_secret: group_key.secret,
-            receiver_id,
-            receiver_secret: receiver_key.secret,
-        };
-        let answer = link
-            .request::<_, ControlAnswer>(&ControlRequest::Join(membership))
-            .await;
-        match answer {
-            Ok(ControlAnswer::Joined) => {}
-            other => {
-                sender.remove_receiver(receiver_id).await?;
-                return Err(match other {
-                    Err(source) => link_error(source),
-                    Ok(_) => FanoutError::UnexpectedAnswer {
-                        replica: name.to_owned(),
-                        what: "join",
-                    },
-                });
+        if let Some(sender) = self.inner.sender.as_ref() {
+            // The sender knows the receiver's key before the receiver can report with it.
+            sender.add_receiver(receiver_key.clone()).await?;
+            let membership = Membership {
+                group: self.inner.group,
+                session_id: self.inner.session_id,
+                epoch: group_key.epoch,
+                group_secret: group_key.secret,
+                receiver_id,
+                receiver_secret: receiver_key.secret,
+            };
+            // Joining again replaces the replica's membership of this session.
+            let answer = link
+                .request::<_, ControlAnswer>(&ControlRequest::Join(membership))
+                .await;
+            match answer {
+                Ok(ControlAnswer::Joined) => {}
+                other => {
+                    sender.remove_receiver(receiver_id).await?;
+                    return Err(match other {
+                        Err(source) => link_error(source),
+                        Ok(_) => FanoutError::UnexpectedAnswer {
+                            replica: name.to_owned(),
+                            what: "join",
+                        },
+                    });
+                }
+            }
+            if let Some(previous) = previous {
+                sender.remove_receiver(previous).await?;
             }
         }
+        // Without a group there is no membership to hand over: the link is the replica.
         let mut state = lock(&self.inner.state);
+        if let Some(previous) = previous {
+            state.names.remove(&previous);
+            state.reach.remove(previous);
+        }
         state
             .replicas
             .insert(name.to_owned(), Replica { link, receiver_id });
@@ -711,5 +731,91 @@ mod tests {
         drop(receiver);
         assert!(feed.stats().is_none());
         router.abort();
+    }
+
+    fn random_group() -> SocketAddr {
+        let [a, b, c, d, ..] = rand::random::<u64>().to_le_bytes();
+        let group = Ipv4Addr::new(239, 255, a.max(1), b.max(1));
+        SocketAddr::from((group, 20_000 + u16::from_le_bytes([c, d]) % 40_000))
+    }
+
+    /// A replica that restarted (new process, new port, no membership) gets multicast again
+    /// once it is rejoined; membership errors are typed.
+    #[tokio::test]
+    async fn a_restarted_replica_is_rejoined() {
+        use crate::multicast::driver::MulticastSocketConfig;
+
+        let ca = ClusterCa::generate("fanout-unit").expect("cluster CA");
+        let first = endpoint(&ca, "replica");
+        let first_addr = first.local_addr().expect("address");
+        let mut replica = FanoutReceiver::start(first.clone(), FanoutReceiverConfig::default());
+        let mut multicast =
+            MulticastSenderConfig::new(MulticastSocketConfig::new(random_group()), 5);
+        multicast.protocol.delivery_timeout = Duration::from_secs(1);
+        let config = FanoutConfig {
+            strategy: Strategy::Multicast,
+            ..FanoutConfig::new(multicast)
+        };
+        let writer_endpoint = endpoint(&ca, "writer");
+        let writer = Fanout::bind(writer_endpoint.clone(), config).expect("bind writer");
+        writer
+            .add_replica("replica", first_addr)
+            .await
+            .expect("add replica");
+        assert!(matches!(
+            writer.add_replica("replica", first_addr).await,
+            Err(FanoutError::DuplicateReplica(_))
+        ));
+        assert!(matches!(
+            writer.rejoin_replica("stranger", first_addr).await,
+            Err(FanoutError::UnknownReplica(_))
+        ));
+        let send = |id: u64| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .send(id, Bytes::from(vec![id as u8; 3000]))
+                    .await
+                    .expect("send")
+                    .wait()
+                    .await
+            }
+        };
+        assert_eq!(send(1).await.path("replica"), Some(DeliveryPath::Multicast));
+
+        // The replica restarts elsewhere and knows nothing of the session.
+        drop(replica);
+        first.close();
+        // Once the writer saw the connection close, the next call dials the new address.
+        let closed = async {
+            while writer_endpoint
+                .known_link("replica")
+                .is_some_and(|link| link.is_connected())
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the writer sees the replica's endpoint close");
+        let second = endpoint(&ca, "replica");
+        let second_addr = second.local_addr().expect("address");
+        replica = FanoutReceiver::start(second, FanoutReceiverConfig::default());
+        writer
+            .rejoin_replica("replica", second_addr)
+            .await
+            .expect("rejoin");
+        assert_eq!(writer.replicas(), ["replica"]);
+        let report = send(2).await;
+        assert_eq!(
+            report.path("replica"),
+            Some(DeliveryPath::Multicast),
+            "{report:?}"
+        );
+        let object = tokio::time::timeout(Duration::from_secs(10), replica.recv())
+            .await
+            .expect("delivered in time")
+            .expect("receiver runs");
+        assert_eq!((object.object_id, object.via), (2, ReceivedVia::Multicast));
     }
 }
