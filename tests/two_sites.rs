@@ -417,19 +417,32 @@ fn assert_all_cells(status: &serde_json::Value, storage: &str, state: &str) {
 }
 
 /// `replicast client --config CONFIG transfers` on host client-a, running in the background.
-fn start_transfers(sites: &Sites, config: &std::path::Path, seed: u64) -> NodeProcess {
+fn start_transfers(sites: &Sites, config: &std::path::Path, seed: u64) -> Transfers {
     let mut command = sites.exec("client-a", support::BIN);
     command
         .args(["client", "--timeout", "20", "--config"])
         .arg(config)
         .args(["transfers", "--accounts", "8", "--count", TRANSFERS])
         .args(["--seed", &seed.to_string()]);
-    NodeProcess::start_command("client-a", &mut command)
+    Transfers {
+        process: NodeProcess::start_command("client-a", &mut command),
+        started: Instant::now(),
+    }
+}
+
+/// A running `replicast client transfers`.
+struct Transfers {
+    process: NodeProcess,
+    started: Instant,
 }
 
 /// Waits for the transfers' summary line and checks it: every transfer committed (conflicts
 /// retried), none aborted otherwise, and the process exits 0.
-fn finish_transfers(mut transfers: NodeProcess) {
+fn finish_transfers(transfers: Transfers) {
+    let Transfers {
+        process: mut transfers,
+        started,
+    } = transfers;
     let summary = transfers.wait_for("the transfers' summary", |line| {
         line.starts_with("committed ").then(|| line.to_owned())
     });
@@ -439,6 +452,7 @@ fn finish_transfers(mut transfers: NodeProcess) {
     );
     let status = transfers.wait_exit();
     assert!(status.success(), "replicast client transfers: {status}");
+    eprintln!("transfers: {summary} in {:?}", started.elapsed());
 }
 
 /// `replicast client --config CONFIG put OID DATA` on host `host`; returns the TID.
