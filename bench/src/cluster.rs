@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -47,6 +48,16 @@ pub fn group(cell: usize, client: usize) -> SocketAddr {
     )
 }
 
+/// A fresh directory for the storages' files: in `data_dir` when given, else in the system's
+/// temporary directory. Removed when dropped.
+pub fn temporary_dir(data_dir: Option<&Path>) -> Result<tempfile::TempDir, BenchError> {
+    match data_dir {
+        Some(dir) => tempfile::tempdir_in(dir)
+            .map_err(|e| BenchError::setup(format!("a directory in {}", dir.display()), e)),
+        None => tempfile::tempdir().map_err(|e| BenchError::setup("temporary directory", e)),
+    }
+}
+
 /// A running cell cluster. Stop it with [`stop`](Self::stop).
 pub struct Cluster {
     /// The cell's CA: writers get their certificates from it.
@@ -63,10 +74,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the master and `knobs.replicas` storages and waits until every storage
     /// announced itself to the master. Runs its drivers on the current tokio runtime.
-    pub async fn start(knobs: &CellKnobs, seed: u64) -> Result<Self, BenchError> {
+    pub async fn start(
+        knobs: &CellKnobs,
+        seed: u64,
+        data_dir: Option<&Path>,
+    ) -> Result<Self, BenchError> {
         let ca = ClusterCa::generate("replicast-bench")
             .map_err(|e| BenchError::setup("cluster CA", e))?;
-        let dir = tempfile::tempdir().map_err(|e| BenchError::setup("temporary directory", e))?;
+        let dir = temporary_dir(data_dir)?;
         let storages: Vec<String> = (0..knobs.replicas).map(storage_name).collect();
         let table = PartitionTable::new(PARTITIONS, knobs.replicas, &storages)
             .map_err(|e| BenchError::setup("partition table", e))?;

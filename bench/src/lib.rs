@@ -24,6 +24,7 @@
 //!     seed: 1,
 //!     progress: true,
 //!     mode: Mode::InProcess,
+//!     data_dir: None,
 //! })?;
 //! println!("{}", output.table);
 //! # Ok::<(), replicast_bench::BenchError>(())

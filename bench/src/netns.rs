@@ -301,8 +301,9 @@ pub fn run_cell(
     index: usize,
     knobs: &CellKnobs,
     seed: u64,
+    data_dir: Option<&Path>,
 ) -> Result<WriterOutcome, BenchError> {
-    let dir = tempfile::tempdir().map_err(|e| BenchError::setup("temporary directory", e))?;
+    let dir = crate::cluster::temporary_dir(data_dir)?;
     let root = dir.path();
     let certs = root.join("certs");
     let storages: Vec<String> = (0..knobs.replicas).map(storage_name).collect();

@@ -24,6 +24,9 @@ pub struct Results {
     pub started_unix_s: u64,
     /// CPUs the machine offers (the cluster and the writer share them).
     pub cpus: usize,
+    /// Where the storages' files were (`--data-dir`); `None`: the system's temporary directory.
+    #[serde(default)]
+    pub data_dir: Option<String>,
     /// One record per cell, in the order they ran.
     pub cells: Vec<CellRecord>,
 }

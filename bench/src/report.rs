@@ -333,6 +333,7 @@ mod tests {
             mode: "in-process".into(),
             started_unix_s: 0,
             cpus: 2,
+            data_dir: None,
             cells,
         }
     }

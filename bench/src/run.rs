@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Where the cells' clusters run.
     pub mode: Mode,
+    /// Where the storages' redb files go (`None`: the system's temporary directory); a
+    /// tmpfs such as /dev/shm takes the disk's fsync out of the commit latency.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Where the cells' clusters run.
@@ -92,6 +95,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let bar = progress_bar(cells.len(), options.progress);
+    let data_dir = options.data_dir.as_deref();
     let mut records = Vec::new();
     for (index, knobs) in cells.iter().enumerate() {
         bar.set_message(knobs.label());
@@ -101,8 +105,10 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
             .wrapping_mul(1_000_003)
             .wrapping_add(index as u64 * 1_000);
         let outcome = match &options.mode {
-            Mode::InProcess => run_cell(&runtime, index, knobs, seed)?,
-            Mode::Netns { replicast } => crate::netns::run_cell(replicast, index, knobs, seed)?,
+            Mode::InProcess => run_cell(&runtime, index, knobs, seed, data_dir)?,
+            Mode::Netns { replicast } => {
+                crate::netns::run_cell(replicast, index, knobs, seed, data_dir)?
+            }
         };
         let figures = figures(knobs, &outcome);
         let line = format!(
@@ -138,6 +144,10 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
         mode: options.mode.as_str().into(),
         started_unix_s,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        data_dir: options
+            .data_dir
+            .as_ref()
+            .map(|dir| dir.display().to_string()),
         cells: records,
     };
     let files = write_outputs(&options.out, &results)?;
@@ -195,8 +205,9 @@ fn run_cell(
     index: usize,
     knobs: &CellKnobs,
     seed: u64,
+    data_dir: Option<&Path>,
 ) -> Result<WriterOutcome, BenchError> {
-    let cluster = runtime.block_on(Cluster::start(knobs, seed))?;
+    let cluster = runtime.block_on(Cluster::start(knobs, seed, data_dir))?;
     let setup = WriterSetup {
         knobs: knobs.clone(),
         cell: index,

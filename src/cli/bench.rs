@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// Seed of the emulated links and payloads.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where the storages' redb files go (default: the system's temporary directory); a tmpfs
+    /// such as /dev/shm takes the disk's fsync out of the commit latency.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Where results.json, report.md and the plots go.
     #[arg(long, value_name = "DIR", default_value = "target/replicast-bench")]
     out: PathBuf,
@@ -164,6 +168,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         seed: args.seed,
         progress: !args.quiet,
         mode,
+        data_dir: args.data_dir.clone(),
     })?;
     print!("{}", output.table);
     println!();
