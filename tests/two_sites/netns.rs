@@ -323,7 +323,24 @@ fn remove_stale() {
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             eprintln!("two_sites: removing namespace {namespace} left by run {pid}");
+            kill_processes_in(namespace);
             delete_namespace(namespace);
+        }
+    }
+}
+
+/// SIGKILLs the processes still running in `namespace`: nodes a killed run left behind (they
+/// would keep the namespace alive after its name is deleted).
+fn kill_processes_in(namespace: &str) {
+    let Ok(output) = Command::new("ip")
+        .args(["netns", "pids", namespace])
+        .output()
+    else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+        if let Err(error) = Command::new("kill").args(["-KILL", pid]).output() {
+            eprintln!("two_sites: cannot kill {pid} in {namespace}: {error}");
         }
     }
 }
