@@ -2,7 +2,6 @@
 //! library): against replicas and against loss, one panel per remaining workload, one colour
 //! per strategy, p50 solid, p99 dashed, the lower bound dotted.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::grid::{CellKnobs, StrategyName, format_rate, format_size};
@@ -80,12 +79,14 @@ fn plot(
     x_of_knobs: fn(&CellKnobs) -> f64,
     x_text: fn(f64) -> String,
 ) -> String {
-    let mut panels: BTreeMap<String, Vec<&CellRecord>> = BTreeMap::new();
+    // Panels in the order the run reached them (the sweep's order), not alphabetical.
+    let mut panels: Vec<(String, Vec<&CellRecord>)> = Vec::new();
     for cell in &results.cells {
-        panels
-            .entry(panel_title(&cell.knobs, x_label))
-            .or_default()
-            .push(cell);
+        let title = panel_title(&cell.knobs, x_label);
+        match panels.iter_mut().find(|(name, _)| *name == title) {
+            Some((_, cells)) => cells.push(cell),
+            None => panels.push((title, vec![cell])),
+        }
     }
     let shown = panels.len().min(MAX_PANELS);
     let rows = shown.div_ceil(COLUMNS).max(1);
