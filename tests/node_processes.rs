@@ -9,7 +9,10 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{BIN, ClusterSpec, LocalCluster, client, get, put, write_config};
+use replicast_node::driver::ClientHandle;
+use replicast_node::workload::transfers;
+use replicast_transport::fanout::Strategy;
+use support::{BIN, ClusterSpec, LocalCluster, client, get, put, random_group, write_config};
 
 const CLIENT: &str = "client-1";
 
@@ -46,22 +49,35 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
     // Concurrent transfers from two in-process clients.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let certs = cluster.root().join("certs");
+    let connect = |name: &'static str| {
+        support::connect(
+            &certs,
+            name,
+            master_address,
+            Strategy::Unicast,
+            random_group(),
+        )
+    };
     let (mut first, mut second, accounts) = runtime.block_on(async {
-        let mut first = transfers::connect(&certs, "client-2", master_address).await;
-        let second = transfers::connect(&certs, "client-3", master_address).await;
-        let accounts = transfers::create_accounts(&mut first).await;
+        let mut first = connect("client-2").await;
+        let second = connect("client-3").await;
+        let accounts = transfers::create_accounts(&mut first, 10)
+            .await
+            .expect("create the accounts");
         (first, second, accounts)
     });
     let mut commits = Vec::new();
-    let mut transfer_round = |first, second, seed: u64| {
+    let mut transfer_round = |mut first: ClientHandle, mut second: ClientHandle, seed: u64| {
         runtime.block_on(async {
-            let one = tokio::spawn(transfers::run(first, accounts.clone(), 25, seed));
-            let two = tokio::spawn(transfers::run(second, accounts.clone(), 25, seed + 1));
-            let (first, mine) = one.await.expect("first client's transfers");
-            let (mut second, theirs) = two.await.expect("second client's transfers");
-            commits.extend(mine);
-            commits.extend(theirs);
-            transfers::check(&mut second, &accounts, &commits).await;
+            let (mine, theirs) = tokio::join!(
+                transfers::run(&mut first, &accounts, 25, seed),
+                transfers::run(&mut second, &accounts, 25, seed + 1),
+            );
+            commits.extend(mine.expect("first client's transfers").commits);
+            commits.extend(theirs.expect("second client's transfers").commits);
+            transfers::check(&mut second, &accounts, &commits)
+                .await
+                .expect("every committed transfer is visible, no aborted one");
             (first, second)
         })
     };
@@ -153,184 +169,4 @@ fn node_refuses_a_bad_configuration_naming_the_key() {
     );
     let error = refused_node(&no_certificate);
     assert!(error.contains("[tls]"), "{error}");
-}
-
-/// Transfers between accounts from in-process clients ([`ClientHandle`]s with their own
-/// certificates) against the process cluster: many transactions without a process each.
-mod transfers {
-    use std::collections::{BTreeMap, HashMap};
-    use std::net::{Ipv4Addr, SocketAddr};
-    use std::path::Path;
-    use std::time::Duration;
-
-    use replicast_certs::NodeIdentity;
-    use replicast_node::client::{Client, ClientConfig};
-    use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
-    use replicast_node::ids::{Oid, Tid};
-    use replicast_node::storage::{ObjectData, TransactionInfo};
-    use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
-
-    pub const ACCOUNTS: u32 = 6;
-    pub const INITIAL_BALANCE: i64 = 1_000;
-    /// Bounds every wait of a client call.
-    const CALL_WAIT: Duration = Duration::from_secs(20);
-
-    pub async fn connect(certs: &Path, name: &str, master: SocketAddr) -> ClientHandle {
-        let identity = NodeIdentity::load(
-            &certs.join(format!("{name}.pem")),
-            &certs.join(format!("{name}.key")),
-            &certs.join("ca.pem"),
-        )
-        .expect("load the client's certificate");
-        let endpoint = Endpoint::bind(EndpointConfig {
-            listen: (Ipv4Addr::LOCALHOST, 0).into(),
-            server_tls: identity.server_config().expect("server config"),
-            client_tls: identity.client_config().expect("client config"),
-            link: LinkConfig {
-                keep_alive: Some(Duration::from_millis(500)),
-                idle_timeout: Some(Duration::from_secs(2)),
-                ..LinkConfig::default()
-            },
-        })
-        .expect("bind the client endpoint");
-        let config = DriverConfig {
-            directory: HashMap::from([("master".to_owned(), master)]),
-            ..DriverConfig::default()
-        };
-        ClientHandle::connect(
-            Client::new(name, "master", ClientConfig::default()),
-            endpoint,
-            config,
-            CALL_WAIT,
-        )
-        .await
-        .expect("the client connects and gets the partition table")
-    }
-
-    fn balance(data: &ObjectData) -> i64 {
-        let bytes: [u8; 8] = data.as_bytes().try_into().expect("a balance is 8 bytes");
-        i64::from_le_bytes(bytes)
-    }
-
-    fn balance_data(value: i64) -> ObjectData {
-        ObjectData::Bytes(value.to_le_bytes().to_vec())
-    }
-
-    /// A small deterministic generator (xorshift64), so that runs repeat.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Self {
-            Self(seed | 1)
-        }
-
-        fn below(&mut self, bound: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % bound
-        }
-    }
-
-    pub async fn create_accounts(client: &mut ClientHandle) -> Vec<Oid> {
-        let accounts = client.new_oids(ACCOUNTS).await.expect("new oids");
-        assert_eq!(accounts.len(), ACCOUNTS as usize);
-        client.begin().await.expect("begin");
-        for oid in &accounts {
-            client
-                .store(*oid, Tid::ZERO, balance_data(INITIAL_BALANCE))
-                .await
-                .expect("store");
-        }
-        client.vote(TransactionInfo::default()).await.expect("vote");
-        client.finish().await.expect("finish");
-        accounts
-    }
-
-    /// One committed transfer: its TID and the change of each account.
-    pub type Commit = (Tid, Vec<(Oid, i64)>);
-
-    async fn transfer(
-        client: &mut ClientHandle,
-        rng: &mut Rng,
-        accounts: &[Oid],
-    ) -> Result<Commit, ClientError> {
-        client.begin().await?;
-        let count = accounts.len() as u64;
-        let from = rng.below(count) as usize;
-        let to = (from + 1 + rng.below(count - 1) as usize) % accounts.len();
-        let amount = 1 + rng.below(10) as i64;
-        let deltas = vec![(accounts[from], -amount), (accounts[to], amount)];
-        let mut writes = Vec::new();
-        for (oid, delta) in &deltas {
-            let (serial, data) = client.load(*oid).await?.expect("accounts exist");
-            writes.push((*oid, serial, balance(&data) + delta));
-        }
-        for (oid, serial, value) in writes {
-            client.store(oid, serial, balance_data(value)).await?;
-        }
-        client.vote(TransactionInfo::default()).await?;
-        let tid = client.finish().await?;
-        Ok((tid, deltas))
-    }
-
-    /// Runs `count` committed transfers (conflicts and lost replicas are retried, within a
-    /// bound); returns them.
-    pub async fn run(
-        mut client: ClientHandle,
-        accounts: Vec<Oid>,
-        count: usize,
-        seed: u64,
-    ) -> (ClientHandle, Vec<Commit>) {
-        let mut rng = Rng::new(seed);
-        let mut commits = Vec::new();
-        let mut failures = Vec::new();
-        for _ in 0..count * 20 {
-            if commits.len() == count {
-                break;
-            }
-            match transfer(&mut client, &mut rng, &accounts).await {
-                Ok(commit) => commits.push(commit),
-                Err(ClientError::Aborted(reason)) => failures.push(format!("{reason:?}")),
-                Err(ClientError::LoadFailed { oid }) => {
-                    client.abort().await.expect("abort after a failed load");
-                    failures.push(format!("load of {oid} failed"));
-                }
-                Err(other) => panic!("transfer failed: {other}"),
-            }
-        }
-        assert_eq!(
-            commits.len(),
-            count,
-            "every transfer committed within the retry bound; failures: {failures:?}"
-        );
-        (client, commits)
-    }
-
-    /// Every account holds its initial balance plus the committed changes, and the sum is
-    /// unchanged.
-    pub async fn check(client: &mut ClientHandle, accounts: &[Oid], commits: &[Commit]) {
-        let mut expected: BTreeMap<Oid, i64> =
-            accounts.iter().map(|oid| (*oid, INITIAL_BALANCE)).collect();
-        for (_, deltas) in commits {
-            for (oid, delta) in deltas {
-                *expected.get_mut(oid).expect("an account") += delta;
-            }
-        }
-        let mut tids: Vec<Tid> = commits.iter().map(|(tid, _)| *tid).collect();
-        tids.sort();
-        tids.dedup();
-        assert_eq!(
-            tids.len(),
-            commits.len(),
-            "every commit has a TID of its own"
-        );
-        let mut sum = 0;
-        for (oid, value) in &expected {
-            let (_, data) = client.load(*oid).await.expect("load").expect("account");
-            assert_eq!(balance(&data), *value, "{oid}");
-            sum += balance(&data);
-        }
-        assert_eq!(sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
-    }
 }

@@ -7,109 +7,24 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher as _, Hasher as _};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use replicast_certs::NodeIdentity;
-use replicast_node::client::{Client, ClientConfig};
-use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_node::workload::transfers::{self, Commit};
-use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
-use support::{ClusterSpec, LocalCluster};
+use replicast_transport::fanout::Strategy;
+use support::{
+    ClusterSpec, LocalCluster, connect, fanout_section, multicast_section, random_group,
+    strategy_name,
+};
 
 /// Transfers each client commits.
 const TRANSFERS: usize = 1_000;
 /// Accounts the in-process clients share.
 const ACCOUNTS: u32 = 20;
-/// Bounds every wait of a client call.
-const CALL_WAIT: Duration = Duration::from_secs(20);
 /// Bounds a whole run of transfers (one strategy).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
-
-fn random_u64() -> u64 {
-    // RandomState is seeded from the operating system's randomness.
-    RandomState::new().build_hasher().finish()
-}
-
-/// A group in 239.255.0.0/16 and a port, different for every run.
-fn random_group() -> SocketAddr {
-    let random = random_u64();
-    let [a, b, c, d, ..] = random.to_le_bytes();
-    let group = Ipv4Addr::new(239, 255, a.max(1), b.max(1));
-    SocketAddr::from((group, 20_000 + u16::from_le_bytes([c, d]) % 40_000))
-}
-
-fn multicast_section(group: SocketAddr) -> String {
-    format!("[multicast]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\n")
-}
-
-fn fanout_section(strategy: Strategy) -> &'static str {
-    match strategy {
-        Strategy::Unicast => "[fanout]\nstrategy = \"unicast\"\n",
-        Strategy::Multicast => "[fanout]\nstrategy = \"multicast\"\n",
-        Strategy::Auto => "[fanout]\nstrategy = \"auto\"\n",
-    }
-}
-
-/// An in-process client of `cluster` whose stores go through a fan-out with `strategy`.
-async fn connect(
-    cluster: &LocalCluster,
-    name: &str,
-    strategy: Strategy,
-    group: SocketAddr,
-) -> ClientHandle {
-    let certs = cluster.root().join("certs");
-    let identity = NodeIdentity::load(
-        &certs.join(format!("{name}.pem")),
-        &certs.join(format!("{name}.key")),
-        &certs.join("ca.pem"),
-    )
-    .expect("load the client's certificate");
-    let endpoint = Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig {
-            keep_alive: Some(Duration::from_millis(500)),
-            idle_timeout: Some(Duration::from_secs(2)),
-            ..LinkConfig::default()
-        },
-    })
-    .expect("bind the client endpoint");
-    let writer = match strategy {
-        Strategy::Unicast => Fanout::unicast(endpoint.clone()),
-        strategy => {
-            let socket = MulticastSocketConfig::new(group);
-            Fanout::bind(
-                endpoint.clone(),
-                FanoutConfig {
-                    strategy,
-                    ..FanoutConfig::new(MulticastSenderConfig::new(socket, random_u64()))
-                },
-            )
-            .expect("bind the fan-out writer")
-        }
-    };
-    ClientHandle::connect_with_fanout(
-        Client::new(name, "master", ClientConfig::default()),
-        endpoint,
-        DriverConfig {
-            directory: HashMap::from([("master".to_owned(), cluster.master)]),
-            ..DriverConfig::default()
-        },
-        CALL_WAIT,
-        writer,
-    )
-    .await
-    .expect("the client connects and adds the storages to its fan-out")
-}
 
 /// Starts `replicast client transfers` with `config`; its standard output and error arrive on
 /// the returned channel once it closed them (it exited).
@@ -150,13 +65,14 @@ fn start_cli_transfers(
 
 /// Three in-process clients on shared accounts, checked together.
 async fn in_process_transfers(cluster: &LocalCluster, strategy: Strategy, group: SocketAddr) {
-    let mut checker = connect(cluster, "client-1", strategy, group).await;
+    let certs = cluster.root().join("certs");
+    let mut checker = connect(&certs, "client-1", cluster.master, strategy, group).await;
     let accounts = transfers::create_accounts(&mut checker, ACCOUNTS)
         .await
         .expect("create the accounts");
     let mut clients = vec![checker];
     for name in ["client-2", "client-3"] {
-        clients.push(connect(cluster, name, strategy, group).await);
+        clients.push(connect(&certs, name, cluster.master, strategy, group).await);
     }
     let mut tasks = Vec::new();
     for (seed, mut client) in clients.into_iter().enumerate() {
@@ -198,14 +114,6 @@ async fn in_process_transfers(cluster: &LocalCluster, strategy: Strategy, group:
     assert_eq!(sum, transfers::INITIAL_BALANCE * i64::from(ACCOUNTS));
     for client in clients {
         client.close().await.expect("close client");
-    }
-}
-
-fn strategy_name(strategy: Strategy) -> &'static str {
-    match strategy {
-        Strategy::Unicast => "unicast",
-        Strategy::Multicast => "multicast",
-        Strategy::Auto => "auto",
     }
 }
 

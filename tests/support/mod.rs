@@ -4,6 +4,7 @@
 //! Each test file that needs it declares `mod support;`; not every file uses every item.
 #![allow(dead_code, unused_imports)]
 
+mod clients;
 mod cluster;
 mod process;
 
@@ -13,6 +14,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+pub use clients::{
+    CALL_WAIT, connect, fanout_section, multicast_section, random_group, random_u64, strategy_name,
+};
 pub use cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
 pub use process::NodeProcess;
 

@@ -1,0 +1,110 @@
+//! In-process clients of a [`LocalCluster`](super::LocalCluster): real QUIC endpoints with the
+//! certificates `replicast certs init` made, stores through a fan-out writer.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use replicast_certs::NodeIdentity;
+use replicast_node::client::{Client, ClientConfig};
+use replicast_node::driver::{ClientHandle, DriverConfig};
+use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
+use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+
+/// Bounds every wait of an in-process client's call.
+pub const CALL_WAIT: Duration = Duration::from_secs(20);
+
+/// A random 64-bit value (RandomState is seeded from the operating system's randomness).
+pub fn random_u64() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+/// A group in 239.255.0.0/16 and a port, different for every run, so that tests running at
+/// once never hear each other.
+pub fn random_group() -> SocketAddr {
+    let [a, b, c, d, ..] = random_u64().to_le_bytes();
+    let group = Ipv4Addr::new(239, 255, a.max(1), b.max(1));
+    SocketAddr::from((group, 20_000 + u16::from_le_bytes([c, d]) % 40_000))
+}
+
+/// `[multicast]` for `group` on 127.0.0.1.
+pub fn multicast_section(group: SocketAddr) -> String {
+    format!("[multicast]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\n")
+}
+
+/// `[fanout]` with `strategy`.
+pub fn fanout_section(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Unicast => "[fanout]\nstrategy = \"unicast\"\n",
+        Strategy::Multicast => "[fanout]\nstrategy = \"multicast\"\n",
+        Strategy::Auto => "[fanout]\nstrategy = \"auto\"\n",
+    }
+}
+
+/// The name a strategy has in configuration files and output.
+pub fn strategy_name(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Unicast => "unicast",
+        Strategy::Multicast => "multicast",
+        Strategy::Auto => "auto",
+    }
+}
+
+/// Connects client `name` (certificate in `certs/`) to the master at `master`; its stores go
+/// through a fan-out writer with `strategy`, on `group` unless the strategy is unicast.
+pub async fn connect(
+    certs: &Path,
+    name: &str,
+    master: SocketAddr,
+    strategy: Strategy,
+    group: SocketAddr,
+) -> ClientHandle {
+    let identity = NodeIdentity::load(
+        &certs.join(format!("{name}.pem")),
+        &certs.join(format!("{name}.key")),
+        &certs.join("ca.pem"),
+    )
+    .expect("load the client's certificate");
+    let endpoint = Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        // A silent storage is noticed within a second or two, not quinn's 30 s.
+        link: LinkConfig {
+            keep_alive: Some(Duration::from_millis(500)),
+            idle_timeout: Some(Duration::from_secs(2)),
+            ..LinkConfig::default()
+        },
+    })
+    .expect("bind the client endpoint");
+    let writer = match strategy {
+        Strategy::Unicast => Fanout::unicast(endpoint.clone()),
+        strategy => {
+            let socket = MulticastSocketConfig::new(group);
+            Fanout::bind(
+                endpoint.clone(),
+                FanoutConfig {
+                    strategy,
+                    ..FanoutConfig::new(MulticastSenderConfig::new(socket, random_u64()))
+                },
+            )
+            .expect("bind the fan-out writer")
+        }
+    };
+    ClientHandle::connect_with_fanout(
+        Client::new(name, "master", ClientConfig::default()),
+        endpoint,
+        DriverConfig {
+            directory: HashMap::from([("master".to_owned(), master)]),
+            ..DriverConfig::default()
+        },
+        CALL_WAIT,
+        writer,
+    )
+    .await
+    .expect("the client connects and adds the storages to its fan-out")
+}
