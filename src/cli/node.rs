@@ -169,7 +169,10 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     )
                 })?;
             let endpoint = bind_endpoint(&config)?;
-            let role = Master::new(table, MasterConfig::default());
+            let mut role = Master::new(table, MasterConfig::default());
+            // A wildcard listen address names no host: the status then shows none.
+            let address = Some(config.node.listen).filter(|a| !a.ip().is_unspecified());
+            role.identify(&name, address);
             let running = |master: &Master| -> Vec<String> {
                 let mut names: Vec<String> =
                     master.running_storages().map(str::to_owned).collect();
