@@ -1,9 +1,9 @@
-//! A storage killed with SIGKILL mid-run catches up by replication after its restart, while
-//! transfers go on: one master and three storages as `replicast node` processes (P = 12,
-//! R = 2), two in-process clients committing transfers all along. Once the master reports
-//! every cell up to date (`replicast status --json`), the nodes stop with SIGTERM and every
-//! storage's redb file is opened: each partition's cells hold exactly the same history, every
-//! committed transfer is visible and the sum of the balances is unchanged.
+//! A storage that misses writes catches up by replication while transfers go on: one master
+//! and three storages as `replicast node` processes (P = 12, R = 2), two in-process clients
+//! committing transfers all along. The storage is killed with SIGKILL and restarted. Once the
+//! master reports every cell up to date (`replicast status --json`), the nodes stop with
+//! SIGTERM and every storage's redb file is opened: each partition's cells hold exactly the
+//! same history, every committed transfer is visible and the sum of the balances is unchanged.
 
 mod support;
 
@@ -28,7 +28,7 @@ const PARTITIONS: u32 = 12;
 /// Accounts the two writers share.
 const ACCOUNTS: u32 = 24;
 /// Transfers per round of a writer; it reports its count after each round.
-const ROUND: usize = 5;
+const ROUND: usize = 1;
 /// Bounds every wait of a client call.
 const CALL_WAIT: Duration = Duration::from_secs(20);
 
@@ -95,7 +95,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn total(&self) -> usize {
+    /// The commits reported so far, reading the reports that arrived without waiting.
+    fn total(&mut self) -> usize {
+        while let Ok((writer, count)) = self.reports.try_recv() {
+            self.per_writer.insert(writer, count);
+        }
         self.per_writer.values().sum()
     }
 
@@ -178,105 +182,112 @@ fn history(store: &Store, partition: u32) -> Vec<(Oid, Tid, [u8; 16])> {
         .collect()
 }
 
-#[test]
-fn killed_storage_catches_up_while_transfers_go_on_and_replicas_end_identical() {
-    let mut cluster = LocalCluster::start(&ClusterSpec::default());
-    let status_config = cluster.client_config("client-4", "");
-    let certs = cluster.root().join("certs");
-    let master = cluster.master;
+/// Two in-process clients committing transfers on shared accounts until stopped.
+struct Writers {
+    runtime: tokio::runtime::Runtime,
+    stop: watch::Sender<bool>,
+    tasks: [tokio::task::JoinHandle<(ClientHandle, Vec<Commit>)>; 2],
+    progress: Progress,
+}
 
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let (stop, stopped) = watch::channel(false);
-    let (reports, progress_reports) = mpsc::channel();
-    let writers = runtime.block_on(async {
-        let mut first = connect(&certs, "client-1", master).await;
-        let second = connect(&certs, "client-2", master).await;
-        let accounts = transfers::create_accounts(&mut first, ACCOUNTS)
-            .await
-            .expect("create the accounts");
-        [(0, first), (1, second)].map(|(writer, client)| {
-            tokio::spawn(write_until_stopped(
-                client,
-                writer,
-                accounts.clone(),
-                stopped.clone(),
-                reports.clone(),
-            ))
+impl Writers {
+    fn start(cluster: &LocalCluster) -> Self {
+        let certs = cluster.root().join("certs");
+        let master = cluster.master;
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let (stop, stopped) = watch::channel(false);
+        let (reports, progress_reports) = mpsc::channel();
+        let tasks = runtime.block_on(async {
+            let mut first = connect(&certs, "client-1", master).await;
+            let second = connect(&certs, "client-2", master).await;
+            let accounts = transfers::create_accounts(&mut first, ACCOUNTS)
+                .await
+                .expect("create the accounts");
+            [(0, first), (1, second)].map(|(writer, client)| {
+                tokio::spawn(write_until_stopped(
+                    client,
+                    writer,
+                    accounts.clone(),
+                    stopped.clone(),
+                    reports.clone(),
+                ))
+            })
+        });
+        Self {
+            runtime,
+            stop,
+            tasks,
+            progress: Progress {
+                reports: progress_reports,
+                per_writer: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Waits until the writers committed `rounds` more rounds of transfers together.
+    fn wait_rounds(&mut self, rounds: usize, what: &str) {
+        let total = self.progress.total() + rounds * ROUND;
+        self.progress.wait_for(total, what);
+    }
+
+    /// Stops the writers and checks through a client that every committed transfer is
+    /// visible, and no other, with the sum kept; returns the commits and the accounts.
+    fn stop_and_check(self) -> (Vec<Commit>, Vec<Oid>) {
+        self.stop.send(true).expect("the writers listen");
+        self.runtime.block_on(async {
+            let mut clients = Vec::new();
+            let mut commits = Vec::new();
+            for task in self.tasks {
+                let (client, mine) = task.await.expect("a writer ends");
+                clients.push(client);
+                commits.extend(mine);
+            }
+            let mut accounts: Vec<Oid> = commits
+                .iter()
+                .flat_map(|commit| commit.deltas.iter().map(|(oid, _)| *oid))
+                .collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            let mut clients = clients.into_iter();
+            let mut checker = clients.next().expect("two clients");
+            let sum = transfers::check(&mut checker, &accounts, &commits)
+                .await
+                .expect("every committed transfer is visible, no other, the sum is kept");
+            assert_eq!(sum, transfers::INITIAL_BALANCE * accounts.len() as i64);
+            checker.close().await.expect("close a client");
+            for client in clients {
+                client.close().await.expect("close a client");
+            }
+            (commits, accounts)
         })
-    });
-    drop(reports);
-    let mut progress = Progress {
-        reports: progress_reports,
-        per_writer: BTreeMap::new(),
-    };
-    progress.wait_for(4 * ROUND, "before the kill");
+    }
+}
 
-    // SIGKILL mid-run: the master notices, its cells go out of date, commits go on.
-    cluster.storage("storage-3").kill();
-    cluster
-        .master_node
-        .wait_running(&["storage-1", "storage-2"]);
-    let at_kill = progress.total();
-    progress.wait_for(at_kill + 4 * ROUND, "while storage-3 is down");
-    wait_for_table(&status_config, "storage-3 out of date", |table| {
+fn out_of_date(storage: &str) -> impl Fn(&[Vec<(String, String)>]) -> bool + '_ {
+    move |table| {
         table
             .iter()
             .flatten()
-            .any(|(storage, state)| storage == "storage-3" && state == "out_of_date")
-    });
+            .any(|(holder, state)| holder == storage && state == "out_of_date")
+    }
+}
 
-    // Back: it recovers its own file, then catches up while the writers go on.
-    cluster.start_storage("storage-3");
-    cluster.master_node.wait_running(&STORAGES);
-    let at_restart = progress.total();
-    let table = wait_for_table(&status_config, "every cell up to date", |table| {
-        table
-            .iter()
-            .flatten()
-            .all(|(_, state)| state == "up_to_date")
-    });
-    // Commits after the catch-up reach storage-3 live.
-    let at_caught_up = progress.total();
-    progress.wait_for(at_caught_up + 2 * ROUND, "after the catch-up");
-    assert!(
-        progress.total() > at_restart,
-        "transfers went on across the restart"
-    );
+fn all_up_to_date(table: &[Vec<(String, String)>]) -> bool {
+    table
+        .iter()
+        .flatten()
+        .all(|(_, state)| state == "up_to_date")
+}
 
-    stop.send(true).expect("the writers listen");
-    let (clients, commits) = runtime.block_on(async {
-        let mut clients = Vec::new();
-        let mut commits = Vec::new();
-        for writer in writers {
-            let (client, mine) = writer.await.expect("a writer ends");
-            clients.push(client);
-            commits.extend(mine);
-        }
-        (clients, commits)
-    });
-    let accounts: Vec<Oid> = {
-        let mut accounts: Vec<Oid> = commits
-            .iter()
-            .flat_map(|commit| commit.deltas.iter().map(|(oid, _)| *oid))
-            .collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        accounts
-    };
-    runtime.block_on(async {
-        let mut clients = clients.into_iter();
-        let mut checker = clients.next().expect("two clients");
-        let sum = transfers::check(&mut checker, &accounts, &commits)
-            .await
-            .expect("every committed transfer is visible, no other, the sum is kept");
-        assert_eq!(sum, transfers::INITIAL_BALANCE * accounts.len() as i64);
-        checker.close().await.expect("close a client");
-        for client in clients {
-            client.close().await.expect("close a client");
-        }
-    });
-
-    // Stop every node cleanly, then read each storage's file.
+/// Stops every node with SIGTERM, opens each storage's file, and checks that the cells of
+/// every partition in `table` hold the same history and the same last revision of every
+/// account, and that the histories hold the commits.
+fn stop_and_compare(
+    mut cluster: LocalCluster,
+    table: &[Vec<(String, String)>],
+    commits: &[Commit],
+    accounts: &[Oid],
+) {
     for name in STORAGES {
         cluster.storage(name).stop();
     }
@@ -290,7 +301,7 @@ fn killed_storage_catches_up_while_transfers_go_on_and_replicas_end_identical() 
         })
         .collect();
     let mut revisions = 0;
-    for (partition, cells) in (0u32..).zip(&table) {
+    for (partition, cells) in (0u32..).zip(table) {
         let holders: Vec<&str> = cells.iter().map(|(storage, _)| storage.as_str()).collect();
         assert_eq!(holders.len(), 2, "partition {partition} has R cells");
         let reference = history(&stores[holders[0]], partition);
@@ -328,13 +339,54 @@ fn killed_storage_catches_up_while_transfers_go_on_and_replicas_end_identical() 
         revisions >= 2 * committed,
         "{revisions} revisions hold the {committed} transfers' two accounts each"
     );
-    assert!(
+    assert_eq!(
         table
             .iter()
             .flatten()
             .filter(|(storage, _)| storage == "storage-3")
-            .count()
-            == 8,
+            .count(),
+        8,
         "storage-3 holds its 8 cells again"
     );
+}
+
+#[test]
+fn killed_storage_catches_up_while_transfers_go_on_and_replicas_end_identical() {
+    let mut cluster = LocalCluster::start(&ClusterSpec::default());
+    let status_config = cluster.client_config("client-4", "");
+    let mut writers = Writers::start(&cluster);
+    writers.wait_rounds(20, "before the kill");
+
+    // SIGKILL mid-run: the master notices, its cells go out of date, commits go on.
+    cluster.storage("storage-3").kill();
+    cluster
+        .master_node
+        .wait_running(&["storage-1", "storage-2"]);
+    writers.wait_rounds(20, "while storage-3 is down");
+    wait_for_table(
+        &status_config,
+        "storage-3 out of date",
+        out_of_date("storage-3"),
+    );
+
+    // Back: it recovers its own file, then catches up while the writers go on.
+    cluster.start_storage("storage-3");
+    cluster.master_node.wait_running(&STORAGES);
+    let at_restart = writers.progress.total();
+    let back = Instant::now();
+    let table = wait_for_table(&status_config, "every cell up to date", all_up_to_date);
+    eprintln!(
+        "storage-3 restarted after {} commits, caught up {:?} later ({} commits meanwhile)",
+        at_restart,
+        back.elapsed(),
+        writers.progress.total() - at_restart
+    );
+    // Commits after the catch-up reach storage-3 live.
+    writers.wait_rounds(10, "after the catch-up");
+    assert!(
+        writers.progress.total() > at_restart,
+        "transfers went on across the restart"
+    );
+    let (commits, accounts) = writers.stop_and_check();
+    stop_and_compare(cluster, &table, &commits, &accounts);
 }

@@ -193,18 +193,6 @@ impl Master {
                 if !self.running.insert(from.to_owned()) {
                     self.mark_out_of_date(from)?;
                 }
-                // The other storages' addresses, to replicate from them.
-                let book: Vec<(NodeName, SocketAddr)> = self
-                    .storage_addresses
-                    .iter()
-                    .filter(|(name, _)| *name != from)
-                    .map(|(name, address)| (name.clone(), *address))
-                    .collect();
-                if !book.is_empty() {
-                    self.out.send(from, Message::StorageAddresses(book));
-                }
-                self.out
-                    .send(from, Message::PartitionTable(self.table.clone()));
                 self.storage_back(from)?;
             }
             Message::AskBegin if self.clients.contains(from) => {
@@ -322,6 +310,12 @@ impl Master {
             }
             other => return Err(unexpected(&other)),
         }
+        if is_storage && self.replication.lost.remove(from) && self.running.insert(from.to_owned())
+        {
+            // A storage counted as lost speaks: its link is up (the loss was a link's, or
+            // reported late), so it runs again and catches up as if it had restarted.
+            self.storage_back(from)?;
+        }
         self.sync_replication();
         Ok(())
     }
@@ -331,6 +325,7 @@ impl Master {
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
         self.forget_in_roster(node);
         if self.running.remove(node) {
+            self.replication.lost.insert(node.to_owned());
             self.mark_out_of_date(node)?;
             if let Some(finishing) = self.finishing.as_mut() {
                 finishing.waiting.remove(node);

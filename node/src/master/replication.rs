@@ -38,6 +38,9 @@ pub(super) struct Replication {
     bounds: BTreeMap<(u32, NodeName), Tid>,
     /// For cells that went out of date: the last TID up to which they hold everything.
     complete_to: BTreeMap<(u32, NodeName), Tid>,
+    /// Storages whose connection was lost: one that speaks again (without a new
+    /// `StorageReady`) runs again.
+    pub(super) lost: BTreeSet<NodeName>,
 }
 
 /// A storage's feeding cells waiting for the transactions that may not write to them.
@@ -57,13 +60,28 @@ impl Replication {
 }
 
 impl Master {
-    /// Storage `node` (re)started: a new process knows nothing of an earlier round, so its
-    /// feeding cells start a new one, and its out-of-date cells start feeding.
+    /// Storage `node` (re)started, or speaks again after the master counted it as lost: it
+    /// gets the other storages' addresses and the table; its process may know nothing of an
+    /// earlier round, so its feeding cells start a new one, and its out-of-date cells start
+    /// feeding.
     pub(super) fn storage_back(&mut self, node: &str) -> Result<(), ProtocolError> {
+        self.replication.lost.remove(node);
+        let book: Vec<(NodeName, SocketAddr)> = self
+            .storage_addresses
+            .iter()
+            .filter(|(name, _)| *name != node)
+            .map(|(name, address)| (name.clone(), *address))
+            .collect();
+        if !book.is_empty() {
+            self.out.send(node, Message::StorageAddresses(book));
+        }
         self.replication.waiting.remove(node);
         self.replication.bounds.retain(|(_, cell), _| cell != node);
         if self.table.start_feeding(node)? > 0 {
             self.broadcast_table();
+        } else {
+            self.out
+                .send(node, Message::PartitionTable(self.table.clone()));
         }
         Ok(())
     }
@@ -443,5 +461,33 @@ mod tests {
             partitions.iter().all(|(_, whole)| *whole == Tid::ZERO),
             "s3 held everything committed before it went out of date: nothing"
         );
+    }
+
+    #[test]
+    fn a_storage_counted_as_lost_that_speaks_runs_again_and_feeds() {
+        let now = SystemTime::now();
+        let mut master = master_with_s3_out_of_date(now);
+        assert!(!master.running_storages().any(|node| node == "s3"));
+        // Its link was only lost, or the loss reported late: it still asks about a transaction.
+        master
+            .handle(now, "s3", Message::AskOutcome { ttid: Tid(77) })
+            .expect("an answer");
+        assert!(master.running_storages().any(|node| node == "s3"));
+        assert!(cells_of(&master, "s3").all(|state| state == CellState::Feeding));
+        let sent = drain(&mut master);
+        assert!(sent.iter().any(|transmit| transmit.to == "s3"
+            && matches!(&transmit.message, Message::PartitionTable(table)
+                if table.partitions().flatten().any(|cell| cell.node == "s3" && cell.state == CellState::Feeding))));
+        let (up_to, _) = replicate_to(&sent, "s3").expect("nothing open: Replicate at once");
+        assert_eq!(up_to, Tid::ZERO);
+
+        // A storage that never announced itself is not made running by a message.
+        let storages = ["s1", "s2", "s3"].map(String::from);
+        let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
+        let mut fresh = Master::new(table, MasterConfig::default());
+        fresh
+            .handle(now, "s2", Message::AskOutcome { ttid: Tid(77) })
+            .expect("an answer");
+        assert_eq!(fresh.running_storages().count(), 0);
     }
 }
