@@ -6,15 +6,14 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use replicast_node::ids::Oid;
 use replicast_node::storage::{ObjectData, Store};
 use serde_json::Value;
-use support::{BIN, ClusterSpec, LocalCluster, WAIT};
+use support::{BIN, ClusterSpec, LocalCluster, Outcome, WAIT};
 
 /// Objects written before the storage set changes: one per partition and then some.
 const OBJECTS: u64 = 16;
@@ -22,46 +21,9 @@ const PARTITIONS: u64 = 12;
 /// Pause between two status polls while waiting for replication (each poll is a process).
 const POLL: Duration = Duration::from_millis(250);
 
-/// What a finished command gave: its exit code, standard output and standard error.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `replicast ARGS` to its end, bounded by [`WAIT`].
+/// Runs `replicast ARGS` to its end, bounded by [`WAIT`](support::WAIT).
 fn replicast(args: &[&str]) -> Outcome {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start replicast");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (sender, outputs) = mpsc::channel();
-    thread::spawn(move || {
-        let read = |pipe: &mut dyn std::io::Read| {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        };
-        let out = read(&mut stdout);
-        let err = read(&mut stderr);
-        let _ = sender.send((out, err));
-    });
-    let Ok((stdout, stderr)) = outputs.recv_timeout(WAIT) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("replicast {args:?} did not finish within {WAIT:?}");
-    };
-    let status = child.wait().expect("reap replicast");
-    Outcome {
-        code: status.code(),
-        stdout,
-        stderr,
-    }
+    support::output(Command::new(BIN).args(args), &format!("replicast {args:?}"))
 }
 
 /// `replicast status --json` with `config`: the exit code and the parsed status.

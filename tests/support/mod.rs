@@ -43,8 +43,29 @@ pub fn client(config: &Path, args: &[&str]) -> Result<String, String> {
     )
 }
 
-/// Runs `command` to its end, bounded by [`WAIT`] (killed after it).
+/// What a finished command gave: its exit code, standard output and standard error.
+pub struct Outcome {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `command` to its end, bounded by [`WAIT`] (killed after it); returns its standard
+/// output, trimmed, or its standard error when it failed.
 pub fn run(command: &mut Command, what: &str) -> Result<String, String> {
+    let outcome = output(command, what);
+    if outcome.code == Some(0) {
+        Ok(outcome.stdout.trim_end().to_owned())
+    } else {
+        Err(outcome.stderr)
+    }
+}
+
+/// Runs `command` to its end, bounded by [`WAIT`] (killed after it); returns what it gave.
+pub fn output(command: &mut Command, what: &str) -> Outcome {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -64,16 +85,16 @@ pub fn run(command: &mut Command, what: &str) -> Result<String, String> {
         let err = read(&mut stderr);
         let _ = sender.send((out, err));
     });
-    let Ok((out, err)) = outputs.recv_timeout(WAIT) else {
+    let Ok((stdout, stderr)) = outputs.recv_timeout(WAIT) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("{what} did not finish within {WAIT:?}");
     };
     let status = child.wait().expect("reap the child");
-    if status.success() {
-        Ok(out.trim_end().to_owned())
-    } else {
-        Err(err)
+    Outcome {
+        code: status.code(),
+        stdout,
+        stderr,
     }
 }
 
