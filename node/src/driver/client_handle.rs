@@ -144,13 +144,25 @@ impl ClientHandle {
             .driver
             .call(|client, _| client.storage_addresses().clone())
             .await?;
+        // Only storages that take writes now: one the master knows to be down would hold
+        // the connect back for the whole join wait. Others join on their first store.
         let storages = handle
             .driver
             .call(|client, _| {
-                client
+                let mut writable: Vec<String> = client
                     .table()
-                    .map(|table| table.storages().to_vec())
-                    .unwrap_or_default()
+                    .map(|table| {
+                        table
+                            .partitions()
+                            .flatten()
+                            .filter(|cell| cell.is_writable())
+                            .map(|cell| cell.node.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                writable.sort();
+                writable.dedup();
+                writable
             })
             .await?;
         let book: Vec<(String, SocketAddr)> = storages
