@@ -502,3 +502,42 @@ async fn a_replica_answering_nonsense_gets_typed_errors_and_holds_back_no_one() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holds_one_session_however_many_it_opens() {
+    bounded(async {
+        let mut setup = setup(Strategy::Multicast).await;
+        assert_eq!(setup.replica.stats().sessions, 1, "the writer's session");
+        let mallory = endpoint(&setup.ca, "mallory");
+        let link = mallory
+            .link("replica", address(&setup.replica_endpoint))
+            .await
+            .expect("Mallory's certificate is valid");
+        // Each join names a new session: each replaces Mallory's previous one, so she never
+        // holds more than one socket and task on the replica.
+        for session_id in 1_000..1_020 {
+            let answer: ControlAnswer = link
+                .request(&ControlRequest::Join(Membership {
+                    group: random_group(),
+                    session_id,
+                    epoch: 1,
+                    group_secret: [1; 32],
+                    receiver_id: 1,
+                    receiver_secret: [2; 32],
+                }))
+                .await
+                .expect("a join of her own session is accepted");
+            assert!(matches!(answer, ControlAnswer::Joined), "{answer:?}");
+            assert_eq!(
+                setup.replica.stats().sessions,
+                2,
+                "the writer's and Mallory's latest"
+            );
+        }
+        // The writer's session is untouched.
+        setup
+            .genuine_object_arrives(1, Strategy::Multicast, ReceivedVia::Multicast)
+            .await;
+    })
+    .await;
+}

@@ -89,6 +89,8 @@ pub struct FanoutReceiverStats {
     /// Requests and objects refused (not decodable, or from a peer that is not the writer
     /// of the session they name).
     pub refused: u64,
+    /// Writer sessions this replica is a member of now (at most one per writer).
+    pub sessions: u64,
 }
 
 /// One writer session this replica is a member of.
@@ -283,6 +285,7 @@ impl Shared {
             unicast_objects: self.unicast_objects.load(Ordering::Relaxed),
             probes: self.probes.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            sessions: lock(&self.sessions).len() as u64,
         }
     }
 
@@ -422,8 +425,21 @@ async fn join(shared: &Arc<Shared>, writer: &str, membership: Membership) -> Res
         receiver,
         command_rx,
     ));
-    // Joining again replaces the membership (a writer that restarted).
-    if let Some(old) = lock(&shared.sessions).insert(
+    // Joining again replaces the membership (a writer that restarted), and a writer has one
+    // session at a time: a new session id from it ends its older ones, so that no peer can
+    // open sockets and tasks here without bound.
+    let mut sessions = lock(&shared.sessions);
+    let replaced: Vec<u64> = sessions
+        .iter()
+        .filter(|(id, session)| session.writer == writer && **id != membership.session_id)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in replaced {
+        if let Some(old) = sessions.remove(&id) {
+            old.task.abort();
+        }
+    }
+    if let Some(old) = sessions.insert(
         membership.session_id,
         Session {
             writer: writer.to_owned(),
