@@ -42,8 +42,18 @@
 //! (an fsync) is shorter than the storages' outcome timeout (a vanished client), which is
 //! shorter than the client's store timeout (waiting for locks held by that vanished client).
 //!
-//! Not covered yet: the master's own failure (its state is in memory), replication that brings
-//! an out-of-date storage back, and forgetting old outcomes (the master keeps them all).
+//! ## Replication
+//!
+//! A storage whose cells go feeding (it restarted, failed a commit, spoke again after being
+//! counted lost, or was given cells by an operator) takes new transactions' stores at once; the
+//! master waits for the transactions open at that moment, then sends
+//! [`Replicate`](Message::Replicate) with the last committed TID as the bound. The storage pulls
+//! each partition's transactions, then its objects, from a readable cell in batches bounded in
+//! bytes (large revisions in parts), imports each batch with its progress in one durable write,
+//! and reports [`Replicated`](Message::Replicated); the master makes the cell readable.
+//!
+//! Not covered yet: the master's own failure (its state is in memory), and forgetting old
+//! outcomes (the master keeps them all).
 
 mod admin;
 mod codec;
