@@ -38,14 +38,14 @@ The master refuses (exit status 1, with the reason): adding a storage already in
 not connected; removing a storage not in the table, one that holds the only readable copy of a \
 partition on a running storage, or one that would leave fewer storages than R.
 
-Configuration: the master's own or a client's (see `replicast status --help`).";
+Configuration: any node's, also one that is running (see `replicast status --help`).";
 
 /// Arguments of `replicast admin`; `--help` shows [`HELP`].
 #[derive(Debug, Args)]
 #[command(after_long_help = HELP)]
 pub struct AdminArgs {
-    /// A node's configuration file (the master's or a client's), for its certificate and the
-    /// master's address.
+    /// A node's configuration file (the master's, a client's or a storage's), for its
+    /// certificate and the master's address.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Bound on the wait for the master, in seconds.
@@ -93,12 +93,18 @@ pub fn run(args: AdminArgs) -> Result<(), Error> {
     let answer = block_on(ask_master(
         &config,
         message,
-        |message| matches!(message, Message::AnswerChangeStorage { request: r, .. } if *r == request),
         Duration::from_secs(args.timeout),
     ))?;
-    let Message::AnswerChangeStorage { outcome, .. } = answer else {
+    let Message::AnswerChangeStorage {
+        outcome,
+        request: answered,
+    } = answer
+    else {
         return Err(format!("the master answered {} to AskChangeStorage", answer.kind()).into());
     };
+    if answered != request {
+        return Err(format!("the master answered request {answered}, not {request}").into());
+    }
     match outcome {
         ChangeOutcome::Done { version } => {
             let mut stdout = std::io::stdout().lock();

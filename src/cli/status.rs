@@ -1,9 +1,11 @@
 //! `replicast status --config FILE [--json]`: the cluster as its master sees it.
 //!
 //! The command connects to the master with the certificate of the configuration given and
-//! asks once ([`Message::AskStatus`]); the master answers without counting the asker as a
-//! client, so asking changes nothing in the cluster. [`ask_master`] is shared with
-//! `replicast admin`.
+//! asks once ([`Message::AskStatus`]) on a request stream. The master's driver answers
+//! requests apart from the one-way messages of the two-phase commit: the asker does not become
+//! a client, and the request takes no place in the sequence of messages from its name, so the
+//! command may use the configuration of a node that is running (a client, a storage) without
+//! disturbing it. [`ask_master`] is shared with `replicast admin`.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,18 +14,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use replicast_node::config::{NodeConfig, RoleConfig};
-use replicast_node::driver::ordering::Envelope;
 use replicast_node::partition::CellState;
 use replicast_node::protocol::{
     ClusterStatus, Message, NodeRole, NodeState, NodeStatus, StorePath, decode_from, encode,
 };
-use replicast_transport::quic::Incoming;
 use serde::Serialize;
 
 use super::Error;
 use super::node::bind_endpoint;
 
-/// How long the command waits for the master to acknowledge its leaving.
+/// How long the command waits for the master to acknowledge its closing the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The exit status when the cluster is not operational.
 const NOT_OPERATIONAL: i32 = 2;
@@ -36,10 +36,9 @@ unicast right now, and the partition table as a grid of partitions x storages (U
 O out of date, F feeding, . no cell). A storage in state `waiting` is connected but holds no \
 cells until `replicast admin add-storage` adds it.
 
-Configuration: the master's own (the command asks at `node.listen`) or a client's (it asks at \
-`[master]`). A storage's is refused: the master tells peers apart by certificate name, and a \
-second connection under the name of a running storage would disturb that storage's link. For \
-the same reason, do not use the configuration of a client that runs at the same time.
+Configuration: any node's: the master's own (the command asks at `node.listen`), a client's or \
+a storage's (it asks at `[master]`). The node may be running: the question goes on a request \
+stream of its own, which the master answers apart from that node's messages.
 
 Exit status: 0 when the cluster is operational (every partition has a readable cell on a \
 running storage), 2 when it is not, 1 when the master cannot be asked.
@@ -65,8 +64,8 @@ JSON (--json), one object; these field names are stable, absent values are null:
 #[derive(Debug, Args)]
 #[command(after_long_help = HELP)]
 pub struct StatusArgs {
-    /// A node's configuration file (the master's or a client's), for its certificate and the
-    /// master's address.
+    /// A node's configuration file (the master's, a client's or a storage's), for its
+    /// certificate and the master's address.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Print one JSON object instead of tables.
@@ -89,15 +88,17 @@ pub fn run(args: StatusArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
     let timeout = Duration::from_secs(args.timeout);
     let request = request_id();
-    let answer = block_on(ask_master(
-        &config,
-        Message::AskStatus { request },
-        |message| matches!(message, Message::AnswerStatus { request: r, .. } if *r == request),
-        timeout,
-    ))?;
-    let Message::AnswerStatus { status, .. } = answer else {
+    let answer = block_on(ask_master(&config, Message::AskStatus { request }, timeout))?;
+    let Message::AnswerStatus {
+        status,
+        request: answered,
+    } = answer
+    else {
         return Err(format!("the master answered {} to AskStatus", answer.kind()).into());
     };
+    if answered != request {
+        return Err(format!("the master answered request {answered}, not {request}").into());
+    }
     let mut status = *status;
     // The master role knows neither its certificate's name nor its socket unless its driver
     // told it; this command authenticated the name and dialed the address.
@@ -164,27 +165,21 @@ fn master_of(config: &NodeConfig) -> Result<(String, SocketAddr), Error> {
             }
             Ok((config.node.name.as_str().to_owned(), address))
         }
-        RoleConfig::Client { master, .. } => Ok((master.name.as_str().to_owned(), master.address)),
-        RoleConfig::Storage { .. } => Err(format!(
-            "{}: a storage's configuration cannot be used to ask the master: the storage itself \
-             is connected under its certificate's name; use the master's configuration or a \
-             client's",
-            config.origin.display()
-        )
-        .into()),
+        RoleConfig::Client { master, .. } | RoleConfig::Storage { master, .. } => {
+            Ok((master.name.as_str().to_owned(), master.address))
+        }
     }
 }
 
-/// Sends `message` to the master named by `config`, with `config`'s certificate, and returns
-/// the master's first message back that `is_answer` accepts (others are skipped); bounded by
-/// `timeout` as a whole.
+/// Asks the master named by `config` `message` on a request stream, with `config`'s
+/// certificate, and returns its answer; bounded by `timeout` as a whole. A refusal comes back
+/// as the master's error text.
 ///
 /// The endpoint listens on `node.listen`'s address with a port of the system's choosing, so
 /// that the command runs beside a node started from the same file.
 pub(super) async fn ask_master(
     config: &NodeConfig,
     message: Message,
-    is_answer: impl Fn(&Message) -> bool,
     timeout: Duration,
 ) -> Result<Message, Error> {
     let (master, address) = master_of(config)?;
@@ -196,34 +191,11 @@ pub(super) async fn ask_master(
             .link(&master, address)
             .await
             .map_err(|e| format!("cannot connect to the master {master} at {address}: {e}"))?;
-        // A single message of a fresh sender: the master's driver takes it as the first of
-        // a new sequence from this name.
-        let envelope = Envelope {
-            instance: request_id(),
-            epoch: 0,
-            seq: 0,
-            body: encode(&message),
-        };
-        link.send_message(&envelope)
+        let answer: Vec<u8> = link
+            .request(&encode(&message))
             .await
-            .map_err(|e| format!("cannot send {} to the master: {e}", message.kind()))?;
-        while let Some(incoming) = endpoint.accept().await {
-            let Incoming::Message(incoming) = incoming else {
-                continue;
-            };
-            if incoming.peer() != master {
-                continue;
-            }
-            let envelope: Envelope = incoming
-                .decode()
-                .map_err(|e| format!("the master's answer is not an envelope: {e}"))?;
-            let answer = decode_from(&master, &envelope.body)?;
-            if is_answer(&answer) {
-                return Ok::<Message, Error>(answer);
-            }
-            tracing::debug!(kind = answer.kind(), "skipped a message that is no answer");
-        }
-        Err("the connection to the master closed before it answered".into())
+            .map_err(|e| format!("the master did not answer {}: {e}", message.kind()))?;
+        Ok::<Message, Error>(decode_from(&master, &answer)?)
     };
     let result = tokio::time::timeout(timeout, exchange).await;
     endpoint.close();
@@ -519,7 +491,7 @@ mod tests {
     const TLS: &str = "[tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n";
 
     #[test]
-    fn the_master_is_found_from_its_own_config_or_a_clients_and_never_a_storages() {
+    fn the_master_is_found_from_its_own_config_a_clients_or_a_storages() {
         let master = config(&format!(
             "[node]\nname = \"m1\"\nrole = \"master\"\nlisten = \"0.0.0.0:7000\"\n{TLS}\
              [cluster]\npartitions = 4\nreplicas = 1\nstorages = [\"s1\"]\n"
@@ -542,8 +514,10 @@ mod tests {
              [master]\nname = \"m1\"\naddress = \"10.0.0.1:7000\"\n\
              [storage]\npath = \"s1.redb\"\n"
         ));
-        let refusal = master_of(&storage).expect_err("a storage's config is refused");
-        assert!(refusal.to_string().contains("storage"), "{refusal}");
+        assert_eq!(
+            master_of(&storage).expect("a storage's config"),
+            ("m1".to_owned(), "10.0.0.1:7000".parse().expect("address"))
+        );
     }
 
     #[test]

@@ -54,6 +54,26 @@ pub trait Role: Send + 'static {
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         let _ = (now, id, peer);
     }
+    /// Answers `request`, which `from` sent on a request stream: one answer per request,
+    /// sent back on that stream; an error goes back as the request's error.
+    ///
+    /// The request path stands apart from the peer's one-way messages: it takes no sequence
+    /// number and does not count `from` as connected, so anyone holding a cluster certificate,
+    /// even under the name of a node that is running, may ask without disturbing that node.
+    /// Whatever the role sends meanwhile (through [`poll_transmit`](Self::poll_transmit)) goes
+    /// out as usual. By default every request is refused.
+    fn answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+    ) -> Result<Message, ProtocolError> {
+        let _ = now;
+        Err(ProtocolError::Unexpected {
+            from: from.to_owned(),
+            kind: request.kind(),
+        })
+    }
 }
 
 impl Role for Master {
@@ -89,6 +109,14 @@ impl Role for Master {
     }
     fn poll_event(&mut self) -> Option<MasterEvent> {
         Master::poll_event(self)
+    }
+    fn answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+    ) -> Result<Message, ProtocolError> {
+        Master::answer(self, now, from, request)
     }
 }
 

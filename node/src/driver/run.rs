@@ -8,16 +8,19 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use replicast_transport::fanout::{DeliveredObject, FanoutFeed};
-use replicast_transport::quic::{Endpoint, Incoming, Link, LinkError};
+use replicast_transport::quic::{Endpoint, Incoming, IncomingRequest, Link, LinkError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
-use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, encode};
+use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, decode_from, encode};
 use crate::storage_node::{StorageEvent, StorageNode};
 use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
+
+/// How long writing one request's answer may take before the stream is reset.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// Where the driver finds its peers and how it watches them.
 #[derive(Clone, Debug)]
@@ -73,9 +76,13 @@ pub struct DriverStats {
     pub send_failures: u64,
     /// Times a peer was reported lost to the role.
     pub peers_lost: u64,
-    /// Incoming streams that were not one-way messages (requests, objects), dropped; on a
-    /// storage with a fan-out receiver, those go to the receiver instead.
+    /// Incoming object streams, dropped; on a storage with a fan-out receiver, objects and
+    /// requests go to the receiver instead.
     pub unexpected_streams: u64,
+    /// Requests the role answered ([`Role::answer`]).
+    pub requests_answered: u64,
+    /// Requests refused: undecodable, or refused by the role (the asker gets the error).
+    pub requests_refused: u64,
     /// Stores that arrived through the fan-out and went to the role (a storage).
     pub fanout_stores: u64,
     /// Objects delivered by the fan-out that were not a store (undecodable, or another
@@ -94,6 +101,8 @@ struct Counters {
     send_failures: AtomicU64,
     peers_lost: AtomicU64,
     unexpected_streams: AtomicU64,
+    requests_answered: AtomicU64,
+    requests_refused: AtomicU64,
     fanout_stores: AtomicU64,
     fanout_refused: AtomicU64,
     fanout_failures: AtomicU64,
@@ -113,6 +122,8 @@ impl Counters {
             send_failures: self.send_failures.load(Ordering::Relaxed),
             peers_lost: self.peers_lost.load(Ordering::Relaxed),
             unexpected_streams: self.unexpected_streams.load(Ordering::Relaxed),
+            requests_answered: self.requests_answered.load(Ordering::Relaxed),
+            requests_refused: self.requests_refused.load(Ordering::Relaxed),
             fanout_stores: self.fanout_stores.load(Ordering::Relaxed),
             fanout_refused: self.fanout_refused.load(Ordering::Relaxed),
             fanout_failures: self.fanout_failures.load(Ordering::Relaxed),
@@ -447,13 +458,14 @@ impl<R: Role> Driver<R> {
             replica.feed().handle(incoming);
             return;
         }
-        let Incoming::Message(message) = incoming else {
-            Counters::bump(&self.counters.unexpected_streams);
-            tracing::debug!(
-                peer = incoming.peer(),
-                "dropped a stream that is not a message"
-            );
-            return;
+        let message = match incoming {
+            Incoming::Message(message) => message,
+            Incoming::Request(request) => return self.answer(request),
+            Incoming::Object(object) => {
+                Counters::bump(&self.counters.unexpected_streams);
+                tracing::debug!(peer = object.peer(), "dropped an object stream");
+                return;
+            }
         };
         let peer = message.peer().to_owned();
         self.up.insert(peer.clone());
@@ -483,6 +495,45 @@ impl<R: Role> Driver<R> {
                 self.lose(&peer);
             }
         }
+    }
+
+    /// Answers a request from a peer through [`Role::answer`], apart from its messages: no
+    /// ordering, no change of the peer's link state, so that asking under the name of a
+    /// running node leaves that node's link alone. The answer is written by a task of its own,
+    /// bounded by [`ANSWER_WAIT`], so a peer that does not read holds up nothing.
+    fn answer(&mut self, request: IncomingRequest) {
+        let peer = request.peer().to_owned();
+        let answer = request
+            .decode::<Vec<u8>>()
+            .map_err(|error| format!("not a request of this protocol: {error}"))
+            .and_then(|bytes| decode_from(&peer, &bytes).map_err(|error| error.to_string()))
+            .and_then(|message| {
+                self.role
+                    .answer(SystemTime::now(), &peer, message)
+                    .map_err(|error| error.to_string())
+            });
+        let counter = match &answer {
+            Ok(_) => &self.counters.requests_answered,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "refused a request");
+                &self.counters.requests_refused
+            }
+        };
+        Counters::bump(counter);
+        tokio::spawn(async move {
+            let reply = async {
+                match answer {
+                    Ok(message) => request.respond(&encode(&message)).await,
+                    Err(error) => request.respond_err(&error).await,
+                }
+            };
+            match tokio::time::timeout(ANSWER_WAIT, reply).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "cannot answer a request"),
+                // Dropping the unsent answer resets the stream.
+                Err(_) => tracing::debug!(%peer, "the asker did not take its answer in time"),
+            }
+        });
     }
 
     fn note(&self, result: Result<(), ProtocolError>, context: &str) {

@@ -1,4 +1,6 @@
-//! Operator changes of the storage set: a storage added to the table, a storage taken out.
+//! Operator requests: the answers to `replicast status` and `replicast admin`
+//! ([`Master::answer`]), and the changes of the storage set: a storage added to the table, a
+//! storage taken out.
 //!
 //! Both build the new table with the [`PartitionTable`](crate::partition::PartitionTable)'s own
 //! [`add_storage`](crate::partition::PartitionTable::add_storage) /
@@ -15,6 +17,56 @@ use crate::partition::{Cell, NodeName, PartitionError};
 use crate::protocol::{ChangeOutcome, ChangeRefusal, Message, ProtocolError, StorageChange};
 
 impl Master {
+    /// Answers an operator's request from `from`, which came on a request stream (the
+    /// driver's [`Role::answer`](crate::driver::Role::answer)):
+    /// [`Message::AskStatus`] with [`Message::AnswerStatus`], [`Message::AskChangeStorage`]
+    /// with [`Message::AnswerChangeStorage`]. Anything else is refused with
+    /// [`ProtocolError::Unexpected`] and changes nothing.
+    ///
+    /// `from` may be any name with a cluster certificate, also that of a running node: the
+    /// asker does not become a client, and nothing about the node of that name changes.
+    ///
+    /// ```
+    /// use replicast_node::master::{Master, MasterConfig};
+    /// use replicast_node::partition::PartitionTable;
+    /// use replicast_node::protocol::Message;
+    /// use std::time::SystemTime;
+    ///
+    /// let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
+    /// let mut master = Master::new(table, MasterConfig::default());
+    /// let now = SystemTime::now();
+    /// let answer = master.answer(now, "s1", Message::AskStatus { request: 7 })?;
+    /// assert!(matches!(answer, Message::AnswerStatus { request: 7, .. }));
+    /// assert!(master.answer(now, "s1", Message::AskBegin).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+    ) -> Result<Message, ProtocolError> {
+        let answer = match request {
+            Message::AskStatus { request } => Message::AnswerStatus {
+                request,
+                status: Box::new(self.cluster_status()),
+            },
+            Message::AskChangeStorage { request, change } => Message::AnswerChangeStorage {
+                request,
+                outcome: self.change_storage(now, change)?,
+            },
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    from: from.to_owned(),
+                    kind: other.kind(),
+                });
+            }
+        };
+        // As after any message: new feeding cells start replicating.
+        self.sync_replication();
+        Ok(answer)
+    }
+
     /// Applies an operator's change of the storage set; the table is unchanged when refused.
     ///
     /// ```
@@ -195,27 +247,26 @@ mod tests {
         std::iter::from_fn(|| master.poll_transmit()).collect()
     }
 
-    /// Asks for `change` as an operator; returns the outcome and everything else sent.
+    /// Asks for `change` as `replicast admin` does (a request); returns the outcome and
+    /// everything sent meanwhile.
     fn ask(master: &mut Master, change: StorageChange) -> (ChangeOutcome, Vec<Transmit>) {
-        master
-            .handle(
+        let answer = master
+            .answer(
                 SystemTime::now(),
                 "operator",
                 Message::AskChangeStorage { request: 3, change },
             )
             .expect("anyone with a certificate may ask");
-        let answers = drain(master);
-        let answer = answers
-            .iter()
-            .find(|transmit| transmit.to == "operator")
-            .expect("an answer to the asker");
-        let Message::AnswerChangeStorage { request, outcome } = &answer.message else {
+        let Message::AnswerChangeStorage { request, outcome } = answer else {
             panic!("AnswerChangeStorage expected, got {answer:?}");
         };
-        assert_eq!(*request, 3);
-        let outcome = outcome.clone();
-        let others = answers.into_iter().filter(|t| t.to != "operator").collect();
-        (outcome, others)
+        assert_eq!(request, 3);
+        let sent = drain(master);
+        assert!(
+            sent.iter().all(|transmit| transmit.to != "operator"),
+            "the answer is the request's, not a message: {sent:?}"
+        );
+        (outcome, sent)
     }
 
     fn tables_sent_to(sent: &[Transmit]) -> Vec<&str> {

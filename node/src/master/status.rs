@@ -172,7 +172,7 @@ mod tests {
     use crate::master::{Master, MasterConfig};
     use crate::partition::{CellState, PartitionTable};
     use crate::protocol::{
-        LinkReport, Message, NodeReport, NodeRole, NodeState, StorePath, Transmit,
+        LinkReport, Message, NodeReport, NodeRole, NodeState, ProtocolError, StorePath, Transmit,
     };
 
     fn master() -> Master {
@@ -195,20 +195,18 @@ mod tests {
         }
     }
 
+    /// Asks as `replicast status` does: a request, answered directly, nothing sent besides.
     fn ask_status(master: &mut Master, from: &str) -> crate::protocol::ClusterStatus {
-        master
-            .handle(SystemTime::now(), from, Message::AskStatus { request: 7 })
+        let answer = master
+            .answer(SystemTime::now(), from, Message::AskStatus { request: 7 })
             .expect("anyone may ask for the status");
-        let answers = drain(master);
-        let [Transmit { to, message }] = answers.as_slice() else {
-            panic!("one answer expected, got {answers:?}");
+        let Message::AnswerStatus { request, status } = answer else {
+            panic!("AnswerStatus expected, got {answer:?}");
         };
-        assert_eq!(to, from, "the answer goes to the asker");
-        let Message::AnswerStatus { request, status } = message else {
-            panic!("AnswerStatus expected, got {message:?}");
-        };
-        assert_eq!(*request, 7, "the answer names the request");
-        (**status).clone()
+        assert_eq!(request, 7, "the answer names the request");
+        let sent = drain(master);
+        assert!(sent.is_empty(), "asking sends nothing: {sent:?}");
+        *status
     }
 
     #[test]
@@ -293,6 +291,53 @@ mod tests {
                 .handle(SystemTime::now(), "operator", Message::AskBegin)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_running_node_may_ask_and_stays_as_it_was() {
+        let mut master = master();
+        let now = SystemTime::now();
+        for storage in ["s1", "s2", "s3"] {
+            master
+                .handle(now, storage, Message::StorageReady)
+                .expect("ready");
+        }
+        master
+            .handle(now, "c1", Message::ClientHello)
+            .expect("hello");
+        drain(&mut master);
+        let before = master.cluster_status();
+        let from_storage = ask_status(&mut master, "s1");
+        let from_client = ask_status(&mut master, "c1");
+        assert_eq!(from_storage, before);
+        assert_eq!(from_client, before);
+        assert_eq!(master.cluster_status(), before);
+    }
+
+    #[test]
+    fn requests_other_than_the_operators_are_refused_and_change_nothing() {
+        let mut master = master();
+        let before = master.cluster_status();
+        for request in [
+            Message::AskBegin,
+            Message::ClientHello,
+            Message::StorageReady,
+            Message::AnswerStatus {
+                request: 1,
+                status: Box::new(before.clone()),
+            },
+        ] {
+            let kind = request.kind();
+            let refusal = master
+                .answer(SystemTime::now(), "s1", request)
+                .expect_err("not a request the master answers");
+            assert!(
+                matches!(&refusal, ProtocolError::Unexpected { from, kind: k } if from == "s1" && *k == kind),
+                "{refusal:?}"
+            );
+        }
+        assert!(drain(&mut master).is_empty());
+        assert_eq!(master.cluster_status(), before);
     }
 
     #[test]

@@ -274,6 +274,12 @@ pub enum Message {
         partition: u32,
     },
     /// Anyone with a cluster certificate -> master: asks for the cluster's status.
+    ///
+    /// Sent as a request (a request stream whose body is the postcard `Vec<u8>` of
+    /// [`encode`](super::encode)d bytes; the answer comes back the same way), which the
+    /// master's driver answers apart from the asker's messages, so the asker may use the name
+    /// of a running node. The one-way form is still answered, but it shares the sequence of
+    /// messages from that name: it disturbs a running node of the same name.
     AskStatus {
         /// Chosen by the asker to match the answer.
         request: u64,
@@ -286,7 +292,7 @@ pub enum Message {
         status: Box<ClusterStatus>,
     },
     /// Anyone with a cluster certificate -> master: add a storage or take one out
-    /// (`replicast admin`).
+    /// (`replicast admin`). Sent as a request, like [`Message::AskStatus`].
     AskChangeStorage {
         /// Chosen by the asker to match the answer.
         request: u64,
