@@ -1,19 +1,26 @@
 //! Operator commands against a cluster of processes: `replicast status` and `replicast admin
 //! add-storage / remove-storage`, with the partitions re-replicated so that R copies exist
-//! again (NEO's tweak), and every object read back.
+//! again (NEO's tweak), and every object read back; and both commands run with the
+//! configuration of a client that commits transfers meanwhile, and of a running storage,
+//! disturbing neither.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use replicast_node::ids::Oid;
 use replicast_node::storage::{ObjectData, Store};
+use replicast_node::workload::transfers;
+use replicast_transport::fanout::Strategy;
 use serde_json::Value;
 use support::{BIN, ClusterSpec, LocalCluster, Outcome, WAIT};
+use tokio::sync::watch;
 
 /// Objects written before the storage set changes: one per partition and then some.
 const OBJECTS: u64 = 16;
@@ -290,4 +297,125 @@ fn status_then_a_storage_added_and_one_removed_with_every_object_kept() {
             );
         }
     }
+}
+
+/// Transfers per round of the writer that runs beside the operator commands.
+const ROUND: usize = 4;
+/// Rounds of operator commands run while the writer commits.
+const ASKS: usize = 3;
+
+/// `replicast status` and `replicast admin` with the configuration of client-2, which commits
+/// transfers in this process all along, and with storage-1's: both ask on request streams,
+/// which the master answers apart from the running nodes' messages, so that neither node is
+/// disturbed: every transfer commits without an abort, the client's driver never loses a
+/// peer, and the master lists both as running in every answer.
+#[test]
+fn asking_with_the_config_of_a_running_client_or_storage_disturbs_neither() {
+    let cluster = LocalCluster::start(&ClusterSpec::default());
+    let client_config = cluster.client_config("client-2", "");
+    let storage_config = cluster.config("storage-1");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let certs = cluster.root().join("certs");
+    let (mut client, accounts) = runtime.block_on(async {
+        let mut client = support::connect(
+            &certs,
+            "client-2",
+            cluster.master,
+            Strategy::Unicast,
+            support::random_group(),
+        )
+        .await;
+        let accounts = transfers::create_accounts(&mut client, 8)
+            .await
+            .expect("create the accounts");
+        (client, accounts)
+    });
+
+    // The writer commits rounds of transfers until told to stop, publishing its count.
+    let (progress, mut committed) = watch::channel(0usize);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = runtime.spawn({
+        let stop = stop.clone();
+        let accounts = accounts.clone();
+        async move {
+            let mut commits = Vec::new();
+            let mut other_aborts = 0;
+            for seed in 1.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let run = transfers::run(&mut client, &accounts, ROUND, seed)
+                    .await
+                    .map_err(|error| format!("round {seed}: {error}"))?;
+                other_aborts += run.other_aborts;
+                commits.extend(run.commits);
+                progress.send_replace(commits.len());
+            }
+            Ok::<_, String>((client, commits, other_aborts))
+        }
+    });
+
+    for round in 0..ASKS {
+        let before = *committed.borrow_and_update();
+        for (asker, config) in [("client-2", &client_config), ("storage-1", &storage_config)] {
+            let (code, status) = status(config);
+            assert_eq!(code, Some(0), "round {round}, as {asker}: {status:#}");
+            assert_eq!(
+                storages_in_state(&status, "running"),
+                ["storage-1", "storage-2", "storage-3"],
+                "round {round}, as {asker}: {status:#}"
+            );
+            assert_eq!(
+                node(&status, "client-2").map(|n| &n["role"]),
+                Some(&Value::String("client".into())),
+                "round {round}, as {asker}: the running client is still connected: {status:#}"
+            );
+        }
+        // Changes are asked the same way; these are refused and change nothing.
+        let member = admin(&client_config, &["add-storage", "storage-2"]);
+        assert_eq!(member.code, Some(1), "{}", member.stderr);
+        assert!(
+            member.stderr.contains("already in the partition table"),
+            "{}",
+            member.stderr
+        );
+        let stranger = admin(&storage_config, &["remove-storage", "storage-9"]);
+        assert_eq!(stranger.code, Some(1), "{}", stranger.stderr);
+        assert!(
+            stranger.stderr.contains("not in the partition table"),
+            "{}",
+            stranger.stderr
+        );
+        // The writer goes on committing after each round of questions.
+        runtime
+            .block_on(async {
+                tokio::time::timeout(WAIT, committed.wait_for(|count| *count > before)).await
+            })
+            .unwrap_or_else(|_| panic!("no commit within {WAIT:?} after round {round}"))
+            .expect("the writer publishes its progress until it ends");
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let (mut client, commits, other_aborts) = runtime
+        .block_on(async { tokio::time::timeout(WAIT, writer).await })
+        .unwrap_or_else(|_| panic!("the writer did not stop within {WAIT:?}"))
+        .expect("the writer task ends without panicking")
+        .unwrap_or_else(|error| panic!("a transfer did not commit: {error}"));
+    assert_eq!(other_aborts, 0, "no transfer was aborted by a failure");
+    let stats = client.stats();
+    assert_eq!(stats.peers_lost, 0, "the client lost no link: {stats:?}");
+    assert_eq!(stats.send_failures, 0, "{stats:?}");
+    runtime.block_on(async {
+        transfers::check(&mut client, &accounts, &commits)
+            .await
+            .expect("every committed transfer is visible");
+        client.close().await.expect("close the client");
+    });
+    let (code, after) = status(&client_config);
+    assert_eq!(code, Some(0), "{after:#}");
+    assert!(
+        settled(&after, 2, "nobody"),
+        "every cell up to date: {after:#}"
+    );
+    cluster.stop();
 }

@@ -6,7 +6,8 @@
 //! truncated envelopes, envelopes carrying undecodable messages, messages out of protocol
 //! order (answers nobody asked for, a store and a vote without a begin, a finish for a
 //! transaction never begun, replication batches nobody asked for), frames beyond the nodes'
-//! limit, request and object streams the nodes do not serve, objects the storages' fan-out
+//! limit, requests the nodes do not answer (the master answers only an operator's status and
+//! storage changes) and object streams they do not serve, objects the storages' fan-out
 //! takes whose bytes are no store, envelopes that never close their gap until the reorder
 //! buffer overflows. Each is refused or ignored and nothing changes: every replica serves the
 //! same revisions afterwards, new transactions commit, the nodes keep running and exit
@@ -365,27 +366,77 @@ async fn bounded_exchange<T>(
         .unwrap_or_else(|_| panic!("{what} did not end within {WAIT:?}"))
 }
 
-/// The master serves only one-way messages: a request stream and an object stream are
-/// refused (reset or answered with an error), not answered.
-async fn send_unserved_streams(link: &Link) {
-    let request: Result<Vec<u8>, _> =
+/// Sends `message` to `link`'s node as a request, the way `replicast status` does (the
+/// [`encode`]d message as the request's bytes); the node's answer decoded, or its refusal.
+async fn ask(link: &Link, message: &Message) -> Result<Message, LinkError> {
+    let answer: Vec<u8> = bounded_exchange("a request", link.request(&encode(message))).await?;
+    Ok(decode(&answer).expect("the node answers with a protocol message"))
+}
+
+/// The refusal text of a request the node refused with an error, or a panic.
+fn refusal<T: std::fmt::Debug>(what: &str, result: Result<T, LinkError>) -> String {
+    match result {
+        Err(LinkError::Remote { message, .. }) => message,
+        other => panic!("the master did not refuse {what} with an error: {other:?}"),
+    }
+}
+
+/// The master answers requests of operators (`AskStatus`, `AskChangeStorage`) from anyone
+/// with a certificate, apart from the two-phase commit's messages; every other request, and
+/// garbage, is refused with an error, and it takes no object stream.
+async fn send_requests_and_objects(link: &Link) {
+    let garbage: Result<Vec<u8>, _> =
+        bounded_exchange("a request", link.request(&[0xffu8; 8])).await;
+    let text = refusal("a garbage request", garbage);
+    assert!(text.contains("not a request"), "{text}");
+    // A message in postcard without the protocol's framing (no version, not bytes).
+    let unframed: Result<Vec<u8>, _> =
         bounded_exchange("a request", link.request(&Message::AskBegin)).await;
+    refusal("an unframed request", unframed);
+    let mut other_version = encode(&Message::AskStatus { request: 1 });
+    other_version[0] = (PROTOCOL_VERSION + 1) as u8;
+    let result: Result<Vec<u8>, _> =
+        bounded_exchange("a request", link.request(&other_version)).await;
+    let text = refusal("a request of another protocol version", result);
+    assert!(text.contains("version"), "{text}");
+    for message in [
+        Message::AskBegin,
+        Message::ClientHello,
+        Message::StorageReady,
+        Message::AskOutcome {
+            ttid: Tid(0x0100_0000_0000_0001),
+        },
+    ] {
+        let kind = message.kind();
+        let text = refusal(kind, ask(link, &message).await);
+        assert!(text.contains(&format!("unexpected {kind}")), "{text}");
+    }
+    // Asking is allowed to anyone with a certificate, and makes nobody a client.
+    match ask(link, &Message::AskStatus { request: 41 }).await {
+        Ok(Message::AnswerStatus { request, status }) => {
+            assert_eq!(request, 41, "the answer names the request");
+            assert!(
+                !status.nodes.iter().any(|node| node.name == MALLORY),
+                "the asker is no node of the cluster: {status:?}"
+            );
+        }
+        other => panic!("the master does not answer AskStatus: {other:?}"),
+    }
+
     let object: Result<Vec<u8>, _> = bounded_exchange(
         "an object",
         link.send_object(&UnicastHeader { object_id: 1 }, vec![0x5a; 64 << 10].into()),
     )
     .await;
-    for (what, result) in [("request", request), ("object", object)] {
-        assert!(
-            matches!(
-                result,
-                Err(LinkError::StreamReset { .. }
-                    | LinkError::Remote { .. }
-                    | LinkError::Rejected { .. })
-            ),
-            "the master took a {what} stream: {result:?}"
-        );
-    }
+    assert!(
+        matches!(
+            object,
+            Err(LinkError::StreamReset { .. }
+                | LinkError::Remote { .. }
+                | LinkError::Rejected { .. })
+        ),
+        "the master took an object stream: {object:?}"
+    );
 }
 
 /// A storage serves requests and objects of the fan-out (stored objects arrive that way):
@@ -522,7 +573,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
 
     // The master: malformed input, then messages out of protocol order.
     send_malformed(&mut mallory, &master).await;
-    send_unserved_streams(&master).await;
+    send_requests_and_objects(&master).await;
     let never_begun = Tid(0x0100_0000_0000_0001);
     for message in [
         Message::AnswerBegin { ttid: never_begun },
