@@ -7,6 +7,7 @@
 mod clients;
 mod cluster;
 mod process;
+pub mod replicas;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

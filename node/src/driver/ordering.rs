@@ -71,8 +71,8 @@ pub(crate) enum Arrival {
     Early,
     /// The envelope belongs to an epoch the sender already left; dropped.
     Stale,
-    /// More early envelopes than the buffer holds: the envelope is dropped and the peer
-    /// should be treated as lost.
+    /// More early envelopes (or bytes of them) than the buffer holds: the envelope is
+    /// dropped and the peer should be treated as lost.
     Overflow,
 }
 
@@ -82,53 +82,69 @@ struct Stream {
     epoch: u32,
     expected: u64,
     early: BTreeMap<u64, Vec<u8>>,
+    /// The bytes of the bodies in `early`.
+    early_bytes: usize,
+}
+
+impl Stream {
+    fn new(envelope: &Envelope) -> Self {
+        Self {
+            instance: envelope.instance,
+            epoch: envelope.epoch,
+            expected: 0,
+            early: BTreeMap::new(),
+            early_bytes: 0,
+        }
+    }
 }
 
 /// The receiver's side: per sender, the next expected number and the early arrivals.
 #[derive(Debug)]
 pub(crate) struct Reorder {
     limit: usize,
+    byte_limit: usize,
     peers: HashMap<String, Stream>,
 }
 
 impl Reorder {
-    /// A buffer holding at most `limit` early envelopes per sender.
-    pub(crate) fn new(limit: usize) -> Self {
+    /// A buffer holding at most `limit` early envelopes, and at most `byte_limit` bytes of
+    /// their bodies, per sender.
+    pub(crate) fn new(limit: usize, byte_limit: usize) -> Self {
         Self {
             limit,
+            byte_limit,
             peers: HashMap::new(),
         }
     }
 
     pub(crate) fn accept(&mut self, peer: &str, envelope: Envelope) -> Arrival {
-        let stream = self.peers.entry(peer.to_owned()).or_insert(Stream {
-            instance: envelope.instance,
-            epoch: envelope.epoch,
-            expected: 0,
-            early: BTreeMap::new(),
-        });
+        let stream = self
+            .peers
+            .entry(peer.to_owned())
+            .or_insert_with(|| Stream::new(&envelope));
         // A new instance (restarted peer) or a later epoch resets the count; an older epoch
         // of the same instance is what the sender abandoned.
         if envelope.instance != stream.instance || envelope.epoch > stream.epoch {
-            *stream = Stream {
-                instance: envelope.instance,
-                epoch: envelope.epoch,
-                expected: 0,
-                early: BTreeMap::new(),
-            };
+            *stream = Stream::new(&envelope);
         } else if envelope.epoch < stream.epoch || envelope.seq < stream.expected {
             return Arrival::Stale;
         }
         if envelope.seq > stream.expected {
-            if stream.early.len() >= self.limit {
+            // A duplicate number replaces the body it held.
+            let held = stream.early.get(&envelope.seq).map(Vec::len);
+            let bytes = stream.early_bytes - held.unwrap_or(0) + envelope.body.len();
+            let count = stream.early.len() + usize::from(held.is_none());
+            if count > self.limit || bytes > self.byte_limit {
                 return Arrival::Overflow;
             }
             stream.early.insert(envelope.seq, envelope.body);
+            stream.early_bytes = bytes;
             return Arrival::Early;
         }
         let mut ready = vec![envelope.body];
         stream.expected += 1;
         while let Some(body) = stream.early.remove(&stream.expected) {
+            stream.early_bytes -= body.len();
             ready.push(body);
             stream.expected += 1;
         }
@@ -151,7 +167,7 @@ mod tests {
 
     #[test]
     fn early_messages_wait_for_the_gap() {
-        let mut reorder = Reorder::new(4);
+        let mut reorder = Reorder::new(4, 1 << 20);
         assert_eq!(reorder.accept("a", envelope(0, 1)), Arrival::Early);
         assert_eq!(reorder.accept("a", envelope(0, 2)), Arrival::Early);
         assert_eq!(
@@ -163,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_new_epoch_restarts_and_old_ones_are_stale() {
-        let mut reorder = Reorder::new(4);
+        let mut reorder = Reorder::new(4, 1 << 20);
         assert_eq!(reorder.accept("a", envelope(0, 1)), Arrival::Early);
         assert_eq!(
             reorder.accept("a", envelope(1, 0)),
@@ -174,9 +190,43 @@ mod tests {
 
     #[test]
     fn the_buffer_is_bounded() {
-        let mut reorder = Reorder::new(1);
+        let mut reorder = Reorder::new(1, 1 << 20);
         assert_eq!(reorder.accept("a", envelope(0, 1)), Arrival::Early);
         assert_eq!(reorder.accept("a", envelope(0, 2)), Arrival::Overflow);
+    }
+
+    fn sized(seq: u64, len: usize) -> Envelope {
+        Envelope {
+            instance: 7,
+            epoch: 0,
+            seq,
+            body: vec![seq as u8; len],
+        }
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_in_bytes() {
+        let mut reorder = Reorder::new(100, 10);
+        assert_eq!(reorder.accept("a", sized(1, 6)), Arrival::Early);
+        assert_eq!(reorder.accept("a", sized(2, 5)), Arrival::Overflow);
+        assert_eq!(reorder.accept("a", sized(2, 4)), Arrival::Early);
+        // Another sender has its own budget.
+        assert_eq!(reorder.accept("b", sized(1, 10)), Arrival::Early);
+        // Delivering frees the bytes: the buffer holds 10 bytes again afterwards.
+        assert_eq!(
+            reorder.accept("a", sized(0, 1)),
+            Arrival::Deliver(vec![vec![0], vec![1; 6], vec![2; 4]])
+        );
+        assert_eq!(reorder.accept("a", sized(4, 10)), Arrival::Early);
+        assert_eq!(reorder.accept("a", sized(5, 1)), Arrival::Overflow);
+    }
+
+    #[test]
+    fn a_duplicate_early_number_is_counted_once() {
+        let mut reorder = Reorder::new(100, 10);
+        assert_eq!(reorder.accept("a", sized(1, 8)), Arrival::Early);
+        assert_eq!(reorder.accept("a", sized(1, 8)), Arrival::Early);
+        assert_eq!(reorder.accept("a", sized(2, 2)), Arrival::Early);
     }
 
     #[test]

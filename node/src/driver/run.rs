@@ -30,6 +30,9 @@ pub struct DriverConfig {
     pub directory: HashMap<String, SocketAddr>,
     /// The most early (out-of-order) messages held per peer; beyond it the peer counts as lost.
     pub reorder_limit: usize,
+    /// The most bytes of early messages held per peer; beyond it the peer counts as lost
+    /// (without it, `reorder_limit` messages of the largest size could hold gigabytes).
+    pub reorder_byte_limit: usize,
     /// How often the connections of known peers are checked for loss.
     pub link_check: Duration,
     /// The peer (the master) this node sends a [`NodeReport`] to every
@@ -46,6 +49,7 @@ impl Default for DriverConfig {
         Self {
             directory: HashMap::new(),
             reorder_limit: 4096,
+            reorder_byte_limit: 64 << 20,
             link_check: Duration::from_millis(100),
             report_to: None,
             report_interval: Duration::from_secs(1),
@@ -291,10 +295,11 @@ pub(crate) fn spawn_with<R: Role>(
         role,
         endpoint: endpoint.clone(),
         sequencer: Sequencer::new(rand::random()),
-        reorder: Reorder::new(config.reorder_limit),
+        reorder: Reorder::new(config.reorder_limit, config.reorder_byte_limit),
         directory: Arc::new(config.directory),
         senders: HashMap::new(),
         up: HashSet::new(),
+        generations: HashMap::new(),
         events,
         link_events,
         counters: counters.clone(),
@@ -326,6 +331,10 @@ struct Driver<R: Role> {
     senders: HashMap<String, mpsc::UnboundedSender<Envelope>>,
     /// Peers whose connection is believed alive; a loss is reported once per stay here.
     up: HashSet<String>,
+    /// The [connection generation](Link::connection_generation) last seen for each peer in
+    /// `up`: another generation means the connection was replaced, so messages may be lost
+    /// in either direction even though the peer looks connected.
+    generations: HashMap<String, u64>,
     events: mpsc::UnboundedSender<R::Event>,
     link_events: mpsc::UnboundedSender<LinkEvent>,
     counters: Arc<Counters>,
@@ -368,9 +377,7 @@ impl<R: Role> Driver<R> {
                     None => break,
                 },
                 Some(event) = link_queue.recv() => match event {
-                    LinkEvent::Up(peer) => {
-                        self.up.insert(peer);
-                    }
+                    LinkEvent::Up(peer) => self.mark_up(&peer),
                     LinkEvent::Lost(peer) => {
                         Counters::bump(&self.counters.send_failures);
                         // A message was dropped: the role must hear of it even if the
@@ -468,7 +475,7 @@ impl<R: Role> Driver<R> {
             }
         };
         let peer = message.peer().to_owned();
-        self.up.insert(peer.clone());
+        self.mark_up(&peer);
         let envelope: Envelope = match message.decode() {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -488,7 +495,7 @@ impl<R: Role> Driver<R> {
             }
             Arrival::Stale => tracing::debug!(%peer, "dropped a message of an abandoned epoch"),
             Arrival::Overflow => {
-                tracing::warn!(%peer, "too many out-of-order messages; dropping the link");
+                tracing::warn!(%peer, "too many out-of-order messages or bytes; dropping the link");
                 if let Some(link) = self.endpoint.known_link(&peer) {
                     link.disconnect("reorder buffer overflow");
                 }
@@ -550,10 +557,26 @@ impl<R: Role> Driver<R> {
         }
     }
 
+    /// Counts `peer` as connected, over the connection it has now: if another one replaces
+    /// it later, [`check_links`](Self::check_links) reports the loss.
+    fn mark_up(&mut self, peer: &str) {
+        self.up.insert(peer.to_owned());
+        if !self.generations.contains_key(peer) {
+            let current = self
+                .endpoint
+                .known_link(peer)
+                .and_then(|link| link.connection_generation());
+            if let Some(generation) = current {
+                self.generations.insert(peer.to_owned(), generation);
+            }
+        }
+    }
+
     /// Reports `peer` lost to the role (once while its connection stays down) and starts a
     /// new epoch towards it, since messages in flight may be gone.
     fn lose(&mut self, peer: &str) {
         self.sequencer.restart(peer);
+        self.generations.remove(peer);
         if !self.up.remove(peer) {
             return;
         }
@@ -563,20 +586,36 @@ impl<R: Role> Driver<R> {
         self.note(result, peer);
     }
 
+    /// Reports the peers whose connection dropped, or was replaced by another since the last
+    /// check (the peer reconnected, or dialed this node, between two checks: the loss must
+    /// not hide behind the new connection, or a peer that counted this node lost waits for
+    /// it forever).
     fn check_links(&mut self) {
-        let lost: Vec<String> = self
-            .up
-            .iter()
-            .filter(|peer| {
-                !self
-                    .endpoint
-                    .known_link(peer)
-                    .is_some_and(|link| link.is_connected())
-            })
-            .cloned()
-            .collect();
+        let mut lost = Vec::new();
+        let mut replaced = Vec::new();
+        for peer in &self.up {
+            let current = self
+                .endpoint
+                .known_link(peer)
+                .and_then(|link| link.connection_generation());
+            match (current, self.generations.get(peer)) {
+                (None, _) => lost.push(peer.clone()),
+                (Some(now), Some(before)) if now != *before => replaced.push((peer.clone(), now)),
+                (Some(_), _) => {}
+            }
+            if let Some(now) = current {
+                self.generations.insert(peer.clone(), now);
+            }
+        }
         for peer in lost {
             self.lose(&peer);
+        }
+        for (peer, generation) in replaced {
+            tracing::info!(%peer, "connection replaced");
+            self.lose(&peer);
+            // The new connection is live: later losses of it must be reported too.
+            self.up.insert(peer.clone());
+            self.generations.insert(peer, generation);
         }
     }
 
@@ -661,14 +700,30 @@ async fn send_to_peer(
 ) {
     let mut failed_epoch = None;
     let mut delivered_since_failure = false;
+    // The epoch being sent and the connection generation carrying it: an epoch must stay on
+    // one connection, since QUIC delivers everything only within one.
+    let mut carrier: Option<(u32, Option<u64>)> = None;
     while let Some(envelope) = queue.recv().await {
         if failed_epoch == Some(envelope.epoch) {
             continue;
         }
         let result = match link(&endpoint, address, &peer).await {
-            Ok(link) => link.send_message(&envelope).await.map_err(SendError::from),
+            Ok(link) => link
+                .send_message_tracked(&envelope)
+                .await
+                .map_err(SendError::from),
             Err(error) => Err(error),
         };
+        let result = result.and_then(|generation| match carrier {
+            Some((epoch, before)) if epoch == envelope.epoch && before != generation => {
+                Err(SendError::Replaced)
+            }
+            _ if generation.is_none() => Err(SendError::Replaced),
+            _ => {
+                carrier = Some((envelope.epoch, generation));
+                Ok(())
+            }
+        });
         let event = match result {
             Ok(()) if delivered_since_failure => continue,
             Ok(()) => {
@@ -693,6 +748,8 @@ async fn send_to_peer(
 enum SendError {
     #[error("no address for the peer and no connection from it")]
     NoRoute,
+    #[error("the connection was replaced; earlier messages of the epoch may be lost")]
+    Replaced,
     #[error(transparent)]
     Link(#[from] LinkError),
 }

@@ -220,6 +220,7 @@ impl Inner {
                 state: Mutex::new(PeerState {
                     addr,
                     connection: None,
+                    generation: 0,
                     dialing: None,
                 }),
             })
@@ -341,7 +342,7 @@ async fn accept_connections(quinn: quinn::Endpoint, inner: Weak<Inner>) {
                 // Keep a live connection already in use; a crossing dial then leaves two
                 // connections, both served, until one idles out or drops.
                 if !state.connection.as_ref().is_some_and(is_live) {
-                    state.connection = Some(connection.clone());
+                    state.install(connection.clone());
                     state.addr = addr;
                 }
             }
@@ -394,8 +395,18 @@ pub(crate) struct Peer {
 struct PeerState {
     addr: SocketAddr,
     connection: Option<quinn::Connection>,
+    /// Bumped each time another connection becomes the current one: messages handed to
+    /// QUIC on an older generation may be lost without any call failing.
+    generation: u64,
     /// Set while a dial is under way; callers arriving meanwhile wait for its result.
     dialing: Option<watch::Receiver<DialResult>>,
+}
+
+impl PeerState {
+    fn install(&mut self, connection: quinn::Connection) {
+        self.connection = Some(connection);
+        self.generation += 1;
+    }
 }
 
 enum Step {
@@ -411,6 +422,27 @@ impl Peer {
     /// The current connection if it is live.
     pub(crate) fn current(&self) -> Option<quinn::Connection> {
         lock(&self.state).connection.clone().filter(is_live)
+    }
+
+    /// The generation of the current connection if it is live.
+    pub(crate) fn current_generation(&self) -> Option<u64> {
+        let state = lock(&self.state);
+        state
+            .connection
+            .as_ref()
+            .filter(|c| is_live(c))
+            .map(|_| state.generation)
+    }
+
+    /// The generation of `connection` if it is still the current one (a connection stays
+    /// alive while the caller holds it, so its stable id cannot be reused meanwhile).
+    pub(crate) fn generation_of(&self, connection: &quinn::Connection) -> Option<u64> {
+        let state = lock(&self.state);
+        state
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == connection.stable_id())
+            .then_some(state.generation)
     }
 
     /// The live connection to this peer, dialing if there is none. Concurrent callers share
@@ -462,7 +494,7 @@ impl Peer {
                         let mut state = lock(&self.state);
                         state.dialing = None;
                         if let Ok(connection) = &result {
-                            state.connection = Some(connection.clone());
+                            state.install(connection.clone());
                         }
                     }
                     result_tx.send_replace(Some(result.clone()));

@@ -65,6 +65,14 @@ impl Link {
         self.peer.current().is_some()
     }
 
+    /// Which connection to the peer is current, if one is live: a number that grows each time
+    /// another connection replaces the previous one (after a drop, or a reconnection by
+    /// either side). Messages handed to an older connection may be lost without any call
+    /// failing, so a caller that needs them all in order compares generations.
+    pub fn connection_generation(&self) -> Option<u64> {
+        self.peer.current_generation()
+    }
+
     /// Closes the current connection (streams in flight fail); the next call dials again.
     pub fn disconnect(&self, reason: &str) {
         self.peer.disconnect(reason);
@@ -116,16 +124,29 @@ impl Link {
     /// Sends a one-way message. It returns once the message is handed to QUIC, which delivers
     /// it reliably unless the connection drops.
     pub async fn send_message<M: Serialize + ?Sized>(&self, message: &M) -> Result<(), LinkError> {
+        self.send_message_tracked(message).await.map(|_| ())
+    }
+
+    /// Sends a one-way message like [`send_message`](Self::send_message) and returns the
+    /// [generation](Self::connection_generation) of the connection that carried it (`None`
+    /// if another connection replaced it meanwhile). Messages carried by one generation
+    /// arrive in full or that connection dropped; a caller seeing the generation change
+    /// between two messages must assume the earlier ones may be lost.
+    pub async fn send_message_tracked<M: Serialize + ?Sized>(
+        &self,
+        message: &M,
+    ) -> Result<Option<u64>, LinkError> {
         let max_len = self.inner.link.max_frame_len;
         let frame = message_frame(Some(StreamKind::Message), message, max_len, "message")?;
         let (connection, peer) = self.connection().await?;
+        let generation = self.peer.generation_of(&connection);
         let mut send = connection
             .open_uni()
             .await
             .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
         peer.write_all(&mut send, &frame).await?;
         let _ = send.finish();
-        Ok(())
+        Ok(generation)
     }
 
     /// Sends an object: `header` (postcard, for the receiving application) and `payload`,
