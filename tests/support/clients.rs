@@ -54,6 +54,36 @@ pub fn strategy_name(strategy: Strategy) -> &'static str {
     }
 }
 
+/// Client `name`'s QUIC endpoint on 127.0.0.1 with its certificate from `certs/`; a silent
+/// peer is noticed within a second or two, not quinn's 30 s.
+pub fn client_endpoint(certs: &Path, name: &str) -> Endpoint {
+    let identity = NodeIdentity::load(
+        &certs.join(format!("{name}.pem")),
+        &certs.join(format!("{name}.key")),
+        &certs.join("ca.pem"),
+    )
+    .expect("load the client's certificate");
+    Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link: LinkConfig {
+            keep_alive: Some(Duration::from_millis(500)),
+            idle_timeout: Some(Duration::from_secs(2)),
+            ..LinkConfig::default()
+        },
+    })
+    .expect("bind the client endpoint")
+}
+
+/// The driver configuration of a client whose master listens at `master`.
+pub fn client_driver_config(master: SocketAddr) -> DriverConfig {
+    DriverConfig {
+        directory: HashMap::from([("master".to_owned(), master)]),
+        ..DriverConfig::default()
+    }
+}
+
 /// Connects client `name` (certificate in `certs/`) to the master at `master`; its stores go
 /// through a fan-out writer with `strategy`, on `group` unless the strategy is unicast.
 pub async fn connect(
@@ -63,24 +93,7 @@ pub async fn connect(
     strategy: Strategy,
     group: SocketAddr,
 ) -> ClientHandle {
-    let identity = NodeIdentity::load(
-        &certs.join(format!("{name}.pem")),
-        &certs.join(format!("{name}.key")),
-        &certs.join("ca.pem"),
-    )
-    .expect("load the client's certificate");
-    let endpoint = Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        // A silent storage is noticed within a second or two, not quinn's 30 s.
-        link: LinkConfig {
-            keep_alive: Some(Duration::from_millis(500)),
-            idle_timeout: Some(Duration::from_secs(2)),
-            ..LinkConfig::default()
-        },
-    })
-    .expect("bind the client endpoint");
+    let endpoint = client_endpoint(certs, name);
     let writer = match strategy {
         Strategy::Unicast => Fanout::unicast(endpoint.clone()),
         strategy => {
@@ -98,10 +111,7 @@ pub async fn connect(
     ClientHandle::connect_with_fanout(
         Client::new(name, "master", ClientConfig::default()),
         endpoint,
-        DriverConfig {
-            directory: HashMap::from([("master".to_owned(), master)]),
-            ..DriverConfig::default()
-        },
+        client_driver_config(master),
         CALL_WAIT,
         writer,
     )

@@ -2,22 +2,20 @@
 //! storages come and go, the master's partition table as `replicast status --json` shows it,
 //! and the final check that every partition's replicas hold the same history.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use replicast_certs::NodeIdentity;
 use replicast_node::client::{Client, ClientConfig};
-use replicast_node::driver::{ClientHandle, DriverConfig};
+use replicast_node::driver::ClientHandle;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::storage::{ObjectCursor, Store};
 use replicast_node::workload::transfers::{self, Commit};
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 use tokio::sync::watch;
 
-use super::{CALL_WAIT, LocalCluster, WAIT};
+use super::{CALL_WAIT, LocalCluster, WAIT, client_driver_config, client_endpoint};
 
 /// Accounts the two writers share.
 const ACCOUNTS: u32 = 24;
@@ -29,30 +27,10 @@ pub type Table = Vec<Vec<(String, String)>>;
 
 /// An in-process client of the cluster (stores over its QUIC links).
 async fn connect_inline(certs: &Path, name: &str, master: SocketAddr) -> ClientHandle {
-    let identity = NodeIdentity::load(
-        &certs.join(format!("{name}.pem")),
-        &certs.join(format!("{name}.key")),
-        &certs.join("ca.pem"),
-    )
-    .expect("load the client's certificate");
-    let endpoint = Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig {
-            keep_alive: Some(Duration::from_millis(500)),
-            idle_timeout: Some(Duration::from_secs(2)),
-            ..LinkConfig::default()
-        },
-    })
-    .expect("bind the client endpoint");
     ClientHandle::connect(
         Client::new(name, "master", ClientConfig::default()),
-        endpoint,
-        DriverConfig {
-            directory: HashMap::from([("master".to_owned(), master)]),
-            ..DriverConfig::default()
-        },
+        client_endpoint(certs, name),
+        client_driver_config(master),
         CALL_WAIT,
     )
     .await
