@@ -201,17 +201,10 @@ impl Master {
     /// Sends the current table to every client and running storage, and to `also` (a storage
     /// just taken out, which learns that it holds no cells any more).
     fn push_table(&mut self, also: Option<&str>) {
-        let peers: Vec<NodeName> = self
-            .clients
-            .iter()
-            .chain(self.running.iter())
-            .map(String::as_str)
-            .chain(also)
-            .map(str::to_owned)
-            .collect();
-        for peer in peers {
+        self.broadcast_table();
+        if let Some(node) = also.filter(|node| !self.running.contains(*node)) {
             self.out
-                .send(&peer, Message::PartitionTable(self.table.clone()));
+                .send(node, Message::PartitionTable(self.table.clone()));
         }
     }
 }
