@@ -413,9 +413,10 @@ impl<R: Role> Driver<R> {
     /// Every peer this node talks to, with the RTT of its connection and, for a storage in
     /// a client's fan-out, the path its stores take now.
     fn report(&self) -> NodeReport {
+        // Peers connected now, and a writer's storages whether connected or not (a storage it
+        // cannot reach is news); not every peer ever answered (clients that left long ago).
         let mut peers: std::collections::BTreeSet<&str> =
-            self.senders.keys().map(String::as_str).collect();
-        peers.extend(self.up.iter().map(String::as_str));
+            self.up.iter().map(String::as_str).collect();
         let paths = match &self.side {
             Side::Writer(writer) => writer.store_paths(),
             _ => std::collections::BTreeMap::new(),
