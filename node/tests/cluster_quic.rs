@@ -2,9 +2,11 @@
 //! storages on redb (P = 12, R = 2), clients running concurrent transfers through the
 //! `async` client API.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,20 +14,19 @@ use replicast_certs::ClusterCa;
 use replicast_node::client::{AbortReason, Client, ClientConfig};
 use replicast_node::driver::ordering::Envelope;
 use replicast_node::driver::{
-    ClientError, ClientHandle, DriverConfig, DriverHandle, spawn, spawn_storage,
+    ClientError, ClientHandle, DriverConfig, DriverHandle, spawn_storage,
 };
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::master::{Master, MasterConfig};
+use replicast_node::master::Master;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_node::storage::{ObjectData, Store, TransactionInfo};
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_node::storage_node::StorageNode;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, LinkConfig};
+use replicast_transport::quic::{Endpoint, Incoming};
+use support::{MASTER, STORAGES, address, endpoint, spawn_master, storage_node};
 
-const MASTER: &str = "master";
-const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
 /// Bounds every single wait on the cluster.
@@ -50,47 +51,15 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig::default(),
-    })
-    .expect("bind endpoint")
-}
-
-fn address(endpoint: &Endpoint) -> SocketAddr {
-    endpoint
-        .local_addr()
-        .expect("bound endpoint has an address")
-}
-
 impl Cluster {
     async fn start() -> Self {
         let ca = ClusterCa::generate("cluster-quic-test").expect("cluster CA");
         let dir = tempfile::tempdir().expect("tempdir");
-        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
-        let table = PartitionTable::new(12, 2, &names).expect("partition table");
-        let master_endpoint = endpoint(&ca, MASTER);
-        let mut directory = HashMap::from([(MASTER.to_owned(), address(&master_endpoint))]);
-        let (master, _master_events) = spawn(
-            Master::new(table, MasterConfig::default()),
-            master_endpoint,
-            DriverConfig::default(),
-        );
+        let (master, master_address) = spawn_master(&ca);
+        let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         let mut storages = Vec::new();
         for name in STORAGES {
-            let store = Store::open(dir.path().join(format!("{name}.redb"))).expect("open redb");
-            let node = StorageNode::open(
-                SystemTime::now(),
-                name,
-                MASTER,
-                store,
-                StorageConfig::default(),
-            )
-            .expect("storage role");
+            let node = storage_node(dir.path(), name);
             let storage_endpoint = endpoint(&ca, name);
             directory.insert(name.to_owned(), address(&storage_endpoint));
             let config = DriverConfig {

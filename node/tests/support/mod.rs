@@ -1,0 +1,79 @@
+//! Fixtures shared by the node crate's integration tests: endpoints with certificates from
+//! one cluster CA on 127.0.0.1, and the pieces of an in-process cluster (the master and its
+//! storages on redb).
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::SystemTime;
+
+use rand::Rng;
+use replicast_certs::ClusterCa;
+use replicast_node::driver::{DriverConfig, DriverHandle, spawn};
+use replicast_node::master::{Master, MasterConfig};
+use replicast_node::partition::PartitionTable;
+use replicast_node::storage::Store;
+use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+
+/// The master's name in the in-process clusters.
+pub const MASTER: &str = "master";
+/// The storages' names in the in-process clusters.
+pub const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
+
+/// An endpoint on 127.0.0.1 (any port) presenting a certificate for `name` issued by `ca`,
+/// with the default link configuration.
+pub fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+    let identity = ca.issue(name, &[]).expect("issue node certificate");
+    Endpoint::bind(EndpointConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        server_tls: identity.server_config().expect("server config"),
+        client_tls: identity.client_config().expect("client config"),
+        link: LinkConfig::default(),
+    })
+    .expect("bind endpoint")
+}
+
+/// Where a bound `endpoint` listens.
+pub fn address(endpoint: &Endpoint) -> SocketAddr {
+    endpoint
+        .local_addr()
+        .expect("bound endpoint has an address")
+}
+
+/// A random administratively scoped multicast group (239.255.x.y) and port, so that tests
+/// running at the same time do not hear each other.
+pub fn random_group() -> SocketAddr {
+    let mut rng = rand::rng();
+    let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
+    SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
+}
+
+/// The master of [`STORAGES`] (P = 12, R = 2) running in-process on its own endpoint, and
+/// the address it listens on.
+pub fn spawn_master(ca: &ClusterCa) -> (DriverHandle<Master>, SocketAddr) {
+    let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
+    let table = PartitionTable::new(12, 2, &names).expect("partition table");
+    let master_endpoint = endpoint(ca, MASTER);
+    let master_address = address(&master_endpoint);
+    let (master, _events) = spawn(
+        Master::new(table, MasterConfig::default()),
+        master_endpoint,
+        DriverConfig::default(),
+    );
+    (master, master_address)
+}
+
+/// The storage role `name` of [`MASTER`] on a redb store `<name>.redb` in `dir`, with the
+/// default storage configuration (not yet running).
+pub fn storage_node(dir: &Path, name: &str) -> StorageNode {
+    let store = Store::open(dir.join(format!("{name}.redb"))).expect("open redb");
+    StorageNode::open(
+        SystemTime::now(),
+        name,
+        MASTER,
+        store,
+        StorageConfig::default(),
+    )
+    .expect("storage role")
+}
