@@ -4,30 +4,30 @@
 //! concurrent transfers under each strategy; a storage that leaves the group under `auto`
 //! is served by unicast while commits go on.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+mod support;
 
-use rand::Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
 use replicast_certs::ClusterCa;
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::{
-    ClientHandle, DriverConfig, DriverHandle, FanoutDeliveries, spawn, spawn_storage,
+    ClientHandle, DriverConfig, DriverHandle, FanoutDeliveries, spawn_storage,
 };
-use replicast_node::master::{Master, MasterConfig};
-use replicast_node::partition::PartitionTable;
+use replicast_node::master::Master;
 use replicast_node::protocol::StorePath;
-use replicast_node::storage::Store;
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage_node::StorageNode;
 use replicast_node::workload::transfers::{self, Commit};
 use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions, NetemConfig};
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::Endpoint;
+use support::{
+    MASTER, STORAGES, address, endpoint, endpoint_config, random_group, spawn_master, storage_node,
+};
 
-const MASTER: &str = "master";
-const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 const ACCOUNTS: u32 = 12;
 /// Transfers each client commits.
 const TRANSFERS: usize = 40;
@@ -37,29 +37,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(240);
-
-fn random_group() -> SocketAddr {
-    let mut rng = rand::rng();
-    let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
-    SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
-}
-
-fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig::default(),
-    })
-    .expect("bind endpoint")
-}
-
-fn address(endpoint: &Endpoint) -> SocketAddr {
-    endpoint
-        .local_addr()
-        .expect("bound endpoint has an address")
-}
 
 struct Cluster {
     ca: ClusterCa,
@@ -74,28 +51,12 @@ impl Cluster {
     async fn start() -> Self {
         let ca = ClusterCa::generate("fanout-stores-test").expect("cluster CA");
         let dir = tempfile::tempdir().expect("tempdir");
-        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
-        let table = PartitionTable::new(12, 2, &names).expect("partition table");
-        let master_endpoint = endpoint(&ca, MASTER);
-        let master_address = address(&master_endpoint);
-        let (master, _events) = spawn(
-            Master::new(table, MasterConfig::default()),
-            master_endpoint,
-            DriverConfig::default(),
-        );
+        let (master, master_address) = spawn_master(&ca);
         let mut storages = BTreeMap::new();
         // Storages are reached through the master's address book, as in a deployment.
         let directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         for name in STORAGES {
-            let store = Store::open(dir.path().join(format!("{name}.redb"))).expect("open redb");
-            let mut node = StorageNode::open(
-                SystemTime::now(),
-                name,
-                MASTER,
-                store,
-                StorageConfig::default(),
-            )
-            .expect("storage role");
+            let mut node = storage_node(dir.path(), name);
             let storage_endpoint = endpoint(&ca, name);
             node.announce_address(address(&storage_endpoint));
             let receiver = FanoutReceiverConfig {
@@ -393,7 +354,6 @@ async fn transfers_commit_with_auto_fanout() {
 
 /// An endpoint for `name` whose datagrams to each address of `delays` wait that long.
 fn slow_endpoint(ca: &ClusterCa, name: &str, delays: &[(SocketAddr, Duration)]) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
     let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP socket");
     let inner = quinn::default_runtime()
         .expect("inside tokio")
@@ -405,16 +365,7 @@ fn slow_endpoint(ca: &ClusterCa, name: &str, delays: &[(SocketAddr, Duration)]) 
             conditions.with_link(*to, NetemConfig::new().latency(*delay).seed(3))
         });
     let socket: Arc<ImpairedUdpSocket> = ImpairedUdpSocket::new(inner, conditions);
-    Endpoint::bind_with_socket(
-        EndpointConfig {
-            listen: (Ipv4Addr::LOCALHOST, 0).into(),
-            server_tls: identity.server_config().expect("server config"),
-            client_tls: identity.client_config().expect("client config"),
-            link: LinkConfig::default(),
-        },
-        socket,
-    )
-    .expect("bind endpoint")
+    Endpoint::bind_with_socket(endpoint_config(ca, name), socket).expect("bind endpoint")
 }
 
 /// Loads go to the readable replica with the lowest measured RTT (links emulated slow at

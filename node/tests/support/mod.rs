@@ -21,17 +21,21 @@ pub const MASTER: &str = "master";
 /// The storages' names in the in-process clusters.
 pub const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 
-/// An endpoint on 127.0.0.1 (any port) presenting a certificate for `name` issued by `ca`,
-/// with the default link configuration.
-pub fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+/// The configuration of an endpoint on 127.0.0.1 (any port) presenting a certificate for
+/// `name` issued by `ca` and trusting `ca`'s certificates, with the default link configuration.
+pub fn endpoint_config(ca: &ClusterCa, name: &str) -> EndpointConfig {
     let identity = ca.issue(name, &[]).expect("issue node certificate");
-    Endpoint::bind(EndpointConfig {
+    EndpointConfig {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
         server_tls: identity.server_config().expect("server config"),
         client_tls: identity.client_config().expect("client config"),
         link: LinkConfig::default(),
-    })
-    .expect("bind endpoint")
+    }
+}
+
+/// An endpoint bound on 127.0.0.1 as [`endpoint_config`] describes.
+pub fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
+    Endpoint::bind(endpoint_config(ca, name)).expect("bind endpoint")
 }
 
 /// Where a bound `endpoint` listens.
