@@ -4,14 +4,17 @@
 //! closed connection may be gone, so both sides must hear of the loss (a storage that does not
 //! learn that the master counted it lost never announces itself again).
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use replicast_certs::ClusterCa;
 use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn};
 use replicast_node::protocol::{Message, NodeReport, ProtocolError, Transmit};
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::Endpoint;
+use support::{address, endpoint};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.
@@ -85,17 +88,6 @@ impl Role for Recorder {
     }
 }
 
-fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig::default(),
-    })
-    .expect("bind endpoint")
-}
-
 fn start(
     endpoint: Endpoint,
     directory: HashMap<String, SocketAddr>,
@@ -136,7 +128,7 @@ async fn wait_for(events: &mut mpsc::UnboundedReceiver<Seen>, expected: Seen) ->
 async fn a_connection_replaced_between_two_link_checks_is_reported_lost() {
     let ca = ClusterCa::generate("driver-links-test").expect("cluster CA");
     let (master_endpoint, storage_endpoint) = (endpoint(&ca, "master"), endpoint(&ca, "storage"));
-    let master_address = master_endpoint.local_addr().expect("bound");
+    let master_address = address(&master_endpoint);
     let (master, mut master_events) = start(master_endpoint, HashMap::new());
     let (storage, mut storage_events) = start(
         storage_endpoint,
