@@ -4,8 +4,9 @@
 //! not answer and garbage (refused with an error), and the running client's link goes on as
 //! if nothing happened: no loss on either side, its next request answered in order.
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use replicast_certs::ClusterCa;
@@ -13,7 +14,8 @@ use replicast_node::driver::{DriverConfig, Role, spawn};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, decode_from, encode};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Link, LinkConfig, LinkError};
+use replicast_transport::quic::{Link, LinkError};
+use support::{address, endpoint};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.
@@ -69,21 +71,6 @@ impl Role for Recorder {
     fn poll_event(&mut self) -> Option<Message> {
         self.received.pop_front()
     }
-}
-
-fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig::default(),
-    })
-    .expect("bind endpoint")
-}
-
-fn address(endpoint: &Endpoint) -> SocketAddr {
-    endpoint.local_addr().expect("bound")
 }
 
 /// The next message the recorder received, skipping those `accept` does not take.
