@@ -20,12 +20,14 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::Master;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_node::storage::TransactionInfo;
 use replicast_node::storage_node::StorageNode;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
-use support::{MASTER, STORAGES, address, endpoint, spawn_master, storage_node};
+use support::{
+    MASTER, STORAGES, address, balance, balance_data, endpoint, spawn_master, storage_node,
+};
 
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
@@ -33,15 +35,6 @@ const INITIAL_BALANCE: i64 = 1_000;
 const WAIT: Duration = Duration::from_secs(30);
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
-
-fn balance(data: &ObjectData) -> i64 {
-    let bytes: [u8; 8] = data.as_bytes().try_into().expect("a balance is 8 bytes");
-    i64::from_le_bytes(bytes)
-}
-
-fn balance_data(value: i64) -> ObjectData {
-    ObjectData::Bytes(value.to_le_bytes().to_vec())
-}
 
 struct Cluster {
     ca: ClusterCa,

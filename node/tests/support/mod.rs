@@ -12,9 +12,10 @@ use replicast_certs::ClusterCa;
 use replicast_node::driver::{DriverConfig, DriverHandle, spawn};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::Store;
+use replicast_node::storage::{ObjectData, Store};
 use replicast_node::storage_node::{StorageConfig, StorageNode};
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use tempfile::TempDir;
 
 /// The master's name in the in-process clusters.
 pub const MASTER: &str = "master";
@@ -80,4 +81,20 @@ pub fn storage_node(dir: &Path, name: &str) -> StorageNode {
         StorageConfig::default(),
     )
     .expect("storage role")
+}
+
+/// The redb store `name` in `dir`, created if it does not exist yet.
+pub fn open_store(dir: &TempDir, name: &str) -> Store {
+    Store::open(dir.path().join(name)).expect("open store")
+}
+
+/// The account balance an object holds (8 bytes, little-endian) in the transfer workloads.
+pub fn balance(data: &ObjectData) -> i64 {
+    let bytes: [u8; 8] = data.as_bytes().try_into().expect("a balance is 8 bytes");
+    i64::from_le_bytes(bytes)
+}
+
+/// The object data holding the account balance `value`, as [`balance`] reads it.
+pub fn balance_data(value: i64) -> ObjectData {
+    ObjectData::Bytes(value.to_le_bytes().to_vec())
 }
