@@ -5,6 +5,8 @@
 //! a finish that arrives after replication imported its TID or later ones. And two storage
 //! roles, a source and a feeding one, exchanging the replication messages.
 
+mod support;
+
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::Message;
@@ -12,13 +14,10 @@ use replicast_node::storage::{
     ObjectCursor, ObjectData, ReplicationProgress, StorageError, Store, TransactionInfo,
 };
 use replicast_node::storage_node::{StorageConfig, StorageNode};
+use support::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
-
-fn open(dir: &TempDir, name: &str) -> Store {
-    Store::open(dir.path().join(name)).expect("open store")
-}
 
 /// Commits one transaction writing `objects` on top of their last revisions, at `tid`.
 fn commit(store: &Store, ttid: Tid, tid: Tid, objects: &[(Oid, Vec<u8>)]) {
@@ -81,7 +80,7 @@ fn catch_up(
 ) -> usize {
     let mut batches = 0;
     loop {
-        let store = open(dir, target);
+        let store = open_store(dir, target);
         let progress = store.replication_progress(partition).expect("progress");
         let done = ReplicationProgress::complete_to(up_to);
         if progress.transactions < up_to {
@@ -140,7 +139,7 @@ fn catch_up(
 #[test]
 fn byte_bounded_batches_rebuild_a_partition_up_to_the_bound() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
     for partition in 0..PARTITIONS {
         for (budget, up_to) in [(250, Tid(400)), (1 << 20, Tid(400)), (250, Tid(205))] {
@@ -149,7 +148,7 @@ fn byte_bounded_batches_rebuild_a_partition_up_to_the_bound() {
             if budget == 250 {
                 assert!(batches > 4, "a small budget takes many batches ({batches})");
             }
-            let copy = open(&dir, &target);
+            let copy = open_store(&dir, &target);
             assert_eq!(
                 history(&copy, partition, Tid::MAX),
                 history(&source, partition, up_to),
@@ -172,9 +171,9 @@ fn byte_bounded_batches_rebuild_a_partition_up_to_the_bound() {
 #[test]
 fn importing_a_batch_again_changes_nothing_and_progress_never_goes_back() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
-    let target = open(&dir, "target.redb");
+    let target = open_store(&dir, "target.redb");
     let transactions = source
         .partition_transactions(1, PARTITIONS, Tid::ZERO, Tid(400), usize::MAX)
         .expect("export");
@@ -206,9 +205,9 @@ fn importing_a_batch_again_changes_nothing_and_progress_never_goes_back() {
 #[test]
 fn a_tampered_batch_is_refused_whole_and_records_no_progress() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
-    let target = open(&dir, "target.redb");
+    let target = open_store(&dir, "target.redb");
     let transactions = source
         .partition_transactions(1, PARTITIONS, Tid::ZERO, Tid(400), usize::MAX)
         .expect("export");
@@ -245,9 +244,9 @@ fn a_tampered_batch_is_refused_whole_and_records_no_progress() {
 #[test]
 fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
-    let feeding = open(&dir, "feeding.redb");
+    let feeding = open_store(&dir, "feeding.redb");
     let oid = Oid(1);
     let last = source.load(oid).expect("load").expect("exists").tid;
 
@@ -355,7 +354,7 @@ fn exchange(
 fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let now = std::time::SystemTime::now();
-    let source_store = open(&dir, "source.redb");
+    let source_store = open_store(&dir, "source.redb");
     populate(&source_store);
     // Revisions larger than a batch, one of them an object's last.
     commit(
@@ -390,9 +389,14 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .expect("feeding is in the table");
     let mut source =
         StorageNode::open(now, "source", "master", source_store, config.clone()).expect("source");
-    let mut feeding =
-        StorageNode::open(now, "feeding", "master", open(&dir, "feeding.redb"), config)
-            .expect("feeding");
+    let mut feeding = StorageNode::open(
+        now,
+        "feeding",
+        "master",
+        open_store(&dir, "feeding.redb"),
+        config,
+    )
+    .expect("feeding");
     for node in [&mut source, &mut feeding] {
         node.handle(now, "master", Message::PartitionTable(table.clone()))
             .expect("table");
@@ -450,8 +454,8 @@ fn a_storage_that_lost_its_master_announces_itself_again_once_per_timeout() {
     let now = std::time::SystemTime::now();
     let config = StorageConfig::default();
     let wait = config.outcome_timeout;
-    let mut node =
-        StorageNode::open(now, "s1", "master", open(&dir, "s1.redb"), config).expect("storage");
+    let mut node = StorageNode::open(now, "s1", "master", open_store(&dir, "s1.redb"), config)
+        .expect("storage");
     let address: std::net::SocketAddr = "127.0.0.1:7001".parse().expect("an address");
     node.announce_address(address);
     while node.poll_transmit().is_some() {}
