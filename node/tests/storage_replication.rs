@@ -1,5 +1,7 @@
 //! Replication export and import: batches resume from a cursor and rebuild identical content.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use replicast_node::ids::{Oid, Tid};
@@ -8,13 +10,10 @@ use replicast_node::storage::{
     CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, StorageError, Store,
     TransactionInfo,
 };
+use support::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
-
-fn open(dir: &TempDir, name: &str) -> Store {
-    Store::open(dir.path().join(name)).expect("open store")
-}
 
 /// Commits 30 transactions over 12 objects; each writes two or three of them, some by undo.
 fn populate(store: &Store) {
@@ -105,7 +104,7 @@ fn replicate(source: &Store, dir: &TempDir, target: &str, partitions: &Partition
         };
         after = last.tid;
         assert!(transactions.len() <= batch);
-        open(dir, target)
+        open_store(dir, target)
             .apply_replicated_transactions(&transactions)
             .expect("import");
     }
@@ -122,7 +121,7 @@ fn replicate(source: &Store, dir: &TempDir, target: &str, partitions: &Partition
                 .iter()
                 .all(|object| partitions.contains(object.oid))
         );
-        open(dir, target)
+        open_store(dir, target)
             .apply_replicated_objects(&exported.objects)
             .expect("import");
         batches += 1;
@@ -140,7 +139,7 @@ fn replicate(source: &Store, dir: &TempDir, target: &str, partitions: &Partition
 #[test]
 fn batches_resume_from_their_cursor_and_reproduce_the_source() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
     let (transactions, objects) = snapshot(&source);
     assert_eq!(transactions.len(), 30);
@@ -155,7 +154,7 @@ fn batches_resume_from_their_cursor_and_reproduce_the_source() {
             &PartitionSet::all(PARTITIONS),
             batch,
         );
-        let copy = open(&dir, &target);
+        let copy = open_store(&dir, &target);
         assert_eq!(
             snapshot(&copy),
             (transactions.clone(), objects.clone()),
@@ -183,7 +182,7 @@ fn batches_resume_from_their_cursor_and_reproduce_the_source() {
 #[test]
 fn batches_concatenate_to_the_whole_history_in_tid_order() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
     let (_, whole) = snapshot(&source);
     let keys: Vec<_> = whole
@@ -214,11 +213,11 @@ fn batches_concatenate_to_the_whole_history_in_tid_order() {
 #[test]
 fn a_partition_subset_copies_only_its_objects() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = open(&dir, "source.redb");
+    let source = open_store(&dir, "source.redb");
     populate(&source);
     let mine = PartitionSet::new(PARTITIONS, [1, 3]);
     replicate(&source, &dir, "subset.redb", &mine, 4);
-    let copy = open(&dir, "subset.redb");
+    let copy = open_store(&dir, "subset.redb");
     for oid in (0..12).map(Oid) {
         let expected = if mine.contains(oid) {
             source.load(oid).expect("load")
@@ -232,7 +231,7 @@ fn a_partition_subset_copies_only_its_objects() {
 #[test]
 fn import_refuses_a_bad_digest_and_an_object_without_its_transaction() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = open(&dir, "target.redb");
+    let store = open_store(&dir, "target.redb");
     let data = ObjectData::Bytes(b"payload".to_vec());
     let object = ReplicatedObject {
         oid: Oid(1),
