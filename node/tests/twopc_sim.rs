@@ -7,6 +7,8 @@
 //!
 //! Every run is bounded in steps and in virtual time.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +25,7 @@ use replicast_node::storage::{
     CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, Store, TransactionInfo,
 };
 use replicast_node::storage_node::{StorageConfig, StorageEvent, StorageNode};
+use support::{balance, balance_data};
 
 const MASTER: &str = "master";
 const STORAGES: [&str; 3] = ["s1", "s2", "s3"];
@@ -51,15 +54,6 @@ impl Rng {
 
 fn wall(virtual_now: Duration) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + virtual_now
-}
-
-fn balance(data: &ObjectData) -> i64 {
-    let bytes: [u8; 8] = data.as_bytes().try_into().expect("a balance is 8 bytes");
-    i64::from_le_bytes(bytes)
-}
-
-fn balance_data(value: i64) -> ObjectData {
-    ObjectData::Bytes(value.to_le_bytes().to_vec())
 }
 
 /// What a client does.
