@@ -26,13 +26,11 @@ use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
 use support::{
-    MASTER, STORAGES, address, balance, balance_data, endpoint, spawn_master, storage_node,
+    MASTER, STORAGES, WAIT, address, balance, balance_data, endpoint, spawn_master, storage_node,
 };
 
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
-/// Bounds every single wait on the cluster.
-const WAIT: Duration = Duration::from_secs(30);
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 

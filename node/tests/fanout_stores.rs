@@ -25,14 +25,13 @@ use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSoc
 use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions, NetemConfig};
 use replicast_transport::quic::Endpoint;
 use support::{
-    MASTER, STORAGES, address, endpoint, endpoint_config, random_group, spawn_master, storage_node,
+    MASTER, STORAGES, WAIT, address, endpoint, endpoint_config, random_group, spawn_master,
+    storage_node,
 };
 
 const ACCOUNTS: u32 = 12;
 /// Transfers each client commits.
 const TRANSFERS: usize = 40;
-/// Bounds every single wait on the cluster.
-const WAIT: Duration = Duration::from_secs(30);
 /// How often nodes report their links to the master here.
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bounds a whole test.

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use replicast_certs::ClusterCa;
@@ -21,6 +21,8 @@ use tempfile::TempDir;
 pub const MASTER: &str = "master";
 /// The storages' names in the in-process clusters.
 pub const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
+/// Bounds every single wait on an in-process cluster.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The configuration of an endpoint on 127.0.0.1 (any port) presenting a certificate for
 /// `name` issued by `ca` and trusting `ca`'s certificates, with the default link configuration.
