@@ -27,6 +27,7 @@ use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
 use support::{
     MASTER, STORAGES, WAIT, address, balance, balance_data, endpoint, spawn_master, storage_node,
+    wait_for_master,
 };
 
 const ACCOUNTS: u32 = 10;
@@ -80,22 +81,12 @@ impl Cluster {
     /// Polls the master (bounded in time) until `count` storages announced themselves: the
     /// master has no event for it, and finishes need running voters.
     async fn wait_for_running_storages(&self, count: usize) {
-        let polling = async {
-            loop {
-                let running = self
-                    .master
-                    .call(|master, _| master.running_storages().count())
-                    .await
-                    .expect("master driver runs");
-                if running == count {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(WAIT, polling)
-            .await
-            .expect("every storage announced itself to the master in time");
+        wait_for_master(
+            &self.master,
+            "every storage announced itself to the master",
+            move |master| master.running_storages().count() == count,
+        )
+        .await;
     }
 
     async fn client(&self, name: &str) -> ClientHandle {

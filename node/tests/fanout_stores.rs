@@ -26,7 +26,7 @@ use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions, NetemConfig}
 use replicast_transport::quic::Endpoint;
 use support::{
     MASTER, STORAGES, WAIT, address, endpoint, endpoint_config, random_group, spawn_master,
-    storage_node,
+    storage_node, wait_for_master,
 };
 
 const ACCOUNTS: u32 = 12;
@@ -91,27 +91,15 @@ impl Cluster {
     /// Polls the master (bounded in time) until every storage announced its address: the
     /// master has no event for it, and clients find the storages through it.
     async fn wait_for_storage_addresses(&self) {
-        let polling = async {
-            loop {
-                let known = self
-                    .master
-                    .call(|master, _| {
-                        (
-                            master.running_storages().count(),
-                            master.storage_addresses().len(),
-                        )
-                    })
-                    .await
-                    .expect("master driver runs");
-                if known == (STORAGES.len(), STORAGES.len()) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(WAIT, polling)
-            .await
-            .expect("every storage announced itself to the master in time");
+        wait_for_master(
+            &self.master,
+            "every storage announced itself and its address to the master",
+            |master| {
+                master.running_storages().count() == STORAGES.len()
+                    && master.storage_addresses().len() == STORAGES.len()
+            },
+        )
+        .await;
     }
 
     async fn client(&self, name: &str, strategy: Strategy) -> ClientHandle {

@@ -71,6 +71,31 @@ pub fn spawn_master(ca: &ClusterCa) -> (DriverHandle<Master>, SocketAddr) {
     (master, master_address)
 }
 
+/// Polls `master` every 5 ms, bounded by [`WAIT`], until `done` holds of it (the master has
+/// no event for most changes of its state); panics naming `what` if it does not in time.
+pub async fn wait_for_master(
+    master: &DriverHandle<Master>,
+    what: &str,
+    done: impl Fn(&Master) -> bool + Clone + Send + 'static,
+) {
+    let polling = async {
+        loop {
+            let done = done.clone();
+            let reached = master
+                .call(move |master, _| done(master))
+                .await
+                .expect("master driver runs");
+            if reached {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, polling)
+        .await
+        .unwrap_or_else(|_| panic!("not within {WAIT:?}: {what}"));
+}
+
 /// The storage role `name` of [`MASTER`] on a redb store `<name>.redb` in `dir`, with the
 /// default storage configuration (not yet running).
 pub fn storage_node(dir: &Path, name: &str) -> StorageNode {
