@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use replicast_node::client::{AbortReason, Client, ClientConfig, ClientEvent};
+use replicast_node::driver::Role as _;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{Master, MasterConfig, MasterEvent};
 use replicast_node::partition::{CellState, PartitionTable};

@@ -49,7 +49,7 @@ use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{
     LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteResult, decode_from,
+    VoteResult,
 };
 use crate::storage::{ObjectData, TransactionInfo};
 
@@ -393,16 +393,6 @@ impl Client {
     /// Asks the master for `count` new object ids; [`ClientEvent::NewOids`] follows.
     pub fn new_oids(&mut self, count: u32) {
         self.out.send(&self.master, Message::AskNewOids { count });
-    }
-
-    /// Decodes bytes from `from` and handles the message.
-    pub fn handle_bytes(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        self.handle(now, from, decode_from(from, bytes)?)
     }
 
     /// Handles one message from peer `from`.

@@ -5,13 +5,14 @@ use std::time::SystemTime;
 
 use crate::client::{Client, ClientEvent, FanoutStore};
 use crate::master::{Master, MasterEvent};
-use crate::protocol::{Message, ProtocolError, Transmit};
+use crate::protocol::{Message, ProtocolError, Transmit, decode_from};
 use crate::storage_node::{StorageEvent, StorageNode};
 
 /// A sans-IO role of the two-phase commit, as the [driver](super) runs it.
 ///
 /// Implemented by [`Master`], [`StorageNode`] and [`Client`]; each method forwards to the
-/// role's method of the same name.
+/// role's method of the same name (`handle_message` to `handle`), and `handle_bytes` decodes
+/// for all three.
 pub trait Role: Send + 'static {
     /// What the role reports to its user.
     type Event: Send + 'static;
@@ -22,8 +23,11 @@ pub trait Role: Send + 'static {
         now: SystemTime,
         from: &str,
         bytes: &[u8],
-    ) -> Result<(), ProtocolError>;
-    /// Handles a message already decoded (a store that came through the fan-out).
+    ) -> Result<(), ProtocolError> {
+        self.handle_message(now, from, decode_from(from, bytes)?)
+    }
+    /// Handles one message from `from` (decoded from its bytes, or a store that came through
+    /// the fan-out).
     fn handle_message(
         &mut self,
         now: SystemTime,
@@ -79,14 +83,6 @@ pub trait Role: Send + 'static {
 impl Role for Master {
     type Event = MasterEvent;
 
-    fn handle_bytes(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        Master::handle_bytes(self, now, from, bytes)
-    }
     fn handle_message(
         &mut self,
         now: SystemTime,
@@ -123,14 +119,6 @@ impl Role for Master {
 impl Role for StorageNode {
     type Event = StorageEvent;
 
-    fn handle_bytes(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        StorageNode::handle_bytes(self, now, from, bytes)
-    }
     fn handle_message(
         &mut self,
         now: SystemTime,
@@ -162,14 +150,6 @@ impl Role for StorageNode {
 impl Role for Client {
     type Event = ClientEvent;
 
-    fn handle_bytes(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        Client::handle_bytes(self, now, from, bytes)
-    }
     fn handle_message(
         &mut self,
         now: SystemTime,

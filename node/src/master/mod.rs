@@ -33,7 +33,7 @@ use std::time::SystemTime;
 
 use crate::ids::{Oid, Tid, TidClock};
 use crate::partition::{NodeName, PartitionTable};
-use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit, decode_from};
+use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit};
 
 mod admin;
 mod config;
@@ -133,16 +133,6 @@ impl Master {
     /// What became of transaction `ttid`, if the master decided it.
     pub fn outcome(&self, ttid: Tid) -> Option<TransactionOutcome> {
         self.outcomes.get(&ttid).copied()
-    }
-
-    /// Decodes bytes from `from` and handles the message.
-    pub fn handle_bytes(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        self.handle(now, from, decode_from(from, bytes)?)
     }
 
     /// Handles one message from peer `from`.

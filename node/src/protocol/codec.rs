@@ -48,7 +48,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
 }
 
 /// Decodes bytes that arrived from peer `from`, naming the peer in the error: the first step of
-/// every role's `handle_bytes`.
+/// [`Role::handle_bytes`](crate::driver::Role::handle_bytes).
 pub fn decode_from(from: &str, bytes: &[u8]) -> Result<Message, ProtocolError> {
     decode(bytes).map_err(|source| ProtocolError::Decode {
         from: from.to_owned(),

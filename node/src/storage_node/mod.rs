@@ -34,7 +34,7 @@ use crate::locks::{LockDecision, LockEvent, LockManager};
 use crate::partition::NodeName;
 use crate::protocol::{
     LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteRefusal, VoteResult, decode_from,
+    VoteRefusal, VoteResult,
 };
 use crate::storage::{ObjectData, StorageError, Store, TransactionInfo};
 
@@ -179,16 +179,6 @@ impl StorageNode {
     /// The transactions in progress here, voted ones found at start included.
     pub fn transactions_in_progress(&self) -> usize {
         self.transactions.len() + self.recovering.len()
-    }
-
-    /// Decodes bytes from `from` and handles the message.
-    pub fn handle_bytes(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        self.handle(now, from, decode_from(from, bytes)?)
     }
 
     /// Handles one message from peer `from`.
