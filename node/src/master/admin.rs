@@ -178,15 +178,7 @@ impl Master {
     /// Records where storage `node` accepts connections, tells the clients and the other
     /// storages (which replicate from each other), and gives `node` the others' addresses.
     fn learn_storage_address(&mut self, node: &str, address: SocketAddr) {
-        let book: Vec<(NodeName, SocketAddr)> = self
-            .storage_addresses
-            .iter()
-            .filter(|(name, _)| *name != node)
-            .map(|(name, address)| (name.clone(), *address))
-            .collect();
-        if !book.is_empty() {
-            self.out.send(node, Message::StorageAddresses(book));
-        }
+        self.send_address_book(node);
         self.storage_addresses.insert(node.to_owned(), address);
         for peer in self.clients.iter().chain(&self.running) {
             if peer != node {

@@ -152,14 +152,7 @@ impl Master {
                 self.clients.insert(from.to_owned());
                 // Before the table: a client is ready once it has the table, and by then it
                 // must know where the storages are.
-                if !self.storage_addresses.is_empty() {
-                    let book = self
-                        .storage_addresses
-                        .iter()
-                        .map(|(name, address)| (name.clone(), *address))
-                        .collect();
-                    self.out.send(from, Message::StorageAddresses(book));
-                }
+                self.send_address_book(from);
                 self.out
                     .send(from, Message::PartitionTable(self.table.clone()));
             }
@@ -542,6 +535,12 @@ impl Master {
         self.events.push_back(MasterEvent::StorageOutOfDate {
             node: node.to_owned(),
         });
+        self.broadcast_table();
+        Ok(())
+    }
+
+    /// Sends the current table to every client and running storage.
+    pub(super) fn broadcast_table(&mut self) {
         let peers: Vec<NodeName> = self
             .clients
             .iter()
@@ -552,6 +551,18 @@ impl Master {
             self.out
                 .send(&peer, Message::PartitionTable(self.table.clone()));
         }
-        Ok(())
+    }
+
+    /// Sends `peer` where every other storage accepts connections, when any is known.
+    pub(super) fn send_address_book(&mut self, peer: &str) {
+        let book: Vec<(NodeName, SocketAddr)> = self
+            .storage_addresses
+            .iter()
+            .filter(|(name, _)| *name != peer)
+            .map(|(name, address)| (name.clone(), *address))
+            .collect();
+        if !book.is_empty() {
+            self.out.send(peer, Message::StorageAddresses(book));
+        }
     }
 }

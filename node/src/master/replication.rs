@@ -20,7 +20,6 @@
 //! that a storage back after a short failure copies what it missed, not the whole history.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 
 use super::{Master, MasterEvent};
 use crate::ids::Tid;
@@ -66,15 +65,7 @@ impl Master {
     /// feeding.
     pub(super) fn storage_back(&mut self, node: &str) -> Result<(), ProtocolError> {
         self.replication.lost.remove(node);
-        let book: Vec<(NodeName, SocketAddr)> = self
-            .storage_addresses
-            .iter()
-            .filter(|(name, _)| *name != node)
-            .map(|(name, address)| (name.clone(), *address))
-            .collect();
-        if !book.is_empty() {
-            self.out.send(node, Message::StorageAddresses(book));
-        }
+        self.send_address_book(node);
         self.replication.waiting.remove(node);
         self.replication.bounds.retain(|(_, cell), _| cell != node);
         if self.table.start_feeding(node)? > 0 {
@@ -188,15 +179,7 @@ impl Master {
                 partitions: partitions.len(),
             });
             // The sources' addresses first: a storage added by an operator has none yet.
-            let book: Vec<(NodeName, SocketAddr)> = self
-                .storage_addresses
-                .iter()
-                .filter(|(name, _)| **name != node)
-                .map(|(name, address)| (name.clone(), *address))
-                .collect();
-            if !book.is_empty() {
-                self.out.send(&node, Message::StorageAddresses(book));
-            }
+            self.send_address_book(&node);
             self.out
                 .send(&node, Message::Replicate { up_to, partitions });
         }
@@ -235,20 +218,6 @@ impl Master {
         }
         self.broadcast_table();
         Ok(())
-    }
-
-    /// Sends the current table to every client and running storage.
-    pub(super) fn broadcast_table(&mut self) {
-        let peers: Vec<NodeName> = self
-            .clients
-            .iter()
-            .chain(self.running.iter())
-            .cloned()
-            .collect();
-        for peer in peers {
-            self.out
-                .send(&peer, Message::PartitionTable(self.table.clone()));
-        }
     }
 }
 
