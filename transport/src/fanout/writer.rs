@@ -471,6 +471,14 @@ impl Fanout {
             outcomes,
             report: BTreeMap::new(),
         };
+        let delivery_to = |target| Delivery {
+            inner: self.inner.clone(),
+            target,
+            object_id,
+            data: data.clone(),
+            start,
+            outcomes: tx.clone(),
+        };
         if let Some(multicast_id) = multicast_id {
             let delivery = self.sender()?.send(multicast_id, data.clone()).await?;
             tokio::spawn(gather_evidence(self.inner.clone(), delivery));
@@ -482,15 +490,7 @@ impl Fanout {
                 digest: digest(&data),
             };
             for target in multicast {
-                let delivery = Delivery {
-                    inner: self.inner.clone(),
-                    target,
-                    object_id,
-                    data: data.clone(),
-                    start,
-                    outcomes: tx.clone(),
-                };
-                tokio::spawn(delivery.by_multicast(expectation.clone(), strategy));
+                tokio::spawn(delivery_to(target).by_multicast(expectation.clone(), strategy));
             }
         } else if let Some(probe_id) = probe_id {
             // A probe that cannot be sent only delays the evidence; the object goes anyway.
@@ -503,15 +503,7 @@ impl Fanout {
             }
         }
         for target in unicast {
-            let delivery = Delivery {
-                inner: self.inner.clone(),
-                target,
-                object_id,
-                data: data.clone(),
-                start,
-                outcomes: tx.clone(),
-            };
-            tokio::spawn(delivery.by_unicast(DeliveryPath::Unicast));
+            tokio::spawn(delivery_to(target).by_unicast(DeliveryPath::Unicast));
         }
         Ok(handle)
     }
