@@ -19,8 +19,8 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{Master, MasterConfig, MasterEvent};
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::protocol::{
-    LoadResult, Message, ProtocolError, StoreResult, TransactionOutcome, Transmit, VoteResult,
-    decode, encode,
+    LoadResult, Message, ObjectPart, ProtocolError, StoreResult, TransactionOutcome, Transmit,
+    VoteResult, decode, encode,
 };
 use replicast_node::storage::{
     CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, Store, TransactionInfo,
@@ -1642,7 +1642,7 @@ fn any_message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(any::<u8>(), 0..16)
         )
             .prop_map(|(partition, oid, tid, total, offset, bytes)| {
-                Message::AnswerObjectPart {
+                Message::AnswerObjectPart(ObjectPart {
                     partition,
                     oid,
                     tid,
@@ -1650,7 +1650,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                     total,
                     offset,
                     bytes,
-                }
+                })
             }),
     ]
 }

@@ -251,22 +251,7 @@ pub enum Message {
     },
     /// Storage -> storage: a part of a revision too large for one batch, answering
     /// [`Message::AskObjects`] (the first part) or [`Message::AskObjectPart`].
-    AnswerObjectPart {
-        /// The partition.
-        partition: u32,
-        /// The object.
-        oid: Oid,
-        /// The revision.
-        tid: Tid,
-        /// The digest of the whole content, checked once it is complete.
-        digest: Digest,
-        /// The length of the whole content.
-        total: u64,
-        /// Where these bytes start in it.
-        offset: u64,
-        /// The bytes.
-        bytes: Vec<u8>,
-    },
+    AnswerObjectPart(ObjectPart),
     /// Storage -> storage: this storage cannot serve the partition's history (its engine
     /// failed, or it does not hold the partition); ask another.
     ReplicationUnavailable {
@@ -383,6 +368,26 @@ pub enum LoadResult {
     Failed,
 }
 
+/// A part of a revision too large for one replication batch
+/// ([`Message::AnswerObjectPart`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectPart {
+    /// The partition.
+    pub partition: u32,
+    /// The object.
+    pub oid: Oid,
+    /// The revision.
+    pub tid: Tid,
+    /// The digest of the whole content, checked once it is complete.
+    pub digest: Digest,
+    /// The length of the whole content.
+    pub total: u64,
+    /// Where these bytes start in it.
+    pub offset: u64,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
 impl Message {
     /// The variant's name, for errors and logs.
     pub fn kind(&self) -> &'static str {
@@ -421,7 +426,7 @@ impl Message {
             Message::AskObjects { .. } => "AskObjects",
             Message::AnswerObjects { .. } => "AnswerObjects",
             Message::AskObjectPart { .. } => "AskObjectPart",
-            Message::AnswerObjectPart { .. } => "AnswerObjectPart",
+            Message::AnswerObjectPart(_) => "AnswerObjectPart",
             Message::ReplicationUnavailable { .. } => "ReplicationUnavailable",
             Message::AskStatus { .. } => "AskStatus",
             Message::AnswerStatus { .. } => "AnswerStatus",

@@ -64,7 +64,9 @@ mod status;
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
-pub use message::{LoadResult, Message, StoreResult, TransactionOutcome, VoteRefusal, VoteResult};
+pub use message::{
+    LoadResult, Message, ObjectPart, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
+};
 pub use status::{
     ClusterStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus, StorePath,
 };

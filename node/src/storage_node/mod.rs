@@ -325,16 +325,8 @@ impl StorageNode {
                 self.serve_object_part(from, partition, oid, tid, offset);
                 Ok(())
             }
-            Message::AnswerObjectPart {
-                partition,
-                oid,
-                tid,
-                digest,
-                total,
-                offset,
-                bytes,
-            } if !from_master => {
-                self.take_object_part(now, from, partition, oid, tid, digest, total, offset, bytes)
+            Message::AnswerObjectPart(part) if !from_master => {
+                self.take_object_part(now, from, part)
             }
             Message::ReplicationUnavailable { partition } if !from_master => {
                 self.source_failed(now, from, partition, "ReplicationUnavailable")

@@ -28,7 +28,7 @@ use std::time::SystemTime;
 use super::{StorageEvent, StorageNode};
 use crate::ids::{Oid, Tid};
 use crate::partition::{CellState, NodeName, PartitionTable, partition_of};
-use crate::protocol::{Message, ProtocolError};
+use crate::protocol::{Message, ObjectPart, ProtocolError};
 use crate::storage::{
     CommittedTransaction, Digest, ObjectCursor, ObjectData, ReplicatedObject, ReplicationProgress,
     StorageError,
@@ -613,7 +613,7 @@ impl StorageNode {
         let end = start
             .saturating_add(self.config.replication_batch_bytes.max(1))
             .min(served.data.len());
-        Some(Message::AnswerObjectPart {
+        Some(Message::AnswerObjectPart(ObjectPart {
             partition,
             oid: served.oid,
             tid: served.tid,
@@ -621,23 +621,25 @@ impl StorageNode {
             total: served.data.len() as u64,
             offset,
             bytes: served.data[start..end].to_vec(),
-        })
+        }))
     }
 
     /// A part of a revision too large for one batch, from `from`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn take_object_part(
         &mut self,
         now: SystemTime,
         from: &str,
-        partition: u32,
-        oid: Oid,
-        tid: Tid,
-        digest: Digest,
-        total: u64,
-        offset: u64,
-        bytes: Vec<u8>,
+        received: ObjectPart,
     ) -> Result<(), ProtocolError> {
+        let ObjectPart {
+            partition,
+            oid,
+            tid,
+            digest,
+            total,
+            offset,
+            bytes,
+        } = received;
         let num_partitions = self.num_partitions();
         let Some(catch_up) = self.asked_of(from, partition) else {
             return Ok(());
