@@ -40,8 +40,10 @@ pub use records::{
 pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
 
 use error::database;
-use records::{ObjectRecord, PendingHeader, StoredData, decode};
-use tables::{OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS};
+use records::{ObjectRecord, PendingHeader, StoredData, TransactionRecord, decode};
+use tables::{
+    OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS, TRANSACTIONS_NAME,
+};
 
 use crate::ids::{Oid, Tid};
 
@@ -139,6 +141,20 @@ fn read_record(
 ) -> Result<Option<ObjectRecord>, StorageError> {
     match objects.get((oid, tid)).map_err(database("read revision"))? {
         Some(record) => Ok(Some(decode(OBJECTS_NAME, record.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// The record of transaction `tid`, if it is committed here.
+fn read_transaction(
+    transactions: &impl ReadableTable<Tid, &'static [u8]>,
+    tid: Tid,
+) -> Result<Option<TransactionRecord>, StorageError> {
+    match transactions
+        .get(tid)
+        .map_err(database("read transaction"))?
+    {
+        Some(record) => Ok(Some(decode(TRANSACTIONS_NAME, record.value())?)),
         None => Ok(None),
     }
 }

@@ -11,7 +11,7 @@ use super::tables::{
     OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME,
     TRANSACTIONS, TRANSACTIONS_NAME,
 };
-use super::{StorageError, Store, last_serial, read_record};
+use super::{StorageError, Store, last_serial, read_record, read_transaction};
 use crate::ids::{Oid, Tid};
 
 impl Store {
@@ -241,16 +241,7 @@ impl Store {
             if in_order && tid <= last {
                 return Err(StorageError::TidNotAfterLast { tid, last });
             }
-            let imported = match transactions
-                .get(tid)
-                .map_err(database("read transaction"))?
-            {
-                Some(record) => Some(decode::<TransactionRecord>(
-                    TRANSACTIONS_NAME,
-                    record.value(),
-                )?),
-                None => None,
-            };
+            let imported = read_transaction(&transactions, tid)?;
             let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
             let mut pending_objects = txn
                 .open_table(PENDING_OBJECTS)

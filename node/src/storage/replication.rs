@@ -9,7 +9,7 @@
 //! Revisions travel as content: an undo's back-pointer is exported as the data it points at,
 //! with the same digest, and stored as a copy on the receiving replica.
 
-use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
@@ -18,7 +18,7 @@ use super::records::{
     encode,
 };
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{StorageError, Store, read_revision};
+use super::{StorageError, Store, read_revision, read_transaction};
 use crate::ids::{Oid, Tid};
 use crate::partition::PartitionSet;
 
@@ -183,16 +183,7 @@ pub(super) fn merge_transactions(
             .open_table(TRANSACTIONS)
             .map_err(database("open transactions"))?;
         for transaction in batch {
-            let existing = match transactions
-                .get(transaction.tid)
-                .map_err(database("read transaction"))?
-            {
-                Some(record) => Some(decode::<TransactionRecord>(
-                    TRANSACTIONS_NAME,
-                    record.value(),
-                )?),
-                None => None,
-            };
+            let existing = read_transaction(&transactions, transaction.tid)?;
             let mut record = existing.unwrap_or_else(|| TransactionRecord {
                 oids: Vec::new(),
                 info: transaction.info.clone(),
@@ -225,13 +216,8 @@ pub(super) fn merge_objects(
             if object.data.digest() != object.digest {
                 return Err(StorageError::DigestMismatch { oid, tid });
             }
-            let record = match transactions
-                .get(tid)
-                .map_err(database("read transaction"))?
-            {
-                Some(record) => decode::<TransactionRecord>(TRANSACTIONS_NAME, record.value())?,
-                None => return Err(StorageError::MissingTransaction { oid, tid }),
-            };
+            let record = read_transaction(&transactions, tid)?
+                .ok_or(StorageError::MissingTransaction { oid, tid })?;
             if let Err(position) = record.oids.binary_search(&oid) {
                 let mut record = record;
                 record.oids.insert(position, oid);
