@@ -205,32 +205,12 @@ impl Master {
 mod tests {
     use std::time::SystemTime;
 
-    use crate::master::{Master, MasterConfig};
-    use crate::partition::{CellState, PartitionTable};
+    use crate::master::Master;
+    use crate::master::test_support::{drain, running_master};
+    use crate::partition::CellState;
     use crate::protocol::{
         ChangeOutcome, ChangeRefusal, Message, NodeRole, NodeState, StorageChange, Transmit,
     };
-
-    fn running_master(storages: &[&str]) -> Master {
-        let names: Vec<String> = storages.iter().map(|s| s.to_string()).collect();
-        let table = PartitionTable::new(12, 2, &names).expect("a valid table");
-        let mut master = Master::new(table, MasterConfig::default());
-        let now = SystemTime::now();
-        for storage in storages {
-            master
-                .handle(now, storage, Message::StorageReady)
-                .expect("ready");
-        }
-        master
-            .handle(now, "c1", Message::ClientHello)
-            .expect("hello");
-        drain(&mut master);
-        master
-    }
-
-    fn drain(master: &mut Master) -> Vec<Transmit> {
-        std::iter::from_fn(|| master.poll_transmit()).collect()
-    }
 
     /// Asks for `change` as `replicast admin` does (a request); returns the outcome and
     /// everything sent meanwhile.
@@ -266,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_waiting_storage_is_added_with_feeding_cells_and_everyone_learns_the_table() {
-        let mut master = running_master(&["s1", "s2", "s3"]);
+        let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3"]);
         let now = SystemTime::now();
         let version = master.table().version();
         master
@@ -330,7 +310,7 @@ mod tests {
 
     #[test]
     fn adding_is_refused_for_a_member_or_a_storage_that_never_connected() {
-        let mut master = running_master(&["s1", "s2", "s3"]);
+        let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3"]);
         let table = master.table().clone();
         let (outcome, sent) = ask(&mut master, StorageChange::Add("s1".into()));
         assert_eq!(
@@ -349,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_removed_storage_leaves_r_copies_feeding_elsewhere_and_waits() {
-        let mut master = running_master(&["s1", "s2", "s3", "s4"]);
+        let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3", "s4"]);
         let (outcome, sent) = ask(&mut master, StorageChange::Remove("s2".into()));
         assert!(matches!(outcome, ChangeOutcome::Done { .. }));
         let table = master.table();
@@ -388,7 +368,7 @@ mod tests {
 
     #[test]
     fn removing_is_refused_for_a_stranger_too_few_storages_or_the_last_readable_copy() {
-        let mut master = running_master(&["s1", "s2", "s3"]);
+        let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3"]);
         assert_eq!(
             ask(&mut master, StorageChange::Remove("s9".into())).0,
             ChangeOutcome::Refused(ChangeRefusal::UnknownStorage("s9".into()))
@@ -440,7 +420,7 @@ mod tests {
             "{outcome:?}"
         );
 
-        let mut small = running_master(&["s1", "s2"]);
+        let mut small = running_master(SystemTime::now(), 12, &["s1", "s2"]);
         assert_eq!(
             ask(&mut small, StorageChange::Remove("s1".into())).0,
             ChangeOutcome::Refused(ChangeRefusal::NotEnoughStorages {

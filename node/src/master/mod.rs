@@ -40,6 +40,8 @@ mod config;
 mod event;
 mod replication;
 mod status;
+#[cfg(test)]
+mod test_support;
 
 pub use config::MasterConfig;
 pub use event::MasterEvent;

@@ -226,31 +226,14 @@ mod tests {
     use std::time::SystemTime;
 
     use crate::ids::Tid;
+    use crate::master::test_support::{begin, drain, events, running_master};
     use crate::master::{Master, MasterConfig, MasterEvent};
     use crate::partition::{CellState, PartitionTable};
     use crate::protocol::{Message, Transmit};
 
-    fn drain(master: &mut Master) -> Vec<Transmit> {
-        std::iter::from_fn(|| master.poll_transmit()).collect()
-    }
-
-    fn events(master: &mut Master) -> Vec<MasterEvent> {
-        std::iter::from_fn(|| master.poll_event()).collect()
-    }
-
     /// A master with s1..s3 running and client c1; s3 was lost and is out of date.
     fn master_with_s3_out_of_date(now: SystemTime) -> Master {
-        let storages = ["s1", "s2", "s3"].map(String::from);
-        let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
-        let mut master = Master::new(table, MasterConfig::default());
-        for storage in &storages {
-            master
-                .handle(now, storage, Message::StorageReady)
-                .expect("ready");
-        }
-        master
-            .handle(now, "c1", Message::ClientHello)
-            .expect("hello");
+        let mut master = running_master(now, 12, &["s1", "s2", "s3"]);
         master.peer_lost(now, "s3").expect("lost");
         drain(&mut master);
         events(&mut master);
@@ -282,14 +265,7 @@ mod tests {
         let mut master = master_with_s3_out_of_date(now);
         assert!(cells_of(&master, "s3").all(|state| state == CellState::OutOfDate));
         // A transaction is open when s3 comes back: its client chose replicas without s3.
-        master.handle(now, "c1", Message::AskBegin).expect("begin");
-        let ttid = drain(&mut master)
-            .iter()
-            .find_map(|transmit| match transmit.message {
-                Message::AnswerBegin { ttid } => Some(ttid),
-                _ => None,
-            })
-            .expect("begun");
+        let ttid = begin(&mut master, now);
 
         master
             .handle(now, "s3", Message::StorageReady)
@@ -364,25 +340,8 @@ mod tests {
     #[test]
     fn a_running_storage_reported_failed_feeds_again_once_it_asks() {
         let now = SystemTime::now();
-        let storages = ["s1", "s2", "s3"].map(String::from);
-        let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
-        let mut master = Master::new(table, MasterConfig::default());
-        for storage in &storages {
-            master
-                .handle(now, storage, Message::StorageReady)
-                .expect("ready");
-        }
-        master
-            .handle(now, "c1", Message::ClientHello)
-            .expect("hello");
-        master.handle(now, "c1", Message::AskBegin).expect("begin");
-        let ttid = drain(&mut master)
-            .iter()
-            .find_map(|transmit| match transmit.message {
-                Message::AnswerBegin { ttid } => Some(ttid),
-                _ => None,
-            })
-            .expect("begun");
+        let mut master = running_master(now, 12, &["s1", "s2", "s3"]);
+        let ttid = begin(&mut master, now);
         // The client's transaction saw s3 fail; s1 voted for an object of a partition that s1
         // shares with s3.
         let oid = crate::ids::Oid(0);

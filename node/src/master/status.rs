@@ -169,20 +169,17 @@ mod tests {
     use std::time::SystemTime;
 
     use crate::ids::{Oid, Tid};
+    use crate::master::test_support::{begin, drain, running_master};
     use crate::master::{Master, MasterConfig};
     use crate::partition::{CellState, PartitionTable};
     use crate::protocol::{
-        LinkReport, Message, NodeReport, NodeRole, NodeState, ProtocolError, StorePath, Transmit,
+        LinkReport, Message, NodeReport, NodeRole, NodeState, ProtocolError, StorePath,
     };
 
     fn master() -> Master {
         let storages = ["s1", "s2", "s3"].map(String::from);
         let table = PartitionTable::new(6, 2, &storages).expect("a valid table");
         Master::new(table, MasterConfig::default())
-    }
-
-    fn drain(master: &mut Master) -> Vec<Transmit> {
-        std::iter::from_fn(|| master.poll_transmit()).collect()
     }
 
     fn report(peer: &str, rtt_micros: u64, store_path: Option<StorePath>) -> NodeReport {
@@ -295,17 +292,8 @@ mod tests {
 
     #[test]
     fn a_running_node_may_ask_and_stays_as_it_was() {
-        let mut master = master();
         let now = SystemTime::now();
-        for storage in ["s1", "s2", "s3"] {
-            master
-                .handle(now, storage, Message::StorageReady)
-                .expect("ready");
-        }
-        master
-            .handle(now, "c1", Message::ClientHello)
-            .expect("hello");
-        drain(&mut master);
+        let mut master = running_master(now, 6, &["s1", "s2", "s3"]);
         let before = master.cluster_status();
         let from_storage = ask_status(&mut master, "s1");
         let from_client = ask_status(&mut master, "c1");
@@ -423,24 +411,9 @@ mod tests {
 
     #[test]
     fn status_shows_cell_states_operational_and_the_last_commit() {
-        let mut master = master();
         let now = SystemTime::now();
-        for storage in ["s1", "s2", "s3"] {
-            master
-                .handle(now, storage, Message::StorageReady)
-                .expect("ready");
-        }
-        master
-            .handle(now, "c1", Message::ClientHello)
-            .expect("hello");
-        master.handle(now, "c1", Message::AskBegin).expect("begin");
-        let ttid = drain(&mut master)
-            .into_iter()
-            .find_map(|t| match t.message {
-                Message::AnswerBegin { ttid } => Some(ttid),
-                _ => None,
-            })
-            .expect("a ttid");
+        let mut master = running_master(now, 6, &["s1", "s2", "s3"]);
+        let ttid = begin(&mut master, now);
         let oid = Oid(1);
         let voters: Vec<String> = master
             .table()

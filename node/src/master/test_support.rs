@@ -1,0 +1,49 @@
+//! What the master's unit tests share: a master whose storages run and whose client is
+//! connected, a transaction begun on it, and what it sent or reported.
+
+use std::time::SystemTime;
+
+use super::{Master, MasterConfig, MasterEvent};
+use crate::ids::Tid;
+use crate::partition::PartitionTable;
+use crate::protocol::{Message, Transmit};
+
+/// Everything the master has to send, taken.
+pub(super) fn drain(master: &mut Master) -> Vec<Transmit> {
+    std::iter::from_fn(|| master.poll_transmit()).collect()
+}
+
+/// Every event the master has to report, taken.
+pub(super) fn events(master: &mut Master) -> Vec<MasterEvent> {
+    std::iter::from_fn(|| master.poll_event()).collect()
+}
+
+/// A master of `partitions` partitions (R = 2) on `storages`, each of them running, and client
+/// `c1` connected; what that sent is taken.
+pub(super) fn running_master(now: SystemTime, partitions: u32, storages: &[&str]) -> Master {
+    let names: Vec<String> = storages.iter().map(|name| (*name).to_owned()).collect();
+    let table = PartitionTable::new(partitions, 2, &names).expect("a valid table");
+    let mut master = Master::new(table, MasterConfig::default());
+    for storage in storages {
+        master
+            .handle(now, storage, Message::StorageReady)
+            .expect("ready");
+    }
+    master
+        .handle(now, "c1", Message::ClientHello)
+        .expect("hello");
+    drain(&mut master);
+    master
+}
+
+/// Begins a transaction for `c1`; its TTID (what else the master sent meanwhile is taken).
+pub(super) fn begin(master: &mut Master, now: SystemTime) -> Tid {
+    master.handle(now, "c1", Message::AskBegin).expect("begin");
+    drain(master)
+        .into_iter()
+        .find_map(|transmit| match transmit.message {
+            Message::AnswerBegin { ttid } => Some(ttid),
+            _ => None,
+        })
+        .expect("begun")
+}
