@@ -104,18 +104,22 @@ fn lines(details: Vec<(bool, String)>, missing: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 6's three expected outcomes, checked against the cells of `results`.
-pub fn checks(results: &Results) -> Vec<Check> {
-    let mut checks = Vec::new();
-
-    let small: Vec<(bool, String)> = pairs(results, |k| k.object_size <= 64 << 10 && k.loss == 0.0)
+/// For each workload of the cells `select` takes that has both strategies: whether multicast's
+/// p50 over unicast's is at most `limit`, and a line with both and the ratio (then `wanted`).
+fn p50_ratios(
+    results: &Results,
+    select: impl Fn(&CellKnobs) -> bool,
+    limit: f64,
+    wanted: &str,
+) -> Vec<(bool, String)> {
+    pairs(results, select)
         .into_iter()
         .map(|(u, m)| {
             let ratio = m.figures.latency_p50_ms / u.figures.latency_p50_ms;
             (
-                ratio <= 1.10,
+                ratio <= limit,
                 format!(
-                    "{}: multicast p50 {:.1} ms, unicast p50 {:.1} ms, ratio {:.2}",
+                    "{}: multicast p50 {:.1} ms, unicast p50 {:.1} ms, ratio {:.2}{wanted}",
                     workload_label(&u.knobs),
                     m.figures.latency_p50_ms,
                     u.figures.latency_p50_ms,
@@ -123,31 +127,36 @@ pub fn checks(results: &Results) -> Vec<Check> {
                 ),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Issue 6's three expected outcomes, checked against the cells of `results`.
+pub fn checks(results: &Results) -> Vec<Check> {
+    let mut checks = Vec::new();
+
+    let small = p50_ratios(
+        results,
+        |k| k.object_size <= 64 << 10 && k.loss == 0.0,
+        1.10,
+        "",
+    );
     checks.push(Check {
         expectation: "Small objects (<= 64 KiB), no loss: multicast commit latency (p50) within 10% of unicast",
         verdict: verdict(&small),
         details: lines(small, "no loss-free cell with objects of 64 KiB or less and both strategies"),
     });
 
-    let large: Vec<(bool, String)> = pairs(results, |k| {
-        k.object_size >= 1 << 20 && k.replicas >= 8 && k.rate_bits_per_s.is_some() && k.loss == 0.0
-    })
-    .into_iter()
-    .map(|(u, m)| {
-        let ratio = m.figures.latency_p50_ms / u.figures.latency_p50_ms;
-        (
-            ratio <= 1.0 / 3.0,
-            format!(
-                "{}: multicast p50 {:.1} ms, unicast p50 {:.1} ms, ratio {:.2} (wanted <= 0.33)",
-                workload_label(&u.knobs),
-                m.figures.latency_p50_ms,
-                u.figures.latency_p50_ms,
-                ratio
-            ),
-        )
-    })
-    .collect();
+    let large = p50_ratios(
+        results,
+        |k| {
+            k.object_size >= 1 << 20
+                && k.replicas >= 8
+                && k.rate_bits_per_s.is_some()
+                && k.loss == 0.0
+        },
+        1.0 / 3.0,
+        " (wanted <= 0.33)",
+    );
     checks.push(Check {
         expectation: "1 MiB objects, 8 replicas, link-rate bound: multicast commit latency at most a third of unicast",
         verdict: verdict(&large),
