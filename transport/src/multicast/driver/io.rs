@@ -92,7 +92,6 @@ impl DatagramIo {
         socket: &DriverSocket,
         mut handle: impl FnMut(SocketAddr, &[u8]),
     ) {
-        let now = Instant::now();
         for _ in 0..READ_ROUNDS {
             let received = socket.socket.try_io(Interest::READABLE, || {
                 let mut slots: Vec<IoSliceMut<'_>> = self
@@ -104,6 +103,11 @@ impl DatagramIo {
                     .state
                     .recv((&socket.socket).into(), &mut slots, &mut self.metas)
             });
+            // Read after the batch arrived: a time taken before an earlier round's handling
+            // would date these datagrams before they reached the socket, and the emulated
+            // receive link would release them that much early.
+            #[cfg(feature = "netem")]
+            let now = Instant::now();
             let messages = match received {
                 Ok(messages) => messages,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -136,7 +140,7 @@ impl DatagramIo {
                 }
             }
         }
-        self.release_received(now, handle);
+        self.release_received(Instant::now(), handle);
     }
 
     /// Hands the datagrams the emulated receive link releases by `now` to `handle`.
