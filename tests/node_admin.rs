@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use replicast_node::engine::Engine;
 use replicast_node::ids::Oid;
-use replicast_node::storage::{ObjectData, Store};
+use replicast_node::object::ObjectData;
 use replicast_node::workload::transfers;
 use replicast_transport::fanout::Strategy;
 use serde_json::Value;
@@ -281,7 +282,7 @@ fn status_then_a_storage_added_and_one_removed_with_every_object_kept() {
     // Every cell of the final table holds its objects on disk.
     let holders = holders(&shrunk);
     for (name, store) in ["storage-2", "storage-3", "storage-4"]
-        .map(|name| (name, Store::open(cluster.database(name)).expect("open")))
+        .map(|name| (name, Engine::open(cluster.database(name)).expect("open")))
     {
         for oid in 1..=OBJECTS {
             if !holders[&(oid % PARTITIONS)].iter().any(|node| node == name) {
@@ -292,7 +293,7 @@ fn status_then_a_storage_added_and_one_removed_with_every_object_kept() {
             });
             assert_eq!(
                 revision.data,
-                ObjectData::Bytes(format!("object-{oid}").into_bytes()),
+                ObjectData::from(format!("object-{oid}").into_bytes()),
                 "{name}: object {oid}"
             );
         }

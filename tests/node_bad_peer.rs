@@ -26,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use replicast_certs::{NodeIdentity, anonymous_client_config, load_ca_certificate};
 use replicast_node::driver::ordering::Envelope;
+use replicast_node::engine::ReplicatedObject;
 use replicast_node::ids::{Oid, Tid};
+use replicast_node::object::ObjectData;
 use replicast_node::protocol::{
     LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreResult, TransactionOutcome,
     VoteRefusal, VoteResult, decode, encode,
 };
-use replicast_node::storage::{
-    CommittedTransaction, ObjectData, ReplicatedObject, TransactionInfo,
-};
+use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
 use support::{BIN, NodeProcess, WAIT, common_sections, free_port, write_config};
@@ -555,7 +555,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
         assert_eq!(replicas.len(), 2, "R = 2 replicas of {oid}: {replicas:?}");
         for (name, found_tid, found) in replicas {
             assert_eq!(format!("{:016x}", found_tid.0), *tid, "{oid} on {name}");
-            assert_eq!(found, ObjectData::Bytes(data.clone().into_bytes()));
+            assert_eq!(found, ObjectData::from(data.clone().into_bytes()));
         }
     }
 
@@ -589,7 +589,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
             generation: 0,
             oid: Oid(1),
             serial: Tid::ZERO,
-            data: ObjectData::Bytes(b"to the master".to_vec()),
+            data: ObjectData::from(b"to the master".to_vec()),
         },
         Message::NodeReport(NodeReport { links: Vec::new() }),
         Message::Replicated {
@@ -618,7 +618,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
     mallory.hello(&master).await;
 
     // Every storage: malformed input, then messages out of protocol order.
-    let forged_data = ObjectData::Bytes(b"forged by replication".to_vec());
+    let forged_data = ObjectData::from(b"forged by replication".to_vec());
     for (_, link) in &storages {
         send_malformed(&mut mallory, link).await;
         send_fanout_garbage(link).await;
@@ -648,7 +648,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
                 generation: 3, // a restart generation never handed out
                 oid: Oid(1),
                 serial: Tid::ZERO,
-                data: ObjectData::Bytes(b"generation 3".to_vec()),
+                data: ObjectData::from(b"generation 3".to_vec()),
             },
             // Replication nobody asked for: a catch-up order from a peer that is not the
             // master, and history batches, newer than anything committed, from a peer that is
@@ -726,7 +726,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
                 generation: 0,
                 oid: Oid(attacked_oid),
                 serial,
-                data: ObjectData::Bytes(b"forged".to_vec()),
+                data: ObjectData::from(b"forged".to_vec()),
             },
         )
         .await;

@@ -34,11 +34,11 @@ use std::time::{Duration, Instant};
 use deployment::{Deployment, EXAMPLES, NODES};
 use netns::{Site, Sites};
 use replicast_node::config::NodeConfig;
+use replicast_node::engine::{Engine, ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
+use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionSet;
-use replicast_node::storage::{
-    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, Store,
-};
+use replicast_node::transaction::CommittedTransaction;
 use support::NodeProcess;
 
 const HOSTS: [(&str, Site, Ipv4Addr); 7] = [
@@ -224,7 +224,7 @@ fn two_sites_in_namespaces_requires_root() {
         );
     }
     for storage in STORAGES {
-        let store = Store::open(deployment.database(storage))
+        let store = Engine::open(deployment.database(storage))
             .unwrap_or_else(|error| panic!("open the database of {storage}: {error}"));
         for (oid, tid, data) in written.iter().skip(1).chain(&written_while_cut) {
             assert_stored(&store, storage, *oid, tid, data);
@@ -490,7 +490,7 @@ struct History {
 impl History {
     fn read(database: &std::path::Path) -> Self {
         const BATCH: usize = 1000;
-        let store = Store::open(database)
+        let store = Engine::open(database)
             .unwrap_or_else(|error| panic!("open {}: {error}", database.display()));
         let mut transactions = Vec::new();
         loop {
@@ -526,7 +526,7 @@ impl History {
     }
 }
 
-fn assert_stored(store: &Store, storage: &str, oid: u64, tid: &str, data: &str) {
+fn assert_stored(store: &Engine, storage: &str, oid: u64, tid: &str, data: &str) {
     let revision = store
         .load(Oid(oid))
         .unwrap_or_else(|error| panic!("load {oid} from {storage}: {error}"))
@@ -538,7 +538,7 @@ fn assert_stored(store: &Store, storage: &str, oid: u64, tid: &str, data: &str) 
     );
     assert_eq!(
         revision.data,
-        ObjectData::Bytes(data.as_bytes().to_vec()),
+        ObjectData::from(data.as_bytes().to_vec()),
         "{storage}: data of {oid}"
     );
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use replicast_certs::ClusterCa;
 use replicast_node::driver::{DriverConfig, DriverHandle, spawn, spawn_storage};
+use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::Store;
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::fanout::FanoutReceiverConfig;
 
 use crate::emulation;
@@ -67,7 +67,7 @@ pub struct Cluster {
     /// The storages' names.
     pub storages: Vec<String>,
     master: DriverHandle<Master>,
-    storage_drivers: Vec<DriverHandle<StorageNode>>,
+    storage_drivers: Vec<DriverHandle<Storage>>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,9 +97,9 @@ impl Cluster {
         );
         let mut storage_drivers = Vec::new();
         for (index, name) in storages.iter().enumerate() {
-            let store = Store::open(dir.path().join(format!("{name}.redb")))
+            let store = Engine::open(dir.path().join(format!("{name}.redb")))
                 .map_err(|e| BenchError::setup(format!("redb of {name}"), e))?;
-            let mut role = StorageNode::open(
+            let mut role = Storage::open(
                 SystemTime::now(),
                 name,
                 MASTER,

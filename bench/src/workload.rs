@@ -16,7 +16,8 @@ use replicast_certs::ClusterCa;
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_node::object::ObjectData;
+use replicast_node::transaction::TransactionInfo;
 use replicast_transport::fanout::{Fanout, FanoutConfig};
 use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
@@ -395,7 +396,7 @@ impl Transactions {
     fn object(&mut self) -> ObjectData {
         let offset = self.next_offset % OFFSETS;
         self.next_offset += 1;
-        ObjectData::Bytes(self.payload[offset..offset + self.knobs.object_size].to_vec())
+        ObjectData::from(self.payload[offset..offset + self.knobs.object_size].to_vec())
     }
 
     async fn oids(&mut self, handle: &mut ClientHandle) -> Result<Vec<Oid>, BenchError> {

@@ -9,9 +9,11 @@
 //! - [`partition`]: the [`PartitionTable`](partition::PartitionTable) every node holds: which
 //!   storages hold which objects, cell states, re-replication when storages join or leave;
 //! - [`locks`]: per-object write locks with deadlock avoidance, as a state machine;
-//! - [`storage`]: the durable engine on redb: two-phase commit, loads, history for replication;
+//! - [`object`], [`transaction`]: the values every layer shares (an object revision's data and
+//!   digest, what a transaction says about itself);
+//! - [`engine`]: the durable engine on redb: two-phase commit, loads, history for replication;
 //! - [`protocol`]: the messages of two-phase commit and the sans-IO contract of the roles;
-//! - [`master`], [`client`], [`storage_node`]: the roles' two-phase commit as state machines.
+//! - [`master`], [`client`], [`storage`]: the roles' two-phase commit as state machines.
 //! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
 //! - [`driver`]: tokio drivers that run the roles over QUIC links, and an `async` client API.
 //!
@@ -21,7 +23,9 @@
 //! use replicast_node::ids::{Oid, Tid, TidClock};
 //! use replicast_node::locks::{LockDecision, LockManager};
 //! use replicast_node::partition::PartitionTable;
-//! use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+//! use replicast_node::engine::Engine;
+//! use replicast_node::object::ObjectData;
+//! use replicast_node::transaction::TransactionInfo;
 //! use std::time::SystemTime;
 //!
 //! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
@@ -31,12 +35,12 @@
 //!
 //! // On each of those replicas:
 //! let dir = tempfile::tempdir()?;
-//! let store = Store::open(dir.path().join("s1.redb"))?;
+//! let store = Engine::open(dir.path().join("s1.redb"))?;
 //! let mut locks = LockManager::new();
 //! let mut clock = TidClock::default();
 //! let ttid = clock.allocate(SystemTime::now())?;
 //! assert_eq!(locks.lock(ttid, oid)?, LockDecision::Granted);
-//! store.store_pending(ttid, oid, Tid::ZERO, ObjectData::Bytes(b"v1".to_vec()))?;
+//! store.store_pending(ttid, oid, Tid::ZERO, ObjectData::from(b"v1".to_vec()))?;
 //! store.vote(ttid, &TransactionInfo { user: "alice".into(), ..Default::default() })?;
 //! locks.vote(ttid)?;
 //! let tid = clock.allocate(SystemTime::now())?;
@@ -49,14 +53,16 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod engine;
 pub mod ids;
 pub mod locks;
+pub mod object;
 pub mod partition;
-pub mod storage;
 
 pub mod client;
 pub mod driver;
 pub mod master;
 pub mod protocol;
-pub mod storage_node;
+pub mod storage;
+pub mod transaction;
 pub mod workload;

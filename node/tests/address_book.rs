@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use replicast_node::client::{Client, ClientConfig, ClientEvent};
+use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, encode};
-use replicast_node::storage::Store;
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage::{Storage, StorageConfig};
 
 fn master() -> Master {
     let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])
@@ -30,8 +30,8 @@ fn transmits(master: &mut Master) -> Vec<Transmit> {
 #[test]
 fn storage_announces_its_address_to_its_master() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("s1.redb")).expect("open redb");
-    let mut storage = StorageNode::open(
+    let store = Engine::open(dir.path().join("s1.redb")).expect("open redb");
+    let mut storage = Storage::open(
         SystemTime::now(),
         "s1",
         "master",

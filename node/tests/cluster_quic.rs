@@ -20,13 +20,13 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::Master;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_node::storage::TransactionInfo;
-use replicast_node::storage_node::StorageNode;
+use replicast_node::storage::Storage;
+use replicast_node::transaction::TransactionInfo;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
 use support::{
-    MASTER, STORAGES, WAIT, address, balance, balance_data, endpoint, spawn_master, storage_node,
+    MASTER, STORAGES, WAIT, address, balance, balance_data, endpoint, spawn_master, storage,
     wait_for_master,
 };
 
@@ -38,7 +38,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(300);
 struct Cluster {
     ca: ClusterCa,
     master: DriverHandle<Master>,
-    storages: Vec<(String, DriverHandle<StorageNode>)>,
+    storages: Vec<(String, DriverHandle<Storage>)>,
     directory: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
 }
@@ -51,7 +51,7 @@ impl Cluster {
         let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         let mut storages = Vec::new();
         for name in STORAGES {
-            let node = storage_node(dir.path(), name);
+            let node = storage(dir.path(), name);
             let storage_endpoint = endpoint(&ca, name);
             directory.insert(name.to_owned(), address(&storage_endpoint));
             let config = DriverConfig {

@@ -18,7 +18,7 @@ use replicast_node::driver::{
 };
 use replicast_node::master::Master;
 use replicast_node::protocol::StorePath;
-use replicast_node::storage_node::StorageNode;
+use replicast_node::storage::Storage;
 use replicast_node::workload::transfers::{self, Commit};
 use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
@@ -26,7 +26,7 @@ use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions, NetemConfig}
 use replicast_transport::quic::Endpoint;
 use support::{
     MASTER, STORAGES, WAIT, address, endpoint, endpoint_config, random_group, spawn_master,
-    storage_node, wait_for_master,
+    storage, wait_for_master,
 };
 
 const ACCOUNTS: u32 = 12;
@@ -41,7 +41,7 @@ struct Cluster {
     ca: ClusterCa,
     group: SocketAddr,
     master: DriverHandle<Master>,
-    storages: BTreeMap<String, DriverHandle<StorageNode>>,
+    storages: BTreeMap<String, DriverHandle<Storage>>,
     directory: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
 }
@@ -55,7 +55,7 @@ impl Cluster {
         // Storages are reached through the master's address book, as in a deployment.
         let directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         for name in STORAGES {
-            let mut node = storage_node(dir.path(), name);
+            let mut node = storage(dir.path(), name);
             let storage_endpoint = endpoint(&ca, name);
             node.announce_address(address(&storage_endpoint));
             let receiver = FanoutReceiverConfig {

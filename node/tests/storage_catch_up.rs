@@ -7,27 +7,27 @@
 
 mod support;
 
+use replicast_node::engine::{Engine, EngineError, ObjectCursor, ReplicationProgress};
 use replicast_node::ids::{Oid, Tid};
+use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::Message;
-use replicast_node::storage::{
-    ObjectCursor, ObjectData, ReplicationProgress, StorageError, Store, TransactionInfo,
-};
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::transaction::TransactionInfo;
 use support::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
 
 /// Commits one transaction writing `objects` on top of their last revisions, at `tid`.
-fn commit(store: &Store, ttid: Tid, tid: Tid, objects: &[(Oid, Vec<u8>)]) {
+fn commit(store: &Engine, ttid: Tid, tid: Tid, objects: &[(Oid, Vec<u8>)]) {
     for (oid, data) in objects {
         let serial = store
             .load(*oid)
             .expect("load")
             .map_or(Tid::ZERO, |revision| revision.tid);
         store
-            .store_pending(ttid, *oid, serial, ObjectData::Bytes(data.clone()))
+            .store_pending(ttid, *oid, serial, ObjectData::from(data.clone()))
             .expect("store");
     }
     store.vote(ttid, &TransactionInfo::default()).expect("vote");
@@ -36,7 +36,7 @@ fn commit(store: &Store, ttid: Tid, tid: Tid, objects: &[(Oid, Vec<u8>)]) {
 
 /// 40 transactions at TIDs 10, 20, ..., 400; transaction `n` writes objects `n % 8` and
 /// `(n * 3 + 1) % 8` with 100 bytes each.
-fn populate(store: &Store) {
+fn populate(store: &Engine) {
     for n in 1..=40u64 {
         let mut oids = vec![Oid(n % 8), Oid((n * 3 + 1) % 8)];
         oids.dedup();
@@ -49,7 +49,7 @@ fn populate(store: &Store) {
 }
 
 /// Every revision of `partition`: (oid, tid, digest).
-fn history(store: &Store, partition: u32, up_to: Tid) -> Vec<(Oid, Tid, [u8; 16])> {
+fn history(store: &Engine, partition: u32, up_to: Tid) -> Vec<(Oid, Tid, [u8; 16])> {
     let batch = store
         .partition_objects(
             partition,
@@ -71,7 +71,7 @@ fn history(store: &Store, partition: u32, up_to: Tid) -> Vec<(Oid, Tid, [u8; 16]
 /// so that only the recorded progress carries over) up to `up_to`, in batches of about
 /// `budget` bytes; returns how many batches it took.
 fn catch_up(
-    source: &Store,
+    source: &Engine,
     dir: &TempDir,
     target: &str,
     partition: u32,
@@ -226,12 +226,12 @@ fn a_tampered_batch_is_refused_whole_and_records_no_progress() {
         .expect("export")
         .objects;
     let last = objects.len() - 1;
-    objects[last].data = ObjectData::Bytes(b"tampered".to_vec());
+    objects[last].data = ObjectData::from(b"tampered".to_vec());
     let error = target
         .import_objects(1, &objects, ReplicationProgress::complete_to(Tid(400)))
         .expect_err("a bad digest is refused");
     assert!(
-        matches!(error, StorageError::DigestMismatch { .. }),
+        matches!(error, EngineError::DigestMismatch { .. }),
         "{error}"
     );
     assert!(history(&target, 1, Tid::MAX).is_empty(), "nothing imported");
@@ -252,17 +252,17 @@ fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
 
     // The client stores on top of the last revision, which the feeding replica lacks: the
     // checked store refuses, the unchecked one takes it, and the vote skips the check too.
-    let data = ObjectData::Bytes(b"new".to_vec());
+    let data = ObjectData::from(b"new".to_vec());
     assert!(matches!(
         feeding.store_pending(Tid(1_000), oid, last, data.clone()),
-        Err(StorageError::Conflict { .. })
+        Err(EngineError::Conflict { .. })
     ));
     feeding
         .store_pending_unchecked(Tid(1_000), oid, last, data.clone())
         .expect("unchecked store");
     assert!(matches!(
         feeding.vote(Tid(1_000), &TransactionInfo::default()),
-        Err(StorageError::Conflict { .. })
+        Err(EngineError::Conflict { .. })
     ));
     feeding
         .vote_unchecked_for(Tid(1_000), &TransactionInfo::default(), |unchecked| {
@@ -299,7 +299,7 @@ fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
     // The finish of TID 500 arrives now: in order it is refused, merging it is not.
     assert!(matches!(
         feeding.finish(Tid(1_000), Tid(500)),
-        Err(StorageError::TidNotAfterLast { .. })
+        Err(EngineError::TidNotAfterLast { .. })
     ));
     feeding
         .finish_merging(Tid(1_000), Tid(500))
@@ -317,8 +317,8 @@ fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
 /// returns what went to the master and how many parts of large revisions were asked.
 fn exchange(
     now: std::time::SystemTime,
-    source: &mut StorageNode,
-    feeding: &mut StorageNode,
+    source: &mut Storage,
+    feeding: &mut Storage,
 ) -> (Vec<Message>, usize) {
     let mut to_master = Vec::new();
     let mut parts = 0;
@@ -388,8 +388,8 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .start_feeding("feeding")
         .expect("feeding is in the table");
     let mut source =
-        StorageNode::open(now, "source", "master", source_store, config.clone()).expect("source");
-    let mut feeding = StorageNode::open(
+        Storage::open(now, "source", "master", source_store, config.clone()).expect("source");
+    let mut feeding = Storage::open(
         now,
         "feeding",
         "master",
@@ -444,7 +444,7 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
     let large = feeding.store().load(Oid(1)).expect("load").expect("exists");
     assert_eq!(
         (large.tid, large.data),
-        (Tid(430), ObjectData::Bytes(vec![8; 3_333]))
+        (Tid(430), ObjectData::from(vec![8; 3_333]))
     );
 }
 
@@ -454,8 +454,8 @@ fn a_storage_that_lost_its_master_announces_itself_again_once_per_timeout() {
     let now = std::time::SystemTime::now();
     let config = StorageConfig::default();
     let wait = config.outcome_timeout;
-    let mut node = StorageNode::open(now, "s1", "master", open_store(&dir, "s1.redb"), config)
-        .expect("storage");
+    let mut node =
+        Storage::open(now, "s1", "master", open_store(&dir, "s1.redb"), config).expect("storage");
     let address: std::net::SocketAddr = "127.0.0.1:7001".parse().expect("an address");
     node.announce_address(address);
     while node.poll_transmit().is_some() {}

@@ -1,14 +1,14 @@
 //! Two-phase commit on a real redb file: visibility, conflicts, history, and durability across
 //! reopening the file.
 
+use replicast_node::engine::{Engine, EngineError, PendingTransaction};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::storage::{
-    ObjectData, PendingTransaction, StorageError, Store, TransactionInfo,
-};
+use replicast_node::object::ObjectData;
+use replicast_node::transaction::TransactionInfo;
 use tempfile::TempDir;
 
 fn bytes(data: &str) -> ObjectData {
-    ObjectData::Bytes(data.as_bytes().to_vec())
+    ObjectData::from(data.as_bytes().to_vec())
 }
 
 fn info(description: &str) -> TransactionInfo {
@@ -19,14 +19,14 @@ fn info(description: &str) -> TransactionInfo {
     }
 }
 
-fn fresh() -> (TempDir, Store) {
+fn fresh() -> (TempDir, Engine) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = Store::open(dir.path().join("store.redb")).expect("open store");
+    let store = Engine::open(dir.path().join("store.redb")).expect("open store");
     (dir, store)
 }
 
 /// Commits `writes` (oid, serial, data) as one transaction.
-fn commit(store: &Store, ttid: Tid, tid: Tid, writes: &[(Oid, Tid, &str)]) {
+fn commit(store: &Engine, ttid: Tid, tid: Tid, writes: &[(Oid, Tid, &str)]) {
     for &(oid, serial, data) in writes {
         store
             .store_pending(ttid, oid, serial, bytes(data))
@@ -36,7 +36,7 @@ fn commit(store: &Store, ttid: Tid, tid: Tid, writes: &[(Oid, Tid, &str)]) {
     store.finish(ttid, tid).expect("finish");
 }
 
-fn loaded(store: &Store, oid: Oid) -> Option<(Vec<u8>, Tid)> {
+fn loaded(store: &Engine, oid: Oid) -> Option<(Vec<u8>, Tid)> {
     store
         .load(oid)
         .expect("load")
@@ -90,7 +90,7 @@ fn aborted_transaction_leaves_nothing() {
     assert!(store.pending_transactions().expect("pending").is_empty());
     assert!(matches!(
         store.finish(Tid(5), Tid(6)),
-        Err(StorageError::UnknownTransaction { ttid: Tid(5) })
+        Err(EngineError::UnknownTransaction { ttid: Tid(5) })
     ));
     assert_eq!(store.last_tid().expect("last tid"), Tid::ZERO);
 }
@@ -103,7 +103,7 @@ fn conflicts_carry_both_serials() {
 
     // A writer that read v1 stores on top of it.
     match store.store_pending(Tid(14), Oid(1), Tid(11), bytes("stale")) {
-        Err(StorageError::Conflict {
+        Err(EngineError::Conflict {
             oid,
             expected,
             current,
@@ -114,7 +114,7 @@ fn conflicts_carry_both_serials() {
     }
     // A writer that thinks the object is new.
     match store.store_pending(Tid(14), Oid(1), Tid::ZERO, bytes("stale")) {
-        Err(StorageError::Conflict {
+        Err(EngineError::Conflict {
             expected, current, ..
         }) => {
             assert_eq!((expected, current), (Tid::ZERO, Tid(13)));
@@ -123,7 +123,7 @@ fn conflicts_carry_both_serials() {
     }
     // A writer that names a revision of an object that has none.
     match store.store_pending(Tid(14), Oid(2), Tid(11), bytes("stale")) {
-        Err(StorageError::Conflict {
+        Err(EngineError::Conflict {
             expected, current, ..
         }) => {
             assert_eq!((expected, current), (Tid(11), Tid::ZERO));
@@ -151,7 +151,7 @@ fn vote_detects_a_conflict_committed_after_the_store() {
     store.vote(Tid(20), &info("first")).expect("vote");
     store.finish(Tid(20), Tid(22)).expect("finish");
     match store.vote(Tid(21), &info("second")) {
-        Err(StorageError::Conflict {
+        Err(EngineError::Conflict {
             oid,
             expected,
             current,
@@ -162,7 +162,7 @@ fn vote_detects_a_conflict_committed_after_the_store() {
     }
     assert!(matches!(
         store.finish(Tid(21), Tid(23)),
-        Err(StorageError::NotVoted { .. })
+        Err(EngineError::NotVoted { .. })
     ));
     assert_eq!(loaded(&store, Oid(1)), Some((b"first".to_vec(), Tid(22))));
 }
@@ -180,7 +180,7 @@ fn a_failed_finish_changes_nothing() {
     store.vote(Tid(60), &info("late")).expect("vote");
 
     match store.finish(Tid(60), Tid(50)) {
-        Err(StorageError::TidNotAfterLast { tid, last }) => {
+        Err(EngineError::TidNotAfterLast { tid, last }) => {
             assert_eq!((tid, last), (Tid(50), Tid(50)))
         }
         other => panic!("expected an out-of-order TID, got {other:?}"),
@@ -212,7 +212,7 @@ fn storing_after_the_vote_is_refused() {
     store.vote(Tid(1), &info("a")).expect("vote");
     assert!(matches!(
         store.store_pending(Tid(1), Oid(2), Tid::ZERO, bytes("b")),
-        Err(StorageError::AlreadyVoted {
+        Err(EngineError::AlreadyVoted {
             ttid: Tid(1),
             oid: Oid(2)
         })
@@ -256,7 +256,7 @@ fn load_before_returns_the_revision_current_before_a_tid_and_its_successor() {
     assert_eq!(latest.digest, ObjectData::Deleted.digest());
     assert_ne!(
         ObjectData::Deleted.digest(),
-        ObjectData::Bytes(Vec::new()).digest()
+        ObjectData::from(Vec::new()).digest()
     );
 }
 
@@ -265,7 +265,7 @@ fn voted_transaction_survives_reopen_and_unvoted_one_does_not() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("store.redb");
     {
-        let store = Store::open(&path).expect("open");
+        let store = Engine::open(&path).expect("open");
         commit(&store, Tid(1), Tid(2), &[(Oid(1), Tid::ZERO, "committed")]);
         store
             .store_pending(Tid(3), Oid(1), Tid(2), bytes("voted"))
@@ -281,7 +281,7 @@ fn voted_transaction_survives_reopen_and_unvoted_one_does_not() {
         assert_eq!(store.pending_transactions().expect("pending").len(), 2);
     }
 
-    let store = Store::open(&path).expect("reopen");
+    let store = Engine::open(&path).expect("reopen");
     assert_eq!(
         loaded(&store, Oid(1)),
         Some((b"committed".to_vec(), Tid(2)))
@@ -305,7 +305,7 @@ fn voted_transaction_survives_reopen_and_unvoted_one_does_not() {
     // The master says it committed: finishing after the restart publishes the voted data.
     store.finish(Tid(3), Tid(5)).expect("finish after reopen");
     drop(store);
-    let store = Store::open(&path).expect("reopen again");
+    let store = Engine::open(&path).expect("reopen again");
     assert_eq!(loaded(&store, Oid(1)), Some((b"voted".to_vec(), Tid(5))));
     assert_eq!(
         loaded(&store, Oid(2)),
@@ -366,14 +366,14 @@ fn undo_restores_an_earlier_revision_by_reference() {
 
     assert!(matches!(
         store.store_undo(Tid(6), Oid(1), Tid(50), Tid(15)),
-        Err(StorageError::NoSuchRevision {
+        Err(EngineError::NoSuchRevision {
             oid: Oid(1),
             tid: Tid(15)
         })
     ));
     assert!(matches!(
         store.store_undo(Tid(6), Oid(1), Tid(40), Tid(10)),
-        Err(StorageError::Conflict {
+        Err(EngineError::Conflict {
             expected: Tid(40),
             current: Tid(50),
             ..

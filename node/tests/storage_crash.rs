@@ -10,21 +10,23 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use replicast_node::engine::Engine;
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+use replicast_node::object::ObjectData;
+use replicast_node::transaction::TransactionInfo;
 
 const OBJECTS: u64 = 20;
 const STORE_VARIABLE: &str = "REPLICAST_CRASH_STORE";
 
 /// The content transaction `tid` writes to `oid`.
 fn content(oid: Oid, tid: Tid) -> ObjectData {
-    ObjectData::Bytes(format!("{oid} written by {tid}").into_bytes())
+    ObjectData::from(format!("{oid} written by {tid}").into_bytes())
 }
 
 /// Commits transactions of `OBJECTS` objects into the store at `path`, printing each TID once
 /// finished, until killed (or 100,000 transactions).
 fn run_writer(path: std::ffi::OsString) {
-    let store = Store::open(path).expect("open store");
+    let store = Engine::open(path).expect("open store");
     let mut serial = store.last_tid().expect("last tid");
     for _ in 0..100_000 {
         let (ttid, tid) = (Tid(serial.0 + 1), Tid(serial.0 + 2));
@@ -90,7 +92,7 @@ fn killed_writer_leaves_whole_transactions() {
     let mut committed = Tid::ZERO;
     for (round, finishes) in [5, 13, 8].into_iter().enumerate() {
         run_and_kill(&path, finishes);
-        let store = Store::open(&path).expect("reopen after kill -9");
+        let store = Engine::open(&path).expect("reopen after kill -9");
         let last = store.last_tid().expect("last tid");
         assert!(
             last.0 >= committed.0 + 2 * finishes as u64,

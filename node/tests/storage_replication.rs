@@ -4,19 +4,18 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use replicast_node::engine::{Engine, EngineError, ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
+use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionSet;
-use replicast_node::storage::{
-    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, StorageError, Store,
-    TransactionInfo,
-};
+use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use support::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
 
 /// Commits 30 transactions over 12 objects; each writes two or three of them, some by undo.
-fn populate(store: &Store) {
+fn populate(store: &Engine) {
     let mut serials: BTreeMap<Oid, Tid> = BTreeMap::new();
     let mut undos = 0;
     for step in 0u64..30 {
@@ -48,7 +47,7 @@ fn populate(store: &Store) {
             let data = if step % 11 == 10 {
                 ObjectData::Deleted
             } else {
-                ObjectData::Bytes(format!("{oid} at step {step}").into_bytes())
+                ObjectData::from(format!("{oid} at step {step}").into_bytes())
             };
             store
                 .store_pending(ttid, *oid, serial, data)
@@ -76,7 +75,7 @@ fn populate(store: &Store) {
 }
 
 /// Everything `store` holds, read through the export API in one pass.
-fn snapshot(store: &Store) -> (Vec<CommittedTransaction>, Vec<ReplicatedObject>) {
+fn snapshot(store: &Engine) -> (Vec<CommittedTransaction>, Vec<ReplicatedObject>) {
     let transactions = store
         .transactions_after(Tid::ZERO, usize::MAX)
         .expect("transactions");
@@ -93,7 +92,13 @@ fn snapshot(store: &Store) -> (Vec<CommittedTransaction>, Vec<ReplicatedObject>)
 
 /// Copies `source` into `target` in batches of `batch` items, reopening `target` between
 /// batches so that resuming really starts from the cursor alone.
-fn replicate(source: &Store, dir: &TempDir, target: &str, partitions: &PartitionSet, batch: usize) {
+fn replicate(
+    source: &Engine,
+    dir: &TempDir,
+    target: &str,
+    partitions: &PartitionSet,
+    batch: usize,
+) {
     let mut after = Tid::ZERO;
     loop {
         let transactions = source
@@ -232,7 +237,7 @@ fn a_partition_subset_copies_only_its_objects() {
 fn import_refuses_a_bad_digest_and_an_object_without_its_transaction() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = open_store(&dir, "target.redb");
-    let data = ObjectData::Bytes(b"payload".to_vec());
+    let data = ObjectData::from(b"payload".to_vec());
     let object = ReplicatedObject {
         oid: Oid(1),
         tid: Tid(5),
@@ -242,7 +247,7 @@ fn import_refuses_a_bad_digest_and_an_object_without_its_transaction() {
 
     assert!(matches!(
         store.apply_replicated_objects(std::slice::from_ref(&object)),
-        Err(StorageError::MissingTransaction {
+        Err(EngineError::MissingTransaction {
             oid: Oid(1),
             tid: Tid(5)
         })
@@ -256,12 +261,12 @@ fn import_refuses_a_bad_digest_and_an_object_without_its_transaction() {
         .apply_replicated_transactions(&[transaction])
         .expect("import transaction");
     let forged = ReplicatedObject {
-        data: ObjectData::Bytes(b"forged".to_vec()),
+        data: ObjectData::from(b"forged".to_vec()),
         ..object.clone()
     };
     assert!(matches!(
         store.apply_replicated_objects(&[object.clone(), forged]),
-        Err(StorageError::DigestMismatch {
+        Err(EngineError::DigestMismatch {
             oid: Oid(1),
             tid: Tid(5)
         })

@@ -15,17 +15,17 @@ use std::time::{Duration, SystemTime};
 use proptest::prelude::*;
 use replicast_node::client::{AbortReason, Client, ClientConfig, ClientEvent};
 use replicast_node::driver::Role as _;
+use replicast_node::engine::{Engine, ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{Master, MasterConfig, MasterEvent};
+use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::protocol::{
     LoadResult, Message, ObjectPart, ProtocolError, StoreResult, TransactionOutcome, Transmit,
     VoteResult, decode, encode,
 };
-use replicast_node::storage::{
-    CommittedTransaction, ObjectCursor, ObjectData, ReplicatedObject, Store, TransactionInfo,
-};
-use replicast_node::storage_node::{StorageConfig, StorageEvent, StorageNode};
+use replicast_node::storage::{Storage, StorageConfig, StorageEvent};
+use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use support::{balance, balance_data};
 
 const MASTER: &str = "master";
@@ -344,7 +344,7 @@ struct Sim {
     dir: tempfile::TempDir,
     master: Master,
     master_events: Vec<MasterEvent>,
-    storages: BTreeMap<String, Option<StorageNode>>,
+    storages: BTreeMap<String, Option<Storage>>,
     storage_events: BTreeMap<String, Vec<StorageEvent>>,
     workers: Vec<Worker>,
     protocol_errors: usize,
@@ -437,8 +437,8 @@ impl Sim {
     }
 
     fn start_storage(&mut self, name: &str) {
-        let store = Store::open(self.dir.path().join(format!("{name}.redb"))).expect("open store");
-        let node = StorageNode::open(wall(self.now), name, MASTER, store, storage_config())
+        let store = Engine::open(self.dir.path().join(format!("{name}.redb"))).expect("open store");
+        let node = Storage::open(wall(self.now), name, MASTER, store, storage_config())
             .expect("start storage");
         self.storages.insert(name.to_owned(), Some(node));
     }
@@ -496,7 +496,7 @@ impl Sim {
                 .storages
                 .get_mut(&name)
                 .and_then(Option::as_mut)
-                .and_then(StorageNode::poll_transmit)
+                .and_then(Storage::poll_transmit)
             {
                 self.send(&name, &transmit.to, &transmit.message);
                 let voted_yes = matches!(
@@ -616,7 +616,7 @@ impl Sim {
                 self.storages
                     .values()
                     .flatten()
-                    .filter_map(StorageNode::poll_timeout),
+                    .filter_map(Storage::poll_timeout),
             )
             .chain(
                 self.workers
@@ -800,7 +800,7 @@ impl Sim {
                 self.start_storage(&name);
                 self.recovered_voted += self.storages[&name]
                     .as_ref()
-                    .map_or(0, StorageNode::transactions_in_progress);
+                    .map_or(0, Storage::transactions_in_progress);
                 self.commits_at_restart
                     .get_or_insert(self.workers.iter().map(|w| w.commits.len()).sum());
             }
@@ -1335,8 +1335,8 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
 fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
     let now = wall(Duration::ZERO);
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("s1.redb")).expect("open");
-    let mut node = StorageNode::open(now, "s1", MASTER, store, storage_config()).expect("open");
+    let store = Engine::open(dir.path().join("s1.redb")).expect("open");
+    let mut node = Storage::open(now, "s1", MASTER, store, storage_config()).expect("open");
     while node.poll_transmit().is_some() {}
     let (ttid, tid) = (Tid(10), Tid(20));
     node.handle(
@@ -1487,7 +1487,7 @@ fn any_oid() -> impl Strategy<Value = Oid> {
 fn any_message() -> impl Strategy<Value = Message> {
     let data = prop_oneof![
         Just(ObjectData::Deleted),
-        proptest::collection::vec(any::<u8>(), 0..16).prop_map(ObjectData::Bytes)
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(ObjectData::from)
     ];
     let object_data = data.clone();
     prop_oneof![
@@ -1646,7 +1646,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                     partition,
                     oid,
                     tid,
-                    digest: ObjectData::Bytes(bytes.clone()).digest(),
+                    digest: ObjectData::from(bytes.clone()).digest(),
                     total,
                     offset,
                     bytes,
@@ -1673,9 +1673,8 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
     let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
     let mut master = Master::new(table.clone(), MasterConfig::default());
-    let store = Store::open(dir.path().join("s1.redb")).expect("open");
-    let mut storage =
-        StorageNode::open(now, "s1", MASTER, store, storage_config()).expect("storage");
+    let store = Engine::open(dir.path().join("s1.redb")).expect("open");
+    let mut storage = Storage::open(now, "s1", MASTER, store, storage_config()).expect("storage");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
     client
@@ -1791,8 +1790,8 @@ fn garbage_bytes_are_refused_by_every_role() {
     let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
     let mut master = Master::new(table, MasterConfig::default());
-    let store = Store::open(dir.path().join("s1.redb")).expect("open");
-    let mut storage = StorageNode::open(now, "s1", MASTER, store, storage_config()).expect("open");
+    let store = Engine::open(dir.path().join("s1.redb")).expect("open");
+    let mut storage = Storage::open(now, "s1", MASTER, store, storage_config()).expect("open");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
     let mut wrong_version = encode(&Message::AskBegin);

@@ -21,7 +21,8 @@ use replicast_node::client::{Client, ClientConfig};
 use replicast_node::config::{FanoutStrategy, NodeConfig, RoleConfig};
 use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::storage::{ObjectData, TransactionInfo};
+use replicast_node::object::ObjectData;
+use replicast_node::transaction::TransactionInfo;
 use replicast_node::workload::transfers;
 use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
@@ -48,7 +49,7 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClientCommand {
-    /// Store DATA as the new revision of OID in one transaction; prints the commit's TID.
+    /// Engine DATA as the new revision of OID in one transaction; prints the commit's TID.
     Put {
         /// The object id (decimal or 0x hexadecimal).
         #[arg(value_parser = parse_oid)]
@@ -206,7 +207,7 @@ async fn execute(handle: &mut ClientHandle, command: ClientCommand) -> Result<St
                 None => Tid::ZERO,
             };
             handle
-                .store(oid, serial, ObjectData::Bytes(data.into_bytes()))
+                .store(oid, serial, ObjectData::from(data.into_bytes()))
                 .await?;
             handle
                 .vote(TransactionInfo {

@@ -17,10 +17,10 @@ use clap::Args;
 use replicast_certs::NodeIdentity;
 use replicast_node::config::{LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
 use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
+use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::Store;
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
@@ -194,10 +194,10 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     )
                 })?;
             }
-            let store = Store::open(&storage.path).map_err(|e| {
+            let store = Engine::open(&storage.path).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;
-            let mut role = StorageNode::open(
+            let mut role = Storage::open(
                 SystemTime::now(),
                 &name,
                 master.name.as_str(),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::ClientHandle;
+use replicast_node::engine::{Engine, ObjectCursor};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::storage::{ObjectCursor, Store};
 use replicast_node::workload::transfers::{self, Commit};
 use tokio::sync::watch;
 
@@ -139,7 +139,7 @@ pub fn wait_for_table(
 }
 
 /// Every revision of `partition` in `store`: `(oid, tid, digest)` in (TID, OID) order.
-fn history(store: &Store, partition: u32, partitions: u32) -> Vec<(Oid, Tid, [u8; 16])> {
+fn history(store: &Engine, partition: u32, partitions: u32) -> Vec<(Oid, Tid, [u8; 16])> {
     store
         .partition_objects(
             partition,
@@ -288,10 +288,10 @@ pub fn stop_and_compare(
         cluster.storage(name).stop();
     }
     cluster.master_node.stop();
-    let stores: BTreeMap<&str, Store> = storages
+    let stores: BTreeMap<&str, Engine> = storages
         .iter()
         .map(|name| {
-            let store = Store::open(cluster.database(name))
+            let store = Engine::open(cluster.database(name))
                 .unwrap_or_else(|error| panic!("open {name}'s store: {error}"));
             (name.as_str(), store)
         })

@@ -6,7 +6,7 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// How long a storage may stay silent while it owes an answer before it counts as failed.
-    /// Longer than the storages' [`outcome_timeout`](crate::storage_node::StorageConfig), so
+    /// Longer than the storages' [`outcome_timeout`](crate::storage::StorageConfig), so
     /// that a lock held by a vanished client is released before waiters give up.
     pub storage_timeout: Duration,
     /// How long a storage may take to answer a vote before it counts as failed. Votes go out

@@ -46,12 +46,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::ids::{Oid, Tid};
+use crate::object::ObjectData;
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{
     LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
     VoteResult,
 };
-use crate::storage::{ObjectData, TransactionInfo};
+use crate::transaction::TransactionInfo;
 
 mod config;
 mod event;
@@ -982,7 +983,7 @@ mod tests {
     fn a_store_is_one_fanout_for_every_writable_replica() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
-        let data = ObjectData::Bytes(b"x".to_vec());
+        let data = ObjectData::from(b"x".to_vec());
         client
             .store(now, Oid(4), Tid::ZERO, data.clone())
             .expect("store");
@@ -1018,7 +1019,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
         client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::Bytes(b"x".to_vec()))
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
             .expect("store");
         client.abort().expect("abort");
         while client.poll_transmit().is_some() {}

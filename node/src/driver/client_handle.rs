@@ -12,9 +12,10 @@ use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
 use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
 use crate::client::{AbortReason, Client, ClientEvent};
 use crate::ids::{Oid, Tid};
+use crate::object::ObjectData;
 use crate::partition::PartitionTable;
 use crate::protocol::{LoadResult, ProtocolError};
-use crate::storage::{ObjectData, TransactionInfo};
+use crate::transaction::TransactionInfo;
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +52,13 @@ pub enum ClientError {
 ///
 /// ```no_run
 /// # async fn demo(client: &mut replicast_node::driver::ClientHandle) -> Result<(), replicast_node::driver::ClientError> {
-/// use replicast_node::storage::{ObjectData, TransactionInfo};
+/// use replicast_node::object::ObjectData;
+/// use replicast_node::transaction::TransactionInfo;
 ///
 /// let oid = client.new_oids(1).await?[0];
 /// client.begin().await?;
 /// let serial = client.load(oid).await?.map_or(replicast_node::ids::Tid::ZERO, |(tid, _)| tid);
-/// client.store(oid, serial, ObjectData::Bytes(b"hello".to_vec())).await?;
+/// client.store(oid, serial, ObjectData::from(b"hello".to_vec())).await?;
 /// client.vote(TransactionInfo::default()).await?;
 /// let tid = client.finish().await?;
 /// # let _ = tid; Ok(()) }

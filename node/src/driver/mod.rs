@@ -1,7 +1,7 @@
 //! Tokio drivers that run the sans-IO roles over QUIC links with mutual TLS.
 //!
 //! [`spawn`] runs any [`Role`] ([`Master`](crate::master::Master),
-//! [`StorageNode`](crate::storage_node::StorageNode), [`Client`](crate::client::Client)) on a
+//! [`Storage`](crate::storage::Storage), [`Client`](crate::client::Client)) on a
 //! transport [`Endpoint`](replicast_transport::quic::Endpoint): it feeds the role the
 //! messages peers send with [`SystemTime::now`](std::time::SystemTime::now), fires its timers,
 //! sends its transmits to the named peers and reports a peer whose connection is lost.

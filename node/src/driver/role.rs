@@ -6,11 +6,11 @@ use std::time::SystemTime;
 use crate::client::{Client, ClientEvent, FanoutStore};
 use crate::master::{Master, MasterEvent};
 use crate::protocol::{Message, ProtocolError, Transmit, decode_from};
-use crate::storage_node::{StorageEvent, StorageNode};
+use crate::storage::{Storage, StorageEvent};
 
 /// A sans-IO role of the two-phase commit, as the [driver](super) runs it.
 ///
-/// Implemented by [`Master`], [`StorageNode`] and [`Client`]; each method forwards to the
+/// Implemented by [`Master`], [`Storage`] and [`Client`]; each method forwards to the
 /// role's method of the same name (`handle_message` to `handle`), and `handle_bytes` decodes
 /// for all three.
 pub trait Role: Send + 'static {
@@ -116,7 +116,7 @@ impl Role for Master {
     }
 }
 
-impl Role for StorageNode {
+impl Role for Storage {
     type Event = StorageEvent;
 
     fn handle_message(
@@ -125,25 +125,25 @@ impl Role for StorageNode {
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        StorageNode::handle(self, now, from, message)
+        Storage::handle(self, now, from, message)
     }
     fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
-        StorageNode::handle_timeout(self, now)
+        Storage::handle_timeout(self, now)
     }
     fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
-        StorageNode::peer_lost(self, now, peer)
+        Storage::peer_lost(self, now, peer)
     }
     fn poll_timeout(&self) -> Option<SystemTime> {
-        StorageNode::poll_timeout(self)
+        Storage::poll_timeout(self)
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        StorageNode::poll_transmit(self)
+        Storage::poll_transmit(self)
     }
     fn poll_event(&mut self) -> Option<StorageEvent> {
-        StorageNode::poll_event(self)
+        Storage::poll_event(self)
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
-        StorageNode::peer_address(self, peer)
+        Storage::peer_address(self, peer)
     }
 }
 

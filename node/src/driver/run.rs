@@ -16,7 +16,7 @@ use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
 use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, decode_from, encode};
-use crate::storage_node::{StorageEvent, StorageNode};
+use crate::storage::{Storage, StorageEvent};
 use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
 
 /// How long writing one request's answer may take before the stream is reset.
@@ -229,14 +229,11 @@ pub fn spawn<R: Role>(
 /// writer (anything else is refused and counted in [`DriverStats::fanout_refused`]).
 /// Clients may send stores either way, inline or through the fan-out.
 pub fn spawn_storage(
-    role: StorageNode,
+    role: Storage,
     endpoint: Endpoint,
     config: DriverConfig,
     fanout: FanoutReceiverConfig,
-) -> (
-    DriverHandle<StorageNode>,
-    mpsc::UnboundedReceiver<StorageEvent>,
-) {
+) -> (DriverHandle<Storage>, mpsc::UnboundedReceiver<StorageEvent>) {
     let (receiver, feed) = FanoutReceiver::start_fed(fanout);
     spawn_with(
         role,

@@ -1,9 +1,9 @@
 //! What a peer can do wrong, and what a state machine refuses.
 
+use crate::engine::EngineError;
 use crate::ids::Tid;
 use crate::locks::LockError;
 use crate::partition::{NodeName, PartitionError};
-use crate::storage::StorageError;
 
 /// Bytes from a peer that are not a message of this protocol.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,7 @@ pub enum ProtocolError {
     },
     /// The storage engine failed.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(#[from] EngineError),
     /// The lock manager refused a request (a bug in the storage role, reported rather than
     /// panicking).
     #[error(transparent)]

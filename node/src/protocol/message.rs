@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
 use super::status::{ClusterStatus, NodeReport};
+use crate::engine::{ObjectCursor, ReplicatedObject};
 use crate::ids::{Oid, Tid};
+use crate::object::{Digest, ObjectData};
 use crate::partition::{NodeName, PartitionTable};
-use crate::storage::{
-    CommittedTransaction, Digest, ObjectCursor, ObjectData, ReplicatedObject, TransactionInfo,
-};
+use crate::transaction::{CommittedTransaction, TransactionInfo};
 
 /// One protocol message. The comment on each variant names who sends it to whom.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

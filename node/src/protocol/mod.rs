@@ -1,7 +1,7 @@
 //! The messages of the two-phase commit, and what the sans-IO roles exchange with a driver.
 //!
 //! The roles ([`Master`](crate::master::Master), [`Client`](crate::client::Client),
-//! [`StorageNode`](crate::storage_node::StorageNode)) are state machines in the style of
+//! [`Storage`](crate::storage::Storage)) are state machines in the style of
 //! `quinn-proto`: a driver feeds each one `(now, peer, message)` and expired timers, and takes
 //! from it [`Transmit`]s (a message for a named peer) and events. They do no I/O and read no
 //! clock, so the whole protocol runs under a deterministic simulation

@@ -1,240 +1,693 @@
-//! Export and import of committed history, for a replica catching up.
+//! Replication as a storage runs it: catching up on feeding partitions, and serving the
+//! history of up-to-date ones to others.
 //!
-//! A replica that is behind first copies the transactions it misses
-//! ([`Store::transactions_after`], [`Store::apply_replicated_transactions`]), then the object
-//! revisions of its partitions ([`Store::objects_for`], [`Store::apply_replicated_objects`]).
-//! Both go in bounded batches, each ending with a cursor to resume from, so a replication cut
-//! off by a crash or a lost link goes on where it stopped rather than from scratch.
+//! The master sends [`Message::Replicate`] with a bound `B` and the storage's feeding
+//! partitions. For each partition the storage starts from what it holds whole (the master's
+//! word, or its own [`ReplicationProgress`] on disk if further) and asks an up-to-date cell of
+//! the current table, in batches bounded in bytes: first the transactions touching the
+//! partition up to `B`, then the revisions of its objects up to `B`. Each batch is imported
+//! with the new progress in one durable write, so a restart or a failed source costs at most
+//! one batch. When both steps reach `B` the storage reports [`Message::Replicated`]; the
+//! commits after `B` reached it live.
 //!
-//! Revisions travel as content: an undo's back-pointer is exported as the data it points at,
-//! with the same digest, and stored as a copy on the receiving replica.
+//! A source that is lost, answers [`Message::ReplicationUnavailable`], or sends a batch that
+//! does not fit the request is left for the round and another up-to-date cell is asked; when
+//! none is left, the storage waits [`StorageConfig::replication_retry`] and tries them all
+//! again.
+//!
+//! While a partition is feeding its history here is incomplete, so stores to it are taken
+//! without the serial check (the readable replicas make it): see
+//! [`Engine::store_pending_unchecked`](crate::engine::Engine::store_pending_unchecked).
+//!
+//! [`StorageConfig::replication_retry`]: super::StorageConfig::replication_retry
 
-use redb::{Durability, ReadableDatabase, WriteTransaction};
-use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::SystemTime;
 
-use super::error::database;
-use super::records::{
-    CommittedTransaction, Digest, ObjectData, ObjectRecord, StoredData, TransactionRecord, decode,
-    encode,
-};
-use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{StorageError, Store, read_revision, read_transaction};
+use super::{Storage, StorageEvent};
+use crate::engine::{EngineError, ObjectCursor, ReplicatedObject, ReplicationProgress};
 use crate::ids::{Oid, Tid};
-use crate::partition::PartitionSet;
+use crate::object::{Digest, ObjectData};
+use crate::partition::{CellState, NodeName, PartitionTable, partition_of};
+use crate::protocol::{Message, ObjectPart, ProtocolError};
+use crate::transaction::CommittedTransaction;
 
-/// A position in the history of object revisions, ordered by TID then OID.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ObjectCursor {
-    /// The transaction of the last revision returned.
-    pub tid: Tid,
-    /// The object of the last revision returned.
-    pub oid: Oid,
+/// What the storage knows of the cluster for replication, and its rounds in progress.
+#[derive(Debug, Default)]
+pub(super) struct Replicator {
+    /// The latest table from the master.
+    table: Option<PartitionTable>,
+    /// Where the other storages accept connections.
+    addresses: BTreeMap<NodeName, SocketAddr>,
+    /// Feeding partitions being caught up.
+    partitions: BTreeMap<u32, CatchUp>,
+    /// The version of the last table for which this storage asked to catch up.
+    asked_catch_up: Option<u64>,
+    /// The revision last served in parts, kept for its next parts.
+    serving: Option<ServedRevision>,
+    /// Partitions caught up in their current round (their history here is whole again, so
+    /// serials are checked even before the table says up to date).
+    caught_up: BTreeSet<u32>,
 }
 
-impl ObjectCursor {
-    /// Before every revision: no transaction commits at [`Tid::ZERO`].
-    pub const START: ObjectCursor = ObjectCursor {
-        tid: Tid::ZERO,
-        oid: Oid(0),
-    };
+/// The largest revision a storage takes by replication, in parts: bounds what a source can
+/// make it buffer (the transport's largest object by default).
+const MAX_REVISION_BYTES: u64 = 1 << 30;
+
+/// A revision served in parts.
+#[derive(Debug)]
+struct ServedRevision {
+    oid: Oid,
+    tid: Tid,
+    data: Vec<u8>,
+    digest: Digest,
 }
 
-/// One object revision as replicated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicatedObject {
-    /// The object.
-    pub oid: Oid,
-    /// The transaction that wrote the revision.
-    pub tid: Tid,
-    /// The content.
-    pub data: ObjectData,
-    /// The digest of `data`, checked on import.
-    pub digest: Digest,
+/// A revision too large for one batch, arriving in parts.
+#[derive(Debug)]
+struct Part {
+    oid: Oid,
+    tid: Tid,
+    digest: Digest,
+    total: u64,
+    bytes: Vec<u8>,
 }
 
-/// A batch of revisions and where to resume.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectBatch {
-    /// Revisions in (TID, OID) order.
-    pub objects: Vec<ReplicatedObject>,
-    /// The cursor to ask the next batch after; `None` when the history is exhausted.
-    pub resume: Option<ObjectCursor>,
+/// One feeding partition catching up to `up_to`.
+#[derive(Debug)]
+struct CatchUp {
+    up_to: Tid,
+    progress: ReplicationProgress,
+    /// The source asked and not answered yet, and until when its answer is awaited.
+    asked: Option<(NodeName, SystemTime)>,
+    /// Sources that failed this round.
+    failed: BTreeSet<NodeName>,
+    /// When to try every source again, after all of them failed.
+    retry_at: Option<SystemTime>,
+    /// A revision too large for one batch, partly here.
+    part: Option<Part>,
 }
 
-impl Store {
-    /// Up to `limit` committed transactions with TIDs greater than `after`, in TID order.
-    pub fn transactions_after(
-        &self,
-        after: Tid,
-        limit: usize,
-    ) -> Result<Vec<CommittedTransaction>, StorageError> {
-        let Some(first) = after.next() else {
-            return Ok(Vec::new());
-        };
-        let txn = self.db.begin_read().map_err(database("begin read"))?;
-        let transactions = txn
-            .open_table(TRANSACTIONS)
-            .map_err(database("open transactions"))?;
-        let mut batch = Vec::new();
-        for entry in transactions
-            .range(first..)
-            .map_err(database("scan transactions"))?
-            .take(limit)
-        {
-            let (tid, record) = entry.map_err(database("read transaction"))?;
-            let record: TransactionRecord = decode(TRANSACTIONS_NAME, record.value())?;
-            batch.push(CommittedTransaction {
-                tid: tid.value(),
-                oids: record.oids,
-                info: record.info,
-            });
-        }
-        Ok(batch)
+impl CatchUp {
+    fn target(&self) -> ReplicationProgress {
+        ReplicationProgress::complete_to(self.up_to)
+    }
+}
+
+impl Replicator {
+    /// Where `peer` accepts connections, if the master said.
+    pub(super) fn address(&self, peer: &str) -> Option<SocketAddr> {
+        self.addresses.get(peer).copied()
     }
 
-    /// Up to `limit` revisions of objects in `partitions`, after `cursor` in (TID, OID) order.
-    ///
-    /// Start from [`ObjectCursor::START`] and pass each batch's
-    /// [`resume`](ObjectBatch::resume) to the next call.
-    pub fn objects_for(
-        &self,
-        partitions: &PartitionSet,
-        cursor: ObjectCursor,
-        limit: usize,
-    ) -> Result<ObjectBatch, StorageError> {
-        let txn = self.db.begin_read().map_err(database("begin read"))?;
-        let transactions = txn
-            .open_table(TRANSACTIONS)
-            .map_err(database("open transactions"))?;
-        let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-        let mut batch = Vec::new();
-        if limit == 0 {
-            return Ok(ObjectBatch {
-                objects: batch,
-                resume: Some(cursor),
-            });
+    /// Adds the master's addresses of other storages.
+    pub(super) fn learn_addresses(&mut self, book: Vec<(NodeName, SocketAddr)>) {
+        self.addresses.extend(book);
+    }
+
+    /// The partitions still catching up here.
+    pub(super) fn catching_up(&self) -> impl Iterator<Item = u32> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// Whether a store of `oid` skips the serial check: its partition's history here is
+    /// incomplete (feeding and not caught up yet, or out of date).
+    pub(super) fn unchecked(&self, name: &str, oid: Oid) -> bool {
+        let Some(table) = &self.table else {
+            return false;
+        };
+        let partition = table.partition_of(oid);
+        let state = table.cells(partition).ok().and_then(|cells| {
+            cells
+                .iter()
+                .find(|cell| cell.node == name)
+                .map(|cell| cell.state)
+        });
+        match state {
+            Some(CellState::UpToDate) => false,
+            Some(CellState::Feeding) => !self.caught_up.contains(&partition),
+            // A client with an older table; the master does not count this replica.
+            Some(CellState::OutOfDate) | None => true,
         }
-        // Walking transactions rather than the (oid, tid)-keyed objects yields TID order.
-        for entry in transactions
-            .range(cursor.tid..)
-            .map_err(database("scan transactions"))?
-        {
-            let (tid, record) = entry.map_err(database("read transaction"))?;
-            let tid = tid.value();
-            let record: TransactionRecord = decode(TRANSACTIONS_NAME, record.value())?;
-            for oid in record.oids {
-                if (ObjectCursor { tid, oid }) <= cursor || !partitions.contains(oid) {
-                    continue;
+    }
+
+    /// When [`Storage::handle_timeout`] must run for a retry.
+    pub(super) fn poll_timeout(&self) -> Option<SystemTime> {
+        self.partitions
+            .values()
+            .filter_map(|catch_up| {
+                catch_up
+                    .retry_at
+                    .or(catch_up.asked.as_ref().map(|(_, deadline)| *deadline))
+            })
+            .min()
+    }
+}
+
+impl Storage {
+    /// The connection to `peer` is lost: the partitions it was feeding ask another source.
+    pub(super) fn replication_peer_lost(
+        &mut self,
+        now: SystemTime,
+        peer: &str,
+    ) -> Result<(), ProtocolError> {
+        for (partition, catch_up) in &mut self.replicator.partitions {
+            if catch_up
+                .asked
+                .as_ref()
+                .is_some_and(|(source, _)| source == peer)
+            {
+                catch_up.asked = None;
+                catch_up.failed.insert(peer.to_owned());
+                self.events.push_back(StorageEvent::ReplicationFailed {
+                    partition: *partition,
+                    source: peer.to_owned(),
+                    error: "connection lost".to_owned(),
+                });
+            }
+        }
+        self.pump_replication(now)
+    }
+
+    /// Leaves the sources that did not answer in time, and retries the partitions whose
+    /// sources all failed once their wait is over.
+    pub(super) fn replication_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        for (partition, catch_up) in &mut self.replicator.partitions {
+            if catch_up.retry_at.is_some_and(|at| at <= now) {
+                catch_up.retry_at = None;
+                catch_up.failed.clear();
+            }
+            if let Some((source, _)) = catch_up.asked.take_if(|(_, deadline)| *deadline <= now) {
+                self.events.push_back(StorageEvent::ReplicationFailed {
+                    partition: *partition,
+                    source: source.clone(),
+                    error: "no answer in time".to_owned(),
+                });
+                catch_up.failed.insert(source);
+            }
+        }
+        self.pump_replication(now)
+    }
+
+    /// The master sent a new table: rounds of partitions no longer feeding here end.
+    pub(super) fn new_table(&mut self, table: PartitionTable) {
+        let name = self.name.clone();
+        let state = |partition: u32| {
+            table.cells(partition).ok().and_then(|cells| {
+                cells
+                    .iter()
+                    .find(|cell| cell.node == name)
+                    .map(|cell| cell.state)
+            })
+        };
+        // A partition no longer feeding here (out of date again, moved away, or up to date)
+        // ends its round; the master sends a new Replicate when it feeds again.
+        self.replicator
+            .partitions
+            .retain(|partition, _| state(*partition) == Some(CellState::Feeding));
+        self.replicator
+            .caught_up
+            .retain(|partition| state(*partition) == Some(CellState::Feeding));
+        // Out of date while running (a failed commit, a client's report): this storage is
+        // here, so it asks to catch up; a dead one would not.
+        let out_of_date = (0..table.num_partitions())
+            .any(|partition| state(partition) == Some(CellState::OutOfDate));
+        if out_of_date && self.replicator.asked_catch_up != Some(table.version()) {
+            self.replicator.asked_catch_up = Some(table.version());
+            self.out.send(&self.master, Message::AskCatchUp);
+        }
+        self.replicator.table = Some(table);
+    }
+
+    /// The master's [`Message::Replicate`].
+    pub(super) fn start_replication(
+        &mut self,
+        now: SystemTime,
+        up_to: Tid,
+        partitions: &[(u32, Tid)],
+    ) -> Result<(), ProtocolError> {
+        for &(partition, whole) in partitions {
+            let progress = self
+                .store
+                .replication_progress(partition)?
+                .max(ReplicationProgress::complete_to(whole));
+            self.replicator.caught_up.remove(&partition);
+            self.replicator.partitions.insert(
+                partition,
+                CatchUp {
+                    up_to,
+                    progress,
+                    asked: None,
+                    failed: BTreeSet::new(),
+                    retry_at: None,
+                    part: None,
+                },
+            );
+        }
+        self.events.push_back(StorageEvent::ReplicationStarted {
+            up_to,
+            partitions: partitions.len(),
+        });
+        self.pump_replication(now)
+    }
+
+    /// Asks a source for the next batch of every partition that has no question out, and
+    /// reports the partitions that are done.
+    pub(super) fn pump_replication(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let Some(table) = &self.replicator.table else {
+            return Ok(());
+        };
+        let mut done = Vec::new();
+        for (&partition, catch_up) in &mut self.replicator.partitions {
+            if catch_up.asked.is_some() || catch_up.retry_at.is_some() {
+                continue;
+            }
+            let target = catch_up.target();
+            if catch_up.progress.transactions >= target.transactions
+                && catch_up.progress.objects >= target.objects
+            {
+                done.push((partition, catch_up.up_to));
+                continue;
+            }
+            let source = table.cells(partition).ok().and_then(|cells| {
+                cells
+                    .iter()
+                    .filter(|cell| cell.is_readable() && cell.node != self.name)
+                    .map(|cell| &cell.node)
+                    .find(|node| !catch_up.failed.contains(*node))
+                    .cloned()
+            });
+            let Some(source) = source else {
+                catch_up.retry_at = Some(now + self.config.replication_retry);
+                continue;
+            };
+            let message = if let Some(part) = &catch_up.part {
+                Message::AskObjectPart {
+                    partition,
+                    oid: part.oid,
+                    tid: part.tid,
+                    offset: part.bytes.len() as u64,
                 }
-                // An undo's back-pointer is exported as the content it points at.
-                let Some((data, digest)) = read_revision(&objects, oid, tid)? else {
-                    continue;
+            } else if catch_up.progress.transactions < target.transactions {
+                Message::AskTransactions {
+                    partition,
+                    after: catch_up.progress.transactions,
+                    up_to: catch_up.up_to,
+                }
+            } else {
+                Message::AskObjects {
+                    partition,
+                    after: catch_up.progress.objects,
+                    up_to: catch_up.up_to,
+                }
+            };
+            self.out.send(&source, message);
+            catch_up.asked = Some((source, now + self.config.replication_answer_timeout));
+        }
+        for (partition, up_to) in done {
+            self.replicator.partitions.remove(&partition);
+            self.replicator.caught_up.insert(partition);
+            self.events
+                .push_back(StorageEvent::PartitionReplicated { partition, up_to });
+            self.out
+                .send(&self.master, Message::Replicated { partition, up_to });
+        }
+        Ok(())
+    }
+
+    /// The catch-up of `partition` if `from` is the source asked for it.
+    fn asked_of(&mut self, from: &str, partition: u32) -> Option<&mut CatchUp> {
+        self.replicator
+            .partitions
+            .get_mut(&partition)
+            .filter(|catch_up| {
+                catch_up
+                    .asked
+                    .as_ref()
+                    .is_some_and(|(source, _)| source == from)
+            })
+    }
+
+    /// A batch of transactions from `from`.
+    pub(super) fn take_transactions(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        transactions: Vec<CommittedTransaction>,
+        resume: Option<Tid>,
+    ) -> Result<(), ProtocolError> {
+        let num_partitions = self.num_partitions();
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            // The round ended meanwhile (the table changed): nothing to do with it.
+            return Ok(());
+        };
+        let after = catch_up.progress.transactions;
+        let reached = resume.unwrap_or(catch_up.up_to);
+        let fits = reached > after
+            && reached <= catch_up.up_to
+            && transactions.iter().all(|transaction| {
+                transaction.tid > after
+                    && transaction.tid <= reached
+                    && transaction
+                        .oids
+                        .iter()
+                        .all(|oid| partition_of(*oid, num_partitions) == partition)
+            });
+        if !fits {
+            return self.source_failed(now, from, partition, "AnswerTransactions");
+        }
+        let progress = ReplicationProgress {
+            transactions: reached,
+            ..catch_up.progress
+        };
+        match self
+            .store
+            .import_transactions(partition, &transactions, progress)
+        {
+            Ok(()) => self.advance(now, partition, progress),
+            Err(error) => self.import_failed(now, from, partition, error),
+        }
+    }
+
+    /// A batch of revisions from `from`.
+    pub(super) fn take_objects(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        objects: Vec<ReplicatedObject>,
+        resume: Option<ObjectCursor>,
+    ) -> Result<(), ProtocolError> {
+        let num_partitions = self.num_partitions();
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            return Ok(());
+        };
+        let after = catch_up.progress.objects;
+        let reached = resume.unwrap_or(catch_up.target().objects);
+        let fits = reached > after
+            && reached.tid <= catch_up.up_to
+            && objects.iter().all(|object| {
+                let cursor = ObjectCursor {
+                    tid: object.tid,
+                    oid: object.oid,
                 };
-                batch.push(ReplicatedObject {
+                cursor > after
+                    && cursor <= reached
+                    && partition_of(object.oid, num_partitions) == partition
+            });
+        if !fits {
+            return self.source_failed(now, from, partition, "AnswerObjects");
+        }
+        let progress = ReplicationProgress {
+            objects: reached,
+            ..catch_up.progress
+        };
+        match self.store.import_objects(partition, &objects, progress) {
+            Ok(()) => self.advance(now, partition, progress),
+            Err(error) => self.import_failed(now, from, partition, error),
+        }
+    }
+
+    fn advance(
+        &mut self,
+        now: SystemTime,
+        partition: u32,
+        progress: ReplicationProgress,
+    ) -> Result<(), ProtocolError> {
+        if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
+            catch_up.progress = progress;
+            catch_up.asked = None;
+        }
+        self.pump_replication(now)
+    }
+
+    /// A batch that did not import (a bad digest, a revision without its transaction, or
+    /// this engine failing): the source is left for the round, the error reported.
+    fn import_failed(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        error: EngineError,
+    ) -> Result<(), ProtocolError> {
+        self.events.push_back(StorageEvent::ReplicationFailed {
+            partition,
+            source: from.to_owned(),
+            error: error.to_string(),
+        });
+        if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
+            catch_up.asked = None;
+            catch_up.failed.insert(from.to_owned());
+        }
+        self.pump_replication(now)
+    }
+
+    /// `from` did not serve `partition` as asked: another source is asked. An answer from a
+    /// peer that was not asked is refused.
+    pub(super) fn source_failed(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        kind: &'static str,
+    ) -> Result<(), ProtocolError> {
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            return Ok(());
+        };
+        catch_up.asked = None;
+        catch_up.failed.insert(from.to_owned());
+        self.events.push_back(StorageEvent::ReplicationFailed {
+            partition,
+            source: from.to_owned(),
+            error: format!("{kind} does not answer the request"),
+        });
+        self.pump_replication(now)
+    }
+
+    fn num_partitions(&self) -> u32 {
+        self.replicator
+            .table
+            .as_ref()
+            .map_or(1, PartitionTable::num_partitions)
+    }
+
+    /// Whether this storage can serve `partition`'s history to `from`: it is up to date for
+    /// it, and `from` is a storage of the table.
+    fn serves(&self, from: &str, partition: u32) -> bool {
+        let Some(table) = &self.replicator.table else {
+            return false;
+        };
+        table.storages().iter().any(|node| node == from)
+            && table.cells(partition).is_ok_and(|cells| {
+                cells
+                    .iter()
+                    .any(|cell| cell.node == self.name && cell.is_readable())
+            })
+    }
+
+    /// Answers [`Message::AskTransactions`].
+    pub(super) fn serve_transactions(
+        &mut self,
+        from: &str,
+        partition: u32,
+        after: Tid,
+        up_to: Tid,
+    ) {
+        let answer = if self.serves(from, partition) {
+            self.store
+                .partition_transactions(
+                    partition,
+                    self.num_partitions(),
+                    after,
+                    up_to,
+                    self.config.replication_batch_bytes,
+                )
+                .ok()
+                .map(|batch| Message::AnswerTransactions {
+                    partition,
+                    transactions: batch.transactions,
+                    resume: batch.resume,
+                })
+        } else {
+            None
+        };
+        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
+        self.out.send(from, answer);
+    }
+
+    /// Answers [`Message::AskObjects`].
+    pub(super) fn serve_objects(
+        &mut self,
+        from: &str,
+        partition: u32,
+        after: ObjectCursor,
+        up_to: Tid,
+    ) {
+        let budget = self.config.replication_batch_bytes;
+        let batch = if self.serves(from, partition) {
+            self.store
+                .partition_objects(partition, self.num_partitions(), after, up_to, budget)
+                .ok()
+        } else {
+            None
+        };
+        let answer = match batch {
+            // A revision larger than a batch comes alone, and goes in parts.
+            Some(batch)
+                if batch.objects.len() == 1 && batch.objects[0].data.as_bytes().len() > budget =>
+            {
+                self.replicator.serving =
+                    batch
+                        .objects
+                        .into_iter()
+                        .next()
+                        .map(|object| ServedRevision {
+                            oid: object.oid,
+                            tid: object.tid,
+                            data: object.data.as_bytes().to_vec(),
+                            digest: object.digest,
+                        });
+                self.object_part(partition, 0)
+            }
+            Some(batch) => Some(Message::AnswerObjects {
+                partition,
+                objects: batch.objects,
+                resume: batch.resume,
+            }),
+            None => None,
+        };
+        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
+        self.out.send(from, answer);
+    }
+
+    /// Answers [`Message::AskObjectPart`].
+    pub(super) fn serve_object_part(
+        &mut self,
+        from: &str,
+        partition: u32,
+        oid: Oid,
+        tid: Tid,
+        offset: u64,
+    ) {
+        let servable =
+            self.serves(from, partition) && partition_of(oid, self.num_partitions()) == partition;
+        let cached = self
+            .replicator
+            .serving
+            .as_ref()
+            .is_some_and(|served| served.oid == oid && served.tid == tid);
+        if servable && !cached {
+            self.replicator.serving = match self.store.revision_at(oid, tid) {
+                Ok(Some((data, digest))) => Some(ServedRevision {
                     oid,
                     tid,
-                    data,
+                    data: data.as_bytes().to_vec(),
                     digest,
-                });
-                if batch.len() == limit {
-                    return Ok(ObjectBatch {
-                        objects: batch,
-                        resume: Some(ObjectCursor { tid, oid }),
-                    });
-                }
-            }
-        }
-        Ok(ObjectBatch {
-            objects: batch,
-            resume: None,
-        })
-    }
-
-    /// Imports transactions exported by [`transactions_after`](Self::transactions_after) on
-    /// another replica. A transaction already here gains the objects it lacked.
-    pub fn apply_replicated_transactions(
-        &self,
-        batch: &[CommittedTransaction],
-    ) -> Result<(), StorageError> {
-        let txn = self.begin(Durability::Immediate)?;
-        merge_transactions(&txn, batch)?;
-        txn.commit()
-            .map_err(database("commit imported transactions"))
-    }
-
-    /// Imports revisions exported by [`objects_for`](Self::objects_for) on another replica,
-    /// after their transactions. Every revision's digest is checked; a batch with a bad one is
-    /// refused whole.
-    pub fn apply_replicated_objects(&self, batch: &[ReplicatedObject]) -> Result<(), StorageError> {
-        let txn = self.begin(Durability::Immediate)?;
-        merge_objects(&txn, batch)?;
-        txn.commit().map_err(database("commit imported objects"))
-    }
-}
-
-/// Writes replicated transactions in `txn`; a transaction already here gains the objects it
-/// lacked.
-pub(super) fn merge_transactions(
-    txn: &WriteTransaction,
-    batch: &[CommittedTransaction],
-) -> Result<(), StorageError> {
-    {
-        let mut transactions = txn
-            .open_table(TRANSACTIONS)
-            .map_err(database("open transactions"))?;
-        for transaction in batch {
-            let existing = read_transaction(&transactions, transaction.tid)?;
-            let mut record = existing.unwrap_or_else(|| TransactionRecord {
-                oids: Vec::new(),
-                info: transaction.info.clone(),
-            });
-            record.oids.extend(&transaction.oids);
-            record.oids.sort_unstable();
-            record.oids.dedup();
-            let record = encode(TRANSACTIONS_NAME, &record)?;
-            transactions
-                .insert(transaction.tid, record.as_slice())
-                .map_err(database("import transaction"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes replicated revisions in `txn`, after checking each one's digest and that its
-/// transaction is here.
-pub(super) fn merge_objects(
-    txn: &WriteTransaction,
-    batch: &[ReplicatedObject],
-) -> Result<(), StorageError> {
-    {
-        let mut transactions = txn
-            .open_table(TRANSACTIONS)
-            .map_err(database("open transactions"))?;
-        let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-        for object in batch {
-            let (oid, tid) = (object.oid, object.tid);
-            if object.data.digest() != object.digest {
-                return Err(StorageError::DigestMismatch { oid, tid });
-            }
-            let record = read_transaction(&transactions, tid)?
-                .ok_or(StorageError::MissingTransaction { oid, tid })?;
-            if let Err(position) = record.oids.binary_search(&oid) {
-                let mut record = record;
-                record.oids.insert(position, oid);
-                let record = encode(TRANSACTIONS_NAME, &record)?;
-                transactions
-                    .insert(tid, record.as_slice())
-                    .map_err(database("import transaction"))?;
-            }
-            let record = ObjectRecord {
-                data: StoredData::Content(object.data.clone()),
-                digest: object.digest,
+                }),
+                _ => None,
             };
-            let record = encode(OBJECTS_NAME, &record)?;
-            objects
-                .insert((oid, tid), record.as_slice())
-                .map_err(database("import object"))?;
+        }
+        let served = self
+            .replicator
+            .serving
+            .as_ref()
+            .is_some_and(|served| served.oid == oid && served.tid == tid);
+        let answer = if servable && served {
+            self.object_part(partition, offset)
+        } else {
+            None
+        };
+        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
+        self.out.send(from, answer);
+    }
+
+    /// The part at `offset` of the revision being served, if it has bytes there.
+    fn object_part(&self, partition: u32, offset: u64) -> Option<Message> {
+        let served = self.replicator.serving.as_ref()?;
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|start| *start < served.data.len())?;
+        let end = start
+            .saturating_add(self.config.replication_batch_bytes.max(1))
+            .min(served.data.len());
+        Some(Message::AnswerObjectPart(ObjectPart {
+            partition,
+            oid: served.oid,
+            tid: served.tid,
+            digest: served.digest,
+            total: served.data.len() as u64,
+            offset,
+            bytes: served.data[start..end].to_vec(),
+        }))
+    }
+
+    /// A part of a revision too large for one batch, from `from`.
+    pub(super) fn take_object_part(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        received: ObjectPart,
+    ) -> Result<(), ProtocolError> {
+        let ObjectPart {
+            partition,
+            oid,
+            tid,
+            digest,
+            total,
+            offset,
+            bytes,
+        } = received;
+        let num_partitions = self.num_partitions();
+        let Some(catch_up) = self.asked_of(from, partition) else {
+            return Ok(());
+        };
+        let end = offset.saturating_add(bytes.len() as u64);
+        let continues = match &catch_up.part {
+            Some(part) => {
+                (part.oid, part.tid, part.digest, part.total) == (oid, tid, digest, total)
+                    && offset == part.bytes.len() as u64
+            }
+            None => {
+                offset == 0
+                    && (ObjectCursor { tid, oid }) > catch_up.progress.objects
+                    && tid <= catch_up.up_to
+                    && partition_of(oid, num_partitions) == partition
+                    && total <= MAX_REVISION_BYTES
+            }
+        };
+        if !continues || bytes.is_empty() || end > total {
+            return self.source_failed(now, from, partition, "AnswerObjectPart");
+        }
+        let part = catch_up.part.get_or_insert_with(|| Part {
+            oid,
+            tid,
+            digest,
+            total,
+            bytes: Vec::new(),
+        });
+        part.bytes.extend_from_slice(&bytes);
+        catch_up.asked = None;
+        if end < total {
+            return self.pump_replication(now);
+        }
+        let Some(part) = catch_up.part.take() else {
+            return Ok(());
+        };
+        let object = ReplicatedObject {
+            oid,
+            tid,
+            data: ObjectData::from(part.bytes),
+            digest: part.digest,
+        };
+        let progress = ReplicationProgress {
+            objects: ObjectCursor { tid, oid },
+            ..catch_up.progress
+        };
+        match self.store.import_objects(partition, &[object], progress) {
+            Ok(()) => self.advance(now, partition, progress),
+            Err(error) => self.import_failed(now, from, partition, error),
         }
     }
-    Ok(())
 }

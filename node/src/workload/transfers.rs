@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 use crate::client::AbortReason;
 use crate::driver::{ClientError, ClientHandle};
 use crate::ids::{Oid, Tid};
-use crate::storage::{ObjectData, TransactionInfo};
+use crate::object::ObjectData;
+use crate::transaction::TransactionInfo;
 
 /// The balance each account starts with.
 pub const INITIAL_BALANCE: i64 = 1_000;
@@ -163,7 +164,7 @@ pub fn balance(oid: Oid, data: &ObjectData) -> Result<i64, TransferError> {
 
 /// The data of an account holding `value`.
 pub fn balance_data(value: i64) -> ObjectData {
-    ObjectData::Bytes(value.to_le_bytes().to_vec())
+    ObjectData::from(value.to_le_bytes().to_vec())
 }
 
 /// A small deterministic generator (xorshift64), so that a seed repeats a run's choices.
@@ -426,7 +427,7 @@ mod tests {
         let oid = Oid(3);
         assert_eq!(balance(oid, &balance_data(-42)).ok(), Some(-42));
         assert!(matches!(
-            balance(oid, &ObjectData::Bytes(vec![1, 2, 3])),
+            balance(oid, &ObjectData::from(vec![1, 2, 3])),
             Err(TransferError::NotABalance { len: 3, .. })
         ));
     }

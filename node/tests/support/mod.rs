@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 use replicast_certs::ClusterCa;
 use replicast_node::driver::{DriverConfig, DriverHandle, spawn};
+use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
+use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{ObjectData, Store};
-use replicast_node::storage_node::{StorageConfig, StorageNode};
+use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 use tempfile::TempDir;
 
@@ -98,9 +99,9 @@ pub async fn wait_for_master(
 
 /// The storage role `name` of [`MASTER`] on a redb store `<name>.redb` in `dir`, with the
 /// default storage configuration (not yet running).
-pub fn storage_node(dir: &Path, name: &str) -> StorageNode {
-    let store = Store::open(dir.join(format!("{name}.redb"))).expect("open redb");
-    StorageNode::open(
+pub fn storage(dir: &Path, name: &str) -> Storage {
+    let store = Engine::open(dir.join(format!("{name}.redb"))).expect("open redb");
+    Storage::open(
         SystemTime::now(),
         name,
         MASTER,
@@ -111,8 +112,8 @@ pub fn storage_node(dir: &Path, name: &str) -> StorageNode {
 }
 
 /// The redb store `name` in `dir`, created if it does not exist yet.
-pub fn open_store(dir: &TempDir, name: &str) -> Store {
-    Store::open(dir.path().join(name)).expect("open store")
+pub fn open_store(dir: &TempDir, name: &str) -> Engine {
+    Engine::open(dir.path().join(name)).expect("open store")
 }
 
 /// The account balance an object holds (8 bytes, little-endian) in the transfer workloads.
@@ -123,5 +124,5 @@ pub fn balance(data: &ObjectData) -> i64 {
 
 /// The object data holding the account balance `value`, as [`balance`] reads it.
 pub fn balance_data(value: i64) -> ObjectData {
-    ObjectData::Bytes(value.to_le_bytes().to_vec())
+    ObjectData::from(value.to_le_bytes().to_vec())
 }

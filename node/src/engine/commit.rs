@@ -4,22 +4,24 @@ use redb::{Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction}
 
 use super::error::database;
 use super::records::{
-    ObjectData, ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData,
-    TransactionInfo, TransactionRecord, decode, encode,
+    ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData, TransactionRecord,
+    decode, encode,
 };
 use super::tables::{
     OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME,
     TRANSACTIONS, TRANSACTIONS_NAME,
 };
-use super::{StorageError, Store, last_serial, read_record, read_transaction};
+use super::{Engine, EngineError, last_serial, read_record, read_transaction};
 use crate::ids::{Oid, Tid};
+use crate::object::ObjectData;
+use crate::transaction::TransactionInfo;
 
-impl Store {
+impl Engine {
     /// Records `data` as the new revision of `oid` in transaction `ttid`, written on top of
     /// revision `serial` ([`Tid::ZERO`] for a new object). Storing the same object again in the
     /// same transaction replaces the earlier data.
     ///
-    /// Fails with [`StorageError::Conflict`] when `serial` is not the object's last committed
+    /// Fails with [`EngineError::Conflict`] when `serial` is not the object's last committed
     /// TID; nothing is recorded then. The data is not fsynced until [`vote`](Self::vote).
     pub fn store_pending(
         &self,
@@ -27,7 +29,7 @@ impl Store {
         oid: Oid,
         serial: Tid,
         data: ObjectData,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), EngineError> {
         self.stage(ttid, oid, Some(serial), |_| {
             Ok(ObjectRecord {
                 digest: data.digest(),
@@ -45,7 +47,7 @@ impl Store {
         oid: Oid,
         serial: Tid,
         data: ObjectData,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), EngineError> {
         self.stage_with_serial(ttid, oid, serial, None, |_| {
             Ok(ObjectRecord {
                 digest: data.digest(),
@@ -59,17 +61,17 @@ impl Store {
     /// revision refers to the old one rather than copying its data.
     ///
     /// Fails like [`store_pending`](Self::store_pending), and with
-    /// [`StorageError::NoSuchRevision`] when `oid` has no revision `restore`.
+    /// [`EngineError::NoSuchRevision`] when `oid` has no revision `restore`.
     pub fn store_undo(
         &self,
         ttid: Tid,
         oid: Oid,
         serial: Tid,
         restore: Tid,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), EngineError> {
         self.stage(ttid, oid, Some(serial), |objects| {
             let target = read_record(objects, oid, restore)?
-                .ok_or(StorageError::NoSuchRevision { oid, tid: restore })?;
+                .ok_or(EngineError::NoSuchRevision { oid, tid: restore })?;
             // Point at the content itself, so that reads follow one pointer at most.
             let content_at = match target.data {
                 StoredData::SameAs(content_at) => content_at,
@@ -90,10 +92,8 @@ impl Store {
         ttid: Tid,
         oid: Oid,
         check: Option<Tid>,
-        make_record: impl FnOnce(
-            &Table<(Oid, Tid), &'static [u8]>,
-        ) -> Result<ObjectRecord, StorageError>,
-    ) -> Result<(), StorageError> {
+        make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
+    ) -> Result<(), EngineError> {
         let serial = check.unwrap_or(Tid::ZERO);
         self.stage_with_serial(ttid, oid, serial, check, make_record)
     }
@@ -105,10 +105,8 @@ impl Store {
         oid: Oid,
         serial: Tid,
         check: Option<Tid>,
-        make_record: impl FnOnce(
-            &Table<(Oid, Tid), &'static [u8]>,
-        ) -> Result<ObjectRecord, StorageError>,
-    ) -> Result<(), StorageError> {
+        make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
+    ) -> Result<(), EngineError> {
         // Lost in a crash before the vote, which only costs the client a retry.
         let txn = self.begin(Durability::None)?;
         {
@@ -118,13 +116,13 @@ impl Store {
                 None => PendingHeader::default(),
             };
             if header.voted {
-                return Err(StorageError::AlreadyVoted { ttid, oid });
+                return Err(EngineError::AlreadyVoted { ttid, oid });
             }
             let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
             if let Some(serial) = check {
                 let current = last_serial(&objects, oid)?;
                 if current != serial {
-                    return Err(StorageError::Conflict {
+                    return Err(EngineError::Conflict {
                         oid,
                         expected: serial,
                         current,
@@ -150,7 +148,7 @@ impl Store {
     ///
     /// A transaction that stored nothing here may vote (it only leaves its `info`). Voting
     /// twice is harmless. The data stays invisible until [`finish`](Self::finish).
-    pub fn vote(&self, ttid: Tid, info: &TransactionInfo) -> Result<(), StorageError> {
+    pub fn vote(&self, ttid: Tid, info: &TransactionInfo) -> Result<(), EngineError> {
         self.vote_unchecked_for(ttid, info, |_| false)
     }
 
@@ -162,7 +160,7 @@ impl Store {
         ttid: Tid,
         info: &TransactionInfo,
         unchecked: impl Fn(Oid) -> bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), EngineError> {
         let txn = self.begin(Durability::Immediate)?;
         {
             let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
@@ -181,7 +179,7 @@ impl Store {
                 }
                 let current = last_serial(&objects, oid)?;
                 if current != object.serial {
-                    return Err(StorageError::Conflict {
+                    return Err(EngineError::Conflict {
                         oid,
                         expected: object.serial,
                         current,
@@ -207,7 +205,7 @@ impl Store {
     ///
     /// `tid` must be greater than every TID committed here: the master finishes transactions
     /// in TID order.
-    pub fn finish(&self, ttid: Tid, tid: Tid) -> Result<(), StorageError> {
+    pub fn finish(&self, ttid: Tid, tid: Tid) -> Result<(), EngineError> {
         self.commit_pending(ttid, tid, true)
     }
 
@@ -215,21 +213,21 @@ impl Store {
     /// transactions after `tid` are here already: on a replica that imported them by
     /// replication while the finish of `tid` was on its way. A transaction `tid` imported
     /// already gains the objects of `ttid`, which are the same revisions.
-    pub fn finish_merging(&self, ttid: Tid, tid: Tid) -> Result<(), StorageError> {
+    pub fn finish_merging(&self, ttid: Tid, tid: Tid) -> Result<(), EngineError> {
         self.commit_pending(ttid, tid, false)
     }
 
     /// Commits `ttid` at `tid`; `in_order` refuses a `tid` at or before the last committed.
-    fn commit_pending(&self, ttid: Tid, tid: Tid, in_order: bool) -> Result<(), StorageError> {
+    fn commit_pending(&self, ttid: Tid, tid: Tid, in_order: bool) -> Result<(), EngineError> {
         let txn = self.begin(Durability::Immediate)?;
         {
             let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
             let header: PendingHeader = match pending.get(ttid).map_err(database("read pending"))? {
                 Some(header) => decode(PENDING_NAME, header.value())?,
-                None => return Err(StorageError::UnknownTransaction { ttid }),
+                None => return Err(EngineError::UnknownTransaction { ttid }),
             };
             if !header.voted {
-                return Err(StorageError::NotVoted { ttid });
+                return Err(EngineError::NotVoted { ttid });
             }
             let mut transactions = txn
                 .open_table(TRANSACTIONS)
@@ -239,7 +237,7 @@ impl Store {
                 .map_err(database("read last transaction"))?
                 .map_or(Tid::ZERO, |(key, _)| key.value());
             if in_order && tid <= last {
-                return Err(StorageError::TidNotAfterLast { tid, last });
+                return Err(EngineError::TidNotAfterLast { tid, last });
             }
             let imported = read_transaction(&transactions, tid)?;
             let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
@@ -283,7 +281,7 @@ impl Store {
 
     /// Forgets transaction `ttid` and everything it stored. Aborting an unknown transaction is
     /// harmless (the abort may arrive twice, or after a crash forgot it).
-    pub fn abort(&self, ttid: Tid) -> Result<(), StorageError> {
+    pub fn abort(&self, ttid: Tid) -> Result<(), EngineError> {
         let voted = {
             let txn = self.db.begin_read().map_err(database("begin read"))?;
             let pending = txn.open_table(PENDING).map_err(database("open pending"))?;
@@ -315,7 +313,7 @@ impl Store {
     ///
     /// Right after [`open`](Self::open) they all voted: these are the ones to ask the master
     /// about, then [`finish`](Self::finish) or [`abort`](Self::abort).
-    pub fn pending_transactions(&self) -> Result<Vec<PendingTransaction>, StorageError> {
+    pub fn pending_transactions(&self) -> Result<Vec<PendingTransaction>, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let pending = txn.open_table(PENDING).map_err(database("open pending"))?;
         let pending_objects = txn
@@ -344,7 +342,7 @@ impl Store {
     }
 
     /// Begins a write transaction with the given durability.
-    pub(super) fn begin(&self, durability: Durability) -> Result<WriteTransaction, StorageError> {
+    pub(super) fn begin(&self, durability: Durability) -> Result<WriteTransaction, EngineError> {
         let mut txn = self.db.begin_write().map_err(database("begin write"))?;
         txn.set_durability(durability)
             .map_err(database("set durability"))?;

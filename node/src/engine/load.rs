@@ -5,12 +5,12 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::error::database;
 use super::records::{Revision, RevisionBefore};
 use super::tables::{OBJECTS, TRANSACTIONS};
-use super::{StorageError, Store, read_revision};
+use super::{Engine, EngineError, read_revision};
 use crate::ids::{Oid, Tid};
 
-impl Store {
+impl Engine {
     /// The latest committed revision of `oid`, or `None` if it has none here.
-    pub fn load(&self, oid: Oid) -> Result<Option<Revision>, StorageError> {
+    pub fn load(&self, oid: Oid) -> Result<Option<Revision>, EngineError> {
         Ok(self.load_before(oid, Tid::MAX)?.map(|found| found.revision))
     }
 
@@ -21,7 +21,7 @@ impl Store {
         &self,
         oid: Oid,
         before: Tid,
-    ) -> Result<Option<RevisionBefore>, StorageError> {
+    ) -> Result<Option<RevisionBefore>, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
         let found = objects
@@ -35,7 +35,7 @@ impl Store {
         };
         let tid = key.value().1;
         let (data, digest) =
-            read_revision(&objects, oid, tid)?.ok_or(StorageError::NoSuchRevision { oid, tid })?;
+            read_revision(&objects, oid, tid)?.ok_or(EngineError::NoSuchRevision { oid, tid })?;
         // The first revision at or after `before` is the one that replaced `tid`.
         let next_serial = objects
             .range((oid, before)..=(oid, Tid::MAX))
@@ -56,7 +56,7 @@ impl Store {
     }
 
     /// The TID of the last transaction committed here, [`Tid::ZERO`] if none.
-    pub fn last_tid(&self) -> Result<Tid, StorageError> {
+    pub fn last_tid(&self) -> Result<Tid, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let transactions = txn
             .open_table(TRANSACTIONS)

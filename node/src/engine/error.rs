@@ -2,9 +2,9 @@
 
 use crate::ids::{Oid, Tid};
 
-/// An operation of [`Store`](super::Store) that failed, with what it was doing.
+/// An operation of [`Engine`](super::Engine) that failed, with what it was doing.
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub enum EngineError {
     /// A store named a serial that is not the object's last committed TID: another transaction
     /// committed the object since the client read it.
     #[error(
@@ -93,8 +93,8 @@ pub enum StorageError {
 /// Wraps a redb error with what the engine was doing: `.map_err(database("commit vote"))`.
 pub(crate) fn database<E: Into<redb::Error>>(
     operation: &'static str,
-) -> impl FnOnce(E) -> StorageError {
-    move |error| StorageError::Database {
+) -> impl FnOnce(E) -> EngineError {
+    move |error| EngineError::Database {
         operation,
         source: Box::new(error.into()),
     }

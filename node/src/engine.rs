@@ -3,17 +3,17 @@
 //! It keeps every committed revision of the objects of its partitions, the committed
 //! transactions, and the transactions in progress, following the two-phase commit of NEO:
 //!
-//! 1. [`store_pending`](Store::store_pending) records an object of transaction `ttid` after
+//! 1. [`store_pending`](Engine::store_pending) records an object of transaction `ttid` after
 //!    checking it was written on top of the object's last committed revision
-//!    ([`store_undo`](Store::store_undo) records an earlier revision again, by reference);
-//! 2. [`vote`](Store::vote) makes the transaction's data durable (fsync) without making it
+//!    ([`store_undo`](Engine::store_undo) records an earlier revision again, by reference);
+//! 2. [`vote`](Engine::vote) makes the transaction's data durable (fsync) without making it
 //!    visible, and checks for conflicts again;
-//! 3. [`finish`](Store::finish) makes it visible at its TID, atomically, or
-//!    [`abort`](Store::abort) forgets it.
+//! 3. [`finish`](Engine::finish) makes it visible at its TID, atomically, or
+//!    [`abort`](Engine::abort) forgets it.
 //!
-//! Loads only see finished transactions. After a crash, [`Store::open`] forgets the transactions
+//! Loads only see finished transactions. After a crash, [`Engine::open`] forgets the transactions
 //! that had not voted (their clients must store again) and
-//! [`pending_transactions`](Store::pending_transactions) lists the voted ones, whose outcome
+//! [`pending_transactions`](Engine::pending_transactions) lists the voted ones, whose outcome
 //! the master knows.
 //!
 //! The engine takes no locks of its own beyond redb's single writer: which transaction may store
@@ -32,11 +32,8 @@ use std::path::Path;
 use redb::{Database, Durability, ReadableTable};
 
 pub use catch_up::{ReplicationProgress, TransactionBatch};
-pub use error::StorageError;
-pub use records::{
-    CommittedTransaction, Digest, ObjectData, PendingTransaction, Revision, RevisionBefore,
-    TransactionInfo,
-};
+pub use error::EngineError;
+pub use records::{PendingTransaction, Revision, RevisionBefore};
 pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
 
 use error::database;
@@ -46,17 +43,20 @@ use tables::{
 };
 
 use crate::ids::{Oid, Tid};
+use crate::object::{Digest, ObjectData};
 
 /// A storage node's object store in one redb file; see the [module documentation](self).
 ///
 /// ```
 /// use replicast_node::ids::{Oid, Tid};
-/// use replicast_node::storage::{ObjectData, Store, TransactionInfo};
+/// use replicast_node::engine::Engine;
+/// use replicast_node::object::ObjectData;
+/// use replicast_node::transaction::TransactionInfo;
 ///
 /// let dir = tempfile::tempdir()?;
-/// let store = Store::open(dir.path().join("store.redb"))?;
+/// let store = Engine::open(dir.path().join("store.redb"))?;
 /// let (ttid, tid) = (Tid(100), Tid(101));
-/// store.store_pending(ttid, Oid(1), Tid::ZERO, ObjectData::Bytes(b"hello".to_vec()))?;
+/// store.store_pending(ttid, Oid(1), Tid::ZERO, ObjectData::from(b"hello".to_vec()))?;
 /// store.vote(ttid, &TransactionInfo::default())?;
 /// assert!(store.load(Oid(1))?.is_none(), "voted is not visible yet");
 /// store.finish(ttid, tid)?;
@@ -65,14 +65,14 @@ use crate::ids::{Oid, Tid};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct Store {
+pub struct Engine {
     db: Database,
 }
 
-impl Store {
+impl Engine {
     /// Opens the store at `path`, creating it if missing, and forgets the transactions that had
     /// stored objects but not voted when the store was last closed or killed.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, EngineError> {
         let db = Database::create(path).map_err(database("open the database file"))?;
         let store = Self { db };
         store.recover()?;
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Creates the tables if missing and drops pending transactions that had not voted.
-    fn recover(&self) -> Result<(), StorageError> {
+    fn recover(&self) -> Result<(), EngineError> {
         let mut txn = self.db.begin_write().map_err(database("begin recovery"))?;
         txn.set_durability(Durability::Immediate)
             .map_err(database("set durability"))?;
@@ -116,7 +116,7 @@ fn read_revision(
     objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
     oid: Oid,
     tid: Tid,
-) -> Result<Option<(ObjectData, Digest)>, StorageError> {
+) -> Result<Option<(ObjectData, Digest)>, EngineError> {
     let Some(record) = read_record(objects, oid, tid)? else {
         return Ok(None);
     };
@@ -126,7 +126,7 @@ fn read_revision(
         StoredData::SameAs(target) => {
             match read_record(objects, oid, target)?.map(|target| target.data) {
                 Some(StoredData::Content(data)) => data,
-                _ => return Err(StorageError::NoSuchRevision { oid, tid: target }),
+                _ => return Err(EngineError::NoSuchRevision { oid, tid: target }),
             }
         }
     };
@@ -138,7 +138,7 @@ fn read_record(
     objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
     oid: Oid,
     tid: Tid,
-) -> Result<Option<ObjectRecord>, StorageError> {
+) -> Result<Option<ObjectRecord>, EngineError> {
     match objects.get((oid, tid)).map_err(database("read revision"))? {
         Some(record) => Ok(Some(decode(OBJECTS_NAME, record.value())?)),
         None => Ok(None),
@@ -149,7 +149,7 @@ fn read_record(
 fn read_transaction(
     transactions: &impl ReadableTable<Tid, &'static [u8]>,
     tid: Tid,
-) -> Result<Option<TransactionRecord>, StorageError> {
+) -> Result<Option<TransactionRecord>, EngineError> {
     match transactions
         .get(tid)
         .map_err(database("read transaction"))?
@@ -163,7 +163,7 @@ fn read_transaction(
 fn last_serial(
     objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
     oid: Oid,
-) -> Result<Tid, StorageError> {
+) -> Result<Tid, EngineError> {
     let last = objects
         .range((oid, Tid::ZERO)..=(oid, Tid::MAX))
         .map_err(database("find last revision"))?

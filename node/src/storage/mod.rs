@@ -1,6 +1,6 @@
 //! The storage role's state machine: stores under locks, votes, finishes, and recovery.
 //!
-//! It wraps a [`Store`] and a [`LockManager`]. A store waits for its object's lock, then is
+//! It wraps a [`Engine`] and a [`LockManager`]. A store waits for its object's lock, then is
 //! checked for a conflict and staged; the stores of one transaction are taken in the order they
 //! arrive, one lock at a time. When an older transaction wounds a younger one, the younger's
 //! staged data is dropped and its client told to [`Restart`](Message::Restart) under a new
@@ -22,21 +22,23 @@
 //! A storage whose cells are feeding catches up by replication from the
 //! up-to-date cells (it pulls; up-to-date storages serve the batches), and takes stores for
 //! those partitions without the serial check until it holds their whole history. Commits use
-//! [`Store::finish_merging`]: replication may have imported the commit's TID, or later ones,
+//! [`Engine::finish_merging`]: replication may have imported the commit's TID, or later ones,
 //! before its finish arrived.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use crate::engine::{Engine, EngineError};
 use crate::ids::{Oid, Tid};
 use crate::locks::{LockDecision, LockEvent, LockManager};
+use crate::object::ObjectData;
 use crate::partition::NodeName;
 use crate::protocol::{
     LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
     VoteRefusal, VoteResult,
 };
-use crate::storage::{ObjectData, StorageError, Store, TransactionInfo};
+use crate::transaction::TransactionInfo;
 
 mod config;
 mod event;
@@ -77,11 +79,11 @@ enum Recovery {
 
 /// The storage role; see the [module documentation](self).
 #[derive(Debug)]
-pub struct StorageNode {
+pub struct Storage {
     name: NodeName,
     master: NodeName,
     config: StorageConfig,
-    store: Store,
+    store: Engine,
     locks: LockManager,
     transactions: BTreeMap<Tid, Transaction>,
     /// Voted transactions found on disk at start, with when to ask the master again.
@@ -99,14 +101,14 @@ pub struct StorageNode {
     events: VecDeque<StorageEvent>,
 }
 
-impl StorageNode {
+impl Storage {
     /// Starts the role on `store`: announces itself to `master`, asks it about every voted
     /// transaction left on disk and drops the unvoted ones.
     pub fn open(
         now: SystemTime,
         name: &str,
         master: &str,
-        store: Store,
+        store: Engine,
         config: StorageConfig,
     ) -> Result<Self, ProtocolError> {
         let mut node = Self {
@@ -157,12 +159,12 @@ impl StorageNode {
     }
 
     /// The engine, e.g. to read it in tests.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Engine {
         &self.store
     }
 
     /// Gives the engine back (the role stops).
-    pub fn into_store(self) -> Store {
+    pub fn into_store(self) -> Engine {
         self.store
     }
 
@@ -559,7 +561,7 @@ impl StorageNode {
                 txn.stored.insert(oid);
                 StoreResult::Stored
             }
-            Err(StorageError::Conflict { current, .. }) => StoreResult::Conflict { current },
+            Err(EngineError::Conflict { current, .. }) => StoreResult::Conflict { current },
             Err(error) => {
                 self.events.push_back(StorageEvent::EngineError {
                     ttid,
@@ -656,7 +658,7 @@ impl StorageNode {
                     txn.deadline = now + self.config.outcome_timeout;
                     VoteResult::Yes
                 }
-                Err(StorageError::Conflict {
+                Err(EngineError::Conflict {
                     oid,
                     expected,
                     current,

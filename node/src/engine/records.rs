@@ -1,51 +1,11 @@
 //! The values the engine keeps: object revisions, transactions, and their encodings on disk.
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_128;
 
-use super::error::StorageError;
+use super::error::EngineError;
 use crate::ids::{Oid, Tid};
-
-/// What a revision of an object holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ObjectData {
-    /// The object's bytes.
-    Bytes(Vec<u8>),
-    /// The object was deleted in this revision.
-    Deleted,
-}
-
-impl ObjectData {
-    /// The bytes of the revision; empty for a deletion.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            ObjectData::Bytes(bytes) => bytes,
-            ObjectData::Deleted => &[],
-        }
-    }
-
-    /// The digest replicas compare to check they hold the same revision.
-    pub fn digest(&self) -> Digest {
-        Digest::of(self)
-    }
-}
-
-/// XXH3-128 of a revision's content, the checksum the transport also uses for objects.
-///
-/// It detects corruption and replicas that diverge; it is not a defence against forgery, which
-/// the authenticated links are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Digest(pub [u8; 16]);
-
-impl Digest {
-    /// The digest of `data`. A deletion digests differently from empty bytes.
-    pub fn of(data: &ObjectData) -> Self {
-        match data {
-            ObjectData::Bytes(bytes) => Self(xxh3_128(bytes).to_be_bytes()),
-            ObjectData::Deleted => Self([0xff; 16]),
-        }
-    }
-}
+use crate::object::{Digest, ObjectData};
+use crate::transaction::TransactionInfo;
 
 /// One revision of one object, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,28 +27,6 @@ pub struct RevisionBefore {
     pub revision: Revision,
     /// The TID of the revision that replaced it, `None` if it is still the latest.
     pub next_serial: Option<Tid>,
-}
-
-/// What the client says about a transaction, kept with it when it commits.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransactionInfo {
-    /// Who committed.
-    pub user: String,
-    /// What the transaction did, in words.
-    pub description: String,
-    /// Application-defined metadata (ZODB's `extension`), opaque to the store.
-    pub extension: Vec<u8>,
-}
-
-/// A committed transaction: its TID, what it says about itself, and the objects it wrote here.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommittedTransaction {
-    /// Its TID.
-    pub tid: Tid,
-    /// The objects it wrote that this store holds, in increasing order.
-    pub oids: Vec<Oid>,
-    /// What the client said about it.
-    pub info: TransactionInfo,
 }
 
 /// A transaction that stored objects here and has not finished or aborted.
@@ -142,17 +80,14 @@ pub(crate) struct TransactionRecord {
 }
 
 /// Encodes a record for a table.
-pub(crate) fn encode<T: Serialize>(
-    table: &'static str,
-    value: &T,
-) -> Result<Vec<u8>, StorageError> {
-    postcard::to_stdvec(value).map_err(|source| StorageError::Corrupt { table, source })
+pub(crate) fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, EngineError> {
+    postcard::to_stdvec(value).map_err(|source| EngineError::Corrupt { table, source })
 }
 
 /// Decodes a record read from a table.
 pub(crate) fn decode<'de, T: Deserialize<'de>>(
     table: &'static str,
     bytes: &'de [u8],
-) -> Result<T, StorageError> {
-    postcard::from_bytes(bytes).map_err(|source| StorageError::Corrupt { table, source })
+) -> Result<T, EngineError> {
+    postcard::from_bytes(bytes).map_err(|source| EngineError::Corrupt { table, source })
 }

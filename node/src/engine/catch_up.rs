@@ -2,8 +2,8 @@
 //! importer's progress kept on disk in the same write as the data.
 //!
 //! A storage catching up on partition `p` up to TID `B` first copies the transactions touching
-//! `p` ([`Store::partition_transactions`], [`Store::import_transactions`]), then the revisions of
-//! `p`'s objects ([`Store::partition_objects`], [`Store::import_objects`]). Each import records
+//! `p` ([`Engine::partition_transactions`], [`Engine::import_transactions`]), then the revisions of
+//! `p`'s objects ([`Engine::partition_objects`], [`Engine::import_objects`]). Each import records
 //! a [`ReplicationProgress`]: what of `p` the store is known to hold whole. After a crash, or
 //! when the source fails, the next source is asked from there, not from the start; importing
 //! what is already here again changes nothing.
@@ -12,12 +12,14 @@ use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
-use super::records::{CommittedTransaction, Digest, ObjectData, TransactionRecord, decode, encode};
+use super::records::{TransactionRecord, decode, encode};
 use super::replication::{merge_objects, merge_transactions};
 use super::tables::{OBJECTS, PROGRESS, PROGRESS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{ObjectBatch, ObjectCursor, ReplicatedObject, StorageError, Store, read_revision};
+use super::{Engine, EngineError, ObjectBatch, ObjectCursor, ReplicatedObject, read_revision};
 use crate::ids::{Oid, Tid};
+use crate::object::{Digest, ObjectData};
 use crate::partition::partition_of;
+use crate::transaction::CommittedTransaction;
 
 /// How many committed transactions one export looks at, at most, whether they touch the
 /// partition or not: a batch of a rarely written partition still answers in bounded time.
@@ -67,7 +69,7 @@ pub struct TransactionBatch {
     pub resume: Option<Tid>,
 }
 
-impl Store {
+impl Engine {
     /// The transactions touching `partition` (of `num_partitions`) with TIDs in
     /// `(after, up_to]`, in TID order, until about `max_bytes` of them (at least one).
     pub fn partition_transactions(
@@ -77,7 +79,7 @@ impl Store {
         after: Tid,
         up_to: Tid,
         max_bytes: usize,
-    ) -> Result<TransactionBatch, StorageError> {
+    ) -> Result<TransactionBatch, EngineError> {
         let done = TransactionBatch {
             transactions: Vec::new(),
             resume: None,
@@ -136,7 +138,7 @@ impl Store {
         after: ObjectCursor,
         up_to: Tid,
         max_bytes: usize,
-    ) -> Result<ObjectBatch, StorageError> {
+    ) -> Result<ObjectBatch, EngineError> {
         let mut batch = ObjectBatch {
             objects: Vec::new(),
             resume: None,
@@ -207,7 +209,7 @@ impl Store {
         partition: u32,
         batch: &[CommittedTransaction],
         progress: ReplicationProgress,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), EngineError> {
         let txn = self.begin(Durability::Immediate)?;
         merge_transactions(&txn, batch)?;
         record_progress(&txn, partition, progress)?;
@@ -223,7 +225,7 @@ impl Store {
         partition: u32,
         batch: &[ReplicatedObject],
         progress: ReplicationProgress,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), EngineError> {
         let txn = self.begin(Durability::Immediate)?;
         merge_objects(&txn, batch)?;
         record_progress(&txn, partition, progress)?;
@@ -237,17 +239,14 @@ impl Store {
         &self,
         oid: Oid,
         tid: Tid,
-    ) -> Result<Option<(ObjectData, Digest)>, StorageError> {
+    ) -> Result<Option<(ObjectData, Digest)>, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
         read_revision(&objects, oid, tid)
     }
 
     /// What replication recorded of `partition` here; the default (nothing) if it never ran.
-    pub fn replication_progress(
-        &self,
-        partition: u32,
-    ) -> Result<ReplicationProgress, StorageError> {
+    pub fn replication_progress(&self, partition: u32) -> Result<ReplicationProgress, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let progress = match txn.open_table(PROGRESS) {
             Ok(table) => table,
@@ -272,7 +271,7 @@ fn record_progress(
     txn: &redb::WriteTransaction,
     partition: u32,
     progress: ReplicationProgress,
-) -> Result<(), StorageError> {
+) -> Result<(), EngineError> {
     let mut table = txn
         .open_table(PROGRESS)
         .map_err(database("open replication progress"))?;
