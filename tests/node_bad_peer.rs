@@ -66,8 +66,15 @@ impl Cluster {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let mut names = vec!["master", "client-1", MALLORY, FLOODER, INSPECTOR];
-        names.extend(STORAGES);
+        // Mallory, the flooder and the inspector hold client certificates.
+        let mut names = vec![
+            "master".to_owned(),
+            "client-1".to_owned(),
+            format!("{MALLORY}=client"),
+            format!("{FLOODER}=client"),
+            format!("{INSPECTOR}=client"),
+        ];
+        names.extend(STORAGES.map(str::to_owned));
         support::replicast(&[
             "certs",
             "init",

@@ -25,6 +25,14 @@ pub enum CertError {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// A role name is not one of `master`, `storage`, `client`, `admin`.
+    #[error(
+        "invalid role {role:?}: expected master, storage, client or admin (several joined by '+')"
+    )]
+    InvalidRole {
+        /// The role as given.
+        role: String,
+    },
     /// An extra subject alternative name is neither an IP address nor a DNS name.
     #[error("invalid subject alternative name {san:?}: {reason}")]
     InvalidSan {

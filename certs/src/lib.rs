@@ -28,6 +28,7 @@ mod files;
 mod identity;
 mod info;
 mod name;
+mod role;
 mod tls;
 mod x509;
 
@@ -39,6 +40,7 @@ pub use error::CertError;
 pub use identity::NodeIdentity;
 pub use info::{CertificateInfo, ValidityStatus};
 pub use name::NodeName;
+pub use role::{ROLE_URI_PREFIX, Role, Roles, roles_of};
 pub use tls::{anonymous_client_config, node_name_of};
 
 /// The ALPN protocol every replicast connection negotiates.

@@ -131,8 +131,27 @@ fn every_example_loads() {
             seen.push(config.role());
         }
     }
-    for role in [Role::Master, Role::Storage, Role::Client] {
+    for role in [Role::Master, Role::Storage, Role::Client, Role::Admin] {
         assert!(seen.contains(&role), "no example for a {role} node");
+    }
+}
+
+#[test]
+fn admin_example_names_only_its_master() {
+    let config = NodeConfig::load(example("admin.toml")).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.role(), Role::Admin);
+    let master = config.master().expect("an admin names its master");
+    assert_eq!(master.name.as_str(), "master");
+    assert_eq!(config.tls.cert, examples_dir().join("certs/admin.pem"));
+    // An admin asks; it holds no data and sends no stores.
+    let text = std::fs::read_to_string(example("admin.toml")).expect("read the example");
+    for (section, key) in [
+        ("[storage]\npath = \"x.redb\"\n", "storage"),
+        ("[fanout]\nstrategy = \"unicast\"\n", "fanout"),
+    ] {
+        let error = NodeConfig::parse(&format!("{text}\n{section}"), "admin.toml")
+            .expect_err("an admin section is refused");
+        assert_eq!(error.key(), Some(key), "{error}");
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use replicast_certs::{
     CA_CERT_FILE, CA_KEY_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity, NodeName,
-    load_ca_certificate,
+    Roles, load_ca_certificate,
 };
 
 use super::Error;
@@ -29,14 +29,20 @@ enum CertsCommand {
         /// Directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Node names, comma-separated or repeated.
+        /// Nodes, comma-separated or repeated, each a name with its roles: NAME=ROLE, or
+        /// NAME=ROLE+ROLE for several. Without =ROLE, the node gets --role, or else the role
+        /// its name starts with (master, storage-1, client-a, admin-alice).
         #[arg(
             long = "node",
-            value_name = "NAME[,NAME...]",
+            value_name = "NAME[=ROLE][,...]",
             value_delimiter = ',',
             required = true
         )]
         nodes: Vec<String>,
+        /// The roles of the nodes given without =ROLE: master, storage, client or admin
+        /// (several joined by '+', e.g. client+admin).
+        #[arg(long, value_name = "ROLE[+ROLE...]")]
+        role: Option<String>,
         /// Extra subject alternative name for a node, as NODE=IP_OR_DNS (repeatable).
         /// With a single node, NODE= may be left out.
         #[arg(long = "san", value_name = "NODE=IP_OR_DNS")]
@@ -56,9 +62,13 @@ enum CertsCommand {
         /// Directory holding ca.pem and ca.key.
         #[arg(long, value_name = "DIR")]
         ca: PathBuf,
-        /// Node name.
-        #[arg(long, value_name = "NAME")]
+        /// Node name, optionally with its roles as NAME=ROLE[+ROLE...].
+        #[arg(long, value_name = "NAME[=ROLE]")]
         node: String,
+        /// The node's roles: master, storage, client or admin (several joined by '+'). Without
+        /// it (and without NAME=ROLE), the role the node's name starts with.
+        #[arg(long, value_name = "ROLE[+ROLE...]")]
+        role: Option<String>,
         /// Extra subject alternative name, as IP_OR_DNS or NODE=IP_OR_DNS (repeatable).
         #[arg(long = "san", value_name = "IP_OR_DNS")]
         sans: Vec<String>,
@@ -88,6 +98,18 @@ enum CertsError {
     SanForOtherNode { san: String, node: String },
     #[error("invalid --node")]
     NodeName(#[source] Box<CertError>),
+    #[error("invalid role of node {node}")]
+    Role {
+        node: String,
+        source: Box<CertError>,
+    },
+    #[error("invalid --role")]
+    DefaultRole(#[source] Box<CertError>),
+    #[error(
+        "node {node}: no role given, and its name does not start with one; \
+         write --node {node}=ROLE or give --role ROLE (master, storage, client, admin)"
+    )]
+    NoRole { node: String },
     #[error("cannot create the cluster CA")]
     CreateCa(#[source] Box<CertError>),
     #[error("cannot load the cluster CA from {}", .dir.display())]
@@ -127,17 +149,19 @@ pub fn run(args: CertsArgs) -> Result<(), Error> {
         CertsCommand::Init {
             out,
             nodes,
+            role,
             sans,
             cluster,
             force,
-        } => init(&out, &nodes, &sans, &cluster, force)?,
+        } => init(&out, &nodes, role.as_deref(), &sans, &cluster, force)?,
         CertsCommand::Add {
             ca,
             node,
+            role,
             sans,
             out,
             force,
-        } => add(&ca, &node, &sans, out.as_deref(), force)?,
+        } => add(&ca, &node, role.as_deref(), &sans, out.as_deref(), force)?,
         CertsCommand::Show { file } => show(&file)?,
     }
     Ok(())
@@ -146,18 +170,31 @@ pub fn run(args: CertsArgs) -> Result<(), Error> {
 fn init(
     out: &Path,
     nodes: &[String],
+    role: Option<&str>,
     sans: &[String],
     cluster: &str,
     force: bool,
 ) -> Result<(), CertsError> {
-    let nodes = node_names(nodes)?;
+    let default_roles = default_roles(role)?;
+    let specs = nodes
+        .iter()
+        .map(|node| node_spec(node, default_roles))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut nodes: Vec<NodeName> = Vec::with_capacity(specs.len());
+    let mut roles = BTreeMap::new();
+    for (name, node_roles) in specs {
+        if !nodes.contains(&name) {
+            nodes.push(name.clone());
+        }
+        roles.insert(name, node_roles);
+    }
     let sans = sans_by_node(&nodes, sans)?;
     // Everything is generated in memory and every target checked before the first write, so
     // a refusal or a bad argument leaves the directory as it was.
     let ca = ClusterCa::generate(cluster).map_err(|e| CertsError::CreateCa(e.into()))?;
     let identities = nodes
         .iter()
-        .map(|node| issue(&ca, node, sans_of(&sans, node)))
+        .map(|node| issue(&ca, node, roles[node], sans_of(&sans, node)))
         .collect::<Result<Vec<_>, _>>()?;
     if !force {
         let mut targets = vec![out.join(CA_CERT_FILE), out.join(CA_KEY_FILE)];
@@ -184,17 +221,18 @@ fn init(
 fn add(
     ca_dir: &Path,
     node: &str,
+    role: Option<&str>,
     sans: &[String],
     out: Option<&Path>,
     force: bool,
 ) -> Result<(), CertsError> {
-    let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let (name, roles) = node_spec(node, default_roles(role)?)?;
     let sans = sans_by_node(std::slice::from_ref(&name), sans)?;
     let ca = ClusterCa::load(ca_dir).map_err(|source| CertsError::LoadCa {
         dir: ca_dir.to_owned(),
         source: source.into(),
     })?;
-    let identity = issue(&ca, &name, sans_of(&sans, &name))?;
+    let identity = issue(&ca, &name, roles, sans_of(&sans, &name))?;
     let out = out.unwrap_or(ca_dir);
     let (cert, key) = NodeIdentity::file_paths(out, &name);
     if !force {
@@ -229,15 +267,36 @@ fn show(file: &Path) -> Result<(), CertsError> {
     Ok(())
 }
 
-fn node_names(nodes: &[String]) -> Result<Vec<NodeName>, CertsError> {
-    let mut names = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    Ok(names)
+/// `--role`, the roles of nodes given without `=ROLE`.
+fn default_roles(role: Option<&str>) -> Result<Option<Roles>, CertsError> {
+    role.map(|role| role.trim().parse::<Roles>())
+        .transpose()
+        .map_err(|e| CertsError::DefaultRole(e.into()))
+}
+
+/// A `--node` value, `NAME` or `NAME=ROLE[+ROLE...]`, with its roles: those written, else
+/// `default_roles`, else the role the name starts with.
+fn node_spec(node: &str, default_roles: Option<Roles>) -> Result<(NodeName, Roles), CertsError> {
+    let (name, written) = match node.split_once('=') {
+        Some((name, roles)) => (name, Some(roles)),
+        None => (node, None),
+    };
+    let name = NodeName::new(name.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let roles = match written {
+        Some(roles) => roles
+            .trim()
+            .parse::<Roles>()
+            .map_err(|e| CertsError::Role {
+                node: name.to_string(),
+                source: e.into(),
+            })?,
+        None => default_roles
+            .or_else(|| Roles::infer_from_name(name.as_str()))
+            .ok_or_else(|| CertsError::NoRole {
+                node: name.to_string(),
+            })?,
+    };
+    Ok((name, roles))
 }
 
 /// Groups `--san` values by node; a value without `NODE=` belongs to the only node.
@@ -274,8 +333,13 @@ fn sans_of<'a>(sans: &'a BTreeMap<NodeName, Vec<String>>, node: &NodeName) -> &'
     sans.get(node).map_or(&[], Vec::as_slice)
 }
 
-fn issue(ca: &ClusterCa, node: &NodeName, sans: &[String]) -> Result<NodeIdentity, CertsError> {
-    ca.issue(node.as_str(), sans)
+fn issue(
+    ca: &ClusterCa,
+    node: &NodeName,
+    roles: Roles,
+    sans: &[String],
+) -> Result<NodeIdentity, CertsError> {
+    ca.issue_with_roles(node.as_str(), roles, sans)
         .map_err(|source| CertsError::Issue {
             node: node.to_string(),
             source: source.into(),
@@ -301,6 +365,11 @@ fn save_node(identity: &NodeIdentity, out: &Path, force: bool) -> Result<(), Cer
         })?;
     let name = identity.node_name();
     let (cert, key) = NodeIdentity::file_paths(out, name);
-    println!("node {name}: {}, {}", cert.display(), key.display());
+    println!(
+        "node {name} ({}): {}, {}",
+        identity.roles(),
+        cert.display(),
+        key.display()
+    );
     Ok(())
 }

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use replicast_certs::NodeIdentity;
-use replicast_node::config::{LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
+use replicast_certs::{NodeIdentity, Role as CertRole};
+use replicast_node::config::{
+    LinkTuning, MulticastConfig, NodeConfig, Role as ConfigRole, RoleConfig,
+};
 use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
 use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
@@ -87,6 +89,7 @@ pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
         )
         .into());
     }
+    check_role(config, &identity)?;
     let endpoint = Endpoint::bind(EndpointConfig {
         listen: config.node.listen,
         server_tls: identity.server_config()?,
@@ -100,6 +103,34 @@ pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
         )
     })?;
     Ok(endpoint)
+}
+
+/// The certificate role that `node.role` needs.
+fn certificate_role(role: ConfigRole) -> CertRole {
+    match role {
+        ConfigRole::Master => CertRole::Master,
+        ConfigRole::Storage => CertRole::Storage,
+        ConfigRole::Client => CertRole::Client,
+        ConfigRole::Admin => CertRole::Admin,
+    }
+}
+
+/// Refuses a certificate that does not grant the role of `node.role`, naming both: a node
+/// would otherwise start and have every message refused by its peers.
+fn check_role(config: &NodeConfig, identity: &NodeIdentity) -> Result<(), Error> {
+    let needed = certificate_role(config.role());
+    if identity.roles().contains(needed) {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: `node.role` is \"{needed}\" but the certificate {} grants the role {}; \
+         issue one with `replicast certs add --ca DIR --node {} --role {needed} --force`",
+        config.origin.display(),
+        config.tls.cert.display(),
+        identity.roles(),
+        identity.name(),
+    )
+    .into())
 }
 
 /// The transport's name for the interface of `[multicast]`.
@@ -147,6 +178,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             config.origin.display()
         )
         .into()),
+        RoleConfig::Admin { .. } => Err(format!(
+            "{}: an admin is not a daemon; use it with `replicast status --config FILE` and \
+             `replicast admin --config FILE`",
+            config.origin.display()
+        )
+        .into()),
         RoleConfig::Master { cluster } => {
             if config.cluster_storages.is_empty() {
                 return Err(format!(
@@ -184,6 +221,9 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             Ok(())
         }
         RoleConfig::Storage { master, storage } => {
+            // The identity is checked before the database is touched: a node refused for its
+            // certificate leaves no files behind.
+            let endpoint = bind_endpoint(&config)?;
             // The file is created when missing; so is its directory, as a user of a fresh
             // deployment expects.
             if let Some(parent) = storage.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -205,7 +245,6 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 StorageConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
-            let endpoint = bind_endpoint(&config)?;
             // The master hands this address to clients. A wildcard address names no host a
             // client could dial: such clients list the storage in their own [storages].
             if config.node.listen.ip().is_unspecified() {

@@ -165,9 +165,9 @@ fn master_of(config: &NodeConfig) -> Result<(String, SocketAddr), Error> {
             }
             Ok((config.node.name.as_str().to_owned(), address))
         }
-        RoleConfig::Client { master, .. } | RoleConfig::Storage { master, .. } => {
-            Ok((master.name.as_str().to_owned(), master.address))
-        }
+        RoleConfig::Client { master, .. }
+        | RoleConfig::Storage { master, .. }
+        | RoleConfig::Admin { master } => Ok((master.name.as_str().to_owned(), master.address)),
     }
 }
 

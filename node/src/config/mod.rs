@@ -6,11 +6,11 @@
 //!
 //! | section       | keys                                                          | roles            |
 //! |---------------|---------------------------------------------------------------|------------------|
-//! | `[node]`      | `name`, `role`, `listen`                                      | all (required)   |
+//! | `[node]`      | `name`, `role` (`master`, `storage`, `client`, `admin`), `listen` | all (required) |
 //! | `[tls]`       | `ca`, `cert`, `key`                                           | all (required)   |
 //! | `[cluster]`   | `partitions`, `replicas`, `storages` (names)                  | master (required)|
 //! | `[storages]`  | `NAME = "IP:PORT"`: where each storage listens                | client (optional)|
-//! | `[master]`    | `address`, `name`                                             | storage, client (required) |
+//! | `[master]`    | `address`, `name`                                             | storage, client, admin (required) |
 //! | `[storage]`   | `path`                                                        | storage (required) |
 //! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
 //! | `[multicast]` | `group`, `interface`, `ttl` (1), `loopback` (true)            | storage; client when the strategy multicasts |
@@ -156,6 +156,11 @@ pub enum RoleConfig {
         master: MasterPeer,
         /// `fanout.strategy`.
         fanout: FanoutStrategy,
+    },
+    /// An operator (`replicast status`, `replicast admin`): the master to ask.
+    Admin {
+        /// `[master]`.
+        master: MasterPeer,
     },
 }
 
@@ -309,6 +314,23 @@ impl NodeConfig {
                 }
                 RoleConfig::Client { master, fanout }
             }
+            Role::Admin => {
+                let admin_hint = "an admin only asks the master: [master], [tls], [link], [log]";
+                not_for(cluster_span, "cluster", admin_hint)?;
+                not_for(storage_span, "storage", admin_hint)?;
+                not_for(storages_span, "storages", admin_hint)?;
+                not_for(fanout_span, "fanout", admin_hint)?;
+                not_for(multicast_span, "multicast", admin_hint)?;
+                let master = raw.master.ok_or_else(|| {
+                    missing(
+                        "master",
+                        "an admin needs [master] with the master's address and name",
+                    )
+                })?;
+                RoleConfig::Admin {
+                    master: MasterPeer::check(master, &node.name, &check)?,
+                }
+            }
         };
         let multicast = match raw.multicast {
             Some(multicast) => Some(MulticastConfig::check(multicast, &check)?),
@@ -333,6 +355,7 @@ impl NodeConfig {
             RoleConfig::Master { .. } => Role::Master,
             RoleConfig::Storage { .. } => Role::Storage,
             RoleConfig::Client { .. } => Role::Client,
+            RoleConfig::Admin { .. } => Role::Admin,
         }
     }
 
@@ -340,7 +363,9 @@ impl NodeConfig {
     pub fn master(&self) -> Option<&MasterPeer> {
         match &self.role {
             RoleConfig::Master { .. } => None,
-            RoleConfig::Storage { master, .. } | RoleConfig::Client { master, .. } => Some(master),
+            RoleConfig::Storage { master, .. }
+            | RoleConfig::Client { master, .. }
+            | RoleConfig::Admin { master } => Some(master),
         }
     }
 }
