@@ -458,3 +458,117 @@ fn roles_come_from_the_node_list_the_role_option_or_the_name() {
         "nothing written"
     );
 }
+
+/// `certs init` writes an empty revocation list; `certs revoke` adds a node's certificate to
+/// it, numbered one higher each time; bad arguments and an unreadable list are errors naming
+/// what is wrong, and leave the list as it was.
+#[test]
+fn revoke_extends_the_revocation_list() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    ok(&[
+        "certs",
+        "init",
+        "--out",
+        path(&dir),
+        "--node",
+        "master,storage-1,client-1",
+    ]);
+    let crl = dir.join("crl.pem");
+    let ca = replicast_certs::load_ca_certificate(&dir.join("ca.pem")).expect("CA");
+    let list = replicast_certs::RevocationList::load(&crl, &ca).expect("init wrote a list");
+    assert_eq!((list.number(), list.revoked().len()), (1, 0));
+
+    let out = ok(&["certs", "revoke", "--ca", path(&dir), "client-1"]);
+    assert!(
+        out.contains("revoked client-1") && out.contains("CRL number 2"),
+        "{out}"
+    );
+    let client = NodeIdentity::load_dir(&dir, "client-1").expect("client-1");
+    let storage = NodeIdentity::load_dir(&dir, "storage-1").expect("storage-1");
+    let list = replicast_certs::RevocationList::load(&crl, &ca).expect("the new list");
+    assert!(list.is_revoked(&client.certificate_der()));
+    assert!(!list.is_revoked(&storage.certificate_der()));
+
+    // A certificate replaced since is revoked by its own file.
+    fs::copy(
+        dir.join("storage-1.pem"),
+        tmp.path().join("old-storage-1.pem"),
+    )
+    .expect("copy");
+    ok(&[
+        "certs",
+        "add",
+        "--ca",
+        path(&dir),
+        "--node",
+        "storage-1",
+        "--force",
+    ]);
+    let old = tmp.path().join("old-storage-1.pem");
+    let out = ok(&[
+        "certs",
+        "revoke",
+        "--ca",
+        path(&dir),
+        "storage-1",
+        "--cert",
+        path(&old),
+    ]);
+    assert!(
+        out.contains("CRL number 3") && out.contains("2 revoked"),
+        "{out}"
+    );
+    let list = replicast_certs::RevocationList::load(&crl, &ca).expect("the new list");
+    assert!(list.is_revoked(&storage.certificate_der()));
+    let renewed = NodeIdentity::load_dir(&dir, "storage-1").expect("renewed storage-1");
+    assert!(!list.is_revoked(&renewed.certificate_der()));
+    let shown = ok(&["certs", "show", path(&crl)]);
+    assert!(shown.contains("CRL number: 3"), "{shown}");
+
+    // Errors: an unknown node, a certificate of another node, one of another CA, a spoilt list.
+    let before = fs::read(&crl).expect("read");
+    let stderr = fails(&["certs", "revoke", "--ca", path(&dir), "client-9"]);
+    assert!(
+        stderr.contains("client-9.pem") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    let stderr = fails(&[
+        "certs",
+        "revoke",
+        "--ca",
+        path(&dir),
+        "client-1",
+        "--cert",
+        path(&dir.join("master.pem")),
+    ]);
+    assert!(
+        stderr.contains("of node master, not of client-1"),
+        "{stderr}"
+    );
+    let other = tmp.path().join("other");
+    ok(&["certs", "init", "--out", path(&other), "--node", "client-1"]);
+    let stderr = fails(&[
+        "certs",
+        "revoke",
+        "--ca",
+        path(&dir),
+        "client-1",
+        "--cert",
+        path(&other.join("client-1.pem")),
+    ]);
+    assert!(stderr.contains("not signed by the cluster CA"), "{stderr}");
+    assert_eq!(
+        fs::read(&crl).expect("read"),
+        before,
+        "the list is unchanged"
+    );
+    fs::write(&crl, "garbage").expect("spoil the list");
+    let stderr = fails(&["certs", "revoke", "--ca", path(&dir), "master"]);
+    assert!(stderr.contains(path(&crl)), "{stderr}");
+    assert_eq!(
+        fs::read(&crl).expect("read"),
+        b"garbage",
+        "a spoilt list is not replaced"
+    );
+}

@@ -20,7 +20,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use replicast_certs::ClusterCa;
+use replicast_certs::{ClusterCa, Roles};
 use replicast_transport::multicast::driver::ImpairmentConfig;
 use replicast_transport::netem::{
     Bitrate, DataSize, ImpairedUdpSocket, LinkConditions, NetemConfig, Probability, RandomLoss,
@@ -114,6 +114,17 @@ pub fn storage_multicast(knobs: &CellKnobs, seed: u64) -> Option<ImpairmentConfi
     Some(impairment)
 }
 
+/// The role a bench node's certificate grants: the one its name starts with (`master`,
+/// `storage-1`, `client-1`).
+pub fn role_of(name: &str) -> Result<Roles, BenchError> {
+    Roles::infer_from_name(name).ok_or_else(|| {
+        BenchError::setup(
+            format!("certificate for {name}"),
+            "the name does not start with a role",
+        )
+    })
+}
+
 /// A QUIC endpoint on 127.0.0.1 with a certificate for `name` from `ca`, on an
 /// [`ImpairedUdpSocket`] when `conditions` are given. Must be called within a tokio runtime
 /// (the endpoint's tasks run on it).
@@ -133,7 +144,7 @@ pub fn endpoint_at(
     conditions: Option<LinkConditions>,
 ) -> Result<Endpoint, BenchError> {
     let identity = ca
-        .issue(name, &[])
+        .issue_with_roles(name, role_of(name)?, &[])
         .map_err(|e| BenchError::setup(format!("certificate for {name}"), e))?;
     let config = EndpointConfig {
         listen: (address, 0).into(),

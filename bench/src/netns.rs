@@ -313,7 +313,7 @@ pub fn run_cell(
     ca.save_certificate(&certs, true)
         .map_err(|e| BenchError::setup("saving the CA certificate", e))?;
     for name in std::iter::once(MASTER).chain(storages.iter().map(String::as_str)) {
-        ca.issue(name, &[])
+        ca.issue_with_roles(name, crate::emulation::role_of(name)?, &[])
             .and_then(|identity| identity.save(&certs, true))
             .map_err(|e| BenchError::setup(format!("certificate of {name}"), e))?;
     }

@@ -266,6 +266,11 @@ impl ClusterCa {
         ))
     }
 
+    /// The CA's signing key and name, for what else it signs (revocation lists).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The cluster name (the organization of the CA's subject).
     pub fn cluster_name(&self) -> &str {
         &self.cluster_name

@@ -102,6 +102,17 @@ impl Roles {
     /// No role: a certificate that grants nothing (one issued for the transport alone).
     pub const NONE: Roles = Roles(0);
 
+    /// The set as a bit mask (bit `n` for the `n`th role of [`Role::ALL`]), for compact
+    /// encodings.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set of a bit mask from [`bits`](Self::bits); bits of no known role are dropped.
+    pub const fn from_bits(bits: u8) -> Roles {
+        Roles(bits & ((1 << Role::ALL.len()) - 1))
+    }
+
     /// Whether `role` is in the set.
     pub fn contains(self, role: Role) -> bool {
         self.0 & role.bit() != 0
@@ -282,5 +293,7 @@ mod tests {
             [Role::Client, Role::Admin]
         );
         assert!(Roles::NONE.is_empty() && !roles.is_empty());
+        assert_eq!(Roles::from_bits(roles.bits()), roles);
+        assert_eq!(Roles::from_bits(0xff).iter().count(), Role::ALL.len());
     }
 }

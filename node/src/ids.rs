@@ -136,7 +136,7 @@ impl fmt::Display for Tid {
 ///
 /// Howard Hinnant's `civil_from_days`, restricted to dates on or after the epoch, which is all a
 /// [`Tid`] can encode.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;

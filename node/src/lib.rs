@@ -16,6 +16,8 @@
 //! - [`master`], [`client`], [`storage`]: the roles' two-phase commit as state machines.
 //! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
 //! - [`driver`]: tokio drivers that run the roles over QUIC links, and an `async` client API.
+//! - [`gate`]: what every message passes before a role sees it: the sender's certificate must
+//!   grant a role the [authorization table](protocol::rule) allows.
 //!
 //! A storage node's commit path, without the network:
 //!
@@ -61,6 +63,7 @@ pub mod partition;
 
 pub mod client;
 pub mod driver;
+pub mod gate;
 pub mod master;
 pub mod protocol;
 pub mod storage;

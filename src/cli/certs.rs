@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use replicast_certs::{
-    CA_CERT_FILE, CA_KEY_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity, NodeName,
-    Roles, load_ca_certificate,
+    CA_CERT_FILE, CA_KEY_FILE, CRL_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity,
+    NodeName, RevocationList, Roles, load_ca_certificate, node_name_of,
 };
 
 use super::Error;
@@ -20,11 +20,11 @@ pub struct CertsArgs {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Create a cluster CA and one key and certificate per node.
+    /// Create a cluster CA, its (empty) revocation list and one key and certificate per node.
     ///
-    /// Writes DIR/ca.pem, DIR/ca.key and DIR/NODE.pem, DIR/NODE.key for each node. Private
-    /// keys are readable by their owner only. Nothing is written if any file already exists,
-    /// unless --force.
+    /// Writes DIR/ca.pem, DIR/ca.key, DIR/crl.pem and DIR/NODE.pem, DIR/NODE.key for each
+    /// node. Private keys are readable by their owner only. Nothing is written if any file
+    /// already exists, unless --force.
     Init {
         /// Directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -79,10 +79,28 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Print subject, subject alternative names, validity and issuer of each certificate in a
-    /// PEM file.
+    /// Revoke node NAME's certificate: add it to the cluster's revocation list DIR/crl.pem,
+    /// signed by the CA, numbered one higher.
+    ///
+    /// Copy the new crl.pem to every node (the file `tls.crl` names) and send them SIGHUP:
+    /// they refuse the node at the handshake and close its connections.
+    Revoke {
+        /// Directory holding ca.pem, ca.key and crl.pem (created if missing).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The node whose certificate to revoke.
+        #[arg(value_name = "NAME")]
+        node: String,
+        /// The certificate to revoke [default: DIR/NAME.pem]; for one that was since replaced
+        /// there by `certs add --force`.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+    },
+    /// Print subject, subject alternative names, roles, validity and issuer of each
+    /// certificate in a PEM file, or the number, date and entries of a revocation list (checked
+    /// against ca.pem beside it).
     Show {
-        /// PEM file holding one or more certificates.
+        /// PEM file holding one or more certificates, or a revocation list.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -141,6 +159,24 @@ enum CertsError {
     ForeignCa { path: PathBuf },
     #[error(transparent)]
     Show(Box<CertError>),
+    #[error("{} is the certificate of node {found}, not of {node}", .path.display())]
+    OtherNode {
+        path: PathBuf,
+        node: String,
+        found: String,
+    },
+    #[error("cannot revoke the certificate of node {node}")]
+    Revoke {
+        node: String,
+        source: Box<CertError>,
+    },
+    #[error("cannot read the revocation list {} (fix or remove it first)", .path.display())]
+    LoadCrl {
+        path: PathBuf,
+        source: Box<CertError>,
+    },
+    #[error("cannot write the revocation list")]
+    SaveCrl(#[source] Box<CertError>),
 }
 
 /// Runs `replicast certs`.
@@ -162,6 +198,7 @@ pub fn run(args: CertsArgs) -> Result<(), Error> {
             out,
             force,
         } => add(&ca, &node, role.as_deref(), &sans, out.as_deref(), force)?,
+        CertsCommand::Revoke { ca, node, cert } => revoke(&ca, &node, cert.as_deref())?,
         CertsCommand::Show { file } => show(&file)?,
     }
     Ok(())
@@ -196,8 +233,15 @@ fn init(
         .iter()
         .map(|node| issue(&ca, node, roles[node], sans_of(&sans, node)))
         .collect::<Result<Vec<_>, _>>()?;
+    let crl = ca
+        .revocation_list(None, &[])
+        .map_err(|e| CertsError::CreateCa(e.into()))?;
     if !force {
-        let mut targets = vec![out.join(CA_CERT_FILE), out.join(CA_KEY_FILE)];
+        let mut targets = vec![
+            out.join(CA_CERT_FILE),
+            out.join(CA_KEY_FILE),
+            out.join(CRL_FILE),
+        ];
         for node in &nodes {
             let (cert, key) = NodeIdentity::file_paths(out, node);
             targets.extend([cert, key]);
@@ -211,6 +255,13 @@ fn init(
         ca.cluster_name(),
         out.join(CA_CERT_FILE).display(),
         out.join(CA_KEY_FILE).display()
+    );
+    crl.save(&out.join(CRL_FILE))
+        .map_err(|e| CertsError::SaveCrl(e.into()))?;
+    println!(
+        "revocation list number {}, empty: {}",
+        crl.number(),
+        out.join(CRL_FILE).display()
     );
     for identity in &identities {
         save_node(identity, out, force)?;
@@ -256,7 +307,66 @@ fn add(
     Ok(())
 }
 
+fn revoke(ca_dir: &Path, node: &str, cert: Option<&Path>) -> Result<(), CertsError> {
+    let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let ca = ClusterCa::load(ca_dir).map_err(|source| CertsError::LoadCa {
+        dir: ca_dir.to_owned(),
+        source: source.into(),
+    })?;
+    let revoke_error = |source: CertError| CertsError::Revoke {
+        node: name.to_string(),
+        source: source.into(),
+    };
+    let cert_path = cert.map_or_else(|| NodeIdentity::file_paths(ca_dir, &name).0, Path::to_owned);
+    let der = ca.read_issued(&cert_path).map_err(revoke_error)?;
+    let found = node_name_of(&der).map_err(revoke_error)?;
+    if found != name {
+        return Err(CertsError::OtherNode {
+            path: cert_path,
+            node: name.to_string(),
+            found: found.to_string(),
+        });
+    }
+    // The list in force is extended, never replaced by a shorter one: a list that cannot be
+    // read is an error, not a fresh start.
+    let crl_path = ca_dir.join(CRL_FILE);
+    let previous = match RevocationList::load(&crl_path, &ca.certificate_der()) {
+        Ok(list) => Some(list),
+        Err(CertError::Missing { .. }) => None,
+        Err(source) => {
+            return Err(CertsError::LoadCrl {
+                path: crl_path,
+                source: source.into(),
+            });
+        }
+    };
+    let list = ca
+        .revocation_list(previous.as_ref(), &[der])
+        .map_err(revoke_error)?;
+    list.save(&crl_path)
+        .map_err(|e| CertsError::SaveCrl(e.into()))?;
+    println!(
+        "revoked {name} ({}): {}, CRL number {}, {} revoked in all; copy it to every node and \
+         send them SIGHUP",
+        cert_path.display(),
+        crl_path.display(),
+        list.number(),
+        list.revoked().len()
+    );
+    Ok(())
+}
+
 fn show(file: &Path) -> Result<(), CertsError> {
+    if is_revocation_list(file) {
+        let ca_path = file
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(CA_CERT_FILE);
+        let ca = load_ca_certificate(&ca_path).map_err(|e| CertsError::Show(e.into()))?;
+        let list = RevocationList::load(file, &ca).map_err(|e| CertsError::Show(e.into()))?;
+        println!("{list}");
+        return Ok(());
+    }
     let infos = CertificateInfo::read_file(file).map_err(|e| CertsError::Show(e.into()))?;
     for (i, info) in infos.iter().enumerate() {
         if i > 0 {
@@ -265,6 +375,15 @@ fn show(file: &Path) -> Result<(), CertsError> {
         println!("{info}");
     }
     Ok(())
+}
+
+/// Whether `file` holds a PEM revocation list (anything else is shown as certificates).
+fn is_revocation_list(file: &Path) -> bool {
+    std::fs::read(file).is_ok_and(|bytes| {
+        bytes
+            .windows(b"-----BEGIN X509 CRL-----".len())
+            .any(|window| window == b"-----BEGIN X509 CRL-----")
+    })
 }
 
 /// `--role`, the roles of nodes given without `=ROLE`.

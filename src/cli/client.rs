@@ -29,7 +29,7 @@ use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSoc
 use replicast_transport::quic::Endpoint;
 
 use super::Error;
-use super::node::{bind_endpoint, multicast_interface};
+use super::node::{Bound, bind, driver_config, multicast_interface};
 
 /// How long the client waits for the master and storages to acknowledge its leaving.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -121,7 +121,10 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
     runtime.block_on(async {
-        let endpoint = bind_endpoint(&config)?;
+        let Bound {
+            endpoint,
+            revocation,
+        } = bind(&config)?;
         let client = Client::new(
             config.node.name.as_str(),
             &master_name,
@@ -129,7 +132,8 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         );
         let driver_config = DriverConfig {
             directory,
-            ..DriverConfig::default()
+            revocation: Some(revocation),
+            ..driver_config(&config)
         };
         let writer = fanout_writer(&config, &endpoint)?;
         let mut handle = ClientHandle::connect_with_fanout(

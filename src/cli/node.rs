@@ -5,6 +5,10 @@
 //! prints `running NAME,NAME,...` (sorted; nothing after `running` when none) each time the
 //! set of storages that announced themselves to it changes.
 //!
+//! On SIGHUP it loads its revocation list (`tls.crl`) again: later handshakes check the new
+//! list, the connections of peers it revokes are closed, and the node prints
+//! `crl NUMBER closed NAME,...` (a list it cannot load is logged and the old one stays).
+//!
 //! On SIGTERM or SIGINT the node stops its driver, closes its endpoint, closes its database
 //! and exits with 0.
 
@@ -14,12 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use replicast_certs::{NodeIdentity, Role as CertRole};
+use replicast_certs::{NodeIdentity, Revocation, RevocationList, Role as CertRole};
 use replicast_node::config::{
-    LinkTuning, MulticastConfig, NodeConfig, Role as ConfigRole, RoleConfig,
+    LinkTuning, MulticastConfig, NodeConfig, PeerLimits, Role as ConfigRole, RoleConfig,
 };
 use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
 use replicast_node::engine::Engine;
+use replicast_node::gate::GateLimits;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::storage::{Storage, StorageConfig};
@@ -69,9 +74,22 @@ pub fn run(args: NodeArgs) -> Result<(), Error> {
     runtime.block_on(serve(config))
 }
 
-/// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
-/// `node.listen` with the `[link]` tuning.
+/// A node's bound endpoint and the revocation list its TLS configurations check.
+pub(super) struct Bound {
+    /// The QUIC endpoint.
+    pub(super) endpoint: Endpoint,
+    /// The list in force (`tls.crl`), replaceable on SIGHUP.
+    pub(super) revocation: Revocation,
+}
+
+/// Loads the node's certificate files named in `[tls]` (and its revocation list, `tls.crl`)
+/// and binds its QUIC endpoint at `node.listen` with the `[link]` tuning.
 pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
+    bind(config).map(|bound| bound.endpoint)
+}
+
+/// [`bind_endpoint`], keeping the revocation list's handle.
+pub(super) fn bind(config: &NodeConfig) -> Result<Bound, Error> {
     let tls = &config.tls;
     let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(|e| {
         format!(
@@ -90,11 +108,16 @@ pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
         .into());
     }
     check_role(config, &identity)?;
+    let list = match &tls.crl {
+        Some(path) => Some(load_crl(config, path, &identity)?),
+        None => None,
+    };
+    let tls_configs = identity.tls_configs(list)?;
     let endpoint = Endpoint::bind(EndpointConfig {
         listen: config.node.listen,
-        server_tls: identity.server_config()?,
-        client_tls: identity.client_config()?,
-        link: link_config(&config.link),
+        server_tls: tls_configs.server,
+        client_tls: tls_configs.client,
+        link: link_config(&config.link, &config.limits),
     })
     .map_err(|e| {
         format!(
@@ -102,7 +125,75 @@ pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
             config.node.listen
         )
     })?;
-    Ok(endpoint)
+    Ok(Bound {
+        endpoint,
+        revocation: tls_configs.revocation,
+    })
+}
+
+/// The revocation list at `path` (`tls.crl`), checked against the cluster CA; a node whose
+/// own certificate is on it is refused too (every peer would refuse it).
+fn load_crl(
+    config: &NodeConfig,
+    path: &Path,
+    identity: &NodeIdentity,
+) -> Result<RevocationList, Error> {
+    let list = RevocationList::load(path, &identity.ca_certificate_der()).map_err(|e| {
+        format!(
+            "cannot load the revocation list (`tls.crl` in {}): {e}",
+            config.origin.display()
+        )
+    })?;
+    if list.is_revoked(&identity.certificate_der()) {
+        return Err(format!(
+            "{}: the certificate {} is revoked by {} (CRL number {}); issue a new one with \
+             `replicast certs add --ca DIR --node {} --force`",
+            config.origin.display(),
+            config.tls.cert.display(),
+            path.display(),
+            list.number(),
+            identity.name()
+        )
+        .into());
+    }
+    Ok(list)
+}
+
+/// Loads `tls.crl` again and makes it the list in force, then closes the connections of peers
+/// it revokes; on an error the list in force stays. Prints `crl NUMBER closed NAME,...` (the
+/// peers whose connections were closed) once done.
+fn reload_crl(name: &str, crl: Option<&Path>, revocation: &Revocation, endpoint: &Endpoint) {
+    let Some(path) = crl else {
+        tracing::info!(
+            node = name,
+            "SIGHUP: no `tls.crl` configured, nothing to reload"
+        );
+        return;
+    };
+    let list = match RevocationList::load(path, revocation.ca_certificate_der()) {
+        Ok(list) => list,
+        Err(error) => {
+            tracing::error!(node = name, %error, "SIGHUP: the revocation list in force stays");
+            return;
+        }
+    };
+    let number = list.number();
+    if let Err(error) = revocation.replace(Some(list)) {
+        tracing::error!(node = name, %error, "SIGHUP: the revocation list in force stays");
+        return;
+    }
+    let closed = endpoint.close_connections("certificate revoked", |_, certificate| {
+        revocation.is_revoked(certificate)
+    });
+    tracing::info!(
+        node = name,
+        number,
+        ?closed,
+        "SIGHUP: revocation list reloaded"
+    );
+    if let Err(error) = announce(&format!("crl {number} closed {}", closed.join(","))) {
+        tracing::warn!(node = name, %error, "cannot report the reload");
+    }
 }
 
 /// The certificate role that `node.role` needs.
@@ -133,6 +224,18 @@ fn check_role(config: &NodeConfig, identity: &NodeIdentity) -> Result<(), Error>
     .into())
 }
 
+/// The driver settings `[limits]` sets: the messages and bytes held per peer until the ones
+/// before them arrive, and what the gate lets a peer hold.
+pub(super) fn driver_config(config: &NodeConfig) -> DriverConfig {
+    let limits = &config.limits;
+    DriverConfig {
+        reorder_limit: usize::try_from(limits.queued_messages).unwrap_or(usize::MAX),
+        reorder_byte_limit: usize::try_from(limits.queued_bytes).unwrap_or(usize::MAX),
+        limits: GateLimits::from(*limits),
+        ..DriverConfig::default()
+    }
+}
+
 /// The transport's name for the interface of `[multicast]`.
 pub(super) fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
     match &multicast.interface {
@@ -154,12 +257,15 @@ fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
             .multicast
             .as_ref()
             .map_or(MulticastInterface::Loopback, multicast_interface),
+        max_sessions: usize::try_from(config.limits.fanout_sessions).unwrap_or(usize::MAX),
         ..FanoutReceiverConfig::default()
     }
 }
 
-fn link_config(tuning: &LinkTuning) -> LinkConfig {
+fn link_config(tuning: &LinkTuning, limits: &PeerLimits) -> LinkConfig {
     LinkConfig {
+        // `limits.streams` is checked to fit a u32.
+        max_concurrent_streams: u32::try_from(limits.streams).unwrap_or(u32::MAX),
         keep_alive: tuning.keep_alive,
         idle_timeout: Some(tuning.idle_timeout),
         // The file allows any u64; quinn's stream window is a u32, so a larger value is the
@@ -205,7 +311,10 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                         config.origin.display()
                     )
                 })?;
-            let endpoint = bind_endpoint(&config)?;
+            let Bound {
+                endpoint,
+                revocation,
+            } = bind(&config)?;
             let mut role = Master::new(table, MasterConfig::default());
             // A wildcard listen address names no host: the status then shows none.
             let address = Some(config.node.listen).filter(|a| !a.ip().is_unspecified());
@@ -216,14 +325,25 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 names.sort();
                 names
             };
-            let (driver, events) = spawn(role, endpoint.clone(), DriverConfig::default());
-            run_until_signal(&name, driver, events, endpoint, running).await?;
+            let driver_config = DriverConfig {
+                revocation: Some(revocation.clone()),
+                ..driver_config(&config)
+            };
+            let (driver, events) = spawn(role, endpoint.clone(), driver_config);
+            let reload = Reload {
+                crl: config.tls.crl.clone(),
+                revocation,
+            };
+            run_until_signal(&name, driver, events, endpoint, reload, running).await?;
             Ok(())
         }
         RoleConfig::Storage { master, storage } => {
             // The identity is checked before the database is touched: a node refused for its
             // certificate leaves no files behind.
-            let endpoint = bind_endpoint(&config)?;
+            let Bound {
+                endpoint,
+                revocation,
+            } = bind(&config)?;
             // The file is created when missing; so is its directory, as a user of a fresh
             // deployment expects.
             if let Some(parent) = storage.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -260,7 +380,8 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
                 // The master shows what this storage measures of its links (`replicast status`).
                 report_to: Some(master.name.as_str().to_owned()),
-                ..DriverConfig::default()
+                revocation: Some(revocation.clone()),
+                ..driver_config(&config)
             };
             // Stored objects arrive through the fan-out (clients choose the path).
             let (driver, events) = spawn_storage(
@@ -269,7 +390,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 driver_config,
                 fanout_receiver_config(&config),
             );
-            let role = run_until_signal(&name, driver, events, endpoint, |_| Vec::new()).await?;
+            let reload = Reload {
+                crl: config.tls.crl.clone(),
+                revocation,
+            };
+            let role =
+                run_until_signal(&name, driver, events, endpoint, reload, |_| Vec::new()).await?;
             // Dropping the store closes the database; every commit was already durable.
             drop(role.into_store());
             Ok(())
@@ -277,14 +403,23 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
     }
 }
 
+/// What SIGHUP reloads: the revocation list.
+struct Reload {
+    /// `tls.crl`.
+    crl: Option<PathBuf>,
+    /// The list in force.
+    revocation: Revocation,
+}
+
 /// Announces readiness of the running `driver`, reports changes of `running` (the storages
-/// the role knows to run) until SIGTERM or SIGINT, then stops the driver and closes the
-/// endpoint. Returns the role for its owner to close.
+/// the role knows to run) and reloads the revocation list on SIGHUP until SIGTERM or SIGINT,
+/// then stops the driver and closes the endpoint. Returns the role for its owner to close.
 async fn run_until_signal<R>(
     name: &str,
     driver: DriverHandle<R>,
     events: mpsc::UnboundedReceiver<R::Event>,
     endpoint: Endpoint,
+    reload: Reload,
     running: fn(&R) -> Vec<String>,
 ) -> Result<R, Error>
 where
@@ -300,32 +435,52 @@ where
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let logger = tokio::spawn(log_events(events));
     tracing::info!(node = name, %address, "listening");
     announce(&format!("ready {name} {address}"))?;
 
-    let watch = async {
-        let mut reported = Vec::new();
-        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
-        loop {
-            ticks.tick().await;
-            let Ok(now_running) = driver.call(move |role, _| running(role)).await else {
-                return Err::<(), Error>(format!("the driver of {name} stopped").into());
-            };
-            if now_running != reported {
-                tracing::info!(node = name, running = ?now_running, "running storages changed");
-                // A status line nobody reads any more is no reason to stop serving.
-                if let Err(error) = announce(&format!("running {}", now_running.join(","))) {
-                    tracing::warn!(node = name, %error, "cannot report the running storages");
+    // The watch borrows the driver: it ends before the driver is stopped.
+    {
+        let watch = async {
+            let mut reported = Vec::new();
+            let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let Ok(now_running) = driver.call(move |role, _| running(role)).await else {
+                    return Err::<(), Error>(format!("the driver of {name} stopped").into());
+                };
+                if now_running != reported {
+                    tracing::info!(node = name, running = ?now_running, "running storages changed");
+                    // A status line nobody reads any more is no reason to stop serving.
+                    if let Err(error) = announce(&format!("running {}", now_running.join(","))) {
+                        tracing::warn!(node = name, %error, "cannot report the running storages");
+                    }
+                    reported = now_running;
                 }
-                reported = now_running;
+            }
+        };
+        tokio::pin!(watch);
+        loop {
+            tokio::select! {
+                result = &mut watch => {
+                    result?;
+                    break;
+                }
+                _ = terminate.recv() => {
+                    tracing::info!(node = name, "SIGTERM: stopping");
+                    break;
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!(node = name, "SIGINT: stopping");
+                    break;
+                }
+                _ = hangup.recv() => {
+                    reload_crl(name, reload.crl.as_deref(), &reload.revocation, &endpoint);
+                }
             }
         }
-    };
-    tokio::select! {
-        result = watch => result?,
-        _ = terminate.recv() => tracing::info!(node = name, "SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!(node = name, "SIGINT: stopping"),
     }
     let role = driver
         .stop()

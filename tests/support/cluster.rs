@@ -25,6 +25,8 @@ pub struct ClusterSpec {
     pub extra_names: Vec<String>,
     /// TOML appended to every storage's configuration (e.g. a `[multicast]` section).
     pub storage_sections: String,
+    /// TOML appended to the master's configuration (e.g. a `[limits]` section).
+    pub master_sections: String,
 }
 
 impl Default for ClusterSpec {
@@ -37,6 +39,7 @@ impl Default for ClusterSpec {
             spare_storages: Vec::new(),
             extra_names: (1..=4).map(|i| format!("client-{i}")).collect(),
             storage_sections: String::new(),
+            master_sections: String::new(),
         }
     }
 }
@@ -69,11 +72,12 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// `[tls]` for `name` (certificates in `certs/` beside the file), and a `[link]` that notices a
-/// silent peer within a second or two rather than quinn's 30 s.
+/// `[tls]` for `name` (certificates and the revocation list in `certs/` beside the file), and a
+/// `[link]` that notices a silent peer within a second or two rather than quinn's 30 s.
 pub fn common_sections(name: &str) -> String {
     format!(
-        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n\
+        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\
+         crl = \"certs/crl.pem\"\n\n\
          [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\n[log]\nlevel = \"warn\"\n"
     )
 }
@@ -105,11 +109,12 @@ impl LocalCluster {
             "master",
             &format!(
                 "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"{master_listen}\"\n\n{}\n\
-                 [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n",
+                 [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n\n{}\n",
                 common_sections("master"),
                 spec.partitions,
                 spec.replicas,
-                storage_list.join(", ")
+                storage_list.join(", "),
+                spec.master_sections
             ),
         );
         let master_node = NodeProcess::start("master", &master_config);

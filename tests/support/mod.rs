@@ -6,6 +6,7 @@
 
 mod clients;
 mod cluster;
+pub mod peer;
 mod process;
 pub mod replicas;
 

@@ -7,7 +7,7 @@
 //! | section       | keys                                                          | roles            |
 //! |---------------|---------------------------------------------------------------|------------------|
 //! | `[node]`      | `name`, `role` (`master`, `storage`, `client`, `admin`), `listen` | all (required) |
-//! | `[tls]`       | `ca`, `cert`, `key`                                           | all (required)   |
+//! | `[tls]`       | `ca`, `cert`, `key`, `crl` (optional)                         | all (required)   |
 //! | `[cluster]`   | `partitions`, `replicas`, `storages` (names)                  | master (required)|
 //! | `[storages]`  | `NAME = "IP:PORT"`: where each storage listens                | client (optional)|
 //! | `[master]`    | `address`, `name`                                             | storage, client, admin (required) |
@@ -15,6 +15,7 @@
 //! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
 //! | `[multicast]` | `group`, `interface`, `ttl` (1), `loopback` (true)            | storage; client when the strategy multicasts |
 //! | `[link]`      | `keep_alive_ms`, `idle_timeout_ms`, `stream_receive_window`, `send_window` | all (optional) |
+//! | `[limits]`    | `open_transactions`, `pending_stores`, `pending_store_bytes`, `streams`, `queued_messages`, `queued_bytes`, `fanout_sessions` | all (optional) |
 //! | `[log]`       | `level` (`"info"`)                                            | all (optional)   |
 //!
 //! Relative paths are resolved against the config file's directory. Every mistake is a
@@ -65,6 +66,7 @@ mod check;
 mod cluster;
 mod error;
 mod fanout;
+mod limits;
 mod link;
 mod log;
 mod master;
@@ -84,6 +86,7 @@ use toml::Spanned;
 pub use cluster::ClusterLayout;
 pub use error::{ConfigError, Location};
 pub use fanout::FanoutStrategy;
+pub use limits::PeerLimits;
 pub use link::LinkTuning;
 pub use log::LogLevel;
 pub use master::MasterPeer;
@@ -107,6 +110,7 @@ struct RawConfig {
     fanout: Option<Spanned<fanout::RawFanout>>,
     multicast: Option<Spanned<multicast::RawMulticast>>,
     link: Option<Spanned<link::RawLink>>,
+    limits: Option<Spanned<limits::RawLimits>>,
     log: Option<Spanned<log::RawLog>>,
 }
 
@@ -125,6 +129,8 @@ pub struct NodeConfig {
     pub multicast: Option<MulticastConfig>,
     /// `[link]`: QUIC tuning, defaults where not given.
     pub link: LinkTuning,
+    /// `[limits]`: what one peer may hold of this node, defaults where not given.
+    pub limits: PeerLimits,
     /// `[log]`: the log level.
     pub log: LogLevel,
     /// `cluster.storages` on the master: the storages the partition table places cells on, in
@@ -343,6 +349,7 @@ impl NodeConfig {
             role: role_config,
             multicast,
             link: LinkTuning::check(raw.link, &check)?,
+            limits: PeerLimits::check(raw.limits, &check)?,
             log: LogLevel::check(raw.log, &check)?,
             cluster_storages,
             storage_addresses,

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::client::{Client, ClientEvent, FanoutStore};
+use crate::gate::PeerLoad;
+use crate::ids::Tid;
 use crate::master::{Master, MasterEvent};
 use crate::protocol::{Message, ProtocolError, Transmit, decode_from};
 use crate::storage::{Storage, StorageEvent};
@@ -49,6 +51,13 @@ pub trait Role: Send + 'static {
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         let _ = peer;
         None
+    }
+    /// What the role holds for `peer` (with whether `ttid` is one of its open transactions),
+    /// for the per-peer limits of the driver's [`Gate`](crate::gate::Gate). Nothing, by
+    /// default.
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        let _ = (peer, ttid);
+        PeerLoad::default()
     }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
@@ -114,6 +123,9 @@ impl Role for Master {
     ) -> Result<Message, ProtocolError> {
         Master::answer(self, now, from, request)
     }
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        Master::peer_load(self, peer, ttid)
+    }
 }
 
 impl Role for Storage {
@@ -144,6 +156,9 @@ impl Role for Storage {
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         Storage::peer_address(self, peer)
+    }
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        Storage::peer_load(self, peer, ttid)
     }
 }
 

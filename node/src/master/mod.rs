@@ -132,6 +132,22 @@ impl Master {
         self.running.iter().map(String::as_str)
     }
 
+    /// The transactions `client` has open (begun, not decided), and whether `ttid` is one
+    /// of them: for the per-peer limits of the driver's gate.
+    pub fn peer_load(&self, client: &str, ttid: Option<Tid>) -> crate::gate::PeerLoad {
+        crate::gate::PeerLoad {
+            open_transactions: self
+                .open
+                .values()
+                .filter(|open| open.client == client)
+                .count() as u64,
+            knows_transaction: ttid
+                .and_then(|ttid| self.open.get(&ttid))
+                .is_some_and(|open| open.client == client),
+            ..crate::gate::PeerLoad::default()
+        }
+    }
+
     /// What became of transaction `ttid`, if the master decided it.
     pub fn outcome(&self, ttid: Tid) -> Option<TransactionOutcome> {
         self.outcomes.get(&ttid).copied()

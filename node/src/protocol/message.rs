@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
+use super::authorization::Refusal;
 use super::status::{ClusterStatus, NodeReport};
 use crate::engine::{ObjectCursor, ReplicatedObject};
 use crate::ids::{Oid, Tid};
@@ -291,6 +292,10 @@ pub enum Message {
         /// Done, or why not.
         outcome: ChangeOutcome,
     },
+    /// Any node -> the sender of a message or request it refused before its role saw it
+    /// (the sender's certificate does not allow it, is revoked, or a per-peer limit is
+    /// reached): the answer of a refused request, and sent back for a refused message.
+    Refused(Refusal),
 }
 
 /// The outcome of one store on one storage.
@@ -432,6 +437,7 @@ impl Message {
             Message::AnswerStatus { .. } => "AnswerStatus",
             Message::AskChangeStorage { .. } => "AskChangeStorage",
             Message::AnswerChangeStorage { .. } => "AnswerChangeStorage",
+            Message::Refused(_) => "Refused",
         }
     }
 }

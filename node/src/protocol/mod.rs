@@ -56,19 +56,22 @@
 //! outcomes (the master keeps them all).
 
 mod admin;
+mod authorization;
 mod codec;
 mod error;
 mod message;
 mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
+pub use authorization::{FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
     LoadResult, Message, ObjectPart, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
 };
 pub use status::{
-    ClusterStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus, StorePath,
+    ClusterStatus, CrlStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus,
+    RefusalCount, StorePath,
 };
 
 use std::collections::VecDeque;

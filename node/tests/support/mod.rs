@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use replicast_certs::ClusterCa;
+use replicast_certs::{ClusterCa, Roles};
 use replicast_node::driver::{DriverConfig, DriverHandle, spawn};
 use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
@@ -27,8 +27,13 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The configuration of an endpoint on 127.0.0.1 (any port) presenting a certificate for
 /// `name` issued by `ca` and trusting `ca`'s certificates, with the default link configuration.
+/// The certificate grants the role `name` starts with (`master`, `storage-1`, `client-1`).
 pub fn endpoint_config(ca: &ClusterCa, name: &str) -> EndpointConfig {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
+    let roles = Roles::infer_from_name(name)
+        .unwrap_or_else(|| panic!("test node {name:?} is not named after its role"));
+    let identity = ca
+        .issue_with_roles(name, roles, &[])
+        .expect("issue node certificate");
     EndpointConfig {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
         server_tls: identity.server_config().expect("server config"),
