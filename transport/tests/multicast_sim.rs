@@ -553,11 +553,14 @@ fn random_scenario(seed: u64, max_object: usize) -> Scenario {
     scenario.jitter = Duration::from_micros(rng.random_range(0..3_000));
     scenario.reorder = rng.random_range(0.0..0.05);
     scenario.duplicate = rng.random_range(0.0..0.05);
-    if rng.random_bool(0.3) {
-        let block_size = rng.random_range(2..=32);
+    if rng.random_bool(0.4) {
         scenario.sender.fec = Some(FecConfig {
-            block_size,
-            parity: rng.random_range(1..=block_size.min(8)),
+            max_block: rng.random_range(1..=128),
+            proactive: if rng.random_bool(0.5) {
+                rng.random_range(0.0..0.2)
+            } else {
+                0.0
+            },
         });
     }
     let count = rng.random_range(1..=6);
@@ -710,8 +713,8 @@ fn parity_repairs_different_losses_at_different_receivers() {
         scenario.receivers = 8;
         scenario.loss = LossModel::Random(0.03);
         scenario.sender.fec = Some(FecConfig {
-            block_size: 32,
-            parity: 8,
+            max_block: 32,
+            proactive: 0.0,
         });
         scenario.objects = vec![300_000, 5, 40_000];
         let outcome = run(&scenario);
@@ -730,14 +733,40 @@ fn parity_repairs_different_losses_at_different_receivers() {
 
 proptest! {
     #[test]
-    fn parity_round_trips(first in any::<u64>(), block in 1u16.., count_seed in any::<u16>(), index_seed in any::<u16>(),
-                          shard in proptest::collection::vec(any::<u8>(), 0..1400)) {
-        let parity_count = count_seed % block + 1;
-        let body = Body::Parity(ParityBody { block_first_seq: first, block_size: block, parity_count,
-            parity_index: index_seed % parity_count, shard: &shard });
+    fn parity_round_trips(first in any::<u64>(), id in any::<u64>(), count in 1u32..100_000, size in 1u32..9000,
+                          last_seed in any::<u32>(), start_seed in any::<u32>(), len_seed in any::<u16>(), index_seed in any::<u16>()) {
+        let last = u64::from(last_seed % size) + 1;
+        let object_len = u64::from(count - 1) * u64::from(size) + last;
+        let first_index = start_seed % count;
+        let block_len = (u32::from(len_seed) % (count - first_index).min(1024)) as u16 + 1;
+        let first = first.max(u64::from(first_index)).min(u64::MAX - 2048);
+        let index = index_seed % wire::recovery_count(block_len);
+        let largest = wire::fragment_len(object_len, count, size, first_index).expect("consistent");
+        let shard = vec![7u8; wire::shard_len(largest)];
+        let body = Body::Parity(ParityBody { block_first_seq: first, object_id: id, object_len, first_index,
+            fragment_count: count, fragment_size: size, block_len, recovery_index: index, shard: &shard });
         let mut bytes = Vec::new();
         body.encode(&mut bytes);
         prop_assert_eq!(wire::decode_body(PacketType::Parity, &bytes), Ok(body));
+    }
+
+    #[test]
+    fn blocks_tile_an_object_within_the_maximum(count in 1u32..5000, max_block in 1u16..=1024) {
+        let mut index = 0;
+        let mut lengths = Vec::new();
+        while index < count {
+            let (start, len) = wire::block_of(index, count, max_block);
+            prop_assert_eq!(start, index);
+            prop_assert!(len >= 1 && len <= max_block);
+            for inner in index..index + u32::from(len) {
+                prop_assert_eq!(wire::block_of(inner, count, max_block), (start, len));
+            }
+            lengths.push(len);
+            index += u32::from(len);
+        }
+        prop_assert_eq!(index, count);
+        let (min, max) = (lengths.iter().min(), lengths.iter().max());
+        prop_assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1));
     }
 
     #[test]
@@ -760,7 +789,6 @@ proptest! {
                                  lost in proptest::collection::vec(any::<u64>(), 0..=64),
                                  cumulative in any::<u64>(), delay in any::<u32>()) {
         let tail = Body::Tail(TailBody { next_seq: next, window_low: low, timestamp_us: ts, group_rtt_us: rtt,
-            fec_block: (rtt >> 16) as u16, fec_parity: rtt as u16,
             objects: objects.iter().map(|&(object_id, first_seq, fragment_count)| TailObject { object_id, first_seq, fragment_count }).collect() });
         let nack = Body::Nack(ranges.iter().map(|&(first, len)| SeqRange { first, len }).collect());
         let status = Body::Status(StatusBody { cumulative, echo_timestamp_us: ts, echo_delay_us: delay, lost });
@@ -790,7 +818,6 @@ proptest! {
         for packet_type in [PacketType::Data, PacketType::Repair, PacketType::Tail, PacketType::Parity, PacketType::Nack, PacketType::Status] {
             let _ = wire::decode_body(packet_type, &bytes);
         }
-        let _ = wire::decode_shard(&bytes);
     }
 
     #[test]

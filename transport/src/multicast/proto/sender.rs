@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::config::SenderConfig;
 use super::crypto::PacketKey;
 use super::error::{ConfigError, SendError};
+use super::fec::ParityEncoder;
 use super::keys::{GroupKey, ReceiverKey};
 use super::rate::TokenBucket;
 use super::replay::ReplayWindow;
@@ -24,9 +25,9 @@ use super::{Destination, SenderEvent, Transmit};
 /// (a legitimate receiver never asks for more than its tracked window at once).
 const MAX_SEQS_PER_NACK: u64 = 16 * 1024;
 
-/// NACKs within one parity class of a block: the seqs asked, and per receiver how many of
+/// NACKs within one parity block: its length, the seqs asked, and per receiver how many of
 /// them it asked for.
-type ClassRequests = (Vec<u64>, HashMap<u32, u32>);
+type BlockRequests = (u16, Vec<u64>, HashMap<u32, u16>);
 
 /// One member of the group, as the sender sees it.
 struct Member {
@@ -64,8 +65,10 @@ pub struct Sender {
     members: BTreeMap<u32, Member>,
     /// Repairs ready to go, in sequence order.
     repairs: BTreeMap<u64, Destination>,
-    /// Parity ready to go: (block's first seq, class).
+    /// Parity ready to go: (block's first seq, recovery index).
     parity: BTreeSet<(u64, u16)>,
+    /// Recovery shards per block, computed when first sent.
+    fec: ParityEncoder,
     /// NACKed sequence numbers gathered until `flush_nacks_at`, with who asked.
     requested: BTreeMap<u64, Vec<u32>>,
     flush_nacks_at: Option<Instant>,
@@ -99,6 +102,7 @@ impl Sender {
             members: BTreeMap::new(),
             repairs: BTreeMap::new(),
             parity: BTreeSet::new(),
+            fec: ParityEncoder::default(),
             requested: BTreeMap::new(),
             flush_nacks_at: None,
             next_tail_at: now,
@@ -360,87 +364,104 @@ impl Sender {
         }
     }
 
-    /// Replaces repairs by parity where one parity datagram serves several receivers: in a
-    /// class of a complete block, at least two different datagrams are asked for and every
-    /// receiver asking asked for one of the class only.
+    /// Answers NACKs with parity where one parity datagram serves several receivers (NORM's
+    /// approach): per block whose datagrams several members asked for, as many new recovery
+    /// shards as the neediest member lacks, to the group. Parity sent within the holdoff
+    /// counts: a NACK that left before it arrived is answered by it. A block only one member
+    /// asks about gets plain repairs.
     fn choose_parity(&mut self, now: Instant) {
         let Some(fec) = self.config.fec else {
             return;
         };
-        let block = u64::from(fec.block_size);
-        let classes = u64::from(fec.parity);
-        let mut by_class: BTreeMap<(u64, u16), ClassRequests> = BTreeMap::new();
+        let holdoff = self.group_rtt.max(self.config.nack_coalescing);
+        let mut blocks: BTreeMap<u64, BlockRequests> = BTreeMap::new();
         for (&seq, asked) in &self.requested {
-            let first = seq - seq % block;
-            if first < self.window.base() || first + block > self.send_cursor {
-                continue; // Only whole blocks still held have parity.
+            let Some(fragment) = self.window.fragment(seq) else {
+                continue;
+            };
+            let (start, len) = wire::block_of(fragment.index, fragment.count, fec.max_block);
+            let first = seq - u64::from(fragment.index - start);
+            if first < self.window.base() || first + u64::from(len) > self.send_cursor {
+                continue; // Only blocks sent whole and still held have parity.
             }
-            if self.window.fragment(seq).is_none_or(|f| f.parity_tried) {
-                continue; // Parity did not do it last time: repair plainly.
-            }
-            let class = ((seq - first) % classes) as u16;
-            let entry = by_class.entry((first, class)).or_default();
-            entry.0.push(seq);
+            let entry = blocks
+                .entry(first)
+                .or_insert_with(|| (len, Vec::new(), HashMap::new()));
+            entry.1.push(seq);
             for receiver_id in asked {
-                *entry.1.entry(*receiver_id).or_default() += 1;
+                *entry.2.entry(*receiver_id).or_default() += 1;
             }
         }
-        let size = self.config.shard_len() + wire::PARITY_OVERHEAD;
-        for ((first, class), (seqs, askers)) in by_class {
-            if seqs.len() < 2 || askers.values().any(|count| *count > 1) {
-                continue;
+        for (first, (len, seqs, askers)) in blocks {
+            let block = self.fec.block_mut(first);
+            block
+                .recent
+                .retain(|(at, _)| now.saturating_duration_since(*at) < holdoff);
+            let recent: u16 = block.recent.iter().map(|(_, count)| count).sum();
+            let need = askers.values().copied().max().unwrap_or(0);
+            if askers.len() < 2 && recent == 0 {
+                continue; // One member: a plain repair, by unicast.
             }
-            let affordable = askers.keys().all(|receiver_id| {
-                self.members
-                    .get_mut(receiver_id)
-                    .is_some_and(|member| member.repair_budget.try_take_all(size, now))
+            let available = wire::recovery_count(len).saturating_sub(block.next_index);
+            let new = need.saturating_sub(recent).min(available);
+            if need > recent + new {
+                continue; // Out of recovery shards: plain repairs.
+            }
+            let size =
+                wire::shard_len(self.config.fragment_payload()) + wire::PARITY_BODY_HEADER_LEN;
+            let members = &mut self.members;
+            let affordable = askers.iter().all(|(receiver_id, count)| {
+                members.get_mut(receiver_id).is_some_and(|member| {
+                    member
+                        .repair_budget
+                        .try_take_all(size * usize::from(*count), now)
+                })
             });
             if !affordable {
                 continue; // The ordinary repairs apply (and their limits).
+            }
+            if new == 0 {
+                self.stats.repairs_coalesced += seqs.len() as u64;
+            }
+            for index in block.next_index..block.next_index + new {
+                self.parity.insert((first, index));
+            }
+            block.next_index += new;
+            if new > 0 {
+                block.recent.push((now, new));
             }
             for seq in seqs {
                 self.requested.remove(&seq);
                 if let Some(fragment) = self.window.fragment_mut(seq) {
                     fragment.last_repair = Some((now, None));
-                    fragment.parity_tried = true;
                 }
             }
-            self.parity.insert((first, class));
         }
     }
 
-    /// The parity of one class of a block, if the block is still held whole.
-    fn parity_body(&self, first: u64, class: u16) -> Option<Vec<u8>> {
-        let fec = self.config.fec?;
-        let shard_len = self.config.shard_len();
-        let mut acc = vec![0u8; shard_len];
-        let mut shard = Vec::with_capacity(shard_len);
-        let body = ParityBody {
-            block_first_seq: first,
-            block_size: fec.block_size,
-            parity_count: fec.parity,
-            parity_index: class,
-            shard: &[],
+    /// After the last datagram of a block went out for the first time, queues its proactive
+    /// parity.
+    fn queue_proactive_parity(&mut self, seq: u64) {
+        let Some(fec) = self.config.fec else {
+            return;
         };
-        for seq in body.covered() {
-            let fragment = self.window.fragment(seq)?;
-            shard.clear();
-            wire::encode_shard(
-                &DataBody {
-                    seq,
-                    window_low: 0,
-                    object_id: fragment.object_id,
-                    object_len: fragment.object_len,
-                    fragment_index: fragment.index,
-                    fragment_count: fragment.count,
-                    payload: &fragment.payload,
-                },
-                shard_len,
-                &mut shard,
-            );
-            acc.iter_mut().zip(&shard).for_each(|(a, b)| *a ^= b);
+        let Some(fragment) = self.window.fragment(seq) else {
+            return;
+        };
+        let (start, len) = wire::block_of(fragment.index, fragment.count, fec.max_block);
+        if fragment.index + 1 != start + u32::from(len) {
+            return;
         }
-        Some(acc)
+        let shards = fec.proactive_shards(len);
+        if shards == 0 {
+            return;
+        }
+        let first = seq + 1 - u64::from(len);
+        let block = self.fec.block_mut(first);
+        for index in block.next_index..shards {
+            self.parity.insert((first, index));
+        }
+        block.next_index = block.next_index.max(shards);
     }
 
     fn on_status(&mut self, now: Instant, receiver_id: u32, status: StatusBody) {
@@ -536,6 +557,7 @@ impl Sender {
             }
             self.repairs = self.repairs.split_off(&low);
             self.parity = self.parity.split_off(&(low, 0));
+            self.fec.release_below(low);
             self.requested = self.requested.split_off(&low);
         }
         let roomy = self.window.datagrams() < self.config.window_datagrams
@@ -632,27 +654,68 @@ impl Sender {
                 return Some(transmit);
             }
         }
-        while let Some((first, class)) = self.parity.pop_first() {
+        while let Some((first, index)) = self.parity.pop_first() {
             let Some(fec) = self.config.fec else { break };
-            let Some(shard) = self.parity_body(first, class) else {
-                continue;
+            let Some(fragment) = self.window.fragment(first) else {
+                continue; // Released meanwhile.
             };
-            let size = shard.len() + wire::PARITY_OVERHEAD + wire::HEADER_LEN + wire::TAG_LEN;
+            let (start, len) = wire::block_of(fragment.index, fragment.count, fec.max_block);
+            let size = wire::shard_len(fragment.payload.len())
+                + wire::PARITY_BODY_HEADER_LEN
+                + wire::HEADER_LEN
+                + wire::TAG_LEN;
             if let Some(pacer) = &mut self.pacer
                 && !pacer.try_take(size, now)
             {
-                self.parity.insert((first, class));
+                self.parity.insert((first, index));
                 return None;
             }
+            let (object_id, object_len, count) =
+                (fragment.object_id, fragment.object_len, fragment.count);
+            let fragment_size = fragment.payload.len() as u32;
+            let payloads: Vec<Bytes> = (first..first + u64::from(len))
+                .map_while(|seq| self.window.fragment(seq).map(|f| f.payload.clone()))
+                .collect();
+            if start != fragment.index || payloads.len() != usize::from(len) {
+                continue;
+            }
+            let Some(shard) = self.fec.shard(first, index, &payloads) else {
+                continue;
+            };
+            // The first fragment of a block is full unless the block is the object's last
+            // fragment alone; then the receiver needs the full size from elsewhere: it is
+            // the configured payload.
+            let fragment_size = if count > 1 {
+                self.config.fragment_payload() as u32
+            } else {
+                fragment_size
+            };
             let body = Body::Parity(ParityBody {
                 block_first_seq: first,
-                block_size: fec.block_size,
-                parity_count: fec.parity,
-                parity_index: class,
-                shard: &shard,
+                object_id,
+                object_len,
+                first_index: start,
+                fragment_count: count,
+                fragment_size,
+                block_len: len,
+                recovery_index: index,
+                shard,
             });
-            let transmit = self.seal(PacketType::Parity, &body, Destination::Group)?;
+            let shard_bytes = shard.len() as u64;
+            let mut sealer = Sealer {
+                session_id: self.session_id,
+                key: &self.key,
+                next_packet_number: &mut self.next_packet_number,
+                stats: &mut self.stats,
+            };
+            let transmit = sealer.seal(PacketType::Parity, &body, Destination::Group)?;
             self.stats.parity_sent += 1;
+            if index < fec.proactive_shards(len) {
+                self.stats.parity_proactive += 1;
+                self.stats.parity_proactive_bytes += shard_bytes;
+            } else {
+                self.stats.repair_bytes_sent += shard_bytes;
+            }
             return Some(transmit);
         }
         let (seq, destination) = if let Some((&seq, &destination)) = self.repairs.first_key_value()
@@ -716,8 +779,11 @@ impl Sender {
         }
         if destination.is_some() {
             self.stats.repair_bytes_sent += payload_len;
-        } else if last_fragment && let Some(object) = self.window.object_by_seq_mut(seq) {
-            object.sent_at = Some(now);
+        } else {
+            if last_fragment && let Some(object) = self.window.object_by_seq_mut(seq) {
+                object.sent_at = Some(now);
+            }
+            self.queue_proactive_parity(seq);
         }
         Some(transmit)
     }
@@ -741,8 +807,6 @@ impl Sender {
             // again before the first repair could arrive.
             group_rtt_us: u32::try_from((self.group_rtt + self.config.nack_coalescing).as_micros())
                 .unwrap_or(u32::MAX),
-            fec_block: self.config.fec.map_or(0, |fec| fec.block_size),
-            fec_parity: self.config.fec.map_or(0, |fec| fec.parity),
             objects,
         });
         let transmit = self.seal(PacketType::Tail, &body, Destination::Group)?;
