@@ -11,13 +11,14 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use replicast_transport::multicast::proto::crypto::PacketKey;
 use replicast_transport::multicast::proto::wire::{
     self, Body, DataBody, Header, PacketType, ParityBody, SeqRange, StatusBody, TailBody,
     TailObject,
 };
 use replicast_transport::multicast::proto::{
     Destination, FecConfig, GroupKey, Receiver, ReceiverConfig, ReceiverEvent, ReceiverKey,
-    SendError, Sender, SenderConfig, SenderEvent,
+    SendError, Sender, SenderConfig, SenderEvent, SenderStats,
 };
 
 const SESSION: u64 = 0x5e55_1011;
@@ -111,7 +112,7 @@ enum Node {
 }
 
 /// A datagram on the way: (arrival, tie-breaker, to, from, payload).
-type InFlight = (Instant, u64, Node, Node, Vec<u8>);
+type InFlight = (Instant, u64, Node, Node, Bytes);
 
 /// A run's parameters.
 #[derive(Debug, Clone)]
@@ -183,12 +184,19 @@ struct Outcome {
     shared_drops: u64,
     virtual_time: Duration,
     finished: bool,
+    /// Per (receiver, object) that lost at least one of its data datagrams: how much later
+    /// than on a loss-free path it was delivered (from the arrival its last datagram would
+    /// have had).
+    repair_delays: Vec<Duration>,
+    sender_stats: SenderStats,
 }
 
 fn address(node: Node) -> SocketAddr {
     match node {
         Node::Sender => "127.0.0.1:7000".parse().expect("literal address"),
-        Node::Receiver(i) => SocketAddr::from(([127, 0, 1, i as u8 + 1], 7001)),
+        Node::Receiver(i) => {
+            SocketAddr::from(([127, 1 + (i / 250) as u8, 0, (i % 250) as u8 + 1], 7001))
+        }
     }
 }
 
@@ -275,6 +283,18 @@ fn run(scenario: &Scenario) -> Outcome {
     let mut awaiting_writable = false;
     let mut writable_events = 0u64;
 
+    // The sim opens the sender's data datagrams to know which object each one carries.
+    let observer = PacketKey::group(SESSION, &group_key);
+    let mut last_sent: HashMap<u64, Instant> = HashMap::new();
+    let mut lost_data: HashSet<(usize, u64)> = HashSet::new();
+    let mut resolved: HashSet<(usize, u64)> = HashSet::new();
+    let receivers_needed = objects.len()
+        * (0..scenario.receivers)
+            .filter(|i| scenario.cut.is_none_or(|(cut, _)| cut != *i))
+            .count();
+    // Receivers with news to drain (input or a timer), and every receiver's next deadline.
+    let mut touched: Vec<bool> = vec![true; scenario.receivers];
+    let mut deadlines: Vec<Option<Instant>> = vec![None; scenario.receivers];
     let mut in_flight: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
     let mut sequence = 0u64;
     let mut outcome = Outcome::default();
@@ -329,6 +349,12 @@ fn run(scenario: &Scenario) -> Outcome {
         }
         // Drain every node's output into the network.
         while let Some(transmit) = sender.poll_transmit(now) {
+            let data_object = data_object_of(&observer, &transmit.payload);
+            // Shared by every copy on the way.
+            let payload = Bytes::from(transmit.payload);
+            if let Some(object_id) = data_object {
+                last_sent.insert(object_id, now);
+            }
             let targets: Vec<usize> = match transmit.destination {
                 Destination::Group if rng.random_bool(scenario.shared_loss) => {
                     outcome.shared_drops += 1;
@@ -341,6 +367,9 @@ fn run(scenario: &Scenario) -> Outcome {
                 let arrivals = downlinks[i].carry(now, &mut rng);
                 if arrivals.is_empty() {
                     outcome.datagrams_dropped += 1;
+                    if let Some(object_id) = data_object {
+                        lost_data.insert((i, object_id));
+                    }
                 }
                 for delay in arrivals {
                     sequence += 1;
@@ -349,12 +378,15 @@ fn run(scenario: &Scenario) -> Outcome {
                         sequence,
                         Node::Receiver(i),
                         Node::Sender,
-                        transmit.payload.clone(),
+                        payload.clone(),
                     )));
                 }
             }
         }
         for (i, receiver) in receivers.iter_mut().enumerate() {
+            if !std::mem::take(&mut touched[i]) {
+                continue;
+            }
             while let Some(transmit) = receiver.poll_transmit(now) {
                 assert_eq!(
                     transmit.destination,
@@ -368,7 +400,7 @@ fn run(scenario: &Scenario) -> Outcome {
                         sequence,
                         Node::Sender,
                         Node::Receiver(i),
-                        transmit.payload.clone(),
+                        Bytes::from(transmit.payload.clone()),
                     )));
                 }
             }
@@ -382,6 +414,15 @@ fn run(scenario: &Scenario) -> Outcome {
                         assert_eq!(session_id, SESSION);
                         if expected.get(&object_id).is_some_and(|sent| **sent == data) {
                             *outcome.delivered.entry((i, object_id)).or_default() += 1;
+                            resolved.insert((i, object_id));
+                            if lost_data.contains(&(i, object_id))
+                                && let Some(sent) = last_sent.get(&object_id)
+                            {
+                                let loss_free = *sent + scenario.delay;
+                                outcome
+                                    .repair_delays
+                                    .push(now.saturating_duration_since(loss_free));
+                            }
                         } else {
                             outcome.corrupt.push((i, object_id));
                         }
@@ -391,12 +432,14 @@ fn run(scenario: &Scenario) -> Outcome {
                             outcome.lost.insert((i, object_id)),
                             "object {object_id} reported lost twice by receiver {i}"
                         );
+                        resolved.insert((i, object_id));
                     }
                 }
             }
             // Memory bounds hold at every step.
             assert!(receiver.reassembly_bytes() <= scenario.receiver.max_reassembly_bytes);
             assert!(receiver.missing_datagrams() as u64 <= scenario.receiver.max_tracked_datagrams);
+            deadlines[i] = receiver.poll_timeout();
         }
         let (datagrams, bytes) = sender.buffered();
         assert!(datagrams <= scenario.sender.window_datagrams);
@@ -405,13 +448,11 @@ fn run(scenario: &Scenario) -> Outcome {
         let sender_done = next_object == objects.len()
             && outcome.sender_delivered.len() + outcome.sender_abandoned.len()
                 == resolutions_needed;
-        let receivers_done = (0..scenario.receivers)
-            .filter(|i| scenario.cut.is_none_or(|(cut, _)| cut != *i))
-            .all(|i| {
-                objects.iter().all(|(id, _)| {
-                    outcome.delivered.contains_key(&(i, *id)) || outcome.lost.contains(&(i, *id))
-                })
-            });
+        let receivers_done = resolved
+            .iter()
+            .filter(|(i, _)| scenario.cut.is_none_or(|(cut, _)| cut != *i))
+            .count()
+            == receivers_needed;
         if sender_done && receivers_done {
             outcome.finished = true;
             break;
@@ -420,7 +461,7 @@ fn run(scenario: &Scenario) -> Outcome {
         // Advance the clock to the next thing that happens.
         let mut next = in_flight.peek().map(|Reverse((at, ..))| *at);
         let timeouts = std::iter::once(sender.poll_timeout())
-            .chain(receivers.iter().map(Receiver::poll_timeout))
+            .chain(deadlines.iter().copied())
             .flatten();
         for at in timeouts {
             next = Some(next.map_or(at, |n| n.min(at)));
@@ -436,14 +477,18 @@ fn run(scenario: &Scenario) -> Outcome {
             };
             match to {
                 Node::Sender => sender.handle_datagram(now, address(from), &payload),
-                Node::Receiver(i) => receivers[i].handle_datagram(now, address(from), &payload),
+                Node::Receiver(i) => {
+                    touched[i] = true;
+                    receivers[i].handle_datagram(now, address(from), &payload)
+                }
             }
         }
         if sender.poll_timeout().is_some_and(|at| at <= now) {
             sender.handle_timeout(now);
         }
-        for receiver in &mut receivers {
-            if receiver.poll_timeout().is_some_and(|at| at <= now) {
+        for (i, receiver) in receivers.iter_mut().enumerate() {
+            if deadlines[i].is_some_and(|at| at <= now) {
+                touched[i] = true;
                 receiver.handle_timeout(now);
             }
         }
@@ -454,11 +499,26 @@ fn run(scenario: &Scenario) -> Outcome {
         outcome.parity_recovered += receiver.stats().parity_recovered;
     }
     let stats = sender.stats();
+    outcome.sender_stats = *stats;
     outcome.repairs = stats.repairs_multicast + stats.repairs_unicast;
     outcome.parity_sent = stats.parity_sent;
     outcome.virtual_time = now - start;
     outcome.writable_events = writable_events;
     outcome
+}
+
+/// The object a data datagram of the sender carries (`None` for any other datagram).
+fn data_object_of(key: &PacketKey, datagram: &[u8]) -> Option<u64> {
+    let (header, _) = Header::decode(datagram).ok()?;
+    if header.packet_type != PacketType::Data {
+        return None;
+    }
+    let mut copy = datagram.to_vec();
+    let body = key.open(&header, &mut copy).ok()?;
+    match wire::decode_body(header.packet_type, body).ok()? {
+        Body::Data(data) => Some(data.object_id),
+        _ => None,
+    }
 }
 
 /// Checks the guarantees of a run: whole objects byte-exact or a loss report, the sender's
@@ -729,6 +789,99 @@ fn parity_repairs_different_losses_at_different_receivers() {
         recovered >= 2 * parity,
         "{recovered} recovered by {parity} parity datagrams"
     );
+}
+
+/// The `q` quantile of `values` (sorted in place).
+fn quantile(values: &mut [Duration], q: f64) -> Duration {
+    values.sort_unstable();
+    let index = ((values.len() as f64 - 1.0) * q).round() as usize;
+    values.get(index).copied().unwrap_or_default()
+}
+
+#[test]
+fn a_loss_costs_about_one_round_trip() {
+    // RTT 10 ms, no jitter or reordering: delay beyond the loss-free arrival is the repair.
+    let rtt = Duration::from_millis(10);
+    for (loss, proactive) in [(0.01, 0.0), (0.05, 0.0), (0.05, 0.05)] {
+        let mut delays = Vec::new();
+        for seed in 0..8 {
+            let mut scenario = Scenario::new(seed);
+            scenario.receivers = 8;
+            scenario.loss = LossModel::Random(loss);
+            scenario.delay = rtt / 2;
+            scenario.jitter = Duration::ZERO;
+            scenario.reorder = 0.0;
+            scenario.sender.fec = Some(FecConfig {
+                max_block: 64,
+                proactive,
+            });
+            scenario.objects = vec![100_000; 10];
+            let outcome = run(&scenario);
+            check(&scenario, &outcome);
+            delays.extend(outcome.repair_delays);
+        }
+        let in_rtts = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64();
+        let (p50, p90, p99) = (
+            quantile(&mut delays, 0.5),
+            quantile(&mut delays, 0.9),
+            quantile(&mut delays, 0.99),
+        );
+        eprintln!(
+            "loss {:.0}%, proactive parity {proactive}: {} objects repaired; repair delay p50 {:.2} RTT, p90 {:.2} RTT, p99 {:.2} RTT, max {:.2} RTT",
+            loss * 100.0,
+            delays.len(),
+            in_rtts(p50),
+            in_rtts(p90),
+            in_rtts(p99),
+            in_rtts(quantile(&mut delays, 1.0)),
+        );
+        assert!(delays.len() > 20, "losses happened");
+        // Virtual time: the protocol's timers, not the machine's speed.
+        assert!(in_rtts(p50) <= 1.6, "median repair {p50:?}");
+        assert!(in_rtts(p90) <= 3.5, "p90 repair {p90:?}");
+    }
+}
+
+#[test]
+fn a_thousand_receivers_nack_at_most_twice_per_loss() {
+    for loss in [0.01, 0.05] {
+        let mut scenario = Scenario::new(42);
+        scenario.receivers = 1000;
+        scenario.loss = LossModel::Random(loss);
+        scenario.delay = Duration::from_millis(5);
+        scenario.jitter = Duration::ZERO;
+        scenario.reorder = 0.0;
+        scenario.sender.fec = Some(FecConfig::default());
+        scenario.objects = vec![128 * 1024];
+        let outcome = run(&scenario);
+        check(&scenario, &outcome);
+        let stats = outcome.sender_stats;
+        let object_bytes: usize = scenario.objects.iter().sum();
+        let delivered = (object_bytes * scenario.receivers) as f64;
+        let nacks_per_loss = outcome.nacks as f64 / outcome.datagrams_dropped.max(1) as f64;
+        eprintln!(
+            "1000 receivers, loss {:.0}%: {} datagrams lost, {} NACKs ({nacks_per_loss:.3} per lost datagram), \
+             {} parity ({} rebuilt), {} repairs; repair bytes {:.4} per delivered byte, {:.3} per object byte; {:?} virtual",
+            loss * 100.0,
+            outcome.datagrams_dropped,
+            outcome.nacks,
+            stats.parity_sent,
+            outcome.parity_recovered,
+            outcome.repairs,
+            stats.repair_bytes_sent as f64 / delivered,
+            stats.repair_bytes_sent as f64 / object_bytes as f64,
+            outcome.virtual_time,
+        );
+        assert!(outcome.datagrams_dropped > 1000);
+        assert!(
+            nacks_per_loss <= 2.0,
+            "{nacks_per_loss} NACKs per lost datagram"
+        );
+        // One parity datagram repairs a different loss at each of many receivers: far fewer
+        // repair bytes than one retransmission per loss.
+        let per_loss = stats.repair_bytes_sent as f64 / (outcome.datagrams_dropped as f64 * 1400.0);
+        assert!(per_loss < 0.1, "{per_loss} repair datagrams per loss");
+    }
 }
 
 proptest! {

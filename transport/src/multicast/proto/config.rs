@@ -79,7 +79,8 @@ pub struct SenderConfig {
     pub window_bytes: u64,
     /// Pacing of everything the sender emits; `None` sends as fast as the caller drains.
     pub rate_limit: Option<RateLimit>,
-    /// How long NACKs for the same datagrams are gathered before one repair answers them all.
+    /// Longest wait gathering NACKs before one repair (or parity) answers them all; the wait
+    /// is a quarter of the group RTT within 100 us and this.
     pub nack_coalescing: Duration,
     /// Interval of tail announcements while data is unacknowledged.
     pub tail_interval: Duration,
@@ -98,6 +99,7 @@ pub struct SenderConfig {
     /// Lower bound of the group round-trip time announced to receivers.
     pub min_rtt: Duration,
     /// Reed-Solomon parity (proactive and on demand); `None` repairs by retransmission only.
+    /// On by default, on demand only: it costs nothing until several receivers lose.
     pub fec: Option<FecConfig>,
 }
 
@@ -119,7 +121,7 @@ impl Default for SenderConfig {
             delivery_timeout: Duration::from_secs(10),
             initial_rtt: Duration::from_millis(10),
             min_rtt: Duration::from_micros(500),
-            fec: None,
+            fec: Some(FecConfig::default()),
         }
     }
 }
@@ -197,7 +199,10 @@ pub struct ReceiverConfig {
     /// group RTT, is capped here).
     pub nack_backoff_max: Duration,
     /// Backoff is uniform in `[min, min + factor * group RTT]` (RFC 5401 scales it the same
-    /// way so that receivers far away do not NACK before the repair could have arrived).
+    /// way). Receivers do not hear each other's NACKs, so the spread does not suppress
+    /// duplicates here; it lets the sender gather the NACKs of several receivers (it waits a
+    /// quarter of the group RTT) into one repair or parity, and a quarter keeps a loss's cost
+    /// near one round trip.
     pub nack_backoff_rtt_factor: f64,
     /// NACKs per missing datagram before giving up on it.
     pub max_nack_retries: u32,
@@ -224,12 +229,12 @@ impl Default for ReceiverConfig {
         Self {
             nack_backoff_min: Duration::from_micros(200),
             nack_backoff_max: Duration::from_millis(200),
-            nack_backoff_rtt_factor: 1.0,
-            max_nack_retries: 20,
+            nack_backoff_rtt_factor: 0.25,
+            max_nack_retries: 30,
             repair_deadline: Duration::from_secs(5),
             max_reassembly_bytes: 64 << 20,
             max_tracked_datagrams: 64 * 1024,
-            status_interval: Duration::from_millis(5),
+            status_interval: Duration::from_millis(1),
             initial_rtt: Duration::from_millis(10),
             random_seed: 0x5eed,
         }

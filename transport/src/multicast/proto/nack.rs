@@ -3,7 +3,7 @@
 //! Each gap waits a random backoff before its first NACK, uniform in
 //! `[min, min + factor * group RTT]` capped at `max` (RFC 5401, 3.5, scales the backoff by the
 //! group RTT the same way, so that a repair caused by another receiver's NACK can arrive
-//! first), then is NACKed again every two group RTTs plus a fresh backoff until it arrives,
+//! first), then is NACKed again every one and a half group RTTs plus a fresh backoff until it arrives,
 //! its retries run out, or its repair deadline passes. Gaps due at the same time travel in one
 //! NACK as ranges. (Doubling the wait per retry was tried: it cut duplicate NACKs little on
 //! loopback and used up the repair deadline under bursty loss.)
@@ -121,7 +121,9 @@ impl NackScheduler {
             return Vec::new();
         }
         let mut ranges: Vec<SeqRange> = Vec::new();
-        let retry_base = (group_rtt * 2).max(config.nack_backoff_min);
+        // A repair comes back one announced RTT (round trip plus coalescing) after the NACK;
+        // half as much again covers a sender busy with data before it looks again.
+        let retry_base = (group_rtt * 3 / 2).max(config.nack_backoff_min);
         for (&seq, missing) in self.missing.iter_mut() {
             if missing.due > now || missing.retries >= config.max_nack_retries {
                 continue;

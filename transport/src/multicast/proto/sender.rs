@@ -25,6 +25,9 @@ use super::{Destination, SenderEvent, Transmit};
 /// (a legitimate receiver never asks for more than its tracked window at once).
 const MAX_SEQS_PER_NACK: u64 = 16 * 1024;
 
+/// Shortest NACK coalescing wait: below it, timers cost more than they gather.
+const MIN_COALESCING: Duration = Duration::from_micros(100);
+
 /// NACKs within one parity block: its length, the seqs asked, and per receiver how many of
 /// them it asked for.
 type BlockRequests = (u16, Vec<u64>, HashMap<u32, u16>);
@@ -74,8 +77,15 @@ pub struct Sender {
     flush_nacks_at: Option<Instant>,
     next_tail_at: Instant,
     tail_due: bool,
+    /// Data went out since the last tail: when the burst ends, a tail tells receivers at
+    /// once where it ended, so the loss of its last datagrams shows without waiting for the
+    /// next periodic tail.
+    burst_unannounced: bool,
+    last_tail_at: Option<Instant>,
     pacer: Option<TokenBucket>,
     group_rtt: Duration,
+    /// Whether `group_rtt` comes from a member's measurement (not `initial_rtt`).
+    rtt_measured: bool,
     window_was_full: bool,
     events: VecDeque<SenderEvent>,
     stats: SenderStats,
@@ -93,6 +103,7 @@ impl Sender {
         Ok(Sender {
             pacer: config.rate_limit.map(|limit| TokenBucket::new(limit, now)),
             group_rtt: config.initial_rtt.max(config.min_rtt),
+            rtt_measured: false,
             key: PacketKey::group(session_id, &key),
             next_packet_number: 0,
             session_id,
@@ -107,6 +118,8 @@ impl Sender {
             flush_nacks_at: None,
             next_tail_at: now,
             tail_due: false,
+            burst_unannounced: false,
+            last_tail_at: None,
             window_was_full: false,
             events: VecDeque::new(),
             stats: SenderStats::default(),
@@ -122,6 +135,21 @@ impl Sender {
     /// The group round-trip time: the largest smoothed RTT among members that reported one.
     pub fn group_rtt(&self) -> Duration {
         self.group_rtt
+    }
+
+    /// How long NACKs are gathered before they are answered: a quarter of the group RTT (the
+    /// spread of the receivers' first NACKs is about as long), at most `nack_coalescing`.
+    fn coalescing(&self) -> Duration {
+        (self.group_rtt / 4).clamp(
+            MIN_COALESCING,
+            self.config.nack_coalescing.max(MIN_COALESCING),
+        )
+    }
+
+    /// How long after a repair further NACKs for the same datagrams count as sent before it
+    /// arrived: a round trip.
+    fn repair_holdoff(&self) -> Duration {
+        self.group_rtt.max(self.coalescing())
     }
 
     /// Adds a member: objects sent from now on wait for its acknowledgement, and its NACKs
@@ -280,7 +308,7 @@ impl Sender {
 
     fn on_nack(&mut self, now: Instant, receiver_id: u32, ranges: &[SeqRange]) {
         self.stats.nacks_received += 1;
-        let holdoff = self.group_rtt.max(self.config.nack_coalescing);
+        let holdoff = self.repair_holdoff();
         let mut budget = MAX_SEQS_PER_NACK;
         for range in ranges {
             let wanted = u64::from(range.len).min(budget);
@@ -317,7 +345,7 @@ impl Sender {
             }
         }
         if !self.requested.is_empty() && self.flush_nacks_at.is_none() {
-            self.flush_nacks_at = Some(now + self.config.nack_coalescing);
+            self.flush_nacks_at = Some(now + self.coalescing());
         }
     }
 
@@ -373,7 +401,7 @@ impl Sender {
         let Some(fec) = self.config.fec else {
             return;
         };
-        let holdoff = self.group_rtt.max(self.config.nack_coalescing);
+        let holdoff = self.repair_holdoff();
         let mut blocks: BTreeMap<u64, BlockRequests> = BTreeMap::new();
         for (&seq, asked) in &self.requested {
             let Some(fragment) = self.window.fragment(seq) else {
@@ -471,6 +499,7 @@ impl Sender {
         let Some(member) = self.members.get_mut(&receiver_id) else {
             return;
         };
+        let old_rtt = member.smoothed_rtt;
         if status.echo_timestamp_us != 0 {
             let sample_us = now_us
                 .saturating_sub(status.echo_timestamp_us)
@@ -512,14 +541,27 @@ impl Sender {
                 }
             }
         }
-        if detached
-            && cumulative >= self.window.base()
-            && let Some(member) = self.members.get_mut(&receiver_id)
-        {
-            member.detached = false;
+        let reattached = detached && cumulative >= self.window.base();
+        let mut new_rtt = None;
+        if let Some(member) = self.members.get_mut(&receiver_id) {
+            if reattached {
+                member.detached = false;
+            }
+            new_rtt = member.smoothed_rtt.filter(|_| !member.detached);
         }
-        self.update_group_rtt();
-        self.advance_window();
+        // Each status is O(1) for large groups: the group RTT is recomputed over every member
+        // only when this one held the maximum and went down, and the window only moves when
+        // this member was at its low edge.
+        let floor = self.config.min_rtt;
+        match (old_rtt, new_rtt) {
+            _ if reattached || !self.rtt_measured => self.update_group_rtt(),
+            (_, Some(new)) if new.max(floor) >= self.group_rtt => self.group_rtt = new.max(floor),
+            (Some(old), _) if old.max(floor) >= self.group_rtt => self.update_group_rtt(),
+            _ => {}
+        }
+        if previous <= self.window.base() || reattached {
+            self.advance_window();
+        }
     }
 
     fn update_group_rtt(&mut self) {
@@ -529,6 +571,7 @@ impl Sender {
             .filter(|member| !member.detached)
             .filter_map(|member| member.smoothed_rtt)
             .max();
+        self.rtt_measured = measured.is_some();
         self.group_rtt = measured
             .unwrap_or(self.config.initial_rtt)
             .max(self.config.min_rtt);
@@ -724,6 +767,15 @@ impl Sender {
         } else if self.send_cursor < self.window.end() {
             (self.send_cursor, None)
         } else {
+            // The burst is over: say where it ended, unless a tail went out just now.
+            let gap = self.config.tail_interval / 10;
+            if self.burst_unannounced
+                && self
+                    .last_tail_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= gap)
+            {
+                return self.tail(now);
+            }
             return None;
         };
         let size = self.window.fragment(seq).map_or(0, |f| f.payload.len())
@@ -742,6 +794,7 @@ impl Sender {
             }
             None => {
                 self.send_cursor += 1;
+                self.burst_unannounced = true;
                 PacketType::Data
             }
         };
@@ -805,12 +858,14 @@ impl Sender {
             // Receivers time their NACK retries by this: a repair comes back after the round
             // trip and the coalescing wait, so announcing the bare RTT would make them NACK
             // again before the first repair could arrive.
-            group_rtt_us: u32::try_from((self.group_rtt + self.config.nack_coalescing).as_micros())
+            group_rtt_us: u32::try_from((self.group_rtt + self.coalescing()).as_micros())
                 .unwrap_or(u32::MAX),
             objects,
         });
         let transmit = self.seal(PacketType::Tail, &body, Destination::Group)?;
         self.stats.tails_sent += 1;
+        self.last_tail_at = Some(now);
+        self.burst_unannounced = false;
         if let Some(pacer) = &mut self.pacer {
             // Tails are small and keep loss detection alive: they never wait for the pacer,
             // but count against it.
@@ -857,6 +912,13 @@ impl Sender {
         let output_waiting = !self.repairs.is_empty()
             || !self.parity.is_empty()
             || self.send_cursor < self.window.end();
+        // The burst's tail is due when nothing else waits (poll_transmit sends it then).
+        if self.burst_unannounced
+            && !output_waiting
+            && let Some(at) = self.last_tail_at
+        {
+            deadline = deadline.min(at + self.config.tail_interval / 10);
+        }
         if output_waiting && let Some(pacer) = &self.pacer {
             deadline = deadline.min(pacer.ready_at());
         }
