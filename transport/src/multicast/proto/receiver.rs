@@ -82,6 +82,8 @@ pub struct Receiver {
     held: usize,
     jitter: Jitter,
     decoder: ParityDecoder,
+    /// Where datagrams are opened, kept to spare an allocation per datagram.
+    scratch: Vec<u8>,
     events: VecDeque<ReceiverEvent>,
     stats: ReceiverStats,
 }
@@ -98,6 +100,7 @@ impl Receiver {
             next_packet_number: 0,
             held: 0,
             decoder: ParityDecoder::default(),
+            scratch: Vec::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
         }
@@ -202,18 +205,27 @@ impl Receiver {
             }
             return;
         };
-        let mut buffer = datagram.to_vec();
+        // Opened in place in a buffer kept across datagrams: no allocation per datagram.
+        let mut buffer = std::mem::take(&mut self.scratch);
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
         let Ok(plain) = epoch.key.open(&header, &mut buffer) else {
             self.stats.dropped.wrong_key += 1;
+            self.scratch = buffer;
             return;
         };
         if !epoch.replay.is_new(header.packet_number) {
             self.stats.dropped.replayed += 1;
+            self.scratch = buffer;
             return;
         }
         let body = match wire::decode_body(header.packet_type, plain) {
             Ok(body) => body,
-            Err(error) => return self.count_decode_error(&error),
+            Err(error) => {
+                self.count_decode_error(&error);
+                self.scratch = buffer;
+                return;
+            }
         };
         epoch.replay.accept(header.packet_number);
         session.sender_address = Some(from);
@@ -230,6 +242,7 @@ impl Receiver {
             Body::Parity(parity) => self.on_parity(now, header.session_id, parity),
             Body::Nack(_) | Body::Status(_) => self.stats.dropped.unexpected_type += 1,
         }
+        self.scratch = buffer;
     }
 
     fn count_decode_error(&mut self, error: &DecodeError) {

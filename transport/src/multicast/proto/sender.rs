@@ -427,8 +427,13 @@ impl Sender {
                 .retain(|(at, _)| now.saturating_duration_since(*at) < holdoff);
             let recent: u16 = block.recent.iter().map(|(_, count)| count).sum();
             let need = askers.values().copied().max().unwrap_or(0);
-            if askers.len() < 2 && recent == 0 {
-                continue; // One member: a plain repair, by unicast.
+            // Parity costs CPU a retransmission does not (the receivers' decode evaluates a
+            // polynomial over the whole field, about 0.1 ms a block whatever its size), so it
+            // is used where it saves datagrams: at least half of the distinct ones asked, and
+            // two. A block one member asks about gets plain repairs, by unicast.
+            let distinct = seqs.len() as u16;
+            if recent == 0 && (askers.len() < 2 || distinct < 2 * need + 2) {
+                continue;
             }
             let available = wire::recovery_count(len).saturating_sub(block.next_index);
             let new = need.saturating_sub(recent).min(available);
