@@ -8,8 +8,9 @@
 //!
 //! Run with `cargo bench -p replicast-transport --bench multicast`.
 //! `MULTICAST_BENCH_MB` sets the payload per cell (default 64, MB = 10^6 bytes);
-//! `MULTICAST_BENCH_PROACTIVE` the proactive Reed-Solomon parity per datagram (default 0.03;
-//! parity on demand is always on).
+//! `MULTICAST_BENCH_PROACTIVE` the proactive Reed-Solomon parity per datagram (default 0:
+//! on loopback the receivers' decode costs more CPU than the round trip it saves; parity on
+//! demand is always on).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -349,7 +350,7 @@ fn main() -> Result<(), BenchError> {
     let proactive: f64 = std::env::var("MULTICAST_BENCH_PROACTIVE")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(0.03);
+        .unwrap_or(0.0);
     let objects = (megabytes * 1_000_000).div_ceil(OBJECT_SIZE);
     eprintln!(
         "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive}",
