@@ -65,4 +65,3 @@ pub mod master;
 pub mod protocol;
 pub mod storage;
 pub mod transaction;
-pub mod workload;

@@ -4,8 +4,6 @@
 //! not answer and garbage (refused with an error), and the running client's link goes on as
 //! if nothing happened: no loss on either side, its next request answered in order.
 
-mod support;
-
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
@@ -14,8 +12,8 @@ use replicast_node::driver::{DriverConfig, Role, spawn};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, decode_from, encode};
+use replicast_testkit::endpoint::{address, endpoint};
 use replicast_transport::quic::{Link, LinkError};
-use support::{address, endpoint};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.

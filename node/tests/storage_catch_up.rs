@@ -5,8 +5,6 @@
 //! a finish that arrives after replication imported its TID or later ones. And two storage
 //! roles, a source and a feeding one, exchanging the replication messages.
 
-mod support;
-
 use replicast_node::engine::{Engine, EngineError, ObjectCursor, ReplicationProgress};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
@@ -14,7 +12,7 @@ use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::Message;
 use replicast_node::storage::{Storage, StorageConfig};
 use replicast_node::transaction::TransactionInfo;
-use support::open_store;
+use replicast_testkit::cluster::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;

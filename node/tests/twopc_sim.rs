@@ -7,9 +7,7 @@
 //!
 //! Every run is bounded in steps and in virtual time.
 
-mod support;
-
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
@@ -26,7 +24,8 @@ use replicast_node::protocol::{
 };
 use replicast_node::storage::{Storage, StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
-use support::{balance, balance_data};
+use replicast_testkit::sim::{InFlight, Network, SplitMix64, wall};
+use replicast_testkit::workload::transfers::{balance, balance_data};
 
 const MASTER: &str = "master";
 const STORAGES: [&str; 3] = ["s1", "s2", "s3"];
@@ -35,27 +34,6 @@ const REPLICAS: usize = 2;
 const INITIAL_BALANCE: i64 = 100;
 const MAX_STEPS: usize = 400_000;
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(600);
-
-/// SplitMix64: a small seeded generator, so that a seed replays the same run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
-fn wall(virtual_now: Duration) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + virtual_now
-}
 
 /// What a client does.
 #[derive(Clone, Debug)]
@@ -97,7 +75,7 @@ struct Worker {
     plan: Plan,
     setup: Option<u64>,
     todo: u32,
-    rng: Rng,
+    rng: SplitMix64,
     ready: bool,
     step: Step,
     ttid: Tid,
@@ -116,7 +94,7 @@ impl Worker {
             plan,
             setup: None,
             todo,
-            rng: Rng(seed),
+            rng: SplitMix64::new(seed),
             ready: false,
             step: Step::Idle,
             ttid: Tid::ZERO,
@@ -192,7 +170,7 @@ impl Worker {
                 };
                 match result {
                     LoadResult::Found { tid, data } => {
-                        read.insert(oid, (tid, balance(&data)));
+                        read.insert(oid, (tid, balance(oid, &data).expect("a balance")));
                     }
                     LoadResult::Missing | LoadResult::Failed => {
                         self.client.abort().expect("abort while loading");
@@ -307,11 +285,8 @@ fn storage_config() -> StorageConfig {
     }
 }
 
-struct Packet {
-    from: String,
-    to: String,
-    bytes: Vec<u8>,
-}
+/// An encoded message on its way.
+type Packet = InFlight<String, Vec<u8>>;
 
 /// A crash to inject: `storage` dies right after it sends a yes vote, once `after_commits`
 /// transactions committed, and restarts `down_for` later.
@@ -334,13 +309,10 @@ enum CrashPoint {
 }
 
 struct Sim {
-    rng: Rng,
     now: Duration,
-    max_delay_ms: u64,
-    queue: BTreeMap<(Duration, u64), Packet>,
-    link_last: BTreeMap<(String, String), Duration>,
-    sequence: u64,
-    down: HashSet<String>,
+    /// Delays of 1 to 20 ms, in order per link; loss (`loss_percent`) only of messages the
+    /// protocol asks again.
+    network: Network<String, Vec<u8>>,
     dir: tempfile::TempDir,
     master: Master,
     master_events: Vec<MasterEvent>,
@@ -355,9 +327,6 @@ struct Sim {
     recovered_voted: usize,
     /// Whether the master is told when a client vanishes (its connection closes).
     report_vanished: bool,
-    /// Percent of retried messages lost.
-    loss_percent: u64,
-    lost: usize,
     /// Run until every cell of the table is up to date, not only until the workers are done.
     await_caught_up: bool,
     /// Commits the clients saw when the crashed storage restarted, and when the master
@@ -397,13 +366,8 @@ impl Sim {
             },
         );
         let mut sim = Self {
-            rng: Rng(seed),
             now: Duration::ZERO,
-            max_delay_ms: 20,
-            queue: BTreeMap::new(),
-            link_last: BTreeMap::new(),
-            sequence: 0,
-            down: HashSet::new(),
+            network: Network::new(seed, 20),
             dir,
             master,
             master_events: Vec::new(),
@@ -417,8 +381,6 @@ impl Sim {
             restart_at: None,
             recovered_voted: 0,
             report_vanished: false,
-            loss_percent: 0,
-            lost: 0,
             await_caught_up: false,
             commits_at_restart: None,
             commits_at_caught_up: None,
@@ -444,9 +406,6 @@ impl Sim {
     }
 
     fn send(&mut self, from: &str, to: &str, message: &Message) {
-        if self.down.contains(from) || self.down.contains(to) {
-            return;
-        }
         // Loss only where the protocol asks again: outcomes are re-asked on a timer, loads
         // fall through to the next replica. The rest rides on ordered, reliable streams.
         let retried = matches!(
@@ -456,25 +415,13 @@ impl Sim {
                 | Message::Load { .. }
                 | Message::AnswerLoad { .. }
         );
-        if retried && self.rng.below(100) < self.loss_percent {
-            self.lost += 1;
-            return;
+        let (from, to) = (from.to_owned(), to.to_owned());
+        if retried {
+            self.network
+                .send_lossy(self.now, &from, &to, encode(message));
+        } else {
+            self.network.send(self.now, &from, &to, encode(message));
         }
-        let delay = Duration::from_millis(1 + self.rng.below(self.max_delay_ms));
-        let link = (from.to_owned(), to.to_owned());
-        let last = self.link_last.get(&link).copied().unwrap_or_default();
-        // One link is one ordered stream: never deliver before what was sent on it earlier.
-        let at = (self.now + delay).max(last);
-        self.link_last.insert(link, at);
-        self.sequence += 1;
-        self.queue.insert(
-            (at, self.sequence),
-            Packet {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                bytes: encode(message),
-            },
-        );
     }
 
     /// Takes every message and event out of every state machine.
@@ -552,7 +499,7 @@ impl Sim {
                     self.send(&name, &transmit.to, &transmit.message);
                 }
                 let vanished_now =
-                    self.workers[index].vanished.is_some() && self.down.insert(name.clone());
+                    self.workers[index].vanished.is_some() && self.network.cut_off(&name);
                 if vanished_now && self.report_vanished {
                     let result = self.master.peer_lost(now, &name);
                     self.record(result);
@@ -588,9 +535,7 @@ impl Sim {
         // Dropping the state machine drops its locks and everything it held in memory; the
         // store keeps what redb made durable.
         self.storages.insert(name.to_owned(), None);
-        self.down.insert(name.to_owned());
-        self.queue
-            .retain(|_, packet| packet.from != name && packet.to != name);
+        self.network.crash(&name.to_owned());
         self.crashed_at.get_or_insert(self.now);
         if detected {
             self.detect_crash_at = Some(self.now + Duration::from_millis(200));
@@ -664,7 +609,7 @@ impl Sim {
                 .sum::<u32>(),
             wounds,
             self.protocol_errors,
-            self.lost,
+            self.network.lost(),
         );
     }
 
@@ -677,7 +622,7 @@ impl Sim {
                 && caught_up
             {
                 // Let the storages settle what is left (a vanished client's locks).
-                if self.queue.is_empty()
+                if self.network.is_idle()
                     && self
                         .storages
                         .values()
@@ -687,7 +632,7 @@ impl Sim {
                     return;
                 }
             }
-            let next_packet = self.queue.keys().next().map(|(at, _)| *at);
+            let next_packet = self.network.next_arrival();
             let Some(next) = next_packet.into_iter().chain(self.next_timer()).min() else {
                 panic!(
                     "nothing left to happen, but the workers are not finished: {:?}, table {:?}",
@@ -698,8 +643,7 @@ impl Sim {
             self.now = self.now.max(next);
             assert!(self.now <= MAX_VIRTUAL_TIME, "virtual time bound reached");
             if next_packet == Some(next) {
-                let key = *self.queue.keys().next().expect("a packet is due");
-                let packet = self.queue.remove(&key).expect("the packet is queued");
+                let packet = self.network.pop_due(self.now).expect("a packet is due");
                 self.deliver(packet);
             } else {
                 self.fire_timers();
@@ -710,7 +654,11 @@ impl Sim {
 
     fn deliver(&mut self, packet: Packet) {
         let now = wall(self.now);
-        let Packet { from, to, bytes } = packet;
+        let InFlight {
+            from,
+            to,
+            payload: bytes,
+        } = packet;
         if to == MASTER {
             let result = self.master.handle_bytes(now, &from, &bytes);
             self.record(result);
@@ -792,9 +740,7 @@ impl Sim {
                 .map(|(name, _)| name.clone())
                 .collect();
             for name in crashed {
-                self.down.remove(&name);
-                self.link_last
-                    .retain(|(from, to), _| *from != name && *to != name);
+                self.network.restart(&name);
                 // From here on, the events of the restarted storage only.
                 self.storage_events.insert(name.clone(), Vec::new());
                 self.start_storage(&name);
@@ -880,7 +826,12 @@ impl Sim {
                     "{oid} on {} is at the last commit",
                     cell.node
                 );
-                assert_eq!(balance(&revision.data), value, "{oid} on {}", cell.node);
+                assert_eq!(
+                    balance(oid, &revision.data).expect("a balance"),
+                    value,
+                    "{oid} on {}",
+                    cell.node
+                );
             }
         }
         for (name, node) in &self.storages {
@@ -971,7 +922,7 @@ fn concurrent_transfers_keep_the_sum() {
             ACCOUNTS,
         );
         // Odd seeds lose a tenth of the messages the protocol asks again for.
-        sim.loss_percent = if seed % 2 == 1 { 10 } else { 0 };
+        sim.network.loss_percent = if seed % 2 == 1 { 10 } else { 0 };
         sim.run();
         let balances = sim.check_consistency(ACCOUNTS);
         assert_eq!(
@@ -1033,7 +984,7 @@ fn storage_crash_mid_commit_goes_on_and_recovers() {
     // vote, odd ones on a finish.
     for seed in 0..5 {
         let mut sim = Sim::new(seed, transfer_workers(3, 12, ACCOUNTS, seed), ACCOUNTS);
-        sim.loss_percent = 10;
+        sim.network.loss_percent = 10;
         sim.crash = Some(CrashPlan {
             storage: "s1",
             after_commits: 4,
@@ -1220,7 +1171,7 @@ fn vanished_client_releases_its_locks() {
         workers[1].vanish_at_vote = true;
         let mut sim = Sim::new(seed, workers, ACCOUNTS);
         sim.report_vanished = seed >= 3;
-        sim.loss_percent = 10;
+        sim.network.loss_percent = 10;
         sim.run();
         let vanished = sim.workers[1].vanished.expect("c2 vanished after its vote");
         assert_eq!(

@@ -23,7 +23,7 @@ use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
-use replicast_node::workload::transfers;
+use replicast_testkit::workload::transfers;
 use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::Endpoint;

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::workload::transfers::{self, Commit};
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::ClientHandle;
 use replicast_node::engine::{Engine, ObjectCursor};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::workload::transfers::{self, Commit};
 use tokio::sync::watch;
 
 use super::{CALL_WAIT, LocalCluster, WAIT, client_driver_config, client_endpoint};

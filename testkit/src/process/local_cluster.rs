@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{BIN, NodeProcess};
+use replicast_certs::NodeIdentity;
+
+use super::{NodeProcess, binary};
 
 /// What to start: the partition table's shape, the storages and the extra names to give
 /// certificates to (clients, test peers).
@@ -25,6 +27,10 @@ pub struct ClusterSpec {
     pub extra_names: Vec<String>,
     /// TOML appended to every storage's configuration (e.g. a `[multicast]` section).
     pub storage_sections: String,
+    /// Whether each node's standard error goes to `ROOT/NAME.stderr` (read with
+    /// [`LocalCluster::stderr`], e.g. to tell that no node panicked: a panic in a task of a
+    /// node's runtime does not end the process) instead of the test's.
+    pub stderr_to_files: bool,
 }
 
 impl Default for ClusterSpec {
@@ -37,6 +43,7 @@ impl Default for ClusterSpec {
             spare_storages: Vec::new(),
             extra_names: (1..=4).map(|i| format!("client-{i}")).collect(),
             storage_sections: String::new(),
+            stderr_to_files: false,
         }
     }
 }
@@ -51,6 +58,7 @@ pub struct LocalCluster {
     /// The storage processes by name (only those started).
     pub storages: BTreeMap<String, NodeProcess>,
     addresses: BTreeMap<String, SocketAddr>,
+    stderr_to_files: bool,
 }
 
 /// A UDP port free on 127.0.0.1 right now (a master's or storage's configuration needs a fixed
@@ -88,7 +96,7 @@ impl LocalCluster {
         names.extend(spec.storages.iter().cloned());
         names.extend(spec.spare_storages.iter().cloned());
         names.extend(spec.extra_names.iter().cloned());
-        let status = Command::new(BIN)
+        let status = Command::new(binary())
             .args(["certs", "init", "--out"])
             .arg(root.join("certs"))
             .arg("--node")
@@ -112,7 +120,7 @@ impl LocalCluster {
                 storage_list.join(", ")
             ),
         );
-        let master_node = NodeProcess::start("master", &master_config);
+        let master_node = start_node(root, "master", &master_config, spec.stderr_to_files);
         let master = master_node.wait_ready();
         assert_eq!(master, master_listen);
 
@@ -122,6 +130,7 @@ impl LocalCluster {
             master_node,
             storages: BTreeMap::new(),
             addresses: BTreeMap::new(),
+            stderr_to_files: spec.stderr_to_files,
         };
         for name in spec.storages.iter().chain(&spec.spare_storages) {
             let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -166,16 +175,42 @@ impl LocalCluster {
         self.addresses[name]
     }
 
+    /// Where each storage (started or spare) listens, by name.
+    pub fn storage_addresses(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.addresses
+    }
+
+    /// The identity (certificate and key) of `name` from the cluster's certificates.
+    pub fn identity(&self, name: &str) -> NodeIdentity {
+        NodeIdentity::load_dir(&self.root().join("certs"), name)
+            .unwrap_or_else(|error| panic!("load the identity of {name}: {error}"))
+    }
+
+    /// What node `name` wrote to its standard error so far, when
+    /// [`ClusterSpec::stderr_to_files`] sent it to a file (empty otherwise).
+    pub fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root().join(format!("{name}.stderr"))).unwrap_or_default()
+    }
+
     /// Starts (or restarts, after it was killed or stopped) storage `name` and waits for its
     /// ready line.
     pub fn start_storage(&mut self, name: &str) {
-        let node = NodeProcess::start(name, &self.config(name));
+        let node = start_node(self.root(), name, &self.config(name), self.stderr_to_files);
         let address = node.wait_ready();
         assert_eq!(
             address, self.addresses[name],
             "{name} listens where configured"
         );
         self.storages.insert(name.to_owned(), node);
+    }
+
+    /// The process of node `name`: the master's or a storage's.
+    pub fn node(&mut self, name: &str) -> &mut NodeProcess {
+        if name == "master" {
+            &mut self.master_node
+        } else {
+            self.storage(name)
+        }
     }
 
     /// The storage process `name`.
@@ -216,4 +251,22 @@ impl LocalCluster {
         }
         self.master_node.stop();
     }
+}
+
+/// `replicast node --config CONFIG`; with `stderr_to_file`, its standard error written to
+/// ROOT/NAME.stderr (the shell execs the node, so the process id is the node's).
+fn start_node(root: &Path, name: &str, config: &Path, stderr_to_file: bool) -> NodeProcess {
+    if !stderr_to_file {
+        return NodeProcess::start(name, config);
+    }
+    let stderr = root.join(format!("{name}.stderr"));
+    NodeProcess::start_command(
+        name,
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" node --config "$1" 2>"$2""#)
+            .arg(binary())
+            .arg(config)
+            .arg(&stderr),
+    )
 }
