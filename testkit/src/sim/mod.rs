@@ -25,8 +25,8 @@
 //!
 //! let mut network: Network<&str, &str> = Network::new(7, 20);
 //! let mut now = Duration::ZERO;
-//! network.send(now, "a", "b", "first");
-//! network.send(now, "a", "b", "second");
+//! network.send(now, &"a", &"b", "first");
+//! network.send(now, &"a", &"b", "second");
 //! let mut delivered = Vec::new();
 //! while let Some(at) = network.next_arrival() {
 //!     now = now.max(at);
