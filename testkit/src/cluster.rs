@@ -100,6 +100,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// The storage roles' configuration (default [`StorageConfig::default`]).
+    pub fn storage_config(mut self, config: StorageConfig) -> Self {
+        self.storage = config;
+        self
+    }
+
     /// The storages' driver configuration; the master's address is added to its directory
     /// (default [`DriverConfig::default`]).
     pub fn storage_driver(mut self, config: DriverConfig) -> Self {
