@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consensus;
 pub mod engine;
 pub mod ids;
 pub mod locks;
