@@ -91,7 +91,8 @@ impl Cluster {
             .map_err(|e| BenchError::setup("master address", e))?;
         let mut directory = HashMap::from([(MASTER.to_owned(), master_addr)]);
         let (master, _events) = spawn(
-            Master::new(table, MasterConfig::default()),
+            Master::new(table, MasterConfig::default())
+                .map_err(|e| BenchError::setup("master", e))?,
             master_endpoint,
             DriverConfig::default(),
         );

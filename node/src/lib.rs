@@ -59,6 +59,7 @@ pub mod ids;
 pub mod locks;
 pub mod object;
 pub mod partition;
+pub mod primary;
 
 pub mod client;
 pub mod driver;

@@ -65,7 +65,7 @@ pub fn spawn_master(ca: &ClusterCa) -> (DriverHandle<Master>, SocketAddr) {
     let master_endpoint = endpoint(ca, MASTER);
     let master_address = address(&master_endpoint);
     let (master, _events) = spawn(
-        Master::new(table, MasterConfig::default()),
+        Master::new(table, MasterConfig::default()).expect("a lone master"),
         master_endpoint,
         DriverConfig::default(),
     );
