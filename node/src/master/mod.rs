@@ -622,11 +622,15 @@ impl Master {
                             pending: request.voters.clone(),
                         },
                     );
-                    // A voter gone out of date since its vote asks for the outcome itself.
+                    // A voter gone out of date since its vote asks for the outcome itself, as
+                    // does one whose loss was seen. One that voted but has not announced
+                    // itself to this primary yet (it just took over) is waited for.
                     let waiting: BTreeSet<NodeName> = request
                         .voters
                         .iter()
-                        .filter(|node| self.running.contains(*node) && self.has_writable_cell(node))
+                        .filter(|node| {
+                            !self.replication.lost.contains(*node) && self.has_writable_cell(node)
+                        })
                         .cloned()
                         .collect();
                     (tid, waiting)
