@@ -15,9 +15,9 @@
 //! let mut masters = PrimaryTracker::new(vec!["m1".into(), "m2".into(), "m3".into()]);
 //! assert_eq!(masters.target(), "m1"); // nobody known yet: ask the first
 //! // m2 is the primary of term 3, and it was not asked: the node announces itself to it.
-//! assert!(matches!(masters.order("m2", 3, "Finish"), Ok(true)));
-//! assert!(masters.order("m1", 2, "Finish").is_err()); // a deposed primary's order
-//! assert!(masters.order("m3", 3, "Finish").is_err()); // another primary of term 3: no
+//! assert!(matches!(masters.order("m2", 3, "Finish", "m1"), Ok(true)));
+//! assert!(masters.order("m1", 2, "Finish", "m1").is_err()); // a deposed primary's order
+//! assert!(masters.order("m3", 3, "Finish", "m1").is_err()); // another primary of term 3: no
 //! assert_eq!(masters.refused_orders(), 2);
 //! assert_eq!(masters.target(), "m2");
 //! ```
@@ -96,7 +96,8 @@ impl PrimaryTracker {
         self.refused
     }
 
-    /// An order (`kind`) from master `from` of term `term`: `Ok(true)` when `from` is a
+    /// An order (`kind`) from master `from` of term `term`, on a node whose requests went to
+    /// master `asked`: `Ok(true)` when `from` is a
     /// primary this node must announce itself to anew (requests went to another master, or
     /// it is the primary of a later term, which forgot what it held in memory), `Ok(false)`
     /// from the master already talked to, an error (counted) when it must be refused.
@@ -105,6 +106,7 @@ impl PrimaryTracker {
         from: &str,
         term: u64,
         kind: &'static str,
+        asked: &str,
     ) -> Result<bool, ProtocolError> {
         if term < self.term {
             self.refused += 1;
@@ -131,7 +133,7 @@ impl PrimaryTracker {
         // News when the requests went elsewhere, or when a primary of a later term took over
         // (even the same master: it forgot its volatile state). Not at the first contact
         // with the master asked: it has the requests.
-        let new = from != self.target() || (self.term != 0 && term > self.term);
+        let new = from != asked || (self.term != 0 && term > self.term);
         self.term = term;
         self.term_primary = Some(from.to_owned());
         self.primary = Some(from.to_owned());
@@ -202,9 +204,9 @@ mod tests {
         assert_eq!(masters.redirect("m3", Some("m1"), 3), None, "an older term");
         assert_eq!(masters.target(), "m2");
         // Its order of the same term is taken without news; another's is refused.
-        assert!(matches!(masters.order("m2", 4, "Finish"), Ok(false)));
+        assert!(matches!(masters.order("m2", 4, "Finish", "m2"), Ok(false)));
         assert!(matches!(
-            masters.order("m1", 4, "Finish"),
+            masters.order("m1", 4, "Finish", "m1"),
             Err(ProtocolError::NotThePrimary { .. })
         ));
         // A stranger's redirect to a non-master is ignored.
@@ -216,21 +218,21 @@ mod tests {
     fn a_lost_primary_makes_the_next_master_the_one_asked() {
         let mut masters = tracker();
         assert!(
-            matches!(masters.order("m1", 1, "Finish"), Ok(false)),
+            matches!(masters.order("m1", 1, "Finish", "m1"), Ok(false)),
             "the master asked"
         );
         assert!(
-            matches!(masters.order("m1", 2, "Finish"), Ok(true)),
+            matches!(masters.order("m1", 2, "Finish", "m1"), Ok(true)),
             "a later term"
         );
-        masters.order("m2", 3, "Finish").expect("an order");
+        masters.order("m2", 3, "Finish", "m1").expect("an order");
         masters.lost("m2");
         assert_eq!(masters.primary(), None);
         assert_eq!(masters.target(), "m3");
         masters.next_probe();
         assert_eq!(masters.target(), "m1");
         // A master that does not know is not taken for the primary either.
-        masters.order("m1", 4, "Finish").expect("an order");
+        masters.order("m1", 4, "Finish", "m1").expect("an order");
         assert_eq!(masters.redirect("m1", None, 4), None);
         assert_eq!(masters.primary(), None);
     }

@@ -200,6 +200,9 @@ impl Client {
     /// Announces the client to the master, which answers with the partition table.
     pub fn connect(&mut self) {
         self.awaiting.hello = true;
+        // With several masters, the first asked may be down: the others are asked if no
+        // table comes within the master timeout.
+        self.awaiting.since_request();
         self.out.send(&self.master, Message::ClientHello);
     }
 

@@ -25,7 +25,7 @@ pub(super) struct Awaiting {
     pub(super) now: SystemTime,
     /// When the primary counts as silent if nothing it owes has come.
     pub(super) deadline: Option<SystemTime>,
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 impl Awaiting {
@@ -76,7 +76,8 @@ impl Client {
                 term,
                 message: Order(order),
             } => {
-                if self.masters.order(from, term, order.kind())? {
+                let asked = self.master.clone();
+                if self.masters.order(from, term, order.kind(), &asked)? {
                     self.follow_primary(now, from);
                 }
                 let primary = self.master.clone();
@@ -85,7 +86,18 @@ impl Client {
             Message::PrimaryIs { primary, term, .. } => {
                 match self.masters.redirect(from, primary.as_deref(), term) {
                     Some(primary) => self.follow_primary(now, &primary),
-                    None => self.master = self.masters.target().to_owned(),
+                    None if self.masters.primary().is_none() => {
+                        // No primary yet (an election goes on): ask again shortly.
+                        let soon = now + self.awaiting.timeout / 4;
+                        if self
+                            .awaiting
+                            .deadline
+                            .is_none_or(|deadline| deadline > soon)
+                        {
+                            self.awaiting.deadline = Some(soon);
+                        }
+                    }
+                    None => {}
                 }
                 Ok(())
             }
@@ -144,11 +156,15 @@ impl Client {
     /// The link to master `master` is lost: if it was the primary, the masters are asked who
     /// is now.
     pub(super) fn master_lost(&mut self, now: SystemTime, master: &str) {
-        if self.masters.primary() != Some(master) {
+        // Requests went to `master`, which is lost: ask the others.
+        let asked = self.masters.primary().is_none() && self.master == master;
+        if self.masters.primary() != Some(master) && !asked {
             return;
         }
         self.masters.lost(master);
-        self.master = self.masters.target().to_owned();
+        if asked {
+            self.masters.next_probe();
+        }
         self.ask_masters(Some(master));
         self.awaiting.now = now;
         self.awaiting.deadline = Some(now + self.awaiting.timeout);
@@ -167,7 +183,6 @@ impl Client {
         }
         if self.masters.primary().is_none() {
             self.masters.next_probe();
-            self.master = self.masters.target().to_owned();
         }
         self.ask_masters(None);
         self.awaiting.deadline = Some(now + self.awaiting.timeout);

@@ -390,14 +390,14 @@ impl Master {
     /// A message that needs the primary, on a master that is not: the asker learns who is.
     pub(super) fn redirect(&mut self, from: &str, message: Message) -> Result<(), ProtocolError> {
         match message {
-            // Reports are for the primary's status; they come again every second.
-            Message::NodeReport(_) => Ok(()),
             Message::AskStatus { request } => {
                 let status = Box::new(self.cluster_status());
                 self.consensus
                     .send_direct(from, Message::AnswerStatus { request, status });
                 Ok(())
             }
+            // Anything else, the periodic reports included: a node that took this master for
+            // the primary (it may have been, in an earlier term) learns who is.
             _ => {
                 let (primary, address) = self.consensus.primary_is();
                 let term = self.consensus.term();
@@ -545,7 +545,11 @@ impl Master {
         // The storages learn at once that this master is the primary (they announce
         // themselves in return), rather than when their link to the old one times out.
         let (primary, address) = self.consensus.primary_is();
-        let storages: Vec<NodeName> = self.state.storage_addresses.keys().cloned().collect();
+        // Those with a known address, and those of the table (reached if they are connected).
+        let mut storages: Vec<NodeName> = self.state.storage_addresses.keys().cloned().collect();
+        storages.extend(self.state.table.storages().iter().cloned());
+        storages.sort();
+        storages.dedup();
         for storage in storages {
             self.out.send(
                 &storage,

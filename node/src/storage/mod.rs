@@ -46,6 +46,9 @@ mod primary;
 mod replication;
 
 pub use config::StorageConfig;
+
+/// How soon a storage asks again when the masters know no primary (an election goes on).
+const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 pub use event::StorageEvent;
 
 /// A store waiting for its lock or its turn.
@@ -444,7 +447,7 @@ impl Storage {
                 for master in &masters {
                     self.out.send(master, Message::AskPrimary);
                 }
-                self.reannounce_at = Some(now + self.config.outcome_timeout);
+                self.reannounce_at = Some(now + PRIMARY_RETRY.max(self.config.outcome_timeout / 4));
             }
             self.out.send(&self.master, Message::StorageReady);
             if let Some(address) = self.address {

@@ -25,7 +25,8 @@ impl Storage {
                 term,
                 message: Order(order),
             } => {
-                if self.masters.order(from, term, order.kind())? {
+                let asked = self.master.clone();
+                if self.masters.order(from, term, order.kind(), &asked)? {
                     self.follow_primary(from);
                 }
                 let primary = self.master.clone();
@@ -34,7 +35,12 @@ impl Storage {
             Message::PrimaryIs { primary, term, .. } => {
                 match self.masters.redirect(from, primary.as_deref(), term) {
                     Some(primary) => self.follow_primary(&primary),
-                    None => self.master = self.masters.target().to_owned(),
+                    None if self.masters.primary().is_none() => {
+                        // No primary yet (an election goes on): ask again shortly.
+                        self.masters.next_probe();
+                        self.reannounce_at.get_or_insert(now + super::PRIMARY_RETRY);
+                    }
+                    None => {}
                 }
                 Ok(())
             }
@@ -69,11 +75,15 @@ impl Storage {
     /// who is now (a new primary also tells this storage by itself).
     pub(super) fn master_lost(&mut self, now: SystemTime, master: &str) {
         let _ = now;
-        if self.masters.primary() != Some(master) || self.masters.masters().len() < 2 {
+        // Requests went to `master`, which is lost: ask the others.
+        let asked = self.masters.primary().is_none() && self.master == master;
+        if (self.masters.primary() != Some(master) && !asked) || self.masters.masters().len() < 2 {
             return;
         }
         self.masters.lost(master);
-        self.master = self.masters.target().to_owned();
+        if asked {
+            self.masters.next_probe();
+        }
         let masters: Vec<String> = self.masters.masters().to_vec();
         for other in masters.iter().filter(|other| *other != master) {
             self.out.send(other, Message::AskPrimary);
