@@ -453,6 +453,20 @@ impl Client {
         if from_master {
             self.awaiting.answered(&message);
         }
+        let result = self.handle_answer(now, from, from_master, message);
+        if from_master && !self.awaits_primary() {
+            self.awaiting.deadline = None;
+        }
+        result
+    }
+
+    fn handle_answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        from_master: bool,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
         match message {
             Message::PrimaryIs { .. } if from_master => Ok(()),
             Message::StorageAddresses(book) if from_master => {

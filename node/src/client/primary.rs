@@ -109,7 +109,7 @@ impl Client {
     }
 
     /// Whether the primary owes this client an answer.
-    fn awaits_primary(&self) -> bool {
+    pub(super) fn awaits_primary(&self) -> bool {
         self.awaiting.hello
             || !self.awaiting.oids.is_empty()
             || self.awaiting.finish.is_some()

@@ -106,7 +106,13 @@ pub(super) struct Consensus {
     events: VecDeque<MasterEvent>,
     /// Committed entries that did not decode (never expected: only masters propose).
     bad_entries: u64,
+    /// When bookkeeping held back (see [`Update::is_bookkeeping`]) must be proposed at the
+    /// latest.
+    bookkeeping_due: Option<SystemTime>,
 }
+
+/// How long bookkeeping may wait for the next proposal.
+const BOOKKEEPING_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Consensus {
     pub(super) fn open(
@@ -144,6 +150,7 @@ impl Consensus {
             released: VecDeque::new(),
             events: VecDeque::new(),
             bad_entries: 0,
+            bookkeeping_due: None,
         })
     }
 
@@ -202,9 +209,14 @@ impl Consensus {
         self.group.tick(now)
     }
 
-    /// When raft's clock must tick next; none for a lone master, which never needs it.
+    /// When raft's clock must tick next (never for a lone master, which needs no ticks), or
+    /// held-back bookkeeping is due.
     pub(super) fn poll_timeout(&self) -> Option<SystemTime> {
-        (self.config.masters.len() > 1).then(|| self.group.poll_timeout())
+        (self.config.masters.len() > 1)
+            .then(|| self.group.poll_timeout())
+            .into_iter()
+            .chain(self.bookkeeping_due)
+            .min()
     }
 
     pub(super) fn step(
@@ -292,6 +304,7 @@ impl Consensus {
             Some(primary) if !(self.group.is_leader() && term == primary) => {
                 self.primary_term = None;
                 self.held.clear();
+                self.bookkeeping_due = None;
                 self.journal = Journal::default();
                 self.proposed = self.committed.clone();
                 Transition::StepDown
@@ -469,10 +482,19 @@ impl Master {
             if self.is_primary() {
                 let journal = std::mem::take(&mut self.consensus.journal);
                 let update = self.state.diff(&self.consensus.proposed, journal);
-                if !update.is_empty()
-                    && let Err(error) = self.consensus.propose(update)
-                {
-                    result = Err(error.into());
+                let due = self.consensus.bookkeeping_due.is_some_and(|due| now >= due);
+                if update.is_bookkeeping() && !due {
+                    // Completed finishes: recorded with the next proposal (one log write per
+                    // transaction, not two), or shortly.
+                    self.consensus.journal.acked = update.acked;
+                    self.consensus
+                        .bookkeeping_due
+                        .get_or_insert(now + BOOKKEEPING_DELAY);
+                } else if !update.is_empty() {
+                    self.consensus.bookkeeping_due = None;
+                    if let Err(error) = self.consensus.propose(update) {
+                        result = Err(error.into());
+                    }
                 }
             }
             let transmits: Vec<Transmit> = std::iter::from_fn(|| self.out.poll()).collect();
@@ -545,11 +567,9 @@ impl Master {
         // The storages learn at once that this master is the primary (they announce
         // themselves in return), rather than when their link to the old one times out.
         let (primary, address) = self.consensus.primary_is();
-        // Those with a known address, and those of the table (reached if they are connected).
-        let mut storages: Vec<NodeName> = self.state.storage_addresses.keys().cloned().collect();
-        storages.extend(self.state.table.storages().iter().cloned());
-        storages.sort();
-        storages.dedup();
+        // (Those whose address is known; the others learn it from the redirect to their next
+        // message, their periodic report at the latest.)
+        let storages: Vec<NodeName> = self.state.storage_addresses.keys().cloned().collect();
         for storage in storages {
             self.out.send(
                 &storage,

@@ -51,6 +51,9 @@ pub use event::MasterEvent;
 
 use state::{Decision, ReplicatedState};
 
+/// The most queued finishes decided in one go.
+const DECIDE_AHEAD: usize = 64;
+
 /// A transaction begun and not yet decided.
 #[derive(Debug)]
 struct Open {
@@ -594,48 +597,24 @@ impl Master {
 
     fn start_next_finish(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         while self.finishing.is_none() {
+            self.decide_queued(now)?;
             let Some(request) = self.queue.pop_front() else {
                 return Ok(());
             };
-            let (tid, waiting) = match request.decided {
-                Some(tid) => {
-                    // An earlier primary's decision: every voter that has not acknowledged
-                    // it is waited for (none runs here yet: each gets the finish when it
-                    // announces itself), and goes out of date if it stays silent.
-                    let waiting: BTreeSet<NodeName> = request
-                        .voters
-                        .iter()
-                        .filter(|node| self.has_writable_cell(node))
-                        .cloned()
-                        .collect();
-                    (tid, waiting)
-                }
-                None => {
-                    let tid = self.clock.allocate(now)?;
-                    // The commit point: the data is durable on the voters, the TID is
-                    // decided, and goes to the log before anyone hears of it.
-                    self.decide(
-                        request.ttid,
-                        Decision {
-                            tid,
-                            client: request.client.clone().unwrap_or_default(),
-                            pending: request.voters.clone(),
-                        },
-                    );
-                    // A voter gone out of date since its vote asks for the outcome itself, as
-                    // does one whose loss was seen. One that voted but has not announced
-                    // itself to this primary yet (it just took over) is waited for.
-                    let waiting: BTreeSet<NodeName> = request
-                        .voters
-                        .iter()
-                        .filter(|node| {
-                            !self.replication.lost.contains(*node) && self.has_writable_cell(node)
-                        })
-                        .cloned()
-                        .collect();
-                    (tid, waiting)
-                }
+            let Some(tid) = request.decided else {
+                continue;
             };
+            // A voter gone out of date since its vote asks for the outcome itself, as does one
+            // whose loss was seen. One that voted but has not announced itself to this primary
+            // yet (it just took over) is waited for, and goes out of date if it stays silent.
+            let waiting: BTreeSet<NodeName> = request
+                .voters
+                .iter()
+                .filter(|node| {
+                    !self.replication.lost.contains(*node) && self.has_writable_cell(node)
+                })
+                .cloned()
+                .collect();
             for node in &waiting {
                 self.out.send(
                     node,
@@ -653,6 +632,42 @@ impl Master {
                 deadline: now + self.config.finish_timeout,
             });
             self.complete_finish_if_done(now)?;
+        }
+        Ok(())
+    }
+
+    /// Decides every queued finish not decided yet (at most [`DECIDE_AHEAD`]), in queue order:
+    /// the commit point. The decisions go to the log in one entry; their finishes then go out
+    /// one at a time, each as soon as the previous one completes, without waiting for the log
+    /// again.
+    fn decide_queued(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let undecided: Vec<usize> = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, request)| request.decided.is_none())
+            .map(|(index, _)| index)
+            .take(DECIDE_AHEAD)
+            .collect();
+        for index in undecided {
+            let tid = self.clock.allocate(now)?;
+            let request = &self.queue[index];
+            let (ttid, client, voters) = (
+                request.ttid,
+                request.client.clone().unwrap_or_default(),
+                request.voters.clone(),
+            );
+            // The data is durable on the voters; the TID is decided, and goes to the log
+            // before anyone hears of it.
+            self.decide(
+                ttid,
+                Decision {
+                    tid,
+                    client,
+                    pending: voters,
+                },
+            );
+            self.queue[index].decided = Some(tid);
         }
         Ok(())
     }

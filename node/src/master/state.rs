@@ -90,6 +90,25 @@ impl Update {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// Whether it only records that finishes completed (acknowledgements, the replication
+    /// bound): nothing anyone is told depends on it, and a primary that dies before it is in
+    /// the log only makes its successor finish those decisions again. Such an update may wait
+    /// for the next one.
+    pub fn is_bookkeeping(&self) -> bool {
+        let Self {
+            acked,
+            last_committed,
+            ..
+        } = self;
+        Self {
+            acked: Vec::new(),
+            last_committed: None,
+            ..self.clone()
+        }
+        .is_empty()
+            && (!acked.is_empty() || last_committed.is_some())
+    }
 }
 
 impl ReplicatedState {
