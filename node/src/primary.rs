@@ -42,6 +42,9 @@ pub struct PrimaryTracker {
     probe: usize,
     /// Orders refused: of an older term, or from another master than its term's primary.
     refused: u64,
+    /// Masters that redirected this node (they dropped what it sent them): one that sends
+    /// orders later must hear of the node anew.
+    redirected_by: Vec<NodeName>,
 }
 
 impl PrimaryTracker {
@@ -60,6 +63,7 @@ impl PrimaryTracker {
             term_primary: None,
             probe: 0,
             refused: 0,
+            redirected_by: Vec::new(),
         }
     }
 
@@ -133,7 +137,9 @@ impl PrimaryTracker {
         // News when the requests went elsewhere, or when a primary of a later term took over
         // (even the same master: it forgot its volatile state). Not at the first contact
         // with the master asked: it has the requests.
-        let new = from != asked || (self.term != 0 && term > self.term);
+        let redirected = self.redirected_by.iter().any(|master| master == from);
+        self.redirected_by.retain(|master| master != from);
+        let new = from != asked || redirected || (self.term != 0 && term > self.term);
         self.term = term;
         self.term_primary = Some(from.to_owned());
         self.primary = Some(from.to_owned());
@@ -143,6 +149,9 @@ impl PrimaryTracker {
     /// Master `from` says the primary of term `term` is `primary` (none known): returns the
     /// primary to turn to when that is news. A redirect of an older term is ignored.
     pub fn redirect(&mut self, from: &str, primary: Option<&str>, term: u64) -> Option<NodeName> {
+        if !self.redirected_by.iter().any(|master| master == from) {
+            self.redirected_by.push(from.to_owned());
+        }
         if term < self.term {
             return None;
         }

@@ -436,7 +436,7 @@ impl Client {
     ) -> Result<(), ProtocolError> {
         self.awaiting.now = now;
         if self.masters.is_master(from) {
-            return self.from_master(now, from, message);
+            return self.handle_master_message(now, from, message);
         }
         self.handle_message(now, from, message)
     }

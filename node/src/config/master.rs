@@ -69,20 +69,17 @@ impl MasterPeer {
         let raw = raw.into_inner();
         for (key, value) in [("master.path", raw.path.as_ref().map(Spanned::span))]
             .into_iter()
-            .chain(
-                [
-                    ("master.tick_ms", raw.tick_ms.as_ref().map(Spanned::span)),
-                    (
-                        "master.election_ticks",
-                        raw.election_ticks.as_ref().map(Spanned::span),
-                    ),
-                    (
-                        "master.heartbeat_ticks",
-                        raw.heartbeat_ticks.as_ref().map(Spanned::span),
-                    ),
-                ]
-                .into_iter(),
-            )
+            .chain([
+                ("master.tick_ms", raw.tick_ms.as_ref().map(Spanned::span)),
+                (
+                    "master.election_ticks",
+                    raw.election_ticks.as_ref().map(Spanned::span),
+                ),
+                (
+                    "master.heartbeat_ticks",
+                    raw.heartbeat_ticks.as_ref().map(Spanned::span),
+                ),
+            ])
         {
             if let Some(span) = value {
                 return Err(check.invalid(

@@ -139,11 +139,13 @@ impl RaftLog {
         drop(table);
         drop(meta);
         drop(read);
-        let mut hard_state = HardState::default();
-        hard_state.term = stored.term;
-        hard_state.vote = stored.vote;
-        // The commit index is written with the hard state, lazily; a snapshot is committed.
-        hard_state.commit = stored.commit.max(snapshot.index);
+        let hard_state = HardState {
+            term: stored.term,
+            vote: stored.vote,
+            // The commit index is written with the hard state, lazily; a snapshot is committed.
+            commit: stored.commit.max(snapshot.index),
+            ..HardState::default()
+        };
         Ok(Self {
             db,
             hard_state,
@@ -372,10 +374,12 @@ mod tests {
         {
             let mut log = RaftLog::open(&path, &[1, 2, 3]).expect("open");
             assert!(log.is_new());
-            let mut state = HardState::default();
-            state.term = 2;
-            state.vote = 3;
-            state.commit = 2;
+            let state = HardState {
+                term: 2,
+                vote: 3,
+                commit: 2,
+                ..HardState::default()
+            };
             let entries: Vec<Entry> = (1..=4).map(|i| entry(i, 1, &[i as u8])).collect();
             log.persist(None, &entries, Some(&state)).expect("persist");
             // A new leader overwrites the suffix from 3 on.

@@ -231,8 +231,10 @@ impl Membership {
 impl SnapshotData {
     /// raft's form.
     pub fn to_raft(&self) -> eraftpb::Snapshot {
-        let mut snapshot = eraftpb::Snapshot::default();
-        snapshot.data = self.data.clone();
+        let mut snapshot = eraftpb::Snapshot {
+            data: self.data.clone(),
+            ..eraftpb::Snapshot::default()
+        };
         let metadata = snapshot.mut_metadata();
         metadata.index = self.index;
         metadata.term = self.term;

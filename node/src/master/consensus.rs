@@ -73,7 +73,7 @@ impl GroupConfig {
 /// Something the primary produced, held until the proposals before it commit.
 #[derive(Debug)]
 enum Held {
-    Transmit(Transmit),
+    Transmit(Box<Transmit>),
     Event(MasterEvent),
 }
 
@@ -260,7 +260,7 @@ impl Consensus {
                 };
             }
             self.held
-                .push_back((self.last_proposed, Held::Transmit(transmit)));
+                .push_back((self.last_proposed, Held::Transmit(Box::new(transmit))));
         }
         for event in events {
             self.held
@@ -322,7 +322,7 @@ impl Consensus {
             .is_some_and(|(index, _)| *index <= applied)
         {
             match self.held.pop_front() {
-                Some((_, Held::Transmit(transmit))) => self.released.push_back(transmit),
+                Some((_, Held::Transmit(transmit))) => self.released.push_back(*transmit),
                 Some((_, Held::Event(event))) => self.events.push_back(event),
                 None => {}
             }
@@ -385,7 +385,7 @@ impl Master {
     }
 
     /// A message from another master: raft's.
-    pub(super) fn from_master(
+    pub(super) fn handle_master_message(
         &mut self,
         _now: SystemTime,
         from: &str,

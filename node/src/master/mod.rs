@@ -212,9 +212,9 @@ impl Master {
         message: Message,
     ) -> Result<(), ProtocolError> {
         let result = if self.consensus.is_member(from) {
-            self.from_master(now, from, message)
+            self.handle_master_message(now, from, message)
         } else if self.is_primary() {
-            self.from_node(now, from, message)
+            self.handle_node_message(now, from, message)
         } else {
             self.redirect(from, message)
         };
@@ -223,7 +223,7 @@ impl Master {
     }
 
     /// A message from a storage or a client, on the primary.
-    fn from_node(
+    fn handle_node_message(
         &mut self,
         now: SystemTime,
         from: &str,

@@ -216,7 +216,7 @@ impl Storage {
         message: Message,
     ) -> Result<(), ProtocolError> {
         if self.masters.is_master(from) {
-            return self.from_master(now, from, message);
+            return self.handle_master_message(now, from, message);
         }
         self.handle_message(now, from, message)
     }

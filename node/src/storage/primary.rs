@@ -14,7 +14,7 @@ use crate::protocol::{Message, Order, ProtocolError};
 impl Storage {
     /// Orders from the masters, refused (and counted) when of an older term, or from a master
     /// that is not its term's primary; redirects.
-    pub(super) fn from_master(
+    pub(super) fn handle_master_message(
         &mut self,
         now: SystemTime,
         from: &str,
