@@ -399,7 +399,8 @@ fn missing_keys_and_sections_are_named_for_the_role() {
                 "[master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n",
                 "",
             ),
-            "master",
+            // Neither [masters] nor the single [master]: the group is named first.
+            "masters",
         ),
         (
             edit(MASTER, "[cluster]\npartitions = 12\nreplicas = 2\n", ""),
@@ -438,6 +439,21 @@ fn missing_keys_and_sections_are_named_for_the_role() {
 }
 
 #[test]
+fn a_masters_own_master_section_holds_its_settings_not_a_peer() {
+    let error = error_of(&format!(
+        "{MASTER}[master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n"
+    ));
+    assert_names(&error, "master.address");
+    assert!(error.to_string().contains("[masters]"), "{error}");
+    let error = error_of(&format!("{STORAGE}").replace("[master]\n", "[master]\npath = \"x\"\n"));
+    assert_names(&error, "master.path");
+    let error = error_of(&format!("{MASTER}[master]\nelection_ticks = 1\n"));
+    assert_names(&error, "master.election_ticks");
+    let error = error_of(&format!("{MASTER}[masters]\nother = \"127.0.0.1:7001\"\n"));
+    assert_names(&error, "masters");
+}
+
+#[test]
 fn sections_of_other_roles_are_refused() {
     for (text, key) in [
         (
@@ -445,10 +461,6 @@ fn sections_of_other_roles_are_refused() {
             "cluster",
         ),
         (format!("{CLIENT}[storage]\npath = \"x.redb\"\n"), "storage"),
-        (
-            format!("{MASTER}[master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n"),
-            "master",
-        ),
         (
             format!("{MASTER}[multicast]\ngroup = \"239.1.2.3:7200\"\ninterface = \"lo\"\n"),
             "multicast",
