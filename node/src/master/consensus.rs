@@ -515,6 +515,7 @@ impl Master {
 
     /// Forgets what the primary held in memory (links, transactions, reports).
     fn forget_volatile(&mut self) {
+        self.announce_deadline = None;
         self.running.clear();
         self.clients.clear();
         self.open.clear();
@@ -579,6 +580,11 @@ impl Master {
                     term,
                 },
             );
+        }
+        // Only after a take-over within a group: a lone master that starts waits for its
+        // storages as it always did.
+        if self.consensus.group_config().masters.len() > 1 {
+            self.announce_deadline = Some(now + self.config.finish_timeout);
         }
         if let Err(error) = self.start_next_finish(now) {
             tracing::warn!(%error, "cannot resume the finishes of the previous primary");

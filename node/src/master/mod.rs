@@ -109,6 +109,9 @@ pub struct Master {
     replication: replication::Replication,
     /// Reports, waiting storages and the master's own name, for `replicast status`.
     roster: status::Roster,
+    /// After a take-over: when the storages that did not announce themselves to this primary
+    /// count as lost (their cells go out of date, as a lost storage's do).
+    announce_deadline: Option<SystemTime>,
     out: Outbox,
     events: VecDeque<MasterEvent>,
 }
@@ -152,6 +155,7 @@ impl Master {
             outcomes: HashMap::new(),
             replication: replication::Replication::default(),
             roster: status::Roster::default(),
+            announce_deadline: None,
             out: Outbox::default(),
             events: VecDeque::new(),
         };
@@ -470,6 +474,23 @@ impl Master {
     }
 
     fn finish_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        if self.announce_deadline.take_if(|at| *at <= now).is_some() {
+            // A storage that did not answer the new primary's announcement (it died with the
+            // old primary, or before) is lost: out of date, as if its link had dropped here.
+            let silent: Vec<NodeName> = self
+                .state
+                .table
+                .storages()
+                .iter()
+                .filter(|node| !self.running.contains(*node))
+                .cloned()
+                .collect();
+            for node in silent {
+                self.replication.lost.insert(node.clone());
+                self.mark_out_of_date(&node)?;
+            }
+            self.sync_replication();
+        }
         let Some(finishing) = self.finishing.as_mut() else {
             return Ok(());
         };
