@@ -445,7 +445,7 @@ fn a_masters_own_master_section_holds_its_settings_not_a_peer() {
     ));
     assert_names(&error, "master.address");
     assert!(error.to_string().contains("[masters]"), "{error}");
-    let error = error_of(&format!("{STORAGE}").replace("[master]\n", "[master]\npath = \"x\"\n"));
+    let error = error_of(&STORAGE.replace("[master]\n", "[master]\npath = \"x\"\n"));
     assert_names(&error, "master.path");
     let error = error_of(&format!("{MASTER}[master]\nelection_ticks = 1\n"));
     assert_names(&error, "master.election_ticks");
