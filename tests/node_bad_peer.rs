@@ -65,6 +65,7 @@ fn start_cluster() -> LocalCluster {
         extra_names,
         storage_sections: String::new(),
         stderr_to_files: true,
+        ..ClusterSpec::default()
     })
 }
 
@@ -149,7 +150,10 @@ impl Peer {
                 continue;
             }
             let envelope: Envelope = message.decode().expect("nodes send envelopes");
-            let body = decode(&envelope.body).expect("nodes send protocol messages");
+            // A primary master wraps its orders in `FromPrimary`: the test reads the order.
+            let body = decode(&envelope.body)
+                .expect("nodes send protocol messages")
+                .into_order();
             if let Some(value) = accept(&body) {
                 return value;
             }

@@ -396,8 +396,12 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
     )
     .expect("feeding");
     for node in [&mut source, &mut feeding] {
-        node.handle(now, "master", Message::PartitionTable(table.clone()))
-            .expect("table");
+        node.handle(
+            now,
+            "master",
+            Message::order(1, Message::PartitionTable(table.clone())),
+        )
+        .expect("table");
         while node.poll_transmit().is_some() {}
     }
     let up_to = Tid(430);
@@ -408,10 +412,13 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .handle(
             now,
             "master",
-            Message::Replicate {
-                up_to,
-                partitions: partitions.clone(),
-            },
+            Message::order(
+                1,
+                Message::Replicate {
+                    up_to,
+                    partitions: partitions.clone(),
+                },
+            ),
         )
         .expect("replicate");
     let (reports, parts) = exchange(now, &mut source, &mut feeding);

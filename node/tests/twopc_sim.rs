@@ -35,6 +35,14 @@ const INITIAL_BALANCE: i64 = 100;
 const MAX_STEPS: usize = 400_000;
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(600);
 
+/// The message itself, or the order inside a primary's [`Message::FromPrimary`].
+fn inner(message: &Message) -> &Message {
+    match message {
+        Message::FromPrimary { message, .. } => &message.0,
+        other => other,
+    }
+}
+
 /// What a client does.
 #[derive(Clone, Debug)]
 enum Plan {
@@ -270,6 +278,7 @@ fn client_config() -> ClientConfig {
         storage_timeout: Duration::from_secs(10),
         vote_timeout: Duration::from_secs(1),
         load_timeout: Duration::from_secs(2),
+        master_timeout: Duration::from_secs(1),
     }
 }
 
@@ -364,7 +373,8 @@ impl Sim {
                 finish_timeout: Duration::from_secs(5),
                 ..MasterConfig::default()
             },
-        );
+        )
+        .expect("a lone master");
         let mut sim = Self {
             now: Duration::ZERO,
             network: Network::new(seed, 20),
@@ -409,7 +419,7 @@ impl Sim {
         // Loss only where the protocol asks again: outcomes are re-asked on a timer, loads
         // fall through to the next replica. The rest rides on ordered, reliable streams.
         let retried = matches!(
-            message,
+            inner(message),
             Message::AskOutcome { .. }
                 | Message::Outcome { .. }
                 | Message::Load { .. }
@@ -664,7 +674,10 @@ impl Sim {
             self.record(result);
         } else if self.storages.contains_key(&to) {
             let commits: usize = self.workers.iter().map(|worker| worker.commits.len()).sum();
-            let finish = matches!(decode(&bytes), Ok(Message::Finish { .. }));
+            let finish = matches!(
+                decode(&bytes).map(Message::into_order),
+                Ok(Message::Finish { .. })
+            );
             let crash_here = finish
                 && self.crash.as_ref().is_some_and(|crash| {
                     crash.point == CrashPoint::OnFinish
@@ -1209,7 +1222,7 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
     let now = wall(Duration::ZERO);
     let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
-    let mut master = Master::new(table, MasterConfig::default());
+    let mut master = Master::new(table, MasterConfig::default()).expect("a lone master");
     for storage in STORAGES {
         master
             .handle(now, storage, Message::StorageReady)
@@ -1227,7 +1240,7 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
     master.handle(now, "c1", Message::AskBegin).expect("begin");
     let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
         .filter(|transmit| transmit.to == "c1")
-        .map(|transmit| transmit.message)
+        .map(|transmit| transmit.message.into_order())
         .collect();
     assert_eq!(
         answers[1..3],
@@ -1260,12 +1273,11 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
         )
         .expect("finish asked");
     let answer = std::iter::from_fn(|| master.poll_transmit())
-        .find(|transmit| {
-            transmit.to == "c1" && matches!(transmit.message, Message::AnswerFinish { .. })
-        })
+        .map(|transmit| (transmit.to, transmit.message.into_order()))
+        .find(|(to, message)| to == "c1" && matches!(message, Message::AnswerFinish { .. }))
         .expect("finish answered");
     assert!(matches!(
-        answer.message,
+        answer.1,
         Message::AnswerFinish {
             outcome: TransactionOutcome::Unavailable { .. },
             ..
@@ -1277,7 +1289,12 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
         "the last copies stay readable"
     );
     let finishes = std::iter::from_fn(|| master.poll_transmit())
-        .filter(|transmit| matches!(transmit.message, Message::Finish { .. }))
+        .filter(|transmit| {
+            matches!(
+                transmit.message.clone().into_order(),
+                Message::Finish { .. }
+            )
+        })
         .count();
     assert_eq!(finishes, 0, "nothing of it is finished anywhere");
 }
@@ -1327,14 +1344,21 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
     node.handle(
         now,
         MASTER,
-        Message::Outcome {
-            ttid,
-            outcome: TransactionOutcome::Committed(tid),
-        },
+        Message::order(
+            1,
+            Message::Outcome {
+                ttid,
+                outcome: TransactionOutcome::Committed(tid),
+            },
+        ),
     )
     .expect("outcome");
-    node.handle(now, MASTER, Message::Finish { ttid, tid })
-        .expect("a crossed finish is acknowledged");
+    node.handle(
+        now,
+        MASTER,
+        Message::order(1, Message::Finish { ttid, tid }),
+    )
+    .expect("a crossed finish is acknowledged");
     let acks = std::iter::from_fn(|| node.poll_transmit())
         .filter(|transmit| transmit.message == Message::Finished { ttid, tid })
         .count();
@@ -1342,8 +1366,12 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
     let revision = node.store().load(Oid(1)).expect("load").expect("committed");
     assert_eq!(revision.tid, tid);
     assert!(
-        node.handle(now, MASTER, Message::Finish { ttid, tid: Tid(30) })
-            .is_err(),
+        node.handle(
+            now,
+            MASTER,
+            Message::order(1, Message::Finish { ttid, tid: Tid(30) })
+        )
+        .is_err(),
         "a finish at another TID is refused"
     );
 }
@@ -1359,12 +1387,20 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
         .collect();
     let mut client = Client::new("c1", MASTER, client_config());
     client
-        .handle(now, MASTER, Message::PartitionTable(table))
+        .handle(
+            now,
+            MASTER,
+            Message::order(1, Message::PartitionTable(table)),
+        )
         .expect("table");
     client.begin().expect("begin");
     let ttid = Tid(7);
     client
-        .handle(now, MASTER, Message::AnswerBegin { ttid })
+        .handle(
+            now,
+            MASTER,
+            Message::order(1, Message::AnswerBegin { ttid }),
+        )
         .expect("begun");
     client
         .store(now, Oid(1), Tid::ZERO, balance_data(1))
@@ -1623,13 +1659,17 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
-    let mut master = Master::new(table.clone(), MasterConfig::default());
+    let mut master = Master::new(table.clone(), MasterConfig::default()).expect("a lone master");
     let store = Engine::open(dir.path().join("s1.redb")).expect("open");
     let mut storage = Storage::open(now, "s1", MASTER, store, storage_config()).expect("storage");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
     client
-        .handle(now, MASTER, Message::PartitionTable(table))
+        .handle(
+            now,
+            MASTER,
+            Message::order(1, Message::PartitionTable(table)),
+        )
         .expect("table");
     // Put each role in the middle of a transaction (ttid 2, which the inputs often name), so
     // that the sequences reach past the first check.
@@ -1644,7 +1684,11 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
     master.handle(now, "c1", Message::AskBegin).expect("begin");
     client.begin().expect("begin");
     client
-        .handle(now, MASTER, Message::AnswerBegin { ttid: Tid(2) })
+        .handle(
+            now,
+            MASTER,
+            Message::order(1, Message::AnswerBegin { ttid: Tid(2) }),
+        )
         .expect("begun");
     for oid in [Oid(1), Oid(2)] {
         client
@@ -1665,6 +1709,8 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
             .expect("store");
     }
     while master.poll_transmit().is_some() {}
+    // (It became the primary when it was made.)
+    while master.poll_event().is_some() {}
     while storage.poll_transmit().is_some() {}
     while client.poll_transmit().is_some() {}
     while client.poll_event().is_some() {}
@@ -1740,7 +1786,7 @@ fn garbage_bytes_are_refused_by_every_role() {
     let dir = tempfile::tempdir().expect("tempdir");
     let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
-    let mut master = Master::new(table, MasterConfig::default());
+    let mut master = Master::new(table, MasterConfig::default()).expect("a lone master");
     let store = Engine::open(dir.path().join("s1.redb")).expect("open");
     let mut storage = Storage::open(now, "s1", MASTER, store, storage_config()).expect("open");
     while storage.poll_transmit().is_some() {}

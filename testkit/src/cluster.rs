@@ -174,7 +174,8 @@ impl ClusterBuilder {
         let master_address = local_address(&master_endpoint, MASTER)?;
         let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         let (master, _events) = spawn(
-            Master::new(table, self.master.clone()),
+            Master::new(table, self.master.clone())
+                .map_err(|e| TestkitError::setup("master", e))?,
             master_endpoint,
             DriverConfig::default(),
         );

@@ -31,6 +31,9 @@ pub struct ClusterSpec {
     /// [`LocalCluster::stderr`], e.g. to tell that no node panicked: a panic in a task of a
     /// node's runtime does not end the process) instead of the test's.
     pub stderr_to_files: bool,
+    /// The masters' names: one (`master`, configured with the single `[master]` form) or a
+    /// group (listed in every node's `[masters]`).
+    pub masters: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -44,6 +47,17 @@ impl Default for ClusterSpec {
             extra_names: (1..=4).map(|i| format!("client-{i}")).collect(),
             storage_sections: String::new(),
             stderr_to_files: false,
+            masters: vec!["master".to_owned()],
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// The default cluster with three masters, `master-1..3`.
+    pub fn three_masters() -> Self {
+        Self {
+            masters: (1..=3).map(|i| format!("master-{i}")).collect(),
+            ..Self::default()
         }
     }
 }
@@ -51,10 +65,16 @@ impl Default for ClusterSpec {
 /// A running cluster; every process is killed when it drops, and its directory removed.
 pub struct LocalCluster {
     dir: tempfile::TempDir,
-    /// The master's address.
+    /// The first master's address.
     pub master: SocketAddr,
-    /// The master process.
+    /// The first master's process.
     pub master_node: NodeProcess,
+    /// The other masters' processes, by name (empty with one master).
+    pub other_masters: BTreeMap<String, NodeProcess>,
+    /// Every master's address, by name.
+    pub master_addresses: BTreeMap<String, SocketAddr>,
+    /// How storages and clients name the masters in their configuration.
+    masters_section: String,
     /// The storage processes by name (only those started).
     pub storages: BTreeMap<String, NodeProcess>,
     addresses: BTreeMap<String, SocketAddr>,
@@ -92,7 +112,7 @@ impl LocalCluster {
     pub fn start(spec: &ClusterSpec) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let mut names = vec!["master".to_owned()];
+        let mut names = spec.masters.clone();
         names.extend(spec.storages.iter().cloned());
         names.extend(spec.spare_storages.iter().cloned());
         names.extend(spec.extra_names.iter().cloned());
@@ -107,27 +127,67 @@ impl LocalCluster {
         assert!(status.success(), "replicast certs init");
 
         let storage_list: Vec<String> = spec.storages.iter().map(|s| format!("{s:?}")).collect();
-        let master_listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let master_config = write_config(
-            root,
-            "master",
-            &format!(
-                "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"{master_listen}\"\n\n{}\n\
-                 [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n",
-                common_sections("master"),
-                spec.partitions,
-                spec.replicas,
-                storage_list.join(", ")
-            ),
-        );
-        let master_node = start_node(root, "master", &master_config, spec.stderr_to_files);
-        let master = master_node.wait_ready();
-        assert_eq!(master, master_listen);
+        let master_addresses: BTreeMap<String, SocketAddr> = spec
+            .masters
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    SocketAddr::from(([127, 0, 0, 1], free_port())),
+                )
+            })
+            .collect();
+        let group: String = master_addresses
+            .iter()
+            .map(|(name, address)| format!("{name} = \"{address}\"\n"))
+            .collect();
+        let masters_section = if spec.masters.len() == 1 {
+            format!(
+                "[master]\naddress = \"{}\"\nname = \"{}\"\n",
+                master_addresses[&spec.masters[0]], spec.masters[0]
+            )
+        } else {
+            format!("[masters]\n{group}")
+        };
+        let mut processes = BTreeMap::new();
+        for name in &spec.masters {
+            let listen = master_addresses[name];
+            let group_section = if spec.masters.len() == 1 {
+                String::new()
+            } else {
+                format!("[masters]\n{group}\n")
+            };
+            let config = write_config(
+                root,
+                name,
+                &format!(
+                    "[node]\nname = \"{name}\"\nrole = \"master\"\nlisten = \"{listen}\"\n\n{}\n\
+                     [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n\n{group_section}",
+                    common_sections(name),
+                    spec.partitions,
+                    spec.replicas,
+                    storage_list.join(", ")
+                ),
+            );
+            processes.insert(
+                name.clone(),
+                start_node(root, name, &config, spec.stderr_to_files),
+            );
+        }
+        for (name, node) in &processes {
+            assert_eq!(node.wait_ready(), master_addresses[name]);
+        }
+        let first = spec.masters[0].clone();
+        let master_node = processes.remove(&first).expect("the first master");
+        let master = master_addresses[&first];
 
         let mut cluster = Self {
             dir,
             master,
             master_node,
+            other_masters: processes,
+            master_addresses,
+            masters_section,
             storages: BTreeMap::new(),
             addresses: BTreeMap::new(),
             stderr_to_files: spec.stderr_to_files,
@@ -139,9 +199,10 @@ impl LocalCluster {
                 name,
                 &format!(
                     "[node]\nname = \"{name}\"\nrole = \"storage\"\nlisten = \"{listen}\"\n\n{}\n\
-                     [master]\naddress = \"{master}\"\nname = \"master\"\n\n\
+                     {}\n\
                      [storage]\npath = \"data/{name}.redb\"\n\n{}\n",
                     common_sections(name),
+                    cluster.masters_section,
                     spec.storage_sections
                 ),
             );
@@ -151,8 +212,82 @@ impl LocalCluster {
             cluster.start_storage(name);
         }
         let running: Vec<&str> = spec.storages.iter().map(String::as_str).collect();
-        cluster.master_node.wait_running(&running);
+        if spec.masters.len() == 1 {
+            cluster.master_node.wait_running(&running);
+        } else {
+            let primary = cluster.wait_primary();
+            cluster.master_process(&primary).wait_running(&running);
+        }
         cluster
+    }
+
+    /// The process of master `name`.
+    pub fn master_process(&mut self, name: &str) -> &mut NodeProcess {
+        if self.master_node.name == name {
+            return &mut self.master_node;
+        }
+        self.other_masters
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not a master"))
+    }
+
+    /// The names of the masters.
+    pub fn master_names(&self) -> Vec<String> {
+        self.master_addresses.keys().cloned().collect()
+    }
+
+    /// Waits (bounded) until a running master says it is the primary (`role primary TERM`,
+    /// polled from its status through `replicast status`); returns its name.
+    pub fn wait_primary(&self) -> String {
+        let deadline = std::time::Instant::now() + super::WAIT;
+        let config = self.config(&self.master_node.name);
+        loop {
+            let outcome = super::output(
+                Command::new(binary())
+                    .args(["status", "--json", "--timeout", "5", "--config"])
+                    .arg(&config),
+                "replicast status",
+            );
+            // Not operational exits 2, with the status on standard output all the same.
+            let primary = serde_json::from_str::<serde_json::Value>(&outcome.stdout)
+                .ok()
+                .and_then(|status| {
+                    status["masters"].as_array().and_then(|masters| {
+                        masters
+                            .iter()
+                            .find(|master| master["role"] == "primary")
+                            .and_then(|master| master["name"].as_str())
+                            .map(str::to_owned)
+                    })
+                });
+            if let Some(primary) = primary {
+                return primary;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no primary within {:?}",
+                super::WAIT
+            );
+            // A pause between two questions, not a synchronization: the answer decides.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Restarts master `name` (after it was killed or stopped) and waits for its ready line.
+    pub fn restart_master(&mut self, name: &str) {
+        let config = self.config(name);
+        let address = self.master_addresses[name];
+        let node = start_node(self.root(), name, &config, self.stderr_to_files);
+        assert_eq!(
+            node.wait_ready(),
+            address,
+            "{name} listens where configured"
+        );
+        if self.master_node.name == name {
+            self.master_node = node;
+        } else {
+            self.other_masters.insert(name.to_owned(), node);
+        }
     }
 
     /// The directory holding `certs/`, the configurations and `data/`.
@@ -235,21 +370,28 @@ impl LocalCluster {
             file,
             &format!(
                 "[node]\nname = \"{name}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
-                 [master]\naddress = \"{}\"\nname = \"master\"\n\n{extra}\n",
+                 {}\n{extra}\n",
                 common_sections(name),
-                self.master
+                self.masters_section
             ),
         )
     }
 
-    /// SIGTERMs every storage, then the master, and checks each exits 0.
+    /// SIGTERMs every storage, then the masters, and checks each exits 0.
     pub fn stop(mut self) {
         for node in self.storages.values_mut() {
             if node.is_running() {
                 node.stop();
             }
         }
-        self.master_node.stop();
+        for node in self.other_masters.values_mut() {
+            if node.is_running() {
+                node.stop();
+            }
+        }
+        if self.master_node.is_running() {
+            self.master_node.stop();
+        }
     }
 }
 
