@@ -13,8 +13,6 @@
 //! certificate is refused with an error naming the role it needs; with an admin's it reaches the
 //! master.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,21 +20,25 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use replicast_certs::{NodeIdentity, Role, Roles};
+use replicast_node::consensus::{ConsensusKind, ConsensusMessage};
 use replicast_node::engine::{Engine, ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{
-    ChangeOutcome, ClusterStatus, LoadResult, Message, NodeReport, ObjectPart, Refusal,
+    ChangeOutcome, ClusterStatus, LoadResult, Message, NodeReport, ObjectPart, Order, Refusal,
     RefusalReason, StorageChange, StoreResult, TransactionOutcome, VoteResult, encode, rule,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
+use replicast_testkit::process;
+use replicast_testkit::process::peer::{Peer, ask, bounded_exchange, peer_endpoint};
+use replicast_testkit::process::{
+    ClusterSpec, LocalCluster, WAIT, binary, common_sections, output, write_config,
+};
 use replicast_transport::fanout::wire::{
     ControlAnswer, ControlRequest, Membership, UnicastAck, UnicastHeader,
 };
 use replicast_transport::quic::{LinkConfig, LinkError};
-use support::peer::{Peer, ask, bounded_exchange, peer_endpoint};
-use support::{BIN, ClusterSpec, LocalCluster, WAIT, common_sections, output, write_config};
 
 /// The objects written before the attacks: oids 1..=OBJECTS.
 const OBJECTS: u64 = 6;
@@ -57,7 +59,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 41;
+const KINDS: usize = 45;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -104,6 +106,10 @@ fn kind_index(message: &Message) -> usize {
         Message::AskChangeStorage { .. } => 38,
         Message::AnswerChangeStorage { .. } => 39,
         Message::Refused(_) => 40,
+        Message::Consensus(_) => 41,
+        Message::FromPrimary { .. } => 42,
+        Message::PrimaryIs { .. } => 43,
+        Message::AskPrimary => 44,
     }
 }
 
@@ -258,6 +264,8 @@ fn samples() -> Vec<Message> {
                 last_tid: FORGED.0,
                 nodes: Vec::new(),
                 partition_table: table,
+                term: FORGED.0,
+                masters: Vec::new(),
             }),
         },
         Message::AskChangeStorage {
@@ -272,6 +280,37 @@ fn samples() -> Vec<Message> {
             kind: "Store".to_owned(),
             reason: RefusalReason::Revoked,
         }),
+        // A vote request of a later term than any real one: a master that took it would stand
+        // down.
+        Message::Consensus(ConsensusMessage {
+            kind: ConsensusKind::RequestVote,
+            term: FORGED.0,
+            log_term: FORGED.0,
+            index: FORGED.0,
+            entries: Vec::new(),
+            commit: 0,
+            commit_term: 0,
+            snapshot: None,
+            request_snapshot: 0,
+            reject: false,
+            reject_hint: 0,
+            context: Default::default(),
+            priority: 0,
+        }),
+        // An order of a term later than any real one: a forged commit.
+        Message::FromPrimary {
+            term: FORGED.0,
+            message: Order(Box::new(Message::Finish {
+                ttid: NEVER_BEGUN,
+                tid: FORGED,
+            })),
+        },
+        Message::PrimaryIs {
+            primary: Some("master-x".to_owned()),
+            address: Some(evil),
+            term: FORGED.0,
+        },
+        Message::AskPrimary,
     ]
 }
 
@@ -307,7 +346,7 @@ async fn snapshot(
 
 /// `replicast status --json` with the configuration at `config`.
 fn status(config: &Path) -> serde_json::Value {
-    let json = support::replicast(&["status", "--json", "--config", path_arg(config)])
+    let json = process::replicast(&["status", "--json", "--config", path_arg(config)])
         .expect("replicast status answers");
     serde_json::from_str(&json).expect("status is JSON")
 }
@@ -381,7 +420,7 @@ fn every_role_is_refused_what_it_may_not_send_and_nothing_changes() {
     let master_config = cluster.config("master");
     let mut commits = BTreeSet::new();
     for oid in 1..=OBJECTS {
-        let tid = support::put(&client, oid, &format!("object-{oid}"));
+        let tid = process::put(&client, oid, &format!("object-{oid}"));
         commits.insert(tid);
     }
     let before = status(&master_config);
@@ -441,7 +480,7 @@ fn every_role_is_refused_what_it_may_not_send_and_nothing_changes() {
     }
 
     // The human form lists the refusals too.
-    let text = support::replicast(&["status", "--config", path_arg(&master_config)])
+    let text = process::replicast(&["status", "--config", path_arg(&master_config)])
         .expect("replicast status");
     assert!(text.contains("REFUSED"), "{text}");
     assert!(text.contains("role (needs storage)"), "{text}");
@@ -460,10 +499,10 @@ fn every_role_is_refused_what_it_may_not_send_and_nothing_changes() {
     operators(&cluster, &client);
 
     // The cluster still commits; then every storage's file holds the test's commits only.
-    let tid = support::put(&client, 100, "after-the-attacks");
+    let tid = process::put(&client, 100, "after-the-attacks");
     commits.insert(tid);
     assert_eq!(
-        support::get(&client, 1),
+        process::get(&client, 1),
         (before_tid(&snapshot_before, 1), "object-1".to_owned())
     );
     // Stopped one by one: the cluster's directory goes with it.
@@ -613,7 +652,7 @@ fn assert_fanout_refused<T: std::fmt::Debug>(name: &str, result: Result<T, LinkE
 /// with the role it needs, an admin's reaches the master, and `replicast status` answers both.
 fn operators(cluster: &LocalCluster, client: &Path) {
     let outcome = output(
-        Command::new(BIN).args([
+        Command::new(binary()).args([
             "admin",
             "--config",
             path_arg(client),
@@ -643,7 +682,7 @@ fn operators(cluster: &LocalCluster, client: &Path) {
         ),
     );
     let outcome = output(
-        Command::new(BIN).args([
+        Command::new(binary()).args([
             "admin",
             "--config",
             path_arg(&admin),

@@ -8,8 +8,6 @@
 //! memory stays bounded: its peak resident set (`VmHWM`) grows far less than what the flood
 //! sent. Once the flooders leave, the cluster commits as before.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,10 +16,11 @@ use replicast_node::driver::ordering::Envelope;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::{Message, PeerLimit, RefusalReason, StoreResult, encode};
+use replicast_testkit::process;
+use replicast_testkit::process::peer::{Peer, bounded_exchange, peer_endpoint};
+use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, random_group};
 use replicast_transport::fanout::wire::{ControlAnswer, ControlRequest, Membership};
 use replicast_transport::quic::{LinkConfig, LinkError};
-use support::peer::{Peer, bounded_exchange, peer_endpoint};
-use support::{ClusterSpec, LocalCluster, WAIT, random_group};
 
 /// `[limits]` of every node.
 const OPEN_TRANSACTIONS: u64 = 8;
@@ -63,7 +62,7 @@ fn path_arg(path: &Path) -> &str {
 
 /// The refusals `node` counted of `peer` for `reason`, as `replicast status` shows them.
 fn refusals(config: &Path, node: &str, peer: &str, reason: &str) -> u64 {
-    let json = support::replicast(&["status", "--json", "--config", path_arg(config)])
+    let json = process::replicast(&["status", "--json", "--config", path_arg(config)])
         .expect("replicast status answers");
     let status: serde_json::Value = serde_json::from_str(&json).expect("status is JSON");
     status["nodes"]
@@ -119,7 +118,7 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
     let certs = cluster.root().join("certs");
     let master_config = cluster.config("master");
     let writer = cluster.client_config("client-1", "");
-    let tid = support::put(&writer, 1, "kept");
+    let tid = process::put(&writer, 1, "kept");
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let identity = |name: &str| NodeIdentity::load_dir(&certs, name).expect("an identity");
     let master_pid = cluster.master_node.child.id();
@@ -350,10 +349,10 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
     assert!(growth < GROWTH_BOUND_KIB, "storage-1 grew by {growth} KiB");
 
     // Once the flooders left (their transactions aborted), the cluster commits as before.
-    assert_eq!(support::get(&writer, 1), (tid, "kept".to_owned()));
-    let tid = support::put(&writer, 2, "after-the-floods");
+    assert_eq!(process::get(&writer, 1), (tid, "kept".to_owned()));
+    let tid = process::put(&writer, 2, "after-the-floods");
     assert_eq!(
-        support::get(&writer, 2),
+        process::get(&writer, 2),
         (tid, "after-the-floods".to_owned())
     );
     drop(runtime);

@@ -9,8 +9,6 @@
 //! force. A missing or corrupt list, or one revoking the node itself, is a startup error
 //! naming the file.
 
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
@@ -20,11 +18,12 @@ use replicast_certs::{NodeIdentity, RevocationList};
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::ClientHandle;
 use replicast_node::ids::Oid;
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
-use support::{
-    BIN, CALL_WAIT, ClusterSpec, LocalCluster, NodeProcess, WAIT, client_driver_config,
+use replicast_testkit::process;
+use replicast_testkit::process::{
+    CALL_WAIT, ClusterSpec, LocalCluster, NodeProcess, WAIT, binary, client_driver_config,
     client_endpoint, common_sections, free_port, output, write_config,
 };
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
@@ -32,7 +31,7 @@ fn path_arg(path: &Path) -> &str {
 
 /// `replicast status --json` with the configuration at `config`.
 fn status(config: &Path) -> serde_json::Value {
-    let json = support::replicast(&["status", "--json", "--config", path_arg(config)])
+    let json = process::replicast(&["status", "--json", "--config", path_arg(config)])
         .expect("replicast status answers");
     serde_json::from_str(&json).expect("status is JSON")
 }
@@ -115,7 +114,7 @@ fn a_revoked_client_and_storage_are_shut_out_after_sighup_and_the_rest_goes_on()
     let certs = cluster.root().join("certs");
     let master_config = cluster.config("master");
     let writer = cluster.client_config("client-1", "");
-    let tid = support::put(&writer, 1, "before");
+    let tid = process::put(&writer, 1, "before");
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
 
     // client-2 connects and reads, as a running application would.
@@ -143,11 +142,11 @@ fn a_revoked_client_and_storage_are_shut_out_after_sighup_and_the_rest_goes_on()
     });
 
     for name in ["client-2", "storage-3"] {
-        let revoked = support::replicast(&["certs", "revoke", "--ca", path_arg(&certs), name])
+        let revoked = process::replicast(&["certs", "revoke", "--ca", path_arg(&certs), name])
             .expect("replicast certs revoke");
         assert!(revoked.contains(&format!("revoked {name}")), "{revoked}");
     }
-    let shown = support::replicast(&["certs", "show", path_arg(&certs.join("crl.pem"))])
+    let shown = process::replicast(&["certs", "show", path_arg(&certs.join("crl.pem"))])
         .expect("replicast certs show crl.pem");
     assert!(
         shown.contains("CRL number: 3") && shown.contains("revoked:    2"),
@@ -209,8 +208,8 @@ fn a_revoked_client_and_storage_are_shut_out_after_sighup_and_the_rest_goes_on()
                     .all(|name| node(status, name).is_some_and(|n| n["crl"]["number"] == 3))
         },
     );
-    let tid = support::put(&writer, 2, "after");
-    assert_eq!(support::get(&writer, 2), (tid, "after".to_owned()));
+    let tid = process::put(&writer, 2, "after");
+    assert_eq!(process::get(&writer, 2), (tid, "after".to_owned()));
     let status = status(&master_config);
     assert_eq!(status["operational"], true, "{status:#}");
     for name in ["storage-1", "storage-2"] {
@@ -247,7 +246,7 @@ fn an_unusable_revocation_list_is_a_startup_error_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let certs = root.join("certs");
-    support::replicast(&[
+    process::replicast(&[
         "certs",
         "init",
         "--out",
@@ -269,7 +268,7 @@ fn an_unusable_revocation_list_is_a_startup_error_naming_the_file() {
     let crl = certs.join("crl.pem");
     let start = || {
         output(
-            Command::new(BIN).args(["node", "--config", path_arg(&config)]),
+            Command::new(binary()).args(["node", "--config", path_arg(&config)]),
             "replicast node",
         )
     };
@@ -303,7 +302,7 @@ fn an_unusable_revocation_list_is_a_startup_error_naming_the_file() {
 
     // Another CA's list.
     let other = root.join("other");
-    support::replicast(&[
+    process::replicast(&[
         "certs",
         "init",
         "--out",
@@ -323,7 +322,7 @@ fn an_unusable_revocation_list_is_a_startup_error_naming_the_file() {
 
     // A list revoking the node itself.
     std::fs::write(&crl, &good).expect("restore the list");
-    support::replicast(&["certs", "revoke", "--ca", path_arg(&certs), "master"])
+    process::replicast(&["certs", "revoke", "--ca", path_arg(&certs), "master"])
         .expect("revoke the master");
     let outcome = start();
     assert_eq!(outcome.code, Some(1), "{}", outcome.stderr);

@@ -2,12 +2,11 @@
 //! `replicast client`, `replicast status` and `replicast admin` refuse to start otherwise, with
 //! an error naming both roles and the certificate file, before they listen or dial.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::{BIN, common_sections, free_port, output, write_config};
+use replicast_testkit::process;
+use replicast_testkit::process::{binary, common_sections, free_port, output, write_config};
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
@@ -15,7 +14,10 @@ fn path_arg(path: &Path) -> &str {
 
 /// `replicast ARGS`, which must fail with exit status 1; returns its standard error.
 fn fails(args: &[&str]) -> String {
-    let outcome = output(Command::new(BIN).args(args), &format!("replicast {args:?}"));
+    let outcome = output(
+        Command::new(binary()).args(args),
+        &format!("replicast {args:?}"),
+    );
     assert_eq!(outcome.code, Some(1), "{args:?}: {}", outcome.stderr);
     assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
     outcome.stderr
@@ -33,7 +35,7 @@ fn a_role_the_certificate_does_not_grant_is_a_startup_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     // storage-1's certificate grants the client role; ops's the admin role.
-    support::replicast(&[
+    process::replicast(&[
         "certs",
         "init",
         "--out",

@@ -59,6 +59,11 @@ pub trait Role: Send + 'static {
         let _ = (peer, ttid);
         PeerLoad::default()
     }
+    /// The master the node's [`NodeReport`](crate::protocol::NodeReport)s go to now (the
+    /// primary it follows); `None`: [`DriverConfig::report_to`](super::DriverConfig::report_to).
+    fn report_target(&self) -> Option<String> {
+        None
+    }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
@@ -126,6 +131,9 @@ impl Role for Master {
     fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
         Master::peer_load(self, peer, ttid)
     }
+    fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        Master::peer_address(self, peer)
+    }
 }
 
 impl Role for Storage {
@@ -159,6 +167,9 @@ impl Role for Storage {
     }
     fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
         Storage::peer_load(self, peer, ttid)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.master_name().to_owned())
     }
 }
 
@@ -195,6 +206,9 @@ impl Role for Client {
     }
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         Client::poll_fanout(self)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.master().to_owned())
     }
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_failed(self, now, id, peer);

@@ -118,11 +118,23 @@ pub fn rule(message: &Message) -> Rule {
         ),
         Message::AnswerChangeStorage { .. } => rule_of(MASTER, "the master changes the table"),
         Message::Refused(_) => rule_of(ANYONE, "any node refuses what it does not allow"),
+        Message::Consensus(_) => rule_of(MASTER, "only masters vote and replicate the raft log"),
+        Message::FromPrimary { .. } => rule_of(
+            MASTER,
+            "the primary's orders (the order inside is checked as well)",
+        ),
+        Message::PrimaryIs { .. } => rule_of(MASTER, "a master names the primary"),
+        Message::AskPrimary => rule_of(ANYONE, "anyone may ask who the primary is"),
     }
 }
 
-/// Checks that a sender whose certificate grants `granted` may send `message`.
+/// Checks that a sender whose certificate grants `granted` may send `message`; of a
+/// [`Message::FromPrimary`], the order inside too (a master's certificate does not make any
+/// message an order: the order must be one a master may send).
 pub fn authorize(granted: Roles, message: &Message) -> Result<(), Refusal> {
+    if let Message::FromPrimary { message: order, .. } = message {
+        authorize(granted, &order.0)?;
+    }
     let rule = rule(message);
     if granted.intersects(rule.senders) {
         return Ok(());
@@ -330,6 +342,36 @@ mod tests {
         assert!(allowed(Role::Admin, &Message::AskStatus { request: 1 }));
         assert!(!allowed(Role::Admin, &Message::AskBegin));
         assert!(!allowed(Role::Admin, &Message::StorageReady));
+    }
+
+    #[test]
+    fn only_masters_speak_raft_and_give_orders() {
+        use crate::protocol::Order;
+        let order = |message: Message| Message::FromPrimary {
+            term: 3,
+            message: Order(Box::new(message)),
+        };
+        let primary_is = Message::PrimaryIs {
+            primary: None,
+            address: None,
+            term: 3,
+        };
+        for role in [Role::Storage, Role::Client, Role::Admin] {
+            assert!(!allowed(role, &order(Message::AskCatchUp)), "{role}");
+            assert!(!allowed(role, &primary_is), "{role}");
+            assert!(allowed(role, &Message::AskPrimary), "{role}");
+        }
+        assert!(allowed(Role::Master, &primary_is));
+        let table = order(Message::Finish {
+            ttid: Tid(1),
+            tid: Tid(2),
+        });
+        assert!(allowed(Role::Master, &table));
+        // An order a master may not send (a storage's message) is refused, by its own kind.
+        let forged = authorize(Role::Master.into(), &order(Message::AskCatchUp))
+            .expect_err("a storage's message is no order");
+        assert_eq!(forged.kind, "AskCatchUp");
+        assert_eq!(forged.roles_needed(), Some(Role::Storage.into()));
     }
 
     #[test]

@@ -67,11 +67,12 @@ pub use authorization::{FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule,
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
-    LoadResult, Message, ObjectPart, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
+    LoadResult, Message, ObjectPart, Order, StoreResult, TransactionOutcome, VoteRefusal,
+    VoteResult,
 };
 pub use status::{
-    ClusterStatus, CrlStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus,
-    RefusalCount, StorePath,
+    ClusterStatus, CrlStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole,
+    NodeState, NodeStatus, RefusalCount, StorePath,
 };
 
 use std::collections::VecDeque;

@@ -4,26 +4,22 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use replicast_certs::NodeIdentity;
 use replicast_node::driver::ordering::Envelope;
 use replicast_node::ids::Oid;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
+use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
 
 use super::WAIT;
+use crate::endpoint::EndpointSpec;
 
 /// An endpoint on 127.0.0.1 (any port) presenting `identity`, with `link` settings.
 pub fn peer_endpoint(identity: &NodeIdentity, link: LinkConfig) -> Endpoint {
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link,
-    })
-    .expect("bind an endpoint")
+    crate::endpoint::bind_identity(identity, &EndpointSpec::default().with_link(link))
+        .expect("bind an endpoint")
 }
 
 /// A peer that speaks the nodes' envelope (one sender instance, epoch 0, its own sequence
@@ -103,7 +99,10 @@ impl Peer {
                 continue;
             }
             let envelope: Envelope = message.decode().expect("nodes send envelopes");
-            let body = decode(&envelope.body).expect("nodes send protocol messages");
+            // A primary master wraps its orders in `FromPrimary`: the test reads the order.
+            let body = decode(&envelope.body)
+                .expect("nodes send protocol messages")
+                .into_order();
             if let Some(value) = accept(&body) {
                 return value;
             }
