@@ -32,9 +32,7 @@ use replicast_node::protocol::{
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, ask, bounded_exchange, peer_endpoint};
-use replicast_testkit::process::{
-    ClusterSpec, LocalCluster, WAIT, binary, common_sections, output, write_config,
-};
+use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, binary, output};
 use replicast_transport::fanout::wire::{
     ControlAnswer, ControlRequest, Membership, UnicastAck, UnicastHeader,
 };
@@ -671,16 +669,7 @@ fn operators(cluster: &LocalCluster, client: &Path) {
         outcome.stderr
     );
 
-    let admin = write_config(
-        cluster.root(),
-        "admin",
-        &format!(
-            "[node]\nname = \"admin\"\nrole = \"admin\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
-             [master]\naddress = \"{}\"\nname = \"master\"\n",
-            common_sections("admin"),
-            cluster.master
-        ),
-    );
+    let admin = cluster.admin_config();
     let outcome = output(
         Command::new(binary()).args([
             "admin",

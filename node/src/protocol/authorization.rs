@@ -130,22 +130,23 @@ pub fn rule(message: &Message) -> Rule {
 
 /// Checks that a sender whose certificate grants `granted` may send `message`; of a
 /// [`Message::FromPrimary`], the order inside too (a master's certificate does not make any
-/// message an order: the order must be one a master may send).
+/// message an order: the order must be one a master may send). The wrapper is checked first,
+/// so a non-master sending an order is refused for sending `FromPrimary`, whatever is inside.
 pub fn authorize(granted: Roles, message: &Message) -> Result<(), Refusal> {
+    let rule = rule(message);
+    if !granted.intersects(rule.senders) {
+        return Err(Refusal {
+            kind: message.kind().to_owned(),
+            reason: RefusalReason::Role {
+                allowed: rule.senders.bits(),
+                granted: granted.bits(),
+            },
+        });
+    }
     if let Message::FromPrimary { message: order, .. } = message {
         authorize(granted, &order.0)?;
     }
-    let rule = rule(message);
-    if granted.intersects(rule.senders) {
-        return Ok(());
-    }
-    Err(Refusal {
-        kind: message.kind().to_owned(),
-        reason: RefusalReason::Role {
-            allowed: rule.senders.bits(),
-            granted: granted.bits(),
-        },
-    })
+    Ok(())
 }
 
 /// A message, request or fan-out session refused before any handler saw it: what the peer
@@ -372,6 +373,10 @@ mod tests {
             .expect_err("a storage's message is no order");
         assert_eq!(forged.kind, "AskCatchUp");
         assert_eq!(forged.roles_needed(), Some(Role::Storage.into()));
+        // A client wrapping a master's order is refused for the wrapper, not for the order.
+        let wrapped = authorize(Role::Client.into(), &table).expect_err("clients give no orders");
+        assert_eq!(wrapped.kind, "FromPrimary");
+        assert_eq!(wrapped.roles_needed(), Some(Role::Master.into()));
     }
 
     #[test]

@@ -46,7 +46,10 @@ impl Default for ClusterSpec {
             replicas: 2,
             storages: (1..=3).map(|i| format!("storage-{i}")).collect(),
             spare_storages: Vec::new(),
-            extra_names: (1..=4).map(|i| format!("client-{i}")).collect(),
+            extra_names: (1..=4)
+                .map(|i| format!("client-{i}"))
+                .chain(["admin".to_owned()])
+                .collect(),
             storage_sections: String::new(),
             master_sections: String::new(),
             stderr_to_files: false,
@@ -377,6 +380,21 @@ impl LocalCluster {
                 "[node]\nname = \"{name}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
                  {}\n{extra}\n",
                 common_sections(name),
+                self.masters_section
+            ),
+        )
+    }
+
+    /// The configuration of the operator `admin` (its certificate grants the `admin` role, as
+    /// the name says: [`ClusterSpec::default`] issues it), for `replicast admin` and `status`:
+    /// only an admin's (or a master's) certificate may change the storage set.
+    pub fn admin_config(&self) -> PathBuf {
+        write_config(
+            self.root(),
+            "admin",
+            &format!(
+                "[node]\nname = \"admin\"\nrole = \"admin\"\nlisten = \"127.0.0.1:0\"\n\n{}\n{}\n",
+                common_sections("admin"),
                 self.masters_section
             ),
         )
