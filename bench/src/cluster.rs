@@ -14,7 +14,8 @@ use replicast_node::driver::{DriverConfig, DriverHandle, spawn, spawn_storage};
 use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 
 use crate::emulation;
@@ -67,7 +68,7 @@ pub struct Cluster {
     /// The storages' names.
     pub storages: Vec<String>,
     master: DriverHandle<Master>,
-    storage_drivers: Vec<DriverHandle<Storage>>,
+    storage_drivers: Vec<DriverHandle<ThreadedStorage>>,
     _dir: tempfile::TempDir,
 }
 
@@ -99,12 +100,13 @@ impl Cluster {
         for (index, name) in storages.iter().enumerate() {
             let store = Engine::open(dir.path().join(format!("{name}.redb")))
                 .map_err(|e| BenchError::setup(format!("redb of {name}"), e))?;
-            let mut role = Storage::open(
+            let mut role = ThreadedStorage::start(
                 SystemTime::now(),
                 name,
                 MASTER,
                 store,
                 StorageConfig::default(),
+                PersistConfig::default(),
             )
             .map_err(|e| BenchError::setup(format!("storage role {name}"), e))?;
             let node_seed = seed + 100 + index as u64;
@@ -112,7 +114,7 @@ impl Cluster {
             let addr = endpoint
                 .local_addr()
                 .map_err(|e| BenchError::setup(format!("address of {name}"), e))?;
-            role.announce_address(addr);
+            role.role_mut().announce_address(addr);
             directory.insert(name.clone(), addr);
             let config = DriverConfig {
                 directory: HashMap::from([(MASTER.to_owned(), master_addr)]),

@@ -19,8 +19,8 @@ use replicast_node::driver::{
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::Master;
 use replicast_node::partition::PartitionTable;
+use replicast_node::persist::ThreadedStorage;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_node::storage::Storage;
 use replicast_node::transaction::TransactionInfo;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
@@ -38,7 +38,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(300);
 struct Cluster {
     ca: ClusterCa,
     master: DriverHandle<Master>,
-    storages: Vec<(String, DriverHandle<Storage>)>,
+    storages: Vec<(String, DriverHandle<ThreadedStorage>)>,
     directory: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
 }
@@ -275,7 +275,7 @@ async fn check_replicas(cluster: &Cluster, expected: &BTreeMap<Oid, (i64, Tid)>)
         let revisions = storage
             .call(move |node, _| {
                 oids.iter()
-                    .map(|oid| (*oid, node.store().load(*oid)))
+                    .map(|oid| (*oid, node.engine().load(*oid)))
                     .collect::<Vec<_>>()
             })
             .await
@@ -395,7 +395,7 @@ async fn storage_stopped_mid_run() {
     // The stopped storage holds a prefix of the history: nothing it has is newer than the
     // last commit of the object.
     for (oid, (_, last)) in &expected {
-        if let Some(revision) = stopped.store().load(*oid).expect("redb reads") {
+        if let Some(revision) = stopped.engine().load(*oid).expect("redb reads") {
             assert!(revision.tid <= *last, "{oid:?} on {stopped_name}");
         }
     }

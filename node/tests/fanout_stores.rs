@@ -17,8 +17,8 @@ use replicast_node::driver::{
     ClientHandle, DriverConfig, DriverHandle, FanoutDeliveries, spawn_storage,
 };
 use replicast_node::master::Master;
+use replicast_node::persist::ThreadedStorage;
 use replicast_node::protocol::StorePath;
-use replicast_node::storage::Storage;
 use replicast_node::workload::transfers::{self, Commit};
 use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
@@ -41,7 +41,7 @@ struct Cluster {
     ca: ClusterCa,
     group: SocketAddr,
     master: DriverHandle<Master>,
-    storages: BTreeMap<String, DriverHandle<Storage>>,
+    storages: BTreeMap<String, DriverHandle<ThreadedStorage>>,
     directory: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
 }
@@ -57,7 +57,7 @@ impl Cluster {
         for name in STORAGES {
             let mut node = storage(dir.path(), name);
             let storage_endpoint = endpoint(&ca, name);
-            node.announce_address(address(&storage_endpoint));
+            node.role_mut().announce_address(address(&storage_endpoint));
             let receiver = FanoutReceiverConfig {
                 // A storage that left the group is found out quickly.
                 expect_timeout: Duration::from_millis(300),

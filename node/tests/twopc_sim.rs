@@ -20,11 +20,12 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{Master, MasterConfig, MasterEvent};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
+use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{
     LoadResult, Message, ObjectPart, ProtocolError, StoreResult, TransactionOutcome, Transmit,
     VoteResult, decode, encode,
 };
-use replicast_node::storage::{Storage, StorageConfig, StorageEvent};
+use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use support::{balance, balance_data};
 
@@ -304,6 +305,7 @@ fn storage_config() -> StorageConfig {
         replication_batch_bytes: 300,
         replication_retry: Duration::from_secs(1),
         replication_answer_timeout: Duration::from_secs(5),
+        ..StorageConfig::default()
     }
 }
 
@@ -344,7 +346,7 @@ struct Sim {
     dir: tempfile::TempDir,
     master: Master,
     master_events: Vec<MasterEvent>,
-    storages: BTreeMap<String, Option<Storage>>,
+    storages: BTreeMap<String, Option<InlineStorage>>,
     storage_events: BTreeMap<String, Vec<StorageEvent>>,
     workers: Vec<Worker>,
     protocol_errors: usize,
@@ -438,7 +440,7 @@ impl Sim {
 
     fn start_storage(&mut self, name: &str) {
         let store = Engine::open(self.dir.path().join(format!("{name}.redb"))).expect("open store");
-        let node = Storage::open(wall(self.now), name, MASTER, store, storage_config())
+        let node = InlineStorage::open(wall(self.now), name, MASTER, store, storage_config())
             .expect("start storage");
         self.storages.insert(name.to_owned(), Some(node));
     }
@@ -496,7 +498,7 @@ impl Sim {
                 .storages
                 .get_mut(&name)
                 .and_then(Option::as_mut)
-                .and_then(Storage::poll_transmit)
+                .and_then(InlineStorage::poll_transmit)
             {
                 self.send(&name, &transmit.to, &transmit.message);
                 let voted_yes = matches!(
@@ -616,7 +618,7 @@ impl Sim {
                 self.storages
                     .values()
                     .flatten()
-                    .filter_map(Storage::poll_timeout),
+                    .filter_map(InlineStorage::poll_timeout),
             )
             .chain(
                 self.workers
@@ -682,7 +684,7 @@ impl Sim {
                         .storages
                         .values()
                         .flatten()
-                        .all(|node| node.transactions_in_progress() == 0)
+                        .all(|node| node.role().transactions_in_progress() == 0)
                 {
                     return;
                 }
@@ -800,7 +802,7 @@ impl Sim {
                 self.start_storage(&name);
                 self.recovered_voted += self.storages[&name]
                     .as_ref()
-                    .map_or(0, Storage::transactions_in_progress);
+                    .map_or(0, |node| node.role().transactions_in_progress());
                 self.commits_at_restart
                     .get_or_insert(self.workers.iter().map(|w| w.commits.len()).sum());
             }
@@ -871,7 +873,7 @@ impl Sim {
                     .as_ref()
                     .expect("a readable replica is running");
                 let revision = node
-                    .store()
+                    .engine()
                     .load(oid)
                     .expect("load")
                     .expect("object exists");
@@ -886,7 +888,7 @@ impl Sim {
         for (name, node) in &self.storages {
             let node = node.as_ref().expect("every storage runs at the end");
             for transaction in node
-                .store()
+                .engine()
                 .transactions_after(Tid::ZERO, 100_000)
                 .expect("history")
             {
@@ -896,7 +898,7 @@ impl Sim {
                     transaction.tid
                 );
             }
-            assert_eq!(node.transactions_in_progress(), 0, "{name} settled");
+            assert_eq!(node.role().transactions_in_progress(), 0, "{name} settled");
         }
         expected
             .into_iter()
@@ -919,7 +921,7 @@ impl Sim {
                     .as_ref()
                     .expect("every storage runs at the end");
                 let history: Vec<(Oid, Tid, [u8; 16])> = node
-                    .store()
+                    .engine()
                     .partition_objects(
                         partition,
                         table.num_partitions(),
@@ -1336,7 +1338,7 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
     let now = wall(Duration::ZERO);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Engine::open(dir.path().join("s1.redb")).expect("open");
-    let mut node = Storage::open(now, "s1", MASTER, store, storage_config()).expect("open");
+    let mut node = InlineStorage::open(now, "s1", MASTER, store, storage_config()).expect("open");
     while node.poll_transmit().is_some() {}
     let (ttid, tid) = (Tid(10), Tid(20));
     node.handle(
@@ -1388,7 +1390,11 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
         .filter(|transmit| transmit.message == Message::Finished { ttid, tid })
         .count();
     assert_eq!(acks, 2, "both the outcome and the finish are acknowledged");
-    let revision = node.store().load(Oid(1)).expect("load").expect("committed");
+    let revision = node
+        .engine()
+        .load(Oid(1))
+        .expect("load")
+        .expect("committed");
     assert_eq!(revision.tid, tid);
     assert!(
         node.handle(now, MASTER, Message::Finish { ttid, tid: Tid(30) })
@@ -1674,7 +1680,8 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
     let mut master = Master::new(table.clone(), MasterConfig::default());
     let store = Engine::open(dir.path().join("s1.redb")).expect("open");
-    let mut storage = Storage::open(now, "s1", MASTER, store, storage_config()).expect("storage");
+    let mut storage =
+        InlineStorage::open(now, "s1", MASTER, store, storage_config()).expect("storage");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
     client
@@ -1791,7 +1798,8 @@ fn garbage_bytes_are_refused_by_every_role() {
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
     let mut master = Master::new(table, MasterConfig::default());
     let store = Engine::open(dir.path().join("s1.redb")).expect("open");
-    let mut storage = Storage::open(now, "s1", MASTER, store, storage_config()).expect("open");
+    let mut storage =
+        InlineStorage::open(now, "s1", MASTER, store, storage_config()).expect("open");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
     let mut wrong_version = encode(&Message::AskBegin);

@@ -20,7 +20,8 @@ use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_stor
 use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
@@ -197,12 +198,13 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let store = Engine::open(&storage.path).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;
-            let mut role = Storage::open(
+            let mut role = ThreadedStorage::start(
                 SystemTime::now(),
                 &name,
                 master.name.as_str(),
                 store,
                 StorageConfig::default(),
+                PersistConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
             let endpoint = bind_endpoint(&config)?;
@@ -215,7 +217,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     "`node.listen` is a wildcard address: clients need this storage in their [storages]"
                 );
             } else {
-                role.announce_address(config.node.listen);
+                role.role_mut().announce_address(config.node.listen);
             }
             let driver_config = DriverConfig {
                 directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
@@ -231,8 +233,9 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 fanout_receiver_config(&config),
             );
             let role = run_until_signal(&name, driver, events, endpoint, |_| Vec::new()).await?;
-            // Dropping the store closes the database; every commit was already durable.
-            drop(role.into_store());
+            // The writer executes what is queued and syncs; dropping the engine closes the
+            // database.
+            drop(role.stop());
             Ok(())
         }
     }

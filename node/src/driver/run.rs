@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
+use crate::persist::ThreadedStorage;
 use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, decode_from, encode};
-use crate::storage::{Storage, StorageEvent};
+use crate::storage::StorageEvent;
 use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
 
 /// How long writing one request's answer may take before the stream is reset.
@@ -228,12 +229,19 @@ pub fn spawn<R: Role>(
 /// [`Message::Store`](crate::protocol::Message::Store), handled as a message from its
 /// writer (anything else is refused and counted in [`DriverStats::fanout_refused`]).
 /// Clients may send stores either way, inline or through the fan-out.
+///
+/// The storage's writes and reads run on its executor's threads
+/// ([`ThreadedStorage`]), never on the driver's task; while its disk is behind
+/// ([`Role::takes_stores`]) the driver leaves delivered stores with the fan-out receiver.
 pub fn spawn_storage(
-    role: Storage,
+    role: ThreadedStorage,
     endpoint: Endpoint,
     config: DriverConfig,
     fanout: FanoutReceiverConfig,
-) -> (DriverHandle<Storage>, mpsc::UnboundedReceiver<StorageEvent>) {
+) -> (
+    DriverHandle<ThreadedStorage>,
+    mpsc::UnboundedReceiver<StorageEvent>,
+) {
     let (receiver, feed) = FanoutReceiver::start_fed(fanout);
     spawn_with(
         role,
@@ -389,7 +397,8 @@ impl<R: Role> Driver<R> {
                 }
                 _ = check.tick() => self.check_links(),
                 _ = report.tick(), if self.report_to.is_some() => self.send_report(),
-                event = self.side.next() => self.side_event(event),
+                () = self.role.background() => {}
+                event = self.side.next(), if self.role.takes_stores() => self.side_event(event),
             }
         }
         self.role

@@ -14,7 +14,8 @@ use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::storage::StorageConfig;
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 use tempfile::TempDir;
 
@@ -98,15 +99,16 @@ pub async fn wait_for_master(
 }
 
 /// The storage role `name` of [`MASTER`] on a redb store `<name>.redb` in `dir`, with the
-/// default storage configuration (not yet running).
-pub fn storage(dir: &Path, name: &str) -> Storage {
+/// default storage configuration and its persistence executor (not yet driven).
+pub fn storage(dir: &Path, name: &str) -> ThreadedStorage {
     let store = Engine::open(dir.join(format!("{name}.redb"))).expect("open redb");
-    Storage::open(
+    ThreadedStorage::start(
         SystemTime::now(),
         name,
         MASTER,
         store,
         StorageConfig::default(),
+        PersistConfig::default(),
     )
     .expect("storage role")
 }
