@@ -22,6 +22,9 @@ use crate::emulation;
 use crate::error::BenchError;
 use crate::grid::CellKnobs;
 
+/// Reads the total fsyncs of a cell's storages so far.
+pub type FsyncCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The master's name.
 pub const MASTER: &str = "master";
 /// Partitions of every cell's table; every storage holds a replica of each (R = N).
@@ -69,6 +72,8 @@ pub struct Cluster {
     pub storages: Vec<String>,
     master: DriverHandle<Master>,
     storage_drivers: Vec<DriverHandle<ThreadedStorage>>,
+    /// The storages' engines, for their fsync counts.
+    engines: Vec<Arc<Engine>>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,6 +102,7 @@ impl Cluster {
             DriverConfig::default(),
         );
         let mut storage_drivers = Vec::new();
+        let mut engines = Vec::new();
         for (index, name) in storages.iter().enumerate() {
             let store = Engine::open(dir.path().join(format!("{name}.redb")))
                 .map_err(|e| BenchError::setup(format!("redb of {name}"), e))?;
@@ -115,6 +121,7 @@ impl Cluster {
                 .local_addr()
                 .map_err(|e| BenchError::setup(format!("address of {name}"), e))?;
             role.role_mut().announce_address(addr);
+            engines.push(role.shared_engine());
             directory.insert(name.clone(), addr);
             let config = DriverConfig {
                 directory: HashMap::from([(MASTER.to_owned(), master_addr)]),
@@ -133,10 +140,17 @@ impl Cluster {
             storages,
             master,
             storage_drivers,
+            engines,
             _dir: dir,
         };
         cluster.wait_for_running_storages().await?;
         Ok(cluster)
+    }
+
+    /// Counts the fsyncs of every storage (each engine's durable commits since it opened).
+    pub fn fsync_counter(&self) -> FsyncCounter {
+        let engines = self.engines.clone();
+        Arc::new(move || engines.iter().map(|engine| engine.syncs()).sum())
     }
 
     async fn wait_for_running_storages(&self) -> Result<(), BenchError> {

@@ -399,6 +399,8 @@ pub fn run_cell(
             namespace: Some(PathBuf::from(format!("/run/netns/{prefix}client"))),
             groups,
         },
+        // The storages are processes: their fsyncs are not counted.
+        fsyncs: None,
     };
     let outcome = workload::run(setup);
     master.stop();

@@ -4,48 +4,65 @@
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::storage::{Persist, Read, ReadResult, Write};
 
-/// What [`execute_writes`] did.
-#[derive(Debug)]
-pub struct Executed {
-    /// Each write's id and outcome, in the order given.
-    pub results: Vec<(u64, Result<(), EngineError>)>,
-    /// How many durable commits (fsyncs) it took: 0 or 1 when the batch held, one per
-    /// durable write when it had to be split.
-    pub syncs: u64,
-    /// How many redb write transactions it took.
-    pub batches: u64,
-}
-
-/// Executes `writes` in order in one redb write transaction, durable if one of them needs it
-/// (group commit). A write that fails part-way spoils the batch: then every write is executed
-/// again in a batch of its own, so that only the failing one fails.
-pub fn execute_writes(engine: &Engine, writes: &[Persist]) -> Executed {
-    if let Ok(executed) = execute_batch(engine, writes) {
-        return executed;
-    }
-    let mut executed = Executed {
-        results: Vec::with_capacity(writes.len()),
-        syncs: 0,
-        batches: 0,
-    };
-    for persist in writes {
-        match execute_batch(engine, std::slice::from_ref(persist)) {
-            Ok(one) => {
-                executed.results.extend(one.results);
-                executed.syncs += one.syncs;
-                executed.batches += one.batches;
+/// Executes `writes`, gathered in the order the role emitted them, in as few redb write
+/// transactions as it can (group commit), and hands each outcome to `report` as soon as the
+/// transaction holding it committed; returns how many transactions it took. `before_batch`
+/// runs before each (a test's slow disk).
+///
+/// The finishes go first, in one transaction of their own that needs no fsync (unless one
+/// asks for it), then the other writes in order, durable if one of them needs it: so a finish
+/// never waits for the fsync of votes that queued up with it, and the master's finishes, which
+/// it sends one at a time, keep moving while the votes of many transactions share one fsync.
+/// Moving a finish before the writes emitted ahead of it changes nothing they do: those
+/// writes are of other transactions, which held the locks of their objects while the
+/// finishing one held its own, so they touch other objects (and replication imports merge
+/// with a finish of the same TID in either order).
+///
+/// A write that fails part-way spoils its transaction: then each of its writes is executed
+/// again in a transaction of its own, so that only the failing one fails.
+pub fn execute_writes(
+    engine: &Engine,
+    writes: Vec<Persist>,
+    mut before_batch: impl FnMut(),
+    mut report: impl FnMut(u64, Result<(), EngineError>),
+) -> u64 {
+    let (finishes, others): (Vec<_>, Vec<_>) = writes
+        .into_iter()
+        .partition(|persist| matches!(persist.write, Write::Finish { .. }));
+    let mut batches = 0;
+    for group in [finishes, others] {
+        if group.is_empty() {
+            continue;
+        }
+        before_batch();
+        match execute_batch(engine, &group) {
+            Ok(results) => {
+                batches += 1;
+                for (id, result) in results {
+                    report(id, result);
+                }
             }
-            Err(error) => {
-                executed.batches += 1;
-                executed.results.push((persist.id, Err(error)));
+            Err(_) => {
+                for persist in &group {
+                    batches += 1;
+                    let result = match execute_batch(engine, std::slice::from_ref(persist)) {
+                        Ok(mut results) => results.pop().map_or(Ok(()), |(_, result)| result),
+                        Err(error) => Err(error),
+                    };
+                    report(persist.id, result);
+                }
             }
         }
     }
-    executed
+    batches
 }
 
-/// `writes` in one batch; fails if the batch is spoiled or does not commit.
-fn execute_batch(engine: &Engine, writes: &[Persist]) -> Result<Executed, EngineError> {
+/// A write's id and outcome.
+type Outcome = (u64, Result<(), EngineError>);
+
+/// `writes` in one batch, with each one's outcome; fails if the batch is spoiled or does not
+/// commit.
+fn execute_batch(engine: &Engine, writes: &[Persist]) -> Result<Vec<Outcome>, EngineError> {
     let mut batch = engine.write_batch()?;
     let mut results = Vec::with_capacity(writes.len());
     for persist in writes {
@@ -56,12 +73,8 @@ fn execute_batch(engine: &Engine, writes: &[Persist]) -> Result<Executed, Engine
         }
         results.push((persist.id, result));
     }
-    let synced = batch.commit()?;
-    Ok(Executed {
-        results,
-        syncs: u64::from(synced),
-        batches: 1,
-    })
+    batch.commit()?;
+    Ok(results)
 }
 
 /// One write on `batch`.

@@ -189,26 +189,33 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Some(hook) = &self.config.before_batch {
-                hook();
-            }
-            let executed = execute_writes(&self.engine, &batch);
-            self.counters.batch(batch.len(), executed.batches);
+            let writes = batch.len();
+            let hook = self.config.before_batch.as_deref();
+            let batches = execute_writes(
+                &self.engine,
+                batch,
+                || {
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                },
+                |id, result| {
+                    if reporting
+                        && self
+                            .done
+                            .blocking_send(Done::Written { id, result })
+                            .is_err()
+                    {
+                        // The role is gone: finish the queue without reporting.
+                        reporting = false;
+                    }
+                },
+            );
+            self.counters.batch(writes, batches);
             if !self.engine.has_unsynced() {
                 unsynced_since = None;
             } else if unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
-            }
-            for (id, result) in executed.results {
-                if reporting
-                    && self
-                        .done
-                        .blocking_send(Done::Written { id, result })
-                        .is_err()
-                {
-                    // The role is gone: finish the queue without reporting.
-                    reporting = false;
-                }
             }
         }
         if let Err(error) = self.engine.sync() {

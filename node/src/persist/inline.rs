@@ -15,6 +15,11 @@ use crate::storage::{Storage, StorageConfig, StorageEvent};
 /// executor does with what queued up), then every read, and the outcomes are fed back, until
 /// the role asks nothing more.
 ///
+/// With [`defer_writes`](Self::defer_writes), the calls execute the reads only (they never
+/// wait for the writer in the threaded executor either) and the writes wait for
+/// [`settle`](Self::settle): a simulation decides when its disk gets to them, and what a crash
+/// before that loses.
+///
 /// ```
 /// use std::time::SystemTime;
 /// use replicast_node::engine::Engine;
@@ -33,6 +38,10 @@ use crate::storage::{Storage, StorageConfig, StorageEvent};
 pub struct InlineStorage {
     role: Storage,
     engine: Engine,
+    /// Writes wait for [`settle`](Self::settle).
+    deferred: bool,
+    /// Writes the role emitted and [`settle`](Self::settle) has not executed yet.
+    waiting: Vec<crate::storage::Persist>,
 }
 
 impl InlineStorage {
@@ -46,7 +55,12 @@ impl InlineStorage {
     ) -> Result<Self, EngineError> {
         let state = engine.startup_state()?;
         let role = Storage::open(now, name, master, state, config);
-        let mut storage = Self { role, engine };
+        let mut storage = Self {
+            role,
+            engine,
+            deferred: false,
+            waiting: Vec::new(),
+        };
         // Opening emits nothing that can be refused: the writes are the role's own.
         let _ = storage.settle(now);
         Ok(storage)
@@ -73,18 +87,56 @@ impl InlineStorage {
         self.engine
     }
 
+    /// From now on, writes wait for [`settle`](Self::settle) (`true`), or are executed after
+    /// each call (`false`).
+    pub fn defer_writes(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    /// Whether writes wait for [`settle`](Self::settle).
+    pub fn has_waiting_writes(&mut self) -> bool {
+        self.collect_writes();
+        !self.waiting.is_empty()
+    }
+
+    fn collect_writes(&mut self) {
+        self.waiting
+            .extend(std::iter::from_fn(|| self.role.poll_persist()));
+    }
+
     /// Executes every write and read the role asked for, feeding the outcomes back, until it
     /// asks nothing more.
     pub fn settle(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        self.execute(now, true)
+    }
+
+    /// After a call: everything, or the reads only while writes are deferred.
+    fn after_call(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        self.execute(now, !self.deferred)
+    }
+
+    fn execute(&mut self, now: SystemTime, with_writes: bool) -> Result<(), ProtocolError> {
         let mut outcome = Ok(());
         loop {
-            let writes: Vec<_> = std::iter::from_fn(|| self.role.poll_persist()).collect();
+            self.collect_writes();
+            let writes = if with_writes {
+                std::mem::take(&mut self.waiting)
+            } else {
+                Vec::new()
+            };
             let reads: Vec<_> = std::iter::from_fn(|| self.role.poll_fetch()).collect();
             if writes.is_empty() && reads.is_empty() {
                 return outcome;
             }
             if !writes.is_empty() {
-                for (id, result) in execute_writes(&self.engine, &writes).results {
+                let mut results = Vec::with_capacity(writes.len());
+                execute_writes(
+                    &self.engine,
+                    writes,
+                    || {},
+                    |id, result| results.push((id, result)),
+                );
+                for (id, result) in results {
                     outcome = outcome.and(self.role.persisted(now, id, result));
                 }
             }
@@ -95,7 +147,7 @@ impl InlineStorage {
         }
     }
 
-    /// [`Storage::handle`], then [`settle`](Self::settle).
+    /// [`Storage::handle`], then what it asked of the engine (see [`defer_writes`](Self::defer_writes)).
     pub fn handle(
         &mut self,
         now: SystemTime,
@@ -103,19 +155,19 @@ impl InlineStorage {
         message: Message,
     ) -> Result<(), ProtocolError> {
         let handled = self.role.handle(now, from, message);
-        handled.and(self.settle(now))
+        handled.and(self.after_call(now))
     }
 
-    /// [`Storage::handle_timeout`], then [`settle`](Self::settle).
+    /// [`Storage::handle_timeout`], then what it asked of the engine.
     pub fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         let handled = self.role.handle_timeout(now);
-        handled.and(self.settle(now))
+        handled.and(self.after_call(now))
     }
 
-    /// [`Storage::peer_lost`], then [`settle`](Self::settle).
+    /// [`Storage::peer_lost`], then what it asked of the engine.
     pub fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
         let handled = self.role.peer_lost(now, peer);
-        handled.and(self.settle(now))
+        handled.and(self.after_call(now))
     }
 
     /// [`Storage::announce_address`].

@@ -24,7 +24,7 @@ mod inline;
 mod stats;
 mod threaded;
 
-pub use apply::{Executed, execute_read, execute_writes};
+pub use apply::{execute_read, execute_writes};
 pub use config::{BatchHook, PersistConfig};
 pub use inline::InlineStorage;
 pub use stats::PersistStats;

@@ -108,6 +108,12 @@ impl ThreadedStorage {
         self.executor.engine()
     }
 
+    /// A handle on the engine that outlives this storage, for its counters (a benchmark's
+    /// fsyncs) or reads; the database closes once every handle is dropped.
+    pub fn shared_engine(&self) -> std::sync::Arc<Engine> {
+        self.executor.engine().clone()
+    }
+
     /// The executor's counters.
     pub fn stats(&self) -> PersistStats {
         let counters = &self.executor.counters;

@@ -101,16 +101,24 @@ pub async fn wait_for_master(
 /// The storage role `name` of [`MASTER`] on a redb store `<name>.redb` in `dir`, with the
 /// default storage configuration and its persistence executor (not yet driven).
 pub fn storage(dir: &Path, name: &str) -> ThreadedStorage {
-    let store = Engine::open(dir.join(format!("{name}.redb"))).expect("open redb");
-    ThreadedStorage::start(
-        SystemTime::now(),
+    storage_with(
+        dir,
         name,
-        MASTER,
-        store,
         StorageConfig::default(),
         PersistConfig::default(),
     )
-    .expect("storage role")
+}
+
+/// [`storage`] with the given configurations.
+pub fn storage_with(
+    dir: &Path,
+    name: &str,
+    config: StorageConfig,
+    persist: PersistConfig,
+) -> ThreadedStorage {
+    let store = Engine::open(dir.join(format!("{name}.redb"))).expect("open redb");
+    ThreadedStorage::start(SystemTime::now(), name, MASTER, store, config, persist)
+        .expect("storage role")
 }
 
 /// The redb store `name` in `dir`, created if it does not exist yet.
