@@ -6,25 +6,19 @@
 //! A master and three storages (P = 12, R = 3: every storage holds every object) in-process on
 //! QUIC endpoints with certificates, clients storing through the unicast fan-out.
 
-mod support;
-
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use replicast_certs::ClusterCa;
 use replicast_node::client::{Client, ClientConfig};
-use replicast_node::driver::{ClientHandle, DriverConfig, DriverHandle, spawn, spawn_storage};
+use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::master::{Master, MasterConfig};
 use replicast_node::object::ObjectData;
-use replicast_node::partition::PartitionTable;
-use replicast_node::persist::{PersistConfig, PersistStats, ThreadedStorage};
+use replicast_node::persist::{PersistConfig, PersistStats};
 use replicast_node::storage::StorageConfig;
 use replicast_node::transaction::TransactionInfo;
-use replicast_transport::fanout::{Fanout, FanoutReceiverConfig};
-use support::{MASTER, STORAGES, WAIT, address, endpoint, storage_with, wait_for_master};
+use replicast_testkit::cluster::{Cluster as TestCluster, MASTER, STORAGES, WAIT};
+use replicast_transport::fanout::Fanout;
 
 /// What may wait for the disk on a storage before it stops taking stores (small, so that a
 /// few transactions reach it).
@@ -90,13 +84,10 @@ impl Disk {
     }
 }
 
+/// The testkit's in-process cluster, every storage's writer on the one [`Disk`].
 struct Cluster {
-    ca: ClusterCa,
-    master: DriverHandle<Master>,
-    storages: Vec<DriverHandle<ThreadedStorage>>,
-    directory: HashMap<String, std::net::SocketAddr>,
+    nodes: TestCluster,
     disk: Arc<Disk>,
-    _dir: tempfile::TempDir,
 }
 
 /// Timeouts long against a stopped disk: these tests stop it on purpose, and check that
@@ -107,6 +98,7 @@ fn client_config() -> ClientConfig {
         storage_timeout: Duration::from_secs(60),
         vote_timeout: Duration::from_secs(20),
         load_timeout: Duration::from_secs(20),
+        master_timeout: Duration::from_secs(20),
     }
 }
 
@@ -120,67 +112,32 @@ fn storage_config() -> StorageConfig {
 }
 
 impl Cluster {
+    /// Starts the cluster (P = 12, R = 3); returns once every storage announced itself and
+    /// its address to the master.
     async fn start() -> Self {
-        let ca = ClusterCa::generate("slow-disk-test").expect("cluster CA");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
-        let table = PartitionTable::new(12, 3, &names).expect("partition table");
-        let master_endpoint = endpoint(&ca, MASTER);
-        let directory = HashMap::from([(MASTER.to_owned(), address(&master_endpoint))]);
-        let (master, _events) = spawn(
-            Master::new(table, MasterConfig::default()),
-            master_endpoint,
-            DriverConfig::default(),
-        );
         let disk = Arc::new(Disk::default());
-        let mut storages = Vec::new();
-        for name in STORAGES {
-            let hook_disk = disk.clone();
-            let persist = PersistConfig {
+        let hook_disk = disk.clone();
+        let nodes = TestCluster::builder("slow-disk-test")
+            .table(12, 3)
+            .storage_config(storage_config())
+            .persist_config(PersistConfig {
                 before_batch: Some(Arc::new(move || hook_disk.before_batch())),
                 ..PersistConfig::default()
-            };
-            let mut node = storage_with(dir.path(), name, storage_config(), persist);
-            let storage_endpoint = endpoint(&ca, name);
-            node.role_mut().announce_address(address(&storage_endpoint));
-            let (driver, _events) = spawn_storage(
-                node,
-                storage_endpoint,
-                DriverConfig {
-                    directory: directory.clone(),
-                    ..DriverConfig::default()
-                },
-                FanoutReceiverConfig::default(),
-            );
-            storages.push(driver);
-        }
-        wait_for_master(
-            &master,
-            "every storage runs and announced itself",
-            |master| {
-                master.running_storages().count() == STORAGES.len()
-                    && master.storage_addresses().len() == STORAGES.len()
-            },
-        )
-        .await;
-        Self {
-            ca,
-            master,
-            storages,
-            directory,
-            disk,
-            _dir: dir,
-        }
+            })
+            .start()
+            .await
+            .expect("the cluster starts and every storage announces its address");
+        Self { nodes, disk }
     }
 
     /// A client storing through the unicast fan-out.
     async fn client(&self, name: &str) -> ClientHandle {
-        let endpoint = endpoint(&self.ca, name);
+        let endpoint = self.nodes.endpoint(name).expect("a client endpoint");
         ClientHandle::connect_with_fanout(
             Client::new(name, MASTER, client_config()),
             endpoint.clone(),
             DriverConfig {
-                directory: self.directory.clone(),
+                directory: self.nodes.directory.clone(),
                 ..DriverConfig::default()
             },
             WAIT,
@@ -193,7 +150,7 @@ impl Cluster {
     /// Every storage's executor counters, asked through its driver.
     async fn stats(&self) -> Vec<PersistStats> {
         let mut stats = Vec::new();
-        for storage in &self.storages {
+        for (_, storage) in &self.nodes.storages {
             let answered = tokio::time::timeout(WAIT, storage.call(|node, _| node.stats()))
                 .await
                 .expect("a storage answers its driver's calls while its disk is stopped")
@@ -220,10 +177,7 @@ impl Cluster {
 
     async fn stop(self) {
         self.disk.run(Duration::ZERO);
-        let _ = self.master.stop().await;
-        for storage in self.storages {
-            let _ = storage.stop().await;
-        }
+        self.nodes.stop().await;
     }
 }
 
@@ -299,6 +253,7 @@ async fn a_stopped_disk_leaves_loads_and_status_answered() {
         "writes wait for the stopped disk: {stats:?}"
     );
     let running = cluster
+        .nodes
         .master
         .call(|master, _| master.running_storages().count())
         .await

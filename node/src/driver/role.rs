@@ -51,6 +51,11 @@ pub trait Role: Send + 'static {
         let _ = peer;
         None
     }
+    /// The master the node's [`NodeReport`](crate::protocol::NodeReport)s go to now (the
+    /// primary it follows); `None`: [`DriverConfig::report_to`](super::DriverConfig::report_to).
+    fn report_target(&self) -> Option<String> {
+        None
+    }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
@@ -127,6 +132,9 @@ impl Role for Master {
     ) -> Result<Message, ProtocolError> {
         Master::answer(self, now, from, request)
     }
+    fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        Master::peer_address(self, peer)
+    }
 }
 
 impl Role for Client {
@@ -162,6 +170,9 @@ impl Role for Client {
     }
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         Client::poll_fanout(self)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.master().to_owned())
     }
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_failed(self, now, id, peer);

@@ -10,6 +10,7 @@ use super::executor::{Done, Executor};
 use super::stats::PersistStats;
 use crate::driver::Role;
 use crate::engine::{Engine, EngineError};
+use crate::partition::NodeName;
 use crate::protocol::{Message, ProtocolError, Transmit};
 use crate::storage::{Fetch, Persist, Storage, StorageConfig, StorageEvent};
 
@@ -77,8 +78,21 @@ impl ThreadedStorage {
         storage: StorageConfig,
         persist: PersistConfig,
     ) -> Result<Self, PersistError> {
+        Self::start_with_masters(now, name, vec![master.to_owned()], engine, storage, persist)
+    }
+
+    /// As [`start`](Self::start), in a cluster of several `masters`
+    /// ([`Storage::open_with_masters`]).
+    pub fn start_with_masters(
+        now: SystemTime,
+        name: &str,
+        masters: Vec<NodeName>,
+        engine: Engine,
+        storage: StorageConfig,
+        persist: PersistConfig,
+    ) -> Result<Self, PersistError> {
         let state = engine.startup_state()?;
-        let role = Storage::open(now, name, master, state, storage);
+        let role = Storage::open_with_masters(now, name, masters, state, storage);
         let executor = Executor::start(engine, &persist)?;
         let mut threaded = Self {
             role,
@@ -222,6 +236,9 @@ impl Role for ThreadedStorage {
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         self.role.peer_address(peer)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.role.master_name().to_owned())
     }
     fn background(&mut self) -> impl Future<Output = ()> + Send + '_ {
         self.next_outcome()

@@ -1,5 +1,6 @@
-//! The storage's conversation with the master: finishes, outcomes, aborts, the partition
-//! table, the address book and replication orders; and how a transaction ends here.
+//! The storage's conversation with the master (the primary's orders, once `primary.rs` checked
+//! their term): finishes, outcomes, aborts, the partition table, the address book and
+//! replication orders; and how a transaction ends here.
 
 use std::time::SystemTime;
 
@@ -10,7 +11,8 @@ use crate::ids::Tid;
 use crate::protocol::{Message, ProtocolError, TransactionOutcome};
 
 impl Storage {
-    /// A message from the master.
+    /// An order of the primary (unwrapped from [`Message::FromPrimary`] once its term was
+    /// checked).
     pub(super) fn handle_master(
         &mut self,
         now: SystemTime,
@@ -18,6 +20,7 @@ impl Storage {
     ) -> Result<(), ProtocolError> {
         let from = self.master.clone();
         match message {
+            Message::PrimaryIs { .. } => Ok(()),
             Message::AbortTransaction { ttid } => {
                 if self.transactions.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
                     self.end(now, ttid, None)

@@ -25,6 +25,11 @@ fn storage(config: StorageConfig) -> Storage {
     storage
 }
 
+/// `message` as the primary of term 1 orders it (how the master's messages arrive).
+fn order(message: Message) -> Message {
+    Message::order(1, message)
+}
+
 /// Every message the role sent since the last call, as (peer, message).
 fn sent(storage: &mut Storage) -> Vec<(String, Message)> {
     std::iter::from_fn(|| storage.poll_transmit())
@@ -222,7 +227,7 @@ fn a_finish_is_acknowledged_once_persisted_and_as_often_as_asked() {
         tid: Tid(20),
     };
     storage
-        .handle(at(4), MASTER, finish.clone())
+        .handle(at(4), MASTER, order(finish.clone()))
         .expect("finish");
     let persists = writes(&mut storage);
     assert_eq!(
@@ -237,7 +242,7 @@ fn a_finish_is_acknowledged_once_persisted_and_as_often_as_asked() {
         }]
     );
     // The master asks again (its finish crossed our question): owed once more.
-    storage.handle(at(4), MASTER, finish).expect("again");
+    storage.handle(at(4), MASTER, order(finish)).expect("again");
     assert!(sent(&mut storage).is_empty(), "not before it is committed");
     persist_all(&mut storage, persists);
     let finished = (
@@ -268,7 +273,9 @@ fn a_durable_finish_is_asked_for_when_configured() {
         ttid: Tid(10),
         outcome: TransactionOutcome::Committed(Tid(20)),
     };
-    storage.handle(at(4), MASTER, outcome).expect("outcome");
+    storage
+        .handle(at(4), MASTER, order(outcome))
+        .expect("outcome");
     assert!(matches!(
         writes(&mut storage)[..],
         [Persist {
@@ -299,10 +306,10 @@ fn a_voting_transaction_is_not_wounded_and_the_older_one_waits() {
         .handle(
             at(5),
             MASTER,
-            Message::Finish {
+            order(Message::Finish {
                 ttid: younger,
                 tid: Tid(30),
-            },
+            }),
         )
         .expect("finish");
     // The finish released the lock: the older one's store is staged after the commit.
@@ -477,16 +484,16 @@ fn replication_asks_for_the_next_batch_only_once_the_last_is_persisted() {
     table.start_feeding("s1").expect("s1 in the table");
     let mut storage = storage(StorageConfig::default());
     storage
-        .handle(at(1), MASTER, Message::PartitionTable(table))
+        .handle(at(1), MASTER, order(Message::PartitionTable(table)))
         .expect("table");
     storage
         .handle(
             at(1),
             MASTER,
-            Message::Replicate {
+            order(Message::Replicate {
                 up_to: Tid(100),
                 partitions: vec![(0, Tid::ZERO)],
-            },
+            }),
         )
         .expect("replicate");
     assert!(matches!(
