@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,8 @@ use replicast_node::driver::ClientHandle;
 use replicast_node::ids::{Oid, Tid};
 use replicast_testkit::process::replicas::{all_up_to_date, stop_and_compare, wait_for_table};
 use replicast_testkit::process::{
-    ClusterSpec, LocalCluster, WAIT, connect_masters, multicast_section, random_group,
-    strategy_name,
+    ClusterSpec, LocalCluster, WAIT, binary, client, connect_masters, multicast_section, output,
+    random_group, strategy_name,
 };
 use replicast_testkit::workload::transfers::{self, Commit, Rng};
 use replicast_transport::fanout::Strategy;
@@ -37,6 +38,8 @@ const WRITERS: [&str; 3] = ["client-1", "client-2", "client-3"];
 const ACCOUNTS: u32 = 12;
 /// Bounds each writer's rounds (the run stops them long before).
 const MAX_ROUNDS: u64 = 100_000;
+/// The client that checks the accounts at the end.
+const CHECKER: &str = "checker";
 /// The latest point of a kill after commits were seen flowing again.
 const KILL_SPREAD_MS: u64 = 250;
 
@@ -49,42 +52,51 @@ struct Round {
     tid: Tid,
 }
 
-/// What a writer did: its client, its commits and the object ids it was handed.
+/// What a writer did: its client, its commits, the object ids it was handed, and the error
+/// that ended it, if one did.
 struct WriterLog {
     client: ClientHandle,
     commits: Vec<Commit>,
     oids: Vec<Oid>,
+    error: Option<String>,
 }
 
 /// Rounds until stopped: an object id from the primary, then one transfer committed (aborts
-/// retried), reported on `rounds`. An error ends the writer (the run then fails with it).
+/// retried), reported on `rounds`. An error ends the writer; the transfer it was in is then of
+/// unknown outcome.
 async fn write(
     mut client: ClientHandle,
     writer: u64,
     accounts: Vec<Oid>,
     mut stop: watch::Receiver<bool>,
     rounds: mpsc::Sender<Round>,
-) -> Result<WriterLog, String> {
+) -> WriterLog {
     let mut commits = Vec::new();
     let mut oids = Vec::new();
+    let mut error = None;
     for round in 0..MAX_ROUNDS {
         if *stop.borrow_and_update() {
             break;
         }
         let started = Instant::now();
-        let oid = client
-            .new_oids(1)
-            .await
-            .map_err(|error| format!("round {round}: new_oids: {error}"))?;
-        oids.extend(oid);
-        let run = transfers::run(&mut client, &accounts, 1, writer << 32 | round)
-            .await
-            .map_err(|error| format!("round {round}: {error}"))?;
-        let commit = run
-            .commits
-            .into_iter()
-            .next()
-            .ok_or("a run of one commit")?;
+        match client.new_oids(1).await {
+            Ok(oid) => oids.extend(oid),
+            Err(failure) => {
+                error = Some(format!("round {round}: new_oids: {failure}"));
+                break;
+            }
+        }
+        let commit = match transfers::run(&mut client, &accounts, 1, writer << 32 | round).await {
+            Ok(run) if run.commits.len() == 1 => run.commits[0].clone(),
+            Ok(run) => {
+                error = Some(format!("round {round}: {} commits", run.commits.len()));
+                break;
+            }
+            Err(failure) => {
+                error = Some(format!("round {round}: {failure}"));
+                break;
+            }
+        };
         // The test may have stopped listening already.
         let _ = rounds.send(Round {
             started,
@@ -93,18 +105,19 @@ async fn write(
         });
         commits.push(commit);
     }
-    Ok(WriterLog {
+    WriterLog {
         client,
         commits,
         oids,
-    })
+        error,
+    }
 }
 
 /// The writers: their runtime, tasks and reports.
 struct Writers {
     runtime: tokio::runtime::Runtime,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<WriterLog, String>>>,
+    tasks: Vec<tokio::task::JoinHandle<WriterLog>>,
     reports: mpsc::Receiver<Round>,
     /// Every round reported so far.
     rounds: Vec<Round>,
@@ -155,8 +168,7 @@ impl Writers {
     }
 
     /// Waits (bounded by [`WAIT`]) for the commit of a round begun after `after`; returns when
-    /// it returned. A writer's error, or no such commit in time, fails the test with the
-    /// writers' errors.
+    /// it returned. No such commit in time fails the test with the writers' errors.
     fn commit_begun_after(&mut self, after: Instant, what: &str) -> Instant {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -169,56 +181,58 @@ impl Writers {
                     }
                 }
                 Err(error) => {
-                    let errors = self.stop_and_join().err().unwrap_or_default();
-                    panic!("{what}: no commit ({error}); the writers: {errors}");
+                    let errors: Vec<String> = self
+                        .stop_and_join()
+                        .into_iter()
+                        .filter_map(|log| log.error)
+                        .collect();
+                    panic!("{what}: no commit ({error}); the writers: {errors:?}");
                 }
             }
         }
     }
 
-    /// Stops the writers and waits for them; their logs, or their errors.
-    fn stop_and_join(&mut self) -> Result<Vec<WriterLog>, String> {
+    /// Stops the writers and waits for them; their logs.
+    fn stop_and_join(&mut self) -> Vec<WriterLog> {
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut self.tasks);
-        let outcomes: Vec<Result<WriterLog, String>> = self.runtime.block_on(async {
-            let mut outcomes = Vec::new();
+        let logs = self.runtime.block_on(async {
+            let mut logs = Vec::new();
             for (writer, task) in (1..).zip(tasks) {
-                outcomes.push(match tokio::time::timeout(WAIT, task).await {
-                    Ok(Ok(Ok(log))) => Ok(log),
-                    Ok(Ok(Err(error))) => Err(format!("writer {writer}: {error}")),
-                    Ok(Err(error)) => Err(format!("writer {writer}: {error}")),
-                    Err(_) => Err(format!("writer {writer} did not stop within {WAIT:?}")),
-                });
+                match tokio::time::timeout(WAIT, task).await {
+                    Ok(Ok(log)) => logs.push(log),
+                    Ok(Err(error)) => panic!("writer {writer}: {error}"),
+                    Err(_) => panic!("writer {writer} did not stop within {WAIT:?}"),
+                }
             }
-            outcomes
+            logs
         });
         self.rounds.extend(self.reports.try_iter());
-        let errors: Vec<String> = outcomes
-            .iter()
-            .filter_map(|outcome| outcome.as_ref().err().cloned())
-            .collect();
-        if errors.is_empty() {
-            Ok(outcomes.into_iter().filter_map(Result::ok).collect())
-        } else {
-            Err(errors.join("; "))
-        }
+        logs
     }
 
-    /// Stops the writers and checks what they did: every writer went on to the end, the
-    /// bank invariant holds, no object id was handed out twice (and each writer got them in
-    /// increasing order), every commit begun after another returned has a later TID. Returns
-    /// every commit and the accounts.
-    fn stop_and_check(mut self) -> (Vec<Commit>, Vec<Oid>) {
-        let logs = self
-            .stop_and_join()
-            .unwrap_or_else(|errors| panic!("the writers saw retries, not errors: {errors}"));
+    /// Stops the writers and checks what they did: every writer went on to the end (unless
+    /// `errors_allowed`, when every node died at once), no object id was handed out twice
+    /// (and each writer got them in increasing order), a commit begun after another returned
+    /// has a later TID, and the bank invariant: through `checker`, every transfer a writer was
+    /// told committed is visible, no other one, and the sum is unchanged (when a writer
+    /// stopped on an error, its last transfer is of unknown outcome: then the sum only).
+    /// Returns every commit and the accounts.
+    fn stop_and_check(
+        mut self,
+        errors_allowed: bool,
+        checker: impl std::future::Future<Output = ClientHandle>,
+    ) -> (Vec<Commit>, Vec<Oid>) {
+        let logs = self.stop_and_join();
+        let errors: Vec<String> = logs.iter().filter_map(|log| log.error.clone()).collect();
+        assert!(
+            errors_allowed || errors.is_empty(),
+            "the writers saw retries, not errors: {errors:?}"
+        );
         let mut handed_out: BTreeSet<Oid> = self.accounts.iter().copied().collect();
         let mut commits = Vec::new();
         for (writer, log) in (1..).zip(&logs) {
-            assert!(
-                !log.commits.is_empty(),
-                "writer {writer} committed across the failovers"
-            );
+            assert!(!log.commits.is_empty(), "writer {writer} committed");
             assert!(
                 log.oids.windows(2).all(|pair| pair[0] < pair[1]),
                 "writer {writer} was handed object ids in increasing order"
@@ -258,18 +272,36 @@ impl Writers {
                 );
             }
         }
-        let mut logs = logs.into_iter();
+        if !errors.is_empty() {
+            println!("writers stopped by an error: {errors:?}");
+        }
         let accounts = self.accounts.clone();
         self.runtime.block_on(async {
-            let mut checker = logs.next().expect("a writer").client;
-            let sum = transfers::check(&mut checker, &accounts, &commits)
-                .await
-                .expect("every committed transfer is visible, no aborted one, the sum is kept");
-            assert_eq!(sum, transfers::INITIAL_BALANCE * accounts.len() as i64);
-            checker.close().await.expect("close a client");
             for log in logs {
-                log.client.close().await.expect("close a client");
+                // A writer that stopped on an error may not close cleanly.
+                let closed = log.client.close().await;
+                assert!(errors_allowed || closed.is_ok(), "close a writer");
             }
+            let mut checker = checker.await;
+            let expected = transfers::INITIAL_BALANCE * accounts.len() as i64;
+            if errors.is_empty() {
+                let sum = transfers::check(&mut checker, &accounts, &commits)
+                    .await
+                    .expect("every committed transfer is visible, no aborted one, the sum kept");
+                assert_eq!(sum, expected);
+            } else {
+                let mut sum = 0;
+                for oid in &accounts {
+                    let (_, data) = checker
+                        .load(*oid)
+                        .await
+                        .expect("load an account")
+                        .unwrap_or_else(|| panic!("account {oid} exists"));
+                    sum += transfers::balance(*oid, &data).expect("a balance");
+                }
+                assert_eq!(sum, expected, "the sum of the balances is unchanged");
+            }
+            checker.close().await.expect("close the checker");
         });
         (commits, accounts)
     }
@@ -296,13 +328,75 @@ fn report(strategy: Strategy, mut failovers: Vec<Duration>) {
     );
 }
 
-fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
-    let group = random_group();
-    let spec = ClusterSpec {
+/// Three masters and three storages with a `[multicast]` group; every node's standard error
+/// in a file (checked for panics at the end), and a certificate for the checking client.
+fn start_cluster(group: SocketAddr) -> LocalCluster {
+    let mut spec = ClusterSpec {
         storage_sections: multicast_section(group),
+        stderr_to_files: true,
         ..ClusterSpec::three_masters()
     };
-    let mut cluster = LocalCluster::start(&spec);
+    spec.extra_names.push(CHECKER.to_owned());
+    LocalCluster::start(&spec)
+}
+
+/// The client that checks the accounts at the end.
+fn checker(
+    cluster: &LocalCluster,
+    group: SocketAddr,
+) -> impl std::future::Future<Output = ClientHandle> + 'static {
+    let certs = cluster.root().join("certs");
+    let masters = cluster.master_addresses.clone();
+    async move { connect_masters(&certs, CHECKER, &masters, Strategy::Unicast, group).await }
+}
+
+/// Checks that no node panicked (a panic in a task of a node's runtime does not end it).
+fn no_panic(cluster: &LocalCluster) {
+    let mut names = cluster.master_names();
+    names.extend(cluster.storages.keys().cloned());
+    for name in names {
+        let stderr = cluster.stderr(&name);
+        assert!(!stderr.contains("panicked"), "{name} panicked:\n{stderr}");
+    }
+}
+
+/// The primary and its term, as `replicast status` with `config` reports them (the answer of
+/// the primary, after redirects), if a primary answers.
+fn primary_and_term(config: &std::path::Path) -> Option<(String, u64)> {
+    let outcome = output(
+        Command::new(binary())
+            .args(["status", "--json", "--timeout", "5", "--config"])
+            .arg(config),
+        "replicast status",
+    );
+    let status: serde_json::Value = serde_json::from_str(&outcome.stdout).ok()?;
+    let answering = status["master"].as_str()?;
+    let primary = status["masters"]
+        .as_array()?
+        .iter()
+        .any(|master| master["role"] == "primary" && master["name"] == answering);
+    primary.then(|| (answering.to_owned(), status["term"].as_u64().unwrap_or(0)))
+}
+
+/// Waits (bounded by [`WAIT`]) for a primary other than `old`; returns it and its term.
+fn other_primary(config: &std::path::Path, old: &str) -> (String, u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match primary_and_term(config) {
+            Some((primary, term)) if primary != old => return (primary, term),
+            _ => assert!(
+                Instant::now() < deadline,
+                "no primary other than {old} within {WAIT:?}"
+            ),
+        }
+        // A pause between two questions, not a synchronization: the answer decides.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
+    let group = random_group();
+    let mut cluster = start_cluster(group);
     let status = cluster.client_config("client-4", "");
     let mut writers = Writers::start(&cluster, strategy, group);
     let mut rng = Rng::new(seed);
@@ -326,9 +420,114 @@ fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
         failovers.push(took);
         cluster.restart_master(&primary);
     }
-    let (commits, accounts) = writers.stop_and_check();
+    let (commits, accounts) = writers.stop_and_check(false, checker(&cluster, group));
     report(strategy, failovers);
     let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
+    no_panic(&cluster);
+    stop_and_compare(cluster, &table, &commits, &accounts);
+}
+
+/// SIGSTOP of the primary under load: another master takes over and commits go on; SIGCONT:
+/// the old primary hears of the later term and steps down (it prints `role follower TERM`
+/// with a later term) instead of serving or deciding with its own; what it said after being
+/// deposed took no effect (the writers' checks and the replicas' histories).
+#[test]
+fn a_paused_primary_comes_back_deposed() {
+    let group = random_group();
+    let mut cluster = start_cluster(group);
+    let status = cluster.client_config("client-4", "");
+    let mut writers = Writers::start(&cluster, Strategy::Unicast, group);
+    writers.commit_begun_after(Instant::now(), "before the pause");
+    let (old, old_term) = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(found) = primary_and_term(&status) {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "no primary within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    cluster.master_process(&old).signal("-STOP");
+    let (new, new_term) = other_primary(&status, &old);
+    assert!(
+        new_term > old_term,
+        "{new} is the primary of term {new_term}, after {old}'s {old_term}"
+    );
+    writers.commit_begun_after(Instant::now(), &format!("with {old} paused"));
+    cluster.master_process(&old).signal("-CONT");
+    let term =
+        cluster
+            .master_process(&old)
+            .wait_for("`role follower TERM` of a later term", |line| {
+                line.strip_prefix("role follower ")
+                    .and_then(|term| term.parse::<u64>().ok())
+                    .filter(|term| *term > old_term)
+            });
+    println!("{old} (primary of term {old_term}) came back a follower of term {term}");
+    // Orders it sent late, if any, were refused; the storages and clients say so.
+    // Commits go on with the old primary back, several rounds.
+    for round in 0..3 {
+        writers.commit_begun_after(Instant::now(), &format!("after {old} came back ({round})"));
+    }
+    let (commits, accounts) = writers.stop_and_check(false, checker(&cluster, group));
+    let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
+    no_panic(&cluster);
+    let refusals: usize = cluster
+        .storages
+        .keys()
+        .map(|name| cluster.stderr(name).matches("order refused").count())
+        .sum();
+    println!("late orders of {old} the storages refused: {refusals}");
+    stop_and_compare(cluster, &table, &commits, &accounts);
+}
+
+/// Every node SIGKILLed at once under load, then all started again: the cluster runs again
+/// without an operator (new transfers commit), nothing a writer was told committed is lost
+/// (the sum kept, every commit's revisions on every replica, the same history on each), no
+/// object id handed out twice, TIDs in real-time order across the restart.
+#[test]
+fn every_node_killed_at_once_loses_nothing_committed() {
+    let group = random_group();
+    let mut cluster = start_cluster(group);
+    let status = cluster.client_config("client-4", "");
+    let mut writers = Writers::start(&cluster, Strategy::Unicast, group);
+    for round in 0..3 {
+        writers.commit_begun_after(Instant::now(), &format!("before the kill ({round})"));
+    }
+    let masters = cluster.master_names();
+    let storages: Vec<String> = cluster.storages.keys().cloned().collect();
+    // Every signal first, then the waits: the nodes die together.
+    for name in &masters {
+        cluster.master_process(name).signal("-KILL");
+    }
+    for name in &storages {
+        cluster.storage(name).signal("-KILL");
+    }
+    for name in &masters {
+        assert!(!cluster.master_process(name).wait_exit().success());
+    }
+    for name in &storages {
+        assert!(!cluster.storage(name).wait_exit().success());
+    }
+    for name in &masters {
+        cluster.restart_master(name);
+    }
+    for name in &storages {
+        cluster.start_storage(name);
+    }
+    let (commits, accounts) = writers.stop_and_check(true, checker(&cluster, group));
+    println!(
+        "{} transfers committed before or across the restart of every node",
+        commits.len()
+    );
+    // The cluster runs again: a new writer's transfers commit.
+    let writer = cluster.client_config("client-1", "");
+    let after = client(&writer, &["transfers", "--accounts", "4", "--count", "10"])
+        .unwrap_or_else(|error| panic!("transfers after the restart: {error}"));
+    assert!(after.starts_with("committed 10"), "{after}");
+    let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
+    no_panic(&cluster);
     stop_and_compare(cluster, &table, &commits, &accounts);
 }
 

@@ -552,6 +552,14 @@ impl<R: Role> Driver<R> {
                 Counters::bump(&self.counters.decode_errors);
                 tracing::warn!(%error, context, "undecodable message");
             }
+            // A deposed primary (or a master claiming to be the primary) speaking: rare, and
+            // what an operator wants to see after a pause or a partition of a master.
+            Err(
+                error @ (ProtocolError::StaleTerm { .. } | ProtocolError::NotThePrimary { .. }),
+            ) => {
+                Counters::bump(&self.counters.refused);
+                tracing::warn!(%error, context, "order refused: not from the current primary");
+            }
             Err(error) => {
                 Counters::bump(&self.counters.refused);
                 tracing::debug!(%error, context, "message refused by the role");
