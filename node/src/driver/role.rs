@@ -96,6 +96,25 @@ pub trait Role: Send + 'static {
             kind: request.kind(),
         })
     }
+    /// Answers `request` as [`answer`](Self::answer) does, or defers the answer: `Ok(None)`
+    /// means it comes later from [`poll_answer`](Self::poll_answer) with `token` (a master's
+    /// answer to a change waits until the change is committed in the masters' log). Every
+    /// deferred request gets its answer or an error. By default the answer comes at once.
+    fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let _ = token;
+        self.answer(now, from, request).map(Some)
+    }
+    /// A deferred answer that is ready: the token [`answer_or_defer`](Self::answer_or_defer)
+    /// was given, and the answer or the refusal.
+    fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        None
+    }
 }
 
 impl Role for Master {
@@ -131,6 +150,18 @@ impl Role for Master {
         request: Message,
     ) -> Result<Message, ProtocolError> {
         Master::answer(self, now, from, request)
+    }
+    fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        Master::answer_or_defer(self, now, from, request, token)
+    }
+    fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        Master::poll_answer(self)
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         Master::peer_address(self, peer)
