@@ -25,8 +25,9 @@ use replicast_node::engine::Engine;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::{CellState, PartitionTable};
+use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{LoadResult, Transmit, encode};
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::storage::StorageConfig;
 use replicast_node::transaction::TransactionInfo;
 use replicast_testkit::sim::{InFlight, Network, Sent, SplitMix64, wall};
 use replicast_testkit::workload::transfers::{balance, balance_data};
@@ -266,7 +267,7 @@ struct Sim {
     dir: tempfile::TempDir,
     election_ticks: BTreeMap<String, usize>,
     masters: BTreeMap<String, Option<Master>>,
-    storages: BTreeMap<String, Storage>,
+    storages: BTreeMap<String, InlineStorage>,
     workers: Vec<Worker>,
     /// The primary of each term seen.
     primaries: BTreeMap<u64, String>,
@@ -316,7 +317,7 @@ impl Sim {
             .enumerate()
             .map(|(i, name)| {
                 let store = Engine::open(dir.path().join(format!("{name}.redb"))).expect("store");
-                let mut storage = Storage::open_with_masters(
+                let mut storage = InlineStorage::open_with_masters(
                     wall(Duration::ZERO),
                     name,
                     MASTERS.map(str::to_owned).to_vec(),
@@ -488,7 +489,10 @@ impl Sim {
             .values()
             .flatten()
             .filter_map(|master| master.poll_timeout());
-        let storages = self.storages.values().filter_map(Storage::poll_timeout);
+        let storages = self
+            .storages
+            .values()
+            .filter_map(InlineStorage::poll_timeout);
         let clients = self
             .workers
             .iter()
@@ -754,7 +758,7 @@ impl Sim {
         let held: Vec<(String, usize)> = self
             .storages
             .iter()
-            .map(|(name, storage)| (name.clone(), storage.transactions_in_progress()))
+            .map(|(name, storage)| (name.clone(), storage.role().transactions_in_progress()))
             .collect();
         format!("primary {primary:?}, cells not up to date {cells:?}, transactions held {held:?}")
     }
@@ -776,7 +780,7 @@ impl Sim {
             && self
                 .storages
                 .values()
-                .all(|storage| storage.transactions_in_progress() == 0)
+                .all(|storage| storage.role().transactions_in_progress() == 0)
     }
 
     fn check(&self) {
@@ -818,7 +822,7 @@ impl Sim {
             for cell in cells {
                 assert_eq!(cell.state, CellState::UpToDate);
                 let revision = self.storages[&cell.node]
-                    .store()
+                    .engine()
                     .load(*oid)
                     .expect("load")
                     .unwrap_or_else(|| panic!("{oid} on {}", cell.node));

@@ -53,8 +53,20 @@ impl InlineStorage {
         engine: Engine,
         config: StorageConfig,
     ) -> Result<Self, EngineError> {
+        Self::open_with_masters(now, name, vec![master.to_owned()], engine, config)
+    }
+
+    /// As [`open`](Self::open), in a cluster of several `masters`
+    /// ([`Storage::open_with_masters`]).
+    pub fn open_with_masters(
+        now: SystemTime,
+        name: &str,
+        masters: Vec<String>,
+        engine: Engine,
+        config: StorageConfig,
+    ) -> Result<Self, EngineError> {
         let state = engine.startup_state()?;
-        let role = Storage::open(now, name, master, state, config);
+        let role = Storage::open_with_masters(now, name, masters, state, config);
         let mut storage = Self {
             role,
             engine,
