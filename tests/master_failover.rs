@@ -21,11 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use replicast_node::driver::ClientHandle;
-use replicast_node::driver::ordering::Envelope;
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::partition::PartitionTable;
-use replicast_node::protocol::{Message, encode};
-use replicast_testkit::endpoint::{EndpointSpec, bind_identity};
 use replicast_testkit::process::replicas::{all_up_to_date, stop_and_compare, wait_for_table};
 use replicast_testkit::process::{
     ClusterSpec, LocalCluster, WAIT, binary, client, connect_masters, multicast_section, output,
@@ -433,8 +429,7 @@ fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
 
 /// SIGSTOP of the primary under load: another master takes over and commits go on; SIGCONT:
 /// the old primary hears of the later term and steps down (it prints `role follower TERM`
-/// with a later term) instead of serving or deciding with its own; an order of its term
-/// replayed to the storages under its name is refused and logged; what it said after being
+/// with a later term) instead of serving or deciding with its own; what it said after being
 /// deposed took no effect (the writers' checks and the replicas' histories).
 #[test]
 fn a_paused_primary_comes_back_deposed() {
@@ -475,12 +470,6 @@ fn a_paused_primary_comes_back_deposed() {
     for round in 0..3 {
         writers.commit_begun_after(Instant::now(), &format!("after {old} came back ({round})"));
     }
-    // An order of the old term replayed under the old primary's name (its certificate) to
-    // every storage: refused for its term, and said so.
-    replay_old_order(&cluster, &old, old_term);
-    for round in 0..2 {
-        writers.commit_begun_after(Instant::now(), &format!("after the replay ({round})"));
-    }
     let (commits, accounts) = writers.stop_and_check(false, checker(&cluster, group));
     let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
     no_panic(&cluster);
@@ -491,58 +480,6 @@ fn a_paused_primary_comes_back_deposed() {
         .sum();
     println!("late orders of {old} the storages refused: {refusals}");
     stop_and_compare(cluster, &table, &commits, &accounts);
-}
-
-/// Sends, as master `old` (with its certificate) on a connection of its own, an order of
-/// `old_term` to every storage: a partition table with storage-1's cells out of date, which
-/// a storage that took it would adopt. Waits (bounded) until each storage logged the refusal of exactly that
-/// order for its term.
-fn replay_old_order(cluster: &LocalCluster, old: &str, old_term: u64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let identity = cluster.identity(old);
-    let names: Vec<String> = cluster.storages.keys().cloned().collect();
-    let mut table = PartitionTable::new(12, 2, &names).expect("a table");
-    table
-        .mark_out_of_date("storage-1")
-        .expect("storage-1 is in the table");
-    let order = Message::order(old_term, Message::PartitionTable(table));
-    // Kept open until the storages took the order: closing drops what is not delivered.
-    let endpoint = runtime.block_on(async {
-        let endpoint = bind_identity(&identity, &EndpointSpec::default()).expect("an endpoint");
-        for (name, address) in cluster.storage_addresses() {
-            let link = endpoint
-                .link(name, *address)
-                .await
-                .unwrap_or_else(|error| panic!("dial {name}: {error}"));
-            let envelope = Envelope {
-                instance: replicast_testkit::process::random_u64(),
-                epoch: 0,
-                seq: 0,
-                body: encode(&order),
-            };
-            link.send_message(&envelope)
-                .await
-                .unwrap_or_else(|error| panic!("send to {name}: {error}"));
-        }
-        endpoint
-    });
-    let refusal = format!("PartitionTable from {old} is an order of term {old_term}, but term");
-    for name in cluster.storages.keys() {
-        let deadline = Instant::now() + WAIT;
-        while !cluster.stderr(name).contains(&refusal) {
-            assert!(
-                Instant::now() < deadline,
-                "{name} logs the refusal of the replayed order:\n{}",
-                cluster.stderr(name)
-            );
-            // A pause between two looks at the log, not a synchronization: the log decides.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    endpoint.close();
 }
 
 /// Every node SIGKILLed at once under load, then all started again: the cluster runs again
