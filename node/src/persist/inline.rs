@@ -233,7 +233,8 @@ impl Role for InlineStorage {
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         self.role.peer_address(peer)
-    }    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+    }
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
         self.role.peer_load(peer, ttid)
     }
 }
