@@ -25,7 +25,10 @@ use replicast_certs::Revocation;
 use replicast_transport::quic::PeerCertificate;
 
 use crate::ids::Tid;
-use crate::protocol::{CrlStatus, FANOUT_WRITERS, Message, Refusal, RefusalCount, authorize};
+use crate::protocol::{
+    CrlStatus, FANOUT_REPLICAS, FANOUT_WRITERS, Message, Refusal, RefusalCount, RefusalReason,
+    authorize,
+};
 
 use peers::PeerGrants;
 use refusals::Refusals;
@@ -153,7 +156,7 @@ impl Gate {
             .grant(peer, certificate, self.revocation.as_ref());
         let checked = match grant.roles() {
             Ok(roles) if roles.intersects(FANOUT_WRITERS.senders) => Ok(()),
-            Ok(roles) => Err(refusal(crate::protocol::RefusalReason::Role {
+            Ok(roles) => Err(refusal(RefusalReason::Role {
                 allowed: FANOUT_WRITERS.senders.bits(),
                 granted: roles.bits(),
             })),
@@ -174,5 +177,38 @@ impl Gate {
     /// How many refusals in all.
     pub fn refused(&self) -> u64 {
         self.refusals.total()
+    }
+}
+
+/// Whether `certificate`, presented by `peer` when a writer dialed it, may join the writer's
+/// fan-out sessions as a replica ([`FANOUT_REPLICAS`]); read afresh (a writer adds a replica
+/// rarely), and checked against `revocation` (`None`: the handshake already checked it).
+pub fn replica_grant(
+    peer: &str,
+    certificate: Option<&PeerCertificate>,
+    revocation: Option<&Revocation>,
+) -> Result<(), Refusal> {
+    let refusal = |reason| Refusal {
+        kind: "fan-out replica".to_owned(),
+        reason,
+    };
+    let Some(certificate) = certificate else {
+        // A link without a verified certificate: mutual TLS never makes one, so this is a
+        // peer that grants nothing.
+        return Err(refusal(RefusalReason::Role {
+            allowed: FANOUT_REPLICAS.senders.bits(),
+            granted: 0,
+        }));
+    };
+    match peers::PeerGrants::default()
+        .grant(peer, Some(certificate), revocation)
+        .roles()
+    {
+        Ok(roles) if roles.intersects(FANOUT_REPLICAS.senders) => Ok(()),
+        Ok(roles) => Err(refusal(RefusalReason::Role {
+            allowed: FANOUT_REPLICAS.senders.bits(),
+            granted: roles.bits(),
+        })),
+        Err(reason) => Err(refusal(reason)),
     }
 }

@@ -62,6 +62,15 @@ pub const FANOUT_WRITERS: Rule = Rule {
     why: "fan-out sessions carry stores, and only clients store",
 };
 
+/// The rule of a fan-out replica, applied by the writer before it adds one: a client hands
+/// the session's keys and its stores only to a peer whose certificate grants `storage` (the
+/// replicas it adds are the writable cells' storages of the master's table; the certificate
+/// proves the peer at that name is one).
+pub const FANOUT_REPLICAS: Rule = Rule {
+    senders: STORAGE,
+    why: "a fan-out session's stores go to storages only",
+};
+
 const fn rule_of(senders: Roles, why: &'static str) -> Rule {
     Rule { senders, why }
 }

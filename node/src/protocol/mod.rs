@@ -63,7 +63,9 @@ mod message;
 mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
-pub use authorization::{FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule};
+pub use authorization::{
+    FANOUT_REPLICAS, FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule,
+};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
