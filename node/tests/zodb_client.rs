@@ -9,7 +9,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use replicast_node::client::ClientConfig;
+use replicast_node::client::{AbortReason, ClientConfig, Conflict, ConflictKind};
 use replicast_node::driver::{ClientError, ClientHandle, Invalidation};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
@@ -325,5 +325,228 @@ fn bad_calls_get_typed_errors() {
             client.load(Oid(1)).await.expect("load"),
             Some((tid, data("small")))
         );
+    });
+}
+
+#[test]
+fn a_conflict_is_reported_and_resolved_by_storing_again() {
+    run(async {
+        let cluster = Cluster::start().await;
+        let alice = cluster.client("client-alice").await;
+        let bob = cluster.client("client-bob").await;
+        let oid = alice.new_oids(1).await.expect("oid")[0];
+        let base = commit(&alice, &[(oid, Tid::ZERO, data("0"))]).await;
+
+        // Bob read the object at `base`; Alice commits it meanwhile.
+        bob.begin().await.expect("begin");
+        let alices = commit(&alice, &[(oid, base, data("alice"))]).await;
+        bob.store(oid, base, data("bob")).await.expect("store");
+        let conflict = Conflict {
+            oid,
+            serial: base,
+            current: alices,
+            kind: ConflictKind::Write,
+        };
+        assert_eq!(bob.wait_stores().await.expect("answers"), vec![conflict]);
+        match bob.vote(info("bob")).await {
+            Err(ClientError::Conflicts(conflicts)) => assert_eq!(conflicts, vec![conflict]),
+            other => panic!("the vote must report the conflict: {other:?}"),
+        }
+        // Resolution: the merged state, on top of the committed serial; the transaction
+        // went on.
+        bob.store(oid, alices, data("alice+bob"))
+            .await
+            .expect("store again");
+        assert_eq!(bob.wait_stores().await.expect("answers"), Vec::new());
+        assert_eq!(bob.vote(info("bob")).await.expect("vote"), vec![oid]);
+        let bobs = bob.finish().await.expect("finish");
+        assert!(bobs > alices);
+        assert_eq!(
+            alice.load(oid).await.expect("load"),
+            Some((bobs, data("alice+bob")))
+        );
+        assert_eq!(
+            alice.history(oid, 10).await.expect("history").len(),
+            3,
+            "base, alice, bob"
+        );
+    });
+}
+
+#[test]
+fn a_stale_read_is_a_read_conflict_and_a_checked_object_stays_locked() {
+    run(async {
+        let cluster = Cluster::start().await;
+        let alice = cluster.client("client-alice").await;
+        let bob = cluster.client("client-bob").await;
+        let oids = alice.new_oids(2).await.expect("oids");
+        let (read, written) = (oids[0], oids[1]);
+        let base = commit(
+            &alice,
+            &[
+                (read, Tid::ZERO, data("r0")),
+                (written, Tid::ZERO, data("w0")),
+            ],
+        )
+        .await;
+
+        // Bob read `read` at `base`, then Alice changed it: his check fails, unresolvable.
+        bob.begin().await.expect("begin");
+        let changed = commit(&alice, &[(read, base, data("r1"))]).await;
+        bob.check_current_serial(read, base).await.expect("check");
+        bob.store(written, base, data("w1")).await.expect("store");
+        let conflicts = bob.wait_stores().await.expect("answers");
+        assert_eq!(
+            conflicts,
+            vec![Conflict {
+                oid: read,
+                serial: base,
+                current: changed,
+                kind: ConflictKind::ReadCurrent,
+            }]
+        );
+        bob.abort().await.expect("abort");
+
+        // A check of the current serial locks the object: a younger writer waits for the
+        // checking transaction to end.
+        let bobs_ttid = bob.begin().await.expect("begin");
+        bob.check_current_serial(read, changed)
+            .await
+            .expect("check");
+        assert_eq!(bob.wait_stores().await.expect("answers"), Vec::new());
+        alice.begin().await.expect("alice begins, younger");
+        alice
+            .store(read, changed, data("r2"))
+            .await
+            .expect("alice stores the checked object");
+        let alice_votes = {
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                alice.vote(info("alice")).await.expect("alice votes");
+                alice.finish().await.expect("alice finishes")
+            })
+        };
+        bob.store(written, base, data("w1")).await.expect("store");
+        bob.vote(info("bob")).await.expect("bob votes");
+        let bobs = bob.finish().await.expect("bob finishes");
+        let alices = alice_votes.await.expect("alice's task");
+        assert!(alices > bobs, "alice's store waited for bob's lock");
+        assert!(bobs_ttid < alices);
+        assert_eq!(
+            bob.load(read).await.expect("load"),
+            Some((alices, data("r2")))
+        );
+        // A check writes nothing: the object's history has no revision of bob's.
+        let history = bob.history(read, 10).await.expect("history");
+        assert!(history.iter().all(|entry| entry.tid != bobs), "{history:?}");
+    });
+}
+
+#[test]
+fn a_transaction_commits_at_the_tid_it_began_with_or_not_at_all() {
+    run(async {
+        let cluster = Cluster::start().await;
+        let restorer = cluster.client("client-restorer").await;
+        let other = cluster.client("client-other").await;
+        let oid = restorer.new_oids(1).await.expect("oid")[0];
+        let first = commit(&restorer, &[(oid, Tid::ZERO, data("v1"))]).await;
+
+        // At a chosen TID after the last one: exactly there (a restore, no serial check).
+        let chosen = Tid(first.0 + 1_000);
+        restorer.begin_at(Some(chosen)).await.expect("begin at");
+        restorer
+            .restore(oid, data("restored"))
+            .await
+            .expect("restore");
+        restorer.vote(info("restore")).await.expect("vote");
+        assert_eq!(restorer.finish().await.expect("finish"), chosen);
+        assert_eq!(
+            other.load(oid).await.expect("load"),
+            Some((chosen, data("restored")))
+        );
+        // Later commits come after it.
+        let later = commit(&other, &[(oid, chosen, data("v3"))]).await;
+        assert!(later > chosen);
+
+        // Not after the last commit: refused at once, and nothing is in progress.
+        match restorer.begin_at(Some(chosen)).await {
+            Err(ClientError::TidRefused { tid, last }) => {
+                assert_eq!((tid, last), (chosen, later));
+            }
+            other => panic!("a TID in the past must be refused: {other:?}"),
+        }
+
+        // Overtaken between begin and finish: the finish is refused, the transaction aborted.
+        let next = later.later().expect("a later TID");
+        restorer.begin_at(Some(next)).await.expect("begin at");
+        restorer.restore(oid, data("late")).await.expect("restore");
+        restorer.vote(info("late")).await.expect("vote");
+        let overtaking = commit(&other, &[(Oid(oid.0 + 1), Tid::ZERO, data("x"))]).await;
+        assert!(overtaking > next);
+        match restorer.finish().await {
+            Err(ClientError::Aborted(AbortReason::FinishRefused(
+                TransactionOutcome::TidNotAfterLast { last },
+            ))) => assert_eq!(last, overtaking),
+            other => panic!("the overtaken finish must be refused: {other:?}"),
+        }
+        assert_eq!(
+            other.load(oid).await.expect("load"),
+            Some((later, data("v3"))),
+            "nothing of the refused transaction is visible"
+        );
+        // The handle is free for the next transaction.
+        let last = commit(&restorer, &[(oid, later, data("v4"))]).await;
+        assert!(last > overtaking);
+    });
+}
+
+#[test]
+fn an_undo_writes_an_earlier_revision_again() {
+    run(async {
+        let cluster = Cluster::start().await;
+        let client = cluster.client("client-zodb").await;
+        let oids = client.new_oids(2).await.expect("oids");
+        let (kept, created) = (oids[0], oids[1]);
+        let first = commit(&client, &[(kept, Tid::ZERO, data("v1"))]).await;
+        let second = commit(
+            &client,
+            &[(kept, first, data("v2")), (created, Tid::ZERO, data("new"))],
+        )
+        .await;
+
+        // Undo `second`: `kept` back to `first`, `created` deleted.
+        client.begin().await.expect("begin");
+        client
+            .store_undo(kept, second, Some(first))
+            .await
+            .expect("undo kept");
+        client
+            .store_undo(created, second, None)
+            .await
+            .expect("undo created");
+        client.vote(info("undo")).await.expect("vote");
+        let undo = client.finish().await.expect("finish");
+        assert_eq!(
+            client.load_before(kept, Tid::MAX).await.expect("load"),
+            LoadBefore::Found {
+                data: data("v1"),
+                serial: undo,
+                next: None
+            }
+        );
+        assert_eq!(
+            client.load_serial(created, undo).await.expect("loadSerial"),
+            Some(ObjectData::Deleted)
+        );
+        // An undo on top of a stale serial is a conflict like any store.
+        client.begin().await.expect("begin");
+        client
+            .store_undo(kept, second, Some(first))
+            .await
+            .expect("undo again");
+        let conflicts = client.wait_stores().await.expect("answers");
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].current, undo);
+        client.abort().await.expect("abort");
     });
 }

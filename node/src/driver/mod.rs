@@ -28,6 +28,7 @@
 
 mod client_dispatch;
 mod client_handle;
+mod client_log;
 mod fanout;
 pub mod ordering;
 mod role;
@@ -35,6 +36,7 @@ mod run;
 
 pub use client_dispatch::{Invalidation, InvalidationListener};
 pub use client_handle::{ClientError, ClientHandle};
+pub use client_log::{ObjectScan, PackReport, TransactionIterator};
 pub use fanout::FanoutDeliveries;
 pub use role::Role;
 pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn, spawn_storage};
