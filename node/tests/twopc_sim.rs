@@ -292,7 +292,8 @@ impl Worker {
             | ClientEvent::StoresAnswered { .. }
             | ClientEvent::BeginRefused { .. }
             | ClientEvent::Answered { .. }
-            | ClientEvent::LastTransaction { .. } => {}
+            | ClientEvent::LastTransaction { .. }
+            | ClientEvent::Resynced { .. } => {}
         }
     }
 

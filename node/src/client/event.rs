@@ -163,6 +163,13 @@ pub enum ClientEvent {
         /// The TID.
         tid: Tid,
     },
+    /// The link to the master was lost and the client announced itself again: invalidations
+    /// sent meanwhile may be lost, so every cached object may be stale. `last` is the
+    /// master's last finished commit now.
+    Resynced {
+        /// The master's last finished commit.
+        last: Tid,
+    },
     /// New object ids.
     NewOids {
         /// The first.

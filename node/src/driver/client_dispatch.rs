@@ -299,6 +299,13 @@ fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Send
                 let _ = reply.send((first, count));
             }
         }
+        ClientEvent::Resynced { last } => {
+            drop(waiters);
+            let delivery = Delivery::Invalidate(Invalidation::Everything { tid: last });
+            if let Err(unsent) = deliveries.send(delivery) {
+                deliver_now(shared, unsent.0);
+            }
+        }
         ClientEvent::Invalidated { tid, oids } => {
             drop(waiters);
             shared.invalidations.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod zodb;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
