@@ -203,3 +203,67 @@ fn a_lost_master_link_invalidates_everything_then_invalidations_flow_again() {
         );
     });
 }
+
+#[test]
+fn a_forgotten_client_that_speaks_again_is_welcomed_back_and_resyncs() {
+    use replicast_node::client::{Client, ClientEvent};
+    use replicast_node::master::{Master, MasterConfig};
+    use replicast_node::partition::PartitionTable;
+    use std::time::SystemTime;
+
+    let now = SystemTime::now();
+    let storages: Vec<String> = ["s1", "s2"].iter().map(|name| name.to_string()).collect();
+    let table = PartitionTable::new(4, 2, &storages).expect("table");
+    let mut master = Master::new(table, MasterConfig::default());
+    let mut client = Client::new("c1", "master", support::zodb::relaxed());
+    client.connect();
+    let deliver = |master: &mut Master, client: &mut Client| {
+        while let Some(transmit) = client.poll_transmit() {
+            let _ = master.handle(now, "c1", transmit.message);
+        }
+        let mut sent = Vec::new();
+        while let Some(transmit) = master.poll_transmit() {
+            assert_eq!(transmit.to, "c1");
+            sent.push(transmit.message.kind());
+            client
+                .handle(now, "master", transmit.message)
+                .expect("the client takes it");
+        }
+        sent
+    };
+    assert_eq!(
+        deliver(&mut master, &mut client),
+        ["LastTransaction", "PartitionTable"]
+    );
+    assert_eq!(client.poll_event(), Some(ClientEvent::Ready));
+    // The master counts the client lost (its link was cut) before the client noticed: the
+    // client's next message makes it welcome again, and the client learns it may have missed
+    // invalidations.
+    master.peer_lost(now, "c1").expect("lost");
+    let request = client.ask_last_transaction();
+    assert_eq!(
+        deliver(&mut master, &mut client),
+        ["LastTransaction", "PartitionTable", "AnswerLastTransaction"]
+    );
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert_eq!(
+        events,
+        [
+            ClientEvent::Resynced { last: Tid::ZERO },
+            ClientEvent::LastTransaction {
+                request,
+                tid: Tid::ZERO
+            }
+        ]
+    );
+    // Without the loss, nothing of the kind.
+    let request = client.ask_last_transaction();
+    assert_eq!(deliver(&mut master, &mut client), ["AnswerLastTransaction"]);
+    assert_eq!(
+        client.poll_event(),
+        Some(ClientEvent::LastTransaction {
+            request,
+            tid: Tid::ZERO
+        })
+    );
+}

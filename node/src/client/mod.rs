@@ -60,7 +60,7 @@ mod reads;
 mod stores;
 
 pub use config::{ClientConfig, DEFAULT_MAX_OBJECT_SIZE};
-pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind};
+pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind, ReadFailure};
 pub use fanout::FanoutStore;
 pub use reads::AskTarget;
 
@@ -831,6 +831,10 @@ mod tests {
                 oid: Oid(1),
                 result: LoadResult::Missing,
                 from: Some("s3".to_owned()),
+                failures: vec![
+                    ("s2".to_owned(), ReadFailure::Unavailable),
+                    ("s1".to_owned(), ReadFailure::Timeout),
+                ],
             })
         );
     }
@@ -856,6 +860,9 @@ mod tests {
                 oid: Oid(2),
                 result: LoadResult::Failed,
                 from: None,
+                failures: ["s3", "s1", "s2"]
+                    .map(|node| (node.to_owned(), ReadFailure::Lost))
+                    .to_vec(),
             })
         );
     }

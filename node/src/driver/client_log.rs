@@ -268,6 +268,7 @@ impl ClientHandle {
         while let Some(joined) = tasks.join_next().await {
             let (partition, answer) = joined.map_err(|_| ClientError::ReadFailed {
                 what: "a partition's answer",
+                failures: Vec::new(),
             })?;
             answers.insert(partition, answer?);
         }
@@ -382,6 +383,7 @@ impl TransactionIterator {
         while let Some(joined) = tasks.join_next().await {
             let (index, answer) = joined.map_err(|_| ClientError::ReadFailed {
                 what: "a page of transactions",
+                failures: Vec::new(),
             })?;
             let StorageAnswer::Transactions {
                 transactions,
