@@ -22,9 +22,12 @@
 //! let now = SystemTime::now();
 //! master.handle(now, "c1", Message::ClientHello)?;
 //! master.handle(now, "c1", Message::AskBegin)?;
-//! let answers: Vec<_> = std::iter::from_fn(|| master.poll_transmit()).collect();
-//! // The hello's answers (the last commit, the table), then the begin's.
-//! assert!(matches!(answers[2].message, Message::AnswerBegin { .. }));
+//! // Answers go out as orders of the primary's term: the hello's (the last commit, the
+//! // table), then the begin's.
+//! let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
+//!     .map(|transmit| transmit.message.into_order())
+//!     .collect();
+//! assert!(matches!(answers[2], Message::AnswerBegin { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
