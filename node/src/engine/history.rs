@@ -104,8 +104,6 @@ impl Engine {
         serial: Tid,
         restore: Tid,
     ) -> Result<(), EngineError> {
-        self.stage_with_serial(ttid, oid, serial, None, |objects| {
-            undo_record(objects, oid, restore)
-        })
+        self.write_one(|batch| batch.store_undo_unchecked(ttid, oid, serial, restore))
     }
 }
