@@ -4,7 +4,6 @@
 
 use redb::ReadableDatabase;
 
-use super::commit::undo_record;
 use super::error::database;
 use super::records::StoredData;
 use super::tables::{OBJECTS, TRANSACTIONS};

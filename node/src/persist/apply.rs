@@ -1,8 +1,8 @@
 //! Executing the storage role's writes and reads on the engine: the one place that turns a
 //! [`Write`] or a [`Read`] into engine calls, for the threaded executor and the inline one.
 
-use crate::engine::{Engine, EngineError, WriteBatch};
 use super::ask::answer_ask;
+use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::storage::{Persist, Read, ReadResult, Write, WriteResult, Written};
 
 /// Executes `writes`, gathered in the order the role emitted them, in as few redb write

@@ -395,9 +395,7 @@ impl Storage {
         let unchecked = listed
             .iter()
             .copied()
-            .filter(|oid| {
-                txn.restored.contains(oid) || self.replicator.unchecked(&self.name, *oid)
-            })
+            .filter(|oid| txn.restored.contains(oid) || self.replicator.unchecked(&self.name, *oid))
             .collect();
         // Voted for the lock manager from now on: nobody may wound it while its fsync runs.
         self.locks.vote(ttid)?;

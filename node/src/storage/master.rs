@@ -36,9 +36,7 @@ impl Storage {
                     TransactionOutcome::Committed(tid) => self.recovered(now, ttid, Some(tid)),
                     TransactionOutcome::Aborted
                     | TransactionOutcome::Unavailable { .. }
-                    | TransactionOutcome::TidNotAfterLast { .. } => {
-                        self.recovered(now, ttid, None)
-                    }
+                    | TransactionOutcome::TidNotAfterLast { .. } => self.recovered(now, ttid, None),
                     TransactionOutcome::Pending => Ok(()),
                 }
             }
@@ -71,9 +69,7 @@ impl Storage {
                     }
                     TransactionOutcome::Aborted
                     | TransactionOutcome::Unavailable { .. }
-                    | TransactionOutcome::TidNotAfterLast { .. } => {
-                        self.end(now, ttid, None)
-                    }
+                    | TransactionOutcome::TidNotAfterLast { .. } => self.end(now, ttid, None),
                     TransactionOutcome::Pending => Ok(()),
                 }
             }

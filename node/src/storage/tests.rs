@@ -53,7 +53,15 @@ fn data(bytes: &[u8]) -> ObjectData {
 }
 
 fn store(storage: &mut Storage, client: &str, ttid: Tid, oid: Oid, bytes: &[u8]) {
-    store_kind(storage, client, ttid, oid, Tid::ZERO, bytes, StoreKind::Checked);
+    store_kind(
+        storage,
+        client,
+        ttid,
+        oid,
+        Tid::ZERO,
+        bytes,
+        StoreKind::Checked,
+    );
 }
 
 fn store_kind(
@@ -126,7 +134,10 @@ fn voted(storage: &mut Storage, client: &str, ttid: Tid, oid: Oid) {
 fn a_store_is_staged_with_its_serial_checked_and_answered_once_executed() {
     let mut storage = storage(StorageConfig::default());
     store(&mut storage, "c1", Tid(10), Oid(1), b"hello");
-    assert!(sent(&mut storage).is_empty(), "not answered before the check");
+    assert!(
+        sent(&mut storage).is_empty(),
+        "not answered before the check"
+    );
     let staged = writes(&mut storage);
     assert_eq!(
         staged
@@ -186,15 +197,36 @@ fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() 
     vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
     assert!(matches!(
         sent(&mut storage)[..],
-        [(_, Message::AnswerVote { result: VoteResult::No(VoteRefusal::MissingStores), .. })]
+        [(
+            _,
+            Message::AnswerVote {
+                result: VoteResult::No(VoteRefusal::MissingStores),
+                ..
+            }
+        )]
     ));
     // The client resolves and stores again on top of the committed serial: the lock is still
     // its own, so the store is staged at once.
-    store_kind(&mut storage, "c1", Tid(10), Oid(1), Tid(5), b"w", StoreKind::Checked);
+    store_kind(
+        &mut storage,
+        "c1",
+        Tid(10),
+        Oid(1),
+        Tid(5),
+        b"w",
+        StoreKind::Checked,
+    );
     let staged = writes(&mut storage);
     assert!(matches!(
-        staged.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
-        [Write::Stage { serial: Tid(5), check: true, .. }]
+        staged
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [Write::Stage {
+            serial: Tid(5),
+            check: true,
+            ..
+        }]
     ));
     persist_all(&mut storage, staged);
     sent(&mut storage);
@@ -210,9 +242,33 @@ fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() 
 fn checks_undos_and_restores_are_writes_of_their_own_kind() {
     let mut storage = storage(StorageConfig::default());
     let ttid = Tid(10);
-    store_kind(&mut storage, "c1", ttid, Oid(1), Tid(4), b"", StoreKind::CheckCurrent);
-    store_kind(&mut storage, "c1", ttid, Oid(2), Tid(6), b"", StoreKind::Undo(Tid(3)));
-    store_kind(&mut storage, "c1", ttid, Oid(3), Tid(7), b"r", StoreKind::Unchecked);
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(1),
+        Tid(4),
+        b"",
+        StoreKind::CheckCurrent,
+    );
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(2),
+        Tid(6),
+        b"",
+        StoreKind::Undo(Tid(3)),
+    );
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(3),
+        Tid(7),
+        b"r",
+        StoreKind::Unchecked,
+    );
     let staged = writes(&mut storage);
     assert_eq!(
         staged
@@ -254,7 +310,11 @@ fn checks_undos_and_restores_are_writes_of_their_own_kind() {
     let answers = sent(&mut storage);
     assert!(matches!(
         answers[0].1,
-        Message::AnswerStore { oid: Oid(1), result: StoreResult::Conflict { current: Tid(8) }, .. }
+        Message::AnswerStore {
+            oid: Oid(1),
+            result: StoreResult::Conflict { current: Tid(8) },
+            ..
+        }
     ));
     assert_eq!(answers.len(), 3, "{answers:?}");
     // The vote lists the written objects only, and does not check the restore's serial.
@@ -326,12 +386,26 @@ fn questions_are_read_and_packs_answered_once_persisted() {
         after: None,
     };
     storage
-        .handle(at(3), "c1", Message::Ask { request: 3, ask: pack })
+        .handle(
+            at(3),
+            "c1",
+            Message::Ask {
+                request: 3,
+                ask: pack,
+            },
+        )
         .expect("pack");
     let persists = writes(&mut storage);
     assert!(matches!(
-        persists.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
-        [Write::Pack { tid: Tid(9), after: None, .. }]
+        persists
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [Write::Pack {
+            tid: Tid(9),
+            after: None,
+            ..
+        }]
     ));
     assert!(sent(&mut storage).is_empty(), "not before it is persisted");
     let step = PackStep {
@@ -434,7 +508,13 @@ fn a_failed_staging_fails_the_vote() {
     ));
     assert!(matches!(
         sent(&mut storage)[..],
-        [(_, Message::AnswerStore { result: StoreResult::Failed, .. })]
+        [(
+            _,
+            Message::AnswerStore {
+                result: StoreResult::Failed,
+                ..
+            }
+        )]
     ));
     vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
     assert!(writes(&mut storage).is_empty(), "nothing to write for it");
