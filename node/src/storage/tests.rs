@@ -446,7 +446,13 @@ fn a_vote_is_answered_only_once_persisted() {
         sent(&mut storage).is_empty(),
         "not answered before the fsync"
     );
-    persist_all(&mut storage, persists);
+    let (staging, vote) = persists.split_at(1);
+    persist_all(&mut storage, staging.to_vec());
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(_, Message::AnswerStore { .. })]
+    ));
+    persist_all(&mut storage, vote.to_vec());
     assert_eq!(
         sent(&mut storage),
         [(
@@ -469,6 +475,7 @@ fn a_conflict_found_by_the_vote_is_answered_with_its_serials() {
     storage
         .persisted(at(3), persists[0].id, Ok(()))
         .expect("staged");
+    sent(&mut storage);
     let conflict = EngineError::Conflict {
         oid: Oid(1),
         expected: Tid::ZERO,
