@@ -18,21 +18,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use replicast_certs::{NodeIdentity, Revocation, RevocationList, Role as CertRole};
-use replicast_node::config::{
-    LinkTuning, MulticastConfig, NodeConfig, PeerLimits, Role as ConfigRole, RoleConfig,
-};
+use replicast_certs::{Revocation, RevocationList};
+use replicast_node::config::{NodeConfig, RoleConfig};
 use replicast_node::consensus::{GroupSettings, RaftLog};
-use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
+use replicast_node::driver::{
+    Bound, DriverConfig, DriverHandle, Role, bind, driver_config, multicast_interface, spawn,
+    spawn_storage,
+};
 use replicast_node::engine::Engine;
-use replicast_node::gate::GateLimits;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::persist::{PersistConfig, ThreadedStorage};
 use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::Endpoint;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -76,91 +76,6 @@ pub fn run(args: NodeArgs) -> Result<(), Error> {
     runtime.block_on(serve(config))
 }
 
-/// A node's bound endpoint and the revocation list its TLS configurations check.
-pub(super) struct Bound {
-    /// The QUIC endpoint.
-    pub(super) endpoint: Endpoint,
-    /// The list in force (`tls.crl`), replaceable on SIGHUP.
-    pub(super) revocation: Revocation,
-}
-
-/// Loads the node's certificate files named in `[tls]` (and its revocation list, `tls.crl`)
-/// and binds its QUIC endpoint at `node.listen` with the `[link]` tuning.
-pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
-    bind(config).map(|bound| bound.endpoint)
-}
-
-/// [`bind_endpoint`], keeping the revocation list's handle.
-pub(super) fn bind(config: &NodeConfig) -> Result<Bound, Error> {
-    let tls = &config.tls;
-    let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(|e| {
-        format!(
-            "cannot load the node's certificate ([tls] in {}): {e}",
-            config.origin.display()
-        )
-    })?;
-    if identity.name() != config.node.name.as_str() {
-        return Err(format!(
-            "{}: `node.name` is {:?} but the certificate {} is for {:?}",
-            config.origin.display(),
-            config.node.name.as_str(),
-            tls.cert.display(),
-            identity.name()
-        )
-        .into());
-    }
-    check_role(config, &identity)?;
-    let list = match &tls.crl {
-        Some(path) => Some(load_crl(config, path, &identity)?),
-        None => None,
-    };
-    let tls_configs = identity.tls_configs(list)?;
-    let endpoint = Endpoint::bind(EndpointConfig {
-        listen: config.node.listen,
-        server_tls: tls_configs.server,
-        client_tls: tls_configs.client,
-        link: link_config(&config.link, &config.limits),
-    })
-    .map_err(|e| {
-        format!(
-            "cannot listen at {} (`node.listen`): {e}",
-            config.node.listen
-        )
-    })?;
-    Ok(Bound {
-        endpoint,
-        revocation: tls_configs.revocation,
-    })
-}
-
-/// The revocation list at `path` (`tls.crl`), checked against the cluster CA; a node whose
-/// own certificate is on it is refused too (every peer would refuse it).
-fn load_crl(
-    config: &NodeConfig,
-    path: &Path,
-    identity: &NodeIdentity,
-) -> Result<RevocationList, Error> {
-    let list = RevocationList::load(path, &identity.ca_certificate_der()).map_err(|e| {
-        format!(
-            "cannot load the revocation list (`tls.crl` in {}): {e}",
-            config.origin.display()
-        )
-    })?;
-    if list.is_revoked(&identity.certificate_der()) {
-        return Err(format!(
-            "{}: the certificate {} is revoked by {} (CRL number {}); issue a new one with \
-             `replicast certs add --ca DIR --node {} --force`",
-            config.origin.display(),
-            config.tls.cert.display(),
-            path.display(),
-            list.number(),
-            identity.name()
-        )
-        .into());
-    }
-    Ok(list)
-}
-
 /// Loads `tls.crl` again and makes it the list in force, then closes the connections of peers
 /// it revokes; on an error the list in force stays. Prints `crl NUMBER closed NAME,...` (the
 /// peers whose connections were closed) once done.
@@ -198,58 +113,6 @@ fn reload_crl(name: &str, crl: Option<&Path>, revocation: &Revocation, endpoint:
     }
 }
 
-/// The certificate role that `node.role` needs.
-fn certificate_role(role: ConfigRole) -> CertRole {
-    match role {
-        ConfigRole::Master => CertRole::Master,
-        ConfigRole::Storage => CertRole::Storage,
-        ConfigRole::Client => CertRole::Client,
-        ConfigRole::Admin => CertRole::Admin,
-    }
-}
-
-/// Refuses a certificate that does not grant the role of `node.role`, naming both: a node
-/// would otherwise start and have every message refused by its peers.
-fn check_role(config: &NodeConfig, identity: &NodeIdentity) -> Result<(), Error> {
-    let needed = certificate_role(config.role());
-    if identity.roles().contains(needed) {
-        return Ok(());
-    }
-    Err(format!(
-        "{}: `node.role` is \"{needed}\" but the certificate {} grants the role {}; \
-         issue one with `replicast certs add --ca DIR --node {} --role {needed} --force`",
-        config.origin.display(),
-        config.tls.cert.display(),
-        identity.roles(),
-        identity.name(),
-    )
-    .into())
-}
-
-/// The driver settings `[limits]` sets: the messages and bytes held per peer until the ones
-/// before them arrive, and what the gate lets a peer hold.
-pub(super) fn driver_config(config: &NodeConfig) -> DriverConfig {
-    let limits = &config.limits;
-    DriverConfig {
-        reorder_limit: usize::try_from(limits.queued_messages).unwrap_or(usize::MAX),
-        reorder_byte_limit: usize::try_from(limits.queued_bytes).unwrap_or(usize::MAX),
-        limits: GateLimits::from(*limits),
-        ..DriverConfig::default()
-    }
-}
-
-/// The transport's name for the interface of `[multicast]`.
-pub(super) fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
-    match &multicast.interface {
-        replicast_node::config::MulticastInterface::Name(name) => {
-            MulticastInterface::Name(name.clone())
-        }
-        replicast_node::config::MulticastInterface::Address(address) => {
-            MulticastInterface::Address(*address)
-        }
-    }
-}
-
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
 /// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
 /// unicast (a writer under `auto` falls back to it).
@@ -261,20 +124,6 @@ fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
             .map_or(MulticastInterface::Loopback, multicast_interface),
         max_sessions: usize::try_from(config.limits.fanout_sessions).unwrap_or(usize::MAX),
         ..FanoutReceiverConfig::default()
-    }
-}
-
-fn link_config(tuning: &LinkTuning, limits: &PeerLimits) -> LinkConfig {
-    LinkConfig {
-        // `limits.streams` is checked to fit a u32.
-        max_concurrent_streams: u32::try_from(limits.streams).unwrap_or(u32::MAX),
-        keep_alive: tuning.keep_alive,
-        idle_timeout: Some(tuning.idle_timeout),
-        // The file allows any u64; quinn's stream window is a u32, so a larger value is the
-        // largest window it can have.
-        stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
-        send_window: tuning.send_window,
-        ..LinkConfig::default()
     }
 }
 

@@ -57,6 +57,7 @@
 
 mod admin;
 mod authorization;
+mod ask;
 mod codec;
 mod error;
 mod message;
@@ -66,11 +67,12 @@ pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
 pub use authorization::{
     FANOUT_REPLICAS, FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule,
 };
+pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
-    LoadResult, Message, ObjectPart, Order, StoreResult, TransactionOutcome, VoteRefusal,
-    VoteResult,
+    LoadResult, Message, ObjectPart, Order, StoreKind, StoreResult, TransactionOutcome,
+    VoteRefusal, VoteResult,
 };
 pub use status::{
     ClusterStatus, CrlStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole,
