@@ -27,7 +27,8 @@ use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{
     ChangeOutcome, ClusterStatus, LoadResult, Message, NodeReport, ObjectPart, Order, Refusal,
-    RefusalReason, StorageChange, StoreResult, TransactionOutcome, VoteResult, encode, rule,
+    RefusalReason, StorageAnswer, StorageAsk, StorageChange, StoreKind, StoreResult,
+    TransactionOutcome, VoteResult, encode, rule,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::process;
@@ -57,7 +58,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 45;
+const KINDS: usize = 52;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -108,6 +109,13 @@ fn kind_index(message: &Message) -> usize {
         Message::FromPrimary { .. } => 42,
         Message::PrimaryIs { .. } => 43,
         Message::AskPrimary => 44,
+        Message::AskBeginAt { .. } => 45,
+        Message::BeginRefused { .. } => 46,
+        Message::LastTransaction { .. } => 47,
+        Message::AskLastTransaction { .. } => 48,
+        Message::AnswerLastTransaction { .. } => 49,
+        Message::Ask { .. } => 50,
+        Message::Answer { .. } => 51,
     }
 }
 
@@ -134,6 +142,7 @@ fn samples() -> Vec<Message> {
             oid: Oid(1),
             serial: Tid::ZERO,
             data: forged.clone(),
+            kind: StoreKind::Unchecked,
         },
         Message::AnswerStore {
             ttid: NEVER_BEGUN,
@@ -309,6 +318,33 @@ fn samples() -> Vec<Message> {
             term: FORGED.0,
         },
         Message::AskPrimary,
+        // A transaction that would commit at a TID later than any real one.
+        Message::AskBeginAt { tid: FORGED },
+        Message::BeginRefused {
+            tid: FORGED,
+            last: FORGED,
+        },
+        Message::LastTransaction { tid: FORGED },
+        Message::AskLastTransaction { request: 1 },
+        Message::AnswerLastTransaction {
+            request: 1,
+            tid: FORGED,
+        },
+        // A pack at a TID later than any commit: every revision but the last would go.
+        Message::Ask {
+            request: 1,
+            ask: StorageAsk::Pack {
+                tid: FORGED,
+                after: None,
+            },
+        },
+        Message::Answer {
+            request: 1,
+            answer: StorageAnswer::Packed {
+                resume: None,
+                removed: 0,
+            },
+        },
     ]
 }
 
@@ -622,6 +658,7 @@ async fn attack(
             oid: Oid(2),
             serial: Tid::ZERO,
             data: ObjectData::from(b"forged by fan-out".to_vec()),
+            kind: StoreKind::Unchecked,
         });
         let sent: Result<UnicastAck, _> = bounded_exchange(
             "an object",

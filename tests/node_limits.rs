@@ -15,7 +15,7 @@ use replicast_certs::NodeIdentity;
 use replicast_node::driver::ordering::Envelope;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
-use replicast_node::protocol::{Message, PeerLimit, RefusalReason, StoreResult, encode};
+use replicast_node::protocol::{Message, PeerLimit, RefusalReason, StoreKind, StoreResult, encode};
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, random_group};
@@ -100,6 +100,7 @@ fn store(ttid: Tid, oid: u64, bytes: usize) -> Message {
         oid: Oid(oid),
         serial: Tid::ZERO,
         data: ObjectData::from(vec![0x5a; bytes]),
+        kind: StoreKind::Checked,
     }
 }
 

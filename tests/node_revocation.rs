@@ -120,7 +120,7 @@ fn a_revoked_client_and_storage_are_shut_out_after_sighup_and_the_rest_goes_on()
     // client-2 connects and reads, as a running application would.
     let client_2 = runtime.block_on(async { client_endpoint(&certs, "client-2") });
     let handle = runtime.block_on(async {
-        let mut handle = ClientHandle::connect(
+        let handle = ClientHandle::connect(
             Client::new("client-2", "master", ClientConfig::default()),
             client_2.clone(),
             client_driver_config(cluster.master),

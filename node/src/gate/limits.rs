@@ -103,6 +103,7 @@ pub(crate) fn check(
 mod tests {
     use super::*;
     use crate::ids::Oid;
+    use crate::protocol::StoreKind;
 
     const LIMITS: GateLimits = GateLimits {
         open_transactions: 2,
@@ -117,6 +118,7 @@ mod tests {
             oid: Oid(1),
             serial: Tid::ZERO,
             data: ObjectData::from(vec![0; size]),
+            kind: StoreKind::Checked,
         }
     }
 

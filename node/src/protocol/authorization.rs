@@ -82,11 +82,22 @@ pub fn rule(message: &Message) -> Rule {
         Message::StorageReady => rule_of(STORAGE, "a storage tells the master it serves"),
         Message::PartitionTable(_) => rule_of(MASTER, "the master owns the partition table"),
         Message::AskBegin => rule_of(CLIENT, "clients begin transactions"),
+        Message::AskBeginAt { .. } => rule_of(CLIENT, "clients begin transactions"),
         Message::AnswerBegin { .. } => rule_of(MASTER, "the master hands out transaction ids"),
+        Message::BeginRefused { .. } => rule_of(MASTER, "the master hands out transaction ids"),
+        Message::LastTransaction { .. } | Message::AnswerLastTransaction { .. } => {
+            rule_of(MASTER, "the master knows the last commit")
+        }
+        Message::AskLastTransaction { .. } => rule_of(CLIENT, "clients ask for the last commit"),
         Message::AskNewOids { .. } => rule_of(CLIENT, "clients create objects"),
         Message::AnswerNewOids { .. } => rule_of(MASTER, "the master hands out object ids"),
         Message::Store { .. } => rule_of(CLIENT, "clients store"),
         Message::AnswerStore { .. } => rule_of(STORAGE, "storages answer stores"),
+        Message::Ask { .. } => rule_of(
+            CLIENT,
+            "clients ask storages about history, the transaction log, sizes and pack",
+        ),
+        Message::Answer { .. } => rule_of(STORAGE, "storages answer clients' questions"),
         Message::Restart { .. } => rule_of(STORAGE, "storages wound younger transactions"),
         Message::Vote { .. } => rule_of(CLIENT, "clients ask storages to vote"),
         Message::AnswerVote { .. } => rule_of(STORAGE, "storages vote"),

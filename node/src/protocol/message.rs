@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
-use super::authorization::Refusal;
 use super::ask::{StorageAnswer, StorageAsk};
+use super::authorization::Refusal;
 use super::status::{ClusterStatus, NodeReport};
 use crate::consensus::ConsensusMessage;
 use crate::engine::{ObjectCursor, ReplicatedObject};

@@ -56,18 +56,18 @@
 //! outcomes (the master keeps them all).
 
 mod admin;
-mod authorization;
 mod ask;
+mod authorization;
 mod codec;
 mod error;
 mod message;
 mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
+pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
 pub use authorization::{
     FANOUT_REPLICAS, FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule,
 };
-pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{

@@ -67,7 +67,8 @@ impl CrlStatus {
             self.issued_unix_secs % 86_400,
         );
         // Days since 1970 of a u64 count of seconds fit an i64.
-        let (year, month, day) = crate::ids::civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
+        let (year, month, day) =
+            crate::ids::civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
         format!(
             "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
             second_of_day / 3600,
