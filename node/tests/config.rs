@@ -137,11 +137,16 @@ fn every_example_loads() {
 }
 
 #[test]
-fn admin_example_names_only_its_master() {
+fn admin_example_names_its_masters() {
     let config = NodeConfig::load(example("admin.toml")).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.role(), Role::Admin);
-    let master = config.master().expect("an admin names its master");
-    assert_eq!(master.name.as_str(), "master");
+    // Every master of the group: status and admin find the primary among them.
+    let masters: Vec<&str> = config
+        .masters
+        .iter()
+        .map(|master| master.name.as_str())
+        .collect();
+    assert_eq!(masters, ["master-1", "master-2", "master-3"]);
     assert_eq!(config.tls.cert, examples_dir().join("certs/admin.pem"));
     // An admin asks; it holds no data and sends no stores.
     let text = std::fs::read_to_string(example("admin.toml")).expect("read the example");
