@@ -14,8 +14,8 @@ use replicast_node::driver::{DriverConfig, Role, spawn};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, decode_from, encode};
-use replicast_transport::quic::{Link, LinkError};
-use support::{address, endpoint};
+use replicast_transport::quic::{Endpoint, EndpointConfig, Link, LinkConfig, LinkError};
+use support::{address, endpoint, endpoint_config};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.
@@ -150,8 +150,25 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
     })
     .await;
 
-    // Another process with c1's certificate asks, as `replicast status` does.
-    let asker = endpoint(&ca, "c1");
+    // Another process claiming c1's name is refused, and c1 is not disturbed.
+    let impostor = endpoint(&ca, "c1");
+    match impostor.link("master", master_address).await {
+        Err(LinkError::NameInUse { reason, .. }) => {
+            assert!(reason.contains(&client_address.to_string()), "{reason}");
+        }
+        other => panic!("a second c1 was let in: {other:?}"),
+    }
+    impostor.close();
+    // Another process with c1's certificate asks, as `replicast status` does: as a session of
+    // a shared name, a peer of its own.
+    let asker = Endpoint::bind(EndpointConfig {
+        link: LinkConfig {
+            shared_name: true,
+            ..LinkConfig::default()
+        },
+        ..endpoint_config(&ca, "c1")
+    })
+    .expect("bind the asker");
     let link = asker
         .link("master", master_address)
         .await

@@ -58,6 +58,10 @@ pub trait Role: Send + 'static {
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         let _ = (now, id, peer);
     }
+    /// The fan-out `id` reached `peer` (or, sent inline, was queued on its channel).
+    fn fanout_delivered(&mut self, now: SystemTime, id: u64, peer: &str) {
+        let _ = (now, id, peer);
+    }
     /// Answers `request`, which `from` sent on a request stream: one answer per request,
     /// sent back on that stream; an error goes back as the request's error.
     ///
@@ -183,5 +187,8 @@ impl Role for Client {
     }
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_failed(self, now, id, peer);
+    }
+    fn fanout_delivered(&mut self, now: SystemTime, id: u64, peer: &str) {
+        Client::fanout_delivered(self, now, id, peer);
     }
 }
