@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +24,7 @@ use replicast_node::partition::PartitionTable;
 use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -69,7 +70,13 @@ pub fn run(args: NodeArgs) -> Result<(), Error> {
 
 /// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
 /// `node.listen` with the `[link]` tuning.
-pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
+///
+/// With `shared_name`, peers know the endpoint as one session of its name (`NAME#SESSION`),
+/// beside any other process using the same certificate: clients, and the short-lived
+/// endpoints of `replicast status` and `admin`. Without it (masters, storages) the name is
+/// this process's alone, and a peer holding a live connection from another process of that
+/// name refuses this one.
+pub(super) fn bind_endpoint(config: &NodeConfig, shared_name: bool) -> Result<Endpoint, Error> {
     let tls = &config.tls;
     let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(|e| {
         format!(
@@ -91,15 +98,68 @@ pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
         listen: config.node.listen,
         server_tls: identity.server_config()?,
         client_tls: identity.client_config()?,
-        link: link_config(&config.link),
+        link: LinkConfig {
+            shared_name,
+            ..link_config(&config.link)
+        },
     })
     .map_err(|e| {
-        format!(
-            "cannot listen at {} (`node.listen`): {e}",
-            config.node.listen
-        )
+        let in_use = matches!(&e, LinkError::Bind { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse);
+        if in_use {
+            format!(
+                "cannot listen at {} (`node.listen`): another process listens there \
+                 (is {} already running?): {e}",
+                config.node.listen,
+                config.node.name.as_str()
+            )
+        } else {
+            format!(
+                "cannot listen at {} (`node.listen`): {e}",
+                config.node.listen
+            )
+        }
     })?;
     Ok(endpoint)
+}
+
+/// How often a storage asks the master again to take its name.
+const CLAIM_RETRY: Duration = Duration::from_millis(200);
+
+/// Makes sure the master takes this process as storage `name` before it serves: a second
+/// process claiming a running storage's name is refused by the master, with the running one's
+/// address, and stops here without disturbing it. A storage that restarted may find its
+/// predecessor's connection still open at the master until the master notices it is gone
+/// (the link's idle timeout, or at once where the host reports the dead port), so a refusal
+/// is taken as final only after `wait`. A master that cannot be reached now is no reason to
+/// stop: the driver keeps trying.
+async fn claim_name(
+    endpoint: &Endpoint,
+    name: &str,
+    master: &str,
+    address: SocketAddr,
+    wait: Duration,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match endpoint.link(master, address).await {
+            Err(LinkError::NameInUse { reason, .. }) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "the master {master} refuses this process as {name}: {reason}"
+                    )
+                    .into());
+                }
+                tracing::info!(node = name, %reason, "the master does not take this process yet");
+                tokio::time::sleep(CLAIM_RETRY).await;
+            }
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(node = name, %error, "the master cannot be reached now");
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The transport's name for the interface of `[multicast]`.
@@ -168,7 +228,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                         config.origin.display()
                     )
                 })?;
-            let endpoint = bind_endpoint(&config)?;
+            let endpoint = bind_endpoint(&config, false)?;
             let mut role = Master::new(table, MasterConfig::default());
             // A wildcard listen address names no host: the status then shows none.
             let address = Some(config.node.listen).filter(|a| !a.ip().is_unspecified());
@@ -205,7 +265,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 StorageConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
-            let endpoint = bind_endpoint(&config)?;
+            let endpoint = bind_endpoint(&config, false)?;
             // The master hands this address to clients. A wildcard address names no host a
             // client could dial: such clients list the storage in their own [storages].
             if config.node.listen.ip().is_unspecified() {
@@ -217,6 +277,9 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             } else {
                 role.announce_address(config.node.listen);
             }
+            // Three idle timeouts: a predecessor's connection is gone by then.
+            let wait = (config.link.idle_timeout * 3).max(Duration::from_secs(3));
+            claim_name(&endpoint, &name, master.name.as_str(), master.address, wait).await?;
             let driver_config = DriverConfig {
                 directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
                 // The master shows what this storage measures of its links (`replicast status`).

@@ -185,7 +185,7 @@ pub(super) async fn ask_master(
     let (master, address) = master_of(config)?;
     let mut own = config.clone();
     own.node.listen.set_port(0);
-    let endpoint = bind_endpoint(&own)?;
+    let endpoint = bind_endpoint(&own, true)?;
     let exchange = async {
         let link = endpoint
             .link(&master, address)
