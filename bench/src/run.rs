@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bound;
-use crate::cluster::Cluster;
 use crate::error::BenchError;
 use crate::grid::{CellKnobs, Sweep};
 use crate::record::{CellRecord, Figures, Results, SCHEMA_VERSION};
@@ -207,14 +206,14 @@ fn run_cell(
     seed: u64,
     data_dir: Option<&Path>,
 ) -> Result<WriterOutcome, BenchError> {
-    let cluster = runtime.block_on(Cluster::start(knobs, seed, data_dir))?;
+    let cluster = runtime.block_on(crate::cluster::start(knobs, seed, data_dir))?;
     let setup = WriterSetup {
         knobs: knobs.clone(),
         cell: index,
         seed,
         ca: cluster.ca.clone(),
         directory: cluster.directory.clone(),
-        storages: cluster.storages.clone(),
+        storages: cluster.storage_names(),
         host: WriterHost::loopback(index, knobs.clients),
     };
     let outcome = workload::run(setup);

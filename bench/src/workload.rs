@@ -4,8 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
+use replicast_testkit::endpoint::EndpointSpec;
 use replicast_transport::fanout::{Fanout, FanoutConfig};
 use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
@@ -86,22 +86,6 @@ impl WriterHost {
     }
 }
 
-/// Moves the calling thread into the network namespace at `path`.
-fn enter_namespace(path: &Path) -> Result<(), BenchError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| BenchError::setup(format!("network namespace {}", path.display()), e))?;
-    // SAFETY: setns gets a descriptor that is open for the duration of the call; it changes
-    // only the calling thread's network namespace.
-    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if entered != 0 {
-        return Err(BenchError::setup(
-            format!("entering network namespace {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// What the writers measured after their warm-up.
 #[derive(Debug, Clone)]
 pub struct WriterOutcome {
@@ -148,7 +132,7 @@ pub fn run(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         .name("bench-writer".into())
         .spawn(move || {
             if let Some(namespace) = &setup.host.namespace {
-                enter_namespace(namespace)?;
+                replicast_testkit::netns::enter(namespace)?;
             }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -167,11 +151,10 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
     let name = format!("client-{}", index + 1);
     let seed = setup.seed + 10_000 + index as u64;
     let host = &setup.host;
-    let endpoint = emulation::endpoint_at(
+    let endpoint = replicast_testkit::endpoint::bind(
         &setup.ca,
         &name,
-        host.address,
-        emulation::writer_quic(knobs, seed),
+        &EndpointSpec::at(host.address).with_conditions(emulation::writer_quic(knobs, seed)),
     )?;
     let group = host
         .groups

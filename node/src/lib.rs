@@ -53,11 +53,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consensus;
 pub mod engine;
 pub mod ids;
 pub mod locks;
 pub mod object;
 pub mod partition;
+pub mod primary;
 
 pub mod client;
 pub mod driver;
@@ -65,4 +67,3 @@ pub mod master;
 pub mod protocol;
 pub mod storage;
 pub mod transaction;
-pub mod workload;

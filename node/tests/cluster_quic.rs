@@ -2,107 +2,45 @@
 //! storages on redb (P = 12, R = 2), clients running concurrent transfers through the
 //! `async` client API.
 
-mod support;
-
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use replicast_certs::ClusterCa;
-use replicast_node::client::{AbortReason, Client, ClientConfig};
-use replicast_node::driver::{
-    ClientError, ClientHandle, DriverConfig, DriverHandle, spawn_storage,
-};
+use replicast_node::client::AbortReason;
+use replicast_node::driver::{ClientError, ClientHandle};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::master::Master;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_node::storage::Storage;
 use replicast_node::transaction::TransactionInfo;
-use replicast_transport::fanout::FanoutReceiverConfig;
+use replicast_testkit::cluster::{Cluster, STORAGES, WAIT};
+use replicast_testkit::endpoint::endpoint;
+use replicast_testkit::workload::transfers::{balance, balance_data};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
-use support::{
-    MASTER, STORAGES, WAIT, address, balance, balance_data, endpoint, spawn_master, storage,
-    wait_for_master,
-};
 
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 
-struct Cluster {
-    ca: ClusterCa,
-    master: DriverHandle<Master>,
-    storages: Vec<(String, DriverHandle<Storage>)>,
-    directory: HashMap<String, SocketAddr>,
-    _dir: tempfile::TempDir,
+/// The testkit's in-process cluster: storage-1..3 (P = 12, R = 2), each known to the
+/// clients by its address (storages do not announce theirs to the master here).
+async fn start_cluster() -> Cluster {
+    Cluster::builder("cluster-quic-test")
+        .announce_addresses(false)
+        .start()
+        .await
+        .expect("the cluster starts and every storage announces itself")
 }
 
-impl Cluster {
-    async fn start() -> Self {
-        let ca = ClusterCa::generate("cluster-quic-test").expect("cluster CA");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (master, master_address) = spawn_master(&ca);
-        let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
-        let mut storages = Vec::new();
-        for name in STORAGES {
-            let node = storage(dir.path(), name);
-            let storage_endpoint = endpoint(&ca, name);
-            directory.insert(name.to_owned(), address(&storage_endpoint));
-            let config = DriverConfig {
-                directory: HashMap::from([(MASTER.to_owned(), directory[MASTER])]),
-                ..DriverConfig::default()
-            };
-            // Storages take stores both ways: inline (these clients) and through the fan-out.
-            let (driver, _events) = spawn_storage(
-                node,
-                storage_endpoint,
-                config,
-                FanoutReceiverConfig::default(),
-            );
-            storages.push((name.to_owned(), driver));
-        }
-        let cluster = Self {
-            ca,
-            master,
-            storages,
-            directory,
-            _dir: dir,
-        };
-        cluster.wait_for_running_storages(STORAGES.len()).await;
-        cluster
-    }
-
-    /// Polls the master (bounded in time) until `count` storages announced themselves: the
-    /// master has no event for it, and finishes need running voters.
-    async fn wait_for_running_storages(&self, count: usize) {
-        wait_for_master(
-            &self.master,
-            "every storage announced itself to the master",
-            move |master| master.running_storages().count() == count,
-        )
-        .await;
-    }
-
-    async fn client(&self, name: &str) -> ClientHandle {
-        let config = DriverConfig {
-            directory: self.directory.clone(),
-            ..DriverConfig::default()
-        };
-        ClientHandle::connect(
-            Client::new(name, MASTER, ClientConfig::default()),
-            endpoint(&self.ca, name),
-            config,
-            WAIT,
-        )
+/// Client `name` of `cluster`, storing inline over its QUIC links.
+async fn client(cluster: &Cluster, name: &str) -> ClientHandle {
+    cluster
+        .client(name)
         .await
         .expect("client connects and gets the partition table")
-    }
 }
 
 /// One committed transfer: its TID and the change of each account.
@@ -159,7 +97,7 @@ async fn transfer(
     let mut reads = Vec::new();
     for (oid, _) in &deltas {
         let (serial, data) = client.load(*oid).await?.expect("accounts exist");
-        reads.push((serial, balance(&data)));
+        reads.push((serial, balance(*oid, &data).expect("a balance")));
     }
     for ((oid, delta), (serial, value)) in deltas.iter().zip(reads) {
         client
@@ -251,8 +189,9 @@ async fn check_loads(reader: &mut ClientHandle, expected: &BTreeMap<Oid, (i64, T
     let mut loaded_sum = 0;
     for (oid, (value, tid)) in expected {
         let (serial, data) = reader.load(*oid).await.expect("load").expect("account");
-        assert_eq!((balance(&data), serial), (*value, *tid), "{oid:?}");
-        loaded_sum += balance(&data);
+        let value_loaded = balance(*oid, &data).expect("a balance");
+        assert_eq!((value_loaded, serial), (*value, *tid), "{oid:?}");
+        loaded_sum += value_loaded;
     }
     assert_eq!(loaded_sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
 }
@@ -283,7 +222,10 @@ async fn check_replicas(cluster: &Cluster, expected: &BTreeMap<Oid, (i64, Tid)>)
         for (oid, revision) in revisions {
             let revision = revision.expect("redb reads").expect("committed revision");
             assert_eq!(
-                (balance(&revision.data), revision.tid),
+                (
+                    balance(oid, &revision.data).expect("a balance"),
+                    revision.tid
+                ),
                 expected[&oid],
                 "{oid:?} on {name}"
             );
@@ -306,12 +248,12 @@ async fn concurrent_transfers_over_quic_keep_the_sum_on_every_replica() {
 }
 
 async fn concurrent_transfers() {
-    let cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
+    let cluster = start_cluster().await;
+    let mut setup = client(&cluster, "client-setup").await;
     let (accounts, setup_tid) = create_accounts(&mut setup).await;
 
-    let alice = cluster.client("client-alice").await;
-    let bob = cluster.client("client-bob").await;
+    let alice = client(&cluster, "client-alice").await;
+    let bob = client(&cluster, "client-bob").await;
     let (alice, bob) = tokio::join!(
         run_transfers(alice, accounts.clone(), 100, 1),
         run_transfers(bob, accounts.clone(), 100, 2),
@@ -365,12 +307,12 @@ async fn commits_go_on_when_a_storage_stops_mid_run() {
 }
 
 async fn storage_stopped_mid_run() {
-    let mut cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
+    let mut cluster = start_cluster().await;
+    let mut setup = client(&cluster, "client-setup").await;
     let (accounts, setup_tid) = create_accounts(&mut setup).await;
 
-    let alice = cluster.client("client-alice").await;
-    let bob = cluster.client("client-bob").await;
+    let alice = client(&cluster, "client-alice").await;
+    let bob = client(&cluster, "client-bob").await;
     let bob_run = tokio::spawn(run_transfers(bob, accounts.clone(), 60, 2));
     let (alice, alice_before) = run_transfers(alice, accounts.clone(), 20, 1).await;
     // Bob is still transferring: the storage goes away under his transactions.
@@ -441,8 +383,8 @@ async fn next_message(endpoint: &Endpoint) -> (String, Message) {
 }
 
 async fn garbage_from_a_peer() {
-    let cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
+    let cluster = start_cluster().await;
+    let mut setup = client(&cluster, "client-setup").await;
     let (accounts, setup_tid) = create_accounts(&mut setup).await;
     let table_before = cluster
         .master
@@ -490,7 +432,10 @@ async fn garbage_from_a_peer() {
     else {
         panic!("expected the answer to the load, got {answer:?}");
     };
-    assert_eq!((tid, balance(&data)), (setup_tid, INITIAL_BALANCE));
+    assert_eq!(
+        (tid, balance(oid, &data).expect("a balance")),
+        (setup_tid, INITIAL_BALANCE)
+    );
     // Fan-out objects that are not stores: garbage, and a well-formed finish.
     for (object_id, body) in [(1u64, vec![0xde, 0xad]), (2, encode(&finish))] {
         let ack: UnicastAck = storage
@@ -524,7 +469,7 @@ async fn garbage_from_a_peer() {
         .await
         .expect("master runs");
     assert_eq!(table_after, table_before);
-    let alice = cluster.client("client-alice").await;
+    let alice = client(&cluster, "client-alice").await;
     let (_alice, worker) = run_transfers(alice, accounts.clone(), 5, 7).await;
     let expected = expected_state(&accounts, setup_tid, &[&worker]);
     check_loads(&mut setup, &expected).await;

@@ -5,8 +5,6 @@
 //! a finish that arrives after replication imported its TID or later ones. And two storage
 //! roles, a source and a feeding one, exchanging the replication messages.
 
-mod support;
-
 use replicast_node::engine::{Engine, EngineError, ObjectCursor, ReplicationProgress};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
@@ -14,7 +12,7 @@ use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::Message;
 use replicast_node::storage::{Storage, StorageConfig};
 use replicast_node::transaction::TransactionInfo;
-use support::open_store;
+use replicast_testkit::cluster::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
@@ -398,8 +396,12 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
     )
     .expect("feeding");
     for node in [&mut source, &mut feeding] {
-        node.handle(now, "master", Message::PartitionTable(table.clone()))
-            .expect("table");
+        node.handle(
+            now,
+            "master",
+            Message::order(1, Message::PartitionTable(table.clone())),
+        )
+        .expect("table");
         while node.poll_transmit().is_some() {}
     }
     let up_to = Tid(430);
@@ -410,10 +412,13 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .handle(
             now,
             "master",
-            Message::Replicate {
-                up_to,
-                partitions: partitions.clone(),
-            },
+            Message::order(
+                1,
+                Message::Replicate {
+                    up_to,
+                    partitions: partitions.clone(),
+                },
+            ),
         )
         .expect("replicate");
     let (reports, parts) = exchange(now, &mut source, &mut feeding);

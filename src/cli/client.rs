@@ -24,7 +24,7 @@ use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
-use replicast_node::workload::transfers;
+use replicast_testkit::workload::transfers;
 use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::Endpoint;
@@ -138,7 +138,14 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         .iter()
         .map(|(name, address)| (name.as_str().to_owned(), *address))
         .collect();
-    directory.insert(master.name.as_str().to_owned(), master.address);
+    for peer in &config.masters {
+        directory.insert(peer.name.as_str().to_owned(), peer.address);
+    }
+    let masters: Vec<String> = config
+        .masters
+        .iter()
+        .map(|peer| peer.name.as_str().to_owned())
+        .collect();
     let master_name = master.name.as_str().to_owned();
     let timeout = Duration::from_secs(args.timeout);
     // Read before connecting: a file that cannot be read costs the cluster nothing.
@@ -149,11 +156,8 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
     runtime.block_on(async {
         let endpoint = bind_endpoint(&config, true)?;
-        let client = Client::new(
-            config.node.name.as_str(),
-            &master_name,
-            ClientConfig::default(),
-        );
+        let client =
+            Client::with_masters(config.node.name.as_str(), masters, ClientConfig::default());
         let driver_config = DriverConfig {
             directory,
             ..DriverConfig::default()
@@ -167,7 +171,7 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
             writer,
         )
         .await
-        .map_err(|e| format!("cannot connect to the master {master_name}: {e}"))?;
+        .map_err(|e| format!("cannot connect to the masters ({master_name} first): {e}"))?;
         let outcome = execute(&mut handle, command).await;
         let closed = handle.close().await;
         // The master should learn that this client left before the process exits, so that

@@ -17,9 +17,10 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use replicast_certs::NodeIdentity;
 use replicast_node::config::{LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
+use replicast_node::consensus::{GroupSettings, RaftLog};
 use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
 use replicast_node::engine::Engine;
-use replicast_node::master::{Master, MasterConfig};
+use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::fanout::FanoutReceiverConfig;
@@ -228,8 +229,44 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                         config.origin.display()
                     )
                 })?;
+            let settings = config
+                .master_settings
+                .clone()
+                .ok_or_else(|| format!("{}: no [master] settings", config.origin.display()))?;
+            if let Some(parent) = settings.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    format!(
+                        "cannot create the directory of `master.path` {}: {e}",
+                        settings.path.display()
+                    )
+                })?;
+            }
+            let group = GroupConfig {
+                name: name.clone(),
+                masters: config
+                    .masters
+                    .iter()
+                    .map(|master| (master.name.as_str().to_owned(), Some(master.address)))
+                    .collect(),
+                settings: GroupSettings {
+                    tick: settings.tick,
+                    election_ticks: settings.election_ticks,
+                    max_election_ticks: settings.election_ticks * 2,
+                    heartbeat_ticks: settings.heartbeat_ticks,
+                    ..GroupSettings::default()
+                },
+            };
+            let log = RaftLog::open(&settings.path, &group.voters())
+                .map_err(|e| format!("cannot open `master.path`: {e}"))?;
             let endpoint = bind_endpoint(&config, false)?;
-            let mut role = Master::new(table, MasterConfig::default());
+            let mut role = Master::open(
+                table,
+                MasterConfig::default(),
+                group,
+                log,
+                SystemTime::now(),
+            )
+            .map_err(|e| format!("cannot start the master role: {e}"))?;
             // A wildcard listen address names no host: the status then shows none.
             let address = Some(config.node.listen).filter(|a| !a.ip().is_unspecified());
             role.identify(&name, address);
@@ -237,9 +274,31 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 let mut names: Vec<String> =
                     master.running_storages().map(str::to_owned).collect();
                 names.sort();
-                names
+                let role = if master.is_primary() {
+                    "primary"
+                } else {
+                    "follower"
+                };
+                vec![
+                    format!("running {}", names.join(",")),
+                    format!("role {role} {}", master.term()),
+                ]
             };
-            let (driver, events) = spawn(role, endpoint.clone(), DriverConfig::default());
+            // The other masters are dialed at their configured addresses.
+            let directory = config
+                .masters
+                .iter()
+                .filter(|master| master.name.as_str() != name)
+                .map(|master| (master.name.as_str().to_owned(), master.address))
+                .collect();
+            let (driver, events) = spawn(
+                role,
+                endpoint.clone(),
+                DriverConfig {
+                    directory,
+                    ..DriverConfig::default()
+                },
+            );
             run_until_signal(&name, driver, events, endpoint, running).await?;
             Ok(())
         }
@@ -257,10 +316,15 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let store = Engine::open(&storage.path).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;
-            let mut role = Storage::open(
+            let masters: Vec<String> = config
+                .masters
+                .iter()
+                .map(|master| master.name.as_str().to_owned())
+                .collect();
+            let mut role = Storage::open_with_masters(
                 SystemTime::now(),
                 &name,
-                master.name.as_str(),
+                masters,
                 store,
                 StorageConfig::default(),
             )
@@ -281,7 +345,11 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let wait = (config.link.idle_timeout * 3).max(Duration::from_secs(3));
             claim_name(&endpoint, &name, master.name.as_str(), master.address, wait).await?;
             let driver_config = DriverConfig {
-                directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
+                directory: config
+                    .masters
+                    .iter()
+                    .map(|master| (master.name.as_str().to_owned(), master.address))
+                    .collect::<HashMap<_, _>>(),
                 // The master shows what this storage measures of its links (`replicast status`).
                 report_to: Some(master.name.as_str().to_owned()),
                 ..DriverConfig::default()
@@ -329,21 +397,23 @@ where
     announce(&format!("ready {name} {address}"))?;
 
     let watch = async {
-        let mut reported = Vec::new();
+        let mut reported: Vec<String> = Vec::new();
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         loop {
             ticks.tick().await;
-            let Ok(now_running) = driver.call(move |role, _| running(role)).await else {
+            let Ok(lines) = driver.call(move |role, _| running(role)).await else {
                 return Err::<(), Error>(format!("the driver of {name} stopped").into());
             };
-            if now_running != reported {
-                tracing::info!(node = name, running = ?now_running, "running storages changed");
-                // A status line nobody reads any more is no reason to stop serving.
-                if let Err(error) = announce(&format!("running {}", now_running.join(","))) {
-                    tracing::warn!(node = name, %error, "cannot report the running storages");
+            for (index, line) in lines.iter().enumerate() {
+                if reported.get(index) != Some(line) {
+                    tracing::info!(node = name, %line, "status changed");
+                    // A status line nobody reads any more is no reason to stop serving.
+                    if let Err(error) = announce(line) {
+                        tracing::warn!(node = name, %error, "cannot report a status line");
+                    }
                 }
-                reported = now_running;
             }
+            reported = lines;
         }
     };
     tokio::select! {

@@ -16,6 +16,11 @@ pub struct ClientConfig {
     pub vote_timeout: Duration,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
+    /// How long the primary may owe an answer (a begin, object ids, a finish's) without any
+    /// answer coming before the client asks the masters who the primary is: a dead or frozen
+    /// primary is replaced within a second or two, and a merely slow one answers that it is
+    /// still the primary.
+    pub master_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -24,6 +29,7 @@ impl Default for ClientConfig {
             storage_timeout: Duration::from_secs(10),
             vote_timeout: Duration::from_secs(1),
             load_timeout: Duration::from_secs(2),
+            master_timeout: Duration::from_secs(1),
         }
     }
 }

@@ -27,16 +27,18 @@
 //! ```
 //! use replicast_node::client::{Client, ClientConfig, ClientEvent};
 //! use replicast_node::partition::PartitionTable;
-//! use replicast_node::protocol::Message;
+//! use replicast_node::protocol::{Message, Order};
 //! use std::time::{Duration, SystemTime};
 //!
 //! let now = SystemTime::now();
 //! let mut client = Client::new("c1", "master", ClientConfig::default());
 //! client.connect();
 //! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
-//! client.handle(now, "master", Message::PartitionTable(table))?;
+//! // The primary's answers come as its orders, with its raft term.
+//! let order = |message| Message::FromPrimary { term: 1, message: Order(Box::new(message)) };
+//! client.handle(now, "master", order(Message::PartitionTable(table)))?;
 //! client.begin()?;
-//! client.handle(now, "master", Message::AnswerBegin { ttid: replicast_node::ids::Tid(7) })?;
+//! client.handle(now, "master", order(Message::AnswerBegin { ttid: replicast_node::ids::Tid(7) }))?;
 //! assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == ClientEvent::Begun {
 //!     ttid: replicast_node::ids::Tid(7)
 //! }));
@@ -59,6 +61,7 @@ use crate::transaction::TransactionInfo;
 mod config;
 mod event;
 mod fanout;
+mod primary;
 
 pub use config::ClientConfig;
 pub use event::{AbortReason, ClientEvent};
@@ -121,7 +124,12 @@ struct PendingLoad {
 #[derive(Debug)]
 pub struct Client {
     name: NodeName,
+    /// The master requests go to: the primary, or the master asked next.
     master: NodeName,
+    /// The masters, and which is the primary of which term.
+    masters: crate::primary::PrimaryTracker,
+    /// Requests to the primary not answered yet, to send again to a new primary.
+    awaiting: primary::Awaiting,
     config: ClientConfig,
     table: Option<PartitionTable>,
     /// Where storages accept connections, as the master told.
@@ -147,9 +155,20 @@ const REMEMBERED_ABORTS: usize = 1024;
 impl Client {
     /// A client named `name` that talks to the master named `master`.
     pub fn new(name: &str, master: &str, config: ClientConfig) -> Self {
+        Self::with_masters(name, vec![master.to_owned()], config)
+    }
+
+    /// A client of a cluster of several `masters`: it asks the first, follows redirects to
+    /// the primary, finds the next primary when the primary is lost or silent past
+    /// [`ClientConfig::master_timeout`], and takes answers only from the primary of the
+    /// latest term (see [`PrimaryTracker`](crate::primary::PrimaryTracker)).
+    pub fn with_masters(name: &str, masters: Vec<NodeName>, config: ClientConfig) -> Self {
+        let masters = crate::primary::PrimaryTracker::new(masters);
         Self {
             name: name.to_owned(),
-            master: master.to_owned(),
+            master: masters.target().to_owned(),
+            masters,
+            awaiting: primary::Awaiting::new(config.master_timeout),
             config,
             table: None,
             storage_addresses: BTreeMap::new(),
@@ -193,6 +212,10 @@ impl Client {
 
     /// Announces the client to the master, which answers with the partition table.
     pub fn connect(&mut self) {
+        self.awaiting.hello = true;
+        // With several masters, the first asked may be down: the others are asked if no
+        // table comes within the master timeout.
+        self.awaiting.since_request();
         self.out.send(&self.master, Message::ClientHello);
     }
 
@@ -214,6 +237,7 @@ impl Client {
             fanouts: BTreeMap::new(),
         });
         self.out.send(&self.master, Message::AskBegin);
+        self.awaiting.since_request();
         Ok(())
     }
 
@@ -325,6 +349,7 @@ impl Client {
     /// Votes: every storage votes once its stores are answered; [`ClientEvent::Voted`] or
     /// [`ClientEvent::Aborted`] follows.
     pub fn vote(&mut self, now: SystemTime, info: TransactionInfo) -> Result<(), ProtocolError> {
+        self.awaiting.now = now;
         let txn = self
             .txn
             .as_mut()
@@ -356,6 +381,8 @@ impl Client {
             voters,
             failed: txn.failed.iter().cloned().collect(),
         };
+        self.awaiting.finish = Some(message.clone());
+        self.awaiting.since_request();
         self.out.send(&self.master, message);
         Ok(())
     }
@@ -394,6 +421,7 @@ impl Client {
     /// Replicas are tried by their measured round-trip time ([`set_link_rtt`](Self::set_link_rtt)),
     /// lowest first; those not measured come after, in the table's order.
     pub fn load(&mut self, now: SystemTime, oid: Oid) -> Result<u64, ProtocolError> {
+        self.awaiting.now = now;
         let table = self
             .table
             .as_ref()
@@ -428,18 +456,54 @@ impl Client {
 
     /// Asks the master for `count` new object ids; [`ClientEvent::NewOids`] follows.
     pub fn new_oids(&mut self, count: u32) {
+        self.awaiting.oids.push_back(count);
+        self.awaiting.since_request();
         self.out.send(&self.master, Message::AskNewOids { count });
     }
 
-    /// Handles one message from peer `from`.
+    /// Handles one message from peer `from`. From a master, only answers of the primary
+    /// ([`Message::FromPrimary`]) and redirects are taken.
     pub fn handle(
         &mut self,
         now: SystemTime,
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        let from_master = from == self.master;
+        self.awaiting.now = now;
+        if self.masters.is_master(from) {
+            return self.handle_master_message(now, from, message);
+        }
+        self.handle_message(now, from, message)
+    }
+
+    /// Handles a message from a storage, or an answer of the primary (`from` is then the
+    /// primary).
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let from_master = from == self.master && self.masters.is_master(from);
+        if from_master {
+            self.awaiting.answered(&message);
+        }
+        let result = self.handle_answer(now, from, from_master, message);
+        if from_master && !self.awaits_primary() {
+            self.awaiting.deadline = None;
+        }
+        result
+    }
+
+    fn handle_answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        from_master: bool,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
         match message {
+            Message::PrimaryIs { .. } if from_master => Ok(()),
             Message::StorageAddresses(book) if from_master => {
                 self.storage_addresses.extend(book);
                 Ok(())
@@ -554,6 +618,10 @@ impl Client {
     /// The connection to `node` is lost: a storage counts as failed for the transaction and
     /// its loads go to the next replica.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) {
+        if self.masters.is_master(node) {
+            self.master_lost(now, node);
+            return;
+        }
         let requests: Vec<u64> = self
             .loads
             .iter()
@@ -574,6 +642,7 @@ impl Client {
 
     /// Handles expired timers.
     pub fn handle_timeout(&mut self, now: SystemTime) {
+        self.primary_timeout(now);
         let expired: Vec<u64> = self
             .loads
             .iter()
@@ -607,7 +676,7 @@ impl Client {
                 .filter(|(node, _)| !txn.failed.contains(*node))
                 .filter_map(|(_, replica)| replica.due())
         });
-        loads.chain(replicas).min()
+        loads.chain(replicas).chain(self.awaiting.deadline).min()
     }
 
     /// The next message to send.
@@ -915,6 +984,14 @@ mod tests {
 
     use super::*;
 
+    /// `message` as the primary of term 1 sends it.
+    fn order(message: Message) -> Message {
+        Message::FromPrimary {
+            term: 1,
+            message: crate::protocol::Order(Box::new(message)),
+        }
+    }
+
     fn ready_client() -> (Client, PartitionTable) {
         let mut client = Client::new("c1", "master", ClientConfig::default());
         client.connect();
@@ -924,9 +1001,19 @@ mod tests {
             .handle(
                 SystemTime::UNIX_EPOCH,
                 "master",
-                Message::PartitionTable(table.clone()),
+                order(Message::PartitionTable(table.clone())),
             )
             .expect("table accepted");
+        // Unwrapped, the same answer is refused: only orders of a primary count.
+        assert!(
+            client
+                .handle(
+                    SystemTime::UNIX_EPOCH,
+                    "master",
+                    Message::PartitionTable(table.clone()),
+                )
+                .is_err()
+        );
         while client.poll_transmit().is_some() {}
         (client, table)
     }
@@ -956,7 +1043,7 @@ mod tests {
         assert_eq!(next_load_target(&mut client).as_deref(), Some("s1"));
         // No answer in time: the unmeasured replica.
         let later = now + ClientConfig::default().load_timeout;
-        assert_eq!(client.poll_timeout(), Some(later));
+        assert_eq!(client.poll_timeout(), Some(later), "{:?}", client.awaiting);
         client.handle_timeout(later);
         assert_eq!(next_load_target(&mut client).as_deref(), Some("s3"));
         // It answers: the event names it.
@@ -1010,7 +1097,7 @@ mod tests {
         client.begin().expect("begin");
         let ttid = Tid(7);
         client
-            .handle(now, "master", Message::AnswerBegin { ttid })
+            .handle(now, "master", order(Message::AnswerBegin { ttid }))
             .expect("begun");
         while client.poll_transmit().is_some() {}
         (client, ttid)

@@ -50,6 +50,11 @@ pub trait Role: Send + 'static {
         let _ = peer;
         None
     }
+    /// The master the node's [`NodeReport`](crate::protocol::NodeReport)s go to now (the
+    /// primary it follows); `None`: [`DriverConfig::report_to`](super::DriverConfig::report_to).
+    fn report_target(&self) -> Option<String> {
+        None
+    }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
@@ -118,6 +123,9 @@ impl Role for Master {
     ) -> Result<Message, ProtocolError> {
         Master::answer(self, now, from, request)
     }
+    fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
+        Master::peer_address(self, peer)
+    }
 }
 
 impl Role for Storage {
@@ -148,6 +156,9 @@ impl Role for Storage {
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         Storage::peer_address(self, peer)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.master_name().to_owned())
     }
 }
 
@@ -184,6 +195,9 @@ impl Role for Client {
     }
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         Client::poll_fanout(self)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.master().to_owned())
     }
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_failed(self, now, id, peer);

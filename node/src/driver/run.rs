@@ -398,7 +398,11 @@ impl<R: Role> Driver<R> {
 
     /// Sends the master what this node measures of its links.
     async fn send_report(&mut self) {
-        let Some(master) = self.report_to.clone() else {
+        let Some(master) = self.report_to.as_ref().map(|configured| {
+            self.role
+                .report_target()
+                .unwrap_or_else(|| configured.clone())
+        }) else {
             return;
         };
         let report = self.report();

@@ -4,7 +4,7 @@ use super::error::{DecodeError, ProtocolError};
 use super::message::Message;
 
 /// The version of the message set this crate speaks. A peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Encodes `message` with the protocol version in front.
 ///

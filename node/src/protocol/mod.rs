@@ -65,10 +65,12 @@ pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
-    LoadResult, Message, ObjectPart, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
+    LoadResult, Message, ObjectPart, Order, StoreResult, TransactionOutcome, VoteRefusal,
+    VoteResult,
 };
 pub use status::{
-    ClusterStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus, StorePath,
+    ClusterStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole, NodeState,
+    NodeStatus, StorePath,
 };
 
 use std::collections::VecDeque;

@@ -42,9 +42,13 @@ use crate::transaction::TransactionInfo;
 
 mod config;
 mod event;
+mod primary;
 mod replication;
 
 pub use config::StorageConfig;
+
+/// How soon a storage asks again when the masters know no primary (an election goes on).
+const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 pub use event::StorageEvent;
 
 /// A store waiting for its lock or its turn.
@@ -81,7 +85,10 @@ enum Recovery {
 #[derive(Debug)]
 pub struct Storage {
     name: NodeName,
+    /// The master this storage reports to: the primary, or the master it asks next.
     master: NodeName,
+    /// The masters, and which is the primary of which term.
+    masters: crate::primary::PrimaryTracker,
     config: StorageConfig,
     store: Engine,
     locks: LockManager,
@@ -111,9 +118,26 @@ impl Storage {
         store: Engine,
         config: StorageConfig,
     ) -> Result<Self, ProtocolError> {
+        Self::open_with_masters(now, name, vec![master.to_owned()], store, config)
+    }
+
+    /// As [`open`](Self::open), in a cluster of several `masters`: the storage announces
+    /// itself to the first, follows redirects to the primary, and takes orders only from the
+    /// primary of the latest term (see [`PrimaryTracker`](crate::primary::PrimaryTracker)).
+    pub fn open_with_masters(
+        now: SystemTime,
+        name: &str,
+        masters: Vec<NodeName>,
+        store: Engine,
+        config: StorageConfig,
+    ) -> Result<Self, ProtocolError> {
+        let masters = crate::primary::PrimaryTracker::new(masters);
+        let master = masters.target().to_owned();
+        let master = master.as_str();
         let mut node = Self {
             name: name.to_owned(),
             master: master.to_owned(),
+            masters,
             config,
             store,
             locks: LockManager::new(),
@@ -183,15 +207,30 @@ impl Storage {
         self.transactions.len() + self.recovering.len()
     }
 
-    /// Handles one message from peer `from`.
+    /// Handles one message from peer `from`. From a master, only orders of the primary
+    /// ([`Message::FromPrimary`]) and redirects are taken.
     pub fn handle(
         &mut self,
         now: SystemTime,
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        let from_master = from == self.master;
+        if self.masters.is_master(from) {
+            return self.handle_master_message(now, from, message);
+        }
+        self.handle_message(now, from, message)
+    }
+
+    /// Handles a message from a peer, or an order of the primary (`from` is then the primary).
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let from_master = from == self.master && self.masters.is_master(from);
         match message {
+            Message::PrimaryIs { .. } if from_master => Ok(()),
             Message::Store {
                 ttid,
                 generation,
@@ -343,6 +382,9 @@ impl Storage {
     /// The connection to `node` is lost. A client's unvoted transactions are aborted (it can
     /// no longer vote for them); its voted ones are asked about at the master right away.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        if self.masters.is_master(node) {
+            self.master_lost(now, node);
+        }
         if node == self.master {
             // The master counts this storage as gone: announce it again, as at a start, so
             // that it runs and catches up. Not at once: a master still unreachable makes this
@@ -399,6 +441,14 @@ impl Storage {
             self.out.send(&client, Message::Aborted { ttid });
         }
         if self.reannounce_at.take_if(|at| *at <= now).is_some() {
+            if self.masters.primary().is_none() && self.masters.masters().len() > 1 {
+                // No primary known: ask every master again (the next primary also tells).
+                let masters: Vec<String> = self.masters.masters().to_vec();
+                for master in &masters {
+                    self.out.send(master, Message::AskPrimary);
+                }
+                self.reannounce_at = Some(now + PRIMARY_RETRY.max(self.config.outcome_timeout / 4));
+            }
             self.out.send(&self.master, Message::StorageReady);
             if let Some(address) = self.address {
                 self.out

@@ -1,17 +1,30 @@
-//! What the process tests share: starting `replicast node` processes, a local cluster of them,
-//! and running `replicast client`.
+//! The process harness: `replicast` run as a child process — one-shot commands
+//! ([`replicast`], [`client`], [`put`], [`get`]), nodes ([`NodeProcess`]), a local cluster of
+//! them on 127.0.0.1 ([`LocalCluster`]), in-process clients of that cluster ([`clients`]) and
+//! the replication checks the process tests share ([`replicas`]).
 //!
-//! Each test file that needs it declares `mod support;`; not every file uses every item.
-#![allow(dead_code, unused_imports)]
+//! The binary is found by [`binary`]. These helpers are for tests: every wait is bounded by
+//! [`WAIT`] and a failure panics with the reason, except [`NodeProcess`]'s methods that return
+//! a `Result` (for the bench).
+//!
+//! ```no_run
+//! use replicast_testkit::process::{ClusterSpec, LocalCluster, get, put};
+//!
+//! let cluster = LocalCluster::start(&ClusterSpec::default());
+//! let config = cluster.client_config("client-1", "");
+//! let tid = put(&config, 7, "hello");
+//! assert_eq!(get(&config, 7), (tid, "hello".to_owned()));
+//! cluster.stop();
+//! ```
 
-mod clients;
-mod cluster;
-mod process;
+pub mod clients;
+mod local_cluster;
+mod node;
 pub mod replicas;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -19,25 +32,75 @@ pub use clients::{
     CALL_WAIT, client_driver_config, client_endpoint, connect, fanout_section, multicast_section,
     random_group, random_u64, strategy_name,
 };
-pub use cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
-pub use process::NodeProcess;
+pub use local_cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
+pub use node::NodeProcess;
 
-/// The `replicast` binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_replicast");
 /// Bounds every single wait on a process.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The environment variable that names the `replicast` binary to run, overriding the search of
+/// [`binary`].
+pub const BINARY_VARIABLE: &str = "REPLICAST_BIN";
+
+/// The `replicast` binary the harness runs: `$REPLICAST_BIN` when set, else the one Cargo
+/// (or nextest) built for the running integration test, found from what they set at run time
+/// or beside the test executable (`target/PROFILE/replicast` for
+/// `target/PROFILE/deps/TEST-HASH`).
+///
+/// Cargo builds the binary for the integration tests of the root package only: other tests
+/// (of the member crates) must not start processes.
+///
+/// # Panics
+/// When no binary is found, naming where it looked.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| find_binary().unwrap_or_else(|error| panic!("{error}")))
+}
+
+fn find_binary() -> Result<PathBuf, String> {
+    for variable in [
+        BINARY_VARIABLE,
+        "NEXTEST_BIN_EXE_replicast",
+        "CARGO_BIN_EXE_replicast",
+    ] {
+        if let Some(path) = std::env::var_os(variable) {
+            return Ok(PathBuf::from(path));
+        }
+    }
+    let test = std::env::current_exe().map_err(|e| format!("locating the test executable: {e}"))?;
+    let mut dir = test.parent();
+    if dir.is_some_and(|dir| dir.ends_with("deps")) {
+        dir = dir.and_then(Path::parent);
+    }
+    let candidate = dir
+        .map(|dir| dir.join(format!("replicast{}", std::env::consts::EXE_SUFFIX)))
+        .ok_or_else(|| format!("{} has no directory", test.display()))?;
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(format!(
+            "no replicast binary at {}: run the root package's integration tests with cargo \
+             test or cargo nextest (which build it), build it with `cargo build --bin \
+             replicast`, or name one in ${BINARY_VARIABLE}",
+            candidate.display()
+        ))
+    }
+}
 
 /// Runs `replicast ARGS` (bounded by [`WAIT`]); returns its standard output, trimmed, or its
 /// standard error when it failed.
 pub fn replicast(args: &[&str]) -> Result<String, String> {
-    run(Command::new(BIN).args(args), &format!("replicast {args:?}"))
+    run(
+        Command::new(binary()).args(args),
+        &format!("replicast {args:?}"),
+    )
 }
 
 /// Runs `replicast client --timeout 20 --config CONFIG ARGS` (bounded by [`WAIT`]); returns its
 /// output, trimmed, or its standard error when it failed.
 pub fn client(config: &Path, args: &[&str]) -> Result<String, String> {
     run(
-        Command::new(BIN)
+        Command::new(binary())
             .args(["client", "--timeout", "20", "--config"])
             .arg(config)
             .args(args),
@@ -67,6 +130,9 @@ pub fn run(command: &mut Command, what: &str) -> Result<String, String> {
 }
 
 /// Runs `command` to its end, bounded by [`WAIT`] (killed after it); returns what it gave.
+///
+/// # Panics
+/// When it cannot be started or does not finish in time.
 pub fn output(command: &mut Command, what: &str) -> Outcome {
     let mut child = command
         .stdin(Stdio::null())
@@ -101,6 +167,9 @@ pub fn output(command: &mut Command, what: &str) -> Outcome {
 }
 
 /// `replicast client put OID DATA`; returns the TID it prints (checked to be 16 hex digits).
+///
+/// # Panics
+/// When the command fails or prints no TID.
 pub fn put(config: &Path, oid: u64, data: &str) -> String {
     let tid = client(config, &["put", &oid.to_string(), data])
         .unwrap_or_else(|error| panic!("put {oid} {data}: {error}"));
@@ -112,6 +181,9 @@ pub fn put(config: &Path, oid: u64, data: &str) -> String {
 }
 
 /// `replicast client get OID`; returns `(serial, data)`.
+///
+/// # Panics
+/// When the command fails or prints no `SERIAL DATA`.
 pub fn get(config: &Path, oid: u64) -> (String, String) {
     let line = client(config, &["get", &oid.to_string()])
         .unwrap_or_else(|error| panic!("get {oid}: {error}"));
