@@ -9,7 +9,7 @@ use std::path::Path;
 use replicast_testkit::cluster::{Cluster, Node, storage_name};
 use replicast_transport::fanout::FanoutReceiverConfig;
 
-pub use replicast_testkit::cluster::MASTER;
+pub use replicast_testkit::cluster::{FsyncCounter, MASTER};
 
 use crate::emulation;
 use crate::error::BenchError;

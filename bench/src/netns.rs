@@ -218,6 +218,8 @@ pub fn run_cell(
             namespace: Some(topology.namespace_path("client")?),
             groups,
         },
+        // The storages are processes: their fsyncs are not counted.
+        fsyncs: None,
     };
     let outcome = workload::run(setup);
     master.shutdown(STOP_WAIT);

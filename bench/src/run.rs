@@ -215,6 +215,7 @@ fn run_cell(
         directory: cluster.directory.clone(),
         storages: cluster.storage_names(),
         host: WriterHost::loopback(index, knobs.clients),
+        fsyncs: Some(cluster.fsync_counter()),
     };
     let outcome = workload::run(setup);
     runtime.block_on(cluster.stop());
@@ -265,6 +266,10 @@ pub fn figures(knobs: &CellKnobs, outcome: &WriterOutcome) -> Figures {
         bound_ms,
         p50_over_bound: over(p50),
         p99_over_bound: over(p99),
+        fsyncs_per_commit: outcome
+            .fsyncs
+            .filter(|_| outcome.commits > 0 && knobs.replicas > 0)
+            .map(|fsyncs| fsyncs as f64 / outcome.commits as f64 / knobs.replicas as f64),
     }
 }
 

@@ -26,7 +26,7 @@ use replicast_transport::multicast::proto::RateLimit;
 use replicast_transport::quic::Endpoint;
 use tokio::sync::Barrier;
 
-use crate::cluster::{MASTER, group};
+use crate::cluster::{FsyncCounter, MASTER, group};
 use crate::cpu::thread_cpu_seconds;
 use crate::emulation;
 use crate::error::BenchError;
@@ -58,6 +58,8 @@ pub struct WriterSetup {
     pub storages: Vec<String>,
     /// Where the writers run.
     pub host: WriterHost,
+    /// The storages' fsyncs so far, when the cluster can count them.
+    pub fsyncs: Option<FsyncCounter>,
 }
 
 /// Where the writers run: their address, multicast interface and network namespace.
@@ -107,6 +109,8 @@ pub struct WriterOutcome {
     pub nacks: u64,
     /// CPU seconds of the writer thread.
     pub cpu_s: f64,
+    /// The storages' fsyncs during the measured part, when counted.
+    pub fsyncs: Option<u64>,
 }
 
 /// One writing client: its handle, endpoint (for byte counts) and fan-out (for multicast
@@ -274,6 +278,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     }
     barrier.wait().await;
     let before = read_counters(&monitors, &peers).await;
+    let fsyncs_before = setup.fsyncs.as_ref().map(|count| count());
     let cpu_before = thread_cpu_seconds();
     let started = Instant::now();
     let _ = measure_start.set(started);
@@ -303,6 +308,11 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     let elapsed = started.elapsed();
     let cpu_s = thread_cpu_seconds() - cpu_before;
     let after = read_counters(&monitors, &peers).await;
+    let fsyncs = setup
+        .fsyncs
+        .as_ref()
+        .zip(fsyncs_before)
+        .map(|(count, before)| count().saturating_sub(before));
     for handle in handles {
         let _ = handle.close().await;
     }
@@ -322,6 +332,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         repair_bytes: after.repair_bytes.saturating_sub(before.repair_bytes),
         nacks: after.nacks.saturating_sub(before.nacks),
         cpu_s,
+        fsyncs,
     })
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use replicast_node::client::{Client, ClientConfig, ClientEvent};
-use replicast_node::engine::Engine;
+use replicast_node::engine::StartupState;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, encode};
@@ -34,16 +34,13 @@ fn transmits(master: &mut Master) -> Vec<Transmit> {
 
 #[test]
 fn storage_announces_its_address_to_its_master() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Engine::open(dir.path().join("s1.redb")).expect("open redb");
     let mut storage = Storage::open(
         SystemTime::now(),
         "s1",
         "master",
-        store,
+        StartupState::default(),
         StorageConfig::default(),
-    )
-    .expect("storage role");
+    );
     storage.announce_address(address(7101));
     let sent: Vec<Transmit> = std::iter::from_fn(|| storage.poll_transmit()).collect();
     let announced: Vec<&Message> = sent

@@ -214,7 +214,7 @@ async fn check_replicas(cluster: &Cluster, expected: &BTreeMap<Oid, (i64, Tid)>)
         let revisions = storage
             .call(move |node, _| {
                 oids.iter()
-                    .map(|oid| (*oid, node.store().load(*oid)))
+                    .map(|oid| (*oid, node.engine().load(*oid)))
                     .collect::<Vec<_>>()
             })
             .await
@@ -340,7 +340,7 @@ async fn storage_stopped_mid_run() {
     // The stopped storage holds a prefix of the history: nothing it has is newer than the
     // last commit of the object.
     for (oid, (_, last)) in &expected {
-        if let Some(revision) = stopped.store().load(*oid).expect("redb reads") {
+        if let Some(revision) = stopped.engine().load(*oid).expect("redb reads") {
             assert!(revision.tid <= *last, "{oid:?} on {stopped_name}");
         }
     }

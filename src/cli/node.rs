@@ -22,7 +22,8 @@ use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_stor
 use replicast_node::engine::Engine;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
@@ -321,12 +322,13 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 .iter()
                 .map(|master| master.name.as_str().to_owned())
                 .collect();
-            let mut role = Storage::open_with_masters(
+            let mut role = ThreadedStorage::start_with_masters(
                 SystemTime::now(),
                 &name,
                 masters,
                 store,
                 StorageConfig::default(),
+                PersistConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
             let endpoint = bind_endpoint(&config, false)?;
@@ -339,7 +341,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     "`node.listen` is a wildcard address: clients need this storage in their [storages]"
                 );
             } else {
-                role.announce_address(config.node.listen);
+                role.role_mut().announce_address(config.node.listen);
             }
             // Three idle timeouts: a predecessor's connection is gone by then.
             let wait = (config.link.idle_timeout * 3).max(Duration::from_secs(3));
@@ -362,8 +364,9 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 fanout_receiver_config(&config),
             );
             let role = run_until_signal(&name, driver, events, endpoint, |_| Vec::new()).await?;
-            // Dropping the store closes the database; every commit was already durable.
-            drop(role.into_store());
+            // The writer executes what is queued and syncs; dropping the engine closes the
+            // database.
+            drop(role.stop());
             Ok(())
         }
     }

@@ -207,23 +207,34 @@ pub(super) async fn ask_master(
             let Some((master, address)) = candidates.pop_front() else {
                 break;
             };
+            // One master may be down or frozen: connecting to it gets a share of the time,
+            // not all of it. A master that took the connection gets the rest for its answer:
+            // a change is answered once committed in the masters' log, which may take a
+            // while, and asking another master meanwhile would ask for the change twice.
+            let share = timeout / u32::try_from(known.len().max(1) + 1).unwrap_or(2);
             let answer = async {
-                let link = endpoint.link(&master, address).await.map_err(|e| {
-                    format!("cannot connect to the master {master} at {address}: {e}")
-                })?;
+                let link = match tokio::time::timeout(share, endpoint.link(&master, address)).await
+                {
+                    Ok(link) => link.map_err(|e| {
+                        format!("cannot connect to the master {master} at {address}: {e}")
+                    })?,
+                    Err(_) => {
+                        return Err::<Message, Error>(
+                            format!("{master} at {address} did not answer in time").into(),
+                        );
+                    }
+                };
                 let answer: Vec<u8> = link.request(&encode(&message)).await.map_err(|e| {
                     format!("the master {master} did not answer {}: {e}", message.kind())
                 })?;
                 Ok::<Message, Error>(decode_from(&master, &answer)?)
             };
-            // One master may be down or frozen: it gets a share of the time, not all of it.
-            let share = timeout / u32::try_from(known.len().max(1) + 1).unwrap_or(2);
-            match tokio::time::timeout(share, answer).await {
-                Ok(Ok(Message::PrimaryIs {
+            match answer.await {
+                Ok(Message::PrimaryIs {
                     primary: Some(primary),
                     address: primary_address,
                     ..
-                })) if primary != master => {
+                }) if primary != master => {
                     let address = primary_address.or_else(|| {
                         known
                             .iter()
@@ -234,14 +245,13 @@ pub(super) async fn ask_master(
                         candidates.push_front((primary, address));
                     }
                 }
-                Ok(Ok(Message::PrimaryIs { .. })) => {
+                Ok(Message::PrimaryIs { .. }) => {
                     errors.push(format!(
                         "{master} knows no primary (an election is going on)"
                     ));
                 }
-                Ok(Ok(answer)) => return Ok((answer, master, address)),
-                Ok(Err(error)) => errors.push(error.to_string()),
-                Err(_) => errors.push(format!("{master} at {address} did not answer in time")),
+                Ok(answer) => return Ok((answer, master, address)),
+                Err(error) => errors.push(error.to_string()),
             }
         }
         Err::<(Message, String, SocketAddr), Error>(

@@ -30,7 +30,8 @@ use replicast_node::driver::{
 use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::netem::LinkConditions;
 use replicast_transport::quic::Endpoint;
@@ -62,6 +63,9 @@ pub enum Node {
     Storage(usize),
 }
 
+/// Reads the total fsyncs of a cluster's storages so far ([`Cluster::fsync_counter`]).
+pub type FsyncCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 type Conditions = Box<dyn Fn(Node) -> Option<LinkConditions> + Send + Sync>;
 type Receivers = Box<dyn Fn(usize) -> FanoutReceiverConfig + Send + Sync>;
 
@@ -73,6 +77,7 @@ pub struct ClusterBuilder {
     replicas: usize,
     master: MasterConfig,
     storage: StorageConfig,
+    persist: PersistConfig,
     driver: DriverConfig,
     announce_addresses: bool,
     data_dir: Option<PathBuf>,
@@ -103,6 +108,13 @@ impl ClusterBuilder {
     /// The storage roles' configuration (default [`StorageConfig::default`]).
     pub fn storage_config(mut self, config: StorageConfig) -> Self {
         self.storage = config;
+        self
+    }
+
+    /// The storages' persistence executors' configuration (default
+    /// [`PersistConfig::default`]): a test's injected disk delay, say.
+    pub fn persist_config(mut self, config: PersistConfig) -> Self {
+        self.persist = config;
         self
     }
 
@@ -180,17 +192,20 @@ impl ClusterBuilder {
             DriverConfig::default(),
         );
         let mut storages = Vec::new();
+        let mut engines = Vec::new();
         for (index, name) in self.storages.iter().enumerate() {
             let engine = Engine::open(dir.path().join(format!("{name}.redb")))
                 .map_err(|e| TestkitError::setup(format!("redb of {name}"), e))?;
-            let mut role = Storage::open(
+            let mut role = ThreadedStorage::start(
                 SystemTime::now(),
                 name,
                 MASTER,
                 engine,
                 self.storage.clone(),
+                self.persist.clone(),
             )
             .map_err(|e| TestkitError::setup(format!("storage role {name}"), e))?;
+            engines.push(role.shared_engine());
             let storage_endpoint = endpoint::bind(
                 &ca,
                 name,
@@ -198,7 +213,7 @@ impl ClusterBuilder {
             )?;
             let address = local_address(&storage_endpoint, name)?;
             if self.announce_addresses {
-                role.announce_address(address);
+                role.role_mut().announce_address(address);
             }
             directory.insert(name.clone(), address);
             let mut config = self.driver.clone();
@@ -212,6 +227,7 @@ impl ClusterBuilder {
             directory,
             master,
             storages,
+            engines,
             _dir: dir,
         };
         let count = cluster.storages.len();
@@ -245,7 +261,9 @@ pub struct Cluster {
     /// The master's driver.
     pub master: DriverHandle<Master>,
     /// The storages' drivers, in the order they were started.
-    pub storages: Vec<(String, DriverHandle<Storage>)>,
+    pub storages: Vec<(String, DriverHandle<ThreadedStorage>)>,
+    /// The storages' engines (shared with their executors), for their counters.
+    engines: Vec<Arc<Engine>>,
     _dir: tempfile::TempDir,
 }
 
@@ -260,6 +278,7 @@ impl Cluster {
             replicas: 2,
             master: MasterConfig::default(),
             storage: StorageConfig::default(),
+            persist: PersistConfig::default(),
             driver: DriverConfig::default(),
             announce_addresses: true,
             data_dir: None,
@@ -277,7 +296,7 @@ impl Cluster {
     ///
     /// # Panics
     /// When the cluster has no storage `name`.
-    pub fn storage(&self, name: &str) -> &DriverHandle<Storage> {
+    pub fn storage(&self, name: &str) -> &DriverHandle<ThreadedStorage> {
         self.storages
             .iter()
             .find(|(storage, _)| storage == name)
@@ -287,12 +306,19 @@ impl Cluster {
 
     /// Takes storage `name`'s driver out of the cluster (to stop it, say); `None` when the
     /// cluster has no storage `name`.
-    pub fn remove_storage(&mut self, name: &str) -> Option<DriverHandle<Storage>> {
+    pub fn remove_storage(&mut self, name: &str) -> Option<DriverHandle<ThreadedStorage>> {
         let index = self
             .storages
             .iter()
             .position(|(storage, _)| storage == name)?;
         Some(self.storages.remove(index).1)
+    }
+
+    /// Counts the fsyncs of every storage started with the cluster (each engine's durable
+    /// commits since it opened, removed storages included); the counter outlives the cluster.
+    pub fn fsync_counter(&self) -> FsyncCounter {
+        let engines = self.engines.clone();
+        Arc::new(move || engines.iter().map(|engine| engine.syncs()).sum())
     }
 
     /// Polls the master every 5 ms, bounded by [`WAIT`], until `done` holds of it.

@@ -53,6 +53,66 @@ impl Master {
         Ok(answer)
     }
 
+    /// Answers an operator's request as [`answer`](Self::answer) does, except that the
+    /// answer to a storage change that was made is deferred (`Ok(None)`) until the change is
+    /// committed in the masters' log: it then comes from [`poll_answer`](Self::poll_answer)
+    /// with `token`, or, when this master is deposed first, a [`ProtocolError::Deposed`]
+    /// comes instead. A primary never tells an operator "done" for a change the next primary
+    /// may not know. (A lone master commits within the call: its answer is ready at once.)
+    ///
+    /// ```
+    /// use replicast_node::master::{Master, MasterConfig};
+    /// use replicast_node::partition::PartitionTable;
+    /// use replicast_node::protocol::{ChangeOutcome, Message, StorageChange};
+    /// use std::time::SystemTime;
+    ///
+    /// let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
+    /// let mut master = Master::new(table, MasterConfig::default())?;
+    /// let now = SystemTime::now();
+    /// master.handle(now, "s3", Message::StorageReady)?;
+    /// let change = Message::AskChangeStorage { request: 1, change: StorageChange::Add("s3".into()) };
+    /// assert!(master.answer_or_defer(now, "admin", change, 7)?.is_none());
+    /// let (token, answer) = master.poll_answer().expect("a lone master commits at once");
+    /// assert_eq!(token, 7);
+    /// assert!(matches!(
+    ///     answer?,
+    ///     Message::AnswerChangeStorage { outcome: ChangeOutcome::Done { .. }, .. }
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let answer = self.answer(now, from, request)?;
+        if !matches!(
+            answer,
+            Message::AnswerChangeStorage {
+                outcome: ChangeOutcome::Done { .. },
+                ..
+            }
+        ) {
+            return Ok(Some(answer));
+        }
+        if !self.is_primary() {
+            return Err(ProtocolError::Deposed {
+                kind: answer.kind(),
+            });
+        }
+        // settle() proposed the change: the answer waits for that proposal.
+        self.consensus.hold_answer(token, answer);
+        Ok(None)
+    }
+
+    /// The next deferred answer of [`answer_or_defer`](Self::answer_or_defer) that may go out:
+    /// its token and the answer, or the refusal.
+    pub fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        self.consensus.poll_answer()
+    }
+
     fn answer_request(
         &mut self,
         now: SystemTime,

@@ -75,6 +75,8 @@ impl GroupConfig {
 enum Held {
     Transmit(Box<Transmit>),
     Event(MasterEvent),
+    /// The answer to an operator's request (by the driver's token).
+    Answer(u64, Box<Message>),
 }
 
 /// What [`Consensus::transition`] asks of the master.
@@ -104,6 +106,8 @@ pub(super) struct Consensus {
     direct: VecDeque<Transmit>,
     released: VecDeque<Transmit>,
     events: VecDeque<MasterEvent>,
+    /// Answers to operators' requests that may go out, by token.
+    answers: VecDeque<(u64, Result<Message, ProtocolError>)>,
     /// Committed entries that did not decode (never expected: only masters propose).
     bad_entries: u64,
     /// When bookkeeping held back (see [`Update::is_bookkeeping`]) must be proposed at the
@@ -149,6 +153,7 @@ impl Consensus {
             direct: VecDeque::new(),
             released: VecDeque::new(),
             events: VecDeque::new(),
+            answers: VecDeque::new(),
             bad_entries: 0,
             bookkeeping_due: None,
         })
@@ -268,6 +273,19 @@ impl Consensus {
         }
     }
 
+    /// Holds the answer to an operator's request (`token`) until the last proposal commits,
+    /// and releases it at once if it did.
+    pub(super) fn hold_answer(&mut self, token: u64, answer: Message) {
+        self.held
+            .push_back((self.last_proposed, Held::Answer(token, Box::new(answer))));
+        self.release();
+    }
+
+    /// The next answer to an operator's request that may go out.
+    pub(super) fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        self.answers.pop_front()
+    }
+
     /// Applies what committed to the committed state, and compacts the log when due.
     fn apply_committed(&mut self) -> Result<(), ConsensusError> {
         while let Some(applied) = self.group.take_applied() {
@@ -303,7 +321,18 @@ impl Consensus {
             }
             Some(primary) if !(self.group.is_leader() && term == primary) => {
                 self.primary_term = None;
-                self.held.clear();
+                // What was held is dropped, but an operator waiting for a change hears that
+                // it may not be in force (never that it is: it may be lost).
+                for (_, held) in self.held.drain(..) {
+                    if let Held::Answer(token, answer) = held {
+                        self.answers.push_back((
+                            token,
+                            Err(ProtocolError::Deposed {
+                                kind: answer.kind(),
+                            }),
+                        ));
+                    }
+                }
                 self.bookkeeping_due = None;
                 self.journal = Journal::default();
                 self.proposed = self.committed.clone();
@@ -324,6 +353,9 @@ impl Consensus {
             match self.held.pop_front() {
                 Some((_, Held::Transmit(transmit))) => self.released.push_back(*transmit),
                 Some((_, Held::Event(event))) => self.events.push_back(event),
+                Some((_, Held::Answer(token, answer))) => {
+                    self.answers.push_back((token, Ok(*answer)));
+                }
                 None => {}
             }
         }
@@ -598,5 +630,195 @@ impl Master {
         self.consensus
             .events
             .push_back(MasterEvent::SteppedDown { term });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::master::MasterConfig;
+    use crate::partition::PartitionTable;
+    use crate::protocol::{ChangeOutcome, StorageChange};
+
+    const TICK: Duration = Duration::from_millis(50);
+
+    /// Three masters in memory, `m1` with the shortest election timeout (fixed ones:
+    /// deterministic), over a table of P = 4, R = 2 on s1 and s2.
+    fn group(now: SystemTime) -> BTreeMap<String, Master> {
+        let names = ["m1", "m2", "m3"];
+        let masters: Vec<(NodeName, Option<SocketAddr>)> = names
+            .iter()
+            .map(|name| ((*name).to_owned(), None))
+            .collect();
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let config = GroupConfig {
+                    name: (*name).to_owned(),
+                    masters: masters.clone(),
+                    settings: GroupSettings {
+                        election_ticks: 10 + 3 * i,
+                        max_election_ticks: 11 + 3 * i,
+                        ..GroupSettings::default()
+                    },
+                };
+                let log = RaftLog::in_memory(&config.voters()).expect("log");
+                let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()]).expect("table");
+                let master =
+                    Master::open(table, MasterConfig::default(), config, log, now).expect("master");
+                ((*name).to_owned(), master)
+            })
+            .collect()
+    }
+
+    /// Delivers the masters' messages to one another until none is left (bounded); a
+    /// message from or to a master in `cut` is lost, as are those to other nodes.
+    fn route(masters: &mut BTreeMap<String, Master>, now: SystemTime, cut: &[&str]) {
+        for _ in 0..1000 {
+            let mut messages = Vec::new();
+            for (name, master) in masters.iter_mut() {
+                while let Some(transmit) = master.poll_transmit() {
+                    messages.push((name.clone(), transmit));
+                }
+            }
+            if messages.is_empty() {
+                return;
+            }
+            for (from, transmit) in messages {
+                if cut.contains(&from.as_str()) || cut.contains(&transmit.to.as_str()) {
+                    continue;
+                }
+                if let Some(master) = masters.get_mut(&transmit.to) {
+                    master
+                        .handle(now, &from, transmit.message)
+                        .expect("a master takes another's message");
+                }
+            }
+        }
+        panic!("the masters did not settle");
+    }
+
+    /// Advances the clock a tick at a time (at most `ticks`), firing the masters' timers and
+    /// routing, until `done`.
+    fn run_until(
+        masters: &mut BTreeMap<String, Master>,
+        now: &mut SystemTime,
+        cut: &[&str],
+        ticks: usize,
+        done: impl Fn(&BTreeMap<String, Master>) -> bool,
+    ) {
+        for _ in 0..ticks {
+            if done(masters) {
+                return;
+            }
+            *now += TICK;
+            for master in masters.values_mut() {
+                if master.poll_timeout().is_some_and(|due| due <= *now) {
+                    master.handle_timeout(*now).expect("timeout");
+                }
+            }
+            route(masters, *now, cut);
+        }
+        assert!(done(masters), "not reached within {ticks} ticks");
+    }
+
+    fn ask_add(storage: &str) -> Message {
+        Message::AskChangeStorage {
+            request: 1,
+            change: StorageChange::Add(storage.into()),
+        }
+    }
+
+    #[test]
+    fn a_storage_change_is_answered_once_committed_and_never_done_by_a_deposed_primary() {
+        let mut now = SystemTime::UNIX_EPOCH;
+        let mut masters = group(now);
+        run_until(&mut masters, &mut now, &[], 100, |masters| {
+            masters["m1"].is_primary()
+        });
+
+        // s3 connects; the operator adds it: the answer waits for the followers.
+        let m1 = masters.get_mut("m1").expect("m1");
+        m1.handle(now, "s3", Message::StorageReady)
+            .expect("s3 connects");
+        assert!(matches!(
+            m1.answer_or_defer(now, "admin", ask_add("s3"), 1),
+            Ok(None)
+        ));
+        assert!(m1.poll_answer().is_none(), "not committed yet: no answer");
+        route(&mut masters, now, &[]);
+        let (token, answer) = masters
+            .get_mut("m1")
+            .and_then(Master::poll_answer)
+            .expect("committed: answered");
+        assert_eq!(token, 1);
+        assert!(matches!(
+            answer,
+            Ok(Message::AnswerChangeStorage {
+                outcome: ChangeOutcome::Done { .. },
+                ..
+            })
+        ));
+        for master in masters.values() {
+            assert!(
+                master
+                    .committed_state()
+                    .table
+                    .storages()
+                    .contains(&"s3".into())
+            );
+        }
+
+        // s4 connects and is added, but m1 is cut off before its followers hear of it: another
+        // master takes over without the change, and m1, deposed, never says it is done.
+        let m1 = masters.get_mut("m1").expect("m1");
+        m1.handle(now, "s4", Message::StorageReady)
+            .expect("s4 connects");
+        route(&mut masters, now, &[]);
+        let m1 = masters.get_mut("m1").expect("m1");
+        assert!(matches!(
+            m1.answer_or_defer(now, "admin", ask_add("s4"), 2),
+            Ok(None)
+        ));
+        run_until(&mut masters, &mut now, &["m1"], 200, |masters| {
+            masters["m2"].is_primary() || masters["m3"].is_primary()
+        });
+        assert!(
+            masters
+                .get_mut("m1")
+                .and_then(Master::poll_answer)
+                .is_none()
+        );
+        // The partition heals: m1 hears of the later term, steps down and says so.
+        run_until(&mut masters, &mut now, &[], 200, |masters| {
+            !masters["m1"].is_primary()
+        });
+        let (token, answer) = masters
+            .get_mut("m1")
+            .and_then(Master::poll_answer)
+            .expect("the deposed primary answers the operator");
+        assert_eq!(token, 2);
+        assert!(
+            matches!(answer, Err(ProtocolError::Deposed { .. })),
+            "{answer:?}"
+        );
+        run_until(&mut masters, &mut now, &[], 200, |masters| {
+            masters
+                .values()
+                .all(|master| master.committed_state().table.storages().len() == 3)
+        });
+        for master in masters.values() {
+            assert!(
+                !master
+                    .committed_state()
+                    .table
+                    .storages()
+                    .contains(&"s4".into())
+            );
+        }
     }
 }

@@ -22,8 +22,11 @@
 //! let now = SystemTime::now();
 //! master.handle(now, "c1", Message::ClientHello)?;
 //! master.handle(now, "c1", Message::AskBegin)?;
-//! let answers: Vec<_> = std::iter::from_fn(|| master.poll_transmit()).collect();
-//! assert!(matches!(answers[1].message, Message::AnswerBegin { .. }));
+//! // Answers go out as orders of the primary's term.
+//! let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
+//!     .map(|transmit| transmit.message.into_order())
+//!     .collect();
+//! assert!(matches!(answers[1], Message::AnswerBegin { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

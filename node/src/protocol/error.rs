@@ -119,6 +119,16 @@ pub enum ProtocolError {
         /// The primary of that term.
         primary: NodeName,
     },
+    /// A master was deposed before what it would have answered was committed: the change
+    /// asked for may or may not be in force (ask the primary).
+    #[error(
+        "{kind} not sent: this master stopped being the primary before the change was \
+         committed; it may or may not be in force (ask the primary)"
+    )]
+    Deposed {
+        /// The answer's variant.
+        kind: &'static str,
+    },
     /// The masters' consensus failed.
     #[error(transparent)]
     Consensus(#[from] crate::consensus::ConsensusError),

@@ -29,8 +29,7 @@ impl Storage {
                 if self.masters.order(from, term, order.kind(), &asked)? {
                     self.follow_primary(from);
                 }
-                let primary = self.master.clone();
-                self.handle_message(now, &primary, *order)
+                self.handle_master(now, *order)
             }
             Message::PrimaryIs { primary, term, .. } => {
                 match self.masters.redirect(from, primary.as_deref(), term) {

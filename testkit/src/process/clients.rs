@@ -1,7 +1,7 @@
 //! In-process clients of a [`LocalCluster`](super::LocalCluster): real QUIC endpoints with the
 //! certificates `replicast certs init` made, stores through a fan-out writer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -86,6 +86,27 @@ pub async fn connect(
     strategy: Strategy,
     group: SocketAddr,
 ) -> ClientHandle {
+    connect_masters(
+        certs,
+        name,
+        &BTreeMap::from([("master".to_owned(), master)]),
+        strategy,
+        group,
+    )
+    .await
+}
+
+/// As [`connect`], for a cluster of several masters (by name, e.g.
+/// [`LocalCluster::master_addresses`](super::LocalCluster::master_addresses)): the client asks
+/// the first, follows redirects to the primary and finds the next primary by itself when the
+/// primary is lost.
+pub async fn connect_masters(
+    certs: &Path,
+    name: &str,
+    masters: &BTreeMap<String, SocketAddr>,
+    strategy: Strategy,
+    group: SocketAddr,
+) -> ClientHandle {
     let endpoint = client_endpoint(certs, name);
     let writer = match strategy {
         Strategy::Unicast => Fanout::unicast(endpoint.clone()),
@@ -101,10 +122,21 @@ pub async fn connect(
             .expect("bind the fan-out writer")
         }
     };
+    let directory: HashMap<String, SocketAddr> = masters
+        .iter()
+        .map(|(name, address)| (name.clone(), *address))
+        .collect();
     ClientHandle::connect_with_fanout(
-        Client::new(name, "master", ClientConfig::default()),
+        Client::with_masters(
+            name,
+            masters.keys().cloned().collect(),
+            ClientConfig::default(),
+        ),
         endpoint,
-        client_driver_config(master),
+        DriverConfig {
+            directory,
+            ..DriverConfig::default()
+        },
         CALL_WAIT,
         writer,
     )

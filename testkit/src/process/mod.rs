@@ -29,8 +29,8 @@ use std::thread;
 use std::time::Duration;
 
 pub use clients::{
-    CALL_WAIT, client_driver_config, client_endpoint, connect, fanout_section, multicast_section,
-    random_group, random_u64, strategy_name,
+    CALL_WAIT, client_driver_config, client_endpoint, connect, connect_masters, fanout_section,
+    multicast_section, random_group, random_u64, strategy_name,
 };
 pub use local_cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
 pub use node::NodeProcess;

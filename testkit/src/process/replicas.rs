@@ -281,7 +281,8 @@ pub fn settle(status_config: &Path, caught_up: &[Vec<(String, String)>]) -> Tabl
 
 /// Stops every node with SIGTERM, opens each storage's file, and checks that the cells of
 /// every partition in `table` hold the same history and the same last revision of every
-/// account, and that the histories hold the commits.
+/// account, and that the histories hold the commits: a revision of each account a commit
+/// changed, at the commit's TID.
 pub fn stop_and_compare(
     mut cluster: LocalCluster,
     table: &[Vec<(String, String)>],
@@ -303,6 +304,10 @@ pub fn stop_and_compare(
         .collect();
     let partitions = u32::try_from(table.len()).expect("a table of at most 2^32 partitions");
     let mut revisions = 0;
+    let mut missing: std::collections::BTreeSet<(Oid, Tid)> = commits
+        .iter()
+        .flat_map(|commit| commit.deltas.iter().map(|(oid, _)| (*oid, commit.tid)))
+        .collect();
     for (partition, cells) in (0u32..).zip(table) {
         let holders: Vec<&str> = cells.iter().map(|(storage, _)| storage.as_str()).collect();
         assert_eq!(holders.len(), 2, "partition {partition} has R cells");
@@ -316,6 +321,9 @@ pub fn stop_and_compare(
             );
         }
         revisions += reference.len();
+        for (oid, tid, _) in &reference {
+            missing.remove(&(*oid, *tid));
+        }
         for oid in accounts
             .iter()
             .filter(|oid| oid.0 % u64::from(partitions) == u64::from(partition))
@@ -336,6 +344,10 @@ pub fn stop_and_compare(
             );
         }
     }
+    assert!(
+        missing.is_empty(),
+        "committed revisions missing from the replicas: {missing:?}"
+    );
     let committed = commits.len();
     assert!(
         revisions >= 2 * committed,
