@@ -91,7 +91,9 @@ enum ClientCommand {
     },
     /// Create ACCOUNTS new accounts, run COUNT committed transfers between them (chosen from
     /// SEED; conflicts are retried), then check every balance and the sum. Prints one line:
-    /// `committed N, aborted A (conflicts C, other O), sum S`.
+    /// `committed N, aborted A (conflicts C, other O), longest gap G ms (p50 M ms, p99 P ms,
+    /// K over 1 s), sum S`, the gaps being those between consecutive commits (from their
+    /// TIDs): a stall after a failure shows as the longest gap.
     Transfers {
         /// How many accounts to create (at least 2).
         #[arg(long, value_name = "K", default_value_t = 10)]
@@ -403,7 +405,12 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
             let accounts = transfers::create_accounts(handle, accounts).await?;
             let run = transfers::run(handle, &accounts, count, seed).await?;
             let sum = transfers::check(handle, &accounts, &run.commits).await?;
-            Ok(Output::Line(format!("{}, sum {sum}", run.summary())))
+            // The gaps show how long the run went without a commit (a failed storage).
+            Ok(Output::Line(format!(
+                "{}, {}, sum {sum}",
+                run.summary(),
+                run.gaps().summary()
+            )))
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The process harness: `replicast` run as a child process — one-shot commands
 //! ([`replicast`], [`client`], [`put`], [`get`]), nodes ([`NodeProcess`]), a local cluster of
 //! them on 127.0.0.1 ([`LocalCluster`]), in-process clients of that cluster ([`clients`]) and
-//! the replication checks the process tests share ([`replicas`]).
+//! the replication checks the process tests share ([`replicas`]), and `replicast client
+//! transfers` run beside a cluster ([`CliTransfers`]).
 //!
 //! The binary is found by [`binary`]. These helpers are for tests: every wait is bounded by
 //! [`WAIT`] and a failure panics with the reason, except [`NodeProcess`]'s methods that return
@@ -21,6 +22,7 @@ pub mod clients;
 mod local_cluster;
 mod node;
 pub mod replicas;
+mod transfers_cli;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,6 +36,7 @@ pub use clients::{
 };
 pub use local_cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
 pub use node::NodeProcess;
+pub use transfers_cli::{CliTransfers, CliTransfersOutput};
 
 /// Bounds every single wait on a process.
 pub const WAIT: Duration = Duration::from_secs(60);
