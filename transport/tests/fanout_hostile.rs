@@ -223,7 +223,7 @@ async fn raw_connection(ca: &ClusterCa, name: &str, server: SocketAddr) -> quinn
     // a welcome before it serves any other stream.
     let mut hello = vec![StreamKind::Hello.as_byte()];
     let body = postcard::to_stdvec(&Hello {
-        session: 0x6d61_6c6c_6f72_79,
+        session: 0x006d_616c_6c6f_7279,
         shared: false,
     })
     .expect("hello");
