@@ -41,7 +41,8 @@ struct Phase {
     from: SystemTime,
 }
 
-/// Prints, per phase, the writers' commits, commits per second and gaps between commits.
+/// Prints, per phase, the writers' commits, commits per second and gaps between commits
+/// (counting the gap from the last commit before the phase).
 fn print_phases(strategy: Strategy, phases: &[Phase], tids: &[Tid]) {
     let end = SystemTime::now();
     for (index, phase) in phases.iter().enumerate() {
@@ -51,6 +52,12 @@ fn print_phases(strategy: Strategy, phases: &[Phase], tids: &[Tid]) {
             .copied()
             .filter(|tid| (phase.from..to).contains(&tid.system_time()))
             .collect();
+        // The gap a failure opens starts at the last commit before it.
+        let before = tids
+            .iter()
+            .copied()
+            .filter(|tid| tid.system_time() < phase.from)
+            .max();
         let seconds = to
             .duration_since(phase.from)
             .unwrap_or(Duration::ZERO)
@@ -61,7 +68,7 @@ fn print_phases(strategy: Strategy, phases: &[Phase], tids: &[Tid]) {
             phase.name,
             inside.len(),
             inside.len() as f64 / seconds.max(0.001),
-            CommitGaps::of(inside.iter().copied()).summary()
+            CommitGaps::of(before.into_iter().chain(inside.iter().copied())).summary()
         );
     }
 }
