@@ -14,6 +14,12 @@ pub struct ClientConfig {
     /// `outcome_timeout`, so that a crashed replica is reported before the others give up
     /// on the transaction.
     pub vote_timeout: Duration,
+    /// The slowest rate, in bytes per second, at which a storage is expected to make staged
+    /// bytes durable: a vote's deadline is [`vote_timeout`](Self::vote_timeout) plus the
+    /// storage's staged bytes at this rate ([`vote_deadline`](Self::vote_deadline)), so a large
+    /// object is not taken for a failure. A crashed or frozen storage is noticed by its link
+    /// (about a second), not by this deadline.
+    pub vote_bytes_per_second: u64,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
     /// How long the primary may owe an answer (a begin, object ids, a finish's) without any
@@ -28,8 +34,27 @@ impl Default for ClientConfig {
         Self {
             storage_timeout: Duration::from_secs(10),
             vote_timeout: Duration::from_secs(1),
+            vote_bytes_per_second: 16 << 20,
             load_timeout: Duration::from_secs(2),
             master_timeout: Duration::from_secs(1),
         }
+    }
+}
+
+impl ClientConfig {
+    /// How long a storage that staged `bytes` may take to answer its vote.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use replicast_node::client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// assert_eq!(config.vote_deadline(0), config.vote_timeout);
+    /// // 64 MiB at 16 MiB/s: four more seconds.
+    /// assert_eq!(config.vote_deadline(64 << 20), config.vote_timeout + Duration::from_secs(4));
+    /// ```
+    pub fn vote_deadline(&self, bytes: u64) -> Duration {
+        let rate = self.vote_bytes_per_second.max(1);
+        self.vote_timeout + Duration::from_secs_f64(bytes as f64 / rate as f64)
     }
 }

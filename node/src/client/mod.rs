@@ -857,7 +857,7 @@ impl Client {
 
     /// Sends the votes that are due and reports the vote once it is complete.
     fn progress(&mut self, now: SystemTime) {
-        let timeout = self.config.vote_timeout;
+        let config = self.config.clone();
         let Some(txn) = self.txn.as_mut().filter(|txn| txn.phase == Phase::Voting) else {
             return;
         };
@@ -873,7 +873,14 @@ impl Client {
                 continue;
             }
             replica.vote_sent = true;
-            replica.deadline = Some(now + timeout);
+            // The vote makes the staged bytes durable: a large transaction takes longer.
+            let staged: u64 = replica
+                .oids
+                .iter()
+                .filter_map(|oid| txn.objects.get(oid))
+                .map(|(_, data)| data.as_bytes().len() as u64)
+                .sum();
+            replica.deadline = Some(now + config.vote_deadline(staged));
             self.out.send(
                 node,
                 Message::Vote {

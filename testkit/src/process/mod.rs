@@ -137,8 +137,17 @@ pub fn run(command: &mut Command, what: &str) -> Result<String, String> {
 /// # Panics
 /// When it cannot be started or does not finish in time.
 pub fn output(command: &mut Command, what: &str) -> Outcome {
+    output_with_input(command, Stdio::null(), what)
+}
+
+/// As [`output`], with `input` as the command's standard input (e.g. a file:
+/// `Stdio::from(File::open(path)?)`).
+///
+/// # Panics
+/// When the command cannot be started or does not finish within [`WAIT`].
+pub fn output_with_input(command: &mut Command, input: Stdio, what: &str) -> Outcome {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(input)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
