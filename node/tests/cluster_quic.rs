@@ -135,6 +135,14 @@ async fn run_transfers(
                 assert_ne!(serial, current, "a conflict names two different serials");
                 worker.conflicts += 1;
             }
+            Err(ClientError::Conflicts(conflicts)) => {
+                // The transaction stays open for resolution; this workload gives it up.
+                for conflict in &conflicts {
+                    assert_ne!(conflict.serial, conflict.current, "two different serials");
+                }
+                client.abort().await.expect("abort after a conflict");
+                worker.conflicts += 1;
+            }
             Err(ClientError::Aborted(reason)) => {
                 worker.other_aborts += 1;
                 worker.other_reasons.push(format!("{reason:?}"));

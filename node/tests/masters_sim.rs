@@ -102,6 +102,7 @@ impl Worker {
                 vote_bytes_per_second: 16 << 20,
                 load_timeout: Duration::from_secs(2),
                 master_timeout: Duration::from_secs(1),
+                ..ClientConfig::default()
             },
         );
         client.connect();
@@ -242,7 +243,26 @@ impl Worker {
                     Step::Beginning
                 };
             }
-            ClientEvent::Invalidated { .. } | ClientEvent::StorageFailed { .. } => {}
+            ClientEvent::VoteHeld { conflicts, .. } => {
+                // A conflict holds the transaction open for resolution; this workload gives
+                // up instead and begins the round again, as after an abort.
+                assert!(!conflicts.is_empty());
+                self.client.abort().expect("abort after a conflict");
+                self.aborts += 1;
+                self.step = if self.setup {
+                    Step::Idle
+                } else {
+                    self.client.begin().expect("begin after an abort");
+                    Step::Beginning
+                };
+            }
+            ClientEvent::Invalidated { .. }
+            | ClientEvent::StorageFailed { .. }
+            | ClientEvent::StoresAnswered { .. }
+            | ClientEvent::BeginRefused { .. }
+            | ClientEvent::Answered { .. }
+            | ClientEvent::LastTransaction { .. }
+            | ClientEvent::Resynced { .. } => {}
         }
     }
 

@@ -100,6 +100,7 @@ fn client_config() -> ClientConfig {
         vote_bytes_per_second: 16 << 20,
         load_timeout: Duration::from_secs(20),
         master_timeout: Duration::from_secs(20),
+        ..ClientConfig::default()
     }
 }
 
@@ -187,7 +188,7 @@ fn object(seed: u8) -> ObjectData {
 }
 
 /// Commits `objects` new objects in one transaction.
-async fn commit(client: &mut ClientHandle, oids: &[Oid], seed: u8) -> Tid {
+async fn commit(client: &ClientHandle, oids: &[Oid], seed: u8) -> Tid {
     client.begin().await.expect("begin");
     for oid in oids {
         client
@@ -215,15 +216,15 @@ fn rss_kib() -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_disk_leaves_loads_and_status_answered() {
     let cluster = Cluster::start().await;
-    let mut writer = cluster.client("writer").await;
+    let writer = cluster.client("writer").await;
     let oids = writer.new_oids(4).await.expect("oids");
-    let tid = commit(&mut writer, &oids, 1).await;
+    let tid = commit(&writer, &oids, 1).await;
 
     cluster.disk.stop();
-    let mut blocked = cluster.client("blocked").await;
+    let blocked = cluster.client("blocked").await;
     let more = blocked.new_oids(1).await.expect("oids");
     let pending = tokio::spawn(async move {
-        let tid = commit(&mut blocked, &more, 2).await;
+        let tid = commit(&blocked, &more, 2).await;
         (blocked, tid)
     });
     // Every storage's writer is inside a batch it cannot run: the disk is stopped under it.
@@ -238,7 +239,7 @@ async fn a_stopped_disk_leaves_loads_and_status_answered() {
         .expect("every writer reaches the stopped disk");
 
     // Loads come from read transactions: every replica answers them now.
-    let mut reader = cluster.client("reader").await;
+    let reader = cluster.client("reader").await;
     for oid in &oids {
         let (found, from) = reader
             .load_with_replica(*oid)
@@ -290,7 +291,7 @@ async fn a_slow_disk_slows_writers_without_failing_them_and_bounds_what_waits() 
     let committed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for index in 0..WRITERS {
-        let mut client = cluster.client(&format!("writer-{index}")).await;
+        let client = cluster.client(&format!("writer-{index}")).await;
         let committed = committed.clone();
         tasks.push(tokio::spawn(async move {
             for round in 0..TRANSACTIONS {
@@ -298,7 +299,7 @@ async fn a_slow_disk_slows_writers_without_failing_them_and_bounds_what_waits() 
                     .new_oids(OBJECTS_PER_TRANSACTION as u32)
                     .await
                     .expect("oids");
-                commit(&mut client, &oids, (index * TRANSACTIONS + round) as u8).await;
+                commit(&client, &oids, (index * TRANSACTIONS + round) as u8).await;
                 committed.fetch_add(1, Ordering::Relaxed);
             }
             client

@@ -20,8 +20,8 @@ use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{
-    LoadResult, Message, ObjectPart, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteResult, decode, encode,
+    LoadBefore, LoadResult, Message, ObjectPart, ProtocolError, StorageAnswer, StorageAsk,
+    StorageSize, StoreKind, StoreResult, TransactionOutcome, Transmit, VoteResult, decode, encode,
 };
 use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
@@ -260,13 +260,33 @@ impl Worker {
                 assert!(!oids.is_empty());
                 self.invalidations += 1;
             }
-            ClientEvent::StorageFailed { .. } | ClientEvent::NewOids { .. } => {}
+            ClientEvent::VoteHeld { conflicts, .. } => {
+                // A conflict holds the transaction open for resolution; this workload gives
+                // up instead and retries from the loads.
+                assert!(!conflicts.is_empty());
+                for conflict in &conflicts {
+                    assert_ne!(
+                        conflict.serial, conflict.current,
+                        "a conflict names two serials"
+                    );
+                }
+                self.client.abort().expect("abort after a conflict");
+                self.conflicts += 1;
+                self.step = Step::Idle;
+            }
+            ClientEvent::StorageFailed { .. }
+            | ClientEvent::NewOids { .. }
+            | ClientEvent::StoresAnswered { .. }
+            | ClientEvent::BeginRefused { .. }
+            | ClientEvent::Answered { .. }
+            | ClientEvent::LastTransaction { .. }
+            | ClientEvent::Resynced { .. } => {}
         }
     }
 
     fn vote(&mut self, now: SystemTime, writes: Vec<(Oid, i64)>) {
         let info = TransactionInfo {
-            user: self.client.name().to_owned(),
+            user: self.client.name().into(),
             ..TransactionInfo::default()
         };
         self.client.vote(now, info).expect("vote after stores");
@@ -281,6 +301,7 @@ fn client_config() -> ClientConfig {
         vote_bytes_per_second: 16 << 20,
         load_timeout: Duration::from_secs(2),
         master_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
     }
 }
 
@@ -1383,8 +1404,10 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
         .filter(|transmit| transmit.to == "c1")
         .map(|transmit| transmit.message.into_order())
         .collect();
+    // The hello's answers: the last commit, then the table.
+    assert_eq!(answers[0], Message::LastTransaction { tid: Tid::ZERO });
     assert_eq!(
-        answers[1..3],
+        answers[2..4],
         [
             Message::AnswerNewOids {
                 first: Oid(1),
@@ -1396,7 +1419,7 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
             },
         ]
     );
-    let Message::AnswerBegin { ttid } = answers[3] else {
+    let Message::AnswerBegin { ttid } = answers[4] else {
         panic!("begin answered: {answers:?}");
     };
     // Every object of the transaction, reported failed on s1 and s2, voted only on s3.
@@ -1457,6 +1480,7 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
             oid: Oid(1),
             serial: Tid::ZERO,
             data: balance_data(5),
+            kind: StoreKind::Checked,
         },
     )
     .expect("store");
@@ -1555,21 +1579,32 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
         .expect("store again");
     client.vote(now, TransactionInfo::default()).expect("vote");
     let is_vote = |message: &Message| matches!(message, Message::Vote { .. });
-    let mut sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
-    for store in std::iter::from_fn(|| client.poll_fanout()) {
-        sent.extend(store.replicas.into_iter().map(|to| Transmit {
-            to,
-            message: store.message.clone(),
-        }));
-    }
-    let stores = sent
-        .iter()
-        .filter(|transmit| matches!(transmit.message, Message::Store { .. }))
-        .count();
+    // What the client sends now: messages, and each fan-out as one store per replica.
+    let drain = |client: &mut Client| {
+        let mut sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+        for store in std::iter::from_fn(|| client.poll_fanout()) {
+            sent.extend(store.replicas.into_iter().map(|to| Transmit {
+                to,
+                message: store.message.clone(),
+            }));
+        }
+        sent
+    };
+    let stores_of = |sent: &[Transmit]| -> Vec<ObjectData> {
+        sent.iter()
+            .filter_map(|transmit| match &transmit.message {
+                Message::Store { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The second store waits for the first's answers, so that every storage answers them in
+    // the order they were made whatever path the fan-out gives them.
+    let sent = drain(&mut client);
     assert_eq!(
-        stores,
-        2 * replicas.len(),
-        "each store goes to each replica"
+        stores_of(&sent),
+        vec![balance_data(1); replicas.len()],
+        "the first store goes to each replica, the second waits"
     );
     assert!(!sent.iter().any(|transmit| is_vote(&transmit.message)));
     let stored = Message::AnswerStore {
@@ -1583,8 +1618,14 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
             .handle(now, node, stored.clone())
             .expect("first answer");
     }
+    let sent = drain(&mut client);
+    assert_eq!(
+        stores_of(&sent),
+        vec![balance_data(2); replicas.len()],
+        "the second store goes out once the first is answered everywhere"
+    );
     assert!(
-        !std::iter::from_fn(|| client.poll_transmit()).any(|transmit| is_vote(&transmit.message)),
+        !sent.iter().any(|transmit| is_vote(&transmit.message)),
         "no vote while a store is unanswered"
     );
     for node in &replicas {
@@ -1616,7 +1657,7 @@ fn any_oid() -> impl Strategy<Value = Oid> {
     (0u64..8).prop_map(Oid)
 }
 
-fn any_message() -> impl Strategy<Value = Message> {
+fn any_commit_message() -> impl Strategy<Value = Message> {
     let data = prop_oneof![
         Just(ObjectData::Deleted),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(ObjectData::from)
@@ -1635,6 +1676,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                 oid,
                 serial,
                 data,
+                kind: StoreKind::Checked,
             }
         ),
         (any_tid(), 0u32..3, any_oid(), any_tid()).prop_map(|(ttid, generation, oid, current)| {
@@ -1787,6 +1829,92 @@ fn any_message() -> impl Strategy<Value = Message> {
     ]
 }
 
+/// The messages a ZODB client adds: begins at a TID, the last commit, store kinds, and
+/// questions to storages with their answers.
+fn any_zodb_message() -> impl Strategy<Value = Message> {
+    let kind = prop_oneof![
+        Just(StoreKind::Checked),
+        Just(StoreKind::Unchecked),
+        any_tid().prop_map(StoreKind::Undo),
+        Just(StoreKind::CheckCurrent),
+    ];
+    let ask = prop_oneof![
+        (any_oid(), any_tid()).prop_map(|(oid, before)| StorageAsk::LoadBefore { oid, before }),
+        (any_oid(), any_tid()).prop_map(|(oid, serial)| StorageAsk::LoadSerial { oid, serial }),
+        (any_oid(), 0u32..4).prop_map(|(oid, size)| StorageAsk::History { oid, size }),
+        (0u32..14, any_tid(), any_oid(), any_tid()).prop_map(|(partition, tid, oid, up_to)| {
+            StorageAsk::Transactions {
+                partition,
+                after: ObjectCursor { tid, oid },
+                up_to,
+                max_bytes: 64,
+            }
+        }),
+        (0u32..14, any_tid(), 0u32..4).prop_map(|(partition, before, count)| {
+            StorageAsk::UndoLog {
+                partition,
+                before,
+                count,
+            }
+        }),
+        (0u32..14, any_tid()).prop_map(|(partition, tid)| StorageAsk::UndoInfo { partition, tid }),
+        (0u32..14, any_tid(), proptest::option::of(any_oid())).prop_map(
+            |(partition, at, after)| StorageAsk::ObjectsAt {
+                partition,
+                at,
+                after,
+                max_bytes: 64,
+            }
+        ),
+        (0u32..14).prop_map(|partition| StorageAsk::Size { partition }),
+        (any_tid(), proptest::option::of(any_oid()))
+            .prop_map(|(tid, after)| StorageAsk::Pack { tid, after }),
+        (any_tid(), proptest::collection::vec(any_oid(), 0..3))
+            .prop_map(|(tid, oids)| StorageAsk::Collect { tid, oids }),
+    ];
+    let answer = prop_oneof![
+        Just(StorageAnswer::Unavailable),
+        Just(StorageAnswer::Load(LoadBefore::Missing)),
+        (any_tid(), proptest::option::of(any_tid())).prop_map(|(serial, next)| {
+            StorageAnswer::Load(LoadBefore::Found {
+                data: balance_data(1),
+                serial,
+                next,
+            })
+        }),
+        Just(StorageAnswer::UndoInfo(None)),
+        Just(StorageAnswer::Size(StorageSize::default())),
+    ];
+    prop_oneof![
+        any_tid().prop_map(|tid| Message::AskBeginAt { tid }),
+        (any_tid(), any_tid()).prop_map(|(tid, last)| Message::BeginRefused { tid, last }),
+        any_tid().prop_map(|tid| Message::LastTransaction { tid }),
+        any::<u64>().prop_map(|request| Message::AskLastTransaction { request }),
+        (0u64..3, any_tid())
+            .prop_map(|(request, tid)| Message::AnswerLastTransaction { request, tid }),
+        (any_tid(), 0u32..3, any_oid(), any_tid(), kind).prop_map(
+            |(ttid, generation, oid, serial, kind)| Message::Store {
+                ttid,
+                generation,
+                oid,
+                serial,
+                data: balance_data(2),
+                kind,
+            }
+        ),
+        (0u64..3, ask).prop_map(|(request, ask)| Message::Ask { request, ask }),
+        (0u64..3, answer).prop_map(|(request, answer)| Message::Answer { request, answer }),
+        (any_tid(), any_tid()).prop_map(|(ttid, last)| Message::AnswerFinish {
+            ttid,
+            outcome: TransactionOutcome::TidNotAfterLast { last },
+        }),
+    ]
+}
+
+fn any_message() -> impl Strategy<Value = Message> {
+    prop_oneof![3 => any_commit_message(), 1 => any_zodb_message()]
+}
+
 fn any_peer() -> impl Strategy<Value = &'static str> {
     prop_oneof![
         Just(MASTER),
@@ -1850,6 +1978,7 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
                     oid,
                     serial: Tid::ZERO,
                     data: balance_data(1),
+                    kind: StoreKind::Checked,
                 },
             )
             .expect("store");

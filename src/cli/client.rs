@@ -2,35 +2,28 @@
 //! of transfers, for scripts. Object bytes travel as they are: `put --file` (or `-` for
 //! standard input) and `get --output` (or `--hex`).
 //!
-//! The client reaches the master at `[master]`, and the storages at the addresses the master
-//! hands out (each storage tells the master its own) or, where given, at those of the
-//! client's `[storages]` section. Stored objects go through the fan-out with
+//! The client finds the primary among the masters of `[masters]`, and the storages at the
+//! addresses the master hands out (each storage tells the master its own) or, where given,
+//! at those of the client's `[storages]` section. Stored objects go through the fan-out with
 //! `[fanout] strategy`: `unicast` over each storage's QUIC link (no `[multicast]` needed),
 //! `multicast` or `auto` to the group of `[multicast]`, with a random session id per run.
 //! OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed as 16 hexadecimal
 //! digits.
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use replicast_node::client::{Client, ClientConfig};
-use replicast_node::config::{FanoutStrategy, NodeConfig, RoleConfig};
-use replicast_node::driver::{ClientHandle, DriverConfig};
+use replicast_node::client::ClientConfig;
+use replicast_node::config::NodeConfig;
+use replicast_node::driver::{ClientHandle, connect_from_config};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
 use replicast_testkit::workload::transfers;
-use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
-use replicast_transport::quic::Endpoint;
 
 use super::Error;
-use super::node::{bind_endpoint, multicast_interface};
 
 /// How long the client waits for the master and storages to acknowledge its leaving.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -127,28 +120,6 @@ fn parse_oid(text: &str) -> Result<Oid, String> {
 /// Runs `replicast client`.
 pub fn run(args: ClientArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
-    let RoleConfig::Client { master, .. } = &config.role else {
-        return Err(format!(
-            "{}: `node.role` is {:?}; `replicast client` needs a client's configuration",
-            config.origin.display(),
-            config.role().as_str()
-        )
-        .into());
-    };
-    let mut directory: HashMap<String, _> = config
-        .storage_addresses
-        .iter()
-        .map(|(name, address)| (name.as_str().to_owned(), *address))
-        .collect();
-    for peer in &config.masters {
-        directory.insert(peer.name.as_str().to_owned(), peer.address);
-    }
-    let masters: Vec<String> = config
-        .masters
-        .iter()
-        .map(|peer| peer.name.as_str().to_owned())
-        .collect();
-    let master_name = master.name.as_str().to_owned();
     let timeout = Duration::from_secs(args.timeout);
     // Read before connecting: a file that cannot be read costs the cluster nothing.
     let command = Command::read(args.command)?;
@@ -157,23 +128,8 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
     runtime.block_on(async {
-        let endpoint = bind_endpoint(&config, true)?;
-        let client =
-            Client::with_masters(config.node.name.as_str(), masters, ClientConfig::default());
-        let driver_config = DriverConfig {
-            directory,
-            ..DriverConfig::default()
-        };
-        let writer = fanout_writer(&config, &endpoint)?;
-        let mut handle = ClientHandle::connect_with_fanout(
-            client,
-            endpoint.clone(),
-            driver_config,
-            timeout,
-            writer,
-        )
-        .await
-        .map_err(|e| format!("cannot connect to the masters ({master_name} first): {e}"))?;
+        let (mut handle, endpoint) =
+            connect_from_config(&config, ClientConfig::default(), timeout).await?;
         let outcome = execute(&mut handle, command).await;
         let closed = handle.close().await;
         // The master should learn that this client left before the process exits, so that
@@ -184,49 +140,6 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         output.write()?;
         Ok(())
     })
-}
-
-/// The fan-out writer of `[fanout] strategy`: unicast needs no group; multicast and auto
-/// send to `[multicast]` (the configuration check already requires it for them).
-fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout, Error> {
-    let RoleConfig::Client { fanout, .. } = &config.role else {
-        return Err("not a client's configuration".into());
-    };
-    let strategy = match fanout {
-        FanoutStrategy::Unicast => return Ok(Fanout::unicast(endpoint.clone())),
-        FanoutStrategy::Multicast => Strategy::Multicast,
-        FanoutStrategy::Auto => Strategy::Auto,
-    };
-    let multicast = config.multicast.as_ref().ok_or_else(|| {
-        format!(
-            "{}: `fanout.strategy` = \"{fanout}\" sends to a group: [multicast] is missing",
-            config.origin.display()
-        )
-    })?;
-    let mut socket = MulticastSocketConfig::new(multicast.group)
-        .with_interface(multicast_interface(multicast))
-        .with_ttl(multicast.ttl);
-    socket.loopback = multicast.loopback;
-    // Each run is a session of its own: storages keep the sessions of earlier runs apart.
-    // RandomState is seeded from the operating system's randomness, per process.
-    let session_id = RandomState::new().build_hasher().finish();
-    let sender = MulticastSenderConfig::new(socket, session_id);
-    let writer = Fanout::bind(
-        endpoint.clone(),
-        FanoutConfig {
-            strategy,
-            ..FanoutConfig::new(sender)
-        },
-    )
-    .map_err(|e| {
-        format!(
-            "{}: cannot send to `multicast.group` {} on `multicast.interface` {}: {e}",
-            config.origin.display(),
-            multicast.group,
-            multicast.interface
-        )
-    })?;
-    Ok(writer)
 }
 
 /// A command with its input read (the bytes to put).

@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use replicast_certs::NodeIdentity;
-use replicast_node::config::{LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
+use replicast_node::config::{NodeConfig, RoleConfig};
 use replicast_node::consensus::{GroupSettings, RaftLog};
-use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
+use replicast_node::driver::{
+    DriverConfig, DriverHandle, Role, bind_endpoint, multicast_interface, spawn, spawn_storage,
+};
 use replicast_node::engine::Engine;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
@@ -26,7 +27,7 @@ use replicast_node::persist::{PersistConfig, ThreadedStorage};
 use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
+use replicast_transport::quic::{Endpoint, LinkError};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -70,61 +71,6 @@ pub fn run(args: NodeArgs) -> Result<(), Error> {
     runtime.block_on(serve(config))
 }
 
-/// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
-/// `node.listen` with the `[link]` tuning.
-///
-/// With `shared_name`, peers know the endpoint as one session of its name (`NAME#SESSION`),
-/// beside any other process using the same certificate: clients, and the short-lived
-/// endpoints of `replicast status` and `admin`. Without it (masters, storages) the name is
-/// this process's alone, and a peer holding a live connection from another process of that
-/// name refuses this one.
-pub(super) fn bind_endpoint(config: &NodeConfig, shared_name: bool) -> Result<Endpoint, Error> {
-    let tls = &config.tls;
-    let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(|e| {
-        format!(
-            "cannot load the node's certificate ([tls] in {}): {e}",
-            config.origin.display()
-        )
-    })?;
-    if identity.name() != config.node.name.as_str() {
-        return Err(format!(
-            "{}: `node.name` is {:?} but the certificate {} is for {:?}",
-            config.origin.display(),
-            config.node.name.as_str(),
-            tls.cert.display(),
-            identity.name()
-        )
-        .into());
-    }
-    let endpoint = Endpoint::bind(EndpointConfig {
-        listen: config.node.listen,
-        server_tls: identity.server_config()?,
-        client_tls: identity.client_config()?,
-        link: LinkConfig {
-            shared_name,
-            ..link_config(&config.link)
-        },
-    })
-    .map_err(|e| {
-        let in_use = matches!(&e, LinkError::Bind { source, .. }
-            if source.kind() == std::io::ErrorKind::AddrInUse);
-        if in_use {
-            format!(
-                "cannot listen at {} (`node.listen`): another process listens there \
-                 (is {} already running?): {e}",
-                config.node.listen,
-                config.node.name.as_str()
-            )
-        } else {
-            format!(
-                "cannot listen at {} (`node.listen`): {e}",
-                config.node.listen
-            )
-        }
-    })?;
-    Ok(endpoint)
-}
-
 /// How often a storage asks the master again to take its name.
 const CLAIM_RETRY: Duration = Duration::from_millis(200);
 
@@ -164,18 +110,6 @@ async fn claim_name(
     }
 }
 
-/// The transport's name for the interface of `[multicast]`.
-pub(super) fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
-    match &multicast.interface {
-        replicast_node::config::MulticastInterface::Name(name) => {
-            MulticastInterface::Name(name.clone())
-        }
-        replicast_node::config::MulticastInterface::Address(address) => {
-            MulticastInterface::Address(*address)
-        }
-    }
-}
-
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
 /// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
 /// unicast (a writer under `auto` falls back to it).
@@ -186,18 +120,6 @@ fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
             .as_ref()
             .map_or(MulticastInterface::Loopback, multicast_interface),
         ..FanoutReceiverConfig::default()
-    }
-}
-
-fn link_config(tuning: &LinkTuning) -> LinkConfig {
-    LinkConfig {
-        keep_alive: tuning.keep_alive,
-        idle_timeout: Some(tuning.idle_timeout),
-        // The file allows any u64; quinn's stream window is a u32, so a larger value is the
-        // largest window it can have.
-        stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
-        send_window: tuning.send_window,
-        ..LinkConfig::default()
     }
 }
 

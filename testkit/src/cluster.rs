@@ -338,14 +338,24 @@ impl Cluster {
     /// Client `name` connected to the master, storing inline over its QUIC links, with every
     /// node of [`directory`](Self::directory) known; each wait bounded by [`WAIT`].
     pub async fn client(&self, name: &str) -> Result<ClientHandle, TestkitError> {
-        let config = DriverConfig {
+        self.client_with(name, ClientConfig::default()).await
+    }
+
+    /// Client `name` like [`client`](Self::client), with the client role's `config`
+    /// (timeouts, object size limit).
+    pub async fn client_with(
+        &self,
+        name: &str,
+        config: ClientConfig,
+    ) -> Result<ClientHandle, TestkitError> {
+        let driver = DriverConfig {
             directory: self.directory.clone(),
             ..DriverConfig::default()
         };
         ClientHandle::connect(
-            Client::new(name, MASTER, ClientConfig::default()),
+            Client::new(name, MASTER, config),
             self.endpoint(name)?,
-            config,
+            driver,
             WAIT,
         )
         .await

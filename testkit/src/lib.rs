@@ -10,7 +10,8 @@
 //! - [`netns`]: hosts made of Linux network namespaces, bridges and a router (root);
 //! - [`sim`]: the simulated network of the deterministic simulations;
 //! - [`plot`]: latency plots in SVG;
-//! - [`workload`]: the transfers workload (also run by `replicast client transfers`).
+//! - [`workload`]: the transfers workload (also run by `replicast client transfers`);
+//! - [`zodb`]: what the ZODB client API tests share (a cluster with relaxed timeouts, commits).
 //!
 //! It is a harness, not a shipped library: the library crates (`replicast-transport`,
 //! `replicast-certs`, `replicast-node`) take it as a dev-dependency only, for their
@@ -31,5 +32,6 @@ pub mod plot;
 pub mod process;
 pub mod sim;
 pub mod workload;
+pub mod zodb;
 
 pub use error::TestkitError;

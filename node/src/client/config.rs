@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-/// Timeouts of a client.
+/// The default [`ClientConfig::max_object_size`]: the links' default frame limit (4 MiB) less
+/// 64 KiB for the message around the data.
+pub const DEFAULT_MAX_OBJECT_SIZE: usize = (4 << 20) - (64 << 10);
+
+/// Timeouts and limits of a client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// How long a storage may stay silent while it owes an answer before it counts as failed.
@@ -22,6 +26,14 @@ pub struct ClientConfig {
     pub vote_bytes_per_second: u64,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
+    /// How long after losing its master link the client announces itself again: the master
+    /// forgot it, and invalidations sent meanwhile are lost. Until the table comes, the
+    /// masters are asked who the primary is every [`master_timeout`](Self::master_timeout).
+    pub master_retry: Duration,
+    /// The largest object data a store takes: a load answers with one message, which the
+    /// links carry up to their `max_frame_len` (4 MiB by default); this leaves room for the
+    /// message around the data.
+    pub max_object_size: usize,
     /// How long the primary may owe an answer (a begin, object ids, a finish's) without any
     /// answer coming before the client asks the masters who the primary is: a dead or frozen
     /// primary is replaced within a second or two, and a merely slow one answers that it is
@@ -36,6 +48,8 @@ impl Default for ClientConfig {
             vote_timeout: Duration::from_secs(1),
             vote_bytes_per_second: 16 << 20,
             load_timeout: Duration::from_secs(2),
+            master_retry: Duration::from_secs(1),
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             master_timeout: Duration::from_secs(1),
         }
     }

@@ -125,12 +125,13 @@ impl Client {
         self.master = primary.to_owned();
         self.awaiting.hello = true;
         self.out.send(primary, Message::ClientHello);
-        if self
+        self.rehello_at = None;
+        if let Some(txn) = self
             .txn
             .as_ref()
-            .is_some_and(|txn| txn.phase == Phase::Beginning)
+            .filter(|txn| txn.phase == Phase::Beginning)
         {
-            self.out.send(primary, Message::AskBegin);
+            self.out.send(primary, txn.ask_begin());
         }
         for count in self.awaiting.oids.clone() {
             self.out.send(primary, Message::AskNewOids { count });
@@ -140,6 +141,19 @@ impl Client {
         }
         self.awaiting.now = now;
         self.awaiting.deadline = Some(now + self.awaiting.timeout);
+    }
+
+    /// Announces this client again after its master link was lost (the master forgot it, and
+    /// invalidations sent meanwhile are lost: the answer brings [`ClientEvent::Resynced`]).
+    /// Until the table comes, the masters are asked who the primary is every master timeout.
+    ///
+    /// [`ClientEvent::Resynced`]: super::ClientEvent::Resynced
+    pub(super) fn rehello(&mut self, now: SystemTime) {
+        self.master = self.masters.target().to_owned();
+        self.awaiting.now = now;
+        self.awaiting.hello = true;
+        self.awaiting.since_request();
+        self.out.send(&self.master, Message::ClientHello);
     }
 
     /// Asks every master but `except` who the primary is.

@@ -71,18 +71,49 @@ impl WriteBatch<'_> {
             |_| false,
             |txn| {
                 stage(txn, ttid, oid, serial, Some(serial), |objects| {
-                    let target = read_record(objects, oid, restore)?
-                        .ok_or(EngineError::NoSuchRevision { oid, tid: restore })?;
-                    // Point at the content itself, so that reads follow one pointer at most.
-                    let content_at = match target.data {
-                        StoredData::SameAs(content_at) => content_at,
-                        StoredData::Content(_) => restore,
-                    };
-                    Ok(ObjectRecord {
-                        data: StoredData::SameAs(content_at),
-                        digest: target.digest,
-                    })
+                    undo_record(objects, oid, restore)
                 })
+            },
+        )
+    }
+
+    /// [`store_undo`](Self::store_undo) without checking `serial` against the object's
+    /// history (a partition catching up by replication, or a serial the vote checks).
+    pub fn store_undo_unchecked(
+        &mut self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        restore: Tid,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| {
+                stage(txn, ttid, oid, serial, None, |objects| {
+                    undo_record(objects, oid, restore)
+                })
+            },
+        )
+    }
+
+    /// Checks that `serial` is the last committed revision of `oid` (ZODB's
+    /// `checkCurrentSerialInTransaction`), writing nothing: refused with
+    /// [`EngineError::Conflict`] otherwise. In a batch, it sees every write before it.
+    pub fn check_serial(&mut self, oid: Oid, serial: Tid) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| {
+                let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+                let current = last_serial(&objects, oid)?;
+                if current == serial {
+                    Ok(())
+                } else {
+                    Err(EngineError::Conflict {
+                        oid,
+                        expected: serial,
+                        current,
+                    })
+                }
             },
         )
     }
@@ -439,4 +470,23 @@ fn abort(txn: &WriteTransaction, ttid: Tid) -> Result<bool, EngineError> {
         .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
         .map_err(database("drop pending objects"))?;
     Ok(voted)
+}
+
+/// The record of an undo that writes again the content of `oid`'s revision `restore`: a
+/// back-pointer at the content itself, so that reads follow one pointer at most.
+pub(super) fn undo_record(
+    objects: &Table<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    restore: Tid,
+) -> Result<ObjectRecord, EngineError> {
+    let target = read_record(objects, oid, restore)?
+        .ok_or(EngineError::NoSuchRevision { oid, tid: restore })?;
+    let content_at = match target.data {
+        StoredData::SameAs(content_at) => content_at,
+        StoredData::Content(_) => restore,
+    };
+    Ok(ObjectRecord {
+        data: StoredData::SameAs(content_at),
+        digest: target.digest,
+    })
 }

@@ -550,6 +550,7 @@ impl Master {
         self.announce_deadline = None;
         self.running.clear();
         self.clients.clear();
+        self.forgotten_clients.clear();
         self.open.clear();
         self.queue.clear();
         self.finishing = None;
@@ -587,6 +588,7 @@ impl Master {
                 Open {
                     client: decision.client.clone(),
                     finish_queued: true,
+                    tid: None,
                 },
             );
             self.queue.push_back(FinishRequest {
@@ -594,6 +596,7 @@ impl Master {
                 client: None,
                 oids: Vec::new(),
                 voters: decision.pending,
+                chosen: None,
                 decided: Some(tid),
             });
         }

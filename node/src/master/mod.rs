@@ -22,11 +22,12 @@
 //! let now = SystemTime::now();
 //! master.handle(now, "c1", Message::ClientHello)?;
 //! master.handle(now, "c1", Message::AskBegin)?;
-//! // Answers go out as orders of the primary's term.
+//! // Answers go out as orders of the primary's term: the hello's (the last commit, the
+//! // table), then the begin's.
 //! let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
 //!     .map(|transmit| transmit.message.into_order())
 //!     .collect();
-//! assert!(matches!(answers[1], Message::AnswerBegin { .. }));
+//! assert!(matches!(answers[2], Message::AnswerBegin { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -54,6 +55,9 @@ pub use event::MasterEvent;
 
 use state::{Decision, ReplicatedState};
 
+/// How many lost clients the master remembers, to welcome them back when they speak.
+const REMEMBERED_CLIENTS: usize = 4096;
+
 /// The most queued finishes decided in one go.
 const DECIDE_AHEAD: usize = 64;
 
@@ -63,6 +67,8 @@ struct Open {
     client: NodeName,
     /// Its finish was asked for and is queued: it can no longer be aborted by a storage.
     finish_queued: bool,
+    /// The commit TID it began with ([`Message::AskBeginAt`]), instead of one from the clock.
+    tid: Option<Tid>,
 }
 
 /// A finish asked for and waiting for its turn.
@@ -74,6 +80,8 @@ struct FinishRequest {
     client: Option<NodeName>,
     oids: Vec<Oid>,
     voters: BTreeSet<NodeName>,
+    /// The commit TID the transaction began with, if it chose one.
+    chosen: Option<Tid>,
     /// The commit TID, when an earlier primary decided it already: the finish resumes.
     decided: Option<Tid>,
 }
@@ -103,6 +111,8 @@ pub struct Master {
     clock: TidClock,
     running: BTreeSet<NodeName>,
     clients: BTreeSet<NodeName>,
+    /// Clients lost lately: one that speaks again is welcomed back.
+    forgotten_clients: BTreeSet<NodeName>,
     open: BTreeMap<Tid, Open>,
     queue: VecDeque<FinishRequest>,
     finishing: Option<Finishing>,
@@ -143,7 +153,8 @@ impl Master {
         log: crate::consensus::RaftLog,
         now: SystemTime,
     ) -> Result<Self, crate::consensus::ConsensusError> {
-        let initial = ReplicatedState::new(table, config.first_oid.0);
+        // Oid 0 is ZODB's root, created by the first store of it: never handed out.
+        let initial = ReplicatedState::new(table, config.first_oid.0.max(1));
         let consensus = consensus::Consensus::open(group, log, initial.clone(), now)?;
         let mut master = Self {
             config,
@@ -152,6 +163,7 @@ impl Master {
             clock: TidClock::default(),
             running: BTreeSet::new(),
             clients: BTreeSet::new(),
+            forgotten_clients: BTreeSet::new(),
             open: BTreeMap::new(),
             queue: VecDeque::new(),
             finishing: None,
@@ -202,6 +214,12 @@ impl Master {
         self.running.iter().map(String::as_str)
     }
 
+    /// The TID of the last finished commit ([`Tid::ZERO`] for none): its invalidations went
+    /// out. Replicated: a new or restarted primary starts from the log's.
+    pub fn last_transaction(&self) -> Tid {
+        self.current().last_committed
+    }
+
     /// What became of transaction `ttid`, if the master decided it.
     pub fn outcome(&self, ttid: Tid) -> Option<TransactionOutcome> {
         self.current()
@@ -241,15 +259,14 @@ impl Master {
             from: from.to_owned(),
             kind: message.kind(),
         };
+        if !is_storage && message != Message::ClientHello && self.forgotten_clients.remove(from) {
+            // A client counted as lost speaks: its link was cut and came back, maybe before
+            // it noticed. Welcome it again; the last commit tells it that invalidations may
+            // have been lost meanwhile.
+            self.welcome_client(from);
+        }
         match message {
-            Message::ClientHello if !is_storage => {
-                self.clients.insert(from.to_owned());
-                // Before the table: a client is ready once it has the table, and by then it
-                // must know where the storages are.
-                self.send_address_book(from);
-                self.out
-                    .send(from, Message::PartitionTable(self.state.table.clone()));
-            }
+            Message::ClientHello if !is_storage => self.welcome_client(from),
             Message::StorageAddress { address } if is_storage => {
                 let previous = self
                     .state
@@ -277,15 +294,20 @@ impl Master {
                 self.resend_decisions(from);
             }
             Message::AskBegin if self.clients.contains(from) => {
-                let ttid = self.clock.allocate(now)?;
-                self.open.insert(
-                    ttid,
-                    Open {
-                        client: from.to_owned(),
-                        finish_queued: false,
-                    },
-                );
-                self.out.send(from, Message::AnswerBegin { ttid });
+                self.begin(now, from, None)?;
+            }
+            Message::AskBeginAt { tid } if self.clients.contains(from) => {
+                if tid <= self.state.last_tid {
+                    let last = self.state.last_tid;
+                    self.out.send(from, Message::BeginRefused { tid, last });
+                } else {
+                    self.begin(now, from, Some(tid))?;
+                }
+            }
+            Message::AskLastTransaction { request } if self.clients.contains(from) => {
+                let tid = self.state.last_committed;
+                self.out
+                    .send(from, Message::AnswerLastTransaction { request, tid });
             }
             Message::AskNewOids { count } if self.clients.contains(from) => {
                 // Not `clamp`: a batch limit of 0 in the config must not panic.
@@ -450,6 +472,10 @@ impl Master {
             self.complete_finish_if_done(now)?;
             self.sync_replication();
         } else if self.clients.remove(node) {
+            if self.forgotten_clients.len() >= REMEMBERED_CLIENTS {
+                self.forgotten_clients.pop_first();
+            }
+            self.forgotten_clients.insert(node.to_owned());
             let abandoned: Vec<Tid> = self
                 .open
                 .iter()
@@ -533,6 +559,42 @@ impl Master {
         self.consensus.poll_event()
     }
 
+    /// Counts `client` as a client and sends it what it needs to work: where the storages
+    /// are, where its history starts, then the table (a client is ready once it has the
+    /// table, and by then it must know the rest).
+    fn welcome_client(&mut self, client: &str) {
+        self.clients.insert(client.to_owned());
+        self.send_address_book(client);
+        self.out.send(
+            client,
+            Message::LastTransaction {
+                tid: self.state.last_committed,
+            },
+        );
+        self.out
+            .send(client, Message::PartitionTable(self.state.table.clone()));
+    }
+
+    /// Opens a transaction for client `from`, committing at `tid` when given.
+    fn begin(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        tid: Option<Tid>,
+    ) -> Result<(), ProtocolError> {
+        let ttid = self.clock.allocate(now)?;
+        self.open.insert(
+            ttid,
+            Open {
+                client: from.to_owned(),
+                finish_queued: false,
+                tid,
+            },
+        );
+        self.out.send(from, Message::AnswerBegin { ttid });
+        Ok(())
+    }
+
     fn ask_finish(
         &mut self,
         now: SystemTime,
@@ -606,14 +668,17 @@ impl Master {
             );
             return Ok(());
         }
+        let mut chosen = None;
         if let Some(open) = self.open.get_mut(&ttid) {
             open.finish_queued = true;
+            chosen = open.tid;
         }
         self.queue.push_back(FinishRequest {
             ttid,
             client: Some(from.to_owned()),
             oids,
             voters,
+            chosen,
             decided: None,
         });
         self.start_next_finish(now)
@@ -673,8 +738,22 @@ impl Master {
             .map(|(index, _)| index)
             .take(DECIDE_AHEAD)
             .collect();
+        let mut refused = Vec::new();
         for index in undecided {
-            let tid = self.clock.allocate(now)?;
+            let tid = match self.queue[index].chosen {
+                None => self.clock.allocate(now)?,
+                Some(tid) if tid > self.state.last_tid => {
+                    // Later TIDs from the clock come after it.
+                    self.clock.observe(tid);
+                    tid
+                }
+                Some(_) => {
+                    // Another commit got in since the transaction began: it cannot commit at
+                    // its TID any more.
+                    refused.push(index);
+                    continue;
+                }
+            };
             let request = &self.queue[index];
             let (ttid, client, voters) = (
                 request.ttid,
@@ -692,6 +771,22 @@ impl Master {
                 },
             );
             self.queue[index].decided = Some(tid);
+        }
+        for index in refused.into_iter().rev() {
+            let Some(request) = self.queue.remove(index) else {
+                continue;
+            };
+            let last = self.state.last_tid;
+            self.abort(request.ttid, true);
+            if let Some(client) = &request.client {
+                self.out.send(
+                    client,
+                    Message::AnswerFinish {
+                        ttid: request.ttid,
+                        outcome: TransactionOutcome::TidNotAfterLast { last },
+                    },
+                );
+            }
         }
         Ok(())
     }

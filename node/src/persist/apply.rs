@@ -1,8 +1,9 @@
 //! Executing the storage role's writes and reads on the engine: the one place that turns a
 //! [`Write`] or a [`Read`] into engine calls, for the threaded executor and the inline one.
 
+use super::ask::answer_ask;
 use crate::engine::{Engine, EngineError, WriteBatch};
-use crate::storage::{Persist, Read, ReadResult, Write};
+use crate::storage::{Persist, Read, ReadResult, Write, WriteResult, Written};
 
 /// Executes `writes`, gathered in the order the role emitted them, in as few redb write
 /// transactions as it can (group commit), and hands each outcome to `report` as soon as the
@@ -24,7 +25,7 @@ pub fn execute_writes(
     engine: &Engine,
     writes: Vec<Persist>,
     mut before_batch: impl FnMut(),
-    mut report: impl FnMut(u64, Result<(), EngineError>),
+    mut report: impl FnMut(u64, WriteResult),
 ) -> u64 {
     let (finishes, others): (Vec<_>, Vec<_>) = writes
         .into_iter()
@@ -46,7 +47,9 @@ pub fn execute_writes(
                 for persist in &group {
                     batches += 1;
                     let result = match execute_batch(engine, std::slice::from_ref(persist)) {
-                        Ok(mut results) => results.pop().map_or(Ok(()), |(_, result)| result),
+                        Ok(mut results) => results
+                            .pop()
+                            .map_or(Ok(Written::Done), |(_, result)| result),
                         Err(error) => Err(error),
                     };
                     report(persist.id, result);
@@ -58,7 +61,7 @@ pub fn execute_writes(
 }
 
 /// A write's id and outcome.
-type Outcome = (u64, Result<(), EngineError>);
+type Outcome = (u64, WriteResult);
 
 /// `writes` in one batch, with each one's outcome; fails if the batch is spoiled or does not
 /// commit.
@@ -78,14 +81,52 @@ fn execute_batch(engine: &Engine, writes: &[Persist]) -> Result<Vec<Outcome>, En
 }
 
 /// One write on `batch`.
-fn apply(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineError> {
+fn apply(batch: &mut WriteBatch<'_>, write: &Write) -> WriteResult {
+    match write {
+        Write::Pack {
+            tid,
+            after,
+            max_objects,
+        } => batch
+            .pack_step(*tid, *after, *max_objects)
+            .map(Written::Packed),
+        Write::Collect { tid, oids } => batch.collect(*tid, oids).map(Written::Collected),
+        other => apply_plain(batch, other).map(|()| Written::Done),
+    }
+}
+
+/// One write that produces nothing but its success on `batch`.
+fn apply_plain(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineError> {
     match write {
         Write::Stage {
             ttid,
             oid,
             serial,
             data,
+            check: true,
+        } => batch.store_pending(*ttid, *oid, *serial, data.clone()),
+        Write::Stage {
+            ttid,
+            oid,
+            serial,
+            data,
+            check: false,
         } => batch.store_pending_unchecked(*ttid, *oid, *serial, data.clone()),
+        Write::StageUndo {
+            ttid,
+            oid,
+            serial,
+            restore,
+            check: true,
+        } => batch.store_undo(*ttid, *oid, *serial, *restore),
+        Write::StageUndo {
+            ttid,
+            oid,
+            serial,
+            restore,
+            check: false,
+        } => batch.store_undo_unchecked(*ttid, *oid, *serial, *restore),
+        Write::CheckSerial { oid, serial, .. } => batch.check_serial(*oid, *serial),
         Write::Vote {
             ttid,
             info,
@@ -110,6 +151,8 @@ fn apply(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineError> {
             objects,
             progress,
         } => batch.import_objects(*partition, objects, *progress),
+        // Handled by `apply`.
+        Write::Pack { .. } | Write::Collect { .. } => Ok(()),
     }
 }
 
@@ -144,5 +187,9 @@ pub fn execute_read(engine: &Engine, read: &Read) -> ReadResult {
             max_bytes,
         )),
         Read::Revision { oid, tid } => ReadResult::Revision(engine.revision_at(oid, tid)),
+        Read::Ask {
+            ref ask,
+            num_partitions,
+        } => ReadResult::Ask(answer_ask(engine, ask, num_partitions)),
     }
 }

@@ -12,17 +12,14 @@ use tokio::sync::mpsc;
 use super::apply::{execute_read, execute_writes};
 use super::config::PersistConfig;
 use super::stats::Counters;
-use crate::engine::{Engine, EngineError};
-use crate::storage::{Fetch, Persist, ReadResult};
+use crate::engine::Engine;
+use crate::storage::{Fetch, Persist, ReadResult, WriteResult};
 
 /// An outcome for the role.
 #[derive(Debug)]
 pub(super) enum Done {
     /// A write was executed.
-    Written {
-        id: u64,
-        result: Result<(), EngineError>,
-    },
+    Written { id: u64, result: WriteResult },
     /// A read was executed.
     Read { id: u64, result: ReadResult },
 }

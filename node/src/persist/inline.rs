@@ -149,7 +149,7 @@ impl InlineStorage {
                     |id, result| results.push((id, result)),
                 );
                 for (id, result) in results {
-                    outcome = outcome.and(self.role.persisted(now, id, result));
+                    outcome = outcome.and(self.role.persisted_with(now, id, result));
                 }
             }
             for fetch in reads {

@@ -15,9 +15,10 @@
 //!   deterministic simulations and tools.
 //!
 //! [`execute_writes`] and [`execute_read`] are the one translation of the role's requests into
-//! engine calls, shared by both.
+//! engine calls, shared by both ([`answer_ask`] for a client's questions).
 
 mod apply;
+mod ask;
 mod config;
 mod executor;
 mod inline;
@@ -25,6 +26,7 @@ mod stats;
 mod threaded;
 
 pub use apply::{execute_read, execute_writes};
+pub use ask::answer_ask;
 pub use config::{BatchHook, PersistConfig};
 pub use inline::InlineStorage;
 pub use stats::PersistStats;

@@ -177,7 +177,7 @@ impl ThreadedStorage {
     /// Feeds an outcome back to the role.
     fn take(&mut self, now: SystemTime, done: Done) {
         let result = match done {
-            Done::Written { id, result } => self.role.persisted(now, id, result),
+            Done::Written { id, result } => self.role.persisted_with(now, id, result),
             Done::Read { id, result } => self.role.fetched(now, id, result),
         };
         if let Err(error) = result {

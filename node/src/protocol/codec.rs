@@ -4,7 +4,11 @@ use super::error::{DecodeError, ProtocolError};
 use super::message::Message;
 
 /// The version of the message set this crate speaks. A peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+///
+/// Version 2 had two meanings on two branches (ZODB: TimeStamp TIDs, bytes metadata, store
+/// kinds, [`Message::Ask`](super::Message::Ask); the masters group: orders wrapped in
+/// [`Message::FromPrimary`](super::Message::FromPrimary)); version 3 is both.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Encodes `message` with the protocol version in front.
 ///

@@ -56,17 +56,19 @@
 //! outcomes (the master keeps them all).
 
 mod admin;
+mod ask;
 mod codec;
 mod error;
 mod message;
 mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
+pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
-    LoadResult, Message, ObjectPart, Order, StoreResult, TransactionOutcome, VoteRefusal,
-    VoteResult,
+    LoadResult, Message, ObjectPart, Order, StoreKind, StoreResult, TransactionOutcome,
+    VoteRefusal, VoteResult,
 };
 pub use status::{
     ClusterStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole, NodeState,

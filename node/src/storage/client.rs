@@ -1,4 +1,5 @@
-//! The storage's conversation with a client: stores under locks, votes, loads, aborts.
+//! The storage's conversation with a client: stores under locks, votes, loads, aborts (and,
+//! in `reads.rs`, the other questions).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::SystemTime;
@@ -8,13 +9,14 @@ use super::{QueuedStore, Storage, StorageEvent, Transaction};
 use crate::engine::{EngineError, Revision};
 use crate::ids::{Oid, Tid};
 use crate::locks::{LockDecision, LockEvent};
-use crate::object::ObjectData;
-use crate::protocol::{LoadResult, Message, ProtocolError, StoreResult, VoteRefusal, VoteResult};
+use crate::protocol::{
+    LoadResult, Message, ProtocolError, StoreKind, StoreResult, VoteRefusal, VoteResult,
+};
 use crate::transaction::TransactionInfo;
 
 impl Storage {
     /// A message from client `from`: [`Message::Store`], [`Message::Vote`],
-    /// [`Message::Load`] or [`Message::AbortTransaction`].
+    /// [`Message::Load`], [`Message::Ask`] or [`Message::AbortTransaction`].
     pub(super) fn handle_client(
         &mut self,
         now: SystemTime,
@@ -28,7 +30,16 @@ impl Storage {
                 oid,
                 serial,
                 data,
-            } => self.take_store(now, from, ttid, generation, oid, serial, data),
+                kind,
+            } => {
+                let store = QueuedStore {
+                    oid,
+                    serial,
+                    data,
+                    kind,
+                };
+                self.take_store(now, from, ttid, generation, store)
+            }
             Message::Vote {
                 ttid,
                 generation,
@@ -50,6 +61,10 @@ impl Storage {
                 self.load(from, request, oid);
                 Ok(())
             }
+            Message::Ask { request, ask } => {
+                self.ask(from, request, ask);
+                Ok(())
+            }
             other => Err(ProtocolError::Unexpected {
                 from: from.to_owned(),
                 kind: other.kind(),
@@ -57,16 +72,13 @@ impl Storage {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn take_store(
         &mut self,
         now: SystemTime,
         from: &str,
         ttid: Tid,
         generation: u32,
-        oid: Oid,
-        serial: Tid,
-        data: ObjectData,
+        store: QueuedStore,
     ) -> Result<(), ProtocolError> {
         if self.ended.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
             return Err(self.unknown(from, "Store", ttid));
@@ -94,6 +106,7 @@ impl Storage {
                 queue: VecDeque::new(),
                 waiting: false,
                 stored: BTreeSet::new(),
+                restored: BTreeSet::new(),
                 failed: false,
                 voting: false,
                 voted: false,
@@ -104,7 +117,7 @@ impl Storage {
             return Ok(());
         }
         txn.deadline = deadline;
-        txn.queue.push_back(QueuedStore { oid, serial, data });
+        txn.queue.push_back(store);
         self.pump(now, Some(ttid))
     }
 
@@ -157,8 +170,8 @@ impl Storage {
         }
     }
 
-    /// Stages the first queued store of `ttid`, whose lock it holds, and answers it at once:
-    /// the vote checks its serial and that it was staged.
+    /// Stages the first queued store of `ttid`, whose lock it holds, as its kind says; the
+    /// store is answered once the staging is executed (see [`staged`](Self::staged)).
     fn apply_head(&mut self, now: SystemTime, ttid: Tid) {
         let Some(txn) = self.transactions.get_mut(&ttid) else {
             return;
@@ -167,45 +180,128 @@ impl Storage {
             return;
         };
         txn.deadline = now + self.config.idle_timeout;
-        let oid = store.oid;
-        txn.stored.insert(oid);
+        let QueuedStore {
+            oid,
+            serial,
+            data,
+            kind,
+        } = store;
+        // A partition catching up here may lack the revisions a serial names: the readable
+        // replicas check it.
+        let check = !self.replicator.unchecked(&self.name, oid);
         let (client, generation) = (txn.client.clone(), txn.generation);
-        self.persistence.write(
-            Write::Stage {
+        let write = match kind {
+            StoreKind::Checked => Write::Stage {
                 ttid,
                 oid,
-                serial: store.serial,
-                data: store.data,
+                serial,
+                data,
+                check,
             },
-            AfterWrite::Stage { ttid, generation },
-        );
-        self.out.send(
-            &client,
-            Message::AnswerStore {
+            // A restore writes over whatever is there.
+            StoreKind::Unchecked => Write::Stage {
+                ttid,
+                oid,
+                serial,
+                data,
+                check: false,
+            },
+            StoreKind::Undo(restore) => Write::StageUndo {
+                ttid,
+                oid,
+                serial,
+                restore,
+                check,
+            },
+            StoreKind::CheckCurrent if check => Write::CheckSerial { ttid, oid, serial },
+            StoreKind::CheckCurrent => {
+                // Nothing to check here; the lock is held all the same.
+                self.answer_store(&client, ttid, generation, oid, StoreResult::Stored);
+                return;
+            }
+        };
+        if kind != StoreKind::CheckCurrent {
+            txn.stored.insert(oid);
+            if kind == StoreKind::Unchecked {
+                txn.restored.insert(oid);
+            } else {
+                // A restore stored again as a checked store is checked.
+                txn.restored.remove(&oid);
+            }
+        }
+        self.persistence.write(
+            write,
+            AfterWrite::Stage {
                 ttid,
                 generation,
                 oid,
-                result: StoreResult::Stored,
             },
         );
     }
 
-    /// A staging of `ttid`'s `generation` was persisted with `result`.
-    pub(super) fn staged(&mut self, ttid: Tid, generation: u32, result: Result<(), EngineError>) {
-        let Err(error) = result else {
-            return;
-        };
-        if let Some(txn) = self
+    /// A staging (or check) of `oid` by `ttid`'s `generation` was executed with `result`:
+    /// answers the store. A conflict is answered with the committed serial, and the
+    /// transaction keeps the lock: its client stores the object again on top of it (ZODB's
+    /// conflict resolution) or aborts. Any other failure also fails the vote. Stores of an
+    /// older generation or an ended transaction are not answered.
+    pub(super) fn staged(
+        &mut self,
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+        result: Result<(), EngineError>,
+    ) {
+        let Some(txn) = self
             .transactions
             .get_mut(&ttid)
             .filter(|txn| txn.generation == generation)
-        {
-            txn.failed = true;
-        }
-        self.events.push_back(StorageEvent::EngineError {
-            ttid,
-            error: error.to_string(),
-        });
+        else {
+            if let Err(error) = result {
+                self.events.push_back(StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                });
+            }
+            return;
+        };
+        let result = match result {
+            Ok(()) => StoreResult::Stored,
+            Err(EngineError::Conflict { current, .. }) => {
+                // Nothing was staged.
+                txn.stored.remove(&oid);
+                txn.restored.remove(&oid);
+                StoreResult::Conflict { current }
+            }
+            Err(error) => {
+                txn.failed = true;
+                self.events.push_back(StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                });
+                StoreResult::Failed
+            }
+        };
+        let client = txn.client.clone();
+        self.answer_store(&client, ttid, generation, oid, result);
+    }
+
+    fn answer_store(
+        &mut self,
+        client: &str,
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+        result: StoreResult,
+    ) {
+        self.out.send(
+            client,
+            Message::AnswerStore {
+                ttid,
+                generation,
+                oid,
+                result,
+            },
+        );
     }
 
     /// `younger` lost its locks: drop what it staged, tell its client to store again.
@@ -216,6 +312,7 @@ impl Storage {
         txn.generation = txn.generation.wrapping_add(1);
         txn.queue.clear();
         txn.stored.clear();
+        txn.restored.clear();
         txn.waiting = false;
         txn.failed = false;
         let (client, generation) = (txn.client.clone(), txn.generation);
@@ -298,7 +395,7 @@ impl Storage {
         let unchecked = listed
             .iter()
             .copied()
-            .filter(|oid| self.replicator.unchecked(&self.name, *oid))
+            .filter(|oid| txn.restored.contains(oid) || self.replicator.unchecked(&self.name, *oid))
             .collect();
         // Voted for the lock manager from now on: nobody may wound it while its fsync runs.
         self.locks.vote(ttid)?;

@@ -34,9 +34,9 @@ impl Storage {
             Message::Outcome { ttid, outcome } if self.recovering.contains_key(&ttid) => {
                 match outcome {
                     TransactionOutcome::Committed(tid) => self.recovered(now, ttid, Some(tid)),
-                    TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
-                        self.recovered(now, ttid, None)
-                    }
+                    TransactionOutcome::Aborted
+                    | TransactionOutcome::Unavailable { .. }
+                    | TransactionOutcome::TidNotAfterLast { .. } => self.recovered(now, ttid, None),
                     TransactionOutcome::Pending => Ok(()),
                 }
             }
@@ -67,9 +67,9 @@ impl Storage {
                         self.acknowledge(ttid, tid);
                         Ok(())
                     }
-                    TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
-                        self.end(now, ttid, None)
-                    }
+                    TransactionOutcome::Aborted
+                    | TransactionOutcome::Unavailable { .. }
+                    | TransactionOutcome::TidNotAfterLast { .. } => self.end(now, ttid, None),
                     TransactionOutcome::Pending => Ok(()),
                 }
             }

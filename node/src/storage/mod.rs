@@ -4,7 +4,8 @@
 //! # Conversations
 //!
 //! [`Storage::handle`] routes each message by who the role talks with: a client (stores,
-//! votes, loads, aborts: `client.rs`), the master (finishes, outcomes, the table, replication
+//! votes, loads, aborts: `client.rs`; past revisions, history, the transaction log, pack:
+//! `reads.rs`), the master (finishes, outcomes, the table, replication
 //! orders: `master.rs`), another storage (replication batches: `replication.rs`).
 //!
 //! # Persistence
@@ -15,14 +16,17 @@
 //! that promises something of the disk goes out only once the write it depends on is
 //! persisted; the others go at once:
 //!
-//! - **Store: answered at once.** Staging is not durable anyway (a crash before the vote
-//!   forgets it, which costs the client a retry), and its serial check moves to the vote,
-//!   which checked every serial again already: the client learns of a conflict from
-//!   [`VoteResult::Conflict`] instead of `StoreResult::Conflict`, with the same serials, and
-//!   aborts the same way. The writes go to the engine in the order they are emitted, so the
-//!   vote is executed after the stagings it covers, and checks that the transaction staged
-//!   exactly the objects it lists ([`EngineError::StagedMismatch`]): a staging that failed
-//!   makes the vote fail, never promise data that is not there.
+//! - **Store: answered once executed**, not fsynced: staging is not durable anyway (a crash
+//!   before the vote forgets it, which costs the client a retry). The writes go to the
+//!   engine in the order they are emitted, so a staging's serial check sees every commit
+//!   finished before its lock was granted, and a conflict is exact: the client hears
+//!   `StoreResult::Conflict` with the committed serial while the transaction keeps the lock,
+//!   and stores the object again on top of it (ZODB's conflict resolution) or aborts. The
+//!   vote checks every serial again ([`VoteResult::Conflict`]), is executed after the
+//!   stagings it covers, and checks that the transaction staged exactly the objects it lists
+//!   ([`EngineError::StagedMismatch`]): a staging that failed makes the vote fail, never
+//!   promise data that is not there. A check of the current serial
+//!   ([`StoreKind::CheckCurrent`]) is a write that writes nothing, for the same order.
 //! - **Vote: answered once persisted** (fsynced). The transaction takes the voted state of
 //!   the lock manager when the vote is emitted, so no wound can take its locks while the
 //!   fsync runs; a vote that fails leaves it holding them until its client aborts, which it
@@ -39,8 +43,10 @@
 //!   prefix of the commits.
 //! - **Replication: a batch counts once persisted**: [`Message::Replicated`] and the next
 //!   question wait for the durable import of the batch and its progress.
-//! - **Loads and replication batches: answered once read**, from a read transaction that
-//!   sees every finish persisted before the load arrived.
+//! - **Loads, a client's questions and replication batches: answered once read**, from a
+//!   read transaction that sees every finish persisted before the load arrived.
+//! - **Pack steps and garbage collection: answered once persisted**: they are writes, in
+//!   order with the others.
 //!
 //! The locks of a finished or aborted transaction are released when its write is emitted:
 //! writes are executed in order, so a store that takes a lock after that is staged after the
@@ -82,7 +88,7 @@
 //! use replicast_node::engine::StartupState;
 //! use replicast_node::ids::{Oid, Tid};
 //! use replicast_node::object::ObjectData;
-//! use replicast_node::protocol::{Message, StoreResult, VoteResult};
+//! use replicast_node::protocol::{Message, StoreKind, StoreResult, VoteResult};
 //! use replicast_node::storage::{Storage, StorageConfig, Write};
 //! use replicast_node::transaction::TransactionInfo;
 //!
@@ -91,25 +97,28 @@
 //!     Storage::open(now, "s1", "master", StartupState::default(), StorageConfig::default());
 //! let (ttid, oid) = (Tid(7), Oid(1));
 //! let data = ObjectData::from(b"v1".to_vec());
-//! let store = Message::Store { ttid, generation: 0, oid, serial: Tid::ZERO, data };
+//! let kind = StoreKind::Checked;
+//! let store = Message::Store { ttid, generation: 0, oid, serial: Tid::ZERO, data, kind };
 //! storage.handle(now, "c1", store)?;
-//! // The store is answered at once; its staging goes to the engine.
+//! // The staging goes to the engine, which checks the serial; the store is answered then.
 //! let staging = storage.poll_persist().expect("a staging");
-//! assert!(matches!(staging.write, Write::Stage { .. }));
-//! let info = TransactionInfo::default();
-//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info };
-//! storage.handle(now, "c1", vote)?;
-//! let vote = storage.poll_persist().expect("the vote's write");
+//! assert!(matches!(staging.write, Write::Stage { check: true, .. }));
 //! let answers = |storage: &mut Storage| {
 //!     std::iter::from_fn(|| storage.poll_transmit())
 //!         .filter(|transmit| transmit.to == "c1")
 //!         .map(|transmit| transmit.message)
 //!         .collect::<Vec<_>>()
 //! };
+//! assert!(answers(&mut storage).is_empty());
+//! storage.persisted(now, staging.id, Ok(()))?;
 //! let sent = answers(&mut storage);
 //! assert!(matches!(sent[..], [Message::AnswerStore { result: StoreResult::Stored, .. }]));
+//! let info = TransactionInfo::default();
+//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info };
+//! storage.handle(now, "c1", vote)?;
+//! let vote = storage.poll_persist().expect("the vote's write");
 //! // The vote is answered once the engine says it is on disk.
-//! storage.persisted(now, staging.id, Ok(()))?;
+//! assert!(answers(&mut storage).is_empty());
 //! storage.persisted(now, vote.id, Ok(()))?;
 //! let sent = answers(&mut storage);
 //! assert!(matches!(sent[..], [Message::AnswerVote { result: VoteResult::Yes, .. }]));
@@ -123,6 +132,7 @@
 //! [`takes_stores`]: Storage::takes_stores
 //! [`VoteResult::Conflict`]: crate::protocol::VoteResult::Conflict
 //! [`EngineError::StagedMismatch`]: crate::engine::EngineError::StagedMismatch
+//! [`StoreKind::CheckCurrent`]: crate::protocol::StoreKind::CheckCurrent
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -133,7 +143,7 @@ use crate::ids::{Oid, Tid};
 use crate::locks::LockManager;
 use crate::object::ObjectData;
 use crate::partition::NodeName;
-use crate::protocol::{Message, Outbox, ProtocolError, Transmit};
+use crate::protocol::{Message, Outbox, ProtocolError, StoreKind, Transmit};
 
 mod client;
 mod config;
@@ -141,6 +151,7 @@ mod event;
 mod master;
 mod persist;
 mod primary;
+mod reads;
 mod replication;
 #[cfg(test)]
 mod tests;
@@ -150,7 +161,7 @@ pub use config::StorageConfig;
 /// How soon a storage asks again when the masters know no primary (an election goes on).
 const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 pub use event::StorageEvent;
-pub use persist::{Backlog, Fetch, Persist, Read, ReadResult, Write};
+pub use persist::{Backlog, Fetch, Persist, Read, ReadResult, Write, WriteResult, Written};
 
 /// A store waiting for its lock or its turn.
 #[derive(Debug)]
@@ -158,6 +169,7 @@ struct QueuedStore {
     oid: Oid,
     serial: Tid,
     data: ObjectData,
+    kind: StoreKind,
 }
 
 /// A transaction this storage takes part in.
@@ -168,6 +180,8 @@ struct Transaction {
     queue: VecDeque<QueuedStore>,
     waiting: bool,
     stored: BTreeSet<Oid>,
+    /// Objects stored without a serial check (restores): the vote does not check them either.
+    restored: BTreeSet<Oid>,
     /// A staging of this generation failed: the vote says no.
     failed: bool,
     /// The vote is written and not persisted yet.
@@ -335,6 +349,7 @@ impl Storage {
             message @ (Message::Store { .. }
             | Message::Vote { .. }
             | Message::Load { .. }
+            | Message::Ask { .. }
             | Message::AbortTransaction { .. }) => self.handle_client(now, from, message),
             message @ (Message::AskTransactions { .. }
             | Message::AskObjects { .. }

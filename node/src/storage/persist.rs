@@ -16,20 +16,22 @@ use std::collections::{BTreeMap, VecDeque};
 use super::Storage;
 use super::config::StorageConfig;
 use crate::engine::{
-    EngineError, ObjectBatch, ObjectCursor, ReplicatedObject, ReplicationProgress, Revision,
-    TransactionBatch,
+    EngineError, ObjectBatch, ObjectCursor, PackStep, ReplicatedObject, ReplicationProgress,
+    Revision, TransactionBatch,
 };
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::NodeName;
-use crate::protocol::ProtocolError;
+use crate::protocol::{ProtocolError, StorageAnswer, StorageAsk};
 use crate::transaction::{CommittedTransaction, TransactionInfo};
 
 /// A write for the engine, executed in the order the role emitted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     /// Stage `data` as `oid`'s new revision in transaction `ttid`, on top of `serial`, without
-    /// checking the serial (the vote does) and without fsync.
+    /// fsync; with `check`, refused with [`EngineError::Conflict`] unless `serial` is the last
+    /// commit of `oid` (executed after every write before it, so the check is exact). The vote
+    /// checks the serial again.
     Stage {
         /// The transaction.
         ttid: Tid,
@@ -39,6 +41,34 @@ pub enum Write {
         serial: Tid,
         /// The content.
         data: ObjectData,
+        /// Whether to check `serial` now (not for a restore, nor a partition catching up).
+        check: bool,
+    },
+    /// Stage, as `oid`'s new revision in transaction `ttid`, a back-pointer at the content of
+    /// its earlier revision `restore` (an undo), checking `serial` as [`Write::Stage`] does.
+    StageUndo {
+        /// The transaction.
+        ttid: Tid,
+        /// The object.
+        oid: Oid,
+        /// The revision it was written on top of (the object's current one).
+        serial: Tid,
+        /// The revision whose content the undo writes again.
+        restore: Tid,
+        /// Whether to check `serial` now.
+        check: bool,
+    },
+    /// Check that `serial` is the last commit of `oid`, which transaction `ttid` read
+    /// (ZODB's `checkCurrentSerialInTransaction`); writes nothing. Executed after every write
+    /// before it, while `ttid` holds the object's lock, so nothing commits over it until the
+    /// transaction ends.
+    CheckSerial {
+        /// The transaction.
+        ttid: Tid,
+        /// The object.
+        oid: Oid,
+        /// The revision the transaction read.
+        serial: Tid,
     },
     /// Vote for `ttid`: check the serials of its objects (all but `unchecked`), check that it
     /// staged exactly `oids`, record `info`, durably.
@@ -66,6 +96,25 @@ pub enum Write {
     Abort {
         /// The transaction.
         ttid: Tid,
+    },
+    /// Pack the objects after `after` (OID order), at most `max_objects` of them, at `tid`,
+    /// durably ([`Engine::pack_step`](crate::engine::Engine::pack_step)): outcome
+    /// [`Written::Packed`].
+    Pack {
+        /// The pack TID.
+        tid: Tid,
+        /// The last object packed by an earlier step; `None` to start.
+        after: Option<Oid>,
+        /// The most objects this step looks at.
+        max_objects: usize,
+    },
+    /// Remove every revision of the unreachable `oids` that have none after `tid`, durably
+    /// ([`Engine::collect`](crate::engine::Engine::collect)): outcome [`Written::Collected`].
+    Collect {
+        /// The pack TID.
+        tid: Tid,
+        /// The objects.
+        oids: Vec<Oid>,
     },
     /// Import replicated transactions of `partition` and record `progress`, durably.
     ImportTransactions {
@@ -98,7 +147,12 @@ impl Write {
                 Write::Vote {
                     oids, unchecked, ..
                 } => 8 * (oids.len() + unchecked.len()),
-                Write::Finish { .. } | Write::Abort { .. } => 0,
+                Write::Finish { .. }
+                | Write::Abort { .. }
+                | Write::StageUndo { .. }
+                | Write::CheckSerial { .. }
+                | Write::Pack { .. } => 0,
+                Write::Collect { oids, .. } => 8 * oids.len(),
                 Write::ImportTransactions { transactions, .. } => transactions
                     .iter()
                     .map(|transaction| 8 * transaction.oids.len() + OVERHEAD)
@@ -110,6 +164,22 @@ impl Write {
             }
     }
 }
+
+/// What an executed write produced: nothing but its success, except for a pack step and a
+/// collection, whose answers say what they removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Written {
+    /// The write is done.
+    #[default]
+    Done,
+    /// What a [`Write::Pack`] did.
+    Packed(PackStep),
+    /// How many revisions a [`Write::Collect`] removed.
+    Collected(u64),
+}
+
+/// The outcome of a write, as [`Storage::persisted_with`] takes it.
+pub type WriteResult = Result<Written, EngineError>;
 
 /// A write to execute, and the id to report its outcome under ([`Storage::persisted`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +234,14 @@ pub enum Read {
         /// The revision.
         tid: Tid,
     },
+    /// A client's question about past revisions, history or the transaction log
+    /// ([`crate::persist::answer_ask`]), never a pack or a collection (those are writes).
+    Ask {
+        /// The question.
+        ask: StorageAsk,
+        /// The table's partition count.
+        num_partitions: u32,
+    },
 }
 
 /// A read to execute, and the id to report its result under ([`Storage::fetched`]).
@@ -186,6 +264,8 @@ pub enum ReadResult {
     Objects(Result<ObjectBatch, EngineError>),
     /// For [`Read::Revision`].
     Revision(Result<Option<(ObjectData, Digest)>, EngineError>),
+    /// For [`Read::Ask`].
+    Ask(Result<StorageAnswer, EngineError>),
 }
 
 /// How much the role has handed out and not heard back about.
@@ -202,8 +282,12 @@ pub struct Backlog {
 /// What to do once a write is persisted.
 #[derive(Debug)]
 pub(super) enum AfterWrite {
-    /// A store was staged (and answered already): a failure fails the vote.
-    Stage { ttid: Tid, generation: u32 },
+    /// A store of `oid` was staged (or checked): answer it; a failure also fails the vote.
+    Stage {
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+    },
     /// Answer the vote.
     Vote { ttid: Tid, generation: u32 },
     /// Report the commit and send the acknowledgements the master is owed.
@@ -211,6 +295,13 @@ pub(super) enum AfterWrite {
     /// Report the abort (`report`), or nothing (a wounded transaction's staged data, or an
     /// unvoted one found at start).
     Abort { ttid: Tid, report: bool },
+    /// Answer `to`'s [`Message::Ask`](crate::protocol::Message::Ask) `request` (a pack step
+    /// or a collection) with what the write did.
+    Answer {
+        to: NodeName,
+        request: u64,
+        kind: &'static str,
+    },
     /// Advance the catch-up of `partition` (if it is still round `round`).
     Import {
         partition: u32,
@@ -233,6 +324,12 @@ pub(super) enum AfterRead {
     Transactions { to: NodeName, partition: u32 },
     /// Answer `to`'s `AskObjects`.
     Objects { to: NodeName, partition: u32 },
+    /// Answer `to`'s [`Message::Ask`](crate::protocol::Message::Ask) `request`.
+    Ask {
+        to: NodeName,
+        request: u64,
+        kind: &'static str,
+    },
     /// Answer `to`'s `AskObjectPart` (the revision was not held in memory).
     Part {
         to: NodeName,
@@ -314,12 +411,24 @@ impl Storage {
     }
 
     /// Write `id` was executed with `result` (durably, if it asked for durability): sends the
-    /// answers that waited for it. Refused for an id not in flight.
+    /// answers that waited for it. Refused for an id not in flight. For a write that produces
+    /// something (a pack step, a collection), use [`persisted_with`](Self::persisted_with).
     pub fn persisted(
         &mut self,
         now: std::time::SystemTime,
         id: u64,
         result: Result<(), EngineError>,
+    ) -> Result<(), ProtocolError> {
+        self.persisted_with(now, id, result.map(|()| Written::Done))
+    }
+
+    /// [`persisted`](Self::persisted) with what the write produced ([`Written`]), as the
+    /// executors report it.
+    pub fn persisted_with(
+        &mut self,
+        now: std::time::SystemTime,
+        id: u64,
+        result: WriteResult,
     ) -> Result<(), ProtocolError> {
         let after = self
             .persistence
@@ -329,20 +438,37 @@ impl Storage {
                 reason: "no write with this id is in flight",
             })?;
         match after {
-            AfterWrite::Stage { ttid, generation } => {
-                self.staged(ttid, generation, result);
+            AfterWrite::Stage {
+                ttid,
+                generation,
+                oid,
+            } => {
+                self.staged(ttid, generation, oid, result.map(|_| ()));
                 Ok(())
             }
             AfterWrite::Vote { ttid, generation } => {
-                self.voted(now, ttid, generation, result);
+                self.voted(now, ttid, generation, result.map(|_| ()));
                 Ok(())
             }
             AfterWrite::Finish { ttid, tid } => {
-                self.finished(ttid, tid, result);
+                self.finished(ttid, tid, result.map(|_| ()));
                 Ok(())
             }
             AfterWrite::Abort { ttid, report } => {
-                self.aborted(ttid, report, result);
+                self.aborted(ttid, report, result.map(|_| ()));
+                Ok(())
+            }
+            AfterWrite::Answer { to, request, kind } => {
+                let answer = match result {
+                    Ok(Written::Packed(step)) => Ok(StorageAnswer::Packed {
+                        resume: step.resume,
+                        removed: step.removed,
+                    }),
+                    Ok(Written::Collected(removed)) => Ok(StorageAnswer::Collected { removed }),
+                    Ok(Written::Done) => Ok(StorageAnswer::Unavailable),
+                    Err(error) => Err(error),
+                };
+                self.answer_ask(&to, request, kind, answer);
                 Ok(())
             }
             AfterWrite::Import {
@@ -350,7 +476,7 @@ impl Storage {
                 round,
                 progress,
                 source,
-            } => self.imported(now, partition, round, progress, &source, result),
+            } => self.imported(now, partition, round, progress, &source, result.map(|_| ())),
         }
     }
 
@@ -391,6 +517,9 @@ impl Storage {
                 },
                 ReadResult::Revision(found),
             ) => self.answer_part(&to, partition, oid, tid, offset, found),
+            (AfterRead::Ask { to, request, kind }, ReadResult::Ask(answer)) => {
+                self.answer_ask(&to, request, kind, answer);
+            }
             _ => {
                 return Err(ProtocolError::InvalidCall {
                     call: "fetched",

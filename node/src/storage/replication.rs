@@ -111,6 +111,11 @@ impl CatchUp {
 }
 
 impl Replicator {
+    /// The latest table from the master.
+    pub(super) fn table(&self) -> Option<&PartitionTable> {
+        self.table.as_ref()
+    }
+
     /// Where `peer` accepts connections, if the master said.
     pub(super) fn address(&self, peer: &str) -> Option<SocketAddr> {
         self.addresses.get(peer).copied()
@@ -603,7 +608,8 @@ impl Storage {
         self.pump_replication(now)
     }
 
-    fn num_partitions(&self) -> u32 {
+    /// How many partitions the latest table has (1 without a table).
+    pub(super) fn num_partitions(&self) -> u32 {
         self.replicator
             .table
             .as_ref()

@@ -3,13 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Backlog, Persist, Read, ReadResult, Storage, StorageConfig, StorageEvent, Write};
-use crate::engine::{EngineError, Revision, StartupState};
+use super::{
+    Backlog, Persist, Read, ReadResult, Storage, StorageConfig, StorageEvent, Write, Written,
+};
+use crate::engine::{EngineError, PackStep, Revision, StartupState};
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::PartitionTable;
 use crate::protocol::{
-    LoadResult, Message, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
+    LoadBefore, LoadResult, Message, StorageAnswer, StorageAsk, StoreKind, StoreResult,
+    TransactionOutcome, VoteRefusal, VoteResult,
 };
 use crate::transaction::TransactionInfo;
 
@@ -50,14 +53,44 @@ fn data(bytes: &[u8]) -> ObjectData {
 }
 
 fn store(storage: &mut Storage, client: &str, ttid: Tid, oid: Oid, bytes: &[u8]) {
+    store_kind(
+        storage,
+        client,
+        ttid,
+        oid,
+        Tid::ZERO,
+        bytes,
+        StoreKind::Checked,
+    );
+}
+
+fn store_kind(
+    storage: &mut Storage,
+    client: &str,
+    ttid: Tid,
+    oid: Oid,
+    serial: Tid,
+    bytes: &[u8],
+    kind: StoreKind,
+) {
     let store = Message::Store {
         ttid,
         generation: 0,
         oid,
-        serial: Tid::ZERO,
+        serial,
         data: data(bytes),
+        kind,
     };
     storage.handle(at(1), client, store).expect("store taken");
+}
+
+/// A table of one partition where `s1` is up to date.
+fn table_here(storage: &mut Storage) {
+    let table = PartitionTable::new(1, 1, &["s1".to_owned()]).expect("table");
+    storage
+        .handle(at(1), MASTER, order(Message::PartitionTable(table)))
+        .expect("table taken");
+    sent(storage);
 }
 
 fn vote(storage: &mut Storage, client: &str, ttid: Tid, oids: &[Oid]) {
@@ -98,20 +131,12 @@ fn voted(storage: &mut Storage, client: &str, ttid: Tid, oid: Oid) {
 }
 
 #[test]
-fn a_store_is_answered_at_once_and_its_staging_goes_to_the_engine() {
+fn a_store_is_staged_with_its_serial_checked_and_answered_once_executed() {
     let mut storage = storage(StorageConfig::default());
     store(&mut storage, "c1", Tid(10), Oid(1), b"hello");
-    assert_eq!(
-        sent(&mut storage),
-        [(
-            "c1".to_owned(),
-            Message::AnswerStore {
-                ttid: Tid(10),
-                generation: 0,
-                oid: Oid(1),
-                result: StoreResult::Stored,
-            }
-        )]
+    assert!(
+        sent(&mut storage).is_empty(),
+        "not answered before the check"
     );
     let staged = writes(&mut storage);
     assert_eq!(
@@ -124,7 +149,284 @@ fn a_store_is_answered_at_once_and_its_staging_goes_to_the_engine() {
             oid: Oid(1),
             serial: Tid::ZERO,
             data: data(b"hello"),
+            check: true,
         }]
+    );
+    persist_all(&mut storage, staged);
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerStore {
+                ttid: Tid(10),
+                generation: 0,
+                oid: Oid(1),
+                result: StoreResult::Stored,
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"v");
+    let staged = writes(&mut storage);
+    let conflict = EngineError::Conflict {
+        oid: Oid(1),
+        expected: Tid::ZERO,
+        current: Tid(5),
+    };
+    storage
+        .persisted(at(2), staged[0].id, Err(conflict))
+        .expect("staging in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerStore {
+                ttid: Tid(10),
+                generation: 0,
+                oid: Oid(1),
+                result: StoreResult::Conflict { current: Tid(5) },
+            }
+        )]
+    );
+    assert!(events(&mut storage).is_empty(), "a conflict is no failure");
+    // Nothing was staged: a vote now lacks the store.
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(
+            _,
+            Message::AnswerVote {
+                result: VoteResult::No(VoteRefusal::MissingStores),
+                ..
+            }
+        )]
+    ));
+    // The client resolves and stores again on top of the committed serial: the lock is still
+    // its own, so the store is staged at once.
+    store_kind(
+        &mut storage,
+        "c1",
+        Tid(10),
+        Oid(1),
+        Tid(5),
+        b"w",
+        StoreKind::Checked,
+    );
+    let staged = writes(&mut storage);
+    assert!(matches!(
+        staged
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [Write::Stage {
+            serial: Tid(5),
+            check: true,
+            ..
+        }]
+    ));
+    persist_all(&mut storage, staged);
+    sent(&mut storage);
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    let persists = writes(&mut storage);
+    assert!(matches!(
+        persists.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        [Write::Vote { oids, .. }] if oids == &[Oid(1)]
+    ));
+}
+
+#[test]
+fn checks_undos_and_restores_are_writes_of_their_own_kind() {
+    let mut storage = storage(StorageConfig::default());
+    let ttid = Tid(10);
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(1),
+        Tid(4),
+        b"",
+        StoreKind::CheckCurrent,
+    );
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(2),
+        Tid(6),
+        b"",
+        StoreKind::Undo(Tid(3)),
+    );
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(3),
+        Tid(7),
+        b"r",
+        StoreKind::Unchecked,
+    );
+    let staged = writes(&mut storage);
+    assert_eq!(
+        staged
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>(),
+        [
+            &Write::CheckSerial {
+                ttid,
+                oid: Oid(1),
+                serial: Tid(4)
+            },
+            &Write::StageUndo {
+                ttid,
+                oid: Oid(2),
+                serial: Tid(6),
+                restore: Tid(3),
+                check: true
+            },
+            &Write::Stage {
+                ttid,
+                oid: Oid(3),
+                serial: Tid(7),
+                data: data(b"r"),
+                check: false
+            },
+        ]
+    );
+    // A stale read: the check is answered with the serial that replaced it.
+    let stale = EngineError::Conflict {
+        oid: Oid(1),
+        expected: Tid(4),
+        current: Tid(8),
+    };
+    storage
+        .persisted(at(2), staged[0].id, Err(stale))
+        .expect("check in flight");
+    persist_all(&mut storage, staged[1..].to_vec());
+    let answers = sent(&mut storage);
+    assert!(matches!(
+        answers[0].1,
+        Message::AnswerStore {
+            oid: Oid(1),
+            result: StoreResult::Conflict { current: Tid(8) },
+            ..
+        }
+    ));
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    // The vote lists the written objects only, and does not check the restore's serial.
+    vote(&mut storage, "c1", ttid, &[Oid(2), Oid(3)]);
+    assert!(matches!(
+        writes(&mut storage).iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        [Write::Vote { oids, unchecked, .. }] if oids == &[Oid(2), Oid(3)] && unchecked == &[Oid(3)]
+    ));
+}
+
+#[test]
+fn questions_are_read_and_packs_answered_once_persisted() {
+    let mut storage = storage(StorageConfig::default());
+    let ask = StorageAsk::LoadBefore {
+        oid: Oid(1),
+        before: Tid(9),
+    };
+    // No table yet: nothing here is readable.
+    storage
+        .handle(
+            at(1),
+            "c1",
+            Message::Ask {
+                request: 1,
+                ask: ask.clone(),
+            },
+        )
+        .expect("ask");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::Answer {
+                request: 1,
+                answer: StorageAnswer::Unavailable
+            }
+        )]
+    );
+    table_here(&mut storage);
+    storage
+        .handle(
+            at(1),
+            "c1",
+            Message::Ask {
+                request: 2,
+                ask: ask.clone(),
+            },
+        )
+        .expect("ask");
+    let fetch = storage.poll_fetch().expect("a read");
+    assert_eq!(
+        fetch.read,
+        Read::Ask {
+            ask,
+            num_partitions: 1
+        }
+    );
+    assert!(sent(&mut storage).is_empty());
+    let answer = StorageAnswer::Load(LoadBefore::Missing);
+    storage
+        .fetched(at(2), fetch.id, ReadResult::Ask(Ok(answer.clone())))
+        .expect("a read in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [("c1".to_owned(), Message::Answer { request: 2, answer })]
+    );
+    let pack = StorageAsk::Pack {
+        tid: Tid(9),
+        after: None,
+    };
+    storage
+        .handle(
+            at(3),
+            "c1",
+            Message::Ask {
+                request: 3,
+                ask: pack,
+            },
+        )
+        .expect("pack");
+    let persists = writes(&mut storage);
+    assert!(matches!(
+        persists
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [Write::Pack {
+            tid: Tid(9),
+            after: None,
+            ..
+        }]
+    ));
+    assert!(sent(&mut storage).is_empty(), "not before it is persisted");
+    let step = PackStep {
+        resume: Some(Oid(4)),
+        removed: 2,
+    };
+    storage
+        .persisted_with(at(4), persists[0].id, Ok(Written::Packed(step)))
+        .expect("a write in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::Answer {
+                request: 3,
+                answer: StorageAnswer::Packed {
+                    resume: Some(Oid(4)),
+                    removed: 2
+                }
+            }
+        )]
     );
 }
 
@@ -144,7 +446,13 @@ fn a_vote_is_answered_only_once_persisted() {
         sent(&mut storage).is_empty(),
         "not answered before the fsync"
     );
-    persist_all(&mut storage, persists);
+    let (staging, vote) = persists.split_at(1);
+    persist_all(&mut storage, staging.to_vec());
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(_, Message::AnswerStore { .. })]
+    ));
+    persist_all(&mut storage, vote.to_vec());
     assert_eq!(
         sent(&mut storage),
         [(
@@ -167,6 +475,7 @@ fn a_conflict_found_by_the_vote_is_answered_with_its_serials() {
     storage
         .persisted(at(3), persists[0].id, Ok(()))
         .expect("staged");
+    sent(&mut storage);
     let conflict = EngineError::Conflict {
         oid: Oid(1),
         expected: Tid::ZERO,
@@ -203,6 +512,16 @@ fn a_failed_staging_fails_the_vote() {
     assert!(matches!(
         events(&mut storage)[..],
         [StorageEvent::EngineError { ttid: Tid(10), .. }]
+    ));
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(
+            _,
+            Message::AnswerStore {
+                result: StoreResult::Failed,
+                ..
+            }
+        )]
     ));
     vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
     assert!(writes(&mut storage).is_empty(), "nothing to write for it");
@@ -318,6 +637,7 @@ fn a_voting_transaction_is_not_wounded_and_the_older_one_waits() {
         after.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
         [Write::Finish { .. }, Write::Stage { ttid, .. }] if *ttid == older
     ));
+    persist_all(&mut storage, after);
     assert!(sent(&mut storage).iter().any(|(to, message)| to == "old"
         && matches!(message, Message::AnswerStore { ttid, .. } if *ttid == older)));
 }
