@@ -1,6 +1,6 @@
 //! [`CommitGaps`]: how long a workload went without a commit, from the times its commits'
-//! TIDs encode (a TID is the millisecond its commit was decided, see
-//! [`Tid::system_time`](replicast_node::ids::Tid::system_time)).
+//! TIDs encode (a TID is the time its commit was decided, see
+//! [`Tid::system_time`](replicast_node::ids::Tid::system_time)), to the millisecond.
 //!
 //! Availability after a failure shows here: a client that waits out a timeout on a dead
 //! storage leaves a gap as long as the timeout between two of its commits.
@@ -12,11 +12,11 @@ use replicast_node::ids::Tid;
 /// The gaps between consecutive commits, sorted, to the millisecond.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, UNIX_EPOCH};
 /// use replicast_node::ids::Tid;
 /// use replicast_testkit::workload::gaps::CommitGaps;
 ///
-/// let at = |ms| Tid::from_unix_millis(1_700_000_000_000 + ms);
+/// let at = |ms| Tid::from_system_time(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms));
 /// let gaps = CommitGaps::of([at(0), at(10), at(20), at(1_520)]);
 /// assert_eq!(gaps.longest(), Duration::from_millis(1_500));
 /// assert_eq!(gaps.quantile(0.5), Duration::from_millis(10));
@@ -36,10 +36,13 @@ impl CommitGaps {
         let mut sorted: Vec<Duration> = tids
             .windows(2)
             .map(|pair| {
-                pair[1]
+                let gap = pair[1]
                     .system_time()
                     .duration_since(pair[0].system_time())
-                    .unwrap_or(Duration::ZERO)
+                    .unwrap_or(Duration::ZERO);
+                // To the nearest millisecond: a TID keeps time to a few nanoseconds.
+                let millis = (gap.as_nanos() + 500_000) / 1_000_000;
+                Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
             })
             .collect();
         sorted.sort_unstable();
