@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-/// The default [`ClientConfig::max_object_size`]: the links' default frame limit (4 MiB) less
-/// 64 KiB for the message around the data.
-pub const DEFAULT_MAX_OBJECT_SIZE: usize = (4 << 20) - (64 << 10);
+/// The default [`ClientConfig::max_object_size`]: the links' default message limit on a
+/// channel (`LinkConfig::max_message_len`, 1 GiB) less 64 KiB for the message around the data.
+pub const DEFAULT_MAX_OBJECT_SIZE: usize = (1 << 30) - (64 << 10);
 
 /// Timeouts and limits of a client.
 #[derive(Clone, Debug)]
@@ -30,9 +30,9 @@ pub struct ClientConfig {
     /// forgot it, and invalidations sent meanwhile are lost. Until the table comes, the
     /// masters are asked who the primary is every [`master_timeout`](Self::master_timeout).
     pub master_retry: Duration,
-    /// The largest object data a store takes: a load answers with one message, which the
-    /// links carry up to their `max_frame_len` (4 MiB by default); this leaves room for the
-    /// message around the data.
+    /// The largest object data a store takes: a load answers with one message on the
+    /// storage's channel, which carries messages up to `max_message_len` (1 GiB by default);
+    /// this leaves room for the message around the data.
     pub max_object_size: usize,
     /// How long the primary may owe an answer (a begin, object ids, a finish's) without any
     /// answer coming before the client asks the masters who the primary is: a dead or frozen
