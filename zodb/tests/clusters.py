@@ -97,6 +97,10 @@ class ClusterStorageTest(StorageTestBase):
         self._extra.append(storage)
         return storage
 
+    def open(self, **options: Any) -> None:
+        """(ZODB's mixins.) Opens ``self._storage`` again as client-1, with ``options``."""
+        self._storage = self.open_storage("client-1", **options)
+
     def _new_storage_client(self) -> ReplicastStorage:
         return self.open_storage()
 

@@ -165,6 +165,16 @@ class ReplicastStorage(ConflictResolvingStorage):
     def pack(self, t: float, referencesf: Callable[..., Any]) -> None:
         raise POSException.Unsupported("pack is not served by the cluster yet")
 
+    # -- undo ------------------------------------------------------------------------------
+
+    def supportsUndo(self) -> bool:
+        return False
+
+    def undo(self, transaction_id: bytes, transaction: Any) -> Any:
+        if self._read_only:
+            raise POSException.ReadOnlyError()
+        raise POSException.Unsupported("undo is not served by the cluster yet")
+
     # -- oids ------------------------------------------------------------------------------
 
     def new_oid(self) -> bytes:
@@ -207,6 +217,8 @@ class ReplicastStorage(ConflictResolvingStorage):
     def store(
         self, oid: bytes, serial: Optional[bytes], data: bytes, version: str, transaction: Any
     ) -> None:
+        if self._read_only:
+            raise POSException.ReadOnlyError()
         self._check_transaction(transaction)
         if version:
             raise POSException.Unsupported("Versions aren't supported")
