@@ -30,7 +30,7 @@ use replicast_node::engine::ReplicatedObject;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::{
-    LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreResult, TransactionOutcome,
+    LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreKind, StoreResult, TransactionOutcome,
     VoteRefusal, VoteResult, decode, encode,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
@@ -590,6 +590,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
             oid: Oid(1),
             serial: Tid::ZERO,
             data: ObjectData::from(b"to the master".to_vec()),
+            kind: StoreKind::Checked,
         },
         Message::NodeReport(NodeReport { links: Vec::new() }),
         Message::Replicated {
@@ -649,6 +650,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
                 oid: Oid(1),
                 serial: Tid::ZERO,
                 data: ObjectData::from(b"generation 3".to_vec()),
+                kind: StoreKind::Checked,
             },
             // Replication nobody asked for: a catch-up order from a peer that is not the
             // master, and history batches, newer than anything committed, from a peer that is
@@ -727,6 +729,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
                 oid: Oid(attacked_oid),
                 serial,
                 data: ObjectData::from(b"forged".to_vec()),
+                kind: StoreKind::Checked,
             },
         )
         .await;

@@ -22,6 +22,7 @@
 mod catch_up;
 mod commit;
 mod error;
+mod history;
 mod load;
 mod records;
 mod replication;

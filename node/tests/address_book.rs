@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use replicast_node::client::{Client, ClientConfig, ClientEvent};
 use replicast_node::engine::Engine;
+use replicast_node::ids::Tid;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, encode};
@@ -79,13 +80,14 @@ fn master_hands_addresses_to_clients_before_the_table() {
         .handle(now, "c1", Message::ClientHello)
         .expect("hello");
     let sent = transmits(&mut master);
-    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent.len(), 3, "{sent:?}");
     assert!(sent.iter().all(|transmit| transmit.to == "c1"));
     assert_eq!(
         sent[0].message,
         Message::StorageAddresses(vec![("s1".into(), address(7101))])
     );
-    assert!(matches!(sent[1].message, Message::PartitionTable(_)));
+    assert_eq!(sent[1].message, Message::LastTransaction { tid: Tid::ZERO });
+    assert!(matches!(sent[2].message, Message::PartitionTable(_)));
 
     // A storage that tells its address later (or a new one): known clients hear of it.
     master

@@ -4,106 +4,27 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use replicast_certs::ClusterCa;
-use replicast_node::client::{AbortReason, Client, ClientConfig};
+use replicast_node::client::AbortReason;
 use replicast_node::driver::ordering::Envelope;
-use replicast_node::driver::{
-    ClientError, ClientHandle, DriverConfig, DriverHandle, spawn_storage,
-};
+use replicast_node::driver::{ClientError, ClientHandle};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::master::Master;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
-use replicast_node::storage::Storage;
 use replicast_node::transaction::TransactionInfo;
-use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
-use support::{
-    MASTER, STORAGES, WAIT, address, balance, balance_data, endpoint, spawn_master, storage,
-    wait_for_master,
-};
+use support::cluster::Cluster;
+use support::{STORAGES, WAIT, balance, balance_data, endpoint};
 
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
-
-struct Cluster {
-    ca: ClusterCa,
-    master: DriverHandle<Master>,
-    storages: Vec<(String, DriverHandle<Storage>)>,
-    directory: HashMap<String, SocketAddr>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        let ca = ClusterCa::generate("cluster-quic-test").expect("cluster CA");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (master, master_address) = spawn_master(&ca);
-        let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
-        let mut storages = Vec::new();
-        for name in STORAGES {
-            let node = storage(dir.path(), name);
-            let storage_endpoint = endpoint(&ca, name);
-            directory.insert(name.to_owned(), address(&storage_endpoint));
-            let config = DriverConfig {
-                directory: HashMap::from([(MASTER.to_owned(), directory[MASTER])]),
-                ..DriverConfig::default()
-            };
-            // Storages take stores both ways: inline (these clients) and through the fan-out.
-            let (driver, _events) = spawn_storage(
-                node,
-                storage_endpoint,
-                config,
-                FanoutReceiverConfig::default(),
-            );
-            storages.push((name.to_owned(), driver));
-        }
-        let cluster = Self {
-            ca,
-            master,
-            storages,
-            directory,
-            _dir: dir,
-        };
-        cluster.wait_for_running_storages(STORAGES.len()).await;
-        cluster
-    }
-
-    /// Polls the master (bounded in time) until `count` storages announced themselves: the
-    /// master has no event for it, and finishes need running voters.
-    async fn wait_for_running_storages(&self, count: usize) {
-        wait_for_master(
-            &self.master,
-            "every storage announced itself to the master",
-            move |master| master.running_storages().count() == count,
-        )
-        .await;
-    }
-
-    async fn client(&self, name: &str) -> ClientHandle {
-        let config = DriverConfig {
-            directory: self.directory.clone(),
-            ..DriverConfig::default()
-        };
-        ClientHandle::connect(
-            Client::new(name, MASTER, ClientConfig::default()),
-            endpoint(&self.ca, name),
-            config,
-            WAIT,
-        )
-        .await
-        .expect("client connects and gets the partition table")
-    }
-}
 
 /// One committed transfer: its TID and the change of each account.
 #[derive(Debug)]
@@ -195,6 +116,14 @@ async fn run_transfers(
                 serial, current, ..
             })) => {
                 assert_ne!(serial, current, "a conflict names two different serials");
+                worker.conflicts += 1;
+            }
+            Err(ClientError::Conflicts(conflicts)) => {
+                // The transaction stays open for resolution; this workload gives it up.
+                for conflict in &conflicts {
+                    assert_ne!(conflict.serial, conflict.current, "two different serials");
+                }
+                client.abort().await.expect("abort after a conflict");
                 worker.conflicts += 1;
             }
             Err(ClientError::Aborted(reason)) => {

@@ -54,8 +54,8 @@ fn populate(store: &Engine) {
                 .expect("store");
         }
         let info = TransactionInfo {
-            user: format!("user{}", step % 3),
-            description: format!("step {step}"),
+            user: format!("user{}", step % 3).into(),
+            description: format!("step {step}").into(),
             extension: step.to_be_bytes().to_vec(),
         };
         store.vote(ttid, &info).expect("vote");

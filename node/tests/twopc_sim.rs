@@ -21,8 +21,8 @@ use replicast_node::master::{Master, MasterConfig, MasterEvent};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::protocol::{
-    LoadResult, Message, ObjectPart, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteResult, decode, encode,
+    LoadResult, Message, ObjectPart, ProtocolError, StoreKind, StoreResult, TransactionOutcome,
+    Transmit, VoteResult, decode, encode,
 };
 use replicast_node::storage::{Storage, StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
@@ -273,13 +273,32 @@ impl Worker {
                 assert!(!oids.is_empty());
                 self.invalidations += 1;
             }
-            ClientEvent::StorageFailed { .. } | ClientEvent::NewOids { .. } => {}
+            ClientEvent::VoteHeld { conflicts, .. } => {
+                // A conflict holds the transaction open for resolution; this workload gives
+                // up instead and retries from the loads.
+                assert!(!conflicts.is_empty());
+                for conflict in &conflicts {
+                    assert_ne!(
+                        conflict.serial, conflict.current,
+                        "a conflict names two serials"
+                    );
+                }
+                self.client.abort().expect("abort after a conflict");
+                self.conflicts += 1;
+                self.step = Step::Idle;
+            }
+            ClientEvent::StorageFailed { .. }
+            | ClientEvent::NewOids { .. }
+            | ClientEvent::StoresAnswered { .. }
+            | ClientEvent::BeginRefused { .. }
+            | ClientEvent::Answered { .. }
+            | ClientEvent::LastTransaction { .. } => {}
         }
     }
 
     fn vote(&mut self, now: SystemTime, writes: Vec<(Oid, i64)>) {
         let info = TransactionInfo {
-            user: self.client.name().to_owned(),
+            user: self.client.name().into(),
             ..TransactionInfo::default()
         };
         self.client.vote(now, info).expect("vote after stores");
@@ -292,6 +311,7 @@ fn client_config() -> ClientConfig {
         storage_timeout: Duration::from_secs(10),
         vote_timeout: Duration::from_secs(1),
         load_timeout: Duration::from_secs(2),
+        ..ClientConfig::default()
     }
 }
 
@@ -1278,8 +1298,10 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
         .filter(|transmit| transmit.to == "c1")
         .map(|transmit| transmit.message)
         .collect();
+    // The hello's answers: the last commit, then the table.
+    assert_eq!(answers[0], Message::LastTransaction { tid: Tid::ZERO });
     assert_eq!(
-        answers[1..3],
+        answers[2..4],
         [
             Message::AnswerNewOids {
                 first: Oid(1),
@@ -1291,7 +1313,7 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
             },
         ]
     );
-    let Message::AnswerBegin { ttid } = answers[3] else {
+    let Message::AnswerBegin { ttid } = answers[4] else {
         panic!("begin answered: {answers:?}");
     };
     // Every object of the transaction, reported failed on s1 and s2, voted only on s3.
@@ -1348,6 +1370,7 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
             oid: Oid(1),
             serial: Tid::ZERO,
             data: balance_data(5),
+            kind: StoreKind::Checked,
         },
     )
     .expect("store");
@@ -1423,21 +1446,32 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
         .expect("store again");
     client.vote(now, TransactionInfo::default()).expect("vote");
     let is_vote = |message: &Message| matches!(message, Message::Vote { .. });
-    let mut sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
-    for store in std::iter::from_fn(|| client.poll_fanout()) {
-        sent.extend(store.replicas.into_iter().map(|to| Transmit {
-            to,
-            message: store.message.clone(),
-        }));
-    }
-    let stores = sent
-        .iter()
-        .filter(|transmit| matches!(transmit.message, Message::Store { .. }))
-        .count();
+    // What the client sends now: messages, and each fan-out as one store per replica.
+    let drain = |client: &mut Client| {
+        let mut sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+        for store in std::iter::from_fn(|| client.poll_fanout()) {
+            sent.extend(store.replicas.into_iter().map(|to| Transmit {
+                to,
+                message: store.message.clone(),
+            }));
+        }
+        sent
+    };
+    let stores_of = |sent: &[Transmit]| -> Vec<ObjectData> {
+        sent.iter()
+            .filter_map(|transmit| match &transmit.message {
+                Message::Store { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The second store waits for the first's answers, so that every storage answers them in
+    // the order they were made whatever path the fan-out gives them.
+    let sent = drain(&mut client);
     assert_eq!(
-        stores,
-        2 * replicas.len(),
-        "each store goes to each replica"
+        stores_of(&sent),
+        vec![balance_data(1); replicas.len()],
+        "the first store goes to each replica, the second waits"
     );
     assert!(!sent.iter().any(|transmit| is_vote(&transmit.message)));
     let stored = Message::AnswerStore {
@@ -1451,8 +1485,14 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
             .handle(now, node, stored.clone())
             .expect("first answer");
     }
+    let sent = drain(&mut client);
+    assert_eq!(
+        stores_of(&sent),
+        vec![balance_data(2); replicas.len()],
+        "the second store goes out once the first is answered everywhere"
+    );
     assert!(
-        !std::iter::from_fn(|| client.poll_transmit()).any(|transmit| is_vote(&transmit.message)),
+        !sent.iter().any(|transmit| is_vote(&transmit.message)),
         "no vote while a store is unanswered"
     );
     for node in &replicas {
@@ -1503,6 +1543,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                 oid,
                 serial,
                 data,
+                kind: StoreKind::Checked,
             }
         ),
         (any_tid(), 0u32..3, any_oid(), any_tid()).prop_map(|(ttid, generation, oid, current)| {
@@ -1709,6 +1750,7 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
                     oid,
                     serial: Tid::ZERO,
                     data: balance_data(1),
+                    kind: StoreKind::Checked,
                 },
             )
             .expect("store");

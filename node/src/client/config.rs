@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-/// Timeouts of a client.
+/// The default [`ClientConfig::max_object_size`]: the links' default frame limit (4 MiB) less
+/// 64 KiB for the message around the data.
+pub const DEFAULT_MAX_OBJECT_SIZE: usize = (4 << 20) - (64 << 10);
+
+/// Timeouts and limits of a client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// How long a storage may stay silent while it owes an answer before it counts as failed.
@@ -16,6 +20,10 @@ pub struct ClientConfig {
     pub vote_timeout: Duration,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
+    /// The largest object data a store takes: a load answers with one message, which the
+    /// links carry up to their `max_frame_len` (4 MiB by default); this leaves room for the
+    /// message around the data.
+    pub max_object_size: usize,
 }
 
 impl Default for ClientConfig {
@@ -24,6 +32,7 @@ impl Default for ClientConfig {
             storage_timeout: Duration::from_secs(10),
             vote_timeout: Duration::from_secs(1),
             load_timeout: Duration::from_secs(2),
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
         }
     }
 }

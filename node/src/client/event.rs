@@ -2,7 +2,7 @@
 
 use crate::ids::{Oid, Tid};
 use crate::partition::NodeName;
-use crate::protocol::{LoadResult, TransactionOutcome, VoteRefusal};
+use crate::protocol::{LoadResult, StorageAnswer, TransactionOutcome, VoteRefusal};
 
 /// Why a transaction failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +50,31 @@ pub enum AbortReason {
     FinishRefused(TransactionOutcome),
 }
 
+/// What a conflict is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConflictKind {
+    /// A store named a serial that is not the object's last committed TID: resolve it (store
+    /// the object again on top of `current`) or abort (ZODB's `ConflictError`).
+    Write,
+    /// A [`check_current`](super::Client::check_current) found the object changed since it
+    /// was read (ZODB's `ReadConflictError`): not resolvable.
+    ReadCurrent,
+}
+
+/// A store or check of the transaction that met a newer committed revision. The transaction
+/// goes on: the caller stores the object again or aborts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conflict {
+    /// The object.
+    pub oid: Oid,
+    /// The serial the store or check named.
+    pub serial: Tid,
+    /// The object's last committed TID.
+    pub current: Tid,
+    /// Store or check.
+    pub kind: ConflictKind,
+}
+
 /// Something that happened to the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
@@ -59,6 +84,30 @@ pub enum ClientEvent {
     Begun {
         /// Its temporary TID.
         ttid: Tid,
+    },
+    /// [`begin_at`](super::Client::begin_at) was refused: the TID is not after the last
+    /// committed one. No transaction is in progress.
+    BeginRefused {
+        /// The TID asked for.
+        tid: Tid,
+        /// The last committed TID.
+        last: Tid,
+    },
+    /// Every store and check sent so far is answered; `conflicts` are those not stored again
+    /// since (empty: everything stored). Reported each time the last answer arrives.
+    StoresAnswered {
+        /// The transaction.
+        ttid: Tid,
+        /// The unresolved conflicts.
+        conflicts: Vec<Conflict>,
+    },
+    /// The vote cannot go out: stores met conflicts, which the caller must resolve (store
+    /// again) before voting again. The transaction is storing again.
+    VoteHeld {
+        /// The transaction.
+        ttid: Tid,
+        /// The unresolved conflicts.
+        conflicts: Vec<Conflict>,
     },
     /// Every touched object is durable on a replica that voted yes: call
     /// [`finish`](super::Client::finish).
@@ -95,6 +144,24 @@ pub enum ClientEvent {
         result: LoadResult,
         /// The storage that answered; `None` when none did.
         from: Option<NodeName>,
+    },
+    /// The answer to [`ask`](super::Client::ask): [`StorageAnswer::Unavailable`] when no
+    /// replica could answer.
+    Answered {
+        /// The request it answers.
+        request: u64,
+        /// The answer.
+        answer: StorageAnswer,
+        /// The storage that answered; `None` when none did.
+        from: Option<NodeName>,
+    },
+    /// The master's last finished commit, as [`ask_last_transaction`](super::Client::ask_last_transaction)
+    /// asked (every invalidation up to it arrived before).
+    LastTransaction {
+        /// The request it answers.
+        request: u64,
+        /// The TID.
+        tid: Tid,
     },
     /// New object ids.
     NewOids {

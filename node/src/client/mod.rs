@@ -49,18 +49,20 @@ use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{
-    LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteResult,
+    Message, Outbox, ProtocolError, StoreKind, TransactionOutcome, Transmit, VoteResult,
 };
 use crate::transaction::TransactionInfo;
 
 mod config;
 mod event;
 mod fanout;
+mod reads;
+mod stores;
 
-pub use config::ClientConfig;
-pub use event::{AbortReason, ClientEvent};
+pub use config::{ClientConfig, DEFAULT_MAX_OBJECT_SIZE};
+pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind};
 pub use fanout::FanoutStore;
+pub use reads::AskTarget;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -75,19 +77,39 @@ enum Phase {
 #[derive(Debug, Default)]
 struct Replica {
     generation: u32,
+    /// Every object sent to this storage (stores and checks).
     oids: BTreeSet<Oid>,
-    /// Stores sent and not answered yet, per object (an object may be stored twice).
+    /// Stores sent and not answered yet, per object (one at a time per object: a second
+    /// store of it waits for the first's answer, see `Transaction::deferred`).
     unanswered: BTreeMap<Oid, u32>,
     vote_sent: bool,
     voted: bool,
     deadline: Option<SystemTime>,
 }
 
+/// What the transaction wants an object to become.
+#[derive(Clone, Debug)]
+struct Staged {
+    serial: Tid,
+    data: ObjectData,
+    kind: StoreKind,
+}
+
 #[derive(Debug)]
 struct Transaction {
     ttid: Tid,
     phase: Phase,
-    objects: BTreeMap<Oid, (Tid, ObjectData)>,
+    objects: BTreeMap<Oid, Staged>,
+    /// Objects stored again while an earlier store of them was unanswered somewhere: sent
+    /// once every answer is in, so that each storage answers the stores of an object in
+    /// order even when the fan-out delivers them out of order.
+    deferred: BTreeSet<Oid>,
+    /// Conflicts reported by the storages and not stored again since.
+    conflicts: BTreeMap<Oid, Conflict>,
+    /// Objects stored again after a conflict (ZODB's `tpc_vote` returns them).
+    resolved: BTreeSet<Oid>,
+    /// Whether [`ClientEvent::StoresAnswered`] was reported since the last store went out.
+    answered_reported: bool,
     replicas: BTreeMap<NodeName, Replica>,
     failed: BTreeSet<NodeName>,
     info: TransactionInfo,
@@ -96,12 +118,23 @@ struct Transaction {
     fanouts: BTreeMap<u64, BTreeMap<NodeName, u32>>,
 }
 
-#[derive(Debug)]
-struct PendingLoad {
-    oid: Oid,
-    node: NodeName,
-    others: VecDeque<NodeName>,
-    deadline: SystemTime,
+impl Transaction {
+    /// The objects the transaction writes (not those it only checks), in OID order.
+    fn written(&self) -> impl Iterator<Item = Oid> + '_ {
+        self.objects
+            .iter()
+            .filter(|(_, staged)| staged.kind != StoreKind::CheckCurrent)
+            .map(|(oid, _)| *oid)
+    }
+
+    /// Whether every store and check sent is answered by every storage still counted.
+    fn all_answered(&self) -> bool {
+        self.deferred.is_empty()
+            && self
+                .replicas
+                .iter()
+                .all(|(node, replica)| self.failed.contains(node) || replica.unanswered.is_empty())
+    }
 }
 
 /// The client role; see the [module documentation](self).
@@ -115,8 +148,10 @@ pub struct Client {
     storage_addresses: BTreeMap<NodeName, SocketAddr>,
     /// The measured round-trip time of each link, as the driver last told.
     link_rtts: BTreeMap<NodeName, Duration>,
+    /// The master's last finished commit when this client connected.
+    last_transaction: Option<Tid>,
     txn: Option<Transaction>,
-    loads: BTreeMap<u64, PendingLoad>,
+    reads: BTreeMap<u64, reads::PendingRead>,
     next_request: u64,
     out: Outbox,
     fanouts: VecDeque<FanoutStore>,
@@ -141,8 +176,9 @@ impl Client {
             table: None,
             storage_addresses: BTreeMap::new(),
             link_rtts: BTreeMap::new(),
+            last_transaction: None,
             txn: None,
-            loads: BTreeMap::new(),
+            reads: BTreeMap::new(),
             next_request: 0,
             out: Outbox::default(),
             fanouts: VecDeque::new(),
@@ -168,9 +204,20 @@ impl Client {
         &self.master
     }
 
+    /// The client's limits and timeouts.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The last partition table received.
     pub fn table(&self) -> Option<&PartitionTable> {
         self.table.as_ref()
+    }
+
+    /// The master's last finished commit when this client connected (`None` until the master
+    /// told).
+    pub fn last_transaction(&self) -> Option<Tid> {
+        self.last_transaction
     }
 
     /// Whether a transaction is in progress.
@@ -178,13 +225,29 @@ impl Client {
         self.txn.is_some()
     }
 
-    /// Announces the client to the master, which answers with the partition table.
+    /// The temporary TID of the transaction in progress, once begun.
+    pub fn current_transaction(&self) -> Option<Tid> {
+        self.txn
+            .as_ref()
+            .filter(|txn| txn.phase != Phase::Beginning)
+            .map(|txn| txn.ttid)
+    }
+
+    /// Announces the client to the master, which answers with the last committed TID and the
+    /// partition table.
     pub fn connect(&mut self) {
         self.out.send(&self.master, Message::ClientHello);
     }
 
     /// Begins a transaction; [`ClientEvent::Begun`] follows.
     pub fn begin(&mut self) -> Result<(), ProtocolError> {
+        self.begin_at(None)
+    }
+
+    /// Begins a transaction that commits at exactly `tid` when given (ZODB's
+    /// `tpc_begin(txn, tid)`, for restores); [`ClientEvent::Begun`] follows, or
+    /// [`ClientEvent::BeginRefused`] when `tid` is not after the last committed TID.
+    pub fn begin_at(&mut self, tid: Option<Tid>) -> Result<(), ProtocolError> {
         if self.table.is_none() {
             return Err(invalid("begin", "no partition table yet"));
         }
@@ -195,74 +258,20 @@ impl Client {
             ttid: Tid::ZERO,
             phase: Phase::Beginning,
             objects: BTreeMap::new(),
+            deferred: BTreeSet::new(),
+            conflicts: BTreeMap::new(),
+            resolved: BTreeSet::new(),
+            answered_reported: false,
             replicas: BTreeMap::new(),
             failed: BTreeSet::new(),
             info: TransactionInfo::default(),
             fanouts: BTreeMap::new(),
         });
-        self.out.send(&self.master, Message::AskBegin);
-        Ok(())
-    }
-
-    /// Stores `data` as the new revision of `oid`, read at `serial`, on every writable
-    /// replica; does not wait for answers. The store comes out of
-    /// [`poll_fanout`](Self::poll_fanout) once for all those replicas (once per generation,
-    /// should a replica have restarted the transaction there).
-    pub fn store(
-        &mut self,
-        now: SystemTime,
-        oid: Oid,
-        serial: Tid,
-        data: ObjectData,
-    ) -> Result<(), ProtocolError> {
-        let (Some(txn), Some(table)) = (self.txn.as_mut(), self.table.as_ref()) else {
-            return Err(invalid("store", "no transaction in progress"));
+        let ask = match tid {
+            Some(tid) => Message::AskBeginAt { tid },
+            None => Message::AskBegin,
         };
-        if txn.phase != Phase::Storing {
-            return Err(invalid("store", "the transaction is not storing"));
-        }
-        let nodes: Vec<NodeName> = table
-            .writable_cells(oid)
-            .map(|cell| cell.node.clone())
-            .filter(|node| !txn.failed.contains(node))
-            .collect();
-        if nodes.is_empty() {
-            return Err(invalid("store", "the object has no writable replica"));
-        }
-        txn.objects.insert(oid, (serial, data.clone()));
-        let mut by_generation: BTreeMap<u32, Vec<NodeName>> = BTreeMap::new();
-        for node in nodes {
-            let replica = txn.replicas.entry(node.clone()).or_default();
-            replica.oids.insert(oid);
-            *replica.unanswered.entry(oid).or_default() += 1;
-            replica.deadline = Some(now + self.config.storage_timeout);
-            by_generation
-                .entry(replica.generation)
-                .or_default()
-                .push(node);
-        }
-        for (generation, replicas) in by_generation {
-            let id = self.next_fanout;
-            self.next_fanout += 1;
-            txn.fanouts.insert(
-                id,
-                replicas
-                    .iter()
-                    .map(|node| (node.clone(), generation))
-                    .collect(),
-            );
-            self.fanouts.push_back(FanoutStore {
-                id,
-                replicas,
-                message: Message::Store {
-                    ttid: txn.ttid,
-                    generation,
-                    oid,
-                    serial,
-                    data: data.clone(),
-                },
-            });
-        }
+        self.out.send(&self.master, ask);
         Ok(())
     }
 
@@ -288,7 +297,8 @@ impl Client {
     }
 
     /// Votes: every storage votes once its stores are answered; [`ClientEvent::Voted`] or
-    /// [`ClientEvent::Aborted`] follows.
+    /// [`ClientEvent::Aborted`] follows, or [`ClientEvent::VoteHeld`] when stores met
+    /// conflicts that were not resolved (the transaction is then storing again).
     pub fn vote(&mut self, now: SystemTime, info: TransactionInfo) -> Result<(), ProtocolError> {
         let txn = self
             .txn
@@ -299,6 +309,15 @@ impl Client {
         txn.info = info;
         self.progress(now);
         Ok(())
+    }
+
+    /// The objects stored again after a conflict in the transaction in progress (what ZODB's
+    /// `tpc_vote` returns).
+    pub fn resolved(&self) -> Vec<Oid> {
+        self.txn
+            .as_ref()
+            .map(|txn| txn.resolved.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Asks the master to commit the voted transaction; [`ClientEvent::Committed`] follows.
@@ -317,7 +336,7 @@ impl Client {
             .collect();
         let message = Message::AskFinish {
             ttid: txn.ttid,
-            oids: txn.objects.keys().copied().collect(),
+            oids: txn.written().collect(),
             voters,
             failed: txn.failed.iter().cloned().collect(),
         };
@@ -351,49 +370,18 @@ impl Client {
         }
     }
 
-    /// Loads the last committed revision of `oid` from a readable replica, falling through
-    /// to the next on failure (an answer [`LoadResult::Failed`], the storage lost, or no
-    /// answer within [`ClientConfig::load_timeout`]); returns the request id of the
-    /// [`ClientEvent::Loaded`] to come.
-    ///
-    /// Replicas are tried by their measured round-trip time ([`set_link_rtt`](Self::set_link_rtt)),
-    /// lowest first; those not measured come after, in the table's order.
-    pub fn load(&mut self, now: SystemTime, oid: Oid) -> Result<u64, ProtocolError> {
-        let table = self
-            .table
-            .as_ref()
-            .ok_or_else(|| invalid("load", "no partition table yet"))?;
-        let mut nodes: Vec<NodeName> = table
-            .readable_cells(oid)
-            .map(|cell| cell.node.clone())
-            .collect();
-        // Stable: unmeasured replicas keep the table's order.
-        nodes.sort_by_key(|node| match self.link_rtts.get(node) {
-            Some(rtt) => (false, *rtt),
-            None => (true, Duration::ZERO),
-        });
-        let mut nodes = VecDeque::from(nodes);
-        let node = nodes
-            .pop_front()
-            .ok_or_else(|| invalid("load", "the object has no readable replica"))?;
-        let request = self.next_request;
-        self.next_request += 1;
-        self.out.send(&node, Message::Load { request, oid });
-        self.loads.insert(
-            request,
-            PendingLoad {
-                oid,
-                node,
-                others: nodes,
-                deadline: now + self.config.load_timeout,
-            },
-        );
-        Ok(request)
-    }
-
     /// Asks the master for `count` new object ids; [`ClientEvent::NewOids`] follows.
     pub fn new_oids(&mut self, count: u32) {
         self.out.send(&self.master, Message::AskNewOids { count });
+    }
+
+    /// Asks the master for its last finished commit; [`ClientEvent::LastTransaction`] with
+    /// the returned request id follows.
+    pub fn ask_last_transaction(&mut self) -> u64 {
+        let request = self.next_request();
+        self.out
+            .send(&self.master, Message::AskLastTransaction { request });
+        request
     }
 
     /// Handles one message from peer `from`.
@@ -407,6 +395,15 @@ impl Client {
         match message {
             Message::StorageAddresses(book) if from_master => {
                 self.storage_addresses.extend(book);
+                Ok(())
+            }
+            Message::LastTransaction { tid } if from_master => {
+                self.last_transaction = Some(tid);
+                Ok(())
+            }
+            Message::AnswerLastTransaction { request, tid } if from_master => {
+                self.events
+                    .push_back(ClientEvent::LastTransaction { request, tid });
                 Ok(())
             }
             Message::PartitionTable(table) if from_master => {
@@ -431,6 +428,19 @@ impl Client {
                 txn.ttid = ttid;
                 txn.phase = Phase::Storing;
                 self.events.push_back(ClientEvent::Begun { ttid });
+                Ok(())
+            }
+            Message::BeginRefused { tid, last } if from_master => {
+                if !self
+                    .txn
+                    .as_ref()
+                    .is_some_and(|txn| txn.phase == Phase::Beginning)
+                {
+                    return Err(out_of_order(from, "BeginRefused", tid));
+                }
+                self.txn = None;
+                self.events
+                    .push_back(ClientEvent::BeginRefused { tid, last });
                 Ok(())
             }
             Message::AnswerNewOids { first, count } if from_master => {
@@ -485,29 +495,9 @@ impl Client {
                 request,
                 oid,
                 result,
-            } if !from_master => {
-                let matches = self
-                    .loads
-                    .get(&request)
-                    .is_some_and(|load| load.node == from && load.oid == oid);
-                if !matches {
-                    return Err(ProtocolError::Unexpected {
-                        from: from.to_owned(),
-                        kind: "AnswerLoad",
-                    });
-                }
-                if result == LoadResult::Failed {
-                    self.retry_load(now, request);
-                } else {
-                    self.loads.remove(&request);
-                    self.events.push_back(ClientEvent::Loaded {
-                        request,
-                        oid,
-                        result,
-                        from: Some(from.to_owned()),
-                    });
-                }
-                Ok(())
+            } if !from_master => self.answer_load(now, from, request, oid, result),
+            Message::Answer { request, answer } if !from_master => {
+                self.answer_ask(now, from, request, answer)
             }
             other => Err(ProtocolError::Unexpected {
                 from: from.to_owned(),
@@ -517,17 +507,9 @@ impl Client {
     }
 
     /// The connection to `node` is lost: a storage counts as failed for the transaction and
-    /// its loads go to the next replica.
+    /// its reads go to the next replica.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) {
-        let requests: Vec<u64> = self
-            .loads
-            .iter()
-            .filter(|(_, load)| load.node == node)
-            .map(|(request, _)| *request)
-            .collect();
-        for request in requests {
-            self.retry_load(now, request);
-        }
+        self.reads_peer_lost(now, node);
         if self
             .txn
             .as_ref()
@@ -539,15 +521,7 @@ impl Client {
 
     /// Handles expired timers.
     pub fn handle_timeout(&mut self, now: SystemTime) {
-        let expired: Vec<u64> = self
-            .loads
-            .iter()
-            .filter(|(_, load)| load.deadline <= now)
-            .map(|(request, _)| *request)
-            .collect();
-        for request in expired {
-            self.retry_load(now, request);
-        }
+        self.reads_timeout(now);
         let silent: Vec<NodeName> = self
             .txn
             .iter()
@@ -565,14 +539,13 @@ impl Client {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        let loads = self.loads.values().map(|load| load.deadline);
         let replicas = self.txn.iter().flat_map(|txn| {
             txn.replicas
                 .iter()
                 .filter(|(node, _)| !txn.failed.contains(*node))
                 .filter_map(|(_, replica)| replica.deadline)
         });
-        loads.chain(replicas).min()
+        self.reads_deadline().into_iter().chain(replicas).min()
     }
 
     /// The next message to send.
@@ -583,6 +556,12 @@ impl Client {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
+    }
+
+    fn next_request(&mut self) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        request
     }
 
     /// The transaction, if `ttid` names it and it is in one of `phases`.
@@ -607,108 +586,6 @@ impl Client {
                 ttid,
             }),
         }
-    }
-
-    fn answer_store(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        ttid: Tid,
-        generation: u32,
-        oid: Oid,
-        result: StoreResult,
-    ) -> Result<(), ProtocolError> {
-        let timeout = self.config.storage_timeout;
-        let phases = [Phase::Storing, Phase::Voting];
-        let txn = self.transaction(from, "AnswerStore", ttid, &phases)?;
-        let Some(replica) = txn.replicas.get_mut(from) else {
-            return Err(out_of_order(from, "AnswerStore", ttid));
-        };
-        if generation < replica.generation {
-            // Answers a store sent before a restart; its new copy gets its own answer.
-            return Ok(());
-        }
-        if generation > replica.generation || !replica.unanswered.contains_key(&oid) {
-            return Err(out_of_order(from, "AnswerStore", ttid));
-        }
-        match result {
-            StoreResult::Stored => {
-                if let Some(pending) = replica.unanswered.get_mut(&oid) {
-                    *pending -= 1;
-                    if *pending == 0 {
-                        replica.unanswered.remove(&oid);
-                    }
-                }
-                replica.deadline = Some(now + timeout);
-                self.progress(now);
-            }
-            StoreResult::Conflict { current } => {
-                let serial = txn
-                    .objects
-                    .get(&oid)
-                    .map_or(Tid::ZERO, |(serial, _)| *serial);
-                self.fail(AbortReason::Conflict {
-                    oid,
-                    serial,
-                    current,
-                });
-            }
-            StoreResult::Failed => self.fail(AbortReason::StoreFailed {
-                node: from.to_owned(),
-                oid,
-            }),
-        }
-        Ok(())
-    }
-
-    fn restart(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        ttid: Tid,
-        generation: u32,
-    ) -> Result<(), ProtocolError> {
-        let timeout = self.config.storage_timeout;
-        let phases = [Phase::Storing, Phase::Voting];
-        let txn = self.transaction(from, "Restart", ttid, &phases)?;
-        let votes_sent = txn.replicas.values().any(|replica| replica.vote_sent);
-        let Some(replica) = txn
-            .replicas
-            .get_mut(from)
-            .filter(|replica| generation > replica.generation && !replica.voted)
-        else {
-            return Err(out_of_order(from, "Restart", ttid));
-        };
-        if votes_sent {
-            // A voted storage must never wait for a lock (the wound-wait argument), and this
-            // one would have to wait for the older transaction: start over instead.
-            self.fail(AbortReason::Wounded {
-                node: from.to_owned(),
-            });
-            return Ok(());
-        }
-        replica.generation = generation;
-        replica.unanswered = replica.oids.iter().map(|oid| (*oid, 1)).collect();
-        replica.vote_sent = false;
-        replica.deadline = Some(now + timeout);
-        let stores: Vec<Message> = replica
-            .oids
-            .iter()
-            .filter_map(|oid| {
-                let (serial, data) = txn.objects.get(oid)?;
-                Some(Message::Store {
-                    ttid,
-                    generation,
-                    oid: *oid,
-                    serial: *serial,
-                    data: data.clone(),
-                })
-            })
-            .collect();
-        for store in stores {
-            self.out.send(from, store);
-        }
-        Ok(())
     }
 
     fn answer_vote(
@@ -749,21 +626,44 @@ impl Client {
         Ok(())
     }
 
-    /// Sends the votes that are due and reports the vote once it is complete.
+    /// Reports the stores answered, sends the votes that are due and reports the vote once it
+    /// is complete.
     fn progress(&mut self, now: SystemTime) {
         let timeout = self.config.vote_timeout;
-        let Some(txn) = self.txn.as_mut().filter(|txn| txn.phase == Phase::Voting) else {
+        let Some(txn) = self.txn.as_mut() else {
             return;
         };
+        let all_answered = txn.all_answered();
+        if all_answered
+            && !txn.answered_reported
+            && matches!(txn.phase, Phase::Storing | Phase::Voting)
+        {
+            txn.answered_reported = true;
+            self.events.push_back(ClientEvent::StoresAnswered {
+                ttid: txn.ttid,
+                conflicts: txn.conflicts.values().copied().collect(),
+            });
+        }
+        if txn.phase != Phase::Voting {
+            return;
+        }
         // Votes go out only once every store is answered everywhere: a storage that voted
         // keeps its locks against older transactions, so the transaction must not still be
         // waiting for a lock on another storage.
-        let all_stored = txn
-            .replicas
-            .iter()
-            .all(|(node, replica)| txn.failed.contains(node) || replica.unanswered.is_empty());
+        if !all_answered {
+            return;
+        }
+        if !txn.conflicts.is_empty() {
+            txn.phase = Phase::Storing;
+            self.events.push_back(ClientEvent::VoteHeld {
+                ttid: txn.ttid,
+                conflicts: txn.conflicts.values().copied().collect(),
+            });
+            return;
+        }
+        let written: BTreeSet<Oid> = txn.written().collect();
         for (node, replica) in &mut txn.replicas {
-            if !all_stored || txn.failed.contains(node) || replica.vote_sent {
+            if txn.failed.contains(node) || replica.vote_sent {
                 continue;
             }
             replica.vote_sent = true;
@@ -773,7 +673,7 @@ impl Client {
                 Message::Vote {
                     ttid: txn.ttid,
                     generation: replica.generation,
-                    oids: replica.oids.iter().copied().collect(),
+                    oids: replica.oids.intersection(&written).copied().collect(),
                     info: txn.info.clone(),
                 },
             );
@@ -805,7 +705,10 @@ impl Client {
         });
         match orphan {
             Some(oid) => self.fail(AbortReason::NoReplica { oid }),
-            None => self.progress(now),
+            None => {
+                self.send_deferred(now);
+                self.progress(now);
+            }
         }
     }
 
@@ -829,35 +732,6 @@ impl Client {
             .send(&self.master, Message::AbortTransaction { ttid });
         Some(ttid)
     }
-
-    fn retry_load(&mut self, now: SystemTime, request: u64) {
-        let Some(load) = self.loads.get_mut(&request) else {
-            return;
-        };
-        match load.others.pop_front() {
-            Some(node) => {
-                load.node = node;
-                load.deadline = now + self.config.load_timeout;
-                self.out.send(
-                    &load.node,
-                    Message::Load {
-                        request,
-                        oid: load.oid,
-                    },
-                );
-            }
-            None => {
-                let oid = load.oid;
-                self.loads.remove(&request);
-                self.events.push_back(ClientEvent::Loaded {
-                    request,
-                    oid,
-                    result: LoadResult::Failed,
-                    from: None,
-                });
-            }
-        }
-    }
 }
 
 fn invalid(call: &'static str, reason: &'static str) -> ProtocolError {
@@ -877,6 +751,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::protocol::{LoadResult, StoreResult};
 
     fn ready_client() -> (Client, PartitionTable) {
         let mut client = Client::new("c1", "master", ClientConfig::default());
@@ -1000,7 +875,8 @@ mod tests {
                 generation: 0,
                 oid: Oid(4),
                 serial: Tid::ZERO,
-                data
+                data,
+                kind: StoreKind::Checked,
             }
         );
         assert!(client.poll_fanout().is_none());

@@ -1,20 +1,24 @@
-//! [`ClientHandle`]: the client role as an `async` API for applications.
+//! [`ClientHandle`]: the client role as an `async` API for applications, shared by threads.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use replicast_transport::fanout::Fanout;
 use replicast_transport::quic::Endpoint;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
+use super::client_dispatch::{self, Current, InvalidationListener, ReadOutcome, Shared};
 use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
 use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
-use crate::client::{AbortReason, Client, ClientEvent};
+use crate::client::{AbortReason, AskTarget, Client, Conflict};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::partition::PartitionTable;
-use crate::protocol::{LoadResult, ProtocolError};
+use crate::protocol::{
+    LoadBefore, LoadResult, ProtocolError, StorageAnswer, StorageAsk, StoreKind,
+};
 use crate::transaction::TransactionInfo;
 
 /// Why a client call failed.
@@ -23,14 +27,53 @@ pub enum ClientError {
     /// The transaction was aborted everywhere; begin a new one (a conflict is worth a retry).
     #[error("transaction aborted: {0:?}")]
     Aborted(AbortReason),
+    /// The vote did not go out: stores met conflicts that were not resolved. The transaction
+    /// is still open: store the objects again on top of each conflict's `current` serial, or
+    /// abort.
+    #[error("unresolved conflicts: {0:?}")]
+    Conflicts(Vec<Conflict>),
+    /// [`begin_at`](ClientHandle::begin_at) named a TID that is not after the last committed
+    /// one; no transaction began.
+    #[error("cannot commit at {tid}: the last committed transaction is {last}")]
+    TidRefused {
+        /// The TID asked for.
+        tid: Tid,
+        /// The last committed TID.
+        last: Tid,
+    },
+    /// An object's data is larger than the client's limit
+    /// ([`ClientConfig::max_object_size`](crate::client::ClientConfig::max_object_size));
+    /// nothing was sent.
+    #[error("{oid}: {size} bytes of data exceed the limit of {max}")]
+    TooLarge {
+        /// The object.
+        oid: Oid,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The role refused the call (e.g. a store outside a transaction).
     #[error(transparent)]
-    Protocol(#[from] ProtocolError),
+    Protocol(ProtocolError),
     /// No replica of the object answered the load.
     #[error("no replica of object {oid:?} answered the load")]
     LoadFailed {
         /// The object.
         oid: Oid,
+    },
+    /// No storage that may answer did (all down, or failing).
+    #[error("no storage answered {what}")]
+    ReadFailed {
+        /// The question.
+        what: &'static str,
+    },
+    /// A storage answered something that does not fit the question (a bug, or a peer of
+    /// another version).
+    #[error("a storage answered {what} with something else")]
+    BadAnswer {
+        /// The question.
+        what: &'static str,
     },
     /// The awaited answer did not come in time.
     #[error("{what} got no answer within {after:?}")]
@@ -45,13 +88,28 @@ pub enum ClientError {
     Driver(#[from] DriverError),
 }
 
+impl From<ProtocolError> for ClientError {
+    fn from(error: ProtocolError) -> Self {
+        match error {
+            ProtocolError::TooLarge { oid, size, max } => ClientError::TooLarge { oid, size, max },
+            other => ClientError::Protocol(other),
+        }
+    }
+}
+
 /// A client of the store, for applications: each call returns once the cluster answered.
 ///
-/// One transaction at a time. Stores are pipelined (they return at once); a conflict or
-/// another abort they cause is reported by the next call of the transaction.
+/// The handle is cheap to clone and may be used from any number of tasks or threads at once:
+/// every call gets its own answer. One transaction at a time: [`begin`](Self::begin) waits
+/// until the transaction in progress ended (bounded by [`set_commit_wait`](Self::set_commit_wait)),
+/// as a ZODB storage's `tpc_begin` does; reads go on meanwhile. The transaction calls act on
+/// the transaction in progress, so only its owner makes them. Stores are pipelined (they
+/// return at once); a conflict is reported by [`wait_stores`](Self::wait_stores) and
+/// [`vote`](Self::vote) without ending the transaction, other aborts by the next call of the
+/// transaction.
 ///
 /// ```no_run
-/// # async fn demo(client: &mut replicast_node::driver::ClientHandle) -> Result<(), replicast_node::driver::ClientError> {
+/// # async fn demo(client: &replicast_node::driver::ClientHandle) -> Result<(), replicast_node::driver::ClientError> {
 /// use replicast_node::object::ObjectData;
 /// use replicast_node::transaction::TransactionInfo;
 ///
@@ -61,19 +119,34 @@ pub enum ClientError {
 /// client.store(oid, serial, ObjectData::from(b"hello".to_vec())).await?;
 /// client.vote(TransactionInfo::default()).await?;
 /// let tid = client.finish().await?;
-/// # let _ = tid; Ok(()) }
+/// assert!(client.last_transaction() >= tid);
+/// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct ClientHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     driver: DriverHandle<Client>,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
+    shared: Arc<Shared>,
     timeout: Duration,
-    current: Option<Tid>,
-    aborted: Option<AbortReason>,
-    invalidations: u64,
-    storage_failures: u64,
+    commit_wait: Mutex<Duration>,
+    slot: Arc<tokio::sync::Mutex<()>>,
     fanout: Option<FanoutView>,
 }
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("driver", &self.inner.driver)
+            .field("last_transaction", &self.last_transaction())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long `begin` waits for the transaction in progress by default.
+const DEFAULT_COMMIT_WAIT: Duration = Duration::from_secs(60);
 
 impl ClientHandle {
     /// Runs `client` on `endpoint`, announces it to the master and waits for the partition
@@ -142,15 +215,13 @@ impl ClientHandle {
             Some(view.clone()),
         )
         .await?;
-        let master_book = handle
-            .driver
-            .call(|client, _| client.storage_addresses().clone())
-            .await?;
-        // Only storages that take writes now: one the master knows to be down would hold
-        // the connect back for the whole join wait. Others join on their first store.
-        let storages = handle
+        let (master_book, storages) = handle
+            .inner
             .driver
             .call(|client, _| {
+                // Only storages that take writes now: one the master knows to be down would
+                // hold the connect back for the whole join wait. Others join on their first
+                // store.
                 let mut writable: Vec<String> = client
                     .table()
                     .map(|table| {
@@ -164,7 +235,7 @@ impl ClientHandle {
                     .unwrap_or_default();
                 writable.sort();
                 writable.dedup();
-                writable
+                (client.storage_addresses().clone(), writable)
             })
             .await?;
         let book: Vec<(String, SocketAddr)> = storages
@@ -200,113 +271,305 @@ impl ClientHandle {
             .report_to
             .get_or_insert_with(|| client.master().to_owned());
         let (driver, events) = spawn_with(client, endpoint, config, side);
-        let mut handle = Self {
-            driver,
-            events,
-            timeout,
-            current: None,
-            aborted: None,
-            invalidations: 0,
-            storage_failures: 0,
-            fanout,
+        let shared = Shared::new();
+        client_dispatch::start(shared.clone(), events);
+        let handle = Self {
+            inner: Arc::new(Inner {
+                driver,
+                shared,
+                timeout,
+                commit_wait: Mutex::new(DEFAULT_COMMIT_WAIT),
+                slot: Arc::new(tokio::sync::Mutex::new(())),
+                fanout,
+            }),
         };
-        handle.driver.call(|client, _| client.connect()).await?;
+        let (ready, connected) = oneshot::channel();
+        let shared = handle.inner.shared.clone();
         handle
-            .wait("connect", false, |event| {
-                matches!(event, ClientEvent::Ready).then_some(())
+            .inner
+            .driver
+            .call(move |client, _| {
+                shared.waiters().ready = Some(ready);
+                client.connect();
             })
             .await?;
+        handle.wait("connect", connected).await?;
+        // The master told its last commit before the table.
+        let last = handle
+            .inner
+            .driver
+            .call(|client, _| client.last_transaction())
+            .await?
+            .unwrap_or(Tid::ZERO);
+        handle.inner.shared.last.send_replace(last);
         Ok(handle)
+    }
+
+    /// How long [`begin`](Self::begin) waits for the transaction in progress to end before
+    /// [`ClientError::Timeout`] (60 s by default).
+    pub fn set_commit_wait(&self, wait: Duration) {
+        *self
+            .inner
+            .commit_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = wait;
     }
 
     /// The fan-out writer stores go through ([`connect_with_fanout`](Self::connect_with_fanout)),
     /// for its counters ([`Fanout::multicast_stats`], [`Fanout::reachability`]); `None` when
     /// stores travel inline.
     pub fn fanout(&self) -> Option<&Fanout> {
-        self.fanout.as_ref().map(FanoutView::writer)
+        self.inner.fanout.as_ref().map(FanoutView::writer)
     }
 
     /// How the fan-out delivered stores so far, per storage (empty when stores travel
     /// inline).
     pub fn fanout_deliveries(&self) -> BTreeMap<String, FanoutDeliveries> {
-        self.fanout
+        self.inner
+            .fanout
             .as_ref()
             .map(FanoutView::deliveries)
             .unwrap_or_default()
     }
 
-    /// Begins a transaction; returns its temporary TID.
-    pub async fn begin(&mut self) -> Result<Tid, ClientError> {
-        self.aborted = None;
-        self.driver.call(|client, _| client.begin()).await??;
-        let ttid = self
-            .wait("begin", false, |event| match event {
-                ClientEvent::Begun { ttid } => Some(*ttid),
-                _ => None,
+    /// Begins a transaction, once the one in progress ended; returns its temporary TID.
+    pub async fn begin(&self) -> Result<Tid, ClientError> {
+        self.begin_at(None).await
+    }
+
+    /// Begins a transaction like [`begin`](Self::begin); with `Some(tid)` it commits at
+    /// exactly `tid` (ZODB's `tpc_begin(txn, tid)`, for restores and
+    /// `copyTransactionsFrom`). A `tid` not after the last committed TID is refused
+    /// ([`ClientError::TidRefused`]); if another commit gets in before this one finishes,
+    /// the finish fails with
+    /// [`TransactionOutcome::TidNotAfterLast`](crate::protocol::TransactionOutcome::TidNotAfterLast).
+    pub async fn begin_at(&self, tid: Option<Tid>) -> Result<Tid, ClientError> {
+        let wait = *self
+            .inner
+            .commit_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let slot = tokio::time::timeout(wait, self.inner.slot.clone().lock_owned())
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "begin (waiting for the transaction in progress)",
+                after: wait,
+            })?;
+        let (reply, begun) = oneshot::channel();
+        let shared = self.inner.shared.clone();
+        let result = self
+            .inner
+            .driver
+            .call(move |client, _| {
+                let result = client.begin_at(tid);
+                if result.is_ok() {
+                    let mut current = Current::new(slot);
+                    current.begun = Some(reply);
+                    shared.waiters().current = Some(current);
+                }
+                result
             })
             .await?;
-        self.current = Some(ttid);
-        Ok(ttid)
+        result?;
+        let outcome = self.wait("begin", begun).await;
+        if outcome.is_err() {
+            self.release_current();
+        }
+        outcome?
     }
 
     /// Stores `data` as the new revision of `oid`, read at `serial` ([`Tid::ZERO`] for a new
-    /// object), on every writable replica. Does not wait for the storages.
-    pub async fn store(
-        &mut self,
+    /// object), on every writable replica. Does not wait for the storages. Storing an object
+    /// again replaces the earlier data (after a conflict: on top of its `current` serial).
+    pub async fn store(&self, oid: Oid, serial: Tid, data: ObjectData) -> Result<(), ClientError> {
+        self.store_kind(oid, serial, data, StoreKind::Checked).await
+    }
+
+    /// Stores `data` as the new revision of `oid` without checking any serial (ZODB's
+    /// `restore`; [`ObjectData::Deleted`] for a revision that undid the object's creation).
+    pub async fn restore(&self, oid: Oid, data: ObjectData) -> Result<(), ClientError> {
+        self.store_kind(oid, Tid::ZERO, data, StoreKind::Unchecked)
+            .await
+    }
+
+    /// An undo's store: the new revision of `oid`, on top of `serial`, is the content of its
+    /// revision `restore` (by reference, no data sent), or a deletion when `restore` is
+    /// `None` (undoing the object's creation).
+    pub async fn store_undo(
+        &self,
+        oid: Oid,
+        serial: Tid,
+        restore: Option<Tid>,
+    ) -> Result<(), ClientError> {
+        match restore {
+            Some(restore) => {
+                let empty = ObjectData::from(bytes::Bytes::new());
+                self.store_kind(oid, serial, empty, StoreKind::Undo(restore))
+                    .await
+            }
+            None => {
+                self.store_kind(oid, serial, ObjectData::Deleted, StoreKind::Checked)
+                    .await
+            }
+        }
+    }
+
+    /// Checks that `serial` is the last committed revision of `oid` and keeps the object
+    /// locked until the transaction ends (ZODB's `checkCurrentSerialInTransaction`); a stale
+    /// serial comes back from [`wait_stores`](Self::wait_stores) or [`vote`](Self::vote) as a
+    /// conflict of kind [`ConflictKind::ReadCurrent`](crate::client::ConflictKind::ReadCurrent).
+    pub async fn check_current_serial(&self, oid: Oid, serial: Tid) -> Result<(), ClientError> {
+        let empty = ObjectData::from(bytes::Bytes::new());
+        self.store_kind(oid, serial, empty, StoreKind::CheckCurrent)
+            .await
+    }
+
+    async fn store_kind(
+        &self,
         oid: Oid,
         serial: Tid,
         data: ObjectData,
+        kind: StoreKind,
     ) -> Result<(), ClientError> {
         self.check_aborted()?;
         let result = self
+            .inner
             .driver
-            .call(move |client, now| client.store(now, oid, serial, data))
+            .call(move |client, now| client.store_kind(now, oid, serial, data, kind))
             .await?;
         self.after_call(result)
     }
 
-    /// Votes: returns once every touched object is durable on a replica that voted yes.
-    pub async fn vote(&mut self, info: TransactionInfo) -> Result<(), ClientError> {
+    /// Waits until every store and check sent so far is answered; returns the conflicts not
+    /// resolved (empty: everything is stored). The transaction stays open.
+    pub async fn wait_stores(&self) -> Result<Vec<Conflict>, ClientError> {
         self.check_aborted()?;
-        let result = self
+        let (reply, answered) = oneshot::channel();
+        let shared = self.inner.shared.clone();
+        let now = self
+            .inner
             .driver
-            .call(move |client, now| client.vote(now, info))
-            .await?;
-        self.after_call(result)?;
-        let ttid = self.current;
-        self.wait("vote", true, |event| match event {
-            ClientEvent::Voted { ttid: voted } if Some(*voted) == ttid => Some(()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Commits the voted transaction; returns its TID.
-    pub async fn finish(&mut self) -> Result<Tid, ClientError> {
-        self.check_aborted()?;
-        let result = self.driver.call(|client, _| client.finish()).await?;
-        self.after_call(result)?;
-        let ttid = self.current;
-        let tid = self
-            .wait("finish", true, |event| match event {
-                ClientEvent::Committed { ttid: done, tid } if Some(*done) == ttid => Some(*tid),
-                _ => None,
+            .call(move |client, _| {
+                if let Some(conflicts) = client.stores_answered() {
+                    return Ok(Some(conflicts));
+                }
+                let mut waiters = shared.waiters();
+                match waiters.current.as_mut() {
+                    Some(current) if client.current_transaction().is_some() => {
+                        current.stores.push(reply);
+                        Ok(None)
+                    }
+                    _ => Err(ProtocolError::InvalidCall {
+                        call: "wait_stores",
+                        reason: "no transaction is storing",
+                    }),
+                }
             })
             .await?;
-        self.current = None;
-        Ok(tid)
+        match now {
+            Ok(Some(conflicts)) => Ok(conflicts),
+            Ok(None) => self.wait("stores", answered).await?,
+            Err(error) => self.after_call(Err(error)).map(|()| Vec::new()),
+        }
     }
 
-    /// Aborts the transaction in progress everywhere. Aborting one the cluster already
-    /// aborted is not an error.
-    pub async fn abort(&mut self) -> Result<(), ClientError> {
-        self.drain();
-        let already = self.aborted.take().is_some();
-        let result = self.driver.call(|client, _| client.abort()).await?;
-        self.current = None;
+    /// Votes (ZODB's `tpc_vote`): returns once every touched object is durable on a replica
+    /// that voted yes, with the objects whose conflicts were resolved (stored again after a
+    /// conflict). With unresolved conflicts it does not vote and returns
+    /// [`ClientError::Conflicts`]; the transaction stays open.
+    pub async fn vote(&self, info: TransactionInfo) -> Result<Vec<Oid>, ClientError> {
+        let conflicts = self.wait_stores().await?;
+        if !conflicts.is_empty() {
+            return Err(ClientError::Conflicts(conflicts));
+        }
+        let (reply, voted) = oneshot::channel();
+        let shared = self.inner.shared.clone();
+        let result = self
+            .inner
+            .driver
+            .call(move |client, now| {
+                let result = client.vote(now, info);
+                if result.is_ok()
+                    && let Some(current) = shared.waiters().current.as_mut()
+                {
+                    current.vote = Some(reply);
+                }
+                result
+            })
+            .await?;
+        self.after_call(result)?;
+        self.wait("vote", voted).await??;
+        Ok(self
+            .inner
+            .driver
+            .call(|client, _| client.resolved())
+            .await?)
+    }
+
+    /// Commits the voted transaction; returns its TID once every invalidation of an earlier
+    /// TID was delivered ([`last_transaction`](Self::last_transaction) is then at least this
+    /// TID).
+    pub async fn finish(&self) -> Result<Tid, ClientError> {
+        self.check_aborted()?;
+        let (reply, finished) = oneshot::channel();
+        let shared = self.inner.shared.clone();
+        let result = self
+            .inner
+            .driver
+            .call(move |client, _| {
+                let result = client.finish();
+                if result.is_ok()
+                    && let Some(current) = shared.waiters().current.as_mut()
+                {
+                    current.finish = Some(reply);
+                }
+                result
+            })
+            .await?;
+        self.after_call(result)?;
+        self.wait("finish", finished).await?
+    }
+
+    /// Aborts the transaction in progress everywhere (ZODB's `tpc_abort`). Harmless when
+    /// the cluster already aborted it or none is in progress.
+    pub async fn abort(&self) -> Result<(), ClientError> {
+        let shared = self.inner.shared.clone();
+        let result = self
+            .inner
+            .driver
+            .call(move |client, _| {
+                let result = client.abort();
+                if client.current_transaction().is_none() {
+                    shared.waiters().current = None;
+                }
+                result
+            })
+            .await?;
         match result {
-            Err(_) if already => Ok(()),
-            other => Ok(other?),
+            // Nothing in progress (never begun, or aborted by the cluster meanwhile).
+            Err(ProtocolError::InvalidCall { .. }) | Ok(()) => {
+                self.release_current();
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Aborts the transaction in progress if it is `ttid` (what [`begin`](Self::begin)
+    /// returned); does nothing otherwise, so that a late abort never hits a later
+    /// transaction.
+    pub async fn abort_transaction(&self, ttid: Tid) -> Result<(), ClientError> {
+        let current = self
+            .inner
+            .shared
+            .waiters()
+            .current
+            .as_ref()
+            .and_then(|current| current.ttid);
+        if current == Some(ttid) {
+            self.abort().await
+        } else {
+            Ok(())
         }
     }
 
@@ -315,66 +578,172 @@ impl ClientHandle {
     /// The readable replica with the lowest measured round-trip time is asked first; on
     /// failure (a failed answer, the storage lost, no answer within the load timeout) the
     /// next one is.
-    pub async fn load(&mut self, oid: Oid) -> Result<Option<(Tid, ObjectData)>, ClientError> {
+    pub async fn load(&self, oid: Oid) -> Result<Option<(Tid, ObjectData)>, ClientError> {
         Ok(self.load_with_replica(oid).await?.0)
     }
 
     /// As [`load`](Self::load), with the name of the storage that answered.
     pub async fn load_with_replica(
-        &mut self,
+        &self,
         oid: Oid,
     ) -> Result<(Option<(Tid, ObjectData)>, String), ClientError> {
-        let endpoint = self.driver.endpoint().clone();
-        let request = self
-            .driver
-            .call(move |client, now| {
-                // The replica with the lowest measured RTT is asked first.
-                let readable: Vec<String> = client
-                    .table()
-                    .map(|table| table.readable_cells(oid).map(|c| c.node.clone()).collect())
-                    .unwrap_or_default();
-                for node in readable {
-                    let rtt = endpoint.known_link(&node).and_then(|link| link.rtt());
-                    client.set_link_rtt(&node, rtt);
-                }
-                client.load(now, oid)
-            })
-            .await??;
-        let (result, from) = self
-            .wait("load", false, |event| match event {
-                ClientEvent::Loaded {
-                    request: answered,
-                    result,
-                    from,
-                    ..
-                } if *answered == request => Some((result.clone(), from.clone())),
-                _ => None,
-            })
+        let outcome = self
+            .read("load", move |client, now| client.load(now, oid))
             .await?;
-        match (result, from) {
-            (LoadResult::Found { tid, data }, Some(from)) => Ok((Some((tid, data)), from)),
-            (LoadResult::Missing, Some(from)) => Ok((None, from)),
+        match outcome {
+            ReadOutcome::Load(LoadResult::Found { tid, data }, Some(from)) => {
+                Ok((Some((tid, data)), from))
+            }
+            ReadOutcome::Load(LoadResult::Missing, Some(from)) => Ok((None, from)),
             _ => Err(ClientError::LoadFailed { oid }),
         }
     }
 
-    /// New object ids from the master (possibly fewer than `count`).
-    pub async fn new_oids(&mut self, count: u32) -> Result<Vec<Oid>, ClientError> {
-        self.driver
-            .call(move |client, _| client.new_oids(count))
+    /// The revision of `oid` current just before `before`, with the TID that replaced it
+    /// (ZODB's `loadBefore`).
+    pub async fn load_before(&self, oid: Oid, before: Tid) -> Result<LoadBefore, ClientError> {
+        let ask = StorageAsk::LoadBefore { oid, before };
+        match self.ask(ask, AskTarget::Object(oid)).await? {
+            StorageAnswer::Load(found) => Ok(found),
+            _ => Err(ClientError::BadAnswer { what: "LoadBefore" }),
+        }
+    }
+
+    /// The content of revision `serial` of `oid` (ZODB's `loadSerial`): `None` when it has no
+    /// such revision.
+    pub async fn load_serial(
+        &self,
+        oid: Oid,
+        serial: Tid,
+    ) -> Result<Option<ObjectData>, ClientError> {
+        let ask = StorageAsk::LoadSerial { oid, serial };
+        match self.ask(ask, AskTarget::Object(oid)).await? {
+            StorageAnswer::Load(LoadBefore::Found { data, .. }) => Ok(Some(data)),
+            StorageAnswer::Load(_) => Ok(None),
+            _ => Err(ClientError::BadAnswer { what: "LoadSerial" }),
+        }
+    }
+
+    /// Asks `ask` of the storages `target` names (the readable replicas by round-trip time,
+    /// the next on failure); [`ClientError::ReadFailed`] when none answers.
+    pub async fn ask(
+        &self,
+        ask: StorageAsk,
+        target: AskTarget,
+    ) -> Result<StorageAnswer, ClientError> {
+        let what = ask.kind();
+        let outcome = self
+            .read(what, move |client, now| client.ask(now, ask, &target))
             .await?;
-        let (first, count) = self
-            .wait("new_oids", false, |event| match event {
-                ClientEvent::NewOids { first, count } => Some((*first, *count)),
-                _ => None,
+        match outcome {
+            ReadOutcome::Ask(StorageAnswer::Unavailable) => Err(ClientError::ReadFailed { what }),
+            ReadOutcome::Ask(answer) => Ok(answer),
+            ReadOutcome::Load(..) => Err(ClientError::BadAnswer { what }),
+        }
+    }
+
+    /// Sends one read through `send` (which returns its request id) and waits for its
+    /// outcome; the links' round-trip times are refreshed first, so the nearest replica is
+    /// asked first.
+    async fn read(
+        &self,
+        what: &'static str,
+        send: impl FnOnce(&mut Client, std::time::SystemTime) -> Result<u64, ProtocolError>
+        + Send
+        + 'static,
+    ) -> Result<ReadOutcome, ClientError> {
+        let endpoint = self.inner.driver.endpoint().clone();
+        let shared = self.inner.shared.clone();
+        let (reply, answered) = oneshot::channel();
+        self.inner
+            .driver
+            .call(move |client, now| {
+                let storages: Vec<String> = client
+                    .table()
+                    .map(|table| table.storages().to_vec())
+                    .unwrap_or_default();
+                for node in storages {
+                    let rtt = endpoint.known_link(&node).and_then(|link| link.rtt());
+                    client.set_link_rtt(&node, rtt);
+                }
+                let request = send(client, now)?;
+                shared.waiters().reads.insert(request, reply);
+                Ok::<_, ProtocolError>(())
+            })
+            .await??;
+        self.wait(what, answered).await
+    }
+
+    /// New object ids from the master (possibly fewer than `count`); never [`Oid`] 0, which
+    /// is ZODB's root object.
+    pub async fn new_oids(&self, count: u32) -> Result<Vec<Oid>, ClientError> {
+        let shared = self.inner.shared.clone();
+        let (reply, answered) = oneshot::channel();
+        self.inner
+            .driver
+            .call(move |client, _| {
+                shared.waiters().new_oids.push_back(reply);
+                client.new_oids(count);
             })
             .await?;
-        Ok((0..u64::from(count)).map(|i| Oid(first.0 + i)).collect())
+        let (first, count) = self.wait("new_oids", answered).await?;
+        Ok((0..u64::from(count))
+            .filter_map(|i| first.0.checked_add(i))
+            .filter(|oid| *oid != 0)
+            .map(Oid)
+            .collect())
+    }
+
+    /// The last TID the application knows of: the master's last commit when the handle
+    /// connected, then every TID whose invalidations were delivered to the
+    /// [listener](Self::set_invalidation_listener), and this handle's own commits. It never
+    /// passes a TID whose invalidations were not delivered (ZODB's `lastTransaction()`).
+    pub fn last_transaction(&self) -> Tid {
+        *self.inner.shared.last.borrow()
+    }
+
+    /// Asks the master for its last commit and waits until
+    /// [`last_transaction`](Self::last_transaction) reached it (its invalidations delivered);
+    /// returns it (ZODB's `sync()`).
+    pub async fn sync(&self) -> Result<Tid, ClientError> {
+        let shared = self.inner.shared.clone();
+        let (reply, answered) = oneshot::channel();
+        self.inner
+            .driver
+            .call(move |client, _| {
+                let request = client.ask_last_transaction();
+                shared.waiters().last_transaction.insert(request, reply);
+            })
+            .await?;
+        let tid = self.wait("sync", answered).await?;
+        let mut last = self.inner.shared.last.subscribe();
+        tokio::time::timeout(self.inner.timeout, last.wait_for(|last| *last >= tid))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "sync (delivering invalidations)",
+                after: self.inner.timeout,
+            })?
+            .map_err(|_| ClientError::Driver(DriverError::Stopped))?;
+        Ok(tid)
+    }
+
+    /// Sets (or, with `None`, removes) the function that gets every invalidation, in TID
+    /// order, on a thread of the handle's own; [`last_transaction`](Self::last_transaction)
+    /// moves past a TID only once the listener returned for it. Without a listener,
+    /// invalidations count as delivered when they arrive.
+    pub fn set_invalidation_listener(&self, listener: Option<InvalidationListener>) {
+        *self
+            .inner
+            .shared
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = listener;
     }
 
     /// The partition table the client holds now.
     pub async fn partition_table(&self) -> Result<Option<PartitionTable>, ClientError> {
         Ok(self
+            .inner
             .driver
             .call(|client, _| client.table().cloned())
             .await?)
@@ -382,30 +751,51 @@ impl ClientHandle {
 
     /// How many invalidations from other clients' commits arrived so far.
     pub fn invalidations(&self) -> u64 {
-        self.invalidations
+        self.inner
+            .shared
+            .invalidations
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many times a storage failed during one of this client's transactions.
     pub fn storage_failures(&self) -> u64 {
-        self.storage_failures
+        self.inner
+            .shared
+            .storage_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The driver's error counts.
     pub fn stats(&self) -> DriverStats {
-        self.driver.stats()
+        self.inner.driver.stats()
     }
 
-    /// Stops the driver and closes the endpoint.
-    pub async fn close(self) -> Result<(), ClientError> {
-        self.driver.stop().await?;
+    /// Stops the driver and closes the endpoint; every call in progress and later fails with
+    /// [`DriverError::Stopped`].
+    pub async fn close(&self) -> Result<(), ClientError> {
+        self.inner.driver.endpoint().close();
+        let mut stopped = self.inner.shared.stopped.subscribe();
+        tokio::time::timeout(self.inner.timeout, stopped.wait_for(|stopped| *stopped))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "close",
+                after: self.inner.timeout,
+            })?
+            .map_err(|_| ClientError::Driver(DriverError::Stopped))?;
         Ok(())
     }
 
-    fn check_aborted(&mut self) -> Result<(), ClientError> {
-        self.drain();
-        match self.aborted.take() {
+    /// Reports an abort of the transaction in progress that no call reported yet, and frees
+    /// the slot.
+    fn check_aborted(&self) -> Result<(), ClientError> {
+        let mut waiters = self.inner.shared.waiters();
+        let reason = waiters
+            .current
+            .as_mut()
+            .and_then(|current| current.aborted.take());
+        match reason {
             Some(reason) => {
-                self.current = None;
+                waiters.current = None;
                 Err(ClientError::Aborted(reason))
             }
             None => Ok(()),
@@ -413,7 +803,7 @@ impl ClientHandle {
     }
 
     /// A refused call may be the consequence of an abort that arrived meanwhile: report that.
-    fn after_call(&mut self, result: Result<(), ProtocolError>) -> Result<(), ClientError> {
+    fn after_call(&self, result: Result<(), ProtocolError>) -> Result<(), ClientError> {
         match result {
             Ok(()) => Ok(()),
             Err(error) => {
@@ -423,60 +813,21 @@ impl ClientHandle {
         }
     }
 
-    /// Takes the events already queued, keeping what matters for later calls.
-    fn drain(&mut self) {
-        while let Ok(event) = self.events.try_recv() {
-            self.note(event);
-        }
+    /// Ends the handle's record of the transaction in progress (freeing the slot).
+    fn release_current(&self) {
+        self.inner.shared.waiters().current = None;
     }
 
-    /// Notes side events; gives back the ones a call may be waiting for.
-    fn note(&mut self, event: ClientEvent) -> Option<ClientEvent> {
-        match event {
-            ClientEvent::Aborted { ttid, reason } if Some(ttid) == self.current => {
-                self.aborted = Some(reason);
-                None
-            }
-            ClientEvent::Aborted { .. } => None,
-            ClientEvent::Invalidated { .. } => {
-                self.invalidations += 1;
-                None
-            }
-            ClientEvent::StorageFailed { .. } => {
-                self.storage_failures += 1;
-                None
-            }
-            other => Some(other),
-        }
-    }
-
-    /// Waits for the event `wanted` picks, bounded by the timeout; with `abortable`, an abort
-    /// of the current transaction ends the wait.
+    /// Waits for `answer`, bounded by the timeout.
     async fn wait<T>(
-        &mut self,
+        &self,
         what: &'static str,
-        abortable: bool,
-        mut wanted: impl FnMut(&ClientEvent) -> Option<T>,
+        answer: oneshot::Receiver<T>,
     ) -> Result<T, ClientError> {
-        let after = self.timeout;
-        let waiting = async {
-            loop {
-                if abortable && let Some(reason) = self.aborted.take() {
-                    self.current = None;
-                    return Err(ClientError::Aborted(reason));
-                }
-                let event = self
-                    .events
-                    .recv()
-                    .await
-                    .ok_or(ClientError::Driver(DriverError::Stopped))?;
-                if let Some(found) = self.note(event).as_ref().and_then(&mut wanted) {
-                    return Ok(found);
-                }
-            }
-        };
-        tokio::time::timeout(after, waiting)
+        let after = self.inner.timeout;
+        tokio::time::timeout(after, answer)
             .await
             .map_err(|_| ClientError::Timeout { what, after })?
+            .map_err(|_| ClientError::Driver(DriverError::Stopped))
     }
 }

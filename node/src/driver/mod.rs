@@ -26,12 +26,14 @@
 //! their connection: the master needs no directory, a storage names the master, a client
 //! names the master (and, where the master cannot tell, the storages).
 
+mod client_dispatch;
 mod client_handle;
 mod fanout;
 pub mod ordering;
 mod role;
 mod run;
 
+pub use client_dispatch::{Invalidation, InvalidationListener};
 pub use client_handle::{ClientError, ClientHandle};
 pub use fanout::FanoutDeliveries;
 pub use role::Role;

@@ -70,17 +70,7 @@ impl Engine {
         restore: Tid,
     ) -> Result<(), EngineError> {
         self.stage(ttid, oid, Some(serial), |objects| {
-            let target = read_record(objects, oid, restore)?
-                .ok_or(EngineError::NoSuchRevision { oid, tid: restore })?;
-            // Point at the content itself, so that reads follow one pointer at most.
-            let content_at = match target.data {
-                StoredData::SameAs(content_at) => content_at,
-                StoredData::Content(_) => restore,
-            };
-            Ok(ObjectRecord {
-                data: StoredData::SameAs(content_at),
-                digest: target.digest,
-            })
+            undo_record(objects, oid, restore)
         })
     }
 
@@ -99,7 +89,7 @@ impl Engine {
     }
 
     /// [`stage`](Self::stage), recording `serial` and checking `check` when given.
-    fn stage_with_serial(
+    pub(super) fn stage_with_serial(
         &self,
         ttid: Tid,
         oid: Oid,
@@ -348,4 +338,23 @@ impl Engine {
             .map_err(database("set durability"))?;
         Ok(txn)
     }
+}
+
+/// The record of an undo that writes again the content of `oid`'s revision `restore`: a
+/// back-pointer at the content itself, so that reads follow one pointer at most.
+pub(super) fn undo_record(
+    objects: &Table<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    restore: Tid,
+) -> Result<ObjectRecord, EngineError> {
+    let target = read_record(objects, oid, restore)?
+        .ok_or(EngineError::NoSuchRevision { oid, tid: restore })?;
+    let content_at = match target.data {
+        StoredData::SameAs(content_at) => content_at,
+        StoredData::Content(_) => restore,
+    };
+    Ok(ObjectRecord {
+        data: StoredData::SameAs(content_at),
+        digest: target.digest,
+    })
 }

@@ -11,7 +11,8 @@ pub struct MasterConfig {
     pub max_oid_batch: u32,
     /// How long a voter has to acknowledge a finish before its cells go out of date.
     pub finish_timeout: Duration,
-    /// The first object id to hand out.
+    /// The first object id to hand out; 0 counts as 1 (oid 0 is ZODB's root object, which
+    /// its first store creates: it is never allocated).
     pub first_oid: Oid,
 }
 

@@ -23,7 +23,8 @@
 //! master.handle(now, "c1", Message::ClientHello)?;
 //! master.handle(now, "c1", Message::AskBegin)?;
 //! let answers: Vec<_> = std::iter::from_fn(|| master.poll_transmit()).collect();
-//! assert!(matches!(answers[1].message, Message::AnswerBegin { .. }));
+//! // The hello's answers (the last commit, the table), then the begin's.
+//! assert!(matches!(answers[2].message, Message::AnswerBegin { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -52,6 +53,8 @@ struct Open {
     client: NodeName,
     /// Its finish was asked for and is queued: it can no longer be aborted by a storage.
     finish_queued: bool,
+    /// The commit TID it began with ([`Message::AskBeginAt`]), instead of one from the clock.
+    tid: Option<Tid>,
 }
 
 /// A finish asked for and waiting for its turn.
@@ -61,6 +64,8 @@ struct FinishRequest {
     client: NodeName,
     oids: Vec<Oid>,
     voters: BTreeSet<NodeName>,
+    /// The commit TID the transaction began with, if it chose one.
+    tid: Option<Tid>,
 }
 
 /// The finish in progress: the commit TID is decided, the voters are acknowledging it.
@@ -78,6 +83,10 @@ pub struct Master {
     config: MasterConfig,
     table: PartitionTable,
     clock: TidClock,
+    /// The TID of the last commit decided (its finish may still be in progress).
+    last_decided: Tid,
+    /// The TID of the last commit finished: its invalidations went out.
+    last_finished: Tid,
     next_oid: u64,
     running: BTreeSet<NodeName>,
     /// Where storages said they accept connections, handed to clients.
@@ -99,10 +108,13 @@ impl Master {
     /// A master owning `table`, with no storage running yet.
     pub fn new(table: PartitionTable, config: MasterConfig) -> Self {
         Self {
-            next_oid: config.first_oid.0,
+            // Oid 0 is ZODB's root, created by the first store of it: never handed out.
+            next_oid: config.first_oid.0.max(1),
             config,
             table,
             clock: TidClock::default(),
+            last_decided: Tid::ZERO,
+            last_finished: Tid::ZERO,
             running: BTreeSet::new(),
             storage_addresses: BTreeMap::new(),
             clients: BTreeSet::new(),
@@ -132,6 +144,11 @@ impl Master {
         self.running.iter().map(String::as_str)
     }
 
+    /// The TID of the last finished commit ([`Tid::ZERO`] for none).
+    pub fn last_transaction(&self) -> Tid {
+        self.last_finished
+    }
+
     /// What became of transaction `ttid`, if the master decided it.
     pub fn outcome(&self, ttid: Tid) -> Option<TransactionOutcome> {
         self.outcomes.get(&ttid).copied()
@@ -153,8 +170,14 @@ impl Master {
             Message::ClientHello if !is_storage => {
                 self.clients.insert(from.to_owned());
                 // Before the table: a client is ready once it has the table, and by then it
-                // must know where the storages are.
+                // must know where the storages are and where its history starts.
                 self.send_address_book(from);
+                self.out.send(
+                    from,
+                    Message::LastTransaction {
+                        tid: self.last_finished,
+                    },
+                );
                 self.out
                     .send(from, Message::PartitionTable(self.table.clone()));
             }
@@ -181,15 +204,20 @@ impl Master {
                 self.storage_back(from)?;
             }
             Message::AskBegin if self.clients.contains(from) => {
-                let ttid = self.clock.allocate(now)?;
-                self.open.insert(
-                    ttid,
-                    Open {
-                        client: from.to_owned(),
-                        finish_queued: false,
-                    },
-                );
-                self.out.send(from, Message::AnswerBegin { ttid });
+                self.begin(now, from, None)?;
+            }
+            Message::AskBeginAt { tid } if self.clients.contains(from) => {
+                if tid <= self.last_decided {
+                    let last = self.last_decided;
+                    self.out.send(from, Message::BeginRefused { tid, last });
+                } else {
+                    self.begin(now, from, Some(tid))?;
+                }
+            }
+            Message::AskLastTransaction { request } if self.clients.contains(from) => {
+                let tid = self.last_finished;
+                self.out
+                    .send(from, Message::AnswerLastTransaction { request, tid });
             }
             Message::AskNewOids { count } if self.clients.contains(from) => {
                 // Not `clamp`: a batch limit of 0 in the config must not panic.
@@ -364,6 +392,26 @@ impl Master {
         self.events.pop_front()
     }
 
+    /// Opens a transaction for client `from`, committing at `tid` when given.
+    fn begin(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        tid: Option<Tid>,
+    ) -> Result<(), ProtocolError> {
+        let ttid = self.clock.allocate(now)?;
+        self.open.insert(
+            ttid,
+            Open {
+                client: from.to_owned(),
+                finish_queued: false,
+                tid,
+            },
+        );
+        self.out.send(from, Message::AnswerBegin { ttid });
+        Ok(())
+    }
+
     fn ask_finish(
         &mut self,
         now: SystemTime,
@@ -419,14 +467,17 @@ impl Master {
             );
             return Ok(());
         }
+        let mut tid = None;
         if let Some(open) = self.open.get_mut(&ttid) {
             open.finish_queued = true;
+            tid = open.tid;
         }
         self.queue.push_back(FinishRequest {
             ttid,
             client: from.to_owned(),
             oids,
             voters,
+            tid,
         });
         self.start_next_finish(now)
     }
@@ -436,7 +487,29 @@ impl Master {
             let Some(request) = self.queue.pop_front() else {
                 return Ok(());
             };
-            let tid = self.clock.allocate(now)?;
+            let tid = match request.tid {
+                None => self.clock.allocate(now)?,
+                Some(tid) if tid > self.last_decided => {
+                    // Later TIDs from the clock come after it.
+                    self.clock.observe(tid);
+                    tid
+                }
+                Some(_) => {
+                    // Another commit got in since the transaction began: it cannot commit at
+                    // its TID any more.
+                    let last = self.last_decided;
+                    self.abort(request.ttid, true);
+                    self.out.send(
+                        &request.client,
+                        Message::AnswerFinish {
+                            ttid: request.ttid,
+                            outcome: TransactionOutcome::TidNotAfterLast { last },
+                        },
+                    );
+                    continue;
+                }
+            };
+            self.last_decided = tid;
             // The commit point: the data is durable on the voters, the TID is decided.
             self.outcomes
                 .insert(request.ttid, TransactionOutcome::Committed(tid));
@@ -476,6 +549,7 @@ impl Master {
         };
         let Finishing { request, tid, .. } = finishing;
         self.open.remove(&request.ttid);
+        self.last_finished = tid;
         self.replication.committed(tid);
         self.out.send(
             &request.client,

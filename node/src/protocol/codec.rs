@@ -4,7 +4,10 @@ use super::error::{DecodeError, ProtocolError};
 use super::message::Message;
 
 /// The version of the message set this crate speaks. A peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: TIDs are ZODB TimeStamps, transaction metadata is bytes, stores have a kind, and
+/// clients ask storages about history ([`Message::Ask`](super::Message::Ask)).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Encodes `message` with the protocol version in front.
 ///

@@ -84,6 +84,16 @@ pub enum ProtocolError {
         /// Why not.
         reason: &'static str,
     },
+    /// An object's data is larger than the configured limit.
+    #[error("{oid}: {size} bytes of data exceed the limit of {max}")]
+    TooLarge {
+        /// The object.
+        oid: crate::ids::Oid,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] EngineError),

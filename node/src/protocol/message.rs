@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
+use super::ask::{StorageAnswer, StorageAsk};
 use super::status::{ClusterStatus, NodeReport};
 use crate::engine::{ObjectCursor, ReplicatedObject};
 use crate::ids::{Oid, Tid};
@@ -23,10 +24,44 @@ pub enum Message {
     PartitionTable(PartitionTable),
     /// Client -> master: asks for a temporary TID to begin a transaction with.
     AskBegin,
+    /// Client -> master: asks for a temporary TID to begin a transaction that must commit at
+    /// exactly `tid` (a restore, ZODB's `tpc_begin(txn, tid)`); refused with
+    /// [`Message::BeginRefused`] unless `tid` is after the last committed TID.
+    AskBeginAt {
+        /// The commit TID the transaction must get.
+        tid: Tid,
+    },
     /// Master -> client: the temporary TID of the transaction just begun.
     AnswerBegin {
         /// The temporary TID.
         ttid: Tid,
+    },
+    /// Master -> client: the answer to [`Message::AskBeginAt`] when `tid` is not after the
+    /// last committed TID.
+    BeginRefused {
+        /// The TID asked for.
+        tid: Tid,
+        /// The last committed TID.
+        last: Tid,
+    },
+    /// Master -> client, before the partition table: the last committed TID, the client's
+    /// starting point (ZODB's `lastTransaction()` at connect).
+    LastTransaction {
+        /// The TID of the last finished commit ([`Tid::ZERO`] for none).
+        tid: Tid,
+    },
+    /// Client -> master: the last committed TID, please (ZODB's `sync()`).
+    AskLastTransaction {
+        /// Chosen by the client to match the answer.
+        request: u64,
+    },
+    /// Master -> client: the answer to [`Message::AskLastTransaction`]. Every invalidation of
+    /// a TID up to `tid` reached the client before this answer (one ordered link).
+    AnswerLastTransaction {
+        /// The request answered.
+        request: u64,
+        /// The TID of the last finished commit.
+        tid: Tid,
     },
     /// Client -> master: asks for `count` new object ids.
     AskNewOids {
@@ -40,7 +75,9 @@ pub enum Message {
         /// How many ids follow it, itself included (may be fewer than asked).
         count: u32,
     },
-    /// Client -> storage: store `data` as the new revision of `oid`, on top of `serial`.
+    /// Client -> storage: store `data` as the new revision of `oid`, on top of `serial` (or
+    /// another kind of store, see [`StoreKind`]). A second store of an object in the same
+    /// transaction replaces the first.
     Store {
         /// The transaction.
         ttid: Tid,
@@ -50,8 +87,10 @@ pub enum Message {
         oid: Oid,
         /// The revision the client read ([`Tid::ZERO`] for a new object).
         serial: Tid,
-        /// The new content.
+        /// The new content (empty for [`StoreKind::Undo`] and [`StoreKind::CheckCurrent`]).
         data: ObjectData,
+        /// What the store does.
+        kind: StoreKind,
     },
     /// Storage -> client: the outcome of one store.
     AnswerStore {
@@ -166,6 +205,21 @@ pub enum Message {
         oid: Oid,
         /// The revision, if any.
         result: LoadResult,
+    },
+    /// Client -> storage: a question beside two-phase commit (past revisions, history, the
+    /// transaction log, sizes, pack).
+    Ask {
+        /// Chosen by the client to match the answer.
+        request: u64,
+        /// The question.
+        ask: StorageAsk,
+    },
+    /// Storage -> client: the answer to [`Message::Ask`].
+    Answer {
+        /// The request answered.
+        request: u64,
+        /// The answer.
+        answer: StorageAnswer,
     },
     /// Storage -> master: where the storage accepts connections from clients.
     StorageAddress {
@@ -293,6 +347,25 @@ pub enum Message {
     },
 }
 
+/// What a [`Message::Store`] does. Every kind takes the object's write lock, held until the
+/// transaction ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreKind {
+    /// Writes `data` on top of `serial`: a conflict when `serial` is not the object's last
+    /// committed TID.
+    #[default]
+    Checked,
+    /// Writes `data` without checking `serial` (ZODB's `restore`).
+    Unchecked,
+    /// Writes again the content of the object's revision at this TID, by reference (an
+    /// undo), on top of `serial` like [`Checked`](Self::Checked).
+    Undo(Tid),
+    /// Writes nothing: checks that `serial` is the object's last committed TID and keeps the
+    /// lock so that nobody commits it before this transaction ends (ZODB's
+    /// `checkCurrentSerialInTransaction`).
+    CheckCurrent,
+}
+
 /// The outcome of one store on one storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreResult {
@@ -350,6 +423,12 @@ pub enum TransactionOutcome {
         /// The partition.
         partition: u32,
     },
+    /// Refused at finish: the transaction had to commit at the TID it began with
+    /// ([`Message::AskBeginAt`]), which is no longer after the last committed one.
+    TidNotAfterLast {
+        /// The last committed TID.
+        last: Tid,
+    },
 }
 
 /// The answer to a load.
@@ -396,7 +475,12 @@ impl Message {
             Message::StorageReady => "StorageReady",
             Message::PartitionTable(_) => "PartitionTable",
             Message::AskBegin => "AskBegin",
+            Message::AskBeginAt { .. } => "AskBeginAt",
             Message::AnswerBegin { .. } => "AnswerBegin",
+            Message::BeginRefused { .. } => "BeginRefused",
+            Message::LastTransaction { .. } => "LastTransaction",
+            Message::AskLastTransaction { .. } => "AskLastTransaction",
+            Message::AnswerLastTransaction { .. } => "AnswerLastTransaction",
             Message::AskNewOids { .. } => "AskNewOids",
             Message::AnswerNewOids { .. } => "AnswerNewOids",
             Message::Store { .. } => "Store",
@@ -415,6 +499,8 @@ impl Message {
             Message::Outcome { .. } => "Outcome",
             Message::Load { .. } => "Load",
             Message::AnswerLoad { .. } => "AnswerLoad",
+            Message::Ask { .. } => "Ask",
+            Message::Answer { .. } => "Answer",
             Message::StorageAddress { .. } => "StorageAddress",
             Message::StorageAddresses(_) => "StorageAddresses",
             Message::NodeReport(_) => "NodeReport",

@@ -56,16 +56,19 @@
 //! outcomes (the master keeps them all).
 
 mod admin;
+mod ask;
 mod codec;
 mod error;
 mod message;
 mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
+pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
-    LoadResult, Message, ObjectPart, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
+    LoadResult, Message, ObjectPart, StoreKind, StoreResult, TransactionOutcome, VoteRefusal,
+    VoteResult,
 };
 pub use status::{
     ClusterStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus, StorePath,

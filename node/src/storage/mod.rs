@@ -35,13 +35,14 @@ use crate::locks::{LockDecision, LockEvent, LockManager};
 use crate::object::ObjectData;
 use crate::partition::NodeName;
 use crate::protocol::{
-    LoadResult, Message, Outbox, ProtocolError, StoreResult, TransactionOutcome, Transmit,
-    VoteRefusal, VoteResult,
+    LoadResult, Message, Outbox, ProtocolError, StoreKind, StoreResult, TransactionOutcome,
+    Transmit, VoteRefusal, VoteResult,
 };
 use crate::transaction::TransactionInfo;
 
 mod config;
 mod event;
+mod reads;
 mod replication;
 
 pub use config::StorageConfig;
@@ -53,6 +54,7 @@ struct QueuedStore {
     oid: Oid,
     serial: Tid,
     data: ObjectData,
+    kind: StoreKind,
 }
 
 /// A transaction this storage takes part in.
@@ -63,6 +65,8 @@ struct Transaction {
     queue: VecDeque<QueuedStore>,
     waiting: bool,
     stored: BTreeSet<Oid>,
+    /// Objects checked, not written (their locks are held all the same).
+    checked: BTreeSet<Oid>,
     voted: bool,
     deadline: SystemTime,
 }
@@ -198,7 +202,16 @@ impl Storage {
                 oid,
                 serial,
                 data,
-            } if !from_master => self.take_store(now, from, ttid, generation, oid, serial, data),
+                kind,
+            } if !from_master => {
+                let store = QueuedStore {
+                    oid,
+                    serial,
+                    data,
+                    kind,
+                };
+                self.take_store(now, from, ttid, generation, store)
+            }
             Message::Vote {
                 ttid,
                 generation,
@@ -223,9 +236,9 @@ impl Storage {
             {
                 match outcome {
                     TransactionOutcome::Committed(tid) => self.recovered(now, ttid, Some(tid)),
-                    TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
-                        self.recovered(now, ttid, None)
-                    }
+                    TransactionOutcome::Aborted
+                    | TransactionOutcome::Unavailable { .. }
+                    | TransactionOutcome::TidNotAfterLast { .. } => self.recovered(now, ttid, None),
                     TransactionOutcome::Pending => Ok(()),
                 }
             }
@@ -256,9 +269,9 @@ impl Storage {
                         self.out.send(&self.master, Message::Finished { ttid, tid });
                         Ok(())
                     }
-                    TransactionOutcome::Aborted | TransactionOutcome::Unavailable { .. } => {
-                        self.end(now, ttid, None)
-                    }
+                    TransactionOutcome::Aborted
+                    | TransactionOutcome::Unavailable { .. }
+                    | TransactionOutcome::TidNotAfterLast { .. } => self.end(now, ttid, None),
                     TransactionOutcome::Pending => Ok(()),
                 }
             }
@@ -279,6 +292,11 @@ impl Storage {
                         result,
                     },
                 );
+                Ok(())
+            }
+            Message::Ask { request, ask } if !from_master => {
+                let answer = self.answer_ask(ask);
+                self.out.send(from, Message::Answer { request, answer });
                 Ok(())
             }
             Message::PartitionTable(table) if from_master => {
@@ -447,16 +465,13 @@ impl Storage {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn take_store(
         &mut self,
         now: SystemTime,
         from: &str,
         ttid: Tid,
         generation: u32,
-        oid: Oid,
-        serial: Tid,
-        data: ObjectData,
+        store: QueuedStore,
     ) -> Result<(), ProtocolError> {
         if self.ended.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
             return Err(self.unknown(from, "Store", ttid));
@@ -482,6 +497,7 @@ impl Storage {
                 queue: VecDeque::new(),
                 waiting: false,
                 stored: BTreeSet::new(),
+                checked: BTreeSet::new(),
                 voted: false,
                 deadline,
             });
@@ -490,7 +506,7 @@ impl Storage {
             return Ok(());
         }
         txn.deadline = deadline;
-        txn.queue.push_back(QueuedStore { oid, serial, data });
+        txn.queue.push_back(store);
         self.pump(now, Some(ttid))
     }
 
@@ -549,16 +565,21 @@ impl Storage {
         };
         txn.deadline = now + self.config.idle_timeout;
         let oid = store.oid;
-        let staged = if self.replicator.unchecked(&self.name, oid) {
-            self.store
-                .store_pending_unchecked(ttid, oid, store.serial, store.data)
-        } else {
-            self.store
-                .store_pending(ttid, oid, store.serial, store.data)
-        };
+        let kind = store.kind;
+        let staged = stage(
+            &self.store,
+            ttid,
+            store,
+            self.replicator.unchecked(&self.name, oid),
+        );
         let result = match staged {
             Ok(()) => {
-                txn.stored.insert(oid);
+                if kind == StoreKind::CheckCurrent {
+                    txn.checked.insert(oid);
+                } else {
+                    txn.checked.remove(&oid);
+                    txn.stored.insert(oid);
+                }
                 StoreResult::Stored
             }
             Err(EngineError::Conflict { current, .. }) => StoreResult::Conflict { current },
@@ -591,6 +612,7 @@ impl Storage {
         txn.generation = txn.generation.wrapping_add(1);
         txn.queue.clear();
         txn.stored.clear();
+        txn.checked.clear();
         txn.waiting = false;
         let (client, generation) = (txn.client.clone(), txn.generation);
         self.store.abort(younger)?;
@@ -749,6 +771,50 @@ impl Storage {
         while self.ended_order.len() > self.config.remembered_ends {
             if let Some(old) = self.ended_order.pop_front() {
                 self.ended.remove(&old);
+            }
+        }
+    }
+}
+
+/// Stages `store` of transaction `ttid` in `engine` as its kind says, the transaction holding
+/// the object's lock; `unchecked` for a partition whose history here is incomplete (feeding),
+/// where serials are not checked (the readable replicas check them).
+fn stage(
+    engine: &Engine,
+    ttid: Tid,
+    store: QueuedStore,
+    unchecked: bool,
+) -> Result<(), EngineError> {
+    let QueuedStore {
+        oid,
+        serial,
+        data,
+        kind,
+    } = store;
+    match (kind, unchecked) {
+        (StoreKind::Checked, false) => engine.store_pending(ttid, oid, serial, data),
+        (StoreKind::Checked | StoreKind::Unchecked, true) => {
+            engine.store_pending_unchecked(ttid, oid, serial, data)
+        }
+        // A restore writes over whatever is there: on top of the last revision, which the
+        // held lock keeps last until the vote checks it again.
+        (StoreKind::Unchecked, false) => {
+            let current = engine.last_serial(oid)?;
+            engine.store_pending(ttid, oid, current, data)
+        }
+        (StoreKind::Undo(restore), false) => engine.store_undo(ttid, oid, serial, restore),
+        (StoreKind::Undo(restore), true) => engine.store_undo_unchecked(ttid, oid, serial, restore),
+        (StoreKind::CheckCurrent, true) => Ok(()),
+        (StoreKind::CheckCurrent, false) => {
+            let current = engine.last_serial(oid)?;
+            if current == serial {
+                Ok(())
+            } else {
+                Err(EngineError::Conflict {
+                    oid,
+                    expected: serial,
+                    current,
+                })
             }
         }
     }

@@ -96,6 +96,11 @@ impl CatchUp {
 }
 
 impl Replicator {
+    /// The latest table from the master.
+    pub(super) fn table(&self) -> Option<&PartitionTable> {
+        self.table.as_ref()
+    }
+
     /// Where `peer` accepts connections, if the master said.
     pub(super) fn address(&self, peer: &str) -> Option<SocketAddr> {
         self.addresses.get(peer).copied()

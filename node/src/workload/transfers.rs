@@ -292,6 +292,14 @@ async fn attempt(
         Err(Stop::Client(ClientError::Aborted(reason @ AbortReason::Conflict { .. }))) => {
             Ok(Attempt::Conflict(format!("{reason:?}")))
         }
+        Err(Stop::Client(ClientError::Conflicts(conflicts))) => {
+            // The transaction stays open for resolution: give it up, and retry.
+            client
+                .abort()
+                .await
+                .map_err(client_error("aborting after a conflict"))?;
+            Ok(Attempt::Conflict(format!("{conflicts:?}")))
+        }
         Err(Stop::Client(ClientError::Aborted(reason))) => {
             Ok(Attempt::Aborted(format!("{reason:?}")))
         }

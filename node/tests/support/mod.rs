@@ -3,6 +3,8 @@
 //! storages on redb).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,258 @@
+//! Reads: loads and [questions](StorageAsk) for storages, each sent to the readable replica
+//! with the lowest measured round-trip time and passed on to the next on failure.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use super::event::ClientEvent;
+use super::{Client, invalid};
+use crate::ids::Oid;
+use crate::partition::NodeName;
+use crate::protocol::{LoadResult, Message, ProtocolError, StorageAnswer, StorageAsk};
+
+/// Which storages may answer a [question](StorageAsk).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AskTarget {
+    /// The readable replicas of the object's partition, lowest round-trip time first.
+    Object(Oid),
+    /// The readable replicas of the partition, lowest round-trip time first.
+    Partition(u32),
+    /// This storage alone (e.g. to pack it).
+    Node(NodeName),
+}
+
+/// What a read asks.
+#[derive(Clone, Debug)]
+enum Query {
+    /// The latest revision of an object ([`Message::Load`]).
+    Load(Oid),
+    /// A question ([`Message::Ask`]).
+    Ask(StorageAsk),
+}
+
+/// A read waiting for its answer.
+#[derive(Debug)]
+pub(super) struct PendingRead {
+    query: Query,
+    node: NodeName,
+    others: VecDeque<NodeName>,
+    deadline: SystemTime,
+}
+
+impl Client {
+    /// Loads the last committed revision of `oid` from a readable replica, falling through
+    /// to the next on failure (an answer [`LoadResult::Failed`], the storage lost, or no
+    /// answer within [`ClientConfig::load_timeout`](super::ClientConfig::load_timeout));
+    /// returns the request id of the [`ClientEvent::Loaded`] to come.
+    ///
+    /// Replicas are tried by their measured round-trip time ([`set_link_rtt`](Self::set_link_rtt)),
+    /// lowest first; those not measured come after, in the table's order.
+    pub fn load(&mut self, now: SystemTime, oid: Oid) -> Result<u64, ProtocolError> {
+        let nodes = self.targets("load", &AskTarget::Object(oid))?;
+        self.send_read(now, Query::Load(oid), nodes)
+    }
+
+    /// Asks `ask` of the storages `target` names, one at a time until one answers (anything
+    /// but [`StorageAnswer::Unavailable`]); returns the request id of the
+    /// [`ClientEvent::Answered`] to come.
+    pub fn ask(
+        &mut self,
+        now: SystemTime,
+        ask: StorageAsk,
+        target: &AskTarget,
+    ) -> Result<u64, ProtocolError> {
+        let nodes = self.targets("ask", target)?;
+        self.send_read(now, Query::Ask(ask), nodes)
+    }
+
+    /// The storages that may answer, in the order to ask them.
+    fn targets(
+        &self,
+        call: &'static str,
+        target: &AskTarget,
+    ) -> Result<VecDeque<NodeName>, ProtocolError> {
+        let table = self
+            .table
+            .as_ref()
+            .ok_or_else(|| invalid(call, "no partition table yet"))?;
+        let partition = match target {
+            AskTarget::Node(node) => return Ok(VecDeque::from([node.clone()])),
+            AskTarget::Object(oid) => table.partition_of(*oid),
+            AskTarget::Partition(partition) => *partition,
+        };
+        let mut nodes: Vec<NodeName> = table
+            .cells(partition)
+            .map_err(|_| invalid(call, "no such partition"))?
+            .iter()
+            .filter(|cell| cell.is_readable())
+            .map(|cell| cell.node.clone())
+            .collect();
+        // Stable: unmeasured replicas keep the table's order.
+        nodes.sort_by_key(|node| match self.link_rtts.get(node) {
+            Some(rtt) => (false, *rtt),
+            None => (true, Duration::ZERO),
+        });
+        if nodes.is_empty() {
+            return Err(invalid(call, "the partition has no readable replica"));
+        }
+        Ok(VecDeque::from(nodes))
+    }
+
+    fn send_read(
+        &mut self,
+        now: SystemTime,
+        query: Query,
+        mut nodes: VecDeque<NodeName>,
+    ) -> Result<u64, ProtocolError> {
+        let node = nodes
+            .pop_front()
+            .ok_or_else(|| invalid("read", "no replica to ask"))?;
+        let request = self.next_request();
+        self.out.send(&node, query.message(request));
+        self.reads.insert(
+            request,
+            PendingRead {
+                query,
+                node,
+                others: nodes,
+                deadline: now + self.config.load_timeout,
+            },
+        );
+        Ok(request)
+    }
+
+    pub(super) fn answer_load(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: u64,
+        oid: Oid,
+        result: LoadResult,
+    ) -> Result<(), ProtocolError> {
+        let matches = self.reads.get(&request).is_some_and(|read| {
+            read.node == from && matches!(read.query, Query::Load(asked) if asked == oid)
+        });
+        if !matches {
+            return Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: "AnswerLoad",
+            });
+        }
+        if result == LoadResult::Failed {
+            self.retry_read(now, request);
+        } else {
+            self.reads.remove(&request);
+            self.events.push_back(ClientEvent::Loaded {
+                request,
+                oid,
+                result,
+                from: Some(from.to_owned()),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn answer_ask(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: u64,
+        answer: StorageAnswer,
+    ) -> Result<(), ProtocolError> {
+        let matches = self
+            .reads
+            .get(&request)
+            .is_some_and(|read| read.node == from && matches!(read.query, Query::Ask(_)));
+        if !matches {
+            return Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: "Answer",
+            });
+        }
+        if answer == StorageAnswer::Unavailable {
+            self.retry_read(now, request);
+        } else {
+            self.reads.remove(&request);
+            self.events.push_back(ClientEvent::Answered {
+                request,
+                answer,
+                from: Some(from.to_owned()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The connection to `node` is lost: its reads go to the next replica.
+    pub(super) fn reads_peer_lost(&mut self, now: SystemTime, node: &str) {
+        let requests: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.node == node)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in requests {
+            self.retry_read(now, request);
+        }
+    }
+
+    /// Reads not answered in time go to the next replica.
+    pub(super) fn reads_timeout(&mut self, now: SystemTime) {
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.deadline <= now)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in expired {
+            self.retry_read(now, request);
+        }
+    }
+
+    /// When the first read times out.
+    pub(super) fn reads_deadline(&self) -> Option<SystemTime> {
+        self.reads.values().map(|read| read.deadline).min()
+    }
+
+    fn retry_read(&mut self, now: SystemTime, request: u64) {
+        let Some(read) = self.reads.get_mut(&request) else {
+            return;
+        };
+        match read.others.pop_front() {
+            Some(node) => {
+                read.node = node;
+                read.deadline = now + self.config.load_timeout;
+                self.out.send(&read.node, read.query.message(request));
+            }
+            None => {
+                let Some(read) = self.reads.remove(&request) else {
+                    return;
+                };
+                self.events.push_back(match read.query {
+                    Query::Load(oid) => ClientEvent::Loaded {
+                        request,
+                        oid,
+                        result: LoadResult::Failed,
+                        from: None,
+                    },
+                    Query::Ask(_) => ClientEvent::Answered {
+                        request,
+                        answer: StorageAnswer::Unavailable,
+                        from: None,
+                    },
+                });
+            }
+        }
+    }
+}
+
+impl Query {
+    fn message(&self, request: u64) -> Message {
+        match self {
+            Query::Load(oid) => Message::Load { request, oid: *oid },
+            Query::Ask(ask) => Message::Ask {
+                request,
+                ask: ask.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! How a shared [`ClientHandle`](super::ClientHandle) gets each call its own answer.
+//!
+//! The client role reports everything as events on one queue. A dispatcher task takes them in
+//! order and routes each to the call waiting for it: reads and `sync` by request id, new ids
+//! first come first served (the master answers in order), the transaction's steps to the one
+//! transaction in progress. Calls register their waiter inside the driver call that sends the
+//! request, so the answer can never be routed before its waiter exists.
+//!
+//! Invalidations and the handle's own commits go, in the order they arrived, to a delivery
+//! thread of their own (the listener may block, e.g. on Python's GIL, which a tokio worker
+//! must not): it calls the listener, then moves `last_transaction` on, then (for a commit)
+//! answers `finish`. So `last_transaction` never passes a TID whose invalidations the
+//! application has not had, and `finish` returns after every earlier invalidation was
+//! delivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
+
+use super::client_handle::ClientError;
+use crate::client::{AbortReason, ClientEvent, Conflict};
+use crate::ids::{Oid, Tid};
+use crate::partition::NodeName;
+use crate::protocol::{LoadResult, StorageAnswer};
+
+/// What another client committed, or that the application may have missed commits, handed to
+/// the [`InvalidationListener`] in TID order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Another client committed `oids` at `tid` (ZODB: `db.invalidate(tid, oids)`).
+    Objects {
+        /// The commit TID.
+        tid: Tid,
+        /// The objects it wrote.
+        oids: Vec<Oid>,
+    },
+    /// Invalidations may have been missed (the link to the master was lost): every cached
+    /// object may be stale (ZODB: `db.invalidateCache()`).
+    Everything {
+        /// The last TID the client knows of.
+        tid: Tid,
+    },
+}
+
+/// Called with every [`Invalidation`], in TID order, one at a time, on a thread of the
+/// handle's own (it may block). It must not wait for `finish` of the same handle.
+pub type InvalidationListener = Box<dyn FnMut(&Invalidation) + Send>;
+
+/// What a read waits for.
+pub(super) enum ReadOutcome {
+    /// A load's result.
+    Load(LoadResult, Option<NodeName>),
+    /// A question's answer.
+    Ask(StorageAnswer),
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// The transaction in progress of the handle: it holds the commit slot.
+pub(super) struct Current {
+    /// Its temporary TID, once begun.
+    pub(super) ttid: Option<Tid>,
+    /// The handle's commit slot, released with this value.
+    pub(super) _slot: OwnedMutexGuard<()>,
+    /// The cluster aborted it and no call reported it yet.
+    pub(super) aborted: Option<AbortReason>,
+    pub(super) begun: Option<Reply<Tid>>,
+    pub(super) stores: Vec<Reply<Vec<Conflict>>>,
+    pub(super) vote: Option<Reply<()>>,
+    pub(super) finish: Option<Reply<Tid>>,
+}
+
+impl Current {
+    pub(super) fn new(slot: OwnedMutexGuard<()>) -> Self {
+        Self {
+            ttid: None,
+            _slot: slot,
+            aborted: None,
+            begun: None,
+            stores: Vec::new(),
+            vote: None,
+            finish: None,
+        }
+    }
+
+    /// Whether a call waits on the transaction (and will report its abort).
+    fn has_waiter(&self) -> bool {
+        self.begun.is_some()
+            || !self.stores.is_empty()
+            || self.vote.is_some()
+            || self.finish.is_some()
+    }
+
+    /// Fails every waiter with `error()`.
+    fn fail_waiters(&mut self, error: impl Fn() -> ClientError) {
+        if let Some(reply) = self.begun.take() {
+            let _ = reply.send(Err(error()));
+        }
+        for reply in self.stores.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
+        if let Some(reply) = self.vote.take() {
+            let _ = reply.send(Err(error()));
+        }
+        if let Some(reply) = self.finish.take() {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}
+
+/// Who waits for what; locked briefly, never across an await.
+#[derive(Default)]
+pub(super) struct Waiters {
+    pub(super) ready: Option<oneshot::Sender<()>>,
+    pub(super) current: Option<Current>,
+    pub(super) reads: HashMap<u64, oneshot::Sender<ReadOutcome>>,
+    pub(super) new_oids: VecDeque<oneshot::Sender<(Oid, u32)>>,
+    pub(super) last_transaction: HashMap<u64, oneshot::Sender<Tid>>,
+}
+
+/// Shared between the handle, the dispatcher and the delivery thread.
+pub(super) struct Shared {
+    pub(super) waiters: Mutex<Waiters>,
+    pub(super) listener: Mutex<Option<InvalidationListener>>,
+    /// The last TID the application was told of (`last_transaction`).
+    pub(super) last: watch::Sender<Tid>,
+    pub(super) invalidations: AtomicU64,
+    pub(super) storage_failures: AtomicU64,
+    /// Whether the dispatcher ended (the driver stopped).
+    pub(super) stopped: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            waiters: Mutex::new(Waiters::default()),
+            listener: Mutex::new(None),
+            last: watch::Sender::new(Tid::ZERO),
+            invalidations: AtomicU64::new(0),
+            storage_failures: AtomicU64::new(0),
+            stopped: watch::Sender::new(false),
+        })
+    }
+
+    /// The waiters, whatever a panicking holder left (every update is a whole insert or
+    /// take, so the map stays consistent).
+    pub(super) fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves `last_transaction` on to `tid` (never back).
+    fn advance(&self, tid: Tid) {
+        self.last.send_if_modified(|last| {
+            let later = tid > *last;
+            if later {
+                *last = tid;
+            }
+            later
+        });
+    }
+}
+
+/// What the delivery thread does, in order.
+enum Delivery {
+    Invalidate(Invalidation),
+    Committed { tid: Tid, reply: Option<Reply<Tid>> },
+}
+
+/// Starts the dispatcher task and the delivery thread for a client's `events`.
+pub(super) fn start(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<ClientEvent>) {
+    let (deliveries, queue) = std::sync::mpsc::channel();
+    let delivering = shared.clone();
+    // The thread ends when the dispatcher drops its sender; a failed spawn leaves
+    // invalidations undelivered, which the dispatcher notices when its sends fail.
+    let spawned = std::thread::Builder::new()
+        .name("replicast-invalidations".into())
+        .spawn(move || deliver(&delivering, &queue));
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the invalidation thread");
+    }
+    tokio::spawn(dispatch(shared, events, deliveries));
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<ClientEvent>,
+    deliveries: std::sync::mpsc::Sender<Delivery>,
+) {
+    while let Some(event) = events.recv().await {
+        route(&shared, event, &deliveries);
+    }
+    // The driver stopped: every waiter hears it (a dropped sender).
+    let mut waiters = shared.waiters();
+    if let Some(current) = waiters.current.as_mut() {
+        current.fail_waiters(|| ClientError::Driver(super::DriverError::Stopped));
+    }
+    *waiters = Waiters::default();
+    drop(waiters);
+    shared.stopped.send_replace(true);
+}
+
+fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Sender<Delivery>) {
+    let mut waiters = shared.waiters();
+    match event {
+        ClientEvent::Ready => {
+            if let Some(ready) = waiters.ready.take() {
+                let _ = ready.send(());
+            }
+        }
+        ClientEvent::Begun { ttid } => {
+            if let Some(current) = waiters.current.as_mut() {
+                current.ttid = Some(ttid);
+                if let Some(reply) = current.begun.take() {
+                    let _ = reply.send(Ok(ttid));
+                }
+            }
+        }
+        ClientEvent::BeginRefused { tid, last } => {
+            if let Some(mut current) = waiters.current.take() {
+                current.fail_waiters(|| ClientError::TidRefused { tid, last });
+            }
+        }
+        ClientEvent::StoresAnswered { ttid, conflicts } => {
+            if let Some(current) = current_of(&mut waiters, ttid) {
+                for reply in current.stores.drain(..) {
+                    let _ = reply.send(Ok(conflicts.clone()));
+                }
+            }
+        }
+        ClientEvent::VoteHeld { ttid, conflicts } => {
+            if let Some(reply) = current_of(&mut waiters, ttid).and_then(|c| c.vote.take()) {
+                let _ = reply.send(Err(ClientError::Conflicts(conflicts)));
+            }
+        }
+        ClientEvent::Voted { ttid } => {
+            if let Some(reply) = current_of(&mut waiters, ttid).and_then(|c| c.vote.take()) {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        ClientEvent::Committed { ttid, tid } => {
+            // The transaction is over: the slot goes with it; `finish` answers once every
+            // earlier invalidation is delivered.
+            let reply = match waiters.current.take_if(|c| c.ttid == Some(ttid)) {
+                Some(mut current) => current.finish.take(),
+                None => None,
+            };
+            drop(waiters);
+            if let Err(unsent) = deliveries.send(Delivery::Committed { tid, reply }) {
+                deliver_now(shared, unsent.0);
+            }
+        }
+        ClientEvent::Aborted { ttid, reason } => {
+            let reported = match current_of(&mut waiters, ttid) {
+                Some(current) if current.has_waiter() => {
+                    current.fail_waiters(|| ClientError::Aborted(reason.clone()));
+                    true
+                }
+                Some(current) => {
+                    // Nobody waits: the owner's next call of the transaction reports it.
+                    current.aborted = Some(reason);
+                    false
+                }
+                None => false,
+            };
+            if reported {
+                // The transaction is over for its owner: the slot is free.
+                waiters.current = None;
+            }
+        }
+        ClientEvent::StorageFailed { .. } => {
+            shared.storage_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        ClientEvent::Loaded {
+            request,
+            result,
+            from,
+            ..
+        } => {
+            if let Some(reply) = waiters.reads.remove(&request) {
+                let _ = reply.send(ReadOutcome::Load(result, from));
+            }
+        }
+        ClientEvent::Answered {
+            request, answer, ..
+        } => {
+            if let Some(reply) = waiters.reads.remove(&request) {
+                let _ = reply.send(ReadOutcome::Ask(answer));
+            }
+        }
+        ClientEvent::LastTransaction { request, tid } => {
+            if let Some(reply) = waiters.last_transaction.remove(&request) {
+                let _ = reply.send(tid);
+            }
+        }
+        ClientEvent::NewOids { first, count } => {
+            if let Some(reply) = waiters.new_oids.pop_front() {
+                let _ = reply.send((first, count));
+            }
+        }
+        ClientEvent::Invalidated { tid, oids } => {
+            drop(waiters);
+            shared.invalidations.fetch_add(1, Ordering::Relaxed);
+            let delivery = Delivery::Invalidate(Invalidation::Objects { tid, oids });
+            if let Err(unsent) = deliveries.send(delivery) {
+                deliver_now(shared, unsent.0);
+            }
+        }
+    }
+}
+
+/// The transaction in progress if it is `ttid`.
+fn current_of(waiters: &mut Waiters, ttid: Tid) -> Option<&mut Current> {
+    waiters
+        .current
+        .as_mut()
+        .filter(|current| current.ttid == Some(ttid))
+}
+
+/// The delivery thread: listener, then `last_transaction`, then `finish`, in order.
+fn deliver(shared: &Shared, queue: &std::sync::mpsc::Receiver<Delivery>) {
+    while let Ok(delivery) = queue.recv() {
+        deliver_now(shared, delivery);
+    }
+}
+
+fn deliver_now(shared: &Shared, delivery: Delivery) {
+    match delivery {
+        Delivery::Invalidate(invalidation) => {
+            let tid = match &invalidation {
+                Invalidation::Objects { tid, .. } | Invalidation::Everything { tid } => *tid,
+            };
+            if let Some(listener) = shared
+                .listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                listener(&invalidation);
+            }
+            shared.advance(tid);
+        }
+        Delivery::Committed { tid, reply } => {
+            shared.advance(tid);
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(tid));
+            }
+        }
+    }
+}
