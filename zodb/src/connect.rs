@@ -37,8 +37,13 @@ pub struct Connected {
 }
 
 /// Reads the client configuration at `path`, binds its endpoint and connects to the master,
-/// waiting at most `timeout` for it (and for each later answer).
-pub async fn connect(path: &Path, timeout: Duration) -> Result<Connected, ZodbError> {
+/// waiting at most `timeout` for it (and for each later answer); stores of more than
+/// `max_object_size` bytes are refused.
+pub async fn connect(
+    path: &Path,
+    timeout: Duration,
+    max_object_size: usize,
+) -> Result<Connected, ZodbError> {
     let config = NodeConfig::load(path).map_err(|source| ZodbError::Config {
         path: path.to_owned(),
         source: Box::new(source),
@@ -60,7 +65,10 @@ pub async fn connect(path: &Path, timeout: Duration) -> Result<Connected, ZodbEr
     let client = Client::new(
         config.node.name.as_str(),
         master.name.as_str(),
-        ClientConfig::default(),
+        ClientConfig {
+            max_object_size,
+            ..ClientConfig::default()
+        },
     );
     let driver_config = DriverConfig {
         directory,

@@ -12,10 +12,12 @@ use std::time::Duration;
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use replicast_node::client::AbortReason;
+use replicast_node::client::{AbortReason, ConflictKind};
 use replicast_node::config::ConfigError;
 use replicast_node::driver::{ClientError, DriverError};
 use replicast_node::ids::{Oid, Tid};
+
+use crate::ids::oid_repr;
 
 /// Why a call of the extension failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,22 +77,9 @@ pub enum ZodbError {
     /// A call of the cluster failed.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The client was closed.
-    #[error("the storage is closed")]
-    Closed,
     /// An argument from Python has the right type but a wrong value.
     #[error("{0}")]
     BadValue(String),
-    /// An object larger than the configured limit.
-    #[error("object {oid} is {len} bytes, more than the limit of {limit} bytes (max_object_size)")]
-    TooLarge {
-        /// The object, as ZODB prints oids.
-        oid: String,
-        /// Its size.
-        len: usize,
-        /// The limit.
-        limit: usize,
-    },
     /// The tokio runtime could not start.
     #[error("cannot start the tokio runtime: {0}")]
     Runtime(std::io::Error),
@@ -124,9 +113,7 @@ impl ZodbError {
                 other => raise_ours(py, "ReplicastError", format!("{message} ({other})")),
             },
             ZodbError::Client(error) => client_error(py, error),
-            ZodbError::Closed => raise_ours(py, "ClientDisconnected", message),
             ZodbError::BadValue(_) => PyValueError::new_err(message),
-            ZodbError::TooLarge { .. } => raise_ours(py, "ObjectTooLarge", message),
             ZodbError::Runtime(_) => PyRuntimeError::new_err(message),
         }
     }
@@ -141,8 +128,9 @@ fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
             serial,
             current,
         }) => conflict(py, "ConflictError", oid, current, serial, None),
-        ClientError::Aborted(AbortReason::Wounded { node }) => conflict_message(
+        ClientError::Aborted(AbortReason::Wounded { node }) => raise_pos(
             py,
+            "ConflictError",
             format!(
                 "the transaction lost its locks at {node} to an older transaction after it \
                  voted; retry it"
@@ -153,14 +141,42 @@ fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
             "TransactionFailed",
             format!("transaction aborted: {reason:?}"),
         ),
-        ClientError::Protocol(error) => raise_pos(py, "StorageTransactionError", error.to_string()),
-        ClientError::LoadFailed { .. } => raise_ours(py, "StorageUnavailable", message),
+        ClientError::Conflicts(conflicts) => match conflicts.first() {
+            Some(first) => {
+                let kind = match first.kind {
+                    ConflictKind::Write => "ConflictError",
+                    ConflictKind::ReadCurrent => "ReadConflictError",
+                };
+                conflict(py, kind, first.oid, first.current, first.serial, None)
+            }
+            None => raise_pos(py, "ConflictError", message),
+        },
+        ClientError::TidRefused { .. } | ClientError::Protocol(_) => {
+            raise_pos(py, "StorageTransactionError", message)
+        }
+        ClientError::TooLarge { oid, size, max } => raise_ours(
+            py,
+            "ObjectTooLarge",
+            format!(
+                "object {} is {size} bytes, more than the limit of {max} bytes \
+                 (max_object_size)",
+                oid_repr(oid)
+            ),
+        ),
+        ClientError::LoadFailed { .. } | ClientError::ReadFailed { .. } => {
+            raise_ours(py, "StorageUnavailable", message)
+        }
+        ClientError::BadAnswer { .. } => raise_ours(py, "ReplicastError", message),
         ClientError::Timeout { what, after } => raise_ours(
             py,
             "ClientDisconnected",
             format!("the cluster did not answer {what} within {after:?}"),
         ),
-        ClientError::Driver(DriverError::Stopped) => raise_ours(py, "ClientDisconnected", message),
+        ClientError::Driver(DriverError::Stopped) => raise_ours(
+            py,
+            "ClientDisconnected",
+            "the storage is closed or its client stopped".to_owned(),
+        ),
     }
 }
 
@@ -190,11 +206,6 @@ pub fn conflict(
         Ok(PyErr::from_value(class.call((), Some(&kwargs))?))
     };
     build().unwrap_or_else(|error| error)
-}
-
-/// A `ConflictError` that names no object (the transaction as a whole must be retried).
-fn conflict_message(py: Python<'_>, message: String) -> PyErr {
-    raise_pos(py, "ConflictError", message)
 }
 
 /// An exception of `ZODB.POSException` with `message`.

@@ -36,7 +36,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks the tests of expected_failures.py as strict expected failures."""
+    """Marks the tests of expected_failures.py as strict expected failures (not with
+    REPLICAST_ZODB_RAW=1, which shows what passes and fails today, to update the list)."""
+    if os.environ.get("REPLICAST_ZODB_RAW") == "1":
+        return
     for item in items:
         cls = getattr(item, "cls", None)
         if cls is None:

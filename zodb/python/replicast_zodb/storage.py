@@ -17,10 +17,18 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 import zope.interface
+from persistent.TimeStamp import TimeStamp
 from ZODB import POSException
+from ZODB._compat import loads
+from ZODB.BaseStorage import copy as copy_transactions
 from ZODB.ConflictResolution import ConflictResolvingStorage
-from ZODB.interfaces import IMultiCommitStorage, IStorage
-from ZODB.utils import oid_repr, z64
+from ZODB.interfaces import (
+    IMultiCommitStorage,
+    IStorage,
+    IStorageRestoreable,
+    ReadVerifyingStorage,
+)
+from ZODB.utils import z64
 
 from replicast_zodb import _native
 from replicast_zodb.errors import ReplicastError
@@ -30,8 +38,14 @@ logger = logging.getLogger(__name__)
 #: How many oids one request to the master reserves.
 OID_BATCH = 64
 
+#: Bound on the rounds of conflict resolution in one vote (each round resolves what the
+#: storages reported; more only under a storm of commits on the same objects).
+MAX_RESOLUTION_ROUNDS = 100
 
-@zope.interface.implementer(IStorage, IMultiCommitStorage)
+
+@zope.interface.implementer(
+    IStorage, IMultiCommitStorage, IStorageRestoreable, ReadVerifyingStorage
+)
 class ReplicastStorage(ConflictResolvingStorage):
     """A ZODB storage on a replicast cluster.
 
@@ -42,7 +56,8 @@ class ReplicastStorage(ConflictResolvingStorage):
 
     ``timeout`` bounds every wait for the cluster, connecting included: a master that cannot be
     reached raises :class:`replicast_zodb.errors.ClientDisconnected` after it.
-    ``max_object_size`` bounds one object's pickle (bytes).
+    ``max_object_size`` bounds one object's pickle (bytes; larger ones raise
+    :class:`replicast_zodb.errors.ObjectTooLarge` before anything is sent).
     """
 
     def __init__(
@@ -54,6 +69,10 @@ class ReplicastStorage(ConflictResolvingStorage):
         timeout: float = 30.0,
         max_object_size: Optional[int] = None,
     ) -> None:
+        if not isinstance(config_path, (str, os.PathLike)):
+            raise TypeError(
+                f"config_path must be a str or os.PathLike, not {type(config_path).__name__}"
+            )
         self._config_path = os.path.abspath(os.fspath(config_path))
         options: dict[str, Any] = {"timeout": timeout}
         if max_object_size is not None:
@@ -64,14 +83,18 @@ class ReplicastStorage(ConflictResolvingStorage):
         self._timeout = timeout
         # Held from tpc_begin to tpc_finish / tpc_abort: one transaction at a time.
         self._commit_lock = threading.Lock()
-        # Guards the state below; lastTransaction() waits on it while tpc_finish calls back.
-        self._lock = threading.RLock()
+        # Held while tpc_finish hands its tid to the DB: lastTransaction() waits for it, so no
+        # reader sees this process's commit before its own connections were invalidated.
+        self._finish_lock = threading.RLock()
+        self._lock = threading.Lock()
         self._transaction: Any = None
-        self._ltid = z64
+        # This transaction's stores: oid -> (serial, data), for conflict resolution.
+        self._stored: dict[bytes, tuple[bytes, Optional[bytes]]] = {}
         self._oids: list[bytes] = []
         self._oid_lock = threading.Lock()
         self._db: Any = None
         self._closed = False
+        self._client.set_invalidation_listener(self._invalidated)
 
     # -- naming and state ------------------------------------------------------------------
 
@@ -87,7 +110,7 @@ class ReplicastStorage(ConflictResolvingStorage):
         return self._read_only
 
     def __len__(self) -> int:
-        # The cluster does not count objects (yet): IStorage allows 0 for "not tracked".
+        # The cluster does not count objects yet: IStorage allows 0 for "not tracked".
         return 0
 
     def getSize(self) -> int:
@@ -106,9 +129,26 @@ class ReplicastStorage(ConflictResolvingStorage):
         """How stores reach the replicas: ``unicast``, ``multicast`` or ``auto``."""
         return self._client.strategy
 
+    @property
+    def invalidation_count(self) -> int:
+        """How many commits of other clients this storage was told of."""
+        return self._client.invalidation_count()
+
     def registerDB(self, wrapper: Any) -> None:
-        # ConflictResolvingStorage.registerDB takes the DB's record transforms, then this.
+        # ConflictResolvingStorage.registerDB took the DB's record transforms before this.
         self._db = wrapper
+
+    def _invalidated(self, tid: bytes, oids: Optional[list[bytes]]) -> None:
+        """The client's listener: another client committed ``oids`` at ``tid`` (``None``:
+        commits may have been missed). Runs on the client's delivery thread, in TID order;
+        lastTransaction() moves to ``tid`` only after this returned."""
+        db = self._db
+        if db is None:
+            return
+        if oids is None:
+            db.invalidateCache()
+        else:
+            db.invalidate(tid, oids)
 
     def close(self) -> None:
         if self._closed:
@@ -119,48 +159,54 @@ class ReplicastStorage(ConflictResolvingStorage):
     # -- reading ---------------------------------------------------------------------------
 
     def lastTransaction(self) -> bytes:
-        with self._lock:
-            return self._ltid
+        with self._finish_lock:
+            return self._client.last_transaction()
 
-    def _load_current(self, oid: bytes) -> tuple[Optional[bytes], bytes]:
-        loaded = self._client.load(oid)
-        if loaded is None:
-            raise POSException.POSKeyError(oid)
-        return loaded
+    def sync(self, force: bool = True) -> None:
+        """Waits until every commit the master had finished when asked was delivered here
+        (``lastTransaction()`` reached it), as ZEO's sync does."""
+        if force:
+            self._client.sync()
 
     def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
         """The current revision of ``oid`` as ``(data, serial)`` (``POSKeyError`` if none)."""
-        data, serial = self._load_current(oid)
-        if data is None:
+        loaded = self._client.load(oid)
+        if loaded is None or loaded[0] is None:
             raise POSException.POSKeyError(oid)
-        return data, serial
+        return loaded
 
     def loadBefore(self, oid: bytes, tid: bytes) -> Optional[tuple[bytes, bytes, Optional[bytes]]]:
-        data, serial = self._load_current(oid)
-        if serial < tid:
-            if data is None:
-                return None
-            return data, serial, None
-        # The revision wanted is older than the current one, which only the node's
-        # load_before serves (not on the wire yet): the reader's snapshot is stale, which ZODB
-        # handles by retrying the transaction.
-        raise POSException.ReadConflictError(
-            f"load {oid_repr(oid)} before {oid_repr(tid)}: only the current revision "
-            f"({oid_repr(serial)}) can be read yet",
-            oid=oid,
-        )
+        found = self._client.load_before(oid, tid)
+        if found is None:
+            return None
+        data, serial, end = found
+        if data is None:
+            # The revision current then undid the object's creation.
+            raise POSException.POSKeyError(oid)
+        return data, serial, end
 
     def loadSerial(self, oid: bytes, serial: bytes) -> bytes:
-        data, current = self._load_current(oid)
-        if current == serial and data is not None:
-            return data
-        raise POSException.Unsupported(
-            f"loadSerial({oid_repr(oid)}, {oid_repr(serial)}): only the current revision "
-            f"({oid_repr(current)}) can be read yet"
-        )
+        data = self._client.load_serial(oid, serial)
+        if data is None:
+            raise POSException.POSKeyError(oid)
+        return data
 
     def history(self, oid: bytes, size: int = 1) -> list[dict[str, Any]]:
-        raise POSException.Unsupported("history is not served by the cluster yet")
+        entries = []
+        for tid, user, description, extension, length in self._client.history(oid, max(1, size)):
+            entry: dict[str, Any] = {
+                "time": TimeStamp(tid).timeTime(),
+                "tid": tid,
+                "serial": tid,
+                "user_name": user,
+                "description": description,
+                "size": length,
+                "version": "",
+            }
+            if extension:
+                entry.update(_extension(extension))
+            entries.append(entry)
+        return entries
 
     def pack(self, t: float, referencesf: Callable[..., Any]) -> None:
         raise POSException.Unsupported("pack is not served by the cluster yet")
@@ -182,8 +228,7 @@ class ReplicastStorage(ConflictResolvingStorage):
             raise POSException.ReadOnlyError()
         with self._oid_lock:
             while not self._oids:
-                # Oid 0 is the root object's, which the DB creates itself.
-                self._oids = [oid for oid in self._client.new_oids(OID_BATCH) if oid != z64]
+                self._oids = self._client.new_oids(OID_BATCH)
                 self._oids.reverse()
             return self._oids.pop()
 
@@ -197,18 +242,15 @@ class ReplicastStorage(ConflictResolvingStorage):
                 raise POSException.StorageTransactionError(
                     "Duplicate tpc_begin calls for same transaction"
                 )
-        if tid is not None:
-            raise POSException.Unsupported(
-                "tpc_begin with a chosen tid (restore) is not served by the cluster yet"
-            )
         self._commit_lock.acquire()
         try:
-            self._client.begin()
+            self._client.begin(tid)
         except BaseException:
             self._commit_lock.release()
             raise
         with self._lock:
             self._transaction = transaction
+            self._stored = {}
 
     def _check_transaction(self, transaction: Any) -> None:
         if transaction is not self._transaction:
@@ -222,28 +264,80 @@ class ReplicastStorage(ConflictResolvingStorage):
         self._check_transaction(transaction)
         if version:
             raise POSException.Unsupported("Versions aren't supported")
+        serial = serial or z64
         self._client.store(oid, serial, data)
+        self._stored[oid] = (serial, data)
 
-    def tpc_vote(self, transaction: Any) -> Optional[Iterable[bytes]]:
+    def restore(
+        self,
+        oid: bytes,
+        serial: bytes,
+        data: Optional[bytes],
+        version: str,
+        prev_txn: Optional[bytes],
+        transaction: Any,
+    ) -> None:
+        if self._read_only:
+            raise POSException.ReadOnlyError()
         self._check_transaction(transaction)
-        self._client.vote(
+        if version:
+            raise POSException.Unsupported("Versions aren't supported")
+        self._client.restore(oid, data)
+
+    def copyTransactionsFrom(self, other: Any, verbose: int = 0) -> None:
+        """Copies every transaction of ``other`` with its TIDs (``restore``)."""
+        copy_transactions(other, self, verbose)
+
+    def checkCurrentSerialInTransaction(
+        self, oid: bytes, serial: bytes, transaction: Any
+    ) -> None:
+        self._check_transaction(transaction)
+        self._client.check_current_serial(oid, serial)
+
+    def _resolve(self, conflicts: list[tuple[bytes, bytes, bytes, str]]) -> None:
+        """Each write conflict resolved (ZODB's conflict resolution) and stored again on top
+        of the committed serial; a stale read raises ReadConflictError, an unresolvable write
+        ConflictError."""
+        for oid, serial, current, kind in conflicts:
+            if kind == "read":
+                raise POSException.ReadConflictError(oid=oid, serials=(current, serial))
+            stored = self._stored.get(oid)
+            if stored is None or stored[1] is None:
+                raise POSException.ConflictError(oid=oid, serials=(current, serial))
+            # Raises ConflictError when the object's class cannot resolve it.
+            data = self.tryToResolveConflict(oid, current, stored[0], stored[1])
+            self._client.store(oid, current, data)
+            self._stored[oid] = (current, data)
+
+    def tpc_vote(self, transaction: Any) -> Optional[list[bytes]]:
+        self._check_transaction(transaction)
+        info = (
             _as_bytes(getattr(transaction, "user", b"")),
             _as_bytes(getattr(transaction, "description", b"")),
             _as_bytes(getattr(transaction, "extension_bytes", b"")),
         )
-        return None
+        for _ in range(MAX_RESOLUTION_ROUNDS):
+            conflicts = self._client.wait_stores()
+            if conflicts:
+                self._resolve(conflicts)
+                continue
+            resolved, conflicts = self._client.vote(*info)
+            if not conflicts:
+                return resolved or None
+            self._resolve(conflicts)
+        raise POSException.ConflictError(
+            f"conflicts still came back after {MAX_RESOLUTION_ROUNDS} rounds of resolution"
+        )
 
     def tpc_finish(self, transaction: Any, f: Optional[Callable[[bytes], Any]] = None) -> bytes:
         self._check_transaction(transaction)
         try:
-            tid = self._client.finish()
-            with self._lock:
-                # The callback (the DB's invalidations of this commit) runs before
-                # lastTransaction() moves to its tid: a reader never sees the tid without them.
+            with self._finish_lock:
+                tid = self._client.finish()
+                # The callback (the DB's invalidations of this commit in this process) runs
+                # before lastTransaction() shows the tid to anyone.
                 if f is not None:
                     f(tid)
-                if tid > self._ltid:
-                    self._ltid = tid
             return tid
         finally:
             self._end_transaction()
@@ -254,9 +348,6 @@ class ReplicastStorage(ConflictResolvingStorage):
                 return
         try:
             self._client.abort()
-        except POSException.StorageTransactionError:
-            # The cluster already aborted it (a failed vote, a conflict): nothing is left.
-            pass
         except ReplicastError as error:
             # The cluster is out of reach: the storages abort what they hold on their own.
             logger.warning("abort of a transaction could not reach the cluster: %s", error)
@@ -266,6 +357,7 @@ class ReplicastStorage(ConflictResolvingStorage):
     def _end_transaction(self) -> None:
         with self._lock:
             self._transaction = None
+            self._stored = {}
         self._commit_lock.release()
 
 
@@ -275,3 +367,12 @@ def _as_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     return bytes(value)
+
+
+def _extension(data: bytes) -> dict[str, Any]:
+    """A transaction's extension as ZODB pickles it (``extension_bytes``)."""
+    try:
+        value = loads(data)
+    except Exception:  # not a pickle: an application wrote its own bytes
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -22,9 +22,10 @@ import signal
 import socket
 import subprocess
 import threading
+import json
 import time
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Any, Callable, Optional
 
 #: Bound on every wait for a node process (seconds).
 WAIT = 60.0
@@ -304,6 +305,51 @@ class LocalCluster:
             f'[master]\naddress = "{self.master_address}"\nname = "master"\n\n'
             f'[fanout]\nstrategy = "{strategy}"\n{multicast}',
         )
+
+    def status(self) -> dict[str, Any]:
+        """``replicast status --json`` as the master answers it."""
+        done = subprocess.run(
+            [replicast_binary(), "status", "--json", "--config", str(self.root / "master.toml")],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        if done.returncode not in (0, 2):
+            raise NodeError(f"replicast status failed: {done.stderr.strip()}")
+        return json.loads(done.stdout)
+
+    def wait_status(
+        self, accept: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT
+    ) -> dict[str, Any]:
+        """Asks the master until ``accept`` takes its status (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if accept(status):
+                return status
+            if time.monotonic() > deadline:
+                raise NodeError(f"{what}: not within {timeout} s; last status {status}")
+            # A pause between two questions, not a synchronization: the answer decides.
+            time.sleep(0.2)
+
+    def wait_up_to_date(self, timeout: float = WAIT) -> None:
+        """Until every cell of the partition table is up to date."""
+
+        def all_up_to_date(status: dict[str, Any]) -> bool:
+            cells = status["partition_table"]["cells"]
+            return all(cell["state"] == "up_to_date" for partition in cells for cell in partition)
+
+        self.wait_status(all_up_to_date, "every cell up to date", timeout)
+
+    def pause_master(self) -> None:
+        """SIGSTOPs the master: it is unreachable, its state kept (:meth:`resume_master`)."""
+        assert self.master is not None
+        self.master.process.send_signal(signal.SIGSTOP)
+
+    def resume_master(self) -> None:
+        """SIGCONTs the master paused by :meth:`pause_master`."""
+        assert self.master is not None
+        self.master.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Stops every node (SIGTERM; SIGKILL for one that does not stop in time)."""
