@@ -10,12 +10,11 @@ tests ``check*``; each subclass gets ``test_*`` aliases of them, which pytest co
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ZODB.tests.StorageTestBase import StorageTestBase
 
@@ -66,6 +65,19 @@ def stop_cluster(cluster: LocalCluster) -> None:
     shutil.rmtree(cluster.root, ignore_errors=True)
 
 
+class TestStorage(ReplicastStorage):
+    """A ReplicastStorage that calls ``on_close`` once it closed (its client left the
+    cluster, so another client may take its name)."""
+
+    on_close: Optional[Callable[[], None]] = None
+
+    def close(self) -> None:
+        closed = self._closed
+        super().close()
+        if not closed and self.on_close is not None:
+            self.on_close()
+
+
 class ClusterStorageTest(StorageTestBase):
     """ZODB's storage test base on a fresh replicast cluster per test."""
 
@@ -82,20 +94,39 @@ class ClusterStorageTest(StorageTestBase):
 
     def setUp(self) -> None:
         super().setUp()
-        self._client_names = (f"client-{i}" for i in itertools.count(2))
+        # Client names not in use: a storage takes one and gives it back when closed (ZODB's
+        # race tests open and close hundreds of clients, at most 64 at once).
+        self._free_names = [f"client-{i}" for i in range(CLIENTS, 1, -1)]
+        self._names_lock = threading.Lock()
         self._extra: list[ReplicastStorage] = []
         self.cluster = start_cluster(**self.cluster_shape)
         self._storage = self.open_storage("client-1")
 
     def open_storage(self, name: Optional[str] = None, **options: Any) -> ReplicastStorage:
-        """A new storage (a client of this test's cluster) named ``name`` (the next unused
-        client name by default); closed after the test."""
-        name = name or next(self._client_names)
-        storage = ReplicastStorage(
-            self.cluster.client_config(name, strategy=self.strategy), **options
-        )
-        self._extra.append(storage)
+        """A new storage (a client of this test's cluster) named ``name`` (by default a
+        client name not in use, given back when the storage closes); closed after the test."""
+        given_back = None
+        if name is None:
+            with self._names_lock:
+                name = self._free_names.pop()
+            given_back = name
+        try:
+            storage = TestStorage(
+                self.cluster.client_config(name, strategy=self.strategy), **options
+            )
+        except BaseException:
+            if given_back is not None:
+                self._give_back(given_back)
+            raise
+        if given_back is not None:
+            storage.on_close = lambda: self._give_back(given_back)
+        with self._names_lock:
+            self._extra.append(storage)
         return storage
+
+    def _give_back(self, name: str) -> None:
+        with self._names_lock:
+            self._free_names.append(name)
 
     def open(self, **options: Any) -> None:
         """(ZODB's mixins.) Opens ``self._storage`` again as client-1, with ``options``."""
@@ -106,7 +137,7 @@ class ClusterStorageTest(StorageTestBase):
 
     def tearDown(self) -> None:
         try:
-            for storage in self._extra:
+            for storage in list(self._extra):
                 storage.close()
             super().tearDown()
         finally:
