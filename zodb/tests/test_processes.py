@@ -198,3 +198,40 @@ class ProcessesOnOneCluster(unittest.TestCase):
 class ProcessesSharingOneCertificate(ProcessesOnOneCluster):
     shared_name = True
 
+
+
+class ScriptRunTwice(unittest.TestCase):
+    """The README's example, run twice in a row as separate processes with one client
+    configuration: the first run's client leaves the cluster at exit (the storage closes
+    itself), so the second connects under the same name and sees the first one's commit."""
+
+    def setUp(self) -> None:
+        self.cluster = start_cluster()
+
+    def tearDown(self) -> None:
+        stop_cluster(self.cluster)
+
+    def test_readme_example_twice(self) -> None:
+        import subprocess
+        import sys
+
+        self.cluster.client_config("client-1", strategy="auto", file="client")
+        script = (
+            "import ZODB, transaction\n"
+            "from replicast_zodb import ReplicastStorage\n"
+            'db = ZODB.DB(ReplicastStorage("client.toml"))\n'
+            "with db.transaction() as conn:\n"
+            '    conn.root()["runs"] = conn.root().get("runs", 0) + 1\n'
+            "with db.transaction() as conn:\n"
+            '    print(conn.root()["runs"])\n'
+        )
+        for run in (1, 2):
+            done = subprocess.run(
+                [sys.executable, "-c", script],
+                cwd=self.cluster.root,
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+            )
+            self.assertEqual(done.returncode, 0, done.stderr)
+            self.assertEqual(done.stdout.strip(), str(run))

@@ -11,9 +11,11 @@ the commit lock, ``tpc_finish`` / ``tpc_abort`` release it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Callable, Iterable, Optional
 
 import zope.interface
@@ -34,6 +36,21 @@ from replicast_zodb import _native
 from replicast_zodb.errors import ReplicastError
 
 logger = logging.getLogger(__name__)
+
+#: The storages not closed yet: closed at interpreter exit, so that the master learns their
+#: clients left (a client of the same name may connect right after, e.g. the next run of a
+#: script).
+_open_storages: "weakref.WeakSet[ReplicastStorage]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_storages() -> None:
+    for storage in list(_open_storages):
+        try:
+            storage.close()
+        except Exception:  # exiting: nothing more can be done about it
+            logger.debug("closing %r at exit failed", storage, exc_info=True)
+
 
 #: How many oids one request to the master reserves.
 OID_BATCH = 64
@@ -95,6 +112,7 @@ class ReplicastStorage(ConflictResolvingStorage):
         self._db: Any = None
         self._closed = False
         self._client.set_invalidation_listener(self._invalidated)
+        _open_storages.add(self)
 
     # -- naming and state ------------------------------------------------------------------
 
