@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use replicast_transport::multicast::proto::wire::{Header, PacketType, decode_body};
 use replicast_transport::multicast::proto::{
-    GroupKey, Receiver, ReceiverConfig, ReceiverEvent, ReceiverKey, Sender, SenderConfig,
+    FecConfig, GroupKey, Receiver, ReceiverConfig, ReceiverEvent, ReceiverKey, Sender,
+    SenderConfig,
 };
 
 const SESSION: u64 = 0x5e55;
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         PacketType::Data,
         PacketType::Repair,
         PacketType::Tail,
+        PacketType::Parity,
         PacketType::Nack,
         PacketType::Status,
     ] {
@@ -46,7 +48,15 @@ fuzz_target!(|data: &[u8]| {
     // datagrams (a 0xff byte separates them) and interleaved with genuine ones.
     let now = Instant::now();
     let from: SocketAddr = "127.0.0.1:5000".parse().expect("literal address");
-    let Ok(mut sender) = Sender::new(SenderConfig::default(), SESSION, group_key(), now) else {
+    // Proactive parity, so the parity paths run on genuine datagrams beside the hostile ones.
+    let config = SenderConfig {
+        fec: Some(FecConfig {
+            max_block: 8,
+            proactive: 0.25,
+        }),
+        ..SenderConfig::default()
+    };
+    let Ok(mut sender) = Sender::new(config, SESSION, group_key(), now) else {
         return;
     };
     sender.add_receiver(receiver_key());

@@ -23,7 +23,9 @@ mod catch_up;
 mod commit;
 mod error;
 mod history;
+mod iterate;
 mod load;
+mod pack;
 mod records;
 mod replication;
 mod tables;
@@ -34,6 +36,8 @@ use redb::{Database, Durability, ReadableTable};
 
 pub use catch_up::{ReplicationProgress, TransactionBatch};
 pub use error::EngineError;
+pub use iterate::{ObjectsAtPage, PartitionSize, TransactionPage};
+pub use pack::PackStep;
 pub use records::{PendingTransaction, Revision, RevisionBefore};
 pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
 

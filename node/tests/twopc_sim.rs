@@ -21,8 +21,8 @@ use replicast_node::master::{Master, MasterConfig, MasterEvent};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::protocol::{
-    LoadResult, Message, ObjectPart, ProtocolError, StoreKind, StoreResult, TransactionOutcome,
-    Transmit, VoteResult, decode, encode,
+    LoadBefore, LoadResult, Message, ObjectPart, ProtocolError, StorageAnswer, StorageAsk,
+    StorageSize, StoreKind, StoreResult, TransactionOutcome, Transmit, VoteResult, decode, encode,
 };
 use replicast_node::storage::{Storage, StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
@@ -292,7 +292,8 @@ impl Worker {
             | ClientEvent::StoresAnswered { .. }
             | ClientEvent::BeginRefused { .. }
             | ClientEvent::Answered { .. }
-            | ClientEvent::LastTransaction { .. } => {}
+            | ClientEvent::LastTransaction { .. }
+            | ClientEvent::Resynced { .. } => {}
         }
     }
 
@@ -1524,7 +1525,7 @@ fn any_oid() -> impl Strategy<Value = Oid> {
     (0u64..8).prop_map(Oid)
 }
 
-fn any_message() -> impl Strategy<Value = Message> {
+fn any_commit_message() -> impl Strategy<Value = Message> {
     let data = prop_oneof![
         Just(ObjectData::Deleted),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(ObjectData::from)
@@ -1694,6 +1695,92 @@ fn any_message() -> impl Strategy<Value = Message> {
                 })
             }),
     ]
+}
+
+/// The messages a ZODB client adds: begins at a TID, the last commit, store kinds, and
+/// questions to storages with their answers.
+fn any_zodb_message() -> impl Strategy<Value = Message> {
+    let kind = prop_oneof![
+        Just(StoreKind::Checked),
+        Just(StoreKind::Unchecked),
+        any_tid().prop_map(StoreKind::Undo),
+        Just(StoreKind::CheckCurrent),
+    ];
+    let ask = prop_oneof![
+        (any_oid(), any_tid()).prop_map(|(oid, before)| StorageAsk::LoadBefore { oid, before }),
+        (any_oid(), any_tid()).prop_map(|(oid, serial)| StorageAsk::LoadSerial { oid, serial }),
+        (any_oid(), 0u32..4).prop_map(|(oid, size)| StorageAsk::History { oid, size }),
+        (0u32..14, any_tid(), any_oid(), any_tid()).prop_map(|(partition, tid, oid, up_to)| {
+            StorageAsk::Transactions {
+                partition,
+                after: ObjectCursor { tid, oid },
+                up_to,
+                max_bytes: 64,
+            }
+        }),
+        (0u32..14, any_tid(), 0u32..4).prop_map(|(partition, before, count)| {
+            StorageAsk::UndoLog {
+                partition,
+                before,
+                count,
+            }
+        }),
+        (0u32..14, any_tid()).prop_map(|(partition, tid)| StorageAsk::UndoInfo { partition, tid }),
+        (0u32..14, any_tid(), proptest::option::of(any_oid())).prop_map(
+            |(partition, at, after)| StorageAsk::ObjectsAt {
+                partition,
+                at,
+                after,
+                max_bytes: 64,
+            }
+        ),
+        (0u32..14).prop_map(|partition| StorageAsk::Size { partition }),
+        (any_tid(), proptest::option::of(any_oid()))
+            .prop_map(|(tid, after)| StorageAsk::Pack { tid, after }),
+        (any_tid(), proptest::collection::vec(any_oid(), 0..3))
+            .prop_map(|(tid, oids)| StorageAsk::Collect { tid, oids }),
+    ];
+    let answer = prop_oneof![
+        Just(StorageAnswer::Unavailable),
+        Just(StorageAnswer::Load(LoadBefore::Missing)),
+        (any_tid(), proptest::option::of(any_tid())).prop_map(|(serial, next)| {
+            StorageAnswer::Load(LoadBefore::Found {
+                data: balance_data(1),
+                serial,
+                next,
+            })
+        }),
+        Just(StorageAnswer::UndoInfo(None)),
+        Just(StorageAnswer::Size(StorageSize::default())),
+    ];
+    prop_oneof![
+        any_tid().prop_map(|tid| Message::AskBeginAt { tid }),
+        (any_tid(), any_tid()).prop_map(|(tid, last)| Message::BeginRefused { tid, last }),
+        any_tid().prop_map(|tid| Message::LastTransaction { tid }),
+        any::<u64>().prop_map(|request| Message::AskLastTransaction { request }),
+        (0u64..3, any_tid())
+            .prop_map(|(request, tid)| Message::AnswerLastTransaction { request, tid }),
+        (any_tid(), 0u32..3, any_oid(), any_tid(), kind).prop_map(
+            |(ttid, generation, oid, serial, kind)| Message::Store {
+                ttid,
+                generation,
+                oid,
+                serial,
+                data: balance_data(2),
+                kind,
+            }
+        ),
+        (0u64..3, ask).prop_map(|(request, ask)| Message::Ask { request, ask }),
+        (0u64..3, answer).prop_map(|(request, answer)| Message::Answer { request, answer }),
+        (any_tid(), any_tid()).prop_map(|(ttid, last)| Message::AnswerFinish {
+            ttid,
+            outcome: TransactionOutcome::TidNotAfterLast { last },
+        }),
+    ]
+}
+
+fn any_message() -> impl Strategy<Value = Message> {
+    prop_oneof![3 => any_commit_message(), 1 => any_zodb_message()]
 }
 
 fn any_peer() -> impl Strategy<Value = &'static str> {

@@ -9,27 +9,20 @@
 //! OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed as 16 hexadecimal
 //! digits.
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use replicast_node::client::{Client, ClientConfig};
-use replicast_node::config::{FanoutStrategy, NodeConfig, RoleConfig};
-use replicast_node::driver::{ClientHandle, DriverConfig};
+use replicast_node::client::ClientConfig;
+use replicast_node::config::NodeConfig;
+use replicast_node::driver::{ClientHandle, connect_from_config};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
 use replicast_node::workload::transfers;
-use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
-use replicast_transport::quic::Endpoint;
 
 use super::Error;
-use super::node::{bind_endpoint, multicast_interface};
 
 /// How long the client waits for the master and storages to acknowledge its leaving.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -100,47 +93,14 @@ fn parse_oid(text: &str) -> Result<Oid, String> {
 /// Runs `replicast client`.
 pub fn run(args: ClientArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
-    let RoleConfig::Client { master, .. } = &config.role else {
-        return Err(format!(
-            "{}: `node.role` is {:?}; `replicast client` needs a client's configuration",
-            config.origin.display(),
-            config.role().as_str()
-        )
-        .into());
-    };
-    let mut directory: HashMap<String, _> = config
-        .storage_addresses
-        .iter()
-        .map(|(name, address)| (name.as_str().to_owned(), *address))
-        .collect();
-    directory.insert(master.name.as_str().to_owned(), master.address);
-    let master_name = master.name.as_str().to_owned();
     let timeout = Duration::from_secs(args.timeout);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
     runtime.block_on(async {
-        let endpoint = bind_endpoint(&config)?;
-        let client = Client::new(
-            config.node.name.as_str(),
-            &master_name,
-            ClientConfig::default(),
-        );
-        let driver_config = DriverConfig {
-            directory,
-            ..DriverConfig::default()
-        };
-        let writer = fanout_writer(&config, &endpoint)?;
-        let mut handle = ClientHandle::connect_with_fanout(
-            client,
-            endpoint.clone(),
-            driver_config,
-            timeout,
-            writer,
-        )
-        .await
-        .map_err(|e| format!("cannot connect to the master {master_name}: {e}"))?;
+        let (mut handle, endpoint) =
+            connect_from_config(&config, ClientConfig::default(), timeout).await?;
         let outcome = execute(&mut handle, args.command).await;
         let closed = handle.close().await;
         // The master must learn that this client left before the process exits: a client of
@@ -152,49 +112,6 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
         writeln!(stdout, "{line}").map_err(|e| format!("cannot write the answer: {e}"))?;
         Ok(())
     })
-}
-
-/// The fan-out writer of `[fanout] strategy`: unicast needs no group; multicast and auto
-/// send to `[multicast]` (the configuration check already requires it for them).
-fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout, Error> {
-    let RoleConfig::Client { fanout, .. } = &config.role else {
-        return Err("not a client's configuration".into());
-    };
-    let strategy = match fanout {
-        FanoutStrategy::Unicast => return Ok(Fanout::unicast(endpoint.clone())),
-        FanoutStrategy::Multicast => Strategy::Multicast,
-        FanoutStrategy::Auto => Strategy::Auto,
-    };
-    let multicast = config.multicast.as_ref().ok_or_else(|| {
-        format!(
-            "{}: `fanout.strategy` = \"{fanout}\" sends to a group: [multicast] is missing",
-            config.origin.display()
-        )
-    })?;
-    let mut socket = MulticastSocketConfig::new(multicast.group)
-        .with_interface(multicast_interface(multicast))
-        .with_ttl(multicast.ttl);
-    socket.loopback = multicast.loopback;
-    // Each run is a session of its own: storages keep the sessions of earlier runs apart.
-    // RandomState is seeded from the operating system's randomness, per process.
-    let session_id = RandomState::new().build_hasher().finish();
-    let sender = MulticastSenderConfig::new(socket, session_id);
-    let writer = Fanout::bind(
-        endpoint.clone(),
-        FanoutConfig {
-            strategy,
-            ..FanoutConfig::new(sender)
-        },
-    )
-    .map_err(|e| {
-        format!(
-            "{}: cannot send to `multicast.group` {} on `multicast.interface` {}: {e}",
-            config.origin.display(),
-            multicast.group,
-            multicast.interface
-        )
-    })?;
-    Ok(writer)
 }
 
 /// Runs one command; returns the line to print.

@@ -14,16 +14,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use replicast_certs::NodeIdentity;
-use replicast_node::config::{LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
-use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn, spawn_storage};
+use replicast_node::config::{NodeConfig, RoleConfig};
+use replicast_node::driver::{
+    DriverConfig, DriverHandle, Role, bind_endpoint, multicast_interface, spawn, spawn_storage,
+};
 use replicast_node::engine::Engine;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::Endpoint;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -67,53 +68,6 @@ pub fn run(args: NodeArgs) -> Result<(), Error> {
     runtime.block_on(serve(config))
 }
 
-/// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
-/// `node.listen` with the `[link]` tuning.
-pub(super) fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
-    let tls = &config.tls;
-    let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(|e| {
-        format!(
-            "cannot load the node's certificate ([tls] in {}): {e}",
-            config.origin.display()
-        )
-    })?;
-    if identity.name() != config.node.name.as_str() {
-        return Err(format!(
-            "{}: `node.name` is {:?} but the certificate {} is for {:?}",
-            config.origin.display(),
-            config.node.name.as_str(),
-            tls.cert.display(),
-            identity.name()
-        )
-        .into());
-    }
-    let endpoint = Endpoint::bind(EndpointConfig {
-        listen: config.node.listen,
-        server_tls: identity.server_config()?,
-        client_tls: identity.client_config()?,
-        link: link_config(&config.link),
-    })
-    .map_err(|e| {
-        format!(
-            "cannot listen at {} (`node.listen`): {e}",
-            config.node.listen
-        )
-    })?;
-    Ok(endpoint)
-}
-
-/// The transport's name for the interface of `[multicast]`.
-pub(super) fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
-    match &multicast.interface {
-        replicast_node::config::MulticastInterface::Name(name) => {
-            MulticastInterface::Name(name.clone())
-        }
-        replicast_node::config::MulticastInterface::Address(address) => {
-            MulticastInterface::Address(*address)
-        }
-    }
-}
-
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
 /// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
 /// unicast (a writer under `auto` falls back to it).
@@ -124,18 +78,6 @@ fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
             .as_ref()
             .map_or(MulticastInterface::Loopback, multicast_interface),
         ..FanoutReceiverConfig::default()
-    }
-}
-
-fn link_config(tuning: &LinkTuning) -> LinkConfig {
-    LinkConfig {
-        keep_alive: tuning.keep_alive,
-        idle_timeout: Some(tuning.idle_timeout),
-        // The file allows any u64; quinn's stream window is a u32, so a larger value is the
-        // largest window it can have.
-        stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
-        send_window: tuning.send_window,
-        ..LinkConfig::default()
     }
 }
 

@@ -21,7 +21,7 @@ use replicast_node::protocol::{
 use serde::Serialize;
 
 use super::Error;
-use super::node::bind_endpoint;
+use replicast_node::driver::bind_endpoint;
 
 /// How long the command waits for the master to acknowledge its closing the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);

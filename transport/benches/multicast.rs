@@ -3,8 +3,14 @@
 //! unencrypted UDP multicast of the same datagrams as the ceiling, once with one system call
 //! per datagram and once with GSO/GRO (which the driver itself uses).
 //!
+//! A third ceiling is the AEAD itself: AES-256-GCM seal plus open of the same datagrams on
+//! one core (ring), which every datagram costs once at the sender and once per receiver.
+//!
 //! Run with `cargo bench -p replicast-transport --bench multicast`.
-//! `MULTICAST_BENCH_MB` sets the payload per cell (default 64, MB = 10^6 bytes).
+//! `MULTICAST_BENCH_MB` sets the payload per cell (default 64, MB = 10^6 bytes);
+//! `MULTICAST_BENCH_PROACTIVE` the proactive Reed-Solomon parity per datagram (default 0:
+//! on loopback the receivers' decode costs more CPU than the round trip it saves; parity on
+//! demand is always on).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -17,7 +23,7 @@ use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
     MulticastSenderConfig, MulticastSocketConfig, Received, receiver_sockets, sender_socket,
 };
-use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
+use replicast_transport::multicast::proto::{FecConfig, GroupKey, ReceiverKey};
 
 const RECEIVERS: u32 = 3;
 const OBJECT_SIZE: usize = 256 * 1024;
@@ -51,6 +57,7 @@ struct CellResult {
     /// MB/s per receiver: payload bytes over the time from the first send to its last object.
     goodput: Vec<f64>,
     repair_per_delivered: f64,
+    proactive_per_delivered: f64,
     nacks_per_lost: f64,
     seqs_nacked_per_lost: f64,
     latency: Histogram<u64>,
@@ -118,7 +125,7 @@ fn run_receiver(
     })
 }
 
-fn run_cell(cell: u8, loss: f64, objects: usize) -> Result<CellResult, BenchError> {
+fn run_cell(cell: u8, loss: f64, objects: usize, proactive: f64) -> Result<CellResult, BenchError> {
     let socket = MulticastSocketConfig::new(group(cell));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -140,7 +147,12 @@ fn run_cell(cell: u8, loss: f64, objects: usize) -> Result<CellResult, BenchErro
     let (start, sender_stats) = runtime.block_on({
         let accepted = Arc::clone(&accepted);
         async move {
-            let sender = MulticastSender::bind(MulticastSenderConfig::new(socket, 1), group_key())?;
+            let mut config = MulticastSenderConfig::new(socket, 1);
+            config.protocol.fec = Some(FecConfig {
+                max_block: 64,
+                proactive,
+            });
+            let sender = MulticastSender::bind(config, group_key())?;
             for id in 1..=RECEIVERS {
                 sender.add_receiver(receiver_key(id)).await?;
             }
@@ -188,6 +200,8 @@ fn run_cell(cell: u8, loss: f64, objects: usize) -> Result<CellResult, BenchErro
         loss,
         goodput,
         repair_per_delivered: protocol.repair_bytes_sent as f64 / (objects * OBJECT_SIZE) as f64,
+        proactive_per_delivered: protocol.parity_proactive_bytes as f64
+            / (objects * OBJECT_SIZE) as f64,
         nacks_per_lost: nacks as f64 / lost.max(1) as f64,
         seqs_nacked_per_lost: nacked as f64 / lost.max(1) as f64,
         latency,
@@ -296,6 +310,33 @@ fn run_raw(cell: u8, count: u64, size: usize, offload: bool) -> Result<RawResult
     Ok(result)
 }
 
+/// MB/s of object payload that one core seals and opens with AES-256-GCM (ring), in datagrams of
+/// `size` bytes with the protocol's 22-byte header as associated data and its 16-byte tag.
+fn crypto_ceiling(count: u64, size: usize) -> Result<f64, BenchError> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).map_err(|_| "key")?);
+    let header = [1u8; 22];
+    let body_len = size.saturating_sub(22 + 16);
+    let mut body = vec![0x5a; body_len];
+    let nonce = |n: u64| {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&n.to_be_bytes());
+        Nonce::assume_unique_for_key(bytes)
+    };
+    let start = Instant::now();
+    for n in 0..count {
+        let tag = key
+            .seal_in_place_separate_tag(nonce(n), Aad::from(&header), &mut body)
+            .map_err(|_| "seal")?;
+        key.open_in_place_separate_tag(nonce(n), Aad::from(&header), tag, &mut body, 0..)
+            .map_err(|_| "open")?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    // Object bytes, as the goodput counts them: the body less the data header.
+    let payload = body_len.saturating_sub(40);
+    Ok((count as usize * payload) as f64 / seconds / 1e6)
+}
+
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
@@ -306,15 +347,19 @@ fn main() -> Result<(), BenchError> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(64);
+    let proactive: f64 = std::env::var("MULTICAST_BENCH_PROACTIVE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0);
     let objects = (megabytes * 1_000_000).div_ceil(OBJECT_SIZE);
     eprintln!(
-        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB",
+        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive}",
         OBJECT_SIZE / 1024
     );
     let mut cells = Vec::new();
     for (cell, loss) in [(1u8, 0.0), (2, 0.01), (3, 0.05)] {
         eprintln!("  running loss {:>4.1}% ...", loss * 100.0);
-        let result = run_cell(cell, loss, objects)?;
+        let result = run_cell(cell, loss, objects, proactive)?;
         eprintln!(
             "  loss {:>4.1}%: {:.1} MB/s per receiver (mean), p50 {} us, p99 {} us",
             loss * 100.0,
@@ -340,6 +385,9 @@ fn main() -> Result<(), BenchError> {
         );
         raws.push((name, raw));
     }
+    eprintln!("  running AES-256-GCM seal + open of {count} datagrams of {size} B on one core ...");
+    let crypto = crypto_ceiling(count, size)?;
+    eprintln!("  AES-256-GCM seal + open: {crypto:.1} MB/s of payload");
     let per_datagram = mean(&raws[0].1.per_receiver_mbps);
     let offloaded = mean(&raws[1].1.per_receiver_mbps);
     let ratio = |goodput: f64, ceiling: f64| goodput / ceiling;
@@ -353,19 +401,23 @@ fn main() -> Result<(), BenchError> {
 
     println!();
     println!(
-        "| loss | goodput MB/s per receiver (r1 / r2 / r3) | mean | x raw | x raw GSO/GRO | repair B per delivered B | NACK datagrams per lost datagram | seqs NACKed per lost datagram | p50 ms | p99 ms |"
+        "| loss | goodput MB/s per receiver (r1 / r2 / r3) | mean | x loss-free | x raw | x raw GSO/GRO | x AES-GCM core | repair B per delivered B | proactive parity B per delivered B | NACK datagrams per lost datagram | seqs NACKed per lost datagram | p50 ms | p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let loss_free = mean(&cells[0].goodput);
     for cell in &cells {
         let per: Vec<String> = cell.goodput.iter().map(|g| format!("{g:.1}")).collect();
         let goodput = mean(&cell.goodput);
         println!(
-            "| {:.0}% | {} | {goodput:.1} | {:.2} | {:.2} | {:.4} | {} | {} | {:.1} | {:.1} |",
+            "| {:.0}% | {} | {goodput:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.4} | {:.4} | {} | {} | {:.1} | {:.1} |",
             cell.loss * 100.0,
             per.join(" / "),
+            ratio(goodput, loss_free),
             ratio(goodput, per_datagram),
             ratio(goodput, offloaded),
+            ratio(goodput, crypto),
             cell.repair_per_delivered,
+            cell.proactive_per_delivered,
             per_lost(cell.nacks_per_lost, cell.loss > 0.0),
             per_lost(cell.seqs_nacked_per_lost, cell.loss > 0.0),
             cell.latency.value_at_quantile(0.5) as f64 / 1000.0,
@@ -380,12 +432,18 @@ fn main() -> Result<(), BenchError> {
             .collect();
         let goodput = mean(&raw.per_receiver_mbps);
         println!(
-            "| {name} | {} | {goodput:.1} | {:.2} | {:.2} | - | - | - | - | - |",
+            "| {name} | {} | {goodput:.1} | - | {:.2} | {:.2} | {:.2} | - | - | - | - | - | - |",
             per.join(" / "),
             ratio(goodput, per_datagram),
             ratio(goodput, offloaded),
+            ratio(goodput, crypto),
         );
     }
+    println!(
+        "| AES-256-GCM seal + open, one core | - | {crypto:.1} | - | {:.2} | {:.2} | 1.00 | - | - | - | - | - | - |",
+        ratio(crypto, per_datagram),
+        ratio(crypto, offloaded),
+    );
     println!();
     for (name, raw) in &raws {
         let fraction: Vec<String> = raw

@@ -10,7 +10,8 @@
 //!   ([`multicast::driver`]).
 //! - [`fanout`]: one call hands an object to a set of replicas by unicast, multicast or
 //!   both, and resolves per replica.
-//! - [`netem`] (feature `netem`, on by default): in-process WAN emulation at the UDP socket.
+//! - `netem` (feature `netem`, off by default; the crate's tests and benches turn it on):
+//!   in-process WAN emulation at the UDP socket.
 #![warn(missing_docs)]
 
 pub mod fanout;
@@ -18,3 +19,8 @@ pub mod multicast;
 #[cfg(feature = "netem")]
 pub mod netem;
 pub mod quic;
+
+/// The README's code blocks, compiled as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

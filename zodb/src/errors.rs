@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use replicast_node::client::{AbortReason, ConflictKind};
 use replicast_node::config::ConfigError;
-use replicast_node::driver::{ClientError, DriverError};
+use replicast_node::driver::{ClientError, ConnectError, DriverError};
 use replicast_node::ids::{Oid, Tid};
 
 use crate::ids::oid_repr;
@@ -30,50 +30,10 @@ pub enum ZodbError {
         /// What the configuration check said (it names the key and the line).
         source: Box<ConfigError>,
     },
-    /// The file configures another role than a client.
-    #[error("{}: `node.role` is {role:?}; a ZODB storage needs a client's configuration", path.display())]
-    NotAClient {
-        /// The file.
-        path: PathBuf,
-        /// The role it configures.
-        role: &'static str,
-    },
-    /// The node's certificate files cannot be used.
-    #[error("{}: {message}", path.display())]
-    Certificate {
-        /// The configuration file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The endpoint cannot listen where `node.listen` says.
-    #[error("{}: cannot listen at {listen} (`node.listen`): {message}", path.display())]
-    Bind {
-        /// The configuration file.
-        path: PathBuf,
-        /// The address.
-        listen: String,
-        /// Why not.
-        message: String,
-    },
-    /// The multicast writer cannot be set up.
-    #[error("{}: {message}", path.display())]
-    Multicast {
-        /// The configuration file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The master did not answer the connection.
-    #[error("cannot connect to the master {master} at {address}: {source}")]
-    Connect {
-        /// The master's name.
-        master: String,
-        /// Its address.
-        address: String,
-        /// Why.
-        source: ClientError,
-    },
+    /// The client could not connect: a certificate, `node.listen`, the multicast group or
+    /// the master (the error names the file and the key).
+    #[error(transparent)]
+    Connect(Box<ConnectError>),
     /// A call of the cluster failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -102,15 +62,14 @@ impl ZodbError {
                 }
                 _ => raise_ours(py, "ConfigurationError", message),
             },
-            ZodbError::NotAClient { .. }
-            | ZodbError::Certificate { .. }
-            | ZodbError::Bind { .. }
-            | ZodbError::Multicast { .. } => raise_ours(py, "ConfigurationError", message),
-            ZodbError::Connect { source, .. } => match source {
-                ClientError::Timeout { .. } | ClientError::Driver(_) => {
+            ZodbError::Connect(error) => match *error {
+                ConnectError::Connect { source, .. }
+                    if matches!(*source, ClientError::Timeout { .. } | ClientError::Driver(_)) =>
+                {
                     raise_ours(py, "ClientDisconnected", message)
                 }
-                other => raise_ours(py, "ReplicastError", format!("{message} ({other})")),
+                ConnectError::Connect { .. } => raise_ours(py, "ReplicastError", message),
+                _ => raise_ours(py, "ConfigurationError", message),
             },
             ZodbError::Client(error) => client_error(py, error),
             ZodbError::BadValue(_) => PyValueError::new_err(message),

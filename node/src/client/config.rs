@@ -20,6 +20,9 @@ pub struct ClientConfig {
     pub vote_timeout: Duration,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
+    /// How long after losing the master the client announces itself again (and again after
+    /// each failed attempt): the master forgot it, and invalidations sent meanwhile are lost.
+    pub master_retry: Duration,
     /// The largest object data a store takes: a load answers with one message, which the
     /// links carry up to their `max_frame_len` (4 MiB by default); this leaves room for the
     /// message around the data.
@@ -32,6 +35,7 @@ impl Default for ClientConfig {
             storage_timeout: Duration::from_secs(10),
             vote_timeout: Duration::from_secs(1),
             load_timeout: Duration::from_secs(2),
+            master_retry: Duration::from_secs(1),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
         }
     }

@@ -75,6 +75,17 @@ pub struct Conflict {
     pub kind: ConflictKind,
 }
 
+/// Why a replica did not answer a read; the client then asked the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// It answered that it cannot (not readable there, or its engine failed).
+    Unavailable,
+    /// The connection to it was lost.
+    Lost,
+    /// It did not answer within [`ClientConfig::load_timeout`](super::ClientConfig::load_timeout).
+    Timeout,
+}
+
 /// Something that happened to the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
@@ -144,6 +155,8 @@ pub enum ClientEvent {
         result: LoadResult,
         /// The storage that answered; `None` when none did.
         from: Option<NodeName>,
+        /// The replicas asked before, and why each did not answer.
+        failures: Vec<(NodeName, ReadFailure)>,
     },
     /// The answer to [`ask`](super::Client::ask): [`StorageAnswer::Unavailable`] when no
     /// replica could answer.
@@ -154,6 +167,8 @@ pub enum ClientEvent {
         answer: StorageAnswer,
         /// The storage that answered; `None` when none did.
         from: Option<NodeName>,
+        /// The replicas asked before, and why each did not answer.
+        failures: Vec<(NodeName, ReadFailure)>,
     },
     /// The master's last finished commit, as [`ask_last_transaction`](super::Client::ask_last_transaction)
     /// asked (every invalidation up to it arrived before).
@@ -162,6 +177,13 @@ pub enum ClientEvent {
         request: u64,
         /// The TID.
         tid: Tid,
+    },
+    /// The link to the master was lost and the client announced itself again: invalidations
+    /// sent meanwhile may be lost, so every cached object may be stale. `last` is the
+    /// master's last finished commit now.
+    Resynced {
+        /// The master's last finished commit.
+        last: Tid,
     },
     /// New object ids.
     NewOids {

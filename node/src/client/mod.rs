@@ -60,7 +60,7 @@ mod reads;
 mod stores;
 
 pub use config::{ClientConfig, DEFAULT_MAX_OBJECT_SIZE};
-pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind};
+pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind, ReadFailure};
 pub use fanout::FanoutStore;
 pub use reads::AskTarget;
 
@@ -150,6 +150,8 @@ pub struct Client {
     link_rtts: BTreeMap<NodeName, Duration>,
     /// The master's last finished commit when this client connected.
     last_transaction: Option<Tid>,
+    /// When to announce this client to the master again, after the link to it was lost.
+    rehello_at: Option<SystemTime>,
     txn: Option<Transaction>,
     reads: BTreeMap<u64, reads::PendingRead>,
     next_request: u64,
@@ -177,6 +179,7 @@ impl Client {
             storage_addresses: BTreeMap::new(),
             link_rtts: BTreeMap::new(),
             last_transaction: None,
+            rehello_at: None,
             txn: None,
             reads: BTreeMap::new(),
             next_request: 0,
@@ -398,7 +401,10 @@ impl Client {
                 Ok(())
             }
             Message::LastTransaction { tid } if from_master => {
-                self.last_transaction = Some(tid);
+                if self.last_transaction.replace(tid).is_some() {
+                    // The answer to an announcement after a lost link.
+                    self.events.push_back(ClientEvent::Resynced { last: tid });
+                }
                 Ok(())
             }
             Message::AnswerLastTransaction { request, tid } if from_master => {
@@ -507,8 +513,13 @@ impl Client {
     }
 
     /// The connection to `node` is lost: a storage counts as failed for the transaction and
-    /// its reads go to the next replica.
+    /// its reads go to the next replica; the master, which then forgets this client, is
+    /// told again that it is here after [`ClientConfig::master_retry`].
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) {
+        if node == self.master {
+            self.rehello_at
+                .get_or_insert(now + self.config.master_retry);
+        }
         self.reads_peer_lost(now, node);
         if self
             .txn
@@ -521,6 +532,9 @@ impl Client {
 
     /// Handles expired timers.
     pub fn handle_timeout(&mut self, now: SystemTime) {
+        if self.rehello_at.take_if(|at| *at <= now).is_some() {
+            self.out.send(&self.master, Message::ClientHello);
+        }
         self.reads_timeout(now);
         let silent: Vec<NodeName> = self
             .txn
@@ -545,7 +559,11 @@ impl Client {
                 .filter(|(node, _)| !txn.failed.contains(*node))
                 .filter_map(|(_, replica)| replica.deadline)
         });
-        self.reads_deadline().into_iter().chain(replicas).min()
+        self.reads_deadline()
+            .into_iter()
+            .chain(replicas)
+            .chain(self.rehello_at)
+            .min()
     }
 
     /// The next message to send.
@@ -813,6 +831,10 @@ mod tests {
                 oid: Oid(1),
                 result: LoadResult::Missing,
                 from: Some("s3".to_owned()),
+                failures: vec![
+                    ("s2".to_owned(), ReadFailure::Unavailable),
+                    ("s1".to_owned(), ReadFailure::Timeout),
+                ],
             })
         );
     }
@@ -838,6 +860,9 @@ mod tests {
                 oid: Oid(2),
                 result: LoadResult::Failed,
                 from: None,
+                failures: ["s3", "s1", "s2"]
+                    .map(|node| (node.to_owned(), ReadFailure::Lost))
+                    .to_vec(),
             })
         );
     }

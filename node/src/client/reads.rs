@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use super::event::ClientEvent;
+use super::event::{ClientEvent, ReadFailure};
 use super::{Client, invalid};
 use crate::ids::Oid;
 use crate::partition::NodeName;
@@ -37,6 +37,8 @@ pub(super) struct PendingRead {
     node: NodeName,
     others: VecDeque<NodeName>,
     deadline: SystemTime,
+    /// The replicas asked before, and why they did not answer.
+    failures: Vec<(NodeName, ReadFailure)>,
 }
 
 impl Client {
@@ -116,6 +118,7 @@ impl Client {
                 node,
                 others: nodes,
                 deadline: now + self.config.load_timeout,
+                failures: Vec::new(),
             },
         );
         Ok(request)
@@ -139,14 +142,14 @@ impl Client {
             });
         }
         if result == LoadResult::Failed {
-            self.retry_read(now, request);
-        } else {
-            self.reads.remove(&request);
+            self.retry_read(now, request, ReadFailure::Unavailable);
+        } else if let Some(read) = self.reads.remove(&request) {
             self.events.push_back(ClientEvent::Loaded {
                 request,
                 oid,
                 result,
                 from: Some(from.to_owned()),
+                failures: read.failures,
             });
         }
         Ok(())
@@ -170,13 +173,13 @@ impl Client {
             });
         }
         if answer == StorageAnswer::Unavailable {
-            self.retry_read(now, request);
-        } else {
-            self.reads.remove(&request);
+            self.retry_read(now, request, ReadFailure::Unavailable);
+        } else if let Some(read) = self.reads.remove(&request) {
             self.events.push_back(ClientEvent::Answered {
                 request,
                 answer,
                 from: Some(from.to_owned()),
+                failures: read.failures,
             });
         }
         Ok(())
@@ -191,7 +194,7 @@ impl Client {
             .map(|(request, _)| *request)
             .collect();
         for request in requests {
-            self.retry_read(now, request);
+            self.retry_read(now, request, ReadFailure::Lost);
         }
     }
 
@@ -204,7 +207,7 @@ impl Client {
             .map(|(request, _)| *request)
             .collect();
         for request in expired {
-            self.retry_read(now, request);
+            self.retry_read(now, request, ReadFailure::Timeout);
         }
     }
 
@@ -213,10 +216,13 @@ impl Client {
         self.reads.values().map(|read| read.deadline).min()
     }
 
-    fn retry_read(&mut self, now: SystemTime, request: u64) {
+    /// The replica asked for `request` failed (`failure`): asks the next, or reports the
+    /// read failed when none is left.
+    fn retry_read(&mut self, now: SystemTime, request: u64, failure: ReadFailure) {
         let Some(read) = self.reads.get_mut(&request) else {
             return;
         };
+        read.failures.push((read.node.clone(), failure));
         match read.others.pop_front() {
             Some(node) => {
                 read.node = node;
@@ -227,17 +233,20 @@ impl Client {
                 let Some(read) = self.reads.remove(&request) else {
                     return;
                 };
+                let failures = read.failures;
                 self.events.push_back(match read.query {
                     Query::Load(oid) => ClientEvent::Loaded {
                         request,
                         oid,
                         result: LoadResult::Failed,
                         from: None,
+                        failures,
                     },
                     Query::Ask(_) => ClientEvent::Answered {
                         request,
                         answer: StorageAnswer::Unavailable,
                         from: None,
+                        failures,
                     },
                 });
             }

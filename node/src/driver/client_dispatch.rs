@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
 
 use super::client_handle::ClientError;
-use crate::client::{AbortReason, ClientEvent, Conflict};
+use crate::client::{AbortReason, ClientEvent, Conflict, ReadFailure};
 use crate::ids::{Oid, Tid};
 use crate::partition::NodeName;
 use crate::protocol::{LoadResult, StorageAnswer};
@@ -50,10 +50,10 @@ pub type InvalidationListener = Box<dyn FnMut(&Invalidation) + Send>;
 
 /// What a read waits for.
 pub(super) enum ReadOutcome {
-    /// A load's result.
-    Load(LoadResult, Option<NodeName>),
-    /// A question's answer.
-    Ask(StorageAnswer),
+    /// A load's result, who gave it, and the replicas that failed before.
+    Load(LoadResult, Option<NodeName>, Vec<(NodeName, ReadFailure)>),
+    /// A question's answer, and the replicas that failed before.
+    Ask(StorageAnswer, Vec<(NodeName, ReadFailure)>),
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -276,17 +276,21 @@ fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Send
             request,
             result,
             from,
+            failures,
             ..
         } => {
             if let Some(reply) = waiters.reads.remove(&request) {
-                let _ = reply.send(ReadOutcome::Load(result, from));
+                let _ = reply.send(ReadOutcome::Load(result, from, failures));
             }
         }
         ClientEvent::Answered {
-            request, answer, ..
+            request,
+            answer,
+            failures,
+            ..
         } => {
             if let Some(reply) = waiters.reads.remove(&request) {
-                let _ = reply.send(ReadOutcome::Ask(answer));
+                let _ = reply.send(ReadOutcome::Ask(answer, failures));
             }
         }
         ClientEvent::LastTransaction { request, tid } => {
@@ -297,6 +301,13 @@ fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Send
         ClientEvent::NewOids { first, count } => {
             if let Some(reply) = waiters.new_oids.pop_front() {
                 let _ = reply.send((first, count));
+            }
+        }
+        ClientEvent::Resynced { last } => {
+            drop(waiters);
+            let delivery = Delivery::Invalidate(Invalidation::Everything { tid: last });
+            if let Err(unsent) = deliveries.send(delivery) {
+                deliver_now(shared, unsent.0);
             }
         }
         ClientEvent::Invalidated { tid, oids } => {

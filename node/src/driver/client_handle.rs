@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::client_dispatch::{self, Current, InvalidationListener, ReadOutcome, Shared};
 use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
 use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
-use crate::client::{AbortReason, AskTarget, Client, Conflict};
+use crate::client::{AbortReason, AskTarget, Client, Conflict, ReadFailure};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::partition::PartitionTable;
@@ -57,16 +57,21 @@ pub enum ClientError {
     #[error(transparent)]
     Protocol(ProtocolError),
     /// No replica of the object answered the load.
-    #[error("no replica of object {oid:?} answered the load")]
+    #[error("no replica of object {oid:?} answered the load: {failures:?}")]
     LoadFailed {
         /// The object.
         oid: Oid,
+        /// Each replica asked, and why it did not answer.
+        failures: Vec<(String, ReadFailure)>,
     },
     /// No storage that may answer did (all down, or failing).
-    #[error("no storage answered {what}")]
+    #[error("no storage answered {what}: {failures:?}")]
     ReadFailed {
         /// The question.
         what: &'static str,
+        /// Each storage asked, and why it did not answer (empty when the failure was not a
+        /// storage's, e.g. a task of the handle that ended).
+        failures: Vec<(String, ReadFailure)>,
     },
     /// A storage answered something that does not fit the question (a bug, or a peer of
     /// another version).
@@ -591,11 +596,12 @@ impl ClientHandle {
             .read("load", move |client, now| client.load(now, oid))
             .await?;
         match outcome {
-            ReadOutcome::Load(LoadResult::Found { tid, data }, Some(from)) => {
+            ReadOutcome::Load(LoadResult::Found { tid, data }, Some(from), _) => {
                 Ok((Some((tid, data)), from))
             }
-            ReadOutcome::Load(LoadResult::Missing, Some(from)) => Ok((None, from)),
-            _ => Err(ClientError::LoadFailed { oid }),
+            ReadOutcome::Load(LoadResult::Missing, Some(from), _) => Ok((None, from)),
+            ReadOutcome::Load(_, _, failures) => Err(ClientError::LoadFailed { oid, failures }),
+            ReadOutcome::Ask(..) => Err(ClientError::BadAnswer { what: "load" }),
         }
     }
 
@@ -636,8 +642,10 @@ impl ClientHandle {
             .read(what, move |client, now| client.ask(now, ask, &target))
             .await?;
         match outcome {
-            ReadOutcome::Ask(StorageAnswer::Unavailable) => Err(ClientError::ReadFailed { what }),
-            ReadOutcome::Ask(answer) => Ok(answer),
+            ReadOutcome::Ask(StorageAnswer::Unavailable, failures) => {
+                Err(ClientError::ReadFailed { what, failures })
+            }
+            ReadOutcome::Ask(answer, _) => Ok(answer),
             ReadOutcome::Load(..) => Err(ClientError::BadAnswer { what }),
         }
     }

@@ -28,6 +28,8 @@
 
 mod client_dispatch;
 mod client_handle;
+mod client_log;
+mod connect;
 mod fanout;
 pub mod ordering;
 mod role;
@@ -35,6 +37,11 @@ mod run;
 
 pub use client_dispatch::{Invalidation, InvalidationListener};
 pub use client_handle::{ClientError, ClientHandle};
+pub use client_log::{ObjectScan, PackReport, TransactionIterator};
+pub use connect::{
+    ConnectError, bind_endpoint, connect_from_config, fanout_writer, link_config,
+    multicast_interface,
+};
 pub use fanout::FanoutDeliveries;
 pub use role::Role;
 pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn, spawn_storage};

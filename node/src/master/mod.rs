@@ -47,6 +47,9 @@ mod test_support;
 pub use config::MasterConfig;
 pub use event::MasterEvent;
 
+/// How many lost clients the master remembers, to welcome them back when they speak.
+const REMEMBERED_CLIENTS: usize = 4096;
+
 /// A transaction begun and not yet decided.
 #[derive(Debug)]
 struct Open {
@@ -92,6 +95,8 @@ pub struct Master {
     /// Where storages said they accept connections, handed to clients.
     storage_addresses: BTreeMap<NodeName, SocketAddr>,
     clients: BTreeSet<NodeName>,
+    /// Clients lost lately: one that speaks again is welcomed back.
+    forgotten_clients: BTreeSet<NodeName>,
     open: BTreeMap<Tid, Open>,
     queue: VecDeque<FinishRequest>,
     finishing: Option<Finishing>,
@@ -118,6 +123,7 @@ impl Master {
             running: BTreeSet::new(),
             storage_addresses: BTreeMap::new(),
             clients: BTreeSet::new(),
+            forgotten_clients: BTreeSet::new(),
             open: BTreeMap::new(),
             queue: VecDeque::new(),
             finishing: None,
@@ -166,21 +172,14 @@ impl Master {
             from: from.to_owned(),
             kind: message.kind(),
         };
+        if !is_storage && message != Message::ClientHello && self.forgotten_clients.remove(from) {
+            // A client counted as lost speaks: its link was cut and came back, maybe before
+            // it noticed. Welcome it again; the last commit tells it that invalidations may
+            // have been lost meanwhile.
+            self.welcome_client(from);
+        }
         match message {
-            Message::ClientHello if !is_storage => {
-                self.clients.insert(from.to_owned());
-                // Before the table: a client is ready once it has the table, and by then it
-                // must know where the storages are and where its history starts.
-                self.send_address_book(from);
-                self.out.send(
-                    from,
-                    Message::LastTransaction {
-                        tid: self.last_finished,
-                    },
-                );
-                self.out
-                    .send(from, Message::PartitionTable(self.table.clone()));
-            }
+            Message::ClientHello if !is_storage => self.welcome_client(from),
             Message::StorageAddress { address } if is_storage => {
                 let previous = self.storage_addresses.insert(from.to_owned(), address);
                 if previous != Some(address) {
@@ -346,6 +345,10 @@ impl Master {
             self.complete_finish_if_done(now)?;
             self.sync_replication();
         } else if self.clients.remove(node) {
+            if self.forgotten_clients.len() >= REMEMBERED_CLIENTS {
+                self.forgotten_clients.pop_first();
+            }
+            self.forgotten_clients.insert(node.to_owned());
             let abandoned: Vec<Tid> = self
                 .open
                 .iter()
@@ -390,6 +393,22 @@ impl Master {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<MasterEvent> {
         self.events.pop_front()
+    }
+
+    /// Counts `client` as a client and sends it what it needs to work: where the storages
+    /// are, where its history starts, then the table (a client is ready once it has the
+    /// table, and by then it must know the rest).
+    fn welcome_client(&mut self, client: &str) {
+        self.clients.insert(client.to_owned());
+        self.send_address_book(client);
+        self.out.send(
+            client,
+            Message::LastTransaction {
+                tid: self.last_finished,
+            },
+        );
+        self.out
+            .send(client, Message::PartitionTable(self.table.clone()));
     }
 
     /// Opens a transaction for client `from`, committing at `tid` when given.

@@ -8,7 +8,10 @@ use super::{Storage, StorageEvent};
 use crate::engine::EngineError;
 use crate::ids::{Oid, Tid};
 use crate::partition::CellState;
-use crate::protocol::{LoadBefore, StorageAnswer, StorageAsk};
+use crate::protocol::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
+
+/// How many objects one pack step looks at: the role answers nothing else meanwhile.
+const PACK_STEP_OBJECTS: usize = 1_000;
 
 impl Storage {
     /// The answer to `ask`.
@@ -72,7 +75,79 @@ impl Storage {
             StorageAsk::History { oid, size } => {
                 StorageAnswer::History(self.store.history(oid, size as usize)?)
             }
-            _ => StorageAnswer::Unavailable,
+            StorageAsk::Transactions {
+                partition,
+                after,
+                up_to,
+                max_bytes,
+            } => {
+                let page = self.store.transaction_records(
+                    partition,
+                    self.num_partitions(),
+                    after,
+                    up_to,
+                    max_bytes as usize,
+                )?;
+                StorageAnswer::Transactions {
+                    transactions: page.transactions,
+                    resume: page.resume,
+                }
+            }
+            StorageAsk::UndoLog {
+                partition,
+                before,
+                count,
+            } => StorageAnswer::UndoLog(self.store.undo_log(
+                partition,
+                self.num_partitions(),
+                before,
+                count as usize,
+            )?),
+            StorageAsk::UndoInfo { partition, tid } => StorageAnswer::UndoInfo(
+                self.store
+                    .undo_info(partition, self.num_partitions(), tid)?,
+            ),
+            StorageAsk::ObjectsAt {
+                partition,
+                at,
+                after,
+                max_bytes,
+            } => {
+                let page = self.store.objects_at(
+                    partition,
+                    self.num_partitions(),
+                    at,
+                    after,
+                    max_bytes as usize,
+                )?;
+                StorageAnswer::Objects {
+                    objects: page
+                        .objects
+                        .into_iter()
+                        .map(|(oid, serial, data)| ObjectRevision { oid, serial, data })
+                        .collect(),
+                    resume: page.resume,
+                }
+            }
+            StorageAsk::Size { partition } => {
+                let size = self
+                    .store
+                    .partition_size(partition, self.num_partitions())?;
+                StorageAnswer::Size(StorageSize {
+                    objects: size.objects,
+                    bytes: size.bytes,
+                })
+            }
+            StorageAsk::Pack { tid, after } => {
+                let step = self.store.pack_step(tid, after, PACK_STEP_OBJECTS)?;
+                StorageAnswer::Packed {
+                    resume: step.resume,
+                    removed: step.removed,
+                }
+            }
+            StorageAsk::Collect { tid, oids } => StorageAnswer::Collected {
+                removed: self.store.collect(tid, &oids)?,
+            },
         })
     }
 

@@ -471,7 +471,8 @@ impl Storage {
         self.pump_replication(now)
     }
 
-    fn num_partitions(&self) -> u32 {
+    /// How many partitions the latest table has (1 without a table).
+    pub(super) fn num_partitions(&self) -> u32 {
         self.replicator
             .table
             .as_ref()

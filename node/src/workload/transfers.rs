@@ -303,7 +303,7 @@ async fn attempt(
         Err(Stop::Client(ClientError::Aborted(reason))) => {
             Ok(Attempt::Aborted(format!("{reason:?}")))
         }
-        Err(Stop::Client(ClientError::LoadFailed { oid })) => {
+        Err(Stop::Client(ClientError::LoadFailed { oid, .. })) => {
             client
                 .abort()
                 .await

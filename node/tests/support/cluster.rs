@@ -8,10 +8,12 @@ use replicast_certs::ClusterCa;
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::{ClientHandle, DriverConfig, DriverHandle, spawn_storage};
 use replicast_node::master::Master;
-use replicast_node::storage::Storage;
+use replicast_node::storage::{Storage, StorageConfig};
 use replicast_transport::fanout::FanoutReceiverConfig;
 
-use super::{MASTER, STORAGES, WAIT, address, endpoint, spawn_master, storage, wait_for_master};
+use super::{
+    MASTER, STORAGES, WAIT, address, endpoint, spawn_master, storage_with, wait_for_master,
+};
 
 /// The running cluster; dropping it stops nothing by itself (the drivers stop with their
 /// handles).
@@ -30,13 +32,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the master and the storages and waits until every storage runs.
     pub async fn start() -> Self {
+        Self::start_with(StorageConfig::default()).await
+    }
+
+    /// Starts the cluster like [`start`](Self::start), its storages with `config`.
+    pub async fn start_with(storage_config: StorageConfig) -> Self {
         let ca = ClusterCa::generate("cluster-quic-test").expect("cluster CA");
         let dir = tempfile::tempdir().expect("tempdir");
         let (master, master_address) = spawn_master(&ca);
         let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         let mut storages = Vec::new();
         for name in STORAGES {
-            let node = storage(dir.path(), name);
+            let node = storage_with(dir.path(), name, storage_config.clone());
             let storage_endpoint = endpoint(&ca, name);
             directory.insert(name.to_owned(), address(&storage_endpoint));
             let config = DriverConfig {

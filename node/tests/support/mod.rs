@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod zodb;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -102,15 +103,13 @@ pub async fn wait_for_master(
 /// The storage role `name` of [`MASTER`] on a redb store `<name>.redb` in `dir`, with the
 /// default storage configuration (not yet running).
 pub fn storage(dir: &Path, name: &str) -> Storage {
+    storage_with(dir, name, StorageConfig::default())
+}
+
+/// The storage role `name` like [`storage`], with `config`.
+pub fn storage_with(dir: &Path, name: &str, config: StorageConfig) -> Storage {
     let store = Engine::open(dir.join(format!("{name}.redb"))).expect("open redb");
-    Storage::open(
-        SystemTime::now(),
-        name,
-        MASTER,
-        store,
-        StorageConfig::default(),
-    )
-    .expect("storage role")
+    Storage::open(SystemTime::now(), name, MASTER, store, config).expect("storage role")
 }
 
 /// The redb store `name` in `dir`, created if it does not exist yet.

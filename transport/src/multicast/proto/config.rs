@@ -14,20 +14,55 @@ pub struct RateLimit {
     pub burst: u64,
 }
 
-/// Parity repair (XOR, interleaved): sequence numbers are grouped in blocks of `block_size`;
-/// parity `j` of a block is the XOR of the block's datagrams whose offset is `j` modulo
-/// `parity`. When several receivers NACK different datagrams of one class, the sender sends
-/// that class's parity to the group once instead of one repair per datagram: each receiver
-/// missing one datagram of the class rebuilds it from the parity and the others.
+/// Reed-Solomon parity (reed-solomon-simd): each object is cut into blocks of at most
+/// `max_block` datagrams (near-equal lengths, so the block follows the object's size: a small
+/// object is one block), and any `k` of a `k`-datagram block's data and recovery shards
+/// rebuild it.
 ///
-/// This is XOR parity rather than Reed-Solomon: it needs no dependency and repairs one loss
-/// per class and receiver, which is the common case at the loss rates multicast meets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// - Proactive: `proactive` recovery shards per datagram of a block (rounded to the nearest
+///   whole shard per block) are sent right after the block, before any loss is known, so a
+///   receiver that lost up to that many of the block rebuilds them with no round trip.
+/// - On demand (NORM's approach): when several receivers NACK datagrams of one block, the
+///   sender multicasts as many *new* recovery shards as the neediest of them lacks; each
+///   shard repairs a different loss at each receiver. A loss only one receiver asks for is
+///   repaired by a plain unicast repair.
+///
+/// # Example
+///
+/// ```
+/// use replicast_transport::multicast::proto::{FecConfig, SenderConfig};
+///
+/// let config = SenderConfig {
+///     fec: Some(FecConfig { max_block: 64, proactive: 0.03 }),
+///     ..SenderConfig::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FecConfig {
-    /// Source datagrams per block (1..=254).
-    pub block_size: u16,
-    /// Parity classes per block (1..=block_size, block_size + parity <= 255).
-    pub parity: u16,
+    /// Source datagrams per block at most (1..=1024).
+    pub max_block: u16,
+    /// Proactive recovery shards per source datagram (0.0..=1.0): 0.03 sends 2 with a block
+    /// of 64. Zero sends parity on demand only.
+    pub proactive: f64,
+}
+
+impl Default for FecConfig {
+    /// Blocks of up to 64 datagrams, parity on demand only.
+    fn default() -> Self {
+        Self {
+            max_block: 64,
+            proactive: 0.0,
+        }
+    }
+}
+
+impl FecConfig {
+    /// Proactive recovery shards for a block of `block_len` datagrams.
+    pub fn proactive_shards(&self, block_len: u16) -> u16 {
+        let shards = (f64::from(block_len) * self.proactive.clamp(0.0, 1.0)).round();
+        (shards as u16).min(wire::recovery_count(block_len))
+    }
 }
 
 /// How a [`Sender`](super::Sender) splits, paces, buffers and repairs.
@@ -44,7 +79,8 @@ pub struct SenderConfig {
     pub window_bytes: u64,
     /// Pacing of everything the sender emits; `None` sends as fast as the caller drains.
     pub rate_limit: Option<RateLimit>,
-    /// How long NACKs for the same datagrams are gathered before one repair answers them all.
+    /// Longest wait gathering NACKs before one repair (or parity) answers them all; the wait
+    /// is a quarter of the group RTT within 100 us and this.
     pub nack_coalescing: Duration,
     /// Interval of tail announcements while data is unacknowledged.
     pub tail_interval: Duration,
@@ -62,7 +98,8 @@ pub struct SenderConfig {
     pub initial_rtt: Duration,
     /// Lower bound of the group round-trip time announced to receivers.
     pub min_rtt: Duration,
-    /// Optional parity repair.
+    /// Reed-Solomon parity (proactive and on demand); `None` repairs by retransmission only.
+    /// On by default, on demand only: it costs nothing until several receivers lose.
     pub fec: Option<FecConfig>,
 }
 
@@ -84,32 +121,24 @@ impl Default for SenderConfig {
             delivery_timeout: Duration::from_secs(10),
             initial_rtt: Duration::from_millis(10),
             min_rtt: Duration::from_micros(500),
-            fec: None,
+            fec: Some(FecConfig::default()),
         }
     }
 }
 
 impl SenderConfig {
-    /// Payload bytes one data datagram carries.
+    /// Payload bytes one data datagram carries: even, so that a parity datagram (whose
+    /// shard is the payload rounded up to even, behind a header as long as a data body's)
+    /// fits the same size.
     pub fn fragment_payload(&self) -> usize {
-        // With parity, a parity body (a shard plus its block fields) must fit a datagram too.
-        let parity = if self.fec.is_some() {
-            wire::PARITY_OVERHEAD
-        } else {
-            0
-        };
         self.max_datagram_size
-            .saturating_sub(wire::HEADER_LEN + wire::TAG_LEN + wire::DATA_BODY_HEADER_LEN + parity)
-    }
-
-    /// Bytes of a parity shard: a data body of the largest payload behind its length.
-    pub(crate) fn shard_len(&self) -> usize {
-        2 + wire::DATA_BODY_HEADER_LEN + self.fragment_payload()
+            .saturating_sub(wire::HEADER_LEN + wire::TAG_LEN + wire::DATA_BODY_HEADER_LEN)
+            & !1
     }
 
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let min = wire::HEADER_LEN + wire::TAG_LEN + wire::MIN_CONTROL_BODY + wire::PARITY_OVERHEAD;
+        let min = wire::HEADER_LEN + wire::TAG_LEN + wire::MIN_CONTROL_BODY + 1;
         let max = 65_507;
         if !(min..=max).contains(&self.max_datagram_size) {
             return Err(ConfigError::DatagramSize {
@@ -148,14 +177,13 @@ impl SenderConfig {
             }
         }
         if let Some(fec) = self.fec
-            && (fec.block_size == 0
-                || fec.parity == 0
-                || fec.parity > fec.block_size
-                || fec.block_size + fec.parity > 255)
+            && (fec.max_block == 0
+                || fec.max_block > wire::MAX_BLOCK_LEN
+                || !(0.0..=1.0).contains(&fec.proactive))
         {
             return Err(ConfigError::Fec {
-                block_size: fec.block_size,
-                parity: fec.parity,
+                max_block: fec.max_block,
+                proactive: fec.proactive,
             });
         }
         Ok(())
@@ -171,7 +199,10 @@ pub struct ReceiverConfig {
     /// group RTT, is capped here).
     pub nack_backoff_max: Duration,
     /// Backoff is uniform in `[min, min + factor * group RTT]` (RFC 5401 scales it the same
-    /// way so that receivers far away do not NACK before the repair could have arrived).
+    /// way). Receivers do not hear each other's NACKs, so the spread does not suppress
+    /// duplicates here; it lets the sender gather the NACKs of several receivers (it waits a
+    /// quarter of the group RTT) into one repair or parity, and a quarter keeps a loss's cost
+    /// near one round trip.
     pub nack_backoff_rtt_factor: f64,
     /// NACKs per missing datagram before giving up on it.
     pub max_nack_retries: u32,
@@ -198,12 +229,12 @@ impl Default for ReceiverConfig {
         Self {
             nack_backoff_min: Duration::from_micros(200),
             nack_backoff_max: Duration::from_millis(200),
-            nack_backoff_rtt_factor: 1.0,
-            max_nack_retries: 20,
+            nack_backoff_rtt_factor: 0.25,
+            max_nack_retries: 30,
             repair_deadline: Duration::from_secs(5),
             max_reassembly_bytes: 64 << 20,
             max_tracked_datagrams: 64 * 1024,
-            status_interval: Duration::from_millis(5),
+            status_interval: Duration::from_millis(1),
             initial_rtt: Duration::from_millis(10),
             random_seed: 0x5eed,
         }

@@ -6,7 +6,7 @@
 
 /// A [`SenderConfig`](super::SenderConfig) or [`ReceiverConfig`](super::ReceiverConfig) is
 /// inconsistent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The datagram size leaves no room for payload, or exceeds what UDP can carry.
@@ -42,13 +42,16 @@ pub enum ConfigError {
         /// The setting's name.
         name: &'static str,
     },
-    /// A forward error correction block is empty, has no parity, or exceeds 255 datagrams.
-    #[error("FEC block of {block_size} source and {parity} parity datagrams is not supported")]
+    /// A parity block is empty or larger than 1024 datagrams, or the proactive ratio is
+    /// outside 0..=1.
+    #[error(
+        "FEC blocks of up to {max_block} datagrams with {proactive} proactive parity are not supported"
+    )]
     Fec {
-        /// Source datagrams per block.
-        block_size: u16,
-        /// Parity datagrams per block.
-        parity: u16,
+        /// The configured block size.
+        max_block: u16,
+        /// The configured proactive ratio.
+        proactive: f64,
     },
 }
 

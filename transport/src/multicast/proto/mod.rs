@@ -20,8 +20,10 @@
 //! [`GroupKey`] of the current epoch, receiver control datagrams under the receiver's own
 //! [`ReceiverKey`].
 //!
-//! - Optional parity ([`FecConfig`], XOR, interleaved): one parity datagram to the group
-//!   repairs different losses at different receivers.
+//! - Optional Reed-Solomon parity ([`FecConfig`], reed-solomon-simd) per block of an object:
+//!   proactive (a configured share, sent with the data) and on demand (one recovery shard to
+//!   the group repairs a different loss at each receiver that lost one datagram of the
+//!   block).
 //!
 //! Notes for the driver (additions to the agreed contract, nothing renamed): control
 //! datagrams (NACKs, status) go by unicast to the address that the sender's datagrams came
@@ -57,6 +59,7 @@
 mod config;
 pub mod crypto;
 mod error;
+mod fec;
 mod keys;
 mod nack;
 mod rate;

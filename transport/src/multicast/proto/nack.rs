@@ -3,7 +3,7 @@
 //! Each gap waits a random backoff before its first NACK, uniform in
 //! `[min, min + factor * group RTT]` capped at `max` (RFC 5401, 3.5, scales the backoff by the
 //! group RTT the same way, so that a repair caused by another receiver's NACK can arrive
-//! first), then is NACKed again every two group RTTs plus a fresh backoff until it arrives,
+//! first), then is NACKed again every one and a half group RTTs plus a fresh backoff until it arrives,
 //! its retries run out, or its repair deadline passes. Gaps due at the same time travel in one
 //! NACK as ranges. (Doubling the wait per retry was tried: it cut duplicate NACKs little on
 //! loopback and used up the repair deadline under bursty loss.)
@@ -115,14 +115,23 @@ impl NackScheduler {
         config: &ReceiverConfig,
         group_rtt: Duration,
         jitter: &mut Jitter,
+        held_back: impl Fn(u64) -> bool,
     ) -> Vec<SeqRange> {
         if self.earliest.is_none_or(|at| at > now) {
             return Vec::new();
         }
         let mut ranges: Vec<SeqRange> = Vec::new();
-        let retry_base = (group_rtt * 2).max(config.nack_backoff_min);
+        // A repair comes back one announced RTT (round trip plus coalescing) after the NACK;
+        // half as much again covers a sender busy with data before it looks again.
+        let retry_base = (group_rtt * 3 / 2).max(config.nack_backoff_min);
         for (&seq, missing) in self.missing.iter_mut() {
             if missing.due > now || missing.retries >= config.max_nack_retries {
+                continue;
+            }
+            if held_back(seq) {
+                // Parity in hand covers it once the rest of its block comes: look again
+                // later, without spending a retry.
+                missing.due = now + retry_base;
                 continue;
             }
             let extends = ranges.last().is_some_and(|range| {
@@ -225,22 +234,29 @@ mod tests {
             nacks.insert(seq, now, Duration::ZERO);
         }
         let rtt = Duration::from_millis(1);
-        let ranges = nacks.take_due(now, &config, rtt, &mut jitter);
+        let ranges = nacks.take_due(now, &config, rtt, &mut jitter, |_| false);
         assert_eq!(
             ranges,
             vec![SeqRange { first: 3, len: 3 }, SeqRange { first: 9, len: 1 }]
         );
         assert!(
-            nacks.take_due(now, &config, rtt, &mut jitter).is_empty(),
+            nacks
+                .take_due(now, &config, rtt, &mut jitter, |_| false)
+                .is_empty(),
             "not due again yet"
         );
         assert_eq!(nacks.remove(4), Filled::AfterNack);
         let later = now + Duration::from_millis(50);
-        assert_eq!(nacks.take_due(later, &config, rtt, &mut jitter).len(), 3);
+        assert_eq!(
+            nacks
+                .take_due(later, &config, rtt, &mut jitter, |_| false)
+                .len(),
+            3
+        );
         let much_later = later + Duration::from_millis(50);
         assert!(
             nacks
-                .take_due(much_later, &config, rtt, &mut jitter)
+                .take_due(much_later, &config, rtt, &mut jitter, |_| false)
                 .is_empty(),
             "out of retries"
         );

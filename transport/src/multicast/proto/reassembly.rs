@@ -146,6 +146,11 @@ impl Reassembly {
 }
 
 impl PartialObject {
+    /// The payload of fragment `index`, if it arrived.
+    pub(crate) fn fragment(&self, index: u32) -> Option<&Bytes> {
+        self.fragments.get(&index)
+    }
+
     /// Bytes of fragments held.
     pub(crate) fn held(&self) -> usize {
         self.held

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::config::ReceiverConfig;
 use super::crypto::PacketKey;
+use super::fec::{ParityDecoder, RecoveryBlock};
 use super::keys::{GroupKey, ReceiverKey};
 use super::nack::{self, Filled, Jitter, NackScheduler};
 use super::reassembly::{Reassembly, Refused, Stored};
@@ -58,11 +59,8 @@ struct Session {
     /// The last tail's timestamp and when it arrived.
     echo: Option<(u64, Instant)>,
     lost: Vec<LostObject>,
-    /// The sender's parity layout (block size, classes), once a tail announced it.
-    fec: Option<(u16, u16)>,
-    /// Shards (length-prefixed data bodies) of received datagrams of blocks not yet complete,
-    /// kept while the sender uses parity, to rebuild a missing datagram from a parity.
-    shards: BTreeMap<u64, Vec<u8>>,
+    /// Recovery shards of blocks with missing datagrams, by the block's first seq.
+    recovery: BTreeMap<u64, RecoveryBlock>,
     status_dirty: bool,
     /// No status report before (`None`: one may go now).
     next_status_at: Option<Instant>,
@@ -83,6 +81,9 @@ pub struct Receiver {
     /// Payload bytes held in reassembly, over all sessions.
     held: usize,
     jitter: Jitter,
+    decoder: ParityDecoder,
+    /// Where datagrams are opened, kept to spare an allocation per datagram.
+    scratch: Vec<u8>,
     events: VecDeque<ReceiverEvent>,
     stats: ReceiverStats,
 }
@@ -98,6 +99,8 @@ impl Receiver {
             sessions: HashMap::new(),
             next_packet_number: 0,
             held: 0,
+            decoder: ParityDecoder::default(),
+            scratch: Vec::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
         }
@@ -148,8 +151,7 @@ impl Receiver {
                 group_rtt: self.config.initial_rtt,
                 echo: None,
                 lost: Vec::new(),
-                fec: None,
-                shards: BTreeMap::new(),
+                recovery: BTreeMap::new(),
                 status_dirty: false,
                 next_status_at: None,
                 nack_due: false,
@@ -163,7 +165,7 @@ impl Receiver {
             for (_, object) in session.reassembly.drain_below(u64::MAX) {
                 self.held = self.held.saturating_sub(object.held());
             }
-            let shard_bytes: usize = session.shards.values().map(Vec::len).sum();
+            let shard_bytes: usize = session.recovery.values().map(RecoveryBlock::held).sum();
             self.held = self.held.saturating_sub(shard_bytes);
         }
     }
@@ -203,18 +205,27 @@ impl Receiver {
             }
             return;
         };
-        let mut buffer = datagram.to_vec();
+        // Opened in place in a buffer kept across datagrams: no allocation per datagram.
+        let mut buffer = std::mem::take(&mut self.scratch);
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
         let Ok(plain) = epoch.key.open(&header, &mut buffer) else {
             self.stats.dropped.wrong_key += 1;
+            self.scratch = buffer;
             return;
         };
         if !epoch.replay.is_new(header.packet_number) {
             self.stats.dropped.replayed += 1;
+            self.scratch = buffer;
             return;
         }
         let body = match wire::decode_body(header.packet_type, plain) {
             Ok(body) => body,
-            Err(error) => return self.count_decode_error(&error),
+            Err(error) => {
+                self.count_decode_error(&error);
+                self.scratch = buffer;
+                return;
+            }
         };
         epoch.replay.accept(header.packet_number);
         session.sender_address = Some(from);
@@ -231,6 +242,7 @@ impl Receiver {
             Body::Parity(parity) => self.on_parity(now, header.session_id, parity),
             Body::Nack(_) | Body::Status(_) => self.stats.dropped.unexpected_type += 1,
         }
+        self.scratch = buffer;
     }
 
     fn count_decode_error(&mut self, error: &DecodeError) {
@@ -270,6 +282,7 @@ impl Receiver {
         // the object may not have been sent yet (the sender paces), and the tail announcement
         // says when it was. Counting the whole object as sent would NACK what is still queued.
         session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
+        let mut rebuild = None;
         match session.reassembly.store(
             first_seq,
             data.object_id,
@@ -289,14 +302,6 @@ impl Receiver {
                 return;
             }
             Ok(stored) => {
-                if session.fec.is_some() {
-                    let mut shard = Vec::with_capacity(data.payload.len() + 42);
-                    wire::encode_shard(&data, 0, &mut shard);
-                    if self.held + shard.len() <= self.config.max_reassembly_bytes {
-                        self.held += shard.len();
-                        session.shards.insert(seq, shard);
-                    }
-                }
                 match session.nacks.remove(seq) {
                     Filled::BeforeNack if repair => self.stats.nacks_suppressed += 1,
                     _ => {}
@@ -306,8 +311,26 @@ impl Receiver {
                     self.stats.repairs_received += 1;
                 }
                 match stored {
-                    Stored::Partial => {}
+                    Stored::Partial => {
+                        // A block waiting for this datagram may now be rebuilt.
+                        rebuild = session
+                            .recovery
+                            .range(..=seq)
+                            .next_back()
+                            .filter(|(first, block)| seq < **first + u64::from(block.len))
+                            .map(|(first, _)| *first);
+                    }
                     Stored::Complete { object_id, data } => {
+                        let blocks: Vec<u64> = session
+                            .recovery
+                            .range(first_seq..end_seq)
+                            .map(|(first, _)| *first)
+                            .collect();
+                        for first in blocks {
+                            if let Some(block) = session.recovery.remove(&first) {
+                                self.held = self.held.saturating_sub(block.held());
+                            }
+                        }
                         self.stats.objects_delivered += 1;
                         self.stats.bytes_delivered += data.len() as u64;
                         self.events.push_back(ReceiverEvent::Object {
@@ -330,6 +353,9 @@ impl Receiver {
         let window_low = data.window_low;
         self.apply_window_low(session_id, window_low);
         self.settle(session_id);
+        if let Some(first) = rebuild {
+            self.rebuild(now, session_id, first);
+        }
     }
 
     fn on_tail(&mut self, now: Instant, session_id: u64, tail: TailBody) {
@@ -340,8 +366,6 @@ impl Receiver {
         session.start_at(tail.window_low);
         session.echo = Some((tail.timestamp_us, now));
         session.status_dirty = true;
-        session.fec = (tail.fec_block > 0 && (1..=tail.fec_block).contains(&tail.fec_parity))
-            .then_some((tail.fec_block, tail.fec_parity));
         session.group_rtt = Duration::from_micros(u64::from(tail.group_rtt_us))
             .clamp(Duration::from_micros(100), Duration::from_secs(10));
         let limit = session
@@ -383,50 +407,168 @@ impl Receiver {
         self.settle(session_id);
     }
 
-    /// Rebuilds the one missing datagram of a parity's class from the parity and the class's
-    /// other shards.
+    /// Keeps a recovery shard of a block with missing datagrams, and rebuilds them once the
+    /// block's received datagrams and recovery shards add up to its length.
     fn on_parity(&mut self, now: Instant, session_id: u64, parity: ParityBody<'_>) {
         self.stats.parity_received += 1;
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        session.fec = Some((parity.block_size, parity.parity_count));
-        let block_end = parity
-            .block_first_seq
-            .saturating_add(u64::from(parity.block_size));
-        if !session.started || block_end > session.horizon {
-            return;
+        if !session.started {
+            return; // No position yet to place the block against.
         }
-        let mut missing = None;
-        for seq in parity.covered() {
-            if session.nacks.contains(seq) {
-                if missing.is_some() {
-                    return; // Two losses in one class: the NACKed repairs will come.
-                }
-                missing = Some(seq);
-            }
-        }
-        let Some(missing) = missing else {
+        let first = parity.block_first_seq;
+        let end = parity.covered().end;
+        if end <= session.cumulative {
             self.stats.duplicates += 1;
             return;
-        };
-        let mut rebuilt = parity.shard.to_vec();
-        for seq in parity.covered().filter(|seq| *seq != missing) {
-            let Some(shard) = session.shards.get(&seq) else {
-                return; // Received before the parity layout was known.
-            };
-            if shard.len() > rebuilt.len() {
-                self.stats.dropped.malformed += 1;
-                return;
-            }
-            rebuilt.iter_mut().zip(shard).for_each(|(a, b)| *a ^= b);
         }
-        match wire::decode_shard(&rebuilt) {
-            Ok(data) if data.seq == missing => {
-                self.stats.parity_recovered += 1;
-                self.on_data(now, session_id, true, data);
+        if end
+            > session
+                .cumulative
+                .saturating_add(self.config.max_tracked_datagrams)
+        {
+            self.stats.dropped.beyond_window += 1;
+            return;
+        }
+        // A block's parity leaves after the block's datagrams: all of them were sent.
+        session.extend_horizon(end, now, &self.config, &mut self.jitter);
+        let object_first = first - u64::from(parity.first_index);
+        match session.reassembly.containing(first) {
+            Some((known_first, object)) => {
+                if known_first != object_first
+                    || object.object_id != parity.object_id
+                    || object.count != parity.fragment_count
+                    || object
+                        .object_len
+                        .is_some_and(|len| len != parity.object_len)
+                {
+                    self.stats.dropped.malformed += 1;
+                    return;
+                }
             }
-            _ => self.stats.dropped.malformed += 1,
+            None => {
+                let missing = parity.covered().any(|seq| session.nacks.contains(seq));
+                let lost = session
+                    .lost
+                    .iter()
+                    .any(|lost| lost.first_seq == object_first);
+                if !missing || lost || object_first < session.cumulative {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                session
+                    .reassembly
+                    .announce(object_first, parity.object_id, parity.fragment_count);
+            }
+        }
+        if !parity.covered().any(|seq| session.nacks.contains(seq)) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let block = session
+            .recovery
+            .entry(first)
+            .or_insert_with(|| RecoveryBlock {
+                object_id: parity.object_id,
+                object_len: parity.object_len,
+                first_index: parity.first_index,
+                fragment_count: parity.fragment_count,
+                fragment_size: parity.fragment_size,
+                len: parity.block_len,
+                shard_len: parity.shard.len(),
+                shards: Vec::new(),
+            });
+        if !block.same_layout(&parity) {
+            self.stats.dropped.malformed += 1;
+            return;
+        }
+        if block
+            .shards
+            .iter()
+            .any(|(index, _)| *index == parity.recovery_index)
+        {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if self.held + parity.shard.len() > self.config.max_reassembly_bytes {
+            self.stats.dropped.over_memory += 1;
+            return;
+        }
+        self.held += parity.shard.len();
+        block
+            .shards
+            .push((parity.recovery_index, parity.shard.to_vec()));
+        self.rebuild(now, session_id, first);
+    }
+
+    /// Rebuilds the missing datagrams of the block at `first` if its received datagrams and
+    /// recovery shards suffice, and hands them on as repairs.
+    fn rebuild(&mut self, now: Instant, session_id: u64, first: u64) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let Some(block) = session.recovery.get(&first) else {
+            return;
+        };
+        let object_first = first - u64::from(block.first_index);
+        let Some((known_first, object)) = session.reassembly.containing(first) else {
+            return;
+        };
+        if known_first != object_first {
+            return;
+        }
+        let originals: Vec<(usize, &[u8])> = (0..block.len)
+            .filter_map(|offset| {
+                let payload = object.fragment(block.first_index + u32::from(offset))?;
+                Some((usize::from(offset), &payload[..]))
+            })
+            .collect();
+        let complete = originals.len() == usize::from(block.len);
+        if !complete && originals.len() + block.shards.len() < usize::from(block.len) {
+            return;
+        }
+        let rebuilt = if complete {
+            Some(Vec::new())
+        } else {
+            self.decoder.decode(block, originals.into_iter())
+        };
+        let Some(block) = session.recovery.remove(&first) else {
+            return;
+        };
+        self.held = self.held.saturating_sub(block.held());
+        let window_low = session.window_low;
+        let Some(rebuilt) = rebuilt else {
+            self.stats.dropped.malformed += 1;
+            return;
+        };
+        for (offset, shard) in rebuilt {
+            let fragment_index = block.first_index + offset as u32;
+            let len = wire::fragment_len(
+                block.object_len,
+                block.fragment_count,
+                block.fragment_size,
+                fragment_index,
+            );
+            let Some(payload) = len.and_then(|len| shard.get(..len)) else {
+                self.stats.dropped.malformed += 1;
+                continue;
+            };
+            self.stats.parity_recovered += 1;
+            self.on_data(
+                now,
+                session_id,
+                true,
+                DataBody {
+                    seq: first + offset as u64,
+                    window_low,
+                    object_id: block.object_id,
+                    object_len: block.object_len,
+                    fragment_index,
+                    fragment_count: block.fragment_count,
+                    payload,
+                },
+            );
         }
     }
 
@@ -508,14 +650,12 @@ impl Receiver {
             session.cumulative = cumulative;
             session.status_dirty = true;
         }
-        // Shards are needed only for blocks that may still miss a datagram.
-        let block = session.fec.map_or(1, |(block, _)| u64::from(block));
-        let keep_from = session.cumulative - session.cumulative % block;
-        while let Some(entry) = session.shards.first_entry() {
-            if *entry.key() >= keep_from {
+        // Recovery shards are needed only for blocks that may still miss a datagram.
+        while let Some(entry) = session.recovery.first_entry() {
+            if *entry.key() + u64::from(entry.get().len) > session.cumulative {
                 break;
             }
-            self.held = self.held.saturating_sub(entry.remove().len());
+            self.held = self.held.saturating_sub(entry.remove().held());
         }
     }
 
@@ -562,10 +702,14 @@ impl Receiver {
                 continue;
             };
             if session.nack_due {
-                let ranges =
-                    session
-                        .nacks
-                        .take_due(now, &self.config, session.group_rtt, &mut self.jitter);
+                let held_back = session.covered_by_recovery();
+                let ranges = session.nacks.take_due(
+                    now,
+                    &self.config,
+                    session.group_rtt,
+                    &mut self.jitter,
+                    |seq| held_back.contains(&seq),
+                );
                 if ranges.is_empty() {
                     session.nack_due = false;
                 } else {
@@ -669,6 +813,21 @@ impl Receiver {
 }
 
 impl Session {
+    /// Missing seqs that recovery shards in hand will rebuild once the rest of their block's
+    /// deficit arrives: of each block with `r` recovery shards, the last `r` missing. A NACK
+    /// asks only for the others, so the sender sends no more parity than is lacking.
+    fn covered_by_recovery(&self) -> Vec<u64> {
+        let mut covered = Vec::new();
+        for (first, block) in &self.recovery {
+            let missing: Vec<u64> = (*first..first + u64::from(block.len))
+                .filter(|seq| self.nacks.contains(*seq))
+                .collect();
+            let held = block.shards.len().min(missing.len());
+            covered.extend_from_slice(&missing[missing.len() - held..]);
+        }
+        covered
+    }
+
     /// When this session's objects in reassembly are lost if the sender stays silent.
     fn silence_deadline(&self, config: &ReceiverConfig) -> Option<Instant> {
         if self.reassembly.is_empty() {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::config::SenderConfig;
 use super::crypto::PacketKey;
 use super::error::{ConfigError, SendError};
+use super::fec::ParityEncoder;
 use super::keys::{GroupKey, ReceiverKey};
 use super::rate::TokenBucket;
 use super::replay::ReplayWindow;
@@ -24,9 +25,12 @@ use super::{Destination, SenderEvent, Transmit};
 /// (a legitimate receiver never asks for more than its tracked window at once).
 const MAX_SEQS_PER_NACK: u64 = 16 * 1024;
 
-/// NACKs within one parity class of a block: the seqs asked, and per receiver how many of
+/// Shortest NACK coalescing wait: below it, timers cost more than they gather.
+const MIN_COALESCING: Duration = Duration::from_micros(100);
+
+/// NACKs within one parity block: its length, the seqs asked, and per receiver how many of
 /// them it asked for.
-type ClassRequests = (Vec<u64>, HashMap<u32, u32>);
+type BlockRequests = (u16, Vec<u64>, HashMap<u32, u16>);
 
 /// One member of the group, as the sender sees it.
 struct Member {
@@ -64,15 +68,24 @@ pub struct Sender {
     members: BTreeMap<u32, Member>,
     /// Repairs ready to go, in sequence order.
     repairs: BTreeMap<u64, Destination>,
-    /// Parity ready to go: (block's first seq, class).
+    /// Parity ready to go: (block's first seq, recovery index).
     parity: BTreeSet<(u64, u16)>,
+    /// Recovery shards per block, computed when first sent.
+    fec: ParityEncoder,
     /// NACKed sequence numbers gathered until `flush_nacks_at`, with who asked.
     requested: BTreeMap<u64, Vec<u32>>,
     flush_nacks_at: Option<Instant>,
     next_tail_at: Instant,
     tail_due: bool,
+    /// Data went out since the last tail: when the burst ends, a tail tells receivers at
+    /// once where it ended, so the loss of its last datagrams shows without waiting for the
+    /// next periodic tail.
+    burst_unannounced: bool,
+    last_tail_at: Option<Instant>,
     pacer: Option<TokenBucket>,
     group_rtt: Duration,
+    /// Whether `group_rtt` comes from a member's measurement (not `initial_rtt`).
+    rtt_measured: bool,
     window_was_full: bool,
     events: VecDeque<SenderEvent>,
     stats: SenderStats,
@@ -90,6 +103,7 @@ impl Sender {
         Ok(Sender {
             pacer: config.rate_limit.map(|limit| TokenBucket::new(limit, now)),
             group_rtt: config.initial_rtt.max(config.min_rtt),
+            rtt_measured: false,
             key: PacketKey::group(session_id, &key),
             next_packet_number: 0,
             session_id,
@@ -99,10 +113,13 @@ impl Sender {
             members: BTreeMap::new(),
             repairs: BTreeMap::new(),
             parity: BTreeSet::new(),
+            fec: ParityEncoder::default(),
             requested: BTreeMap::new(),
             flush_nacks_at: None,
             next_tail_at: now,
             tail_due: false,
+            burst_unannounced: false,
+            last_tail_at: None,
             window_was_full: false,
             events: VecDeque::new(),
             stats: SenderStats::default(),
@@ -118,6 +135,21 @@ impl Sender {
     /// The group round-trip time: the largest smoothed RTT among members that reported one.
     pub fn group_rtt(&self) -> Duration {
         self.group_rtt
+    }
+
+    /// How long NACKs are gathered before they are answered: a quarter of the group RTT (the
+    /// spread of the receivers' first NACKs is about as long), at most `nack_coalescing`.
+    fn coalescing(&self) -> Duration {
+        (self.group_rtt / 4).clamp(
+            MIN_COALESCING,
+            self.config.nack_coalescing.max(MIN_COALESCING),
+        )
+    }
+
+    /// How long after a repair further NACKs for the same datagrams count as sent before it
+    /// arrived: a round trip.
+    fn repair_holdoff(&self) -> Duration {
+        self.group_rtt.max(self.coalescing())
     }
 
     /// Adds a member: objects sent from now on wait for its acknowledgement, and its NACKs
@@ -276,7 +308,7 @@ impl Sender {
 
     fn on_nack(&mut self, now: Instant, receiver_id: u32, ranges: &[SeqRange]) {
         self.stats.nacks_received += 1;
-        let holdoff = self.group_rtt.max(self.config.nack_coalescing);
+        let holdoff = self.repair_holdoff();
         let mut budget = MAX_SEQS_PER_NACK;
         for range in ranges {
             let wanted = u64::from(range.len).min(budget);
@@ -313,7 +345,7 @@ impl Sender {
             }
         }
         if !self.requested.is_empty() && self.flush_nacks_at.is_none() {
-            self.flush_nacks_at = Some(now + self.config.nack_coalescing);
+            self.flush_nacks_at = Some(now + self.coalescing());
         }
     }
 
@@ -360,87 +392,109 @@ impl Sender {
         }
     }
 
-    /// Replaces repairs by parity where one parity datagram serves several receivers: in a
-    /// class of a complete block, at least two different datagrams are asked for and every
-    /// receiver asking asked for one of the class only.
+    /// Answers NACKs with parity where one parity datagram serves several receivers (NORM's
+    /// approach): per block whose datagrams several members asked for, as many new recovery
+    /// shards as the neediest member lacks, to the group. Parity sent within the holdoff
+    /// counts: a NACK that left before it arrived is answered by it. A block only one member
+    /// asks about gets plain repairs.
     fn choose_parity(&mut self, now: Instant) {
         let Some(fec) = self.config.fec else {
             return;
         };
-        let block = u64::from(fec.block_size);
-        let classes = u64::from(fec.parity);
-        let mut by_class: BTreeMap<(u64, u16), ClassRequests> = BTreeMap::new();
+        let holdoff = self.repair_holdoff();
+        let mut blocks: BTreeMap<u64, BlockRequests> = BTreeMap::new();
         for (&seq, asked) in &self.requested {
-            let first = seq - seq % block;
-            if first < self.window.base() || first + block > self.send_cursor {
-                continue; // Only whole blocks still held have parity.
+            let Some(fragment) = self.window.fragment(seq) else {
+                continue;
+            };
+            let (start, len) = wire::block_of(fragment.index, fragment.count, fec.max_block);
+            let first = seq - u64::from(fragment.index - start);
+            if first < self.window.base() || first + u64::from(len) > self.send_cursor {
+                continue; // Only blocks sent whole and still held have parity.
             }
-            if self.window.fragment(seq).is_none_or(|f| f.parity_tried) {
-                continue; // Parity did not do it last time: repair plainly.
-            }
-            let class = ((seq - first) % classes) as u16;
-            let entry = by_class.entry((first, class)).or_default();
-            entry.0.push(seq);
+            let entry = blocks
+                .entry(first)
+                .or_insert_with(|| (len, Vec::new(), HashMap::new()));
+            entry.1.push(seq);
             for receiver_id in asked {
-                *entry.1.entry(*receiver_id).or_default() += 1;
+                *entry.2.entry(*receiver_id).or_default() += 1;
             }
         }
-        let size = self.config.shard_len() + wire::PARITY_OVERHEAD;
-        for ((first, class), (seqs, askers)) in by_class {
-            if seqs.len() < 2 || askers.values().any(|count| *count > 1) {
+        for (first, (len, seqs, askers)) in blocks {
+            let block = self.fec.block_mut(first);
+            block
+                .recent
+                .retain(|(at, _)| now.saturating_duration_since(*at) < holdoff);
+            let recent: u16 = block.recent.iter().map(|(_, count)| count).sum();
+            let need = askers.values().copied().max().unwrap_or(0);
+            // Parity costs CPU a retransmission does not (the receivers' decode evaluates a
+            // polynomial over the whole field, about 0.1 ms a block whatever its size), so it
+            // is used where it saves datagrams: at least half of the distinct ones asked, and
+            // two. A block one member asks about gets plain repairs, by unicast.
+            let distinct = seqs.len() as u16;
+            if recent == 0 && (askers.len() < 2 || distinct < 2 * need + 2) {
                 continue;
             }
-            let affordable = askers.keys().all(|receiver_id| {
-                self.members
-                    .get_mut(receiver_id)
-                    .is_some_and(|member| member.repair_budget.try_take_all(size, now))
+            let available = wire::recovery_count(len).saturating_sub(block.next_index);
+            let new = need.saturating_sub(recent).min(available);
+            if need > recent + new {
+                continue; // Out of recovery shards: plain repairs.
+            }
+            let size =
+                wire::shard_len(self.config.fragment_payload()) + wire::PARITY_BODY_HEADER_LEN;
+            let members = &mut self.members;
+            let affordable = askers.iter().all(|(receiver_id, count)| {
+                members.get_mut(receiver_id).is_some_and(|member| {
+                    member
+                        .repair_budget
+                        .try_take_all(size * usize::from(*count), now)
+                })
             });
             if !affordable {
                 continue; // The ordinary repairs apply (and their limits).
+            }
+            if new == 0 {
+                self.stats.repairs_coalesced += seqs.len() as u64;
+            }
+            for index in block.next_index..block.next_index + new {
+                self.parity.insert((first, index));
+            }
+            block.next_index += new;
+            if new > 0 {
+                block.recent.push((now, new));
             }
             for seq in seqs {
                 self.requested.remove(&seq);
                 if let Some(fragment) = self.window.fragment_mut(seq) {
                     fragment.last_repair = Some((now, None));
-                    fragment.parity_tried = true;
                 }
             }
-            self.parity.insert((first, class));
         }
     }
 
-    /// The parity of one class of a block, if the block is still held whole.
-    fn parity_body(&self, first: u64, class: u16) -> Option<Vec<u8>> {
-        let fec = self.config.fec?;
-        let shard_len = self.config.shard_len();
-        let mut acc = vec![0u8; shard_len];
-        let mut shard = Vec::with_capacity(shard_len);
-        let body = ParityBody {
-            block_first_seq: first,
-            block_size: fec.block_size,
-            parity_count: fec.parity,
-            parity_index: class,
-            shard: &[],
+    /// After the last datagram of a block went out for the first time, queues its proactive
+    /// parity.
+    fn queue_proactive_parity(&mut self, seq: u64) {
+        let Some(fec) = self.config.fec else {
+            return;
         };
-        for seq in body.covered() {
-            let fragment = self.window.fragment(seq)?;
-            shard.clear();
-            wire::encode_shard(
-                &DataBody {
-                    seq,
-                    window_low: 0,
-                    object_id: fragment.object_id,
-                    object_len: fragment.object_len,
-                    fragment_index: fragment.index,
-                    fragment_count: fragment.count,
-                    payload: &fragment.payload,
-                },
-                shard_len,
-                &mut shard,
-            );
-            acc.iter_mut().zip(&shard).for_each(|(a, b)| *a ^= b);
+        let Some(fragment) = self.window.fragment(seq) else {
+            return;
+        };
+        let (start, len) = wire::block_of(fragment.index, fragment.count, fec.max_block);
+        if fragment.index + 1 != start + u32::from(len) {
+            return;
         }
-        Some(acc)
+        let shards = fec.proactive_shards(len);
+        if shards == 0 {
+            return;
+        }
+        let first = seq + 1 - u64::from(len);
+        let block = self.fec.block_mut(first);
+        for index in block.next_index..shards {
+            self.parity.insert((first, index));
+        }
+        block.next_index = block.next_index.max(shards);
     }
 
     fn on_status(&mut self, now: Instant, receiver_id: u32, status: StatusBody) {
@@ -450,6 +504,7 @@ impl Sender {
         let Some(member) = self.members.get_mut(&receiver_id) else {
             return;
         };
+        let old_rtt = member.smoothed_rtt;
         if status.echo_timestamp_us != 0 {
             let sample_us = now_us
                 .saturating_sub(status.echo_timestamp_us)
@@ -491,14 +546,27 @@ impl Sender {
                 }
             }
         }
-        if detached
-            && cumulative >= self.window.base()
-            && let Some(member) = self.members.get_mut(&receiver_id)
-        {
-            member.detached = false;
+        let reattached = detached && cumulative >= self.window.base();
+        let mut new_rtt = None;
+        if let Some(member) = self.members.get_mut(&receiver_id) {
+            if reattached {
+                member.detached = false;
+            }
+            new_rtt = member.smoothed_rtt.filter(|_| !member.detached);
         }
-        self.update_group_rtt();
-        self.advance_window();
+        // Each status is O(1) for large groups: the group RTT is recomputed over every member
+        // only when this one held the maximum and went down, and the window only moves when
+        // this member was at its low edge.
+        let floor = self.config.min_rtt;
+        match (old_rtt, new_rtt) {
+            _ if reattached || !self.rtt_measured => self.update_group_rtt(),
+            (_, Some(new)) if new.max(floor) >= self.group_rtt => self.group_rtt = new.max(floor),
+            (Some(old), _) if old.max(floor) >= self.group_rtt => self.update_group_rtt(),
+            _ => {}
+        }
+        if previous <= self.window.base() || reattached {
+            self.advance_window();
+        }
     }
 
     fn update_group_rtt(&mut self) {
@@ -508,6 +576,7 @@ impl Sender {
             .filter(|member| !member.detached)
             .filter_map(|member| member.smoothed_rtt)
             .max();
+        self.rtt_measured = measured.is_some();
         self.group_rtt = measured
             .unwrap_or(self.config.initial_rtt)
             .max(self.config.min_rtt);
@@ -536,6 +605,7 @@ impl Sender {
             }
             self.repairs = self.repairs.split_off(&low);
             self.parity = self.parity.split_off(&(low, 0));
+            self.fec.release_below(low);
             self.requested = self.requested.split_off(&low);
         }
         let roomy = self.window.datagrams() < self.config.window_datagrams
@@ -632,27 +702,68 @@ impl Sender {
                 return Some(transmit);
             }
         }
-        while let Some((first, class)) = self.parity.pop_first() {
+        while let Some((first, index)) = self.parity.pop_first() {
             let Some(fec) = self.config.fec else { break };
-            let Some(shard) = self.parity_body(first, class) else {
-                continue;
+            let Some(fragment) = self.window.fragment(first) else {
+                continue; // Released meanwhile.
             };
-            let size = shard.len() + wire::PARITY_OVERHEAD + wire::HEADER_LEN + wire::TAG_LEN;
+            let (start, len) = wire::block_of(fragment.index, fragment.count, fec.max_block);
+            let size = wire::shard_len(fragment.payload.len())
+                + wire::PARITY_BODY_HEADER_LEN
+                + wire::HEADER_LEN
+                + wire::TAG_LEN;
             if let Some(pacer) = &mut self.pacer
                 && !pacer.try_take(size, now)
             {
-                self.parity.insert((first, class));
+                self.parity.insert((first, index));
                 return None;
             }
+            let (object_id, object_len, count) =
+                (fragment.object_id, fragment.object_len, fragment.count);
+            let fragment_size = fragment.payload.len() as u32;
+            let payloads: Vec<Bytes> = (first..first + u64::from(len))
+                .map_while(|seq| self.window.fragment(seq).map(|f| f.payload.clone()))
+                .collect();
+            if start != fragment.index || payloads.len() != usize::from(len) {
+                continue;
+            }
+            let Some(shard) = self.fec.shard(first, index, &payloads) else {
+                continue;
+            };
+            // The first fragment of a block is full unless the block is the object's last
+            // fragment alone; then the receiver needs the full size from elsewhere: it is
+            // the configured payload.
+            let fragment_size = if count > 1 {
+                self.config.fragment_payload() as u32
+            } else {
+                fragment_size
+            };
             let body = Body::Parity(ParityBody {
                 block_first_seq: first,
-                block_size: fec.block_size,
-                parity_count: fec.parity,
-                parity_index: class,
-                shard: &shard,
+                object_id,
+                object_len,
+                first_index: start,
+                fragment_count: count,
+                fragment_size,
+                block_len: len,
+                recovery_index: index,
+                shard,
             });
-            let transmit = self.seal(PacketType::Parity, &body, Destination::Group)?;
+            let shard_bytes = shard.len() as u64;
+            let mut sealer = Sealer {
+                session_id: self.session_id,
+                key: &self.key,
+                next_packet_number: &mut self.next_packet_number,
+                stats: &mut self.stats,
+            };
+            let transmit = sealer.seal(PacketType::Parity, &body, Destination::Group)?;
             self.stats.parity_sent += 1;
+            if index < fec.proactive_shards(len) {
+                self.stats.parity_proactive += 1;
+                self.stats.parity_proactive_bytes += shard_bytes;
+            } else {
+                self.stats.repair_bytes_sent += shard_bytes;
+            }
             return Some(transmit);
         }
         let (seq, destination) = if let Some((&seq, &destination)) = self.repairs.first_key_value()
@@ -661,6 +772,15 @@ impl Sender {
         } else if self.send_cursor < self.window.end() {
             (self.send_cursor, None)
         } else {
+            // The burst is over: say where it ended, unless a tail went out just now.
+            let gap = self.config.tail_interval / 10;
+            if self.burst_unannounced
+                && self
+                    .last_tail_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= gap)
+            {
+                return self.tail(now);
+            }
             return None;
         };
         let size = self.window.fragment(seq).map_or(0, |f| f.payload.len())
@@ -679,6 +799,7 @@ impl Sender {
             }
             None => {
                 self.send_cursor += 1;
+                self.burst_unannounced = true;
                 PacketType::Data
             }
         };
@@ -716,8 +837,11 @@ impl Sender {
         }
         if destination.is_some() {
             self.stats.repair_bytes_sent += payload_len;
-        } else if last_fragment && let Some(object) = self.window.object_by_seq_mut(seq) {
-            object.sent_at = Some(now);
+        } else {
+            if last_fragment && let Some(object) = self.window.object_by_seq_mut(seq) {
+                object.sent_at = Some(now);
+            }
+            self.queue_proactive_parity(seq);
         }
         Some(transmit)
     }
@@ -739,14 +863,14 @@ impl Sender {
             // Receivers time their NACK retries by this: a repair comes back after the round
             // trip and the coalescing wait, so announcing the bare RTT would make them NACK
             // again before the first repair could arrive.
-            group_rtt_us: u32::try_from((self.group_rtt + self.config.nack_coalescing).as_micros())
+            group_rtt_us: u32::try_from((self.group_rtt + self.coalescing()).as_micros())
                 .unwrap_or(u32::MAX),
-            fec_block: self.config.fec.map_or(0, |fec| fec.block_size),
-            fec_parity: self.config.fec.map_or(0, |fec| fec.parity),
             objects,
         });
         let transmit = self.seal(PacketType::Tail, &body, Destination::Group)?;
         self.stats.tails_sent += 1;
+        self.last_tail_at = Some(now);
+        self.burst_unannounced = false;
         if let Some(pacer) = &mut self.pacer {
             // Tails are small and keep loss detection alive: they never wait for the pacer,
             // but count against it.
@@ -793,6 +917,13 @@ impl Sender {
         let output_waiting = !self.repairs.is_empty()
             || !self.parity.is_empty()
             || self.send_cursor < self.window.end();
+        // The burst's tail is due when nothing else waits (poll_transmit sends it then).
+        if self.burst_unannounced
+            && !output_waiting
+            && let Some(at) = self.last_tail_at
+        {
+            deadline = deadline.min(at + self.config.tail_interval / 10);
+        }
         if output_waiting && let Some(pacer) = &self.pacer {
             deadline = deadline.min(pacer.ready_at());
         }

@@ -34,12 +34,17 @@ pub struct SenderStats {
     pub repairs_multicast: u64,
     /// Repairs sent to one receiver.
     pub repairs_unicast: u64,
-    /// Payload bytes of repairs.
+    /// Payload bytes of repairs and shard bytes of parity sent on demand.
     pub repair_bytes_sent: u64,
     /// Tail announcements.
     pub tails_sent: u64,
-    /// Parity datagrams (sent instead of several repairs).
+    /// Parity datagrams, proactive and on demand (on demand: sent instead of several
+    /// repairs).
     pub parity_sent: u64,
+    /// Of which proactive (sent with the data, before any NACK).
+    pub parity_proactive: u64,
+    /// Shard bytes of the proactive parity (the cost of FEC when nothing is lost).
+    pub parity_proactive_bytes: u64,
     /// Authenticated NACK datagrams.
     pub nacks_received: u64,
     /// Sequence numbers those NACKs asked for.

@@ -16,8 +16,6 @@ pub(crate) struct Fragment {
     pub(crate) payload: Bytes,
     /// The last repair: when, and to whom (`None`: the whole group).
     pub(crate) last_repair: Option<(Instant, Option<u32>)>,
-    /// A parity covering it was sent for a NACK: a later NACK gets a plain repair.
-    pub(crate) parity_tried: bool,
 }
 
 /// An object with datagrams in the window.
@@ -96,7 +94,6 @@ impl TransmitWindow {
                 count,
                 payload: data.slice(start..end),
                 last_repair: None,
-                parity_tried: false,
             });
         }
         self.bytes += object_len;

@@ -29,16 +29,20 @@
 //!     timestamp_us u64  sender clock, echoed in Status for the RTT
 //!     group_rtt_us u32  the group RTT plus the sender's NACK coalescing wait: how long a
 //!                       repair takes to come back, which receivers scale NACK timers by
-//!     fec_block u16, fec_parity u16: the parity layout (0, 0 without parity repair)
 //!     count u16, then count x (object_id u64, first_seq u64, fragment_count u32):
 //!                       the most recent objects, so a receiver learns of an object whose
 //!                       datagrams were all lost
-//! 4 Parity (sender -> group)
-//!     block_first_seq u64, block_size u16, parity_count u16, parity_index u16,
-//!     shard: the XOR of the shards of the block's seqs s with
-//!     (s - block_first_seq) % parity_count == parity_index, where a seq's shard is
-//!     its Data body (window_low set to 0) behind a u16 length, zero-padded to the
-//!     largest data body + 2
+//! 4 Parity (sender -> group): one Reed-Solomon recovery shard of a block
+//!     block_first_seq u64  the block's first seq; its seqs are block_first_seq + 0..block_len
+//!     object_id u64, object_len u64, first_index u32 (fragment index of block_first_seq),
+//!     fragment_count u32, fragment_size u32 (payload bytes of every fragment of the object
+//!     but its last): enough to rebuild any of the block's data bodies
+//!     block_len u16     source datagrams in the block (1..=1024)
+//!     recovery_index u16  which recovery shard (below max(4, ceil(block_len / 2)), the
+//!                       count the code is computed for): indexes 0.. are sent
+//!                       proactively, the following ones on demand, each index once
+//!     shard (the rest): recovery shard of the block's payloads, each zero-padded to the
+//!                       shard's length (even: the block's largest payload rounded up)
 //! 5 Nack (receiver -> sender, unicast)
 //!     count u16, then count x (first_seq u64, length u32): missing sequence ranges
 //! 6 Status (receiver -> sender, unicast)
@@ -47,26 +51,40 @@
 //!     count u16, then count x object_id u64: objects given up as lost
 //! ```
 //!
+//! Blocks never span objects: an object of `n` fragments is cut into `ceil(n / max_block)`
+//! blocks of near-equal length (see [`block_of`]), so a small object is one block and the
+//! parity of a block always describes one object. Receivers take the layout from each parity
+//! datagram; nothing else announces it.
+//!
 //! Decoding is total: any byte string yields a packet or a [`DecodeError`], never a panic.
 
 use std::fmt;
 
 /// Protocol version carried in every datagram.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of the clear header.
 pub const HEADER_LEN: usize = 22;
 /// Bytes of the AEAD tag.
 pub const TAG_LEN: usize = 16;
 /// Bytes of a data body before its payload.
 pub const DATA_BODY_HEADER_LEN: usize = 40;
-/// Bytes a parity body adds to a shard (which itself adds a 2-byte length to a data body).
-pub const PARITY_OVERHEAD: usize = 14 + 2;
+/// Bytes of a parity body before its shard (as many as a data body's, so a parity datagram
+/// of a full block is exactly as large as a full data datagram).
+pub const PARITY_BODY_HEADER_LEN: usize = 40;
+/// Source datagrams in one parity block at most.
+pub const MAX_BLOCK_LEN: u16 = 1024;
+/// Recovery shards of a block of `block_len` datagrams: half its length, at least 4. Sender
+/// and receivers use the same count, as the erasure code's shards depend on it; repairs
+/// beyond it are plain retransmissions.
+pub fn recovery_count(block_len: u16) -> u16 {
+    block_len.div_ceil(2).max(4)
+}
 /// Largest fragment payload any datagram can carry.
 pub const MAX_FRAGMENT_PAYLOAD: usize = 65_507 - HEADER_LEN - TAG_LEN - DATA_BODY_HEADER_LEN;
 /// Smallest body any datagram size must accommodate (a tail with no objects).
 pub const MIN_CONTROL_BODY: usize = DATA_BODY_HEADER_LEN + 1;
 /// Bytes of a tail body before its objects.
-pub const TAIL_BODY_HEADER_LEN: usize = 34;
+pub const TAIL_BODY_HEADER_LEN: usize = 30;
 /// Bytes of one object in a tail body.
 pub const TAIL_OBJECT_LEN: usize = 20;
 /// Objects listed in one tail announcement at most.
@@ -203,67 +221,104 @@ pub struct TailBody {
     pub timestamp_us: u64,
     /// The group RTT in microseconds.
     pub group_rtt_us: u32,
-    /// Source datagrams per parity block (0: no parity repair).
-    pub fec_block: u16,
-    /// Parity datagrams per block.
-    pub fec_parity: u16,
     /// Most recent objects.
     pub objects: Vec<TailObject>,
 }
 
-/// A parity body: the XOR of one interleaved class of a block's shards.
+/// A parity body: one Reed-Solomon recovery shard of a block of one object's datagrams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParityBody<'a> {
     /// First sequence number of the block.
     pub block_first_seq: u64,
+    /// The object the block belongs to.
+    pub object_id: u64,
+    /// The object's whole length in bytes.
+    pub object_len: u64,
+    /// Fragment index of the block's first datagram.
+    pub first_index: u32,
+    /// Fragments of the object.
+    pub fragment_count: u32,
+    /// Payload bytes of each of the object's fragments but the last.
+    pub fragment_size: u32,
     /// Source datagrams in the block.
-    pub block_size: u16,
-    /// Parity datagrams per block (the interleaving).
-    pub parity_count: u16,
-    /// Which class this parity covers.
-    pub parity_index: u16,
-    /// The XOR of the class's shards.
+    pub block_len: u16,
+    /// Which recovery shard this is.
+    pub recovery_index: u16,
+    /// The recovery shard.
     pub shard: &'a [u8],
 }
 
 impl ParityBody<'_> {
     /// The sequence numbers this parity covers.
-    pub fn covered(&self) -> impl Iterator<Item = u64> + '_ {
-        (u64::from(self.parity_index)..u64::from(self.block_size))
-            .step_by(usize::from(self.parity_count.max(1)))
-            .map(|offset| self.block_first_seq + offset)
+    pub fn covered(&self) -> std::ops::Range<u64> {
+        self.block_first_seq..self.block_first_seq + u64::from(self.block_len)
+    }
+
+    /// Payload bytes of the object's fragment `index` (see [`fragment_len`]).
+    pub fn payload_len(&self, index: u32) -> Option<usize> {
+        fragment_len(
+            self.object_len,
+            self.fragment_count,
+            self.fragment_size,
+            index,
+        )
     }
 }
 
-/// Appends the shard of a data body: its length, its encoding with `window_low` 0, zeros up
-/// to `shard_len`.
-pub fn encode_shard(data: &DataBody<'_>, shard_len: usize, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0, 0]);
-    Body::Data(DataBody {
-        window_low: 0,
-        ..data.clone()
-    })
-    .encode(out);
-    let body_len = (out.len() - start - 2) as u16;
-    out[start..start + 2].copy_from_slice(&body_len.to_be_bytes());
-    out.resize(start + shard_len.max(out.len() - start), 0);
+/// Payload bytes of fragment `index` of an object of `object_len` bytes in `count` fragments
+/// of `size` bytes but the last, or `None` when these contradict each other.
+pub fn fragment_len(object_len: u64, count: u32, size: u32, index: u32) -> Option<usize> {
+    let size = u64::from(size);
+    let before_last = u64::from(count.checked_sub(1)?).checked_mul(size)?;
+    let last = object_len.checked_sub(before_last)?;
+    if last > size && count > 1 {
+        return None;
+    }
+    let len = if index + 1 == count {
+        last
+    } else if index < count {
+        size
+    } else {
+        return None;
+    };
+    usize::try_from(len).ok()
 }
 
-/// Reads the data body out of a shard.
-pub fn decode_shard(shard: &[u8]) -> Result<DataBody<'_>, DecodeError> {
-    let mut reader = Reader::new(shard);
-    let len = usize::from(reader.u16("shard length")?);
-    let rest = reader.rest();
-    let body = rest.get(..len).ok_or(DecodeError::Truncated {
-        what: "shard body",
-        needed: len,
-        got: rest.len(),
-    })?;
-    match decode_body(PacketType::Data, body)? {
-        Body::Data(data) => Ok(data),
-        _ => Err(DecodeError::Invalid("shard is not a data body")),
-    }
+/// The block holding fragment `index` of an object of `count` fragments, with blocks of at
+/// most `max_block` datagrams: the object is cut into `ceil(count / max_block)` blocks whose
+/// lengths differ by one at most, so the block size follows the object's size. Returns the
+/// fragment index of the block's start and the block's length.
+///
+/// ```
+/// use replicast_transport::multicast::proto::wire::block_of;
+/// // 130 fragments, blocks of at most 64: three blocks of 44, 43 and 43.
+/// assert_eq!(block_of(0, 130, 64), (0, 44));
+/// assert_eq!(block_of(44, 130, 64), (44, 43));
+/// assert_eq!(block_of(129, 130, 64), (87, 43));
+/// // A small object is one block.
+/// assert_eq!(block_of(2, 5, 64), (0, 5));
+/// ```
+pub fn block_of(index: u32, count: u32, max_block: u16) -> (u32, u16) {
+    let max_block = u32::from(max_block.max(1));
+    let count = count.max(1);
+    let index = index.min(count - 1);
+    let blocks = count.div_ceil(max_block);
+    let base = count / blocks;
+    let extra = count % blocks;
+    // The first `extra` blocks have one datagram more.
+    let long_end = extra * (base + 1);
+    let (start, len) = if index < long_end {
+        (index / (base + 1) * (base + 1), base + 1)
+    } else {
+        (long_end + (index - long_end) / base * base, base)
+    };
+    (start, u16::try_from(len).unwrap_or(u16::MAX))
+}
+
+/// Shard bytes of a block whose largest payload is `largest`: even, as the erasure code
+/// needs, and never zero.
+pub fn shard_len(largest: usize) -> usize {
+    largest.max(1).next_multiple_of(2)
 }
 
 /// A range of missing sequence numbers.
@@ -321,8 +376,6 @@ impl Body<'_> {
                 out.extend_from_slice(&tail.window_low.to_be_bytes());
                 out.extend_from_slice(&tail.timestamp_us.to_be_bytes());
                 out.extend_from_slice(&tail.group_rtt_us.to_be_bytes());
-                out.extend_from_slice(&tail.fec_block.to_be_bytes());
-                out.extend_from_slice(&tail.fec_parity.to_be_bytes());
                 let objects = &tail.objects[..tail.objects.len().min(MAX_TAIL_OBJECTS)];
                 out.extend_from_slice(&(objects.len() as u16).to_be_bytes());
                 for object in objects {
@@ -333,9 +386,13 @@ impl Body<'_> {
             }
             Body::Parity(parity) => {
                 out.extend_from_slice(&parity.block_first_seq.to_be_bytes());
-                out.extend_from_slice(&parity.block_size.to_be_bytes());
-                out.extend_from_slice(&parity.parity_count.to_be_bytes());
-                out.extend_from_slice(&parity.parity_index.to_be_bytes());
+                out.extend_from_slice(&parity.object_id.to_be_bytes());
+                out.extend_from_slice(&parity.object_len.to_be_bytes());
+                out.extend_from_slice(&parity.first_index.to_be_bytes());
+                out.extend_from_slice(&parity.fragment_count.to_be_bytes());
+                out.extend_from_slice(&parity.fragment_size.to_be_bytes());
+                out.extend_from_slice(&parity.block_len.to_be_bytes());
+                out.extend_from_slice(&parity.recovery_index.to_be_bytes());
                 out.extend_from_slice(parity.shard);
             }
             Body::Nack(ranges) => {
@@ -391,8 +448,6 @@ pub fn decode_body(packet_type: PacketType, body: &[u8]) -> Result<Body<'_>, Dec
             let window_low = reader.u64("window low")?;
             let timestamp_us = reader.u64("timestamp")?;
             let group_rtt_us = reader.u32("group rtt")?;
-            let fec_block = reader.u16("fec block")?;
-            let fec_parity = reader.u16("fec parity")?;
             let count = reader.u16("object count")? as usize;
             if count > MAX_TAIL_OBJECTS {
                 return Err(DecodeError::Invalid("too many tail objects"));
@@ -414,24 +469,47 @@ pub fn decode_body(packet_type: PacketType, body: &[u8]) -> Result<Body<'_>, Dec
                 window_low,
                 timestamp_us,
                 group_rtt_us,
-                fec_block,
-                fec_parity,
                 objects,
             })
         }
         PacketType::Parity => {
             let parity = ParityBody {
                 block_first_seq: reader.u64("block first seq")?,
-                block_size: reader.u16("block size")?,
-                parity_count: reader.u16("parity count")?,
-                parity_index: reader.u16("parity index")?,
+                object_id: reader.u64("object id")?,
+                object_len: reader.u64("object length")?,
+                first_index: reader.u32("first index")?,
+                fragment_count: reader.u32("fragment count")?,
+                fragment_size: reader.u32("fragment size")?,
+                block_len: reader.u16("block length")?,
+                recovery_index: reader.u16("recovery index")?,
                 shard: reader.rest(),
             };
-            if parity.block_size == 0
-                || parity.parity_count == 0
-                || parity.parity_index >= parity.parity_count
+            let block_end = u64::from(parity.first_index) + u64::from(parity.block_len);
+            if parity.block_len == 0
+                || parity.block_len > MAX_BLOCK_LEN
+                || block_end > u64::from(parity.fragment_count)
+                || u64::from(parity.first_index) > parity.block_first_seq
+                || parity
+                    .block_first_seq
+                    .checked_add(u64::from(parity.block_len))
+                    .is_none()
             {
-                return Err(DecodeError::Invalid("parity outside its block layout"));
+                return Err(DecodeError::Invalid("parity block outside its object"));
+            }
+            if parity.recovery_index >= recovery_count(parity.block_len) {
+                return Err(DecodeError::Invalid("recovery index out of range"));
+            }
+            // The block's first fragment is its largest: the shard is that, rounded up.
+            match parity.payload_len(parity.first_index) {
+                None => {
+                    return Err(DecodeError::Invalid(
+                        "object length contradicts its fragments",
+                    ));
+                }
+                Some(largest) if parity.shard.len() != shard_len(largest) => {
+                    return Err(DecodeError::Invalid("parity shard of the wrong length"));
+                }
+                Some(_) => {}
             }
             return Ok(Body::Parity(parity));
         }

@@ -1,0 +1,254 @@
+//! A node's QUIC endpoint, and a client's connection, from its configuration file: what
+//! `replicast node`, `replicast client`, `replicast status` and the ZODB storage share.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use replicast_node::client::ClientConfig;
+//! use replicast_node::config::NodeConfig;
+//! use replicast_node::driver::connect_from_config;
+//!
+//! let config = NodeConfig::load("/etc/replicast/client.toml")?;
+//! let (client, endpoint) =
+//!     connect_from_config(&config, ClientConfig::default(), Duration::from_secs(10)).await?;
+//! let oid = client.new_oids(1).await?[0];
+//! client.close().await?;
+//! // Bounded: the master may be gone.
+//! let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+//! # let _ = oid; Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use replicast_certs::{CertError, NodeIdentity};
+use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutError, Strategy};
+use replicast_transport::multicast::driver::{
+    MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
+};
+use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
+
+use super::client_handle::{ClientError, ClientHandle};
+use super::run::DriverConfig;
+use crate::client::{Client, ClientConfig};
+use crate::config::{FanoutStrategy, LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
+
+/// Why a node's endpoint or a client's connection could not be made from its configuration;
+/// each names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The certificate files of `[tls]` do not load.
+    #[error("cannot load the node's certificate ([tls] in {file}): {source}")]
+    Certificate {
+        /// The configuration file.
+        file: PathBuf,
+        /// Why.
+        source: Box<CertError>,
+    },
+    /// The certificate is for another node.
+    #[error("{file}: `node.name` is {name:?} but the certificate {cert} is for {certified:?}")]
+    NameMismatch {
+        /// The configuration file.
+        file: PathBuf,
+        /// `node.name`.
+        name: String,
+        /// `tls.cert`.
+        cert: PathBuf,
+        /// The name in the certificate.
+        certified: String,
+    },
+    /// The QUIC endpoint does not bind.
+    #[error("cannot listen at {listen} (`node.listen` in {file}): {source}")]
+    Bind {
+        /// The configuration file.
+        file: PathBuf,
+        /// `node.listen`.
+        listen: SocketAddr,
+        /// Why.
+        source: Box<LinkError>,
+    },
+    /// The file is not a client's.
+    #[error("{file}: `node.role` is {role:?}; a client's configuration is needed")]
+    NotAClient {
+        /// The configuration file.
+        file: PathBuf,
+        /// `node.role`.
+        role: &'static str,
+    },
+    /// `fanout.strategy` sends to a group, and `[multicast]` is missing.
+    #[error("{file}: `fanout.strategy` = \"{strategy}\" sends to a group: [multicast] is missing")]
+    NoGroup {
+        /// The configuration file.
+        file: PathBuf,
+        /// `fanout.strategy`.
+        strategy: FanoutStrategy,
+    },
+    /// The multicast group of `[multicast]` cannot be sent to.
+    #[error(
+        "{file}: cannot send to `multicast.group` {group} on `multicast.interface` {interface}: {source}"
+    )]
+    Multicast {
+        /// The configuration file.
+        file: PathBuf,
+        /// `multicast.group`.
+        group: SocketAddr,
+        /// `multicast.interface`.
+        interface: String,
+        /// Why.
+        source: Box<FanoutError>,
+    },
+    /// The master did not answer, or refused.
+    #[error("cannot connect to the master {master} (`master` in {file}): {source}")]
+    Connect {
+        /// The configuration file.
+        file: PathBuf,
+        /// The master's name.
+        master: String,
+        /// Why.
+        source: Box<ClientError>,
+    },
+}
+
+/// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
+/// `node.listen` with the `[link]` tuning.
+pub fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, ConnectError> {
+    let file = || config.origin.clone();
+    let tls = &config.tls;
+    let certificate = |source| ConnectError::Certificate {
+        file: file(),
+        source: Box::new(source),
+    };
+    let identity = NodeIdentity::load(&tls.cert, &tls.key, &tls.ca).map_err(certificate)?;
+    if identity.name() != config.node.name.as_str() {
+        return Err(ConnectError::NameMismatch {
+            file: file(),
+            name: config.node.name.as_str().to_owned(),
+            cert: tls.cert.clone(),
+            certified: identity.name().to_owned(),
+        });
+    }
+    Endpoint::bind(EndpointConfig {
+        listen: config.node.listen,
+        server_tls: identity.server_config().map_err(certificate)?,
+        client_tls: identity.client_config().map_err(certificate)?,
+        link: link_config(&config.link),
+    })
+    .map_err(|source| ConnectError::Bind {
+        file: file(),
+        listen: config.node.listen,
+        source: Box::new(source),
+    })
+}
+
+/// The transport's link configuration for the `[link]` tuning.
+pub fn link_config(tuning: &LinkTuning) -> LinkConfig {
+    LinkConfig {
+        keep_alive: tuning.keep_alive,
+        idle_timeout: Some(tuning.idle_timeout),
+        // The file allows any u64; quinn's stream window is a u32, so a larger value is the
+        // largest window it can have.
+        stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
+        send_window: tuning.send_window,
+        ..LinkConfig::default()
+    }
+}
+
+/// The transport's name for the interface of `[multicast]`.
+pub fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
+    match &multicast.interface {
+        crate::config::MulticastInterface::Name(name) => MulticastInterface::Name(name.clone()),
+        crate::config::MulticastInterface::Address(address) => {
+            MulticastInterface::Address(*address)
+        }
+    }
+}
+
+/// The fan-out writer of a client's `[fanout] strategy` on `endpoint`: unicast needs no group;
+/// multicast and auto send to `[multicast]`, as a session of its own (a random id per call).
+pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout, ConnectError> {
+    let RoleConfig::Client { fanout, .. } = &config.role else {
+        return Err(not_a_client(config));
+    };
+    let strategy = match fanout {
+        FanoutStrategy::Unicast => return Ok(Fanout::unicast(endpoint.clone())),
+        FanoutStrategy::Multicast => Strategy::Multicast,
+        FanoutStrategy::Auto => Strategy::Auto,
+    };
+    let multicast = config
+        .multicast
+        .as_ref()
+        .ok_or_else(|| ConnectError::NoGroup {
+            file: config.origin.clone(),
+            strategy: *fanout,
+        })?;
+    let mut socket = MulticastSocketConfig::new(multicast.group)
+        .with_interface(multicast_interface(multicast))
+        .with_ttl(multicast.ttl);
+    socket.loopback = multicast.loopback;
+    // Each writer is a session of its own: storages keep the sessions of earlier runs (and of
+    // other processes with the same name) apart. RandomState is seeded from the operating
+    // system's randomness.
+    let session_id = RandomState::new().build_hasher().finish();
+    let sender = MulticastSenderConfig::new(socket, session_id);
+    Fanout::bind(
+        endpoint.clone(),
+        FanoutConfig {
+            strategy,
+            ..FanoutConfig::new(sender)
+        },
+    )
+    .map_err(|source| ConnectError::Multicast {
+        file: config.origin.clone(),
+        group: multicast.group,
+        interface: multicast.interface.to_string(),
+        source: Box::new(source),
+    })
+}
+
+/// Connects a client from its configuration file: binds its endpoint, starts its fan-out
+/// writer (`[fanout]`), finds the master (`[master]`) and the storages (the master's address
+/// book, and `[storages]` where given) and waits, bounded by `timeout`, for the partition
+/// table. Returns the handle and its endpoint: after [`ClientHandle::close`], wait (bounded)
+/// for [`Endpoint::wait_idle`] so that the master learns the client left before the process
+/// exits.
+pub async fn connect_from_config(
+    config: &NodeConfig,
+    client: ClientConfig,
+    timeout: Duration,
+) -> Result<(ClientHandle, Endpoint), ConnectError> {
+    let RoleConfig::Client { master, .. } = &config.role else {
+        return Err(not_a_client(config));
+    };
+    let mut directory: HashMap<String, SocketAddr> = config
+        .storage_addresses
+        .iter()
+        .map(|(name, address)| (name.as_str().to_owned(), *address))
+        .collect();
+    directory.insert(master.name.as_str().to_owned(), master.address);
+    let endpoint = bind_endpoint(config)?;
+    let writer = fanout_writer(config, &endpoint)?;
+    let role = Client::new(config.node.name.as_str(), master.name.as_str(), client);
+    let driver = DriverConfig {
+        directory,
+        ..DriverConfig::default()
+    };
+    let handle = ClientHandle::connect_with_fanout(role, endpoint.clone(), driver, timeout, writer)
+        .await
+        .map_err(|source| ConnectError::Connect {
+            file: config.origin.clone(),
+            master: master.name.as_str().to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok((handle, endpoint))
+}
+
+fn not_a_client(config: &NodeConfig) -> ConnectError {
+    ConnectError::NotAClient {
+        file: config.origin.clone(),
+        role: config.role().as_str(),
+    }
+}

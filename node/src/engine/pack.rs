@@ -1,0 +1,240 @@
+//! Pack and garbage collection (ZODB's `pack(t, referencesf)`), in bounded steps.
+//!
+//! Packing at TID `t` removes every revision older than `t` that is not current at `t` (the
+//! last revision at or before `t` stays, and everything after), and an object whose current
+//! revision at `t` is a deletion (its creation was undone) entirely when nothing follows.
+//! Transactions left without revisions go too. A kept revision that is an undo's
+//! back-pointer at a removed one gets the content copied in. The pack TID is remembered: the
+//! undo log stops there, and transactions at or before it cannot be undone.
+//!
+//! Garbage collection needs the references inside the objects' data, which only the
+//! application reads (ZODB's `referencesf` on pickles): the application computes which
+//! objects are unreachable at `t` and [`collect`](Engine::collect)s them.
+
+use redb::{Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::error::database;
+use super::records::{ObjectRecord, StoredData, TransactionRecord, encode};
+use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
+use super::{Engine, EngineError, read_record, read_revision, read_transaction};
+use crate::ids::{Oid, Tid};
+use crate::object::ObjectData;
+
+/// Facts about the whole store: name -> 8-byte value.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The TID of the last pack, in [`META`].
+const PACKED: &str = "packed";
+
+/// What one pack step did ([`Engine::pack_step`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackStep {
+    /// The object to go on after; `None` when the store is packed.
+    pub resume: Option<Oid>,
+    /// Revisions removed.
+    pub removed: u64,
+}
+
+impl Engine {
+    /// The TID of the last pack ([`Tid::ZERO`] if the store was never packed).
+    pub fn packed(&self) -> Result<Tid, EngineError> {
+        let txn = self.db.begin_read().map_err(database("begin read"))?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            // Created by the first pack.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Tid::ZERO),
+            Err(error) => return Err(database("open meta")(error)),
+        };
+        Ok(meta
+            .get(PACKED)
+            .map_err(database("read pack TID"))?
+            .map_or(Tid::ZERO, |packed| Tid(packed.value())))
+    }
+
+    /// Packs the objects after `after` (in OID order), at most `max_objects` of them, at
+    /// `tid`; see the [module documentation](self). Durable when it returns.
+    pub fn pack_step(
+        &self,
+        tid: Tid,
+        after: Option<Oid>,
+        max_objects: usize,
+    ) -> Result<PackStep, EngineError> {
+        let first = match after {
+            Some(oid) => match oid.0.checked_add(1) {
+                Some(next) => Oid(next),
+                None => return Ok(PackStep::default()),
+            },
+            None => Oid(0),
+        };
+        let txn = self.begin(Durability::Immediate)?;
+        let mut step = PackStep::default();
+        {
+            let mut meta = txn.open_table(META).map_err(database("open meta"))?;
+            let packed = meta
+                .get(PACKED)
+                .map_err(database("read pack TID"))?
+                .map_or(0, |packed| packed.value());
+            meta.insert(PACKED, packed.max(tid.0))
+                .map_err(database("record pack TID"))?;
+            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            let mut oid = first;
+            for _ in 0..max_objects {
+                let Some(next) = next_object(&objects, oid)? else {
+                    step.resume = None;
+                    break;
+                };
+                step.removed += pack_object(&txn, &mut objects, next, tid)?;
+                step.resume = Some(next);
+                match next.0.checked_add(1) {
+                    Some(following) => oid = Oid(following),
+                    None => {
+                        step.resume = None;
+                        break;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(database("commit pack"))?;
+        Ok(step)
+    }
+
+    /// Removes every revision of each of `oids` that has none after `tid` (unreachable at a
+    /// pack at `tid`; one written since is reachable again), with the transactions left
+    /// without revisions. Returns how many revisions went. Durable when it returns.
+    pub fn collect(&self, tid: Tid, oids: &[Oid]) -> Result<u64, EngineError> {
+        let txn = self.begin(Durability::Immediate)?;
+        let mut removed = 0;
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+            for oid in oids {
+                let revisions = revisions_of(&objects, *oid)?;
+                if revisions.last().is_none_or(|last| *last > tid) {
+                    continue;
+                }
+                for revision in revisions {
+                    remove_revision(&txn, &mut objects, *oid, revision)?;
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().map_err(database("commit collect"))?;
+        Ok(removed)
+    }
+}
+
+/// The first object at or after `from` that has a revision.
+fn next_object(
+    objects: &Table<(Oid, Tid), &'static [u8]>,
+    from: Oid,
+) -> Result<Option<Oid>, EngineError> {
+    Ok(objects
+        .range((from, Tid::ZERO)..)
+        .map_err(database("find next object"))?
+        .next()
+        .transpose()
+        .map_err(database("read next object"))?
+        .map(|(key, _)| key.value().0))
+}
+
+/// The TIDs of every revision of `oid`, oldest first.
+fn revisions_of(
+    objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+) -> Result<Vec<Tid>, EngineError> {
+    let mut tids = Vec::new();
+    for entry in objects
+        .range((oid, Tid::ZERO)..=(oid, Tid::MAX))
+        .map_err(database("scan revisions"))?
+    {
+        let (key, _) = entry.map_err(database("read revision"))?;
+        tids.push(key.value().1);
+    }
+    Ok(tids)
+}
+
+/// Packs one object at `tid`; returns how many of its revisions went.
+fn pack_object(
+    txn: &WriteTransaction,
+    objects: &mut Table<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    tid: Tid,
+) -> Result<u64, EngineError> {
+    let revisions = revisions_of(objects, oid)?;
+    let current = revisions.iter().rposition(|revision| *revision <= tid);
+    let Some(current) = current else {
+        return Ok(0);
+    };
+    let mut doomed: Vec<Tid> = revisions[..current].to_vec();
+    let after_pack = &revisions[current + 1..];
+    let current_tid = revisions[current];
+    let deleted = matches!(
+        read_revision(objects, oid, current_tid)?,
+        Some((ObjectData::Deleted, _))
+    );
+    if deleted && after_pack.is_empty() {
+        // Gone at the pack TID, and nothing brought it back.
+        doomed.push(current_tid);
+    }
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    // Kept revisions that point at a doomed one get its content.
+    for kept in revisions
+        .iter()
+        .filter(|revision| !doomed.contains(revision))
+    {
+        let Some(record) = read_record(objects, oid, *kept)? else {
+            continue;
+        };
+        if let StoredData::SameAs(target) = record.data
+            && doomed.contains(&target)
+        {
+            let Some((data, _)) = read_revision(objects, oid, *kept)? else {
+                continue;
+            };
+            let record = ObjectRecord {
+                data: StoredData::Content(data),
+                digest: record.digest,
+            };
+            let record = encode(OBJECTS_NAME, &record)?;
+            objects
+                .insert((oid, *kept), record.as_slice())
+                .map_err(database("copy undone content"))?;
+        }
+    }
+    let removed = doomed.len() as u64;
+    for revision in doomed {
+        remove_revision(txn, objects, oid, revision)?;
+    }
+    Ok(removed)
+}
+
+/// Removes revision `tid` of `oid`, and `oid` from the transaction's record (the record with
+/// it when no revision is left).
+fn remove_revision(
+    txn: &WriteTransaction,
+    objects: &mut Table<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    tid: Tid,
+) -> Result<(), EngineError> {
+    objects
+        .remove((oid, tid))
+        .map_err(database("remove revision"))?;
+    let mut transactions = txn
+        .open_table(TRANSACTIONS)
+        .map_err(database("open transactions"))?;
+    let Some(mut record): Option<TransactionRecord> = read_transaction(&transactions, tid)? else {
+        return Ok(());
+    };
+    record.oids.retain(|kept| *kept != oid);
+    if record.oids.is_empty() {
+        transactions
+            .remove(tid)
+            .map_err(database("remove transaction"))?;
+    } else {
+        let record = encode(TRANSACTIONS_NAME, &record)?;
+        transactions
+            .insert(tid, record.as_slice())
+            .map_err(database("update transaction"))?;
+    }
+    Ok(())
+}
