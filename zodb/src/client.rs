@@ -15,16 +15,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use replicast_node::client::{AskTarget, Conflict, ConflictKind};
+use replicast_node::client::{Conflict, ConflictKind};
 use replicast_node::driver::{ClientError, ClientHandle, Invalidation};
+use replicast_node::ids::Tid;
 use replicast_node::object::ObjectData;
-use replicast_node::protocol::{LoadBefore, StorageAnswer, StorageAsk};
+use replicast_node::protocol::LoadBefore;
 use replicast_node::transaction::TransactionInfo;
 use replicast_transport::quic::Endpoint;
 
 use crate::connect::connect;
 use crate::errors::{ZodbError, raise_pos, seconds, wrong_type};
 use crate::ids::{oid_bytes, tid, tid_bytes};
+use crate::log::{
+    NativeObjectScan, NativeTransactionIterator, data_bytes, pack_report, undo_log, undo_records,
+};
 use crate::runtime::runtime;
 
 /// How long a closing client waits for its peers to acknowledge that it left.
@@ -350,9 +354,15 @@ impl NativeClient {
         Ok(tid_bytes(py, tid))
     }
 
-    /// Aborts the transaction in progress everywhere (nothing when none is).
-    fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        self.call(py, |h| async move { h.abort().await })
+    /// Aborts the transaction in progress everywhere (nothing when none is); with `ttid`
+    /// (what `begin` returned), only if that transaction is still the one in progress, so a
+    /// late abort never hits a transaction another thread began since.
+    #[pyo3(signature = (ttid = None))]
+    fn abort(&self, py: Python<'_>, ttid: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        match optional_tid("ttid", ttid)? {
+            Some(ttid) => self.call(py, move |h| async move { h.abort_transaction(ttid).await }),
+            None => self.call(py, |h| async move { h.abort().await }),
+        }
     }
 
     /// The last committed revision of `oid` as `(data, tid)` (`data` is `None` when the
@@ -417,14 +427,7 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyList>> {
         let oid_value = oid.clone();
         let oid = crate::ids::oid(oid)?;
-        let ask = StorageAsk::History { oid, size };
-        let answer = self.read(py, move |h| {
-            let ask = ask.clone();
-            async move { h.ask(ask, AskTarget::Object(oid)).await }
-        })?;
-        let StorageAnswer::History(entries) = answer else {
-            return Err(ZodbError::from(ClientError::BadAnswer { what: "History" }).into_py(py));
-        };
+        let entries = self.read(py, move |h| async move { h.history(oid, size).await })?;
         if entries.is_empty() {
             return Err(poskey(py, &oid_value));
         }
@@ -444,6 +447,96 @@ impl NativeClient {
             })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, rows)
+    }
+
+    /// ZODB's `iterator(start, stop)`: the committed transactions with TIDs from `start`
+    /// (`None`: the first) to `stop` (`None`: the last this client knows now), oldest first,
+    /// as they were when this was called (commits made meanwhile are not shown).
+    #[pyo3(signature = (start = None, stop = None))]
+    fn iterator(
+        &self,
+        start: Option<&Bound<'_, PyAny>>,
+        stop: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<NativeTransactionIterator> {
+        let start = optional_tid("start", start)?.unwrap_or(Tid::ZERO);
+        let stop = optional_tid("stop", stop)?;
+        Ok(NativeTransactionIterator::new(
+            self.shared.handle.iterator(start, stop),
+        ))
+    }
+
+    /// Up to `count` committed transactions with TIDs below `before`, newest first, as
+    /// `(tid, user, description, extension)`; packed-away transactions are not listed.
+    fn undo_log<'py>(
+        &self,
+        py: Python<'py>,
+        before: &Bound<'py, PyAny>,
+        count: u32,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let before = tid("before", before, false)?;
+        let log = self.read(py, move |h| async move { h.undo_log(before, count).await })?;
+        undo_log(py, &log)
+    }
+
+    /// What undoing transaction `tid` needs, per object it wrote: `(oid, current, before)`
+    /// with `current` the object's last committed TID and `before` the revision the
+    /// transaction replaced (`None`: it created the object); `None` when there is no such
+    /// transaction (or it was packed away).
+    fn undo_info<'py>(
+        &self,
+        py: Python<'py>,
+        tid: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let undone = crate::ids::tid("tid", tid, false)?;
+        match self.read(py, move |h| async move { h.undo_info(undone).await })? {
+            Some(records) => undo_records(py, &records).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `(objects, bytes)`: how many objects the database holds (their latest revision is
+    /// not a deletion) and the bytes of all their revisions' data.
+    fn size(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        let size = self.read(py, |h| async move { h.size().await })?;
+        Ok((size.objects, size.bytes))
+    }
+
+    /// Packs every storage at `tid`: the revisions older than `tid` that are not current at
+    /// `tid` are removed. Returns `(packed, failed, removed)`: the storages that did it, those
+    /// that did not answer (they keep their old revisions until the next pack), and how many
+    /// revisions were removed over all replicas.
+    fn pack<'py>(
+        &self,
+        py: Python<'py>,
+        tid: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, u64)> {
+        let at = crate::ids::tid("tid", tid, false)?;
+        let report = self.call(py, move |h| async move { h.pack(at).await })?;
+        pack_report(py, report)
+    }
+
+    /// The revision current at `tid` of every object (garbage collection's input), read in
+    /// batches with `next_batch`.
+    fn scan_objects(&self, tid: &Bound<'_, PyAny>) -> PyResult<NativeObjectScan> {
+        let at = crate::ids::tid("tid", tid, false)?;
+        Ok(NativeObjectScan::new(self.shared.handle.scan_objects(at)))
+    }
+
+    /// Removes every revision of the objects `oids` (unreachable at `tid`) on every storage,
+    /// except objects written after `tid`; the report as `pack` gives it.
+    fn collect<'py>(
+        &self,
+        py: Python<'py>,
+        tid: &Bound<'py, PyAny>,
+        oids: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, u64)> {
+        let at = crate::ids::tid("tid", tid, false)?;
+        let oids = oids
+            .iter()
+            .map(crate::ids::oid)
+            .collect::<PyResult<Vec<_>>>()?;
+        let report = self.call(py, move |h| async move { h.collect(at, oids).await })?;
+        pack_report(py, report)
     }
 
     /// How many invalidations from other clients' commits arrived so far.
@@ -492,11 +585,11 @@ fn object_data(data: &Bound<'_, PyAny>) -> PyResult<ObjectData> {
     Ok(ObjectData::from(Bytes::copy_from_slice(bytes)))
 }
 
-/// A revision's data for Python: `bytes`, or `None` for a deletion.
-fn data_bytes<'py>(py: Python<'py>, data: &ObjectData) -> Option<Bound<'py, PyBytes>> {
-    match data {
-        ObjectData::Bytes(bytes) => Some(PyBytes::new(py, bytes)),
-        ObjectData::Deleted => None,
+/// A TID argument that may be `None`.
+fn optional_tid(what: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Tid>> {
+    match value {
+        Some(value) if !value.is_none() => tid(what, value, false).map(Some),
+        _ => Ok(None),
     }
 }
 

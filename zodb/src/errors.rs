@@ -64,7 +64,10 @@ impl ZodbError {
             },
             ZodbError::Connect(error) => match *error {
                 ConnectError::Connect { source, .. }
-                    if matches!(*source, ClientError::Timeout { .. } | ClientError::Driver(_)) =>
+                    if matches!(
+                        *source,
+                        ClientError::Timeout { .. } | ClientError::Driver(_)
+                    ) =>
                 {
                     raise_ours(py, "ClientDisconnected", message)
                 }

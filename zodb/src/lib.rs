@@ -9,6 +9,8 @@
 //! - [`connect`]: a client from its TOML configuration file;
 //! - [`errors`]: every failure as a typed error, and the Python exception it becomes;
 //! - [`ids`]: ZODB's 8-byte oids and tids;
+//! - [`log`]: the transaction log (iterator, object scan, undo log and undo records, pack
+//!   reports);
 //! - [`runtime`]: the tokio runtime the clients run on.
 //!
 //! Logs go to standard error when `REPLICAST_LOG` is set (a `tracing` filter such as `info`).
@@ -17,6 +19,7 @@ mod client;
 mod connect;
 mod errors;
 mod ids;
+mod log;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -27,6 +30,8 @@ use pyo3::prelude::*;
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     init_logging();
     module.add_class::<client::NativeClient>()?;
+    module.add_class::<log::NativeTransactionIterator>()?;
+    module.add_class::<log::NativeObjectScan>()?;
     module.add("DEFAULT_MAX_OBJECT_SIZE", client::DEFAULT_MAX_OBJECT_SIZE)?;
     Ok(())
 }

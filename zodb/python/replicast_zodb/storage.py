@@ -15,6 +15,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any, Callable, Iterable, Optional
 
@@ -27,13 +28,16 @@ from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.interfaces import (
     IMultiCommitStorage,
     IStorage,
+    IStorageIteration,
     IStorageRestoreable,
+    IStorageUndoable,
     ReadVerifyingStorage,
 )
-from ZODB.utils import z64
+from ZODB.utils import u64, z64
 
-from replicast_zodb import _native
+from replicast_zodb import _native, gc
 from replicast_zodb.errors import ReplicastError
+from replicast_zodb.iteration import TransactionIterator
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +59,24 @@ def _close_open_storages() -> None:
 #: How many oids one request to the master reserves.
 OID_BATCH = 64
 
+#: How many transactions one request for the undo log asks for.
+UNDO_LOG_PAGE = 100
+
+#: The largest TID: "before" it is "every transaction".
+_TID_MAX = b"\xff" * 8
+
 #: Bound on the rounds of conflict resolution in one vote (each round resolves what the
 #: storages reported; more only under a storm of commits on the same objects).
 MAX_RESOLUTION_ROUNDS = 100
 
 
 @zope.interface.implementer(
-    IStorage, IMultiCommitStorage, IStorageRestoreable, ReadVerifyingStorage
+    IStorage,
+    IMultiCommitStorage,
+    IStorageIteration,
+    IStorageUndoable,
+    IStorageRestoreable,
+    ReadVerifyingStorage,
 )
 class ReplicastStorage(ConflictResolvingStorage):
     """A ZODB storage on a replicast cluster.
@@ -105,8 +120,14 @@ class ReplicastStorage(ConflictResolvingStorage):
         self._finish_lock = threading.RLock()
         self._lock = threading.Lock()
         self._transaction: Any = None
-        # This transaction's stores: oid -> (serial, data), for conflict resolution.
+        # The temporary TID of this storage's transaction in progress (what begin returned).
+        self._ttid: Optional[bytes] = None
+        # This transaction's stores: oid -> (serial, data), for conflict resolution; data
+        # None for an undo's store (its content is another revision's).
         self._stored: dict[bytes, tuple[bytes, Optional[bytes]]] = {}
+        # This transaction's undo stores: oid -> the TID whose content the new revision gets
+        # (None: the object's creation was undone).
+        self._undone_to: dict[bytes, Optional[bytes]] = {}
         self._oids: list[bytes] = []
         self._oid_lock = threading.Lock()
         self._db: Any = None
@@ -128,11 +149,13 @@ class ReplicastStorage(ConflictResolvingStorage):
         return self._read_only
 
     def __len__(self) -> int:
-        # The cluster does not count objects yet: IStorage allows 0 for "not tracked".
-        return 0
+        """How many objects the database holds (the cluster counts them per partition)."""
+        return self._client.size()[0]
 
     def getSize(self) -> int:
-        return 0
+        """The bytes of object data the database holds, every revision counted once (not
+        once per replica)."""
+        return self._client.size()[1]
 
     def __repr__(self) -> str:
         return f"<ReplicastStorage {self._name} as {self._client.name} ({self._client.strategy})>"
@@ -153,7 +176,9 @@ class ReplicastStorage(ConflictResolvingStorage):
         return self._client.invalidation_count()
 
     def registerDB(self, wrapper: Any) -> None:
-        # ConflictResolvingStorage.registerDB took the DB's record transforms before this.
+        # ConflictResolvingStorage takes the DB's record transforms (conflict resolution
+        # unpickles records).
+        super().registerDB(wrapper)
         self._db = wrapper
 
     def _invalidated(self, tid: bytes, oids: Optional[list[bytes]]) -> None:
@@ -193,6 +218,10 @@ class ReplicastStorage(ConflictResolvingStorage):
             raise POSException.POSKeyError(oid)
         return loaded
 
+    def getTid(self, oid: bytes) -> bytes:
+        """The TID of the current revision of ``oid`` (``POSKeyError`` if none)."""
+        return self.load(oid)[1]
+
     def loadBefore(self, oid: bytes, tid: bytes) -> Optional[tuple[bytes, bytes, Optional[bytes]]]:
         found = self._client.load_before(oid, tid)
         if found is None:
@@ -226,18 +255,173 @@ class ReplicastStorage(ConflictResolvingStorage):
             entries.append(entry)
         return entries
 
-    def pack(self, t: float, referencesf: Callable[..., Any]) -> None:
-        raise POSException.Unsupported("pack is not served by the cluster yet")
+    def iterator(
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None
+    ) -> TransactionIterator:
+        """The committed transactions with TIDs from ``start`` to ``stop`` (both included;
+        ``None``: from the first, to the last known now), oldest first; commits made after
+        this call are not shown."""
+        return TransactionIterator(self._client.iterator(start, stop))
+
+    # -- pack ------------------------------------------------------------------------------
+
+    def pack(self, t: Optional[float], referencesf: Callable[..., Any]) -> None:
+        """Removes the revisions that stopped being current before time ``t`` (seconds since
+        the epoch) on every storage, then the objects nothing reaches any more (garbage
+        collection, with ``referencesf``; see ``replicast_zodb.gc``). A storage that did not
+        answer keeps its old revisions until the next pack (logged)."""
+        if self._read_only:
+            raise POSException.ReadOnlyError()
+        if t is None:
+            t = time.time()
+        requested = TimeStamp(*time.gmtime(t)[:5] + (t % 60,)).raw()
+        # Not past the last commit: a later TID would hide the commits still to come below it
+        # from the undo log.
+        pack_tid = min(requested, self._client.sync())
+        if pack_tid == z64:
+            return
+        _packed, failed, _removed = self._client.pack(pack_tid)
+        if failed:
+            logger.warning("pack at %s: storages %s did not answer", _tid_repr(pack_tid), failed)
+        garbage = gc.unreachable(self._client, pack_tid, referencesf)
+        if garbage:
+            _packed, failed, _removed = self._client.collect(pack_tid, garbage)
+            if failed:
+                logger.warning(
+                    "garbage collection at %s: storages %s did not answer",
+                    _tid_repr(pack_tid),
+                    failed,
+                )
 
     # -- undo ------------------------------------------------------------------------------
 
     def supportsUndo(self) -> bool:
-        return False
+        return True
 
-    def undo(self, transaction_id: bytes, transaction: Any) -> Any:
+    def undoLog(
+        self, first: int = 0, last: int = -20, filter: Optional[Callable[[dict], Any]] = None
+    ) -> list[dict[str, Any]]:
+        """Descriptions of undoable transactions, newest first: the slice ``first:last`` of
+        those ``filter`` accepts (``last < 0``: at most ``-last`` of them)."""
+        if last < 0:
+            last = first - last
+        wanted = last - first
+        results: list[dict[str, Any]] = []
+        if wanted <= 0:
+            return results
+        index = 0
+        before = _TID_MAX
+        while True:
+            page = self._client.undo_log(before, UNDO_LOG_PAGE)
+            if not page:
+                return results
+            for tid, user, description, extension in page:
+                entry = _undo_description(tid, user, description, extension)
+                if filter is not None and not filter(entry):
+                    continue
+                if index >= first:
+                    results.append(entry)
+                    if len(results) >= wanted:
+                        return results
+                index += 1
+            before = page[-1][0]
+
+    def undoInfo(
+        self, first: int = 0, last: int = -20, specification: Optional[dict] = None
+    ) -> list[dict[str, Any]]:
+        """``undoLog`` keeping the transactions whose description has every item of
+        ``specification``."""
+        if not specification:
+            return self.undoLog(first, last)
+        items = list(specification.items())
+
+        def matches(entry: dict[str, Any]) -> bool:
+            return all(key in entry and entry[key] == value for key, value in items)
+
+        return self.undoLog(first, last, matches)
+
+    def undo(self, transaction_id: bytes, transaction: Any) -> tuple[None, list[bytes]]:
+        """Undoes the transaction ``transaction_id`` (an ``id`` of ``undoLog``) within
+        ``transaction``: each object it wrote gets back the content it had before — directly
+        when the undone revision is still the object's current one (no data is sent: the new
+        revision points at the old one), else by conflict resolution against what came since
+        (``UndoError`` when that fails). Returns the oids written."""
         if self._read_only:
             raise POSException.ReadOnlyError()
-        raise POSException.Unsupported("undo is not served by the cluster yet")
+        self._check_transaction(transaction)
+        if not isinstance(transaction_id, bytes) or len(transaction_id) != 8:
+            raise POSException.UndoError(f"not a transaction id: {transaction_id!r}")
+        undone = transaction_id
+        records = self._client.undo_info(undone)
+        if records is None:
+            raise POSException.UndoError(
+                f"no transaction {_tid_repr(undone)} (or it was packed away)"
+            )
+        written = []
+        for oid, current, before in records:
+            self._undo_record(oid, undone, current, before)
+            written.append(oid)
+        return None, written
+
+    def _undo_record(
+        self, oid: bytes, undone: bytes, current: bytes, before: Optional[bytes]
+    ) -> None:
+        """Stores the undo of ``undone``'s revision of ``oid`` (whose last committed revision
+        is ``current``; ``before`` the revision ``undone`` replaced)."""
+        if oid in self._stored:
+            # Written earlier in this transaction (another undo, or a store): undo on top of
+            # that content, with the serial its store named.
+            serial, pending = self._stored[oid]
+            if pending is None:
+                source = self._undone_to[oid]
+                if source == undone:
+                    self._store_undo(oid, serial, before)
+                    return
+                pending = self.loadSerial(oid, source) if source is not None else None
+        elif current == undone:
+            self._store_undo(oid, current, before)
+            return
+        else:
+            serial = current
+            pending = self._load_for_undo(oid, current)
+        undone_data = self._load_for_undo(oid, undone)
+        if pending is not None and pending == undone_data:
+            # What is current now is the undone content (e.g. an undo of it was undone).
+            self._store_undo(oid, serial, before)
+            return
+        if pending is None or before is None:
+            raise POSException.UndoError(
+                "the object was deleted or created by the undone transaction and changed "
+                "since",
+                oid,
+            )
+        wanted = self._load_for_undo(oid, before)
+        if wanted is None:
+            raise POSException.UndoError("the revision to go back to is a deletion", oid)
+        try:
+            data = self.tryToResolveConflict(oid, serial, undone, wanted, pending)
+        except POSException.ConflictError:
+            raise POSException.UndoError(
+                "some data were modified by a later transaction", oid
+            ) from None
+        self._client.store(oid, serial, data)
+        self._stored[oid] = (serial, data)
+        self._undone_to.pop(oid, None)
+
+    def _load_for_undo(self, oid: bytes, serial: bytes) -> Optional[bytes]:
+        """Revision ``serial`` of ``oid`` (``None``: a deletion); ``UndoError`` when it is
+        gone."""
+        try:
+            return self._client.load_serial(oid, serial)
+        except POSException.POSKeyError:
+            raise POSException.UndoError(
+                f"revision {_tid_repr(serial)} of the object is gone (packed?)", oid
+            ) from None
+
+    def _store_undo(self, oid: bytes, serial: bytes, before: Optional[bytes]) -> None:
+        self._client.store_undo(oid, serial, before)
+        self._stored[oid] = (serial, None)
+        self._undone_to[oid] = before
 
     # -- oids ------------------------------------------------------------------------------
 
@@ -262,13 +446,15 @@ class ReplicastStorage(ConflictResolvingStorage):
                 )
         self._commit_lock.acquire()
         try:
-            self._client.begin(tid)
+            ttid = self._client.begin(tid)
         except BaseException:
             self._commit_lock.release()
             raise
         with self._lock:
             self._transaction = transaction
+            self._ttid = ttid
             self._stored = {}
+            self._undone_to = {}
 
     def _check_transaction(self, transaction: Any) -> None:
         if transaction is not self._transaction:
@@ -285,6 +471,7 @@ class ReplicastStorage(ConflictResolvingStorage):
         serial = serial or z64
         self._client.store(oid, serial, data)
         self._stored[oid] = (serial, data)
+        self._undone_to.pop(oid, None)
 
     def restore(
         self,
@@ -364,8 +551,10 @@ class ReplicastStorage(ConflictResolvingStorage):
         with self._lock:
             if transaction is not self._transaction:
                 return
+            ttid = self._ttid
         try:
-            self._client.abort()
+            # Only this transaction: a late abort never ends one begun since.
+            self._client.abort(ttid)
         except ReplicastError as error:
             # The cluster is out of reach: the storages abort what they hold on their own.
             logger.warning("abort of a transaction could not reach the cluster: %s", error)
@@ -375,7 +564,9 @@ class ReplicastStorage(ConflictResolvingStorage):
     def _end_transaction(self) -> None:
         with self._lock:
             self._transaction = None
+            self._ttid = None
             self._stored = {}
+            self._undone_to = {}
         self._commit_lock.release()
 
 
@@ -385,6 +576,26 @@ def _as_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     return bytes(value)
+
+
+def _tid_repr(tid: bytes) -> str:
+    return f"0x{u64(tid):016x}"
+
+
+def _undo_description(
+    tid: bytes, user: bytes, description: bytes, extension: bytes
+) -> dict[str, Any]:
+    """An undo log entry as FileStorage makes it: ``id`` (the TID, what ``undo`` takes),
+    ``time``, ``user_name``, ``description``, and the extension's items."""
+    entry: dict[str, Any] = {
+        "id": tid,
+        "time": TimeStamp(tid).timeTime(),
+        "user_name": user,
+        "description": description,
+    }
+    if extension:
+        entry.update(_extension(extension))
+    return entry
 
 
 def _extension(data: bytes) -> dict[str, Any]:
