@@ -4,8 +4,6 @@
 //! configuration of a client that commits transfers meanwhile, and of a running storage,
 //! disturbing neither.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -17,10 +15,11 @@ use std::time::{Duration, Instant};
 use replicast_node::engine::Engine;
 use replicast_node::ids::Oid;
 use replicast_node::object::ObjectData;
-use replicast_node::workload::transfers;
+use replicast_testkit::process;
+use replicast_testkit::process::{ClusterSpec, LocalCluster, Outcome, WAIT, binary};
+use replicast_testkit::workload::transfers;
 use replicast_transport::fanout::Strategy;
 use serde_json::Value;
-use support::{BIN, ClusterSpec, LocalCluster, Outcome, WAIT};
 use tokio::sync::watch;
 
 /// Objects written before the storage set changes: one per partition and then some.
@@ -29,9 +28,12 @@ const PARTITIONS: u64 = 12;
 /// Pause between two status polls while waiting for replication (each poll is a process).
 const POLL: Duration = Duration::from_millis(250);
 
-/// Runs `replicast ARGS` to its end, bounded by [`WAIT`](support::WAIT).
+/// Runs `replicast ARGS` to its end, bounded by [`WAIT`](process::WAIT).
 fn replicast(args: &[&str]) -> Outcome {
-    support::output(Command::new(BIN).args(args), &format!("replicast {args:?}"))
+    process::output(
+        Command::new(binary()).args(args),
+        &format!("replicast {args:?}"),
+    )
 }
 
 /// `replicast status --json` with `config`: the exit code and the parsed status.
@@ -124,7 +126,7 @@ fn storages_in_state(status: &Value, state: &str) -> Vec<String> {
 
 fn read_back_everything(client: &Path) {
     for oid in 1..=OBJECTS {
-        let (_, data) = support::get(client, oid);
+        let (_, data) = process::get(client, oid);
         assert_eq!(data, format!("object-{oid}"), "object {oid} reads back");
     }
 }
@@ -140,7 +142,7 @@ fn status_then_a_storage_added_and_one_removed_with_every_object_kept() {
 
     let mut last_tid = String::new();
     for oid in 1..=OBJECTS {
-        last_tid = support::put(&client, oid, &format!("object-{oid}"));
+        last_tid = process::put(&client, oid, &format!("object-{oid}"));
     }
 
     // The master's own configuration and a client's both ask; neither becomes a client.
@@ -318,12 +320,12 @@ fn asking_with_the_config_of_a_running_client_or_storage_disturbs_neither() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let certs = cluster.root().join("certs");
     let (mut client, accounts) = runtime.block_on(async {
-        let mut client = support::connect(
+        let mut client = process::connect(
             &certs,
             "client-2",
             cluster.master,
             Strategy::Unicast,
-            support::random_group(),
+            process::random_group(),
         )
         .await;
         let accounts = transfers::create_accounts(&mut client, 8)

@@ -15,13 +15,10 @@
 //!
 //! Peers without a valid certificate (one of another CA, or none at all) get no connection.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use replicast_certs::{NodeIdentity, anonymous_client_config, load_ca_certificate};
@@ -34,9 +31,11 @@ use replicast_node::protocol::{
     VoteRefusal, VoteResult, decode, encode,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
+use replicast_testkit::endpoint::EndpointSpec;
+use replicast_testkit::process;
+use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
-use support::{BIN, NodeProcess, WAIT, common_sections, free_port, write_config};
 
 const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 /// The objects written before the attack: oids 1..=OBJECTS.
@@ -55,126 +54,29 @@ fn node_frame_limit() -> usize {
 
 /// A cluster whose nodes' standard error goes to files, so that the test can tell that no
 /// node panicked (a panic in a task of a node's runtime does not end the process).
-struct Cluster {
-    dir: tempfile::TempDir,
-    master: SocketAddr,
-    nodes: Vec<NodeProcess>,
-    storages: BTreeMap<String, SocketAddr>,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let mut names = vec!["master", "client-1", MALLORY, FLOODER, INSPECTOR];
-        names.extend(STORAGES);
-        support::replicast(&[
-            "certs",
-            "init",
-            "--out",
-            path_arg(&root.join("certs")),
-            "--node",
-            &names.join(","),
-        ])
-        .expect("replicast certs init");
-
-        let master: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
-        let storage_list: Vec<String> = STORAGES.iter().map(|s| format!("{s:?}")).collect();
-        write_config(
-            root,
-            "master",
-            &format!(
-                "[node]\nname = \"master\"\nrole = \"master\"\nlisten = \"{master}\"\n\n{}\n\
-                 [cluster]\npartitions = 12\nreplicas = 2\nstorages = [{}]\n",
-                common_sections("master"),
-                storage_list.join(", ")
-            ),
-        );
-        let master_node = start_node(root, "master");
-        assert_eq!(master_node.wait_ready(), master);
-        let mut cluster = Self {
-            dir,
-            master,
-            nodes: vec![master_node],
-            storages: BTreeMap::new(),
-        };
-        for name in STORAGES {
-            let listen: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
-            write_config(
-                cluster.root(),
-                name,
-                &format!(
-                    "[node]\nname = \"{name}\"\nrole = \"storage\"\nlisten = \"{listen}\"\n\n{}\n\
-                     [master]\naddress = \"{master}\"\nname = \"master\"\n\n\
-                     [storage]\npath = \"data/{name}.redb\"\n",
-                    common_sections(name),
-                ),
-            );
-            let node = start_node(cluster.root(), name);
-            assert_eq!(node.wait_ready(), listen);
-            cluster.nodes.push(node);
-            cluster.storages.insert(name.to_owned(), listen);
-        }
-        cluster.nodes[0].wait_running(&STORAGES);
-        cluster
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn client_config(&self) -> PathBuf {
-        write_config(
-            self.root(),
-            "client-1",
-            &format!(
-                "[node]\nname = \"client-1\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
-                 [master]\naddress = \"{}\"\nname = \"master\"\n",
-                common_sections("client-1"),
-                self.master
-            ),
-        )
-    }
-
-    /// The identity of `name` from the cluster's certificates.
-    fn identity(&self, name: &str) -> NodeIdentity {
-        NodeIdentity::load_dir(&self.root().join("certs"), name).expect("load an identity")
-    }
-
-    /// What node `name` wrote to its standard error so far.
-    fn stderr(&self, name: &str) -> String {
-        std::fs::read_to_string(self.root().join(format!("{name}.stderr"))).unwrap_or_default()
-    }
+fn start_cluster() -> LocalCluster {
+    let mut extra_names = vec!["client-1".to_owned()];
+    extra_names.extend([MALLORY, FLOODER, INSPECTOR].map(str::to_owned));
+    LocalCluster::start(&ClusterSpec {
+        partitions: 12,
+        replicas: 2,
+        storages: STORAGES.map(str::to_owned).to_vec(),
+        spare_storages: Vec::new(),
+        extra_names,
+        storage_sections: String::new(),
+        stderr_to_files: true,
+        ..ClusterSpec::default()
+    })
 }
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
 }
 
-/// `replicast node --config ROOT/NAME.toml`, its standard error written to ROOT/NAME.stderr
-/// (the shell execs the node, so the process id is the node's).
-fn start_node(root: &Path, name: &str) -> NodeProcess {
-    let config = root.join(format!("{name}.toml"));
-    let stderr = root.join(format!("{name}.stderr"));
-    NodeProcess::start_command(
-        name,
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec "$0" node --config "$1" 2>"$2""#)
-            .arg(BIN)
-            .arg(&config)
-            .arg(&stderr),
-    )
-}
-
+/// An endpoint on 127.0.0.1 presenting `identity`, with `link`.
 fn endpoint(identity: &NodeIdentity, link: LinkConfig) -> Endpoint {
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link,
-    })
-    .expect("bind an endpoint")
+    replicast_testkit::endpoint::bind_identity(identity, &EndpointSpec::default().with_link(link))
+        .expect("bind an endpoint")
 }
 
 /// A peer that speaks the nodes' envelope (one sender instance, epoch 0, its own sequence
@@ -248,7 +150,10 @@ impl Peer {
                 continue;
             }
             let envelope: Envelope = message.decode().expect("nodes send envelopes");
-            let body = decode(&envelope.body).expect("nodes send protocol messages");
+            // A primary master wraps its orders in `FromPrimary`: the test reads the order.
+            let body = decode(&envelope.body)
+                .expect("nodes send protocol messages")
+                .into_order();
             if let Some(value) = accept(&body) {
                 return value;
             }
@@ -475,12 +380,12 @@ async fn send_fanout_garbage(link: &Link) {
 
 #[test]
 fn hostile_peers_change_nothing_and_crash_no_node() {
-    let cluster = Cluster::start();
-    let client = cluster.client_config();
+    let mut cluster = start_cluster();
+    let client = cluster.client_config("client-1", "");
     let mut written = BTreeMap::new();
     for oid in 1..=OBJECTS {
         let data = format!("object-{oid}");
-        let tid = support::put(&client, oid, &data);
+        let tid = process::put(&client, oid, &data);
         written.insert(oid, (tid, data));
     }
 
@@ -496,19 +401,19 @@ fn hostile_peers_change_nothing_and_crash_no_node() {
     });
 
     // New transactions commit, on a new object and on the one Mallory stored to.
-    let tid = support::put(&client, 100, "after-the-attack");
+    let tid = process::put(&client, 100, "after-the-attack");
     assert_eq!(
-        support::get(&client, 100),
+        process::get(&client, 100),
         (tid, "after-the-attack".to_owned())
     );
-    let tid = support::put(&client, attacked_oid, "overwritten");
+    let tid = process::put(&client, attacked_oid, "overwritten");
     assert_eq!(
-        support::get(&client, attacked_oid),
+        process::get(&client, attacked_oid),
         (tid, "overwritten".to_owned())
     );
     for oid in (1..=OBJECTS).filter(|oid| *oid != attacked_oid) {
         let (tid, data) = &written[&oid];
-        assert_eq!(&support::get(&client, oid), &(tid.clone(), data.clone()));
+        assert_eq!(&process::get(&client, oid), &(tid.clone(), data.clone()));
     }
 
     // Peers without a valid certificate get no connection at all.
@@ -517,36 +422,34 @@ fn hostile_peers_change_nothing_and_crash_no_node() {
             .await
             .expect("the intruders were refused in time")
     });
-    let tid = support::put(&client, 101, "after-the-intruders");
+    let tid = process::put(&client, 101, "after-the-intruders");
     assert_eq!(
-        support::get(&client, 101),
+        process::get(&client, 101),
         (tid, "after-the-intruders".to_owned())
     );
     drop(runtime);
 
-    let Cluster { dir, mut nodes, .. } = cluster;
-    for node in &mut nodes {
+    let names: Vec<String> = std::iter::once("master".to_owned())
+        .chain(cluster.storages.keys().cloned())
+        .collect();
+    for name in &names {
+        let node = cluster.node(name);
         assert!(node.is_running(), "{} still runs", node.name);
     }
-    for node in &mut nodes {
-        node.stop();
-        let stderr = std::fs::read_to_string(dir.path().join(format!("{}.stderr", node.name)))
-            .unwrap_or_default();
-        assert!(
-            !stderr.contains("panicked"),
-            "{} panicked:\n{stderr}",
-            node.name
-        );
+    for name in &names {
+        cluster.node(name).stop();
+        let stderr = cluster.stderr(name);
+        assert!(!stderr.contains("panicked"), "{name} panicked:\n{stderr}");
     }
 }
 
 /// Mallory's attack on the master and on every storage; returns the object Mallory stored
 /// to without a begin.
-async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) -> u64 {
+async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)>) -> u64 {
     let inspector = endpoint(&cluster.identity(INSPECTOR), LinkConfig::default());
     let mut inspector = Peer::new(inspector);
     let mut inspector_links = Vec::new();
-    for (name, address) in &cluster.storages {
+    for (name, address) in cluster.storage_addresses() {
         inspector_links.push((name.clone(), inspector.link(name, *address).await));
     }
     let before = snapshot(&mut inspector, &inspector_links).await;
@@ -567,7 +470,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
     let mut mallory = Peer::new(endpoint(&cluster.identity(MALLORY), mallory_link));
     let master = mallory.link("master", cluster.master).await;
     let mut storages = Vec::new();
-    for (name, address) in &cluster.storages {
+    for (name, address) in cluster.storage_addresses() {
         storages.push((name.clone(), mallory.link(name, *address).await));
     }
 
@@ -781,7 +684,7 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
     // (as after a restart), is served again.
     let (target, _) = &storages[0];
     let mut flooder = Peer::new(endpoint(&cluster.identity(FLOODER), LinkConfig::default()));
-    let flood_link = flooder.link(target, cluster.storages[target]).await;
+    let flood_link = flooder.link(target, cluster.storage_address(target)).await;
     assert_eq!(
         flooder.load(&flood_link, Oid(1)).await,
         before[&(target.clone(), 1)]
@@ -828,9 +731,9 @@ async fn attack(cluster: &Cluster, written: &BTreeMap<u64, (String, String)>) ->
 
 /// Peers whose certificate is not from the cluster CA, or who present none, are refused at
 /// the handshake by the master and by a storage.
-async fn intruders(cluster: &Cluster) {
+async fn intruders(cluster: &LocalCluster) {
     let rogue_dir = cluster.root().join("rogue");
-    support::replicast(&[
+    process::replicast(&[
         "certs",
         "init",
         "--out",
@@ -848,7 +751,7 @@ async fn intruders(cluster: &Cluster) {
         .expect("a client config trusting the cluster");
     let anonymous_tls = anonymous_client_config(&cluster_ca).expect("an anonymous config");
     let (storage, storage_address) = cluster
-        .storages
+        .storage_addresses()
         .iter()
         .next()
         .expect("the cluster has storages");

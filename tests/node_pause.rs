@@ -6,14 +6,12 @@
 //! old one), announce itself again, run and catch up; at the end every partition's replicas
 //! hold the same history.
 
-mod support;
-
 use std::time::Instant;
 
-use support::replicas::{
+use replicast_testkit::process::replicas::{
     Writers, all_up_to_date, out_of_date, settle, stop_and_compare, wait_for_table,
 };
-use support::{ClusterSpec, LocalCluster};
+use replicast_testkit::process::{ClusterSpec, LocalCluster};
 
 const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 

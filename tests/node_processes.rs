@@ -4,15 +4,16 @@
 //! clients (sum and every balance checked); a storage killed with SIGKILL while commits go on;
 //! the rest stopped with SIGTERM and SIGINT.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use replicast_node::driver::ClientHandle;
-use replicast_node::workload::transfers;
+use replicast_testkit::process;
+use replicast_testkit::process::{
+    ClusterSpec, LocalCluster, binary, client, get, put, random_group, write_config,
+};
+use replicast_testkit::workload::transfers;
 use replicast_transport::fanout::Strategy;
-use support::{BIN, ClusterSpec, LocalCluster, client, get, put, random_group, write_config};
 
 const CLIENT: &str = "client-1";
 
@@ -50,7 +51,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let certs = cluster.root().join("certs");
     let connect = |name: &'static str| {
-        support::connect(
+        process::connect(
             &certs,
             name,
             master_address,
@@ -118,7 +119,7 @@ fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
 /// Runs `replicast node --config FILE` on a configuration that must be refused; returns its
 /// standard error after checking it exited with 1 without printing a ready line.
 fn refused_node(config: &Path) -> String {
-    let output = Command::new(BIN)
+    let output = Command::new(binary())
         .args(["node", "--config"])
         .arg(config)
         .stdin(Stdio::null())

@@ -5,14 +5,12 @@
 //! SIGTERM and every storage's redb file is opened: each partition's cells hold exactly the
 //! same history, every committed transfer is visible and the sum of the balances is unchanged.
 
-mod support;
-
 use std::time::Instant;
 
-use support::replicas::{
+use replicast_testkit::process::replicas::{
     Writers, all_up_to_date, out_of_date, settle, stop_and_compare, wait_for_table,
 };
-use support::{ClusterSpec, LocalCluster};
+use replicast_testkit::process::{ClusterSpec, LocalCluster};
 
 const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 

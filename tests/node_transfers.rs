@@ -5,19 +5,17 @@
 //! fourth is `replicast client transfers`, which checks its own accounts. The sum of the
 //! balances is unchanged, every committed transfer is visible and no aborted one is.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use replicast_node::workload::transfers::{self, Commit};
-use replicast_transport::fanout::Strategy;
-use support::{
-    ClusterSpec, LocalCluster, connect, fanout_section, multicast_section, random_group,
+use replicast_testkit::process::{
+    ClusterSpec, LocalCluster, binary, connect, fanout_section, multicast_section, random_group,
     strategy_name,
 };
+use replicast_testkit::workload::transfers::{self, Commit};
+use replicast_transport::fanout::Strategy;
 
 /// Transfers each client commits.
 const TRANSFERS: usize = 1_000;
@@ -32,7 +30,7 @@ fn start_cli_transfers(
     config: &std::path::Path,
     seed: u64,
 ) -> (std::process::Child, mpsc::Receiver<(String, String)>) {
-    let mut child = Command::new(support::BIN)
+    let mut child = Command::new(binary())
         .args(["client", "--timeout", "30", "--config"])
         .arg(config)
         .args([

@@ -21,25 +21,85 @@
 //! unit passes `systemd-analyze verify` and `security` and starts `replicast node` with flags
 //! the command has; the sysusers file creates the user.
 
-mod support;
-
 #[path = "two_sites/deployment.rs"]
 mod deployment;
-#[path = "two_sites/netns.rs"]
-mod netns;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use deployment::{Deployment, EXAMPLES, NODES};
-use netns::{Site, Sites};
 use replicast_node::config::NodeConfig;
 use replicast_node::engine::{Engine, ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionSet;
 use replicast_node::transaction::CommittedTransaction;
-use support::NodeProcess;
+use replicast_testkit::netns::{self, Bridge, HostPlan, Plan, RouterLeg, Topology};
+use replicast_testkit::process::{self, NodeProcess, binary};
+
+/// The site a host is on, and so the bridge its veth is plugged into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Site {
+    /// Site A: 10.1.0.0/24, the router at 10.1.0.1.
+    A,
+    /// Site B: 10.2.0.0/24, the router at 10.2.0.1.
+    B,
+}
+
+impl Site {
+    fn bridge(self) -> &'static str {
+        match self {
+            Site::A => "br-a",
+            Site::B => "br-b",
+        }
+    }
+
+    /// The router's address on this site's segment: every host's default gateway.
+    fn gateway(self) -> Ipv4Addr {
+        match self {
+            Site::A => Ipv4Addr::new(10, 1, 0, 1),
+            Site::B => Ipv4Addr::new(10, 2, 0, 1),
+        }
+    }
+}
+
+/// The two sites: a bridge each, with IGMP snooping and a querier as a managed switch should
+/// be set up, a router with a leg on each, and the hosts of [`HOSTS`] with a default route
+/// through it.
+fn create_sites() -> Topology {
+    let sites = [Site::A, Site::B];
+    let plan = Plan {
+        bridges: sites
+            .map(|site| Bridge {
+                name: site.bridge().to_owned(),
+                snooping: true,
+            })
+            .to_vec(),
+        router: sites
+            .map(|site| RouterLeg {
+                bridge: site.bridge().to_owned(),
+                address: site.gateway(),
+            })
+            .to_vec(),
+        hosts: HOSTS
+            .iter()
+            .map(|(name, site, address)| {
+                HostPlan::new(name, site.bridge(), *address).gateway(site.gateway())
+            })
+            .collect(),
+    };
+    Topology::create("rc2s", &plan).expect("create the two sites' namespaces")
+}
+
+/// The address of host `name`.
+fn address_of(sites: &Topology, name: &str) -> Ipv4Addr {
+    sites.host(name).expect("a host of the sites").address()
+}
+
+/// `ip netns exec NAMESPACE replicast` on host `name`, to add arguments to and run.
+fn replicast_on(sites: &Topology, name: &str) -> std::process::Command {
+    sites.exec(name, binary()).expect("a host of the sites")
+}
 
 const HOSTS: [(&str, Site, Ipv4Addr); 7] = [
     ("master", Site::A, Ipv4Addr::new(10, 1, 0, 10)),
@@ -83,7 +143,7 @@ fn two_sites_in_namespaces_requires_root() {
     if !netns_available("two_sites_in_namespaces_requires_root") {
         return;
     }
-    let sites = Sites::create(&HOSTS);
+    let sites = create_sites();
     unicast_crosses_the_router_multicast_does_not(&sites);
 
     let deployment = Deployment::install();
@@ -132,7 +192,9 @@ fn two_sites_in_namespaces_requires_root() {
             Some("multicast"),
             "{status:#}"
         );
-        let groups = sites.ip_in(storage, &["maddr", "show", "dev", "eth0"]);
+        let groups = sites
+            .ip_in(storage, &["maddr", "show", "dev", "eth0"])
+            .expect("ip maddr show");
         assert!(
             groups.contains("239.192.42.1"),
             "{storage} joined the group on eth0: {groups}"
@@ -146,11 +208,11 @@ fn two_sites_in_namespaces_requires_root() {
         );
     }
     // The table an operator reads says the same.
-    let mut command = sites.exec("master", support::BIN);
+    let mut command = replicast_on(&sites, "master");
     command
         .args(["status", "--config"])
         .arg(deployment.config("master"));
-    let table = support::run(&mut command, "replicast status")
+    let table = process::run(&mut command, "replicast status")
         .unwrap_or_else(|error| panic!("replicast status: {error}"));
     eprintln!("{table}");
     for word in STORAGES.iter().chain(&["client-a", "multicast", "unicast"]) {
@@ -163,7 +225,7 @@ fn two_sites_in_namespaces_requires_root() {
 
     // A site-B storage loses its link: the master marks its cells out of date and commits go
     // on without it; site B still reads everything from the other storage there.
-    sites.set_link(CUT, false);
+    sites.set_link(CUT, false).expect("cut the link");
     let mut others: Vec<&str> = STORAGES.into_iter().filter(|s| *s != CUT).collect();
     others.sort_unstable();
     cluster.master.wait_running(&others);
@@ -191,7 +253,7 @@ fn two_sites_in_namespaces_requires_root() {
 
     // The link returns: the storage, still running, announces itself again and catches up
     // from the others while it is feeding.
-    sites.set_link(CUT, true);
+    sites.set_link(CUT, true).expect("restore the link");
     cluster.master.wait_running(&STORAGES);
     wait_status(
         &sites,
@@ -235,32 +297,37 @@ fn two_sites_in_namespaces_requires_root() {
 /// The topology itself: a datagram to a group from site A reaches a member in site A even with
 /// a TTL that would let a router forward it, and none reaches a member in site B, while
 /// unicast from site A to site B arrives.
-fn unicast_crosses_the_router_multicast_does_not(sites: &Sites) {
+fn unicast_crosses_the_router_multicast_does_not(sites: &Topology) {
     const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 42, 99);
     const PORT: u16 = 7299;
     let member = |name: &'static str| {
-        let address = sites.host(name).address;
-        sites.in_namespace(name, move || {
-            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).expect("bind the probe");
-            socket
-                .join_multicast_v4(&GROUP, &address)
-                .expect("join the probe group");
-            socket
-                .set_read_timeout(Some(PROBE_WAIT))
-                .expect("set a read timeout");
-            socket
-        })
+        let address = address_of(sites, name);
+        sites
+            .in_namespace(name, move || {
+                let socket =
+                    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).expect("bind the probe");
+                socket
+                    .join_multicast_v4(&GROUP, &address)
+                    .expect("join the probe group");
+                socket
+                    .set_read_timeout(Some(PROBE_WAIT))
+                    .expect("set a read timeout");
+                socket
+            })
+            .expect("a probe socket in the namespace")
     };
     let member_a = member("storage-a1");
     let member_b = member("storage-b1");
-    let sender_address = sites.host("client-a").address;
-    let sender = sites.in_namespace("client-a", move || {
-        let socket = UdpSocket::bind((sender_address, 0)).expect("bind the probe sender");
-        socket
-            .set_multicast_ttl_v4(8)
-            .expect("set the multicast TTL");
-        socket
-    });
+    let sender_address = address_of(sites, "client-a");
+    let sender = sites
+        .in_namespace("client-a", move || {
+            let socket = UdpSocket::bind((sender_address, 0)).expect("bind the probe sender");
+            socket
+                .set_multicast_ttl_v4(8)
+                .expect("set the multicast TTL");
+            socket
+        })
+        .expect("a probe sender in the namespace");
 
     let receive = |socket: &UdpSocket, at: &str| -> Vec<u8> {
         let mut buffer = [0u8; 64];
@@ -275,7 +342,7 @@ fn unicast_crosses_the_router_multicast_does_not(sites: &Sites) {
     assert_eq!(receive(&member_a, "storage-a1"), b"group");
     // The unicast marker follows the group datagram on the same path through the router: had
     // the router forwarded the group datagram, it would arrive first.
-    let member_b_address = SocketAddr::from((sites.host("storage-b1").address, PORT));
+    let member_b_address = SocketAddr::from((address_of(sites, "storage-b1"), PORT));
     sender
         .send_to(b"unicast", member_b_address)
         .expect("send across the router");
@@ -293,7 +360,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(sites: &Sites, deployment: &Deployment) -> Self {
+    fn start(sites: &Topology, deployment: &Deployment) -> Self {
         let master = start_node(sites, deployment, "master");
         let storages = STORAGES
             .map(|name| start_node(sites, deployment, name))
@@ -313,8 +380,8 @@ impl Cluster {
 
 /// `ip netns exec NS replicast node --config /etc/replicast/NAME.toml` on host `name`; waits
 /// for its ready line.
-fn start_node(sites: &Sites, deployment: &Deployment, name: &str) -> NodeProcess {
-    let mut command = sites.exec(name, support::BIN);
+fn start_node(sites: &Topology, deployment: &Deployment, name: &str) -> NodeProcess {
+    let mut command = replicast_on(sites, name);
     // The examples log at info, as an operator wants; the test's output keeps warnings unless
     // TWO_SITES_LOG asks for more.
     let filter = std::env::var("TWO_SITES_LOG").unwrap_or_else(|_| "warn".to_owned());
@@ -326,19 +393,19 @@ fn start_node(sites: &Sites, deployment: &Deployment, name: &str) -> NodeProcess
     let address = node.wait_ready();
     assert_eq!(
         address.ip(),
-        sites.host(name).address,
+        address_of(sites, name),
         "{name} listens on its host's address"
     );
     node
 }
 
 /// `replicast status --config /etc/replicast/master.toml --json` on the master's host.
-fn cluster_status(sites: &Sites, deployment: &Deployment) -> serde_json::Value {
-    let mut command = sites.exec("master", support::BIN);
+fn cluster_status(sites: &Topology, deployment: &Deployment) -> serde_json::Value {
+    let mut command = replicast_on(sites, "master");
     command
         .args(["status", "--json", "--config"])
         .arg(deployment.config("master"));
-    let json = support::run(&mut command, "replicast status")
+    let json = process::run(&mut command, "replicast status")
         .unwrap_or_else(|error| panic!("replicast status: {error}"));
     serde_json::from_str(&json).unwrap_or_else(|error| panic!("status JSON: {error}: {json}"))
 }
@@ -368,15 +435,15 @@ fn cell_states(status: &serde_json::Value, name: &str) -> Vec<String> {
     states
 }
 
-/// Polls `replicast status` (one run after the other, bounded by [`support::WAIT`]) until
+/// Polls `replicast status` (one run after the other, bounded by [`process::WAIT`]) until
 /// `accept` takes a status; returns it.
 fn wait_status(
-    sites: &Sites,
+    sites: &Topology,
     deployment: &Deployment,
     what: &str,
     accept: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + support::WAIT;
+    let deadline = Instant::now() + process::WAIT;
     loop {
         let status = cluster_status(sites, deployment);
         if accept(&status) {
@@ -385,7 +452,7 @@ fn wait_status(
         assert!(
             Instant::now() < deadline,
             "no status with {what} within {:?}; the last: {status:#}",
-            support::WAIT
+            process::WAIT
         );
     }
 }
@@ -411,8 +478,8 @@ fn assert_all_cells(status: &serde_json::Value, storage: &str, state: &str) {
 }
 
 /// `replicast client --config CONFIG transfers` on host client-a, running in the background.
-fn start_transfers(sites: &Sites, config: &std::path::Path, seed: u64) -> Transfers {
-    let mut command = sites.exec("client-a", support::BIN);
+fn start_transfers(sites: &Topology, config: &std::path::Path, seed: u64) -> Transfers {
+    let mut command = replicast_on(sites, "client-a");
     command
         .args(["client", "--timeout", "20", "--config"])
         .arg(config)
@@ -450,13 +517,13 @@ fn finish_transfers(transfers: Transfers) {
 }
 
 /// `replicast client --config CONFIG put OID DATA` on host `host`; returns the TID.
-fn put(sites: &Sites, host: &str, config: &std::path::Path, oid: u64, data: &str) -> String {
-    let mut command = sites.exec(host, support::BIN);
+fn put(sites: &Topology, host: &str, config: &std::path::Path, oid: u64, data: &str) -> String {
+    let mut command = replicast_on(sites, host);
     command
         .args(["client", "--timeout", "20", "--config"])
         .arg(config)
         .args(["put", &oid.to_string(), data]);
-    let tid = support::run(&mut command, &format!("put {oid} on {host}"))
+    let tid = process::run(&mut command, &format!("put {oid} on {host}"))
         .unwrap_or_else(|error| panic!("put {oid} {data} on {host}: {error}"));
     assert!(
         tid.len() == 16 && u64::from_str_radix(&tid, 16).is_ok(),
@@ -466,13 +533,13 @@ fn put(sites: &Sites, host: &str, config: &std::path::Path, oid: u64, data: &str
 }
 
 /// `replicast client --config CONFIG get OID` on host `host`; returns `(serial, data)`.
-fn get(sites: &Sites, host: &str, config: &std::path::Path, oid: u64) -> (String, String) {
-    let mut command = sites.exec(host, support::BIN);
+fn get(sites: &Topology, host: &str, config: &std::path::Path, oid: u64) -> (String, String) {
+    let mut command = replicast_on(sites, host);
     command
         .args(["client", "--timeout", "20", "--config"])
         .arg(config)
         .args(["get", &oid.to_string()]);
-    let line = support::run(&mut command, &format!("get {oid} on {host}"))
+    let line = process::run(&mut command, &format!("get {oid} on {host}"))
         .unwrap_or_else(|error| panic!("get {oid} on {host}: {error}"));
     let (serial, data) = line
         .split_once(' ')
@@ -604,7 +671,7 @@ fn systemd_unit_runs_replicast_node_with_flags_the_command_has() {
         ],
         "the guide installs the binary and the configurations there"
     );
-    let help = support::replicast(&["node", "--help"]).expect("replicast node --help");
+    let help = process::replicast(&["node", "--help"]).expect("replicast node --help");
     for flag in words.iter().filter(|word| word.starts_with("--")) {
         assert!(
             help.contains(flag),
@@ -629,7 +696,7 @@ fn systemd_unit_runs_replicast_node_with_flags_the_command_has() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = unit.replace(
         "ExecStart=/usr/local/bin/replicast ",
-        &format!("ExecStart={} ", support::BIN),
+        &format!("ExecStart={} ", binary().display()),
     );
     std::fs::write(dir.path().join("replicast-node@.service"), local).expect("write the unit");
     let output = std::process::Command::new("systemd-analyze")

@@ -17,17 +17,13 @@
 //! - each storage's multicast data socket: the loss, drawn independently per storage, so each
 //!   replica misses its own datagrams of the group.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use replicast_certs::ClusterCa;
 use replicast_transport::multicast::driver::ImpairmentConfig;
 use replicast_transport::netem::{
-    Bitrate, DataSize, ImpairedUdpSocket, LinkConditions, NetemConfig, Probability, RandomLoss,
+    Bitrate, DataSize, LinkConditions, NetemConfig, Probability, RandomLoss,
 };
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 
-use crate::error::BenchError;
 use crate::grid::CellKnobs;
 
 /// The smallest queue of the writer's link: a bandwidth-delay product below it would drop
@@ -112,52 +108,6 @@ pub fn storage_multicast(knobs: &CellKnobs, seed: u64) -> Option<ImpairmentConfi
         );
     }
     Some(impairment)
-}
-
-/// A QUIC endpoint on 127.0.0.1 with a certificate for `name` from `ca`, on an
-/// [`ImpairedUdpSocket`] when `conditions` are given. Must be called within a tokio runtime
-/// (the endpoint's tasks run on it).
-pub fn endpoint(
-    ca: &ClusterCa,
-    name: &str,
-    conditions: Option<LinkConditions>,
-) -> Result<Endpoint, BenchError> {
-    endpoint_at(ca, name, Ipv4Addr::LOCALHOST, conditions)
-}
-
-/// [`endpoint`] bound to `address` (any free port).
-pub fn endpoint_at(
-    ca: &ClusterCa,
-    name: &str,
-    address: Ipv4Addr,
-    conditions: Option<LinkConditions>,
-) -> Result<Endpoint, BenchError> {
-    let identity = ca
-        .issue(name, &[])
-        .map_err(|e| BenchError::setup(format!("certificate for {name}"), e))?;
-    let config = EndpointConfig {
-        listen: (address, 0).into(),
-        server_tls: identity
-            .server_config()
-            .map_err(|e| BenchError::setup(format!("server TLS of {name}"), e))?,
-        client_tls: identity
-            .client_config()
-            .map_err(|e| BenchError::setup(format!("client TLS of {name}"), e))?,
-        link: LinkConfig::default(),
-    };
-    let Some(conditions) = conditions else {
-        return Endpoint::bind(config)
-            .map_err(|e| BenchError::setup(format!("endpoint of {name}"), e));
-    };
-    let socket = std::net::UdpSocket::bind(SocketAddr::from((address, 0)))
-        .map_err(|e| BenchError::setup(format!("UDP socket of {name}"), e))?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| BenchError::Setup(format!("endpoint of {name}: no tokio runtime")))?;
-    let inner = runtime
-        .wrap_udp_socket(socket)
-        .map_err(|e| BenchError::setup(format!("UDP socket of {name}"), e))?;
-    Endpoint::bind_with_socket(config, ImpairedUdpSocket::new(inner, conditions))
-        .map_err(|e| BenchError::setup(format!("endpoint of {name}"), e))
 }
 
 #[cfg(test)]

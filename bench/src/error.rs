@@ -52,6 +52,10 @@ pub enum BenchError {
          run without --netns for the in-process emulated cluster"
     )]
     NotRoot,
+    /// A fixture of the testkit (the cell's cluster, its namespaces, a node process) could not
+    /// be set up.
+    #[error("cannot start the cell's cluster: {0}")]
+    Testkit(#[from] replicast_testkit::TestkitError),
     /// The knobs describe no cell that can run.
     #[error("invalid knobs: {0}")]
     Knobs(String),

@@ -260,9 +260,10 @@ impl Sweep {
         }
     }
 
-    /// `--preset node`: issue 5's node benchmark on plain loopback (no emulation): 1, 10 and
-    /// 100 objects of 1 KiB and 64 KiB per transaction, 1 and 8 clients, per strategy, on 3
-    /// replicas; 20 transactions per client, a cell stops counting after 8 s.
+    /// `--preset node`: the node benchmark of issues 5 and 11 on plain loopback (no
+    /// emulation), fsync on: 1, 10 and 100 objects of 1 KiB and 64 KiB per transaction, 1, 8,
+    /// 32 and 64 concurrent writing clients, per strategy, on 3 replicas; 20 transactions per
+    /// client, a cell stops counting after 8 s.
     pub fn node_grid() -> Self {
         Self {
             replicas: vec![3],
@@ -271,7 +272,7 @@ impl Sweep {
             rtts_ms: vec![0.0],
             losses: vec![0.0],
             rates: vec![None],
-            clients: vec![1, 8],
+            clients: vec![1, 8, 32, 64],
             strategies: StrategyName::ALL.to_vec(),
             jitter_ms: 0.0,
             amount: Amount::Transactions(20),

@@ -9,25 +9,26 @@
 //! the writer's send link, so every storage misses the same ones (in-process, each storage
 //! draws its own).
 
-use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use replicast_certs::ClusterCa;
+use replicast_testkit::cluster::storage_name;
+use replicast_testkit::netns::{Bridge, HostPlan, Plan, Topology};
+use replicast_testkit::process::NodeProcess;
 use replicast_transport::multicast::driver::MulticastInterface;
 
-use crate::cluster::{MASTER, storage_name};
+use crate::cluster::MASTER;
 use crate::error::BenchError;
 use crate::grid::CellKnobs;
 use crate::workload::{self, WriterHost, WriterOutcome, WriterSetup};
 
 /// Namespace names start with this and the process id, so a later run can remove the
 /// namespaces of a run that was killed.
-const PREFIX: &str = "rcbench";
+const TAG: &str = "rcbench";
 const BRIDGE: &str = "br0";
 const MASTER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
@@ -37,15 +38,9 @@ const START_WAIT: Duration = Duration::from_secs(30);
 /// Bounds the wait for a node to exit after SIGTERM before it is killed.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
-/// Whether the process runs as root (namespaces and bridges need it).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Fails with [`BenchError::NotRoot`] unless the process runs as root.
 pub fn check_root() -> Result<(), BenchError> {
-    if is_root() {
+    if replicast_testkit::netns::is_root() {
         Ok(())
     } else {
         Err(BenchError::NotRoot)
@@ -73,210 +68,41 @@ fn storage_address(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 10 + index as u8)
 }
 
-/// Runs `ip ARGS`.
-fn ip(args: &[&str]) -> Result<(), BenchError> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| BenchError::setup("running `ip` (iproute2)", e))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Setup(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+/// A bridge where multicast floods every port (no IGMP snooping), as on an unmanaged switch,
+/// and one host per `(name, address)` on it with a route for multicast.
+fn plan(hosts: &[(String, Ipv4Addr)]) -> Plan {
+    Plan {
+        bridges: vec![Bridge {
+            name: BRIDGE.to_owned(),
+            snooping: false,
+        }],
+        router: Vec::new(),
+        hosts: hosts
+            .iter()
+            .map(|(name, address)| HostPlan::new(name, BRIDGE, *address).multicast_route())
+            .collect(),
     }
 }
 
-/// The namespaces of one cell; dropping it deletes them (their veths and bridge go along).
-struct Topology {
-    namespaces: Vec<String>,
-}
-
-impl Topology {
-    /// A switch namespace with a bridge, and one namespace per `(name, address)` with `eth0`
-    /// on the bridge and a route for multicast.
-    fn create(prefix: &str, hosts: &[(String, Ipv4Addr)]) -> Result<Self, BenchError> {
-        remove_stale();
-        let switch = format!("{prefix}sw");
-        let mut topology = Self {
-            namespaces: Vec::new(),
-        };
-        ip(&["netns", "add", &switch])?;
-        topology.namespaces.push(switch.clone());
-        ip(&["-n", &switch, "link", "add", BRIDGE, "type", "bridge"])?;
-        // No IGMP snooping: multicast floods every port, as on an unmanaged switch.
-        ip(&[
-            "-n",
-            &switch,
-            "link",
-            "set",
-            BRIDGE,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        ip(&["-n", &switch, "link", "set", BRIDGE, "up"])?;
-        for (index, (name, address)) in hosts.iter().enumerate() {
-            let namespace = format!("{prefix}{name}");
-            ip(&["netns", "add", &namespace])?;
-            topology.namespaces.push(namespace.clone());
-            let port = format!("p{index}");
-            ip(&[
-                "link", "add", "eth0", "netns", &namespace, "type", "veth", "peer", "name", &port,
-                "netns", &switch,
-            ])?;
-            ip(&["-n", &switch, "link", "set", &port, "master", BRIDGE])?;
-            ip(&["-n", &switch, "link", "set", &port, "up"])?;
-            ip(&["-n", &namespace, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n",
-                &namespace,
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &namespace, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                &namespace,
-                "route",
-                "add",
-                "224.0.0.0/4",
-                "dev",
-                "eth0",
-            ])?;
-        }
-        Ok(topology)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for namespace in self.namespaces.iter().rev() {
-            if let Err(error) = ip(&["netns", "del", namespace]) {
-                eprintln!("replicast bench: {error}");
-            }
-        }
-    }
-}
-
-/// Deletes the namespaces of earlier runs whose process no longer exists.
-fn remove_stale() {
-    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Some(namespace) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = namespace
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split_once('x'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = ip(&["netns", "del", namespace]);
-        }
-    }
-}
-
-/// A `replicast node` process; killed when dropped unless stopped.
-struct NodeProcess {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl NodeProcess {
-    fn start(
-        replicast: &Path,
-        namespace: &str,
-        name: &str,
-        config: &Path,
-    ) -> Result<Self, BenchError> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", namespace])
-            .arg(replicast)
-            .arg("node")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| BenchError::setup(format!("starting {name}"), e))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Setup(format!("no standard output of {name}")))?;
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            lines,
-        })
-    }
-
-    /// Waits (bounded) for a line that `wanted` accepts.
-    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> Result<(), BenchError> {
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return Ok(()),
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(BenchError::Setup(format!(
-                        "{} printed no {what} line within {START_WAIT:?}",
-                        self.name
-                    )));
-                }
-            }
-        }
-    }
-
-    /// SIGTERM, then a bounded wait, then SIGKILL.
-    fn stop(mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill only signals the child this process started (`ip netns exec` execs
-            // the node, so the pid is the node's).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + STOP_WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `replicast node --config CONFIG` in host `name`'s namespace and waits (bounded) for
+/// its ready line.
+fn start_node(
+    topology: &Topology,
+    replicast: &Path,
+    name: &str,
+    config: &Path,
+) -> Result<NodeProcess, BenchError> {
+    let mut command = topology.exec(name, replicast)?;
+    command
+        .arg("node")
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::null());
+    let node = NodeProcess::spawn(name, &mut command)?;
+    node.next_line("ready line", START_WAIT, |line| {
+        line.starts_with("ready ").then_some(())
+    })?;
+    Ok(node)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {
@@ -318,7 +144,6 @@ pub fn run_cell(
             .map_err(|e| BenchError::setup(format!("certificate of {name}"), e))?;
     }
 
-    let prefix = format!("{PREFIX}{}x{index}-", std::process::id());
     let mut hosts = vec![(MASTER.to_owned(), MASTER_ADDRESS)];
     hosts.extend(
         storages
@@ -327,7 +152,7 @@ pub fn run_cell(
             .map(|(i, name)| (name.clone(), storage_address(i))),
     );
     hosts.push(("client".to_owned(), CLIENT_ADDRESS));
-    let topology = Topology::create(&prefix, &hosts)?;
+    let topology = Topology::create(TAG, &plan(&hosts))?;
 
     let master_listen = SocketAddrV4::new(MASTER_ADDRESS, PORT);
     let list: Vec<String> = storages.iter().map(|s| format!("{s:?}")).collect();
@@ -342,13 +167,7 @@ pub fn run_cell(
             tls_section(&certs, MASTER)
         ),
     )?;
-    let mut master = NodeProcess::start(
-        replicast,
-        &format!("{prefix}{MASTER}"),
-        MASTER,
-        &master_config,
-    )?;
-    master.wait_for("ready", |line| line.starts_with("ready "))?;
+    let master = start_node(&topology, replicast, MASTER, &master_config)?;
     let mut nodes = Vec::new();
     for (i, name) in storages.iter().enumerate() {
         let address = storage_address(i);
@@ -364,16 +183,16 @@ pub fn run_cell(
                 tls_section(&certs, name)
             ),
         )?;
-        let mut node = NodeProcess::start(replicast, &format!("{prefix}{name}"), name, &config)?;
-        node.wait_for("ready", |line| line.starts_with("ready "))?;
-        nodes.push(node);
+        nodes.push(start_node(&topology, replicast, name, &config)?);
     }
     let everyone = format!("running {}", {
         let mut sorted = storages.clone();
         sorted.sort();
         sorted.join(",")
     });
-    master.wait_for("running", |line| line == everyone)?;
+    master.next_line("running line", START_WAIT, |line| {
+        (line == everyone).then_some(())
+    })?;
 
     let mut directory =
         std::collections::HashMap::from([(MASTER.to_owned(), SocketAddr::V4(master_listen))]);
@@ -396,14 +215,16 @@ pub fn run_cell(
         host: WriterHost {
             address: CLIENT_ADDRESS,
             interface: MulticastInterface::Address(CLIENT_ADDRESS),
-            namespace: Some(PathBuf::from(format!("/run/netns/{prefix}client"))),
+            namespace: Some(topology.namespace_path("client")?),
             groups,
         },
+        // The storages are processes: their fsyncs are not counted.
+        fsyncs: None,
     };
     let outcome = workload::run(setup);
-    master.stop();
+    master.shutdown(STOP_WAIT);
     for node in nodes {
-        node.stop();
+        node.shutdown(STOP_WAIT);
     }
     drop(topology);
     outcome

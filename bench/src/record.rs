@@ -85,6 +85,10 @@ pub struct Figures {
     pub p50_over_bound: Option<f64>,
     /// `latency_p99_ms / bound_ms`; `None` when the bound is 0.
     pub p99_over_bound: Option<f64>,
+    /// Durable commits (fsyncs) of the storages' engines during the measured part, per
+    /// committed transaction and per storage; `None` when not counted (`--netns`).
+    #[serde(default)]
+    pub fsyncs_per_commit: Option<f64>,
 }
 
 impl Results {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bound;
-use crate::cluster::Cluster;
 use crate::error::BenchError;
 use crate::grid::{CellKnobs, Sweep};
 use crate::record::{CellRecord, Figures, Results, SCHEMA_VERSION};
@@ -207,15 +206,16 @@ fn run_cell(
     seed: u64,
     data_dir: Option<&Path>,
 ) -> Result<WriterOutcome, BenchError> {
-    let cluster = runtime.block_on(Cluster::start(knobs, seed, data_dir))?;
+    let cluster = runtime.block_on(crate::cluster::start(knobs, seed, data_dir))?;
     let setup = WriterSetup {
         knobs: knobs.clone(),
         cell: index,
         seed,
         ca: cluster.ca.clone(),
         directory: cluster.directory.clone(),
-        storages: cluster.storages.clone(),
+        storages: cluster.storage_names(),
         host: WriterHost::loopback(index, knobs.clients),
+        fsyncs: Some(cluster.fsync_counter()),
     };
     let outcome = workload::run(setup);
     runtime.block_on(cluster.stop());
@@ -266,6 +266,10 @@ pub fn figures(knobs: &CellKnobs, outcome: &WriterOutcome) -> Figures {
         bound_ms,
         p50_over_bound: over(p50),
         p99_over_bound: over(p99),
+        fsyncs_per_commit: outcome
+            .fsyncs
+            .filter(|_| outcome.commits > 0 && knobs.replicas > 0)
+            .map(|fsyncs| fsyncs as f64 / outcome.commits as f64 / knobs.replicas as f64),
     }
 }
 

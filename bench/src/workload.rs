@@ -4,8 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
+use replicast_testkit::endpoint::EndpointSpec;
 use replicast_transport::fanout::{Fanout, FanoutConfig};
 use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
@@ -26,7 +26,7 @@ use replicast_transport::multicast::proto::RateLimit;
 use replicast_transport::quic::Endpoint;
 use tokio::sync::Barrier;
 
-use crate::cluster::{MASTER, group};
+use crate::cluster::{FsyncCounter, MASTER, group};
 use crate::cpu::thread_cpu_seconds;
 use crate::emulation;
 use crate::error::BenchError;
@@ -58,6 +58,8 @@ pub struct WriterSetup {
     pub storages: Vec<String>,
     /// Where the writers run.
     pub host: WriterHost,
+    /// The storages' fsyncs so far, when the cluster can count them.
+    pub fsyncs: Option<FsyncCounter>,
 }
 
 /// Where the writers run: their address, multicast interface and network namespace.
@@ -86,22 +88,6 @@ impl WriterHost {
     }
 }
 
-/// Moves the calling thread into the network namespace at `path`.
-fn enter_namespace(path: &Path) -> Result<(), BenchError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| BenchError::setup(format!("network namespace {}", path.display()), e))?;
-    // SAFETY: setns gets a descriptor that is open for the duration of the call; it changes
-    // only the calling thread's network namespace.
-    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if entered != 0 {
-        return Err(BenchError::setup(
-            format!("entering network namespace {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// What the writers measured after their warm-up.
 #[derive(Debug, Clone)]
 pub struct WriterOutcome {
@@ -123,6 +109,8 @@ pub struct WriterOutcome {
     pub nacks: u64,
     /// CPU seconds of the writer thread.
     pub cpu_s: f64,
+    /// The storages' fsyncs during the measured part, when counted.
+    pub fsyncs: Option<u64>,
 }
 
 /// One writing client: its handle, endpoint (for byte counts) and fan-out (for multicast
@@ -148,7 +136,7 @@ pub fn run(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         .name("bench-writer".into())
         .spawn(move || {
             if let Some(namespace) = &setup.host.namespace {
-                enter_namespace(namespace)?;
+                replicast_testkit::netns::enter(namespace)?;
             }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -167,11 +155,10 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
     let name = format!("client-{}", index + 1);
     let seed = setup.seed + 10_000 + index as u64;
     let host = &setup.host;
-    let endpoint = emulation::endpoint_at(
+    let endpoint = replicast_testkit::endpoint::bind(
         &setup.ca,
         &name,
-        host.address,
-        emulation::writer_quic(knobs, seed),
+        &EndpointSpec::at(host.address).with_conditions(emulation::writer_quic(knobs, seed)),
     )?;
     let group = host
         .groups
@@ -291,6 +278,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     }
     barrier.wait().await;
     let before = read_counters(&monitors, &peers).await;
+    let fsyncs_before = setup.fsyncs.as_ref().map(|count| count());
     let cpu_before = thread_cpu_seconds();
     let started = Instant::now();
     let _ = measure_start.set(started);
@@ -320,6 +308,11 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     let elapsed = started.elapsed();
     let cpu_s = thread_cpu_seconds() - cpu_before;
     let after = read_counters(&monitors, &peers).await;
+    let fsyncs = setup
+        .fsyncs
+        .as_ref()
+        .zip(fsyncs_before)
+        .map(|(count, before)| count().saturating_sub(before));
     for handle in handles {
         let _ = handle.close().await;
     }
@@ -339,6 +332,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         repair_bytes: after.repair_bytes.saturating_sub(before.repair_bytes),
         nacks: after.nacks.saturating_sub(before.nacks),
         cpu_s,
+        fsyncs,
     })
 }
 

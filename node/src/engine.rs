@@ -18,7 +18,15 @@
 //!
 //! The engine takes no locks of its own beyond redb's single writer: which transaction may store
 //! which object is the [`LockManager`](crate::locks::LockManager)'s business.
+//!
+//! Each of those calls is one redb write transaction. A [`WriteBatch`] puts several writes (of
+//! different transactions) in one, committed with one fsync at most: the group commit of the
+//! storage's persistence executor. Staging needs no fsync (a crash before the vote only costs
+//! the client a retry), so a batch is durable only when one of its writes asks for it;
+//! redb makes a commit without durability durable with the next durable one, and
+//! [`syncs`](Engine::syncs) counts the durable commits (one fsync each).
 
+mod batch;
 mod catch_up;
 mod commit;
 mod error;
@@ -28,18 +36,22 @@ mod load;
 mod pack;
 mod records;
 mod replication;
+mod startup;
 mod tables;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
+pub use batch::WriteBatch;
 pub use catch_up::{ReplicationProgress, TransactionBatch};
 pub use error::EngineError;
 pub use iterate::{ObjectsAtPage, PartitionSize, TransactionPage};
 pub use pack::PackStep;
 pub use records::{PendingTransaction, Revision, RevisionBefore};
 pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
+pub use startup::StartupState;
 
 use error::database;
 use records::{ObjectRecord, PendingHeader, StoredData, TransactionRecord, decode};
@@ -72,6 +84,10 @@ use crate::object::{Digest, ObjectData};
 #[derive(Debug)]
 pub struct Engine {
     db: Database,
+    /// Durable commits since open: one fsync each.
+    syncs: AtomicU64,
+    /// Whether a commit without durability has not been followed by a durable one yet.
+    unsynced: AtomicBool,
 }
 
 impl Engine {
@@ -79,16 +95,65 @@ impl Engine {
     /// stored objects but not voted when the store was last closed or killed.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EngineError> {
         let db = Database::create(path).map_err(database("open the database file"))?;
-        let store = Self { db };
+        let store = Self {
+            db,
+            syncs: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+        };
         store.recover()?;
         Ok(store)
     }
 
+    /// How many durable commits (each one fsync) this engine made since it was opened.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Whether a commit made without durability (staging, a finish whose fsync was deferred)
+    /// still waits for a durable commit to reach the disk.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced.load(Ordering::Relaxed)
+    }
+
+    /// Makes every commit so far durable, with one empty durable commit if any was not;
+    /// whether it had to.
+    pub fn sync(&self) -> Result<bool, EngineError> {
+        if !self.has_unsynced() {
+            return Ok(false);
+        }
+        let txn = self.db.begin_write().map_err(database("begin sync"))?;
+        self.commit(txn, true, "commit sync")?;
+        Ok(true)
+    }
+
+    /// Commits `txn`, durably (one fsync, which also makes every earlier commit durable) or not
+    /// (visible to readers at once, durable with the next durable commit).
+    pub(crate) fn commit(
+        &self,
+        mut txn: WriteTransaction,
+        durable: bool,
+        operation: &'static str,
+    ) -> Result<(), EngineError> {
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
+            .map_err(database("set durability"))?;
+        txn.commit().map_err(database(operation))?;
+        if durable {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.unsynced.store(false, Ordering::Relaxed);
+        } else {
+            self.unsynced.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Creates the tables if missing and drops pending transactions that had not voted.
     fn recover(&self) -> Result<(), EngineError> {
-        let mut txn = self.db.begin_write().map_err(database("begin recovery"))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(database("set durability"))?;
+        let txn = self.db.begin_write().map_err(database("begin recovery"))?;
         {
             txn.open_table(OBJECTS).map_err(database("open objects"))?;
             txn.open_table(TRANSACTIONS)
@@ -112,7 +177,7 @@ impl Engine {
                     .map_err(database("drop unvoted objects"))?;
             }
         }
-        txn.commit().map_err(database("commit recovery"))
+        self.commit(txn, true, "commit recovery")
     }
 }
 

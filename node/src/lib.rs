@@ -14,6 +14,8 @@
 //! - [`engine`]: the durable engine on redb: two-phase commit, loads, history for replication;
 //! - [`protocol`]: the messages of two-phase commit and the sans-IO contract of the roles;
 //! - [`master`], [`client`], [`storage`]: the roles' two-phase commit as state machines.
+//! - [`persist`]: the storage's persistence executor, which runs the storage role's writes
+//!   (group commit) and reads (off the writer) on its engine.
 //! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
 //! - [`driver`]: tokio drivers that run the roles over QUIC links, and an `async` client API.
 //!
@@ -53,16 +55,18 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consensus;
 pub mod engine;
 pub mod ids;
 pub mod locks;
 pub mod object;
 pub mod partition;
+pub mod primary;
 
 pub mod client;
 pub mod driver;
 pub mod master;
+pub mod persist;
 pub mod protocol;
 pub mod storage;
 pub mod transaction;
-pub mod workload;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use replicast_node::client::{Client, ClientConfig, ClientEvent};
-use replicast_node::engine::Engine;
+use replicast_node::engine::StartupState;
 use replicast_node::ids::Tid;
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
@@ -17,7 +17,7 @@ use replicast_node::storage::{Storage, StorageConfig};
 fn master() -> Master {
     let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])
         .expect("partition table");
-    Master::new(table, MasterConfig::default())
+    Master::new(table, MasterConfig::default()).expect("a lone master")
 }
 
 fn address(port: u16) -> SocketAddr {
@@ -25,21 +25,23 @@ fn address(port: u16) -> SocketAddr {
 }
 
 fn transmits(master: &mut Master) -> Vec<Transmit> {
-    std::iter::from_fn(|| master.poll_transmit()).collect()
+    std::iter::from_fn(|| master.poll_transmit())
+        .map(|transmit| Transmit {
+            to: transmit.to,
+            message: transmit.message.into_order(),
+        })
+        .collect()
 }
 
 #[test]
 fn storage_announces_its_address_to_its_master() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Engine::open(dir.path().join("s1.redb")).expect("open redb");
     let mut storage = Storage::open(
         SystemTime::now(),
         "s1",
         "master",
-        store,
+        StartupState::default(),
         StorageConfig::default(),
-    )
-    .expect("storage role");
+    );
     storage.announce_address(address(7101));
     let sent: Vec<Transmit> = std::iter::from_fn(|| storage.poll_transmit()).collect();
     let announced: Vec<&Message> = sent
@@ -156,20 +158,30 @@ fn client_keeps_the_addresses_its_master_told() {
         .handle(
             now,
             "master",
-            Message::StorageAddresses(vec![("s1".into(), address(7101))]),
+            Message::order(
+                1,
+                Message::StorageAddresses(vec![("s1".into(), address(7101))]),
+            ),
         )
         .expect("address book");
     let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])
         .expect("partition table");
     client
-        .handle(now, "master", Message::PartitionTable(table))
+        .handle(
+            now,
+            "master",
+            Message::order(1, Message::PartitionTable(table)),
+        )
         .expect("table");
     assert!(std::iter::from_fn(|| client.poll_event()).any(|event| event == ClientEvent::Ready));
     client
         .handle(
             now,
             "master",
-            Message::StorageAddresses(vec![("s2".into(), address(7102))]),
+            Message::order(
+                1,
+                Message::StorageAddresses(vec![("s2".into(), address(7102))]),
+            ),
         )
         .expect("update");
     assert_eq!(

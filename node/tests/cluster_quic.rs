@@ -2,8 +2,6 @@
 //! storages on redb (P = 12, R = 2), clients running concurrent transfers through the
 //! `async` client API.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,15 +14,34 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
 use replicast_node::transaction::TransactionInfo;
+use replicast_testkit::cluster::{Cluster, STORAGES, WAIT};
+use replicast_testkit::endpoint::endpoint;
+use replicast_testkit::workload::transfers::{balance, balance_data};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
-use support::cluster::Cluster;
-use support::{STORAGES, WAIT, balance, balance_data, endpoint};
 
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+/// The testkit's in-process cluster: storage-1..3 (P = 12, R = 2), each known to the
+/// clients by its address (storages do not announce theirs to the master here).
+async fn start_cluster() -> Cluster {
+    Cluster::builder("cluster-quic-test")
+        .announce_addresses(false)
+        .start()
+        .await
+        .expect("the cluster starts and every storage announces itself")
+}
+
+/// Client `name` of `cluster`, storing inline over its QUIC links.
+async fn client(cluster: &Cluster, name: &str) -> ClientHandle {
+    cluster
+        .client(name)
+        .await
+        .expect("client connects and gets the partition table")
+}
 
 /// One committed transfer: its TID and the change of each account.
 #[derive(Debug)]
@@ -80,7 +97,7 @@ async fn transfer(
     let mut reads = Vec::new();
     for (oid, _) in &deltas {
         let (serial, data) = client.load(*oid).await?.expect("accounts exist");
-        reads.push((serial, balance(&data)));
+        reads.push((serial, balance(*oid, &data).expect("a balance")));
     }
     for ((oid, delta), (serial, value)) in deltas.iter().zip(reads) {
         client
@@ -180,8 +197,9 @@ async fn check_loads(reader: &mut ClientHandle, expected: &BTreeMap<Oid, (i64, T
     let mut loaded_sum = 0;
     for (oid, (value, tid)) in expected {
         let (serial, data) = reader.load(*oid).await.expect("load").expect("account");
-        assert_eq!((balance(&data), serial), (*value, *tid), "{oid:?}");
-        loaded_sum += balance(&data);
+        let value_loaded = balance(*oid, &data).expect("a balance");
+        assert_eq!((value_loaded, serial), (*value, *tid), "{oid:?}");
+        loaded_sum += value_loaded;
     }
     assert_eq!(loaded_sum, INITIAL_BALANCE * i64::from(ACCOUNTS));
 }
@@ -204,7 +222,7 @@ async fn check_replicas(cluster: &Cluster, expected: &BTreeMap<Oid, (i64, Tid)>)
         let revisions = storage
             .call(move |node, _| {
                 oids.iter()
-                    .map(|oid| (*oid, node.store().load(*oid)))
+                    .map(|oid| (*oid, node.engine().load(*oid)))
                     .collect::<Vec<_>>()
             })
             .await
@@ -212,7 +230,10 @@ async fn check_replicas(cluster: &Cluster, expected: &BTreeMap<Oid, (i64, Tid)>)
         for (oid, revision) in revisions {
             let revision = revision.expect("redb reads").expect("committed revision");
             assert_eq!(
-                (balance(&revision.data), revision.tid),
+                (
+                    balance(oid, &revision.data).expect("a balance"),
+                    revision.tid
+                ),
                 expected[&oid],
                 "{oid:?} on {name}"
             );
@@ -235,12 +256,12 @@ async fn concurrent_transfers_over_quic_keep_the_sum_on_every_replica() {
 }
 
 async fn concurrent_transfers() {
-    let cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
+    let cluster = start_cluster().await;
+    let mut setup = client(&cluster, "client-setup").await;
     let (accounts, setup_tid) = create_accounts(&mut setup).await;
 
-    let alice = cluster.client("client-alice").await;
-    let bob = cluster.client("client-bob").await;
+    let alice = client(&cluster, "client-alice").await;
+    let bob = client(&cluster, "client-bob").await;
     let (alice, bob) = tokio::join!(
         run_transfers(alice, accounts.clone(), 100, 1),
         run_transfers(bob, accounts.clone(), 100, 2),
@@ -291,12 +312,12 @@ async fn commits_go_on_when_a_storage_stops_mid_run() {
 }
 
 async fn storage_stopped_mid_run() {
-    let mut cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
+    let mut cluster = start_cluster().await;
+    let mut setup = client(&cluster, "client-setup").await;
     let (accounts, setup_tid) = create_accounts(&mut setup).await;
 
-    let alice = cluster.client("client-alice").await;
-    let bob = cluster.client("client-bob").await;
+    let alice = client(&cluster, "client-alice").await;
+    let bob = client(&cluster, "client-bob").await;
     let bob_run = tokio::spawn(run_transfers(bob, accounts.clone(), 60, 2));
     let (alice, alice_before) = run_transfers(alice, accounts.clone(), 20, 1).await;
     // Bob is still transferring: the storage goes away under his transactions.
@@ -324,7 +345,7 @@ async fn storage_stopped_mid_run() {
     // The stopped storage holds a prefix of the history: nothing it has is newer than the
     // last commit of the object.
     for (oid, (_, last)) in &expected {
-        if let Some(revision) = stopped.store().load(*oid).expect("redb reads") {
+        if let Some(revision) = stopped.engine().load(*oid).expect("redb reads") {
             assert!(revision.tid <= *last, "{oid:?} on {stopped_name}");
         }
     }
@@ -368,8 +389,8 @@ async fn next_message(endpoint: &Endpoint) -> (String, Message) {
 }
 
 async fn garbage_from_a_peer() {
-    let cluster = Cluster::start().await;
-    let mut setup = cluster.client("client-setup").await;
+    let cluster = start_cluster().await;
+    let mut setup = client(&cluster, "client-setup").await;
     let (accounts, setup_tid) = create_accounts(&mut setup).await;
     let table_before = cluster
         .master
@@ -422,7 +443,10 @@ async fn garbage_from_a_peer() {
     else {
         panic!("expected the answer to the load, got {answer:?}");
     };
-    assert_eq!((tid, balance(&data)), (setup_tid, INITIAL_BALANCE));
+    assert_eq!(
+        (tid, balance(oid, &data).expect("a balance")),
+        (setup_tid, INITIAL_BALANCE)
+    );
     // Fan-out objects that are not stores: garbage, and a well-formed finish.
     for (object_id, body) in [(1u64, vec![0xde, 0xad]), (2, encode(&finish))] {
         let ack: UnicastAck = storage
@@ -456,7 +480,7 @@ async fn garbage_from_a_peer() {
         .await
         .expect("master runs");
     assert_eq!(table_after, table_before);
-    let alice = cluster.client("client-alice").await;
+    let alice = client(&cluster, "client-alice").await;
     let (_alice, worker) = run_transfers(alice, accounts.clone(), 5, 7).await;
     let expected = expected_state(&accounts, setup_tid, &[&worker]);
     check_loads(&mut setup, &expected).await;

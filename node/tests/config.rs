@@ -139,7 +139,27 @@ fn every_example_loads() {
 #[test]
 fn master_example() {
     let config = NodeConfig::load(example("master.toml")).unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(config.node.name.as_str(), "master");
+    assert_eq!(config.node.name.as_str(), "master-1");
+    let masters: Vec<(&str, SocketAddr)> = config
+        .masters
+        .iter()
+        .map(|master| (master.name.as_str(), master.address))
+        .collect();
+    assert_eq!(
+        masters,
+        [
+            ("master-1", "127.0.0.1:7000".parse().unwrap()),
+            ("master-2", "127.0.0.1:7001".parse().unwrap()),
+            ("master-3", "127.0.0.1:7002".parse().unwrap()),
+        ]
+    );
+    let settings = config
+        .master_settings
+        .as_ref()
+        .expect("a master's settings");
+    assert_eq!(settings.path, examples_dir().join("data/master-1-log.redb"));
+    assert_eq!(settings.tick, Duration::from_millis(50));
+    assert_eq!((settings.election_ticks, settings.heartbeat_ticks), (10, 2));
     assert_eq!(
         config.node.listen,
         "127.0.0.1:7000".parse::<SocketAddr>().unwrap()
@@ -171,7 +191,8 @@ fn storage_example() {
         master.address,
         "127.0.0.1:7000".parse::<SocketAddr>().unwrap()
     );
-    assert_eq!(master.name.as_str(), "master");
+    assert_eq!(master.name.as_str(), "master-1", "the first of [masters]");
+    assert_eq!(config.masters.len(), 3);
     assert_eq!(storage.path, examples_dir().join("data/storage-1.redb"));
     assert_eq!(config.tls.key, examples_dir().join("certs/storage-1.key"));
     let multicast = config
@@ -196,7 +217,8 @@ fn client_example() {
         panic!("not a client: {config:?}");
     };
     assert_eq!(*fanout, FanoutStrategy::Auto);
-    assert_eq!(master.name.as_str(), "master");
+    assert_eq!(master.name.as_str(), "master-1");
+    assert_eq!(config.masters.len(), 3);
     assert_eq!(config.node.listen.port(), 0);
     assert!(config.multicast.is_some());
 }
@@ -377,7 +399,8 @@ fn missing_keys_and_sections_are_named_for_the_role() {
                 "[master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n",
                 "",
             ),
-            "master",
+            // Neither [masters] nor the single [master]: the group is named first.
+            "masters",
         ),
         (
             edit(MASTER, "[cluster]\npartitions = 12\nreplicas = 2\n", ""),
@@ -416,6 +439,21 @@ fn missing_keys_and_sections_are_named_for_the_role() {
 }
 
 #[test]
+fn a_masters_own_master_section_holds_its_settings_not_a_peer() {
+    let error = error_of(&format!(
+        "{MASTER}[master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n"
+    ));
+    assert_names(&error, "master.address");
+    assert!(error.to_string().contains("[masters]"), "{error}");
+    let error = error_of(&STORAGE.replace("[master]\n", "[master]\npath = \"x\"\n"));
+    assert_names(&error, "master.path");
+    let error = error_of(&format!("{MASTER}[master]\nelection_ticks = 1\n"));
+    assert_names(&error, "master.election_ticks");
+    let error = error_of(&format!("{MASTER}[masters]\nother = \"127.0.0.1:7001\"\n"));
+    assert_names(&error, "masters");
+}
+
+#[test]
 fn sections_of_other_roles_are_refused() {
     for (text, key) in [
         (
@@ -423,10 +461,6 @@ fn sections_of_other_roles_are_refused() {
             "cluster",
         ),
         (format!("{CLIENT}[storage]\npath = \"x.redb\"\n"), "storage"),
-        (
-            format!("{MASTER}[master]\naddress = \"127.0.0.1:7000\"\nname = \"master\"\n"),
-            "master",
-        ),
         (
             format!("{MASTER}[multicast]\ngroup = \"239.1.2.3:7200\"\ninterface = \"lo\"\n"),
             "multicast",

@@ -4,8 +4,6 @@
 //! closed connection may be gone, so both sides must hear of the loss (a storage that does not
 //! learn that the master counted it lost never announces itself again).
 
-mod support;
-
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -13,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use replicast_certs::ClusterCa;
 use replicast_node::driver::{DriverConfig, DriverHandle, Role, spawn};
 use replicast_node::protocol::{Message, NodeReport, ProtocolError, Transmit};
+use replicast_testkit::endpoint::{address, endpoint};
 use replicast_transport::quic::Endpoint;
-use support::{address, endpoint};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.

@@ -4,8 +4,6 @@
 //! not answer and garbage (refused with an error), and the running client's link goes on as
 //! if nothing happened: no loss on either side, its next request answered in order.
 
-mod support;
-
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
@@ -14,8 +12,8 @@ use replicast_node::driver::{DriverConfig, Role, spawn};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, decode_from, encode};
+use replicast_testkit::endpoint::{address, endpoint};
 use replicast_transport::quic::{Link, LinkError};
-use support::{address, endpoint};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.
@@ -48,7 +46,8 @@ impl Role for Recorder {
         _from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        self.received.push_back(message);
+        // The master's messages are orders of its term; the recorder keeps what they say.
+        self.received.push_back(message.into_order());
         Ok(())
     }
 
@@ -114,7 +113,7 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
     let master_endpoint = endpoint(&ca, "master");
     let master_address = address(&master_endpoint);
     let (master, _master_events) = spawn(
-        Master::new(table, MasterConfig::default()),
+        Master::new(table, MasterConfig::default()).expect("a lone master"),
         master_endpoint,
         DriverConfig::default(),
     );

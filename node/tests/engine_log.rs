@@ -2,13 +2,11 @@
 //! their revisions, the undo log and what an undo needs, revisions current at a TID, sizes,
 //! pack in steps and garbage collection.
 
-mod support;
-
 use replicast_node::engine::{Engine, ObjectCursor};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::{DataRecord, TransactionInfo, UndoRecord};
-use support::open_store;
+use replicast_testkit::cluster::open_store;
 
 fn data(text: &str) -> ObjectData {
     ObjectData::from(text.as_bytes().to_vec())

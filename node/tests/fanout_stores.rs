@@ -4,30 +4,21 @@
 //! concurrent transfers under each strategy; a storage that leaves the group under `auto`
 //! is served by unicast while commits go on.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use replicast_certs::ClusterCa;
 use replicast_node::client::{Client, ClientConfig};
-use replicast_node::driver::{
-    ClientHandle, DriverConfig, DriverHandle, FanoutDeliveries, spawn_storage,
-};
-use replicast_node::master::Master;
+use replicast_node::driver::{ClientHandle, DriverConfig, FanoutDeliveries};
 use replicast_node::protocol::StorePath;
-use replicast_node::storage::Storage;
-use replicast_node::workload::transfers::{self, Commit};
+use replicast_testkit::cluster::{Cluster as TestCluster, MASTER, STORAGES, WAIT};
+use replicast_testkit::endpoint::{EndpointSpec, address, endpoint, random_group};
+use replicast_testkit::workload::transfers::{self, Commit};
 use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
-use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions, NetemConfig};
+use replicast_transport::netem::{LinkConditions, NetemConfig};
 use replicast_transport::quic::Endpoint;
-use support::{
-    MASTER, STORAGES, WAIT, address, endpoint, endpoint_config, random_group, spawn_master,
-    storage, wait_for_master,
-};
 
 const ACCOUNTS: u32 = 12;
 /// Transfers each client commits.
@@ -37,79 +28,45 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bounds a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 
+/// The testkit's in-process cluster (storages report their links to the master), and the
+/// multicast group its clients write to.
 struct Cluster {
-    ca: ClusterCa,
+    nodes: TestCluster,
     group: SocketAddr,
-    master: DriverHandle<Master>,
-    storages: BTreeMap<String, DriverHandle<Storage>>,
-    directory: HashMap<String, SocketAddr>,
-    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
+    /// Starts the cluster; returns once every storage announced itself and its address to
+    /// the master (clients find the storages through it).
     async fn start() -> Self {
-        let ca = ClusterCa::generate("fanout-stores-test").expect("cluster CA");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (master, master_address) = spawn_master(&ca);
-        let mut storages = BTreeMap::new();
-        // Storages are reached through the master's address book, as in a deployment.
-        let directory = HashMap::from([(MASTER.to_owned(), master_address)]);
-        for name in STORAGES {
-            let mut node = storage(dir.path(), name);
-            let storage_endpoint = endpoint(&ca, name);
-            node.announce_address(address(&storage_endpoint));
-            let receiver = FanoutReceiverConfig {
+        let nodes = TestCluster::builder("fanout-stores-test")
+            .storage_driver(DriverConfig {
+                report_to: Some(MASTER.to_owned()),
+                report_interval: REPORT_INTERVAL,
+                ..DriverConfig::default()
+            })
+            .receiver(|_| FanoutReceiverConfig {
                 // A storage that left the group is found out quickly.
                 expect_timeout: Duration::from_millis(300),
                 ..FanoutReceiverConfig::default()
-            };
-            let (driver, _events) = spawn_storage(
-                node,
-                storage_endpoint,
-                DriverConfig {
-                    directory: directory.clone(),
-                    report_to: Some(MASTER.to_owned()),
-                    report_interval: REPORT_INTERVAL,
-                    ..DriverConfig::default()
-                },
-                receiver,
-            );
-            storages.insert(name.to_owned(), driver);
-        }
-        let cluster = Self {
-            ca,
+            })
+            .start()
+            .await
+            .expect("the cluster starts and every storage announces its address");
+        Self {
+            nodes,
             group: random_group(),
-            master,
-            storages,
-            directory,
-            _dir: dir,
-        };
-        cluster.wait_for_storage_addresses().await;
-        cluster
-    }
-
-    /// Polls the master (bounded in time) until every storage announced its address: the
-    /// master has no event for it, and clients find the storages through it.
-    async fn wait_for_storage_addresses(&self) {
-        wait_for_master(
-            &self.master,
-            "every storage announced itself and its address to the master",
-            |master| {
-                master.running_storages().count() == STORAGES.len()
-                    && master.storage_addresses().len() == STORAGES.len()
-            },
-        )
-        .await;
+        }
     }
 
     async fn client(&self, name: &str, strategy: Strategy) -> ClientHandle {
-        self.client_on(endpoint(&self.ca, name), name, strategy)
+        self.client_on(endpoint(&self.nodes.ca, name), name, strategy)
             .await
     }
 
     /// Where storage `name` listens.
     async fn storage_address(&self, name: &str) -> SocketAddr {
-        address(self.storages[name].endpoint())
+        address(self.nodes.storage(name).endpoint())
     }
 
     async fn client_on(&self, endpoint: Endpoint, name: &str, strategy: Strategy) -> ClientHandle {
@@ -127,7 +84,8 @@ impl Cluster {
             Client::new(name, MASTER, ClientConfig::default()),
             endpoint,
             DriverConfig {
-                directory: self.directory.clone(),
+                // Storages are reached through the master's address book, as in a deployment.
+                directory: HashMap::from([(MASTER.to_owned(), self.nodes.directory[MASTER])]),
                 report_interval: REPORT_INTERVAL,
                 ..DriverConfig::default()
             },
@@ -149,6 +107,7 @@ impl Cluster {
         let polling = async {
             loop {
                 let status = self
+                    .nodes
                     .master
                     .call(|master, _| master.cluster_status())
                     .await
@@ -191,9 +150,10 @@ impl Cluster {
 
     /// Stores the storages took through the fan-out, and objects they refused.
     fn storage_fanout_counts(&self) -> (u64, u64) {
-        self.storages
-            .values()
-            .fold((0, 0), |(stores, refused), driver| {
+        self.nodes
+            .storages
+            .iter()
+            .fold((0, 0), |(stores, refused), (_, driver)| {
                 let stats = driver.stats();
                 (stores + stats.fanout_stores, refused + stats.fanout_refused)
             })
@@ -341,18 +301,17 @@ async fn transfers_commit_with_auto_fanout() {
 
 /// An endpoint for `name` whose datagrams to each address of `delays` wait that long.
 fn slow_endpoint(ca: &ClusterCa, name: &str, delays: &[(SocketAddr, Duration)]) -> Endpoint {
-    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP socket");
-    let inner = quinn::default_runtime()
-        .expect("inside tokio")
-        .wrap_udp_socket(socket)
-        .expect("wrap the socket");
     let conditions = delays
         .iter()
         .fold(LinkConditions::new(), |conditions, (to, delay)| {
             conditions.with_link(*to, NetemConfig::new().latency(*delay).seed(3))
         });
-    let socket: Arc<ImpairedUdpSocket> = ImpairedUdpSocket::new(inner, conditions);
-    Endpoint::bind_with_socket(endpoint_config(ca, name), socket).expect("bind endpoint")
+    replicast_testkit::endpoint::bind(
+        ca,
+        name,
+        &EndpointSpec::default().with_conditions(Some(conditions)),
+    )
+    .expect("bind endpoint")
 }
 
 /// Loads go to the readable replica with the lowest measured RTT (links emulated slow at
@@ -371,7 +330,7 @@ async fn loads_go_to_the_replica_with_the_lowest_rtt() {
                 Duration::from_millis(20),
             ),
         ];
-        let endpoint = slow_endpoint(&cluster.ca, "client-1", &slow);
+        let endpoint = slow_endpoint(&cluster.nodes.ca, "client-1", &slow);
         let mut client = cluster
             .client_on(endpoint, "client-1", Strategy::Unicast)
             .await;
@@ -409,7 +368,10 @@ async fn loads_go_to_the_replica_with_the_lowest_rtt() {
         assert!(served.len() >= 2, "the objects span replicas: {served:?}");
 
         // The nearest storage goes away: its objects are served by the next replica.
-        let gone = cluster.storages.remove("storage-3").expect("storage-3");
+        let gone = cluster
+            .nodes
+            .remove_storage("storage-3")
+            .expect("storage-3");
         let _ = gone.stop().await;
         for oid in &accounts {
             let (revision, from) = client.load_with_replica(*oid).await.expect("load");
@@ -441,7 +403,7 @@ async fn a_client_commits_while_a_storage_is_down() {
     tokio::time::timeout(TEST_LIMIT, async {
         let mut cluster = Cluster::start().await;
         let down = "storage-3";
-        let stopped = cluster.storages.remove(down).expect("storage-3");
+        let stopped = cluster.nodes.remove_storage(down).expect("storage-3");
         let _ = stopped.stop().await;
         let mut client = cluster.client("client-1", Strategy::Auto).await;
         let accounts = transfers::create_accounts(&mut client, ACCOUNTS)
@@ -497,7 +459,9 @@ async fn a_storage_that_leaves_the_group_is_served_by_unicast() {
         }
 
         let leaver = "storage-1";
-        cluster.storages[leaver]
+        cluster
+            .nodes
+            .storage(leaver)
             .fanout_feed()
             .expect("a storage driver has a fan-out feed")
             .stop_multicast();

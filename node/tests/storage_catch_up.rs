@@ -5,16 +5,17 @@
 //! a finish that arrives after replication imported its TID or later ones. And two storage
 //! roles, a source and a feeding one, exchanging the replication messages.
 
-mod support;
-
-use replicast_node::engine::{Engine, EngineError, ObjectCursor, ReplicationProgress};
+use replicast_node::engine::{
+    Engine, EngineError, ObjectCursor, ReplicationProgress, StartupState,
+};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
+use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::Message;
 use replicast_node::storage::{Storage, StorageConfig};
 use replicast_node::transaction::TransactionInfo;
-use support::open_store;
+use replicast_testkit::cluster::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;
@@ -317,8 +318,8 @@ fn a_feeding_replica_stores_without_serial_check_and_finishes_after_imports() {
 /// returns what went to the master and how many parts of large revisions were asked.
 fn exchange(
     now: std::time::SystemTime,
-    source: &mut Storage,
-    feeding: &mut Storage,
+    source: &mut InlineStorage,
+    feeding: &mut InlineStorage,
 ) -> (Vec<Message>, usize) {
     let mut to_master = Vec::new();
     let mut parts = 0;
@@ -388,8 +389,8 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .start_feeding("feeding")
         .expect("feeding is in the table");
     let mut source =
-        Storage::open(now, "source", "master", source_store, config.clone()).expect("source");
-    let mut feeding = Storage::open(
+        InlineStorage::open(now, "source", "master", source_store, config.clone()).expect("source");
+    let mut feeding = InlineStorage::open(
         now,
         "feeding",
         "master",
@@ -398,8 +399,12 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
     )
     .expect("feeding");
     for node in [&mut source, &mut feeding] {
-        node.handle(now, "master", Message::PartitionTable(table.clone()))
-            .expect("table");
+        node.handle(
+            now,
+            "master",
+            Message::order(1, Message::PartitionTable(table.clone())),
+        )
+        .expect("table");
         while node.poll_transmit().is_some() {}
     }
     let up_to = Tid(430);
@@ -410,10 +415,13 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .handle(
             now,
             "master",
-            Message::Replicate {
-                up_to,
-                partitions: partitions.clone(),
-            },
+            Message::order(
+                1,
+                Message::Replicate {
+                    up_to,
+                    partitions: partitions.clone(),
+                },
+            ),
         )
         .expect("replicate");
     let (reports, parts) = exchange(now, &mut source, &mut feeding);
@@ -433,15 +441,19 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
         .collect();
     replicated.sort_unstable();
     assert_eq!(replicated, (0..PARTITIONS).collect::<Vec<_>>());
-    assert!(feeding.catching_up().is_empty());
+    assert!(feeding.role().catching_up().is_empty());
     for partition in 0..PARTITIONS {
         assert_eq!(
-            history(feeding.store(), partition, Tid::MAX),
-            history(source.store(), partition, Tid::MAX),
+            history(feeding.engine(), partition, Tid::MAX),
+            history(source.engine(), partition, Tid::MAX),
             "partition {partition}"
         );
     }
-    let large = feeding.store().load(Oid(1)).expect("load").expect("exists");
+    let large = feeding
+        .engine()
+        .load(Oid(1))
+        .expect("load")
+        .expect("exists");
     assert_eq!(
         (large.tid, large.data),
         (Tid(430), ObjectData::from(vec![8; 3_333]))
@@ -450,12 +462,10 @@ fn a_feeding_storage_pulls_its_partitions_large_revisions_in_parts() {
 
 #[test]
 fn a_storage_that_lost_its_master_announces_itself_again_once_per_timeout() {
-    let dir = tempfile::tempdir().expect("temporary directory");
     let now = std::time::SystemTime::now();
     let config = StorageConfig::default();
     let wait = config.outcome_timeout;
-    let mut node =
-        Storage::open(now, "s1", "master", open_store(&dir, "s1.redb"), config).expect("storage");
+    let mut node = Storage::open(now, "s1", "master", StartupState::default(), config);
     let address: std::net::SocketAddr = "127.0.0.1:7001".parse().expect("an address");
     node.announce_address(address);
     while node.poll_transmit().is_some() {}

@@ -1,7 +1,5 @@
 //! Replication export and import: batches resume from a cursor and rebuild identical content.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use replicast_node::engine::{Engine, EngineError, ObjectCursor, ReplicatedObject};
@@ -9,7 +7,7 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionSet;
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
-use support::open_store;
+use replicast_testkit::cluster::open_store;
 use tempfile::TempDir;
 
 const PARTITIONS: u32 = 4;

@@ -4,8 +4,6 @@
 //! transaction votes, one transaction at a time), conflicts reported and resolved, checks of
 //! the current serial, caller-chosen TIDs, and bad calls answered with typed errors.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -14,7 +12,7 @@ use replicast_node::driver::{ClientError, ClientHandle, Invalidation};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::{LoadBefore, ProtocolError, TransactionOutcome};
-use support::zodb::{cluster, commit, connect, data, info, relaxed, run};
+use replicast_testkit::zodb::{cluster, commit, connect, data, info, relaxed, run};
 
 #[test]
 fn tids_are_timestamps_and_new_oids_skip_the_root() {
@@ -239,7 +237,10 @@ fn bad_calls_get_typed_errors() {
             max_object_size: 1024,
             ..relaxed()
         };
-        let client = cluster.client_with("client-zodb", config).await;
+        let client = cluster
+            .client_with("client-zodb", config)
+            .await
+            .expect("client connects");
         let outside = client.store(Oid(1), Tid::ZERO, data("x")).await;
         assert!(
             matches!(

@@ -3,16 +3,13 @@
 //! invalidations reached the application, and a lost link to the master reported as "drop
 //! everything" before invalidations flow again.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use replicast_node::driver::{ClientHandle, Invalidation};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
-use support::cluster::Cluster;
-use support::wait_for_master;
-use support::zodb::{cluster, commit, connect, data, run};
+use replicast_testkit::cluster::{Cluster, WAIT};
+use replicast_testkit::zodb::{cluster, commit, connect, data, run};
 
 /// What a listener heard, in order.
 type Heard = Arc<Mutex<Vec<Invalidation>>>;
@@ -134,10 +131,12 @@ fn finish_returns_after_earlier_invalidations_reached_the_application() {
         };
         // Once the master finished Bob's commit (his finish is answered), let the listener
         // go on.
-        wait_for_master(&cluster.master, "bob's commit finished", move |master| {
-            master.last_transaction() > alices
-        })
-        .await;
+        cluster
+            .wait_for_master("bob's commit finished", move |master| {
+                master.last_transaction() > alices
+            })
+            .await
+            .expect("bob's commit finishes");
         assert!(bob.last_transaction() < alices, "not delivered yet");
         release.send(()).expect("release the listener");
         let bobs = finishing.await.expect("bob's task");
@@ -187,7 +186,7 @@ fn a_lost_master_link_invalidates_everything_then_invalidations_flow_again() {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         };
-        let resynced = tokio::time::timeout(support::WAIT, everything)
+        let resynced = tokio::time::timeout(WAIT, everything)
             .await
             .expect("bob hears he must drop his cache");
         assert!(resynced >= first);
@@ -214,8 +213,8 @@ fn a_forgotten_client_that_speaks_again_is_welcomed_back_and_resyncs() {
     let now = SystemTime::now();
     let storages: Vec<String> = ["s1", "s2"].iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(4, 2, &storages).expect("table");
-    let mut master = Master::new(table, MasterConfig::default());
-    let mut client = Client::new("c1", "master", support::zodb::relaxed());
+    let mut master = Master::new(table, MasterConfig::default()).expect("master");
+    let mut client = Client::new("c1", "master", replicast_testkit::zodb::relaxed());
     client.connect();
     let deliver = |master: &mut Master, client: &mut Client| {
         while let Some(transmit) = client.poll_transmit() {
@@ -224,7 +223,8 @@ fn a_forgotten_client_that_speaks_again_is_welcomed_back_and_resyncs() {
         let mut sent = Vec::new();
         while let Some(transmit) = master.poll_transmit() {
             assert_eq!(transmit.to, "c1");
-            sent.push(transmit.message.kind());
+            // The primary's answers come as its orders.
+            sent.push(transmit.message.clone().into_order().kind());
             client
                 .handle(now, "master", transmit.message)
                 .expect("the client takes it");

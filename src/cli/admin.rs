@@ -90,7 +90,7 @@ pub fn run(args: AdminArgs) -> Result<(), Error> {
     };
     let request = request_id();
     let message = Message::AskChangeStorage { request, change };
-    let answer = block_on(ask_master(
+    let (answer, _, _) = block_on(ask_master(
         &config,
         message,
         Duration::from_secs(args.timeout),

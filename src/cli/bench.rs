@@ -21,8 +21,8 @@ pub enum Preset {
     /// 1, 4, 8 replicas x 64 KiB, 1 MiB x RTT 20 ms x loss 0, 1% x 100 Mbit/s (under two
     /// minutes on two cores, release build).
     Default,
-    /// Issue 5's node benchmark: 3 replicas, 1/10/100 objects of 1 KiB and 64 KiB, 1 and 8
-    /// clients, plain loopback.
+    /// The node benchmark (issues 5 and 11): 3 replicas, 1/10/100 objects of 1 KiB and
+    /// 64 KiB, 1, 8, 32 and 64 concurrent writers, plain loopback, fsync on.
     Node,
     /// The whole grid (replicas 1..16, 1 KiB..1 MiB, RTT 1/20/80 ms, loss 0/1/5%, two rates).
     Full,

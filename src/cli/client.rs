@@ -1,9 +1,9 @@
 //! `replicast client --config FILE ...`: one transaction or one load, or a run of transfers,
 //! for scripts.
 //!
-//! The client reaches the master at `[master]`, and the storages at the addresses the master
-//! hands out (each storage tells the master its own) or, where given, at those of the
-//! client's `[storages]` section. Stored objects go through the fan-out with
+//! The client finds the primary among the masters of `[masters]`, and the storages at the
+//! addresses the master hands out (each storage tells the master its own) or, where given,
+//! at those of the client's `[storages]` section. Stored objects go through the fan-out with
 //! `[fanout] strategy`: `unicast` over each storage's QUIC link (no `[multicast]` needed),
 //! `multicast` or `auto` to the group of `[multicast]`, with a random session id per run.
 //! OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed as 16 hexadecimal
@@ -20,7 +20,7 @@ use replicast_node::driver::{ClientHandle, connect_from_config};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
-use replicast_node::workload::transfers;
+use replicast_testkit::workload::transfers;
 
 use super::Error;
 

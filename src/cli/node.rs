@@ -15,13 +15,15 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use replicast_node::config::{NodeConfig, RoleConfig};
+use replicast_node::consensus::{GroupSettings, RaftLog};
 use replicast_node::driver::{
     DriverConfig, DriverHandle, Role, bind_endpoint, multicast_interface, spawn, spawn_storage,
 };
 use replicast_node::engine::Engine;
-use replicast_node::master::{Master, MasterConfig};
+use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::storage::{Storage, StorageConfig};
+use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
 use replicast_transport::quic::Endpoint;
@@ -110,8 +112,44 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                         config.origin.display()
                     )
                 })?;
+            let settings = config
+                .master_settings
+                .clone()
+                .ok_or_else(|| format!("{}: no [master] settings", config.origin.display()))?;
+            if let Some(parent) = settings.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    format!(
+                        "cannot create the directory of `master.path` {}: {e}",
+                        settings.path.display()
+                    )
+                })?;
+            }
+            let group = GroupConfig {
+                name: name.clone(),
+                masters: config
+                    .masters
+                    .iter()
+                    .map(|master| (master.name.as_str().to_owned(), Some(master.address)))
+                    .collect(),
+                settings: GroupSettings {
+                    tick: settings.tick,
+                    election_ticks: settings.election_ticks,
+                    max_election_ticks: settings.election_ticks * 2,
+                    heartbeat_ticks: settings.heartbeat_ticks,
+                    ..GroupSettings::default()
+                },
+            };
+            let log = RaftLog::open(&settings.path, &group.voters())
+                .map_err(|e| format!("cannot open `master.path`: {e}"))?;
             let endpoint = bind_endpoint(&config)?;
-            let mut role = Master::new(table, MasterConfig::default());
+            let mut role = Master::open(
+                table,
+                MasterConfig::default(),
+                group,
+                log,
+                SystemTime::now(),
+            )
+            .map_err(|e| format!("cannot start the master role: {e}"))?;
             // A wildcard listen address names no host: the status then shows none.
             let address = Some(config.node.listen).filter(|a| !a.ip().is_unspecified());
             role.identify(&name, address);
@@ -119,9 +157,31 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 let mut names: Vec<String> =
                     master.running_storages().map(str::to_owned).collect();
                 names.sort();
-                names
+                let role = if master.is_primary() {
+                    "primary"
+                } else {
+                    "follower"
+                };
+                vec![
+                    format!("running {}", names.join(",")),
+                    format!("role {role} {}", master.term()),
+                ]
             };
-            let (driver, events) = spawn(role, endpoint.clone(), DriverConfig::default());
+            // The other masters are dialed at their configured addresses.
+            let directory = config
+                .masters
+                .iter()
+                .filter(|master| master.name.as_str() != name)
+                .map(|master| (master.name.as_str().to_owned(), master.address))
+                .collect();
+            let (driver, events) = spawn(
+                role,
+                endpoint.clone(),
+                DriverConfig {
+                    directory,
+                    ..DriverConfig::default()
+                },
+            );
             run_until_signal(&name, driver, events, endpoint, running).await?;
             Ok(())
         }
@@ -139,12 +199,18 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let store = Engine::open(&storage.path).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;
-            let mut role = Storage::open(
+            let masters: Vec<String> = config
+                .masters
+                .iter()
+                .map(|master| master.name.as_str().to_owned())
+                .collect();
+            let mut role = ThreadedStorage::start_with_masters(
                 SystemTime::now(),
                 &name,
-                master.name.as_str(),
+                masters,
                 store,
                 StorageConfig::default(),
+                PersistConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
             let endpoint = bind_endpoint(&config)?;
@@ -157,10 +223,14 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     "`node.listen` is a wildcard address: clients need this storage in their [storages]"
                 );
             } else {
-                role.announce_address(config.node.listen);
+                role.role_mut().announce_address(config.node.listen);
             }
             let driver_config = DriverConfig {
-                directory: HashMap::from([(master.name.as_str().to_owned(), master.address)]),
+                directory: config
+                    .masters
+                    .iter()
+                    .map(|master| (master.name.as_str().to_owned(), master.address))
+                    .collect::<HashMap<_, _>>(),
                 // The master shows what this storage measures of its links (`replicast status`).
                 report_to: Some(master.name.as_str().to_owned()),
                 ..DriverConfig::default()
@@ -173,8 +243,9 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 fanout_receiver_config(&config),
             );
             let role = run_until_signal(&name, driver, events, endpoint, |_| Vec::new()).await?;
-            // Dropping the store closes the database; every commit was already durable.
-            drop(role.into_store());
+            // The writer executes what is queued and syncs; dropping the engine closes the
+            // database.
+            drop(role.stop());
             Ok(())
         }
     }
@@ -208,21 +279,23 @@ where
     announce(&format!("ready {name} {address}"))?;
 
     let watch = async {
-        let mut reported = Vec::new();
+        let mut reported: Vec<String> = Vec::new();
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         loop {
             ticks.tick().await;
-            let Ok(now_running) = driver.call(move |role, _| running(role)).await else {
+            let Ok(lines) = driver.call(move |role, _| running(role)).await else {
                 return Err::<(), Error>(format!("the driver of {name} stopped").into());
             };
-            if now_running != reported {
-                tracing::info!(node = name, running = ?now_running, "running storages changed");
-                // A status line nobody reads any more is no reason to stop serving.
-                if let Err(error) = announce(&format!("running {}", now_running.join(","))) {
-                    tracing::warn!(node = name, %error, "cannot report the running storages");
+            for (index, line) in lines.iter().enumerate() {
+                if reported.get(index) != Some(line) {
+                    tracing::info!(node = name, %line, "status changed");
+                    // A status line nobody reads any more is no reason to stop serving.
+                    if let Err(error) = announce(line) {
+                        tracing::warn!(node = name, %error, "cannot report a status line");
+                    }
                 }
-                reported = now_running;
             }
+            reported = lines;
         }
     };
     tokio::select! {

@@ -16,7 +16,8 @@ use clap::Args;
 use replicast_node::config::{NodeConfig, RoleConfig};
 use replicast_node::partition::CellState;
 use replicast_node::protocol::{
-    ClusterStatus, Message, NodeRole, NodeState, NodeStatus, StorePath, decode_from, encode,
+    ClusterStatus, MasterRole, Message, NodeRole, NodeState, NodeStatus, StorePath, decode_from,
+    encode,
 };
 use serde::Serialize;
 
@@ -36,15 +37,20 @@ unicast right now, and the partition table as a grid of partitions x storages (U
 O out of date, F feeding, . no cell). A storage in state `waiting` is connected but holds no \
 cells until `replicast admin add-storage` adds it.
 
-Configuration: any node's: the master's own (the command asks at `node.listen`), a client's or \
-a storage's (it asks at `[master]`). The node may be running: the question goes on a request \
+Configuration: any node's: a master's own (the command asks it first, at `node.listen`), a \
+client's or a storage's (it asks the masters of `[masters]` or `[master]`); a master that is not \
+the primary redirects the command to the primary. The node may be running: the question goes on a request \
 stream of its own, which the master answers apart from that node's messages.
 
 Exit status: 0 when the cluster is operational (every partition has a readable cell on a \
 running storage), 2 when it is not, 1 when the master cannot be asked.
 
 JSON (--json), one object; these field names are stable, absent values are null:
-  master            the master's name
+  master            the name of the master that answered (the primary when one serves)
+  term              its raft term
+  masters           list of {name, address, role, log_index}
+    role            \"primary\" | \"follower\"
+    log_index       the master's log position as the answering master knows it, or null
   operational       true or false, as the exit status
   last_tid          the last commit's TID, 16 hex digits
   nodes             list of {name, role, state, address, links}
@@ -88,7 +94,8 @@ pub fn run(args: StatusArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
     let timeout = Duration::from_secs(args.timeout);
     let request = request_id();
-    let answer = block_on(ask_master(&config, Message::AskStatus { request }, timeout))?;
+    let (answer, name, address) =
+        block_on(ask_master(&config, Message::AskStatus { request }, timeout))?;
     let Message::AnswerStatus {
         status,
         request: answered,
@@ -102,7 +109,6 @@ pub fn run(args: StatusArgs) -> Result<(), Error> {
     let mut status = *status;
     // The master role knows neither its certificate's name nor its socket unless its driver
     // told it; this command authenticated the name and dialed the address.
-    let (name, address) = master_of(&config)?;
     if let Some(own) = status
         .nodes
         .iter_mut()
@@ -151,28 +157,34 @@ pub(super) fn request_id() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-/// The master's name and where to reach it, from a node's configuration.
-fn master_of(config: &NodeConfig) -> Result<(String, SocketAddr), Error> {
-    match &config.role {
-        RoleConfig::Master { .. } => {
-            // The master's own configuration: it runs on this host, at node.listen.
-            let mut address = config.node.listen;
-            if address.ip().is_unspecified() {
-                address.set_ip(match address.ip() {
-                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                });
-            }
-            Ok((config.node.name.as_str().to_owned(), address))
+/// The masters a node's configuration names, with where to reach them: `[masters]` (or the
+/// single `[master]`); on a master's own configuration, the group, itself first (it runs on
+/// this host, at `node.listen`).
+fn masters_of(config: &NodeConfig) -> Vec<(String, SocketAddr)> {
+    let mut masters: Vec<(String, SocketAddr)> = config
+        .masters
+        .iter()
+        .map(|master| (master.name.as_str().to_owned(), master.address))
+        .collect();
+    if let RoleConfig::Master { .. } = &config.role {
+        let own = config.node.name.as_str();
+        masters.retain(|(name, _)| name != own);
+        let mut address = config.node.listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(match address.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
         }
-        RoleConfig::Client { master, .. } | RoleConfig::Storage { master, .. } => {
-            Ok((master.name.as_str().to_owned(), master.address))
-        }
+        masters.insert(0, (own.to_owned(), address));
     }
+    masters
 }
 
-/// Asks the master named by `config` `message` on a request stream, with `config`'s
-/// certificate, and returns its answer; bounded by `timeout` as a whole. A refusal comes back
+/// Asks the masters named by `config` `message` on a request stream, with `config`'s
+/// certificate, following a master's redirect to the primary ([`Message::PrimaryIs`]) and
+/// trying the next master when one cannot be reached; returns the answer and the name and
+/// address of the master that gave it. Bounded by `timeout` as a whole. A refusal comes back
 /// as the master's error text.
 ///
 /// The endpoint listens on `node.listen`'s address with a port of the system's choosing, so
@@ -181,39 +193,96 @@ pub(super) async fn ask_master(
     config: &NodeConfig,
     message: Message,
     timeout: Duration,
-) -> Result<Message, Error> {
-    let (master, address) = master_of(config)?;
+) -> Result<(Message, String, SocketAddr), Error> {
+    let mut candidates: std::collections::VecDeque<(String, SocketAddr)> =
+        masters_of(config).into();
+    let known = masters_of(config);
     let mut own = config.clone();
     own.node.listen.set_port(0);
     let endpoint = bind_endpoint(&own)?;
     let exchange = async {
-        let link = endpoint
-            .link(&master, address)
-            .await
-            .map_err(|e| format!("cannot connect to the master {master} at {address}: {e}"))?;
-        let answer: Vec<u8> = link
-            .request(&encode(&message))
-            .await
-            .map_err(|e| format!("the master did not answer {}: {e}", message.kind()))?;
-        Ok::<Message, Error>(decode_from(&master, &answer)?)
+        let mut errors = Vec::new();
+        // Bounded: each master once, and a few redirects.
+        for _ in 0..(known.len() + 4) {
+            let Some((master, address)) = candidates.pop_front() else {
+                break;
+            };
+            // One master may be down or frozen: connecting to it gets a share of the time,
+            // not all of it. A master that took the connection gets the rest for its answer:
+            // a change is answered once committed in the masters' log, which may take a
+            // while, and asking another master meanwhile would ask for the change twice.
+            let share = timeout / u32::try_from(known.len().max(1) + 1).unwrap_or(2);
+            let answer = async {
+                let link = match tokio::time::timeout(share, endpoint.link(&master, address)).await
+                {
+                    Ok(link) => link.map_err(|e| {
+                        format!("cannot connect to the master {master} at {address}: {e}")
+                    })?,
+                    Err(_) => {
+                        return Err::<Message, Error>(
+                            format!("{master} at {address} did not answer in time").into(),
+                        );
+                    }
+                };
+                let answer: Vec<u8> = link.request(&encode(&message)).await.map_err(|e| {
+                    format!("the master {master} did not answer {}: {e}", message.kind())
+                })?;
+                Ok::<Message, Error>(decode_from(&master, &answer)?)
+            };
+            match answer.await {
+                Ok(Message::PrimaryIs {
+                    primary: Some(primary),
+                    address: primary_address,
+                    ..
+                }) if primary != master => {
+                    let address = primary_address.or_else(|| {
+                        known
+                            .iter()
+                            .find(|(name, _)| *name == primary)
+                            .map(|(_, address)| *address)
+                    });
+                    if let Some(address) = address {
+                        candidates.push_front((primary, address));
+                    }
+                }
+                Ok(Message::PrimaryIs { .. }) => {
+                    errors.push(format!(
+                        "{master} knows no primary (an election is going on)"
+                    ));
+                }
+                Ok(answer) => return Ok((answer, master, address)),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        Err::<(Message, String, SocketAddr), Error>(
+            format!("no master answered: {}", errors.join("; ")).into(),
+        )
     };
     let result = tokio::time::timeout(timeout, exchange).await;
     endpoint.close();
     // Bounded: the master may be gone.
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
-    result.map_err(|_| {
-        format!("the master {master} at {address} did not answer within {timeout:?}")
-    })?
+    result.map_err(|_| format!("no master answered within {timeout:?}"))?
 }
 
 /// The JSON form of a [`ClusterStatus`]; field names are part of the command's interface.
 #[derive(Debug, Serialize)]
 struct StatusView {
     master: String,
+    term: u64,
+    masters: Vec<MasterView>,
     operational: bool,
     last_tid: String,
     nodes: Vec<NodeView>,
     partition_table: TableView,
+}
+
+#[derive(Debug, Serialize)]
+struct MasterView {
+    name: String,
+    address: Option<String>,
+    role: &'static str,
+    log_index: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -253,6 +322,17 @@ impl From<&ClusterStatus> for StatusView {
         let table = &status.partition_table;
         Self {
             master: status.master.clone(),
+            term: status.term,
+            masters: status
+                .masters
+                .iter()
+                .map(|master| MasterView {
+                    name: master.name.clone(),
+                    address: master.address.map(|address| address.to_string()),
+                    role: master_role_name(master.role),
+                    log_index: master.log_index,
+                })
+                .collect(),
             operational: status.operational,
             last_tid: format!("{:016x}", status.last_tid),
             nodes: status.nodes.iter().map(NodeView::from).collect(),
@@ -340,7 +420,14 @@ fn cell_letter(state: CellState) -> char {
     }
 }
 
-/// The human form: a summary line, then nodes, links and the partition grid.
+fn master_role_name(role: MasterRole) -> &'static str {
+    match role {
+        MasterRole::Primary => "primary",
+        MasterRole::Follower => "follower",
+    }
+}
+
+/// The human form: a summary line, then masters, nodes, links and the partition grid.
 fn render(status: &ClusterStatus) -> String {
     let table = &status.partition_table;
     let mut out = format!(
@@ -357,6 +444,21 @@ fn render(status: &ClusterStatus) -> String {
         table.num_partitions(),
         table.replicas(),
     );
+
+    out.push_str(&format!("\nMASTERS (term {})\n", status.term));
+    let masters: Vec<[String; 4]> = status
+        .masters
+        .iter()
+        .map(|master| {
+            [
+                master.name.clone(),
+                master_role_name(master.role).to_owned(),
+                master.address.map_or("-".to_owned(), |a| a.to_string()),
+                master.log_index.map_or("-".to_owned(), |i| i.to_string()),
+            ]
+        })
+        .collect();
+    push_table(&mut out, ["NAME", "ROLE", "ADDRESS", "LOG INDEX"], &masters);
 
     out.push_str("\nNODES\n");
     let rows: Vec<[String; 4]> = status
@@ -455,6 +557,8 @@ mod tests {
         let mut table = PartitionTable::new(3, 2, &storages).expect("a table");
         table.mark_out_of_date("storage-3").expect("known storage");
         ClusterStatus {
+            term: 1,
+            masters: Vec::new(),
             master: "master".into(),
             operational: true,
             last_tid: 0x1234,
@@ -497,7 +601,7 @@ mod tests {
              [cluster]\npartitions = 4\nreplicas = 1\nstorages = [\"s1\"]\n"
         ));
         assert_eq!(
-            master_of(&master).expect("the master's own config"),
+            masters_of(&master)[0].clone(),
             ("m1".to_owned(), "127.0.0.1:7000".parse().expect("address")),
             "a wildcard listen address is reached on loopback"
         );
@@ -506,7 +610,7 @@ mod tests {
              [master]\nname = \"m1\"\naddress = \"10.0.0.1:7000\"\n"
         ));
         assert_eq!(
-            master_of(&client).expect("a client's config"),
+            masters_of(&client)[0].clone(),
             ("m1".to_owned(), "10.0.0.1:7000".parse().expect("address"))
         );
         let storage = config(&format!(
@@ -515,7 +619,7 @@ mod tests {
              [storage]\npath = \"s1.redb\"\n"
         ));
         assert_eq!(
-            master_of(&storage).expect("a storage's config"),
+            masters_of(&storage)[0].clone(),
             ("m1".to_owned(), "10.0.0.1:7000".parse().expect("address"))
         );
     }

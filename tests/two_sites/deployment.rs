@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support;
+use replicast_testkit::process;
 
 /// Where the example configurations are, relative to the repository.
 pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples");
@@ -125,7 +125,7 @@ impl Deployment {
 
 /// Runs `replicast ARGS` in this namespace; panics with its standard error if it fails.
 fn replicast(args: &[&str]) -> String {
-    support::replicast(args).unwrap_or_else(|error| panic!("replicast {args:?}: {error}"))
+    process::replicast(args).unwrap_or_else(|error| panic!("replicast {args:?}: {error}"))
 }
 
 /// `install -D -m MODE FROM TO`, as the guide distributes the files.

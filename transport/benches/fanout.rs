@@ -47,6 +47,8 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use replicast_certs::ClusterCa;
+use replicast_testkit::endpoint::EndpointSpec;
+use replicast_testkit::plot::{LatencyPlot, Layout, Panel, Point, Series};
 use replicast_transport::fanout::{
     Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy,
 };
@@ -55,9 +57,9 @@ use replicast_transport::multicast::driver::{
 };
 use replicast_transport::multicast::proto::RateLimit;
 use replicast_transport::netem::{
-    Bitrate, DataSize, ImpairedUdpSocket, LinkConditions, NetemConfig, Probability, RandomLoss,
+    Bitrate, DataSize, LinkConditions, NetemConfig, Probability, RandomLoss,
 };
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::Endpoint;
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,18 +85,8 @@ fn endpoint(
     name: &str,
     conditions: LinkConditions,
 ) -> Result<Endpoint, BenchError> {
-    let identity = ca.issue(name, &[])?;
-    let inner = quinn::default_runtime()
-        .ok_or("no async runtime")?
-        .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
-    let socket = ImpairedUdpSocket::new(inner, conditions);
-    let config = EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config()?,
-        client_tls: identity.client_config()?,
-        link: LinkConfig::default(),
-    };
-    Ok(Endpoint::bind_with_socket(config, socket)?)
+    let spec = EndpointSpec::default().with_conditions(Some(conditions));
+    Ok(replicast_testkit::endpoint::bind(ca, name, &spec)?)
 }
 
 fn cpu_seconds() -> f64 {
@@ -321,141 +313,58 @@ fn main() -> Result<(), BenchError> {
 /// An SVG of time until every replica acknowledged against the number of replicas: one panel
 /// per loss rate, one colour per strategy, p50 solid and p99 dashed, the lower bound dotted.
 fn latency_plot(rows: &[Row]) -> String {
-    use std::fmt::Write as _;
-
-    const PANEL_W: f64 = 420.0;
-    const PANEL_H: f64 = 300.0;
-    const MARGIN: f64 = 60.0;
     let strategies = [
         (Strategy::Unicast, "#d62728"),
         (Strategy::Multicast, "#1f77b4"),
         (Strategy::Auto, "#2ca02c"),
     ];
-    let mut losses: Vec<f64> = rows.iter().map(|row| row.loss).collect();
-    losses.dedup();
-    let mut replicas: Vec<usize> = rows.iter().map(|row| row.replicas).collect();
-    replicas.sort_unstable();
-    replicas.dedup();
-    let width = MARGIN + losses.len() as f64 * (PANEL_W + MARGIN);
-    let height = PANEL_H + 2.0 * MARGIN + 30.0;
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{MARGIN}" y="20" font-size="14">Time until every replica acknowledged ({} KiB objects, {} Mbit/s, RTT {} ms)</text>"#,
-        OBJECT_SIZE / 1024,
-        RATE_BITS / 1_000_000,
-        RTT.as_millis()
-    );
-    for (panel, loss) in losses.iter().enumerate() {
-        let left = MARGIN + panel as f64 * (PANEL_W + MARGIN);
-        let top = MARGIN;
-        let cells: Vec<&Row> = rows.iter().filter(|row| row.loss == *loss).collect();
-        let y_max = cells
-            .iter()
-            .map(|row| row.p99.max(row.bound).as_secs_f64() * 1e3)
-            .fold(1.0, f64::max)
-            * 1.1;
-        let x_of = |n: usize| {
-            let i = replicas.iter().position(|r| *r == n).unwrap_or(0) as f64;
-            left + 20.0 + i * (PANEL_W - 40.0) / (replicas.len().max(2) - 1) as f64
-        };
-        let y_of = |ms: f64| top + PANEL_H - ms / y_max * PANEL_H;
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{left}" y="{top}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="gray"/>"#
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">loss {}%</text>"#,
-            left + PANEL_W / 2.0,
-            top - 8.0,
-            loss * 100.0
-        );
-        for tick in 0..=4 {
-            let ms = y_max * f64::from(tick) / 4.0;
-            let y = y_of(ms);
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="gainsboro"/><text x="{}" y="{:.1}" text-anchor="end">{ms:.0}</text>"#,
-                left + PANEL_W,
-                left - 4.0,
-                y + 4.0
-            );
-        }
-        for n in &replicas {
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{}" text-anchor="middle">{n}</text>"#,
-                x_of(*n),
-                top + PANEL_H + 16.0
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">replicas</text><text x="{}" y="{}" transform="rotate(-90 {} {})" text-anchor="middle">ms</text>"#,
-            left + PANEL_W / 2.0,
-            top + PANEL_H + 34.0,
-            left - 40.0,
-            top + PANEL_H / 2.0,
-            left - 40.0,
-            top + PANEL_H / 2.0
-        );
-        for (strategy, colour) in strategies {
-            let series: Vec<&&Row> = cells
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    let mut panels: Vec<Panel> = Vec::new();
+    for row in rows {
+        let title = format!("loss {}%", row.loss * 100.0);
+        let point = Point {
+            series: strategies
                 .iter()
-                .filter(|row| row.strategy == strategy)
-                .collect();
-            let line = |value: &dyn Fn(&Row) -> Duration| {
-                series
-                    .iter()
-                    .map(|row| {
-                        format!(
-                            "{:.1},{:.1}",
-                            x_of(row.replicas),
-                            y_of(value(row).as_secs_f64() * 1e3)
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let _ = writeln!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                line(&|row| row.p50)
-            );
-            let _ = writeln!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-dasharray="6 4"/>"#,
-                line(&|row| row.p99)
-            );
-            let _ = writeln!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-dasharray="1 3" opacity="0.7"/>"#,
-                line(&|row| row.bound)
-            );
+                .position(|(strategy, _)| *strategy == row.strategy)
+                .unwrap_or(0),
+            x: row.replicas as f64,
+            p50: ms(row.p50),
+            p99: ms(row.p99),
+            bound: ms(row.bound),
+        };
+        match panels.iter_mut().find(|panel| panel.title == title) {
+            Some(panel) => panel.points.push(point),
+            None => panels.push(Panel {
+                title,
+                points: vec![point],
+            }),
         }
     }
-    let legend_y = height - 14.0;
-    for (i, (strategy, colour)) in strategies.iter().enumerate() {
-        let x = MARGIN + i as f64 * 120.0;
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{x}" x2="{}" y1="{}" y2="{}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{legend_y}">{strategy:?}</text>"#,
-            x + 20.0,
-            legend_y - 4.0,
-            legend_y - 4.0,
-            x + 24.0
-        );
+    LatencyPlot {
+        title: format!(
+            "Time until every replica acknowledged ({} KiB objects, {} Mbit/s, RTT {} ms)",
+            OBJECT_SIZE / 1024,
+            RATE_BITS / 1_000_000,
+            RTT.as_millis()
+        ),
+        x_label: "replicas".to_owned(),
+        y_label: "ms".to_owned(),
+        note: "solid p50, dashed p99, dotted lower bound".to_owned(),
+        series: strategies
+            .iter()
+            .map(|(strategy, colour)| Series {
+                name: format!("{strategy:?}"),
+                colour,
+            })
+            .collect(),
+        layout: Layout {
+            panel_width: 420.0,
+            panel_height: 300.0,
+            margin: 60.0,
+            columns: panels.len().max(1),
+            font_size: 12,
+        },
+        panels,
     }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{legend_y}">solid p50, dashed p99, dotted lower bound</text>"#,
-        MARGIN + 3.0 * 120.0
-    );
-    svg.push_str("</svg>\n");
-    svg
+    .to_svg()
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use replicast_certs::ClusterCa;
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig};
+use replicast_testkit::endpoint::EndpointSpec;
+use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -34,14 +35,8 @@ fn link_config() -> LinkConfig {
 }
 
 fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue certificate");
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: link_config(),
-    })
-    .expect("bind")
+    let spec = EndpointSpec::default().with_link(link_config());
+    replicast_testkit::endpoint::bind(ca, name, &spec).expect("bind")
 }
 
 /// Answers every request with its own body and every object with its length.

@@ -12,13 +12,13 @@
 //! (`fanout_loopback.rs` covers forged multicast bytes under a genuine session and a removed
 //! replica's old key; this file does not repeat them.)
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
-use replicast_certs::{ClusterCa, NodeIdentity};
+use replicast_certs::ClusterCa;
+use replicast_testkit::endpoint::{address, endpoint, identity, random_group};
 use replicast_transport::fanout::wire::{
     ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader, Verdict,
     digest,
@@ -30,7 +30,7 @@ use replicast_transport::fanout::{
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::wire::{ObjectHead, Reply, encode_object_stream};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, LinkConfig, LinkError};
+use replicast_transport::quic::{Endpoint, Incoming, LinkConfig, LinkError};
 
 /// Bound on every test body.
 const TEST_BOUND: Duration = Duration::from_secs(120);
@@ -41,31 +41,6 @@ async fn bounded<F: std::future::Future>(body: F) -> F::Output {
     tokio::time::timeout(TEST_BOUND, body)
         .await
         .expect("test exceeded its time bound")
-}
-
-fn random_group() -> SocketAddr {
-    let mut rng = rand::rng();
-    let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
-    SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
-}
-
-fn identity(ca: &ClusterCa, name: &str) -> NodeIdentity {
-    ca.issue(name, &[]).expect("issue node certificate")
-}
-
-fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = identity(ca, name);
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig::default(),
-    })
-    .expect("bind endpoint")
-}
-
-fn address(endpoint: &Endpoint) -> SocketAddr {
-    endpoint.local_addr().expect("local address")
 }
 
 fn writer_config(group: SocketAddr, strategy: Strategy) -> FanoutConfig {
@@ -231,7 +206,10 @@ fn lying_object_stream(header: &[u8], payload: &Bytes, announced: u64) -> Vec<u8
 /// A raw quinn connection to `server` as `name` (a valid certificate), for streams the
 /// transport's own `Link` would never write.
 async fn raw_connection(ca: &ClusterCa, name: &str, server: SocketAddr) -> quinn::Connection {
-    let tls = identity(ca, name).client_config().expect("client config");
+    let tls = identity(ca, name)
+        .expect("issue node certificate")
+        .client_config()
+        .expect("client config");
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let mut raw = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
     raw.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));

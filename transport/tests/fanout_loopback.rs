@@ -3,14 +3,14 @@
 //! on the writer's QUIC socket.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use replicast_certs::{ClusterCa, NodeIdentity};
+use replicast_certs::ClusterCa;
+use replicast_testkit::endpoint::{EndpointSpec, endpoint, random_group};
 use replicast_transport::fanout::wire::{
     ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader, Verdict,
     digest,
@@ -24,10 +24,8 @@ use replicast_transport::multicast::driver::{
     MulticastSenderConfig, MulticastSocketConfig, Received,
 };
 use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
-use replicast_transport::netem::{
-    ImpairedUdpSocket, LinkConditions, NetemConfig, Probability, RandomLoss,
-};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, LinkConfig};
+use replicast_transport::netem::{LinkConditions, NetemConfig, Probability, RandomLoss};
+use replicast_transport::quic::{Endpoint, Incoming};
 
 /// Bound on every test body.
 const TEST_BOUND: Duration = Duration::from_secs(150);
@@ -38,40 +36,19 @@ async fn bounded<F: std::future::Future>(body: F) -> F::Output {
         .expect("test exceeded its time bound")
 }
 
-fn random_group() -> SocketAddr {
-    let mut rng = rand::rng();
-    let group = Ipv4Addr::new(239, 255, rng.random_range(1..255), rng.random_range(1..255));
-    SocketAddr::new(IpAddr::V4(group), rng.random_range(20_000..60_000))
-}
-
-fn endpoint_config(identity: &NodeIdentity) -> EndpointConfig {
-    EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig::default(),
-    }
-}
-
-fn endpoint(ca: &ClusterCa, name: &str) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
-    Endpoint::bind(endpoint_config(&identity)).expect("bind endpoint")
-}
-
 /// A writer endpoint whose outgoing QUIC datagrams lose `loss` at random (seeded).
 fn lossy_endpoint(ca: &ClusterCa, name: &str, loss: f32) -> Endpoint {
-    let identity = ca.issue(name, &[]).expect("issue node certificate");
-    let inner = quinn::default_runtime()
-        .expect("inside tokio")
-        .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-        .expect("wrap");
     let conditions = LinkConditions::new().with_default(
         NetemConfig::new()
             .loss(RandomLoss::new(Probability::new(loss)))
             .seed(11),
     );
-    let socket: Arc<ImpairedUdpSocket> = ImpairedUdpSocket::new(inner, conditions);
-    Endpoint::bind_with_socket(endpoint_config(&identity), socket).expect("bind endpoint")
+    replicast_testkit::endpoint::bind(
+        ca,
+        name,
+        &EndpointSpec::default().with_conditions(Some(conditions)),
+    )
+    .expect("bind endpoint")
 }
 
 /// Object `id` of the workload: sizes from empty to 1 MiB, contents derived from the id.

@@ -2,8 +2,7 @@
 //! seeded lossy network (random and Gilbert-Elliott burst loss, delay with jitter so that
 //! datagrams reorder, duplication) and a virtual clock. Nothing here touches a socket.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use replicast_testkit::sim::{LossModel, LossyLink, Queue};
 use replicast_transport::multicast::proto::crypto::PacketKey;
 use replicast_transport::multicast::proto::wire::{
     self, Body, DataBody, Header, PacketType, ParityBody, SeqRange, StatusBody, TailBody,
@@ -23,96 +23,14 @@ use replicast_transport::multicast::proto::{
 
 const SESSION: u64 = 0x5e55_1011;
 
-/// How one direction of a link loses datagrams.
-#[derive(Debug, Clone, Copy)]
-enum LossModel {
-    /// Each datagram lost independently.
-    Random(f64),
-    /// Gilbert-Elliott: a good and a bad state with their own loss rates.
-    Bursty {
-        good_to_bad: f64,
-        bad_to_good: f64,
-        loss_good: f64,
-        loss_bad: f64,
-    },
-}
-
-/// One direction of a link.
-#[derive(Debug, Clone)]
-struct Link {
-    model: LossModel,
-    in_bad_state: bool,
-    delay: Duration,
-    /// Datagrams keep their order (as on a real path) unless reordered: then they take up to
-    /// this much longer and may overtake or be overtaken.
-    jitter: Duration,
-    reorder: f64,
-    duplicate: f64,
-    /// From this instant on every datagram is lost (a receiver cut off).
-    cut_at: Option<Instant>,
-    /// Arrival of the last datagram that kept its order.
-    last_arrival: Option<Instant>,
-}
-
-impl Link {
-    /// The delays at which copies of a datagram arrive (empty: lost).
-    fn carry(&mut self, now: Instant, rng: &mut StdRng) -> Vec<Duration> {
-        if self.cut_at.is_some_and(|at| now >= at) {
-            return Vec::new();
-        }
-        let lost = match self.model {
-            LossModel::Random(p) => rng.random_bool(p),
-            LossModel::Bursty {
-                good_to_bad,
-                bad_to_good,
-                loss_good,
-                loss_bad,
-            } => {
-                let flip = if self.in_bad_state {
-                    bad_to_good
-                } else {
-                    good_to_bad
-                };
-                if rng.random_bool(flip) {
-                    self.in_bad_state = !self.in_bad_state;
-                }
-                rng.random_bool(if self.in_bad_state {
-                    loss_bad
-                } else {
-                    loss_good
-                })
-            }
-        };
-        if lost {
-            return Vec::new();
-        }
-        let copies = if rng.random_bool(self.duplicate) {
-            2
-        } else {
-            1
-        };
-        (0..copies)
-            .map(|_| {
-                let arrival = now + self.delay;
-                if rng.random_bool(self.reorder) {
-                    return arrival + self.jitter.mul_f64(rng.random::<f64>()) - now;
-                }
-                let arrival = self.last_arrival.map_or(arrival, |last| last.max(arrival));
-                self.last_arrival = Some(arrival);
-                arrival - now
-            })
-            .collect()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Node {
     Sender,
     Receiver(usize),
 }
 
-/// A datagram on the way: (arrival, tie-breaker, to, from, payload).
-type InFlight = (Instant, u64, Node, Node, Bytes);
+/// A datagram on the way: (to, from, payload).
+type InFlight = (Node, Node, Bytes);
 
 /// A run's parameters.
 #[derive(Debug, Clone)]
@@ -240,17 +158,14 @@ fn run(scenario: &Scenario) -> Outcome {
         receiver.add_session(SESSION, group_key.clone());
         receivers.push(receiver);
     }
-    let link = |cut: Option<Instant>| Link {
-        model: scenario.loss,
-        in_bad_state: false,
-        delay: scenario.delay,
+    let link = |cut: Option<Instant>| LossyLink {
         jitter: scenario.jitter,
         reorder: scenario.reorder,
         duplicate: scenario.duplicate,
         cut_at: cut,
-        last_arrival: None,
+        ..LossyLink::new(scenario.loss, scenario.delay)
     };
-    let mut downlinks: Vec<Link> = (0..scenario.receivers)
+    let mut downlinks: Vec<LossyLink> = (0..scenario.receivers)
         .map(|i| {
             link(
                 scenario
@@ -295,8 +210,7 @@ fn run(scenario: &Scenario) -> Outcome {
     // Receivers with news to drain (input or a timer), and every receiver's next deadline.
     let mut touched: Vec<bool> = vec![true; scenario.receivers];
     let mut deadlines: Vec<Option<Instant>> = vec![None; scenario.receivers];
-    let mut in_flight: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
-    let mut sequence = 0u64;
+    let mut in_flight: Queue<Instant, InFlight> = Queue::new();
     let mut outcome = Outcome::default();
     let limit = start + Duration::from_secs(120);
     let resolutions_needed = objects.len() * scenario.receivers;
@@ -372,14 +286,10 @@ fn run(scenario: &Scenario) -> Outcome {
                     }
                 }
                 for delay in arrivals {
-                    sequence += 1;
-                    in_flight.push(Reverse((
+                    in_flight.push(
                         now + delay,
-                        sequence,
-                        Node::Receiver(i),
-                        Node::Sender,
-                        payload.clone(),
-                    )));
+                        (Node::Receiver(i), Node::Sender, payload.clone()),
+                    );
                 }
             }
         }
@@ -394,14 +304,14 @@ fn run(scenario: &Scenario) -> Outcome {
                     "receivers report to the sender's address"
                 );
                 for delay in uplinks[i].carry(now, &mut rng) {
-                    sequence += 1;
-                    in_flight.push(Reverse((
+                    in_flight.push(
                         now + delay,
-                        sequence,
-                        Node::Sender,
-                        Node::Receiver(i),
-                        Bytes::from(transmit.payload.clone()),
-                    )));
+                        (
+                            Node::Sender,
+                            Node::Receiver(i),
+                            Bytes::from(transmit.payload.clone()),
+                        ),
+                    );
                 }
             }
             while let Some(event) = receiver.poll_event() {
@@ -459,7 +369,7 @@ fn run(scenario: &Scenario) -> Outcome {
         }
 
         // Advance the clock to the next thing that happens.
-        let mut next = in_flight.peek().map(|Reverse((at, ..))| *at);
+        let mut next = in_flight.next_at();
         let timeouts = std::iter::once(sender.poll_timeout())
             .chain(deadlines.iter().copied())
             .flatten();
@@ -471,10 +381,7 @@ fn run(scenario: &Scenario) -> Outcome {
         if now > limit {
             break;
         }
-        while in_flight.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
-            let Some(Reverse((_, _, to, from, payload))) = in_flight.pop() else {
-                break;
-            };
+        while let Some((_, (to, from, payload))) = in_flight.pop_due(now) {
             match to {
                 Node::Sender => sender.handle_datagram(now, address(from), &payload),
                 Node::Receiver(i) => {

@@ -20,13 +20,19 @@ pub struct ClientConfig {
     pub vote_timeout: Duration,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
-    /// How long after losing the master the client announces itself again (and again after
-    /// each failed attempt): the master forgot it, and invalidations sent meanwhile are lost.
+    /// How long after losing its master link the client announces itself again: the master
+    /// forgot it, and invalidations sent meanwhile are lost. Until the table comes, the
+    /// masters are asked who the primary is every [`master_timeout`](Self::master_timeout).
     pub master_retry: Duration,
     /// The largest object data a store takes: a load answers with one message, which the
     /// links carry up to their `max_frame_len` (4 MiB by default); this leaves room for the
     /// message around the data.
     pub max_object_size: usize,
+    /// How long the primary may owe an answer (a begin, object ids, a finish's) without any
+    /// answer coming before the client asks the masters who the primary is: a dead or frozen
+    /// primary is replaced within a second or two, and a merely slow one answers that it is
+    /// still the primary.
+    pub master_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -37,6 +43,7 @@ impl Default for ClientConfig {
             load_timeout: Duration::from_secs(2),
             master_retry: Duration::from_secs(1),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            master_timeout: Duration::from_secs(1),
         }
     }
 }

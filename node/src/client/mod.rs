@@ -25,16 +25,18 @@
 //! ```
 //! use replicast_node::client::{Client, ClientConfig, ClientEvent};
 //! use replicast_node::partition::PartitionTable;
-//! use replicast_node::protocol::Message;
+//! use replicast_node::protocol::{Message, Order};
 //! use std::time::{Duration, SystemTime};
 //!
 //! let now = SystemTime::now();
 //! let mut client = Client::new("c1", "master", ClientConfig::default());
 //! client.connect();
 //! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
-//! client.handle(now, "master", Message::PartitionTable(table))?;
+//! // The primary's answers come as its orders, with its raft term.
+//! let order = |message| Message::FromPrimary { term: 1, message: Order(Box::new(message)) };
+//! client.handle(now, "master", order(Message::PartitionTable(table)))?;
 //! client.begin()?;
-//! client.handle(now, "master", Message::AnswerBegin { ttid: replicast_node::ids::Tid(7) })?;
+//! client.handle(now, "master", order(Message::AnswerBegin { ttid: replicast_node::ids::Tid(7) }))?;
 //! assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == ClientEvent::Begun {
 //!     ttid: replicast_node::ids::Tid(7)
 //! }));
@@ -56,6 +58,7 @@ use crate::transaction::TransactionInfo;
 mod config;
 mod event;
 mod fanout;
+mod primary;
 mod reads;
 mod stores;
 
@@ -99,6 +102,8 @@ struct Staged {
 struct Transaction {
     ttid: Tid,
     phase: Phase,
+    /// The commit TID the caller chose ([`Client::begin_at`]), if any.
+    begin_at: Option<Tid>,
     objects: BTreeMap<Oid, Staged>,
     /// Objects stored again while an earlier store of them was unanswered somewhere: sent
     /// once every answer is in, so that each storage answers the stores of an object in
@@ -119,6 +124,14 @@ struct Transaction {
 }
 
 impl Transaction {
+    /// What asks the primary to begin this transaction.
+    fn ask_begin(&self) -> Message {
+        match self.begin_at {
+            Some(tid) => Message::AskBeginAt { tid },
+            None => Message::AskBegin,
+        }
+    }
+
     /// The objects the transaction writes (not those it only checks), in OID order.
     fn written(&self) -> impl Iterator<Item = Oid> + '_ {
         self.objects
@@ -141,7 +154,12 @@ impl Transaction {
 #[derive(Debug)]
 pub struct Client {
     name: NodeName,
+    /// The master requests go to: the primary, or the master asked next.
     master: NodeName,
+    /// The masters, and which is the primary of which term.
+    masters: crate::primary::PrimaryTracker,
+    /// Requests to the primary not answered yet, to send again to a new primary.
+    awaiting: primary::Awaiting,
     config: ClientConfig,
     table: Option<PartitionTable>,
     /// Where storages accept connections, as the master told.
@@ -171,9 +189,20 @@ const REMEMBERED_ABORTS: usize = 1024;
 impl Client {
     /// A client named `name` that talks to the master named `master`.
     pub fn new(name: &str, master: &str, config: ClientConfig) -> Self {
+        Self::with_masters(name, vec![master.to_owned()], config)
+    }
+
+    /// A client of a cluster of several `masters`: it asks the first, follows redirects to
+    /// the primary, finds the next primary when the primary is lost or silent past
+    /// [`ClientConfig::master_timeout`], and takes answers only from the primary of the
+    /// latest term (see [`PrimaryTracker`](crate::primary::PrimaryTracker)).
+    pub fn with_masters(name: &str, masters: Vec<NodeName>, config: ClientConfig) -> Self {
+        let masters = crate::primary::PrimaryTracker::new(masters);
         Self {
             name: name.to_owned(),
-            master: master.to_owned(),
+            master: masters.target().to_owned(),
+            masters,
+            awaiting: primary::Awaiting::new(config.master_timeout),
             config,
             table: None,
             storage_addresses: BTreeMap::new(),
@@ -239,6 +268,10 @@ impl Client {
     /// Announces the client to the master, which answers with the last committed TID and the
     /// partition table.
     pub fn connect(&mut self) {
+        self.awaiting.hello = true;
+        // With several masters, the first asked may be down: the others are asked if no
+        // table comes within the master timeout.
+        self.awaiting.since_request();
         self.out.send(&self.master, Message::ClientHello);
     }
 
@@ -260,6 +293,7 @@ impl Client {
         self.txn = Some(Transaction {
             ttid: Tid::ZERO,
             phase: Phase::Beginning,
+            begin_at: tid,
             objects: BTreeMap::new(),
             deferred: BTreeSet::new(),
             conflicts: BTreeMap::new(),
@@ -275,6 +309,7 @@ impl Client {
             None => Message::AskBegin,
         };
         self.out.send(&self.master, ask);
+        self.awaiting.since_request();
         Ok(())
     }
 
@@ -303,6 +338,7 @@ impl Client {
     /// [`ClientEvent::Aborted`] follows, or [`ClientEvent::VoteHeld`] when stores met
     /// conflicts that were not resolved (the transaction is then storing again).
     pub fn vote(&mut self, now: SystemTime, info: TransactionInfo) -> Result<(), ProtocolError> {
+        self.awaiting.now = now;
         let txn = self
             .txn
             .as_mut()
@@ -343,6 +379,8 @@ impl Client {
             voters,
             failed: txn.failed.iter().cloned().collect(),
         };
+        self.awaiting.finish = Some(message.clone());
+        self.awaiting.since_request();
         self.out.send(&self.master, message);
         Ok(())
     }
@@ -375,6 +413,8 @@ impl Client {
 
     /// Asks the master for `count` new object ids; [`ClientEvent::NewOids`] follows.
     pub fn new_oids(&mut self, count: u32) {
+        self.awaiting.oids.push_back(count);
+        self.awaiting.since_request();
         self.out.send(&self.master, Message::AskNewOids { count });
     }
 
@@ -387,15 +427,49 @@ impl Client {
         request
     }
 
-    /// Handles one message from peer `from`.
+    /// Handles one message from peer `from`. From a master, only answers of the primary
+    /// ([`Message::FromPrimary`]) and redirects are taken.
     pub fn handle(
         &mut self,
         now: SystemTime,
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        let from_master = from == self.master;
+        self.awaiting.now = now;
+        if self.masters.is_master(from) {
+            return self.handle_master_message(now, from, message);
+        }
+        self.handle_message(now, from, message)
+    }
+
+    /// Handles a message from a storage, or an answer of the primary (`from` is then the
+    /// primary).
+    fn handle_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let from_master = from == self.master && self.masters.is_master(from);
+        if from_master {
+            self.awaiting.answered(&message);
+        }
+        let result = self.handle_answer(now, from, from_master, message);
+        if from_master && !self.awaits_primary() {
+            self.awaiting.deadline = None;
+        }
+        result
+    }
+
+    fn handle_answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        from_master: bool,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
         match message {
+            Message::PrimaryIs { .. } if from_master => Ok(()),
             Message::StorageAddresses(book) if from_master => {
                 self.storage_addresses.extend(book);
                 Ok(())
@@ -516,9 +590,14 @@ impl Client {
     /// its reads go to the next replica; the master, which then forgets this client, is
     /// told again that it is here after [`ClientConfig::master_retry`].
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) {
-        if node == self.master {
-            self.rehello_at
-                .get_or_insert(now + self.config.master_retry);
+        if self.masters.is_master(node) {
+            if node == self.master {
+                // The master forgets a client whose link it lost: announce it again.
+                self.rehello_at
+                    .get_or_insert(now + self.config.master_retry);
+            }
+            self.master_lost(now, node);
+            return;
         }
         self.reads_peer_lost(now, node);
         if self
@@ -532,8 +611,9 @@ impl Client {
 
     /// Handles expired timers.
     pub fn handle_timeout(&mut self, now: SystemTime) {
+        self.primary_timeout(now);
         if self.rehello_at.take_if(|at| *at <= now).is_some() {
-            self.out.send(&self.master, Message::ClientHello);
+            self.rehello(now);
         }
         self.reads_timeout(now);
         let silent: Vec<NodeName> = self
@@ -563,6 +643,7 @@ impl Client {
             .into_iter()
             .chain(replicas)
             .chain(self.rehello_at)
+            .chain(self.awaiting.deadline)
             .min()
     }
 
@@ -771,6 +852,14 @@ mod tests {
     use super::*;
     use crate::protocol::{LoadResult, StoreResult};
 
+    /// `message` as the primary of term 1 sends it.
+    fn order(message: Message) -> Message {
+        Message::FromPrimary {
+            term: 1,
+            message: crate::protocol::Order(Box::new(message)),
+        }
+    }
+
     fn ready_client() -> (Client, PartitionTable) {
         let mut client = Client::new("c1", "master", ClientConfig::default());
         client.connect();
@@ -780,9 +869,19 @@ mod tests {
             .handle(
                 SystemTime::UNIX_EPOCH,
                 "master",
-                Message::PartitionTable(table.clone()),
+                order(Message::PartitionTable(table.clone())),
             )
             .expect("table accepted");
+        // Unwrapped, the same answer is refused: only orders of a primary count.
+        assert!(
+            client
+                .handle(
+                    SystemTime::UNIX_EPOCH,
+                    "master",
+                    Message::PartitionTable(table.clone()),
+                )
+                .is_err()
+        );
         while client.poll_transmit().is_some() {}
         (client, table)
     }
@@ -812,7 +911,7 @@ mod tests {
         assert_eq!(next_load_target(&mut client).as_deref(), Some("s1"));
         // No answer in time: the unmeasured replica.
         let later = now + ClientConfig::default().load_timeout;
-        assert_eq!(client.poll_timeout(), Some(later));
+        assert_eq!(client.poll_timeout(), Some(later), "{:?}", client.awaiting);
         client.handle_timeout(later);
         assert_eq!(next_load_target(&mut client).as_deref(), Some("s3"));
         // It answers: the event names it.
@@ -873,7 +972,7 @@ mod tests {
         client.begin().expect("begin");
         let ttid = Tid(7);
         client
-            .handle(now, "master", Message::AnswerBegin { ttid })
+            .handle(now, "master", order(Message::AnswerBegin { ttid }))
             .expect("begun");
         while client.poll_transmit().is_some() {}
         (client, ttid)

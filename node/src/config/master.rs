@@ -14,6 +14,38 @@ use super::node::{NodeName, check_name, check_socket_address};
 pub(super) struct RawMaster {
     address: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    tick_ms: Option<Spanned<u64>>,
+    election_ticks: Option<Spanned<u64>>,
+    heartbeat_ticks: Option<Spanned<u64>>,
+}
+
+impl RawMaster {
+    /// A master's own settings (`[master]` on a master); `address` and `name` are the
+    /// section's keys on storages and clients, and a mistake here.
+    pub(super) fn settings(
+        raw: Spanned<Self>,
+        check: &Checker<'_>,
+    ) -> Result<super::masters::RawSettings, ConfigError> {
+        let raw = raw.into_inner();
+        for (key, value) in [("master.address", &raw.address), ("master.name", &raw.name)] {
+            if let Some(value) = value {
+                return Err(check.invalid(
+                    key,
+                    value,
+                    format!("{:?}", value.get_ref()),
+                    "on a master, [master] holds its own settings (path, tick_ms, \
+                     election_ticks, heartbeat_ticks); list the group in [masters]",
+                ));
+            }
+        }
+        Ok(super::masters::RawSettings {
+            path: raw.path,
+            tick_ms: raw.tick_ms,
+            election_ticks: raw.election_ticks,
+            heartbeat_ticks: raw.heartbeat_ticks,
+        })
+    }
 }
 
 /// The `[master]` section of storages and clients: where the master listens and the name its
@@ -35,6 +67,29 @@ impl MasterPeer {
     ) -> Result<Self, ConfigError> {
         let section = Some(raw.span());
         let raw = raw.into_inner();
+        for (key, value) in [("master.path", raw.path.as_ref().map(Spanned::span))]
+            .into_iter()
+            .chain([
+                ("master.tick_ms", raw.tick_ms.as_ref().map(Spanned::span)),
+                (
+                    "master.election_ticks",
+                    raw.election_ticks.as_ref().map(Spanned::span),
+                ),
+                (
+                    "master.heartbeat_ticks",
+                    raw.heartbeat_ticks.as_ref().map(Spanned::span),
+                ),
+            ])
+        {
+            if let Some(span) = value {
+                return Err(check.invalid(
+                    key,
+                    &Spanned::new(span, ()),
+                    key,
+                    "a key of a master's own [master]; here [master] names the master",
+                ));
+            }
+        }
         let address = check.required(
             raw.address,
             "master.address",

@@ -68,6 +68,7 @@ mod fanout;
 mod link;
 mod log;
 mod master;
+mod masters;
 mod multicast;
 mod node;
 mod storage;
@@ -87,6 +88,7 @@ pub use fanout::FanoutStrategy;
 pub use link::LinkTuning;
 pub use log::LogLevel;
 pub use master::MasterPeer;
+pub use masters::{MAX_MASTERS, MasterSettings};
 pub use multicast::{MulticastConfig, MulticastInterface};
 pub use node::{NodeName, NodeSection, Role};
 pub use storage::StorageFiles;
@@ -101,6 +103,7 @@ struct RawConfig {
     node: Option<Spanned<node::RawNode>>,
     tls: Option<Spanned<tls::RawTls>>,
     master: Option<Spanned<master::RawMaster>>,
+    masters: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     cluster: Option<Spanned<cluster::RawCluster>>,
     storage: Option<Spanned<storage::RawStorage>>,
     storages: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
@@ -133,6 +136,12 @@ pub struct NodeConfig {
     /// `[storages]` on a client: the address each storage listens at, so that the client can
     /// load from and store to it. Empty when not given (and on other roles).
     pub storage_addresses: BTreeMap<NodeName, SocketAddr>,
+    /// The masters of the cluster (`[masters]`, or the one of `[master]` on a storage or a
+    /// client; on a master without `[masters]`, itself): the group, in name order.
+    pub masters: Vec<MasterPeer>,
+    /// A master's own settings (`[master]` on a master, defaults otherwise); `None` on other
+    /// roles.
+    pub master_settings: Option<MasterSettings>,
 }
 
 /// What a node of each role needs beyond the common sections.
@@ -157,6 +166,41 @@ pub enum RoleConfig {
         /// `fanout.strategy`.
         fanout: FanoutStrategy,
     },
+}
+
+/// The masters a storage or a client (`who`) knows: `[masters]`, or the single `[master]`.
+fn peers_of(
+    group: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    single: Option<Spanned<master::RawMaster>>,
+    own_name: &NodeName,
+    check: &Checker<'_>,
+    who: &str,
+) -> Result<Vec<MasterPeer>, ConfigError> {
+    match (group, single) {
+        (Some(group), _) => {
+            let masters = masters::check_masters(group, check)?;
+            if let Some(clash) = masters.iter().find(|master| master.name == *own_name) {
+                return Err(ConfigError::Invalid {
+                    at: check.at(None),
+                    key: format!("masters.{}", clash.name),
+                    value: clash.name.to_string(),
+                    expected: "a master's name, which differs from this node's own `node.name`: \
+                               names are unique in a cluster"
+                        .to_owned(),
+                });
+            }
+            Ok(masters)
+        }
+        (None, Some(single)) => Ok(vec![MasterPeer::check(single, own_name, check)?]),
+        (None, None) => Err(ConfigError::Missing {
+            at: check.at(None),
+            key: "masters".to_owned(),
+            needed_because: format!(
+                "{who} needs the masters: [masters] with NAME = \"IP:PORT\" for each, or \
+                 [master] with the address and name of a lone master"
+            ),
+        }),
+    }
 }
 
 impl NodeConfig {
@@ -218,23 +262,51 @@ impl NodeConfig {
             None => Ok(()),
         };
         let cluster_hint = "[cluster] sets the partition table's shape, on the master only";
-        let master_hint = "[master] tells storages and clients where the master is";
         let storage_hint = "[storage] holds a storage node's database file";
         let fanout_hint = "[fanout] chooses how a client sends stored objects";
         let multicast_hint = "[multicast] is for the clients that send and the storages that join";
-        let master_span = raw.master.as_ref().map(Spanned::span);
         let storage_span = raw.storage.as_ref().map(Spanned::span);
         let storages_hint = "[storages] tells a client where each storage listens";
         let storages_span = raw.storages.as_ref().map(Spanned::span);
         let mut cluster_storages = Vec::new();
         let mut storage_addresses = BTreeMap::new();
+        let masters: Vec<MasterPeer>;
+        let mut master_settings = None;
         let cluster_span = raw.cluster.as_ref().map(Spanned::span);
         let fanout_span = raw.fanout.as_ref().map(Spanned::span);
         let multicast_span = raw.multicast.as_ref().map(Spanned::span);
 
         let role_config = match role {
             Role::Master => {
-                not_for(master_span, "master", master_hint)?;
+                let raw_settings = match raw.master {
+                    Some(section) => master::RawMaster::settings(section, &check)?,
+                    None => masters::RawSettings {
+                        path: None,
+                        tick_ms: None,
+                        election_ticks: None,
+                        heartbeat_ticks: None,
+                    },
+                };
+                master_settings = Some(MasterSettings::check(raw_settings, &node.name, &check)?);
+                masters = match raw.masters {
+                    Some(group) => {
+                        let span = group.span();
+                        let group = masters::check_masters(group, &check)?;
+                        if !group.iter().any(|master| master.name == node.name) {
+                            return Err(check.invalid(
+                                "masters",
+                                &Spanned::new(span, ()),
+                                "a group without this master",
+                                format!("the group with this master, {}, in it", node.name),
+                            ));
+                        }
+                        group
+                    }
+                    None => vec![MasterPeer {
+                        address: node.listen,
+                        name: node.name.clone(),
+                    }],
+                };
                 not_for(storage_span, "storage", storage_hint)?;
                 not_for(fanout_span, "fanout", fanout_hint)?;
                 not_for(multicast_span, "multicast", multicast_hint)?;
@@ -253,12 +325,7 @@ impl NodeConfig {
                 not_for(cluster_span, "cluster", cluster_hint)?;
                 not_for(fanout_span, "fanout", fanout_hint)?;
                 not_for(storages_span.clone(), "storages", storages_hint)?;
-                let master = raw.master.ok_or_else(|| {
-                    missing(
-                        "master",
-                        "a storage needs [master] with the master's address and name",
-                    )
-                })?;
+                masters = peers_of(raw.masters, raw.master, &node.name, &check, "a storage")?;
                 let storage = raw.storage.ok_or_else(|| {
                     missing(
                         "storage",
@@ -266,20 +333,15 @@ impl NodeConfig {
                     )
                 })?;
                 RoleConfig::Storage {
-                    master: MasterPeer::check(master, &node.name, &check)?,
+                    master: masters[0].clone(),
                     storage: StorageFiles::check(storage, &check)?,
                 }
             }
             Role::Client => {
                 not_for(cluster_span, "cluster", cluster_hint)?;
                 not_for(storage_span, "storage", storage_hint)?;
-                let master = raw.master.ok_or_else(|| {
-                    missing(
-                        "master",
-                        "a client needs [master] with the master's address and name",
-                    )
-                })?;
-                let master = MasterPeer::check(master, &node.name, &check)?;
+                masters = peers_of(raw.masters, raw.master, &node.name, &check, "a client")?;
+                let master = masters[0].clone();
                 for (name, address) in raw.storages.map(Spanned::into_inner).into_iter().flatten() {
                     let key = format!("storages.{name}");
                     let name = NodeName::new(&name).ok_or_else(|| {
@@ -324,6 +386,8 @@ impl NodeConfig {
             log: LogLevel::check(raw.log, &check)?,
             cluster_storages,
             storage_addresses,
+            masters,
+            master_settings,
         })
     }
 

@@ -101,12 +101,12 @@ pub enum ConnectError {
         /// Why.
         source: Box<FanoutError>,
     },
-    /// The master did not answer, or refused.
-    #[error("cannot connect to the master {master} (`master` in {file}): {source}")]
+    /// No master answered, or the primary refused.
+    #[error("cannot connect to the masters ({master} first, [masters] in {file}): {source}")]
     Connect {
         /// The configuration file.
         file: PathBuf,
-        /// The master's name.
+        /// The first master asked.
         master: String,
         /// Why.
         source: Box<ClientError>,
@@ -210,7 +210,7 @@ pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout,
 }
 
 /// Connects a client from its configuration file: binds its endpoint, starts its fan-out
-/// writer (`[fanout]`), finds the master (`[master]`) and the storages (the master's address
+/// writer (`[fanout]`), finds the primary among the masters (`[masters]`) and the storages (the master's address
 /// book, and `[storages]` where given) and waits, bounded by `timeout`, for the partition
 /// table. Returns the handle and its endpoint: after [`ClientHandle::close`], wait (bounded)
 /// for [`Endpoint::wait_idle`] so that the master learns the client left before the process
@@ -228,10 +228,17 @@ pub async fn connect_from_config(
         .iter()
         .map(|(name, address)| (name.as_str().to_owned(), *address))
         .collect();
-    directory.insert(master.name.as_str().to_owned(), master.address);
+    for peer in &config.masters {
+        directory.insert(peer.name.as_str().to_owned(), peer.address);
+    }
+    let masters: Vec<String> = config
+        .masters
+        .iter()
+        .map(|peer| peer.name.as_str().to_owned())
+        .collect();
     let endpoint = bind_endpoint(config)?;
     let writer = fanout_writer(config, &endpoint)?;
-    let role = Client::new(config.node.name.as_str(), master.name.as_str(), client);
+    let role = Client::with_masters(config.node.name.as_str(), masters, client);
     let driver = DriverConfig {
         directory,
         ..DriverConfig::default()

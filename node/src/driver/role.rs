@@ -1,18 +1,19 @@
 //! [`Role`]: what the driver needs from a sans-IO role, implemented by the three of them.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::client::{Client, ClientEvent, FanoutStore};
 use crate::master::{Master, MasterEvent};
 use crate::protocol::{Message, ProtocolError, Transmit, decode_from};
-use crate::storage::{Storage, StorageEvent};
 
 /// A sans-IO role of the two-phase commit, as the [driver](super) runs it.
 ///
-/// Implemented by [`Master`], [`Storage`] and [`Client`]; each method forwards to the
+/// Implemented by [`Master`], [`Client`] and, for the storage role with its persistence
+/// executor, [`ThreadedStorage`](crate::persist::ThreadedStorage); each method forwards to the
 /// role's method of the same name (`handle_message` to `handle`), and `handle_bytes` decodes
-/// for all three.
+/// for all of them.
 pub trait Role: Send + 'static {
     /// What the role reports to its user.
     type Event: Send + 'static;
@@ -50,6 +51,11 @@ pub trait Role: Send + 'static {
         let _ = peer;
         None
     }
+    /// The master the node's [`NodeReport`](crate::protocol::NodeReport)s go to now (the
+    /// primary it follows); `None`: [`DriverConfig::report_to`](super::DriverConfig::report_to).
+    fn report_target(&self) -> Option<String> {
+        None
+    }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
@@ -57,6 +63,18 @@ pub trait Role: Send + 'static {
     /// The fan-out `id` did not reach `peer`.
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         let _ = (now, id, peer);
+    }
+    /// Waits for work the role handed out of the driver (a storage's writes and reads, run by
+    /// its executor's threads) and takes its outcome in; the driver awaits it beside its other
+    /// inputs, then sends what the role produced. Never ready by default.
+    fn background(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::pending()
+    }
+    /// Whether the driver may hand the role stored objects from the fan-out now; a storage
+    /// whose disk is behind says no, and the driver leaves them with the transport until it
+    /// says yes again. Yes by default.
+    fn takes_stores(&self) -> bool {
+        true
     }
     /// Answers `request`, which `from` sent on a request stream: one answer per request,
     /// sent back on that stream; an error goes back as the request's error.
@@ -77,6 +95,25 @@ pub trait Role: Send + 'static {
             from: from.to_owned(),
             kind: request.kind(),
         })
+    }
+    /// Answers `request` as [`answer`](Self::answer) does, or defers the answer: `Ok(None)`
+    /// means it comes later from [`poll_answer`](Self::poll_answer) with `token` (a master's
+    /// answer to a change waits until the change is committed in the masters' log). Every
+    /// deferred request gets its answer or an error. By default the answer comes at once.
+    fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let _ = token;
+        self.answer(now, from, request).map(Some)
+    }
+    /// A deferred answer that is ready: the token [`answer_or_defer`](Self::answer_or_defer)
+    /// was given, and the answer or the refusal.
+    fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        None
     }
 }
 
@@ -114,36 +151,20 @@ impl Role for Master {
     ) -> Result<Message, ProtocolError> {
         Master::answer(self, now, from, request)
     }
-}
-
-impl Role for Storage {
-    type Event = StorageEvent;
-
-    fn handle_message(
+    fn answer_or_defer(
         &mut self,
         now: SystemTime,
         from: &str,
-        message: Message,
-    ) -> Result<(), ProtocolError> {
-        Storage::handle(self, now, from, message)
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        Master::answer_or_defer(self, now, from, request, token)
     }
-    fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
-        Storage::handle_timeout(self, now)
-    }
-    fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
-        Storage::peer_lost(self, now, peer)
-    }
-    fn poll_timeout(&self) -> Option<SystemTime> {
-        Storage::poll_timeout(self)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Storage::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<StorageEvent> {
-        Storage::poll_event(self)
+    fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        Master::poll_answer(self)
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
-        Storage::peer_address(self, peer)
+        Master::peer_address(self, peer)
     }
 }
 
@@ -180,6 +201,9 @@ impl Role for Client {
     }
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         Client::poll_fanout(self)
+    }
+    fn report_target(&self) -> Option<String> {
+        Some(self.master().to_owned())
     }
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_failed(self, now, id, peer);

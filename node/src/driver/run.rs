@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
+use crate::persist::ThreadedStorage;
 use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, decode_from, encode};
-use crate::storage::{Storage, StorageEvent};
+use crate::storage::StorageEvent;
 use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
 
 /// How long writing one request's answer may take before the stream is reset.
@@ -228,12 +229,19 @@ pub fn spawn<R: Role>(
 /// [`Message::Store`](crate::protocol::Message::Store), handled as a message from its
 /// writer (anything else is refused and counted in [`DriverStats::fanout_refused`]).
 /// Clients may send stores either way, inline or through the fan-out.
+///
+/// The storage's writes and reads run on its executor's threads
+/// ([`ThreadedStorage`]), never on the driver's task; while its disk is behind
+/// ([`Role::takes_stores`]) the driver leaves delivered stores with the fan-out receiver.
 pub fn spawn_storage(
-    role: Storage,
+    role: ThreadedStorage,
     endpoint: Endpoint,
     config: DriverConfig,
     fanout: FanoutReceiverConfig,
-) -> (DriverHandle<Storage>, mpsc::UnboundedReceiver<StorageEvent>) {
+) -> (
+    DriverHandle<ThreadedStorage>,
+    mpsc::UnboundedReceiver<StorageEvent>,
+) {
     let (receiver, feed) = FanoutReceiver::start_fed(fanout);
     spawn_with(
         role,
@@ -302,6 +310,8 @@ pub(crate) fn spawn_with<R: Role>(
         counters: counters.clone(),
         side,
         report_to: config.report_to,
+        deferred: HashMap::new(),
+        next_token: 0,
     };
     let task = tokio::spawn(driver.run(
         command_queue,
@@ -337,6 +347,9 @@ struct Driver<R: Role> {
     counters: Arc<Counters>,
     side: Side,
     report_to: Option<String>,
+    /// Requests whose answer the role deferred ([`Role::answer_or_defer`]), by token.
+    deferred: HashMap<u64, IncomingRequest>,
+    next_token: u64,
 }
 
 impl<R: Role> Driver<R> {
@@ -389,7 +402,8 @@ impl<R: Role> Driver<R> {
                 }
                 _ = check.tick() => self.check_links(),
                 _ = report.tick(), if self.report_to.is_some() => self.send_report(),
-                event = self.side.next() => self.side_event(event),
+                () = self.role.background() => {}
+                event = self.side.next(), if self.role.takes_stores() => self.side_event(event),
             }
         }
         self.role
@@ -397,7 +411,11 @@ impl<R: Role> Driver<R> {
 
     /// Sends the master what this node measures of its links.
     fn send_report(&mut self) {
-        let Some(master) = self.report_to.clone() else {
+        let Some(master) = self.report_to.as_ref().map(|configured| {
+            self.role
+                .report_target()
+                .unwrap_or_else(|| configured.clone())
+        }) else {
             return;
         };
         let report = self.report();
@@ -508,15 +526,33 @@ impl<R: Role> Driver<R> {
     /// bounded by [`ANSWER_WAIT`], so a peer that does not read holds up nothing.
     fn answer(&mut self, request: IncomingRequest) {
         let peer = request.peer().to_owned();
+        let token = self.next_token;
+        self.next_token += 1;
         let answer = request
             .decode::<Vec<u8>>()
             .map_err(|error| format!("not a request of this protocol: {error}"))
             .and_then(|bytes| decode_from(&peer, &bytes).map_err(|error| error.to_string()))
             .and_then(|message| {
                 self.role
-                    .answer(SystemTime::now(), &peer, message)
+                    .answer_or_defer(SystemTime::now(), &peer, message, token)
                     .map_err(|error| error.to_string())
             });
+        let answer = match answer {
+            // The role answers later (flush takes it); it answers every request it defers.
+            Ok(None) => {
+                self.deferred.insert(token, request);
+                return;
+            }
+            Ok(Some(message)) => Ok(message),
+            Err(error) => Err(error),
+        };
+        self.respond(request, answer);
+    }
+
+    /// Sends the answer of `request` (counted), from a task of its own bounded by
+    /// [`ANSWER_WAIT`].
+    fn respond(&mut self, request: IncomingRequest, answer: Result<Message, String>) {
+        let peer = request.peer().to_owned();
         let counter = match &answer {
             Ok(_) => &self.counters.requests_answered,
             Err(error) => {
@@ -547,6 +583,14 @@ impl<R: Role> Driver<R> {
             Err(error @ ProtocolError::Decode { .. }) => {
                 Counters::bump(&self.counters.decode_errors);
                 tracing::warn!(%error, context, "undecodable message");
+            }
+            // A deposed primary (or a master claiming to be the primary) speaking: rare, and
+            // what an operator wants to see after a pause or a partition of a master.
+            Err(
+                error @ (ProtocolError::StaleTerm { .. } | ProtocolError::NotThePrimary { .. }),
+            ) => {
+                Counters::bump(&self.counters.refused);
+                tracing::warn!(%error, context, "order refused: not from the current primary");
             }
             Err(error) => {
                 Counters::bump(&self.counters.refused);
@@ -644,6 +688,12 @@ impl<R: Role> Driver<R> {
                         let envelope = self.sequencer.wrap(&peer, bytes.clone());
                         self.sender(&peer).send(envelope).ok();
                     }
+                }
+            }
+            while let Some((token, answer)) = self.role.poll_answer() {
+                idle = false;
+                if let Some(request) = self.deferred.remove(&token) {
+                    self.respond(request, answer.map_err(|error| error.to_string()));
                 }
             }
             while let Some(event) = self.role.poll_event() {

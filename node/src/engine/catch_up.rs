@@ -8,14 +8,16 @@
 //! when the source fails, the next source is asked from there, not from the start; importing
 //! what is already here again changes nothing.
 
-use redb::{Durability, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
 use super::records::{TransactionRecord, decode, encode};
 use super::replication::{merge_objects, merge_transactions};
 use super::tables::{OBJECTS, PROGRESS, PROGRESS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{Engine, EngineError, ObjectBatch, ObjectCursor, ReplicatedObject, read_revision};
+use super::{
+    Engine, EngineError, ObjectBatch, ObjectCursor, ReplicatedObject, WriteBatch, read_revision,
+};
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::partition_of;
@@ -210,11 +212,7 @@ impl Engine {
         batch: &[CommittedTransaction],
         progress: ReplicationProgress,
     ) -> Result<(), EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        merge_transactions(&txn, batch)?;
-        record_progress(&txn, partition, progress)?;
-        txn.commit()
-            .map_err(database("commit imported transactions"))
+        self.write_one(|write| write.import_transactions(partition, batch, progress))
     }
 
     /// Imports a batch of [`partition_objects`](Self::partition_objects) from another replica
@@ -226,10 +224,7 @@ impl Engine {
         batch: &[ReplicatedObject],
         progress: ReplicationProgress,
     ) -> Result<(), EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        merge_objects(&txn, batch)?;
-        record_progress(&txn, partition, progress)?;
-        txn.commit().map_err(database("commit imported objects"))
+        self.write_one(|write| write.import_objects(partition, batch, progress))
     }
 
     /// The content and digest of revision `tid` of `oid` (an undo's back-pointer followed),
@@ -263,6 +258,42 @@ impl Engine {
             Some(record) => decode(PROGRESS_NAME, record.value()),
             None => Ok(ReplicationProgress::default()),
         }
+    }
+}
+
+impl WriteBatch<'_> {
+    /// [`Engine::import_transactions`] in this batch; makes it durable.
+    pub fn import_transactions(
+        &mut self,
+        partition: u32,
+        batch: &[CommittedTransaction],
+        progress: ReplicationProgress,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| true,
+            |txn| {
+                merge_transactions(txn, batch)?;
+                record_progress(txn, partition, progress)
+            },
+        )
+    }
+
+    /// [`Engine::import_objects`] in this batch; makes it durable. A revision that does not
+    /// match its digest, or whose transaction is not here, is refused before anything is
+    /// written.
+    pub fn import_objects(
+        &mut self,
+        partition: u32,
+        batch: &[ReplicatedObject],
+        progress: ReplicationProgress,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| true,
+            |txn| {
+                merge_objects(txn, batch)?;
+                record_progress(txn, partition, progress)
+            },
+        )
     }
 }
 

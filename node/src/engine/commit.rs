@@ -1,7 +1,12 @@
 //! Two-phase commit on one store: store, vote, finish or abort.
+//!
+//! Each write is a method of [`WriteBatch`], so that a storage can put the writes of many
+//! transactions in one redb transaction; the [`Engine`] methods of the same names run one
+//! write as a batch of its own.
 
-use redb::{Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
+use super::batch::WriteBatch;
 use super::error::database;
 use super::records::{
     ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData, TransactionRecord,
@@ -15,6 +20,139 @@ use super::{Engine, EngineError, last_serial, read_record, read_transaction};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::transaction::TransactionInfo;
+
+impl WriteBatch<'_> {
+    /// Records `data` as the new revision of `oid` in transaction `ttid`, written on top of
+    /// revision `serial` ([`Tid::ZERO`] for a new object). Storing the same object again in the
+    /// same transaction replaces the earlier data.
+    ///
+    /// Refused with [`EngineError::Conflict`] when `serial` is not the object's last committed
+    /// TID. Needs no fsync: the vote makes it durable.
+    pub fn store_pending(
+        &mut self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| stage(txn, ttid, oid, serial, Some(serial), |_| content(data)),
+        )
+    }
+
+    /// Records `data` like [`store_pending`](Self::store_pending) without checking `serial`
+    /// against the object's history: for a partition still catching up by replication, whose
+    /// history here may lack revisions the serial names, or for a storage that checks serials
+    /// at the vote only. The vote checks it, unless told otherwise.
+    pub fn store_pending_unchecked(
+        &mut self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| stage(txn, ttid, oid, serial, None, |_| content(data)),
+        )
+    }
+
+    /// Records, as the new revision of `oid` in transaction `ttid`, the content of its earlier
+    /// revision `restore` (by reference); see [`Engine::store_undo`].
+    pub fn store_undo(
+        &mut self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        restore: Tid,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| {
+                stage(txn, ttid, oid, serial, Some(serial), |objects| {
+                    undo_record(objects, oid, restore)
+                })
+            },
+        )
+    }
+
+    /// [`store_undo`](Self::store_undo) without checking `serial` against the object's
+    /// history (a partition catching up by replication, or a serial the vote checks).
+    pub fn store_undo_unchecked(
+        &mut self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        restore: Tid,
+    ) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| {
+                stage(txn, ttid, oid, serial, None, |objects| {
+                    undo_record(objects, oid, restore)
+                })
+            },
+        )
+    }
+
+    /// Checks that `serial` is the last committed revision of `oid` (ZODB's
+    /// `checkCurrentSerialInTransaction`), writing nothing: refused with
+    /// [`EngineError::Conflict`] otherwise. In a batch, it sees every write before it.
+    pub fn check_serial(&mut self, oid: Oid, serial: Tid) -> Result<(), EngineError> {
+        self.write(
+            |_| false,
+            |txn| {
+                let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+                let current = last_serial(&objects, oid)?;
+                if current == serial {
+                    Ok(())
+                } else {
+                    Err(EngineError::Conflict {
+                        oid,
+                        expected: serial,
+                        current,
+                    })
+                }
+            },
+        )
+    }
+
+    /// Votes for transaction `ttid` with `info` to commit it with, checking that none of its
+    /// objects was committed by another transaction since it was stored (except those for
+    /// which `unchecked` says yes: partitions still catching up by replication). With
+    /// `staged`, also checks that the transaction staged exactly these objects here (refused
+    /// with [`EngineError::StagedMismatch`] otherwise). Makes the batch durable.
+    pub fn vote(
+        &mut self,
+        ttid: Tid,
+        info: &TransactionInfo,
+        staged: Option<&[Oid]>,
+        unchecked: impl Fn(Oid) -> bool,
+    ) -> Result<(), EngineError> {
+        self.write(|_| true, |txn| vote(txn, ttid, info, staged, unchecked))
+    }
+
+    /// Commits the voted transaction `ttid` at `tid`, which must be later than every TID
+    /// committed here; see [`Engine::finish`]. Not durable by itself:
+    /// [`require_sync`](Self::require_sync) makes it so.
+    pub fn finish(&mut self, ttid: Tid, tid: Tid) -> Result<(), EngineError> {
+        self.write(|_| false, |txn| commit_pending(txn, ttid, tid, true))
+    }
+
+    /// Commits `ttid` at `tid` like [`finish`](Self::finish), also when later TIDs are here
+    /// already; see [`Engine::finish_merging`].
+    pub fn finish_merging(&mut self, ttid: Tid, tid: Tid) -> Result<(), EngineError> {
+        self.write(|_| false, |txn| commit_pending(txn, ttid, tid, false))
+    }
+
+    /// Forgets transaction `ttid` and everything it stored; durable if it had voted (its
+    /// removal must reach the disk, or it comes back pending after a crash).
+    pub fn abort(&mut self, ttid: Tid) -> Result<(), EngineError> {
+        self.write(|voted: &bool| *voted, |txn| abort(txn, ttid))
+            .map(|_| ())
+    }
+}
 
 impl Engine {
     /// Records `data` as the new revision of `oid` in transaction `ttid`, written on top of
@@ -30,12 +168,7 @@ impl Engine {
         serial: Tid,
         data: ObjectData,
     ) -> Result<(), EngineError> {
-        self.stage(ttid, oid, Some(serial), |_| {
-            Ok(ObjectRecord {
-                digest: data.digest(),
-                data: StoredData::Content(data),
-            })
-        })
+        self.write_one(|batch| batch.store_pending(ttid, oid, serial, data))
     }
 
     /// Records `data` like [`store_pending`](Self::store_pending) without checking `serial`
@@ -48,12 +181,7 @@ impl Engine {
         serial: Tid,
         data: ObjectData,
     ) -> Result<(), EngineError> {
-        self.stage_with_serial(ttid, oid, serial, None, |_| {
-            Ok(ObjectRecord {
-                digest: data.digest(),
-                data: StoredData::Content(data),
-            })
-        })
+        self.write_one(|batch| batch.store_pending_unchecked(ttid, oid, serial, data))
     }
 
     /// Records, as the new revision of `oid` in transaction `ttid`, the content of its earlier
@@ -69,68 +197,7 @@ impl Engine {
         serial: Tid,
         restore: Tid,
     ) -> Result<(), EngineError> {
-        self.stage(ttid, oid, Some(serial), |objects| {
-            undo_record(objects, oid, restore)
-        })
-    }
-
-    /// Records the revision `make_record` builds as `oid`'s in transaction `ttid`, after
-    /// checking the transaction has not voted and `check` (the serial) is the last committed
-    /// revision.
-    fn stage(
-        &self,
-        ttid: Tid,
-        oid: Oid,
-        check: Option<Tid>,
-        make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
-    ) -> Result<(), EngineError> {
-        let serial = check.unwrap_or(Tid::ZERO);
-        self.stage_with_serial(ttid, oid, serial, check, make_record)
-    }
-
-    /// [`stage`](Self::stage), recording `serial` and checking `check` when given.
-    pub(super) fn stage_with_serial(
-        &self,
-        ttid: Tid,
-        oid: Oid,
-        serial: Tid,
-        check: Option<Tid>,
-        make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
-    ) -> Result<(), EngineError> {
-        // Lost in a crash before the vote, which only costs the client a retry.
-        let txn = self.begin(Durability::None)?;
-        {
-            let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
-            let header = match pending.get(ttid).map_err(database("read pending"))? {
-                Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?,
-                None => PendingHeader::default(),
-            };
-            if header.voted {
-                return Err(EngineError::AlreadyVoted { ttid, oid });
-            }
-            let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            if let Some(serial) = check {
-                let current = last_serial(&objects, oid)?;
-                if current != serial {
-                    return Err(EngineError::Conflict {
-                        oid,
-                        expected: serial,
-                        current,
-                    });
-                }
-            }
-            let record = make_record(&objects)?;
-            let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
-            txn.open_table(PENDING_OBJECTS)
-                .map_err(database("open pending objects"))?
-                .insert((ttid, oid), object.as_slice())
-                .map_err(database("record pending object"))?;
-            let header = encode(PENDING_NAME, &header)?;
-            pending
-                .insert(ttid, header.as_slice())
-                .map_err(database("record pending"))?;
-        }
-        txn.commit().map_err(database("commit store"))
+        self.write_one(|batch| batch.store_undo(ttid, oid, serial, restore))
     }
 
     /// Makes the data of transaction `ttid` durable, with `info` to commit it with, and checks
@@ -151,52 +218,20 @@ impl Engine {
         info: &TransactionInfo,
         unchecked: impl Fn(Oid) -> bool,
     ) -> Result<(), EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        {
-            let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            let pending_objects = txn
-                .open_table(PENDING_OBJECTS)
-                .map_err(database("open pending objects"))?;
-            for entry in pending_objects
-                .range((ttid, Oid(0))..=(ttid, Oid(u64::MAX)))
-                .map_err(database("scan pending objects"))?
-            {
-                let (key, object) = entry.map_err(database("read pending object"))?;
-                let oid = key.value().1;
-                let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
-                if unchecked(oid) {
-                    continue;
-                }
-                let current = last_serial(&objects, oid)?;
-                if current != object.serial {
-                    return Err(EngineError::Conflict {
-                        oid,
-                        expected: object.serial,
-                        current,
-                    });
-                }
-            }
-            let header = encode(
-                PENDING_NAME,
-                &PendingHeader {
-                    voted: true,
-                    info: info.clone(),
-                },
-            )?;
-            txn.open_table(PENDING)
-                .map_err(database("open pending"))?
-                .insert(ttid, header.as_slice())
-                .map_err(database("record vote"))?;
-        }
-        txn.commit().map_err(database("commit vote"))
+        self.write_one(|batch| batch.vote(ttid, info, None, unchecked))
     }
 
-    /// Commits the voted transaction `ttid` at `tid`: all its objects become visible at once.
+    /// Commits the voted transaction `ttid` at `tid`: all its objects become visible at once,
+    /// durably.
     ///
     /// `tid` must be greater than every TID committed here: the master finishes transactions
     /// in TID order.
     pub fn finish(&self, ttid: Tid, tid: Tid) -> Result<(), EngineError> {
-        self.commit_pending(ttid, tid, true)
+        self.write_one(|batch| {
+            batch.finish(ttid, tid)?;
+            batch.require_sync();
+            Ok(())
+        })
     }
 
     /// Commits the voted transaction `ttid` at `tid` like [`finish`](Self::finish), also when
@@ -204,99 +239,17 @@ impl Engine {
     /// replication while the finish of `tid` was on its way. A transaction `tid` imported
     /// already gains the objects of `ttid`, which are the same revisions.
     pub fn finish_merging(&self, ttid: Tid, tid: Tid) -> Result<(), EngineError> {
-        self.commit_pending(ttid, tid, false)
-    }
-
-    /// Commits `ttid` at `tid`; `in_order` refuses a `tid` at or before the last committed.
-    fn commit_pending(&self, ttid: Tid, tid: Tid, in_order: bool) -> Result<(), EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        {
-            let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
-            let header: PendingHeader = match pending.get(ttid).map_err(database("read pending"))? {
-                Some(header) => decode(PENDING_NAME, header.value())?,
-                None => return Err(EngineError::UnknownTransaction { ttid }),
-            };
-            if !header.voted {
-                return Err(EngineError::NotVoted { ttid });
-            }
-            let mut transactions = txn
-                .open_table(TRANSACTIONS)
-                .map_err(database("open transactions"))?;
-            let last = transactions
-                .last()
-                .map_err(database("read last transaction"))?
-                .map_or(Tid::ZERO, |(key, _)| key.value());
-            if in_order && tid <= last {
-                return Err(EngineError::TidNotAfterLast { tid, last });
-            }
-            let imported = read_transaction(&transactions, tid)?;
-            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            let mut pending_objects = txn
-                .open_table(PENDING_OBJECTS)
-                .map_err(database("open pending objects"))?;
-            let mut oids = Vec::new();
-            for entry in pending_objects
-                .extract_from_if((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| true)
-                .map_err(database("take pending objects"))?
-            {
-                let (key, object) = entry.map_err(database("read pending object"))?;
-                let oid = key.value().1;
-                let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
-                let record = encode(OBJECTS_NAME, &object.record)?;
-                objects
-                    .insert((oid, tid), record.as_slice())
-                    .map_err(database("commit object"))?;
-                oids.push(oid);
-            }
-            let record = match imported {
-                Some(mut record) => {
-                    record.oids.extend(oids);
-                    record.oids.sort_unstable();
-                    record.oids.dedup();
-                    record
-                }
-                None => TransactionRecord {
-                    oids,
-                    info: header.info,
-                },
-            };
-            let record = encode(TRANSACTIONS_NAME, &record)?;
-            transactions
-                .insert(tid, record.as_slice())
-                .map_err(database("commit transaction"))?;
-            pending.remove(ttid).map_err(database("drop pending"))?;
-        }
-        txn.commit().map_err(database("commit finish"))
+        self.write_one(|batch| {
+            batch.finish_merging(ttid, tid)?;
+            batch.require_sync();
+            Ok(())
+        })
     }
 
     /// Forgets transaction `ttid` and everything it stored. Aborting an unknown transaction is
     /// harmless (the abort may arrive twice, or after a crash forgot it).
     pub fn abort(&self, ttid: Tid) -> Result<(), EngineError> {
-        let voted = {
-            let txn = self.db.begin_read().map_err(database("begin read"))?;
-            let pending = txn.open_table(PENDING).map_err(database("open pending"))?;
-            match pending.get(ttid).map_err(database("read pending"))? {
-                Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?.voted,
-                None => return Ok(()),
-            }
-        };
-        // A voted transaction is on disk: its removal must be too, or it comes back pending.
-        let txn = self.begin(if voted {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
-        {
-            txn.open_table(PENDING)
-                .map_err(database("open pending"))?
-                .remove(ttid)
-                .map_err(database("drop pending"))?;
-            txn.open_table(PENDING_OBJECTS)
-                .map_err(database("open pending objects"))?
-                .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
-                .map_err(database("drop pending objects"))?;
-        }
-        txn.commit().map_err(database("commit abort"))
+        self.write_one(|batch| batch.abort(ttid))
     }
 
     /// The transactions that stored objects here and have neither finished nor aborted.
@@ -330,14 +283,193 @@ impl Engine {
         }
         Ok(transactions)
     }
+}
 
-    /// Begins a write transaction with the given durability.
-    pub(super) fn begin(&self, durability: Durability) -> Result<WriteTransaction, EngineError> {
-        let mut txn = self.db.begin_write().map_err(database("begin write"))?;
-        txn.set_durability(durability)
-            .map_err(database("set durability"))?;
-        Ok(txn)
+/// The record of a revision holding `data`.
+fn content(data: ObjectData) -> Result<ObjectRecord, EngineError> {
+    Ok(ObjectRecord {
+        digest: data.digest(),
+        data: StoredData::Content(data),
+    })
+}
+
+/// Records the revision `make_record` builds as `oid`'s in transaction `ttid` on top of
+/// `serial`, after checking the transaction has not voted and, with `check`, that `check` is
+/// the last committed revision. Every refusal comes before the first write.
+fn stage(
+    txn: &WriteTransaction,
+    ttid: Tid,
+    oid: Oid,
+    serial: Tid,
+    check: Option<Tid>,
+    make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
+) -> Result<(), EngineError> {
+    let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+    let header = match pending.get(ttid).map_err(database("read pending"))? {
+        Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?,
+        None => PendingHeader::default(),
+    };
+    if header.voted {
+        return Err(EngineError::AlreadyVoted { ttid, oid });
     }
+    let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    if let Some(serial) = check {
+        let current = last_serial(&objects, oid)?;
+        if current != serial {
+            return Err(EngineError::Conflict {
+                oid,
+                expected: serial,
+                current,
+            });
+        }
+    }
+    let record = make_record(&objects)?;
+    let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
+    let header = encode(PENDING_NAME, &header)?;
+    txn.open_table(PENDING_OBJECTS)
+        .map_err(database("open pending objects"))?
+        .insert((ttid, oid), object.as_slice())
+        .map_err(database("record pending object"))?;
+    pending
+        .insert(ttid, header.as_slice())
+        .map_err(database("record pending"))?;
+    Ok(())
+}
+
+/// [`WriteBatch::vote`]: every check before the one write (the header).
+fn vote(
+    txn: &WriteTransaction,
+    ttid: Tid,
+    info: &TransactionInfo,
+    staged: Option<&[Oid]>,
+    unchecked: impl Fn(Oid) -> bool,
+) -> Result<(), EngineError> {
+    let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    let pending_objects = txn
+        .open_table(PENDING_OBJECTS)
+        .map_err(database("open pending objects"))?;
+    let mut found = Vec::new();
+    for entry in pending_objects
+        .range((ttid, Oid(0))..=(ttid, Oid(u64::MAX)))
+        .map_err(database("scan pending objects"))?
+    {
+        let (key, object) = entry.map_err(database("read pending object"))?;
+        let oid = key.value().1;
+        found.push(oid);
+        let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
+        if unchecked(oid) {
+            continue;
+        }
+        let current = last_serial(&objects, oid)?;
+        if current != object.serial {
+            return Err(EngineError::Conflict {
+                oid,
+                expected: object.serial,
+                current,
+            });
+        }
+    }
+    if let Some(staged) = staged {
+        // `found` is in oid order (the key order), without duplicates.
+        let mut listed = staged.to_vec();
+        listed.sort_unstable();
+        listed.dedup();
+        if listed != found {
+            return Err(EngineError::StagedMismatch { ttid });
+        }
+    }
+    let header = encode(
+        PENDING_NAME,
+        &PendingHeader {
+            voted: true,
+            info: info.clone(),
+        },
+    )?;
+    txn.open_table(PENDING)
+        .map_err(database("open pending"))?
+        .insert(ttid, header.as_slice())
+        .map_err(database("record vote"))?;
+    Ok(())
+}
+
+/// Commits `ttid` at `tid`; `in_order` refuses a `tid` at or before the last committed. Every
+/// refusal comes before the first write.
+fn commit_pending(
+    txn: &WriteTransaction,
+    ttid: Tid,
+    tid: Tid,
+    in_order: bool,
+) -> Result<(), EngineError> {
+    let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+    let header: PendingHeader = match pending.get(ttid).map_err(database("read pending"))? {
+        Some(header) => decode(PENDING_NAME, header.value())?,
+        None => return Err(EngineError::UnknownTransaction { ttid }),
+    };
+    if !header.voted {
+        return Err(EngineError::NotVoted { ttid });
+    }
+    let mut transactions = txn
+        .open_table(TRANSACTIONS)
+        .map_err(database("open transactions"))?;
+    let last = transactions
+        .last()
+        .map_err(database("read last transaction"))?
+        .map_or(Tid::ZERO, |(key, _)| key.value());
+    if in_order && tid <= last {
+        return Err(EngineError::TidNotAfterLast { tid, last });
+    }
+    let imported = read_transaction(&transactions, tid)?;
+    let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    let mut pending_objects = txn
+        .open_table(PENDING_OBJECTS)
+        .map_err(database("open pending objects"))?;
+    let mut oids = Vec::new();
+    for entry in pending_objects
+        .extract_from_if((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| true)
+        .map_err(database("take pending objects"))?
+    {
+        let (key, object) = entry.map_err(database("read pending object"))?;
+        let oid = key.value().1;
+        let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
+        let record = encode(OBJECTS_NAME, &object.record)?;
+        objects
+            .insert((oid, tid), record.as_slice())
+            .map_err(database("commit object"))?;
+        oids.push(oid);
+    }
+    let record = match imported {
+        Some(mut record) => {
+            record.oids.extend(oids);
+            record.oids.sort_unstable();
+            record.oids.dedup();
+            record
+        }
+        None => TransactionRecord {
+            oids,
+            info: header.info,
+        },
+    };
+    let record = encode(TRANSACTIONS_NAME, &record)?;
+    transactions
+        .insert(tid, record.as_slice())
+        .map_err(database("commit transaction"))?;
+    pending.remove(ttid).map_err(database("drop pending"))?;
+    Ok(())
+}
+
+/// Drops `ttid` and its objects; whether it had voted. Unknown transactions are fine.
+fn abort(txn: &WriteTransaction, ttid: Tid) -> Result<bool, EngineError> {
+    let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
+    let voted = match pending.get(ttid).map_err(database("read pending"))? {
+        Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?.voted,
+        None => return Ok(false),
+    };
+    pending.remove(ttid).map_err(database("drop pending"))?;
+    txn.open_table(PENDING_OBJECTS)
+        .map_err(database("open pending objects"))?
+        .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
+        .map_err(database("drop pending objects"))?;
+    Ok(voted)
 }
 
 /// The record of an undo that writes again the content of `oid`'s revision `restore`: a

@@ -70,6 +70,18 @@ pub enum EngineError {
         /// The transaction it belongs to.
         tid: Tid,
     },
+    /// A vote that names other objects than the transaction staged here: a store was lost
+    /// between the storage role and the engine (its staging failed), so the vote cannot
+    /// promise the data.
+    #[error("transaction {ttid} votes for other objects than it staged here")]
+    StagedMismatch {
+        /// The temporary TID of the transaction.
+        ttid: Tid,
+    },
+    /// A write of a [`WriteBatch`](super::WriteBatch) failed part-way, so the batch was rolled
+    /// back whole; its writes must be done again (one batch each, to find the one that fails).
+    #[error("a write failed part-way through its batch; the batch was rolled back")]
+    BatchSpoiled,
     /// A record on disk that does not decode.
     #[error("corrupt record in table {table}")]
     Corrupt {
@@ -88,6 +100,27 @@ pub enum EngineError {
         #[source]
         source: Box<redb::Error>,
     },
+}
+
+impl EngineError {
+    /// Whether this is a refusal: the engine checked the write against what it holds and said
+    /// no before writing anything, so a [`WriteBatch`](super::WriteBatch) survives it and its
+    /// other writes may commit. Any other error may come after part of the write, and spoils
+    /// the batch.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Conflict { .. }
+                | Self::NoSuchRevision { .. }
+                | Self::UnknownTransaction { .. }
+                | Self::NotVoted { .. }
+                | Self::AlreadyVoted { .. }
+                | Self::TidNotAfterLast { .. }
+                | Self::DigestMismatch { .. }
+                | Self::MissingTransaction { .. }
+                | Self::StagedMismatch { .. }
+        )
+    }
 }
 
 /// Wraps a redb error with what the engine was doing: `.map_err(database("commit vote"))`.

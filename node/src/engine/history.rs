@@ -4,7 +4,6 @@
 
 use redb::ReadableDatabase;
 
-use super::commit::undo_record;
 use super::error::database;
 use super::records::StoredData;
 use super::tables::{OBJECTS, TRANSACTIONS};
@@ -104,8 +103,6 @@ impl Engine {
         serial: Tid,
         restore: Tid,
     ) -> Result<(), EngineError> {
-        self.stage_with_serial(ttid, oid, serial, None, |objects| {
-            undo_record(objects, oid, restore)
-        })
+        self.write_one(|batch| batch.store_undo_unchecked(ttid, oid, serial, restore))
     }
 }

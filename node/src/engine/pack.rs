@@ -11,12 +11,12 @@
 //! application reads (ZODB's `referencesf` on pickles): the application computes which
 //! objects are unreachable at `t` and [`collect`](Engine::collect)s them.
 
-use redb::{Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::error::database;
 use super::records::{ObjectRecord, StoredData, TransactionRecord, encode};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{Engine, EngineError, read_record, read_revision, read_transaction};
+use super::{Engine, EngineError, WriteBatch, read_record, read_revision, read_transaction};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 
@@ -58,42 +58,9 @@ impl Engine {
         after: Option<Oid>,
         max_objects: usize,
     ) -> Result<PackStep, EngineError> {
-        let first = match after {
-            Some(oid) => match oid.0.checked_add(1) {
-                Some(next) => Oid(next),
-                None => return Ok(PackStep::default()),
-            },
-            None => Oid(0),
-        };
-        let txn = self.begin(Durability::Immediate)?;
-        let mut step = PackStep::default();
-        {
-            let mut meta = txn.open_table(META).map_err(database("open meta"))?;
-            let packed = meta
-                .get(PACKED)
-                .map_err(database("read pack TID"))?
-                .map_or(0, |packed| packed.value());
-            meta.insert(PACKED, packed.max(tid.0))
-                .map_err(database("record pack TID"))?;
-            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            let mut oid = first;
-            for _ in 0..max_objects {
-                let Some(next) = next_object(&objects, oid)? else {
-                    step.resume = None;
-                    break;
-                };
-                step.removed += pack_object(&txn, &mut objects, next, tid)?;
-                step.resume = Some(next);
-                match next.0.checked_add(1) {
-                    Some(following) => oid = Oid(following),
-                    None => {
-                        step.resume = None;
-                        break;
-                    }
-                }
-            }
-        }
-        txn.commit().map_err(database("commit pack"))?;
+        let mut batch = self.write_batch()?;
+        let step = batch.pack_step(tid, after, max_objects)?;
+        batch.commit()?;
         Ok(step)
     }
 
@@ -101,24 +68,87 @@ impl Engine {
     /// pack at `tid`; one written since is reachable again), with the transactions left
     /// without revisions. Returns how many revisions went. Durable when it returns.
     pub fn collect(&self, tid: Tid, oids: &[Oid]) -> Result<u64, EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        let mut removed = 0;
-        {
-            let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-            for oid in oids {
-                let revisions = revisions_of(&objects, *oid)?;
-                if revisions.last().is_none_or(|last| *last > tid) {
-                    continue;
-                }
-                for revision in revisions {
-                    remove_revision(&txn, &mut objects, *oid, revision)?;
-                    removed += 1;
-                }
-            }
-        }
-        txn.commit().map_err(database("commit collect"))?;
+        let mut batch = self.write_batch()?;
+        let removed = batch.collect(tid, oids)?;
+        batch.commit()?;
         Ok(removed)
     }
+}
+
+impl WriteBatch<'_> {
+    /// [`Engine::pack_step`] in this batch, which it makes durable.
+    pub fn pack_step(
+        &mut self,
+        tid: Tid,
+        after: Option<Oid>,
+        max_objects: usize,
+    ) -> Result<PackStep, EngineError> {
+        self.write(|_| true, |txn| pack_step(txn, tid, after, max_objects))
+    }
+
+    /// [`Engine::collect`] in this batch, which it makes durable.
+    pub fn collect(&mut self, tid: Tid, oids: &[Oid]) -> Result<u64, EngineError> {
+        self.write(|_| true, |txn| collect(txn, tid, oids))
+    }
+}
+
+/// [`Engine::pack_step`] on `txn`.
+fn pack_step(
+    txn: &WriteTransaction,
+    tid: Tid,
+    after: Option<Oid>,
+    max_objects: usize,
+) -> Result<PackStep, EngineError> {
+    let first = match after {
+        Some(oid) => match oid.0.checked_add(1) {
+            Some(next) => Oid(next),
+            None => return Ok(PackStep::default()),
+        },
+        None => Oid(0),
+    };
+    let mut step = PackStep::default();
+    let mut meta = txn.open_table(META).map_err(database("open meta"))?;
+    let packed = meta
+        .get(PACKED)
+        .map_err(database("read pack TID"))?
+        .map_or(0, |packed| packed.value());
+    meta.insert(PACKED, packed.max(tid.0))
+        .map_err(database("record pack TID"))?;
+    let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    let mut oid = first;
+    for _ in 0..max_objects {
+        let Some(next) = next_object(&objects, oid)? else {
+            step.resume = None;
+            break;
+        };
+        step.removed += pack_object(txn, &mut objects, next, tid)?;
+        step.resume = Some(next);
+        match next.0.checked_add(1) {
+            Some(following) => oid = Oid(following),
+            None => {
+                step.resume = None;
+                break;
+            }
+        }
+    }
+    Ok(step)
+}
+
+/// [`Engine::collect`] on `txn`.
+fn collect(txn: &WriteTransaction, tid: Tid, oids: &[Oid]) -> Result<u64, EngineError> {
+    let mut removed = 0;
+    let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    for oid in oids {
+        let revisions = revisions_of(&objects, *oid)?;
+        if revisions.last().is_none_or(|last| *last > tid) {
+            continue;
+        }
+        for revision in revisions {
+            remove_revision(txn, &mut objects, *oid, revision)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The first object at or after `from` that has a revision.

@@ -9,7 +9,7 @@
 //! Revisions travel as content: an undo's back-pointer is exported as the data it points at,
 //! with the same digest, and stored as a copy on the receiving replica.
 
-use redb::{Durability, ReadableDatabase, WriteTransaction};
+use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
@@ -155,19 +155,14 @@ impl Engine {
         &self,
         batch: &[CommittedTransaction],
     ) -> Result<(), EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        merge_transactions(&txn, batch)?;
-        txn.commit()
-            .map_err(database("commit imported transactions"))
+        self.write_one(|write| write.write(|_| true, |txn| merge_transactions(txn, batch)))
     }
 
     /// Imports revisions exported by [`objects_for`](Self::objects_for) on another replica,
     /// after their transactions. Every revision's digest is checked; a batch with a bad one is
     /// refused whole.
     pub fn apply_replicated_objects(&self, batch: &[ReplicatedObject]) -> Result<(), EngineError> {
-        let txn = self.begin(Durability::Immediate)?;
-        merge_objects(&txn, batch)?;
-        txn.commit().map_err(database("commit imported objects"))
+        self.write_one(|write| write.write(|_| true, |txn| merge_objects(txn, batch)))
     }
 }
 
@@ -200,40 +195,47 @@ pub(super) fn merge_transactions(
 }
 
 /// Writes replicated revisions in `txn`, after checking each one's digest and that its
-/// transaction is here.
+/// transaction is here: every refusal comes before the first write, so a refused batch leaves
+/// a [`WriteBatch`](super::WriteBatch) usable.
 pub(super) fn merge_objects(
     txn: &WriteTransaction,
     batch: &[ReplicatedObject],
 ) -> Result<(), EngineError> {
-    {
-        let mut transactions = txn
-            .open_table(TRANSACTIONS)
-            .map_err(database("open transactions"))?;
-        let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-        for object in batch {
-            let (oid, tid) = (object.oid, object.tid);
-            if object.data.digest() != object.digest {
-                return Err(EngineError::DigestMismatch { oid, tid });
-            }
-            let record = read_transaction(&transactions, tid)?
-                .ok_or(EngineError::MissingTransaction { oid, tid })?;
-            if let Err(position) = record.oids.binary_search(&oid) {
-                let mut record = record;
-                record.oids.insert(position, oid);
-                let record = encode(TRANSACTIONS_NAME, &record)?;
-                transactions
-                    .insert(tid, record.as_slice())
-                    .map_err(database("import transaction"))?;
-            }
-            let record = ObjectRecord {
-                data: StoredData::Content(object.data.clone()),
-                digest: object.digest,
-            };
-            let record = encode(OBJECTS_NAME, &record)?;
-            objects
-                .insert((oid, tid), record.as_slice())
-                .map_err(database("import object"))?;
+    let mut transactions = txn
+        .open_table(TRANSACTIONS)
+        .map_err(database("open transactions"))?;
+    let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    for object in batch {
+        let (oid, tid) = (object.oid, object.tid);
+        if object.data.digest() != object.digest {
+            return Err(EngineError::DigestMismatch { oid, tid });
         }
+        // Writing revisions adds objects to transactions, never removes one: a transaction
+        // found here now is still here when its revision is written below.
+        if read_transaction(&transactions, tid)?.is_none() {
+            return Err(EngineError::MissingTransaction { oid, tid });
+        }
+    }
+    for object in batch {
+        let (oid, tid) = (object.oid, object.tid);
+        let record = read_transaction(&transactions, tid)?
+            .ok_or(EngineError::MissingTransaction { oid, tid })?;
+        if let Err(position) = record.oids.binary_search(&oid) {
+            let mut record = record;
+            record.oids.insert(position, oid);
+            let record = encode(TRANSACTIONS_NAME, &record)?;
+            transactions
+                .insert(tid, record.as_slice())
+                .map_err(database("import transaction"))?;
+        }
+        let record = ObjectRecord {
+            data: StoredData::Content(object.data.clone()),
+            digest: object.digest,
+        };
+        let record = encode(OBJECTS_NAME, &record)?;
+        objects
+            .insert((oid, tid), record.as_slice())
+            .map_err(database("import object"))?;
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ impl Master {
     /// use std::time::SystemTime;
     ///
     /// let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
-    /// let mut master = Master::new(table, MasterConfig::default());
+    /// let mut master = Master::new(table, MasterConfig::default())?;
     /// let now = SystemTime::now();
     /// let answer = master.answer(now, "s1", Message::AskStatus { request: 7 })?;
     /// assert!(matches!(answer, Message::AnswerStatus { request: 7, .. }));
@@ -46,6 +46,102 @@ impl Master {
         from: &str,
         request: Message,
     ) -> Result<Message, ProtocolError> {
+        let answer = self.answer_request(now, from, request);
+        let settled = self.settle(now);
+        let answer = answer?;
+        settled?;
+        Ok(answer)
+    }
+
+    /// Answers an operator's request as [`answer`](Self::answer) does, except that the
+    /// answer to a storage change that was made is deferred (`Ok(None)`) until the change is
+    /// committed in the masters' log: it then comes from [`poll_answer`](Self::poll_answer)
+    /// with `token`, or, when this master is deposed first, a [`ProtocolError::Deposed`]
+    /// comes instead. A primary never tells an operator "done" for a change the next primary
+    /// may not know. (A lone master commits within the call: its answer is ready at once.)
+    ///
+    /// ```
+    /// use replicast_node::master::{Master, MasterConfig};
+    /// use replicast_node::partition::PartitionTable;
+    /// use replicast_node::protocol::{ChangeOutcome, Message, StorageChange};
+    /// use std::time::SystemTime;
+    ///
+    /// let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
+    /// let mut master = Master::new(table, MasterConfig::default())?;
+    /// let now = SystemTime::now();
+    /// master.handle(now, "s3", Message::StorageReady)?;
+    /// let change = Message::AskChangeStorage { request: 1, change: StorageChange::Add("s3".into()) };
+    /// assert!(master.answer_or_defer(now, "admin", change, 7)?.is_none());
+    /// let (token, answer) = master.poll_answer().expect("a lone master commits at once");
+    /// assert_eq!(token, 7);
+    /// assert!(matches!(
+    ///     answer?,
+    ///     Message::AnswerChangeStorage { outcome: ChangeOutcome::Done { .. }, .. }
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let answer = self.answer(now, from, request)?;
+        if !matches!(
+            answer,
+            Message::AnswerChangeStorage {
+                outcome: ChangeOutcome::Done { .. },
+                ..
+            }
+        ) {
+            return Ok(Some(answer));
+        }
+        if !self.is_primary() {
+            return Err(ProtocolError::Deposed {
+                kind: answer.kind(),
+            });
+        }
+        // settle() proposed the change: the answer waits for that proposal.
+        self.consensus.hold_answer(token, answer);
+        Ok(None)
+    }
+
+    /// The next deferred answer of [`answer_or_defer`](Self::answer_or_defer) that may go out:
+    /// its token and the answer, or the refusal.
+    pub fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        self.consensus.poll_answer()
+    }
+
+    fn answer_request(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+    ) -> Result<Message, ProtocolError> {
+        if !self.is_primary() {
+            // Another master serves: the asker follows the redirect. Without a primary, a
+            // status is this master's own view (which says so: not operational).
+            let (primary, address) = self.consensus.primary_is();
+            let term = self.consensus.term();
+            return match request {
+                Message::AskStatus { request } if primary.is_none() => Ok(Message::AnswerStatus {
+                    request,
+                    status: Box::new(self.cluster_status()),
+                }),
+                Message::AskStatus { .. } | Message::AskChangeStorage { .. } => {
+                    Ok(Message::PrimaryIs {
+                        primary,
+                        address,
+                        term,
+                    })
+                }
+                other => Err(ProtocolError::Unexpected {
+                    from: from.to_owned(),
+                    kind: other.kind(),
+                }),
+            };
+        }
         let answer = match request {
             Message::AskStatus { request } => Message::AnswerStatus {
                 request,
@@ -76,7 +172,7 @@ impl Master {
     /// use std::time::SystemTime;
     ///
     /// let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
-    /// let mut master = Master::new(table, MasterConfig::default());
+    /// let mut master = Master::new(table, MasterConfig::default())?;
     /// let now = SystemTime::now();
     /// master.handle(now, "s3", Message::StorageReady)?; // not in the table: it waits
     /// let outcome = master.change_storage(now, StorageChange::Add("s3".into()))?;
@@ -100,19 +196,23 @@ impl Master {
     }
 
     fn add_storage(&mut self, node: NodeName) -> Result<u64, ChangeRefusal> {
-        if self.table.storages().contains(&node) {
+        if self.state.table.storages().contains(&node) {
             return Err(ChangeRefusal::AlreadyInTable(node));
         }
         let Some(address) = self.roster.waiting.get(&node).copied() else {
             return Err(ChangeRefusal::NotConnected(node));
         };
-        let table = self.table.add_storage(&node).map_err(|error| match error {
-            PartitionError::DuplicateStorage(node) => ChangeRefusal::AlreadyInTable(node),
-            // add_storage refuses nothing else; say what was asked rather than panic.
-            _ => ChangeRefusal::AlreadyInTable(node.clone()),
-        })?;
+        let table = self
+            .state
+            .table
+            .add_storage(&node)
+            .map_err(|error| match error {
+                PartitionError::DuplicateStorage(node) => ChangeRefusal::AlreadyInTable(node),
+                // add_storage refuses nothing else; say what was asked rather than panic.
+                _ => ChangeRefusal::AlreadyInTable(node.clone()),
+            })?;
         self.roster.waiting.remove(&node);
-        self.table = table;
+        self.state.table = table;
         // It announced itself while it held no cells: it runs from now on, as if its
         // StorageReady came now.
         self.running.insert(node.clone());
@@ -120,7 +220,7 @@ impl Master {
             self.learn_storage_address(&node, address);
         }
         self.push_table(None);
-        Ok(self.table.version())
+        Ok(self.state.table.version())
     }
 
     fn remove_storage(
@@ -128,10 +228,10 @@ impl Master {
         now: SystemTime,
         node: NodeName,
     ) -> Result<Result<u64, ChangeRefusal>, ProtocolError> {
-        if !self.table.storages().contains(&node) {
+        if !self.state.table.storages().contains(&node) {
             return Ok(Err(ChangeRefusal::UnknownStorage(node)));
         }
-        let table = match self.table.remove_storage(&node) {
+        let table = match self.state.table.remove_storage(&node) {
             Ok(table) => table,
             Err(PartitionError::NotEnoughStorages { replicas, storages }) => {
                 return Ok(Err(ChangeRefusal::NotEnoughStorages { replicas, storages }));
@@ -143,8 +243,9 @@ impl Master {
         // come back. (The other cells keep their state, so other partitions are unaffected.)
         let running = &self.running;
         let serves = |cell: &Cell| cell.is_readable() && running.contains(&cell.node);
-        let unserved = self.table.partitions_of(&node).find(|partition| {
+        let unserved = self.state.table.partitions_of(&node).find(|partition| {
             let held_readable = self
+                .state
                 .table
                 .cells(*partition)
                 .is_ok_and(|cells| cells.iter().any(|c| c.node == node && c.is_readable()));
@@ -159,9 +260,9 @@ impl Master {
                 partition,
             }));
         }
-        self.table = table;
+        self.state.table = table;
         let was_running = self.running.remove(&node);
-        let address = self.storage_addresses.remove(&node);
+        let address = self.state.storage_addresses.remove(&node);
         if was_running {
             // Still connected: it may be added again later, like a storage that never held cells.
             self.roster.waiting.insert(node.clone(), address);
@@ -172,14 +273,16 @@ impl Master {
         }
         self.push_table(was_running.then_some(node.as_str()));
         self.complete_finish_if_done(now)?;
-        Ok(Ok(self.table.version()))
+        Ok(Ok(self.state.table.version()))
     }
 
     /// Records where storage `node` accepts connections, tells the clients and the other
     /// storages (which replicate from each other), and gives `node` the others' addresses.
     fn learn_storage_address(&mut self, node: &str, address: SocketAddr) {
         self.send_address_book(node);
-        self.storage_addresses.insert(node.to_owned(), address);
+        self.state
+            .storage_addresses
+            .insert(node.to_owned(), address);
         for peer in self.clients.iter().chain(&self.running) {
             if peer != node {
                 self.out.send(
@@ -196,7 +299,7 @@ impl Master {
         self.broadcast_table();
         if let Some(node) = also.filter(|node| !self.running.contains(*node)) {
             self.out
-                .send(node, Message::PartitionTable(self.table.clone()));
+                .send(node, Message::PartitionTable(self.state.table.clone()));
         }
     }
 }

@@ -44,4 +44,16 @@ pub enum MasterEvent {
         /// The storage.
         node: NodeName,
     },
+    /// This master became the primary of raft term `term` (it applied everything committed
+    /// before and serves).
+    BecamePrimary {
+        /// The term.
+        term: u64,
+    },
+    /// This master is no longer the primary (raft elected another, or it lost the majority):
+    /// what it had not committed is dropped.
+    SteppedDown {
+        /// The term it is in now.
+        term: u64,
+    },
 }

@@ -18,13 +18,16 @@
 //! use std::time::SystemTime;
 //!
 //! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
-//! let mut master = Master::new(table, MasterConfig::default());
+//! let mut master = Master::new(table, MasterConfig::default())?;
 //! let now = SystemTime::now();
 //! master.handle(now, "c1", Message::ClientHello)?;
 //! master.handle(now, "c1", Message::AskBegin)?;
-//! let answers: Vec<_> = std::iter::from_fn(|| master.poll_transmit()).collect();
-//! // The hello's answers (the last commit, the table), then the begin's.
-//! assert!(matches!(answers[2].message, Message::AnswerBegin { .. }));
+//! // Answers go out as orders of the primary's term: the hello's (the last commit, the
+//! // table), then the begin's.
+//! let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
+//!     .map(|transmit| transmit.message.into_order())
+//!     .collect();
+//! assert!(matches!(answers[2], Message::AnswerBegin { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -38,17 +41,25 @@ use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transm
 
 mod admin;
 mod config;
+mod consensus;
 mod event;
 mod replication;
+pub mod state;
 mod status;
 #[cfg(test)]
 mod test_support;
 
 pub use config::MasterConfig;
+pub use consensus::GroupConfig;
 pub use event::MasterEvent;
+
+use state::{Decision, ReplicatedState};
 
 /// How many lost clients the master remembers, to welcome them back when they speak.
 const REMEMBERED_CLIENTS: usize = 4096;
+
+/// The most queued finishes decided in one go.
+const DECIDE_AHEAD: usize = 64;
 
 /// A transaction begun and not yet decided.
 #[derive(Debug)]
@@ -64,11 +75,15 @@ struct Open {
 #[derive(Debug)]
 struct FinishRequest {
     ttid: Tid,
-    client: NodeName,
+    /// The client to answer (none for a decision of an earlier primary that no client has
+    /// asked about yet).
+    client: Option<NodeName>,
     oids: Vec<Oid>,
     voters: BTreeSet<NodeName>,
     /// The commit TID the transaction began with, if it chose one.
-    tid: Option<Tid>,
+    chosen: Option<Tid>,
+    /// The commit TID, when an earlier primary decided it already: the finish resumes.
+    decided: Option<Tid>,
 }
 
 /// The finish in progress: the commit TID is decided, the voters are acknowledging it.
@@ -77,6 +92,8 @@ struct Finishing {
     request: FinishRequest,
     tid: Tid,
     waiting: BTreeSet<NodeName>,
+    /// The voters that acknowledged.
+    acked: Vec<NodeName>,
     deadline: SystemTime,
 }
 
@@ -84,44 +101,67 @@ struct Finishing {
 #[derive(Debug)]
 pub struct Master {
     config: MasterConfig,
-    table: PartitionTable,
+    /// The replicated state as the primary works on it (ahead of the committed state by the
+    /// proposals in flight); on a master that is not the primary, a copy of the committed one
+    /// as of its last time as primary, unused.
+    state: ReplicatedState,
+    /// The raft group, the committed state and what the primary holds back until its
+    /// proposals commit.
+    consensus: consensus::Consensus,
     clock: TidClock,
-    /// The TID of the last commit decided (its finish may still be in progress).
-    last_decided: Tid,
-    /// The TID of the last commit finished: its invalidations went out.
-    last_finished: Tid,
-    next_oid: u64,
     running: BTreeSet<NodeName>,
-    /// Where storages said they accept connections, handed to clients.
-    storage_addresses: BTreeMap<NodeName, SocketAddr>,
     clients: BTreeSet<NodeName>,
     /// Clients lost lately: one that speaks again is welcomed back.
     forgotten_clients: BTreeSet<NodeName>,
     open: BTreeMap<Tid, Open>,
     queue: VecDeque<FinishRequest>,
     finishing: Option<Finishing>,
+    /// Transactions aborted or refused by this primary (commits are in the replicated state).
     outcomes: HashMap<Tid, TransactionOutcome>,
-    /// Which feeding cell replicates up to which TID.
+    /// Which storages wait to replicate, and which were lost.
     replication: replication::Replication,
     /// Reports, waiting storages and the master's own name, for `replicast status`.
     roster: status::Roster,
+    /// After a take-over: when the storages that did not announce themselves to this primary
+    /// count as lost (their cells go out of date, as a lost storage's do).
+    announce_deadline: Option<SystemTime>,
     out: Outbox,
     events: VecDeque<MasterEvent>,
 }
 
 impl Master {
-    /// A master owning `table`, with no storage running yet.
-    pub fn new(table: PartitionTable, config: MasterConfig) -> Self {
-        Self {
-            // Oid 0 is ZODB's root, created by the first store of it: never handed out.
-            next_oid: config.first_oid.0.max(1),
+    /// A lone master owning `table`, with no storage running yet, whose log is in memory (it
+    /// does not survive its process: for tests and in-process clusters; a daemon uses
+    /// [`open`](Self::open) with a log on disk).
+    pub fn new(
+        table: PartitionTable,
+        config: MasterConfig,
+    ) -> Result<Self, crate::consensus::ConsensusError> {
+        let group = GroupConfig::lone("master");
+        let log = crate::consensus::RaftLog::in_memory(&group.voters())?;
+        Self::open(table, config, group, log, SystemTime::UNIX_EPOCH)
+    }
+
+    /// A master of the group `group` on `log`. `table` is the partition table of a new
+    /// cluster (the first primary writes it to the log; afterwards the log's table is in
+    /// force, whatever the configuration says). It serves once raft made it the primary and it
+    /// applied everything committed before (a lone master at once).
+    pub fn open(
+        table: PartitionTable,
+        config: MasterConfig,
+        group: GroupConfig,
+        log: crate::consensus::RaftLog,
+        now: SystemTime,
+    ) -> Result<Self, crate::consensus::ConsensusError> {
+        // Oid 0 is ZODB's root, created by the first store of it: never handed out.
+        let initial = ReplicatedState::new(table, config.first_oid.0.max(1));
+        let consensus = consensus::Consensus::open(group, log, initial.clone(), now)?;
+        let mut master = Self {
             config,
-            table,
+            state: initial,
+            consensus,
             clock: TidClock::default(),
-            last_decided: Tid::ZERO,
-            last_finished: Tid::ZERO,
             running: BTreeSet::new(),
-            storage_addresses: BTreeMap::new(),
             clients: BTreeSet::new(),
             forgotten_clients: BTreeSet::new(),
             open: BTreeMap::new(),
@@ -130,19 +170,43 @@ impl Master {
             outcomes: HashMap::new(),
             replication: replication::Replication::default(),
             roster: status::Roster::default(),
+            announce_deadline: None,
             out: Outbox::default(),
             events: VecDeque::new(),
+        };
+        // A lone master takes over here; an error then is one of its log.
+        if let Err(error) = master.settle(now) {
+            return Err(match error {
+                ProtocolError::Consensus(error) => error,
+                other => {
+                    crate::consensus::ConsensusError::Log(crate::consensus::LogError::Database {
+                        what: "start",
+                        message: other.to_string(),
+                    })
+                }
+            });
         }
+        Ok(master)
     }
 
     /// Where each storage that told its address accepts connections.
     pub fn storage_addresses(&self) -> &BTreeMap<NodeName, SocketAddr> {
-        &self.storage_addresses
+        &self.current().storage_addresses
     }
 
-    /// The current partition table.
+    /// The current partition table (the committed one on a master that is not the primary).
     pub fn table(&self) -> &PartitionTable {
-        &self.table
+        &self.current().table
+    }
+
+    /// The replicated state this master acts on: the primary's working copy, or the
+    /// committed state.
+    fn current(&self) -> &ReplicatedState {
+        if self.is_primary() {
+            &self.state
+        } else {
+            self.consensus.committed()
+        }
     }
 
     /// The storages that announced themselves and were not lost since.
@@ -150,24 +214,47 @@ impl Master {
         self.running.iter().map(String::as_str)
     }
 
-    /// The TID of the last finished commit ([`Tid::ZERO`] for none).
+    /// The TID of the last finished commit ([`Tid::ZERO`] for none): its invalidations went
+    /// out. Replicated: a new or restarted primary starts from the log's.
     pub fn last_transaction(&self) -> Tid {
-        self.last_finished
+        self.current().last_committed
     }
 
     /// What became of transaction `ttid`, if the master decided it.
     pub fn outcome(&self, ttid: Tid) -> Option<TransactionOutcome> {
-        self.outcomes.get(&ttid).copied()
+        self.current()
+            .committed_tid(ttid)
+            .map(TransactionOutcome::Committed)
+            .or_else(|| self.outcomes.get(&ttid).copied())
     }
 
-    /// Handles one message from peer `from`.
+    /// Handles one message from peer `from`: a master's (the group's), or, on the primary, a
+    /// storage's or a client's; a master that is not the primary redirects those.
     pub fn handle(
         &mut self,
         now: SystemTime,
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        let is_storage = self.table.storages().iter().any(|node| node == from);
+        let result = if self.consensus.is_member(from) {
+            self.handle_master_message(now, from, message)
+        } else if self.is_primary() {
+            self.handle_node_message(now, from, message)
+        } else {
+            self.redirect(from, message)
+        };
+        let settled = self.settle(now);
+        result.and(settled)
+    }
+
+    /// A message from a storage or a client, on the primary.
+    fn handle_node_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        let is_storage = self.state.table.storages().iter().any(|node| node == from);
         let unexpected = |message: &Message| ProtocolError::Unexpected {
             from: from.to_owned(),
             kind: message.kind(),
@@ -181,7 +268,10 @@ impl Master {
         match message {
             Message::ClientHello if !is_storage => self.welcome_client(from),
             Message::StorageAddress { address } if is_storage => {
-                let previous = self.storage_addresses.insert(from.to_owned(), address);
+                let previous = self
+                    .state
+                    .storage_addresses
+                    .insert(from.to_owned(), address);
                 if previous != Some(address) {
                     // Clients that already have the table learn the new address too, and the
                     // other storages, which replicate from each other.
@@ -201,34 +291,35 @@ impl Master {
                     self.mark_out_of_date(from)?;
                 }
                 self.storage_back(from)?;
+                self.resend_decisions(from);
             }
             Message::AskBegin if self.clients.contains(from) => {
                 self.begin(now, from, None)?;
             }
             Message::AskBeginAt { tid } if self.clients.contains(from) => {
-                if tid <= self.last_decided {
-                    let last = self.last_decided;
+                if tid <= self.state.last_tid {
+                    let last = self.state.last_tid;
                     self.out.send(from, Message::BeginRefused { tid, last });
                 } else {
                     self.begin(now, from, Some(tid))?;
                 }
             }
             Message::AskLastTransaction { request } if self.clients.contains(from) => {
-                let tid = self.last_finished;
+                let tid = self.state.last_committed;
                 self.out
                     .send(from, Message::AnswerLastTransaction { request, tid });
             }
             Message::AskNewOids { count } if self.clients.contains(from) => {
                 // Not `clamp`: a batch limit of 0 in the config must not panic.
                 let count = count.min(self.config.max_oid_batch).max(1);
-                let first = self.next_oid;
+                let first = self.state.next_oid;
                 let Some(next) = first.checked_add(u64::from(count)) else {
                     return Err(ProtocolError::InvalidCall {
                         call: "AskNewOids",
                         reason: "object ids are exhausted",
                     });
                 };
-                self.next_oid = next;
+                self.state.next_oid = next;
                 self.out.send(
                     from,
                     Message::AnswerNewOids {
@@ -264,23 +355,34 @@ impl Master {
                 self.abort(ttid, false);
             }
             Message::Finished { ttid, tid } if is_storage => {
-                let Some(finishing) = self
+                if let Some(finishing) = self
                     .finishing
                     .as_mut()
                     .filter(|finishing| finishing.request.ttid == ttid && finishing.tid == tid)
-                else {
+                {
+                    if finishing.waiting.remove(from) {
+                        finishing.acked.push(from.to_owned());
+                    }
+                    self.complete_finish_if_done(now)?;
+                } else if self
+                    .state
+                    .decisions
+                    .get(&ttid)
+                    .is_some_and(|decision| decision.tid == tid && decision.pending.contains(from))
+                {
+                    // A voter that missed the finish (it was down or out of date) has it now.
+                    self.ack(ttid, vec![from.to_owned()]);
+                } else {
                     return Err(ProtocolError::OutOfOrder {
                         from: from.to_owned(),
                         kind: "Finished",
                         ttid,
                     });
-                };
-                finishing.waiting.remove(from);
-                self.complete_finish_if_done(now)?;
+                }
             }
             Message::AskOutcome { ttid } if is_storage => {
-                let outcome = match self.outcomes.get(&ttid) {
-                    Some(outcome) => *outcome,
+                let outcome = match self.outcome(ttid) {
+                    Some(outcome) => outcome,
                     None => match self.open.get(&ttid) {
                         Some(open) if open.finish_queued => TransactionOutcome::Pending,
                         // The storage waited for a finish that did not come: the client is
@@ -297,6 +399,18 @@ impl Master {
             }
             Message::NodeReport(report) if is_storage || self.clients.contains(from) => {
                 self.record_report(from, report);
+            }
+            Message::AskPrimary => {
+                // Through the outbox: it goes out as an order of this primary's term.
+                let (primary, address) = self.consensus.primary_is();
+                self.out.send(
+                    from,
+                    Message::PrimaryIs {
+                        primary,
+                        address,
+                        term: self.consensus.term(),
+                    },
+                );
             }
             // A storage not in the table waits to be added (its address comes after).
             Message::StorageReady if !is_storage && !self.clients.contains(from) => {
@@ -333,8 +447,21 @@ impl Master {
     }
 
     /// The connection to `node` is lost: a storage goes out of date, a client's open
-    /// transactions are aborted.
+    /// transactions are aborted; a master's loss is raft's business.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        let result = if self.consensus.is_member(node) {
+            self.consensus.peer_lost(node);
+            Ok(())
+        } else if self.is_primary() {
+            self.node_lost(now, node)
+        } else {
+            Ok(())
+        };
+        let settled = self.settle(now);
+        result.and(settled)
+    }
+
+    fn node_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
         self.forget_in_roster(node);
         if self.running.remove(node) {
             self.replication.lost.insert(node.to_owned());
@@ -363,8 +490,36 @@ impl Master {
         Ok(())
     }
 
-    /// Handles expired timers.
+    /// Handles expired timers: raft's clock, and a finish whose voters stay silent.
     pub fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let ticked = self.consensus.tick(now).map_err(ProtocolError::from);
+        let result = if self.is_primary() {
+            self.finish_timeout(now)
+        } else {
+            Ok(())
+        };
+        let settled = self.settle(now);
+        ticked.and(result).and(settled)
+    }
+
+    fn finish_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        if self.announce_deadline.take_if(|at| *at <= now).is_some() {
+            // A storage that did not answer the new primary's announcement (it died with the
+            // old primary, or before) is lost: out of date, as if its link had dropped here.
+            let silent: Vec<NodeName> = self
+                .state
+                .table
+                .storages()
+                .iter()
+                .filter(|node| !self.running.contains(*node))
+                .cloned()
+                .collect();
+            for node in silent {
+                self.replication.lost.insert(node.clone());
+                self.mark_out_of_date(&node)?;
+            }
+            self.sync_replication();
+        }
         let Some(finishing) = self.finishing.as_mut() else {
             return Ok(());
         };
@@ -382,17 +537,26 @@ impl Master {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        self.finishing.as_ref().map(|finishing| finishing.deadline)
+        let finish = self
+            .finishing
+            .as_ref()
+            .filter(|_| self.is_primary())
+            .map(|finishing| finishing.deadline);
+        finish
+            .into_iter()
+            .chain(self.consensus.poll_timeout())
+            .min()
     }
 
-    /// The next message to send.
+    /// The next message to send: raft's and redirects at once, the primary's orders once
+    /// the proposals they follow are committed.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.poll()
+        self.consensus.poll_transmit()
     }
 
-    /// The next event.
+    /// The next event (once the proposals it follows are committed).
     pub fn poll_event(&mut self) -> Option<MasterEvent> {
-        self.events.pop_front()
+        self.consensus.poll_event()
     }
 
     /// Counts `client` as a client and sends it what it needs to work: where the storages
@@ -404,11 +568,11 @@ impl Master {
         self.out.send(
             client,
             Message::LastTransaction {
-                tid: self.last_finished,
+                tid: self.state.last_committed,
             },
         );
         self.out
-            .send(client, Message::PartitionTable(self.table.clone()));
+            .send(client, Message::PartitionTable(self.state.table.clone()));
     }
 
     /// Opens a transaction for client `from`, committing at `tid` when given.
@@ -440,18 +604,35 @@ impl Master {
         voters: Vec<NodeName>,
         failed: Vec<NodeName>,
     ) -> Result<(), ProtocolError> {
+        if let Some(request) = self
+            .queue
+            .iter_mut()
+            .chain(
+                self.finishing
+                    .as_mut()
+                    .map(|finishing| &mut finishing.request),
+            )
+            .find(|request| request.ttid == ttid)
+        {
+            // Asked again (its client lost the primary meanwhile), or the finish of an
+            // earlier primary's decision resumes: the answer comes when it completes.
+            if request.client.is_none() {
+                request.client = Some(from.to_owned());
+            }
+            return Ok(());
+        }
         let Some(open) = self.open.get(&ttid).filter(|open| open.client == from) else {
-            // Aborted meanwhile (a storage gave up on it), or never begun by this client.
-            let outcome = self
-                .outcomes
-                .get(&ttid)
-                .copied()
-                .filter(|outcome| *outcome == TransactionOutcome::Aborted)
-                .ok_or(ProtocolError::UnknownTransaction {
-                    from: from.to_owned(),
-                    kind: "AskFinish",
-                    ttid,
-                })?;
+            // Decided by this primary or an earlier one (the client asks again after a
+            // failover, as NEO's AskFinalTID), aborted meanwhile (a storage gave up on it), or
+            // begun under an earlier primary and never decided: aborted, for good, since no
+            // primary decides a transaction it does not hold open.
+            let outcome = match self.outcome(ttid) {
+                Some(TransactionOutcome::Committed(tid)) => TransactionOutcome::Committed(tid),
+                _ => {
+                    self.outcomes.insert(ttid, TransactionOutcome::Aborted);
+                    TransactionOutcome::Aborted
+                }
+            };
             self.out.send(from, Message::AnswerFinish { ttid, outcome });
             return Ok(());
         };
@@ -463,19 +644,20 @@ impl Master {
             });
         }
         for node in &failed {
-            if self.table.storages().contains(node) {
+            if self.state.table.storages().contains(node) {
                 self.mark_out_of_date(node)?;
             }
         }
         let voters: BTreeSet<NodeName> = voters.into_iter().collect();
         let uncovered = oids.iter().find(|oid| {
             !self
+                .state
                 .table
                 .readable_cells(**oid)
                 .any(|cell| voters.contains(&cell.node))
         });
         if let Some(oid) = uncovered {
-            let partition = self.table.partition_of(*oid);
+            let partition = self.state.table.partition_of(*oid);
             self.abort(ttid, true);
             self.out.send(
                 from,
@@ -486,57 +668,40 @@ impl Master {
             );
             return Ok(());
         }
-        let mut tid = None;
+        let mut chosen = None;
         if let Some(open) = self.open.get_mut(&ttid) {
             open.finish_queued = true;
-            tid = open.tid;
+            chosen = open.tid;
         }
         self.queue.push_back(FinishRequest {
             ttid,
-            client: from.to_owned(),
+            client: Some(from.to_owned()),
             oids,
             voters,
-            tid,
+            chosen,
+            decided: None,
         });
         self.start_next_finish(now)
     }
 
     fn start_next_finish(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         while self.finishing.is_none() {
+            self.decide_queued(now)?;
             let Some(request) = self.queue.pop_front() else {
                 return Ok(());
             };
-            let tid = match request.tid {
-                None => self.clock.allocate(now)?,
-                Some(tid) if tid > self.last_decided => {
-                    // Later TIDs from the clock come after it.
-                    self.clock.observe(tid);
-                    tid
-                }
-                Some(_) => {
-                    // Another commit got in since the transaction began: it cannot commit at
-                    // its TID any more.
-                    let last = self.last_decided;
-                    self.abort(request.ttid, true);
-                    self.out.send(
-                        &request.client,
-                        Message::AnswerFinish {
-                            ttid: request.ttid,
-                            outcome: TransactionOutcome::TidNotAfterLast { last },
-                        },
-                    );
-                    continue;
-                }
+            let Some(tid) = request.decided else {
+                continue;
             };
-            self.last_decided = tid;
-            // The commit point: the data is durable on the voters, the TID is decided.
-            self.outcomes
-                .insert(request.ttid, TransactionOutcome::Committed(tid));
-            // A voter gone out of date since its vote asks for the outcome itself.
+            // A voter gone out of date since its vote asks for the outcome itself, as does one
+            // whose loss was seen. One that voted but has not announced itself to this primary
+            // yet (it just took over) is waited for, and goes out of date if it stays silent.
             let waiting: BTreeSet<NodeName> = request
                 .voters
                 .iter()
-                .filter(|node| self.running.contains(*node) && self.has_writable_cell(node))
+                .filter(|node| {
+                    !self.replication.lost.contains(*node) && self.has_writable_cell(node)
+                })
                 .cloned()
                 .collect();
             for node in &waiting {
@@ -552,9 +717,76 @@ impl Master {
                 request,
                 tid,
                 waiting,
+                acked: Vec::new(),
                 deadline: now + self.config.finish_timeout,
             });
             self.complete_finish_if_done(now)?;
+        }
+        Ok(())
+    }
+
+    /// Decides every queued finish not decided yet (at most [`DECIDE_AHEAD`]), in queue order:
+    /// the commit point. The decisions go to the log in one entry; their finishes then go out
+    /// one at a time, each as soon as the previous one completes, without waiting for the log
+    /// again.
+    fn decide_queued(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        let undecided: Vec<usize> = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, request)| request.decided.is_none())
+            .map(|(index, _)| index)
+            .take(DECIDE_AHEAD)
+            .collect();
+        let mut refused = Vec::new();
+        for index in undecided {
+            let tid = match self.queue[index].chosen {
+                None => self.clock.allocate(now)?,
+                Some(tid) if tid > self.state.last_tid => {
+                    // Later TIDs from the clock come after it.
+                    self.clock.observe(tid);
+                    tid
+                }
+                Some(_) => {
+                    // Another commit got in since the transaction began: it cannot commit at
+                    // its TID any more.
+                    refused.push(index);
+                    continue;
+                }
+            };
+            let request = &self.queue[index];
+            let (ttid, client, voters) = (
+                request.ttid,
+                request.client.clone().unwrap_or_default(),
+                request.voters.clone(),
+            );
+            // The data is durable on the voters; the TID is decided, and goes to the log
+            // before anyone hears of it.
+            self.decide(
+                ttid,
+                Decision {
+                    tid,
+                    client,
+                    pending: voters,
+                },
+            );
+            self.queue[index].decided = Some(tid);
+        }
+        for index in refused.into_iter().rev() {
+            let Some(request) = self.queue.remove(index) else {
+                continue;
+            };
+            let last = self.state.last_tid;
+            self.abort(request.ttid, true);
+            if let Some(client) = &request.client {
+                self.out.send(
+                    client,
+                    Message::AnswerFinish {
+                        ttid: request.ttid,
+                        outcome: TransactionOutcome::TidNotAfterLast { last },
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -566,21 +798,34 @@ impl Master {
         else {
             return Ok(());
         };
-        let Finishing { request, tid, .. } = finishing;
+        let Finishing {
+            request,
+            tid,
+            acked,
+            ..
+        } = finishing;
         self.open.remove(&request.ttid);
-        self.last_finished = tid;
-        self.replication.committed(tid);
-        self.out.send(
-            &request.client,
-            Message::AnswerFinish {
-                ttid: request.ttid,
-                outcome: TransactionOutcome::Committed(tid),
-            },
-        );
+        self.state.last_committed = self.state.last_committed.max(tid);
+        if !acked.is_empty() {
+            self.ack(request.ttid, acked);
+        }
+        if let Some(client) = request
+            .client
+            .as_ref()
+            .filter(|client| self.clients.contains(*client))
+        {
+            self.out.send(
+                client,
+                Message::AnswerFinish {
+                    ttid: request.ttid,
+                    outcome: TransactionOutcome::Committed(tid),
+                },
+            );
+        }
         for client in self
             .clients
             .iter()
-            .filter(|client| **client != request.client)
+            .filter(|client| Some(*client) != request.client.as_ref())
         {
             self.out.send(
                 client,
@@ -610,7 +855,7 @@ impl Master {
     }
 
     fn has_writable_cell(&self, node: &str) -> bool {
-        self.table.partitions().any(|cells| {
+        self.state.table.partitions().any(|cells| {
             cells
                 .iter()
                 .any(|cell| cell.node == node && cell.is_writable())
@@ -621,12 +866,12 @@ impl Master {
     /// readable cell: the last copy of a partition stays readable, and finishes that need the
     /// node are refused instead.
     fn mark_out_of_date(&mut self, node: &str) -> Result<(), ProtocolError> {
-        let mut marked = self.table.clone();
+        let mut marked = self.state.table.clone();
         if marked.mark_out_of_date(node)? == 0 || !marked.is_operational() {
             return Ok(());
         }
         self.note_out_of_date(node);
-        self.table = marked;
+        self.state.table = marked;
         self.events.push_back(MasterEvent::StorageOutOfDate {
             node: node.to_owned(),
         });
@@ -644,13 +889,14 @@ impl Master {
             .collect();
         for peer in peers {
             self.out
-                .send(&peer, Message::PartitionTable(self.table.clone()));
+                .send(&peer, Message::PartitionTable(self.state.table.clone()));
         }
     }
 
     /// Sends `peer` where every other storage accepts connections, when any is known.
     pub(super) fn send_address_book(&mut self, peer: &str) {
         let book: Vec<(NodeName, SocketAddr)> = self
+            .state
             .storage_addresses
             .iter()
             .filter(|(name, _)| *name != peer)

@@ -26,17 +26,13 @@ use crate::ids::Tid;
 use crate::partition::{CellState, NodeName};
 use crate::protocol::{Message, ProtocolError};
 
-/// The master's replication bookkeeping; see the [module documentation](self).
+/// The primary's volatile replication bookkeeping (the rounds' bounds and what out-of-date
+/// cells hold whole are in the [replicated state](super::state::ReplicatedState)); see the
+/// [module documentation](self).
 #[derive(Debug, Default)]
 pub(super) struct Replication {
-    /// The TID of the last finish completed (every voter acknowledged or went out of date).
-    last_committed: Tid,
     /// Storages with feeding cells not yet told to replicate.
     waiting: BTreeMap<NodeName, Wait>,
-    /// The bound each feeding cell was told to replicate up to.
-    bounds: BTreeMap<(u32, NodeName), Tid>,
-    /// For cells that went out of date: the last TID up to which they hold everything.
-    complete_to: BTreeMap<(u32, NodeName), Tid>,
     /// Storages whose connection was lost: one that speaks again (without a new
     /// `StorageReady`) runs again.
     pub(super) lost: BTreeSet<NodeName>,
@@ -51,13 +47,6 @@ struct Wait {
     open: BTreeSet<Tid>,
 }
 
-impl Replication {
-    /// A finish completed at `tid`.
-    pub(super) fn committed(&mut self, tid: Tid) {
-        self.last_committed = self.last_committed.max(tid);
-    }
-}
-
 impl Master {
     /// Storage `node` (re)started, or speaks again after the master counted it as lost: it
     /// gets the other storages' addresses and the table; its process may know nothing of an
@@ -67,12 +56,12 @@ impl Master {
         self.replication.lost.remove(node);
         self.send_address_book(node);
         self.replication.waiting.remove(node);
-        self.replication.bounds.retain(|(_, cell), _| cell != node);
-        if self.table.start_feeding(node)? > 0 {
+        self.state.bounds.retain(|(_, cell), _| cell != node);
+        if self.state.table.start_feeding(node)? > 0 {
             self.broadcast_table();
         } else {
             self.out
-                .send(node, Message::PartitionTable(self.table.clone()));
+                .send(node, Message::PartitionTable(self.state.table.clone()));
         }
         Ok(())
     }
@@ -81,7 +70,7 @@ impl Master {
     /// they feed again. (From one the master no longer counts as running, the question
     /// crossed its loss and is ignored.)
     pub(super) fn catch_up_asked(&mut self, node: &str) -> Result<(), ProtocolError> {
-        if self.running.contains(node) && self.table.start_feeding(node)? > 0 {
+        if self.running.contains(node) && self.state.table.start_feeding(node)? > 0 {
             self.broadcast_table();
         }
         Ok(())
@@ -90,13 +79,13 @@ impl Master {
     /// Before `node`'s cells go out of date: remembers, for each of them that is up to date,
     /// that it holds everything up to the last completed commit.
     pub(super) fn note_out_of_date(&mut self, node: &str) {
-        let last = self.replication.last_committed;
-        for (partition, cells) in (0u32..).zip(self.table.partitions()) {
+        let last = self.state.last_committed;
+        for (partition, cells) in (0u32..).zip(self.state.table.partitions()) {
             if cells
                 .iter()
                 .any(|cell| cell.node == node && cell.state == CellState::UpToDate)
             {
-                self.replication
+                self.state
                     .complete_to
                     .insert((partition, node.to_owned()), last);
             }
@@ -111,7 +100,7 @@ impl Master {
     /// operator's) is followed.
     pub(super) fn sync_replication(&mut self) {
         let feeding: BTreeSet<(u32, NodeName)> = (0u32..)
-            .zip(self.table.partitions())
+            .zip(self.state.table.partitions())
             .flat_map(|(partition, cells)| {
                 cells
                     .iter()
@@ -119,12 +108,10 @@ impl Master {
                     .map(move |cell| (partition, cell.node.clone()))
             })
             .collect();
-        self.replication
-            .bounds
-            .retain(|cell, _| feeding.contains(cell));
+        self.state.bounds.retain(|cell, _| feeding.contains(cell));
         // What a cell held whole matters until it is up to date again, or gone.
-        let table = &self.table;
-        self.replication.complete_to.retain(|(partition, node), _| {
+        let table = &self.state.table;
+        self.state.complete_to.retain(|(partition, node), _| {
             table.cells(*partition).is_ok_and(|cells| {
                 cells
                     .iter()
@@ -133,7 +120,7 @@ impl Master {
         });
         let unbounded: BTreeSet<(u32, NodeName)> = feeding
             .iter()
-            .filter(|cell| !self.replication.bounds.contains_key(*cell))
+            .filter(|cell| !self.state.bounds.contains_key(*cell))
             .filter(|(_, node)| self.running.contains(node))
             .cloned()
             .collect();
@@ -155,7 +142,7 @@ impl Master {
                 ready.push(node.clone());
             }
         }
-        let up_to = self.replication.last_committed;
+        let up_to = self.state.last_committed;
         for node in ready {
             self.replication.waiting.remove(&node);
             let partitions: Vec<(u32, Tid)> = unbounded
@@ -163,9 +150,9 @@ impl Master {
                 .filter(|(_, cell)| *cell == node)
                 .map(|(partition, _)| {
                     let key = (*partition, node.clone());
-                    self.replication.bounds.insert(key.clone(), up_to);
+                    self.state.bounds.insert(key.clone(), up_to);
                     let whole = self
-                        .replication
+                        .state
                         .complete_to
                         .get(&key)
                         .copied()
@@ -194,19 +181,20 @@ impl Master {
         up_to: Tid,
     ) -> Result<(), ProtocolError> {
         let key = (partition, from.to_owned());
-        if self.replication.bounds.get(&key) != Some(&up_to) {
+        if self.state.bounds.get(&key) != Some(&up_to) {
             // An earlier round's report, crossed by the cell going out of date: the storage
             // gets (or got) a new Replicate.
             return Ok(());
         }
-        self.table.mark_up_to_date(partition, from)?;
-        self.replication.bounds.remove(&key);
-        self.replication.complete_to.remove(&key);
+        self.state.table.mark_up_to_date(partition, from)?;
+        self.state.bounds.remove(&key);
+        self.state.complete_to.remove(&key);
         self.events.push_back(MasterEvent::CellUpToDate {
             partition,
             node: from.to_owned(),
         });
         let caught_up = self
+            .state
             .table
             .partitions()
             .flatten()
@@ -412,7 +400,7 @@ mod tests {
         // A storage that never announced itself is not made running by a message.
         let storages = ["s1", "s2", "s3"].map(String::from);
         let table = PartitionTable::new(12, 2, &storages).expect("a valid table");
-        let mut fresh = Master::new(table, MasterConfig::default());
+        let mut fresh = Master::new(table, MasterConfig::default()).expect("a lone master");
         fresh
             .handle(now, "s2", Message::AskOutcome { ttid: Tid(77) })
             .expect("an answer");

@@ -13,7 +13,7 @@
 //! use std::time::SystemTime;
 //!
 //! let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()])?;
-//! let mut master = Master::new(table, MasterConfig::default());
+//! let mut master = Master::new(table, MasterConfig::default())?;
 //! master.handle(SystemTime::now(), "s1", Message::StorageReady)?;
 //! let status = master.cluster_status();
 //! assert!(status.operational);
@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use super::Master;
 use crate::partition::NodeName;
 use crate::protocol::{
-    ClusterStatus, NodeReport, NodeRole, NodeState, NodeStatus, TransactionOutcome,
+    ClusterStatus, MasterRole, MasterStatus, NodeReport, NodeRole, NodeState, NodeStatus,
 };
 
 /// The most links one report may list; the rest are dropped, so that a node cannot make the
@@ -48,6 +48,14 @@ pub(super) struct Roster {
     reports: BTreeMap<NodeName, NodeReport>,
     /// Storages connected but holding no cells yet, with their address once they told it.
     pub(super) waiting: BTreeMap<NodeName, Option<SocketAddr>>,
+}
+
+impl Roster {
+    /// Forgets the nodes' reports and the waiting storages.
+    pub(super) fn forget_nodes(&mut self) {
+        self.reports.clear();
+        self.waiting.clear();
+    }
 }
 
 impl Master {
@@ -73,7 +81,47 @@ impl Master {
             .roster
             .name
             .clone()
-            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+            .unwrap_or_else(|| self.consensus.name().to_owned());
+        let _ = DEFAULT_NAME;
+        let group = self.consensus.status();
+        let config = self.consensus.group_config();
+        let primary = self.is_primary();
+        let masters = config
+            .masters
+            .iter()
+            .map(|(name, address)| {
+                let own = *name == self.consensus.name();
+                let is_primary = if own {
+                    primary
+                } else {
+                    group.leader.as_deref() == Some(name.as_str())
+                };
+                let log_index = if own {
+                    Some(group.applied)
+                } else {
+                    group
+                        .matched
+                        .iter()
+                        .find(|(member, _)| member == name)
+                        .map(|(_, index)| *index)
+                };
+                MasterStatus {
+                    name: if own { master.clone() } else { name.clone() },
+                    address: if own {
+                        self.roster.address.or(*address)
+                    } else {
+                        *address
+                    },
+                    role: if is_primary {
+                        MasterRole::Primary
+                    } else {
+                        MasterRole::Follower
+                    },
+                    log_index,
+                }
+            })
+            .collect();
+        let state = self.current();
         let mut nodes = vec![NodeStatus {
             name: master.clone(),
             role: NodeRole::Master,
@@ -81,7 +129,7 @@ impl Master {
             address: self.roster.address,
             report: None,
         }];
-        nodes.extend(self.table.storages().iter().map(|name| NodeStatus {
+        nodes.extend(state.table.storages().iter().map(|name| NodeStatus {
             name: name.clone(),
             role: NodeRole::Storage,
             state: if self.running.contains(name) {
@@ -89,7 +137,7 @@ impl Master {
             } else {
                 NodeState::Down
             },
-            address: self.storage_addresses.get(name).copied(),
+            address: state.storage_addresses.get(name).copied(),
             report: self.roster.reports.get(name).cloned(),
         }));
         nodes.extend(
@@ -111,23 +159,14 @@ impl Master {
             address: None,
             report: self.roster.reports.get(name).cloned(),
         }));
-        // The outcomes hold every commit, so the latest one is their greatest TID; a status
-        // is asked for rarely enough that the scan costs nothing worth a field.
-        let last_tid = self
-            .outcomes
-            .values()
-            .filter_map(|outcome| match outcome {
-                TransactionOutcome::Committed(tid) => Some(tid.0),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
         ClusterStatus {
             master,
-            operational: self.serves_every_partition(),
-            last_tid,
+            term: group.term,
+            masters,
+            operational: primary && self.serves_every_partition(),
+            last_tid: state.last_tid.0,
             nodes,
-            partition_table: self.table.clone(),
+            partition_table: state.table.clone(),
         }
     }
 
@@ -135,7 +174,7 @@ impl Master {
     /// every object and commit to every partition right now. (The table alone keeps the last
     /// readable cell of a partition readable even when its storage is down.)
     fn serves_every_partition(&self) -> bool {
-        self.table.partitions().all(|cells| {
+        self.state.table.partitions().all(|cells| {
             cells
                 .iter()
                 .any(|cell| cell.is_readable() && self.running.contains(&cell.node))
@@ -179,7 +218,7 @@ mod tests {
     fn master() -> Master {
         let storages = ["s1", "s2", "s3"].map(String::from);
         let table = PartitionTable::new(6, 2, &storages).expect("a valid table");
-        Master::new(table, MasterConfig::default())
+        Master::new(table, MasterConfig::default()).expect("a lone master")
     }
 
     fn report(peer: &str, rtt_micros: u64, store_path: Option<StorePath>) -> NodeReport {

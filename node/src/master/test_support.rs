@@ -8,9 +8,28 @@ use crate::ids::Tid;
 use crate::partition::PartitionTable;
 use crate::protocol::{Message, Transmit};
 
-/// Everything the master has to send, taken.
+/// Everything the master has to send, taken; orders are unwrapped (every message to a
+/// storage or a client is an order of the primary's term: that is checked here once).
 pub(super) fn drain(master: &mut Master) -> Vec<Transmit> {
-    std::iter::from_fn(|| master.poll_transmit()).collect()
+    let term = master.term();
+    std::iter::from_fn(|| master.poll_transmit())
+        .map(|transmit| match transmit.message {
+            Message::FromPrimary {
+                term: order_term,
+                message,
+            } => {
+                assert_eq!(order_term, term, "orders carry the primary's term");
+                Transmit {
+                    to: transmit.to,
+                    message: *message.0,
+                }
+            }
+            other => Transmit {
+                to: transmit.to,
+                message: other,
+            },
+        })
+        .collect()
 }
 
 /// Every event the master has to report, taken.
@@ -23,7 +42,7 @@ pub(super) fn events(master: &mut Master) -> Vec<MasterEvent> {
 pub(super) fn running_master(now: SystemTime, partitions: u32, storages: &[&str]) -> Master {
     let names: Vec<String> = storages.iter().map(|name| (*name).to_owned()).collect();
     let table = PartitionTable::new(partitions, 2, &names).expect("a valid table");
-    let mut master = Master::new(table, MasterConfig::default());
+    let mut master = Master::new(table, MasterConfig::default()).expect("a lone master");
     for storage in storages {
         master
             .handle(now, storage, Message::StorageReady)

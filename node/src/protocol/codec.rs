@@ -5,9 +5,10 @@ use super::message::Message;
 
 /// The version of the message set this crate speaks. A peer speaking another is refused.
 ///
-/// Version 2: TIDs are ZODB TimeStamps, transaction metadata is bytes, stores have a kind, and
-/// clients ask storages about history ([`Message::Ask`](super::Message::Ask)).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 2 had two meanings on two branches (ZODB: TimeStamp TIDs, bytes metadata, store
+/// kinds, [`Message::Ask`](super::Message::Ask); the masters group: orders wrapped in
+/// [`Message::FromPrimary`](super::Message::FromPrimary)); version 3 is both.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Encodes `message` with the protocol version in front.
 ///

@@ -107,4 +107,39 @@ pub enum ProtocolError {
     /// TIDs are exhausted.
     #[error(transparent)]
     Tid(#[from] crate::ids::TidExhausted),
+    /// An order from a primary of an older term than one already seen: a deposed primary's.
+    #[error("{kind} from {from} is an order of term {term}, but term {current} was seen")]
+    StaleTerm {
+        /// The master that sent it.
+        from: NodeName,
+        /// The order's variant.
+        kind: &'static str,
+        /// Its term.
+        term: u64,
+        /// The latest term seen.
+        current: u64,
+    },
+    /// An order from a master that is not the primary of its term (another master is).
+    #[error("{from} sent an order of term {term}, whose primary is {primary}")]
+    NotThePrimary {
+        /// The master that sent it.
+        from: NodeName,
+        /// The term it claimed.
+        term: u64,
+        /// The primary of that term.
+        primary: NodeName,
+    },
+    /// A master was deposed before what it would have answered was committed: the change
+    /// asked for may or may not be in force (ask the primary).
+    #[error(
+        "{kind} not sent: this master stopped being the primary before the change was \
+         committed; it may or may not be in force (ask the primary)"
+    )]
+    Deposed {
+        /// The answer's variant.
+        kind: &'static str,
+    },
+    /// The masters' consensus failed.
+    #[error(transparent)]
+    Consensus(#[from] crate::consensus::ConsensusError),
 }

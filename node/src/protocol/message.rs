@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::admin::{ChangeOutcome, StorageChange};
 use super::ask::{StorageAnswer, StorageAsk};
 use super::status::{ClusterStatus, NodeReport};
+use crate::consensus::ConsensusMessage;
 use crate::engine::{ObjectCursor, ReplicatedObject};
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
@@ -345,6 +346,62 @@ pub enum Message {
         /// Done, or why not.
         outcome: ChangeOutcome,
     },
+    /// Master -> master: a message of the masters' raft group.
+    Consensus(ConsensusMessage),
+    /// Primary -> storage or client: `message` is an order of the primary of raft term
+    /// `term`. Every message the primary sends a storage or a client travels so; a node that
+    /// has seen a later term refuses it (a deposed primary's orders never take effect), and
+    /// two masters claiming the same term are told apart (raft never has two leaders in one
+    /// term).
+    FromPrimary {
+        /// The primary's term.
+        term: u64,
+        /// The order (never itself a `FromPrimary`: decoding refuses nesting).
+        message: Order,
+    },
+    /// Master -> storage, client or asker: who the primary is, as this master knows it (the
+    /// typed redirect, `NotPrimary`): sent by a master that is not the primary in answer to
+    /// anything that needs one, and by any master in answer to [`Message::AskPrimary`].
+    PrimaryIs {
+        /// The primary's name, when one is known and ready to serve.
+        primary: Option<NodeName>,
+        /// Where it accepts connections, if this master knows.
+        address: Option<SocketAddr>,
+        /// The term of this master's knowledge.
+        term: u64,
+    },
+    /// Storage or client -> any master: who is the primary?
+    AskPrimary,
+}
+
+/// The order inside a [`Message::FromPrimary`]: a message, decoded only one level deep (an
+/// order inside an order is refused, so that nesting cannot exhaust the decoder's stack).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Order(pub Box<Message>);
+
+thread_local! {
+    /// How many orders the decoder is inside, on this thread.
+    static ORDER_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+impl Serialize for Order {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Order {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ORDER_DEPTH.with(|depth| {
+            if depth.get() > 0 {
+                return Err(serde::de::Error::custom("an order inside an order"));
+            }
+            depth.set(1);
+            let message = Box::<Message>::deserialize(deserializer);
+            depth.set(0);
+            message.map(Order)
+        })
+    }
 }
 
 /// What a [`Message::Store`] does. Every kind takes the object's write lock, held until the
@@ -468,6 +525,30 @@ pub struct ObjectPart {
 }
 
 impl Message {
+    /// `message` as an order of the primary of raft term `term` (what a primary sends a
+    /// storage or a client).
+    ///
+    /// ```
+    /// use replicast_node::protocol::Message;
+    /// let order = Message::order(3, Message::AskBegin);
+    /// assert!(matches!(order, Message::FromPrimary { term: 3, .. }));
+    /// assert_eq!(order.into_order(), Message::AskBegin);
+    /// ```
+    pub fn order(term: u64, message: Message) -> Message {
+        Message::FromPrimary {
+            term,
+            message: Order(Box::new(message)),
+        }
+    }
+
+    /// The order inside a [`Message::FromPrimary`], or the message itself.
+    pub fn into_order(self) -> Message {
+        match self {
+            Message::FromPrimary { message, .. } => *message.0,
+            other => other,
+        }
+    }
+
     /// The variant's name, for errors and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -518,6 +599,10 @@ impl Message {
             Message::AnswerStatus { .. } => "AnswerStatus",
             Message::AskChangeStorage { .. } => "AskChangeStorage",
             Message::AnswerChangeStorage { .. } => "AnswerChangeStorage",
+            Message::Consensus(_) => "Consensus",
+            Message::FromPrimary { .. } => "FromPrimary",
+            Message::PrimaryIs { .. } => "PrimaryIs",
+            Message::AskPrimary => "AskPrimary",
         }
     }
 }

@@ -67,11 +67,12 @@ pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
-    LoadResult, Message, ObjectPart, StoreKind, StoreResult, TransactionOutcome, VoteRefusal,
-    VoteResult,
+    LoadResult, Message, ObjectPart, Order, StoreKind, StoreResult, TransactionOutcome,
+    VoteRefusal, VoteResult,
 };
 pub use status::{
-    ClusterStatus, LinkReport, NodeReport, NodeRole, NodeState, NodeStatus, StorePath,
+    ClusterStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole, NodeState,
+    NodeStatus, StorePath,
 };
 
 use std::collections::VecDeque;

@@ -77,11 +77,39 @@ pub struct NodeStatus {
     pub report: Option<NodeReport>,
 }
 
+/// What a master is in the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MasterRole {
+    /// It serves: raft's leader, with everything committed before its term applied.
+    Primary,
+    /// It follows the primary's log (a hot standby), or waits for an election.
+    Follower,
+}
+
+/// One master of the group, as the master answering sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    /// Its name.
+    pub name: NodeName,
+    /// Where it accepts connections, if known.
+    pub address: Option<std::net::SocketAddr>,
+    /// Primary or follower.
+    pub role: MasterRole,
+    /// Its log position: the last index known to match the primary's log (for the
+    /// answering master itself, the last it applied); `None` when the answering master does
+    /// not know (it is not the primary).
+    pub log_index: Option<u64>,
+}
+
 /// The whole cluster as the master sees it: the answer to `replicast status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The master's name.
     pub master: NodeName,
+    /// The raft term of the answering master.
+    pub term: u64,
+    /// The masters of the group.
+    pub masters: Vec<MasterStatus>,
     /// Whether every partition has a readable cell on a running storage, so that every object
     /// can be loaded and commits can go on.
     pub operational: bool,

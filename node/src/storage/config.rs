@@ -1,8 +1,8 @@
-//! The timeouts of a storage.
+//! The timeouts and bounds of a storage.
 
 use std::time::Duration;
 
-/// Timeouts of a storage.
+/// Timeouts and bounds of a storage.
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
     /// How long a voted transaction waits for its finish before the master is asked.
@@ -19,6 +19,19 @@ pub struct StorageConfig {
     pub replication_retry: Duration,
     /// How long a source has to answer one replication batch before another is asked.
     pub replication_answer_timeout: Duration,
+    /// Whether a finish is acknowledged only once it is on disk (an fsync per finish, which
+    /// the master's one-at-a-time finishes never share). By default it is acknowledged once
+    /// committed and visible, and reaches the disk with the next durable commit: the vote
+    /// made the data durable and the master holds the outcome, which a storage that lost the
+    /// finish in a crash asks for when it starts (see the [module documentation](super)).
+    pub durable_finish: bool,
+    /// The most writes waiting for the disk before the storage stops taking stores.
+    pub max_unpersisted_writes: usize,
+    /// The most bytes of writes waiting for the disk before the storage stops taking stores.
+    pub max_unpersisted_bytes: usize,
+    /// The most reads waiting for the engine; a load beyond it is answered as failed (the
+    /// client asks another replica) and a replication batch as unavailable.
+    pub max_pending_reads: usize,
 }
 
 impl Default for StorageConfig {
@@ -30,6 +43,10 @@ impl Default for StorageConfig {
             replication_batch_bytes: 1 << 20,
             replication_retry: Duration::from_secs(1),
             replication_answer_timeout: Duration::from_secs(30),
+            durable_finish: false,
+            max_unpersisted_writes: 4096,
+            max_unpersisted_bytes: 64 << 20,
+            max_pending_reads: 1024,
         }
     }
 }

@@ -1,10 +1,68 @@
-//! The storage role's state machine: stores under locks, votes, finishes, and recovery.
+//! The storage role's state machine: stores under locks, votes, finishes, recovery and
+//! replication — sans-IO, like the other roles: it never touches the engine.
 //!
-//! It wraps a [`Engine`] and a [`LockManager`]. A store waits for its object's lock, then is
-//! checked for a conflict and staged; the stores of one transaction are taken in the order they
-//! arrive, one lock at a time. When an older transaction wounds a younger one, the younger's
-//! staged data is dropped and its client told to [`Restart`](Message::Restart) under a new
-//! generation; stores of an older generation still in flight are ignored.
+//! # Conversations
+//!
+//! [`Storage::handle`] routes each message by who the role talks with: a client (stores,
+//! votes, loads, aborts: `client.rs`; past revisions, history, the transaction log, pack:
+//! `reads.rs`), the master (finishes, outcomes, the table, replication
+//! orders: `master.rs`), another storage (replication batches: `replication.rs`).
+//!
+//! # Persistence
+//!
+//! What needs the engine goes out as a [`Write`] or a [`Read`] ([`poll_persist`],
+//! [`poll_fetch`]); the driver executes it (writes in order, reads on read transactions that
+//! never wait for a write) and hands the outcome back ([`persisted`], [`fetched`]). An answer
+//! that promises something of the disk goes out only once the write it depends on is
+//! persisted; the others go at once:
+//!
+//! - **Store: answered once executed**, not fsynced: staging is not durable anyway (a crash
+//!   before the vote forgets it, which costs the client a retry). The writes go to the
+//!   engine in the order they are emitted, so a staging's serial check sees every commit
+//!   finished before its lock was granted, and a conflict is exact: the client hears
+//!   `StoreResult::Conflict` with the committed serial while the transaction keeps the lock,
+//!   and stores the object again on top of it (ZODB's conflict resolution) or aborts. The
+//!   vote checks every serial again ([`VoteResult::Conflict`]), is executed after the
+//!   stagings it covers, and checks that the transaction staged exactly the objects it lists
+//!   ([`EngineError::StagedMismatch`]): a staging that failed makes the vote fail, never
+//!   promise data that is not there. A check of the current serial
+//!   ([`StoreKind::CheckCurrent`]) is a write that writes nothing, for the same order.
+//! - **Vote: answered once persisted** (fsynced). The transaction takes the voted state of
+//!   the lock manager when the vote is emitted, so no wound can take its locks while the
+//!   fsync runs; a vote that fails leaves it holding them until its client aborts, which it
+//!   does on the refusal (an older transaction waits meanwhile instead of wounding it, which
+//!   cannot deadlock: the voting transaction waits for nothing).
+//! - **Finish: acknowledged once committed** (visible to loads), and durable with the next
+//!   fsync unless [`StorageConfig::durable_finish`]. The master finishes one transaction at a
+//!   time and waits for every voter's acknowledgement, so an fsync per finish would serialize
+//!   every commit of the cluster behind one fsync; the vote already made the data durable and
+//!   the master holds the outcome, so a storage that loses the finish in a crash finds the
+//!   transaction voted at its restart, asks the master and commits it at the same TID, in
+//!   TID order (NEO commits its last step lazily in the same way). redb makes a commit
+//!   durable together with every commit before it, so what survives a crash is always a
+//!   prefix of the commits.
+//! - **Replication: a batch counts once persisted**: [`Message::Replicated`] and the next
+//!   question wait for the durable import of the batch and its progress.
+//! - **Loads, a client's questions and replication batches: answered once read**, from a
+//!   read transaction that sees every finish persisted before the load arrived.
+//! - **Pack steps and garbage collection: answered once persisted**: they are writes, in
+//!   order with the others.
+//!
+//! The locks of a finished or aborted transaction are released when its write is emitted:
+//! writes are executed in order, so a store that takes a lock after that is staged after the
+//! commit and checked against it at its vote.
+//!
+//! Stores are taken while less than [`StorageConfig::max_unpersisted_writes`] writes and
+//! [`StorageConfig::max_unpersisted_bytes`] wait for the disk ([`takes_stores`]): the driver
+//! stops handing it stores otherwise, so a slow disk slows the writers.
+//!
+//! # Transactions
+//!
+//! A store waits for its object's lock, then is staged; the stores of one transaction are
+//! taken in the order they arrive, one lock at a time. When an older transaction wounds a
+//! younger one, the younger's staged data is dropped and its client told to
+//! [`Restart`](Message::Restart) under a new generation; stores of an older generation still
+//! in flight are ignored.
 //!
 //! A transaction that voted and hears nothing for [`StorageConfig::outcome_timeout`] is asked
 //! about at the master (its client may be gone); one that has not voted and is idle for
@@ -21,32 +79,89 @@
 //!
 //! A storage whose cells are feeding catches up by replication from the
 //! up-to-date cells (it pulls; up-to-date storages serve the batches), and takes stores for
-//! those partitions without the serial check until it holds their whole history. Commits use
-//! [`Engine::finish_merging`]: replication may have imported the commit's TID, or later ones,
-//! before its finish arrived.
+//! those partitions without the serial check until it holds their whole history. Commits
+//! merge ([`Engine::finish_merging`](crate::engine::Engine::finish_merging)): replication may
+//! have imported the commit's TID, or later ones, before its finish arrived.
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use replicast_node::engine::StartupState;
+//! use replicast_node::ids::{Oid, Tid};
+//! use replicast_node::object::ObjectData;
+//! use replicast_node::protocol::{Message, StoreKind, StoreResult, VoteResult};
+//! use replicast_node::storage::{Storage, StorageConfig, Write};
+//! use replicast_node::transaction::TransactionInfo;
+//!
+//! let now = SystemTime::now();
+//! let mut storage =
+//!     Storage::open(now, "s1", "master", StartupState::default(), StorageConfig::default());
+//! let (ttid, oid) = (Tid(7), Oid(1));
+//! let data = ObjectData::from(b"v1".to_vec());
+//! let kind = StoreKind::Checked;
+//! let store = Message::Store { ttid, generation: 0, oid, serial: Tid::ZERO, data, kind };
+//! storage.handle(now, "c1", store)?;
+//! // The staging goes to the engine, which checks the serial; the store is answered then.
+//! let staging = storage.poll_persist().expect("a staging");
+//! assert!(matches!(staging.write, Write::Stage { check: true, .. }));
+//! let answers = |storage: &mut Storage| {
+//!     std::iter::from_fn(|| storage.poll_transmit())
+//!         .filter(|transmit| transmit.to == "c1")
+//!         .map(|transmit| transmit.message)
+//!         .collect::<Vec<_>>()
+//! };
+//! assert!(answers(&mut storage).is_empty());
+//! storage.persisted(now, staging.id, Ok(()))?;
+//! let sent = answers(&mut storage);
+//! assert!(matches!(sent[..], [Message::AnswerStore { result: StoreResult::Stored, .. }]));
+//! let info = TransactionInfo::default();
+//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info };
+//! storage.handle(now, "c1", vote)?;
+//! let vote = storage.poll_persist().expect("the vote's write");
+//! // The vote is answered once the engine says it is on disk.
+//! assert!(answers(&mut storage).is_empty());
+//! storage.persisted(now, vote.id, Ok(()))?;
+//! let sent = answers(&mut storage);
+//! assert!(matches!(sent[..], [Message::AnswerVote { result: VoteResult::Yes, .. }]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`poll_persist`]: Storage::poll_persist
+//! [`poll_fetch`]: Storage::poll_fetch
+//! [`persisted`]: Storage::persisted
+//! [`fetched`]: Storage::fetched
+//! [`takes_stores`]: Storage::takes_stores
+//! [`VoteResult::Conflict`]: crate::protocol::VoteResult::Conflict
+//! [`EngineError::StagedMismatch`]: crate::engine::EngineError::StagedMismatch
+//! [`StoreKind::CheckCurrent`]: crate::protocol::StoreKind::CheckCurrent
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{ReplicationProgress, StartupState};
 use crate::ids::{Oid, Tid};
-use crate::locks::{LockDecision, LockEvent, LockManager};
+use crate::locks::LockManager;
 use crate::object::ObjectData;
 use crate::partition::NodeName;
-use crate::protocol::{
-    LoadResult, Message, Outbox, ProtocolError, StoreKind, StoreResult, TransactionOutcome,
-    Transmit, VoteRefusal, VoteResult,
-};
-use crate::transaction::TransactionInfo;
+use crate::protocol::{Message, Outbox, ProtocolError, StoreKind, Transmit};
 
+mod client;
 mod config;
 mod event;
+mod master;
+mod persist;
+mod primary;
 mod reads;
 mod replication;
+#[cfg(test)]
+mod tests;
 
 pub use config::StorageConfig;
+
+/// How soon a storage asks again when the masters know no primary (an election goes on).
+const PRIMARY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 pub use event::StorageEvent;
+pub use persist::{Backlog, Fetch, Persist, Read, ReadResult, Write, WriteResult, Written};
 
 /// A store waiting for its lock or its turn.
 #[derive(Debug)]
@@ -65,8 +180,12 @@ struct Transaction {
     queue: VecDeque<QueuedStore>,
     waiting: bool,
     stored: BTreeSet<Oid>,
-    /// Objects checked, not written (their locks are held all the same).
-    checked: BTreeSet<Oid>,
+    /// Objects stored without a serial check (restores): the vote does not check them either.
+    restored: BTreeSet<Oid>,
+    /// A staging of this generation failed: the vote says no.
+    failed: bool,
+    /// The vote is written and not persisted yet.
+    voting: bool,
     voted: bool,
     deadline: SystemTime,
 }
@@ -85,9 +204,11 @@ enum Recovery {
 #[derive(Debug)]
 pub struct Storage {
     name: NodeName,
+    /// The master this storage reports to: the primary, or the master it asks next.
     master: NodeName,
+    /// The masters, and which is the primary of which term.
+    masters: crate::primary::PrimaryTracker,
     config: StorageConfig,
-    store: Engine,
     locks: LockManager,
     transactions: BTreeMap<Tid, Transaction>,
     /// Voted transactions found on disk at start, with when to ask the master again.
@@ -95,8 +216,15 @@ pub struct Storage {
     /// Recently ended transactions, with their commit TID if they committed.
     ended: BTreeMap<Tid, Option<Tid>>,
     ended_order: VecDeque<Tid>,
+    /// Finishes written and not persisted yet, with the acknowledgements owed to the master
+    /// once they are.
+    finishing: BTreeMap<Tid, u32>,
+    /// What replication holds of each partition on disk, as persisted imports said.
+    progress: BTreeMap<u32, ReplicationProgress>,
     /// The table, the other storages' addresses, and the partitions catching up.
     replicator: replication::Replicator,
+    /// Writes and reads for the engine, and what waits for them.
+    persistence: persist::Persistence,
     /// Where this storage accepts connections, once announced.
     address: Option<SocketAddr>,
     /// When to announce this storage to the master again, after the link to it was lost.
@@ -106,33 +234,55 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Starts the role on `store`: announces itself to `master`, asks it about every voted
-    /// transaction left on disk and drops the unvoted ones.
+    /// Starts the role on an engine in state `state` ([`Engine::startup_state`]): announces
+    /// itself to `master`, asks it about every voted transaction left on disk and drops the
+    /// unvoted ones.
+    ///
+    /// [`Engine::startup_state`]: crate::engine::Engine::startup_state
     pub fn open(
         now: SystemTime,
         name: &str,
         master: &str,
-        store: Engine,
+        state: StartupState,
         config: StorageConfig,
-    ) -> Result<Self, ProtocolError> {
+    ) -> Self {
+        Self::open_with_masters(now, name, vec![master.to_owned()], state, config)
+    }
+
+    /// As [`open`](Self::open), in a cluster of several `masters`: the storage announces
+    /// itself to the first, follows redirects to the primary, and takes orders only from the
+    /// primary of the latest term (see [`PrimaryTracker`](crate::primary::PrimaryTracker)).
+    pub fn open_with_masters(
+        now: SystemTime,
+        name: &str,
+        masters: Vec<NodeName>,
+        state: StartupState,
+        config: StorageConfig,
+    ) -> Self {
+        let masters = crate::primary::PrimaryTracker::new(masters);
+        let master = masters.target().to_owned();
+        let master = master.as_str();
         let mut node = Self {
             name: name.to_owned(),
             master: master.to_owned(),
+            masters,
             config,
-            store,
             locks: LockManager::new(),
             transactions: BTreeMap::new(),
             recovering: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
+            finishing: BTreeMap::new(),
+            progress: state.replication,
             replicator: replication::Replicator::default(),
+            persistence: persist::Persistence::default(),
             address: None,
             reannounce_at: None,
             out: Outbox::default(),
             events: VecDeque::new(),
         };
         node.out.send(master, Message::StorageReady);
-        for pending in node.store.pending_transactions()? {
+        for pending in state.pending {
             if pending.voted {
                 node.recovering.insert(
                     pending.ttid,
@@ -143,10 +293,16 @@ impl Storage {
                 node.out
                     .send(master, Message::AskOutcome { ttid: pending.ttid });
             } else {
-                node.store.abort(pending.ttid)?;
+                node.persistence.write(
+                    Write::Abort { ttid: pending.ttid },
+                    persist::AfterWrite::Abort {
+                        ttid: pending.ttid,
+                        report: false,
+                    },
+                );
             }
         }
-        Ok(node)
+        node
     }
 
     /// Tells the master that this storage accepts connections at `address`; the master hands
@@ -160,16 +316,6 @@ impl Storage {
     /// This storage's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The engine, e.g. to read it in tests.
-    pub fn store(&self) -> &Engine {
-        &self.store
-    }
-
-    /// Gives the engine back (the role stops).
-    pub fn into_store(self) -> Engine {
-        self.store
     }
 
     /// Where storage `peer` accepts connections, as the master said (to replicate from it).
@@ -187,169 +333,32 @@ impl Storage {
         self.transactions.len() + self.recovering.len()
     }
 
-    /// Handles one message from peer `from`.
+    /// Handles one message from peer `from`: from a master, a client or another storage.
+    /// From a master, only orders of the primary ([`Message::FromPrimary`]) and redirects are
+    /// taken.
     pub fn handle(
         &mut self,
         now: SystemTime,
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        let from_master = from == self.master;
+        if self.masters.is_master(from) {
+            return self.handle_master_message(now, from, message);
+        }
         match message {
-            Message::Store {
-                ttid,
-                generation,
-                oid,
-                serial,
-                data,
-                kind,
-            } if !from_master => {
-                let store = QueuedStore {
-                    oid,
-                    serial,
-                    data,
-                    kind,
-                };
-                self.take_store(now, from, ttid, generation, store)
-            }
-            Message::Vote {
-                ttid,
-                generation,
-                oids,
-                info,
-            } if !from_master => self.vote(now, from, ttid, generation, &oids, &info),
-            Message::AbortTransaction { ttid } => {
-                let known = self.transactions.get(&ttid);
-                let allowed = known.is_some_and(|txn| from_master || txn.client == from)
-                    || (from_master && self.recovering.contains_key(&ttid));
-                if allowed {
-                    self.end(now, ttid, None)
-                } else {
-                    Err(self.unknown(from, "AbortTransaction", ttid))
-                }
-            }
-            Message::Finish { ttid, tid } if from_master && self.recovering.contains_key(&ttid) => {
-                self.recovered(now, ttid, Some(tid))
-            }
-            Message::Outcome { ttid, outcome }
-                if from_master && self.recovering.contains_key(&ttid) =>
-            {
-                match outcome {
-                    TransactionOutcome::Committed(tid) => self.recovered(now, ttid, Some(tid)),
-                    TransactionOutcome::Aborted
-                    | TransactionOutcome::Unavailable { .. }
-                    | TransactionOutcome::TidNotAfterLast { .. } => self.recovered(now, ttid, None),
-                    TransactionOutcome::Pending => Ok(()),
-                }
-            }
-            Message::Finish { ttid, tid } if from_master => {
-                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted);
-                if !voted {
-                    if self.ended.get(&ttid) == Some(&Some(tid)) {
-                        // Committed already on the master's answer to our question: the
-                        // acknowledgement crossed this finish.
-                        self.out.send(&self.master, Message::Finished { ttid, tid });
-                        return Ok(());
-                    }
-                    return Err(self.unknown(from, "Finish", ttid));
-                }
-                self.end(now, ttid, Some(tid))?;
-                self.out.send(&self.master, Message::Finished { ttid, tid });
-                Ok(())
-            }
-            Message::Outcome { ttid, outcome } if from_master => {
-                let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted);
-                if !voted {
-                    return Err(self.unknown(from, "Outcome", ttid));
-                }
-                match outcome {
-                    TransactionOutcome::Committed(tid) => {
-                        self.end(now, ttid, Some(tid))?;
-                        // The master may still wait for this voter's acknowledgement.
-                        self.out.send(&self.master, Message::Finished { ttid, tid });
-                        Ok(())
-                    }
-                    TransactionOutcome::Aborted
-                    | TransactionOutcome::Unavailable { .. }
-                    | TransactionOutcome::TidNotAfterLast { .. } => self.end(now, ttid, None),
-                    TransactionOutcome::Pending => Ok(()),
-                }
-            }
-            Message::Load { request, oid } if !from_master => {
-                let result = match self.store.load(oid) {
-                    Ok(Some(revision)) => LoadResult::Found {
-                        tid: revision.tid,
-                        data: revision.data,
-                    },
-                    Ok(None) => LoadResult::Missing,
-                    Err(_) => LoadResult::Failed,
-                };
-                self.out.send(
-                    from,
-                    Message::AnswerLoad {
-                        request,
-                        oid,
-                        result,
-                    },
-                );
-                Ok(())
-            }
-            Message::Ask { request, ask } if !from_master => {
-                let answer = self.answer_ask(ask);
-                self.out.send(from, Message::Answer { request, answer });
-                Ok(())
-            }
-            Message::PartitionTable(table) if from_master => {
-                self.new_table(table);
-                self.pump_replication(now)
-            }
-            Message::StorageAddresses(book) if from_master => {
-                self.replicator.learn_addresses(book);
-                Ok(())
-            }
-            Message::Replicate { up_to, partitions } if from_master => {
-                self.start_replication(now, up_to, &partitions)
-            }
-            Message::AskTransactions {
-                partition,
-                after,
-                up_to,
-            } if !from_master => {
-                self.serve_transactions(from, partition, after, up_to);
-                Ok(())
-            }
-            Message::AskObjects {
-                partition,
-                after,
-                up_to,
-            } if !from_master => {
-                self.serve_objects(from, partition, after, up_to);
-                Ok(())
-            }
-            Message::AnswerTransactions {
-                partition,
-                transactions,
-                resume,
-            } if !from_master => self.take_transactions(now, from, partition, transactions, resume),
-            Message::AnswerObjects {
-                partition,
-                objects,
-                resume,
-            } if !from_master => self.take_objects(now, from, partition, objects, resume),
-            Message::AskObjectPart {
-                partition,
-                oid,
-                tid,
-                offset,
-            } if !from_master => {
-                self.serve_object_part(from, partition, oid, tid, offset);
-                Ok(())
-            }
-            Message::AnswerObjectPart(part) if !from_master => {
-                self.take_object_part(now, from, part)
-            }
-            Message::ReplicationUnavailable { partition } if !from_master => {
-                self.source_failed(now, from, partition, "ReplicationUnavailable")
+            message @ (Message::Store { .. }
+            | Message::Vote { .. }
+            | Message::Load { .. }
+            | Message::Ask { .. }
+            | Message::AbortTransaction { .. }) => self.handle_client(now, from, message),
+            message @ (Message::AskTransactions { .. }
+            | Message::AskObjects { .. }
+            | Message::AskObjectPart { .. }
+            | Message::AnswerTransactions { .. }
+            | Message::AnswerObjects { .. }
+            | Message::AnswerObjectPart(_)
+            | Message::ReplicationUnavailable { .. }) => {
+                self.handle_replication(now, from, message)
             }
             other => Err(ProtocolError::Unexpected {
                 from: from.to_owned(),
@@ -361,6 +370,9 @@ impl Storage {
     /// The connection to `node` is lost. A client's unvoted transactions are aborted (it can
     /// no longer vote for them); its voted ones are asked about at the master right away.
     pub fn peer_lost(&mut self, now: SystemTime, node: &str) -> Result<(), ProtocolError> {
+        if self.masters.is_master(node) {
+            self.master_lost(now, node);
+        }
         if node == self.master {
             // The master counts this storage as gone: announce it again, as at a start, so
             // that it runs and catches up. Not at once: a master still unreachable makes this
@@ -378,6 +390,7 @@ impl Storage {
                 self.out
                     .send(&self.master, Message::AskOutcome { ttid: *ttid });
             } else {
+                // A vote still being written is not answered: its client is gone.
                 unvoted.push(*ttid);
             }
         }
@@ -417,6 +430,14 @@ impl Storage {
             self.out.send(&client, Message::Aborted { ttid });
         }
         if self.reannounce_at.take_if(|at| *at <= now).is_some() {
+            if self.masters.primary().is_none() && self.masters.masters().len() > 1 {
+                // No primary known: ask every master again (the next primary also tells).
+                let masters: Vec<String> = self.masters.masters().to_vec();
+                for master in &masters {
+                    self.out.send(master, Message::AskPrimary);
+                }
+                self.reannounce_at = Some(now + PRIMARY_RETRY.max(self.config.outcome_timeout / 4));
+            }
             self.out.send(&self.master, Message::StorageReady);
             if let Some(address) = self.address {
                 self.out
@@ -462,360 +483,6 @@ impl Storage {
             from: from.to_owned(),
             kind,
             ttid,
-        }
-    }
-
-    fn take_store(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        ttid: Tid,
-        generation: u32,
-        store: QueuedStore,
-    ) -> Result<(), ProtocolError> {
-        if self.ended.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
-            return Err(self.unknown(from, "Store", ttid));
-        }
-        let deadline = now + self.config.idle_timeout;
-        let refused = match self.transactions.get(&ttid) {
-            Some(txn) => txn.client != from || txn.voted || generation > txn.generation,
-            None => generation != 0,
-        };
-        if refused {
-            return Err(ProtocolError::OutOfOrder {
-                from: from.to_owned(),
-                kind: "Store",
-                ttid,
-            });
-        }
-        let txn = self
-            .transactions
-            .entry(ttid)
-            .or_insert_with(|| Transaction {
-                client: from.to_owned(),
-                generation: 0,
-                queue: VecDeque::new(),
-                waiting: false,
-                stored: BTreeSet::new(),
-                checked: BTreeSet::new(),
-                voted: false,
-                deadline,
-            });
-        if generation < txn.generation {
-            // Sent before the client heard of the restart; it sends this one again.
-            return Ok(());
-        }
-        txn.deadline = deadline;
-        txn.queue.push_back(store);
-        self.pump(now, Some(ttid))
-    }
-
-    /// Takes the queued stores of `first` until one must wait for its lock, then those of
-    /// every transaction a released lock went to.
-    fn pump(&mut self, now: SystemTime, first: Option<Tid>) -> Result<(), ProtocolError> {
-        let mut ready: VecDeque<Tid> = first.into_iter().collect();
-        loop {
-            while let Some(ttid) = ready.pop_front() {
-                self.take_queued(now, ttid)?;
-            }
-            let Some(LockEvent::Granted { ttid, oid }) = self.locks.poll_event() else {
-                return Ok(());
-            };
-            let Some(txn) = self.transactions.get_mut(&ttid) else {
-                continue;
-            };
-            txn.waiting = false;
-            if txn.queue.front().is_some_and(|store| store.oid == oid) {
-                self.apply_head(now, ttid)?;
-            }
-            ready.push_back(ttid);
-        }
-    }
-
-    fn take_queued(&mut self, now: SystemTime, ttid: Tid) -> Result<(), ProtocolError> {
-        loop {
-            let Some(txn) = self.transactions.get_mut(&ttid) else {
-                return Ok(());
-            };
-            if txn.waiting {
-                return Ok(());
-            }
-            let Some(oid) = txn.queue.front().map(|store| store.oid) else {
-                return Ok(());
-            };
-            match self.locks.lock(ttid, oid)? {
-                LockDecision::Granted => {}
-                LockDecision::Wait { .. } => {
-                    txn.waiting = true;
-                    return Ok(());
-                }
-                LockDecision::Restart { younger } => self.wound(younger)?,
-            }
-            self.apply_head(now, ttid)?;
-        }
-    }
-
-    /// Stages the first queued store of `ttid`, whose lock it holds, and answers it.
-    fn apply_head(&mut self, now: SystemTime, ttid: Tid) -> Result<(), ProtocolError> {
-        let Some(txn) = self.transactions.get_mut(&ttid) else {
-            return Ok(());
-        };
-        let Some(store) = txn.queue.pop_front() else {
-            return Ok(());
-        };
-        txn.deadline = now + self.config.idle_timeout;
-        let oid = store.oid;
-        let kind = store.kind;
-        let staged = stage(
-            &self.store,
-            ttid,
-            store,
-            self.replicator.unchecked(&self.name, oid),
-        );
-        let result = match staged {
-            Ok(()) => {
-                if kind == StoreKind::CheckCurrent {
-                    txn.checked.insert(oid);
-                } else {
-                    txn.checked.remove(&oid);
-                    txn.stored.insert(oid);
-                }
-                StoreResult::Stored
-            }
-            Err(EngineError::Conflict { current, .. }) => StoreResult::Conflict { current },
-            Err(error) => {
-                self.events.push_back(StorageEvent::EngineError {
-                    ttid,
-                    error: error.to_string(),
-                });
-                StoreResult::Failed
-            }
-        };
-        let (client, generation) = (txn.client.clone(), txn.generation);
-        self.out.send(
-            &client,
-            Message::AnswerStore {
-                ttid,
-                generation,
-                oid,
-                result,
-            },
-        );
-        Ok(())
-    }
-
-    /// `younger` lost its locks: drop what it staged, tell its client to store again.
-    fn wound(&mut self, younger: Tid) -> Result<(), ProtocolError> {
-        let Some(txn) = self.transactions.get_mut(&younger) else {
-            return Ok(());
-        };
-        txn.generation = txn.generation.wrapping_add(1);
-        txn.queue.clear();
-        txn.stored.clear();
-        txn.checked.clear();
-        txn.waiting = false;
-        let (client, generation) = (txn.client.clone(), txn.generation);
-        self.store.abort(younger)?;
-        self.events
-            .push_back(StorageEvent::Wounded { ttid: younger });
-        self.out.send(
-            &client,
-            Message::Restart {
-                ttid: younger,
-                generation,
-            },
-        );
-        Ok(())
-    }
-
-    fn vote(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        ttid: Tid,
-        generation: u32,
-        oids: &[Oid],
-        info: &TransactionInfo,
-    ) -> Result<(), ProtocolError> {
-        let Some(txn) = self
-            .transactions
-            .get_mut(&ttid)
-            .filter(|txn| txn.client == from)
-        else {
-            if self.ended.contains_key(&ttid) || oids.is_empty() {
-                self.out.send(
-                    from,
-                    Message::AnswerVote {
-                        ttid,
-                        result: VoteResult::No(VoteRefusal::UnknownTransaction),
-                    },
-                );
-                return Ok(());
-            }
-            return Err(self.unknown(from, "Vote", ttid));
-        };
-        if generation < txn.generation {
-            // The client will vote again once it stored everything again.
-            return Ok(());
-        }
-        if txn.voted || generation > txn.generation {
-            return Err(ProtocolError::OutOfOrder {
-                from: from.to_owned(),
-                kind: "Vote",
-                ttid,
-            });
-        }
-        let listed: BTreeSet<Oid> = oids.iter().copied().collect();
-        let result = if txn.waiting || !txn.queue.is_empty() || listed != txn.stored {
-            VoteResult::No(VoteRefusal::MissingStores)
-        } else {
-            let (replicator, name) = (&self.replicator, self.name.as_str());
-            match self
-                .store
-                .vote_unchecked_for(ttid, info, |oid| replicator.unchecked(name, oid))
-            {
-                Ok(()) => {
-                    self.locks.vote(ttid)?;
-                    txn.voted = true;
-                    txn.deadline = now + self.config.outcome_timeout;
-                    VoteResult::Yes
-                }
-                Err(EngineError::Conflict {
-                    oid,
-                    expected,
-                    current,
-                }) => VoteResult::Conflict {
-                    oid,
-                    expected,
-                    current,
-                },
-                Err(error) => {
-                    self.events.push_back(StorageEvent::EngineError {
-                        ttid,
-                        error: error.to_string(),
-                    });
-                    VoteResult::No(VoteRefusal::StorageFailed)
-                }
-            }
-        };
-        self.out.send(from, Message::AnswerVote { ttid, result });
-        Ok(())
-    }
-
-    /// Commits `ttid` at `tid`, or aborts it (`None`), and releases its locks.
-    fn end(&mut self, now: SystemTime, ttid: Tid, tid: Option<Tid>) -> Result<(), ProtocolError> {
-        let outcome = match tid {
-            // Merging: replication may have imported this TID, or later ones, already.
-            Some(tid) => self.store.finish_merging(ttid, tid),
-            None => self.store.abort(ttid),
-        };
-        let event = match (outcome, tid) {
-            (Ok(()), Some(tid)) => StorageEvent::Committed { ttid, tid },
-            (Ok(()), None) => StorageEvent::Aborted { ttid },
-            (Err(error), _) => {
-                // E.g. a late outcome for a storage gone out of date that committed a later
-                // TID meanwhile: its data is dropped here, replication brings the commit.
-                self.store.abort(ttid)?;
-                StorageEvent::EngineError {
-                    ttid,
-                    error: error.to_string(),
-                }
-            }
-        };
-        self.transactions.remove(&ttid);
-        self.recovering.remove(&ttid);
-        let committed = match &event {
-            StorageEvent::Committed { tid, .. } => Some(*tid),
-            _ => None,
-        };
-        self.remember_end(ttid, committed);
-        self.events.push_back(event);
-        self.locks.release(ttid);
-        // The released locks went to waiters: let them go on.
-        self.pump(now, None)
-    }
-
-    /// Settles a recovered transaction: an abort at once, a commit once every recovered
-    /// transaction is settled, all commits in TID order.
-    fn recovered(
-        &mut self,
-        now: SystemTime,
-        ttid: Tid,
-        tid: Option<Tid>,
-    ) -> Result<(), ProtocolError> {
-        match tid {
-            Some(tid) => {
-                self.recovering.insert(ttid, Recovery::Committed(tid));
-            }
-            None => self.end(now, ttid, None)?,
-        }
-        let mut commits = Vec::new();
-        for (ttid, recovery) in &self.recovering {
-            match recovery {
-                Recovery::Asking { .. } => return Ok(()),
-                Recovery::Committed(tid) => commits.push((*tid, *ttid)),
-            }
-        }
-        commits.sort();
-        for (tid, ttid) in commits {
-            self.end(now, ttid, Some(tid))?;
-            self.out.send(&self.master, Message::Finished { ttid, tid });
-        }
-        Ok(())
-    }
-
-    fn remember_end(&mut self, ttid: Tid, committed: Option<Tid>) {
-        if self.ended.insert(ttid, committed).is_none() {
-            self.ended_order.push_back(ttid);
-        }
-        while self.ended_order.len() > self.config.remembered_ends {
-            if let Some(old) = self.ended_order.pop_front() {
-                self.ended.remove(&old);
-            }
-        }
-    }
-}
-
-/// Stages `store` of transaction `ttid` in `engine` as its kind says, the transaction holding
-/// the object's lock; `unchecked` for a partition whose history here is incomplete (feeding),
-/// where serials are not checked (the readable replicas check them).
-fn stage(
-    engine: &Engine,
-    ttid: Tid,
-    store: QueuedStore,
-    unchecked: bool,
-) -> Result<(), EngineError> {
-    let QueuedStore {
-        oid,
-        serial,
-        data,
-        kind,
-    } = store;
-    match (kind, unchecked) {
-        (StoreKind::Checked, false) => engine.store_pending(ttid, oid, serial, data),
-        (StoreKind::Checked | StoreKind::Unchecked, true) => {
-            engine.store_pending_unchecked(ttid, oid, serial, data)
-        }
-        // A restore writes over whatever is there: on top of the last revision, which the
-        // held lock keeps last until the vote checks it again.
-        (StoreKind::Unchecked, false) => {
-            let current = engine.last_serial(oid)?;
-            engine.store_pending(ttid, oid, current, data)
-        }
-        (StoreKind::Undo(restore), false) => engine.store_undo(ttid, oid, serial, restore),
-        (StoreKind::Undo(restore), true) => engine.store_undo_unchecked(ttid, oid, serial, restore),
-        (StoreKind::CheckCurrent, true) => Ok(()),
-        (StoreKind::CheckCurrent, false) => {
-            let current = engine.last_serial(oid)?;
-            if current == serial {
-                Ok(())
-            } else {
-                Err(EngineError::Conflict {
-                    oid,
-                    expected: serial,
-                    current,
-                })
-            }
         }
     }
 }

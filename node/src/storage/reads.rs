@@ -1,168 +1,108 @@
 //! The storage's answers to a client's [questions](StorageAsk): past revisions, history, the
-//! transaction log, sizes, pack. Each is answered from the engine at once; a question about a
-//! partition this storage does not hold readable (up to date in its own table), or one the
-//! engine fails, is answered [`StorageAnswer::Unavailable`] so that the client asks another
-//! replica.
+//! transaction log, sizes, pack. A question about a partition or an object this storage does
+//! not hold readable (up to date in its own table) is answered [`StorageAnswer::Unavailable`]
+//! at once, and the client asks another replica; so is one beyond
+//! [`StorageConfig::max_pending_reads`](super::StorageConfig::max_pending_reads), or one the
+//! engine fails. The others go to the engine like loads: a read ([`Read::Ask`], answered once
+//! read), or for a pack step and a garbage collection a write ([`Write::Pack`],
+//! [`Write::Collect`], answered once persisted: the answer says the revisions are gone).
 
+use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{Storage, StorageEvent};
 use crate::engine::EngineError;
-use crate::ids::{Oid, Tid};
+use crate::ids::Tid;
 use crate::partition::CellState;
-use crate::protocol::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
+use crate::protocol::{Message, StorageAnswer, StorageAsk};
 
-/// How many objects one pack step looks at: the role answers nothing else meanwhile.
+/// How many objects one pack step looks at: the writer does nothing else meanwhile.
 const PACK_STEP_OBJECTS: usize = 1_000;
 
 impl Storage {
-    /// The answer to `ask`.
-    pub(super) fn answer_ask(&mut self, ask: StorageAsk) -> StorageAnswer {
+    /// Takes `from`'s question `ask` (request `request`): answers it at once when this storage
+    /// cannot, else hands it to the engine.
+    pub(super) fn ask(&mut self, from: &str, request: u64, ask: StorageAsk) {
         let kind = ask.kind();
-        match self.try_answer(ask) {
-            Ok(answer) => answer,
-            Err(error) => {
-                self.events.push_back(StorageEvent::EngineError {
-                    ttid: Tid::ZERO,
-                    error: format!("answering {kind}: {error}"),
-                });
-                StorageAnswer::Unavailable
-            }
-        }
-    }
-
-    fn try_answer(&mut self, ask: StorageAsk) -> Result<StorageAnswer, EngineError> {
         let partition = match &ask {
             StorageAsk::LoadBefore { oid, .. }
             | StorageAsk::LoadSerial { oid, .. }
-            | StorageAsk::History { oid, .. } => match self.partition_of(*oid) {
-                Some(partition) => Some(partition),
-                None => return Ok(StorageAnswer::Unavailable),
-            },
+            | StorageAsk::History { oid, .. } => self
+                .replicator
+                .table()
+                .map(|table| table.partition_of(*oid)),
             StorageAsk::Transactions { partition, .. }
             | StorageAsk::UndoLog { partition, .. }
             | StorageAsk::UndoInfo { partition, .. }
             | StorageAsk::ObjectsAt { partition, .. }
             | StorageAsk::Size { partition } => Some(*partition),
-            StorageAsk::Pack { .. } | StorageAsk::Collect { .. } => None,
-        };
-        if let Some(partition) = partition
-            && !self.readable_here(partition)
-        {
-            return Ok(StorageAnswer::Unavailable);
-        }
-        Ok(match ask {
-            StorageAsk::LoadBefore { oid, before } => {
-                let found = match self.store.load_before(oid, before)? {
-                    Some(found) => LoadBefore::Found {
-                        data: found.revision.data,
-                        serial: found.revision.tid,
-                        next: found.next_serial,
-                    },
-                    None => self.no_revision(oid)?,
-                };
-                StorageAnswer::Load(found)
-            }
-            StorageAsk::LoadSerial { oid, serial } => {
-                let found = match self.store.load_serial(oid, serial)? {
-                    Some(data) => LoadBefore::Found {
-                        data,
-                        serial,
-                        next: self.store.next_serial(oid, serial)?,
-                    },
-                    None => self.no_revision(oid)?,
-                };
-                StorageAnswer::Load(found)
-            }
-            StorageAsk::History { oid, size } => {
-                StorageAnswer::History(self.store.history(oid, size as usize)?)
-            }
-            StorageAsk::Transactions {
-                partition,
-                after,
-                up_to,
-                max_bytes,
-            } => {
-                let page = self.store.transaction_records(
-                    partition,
-                    self.num_partitions(),
-                    after,
-                    up_to,
-                    max_bytes as usize,
-                )?;
-                StorageAnswer::Transactions {
-                    transactions: page.transactions,
-                    resume: page.resume,
-                }
-            }
-            StorageAsk::UndoLog {
-                partition,
-                before,
-                count,
-            } => StorageAnswer::UndoLog(self.store.undo_log(
-                partition,
-                self.num_partitions(),
-                before,
-                count as usize,
-            )?),
-            StorageAsk::UndoInfo { partition, tid } => StorageAnswer::UndoInfo(
-                self.store
-                    .undo_info(partition, self.num_partitions(), tid)?,
-            ),
-            StorageAsk::ObjectsAt {
-                partition,
-                at,
-                after,
-                max_bytes,
-            } => {
-                let page = self.store.objects_at(
-                    partition,
-                    self.num_partitions(),
-                    at,
-                    after,
-                    max_bytes as usize,
-                )?;
-                StorageAnswer::Objects {
-                    objects: page
-                        .objects
-                        .into_iter()
-                        .map(|(oid, serial, data)| ObjectRevision { oid, serial, data })
-                        .collect(),
-                    resume: page.resume,
-                }
-            }
-            StorageAsk::Size { partition } => {
-                let size = self
-                    .store
-                    .partition_size(partition, self.num_partitions())?;
-                StorageAnswer::Size(StorageSize {
-                    objects: size.objects,
-                    bytes: size.bytes,
-                })
-            }
             StorageAsk::Pack { tid, after } => {
-                let step = self.store.pack_step(tid, after, PACK_STEP_OBJECTS)?;
-                StorageAnswer::Packed {
-                    resume: step.resume,
-                    removed: step.removed,
-                }
+                let (tid, after) = (*tid, *after);
+                self.persistence.write(
+                    Write::Pack {
+                        tid,
+                        after,
+                        max_objects: PACK_STEP_OBJECTS,
+                    },
+                    AfterWrite::Answer {
+                        to: from.to_owned(),
+                        request,
+                        kind,
+                    },
+                );
+                return;
             }
-            StorageAsk::Collect { tid, oids } => StorageAnswer::Collected {
-                removed: self.store.collect(tid, &oids)?,
+            StorageAsk::Collect { tid, oids } => {
+                let (tid, oids) = (*tid, oids.clone());
+                self.persistence.write(
+                    Write::Collect { tid, oids },
+                    AfterWrite::Answer {
+                        to: from.to_owned(),
+                        request,
+                        kind,
+                    },
+                );
+                return;
+            }
+        };
+        let readable = partition.is_some_and(|partition| self.readable_here(partition));
+        if !readable || !self.persistence.takes_reads(&self.config) {
+            self.send_answer(from, request, StorageAnswer::Unavailable);
+            return;
+        }
+        let num_partitions = self.num_partitions();
+        self.persistence.read(
+            Read::Ask {
+                ask,
+                num_partitions,
             },
-        })
+            AfterRead::Ask {
+                to: from.to_owned(),
+                request,
+                kind,
+            },
+        );
     }
 
-    /// What a lookup that found no revision of `oid` answers: whether the object exists.
-    fn no_revision(&self, oid: Oid) -> Result<LoadBefore, EngineError> {
-        Ok(if self.store.has_object(oid)? {
-            LoadBefore::NoRevision
-        } else {
-            LoadBefore::Missing
-        })
+    /// Answers `to`'s question `request` (of kind `kind`) with what the engine found; a
+    /// failure is reported as an event and answered [`StorageAnswer::Unavailable`].
+    pub(super) fn answer_ask(
+        &mut self,
+        to: &str,
+        request: u64,
+        kind: &'static str,
+        answer: Result<StorageAnswer, EngineError>,
+    ) {
+        let answer = answer.unwrap_or_else(|error| {
+            self.events.push_back(StorageEvent::EngineError {
+                ttid: Tid::ZERO,
+                error: format!("answering {kind}: {error}"),
+            });
+            StorageAnswer::Unavailable
+        });
+        self.send_answer(to, request, answer);
     }
 
-    /// The partition of `oid` in the latest table, if any.
-    fn partition_of(&self, oid: Oid) -> Option<u32> {
-        Some(self.replicator.table()?.partition_of(oid))
+    fn send_answer(&mut self, to: &str, request: u64, answer: StorageAnswer) {
+        self.out.send(to, Message::Answer { request, answer });
     }
 
     /// Whether this storage's cell of `partition` is up to date in its latest table.

@@ -15,6 +15,11 @@
 //! none is left, the storage waits [`StorageConfig::replication_retry`] and tries them all
 //! again.
 //!
+//! A batch counts once its import is persisted: the next question (and [`Message::Replicated`])
+//! waits for it. What the engine holds of each partition is known from its startup state and
+//! every persisted import since, so the role never reads its progress back. A source serves a
+//! batch from a read transaction: the answer goes once the read is done.
+//!
 //! While a partition is feeding its history here is incomplete, so stores to it are taken
 //! without the serial check (the readable replicas make it): see
 //! [`Engine::store_pending_unchecked`](crate::engine::Engine::store_pending_unchecked).
@@ -25,8 +30,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{Storage, StorageEvent};
-use crate::engine::{EngineError, ObjectCursor, ReplicatedObject, ReplicationProgress};
+use crate::engine::{
+    EngineError, ObjectBatch, ObjectCursor, ReplicatedObject, ReplicationProgress, TransactionBatch,
+};
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::{CellState, NodeName, PartitionTable, partition_of};
@@ -49,6 +57,8 @@ pub(super) struct Replicator {
     /// Partitions caught up in their current round (their history here is whole again, so
     /// serials are checked even before the table says up to date).
     caught_up: BTreeSet<u32>,
+    /// The number of the next catch-up round.
+    next_round: u64,
 }
 
 /// The largest revision a storage takes by replication, in parts: bounds what a source can
@@ -60,7 +70,7 @@ const MAX_REVISION_BYTES: u64 = 1 << 30;
 struct ServedRevision {
     oid: Oid,
     tid: Tid,
-    data: Vec<u8>,
+    data: ObjectData,
     digest: Digest,
 }
 
@@ -77,8 +87,13 @@ struct Part {
 /// One feeding partition catching up to `up_to`.
 #[derive(Debug)]
 struct CatchUp {
+    /// Names this round, so that an import persisted after the round ended leaves the next
+    /// one alone.
+    round: u64,
     up_to: Tid,
     progress: ReplicationProgress,
+    /// A batch is being imported: nothing is asked until it is persisted.
+    importing: bool,
     /// The source asked and not answered yet, and until when its answer is awaited.
     asked: Option<(NodeName, SystemTime)>,
     /// Sources that failed this round.
@@ -225,6 +240,60 @@ impl Storage {
         self.replicator.table = Some(table);
     }
 
+    /// A message from another storage: a replication question or answer.
+    pub(super) fn handle_replication(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        match message {
+            Message::AskTransactions {
+                partition,
+                after,
+                up_to,
+            } => {
+                self.serve_transactions(from, partition, after, up_to);
+                Ok(())
+            }
+            Message::AskObjects {
+                partition,
+                after,
+                up_to,
+            } => {
+                self.serve_objects(from, partition, after, up_to);
+                Ok(())
+            }
+            Message::AskObjectPart {
+                partition,
+                oid,
+                tid,
+                offset,
+            } => {
+                self.serve_object_part(from, partition, oid, tid, offset);
+                Ok(())
+            }
+            Message::AnswerTransactions {
+                partition,
+                transactions,
+                resume,
+            } => self.take_transactions(now, from, partition, transactions, resume),
+            Message::AnswerObjects {
+                partition,
+                objects,
+                resume,
+            } => self.take_objects(now, from, partition, objects, resume),
+            Message::AnswerObjectPart(part) => self.take_object_part(now, from, part),
+            Message::ReplicationUnavailable { partition } => {
+                self.source_failed(now, from, partition, "ReplicationUnavailable")
+            }
+            other => Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: other.kind(),
+            }),
+        }
+    }
+
     /// The master's [`Message::Replicate`].
     pub(super) fn start_replication(
         &mut self,
@@ -234,15 +303,21 @@ impl Storage {
     ) -> Result<(), ProtocolError> {
         for &(partition, whole) in partitions {
             let progress = self
-                .store
-                .replication_progress(partition)?
+                .progress
+                .get(&partition)
+                .copied()
+                .unwrap_or_default()
                 .max(ReplicationProgress::complete_to(whole));
             self.replicator.caught_up.remove(&partition);
+            let round = self.replicator.next_round;
+            self.replicator.next_round += 1;
             self.replicator.partitions.insert(
                 partition,
                 CatchUp {
+                    round,
                     up_to,
                     progress,
+                    importing: false,
                     asked: None,
                     failed: BTreeSet::new(),
                     retry_at: None,
@@ -265,7 +340,7 @@ impl Storage {
         };
         let mut done = Vec::new();
         for (&partition, catch_up) in &mut self.replicator.partitions {
-            if catch_up.asked.is_some() || catch_up.retry_at.is_some() {
+            if catch_up.asked.is_some() || catch_up.retry_at.is_some() || catch_up.importing {
                 continue;
             }
             let target = catch_up.target();
@@ -335,7 +410,7 @@ impl Storage {
     }
 
     /// A batch of transactions from `from`.
-    pub(super) fn take_transactions(
+    fn take_transactions(
         &mut self,
         now: SystemTime,
         from: &str,
@@ -367,17 +442,21 @@ impl Storage {
             transactions: reached,
             ..catch_up.progress
         };
-        match self
-            .store
-            .import_transactions(partition, &transactions, progress)
-        {
-            Ok(()) => self.advance(now, partition, progress),
-            Err(error) => self.import_failed(now, from, partition, error),
-        }
+        self.import(
+            from,
+            partition,
+            Write::ImportTransactions {
+                partition,
+                transactions,
+                progress,
+            },
+            progress,
+        );
+        Ok(())
     }
 
     /// A batch of revisions from `from`.
-    pub(super) fn take_objects(
+    fn take_objects(
         &mut self,
         now: SystemTime,
         from: &str,
@@ -409,9 +488,67 @@ impl Storage {
             objects: reached,
             ..catch_up.progress
         };
-        match self.store.import_objects(partition, &objects, progress) {
+        self.import(
+            from,
+            partition,
+            Write::ImportObjects {
+                partition,
+                objects,
+                progress,
+            },
+            progress,
+        );
+        Ok(())
+    }
+
+    /// Writes an imported batch of `partition` from `from`; the round goes on once it is
+    /// persisted.
+    fn import(&mut self, from: &str, partition: u32, write: Write, progress: ReplicationProgress) {
+        let Some(catch_up) = self.replicator.partitions.get_mut(&partition) else {
+            return;
+        };
+        catch_up.asked = None;
+        catch_up.importing = true;
+        let round = catch_up.round;
+        self.persistence.write(
+            write,
+            AfterWrite::Import {
+                partition,
+                round,
+                progress,
+                source: from.to_owned(),
+            },
+        );
+    }
+
+    /// An import of `partition`'s round `round` from `source` was persisted with `result`.
+    pub(super) fn imported(
+        &mut self,
+        now: SystemTime,
+        partition: u32,
+        round: u64,
+        progress: ReplicationProgress,
+        source: &str,
+        result: Result<(), EngineError>,
+    ) -> Result<(), ProtocolError> {
+        if result.is_ok() {
+            // True of the disk whatever the round: later rounds start from it.
+            let known = self.progress.entry(partition).or_default();
+            *known = known.max(progress);
+        }
+        let current = self
+            .replicator
+            .partitions
+            .get_mut(&partition)
+            .filter(|catch_up| catch_up.round == round && catch_up.importing);
+        let Some(catch_up) = current else {
+            // The round ended (the table changed) or another began: nothing waits for it.
+            return Ok(());
+        };
+        catch_up.importing = false;
+        match result {
             Ok(()) => self.advance(now, partition, progress),
-            Err(error) => self.import_failed(now, from, partition, error),
+            Err(error) => self.import_failed(now, source, partition, error),
         }
     }
 
@@ -422,7 +559,7 @@ impl Storage {
         progress: ReplicationProgress,
     ) -> Result<(), ProtocolError> {
         if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
-            catch_up.progress = progress;
+            catch_up.progress = catch_up.progress.max(progress);
             catch_up.asked = None;
         }
         self.pump_replication(now)
@@ -451,7 +588,7 @@ impl Storage {
 
     /// `from` did not serve `partition` as asked: another source is asked. An answer from a
     /// peer that was not asked is refused.
-    pub(super) fn source_failed(
+    fn source_failed(
         &mut self,
         now: SystemTime,
         from: &str,
@@ -493,55 +630,79 @@ impl Storage {
             })
     }
 
-    /// Answers [`Message::AskTransactions`].
-    pub(super) fn serve_transactions(
-        &mut self,
-        from: &str,
-        partition: u32,
-        after: Tid,
-        up_to: Tid,
-    ) {
-        let answer = if self.serves(from, partition) {
-            self.store
-                .partition_transactions(
-                    partition,
-                    self.num_partitions(),
-                    after,
-                    up_to,
-                    self.config.replication_batch_bytes,
-                )
-                .ok()
-                .map(|batch| Message::AnswerTransactions {
-                    partition,
-                    transactions: batch.transactions,
-                    resume: batch.resume,
-                })
-        } else {
-            None
-        };
-        let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
-        self.out.send(from, answer);
+    /// Answers [`Message::AskTransactions`] once the batch is read.
+    fn serve_transactions(&mut self, from: &str, partition: u32, after: Tid, up_to: Tid) {
+        if !self.serves(from, partition) || !self.persistence.takes_reads(&self.config) {
+            self.out
+                .send(from, Message::ReplicationUnavailable { partition });
+            return;
+        }
+        self.persistence.read(
+            Read::Transactions {
+                partition,
+                num_partitions: self.num_partitions(),
+                after,
+                up_to,
+                max_bytes: self.config.replication_batch_bytes,
+            },
+            AfterRead::Transactions {
+                to: from.to_owned(),
+                partition,
+            },
+        );
     }
 
-    /// Answers [`Message::AskObjects`].
-    pub(super) fn serve_objects(
+    /// Sends the batch of transactions read for `to`.
+    pub(super) fn answer_transactions(
         &mut self,
-        from: &str,
+        to: &str,
         partition: u32,
-        after: ObjectCursor,
-        up_to: Tid,
+        batch: Result<TransactionBatch, EngineError>,
+    ) {
+        let answer = match batch {
+            Ok(batch) => Message::AnswerTransactions {
+                partition,
+                transactions: batch.transactions,
+                resume: batch.resume,
+            },
+            Err(_) => Message::ReplicationUnavailable { partition },
+        };
+        self.out.send(to, answer);
+    }
+
+    /// Answers [`Message::AskObjects`] once the batch is read.
+    fn serve_objects(&mut self, from: &str, partition: u32, after: ObjectCursor, up_to: Tid) {
+        if !self.serves(from, partition) || !self.persistence.takes_reads(&self.config) {
+            self.out
+                .send(from, Message::ReplicationUnavailable { partition });
+            return;
+        }
+        self.persistence.read(
+            Read::Objects {
+                partition,
+                num_partitions: self.num_partitions(),
+                after,
+                up_to,
+                max_bytes: self.config.replication_batch_bytes,
+            },
+            AfterRead::Objects {
+                to: from.to_owned(),
+                partition,
+            },
+        );
+    }
+
+    /// Sends the batch of revisions read for `to`; a revision larger than a batch comes
+    /// alone, and goes in parts.
+    pub(super) fn answer_objects(
+        &mut self,
+        to: &str,
+        partition: u32,
+        batch: Result<ObjectBatch, EngineError>,
     ) {
         let budget = self.config.replication_batch_bytes;
-        let batch = if self.serves(from, partition) {
-            self.store
-                .partition_objects(partition, self.num_partitions(), after, up_to, budget)
-                .ok()
-        } else {
-            None
-        };
         let answer = match batch {
-            // A revision larger than a batch comes alone, and goes in parts.
-            Some(batch)
+            Ok(batch)
                 if batch.objects.len() == 1 && batch.objects[0].data.as_bytes().len() > budget =>
             {
                 self.replicator.serving =
@@ -552,85 +713,109 @@ impl Storage {
                         .map(|object| ServedRevision {
                             oid: object.oid,
                             tid: object.tid,
-                            data: object.data.as_bytes().to_vec(),
+                            data: object.data,
                             digest: object.digest,
                         });
                 self.object_part(partition, 0)
             }
-            Some(batch) => Some(Message::AnswerObjects {
+            Ok(batch) => Some(Message::AnswerObjects {
                 partition,
                 objects: batch.objects,
                 resume: batch.resume,
             }),
-            None => None,
+            Err(_) => None,
         };
         let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
-        self.out.send(from, answer);
+        self.out.send(to, answer);
     }
 
-    /// Answers [`Message::AskObjectPart`].
-    pub(super) fn serve_object_part(
+    /// Answers [`Message::AskObjectPart`]: at once from the revision held in memory, else
+    /// once it is read.
+    fn serve_object_part(&mut self, from: &str, partition: u32, oid: Oid, tid: Tid, offset: u64) {
+        let servable =
+            self.serves(from, partition) && partition_of(oid, self.num_partitions()) == partition;
+        let held = self.holds_revision(oid, tid);
+        if servable && held {
+            let answer = self
+                .object_part(partition, offset)
+                .unwrap_or(Message::ReplicationUnavailable { partition });
+            self.out.send(from, answer);
+        } else if servable && self.persistence.takes_reads(&self.config) {
+            self.persistence.read(
+                Read::Revision { oid, tid },
+                AfterRead::Part {
+                    to: from.to_owned(),
+                    partition,
+                    oid,
+                    tid,
+                    offset,
+                },
+            );
+        } else {
+            self.out
+                .send(from, Message::ReplicationUnavailable { partition });
+        }
+    }
+
+    /// Whether revision `tid` of `oid` is the one held in memory for its parts.
+    fn holds_revision(&self, oid: Oid, tid: Tid) -> bool {
+        self.replicator
+            .serving
+            .as_ref()
+            .is_some_and(|served| served.oid == oid && served.tid == tid)
+    }
+
+    /// Sends `to` the part at `offset` of the revision read for it, and keeps the revision for
+    /// the next parts.
+    pub(super) fn answer_part(
         &mut self,
-        from: &str,
+        to: &str,
         partition: u32,
         oid: Oid,
         tid: Tid,
         offset: u64,
+        found: Result<Option<(ObjectData, Digest)>, EngineError>,
     ) {
-        let servable =
-            self.serves(from, partition) && partition_of(oid, self.num_partitions()) == partition;
-        let cached = self
-            .replicator
-            .serving
-            .as_ref()
-            .is_some_and(|served| served.oid == oid && served.tid == tid);
-        if servable && !cached {
-            self.replicator.serving = match self.store.revision_at(oid, tid) {
-                Ok(Some((data, digest))) => Some(ServedRevision {
-                    oid,
-                    tid,
-                    data: data.as_bytes().to_vec(),
-                    digest,
-                }),
-                _ => None,
-            };
+        if let Ok(Some((data, digest))) = found {
+            self.replicator.serving = Some(ServedRevision {
+                oid,
+                tid,
+                data,
+                digest,
+            });
         }
-        let served = self
-            .replicator
-            .serving
-            .as_ref()
-            .is_some_and(|served| served.oid == oid && served.tid == tid);
-        let answer = if servable && served {
+        let answer = if self.holds_revision(oid, tid) {
             self.object_part(partition, offset)
         } else {
             None
         };
         let answer = answer.unwrap_or(Message::ReplicationUnavailable { partition });
-        self.out.send(from, answer);
+        self.out.send(to, answer);
     }
 
     /// The part at `offset` of the revision being served, if it has bytes there.
     fn object_part(&self, partition: u32, offset: u64) -> Option<Message> {
         let served = self.replicator.serving.as_ref()?;
+        let data = served.data.as_bytes();
         let start = usize::try_from(offset)
             .ok()
-            .filter(|start| *start < served.data.len())?;
+            .filter(|start| *start < data.len())?;
         let end = start
             .saturating_add(self.config.replication_batch_bytes.max(1))
-            .min(served.data.len());
+            .min(data.len());
         Some(Message::AnswerObjectPart(ObjectPart {
             partition,
             oid: served.oid,
             tid: served.tid,
             digest: served.digest,
-            total: served.data.len() as u64,
+            total: data.len() as u64,
             offset,
-            bytes: served.data[start..end].to_vec(),
+            bytes: data[start..end].to_vec(),
         }))
     }
 
     /// A part of a revision too large for one batch, from `from`.
-    pub(super) fn take_object_part(
+    fn take_object_part(
         &mut self,
         now: SystemTime,
         from: &str,
@@ -691,9 +876,16 @@ impl Storage {
             objects: ObjectCursor { tid, oid },
             ..catch_up.progress
         };
-        match self.store.import_objects(partition, &[object], progress) {
-            Ok(()) => self.advance(now, partition, progress),
-            Err(error) => self.import_failed(now, from, partition, error),
-        }
+        self.import(
+            from,
+            partition,
+            Write::ImportObjects {
+                partition,
+                objects: vec![object],
+                progress,
+            },
+            progress,
+        );
+        Ok(())
     }
 }

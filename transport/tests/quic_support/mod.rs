@@ -1,5 +1,5 @@
-//! Shared by the `quic_*` integration tests: real certificates from `replicast-certs`, real
-//! endpoints on 127.0.0.1, and a small serving loop.
+//! Shared by the `quic_*` integration tests: real certificates and endpoints on 127.0.0.1 from
+//! the testkit (in the shape these tests take them), and a small serving loop.
 #![allow(dead_code)] // Each test file uses a different part.
 
 use std::future::Future;
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use replicast_certs::{ClusterCa, NodeIdentity};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, LinkConfig};
+use replicast_testkit::endpoint::{self, EndpointSpec};
+use replicast_transport::quic::{Endpoint, Incoming, LinkConfig};
 use serde::{Deserialize, Serialize};
 
 /// Bound on every test body: nothing here should take more than a fraction of it.
@@ -21,31 +22,20 @@ pub async fn bounded<F: Future>(body: F) -> F::Output {
         .expect("test exceeded its time bound")
 }
 
+pub use replicast_testkit::endpoint::{address as addr, ca};
+
 pub fn loopback() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 0).into()
 }
 
-pub fn ca(name: &str) -> ClusterCa {
-    ClusterCa::generate(name).expect("generate CA")
-}
-
 pub fn identity(ca: &ClusterCa, node: &str) -> NodeIdentity {
-    ca.issue(node, &[]).expect("issue node certificate")
+    endpoint::identity(ca, node).expect("issue node certificate")
 }
 
 /// An endpoint on 127.0.0.1 with an ephemeral port.
 pub fn endpoint(identity: &NodeIdentity, link: LinkConfig) -> Endpoint {
-    Endpoint::bind(EndpointConfig {
-        listen: loopback(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link,
-    })
-    .expect("bind endpoint")
-}
-
-pub fn addr(endpoint: &Endpoint) -> SocketAddr {
-    endpoint.local_addr().expect("local address")
+    endpoint::bind_identity(identity, &EndpointSpec::default().with_link(link))
+        .expect("bind endpoint")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

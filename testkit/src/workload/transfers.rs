@@ -7,8 +7,8 @@
 //! is visible and no aborted one is), and that the sum of all balances is unchanged.
 //!
 //! ```no_run
-//! # async fn demo(client: &mut replicast_node::driver::ClientHandle) -> Result<(), replicast_node::workload::transfers::TransferError> {
-//! use replicast_node::workload::transfers;
+//! # async fn demo(client: &mut replicast_node::driver::ClientHandle) -> Result<(), replicast_testkit::workload::transfers::TransferError> {
+//! use replicast_testkit::workload::transfers;
 //!
 //! let accounts = transfers::create_accounts(client, 20).await?;
 //! let run = transfers::run(client, &accounts, 100, 7).await?;
@@ -19,11 +19,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::client::AbortReason;
-use crate::driver::{ClientError, ClientHandle};
-use crate::ids::{Oid, Tid};
-use crate::object::ObjectData;
-use crate::transaction::TransactionInfo;
+use replicast_node::client::AbortReason;
+use replicast_node::driver::{ClientError, ClientHandle};
+use replicast_node::ids::{Oid, Tid};
+use replicast_node::object::ObjectData;
+use replicast_node::transaction::TransactionInfo;
 
 /// The balance each account starts with.
 pub const INITIAL_BALANCE: i64 = 1_000;
@@ -136,7 +136,7 @@ impl TransferRun {
     /// One line: committed, aborted (conflicts and others).
     ///
     /// ```
-    /// use replicast_node::workload::transfers::TransferRun;
+    /// use replicast_testkit::workload::transfers::TransferRun;
     ///
     /// let run = TransferRun { conflicts: 2, other_aborts: 1, ..TransferRun::default() };
     /// assert_eq!(run.summary(), "committed 0, aborted 3 (conflicts 2, other 1)");

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::workload::transfers::{self, Commit};
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::ClientHandle;
 use replicast_node::engine::{Engine, ObjectCursor};
 use replicast_node::ids::{Oid, Tid};
-use replicast_node::workload::transfers::{self, Commit};
 use tokio::sync::watch;
 
 use super::{CALL_WAIT, LocalCluster, WAIT, client_driver_config, client_endpoint};
@@ -94,8 +94,13 @@ impl Progress {
 /// cells' `(storage, state)`.
 pub fn cells(status_config: &Path) -> Table {
     let config = status_config.to_string_lossy();
-    let json = super::replicast(&["status", "--json", "--config", &config])
-        .expect("replicast status answers (the cluster stays operational throughout)");
+    // Not operational exits 2, with the status all the same (a master just took over and the
+    // storages are announcing themselves).
+    let json = super::output(
+        std::process::Command::new(super::binary()).args(["status", "--json", "--config", &config]),
+        "replicast status",
+    )
+    .stdout;
     let status: serde_json::Value = serde_json::from_str(&json).expect("status is JSON");
     status["partition_table"]["cells"]
         .as_array()
@@ -276,7 +281,8 @@ pub fn settle(status_config: &Path, caught_up: &[Vec<(String, String)>]) -> Tabl
 
 /// Stops every node with SIGTERM, opens each storage's file, and checks that the cells of
 /// every partition in `table` hold the same history and the same last revision of every
-/// account, and that the histories hold the commits.
+/// account, and that the histories hold the commits: a revision of each account a commit
+/// changed, at the commit's TID.
 pub fn stop_and_compare(
     mut cluster: LocalCluster,
     table: &[Vec<(String, String)>],
@@ -298,6 +304,10 @@ pub fn stop_and_compare(
         .collect();
     let partitions = u32::try_from(table.len()).expect("a table of at most 2^32 partitions");
     let mut revisions = 0;
+    let mut missing: std::collections::BTreeSet<(Oid, Tid)> = commits
+        .iter()
+        .flat_map(|commit| commit.deltas.iter().map(|(oid, _)| (*oid, commit.tid)))
+        .collect();
     for (partition, cells) in (0u32..).zip(table) {
         let holders: Vec<&str> = cells.iter().map(|(storage, _)| storage.as_str()).collect();
         assert_eq!(holders.len(), 2, "partition {partition} has R cells");
@@ -311,6 +321,9 @@ pub fn stop_and_compare(
             );
         }
         revisions += reference.len();
+        for (oid, tid, _) in &reference {
+            missing.remove(&(*oid, *tid));
+        }
         for oid in accounts
             .iter()
             .filter(|oid| oid.0 % u64::from(partitions) == u64::from(partition))
@@ -331,6 +344,10 @@ pub fn stop_and_compare(
             );
         }
     }
+    assert!(
+        missing.is_empty(),
+        "committed revisions missing from the replicas: {missing:?}"
+    );
     let committed = commits.len();
     assert!(
         revisions >= 2 * committed,

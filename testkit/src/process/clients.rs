@@ -1,10 +1,8 @@
 //! In-process clients of a [`LocalCluster`](super::LocalCluster): real QUIC endpoints with the
 //! certificates `replicast certs init` made, stores through a fan-out writer.
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher as _, Hasher as _};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,22 +11,18 @@ use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::{ClientHandle, DriverConfig};
 use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
-use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
+use replicast_transport::quic::{Endpoint, LinkConfig};
+
+use crate::endpoint::{self, EndpointSpec};
 
 /// Bounds every wait of an in-process client's call.
 pub const CALL_WAIT: Duration = Duration::from_secs(20);
 
-/// A random 64-bit value (RandomState is seeded from the operating system's randomness).
-pub fn random_u64() -> u64 {
-    RandomState::new().build_hasher().finish()
-}
+pub use crate::endpoint::random_group;
 
-/// A group in 239.255.0.0/16 and a port, different for every run, so that tests running at
-/// once never hear each other.
-pub fn random_group() -> SocketAddr {
-    let [a, b, c, d, ..] = random_u64().to_le_bytes();
-    let group = Ipv4Addr::new(239, 255, a.max(1), b.max(1));
-    SocketAddr::from((group, 20_000 + u16::from_le_bytes([c, d]) % 40_000))
+/// A random 64-bit value (a multicast session id).
+pub fn random_u64() -> u64 {
+    rand::random()
 }
 
 /// `[multicast]` for `group` on 127.0.0.1.
@@ -56,6 +50,9 @@ pub fn strategy_name(strategy: Strategy) -> &'static str {
 
 /// Client `name`'s QUIC endpoint on 127.0.0.1 with its certificate from `certs/`; a silent
 /// peer is noticed within a second or two, not quinn's 30 s.
+///
+/// # Panics
+/// When the certificate cannot be loaded or the endpoint bound.
 pub fn client_endpoint(certs: &Path, name: &str) -> Endpoint {
     let identity = NodeIdentity::load(
         &certs.join(format!("{name}.pem")),
@@ -63,17 +60,13 @@ pub fn client_endpoint(certs: &Path, name: &str) -> Endpoint {
         &certs.join("ca.pem"),
     )
     .expect("load the client's certificate");
-    Endpoint::bind(EndpointConfig {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        server_tls: identity.server_config().expect("server config"),
-        client_tls: identity.client_config().expect("client config"),
-        link: LinkConfig {
-            keep_alive: Some(Duration::from_millis(500)),
-            idle_timeout: Some(Duration::from_secs(2)),
-            ..LinkConfig::default()
-        },
-    })
-    .expect("bind the client endpoint")
+    let link = LinkConfig {
+        keep_alive: Some(Duration::from_millis(500)),
+        idle_timeout: Some(Duration::from_secs(2)),
+        ..LinkConfig::default()
+    };
+    endpoint::bind_identity(&identity, &EndpointSpec::default().with_link(link))
+        .unwrap_or_else(|error| panic!("the endpoint of {name}: {error}"))
 }
 
 /// The driver configuration of a client whose master listens at `master`.
@@ -93,6 +86,27 @@ pub async fn connect(
     strategy: Strategy,
     group: SocketAddr,
 ) -> ClientHandle {
+    connect_masters(
+        certs,
+        name,
+        &BTreeMap::from([("master".to_owned(), master)]),
+        strategy,
+        group,
+    )
+    .await
+}
+
+/// As [`connect`], for a cluster of several masters (by name, e.g.
+/// [`LocalCluster::master_addresses`](super::LocalCluster::master_addresses)): the client asks
+/// the first, follows redirects to the primary and finds the next primary by itself when the
+/// primary is lost.
+pub async fn connect_masters(
+    certs: &Path,
+    name: &str,
+    masters: &BTreeMap<String, SocketAddr>,
+    strategy: Strategy,
+    group: SocketAddr,
+) -> ClientHandle {
     let endpoint = client_endpoint(certs, name);
     let writer = match strategy {
         Strategy::Unicast => Fanout::unicast(endpoint.clone()),
@@ -108,10 +122,21 @@ pub async fn connect(
             .expect("bind the fan-out writer")
         }
     };
+    let directory: HashMap<String, SocketAddr> = masters
+        .iter()
+        .map(|(name, address)| (name.clone(), *address))
+        .collect();
     ClientHandle::connect_with_fanout(
-        Client::new(name, "master", ClientConfig::default()),
+        Client::with_masters(
+            name,
+            masters.keys().cloned().collect(),
+            ClientConfig::default(),
+        ),
         endpoint,
-        client_driver_config(master),
+        DriverConfig {
+            directory,
+            ..DriverConfig::default()
+        },
         CALL_WAIT,
         writer,
     )

@@ -1,4 +1,4 @@
-//! Workloads that exercise a cluster through [`ClientHandle`](crate::driver::ClientHandle),
+//! Workloads that exercise a cluster through [`ClientHandle`](replicast_node::driver::ClientHandle),
 //! shared by the tests, the `replicast client` command and the benchmark.
 //!
 //! - [`transfers`]: money transfers between accounts; the sum of all balances never changes,

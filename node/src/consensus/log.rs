@@ -1,0 +1,442 @@
+//! [`RaftLog`]: the masters' replicated log on redb, as raft-rs' [`Storage`](raft::Storage).
+//!
+//! One redb file per master holds the log entries, raft's hard state (term, vote, commit) and
+//! the latest snapshot of the state machine. Everything raft reads is also kept in memory
+//! (the entries since the last snapshot, a bounded number since the log is compacted), so the
+//! trait's reads never touch the disk; every write goes to redb first, in one durable
+//! transaction per [`Ready`](raft::Ready), then to memory. A master killed at any point
+//! restarts from what its last transaction made durable, which is what raft requires: nothing
+//! is sent that depends on an entry or a vote before it is on disk.
+
+use std::path::Path;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::error::LogError;
+use super::wire::{LogEntry, Membership, SnapshotData};
+
+/// Log entries: index -> postcard [`LogEntry`].
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_entries");
+/// Raft's state: key -> postcard value ([`HARD_STATE`], [`SNAPSHOT`]).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const HARD_STATE: &str = "hard_state";
+const SNAPSHOT: &str = "snapshot";
+
+/// Raft's hard state as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredHardState {
+    term: u64,
+    vote: u64,
+    commit: u64,
+}
+
+/// The replicated log of one master; see the [module documentation](self).
+pub struct RaftLog {
+    db: Database,
+    hard_state: HardState,
+    /// The latest snapshot (index 0 and no data before the first compaction; its membership
+    /// is the group's initial one then).
+    snapshot: SnapshotData,
+    /// The entries after the snapshot, in index order.
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for RaftLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftLog")
+            .field("term", &self.hard_state.term)
+            .field("commit", &self.hard_state.commit)
+            .field("snapshot", &self.snapshot.index)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+fn db(what: &'static str) -> impl Fn(redb::Error) -> LogError {
+    move |error| LogError::Database {
+        what,
+        message: error.to_string(),
+    }
+}
+
+fn db_err<E: Into<redb::Error>>(what: &'static str) -> impl Fn(E) -> LogError {
+    move |error| db(what)(error.into())
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(what: &'static str, bytes: &[u8]) -> Result<T, LogError> {
+    postcard::from_bytes(bytes).map_err(|source| LogError::Corrupt { what, source })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain types: serializing into a Vec cannot fail.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+impl RaftLog {
+    /// Opens the log at `path`, creating the file if missing. A new log starts with
+    /// `voters` (raft ids) as the group; an existing one keeps its own membership.
+    pub fn open(path: impl AsRef<Path>, voters: &[u64]) -> Result<Self, LogError> {
+        let path = path.as_ref();
+        let db = Database::create(path).map_err(|error| LogError::Open {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        Self::load(db, voters)
+    }
+
+    /// A log in memory (lost when dropped): for a master that need not survive its process,
+    /// as in tests and the benchmark's clusters.
+    pub fn in_memory(voters: &[u64]) -> Result<Self, LogError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_err("create the in-memory log"))?;
+        Self::load(db, voters)
+    }
+
+    fn load(db: Database, voters: &[u64]) -> Result<Self, LogError> {
+        let mut txn = db.begin_write().map_err(db_err("begin"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_err("set durability"))?;
+        txn.open_table(ENTRIES).map_err(db_err("open entries"))?;
+        txn.open_table(META).map_err(db_err("open meta"))?;
+        txn.commit().map_err(db_err("create tables"))?;
+        let read = db.begin_read().map_err(db_err("begin read"))?;
+        let meta = read.open_table(META).map_err(db_err("open meta"))?;
+        let stored: StoredHardState = match meta.get(HARD_STATE).map_err(db_err("read"))? {
+            Some(value) => decode("hard state", value.value())?,
+            None => StoredHardState::default(),
+        };
+        let snapshot: SnapshotData = match meta.get(SNAPSHOT).map_err(db_err("read"))? {
+            Some(value) => decode("snapshot", value.value())?,
+            None => SnapshotData {
+                membership: Membership {
+                    voters: voters.to_vec(),
+                    ..Membership::default()
+                },
+                ..SnapshotData::default()
+            },
+        };
+        let table = read.open_table(ENTRIES).map_err(db_err("open entries"))?;
+        let mut entries = Vec::new();
+        for row in table
+            .range(snapshot.index + 1..)
+            .map_err(db_err("scan entries"))?
+        {
+            let (index, value) = row.map_err(db_err("read entry"))?;
+            let entry: LogEntry = decode("log entry", value.value())?;
+            let expected = snapshot.index + 1 + entries.len() as u64;
+            if index.value() != expected || entry.index != expected {
+                return Err(LogError::Gap {
+                    expected,
+                    found: index.value(),
+                });
+            }
+            entries.push(entry.to_raft());
+        }
+        drop(table);
+        drop(meta);
+        drop(read);
+        let hard_state = HardState {
+            term: stored.term,
+            vote: stored.vote,
+            // The commit index is written with the hard state, lazily; a snapshot is committed.
+            commit: stored.commit.max(snapshot.index),
+            ..HardState::default()
+        };
+        Ok(Self {
+            db,
+            hard_state,
+            snapshot,
+            entries,
+        })
+    }
+
+    /// Whether nothing was ever written (a new group).
+    pub fn is_new(&self) -> bool {
+        self.hard_state.term == 0 && self.entries.is_empty() && self.snapshot.index == 0
+    }
+
+    /// The latest snapshot (index 0 before the first compaction).
+    pub fn snapshot_data(&self) -> &SnapshotData {
+        &self.snapshot
+    }
+
+    /// The commit index as stored.
+    pub fn commit(&self) -> u64 {
+        self.hard_state.commit
+    }
+
+    /// The current membership: the snapshot's.
+    pub fn membership(&self) -> &Membership {
+        &self.snapshot.membership
+    }
+
+    /// The index of the last entry.
+    pub fn last(&self) -> u64 {
+        self.snapshot.index + self.entries.len() as u64
+    }
+
+    /// Makes `entries` (which may replace a suffix of the log), `hard_state` and `snapshot`
+    /// durable in one transaction, then takes them in memory. A snapshot replaces every entry
+    /// it covers.
+    pub fn persist(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), LogError> {
+        if snapshot.is_none() && entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        let snapshot = snapshot.map(SnapshotData::from_raft);
+        // A snapshot whose last entry is ours keeps the entries after it (a compaction);
+        // another one (received from the leader) replaces the whole log.
+        let consistent = snapshot.as_ref().is_some_and(|snapshot| {
+            snapshot.index == self.snapshot.index
+                || self
+                    .entry(snapshot.index)
+                    .is_some_and(|entry| entry.term == snapshot.term)
+        });
+        let mut txn = self.db.begin_write().map_err(db_err("begin"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_err("set durability"))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(db_err("open entries"))?;
+            let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
+            if let Some(snapshot) = &snapshot {
+                if consistent {
+                    table
+                        .retain_in(..=snapshot.index, |_, _| false)
+                        .map_err(db_err("drop covered entries"))?;
+                } else {
+                    table
+                        .retain(|_, _| false)
+                        .map_err(db_err("drop the entries"))?;
+                }
+                meta.insert(SNAPSHOT, encode(snapshot).as_slice())
+                    .map_err(db_err("write snapshot"))?;
+            }
+            if let Some(first) = entries.first() {
+                table
+                    .retain_in(first.index.., |_, _| false)
+                    .map_err(db_err("truncate entries"))?;
+                for entry in entries {
+                    table
+                        .insert(entry.index, encode(&LogEntry::from_raft(entry)).as_slice())
+                        .map_err(db_err("write entry"))?;
+                }
+            }
+            if let Some(state) = hard_state {
+                let stored = StoredHardState {
+                    term: state.term,
+                    vote: state.vote,
+                    commit: state.commit,
+                };
+                meta.insert(HARD_STATE, encode(&stored).as_slice())
+                    .map_err(db_err("write hard state"))?;
+            }
+        }
+        txn.commit().map_err(db_err("commit"))?;
+        if let Some(snapshot) = snapshot {
+            let covered = usize::try_from(snapshot.index.saturating_sub(self.snapshot.index))
+                .unwrap_or(usize::MAX);
+            if consistent {
+                self.entries.drain(..covered.min(self.entries.len()));
+            } else {
+                self.entries.clear();
+            }
+            self.hard_state.commit = self.hard_state.commit.max(snapshot.index);
+            self.hard_state.term = self.hard_state.term.max(snapshot.term);
+            self.snapshot = snapshot;
+        }
+        if let Some(first) = entries.first() {
+            let keep = usize::try_from(first.index.saturating_sub(self.snapshot.index + 1))
+                .unwrap_or(usize::MAX);
+            self.entries.truncate(keep);
+            self.entries.extend_from_slice(entries);
+        }
+        if let Some(state) = hard_state {
+            self.hard_state = state.clone();
+        }
+        Ok(())
+    }
+
+    /// Replaces the entries up to `index` (applied, of term `term`) with a snapshot of the
+    /// state machine, `data`.
+    pub fn compact(&mut self, index: u64, term: u64, data: Vec<u8>) -> Result<(), LogError> {
+        if index <= self.snapshot.index || index > self.last() {
+            return Ok(());
+        }
+        let snapshot = SnapshotData {
+            index,
+            term,
+            membership: self.snapshot.membership.clone(),
+            data: data.into(),
+        };
+        self.persist(Some(&snapshot.to_raft()), &[], None)
+    }
+
+    fn entry(&self, index: u64) -> Option<&Entry> {
+        let offset = index.checked_sub(self.snapshot.index + 1)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let conf_state: ConfState = self.snapshot.membership.to_raft();
+        Ok(RaftState::new(self.hard_state.clone(), conf_state))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for index in low..high {
+            let Some(entry) = self.entry(index) else {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            };
+            size += (entry.data.len() + entry.context.len() + 24) as u64;
+            // At least one entry, as raft requires.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == self.snapshot.index {
+            return Ok(self.snapshot.term);
+        }
+        if index < self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.entry(index)
+            .map(|entry| entry.term)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snapshot.index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.snapshot.index == 0 || self.snapshot.index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.to_raft())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        LogEntry {
+            kind: super::super::wire::EntryKind::Normal,
+            term,
+            index,
+            data: data.to_vec().into(),
+            context: Default::default(),
+        }
+        .to_raft()
+    }
+
+    #[test]
+    fn entries_hard_state_and_snapshot_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.redb");
+        {
+            let mut log = RaftLog::open(&path, &[1, 2, 3]).expect("open");
+            assert!(log.is_new());
+            let state = HardState {
+                term: 2,
+                vote: 3,
+                commit: 2,
+                ..HardState::default()
+            };
+            let entries: Vec<Entry> = (1..=4).map(|i| entry(i, 1, &[i as u8])).collect();
+            log.persist(None, &entries, Some(&state)).expect("persist");
+            // A new leader overwrites the suffix from 3 on.
+            log.persist(None, &[entry(3, 2, b"x")], None)
+                .expect("overwrite");
+            assert_eq!(log.last(), 3);
+            log.compact(2, 1, b"state".to_vec()).expect("compact");
+        }
+        let log = RaftLog::open(&path, &[9]).expect("reopen");
+        assert!(!log.is_new());
+        let state = log.initial_state().expect("state");
+        assert_eq!(
+            (
+                state.hard_state.term,
+                state.hard_state.vote,
+                state.hard_state.commit
+            ),
+            (2, 3, 2)
+        );
+        assert_eq!(
+            state.conf_state.voters,
+            [1, 2, 3],
+            "the stored membership wins"
+        );
+        assert_eq!(log.first_index().expect("first"), 3);
+        assert_eq!(log.last_index().expect("last"), 3);
+        assert_eq!(log.term(2).expect("snapshot term"), 1);
+        assert_eq!(log.term(3).expect("term"), 2);
+        assert!(log.term(1).is_err(), "compacted");
+        let got = log
+            .entries(3, 4, None, GetEntriesContext::empty(false))
+            .expect("entries");
+        assert_eq!(&got[0].data[..], b"x");
+        let snapshot = log.snapshot(0, 2).expect("a snapshot");
+        assert_eq!(&snapshot.data[..], b"state");
+        assert_eq!(snapshot.get_metadata().index, 2);
+    }
+
+    #[test]
+    fn a_received_snapshot_replaces_the_entries_it_covers() {
+        let mut log = RaftLog::in_memory(&[1]).expect("log");
+        let entries: Vec<Entry> = (1..=3).map(|i| entry(i, 1, b"e")).collect();
+        log.persist(None, &entries, None).expect("persist");
+        let snapshot = SnapshotData {
+            index: 10,
+            term: 4,
+            membership: Membership {
+                voters: vec![1, 2],
+                ..Membership::default()
+            },
+            data: b"s".to_vec().into(),
+        };
+        log.persist(Some(&snapshot.to_raft()), &[], None)
+            .expect("snapshot");
+        assert_eq!(log.first_index().expect("first"), 11);
+        assert_eq!(log.last_index().expect("last"), 10);
+        assert_eq!(log.commit(), 10);
+        assert_eq!(log.membership().voters, [1, 2]);
+    }
+}

@@ -1,0 +1,195 @@
+//! Executing the storage role's writes and reads on the engine: the one place that turns a
+//! [`Write`] or a [`Read`] into engine calls, for the threaded executor and the inline one.
+
+use super::ask::answer_ask;
+use crate::engine::{Engine, EngineError, WriteBatch};
+use crate::storage::{Persist, Read, ReadResult, Write, WriteResult, Written};
+
+/// Executes `writes`, gathered in the order the role emitted them, in as few redb write
+/// transactions as it can (group commit), and hands each outcome to `report` as soon as the
+/// transaction holding it committed; returns how many transactions it took. `before_batch`
+/// runs before each (a test's slow disk).
+///
+/// The finishes go first, in one transaction of their own that needs no fsync (unless one
+/// asks for it), then the other writes in order, durable if one of them needs it: so a finish
+/// never waits for the fsync of votes that queued up with it, and the master's finishes, which
+/// it sends one at a time, keep moving while the votes of many transactions share one fsync.
+/// Moving a finish before the writes emitted ahead of it changes nothing they do: those
+/// writes are of other transactions, which held the locks of their objects while the
+/// finishing one held its own, so they touch other objects (and replication imports merge
+/// with a finish of the same TID in either order).
+///
+/// A write that fails part-way spoils its transaction: then each of its writes is executed
+/// again in a transaction of its own, so that only the failing one fails.
+pub fn execute_writes(
+    engine: &Engine,
+    writes: Vec<Persist>,
+    mut before_batch: impl FnMut(),
+    mut report: impl FnMut(u64, WriteResult),
+) -> u64 {
+    let (finishes, others): (Vec<_>, Vec<_>) = writes
+        .into_iter()
+        .partition(|persist| matches!(persist.write, Write::Finish { .. }));
+    let mut batches = 0;
+    for group in [finishes, others] {
+        if group.is_empty() {
+            continue;
+        }
+        before_batch();
+        match execute_batch(engine, &group) {
+            Ok(results) => {
+                batches += 1;
+                for (id, result) in results {
+                    report(id, result);
+                }
+            }
+            Err(_) => {
+                for persist in &group {
+                    batches += 1;
+                    let result = match execute_batch(engine, std::slice::from_ref(persist)) {
+                        Ok(mut results) => results
+                            .pop()
+                            .map_or(Ok(Written::Done), |(_, result)| result),
+                        Err(error) => Err(error),
+                    };
+                    report(persist.id, result);
+                }
+            }
+        }
+    }
+    batches
+}
+
+/// A write's id and outcome.
+type Outcome = (u64, WriteResult);
+
+/// `writes` in one batch, with each one's outcome; fails if the batch is spoiled or does not
+/// commit.
+fn execute_batch(engine: &Engine, writes: &[Persist]) -> Result<Vec<Outcome>, EngineError> {
+    let mut batch = engine.write_batch()?;
+    let mut results = Vec::with_capacity(writes.len());
+    for persist in writes {
+        let result = apply(&mut batch, &persist.write);
+        if batch.is_spoiled() {
+            // Dropping the batch rolls it back.
+            return Err(result.err().unwrap_or(EngineError::BatchSpoiled));
+        }
+        results.push((persist.id, result));
+    }
+    batch.commit()?;
+    Ok(results)
+}
+
+/// One write on `batch`.
+fn apply(batch: &mut WriteBatch<'_>, write: &Write) -> WriteResult {
+    match write {
+        Write::Pack {
+            tid,
+            after,
+            max_objects,
+        } => batch
+            .pack_step(*tid, *after, *max_objects)
+            .map(Written::Packed),
+        Write::Collect { tid, oids } => batch.collect(*tid, oids).map(Written::Collected),
+        other => apply_plain(batch, other).map(|()| Written::Done),
+    }
+}
+
+/// One write that produces nothing but its success on `batch`.
+fn apply_plain(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineError> {
+    match write {
+        Write::Stage {
+            ttid,
+            oid,
+            serial,
+            data,
+            check: true,
+        } => batch.store_pending(*ttid, *oid, *serial, data.clone()),
+        Write::Stage {
+            ttid,
+            oid,
+            serial,
+            data,
+            check: false,
+        } => batch.store_pending_unchecked(*ttid, *oid, *serial, data.clone()),
+        Write::StageUndo {
+            ttid,
+            oid,
+            serial,
+            restore,
+            check: true,
+        } => batch.store_undo(*ttid, *oid, *serial, *restore),
+        Write::StageUndo {
+            ttid,
+            oid,
+            serial,
+            restore,
+            check: false,
+        } => batch.store_undo_unchecked(*ttid, *oid, *serial, *restore),
+        Write::CheckSerial { oid, serial, .. } => batch.check_serial(*oid, *serial),
+        Write::Vote {
+            ttid,
+            info,
+            oids,
+            unchecked,
+        } => batch.vote(*ttid, info, Some(oids), |oid| unchecked.contains(&oid)),
+        Write::Finish { ttid, tid, durable } => {
+            batch.finish_merging(*ttid, *tid)?;
+            if *durable {
+                batch.require_sync();
+            }
+            Ok(())
+        }
+        Write::Abort { ttid } => batch.abort(*ttid),
+        Write::ImportTransactions {
+            partition,
+            transactions,
+            progress,
+        } => batch.import_transactions(*partition, transactions, *progress),
+        Write::ImportObjects {
+            partition,
+            objects,
+            progress,
+        } => batch.import_objects(*partition, objects, *progress),
+        // Handled by `apply`.
+        Write::Pack { .. } | Write::Collect { .. } => Ok(()),
+    }
+}
+
+/// Executes `read` on a read transaction of its own.
+pub fn execute_read(engine: &Engine, read: &Read) -> ReadResult {
+    match *read {
+        Read::Load { oid } => ReadResult::Load(engine.load(oid)),
+        Read::Transactions {
+            partition,
+            num_partitions,
+            after,
+            up_to,
+            max_bytes,
+        } => ReadResult::Transactions(engine.partition_transactions(
+            partition,
+            num_partitions,
+            after,
+            up_to,
+            max_bytes,
+        )),
+        Read::Objects {
+            partition,
+            num_partitions,
+            after,
+            up_to,
+            max_bytes,
+        } => ReadResult::Objects(engine.partition_objects(
+            partition,
+            num_partitions,
+            after,
+            up_to,
+            max_bytes,
+        )),
+        Read::Revision { oid, tid } => ReadResult::Revision(engine.revision_at(oid, tid)),
+        Read::Ask {
+            ref ask,
+            num_partitions,
+        } => ReadResult::Ask(answer_ask(engine, ask, num_partitions)),
+    }
+}

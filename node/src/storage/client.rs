@@ -1,0 +1,498 @@
+//! The storage's conversation with a client: stores under locks, votes, loads, aborts (and,
+//! in `reads.rs`, the other questions).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::SystemTime;
+
+use super::persist::{AfterRead, AfterWrite, Read, Write};
+use super::{QueuedStore, Storage, StorageEvent, Transaction};
+use crate::engine::{EngineError, Revision};
+use crate::ids::{Oid, Tid};
+use crate::locks::{LockDecision, LockEvent};
+use crate::protocol::{
+    LoadResult, Message, ProtocolError, StoreKind, StoreResult, VoteRefusal, VoteResult,
+};
+use crate::transaction::TransactionInfo;
+
+impl Storage {
+    /// A message from client `from`: [`Message::Store`], [`Message::Vote`],
+    /// [`Message::Load`], [`Message::Ask`] or [`Message::AbortTransaction`].
+    pub(super) fn handle_client(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        match message {
+            Message::Store {
+                ttid,
+                generation,
+                oid,
+                serial,
+                data,
+                kind,
+            } => {
+                let store = QueuedStore {
+                    oid,
+                    serial,
+                    data,
+                    kind,
+                };
+                self.take_store(now, from, ttid, generation, store)
+            }
+            Message::Vote {
+                ttid,
+                generation,
+                oids,
+                info,
+            } => self.vote(now, from, ttid, generation, &oids, &info),
+            Message::AbortTransaction { ttid } => {
+                if self
+                    .transactions
+                    .get(&ttid)
+                    .is_some_and(|txn| txn.client == from)
+                {
+                    self.end(now, ttid, None)
+                } else {
+                    Err(self.unknown(from, "AbortTransaction", ttid))
+                }
+            }
+            Message::Load { request, oid } => {
+                self.load(from, request, oid);
+                Ok(())
+            }
+            Message::Ask { request, ask } => {
+                self.ask(from, request, ask);
+                Ok(())
+            }
+            other => Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: other.kind(),
+            }),
+        }
+    }
+
+    fn take_store(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        generation: u32,
+        store: QueuedStore,
+    ) -> Result<(), ProtocolError> {
+        if self.ended.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
+            return Err(self.unknown(from, "Store", ttid));
+        }
+        let deadline = now + self.config.idle_timeout;
+        let refused = match self.transactions.get(&ttid) {
+            Some(txn) => {
+                txn.client != from || txn.voted || txn.voting || generation > txn.generation
+            }
+            None => generation != 0,
+        };
+        if refused {
+            return Err(ProtocolError::OutOfOrder {
+                from: from.to_owned(),
+                kind: "Store",
+                ttid,
+            });
+        }
+        let txn = self
+            .transactions
+            .entry(ttid)
+            .or_insert_with(|| Transaction {
+                client: from.to_owned(),
+                generation: 0,
+                queue: VecDeque::new(),
+                waiting: false,
+                stored: BTreeSet::new(),
+                restored: BTreeSet::new(),
+                failed: false,
+                voting: false,
+                voted: false,
+                deadline,
+            });
+        if generation < txn.generation {
+            // Sent before the client heard of the restart; it sends this one again.
+            return Ok(());
+        }
+        txn.deadline = deadline;
+        txn.queue.push_back(store);
+        self.pump(now, Some(ttid))
+    }
+
+    /// Takes the queued stores of `first` until one must wait for its lock, then those of
+    /// every transaction a released lock went to.
+    pub(super) fn pump(
+        &mut self,
+        now: SystemTime,
+        first: Option<Tid>,
+    ) -> Result<(), ProtocolError> {
+        let mut ready: VecDeque<Tid> = first.into_iter().collect();
+        loop {
+            while let Some(ttid) = ready.pop_front() {
+                self.take_queued(now, ttid)?;
+            }
+            let Some(LockEvent::Granted { ttid, oid }) = self.locks.poll_event() else {
+                return Ok(());
+            };
+            let Some(txn) = self.transactions.get_mut(&ttid) else {
+                continue;
+            };
+            txn.waiting = false;
+            if txn.queue.front().is_some_and(|store| store.oid == oid) {
+                self.apply_head(now, ttid);
+            }
+            ready.push_back(ttid);
+        }
+    }
+
+    fn take_queued(&mut self, now: SystemTime, ttid: Tid) -> Result<(), ProtocolError> {
+        loop {
+            let Some(txn) = self.transactions.get_mut(&ttid) else {
+                return Ok(());
+            };
+            if txn.waiting {
+                return Ok(());
+            }
+            let Some(oid) = txn.queue.front().map(|store| store.oid) else {
+                return Ok(());
+            };
+            match self.locks.lock(ttid, oid)? {
+                LockDecision::Granted => {}
+                LockDecision::Wait { .. } => {
+                    txn.waiting = true;
+                    return Ok(());
+                }
+                LockDecision::Restart { younger } => self.wound(younger),
+            }
+            self.apply_head(now, ttid);
+        }
+    }
+
+    /// Stages the first queued store of `ttid`, whose lock it holds, as its kind says; the
+    /// store is answered once the staging is executed (see [`staged`](Self::staged)).
+    fn apply_head(&mut self, now: SystemTime, ttid: Tid) {
+        let Some(txn) = self.transactions.get_mut(&ttid) else {
+            return;
+        };
+        let Some(store) = txn.queue.pop_front() else {
+            return;
+        };
+        txn.deadline = now + self.config.idle_timeout;
+        let QueuedStore {
+            oid,
+            serial,
+            data,
+            kind,
+        } = store;
+        // A partition catching up here may lack the revisions a serial names: the readable
+        // replicas check it.
+        let check = !self.replicator.unchecked(&self.name, oid);
+        let (client, generation) = (txn.client.clone(), txn.generation);
+        let write = match kind {
+            StoreKind::Checked => Write::Stage {
+                ttid,
+                oid,
+                serial,
+                data,
+                check,
+            },
+            // A restore writes over whatever is there.
+            StoreKind::Unchecked => Write::Stage {
+                ttid,
+                oid,
+                serial,
+                data,
+                check: false,
+            },
+            StoreKind::Undo(restore) => Write::StageUndo {
+                ttid,
+                oid,
+                serial,
+                restore,
+                check,
+            },
+            StoreKind::CheckCurrent if check => Write::CheckSerial { ttid, oid, serial },
+            StoreKind::CheckCurrent => {
+                // Nothing to check here; the lock is held all the same.
+                self.answer_store(&client, ttid, generation, oid, StoreResult::Stored);
+                return;
+            }
+        };
+        if kind != StoreKind::CheckCurrent {
+            txn.stored.insert(oid);
+            if kind == StoreKind::Unchecked {
+                txn.restored.insert(oid);
+            } else {
+                // A restore stored again as a checked store is checked.
+                txn.restored.remove(&oid);
+            }
+        }
+        self.persistence.write(
+            write,
+            AfterWrite::Stage {
+                ttid,
+                generation,
+                oid,
+            },
+        );
+    }
+
+    /// A staging (or check) of `oid` by `ttid`'s `generation` was executed with `result`:
+    /// answers the store. A conflict is answered with the committed serial, and the
+    /// transaction keeps the lock: its client stores the object again on top of it (ZODB's
+    /// conflict resolution) or aborts. Any other failure also fails the vote. Stores of an
+    /// older generation or an ended transaction are not answered.
+    pub(super) fn staged(
+        &mut self,
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+        result: Result<(), EngineError>,
+    ) {
+        let Some(txn) = self
+            .transactions
+            .get_mut(&ttid)
+            .filter(|txn| txn.generation == generation)
+        else {
+            if let Err(error) = result {
+                self.events.push_back(StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                });
+            }
+            return;
+        };
+        let result = match result {
+            Ok(()) => StoreResult::Stored,
+            Err(EngineError::Conflict { current, .. }) => {
+                // Nothing was staged.
+                txn.stored.remove(&oid);
+                txn.restored.remove(&oid);
+                StoreResult::Conflict { current }
+            }
+            Err(error) => {
+                txn.failed = true;
+                self.events.push_back(StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                });
+                StoreResult::Failed
+            }
+        };
+        let client = txn.client.clone();
+        self.answer_store(&client, ttid, generation, oid, result);
+    }
+
+    fn answer_store(
+        &mut self,
+        client: &str,
+        ttid: Tid,
+        generation: u32,
+        oid: Oid,
+        result: StoreResult,
+    ) {
+        self.out.send(
+            client,
+            Message::AnswerStore {
+                ttid,
+                generation,
+                oid,
+                result,
+            },
+        );
+    }
+
+    /// `younger` lost its locks: drop what it staged, tell its client to store again.
+    fn wound(&mut self, younger: Tid) {
+        let Some(txn) = self.transactions.get_mut(&younger) else {
+            return;
+        };
+        txn.generation = txn.generation.wrapping_add(1);
+        txn.queue.clear();
+        txn.stored.clear();
+        txn.restored.clear();
+        txn.waiting = false;
+        txn.failed = false;
+        let (client, generation) = (txn.client.clone(), txn.generation);
+        // Written after its stagings, so it drops all of them.
+        self.persistence.write(
+            Write::Abort { ttid: younger },
+            AfterWrite::Abort {
+                ttid: younger,
+                report: false,
+            },
+        );
+        self.events
+            .push_back(StorageEvent::Wounded { ttid: younger });
+        self.out.send(
+            &client,
+            Message::Restart {
+                ttid: younger,
+                generation,
+            },
+        );
+    }
+
+    fn vote(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        generation: u32,
+        oids: &[Oid],
+        info: &TransactionInfo,
+    ) -> Result<(), ProtocolError> {
+        let _ = now;
+        let Some(txn) = self
+            .transactions
+            .get_mut(&ttid)
+            .filter(|txn| txn.client == from)
+        else {
+            if self.ended.contains_key(&ttid) || oids.is_empty() {
+                self.out.send(
+                    from,
+                    Message::AnswerVote {
+                        ttid,
+                        result: VoteResult::No(VoteRefusal::UnknownTransaction),
+                    },
+                );
+                return Ok(());
+            }
+            return Err(self.unknown(from, "Vote", ttid));
+        };
+        if generation < txn.generation {
+            // The client will vote again once it stored everything again.
+            return Ok(());
+        }
+        if txn.voted || txn.voting || generation > txn.generation {
+            return Err(ProtocolError::OutOfOrder {
+                from: from.to_owned(),
+                kind: "Vote",
+                ttid,
+            });
+        }
+        let listed: BTreeSet<Oid> = oids.iter().copied().collect();
+        let refusal = if txn.waiting || !txn.queue.is_empty() || listed != txn.stored {
+            Some(VoteRefusal::MissingStores)
+        } else if txn.failed {
+            Some(VoteRefusal::StorageFailed)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.out.send(
+                from,
+                Message::AnswerVote {
+                    ttid,
+                    result: VoteResult::No(refusal),
+                },
+            );
+            return Ok(());
+        }
+        txn.voting = true;
+        let unchecked = listed
+            .iter()
+            .copied()
+            .filter(|oid| txn.restored.contains(oid) || self.replicator.unchecked(&self.name, *oid))
+            .collect();
+        // Voted for the lock manager from now on: nobody may wound it while its fsync runs.
+        self.locks.vote(ttid)?;
+        self.persistence.write(
+            Write::Vote {
+                ttid,
+                info: info.clone(),
+                oids: listed.into_iter().collect(),
+                unchecked,
+            },
+            AfterWrite::Vote { ttid, generation },
+        );
+        Ok(())
+    }
+
+    /// The vote of `ttid`'s `generation` was persisted with `result`: answers it, unless the
+    /// transaction ended meanwhile (its abort was written after the vote and undoes it).
+    pub(super) fn voted(
+        &mut self,
+        now: SystemTime,
+        ttid: Tid,
+        generation: u32,
+        result: Result<(), EngineError>,
+    ) {
+        let Some(txn) = self
+            .transactions
+            .get_mut(&ttid)
+            .filter(|txn| txn.voting && txn.generation == generation)
+        else {
+            return;
+        };
+        txn.voting = false;
+        let result = match result {
+            Ok(()) => {
+                txn.voted = true;
+                txn.deadline = now + self.config.outcome_timeout;
+                VoteResult::Yes
+            }
+            Err(EngineError::Conflict {
+                oid,
+                expected,
+                current,
+            }) => VoteResult::Conflict {
+                oid,
+                expected,
+                current,
+            },
+            Err(error) => {
+                self.events.push_back(StorageEvent::EngineError {
+                    ttid,
+                    error: error.to_string(),
+                });
+                VoteResult::No(VoteRefusal::StorageFailed)
+            }
+        };
+        let client = txn.client.clone();
+        self.out.send(&client, Message::AnswerVote { ttid, result });
+    }
+
+    /// Reads `oid` for `from`'s [`Message::Load`], or answers at once that it failed when too
+    /// many reads wait already (the client asks another replica).
+    fn load(&mut self, from: &str, request: u64, oid: Oid) {
+        if !self.persistence.takes_reads(&self.config) {
+            self.answer_load(from, request, oid, LoadResult::Failed);
+            return;
+        }
+        self.persistence.read(
+            Read::Load { oid },
+            AfterRead::Load {
+                to: from.to_owned(),
+                request,
+                oid,
+            },
+        );
+    }
+
+    /// Answers a load.
+    pub(super) fn answer_load(&mut self, to: &str, request: u64, oid: Oid, result: LoadResult) {
+        self.out.send(
+            to,
+            Message::AnswerLoad {
+                request,
+                oid,
+                result,
+            },
+        );
+    }
+}
+
+/// The answer to a load, from what the engine found.
+pub(super) fn load_result(found: Result<Option<Revision>, EngineError>) -> LoadResult {
+    match found {
+        Ok(Some(revision)) => LoadResult::Found {
+            tid: revision.tid,
+            data: revision.data,
+        },
+        Ok(None) => LoadResult::Missing,
+        Err(_) => LoadResult::Failed,
+    }
+}

@@ -1,0 +1,852 @@
+//! The storage role without a disk: its writes and reads are completed by hand, in the order
+//! and at the moment each test chooses.
+
+use std::time::{Duration, SystemTime};
+
+use super::{
+    Backlog, Persist, Read, ReadResult, Storage, StorageConfig, StorageEvent, Write, Written,
+};
+use crate::engine::{EngineError, PackStep, Revision, StartupState};
+use crate::ids::{Oid, Tid};
+use crate::object::{Digest, ObjectData};
+use crate::partition::PartitionTable;
+use crate::protocol::{
+    LoadBefore, LoadResult, Message, StorageAnswer, StorageAsk, StoreKind, StoreResult,
+    TransactionOutcome, VoteRefusal, VoteResult,
+};
+use crate::transaction::TransactionInfo;
+
+const MASTER: &str = "master";
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+}
+
+fn storage(config: StorageConfig) -> Storage {
+    let mut storage = Storage::open(at(0), "s1", MASTER, StartupState::default(), config);
+    sent(&mut storage);
+    storage
+}
+
+/// `message` as the primary of term 1 orders it (how the master's messages arrive).
+fn order(message: Message) -> Message {
+    Message::order(1, message)
+}
+
+/// Every message the role sent since the last call, as (peer, message).
+fn sent(storage: &mut Storage) -> Vec<(String, Message)> {
+    std::iter::from_fn(|| storage.poll_transmit())
+        .map(|transmit| (transmit.to, transmit.message))
+        .collect()
+}
+
+fn writes(storage: &mut Storage) -> Vec<Persist> {
+    std::iter::from_fn(|| storage.poll_persist()).collect()
+}
+
+fn events(storage: &mut Storage) -> Vec<StorageEvent> {
+    std::iter::from_fn(|| storage.poll_event()).collect()
+}
+
+fn data(bytes: &[u8]) -> ObjectData {
+    ObjectData::from(bytes.to_vec())
+}
+
+fn store(storage: &mut Storage, client: &str, ttid: Tid, oid: Oid, bytes: &[u8]) {
+    store_kind(
+        storage,
+        client,
+        ttid,
+        oid,
+        Tid::ZERO,
+        bytes,
+        StoreKind::Checked,
+    );
+}
+
+fn store_kind(
+    storage: &mut Storage,
+    client: &str,
+    ttid: Tid,
+    oid: Oid,
+    serial: Tid,
+    bytes: &[u8],
+    kind: StoreKind,
+) {
+    let store = Message::Store {
+        ttid,
+        generation: 0,
+        oid,
+        serial,
+        data: data(bytes),
+        kind,
+    };
+    storage.handle(at(1), client, store).expect("store taken");
+}
+
+/// A table of one partition where `s1` is up to date.
+fn table_here(storage: &mut Storage) {
+    let table = PartitionTable::new(1, 1, &["s1".to_owned()]).expect("table");
+    storage
+        .handle(at(1), MASTER, order(Message::PartitionTable(table)))
+        .expect("table taken");
+    sent(storage);
+}
+
+fn vote(storage: &mut Storage, client: &str, ttid: Tid, oids: &[Oid]) {
+    let vote = Message::Vote {
+        ttid,
+        generation: 0,
+        oids: oids.to_vec(),
+        info: TransactionInfo::default(),
+    };
+    storage.handle(at(2), client, vote).expect("vote taken");
+}
+
+fn persist_all(storage: &mut Storage, persists: Vec<Persist>) {
+    for persist in persists {
+        storage
+            .persisted(at(3), persist.id, Ok(()))
+            .expect("a write in flight");
+    }
+}
+
+/// A transaction of `client` that stored `oid` and voted yes, everything persisted.
+fn voted(storage: &mut Storage, client: &str, ttid: Tid, oid: Oid) {
+    store(storage, client, ttid, oid, b"v");
+    vote(storage, client, ttid, &[oid]);
+    let persists = writes(storage);
+    persist_all(storage, persists);
+    let answers = sent(storage);
+    assert!(
+        answers.iter().any(|(_, message)| matches!(
+            message,
+            Message::AnswerVote {
+                result: VoteResult::Yes,
+                ..
+            }
+        )),
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn a_store_is_staged_with_its_serial_checked_and_answered_once_executed() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"hello");
+    assert!(
+        sent(&mut storage).is_empty(),
+        "not answered before the check"
+    );
+    let staged = writes(&mut storage);
+    assert_eq!(
+        staged
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>(),
+        [&Write::Stage {
+            ttid: Tid(10),
+            oid: Oid(1),
+            serial: Tid::ZERO,
+            data: data(b"hello"),
+            check: true,
+        }]
+    );
+    persist_all(&mut storage, staged);
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerStore {
+                ttid: Tid(10),
+                generation: 0,
+                oid: Oid(1),
+                result: StoreResult::Stored,
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"v");
+    let staged = writes(&mut storage);
+    let conflict = EngineError::Conflict {
+        oid: Oid(1),
+        expected: Tid::ZERO,
+        current: Tid(5),
+    };
+    storage
+        .persisted(at(2), staged[0].id, Err(conflict))
+        .expect("staging in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerStore {
+                ttid: Tid(10),
+                generation: 0,
+                oid: Oid(1),
+                result: StoreResult::Conflict { current: Tid(5) },
+            }
+        )]
+    );
+    assert!(events(&mut storage).is_empty(), "a conflict is no failure");
+    // Nothing was staged: a vote now lacks the store.
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(
+            _,
+            Message::AnswerVote {
+                result: VoteResult::No(VoteRefusal::MissingStores),
+                ..
+            }
+        )]
+    ));
+    // The client resolves and stores again on top of the committed serial: the lock is still
+    // its own, so the store is staged at once.
+    store_kind(
+        &mut storage,
+        "c1",
+        Tid(10),
+        Oid(1),
+        Tid(5),
+        b"w",
+        StoreKind::Checked,
+    );
+    let staged = writes(&mut storage);
+    assert!(matches!(
+        staged
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [Write::Stage {
+            serial: Tid(5),
+            check: true,
+            ..
+        }]
+    ));
+    persist_all(&mut storage, staged);
+    sent(&mut storage);
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    let persists = writes(&mut storage);
+    assert!(matches!(
+        persists.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        [Write::Vote { oids, .. }] if oids == &[Oid(1)]
+    ));
+}
+
+#[test]
+fn checks_undos_and_restores_are_writes_of_their_own_kind() {
+    let mut storage = storage(StorageConfig::default());
+    let ttid = Tid(10);
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(1),
+        Tid(4),
+        b"",
+        StoreKind::CheckCurrent,
+    );
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(2),
+        Tid(6),
+        b"",
+        StoreKind::Undo(Tid(3)),
+    );
+    store_kind(
+        &mut storage,
+        "c1",
+        ttid,
+        Oid(3),
+        Tid(7),
+        b"r",
+        StoreKind::Unchecked,
+    );
+    let staged = writes(&mut storage);
+    assert_eq!(
+        staged
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>(),
+        [
+            &Write::CheckSerial {
+                ttid,
+                oid: Oid(1),
+                serial: Tid(4)
+            },
+            &Write::StageUndo {
+                ttid,
+                oid: Oid(2),
+                serial: Tid(6),
+                restore: Tid(3),
+                check: true
+            },
+            &Write::Stage {
+                ttid,
+                oid: Oid(3),
+                serial: Tid(7),
+                data: data(b"r"),
+                check: false
+            },
+        ]
+    );
+    // A stale read: the check is answered with the serial that replaced it.
+    let stale = EngineError::Conflict {
+        oid: Oid(1),
+        expected: Tid(4),
+        current: Tid(8),
+    };
+    storage
+        .persisted(at(2), staged[0].id, Err(stale))
+        .expect("check in flight");
+    persist_all(&mut storage, staged[1..].to_vec());
+    let answers = sent(&mut storage);
+    assert!(matches!(
+        answers[0].1,
+        Message::AnswerStore {
+            oid: Oid(1),
+            result: StoreResult::Conflict { current: Tid(8) },
+            ..
+        }
+    ));
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    // The vote lists the written objects only, and does not check the restore's serial.
+    vote(&mut storage, "c1", ttid, &[Oid(2), Oid(3)]);
+    assert!(matches!(
+        writes(&mut storage).iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        [Write::Vote { oids, unchecked, .. }] if oids == &[Oid(2), Oid(3)] && unchecked == &[Oid(3)]
+    ));
+}
+
+#[test]
+fn questions_are_read_and_packs_answered_once_persisted() {
+    let mut storage = storage(StorageConfig::default());
+    let ask = StorageAsk::LoadBefore {
+        oid: Oid(1),
+        before: Tid(9),
+    };
+    // No table yet: nothing here is readable.
+    storage
+        .handle(
+            at(1),
+            "c1",
+            Message::Ask {
+                request: 1,
+                ask: ask.clone(),
+            },
+        )
+        .expect("ask");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::Answer {
+                request: 1,
+                answer: StorageAnswer::Unavailable
+            }
+        )]
+    );
+    table_here(&mut storage);
+    storage
+        .handle(
+            at(1),
+            "c1",
+            Message::Ask {
+                request: 2,
+                ask: ask.clone(),
+            },
+        )
+        .expect("ask");
+    let fetch = storage.poll_fetch().expect("a read");
+    assert_eq!(
+        fetch.read,
+        Read::Ask {
+            ask,
+            num_partitions: 1
+        }
+    );
+    assert!(sent(&mut storage).is_empty());
+    let answer = StorageAnswer::Load(LoadBefore::Missing);
+    storage
+        .fetched(at(2), fetch.id, ReadResult::Ask(Ok(answer.clone())))
+        .expect("a read in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [("c1".to_owned(), Message::Answer { request: 2, answer })]
+    );
+    let pack = StorageAsk::Pack {
+        tid: Tid(9),
+        after: None,
+    };
+    storage
+        .handle(
+            at(3),
+            "c1",
+            Message::Ask {
+                request: 3,
+                ask: pack,
+            },
+        )
+        .expect("pack");
+    let persists = writes(&mut storage);
+    assert!(matches!(
+        persists
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [Write::Pack {
+            tid: Tid(9),
+            after: None,
+            ..
+        }]
+    ));
+    assert!(sent(&mut storage).is_empty(), "not before it is persisted");
+    let step = PackStep {
+        resume: Some(Oid(4)),
+        removed: 2,
+    };
+    storage
+        .persisted_with(at(4), persists[0].id, Ok(Written::Packed(step)))
+        .expect("a write in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::Answer {
+                request: 3,
+                answer: StorageAnswer::Packed {
+                    resume: Some(Oid(4)),
+                    removed: 2
+                }
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_vote_is_answered_only_once_persisted() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"v");
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    sent(&mut storage);
+    let persists = writes(&mut storage);
+    assert!(matches!(
+        persists.last().map(|persist| &persist.write),
+        Some(Write::Vote { ttid: Tid(10), oids, unchecked, .. })
+            if oids == &[Oid(1)] && unchecked.is_empty()
+    ));
+    assert!(
+        sent(&mut storage).is_empty(),
+        "not answered before the fsync"
+    );
+    let (staging, vote) = persists.split_at(1);
+    persist_all(&mut storage, staging.to_vec());
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(_, Message::AnswerStore { .. })]
+    ));
+    persist_all(&mut storage, vote.to_vec());
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerVote {
+                ttid: Tid(10),
+                result: VoteResult::Yes
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_conflict_found_by_the_vote_is_answered_with_its_serials() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"v");
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    sent(&mut storage);
+    let persists = writes(&mut storage);
+    storage
+        .persisted(at(3), persists[0].id, Ok(()))
+        .expect("staged");
+    sent(&mut storage);
+    let conflict = EngineError::Conflict {
+        oid: Oid(1),
+        expected: Tid::ZERO,
+        current: Tid(5),
+    };
+    storage
+        .persisted(at(3), persists[1].id, Err(conflict))
+        .expect("vote in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerVote {
+                ttid: Tid(10),
+                result: VoteResult::Conflict {
+                    oid: Oid(1),
+                    expected: Tid::ZERO,
+                    current: Tid(5)
+                }
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_failed_staging_fails_the_vote() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"v");
+    sent(&mut storage);
+    let staged = writes(&mut storage);
+    storage
+        .persisted(at(2), staged[0].id, Err(EngineError::BatchSpoiled))
+        .expect("staging in flight");
+    assert!(matches!(
+        events(&mut storage)[..],
+        [StorageEvent::EngineError { ttid: Tid(10), .. }]
+    ));
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(
+            _,
+            Message::AnswerStore {
+                result: StoreResult::Failed,
+                ..
+            }
+        )]
+    ));
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    assert!(writes(&mut storage).is_empty(), "nothing to write for it");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerVote {
+                ttid: Tid(10),
+                result: VoteResult::No(VoteRefusal::StorageFailed)
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_finish_is_acknowledged_once_persisted_and_as_often_as_asked() {
+    let mut storage = storage(StorageConfig::default());
+    voted(&mut storage, "c1", Tid(10), Oid(1));
+    let finish = Message::Finish {
+        ttid: Tid(10),
+        tid: Tid(20),
+    };
+    storage
+        .handle(at(4), MASTER, order(finish.clone()))
+        .expect("finish");
+    let persists = writes(&mut storage);
+    assert_eq!(
+        persists
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>(),
+        [&Write::Finish {
+            ttid: Tid(10),
+            tid: Tid(20),
+            durable: false
+        }]
+    );
+    // The master asks again (its finish crossed our question): owed once more.
+    storage.handle(at(4), MASTER, order(finish)).expect("again");
+    assert!(sent(&mut storage).is_empty(), "not before it is committed");
+    persist_all(&mut storage, persists);
+    let finished = (
+        MASTER.to_owned(),
+        Message::Finished {
+            ttid: Tid(10),
+            tid: Tid(20),
+        },
+    );
+    assert_eq!(sent(&mut storage), [finished.clone(), finished]);
+    assert_eq!(
+        events(&mut storage),
+        [StorageEvent::Committed {
+            ttid: Tid(10),
+            tid: Tid(20)
+        }]
+    );
+}
+
+#[test]
+fn a_durable_finish_is_asked_for_when_configured() {
+    let mut storage = storage(StorageConfig {
+        durable_finish: true,
+        ..StorageConfig::default()
+    });
+    voted(&mut storage, "c1", Tid(10), Oid(1));
+    let outcome = Message::Outcome {
+        ttid: Tid(10),
+        outcome: TransactionOutcome::Committed(Tid(20)),
+    };
+    storage
+        .handle(at(4), MASTER, order(outcome))
+        .expect("outcome");
+    assert!(matches!(
+        writes(&mut storage)[..],
+        [Persist {
+            write: Write::Finish { durable: true, .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_voting_transaction_is_not_wounded_and_the_older_one_waits() {
+    let mut storage = storage(StorageConfig::default());
+    let (older, younger) = (Tid(10), Tid(20));
+    store(&mut storage, "young", younger, Oid(1), b"y");
+    vote(&mut storage, "young", younger, &[Oid(1)]);
+    let young_writes = writes(&mut storage);
+    sent(&mut storage);
+    // The older one wants the object while the younger's vote is being written.
+    store(&mut storage, "old", older, Oid(1), b"o");
+    assert!(
+        sent(&mut storage).is_empty(),
+        "no restart for the voting one, no answer for the waiting one"
+    );
+    assert!(writes(&mut storage).is_empty());
+    persist_all(&mut storage, young_writes);
+    sent(&mut storage);
+    storage
+        .handle(
+            at(5),
+            MASTER,
+            order(Message::Finish {
+                ttid: younger,
+                tid: Tid(30),
+            }),
+        )
+        .expect("finish");
+    // The finish released the lock: the older one's store is staged after the commit.
+    let after = writes(&mut storage);
+    assert!(matches!(
+        after.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        [Write::Finish { .. }, Write::Stage { ttid, .. }] if *ttid == older
+    ));
+    persist_all(&mut storage, after);
+    assert!(sent(&mut storage).iter().any(|(to, message)| to == "old"
+        && matches!(message, Message::AnswerStore { ttid, .. } if *ttid == older)));
+}
+
+#[test]
+fn a_vote_whose_transaction_ended_while_it_was_written_is_not_answered() {
+    let mut storage = storage(StorageConfig::default());
+    store(&mut storage, "c1", Tid(10), Oid(1), b"v");
+    vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
+    sent(&mut storage);
+    storage
+        .handle(at(3), "c1", Message::AbortTransaction { ttid: Tid(10) })
+        .expect("abort");
+    let persists = writes(&mut storage);
+    assert!(matches!(
+        persists
+            .iter()
+            .map(|persist| &persist.write)
+            .collect::<Vec<_>>()[..],
+        [
+            Write::Stage { .. },
+            Write::Vote { .. },
+            Write::Abort { ttid: Tid(10) }
+        ]
+    ));
+    persist_all(&mut storage, persists);
+    assert!(sent(&mut storage).is_empty(), "{:?}", sent(&mut storage));
+    assert_eq!(
+        events(&mut storage),
+        [StorageEvent::Aborted { ttid: Tid(10) }]
+    );
+}
+
+#[test]
+fn a_load_is_answered_once_read() {
+    let mut storage = storage(StorageConfig::default());
+    storage
+        .handle(
+            at(1),
+            "c1",
+            Message::Load {
+                request: 7,
+                oid: Oid(3),
+            },
+        )
+        .expect("load");
+    assert!(sent(&mut storage).is_empty());
+    let fetch = storage.poll_fetch().expect("a read");
+    assert_eq!(fetch.read, Read::Load { oid: Oid(3) });
+    let revision = Revision {
+        oid: Oid(3),
+        tid: Tid(9),
+        data: data(b"x"),
+        digest: Digest::of(&data(b"x")),
+    };
+    storage
+        .fetched(at(1), fetch.id, ReadResult::Load(Ok(Some(revision))))
+        .expect("a read in flight");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerLoad {
+                request: 7,
+                oid: Oid(3),
+                result: LoadResult::Found {
+                    tid: Tid(9),
+                    data: data(b"x")
+                }
+            }
+        )]
+    );
+}
+
+#[test]
+fn loads_beyond_the_bound_fail_at_once() {
+    let mut storage = storage(StorageConfig {
+        max_pending_reads: 1,
+        ..StorageConfig::default()
+    });
+    for request in [1, 2] {
+        storage
+            .handle(
+                at(1),
+                "c1",
+                Message::Load {
+                    request,
+                    oid: Oid(3),
+                },
+            )
+            .expect("load");
+    }
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "c1".to_owned(),
+            Message::AnswerLoad {
+                request: 2,
+                oid: Oid(3),
+                result: LoadResult::Failed
+            }
+        )]
+    );
+    assert_eq!(storage.backlog().reads, 1);
+}
+
+#[test]
+fn stores_stop_being_taken_while_too_many_bytes_wait_for_the_disk() {
+    let mut storage = storage(StorageConfig {
+        max_unpersisted_bytes: 10_000,
+        ..StorageConfig::default()
+    });
+    assert!(storage.takes_stores());
+    store(&mut storage, "c1", Tid(10), Oid(1), &[0; 6_000]);
+    assert!(storage.takes_stores(), "under the bound");
+    store(&mut storage, "c1", Tid(10), Oid(2), &[0; 6_000]);
+    assert!(!storage.takes_stores(), "over the bound");
+    let Backlog {
+        writes: waiting,
+        write_bytes,
+        ..
+    } = storage.backlog();
+    assert_eq!(waiting, 2);
+    assert!(write_bytes >= 12_000, "{write_bytes}");
+    let persists = writes(&mut storage);
+    persist_all(&mut storage, persists);
+    assert!(storage.takes_stores(), "the disk caught up");
+    assert_eq!(storage.backlog(), Backlog::default());
+}
+
+#[test]
+fn outcomes_of_writes_not_in_flight_are_refused() {
+    let mut storage = storage(StorageConfig::default());
+    assert!(storage.persisted(at(1), 99, Ok(())).is_err());
+    assert!(
+        storage
+            .fetched(at(1), 99, ReadResult::Load(Ok(None)))
+            .is_err()
+    );
+    storage
+        .handle(
+            at(1),
+            "c1",
+            Message::Load {
+                request: 1,
+                oid: Oid(3),
+            },
+        )
+        .expect("load");
+    let fetch = storage.poll_fetch().expect("a read");
+    assert!(
+        storage
+            .fetched(at(1), fetch.id, ReadResult::Revision(Ok(None)))
+            .is_err(),
+        "a result of another kind"
+    );
+}
+
+#[test]
+fn replication_asks_for_the_next_batch_only_once_the_last_is_persisted() {
+    let names = ["source".to_owned(), "s1".to_owned()];
+    let mut table = PartitionTable::new(1, 2, &names).expect("a table");
+    table.mark_out_of_date("s1").expect("s1 in the table");
+    table.start_feeding("s1").expect("s1 in the table");
+    let mut storage = storage(StorageConfig::default());
+    storage
+        .handle(at(1), MASTER, order(Message::PartitionTable(table)))
+        .expect("table");
+    storage
+        .handle(
+            at(1),
+            MASTER,
+            order(Message::Replicate {
+                up_to: Tid(100),
+                partitions: vec![(0, Tid::ZERO)],
+            }),
+        )
+        .expect("replicate");
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(ref to, Message::AskTransactions { partition: 0, .. })] if to == "source"
+    ));
+    storage
+        .handle(
+            at(2),
+            "source",
+            Message::AnswerTransactions {
+                partition: 0,
+                transactions: Vec::new(),
+                resume: None,
+            },
+        )
+        .expect("answer");
+    let import = writes(&mut storage);
+    assert!(matches!(
+        import[..],
+        [Persist {
+            write: Write::ImportTransactions { partition: 0, .. },
+            ..
+        }]
+    ));
+    assert!(
+        sent(&mut storage).is_empty(),
+        "nothing asked before it is on disk"
+    );
+    assert_eq!(storage.poll_timeout(), None, "no answer awaited meanwhile");
+    persist_all(&mut storage, import);
+    assert!(matches!(
+        sent(&mut storage)[..],
+        [(ref to, Message::AskObjects { partition: 0, .. })] if to == "source"
+    ));
+}

@@ -1,0 +1,414 @@
+//! [`LocalCluster`]: a master and storages as `replicast node` processes on 127.0.0.1, with
+//! certificates from `replicast certs init` and configuration files in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use replicast_certs::NodeIdentity;
+
+use super::{NodeProcess, binary};
+
+/// What to start: the partition table's shape, the storages and the extra names to give
+/// certificates to (clients, test peers).
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// `cluster.partitions`.
+    pub partitions: u32,
+    /// `cluster.replicas`.
+    pub replicas: u32,
+    /// The storages the master's table places cells on, started in this order.
+    pub storages: Vec<String>,
+    /// Storages that get a certificate and a configuration but are not in the master's table
+    /// nor started (to be added later).
+    pub spare_storages: Vec<String>,
+    /// Other names that get a certificate (clients, test peers).
+    pub extra_names: Vec<String>,
+    /// TOML appended to every storage's configuration (e.g. a `[multicast]` section).
+    pub storage_sections: String,
+    /// Whether each node's standard error goes to `ROOT/NAME.stderr` (read with
+    /// [`LocalCluster::stderr`], e.g. to tell that no node panicked: a panic in a task of a
+    /// node's runtime does not end the process) instead of the test's.
+    pub stderr_to_files: bool,
+    /// The masters' names: one (`master`, configured with the single `[master]` form) or a
+    /// group (listed in every node's `[masters]`).
+    pub masters: Vec<String>,
+}
+
+impl Default for ClusterSpec {
+    /// P = 12, R = 2 on storage-1..3; certificates for client-1..4 too.
+    fn default() -> Self {
+        Self {
+            partitions: 12,
+            replicas: 2,
+            storages: (1..=3).map(|i| format!("storage-{i}")).collect(),
+            spare_storages: Vec::new(),
+            extra_names: (1..=4).map(|i| format!("client-{i}")).collect(),
+            storage_sections: String::new(),
+            stderr_to_files: false,
+            masters: vec!["master".to_owned()],
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// The default cluster with three masters, `master-1..3`.
+    pub fn three_masters() -> Self {
+        Self {
+            masters: (1..=3).map(|i| format!("master-{i}")).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A running cluster; every process is killed when it drops, and its directory removed.
+pub struct LocalCluster {
+    dir: tempfile::TempDir,
+    /// The first master's address.
+    pub master: SocketAddr,
+    /// The first master's process.
+    pub master_node: NodeProcess,
+    /// The other masters' processes, by name (empty with one master).
+    pub other_masters: BTreeMap<String, NodeProcess>,
+    /// Every master's address, by name.
+    pub master_addresses: BTreeMap<String, SocketAddr>,
+    /// How storages and clients name the masters in their configuration.
+    masters_section: String,
+    /// The storage processes by name (only those started).
+    pub storages: BTreeMap<String, NodeProcess>,
+    addresses: BTreeMap<String, SocketAddr>,
+    stderr_to_files: bool,
+}
+
+/// A UDP port free on 127.0.0.1 right now (a master's or storage's configuration needs a fixed
+/// port; each node's ready line is checked against it).
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("bind a UDP socket on 127.0.0.1")
+        .port()
+}
+
+/// Writes `text` to `DIR/NAME.toml`; returns the path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// `[tls]` for `name` (certificates in `certs/` beside the file), and a `[link]` that notices a
+/// silent peer within a second or two rather than quinn's 30 s.
+pub fn common_sections(name: &str) -> String {
+    format!(
+        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n\
+         [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\n[log]\nlevel = \"warn\"\n"
+    )
+}
+
+impl LocalCluster {
+    /// Makes the certificates, writes the configurations and starts the master and the
+    /// storages of `spec`; returns once the master reports every storage running.
+    pub fn start(spec: &ClusterSpec) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let mut names = spec.masters.clone();
+        names.extend(spec.storages.iter().cloned());
+        names.extend(spec.spare_storages.iter().cloned());
+        names.extend(spec.extra_names.iter().cloned());
+        let status = Command::new(binary())
+            .args(["certs", "init", "--out"])
+            .arg(root.join("certs"))
+            .arg("--node")
+            .arg(names.join(","))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run replicast certs init");
+        assert!(status.success(), "replicast certs init");
+
+        let storage_list: Vec<String> = spec.storages.iter().map(|s| format!("{s:?}")).collect();
+        let master_addresses: BTreeMap<String, SocketAddr> = spec
+            .masters
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    SocketAddr::from(([127, 0, 0, 1], free_port())),
+                )
+            })
+            .collect();
+        let group: String = master_addresses
+            .iter()
+            .map(|(name, address)| format!("{name} = \"{address}\"\n"))
+            .collect();
+        let masters_section = if spec.masters.len() == 1 {
+            format!(
+                "[master]\naddress = \"{}\"\nname = \"{}\"\n",
+                master_addresses[&spec.masters[0]], spec.masters[0]
+            )
+        } else {
+            format!("[masters]\n{group}")
+        };
+        let mut processes = BTreeMap::new();
+        for name in &spec.masters {
+            let listen = master_addresses[name];
+            let group_section = if spec.masters.len() == 1 {
+                String::new()
+            } else {
+                format!("[masters]\n{group}\n")
+            };
+            let config = write_config(
+                root,
+                name,
+                &format!(
+                    "[node]\nname = \"{name}\"\nrole = \"master\"\nlisten = \"{listen}\"\n\n{}\n\
+                     [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n\n{group_section}",
+                    common_sections(name),
+                    spec.partitions,
+                    spec.replicas,
+                    storage_list.join(", ")
+                ),
+            );
+            processes.insert(
+                name.clone(),
+                start_node(root, name, &config, spec.stderr_to_files),
+            );
+        }
+        for (name, node) in &processes {
+            assert_eq!(node.wait_ready(), master_addresses[name]);
+        }
+        let first = spec.masters[0].clone();
+        let master_node = processes.remove(&first).expect("the first master");
+        let master = master_addresses[&first];
+
+        let mut cluster = Self {
+            dir,
+            master,
+            master_node,
+            other_masters: processes,
+            master_addresses,
+            masters_section,
+            storages: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            stderr_to_files: spec.stderr_to_files,
+        };
+        for name in spec.storages.iter().chain(&spec.spare_storages) {
+            let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            write_config(
+                cluster.root(),
+                name,
+                &format!(
+                    "[node]\nname = \"{name}\"\nrole = \"storage\"\nlisten = \"{listen}\"\n\n{}\n\
+                     {}\n\
+                     [storage]\npath = \"data/{name}.redb\"\n\n{}\n",
+                    common_sections(name),
+                    cluster.masters_section,
+                    spec.storage_sections
+                ),
+            );
+            cluster.addresses.insert(name.clone(), listen);
+        }
+        for name in &spec.storages {
+            cluster.start_storage(name);
+        }
+        let running: Vec<&str> = spec.storages.iter().map(String::as_str).collect();
+        if spec.masters.len() == 1 {
+            cluster.master_node.wait_running(&running);
+        } else {
+            let primary = cluster.wait_primary();
+            cluster.master_process(&primary).wait_running(&running);
+        }
+        cluster
+    }
+
+    /// The process of master `name`.
+    pub fn master_process(&mut self, name: &str) -> &mut NodeProcess {
+        if self.master_node.name == name {
+            return &mut self.master_node;
+        }
+        self.other_masters
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not a master"))
+    }
+
+    /// The names of the masters.
+    pub fn master_names(&self) -> Vec<String> {
+        self.master_addresses.keys().cloned().collect()
+    }
+
+    /// Waits (bounded) until a running master says it is the primary (`role primary TERM`,
+    /// polled from its status through `replicast status`); returns its name.
+    pub fn wait_primary(&self) -> String {
+        let deadline = std::time::Instant::now() + super::WAIT;
+        let config = self.config(&self.master_node.name);
+        loop {
+            let outcome = super::output(
+                Command::new(binary())
+                    .args(["status", "--json", "--timeout", "5", "--config"])
+                    .arg(&config),
+                "replicast status",
+            );
+            // Not operational exits 2, with the status on standard output all the same.
+            let primary = serde_json::from_str::<serde_json::Value>(&outcome.stdout)
+                .ok()
+                .and_then(|status| {
+                    status["masters"].as_array().and_then(|masters| {
+                        masters
+                            .iter()
+                            .find(|master| master["role"] == "primary")
+                            .and_then(|master| master["name"].as_str())
+                            .map(str::to_owned)
+                    })
+                });
+            if let Some(primary) = primary {
+                return primary;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no primary within {:?}",
+                super::WAIT
+            );
+            // A pause between two questions, not a synchronization: the answer decides.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Restarts master `name` (after it was killed or stopped) and waits for its ready line.
+    pub fn restart_master(&mut self, name: &str) {
+        let config = self.config(name);
+        let address = self.master_addresses[name];
+        let node = start_node(self.root(), name, &config, self.stderr_to_files);
+        assert_eq!(
+            node.wait_ready(),
+            address,
+            "{name} listens where configured"
+        );
+        if self.master_node.name == name {
+            self.master_node = node;
+        } else {
+            self.other_masters.insert(name.to_owned(), node);
+        }
+    }
+
+    /// The directory holding `certs/`, the configurations and `data/`.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The configuration file of node `name`.
+    pub fn config(&self, name: &str) -> PathBuf {
+        self.root().join(format!("{name}.toml"))
+    }
+
+    /// The database file of storage `name`.
+    pub fn database(&self, name: &str) -> PathBuf {
+        self.root().join("data").join(format!("{name}.redb"))
+    }
+
+    /// Where storage `name` listens.
+    pub fn storage_address(&self, name: &str) -> SocketAddr {
+        self.addresses[name]
+    }
+
+    /// Where each storage (started or spare) listens, by name.
+    pub fn storage_addresses(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.addresses
+    }
+
+    /// The identity (certificate and key) of `name` from the cluster's certificates.
+    pub fn identity(&self, name: &str) -> NodeIdentity {
+        NodeIdentity::load_dir(&self.root().join("certs"), name)
+            .unwrap_or_else(|error| panic!("load the identity of {name}: {error}"))
+    }
+
+    /// What node `name` wrote to its standard error so far, when
+    /// [`ClusterSpec::stderr_to_files`] sent it to a file (empty otherwise).
+    pub fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.root().join(format!("{name}.stderr"))).unwrap_or_default()
+    }
+
+    /// Starts (or restarts, after it was killed or stopped) storage `name` and waits for its
+    /// ready line.
+    pub fn start_storage(&mut self, name: &str) {
+        let node = start_node(self.root(), name, &self.config(name), self.stderr_to_files);
+        let address = node.wait_ready();
+        assert_eq!(
+            address, self.addresses[name],
+            "{name} listens where configured"
+        );
+        self.storages.insert(name.to_owned(), node);
+    }
+
+    /// The process of node `name`: the master's or a storage's.
+    pub fn node(&mut self, name: &str) -> &mut NodeProcess {
+        if name == "master" {
+            &mut self.master_node
+        } else {
+            self.storage(name)
+        }
+    }
+
+    /// The storage process `name`.
+    pub fn storage(&mut self, name: &str) -> &mut NodeProcess {
+        self.storages
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} was not started"))
+    }
+
+    /// Writes the configuration of client `name` (its certificate was made by
+    /// [`start`](Self::start)), with `extra` TOML appended (e.g. `[fanout]`, `[multicast]`);
+    /// returns its path.
+    pub fn client_config(&self, name: &str, extra: &str) -> PathBuf {
+        self.client_config_file(name, name, extra)
+    }
+
+    /// As [`client_config`](Self::client_config), written to `FILE.toml` instead of
+    /// `NAME.toml` (several configurations of one client).
+    pub fn client_config_file(&self, file: &str, name: &str, extra: &str) -> PathBuf {
+        write_config(
+            self.root(),
+            file,
+            &format!(
+                "[node]\nname = \"{name}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
+                 {}\n{extra}\n",
+                common_sections(name),
+                self.masters_section
+            ),
+        )
+    }
+
+    /// SIGTERMs every storage, then the masters, and checks each exits 0.
+    pub fn stop(mut self) {
+        for node in self.storages.values_mut() {
+            if node.is_running() {
+                node.stop();
+            }
+        }
+        for node in self.other_masters.values_mut() {
+            if node.is_running() {
+                node.stop();
+            }
+        }
+        if self.master_node.is_running() {
+            self.master_node.stop();
+        }
+    }
+}
+
+/// `replicast node --config CONFIG`; with `stderr_to_file`, its standard error written to
+/// ROOT/NAME.stderr (the shell execs the node, so the process id is the node's).
+fn start_node(root: &Path, name: &str, config: &Path, stderr_to_file: bool) -> NodeProcess {
+    if !stderr_to_file {
+        return NodeProcess::start(name, config);
+    }
+    let stderr = root.join(format!("{name}.stderr"));
+    NodeProcess::start_command(
+        name,
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" node --config "$1" 2>"$2""#)
+            .arg(binary())
+            .arg(config)
+            .arg(&stderr),
+    )
+}
