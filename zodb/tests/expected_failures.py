@@ -43,8 +43,10 @@ UNCERTAIN: dict[str, str] = {
         "for longer than the links' idle timeout (2 s), then resumed; the client's next "
         "commit gets a TID from finish() (lastTransaction() moves to it) but the object's "
         "history and the transaction log have no revision at that TID; in other runs the "
-        "vote is refused (VoteRefused UnknownTransaction). About one run in two under a "
-        "load average of ~25, none in 8 runs at ~20 (zodb-py 5916594 on main 92f7719)",
+        "vote is refused (VoteRefused UnknownTransaction). The master then logs 'cannot send "
+        "to peer storage-1: the connection was replaced; earlier messages of the epoch may be "
+        "lost': its commit order to a storage is lost with the link it replaced. About one "
+        "run in two at a load average of ~25 (before and after the merge of main 40348f3)",
     "StorageKilledWhileCommitting::test_commits_go_on_and_the_storage_catches_up":
         "the restarted storage stays 'feeding' on some cells for more than 60 s while the "
         "writer commits on, when the other pytest worker loads the machine (load average "
