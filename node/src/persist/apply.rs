@@ -193,3 +193,157 @@ pub fn execute_read(engine: &Engine, read: &Read) -> ReadResult {
         } => ReadResult::Ask(answer_ask(engine, ask, num_partitions)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::PackStep;
+    use crate::ids::{Oid, Tid};
+    use crate::object::ObjectData;
+    use crate::transaction::TransactionInfo;
+
+    /// Executes `writes` as one gathered queue; their outcomes in order.
+    fn run(engine: &Engine, writes: Vec<Write>) -> Vec<WriteResult> {
+        let persists = (0u64..)
+            .zip(writes)
+            .map(|(id, write)| Persist { id, write });
+        let mut results = BTreeMap::new();
+        execute_writes(
+            engine,
+            persists.collect(),
+            || {},
+            |id, result| {
+                results.insert(id, result);
+            },
+        );
+        results.into_values().collect()
+    }
+
+    fn data(text: &str) -> ObjectData {
+        ObjectData::from(text.as_bytes().to_vec())
+    }
+
+    /// Commits `oid` (on top of `serial`) in transaction `ttid` at `tid`.
+    fn commit(engine: &Engine, ttid: Tid, oid: Oid, serial: Tid, tid: Tid) {
+        engine
+            .store_pending(ttid, oid, serial, data("v"))
+            .expect("store");
+        engine
+            .vote(ttid, &TransactionInfo::default())
+            .expect("vote");
+        engine.finish(ttid, tid).expect("finish");
+    }
+
+    #[test]
+    fn checks_and_stagings_see_the_finish_emitted_before_them_in_one_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path().join("store.redb")).expect("open");
+        let voted = run(
+            &engine,
+            vec![
+                Write::Stage {
+                    ttid: Tid(10),
+                    oid: Oid(1),
+                    serial: Tid::ZERO,
+                    data: data("a"),
+                    check: true,
+                },
+                Write::Vote {
+                    ttid: Tid(10),
+                    info: TransactionInfo::default(),
+                    oids: vec![Oid(1)],
+                    unchecked: Vec::new(),
+                },
+            ],
+        );
+        assert!(voted.iter().all(Result::is_ok), "{voted:?}");
+        // The finish released the lock; the next transaction's writes queued up behind it
+        // and are executed in the same call (the finish in a batch of its own, first).
+        let results = run(
+            &engine,
+            vec![
+                Write::Finish {
+                    ttid: Tid(10),
+                    tid: Tid(20),
+                    durable: false,
+                },
+                Write::CheckSerial {
+                    ttid: Tid(30),
+                    oid: Oid(1),
+                    serial: Tid::ZERO,
+                },
+                Write::Stage {
+                    ttid: Tid(30),
+                    oid: Oid(1),
+                    serial: Tid::ZERO,
+                    data: data("b"),
+                    check: true,
+                },
+                Write::Stage {
+                    ttid: Tid(30),
+                    oid: Oid(1),
+                    serial: Tid(20),
+                    data: data("c"),
+                    check: true,
+                },
+            ],
+        );
+        assert!(matches!(results[0], Ok(Written::Done)), "{results:?}");
+        for stale in &results[1..3] {
+            assert!(
+                matches!(
+                    stale,
+                    Err(EngineError::Conflict {
+                        oid: Oid(1),
+                        expected: Tid::ZERO,
+                        current: Tid(20)
+                    })
+                ),
+                "{results:?}"
+            );
+        }
+        assert!(matches!(results[3], Ok(Written::Done)), "{results:?}");
+    }
+
+    #[test]
+    fn a_pack_step_and_a_collection_say_what_they_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path().join("store.redb")).expect("open");
+        commit(&engine, Tid(10), Oid(1), Tid::ZERO, Tid(20));
+        commit(&engine, Tid(30), Oid(1), Tid(20), Tid(40));
+        commit(&engine, Tid(50), Oid(2), Tid::ZERO, Tid(60));
+        let results = run(
+            &engine,
+            vec![
+                Write::Pack {
+                    tid: Tid(60),
+                    after: None,
+                    max_objects: 10,
+                },
+                Write::Collect {
+                    tid: Tid(60),
+                    oids: vec![Oid(2)],
+                },
+            ],
+        );
+        assert!(
+            matches!(
+                results[..],
+                [
+                    Ok(Written::Packed(PackStep {
+                        resume: None,
+                        removed: 1
+                    })),
+                    Ok(Written::Collected(1))
+                ]
+            ),
+            "{results:?}"
+        );
+        assert_eq!(engine.packed().expect("pack TID"), Tid(60));
+        assert!(engine.load(Oid(2)).expect("load").is_none(), "collected");
+        let kept = engine.load(Oid(1)).expect("load").expect("oid 1 kept");
+        assert_eq!(kept.tid, Tid(40));
+    }
+}
