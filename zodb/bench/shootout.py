@@ -43,6 +43,10 @@ from typing import Any, Callable, Optional
 
 PHASES = ("add", "update", "cold", "warm")
 
+#: The most processes per cell; replicast clients 1-8 are the workers' storages, 9-16 their
+#: cold-read storages.
+COLD_CLIENTS = 8
+
 
 # -- storages --------------------------------------------------------------------------------
 
@@ -59,6 +63,9 @@ class Backend:
 
 
 def open_storage(backend: Backend, worker: int) -> Any:
+    """``worker``'s storage. For replicast, ``worker`` numbers the client (its name and
+    certificate): one process opens a second storage (the cold read's) as another client, since
+    a client name has one connection to the master at a time."""
     if backend.kind == "file":
         import ZODB.FileStorage
 
@@ -158,7 +165,10 @@ def worker_main(
                     raise AssertionError(f"read {total}: the updates are not all there")
 
             def cold() -> None:
-                database = ZODB.DB(open_storage(backend, worker), cache_size=objects * 2 + 100)
+                # A second client of its own (replicast: client names COLD_CLIENTS + worker).
+                database = ZODB.DB(
+                    open_storage(backend, worker + COLD_CLIENTS), cache_size=objects * 2 + 100
+                )
                 cold_db.append(database)
                 read(database)
 
@@ -209,6 +219,15 @@ def run_cell(backend: Backend, processes: int, objects: int, rounds: int) -> Cel
         )
         for w in range(processes)
     ]
+    # The root object, made once before the workers start: ZODB.DB() makes it when missing,
+    # and workers opening their DBs at once would conflict on it (DB() does not retry).
+    first = open_storage(backend, 0)
+    try:
+        import ZODB
+
+        ZODB.DB(first).close()
+    finally:
+        first.close()
     for process in workers:
         process.start()
     cell = Cell(backend.name, processes, objects, rounds)
@@ -408,10 +427,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 from replicast_zodb.testing import LocalCluster
 
                 strategy = name.split("-", 1)[1]
-                cluster = LocalCluster(cell_dir, storages=3, replicas=args.replicas, clients=8)
+                cluster = LocalCluster(
+                    cell_dir, storages=3, replicas=args.replicas, clients=2 * COLD_CLIENTS
+                )
                 cluster.start()
                 cleanup = cluster.stop
-                for worker in range(1, 9):
+                for worker in range(1, 2 * COLD_CLIENTS + 1):
                     cluster.client_config(
                         f"client-{worker}", strategy=strategy, file=f"client-{worker}"
                     )
