@@ -336,7 +336,8 @@ fn start_cluster(group: SocketAddr) -> LocalCluster {
         stderr_to_files: true,
         ..ClusterSpec::three_masters()
     };
-    spec.extra_names.push(CHECKER.to_owned());
+    // The checker reads as a client does: its certificate grants `client`.
+    spec.extra_names.push(format!("{CHECKER}=client"));
     LocalCluster::start(&spec)
 }
 

@@ -15,27 +15,26 @@
 //!
 //! Peers without a valid certificate (one of another CA, or none at all) get no connection.
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use replicast_certs::{NodeIdentity, anonymous_client_config, load_ca_certificate};
+use replicast_certs::{NodeIdentity, Role, anonymous_client_config, load_ca_certificate};
 use replicast_node::driver::ordering::Envelope;
 use replicast_node::engine::ReplicatedObject;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::{
     LoadResult, Message, NodeReport, PROTOCOL_VERSION, StoreKind, StoreResult, TransactionOutcome,
-    VoteRefusal, VoteResult, decode, encode,
+    VoteRefusal, VoteResult, encode,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
-use replicast_testkit::endpoint::EndpointSpec;
 use replicast_testkit::process;
+use replicast_testkit::process::peer::{Peer, ask, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
-use replicast_transport::quic::{Endpoint, EndpointConfig, Incoming, Link, LinkConfig, LinkError};
+use replicast_transport::quic::{Endpoint, EndpointConfig, Link, LinkConfig, LinkError};
 
 const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 /// The objects written before the attack: oids 1..=OBJECTS.
@@ -55,8 +54,9 @@ fn node_frame_limit() -> usize {
 /// A cluster whose nodes' standard error goes to files, so that the test can tell that no
 /// node panicked (a panic in a task of a node's runtime does not end the process).
 fn start_cluster() -> LocalCluster {
+    // Mallory, the flooder and the inspector hold client certificates.
     let mut extra_names = vec!["client-1".to_owned()];
-    extra_names.extend([MALLORY, FLOODER, INSPECTOR].map(str::to_owned));
+    extra_names.extend([MALLORY, FLOODER, INSPECTOR].map(|name| format!("{name}=client")));
     LocalCluster::start(&ClusterSpec {
         partitions: 12,
         replicas: 2,
@@ -71,121 +71,6 @@ fn start_cluster() -> LocalCluster {
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// An endpoint on 127.0.0.1 presenting `identity`, with `link`.
-fn endpoint(identity: &NodeIdentity, link: LinkConfig) -> Endpoint {
-    replicast_testkit::endpoint::bind_identity(identity, &EndpointSpec::default().with_link(link))
-        .expect("bind an endpoint")
-}
-
-/// A peer that speaks the nodes' envelope (one sender instance, epoch 0, its own sequence
-/// numbers per node) and reads what the nodes send back.
-struct Peer {
-    endpoint: Endpoint,
-    instance: u64,
-    next_seq: HashMap<String, u64>,
-    next_request: u64,
-}
-
-impl Peer {
-    fn new(endpoint: Endpoint) -> Self {
-        Self {
-            endpoint,
-            instance: 5,
-            next_seq: HashMap::new(),
-            next_request: 1,
-        }
-    }
-
-    async fn link(&self, node: &str, address: SocketAddr) -> Link {
-        self.endpoint
-            .link(node, address)
-            .await
-            .unwrap_or_else(|error| panic!("dial {node}: {error}"))
-    }
-
-    /// The envelope the node expects next from this peer, carrying `body`; `consume` says
-    /// whether the node will see it (an envelope refused before decoding keeps its number).
-    fn envelope(&mut self, node: &str, body: Vec<u8>, consume: bool) -> Envelope {
-        let seq = self.next_seq.entry(node.to_owned()).or_default();
-        let envelope = Envelope {
-            instance: self.instance,
-            epoch: 0,
-            seq: *seq,
-            body,
-        };
-        if consume {
-            *seq += 1;
-        }
-        envelope
-    }
-
-    /// Sends `body` (any bytes) in the next envelope to `link`'s node.
-    async fn send_body(&mut self, link: &Link, body: Vec<u8>) {
-        let envelope = self.envelope(link.peer(), body, true);
-        link.send_message(&envelope)
-            .await
-            .unwrap_or_else(|error| panic!("send to {}: {error}", link.peer()));
-    }
-
-    async fn send(&mut self, link: &Link, message: &Message) {
-        self.send_body(link, encode(message)).await;
-    }
-
-    /// The next message from `from` that `accept` takes (others are skipped: a client hears
-    /// invalidations and tables it did not ask for), bounded by [`WAIT`].
-    async fn wait_for<T>(&self, from: &str, accept: impl Fn(&Message) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let incoming = tokio::time::timeout(left, self.endpoint.accept())
-                .await
-                .unwrap_or_else(|_| panic!("no expected answer from {from} within {WAIT:?}"))
-                .expect("the peer's endpoint is open");
-            let Incoming::Message(message) = incoming else {
-                continue;
-            };
-            if message.peer() != from {
-                continue;
-            }
-            let envelope: Envelope = message.decode().expect("nodes send envelopes");
-            // A primary master wraps its orders in `FromPrimary`: the test reads the order.
-            let body = decode(&envelope.body)
-                .expect("nodes send protocol messages")
-                .into_order();
-            if let Some(value) = accept(&body) {
-                return value;
-            }
-        }
-    }
-
-    /// Loads `oid` from storage `link`; the storage answers in order after everything sent
-    /// to it before, so the answer also proves those were handled.
-    async fn load(&mut self, link: &Link, oid: Oid) -> LoadResult {
-        let request = self.next_request;
-        self.next_request += 1;
-        self.send(link, &Message::Load { request, oid }).await;
-        self.wait_for(link.peer(), |message| match message {
-            Message::AnswerLoad {
-                request: answered,
-                result,
-                ..
-            } if *answered == request => Some(result.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Says hello to the master and waits for the partition table: the master handled every
-    /// message sent to it before.
-    async fn hello(&mut self, master: &Link) {
-        self.send(master, &Message::ClientHello).await;
-        self.wait_for(master.peer(), |message| {
-            matches!(message, Message::PartitionTable(_)).then_some(())
-        })
-        .await;
-    }
 }
 
 /// Every revision every storage serves for the test's objects.
@@ -261,23 +146,6 @@ async fn send_malformed(peer: &mut Peer, link: &Link) {
     drop(result);
 }
 
-/// Bounds a request or object exchange with a node.
-async fn bounded_exchange<T>(
-    what: &str,
-    exchange: impl Future<Output = Result<T, LinkError>>,
-) -> Result<T, LinkError> {
-    tokio::time::timeout(WAIT, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not end within {WAIT:?}"))
-}
-
-/// Sends `message` to `link`'s node as a request, the way `replicast status` does (the
-/// [`encode`]d message as the request's bytes); the node's answer decoded, or its refusal.
-async fn ask(link: &Link, message: &Message) -> Result<Message, LinkError> {
-    let answer: Vec<u8> = bounded_exchange("a request", link.request(&encode(message))).await?;
-    Ok(decode(&answer).expect("the node answers with a protocol message"))
-}
-
 /// The refusal text of a request the node refused with an error, or a panic.
 fn refusal<T: std::fmt::Debug>(what: &str, result: Result<T, LinkError>) -> String {
     match result {
@@ -286,9 +154,10 @@ fn refusal<T: std::fmt::Debug>(what: &str, result: Result<T, LinkError>) -> Stri
     }
 }
 
-/// The master answers requests of operators (`AskStatus`, `AskChangeStorage`) from anyone
-/// with a certificate, apart from the two-phase commit's messages; every other request, and
-/// garbage, is refused with an error, and it takes no object stream.
+/// The master answers status requests from anyone with a certificate, apart from the
+/// two-phase commit's messages; requests the sender's role may not send are refused with a
+/// typed refusal, every other request and garbage with an error, and it takes no object
+/// stream.
 async fn send_requests_and_objects(link: &Link) {
     let garbage: Result<Vec<u8>, _> =
         bounded_exchange("a request", link.request(&[0xffu8; 8])).await;
@@ -304,17 +173,27 @@ async fn send_requests_and_objects(link: &Link) {
         bounded_exchange("a request", link.request(&other_version)).await;
     let text = refusal("a request of another protocol version", result);
     assert!(text.contains("version"), "{text}");
+    // Requests a client may send but the master does not answer as requests.
+    for message in [Message::AskBegin, Message::ClientHello] {
+        let kind = message.kind();
+        let text = refusal(kind, ask(link, &message).await);
+        assert!(text.contains(&format!("unexpected {kind}")), "{text}");
+    }
+    // Requests of a storage's: the master's gate answers with a typed refusal.
     for message in [
-        Message::AskBegin,
-        Message::ClientHello,
         Message::StorageReady,
         Message::AskOutcome {
             ttid: Tid(0x0100_0000_0000_0001),
         },
     ] {
         let kind = message.kind();
-        let text = refusal(kind, ask(link, &message).await);
-        assert!(text.contains(&format!("unexpected {kind}")), "{text}");
+        match ask(link, &message).await {
+            Ok(Message::Refused(refusal)) => {
+                assert_eq!(refusal.kind, kind);
+                assert_eq!(refusal.roles_needed(), Some(Role::Storage.into()));
+            }
+            other => panic!("the master did not refuse {kind} from a client: {other:?}"),
+        }
     }
     // Asking is allowed to anyone with a certificate, and makes nobody a client.
     match ask(link, &Message::AskStatus { request: 41 }).await {
@@ -446,7 +325,7 @@ fn hostile_peers_change_nothing_and_crash_no_node() {
 /// Mallory's attack on the master and on every storage; returns the object Mallory stored
 /// to without a begin.
 async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)>) -> u64 {
-    let inspector = endpoint(&cluster.identity(INSPECTOR), LinkConfig::default());
+    let inspector = peer_endpoint(&cluster.identity(INSPECTOR), LinkConfig::default());
     let mut inspector = Peer::new(inspector);
     let mut inspector_links = Vec::new();
     for (name, address) in cluster.storage_addresses() {
@@ -467,7 +346,7 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
         max_frame_len: 16 << 20,
         ..LinkConfig::default()
     };
-    let mut mallory = Peer::new(endpoint(&cluster.identity(MALLORY), mallory_link));
+    let mut mallory = Peer::new(peer_endpoint(&cluster.identity(MALLORY), mallory_link));
     let master = mallory.link("master", cluster.master).await;
     let mut storages = Vec::new();
     for (name, address) in cluster.storage_addresses() {
@@ -495,7 +374,7 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
             data: ObjectData::from(b"to the master".to_vec()),
             kind: StoreKind::Checked,
         },
-        Message::NodeReport(NodeReport { links: Vec::new() }),
+        Message::NodeReport(NodeReport::default()),
         Message::Replicated {
             partition: 1,
             up_to: Tid(never_begun.0 + 1),
@@ -683,7 +562,10 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
     // a full buffer makes the storage drop the sender's link. The sender, with a new instance
     // (as after a restart), is served again.
     let (target, _) = &storages[0];
-    let mut flooder = Peer::new(endpoint(&cluster.identity(FLOODER), LinkConfig::default()));
+    let mut flooder = Peer::new(peer_endpoint(
+        &cluster.identity(FLOODER),
+        LinkConfig::default(),
+    ));
     let flood_link = flooder.link(target, cluster.storage_address(target)).await;
     assert_eq!(
         flooder.load(&flood_link, Oid(1)).await,

@@ -678,13 +678,16 @@ fn systemd_unit_runs_replicast_node_with_flags_the_command_has() {
             "`replicast node` has no {flag}:\n{help}"
         );
     }
-    // The directories the example configurations use, and the stop the node handles cleanly.
+    // The directories the example configurations use, the stop the node handles cleanly, and
+    // the reload of its revocation list.
     for setting in [
         "StateDirectory=replicast",
         "User=replicast",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
         "TimeoutStopSec=",
+        // `systemctl reload` sends what makes the node load its revocation list again.
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(
             unit.lines().any(|line| line.starts_with(setting)),

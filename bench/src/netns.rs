@@ -139,8 +139,10 @@ pub fn run_cell(
     ca.save_certificate(&certs, true)
         .map_err(|e| BenchError::setup("saving the CA certificate", e))?;
     for name in std::iter::once(MASTER).chain(storages.iter().map(String::as_str)) {
-        ca.issue(name, &[])
-            .and_then(|identity| identity.save(&certs, true))
+        // The testkit's identity grants the role the name starts with (master, storage-N).
+        replicast_testkit::endpoint::identity(&ca, name)
+            .map_err(|e| BenchError::setup(format!("certificate of {name}"), e))?
+            .save(&certs, true)
             .map_err(|e| BenchError::setup(format!("certificate of {name}"), e))?;
     }
 

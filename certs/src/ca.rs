@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::files::{self, OutputFile};
 use crate::name::San;
-use crate::{CertError, NodeIdentity, NodeName, x509};
+use crate::{CertError, NodeIdentity, NodeName, Roles, x509};
 
 /// File name of the CA certificate inside a certificate directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -163,22 +163,66 @@ impl ClusterCa {
         )
     }
 
-    /// Issues a certificate for node `node`, valid for [`NODE_VALIDITY`].
+    /// Issues a certificate for node `node` granting no role, valid for [`NODE_VALIDITY`].
     ///
     /// `sans` are extra subject alternative names, each an IP address or a DNS name; the node
-    /// name itself is always the subject CN and the first DNS name.
+    /// name itself is always the subject CN and the first DNS name. A replicast node refuses
+    /// every message of a peer without a role: use [`issue_with_roles`](Self::issue_with_roles)
+    /// for the nodes of a cluster; this is for users of the transport alone.
     pub fn issue(&self, node: &str, sans: &[String]) -> Result<NodeIdentity, CertError> {
-        let now = SystemTime::now();
-        self.issue_with_validity(node, sans, now - CLOCK_SKEW_ALLOWANCE, now + NODE_VALIDITY)
+        self.issue_with_roles(node, Roles::NONE, sans)
     }
 
-    /// Issues a certificate for node `node` with the given validity period.
+    /// Issues a certificate for node `node` granting `roles`, valid for [`NODE_VALIDITY`].
     ///
-    /// Meant for tests (expired or not yet valid certificates) and for operators who rotate
-    /// on their own schedule; [`issue`](Self::issue) is the usual way.
+    /// ```
+    /// use replicast_certs::{ClusterCa, Role};
+    ///
+    /// let ca = ClusterCa::generate("prod")?;
+    /// let node = ca.issue_with_roles("storage-1", Role::Storage.into(), &[])?;
+    /// assert_eq!(node.roles(), Role::Storage.into());
+    /// # Ok::<(), replicast_certs::CertError>(())
+    /// ```
+    pub fn issue_with_roles(
+        &self,
+        node: &str,
+        roles: Roles,
+        sans: &[String],
+    ) -> Result<NodeIdentity, CertError> {
+        let now = SystemTime::now();
+        self.issue_with(
+            node,
+            roles,
+            sans,
+            now - CLOCK_SKEW_ALLOWANCE,
+            now + NODE_VALIDITY,
+        )
+    }
+
+    /// Issues a certificate for node `node`, granting no role, with the given validity period.
+    ///
+    /// Meant for tests (expired or not yet valid certificates); see
+    /// [`issue_with`](Self::issue_with).
     pub fn issue_with_validity(
         &self,
         node: &str,
+        sans: &[String],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<NodeIdentity, CertError> {
+        self.issue_with(node, Roles::NONE, sans, not_before, not_after)
+    }
+
+    /// Issues a certificate for node `node` granting `roles`, with the given validity period:
+    /// the general form of the `issue` methods, for tests (expired or not yet valid
+    /// certificates) and for operators who rotate on their own schedule.
+    ///
+    /// Each role becomes a URI subject alternative name `urn:replicast:role:ROLE`, after the
+    /// node name and `sans`.
+    pub fn issue_with(
+        &self,
+        node: &str,
+        roles: Roles,
         sans: &[String],
         not_before: SystemTime,
         not_after: SystemTime,
@@ -197,6 +241,10 @@ impl ClusterCa {
             .distinguished_name
             .push(DnType::CommonName, name.as_str());
         params.subject_alt_names = subject_alt_names(&name, sans)?;
+        for role in roles.iter() {
+            let uri = Ia5String::try_from(role.uri()).map_err(generate)?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -211,10 +259,16 @@ impl ClusterCa {
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok(NodeIdentity::from_parts(
             name,
+            roles,
             cert.der().clone(),
             key_der,
             self.cert_der.clone(),
         ))
+    }
+
+    /// The CA's signing key and name, for what else it signs (revocation lists).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     /// The cluster name (the organization of the CA's subject).

@@ -25,6 +25,14 @@ pub enum CertError {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// A role name is not one of `master`, `storage`, `client`, `admin`.
+    #[error(
+        "invalid role {role:?}: expected master, storage, client or admin (several joined by '+')"
+    )]
+    InvalidRole {
+        /// The role as given.
+        role: String,
+    },
     /// An extra subject alternative name is neither an IP address nor a DNS name.
     #[error("invalid subject alternative name {san:?}: {reason}")]
     InvalidSan {
@@ -145,6 +153,20 @@ pub enum CertError {
         /// The node name in the certificate's subject CN.
         found: String,
     },
+    /// A revocation list is PEM but cannot be used.
+    #[error("{}: invalid certificate revocation list: {reason}", path.display())]
+    InvalidCrl {
+        /// The list's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A revocation list was not issued by the cluster CA (another CA's, or forged).
+    #[error("{}: the certificate revocation list is not signed by the cluster CA", path.display())]
+    CrlNotFromCa {
+        /// The list's file.
+        path: PathBuf,
+    },
     /// A peer's certificate (received over the network) does not carry a valid node name.
     #[error("peer certificate: {reason}")]
     InvalidPeerCertificate {
@@ -154,7 +176,7 @@ pub enum CertError {
     /// rustls refused the certificate, key or settings while building a configuration.
     #[error("cannot build the TLS configuration")]
     Tls(#[from] rustls::Error),
-    /// rustls refused to build the client certificate verifier.
-    #[error("cannot build the client certificate verifier")]
+    /// rustls refused to build a certificate verifier.
+    #[error("cannot build a certificate verifier")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }

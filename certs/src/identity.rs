@@ -9,7 +9,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ca::CA_CERT_FILE;
 use crate::files::{self, OutputFile};
-use crate::{CertError, NodeName, x509};
+use crate::role::roles_in;
+use crate::{CertError, NodeName, Roles, x509};
 
 /// A node's identity within a cluster: everything it needs for mutual TLS.
 ///
@@ -29,6 +30,7 @@ use crate::{CertError, NodeName, x509};
 /// ```
 pub struct NodeIdentity {
     name: NodeName,
+    roles: Roles,
     cert_der: CertificateDer<'static>,
     key_der: PrivateKeyDer<'static>,
     ca_der: CertificateDer<'static>,
@@ -37,12 +39,14 @@ pub struct NodeIdentity {
 impl NodeIdentity {
     pub(crate) fn from_parts(
         name: NodeName,
+        roles: Roles,
         cert_der: CertificateDer<'static>,
         key_der: PrivateKeyDer<'static>,
         ca_der: CertificateDer<'static>,
     ) -> Self {
         Self {
             name,
+            roles,
             cert_der,
             key_der,
             ca_der,
@@ -51,10 +55,11 @@ impl NodeIdentity {
 
     /// Loads a node's certificate, private key and cluster CA certificate from three files.
     ///
-    /// The node name is the certificate's subject CN. Each failure names its file: a missing
-    /// file, no PEM block of the right kind, a key that does not belong to the certificate, a
-    /// certificate not signed by the CA, a certificate (node or CA) that is expired or not yet
-    /// valid.
+    /// The node name is the certificate's subject CN, its roles its role URIs
+    /// ([`roles_of`](crate::roles_of)). Each failure names its file: a missing file, no PEM
+    /// block of the right kind, a key that does not belong to the certificate, a certificate
+    /// not signed by the CA, a certificate (node or CA) that is expired or not yet valid, role
+    /// names this version does not know.
     pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<NodeIdentity, CertError> {
         let cert_der = files::read_certificate(cert)?;
         let key_der = files::read_private_key(key)?;
@@ -72,12 +77,14 @@ impl NodeIdentity {
             .and_then(|cn| {
                 NodeName::new(&cn).map_err(|e| invalid(cert, format!("subject common name: {e}")))
             })?;
+        let roles = roles_in(&parsed).map_err(|reason| invalid(cert, reason))?;
         x509::check_signed_by(cert, &parsed, ca, &parsed_ca)?;
         let now = SystemTime::now();
         x509::check_validity(cert, &parsed, now)?;
         x509::check_validity(ca, &parsed_ca, now)?;
         Ok(NodeIdentity {
             name,
+            roles,
             cert_der: cert_der.clone(),
             key_der,
             ca_der: ca_der.clone(),
@@ -142,6 +149,11 @@ impl NodeIdentity {
         &self.name
     }
 
+    /// The roles the certificate grants (none for a certificate issued without any).
+    pub fn roles(&self) -> Roles {
+        self.roles
+    }
+
     /// The node's certificate, DER.
     pub fn certificate_der(&self) -> CertificateDer<'static> {
         self.cert_der.clone()
@@ -166,6 +178,7 @@ impl Clone for NodeIdentity {
     fn clone(&self) -> Self {
         Self {
             name: self.name.clone(),
+            roles: self.roles,
             cert_der: self.cert_der.clone(),
             key_der: self.key_der.clone_key(),
             ca_der: self.ca_der.clone(),
@@ -178,6 +191,7 @@ impl fmt::Debug for NodeIdentity {
         // The private key stays out of logs.
         f.debug_struct("NodeIdentity")
             .field("name", &self.name)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }

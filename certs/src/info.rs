@@ -27,6 +27,9 @@ pub struct CertificateInfo {
     pub status: ValidityStatus,
     /// Whether this is a CA certificate.
     pub is_ca: bool,
+    /// The roles the certificate grants (`urn:replicast:role:ROLE` names), e.g. `storage`;
+    /// the role names as written when they cannot be read.
+    pub roles: String,
     /// Extended key usages, e.g. `serverAuth`, `clientAuth`.
     pub extended_key_usages: Vec<String>,
     /// Serial number, hexadecimal with colons.
@@ -87,6 +90,10 @@ impl CertificateInfo {
             Err(CertError::NotYetValid { .. }) => ValidityStatus::NotYetValid,
             _ => ValidityStatus::Valid,
         };
+        let roles = match crate::role::roles_in(&cert) {
+            Ok(roles) => roles.to_string(),
+            Err(reason) => format!("UNREADABLE ({reason})"),
+        };
         let time = |t| x509::to_datetime(t).map_or_else(|| t.to_string(), x509::rfc3339);
         let validity = cert.validity();
         Ok(CertificateInfo {
@@ -97,6 +104,7 @@ impl CertificateInfo {
             not_after: time(validity.not_after),
             status,
             is_ca: cert.is_ca(),
+            roles,
             extended_key_usages,
             serial: cert.raw_serial_as_string(),
         })
@@ -112,6 +120,9 @@ impl fmt::Display for CertificateInfo {
         writeln!(f, "not after:  {}", self.not_after)?;
         writeln!(f, "status:     {}", self.status)?;
         writeln!(f, "CA:         {}", if self.is_ca { "yes" } else { "no" })?;
+        if !self.is_ca {
+            writeln!(f, "roles:      {}", self.roles)?;
+        }
         writeln!(f, "usages:     {}", list(&self.extended_key_usages))?;
         write!(f, "serial:     {}", self.serial)
     }
@@ -142,6 +153,7 @@ fn general_name(name: &GeneralName<'_>) -> String {
             Some(ip) => format!("IP:{ip}"),
             None => format!("IP:invalid ({} bytes)", bytes.len()),
         },
+        GeneralName::URI(uri) => format!("URI:{uri}"),
         other => other.to_string(),
     }
 }

@@ -23,11 +23,14 @@
 #![warn(missing_docs)]
 
 mod ca;
+mod crl;
 mod error;
 mod files;
 mod identity;
 mod info;
 mod name;
+mod revocation;
+mod role;
 mod tls;
 mod x509;
 
@@ -35,10 +38,13 @@ pub use ca::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, CLOCK_SKEW_ALLOWANCE, ClusterCa, NODE_VALIDITY,
     load_ca_certificate,
 };
+pub use crl::{CRL_FILE, CRL_VALIDITY, RevocationList, RevokedCertificate};
 pub use error::CertError;
 pub use identity::NodeIdentity;
 pub use info::{CertificateInfo, ValidityStatus};
 pub use name::NodeName;
+pub use revocation::{Revocation, TlsConfigs};
+pub use role::{ROLE_URI_PREFIX, Role, Roles, roles_of};
 pub use tls::{anonymous_client_config, node_name_of};
 
 /// The ALPN protocol every replicast connection negotiates.

@@ -85,11 +85,11 @@ pub fn node_name_of(cert: &CertificateDer<'_>) -> Result<NodeName, CertError> {
     NodeName::new(&cn).map_err(|e| invalid(e.to_string()))
 }
 
-fn ring_provider() -> Arc<CryptoProvider> {
+pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(default_provider())
 }
 
-fn cluster_roots(ca: &CertificateDer<'_>) -> Result<Arc<RootCertStore>, CertError> {
+pub(crate) fn cluster_roots(ca: &CertificateDer<'_>) -> Result<Arc<RootCertStore>, CertError> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone().into_owned())?;
     Ok(Arc::new(roots))

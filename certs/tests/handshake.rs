@@ -276,3 +276,58 @@ fn extra_sans_are_accepted_as_server_names() {
         .unwrap_or_else(|e| panic!("dialing {name}: {e:?}"));
     }
 }
+
+/// Server and client configurations of `identity` checking `list`, and their revocation.
+fn with_list(
+    identity: &NodeIdentity,
+    list: Option<replicast_certs::RevocationList>,
+) -> replicast_certs::TlsConfigs {
+    identity.tls_configs(list).expect("TLS configurations")
+}
+
+#[test]
+fn revoked_peers_are_refused_in_both_directions_once_the_list_is_replaced() {
+    let ca = ClusterCa::generate("test").expect("generate CA");
+    let roles = replicast_certs::Role::Storage.into();
+    let a = ca.issue_with_roles("node-a", roles, &[]).expect("issue");
+    let b = ca.issue_with_roles("node-b", roles, &[]).expect("issue");
+    let c = ca.issue_with_roles("node-c", roles, &[]).expect("issue");
+    let empty = ca.revocation_list(None, &[]).expect("an empty list");
+    let a_tls = with_list(&a, Some(empty.clone()));
+    let b_tls = with_list(&b, Some(empty.clone()));
+    let c_tls = with_list(&c, Some(empty.clone()));
+    handshake(a_tls.client.clone(), b_tls.server.clone(), "node-b").expect("before revocation");
+    handshake(c_tls.client.clone(), b_tls.server.clone(), "node-b").expect("before revocation");
+
+    // node-a is revoked; b and c load the new list into the configurations they already use.
+    let list = ca
+        .revocation_list(Some(&empty), &[a.certificate_der()])
+        .expect("a list revoking node-a");
+    assert_eq!(list.number(), 2);
+    for tls in [&b_tls, &c_tls] {
+        let generation = tls.revocation.generation();
+        tls.revocation.replace(Some(list.clone())).expect("replace");
+        assert_ne!(tls.revocation.generation(), generation);
+        assert!(tls.revocation.is_revoked(&a.certificate_der()));
+        assert!(!tls.revocation.is_revoked(&c.certificate_der()));
+    }
+    let is_revoked =
+        |e: &rustls::Error| is_certificate_error(e, |c| matches!(c, CertificateError::Revoked));
+    // b, as a server, refuses a's client certificate...
+    match handshake(a_tls.client.clone(), b_tls.server.clone(), "node-b") {
+        Err(Refused::ByServer(e)) => assert!(is_revoked(&e), "{e}"),
+        other => panic!("expected the server to refuse a revoked client, got {other:?}"),
+    }
+    // ... and c, as a client, refuses a's server certificate.
+    match handshake(c_tls.client.clone(), a_tls.server.clone(), "node-a") {
+        Err(Refused::ByClient(e)) => assert!(is_revoked(&e), "{e}"),
+        other => panic!("expected the client to refuse a revoked server, got {other:?}"),
+    }
+    // The others are undisturbed.
+    handshake(c_tls.client.clone(), b_tls.server.clone(), "node-b").expect("c to b");
+    handshake(b_tls.client.clone(), c_tls.server.clone(), "node-c").expect("b to c");
+
+    // Without a list again, a is let in.
+    b_tls.revocation.replace(None).expect("no list");
+    handshake(a_tls.client.clone(), b_tls.server.clone(), "node-b").expect("no list");
+}

@@ -18,6 +18,8 @@
 //!   (group commit) and reads (off the writer) on its engine.
 //! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
 //! - [`driver`]: tokio drivers that run the roles over QUIC links, and an `async` client API.
+//! - [`gate`]: what every message passes before a role sees it: the sender's certificate must
+//!   grant a role the [authorization table](protocol::rule) allows.
 //!
 //! A storage node's commit path, without the network:
 //!
@@ -65,6 +67,7 @@ pub mod primary;
 
 pub mod client;
 pub mod driver;
+pub mod gate;
 pub mod master;
 pub mod persist;
 pub mod protocol;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use replicast_node::config::{
     ClusterLayout, ConfigError, FanoutStrategy, LinkTuning, LogLevel, MulticastInterface,
-    NodeConfig, Role, RoleConfig,
+    NodeConfig, PeerLimits, Role, RoleConfig,
 };
 
 fn examples_dir() -> PathBuf {
@@ -131,8 +131,32 @@ fn every_example_loads() {
             seen.push(config.role());
         }
     }
-    for role in [Role::Master, Role::Storage, Role::Client] {
+    for role in [Role::Master, Role::Storage, Role::Client, Role::Admin] {
         assert!(seen.contains(&role), "no example for a {role} node");
+    }
+}
+
+#[test]
+fn admin_example_names_its_masters() {
+    let config = NodeConfig::load(example("admin.toml")).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.role(), Role::Admin);
+    // Every master of the group: status and admin find the primary among them.
+    let masters: Vec<&str> = config
+        .masters
+        .iter()
+        .map(|master| master.name.as_str())
+        .collect();
+    assert_eq!(masters, ["master-1", "master-2", "master-3"]);
+    assert_eq!(config.tls.cert, examples_dir().join("certs/admin.pem"));
+    // An admin asks; it holds no data and sends no stores.
+    let text = std::fs::read_to_string(example("admin.toml")).expect("read the example");
+    for (section, key) in [
+        ("[storage]\npath = \"x.redb\"\n", "storage"),
+        ("[fanout]\nstrategy = \"unicast\"\n", "fanout"),
+    ] {
+        let error = NodeConfig::parse(&format!("{text}\n{section}"), "admin.toml")
+            .expect_err("an admin section is refused");
+        assert_eq!(error.key(), Some(key), "{error}");
     }
 }
 
@@ -732,4 +756,34 @@ fn a_section_given_as_a_value_says_a_table_is_expected() {
     assert!(matches!(error, ConfigError::WrongType { .. }), "{error:?}");
     assert_names(&error, "log");
     assert!(error.to_string().contains("a [log] table"), "{error}");
+}
+
+#[test]
+fn limits_have_defaults_and_refuse_zero_naming_the_key() {
+    let base = std::fs::read_to_string(example("storage.toml")).expect("read the example");
+    let config = NodeConfig::parse(&base, "storage.toml").unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.limits, PeerLimits::default());
+    let config = NodeConfig::parse(
+        &format!("{base}\n[limits]\nopen_transactions = 8\nqueued_bytes = 1048576\n"),
+        "storage.toml",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.limits.open_transactions, 8);
+    assert_eq!(config.limits.queued_bytes, 1 << 20);
+    assert_eq!(config.limits.streams, PeerLimits::default().streams);
+    for (text, key) in [
+        ("pending_stores = 0", "limits.pending_stores"),
+        ("streams = 5000000000", "limits.streams"),
+        ("fanout_sessions = -1", "limits.fanout_sessions"),
+        ("sessions = 3", "limits.sessions"),
+    ] {
+        let error = NodeConfig::parse(&format!("{base}\n[limits]\n{text}\n"), "storage.toml")
+            .expect_err(text);
+        assert_eq!(error.key(), Some(key), "{text}: {error}");
+    }
+    // The revocation list is optional and resolved beside the file.
+    assert_eq!(
+        config.tls.crl.as_deref(),
+        Some(std::path::Path::new("certs/crl.pem"))
+    );
 }

@@ -36,7 +36,7 @@ impl Recorder {
     fn send(&mut self, to: &str) {
         self.outbox.push_back(Transmit {
             to: to.into(),
-            message: Message::NodeReport(NodeReport { links: Vec::new() }),
+            message: Message::NodeReport(NodeReport::default()),
         });
     }
 }

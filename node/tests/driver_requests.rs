@@ -117,7 +117,7 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         master_endpoint,
         DriverConfig::default(),
     );
-    let client_endpoint = endpoint(&ca, "c1");
+    let client_endpoint = endpoint(&ca, "client-1");
     let client_address = address(&client_endpoint);
     let (client, mut received) = spawn(
         Recorder::default(),
@@ -136,7 +136,7 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         })
     };
 
-    // c1 becomes a client and begins a transaction.
+    // client-1 becomes a client and begins a transaction.
     send(Message::ClientHello).await.expect("the driver runs");
     next(&mut received, "partition table", |m| {
         matches!(m, Message::PartitionTable(_)).then_some(())
@@ -149,8 +149,8 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
     })
     .await;
 
-    // Another process with c1's certificate asks, as `replicast status` does.
-    let asker = endpoint(&ca, "c1");
+    // Another process with client-1's certificate asks, as `replicast status` does.
+    let asker = endpoint(&ca, "client-1");
     let link = asker
         .link("master", master_address)
         .await
@@ -159,7 +159,7 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         Ok(Message::AnswerStatus { request, status }) => {
             assert_eq!(request, 9);
             assert!(
-                status.nodes.iter().any(|node| node.name == "c1"),
+                status.nodes.iter().any(|node| node.name == "client-1"),
                 "the running client is listed: {status:?}"
             );
         }
@@ -172,7 +172,7 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
     assert!(text.contains("not a request"), "{text}");
     // A role that answers nothing (a client's) refuses every request.
     let to_client = asker
-        .link("c1", client_address)
+        .link("client-1", client_address)
         .await
         .expect("connect to the client");
     let text = refusal(ask(&to_client, &Message::AskStatus { request: 1 }).await);
@@ -182,7 +182,7 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         .await
         .expect("the asker's connections close");
 
-    // c1's own link is untouched: its next request is answered in order, nothing was lost.
+    // client-1's own link is untouched: its next request is answered in order, nothing was lost.
     send(Message::AskBegin).await.expect("the driver runs");
     let second = next(&mut received, "AnswerBegin", |m| match m {
         Message::AnswerBegin { ttid } => Some(*ttid),

@@ -8,14 +8,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use replicast_certs::ClusterCa;
+use replicast_certs::{ClusterCa, Role};
 use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::{ClientHandle, DriverConfig, FanoutDeliveries};
 use replicast_node::protocol::StorePath;
 use replicast_testkit::cluster::{Cluster as TestCluster, MASTER, STORAGES, WAIT};
-use replicast_testkit::endpoint::{EndpointSpec, address, endpoint, random_group};
+use replicast_testkit::endpoint::{EndpointSpec, address, bind_identity, endpoint, random_group};
 use replicast_testkit::workload::transfers::{self, Commit};
-use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutReceiverConfig, Strategy};
+use replicast_transport::fanout::{
+    Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy,
+};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::netem::{LinkConditions, NetemConfig};
 use replicast_transport::quic::Endpoint;
@@ -499,6 +501,60 @@ async fn a_storage_that_leaves_the_group_is_served_by_unicast() {
             .await
             .expect("every committed transfer is visible and the sum is unchanged");
         client.close().await.expect("close client");
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
+/// A client adds to its fan-out only peers whose certificate grants `storage`: here the name
+/// `storage-1` of the master's table leads (through the client's own directory) to an impostor
+/// whose certificate, from the same CA, grants `client`. The impostor runs a real fan-out
+/// receiver that would take the membership; the writer never hands it one, while the real
+/// storage-2 and storage-3 join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_adds_no_replica_whose_certificate_is_not_a_storages() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let cluster = Cluster::start().await;
+        let impostor_identity = cluster
+            .nodes
+            .ca
+            .issue_with_roles("storage-1", Role::Client.into(), &[])
+            .expect("issue the impostor's certificate");
+        let impostor = bind_identity(&impostor_identity, &EndpointSpec::default())
+            .expect("bind the impostor's endpoint");
+        let receiver = FanoutReceiver::start(impostor.clone(), FanoutReceiverConfig::default());
+        let writer = Fanout::unicast(endpoint(&cluster.nodes.ca, "client-1"));
+        let client_endpoint = writer.endpoint().clone();
+        let mut directory = HashMap::from([(MASTER.to_owned(), cluster.nodes.directory[MASTER])]);
+        directory.insert("storage-1".to_owned(), address(&impostor));
+        let client = ClientHandle::connect_with_fanout(
+            Client::new("client-1", MASTER, ClientConfig::default()),
+            client_endpoint,
+            DriverConfig {
+                directory,
+                ..DriverConfig::default()
+            },
+            WAIT,
+            writer.clone(),
+        )
+        .await
+        .expect("the client connects");
+        // The join waited for every storage of the table: the real ones are in, the
+        // impostor is not.
+        let replicas = writer.replicas();
+        assert!(
+            !replicas.iter().any(|name| name == "storage-1"),
+            "{replicas:?}"
+        );
+        for storage in ["storage-2", "storage-3"] {
+            assert!(replicas.iter().any(|name| name == storage), "{replicas:?}");
+        }
+        assert_eq!(
+            receiver.stats().sessions,
+            0,
+            "the impostor is in no session"
+        );
+        drop(client);
     })
     .await
     .expect("the test finishes in time");

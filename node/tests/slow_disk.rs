@@ -131,7 +131,8 @@ impl Cluster {
         Self { nodes, disk }
     }
 
-    /// A client storing through the unicast fan-out.
+    /// A client storing through the unicast fan-out (its name starts with `client`: the
+    /// testkit issues it a client's certificate, which the nodes' gates require).
     async fn client(&self, name: &str) -> ClientHandle {
         let endpoint = self.nodes.endpoint(name).expect("a client endpoint");
         ClientHandle::connect_with_fanout(
@@ -215,12 +216,12 @@ fn rss_kib() -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_disk_leaves_loads_and_status_answered() {
     let cluster = Cluster::start().await;
-    let writer = cluster.client("writer").await;
+    let writer = cluster.client("client-writer").await;
     let oids = writer.new_oids(4).await.expect("oids");
     let tid = commit(&writer, &oids, 1).await;
 
     cluster.disk.stop();
-    let blocked = cluster.client("blocked").await;
+    let blocked = cluster.client("client-blocked").await;
     let more = blocked.new_oids(1).await.expect("oids");
     let pending = tokio::spawn(async move {
         let tid = commit(&blocked, &more, 2).await;
@@ -238,7 +239,7 @@ async fn a_stopped_disk_leaves_loads_and_status_answered() {
         .expect("every writer reaches the stopped disk");
 
     // Loads come from read transactions: every replica answers them now.
-    let reader = cluster.client("reader").await;
+    let reader = cluster.client("client-reader").await;
     for oid in &oids {
         let (found, from) = reader
             .load_with_replica(*oid)
@@ -290,7 +291,7 @@ async fn a_slow_disk_slows_writers_without_failing_them_and_bounds_what_waits() 
     let committed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for index in 0..WRITERS {
-        let client = cluster.client(&format!("writer-{index}")).await;
+        let client = cluster.client(&format!("client-writer-{index}")).await;
         let committed = committed.clone();
         tasks.push(tokio::spawn(async move {
             for round in 0..TRANSACTIONS {

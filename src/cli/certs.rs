@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use replicast_certs::{
-    CA_CERT_FILE, CA_KEY_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity, NodeName,
-    load_ca_certificate,
+    CA_CERT_FILE, CA_KEY_FILE, CRL_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity,
+    NodeName, RevocationList, Roles, load_ca_certificate, node_name_of,
 };
 
 use super::Error;
@@ -20,23 +20,29 @@ pub struct CertsArgs {
 
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
-    /// Create a cluster CA and one key and certificate per node.
+    /// Create a cluster CA, its (empty) revocation list and one key and certificate per node.
     ///
-    /// Writes DIR/ca.pem, DIR/ca.key and DIR/NODE.pem, DIR/NODE.key for each node. Private
-    /// keys are readable by their owner only. Nothing is written if any file already exists,
-    /// unless --force.
+    /// Writes DIR/ca.pem, DIR/ca.key, DIR/crl.pem and DIR/NODE.pem, DIR/NODE.key for each
+    /// node. Private keys are readable by their owner only. Nothing is written if any file
+    /// already exists, unless --force.
     Init {
         /// Directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Node names, comma-separated or repeated.
+        /// Nodes, comma-separated or repeated, each a name with its roles: NAME=ROLE, or
+        /// NAME=ROLE+ROLE for several. Without =ROLE, the node gets --role, or else the role
+        /// its name starts with (master, storage-1, client-a, admin-alice).
         #[arg(
             long = "node",
-            value_name = "NAME[,NAME...]",
+            value_name = "NAME[=ROLE][,...]",
             value_delimiter = ',',
             required = true
         )]
         nodes: Vec<String>,
+        /// The roles of the nodes given without =ROLE: master, storage, client or admin
+        /// (several joined by '+', e.g. client+admin).
+        #[arg(long, value_name = "ROLE[+ROLE...]")]
+        role: Option<String>,
         /// Extra subject alternative name for a node, as NODE=IP_OR_DNS (repeatable).
         /// With a single node, NODE= may be left out.
         #[arg(long = "san", value_name = "NODE=IP_OR_DNS")]
@@ -56,9 +62,13 @@ enum CertsCommand {
         /// Directory holding ca.pem and ca.key.
         #[arg(long, value_name = "DIR")]
         ca: PathBuf,
-        /// Node name.
-        #[arg(long, value_name = "NAME")]
+        /// Node name, optionally with its roles as NAME=ROLE[+ROLE...].
+        #[arg(long, value_name = "NAME[=ROLE]")]
         node: String,
+        /// The node's roles: master, storage, client or admin (several joined by '+'). Without
+        /// it (and without NAME=ROLE), the role the node's name starts with.
+        #[arg(long, value_name = "ROLE[+ROLE...]")]
+        role: Option<String>,
         /// Extra subject alternative name, as IP_OR_DNS or NODE=IP_OR_DNS (repeatable).
         #[arg(long = "san", value_name = "IP_OR_DNS")]
         sans: Vec<String>,
@@ -69,10 +79,28 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Print subject, subject alternative names, validity and issuer of each certificate in a
-    /// PEM file.
+    /// Revoke node NAME's certificate: add it to the cluster's revocation list DIR/crl.pem,
+    /// signed by the CA, numbered one higher.
+    ///
+    /// Copy the new crl.pem to every node (the file `tls.crl` names) and send them SIGHUP:
+    /// they refuse the node at the handshake and close its connections.
+    Revoke {
+        /// Directory holding ca.pem, ca.key and crl.pem (created if missing).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The node whose certificate to revoke.
+        #[arg(value_name = "NAME")]
+        node: String,
+        /// The certificate to revoke [default: DIR/NAME.pem]; for one that was since replaced
+        /// there by `certs add --force`.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+    },
+    /// Print subject, subject alternative names, roles, validity and issuer of each
+    /// certificate in a PEM file, or the number, date and entries of a revocation list (checked
+    /// against ca.pem beside it).
     Show {
-        /// PEM file holding one or more certificates.
+        /// PEM file holding one or more certificates, or a revocation list.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -88,6 +116,18 @@ enum CertsError {
     SanForOtherNode { san: String, node: String },
     #[error("invalid --node")]
     NodeName(#[source] Box<CertError>),
+    #[error("invalid role of node {node}")]
+    Role {
+        node: String,
+        source: Box<CertError>,
+    },
+    #[error("invalid --role")]
+    DefaultRole(#[source] Box<CertError>),
+    #[error(
+        "node {node}: no role given, and its name does not start with one; \
+         write --node {node}=ROLE or give --role ROLE (master, storage, client, admin)"
+    )]
+    NoRole { node: String },
     #[error("cannot create the cluster CA")]
     CreateCa(#[source] Box<CertError>),
     #[error("cannot load the cluster CA from {}", .dir.display())]
@@ -119,6 +159,24 @@ enum CertsError {
     ForeignCa { path: PathBuf },
     #[error(transparent)]
     Show(Box<CertError>),
+    #[error("{} is the certificate of node {found}, not of {node}", .path.display())]
+    OtherNode {
+        path: PathBuf,
+        node: String,
+        found: String,
+    },
+    #[error("cannot revoke the certificate of node {node}")]
+    Revoke {
+        node: String,
+        source: Box<CertError>,
+    },
+    #[error("cannot read the revocation list {} (fix or remove it first)", .path.display())]
+    LoadCrl {
+        path: PathBuf,
+        source: Box<CertError>,
+    },
+    #[error("cannot write the revocation list")]
+    SaveCrl(#[source] Box<CertError>),
 }
 
 /// Runs `replicast certs`.
@@ -127,17 +185,20 @@ pub fn run(args: CertsArgs) -> Result<(), Error> {
         CertsCommand::Init {
             out,
             nodes,
+            role,
             sans,
             cluster,
             force,
-        } => init(&out, &nodes, &sans, &cluster, force)?,
+        } => init(&out, &nodes, role.as_deref(), &sans, &cluster, force)?,
         CertsCommand::Add {
             ca,
             node,
+            role,
             sans,
             out,
             force,
-        } => add(&ca, &node, &sans, out.as_deref(), force)?,
+        } => add(&ca, &node, role.as_deref(), &sans, out.as_deref(), force)?,
+        CertsCommand::Revoke { ca, node, cert } => revoke(&ca, &node, cert.as_deref())?,
         CertsCommand::Show { file } => show(&file)?,
     }
     Ok(())
@@ -146,21 +207,41 @@ pub fn run(args: CertsArgs) -> Result<(), Error> {
 fn init(
     out: &Path,
     nodes: &[String],
+    role: Option<&str>,
     sans: &[String],
     cluster: &str,
     force: bool,
 ) -> Result<(), CertsError> {
-    let nodes = node_names(nodes)?;
+    let default_roles = default_roles(role)?;
+    let specs = nodes
+        .iter()
+        .map(|node| node_spec(node, default_roles))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut nodes: Vec<NodeName> = Vec::with_capacity(specs.len());
+    let mut roles = BTreeMap::new();
+    for (name, node_roles) in specs {
+        if !nodes.contains(&name) {
+            nodes.push(name.clone());
+        }
+        roles.insert(name, node_roles);
+    }
     let sans = sans_by_node(&nodes, sans)?;
     // Everything is generated in memory and every target checked before the first write, so
     // a refusal or a bad argument leaves the directory as it was.
     let ca = ClusterCa::generate(cluster).map_err(|e| CertsError::CreateCa(e.into()))?;
     let identities = nodes
         .iter()
-        .map(|node| issue(&ca, node, sans_of(&sans, node)))
+        .map(|node| issue(&ca, node, roles[node], sans_of(&sans, node)))
         .collect::<Result<Vec<_>, _>>()?;
+    let crl = ca
+        .revocation_list(None, &[])
+        .map_err(|e| CertsError::CreateCa(e.into()))?;
     if !force {
-        let mut targets = vec![out.join(CA_CERT_FILE), out.join(CA_KEY_FILE)];
+        let mut targets = vec![
+            out.join(CA_CERT_FILE),
+            out.join(CA_KEY_FILE),
+            out.join(CRL_FILE),
+        ];
         for node in &nodes {
             let (cert, key) = NodeIdentity::file_paths(out, node);
             targets.extend([cert, key]);
@@ -175,6 +256,13 @@ fn init(
         out.join(CA_CERT_FILE).display(),
         out.join(CA_KEY_FILE).display()
     );
+    crl.save(&out.join(CRL_FILE))
+        .map_err(|e| CertsError::SaveCrl(e.into()))?;
+    println!(
+        "revocation list number {}, empty: {}",
+        crl.number(),
+        out.join(CRL_FILE).display()
+    );
     for identity in &identities {
         save_node(identity, out, force)?;
     }
@@ -184,17 +272,18 @@ fn init(
 fn add(
     ca_dir: &Path,
     node: &str,
+    role: Option<&str>,
     sans: &[String],
     out: Option<&Path>,
     force: bool,
 ) -> Result<(), CertsError> {
-    let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let (name, roles) = node_spec(node, default_roles(role)?)?;
     let sans = sans_by_node(std::slice::from_ref(&name), sans)?;
     let ca = ClusterCa::load(ca_dir).map_err(|source| CertsError::LoadCa {
         dir: ca_dir.to_owned(),
         source: source.into(),
     })?;
-    let identity = issue(&ca, &name, sans_of(&sans, &name))?;
+    let identity = issue(&ca, &name, roles, sans_of(&sans, &name))?;
     let out = out.unwrap_or(ca_dir);
     let (cert, key) = NodeIdentity::file_paths(out, &name);
     if !force {
@@ -218,7 +307,66 @@ fn add(
     Ok(())
 }
 
+fn revoke(ca_dir: &Path, node: &str, cert: Option<&Path>) -> Result<(), CertsError> {
+    let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let ca = ClusterCa::load(ca_dir).map_err(|source| CertsError::LoadCa {
+        dir: ca_dir.to_owned(),
+        source: source.into(),
+    })?;
+    let revoke_error = |source: CertError| CertsError::Revoke {
+        node: name.to_string(),
+        source: source.into(),
+    };
+    let cert_path = cert.map_or_else(|| NodeIdentity::file_paths(ca_dir, &name).0, Path::to_owned);
+    let der = ca.read_issued(&cert_path).map_err(revoke_error)?;
+    let found = node_name_of(&der).map_err(revoke_error)?;
+    if found != name {
+        return Err(CertsError::OtherNode {
+            path: cert_path,
+            node: name.to_string(),
+            found: found.to_string(),
+        });
+    }
+    // The list in force is extended, never replaced by a shorter one: a list that cannot be
+    // read is an error, not a fresh start.
+    let crl_path = ca_dir.join(CRL_FILE);
+    let previous = match RevocationList::load(&crl_path, &ca.certificate_der()) {
+        Ok(list) => Some(list),
+        Err(CertError::Missing { .. }) => None,
+        Err(source) => {
+            return Err(CertsError::LoadCrl {
+                path: crl_path,
+                source: source.into(),
+            });
+        }
+    };
+    let list = ca
+        .revocation_list(previous.as_ref(), &[der])
+        .map_err(revoke_error)?;
+    list.save(&crl_path)
+        .map_err(|e| CertsError::SaveCrl(e.into()))?;
+    println!(
+        "revoked {name} ({}): {}, CRL number {}, {} revoked in all; copy it to every node and \
+         send them SIGHUP",
+        cert_path.display(),
+        crl_path.display(),
+        list.number(),
+        list.revoked().len()
+    );
+    Ok(())
+}
+
 fn show(file: &Path) -> Result<(), CertsError> {
+    if is_revocation_list(file) {
+        let ca_path = file
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(CA_CERT_FILE);
+        let ca = load_ca_certificate(&ca_path).map_err(|e| CertsError::Show(e.into()))?;
+        let list = RevocationList::load(file, &ca).map_err(|e| CertsError::Show(e.into()))?;
+        println!("{list}");
+        return Ok(());
+    }
     let infos = CertificateInfo::read_file(file).map_err(|e| CertsError::Show(e.into()))?;
     for (i, info) in infos.iter().enumerate() {
         if i > 0 {
@@ -229,15 +377,45 @@ fn show(file: &Path) -> Result<(), CertsError> {
     Ok(())
 }
 
-fn node_names(nodes: &[String]) -> Result<Vec<NodeName>, CertsError> {
-    let mut names = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        let name = NodeName::new(node.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    Ok(names)
+/// Whether `file` holds a PEM revocation list (anything else is shown as certificates).
+fn is_revocation_list(file: &Path) -> bool {
+    std::fs::read(file).is_ok_and(|bytes| {
+        bytes
+            .windows(b"-----BEGIN X509 CRL-----".len())
+            .any(|window| window == b"-----BEGIN X509 CRL-----")
+    })
+}
+
+/// `--role`, the roles of nodes given without `=ROLE`.
+fn default_roles(role: Option<&str>) -> Result<Option<Roles>, CertsError> {
+    role.map(|role| role.trim().parse::<Roles>())
+        .transpose()
+        .map_err(|e| CertsError::DefaultRole(e.into()))
+}
+
+/// A `--node` value, `NAME` or `NAME=ROLE[+ROLE...]`, with its roles: those written, else
+/// `default_roles`, else the role the name starts with.
+fn node_spec(node: &str, default_roles: Option<Roles>) -> Result<(NodeName, Roles), CertsError> {
+    let (name, written) = match node.split_once('=') {
+        Some((name, roles)) => (name, Some(roles)),
+        None => (node, None),
+    };
+    let name = NodeName::new(name.trim()).map_err(|e| CertsError::NodeName(e.into()))?;
+    let roles = match written {
+        Some(roles) => roles
+            .trim()
+            .parse::<Roles>()
+            .map_err(|e| CertsError::Role {
+                node: name.to_string(),
+                source: e.into(),
+            })?,
+        None => default_roles
+            .or_else(|| Roles::infer_from_name(name.as_str()))
+            .ok_or_else(|| CertsError::NoRole {
+                node: name.to_string(),
+            })?,
+    };
+    Ok((name, roles))
 }
 
 /// Groups `--san` values by node; a value without `NODE=` belongs to the only node.
@@ -274,8 +452,13 @@ fn sans_of<'a>(sans: &'a BTreeMap<NodeName, Vec<String>>, node: &NodeName) -> &'
     sans.get(node).map_or(&[], Vec::as_slice)
 }
 
-fn issue(ca: &ClusterCa, node: &NodeName, sans: &[String]) -> Result<NodeIdentity, CertsError> {
-    ca.issue(node.as_str(), sans)
+fn issue(
+    ca: &ClusterCa,
+    node: &NodeName,
+    roles: Roles,
+    sans: &[String],
+) -> Result<NodeIdentity, CertsError> {
+    ca.issue_with_roles(node.as_str(), roles, sans)
         .map_err(|source| CertsError::Issue {
             node: node.to_string(),
             source: source.into(),
@@ -301,6 +484,11 @@ fn save_node(identity: &NodeIdentity, out: &Path, force: bool) -> Result<(), Cer
         })?;
     let name = identity.node_name();
     let (cert, key) = NodeIdentity::file_paths(out, name);
-    println!("node {name}: {}, {}", cert.display(), key.display());
+    println!(
+        "node {name} ({}): {}, {}",
+        identity.roles(),
+        cert.display(),
+        key.display()
+    );
     Ok(())
 }

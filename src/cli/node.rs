@@ -5,6 +5,10 @@
 //! prints `running NAME,NAME,...` (sorted; nothing after `running` when none) each time the
 //! set of storages that announced themselves to it changes.
 //!
+//! On SIGHUP it loads its revocation list (`tls.crl`) again: later handshakes check the new
+//! list, the connections of peers it revokes are closed, and the node prints
+//! `crl NUMBER closed NAME,...` (a list it cannot load is logged and the old one stays).
+//!
 //! On SIGTERM or SIGINT the node stops its driver, closes its endpoint, closes its database
 //! and exits with 0.
 
@@ -14,10 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use replicast_certs::{Revocation, RevocationList};
 use replicast_node::config::{NodeConfig, RoleConfig};
 use replicast_node::consensus::{GroupSettings, RaftLog};
 use replicast_node::driver::{
-    DriverConfig, DriverHandle, Role, bind_endpoint, multicast_interface, spawn, spawn_storage,
+    Bound, DriverConfig, DriverHandle, Role, bind, driver_config, multicast_interface, spawn,
+    spawn_storage,
 };
 use replicast_node::engine::Engine;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
@@ -70,6 +76,43 @@ pub fn run(args: NodeArgs) -> Result<(), Error> {
     runtime.block_on(serve(config))
 }
 
+/// Loads `tls.crl` again and makes it the list in force, then closes the connections of peers
+/// it revokes; on an error the list in force stays. Prints `crl NUMBER closed NAME,...` (the
+/// peers whose connections were closed) once done.
+fn reload_crl(name: &str, crl: Option<&Path>, revocation: &Revocation, endpoint: &Endpoint) {
+    let Some(path) = crl else {
+        tracing::info!(
+            node = name,
+            "SIGHUP: no `tls.crl` configured, nothing to reload"
+        );
+        return;
+    };
+    let list = match RevocationList::load(path, revocation.ca_certificate_der()) {
+        Ok(list) => list,
+        Err(error) => {
+            tracing::error!(node = name, %error, "SIGHUP: the revocation list in force stays");
+            return;
+        }
+    };
+    let number = list.number();
+    if let Err(error) = revocation.replace(Some(list)) {
+        tracing::error!(node = name, %error, "SIGHUP: the revocation list in force stays");
+        return;
+    }
+    let closed = endpoint.close_connections("certificate revoked", |_, certificate| {
+        revocation.is_revoked(certificate)
+    });
+    tracing::info!(
+        node = name,
+        number,
+        ?closed,
+        "SIGHUP: revocation list reloaded"
+    );
+    if let Err(error) = announce(&format!("crl {number} closed {}", closed.join(","))) {
+        tracing::warn!(node = name, %error, "cannot report the reload");
+    }
+}
+
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
 /// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
 /// unicast (a writer under `auto` falls back to it).
@@ -79,6 +122,7 @@ fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
             .multicast
             .as_ref()
             .map_or(MulticastInterface::Loopback, multicast_interface),
+        max_sessions: usize::try_from(config.limits.fanout_sessions).unwrap_or(usize::MAX),
         ..FanoutReceiverConfig::default()
     }
 }
@@ -88,6 +132,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
     match &config.role {
         RoleConfig::Client { .. } => Err(format!(
             "{}: a client is not a daemon; run its transactions with `replicast client --config FILE`",
+            config.origin.display()
+        )
+        .into()),
+        RoleConfig::Admin { .. } => Err(format!(
+            "{}: an admin is not a daemon; use it with `replicast status --config FILE` and \
+             `replicast admin --config FILE`",
             config.origin.display()
         )
         .into()),
@@ -112,6 +162,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                         config.origin.display()
                     )
                 })?;
+            // The identity is checked before the log is touched: a master refused for its
+            // certificate leaves no files behind.
+            let Bound {
+                endpoint,
+                revocation,
+            } = bind(&config)?;
             let settings = config
                 .master_settings
                 .clone()
@@ -141,7 +197,6 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             };
             let log = RaftLog::open(&settings.path, &group.voters())
                 .map_err(|e| format!("cannot open `master.path`: {e}"))?;
-            let endpoint = bind_endpoint(&config)?;
             let mut role = Master::open(
                 table,
                 MasterConfig::default(),
@@ -174,18 +229,26 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 .filter(|master| master.name.as_str() != name)
                 .map(|master| (master.name.as_str().to_owned(), master.address))
                 .collect();
-            let (driver, events) = spawn(
-                role,
-                endpoint.clone(),
-                DriverConfig {
-                    directory,
-                    ..DriverConfig::default()
-                },
-            );
-            run_until_signal(&name, driver, events, endpoint, running).await?;
+            let driver_config = DriverConfig {
+                directory,
+                revocation: Some(revocation.clone()),
+                ..driver_config(&config)
+            };
+            let (driver, events) = spawn(role, endpoint.clone(), driver_config);
+            let reload = Reload {
+                crl: config.tls.crl.clone(),
+                revocation,
+            };
+            run_until_signal(&name, driver, events, endpoint, reload, running).await?;
             Ok(())
         }
         RoleConfig::Storage { master, storage } => {
+            // The identity is checked before the database is touched: a node refused for its
+            // certificate leaves no files behind.
+            let Bound {
+                endpoint,
+                revocation,
+            } = bind(&config)?;
             // The file is created when missing; so is its directory, as a user of a fresh
             // deployment expects.
             if let Some(parent) = storage.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -213,7 +276,6 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 PersistConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;
-            let endpoint = bind_endpoint(&config)?;
             // The master hands this address to clients. A wildcard address names no host a
             // client could dial: such clients list the storage in their own [storages].
             if config.node.listen.ip().is_unspecified() {
@@ -233,7 +295,8 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     .collect::<HashMap<_, _>>(),
                 // The master shows what this storage measures of its links (`replicast status`).
                 report_to: Some(master.name.as_str().to_owned()),
-                ..DriverConfig::default()
+                revocation: Some(revocation.clone()),
+                ..driver_config(&config)
             };
             // Stored objects arrive through the fan-out (clients choose the path).
             let (driver, events) = spawn_storage(
@@ -242,7 +305,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 driver_config,
                 fanout_receiver_config(&config),
             );
-            let role = run_until_signal(&name, driver, events, endpoint, |_| Vec::new()).await?;
+            let reload = Reload {
+                crl: config.tls.crl.clone(),
+                revocation,
+            };
+            let role =
+                run_until_signal(&name, driver, events, endpoint, reload, |_| Vec::new()).await?;
             // The writer executes what is queued and syncs; dropping the engine closes the
             // database.
             drop(role.stop());
@@ -251,14 +319,23 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
     }
 }
 
+/// What SIGHUP reloads: the revocation list.
+struct Reload {
+    /// `tls.crl`.
+    crl: Option<PathBuf>,
+    /// The list in force.
+    revocation: Revocation,
+}
+
 /// Announces readiness of the running `driver`, reports changes of `running` (the storages
-/// the role knows to run) until SIGTERM or SIGINT, then stops the driver and closes the
-/// endpoint. Returns the role for its owner to close.
+/// the role knows to run) and reloads the revocation list on SIGHUP until SIGTERM or SIGINT,
+/// then stops the driver and closes the endpoint. Returns the role for its owner to close.
 async fn run_until_signal<R>(
     name: &str,
     driver: DriverHandle<R>,
     events: mpsc::UnboundedReceiver<R::Event>,
     endpoint: Endpoint,
+    reload: Reload,
     running: fn(&R) -> Vec<String>,
 ) -> Result<R, Error>
 where
@@ -274,34 +351,54 @@ where
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let logger = tokio::spawn(log_events(events));
     tracing::info!(node = name, %address, "listening");
     announce(&format!("ready {name} {address}"))?;
 
-    let watch = async {
-        let mut reported: Vec<String> = Vec::new();
-        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
-        loop {
-            ticks.tick().await;
-            let Ok(lines) = driver.call(move |role, _| running(role)).await else {
-                return Err::<(), Error>(format!("the driver of {name} stopped").into());
-            };
-            for (index, line) in lines.iter().enumerate() {
-                if reported.get(index) != Some(line) {
-                    tracing::info!(node = name, %line, "status changed");
-                    // A status line nobody reads any more is no reason to stop serving.
-                    if let Err(error) = announce(line) {
-                        tracing::warn!(node = name, %error, "cannot report a status line");
+    // The watch borrows the driver: it ends before the driver is stopped.
+    {
+        let watch = async {
+            let mut reported: Vec<String> = Vec::new();
+            let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let Ok(lines) = driver.call(move |role, _| running(role)).await else {
+                    return Err::<(), Error>(format!("the driver of {name} stopped").into());
+                };
+                for (index, line) in lines.iter().enumerate() {
+                    if reported.get(index) != Some(line) {
+                        tracing::info!(node = name, %line, "status changed");
+                        // A status line nobody reads any more is no reason to stop serving.
+                        if let Err(error) = announce(line) {
+                            tracing::warn!(node = name, %error, "cannot report a status line");
+                        }
                     }
                 }
+                reported = lines;
             }
-            reported = lines;
+        };
+        tokio::pin!(watch);
+        loop {
+            tokio::select! {
+                result = &mut watch => {
+                    result?;
+                    break;
+                }
+                _ = terminate.recv() => {
+                    tracing::info!(node = name, "SIGTERM: stopping");
+                    break;
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!(node = name, "SIGINT: stopping");
+                    break;
+                }
+                _ = hangup.recv() => {
+                    reload_crl(name, reload.crl.as_deref(), &reload.revocation, &endpoint);
+                }
+            }
         }
-    };
-    tokio::select! {
-        result = watch => result?,
-        _ = terminate.recv() => tracing::info!(node = name, "SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!(node = name, "SIGINT: stopping"),
     }
     let role = driver
         .stop()

@@ -31,7 +31,8 @@ const NOT_OPERATIONAL: i32 = 2;
 
 /// The long help of `replicast status` (`--help`): what it prints, exit status, JSON fields.
 const HELP: &str = "\
-Prints the nodes (name, role, state, address), each node's links with the RTT it measures and, \
+Prints the nodes (name, role, state, address, the number and date of the revocation list it \
+checks peers against), each node's links with the RTT it measures and, \
 for a writer's link to a storage, whether stored objects reach that storage by multicast or by \
 unicast right now, and the partition table as a grid of partitions x storages (U up to date, \
 O out of date, F feeding, . no cell). A storage in state `waiting` is connected but holds no \
@@ -60,6 +61,11 @@ JSON (--json), one object; these field names are stable, absent values are null:
     links           null (no report) or list of {peer, rtt_ms, store_path}
       rtt_ms        float, or null when the link has no measurement
       store_path    \"multicast\" | \"unicast\" (a writer's link to a storage) or null
+    crl             null (no report, or no `tls.crl`) or {number, issued}: the revocation list
+                    the node checks its peers against (issued: RFC 3339, UTC)
+    refusals        null (no report) or list of {peer, reason, count}: what the node refused
+                    of each peer before its role saw it (the peer's certificate does not grant
+                    a role allowed to send it, is revoked, or a per-peer limit was reached)
   partition_table   {version, partitions, replicas, storages, cells}
     storages        the storages holding cells, in the order they joined
     cells           one list per partition of {storage, state, replaces}
@@ -250,6 +256,17 @@ pub(super) async fn ask_master(
                         "{master} knows no primary (an election is going on)"
                     ));
                 }
+                // A master's gate refused the question: every master would (the refusal
+                // names the role needed), so this is the answer.
+                Ok(Message::Refused(refusal)) => {
+                    return Err(format!(
+                        "the master {master} refused {}: {refusal} ({} in {})",
+                        message.kind(),
+                        config.tls.cert.display(),
+                        config.origin.display()
+                    )
+                    .into());
+                }
                 Ok(answer) => return Ok((answer, master, address)),
                 Err(error) => errors.push(error.to_string()),
             }
@@ -292,6 +309,21 @@ struct NodeView {
     state: &'static str,
     address: Option<String>,
     links: Option<Vec<LinkView>>,
+    refusals: Option<Vec<RefusalView>>,
+    crl: Option<CrlView>,
+}
+
+#[derive(Debug, Serialize)]
+struct CrlView {
+    number: u64,
+    issued: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RefusalView {
+    peer: String,
+    reason: String,
+    count: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -374,6 +406,25 @@ impl From<&NodeStatus> for NodeView {
                         peer: link.peer.clone(),
                         rtt_ms: link.rtt_micros.map(|micros| micros as f64 / 1000.0),
                         store_path: link.store_path.map(path_name),
+                    })
+                    .collect()
+            }),
+            crl: node
+                .report
+                .as_ref()
+                .and_then(|report| report.crl)
+                .map(|crl| CrlView {
+                    number: crl.number,
+                    issued: crl.issued_utc(),
+                }),
+            refusals: node.report.as_ref().map(|report| {
+                report
+                    .refusals
+                    .iter()
+                    .map(|refusal| RefusalView {
+                        peer: refusal.peer.clone(),
+                        reason: refusal.reason.clone(),
+                        count: refusal.count,
                     })
                     .collect()
             }),
@@ -461,7 +512,7 @@ fn render(status: &ClusterStatus) -> String {
     push_table(&mut out, ["NAME", "ROLE", "ADDRESS", "LOG INDEX"], &masters);
 
     out.push_str("\nNODES\n");
-    let rows: Vec<[String; 4]> = status
+    let rows: Vec<[String; 5]> = status
         .nodes
         .iter()
         .map(|node| {
@@ -470,10 +521,16 @@ fn render(status: &ClusterStatus) -> String {
                 role_name(node.role).to_owned(),
                 state_name(node.state).to_owned(),
                 node.address.map_or("-".to_owned(), |a| a.to_string()),
+                node.report
+                    .as_ref()
+                    .and_then(|report| report.crl)
+                    .map_or("-".to_owned(), |crl| {
+                        format!("#{} {}", crl.number, crl.issued_utc())
+                    }),
             ]
         })
         .collect();
-    push_table(&mut out, ["NAME", "ROLE", "STATE", "ADDRESS"], &rows);
+    push_table(&mut out, ["NAME", "ROLE", "STATE", "ADDRESS", "CRL"], &rows);
 
     let links: Vec<[String; 4]> = status
         .nodes
@@ -497,6 +554,26 @@ fn render(status: &ClusterStatus) -> String {
         out.push_str("no node has reported its links yet\n");
     } else {
         push_table(&mut out, ["FROM", "TO", "RTT", "STORES"], &links);
+    }
+
+    let refusals: Vec<[String; 4]> = status
+        .nodes
+        .iter()
+        .filter_map(|node| node.report.as_ref().map(|report| (node, report)))
+        .flat_map(|(node, report)| {
+            report.refusals.iter().map(|refusal| {
+                [
+                    node.name.clone(),
+                    refusal.peer.clone(),
+                    refusal.reason.clone(),
+                    refusal.count.to_string(),
+                ]
+            })
+        })
+        .collect();
+    if !refusals.is_empty() {
+        out.push_str("\nREFUSED (messages a node refused of a peer, by reason)\n");
+        push_table(&mut out, ["NODE", "PEER", "REASON", "COUNT"], &refusals);
     }
 
     out.push_str("\nPARTITIONS (U up to date, O out of date, F feeding, . no cell)\n");
@@ -581,6 +658,7 @@ mod tests {
                             rtt_micros: Some(1250),
                             store_path: Some(StorePath::Unicast),
                         }],
+                        ..NodeReport::default()
                     }),
                 },
             ],

@@ -19,7 +19,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::Rng as _;
-use replicast_certs::{ClusterCa, NodeIdentity};
+use replicast_certs::{ClusterCa, NodeIdentity, Roles};
 use replicast_transport::netem::{ImpairedUdpSocket, LinkConditions};
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig};
 
@@ -68,9 +68,12 @@ impl EndpointSpec {
     }
 }
 
-/// A certificate and key for `name` issued by `ca`.
+/// A certificate and key for `name` issued by `ca`, granting the role `name` starts with
+/// (`master`, `storage-1`, `client-1`, `admin`; none for other names, which only the transport
+/// accepts: a node's gate refuses every message of a peer without a role).
 pub fn identity(ca: &ClusterCa, name: &str) -> Result<NodeIdentity, TestkitError> {
-    ca.issue(name, &[])
+    let roles = Roles::infer_from_name(name).unwrap_or(Roles::NONE);
+    ca.issue_with_roles(name, roles, &[])
         .map_err(|e| TestkitError::setup(format!("certificate for {name}"), e))
 }
 

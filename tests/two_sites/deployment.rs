@@ -1,7 +1,7 @@
 //! The deployment of docs/DEPLOY.md, done the way the guide says: certificates made once with
 //! `replicast certs init` (and one more with `replicast certs add`), each host given the CA
-//! certificate and its own key and certificate with `install`, and each host's configuration
-//! taken from docs/examples/site-*.toml.
+//! certificate, the revocation list and its own key and certificate with `install`, and each
+//! host's configuration taken from docs/examples/site-*.toml.
 //!
 //! Every host gets its own directory standing for its root file system: the examples'
 //! `/etc/replicast/` and `/var/lib/replicast/` become `HOST/etc/replicast/` and
@@ -64,9 +64,10 @@ impl Deployment {
         let deployment = Self { root };
         for (node, example) in NODES {
             let etc = deployment.etc(node);
-            // On each host: the CA certificate, the node's certificate and its key (owner
-            // only). The CA's key stays on the administrator's machine.
+            // On each host: the CA certificate, its revocation list, the node's certificate
+            // and its key (owner only). The CA's key stays on the administrator's machine.
             install("0644", &ca.join("ca.pem"), &etc.join("ca.pem"));
+            install("0644", &ca.join("crl.pem"), &etc.join("crl.pem"));
             install(
                 "0644",
                 &ca.join(format!("{node}.pem")),

@@ -6,15 +6,16 @@
 //!
 //! | section       | keys                                                          | roles            |
 //! |---------------|---------------------------------------------------------------|------------------|
-//! | `[node]`      | `name`, `role`, `listen`                                      | all (required)   |
-//! | `[tls]`       | `ca`, `cert`, `key`                                           | all (required)   |
+//! | `[node]`      | `name`, `role` (`master`, `storage`, `client`, `admin`), `listen` | all (required) |
+//! | `[tls]`       | `ca`, `cert`, `key`, `crl` (optional)                         | all (required)   |
 //! | `[cluster]`   | `partitions`, `replicas`, `storages` (names)                  | master (required)|
 //! | `[storages]`  | `NAME = "IP:PORT"`: where each storage listens                | client (optional)|
-//! | `[master]`    | `address`, `name`                                             | storage, client (required) |
+//! | `[master]`    | `address`, `name`                                             | storage, client, admin (required) |
 //! | `[storage]`   | `path`                                                        | storage (required) |
 //! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
 //! | `[multicast]` | `group`, `interface`, `ttl` (1), `loopback` (true)            | storage; client when the strategy multicasts |
 //! | `[link]`      | `keep_alive_ms`, `idle_timeout_ms`, `stream_receive_window`, `send_window` | all (optional) |
+//! | `[limits]`    | `open_transactions`, `pending_stores`, `pending_store_bytes`, `streams`, `queued_messages`, `queued_bytes`, `fanout_sessions` | all (optional) |
 //! | `[log]`       | `level` (`"info"`)                                            | all (optional)   |
 //!
 //! Relative paths are resolved against the config file's directory. Every mistake is a
@@ -65,6 +66,7 @@ mod check;
 mod cluster;
 mod error;
 mod fanout;
+mod limits;
 mod link;
 mod log;
 mod master;
@@ -85,6 +87,7 @@ use toml::Spanned;
 pub use cluster::ClusterLayout;
 pub use error::{ConfigError, Location};
 pub use fanout::FanoutStrategy;
+pub use limits::PeerLimits;
 pub use link::LinkTuning;
 pub use log::LogLevel;
 pub use master::MasterPeer;
@@ -110,6 +113,7 @@ struct RawConfig {
     fanout: Option<Spanned<fanout::RawFanout>>,
     multicast: Option<Spanned<multicast::RawMulticast>>,
     link: Option<Spanned<link::RawLink>>,
+    limits: Option<Spanned<limits::RawLimits>>,
     log: Option<Spanned<log::RawLog>>,
 }
 
@@ -128,6 +132,8 @@ pub struct NodeConfig {
     pub multicast: Option<MulticastConfig>,
     /// `[link]`: QUIC tuning, defaults where not given.
     pub link: LinkTuning,
+    /// `[limits]`: what one peer may hold of this node, defaults where not given.
+    pub limits: PeerLimits,
     /// `[log]`: the log level.
     pub log: LogLevel,
     /// `cluster.storages` on the master: the storages the partition table places cells on, in
@@ -165,6 +171,11 @@ pub enum RoleConfig {
         master: MasterPeer,
         /// `fanout.strategy`.
         fanout: FanoutStrategy,
+    },
+    /// An operator (`replicast status`, `replicast admin`): the masters to ask.
+    Admin {
+        /// The first of [`NodeConfig::masters`].
+        master: MasterPeer,
     },
 }
 
@@ -371,6 +382,19 @@ impl NodeConfig {
                 }
                 RoleConfig::Client { master, fanout }
             }
+            Role::Admin => {
+                let admin_hint =
+                    "an admin only asks the masters: [masters] (or [master]), [tls], [link], [log]";
+                not_for(cluster_span, "cluster", admin_hint)?;
+                not_for(storage_span, "storage", admin_hint)?;
+                not_for(storages_span, "storages", admin_hint)?;
+                not_for(fanout_span, "fanout", admin_hint)?;
+                not_for(multicast_span, "multicast", admin_hint)?;
+                masters = peers_of(raw.masters, raw.master, &node.name, &check, "an admin")?;
+                RoleConfig::Admin {
+                    master: masters[0].clone(),
+                }
+            }
         };
         let multicast = match raw.multicast {
             Some(multicast) => Some(MulticastConfig::check(multicast, &check)?),
@@ -383,6 +407,7 @@ impl NodeConfig {
             role: role_config,
             multicast,
             link: LinkTuning::check(raw.link, &check)?,
+            limits: PeerLimits::check(raw.limits, &check)?,
             log: LogLevel::check(raw.log, &check)?,
             cluster_storages,
             storage_addresses,
@@ -397,6 +422,7 @@ impl NodeConfig {
             RoleConfig::Master { .. } => Role::Master,
             RoleConfig::Storage { .. } => Role::Storage,
             RoleConfig::Client { .. } => Role::Client,
+            RoleConfig::Admin { .. } => Role::Admin,
         }
     }
 
@@ -404,7 +430,9 @@ impl NodeConfig {
     pub fn master(&self) -> Option<&MasterPeer> {
         match &self.role {
             RoleConfig::Master { .. } => None,
-            RoleConfig::Storage { master, .. } | RoleConfig::Client { master, .. } => Some(master),
+            RoleConfig::Storage { master, .. }
+            | RoleConfig::Client { master, .. }
+            | RoleConfig::Admin { master } => Some(master),
         }
     }
 }

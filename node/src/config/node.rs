@@ -35,6 +35,8 @@ pub enum Role {
     Storage,
     /// Runs transactions against the cluster.
     Client,
+    /// An operator's identity for `replicast status` and `replicast admin`; not a daemon.
+    Admin,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
             Self::Master => "master",
             Self::Storage => "storage",
             Self::Client => "client",
+            Self::Admin => "admin",
         }
     }
 }
@@ -141,18 +144,19 @@ impl NodeSection {
             raw.role,
             "node.role",
             section.clone(),
-            "every node has a role: \"master\", \"storage\" or \"client\"",
+            "every node has a role: \"master\", \"storage\", \"client\" or \"admin\"",
         )?;
         let role = match role.get_ref().as_str() {
             "master" => Role::Master,
             "storage" => Role::Storage,
             "client" => Role::Client,
+            "admin" => Role::Admin,
             other => {
                 return Err(check.invalid(
                     "node.role",
                     &role,
                     format!("{other:?}"),
-                    "one of \"master\", \"storage\", \"client\"",
+                    "one of \"master\", \"storage\", \"client\", \"admin\"",
                 ));
             }
         };
@@ -168,7 +172,7 @@ impl NodeSection {
             &listen,
             "an IP address and port, e.g. \"127.0.0.1:7000\" or \"[::1]:7000\"",
         )?;
-        if address.port() == 0 && role != Role::Client {
+        if address.port() == 0 && matches!(role, Role::Master | Role::Storage) {
             return Err(check.invalid(
                 "node.listen",
                 &listen,

@@ -14,9 +14,11 @@ pub(super) struct RawTls {
     ca: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    crl: Option<Spanned<String>>,
 }
 
-/// The `[tls]` section: PEM files of the cluster CA, the node's certificate and its private key.
+/// The `[tls]` section: PEM files of the cluster CA, the node's certificate and its private key,
+/// and optionally the cluster's certificate revocation list.
 ///
 /// Relative paths in the file are resolved against the config file's directory; the files are
 /// not read here (the node reads them when it starts, and reports its own errors).
@@ -28,6 +30,10 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// This node's private key (`tls.key`).
     pub key: PathBuf,
+    /// The cluster CA's revocation list (`tls.crl`, written by `replicast certs init` and
+    /// `replicast certs revoke`): peers whose certificate is on it are refused. Read at start
+    /// and again on SIGHUP; `None`: no revocation.
+    pub crl: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -55,6 +61,14 @@ impl TlsFiles {
                 "tls.key",
                 "the node's certificate needs its private key (a PEM file)",
             )?,
+            crl: match raw.crl {
+                Some(crl) => Some(check.resolve(check.non_empty(
+                    "tls.crl",
+                    &crl,
+                    "a path to the cluster's revocation list (a PEM file)",
+                )?)),
+                None => None,
+            },
         })
     }
 }

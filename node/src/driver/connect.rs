@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use replicast_certs::{CertError, NodeIdentity};
+use replicast_certs::{CertError, NodeIdentity, Revocation, RevocationList, Role as CertRole};
 use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutError, Strategy};
 use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
@@ -35,7 +35,11 @@ use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError}
 use super::client_handle::{ClientError, ClientHandle};
 use super::run::DriverConfig;
 use crate::client::{Client, ClientConfig};
-use crate::config::{FanoutStrategy, LinkTuning, MulticastConfig, NodeConfig, RoleConfig};
+use crate::config::{
+    FanoutStrategy, LinkTuning, MulticastConfig, NodeConfig, PeerLimits, Role as ConfigRole,
+    RoleConfig,
+};
+use crate::gate::GateLimits;
 
 /// Why a node's endpoint or a client's connection could not be made from its configuration;
 /// each names the file and the key.
@@ -60,6 +64,49 @@ pub enum ConnectError {
         cert: PathBuf,
         /// The name in the certificate.
         certified: String,
+    },
+    /// The certificate does not grant the role of `node.role`: the node would start and have
+    /// every message refused by its peers.
+    #[error(
+        "{file}: `node.role` is \"{needed}\" but the certificate {cert} grants the role {granted}; \
+         issue one with `replicast certs add --ca DIR --node {name} --role {needed} --force`"
+    )]
+    RoleMismatch {
+        /// The configuration file.
+        file: PathBuf,
+        /// The role `node.role` needs.
+        needed: CertRole,
+        /// `tls.cert`.
+        cert: PathBuf,
+        /// The roles the certificate grants.
+        granted: String,
+        /// The certificate's node name.
+        name: String,
+    },
+    /// The revocation list of `tls.crl` does not load (missing, corrupt, not the CA's).
+    #[error("cannot load the revocation list (`tls.crl` in {file}): {source}")]
+    RevocationList {
+        /// The configuration file.
+        file: PathBuf,
+        /// Why.
+        source: Box<CertError>,
+    },
+    /// The revocation list revokes the node's own certificate (every peer would refuse it).
+    #[error(
+        "{file}: the certificate {cert} is revoked by {crl} (CRL number {number}); issue a new \
+         one with `replicast certs add --ca DIR --node {name} --force`"
+    )]
+    Revoked {
+        /// The configuration file.
+        file: PathBuf,
+        /// `tls.cert`.
+        cert: PathBuf,
+        /// `tls.crl`.
+        crl: PathBuf,
+        /// The list's number.
+        number: u64,
+        /// The certificate's node name.
+        name: String,
     },
     /// The QUIC endpoint does not bind.
     #[error("cannot listen at {listen} (`node.listen` in {file}): {source}")]
@@ -113,9 +160,26 @@ pub enum ConnectError {
     },
 }
 
-/// Loads the node's certificate files named in `[tls]` and binds its QUIC endpoint at
-/// `node.listen` with the `[link]` tuning.
+/// A node's bound endpoint and the revocation list its TLS configurations check.
+#[derive(Debug)]
+pub struct Bound {
+    /// The QUIC endpoint.
+    pub endpoint: Endpoint,
+    /// The list in force (`tls.crl`), replaceable (a node reloads it on SIGHUP); the driver's
+    /// gate checks peers against it too ([`DriverConfig::revocation`]).
+    pub revocation: Revocation,
+}
+
+/// Loads the node's certificate files named in `[tls]` (and its revocation list, `tls.crl`)
+/// and binds its QUIC endpoint at `node.listen` with the `[link]` tuning.
 pub fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, ConnectError> {
+    bind(config).map(|bound| bound.endpoint)
+}
+
+/// [`bind_endpoint`], keeping the revocation list's handle. The certificate must be for
+/// `node.name` and grant the role of `node.role`; the list must load, be the CA's and not
+/// revoke the node itself.
+pub fn bind(config: &NodeConfig) -> Result<Bound, ConnectError> {
     let file = || config.origin.clone();
     let tls = &config.tls;
     let certificate = |source| ConnectError::Certificate {
@@ -131,22 +195,96 @@ pub fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, ConnectError> {
             certified: identity.name().to_owned(),
         });
     }
-    Endpoint::bind(EndpointConfig {
+    check_role(config, &identity)?;
+    let list = match &tls.crl {
+        Some(path) => Some(load_crl(config, path, &identity)?),
+        None => None,
+    };
+    let tls_configs = identity.tls_configs(list).map_err(certificate)?;
+    let endpoint = Endpoint::bind(EndpointConfig {
         listen: config.node.listen,
-        server_tls: identity.server_config().map_err(certificate)?,
-        client_tls: identity.client_config().map_err(certificate)?,
-        link: link_config(&config.link),
+        server_tls: tls_configs.server,
+        client_tls: tls_configs.client,
+        link: link_config(&config.link, &config.limits),
     })
     .map_err(|source| ConnectError::Bind {
         file: file(),
         listen: config.node.listen,
         source: Box::new(source),
+    })?;
+    Ok(Bound {
+        endpoint,
+        revocation: tls_configs.revocation,
     })
 }
 
-/// The transport's link configuration for the `[link]` tuning.
-pub fn link_config(tuning: &LinkTuning) -> LinkConfig {
+/// The revocation list at `path` (`tls.crl`), checked against the cluster CA; a node whose
+/// own certificate is on it is refused too (every peer would refuse it).
+fn load_crl(
+    config: &NodeConfig,
+    path: &Path,
+    identity: &NodeIdentity,
+) -> Result<RevocationList, ConnectError> {
+    let list = RevocationList::load(path, &identity.ca_certificate_der()).map_err(|source| {
+        ConnectError::RevocationList {
+            file: config.origin.clone(),
+            source: Box::new(source),
+        }
+    })?;
+    if list.is_revoked(&identity.certificate_der()) {
+        return Err(ConnectError::Revoked {
+            file: config.origin.clone(),
+            cert: config.tls.cert.clone(),
+            crl: path.to_owned(),
+            number: list.number(),
+            name: identity.name().to_owned(),
+        });
+    }
+    Ok(list)
+}
+
+/// The certificate role that `node.role` needs.
+fn certificate_role(role: ConfigRole) -> CertRole {
+    match role {
+        ConfigRole::Master => CertRole::Master,
+        ConfigRole::Storage => CertRole::Storage,
+        ConfigRole::Client => CertRole::Client,
+        ConfigRole::Admin => CertRole::Admin,
+    }
+}
+
+/// Refuses a certificate that does not grant the role of `node.role`, naming both.
+fn check_role(config: &NodeConfig, identity: &NodeIdentity) -> Result<(), ConnectError> {
+    let needed = certificate_role(config.role());
+    if identity.roles().contains(needed) {
+        return Ok(());
+    }
+    Err(ConnectError::RoleMismatch {
+        file: config.origin.clone(),
+        needed,
+        cert: config.tls.cert.clone(),
+        granted: identity.roles().to_string(),
+        name: identity.name().to_owned(),
+    })
+}
+
+/// The driver settings `[limits]` sets: the messages and bytes held per peer until the ones
+/// before them arrive, and what the gate lets a peer hold.
+pub fn driver_config(config: &NodeConfig) -> DriverConfig {
+    let limits = &config.limits;
+    DriverConfig {
+        reorder_limit: usize::try_from(limits.queued_messages).unwrap_or(usize::MAX),
+        reorder_byte_limit: usize::try_from(limits.queued_bytes).unwrap_or(usize::MAX),
+        limits: GateLimits::from(*limits),
+        ..DriverConfig::default()
+    }
+}
+
+/// The transport's link configuration for the `[link]` tuning and the `[limits]` on streams.
+pub fn link_config(tuning: &LinkTuning, limits: &PeerLimits) -> LinkConfig {
     LinkConfig {
+        // `limits.streams` is checked to fit a u32.
+        max_concurrent_streams: u32::try_from(limits.streams).unwrap_or(u32::MAX),
         keep_alive: tuning.keep_alive,
         idle_timeout: Some(tuning.idle_timeout),
         // The file allows any u64; quinn's stream window is a u32, so a larger value is the
@@ -236,12 +374,16 @@ pub async fn connect_from_config(
         .iter()
         .map(|peer| peer.name.as_str().to_owned())
         .collect();
-    let endpoint = bind_endpoint(config)?;
+    let Bound {
+        endpoint,
+        revocation,
+    } = bind(config)?;
     let writer = fanout_writer(config, &endpoint)?;
     let role = Client::with_masters(config.node.name.as_str(), masters, client);
     let driver = DriverConfig {
         directory,
-        ..DriverConfig::default()
+        revocation: Some(revocation),
+        ..driver_config(config)
     };
     let handle = ClientHandle::connect_with_fanout(role, endpoint.clone(), driver, timeout, writer)
         .await

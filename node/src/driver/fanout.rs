@@ -311,6 +311,18 @@ fn start_join(
 /// Adds `name` at `addr`, or hands it its membership again (a restarted storage forgot
 /// it); true if it joined.
 async fn join(writer: &Fanout, shared: &Shared, name: &str, addr: SocketAddr) -> bool {
+    // Only a storage's certificate gets the session's keys and stores: the name comes from
+    // the master's table, the certificate at that name must say it is a storage.
+    let admitted = match writer.endpoint().link(name, addr).await {
+        Ok(link) => crate::gate::replica_grant(name, link.peer_certificate().as_ref(), None)
+            .map_err(|refusal| refusal.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    if let Err(error) = admitted {
+        tracing::warn!(%name, %error, "cannot add the storage to the fan-out");
+        lock(&shared.members).insert(name.to_owned(), Member::Stale(Instant::now()));
+        return false;
+    }
     let joined = if writer.replicas().iter().any(|member| member == name) {
         writer.rejoin_replica(name, addr).await
     } else {

@@ -39,8 +39,8 @@ pub use client_dispatch::{Invalidation, InvalidationListener};
 pub use client_handle::{ClientError, ClientHandle};
 pub use client_log::{ObjectScan, PackReport, TransactionIterator};
 pub use connect::{
-    ConnectError, bind_endpoint, connect_from_config, fanout_writer, link_config,
-    multicast_interface,
+    Bound, ConnectError, bind, bind_endpoint, connect_from_config, driver_config, fanout_writer,
+    link_config, multicast_interface,
 };
 pub use fanout::FanoutDeliveries;
 pub use role::Role;

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::client::{Client, ClientEvent, FanoutStore};
+use crate::gate::PeerLoad;
+use crate::ids::Tid;
 use crate::master::{Master, MasterEvent};
 use crate::protocol::{Message, ProtocolError, Transmit, decode_from};
 
@@ -50,6 +52,13 @@ pub trait Role: Send + 'static {
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         let _ = peer;
         None
+    }
+    /// What the role holds for `peer` (with whether `ttid` is one of its open transactions),
+    /// for the per-peer limits of the driver's [`Gate`](crate::gate::Gate). Nothing, by
+    /// default.
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        let _ = (peer, ttid);
+        PeerLoad::default()
     }
     /// The master the node's [`NodeReport`](crate::protocol::NodeReport)s go to now (the
     /// primary it follows); `None`: [`DriverConfig::report_to`](super::DriverConfig::report_to).
@@ -150,6 +159,9 @@ impl Role for Master {
         request: Message,
     ) -> Result<Message, ProtocolError> {
         Master::answer(self, now, from, request)
+    }
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        Master::peer_load(self, peer, ttid)
     }
     fn answer_or_defer(
         &mut self,

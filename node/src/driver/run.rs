@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use replicast_transport::fanout::{DeliveredObject, FanoutFeed};
@@ -15,10 +15,15 @@ use tokio::task::JoinHandle;
 use super::fanout::{FanoutReplica, FanoutWriter, store_of};
 use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
 use super::role::Role;
+use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
-use crate::protocol::{LinkReport, Message, NodeReport, ProtocolError, decode_from, encode};
+use crate::protocol::{
+    LinkReport, Message, NodeReport, NodeRole, ProtocolError, decode_from, encode,
+};
 use crate::storage::StorageEvent;
+use replicast_certs::Revocation;
 use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
+use replicast_transport::quic::PeerCertificate;
 
 /// How long writing one request's answer may take before the stream is reset.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
@@ -43,6 +48,11 @@ pub struct DriverConfig {
     pub report_to: Option<String>,
     /// How often a [`NodeReport`] goes to [`report_to`](Self::report_to).
     pub report_interval: Duration,
+    /// The revocation list of the endpoint's TLS configurations: the driver's [`Gate`] refuses
+    /// what peers on it send, even over a connection established before they were revoked.
+    pub revocation: Option<Revocation>,
+    /// The per-peer limits the driver's [`Gate`] enforces on what the role holds.
+    pub limits: GateLimits,
 }
 
 impl Default for DriverConfig {
@@ -54,6 +64,8 @@ impl Default for DriverConfig {
             link_check: Duration::from_millis(100),
             report_to: None,
             report_interval: Duration::from_secs(1),
+            revocation: None,
+            limits: GateLimits::default(),
         }
     }
 }
@@ -77,6 +89,9 @@ pub struct DriverStats {
     pub decode_errors: u64,
     /// Messages the role refused ([`ProtocolError`] other than decoding).
     pub refused: u64,
+    /// Messages, requests and fan-out work the [`Gate`] refused before the role saw them (the
+    /// sender's certificate does not allow them).
+    pub unauthorized: u64,
     /// Messages that could not be delivered to their peer.
     pub send_failures: u64,
     /// Times a peer was reported lost to the role.
@@ -103,6 +118,7 @@ struct Counters {
     reordered: AtomicU64,
     decode_errors: AtomicU64,
     refused: AtomicU64,
+    unauthorized: AtomicU64,
     send_failures: AtomicU64,
     peers_lost: AtomicU64,
     unexpected_streams: AtomicU64,
@@ -124,6 +140,7 @@ impl Counters {
             reordered: self.reordered.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
             send_failures: self.send_failures.load(Ordering::Relaxed),
             peers_lost: self.peers_lost.load(Ordering::Relaxed),
             unexpected_streams: self.unexpected_streams.load(Ordering::Relaxed),
@@ -310,6 +327,7 @@ pub(crate) fn spawn_with<R: Role>(
         counters: counters.clone(),
         side,
         report_to: config.report_to,
+        gate: Gate::new(config.revocation, config.limits),
         deferred: HashMap::new(),
         next_token: 0,
     };
@@ -347,6 +365,8 @@ struct Driver<R: Role> {
     counters: Arc<Counters>,
     side: Side,
     report_to: Option<String>,
+    /// What every message, request and fan-out session passes before the role sees it.
+    gate: Gate,
     /// Requests whose answer the role deferred ([`Role::answer_or_defer`]), by token.
     deferred: HashMap<u64, IncomingRequest>,
     next_token: u64,
@@ -449,7 +469,11 @@ impl<R: Role> Driver<R> {
                 store_path: paths.get(peer).copied(),
             })
             .collect();
-        NodeReport { links }
+        NodeReport {
+            links,
+            refusals: self.gate.refusal_counts(),
+            crl: self.gate.crl(),
+        }
     }
 
     fn side_event(&mut self, event: SideEvent) {
@@ -461,10 +485,8 @@ impl<R: Role> Driver<R> {
             SideEvent::Delivered(object) => match store_of(&object) {
                 Ok(store) => {
                     Counters::bump(&self.counters.fanout_stores);
-                    let result = self
-                        .role
-                        .handle_message(SystemTime::now(), &object.writer, store);
-                    self.note(result, &object.writer);
+                    // The session's writer was admitted with its certificate.
+                    self.admit(&object.writer, None, store);
                 }
                 Err(error) => {
                     Counters::bump(&self.counters.fanout_refused);
@@ -478,7 +500,18 @@ impl<R: Role> Driver<R> {
         if let (Side::Replica(replica), false) =
             (&self.side, matches!(incoming, Incoming::Message(_)))
         {
-            replica.feed().handle(incoming);
+            let admitted = self.gate.admit_fanout(
+                Instant::now(),
+                incoming.peer(),
+                incoming.peer_certificate(),
+            );
+            match admitted {
+                Ok(()) => replica.feed().handle(incoming),
+                Err(refusal) => {
+                    Counters::bump(&self.counters.unauthorized);
+                    refuse_incoming(incoming, &refusal);
+                }
+            }
             return;
         }
         let message = match incoming {
@@ -491,6 +524,7 @@ impl<R: Role> Driver<R> {
             }
         };
         let peer = message.peer().to_owned();
+        let certificate = message.peer_certificate().cloned();
         self.mark_up(&peer);
         let envelope: Envelope = match message.decode() {
             Ok(envelope) => envelope,
@@ -505,8 +539,10 @@ impl<R: Role> Driver<R> {
             Arrival::Deliver(bodies) => {
                 for body in bodies {
                     Counters::bump(&self.counters.received);
-                    let result = self.role.handle_bytes(SystemTime::now(), &peer, &body);
-                    self.note(result, &peer);
+                    match decode_from(&peer, &body) {
+                        Ok(message) => self.admit(&peer, certificate.as_ref(), message),
+                        Err(error) => self.note(Err(error), &peer),
+                    }
                 }
             }
             Arrival::Stale => tracing::debug!(%peer, "dropped a message of an abandoned epoch"),
@@ -520,6 +556,30 @@ impl<R: Role> Driver<R> {
         }
     }
 
+    /// Hands `message` from `peer` to the role if the [`Gate`] admits it; sends a refusal back
+    /// (at the gate's pace) otherwise.
+    fn admit(&mut self, peer: &str, certificate: Option<&PeerCertificate>, message: Message) {
+        let role = &self.role;
+        let load = |ttid| role.peer_load(peer, ttid);
+        match self
+            .gate
+            .admit(Instant::now(), peer, certificate, message, load)
+        {
+            Admission::Deliver(message) => {
+                let result = self.role.handle_message(SystemTime::now(), peer, message);
+                self.note(result, peer);
+            }
+            Admission::Refuse { reply, .. } => {
+                Counters::bump(&self.counters.unauthorized);
+                if let Some(reply) = reply {
+                    let envelope = self.sequencer.wrap(peer, encode(&reply));
+                    self.sender(peer).send(envelope).ok();
+                }
+            }
+            Admission::Refused(_) => {}
+        }
+    }
+
     /// Answers a request from a peer through [`Role::answer`], apart from its messages: no
     /// ordering, no change of the peer's link state, so that asking under the name of a
     /// running node leaves that node's link alone. The answer is written by a task of its own,
@@ -528,32 +588,62 @@ impl<R: Role> Driver<R> {
         let peer = request.peer().to_owned();
         let token = self.next_token;
         self.next_token += 1;
-        let answer = request
+        let decoded = request
             .decode::<Vec<u8>>()
             .map_err(|error| format!("not a request of this protocol: {error}"))
-            .and_then(|bytes| decode_from(&peer, &bytes).map_err(|error| error.to_string()))
-            .and_then(|message| {
-                self.role
-                    .answer_or_defer(SystemTime::now(), &peer, message, token)
-                    .map_err(|error| error.to_string())
-            });
-        let answer = match answer {
-            // The role answers later (flush takes it); it answers every request it defers.
-            Ok(None) => {
-                self.deferred.insert(token, request);
-                return;
-            }
-            Ok(Some(message)) => Ok(message),
+            .and_then(|bytes| decode_from(&peer, &bytes).map_err(|error| error.to_string()));
+        let certificate = request.peer_certificate();
+        let admitted = decoded.map(|message| {
+            let role = &self.role;
+            let load = |ttid| role.peer_load(&peer, ttid);
+            self.gate
+                .admit(Instant::now(), &peer, certificate, message, load)
+        });
+        let answer = match admitted {
             Err(error) => Err(error),
+            Ok(Admission::Deliver(message)) => {
+                match self
+                    .role
+                    .answer_or_defer(SystemTime::now(), &peer, message, token)
+                {
+                    // The role answers later (flush takes it); it answers every request it
+                    // defers.
+                    Ok(None) => {
+                        self.deferred.insert(token, request);
+                        return;
+                    }
+                    Ok(Some(message)) => Ok(message),
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+            // A refused request is answered with the refusal, typed.
+            Ok(Admission::Refuse { refusal, .. }) => {
+                Counters::bump(&self.counters.unauthorized);
+                Ok(Message::Refused(refusal))
+            }
+            Ok(Admission::Refused(refusal)) => Err(format!("unexpected refusal: {refusal}")),
         };
         self.respond(request, answer);
     }
 
     /// Sends the answer of `request` (counted), from a task of its own bounded by
-    /// [`ANSWER_WAIT`].
+    /// [`ANSWER_WAIT`]. A master's status gets its own links and refusals added here.
     fn respond(&mut self, request: IncomingRequest, answer: Result<Message, String>) {
         let peer = request.peer().to_owned();
+        let mut answer = answer;
+        if let Ok(Message::AnswerStatus { status, .. }) = &mut answer {
+            // The master reports no links of its own to itself: its driver adds them, with
+            // what it refused.
+            if let Some(own) = status
+                .nodes
+                .iter_mut()
+                .find(|node| node.role == NodeRole::Master && node.report.is_none())
+            {
+                own.report = Some(self.report());
+            }
+        }
         let counter = match &answer {
+            Ok(Message::Refused(_)) => &self.counters.requests_refused,
             Ok(_) => &self.counters.requests_answered,
             Err(error) => {
                 tracing::debug!(%peer, %error, "refused a request");

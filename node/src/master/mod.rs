@@ -214,6 +214,22 @@ impl Master {
         self.running.iter().map(String::as_str)
     }
 
+    /// The transactions `client` has open (begun, not decided), and whether `ttid` is one
+    /// of them: for the per-peer limits of the driver's gate.
+    pub fn peer_load(&self, client: &str, ttid: Option<Tid>) -> crate::gate::PeerLoad {
+        crate::gate::PeerLoad {
+            open_transactions: self
+                .open
+                .values()
+                .filter(|open| open.client == client)
+                .count() as u64,
+            knows_transaction: ttid
+                .and_then(|ttid| self.open.get(&ttid))
+                .is_some_and(|open| open.client == client),
+            ..crate::gate::PeerLoad::default()
+        }
+    }
+
     /// The TID of the last finished commit ([`Tid::ZERO`] for none): its invalidations went
     /// out. Replicated: a new or restarted primary starts from the log's.
     pub fn last_transaction(&self) -> Tid {

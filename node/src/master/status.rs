@@ -184,6 +184,7 @@ impl Master {
     /// Keeps `report` as the latest of `from`, a running storage or connected client.
     pub(super) fn record_report(&mut self, from: &str, mut report: NodeReport) {
         report.links.truncate(MAX_REPORTED_LINKS);
+        report.refusals.truncate(MAX_REPORTED_LINKS);
         self.roster.reports.insert(from.to_owned(), report);
     }
 
@@ -228,6 +229,7 @@ mod tests {
                 rtt_micros: Some(rtt_micros),
                 store_path,
             }],
+            ..NodeReport::default()
         }
     }
 
@@ -438,7 +440,14 @@ mod tests {
             })
             .collect();
         master
-            .handle(now, "s1", Message::NodeReport(NodeReport { links }))
+            .handle(
+                now,
+                "s1",
+                Message::NodeReport(NodeReport {
+                    links,
+                    ..NodeReport::default()
+                }),
+            )
             .expect("report");
         let status = master.cluster_status();
         let s1 = status.nodes.iter().find(|node| node.name == "s1");

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 use super::apply::{execute_read, execute_writes};
 use crate::driver::Role;
 use crate::engine::{Engine, EngineError};
+use crate::gate::PeerLoad;
+use crate::ids::Tid;
 use crate::protocol::{Message, ProtocolError, Transmit};
 use crate::storage::{Storage, StorageConfig, StorageEvent};
 
@@ -231,5 +233,8 @@ impl Role for InlineStorage {
     }
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         self.role.peer_address(peer)
+    }
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        self.role.peer_load(peer, ttid)
     }
 }

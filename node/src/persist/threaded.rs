@@ -10,6 +10,8 @@ use super::executor::{Done, Executor};
 use super::stats::PersistStats;
 use crate::driver::Role;
 use crate::engine::{Engine, EngineError};
+use crate::gate::PeerLoad;
+use crate::ids::Tid;
 use crate::partition::NodeName;
 use crate::protocol::{Message, ProtocolError, Transmit};
 use crate::storage::{Fetch, Persist, Storage, StorageConfig, StorageEvent};
@@ -239,6 +241,9 @@ impl Role for ThreadedStorage {
     }
     fn report_target(&self) -> Option<String> {
         Some(self.role.master_name().to_owned())
+    }
+    fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
+        self.role.peer_load(peer, ttid)
     }
     fn background(&mut self) -> impl Future<Output = ()> + Send + '_ {
         self.next_outcome()

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
 use super::ask::{StorageAnswer, StorageAsk};
+use super::authorization::Refusal;
 use super::status::{ClusterStatus, NodeReport};
 use crate::consensus::ConsensusMessage;
 use crate::engine::{ObjectCursor, ReplicatedObject};
@@ -346,6 +347,10 @@ pub enum Message {
         /// Done, or why not.
         outcome: ChangeOutcome,
     },
+    /// Any node -> the sender of a message or request it refused before its role saw it
+    /// (the sender's certificate does not allow it, is revoked, or a per-peer limit is
+    /// reached): the answer of a refused request, and sent back for a refused message.
+    Refused(Refusal),
     /// Master -> master: a message of the masters' raft group.
     Consensus(ConsensusMessage),
     /// Primary -> storage or client: `message` is an order of the primary of raft term
@@ -599,6 +604,7 @@ impl Message {
             Message::AnswerStatus { .. } => "AnswerStatus",
             Message::AskChangeStorage { .. } => "AskChangeStorage",
             Message::AnswerChangeStorage { .. } => "AnswerChangeStorage",
+            Message::Refused(_) => "Refused",
             Message::Consensus(_) => "Consensus",
             Message::FromPrimary { .. } => "FromPrimary",
             Message::PrimaryIs { .. } => "PrimaryIs",

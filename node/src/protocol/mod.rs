@@ -57,6 +57,7 @@
 
 mod admin;
 mod ask;
+mod authorization;
 mod codec;
 mod error;
 mod message;
@@ -64,6 +65,9 @@ mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
 pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize};
+pub use authorization::{
+    FANOUT_REPLICAS, FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule,
+};
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use message::{
@@ -71,8 +75,8 @@ pub use message::{
     VoteRefusal, VoteResult,
 };
 pub use status::{
-    ClusterStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole, NodeState,
-    NodeStatus, StorePath,
+    ClusterStatus, CrlStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole,
+    NodeState, NodeStatus, RefusalCount, StorePath,
 };
 
 use std::collections::VecDeque;

@@ -32,11 +32,61 @@ pub struct LinkReport {
     pub store_path: Option<StorePath>,
 }
 
+/// Messages, requests or fan-out sessions of one peer that a node refused for one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCount {
+    /// The peer that sent them (its certificate's name).
+    pub peer: NodeName,
+    /// Why they were refused ([`RefusalReason::label`](super::RefusalReason::label)).
+    pub reason: String,
+    /// How many, since the node started.
+    pub count: u64,
+}
+
+/// The certificate revocation list a node checks its peers against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlStatus {
+    /// The list's CRL number (one more at each revocation).
+    pub number: u64,
+    /// When the cluster CA issued it, in seconds since the Unix epoch.
+    pub issued_unix_secs: u64,
+}
+
+impl CrlStatus {
+    /// The issue date, UTC, as RFC 3339 text (`2026-12-04T18:00:00Z`).
+    ///
+    /// ```
+    /// use replicast_node::protocol::CrlStatus;
+    ///
+    /// let crl = CrlStatus { number: 2, issued_unix_secs: 86_400 + 3_723 };
+    /// assert_eq!(crl.issued_utc(), "1970-01-02T01:02:03Z");
+    /// ```
+    pub fn issued_utc(&self) -> String {
+        let (days, second_of_day) = (
+            self.issued_unix_secs / 86_400,
+            self.issued_unix_secs % 86_400,
+        );
+        // Days since 1970 of a u64 count of seconds fit an i64.
+        let (year, month, day) =
+            crate::ids::civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            second_of_day / 3600,
+            second_of_day / 60 % 60,
+            second_of_day % 60
+        )
+    }
+}
+
 /// What a client or storage tells the master about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeReport {
     /// Its links, one per peer it has a connection to.
     pub links: Vec<LinkReport>,
+    /// What it refused of its peers, by peer and reason.
+    pub refusals: Vec<RefusalCount>,
+    /// The revocation list it loaded, if its configuration names one.
+    pub crl: Option<CrlStatus>,
 }
 
 /// The role of a node in a [`ClusterStatus`].

@@ -318,6 +318,26 @@ impl Storage {
         &self.name
     }
 
+    /// What this storage holds for `client`'s unfinished transactions (and whether `ttid` is
+    /// one of them): for the per-peer limits of the driver's gate.
+    pub fn peer_load(&self, client: &str, ttid: Option<Tid>) -> crate::gate::PeerLoad {
+        let mut load = crate::gate::PeerLoad::default();
+        for (open, transaction) in &self.transactions {
+            if transaction.client != client {
+                continue;
+            }
+            load.open_transactions += 1;
+            load.knows_transaction |= Some(*open) == ttid;
+            load.pending_stores += (transaction.stored.len() + transaction.queue.len()) as u64;
+            load.pending_store_bytes += transaction
+                .queue
+                .iter()
+                .map(|store| store.data.as_bytes().len() as u64)
+                .sum::<u64>();
+        }
+        load
+    }
+
     /// Where storage `peer` accepts connections, as the master said (to replicate from it).
     pub fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         self.replicator.address(peer)

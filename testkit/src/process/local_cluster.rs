@@ -27,6 +27,8 @@ pub struct ClusterSpec {
     pub extra_names: Vec<String>,
     /// TOML appended to every storage's configuration (e.g. a `[multicast]` section).
     pub storage_sections: String,
+    /// TOML appended to every master's configuration (e.g. a `[limits]` section).
+    pub master_sections: String,
     /// Whether each node's standard error goes to `ROOT/NAME.stderr` (read with
     /// [`LocalCluster::stderr`], e.g. to tell that no node panicked: a panic in a task of a
     /// node's runtime does not end the process) instead of the test's.
@@ -44,8 +46,12 @@ impl Default for ClusterSpec {
             replicas: 2,
             storages: (1..=3).map(|i| format!("storage-{i}")).collect(),
             spare_storages: Vec::new(),
-            extra_names: (1..=4).map(|i| format!("client-{i}")).collect(),
+            extra_names: (1..=4)
+                .map(|i| format!("client-{i}"))
+                .chain(["admin".to_owned()])
+                .collect(),
             storage_sections: String::new(),
+            master_sections: String::new(),
             stderr_to_files: false,
             masters: vec!["master".to_owned()],
         }
@@ -97,11 +103,12 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// `[tls]` for `name` (certificates in `certs/` beside the file), and a `[link]` that notices a
-/// silent peer within a second or two rather than quinn's 30 s.
+/// `[tls]` for `name` (certificates and the revocation list in `certs/` beside the file), and a
+/// `[link]` that notices a silent peer within a second or two rather than quinn's 30 s.
 pub fn common_sections(name: &str) -> String {
     format!(
-        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n\
+        "[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\
+         crl = \"certs/crl.pem\"\n\n\
          [link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\n[log]\nlevel = \"warn\"\n"
     )
 }
@@ -162,11 +169,12 @@ impl LocalCluster {
                 name,
                 &format!(
                     "[node]\nname = \"{name}\"\nrole = \"master\"\nlisten = \"{listen}\"\n\n{}\n\
-                     [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n\n{group_section}",
+                     [cluster]\npartitions = {}\nreplicas = {}\nstorages = [{}]\n\n{group_section}\n{}\n",
                     common_sections(name),
                     spec.partitions,
                     spec.replicas,
-                    storage_list.join(", ")
+                    storage_list.join(", "),
+                    spec.master_sections
                 ),
             );
             processes.insert(
@@ -372,6 +380,21 @@ impl LocalCluster {
                 "[node]\nname = \"{name}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
                  {}\n{extra}\n",
                 common_sections(name),
+                self.masters_section
+            ),
+        )
+    }
+
+    /// The configuration of the operator `admin` (its certificate grants the `admin` role, as
+    /// the name says: [`ClusterSpec::default`] issues it), for `replicast admin` and `status`:
+    /// only an admin's (or a master's) certificate may change the storage set.
+    pub fn admin_config(&self) -> PathBuf {
+        write_config(
+            self.root(),
+            "admin",
+            &format!(
+                "[node]\nname = \"admin\"\nrole = \"admin\"\nlisten = \"127.0.0.1:0\"\n\n{}\n{}\n",
+                common_sections("admin"),
                 self.masters_section
             ),
         )

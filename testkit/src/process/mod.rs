@@ -20,6 +20,7 @@
 pub mod clients;
 mod local_cluster;
 mod node;
+pub mod peer;
 pub mod replicas;
 
 use std::path::{Path, PathBuf};

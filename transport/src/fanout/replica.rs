@@ -38,6 +38,9 @@ pub struct FanoutReceiverConfig {
     pub expect_timeout: Duration,
     /// Bounds of the matching of multicast objects with announced digests.
     pub limits: MatcherLimits,
+    /// Writer sessions served at once (each a multicast socket and a task); a writer that
+    /// joins beyond it is refused, until one leaves. Each writer has one session at most.
+    pub max_sessions: usize,
 }
 
 impl Default for FanoutReceiverConfig {
@@ -49,6 +52,7 @@ impl Default for FanoutReceiverConfig {
             impairment: None,
             expect_timeout: Duration::from_secs(2),
             limits: MatcherLimits::default(),
+            max_sessions: 256,
         }
     }
 }
@@ -387,11 +391,21 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
 }
 
 async fn join(shared: &Arc<Shared>, writer: &str, membership: Membership) -> Result<(), String> {
-    if lock(&shared.sessions)
-        .get(&membership.session_id)
-        .is_some_and(|existing| existing.writer != writer)
     {
-        return Err("the session belongs to another writer".into());
+        let sessions = lock(&shared.sessions);
+        if sessions
+            .get(&membership.session_id)
+            .is_some_and(|existing| existing.writer != writer)
+        {
+            return Err("the session belongs to another writer".into());
+        }
+        // A writer joining again replaces its own session: only a new writer counts.
+        let max = shared.config.max_sessions;
+        if sessions.len() >= max && !sessions.values().any(|session| session.writer == writer) {
+            return Err(format!(
+                "the replica serves its limit of {max} fan-out sessions; try again later"
+            ));
+        }
     }
     let config = &shared.config;
     let receiver_config = MulticastReceiverConfig {

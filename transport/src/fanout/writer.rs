@@ -227,6 +227,12 @@ impl Fanout {
         self.inner.sender.as_ref().ok_or(FanoutError::NoGroup)
     }
 
+    /// The endpoint the writer dials its replicas from (e.g. to look at a replica's
+    /// certificate before [`add_replica`](Self::add_replica) hands it a membership).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
     /// The replicas in the set, by name.
     pub fn replicas(&self) -> Vec<String> {
         lock(&self.inner.state).replicas.keys().cloned().collect()

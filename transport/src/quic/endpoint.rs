@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::codes;
 use super::config::{ConfigError, EndpointConfig, LinkConfig};
 use super::error::LinkError;
-use super::identity::peer_name;
+use super::identity::{peer_certificate, peer_name};
 use super::incoming::{Counters, EndpointStats, Incoming, StreamContext};
 use super::link::Link;
 use super::stream_io::PeerRef;
@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
     closed: watch::Sender<bool>,
     counters: Arc<Counters>,
+    /// Every connection being served, by stable id (a peer may have two for a while, after
+    /// crossing dials), so that [`Endpoint::close_connections`] reaches them all.
+    served: Mutex<HashMap<usize, quinn::Connection>>,
 }
 
 impl Drop for Inner {
@@ -147,6 +150,7 @@ impl Endpoint {
             incoming: tokio::sync::Mutex::new(incoming),
             closed: watch::Sender::new(false),
             counters: Arc::default(),
+            served: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_connections(
             inner.quinn.clone(),
@@ -190,6 +194,34 @@ impl Endpoint {
             _ = closed.wait_for(|closed| *closed) => None,
             work = incoming.recv() => work,
         }
+    }
+
+    /// Closes every connection whose peer presented a certificate `condemned` says yes to
+    /// (for example one revoked since the handshake), with `reason`, and returns the peers'
+    /// names. Their streams fail; a later dial to or from them goes through a new handshake.
+    pub fn close_connections(
+        &self,
+        reason: &str,
+        condemned: impl Fn(&str, &rustls_pki_types::CertificateDer<'_>) -> bool,
+    ) -> Vec<String> {
+        let connections: Vec<quinn::Connection> =
+            lock(&self.inner.served).values().cloned().collect();
+        let mut closed = Vec::new();
+        for connection in connections {
+            let Ok(name) = peer_name(&connection) else {
+                continue;
+            };
+            let Some(certificate) = peer_certificate(&connection) else {
+                continue;
+            };
+            if condemned(&name, &certificate) {
+                connection.close(codes::ACCESS_REVOKED, reason.as_bytes());
+                closed.push(name);
+            }
+        }
+        closed.sort();
+        closed.dedup();
+        closed
     }
 
     /// Counts of connections and refused streams so far.
@@ -279,7 +311,9 @@ impl Inner {
             max_object_size: self.link.max_object_size,
             queue: self.queue.clone(),
             counters: self.counters.clone(),
+            certificate: peer_certificate(&connection),
         });
+        lock(&self.served).insert(connection.stable_id(), connection.clone());
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));
     }
 
@@ -377,6 +411,7 @@ async fn serve_connection(
     tracing::debug!(peer = %context.peer.name, "connection ended: {reason}");
     if let Some(inner) = inner.upgrade() {
         inner.forget(&context.peer.name, connection.stable_id());
+        lock(&inner.served).remove(&connection.stable_id());
     }
 }
 

@@ -3,6 +3,18 @@
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The leaf certificate the peer presented, if any (`None` on a connection without a verified
+/// peer certificate, which an endpoint with mutual TLS does not establish).
+pub(crate) fn peer_certificate(
+    connection: &quinn::Connection,
+) -> Option<std::sync::Arc<CertificateDer<'static>>> {
+    let chain = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    chain.into_iter().next().map(std::sync::Arc::new)
+}
+
 /// The subject common name of the peer's leaf certificate: replicast names a node by it.
 ///
 /// By the time a connection is established the certificate has been verified against the

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -36,7 +37,22 @@ impl Incoming {
             Self::Object(o) => o.peer(),
         }
     }
+
+    /// The leaf certificate the peer presented on the connection this came over, verified by
+    /// the handshake; for applications that grant rights by what a certificate says.
+    pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
+        match self {
+            Self::Request(r) => r.peer_certificate(),
+            Self::Message(m) => m.peer_certificate(),
+            Self::Object(o) => o.peer_certificate(),
+        }
+    }
 }
+
+/// A peer's leaf certificate, shared by everything that came over one connection (comparing
+/// two with [`Arc::ptr_eq`] tells cheaply whether they came over the same connection's
+/// handshake).
+pub type PeerCertificate = Arc<CertificateDer<'static>>;
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, LinkError> {
     postcard::from_bytes(bytes).map_err(|source| LinkError::Decode { what, source })
@@ -96,12 +112,18 @@ impl Drop for Responder {
 pub struct IncomingRequest {
     body: Vec<u8>,
     responder: Responder,
+    certificate: Option<PeerCertificate>,
 }
 
 impl IncomingRequest {
     /// The node name of the requesting peer.
     pub fn peer(&self) -> &str {
         &self.responder.peer.name
+    }
+
+    /// The requesting peer's leaf certificate ([`Incoming::peer_certificate`]).
+    pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
+        self.certificate.as_ref()
     }
 
     /// The requesting peer's address.
@@ -135,12 +157,18 @@ impl IncomingRequest {
 pub struct IncomingMessage {
     peer: PeerRef,
     body: Vec<u8>,
+    certificate: Option<PeerCertificate>,
 }
 
 impl IncomingMessage {
     /// The node name of the sending peer.
     pub fn peer(&self) -> &str {
         &self.peer.name
+    }
+
+    /// The sending peer's leaf certificate ([`Incoming::peer_certificate`]).
+    pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
+        self.certificate.as_ref()
     }
 
     /// The message's postcard bytes.
@@ -169,12 +197,18 @@ pub struct IncomingObject {
     responder: Responder,
     max_object_size: u64,
     counters: Arc<Counters>,
+    certificate: Option<PeerCertificate>,
 }
 
 impl IncomingObject {
     /// The node name of the sending peer.
     pub fn peer(&self) -> &str {
         &self.responder.peer.name
+    }
+
+    /// The sending peer's leaf certificate ([`Incoming::peer_certificate`]).
+    pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
+        self.certificate.as_ref()
     }
 
     /// The payload's announced length in bytes.
@@ -312,6 +346,8 @@ pub(crate) struct StreamContext {
     pub(crate) max_object_size: u64,
     pub(crate) queue: mpsc::Sender<Incoming>,
     pub(crate) counters: Arc<Counters>,
+    /// The peer's leaf certificate, handed out with everything that comes over the connection.
+    pub(crate) certificate: Option<PeerCertificate>,
 }
 
 impl StreamContext {
@@ -323,7 +359,11 @@ impl StreamContext {
             max_frame_len: self.max_frame_len,
         };
         let incoming = match self.read_bi_start(&mut recv).await {
-            Ok(BiStart::Request(body)) => Incoming::Request(IncomingRequest { body, responder }),
+            Ok(BiStart::Request(body)) => Incoming::Request(IncomingRequest {
+                body,
+                responder,
+                certificate: self.certificate.clone(),
+            }),
             Ok(BiStart::Object { header, len }) => Incoming::Object(IncomingObject {
                 header,
                 len,
@@ -332,6 +372,7 @@ impl StreamContext {
                 responder,
                 max_object_size: self.max_object_size,
                 counters: self.counters.clone(),
+                certificate: self.certificate.clone(),
             }),
             Err(e) => {
                 if is_peer_fault(&e) {
@@ -397,6 +438,7 @@ impl StreamContext {
                 let message = IncomingMessage {
                     peer: self.peer.clone(),
                     body,
+                    certificate: self.certificate.clone(),
                 };
                 let _ = self.queue.send(Incoming::Message(message)).await;
             }

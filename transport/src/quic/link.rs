@@ -60,6 +60,15 @@ impl Link {
         self.peer.current().map(|c| c.stats())
     }
 
+    /// The leaf certificate the peer presented on the current connection, if connected: for
+    /// a caller that decides by what the certificate grants (e.g. its roles) before handing
+    /// the peer anything.
+    pub fn peer_certificate(&self) -> Option<super::PeerCertificate> {
+        self.peer
+            .current()
+            .and_then(|connection| super::identity::peer_certificate(&connection))
+    }
+
     /// Whether a live connection to the peer exists right now.
     pub fn is_connected(&self) -> bool {
         self.peer.current().is_some()

@@ -41,7 +41,9 @@ pub use config::{ConfigError, EndpointConfig, LinkConfig};
 pub use endpoint::Endpoint;
 pub use error::LinkError;
 pub use frame::{FrameDecoder, FrameError, StreamKind, decode_frame};
-pub use incoming::{EndpointStats, Incoming, IncomingMessage, IncomingObject, IncomingRequest};
+pub use incoming::{
+    EndpointStats, Incoming, IncomingMessage, IncomingObject, IncomingRequest, PeerCertificate,
+};
 pub use link::Link;
 pub use wire::{DecodeLimits, DecodedStream, decode_stream};
 
@@ -58,4 +60,7 @@ pub mod codes {
     pub const NO_REPLY: VarInt = VarInt::from_u32(2);
     /// The receiving application refused an object without reading its payload.
     pub const REFUSED: VarInt = VarInt::from_u32(3);
+    /// The application took the peer's access away (its certificate was revoked, say) and
+    /// closed the connection ([`Endpoint::close_connections`](super::Endpoint::close_connections)).
+    pub const ACCESS_REVOKED: VarInt = VarInt::from_u32(4);
 }
