@@ -1,0 +1,372 @@
+"""A local replicast cluster of real processes, for tests and benchmarks.
+
+``LocalCluster`` starts a master and storages as ``replicast node`` processes on 127.0.0.1,
+with certificates from ``replicast certs init`` and configuration files in a directory of its
+own, and writes client configurations for it. The ``replicast`` binary is ``$REPLICAST_BIN``,
+else the one on ``PATH``.
+
+>>> with LocalCluster(tmpdir) as cluster:                             # doctest: +SKIP
+...     storage = ReplicastStorage(cluster.client_config("client-1", strategy="multicast"))
+
+Every wait is bounded (``WAIT`` seconds); a node that does not become ready in time is an
+error naming it, with the end of its standard error.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import json
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
+
+#: Bound on every wait for a node process (seconds).
+WAIT = 60.0
+
+#: Node names that get a certificate besides the cluster's own nodes.
+DEFAULT_CLIENTS = 8
+
+
+def replicast_binary() -> str:
+    """The ``replicast`` command: ``$REPLICAST_BIN``, else the one on ``PATH``."""
+    path = os.environ.get("REPLICAST_BIN") or shutil.which("replicast")
+    if not path:
+        raise RuntimeError(
+            "the replicast binary is not found: build it (cargo build -p replicast) and set "
+            "REPLICAST_BIN to target/debug/replicast, or put it on PATH"
+        )
+    return path
+
+
+def free_port() -> int:
+    """A UDP port free on 127.0.0.1 right now (QUIC listens on UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def random_group() -> str:
+    """A multicast group in 239.255.0.0/16 and a port, different per cluster, so that clusters
+    running at once never hear each other."""
+    rng = random.SystemRandom()
+    return f"239.255.{rng.randint(1, 254)}.{rng.randint(1, 254)}:{rng.randint(20000, 59999)}"
+
+
+def make_certificates(directory: Path, names: list[str]) -> Path:
+    """``replicast certs init --out DIRECTORY --node NAMES``; returns ``DIRECTORY``."""
+    subprocess.run(
+        [replicast_binary(), "certs", "init", "--out", str(directory), "--node", ",".join(names)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=WAIT,
+    )
+    return directory
+
+
+class NodeError(RuntimeError):
+    """A node process failed to start or stopped badly."""
+
+
+class NodeProcess:
+    """One ``replicast node --config FILE`` process; its standard output is read by a thread
+    of its own (the ready and running lines), its standard error goes to a log file."""
+
+    def __init__(self, name: str, config: Path, log: Path) -> None:
+        self.name = name
+        self.config = config
+        self.log = log
+        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._log_file: IO[bytes] = open(log, "ab")
+        self.process = subprocess.Popen(
+            [replicast_binary(), "node", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            cwd=config.parent,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"stdout of {name}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        for line in stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def _stderr_tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def wait_line(self, predicate, what: str, timeout: float = WAIT) -> str:
+        """The first line of standard output that ``predicate`` accepts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NodeError(f"{self.name}: no {what} within {timeout} s\n{self._stderr_tail()}")
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._lines.put(None)
+                raise NodeError(
+                    f"{self.name} exited ({self.process.wait()}) before {what}\n"
+                    f"{self._stderr_tail()}"
+                )
+            if predicate(line):
+                return line
+
+    def wait_ready(self) -> str:
+        """Waits for ``ready NAME ADDRESS``; returns the address."""
+        line = self.wait_line(lambda l: l.startswith(f"ready {self.name} "), "ready line")
+        return line.split()[2]
+
+    def wait_running(self, storages: list[str], timeout: float = WAIT) -> None:
+        """(The master.) Waits until it reports exactly ``storages`` running."""
+        wanted = "running " + ",".join(sorted(storages))
+        self.wait_line(lambda l: l == wanted, f"line {wanted!r}", timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, and reap it."""
+        if self.running:
+            self.process.kill()
+        self.process.wait(timeout=WAIT)
+        self._log_file.close()
+
+    def stop(self) -> int:
+        """SIGTERM (a clean stop), SIGKILL after ``WAIT``; returns the exit code."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=WAIT)
+        self._log_file.close()
+        return self.process.returncode
+
+
+def _common_sections(name: str, certs: Path) -> str:
+    # A silent peer is noticed within a second or two, not QUIC's 30 s.
+    return (
+        f'[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{name}.pem"\nkey = "{certs}/{name}.key"\n\n'
+        '[link]\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\n[log]\nlevel = "warn"\n'
+    )
+
+
+class LocalCluster:
+    """A master and ``storages`` storages (``replicas`` copies of each of ``partitions``
+    partitions) as processes on 127.0.0.1, in ``root`` (configurations, ``data/``, logs).
+
+    ``certs`` is a directory made by :func:`make_certificates` holding ``master``,
+    ``storage-1..N`` and the client names; made in ``root/certs`` when not given. Clusters may
+    share one: they differ by ports and multicast group.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        storages: int = 3,
+        replicas: int = 2,
+        partitions: int = 12,
+        certs: Optional[Path] = None,
+        clients: int = DEFAULT_CLIENTS,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.storage_names = [f"storage-{i}" for i in range(1, storages + 1)]
+        self.replicas = replicas
+        self.partitions = partitions
+        self.group = random_group()
+        if certs is None:
+            certs = make_certificates(self.root / "certs", self.certificate_names(storages, clients))
+        self.certs = Path(certs)
+        self.master: Optional[NodeProcess] = None
+        self.master_address = f"127.0.0.1:{free_port()}"
+        self.storages: dict[str, NodeProcess] = {}
+        self._storage_addresses = {name: f"127.0.0.1:{free_port()}" for name in self.storage_names}
+        self._write_configs()
+
+    @staticmethod
+    def certificate_names(storages: int = 3, clients: int = DEFAULT_CLIENTS) -> list[str]:
+        """Every name a cluster of this shape needs a certificate for."""
+        return (
+            ["master"]
+            + [f"storage-{i}" for i in range(1, storages + 1)]
+            + [f"client-{i}" for i in range(1, clients + 1)]
+        )
+
+    def _write(self, name: str, text: str) -> Path:
+        path = self.root / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    def _write_configs(self) -> None:
+        storages = ", ".join(f'"{s}"' for s in self.storage_names)
+        self._write(
+            "master",
+            f'[node]\nname = "master"\nrole = "master"\nlisten = "{self.master_address}"\n\n'
+            f"{_common_sections('master', self.certs)}\n"
+            f"[cluster]\npartitions = {self.partitions}\nreplicas = {self.replicas}\n"
+            f"storages = [{storages}]\n",
+        )
+        for name in self.storage_names:
+            self._write(
+                name,
+                f'[node]\nname = "{name}"\nrole = "storage"\n'
+                f'listen = "{self._storage_addresses[name]}"\n\n'
+                f"{_common_sections(name, self.certs)}\n"
+                f'[master]\naddress = "{self.master_address}"\nname = "master"\n\n'
+                f'[storage]\npath = "data/{name}.redb"\n\n'
+                f'[multicast]\ngroup = "{self.group}"\ninterface = "127.0.0.1"\n',
+            )
+
+    def start(self) -> "LocalCluster":
+        """Starts the master and every storage; returns once the master reports them all
+        running."""
+        self.start_master()
+        for name in self.storage_names:
+            self.start_storage(name, wait=False)
+        self.wait_running()
+        return self
+
+    def start_master(self) -> None:
+        """Starts (or restarts) the master and waits for its ready line."""
+        self.master = NodeProcess("master", self.root / "master.toml", self.root / "master.log")
+        address = self.master.wait_ready()
+        if address != self.master_address:
+            raise NodeError(f"master listens at {address}, not {self.master_address}")
+
+    def start_storage(self, name: str, wait: bool = True) -> None:
+        """Starts (or restarts) storage ``name`` and waits for its ready line; with ``wait``,
+        also until the master reports every started storage running."""
+        node = NodeProcess(name, self.root / f"{name}.toml", self.root / f"{name}.log")
+        node.wait_ready()
+        self.storages[name] = node
+        if wait:
+            self.wait_running()
+
+    def wait_running(self, timeout: float = WAIT) -> None:
+        """Until the master reports every started storage running."""
+        assert self.master is not None
+        self.master.wait_running(
+            [name for name, node in self.storages.items() if node.running], timeout
+        )
+
+    def kill_storage(self, name: str) -> None:
+        """SIGKILLs storage ``name``."""
+        self.storages[name].kill()
+
+    def stop_master(self, kill: bool = False) -> None:
+        """Stops (SIGTERM, or SIGKILL with ``kill``) the master."""
+        assert self.master is not None
+        if kill:
+            self.master.kill()
+        else:
+            self.master.stop()
+
+    def client_config(
+        self,
+        name: str = "client-1",
+        *,
+        strategy: str = "unicast",
+        file: Optional[str] = None,
+    ) -> Path:
+        """Writes the configuration of client ``name`` (a certificate name of this cluster)
+        with ``[fanout] strategy`` (unicast, multicast or auto) to ``FILE.toml`` (``NAME-
+        STRATEGY.toml`` by default); returns its path."""
+        multicast = (
+            f'\n[multicast]\ngroup = "{self.group}"\ninterface = "127.0.0.1"\n'
+            if strategy != "unicast"
+            else ""
+        )
+        return self._write(
+            file or f"{name}-{strategy}",
+            f'[node]\nname = "{name}"\nrole = "client"\nlisten = "127.0.0.1:0"\n\n'
+            f"{_common_sections(name, self.certs)}\n"
+            f'[master]\naddress = "{self.master_address}"\nname = "master"\n\n'
+            f'[fanout]\nstrategy = "{strategy}"\n{multicast}',
+        )
+
+    def status(self) -> dict[str, Any]:
+        """``replicast status --json`` as the master answers it."""
+        done = subprocess.run(
+            [replicast_binary(), "status", "--json", "--config", str(self.root / "master.toml")],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        if done.returncode not in (0, 2):
+            raise NodeError(f"replicast status failed: {done.stderr.strip()}")
+        return json.loads(done.stdout)
+
+    def wait_status(
+        self, accept: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT
+    ) -> dict[str, Any]:
+        """Asks the master until ``accept`` takes its status (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if accept(status):
+                return status
+            if time.monotonic() > deadline:
+                raise NodeError(f"{what}: not within {timeout} s; last status {status}")
+            # A pause between two questions, not a synchronization: the answer decides.
+            time.sleep(0.2)
+
+    def wait_up_to_date(self, timeout: float = WAIT) -> None:
+        """Until every cell of the partition table is up to date."""
+
+        def all_up_to_date(status: dict[str, Any]) -> bool:
+            cells = status["partition_table"]["cells"]
+            return all(cell["state"] == "up_to_date" for partition in cells for cell in partition)
+
+        self.wait_status(all_up_to_date, "every cell up to date", timeout)
+
+    def pause_master(self) -> None:
+        """SIGSTOPs the master: it is unreachable, its state kept (:meth:`resume_master`)."""
+        assert self.master is not None
+        self.master.process.send_signal(signal.SIGSTOP)
+
+    def resume_master(self) -> None:
+        """SIGCONTs the master paused by :meth:`pause_master`."""
+        assert self.master is not None
+        self.master.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stops every node (SIGTERM; SIGKILL for one that does not stop in time)."""
+        for node in self.storages.values():
+            node.stop()
+        if self.master is not None:
+            self.master.stop()
+
+    def kill(self) -> None:
+        """SIGKILLs every node (a test's cleanup: nothing is left running)."""
+        for node in self.storages.values():
+            node.kill()
+        if self.master is not None:
+            self.master.kill()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -1,0 +1,70 @@
+"""Every conformance test that is expected to fail, with its reason (docs/ZODB.md lists them).
+
+conftest.py marks each as ``xfail(strict=True)``: one that starts passing fails the run, so the
+list cannot go stale. ``PENDING`` are waiting for a feature of another branch; ``EXPECTED``
+are permanent, each with the reason it cannot pass; ``UNCERTAIN`` (not strict) pass or fail
+with the machine's load or an open problem of the node layer (each says which).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+# "Class::test" (the class without its strategy suffix; fnmatch patterns) -> reason.
+PENDING: dict[str, str] = {}
+
+EXPECTED: dict[str, str] = {
+    "PackableUndoStorageTests::testPackUndoLog":
+        "the test fakes time.time() in the test process (ZODB's time_monotonically_increases"
+        "(0.1): every call returns at least 0.1 s more than the one before, so the clock it "
+        "reads runs ahead of the real one) and takes its pack time between two commits from "
+        "that clock, expecting the storage's TIDs to follow it, as FileStorage's do; the "
+        "cluster's TIDs come from the master's real clock, so the pack time lands after the "
+        "second commit and the pack covers both (undoLog() is empty, not 1 long). Without the "
+        "fake clock the same steps keep the second commit",
+}
+
+# Not strict: these pass or fail depending on something outside this branch (say which).
+UNCERTAIN: dict[str, str] = {
+    "ProcessesSharingOneCertificate::*":
+        "several processes with one client certificate need the sessions of the links branch, "
+        "which landed with the merge of this package (3fcde0c); not yet run against them here, "
+        "so not strict until a run shows it passes",
+    "BasicStorage::test_race_loadopen_vs_local_invalidate":
+        "ZODB bounds it at 120 s for 500 commits and 500 reads; the debug build on a 2-core "
+        "machine with a load average of 50 took longer (run alone it passed in 46 s)",
+    "BasicStorage::test_race_external_invalidate_vs_disconnect":
+        "64 clients connecting and committing at once in one process, debug build, load "
+        "average ~35: stores time out (TransactionFailed: NoReplica), and then a reader saw "
+        "one half of a committed transaction (phase=1 with obj1's revision of that "
+        "transaction missing on the replica read): a consistency problem of the node layer "
+        "under load, reported to zodb-node as P7",
+    "MasterUnreachable::test_commit_without_a_master_fails_in_bounded_time_then_works_again":
+        "a commit lost by the node layer (reported to zodb-node as P9): the master SIGSTOPped "
+        "for longer than the links' idle timeout (2 s), then resumed; the client's next "
+        "commit gets a TID from finish() (lastTransaction() moves to it) but the object's "
+        "history and the transaction log have no revision at that TID; in other runs the "
+        "vote is refused (VoteRefused UnknownTransaction). The master then logs 'cannot send "
+        "to peer storage-1: the connection was replaced; earlier messages of the epoch may be "
+        "lost': its commit order to a storage is lost with the link it replaced. About one "
+        "run in two at a load average of ~25 (before and after the merge of main 40348f3)",
+    "StorageKilledWhileCommitting::test_commits_go_on_and_the_storage_catches_up":
+        "the restarted storage stays 'feeding' on some cells for more than 60 s while the "
+        "writer commits on, when the other pytest worker loads the machine (load average "
+        "~35); run alone it passes in 11 s; reported to zodb-node as P8",
+}
+
+
+def reason(class_name: str, test_name: str) -> tuple[str, bool] | None:
+    """Why ``test_name`` of ``class_name`` (a strategy variant) is expected to fail, and
+    whether strictly (it must fail)."""
+    for strategy in ("Unicast", "Multicast", "Auto"):
+        if class_name.endswith(strategy):
+            class_name = class_name[: -len(strategy)]
+            break
+    key = f"{class_name}::{test_name}"
+    for table, strict in ((EXPECTED, True), (PENDING, True), (UNCERTAIN, False)):
+        for pattern, why in table.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return why, strict
+    return None

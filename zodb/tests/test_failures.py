@@ -1,0 +1,146 @@
+"""Failures while a ZODB application runs: a storage killed with SIGKILL mid-commit (commits go
+on with replicas 2, the storage catches up, nothing is lost), and every master unreachable (a
+clear ClientDisconnected within a bounded time, never a hang; working again once the master is
+back)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import unittest
+
+import transaction
+import ZODB
+from persistent.mapping import PersistentMapping
+
+from clusters import start_cluster, stop_cluster
+from replicast_zodb import ClientDisconnected, ReplicastStorage
+
+#: Bound on the waits of these tests (seconds).
+WAIT = 60.0
+
+
+class StorageKilledWhileCommitting(unittest.TestCase):
+    def setUp(self) -> None:
+        self.cluster = start_cluster()
+
+    def tearDown(self) -> None:
+        stop_cluster(self.cluster)
+
+    def test_commits_go_on_and_the_storage_catches_up(self) -> None:
+        db = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-1", strategy="multicast")))
+        committed: dict[int, int] = {}
+        failures: list[BaseException] = []
+        stop = threading.Event()
+        killed = threading.Event()
+
+        def commit_loop() -> None:
+            # An application: 24 objects spread over the partitions, one changed per commit;
+            # a transient error is retried, as transaction managers do.
+            tm = transaction.TransactionManager()
+            conn = db.open(tm)
+            with tm:
+                for key in range(24):
+                    conn.root()[key] = PersistentMapping({"value": 0})
+            value = 0
+            deadline = time.monotonic() + WAIT
+            while not stop.is_set() and time.monotonic() < deadline:
+                value += 1
+                key = value % 24
+                for attempt in range(10):
+                    try:
+                        with tm:
+                            conn.root()[key]["value"] = value
+                        committed[key] = value
+                        break
+                    except Exception as error:  # noqa: BLE001 -- recorded and retried
+                        if attempt == 9:
+                            failures.append(error)
+                            return
+                if value == 60:
+                    killed.wait(WAIT)
+            conn.close()
+
+        writer = threading.Thread(target=commit_loop)
+        writer.start()
+        try:
+            # Mid-commit: the writer is committing when the storage dies.
+            deadline = time.monotonic() + WAIT
+            while len(committed) < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.cluster.kill_storage("storage-2")
+            killed.set()
+            # Commits go on with the other replica of each partition.
+            before = sum(committed.values())
+            deadline = time.monotonic() + WAIT
+            while sum(committed.values()) < before + 500 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertFalse(failures, f"commits stopped: {failures}")
+            self.assertGreater(sum(committed.values()), before, "no commit after the kill")
+            # The storage comes back and catches up while commits go on.
+            self.cluster.start_storage("storage-2", wait=False)
+            self.cluster.wait_up_to_date(WAIT)
+        finally:
+            stop.set()
+            writer.join(WAIT)
+        self.assertFalse(writer.is_alive())
+        self.assertFalse(failures, f"commits failed: {failures}")
+
+        # Nothing lost: with storage-1 gone too, every partition it shared with storage-2 is
+        # served by storage-2 alone, which must hold every committed value.
+        self.cluster.kill_storage("storage-1")
+        reader = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-2")))
+        with reader.transaction() as conn:
+            for key, value in committed.items():
+                self.assertEqual(conn.root()[key]["value"], value, f"object {key}")
+        reader.close()
+        db.close()
+
+
+class MasterUnreachable(unittest.TestCase):
+    def setUp(self) -> None:
+        self.cluster = start_cluster()
+
+    def tearDown(self) -> None:
+        self.cluster.resume_master()
+        stop_cluster(self.cluster)
+
+    def test_connecting_without_a_master_fails_in_bounded_time(self) -> None:
+        self.cluster.pause_master()
+        started = time.monotonic()
+        with self.assertRaises(ClientDisconnected) as raised:
+            ReplicastStorage(self.cluster.client_config("client-1"), timeout=2)
+        elapsed = time.monotonic() - started
+        # A bound against a hang, not a speed check: the timeout and the close grace.
+        self.assertLess(elapsed, 2 * 3 + 5, "the error came, but far past the timeout")
+        self.assertIn("master", str(raised.exception))
+        self.cluster.resume_master()
+        storage = ReplicastStorage(self.cluster.client_config("client-1"), timeout=10)
+        storage.close()
+
+    def test_commit_without_a_master_fails_in_bounded_time_then_works_again(self) -> None:
+        db = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-1"), timeout=3))
+        with db.transaction() as conn:
+            conn.root()["n"] = 1
+        self.cluster.pause_master()
+        started = time.monotonic()
+        with self.assertRaises(ClientDisconnected):
+            with db.transaction() as conn:
+                conn.root()["n"] = 2
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 3 * 4 + 5, "the error came, but far past the timeout")
+        self.cluster.resume_master()
+        # Once the master is back, the application works again (a bounded number of
+        # attempts: the link to the master is dialed again on demand).
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with db.transaction() as conn:
+                    conn.root()["n"] = 3
+                break
+            except ClientDisconnected:
+                if time.monotonic() > deadline:
+                    raise
+        with db.transaction() as conn:
+            self.assertEqual(conn.root()["n"], 3)
+        db.close()
