@@ -99,26 +99,12 @@ enum PumpWork {
     },
 }
 
-/// What became of a store at one storage.
-pub(crate) struct StoreOutcome {
-    /// The role's id of the fan-out.
-    pub(crate) id: u64,
-    /// The storage.
-    pub(crate) storage: String,
-    /// Whether the store reached it.
-    pub(crate) delivered: bool,
-}
-
-/// Reports outcomes to the driver. Unbounded, as their number is bounded by the stores the
-/// role emitted (one per store and storage), which the role holds anyway.
-type Outcomes = mpsc::UnboundedSender<StoreOutcome>;
-
-/// The client's side: the writer, the pump that feeds it, and the outcomes coming back.
+/// The client's side: the writer, the pump that feeds it, and the failures coming back.
 pub(crate) struct FanoutWriter {
     writer: Fanout,
     shared: Arc<Shared>,
     work: mpsc::UnboundedSender<PumpWork>,
-    outcomes: mpsc::UnboundedReceiver<StoreOutcome>,
+    failures: mpsc::UnboundedReceiver<(u64, String)>,
     pump: JoinHandle<()>,
 }
 
@@ -133,7 +119,7 @@ impl FanoutWriter {
     pub(crate) fn start(writer: Fanout) -> Self {
         let shared = Arc::new(Shared::default());
         let (work, queue) = mpsc::unbounded_channel();
-        let (failed, outcomes) = mpsc::unbounded_channel();
+        let (failed, failures) = mpsc::unbounded_channel();
         // Transport object ids must not repeat for a writer name: a client restarted under
         // the same name starts elsewhere in the id space.
         let base = rand::random::<u64>() >> 2;
@@ -142,7 +128,7 @@ impl FanoutWriter {
             writer,
             shared,
             work,
-            outcomes,
+            failures,
             pump,
         }
     }
@@ -185,10 +171,10 @@ impl FanoutWriter {
             .collect()
     }
 
-    /// The next outcome of a store at a storage; pending forever once the pump has ended.
-    pub(crate) async fn next_outcome(&mut self) -> StoreOutcome {
-        match self.outcomes.recv().await {
-            Some(outcome) => outcome,
+    /// The next storage a fan-out did not reach; pending forever once the pump has ended.
+    pub(crate) async fn next_failure(&mut self) -> (u64, String) {
+        match self.failures.recv().await {
+            Some(failure) => failure,
             None => std::future::pending().await,
         }
     }
@@ -226,7 +212,7 @@ async fn pump(
     shared: Arc<Shared>,
     base: u64,
     mut queue: mpsc::UnboundedReceiver<PumpWork>,
-    failed: Outcomes,
+    failed: mpsc::UnboundedSender<(u64, String)>,
 ) {
     while let Some(work) = queue.recv().await {
         match work {
@@ -362,23 +348,19 @@ fn mark_stale(shared: &Shared, name: &str) {
     }
 }
 
-fn fail(shared: &Shared, failed: &Outcomes, id: u64, name: &str) {
+fn fail(shared: &Shared, failed: &mpsc::UnboundedSender<(u64, String)>, id: u64, name: &str) {
     lock(&shared.deliveries)
         .entry(name.to_owned())
         .or_default()
         .failed += 1;
     // The driver ended: nobody to tell.
-    let _ = failed.send(StoreOutcome {
-        id,
-        storage: name.to_owned(),
-        delivered: false,
-    });
+    let _ = failed.send((id, name.to_owned()));
 }
 
 async fn gather_outcomes(
     mut handle: replicast_transport::fanout::FanoutHandle,
     shared: Arc<Shared>,
-    outcomes: Outcomes,
+    failed: mpsc::UnboundedSender<(u64, String)>,
     id: u64,
 ) {
     while let Some((name, outcome)) = handle.next().await {
@@ -386,19 +368,12 @@ async fn gather_outcomes(
             ReplicaOutcome::Failed { reason } => {
                 tracing::debug!(%name, %reason, "a store did not reach the storage");
                 mark_stale(&shared, &name);
-                fail(&shared, &outcomes, id, &name);
+                fail(&shared, &failed, id, &name);
             }
-            delivered => {
-                lock(&shared.deliveries)
-                    .entry(name.clone())
-                    .or_default()
-                    .count(delivered);
-                let _ = outcomes.send(StoreOutcome {
-                    id,
-                    storage: name,
-                    delivered: true,
-                });
-            }
+            delivered => lock(&shared.deliveries)
+                .entry(name)
+                .or_default()
+                .count(delivered),
         }
     }
 }

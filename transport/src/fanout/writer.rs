@@ -66,8 +66,6 @@ struct Inner {
     strategy: Strategy,
     /// `None` for a unicast-only writer ([`Fanout::unicast`]).
     sender: Option<MulticastSender>,
-    /// The largest object the multicast sender takes; larger ones go by unicast.
-    multicast_limit: u64,
     endpoint: Endpoint,
     state: Mutex<State>,
     /// Serializes membership changes (joins, leaves, key rotations).
@@ -134,11 +132,10 @@ impl Fanout {
         };
         let group = config.multicast.socket.group;
         let session_id = config.multicast.session_id;
-        let multicast_limit = config.multicast.protocol.max_object_size;
         let sender = MulticastSender::bind(config.multicast, group_key.clone())?;
         Ok(Self::with_sender(
             endpoint,
-            Some((sender, multicast_limit)),
+            Some(sender),
             group,
             session_id,
             config.strategy,
@@ -170,7 +167,7 @@ impl Fanout {
 
     fn with_sender(
         endpoint: Endpoint,
-        sender: Option<(MulticastSender, u64)>,
+        sender: Option<MulticastSender>,
         group: SocketAddr,
         session_id: u64,
         strategy: Strategy,
@@ -182,8 +179,7 @@ impl Fanout {
                 group,
                 session_id,
                 strategy,
-                multicast_limit: sender.as_ref().map_or(0, |(_, limit)| *limit),
-                sender: sender.map(|(sender, _)| sender),
+                sender,
                 endpoint,
                 state: Mutex::new(State {
                     replicas: BTreeMap::new(),
@@ -438,10 +434,6 @@ impl Fanout {
             .collect();
         let mut unicast = Vec::new();
         let mut multicast = Vec::new();
-        // An object beyond what the multicast sender takes goes over the QUIC links, under
-        // every strategy: a store is not refused for its size.
-        let too_large =
-            self.inner.sender.is_some() && data.len() as u64 > self.inner.multicast_limit;
         let (multicast_id, probe_id) = {
             let mut state = lock(&self.inner.state);
             for name in &replicas {
@@ -455,8 +447,8 @@ impl Fanout {
                     receiver_id: replica.receiver_id,
                 };
                 match state.reach.route(replica.receiver_id, strategy) {
-                    Route::Multicast if !too_large => multicast.push(target),
-                    _ => unicast.push(target),
+                    Route::Unicast => unicast.push(target),
+                    Route::Multicast => multicast.push(target),
                 }
             }
             let multicast_id = (!multicast.is_empty()).then(|| {
