@@ -44,6 +44,11 @@ fn writes(storage: &mut Storage) -> Vec<Persist> {
     std::iter::from_fn(|| storage.poll_persist()).collect()
 }
 
+/// What each of `persists` writes, to compare with the writes a test expects.
+fn kinds(persists: &[Persist]) -> Vec<&Write> {
+    persists.iter().map(|persist| &persist.write).collect()
+}
+
 fn events(storage: &mut Storage) -> Vec<StorageEvent> {
     std::iter::from_fn(|| storage.poll_event()).collect()
 }
@@ -140,10 +145,7 @@ fn a_store_is_staged_with_its_serial_checked_and_answered_once_executed() {
     );
     let staged = writes(&mut storage);
     assert_eq!(
-        staged
-            .iter()
-            .map(|persist| &persist.write)
-            .collect::<Vec<_>>(),
+        kinds(&staged),
         [&Write::Stage {
             ttid: Tid(10),
             oid: Oid(1),
@@ -218,10 +220,7 @@ fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() 
     );
     let staged = writes(&mut storage);
     assert!(matches!(
-        staged
-            .iter()
-            .map(|persist| &persist.write)
-            .collect::<Vec<_>>()[..],
+        kinds(&staged)[..],
         [Write::Stage {
             serial: Tid(5),
             check: true,
@@ -233,7 +232,7 @@ fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() 
     vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
     let persists = writes(&mut storage);
     assert!(matches!(
-        persists.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        kinds(&persists)[..],
         [Write::Vote { oids, .. }] if oids == &[Oid(1)]
     ));
 }
@@ -271,10 +270,7 @@ fn checks_undos_and_restores_are_writes_of_their_own_kind() {
     );
     let staged = writes(&mut storage);
     assert_eq!(
-        staged
-            .iter()
-            .map(|persist| &persist.write)
-            .collect::<Vec<_>>(),
+        kinds(&staged),
         [
             &Write::CheckSerial {
                 ttid,
@@ -320,7 +316,7 @@ fn checks_undos_and_restores_are_writes_of_their_own_kind() {
     // The vote lists the written objects only, and does not check the restore's serial.
     vote(&mut storage, "c1", ttid, &[Oid(2), Oid(3)]);
     assert!(matches!(
-        writes(&mut storage).iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        kinds(&writes(&mut storage))[..],
         [Write::Vote { oids, unchecked, .. }] if oids == &[Oid(2), Oid(3)] && unchecked == &[Oid(3)]
     ));
 }
@@ -397,10 +393,7 @@ fn questions_are_read_and_packs_answered_once_persisted() {
         .expect("pack");
     let persists = writes(&mut storage);
     assert!(matches!(
-        persists
-            .iter()
-            .map(|persist| &persist.write)
-            .collect::<Vec<_>>()[..],
+        kinds(&persists)[..],
         [Write::Pack {
             tid: Tid(9),
             after: None,
@@ -550,10 +543,7 @@ fn a_finish_is_acknowledged_once_persisted_and_as_often_as_asked() {
         .expect("finish");
     let persists = writes(&mut storage);
     assert_eq!(
-        persists
-            .iter()
-            .map(|persist| &persist.write)
-            .collect::<Vec<_>>(),
+        kinds(&persists),
         [&Write::Finish {
             ttid: Tid(10),
             tid: Tid(20),
@@ -634,7 +624,7 @@ fn a_voting_transaction_is_not_wounded_and_the_older_one_waits() {
     // The finish released the lock: the older one's store is staged after the commit.
     let after = writes(&mut storage);
     assert!(matches!(
-        after.iter().map(|persist| &persist.write).collect::<Vec<_>>()[..],
+        kinds(&after)[..],
         [Write::Finish { .. }, Write::Stage { ttid, .. }] if *ttid == older
     ));
     persist_all(&mut storage, after);
@@ -653,10 +643,7 @@ fn a_vote_whose_transaction_ended_while_it_was_written_is_not_answered() {
         .expect("abort");
     let persists = writes(&mut storage);
     assert!(matches!(
-        persists
-            .iter()
-            .map(|persist| &persist.write)
-            .collect::<Vec<_>>()[..],
+        kinds(&persists)[..],
         [
             Write::Stage { .. },
             Write::Vote { .. },
