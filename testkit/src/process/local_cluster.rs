@@ -419,7 +419,8 @@ impl LocalCluster {
 }
 
 /// `replicast node --config CONFIG`; with `stderr_to_file`, its standard error written to
-/// ROOT/NAME.stderr (the shell execs the node, so the process id is the node's).
+/// ROOT/NAME.stderr, appended across restarts (the shell execs the node, so the process id is
+/// the node's).
 fn start_node(root: &Path, name: &str, config: &Path, stderr_to_file: bool) -> NodeProcess {
     if !stderr_to_file {
         return NodeProcess::start(name, config);
@@ -429,9 +430,10 @@ fn start_node(root: &Path, name: &str, config: &Path, stderr_to_file: bool) -> N
         name,
         Command::new("sh")
             .arg("-c")
-            .arg(r#"exec "$0" node --config "$1" 2>"$2""#)
+            .arg(r#"exec "$0" node --config "$1" 2>>"$2""#)
             .arg(binary())
             .arg(config)
             .arg(&stderr),
     )
+    .with_stderr_file(stderr)
 }

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -26,7 +26,13 @@ pub struct NodeProcess {
     /// The process.
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Where its standard error goes, when a file: an early exit is reported with the end of
+    /// it (the only account of why, when the harness that ran the test kept nothing else).
+    stderr_file: Option<PathBuf>,
 }
+
+/// How much of the end of a node's standard error file an early exit reports.
+const STDERR_TAIL: usize = 4000;
 
 impl NodeProcess {
     /// Starts `command` (a `replicast node`, run directly or some other way, e.g. under
@@ -56,6 +62,7 @@ impl NodeProcess {
             name: name.to_owned(),
             child,
             lines,
+            stderr_file: None,
         })
     }
 
@@ -84,11 +91,37 @@ impl NodeProcess {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(TestkitError::setup(
                         format!("{} printed no {what}", self.name),
-                        "it closed its output (exited)",
+                        format!("it closed its output (exited){}", self.stderr_tail()),
                     ));
                 }
             }
         }
+    }
+
+    /// Records that the node's standard error goes to `path` (see [`stderr_tail`](Self::stderr_tail)).
+    pub fn with_stderr_file(mut self, path: PathBuf) -> Self {
+        self.stderr_file = Some(path);
+        self
+    }
+
+    /// The end of the node's standard error file, as a suffix for an error message (empty when
+    /// its standard error is not a file or the file cannot be read).
+    pub fn stderr_tail(&self) -> String {
+        let Some(path) = &self.stderr_file else {
+            return String::new();
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return String::new();
+        };
+        let mut start = text.len().saturating_sub(STDERR_TAIL);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        format!(
+            "; the end of its standard error ({}):\n{}",
+            path.display(),
+            &text[start..]
+        )
     }
 
     /// SIGTERM, then a wait bounded by `bound` for the exit, then SIGKILL: whatever happens,
