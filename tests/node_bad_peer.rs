@@ -2,26 +2,28 @@
 //! on 127.0.0.1, P = 12, R = 2, objects written with `replicast client put`).
 //!
 //! Mallory holds a valid cluster certificate (made by `replicast certs init --node` like any
-//! other) and speaks the transport, but not the protocol: garbage on message streams,
-//! truncated envelopes, envelopes carrying undecodable messages, messages out of protocol
+//! other) and speaks the transport, but not the protocol: garbage on its message channel,
+//! truncated and undecodable messages, a large garbage message, messages out of protocol
 //! order (answers nobody asked for, a store and a vote without a begin, a finish for a
-//! transaction never begun, replication batches nobody asked for), frames beyond the nodes'
-//! limit, requests the nodes do not answer (the master answers only an operator's status and
-//! storage changes) and object streams they do not serve, objects the storages' fan-out
-//! takes whose bytes are no store, envelopes that never close their gap until the reorder
-//! buffer overflows. Each is refused or ignored and nothing changes: every replica serves the
-//! same revisions afterwards, new transactions commit, the nodes keep running and exit
-//! cleanly, and none of them panicked (their standard error is kept and checked).
+//! transaction never begun, replication batches nobody asked for), requests the nodes do not
+//! answer (the master answers only an operator's status and storage changes) and object
+//! streams they do not serve, objects the storages' fan-out takes whose bytes are no store,
+//! and a message announced beyond the nodes' limit, which ends the sender's channel (the next
+//! message opens another, which is served). Each is refused or ignored and nothing changes:
+//! every replica serves the same revisions afterwards, new transactions commit, the nodes
+//! keep running and exit cleanly, and none of them panicked (their standard error is kept and
+//! checked).
 //!
 //! Peers without a valid certificate (one of another CA, or none at all) get no connection.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use replicast_certs::{NodeIdentity, Role, anonymous_client_config, load_ca_certificate};
-use replicast_node::driver::ordering::Envelope;
 use replicast_node::engine::ReplicatedObject;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
@@ -41,7 +43,7 @@ const STORAGES: [&str; 3] = ["storage-1", "storage-2", "storage-3"];
 const OBJECTS: u64 = 6;
 /// The hostile peer's name; its certificate is as valid as any client's.
 const MALLORY: &str = "mallory";
-/// A peer that floods a storage with envelopes that never close their gap.
+/// A peer that announces a message beyond a storage's limit.
 const FLOODER: &str = "flooder";
 /// A well-behaved peer that reads every replica before and after the attack.
 const INSPECTOR: &str = "inspector";
@@ -50,6 +52,8 @@ const INSPECTOR: &str = "inspector";
 fn node_frame_limit() -> usize {
     LinkConfig::default().max_frame_len as usize
 }
+/// The largest message a node accepts on a channel (`LinkConfig::default().max_message_len`).
+const NODE_MESSAGE_LIMIT: usize = 1 << 30;
 
 /// A cluster whose nodes' standard error goes to files, so that the test can tell that no
 /// node panicked (a panic in a task of a node's runtime does not end the process).
@@ -99,29 +103,21 @@ fn replicas(snapshot: &Snapshot, oid: u64) -> Vec<(String, Tid, ObjectData)> {
         .collect()
 }
 
-/// Early envelopes a node holds per peer (`DriverConfig::default().reorder_limit`).
-const REORDER_LIMIT: u64 = 4096;
-
 /// The TID of revisions Mallory forges: later than any real commit, so that a forged revision
 /// taken by a storage would be the one its loads return.
 const FORGED_REVISION: Tid = Tid(u64::MAX - 1);
 
-/// Bytes of an `Envelope { instance: 5, epoch: 0, seq: 0, body: [20 bytes] }` cut after 3 of
-/// its body bytes (postcard: the three integers and the body's length are one-byte varints).
-const TRUNCATED_ENVELOPE: [u8; 7] = [5, 0, 0, 20, 1, 2, 3];
-
-/// Garbage, truncated envelopes, undecodable messages, an oversized frame, and request and
-/// object streams, to `link`'s node. None of it reaches the node's role as a message.
+/// Garbage, truncated and undecodable messages, and a large garbage message, to `link`'s
+/// node. None of it reaches the node's role as a message, and the channel goes on.
 async fn send_malformed(peer: &mut Peer, link: &Link) {
-    let node = link.peer().to_owned();
-    // Not an envelope: 0xff is a varint that never ends.
-    link.send_message(&[0xffu8; 16])
-        .await
-        .expect("garbage is sent");
-    link.send_message(&TRUNCATED_ENVELOPE)
-        .await
-        .expect("a truncated envelope is sent");
-    // Envelopes the node accepts, carrying what is not a message of this protocol.
+    // Not a message: 0xff is a varint that never ends.
+    peer.send_body(link, vec![0xff; 16]).await;
+    let mut truncated = encode(&Message::Load {
+        request: 1,
+        oid: Oid(1),
+    });
+    truncated.truncate(3);
+    peer.send_body(link, truncated).await;
     peer.send_body(link, vec![0xde, 0xad, 0xbe, 0xef]).await;
     let mut other_version = encode(&Message::ClientHello);
     other_version[0] = (PROTOCOL_VERSION + 1) as u8;
@@ -135,15 +131,9 @@ async fn send_malformed(peer: &mut Peer, link: &Link) {
     unknown_variant.truncate(1);
     unknown_variant.push(0x7f);
     peer.send_body(link, unknown_variant).await;
-
-    // A frame beyond the node's limit (this peer's own limit is larger): refused before
-    // the node reads it, so it takes no sequence number.
-    let oversized = peer.envelope(&node, vec![0xab; node_frame_limit() + 1024], false);
-    let result = tokio::time::timeout(WAIT, link.send_message(&oversized))
-        .await
-        .expect("an oversized frame is sent or refused in time");
-    // Handed to QUIC, or refused by the node before the whole frame went out: both fine.
-    drop(result);
+    // Garbage larger than any frame of a request: read whole, refused as undecodable.
+    peer.send_body(link, vec![0xab; node_frame_limit() + 1024])
+        .await;
 }
 
 /// The refusal text of a request the node refused with an error, or a panic.
@@ -558,40 +548,31 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
         .await;
     mallory.hello(&master).await;
 
-    // Envelopes that never close their gap fill the storage's reorder buffer; the one after
-    // a full buffer makes the storage drop the sender's link. The sender, with a new instance
-    // (as after a restart), is served again.
+    // A message announced beyond the storage's limit: the storage refuses it from its
+    // length alone and ends the sender's channel (so it counts the sender lost); the sender's
+    // next message opens a new channel, which is served.
     let (target, _) = &storages[0];
-    let mut flooder = Peer::new(peer_endpoint(
-        &cluster.identity(FLOODER),
-        LinkConfig::default(),
-    ));
+    let unlimited = LinkConfig {
+        max_message_len: u32::MAX,
+        ..LinkConfig::default()
+    };
+    let mut flooder = Peer::new(peer_endpoint(&cluster.identity(FLOODER), unlimited));
     let flood_link = flooder.link(target, cluster.storage_address(target)).await;
     assert_eq!(
         flooder.load(&flood_link, Oid(1)).await,
         before[&(target.clone(), 1)]
     );
-    flooder.instance += 1;
-    flooder.next_seq.clear();
-    for seq in 1..=REORDER_LIMIT + 1 {
-        let early = flooder.envelope(target, encode(&Message::AskBegin), false);
-        let early = Envelope { seq, ..early };
-        // The last ones may find the link already dropped.
-        if flood_link.send_message(&early).await.is_err() {
-            break;
-        }
-    }
-    // No message answers a dropped link: the connection's state is the event to wait for.
-    let deadline = Instant::now() + WAIT;
-    while flood_link.is_connected() {
-        assert!(
-            Instant::now() < deadline,
-            "{target} kept a link whose reorder buffer overflowed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    flooder.instance += 1;
-    flooder.next_seq.clear();
+    let channel = flood_link.channel();
+    // Zeroed by the allocator, not touched: only what flow control lets out is ever read.
+    let oversized = Bytes::from(vec![0u8; NODE_MESSAGE_LIMIT + 1]);
+    channel.send(oversized).await.expect("queued");
+    let reason = tokio::time::timeout(WAIT, channel.closed())
+        .await
+        .unwrap_or_else(|_| panic!("{target} kept a channel announcing an oversized message"));
+    assert!(
+        matches!(reason, LinkError::StreamReset { .. }),
+        "{target} stopped the channel: {reason:?}"
+    );
     assert_eq!(
         flooder.load(&flood_link, Oid(1)).await,
         before[&(target.clone(), 1)]

@@ -6,13 +6,11 @@
 //! balances is unchanged, every committed transfer is visible and no aborted one is.
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use replicast_testkit::process::{
-    ClusterSpec, LocalCluster, binary, connect, fanout_section, multicast_section, random_group,
-    strategy_name,
+    CliTransfers, CliTransfersOutput, ClusterSpec, LocalCluster, connect, fanout_section,
+    multicast_section, random_group, strategy_name,
 };
 use replicast_testkit::workload::transfers::{self, Commit};
 use replicast_transport::fanout::Strategy;
@@ -23,43 +21,6 @@ const TRANSFERS: usize = 1_000;
 const ACCOUNTS: u32 = 20;
 /// Bounds a whole run of transfers (one strategy).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
-
-/// Starts `replicast client transfers` with `config`; its standard output and error arrive on
-/// the returned channel once it closed them (it exited).
-fn start_cli_transfers(
-    config: &std::path::Path,
-    seed: u64,
-) -> (std::process::Child, mpsc::Receiver<(String, String)>) {
-    let mut child = Command::new(binary())
-        .args(["client", "--timeout", "30", "--config"])
-        .arg(config)
-        .args([
-            "transfers",
-            "--accounts",
-            "10",
-            "--count",
-            &TRANSFERS.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start replicast client transfers");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (sender, output) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::Read as _;
-        let mut out = String::new();
-        let mut err = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let _ = stderr.read_to_string(&mut err);
-        let _ = sender.send((out, err));
-    });
-    (child, output)
-}
 
 /// Three in-process clients on shared accounts, checked together.
 async fn in_process_transfers(cluster: &LocalCluster, strategy: Strategy, group: SocketAddr) {
@@ -127,7 +88,7 @@ fn transfers_under(strategy: Strategy) {
         "client-4",
         &format!("{}\n{}", fanout_section(strategy), multicast_section(group)),
     );
-    let (mut cli, cli_output) = start_cli_transfers(&cli_config, 4);
+    let cli = CliTransfers::start(&cli_config, 10, TRANSFERS, 4);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -146,12 +107,14 @@ fn transfers_under(strategy: Strategy) {
     );
 
     let remaining = RUN_LIMIT.saturating_sub(started.elapsed());
-    let Ok((out, err)) = cli_output.recv_timeout(remaining) else {
-        let _ = cli.kill();
-        let _ = cli.wait();
+    let Some(CliTransfersOutput {
+        status,
+        stdout: out,
+        stderr: err,
+    }) = cli.wait(remaining)
+    else {
         panic!("replicast client transfers did not finish within {RUN_LIMIT:?}");
     };
-    let status = cli.wait().expect("reap replicast client");
     assert!(status.success(), "replicast client transfers failed: {err}");
     println!(
         "{}: replicast client transfers: {} after {:?}",

@@ -14,6 +14,7 @@ use replicast_transport::quic::wire::{
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame_len: 1 << 16,
     max_object_size: 1 << 20,
+    max_message_len: 1 << 16,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -12,8 +12,8 @@ use replicast_node::driver::{DriverConfig, Role, spawn};
 use replicast_node::master::{Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{Message, ProtocolError, Transmit, decode, decode_from, encode};
-use replicast_testkit::endpoint::{address, endpoint};
-use replicast_transport::quic::{Link, LinkError};
+use replicast_testkit::endpoint::{address, endpoint, endpoint_config};
+use replicast_transport::quic::{Endpoint, EndpointConfig, Link, LinkConfig, LinkError};
 use tokio::sync::mpsc;
 
 /// Bounds every wait.
@@ -149,8 +149,25 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
     })
     .await;
 
-    // Another process with client-1's certificate asks, as `replicast status` does.
-    let asker = endpoint(&ca, "client-1");
+    // Another process claiming client-1's name is refused, and client-1 is not disturbed.
+    let impostor = endpoint(&ca, "client-1");
+    match impostor.link("master", master_address).await {
+        Err(LinkError::NameInUse { reason, .. }) => {
+            assert!(reason.contains(&client_address.to_string()), "{reason}");
+        }
+        other => panic!("a second client-1 was let in: {other:?}"),
+    }
+    impostor.close();
+    // Another process with client-1's certificate asks, as `replicast status` does: as a session of
+    // a shared name, a peer of its own.
+    let asker = Endpoint::bind(EndpointConfig {
+        link: LinkConfig {
+            shared_name: true,
+            ..LinkConfig::default()
+        },
+        ..endpoint_config(&ca, "client-1")
+    })
+    .expect("bind the asker");
     let link = asker
         .link("master", master_address)
         .await

@@ -99,6 +99,7 @@ impl Worker {
             ClientConfig {
                 storage_timeout: Duration::from_secs(10),
                 vote_timeout: Duration::from_secs(1),
+                vote_bytes_per_second: 16 << 20,
                 load_timeout: Duration::from_secs(2),
                 master_timeout: Duration::from_secs(1),
                 ..ClientConfig::default()

@@ -97,6 +97,7 @@ fn client_config() -> ClientConfig {
     ClientConfig {
         storage_timeout: Duration::from_secs(60),
         vote_timeout: Duration::from_secs(20),
+        vote_bytes_per_second: 16 << 20,
         load_timeout: Duration::from_secs(20),
         master_timeout: Duration::from_secs(20),
         ..ClientConfig::default()

@@ -298,6 +298,7 @@ fn client_config() -> ClientConfig {
     ClientConfig {
         storage_timeout: Duration::from_secs(10),
         vote_timeout: Duration::from_secs(1),
+        vote_bytes_per_second: 16 << 20,
         load_timeout: Duration::from_secs(2),
         master_timeout: Duration::from_secs(1),
         ..ClientConfig::default()
@@ -539,12 +540,17 @@ impl Sim {
                 let mut transmits: Vec<_> =
                     std::iter::from_fn(|| worker.client.poll_transmit()).collect();
                 // A store for several replicas goes to each of them as one message, as the
-                // unicast fan-out sends it.
-                for store in std::iter::from_fn(|| worker.client.poll_fanout()) {
-                    transmits.extend(store.replicas.into_iter().map(|to| Transmit {
-                        to,
-                        message: store.message.clone(),
-                    }));
+                // unicast fan-out sends it, and is delivered as soon as it is sent (the
+                // driver's contract for stores sent inline).
+                let stores: Vec<_> = std::iter::from_fn(|| worker.client.poll_fanout()).collect();
+                for store in stores {
+                    for to in store.replicas {
+                        worker.client.fanout_delivered(now, store.id, &to);
+                        transmits.push(Transmit {
+                            to,
+                            message: store.message.clone(),
+                        });
+                    }
                 }
                 progressed |= !transmits.is_empty();
                 for transmit in transmits {

@@ -1,5 +1,6 @@
-//! `replicast client --config FILE ...`: one transaction or one load, or a run of transfers,
-//! for scripts.
+//! `replicast client --config FILE ...`: one transaction, one load, new object ids, or a run
+//! of transfers, for scripts. Object bytes travel as they are: `put --file` (or `-` for
+//! standard input) and `get --output` (or `--hex`).
 //!
 //! The client finds the primary among the masters of `[masters]`, and the storages at the
 //! addresses the master hands out (each storage tells the master its own) or, where given,
@@ -9,7 +10,7 @@
 //! OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed as 16 hexadecimal
 //! digits.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,24 +43,50 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClientCommand {
-    /// Engine DATA as the new revision of OID in one transaction; prints the commit's TID.
+    /// Store new bytes as the revision of OID in one transaction; prints the commit's TID.
+    ///
+    /// The bytes are DATA as given, or the content of `--file` (`-` reads standard input), byte
+    /// for byte; any size up to the links' limit (1 GiB).
     Put {
         /// The object id (decimal or 0x hexadecimal).
         #[arg(value_parser = parse_oid)]
         oid: Oid,
-        /// The object's new bytes.
-        data: String,
+        /// The object's new bytes, as text.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        data: Option<String>,
+        /// Read the object's bytes from FILE (`-`: standard input) instead.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
     },
-    /// Load the last committed revision of OID; prints `SERIAL DATA`, or fails when the object
-    /// does not exist.
+    /// Load the last committed revision of OID; prints `SERIAL DATA` (DATA as text), or fails
+    /// when the object does not exist.
+    ///
+    /// Bytes that are not UTF-8 text are not printed as text: `--output` writes them as they
+    /// are, `--hex` prints them in hexadecimal.
     Get {
         /// The object id (decimal or 0x hexadecimal).
         #[arg(value_parser = parse_oid)]
         oid: Oid,
+        /// Write the bytes to FILE as they are (`-`: standard output, and nothing else is
+        /// printed); otherwise only `SERIAL` is printed.
+        #[arg(long, value_name = "FILE", conflicts_with = "hex")]
+        output: Option<PathBuf>,
+        /// Print `SERIAL HEX`, the bytes in lowercase hexadecimal.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Ask the master for new object ids (never handed out before, so they collide with no
+    /// other client's); prints one per line, in decimal.
+    NewOid {
+        /// How many ids.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
     },
     /// Create ACCOUNTS new accounts, run COUNT committed transfers between them (chosen from
     /// SEED; conflicts are retried), then check every balance and the sum. Prints one line:
-    /// `committed N, aborted A (conflicts C, other O), sum S`.
+    /// `committed N, aborted A (conflicts C, other O), longest gap G ms (p50 M ms, p99 P ms,
+    /// K over 1 s), sum S`, the gaps being those between consecutive commits (from their
+    /// TIDs): a stall after a failure shows as the longest gap.
     Transfers {
         /// How many accounts to create (at least 2).
         #[arg(long, value_name = "K", default_value_t = 10)]
@@ -94,6 +121,8 @@ fn parse_oid(text: &str) -> Result<Oid, String> {
 pub fn run(args: ClientArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
     let timeout = Duration::from_secs(args.timeout);
+    // Read before connecting: a file that cannot be read costs the cluster nothing.
+    let command = Command::read(args.command)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,31 +130,131 @@ pub fn run(args: ClientArgs) -> Result<(), Error> {
     runtime.block_on(async {
         let (mut handle, endpoint) =
             connect_from_config(&config, ClientConfig::default(), timeout).await?;
-        let outcome = execute(&mut handle, args.command).await;
+        let outcome = execute(&mut handle, command).await;
         let closed = handle.close().await;
-        // The master must learn that this client left before the process exits: a client of
-        // the same name may connect right after. Bounded, as the master may be gone.
+        // The master should learn that this client left before the process exits, so that
+        // the status forgets it at once. Bounded, as the master may be gone.
         let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
-        let line = outcome?;
+        let output = outcome?;
         closed.map_err(|e| format!("cannot close the client: {e}"))?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{line}").map_err(|e| format!("cannot write the answer: {e}"))?;
+        output.write()?;
         Ok(())
     })
 }
 
-/// Runs one command; returns the line to print.
-async fn execute(handle: &mut ClientHandle, command: ClientCommand) -> Result<String, Error> {
+/// A command with its input read (the bytes to put).
+enum Command {
+    Put {
+        oid: Oid,
+        data: Vec<u8>,
+    },
+    Get {
+        oid: Oid,
+        output: GetOutput,
+    },
+    NewOid {
+        count: u32,
+    },
+    Transfers {
+        accounts: u32,
+        count: usize,
+        seed: u64,
+    },
+}
+
+/// How `get` shows the bytes.
+enum GetOutput {
+    Text,
+    Hex,
+    File(PathBuf),
+    Stdout,
+}
+
+impl Command {
+    fn read(command: ClientCommand) -> Result<Self, Error> {
+        Ok(match command {
+            ClientCommand::Put { oid, data, file } => {
+                let data = match (data, file) {
+                    (Some(text), _) => text.into_bytes(),
+                    (None, Some(path)) if path.as_os_str() == "-" => {
+                        let mut bytes = Vec::new();
+                        std::io::stdin()
+                            .read_to_end(&mut bytes)
+                            .map_err(|e| format!("cannot read standard input: {e}"))?;
+                        bytes
+                    }
+                    (None, Some(path)) => std::fs::read(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                    (None, None) => return Err("put needs DATA or --file FILE".into()),
+                };
+                Self::Put { oid, data }
+            }
+            ClientCommand::Get { oid, output, hex } => {
+                let output = match (output, hex) {
+                    (Some(path), _) if path.as_os_str() == "-" => GetOutput::Stdout,
+                    (Some(path), _) => GetOutput::File(path),
+                    (None, true) => GetOutput::Hex,
+                    (None, false) => GetOutput::Text,
+                };
+                Self::Get { oid, output }
+            }
+            ClientCommand::NewOid { count } => Self::NewOid { count },
+            ClientCommand::Transfers {
+                accounts,
+                count,
+                seed,
+            } => Self::Transfers {
+                accounts,
+                count,
+                seed,
+            },
+        })
+    }
+}
+
+/// What a command gives back: a line for standard output, or bytes for a file or standard
+/// output as they are.
+enum Output {
+    Line(String),
+    Bytes {
+        to: Option<PathBuf>,
+        data: bytes::Bytes,
+        line: String,
+    },
+}
+
+impl Output {
+    fn write(self) -> Result<(), Error> {
+        let mut stdout = std::io::stdout().lock();
+        let written = match self {
+            Output::Line(line) => writeln!(stdout, "{line}"),
+            Output::Bytes { to: None, data, .. } => {
+                stdout.write_all(&data).and_then(|()| stdout.flush())
+            }
+            Output::Bytes {
+                to: Some(path),
+                data,
+                line,
+            } => {
+                std::fs::write(&path, &data)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                writeln!(stdout, "{line}")
+            }
+        };
+        written.map_err(|e| format!("cannot write the answer: {e}").into())
+    }
+}
+
+/// Runs one command; returns what to print.
+async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, Error> {
     match command {
-        ClientCommand::Put { oid, data } => {
+        Command::Put { oid, data } => {
             handle.begin().await?;
             let serial = match handle.load(oid).await? {
                 Some((serial, _)) => serial,
                 None => Tid::ZERO,
             };
-            handle
-                .store(oid, serial, ObjectData::from(data.into_bytes()))
-                .await?;
+            handle.store(oid, serial, ObjectData::from(data)).await?;
             handle
                 .vote(TransactionInfo {
                     user: "replicast client".into(),
@@ -133,20 +262,55 @@ async fn execute(handle: &mut ClientHandle, command: ClientCommand) -> Result<St
                 })
                 .await?;
             let tid = handle.finish().await?;
-            Ok(format!("{:016x}", tid.0))
+            Ok(Output::Line(format!("{:016x}", tid.0)))
         }
-        ClientCommand::Get { oid } => match handle.load(oid).await? {
-            Some((serial, ObjectData::Bytes(bytes))) => Ok(format!(
-                "{:016x} {}",
-                serial.0,
-                String::from_utf8_lossy(&bytes)
-            )),
+        Command::Get { oid, output } => match handle.load(oid).await? {
+            Some((serial, ObjectData::Bytes(bytes))) => {
+                let serial = format!("{:016x}", serial.0);
+                match output {
+                    GetOutput::Text => match std::str::from_utf8(&bytes) {
+                        Ok(text) => Ok(Output::Line(format!("{serial} {text}"))),
+                        Err(_) => Err(format!(
+                            "{oid} holds {} bytes that are not UTF-8 text: use --output FILE \
+                             or --hex",
+                            bytes.len()
+                        )
+                        .into()),
+                    },
+                    GetOutput::Hex => Ok(Output::Line(format!("{serial} {}", hex(&bytes)))),
+                    GetOutput::File(path) => Ok(Output::Bytes {
+                        to: Some(path),
+                        data: bytes,
+                        line: serial,
+                    }),
+                    GetOutput::Stdout => Ok(Output::Bytes {
+                        to: None,
+                        data: bytes,
+                        line: serial,
+                    }),
+                }
+            }
             Some((serial, ObjectData::Deleted)) => {
                 Err(format!("{oid} was deleted at {:016x}", serial.0).into())
             }
             None => Err(format!("{oid} does not exist").into()),
         },
-        ClientCommand::Transfers {
+        Command::NewOid { count } => {
+            let mut oids = Vec::new();
+            // The master hands out at most its batch limit per question.
+            while oids.len() < count as usize {
+                let wanted = count - oids.len() as u32;
+                let got = handle.new_oids(wanted).await?;
+                if got.is_empty() {
+                    return Err("the master handed out no object id".into());
+                }
+                oids.extend(got);
+            }
+            oids.truncate(count as usize);
+            let lines: Vec<String> = oids.iter().map(|oid| oid.0.to_string()).collect();
+            Ok(Output::Line(lines.join("\n")))
+        }
+        Command::Transfers {
             accounts,
             count,
             seed,
@@ -154,7 +318,22 @@ async fn execute(handle: &mut ClientHandle, command: ClientCommand) -> Result<St
             let accounts = transfers::create_accounts(handle, accounts).await?;
             let run = transfers::run(handle, &accounts, count, seed).await?;
             let sum = transfers::check(handle, &accounts, &run.commits).await?;
-            Ok(format!("{}, sum {sum}", run.summary()))
+            // The gaps show how long the run went without a commit (a failed storage).
+            Ok(Output::Line(format!(
+                "{}, {}, sum {sum}",
+                run.summary(),
+                run.gaps().summary()
+            )))
         }
     }
+}
+
+/// `bytes` in lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }

@@ -80,8 +80,15 @@ fn init_tracing(log_level: Option<&str>, config_level: Option<&str>) -> Result<(
         Some(level) => {
             EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?
         }
-        None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(config_level.unwrap_or("warn"))),
+        // quinn-udp warns of every failed send; with ICMP errors reported on the socket (the
+        // hint that a peer died), a send after one fails once, which QUIC recovers from: not
+        // worth a warning in the node's log.
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{},quinn_udp=error",
+                config_level.unwrap_or("warn")
+            ))
+        }),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +33,7 @@ use replicast_node::persist::{PersistConfig, ThreadedStorage};
 use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
-use replicast_transport::quic::Endpoint;
+use replicast_transport::quic::{Endpoint, LinkError};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -113,6 +114,45 @@ fn reload_crl(name: &str, crl: Option<&Path>, revocation: &Revocation, endpoint:
     }
 }
 
+/// How often a storage asks the master again to take its name.
+const CLAIM_RETRY: Duration = Duration::from_millis(200);
+
+/// Makes sure the master takes this process as storage `name` before it serves: a second
+/// process claiming a running storage's name is refused by the master, with the running one's
+/// address, and stops here without disturbing it. A storage that restarted may find its
+/// predecessor's connection still open at the master until the master notices it is gone
+/// (the link's idle timeout, or at once where the host reports the dead port), so a refusal
+/// is taken as final only after `wait`. A master that cannot be reached now is no reason to
+/// stop: the driver keeps trying.
+async fn claim_name(
+    endpoint: &Endpoint,
+    name: &str,
+    master: &str,
+    address: SocketAddr,
+    wait: Duration,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match endpoint.link(master, address).await {
+            Err(LinkError::NameInUse { reason, .. }) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "the master {master} refuses this process as {name}: {reason}"
+                    )
+                    .into());
+                }
+                tracing::info!(node = name, %reason, "the master does not take this process yet");
+                tokio::time::sleep(CLAIM_RETRY).await;
+            }
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(node = name, %error, "the master cannot be reached now");
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
 /// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
 /// unicast (a writer under `auto` falls back to it).
@@ -167,7 +207,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let Bound {
                 endpoint,
                 revocation,
-            } = bind(&config)?;
+            } = bind(&config, false)?;
             let settings = config
                 .master_settings
                 .clone()
@@ -248,7 +288,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             let Bound {
                 endpoint,
                 revocation,
-            } = bind(&config)?;
+            } = bind(&config, false)?;
             // The file is created when missing; so is its directory, as a user of a fresh
             // deployment expects.
             if let Some(parent) = storage.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -287,6 +327,9 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             } else {
                 role.role_mut().announce_address(config.node.listen);
             }
+            // Three idle timeouts: a predecessor's connection is gone by then.
+            let wait = (config.link.idle_timeout * 3).max(Duration::from_secs(3));
+            claim_name(&endpoint, &name, master.name.as_str(), master.address, wait).await?;
             let driver_config = DriverConfig {
                 directory: config
                     .masters

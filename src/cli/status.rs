@@ -205,7 +205,7 @@ pub(super) async fn ask_master(
     let known = masters_of(config);
     let mut own = config.clone();
     own.node.listen.set_port(0);
-    let endpoint = bind_endpoint(&own)?;
+    let endpoint = bind_endpoint(&own, true)?;
     let exchange = async {
         let mut errors = Vec::new();
         // Bounded: each master once, and a few redirects.

@@ -55,7 +55,7 @@ fn serve(endpoint: Endpoint) {
                             let _ = object.respond(&(payload.len() as u64)).await;
                         }
                     }
-                    Incoming::Message(_) => {}
+                    Incoming::Message(_) | Incoming::ChannelEnded(_) => {}
                 }
             });
         }

@@ -29,6 +29,7 @@ use replicast_transport::fanout::{
 };
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
+use replicast_transport::quic::hello::{Hello, Welcome};
 use replicast_transport::quic::wire::{ObjectHead, Reply, encode_object_stream};
 use replicast_transport::quic::{Endpoint, Incoming, LinkConfig, LinkError};
 
@@ -213,10 +214,34 @@ async fn raw_connection(ca: &ClusterCa, name: &str, server: SocketAddr) -> quinn
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let mut raw = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
     raw.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    raw.connect(server, "replica")
+    let connection = raw
+        .connect(server, "replica")
         .expect("connect")
         .await
-        .expect("handshake")
+        .expect("handshake");
+    // Every connection opens with the dialer's hello (its session); the replica answers with
+    // a welcome before it serves any other stream.
+    let mut hello = vec![StreamKind::Hello.as_byte()];
+    let body = postcard::to_stdvec(&Hello {
+        session: 0x006d_616c_6c6f_7279,
+        shared: false,
+    })
+    .expect("hello");
+    encode_frame(&body, LinkConfig::default().max_frame_len, &mut hello).expect("frame");
+    let (mut send, mut recv) = connection.open_bi().await.expect("open the hello stream");
+    send.write_all(&hello).await.expect("send the hello");
+    let _ = send.finish();
+    let reply = recv.read_to_end(1 << 16).await.expect("a welcome");
+    let (body, _) = decode_frame(&reply, LinkConfig::default().max_frame_len)
+        .expect("a welcome frame")
+        .expect("a whole welcome frame");
+    match Reply::decode(body).expect("a reply") {
+        Reply::Ok(welcome) => {
+            Welcome::decode(welcome).expect("a welcome");
+        }
+        other => panic!("the hello was refused: {other:?}"),
+    }
+    connection
 }
 
 /// Sends `stream` on a new bidirectional stream; the replica's refusal text, or its reset
@@ -411,7 +436,7 @@ fn serve_lies(endpoint: Endpoint, join: JoinAnswer) {
                     let _ = object.receive().await;
                     let _ = object.respond(&GARBAGE).await;
                 }
-                Incoming::Message(_) => {}
+                Incoming::Message(_) | Incoming::ChannelEnded(_) => {}
             }
         }
     });

@@ -8,13 +8,17 @@ use std::sync::Arc;
 
 use quic_support::*;
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
+use replicast_transport::quic::hello::{Hello, Welcome};
 use replicast_transport::quic::wire::{ObjectHead, Reply};
 use replicast_transport::quic::{Endpoint, LinkConfig, codes};
 
 const MAX_FRAME: u32 = 64 << 10;
 
-/// A raw quinn client connection to `server`, authenticated as `client-1`.
-async fn raw_connection(ca: &replicast_certs::ClusterCa, server: &Endpoint) -> quinn::Connection {
+/// A raw quinn client connection to `server`, authenticated as `client-1`, without a hello.
+async fn unintroduced_connection(
+    ca: &replicast_certs::ClusterCa,
+    server: &Endpoint,
+) -> quinn::Connection {
     let tls = identity(ca, "client-1").client_config().unwrap();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut raw = quinn::Endpoint::client(loopback()).unwrap();
@@ -23,6 +27,26 @@ async fn raw_connection(ca: &replicast_certs::ClusterCa, server: &Endpoint) -> q
         .unwrap()
         .await
         .unwrap()
+}
+
+/// A raw quinn client connection to `server`, authenticated as `client-1`, its hello
+/// welcomed.
+async fn raw_connection(ca: &replicast_certs::ClusterCa, server: &Endpoint) -> quinn::Connection {
+    let connection = unintroduced_connection(ca, server).await;
+    let mut hello = vec![StreamKind::Hello.as_byte()];
+    let body = postcard::to_stdvec(&Hello {
+        session: 1,
+        shared: false,
+    })
+    .unwrap();
+    encode_frame(&body, MAX_FRAME, &mut hello).unwrap();
+    match exchange(&connection, &hello).await {
+        Ok(OwnedReply::Ok(welcome)) => {
+            Welcome::decode(&welcome).expect("a welcome");
+        }
+        other => panic!("the hello was not welcomed: {other:?}"),
+    }
+    connection
 }
 
 /// Sends `bytes` on a new bidirectional stream and returns the decoded reply, or the reset
@@ -120,7 +144,7 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
             "65537 bytes exceeds",
         );
 
-        // Unknown stream kinds, and a message kind on a bidirectional stream.
+        // Unknown stream kinds, a channel kind and a second hello on a bidirectional stream.
         assert_rejected(
             exchange(&connection, &[0x00, 1, 2, 3]).await,
             "unknown stream kind 0x00",
@@ -130,8 +154,12 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
             "unknown stream kind 0xff",
         );
         assert_rejected(
-            exchange(&connection, &[StreamKind::Message.as_byte(), 0, 0, 0, 0]).await,
+            exchange(&connection, &[StreamKind::Channel.as_byte(), 0, 0, 0, 0]).await,
             "unknown stream kind 0x02",
+        );
+        assert_rejected(
+            exchange(&connection, &[StreamKind::Hello.as_byte(), 0, 0, 0, 0]).await,
+            "unknown stream kind 0x04",
         );
 
         // Truncated: a prefix promising 10 bytes, then the end of the stream.
@@ -213,9 +241,35 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
             Ok(OwnedReply::Ok(postcard::to_stdvec(&Pong(2)).unwrap()))
         );
         assert!(connection.close_reason().is_none());
-        // Six request streams, seven object streams, one unidirectional stream.
-        assert_eq!(server.stats().protocol_errors, 14);
+        // Seven request streams, seven object streams, one unidirectional stream.
+        assert_eq!(server.stats().protocol_errors, 15);
         assert_eq!(server.stats().connections_accepted, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_without_a_hello_is_closed() {
+    bounded(async {
+        let ca = ca("cluster");
+        let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
+        serve(server.clone(), None);
+        // A request where the hello belongs: the connection, not just the stream, is refused.
+        let connection = unintroduced_connection(&ca, &server).await;
+        let (mut send, _recv) = connection.open_bi().await.unwrap();
+        let _ = send.write_all(&good_request(1)).await;
+        let _ = send.finish();
+        let reason = connection.closed().await;
+        assert!(
+            matches!(
+                &reason,
+                quinn::ConnectionError::ApplicationClosed(close)
+                    if close.error_code == codes::PROTOCOL_ERROR
+            ),
+            "{reason:?}"
+        );
+        assert_eq!(server.stats().connections_accepted, 0);
+        assert_eq!(server.stats().handshake_failures, 1);
     })
     .await;
 }

@@ -12,6 +12,7 @@ use replicast_transport::quic::wire::{
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame_len: 1 << 16,
     max_object_size: 1 << 20,
+    max_message_len: 1 << 16,
 };
 
 proptest! {
@@ -66,7 +67,7 @@ proptest! {
         let config = LinkConfig { chunk_size, compression_threshold: threshold, ..LinkConfig::default() };
         let payload = Bytes::from(payload);
         let stream = encode_object_stream(&header, &payload, &config).unwrap();
-        let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20 };
+        let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20, max_message_len: config.max_message_len };
         prop_assert_eq!(decode_stream(&stream, limits).unwrap(), DecodedStream::Object { header, payload });
     }
 
@@ -81,7 +82,7 @@ proptest! {
         let mut stream = encode_object_stream(b"h", &payload, &config).unwrap();
         let at = position.index(stream.len());
         stream[at] ^= flip;
-        let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20 };
+        let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20, max_message_len: config.max_message_len };
         if let Ok(DecodedStream::Object { payload: decoded, .. }) = decode_stream(&stream, limits) {
             // Only a change to the application header can pass; the payload is covered by
             // the checksum.

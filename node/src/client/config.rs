@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-/// The default [`ClientConfig::max_object_size`]: the links' default frame limit (4 MiB) less
-/// 64 KiB for the message around the data.
-pub const DEFAULT_MAX_OBJECT_SIZE: usize = (4 << 20) - (64 << 10);
+/// The default [`ClientConfig::max_object_size`]: the links' default message limit on a
+/// channel (`LinkConfig::max_message_len`, 1 GiB) less 64 KiB for the message around the data.
+pub const DEFAULT_MAX_OBJECT_SIZE: usize = (1 << 30) - (64 << 10);
 
 /// Timeouts and limits of a client.
 #[derive(Clone, Debug)]
@@ -18,15 +18,21 @@ pub struct ClientConfig {
     /// `outcome_timeout`, so that a crashed replica is reported before the others give up
     /// on the transaction.
     pub vote_timeout: Duration,
+    /// The slowest rate, in bytes per second, at which a storage is expected to make staged
+    /// bytes durable: a vote's deadline is [`vote_timeout`](Self::vote_timeout) plus the
+    /// storage's staged bytes at this rate ([`vote_deadline`](Self::vote_deadline)), so a large
+    /// object is not taken for a failure. A crashed or frozen storage is noticed by its link
+    /// (about a second), not by this deadline.
+    pub vote_bytes_per_second: u64,
     /// How long a load waits for one replica before trying the next.
     pub load_timeout: Duration,
     /// How long after losing its master link the client announces itself again: the master
     /// forgot it, and invalidations sent meanwhile are lost. Until the table comes, the
     /// masters are asked who the primary is every [`master_timeout`](Self::master_timeout).
     pub master_retry: Duration,
-    /// The largest object data a store takes: a load answers with one message, which the
-    /// links carry up to their `max_frame_len` (4 MiB by default); this leaves room for the
-    /// message around the data.
+    /// The largest object data a store takes: a load answers with one message on the
+    /// storage's channel, which carries messages up to `max_message_len` (1 GiB by default);
+    /// this leaves room for the message around the data.
     pub max_object_size: usize,
     /// How long the primary may owe an answer (a begin, object ids, a finish's) without any
     /// answer coming before the client asks the masters who the primary is: a dead or frozen
@@ -40,10 +46,29 @@ impl Default for ClientConfig {
         Self {
             storage_timeout: Duration::from_secs(10),
             vote_timeout: Duration::from_secs(1),
+            vote_bytes_per_second: 16 << 20,
             load_timeout: Duration::from_secs(2),
             master_retry: Duration::from_secs(1),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             master_timeout: Duration::from_secs(1),
         }
+    }
+}
+
+impl ClientConfig {
+    /// How long a storage that staged `bytes` may take to answer its vote.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use replicast_node::client::ClientConfig;
+    ///
+    /// let config = ClientConfig::default();
+    /// assert_eq!(config.vote_deadline(0), config.vote_timeout);
+    /// // 64 MiB at 16 MiB/s: four more seconds.
+    /// assert_eq!(config.vote_deadline(64 << 20), config.vote_timeout + Duration::from_secs(4));
+    /// ```
+    pub fn vote_deadline(&self, bytes: u64) -> Duration {
+        let rate = self.vote_bytes_per_second.max(1);
+        self.vote_timeout + Duration::from_secs_f64(bytes as f64 / rate as f64)
     }
 }

@@ -4,7 +4,9 @@
 //! without waiting for answers, as one [`FanoutStore`] for all of them
 //! ([`Client::poll_fanout`]): the driver sends it through the transport's fan-out (or as one
 //! message per replica) and reports a replica it did not reach ([`Client::fanout_failed`]),
-//! which then counts as failed for the transaction; [`Client::vote`] sends each storage its vote once every store
+//! which then counts as failed for the transaction, and one it reached
+//! ([`Client::fanout_delivered`]), which then has [`ClientConfig::storage_timeout`] to
+//! answer (a large object may take long to arrive; its transfer does not count); [`Client::vote`] sends each storage its vote once every store
 //! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
 //! yes, or when the storages that failed (lost, or silent past
 //! [`ClientConfig::storage_timeout`] or [`ClientConfig::vote_timeout`]) leave every touched
@@ -88,6 +90,17 @@ struct Replica {
     vote_sent: bool,
     voted: bool,
     deadline: Option<SystemTime>,
+    /// Stores handed to the fan-out and not yet delivered to this storage: while some are in
+    /// flight, the storage cannot answer them and its deadline waits (a large object may
+    /// take long to transfer; a storage that dies meanwhile fails the delivery).
+    delivering: u32,
+}
+
+impl Replica {
+    /// The deadline that applies now: none while stores to it are still being delivered.
+    fn due(&self) -> Option<SystemTime> {
+        self.deadline.filter(|_| self.delivering == 0)
+    }
 }
 
 /// What the transaction wants an object to become.
@@ -316,6 +329,27 @@ impl Client {
     /// The next store to hand to the fan-out (see [`FanoutStore`]).
     pub fn poll_fanout(&mut self) -> Option<FanoutStore> {
         self.fanouts.pop_front()
+    }
+
+    /// The fan-out `id` reached `node`: from now on the storage has
+    /// [`ClientConfig::storage_timeout`] to answer it (the time the transfer took does not
+    /// count against it).
+    pub fn fanout_delivered(&mut self, now: SystemTime, id: u64, node: &str) {
+        let timeout = self.config.storage_timeout;
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let Some(generation) = txn.fanouts.get(&id).and_then(|sent| sent.get(node)) else {
+            return;
+        };
+        if let Some(replica) = txn
+            .replicas
+            .get_mut(node)
+            .filter(|replica| replica.generation == *generation)
+        {
+            replica.delivering = replica.delivering.saturating_sub(1);
+            replica.deadline = Some(now + timeout);
+        }
     }
 
     /// The fan-out `id` did not reach `node`: the storage failed for the transaction (as
@@ -621,7 +655,7 @@ impl Client {
             .iter()
             .flat_map(|txn| {
                 txn.replicas.iter().filter(|(node, replica)| {
-                    !txn.failed.contains(*node) && replica.deadline.is_some_and(|at| at <= now)
+                    !txn.failed.contains(*node) && replica.due().is_some_and(|at| at <= now)
                 })
             })
             .map(|(node, _)| node.clone())
@@ -637,7 +671,7 @@ impl Client {
             txn.replicas
                 .iter()
                 .filter(|(node, _)| !txn.failed.contains(*node))
-                .filter_map(|(_, replica)| replica.deadline)
+                .filter_map(|(_, replica)| replica.due())
         });
         self.reads_deadline()
             .into_iter()
@@ -728,7 +762,7 @@ impl Client {
     /// Reports the stores answered, sends the votes that are due and reports the vote once it
     /// is complete.
     fn progress(&mut self, now: SystemTime) {
-        let timeout = self.config.vote_timeout;
+        let config = self.config.clone();
         let Some(txn) = self.txn.as_mut() else {
             return;
         };
@@ -766,7 +800,14 @@ impl Client {
                 continue;
             }
             replica.vote_sent = true;
-            replica.deadline = Some(now + timeout);
+            // The vote makes the staged bytes durable: a large transaction takes longer.
+            let staged: u64 = replica
+                .oids
+                .iter()
+                .filter_map(|oid| txn.objects.get(oid))
+                .map(|staged| staged.data.as_bytes().len() as u64)
+                .sum();
+            replica.deadline = Some(now + config.vote_deadline(staged));
             self.out.send(
                 node,
                 Message::Vote {
@@ -1012,6 +1053,32 @@ mod tests {
         // An unknown fan-out changes nothing.
         client.fanout_failed(now, fanout.id + 100, "s1");
         assert!(client.poll_event().is_none());
+    }
+
+    #[test]
+    fn a_store_being_delivered_has_no_deadline_then_the_storage_has_its_timeout() {
+        let now = SystemTime::UNIX_EPOCH;
+        let timeout = ClientConfig::default().storage_timeout;
+        let (mut client, _) = storing_client();
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        let fanout = client.poll_fanout().expect("one fan-out");
+        // A large object may take long to arrive: no storage fails while it travels.
+        assert_eq!(client.poll_timeout(), None);
+        let late = now + timeout * 3;
+        client.handle_timeout(late);
+        assert!(
+            !std::iter::from_fn(|| client.poll_event())
+                .any(|event| matches!(event, ClientEvent::StorageFailed { .. }))
+        );
+        // Delivered to s1: from now on s1 has the storage timeout to answer.
+        client.fanout_delivered(late, fanout.id, "s1");
+        assert_eq!(client.poll_timeout(), Some(late + timeout));
+        client.handle_timeout(late + timeout);
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(events.contains(&ClientEvent::StorageFailed { node: "s1".into() }));
+        assert!(!events.contains(&ClientEvent::StorageFailed { node: "s2".into() }));
     }
 
     #[test]

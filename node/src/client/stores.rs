@@ -138,11 +138,17 @@ impl Client {
             .filter(|node| !txn.failed.contains(node))
             .collect();
         txn.answered_reported = false;
+        // Stores with data go through the fan-out, whose delivery may take long for a large
+        // object: the storage's deadline waits for it (`fanout_delivered`).
+        let fanned_out = !matches!(staged.kind, StoreKind::Undo(_) | StoreKind::CheckCurrent);
         let mut by_generation: BTreeMap<u32, Vec<NodeName>> = BTreeMap::new();
         for node in nodes {
             let replica = txn.replicas.entry(node.clone()).or_default();
             replica.oids.insert(oid);
             *replica.unanswered.entry(oid).or_default() += 1;
+            if fanned_out {
+                replica.delivering += 1;
+            }
             replica.deadline = Some(now + timeout);
             by_generation
                 .entry(replica.generation)
@@ -294,6 +300,8 @@ impl Client {
         replica.generation = generation;
         replica.unanswered = replica.oids.iter().map(|oid| (*oid, 1)).collect();
         replica.vote_sent = false;
+        // The stores go again inline, on the channel: the earlier deliveries no longer count.
+        replica.delivering = 0;
         replica.deadline = Some(now + timeout);
         txn.answered_reported = false;
         let stores: Vec<Message> = replica

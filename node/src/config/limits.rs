@@ -13,8 +13,6 @@ pub(super) struct RawLimits {
     pending_stores: Option<Spanned<u64>>,
     pending_store_bytes: Option<Spanned<u64>>,
     streams: Option<Spanned<u64>>,
-    queued_messages: Option<Spanned<u64>>,
-    queued_bytes: Option<Spanned<u64>>,
     fanout_sessions: Option<Spanned<u64>>,
 }
 
@@ -28,7 +26,7 @@ pub(super) struct RawLimits {
 ///
 /// let limits = PeerLimits::default();
 /// assert_eq!(limits.open_transactions, 1024);
-/// assert!(limits.queued_bytes >= 16 << 20);
+/// assert!(limits.pending_store_bytes >= 16 << 20);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerLimits {
@@ -44,11 +42,6 @@ pub struct PeerLimits {
     /// QUIC streams of each direction a peer may have open at once on a connection; further
     /// ones wait (`limits.streams`).
     pub streams: u64,
-    /// Messages of one peer held until the ones before them arrive; beyond it the peer's
-    /// connection is dropped (`limits.queued_messages`).
-    pub queued_messages: u64,
-    /// Bytes of those messages (`limits.queued_bytes`).
-    pub queued_bytes: u64,
     /// Fan-out sessions a storage serves at once, one per writer (`limits.fanout_sessions`).
     pub fanout_sessions: u64,
 }
@@ -60,8 +53,6 @@ impl Default for PeerLimits {
             pending_stores: 16_384,
             pending_store_bytes: 256 << 20,
             streams: 1024,
-            queued_messages: 4096,
-            queued_bytes: 64 << 20,
             fanout_sessions: 256,
         }
     }
@@ -103,18 +94,6 @@ impl PeerLimits {
                 "limits.streams",
                 &mut limits.streams,
                 max_streams,
-            ),
-            (
-                raw.queued_messages,
-                "limits.queued_messages",
-                &mut limits.queued_messages,
-                u64::MAX,
-            ),
-            (
-                raw.queued_bytes,
-                "limits.queued_bytes",
-                &mut limits.queued_bytes,
-                u64::MAX,
             ),
             (
                 raw.fanout_sessions,

@@ -23,10 +23,13 @@ pub(super) struct RawLink {
 /// flight, for links between sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkTuning {
-    /// Interval of keep-alive packets (`link.keep_alive_ms`; 0 turns them off). Must be below
-    /// the idle timeout, or quiet links close.
+    /// Interval of keep-alive packets (`link.keep_alive_ms`; 0 turns them off). Must be well
+    /// below the idle timeout, or quiet links close.
     pub keep_alive: Option<Duration>,
-    /// A link silent for this long is closed (`link.idle_timeout_ms`).
+    /// A link silent for this long is closed and its peer counts as lost
+    /// (`link.idle_timeout_ms`): the failure detection time. QUIC raises it to three probe
+    /// timeouts (about three round trips) where the round trip is longer, so one setting fits
+    /// a LAN and a WAN.
     pub idle_timeout: Duration,
     /// Bytes a peer may send on one stream before it is read (`link.stream_receive_window`).
     pub stream_receive_window: u64,
@@ -37,8 +40,8 @@ pub struct LinkTuning {
 impl Default for LinkTuning {
     fn default() -> Self {
         Self {
-            keep_alive: Some(Duration::from_secs(5)),
-            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_millis(250)),
+            idle_timeout: Duration::from_secs(1),
             stream_receive_window: 8 << 20,
             send_window: 32 << 20,
         }

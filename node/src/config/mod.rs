@@ -15,7 +15,7 @@
 //! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
 //! | `[multicast]` | `group`, `interface`, `ttl` (1), `loopback` (true)            | storage; client when the strategy multicasts |
 //! | `[link]`      | `keep_alive_ms`, `idle_timeout_ms`, `stream_receive_window`, `send_window` | all (optional) |
-//! | `[limits]`    | `open_transactions`, `pending_stores`, `pending_store_bytes`, `streams`, `queued_messages`, `queued_bytes`, `fanout_sessions` | all (optional) |
+//! | `[limits]`    | `open_transactions`, `pending_stores`, `pending_store_bytes`, `streams`, `fanout_sessions` | all (optional) |
 //! | `[log]`       | `level` (`"info"`)                                            | all (optional)   |
 //!
 //! Relative paths are resolved against the config file's directory. Every mistake is a

@@ -172,14 +172,20 @@ pub struct Bound {
 
 /// Loads the node's certificate files named in `[tls]` (and its revocation list, `tls.crl`)
 /// and binds its QUIC endpoint at `node.listen` with the `[link]` tuning.
-pub fn bind_endpoint(config: &NodeConfig) -> Result<Endpoint, ConnectError> {
-    bind(config).map(|bound| bound.endpoint)
+///
+/// With `shared_name`, peers know the endpoint as one session of its name (`NAME#SESSION`),
+/// beside any other process using the same certificate: clients, and the short-lived
+/// endpoints of `replicast status` and `admin`. Without it (masters, storages) the name is
+/// this process's alone, and a peer holding a live connection from another process of that
+/// name refuses this one.
+pub fn bind_endpoint(config: &NodeConfig, shared_name: bool) -> Result<Endpoint, ConnectError> {
+    bind(config, shared_name).map(|bound| bound.endpoint)
 }
 
 /// [`bind_endpoint`], keeping the revocation list's handle. The certificate must be for
 /// `node.name` and grant the role of `node.role`; the list must load, be the CA's and not
 /// revoke the node itself.
-pub fn bind(config: &NodeConfig) -> Result<Bound, ConnectError> {
+pub fn bind(config: &NodeConfig, shared_name: bool) -> Result<Bound, ConnectError> {
     let file = || config.origin.clone();
     let tls = &config.tls;
     let certificate = |source| ConnectError::Certificate {
@@ -205,7 +211,10 @@ pub fn bind(config: &NodeConfig) -> Result<Bound, ConnectError> {
         listen: config.node.listen,
         server_tls: tls_configs.server,
         client_tls: tls_configs.client,
-        link: link_config(&config.link, &config.limits),
+        link: LinkConfig {
+            shared_name,
+            ..link_config(&config.link, &config.limits)
+        },
     })
     .map_err(|source| ConnectError::Bind {
         file: file(),
@@ -268,13 +277,10 @@ fn check_role(config: &NodeConfig, identity: &NodeIdentity) -> Result<(), Connec
     })
 }
 
-/// The driver settings `[limits]` sets: the messages and bytes held per peer until the ones
-/// before them arrive, and what the gate lets a peer hold.
+/// The driver settings `[limits]` sets: what the gate lets a peer hold.
 pub fn driver_config(config: &NodeConfig) -> DriverConfig {
     let limits = &config.limits;
     DriverConfig {
-        reorder_limit: usize::try_from(limits.queued_messages).unwrap_or(usize::MAX),
-        reorder_byte_limit: usize::try_from(limits.queued_bytes).unwrap_or(usize::MAX),
         limits: GateLimits::from(*limits),
         ..DriverConfig::default()
     }
@@ -374,10 +380,11 @@ pub async fn connect_from_config(
         .iter()
         .map(|peer| peer.name.as_str().to_owned())
         .collect();
+    // Several processes may share a client's configuration: each is a session of its own.
     let Bound {
         endpoint,
         revocation,
-    } = bind(config)?;
+    } = bind(config, true)?;
     let writer = fanout_writer(config, &endpoint)?;
     let role = Client::with_masters(config.node.name.as_str(), masters, client);
     let driver = DriverConfig {

@@ -99,12 +99,26 @@ enum PumpWork {
     },
 }
 
-/// The client's side: the writer, the pump that feeds it, and the failures coming back.
+/// What became of a store at one storage.
+pub(crate) struct StoreOutcome {
+    /// The role's id of the fan-out.
+    pub(crate) id: u64,
+    /// The storage.
+    pub(crate) storage: String,
+    /// Whether the store reached it.
+    pub(crate) delivered: bool,
+}
+
+/// Reports outcomes to the driver. Unbounded, as their number is bounded by the stores the
+/// role emitted (one per store and storage), which the role holds anyway.
+type Outcomes = mpsc::UnboundedSender<StoreOutcome>;
+
+/// The client's side: the writer, the pump that feeds it, and the outcomes coming back.
 pub(crate) struct FanoutWriter {
     writer: Fanout,
     shared: Arc<Shared>,
     work: mpsc::UnboundedSender<PumpWork>,
-    failures: mpsc::UnboundedReceiver<(u64, String)>,
+    outcomes: mpsc::UnboundedReceiver<StoreOutcome>,
     pump: JoinHandle<()>,
 }
 
@@ -119,7 +133,7 @@ impl FanoutWriter {
     pub(crate) fn start(writer: Fanout) -> Self {
         let shared = Arc::new(Shared::default());
         let (work, queue) = mpsc::unbounded_channel();
-        let (failed, failures) = mpsc::unbounded_channel();
+        let (failed, outcomes) = mpsc::unbounded_channel();
         // Transport object ids must not repeat for a writer name: a client restarted under
         // the same name starts elsewhere in the id space.
         let base = rand::random::<u64>() >> 2;
@@ -128,7 +142,7 @@ impl FanoutWriter {
             writer,
             shared,
             work,
-            failures,
+            outcomes,
             pump,
         }
     }
@@ -171,10 +185,10 @@ impl FanoutWriter {
             .collect()
     }
 
-    /// The next storage a fan-out did not reach; pending forever once the pump has ended.
-    pub(crate) async fn next_failure(&mut self) -> (u64, String) {
-        match self.failures.recv().await {
-            Some(failure) => failure,
+    /// The next outcome of a store at a storage; pending forever once the pump has ended.
+    pub(crate) async fn next_outcome(&mut self) -> StoreOutcome {
+        match self.outcomes.recv().await {
+            Some(outcome) => outcome,
             None => std::future::pending().await,
         }
     }
@@ -212,7 +226,7 @@ async fn pump(
     shared: Arc<Shared>,
     base: u64,
     mut queue: mpsc::UnboundedReceiver<PumpWork>,
-    failed: mpsc::UnboundedSender<(u64, String)>,
+    failed: Outcomes,
 ) {
     while let Some(work) = queue.recv().await {
         match work {
@@ -348,19 +362,23 @@ fn mark_stale(shared: &Shared, name: &str) {
     }
 }
 
-fn fail(shared: &Shared, failed: &mpsc::UnboundedSender<(u64, String)>, id: u64, name: &str) {
+fn fail(shared: &Shared, failed: &Outcomes, id: u64, name: &str) {
     lock(&shared.deliveries)
         .entry(name.to_owned())
         .or_default()
         .failed += 1;
     // The driver ended: nobody to tell.
-    let _ = failed.send((id, name.to_owned()));
+    let _ = failed.send(StoreOutcome {
+        id,
+        storage: name.to_owned(),
+        delivered: false,
+    });
 }
 
 async fn gather_outcomes(
     mut handle: replicast_transport::fanout::FanoutHandle,
     shared: Arc<Shared>,
-    failed: mpsc::UnboundedSender<(u64, String)>,
+    outcomes: Outcomes,
     id: u64,
 ) {
     while let Some((name, outcome)) = handle.next().await {
@@ -368,12 +386,19 @@ async fn gather_outcomes(
             ReplicaOutcome::Failed { reason } => {
                 tracing::debug!(%name, %reason, "a store did not reach the storage");
                 mark_stale(&shared, &name);
-                fail(&shared, &failed, id, &name);
+                fail(&shared, &outcomes, id, &name);
             }
-            delivered => lock(&shared.deliveries)
-                .entry(name)
-                .or_default()
-                .count(delivered),
+            delivered => {
+                lock(&shared.deliveries)
+                    .entry(name.clone())
+                    .or_default()
+                    .count(delivered);
+                let _ = outcomes.send(StoreOutcome {
+                    id,
+                    storage: name,
+                    delivered: true,
+                });
+            }
         }
     }
 }

@@ -15,10 +15,23 @@
 //! for the transaction. A restart of the transaction at one storage (a new generation) sends
 //! its stores again to that storage alone, inline over its link.
 //!
-//! The roles need messages between two peers in order and without loss. The transport sends
-//! each message on a stream of its own, so the driver numbers them per receiver and the
-//! receiver restores the order ([`ordering`]); a message that cannot be sent makes its peer
-//! lost, which the roles cope with.
+//! The roles need messages between two peers in order and without loss, or else to hear that
+//! the peer is lost. The transport's [`Channel`](replicast_transport::quic::Channel) gives the
+//! first by construction (one QUIC stream per direction and peer); the driver reports a peer
+//! lost, once, when a channel of it breaks in either direction or the peer opens a new one,
+//! and drops whatever still arrives on a channel it gave up, so nothing sent on a lost channel
+//! is taken as delivered.
+//!
+//! Every queue between the network and a role is bounded: the endpoint's incoming queue
+//! ([`LinkConfig::incoming_queue`](replicast_transport::quic::LinkConfig::incoming_queue)
+//! items for all peers), and each peer's channel ([`LinkConfig::channel_queue`] messages and
+//! [`LinkConfig::channel_queue_bytes`] bytes). When a role's inbound queue is full the
+//! transport stops reading its peers' channels and QUIC's flow control holds the senders back;
+//! when a peer's channel is full the driver waits for room (taking no other work meanwhile)
+//! up to [`DriverConfig::send_wait`], then gives that peer up as lost.
+//!
+//! [`LinkConfig::channel_queue`]: replicast_transport::quic::LinkConfig::channel_queue
+//! [`LinkConfig::channel_queue_bytes`]: replicast_transport::quic::LinkConfig::channel_queue_bytes
 //!
 //! Peers are found through [`DriverConfig::directory`] (the addresses this node dials), then
 //! [`Role::peer_address`] (addresses the role learned: a client gets the storages' from the
@@ -31,7 +44,6 @@ mod client_handle;
 mod client_log;
 mod connect;
 mod fanout;
-pub mod ordering;
 mod role;
 mod run;
 

@@ -73,6 +73,10 @@ pub trait Role: Send + 'static {
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         let _ = (now, id, peer);
     }
+    /// The fan-out `id` reached `peer` (or, sent inline, was queued on its channel).
+    fn fanout_delivered(&mut self, now: SystemTime, id: u64, peer: &str) {
+        let _ = (now, id, peer);
+    }
     /// Waits for work the role handed out of the driver (a storage's writes and reads, run by
     /// its executor's threads) and takes its outcome in; the driver awaits it beside its other
     /// inputs, then sends what the role produced. Never ready by default.
@@ -219,5 +223,8 @@ impl Role for Client {
     }
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_failed(self, now, id, peer);
+    }
+    fn fanout_delivered(&mut self, now: SystemTime, id: u64, peer: &str) {
+        Client::fanout_delivered(self, now, id, peer);
     }
 }

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use replicast_transport::fanout::{DeliveredObject, FanoutFeed};
-use replicast_transport::quic::{Endpoint, Incoming, IncomingRequest, Link, LinkError};
+use replicast_transport::quic::{
+    Channel, ChannelEnd, ChannelId, ChannelState, Endpoint, Incoming, IncomingMessage,
+    IncomingRequest, LinkError, TrySendError,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::fanout::{FanoutReplica, FanoutWriter, store_of};
-use super::ordering::{Arrival, Envelope, Reorder, Sequencer};
+use super::fanout::{FanoutReplica, FanoutWriter, StoreOutcome, store_of};
 use super::role::Role;
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
@@ -27,6 +29,9 @@ use replicast_transport::quic::PeerCertificate;
 
 /// How long writing one request's answer may take before the stream is reset.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// Closed channels not yet handled by the driver: each channel reports its end once, so this
+/// only bounds how far the channel watchers may run ahead of the driver.
+const LINK_EVENTS: usize = 256;
 
 /// Where the driver finds its peers and how it watches them.
 #[derive(Clone, Debug)]
@@ -34,13 +39,10 @@ pub struct DriverConfig {
     /// Addresses of the peers this node dials (for a client: the master and the storages; for
     /// a storage: the master). Peers that dialed this node are reached over their connection.
     pub directory: HashMap<String, SocketAddr>,
-    /// The most early (out-of-order) messages held per peer; beyond it the peer counts as lost.
-    pub reorder_limit: usize,
-    /// The most bytes of early messages held per peer; beyond it the peer counts as lost
-    /// (without it, `reorder_limit` messages of the largest size could hold gigabytes).
-    pub reorder_byte_limit: usize,
-    /// How often the connections of known peers are checked for loss.
-    pub link_check: Duration,
+    /// How long the driver waits for room in a peer's channel (its queue is full: the peer
+    /// reads slower than this node writes) before it gives the peer up as lost. While it
+    /// waits, it takes no new work, so a slow peer slows this node's own senders in turn.
+    pub send_wait: Duration,
     /// The peer (the master) this node sends a [`NodeReport`] to every
     /// [`report_interval`](Self::report_interval): each known link's RTT and, for a client
     /// with a fan-out, how its stores reach each storage. `None`: no reports (a client's
@@ -59,9 +61,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             directory: HashMap::new(),
-            reorder_limit: 4096,
-            reorder_byte_limit: 64 << 20,
-            link_check: Duration::from_millis(100),
+            send_wait: Duration::from_secs(5),
             report_to: None,
             report_interval: Duration::from_secs(1),
             revocation: None,
@@ -83,22 +83,25 @@ pub enum DriverError {
 pub struct DriverStats {
     /// Messages received.
     pub received: u64,
-    /// Messages that arrived before an earlier one from the same peer and waited for it.
-    pub reordered: u64,
-    /// Received bytes that were not an envelope or not a protocol message.
+    /// Messages dropped because they came on a channel already given up (the peer was
+    /// reported lost since: what it sent on that channel counts as lost).
+    pub stale: u64,
+    /// Received bytes that were not a protocol message.
     pub decode_errors: u64,
     /// Messages the role refused ([`ProtocolError`] other than decoding).
     pub refused: u64,
     /// Messages, requests and fan-out work the [`Gate`] refused before the role saw them (the
     /// sender's certificate does not allow them).
     pub unauthorized: u64,
-    /// Messages that could not be delivered to their peer.
+    /// Messages given up: refused by the channel (too large) or waiting too long for room.
     pub send_failures: u64,
     /// Times a peer was reported lost to the role.
     pub peers_lost: u64,
     /// Incoming object streams, dropped; on a storage with a fan-out receiver, objects and
     /// requests go to the receiver instead.
     pub unexpected_streams: u64,
+    /// Times the driver waited for room in a peer's channel (backpressure).
+    pub send_waits: u64,
     /// Requests the role answered ([`Role::answer`]).
     pub requests_answered: u64,
     /// Requests refused: undecodable, or refused by the role (the asker gets the error).
@@ -115,13 +118,14 @@ pub struct DriverStats {
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
-    reordered: AtomicU64,
+    stale: AtomicU64,
     decode_errors: AtomicU64,
     refused: AtomicU64,
     unauthorized: AtomicU64,
     send_failures: AtomicU64,
     peers_lost: AtomicU64,
     unexpected_streams: AtomicU64,
+    send_waits: AtomicU64,
     requests_answered: AtomicU64,
     requests_refused: AtomicU64,
     fanout_stores: AtomicU64,
@@ -137,13 +141,14 @@ impl Counters {
     fn snapshot(&self) -> DriverStats {
         DriverStats {
             received: self.received.load(Ordering::Relaxed),
-            reordered: self.reordered.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             send_failures: self.send_failures.load(Ordering::Relaxed),
             peers_lost: self.peers_lost.load(Ordering::Relaxed),
             unexpected_streams: self.unexpected_streams.load(Ordering::Relaxed),
+            send_waits: self.send_waits.load(Ordering::Relaxed),
             requests_answered: self.requests_answered.load(Ordering::Relaxed),
             requests_refused: self.requests_refused.load(Ordering::Relaxed),
             fanout_stores: self.fanout_stores.load(Ordering::Relaxed),
@@ -155,12 +160,11 @@ impl Counters {
 
 type Command<R> = Box<dyn FnOnce(&mut R, SystemTime) + Send>;
 
-/// What a peer's sender task tells the driver.
-enum LinkEvent {
-    /// A message reached the peer's connection.
-    Up(String),
-    /// A message could not be sent; the rest of its epoch is dropped.
-    Lost(String),
+/// An outbound channel closed (the watcher of each channel sends this once).
+struct ChannelClosed {
+    peer: String,
+    channel: ChannelId,
+    reason: LinkError,
 }
 
 /// The handle on a running driver: runs calls on its role and stops it.
@@ -227,8 +231,9 @@ impl<R: Role> DriverHandle<R> {
 }
 
 /// Runs `role` on `endpoint` in a new tokio task: messages from peers go to the role in
-/// order per peer, its transmits go to the named peers, its timers fire, and lost connections
-/// are reported to it. Returns the handle and the role's events.
+/// order per peer (each peer's [`Channel`]), its transmits go to the named peers, its timers
+/// fire, and a peer whose channel breaks in either direction is reported lost, once. Returns
+/// the handle and the role's events.
 ///
 /// A client's stores go inline over each storage's QUIC link; [`spawn_storage`] and
 /// [`ClientHandle::connect_with_fanout`](super::ClientHandle::connect_with_fanout) run them
@@ -280,9 +285,9 @@ pub(crate) enum Side {
 
 /// What the [`Side`] reports.
 enum SideEvent {
-    /// The fan-out `id` did not reach this storage.
-    Failed(u64, String),
-    /// An object from the fan-out.
+    /// What became of a store at a storage (a client).
+    Store(StoreOutcome),
+    /// An object from the fan-out (a storage).
     Delivered(DeliveredObject),
 }
 
@@ -290,10 +295,7 @@ impl Side {
     async fn next(&mut self) -> SideEvent {
         match self {
             Side::Plain => std::future::pending().await,
-            Side::Writer(writer) => {
-                let (id, peer) = writer.next_failure().await;
-                SideEvent::Failed(id, peer)
-            }
+            Side::Writer(writer) => SideEvent::Store(writer.next_outcome().await),
             Side::Replica(replica) => SideEvent::Delivered(replica.next_object().await),
         }
     }
@@ -312,16 +314,13 @@ pub(crate) fn spawn_with<R: Role>(
     let (commands, command_queue) = mpsc::unbounded_channel();
     let (events, event_queue) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
-    let (link_events, link_queue) = mpsc::unbounded_channel();
+    let (link_events, link_queue) = mpsc::channel(LINK_EVENTS);
     let driver = Driver {
         role,
         endpoint: endpoint.clone(),
-        sequencer: Sequencer::new(rand::random()),
-        reorder: Reorder::new(config.reorder_limit, config.reorder_byte_limit),
         directory: Arc::new(config.directory),
-        senders: HashMap::new(),
-        up: HashSet::new(),
-        generations: HashMap::new(),
+        peers: HashMap::new(),
+        send_wait: config.send_wait,
         events,
         link_events,
         counters: counters.clone(),
@@ -331,12 +330,7 @@ pub(crate) fn spawn_with<R: Role>(
         deferred: HashMap::new(),
         next_token: 0,
     };
-    let task = tokio::spawn(driver.run(
-        command_queue,
-        link_queue,
-        config.link_check,
-        config.report_interval,
-    ));
+    let task = tokio::spawn(driver.run(command_queue, link_queue, config.report_interval));
     let handle = DriverHandle {
         commands,
         counters,
@@ -347,21 +341,41 @@ pub(crate) fn spawn_with<R: Role>(
     (handle, event_queue)
 }
 
+/// The driver's view of one peer: the channels that carry its messages now.
+///
+/// A peer is lost when a current channel ends, in either direction, or when a new inbound
+/// channel replaces the current one (the peer gave the old one up). Then both are given up at
+/// once, so the loss is reported once: events of channels given up are ignored, and messages
+/// still arriving on them are dropped (their sender counts them as lost too).
+#[derive(Default)]
+struct PeerChannels {
+    /// The channel this node sends on.
+    outbound: Option<Channel>,
+    /// The channel the peer's messages come on.
+    inbound: Option<ChannelId>,
+    /// Inbound channels given up whose end has not arrived yet.
+    retired: HashSet<ChannelId>,
+}
+
+impl PeerChannels {
+    /// Whether a channel of this peer is open now (for the node's report).
+    fn is_live(&self) -> bool {
+        self.inbound.is_some()
+            || self
+                .outbound
+                .as_ref()
+                .is_some_and(|channel| matches!(channel.state(), ChannelState::Open))
+    }
+}
+
 struct Driver<R: Role> {
     role: R,
     endpoint: Endpoint,
-    sequencer: Sequencer,
-    reorder: Reorder,
     directory: Arc<HashMap<String, SocketAddr>>,
-    senders: HashMap<String, mpsc::UnboundedSender<Envelope>>,
-    /// Peers whose connection is believed alive; a loss is reported once per stay here.
-    up: HashSet<String>,
-    /// The [connection generation](Link::connection_generation) last seen for each peer in
-    /// `up`: another generation means the connection was replaced, so messages may be lost
-    /// in either direction even though the peer looks connected.
-    generations: HashMap<String, u64>,
+    peers: HashMap<String, PeerChannels>,
+    send_wait: Duration,
     events: mpsc::UnboundedSender<R::Event>,
-    link_events: mpsc::UnboundedSender<LinkEvent>,
+    link_events: mpsc::Sender<ChannelClosed>,
     counters: Arc<Counters>,
     side: Side,
     report_to: Option<String>,
@@ -376,12 +390,9 @@ impl<R: Role> Driver<R> {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command<R>>,
-        mut link_queue: mpsc::UnboundedReceiver<LinkEvent>,
-        link_check: Duration,
+        mut link_queue: mpsc::Receiver<ChannelClosed>,
         report_interval: Duration,
     ) -> R {
-        let mut check = tokio::time::interval(link_check);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first report waits an interval: a client says hello to the master first.
         let report_interval = report_interval.max(Duration::from_millis(10));
         let mut report = tokio::time::interval_at(
@@ -390,7 +401,7 @@ impl<R: Role> Driver<R> {
         );
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.flush();
+            self.flush().await;
             let timer = self.role.poll_timeout().map(|deadline| {
                 deadline
                     .duration_since(SystemTime::now())
@@ -406,22 +417,12 @@ impl<R: Role> Driver<R> {
                     Some(command) => command(&mut self.role, SystemTime::now()),
                     None => break,
                 },
-                Some(event) = link_queue.recv() => match event {
-                    LinkEvent::Up(peer) => self.mark_up(&peer),
-                    LinkEvent::Lost(peer) => {
-                        Counters::bump(&self.counters.send_failures);
-                        // A message was dropped: the role must hear of it even if the
-                        // connection was already known to be lost.
-                        self.up.insert(peer.clone());
-                        self.lose(&peer);
-                    }
-                },
+                Some(closed) = link_queue.recv() => self.outbound_closed(closed),
                 _ = sleep, if timer.is_some() => {
                     let result = self.role.handle_timeout(SystemTime::now());
                     self.note(result, "timer");
                 }
-                _ = check.tick() => self.check_links(),
-                _ = report.tick(), if self.report_to.is_some() => self.send_report(),
+                _ = report.tick(), if self.report_to.is_some() => self.send_report().await,
                 () = self.role.background() => {}
                 event = self.side.next(), if self.role.takes_stores() => self.side_event(event),
             }
@@ -430,7 +431,7 @@ impl<R: Role> Driver<R> {
     }
 
     /// Sends the master what this node measures of its links.
-    fn send_report(&mut self) {
+    async fn send_report(&mut self) {
         let Some(master) = self.report_to.as_ref().map(|configured| {
             self.role
                 .report_target()
@@ -439,19 +440,21 @@ impl<R: Role> Driver<R> {
             return;
         };
         let report = self.report();
-        let envelope = self
-            .sequencer
-            .wrap(&master, encode(&Message::NodeReport(report)));
-        self.sender(&master).send(envelope).ok();
+        self.send(&master, Bytes::from(encode(&Message::NodeReport(report))))
+            .await;
     }
 
     /// Every peer this node talks to, with the RTT of its connection and, for a storage in
     /// a client's fan-out, the path its stores take now.
     fn report(&self) -> NodeReport {
-        // Peers connected now, and a writer's storages whether connected or not (a storage it
-        // cannot reach is news); not every peer ever answered (clients that left long ago).
-        let mut peers: std::collections::BTreeSet<&str> =
-            self.up.iter().map(String::as_str).collect();
+        // Peers with a live channel now, and a writer's storages whether connected or not (a
+        // storage it cannot reach is news); not every peer ever answered (clients that left).
+        let mut peers: std::collections::BTreeSet<&str> = self
+            .peers
+            .iter()
+            .filter(|(_, channels)| channels.is_live())
+            .map(|(peer, _)| peer.as_str())
+            .collect();
         let paths = match &self.side {
             Side::Writer(writer) => writer.store_paths(),
             _ => std::collections::BTreeMap::new(),
@@ -478,12 +481,18 @@ impl<R: Role> Driver<R> {
 
     fn side_event(&mut self, event: SideEvent) {
         match event {
-            SideEvent::Failed(id, peer) => {
+            SideEvent::Store(outcome) if outcome.delivered => {
+                self.role
+                    .fanout_delivered(SystemTime::now(), outcome.id, &outcome.storage);
+            }
+            SideEvent::Store(outcome) => {
                 Counters::bump(&self.counters.fanout_failures);
-                self.role.fanout_failed(SystemTime::now(), id, &peer);
+                self.role
+                    .fanout_failed(SystemTime::now(), outcome.id, &outcome.storage);
             }
             SideEvent::Delivered(object) => match store_of(&object) {
                 Ok(store) => {
+                    tracing::trace!(writer = %object.writer, "received a store by fan-out");
                     Counters::bump(&self.counters.fanout_stores);
                     // The session's writer was admitted with its certificate.
                     self.admit(&object.writer, None, store);
@@ -497,8 +506,8 @@ impl<R: Role> Driver<R> {
     }
 
     fn receive(&mut self, incoming: Incoming) {
-        if let (Side::Replica(replica), false) =
-            (&self.side, matches!(incoming, Incoming::Message(_)))
+        if let (Side::Replica(replica), Incoming::Request(_) | Incoming::Object(_)) =
+            (&self.side, &incoming)
         {
             let admitted = self.gate.admit_fanout(
                 Instant::now(),
@@ -514,44 +523,13 @@ impl<R: Role> Driver<R> {
             }
             return;
         }
-        let message = match incoming {
-            Incoming::Message(message) => message,
-            Incoming::Request(request) => return self.answer(request),
+        match incoming {
+            Incoming::Message(message) => self.message(message),
+            Incoming::ChannelEnded(end) => self.inbound_ended(end),
+            Incoming::Request(request) => self.answer(request),
             Incoming::Object(object) => {
                 Counters::bump(&self.counters.unexpected_streams);
                 tracing::debug!(peer = object.peer(), "dropped an object stream");
-                return;
-            }
-        };
-        let peer = message.peer().to_owned();
-        let certificate = message.peer_certificate().cloned();
-        self.mark_up(&peer);
-        let envelope: Envelope = match message.decode() {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                Counters::bump(&self.counters.decode_errors);
-                tracing::warn!(%peer, %error, "undecodable envelope");
-                return;
-            }
-        };
-        match self.reorder.accept(&peer, envelope) {
-            Arrival::Early => Counters::bump(&self.counters.reordered),
-            Arrival::Deliver(bodies) => {
-                for body in bodies {
-                    Counters::bump(&self.counters.received);
-                    match decode_from(&peer, &body) {
-                        Ok(message) => self.admit(&peer, certificate.as_ref(), message),
-                        Err(error) => self.note(Err(error), &peer),
-                    }
-                }
-            }
-            Arrival::Stale => tracing::debug!(%peer, "dropped a message of an abandoned epoch"),
-            Arrival::Overflow => {
-                tracing::warn!(%peer, "too many out-of-order messages or bytes; dropping the link");
-                if let Some(link) = self.endpoint.known_link(&peer) {
-                    link.disconnect("reorder buffer overflow");
-                }
-                self.lose(&peer);
             }
         }
     }
@@ -572,16 +550,110 @@ impl<R: Role> Driver<R> {
             Admission::Refuse { reply, .. } => {
                 Counters::bump(&self.counters.unauthorized);
                 if let Some(reply) = reply {
-                    let envelope = self.sequencer.wrap(peer, encode(&reply));
-                    self.sender(peer).send(envelope).ok();
+                    // Best effort: a refusal that finds the peer's channel full is dropped
+                    // (the refusal is counted all the same).
+                    let _ = self.channel(peer).try_send(Bytes::from(encode(&reply)));
                 }
             }
             Admission::Refused(_) => {}
         }
     }
 
+    /// A message from a peer's channel: to the role if the channel is the peer's current one
+    /// (a new channel first makes the old one lost), dropped if it was given up.
+    fn message(&mut self, message: IncomingMessage) {
+        let peer = message.peer().to_owned();
+        let channel = message.channel();
+        let state = self.peers.entry(peer.clone()).or_default();
+        if state.retired.contains(&channel) {
+            Counters::bump(&self.counters.stale);
+            tracing::debug!(%peer, "dropped a message of a channel given up");
+            return;
+        }
+        match state.inbound {
+            Some(current) if current == channel => {}
+            Some(_) => {
+                tracing::info!(%peer, "the peer opened a new channel: the old one is lost");
+                self.lose(&peer);
+                self.peers.entry(peer.clone()).or_default().inbound = Some(channel);
+            }
+            None => state.inbound = Some(channel),
+        }
+        Counters::bump(&self.counters.received);
+        let certificate = message.peer_certificate().cloned();
+        let body = message.into_body();
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let kind = crate::protocol::decode(&body).map(|message| message.kind());
+            tracing::trace!(%peer, ?kind, len = body.len(), "received");
+        }
+        match decode_from(&peer, &body) {
+            Ok(message) => self.admit(&peer, certificate.as_ref(), message),
+            Err(error) => self.note(Err(error), &peer),
+        }
+    }
+
+    /// A peer's channel ended: lost if it was the current one.
+    fn inbound_ended(&mut self, end: ChannelEnd) {
+        let peer = end.peer().to_owned();
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.retired.remove(&end.channel()) {
+            return;
+        }
+        if state.inbound == Some(end.channel()) {
+            tracing::info!(%peer, reason = %end.reason(), "the peer's channel ended");
+            self.lose(&peer);
+            // Nothing more comes from it: no need to remember it as given up.
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.retired.remove(&end.channel());
+            }
+        }
+        self.forget_if_idle(&peer);
+    }
+
+    /// This node's channel to a peer closed: lost if it was the current one.
+    fn outbound_closed(&mut self, closed: ChannelClosed) {
+        let current = self
+            .peers
+            .get(&closed.peer)
+            .and_then(|state| state.outbound.as_ref())
+            .is_some_and(|channel| channel.id() == closed.channel);
+        if current {
+            tracing::warn!(peer = %closed.peer, reason = %closed.reason, "cannot send to peer");
+            self.lose(&closed.peer);
+        }
+        self.forget_if_idle(&closed.peer);
+    }
+
+    /// Drops the state of a peer with nothing open (a client that left leaves nothing behind).
+    fn forget_if_idle(&mut self, peer: &str) {
+        if self.peers.get(peer).is_some_and(|state| {
+            state.outbound.is_none() && state.inbound.is_none() && state.retired.is_empty()
+        }) {
+            self.peers.remove(peer);
+        }
+    }
+
+    /// Reports `peer` lost to the role, and gives up both of its channels: the outbound one is
+    /// closed (the peer then sees it end, and counts this node lost in turn), the inbound one
+    /// is retired. The next message to the peer opens a new channel.
+    fn lose(&mut self, peer: &str) {
+        let state = self.peers.entry(peer.to_owned()).or_default();
+        if let Some(outbound) = state.outbound.take() {
+            outbound.close("the peer was lost");
+        }
+        if let Some(inbound) = state.inbound.take() {
+            state.retired.insert(inbound);
+        }
+        Counters::bump(&self.counters.peers_lost);
+        tracing::info!(%peer, "peer lost");
+        let result = self.role.peer_lost(SystemTime::now(), peer);
+        self.note(result, peer);
+    }
+
     /// Answers a request from a peer through [`Role::answer`], apart from its messages: no
-    /// ordering, no change of the peer's link state, so that asking under the name of a
+    /// channel, no change of the peer's link state, so that asking under the name of a
     /// running node leaves that node's link alone. The answer is written by a task of its own,
     /// bounded by [`ANSWER_WAIT`], so a peer that does not read holds up nothing.
     fn answer(&mut self, request: IncomingRequest) {
@@ -689,80 +761,20 @@ impl<R: Role> Driver<R> {
         }
     }
 
-    /// Counts `peer` as connected, over the connection it has now: if another one replaces
-    /// it later, [`check_links`](Self::check_links) reports the loss.
-    fn mark_up(&mut self, peer: &str) {
-        self.up.insert(peer.to_owned());
-        if !self.generations.contains_key(peer) {
-            let current = self
-                .endpoint
-                .known_link(peer)
-                .and_then(|link| link.connection_generation());
-            if let Some(generation) = current {
-                self.generations.insert(peer.to_owned(), generation);
-            }
-        }
-    }
-
-    /// Reports `peer` lost to the role (once while its connection stays down) and starts a
-    /// new epoch towards it, since messages in flight may be gone.
-    fn lose(&mut self, peer: &str) {
-        self.sequencer.restart(peer);
-        self.generations.remove(peer);
-        if !self.up.remove(peer) {
-            return;
-        }
-        Counters::bump(&self.counters.peers_lost);
-        tracing::info!(%peer, "peer lost");
-        let result = self.role.peer_lost(SystemTime::now(), peer);
-        self.note(result, peer);
-    }
-
-    /// Reports the peers whose connection dropped, or was replaced by another since the last
-    /// check (the peer reconnected, or dialed this node, between two checks: the loss must
-    /// not hide behind the new connection, or a peer that counted this node lost waits for
-    /// it forever).
-    fn check_links(&mut self) {
-        let mut lost = Vec::new();
-        let mut replaced = Vec::new();
-        for peer in &self.up {
-            let current = self
-                .endpoint
-                .known_link(peer)
-                .and_then(|link| link.connection_generation());
-            match (current, self.generations.get(peer)) {
-                (None, _) => lost.push(peer.clone()),
-                (Some(now), Some(before)) if now != *before => replaced.push((peer.clone(), now)),
-                (Some(_), _) => {}
-            }
-            if let Some(now) = current {
-                self.generations.insert(peer.clone(), now);
-            }
-        }
-        for peer in lost {
-            self.lose(&peer);
-        }
-        for (peer, generation) in replaced {
-            tracing::info!(%peer, "connection replaced");
-            self.lose(&peer);
-            // The new connection is live: later losses of it must be reported too.
-            self.up.insert(peer.clone());
-            self.generations.insert(peer, generation);
-        }
-    }
-
-    /// Sends what the role produced and hands out its events, until neither is left.
-    fn flush(&mut self) {
+    /// Sends what the role produced and hands out its events, until neither is left. Waits
+    /// where a peer's channel is full (see [`DriverConfig::send_wait`]).
+    async fn flush(&mut self) {
         loop {
             let mut idle = true;
             while let Some(transmit) = self.role.poll_transmit() {
                 idle = false;
-                let envelope = self.sequencer.wrap(&transmit.to, encode(&transmit.message));
-                self.sender(&transmit.to).send(envelope).ok();
+                tracing::trace!(peer = %transmit.to, kind = transmit.message.kind(), "send");
+                let body = Bytes::from(encode(&transmit.message));
+                self.send(&transmit.to, body).await;
             }
             while let Some(store) = self.role.poll_fanout() {
                 idle = false;
-                let bytes = encode(&store.message);
+                let bytes = Bytes::from(encode(&store.message));
                 if let Side::Writer(writer) = &self.side {
                     let replicas = store
                         .replicas
@@ -772,11 +784,14 @@ impl<R: Role> Driver<R> {
                             (peer, address)
                         })
                         .collect();
-                    writer.send(store.id, Bytes::from(bytes), replicas);
+                    writer.send(store.id, bytes, replicas);
                 } else {
                     for peer in store.replicas {
-                        let envelope = self.sequencer.wrap(&peer, bytes.clone());
-                        self.sender(&peer).send(envelope).ok();
+                        self.send(&peer, bytes.clone()).await;
+                        // Queued on its channel: what the channel does not deliver, its end
+                        // reports.
+                        self.role
+                            .fanout_delivered(SystemTime::now(), store.id, &peer);
                     }
                 }
             }
@@ -806,99 +821,57 @@ impl<R: Role> Driver<R> {
             .or_else(|| self.role.peer_address(peer))
     }
 
-    fn sender(&mut self, peer: &str) -> &mpsc::UnboundedSender<Envelope> {
-        if self
-            .senders
-            .get(peer)
-            .is_none_or(|sender| sender.is_closed())
-        {
-            let (sender, queue) = mpsc::unbounded_channel();
-            let address = self.address(peer);
-            tokio::spawn(send_to_peer(
-                peer.to_owned(),
-                self.endpoint.clone(),
-                address,
-                queue,
-                self.link_events.clone(),
-            ));
-            self.senders.insert(peer.to_owned(), sender);
+    /// The current channel to `peer`, opened (and watched) if there is none.
+    fn channel(&mut self, peer: &str) -> Channel {
+        let address = self.address(peer);
+        let state = self.peers.entry(peer.to_owned()).or_default();
+        if let Some(channel) = state.outbound.as_ref().filter(|c| !c.is_closed()) {
+            return channel.clone();
         }
-        &self.senders[peer]
-    }
-}
-
-/// Sends one peer's envelopes in order, one at a time; after a failure, drops the rest of the
-/// failed epoch (the driver starts a new one).
-async fn send_to_peer(
-    peer: String,
-    endpoint: Endpoint,
-    address: Option<SocketAddr>,
-    mut queue: mpsc::UnboundedReceiver<Envelope>,
-    events: mpsc::UnboundedSender<LinkEvent>,
-) {
-    let mut failed_epoch = None;
-    let mut delivered_since_failure = false;
-    // The epoch being sent and the connection generation carrying it: an epoch must stay on
-    // one connection, since QUIC delivers everything only within one.
-    let mut carrier: Option<(u32, Option<u64>)> = None;
-    while let Some(envelope) = queue.recv().await {
-        if failed_epoch == Some(envelope.epoch) {
-            continue;
-        }
-        let result = match link(&endpoint, address, &peer).await {
-            Ok(link) => link
-                .send_message_tracked(&envelope)
-                .await
-                .map_err(SendError::from),
-            Err(error) => Err(error),
-        };
-        let result = result.and_then(|generation| match carrier {
-            Some((epoch, before)) if epoch == envelope.epoch && before != generation => {
-                Err(SendError::Replaced)
-            }
-            _ if generation.is_none() => Err(SendError::Replaced),
-            _ => {
-                carrier = Some((envelope.epoch, generation));
-                Ok(())
-            }
+        let channel = self.endpoint.channel(peer, address);
+        state.outbound = Some(channel.clone());
+        let watched = channel.clone();
+        let events = self.link_events.clone();
+        let peer = peer.to_owned();
+        tokio::spawn(async move {
+            let reason = watched.closed().await;
+            // The driver ended: nobody to tell.
+            let _ = events
+                .send(ChannelClosed {
+                    peer,
+                    channel: watched.id(),
+                    reason,
+                })
+                .await;
         });
-        let event = match result {
-            Ok(()) if delivered_since_failure => continue,
-            Ok(()) => {
-                delivered_since_failure = true;
-                LinkEvent::Up(peer.clone())
-            }
-            Err(error) => {
-                tracing::warn!(%peer, %error, "cannot send to peer");
-                failed_epoch = Some(envelope.epoch);
-                delivered_since_failure = false;
-                LinkEvent::Lost(peer.clone())
+        channel
+    }
+
+    /// Queues `body` on `peer`'s channel; when the channel is full, waits for room up to
+    /// [`DriverConfig::send_wait`], then gives the peer up. A message that cannot be queued
+    /// is lost, and the channel's end (which the role hears as the peer lost) says so.
+    async fn send(&mut self, peer: &str, body: Bytes) {
+        let channel = self.channel(peer);
+        let body = match channel.try_send(body) {
+            Ok(()) => return,
+            Err(TrySendError::Full(body)) => body,
+            // The channel's watcher reports the loss.
+            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Refused(error)) => {
+                Counters::bump(&self.counters.send_failures);
+                tracing::warn!(%peer, %error, "a message cannot be sent");
+                channel.close(&format!("a message could not be sent: {error}"));
+                return;
             }
         };
-        if events.send(event).is_err() {
-            return;
+        Counters::bump(&self.counters.send_waits);
+        match tokio::time::timeout(self.send_wait, channel.send(body)).await {
+            Ok(Ok(())) | Ok(Err(_)) => {}
+            Err(_) => {
+                Counters::bump(&self.counters.send_failures);
+                tracing::warn!(%peer, wait = ?self.send_wait, "the peer takes no messages");
+                channel.close("the peer took no messages in time");
+            }
         }
-    }
-}
-
-/// Why a message could not be handed to its peer.
-#[derive(Debug, thiserror::Error)]
-enum SendError {
-    #[error("no address for the peer and no connection from it")]
-    NoRoute,
-    #[error("the connection was replaced; earlier messages of the epoch may be lost")]
-    Replaced,
-    #[error(transparent)]
-    Link(#[from] LinkError),
-}
-
-async fn link(
-    endpoint: &Endpoint,
-    address: Option<SocketAddr>,
-    peer: &str,
-) -> Result<Link, SendError> {
-    match address {
-        Some(addr) => Ok(endpoint.link(peer, addr).await?),
-        None => endpoint.known_link(peer).ok_or(SendError::NoRoute),
     }
 }

@@ -14,8 +14,8 @@ pub fn refuse_incoming(incoming: Incoming, refusal: &Refusal) {
         let sent = match incoming {
             Incoming::Request(request) => request.respond_err(&text).await,
             Incoming::Object(object) => object.respond_err(&text).await,
-            // A message needs no answer.
-            Incoming::Message(_) => Ok(()),
+            // A message, or a channel's end, needs no answer.
+            Incoming::Message(_) | Incoming::ChannelEnded(_) => Ok(()),
         };
         if let Err(error) = sent {
             tracing::debug!(%peer, %error, "cannot answer refused fan-out work");

@@ -1,7 +1,8 @@
 //! The process harness: `replicast` run as a child process — one-shot commands
 //! ([`replicast`], [`client`], [`put`], [`get`]), nodes ([`NodeProcess`]), a local cluster of
 //! them on 127.0.0.1 ([`LocalCluster`]), in-process clients of that cluster ([`clients`]) and
-//! the replication checks the process tests share ([`replicas`]).
+//! the replication checks the process tests share ([`replicas`]), and `replicast client
+//! transfers` run beside a cluster ([`CliTransfers`]).
 //!
 //! The binary is found by [`binary`]. These helpers are for tests: every wait is bounded by
 //! [`WAIT`] and a failure panics with the reason, except [`NodeProcess`]'s methods that return
@@ -22,6 +23,7 @@ mod local_cluster;
 mod node;
 pub mod peer;
 pub mod replicas;
+mod transfers_cli;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,6 +37,7 @@ pub use clients::{
 };
 pub use local_cluster::{ClusterSpec, LocalCluster, common_sections, free_port, write_config};
 pub use node::NodeProcess;
+pub use transfers_cli::{CliTransfers, CliTransfersOutput};
 
 /// Bounds every single wait on a process.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -135,8 +138,17 @@ pub fn run(command: &mut Command, what: &str) -> Result<String, String> {
 /// # Panics
 /// When it cannot be started or does not finish in time.
 pub fn output(command: &mut Command, what: &str) -> Outcome {
+    output_with_input(command, Stdio::null(), what)
+}
+
+/// As [`output`], with `input` as the command's standard input (e.g. a file:
+/// `Stdio::from(File::open(path)?)`).
+///
+/// # Panics
+/// When the command cannot be started or does not finish within [`WAIT`].
+pub fn output_with_input(command: &mut Command, input: Stdio, what: &str) -> Outcome {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(input)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,14 +1,13 @@
 //! [`Peer`]: a hostile (or inspecting) peer in the test process that holds a certificate of a
-//! cluster and speaks the nodes' envelope and messages by hand, for tests that send what a
+//! cluster and speaks the nodes' channel and messages by hand, for tests that send what a
 //! well-behaved node never would.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Bytes;
 use replicast_certs::NodeIdentity;
-use replicast_node::driver::ordering::Envelope;
 use replicast_node::ids::Oid;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
 use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
@@ -22,15 +21,11 @@ pub fn peer_endpoint(identity: &NodeIdentity, link: LinkConfig) -> Endpoint {
         .expect("bind an endpoint")
 }
 
-/// A peer that speaks the nodes' envelope (one sender instance, epoch 0, its own sequence
-/// numbers per node) and reads what the nodes send back.
+/// A peer that speaks the nodes' channel (one ordered QUIC stream per direction) and reads
+/// what the nodes send back.
 pub struct Peer {
     /// Its endpoint.
     pub endpoint: Endpoint,
-    /// The sender instance its envelopes carry (change it to look restarted).
-    pub instance: u64,
-    /// The next sequence number per node (clear it with a new instance).
-    pub next_seq: HashMap<String, u64>,
     next_request: u64,
 }
 
@@ -39,8 +34,6 @@ impl Peer {
     pub fn new(endpoint: Endpoint) -> Self {
         Self {
             endpoint,
-            instance: 5,
-            next_seq: HashMap::new(),
             next_request: 1,
         }
     }
@@ -53,31 +46,15 @@ impl Peer {
             .unwrap_or_else(|error| panic!("dial {node}: {error}"))
     }
 
-    /// The envelope the node expects next from this peer, carrying `body`; `consume` says
-    /// whether the node will see it (an envelope refused before decoding keeps its number).
-    pub fn envelope(&mut self, node: &str, body: Vec<u8>, consume: bool) -> Envelope {
-        let seq = self.next_seq.entry(node.to_owned()).or_default();
-        let envelope = Envelope {
-            instance: self.instance,
-            epoch: 0,
-            seq: *seq,
-            body,
-        };
-        if consume {
-            *seq += 1;
-        }
-        envelope
-    }
-
-    /// Sends `body` (any bytes) in the next envelope to `link`'s node.
+    /// Sends `body` (any bytes) as the next message on `link`'s channel.
     pub async fn send_body(&mut self, link: &Link, body: Vec<u8>) {
-        let envelope = self.envelope(link.peer(), body, true);
-        link.send_message(&envelope)
+        link.channel()
+            .send(Bytes::from(body))
             .await
             .unwrap_or_else(|error| panic!("send to {}: {error}", link.peer()));
     }
 
-    /// Sends `message` in the next envelope to `link`'s node.
+    /// Sends `message` as the next message on `link`'s channel.
     pub async fn send(&mut self, link: &Link, message: &Message) {
         self.send_body(link, encode(message)).await;
     }
@@ -98,9 +75,8 @@ impl Peer {
             if message.peer() != from {
                 continue;
             }
-            let envelope: Envelope = message.decode().expect("nodes send envelopes");
             // A primary master wraps its orders in `FromPrimary`: the test reads the order.
-            let body = decode(&envelope.body)
+            let body = decode(message.body())
                 .expect("nodes send protocol messages")
                 .into_order();
             if let Some(value) = accept(&body) {

@@ -3,5 +3,7 @@
 //!
 //! - [`transfers`]: money transfers between accounts; the sum of all balances never changes,
 //!   so a lost, doubled or half-visible commit shows.
+//! - [`gaps`]: the gaps between a workload's commits (how long it went without one).
 
+pub mod gaps;
 pub mod transfers;

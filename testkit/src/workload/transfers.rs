@@ -150,6 +150,11 @@ impl TransferRun {
             self.other_aborts
         )
     }
+
+    /// The gaps between the run's commits (see [`CommitGaps`](super::gaps::CommitGaps)).
+    pub fn gaps(&self) -> super::gaps::CommitGaps {
+        super::gaps::CommitGaps::of(self.commits.iter().map(|commit| commit.tid))
+    }
 }
 
 /// The balance an account's data holds.

@@ -319,6 +319,8 @@ fn serve(shared: Arc<Shared>, incoming: Incoming) {
                 );
                 shared.refused.fetch_add(1, Ordering::Relaxed);
             }
+            // The end of a channel this receiver never read from.
+            Incoming::ChannelEnded(_) => {}
         }
     });
 }

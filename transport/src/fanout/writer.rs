@@ -66,6 +66,8 @@ struct Inner {
     strategy: Strategy,
     /// `None` for a unicast-only writer ([`Fanout::unicast`]).
     sender: Option<MulticastSender>,
+    /// The largest object the multicast sender takes; larger ones go by unicast.
+    multicast_limit: u64,
     endpoint: Endpoint,
     state: Mutex<State>,
     /// Serializes membership changes (joins, leaves, key rotations).
@@ -132,10 +134,11 @@ impl Fanout {
         };
         let group = config.multicast.socket.group;
         let session_id = config.multicast.session_id;
+        let multicast_limit = config.multicast.protocol.max_object_size;
         let sender = MulticastSender::bind(config.multicast, group_key.clone())?;
         Ok(Self::with_sender(
             endpoint,
-            Some(sender),
+            Some((sender, multicast_limit)),
             group,
             session_id,
             config.strategy,
@@ -167,7 +170,7 @@ impl Fanout {
 
     fn with_sender(
         endpoint: Endpoint,
-        sender: Option<MulticastSender>,
+        sender: Option<(MulticastSender, u64)>,
         group: SocketAddr,
         session_id: u64,
         strategy: Strategy,
@@ -179,7 +182,8 @@ impl Fanout {
                 group,
                 session_id,
                 strategy,
-                sender,
+                multicast_limit: sender.as_ref().map_or(0, |(_, limit)| *limit),
+                sender: sender.map(|(sender, _)| sender),
                 endpoint,
                 state: Mutex::new(State {
                     replicas: BTreeMap::new(),
@@ -434,6 +438,10 @@ impl Fanout {
             .collect();
         let mut unicast = Vec::new();
         let mut multicast = Vec::new();
+        // An object beyond what the multicast sender takes goes over the QUIC links, under
+        // every strategy: a store is not refused for its size.
+        let too_large =
+            self.inner.sender.is_some() && data.len() as u64 > self.inner.multicast_limit;
         let (multicast_id, probe_id) = {
             let mut state = lock(&self.inner.state);
             for name in &replicas {
@@ -447,8 +455,8 @@ impl Fanout {
                     receiver_id: replica.receiver_id,
                 };
                 match state.reach.route(replica.receiver_id, strategy) {
-                    Route::Unicast => unicast.push(target),
-                    Route::Multicast => multicast.push(target),
+                    Route::Multicast if !too_large => multicast.push(target),
+                    _ => unicast.push(target),
                 }
             }
             let multicast_id = (!multicast.is_empty()).then(|| {

@@ -59,9 +59,13 @@ impl std::fmt::Debug for EndpointConfig {
 /// [`send_window`]: LinkConfig::send_window
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Interval of keep-alive packets; must be below `idle_timeout` to keep quiet links open.
+    /// Interval of keep-alive packets; must be well below `idle_timeout` to keep quiet links
+    /// open (each one is acknowledged, so a live peer is heard from at least this often).
     pub keep_alive: Option<Duration>,
-    /// A connection with no traffic for this long is closed. `None` disables the timeout.
+    /// A connection with nothing received for this long is closed: how soon a peer that died
+    /// or froze is noticed. QUIC raises it to three probe timeouts (about three round trips
+    /// plus their variation) where that is longer, so the default suits loopback, a LAN and a
+    /// WAN. `None` disables the timeout.
     pub idle_timeout: Option<Duration>,
     /// Bound on establishing a connection (QUIC and TLS handshake).
     pub connect_timeout: Duration,
@@ -99,15 +103,35 @@ pub struct LinkConfig {
     /// at `net.core.rmem_max` / `wmem_max`). Small default buffers drop bursts at high rates.
     /// Applies to sockets [`Endpoint::bind`](super::Endpoint::bind) creates.
     pub socket_buffer_size: usize,
-    /// Capacity of the queue of incoming work of the endpoint; when full, peers' streams wait.
+    /// Capacity of the queue of incoming work of the endpoint (messages, requests, objects,
+    /// channel ends of every peer); when it is full, peers' streams wait, and QUIC's flow
+    /// control then holds their senders back.
     pub incoming_queue: usize,
+    /// Largest message on a [`Channel`](super::Channel), checked against the length prefix
+    /// before anything is read; a message's buffer grows as its bytes arrive.
+    pub max_message_len: u32,
+    /// Messages a channel holds queued before they are written; [`Channel::send`] waits
+    /// beyond it.
+    ///
+    /// [`Channel::send`]: super::Channel::send
+    pub channel_queue: usize,
+    /// Bytes of messages a channel holds queued before they are written (a larger message
+    /// goes alone); [`Channel::send`] waits beyond it.
+    ///
+    /// [`Channel::send`]: super::Channel::send
+    pub channel_queue_bytes: usize,
+    /// Whether other processes may use this endpoint's certificate name at the same time
+    /// (clients: one configuration for many worker processes). Peers then know this endpoint
+    /// as `NAME#SESSION`. When false (masters, storages), a peer connected to a live process
+    /// of the same name refuses this one with [`LinkError::NameInUse`](super::LinkError::NameInUse).
+    pub shared_name: bool,
 }
 
 impl Default for LinkConfig {
     fn default() -> Self {
         Self {
-            keep_alive: Some(Duration::from_secs(5)),
-            idle_timeout: Some(Duration::from_secs(30)),
+            keep_alive: Some(Duration::from_millis(250)),
+            idle_timeout: Some(Duration::from_secs(1)),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Some(Duration::from_secs(60)),
             stream_receive_window: 16 << 20,
@@ -123,6 +147,10 @@ impl Default for LinkConfig {
             segmentation_offload: true,
             socket_buffer_size: 4 << 20,
             incoming_queue: 1024,
+            max_message_len: 1 << 30,
+            channel_queue: 4096,
+            channel_queue_bytes: 64 << 20,
+            shared_name: false,
         }
     }
 }
@@ -164,6 +192,11 @@ impl LinkConfig {
         }
         if self.incoming_queue == 0 {
             return Err(ConfigError("incoming_queue must not be 0".into()));
+        }
+        if self.channel_queue == 0 || self.channel_queue_bytes == 0 {
+            return Err(ConfigError(
+                "channel_queue and channel_queue_bytes must not be 0".into(),
+            ));
         }
         Ok(())
     }

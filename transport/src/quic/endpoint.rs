@@ -4,19 +4,31 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
+use super::channel::{Channel, Ids, read_channel};
 use super::codes;
 use super::config::{ConfigError, EndpointConfig, LinkConfig};
 use super::error::LinkError;
+use super::frame::StreamKind;
+use super::hello::{Hello, Welcome, session_peer_name};
+#[cfg(target_os = "linux")]
+use super::icmp;
 use super::identity::{peer_certificate, peer_name};
 use super::incoming::{Counters, EndpointStats, Incoming, StreamContext};
 use super::link::Link;
-use super::stream_io::PeerRef;
+use super::peer::{Admission, Established, Peer};
+use super::stream_io::{PeerRef, error_reply_frame, message_frame, ok_reply_frame};
+use super::wire::Reply;
 
 /// A QUIC endpoint with mutual TLS: it accepts connections from peers and dials them, on one
 /// UDP socket, and keeps one connection per peer that every caller shares.
+///
+/// Every connection opens with a hello (see [`hello`](super::hello)): each endpoint is one
+/// *session* of its certificate's name, and a peer whose name is shared
+/// ([`LinkConfig::shared_name`]) is known as one peer per session, `NAME#SESSION`.
 ///
 /// Cloning is cheap; all clones are the same endpoint. Work from peers (requests, messages,
 /// objects) arrives through [`accept`](Self::accept), whichever side dialed.
@@ -54,6 +66,8 @@ pub(crate) struct Inner {
     quinn: quinn::Endpoint,
     client: quinn::ClientConfig,
     pub(crate) link: LinkConfig,
+    /// This process's session: peers tell it apart from other processes with the same name.
+    session: u64,
     peers: Mutex<HashMap<Arc<str>, Arc<Peer>>>,
     queue: mpsc::Sender<Incoming>,
     incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
@@ -62,6 +76,9 @@ pub(crate) struct Inner {
     /// Every connection being served, by stable id (a peer may have two for a while, after
     /// crossing dials), so that [`Endpoint::close_connections`] reaches them all.
     served: Mutex<HashMap<usize, quinn::Connection>>,
+    pub(crate) ids: Arc<Ids>,
+    /// Destinations the socket found unreachable (ICMP), where the platform reports them.
+    unreachable: Option<broadcast::Sender<SocketAddr>>,
 }
 
 impl Drop for Inner {
@@ -110,9 +127,23 @@ impl Endpoint {
         }
         socket.bind(&config.listen.into()).map_err(bind_error)?;
         let runtime = Arc::new(quinn::TokioRuntime);
-        let socket =
-            quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(bind_error)?;
-        Self::bind_with_socket(config, socket)
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd as _;
+            icmp::enable_error_queue(&socket);
+            let fd = socket.as_raw_fd();
+            let inner =
+                quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(bind_error)?;
+            let (hints, _) = broadcast::channel(icmp::HINTS);
+            let socket = icmp::IcmpSocket::new(fd, inner, hints.clone());
+            Self::start(config, socket, Some(hints))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let socket =
+                quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(bind_error)?;
+            Self::start(config, socket, None)
+        }
     }
 
     /// Starts an endpoint on a socket the caller provides, for example one wrapped by
@@ -120,6 +151,16 @@ impl Endpoint {
     pub fn bind_with_socket(
         config: EndpointConfig,
         socket: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> Result<Self, LinkError> {
+        Self::start(config, socket, None)
+    }
+
+    /// Starts the endpoint on `socket`; `unreachable` carries the destinations the socket
+    /// found unreachable (ICMP), where it reports them.
+    fn start(
+        config: EndpointConfig,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        unreachable: Option<broadcast::Sender<SocketAddr>>,
     ) -> Result<Self, LinkError> {
         let transport = Arc::new(config.link.transport_config()?);
         let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config.server_tls)
@@ -145,17 +186,26 @@ impl Endpoint {
             quinn,
             client,
             link: config.link,
+            session: rand::random(),
             peers: Mutex::new(HashMap::new()),
             queue,
             incoming: tokio::sync::Mutex::new(incoming),
             closed: watch::Sender::new(false),
             counters: Arc::default(),
             served: Mutex::new(HashMap::new()),
+            ids: Arc::default(),
+            unreachable: unreachable.clone(),
         });
         tokio::spawn(accept_connections(
             inner.quinn.clone(),
             Arc::downgrade(&inner),
         ));
+        if let Some(unreachable) = unreachable {
+            tokio::spawn(probe_unreachable(
+                Arc::downgrade(&inner),
+                unreachable.subscribe(),
+            ));
+        }
         Ok(Self { inner })
     }
 
@@ -164,13 +214,20 @@ impl Endpoint {
         self.inner.quinn.local_addr()
     }
 
+    /// This endpoint's session: a random number drawn at bind, told to every peer in the
+    /// hello, so that peers tell this process apart from another one with the same name.
+    pub fn session(&self) -> u64 {
+        self.inner.session
+    }
+
     /// The link to `peer` at `addr`: the existing connection if there is one (dialed or
     /// accepted), otherwise a new one. Concurrent calls for the same peer share one dial.
     ///
     /// The peer must present a certificate for the node name `peer`, signed by the CA the
-    /// client TLS configuration trusts.
+    /// client TLS configuration trusts, and accept this endpoint's hello
+    /// ([`LinkError::NameInUse`] when another process holds this endpoint's name there).
     pub async fn link(&self, peer: &str, addr: SocketAddr) -> Result<Link, LinkError> {
-        let entry = self.inner.peer_entry(peer, addr, true);
+        let entry = self.inner.peer_entry(peer, Some(addr));
         entry.connection(&self.inner).await?;
         Ok(Link::new(self.inner.clone(), entry))
     }
@@ -180,6 +237,39 @@ impl Endpoint {
     pub fn known_link(&self, peer: &str) -> Option<Link> {
         let entry = lock(&self.inner.peers).get(peer).cloned()?;
         Some(Link::new(self.inner.clone(), entry))
+    }
+
+    /// The ordered message [`Channel`] to `peer`: the open one if there is one, otherwise a
+    /// new one that connects in the background (dialing `addr`, or the last known address of
+    /// the peer, or using the connection the peer made). Never waits: a channel that cannot
+    /// connect closes with the reason, and messages queued on it are dropped with it.
+    pub fn channel(&self, peer: &str, addr: Option<SocketAddr>) -> Channel {
+        let entry = match addr {
+            Some(addr) => self.inner.peer_entry(peer, Some(addr)),
+            None => match lock(&self.inner.peers).get(peer).cloned() {
+                Some(entry) => entry,
+                None => {
+                    return Channel::failed(
+                        &self.inner,
+                        peer,
+                        LinkError::UnknownPeer {
+                            peer: peer.to_owned(),
+                        },
+                    );
+                }
+            },
+        };
+        entry.channel(&self.inner)
+    }
+
+    /// The names of the peers with a live connection now.
+    pub fn connected_peers(&self) -> Vec<String> {
+        let peers: Vec<Arc<Peer>> = lock(&self.inner.peers).values().cloned().collect();
+        peers
+            .into_iter()
+            .filter(|peer| peer.current().is_some())
+            .map(|peer| peer.name.to_string())
+            .collect()
     }
 
     /// The next unit of work from any peer; `None` once the endpoint is closed.
@@ -244,31 +334,30 @@ impl Endpoint {
 }
 
 impl Inner {
-    fn peer_entry(&self, name: &str, addr: SocketAddr, update_addr: bool) -> Arc<Peer> {
+    /// The entry of `name`, created if missing; `addr` (when given) becomes its address.
+    pub(crate) fn peer_entry(&self, name: &str, addr: Option<SocketAddr>) -> Arc<Peer> {
         let mut peers = lock(&self.peers);
-        let entry = peers.entry(Arc::from(name)).or_insert_with_key(|name| {
-            Arc::new(Peer {
-                name: name.clone(),
-                state: Mutex::new(PeerState {
-                    addr,
-                    connection: None,
-                    generation: 0,
-                    dialing: None,
-                }),
-            })
-        });
-        if update_addr {
-            lock(&entry.state).addr = addr;
+        let entry = peers
+            .entry(Arc::from(name))
+            .or_insert_with_key(|name| Arc::new(Peer::new(name.clone(), addr)));
+        if let Some(addr) = addr {
+            entry.set_addr(addr);
         }
         entry.clone()
     }
 
-    async fn dial(
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Dials `peer` at `addr` and introduces this endpoint: the connection is usable once the
+    /// peer welcomed the hello.
+    pub(crate) async fn dial(
         self: &Arc<Self>,
         peer: &Arc<str>,
         addr: SocketAddr,
-    ) -> Result<quinn::Connection, LinkError> {
-        if *self.closed.borrow() {
+    ) -> Result<Established, LinkError> {
+        if self.is_closed() {
             return Err(LinkError::EndpointClosed);
         }
         let connect_error = |reason: String| LinkError::Connect {
@@ -276,17 +365,48 @@ impl Inner {
             addr,
             reason,
         };
+        let server_name = super::hello::node_name(peer);
         let connecting = self
             .quinn
-            .connect_with(self.client.clone(), addr, peer)
+            .connect_with(self.client.clone(), addr, server_name)
             .map_err(|e| connect_error(e.to_string()))?;
         let timeout = self.link.connect_timeout;
-        let connection = match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(quinn::ConnectionError::TimedOut)) => {
-                return Err(connect_error("no answer (QUIC idle timeout)".into()));
+        let mut unreachable = self.unreachable.as_ref().map(broadcast::Sender::subscribe);
+        let refused = async {
+            let Some(hints) = unreachable.as_mut() else {
+                return std::future::pending().await;
+            };
+            loop {
+                match hints.recv().await {
+                    Ok(hint) if hint == addr => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
             }
-            Ok(Err(e)) => return Err(LinkError::from_connection(peer, addr, e)),
+        };
+        let handshake = async {
+            let connection = match connecting.await {
+                Ok(connection) => connection,
+                Err(quinn::ConnectionError::TimedOut) => {
+                    return Err(connect_error("no answer (QUIC idle timeout)".into()));
+                }
+                Err(e) => return Err(LinkError::from_connection(peer, addr, e)),
+            };
+            let welcome = self.introduce(&connection, peer).await?;
+            Ok((connection, welcome))
+        };
+        let attempt = async {
+            tokio::select! {
+                result = handshake => result,
+                () = refused => Err(connect_error(
+                    "unreachable: nothing listens there (ICMP port unreachable)".into(),
+                )),
+            }
+        };
+        let (connection, welcome) = match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result?,
             Err(_) => {
                 return Err(LinkError::Timeout {
                     what: "connect",
@@ -295,9 +415,53 @@ impl Inner {
             }
         };
         self.counters.dialed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%peer, %addr, "connected");
-        self.serve(connection.clone(), peer.clone());
-        Ok(connection)
+        tracing::debug!(%peer, %addr, session = welcome.session, "connected");
+        let established = Established {
+            connection,
+            session: welcome.session,
+            dialed: true,
+        };
+        self.serve(established.connection.clone(), peer.clone());
+        Ok(established)
+    }
+
+    /// Sends this endpoint's hello on a new connection and reads the peer's welcome.
+    async fn introduce(
+        &self,
+        connection: &quinn::Connection,
+        peer: &str,
+    ) -> Result<Welcome, LinkError> {
+        let addr = connection.remote_address();
+        let peer_ref = PeerRef {
+            name: Arc::from(peer),
+            addr,
+        };
+        let hello = Hello {
+            session: self.session,
+            shared: self.link.shared_name,
+        };
+        let frame = message_frame(
+            Some(StreamKind::Hello),
+            &hello,
+            self.link.max_frame_len,
+            "hello",
+        )?;
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| LinkError::from_connection(peer, addr, e))?;
+        peer_ref.write_all(&mut send, &frame).await?;
+        let _ = send.finish();
+        let body = peer_ref
+            .read_frame(&mut recv, self.link.max_frame_len, "welcome")
+            .await?;
+        match Reply::decode(&body)? {
+            Reply::Ok(welcome) => Ok(Welcome::decode(welcome)?),
+            Reply::AppError(message) | Reply::Rejected(message) => Err(LinkError::Rejected {
+                peer: peer.to_owned(),
+                message: message.to_owned(),
+            }),
+        }
     }
 
     /// Serves a peer's streams on `connection` until it closes.
@@ -309,24 +473,67 @@ impl Inner {
             },
             max_frame_len: self.link.max_frame_len,
             max_object_size: self.link.max_object_size,
+            max_message_len: self.link.max_message_len,
             queue: self.queue.clone(),
             counters: self.counters.clone(),
             certificate: peer_certificate(&connection),
+            ids: self.ids.clone(),
         });
         lock(&self.served).insert(connection.stable_id(), connection.clone());
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));
     }
 
-    fn forget(&self, peer: &str, stable_id: usize) {
-        if let Some(entry) = lock(&self.peers).get(peer) {
-            let mut state = lock(&entry.state);
-            if state
-                .connection
-                .as_ref()
-                .is_some_and(|c| c.stable_id() == stable_id)
-            {
-                state.connection = None;
+    /// `connection` of `peer` ended: it is no longer the peer's current one, and a session's
+    /// entry with nothing left is forgotten (each client process leaves one behind).
+    fn forget(&self, peer: &str, connection: &quinn::Connection) {
+        let mut peers = lock(&self.peers);
+        let Some(entry) = peers.get(peer) else { return };
+        if entry.forget(connection) && peer.contains(super::hello::SESSION_SEPARATOR) {
+            peers.remove(peer);
+        }
+    }
+}
+
+/// Extra time a probed peer has to answer, beyond three round trips (its acknowledgement may
+/// be delayed by up to 25 ms).
+const PROBE_SLACK: Duration = Duration::from_millis(50);
+
+/// Takes each unreachable destination as a hint: every current connection to it is probed,
+/// and closed (its peer lost) if nothing arrives from it within a few round trips.
+async fn probe_unreachable(inner: Weak<Inner>, mut hints: broadcast::Receiver<SocketAddr>) {
+    let probing: Arc<Mutex<std::collections::HashSet<usize>>> = Arc::default();
+    loop {
+        let addr = match hints.recv().await {
+            Ok(addr) => addr,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let connections: Vec<(Arc<str>, quinn::Connection)> = {
+            let peers: Vec<Arc<Peer>> = lock(&inner.peers).values().cloned().collect();
+            peers
+                .into_iter()
+                .filter_map(|peer| Some((peer.name.clone(), peer.current()?.connection)))
+                .filter(|(_, connection)| connection.remote_address() == addr)
+                .collect()
+        };
+        for (peer, connection) in connections {
+            if !lock(&probing).insert(connection.stable_id()) {
+                continue; // Already being probed.
             }
+            let (probing, counters) = (probing.clone(), inner.counters.clone());
+            tokio::spawn(async move {
+                let before = connection.stats().udp_rx.datagrams;
+                // A live peer acknowledges the datagram; its content is ignored.
+                let _ = connection.send_datagram(bytes::Bytes::new());
+                tokio::time::sleep(connection.rtt() * 3 + PROBE_SLACK).await;
+                if is_live(&connection) && connection.stats().udp_rx.datagrams == before {
+                    tracing::info!(%peer, %addr, "unreachable and silent: connection closed");
+                    counters.unreachable.fetch_add(1, Ordering::Relaxed);
+                    connection.close(codes::PEER_SILENT, b"unreachable (ICMP) and silent");
+                }
+                lock(&probing).remove(&connection.stable_id());
+            });
         }
     }
 }
@@ -368,22 +575,121 @@ async fn accept_connections(quinn: quinn::Endpoint, inner: Weak<Inner>) {
                     return;
                 }
             };
-            inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %name, %addr, "accepted");
-            let entry = inner.peer_entry(&name, addr, false);
+            let wait = inner.link.connect_timeout;
+            let (hello, send) = match tokio::time::timeout(
+                wait,
+                read_hello(&connection, &name, inner.link.max_frame_len),
+            )
+            .await
             {
-                let mut state = lock(&entry.state);
-                // Keep a live connection already in use; a crossing dial then leaves two
-                // connections, both served, until one idles out or drops.
-                if !state.connection.as_ref().is_some_and(is_live) {
-                    state.install(connection.clone());
-                    state.addr = addr;
+                Ok(Ok(hello)) => hello,
+                Ok(Err(error)) => {
+                    inner
+                        .counters
+                        .handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %name, %addr, "no usable hello: {error}");
+                    connection.close(codes::PROTOCOL_ERROR, b"no usable hello");
+                    return;
                 }
-            }
-            inner.serve(connection, entry.name.clone());
+                Err(_) => {
+                    inner
+                        .counters
+                        .handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %name, %addr, "no hello within {wait:?}");
+                    connection.close(codes::PROTOCOL_ERROR, b"no hello in time");
+                    return;
+                }
+            };
+            admit(&inner, connection, name, hello, send).await;
         });
     }
 }
+
+/// Reads the hello that opens an accepted connection (the first stream the dialer opens).
+async fn read_hello(
+    connection: &quinn::Connection,
+    name: &str,
+    max_frame_len: u32,
+) -> Result<(Hello, quinn::SendStream), LinkError> {
+    let addr = connection.remote_address();
+    let peer = PeerRef {
+        name: Arc::from(name),
+        addr,
+    };
+    let (send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(|e| LinkError::from_connection(name, addr, e))?;
+    match peer.read_kind(&mut recv).await? {
+        StreamKind::Hello => {}
+        other => return Err(LinkError::UnknownStreamKind(other.as_byte())),
+    }
+    let body = peer.read_frame(&mut recv, max_frame_len, "hello").await?;
+    Ok((Hello::decode(&body)?, send))
+}
+
+/// Admits or refuses the session behind an accepted connection (see [`hello`](super::hello)).
+async fn admit(
+    inner: &Arc<Inner>,
+    connection: quinn::Connection,
+    name: String,
+    hello: Hello,
+    mut send: quinn::SendStream,
+) {
+    let addr = connection.remote_address();
+    let key = if hello.shared {
+        session_peer_name(&name, hello.session)
+    } else {
+        name
+    };
+    let entry = inner.peer_entry(&key, None);
+    let established = Established {
+        connection: connection.clone(),
+        session: hello.session,
+        dialed: false,
+    };
+    match entry.admit(established, addr) {
+        Admission::Refused { holder } => {
+            inner.counters.names_refused.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("{key} is already running at {holder}");
+            tracing::warn!(peer = %key, %addr, "refused a second process: {reason}");
+            let frame = error_reply_frame(Reply::Rejected(&reason), inner.link.max_frame_len);
+            // The refusal travels in the connection's close, which the dialer reads however
+            // far it got; the reply is a courtesy for one that reads its stream first.
+            let _ = tokio::time::timeout(REFUSAL_WAIT, send.write_all(&frame)).await;
+            connection.close(codes::NAME_IN_USE, reason.as_bytes());
+        }
+        Admission::Admitted { replaced } => {
+            inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            if let Some(old) = replaced {
+                tracing::info!(peer = %key, %addr, "the session connected again: its old connection is closed");
+                old.close(
+                    codes::REPLACED,
+                    b"replaced by a new connection of the same session",
+                );
+            }
+            tracing::debug!(peer = %key, %addr, session = hello.session, "accepted");
+            inner.serve(connection.clone(), entry.name.clone());
+            let welcome = Welcome {
+                session: inner.session,
+                shared: inner.link.shared_name,
+            };
+            match ok_reply_frame(&welcome, inner.link.max_frame_len) {
+                Ok(frame) => {
+                    if send.write_all(&frame).await.is_ok() {
+                        let _ = send.finish();
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot encode the welcome"),
+            }
+        }
+    }
+}
+
+/// How long a refused dialer is given to read the refusal before its connection closes.
+const REFUSAL_WAIT: Duration = Duration::from_millis(100);
 
 async fn serve_connection(
     connection: quinn::Connection,
@@ -406,143 +712,44 @@ async fn serve_connection(
                 }
                 Err(e) => break e,
             },
+            // Datagrams are only probes of liveness: acknowledged by QUIC, then dropped.
+            datagram = connection.read_datagram() => if let Err(e) = datagram {
+                break e;
+            },
         }
     };
     tracing::debug!(peer = %context.peer.name, "connection ended: {reason}");
     if let Some(inner) = inner.upgrade() {
-        inner.forget(&context.peer.name, connection.stable_id());
+        inner.forget(&context.peer.name, &connection);
         lock(&inner.served).remove(&connection.stable_id());
     }
 }
 
-fn is_live(connection: &quinn::Connection) -> bool {
-    connection.close_reason().is_none()
-}
-
-type DialResult = Option<Result<quinn::Connection, LinkError>>;
-
-/// A peer known by name: its address and its current connection, if any.
-pub(crate) struct Peer {
-    pub(crate) name: Arc<str>,
-    state: Mutex<PeerState>,
-}
-
-struct PeerState {
-    addr: SocketAddr,
-    connection: Option<quinn::Connection>,
-    /// Bumped each time another connection becomes the current one: messages handed to
-    /// QUIC on an older generation may be lost without any call failing.
-    generation: u64,
-    /// Set while a dial is under way; callers arriving meanwhile wait for its result.
-    dialing: Option<watch::Receiver<DialResult>>,
-}
-
-impl PeerState {
-    fn install(&mut self, connection: quinn::Connection) {
-        self.connection = Some(connection);
-        self.generation += 1;
-    }
-}
-
-enum Step {
-    Wait(watch::Receiver<DialResult>),
-    Dial(watch::Sender<DialResult>, SocketAddr),
-}
-
-impl Peer {
-    pub(crate) fn addr(&self) -> SocketAddr {
-        lock(&self.state).addr
-    }
-
-    /// The current connection if it is live.
-    pub(crate) fn current(&self) -> Option<quinn::Connection> {
-        lock(&self.state).connection.clone().filter(is_live)
-    }
-
-    /// The generation of the current connection if it is live.
-    pub(crate) fn current_generation(&self) -> Option<u64> {
-        let state = lock(&self.state);
-        state
-            .connection
-            .as_ref()
-            .filter(|c| is_live(c))
-            .map(|_| state.generation)
-    }
-
-    /// The generation of `connection` if it is still the current one (a connection stays
-    /// alive while the caller holds it, so its stable id cannot be reused meanwhile).
-    pub(crate) fn generation_of(&self, connection: &quinn::Connection) -> Option<u64> {
-        let state = lock(&self.state);
-        state
-            .connection
-            .as_ref()
-            .is_some_and(|c| c.stable_id() == connection.stable_id())
-            .then_some(state.generation)
-    }
-
-    /// The live connection to this peer, dialing if there is none. Concurrent callers share
-    /// one dial and its result.
-    pub(crate) async fn connection(
-        &self,
-        inner: &Arc<Inner>,
-    ) -> Result<quinn::Connection, LinkError> {
-        loop {
-            let step = {
-                let mut state = lock(&self.state);
-                if let Some(connection) = state.connection.as_ref().filter(|c| is_live(c)) {
-                    return Ok(connection.clone());
-                }
-                match &state.dialing {
-                    Some(dialing) => Step::Wait(dialing.clone()),
-                    None => {
-                        let (result, dialing) = watch::channel(None);
-                        state.dialing = Some(dialing);
-                        Step::Dial(result, state.addr)
-                    }
-                }
-            };
-            match step {
-                Step::Wait(mut dialing) => {
-                    let outcome = dialing
-                        .wait_for(Option::is_some)
-                        .await
-                        .map(|result| result.clone());
-                    match outcome {
-                        Ok(Some(result)) => return result,
-                        Ok(None) => {}
-                        Err(_) => {
-                            // The dialing caller was cancelled: clear its mark and try again.
-                            let mut state = lock(&self.state);
-                            if state
-                                .dialing
-                                .as_ref()
-                                .is_some_and(|d| d.same_channel(&dialing))
-                            {
-                                state.dialing = None;
-                            }
-                        }
-                    }
-                }
-                Step::Dial(result_tx, addr) => {
-                    let result = inner.dial(&self.name, addr).await;
-                    {
-                        let mut state = lock(&self.state);
-                        state.dialing = None;
-                        if let Ok(connection) = &result {
-                            state.install(connection.clone());
-                        }
-                    }
-                    result_tx.send_replace(Some(result.clone()));
-                    return result;
-                }
+impl StreamContext {
+    /// Reads a unidirectional stream: a channel, read to its end; anything else is refused.
+    pub(crate) async fn serve_uni(self: Arc<Self>, mut recv: quinn::RecvStream) {
+        match self.peer.read_kind(&mut recv).await {
+            Ok(StreamKind::Channel) => read_channel(self, recv).await,
+            Ok(kind) => {
+                let error = LinkError::UnknownStreamKind(kind.as_byte());
+                self.counters.protocol_error(&self.peer, &error);
+                let _ = recv.stop(codes::PROTOCOL_ERROR);
+            }
+            Err(error) if error.is_peer_fault() => {
+                self.counters.protocol_error(&self.peer, &error);
+                let _ = recv.stop(codes::PROTOCOL_ERROR);
+            }
+            Err(error) => {
+                tracing::debug!(peer = %self.peer.name, "stream ended before its kind: {error}");
             }
         }
     }
+}
 
-    /// Closes the current connection, if any.
-    pub(crate) fn disconnect(&self, reason: &str) {
-        if let Some(connection) = lock(&self.state).connection.take() {
-            connection.close(codes::CLOSED, reason.as_bytes());
-        }
-    }
+pub(crate) fn is_live(connection: &quinn::Connection) -> bool {
+    connection.close_reason().is_none()
+}
+
+pub(crate) fn lock_peers<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock(mutex)
 }

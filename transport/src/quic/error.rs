@@ -136,6 +136,29 @@ pub enum LinkError {
     /// The endpoint has been closed.
     #[error("endpoint closed")]
     EndpointClosed,
+    /// The peer refused this process because another live process holds its name there.
+    #[error("{peer} refused the connection: {reason}")]
+    NameInUse {
+        /// The peer that refused.
+        peer: String,
+        /// The peer's reason, naming the process that holds the name (its address).
+        reason: String,
+    },
+    /// The peer is not known: no address was given for it and it never connected.
+    #[error("no address for {peer} and no connection from it")]
+    UnknownPeer {
+        /// The peer's name.
+        peer: String,
+    },
+    /// A channel was closed on purpose ([`Channel::close`](super::Channel::close)), or ended
+    /// on the peer's side.
+    #[error("channel to {peer} closed: {reason}")]
+    ChannelClosed {
+        /// The peer's name.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<FrameError> for LinkError {
@@ -166,6 +189,14 @@ impl LinkError {
             quinn::ConnectionError::ConnectionClosed(close) => is_crypto(close.error_code.into()),
             _ => false,
         };
+        if let quinn::ConnectionError::ApplicationClosed(close) = &reason
+            && close.error_code == super::codes::NAME_IN_USE
+        {
+            return Self::NameInUse {
+                peer: peer.to_owned(),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            };
+        }
         if alert {
             Self::HandshakeRefused {
                 peer: peer.to_owned(),
@@ -234,7 +265,22 @@ impl LinkError {
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            Self::ConnectionLost { .. } | Self::HandshakeRefused { .. } | Self::Connect { .. }
+            Self::ConnectionLost { .. }
+                | Self::HandshakeRefused { .. }
+                | Self::Connect { .. }
+                | Self::NameInUse { .. }
+        )
+    }
+
+    /// Whether the error was caused by the bytes the peer sent (as opposed to the connection
+    /// or stream going away).
+    pub(crate) fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::FrameTooLarge { .. }
+                | Self::ObjectTooLarge { .. }
+                | Self::UnknownStreamKind(_)
+                | Self::Malformed(_)
         )
     }
 }

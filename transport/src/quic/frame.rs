@@ -16,10 +16,14 @@ pub const LEN_PREFIX: usize = 4;
 pub enum StreamKind {
     /// Bidirectional: one request frame, answered by one reply frame.
     Request = 1,
-    /// Unidirectional: one message frame, no answer.
-    Message = 2,
+    /// Unidirectional: a peer's ordered message channel on one connection, any number of
+    /// message frames in the order they were sent, no answer.
+    Channel = 2,
     /// Bidirectional: an object head, its chunks and an end frame, answered by one reply frame.
     Object = 3,
+    /// Bidirectional: the first stream of every connection, opened by the dialer: its hello
+    /// (session, whether its name is shared), answered by the acceptor's welcome.
+    Hello = 4,
 }
 
 impl StreamKind {
@@ -27,8 +31,9 @@ impl StreamKind {
     pub fn from_byte(byte: u8) -> Result<Self, FrameError> {
         match byte {
             1 => Ok(Self::Request),
-            2 => Ok(Self::Message),
+            2 => Ok(Self::Channel),
             3 => Ok(Self::Object),
+            4 => Ok(Self::Hello),
             other => Err(FrameError::UnknownStreamKind(other)),
         }
     }
@@ -40,7 +45,7 @@ impl StreamKind {
 
     /// Whether streams of this kind are bidirectional (they carry an answer).
     pub fn is_bidirectional(self) -> bool {
-        !matches!(self, Self::Message)
+        !matches!(self, Self::Channel)
     }
 }
 

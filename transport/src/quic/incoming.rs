@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::channel::{ChannelId, Ids};
+
 use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
@@ -21,20 +23,26 @@ use super::wire::{ObjectHead, Reply};
 pub enum Incoming {
     /// A request waiting for its answer.
     Request(IncomingRequest),
-    /// A one-way message.
+    /// A message of a peer's ordered [channel](super::channel), in order after the earlier
+    /// messages of the same channel.
     Message(IncomingMessage),
     /// An object whose header has arrived; its payload is read with
     /// [`IncomingObject::receive`].
     Object(IncomingObject),
+    /// A peer's channel ended (its connection closed, the peer abandoned it, or it broke):
+    /// nothing more comes from it, and what the peer sent on it after the last
+    /// [`Message`](Self::Message) is lost. Comes after the channel's last message.
+    ChannelEnded(ChannelEnd),
 }
 
 impl Incoming {
-    /// The node name of the peer this came from.
+    /// The name of the peer this came from.
     pub fn peer(&self) -> &str {
         match self {
             Self::Request(r) => r.peer(),
             Self::Message(m) => m.peer(),
             Self::Object(o) => o.peer(),
+            Self::ChannelEnded(end) => end.peer(),
         }
     }
 
@@ -45,6 +53,8 @@ impl Incoming {
             Self::Request(r) => r.peer_certificate(),
             Self::Message(m) => m.peer_certificate(),
             Self::Object(o) => o.peer_certificate(),
+            // The end of a channel carries nothing to authorize.
+            Self::ChannelEnded(_) => None,
         }
     }
 }
@@ -152,16 +162,31 @@ impl IncomingRequest {
     }
 }
 
-/// A one-way message from a peer.
+/// A message from a peer's ordered channel.
 #[derive(Debug)]
 pub struct IncomingMessage {
     peer: PeerRef,
-    body: Vec<u8>,
+    channel: ChannelId,
+    body: bytes::Bytes,
     certificate: Option<PeerCertificate>,
 }
 
 impl IncomingMessage {
-    /// The node name of the sending peer.
+    pub(crate) fn new(
+        peer: PeerRef,
+        channel: ChannelId,
+        body: bytes::Bytes,
+        certificate: Option<PeerCertificate>,
+    ) -> Self {
+        Self {
+            peer,
+            channel,
+            body,
+            certificate,
+        }
+    }
+
+    /// The name of the sending peer.
     pub fn peer(&self) -> &str {
         &self.peer.name
     }
@@ -171,14 +196,57 @@ impl IncomingMessage {
         self.certificate.as_ref()
     }
 
-    /// The message's postcard bytes.
+    /// The channel it came on: messages of one channel arrive in the order they were sent.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// The message's bytes.
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// The message's bytes, without a copy.
+    pub fn into_body(self) -> bytes::Bytes {
+        self.body
     }
 
     /// Decodes the message as `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, LinkError> {
         decode(&self.body, "message")
+    }
+}
+
+/// The end of a peer's channel (see [`Incoming::ChannelEnded`]).
+#[derive(Debug)]
+pub struct ChannelEnd {
+    peer: PeerRef,
+    channel: ChannelId,
+    reason: LinkError,
+}
+
+impl ChannelEnd {
+    pub(crate) fn new(peer: PeerRef, channel: ChannelId, reason: LinkError) -> Self {
+        Self {
+            peer,
+            channel,
+            reason,
+        }
+    }
+
+    /// The name of the peer whose channel ended.
+    pub fn peer(&self) -> &str {
+        &self.peer.name
+    }
+
+    /// The channel that ended.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// Why it ended.
+    pub fn reason(&self) -> &LinkError {
+        &self.reason
     }
 }
 
@@ -254,7 +322,7 @@ impl IncomingObject {
                 Ok(payload)
             }
             Err(e) => {
-                if is_peer_fault(&e) {
+                if e.is_peer_fault() {
                     self.counters.protocol_error(&peer, &e);
                     let _ = self.recv.stop(codes::PROTOCOL_ERROR);
                     let text = e.to_string();
@@ -288,18 +356,6 @@ impl IncomingObject {
     }
 }
 
-/// Whether an error was caused by the bytes the peer sent (as opposed to the connection or
-/// stream going away).
-fn is_peer_fault(e: &LinkError) -> bool {
-    matches!(
-        e,
-        LinkError::FrameTooLarge { .. }
-            | LinkError::ObjectTooLarge { .. }
-            | LinkError::UnknownStreamKind(_)
-            | LinkError::Malformed(_)
-    )
-}
-
 /// Counters of an endpoint, shared with its stream tasks.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -307,6 +363,8 @@ pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) names_refused: AtomicU64,
+    pub(crate) unreachable: AtomicU64,
 }
 
 impl Counters {
@@ -321,6 +379,8 @@ impl Counters {
             connections_accepted: self.accepted.load(Ordering::Relaxed),
             handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
             protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
+            names_refused: self.names_refused.load(Ordering::Relaxed),
+            unreachable_closed: self.unreachable.load(Ordering::Relaxed),
         }
     }
 }
@@ -336,6 +396,11 @@ pub struct EndpointStats {
     pub handshake_failures: u64,
     /// Streams refused because of what the peer sent (oversized, malformed, unknown kind).
     pub protocol_errors: u64,
+    /// Connections refused because another live process holds the dialer's name.
+    pub names_refused: u64,
+    /// Connections closed because their peer was reported unreachable (ICMP) and did not
+    /// answer a probe.
+    pub unreachable_closed: u64,
 }
 
 /// What a stream task needs to turn a peer's stream into [`Incoming`] work.
@@ -344,10 +409,12 @@ pub(crate) struct StreamContext {
     pub(crate) peer: PeerRef,
     pub(crate) max_frame_len: u32,
     pub(crate) max_object_size: u64,
+    pub(crate) max_message_len: u32,
     pub(crate) queue: mpsc::Sender<Incoming>,
     pub(crate) counters: Arc<Counters>,
     /// The peer's leaf certificate, handed out with everything that comes over the connection.
     pub(crate) certificate: Option<PeerCertificate>,
+    pub(crate) ids: Arc<Ids>,
 }
 
 impl StreamContext {
@@ -375,7 +442,7 @@ impl StreamContext {
                 certificate: self.certificate.clone(),
             }),
             Err(e) => {
-                if is_peer_fault(&e) {
+                if e.is_peer_fault() {
                     self.counters.protocol_error(&self.peer, &e);
                     let _ = recv.stop(codes::PROTOCOL_ERROR);
                     let text = e.to_string();
@@ -419,34 +486,6 @@ impl StreamContext {
                 })
             }
             kind => Err(LinkError::UnknownStreamKind(kind.as_byte())),
-        }
-    }
-
-    /// Reads a unidirectional stream and queues it as a message, or refuses it.
-    pub(crate) async fn serve_uni(&self, mut recv: quinn::RecvStream) {
-        let result = match self.peer.read_kind(&mut recv).await {
-            Ok(StreamKind::Message) => {
-                self.peer
-                    .read_frame(&mut recv, self.max_frame_len, "message")
-                    .await
-            }
-            Ok(kind) => Err(LinkError::UnknownStreamKind(kind.as_byte())),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(body) => {
-                let message = IncomingMessage {
-                    peer: self.peer.clone(),
-                    body,
-                    certificate: self.certificate.clone(),
-                };
-                let _ = self.queue.send(Incoming::Message(message)).await;
-            }
-            Err(e) if is_peer_fault(&e) => {
-                self.counters.protocol_error(&self.peer, &e);
-                let _ = recv.stop(codes::PROTOCOL_ERROR);
-            }
-            Err(e) => tracing::debug!(peer = %self.peer.name, "message stream ended early: {e}"),
         }
     }
 }

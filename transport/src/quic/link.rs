@@ -8,15 +8,17 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::endpoint::{Inner, Peer};
+use super::channel::Channel;
+use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::StreamKind;
+use super::peer::Peer;
 use super::stream_io::{PeerRef, message_frame};
 use super::wire::{ObjectHead, Reply};
 
 /// The link to one peer. Cheap to clone; every clone and every caller shares the endpoint's
-/// one connection to that peer, and each call opens its own stream, so a slow answer never
-/// holds up another.
+/// one connection to that peer. Requests and objects each open their own stream, so a slow
+/// answer never holds up another; messages go in order on the peer's [`Channel`].
 ///
 /// When the connection drops, the next call dials again.
 #[derive(Clone)]
@@ -30,6 +32,7 @@ impl std::fmt::Debug for Link {
         f.debug_struct("Link")
             .field("peer", &self.peer.name)
             .field("addr", &self.peer.addr())
+            .field("session", &self.session())
             .finish_non_exhaustive()
     }
 }
@@ -44,20 +47,22 @@ impl Link {
         &self.peer.name
     }
 
-    /// The peer's address.
+    /// The peer's address: where it is dialed, or else where its connection comes from.
     pub fn remote_address(&self) -> SocketAddr {
-        self.peer.addr()
+        self.peer
+            .addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The current round-trip time estimate, if connected.
     pub fn rtt(&self) -> Option<Duration> {
-        self.peer.current().map(|c| c.rtt())
+        self.peer.current().map(|c| c.connection.rtt())
     }
 
     /// QUIC statistics of the current connection (path MTU, congestion window, lost packets,
     /// ...), if connected.
     pub fn connection_stats(&self) -> Option<quinn::ConnectionStats> {
-        self.peer.current().map(|c| c.stats())
+        self.peer.current().map(|c| c.connection.stats())
     }
 
     /// The leaf certificate the peer presented on the current connection, if connected: for
@@ -66,7 +71,7 @@ impl Link {
     pub fn peer_certificate(&self) -> Option<super::PeerCertificate> {
         self.peer
             .current()
-            .and_then(|connection| super::identity::peer_certificate(&connection))
+            .and_then(|current| super::identity::peer_certificate(&current.connection))
     }
 
     /// Whether a live connection to the peer exists right now.
@@ -74,12 +79,16 @@ impl Link {
         self.peer.current().is_some()
     }
 
-    /// Which connection to the peer is current, if one is live: a number that grows each time
-    /// another connection replaces the previous one (after a drop, or a reconnection by
-    /// either side). Messages handed to an older connection may be lost without any call
-    /// failing, so a caller that needs them all in order compares generations.
-    pub fn connection_generation(&self) -> Option<u64> {
-        self.peer.current_generation()
+    /// The session of the process behind the current connection, if connected: it changes
+    /// when the peer's process is another one (a restart).
+    pub fn session(&self) -> Option<u64> {
+        self.peer.current().map(|c| c.session)
+    }
+
+    /// The ordered message channel to the peer: the open one, or a new one (see
+    /// [`Endpoint::channel`](super::Endpoint::channel)).
+    pub fn channel(&self) -> Channel {
+        self.peer.channel(&self.inner)
     }
 
     /// Closes the current connection (streams in flight fail); the next call dials again.
@@ -130,32 +139,16 @@ impl Link {
         }
     }
 
-    /// Sends a one-way message. It returns once the message is handed to QUIC, which delivers
-    /// it reliably unless the connection drops.
+    /// Sends a one-way message (postcard) on the peer's [`Channel`], after the messages sent
+    /// on it before. It returns once the message is queued; the channel delivers it in order
+    /// unless it breaks first, which [`Channel::closed`] reports (and the next message opens
+    /// a new channel).
     pub async fn send_message<M: Serialize + ?Sized>(&self, message: &M) -> Result<(), LinkError> {
-        self.send_message_tracked(message).await.map(|_| ())
-    }
-
-    /// Sends a one-way message like [`send_message`](Self::send_message) and returns the
-    /// [generation](Self::connection_generation) of the connection that carried it (`None`
-    /// if another connection replaced it meanwhile). Messages carried by one generation
-    /// arrive in full or that connection dropped; a caller seeing the generation change
-    /// between two messages must assume the earlier ones may be lost.
-    pub async fn send_message_tracked<M: Serialize + ?Sized>(
-        &self,
-        message: &M,
-    ) -> Result<Option<u64>, LinkError> {
-        let max_len = self.inner.link.max_frame_len;
-        let frame = message_frame(Some(StreamKind::Message), message, max_len, "message")?;
-        let (connection, peer) = self.connection().await?;
-        let generation = self.peer.generation_of(&connection);
-        let mut send = connection
-            .open_uni()
-            .await
-            .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
-        peer.write_all(&mut send, &frame).await?;
-        let _ = send.finish();
-        Ok(generation)
+        let body = postcard::to_stdvec(message).map_err(|source| LinkError::Encode {
+            what: "message",
+            source,
+        })?;
+        self.channel().send(Bytes::from(body)).await
     }
 
     /// Sends an object: `header` (postcard, for the receiving application) and `payload`,

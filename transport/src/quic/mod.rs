@@ -6,12 +6,20 @@
 //! another node. Each peer has one connection, shared by every caller through a [`Link`] and
 //! dialed again on demand after it drops.
 //!
-//! On a connection, every exchange gets its own QUIC stream, announced by a [`StreamKind`]
-//! byte, so one slow answer never blocks another:
+//! Every connection opens with a [`hello`]: the dialer names its *session* (one process using
+//! a certificate) and whether its name is shared; a name that is not shared is held by one
+//! process at a time, and a second process claiming it is refused ([`LinkError::NameInUse`]).
 //!
+//! On a connection, requests and objects each get their own QUIC stream, announced by a
+//! [`StreamKind`] byte, so one slow answer never blocks another; messages travel in order on
+//! one long-lived stream per direction:
+//!
+//! - **messages** ([`Channel`], [`Link::send_message`]): the peer's ordered channel, a
+//!   unidirectional stream of message frames, in order by construction; a channel that breaks
+//!   is reported once on both sides ([`Channel::closed`], [`Incoming::ChannelEnded`]) and the
+//!   next message opens a new one;
 //! - **requests** ([`Link::request`]): a bidirectional stream with one request frame and one
 //!   reply frame, typed with serde and encoded with postcard;
-//! - **messages** ([`Link::send_message`]): a unidirectional stream with one frame;
 //! - **objects** ([`Link::send_object`]): a header, then a payload of any size in chunks,
 //!   zstd-compressed per chunk where that shrinks it, ending with a checksum; answered
 //!   like a request.
@@ -26,23 +34,31 @@
 //! Incoming work from every peer, whichever side dialed, comes out of [`Endpoint::accept`] as
 //! [`Incoming`] values.
 
+pub mod channel;
 mod config;
 mod endpoint;
 mod error;
 pub mod frame;
+pub mod hello;
+#[cfg(target_os = "linux")]
+mod icmp;
 mod identity;
 mod incoming;
 mod link;
 pub mod object;
+mod peer;
 mod stream_io;
 pub mod wire;
 
+pub use channel::{Channel, ChannelId, ChannelState, TrySendError};
 pub use config::{ConfigError, EndpointConfig, LinkConfig};
 pub use endpoint::Endpoint;
 pub use error::LinkError;
 pub use frame::{FrameDecoder, FrameError, StreamKind, decode_frame};
+pub use hello::{node_name, session_peer_name};
 pub use incoming::{
-    EndpointStats, Incoming, IncomingMessage, IncomingObject, IncomingRequest, PeerCertificate,
+    ChannelEnd, EndpointStats, Incoming, IncomingMessage, IncomingObject, IncomingRequest,
+    PeerCertificate,
 };
 pub use link::Link;
 pub use wire::{DecodeLimits, DecodedStream, decode_stream};
@@ -60,7 +76,14 @@ pub mod codes {
     pub const NO_REPLY: VarInt = VarInt::from_u32(2);
     /// The receiving application refused an object without reading its payload.
     pub const REFUSED: VarInt = VarInt::from_u32(3);
+    /// The acceptor refused a connection: another live process holds the dialer's name (the
+    /// close's reason names it).
+    pub const NAME_IN_USE: VarInt = VarInt::from_u32(4);
+    /// The connection was closed because the same session connected again.
+    pub const REPLACED: VarInt = VarInt::from_u32(5);
+    /// The connection was closed because its peer went silent or unreachable.
+    pub const PEER_SILENT: VarInt = VarInt::from_u32(6);
     /// The application took the peer's access away (its certificate was revoked, say) and
     /// closed the connection ([`Endpoint::close_connections`](super::Endpoint::close_connections)).
-    pub const ACCESS_REVOKED: VarInt = VarInt::from_u32(4);
+    pub const ACCESS_REVOKED: VarInt = VarInt::from_u32(7);
 }

@@ -152,10 +152,12 @@ impl<'a> ObjectFrame<'a> {
 /// Limits a receiver applies to what a peer sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
-    /// Largest frame body.
+    /// Largest frame body (requests, answers, hellos, object frames).
     pub max_frame_len: u32,
     /// Largest object payload.
     pub max_object_size: u64,
+    /// Largest message on a channel.
+    pub max_message_len: u32,
 }
 
 /// A whole inbound stream, decoded by [`decode_stream`].
@@ -163,8 +165,10 @@ pub struct DecodeLimits {
 pub enum DecodedStream {
     /// A request's postcard body.
     Request(Vec<u8>),
-    /// A one-way message's postcard body.
-    Message(Vec<u8>),
+    /// A channel's messages, in order.
+    Channel(Vec<Vec<u8>>),
+    /// A connection's hello.
+    Hello(super::hello::Hello),
     /// An object: the application header and the payload, checked against its length and checksum.
     Object {
         /// The postcard-encoded application header.
@@ -186,8 +190,8 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
         needed: 1,
         available: 0,
     })?;
-    let mut next_frame = |what: &'static str| -> Result<&[u8], FrameError> {
-        match decode_frame(rest, limits.max_frame_len)? {
+    let mut next_frame = |what: &'static str, max_len: u32| -> Result<&[u8], FrameError> {
+        match decode_frame(rest, max_len)? {
             Some((body, used)) => {
                 rest = &rest[used..];
                 Ok(body)
@@ -201,15 +205,30 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
             }),
         }
     };
+    let max_frame = limits.max_frame_len;
     let decoded = match StreamKind::from_byte(kind)? {
-        StreamKind::Request => DecodedStream::Request(next_frame("request")?.to_vec()),
-        StreamKind::Message => DecodedStream::Message(next_frame("message")?.to_vec()),
+        StreamKind::Request => DecodedStream::Request(next_frame("request", max_frame)?.to_vec()),
+        StreamKind::Hello => DecodedStream::Hello(super::hello::Hello::decode(next_frame(
+            "hello", max_frame,
+        )?)?),
+        StreamKind::Channel => {
+            let mut messages = Vec::new();
+            loop {
+                match next_frame("channel message", limits.max_message_len) {
+                    Ok(message) => messages.push(message.to_vec()),
+                    // A channel is any number of messages; it ends between two of them.
+                    Err(FrameError::Truncated { available: 0, .. }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            DecodedStream::Channel(messages)
+        }
         StreamKind::Object => {
-            let head = ObjectHead::decode(next_frame("object head")?)?;
+            let head = ObjectHead::decode(next_frame("object head", max_frame)?)?;
             let header = head.header.to_vec();
             let mut assembler = ObjectAssembler::new(head.len, limits.max_object_size)?;
             let payload = loop {
-                match ObjectFrame::decode(next_frame("object frame")?)? {
+                match ObjectFrame::decode(next_frame("object frame", max_frame)?)? {
                     ObjectFrame::Raw(data) => assembler.push_raw(data)?,
                     ObjectFrame::Zstd { raw_len, data } => assembler.push_zstd(raw_len, data)?,
                     ObjectFrame::End { digest } => break assembler.finish(digest)?,
@@ -242,7 +261,11 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
 /// let payload = Bytes::from(vec![7u8; 100_000]);
 /// let stream = encode_object_stream(b"hdr", &payload, &config).unwrap();
 /// assert!(stream.len() < 1000, "compressed");
-/// let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20 };
+/// let limits = DecodeLimits {
+///     max_frame_len: config.max_frame_len,
+///     max_object_size: 1 << 20,
+///     max_message_len: config.max_message_len,
+/// };
 /// let decoded = decode_stream(&stream, limits).unwrap();
 /// assert_eq!(decoded, DecodedStream::Object { header: b"hdr".to_vec(), payload });
 /// ```

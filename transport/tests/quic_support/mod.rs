@@ -76,7 +76,17 @@ pub fn serve(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
-            let messages = messages.clone();
+            let incoming = match incoming {
+                // In the accept loop itself: messages keep their channel's order.
+                Incoming::Message(message) => {
+                    if let Some(messages) = &messages {
+                        let _ = messages.send((message.peer().to_owned(), message.body().to_vec()));
+                    }
+                    continue;
+                }
+                Incoming::ChannelEnded(_) => continue,
+                other => other,
+            };
             tokio::spawn(async move {
                 match incoming {
                     Incoming::Request(request) => match request.decode::<Request>() {
@@ -90,12 +100,6 @@ pub fn serve(
                             let _ = request.respond_err(&e.to_string()).await;
                         }
                     },
-                    Incoming::Message(message) => {
-                        if let Some(messages) = messages {
-                            let _ =
-                                messages.send((message.peer().to_owned(), message.body().to_vec()));
-                        }
-                    }
                     Incoming::Object(mut object) => {
                         let Ok(header) = object.header::<ObjectHeader>() else {
                             let _ = object.respond_err("bad header").await;
@@ -110,6 +114,7 @@ pub fn serve(
                             let _ = object.respond(&ack).await;
                         }
                     }
+                    Incoming::Message(_) | Incoming::ChannelEnded(_) => {}
                 }
             });
         }
