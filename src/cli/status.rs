@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::Error;
 use replicast_node::driver::bind_endpoint;
+use replicast_transport::quic::{node_name, peer_session};
 
 /// How long the command waits for the master to acknowledge its closing the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -36,7 +37,7 @@ checks peers against), each node's links with the RTT it measures and, \
 for a writer's link to a storage, whether stored objects reach that storage by multicast or by \
 unicast right now, and the partition table as a grid of partitions x storages (U up to date, \
 O out of date, F feeding, . no cell). A storage in state `waiting` is connected but holds no \
-cells until `replicast admin add-storage` adds it.
+cells until `replicast admin add-storage` adds it. Each process of a name several processes share (a client's) is listed as NAME#SESSION, and leaves the list within seconds of its exit.
 
 Configuration: any node's: a master's own (the command asks it first, at `node.listen`), a \
 client's or a storage's (it asks the masters of `[masters]` or `[master]`); a master that is not \
@@ -54,16 +55,20 @@ JSON (--json), one object; these field names are stable, absent values are null:
     log_index       the master's log position as the answering master knows it, or null
   operational       true or false, as the exit status
   last_tid          the last commit's TID, 16 hex digits
-  nodes             list of {name, role, state, address, links}
+  nodes             list of {name, session, role, state, address, links, crl, refusals}
+    name            the node's name (its certificate's)
+    session         null, or 16 hex digits: which process of a name several processes share
+                    (a client's; each process is a node of its own, with its own links)
     role            \"master\" | \"storage\" | \"client\"
     state           \"running\" | \"down\" | \"waiting\"
     address         \"IP:PORT\" or null
-    links           null (no report) or list of {peer, rtt_ms, store_path}
+    links           null (no report) or list of {peer, peer_session, rtt_ms, store_path}
+      peer, peer_session  the peer's name and session, as name and session above
       rtt_ms        float, or null when the link has no measurement
       store_path    \"multicast\" | \"unicast\" (a writer's link to a storage) or null
     crl             null (no report, or no `tls.crl`) or {number, issued}: the revocation list
                     the node checks its peers against (issued: RFC 3339, UTC)
-    refusals        null (no report) or list of {peer, reason, count}: what the node refused
+    refusals        null (no report) or list of {peer, peer_session, reason, count}: what the node refused
                     of each peer before its role saw it (the peer's certificate does not grant
                     a role allowed to send it, is revoked, or a per-peer limit was reached)
   partition_table   {version, partitions, replicas, storages, cells}
@@ -305,6 +310,7 @@ struct MasterView {
 #[derive(Debug, Serialize)]
 struct NodeView {
     name: String,
+    session: Option<String>,
     role: &'static str,
     state: &'static str,
     address: Option<String>,
@@ -322,6 +328,7 @@ struct CrlView {
 #[derive(Debug, Serialize)]
 struct RefusalView {
     peer: String,
+    peer_session: Option<String>,
     reason: String,
     count: u64,
 }
@@ -329,6 +336,7 @@ struct RefusalView {
 #[derive(Debug, Serialize)]
 struct LinkView {
     peer: String,
+    peer_session: Option<String>,
     rtt_ms: Option<f64>,
     store_path: Option<&'static str>,
 }
@@ -394,7 +402,8 @@ impl From<&ClusterStatus> for StatusView {
 impl From<&NodeStatus> for NodeView {
     fn from(node: &NodeStatus) -> Self {
         Self {
-            name: node.name.clone(),
+            name: node_name(&node.name).to_owned(),
+            session: peer_session(&node.name).map(str::to_owned),
             role: role_name(node.role),
             state: state_name(node.state),
             address: node.address.map(|address| address.to_string()),
@@ -403,7 +412,8 @@ impl From<&NodeStatus> for NodeView {
                     .links
                     .iter()
                     .map(|link| LinkView {
-                        peer: link.peer.clone(),
+                        peer: node_name(&link.peer).to_owned(),
+                        peer_session: peer_session(&link.peer).map(str::to_owned),
                         rtt_ms: link.rtt_micros.map(|micros| micros as f64 / 1000.0),
                         store_path: link.store_path.map(path_name),
                     })
@@ -422,7 +432,8 @@ impl From<&NodeStatus> for NodeView {
                     .refusals
                     .iter()
                     .map(|refusal| RefusalView {
-                        peer: refusal.peer.clone(),
+                        peer: node_name(&refusal.peer).to_owned(),
+                        peer_session: peer_session(&refusal.peer).map(str::to_owned),
                         reason: refusal.reason.clone(),
                         count: refusal.count,
                     })
@@ -648,16 +659,23 @@ mod tests {
                     report: None,
                 },
                 NodeStatus {
-                    name: "client-1".into(),
+                    name: "client-1#00000000000000ab".into(),
                     role: NodeRole::Client,
                     state: NodeState::Running,
                     address: None,
                     report: Some(NodeReport {
-                        links: vec![LinkReport {
-                            peer: "storage-1".into(),
-                            rtt_micros: Some(1250),
-                            store_path: Some(StorePath::Unicast),
-                        }],
+                        links: vec![
+                            LinkReport {
+                                peer: "storage-1".into(),
+                                rtt_micros: Some(1250),
+                                store_path: Some(StorePath::Unicast),
+                            },
+                            LinkReport {
+                                peer: "client-2#00000000000000cd".into(),
+                                rtt_micros: None,
+                                store_path: None,
+                            },
+                        ],
                         ..NodeReport::default()
                     }),
                 },
@@ -713,6 +731,15 @@ mod tests {
         assert_eq!(json["nodes"][0]["links"], serde_json::Value::Null);
         assert_eq!(json["nodes"][1]["links"][0]["rtt_ms"], 1.25);
         assert_eq!(json["nodes"][1]["links"][0]["store_path"], "unicast");
+        // One process of a shared name: the name is the certificate's, the session apart, and
+        // the same for a peer; a peer with an exclusive name has no session.
+        assert_eq!(json["nodes"][1]["name"], "client-1");
+        assert_eq!(json["nodes"][1]["session"], "00000000000000ab");
+        assert_eq!(json["nodes"][0]["session"], serde_json::Value::Null);
+        assert_eq!(json["nodes"][1]["links"][0]["peer"], "storage-1");
+        assert_eq!(json["nodes"][1]["links"][0]["peer_session"], serde_json::Value::Null);
+        assert_eq!(json["nodes"][1]["links"][1]["peer"], "client-2");
+        assert_eq!(json["nodes"][1]["links"][1]["peer_session"], "00000000000000cd");
         let table = &json["partition_table"];
         assert_eq!(table["partitions"], 3);
         assert_eq!(table["replicas"], 2);
@@ -726,9 +753,20 @@ mod tests {
     fn human_form_has_nodes_links_and_the_grid() {
         let text = render(&status());
         assert!(text.starts_with("cluster operational; master master,"));
+        let link_rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|line| line.starts_with("client-1#"))
+            .map(|line| line.split_whitespace().collect())
+            .collect();
         assert!(
-            text.contains("client-1  storage-1  1.25 ms  unicast"),
-            "{text}"
+            link_rows.contains(&vec![
+                "client-1#00000000000000ab",
+                "storage-1",
+                "1.25",
+                "ms",
+                "unicast"
+            ]),
+            "a session's links are listed under NAME#SESSION: {text}"
         );
         // P1 is on storage-1 (up to date) and storage-3 (out of date).
         let grid_row = text

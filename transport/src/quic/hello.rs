@@ -80,6 +80,20 @@ pub fn node_name(peer: &str) -> &str {
         .map_or(peer, |(name, _)| name)
 }
 
+/// The session part of a peer name: the 16 hexadecimal digits of `NAME#SESSION`, `None` for a
+/// peer known by its name alone (an exclusive name: a master, a storage).
+///
+/// ```
+/// use replicast_transport::quic::peer_session;
+///
+/// assert_eq!(peer_session("client-1#00000000000000ab"), Some("00000000000000ab"));
+/// assert_eq!(peer_session("storage-1"), None);
+/// ```
+pub fn peer_session(peer: &str) -> Option<&str> {
+    peer.split_once(SESSION_SEPARATOR)
+        .map(|(_, session)| session)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,7 +55,7 @@ pub use config::{ConfigError, EndpointConfig, LinkConfig};
 pub use endpoint::Endpoint;
 pub use error::LinkError;
 pub use frame::{FrameDecoder, FrameError, StreamKind, decode_frame};
-pub use hello::{node_name, session_peer_name};
+pub use hello::{node_name, peer_session, session_peer_name};
 pub use incoming::{
     ChannelEnd, EndpointStats, Incoming, IncomingMessage, IncomingObject, IncomingRequest,
     PeerCertificate,
