@@ -278,6 +278,15 @@ impl Client {
             .map(|txn| txn.ttid)
     }
 
+    /// A begin still waiting for the master's answer: `Some(at)` with the TID it asked to
+    /// commit at (`None`: any), `None` when no transaction is beginning.
+    pub fn pending_begin(&self) -> Option<Option<Tid>> {
+        self.txn
+            .as_ref()
+            .filter(|txn| txn.phase == Phase::Beginning)
+            .map(|txn| txn.begin_at)
+    }
+
     /// Announces the client to the master, which answers with the last committed TID and the
     /// partition table.
     pub fn connect(&mut self) {

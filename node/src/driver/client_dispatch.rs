@@ -66,6 +66,9 @@ pub(super) struct Current {
     pub(super) _slot: OwnedMutexGuard<()>,
     /// The cluster aborted it and no call reported it yet.
     pub(super) aborted: Option<AbortReason>,
+    /// A transaction given up just before this one began, whose `Begun` may still be on its
+    /// way to [`route`]: not this transaction's.
+    pub(super) given_up: Option<Tid>,
     pub(super) begun: Option<Reply<Tid>>,
     pub(super) stores: Vec<Reply<Vec<Conflict>>>,
     pub(super) vote: Option<Reply<()>>,
@@ -78,6 +81,7 @@ impl Current {
             ttid: None,
             _slot: slot,
             aborted: None,
+            given_up: None,
             begun: None,
             stores: Vec::new(),
             vote: None,
@@ -210,7 +214,11 @@ fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Send
             }
         }
         ClientEvent::Begun { ttid } => {
-            if let Some(current) = waiters.current.as_mut() {
+            if let Some(current) = waiters
+                .current
+                .as_mut()
+                .filter(|current| current.given_up != Some(ttid))
+            {
                 current.ttid = Some(ttid);
                 if let Some(reply) = current.begun.take() {
                     let _ = reply.send(Ok(ttid));

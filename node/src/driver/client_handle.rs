@@ -366,10 +366,34 @@ impl ClientHandle {
             .inner
             .driver
             .call(move |client, _| {
+                // This call holds the commit slot, so a transaction the role still has belongs
+                // to no call: an earlier one gave up on it (its begin timed out while the
+                // request stayed with the master, which may answer late; a store or vote
+                // timed out). Left there, it would refuse every begin from now on.
+                let mut given_up = None;
+                if client.in_transaction() {
+                    match client.pending_begin() {
+                        // Still beginning, as asked now: this call takes its answer over.
+                        Some(at) if at == tid => {
+                            let mut current = Current::new(slot);
+                            current.begun = Some(reply);
+                            shared.waiters().current = Some(current);
+                            return Ok(());
+                        }
+                        // Beginning at another TID: refused below.
+                        Some(_) => {}
+                        None => {
+                            given_up = client.current_transaction();
+                            // Refused once its finish was asked for: then so is the begin.
+                            let _ = client.abort();
+                        }
+                    }
+                }
                 let result = client.begin_at(tid);
                 if result.is_ok() {
                     let mut current = Current::new(slot);
                     current.begun = Some(reply);
+                    current.given_up = given_up;
                     shared.waiters().current = Some(current);
                 }
                 result
