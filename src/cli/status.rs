@@ -737,9 +737,15 @@ mod tests {
         assert_eq!(json["nodes"][1]["session"], "00000000000000ab");
         assert_eq!(json["nodes"][0]["session"], serde_json::Value::Null);
         assert_eq!(json["nodes"][1]["links"][0]["peer"], "storage-1");
-        assert_eq!(json["nodes"][1]["links"][0]["peer_session"], serde_json::Value::Null);
+        assert_eq!(
+            json["nodes"][1]["links"][0]["peer_session"],
+            serde_json::Value::Null
+        );
         assert_eq!(json["nodes"][1]["links"][1]["peer"], "client-2");
-        assert_eq!(json["nodes"][1]["links"][1]["peer_session"], "00000000000000cd");
+        assert_eq!(
+            json["nodes"][1]["links"][1]["peer_session"],
+            "00000000000000cd"
+        );
         let table = &json["partition_table"];
         assert_eq!(table["partitions"], 3);
         assert_eq!(table["replicas"], 2);
