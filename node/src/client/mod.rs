@@ -936,6 +936,39 @@ mod tests {
         (client, table)
     }
 
+    #[test]
+    fn a_begin_unanswered_when_the_master_link_drops_is_asked_again_with_the_hello() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, _) = ready_client();
+        client.begin().expect("begin");
+        while client.poll_transmit().is_some() {}
+        // The link drops before the answer: it went with the link, and the master forgot
+        // this client and what it had open.
+        client.peer_lost(now, "master");
+        let retry = now + ClientConfig::default().master_retry;
+        client.handle_timeout(retry);
+        let sent: Vec<(String, &'static str)> = std::iter::from_fn(|| client.poll_transmit())
+            .map(|transmit| (transmit.to, transmit.message.kind()))
+            .filter(|(_, kind)| *kind != "AskPrimary")
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("master".to_owned(), "ClientHello"),
+                ("master".to_owned(), "AskBegin")
+            ]
+        );
+        assert_eq!(client.pending_begin(), Some(None));
+        client
+            .handle(
+                retry,
+                "master",
+                order(Message::AnswerBegin { ttid: Tid(9) }),
+            )
+            .expect("the begin is answered");
+        assert_eq!(client.current_transaction(), Some(Tid(9)));
+    }
+
     fn next_load_target(client: &mut Client) -> Option<String> {
         std::iter::from_fn(|| client.poll_transmit())
             .find(|transmit| matches!(transmit.message, Message::Load { .. }))

@@ -144,16 +144,16 @@ impl Client {
     }
 
     /// Announces this client again after its master link was lost (the master forgot it, and
-    /// invalidations sent meanwhile are lost: the answer brings [`ClientEvent::Resynced`]).
-    /// Until the table comes, the masters are asked who the primary is every master timeout.
+    /// invalidations sent meanwhile are lost: the answer brings [`ClientEvent::Resynced`]),
+    /// with every request the lost link left unanswered: a begin, new OIDs or a finish sent
+    /// before the loss went with the link (or its answer did), and the master aborted what
+    /// the client had open there. Until the table comes, the masters are asked who the primary
+    /// is every master timeout.
     ///
     /// [`ClientEvent::Resynced`]: super::ClientEvent::Resynced
     pub(super) fn rehello(&mut self, now: SystemTime) {
-        self.master = self.masters.target().to_owned();
-        self.awaiting.now = now;
-        self.awaiting.hello = true;
-        self.awaiting.since_request();
-        self.out.send(&self.master, Message::ClientHello);
+        let master = self.masters.target().to_owned();
+        self.follow_primary(now, &master);
     }
 
     /// Asks every master but `except` who the primary is.
