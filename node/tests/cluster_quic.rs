@@ -483,3 +483,74 @@ async fn garbage_from_a_peer() {
     check_loads(&mut setup, &expected).await;
     check_replicas(&cluster, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_after_one_that_timed_out_on_a_stalled_master_commits() {
+    tokio::time::timeout(TEST_LIMIT, begin_after_a_timed_out_begin())
+        .await
+        .expect("the test finished in time");
+}
+
+/// A begin gives up on a master that stalls (its driver busy for longer than the client's
+/// timeout, as a master SIGSTOPped briefly); the master answers it afterwards, to no call.
+/// The next begin is not refused for the transaction the first one left in the client role:
+/// it takes it over or aborts it, and its transaction commits.
+async fn begin_after_a_timed_out_begin() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let cluster = start_cluster().await;
+    let client = ClientHandle::connect(
+        replicast_node::client::Client::new(
+            "client-1",
+            replicast_testkit::cluster::MASTER,
+            replicast_node::client::ClientConfig::default(),
+        ),
+        cluster.endpoint("client-1").expect("client endpoint"),
+        replicast_node::driver::DriverConfig {
+            directory: cluster.directory.clone(),
+            ..replicast_node::driver::DriverConfig::default()
+        },
+        TIMEOUT,
+    )
+    .await
+    .expect("client connects");
+    let oid = client.new_oids(1).await.expect("new oid")[0];
+
+    // The master's driver stalls (three timeouts long) once this says it began to.
+    let (stalled, stalling) = tokio::sync::oneshot::channel();
+    let stall = cluster.master.call(move |_, _| {
+        let _ = stalled.send(());
+        std::thread::sleep(TIMEOUT * 3);
+    });
+    let begin = async {
+        stalling.await.expect("the master's driver stalls");
+        client.begin().await
+    };
+    let (stalled, begun) = tokio::join!(stall, begin);
+    stalled.expect("the master's driver runs again");
+    match begun {
+        Err(ClientError::Timeout { .. }) => {}
+        other => panic!("the begin times out on the stalled master, got {other:?}"),
+    }
+
+    // The master now answers the first begin; the next one works whenever that answer
+    // arrives (before this call: the first transaction is aborted; after it: taken over).
+    let ttid = client
+        .begin()
+        .await
+        .expect("a begin after one that gave up is not refused");
+    client
+        .store(oid, Tid::ZERO, balance_data(7))
+        .await
+        .expect("store");
+    client.vote(TransactionInfo::default()).await.expect("vote");
+    let tid = client.finish().await.expect("finish");
+    assert!(tid >= ttid, "committed at {tid:?}, begun as {ttid:?}");
+    let (serial, data) = client
+        .load(oid)
+        .await
+        .expect("load")
+        .expect("the object was committed");
+    assert_eq!(serial, tid);
+    assert_eq!(balance(oid, &data).expect("a balance"), 7);
+    cluster.stop().await;
+}
