@@ -35,14 +35,6 @@ UNCERTAIN: dict[str, str] = {
         "one half of a committed transaction (phase=1 with obj1's revision of that "
         "transaction missing on the replica read): a consistency problem of the node layer "
         "under load, reported to zodb-node as P7",
-    "MasterUnreachable::test_commit_without_a_master_fails_in_bounded_time_then_works_again":
-        "the master SIGSTOPped for longer than the links' idle timeout (2 s), then resumed: "
-        "the lost commit of P9 is gone with the links' channels (no commit lost in 28 runs of "
-        "the P9 reproduction and about 50 of this test), and so is a begin that timed out "
-        "refusing every later one; left: about one run in 14 at a load average of ~9, the "
-        "first commit after the resume fails with TransactionFailed FinishRefused(Aborted) "
-        "(cause not yet found), and now and then a commit completes although the master was "
-        "just SIGSTOPped (the signal takes effect after it)",
     "StorageKilledWhileCommitting::test_commits_go_on_and_the_storage_catches_up":
         "the restarted storage stays 'feeding' on some cells for more than 60 s while the "
         "writer commits on, when the other pytest worker loads the machine (load average "
