@@ -31,6 +31,7 @@ mod catch_up;
 mod commit;
 mod error;
 mod history;
+mod inspect;
 mod iterate;
 mod load;
 mod pack;

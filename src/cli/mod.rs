@@ -7,6 +7,7 @@
 mod admin;
 mod bench;
 mod certs;
+mod check;
 mod client;
 mod node;
 mod status;
@@ -47,6 +48,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Add a storage to a running cluster or take one out.
     Admin(admin::AdminArgs),
+    /// Compare the readable replicas of every partition; with --repair, feed bad cells again
+    /// (exit status 1 when they differ, 2 when a partition could not be checked).
+    Check(check::CheckArgs),
     /// Compare unicast and multicast commit latency on a local cluster with an emulated WAN.
     Bench(Box<bench::BenchArgs>),
 }
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Client(args) => node::config_log_level(args.config()),
         Command::Status(args) => node::config_log_level(args.config()),
         Command::Admin(args) => node::config_log_level(args.config()),
+        Command::Check(args) => node::config_log_level(args.config()),
     };
     init_tracing(cli.log_level.as_deref(), config_level)?;
     match cli.command {
@@ -69,6 +74,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Client(args) => client::run(args),
         Command::Status(args) => status::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
     }
 }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::Master;
-use crate::partition::{Cell, NodeName, PartitionError};
+use crate::partition::{Cell, CellState, NodeName, PartitionError};
 use crate::protocol::{ChangeOutcome, ChangeRefusal, Message, ProtocolError, StorageChange};
 
 impl Master {
@@ -188,6 +188,7 @@ impl Master {
         let outcome = match change {
             StorageChange::Add(node) => self.add_storage(node),
             StorageChange::Remove(node) => self.remove_storage(now, node)?,
+            StorageChange::Refeed { storage, partition } => self.refeed(storage, partition),
         };
         Ok(match outcome {
             Ok(version) => ChangeOutcome::Done { version },
@@ -274,6 +275,40 @@ impl Master {
         self.push_table(was_running.then_some(node.as_str()));
         self.complete_finish_if_done(now)?;
         Ok(Ok(self.state.table.version()))
+    }
+
+    /// Marks `node`'s cell of `partition` out of date so that replication copies it again,
+    /// whole, from another readable cell, which must be on a running storage.
+    fn refeed(&mut self, node: NodeName, partition: u32) -> Result<u64, ChangeRefusal> {
+        let no_cell = || ChangeRefusal::NoReadableCell {
+            storage: node.clone(),
+            partition,
+        };
+        let cells = self.state.table.cells(partition).map_err(|_| no_cell())?;
+        if !cells
+            .iter()
+            .any(|cell| cell.node == node && cell.state == CellState::UpToDate)
+        {
+            return Err(no_cell());
+        }
+        let running = &self.running;
+        if !cells
+            .iter()
+            .any(|cell| cell.node != node && cell.is_readable() && running.contains(&cell.node))
+        {
+            return Err(ChangeRefusal::LastReadableCopy {
+                storage: node,
+                partition,
+            });
+        }
+        self.state
+            .table
+            .mark_cell_out_of_date(partition, &node)
+            .map_err(|_| no_cell())?;
+        // Nothing of the cell counts as whole: the storage copies the partition again.
+        self.state.complete_to.remove(&(partition, node.clone()));
+        self.push_table(None);
+        Ok(self.state.table.version())
     }
 
     /// Records where storage `node` accepts connections, tells the clients and the other

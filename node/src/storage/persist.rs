@@ -22,7 +22,7 @@ use crate::engine::{
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::NodeName;
-use crate::protocol::{ProtocolError, StorageAnswer, StorageAsk};
+use crate::protocol::{InspectAnswer, InspectAsk, ProtocolError, StorageAnswer, StorageAsk};
 use crate::transaction::{CommittedTransaction, TransactionInfo};
 
 /// A write for the engine, executed in the order the role emitted it.
@@ -242,6 +242,14 @@ pub enum Read {
         /// The table's partition count.
         num_partitions: u32,
     },
+    /// An operator's question about the data of a partition
+    /// ([`crate::persist::answer_inspect`]).
+    Inspect {
+        /// The question.
+        ask: InspectAsk,
+        /// The table's partition count.
+        num_partitions: u32,
+    },
 }
 
 /// A read to execute, and the id to report its result under ([`Storage::fetched`]).
@@ -266,6 +274,8 @@ pub enum ReadResult {
     Revision(Result<Option<(ObjectData, Digest)>, EngineError>),
     /// For [`Read::Ask`].
     Ask(Result<StorageAnswer, EngineError>),
+    /// For [`Read::Inspect`].
+    Inspect(Result<InspectAnswer, EngineError>),
 }
 
 /// How much the role has handed out and not heard back about.
@@ -330,6 +340,9 @@ pub(super) enum AfterRead {
         request: u64,
         kind: &'static str,
     },
+    /// Answer the operator's [`Message::AskInspect`](crate::protocol::Message::AskInspect)
+    /// `request`, deferred under the driver's `token`.
+    Inspect { token: u64, request: u64 },
     /// Answer `to`'s `AskObjectPart` (the revision was not held in memory).
     Part {
         to: NodeName,
@@ -519,6 +532,9 @@ impl Storage {
             ) => self.answer_part(&to, partition, oid, tid, offset, found),
             (AfterRead::Ask { to, request, kind }, ReadResult::Ask(answer)) => {
                 self.answer_ask(&to, request, kind, answer);
+            }
+            (AfterRead::Inspect { token, request }, ReadResult::Inspect(answer)) => {
+                self.answer_inspect(token, request, answer);
             }
             _ => {
                 return Err(ProtocolError::InvalidCall {
