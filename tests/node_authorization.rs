@@ -271,6 +271,7 @@ fn samples() -> Vec<Message> {
                 master: "master-x".to_owned(),
                 operational: true,
                 last_tid: FORGED.0,
+                complete_tid: FORGED.0,
                 nodes: Vec::new(),
                 partition_table: table,
                 term: FORGED.0,

@@ -505,6 +505,87 @@ mod tests {
     }
 
     #[test]
+    fn a_refed_cell_goes_out_of_date_and_feeds_again_from_nothing() {
+        let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3"]);
+        let partition = master
+            .table()
+            .partitions_of("s1")
+            .next()
+            .expect("s1 holds cells");
+        let refeed = |storage: &str, partition| StorageChange::Refeed {
+            storage: storage.into(),
+            partition,
+        };
+        let (outcome, sent) = ask(&mut master, refeed("s1", partition));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Done {
+                version: master.table().version()
+            }
+        );
+        let state = |master: &Master| {
+            master
+                .table()
+                .cells(partition)
+                .expect("a partition")
+                .iter()
+                .find(|cell| cell.node == "s1")
+                .map(|cell| cell.state)
+        };
+        assert_eq!(state(&master), Some(CellState::OutOfDate));
+        assert_eq!(tables_sent_to(&sent), ["c1", "s1", "s2", "s3"]);
+        // The storage asks to catch up, as after a failed commit: the cell feeds, and the
+        // master tells it to copy the partition from the start (it holds nothing whole).
+        master
+            .handle(SystemTime::now(), "s1", Message::AskCatchUp)
+            .expect("catch up");
+        assert_eq!(state(&master), Some(CellState::Feeding));
+        let replicate = drain(&mut master)
+            .into_iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Replicate { partitions, .. } if transmit.to == "s1" => Some(partitions),
+                _ => None,
+            })
+            .expect("s1 is told to replicate");
+        assert!(
+            replicate.contains(&(partition, crate::ids::Tid::ZERO)),
+            "{replicate:?}"
+        );
+
+        // Refused: a cell that is not up to date, a storage without a cell there, and the last
+        // readable copy.
+        let (outcome, _) = ask(&mut master, refeed("s1", partition));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::NoReadableCell {
+                storage: "s1".into(),
+                partition
+            })
+        );
+        let other = master
+            .table()
+            .cells(partition)
+            .expect("a partition")
+            .iter()
+            .find(|cell| cell.node != "s1")
+            .map(|cell| cell.node.clone())
+            .expect("a second cell");
+        let (outcome, _) = ask(&mut master, refeed(&other, partition));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::LastReadableCopy {
+                storage: other,
+                partition
+            })
+        );
+        let (outcome, _) = ask(&mut master, refeed("s9", partition));
+        assert!(matches!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::NoReadableCell { .. })
+        ));
+    }
+
+    #[test]
     fn removing_is_refused_for_a_stranger_too_few_storages_or_the_last_readable_copy() {
         let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3"]);
         assert_eq!(

@@ -8,6 +8,10 @@ use crate::protocol::{InspectAnswer, InspectAsk};
 /// answer is one message.
 pub const MAX_LISTED_RECORDS: u32 = 4_096;
 
+/// About the most bytes of data one [`InspectAsk::Transactions`] page carries, whatever the
+/// asker wants (a single larger revision still comes whole).
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
 /// The answer to `ask` from `engine`, in a table of `num_partitions` partitions.
 ///
 /// ```
@@ -49,6 +53,24 @@ pub fn answer_inspect(
             let (records, resume) =
                 engine.range_records(partition, num_partitions, range, up_to, after, max)?;
             InspectAnswer::Records { records, resume }
+        }
+        InspectAsk::Transactions {
+            partition,
+            after,
+            up_to,
+            max_bytes,
+        } => {
+            let page = engine.transaction_records(
+                partition,
+                num_partitions,
+                after,
+                up_to,
+                (max_bytes as usize).min(MAX_PAGE_BYTES),
+            )?;
+            InspectAnswer::Transactions {
+                transactions: page.transactions,
+                resume: page.resume,
+            }
         }
     })
 }

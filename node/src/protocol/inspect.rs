@@ -1,6 +1,7 @@
 //! What an operator's tools ask one storage about the data it holds
 //! ([`Message::AskInspect`]), and its answers ([`Message::AnswerInspect`]): digests of ranges of
-//! a partition's revisions and listings of them, for `replicast check`.
+//! a partition's revisions and listings of them, for `replicast check`; pages of its
+//! transactions with their data, for `replicast backup`.
 //!
 //! Only certificates granting `admin` may ask (the [authorization table](super::rule)); the
 //! questions come on request streams, which the storage answers apart from its peers'
@@ -18,8 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::ObjectCursor;
 use crate::ids::{Oid, Tid};
 use crate::object::Digest;
+use crate::transaction::TransactionRecords;
 
 /// The objects `first ..= last`, in OID order (both included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,15 +99,28 @@ pub enum InspectAsk {
         /// The most revisions wanted.
         max: u32,
     },
+    /// The transactions touching `partition` with their revisions of its objects (content
+    /// included), in (TID, OID) order after `after`, with TIDs up to `up_to`, about
+    /// `max_bytes` of them (at least one revision): a page of `replicast backup`.
+    Transactions {
+        /// The partition.
+        partition: u32,
+        /// The last revision the asker has.
+        after: ObjectCursor,
+        /// The last TID wanted.
+        up_to: Tid,
+        /// About how many bytes of data the page may carry.
+        max_bytes: u32,
+    },
 }
 
 impl InspectAsk {
     /// The partition asked about.
     pub fn partition(&self) -> u32 {
         match self {
-            InspectAsk::Digest { partition, .. } | InspectAsk::Records { partition, .. } => {
-                *partition
-            }
+            InspectAsk::Digest { partition, .. }
+            | InspectAsk::Records { partition, .. }
+            | InspectAsk::Transactions { partition, .. } => *partition,
         }
     }
 
@@ -113,6 +129,7 @@ impl InspectAsk {
         match self {
             InspectAsk::Digest { .. } => "Digest",
             InspectAsk::Records { .. } => "Records",
+            InspectAsk::Transactions { .. } => "Transactions",
         }
     }
 }
@@ -151,6 +168,13 @@ pub enum InspectAnswer {
         records: Vec<RecordDigest>,
         /// The revision to ask again after; `None` when the range is done.
         resume: Option<(Oid, Tid)>,
+    },
+    /// To [`InspectAsk::Transactions`].
+    Transactions {
+        /// Transactions in TID order, each with its revisions after the cursor, in OID order.
+        transactions: Vec<TransactionRecords>,
+        /// The cursor to ask again after; `None` when nothing is left up to the bound.
+        resume: Option<ObjectCursor>,
     },
     /// This storage cannot answer: it does not hold the partition readable, it is too busy,
     /// or its engine failed (the storage logs why).
