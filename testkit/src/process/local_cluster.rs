@@ -87,13 +87,35 @@ pub struct LocalCluster {
     stderr_to_files: bool,
 }
 
-/// A UDP port free on 127.0.0.1 right now (a master's or storage's configuration needs a fixed
-/// port; each node's ready line is checked against it).
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768-60999), so that a
+/// socket bound to port 0 anywhere on the machine (the tests running beside this one bind
+/// thousands) cannot take the port of a node while that node is down between a kill and its
+/// restart; CI once saw a restarted master exit at startup, its port most likely taken so.
+const FIXED_PORTS: std::ops::Range<u16> = 12_000..32_000;
+
+/// A UDP port free on 127.0.0.1 right now, for a node that is configured with a fixed port
+/// (a master's or storage's configuration needs one; each node's ready line is checked
+/// against it), taken from [`FIXED_PORTS`] at a random place.
+///
+/// # Panics
+/// When none of a few hundred candidates can be bound.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("bind a UDP socket on 127.0.0.1")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(FIXED_PORTS.end - FIXED_PORTS.start);
+    for _ in 0..500 {
+        // Random per process and call: std's hasher keys are random per process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
+        let port = FIXED_PORTS.start + offset;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port on 127.0.0.1 in {FIXED_PORTS:?} after 500 tries");
 }
 
 /// Writes `text` to `DIR/NAME.toml`; returns the path.
