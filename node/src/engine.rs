@@ -48,6 +48,7 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 pub use batch::WriteBatch;
 pub use catch_up::{ReplicationProgress, TransactionBatch};
 pub use error::EngineError;
+pub use inspect::RecordPage;
 pub use iterate::{ObjectsAtPage, PartitionSize, TransactionPage};
 pub use pack::PackStep;
 pub use records::{PendingTransaction, Revision, RevisionBefore};

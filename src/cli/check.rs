@@ -105,13 +105,16 @@ struct Replica {
     link: Link,
 }
 
+/// What each replica holds of one revision: its digest and whether it is intact, or nothing.
+type Copies = BTreeMap<String, Option<(Digest, bool)>>;
+
 /// A revision that differs between the replicas of a partition.
 #[derive(Debug)]
 struct Difference {
     oid: Oid,
     tid: Tid,
-    /// What each replica holds of it: its digest and whether it is intact, or nothing.
-    held: BTreeMap<String, Option<(Digest, bool)>>,
+    /// What each replica holds of it.
+    held: Copies,
 }
 
 /// What the check of one partition found.
@@ -479,8 +482,7 @@ async fn compare(
 
 /// The revisions that differ between the replicas' listings of one range.
 fn diff(replicas: &[Replica], listed: &[Vec<RecordDigest>]) -> Vec<Difference> {
-    let mut by_revision: BTreeMap<(Oid, Tid), BTreeMap<String, Option<(Digest, bool)>>> =
-        BTreeMap::new();
+    let mut by_revision: BTreeMap<(Oid, Tid), Copies> = BTreeMap::new();
     for (replica, records) in replicas.iter().zip(listed) {
         for record in records {
             by_revision

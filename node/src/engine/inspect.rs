@@ -18,6 +18,10 @@ use crate::object::{Digest, ObjectData};
 use crate::partition::partition_of;
 use crate::protocol::{OidRange, RangeDigest, RecordDigest};
 
+/// A page of revisions ([`Engine::range_records`]): the revisions, and the last one listed
+/// when more are left.
+pub type RecordPage = (Vec<RecordDigest>, Option<(Oid, Tid)>);
+
 impl Engine {
     /// The digest of `partition`'s (of `num_partitions`) revisions with oids in `range` and
     /// TIDs up to `up_to`: over each one's oid, TID and the digest of its content as read now.
@@ -79,7 +83,7 @@ impl Engine {
         up_to: Tid,
         after: Option<(Oid, Tid)>,
         max: usize,
-    ) -> Result<(Vec<RecordDigest>, Option<(Oid, Tid)>), EngineError> {
+    ) -> Result<RecordPage, EngineError> {
         let max = max.max(1);
         let mut records = Vec::new();
         let mut more = false;
