@@ -365,7 +365,7 @@ mod tests {
         assert!(allowed(Role::Master, &change));
         assert!(!allowed(Role::Storage, &change));
         assert!(!allowed(Role::Client, &change));
-        // An admin asks status and changes the storage set, nothing else.
+        // An admin asks status, changes the storage set and inspects storages, nothing else.
         assert!(allowed(Role::Admin, &Message::AskStatus { request: 1 }));
         assert!(!allowed(Role::Admin, &Message::AskBegin));
         assert!(!allowed(Role::Admin, &Message::StorageReady));
