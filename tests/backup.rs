@@ -222,3 +222,103 @@ fn a_backup_taken_while_writing_is_extended_restored_identically_and_damage_is_r
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
     target.stop();
 }
+
+#[test]
+fn an_interrupted_backup_resumes_to_its_own_tid() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let mut cluster = LocalCluster::start(&ClusterSpec::default());
+    let client = cluster.client_config("client-1", "");
+    let admin = cluster.admin_config();
+    for oid in 1..=OBJECTS {
+        process::put(&client, oid, &format!("object-{oid}"));
+    }
+    // Stop the two storages that share a partition as late in the table as can be: the
+    // partitions before it are served by the third storage, that one by nobody.
+    let table = replicast_testkit::process::replicas::cells(&admin);
+    let holders = |partition: usize| -> Vec<String> {
+        let mut names: Vec<String> = table[partition]
+            .iter()
+            .map(|(storage, _)| storage.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let (first_shared, stopped) = (0..table.len())
+        .map(|partition| {
+            let pair = holders(partition);
+            let first = (0..table.len())
+                .find(|other| holders(*other) == pair)
+                .expect("the partition itself");
+            (first, pair)
+        })
+        .max_by_key(|(first, _)| *first)
+        .expect("partitions");
+    assert!(first_shared > 0, "{table:?}");
+    for name in &stopped {
+        cluster.storage(name).stop();
+    }
+    let interrupted = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(interrupted.code, Some(1), "{}", interrupted.stdout);
+    assert!(
+        interrupted
+            .stderr
+            .contains(&format!("partition {first_shared}"))
+            && interrupted.stderr.contains("run again to resume"),
+        "{}",
+        interrupted.stderr
+    );
+    assert!(
+        !backup.join("manifest.json").exists(),
+        "no backup is complete yet"
+    );
+    let partial: Value = serde_json::from_str(
+        &std::fs::read_to_string(backup.join("partial.json")).expect("partial.json"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        partial["files"].as_array().expect("files").len(),
+        first_shared,
+        "{partial:#}"
+    );
+
+    for name in &stopped {
+        cluster.start_storage(name);
+    }
+    replicast_testkit::process::replicas::wait_for_table(
+        &admin,
+        "the stopped storages are back",
+        replicast_testkit::process::replicas::all_up_to_date,
+    );
+    process::put(&client, 1, "after the interruption");
+    let resumed = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}",
+        resumed.stdout,
+        resumed.stderr
+    );
+    let fetched = resumed
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("partition "))
+        .count();
+    assert_eq!(fetched, table.len() - first_shared, "{}", resumed.stdout);
+    let done = manifest(&backup);
+    assert_eq!(done["tid"], partial["tid"], "resumed to its own TID");
+    assert_eq!(done["files"].as_array().expect("files").len(), table.len());
+    assert!(!backup.join("partial.json").exists());
+    let verified = replicast(&["backup", "verify", path(&backup)]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+    // Run again: only the commit after the interrupted run's TID is added.
+    let again = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
+    let extended = manifest(&backup);
+    let added: u64 = extended["files"].as_array().expect("files")[table.len()..]
+        .iter()
+        .map(|file| file["transactions"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(added, 1, "{extended:#}");
+    cluster.stop();
+}
