@@ -13,7 +13,8 @@
 //!   the postcard bytes of a [`TransactionRecords`].
 //!
 //! A run backs up to the TID up to which every readable cell holds every commit (the master's
-//! `complete_tid`), partition by partition from a readable replica, while writers go on. Run
+//! `complete_tid`), partition by partition from a readable replica (`--parallel` at a time),
+//! while writers go on. Run
 //! again on the same directory it fetches only the transactions after the manifest's TID. An
 //! interrupted run leaves `partial.json` (its TID and the files done): the next run resumes it
 //! first. The manifest is replaced (write, fsync, rename) only once every file of the run is
@@ -65,6 +66,9 @@ pub struct BackupArgs {
     /// The backup directory (created if missing; a backup already there is extended).
     #[arg(long, value_name = "DIR", required = true)]
     to: Option<PathBuf>,
+    /// How many partitions to fetch at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    parallel: usize,
     /// Bound on each wait for the master or a storage, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
@@ -313,10 +317,15 @@ pub fn run(args: BackupArgs) -> Result<(), Error> {
     };
     let config = NodeConfig::load(&config)?;
     let timeout = Duration::from_secs(args.timeout);
-    block_on(backup(&config, &dir, timeout))
+    block_on(backup(&config, &dir, args.parallel, timeout))
 }
 
-async fn backup(config: &NodeConfig, dir: &Path, timeout: Duration) -> Result<(), Error> {
+async fn backup(
+    config: &NodeConfig,
+    dir: &Path,
+    parallel: usize,
+    timeout: Duration,
+) -> Result<(), Error> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let manifest_path = dir.join(MANIFEST);
     let previous = if manifest_path.exists() {
@@ -369,63 +378,63 @@ async fn backup(config: &NodeConfig, dir: &Path, timeout: Duration) -> Result<()
     let mut own = config.clone();
     own.node.listen.set_port(0);
     let endpoint = bind_endpoint(&own)?;
+    // The partitions left, each with its readable cells on running storages, fetched
+    // `parallel` at a time; a partition no replica serves is reported once the others are done.
+    let mut left = std::collections::VecDeque::new();
     for partition in 0..partitions {
         if partial.files.iter().any(|file| file.partition == partition) {
             continue;
         }
-        let mut errors = Vec::new();
-        let mut done = None;
-        for cell in table.cells(partition)? {
-            if cell.state != CellState::UpToDate {
-                continue;
-            }
-            let Some(address) = addresses.get(cell.node.as_str()) else {
-                continue;
-            };
-            let link =
-                match tokio::time::timeout(timeout, endpoint.link(&cell.node, *address)).await {
-                    Ok(Ok(link)) => link,
-                    Ok(Err(error)) => {
-                        errors.push(format!("{}: {error}", cell.node));
-                        continue;
-                    }
-                    Err(_) => {
-                        errors.push(format!("{}: no connection in time", cell.node));
-                        continue;
-                    }
-                };
-            let fetched =
-                fetch_partition(&link, &cell.node, dir, partition, after, up_to, timeout).await;
-            link.disconnect("backup done");
-            match fetched {
-                Ok(file) => {
-                    done = Some(file);
-                    break;
-                }
-                Err(error) => errors.push(format!("{}: {error}", cell.node)),
-            }
-        }
-        let Some(file) = done else {
-            endpoint.close();
-            return Err(format!(
-                "partition {partition}: no readable replica served it ({}); run again to resume",
-                if errors.is_empty() {
-                    "none running".to_owned()
-                } else {
-                    errors.join("; ")
-                }
-            )
-            .into());
-        };
-        writeln!(
-            out,
-            "partition {partition}: {} transactions, {} revisions, {} bytes",
-            file.transactions, file.revisions, file.bytes
-        )
-        .map_err(|e| format!("cannot write the report: {e}"))?;
-        partial.files.push(file);
-        write_manifest(&partial_path, &partial)?;
+        let sources: Vec<(String, SocketAddr)> = table
+            .cells(partition)?
+            .iter()
+            .filter(|cell| cell.state == CellState::UpToDate)
+            .filter_map(|cell| Some((cell.node.clone(), *addresses.get(cell.node.as_str())?)))
+            .collect();
+        left.push_back((partition, sources));
     }
+    let mut running = tokio::task::JoinSet::new();
+    let mut failed: Vec<String> = Vec::new();
+    // Bounded: each partition is spawned once and joined once.
+    loop {
+        while running.len() < parallel.max(1) {
+            let Some((partition, sources)) = left.pop_front() else {
+                break;
+            };
+            let fetch = Fetch {
+                endpoint: endpoint.clone(),
+                dir: dir.to_owned(),
+                partition,
+                after,
+                up_to,
+                timeout,
+            };
+            running.spawn(fetch.from_any(sources));
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(file)) => {
+                writeln!(
+                    out,
+                    "partition {}: {} transactions, {} revisions, {} bytes",
+                    file.partition, file.transactions, file.revisions, file.bytes
+                )
+                .map_err(|e| format!("cannot write the report: {e}"))?;
+                partial.files.push(file);
+                write_manifest(&partial_path, &partial)?;
+            }
+            Ok(Err(error)) => failed.push(error.to_string()),
+            Err(error) => failed.push(format!("a fetch failed: {error}")),
+        }
+    }
+    if !failed.is_empty() {
+        endpoint.close();
+        failed.sort();
+        return Err(format!("{}; run again to resume", failed.join("; ")).into());
+    }
+    partial.files.sort_by_key(|file| file.partition);
     endpoint.close();
     let mut manifest = previous.unwrap_or(Manifest {
         format: FORMAT,
@@ -448,6 +457,63 @@ async fn backup(config: &NodeConfig, dir: &Path, timeout: Duration) -> Result<()
     )
     .map_err(|e| format!("cannot write the report: {e}"))?;
     Ok(())
+}
+
+/// One partition to fetch in a run.
+struct Fetch {
+    endpoint: replicast_transport::quic::Endpoint,
+    dir: PathBuf,
+    partition: u32,
+    after: Tid,
+    up_to: Tid,
+    timeout: Duration,
+}
+
+impl Fetch {
+    /// Fetches the partition from the first of `sources` that serves it.
+    async fn from_any(self, sources: Vec<(String, SocketAddr)>) -> Result<DataFile, Error> {
+        let mut errors = Vec::new();
+        for (name, address) in sources {
+            let link = match tokio::time::timeout(self.timeout, self.endpoint.link(&name, address))
+                .await
+            {
+                Ok(Ok(link)) => link,
+                Ok(Err(error)) => {
+                    errors.push(format!("{name}: {error}"));
+                    continue;
+                }
+                Err(_) => {
+                    errors.push(format!("{name}: no connection in time"));
+                    continue;
+                }
+            };
+            let fetched = fetch_partition(
+                &link,
+                &name,
+                &self.dir,
+                self.partition,
+                self.after,
+                self.up_to,
+                self.timeout,
+            )
+            .await;
+            // The link is shared by the fetches from this storage: it closes with the endpoint.
+            match fetched {
+                Ok(file) => return Ok(file),
+                Err(error) => errors.push(format!("{name}: {error}")),
+            }
+        }
+        Err(format!(
+            "partition {}: no readable replica served it ({})",
+            self.partition,
+            if errors.is_empty() {
+                "none running".to_owned()
+            } else {
+                errors.join("; ")
+            }
+        )
+        .into())
+    }
 }
 
 /// Fetches `partition`'s transactions in `(after, up_to]` from `storage` over `link` into a
