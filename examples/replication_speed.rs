@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         spare_storages: vec!["storage-4".into()],
         ..ClusterSpec::default()
     });
-    let client = NodeConfig::load(&cluster.client_config("client-1", ""))?;
+    let client = NodeConfig::load(cluster.client_config("client-1", ""))?;
     let admin = cluster.admin_config();
 
     let runtime = tokio::runtime::Runtime::new()?;

@@ -409,7 +409,7 @@ async fn backup(
                 up_to,
                 timeout,
             };
-            running.spawn(fetch.from_any(sources));
+            running.spawn(fetch.run(sources));
         }
         let Some(joined) = running.join_next().await else {
             break;
@@ -471,7 +471,7 @@ struct Fetch {
 
 impl Fetch {
     /// Fetches the partition from the first of `sources` that serves it.
-    async fn from_any(self, sources: Vec<(String, SocketAddr)>) -> Result<DataFile, Error> {
+    async fn run(self, sources: Vec<(String, SocketAddr)>) -> Result<DataFile, Error> {
         let mut errors = Vec::new();
         for (name, address) in sources {
             let link = match tokio::time::timeout(self.timeout, self.endpoint.link(&name, address))
