@@ -48,7 +48,8 @@ const LIST_BELOW: u64 = 64;
 const HELP: &str = "\
 For each partition (or only --partition), the up-to-date cells on running storages are asked for \
 a digest over their revisions (oid, TID, digest of the content as read now) with TIDs up to \
---until (default: the last committed TID). Where the digests differ, the range of oids is \
+--until (default: the last TID whose finish every replica acknowledged, so that a commit in \
+flight is not taken for a difference). Where the digests differ, the range of oids is \
 bisected until it holds few revisions, which are then listed and compared; each revision that \
 differs is printed with its oid, its TID and what each replica holds. A replica whose revision \
 no longer matches the digest stored when it was written holds a corrupt copy; otherwise the \
@@ -74,7 +75,8 @@ pub struct CheckArgs {
     /// Check only this partition.
     #[arg(long, value_name = "P")]
     partition: Option<u32>,
-    /// Check the revisions up to this TID (16 hex digits); default: the last committed TID.
+    /// Check the revisions up to this TID (16 hex digits); default: the last TID whose finish
+    /// every replica acknowledged.
     #[arg(long, value_name = "TID", value_parser = parse_tid)]
     until: Option<Tid>,
     /// Feed the bad cells again from good ones by replication.
@@ -139,7 +141,9 @@ pub fn run(args: CheckArgs) -> Result<(), Error> {
 async fn check(config: &NodeConfig, args: &CheckArgs, timeout: Duration) -> Result<i32, Error> {
     let status = cluster_status(config, timeout).await?;
     let table = &status.partition_table;
-    let until = args.until.unwrap_or(Tid(status.last_tid));
+    // A commit whose finish some replica has not done yet is not a difference: by default
+    // only what every readable replica must hold is compared.
+    let until = args.until.unwrap_or(Tid(status.complete_tid));
     let partitions: Vec<u32> = match args.partition {
         Some(partition) if partition >= table.num_partitions() => {
             return Err(format!(
