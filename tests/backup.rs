@@ -322,3 +322,132 @@ fn an_interrupted_backup_resumes_to_its_own_tid() {
     assert_eq!(added, 1, "{extended:#}");
     cluster.stop();
 }
+
+/// A client of the process cluster whose configuration is `config`, in `runtime`.
+fn connect(
+    runtime: &tokio::runtime::Runtime,
+    config: &Path,
+) -> (
+    replicast_node::driver::ClientHandle,
+    replicast_transport::quic::Endpoint,
+) {
+    let config = replicast_node::config::NodeConfig::load(config).expect("a client config");
+    runtime
+        .block_on(replicast_node::driver::connect_from_config(
+            &config,
+            replicast_node::client::ClientConfig::default(),
+            std::time::Duration::from_secs(30),
+        ))
+        .expect("connect")
+}
+
+#[test]
+fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
+    use replicast_node::ids::{Oid, Tid};
+    use replicast_node::protocol::LoadBefore;
+    use replicast_testkit::workload::transfers;
+
+    const ACCOUNTS: u32 = 10;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let source = LocalCluster::start(&ClusterSpec::default());
+    let admin = source.admin_config();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (mut bank, _endpoint) = connect(&runtime, &source.client_config("client-1", ""));
+    let accounts: Vec<Oid> = runtime
+        .block_on(transfers::create_accounts(&mut bank, ACCOUNTS))
+        .expect("accounts");
+
+    // Transfers go on in rounds of 10 commits until the backup is done; the backup starts
+    // once the first round committed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let writer = {
+        let (stop, accounts) = (stop.clone(), accounts.clone());
+        thread::spawn(move || {
+            let mut commits = Vec::new();
+            // Bounded: 200 rounds at most.
+            for round in 0..200u64 {
+                let run = runtime
+                    .block_on(transfers::run(&mut bank, &accounts, 10, round + 1))
+                    .expect("transfers");
+                commits.extend(run.commits);
+                if round == 0 {
+                    started_tx.send(()).expect("the test waits");
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            runtime.block_on(bank.close()).expect("close");
+            commits
+        })
+    };
+    started.recv().expect("the first round committed");
+    let taken = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().expect("the writer ends");
+    assert_eq!(taken.code, Some(0), "{}\n{}", taken.stdout, taken.stderr);
+    let tid = Tid(tid_of(&manifest(&backup)["tid"]));
+    let before_backup = commits.iter().filter(|commit| commit.tid <= tid).count();
+    assert!(before_backup >= 10, "the first round is in the backup");
+
+    // Each account as the source held it at the backup's TID.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (reader, _endpoint) = connect(&runtime, &source.client_config("client-2", ""));
+    let at_backup: Vec<(Oid, Tid, i64)> = accounts
+        .iter()
+        .map(|oid| {
+            match runtime
+                .block_on(reader.load_before(*oid, Tid(tid.0 + 1)))
+                .expect("load before")
+            {
+                LoadBefore::Found { data, serial, .. } => (
+                    *oid,
+                    serial,
+                    transfers::balance(*oid, &data).expect("a balance"),
+                ),
+                other => panic!("account {oid} at the backup's TID: {other:?}"),
+            }
+        })
+        .collect();
+    runtime.block_on(reader.close()).expect("close");
+    source.stop();
+
+    let target = LocalCluster::start(&ClusterSpec::default());
+    let target_client = target.client_config("client-1", "");
+    let restored = replicast(&[
+        "restore",
+        "--from",
+        path(&backup),
+        "--config",
+        path(&target_client),
+    ]);
+    assert_eq!(
+        restored.code,
+        Some(0),
+        "{}\n{}",
+        restored.stdout,
+        restored.stderr
+    );
+    let (copy, _endpoint) = connect(&runtime, &target_client);
+    let mut sum = 0;
+    for (oid, serial, balance) in &at_backup {
+        let (copied_serial, data) = runtime
+            .block_on(copy.load(*oid))
+            .expect("load")
+            .expect("the account is in the copy");
+        assert_eq!(
+            (
+                copied_serial,
+                transfers::balance(*oid, &data).expect("a balance")
+            ),
+            (*serial, *balance),
+            "account {oid} as at the backup's TID"
+        );
+        sum += balance;
+    }
+    assert_eq!(sum, i64::from(ACCOUNTS) * transfers::INITIAL_BALANCE);
+    runtime.block_on(copy.close()).expect("close");
+    target.stop();
+}
