@@ -152,6 +152,7 @@ fn apply_plain(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineEr
             objects,
             progress,
         } => batch.import_objects(*partition, objects, *progress),
+        Write::ForgetProgress { partition } => batch.forget_progress(*partition),
         // Handled by `apply`.
         Write::Pack { .. } | Write::Collect { .. } => Ok(()),
     }

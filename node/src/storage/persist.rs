@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::Storage;
 use super::config::StorageConfig;
+use super::{Storage, StorageEvent};
 use crate::engine::{
     EngineError, ObjectBatch, ObjectCursor, PackStep, ReplicatedObject, ReplicationProgress,
     Revision, TransactionBatch,
@@ -125,6 +125,13 @@ pub enum Write {
         /// What the engine then holds of the partition.
         progress: ReplicationProgress,
     },
+    /// Forget what replication recorded of `partition`, durably: a cell that was whole here went
+    /// out of date, and the next round copies what the master says it holds whole, nothing
+    /// more ([`Engine::forget_progress`](crate::engine::WriteBatch::forget_progress)).
+    ForgetProgress {
+        /// The partition.
+        partition: u32,
+    },
     /// Import replicated revisions of `partition` and record `progress`, durably.
     ImportObjects {
         /// The partition.
@@ -151,6 +158,7 @@ impl Write {
                 | Write::Abort { .. }
                 | Write::StageUndo { .. }
                 | Write::CheckSerial { .. }
+                | Write::ForgetProgress { .. }
                 | Write::Pack { .. } => 0,
                 Write::Collect { oids, .. } => 8 * oids.len(),
                 Write::ImportTransactions { transactions, .. } => transactions
@@ -312,6 +320,9 @@ pub(super) enum AfterWrite {
         request: u64,
         kind: &'static str,
     },
+    /// Nothing waits for it (a forgotten replication progress: the imports that follow are
+    /// executed after it, in order).
+    Nothing,
     /// Advance the catch-up of `partition` (if it is still round `round`).
     Import {
         partition: u32,
@@ -482,6 +493,15 @@ impl Storage {
                     Err(error) => Err(error),
                 };
                 self.answer_ask(&to, request, kind, answer);
+                Ok(())
+            }
+            AfterWrite::Nothing => {
+                if let Err(error) = result {
+                    self.events.push_back(StorageEvent::EngineError {
+                        ttid: Tid::ZERO,
+                        error: format!("forgetting a replication progress: {error}"),
+                    });
+                }
                 Ok(())
             }
             AfterWrite::Import {

@@ -242,6 +242,8 @@ impl Storage {
                 });
                 if was_whole && state(partition) == Some(CellState::OutOfDate) {
                     self.progress.remove(&partition);
+                    self.persistence
+                        .write(Write::ForgetProgress { partition }, AfterWrite::Nothing);
                 }
             }
         }

@@ -936,6 +936,10 @@ fn a_cell_that_was_whole_and_goes_out_of_date_forgets_what_replication_brought()
             .iter()
             .any(|(to, message)| to == MASTER && *message == Message::AskCatchUp)
     );
+    // Forgotten on disk too, before any import of the next round (writes run in order).
+    let forgotten = writes(&mut storage);
+    assert_eq!(kinds(&forgotten), [&Write::ForgetProgress { partition: 0 }]);
+    persist_all(&mut storage, forgotten);
     // The master says it holds nothing whole: the partition is copied from the start.
     storage
         .handle(
