@@ -377,7 +377,8 @@ async fn backup(
         .collect();
     let mut own = config.clone();
     own.node.listen.set_port(0);
-    let endpoint = bind_endpoint(&own)?;
+    // A session of its own, as `replicast status`: the node of this configuration may be running.
+    let endpoint = bind_endpoint(&own, true)?;
     // The partitions left, each with its readable cells on running storages, fetched
     // `parallel` at a time; a partition no replica serves is reported once the others are done.
     let mut left = std::collections::VecDeque::new();

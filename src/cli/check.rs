@@ -163,7 +163,8 @@ async fn check(config: &NodeConfig, args: &CheckArgs, timeout: Duration) -> Resu
         .collect();
     let mut own = config.clone();
     own.node.listen.set_port(0);
-    let endpoint = bind_endpoint(&own)?;
+    // A session of its own, as `replicast status`: the node of this configuration may be running.
+    let endpoint = bind_endpoint(&own, true)?;
     let mut out = std::io::stdout().lock();
     let say = |out: &mut std::io::StdoutLock<'_>, line: String| {
         writeln!(out, "{line}").map_err(|e| format!("cannot write the report: {e}"))
