@@ -323,6 +323,52 @@ impl PartitionTable {
         Ok(changed)
     }
 
+    /// Marks out of date every cell of `node` that is not the last readable cell of its
+    /// partition (its node missed a write); returns how many cells changed. The version is
+    /// bumped when any did.
+    ///
+    /// Unlike [`mark_out_of_date`](Self::mark_out_of_date) the table stays
+    /// [operational](Self::is_operational) if it was: the last readable copy of a partition
+    /// stays readable, and every other cell of `node` goes out of date, so that no cell that
+    /// missed a write is read while another cell of its partition has it. (Refusing the whole
+    /// node instead, because one of its cells is a last copy, would leave its cells of the
+    /// partitions the write went to readable without the write.)
+    ///
+    /// ```
+    /// use replicast_node::partition::{CellState, PartitionTable};
+    ///
+    /// let mut table = PartitionTable::new(3, 2, &["s1".into(), "s2".into(), "s3".into()])?;
+    /// table.mark_out_of_date("s1")?;
+    /// // s2 is the last readable copy of the partition it shares with s1 only.
+    /// let changed = table.mark_out_of_date_keeping_last_copies("s2")?;
+    /// assert!(changed > 0);
+    /// assert!(table.is_operational());
+    /// # Ok::<(), replicast_node::partition::PartitionError>(())
+    /// ```
+    pub fn mark_out_of_date_keeping_last_copies(
+        &mut self,
+        node: &str,
+    ) -> Result<usize, PartitionError> {
+        self.require_storage(node)?;
+        let mut changed = 0;
+        for cells in &mut self.partitions {
+            let others_readable = cells
+                .iter()
+                .any(|cell| cell.node != node && cell.is_readable());
+            for cell in cells.iter_mut() {
+                let last_copy = cell.is_readable() && !others_readable;
+                if cell.node == node && cell.state != CellState::OutOfDate && !last_copy {
+                    cell.state = CellState::OutOfDate;
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            self.version += 1;
+        }
+        Ok(changed)
+    }
+
     /// Sets every out-of-date cell of `node` feeding (its node is back and starts catching up);
     /// returns how many cells changed.
     pub fn start_feeding(&mut self, node: &str) -> Result<usize, PartitionError> {

@@ -543,8 +543,19 @@ impl Master {
             return Ok(());
         }
         let silent = std::mem::take(&mut finishing.waiting);
-        for node in silent {
-            self.mark_out_of_date(&node)?;
+        for node in &silent {
+            self.mark_out_of_date(node)?;
+        }
+        // A silent voter that is still the last readable copy of a partition the commit
+        // wrote is waited for again: completing without it would announce a commit that
+        // no readable replica of that partition shows yet.
+        let still_needed: BTreeSet<NodeName> = silent
+            .into_iter()
+            .filter(|node| self.last_copy_of_written(node))
+            .collect();
+        if let Some(finishing) = self.finishing.as_mut() {
+            finishing.deadline = now + self.config.finish_timeout;
+            finishing.waiting = still_needed;
         }
         self.complete_finish_if_done(now)?;
         self.sync_replication();
@@ -870,6 +881,19 @@ impl Master {
         self.events.push_back(MasterEvent::Aborted { ttid });
     }
 
+    /// Whether `node` holds a readable cell of a partition that the finish in progress wrote.
+    fn last_copy_of_written(&self, node: &str) -> bool {
+        let Some(finishing) = self.finishing.as_ref() else {
+            return false;
+        };
+        finishing.request.oids.iter().any(|oid| {
+            self.state
+                .table
+                .readable_cells(*oid)
+                .any(|cell| cell.node == node)
+        })
+    }
+
     fn has_writable_cell(&self, node: &str) -> bool {
         self.state.table.partitions().any(|cells| {
             cells
@@ -878,12 +902,15 @@ impl Master {
         })
     }
 
-    /// Marks `node`'s cells out of date, unless that would leave a partition without a
-    /// readable cell: the last copy of a partition stays readable, and finishes that need the
-    /// node are refused instead.
+    /// Marks `node`'s cells out of date, except those that are the last readable copy of
+    /// their partition: the last copy stays readable, and finishes that need the node are
+    /// refused instead (or wait for it, see [`finish_timeout`](Self::finish_timeout)). Every
+    /// other cell goes, so that no cell that missed a commit stays readable (P7: refusing the
+    /// whole node because one of its cells was a last copy left its other cells readable
+    /// without the commit, and a reader saw half of a transaction).
     fn mark_out_of_date(&mut self, node: &str) -> Result<(), ProtocolError> {
         let mut marked = self.state.table.clone();
-        if marked.mark_out_of_date(node)? == 0 || !marked.is_operational() {
+        if marked.mark_out_of_date_keeping_last_copies(node)? == 0 {
             return Ok(());
         }
         self.note_out_of_date(node);
