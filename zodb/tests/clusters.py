@@ -2,8 +2,8 @@
 conformance mixins run against it.
 
 ``ClusterStorageTest`` is ZODB's ``StorageTestBase`` with ``self._storage`` a
-``ReplicastStorage`` on a cluster started for the test (a master and three storages,
-replicas 2, as separate processes) and stopped after it, and ``_new_storage_client()`` a
+``ReplicastStorage`` on a cluster started for the test (a group of three masters and three
+storages, replicas 2, as separate processes) and stopped after it, and ``_new_storage_client()`` a
 second client of the same cluster (ZODB's race tests need one). ZODB's mixins name their
 tests ``check*``; each subclass gets ``test_*`` aliases of them, which pytest collects.
 """
@@ -28,6 +28,10 @@ SESSION_DIR: Optional[Path] = None
 #: 64 clients at once, plus the test's own.
 CLIENTS = 72
 
+#: How many masters a test cluster runs: a raft group, so that clients find the primary, follow
+#: a new one and see every master gone, as in production.
+MASTERS = 3
+
 #: The fan-out strategies the suites run under.
 STRATEGIES = ("unicast", "multicast")
 
@@ -42,15 +46,19 @@ def certificates() -> Path:
         if _certs is None:
             assert SESSION_DIR is not None, "conftest.py sets SESSION_DIR"
             _certs = make_certificates(
-                SESSION_DIR / "certs", LocalCluster.certificate_names(3, CLIENTS)
+                SESSION_DIR / "certs",
+                LocalCluster.certificate_names(3, CLIENTS, MASTERS)
+                + LocalCluster.certificate_names(0, 0, 1),
             )
         return _certs
 
 
 def start_cluster(**shape: Any) -> LocalCluster:
-    """A started cluster in a directory of its own (``shape``: LocalCluster's options)."""
+    """A started cluster in a directory of its own (``shape``: LocalCluster's options;
+    :data:`MASTERS` masters unless it says)."""
     assert SESSION_DIR is not None
     root = Path(tempfile.mkdtemp(prefix="cluster-", dir=SESSION_DIR))
+    shape.setdefault("masters", MASTERS)
     cluster = LocalCluster(root, certs=certificates(), clients=CLIENTS, **shape)
     try:
         return cluster.start()
