@@ -12,8 +12,8 @@
 //! committed changes, the sum is kept); no TID is given twice and each client's TIDs increase;
 //! no object id is handed out twice.
 //!
-//! `MASTERS_SIM_SEEDS=N` runs N seeds (default [`SEEDS`]); `MASTERS_SIM_SEED=S` runs only seed
-//! S, `MASTERS_SIM_TRACE=1` prints the faults.
+//! `MASTERS_SIM_SEEDS=N` runs N seeds (default [`SEEDS`], split between four tests, one per
+//! quarter); `MASTERS_SIM_SEED=S` runs only seed S, `MASTERS_SIM_TRACE=1` prints the faults.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -43,8 +43,10 @@ const INITIAL_BALANCE: i64 = 100;
 const FIRST_OID: u64 = 1_000;
 /// Faults injected per run.
 const FAULTS: u32 = 3;
-/// Seeds run by default.
-const SEEDS: u64 = 40;
+/// Seeds run by default: 1,000, in [`SLICES`] tests of which nextest runs several at once.
+const SEEDS: u64 = 1_000;
+/// The tests the seeds are divided between.
+const SLICES: u64 = 4;
 const MAX_STEPS: usize = 400_000;
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(300);
 /// When a node hears that a peer it lost is gone.
@@ -870,14 +872,17 @@ fn run_seed(seed: u64) -> (Duration, usize, u32, usize) {
     (sim.now, commits, aborts, sim.protocol_errors)
 }
 
-#[test]
-fn masters_crashing_and_cut_off_lose_no_commit() {
+/// Runs the seeds of slice `slice` (of [`SLICES`]) of the `MASTERS_SIM_SEEDS` (or [`SEEDS`])
+/// seeds; with `MASTERS_SIM_SEED`, only that seed (in slice 0).
+fn run_slice(slice: u64) {
     if let Some(seed) = std::env::var("MASTERS_SIM_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
     {
-        let outcome = run_seed(seed);
-        eprintln!("seed {seed}: {outcome:?}");
+        if slice == 0 {
+            let outcome = run_seed(seed);
+            eprintln!("seed {seed}: {outcome:?}");
+        }
         return;
     }
     let seeds = std::env::var("MASTERS_SIM_SEEDS")
@@ -886,7 +891,8 @@ fn masters_crashing_and_cut_off_lose_no_commit() {
         .unwrap_or(SEEDS);
     let started = Instant::now();
     let mut commits = 0;
-    for seed in 0..seeds {
+    let mut ran = 0;
+    for seed in (0..seeds).filter(|seed| seed % SLICES == slice) {
         let outcome = std::panic::catch_unwind(|| run_seed(seed));
         match outcome {
             Ok((_, committed, _, _)) => commits += committed,
@@ -895,9 +901,30 @@ fn masters_crashing_and_cut_off_lose_no_commit() {
                 std::panic::resume_unwind(panic);
             }
         }
+        ran += 1;
     }
     eprintln!(
-        "{seeds} seeds, {commits} commits, {FAULTS} faults each, in {:?}",
+        "{ran} seeds (slice {slice} of {SLICES}), {commits} commits, {FAULTS} faults each, in {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn masters_crashing_and_cut_off_lose_no_commit_seeds_slice_0() {
+    run_slice(0);
+}
+
+#[test]
+fn masters_crashing_and_cut_off_lose_no_commit_seeds_slice_1() {
+    run_slice(1);
+}
+
+#[test]
+fn masters_crashing_and_cut_off_lose_no_commit_seeds_slice_2() {
+    run_slice(2);
+}
+
+#[test]
+fn masters_crashing_and_cut_off_lose_no_commit_seeds_slice_3() {
+    run_slice(3);
 }

@@ -178,6 +178,7 @@ impl Host {
 }
 
 /// The namespaces of one topology; all deleted when this drops.
+#[derive(Debug)]
 pub struct Topology {
     tag: String,
     switch: String,
@@ -341,6 +342,42 @@ impl Topology {
             ])?;
         }
         Ok(())
+    }
+
+    /// Cuts every host of `one_side` off from every host of `other_side`, both ways, as a
+    /// partition of the network does: each host gets a blackhole route to the addresses of the
+    /// other side (its datagrams to them are dropped in its own stack; the hosts of one side
+    /// still reach each other). [`heal`](Self::heal) removes the routes.
+    pub fn cut(&self, one_side: &[&str], other_side: &[&str]) -> Result<(), TestkitError> {
+        self.blackholes("add", one_side, other_side)
+    }
+
+    /// Undoes [`cut`](Self::cut) of the same two sides.
+    pub fn heal(&self, one_side: &[&str], other_side: &[&str]) -> Result<(), TestkitError> {
+        self.blackholes("del", one_side, other_side)
+    }
+
+    fn blackholes(
+        &self,
+        verb: &str,
+        one_side: &[&str],
+        other_side: &[&str],
+    ) -> Result<(), TestkitError> {
+        for (from, to) in [(one_side, other_side), (other_side, one_side)] {
+            for host in from {
+                for peer in to {
+                    let address = format!("{}/32", self.host(peer)?.address());
+                    self.ip_in(host, &["route", verb, "blackhole", &address])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the calling thread into host `name`'s namespace (see [`enter`]): the sockets it
+    /// makes and the processes it starts from then on are on that host.
+    pub fn enter_host(&self, name: &str) -> Result<(), TestkitError> {
+        enter(&self.namespace_path(name)?)
     }
 
     /// `ip -n NAMESPACE ARGS` for host `name`; returns its output.

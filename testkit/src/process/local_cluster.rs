@@ -1,14 +1,17 @@
-//! [`LocalCluster`]: a master and storages as `replicast node` processes on 127.0.0.1, with
-//! certificates from `replicast certs init` and configuration files in a temporary directory.
+//! [`LocalCluster`]: a master and storages as `replicast node` processes on 127.0.0.1 (or each
+//! in its own network namespace of a [`Topology`]), with certificates from `replicast certs
+//! init` and configuration files in a temporary directory.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use replicast_certs::NodeIdentity;
 
 use super::{NodeProcess, binary};
+use crate::netns::Topology;
 
 /// What to start: the partition table's shape, the storages and the extra names to give
 /// certificates to (clients, test peers).
@@ -36,6 +39,11 @@ pub struct ClusterSpec {
     /// The masters' names: one (`master`, configured with the single `[master]` form) or a
     /// group (listed in every node's `[masters]`).
     pub masters: Vec<String>,
+    /// Where the nodes run: `None`, on 127.0.0.1; a topology, each master and storage in the
+    /// namespace of the topology's host of the same name, listening on that host's address
+    /// (clients and operators then listen on every address of wherever they run: the test
+    /// picks their host, e.g. with [`Topology::enter_host`]).
+    pub topology: Option<Arc<Topology>>,
 }
 
 impl Default for ClusterSpec {
@@ -54,6 +62,7 @@ impl Default for ClusterSpec {
             master_sections: String::new(),
             stderr_to_files: false,
             masters: vec!["master".to_owned()],
+            topology: None,
         }
     }
 }
@@ -85,15 +94,38 @@ pub struct LocalCluster {
     pub storages: BTreeMap<String, NodeProcess>,
     addresses: BTreeMap<String, SocketAddr>,
     stderr_to_files: bool,
+    topology: Option<Arc<Topology>>,
 }
 
-/// A UDP port free on 127.0.0.1 right now (a master's or storage's configuration needs a fixed
-/// port; each node's ready line is checked against it).
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768-60999), so that a
+/// socket bound to port 0 anywhere on the machine (the tests running beside this one bind
+/// thousands) cannot take the port of a node while that node is down between a kill and its
+/// restart; CI once saw a restarted master exit at startup, its port most likely taken so.
+const FIXED_PORTS: std::ops::Range<u16> = 12_000..32_000;
+
+/// A UDP port free on 127.0.0.1 right now, for a node that is configured with a fixed port
+/// (a master's or storage's configuration needs one; each node's ready line is checked
+/// against it), taken from [`FIXED_PORTS`] at a random place.
+///
+/// # Panics
+/// When none of a few hundred candidates can be bound.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("bind a UDP socket on 127.0.0.1")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(FIXED_PORTS.end - FIXED_PORTS.start);
+    for _ in 0..500 {
+        // Random per process and call: std's hasher keys are random per process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
+        let port = FIXED_PORTS.start + offset;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port on 127.0.0.1 in {FIXED_PORTS:?} after 500 tries");
 }
 
 /// Writes `text` to `DIR/NAME.toml`; returns the path.
@@ -137,12 +169,7 @@ impl LocalCluster {
         let master_addresses: BTreeMap<String, SocketAddr> = spec
             .masters
             .iter()
-            .map(|name| {
-                (
-                    name.clone(),
-                    SocketAddr::from(([127, 0, 0, 1], free_port())),
-                )
-            })
+            .map(|name| (name.clone(), node_address(spec.topology.as_deref(), name)))
             .collect();
         let group: String = master_addresses
             .iter()
@@ -179,7 +206,13 @@ impl LocalCluster {
             );
             processes.insert(
                 name.clone(),
-                start_node(root, name, &config, spec.stderr_to_files),
+                start_node(
+                    spec.topology.as_deref(),
+                    root,
+                    name,
+                    &config,
+                    spec.stderr_to_files,
+                ),
             );
         }
         for (name, node) in &processes {
@@ -199,9 +232,10 @@ impl LocalCluster {
             storages: BTreeMap::new(),
             addresses: BTreeMap::new(),
             stderr_to_files: spec.stderr_to_files,
+            topology: spec.topology.clone(),
         };
         for name in spec.storages.iter().chain(&spec.spare_storages) {
-            let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let listen = node_address(spec.topology.as_deref(), name);
             write_config(
                 cluster.root(),
                 name,
@@ -248,7 +282,13 @@ impl LocalCluster {
     /// polled from its status through `replicast status`); returns its name.
     pub fn wait_primary(&self) -> String {
         let deadline = std::time::Instant::now() + super::WAIT;
-        let config = self.config(&self.master_node.name);
+        // Asked as the operator when it has a certificate (in a topology, a master's own
+        // configuration would bind that master's address, which is not here).
+        let config = if self.root().join("certs/admin.pem").exists() {
+            self.admin_config()
+        } else {
+            self.config(&self.master_node.name)
+        };
         loop {
             let outcome = super::output(
                 Command::new(binary())
@@ -285,7 +325,13 @@ impl LocalCluster {
     pub fn restart_master(&mut self, name: &str) {
         let config = self.config(name);
         let address = self.master_addresses[name];
-        let node = start_node(self.root(), name, &config, self.stderr_to_files);
+        let node = start_node(
+            self.topology.as_deref(),
+            self.root(),
+            name,
+            &config,
+            self.stderr_to_files,
+        );
         assert_eq!(
             node.wait_ready(),
             address,
@@ -338,7 +384,13 @@ impl LocalCluster {
     /// Starts (or restarts, after it was killed or stopped) storage `name` and waits for its
     /// ready line.
     pub fn start_storage(&mut self, name: &str) {
-        let node = start_node(self.root(), name, &self.config(name), self.stderr_to_files);
+        let node = start_node(
+            self.topology.as_deref(),
+            self.root(),
+            name,
+            &self.config(name),
+            self.stderr_to_files,
+        );
         let address = node.wait_ready();
         assert_eq!(
             address, self.addresses[name],
@@ -377,8 +429,9 @@ impl LocalCluster {
             self.root(),
             file,
             &format!(
-                "[node]\nname = \"{name}\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n\n{}\n\
+                "[node]\nname = \"{name}\"\nrole = \"client\"\nlisten = \"{}\"\n\n{}\n\
                  {}\n{extra}\n",
+                self.any_address(),
                 common_sections(name),
                 self.masters_section
             ),
@@ -393,11 +446,23 @@ impl LocalCluster {
             self.root(),
             "admin",
             &format!(
-                "[node]\nname = \"admin\"\nrole = \"admin\"\nlisten = \"127.0.0.1:0\"\n\n{}\n{}\n",
+                "[node]\nname = \"admin\"\nrole = \"admin\"\nlisten = \"{}\"\n\n{}\n{}\n",
+                self.any_address(),
                 common_sections("admin"),
                 self.masters_section
             ),
         )
+    }
+
+    /// Where a client or operator listens: any port of 127.0.0.1, or of every address of the
+    /// namespace it runs in when the nodes are in a topology.
+    fn any_address(&self) -> SocketAddr {
+        let ip = if self.topology.is_some() {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
+        SocketAddr::new(IpAddr::V4(ip), 0)
     }
 
     /// SIGTERMs every storage, then the masters, and checks each exits 0.
@@ -418,22 +483,50 @@ impl LocalCluster {
     }
 }
 
-/// `replicast node --config CONFIG`; with `stderr_to_file`, its standard error written to
-/// ROOT/NAME.stderr, appended across restarts (the shell execs the node, so the process id is
-/// the node's).
-fn start_node(root: &Path, name: &str, config: &Path, stderr_to_file: bool) -> NodeProcess {
+/// Where node `name` listens: a free port of 127.0.0.1, or a fixed port of its host's address in
+/// `topology` (a namespace of its own: any port is free there).
+fn node_address(topology: Option<&Topology>, name: &str) -> SocketAddr {
+    match topology {
+        None => SocketAddr::from(([127, 0, 0, 1], free_port())),
+        Some(topology) => {
+            let host = topology
+                .host(name)
+                .unwrap_or_else(|error| panic!("node {name} has no host: {error}"));
+            SocketAddr::from((host.address(), 7_000))
+        }
+    }
+}
+
+/// `replicast node --config CONFIG` (in its host's namespace when there is a `topology`); with
+/// `stderr_to_file`, its standard error appended to ROOT/NAME.stderr across restarts (the shell
+/// and `ip netns exec` exec the node, so the process id is the node's).
+fn start_node(
+    topology: Option<&Topology>,
+    root: &Path,
+    name: &str,
+    config: &Path,
+    stderr_to_file: bool,
+) -> NodeProcess {
+    let mut command = match topology {
+        None => Command::new("sh"),
+        Some(topology) => topology
+            .exec(name, "sh")
+            .unwrap_or_else(|error| panic!("start {name}: {error}")),
+    };
     if !stderr_to_file {
-        return NodeProcess::start(name, config);
+        command
+            .arg("-c")
+            .arg(r#"exec "$0" node --config "$1""#)
+            .arg(binary())
+            .arg(config);
+        return NodeProcess::start_command(name, &mut command);
     }
     let stderr = root.join(format!("{name}.stderr"));
-    NodeProcess::start_command(
-        name,
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec "$0" node --config "$1" 2>>"$2""#)
-            .arg(binary())
-            .arg(config)
-            .arg(&stderr),
-    )
-    .with_stderr_file(stderr)
+    command
+        .arg("-c")
+        .arg(r#"exec "$0" node --config "$1" 2>>"$2""#)
+        .arg(binary())
+        .arg(config)
+        .arg(&stderr);
+    NodeProcess::start_command(name, &mut command).with_stderr_file(stderr)
 }

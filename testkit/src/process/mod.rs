@@ -110,6 +110,7 @@ pub fn client(config: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 /// What a finished command gave: its exit code, standard output and standard error.
+#[derive(Debug)]
 pub struct Outcome {
     /// The exit code; `None` when a signal ended it.
     pub code: Option<i32>,

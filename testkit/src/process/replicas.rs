@@ -280,15 +280,13 @@ pub fn settle(status_config: &Path, caught_up: &[Vec<(String, String)>]) -> Tabl
 }
 
 /// Stops every node with SIGTERM, opens each storage's file, and checks that the cells of
-/// every partition in `table` hold the same history and the same last revision of every
-/// account, and that the histories hold the commits: a revision of each account a commit
-/// changed, at the commit's TID.
-pub fn stop_and_compare(
+/// every partition in `table` hold the same history (returned by partition: `(oid, tid,
+/// digest)` in (TID, OID) order), and the same last revision of every oid of `accounts`.
+pub fn stop_and_compare_replicas(
     mut cluster: LocalCluster,
     table: &[Vec<(String, String)>],
-    commits: &[Commit],
     accounts: &[Oid],
-) {
+) -> Vec<Vec<(Oid, Tid, [u8; 16])>> {
     let storages: Vec<String> = cluster.storages.keys().cloned().collect();
     for name in &storages {
         cluster.storage(name).stop();
@@ -303,11 +301,7 @@ pub fn stop_and_compare(
         })
         .collect();
     let partitions = u32::try_from(table.len()).expect("a table of at most 2^32 partitions");
-    let mut revisions = 0;
-    let mut missing: std::collections::BTreeSet<(Oid, Tid)> = commits
-        .iter()
-        .flat_map(|commit| commit.deltas.iter().map(|(oid, _)| (*oid, commit.tid)))
-        .collect();
+    let mut histories = Vec::new();
     for (partition, cells) in (0u32..).zip(table) {
         let holders: Vec<&str> = cells.iter().map(|(storage, _)| storage.as_str()).collect();
         assert_eq!(holders.len(), 2, "partition {partition} has R cells");
@@ -319,10 +313,6 @@ pub fn stop_and_compare(
                 "partition {partition}: {holder} and {} hold the same history",
                 holders[0]
             );
-        }
-        revisions += reference.len();
-        for (oid, tid, _) in &reference {
-            missing.remove(&(*oid, *tid));
         }
         for oid in accounts
             .iter()
@@ -342,6 +332,30 @@ pub fn stop_and_compare(
                 last.iter().all(|revision| *revision == last[0]),
                 "{oid}: the same last revision on {holders:?}"
             );
+        }
+        histories.push(reference);
+    }
+    histories
+}
+
+/// As [`stop_and_compare_replicas`], and checks that the histories hold the commits: a
+/// revision of each account a commit changed, at the commit's TID.
+pub fn stop_and_compare(
+    cluster: LocalCluster,
+    table: &[Vec<(String, String)>],
+    commits: &[Commit],
+    accounts: &[Oid],
+) {
+    let histories = stop_and_compare_replicas(cluster, table, accounts);
+    let mut missing: std::collections::BTreeSet<(Oid, Tid)> = commits
+        .iter()
+        .flat_map(|commit| commit.deltas.iter().map(|(oid, _)| (*oid, commit.tid)))
+        .collect();
+    let mut revisions = 0;
+    for history in &histories {
+        revisions += history.len();
+        for (oid, tid, _) in history {
+            missing.remove(&(*oid, *tid));
         }
     }
     assert!(

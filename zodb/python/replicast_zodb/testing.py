@@ -46,11 +46,25 @@ def replicast_binary() -> str:
     return path
 
 
+# Below Linux's default ephemeral range (32768-60999): a socket bound to port 0 anywhere on the
+# machine cannot take the port of a node that is down between a kill and its restart. The Rust
+# harness (replicast_testkit::process::free_port) uses 12000-31999; this one keeps apart.
+FIXED_PORTS = range(5000, 12000)
+
+
 def free_port() -> int:
-    """A UDP port free on 127.0.0.1 right now (QUIC listens on UDP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A UDP port free on 127.0.0.1 right now (QUIC listens on UDP), for a node configured with
+    a fixed port, taken at a random place of ``FIXED_PORTS``."""
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.choice(FIXED_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free UDP port on 127.0.0.1 in {FIXED_PORTS} after 500 tries")
 
 
 def random_group() -> str:
