@@ -323,35 +323,38 @@ impl PartitionTable {
         Ok(changed)
     }
 
-    /// Marks out of date every cell of `node` that is not the last readable cell of its
-    /// partition (its node missed a write); returns how many cells changed. The version is
-    /// bumped when any did.
+    /// Marks out of date the cells of `node` in `partitions` (a commit it missed wrote there),
+    /// except a cell that is the last readable one of its partition; returns how many cells
+    /// changed. The version is bumped when any did.
     ///
-    /// Unlike [`mark_out_of_date`](Self::mark_out_of_date) the table stays
-    /// [operational](Self::is_operational) if it was: the last readable copy of a partition
-    /// stays readable, and every other cell of `node` goes out of date, so that no cell that
-    /// missed a write is read while another cell of its partition has it. (Refusing the whole
-    /// node instead, because one of its cells is a last copy, would leave its cells of the
-    /// partitions the write went to readable without the write.)
+    /// For when [`mark_out_of_date`](Self::mark_out_of_date) would leave the table not
+    /// [operational](Self::is_operational) because another cell of `node` is a last copy:
+    /// the cells that missed the write must not stay readable all the same, or a reader at
+    /// the commit's TID sees the object's previous revision there.
     ///
     /// ```
-    /// use replicast_node::partition::{CellState, PartitionTable};
+    /// use replicast_node::partition::PartitionTable;
     ///
     /// let mut table = PartitionTable::new(3, 2, &["s1".into(), "s2".into(), "s3".into()])?;
     /// table.mark_out_of_date("s1")?;
-    /// // s2 is the last readable copy of the partition it shares with s1 only.
-    /// let changed = table.mark_out_of_date_keeping_last_copies("s2")?;
+    /// // s2 holds the last readable copy of the partition it shares with s1; a commit it
+    /// // missed wrote every partition: its other cells go, that one stays.
+    /// let changed = table.mark_cells_out_of_date("s2", [0, 1, 2])?;
     /// assert!(changed > 0);
     /// assert!(table.is_operational());
     /// # Ok::<(), replicast_node::partition::PartitionError>(())
     /// ```
-    pub fn mark_out_of_date_keeping_last_copies(
+    pub fn mark_cells_out_of_date(
         &mut self,
         node: &str,
+        partitions: impl IntoIterator<Item = u32>,
     ) -> Result<usize, PartitionError> {
         self.require_storage(node)?;
         let mut changed = 0;
-        for cells in &mut self.partitions {
+        for partition in partitions {
+            let Some(cells) = self.partitions.get_mut(partition as usize) else {
+                continue;
+            };
             let others_readable = cells
                 .iter()
                 .any(|cell| cell.node != node && cell.is_readable());

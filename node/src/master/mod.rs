@@ -543,8 +543,9 @@ impl Master {
             return Ok(());
         }
         let silent = std::mem::take(&mut finishing.waiting);
+        let written = finishing.request.oids.clone();
         for node in &silent {
-            self.mark_out_of_date(node)?;
+            self.mark_missed(node, &written)?;
         }
         // A silent voter that is still the last readable copy of a partition the commit
         // wrote is waited for again: completing without it would announce a commit that
@@ -672,7 +673,7 @@ impl Master {
         }
         for node in &failed {
             if self.state.table.storages().contains(node) {
-                self.mark_out_of_date(node)?;
+                self.mark_missed(node, &oids)?;
             }
         }
         let voters: BTreeSet<NodeName> = voters.into_iter().collect();
@@ -902,15 +903,42 @@ impl Master {
         })
     }
 
-    /// Marks `node`'s cells out of date, except those that are the last readable copy of
-    /// their partition: the last copy stays readable, and finishes that need the node are
-    /// refused instead (or wait for it, see [`finish_timeout`](Self::finish_timeout)). Every
-    /// other cell goes, so that no cell that missed a commit stays readable (P7: refusing the
-    /// whole node because one of its cells was a last copy left its other cells readable
-    /// without the commit, and a reader saw half of a transaction).
+    /// `node` missed a commit that wrote `oids`: its cells go out of date as a whole when
+    /// the table stays operational; else (one of its cells is the last readable copy of a
+    /// partition) its cells of the partitions the commit wrote do, except such a last copy.
+    /// Either way no readable cell is left without the commit where another has it (P7:
+    /// leaving the whole node readable when it could not go out of date as a whole let a
+    /// reader at the commit's TID see half of the transaction). A last copy stays readable:
+    /// a finish that needs it without its vote is refused, or waits for it (see
+    /// [`finish_timeout`](Self::finish_timeout)).
+    fn mark_missed(&mut self, node: &str, oids: &[Oid]) -> Result<(), ProtocolError> {
+        let mut whole = self.state.table.clone();
+        if whole.mark_out_of_date(node)? > 0 && whole.is_operational() {
+            return self.mark_out_of_date(node);
+        }
+        let partitions: BTreeSet<u32> = oids
+            .iter()
+            .map(|oid| self.state.table.partition_of(*oid))
+            .collect();
+        let mut marked = self.state.table.clone();
+        if marked.mark_cells_out_of_date(node, partitions)? == 0 {
+            return Ok(());
+        }
+        self.note_out_of_date(node);
+        self.state.table = marked;
+        self.events.push_back(MasterEvent::StorageOutOfDate {
+            node: node.to_owned(),
+        });
+        self.broadcast_table();
+        Ok(())
+    }
+
+    /// Marks `node`'s cells out of date, unless that would leave a partition without a
+    /// readable cell: the last copy of a partition stays readable, and finishes that need the
+    /// node are refused instead (a node that missed a commit: [`mark_missed`](Self::mark_missed)).
     fn mark_out_of_date(&mut self, node: &str) -> Result<(), ProtocolError> {
         let mut marked = self.state.table.clone();
-        if marked.mark_out_of_date_keeping_last_copies(node)? == 0 {
+        if marked.mark_out_of_date(node)? == 0 || !marked.is_operational() {
             return Ok(());
         }
         self.note_out_of_date(node);
