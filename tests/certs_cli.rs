@@ -476,7 +476,8 @@ fn revoke_extends_the_revocation_list() {
     ]);
     let crl = dir.join("crl.pem");
     let ca = replicast_certs::load_ca_certificate(&dir.join("ca.pem")).expect("CA");
-    let list = replicast_certs::RevocationList::load(&crl, &ca).expect("init wrote a list");
+    let list = replicast_certs::RevocationList::load(&crl, std::slice::from_ref(&ca))
+        .expect("init wrote a list");
     assert_eq!((list.number(), list.revoked().len()), (1, 0));
 
     let out = ok(&["certs", "revoke", "--ca", path(&dir), "client-1"]);
@@ -486,7 +487,8 @@ fn revoke_extends_the_revocation_list() {
     );
     let client = NodeIdentity::load_dir(&dir, "client-1").expect("client-1");
     let storage = NodeIdentity::load_dir(&dir, "storage-1").expect("storage-1");
-    let list = replicast_certs::RevocationList::load(&crl, &ca).expect("the new list");
+    let list = replicast_certs::RevocationList::load(&crl, std::slice::from_ref(&ca))
+        .expect("the new list");
     assert!(list.is_revoked(&client.certificate_der()));
     assert!(!list.is_revoked(&storage.certificate_der()));
 
@@ -519,7 +521,8 @@ fn revoke_extends_the_revocation_list() {
         out.contains("CRL number 3") && out.contains("2 revoked"),
         "{out}"
     );
-    let list = replicast_certs::RevocationList::load(&crl, &ca).expect("the new list");
+    let list = replicast_certs::RevocationList::load(&crl, std::slice::from_ref(&ca))
+        .expect("the new list");
     assert!(list.is_revoked(&storage.certificate_der()));
     let renewed = NodeIdentity::load_dir(&dir, "storage-1").expect("renewed storage-1");
     assert!(!list.is_revoked(&renewed.certificate_der()));

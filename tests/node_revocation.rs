@@ -81,7 +81,7 @@ fn reload(node: &NodeProcess, number: u64) -> Vec<String> {
 /// revocation list there (as a node with `tls.crl` does).
 fn endpoint_with_crl(certs: &Path, name: &str) -> Endpoint {
     let identity = NodeIdentity::load_dir(certs, name).expect("an identity");
-    let list = RevocationList::load(&certs.join("crl.pem"), &identity.ca_certificate_der())
+    let list = RevocationList::load(&certs.join("crl.pem"), identity.trusted_cas())
         .expect("the revocation list");
     let tls = identity
         .tls_configs(Some(list))

@@ -65,9 +65,10 @@ impl ClusterCa {
         params
             .distinguished_name
             .push(DnType::OrganizationName, cluster_name);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{cluster_name} CA"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("{cluster_name} CA {}", ca_tag(&key)),
+        );
         // Path length 0: this CA signs node certificates only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -301,6 +302,23 @@ pub fn load_ca_certificate(path: &Path) -> Result<CertificateDer<'static>, CertE
     Ok(der)
 }
 
+/// Reads every CA certificate of a PEM file (one, or several while a CA is rotated), without
+/// keys: each must be a valid CA certificate (the error names the file and which one is not).
+pub fn load_ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let ders = files::read_certificates(path)?;
+    let now = std::time::SystemTime::now();
+    for der in &ders {
+        let parsed = x509::parse(path, der)?;
+        if !parsed.is_ca() {
+            return Err(CertError::NotCa {
+                path: path.to_owned(),
+            });
+        }
+        x509::check_validity(path, &parsed, now)?;
+    }
+    Ok(ders)
+}
+
 impl fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The signing key stays out of logs.
@@ -350,4 +368,22 @@ fn subject_alt_names(name: &NodeName, sans: &[String]) -> Result<Vec<SanType>, C
         }
     }
     Ok(out)
+}
+
+/// What tells a CA from the cluster's others in its name: the day it was made (UTC) and the
+/// start of its public key (random). Two CAs of one cluster (the old one and the new one while
+/// a CA is rotated) then have different subjects, which is how certificate and revocation list
+/// checks tell their issuers apart.
+fn ca_tag(key: &KeyPair) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    // The end of the encoded point: the start is a fixed header.
+    let public = key.public_key_raw();
+    let start = public.len().saturating_sub(4);
+    let tag: String = public[start..].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{:04}-{:02}-{:02} {tag}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    )
 }

@@ -35,7 +35,9 @@ pub struct RevokedCertificate {
     pub revoked_at: SystemTime,
 }
 
-/// A revocation list signed by the cluster CA, checked.
+/// The cluster's revocation list, checked: one list signed by the cluster CA, or, while a CA
+/// is rotated, one list of each trusted CA (the file then holds their PEM blocks one after the
+/// other).
 ///
 /// ```
 /// use replicast_certs::{ClusterCa, RevocationList, Role};
@@ -48,11 +50,27 @@ pub struct RevokedCertificate {
 /// let list = ca.revocation_list(Some(&empty), &[node.certificate_der()])?;
 /// assert_eq!(list.number(), 2);
 /// assert!(list.is_revoked(&node.certificate_der()));
+///
+/// // While a CA is rotated, the lists of both CAs travel together.
+/// let next = ClusterCa::generate("prod")?;
+/// let both = RevocationList::combine(vec![list, next.revocation_list(None, &[])?])?;
+/// assert!(both.is_revoked(&node.certificate_der()));
 /// # Ok::<(), replicast_certs::CertError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct RevocationList {
+    /// One per CA, each from a different issuer.
+    lists: Vec<SignedList>,
+}
+
+/// One CA's list.
+#[derive(Clone, PartialEq, Eq)]
+struct SignedList {
     der: CertificateRevocationListDer<'static>,
+    /// The issuer's name, DER (the CA certificate's subject).
+    issuer: Vec<u8>,
+    /// The same, as text.
+    issuer_name: String,
     number: u64,
     this_update: SystemTime,
     /// Sorted by serial.
@@ -62,25 +80,89 @@ pub struct RevocationList {
 impl fmt::Debug for RevocationList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevocationList")
-            .field("number", &self.number)
-            .field("this_update", &self.this_update)
-            .field("revoked", &self.revoked.len())
+            .field("lists", &self.lists.len())
+            .field("number", &self.number())
+            .field("revoked", &self.revoked().len())
             .finish_non_exhaustive()
     }
 }
 
 impl RevocationList {
-    /// Reads the list at `path` (PEM, one `X509 CRL` block) and checks that the CA whose
-    /// certificate is `ca` signed it. Every failure names the file: missing, not PEM, not a
-    /// CRL, not signed by that CA, no CRL number.
-    pub fn load(path: &Path, ca: &CertificateDer<'_>) -> Result<RevocationList, CertError> {
+    /// Reads the list(s) at `path` (PEM, one `X509 CRL` block per CA) and checks that each was
+    /// signed by one of `cas`, and that each CA of `cas` has exactly one. Every failure names
+    /// the file: missing, not PEM, not a CRL, signed by none of the CAs, no CRL number, a CA
+    /// without a list or with two.
+    pub fn load(path: &Path, cas: &[CertificateDer<'_>]) -> Result<RevocationList, CertError> {
         let pem = files::read(path)?;
-        let der =
-            CertificateRevocationListDer::from_pem_slice(&pem).map_err(|_| CertError::NotPem {
-                path: path.to_owned(),
-                expected: "X509 CRL block",
-            })?;
-        Self::from_der(path, der, ca)
+        let not_pem = || CertError::NotPem {
+            path: path.to_owned(),
+            expected: "X509 CRL block",
+        };
+        let ders = CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| not_pem())?;
+        if ders.is_empty() {
+            return Err(not_pem());
+        }
+        let mut lists = Vec::with_capacity(ders.len());
+        for der in ders {
+            let mut refusal = None;
+            let mut checked = None;
+            for ca in cas {
+                match Self::from_der(path, der.clone(), ca) {
+                    Ok(list) => {
+                        checked = Some(list);
+                        break;
+                    }
+                    Err(error) => refusal = Some(error),
+                }
+            }
+            match checked {
+                Some(list) => lists.extend(list.lists),
+                None => {
+                    return Err(refusal.unwrap_or_else(|| CertError::CrlNotFromCa {
+                        path: path.to_owned(),
+                    }));
+                }
+            }
+        }
+        let list = Self::combine_from(path, lists)?;
+        for ca in cas {
+            let parsed = x509::parse(Path::new("a trusted CA certificate"), ca)?;
+            let subject = parsed.subject().as_raw();
+            if !list.lists.iter().any(|one| one.issuer == subject) {
+                return Err(CertError::InvalidCrl {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "no revocation list of the trusted CA {} (each CA of the CA file needs \
+                         its list in this file)",
+                        parsed.subject()
+                    ),
+                });
+            }
+        }
+        Ok(list)
+    }
+
+    /// The lists of `lists` as one (what a node loads while a CA is rotated); fails if two
+    /// come from the same CA.
+    pub fn combine(lists: Vec<RevocationList>) -> Result<RevocationList, CertError> {
+        Self::combine_from(
+            Path::new("the combined revocation lists"),
+            lists.into_iter().flat_map(|list| list.lists).collect(),
+        )
+    }
+
+    fn combine_from(origin: &Path, lists: Vec<SignedList>) -> Result<RevocationList, CertError> {
+        for (i, one) in lists.iter().enumerate() {
+            if lists[..i].iter().any(|other| other.issuer == one.issuer) {
+                return Err(CertError::InvalidCrl {
+                    path: origin.to_owned(),
+                    reason: "two revocation lists of the same CA".to_owned(),
+                });
+            }
+        }
+        Ok(RevocationList { lists })
     }
 
     /// Checks a DER list that came from `origin` (named in errors) against the CA whose
@@ -124,11 +206,17 @@ impl RevocationList {
             })
             .collect();
         revoked.sort_by(|a, b| a.serial.cmp(&b.serial));
+        let issuer = crl.issuer().as_raw().to_vec();
+        let issuer_name = crl.issuer().to_string();
         Ok(RevocationList {
-            der,
-            number,
-            this_update,
-            revoked,
+            lists: vec![SignedList {
+                der,
+                issuer,
+                issuer_name,
+                number,
+                this_update,
+                revoked,
+            }],
         })
     }
 
@@ -151,65 +239,90 @@ impl RevocationList {
         })
     }
 
-    /// The list, PEM.
+    /// The list(s), PEM.
     pub fn pem(&self) -> String {
-        files::pem_encode("X509 CRL", &self.der)
+        self.lists
+            .iter()
+            .map(|one| files::pem_encode("X509 CRL", &one.der))
+            .collect()
     }
 
-    /// The list, DER (what rustls' verifiers take).
-    pub fn der(&self) -> &CertificateRevocationListDer<'static> {
-        &self.der
+    /// The list of each CA, DER (what rustls' verifiers take).
+    pub fn ders(&self) -> Vec<CertificateRevocationListDer<'static>> {
+        self.lists.iter().map(|one| one.der.clone()).collect()
     }
 
-    /// The CRL number: 1 for the list `certs init` writes, one more at each revocation.
+    /// The CRL number: 1 for the list `certs init` writes, one more at each revocation (with
+    /// the lists of several CAs, the highest).
     pub fn number(&self) -> u64 {
-        self.number
+        self.lists.iter().map(|one| one.number).max().unwrap_or(0)
     }
 
-    /// When the CA issued this list.
+    /// When the CA issued this list (with several, the latest).
     pub fn this_update(&self) -> SystemTime {
-        self.this_update
+        self.lists
+            .iter()
+            .map(|one| one.this_update)
+            .max()
+            .unwrap_or(UNIX_EPOCH)
     }
 
-    /// The revoked certificates, by serial.
-    pub fn revoked(&self) -> &[RevokedCertificate] {
-        &self.revoked
+    /// The revoked certificates, by serial (of every CA's list).
+    pub fn revoked(&self) -> Vec<RevokedCertificate> {
+        self.lists
+            .iter()
+            .flat_map(|one| one.revoked.iter().cloned())
+            .collect()
     }
 
-    /// Whether `cert` is on the list (by serial number: the list is the cluster CA's, and so
-    /// is every certificate a node accepts). A certificate that does not parse is treated as
-    /// revoked.
+    /// Whether `cert` is on the list of the CA that issued it (by issuer name and serial
+    /// number). A certificate that does not parse is treated as revoked.
     pub fn is_revoked(&self, cert: &CertificateDer<'_>) -> bool {
-        match x509_parser::parse_x509_certificate(cert) {
-            Ok((_, cert)) => self.contains_serial(&cert.serial.to_bytes_be()),
-            Err(_) => true,
-        }
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert) else {
+            return true;
+        };
+        let serial = cert.serial.to_bytes_be();
+        self.lists
+            .iter()
+            .filter(|one| one.issuer == cert.issuer().as_raw())
+            .any(|one| {
+                one.revoked
+                    .binary_search_by(|entry| entry.serial.as_slice().cmp(&serial))
+                    .is_ok()
+            })
     }
 
-    fn contains_serial(&self, serial: &[u8]) -> bool {
-        self.revoked
-            .binary_search_by(|entry| entry.serial.as_slice().cmp(serial))
-            .is_ok()
+    /// The list of the CA named `subject` (DER), if this holds one.
+    fn of_issuer(&self, subject: &[u8]) -> Option<&SignedList> {
+        self.lists.iter().find(|one| one.issuer == subject)
     }
 }
 
 impl fmt::Display for RevocationList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "CRL number: {}", self.number)?;
-        writeln!(
-            f,
-            "this update: {}",
-            x509::rfc3339(time::OffsetDateTime::from(self.this_update))
-        )?;
-        write!(f, "revoked:    {}", self.revoked.len())?;
-        for entry in &self.revoked {
-            let serial: Vec<String> = entry.serial.iter().map(|b| format!("{b:02x}")).collect();
-            write!(
+        for (i, one) in self.lists.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if self.lists.len() > 1 {
+                writeln!(f, "issuer:     {}", one.issuer_name)?;
+            }
+            writeln!(f, "CRL number: {}", one.number)?;
+            writeln!(
                 f,
-                "\n  serial {} on {}",
-                serial.join(":"),
-                x509::rfc3339(time::OffsetDateTime::from(entry.revoked_at))
+                "this update: {}",
+                x509::rfc3339(time::OffsetDateTime::from(one.this_update))
             )?;
+            write!(f, "revoked:    {}", one.revoked.len())?;
+            for entry in &one.revoked {
+                let serial: Vec<String> = entry.serial.iter().map(|b| format!("{b:02x}")).collect();
+                write!(
+                    f,
+                    "\n  serial {} on {}",
+                    serial.join(":"),
+                    x509::rfc3339(time::OffsetDateTime::from(entry.revoked_at))
+                )?;
+            }
         }
         Ok(())
     }
@@ -227,8 +340,9 @@ impl ClusterCa {
         Ok(der)
     }
 
-    /// A new revocation list signed by this CA: the certificates of `previous` (when given)
-    /// and `revoke`, numbered one after `previous` (1 without one), issued now.
+    /// A new revocation list signed by this CA: the certificates of `previous` (when given;
+    /// of its lists, this CA's) and `revoke`, numbered one after `previous` (1 without one),
+    /// issued now.
     ///
     /// A certificate already on the list keeps its revocation date.
     pub fn revocation_list(
@@ -241,6 +355,13 @@ impl ClusterCa {
             source,
         };
         let now = SystemTime::now();
+        // Of `previous`, the list of this CA (the others are other CAs' business).
+        let ca_der = self.certificate_der();
+        let subject = x509::parse(Path::new(crate::CA_CERT_FILE), &ca_der)?
+            .subject()
+            .as_raw()
+            .to_vec();
+        let previous = previous.and_then(|list| list.of_issuer(&subject));
         let mut entries: Vec<RevokedCertificate> = previous
             .map(|list| list.revoked.clone())
             .unwrap_or_default();
@@ -273,11 +394,7 @@ impl ClusterCa {
         };
         let crl = params.signed_by(self.issuer()).map_err(generate)?;
         let der = CertificateRevocationListDer::from(crl.der().to_vec());
-        RevocationList::from_der(
-            Path::new("the new revocation list"),
-            der,
-            &self.certificate_der(),
-        )
+        RevocationList::from_der(Path::new("the new revocation list"), der, &ca_der)
     }
 }
 

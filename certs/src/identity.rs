@@ -1,4 +1,4 @@
-//! A node's identity: its name, certificate and private key, and the CA it trusts.
+//! A node's identity: its name, certificate and private key, and the CAs it trusts.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,9 @@ use crate::{CertError, NodeName, Roles, x509};
 ///
 /// Created by [`ClusterCa::issue`](crate::ClusterCa::issue) or loaded from files; either way
 /// the certificate carries the node name as subject CN and as first DNS name, and is signed
-/// by the cluster CA whose certificate is kept alongside.
+/// by the cluster CA whose certificate is kept alongside. A CA file may hold several CA
+/// certificates (while a CA is rotated, the old one and the new one): the node trusts peers
+/// of any of them, and its own certificate must come from one of them.
 ///
 /// ```no_run
 /// use std::path::Path;
@@ -33,7 +35,10 @@ pub struct NodeIdentity {
     roles: Roles,
     cert_der: CertificateDer<'static>,
     key_der: PrivateKeyDer<'static>,
+    /// The CA that signed `cert_der`.
     ca_der: CertificateDer<'static>,
+    /// Every CA trusted, `ca_der` among them.
+    trusted: Vec<CertificateDer<'static>>,
 }
 
 impl NodeIdentity {
@@ -49,28 +54,23 @@ impl NodeIdentity {
             roles,
             cert_der,
             key_der,
+            trusted: vec![ca_der.clone()],
             ca_der,
         }
     }
 
-    /// Loads a node's certificate, private key and cluster CA certificate from three files.
+    /// Loads a node's certificate, private key and cluster CA certificate(s) from three files.
     ///
     /// The node name is the certificate's subject CN, its roles its role URIs
     /// ([`roles_of`](crate::roles_of)). Each failure names its file: a missing file, no PEM
     /// block of the right kind, a key that does not belong to the certificate, a certificate
-    /// not signed by the CA, a certificate (node or CA) that is expired or not yet valid, role
-    /// names this version does not know.
+    /// signed by none of the CAs, a certificate (node or CA) that is expired or not yet valid,
+    /// role names this version does not know. Every certificate of the CA file is trusted.
     pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<NodeIdentity, CertError> {
         let cert_der = files::read_certificate(cert)?;
         let key_der = files::read_private_key(key)?;
-        let ca_der = files::read_certificate(ca)?;
+        let trusted = crate::ca::load_ca_certificates(ca)?;
         let parsed = x509::parse(cert, &cert_der)?;
-        let parsed_ca = x509::parse(ca, &ca_der)?;
-        if !parsed_ca.is_ca() {
-            return Err(CertError::NotCa {
-                path: ca.to_owned(),
-            });
-        }
         check_key_matches(cert, x509::spki_der(&parsed), key, &key_der)?;
         let name = x509::common_name(&parsed)
             .ok_or_else(|| invalid(cert, "no subject common name".to_owned()))
@@ -78,16 +78,30 @@ impl NodeIdentity {
                 NodeName::new(&cn).map_err(|e| invalid(cert, format!("subject common name: {e}")))
             })?;
         let roles = roles_in(&parsed).map_err(|reason| invalid(cert, reason))?;
-        x509::check_signed_by(cert, &parsed, ca, &parsed_ca)?;
-        let now = SystemTime::now();
-        x509::check_validity(cert, &parsed, now)?;
-        x509::check_validity(ca, &parsed_ca, now)?;
+        // The CA that signed it; the error of the last one tried when none did.
+        let mut signer = None;
+        let mut refusal = None;
+        for candidate in &trusted {
+            let parsed_ca = x509::parse(ca, candidate)?;
+            match x509::check_signed_by(cert, &parsed, ca, &parsed_ca) {
+                Ok(()) => {
+                    signer = Some(candidate.clone());
+                    break;
+                }
+                Err(error) => refusal = Some(error),
+            }
+        }
+        let Some(ca_der) = signer else {
+            return Err(refusal.unwrap_or_else(|| invalid(cert, "no CA to check it".to_owned())));
+        };
+        x509::check_validity(cert, &parsed, SystemTime::now())?;
         Ok(NodeIdentity {
             name,
             roles,
             cert_der: cert_der.clone(),
             key_der,
-            ca_der: ca_der.clone(),
+            ca_der,
+            trusted,
         })
     }
 
@@ -164,9 +178,14 @@ impl NodeIdentity {
         files::pem_encode("CERTIFICATE", &self.cert_der)
     }
 
-    /// The cluster CA certificate, DER.
+    /// The cluster CA certificate that signed this node's certificate, DER.
     pub fn ca_certificate_der(&self) -> CertificateDer<'static> {
         self.ca_der.clone()
+    }
+
+    /// Every CA certificate this node trusts (one, or two while a CA is rotated), DER.
+    pub fn trusted_cas(&self) -> &[CertificateDer<'static>] {
+        &self.trusted
     }
 
     pub(crate) fn private_key_der(&self) -> PrivateKeyDer<'static> {
@@ -182,6 +201,7 @@ impl Clone for NodeIdentity {
             cert_der: self.cert_der.clone(),
             key_der: self.key_der.clone_key(),
             ca_der: self.ca_der.clone(),
+            trusted: self.trusted.clone(),
         }
     }
 }

@@ -36,7 +36,7 @@ mod x509;
 
 pub use ca::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, CLOCK_SKEW_ALLOWANCE, ClusterCa, NODE_VALIDITY,
-    load_ca_certificate,
+    load_ca_certificate, load_ca_certificates,
 };
 pub use crl::{CRL_FILE, CRL_VALIDITY, RevocationList, RevokedCertificate};
 pub use error::CertError;

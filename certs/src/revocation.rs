@@ -36,7 +36,7 @@ struct State {
 struct Shared {
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
-    ca: CertificateDer<'static>,
+    cas: Vec<CertificateDer<'static>>,
     state: RwLock<State>,
     /// Bumped at each replacement, so that caches of "is this peer revoked" know when to ask
     /// again.
@@ -111,14 +111,14 @@ impl NodeIdentity {
     /// `list` must be the cluster CA's ([`RevocationList::load`] checks that).
     pub fn tls_configs(&self, list: Option<RevocationList>) -> Result<TlsConfigs, CertError> {
         let provider = ring_provider();
-        let ca = self.ca_certificate_der();
-        let roots = cluster_roots(&ca)?;
+        let cas = self.trusted_cas().to_vec();
+        let roots = cluster_roots(&cas)?;
         let (client_verifier, server_verifier) = verifiers(&roots, &provider, list.as_ref())?;
         let hints = client_verifier.root_hint_subjects().to_vec();
         let shared = Arc::new(Shared {
             roots,
             provider: provider.clone(),
-            ca,
+            cas,
             state: RwLock::new(State {
                 client: client_verifier,
                 server: server_verifier,
@@ -191,9 +191,9 @@ impl Revocation {
         self.shared.generation.load(Ordering::Acquire)
     }
 
-    /// The cluster CA certificate the list must be signed by (what to load a new list with).
-    pub fn ca_certificate_der(&self) -> &CertificateDer<'static> {
-        &self.shared.ca
+    /// The cluster CA certificates the lists must be signed by (what to load new lists with).
+    pub fn trusted_cas(&self) -> &[CertificateDer<'static>] {
+        &self.shared.cas
     }
 }
 
@@ -208,13 +208,13 @@ fn verifiers(
     let mut client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
     let mut server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
     if let Some(list) = list {
-        // The CA is the trust anchor, which no list covers; a node certificate's status is
-        // always known, since the list is that CA's.
+        // The CAs are the trust anchors, which no list covers; a node certificate's status is
+        // always known, since there is a list of each CA.
         client = client
-            .with_crls([list.der().clone()])
+            .with_crls(list.ders().iter().cloned())
             .only_check_end_entity_revocation();
         server = server
-            .with_crls([list.der().clone()])
+            .with_crls(list.ders().iter().cloned())
             .only_check_end_entity_revocation();
     }
     Ok((client.build()?, server.build()?))

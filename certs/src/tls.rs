@@ -1,7 +1,7 @@
 //! rustls configurations for mutual TLS between the nodes of one cluster.
 //!
 //! TLS 1.3 only, ring as the one crypto provider (never the process-wide default), the cluster
-//! CA as the only root, a client certificate required by every server, ALPN [`ALPN`].
+//! CA(s) as the only roots, a client certificate required by every server, ALPN [`ALPN`].
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ impl NodeIdentity {
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, CertError> {
         let provider = ring_provider();
         let verifier = WebPkiClientVerifier::builder_with_provider(
-            cluster_roots(&self.ca_certificate_der())?,
+            cluster_roots(self.trusted_cas())?,
             provider.clone(),
         )
         .build()?;
@@ -38,7 +38,7 @@ impl NodeIdentity {
     /// whose certificate is signed by the cluster CA and names the node being dialed (pass the
     /// node name as the server name when connecting).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, CertError> {
-        self.client_config_trusting(&self.ca_certificate_der())
+        self.client_config_trusting_all(self.trusted_cas())
     }
 
     /// Like [`client_config`](Self::client_config), but trusting `ca` instead of this node's
@@ -50,9 +50,16 @@ impl NodeIdentity {
         &self,
         ca: &CertificateDer<'_>,
     ) -> Result<Arc<ClientConfig>, CertError> {
+        self.client_config_trusting_all(std::slice::from_ref(ca))
+    }
+
+    fn client_config_trusting_all(
+        &self,
+        cas: &[CertificateDer<'_>],
+    ) -> Result<Arc<ClientConfig>, CertError> {
         let mut config = ClientConfig::builder_with_provider(ring_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(cluster_roots(ca)?)
+            .with_root_certificates(cluster_roots(cas)?)
             .with_client_auth_cert(vec![self.certificate_der()], self.private_key_der())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(config))
@@ -66,7 +73,7 @@ impl NodeIdentity {
 pub fn anonymous_client_config(ca: &CertificateDer<'_>) -> Result<Arc<ClientConfig>, CertError> {
     let mut config = ClientConfig::builder_with_provider(ring_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(cluster_roots(ca)?)
+        .with_root_certificates(cluster_roots(std::slice::from_ref(ca))?)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
@@ -89,8 +96,11 @@ pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(default_provider())
 }
 
-pub(crate) fn cluster_roots(ca: &CertificateDer<'_>) -> Result<Arc<RootCertStore>, CertError> {
+/// The trust anchors: the cluster's CA certificates (one, or two while a CA is rotated).
+pub(crate) fn cluster_roots(cas: &[CertificateDer<'_>]) -> Result<Arc<RootCertStore>, CertError> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.clone().into_owned())?;
+    for ca in cas {
+        roots.add(ca.clone().into_owned())?;
+    }
     Ok(Arc::new(roots))
 }

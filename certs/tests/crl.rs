@@ -19,7 +19,7 @@ fn a_list_is_saved_loaded_and_extended() {
 
     let empty = ca.revocation_list(None, &[]).expect("an empty list");
     empty.save(&path).expect("save");
-    let loaded = RevocationList::load(&path, &ca.certificate_der()).expect("load");
+    let loaded = RevocationList::load(&path, &[ca.certificate_der()]).expect("load");
     assert_eq!(loaded, empty);
     assert_eq!((loaded.number(), loaded.revoked().len()), (1, 0));
 
@@ -29,7 +29,7 @@ fn a_list_is_saved_loaded_and_extended() {
     one.save(&path).expect("save over the old list");
     let two = ca
         .revocation_list(
-            Some(&RevocationList::load(&path, &ca.certificate_der()).expect("load")),
+            Some(&RevocationList::load(&path, &[ca.certificate_der()]).expect("load")),
             &[second.certificate_der(), first.certificate_der()],
         )
         .expect("revoke another");
@@ -37,7 +37,7 @@ fn a_list_is_saved_loaded_and_extended() {
     assert_eq!(two.revoked().len(), 2, "a certificate is listed once");
     let kept = two
         .revoked()
-        .iter()
+        .into_iter()
         .find(|entry| one.revoked()[0].serial == entry.serial)
         .expect("the first revocation is kept");
     assert_eq!(kept.revoked_at, one.revoked()[0].revoked_at);
@@ -57,12 +57,12 @@ fn bad_files_are_errors_naming_the_file() {
     let ca = ClusterCa::generate("crl").expect("CA");
     let ca_der = ca.certificate_der();
 
-    let missing = RevocationList::load(&path, &ca_der).expect_err("missing");
+    let missing = RevocationList::load(&path, std::slice::from_ref(&ca_der)).expect_err("missing");
     assert!(matches!(missing, CertError::Missing { .. }), "{missing}");
     assert!(missing.to_string().contains(CRL_FILE), "{missing}");
 
     fs::write(&path, "not a list").expect("write");
-    let not_pem = RevocationList::load(&path, &ca_der).expect_err("not PEM");
+    let not_pem = RevocationList::load(&path, std::slice::from_ref(&ca_der)).expect_err("not PEM");
     assert!(matches!(not_pem, CertError::NotPem { .. }), "{not_pem}");
     assert!(not_pem.to_string().contains(CRL_FILE), "{not_pem}");
 
@@ -71,7 +71,7 @@ fn bad_files_are_errors_naming_the_file() {
         "-----BEGIN X509 CRL-----\nMAMCAQA=\n-----END X509 CRL-----\n",
     )
     .expect("write");
-    let corrupt = RevocationList::load(&path, &ca_der).expect_err("corrupt");
+    let corrupt = RevocationList::load(&path, std::slice::from_ref(&ca_der)).expect_err("corrupt");
     assert!(matches!(corrupt, CertError::InvalidCrl { .. }), "{corrupt}");
     assert!(corrupt.to_string().contains(CRL_FILE), "{corrupt}");
 
@@ -82,7 +82,7 @@ fn bad_files_are_errors_naming_the_file() {
         .expect("its list")
         .save(&path)
         .expect("save");
-    let foreign = RevocationList::load(&path, &ca_der).expect_err("foreign");
+    let foreign = RevocationList::load(&path, std::slice::from_ref(&ca_der)).expect_err("foreign");
     assert!(
         matches!(foreign, CertError::CrlNotFromCa { .. }),
         "{foreign}"
@@ -91,7 +91,7 @@ fn bad_files_are_errors_naming_the_file() {
 
     // A good list with a byte flipped in its signature.
     let good = ca.revocation_list(None, &[]).expect("a list");
-    let mut der = good.der().to_vec();
+    let mut der = good.ders()[0].to_vec();
     let last = der.len() - 1;
     der[last] ^= 0x01;
     let tampered = RevocationList::from_der(&path, der.into(), &ca_der).expect_err("tampered");

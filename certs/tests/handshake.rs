@@ -331,3 +331,84 @@ fn revoked_peers_are_refused_in_both_directions_once_the_list_is_replaced() {
     b_tls.revocation.replace(None).expect("no list");
     handshake(a_tls.client.clone(), b_tls.server.clone(), "node-b").expect("no list");
 }
+
+/// Writes `identity`'s certificate and key into `dir`; returns their paths.
+fn save(
+    identity: &NodeIdentity,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    identity.save(dir, false).expect("save a node's files");
+    let name = replicast_certs::NodeName::new(identity.name()).expect("a node name");
+    NodeIdentity::file_paths(dir, &name)
+}
+
+#[test]
+fn while_a_ca_is_rotated_nodes_of_both_cas_meet_and_each_cas_list_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roles = replicast_certs::Role::Storage.into();
+    let old = ClusterCa::generate("test").expect("the old CA");
+    let new = ClusterCa::generate("test").expect("the new CA");
+    let a = old.issue_with_roles("node-a", roles, &[]).expect("issue");
+    let b = new.issue_with_roles("node-b", roles, &[]).expect("issue");
+    let (a_cert, a_key) = save(&a, dir.path());
+    let (b_cert, b_key) = save(&b, dir.path());
+    let both = dir.path().join("both-ca.pem");
+    std::fs::write(
+        &both,
+        old.certificate_pem() + new.certificate_pem().as_str(),
+    )
+    .expect("write the CA bundle");
+    let old_list = old.revocation_list(None, &[]).expect("a list");
+    let new_list = new.revocation_list(None, &[]).expect("a list");
+    let lists = dir.path().join("both-crl.pem");
+    std::fs::write(&lists, old_list.pem() + new_list.pem().as_str()).expect("write the lists");
+
+    let a = NodeIdentity::load(&a_cert, &a_key, &both).expect("node-a trusting both");
+    let b = NodeIdentity::load(&b_cert, &b_key, &both).expect("node-b trusting both");
+    assert_eq!(a.trusted_cas().len(), 2);
+    let list = replicast_certs::RevocationList::load(&lists, a.trusted_cas()).expect("both lists");
+    let a_tls = with_list(&a, Some(list.clone()));
+    let b_tls = with_list(&b, Some(list.clone()));
+    handshake(a_tls.client.clone(), b_tls.server.clone(), "node-b").expect("old to new");
+    handshake(b_tls.client.clone(), a_tls.server.clone(), "node-a").expect("new to old");
+
+    // A list lacking one CA's is refused, naming the file.
+    let lacking = dir.path().join("one-crl.pem");
+    std::fs::write(&lacking, old_list.pem()).expect("write one list");
+    let error = replicast_certs::RevocationList::load(&lacking, a.trusted_cas())
+        .expect_err("a trusted CA without its list");
+    assert!(error.to_string().contains("one-crl.pem"), "{error}");
+
+    // node-a revoked on the old CA's list: refused, though its serial is not on the new's.
+    let revoked = old
+        .revocation_list(Some(&old_list), &[a.certificate_der()])
+        .expect("revoke node-a");
+    let combined = replicast_certs::RevocationList::combine(vec![revoked, new_list.clone()])
+        .expect("the two lists");
+    assert!(combined.is_revoked(&a.certificate_der()));
+    assert!(!combined.is_revoked(&b.certificate_der()));
+    b_tls.revocation.replace(Some(combined)).expect("replace");
+    match handshake(a_tls.client.clone(), b_tls.server.clone(), "node-b") {
+        Err(Refused::ByServer(e)) => assert!(
+            is_certificate_error(&e, |c| matches!(c, CertificateError::Revoked)),
+            "{e}"
+        ),
+        other => panic!("expected the server to refuse a revoked client, got {other:?}"),
+    }
+
+    // Once the new CA alone is trusted, a certificate of the old one is refused.
+    let new_only = dir.path().join("new-ca.pem");
+    std::fs::write(&new_only, new.certificate_pem()).expect("write the new CA");
+    let b_alone = NodeIdentity::load(&b_cert, &b_key, &new_only).expect("node-b, new CA only");
+    let b_alone_tls = with_list(&b_alone, Some(new_list));
+    match handshake(a_tls.client.clone(), b_alone_tls.server.clone(), "node-b") {
+        Err(Refused::ByServer(e)) => assert!(
+            is_certificate_error(&e, |c| matches!(c, CertificateError::UnknownIssuer)),
+            "{e}"
+        ),
+        other => panic!("expected the server to refuse the old CA's client, got {other:?}"),
+    }
+    let error = NodeIdentity::load(&a_cert, &a_key, &new_only)
+        .expect_err("node-a's certificate is of none of the trusted CAs");
+    assert!(error.to_string().contains("node-a.pem"), "{error}");
+}

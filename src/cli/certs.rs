@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use replicast_certs::{
     CA_CERT_FILE, CA_KEY_FILE, CRL_FILE, CertError, CertificateInfo, ClusterCa, NodeIdentity,
-    NodeName, RevocationList, Roles, load_ca_certificate, node_name_of,
+    NodeName, RevocationList, Roles, load_ca_certificate, load_ca_certificates, node_name_of,
 };
 
 use super::Error;
@@ -330,7 +330,7 @@ fn revoke(ca_dir: &Path, node: &str, cert: Option<&Path>) -> Result<(), CertsErr
     // The list in force is extended, never replaced by a shorter one: a list that cannot be
     // read is an error, not a fresh start.
     let crl_path = ca_dir.join(CRL_FILE);
-    let previous = match RevocationList::load(&crl_path, &ca.certificate_der()) {
+    let previous = match RevocationList::load(&crl_path, &[ca.certificate_der()]) {
         Ok(list) => Some(list),
         Err(CertError::Missing { .. }) => None,
         Err(source) => {
@@ -362,8 +362,8 @@ fn show(file: &Path) -> Result<(), CertsError> {
             .parent()
             .unwrap_or_else(|| Path::new(""))
             .join(CA_CERT_FILE);
-        let ca = load_ca_certificate(&ca_path).map_err(|e| CertsError::Show(e.into()))?;
-        let list = RevocationList::load(file, &ca).map_err(|e| CertsError::Show(e.into()))?;
+        let cas = load_ca_certificates(&ca_path).map_err(|e| CertsError::Show(e.into()))?;
+        let list = RevocationList::load(file, &cas).map_err(|e| CertsError::Show(e.into()))?;
         println!("{list}");
         return Ok(());
     }

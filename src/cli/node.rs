@@ -87,7 +87,7 @@ fn reload_crl(name: &str, crl: Option<&Path>, revocation: &Revocation, endpoint:
         );
         return;
     };
-    let list = match RevocationList::load(path, revocation.ca_certificate_der()) {
+    let list = match RevocationList::load(path, revocation.trusted_cas()) {
         Ok(list) => list,
         Err(error) => {
             tracing::error!(node = name, %error, "SIGHUP: the revocation list in force stays");

@@ -225,7 +225,7 @@ fn load_crl(
     path: &Path,
     identity: &NodeIdentity,
 ) -> Result<RevocationList, ConnectError> {
-    let list = RevocationList::load(path, &identity.ca_certificate_der()).map_err(|source| {
+    let list = RevocationList::load(path, identity.trusted_cas()).map_err(|source| {
         ConnectError::RevocationList {
             file: config.origin.clone(),
             source: Box::new(source),
