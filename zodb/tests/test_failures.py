@@ -14,7 +14,7 @@ import transaction
 import ZODB
 from persistent.mapping import PersistentMapping
 
-from clusters import start_cluster, stop_cluster
+from clusters import GROUP, start_cluster, stop_cluster
 from replicast_zodb import ClientDisconnected, ReplicastStorage
 from replicast_zodb.errors import ReplicastError
 
@@ -24,7 +24,7 @@ WAIT = 60.0
 
 class StorageKilledWhileCommitting(unittest.TestCase):
     def setUp(self) -> None:
-        self.cluster = start_cluster()
+        self.cluster = start_cluster(masters=GROUP)
 
     def tearDown(self) -> None:
         stop_cluster(self.cluster)
@@ -101,7 +101,7 @@ class StorageKilledWhileCommitting(unittest.TestCase):
 
 class PrimaryMasterKilled(unittest.TestCase):
     def setUp(self) -> None:
-        self.cluster = start_cluster()
+        self.cluster = start_cluster(masters=GROUP)
 
     def tearDown(self) -> None:
         stop_cluster(self.cluster)
@@ -143,7 +143,7 @@ class PrimaryMasterKilled(unittest.TestCase):
 
 class MasterUnreachable(unittest.TestCase):
     def setUp(self) -> None:
-        self.cluster = start_cluster()
+        self.cluster = start_cluster(masters=GROUP)
 
     def tearDown(self) -> None:
         self.cluster.resume_master()
