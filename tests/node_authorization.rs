@@ -26,9 +26,9 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{
-    ChangeOutcome, ClusterStatus, LoadResult, Message, NodeReport, ObjectPart, Order, Refusal,
-    RefusalReason, StorageAnswer, StorageAsk, StorageChange, StoreKind, StoreResult,
-    TransactionOutcome, VoteResult, encode, rule,
+    ChangeOutcome, ClusterStatus, InspectAnswer, InspectAsk, LoadResult, Message, NodeReport,
+    ObjectPart, OidRange, Order, RangeDigest, Refusal, RefusalReason, StorageAnswer, StorageAsk,
+    StorageChange, StoreKind, StoreResult, TransactionOutcome, VoteResult, encode, rule,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::process;
@@ -58,7 +58,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 52;
+const KINDS: usize = 54;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -116,6 +116,8 @@ fn kind_index(message: &Message) -> usize {
         Message::AnswerLastTransaction { .. } => 49,
         Message::Ask { .. } => 50,
         Message::Answer { .. } => 51,
+        Message::AskInspect { .. } => 52,
+        Message::AnswerInspect { .. } => 53,
     }
 }
 
@@ -269,6 +271,7 @@ fn samples() -> Vec<Message> {
                 master: "master-x".to_owned(),
                 operational: true,
                 last_tid: FORGED.0,
+                complete_tid: FORGED.0,
                 nodes: Vec::new(),
                 partition_table: table,
                 term: FORGED.0,
@@ -344,6 +347,23 @@ fn samples() -> Vec<Message> {
                 resume: None,
                 removed: 0,
             },
+        },
+        Message::AskInspect {
+            request: 1,
+            ask: InspectAsk::Records {
+                partition: 0,
+                range: OidRange::ALL,
+                up_to: Tid::MAX,
+                after: None,
+                max: u32::MAX,
+            },
+        },
+        Message::AnswerInspect {
+            request: 1,
+            answer: InspectAnswer::Digest(RangeDigest {
+                records: 0,
+                digest: replicast_node::object::Digest([0; 16]),
+            }),
         },
     ]
 }

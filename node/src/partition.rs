@@ -372,6 +372,33 @@ impl PartitionTable {
         Ok(changed)
     }
 
+    /// Marks the up-to-date cell of `node` in `partition` out of date (an operator found its
+    /// copy bad, so that replication feeds it again); the version is bumped.
+    pub fn mark_cell_out_of_date(
+        &mut self,
+        partition: u32,
+        node: &str,
+    ) -> Result<(), PartitionError> {
+        let partitions = self.num_partitions();
+        let cell = self
+            .partitions
+            .get_mut(partition as usize)
+            .ok_or(PartitionError::UnknownPartition {
+                partition,
+                partitions,
+            })?
+            .iter_mut()
+            .find(|cell| cell.node == node && cell.state == CellState::UpToDate)
+            .ok_or_else(|| PartitionError::NoSuchCell {
+                partition,
+                node: node.to_owned(),
+                expected: CellState::UpToDate,
+            })?;
+        cell.state = CellState::OutOfDate;
+        self.version += 1;
+        Ok(())
+    }
+
     /// Sets every out-of-date cell of `node` feeding (its node is back and starts catching up);
     /// returns how many cells changed.
     pub fn start_feeding(&mut self, node: &str) -> Result<usize, PartitionError> {

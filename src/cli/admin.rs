@@ -86,7 +86,9 @@ pub fn run(args: AdminArgs) -> Result<(), Error> {
         AdminCommand::RemoveStorage { name } => (StorageChange::Remove(name), "removed"),
     };
     let name = match &change {
-        StorageChange::Add(name) | StorageChange::Remove(name) => name.clone(),
+        StorageChange::Add(name)
+        | StorageChange::Remove(name)
+        | StorageChange::Refeed { storage: name, .. } => name.clone(),
     };
     let request = request_id();
     let message = Message::AskChangeStorage { request, change };

@@ -5,8 +5,10 @@
 //! Asynchronous subcommands build their own tokio runtime inside their `run`.
 
 mod admin;
+mod backup;
 mod bench;
 mod certs;
+mod check;
 mod client;
 mod node;
 mod status;
@@ -47,6 +49,14 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Add a storage to a running cluster or take one out.
     Admin(admin::AdminArgs),
+    /// Compare the readable replicas of every partition; with --repair, feed bad cells again
+    /// (exit status 1 when they differ, 2 when a partition could not be checked).
+    Check(check::CheckArgs),
+    /// Copy the database as of one TID into a directory (again: only what is new), or
+    /// `backup verify DIR` to check such a copy offline.
+    Backup(backup::BackupArgs),
+    /// Load a backup directory into a new, empty cluster.
+    Restore(backup::RestoreArgs),
     /// Compare unicast and multicast commit latency on a local cluster with an emulated WAN.
     Bench(Box<bench::BenchArgs>),
 }
@@ -61,6 +71,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Client(args) => node::config_log_level(args.config()),
         Command::Status(args) => node::config_log_level(args.config()),
         Command::Admin(args) => node::config_log_level(args.config()),
+        Command::Check(args) => node::config_log_level(args.config()),
+        Command::Backup(args) => args.config().and_then(node::config_log_level),
+        Command::Restore(args) => node::config_log_level(args.config()),
     };
     init_tracing(cli.log_level.as_deref(), config_level)?;
     match cli.command {
@@ -69,6 +82,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Client(args) => client::run(args),
         Command::Status(args) => status::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Backup(args) => backup::run(args),
+        Command::Restore(args) => backup::restore(args),
         Command::Bench(args) => bench::run(*args),
     }
 }

@@ -639,6 +639,7 @@ mod tests {
             master: "master".into(),
             operational: true,
             last_tid: 0x1234,
+            complete_tid: 0x1234,
             nodes: vec![
                 NodeStatus {
                     name: "master".into(),

@@ -508,6 +508,17 @@ impl<R: Role> Driver<R> {
     }
 
     fn receive(&mut self, incoming: Incoming) {
+        // A storage's endpoint carries the fan-out's requests and an operator's requests of
+        // this protocol (`replicast check`): a request whose body is one of this protocol's
+        // messages goes to the role; the fan-out's requests never decode as one.
+        let incoming = match incoming {
+            Incoming::Request(request)
+                if matches!(self.side, Side::Replica(_)) && is_protocol_request(&request) =>
+            {
+                return self.answer(request);
+            }
+            other => other,
+        };
         if let (Side::Replica(replica), false) =
             (&self.side, matches!(incoming, Incoming::Message(_)))
         {
@@ -912,4 +923,12 @@ async fn link(
         Some(addr) => Ok(endpoint.link(peer, addr).await?),
         None => endpoint.known_link(peer).ok_or(SendError::NoRoute),
     }
+}
+
+/// Whether `request`'s body is a message of this protocol (the postcard bytes of an
+/// [`encode`]d [`Message`]), as `replicast status` and `replicast check` send them.
+fn is_protocol_request(request: &IncomingRequest) -> bool {
+    request
+        .decode::<Vec<u8>>()
+        .is_ok_and(|bytes| decode_from(request.peer(), &bytes).is_ok())
 }

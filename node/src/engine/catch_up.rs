@@ -297,6 +297,25 @@ impl WriteBatch<'_> {
     }
 }
 
+impl WriteBatch<'_> {
+    /// Forgets what replication recorded of `partition` (its copy here is to be made again from
+    /// the start: an operator found it bad); durable. Nothing recorded is no error.
+    pub fn forget_progress(&mut self, partition: u32) -> Result<(), EngineError> {
+        self.write(
+            |_| true,
+            |txn| {
+                let mut table = txn
+                    .open_table(PROGRESS)
+                    .map_err(database("open replication progress"))?;
+                table
+                    .remove(partition)
+                    .map_err(database("forget replication progress"))?;
+                Ok(())
+            },
+        )
+    }
+}
+
 /// Records `progress` for `partition` in `txn`, keeping what an earlier record says beyond it.
 fn record_progress(
     txn: &redb::WriteTransaction,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::Master;
-use crate::partition::{Cell, NodeName, PartitionError};
+use crate::partition::{Cell, CellState, NodeName, PartitionError};
 use crate::protocol::{ChangeOutcome, ChangeRefusal, Message, ProtocolError, StorageChange};
 
 impl Master {
@@ -188,6 +188,7 @@ impl Master {
         let outcome = match change {
             StorageChange::Add(node) => self.add_storage(node),
             StorageChange::Remove(node) => self.remove_storage(now, node)?,
+            StorageChange::Refeed { storage, partition } => self.refeed(storage, partition),
         };
         Ok(match outcome {
             Ok(version) => ChangeOutcome::Done { version },
@@ -274,6 +275,40 @@ impl Master {
         self.push_table(was_running.then_some(node.as_str()));
         self.complete_finish_if_done(now)?;
         Ok(Ok(self.state.table.version()))
+    }
+
+    /// Marks `node`'s cell of `partition` out of date so that replication copies it again,
+    /// whole, from another readable cell, which must be on a running storage.
+    fn refeed(&mut self, node: NodeName, partition: u32) -> Result<u64, ChangeRefusal> {
+        let no_cell = || ChangeRefusal::NoReadableCell {
+            storage: node.clone(),
+            partition,
+        };
+        let cells = self.state.table.cells(partition).map_err(|_| no_cell())?;
+        if !cells
+            .iter()
+            .any(|cell| cell.node == node && cell.state == CellState::UpToDate)
+        {
+            return Err(no_cell());
+        }
+        let running = &self.running;
+        if !cells
+            .iter()
+            .any(|cell| cell.node != node && cell.is_readable() && running.contains(&cell.node))
+        {
+            return Err(ChangeRefusal::LastReadableCopy {
+                storage: node,
+                partition,
+            });
+        }
+        self.state
+            .table
+            .mark_cell_out_of_date(partition, &node)
+            .map_err(|_| no_cell())?;
+        // Nothing of the cell counts as whole: the storage copies the partition again.
+        self.state.complete_to.remove(&(partition, node.clone()));
+        self.push_table(None);
+        Ok(self.state.table.version())
     }
 
     /// Records where storage `node` accepts connections, tells the clients and the other
@@ -467,6 +502,87 @@ mod tests {
                 )
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_refed_cell_goes_out_of_date_and_feeds_again_from_nothing() {
+        let mut master = running_master(SystemTime::now(), 12, &["s1", "s2", "s3"]);
+        let partition = master
+            .table()
+            .partitions_of("s1")
+            .next()
+            .expect("s1 holds cells");
+        let refeed = |storage: &str, partition| StorageChange::Refeed {
+            storage: storage.into(),
+            partition,
+        };
+        let (outcome, sent) = ask(&mut master, refeed("s1", partition));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Done {
+                version: master.table().version()
+            }
+        );
+        let state = |master: &Master| {
+            master
+                .table()
+                .cells(partition)
+                .expect("a partition")
+                .iter()
+                .find(|cell| cell.node == "s1")
+                .map(|cell| cell.state)
+        };
+        assert_eq!(state(&master), Some(CellState::OutOfDate));
+        assert_eq!(tables_sent_to(&sent), ["c1", "s1", "s2", "s3"]);
+        // The storage asks to catch up, as after a failed commit: the cell feeds, and the
+        // master tells it to copy the partition from the start (it holds nothing whole).
+        master
+            .handle(SystemTime::now(), "s1", Message::AskCatchUp)
+            .expect("catch up");
+        assert_eq!(state(&master), Some(CellState::Feeding));
+        let replicate = drain(&mut master)
+            .into_iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Replicate { partitions, .. } if transmit.to == "s1" => Some(partitions),
+                _ => None,
+            })
+            .expect("s1 is told to replicate");
+        assert!(
+            replicate.contains(&(partition, crate::ids::Tid::ZERO)),
+            "{replicate:?}"
+        );
+
+        // Refused: a cell that is not up to date, a storage without a cell there, and the last
+        // readable copy.
+        let (outcome, _) = ask(&mut master, refeed("s1", partition));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::NoReadableCell {
+                storage: "s1".into(),
+                partition
+            })
+        );
+        let other = master
+            .table()
+            .cells(partition)
+            .expect("a partition")
+            .iter()
+            .find(|cell| cell.node != "s1")
+            .map(|cell| cell.node.clone())
+            .expect("a second cell");
+        let (outcome, _) = ask(&mut master, refeed(&other, partition));
+        assert_eq!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::LastReadableCopy {
+                storage: other,
+                partition
+            })
+        );
+        let (outcome, _) = ask(&mut master, refeed("s9", partition));
+        assert!(matches!(
+            outcome,
+            ChangeOutcome::Refused(ChangeRefusal::NoReadableCell { .. })
+        ));
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Master {
             masters,
             operational: primary && self.serves_every_partition(),
             last_tid: state.last_tid.0,
+            complete_tid: state.last_committed.0,
             nodes,
             partition_table: state.table.clone(),
         }

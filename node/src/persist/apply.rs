@@ -2,6 +2,7 @@
 //! [`Write`] or a [`Read`] into engine calls, for the threaded executor and the inline one.
 
 use super::ask::answer_ask;
+use super::inspect::answer_inspect;
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::storage::{Persist, Read, ReadResult, Write, WriteResult, Written};
 
@@ -151,6 +152,7 @@ fn apply_plain(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineEr
             objects,
             progress,
         } => batch.import_objects(*partition, objects, *progress),
+        Write::ForgetProgress { partition } => batch.forget_progress(*partition),
         // Handled by `apply`.
         Write::Pack { .. } | Write::Collect { .. } => Ok(()),
     }
@@ -191,6 +193,10 @@ pub fn execute_read(engine: &Engine, read: &Read) -> ReadResult {
             ref ask,
             num_partitions,
         } => ReadResult::Ask(answer_ask(engine, ask, num_partitions)),
+        Read::Inspect {
+            ref ask,
+            num_partitions,
+        } => ReadResult::Inspect(answer_inspect(engine, ask, num_partitions)),
     }
 }
 

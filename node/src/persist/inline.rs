@@ -237,4 +237,17 @@ impl Role for InlineStorage {
     fn peer_load(&self, peer: &str, ttid: Option<Tid>) -> PeerLoad {
         self.role.peer_load(peer, ttid)
     }
+    fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let answer = self.role.answer_or_defer(now, from, request, token);
+        answer.and_then(|answer| self.after_call(now).map(|()| answer))
+    }
+    fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        self.role.poll_answer()
+    }
 }

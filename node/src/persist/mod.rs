@@ -15,13 +15,15 @@
 //!   deterministic simulations and tools.
 //!
 //! [`execute_writes`] and [`execute_read`] are the one translation of the role's requests into
-//! engine calls, shared by both ([`answer_ask`] for a client's questions).
+//! engine calls, shared by both ([`answer_ask`] for a client's questions, [`answer_inspect`] for
+//! an operator's).
 
 mod apply;
 mod ask;
 mod config;
 mod executor;
 mod inline;
+mod inspect;
 mod stats;
 mod threaded;
 
@@ -29,5 +31,6 @@ pub use apply::{execute_read, execute_writes};
 pub use ask::answer_ask;
 pub use config::{BatchHook, PersistConfig};
 pub use inline::InlineStorage;
+pub use inspect::{MAX_LISTED_RECORDS, answer_inspect};
 pub use stats::PersistStats;
 pub use threaded::{PersistError, ThreadedStorage};

@@ -251,4 +251,18 @@ impl Role for ThreadedStorage {
     fn takes_stores(&self) -> bool {
         self.role.takes_stores() && self.stalled_write.is_none()
     }
+    fn answer_or_defer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: Message,
+        token: u64,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let answer = self.role.answer_or_defer(now, from, request, token);
+        self.pump();
+        answer
+    }
+    fn poll_answer(&mut self) -> Option<(u64, Result<Message, ProtocolError>)> {
+        self.role.poll_answer()
+    }
 }

@@ -20,6 +20,15 @@ pub enum StorageChange {
     /// Take every cell away from this storage; its partitions get feeding cells elsewhere so
     /// that `R` copies exist again.
     Remove(NodeName),
+    /// Feed `storage`'s up-to-date cell of `partition` again from another readable cell
+    /// (`replicast check --repair`): the cell goes out of date and is copied again, whole, by
+    /// replication.
+    Refeed {
+        /// The storage holding the bad copy.
+        storage: NodeName,
+        /// The partition.
+        partition: u32,
+    },
 }
 
 /// The master's answer to a [`StorageChange`].
@@ -59,6 +68,14 @@ pub enum ChangeRefusal {
         /// The storage.
         storage: NodeName,
         /// The first such partition.
+        partition: u32,
+    },
+    /// The storage to feed again holds no up-to-date cell of the partition.
+    #[error("{storage} holds no up-to-date cell of partition {partition}")]
+    NoReadableCell {
+        /// The storage.
+        storage: NodeName,
+        /// The partition.
         partition: u32,
     },
     /// Fewer storages would remain than replicas per partition.

@@ -52,6 +52,7 @@ const STORAGE: Roles = roles(&[Role::Storage]);
 const CLIENT: Roles = roles(&[Role::Client]);
 const CLIENT_OR_MASTER: Roles = roles(&[Role::Client, Role::Master]);
 const ANY_NODE: Roles = roles(&[Role::Master, Role::Storage, Role::Client]);
+const ADMIN: Roles = roles(&[Role::Admin]);
 const OPERATOR: Roles = roles(&[Role::Master, Role::Admin]);
 const ANYONE: Roles = roles(&[Role::Master, Role::Storage, Role::Client, Role::Admin]);
 
@@ -137,6 +138,11 @@ pub fn rule(message: &Message) -> Rule {
             "only operators (and masters among themselves) change the storage set",
         ),
         Message::AnswerChangeStorage { .. } => rule_of(MASTER, "the master changes the table"),
+        Message::AskInspect { .. } => rule_of(
+            ADMIN,
+            "only operators inspect a storage's data (check, backup): it reads whole partitions",
+        ),
+        Message::AnswerInspect { .. } => rule_of(STORAGE, "storages answer inspections"),
         Message::Refused(_) => rule_of(ANYONE, "any node refuses what it does not allow"),
         Message::Consensus(_) => rule_of(MASTER, "only masters vote and replicate the raft log"),
         Message::FromPrimary { .. } => rule_of(
@@ -359,10 +365,34 @@ mod tests {
         assert!(allowed(Role::Master, &change));
         assert!(!allowed(Role::Storage, &change));
         assert!(!allowed(Role::Client, &change));
-        // An admin asks status and changes the storage set, nothing else.
+        // An admin asks status, changes the storage set and inspects storages, nothing else.
         assert!(allowed(Role::Admin, &Message::AskStatus { request: 1 }));
         assert!(!allowed(Role::Admin, &Message::AskBegin));
         assert!(!allowed(Role::Admin, &Message::StorageReady));
+    }
+
+    #[test]
+    fn only_admins_inspect_a_storages_data() {
+        use crate::protocol::{InspectAsk, OidRange};
+        let inspect = Message::AskInspect {
+            request: 1,
+            ask: InspectAsk::Digest {
+                partition: 0,
+                range: OidRange::ALL,
+                up_to: Tid(9),
+            },
+        };
+        assert!(allowed(Role::Admin, &inspect));
+        for role in [Role::Client, Role::Storage, Role::Master] {
+            let refusal = authorize(role.into(), &inspect).expect_err("admins only");
+            assert_eq!(refusal.roles_needed(), Some(Role::Admin.into()), "{role}");
+        }
+        assert_eq!(
+            authorize(Role::Client.into(), &inspect)
+                .expect_err("refused")
+                .to_string(),
+            "AskInspect needs the role admin; the sender's certificate grants client"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::admin::{ChangeOutcome, StorageChange};
 use super::ask::{StorageAnswer, StorageAsk};
 use super::authorization::Refusal;
+use super::inspect::{InspectAnswer, InspectAsk};
 use super::status::{ClusterStatus, NodeReport};
 use crate::consensus::ConsensusMessage;
 use crate::engine::{ObjectCursor, ReplicatedObject};
@@ -347,6 +348,22 @@ pub enum Message {
         /// Done, or why not.
         outcome: ChangeOutcome,
     },
+    /// Operator (`admin` certificate) -> storage: a question about the data the storage holds
+    /// (`replicast check`). Sent as a request, like [`Message::AskStatus`]; the storage answers
+    /// once its engine read what the question needs.
+    AskInspect {
+        /// Chosen by the asker to match the answer.
+        request: u64,
+        /// The question.
+        ask: InspectAsk,
+    },
+    /// Storage -> operator: the answer to [`Message::AskInspect`].
+    AnswerInspect {
+        /// The request answered.
+        request: u64,
+        /// The answer.
+        answer: InspectAnswer,
+    },
     /// Any node -> the sender of a message or request it refused before its role saw it
     /// (the sender's certificate does not allow it, is revoked, or a per-peer limit is
     /// reached): the answer of a refused request, and sent back for a refused message.
@@ -604,6 +621,8 @@ impl Message {
             Message::AnswerStatus { .. } => "AnswerStatus",
             Message::AskChangeStorage { .. } => "AskChangeStorage",
             Message::AnswerChangeStorage { .. } => "AnswerChangeStorage",
+            Message::AskInspect { .. } => "AskInspect",
+            Message::AnswerInspect { .. } => "AnswerInspect",
             Message::Refused(_) => "Refused",
             Message::Consensus(_) => "Consensus",
             Message::FromPrimary { .. } => "FromPrimary",

@@ -60,6 +60,7 @@ mod ask;
 mod authorization;
 mod codec;
 mod error;
+mod inspect;
 mod message;
 mod status;
 
@@ -70,6 +71,7 @@ pub use authorization::{
 };
 pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
+pub use inspect::{InspectAnswer, InspectAsk, OidRange, RangeDigest, RecordDigest};
 pub use message::{
     LoadResult, Message, ObjectPart, Order, StoreKind, StoreResult, TransactionOutcome,
     VoteRefusal, VoteResult,

@@ -165,6 +165,10 @@ pub struct ClusterStatus {
     pub operational: bool,
     /// The last committed TID, as a raw 64-bit value (0 when none).
     pub last_tid: u64,
+    /// The last TID whose finish every voter acknowledged (or went out of date for), as a raw
+    /// 64-bit value: every readable cell holds every commit up to it, so a reader of several
+    /// partitions (`replicast backup`) sees one consistent state there.
+    pub complete_tid: u64,
     /// Every node the master knows: itself, the storages of the table, connected clients.
     pub nodes: Vec<NodeStatus>,
     /// The partition table with its cell states.

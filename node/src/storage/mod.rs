@@ -148,6 +148,7 @@ use crate::protocol::{Message, Outbox, ProtocolError, StoreKind, Transmit};
 mod client;
 mod config;
 mod event;
+mod inspect;
 mod master;
 mod persist;
 mod primary;
@@ -231,6 +232,9 @@ pub struct Storage {
     reannounce_at: Option<SystemTime>,
     out: Outbox,
     events: VecDeque<StorageEvent>,
+    /// Answers to operators' requests, deferred until the engine read what they asked, by the
+    /// driver's token.
+    answers: VecDeque<(u64, Result<Message, ProtocolError>)>,
 }
 
 impl Storage {
@@ -280,6 +284,7 @@ impl Storage {
             reannounce_at: None,
             out: Outbox::default(),
             events: VecDeque::new(),
+            answers: VecDeque::new(),
         };
         node.out.send(master, Message::StorageReady);
         for pending in state.pending {

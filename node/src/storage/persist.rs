@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::Storage;
 use super::config::StorageConfig;
+use super::{Storage, StorageEvent};
 use crate::engine::{
     EngineError, ObjectBatch, ObjectCursor, PackStep, ReplicatedObject, ReplicationProgress,
     Revision, TransactionBatch,
@@ -22,7 +22,7 @@ use crate::engine::{
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::NodeName;
-use crate::protocol::{ProtocolError, StorageAnswer, StorageAsk};
+use crate::protocol::{InspectAnswer, InspectAsk, ProtocolError, StorageAnswer, StorageAsk};
 use crate::transaction::{CommittedTransaction, TransactionInfo};
 
 /// A write for the engine, executed in the order the role emitted it.
@@ -125,6 +125,13 @@ pub enum Write {
         /// What the engine then holds of the partition.
         progress: ReplicationProgress,
     },
+    /// Forget what replication recorded of `partition`, durably: a cell that was whole here went
+    /// out of date, and the next round copies what the master says it holds whole, nothing
+    /// more ([`Engine::forget_progress`](crate::engine::WriteBatch::forget_progress)).
+    ForgetProgress {
+        /// The partition.
+        partition: u32,
+    },
     /// Import replicated revisions of `partition` and record `progress`, durably.
     ImportObjects {
         /// The partition.
@@ -151,6 +158,7 @@ impl Write {
                 | Write::Abort { .. }
                 | Write::StageUndo { .. }
                 | Write::CheckSerial { .. }
+                | Write::ForgetProgress { .. }
                 | Write::Pack { .. } => 0,
                 Write::Collect { oids, .. } => 8 * oids.len(),
                 Write::ImportTransactions { transactions, .. } => transactions
@@ -242,6 +250,14 @@ pub enum Read {
         /// The table's partition count.
         num_partitions: u32,
     },
+    /// An operator's question about the data of a partition
+    /// ([`crate::persist::answer_inspect`]).
+    Inspect {
+        /// The question.
+        ask: InspectAsk,
+        /// The table's partition count.
+        num_partitions: u32,
+    },
 }
 
 /// A read to execute, and the id to report its result under ([`Storage::fetched`]).
@@ -266,6 +282,8 @@ pub enum ReadResult {
     Revision(Result<Option<(ObjectData, Digest)>, EngineError>),
     /// For [`Read::Ask`].
     Ask(Result<StorageAnswer, EngineError>),
+    /// For [`Read::Inspect`].
+    Inspect(Result<InspectAnswer, EngineError>),
 }
 
 /// How much the role has handed out and not heard back about.
@@ -302,6 +320,9 @@ pub(super) enum AfterWrite {
         request: u64,
         kind: &'static str,
     },
+    /// Nothing waits for it (a forgotten replication progress: the imports that follow are
+    /// executed after it, in order).
+    Nothing,
     /// Advance the catch-up of `partition` (if it is still round `round`).
     Import {
         partition: u32,
@@ -330,6 +351,9 @@ pub(super) enum AfterRead {
         request: u64,
         kind: &'static str,
     },
+    /// Answer the operator's [`Message::AskInspect`](crate::protocol::Message::AskInspect)
+    /// `request`, deferred under the driver's `token`.
+    Inspect { token: u64, request: u64 },
     /// Answer `to`'s `AskObjectPart` (the revision was not held in memory).
     Part {
         to: NodeName,
@@ -471,6 +495,15 @@ impl Storage {
                 self.answer_ask(&to, request, kind, answer);
                 Ok(())
             }
+            AfterWrite::Nothing => {
+                if let Err(error) = result {
+                    self.events.push_back(StorageEvent::EngineError {
+                        ttid: Tid::ZERO,
+                        error: format!("forgetting a replication progress: {error}"),
+                    });
+                }
+                Ok(())
+            }
             AfterWrite::Import {
                 partition,
                 round,
@@ -519,6 +552,9 @@ impl Storage {
             ) => self.answer_part(&to, partition, oid, tid, offset, found),
             (AfterRead::Ask { to, request, kind }, ReadResult::Ask(answer)) => {
                 self.answer_ask(&to, request, kind, answer);
+            }
+            (AfterRead::Inspect { token, request }, ReadResult::Inspect(answer)) => {
+                self.answer_inspect(token, request, answer);
             }
             _ => {
                 return Err(ProtocolError::InvalidCall {

@@ -106,7 +106,7 @@ impl Storage {
     }
 
     /// Whether this storage's cell of `partition` is up to date in its latest table.
-    fn readable_here(&self, partition: u32) -> bool {
+    pub(super) fn readable_here(&self, partition: u32) -> bool {
         self.replicator.table().is_some_and(|table| {
             table.cells(partition).is_ok_and(|cells| {
                 cells

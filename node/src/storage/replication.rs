@@ -229,6 +229,24 @@ impl Storage {
         self.replicator
             .caught_up
             .retain(|partition| state(*partition) == Some(CellState::Feeding));
+        // A cell that was whole here and is now out of date is copied again from what the
+        // master says it holds whole: after a failed commit, the last commit before it; after
+        // an operator found the copy bad (`replicast check --repair`), nothing. What an
+        // earlier round of replication brought no longer counts.
+        if let Some(before) = &self.replicator.table {
+            for partition in 0..table.num_partitions() {
+                let was_whole = before.cells(partition).is_ok_and(|cells| {
+                    cells
+                        .iter()
+                        .any(|cell| cell.node == name && cell.state == CellState::UpToDate)
+                });
+                if was_whole && state(partition) == Some(CellState::OutOfDate) {
+                    self.progress.remove(&partition);
+                    self.persistence
+                        .write(Write::ForgetProgress { partition }, AfterWrite::Nothing);
+                }
+            }
+        }
         // Out of date while running (a failed commit, a client's report): this storage is
         // here, so it asks to catch up; a dead one would not.
         let out_of_date = (0..table.num_partitions())

@@ -837,3 +837,130 @@ fn replication_asks_for_the_next_batch_only_once_the_last_is_persisted() {
         [(ref to, Message::AskObjects { partition: 0, .. })] if to == "source"
     ));
 }
+
+#[test]
+fn an_inspection_is_read_and_answered_on_its_request_and_refused_where_not_readable() {
+    use crate::protocol::{InspectAnswer, InspectAsk, OidRange, RangeDigest};
+    let mut storage = storage(StorageConfig::default());
+    let ask = InspectAsk::Digest {
+        partition: 0,
+        range: OidRange::ALL,
+        up_to: Tid(9),
+    };
+    let request = |ask: &InspectAsk| Message::AskInspect {
+        request: 5,
+        ask: ask.clone(),
+    };
+    // Without a table, nothing is readable here: answered at once.
+    assert_eq!(
+        storage
+            .answer_or_defer(at(1), "admin", request(&ask), 11)
+            .expect("an inspection"),
+        Some(Message::AnswerInspect {
+            request: 5,
+            answer: InspectAnswer::Unavailable
+        })
+    );
+    table_here(&mut storage);
+    sent(&mut storage);
+    assert_eq!(
+        storage
+            .answer_or_defer(at(1), "admin", request(&ask), 12)
+            .expect("an inspection"),
+        None,
+        "deferred until read"
+    );
+    assert!(storage.poll_answer().is_none());
+    let fetch = storage.poll_fetch().expect("a read");
+    assert_eq!(
+        fetch.read,
+        Read::Inspect {
+            ask,
+            num_partitions: 1
+        }
+    );
+    let digest = RangeDigest {
+        records: 3,
+        digest: Digest([7; 16]),
+    };
+    storage
+        .fetched(
+            at(1),
+            fetch.id,
+            ReadResult::Inspect(Ok(InspectAnswer::Digest(digest))),
+        )
+        .expect("a read in flight");
+    let (token, answer) = storage.poll_answer().expect("the answer");
+    assert_eq!(token, 12);
+    assert_eq!(
+        answer.expect("answered"),
+        Message::AnswerInspect {
+            request: 5,
+            answer: InspectAnswer::Digest(digest)
+        }
+    );
+    assert!(sent(&mut storage).is_empty(), "the answer is the request's");
+    // Only inspections come this way.
+    assert!(
+        storage
+            .answer_or_defer(at(1), "admin", Message::AskBegin, 13)
+            .is_err()
+    );
+}
+
+#[test]
+fn a_cell_that_was_whole_and_goes_out_of_date_forgets_what_replication_brought() {
+    use crate::engine::{ObjectCursor, ReplicationProgress};
+    let progress = ReplicationProgress {
+        transactions: Tid(50),
+        objects: ObjectCursor {
+            tid: Tid(50),
+            oid: Oid(u64::MAX),
+        },
+    };
+    let state = StartupState {
+        replication: [(0, progress)].into(),
+        ..StartupState::default()
+    };
+    let mut storage = Storage::open(at(0), "s1", MASTER, state, StorageConfig::default());
+    let mut table = PartitionTable::new(1, 2, &["s1".to_owned(), "s2".to_owned()]).expect("table");
+    storage
+        .handle(at(1), MASTER, order(Message::PartitionTable(table.clone())))
+        .expect("table");
+    table.mark_cell_out_of_date(0, "s1").expect("a cell");
+    storage
+        .handle(at(2), MASTER, order(Message::PartitionTable(table)))
+        .expect("table");
+    assert!(
+        sent(&mut storage)
+            .iter()
+            .any(|(to, message)| to == MASTER && *message == Message::AskCatchUp)
+    );
+    // Forgotten on disk too, before any import of the next round (writes run in order).
+    let forgotten = writes(&mut storage);
+    assert_eq!(kinds(&forgotten), [&Write::ForgetProgress { partition: 0 }]);
+    persist_all(&mut storage, forgotten);
+    // The master says it holds nothing whole: the partition is copied from the start.
+    storage
+        .handle(
+            at(3),
+            MASTER,
+            order(Message::Replicate {
+                up_to: Tid(90),
+                partitions: vec![(0, Tid::ZERO)],
+            }),
+        )
+        .expect("replicate");
+    assert!(storage.catching_up().contains(&0));
+    let asked = sent(&mut storage);
+    assert!(
+        asked.iter().any(|(to, message)| to == "s2"
+            && *message
+                == Message::AskTransactions {
+                    partition: 0,
+                    after: Tid::ZERO,
+                    up_to: Tid(90)
+                }),
+        "{asked:?}"
+    );
+}

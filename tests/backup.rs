@@ -1,0 +1,453 @@
+//! `replicast backup`, `backup verify` and `restore` against clusters of processes: a backup
+//! taken while a writer goes on, then an incremental one that adds exactly the transactions
+//! committed after the first one's TID; restored into a new, empty cluster, every object reads
+//! back with the same serial and content as in the source; a backup directory with a truncated
+//! or an altered file is refused by `verify` and by `restore`, naming the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use replicast_testkit::process::{self, ClusterSpec, LocalCluster, Outcome, binary};
+use serde_json::Value;
+
+/// Objects written before the first backup.
+const OBJECTS: u64 = 24;
+/// The most objects the writer writes while the first backup runs.
+const WRITER_OBJECTS: u64 = 40;
+
+fn replicast(args: &[&str]) -> Outcome {
+    process::output(
+        Command::new(binary()).args(args),
+        &format!("replicast {args:?}"),
+    )
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+fn manifest(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("a manifest");
+    serde_json::from_str(&text).expect("the manifest is JSON")
+}
+
+fn tid_of(value: &Value) -> u64 {
+    u64::from_str_radix(value.as_str().expect("a TID string"), 16).expect("16 hex digits")
+}
+
+/// A copy of backup directory `dir` at `to`.
+fn copy_dir(dir: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(dir).expect("list the backup") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
+    }
+}
+
+/// The largest data file of the manifest in `dir`.
+fn largest_file(dir: &Path) -> PathBuf {
+    let manifest = manifest(dir);
+    let file = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .max_by_key(|file| file["bytes"].as_u64().expect("bytes"))
+        .expect("a file")["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    dir.join(file)
+}
+
+#[test]
+fn a_backup_taken_while_writing_is_extended_restored_identically_and_damage_is_refused() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let source = LocalCluster::start(&ClusterSpec::default());
+    let client = source.client_config("client-1", "");
+    let writer_config = source.client_config("client-2", "");
+    let admin = source.admin_config();
+    for oid in 1..=OBJECTS {
+        process::put(&client, oid, &format!("object-{oid}"));
+    }
+    for oid in [2, 7, 11] {
+        process::put(&client, oid, &format!("object-{oid}-v2"));
+    }
+
+    // The first backup runs while another client commits.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut tids = Vec::new();
+            for oid in 1000..1000 + WRITER_OBJECTS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tids.push(
+                    u64::from_str_radix(
+                        &process::put(&writer_config, oid, &format!("written-{oid}")),
+                        16,
+                    )
+                    .expect("a TID"),
+                );
+            }
+            tids
+        })
+    };
+    let first = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("the writer ends");
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    let first_manifest = manifest(&backup);
+    let first_tid = tid_of(&first_manifest["tid"]);
+    let first_files = first_manifest["files"].as_array().expect("files").len();
+    assert_eq!(first_manifest["partitions"], 12);
+    assert_eq!(first_files, 12, "one file per partition");
+
+    // More commits, then the backup again: it adds exactly the transactions after its TID.
+    for oid in [3, OBJECTS + 1] {
+        process::put(&client, oid, &format!("object-{oid}-late"));
+    }
+    let second = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(second.code, Some(0), "{}\n{}", second.stdout, second.stderr);
+    let second_manifest = manifest(&backup);
+    let second_tid = tid_of(&second_manifest["tid"]);
+    assert!(second_tid > first_tid);
+    let files = second_manifest["files"].as_array().expect("files");
+    assert_eq!(files.len(), 24, "a file per partition and run");
+    let added: u64 = files[first_files..]
+        .iter()
+        .map(|file| file["transactions"].as_u64().expect("a count"))
+        .sum();
+    // Every commit of this test writes one object: one partition's transaction each.
+    let later_by_writer = written.iter().filter(|tid| **tid > first_tid).count() as u64;
+    assert_eq!(added, later_by_writer + 2, "{second_manifest:#}");
+
+    let verified = replicast(&["backup", "verify", path(&backup)]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+
+    // What the source holds, read back through a client.
+    let mut oids: Vec<u64> = (1..=OBJECTS + 1).collect();
+    oids.extend((0..written.len() as u64).map(|index| 1000 + index));
+    let expected: BTreeMap<u64, (String, String)> = oids
+        .iter()
+        .map(|oid| (*oid, process::get(&client, *oid)))
+        .collect();
+    source.stop();
+
+    // A truncated file and an altered one are refused, by name.
+    let truncated = scratch.path().join("truncated");
+    copy_dir(&backup, &truncated);
+    let victim = largest_file(&truncated);
+    let length = std::fs::metadata(&victim).expect("a file").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .and_then(|file| file.set_len(length / 2))
+        .expect("truncate");
+    let name = victim
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("a name")
+        .to_owned();
+    let refused = replicast(&["backup", "verify", path(&truncated)]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(&name) && refused.stderr.contains("truncated"),
+        "{}",
+        refused.stderr
+    );
+    let altered = scratch.path().join("altered");
+    copy_dir(&backup, &altered);
+    let victim = largest_file(&altered);
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&victim, bytes).expect("alter");
+    let refused = replicast(&["backup", "verify", path(&altered)]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(&name) && refused.stderr.contains("altered"),
+        "{}",
+        refused.stderr
+    );
+
+    // Restored into a new, empty cluster: the same serials and contents.
+    let target = LocalCluster::start(&ClusterSpec::default());
+    let target_client = target.client_config("client-1", "");
+    let refused = replicast(&[
+        "restore",
+        "--from",
+        path(&truncated),
+        "--config",
+        path(&target_client),
+    ]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains(&name), "{}", refused.stderr);
+    let restored = replicast(&[
+        "restore",
+        "--from",
+        path(&backup),
+        "--config",
+        path(&target_client),
+    ]);
+    assert_eq!(
+        restored.code,
+        Some(0),
+        "{}\n{}",
+        restored.stdout,
+        restored.stderr
+    );
+    for (oid, (serial, data)) in &expected {
+        assert_eq!(
+            &process::get(&target_client, *oid),
+            &(serial.clone(), data.clone()),
+            "object {oid}"
+        );
+    }
+    // Restoring into a cluster that is no longer empty is refused.
+    let again = replicast(&[
+        "restore",
+        "--from",
+        path(&backup),
+        "--config",
+        path(&target_client),
+    ]);
+    assert_eq!(again.code, Some(1), "{}", again.stdout);
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+    target.stop();
+}
+
+#[test]
+fn an_interrupted_backup_resumes_to_its_own_tid() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let mut cluster = LocalCluster::start(&ClusterSpec::default());
+    let client = cluster.client_config("client-1", "");
+    let admin = cluster.admin_config();
+    for oid in 1..=OBJECTS {
+        process::put(&client, oid, &format!("object-{oid}"));
+    }
+    // Stop both holders of partition 0: the partitions they share are served by nobody, the
+    // others by the third storage.
+    let table = replicast_testkit::process::replicas::cells(&admin);
+    let holders = |partition: usize| -> Vec<String> {
+        let mut names: Vec<String> = table[partition]
+            .iter()
+            .map(|(storage, _)| storage.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let stopped = holders(0);
+    let shared: Vec<usize> = (0..table.len())
+        .filter(|partition| holders(*partition) == stopped)
+        .collect();
+    assert!(shared.len() < table.len(), "{table:?}");
+    for name in &stopped {
+        cluster.storage(name).stop();
+    }
+    let interrupted = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(interrupted.code, Some(1), "{}", interrupted.stdout);
+    for partition in &shared {
+        assert!(
+            interrupted
+                .stderr
+                .contains(&format!("partition {partition}: no readable replica")),
+            "{}",
+            interrupted.stderr
+        );
+    }
+    assert!(
+        interrupted.stderr.contains("run again to resume"),
+        "{}",
+        interrupted.stderr
+    );
+    assert!(
+        !backup.join("manifest.json").exists(),
+        "no backup is complete yet"
+    );
+    let partial: Value = serde_json::from_str(
+        &std::fs::read_to_string(backup.join("partial.json")).expect("partial.json"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        partial["files"].as_array().expect("files").len(),
+        table.len() - shared.len(),
+        "{partial:#}"
+    );
+
+    for name in &stopped {
+        cluster.start_storage(name);
+    }
+    replicast_testkit::process::replicas::wait_for_table(
+        &admin,
+        "the stopped storages are back",
+        replicast_testkit::process::replicas::all_up_to_date,
+    );
+    process::put(&client, 1, "after the interruption");
+    let resumed = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}",
+        resumed.stdout,
+        resumed.stderr
+    );
+    let fetched = resumed
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("partition "))
+        .count();
+    assert_eq!(fetched, shared.len(), "{}", resumed.stdout);
+    let done = manifest(&backup);
+    assert_eq!(done["tid"], partial["tid"], "resumed to its own TID");
+    assert_eq!(done["files"].as_array().expect("files").len(), table.len());
+    assert!(!backup.join("partial.json").exists());
+    let verified = replicast(&["backup", "verify", path(&backup)]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+    // Run again: only the commit after the interrupted run's TID is added.
+    let again = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
+    let extended = manifest(&backup);
+    let added: u64 = extended["files"].as_array().expect("files")[table.len()..]
+        .iter()
+        .map(|file| file["transactions"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(added, 1, "{extended:#}");
+    cluster.stop();
+}
+
+/// A client of the process cluster whose configuration is `config`, in `runtime`.
+fn connect(
+    runtime: &tokio::runtime::Runtime,
+    config: &Path,
+) -> (
+    replicast_node::driver::ClientHandle,
+    replicast_transport::quic::Endpoint,
+) {
+    let config = replicast_node::config::NodeConfig::load(config).expect("a client config");
+    runtime
+        .block_on(replicast_node::driver::connect_from_config(
+            &config,
+            replicast_node::client::ClientConfig::default(),
+            std::time::Duration::from_secs(30),
+        ))
+        .expect("connect")
+}
+
+#[test]
+fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
+    use replicast_node::ids::{Oid, Tid};
+    use replicast_node::protocol::LoadBefore;
+    use replicast_testkit::workload::transfers;
+
+    const ACCOUNTS: u32 = 10;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let source = LocalCluster::start(&ClusterSpec::default());
+    let admin = source.admin_config();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (mut bank, _endpoint) = connect(&runtime, &source.client_config("client-1", ""));
+    let accounts: Vec<Oid> = runtime
+        .block_on(transfers::create_accounts(&mut bank, ACCOUNTS))
+        .expect("accounts");
+
+    // Transfers go on in rounds of 10 commits until the backup is done; the backup starts
+    // once the first round committed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let writer = {
+        let (stop, accounts) = (stop.clone(), accounts.clone());
+        thread::spawn(move || {
+            let mut commits = Vec::new();
+            // Bounded: 200 rounds at most.
+            for round in 0..200u64 {
+                let run = runtime
+                    .block_on(transfers::run(&mut bank, &accounts, 10, round + 1))
+                    .expect("transfers");
+                commits.extend(run.commits);
+                if round == 0 {
+                    started_tx.send(()).expect("the test waits");
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            runtime.block_on(bank.close()).expect("close");
+            commits
+        })
+    };
+    started.recv().expect("the first round committed");
+    let taken = replicast(&["backup", "--config", path(&admin), "--to", path(&backup)]);
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().expect("the writer ends");
+    assert_eq!(taken.code, Some(0), "{}\n{}", taken.stdout, taken.stderr);
+    let tid = Tid(tid_of(&manifest(&backup)["tid"]));
+    let before_backup = commits.iter().filter(|commit| commit.tid <= tid).count();
+    assert!(before_backup >= 10, "the first round is in the backup");
+
+    // Each account as the source held it at the backup's TID.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (reader, _endpoint) = connect(&runtime, &source.client_config("client-2", ""));
+    let at_backup: Vec<(Oid, Tid, i64)> = accounts
+        .iter()
+        .map(|oid| {
+            match runtime
+                .block_on(reader.load_before(*oid, Tid(tid.0 + 1)))
+                .expect("load before")
+            {
+                LoadBefore::Found { data, serial, .. } => (
+                    *oid,
+                    serial,
+                    transfers::balance(*oid, &data).expect("a balance"),
+                ),
+                other => panic!("account {oid} at the backup's TID: {other:?}"),
+            }
+        })
+        .collect();
+    runtime.block_on(reader.close()).expect("close");
+    source.stop();
+
+    let target = LocalCluster::start(&ClusterSpec::default());
+    let target_client = target.client_config("client-1", "");
+    let restored = replicast(&[
+        "restore",
+        "--from",
+        path(&backup),
+        "--config",
+        path(&target_client),
+    ]);
+    assert_eq!(
+        restored.code,
+        Some(0),
+        "{}\n{}",
+        restored.stdout,
+        restored.stderr
+    );
+    let (copy, _endpoint) = connect(&runtime, &target_client);
+    let mut sum = 0;
+    for (oid, serial, balance) in &at_backup {
+        let (copied_serial, data) = runtime
+            .block_on(copy.load(*oid))
+            .expect("load")
+            .expect("the account is in the copy");
+        assert_eq!(
+            (
+                copied_serial,
+                transfers::balance(*oid, &data).expect("a balance")
+            ),
+            (*serial, *balance),
+            "account {oid} as at the backup's TID"
+        );
+        sum += balance;
+    }
+    assert_eq!(sum, i64::from(ACCOUNTS) * transfers::INITIAL_BALANCE);
+    runtime.block_on(copy.close()).expect("close");
+    target.stop();
+}
