@@ -323,6 +323,55 @@ impl PartitionTable {
         Ok(changed)
     }
 
+    /// Marks out of date the cells of `node` in `partitions` (a commit it missed wrote there),
+    /// except a cell that is the last readable one of its partition; returns how many cells
+    /// changed. The version is bumped when any did.
+    ///
+    /// For when [`mark_out_of_date`](Self::mark_out_of_date) would leave the table not
+    /// [operational](Self::is_operational) because another cell of `node` is a last copy:
+    /// the cells that missed the write must not stay readable all the same, or a reader at
+    /// the commit's TID sees the object's previous revision there.
+    ///
+    /// ```
+    /// use replicast_node::partition::PartitionTable;
+    ///
+    /// let mut table = PartitionTable::new(3, 2, &["s1".into(), "s2".into(), "s3".into()])?;
+    /// table.mark_out_of_date("s1")?;
+    /// // s2 holds the last readable copy of the partition it shares with s1; a commit it
+    /// // missed wrote every partition: its other cells go, that one stays.
+    /// let changed = table.mark_cells_out_of_date("s2", [0, 1, 2])?;
+    /// assert!(changed > 0);
+    /// assert!(table.is_operational());
+    /// # Ok::<(), replicast_node::partition::PartitionError>(())
+    /// ```
+    pub fn mark_cells_out_of_date(
+        &mut self,
+        node: &str,
+        partitions: impl IntoIterator<Item = u32>,
+    ) -> Result<usize, PartitionError> {
+        self.require_storage(node)?;
+        let mut changed = 0;
+        for partition in partitions {
+            let Some(cells) = self.partitions.get_mut(partition as usize) else {
+                continue;
+            };
+            let others_readable = cells
+                .iter()
+                .any(|cell| cell.node != node && cell.is_readable());
+            for cell in cells.iter_mut() {
+                let last_copy = cell.is_readable() && !others_readable;
+                if cell.node == node && cell.state != CellState::OutOfDate && !last_copy {
+                    cell.state = CellState::OutOfDate;
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            self.version += 1;
+        }
+        Ok(changed)
+    }
+
     /// Marks the up-to-date cell of `node` in `partition` out of date (an operator found its
     /// copy bad, so that replication feeds it again); the version is bumped.
     pub fn mark_cell_out_of_date(

@@ -288,6 +288,77 @@ fn bad_calls_get_typed_errors() {
 }
 
 #[test]
+fn pipelined_stores_take_effect_in_order_and_report_failures_when_waited_for() {
+    run(async {
+        let cluster = cluster().await;
+        let config = ClientConfig {
+            max_object_size: 1024,
+            ..relaxed()
+        };
+        let client = cluster
+            .client_with("client-zodb", config)
+            .await
+            .expect("client connects");
+        // Outside a transaction the store is refused when the stores are waited for.
+        client
+            .store_pipelined(Oid(1), Tid::ZERO, data("x"))
+            .expect("handed over");
+        client
+            .begin()
+            .await
+            .expect("begin (an earlier failure is not this one's)");
+        // Too large: refused at once, the transaction goes on.
+        let big = ObjectData::from(vec![0; 1025]);
+        assert!(matches!(
+            client.store_pipelined(Oid(1), Tid::ZERO, big),
+            Err(ClientError::TooLarge {
+                oid: Oid(1),
+                size: 1025,
+                max: 1024
+            })
+        ));
+        let oids = client.new_oids(200).await.expect("oids");
+        for (index, oid) in oids.iter().enumerate() {
+            client
+                .store_pipelined(*oid, Tid::ZERO, data(&format!("first {index}")))
+                .expect("store");
+        }
+        // A second store of an object replaces the first, in order.
+        client
+            .store_pipelined(oids[0], Tid::ZERO, data("second"))
+            .expect("store again");
+        assert_eq!(client.wait_stores().await.expect("answers"), Vec::new());
+        client.vote(info("pipelined")).await.expect("vote");
+        let tid = client.finish().await.expect("finish");
+        assert_eq!(
+            client.load(oids[0]).await.expect("load"),
+            Some((tid, data("second")))
+        );
+        assert_eq!(
+            client.load(oids[199]).await.expect("load"),
+            Some((tid, data("first 199")))
+        );
+
+        // A store the client refuses when it takes it (no transaction: the one above ended)
+        // comes back from the next call that waits for the stores.
+        client
+            .store_pipelined(Oid(1), Tid::ZERO, data("late"))
+            .expect("handed over");
+        let late = client.wait_stores().await;
+        assert!(
+            matches!(
+                late,
+                Err(ClientError::Protocol(ProtocolError::InvalidCall {
+                    call: "store",
+                    ..
+                }))
+            ),
+            "the store's own failure, not wait_stores': {late:?}"
+        );
+    });
+}
+
+#[test]
 fn a_conflict_is_reported_and_resolved_by_storing_again() {
     run(async {
         let cluster = cluster().await;

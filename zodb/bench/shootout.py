@@ -10,8 +10,8 @@ repeats for each round:
 - update: one transaction changing every one of them;
 - cold read: a new DB on a new storage (empty caches), reading every object;
 - warm read: in that DB, a new connection after ``cacheMinimize()`` (every object a ghost
-  again), reading every object through the storage (ZEO answers from its client cache,
-  replicast from the nearest replica).
+  again), reading every object through the storage (ZEO and replicast answer from their
+  client caches; with ``--cache-size 0`` replicast asks the nearest replica each time).
 
 A phase's rate is ``processes * objects / (time of the slowest process)``; the table shows
 the median over the rounds. FileStorage runs with one process only (it is not shared between
@@ -60,6 +60,7 @@ class Backend:
     path: str = ""  # FileStorage file, or the replicast client configuration
     address: tuple[str, int] = ("", 0)  # ZEO
     max_processes: int = 1_000
+    cache_size: Optional[int] = None  # replicast: the client cache's bytes (None: default)
 
 
 def open_storage(backend: Backend, worker: int) -> Any:
@@ -77,7 +78,10 @@ def open_storage(backend: Backend, worker: int) -> Any:
     if backend.kind == "replicast":
         from replicast_zodb import ReplicastStorage
 
-        return ReplicastStorage(backend.path.format(worker=worker + 1), timeout=60)
+        options: dict[str, Any] = {}
+        if backend.cache_size is not None:
+            options["cache_size"] = backend.cache_size
+        return ReplicastStorage(backend.path.format(worker=worker + 1), timeout=60, **options)
     raise ValueError(backend.kind)
 
 
@@ -392,6 +396,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--replicas", type=int, default=3, help="replicast: copies (of 3 storages)")
     parser.add_argument("--out", default="target/zodb-bench", help="output directory")
+    parser.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        help="replicast: the client object cache in bytes (0: none; default: the storage's)",
+    )
     args = parser.parse_args(argv)
 
     counts = [int(n) for n in args.processes.split(",")]
@@ -437,7 +447,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         f"client-{worker}", strategy=strategy, file=f"client-{worker}"
                     )
                 backend = Backend(
-                    name, "replicast", path=str(cell_dir / "client-{worker}.toml")
+                    name,
+                    "replicast",
+                    path=str(cell_dir / "client-{worker}.toml"),
+                    cache_size=args.cache_size,
                 )
             else:
                 raise SystemExit(f"unknown storage {name!r}")
@@ -463,6 +476,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "objects": args.objects,
                 "rounds": args.rounds,
                 "replicas": args.replicas,
+                "cache_size": args.cache_size,
                 "cells": [asdict(c) for c in cells],
             },
             indent=2,

@@ -245,8 +245,11 @@ impl NativeClient {
     }
 
     /// Stores `data` (`bytes`; `None` deletes the object) as the new revision of `oid`, read
-    /// at `serial` (`None` or 8 zero bytes for a new object). Pipelined: a conflict comes
-    /// back from `wait_stores`. Storing an oid again replaces the earlier data.
+    /// at `serial` (`None` or 8 zero bytes for a new object). Pipelined, and without waiting
+    /// for the client's driver (one hand-over, no round trip: a commit stores every object
+    /// with its own call): a conflict, or a failure of the store, comes back from
+    /// `wait_stores` (or `vote`); data over the size limit is refused here. Storing an oid
+    /// again replaces the earlier data.
     fn store(
         &self,
         py: Python<'_>,
@@ -257,7 +260,10 @@ impl NativeClient {
         let oid = crate::ids::oid(oid)?;
         let serial = tid("serial", serial, true)?;
         let data = object_data(data)?;
-        self.call(py, move |h| async move { h.store(oid, serial, data).await })
+        self.shared
+            .handle
+            .store_pipelined(oid, serial, data)
+            .map_err(|error| ZodbError::from(error).into_py(py))
     }
 
     /// Stores `data` (`None`: a deletion) as the new revision of `oid` without a serial check

@@ -43,9 +43,19 @@ pub async fn connect(
         })));
     };
     let strategy = *fanout;
+    let defaults = ClientConfig::default();
     let client = ClientConfig {
         max_object_size,
-        ..ClientConfig::default()
+        // A store waits at its storage while another transaction holds the object's lock,
+        // and ZODB applications commit to the same few objects at once (ZODB's race test:
+        // 64 clients on 3 objects): waits longer than the default 10 s happen there, and a
+        // waiting storage is not a failed one (one that dies is lost with its link, within
+        // the link's idle timeout). So a ZODB client counts a storage silent on its stores
+        // as failed only after the wait every call has (`timeout`), not before; counting it
+        // failed would abort the transaction (NoReplica) or mark a healthy replica out of
+        // date.
+        storage_timeout: defaults.storage_timeout.max(timeout),
+        ..defaults
     };
     let (handle, endpoint) = connect_from_config(&config, client, timeout)
         .await

@@ -59,7 +59,7 @@ class BadCalls(unittest.TestCase):
 
     def test_master_config_is_not_a_client(self) -> None:
         with self.assertRaises(ConfigurationError) as raised:
-            ReplicastStorage(self.cluster.root / "master.toml")
+            ReplicastStorage(self.cluster.root / f"{self.cluster.master_names[0]}.toml")
         self.assertIn("client", str(raised.exception))
 
     def in_transaction(self, call) -> None:

@@ -1,7 +1,8 @@
 """Failures while a ZODB application runs: a storage killed with SIGKILL mid-commit (commits go
-on with replicas 2, the storage catches up, nothing is lost), and every master unreachable (a
-clear ClientDisconnected within a bounded time, never a hang; working again once the master is
-back)."""
+on with replicas 2, the storage catches up, nothing is lost), the primary master killed (the
+group of three elects another, commits go on and other clients see them), and every master
+unreachable (a clear ClientDisconnected within a bounded time, never a hang; working again once
+the masters are back)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import transaction
 import ZODB
 from persistent.mapping import PersistentMapping
 
-from clusters import start_cluster, stop_cluster
+from clusters import GROUP, start_cluster, stop_cluster
 from replicast_zodb import ClientDisconnected, ReplicastStorage
+from replicast_zodb.errors import ReplicastError
 
 #: Bound on the waits of these tests (seconds).
 WAIT = 60.0
@@ -22,7 +24,7 @@ WAIT = 60.0
 
 class StorageKilledWhileCommitting(unittest.TestCase):
     def setUp(self) -> None:
-        self.cluster = start_cluster()
+        self.cluster = start_cluster(masters=GROUP)
 
     def tearDown(self) -> None:
         stop_cluster(self.cluster)
@@ -97,9 +99,51 @@ class StorageKilledWhileCommitting(unittest.TestCase):
         db.close()
 
 
+class PrimaryMasterKilled(unittest.TestCase):
+    def setUp(self) -> None:
+        self.cluster = start_cluster(masters=GROUP)
+
+    def tearDown(self) -> None:
+        stop_cluster(self.cluster)
+
+    def test_commits_go_on_with_the_next_primary(self) -> None:
+        self.assertEqual(len(self.cluster.master_names), 3, "the tests' clusters run a group")
+        writer = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-1"), timeout=10))
+        reader = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-2"), timeout=10))
+        try:
+            with writer.transaction() as conn:
+                conn.root()["n"] = 1
+            primary = self.cluster.primary()
+            self.cluster.stop_master(primary, kill=True)
+            # The group elects another primary and the client follows it: a commit made
+            # meanwhile may fail with a clear error (then the application retries, as
+            # transaction managers do), never hang past the client's timeout.
+            deadline = time.monotonic() + WAIT
+            while True:
+                try:
+                    with writer.transaction() as conn:
+                        conn.root()["n"] = 2
+                    break
+                except ReplicastError:
+                    if time.monotonic() > deadline:
+                        raise
+            successor = self.cluster.primary()
+            self.assertNotEqual(successor, primary)
+            # Another client learns of the commit through the new primary.
+            with reader.transaction() as conn:
+                self.assertEqual(conn.root()["n"], 2)
+            with writer.transaction() as conn:
+                conn.root()["n"] = 3
+            with reader.transaction() as conn:
+                self.assertEqual(conn.root()["n"], 3)
+        finally:
+            writer.close()
+            reader.close()
+
+
 class MasterUnreachable(unittest.TestCase):
     def setUp(self) -> None:
-        self.cluster = start_cluster()
+        self.cluster = start_cluster(masters=GROUP)
 
     def tearDown(self) -> None:
         self.cluster.resume_master()

@@ -134,6 +134,9 @@ pub(super) struct Shared {
     pub(super) storage_failures: AtomicU64,
     /// Whether the dispatcher ended (the driver stopped).
     pub(super) stopped: watch::Sender<bool>,
+    /// The first failure of a pipelined store of the transaction in progress, reported by
+    /// the next call that waits for the stores.
+    pub(super) pipelined: Mutex<Option<crate::protocol::ProtocolError>>,
 }
 
 impl Shared {
@@ -145,7 +148,16 @@ impl Shared {
             invalidations: AtomicU64::new(0),
             storage_failures: AtomicU64::new(0),
             stopped: watch::Sender::new(false),
+            pipelined: Mutex::new(None),
         })
+    }
+
+    /// The failure of a pipelined store, taken (once).
+    pub(super) fn take_pipelined(&self) -> Option<crate::protocol::ProtocolError> {
+        self.pipelined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// The waiters, whatever a panicking holder left (every update is a whole insert or

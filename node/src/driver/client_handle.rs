@@ -139,6 +139,9 @@ struct Inner {
     commit_wait: Mutex<Duration>,
     slot: Arc<tokio::sync::Mutex<()>>,
     fanout: Option<FanoutView>,
+    /// The client's [`ClientConfig::max_object_size`](crate::client::ClientConfig), checked
+    /// before a pipelined store leaves the caller.
+    max_object_size: usize,
 }
 
 impl std::fmt::Debug for ClientHandle {
@@ -275,6 +278,7 @@ impl ClientHandle {
         config
             .report_to
             .get_or_insert_with(|| client.master().to_owned());
+        let max_object_size = client.config().max_object_size;
         let (driver, events) = spawn_with(client, endpoint, config, side);
         let shared = Shared::new();
         client_dispatch::start(shared.clone(), events);
@@ -286,6 +290,7 @@ impl ClientHandle {
                 commit_wait: Mutex::new(DEFAULT_COMMIT_WAIT),
                 slot: Arc::new(tokio::sync::Mutex::new(())),
                 fanout,
+                max_object_size,
             }),
         };
         let (ready, connected) = oneshot::channel();
@@ -366,6 +371,8 @@ impl ClientHandle {
             .inner
             .driver
             .call(move |client, _| {
+                // A failure of an earlier transaction's pipelined store is its business.
+                shared.take_pipelined();
                 // This call holds the commit slot, so a transaction the role still has belongs
                 // to no call: an earlier one gave up on it (its begin timed out while the
                 // request stayed with the master, which may answer late; a store or vote
@@ -412,6 +419,38 @@ impl ClientHandle {
     /// again replaces the earlier data (after a conflict: on top of its `current` serial).
     pub async fn store(&self, oid: Oid, serial: Tid, data: ObjectData) -> Result<(), ClientError> {
         self.store_kind(oid, serial, data, StoreKind::Checked).await
+    }
+
+    /// Like [`store`](Self::store), without waiting for the driver to take the store: it
+    /// takes effect in order with every later call of this handle, so a caller storing many
+    /// objects (ZODB's `store`, once per object of a commit) pays one hand-over each, not a
+    /// round trip to the driver. An object larger than
+    /// [`ClientConfig::max_object_size`](crate::client::ClientConfig) is refused at once; a
+    /// failure the client reports when it takes the store (e.g. the object has no writable
+    /// replica left) comes back from the next [`wait_stores`](Self::wait_stores) or
+    /// [`vote`](Self::vote).
+    pub fn store_pipelined(
+        &self,
+        oid: Oid,
+        serial: Tid,
+        data: ObjectData,
+    ) -> Result<(), ClientError> {
+        self.check_aborted()?;
+        let (size, max) = (data.as_bytes().len(), self.inner.max_object_size);
+        if size > max {
+            return Err(ClientError::TooLarge { oid, size, max });
+        }
+        let shared = self.inner.shared.clone();
+        self.inner.driver.cast(move |client, now| {
+            if let Err(error) = client.store_kind(now, oid, serial, data, StoreKind::Checked) {
+                shared
+                    .pipelined
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(error);
+            }
+        })?;
+        Ok(())
     }
 
     /// Stores `data` as the new revision of `oid` without checking any serial (ZODB's
@@ -479,6 +518,9 @@ impl ClientHandle {
             .inner
             .driver
             .call(move |client, _| {
+                if let Some(error) = shared.take_pipelined() {
+                    return Err(error);
+                }
                 if let Some(conflicts) = client.stores_answered() {
                     return Ok(Some(conflicts));
                 }
@@ -567,6 +609,7 @@ impl ClientHandle {
             .inner
             .driver
             .call(move |client, _| {
+                shared.take_pipelined();
                 let result = client.abort();
                 if client.current_transaction().is_none() {
                     shared.waiters().current = None;

@@ -205,6 +205,17 @@ impl<R: Role> DriverHandle<R> {
         result.await.map_err(|_| DriverError::Stopped)
     }
 
+    /// Runs `call` on the role without waiting for it: it takes effect in order with every
+    /// other call of this handle (a later [`call`](Self::call) sees it done).
+    pub fn cast(
+        &self,
+        call: impl FnOnce(&mut R, SystemTime) + Send + 'static,
+    ) -> Result<(), DriverError> {
+        self.commands
+            .send(Box::new(call))
+            .map_err(|_| DriverError::Stopped)
+    }
+
     /// What went wrong so far.
     pub fn stats(&self) -> DriverStats {
         self.counters.snapshot()

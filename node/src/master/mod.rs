@@ -543,8 +543,20 @@ impl Master {
             return Ok(());
         }
         let silent = std::mem::take(&mut finishing.waiting);
-        for node in silent {
-            self.mark_out_of_date(&node)?;
+        let written = finishing.request.oids.clone();
+        for node in &silent {
+            self.mark_missed(node, &written)?;
+        }
+        // A silent voter that is still the last readable copy of a partition the commit
+        // wrote is waited for again: completing without it would announce a commit that
+        // no readable replica of that partition shows yet.
+        let still_needed: BTreeSet<NodeName> = silent
+            .into_iter()
+            .filter(|node| self.last_copy_of_written(node))
+            .collect();
+        if let Some(finishing) = self.finishing.as_mut() {
+            finishing.deadline = now + self.config.finish_timeout;
+            finishing.waiting = still_needed;
         }
         self.complete_finish_if_done(now)?;
         self.sync_replication();
@@ -661,7 +673,7 @@ impl Master {
         }
         for node in &failed {
             if self.state.table.storages().contains(node) {
-                self.mark_out_of_date(node)?;
+                self.mark_missed(node, &oids)?;
             }
         }
         let voters: BTreeSet<NodeName> = voters.into_iter().collect();
@@ -870,6 +882,19 @@ impl Master {
         self.events.push_back(MasterEvent::Aborted { ttid });
     }
 
+    /// Whether `node` holds a readable cell of a partition that the finish in progress wrote.
+    fn last_copy_of_written(&self, node: &str) -> bool {
+        let Some(finishing) = self.finishing.as_ref() else {
+            return false;
+        };
+        finishing.request.oids.iter().any(|oid| {
+            self.state
+                .table
+                .readable_cells(*oid)
+                .any(|cell| cell.node == node)
+        })
+    }
+
     fn has_writable_cell(&self, node: &str) -> bool {
         self.state.table.partitions().any(|cells| {
             cells
@@ -878,9 +903,39 @@ impl Master {
         })
     }
 
+    /// `node` missed a commit that wrote `oids`: its cells go out of date as a whole when
+    /// the table stays operational; else (one of its cells is the last readable copy of a
+    /// partition) its cells of the partitions the commit wrote do, except such a last copy.
+    /// Either way no readable cell is left without the commit where another has it (P7:
+    /// leaving the whole node readable when it could not go out of date as a whole let a
+    /// reader at the commit's TID see half of the transaction). A last copy stays readable:
+    /// a finish that needs it without its vote is refused, or waits for it (see
+    /// [`finish_timeout`](Self::finish_timeout)).
+    fn mark_missed(&mut self, node: &str, oids: &[Oid]) -> Result<(), ProtocolError> {
+        let mut whole = self.state.table.clone();
+        if whole.mark_out_of_date(node)? > 0 && whole.is_operational() {
+            return self.mark_out_of_date(node);
+        }
+        let partitions: BTreeSet<u32> = oids
+            .iter()
+            .map(|oid| self.state.table.partition_of(*oid))
+            .collect();
+        let mut marked = self.state.table.clone();
+        if marked.mark_cells_out_of_date(node, partitions)? == 0 {
+            return Ok(());
+        }
+        self.note_out_of_date(node);
+        self.state.table = marked;
+        self.events.push_back(MasterEvent::StorageOutOfDate {
+            node: node.to_owned(),
+        });
+        self.broadcast_table();
+        Ok(())
+    }
+
     /// Marks `node`'s cells out of date, unless that would leave a partition without a
     /// readable cell: the last copy of a partition stays readable, and finishes that need the
-    /// node are refused instead.
+    /// node are refused instead (a node that missed a commit: [`mark_missed`](Self::mark_missed)).
     fn mark_out_of_date(&mut self, node: &str) -> Result<(), ProtocolError> {
         let mut marked = self.state.table.clone();
         if marked.mark_out_of_date(node)? == 0 || !marked.is_operational() {

@@ -406,4 +406,156 @@ mod tests {
             .expect("an answer");
         assert_eq!(fresh.running_storages().count(), 0);
     }
+
+    /// An object of a partition whose cells are exactly `nodes`.
+    fn oid_on(master: &Master, nodes: [&str; 2]) -> crate::ids::Oid {
+        (0..64)
+            .map(crate::ids::Oid)
+            .find(|oid| {
+                let mut cells: Vec<&str> = master
+                    .table()
+                    .cells(master.table().partition_of(*oid))
+                    .expect("a partition")
+                    .iter()
+                    .map(|cell| cell.node.as_str())
+                    .collect();
+                cells.sort_unstable();
+                cells == nodes
+            })
+            .expect("every pair of storages shares a partition")
+    }
+
+    /// The table `c1` last got before the answer to its finish, and that answer's TID.
+    fn table_before_answer(sent: &[Transmit]) -> (Option<PartitionTable>, Tid) {
+        let mut table = None;
+        for transmit in sent.iter().filter(|transmit| transmit.to == "c1") {
+            match &transmit.message {
+                Message::PartitionTable(new) => table = Some(new.clone()),
+                Message::AnswerFinish {
+                    outcome: crate::protocol::TransactionOutcome::Committed(tid),
+                    ..
+                } => return (table, *tid),
+                _ => {}
+            }
+        }
+        panic!("no commit answered to c1: {sent:?}");
+    }
+
+    /// P7: a storage that failed during a transaction must not stay readable in a partition
+    /// the transaction wrote, also when another of its cells is the last readable copy of its
+    /// partition (then that one cell stays readable, and only it).
+    #[test]
+    fn a_failed_storage_is_not_readable_where_the_commit_wrote_though_it_holds_a_last_copy() {
+        let now = SystemTime::now();
+        let mut master = master_with_s3_out_of_date(now);
+        let oid = oid_on(&master, ["s1", "s2"]);
+        let written = master.table().partition_of(oid);
+        let ttid = begin(&mut master, now);
+        master
+            .handle(
+                now,
+                "c1",
+                Message::AskFinish {
+                    ttid,
+                    oids: vec![oid],
+                    voters: vec!["s1".into()],
+                    failed: vec!["s2".into()],
+                },
+            )
+            .expect("finish");
+        let mut sent = drain(&mut master);
+        let tid = sent
+            .iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Finish { tid, .. } if transmit.to == "s1" => Some(tid),
+                _ => None,
+            })
+            .expect("s1 finishes");
+        master
+            .handle(now, "s1", Message::Finished { ttid, tid })
+            .expect("finished");
+        sent.extend(drain(&mut master));
+        let (table, committed) = table_before_answer(&sent);
+        assert_eq!(committed, tid);
+        let table = table.expect("c1 learned a new table before the commit");
+        let readable: Vec<&str> = table
+            .cells(written)
+            .expect("a partition")
+            .iter()
+            .filter(|cell| cell.is_readable())
+            .map(|cell| cell.node.as_str())
+            .collect();
+        assert_eq!(
+            readable,
+            ["s1"],
+            "only the voter serves the written partition"
+        );
+        assert!(table.is_operational(), "s2's last copies stay readable");
+        assert!(
+            table
+                .partitions()
+                .flatten()
+                .any(|cell| cell.node == "s2" && cell.is_readable())
+        );
+    }
+
+    /// P7, the finish's side: a voter silent past the finish timeout goes out of date where
+    /// another voter has the commit; where it is the last readable copy, the finish waits for
+    /// it instead of announcing a commit no readable replica shows.
+    #[test]
+    fn a_silent_voter_holding_the_last_copy_of_a_written_partition_is_waited_for() {
+        let now = SystemTime::now();
+        let mut master = master_with_s3_out_of_date(now);
+        let both = oid_on(&master, ["s1", "s2"]);
+        let alone = oid_on(&master, ["s2", "s3"]);
+        let ttid = begin(&mut master, now);
+        master
+            .handle(
+                now,
+                "c1",
+                Message::AskFinish {
+                    ttid,
+                    oids: vec![both, alone],
+                    voters: vec!["s1".into(), "s2".into()],
+                    failed: vec![],
+                },
+            )
+            .expect("finish");
+        let tid = drain(&mut master)
+            .iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Finish { tid, .. } if transmit.to == "s1" => Some(tid),
+                _ => None,
+            })
+            .expect("s1 finishes");
+        master
+            .handle(now, "s1", Message::Finished { ttid, tid })
+            .expect("finished");
+        let later = now + MasterConfig::default().finish_timeout;
+        master.handle_timeout(later).expect("timeout");
+        let mut sent = drain(&mut master);
+        assert!(
+            !sent
+                .iter()
+                .any(|transmit| matches!(transmit.message, Message::AnswerFinish { .. })),
+            "s2 alone holds {alone}'s partition readable: the commit waits for it"
+        );
+        let table = master.table();
+        let cell = |oid, node: &str| {
+            table
+                .cells(table.partition_of(oid))
+                .expect("a partition")
+                .iter()
+                .find(|cell| cell.node == node)
+                .map(|cell| cell.state)
+        };
+        assert_eq!(cell(both, "s2"), Some(CellState::OutOfDate));
+        assert_eq!(cell(alone, "s2"), Some(CellState::UpToDate));
+        master
+            .handle(later, "s2", Message::Finished { ttid, tid })
+            .expect("finished late");
+        sent.extend(drain(&mut master));
+        let (_, committed) = table_before_answer(&sent);
+        assert_eq!(committed, tid);
+    }
 }

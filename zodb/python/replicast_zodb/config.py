@@ -20,4 +20,5 @@ class ReplicastStorageFactory(BaseConfig):
             read_only=section.read_only,
             timeout=section.timeout,
             max_object_size=section.max_object_size,
+            cache_size=section.cache_size,
         )

@@ -2,8 +2,9 @@
 
 Each instance is one client of the cluster (``replicast_zodb._native.Client``, the node's
 client in Rust): its stores fan out to the replicas by the configured strategy (unicast,
-multicast or auto), its loads go to the replica with the lowest measured round-trip time. Every
-call blocks the calling thread with the GIL released and is bounded by ``timeout``.
+multicast or auto), its loads go to the replica with the lowest measured round-trip time,
+unless its object cache (:mod:`replicast_zodb.cache`, as ZEO's client cache) has the revision.
+Every call blocks the calling thread with the GIL released and is bounded by ``timeout``.
 
 One transaction at a time per instance, as ZODB's ``BaseStorage`` does it: ``tpc_begin`` takes
 the commit lock, ``tpc_finish`` / ``tpc_abort`` release it.
@@ -36,6 +37,7 @@ from ZODB.interfaces import (
 from ZODB.utils import u64, z64
 
 from replicast_zodb import _native, gc
+from replicast_zodb.cache import DEFAULT_CACHE_BYTES, ClientCache
 from replicast_zodb.errors import ReplicastError
 from replicast_zodb.iteration import TransactionIterator
 
@@ -90,6 +92,7 @@ class ReplicastStorage(ConflictResolvingStorage):
     reached raises :class:`replicast_zodb.errors.ClientDisconnected` after it.
     ``max_object_size`` bounds one object's pickle (bytes; larger ones raise
     :class:`replicast_zodb.errors.ObjectTooLarge` before anything is sent).
+    ``cache_size`` bounds the object cache (bytes of object data; 0 turns it off).
     """
 
     def __init__(
@@ -100,11 +103,14 @@ class ReplicastStorage(ConflictResolvingStorage):
         read_only: bool = False,
         timeout: float = 30.0,
         max_object_size: Optional[int] = None,
+        cache_size: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if not isinstance(config_path, (str, os.PathLike)):
             raise TypeError(
                 f"config_path must be a str or os.PathLike, not {type(config_path).__name__}"
             )
+        if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
+            raise ValueError(f"cache_size must be a number of bytes >= 0, not {cache_size!r}")
         self._config_path = os.path.abspath(os.fspath(config_path))
         options: dict[str, Any] = {"timeout": timeout}
         if max_object_size is not None:
@@ -128,6 +134,11 @@ class ReplicastStorage(ConflictResolvingStorage):
         # This transaction's undo stores: oid -> the TID whose content the new revision gets
         # (None: the object's creation was undone).
         self._undone_to: dict[bytes, Optional[bytes]] = {}
+        # This transaction's restores (no conflict resolution for them, but their objects
+        # change as well).
+        self._restored: set[bytes] = set()
+        # Revisions read lately (ZODB's race tests call ``_cache.clear()`` when they fail).
+        self._cache = ClientCache(cache_size)
         self._oids: list[bytes] = []
         self._oid_lock = threading.Lock()
         self._db: Any = None
@@ -185,6 +196,10 @@ class ReplicastStorage(ConflictResolvingStorage):
         """The client's listener: another client committed ``oids`` at ``tid`` (``None``:
         commits may have been missed). Runs on the client's delivery thread, in TID order;
         lastTransaction() moves to ``tid`` only after this returned."""
+        if oids is None:
+            self._cache.clear()
+        else:
+            self._cache.invalidate(tid, oids)
         db = self._db
         if db is None:
             return
@@ -223,10 +238,19 @@ class ReplicastStorage(ConflictResolvingStorage):
         return self.load(oid)[1]
 
     def loadBefore(self, oid: bytes, tid: bytes) -> Optional[tuple[bytes, bytes, Optional[bytes]]]:
-        found = self._client.load_before(oid, tid)
-        if found is None:
-            return None
-        data, serial, end = found
+        # Wrong types go to the native client, which names the problem.
+        cacheable = isinstance(oid, bytes) and isinstance(tid, bytes)
+        cached = self._cache.load_before(oid, tid) if cacheable else None
+        if cached is not None:
+            data, serial, end = cached
+        else:
+            ticket = self._cache.ticket()
+            found = self._client.load_before(oid, tid)
+            if found is None:
+                return None
+            data, serial, end = found
+            if cacheable:
+                self._cache.store(oid, data, serial, end, ticket)
         if data is None:
             # The revision current then undid the object's creation.
             raise POSException.POSKeyError(oid)
@@ -283,6 +307,8 @@ class ReplicastStorage(ConflictResolvingStorage):
         _packed, failed, _removed = self._client.pack(pack_tid)
         if failed:
             logger.warning("pack at %s: storages %s did not answer", _tid_repr(pack_tid), failed)
+        # Packed revisions are gone from the storages: from the cache too.
+        self._cache.clear()
         garbage = gc.unreachable(self._client, pack_tid, referencesf)
         if garbage:
             _packed, failed, _removed = self._client.collect(pack_tid, garbage)
@@ -455,6 +481,7 @@ class ReplicastStorage(ConflictResolvingStorage):
             self._ttid = ttid
             self._stored = {}
             self._undone_to = {}
+            self._restored = set()
 
     def _check_transaction(self, transaction: Any) -> None:
         if transaction is not self._transaction:
@@ -488,6 +515,7 @@ class ReplicastStorage(ConflictResolvingStorage):
         if version:
             raise POSException.Unsupported("Versions aren't supported")
         self._client.restore(oid, data)
+        self._restored.add(oid)
 
     def copyTransactionsFrom(self, other: Any, verbose: int = 0) -> None:
         """Copies every transaction of ``other`` with its TIDs (``restore``)."""
@@ -539,6 +567,9 @@ class ReplicastStorage(ConflictResolvingStorage):
         try:
             with self._finish_lock:
                 tid = self._client.finish()
+                # This commit's objects end their cached revisions, before anyone here sees
+                # the tid.
+                self._cache.invalidate(tid, [*self._stored, *self._restored])
                 # The callback (the DB's invalidations of this commit in this process) runs
                 # before lastTransaction() shows the tid to anyone.
                 if f is not None:
@@ -567,6 +598,7 @@ class ReplicastStorage(ConflictResolvingStorage):
             self._ttid = None
             self._stored = {}
             self._undone_to = {}
+            self._restored = set()
         self._commit_lock.release()
 
 

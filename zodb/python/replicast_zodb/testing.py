@@ -1,6 +1,7 @@
 """A local replicast cluster of real processes, for tests and benchmarks.
 
-``LocalCluster`` starts a master and storages as ``replicast node`` processes on 127.0.0.1,
+``LocalCluster`` starts a master (or a group of masters) and storages as ``replicast node``
+processes on 127.0.0.1,
 with certificates from ``replicast certs init`` and configuration files in a directory of its
 own, and writes client configurations for it. The ``replicast`` binary is ``$REPLICAST_BIN``,
 else the one on ``PATH``.
@@ -185,11 +186,23 @@ def _common_sections(name: str, certs: Path) -> str:
     )
 
 
-class LocalCluster:
-    """A master and ``storages`` storages (``replicas`` copies of each of ``partitions``
-    partitions) as processes on 127.0.0.1, in ``root`` (configurations, ``data/``, logs).
+def has_primary(status: dict[str, Any]) -> bool:
+    """Whether a master of ``status`` (``replicast status --json``) says it is the primary."""
+    return any(master.get("role") == "primary" for master in status.get("masters") or [])
 
-    ``certs`` is a directory made by :func:`make_certificates` holding ``master``,
+
+def master_names(masters: int) -> list[str]:
+    """The masters' names: ``master`` alone, or ``master-1..N`` for a group."""
+    return ["master"] if masters == 1 else [f"master-{i}" for i in range(1, masters + 1)]
+
+
+class LocalCluster:
+    """``masters`` masters (1: ``master`` alone; more: the raft group ``master-1..N``, which
+    elects a primary and replaces it when it fails) and ``storages`` storages (``replicas``
+    copies of each of ``partitions`` partitions) as processes on 127.0.0.1, in ``root``
+    (configurations, ``data/``, logs).
+
+    ``certs`` is a directory made by :func:`make_certificates` holding the masters',
     ``storage-1..N`` and the client names; made in ``root/certs`` when not given. Clusters may
     share one: they differ by ports and multicast group.
     """
@@ -203,7 +216,10 @@ class LocalCluster:
         partitions: int = 12,
         certs: Optional[Path] = None,
         clients: int = DEFAULT_CLIENTS,
+        masters: int = 1,
     ) -> None:
+        if masters < 1:
+            raise ValueError(f"a cluster needs at least one master, not {masters}")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.storage_names = [f"storage-{i}" for i in range(1, storages + 1)]
@@ -211,19 +227,26 @@ class LocalCluster:
         self.partitions = partitions
         self.group = random_group()
         if certs is None:
-            certs = make_certificates(self.root / "certs", self.certificate_names(storages, clients))
+            certs = make_certificates(
+                self.root / "certs", self.certificate_names(storages, clients, masters)
+            )
         self.certs = Path(certs)
-        self.master: Optional[NodeProcess] = None
-        self.master_address = f"127.0.0.1:{free_port()}"
+        self.master_names = master_names(masters)
+        #: The master processes started, by name.
+        self.masters: dict[str, NodeProcess] = {}
+        self._paused: set[str] = set()
+        self.master_addresses = {name: f"127.0.0.1:{free_port()}" for name in self.master_names}
         self.storages: dict[str, NodeProcess] = {}
         self._storage_addresses = {name: f"127.0.0.1:{free_port()}" for name in self.storage_names}
         self._write_configs()
 
     @staticmethod
-    def certificate_names(storages: int = 3, clients: int = DEFAULT_CLIENTS) -> list[str]:
+    def certificate_names(
+        storages: int = 3, clients: int = DEFAULT_CLIENTS, masters: int = 1
+    ) -> list[str]:
         """Every name a cluster of this shape needs a certificate for."""
         return (
-            ["master"]
+            master_names(masters)
             + [f"storage-{i}" for i in range(1, storages + 1)]
             + [f"client-{i}" for i in range(1, clients + 1)]
         )
@@ -233,41 +256,84 @@ class LocalCluster:
         path.write_text(text)
         return path
 
+    @property
+    def _masters_section(self) -> str:
+        """How the other nodes name the masters: ``[master]`` for one, ``[masters]`` for a
+        group (every master, so that a node finds the primary by itself)."""
+        if len(self.master_names) == 1:
+            name = self.master_names[0]
+            return f'[master]\naddress = "{self.master_addresses[name]}"\nname = "{name}"\n'
+        group = "".join(f'{n} = "{a}"\n' for n, a in self.master_addresses.items())
+        return f"[masters]\n{group}"
+
     def _write_configs(self) -> None:
         storages = ", ".join(f'"{s}"' for s in self.storage_names)
-        self._write(
-            "master",
-            f'[node]\nname = "master"\nrole = "master"\nlisten = "{self.master_address}"\n\n'
-            f"{_common_sections('master', self.certs)}\n"
-            f"[cluster]\npartitions = {self.partitions}\nreplicas = {self.replicas}\n"
-            f"storages = [{storages}]\n",
-        )
+        group = self._masters_section if len(self.master_names) > 1 else ""
+        for name in self.master_names:
+            self._write(
+                name,
+                f'[node]\nname = "{name}"\nrole = "master"\n'
+                f'listen = "{self.master_addresses[name]}"\n\n'
+                f"{_common_sections(name, self.certs)}\n"
+                f"[cluster]\npartitions = {self.partitions}\nreplicas = {self.replicas}\n"
+                f"storages = [{storages}]\n\n{group}",
+            )
         for name in self.storage_names:
             self._write(
                 name,
                 f'[node]\nname = "{name}"\nrole = "storage"\n'
                 f'listen = "{self._storage_addresses[name]}"\n\n'
                 f"{_common_sections(name, self.certs)}\n"
-                f'[master]\naddress = "{self.master_address}"\nname = "master"\n\n'
+                f"{self._masters_section}\n"
                 f'[storage]\npath = "data/{name}.redb"\n\n'
                 f'[multicast]\ngroup = "{self.group}"\ninterface = "127.0.0.1"\n',
             )
 
     def start(self) -> "LocalCluster":
-        """Starts the master and every storage; returns once the master reports them all
-        running."""
-        self.start_master()
+        """Starts the masters and every storage; returns once the (primary) master reports
+        them all running."""
+        started = [
+            NodeProcess(name, self.root / f"{name}.toml", self.root / f"{name}.log")
+            for name in self.master_names
+        ]
+        for node in started:
+            self._master_ready(node)
         for name in self.storage_names:
             self.start_storage(name, wait=False)
         self.wait_running()
         return self
 
-    def start_master(self) -> None:
-        """Starts (or restarts) the master and waits for its ready line."""
-        self.master = NodeProcess("master", self.root / "master.toml", self.root / "master.log")
-        address = self.master.wait_ready()
-        if address != self.master_address:
-            raise NodeError(f"master listens at {address}, not {self.master_address}")
+    def start_master(self, name: Optional[str] = None) -> None:
+        """Starts (or restarts) master ``name`` (the first by default) and waits for its
+        ready line."""
+        name = name or self.master_names[0]
+        self._master_ready(NodeProcess(name, self.root / f"{name}.toml", self.root / f"{name}.log"))
+
+    def _master_ready(self, node: NodeProcess) -> None:
+        self.masters[node.name] = node
+        address = node.wait_ready()
+        if address != self.master_addresses[node.name]:
+            raise NodeError(
+                f"{node.name} listens at {address}, not {self.master_addresses[node.name]}"
+            )
+
+    @property
+    def master(self) -> Optional[NodeProcess]:
+        """The first master's process (the only one without a group)."""
+        return self.masters.get(self.master_names[0])
+
+    @property
+    def master_address(self) -> str:
+        """The first master's address."""
+        return self.master_addresses[self.master_names[0]]
+
+    def primary(self, timeout: float = WAIT) -> str:
+        """The name of the master that says it is the primary (asked until one does)."""
+
+        if len(self.master_names) == 1:
+            return self.master_names[0]
+        status = self.wait_status(has_primary, "a primary master", timeout)
+        return next(m["name"] for m in status["masters"] if m.get("role") == "primary")
 
     def start_storage(self, name: str, wait: bool = True) -> None:
         """Starts (or restarts) storage ``name`` and waits for its ready line; with ``wait``,
@@ -279,23 +345,35 @@ class LocalCluster:
             self.wait_running()
 
     def wait_running(self, timeout: float = WAIT) -> None:
-        """Until the master reports every started storage running."""
-        assert self.master is not None
-        self.master.wait_running(
-            [name for name, node in self.storages.items() if node.running], timeout
-        )
+        """Until the (primary) master reports every started storage running."""
+        running = [name for name, node in self.storages.items() if node.running]
+        if len(self.master_names) == 1:
+            assert self.master is not None
+            self.master.wait_running(running, timeout)
+            return
+
+        def all_running(status: dict[str, Any]) -> bool:
+            up = [
+                node["name"]
+                for node in status.get("nodes", [])
+                if node.get("role") == "storage" and node.get("state") == "running"
+            ]
+            return has_primary(status) and sorted(up) == sorted(running)
+
+        self.wait_status(all_running, f"a primary with storages {running} running", timeout)
 
     def kill_storage(self, name: str) -> None:
         """SIGKILLs storage ``name``."""
         self.storages[name].kill()
 
-    def stop_master(self, kill: bool = False) -> None:
-        """Stops (SIGTERM, or SIGKILL with ``kill``) the master."""
-        assert self.master is not None
+    def stop_master(self, name: Optional[str] = None, kill: bool = False) -> None:
+        """Stops (SIGTERM, or SIGKILL with ``kill``) master ``name`` (the first by
+        default)."""
+        node = self.masters[name or self.master_names[0]]
         if kill:
-            self.master.kill()
+            node.kill()
         else:
-            self.master.stop()
+            node.stop()
 
     def client_config(
         self,
@@ -316,14 +394,31 @@ class LocalCluster:
             file or f"{name}-{strategy}",
             f'[node]\nname = "{name}"\nrole = "client"\nlisten = "127.0.0.1:0"\n\n'
             f"{_common_sections(name, self.certs)}\n"
-            f'[master]\naddress = "{self.master_address}"\nname = "master"\n\n'
+            f"{self._masters_section}\n"
             f'[fanout]\nstrategy = "{strategy}"\n{multicast}',
         )
 
     def status(self) -> dict[str, Any]:
-        """``replicast status --json`` as the master answers it."""
+        """``replicast status --json`` as the masters answer it (asked with the configuration
+        of a master that runs and is not paused; it redirects to the primary)."""
+        asked = next(
+            (
+                name
+                for name in self.master_names
+                if name in self.masters and self.masters[name].running and name not in self._paused
+            ),
+            self.master_names[0],
+        )
         done = subprocess.run(
-            [replicast_binary(), "status", "--json", "--config", str(self.root / "master.toml")],
+            [
+                replicast_binary(),
+                "status",
+                "--json",
+                "--timeout",
+                "5",
+                "--config",
+                str(self.root / f"{asked}.toml"),
+            ],
             capture_output=True,
             text=True,
             timeout=WAIT,
@@ -338,8 +433,12 @@ class LocalCluster:
         """Asks the master until ``accept`` takes its status (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self.status()
-            if accept(status):
+            try:
+                status: Any = self.status()
+            except NodeError as error:
+                # No answer yet (e.g. the masters are still electing a primary).
+                status = error
+            if not isinstance(status, NodeError) and accept(status):
                 return status
             if time.monotonic() > deadline:
                 raise NodeError(f"{what}: not within {timeout} s; last status {status}")
@@ -355,29 +454,36 @@ class LocalCluster:
 
         self.wait_status(all_up_to_date, "every cell up to date", timeout)
 
-    def pause_master(self) -> None:
-        """SIGSTOPs the master: it is unreachable, its state kept (:meth:`resume_master`)."""
-        assert self.master is not None
-        self.master.process.send_signal(signal.SIGSTOP)
+    def pause_master(self, name: Optional[str] = None) -> None:
+        """SIGSTOPs master ``name`` (every master by default): it is unreachable, its state
+        kept (:meth:`resume_master`)."""
+        for node in self._masters_named(name):
+            node.process.send_signal(signal.SIGSTOP)
+            self._paused.add(node.name)
 
-    def resume_master(self) -> None:
-        """SIGCONTs the master paused by :meth:`pause_master`."""
-        assert self.master is not None
-        self.master.process.send_signal(signal.SIGCONT)
+    def resume_master(self, name: Optional[str] = None) -> None:
+        """SIGCONTs master ``name`` (every master by default) paused by :meth:`pause_master`."""
+        for node in self._masters_named(name):
+            if node.running:
+                node.process.send_signal(signal.SIGCONT)
+            self._paused.discard(node.name)
+
+    def _masters_named(self, name: Optional[str]) -> list[NodeProcess]:
+        return list(self.masters.values()) if name is None else [self.masters[name]]
 
     def stop(self) -> None:
         """Stops every node (SIGTERM; SIGKILL for one that does not stop in time)."""
         for node in self.storages.values():
             node.stop()
-        if self.master is not None:
-            self.master.stop()
+        for node in self.masters.values():
+            node.stop()
 
     def kill(self) -> None:
         """SIGKILLs every node (a test's cleanup: nothing is left running)."""
         for node in self.storages.values():
             node.kill()
-        if self.master is not None:
-            self.master.kill()
+        for node in self.masters.values():
+            node.kill()
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

@@ -1,7 +1,7 @@
 """The zodburi resolver of ``replicast:///path/to/client.toml``.
 
 Query parameters: ``read_only`` (0/1), ``timeout`` (seconds), ``max_object_size`` (bytes),
-``name``; the others are zodburi's database keywords (``database_name``,
+``cache_size`` (bytes), ``name``; the others are zodburi's database keywords (``database_name``,
 ``connection_cache_size``, ...).
 """
 
@@ -35,6 +35,8 @@ def resolve_uri(uri: str) -> tuple[Callable[[], ReplicastStorage], dict[str, str
         options["timeout"] = float(unused.pop("timeout"))
     if "max_object_size" in unused:
         options["max_object_size"] = int(unused.pop("max_object_size"))
+    if "cache_size" in unused:
+        options["cache_size"] = int(unused.pop("cache_size"))
     if "name" in unused:
         options["name"] = unused.pop("name")
     path = parts.path
