@@ -98,8 +98,12 @@ impl Router {
             self.queue
                 .push_back((CLIENT.into(), transmit.to, transmit.message));
         }
-        while let Some(fanout) = self.client.poll_fanout() {
+        let fanouts: Vec<_> = std::iter::from_fn(|| self.client.poll_fanout()).collect();
+        for fanout in fanouts {
             for replica in fanout.replicas {
+                // Delivered as soon as sent, as the driver says of stores sent inline: the
+                // storage's answer deadline starts now.
+                self.client.fanout_delivered(self.now, fanout.id, &replica);
                 self.queue
                     .push_back((CLIENT.into(), replica, fanout.message.clone()));
             }
