@@ -16,7 +16,7 @@ use replicast_node::ids::Tid;
 /// use replicast_node::ids::Tid;
 /// use replicast_testkit::workload::gaps::CommitGaps;
 ///
-/// let at = |ms| Tid::from_system_time(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms));
+/// let at = |ms: u64| Tid::from_system_time(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms));
 /// let gaps = CommitGaps::of([at(0), at(10), at(20), at(1_520)]);
 /// assert_eq!(gaps.longest(), Duration::from_millis(1_500));
 /// assert_eq!(gaps.quantile(0.5), Duration::from_millis(10));

@@ -43,12 +43,14 @@ impl std::fmt::Debug for EndpointConfig {
 /// use std::time::Duration;
 /// use replicast_transport::quic::LinkConfig;
 ///
-/// // A 10 Gbit/s link with 40 ms of round trip: 50 MB in flight.
+/// // A 10 Gbit/s link with 40 ms of round trip: 50 MB in flight; a peer taken for gone
+/// // after 3 s of silence, probed every 500 ms.
 /// let wan = LinkConfig {
 ///     stream_receive_window: 64 << 20,
 ///     receive_window: 128 << 20,
 ///     send_window: 128 << 20,
-///     keep_alive: Some(Duration::from_secs(2)),
+///     keep_alive: Some(Duration::from_millis(500)),
+///     idle_timeout: Some(Duration::from_secs(3)),
 ///     ..LinkConfig::default()
 /// };
 /// assert!(wan.validate().is_ok());
