@@ -16,16 +16,16 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use replicast_node::driver::ClientHandle;
 use replicast_node::ids::{Oid, Tid};
+use replicast_testkit::process::masters::{other_primary, primary_and_term};
 use replicast_testkit::process::replicas::{all_up_to_date, stop_and_compare, wait_for_table};
 use replicast_testkit::process::{
-    ClusterSpec, LocalCluster, WAIT, binary, client, connect_masters, multicast_section, output,
-    random_group, strategy_name,
+    ClusterSpec, LocalCluster, WAIT, client, connect_masters, multicast_section, random_group,
+    strategy_name,
 };
 use replicast_testkit::workload::transfers::{self, Commit, Rng};
 use replicast_transport::fanout::Strategy;
@@ -358,40 +358,6 @@ fn no_panic(cluster: &LocalCluster) {
     for name in names {
         let stderr = cluster.stderr(&name);
         assert!(!stderr.contains("panicked"), "{name} panicked:\n{stderr}");
-    }
-}
-
-/// The primary and its term, as `replicast status` with `config` reports them (the answer of
-/// the primary, after redirects), if a primary answers.
-fn primary_and_term(config: &std::path::Path) -> Option<(String, u64)> {
-    let outcome = output(
-        Command::new(binary())
-            .args(["status", "--json", "--timeout", "5", "--config"])
-            .arg(config),
-        "replicast status",
-    );
-    let status: serde_json::Value = serde_json::from_str(&outcome.stdout).ok()?;
-    let answering = status["master"].as_str()?;
-    let primary = status["masters"]
-        .as_array()?
-        .iter()
-        .any(|master| master["role"] == "primary" && master["name"] == answering);
-    primary.then(|| (answering.to_owned(), status["term"].as_u64().unwrap_or(0)))
-}
-
-/// Waits (bounded by [`WAIT`]) for a primary other than `old`; returns it and its term.
-fn other_primary(config: &std::path::Path, old: &str) -> (String, u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match primary_and_term(config) {
-            Some((primary, term)) if primary != old => return (primary, term),
-            _ => assert!(
-                Instant::now() < deadline,
-                "no primary other than {old} within {WAIT:?}"
-            ),
-        }
-        // A pause between two questions, not a synchronization: the answer decides.
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

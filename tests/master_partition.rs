@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use replicast_node::ids::Oid;
 use replicast_testkit::netns::{self, Bridge, HostPlan, Plan, Topology};
+use replicast_testkit::process::masters::{other_primary, primary_and_term};
 use replicast_testkit::process::replicas::{
     all_up_to_date, cells, out_of_date, stop_and_compare_replicas, wait_for_table,
 };
@@ -240,33 +241,6 @@ fn status(config: &Path) -> Option<serde_json::Value> {
         "replicast status",
     );
     serde_json::from_str(&outcome.stdout).ok()
-}
-
-/// The primary answering `replicast status` and its term.
-fn primary_and_term(config: &Path) -> Option<(String, u64)> {
-    let status = status(config)?;
-    let answering = status["master"].as_str()?;
-    let primary = status["masters"]
-        .as_array()?
-        .iter()
-        .any(|master| master["role"] == "primary" && master["name"] == answering);
-    primary.then(|| (answering.to_owned(), status["term"].as_u64().unwrap_or(0)))
-}
-
-/// Waits (bounded by [`WAIT`]) for a primary other than `old`; returns it and its term.
-fn other_primary(config: &Path, old: &str) -> (String, u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match primary_and_term(config) {
-            Some((primary, term)) if primary != old => return (primary, term),
-            answer => assert!(
-                Instant::now() < deadline,
-                "no primary other than {old} within {WAIT:?} (last: {answer:?})"
-            ),
-        }
-        // A pause between two questions, not a synchronization: the answer decides.
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Waits (bounded by [`WAIT`]) until the status lists `masters` masters, exactly one of them

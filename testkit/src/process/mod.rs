@@ -20,6 +20,7 @@
 
 pub mod clients;
 mod local_cluster;
+pub mod masters;
 mod node;
 pub mod peer;
 pub mod replicas;
