@@ -206,7 +206,7 @@ impl NativeClient {
     /// been missed (every cached object may be stale). `None` removes it. An exception in
     /// the listener is reported as unraisable; delivery goes on.
     #[pyo3(signature = (listener))]
-    fn set_invalidation_listener(&self, listener: Option<Py<PyAny>>) {
+    fn set_invalidation_listener(&self, py: Python<'_>, listener: Option<Py<PyAny>>) {
         let listener = listener.map(|callable| {
             Box::new(move |invalidation: &Invalidation| {
                 Python::attach(|py| {
@@ -225,7 +225,11 @@ impl NativeClient {
                 });
             }) as replicast_node::driver::InvalidationListener
         });
-        self.shared.handle.set_invalidation_listener(listener);
+        let handle = &self.shared.handle;
+        // Without the GIL: the delivery thread holds the listener's lock while it calls the
+        // listener, which waits for the GIL; taking that lock with the GIL held deadlocks
+        // the process (every Python thread then waits for the GIL forever).
+        py.detach(move || handle.set_invalidation_listener(listener));
     }
 
     /// Begins a transaction once the one in progress ended; with `tid`, it commits at
@@ -554,8 +558,9 @@ impl NativeClient {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let handle = self.shared.handle.clone();
         let endpoint = self.shared.endpoint.clone();
-        handle.set_invalidation_listener(None);
         py.detach(move || -> Result<(), ZodbError> {
+            // Inside detach: see set_invalidation_listener.
+            handle.set_invalidation_listener(None);
             runtime()?.block_on(async move {
                 let closed = handle.close().await;
                 // The master must learn that this client left before the process may exit:

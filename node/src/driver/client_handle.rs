@@ -806,6 +806,9 @@ impl ClientHandle {
     /// order, on a thread of the handle's own; [`last_transaction`](Self::last_transaction)
     /// moves past a TID only once the listener returned for it. Without a listener,
     /// invalidations count as delivered when they arrive.
+    ///
+    /// It waits while the listener runs: a caller holding something the listener needs (a
+    /// Python binding's GIL) must release it first, or both wait for good.
     pub fn set_invalidation_listener(&self, listener: Option<InvalidationListener>) {
         *self
             .inner
