@@ -114,43 +114,70 @@ fn reload_crl(name: &str, crl: Option<&Path>, revocation: &Revocation, endpoint:
     }
 }
 
-/// How often a storage asks the master again to take its name.
+/// How often a node asks a peer again to take its name.
 const CLAIM_RETRY: Duration = Duration::from_millis(200);
 
-/// Makes sure the master takes this process as storage `name` before it serves: a second
-/// process claiming a running storage's name is refused by the master, with the running one's
-/// address, and stops here without disturbing it. A storage that restarted may find its
-/// predecessor's connection still open at the master until the master notices it is gone
-/// (the link's idle timeout, or at once where the host reports the dead port), so a refusal
-/// is taken as final only after `wait`. A master that cannot be reached now is no reason to
-/// stop: the driver keeps trying.
+/// Makes sure `peer` (a master) takes this process as `name` before it serves: a second
+/// process claiming a running storage's or master's name is refused by the masters that know
+/// the running one, with its address, and stops here without disturbing it. A node that
+/// restarted may find its predecessor's connection still open at the peer until the peer
+/// notices it is gone (the link's idle timeout, or at once where the host reports the dead
+/// port), so a refusal is taken as final only after `wait`. A peer that cannot be reached now
+/// is no reason to stop: the driver keeps trying.
 async fn claim_name(
     endpoint: &Endpoint,
     name: &str,
-    master: &str,
+    peer: &str,
     address: SocketAddr,
     wait: Duration,
 ) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        match endpoint.link(master, address).await {
+        match endpoint.link(peer, address).await {
             Err(LinkError::NameInUse { reason, .. }) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(format!(
-                        "the master {master} refuses this process as {name}: {reason}"
+                        "the master {peer} refuses this process as {name}: {reason}"
                     )
                     .into());
                 }
-                tracing::info!(node = name, %reason, "the master does not take this process yet");
+                tracing::info!(node = name, %peer, %reason, "the master does not take this process yet");
                 tokio::time::sleep(CLAIM_RETRY).await;
             }
             Ok(_) => return Ok(()),
             Err(error) => {
-                tracing::warn!(node = name, %error, "the master cannot be reached now");
+                tracing::warn!(node = name, %peer, %error, "the master cannot be reached now");
                 return Ok(());
             }
         }
     }
+}
+
+/// How long a refusal of this node's name may last before it is final: three idle timeouts
+/// (a predecessor's connection is gone by then), at least 3 s.
+fn claim_wait(config: &NodeConfig) -> Duration {
+    (config.link.idle_timeout * 3).max(Duration::from_secs(3))
+}
+
+/// [`claim_name`] at every other master of the group at once (a master's name is held by one
+/// process of the group: the others refuse a second one while the first runs); the first
+/// refusal stops this process.
+async fn claim_master_name(
+    endpoint: &Endpoint,
+    name: &str,
+    peers: &[(String, SocketAddr)],
+    wait: Duration,
+) -> Result<(), Error> {
+    let mut claims = tokio::task::JoinSet::new();
+    for (peer, address) in peers.iter().cloned() {
+        let endpoint = endpoint.clone();
+        let name = name.to_owned();
+        claims.spawn(async move { claim_name(&endpoint, &name, &peer, address, wait).await });
+    }
+    while let Some(claim) = claims.join_next().await {
+        claim.map_err(|e| format!("the claim of the name {name} failed: {e}"))??;
+    }
+    Ok(())
 }
 
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
@@ -208,6 +235,15 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 endpoint,
                 revocation,
             } = bind(&config, false)?;
+            // The name too: a second process with a running master's name is refused by the
+            // group before it opens a log or disturbs anyone.
+            let peers: Vec<(String, SocketAddr)> = config
+                .masters
+                .iter()
+                .filter(|master| master.name.as_str() != name)
+                .map(|master| (master.name.as_str().to_owned(), master.address))
+                .collect();
+            claim_master_name(&endpoint, &name, &peers, claim_wait(&config)).await?;
             let settings = config
                 .master_settings
                 .clone()
@@ -327,9 +363,14 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             } else {
                 role.role_mut().announce_address(config.node.listen);
             }
-            // Three idle timeouts: a predecessor's connection is gone by then.
-            let wait = (config.link.idle_timeout * 3).max(Duration::from_secs(3));
-            claim_name(&endpoint, &name, master.name.as_str(), master.address, wait).await?;
+            claim_name(
+                &endpoint,
+                &name,
+                master.name.as_str(),
+                master.address,
+                claim_wait(&config),
+            )
+            .await?;
             let driver_config = DriverConfig {
                 directory: config
                     .masters
