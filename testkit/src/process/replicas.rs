@@ -13,6 +13,7 @@ use replicast_node::client::{Client, ClientConfig};
 use replicast_node::driver::ClientHandle;
 use replicast_node::engine::{Engine, ObjectCursor};
 use replicast_node::ids::{Oid, Tid};
+use replicast_transport::fanout::Strategy;
 use tokio::sync::watch;
 
 use super::{CALL_WAIT, LocalCluster, WAIT, client_driver_config, client_endpoint};
@@ -177,14 +178,36 @@ impl Writers {
     /// Connects two clients (`client-1`, `client-2`) to `cluster`, creates the accounts and
     /// starts committing.
     pub fn start(cluster: &LocalCluster) -> Self {
+        Self::start_clients(cluster, None)
+    }
+
+    /// As [`start`](Self::start), the clients storing through a fan-out writer with
+    /// `strategy` on `group` (the storages must join it: a `[multicast]` section in
+    /// [`ClusterSpec::storage_sections`](super::ClusterSpec::storage_sections)).
+    pub fn start_with(cluster: &LocalCluster, strategy: Strategy, group: SocketAddr) -> Self {
+        Self::start_clients(cluster, Some((strategy, group)))
+    }
+
+    fn start_clients(cluster: &LocalCluster, fanout: Option<(Strategy, SocketAddr)>) -> Self {
         let certs = cluster.root().join("certs");
         let master = cluster.master;
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
         let (stop, stopped) = watch::channel(false);
         let (reports, progress_reports) = mpsc::channel();
         let tasks = runtime.block_on(async {
-            let mut first = connect_inline(&certs, "client-1", master).await;
-            let second = connect_inline(&certs, "client-2", master).await;
+            let connect = |name: &'static str| {
+                let certs = certs.clone();
+                async move {
+                    match fanout {
+                        None => connect_inline(&certs, name, master).await,
+                        Some((strategy, group)) => {
+                            super::connect(&certs, name, master, strategy, group).await
+                        }
+                    }
+                }
+            };
+            let mut first = connect("client-1").await;
+            let second = connect("client-2").await;
             let accounts = transfers::create_accounts(&mut first, ACCOUNTS)
                 .await
                 .expect("create the accounts");
