@@ -11,7 +11,7 @@
 //! digits.
 
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -97,6 +97,11 @@ enum ClientCommand {
         /// The seed of the random choices.
         #[arg(long, value_name = "S", default_value_t = 1)]
         seed: u64,
+        /// Also write the time of every commit (from its TID), in Unix milliseconds, one a
+        /// line in TID order, to FILE: commits per second before, during and after a failure
+        /// come out of it (`scripts/storage-kill-gaps`).
+        #[arg(long, value_name = "FILE")]
+        times: Option<PathBuf>,
     },
 }
 
@@ -159,6 +164,7 @@ enum Command {
         accounts: u32,
         count: usize,
         seed: u64,
+        times: Option<PathBuf>,
     },
 }
 
@@ -203,10 +209,12 @@ impl Command {
                 accounts,
                 count,
                 seed,
+                times,
             } => Self::Transfers {
                 accounts,
                 count,
                 seed,
+                times,
             },
         })
     }
@@ -314,10 +322,14 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
             accounts,
             count,
             seed,
+            times,
         } => {
             let accounts = transfers::create_accounts(handle, accounts).await?;
             let run = transfers::run(handle, &accounts, count, seed).await?;
             let sum = transfers::check(handle, &accounts, &run.commits).await?;
+            if let Some(path) = times {
+                write_commit_times(&path, run.commits.iter().map(|commit| commit.tid))?;
+            }
             // The gaps show how long the run went without a commit (a failed storage).
             Ok(Output::Line(format!(
                 "{}, {}, sum {sum}",
@@ -326,6 +338,22 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
             )))
         }
     }
+}
+
+/// Writes the times of the commits `tids` (Unix milliseconds, one a line, in TID order) to
+/// `path`.
+fn write_commit_times(path: &Path, tids: impl Iterator<Item = Tid>) -> Result<(), Error> {
+    let mut tids: Vec<Tid> = tids.collect();
+    tids.sort_unstable();
+    let mut text = String::with_capacity(tids.len() * 14);
+    for tid in tids {
+        let millis = tid
+            .system_time()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        text.push_str(&format!("{millis}\n"));
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
 }
 
 /// `bytes` in lowercase hexadecimal.
