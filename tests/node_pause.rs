@@ -42,11 +42,7 @@ fn phase(what: &str, tids: &[Tid], from: SystemTime, to: SystemTime) -> (usize, 
         .copied()
         .filter(|tid| (from..to).contains(&tid.system_time()))
         .collect();
-    let previous = sorted
-        .iter()
-        .copied()
-        .filter(|tid| tid.system_time() < from)
-        .next_back();
+    let previous = sorted.iter().copied().rfind(|tid| tid.system_time() < from);
     let gaps = CommitGaps::of(previous.into_iter().chain(inside.iter().copied()));
     let span = match (inside.first(), inside.last()) {
         (Some(first), Some(last)) => last
