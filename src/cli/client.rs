@@ -86,7 +86,8 @@ enum ClientCommand {
     /// SEED; conflicts are retried), then check every balance and the sum. Prints one line:
     /// `committed N, aborted A (conflicts C, other O), longest gap G ms (p50 M ms, p99 P ms,
     /// K over 1 s), sum S`, the gaps being those between consecutive commits (from their
-    /// TIDs): a stall after a failure shows as the longest gap.
+    /// TIDs): a stall after a failure shows as the longest gap. With `--gaps G`, a second
+    /// line lists the G longest gaps in milliseconds (one per failure injected meanwhile).
     Transfers {
         /// How many accounts to create (at least 2).
         #[arg(long, value_name = "K", default_value_t = 10)]
@@ -102,6 +103,9 @@ enum ClientCommand {
         /// come out of it (`scripts/storage-kill-gaps`).
         #[arg(long, value_name = "FILE")]
         times: Option<PathBuf>,
+        /// Also print the G longest gaps between commits, longest first.
+        #[arg(long, value_name = "G", default_value_t = 0)]
+        gaps: usize,
     },
 }
 
@@ -165,6 +169,7 @@ enum Command {
         count: usize,
         seed: u64,
         times: Option<PathBuf>,
+        gaps: usize,
     },
 }
 
@@ -210,11 +215,13 @@ impl Command {
                 count,
                 seed,
                 times,
+                gaps,
             } => Self::Transfers {
                 accounts,
                 count,
                 seed,
                 times,
+                gaps,
             },
         })
     }
@@ -323,6 +330,7 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
             count,
             seed,
             times,
+            gaps,
         } => {
             let accounts = transfers::create_accounts(handle, accounts).await?;
             let run = transfers::run(handle, &accounts, count, seed).await?;
@@ -331,11 +339,17 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
                 write_commit_times(&path, run.commits.iter().map(|commit| commit.tid))?;
             }
             // The gaps show how long the run went without a commit (a failed storage).
-            Ok(Output::Line(format!(
-                "{}, {}, sum {sum}",
-                run.summary(),
-                run.gaps().summary()
-            )))
+            let commit_gaps = run.gaps();
+            let mut line = format!("{}, {}, sum {sum}", run.summary(), commit_gaps.summary());
+            if gaps > 0 {
+                let longest: Vec<String> = commit_gaps
+                    .longest_first()
+                    .take(gaps)
+                    .map(|gap| gap.as_millis().to_string())
+                    .collect();
+                line.push_str(&format!("\nlongest gaps (ms): {}", longest.join(" ")));
+            }
+            Ok(Output::Line(line))
         }
     }
 }
