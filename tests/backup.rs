@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use replicast_testkit::process::replicas::{all_up_to_date, wait_for_table};
 use replicast_testkit::process::{self, ClusterSpec, LocalCluster, Outcome, binary};
 use serde_json::Value;
 
@@ -414,8 +415,10 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
     runtime.block_on(reader.close()).expect("close");
     source.stop();
 
-    let target = LocalCluster::start(&ClusterSpec::default());
+    // The copy runs three masters: their log is what must hold the raised object id.
+    let mut target = LocalCluster::start(&ClusterSpec::three_masters());
     let target_client = target.client_config("client-1", "");
+    let status = target.client_config("client-4", "");
     let restored = replicast(&[
         "restore",
         "--from",
@@ -430,9 +433,69 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
         restored.stdout,
         restored.stderr
     );
-    let (copy, _endpoint) = connect(&runtime, &target_client);
+    let (mut copy, _endpoint) = connect(&runtime, &target_client);
+    assert_restored(&runtime, &copy, &at_backup);
+
+    // New objects in the copy get ids no restored object has (a store of a new object at a
+    // restored id would conflict: its serial is not the new object's 0), and their commit a
+    // TID after every restored one; the restored objects keep their data.
+    let restored_max = *accounts.iter().max().expect("accounts");
+    let fresh = runtime
+        .block_on(transfers::create_accounts(&mut copy, 4))
+        .expect("new objects in the restored copy commit without a conflict");
+    assert!(
+        fresh.iter().all(|oid| *oid > restored_max),
+        "new ids {fresh:?} above the restored ones (up to {restored_max})"
+    );
+    let fresh_serial = serial_of(&runtime, &copy, fresh[0]);
+    assert!(fresh_serial > tid, "commit {fresh_serial} after the restored {tid}");
+    assert_restored(&runtime, &copy, &at_backup);
+    runtime.block_on(copy.close()).expect("close");
+
+    // Every node stops and starts again: the masters' state comes from their log only.
+    let storages: Vec<String> = target.storages.keys().cloned().collect();
+    for name in &storages {
+        target.storage(name).stop();
+    }
+    for name in target.master_names() {
+        target.master_process(&name).stop();
+    }
+    for name in target.master_names() {
+        target.restart_master(&name);
+    }
+    for name in &storages {
+        target.start_storage(name);
+    }
+    target.wait_primary();
+    wait_for_table(&status, "every cell up to date after the restart", all_up_to_date);
+    let (mut copy, _endpoint) = connect(&runtime, &target_client);
+    let later = runtime
+        .block_on(transfers::create_accounts(&mut copy, 4))
+        .expect("new objects after the restart commit without a conflict");
+    let fresh_max = *fresh.iter().max().expect("fresh ids");
+    assert!(
+        later.iter().all(|oid| *oid > fresh_max),
+        "ids {later:?} after the restart above every earlier one (up to {fresh_max})"
+    );
+    assert!(serial_of(&runtime, &copy, later[0]) > fresh_serial);
+    assert_restored(&runtime, &copy, &at_backup);
+    for oid in &fresh {
+        assert_eq!(serial_of(&runtime, &copy, *oid), fresh_serial, "object {oid}");
+    }
+    runtime.block_on(copy.close()).expect("close");
+    target.stop();
+}
+
+/// Every account in `expected` reads back from `copy` with its serial and balance, and the
+/// balances sum to the bank's total.
+fn assert_restored(
+    runtime: &tokio::runtime::Runtime,
+    copy: &replicast_node::driver::ClientHandle,
+    expected: &[(replicast_node::ids::Oid, replicast_node::ids::Tid, i64)],
+) {
+    use replicast_testkit::workload::transfers;
     let mut sum = 0;
-    for (oid, serial, balance) in &at_backup {
+    for (oid, serial, balance) in expected {
         let (copied_serial, data) = runtime
             .block_on(copy.load(*oid))
             .expect("load")
@@ -447,7 +510,18 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
         );
         sum += balance;
     }
-    assert_eq!(sum, i64::from(ACCOUNTS) * transfers::INITIAL_BALANCE);
-    runtime.block_on(copy.close()).expect("close");
-    target.stop();
+    assert_eq!(sum, expected.len() as i64 * transfers::INITIAL_BALANCE);
+}
+
+/// The serial of the current revision of `oid`.
+fn serial_of(
+    runtime: &tokio::runtime::Runtime,
+    client: &replicast_node::driver::ClientHandle,
+    oid: replicast_node::ids::Oid,
+) -> replicast_node::ids::Tid {
+    runtime
+        .block_on(client.load(oid))
+        .expect("load")
+        .unwrap_or_else(|| panic!("object {oid} exists"))
+        .0
 }
