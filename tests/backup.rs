@@ -2,7 +2,9 @@
 //! taken while a writer goes on, then an incremental one that adds exactly the transactions
 //! committed after the first one's TID; restored into a new, empty cluster, every object reads
 //! back with the same serial and content as in the source; a backup directory with a truncated
-//! or an altered file is refused by `verify` and by `restore`, naming the file.
+//! or an altered file is refused by `verify` and by `restore`, naming the file. After a restore,
+//! new objects get ids no restored object has and TIDs after the restored ones, also after every
+//! master restarted (the raised next id is in the masters' log).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -448,7 +450,10 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
         "new ids {fresh:?} above the restored ones (up to {restored_max})"
     );
     let fresh_serial = serial_of(&runtime, &copy, fresh[0]);
-    assert!(fresh_serial > tid, "commit {fresh_serial} after the restored {tid}");
+    assert!(
+        fresh_serial > tid,
+        "commit {fresh_serial} after the restored {tid}"
+    );
     assert_restored(&runtime, &copy, &at_backup);
     runtime.block_on(copy.close()).expect("close");
 
@@ -467,7 +472,11 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
         target.start_storage(name);
     }
     target.wait_primary();
-    wait_for_table(&status, "every cell up to date after the restart", all_up_to_date);
+    wait_for_table(
+        &status,
+        "every cell up to date after the restart",
+        all_up_to_date,
+    );
     let (mut copy, _endpoint) = connect(&runtime, &target_client);
     let later = runtime
         .block_on(transfers::create_accounts(&mut copy, 4))
@@ -480,7 +489,11 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
     assert!(serial_of(&runtime, &copy, later[0]) > fresh_serial);
     assert_restored(&runtime, &copy, &at_backup);
     for oid in &fresh {
-        assert_eq!(serial_of(&runtime, &copy, *oid), fresh_serial, "object {oid}");
+        assert_eq!(
+            serial_of(&runtime, &copy, *oid),
+            fresh_serial,
+            "object {oid}"
+        );
     }
     runtime.block_on(copy.close()).expect("close");
     target.stop();
