@@ -538,3 +538,118 @@ fn serial_of(
         .unwrap_or_else(|| panic!("object {oid} exists"))
         .0
 }
+
+/// `DIR/follow.json`, once the follower wrote it.
+fn follow_status(dir: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join("follow.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits (bounded by `process::WAIT`) until the follower's status file satisfies `done`.
+fn wait_follow(dir: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + process::WAIT;
+    loop {
+        if let Some(status) = follow_status(dir).filter(|status| done(status)) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {:?}: {:?}",
+            process::WAIT,
+            follow_status(dir)
+        );
+        // A pause between two looks at the file, not a synchronization: its content decides.
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() {
+    const BEFORE: u64 = 5;
+    const WRITTEN: u64 = 20;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let source = LocalCluster::start(&ClusterSpec::default());
+    let client = source.client_config("client-1", "");
+    let admin = source.admin_config();
+    for oid in 1..=BEFORE {
+        process::put(&client, oid, &format!("object-{oid}"));
+    }
+    let log = |name: &str| {
+        std::process::Stdio::from(std::fs::File::create(scratch.path().join(name)).expect("a log"))
+    };
+    let mut follower = Command::new(binary())
+        .args(["backup", "--follow", "--interval", "100", "--rate", "50000"])
+        .args(["--config", path(&admin), "--to", path(&backup)])
+        .stdin(std::process::Stdio::null())
+        .stdout(log("follow.out"))
+        .stderr(log("follow.err"))
+        .spawn()
+        .expect("start the follower");
+    let first = wait_follow(&backup, "the first round", |status| {
+        status["rounds"].as_u64() >= Some(1)
+    });
+    assert_eq!(first["rate"], 50000);
+
+    // A writer commits while the follower runs.
+    let mut last = String::new();
+    for oid in 1..=WRITTEN {
+        last = process::put(&client, BEFORE + oid, &format!("written-{oid}"));
+    }
+    let caught_up = wait_follow(&backup, "caught up with the writer", |status| {
+        status["backup_tid"] == last.as_str() && status["caught_up"] == true
+    });
+    assert_eq!(caught_up["cluster_last_tid"], last.as_str());
+    assert_eq!(caught_up["seconds_behind"], 0.0);
+    assert!(
+        caught_up["rounds"].as_u64() >= Some(2),
+        "it followed in rounds after the first: {caught_up}"
+    );
+    let shown = replicast(&["backup", "status", path(&backup)]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains(&last) && shown.stdout.contains("caught up"),
+        "{}",
+        shown.stdout
+    );
+
+    // SIGTERM: it stops (bounded wait), exit 0, the manifest consistent at the last commit.
+    let pid = libc::pid_t::try_from(follower.id()).expect("a pid");
+    // SAFETY: a plain kill(2) of the child this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + process::WAIT;
+    let exit = loop {
+        if let Some(exit) = follower.try_wait().expect("wait for the follower") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower did not stop"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(scratch.path().join("follow.err")).unwrap_or_default();
+    assert!(exit.success(), "{exit:?}: {stderr}");
+    let stdout = std::fs::read_to_string(scratch.path().join("follow.out")).expect("its output");
+    assert!(stdout.contains("stopped following"), "{stdout}");
+    assert_eq!(follow_status(&backup).expect("a status")["state"], "stopped");
+    let manifest = manifest(&backup);
+    assert_eq!(manifest["tid"], last.as_str());
+    // Every commit exactly once: one put is one transaction in one partition.
+    let transactions: u64 = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|file| file["transactions"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(transactions, BEFORE + WRITTEN, "{manifest:#}");
+    let verified = replicast(&["backup", "verify", path(&backup)]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+    let leftovers: Vec<String> = std::fs::read_dir(&backup)
+        .expect("list the backup")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp") || name == "partial.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    source.stop();
+}
