@@ -4,7 +4,9 @@
 //! back with the same serial and content as in the source; a backup directory with a truncated
 //! or an altered file is refused by `verify` and by `restore`, naming the file. After a restore,
 //! new objects get ids no restored object has and TIDs after the restored ones, also after every
-//! master restarted (the raised next id is in the masters' log).
+//! master restarted (the raised next id is in the masters' log). A standing backup (`--follow`)
+//! follows a writer, catches up with its last commit, and stops on SIGTERM with a manifest that
+//! `verify` accepts, holding every commit once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -632,7 +634,10 @@ fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() 
     assert!(exit.success(), "{exit:?}: {stderr}");
     let stdout = std::fs::read_to_string(scratch.path().join("follow.out")).expect("its output");
     assert!(stdout.contains("stopped following"), "{stdout}");
-    assert_eq!(follow_status(&backup).expect("a status")["state"], "stopped");
+    assert_eq!(
+        follow_status(&backup).expect("a status")["state"],
+        "stopped"
+    );
     let manifest = manifest(&backup);
     assert_eq!(manifest["tid"], last.as_str());
     // Every commit exactly once: one put is one transaction in one partition.
@@ -647,7 +652,13 @@ fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() 
     assert_eq!(verified.code, Some(0), "{}", verified.stderr);
     let leftovers: Vec<String> = std::fs::read_dir(&backup)
         .expect("list the backup")
-        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|name| name.ends_with(".tmp") || name == "partial.json")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -18,7 +18,9 @@
 //! again on the same directory it fetches only the transactions after the manifest's TID. An
 //! interrupted run leaves `partial.json` (its TID and the files done): the next run resumes it
 //! first. The manifest is replaced (write, fsync, rename) only once every file of the run is
-//! on disk, so the directory always describes a complete backup.
+//! on disk, so the directory always describes a complete backup. One run at a time works on a
+//! directory (an advisory lock on `DIR/.lock`). `--rate` bounds the bytes fetched per second
+//! ([`Pacer`]); `--follow` keeps running rounds as commits come (see the `follow` module).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -361,7 +363,10 @@ pub fn run(args: BackupArgs) -> Result<(), Error> {
         fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", lock_path.display()),
     })?;
     if args.follow {
-        return block_on(super::follow::follow(&run, Duration::from_millis(args.interval)));
+        return block_on(super::follow::follow(
+            &run,
+            Duration::from_millis(args.interval),
+        ));
     }
     block_on(async {
         let status = cluster_status(&run.config, run.timeout).await?;
@@ -427,7 +432,8 @@ impl Run {
 }
 
 async fn backup(run: &Run, status: &ClusterStatus) -> Result<Round, Error> {
-    let (config, dir, parallel, timeout) = (&run.config, run.dir.as_path(), run.parallel, run.timeout);
+    let (config, dir, parallel, timeout) =
+        (&run.config, run.dir.as_path(), run.parallel, run.timeout);
     let manifest_path = dir.join(MANIFEST);
     let previous = if manifest_path.exists() {
         Some(read_manifest(&manifest_path)?)
@@ -601,17 +607,7 @@ impl Fetch {
                     continue;
                 }
             };
-            let fetched = fetch_partition(
-                &link,
-                &name,
-                &self.dir,
-                self.partition,
-                self.after,
-                self.up_to,
-                self.timeout,
-                self.pacer.as_deref(),
-            )
-            .await;
+            let fetched = self.fetch_from(&link, &name).await;
             // The link is shared by the fetches from this storage: it closes with the endpoint.
             match fetched {
                 Ok(file) => return Ok(file),
@@ -631,136 +627,141 @@ impl Fetch {
     }
 }
 
-/// Fetches `partition`'s transactions in `(after, up_to]` from `storage` over `link` into a
-/// data file of `dir`, at the pace of `pacer` if any; returns its manifest entry.
-#[allow(clippy::too_many_arguments)]
-async fn fetch_partition(
-    link: &Link,
-    storage: &str,
-    dir: &Path,
-    partition: u32,
-    after: Tid,
-    up_to: Tid,
-    timeout: Duration,
-    pacer: Option<&std::sync::Mutex<Pacer>>,
-) -> Result<DataFile, Error> {
-    let name = format!("p{partition:04}-{}-{}.bin", hex_tid(after), hex_tid(up_to));
-    let temporary = dir.join(format!(".{name}.tmp"));
-    let file = File::create(&temporary)
-        .map_err(|e| format!("cannot create {}: {e}", temporary.display()))?;
-    let mut writer = BufWriter::new(file);
-    let mut hasher = Xxh3::new();
-    let (mut transactions, mut revisions, mut bytes) = (0u64, 0u64, 0u64);
-    let mut cursor = ObjectCursor {
-        tid: after,
-        oid: Oid(u64::MAX),
-    };
-    // A transaction may come in several pages (its revisions after the cursor): the pieces
-    // are joined before it is written.
-    let mut pending: Option<TransactionRecords> = None;
-    let mut write = |transaction: &TransactionRecords| -> Result<(), Error> {
-        let frame = postcard::to_stdvec(transaction)
-            .map_err(|e| format!("cannot encode a transaction: {e}"))?;
-        let length = u32::try_from(frame.len())
-            .ok()
-            .filter(|length| *length <= MAX_FRAME)
-            .ok_or("a transaction too large for one frame")?
-            .to_le_bytes();
-        for part in [&length[..], &frame] {
-            hasher.update(part);
-            writer
-                .write_all(part)
-                .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-        }
-        transactions += 1;
-        revisions += transaction.records.len() as u64;
-        bytes += (length.len() + frame.len()) as u64;
-        Ok(())
-    };
-    // Bounded: every page moves the cursor forward, up to `up_to`.
-    loop {
-        let ask = InspectAsk::Transactions {
-            partition,
-            after: cursor,
-            up_to,
-            max_bytes: pacer.map_or(PAGE_BYTES, |pacer| {
-                // A poisoned lock only means another fetch panicked: its pacer is still whole.
-                let pacer = pacer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                pacer.page_bytes(PAGE_BYTES)
-            }),
+impl Fetch {
+    /// Fetches the partition's transactions in `(after, up_to]` from `storage` over `link` into a
+    /// data file of the directory, at the pace of the pacer if any; returns its manifest entry.
+    async fn fetch_from(&self, link: &Link, storage: &str) -> Result<DataFile, Error> {
+        let (dir, partition, after, up_to, timeout) = (
+            self.dir.as_path(),
+            self.partition,
+            self.after,
+            self.up_to,
+            self.timeout,
+        );
+        let pacer = self.pacer.as_deref();
+        let name = format!("p{partition:04}-{}-{}.bin", hex_tid(after), hex_tid(up_to));
+        let temporary = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&temporary)
+            .map_err(|e| format!("cannot create {}: {e}", temporary.display()))?;
+        let mut writer = BufWriter::new(file);
+        let mut hasher = Xxh3::new();
+        let (mut transactions, mut revisions, mut bytes) = (0u64, 0u64, 0u64);
+        let mut cursor = ObjectCursor {
+            tid: after,
+            oid: Oid(u64::MAX),
         };
-        let request = request_id();
-        let message = Message::AskInspect { request, ask };
-        let answer: Vec<u8> = tokio::time::timeout(timeout, link.request(&encode(&message)))
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|e| format!("no answer: {e}"))?;
-        if let Some(pacer) = pacer {
-            let delay = pacer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .delay(std::time::Instant::now(), answer.len() as u64);
-            tokio::time::sleep(delay).await;
-        }
-        let (page, resume) = match decode_from(storage, &answer)? {
-            Message::AnswerInspect {
-                request: answered,
-                answer:
-                    InspectAnswer::Transactions {
-                        transactions,
-                        resume,
-                    },
-            } if answered == request => (transactions, resume),
-            Message::AnswerInspect {
-                answer: InspectAnswer::Unavailable,
-                ..
-            } => return Err("cannot serve the partition now (see its log)".into()),
-            Message::Refused(refusal) => return Err(format!("refused: {refusal}").into()),
-            other => return Err(format!("answered {}", other.kind()).into()),
+        // A transaction may come in several pages (its revisions after the cursor): the pieces
+        // are joined before it is written.
+        let mut pending: Option<TransactionRecords> = None;
+        let mut write = |transaction: &TransactionRecords| -> Result<(), Error> {
+            let frame = postcard::to_stdvec(transaction)
+                .map_err(|e| format!("cannot encode a transaction: {e}"))?;
+            let length = u32::try_from(frame.len())
+                .ok()
+                .filter(|length| *length <= MAX_FRAME)
+                .ok_or("a transaction too large for one frame")?
+                .to_le_bytes();
+            for part in [&length[..], &frame] {
+                hasher.update(part);
+                writer
+                    .write_all(part)
+                    .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+            }
+            transactions += 1;
+            revisions += transaction.records.len() as u64;
+            bytes += (length.len() + frame.len()) as u64;
+            Ok(())
         };
-        for piece in page {
-            match pending.take() {
-                Some(mut open) if open.tid == piece.tid => {
-                    open.records.extend(piece.records);
-                    pending = Some(open);
+        // Bounded: every page moves the cursor forward, up to `up_to`.
+        loop {
+            let ask = InspectAsk::Transactions {
+                partition,
+                after: cursor,
+                up_to,
+                max_bytes: pacer.map_or(PAGE_BYTES, |pacer| {
+                    // A poisoned lock only means another fetch panicked: its pacer is still whole.
+                    let pacer = pacer
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    pacer.page_bytes(PAGE_BYTES)
+                }),
+            };
+            let request = request_id();
+            let message = Message::AskInspect { request, ask };
+            let answer: Vec<u8> = tokio::time::timeout(timeout, link.request(&encode(&message)))
+                .await
+                .map_err(|_| format!("no answer within {timeout:?}"))?
+                .map_err(|e| format!("no answer: {e}"))?;
+            if let Some(pacer) = pacer {
+                let delay = pacer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .delay(std::time::Instant::now(), answer.len() as u64);
+                tokio::time::sleep(delay).await;
+            }
+            let (page, resume) = match decode_from(storage, &answer)? {
+                Message::AnswerInspect {
+                    request: answered,
+                    answer:
+                        InspectAnswer::Transactions {
+                            transactions,
+                            resume,
+                        },
+                } if answered == request => (transactions, resume),
+                Message::AnswerInspect {
+                    answer: InspectAnswer::Unavailable,
+                    ..
+                } => return Err("cannot serve the partition now (see its log)".into()),
+                Message::Refused(refusal) => return Err(format!("refused: {refusal}").into()),
+                other => return Err(format!("answered {}", other.kind()).into()),
+            };
+            for piece in page {
+                match pending.take() {
+                    Some(mut open) if open.tid == piece.tid => {
+                        open.records.extend(piece.records);
+                        pending = Some(open);
+                    }
+                    Some(done) => {
+                        write(&done)?;
+                        pending = Some(piece);
+                    }
+                    None => pending = Some(piece),
                 }
-                Some(done) => {
-                    write(&done)?;
-                    pending = Some(piece);
-                }
-                None => pending = Some(piece),
+            }
+            match resume {
+                Some(next) if next > cursor => cursor = next,
+                _ => break,
             }
         }
-        match resume {
-            Some(next) if next > cursor => cursor = next,
-            _ => break,
+        if let Some(last) = pending.take() {
+            write(&last)?;
         }
+        let mut file = writer
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+        file.flush()
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+        fs::rename(&temporary, dir.join(&name))
+            .map_err(|e| format!("cannot rename {}: {e}", temporary.display()))?;
+        Ok(DataFile {
+            name,
+            partition,
+            after: hex_tid(after),
+            up_to: hex_tid(up_to),
+            transactions,
+            revisions,
+            bytes,
+            xxh3: format!("{:032x}", hasher.digest128()),
+        })
     }
-    if let Some(last) = pending.take() {
-        write(&last)?;
-    }
-    let mut file = writer
-        .into_inner()
-        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-    file.flush()
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-    fs::rename(&temporary, dir.join(&name))
-        .map_err(|e| format!("cannot rename {}: {e}", temporary.display()))?;
-    Ok(DataFile {
-        name,
-        partition,
-        after: hex_tid(after),
-        up_to: hex_tid(up_to),
-        transactions,
-        revisions,
-        bytes,
-        xxh3: format!("{:032x}", hasher.digest128()),
-    })
 }
 
 /// The cluster's status, from the master.
-pub(super) async fn cluster_status(config: &NodeConfig, timeout: Duration) -> Result<ClusterStatus, Error> {
+pub(super) async fn cluster_status(
+    config: &NodeConfig,
+    timeout: Duration,
+) -> Result<ClusterStatus, Error> {
     let request = request_id();
     let (answer, _, _) = ask_master(config, Message::AskStatus { request }, timeout).await?;
     match answer {

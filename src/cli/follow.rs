@@ -230,7 +230,8 @@ pub(super) fn print_status(dir: &Path) -> Result<(), Error> {
     )
     .map_err(|e| format!("cannot write the report: {e}"))?;
     if let Some(error) = &status.error {
-        writeln!(out, "last error: {error}").map_err(|e| format!("cannot write the report: {e}"))?;
+        writeln!(out, "last error: {error}")
+            .map_err(|e| format!("cannot write the report: {e}"))?;
         return Err(format!("the standing backup's last attempt failed: {error}").into());
     }
     Ok(())
@@ -245,8 +246,8 @@ mod tests {
         let backup = Tid::from_system_time(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let last = Tid::from_system_time(UNIX_EPOCH + Duration::from_secs(1_700_000_090));
         let mut status = FollowStatus::default();
-        let table = replicast_node::partition::PartitionTable::new(1, 1, &["s1".into()])
-            .expect("a table");
+        let table =
+            replicast_node::partition::PartitionTable::new(1, 1, &["s1".into()]).expect("a table");
         let cluster = ClusterStatus {
             master: "m".into(),
             term: 1,
