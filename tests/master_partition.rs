@@ -48,25 +48,9 @@ const CUT_OIDS: u64 = 7_777_777;
 /// How long each `replicast client` command waits for the cluster.
 const CLIENT_TIMEOUT: &str = "20";
 
-/// Whether the namespace test can run; panics with the reason when it cannot and the skip was
-/// not asked for.
-fn netns_available(test: &str) -> bool {
-    if netns::is_root() {
-        return true;
-    }
-    let skip = std::env::var("REPLICAST_SKIP_NETNS").is_ok_and(|value| value == "1");
-    assert!(
-        skip,
-        "{test} creates network namespaces and needs root; run it as root, or set \
-         REPLICAST_SKIP_NETNS=1 to skip it"
-    );
-    eprintln!("SKIPPED {test}: not root and REPLICAST_SKIP_NETNS=1");
-    false
-}
-
 #[test]
 fn the_cut_off_primary_commits_nothing_and_the_majority_goes_on() {
-    if !netns_available("the_cut_off_primary_commits_nothing_and_the_majority_goes_on") {
+    if !netns::available("the_cut_off_primary_commits_nothing_and_the_majority_goes_on") {
         return;
     }
     let plan = Plan {

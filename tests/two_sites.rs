@@ -122,25 +122,9 @@ const TRANSFERS: &str = "150";
 /// Bounds each wait for a datagram of the topology probe.
 const PROBE_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether the namespace test can run; panics with the reason when it cannot and the skip was
-/// not asked for.
-fn netns_available(test: &str) -> bool {
-    if netns::is_root() {
-        return true;
-    }
-    let skip = std::env::var("REPLICAST_SKIP_NETNS").is_ok_and(|value| value == "1");
-    assert!(
-        skip,
-        "{test} creates network namespaces and needs root; run it as root \
-         (e.g. `sudo -E cargo test --test two_sites`), or set REPLICAST_SKIP_NETNS=1 to skip it"
-    );
-    eprintln!("SKIPPED {test}: not root and REPLICAST_SKIP_NETNS=1");
-    false
-}
-
 #[test]
 fn two_sites_in_namespaces_requires_root() {
-    if !netns_available("two_sites_in_namespaces_requires_root") {
+    if !netns::available("two_sites_in_namespaces_requires_root") {
         return;
     }
     let sites = create_sites();

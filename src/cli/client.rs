@@ -86,7 +86,8 @@ enum ClientCommand {
     /// SEED; conflicts are retried), then check every balance and the sum. Prints one line:
     /// `committed N, aborted A (conflicts C, other O), longest gap G ms (p50 M ms, p99 P ms,
     /// K over 1 s), sum S`, the gaps being those between consecutive commits (from their
-    /// TIDs): a stall after a failure shows as the longest gap.
+    /// TIDs): a stall after a failure shows as the longest gap. With `--gaps G`, a second
+    /// line lists the G longest gaps in milliseconds (one per failure injected meanwhile).
     Transfers {
         /// How many accounts to create (at least 2).
         #[arg(long, value_name = "K", default_value_t = 10)]
@@ -97,6 +98,9 @@ enum ClientCommand {
         /// The seed of the random choices.
         #[arg(long, value_name = "S", default_value_t = 1)]
         seed: u64,
+        /// Also print the G longest gaps between commits, longest first.
+        #[arg(long, value_name = "G", default_value_t = 0)]
+        gaps: usize,
     },
 }
 
@@ -159,6 +163,7 @@ enum Command {
         accounts: u32,
         count: usize,
         seed: u64,
+        gaps: usize,
     },
 }
 
@@ -203,10 +208,12 @@ impl Command {
                 accounts,
                 count,
                 seed,
+                gaps,
             } => Self::Transfers {
                 accounts,
                 count,
                 seed,
+                gaps,
             },
         })
     }
@@ -314,16 +321,23 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
             accounts,
             count,
             seed,
+            gaps,
         } => {
             let accounts = transfers::create_accounts(handle, accounts).await?;
             let run = transfers::run(handle, &accounts, count, seed).await?;
             let sum = transfers::check(handle, &accounts, &run.commits).await?;
             // The gaps show how long the run went without a commit (a failed storage).
-            Ok(Output::Line(format!(
-                "{}, {}, sum {sum}",
-                run.summary(),
-                run.gaps().summary()
-            )))
+            let commit_gaps = run.gaps();
+            let mut line = format!("{}, {}, sum {sum}", run.summary(), commit_gaps.summary());
+            if gaps > 0 {
+                let longest: Vec<String> = commit_gaps
+                    .longest_first()
+                    .take(gaps)
+                    .map(|gap| gap.as_millis().to_string())
+                    .collect();
+                line.push_str(&format!("\nlongest gaps (ms): {}", longest.join(" ")));
+            }
+            Ok(Output::Line(line))
         }
     }
 }

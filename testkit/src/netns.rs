@@ -41,6 +41,29 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether `test`, which creates network namespaces, can run here: true as root. Otherwise it
+/// panics (a test that needs root must not pass by being skipped) unless
+/// `REPLICAST_SKIP_NETNS=1` says to skip it, in which case it prints so and returns false.
+///
+/// ```no_run
+/// if !replicast_testkit::netns::available("two_sites") {
+///     return;
+/// }
+/// ```
+pub fn available(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let skip = std::env::var("REPLICAST_SKIP_NETNS").is_ok_and(|value| value == "1");
+    assert!(
+        skip,
+        "{test} creates network namespaces and needs root; run it as root (e.g. with \
+         `sudo -E`), or set REPLICAST_SKIP_NETNS=1 to skip it"
+    );
+    eprintln!("SKIPPED {test}: not root and REPLICAST_SKIP_NETNS=1");
+    false
+}
+
 /// Runs `ip ARGS`; returns its standard output.
 pub fn ip(args: &[&str]) -> Result<String, TestkitError> {
     run(

@@ -30,14 +30,13 @@ UNCERTAIN: dict[str, str] = {
         "ZODB bounds it at 120 s for 500 commits and 500 reads; the debug build on a 2-core "
         "machine with a load average of 50 took longer (run alone it passed in 46 s)",
     "BasicStorage::test_race_external_invalidate_vs_disconnect":
-        "64 clients in one process committing to the same 3 objects (debug build, 2 cores): "
-        "stores wait at the storages for the objects' locks for more than the client's 30 s "
-        "(a lock convoy of the storages' wound-wait under this contention; some sync calls "
-        "to the master also took longer than 30 s), and the transaction fails with "
-        "TransactionFailed(NoReplica) or ClientDisconnected, which the test does not expect "
-        "(it handles ConflictError only). The torn read seen here before (P7: a replica "
-        "that missed a commit stayed readable) is fixed and covered by "
-        "node/tests/replica_reads.rs; no run since showed a broken invariant",
+        "ZODB bounds it at 120 s: 64 threads of one process, each opening a storage (a client "
+        "with its own QUIC connection and TLS handshake, debug build) 12 times and committing "
+        "to the same 3 objects, took 100-113 s on a 2-core machine with nothing else running, "
+        "so under load it runs over. The lock waits and 30 s sync timeouts seen in it before "
+        "were a deadlock of the binding (close() while the storage's invalidation listener ran "
+        "stopped the whole process, its voted transactions holding their locks), fixed and "
+        "covered by test_listener.py",
     "StorageKilledWhileCommitting::test_commits_go_on_and_the_storage_catches_up":
         "the restarted storage stays 'feeding' on some cells for more than 60 s while the "
         "writer commits on, when the other pytest worker loads the machine (load average "

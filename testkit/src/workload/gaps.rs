@@ -74,6 +74,21 @@ impl CommitGaps {
         self.sorted[rank.clamp(1, self.sorted.len()) - 1]
     }
 
+    /// The gaps, longest first.
+    ///
+    /// ```
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// # use replicast_node::ids::Tid;
+    /// # use replicast_testkit::workload::gaps::CommitGaps;
+    /// # let at = |ms: u64| Tid::from_system_time(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms));
+    /// let gaps = CommitGaps::of([at(0), at(10), at(2_010), at(3_010)]);
+    /// let longest: Vec<u128> = gaps.longest_first().take(2).map(|gap| gap.as_millis()).collect();
+    /// assert_eq!(longest, [2_000, 1_000]);
+    /// ```
+    pub fn longest_first(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.sorted.iter().rev().copied()
+    }
+
     /// How many gaps are longer than `limit`.
     pub fn over(&self, limit: Duration) -> usize {
         self.sorted.iter().filter(|gap| **gap > limit).count()
