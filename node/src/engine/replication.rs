@@ -10,6 +10,7 @@
 //! with the same digest, and stored as a copy on the receiving replica.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -218,12 +219,12 @@ pub(super) fn merge_objects(
         if object.data.digest() != object.digest {
             return Err(EngineError::DigestMismatch { oid, tid });
         }
-        if !records.contains_key(&tid) {
+        if let Entry::Vacant(entry) = records.entry(tid) {
             // Writing revisions adds objects to transactions, never removes one: a transaction
             // found here now is still here when its revision is written below.
             let record = read_transaction(&transactions, tid)?
                 .ok_or(EngineError::MissingTransaction { oid, tid })?;
-            records.insert(tid, (record, false));
+            entry.insert((record, false));
         }
     }
     for object in batch {
