@@ -2,7 +2,11 @@
 //! taken while a writer goes on, then an incremental one that adds exactly the transactions
 //! committed after the first one's TID; restored into a new, empty cluster, every object reads
 //! back with the same serial and content as in the source; a backup directory with a truncated
-//! or an altered file is refused by `verify` and by `restore`, naming the file.
+//! or an altered file is refused by `verify` and by `restore`, naming the file. After a restore,
+//! new objects get ids no restored object has and TIDs after the restored ones, also after every
+//! master restarted (the raised next id is in the masters' log). A standing backup (`--follow`)
+//! follows a writer, catches up with its last commit, and stops on SIGTERM with a manifest that
+//! `verify` accepts, holding every commit once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use replicast_testkit::process::replicas::{all_up_to_date, wait_for_table};
 use replicast_testkit::process::{self, ClusterSpec, LocalCluster, Outcome, binary};
 use serde_json::Value;
 
@@ -414,8 +419,10 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
     runtime.block_on(reader.close()).expect("close");
     source.stop();
 
-    let target = LocalCluster::start(&ClusterSpec::default());
+    // The copy runs three masters: their log is what must hold the raised object id.
+    let mut target = LocalCluster::start(&ClusterSpec::three_masters());
     let target_client = target.client_config("client-1", "");
+    let status = target.client_config("client-4", "");
     let restored = replicast(&[
         "restore",
         "--from",
@@ -430,9 +437,80 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
         restored.stdout,
         restored.stderr
     );
-    let (copy, _endpoint) = connect(&runtime, &target_client);
+    let (mut copy, _endpoint) = connect(&runtime, &target_client);
+    assert_restored(&runtime, &copy, &at_backup);
+
+    // New objects in the copy get ids no restored object has (a store of a new object at a
+    // restored id would conflict: its serial is not the new object's 0), and their commit a
+    // TID after every restored one; the restored objects keep their data.
+    let restored_max = *accounts.iter().max().expect("accounts");
+    let fresh = runtime
+        .block_on(transfers::create_accounts(&mut copy, 4))
+        .expect("new objects in the restored copy commit without a conflict");
+    assert!(
+        fresh.iter().all(|oid| *oid > restored_max),
+        "new ids {fresh:?} above the restored ones (up to {restored_max})"
+    );
+    let fresh_serial = serial_of(&runtime, &copy, fresh[0]);
+    assert!(
+        fresh_serial > tid,
+        "commit {fresh_serial} after the restored {tid}"
+    );
+    assert_restored(&runtime, &copy, &at_backup);
+    runtime.block_on(copy.close()).expect("close");
+
+    // Every node stops and starts again: the masters' state comes from their log only.
+    let storages: Vec<String> = target.storages.keys().cloned().collect();
+    for name in &storages {
+        target.storage(name).stop();
+    }
+    for name in target.master_names() {
+        target.master_process(&name).stop();
+    }
+    for name in target.master_names() {
+        target.restart_master(&name);
+    }
+    for name in &storages {
+        target.start_storage(name);
+    }
+    target.wait_primary();
+    wait_for_table(
+        &status,
+        "every cell up to date after the restart",
+        all_up_to_date,
+    );
+    let (mut copy, _endpoint) = connect(&runtime, &target_client);
+    let later = runtime
+        .block_on(transfers::create_accounts(&mut copy, 4))
+        .expect("new objects after the restart commit without a conflict");
+    let fresh_max = *fresh.iter().max().expect("fresh ids");
+    assert!(
+        later.iter().all(|oid| *oid > fresh_max),
+        "ids {later:?} after the restart above every earlier one (up to {fresh_max})"
+    );
+    assert!(serial_of(&runtime, &copy, later[0]) > fresh_serial);
+    assert_restored(&runtime, &copy, &at_backup);
+    for oid in &fresh {
+        assert_eq!(
+            serial_of(&runtime, &copy, *oid),
+            fresh_serial,
+            "object {oid}"
+        );
+    }
+    runtime.block_on(copy.close()).expect("close");
+    target.stop();
+}
+
+/// Every account in `expected` reads back from `copy` with its serial and balance, and the
+/// balances sum to the bank's total.
+fn assert_restored(
+    runtime: &tokio::runtime::Runtime,
+    copy: &replicast_node::driver::ClientHandle,
+    expected: &[(replicast_node::ids::Oid, replicast_node::ids::Tid, i64)],
+) {
+    use replicast_testkit::workload::transfers;
     let mut sum = 0;
-    for (oid, serial, balance) in &at_backup {
+    for (oid, serial, balance) in expected {
         let (copied_serial, data) = runtime
             .block_on(copy.load(*oid))
             .expect("load")
@@ -447,7 +525,142 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
         );
         sum += balance;
     }
-    assert_eq!(sum, i64::from(ACCOUNTS) * transfers::INITIAL_BALANCE);
-    runtime.block_on(copy.close()).expect("close");
-    target.stop();
+    assert_eq!(sum, expected.len() as i64 * transfers::INITIAL_BALANCE);
+}
+
+/// The serial of the current revision of `oid`.
+fn serial_of(
+    runtime: &tokio::runtime::Runtime,
+    client: &replicast_node::driver::ClientHandle,
+    oid: replicast_node::ids::Oid,
+) -> replicast_node::ids::Tid {
+    runtime
+        .block_on(client.load(oid))
+        .expect("load")
+        .unwrap_or_else(|| panic!("object {oid} exists"))
+        .0
+}
+
+/// `DIR/follow.json`, once the follower wrote it.
+fn follow_status(dir: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join("follow.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits (bounded by `process::WAIT`) until the follower's status file satisfies `done`.
+fn wait_follow(dir: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + process::WAIT;
+    loop {
+        if let Some(status) = follow_status(dir).filter(|status| done(status)) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {:?}: {:?}",
+            process::WAIT,
+            follow_status(dir)
+        );
+        // A pause between two looks at the file, not a synchronization: its content decides.
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() {
+    const BEFORE: u64 = 5;
+    const WRITTEN: u64 = 20;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let backup = scratch.path().join("backup");
+    let source = LocalCluster::start(&ClusterSpec::default());
+    let client = source.client_config("client-1", "");
+    let admin = source.admin_config();
+    for oid in 1..=BEFORE {
+        process::put(&client, oid, &format!("object-{oid}"));
+    }
+    let log = |name: &str| {
+        std::process::Stdio::from(std::fs::File::create(scratch.path().join(name)).expect("a log"))
+    };
+    let mut follower = Command::new(binary())
+        .args(["backup", "--follow", "--interval", "100", "--rate", "50000"])
+        .args(["--config", path(&admin), "--to", path(&backup)])
+        .stdin(std::process::Stdio::null())
+        .stdout(log("follow.out"))
+        .stderr(log("follow.err"))
+        .spawn()
+        .expect("start the follower");
+    let first = wait_follow(&backup, "the first round", |status| {
+        status["rounds"].as_u64() >= Some(1)
+    });
+    assert_eq!(first["rate"], 50000);
+
+    // A writer commits while the follower runs.
+    let mut last = String::new();
+    for oid in 1..=WRITTEN {
+        last = process::put(&client, BEFORE + oid, &format!("written-{oid}"));
+    }
+    let caught_up = wait_follow(&backup, "caught up with the writer", |status| {
+        status["backup_tid"] == last.as_str() && status["caught_up"] == true
+    });
+    assert_eq!(caught_up["cluster_last_tid"], last.as_str());
+    assert_eq!(caught_up["seconds_behind"], 0.0);
+    assert!(
+        caught_up["rounds"].as_u64() >= Some(2),
+        "it followed in rounds after the first: {caught_up}"
+    );
+    let shown = replicast(&["backup", "status", path(&backup)]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains(&last) && shown.stdout.contains("caught up"),
+        "{}",
+        shown.stdout
+    );
+
+    // SIGTERM: it stops (bounded wait), exit 0, the manifest consistent at the last commit.
+    let pid = libc::pid_t::try_from(follower.id()).expect("a pid");
+    // SAFETY: a plain kill(2) of the child this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + process::WAIT;
+    let exit = loop {
+        if let Some(exit) = follower.try_wait().expect("wait for the follower") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower did not stop"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(scratch.path().join("follow.err")).unwrap_or_default();
+    assert!(exit.success(), "{exit:?}: {stderr}");
+    let stdout = std::fs::read_to_string(scratch.path().join("follow.out")).expect("its output");
+    assert!(stdout.contains("stopped following"), "{stdout}");
+    assert_eq!(
+        follow_status(&backup).expect("a status")["state"],
+        "stopped"
+    );
+    let manifest = manifest(&backup);
+    assert_eq!(manifest["tid"], last.as_str());
+    // Every commit exactly once: one put is one transaction in one partition.
+    let transactions: u64 = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|file| file["transactions"].as_u64().expect("a count"))
+        .sum();
+    assert_eq!(transactions, BEFORE + WRITTEN, "{manifest:#}");
+    let verified = replicast(&["backup", "verify", path(&backup)]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+    let leftovers: Vec<String> = std::fs::read_dir(&backup)
+        .expect("list the backup")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".tmp") || name == "partial.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    source.stop();
 }

@@ -18,7 +18,9 @@
 //! again on the same directory it fetches only the transactions after the manifest's TID. An
 //! interrupted run leaves `partial.json` (its TID and the files done): the next run resumes it
 //! first. The manifest is replaced (write, fsync, rename) only once every file of the run is
-//! on disk, so the directory always describes a complete backup.
+//! on disk, so the directory always describes a complete backup. One run at a time works on a
+//! directory (an advisory lock on `DIR/.lock`). `--rate` bounds the bytes fetched per second
+//! ([`Pacer`]); `--follow` keeps running rounds as commits come (see the `follow` module).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -44,12 +46,15 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::Error;
 use super::check::parse_tid;
+use super::pacer::Pacer;
 use super::status::{ask_master, block_on, request_id};
 
 /// The format of the directory this version writes and reads.
 const FORMAT: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const PARTIAL: &str = "partial.json";
+/// Locked (advisory) by the run working on the directory.
+const LOCK: &str = ".lock";
 /// About how many bytes of data one page from a storage carries.
 const PAGE_BYTES: u32 = 1 << 20;
 /// The largest frame a data file may hold: a page's transaction is about a page, and a single
@@ -69,6 +74,16 @@ pub struct BackupArgs {
     /// How many partitions to fetch at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     parallel: usize,
+    /// Keep following new commits (a standing backup) until SIGTERM or SIGINT; its lag is in
+    /// `DIR/follow.json`, which `replicast backup status DIR` prints.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: how often to ask the master for its last commit, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "follow")]
+    interval: u64,
+    /// Bound the bytes fetched from the storages to this many per second.
+    #[arg(long, value_name = "BYTES_PER_SECOND")]
+    rate: Option<u64>,
     /// Bound on each wait for the master or a storage, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
@@ -81,6 +96,12 @@ enum BackupCommand {
     /// Check a backup directory offline: every file of the manifest is there, of its length
     /// and checksum, and decodes; exits 1 naming the first file that is not.
     Verify {
+        /// The backup directory.
+        dir: PathBuf,
+    },
+    /// Print the state of the standing backup (`--follow`) of a directory: its TID, the
+    /// cluster's last commit when last asked, how far behind it is in TIDs and seconds.
+    Status {
         /// The backup directory.
         dir: PathBuf,
     },
@@ -170,7 +191,7 @@ enum BackupError {
     Content { file: PathBuf, reason: String },
 }
 
-fn hex_tid(tid: Tid) -> String {
+pub(super) fn hex_tid(tid: Tid) -> String {
     format!("{:016x}", tid.0)
 }
 
@@ -295,8 +316,11 @@ fn read_files(
     Ok(all)
 }
 
-/// Runs `replicast backup` (or `backup verify`).
+/// Runs `replicast backup` (or `backup verify`, `backup status`, `backup --follow`).
 pub fn run(args: BackupArgs) -> Result<(), Error> {
+    if let Some(BackupCommand::Status { dir }) = args.command {
+        return super::follow::print_status(&dir);
+    }
     if let Some(BackupCommand::Verify { dir }) = args.command {
         let manifest = read_manifest(&dir.join(MANIFEST))?;
         let files = read_files(&dir, &manifest)?;
@@ -316,24 +340,106 @@ pub fn run(args: BackupArgs) -> Result<(), Error> {
         return Err("replicast backup needs --config FILE and --to DIR".into());
     };
     let config = NodeConfig::load(&config)?;
-    let timeout = Duration::from_secs(args.timeout);
-    block_on(backup(&config, &dir, args.parallel, timeout))
+    let run = Run {
+        config,
+        dir,
+        parallel: args.parallel,
+        timeout: Duration::from_secs(args.timeout),
+        pacer: args
+            .rate
+            .map(|rate| std::sync::Arc::new(std::sync::Mutex::new(Pacer::new(rate)))),
+    };
+    fs::create_dir_all(&run.dir)
+        .map_err(|e| format!("cannot create {}: {e}", run.dir.display()))?;
+    // One run at a time on a directory (a second would write the same files): an advisory
+    // lock the system drops with the process, however it ends.
+    let lock_path = run.dir.join(LOCK);
+    let lock = File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => {
+            format!("another backup runs on {}", run.dir.display())
+        }
+        fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", lock_path.display()),
+    })?;
+    if args.follow {
+        return block_on(super::follow::follow(
+            &run,
+            Duration::from_millis(args.interval),
+        ));
+    }
+    block_on(async {
+        let status = cluster_status(&run.config, run.timeout).await?;
+        run.round(&status).await.map(|_| ())
+    })
 }
 
-async fn backup(
-    config: &NodeConfig,
-    dir: &Path,
-    parallel: usize,
-    timeout: Duration,
-) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// What a backup run works with.
+pub(super) struct Run {
+    pub(super) config: NodeConfig,
+    pub(super) dir: PathBuf,
+    pub(super) parallel: usize,
+    pub(super) timeout: Duration,
+    /// The bandwidth bound (`--rate`), shared by the fetches.
+    pub(super) pacer: Option<std::sync::Arc<std::sync::Mutex<Pacer>>>,
+}
+
+/// What one run added.
+pub(super) struct Round {
+    /// The TID the directory is consistent at now.
+    pub(super) tid: Tid,
+    /// Partition transactions fetched.
+    pub(super) transactions: u64,
+    /// Bytes written to data files.
+    pub(super) bytes: u64,
+}
+
+impl Run {
+    /// The TID of the manifest in the directory ([`Tid::ZERO`] for none yet).
+    pub(super) fn backup_tid(&self) -> Result<Tid, Error> {
+        let path = self.dir.join(MANIFEST);
+        if !path.exists() {
+            return Ok(Tid::ZERO);
+        }
+        Ok(parse_tid(&read_manifest(&path)?.tid)?)
+    }
+
+    /// Whether an interrupted run left `partial.json` to resume.
+    pub(super) fn has_partial(&self) -> bool {
+        self.dir.join(PARTIAL).exists()
+    }
+
+    /// Removes the temporary data files a run stopped in the middle of a fetch left.
+    pub(super) fn remove_temporaries(&self) -> Result<(), Error> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".p") && name.ends_with(".bin.tmp") {
+                fs::remove_file(entry.path())
+                    .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One run: the transactions after the manifest's TID up to the cluster's `complete_tid`
+    /// in `status` (or, first, the rest of an interrupted run, to its own TID).
+    pub(super) async fn round(&self, status: &ClusterStatus) -> Result<Round, Error> {
+        backup(self, status).await
+    }
+}
+
+async fn backup(run: &Run, status: &ClusterStatus) -> Result<Round, Error> {
+    let (config, dir, parallel, timeout) =
+        (&run.config, run.dir.as_path(), run.parallel, run.timeout);
     let manifest_path = dir.join(MANIFEST);
     let previous = if manifest_path.exists() {
         Some(read_manifest(&manifest_path)?)
     } else {
         None
     };
-    let status = cluster_status(config, timeout).await?;
     let table = &status.partition_table;
     let partitions = table.num_partitions();
     if let Some(previous) = &previous
@@ -367,7 +473,11 @@ async fn backup(
     if up_to <= after {
         writeln!(out, "backup at {} is up to date", hex_tid(after))
             .map_err(|e| format!("cannot write the report: {e}"))?;
-        return Ok(());
+        return Ok(Round {
+            tid: after,
+            transactions: 0,
+            bytes: 0,
+        });
     }
     let addresses: BTreeMap<&str, SocketAddr> = status
         .nodes
@@ -409,6 +519,7 @@ async fn backup(
                 after,
                 up_to,
                 timeout,
+                pacer: run.pacer.clone(),
             };
             running.spawn(fetch.run(sources));
         }
@@ -444,6 +555,9 @@ async fn backup(
         files: Vec::new(),
     });
     manifest.tid = partial.tid.clone();
+    let (transactions, bytes) = partial.files.iter().fold((0, 0), |(count, size), file| {
+        (count + file.transactions, size + file.bytes)
+    });
     manifest.files.append(&mut partial.files);
     write_manifest(&manifest_path, &manifest)?;
     fs::remove_file(&partial_path)
@@ -457,7 +571,11 @@ async fn backup(
         hex_tid(after)
     )
     .map_err(|e| format!("cannot write the report: {e}"))?;
-    Ok(())
+    Ok(Round {
+        tid: up_to,
+        transactions,
+        bytes,
+    })
 }
 
 /// One partition to fetch in a run.
@@ -468,6 +586,7 @@ struct Fetch {
     after: Tid,
     up_to: Tid,
     timeout: Duration,
+    pacer: Option<std::sync::Arc<std::sync::Mutex<Pacer>>>,
 }
 
 impl Fetch {
@@ -488,16 +607,7 @@ impl Fetch {
                     continue;
                 }
             };
-            let fetched = fetch_partition(
-                &link,
-                &name,
-                &self.dir,
-                self.partition,
-                self.after,
-                self.up_to,
-                self.timeout,
-            )
-            .await;
+            let fetched = self.fetch_from(&link, &name).await;
             // The link is shared by the fetches from this storage: it closes with the endpoint.
             match fetched {
                 Ok(file) => return Ok(file),
@@ -517,123 +627,141 @@ impl Fetch {
     }
 }
 
-/// Fetches `partition`'s transactions in `(after, up_to]` from `storage` over `link` into a
-/// data file of `dir`; returns its manifest entry.
-async fn fetch_partition(
-    link: &Link,
-    storage: &str,
-    dir: &Path,
-    partition: u32,
-    after: Tid,
-    up_to: Tid,
-    timeout: Duration,
-) -> Result<DataFile, Error> {
-    let name = format!("p{partition:04}-{}-{}.bin", hex_tid(after), hex_tid(up_to));
-    let temporary = dir.join(format!(".{name}.tmp"));
-    let file = File::create(&temporary)
-        .map_err(|e| format!("cannot create {}: {e}", temporary.display()))?;
-    let mut writer = BufWriter::new(file);
-    let mut hasher = Xxh3::new();
-    let (mut transactions, mut revisions, mut bytes) = (0u64, 0u64, 0u64);
-    let mut cursor = ObjectCursor {
-        tid: after,
-        oid: Oid(u64::MAX),
-    };
-    // A transaction may come in several pages (its revisions after the cursor): the pieces
-    // are joined before it is written.
-    let mut pending: Option<TransactionRecords> = None;
-    let mut write = |transaction: &TransactionRecords| -> Result<(), Error> {
-        let frame = postcard::to_stdvec(transaction)
-            .map_err(|e| format!("cannot encode a transaction: {e}"))?;
-        let length = u32::try_from(frame.len())
-            .ok()
-            .filter(|length| *length <= MAX_FRAME)
-            .ok_or("a transaction too large for one frame")?
-            .to_le_bytes();
-        for part in [&length[..], &frame] {
-            hasher.update(part);
-            writer
-                .write_all(part)
-                .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-        }
-        transactions += 1;
-        revisions += transaction.records.len() as u64;
-        bytes += (length.len() + frame.len()) as u64;
-        Ok(())
-    };
-    // Bounded: every page moves the cursor forward, up to `up_to`.
-    loop {
-        let ask = InspectAsk::Transactions {
-            partition,
-            after: cursor,
-            up_to,
-            max_bytes: PAGE_BYTES,
+impl Fetch {
+    /// Fetches the partition's transactions in `(after, up_to]` from `storage` over `link` into a
+    /// data file of the directory, at the pace of the pacer if any; returns its manifest entry.
+    async fn fetch_from(&self, link: &Link, storage: &str) -> Result<DataFile, Error> {
+        let (dir, partition, after, up_to, timeout) = (
+            self.dir.as_path(),
+            self.partition,
+            self.after,
+            self.up_to,
+            self.timeout,
+        );
+        let pacer = self.pacer.as_deref();
+        let name = format!("p{partition:04}-{}-{}.bin", hex_tid(after), hex_tid(up_to));
+        let temporary = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&temporary)
+            .map_err(|e| format!("cannot create {}: {e}", temporary.display()))?;
+        let mut writer = BufWriter::new(file);
+        let mut hasher = Xxh3::new();
+        let (mut transactions, mut revisions, mut bytes) = (0u64, 0u64, 0u64);
+        let mut cursor = ObjectCursor {
+            tid: after,
+            oid: Oid(u64::MAX),
         };
-        let request = request_id();
-        let message = Message::AskInspect { request, ask };
-        let answer: Vec<u8> = tokio::time::timeout(timeout, link.request(&encode(&message)))
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|e| format!("no answer: {e}"))?;
-        let (page, resume) = match decode_from(storage, &answer)? {
-            Message::AnswerInspect {
-                request: answered,
-                answer:
-                    InspectAnswer::Transactions {
-                        transactions,
-                        resume,
-                    },
-            } if answered == request => (transactions, resume),
-            Message::AnswerInspect {
-                answer: InspectAnswer::Unavailable,
-                ..
-            } => return Err("cannot serve the partition now (see its log)".into()),
-            Message::Refused(refusal) => return Err(format!("refused: {refusal}").into()),
-            other => return Err(format!("answered {}", other.kind()).into()),
+        // A transaction may come in several pages (its revisions after the cursor): the pieces
+        // are joined before it is written.
+        let mut pending: Option<TransactionRecords> = None;
+        let mut write = |transaction: &TransactionRecords| -> Result<(), Error> {
+            let frame = postcard::to_stdvec(transaction)
+                .map_err(|e| format!("cannot encode a transaction: {e}"))?;
+            let length = u32::try_from(frame.len())
+                .ok()
+                .filter(|length| *length <= MAX_FRAME)
+                .ok_or("a transaction too large for one frame")?
+                .to_le_bytes();
+            for part in [&length[..], &frame] {
+                hasher.update(part);
+                writer
+                    .write_all(part)
+                    .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+            }
+            transactions += 1;
+            revisions += transaction.records.len() as u64;
+            bytes += (length.len() + frame.len()) as u64;
+            Ok(())
         };
-        for piece in page {
-            match pending.take() {
-                Some(mut open) if open.tid == piece.tid => {
-                    open.records.extend(piece.records);
-                    pending = Some(open);
+        // Bounded: every page moves the cursor forward, up to `up_to`.
+        loop {
+            let ask = InspectAsk::Transactions {
+                partition,
+                after: cursor,
+                up_to,
+                max_bytes: pacer.map_or(PAGE_BYTES, |pacer| {
+                    // A poisoned lock only means another fetch panicked: its pacer is still whole.
+                    let pacer = pacer
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    pacer.page_bytes(PAGE_BYTES)
+                }),
+            };
+            let request = request_id();
+            let message = Message::AskInspect { request, ask };
+            let answer: Vec<u8> = tokio::time::timeout(timeout, link.request(&encode(&message)))
+                .await
+                .map_err(|_| format!("no answer within {timeout:?}"))?
+                .map_err(|e| format!("no answer: {e}"))?;
+            if let Some(pacer) = pacer {
+                let delay = pacer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .delay(std::time::Instant::now(), answer.len() as u64);
+                tokio::time::sleep(delay).await;
+            }
+            let (page, resume) = match decode_from(storage, &answer)? {
+                Message::AnswerInspect {
+                    request: answered,
+                    answer:
+                        InspectAnswer::Transactions {
+                            transactions,
+                            resume,
+                        },
+                } if answered == request => (transactions, resume),
+                Message::AnswerInspect {
+                    answer: InspectAnswer::Unavailable,
+                    ..
+                } => return Err("cannot serve the partition now (see its log)".into()),
+                Message::Refused(refusal) => return Err(format!("refused: {refusal}").into()),
+                other => return Err(format!("answered {}", other.kind()).into()),
+            };
+            for piece in page {
+                match pending.take() {
+                    Some(mut open) if open.tid == piece.tid => {
+                        open.records.extend(piece.records);
+                        pending = Some(open);
+                    }
+                    Some(done) => {
+                        write(&done)?;
+                        pending = Some(piece);
+                    }
+                    None => pending = Some(piece),
                 }
-                Some(done) => {
-                    write(&done)?;
-                    pending = Some(piece);
-                }
-                None => pending = Some(piece),
+            }
+            match resume {
+                Some(next) if next > cursor => cursor = next,
+                _ => break,
             }
         }
-        match resume {
-            Some(next) if next > cursor => cursor = next,
-            _ => break,
+        if let Some(last) = pending.take() {
+            write(&last)?;
         }
+        let mut file = writer
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+        file.flush()
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+        fs::rename(&temporary, dir.join(&name))
+            .map_err(|e| format!("cannot rename {}: {e}", temporary.display()))?;
+        Ok(DataFile {
+            name,
+            partition,
+            after: hex_tid(after),
+            up_to: hex_tid(up_to),
+            transactions,
+            revisions,
+            bytes,
+            xxh3: format!("{:032x}", hasher.digest128()),
+        })
     }
-    if let Some(last) = pending.take() {
-        write(&last)?;
-    }
-    let mut file = writer
-        .into_inner()
-        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-    file.flush()
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-    fs::rename(&temporary, dir.join(&name))
-        .map_err(|e| format!("cannot rename {}: {e}", temporary.display()))?;
-    Ok(DataFile {
-        name,
-        partition,
-        after: hex_tid(after),
-        up_to: hex_tid(up_to),
-        transactions,
-        revisions,
-        bytes,
-        xxh3: format!("{:032x}", hasher.digest128()),
-    })
 }
 
 /// The cluster's status, from the master.
-async fn cluster_status(config: &NodeConfig, timeout: Duration) -> Result<ClusterStatus, Error> {
+pub(super) async fn cluster_status(
+    config: &NodeConfig,
+    timeout: Duration,
+) -> Result<ClusterStatus, Error> {
     let request = request_id();
     let (answer, _, _) = ask_master(config, Message::AskStatus { request }, timeout).await?;
     match answer {

@@ -10,7 +10,9 @@ mod bench;
 mod certs;
 mod check;
 mod client;
+mod follow;
 mod node;
+mod pacer;
 mod status;
 
 use std::fmt::Write as _;

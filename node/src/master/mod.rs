@@ -43,6 +43,7 @@ mod admin;
 mod config;
 mod consensus;
 mod event;
+mod oids;
 mod replication;
 pub mod state;
 mod status;
@@ -326,23 +327,7 @@ impl Master {
                     .send(from, Message::AnswerLastTransaction { request, tid });
             }
             Message::AskNewOids { count } if self.clients.contains(from) => {
-                // Not `clamp`: a batch limit of 0 in the config must not panic.
-                let count = count.min(self.config.max_oid_batch).max(1);
-                let first = self.state.next_oid;
-                let Some(next) = first.checked_add(u64::from(count)) else {
-                    return Err(ProtocolError::InvalidCall {
-                        call: "AskNewOids",
-                        reason: "object ids are exhausted",
-                    });
-                };
-                self.state.next_oid = next;
-                self.out.send(
-                    from,
-                    Message::AnswerNewOids {
-                        first: Oid(first),
-                        count,
-                    },
-                );
+                self.hand_out_oids(from, count)?;
             }
             Message::AskFinish {
                 ttid,
@@ -799,6 +784,9 @@ impl Master {
                 },
             );
             self.queue[index].decided = Some(tid);
+            // In the same log entry as the decision (see the `oids` module).
+            let greatest = self.queue[index].oids.iter().max().copied();
+            self.raise_next_oid(greatest);
         }
         for index in refused.into_iter().rev() {
             let Some(request) = self.queue.remove(index) else {
