@@ -460,20 +460,7 @@ fn a_backup_during_transfers_restores_a_copy_where_the_bank_invariant_holds() {
     runtime.block_on(copy.close()).expect("close");
 
     // Every node stops and starts again: the masters' state comes from their log only.
-    let storages: Vec<String> = target.storages.keys().cloned().collect();
-    for name in &storages {
-        target.storage(name).stop();
-    }
-    for name in target.master_names() {
-        target.master_process(&name).stop();
-    }
-    for name in target.master_names() {
-        target.restart_master(&name);
-    }
-    for name in &storages {
-        target.start_storage(name);
-    }
-    target.wait_primary();
+    target.restart_every_node();
     wait_for_table(
         &status,
         "every cell up to date after the restart",

@@ -184,20 +184,7 @@ fn a_table_change_survives_a_restart_of_every_node(spec: ClusterSpec) {
     let version = status_json(&status)["partition_table"]["version"].clone();
 
     // Every node stops cleanly, then starts again.
-    let storages: Vec<String> = cluster.storages.keys().cloned().collect();
-    for name in &storages {
-        cluster.storage(name).stop();
-    }
-    for name in cluster.master_names() {
-        cluster.master_process(&name).stop();
-    }
-    for name in cluster.master_names() {
-        cluster.restart_master(&name);
-    }
-    for name in &storages {
-        cluster.start_storage(name);
-    }
-    cluster.wait_primary();
+    cluster.restart_every_node();
     let after = wait_for_table(&status, "the same table", |after| after == table.as_slice());
     assert_eq!(after, table);
     // Not the configuration's table (version 1 without storage-4): the log's, changed since

@@ -60,22 +60,13 @@ impl Master {
 mod tests {
     use std::time::SystemTime;
 
-    use super::super::test_support::{drain, running_master};
+    use super::super::test_support::{begin_at, drain, running_master};
     use crate::ids::{Oid, Tid};
     use crate::protocol::{Message, TransactionOutcome};
 
     /// Commits a transaction of `c1` at `tid` that wrote `oids` (every storage acknowledges).
     fn commit_at(master: &mut super::Master, now: SystemTime, tid: Tid, oids: Vec<Oid>) {
-        master
-            .handle(now, "c1", Message::AskBeginAt { tid })
-            .expect("begin at");
-        let ttid = drain(master)
-            .into_iter()
-            .find_map(|transmit| match transmit.message {
-                Message::AnswerBegin { ttid } => Some(ttid),
-                _ => None,
-            })
-            .expect("begun");
+        let ttid = begin_at(master, now, tid);
         master
             .handle(
                 now,

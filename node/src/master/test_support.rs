@@ -57,7 +57,16 @@ pub(super) fn running_master(now: SystemTime, partitions: u32, storages: &[&str]
 
 /// Begins a transaction for `c1`; its TTID (what else the master sent meanwhile is taken).
 pub(super) fn begin(master: &mut Master, now: SystemTime) -> Tid {
-    master.handle(now, "c1", Message::AskBegin).expect("begin");
+    begin_with(master, now, Message::AskBegin)
+}
+
+/// Begins a transaction for `c1` that commits at exactly `tid` (a restore); its TTID.
+pub(super) fn begin_at(master: &mut Master, now: SystemTime, tid: Tid) -> Tid {
+    begin_with(master, now, Message::AskBeginAt { tid })
+}
+
+fn begin_with(master: &mut Master, now: SystemTime, ask: Message) -> Tid {
+    master.handle(now, "c1", ask).expect("begin");
     drain(master)
         .into_iter()
         .find_map(|transmit| match transmit.message {

@@ -321,6 +321,26 @@ impl LocalCluster {
         }
     }
 
+    /// Stops every node cleanly (storages first, then masters), starts them all again
+    /// (masters first) and waits for a primary: what the masters know afterwards comes from
+    /// their logs only.
+    pub fn restart_every_node(&mut self) {
+        let storages: Vec<String> = self.storages.keys().cloned().collect();
+        for name in &storages {
+            self.storage(name).stop();
+        }
+        for name in self.master_names() {
+            self.master_process(&name).stop();
+        }
+        for name in self.master_names() {
+            self.restart_master(&name);
+        }
+        for name in &storages {
+            self.start_storage(name);
+        }
+        self.wait_primary();
+    }
+
     /// Restarts master `name` (after it was killed or stopped) and waits for its ready line.
     pub fn restart_master(&mut self, name: &str) {
         let config = self.config(name);
