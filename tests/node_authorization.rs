@@ -26,9 +26,10 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{
-    ChangeOutcome, ClusterStatus, InspectAnswer, InspectAsk, LoadResult, Message, NodeReport,
-    ObjectPart, OidRange, Order, RangeDigest, Refusal, RefusalReason, StorageAnswer, StorageAsk,
-    StorageChange, StoreKind, StoreResult, TransactionOutcome, VoteResult, encode, rule,
+    BackupReport, BackupState, ChangeOutcome, ClusterStatus, InspectAnswer, InspectAsk, LoadResult,
+    Message, NodeReport, ObjectPart, OidRange, Order, RangeDigest, Refusal, RefusalReason,
+    StorageAnswer, StorageAsk, StorageChange, StoreKind, StoreResult, TransactionOutcome,
+    VoteResult, encode, rule,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::process;
@@ -58,7 +59,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 54;
+const KINDS: usize = 55;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -118,6 +119,7 @@ fn kind_index(message: &Message) -> usize {
         Message::Answer { .. } => 51,
         Message::AskInspect { .. } => 52,
         Message::AnswerInspect { .. } => 53,
+        Message::ReportBackup { .. } => 54,
     }
 }
 
@@ -274,6 +276,7 @@ fn samples() -> Vec<Message> {
                 complete_tid: FORGED.0,
                 nodes: Vec::new(),
                 partition_table: table,
+                backups: Vec::new(),
                 term: FORGED.0,
                 masters: Vec::new(),
             }),
@@ -364,6 +367,20 @@ fn samples() -> Vec<Message> {
                 records: 0,
                 digest: replicast_node::object::Digest([0; 16]),
             }),
+        },
+        // A backup that claims to hold every commit, which the operator would trust.
+        Message::ReportBackup {
+            request: 1,
+            report: BackupReport {
+                directory: "/backups/forged".to_owned(),
+                backup_tid: FORGED.0,
+                state: BackupState::Following,
+                interval_millis: 1,
+                rate: None,
+                rounds: 1,
+                last_round_bytes: 0,
+                error: None,
+            },
         },
     ]
 }

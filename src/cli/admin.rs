@@ -21,7 +21,8 @@ use replicast_node::config::NodeConfig;
 use replicast_node::protocol::{ChangeOutcome, Message, StorageChange};
 
 use super::Error;
-use super::status::{ask_master, block_on, request_id};
+use super::master_client::ask_master;
+use super::status::{block_on, request_id};
 
 /// The long help of `replicast admin` (`--help`).
 const HELP: &str = "\

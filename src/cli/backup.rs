@@ -46,8 +46,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::Error;
 use super::check::parse_tid;
+use super::master_client::ask_master;
 use super::pacer::Pacer;
-use super::status::{ask_master, block_on, request_id};
+use super::status::{block_on, request_id};
 
 /// The format of the directory this version writes and reads.
 const FORMAT: u32 = 1;

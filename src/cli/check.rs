@@ -35,7 +35,8 @@ use replicast_node::protocol::{
 use replicast_transport::quic::{Endpoint, Link};
 
 use super::Error;
-use super::status::{ask_master, block_on, request_id};
+use super::master_client::ask_master;
+use super::status::{block_on, request_id};
 
 /// Exit status: differences found.
 const DIFFERENCES: i32 = 1;

@@ -1,38 +1,49 @@
 //! `replicast backup --follow --to DIR`: a standing backup, and `replicast backup status DIR`.
 //!
-//! The follower asks the master for its status every `--interval` (the last commit and the
+//! Every `--interval` the follower reports where the backup is to the primary master
+//! ([`Message::ReportBackup`]), which answers with its status (the last commit and the
 //! `complete_tid` every readable cell holds); whenever `complete_tid` is past the backup's TID
 //! (or an interrupted run left `partial.json`) it runs one incremental round, as `replicast
-//! backup` does, at the pace of `--rate`. Polling, not the master's invalidations: those go to
-//! clients only (a follower with an `admin` certificate is no client, and should not hold one),
-//! and one status question a second is as prompt for a backup, costs the master nothing it
-//! does not do for `replicast status`, and tells the follower `complete_tid`, which
-//! invalidations do not.
+//! backup` does, at the pace of `--rate`, reporting every interval meanwhile and once more when
+//! the round is done. Polling, not the master's invalidations: those go to clients only (a
+//! follower with an `admin` certificate is no client, and should not hold one), and one
+//! question a second is as prompt for a backup, costs the master nothing it does not do for
+//! `replicast status`, and tells the follower `complete_tid`, which invalidations do not.
+//! The follower keeps one endpoint for the whole run ([`MasterClient`]): a question is one
+//! request stream on the connection it already has, not a new handshake.
 //!
-//! Its lag is in `DIR/follow.json` (replaced atomically after every question and round), which
-//! `replicast backup status DIR` prints: the follower is an operator's tool, not a node of the
-//! cluster (the master keeps reports of its storages and clients only), the backup directory
-//! may be on another host than any master, and the file still says how far the backup got
-//! when the cluster is down, which is when one wants to know.
+//! Where the backup is shows in two places:
+//! - `replicast status`, from the primary: the backup's TID, how far behind the last commit
+//!   it is, its last error, and STALE when its reports stopped coming (see the master's
+//!   `backups` module: kept in memory only, not in the masters' log);
+//! - `DIR/follow.json` (replaced atomically after every question and round), which
+//!   `replicast backup status DIR` prints: it needs no master, so it still says how far the
+//!   backup got while the cluster is down, which is when one wants to know.
 //!
 //! SIGTERM or SIGINT stops it at once: a round in progress is dropped (its finished partitions
-//! stay in `partial.json`, which the next run resumes; its temporary files are removed), and
-//! the manifest, only ever replaced whole, describes the last complete round.
+//! stay in `partial.json`, which the next run resumes; its temporary files are removed), the
+//! master is told it stopped, and the manifest, only ever replaced whole, describes the last
+//! complete round.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use replicast_node::ids::Tid;
-use replicast_node::protocol::ClusterStatus;
+use replicast_node::protocol::{BackupReport, BackupState, ClusterStatus, Message};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::Error;
-use super::backup::{Run, cluster_status, hex_tid};
+use super::backup::{Run, hex_tid};
+use super::master_client::MasterClient;
+use super::status::request_id;
 
 /// The status file in the backup directory.
 const STATUS: &str = "follow.json";
+/// The longest wait for the master to take the report that the follower stopped (and the
+/// shortest for a report during a round).
+const STOP_REPORT_WAIT: Duration = Duration::from_secs(2);
 
 /// `follow.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -61,12 +72,16 @@ struct FollowStatus {
     rate: Option<u64>,
     /// Why the last question or round failed.
     error: Option<String>,
+    /// The backup's TID (as `backup_tid`).
+    #[serde(skip)]
+    backup: Tid,
 }
 
 impl FollowStatus {
     /// Records what the master said against the backup's TID.
     fn observe(&mut self, backup: Tid, cluster: &ClusterStatus) {
         let last = Tid(cluster.last_tid);
+        self.backup = backup;
         self.backup_tid = hex_tid(backup);
         self.cluster_last_tid = hex_tid(last);
         self.caught_up = backup >= last;
@@ -78,6 +93,57 @@ impl FollowStatus {
                 .map_or(0.0, |lag| lag.as_secs_f64())
         };
         self.checked_at = unix_seconds(SystemTime::now());
+    }
+}
+
+impl FollowStatus {
+    /// What the master is told ([`Message::ReportBackup`]).
+    fn report(&self, reporting: &Reporting) -> BackupReport {
+        BackupReport {
+            directory: reporting.directory.clone(),
+            backup_tid: self.backup.0,
+            state: match self.state.as_str() {
+                "fetching" => BackupState::Fetching,
+                "retrying" => BackupState::Retrying,
+                "stopped" => BackupState::Stopped,
+                _ => BackupState::Following,
+            },
+            interval_millis: u64::try_from(reporting.interval.as_millis()).unwrap_or(u64::MAX),
+            rate: self.rate,
+            rounds: self.rounds,
+            last_round_bytes: self.last_round_bytes,
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// What the follower tells the master who it is and how often it reports.
+struct Reporting {
+    /// The backup directory, absolute: which backup of the certificate's name this is.
+    directory: String,
+    interval: Duration,
+}
+
+/// Reports `status` to the primary on `master`'s connection, bounded by `timeout`; returns
+/// the status the primary answered with.
+async fn report(
+    master: &mut MasterClient,
+    status: &FollowStatus,
+    reporting: &Reporting,
+    timeout: Duration,
+) -> Result<ClusterStatus, Error> {
+    let request = request_id();
+    let message = Message::ReportBackup {
+        request,
+        report: status.report(reporting),
+    };
+    let (answer, _, _) = master.ask(&message, timeout).await?;
+    match answer {
+        Message::AnswerStatus {
+            status,
+            request: answered,
+        } if answered == request => Ok(*status),
+        other => Err(format!("the master answered {} to ReportBackup", other.kind()).into()),
     }
 }
 
@@ -115,10 +181,17 @@ pub(super) async fn follow(run: &Run, interval: Duration) -> Result<(), Error> {
         rate: rate_of(run),
         ..FollowStatus::default()
     };
+    let directory = std::path::absolute(&run.dir)
+        .map_err(|e| format!("cannot name {}: {e}", run.dir.display()))?;
+    let reporting = Reporting {
+        directory: directory.display().to_string(),
+        interval,
+    };
+    let mut master = MasterClient::new(&run.config)?;
     let mut first = true;
     // Bounded by the signals: one question (and maybe one round) per interval.
     loop {
-        let step = step(run, &mut status);
+        let step = step(run, &mut master, &mut status, &reporting);
         let outcome = tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -133,6 +206,7 @@ pub(super) async fn follow(run: &Run, interval: Duration) -> Result<(), Error> {
                 status.state = "stopped".into();
                 status.error = Some(error.to_string());
                 write_status(&run.dir, &status)?;
+                master.close().await;
                 return Err(error);
             }
             Err(error) => {
@@ -154,8 +228,15 @@ pub(super) async fn follow(run: &Run, interval: Duration) -> Result<(), Error> {
     }
     run.remove_temporaries()?;
     status.state = "stopped".into();
-    status.backup_tid = hex_tid(run.backup_tid()?);
+    status.backup = run.backup_tid()?;
+    status.backup_tid = hex_tid(status.backup);
     write_status(&run.dir, &status)?;
+    // The master shows it stopped rather than, a few intervals later, stale. Best effort and
+    // bounded: the master may be the reason it was stopped.
+    if let Err(error) = report(&mut master, &status, &reporting, STOP_REPORT_WAIT).await {
+        tracing::info!("backup --follow: could not tell the master it stopped: {error}");
+    }
+    master.close().await;
     writeln!(
         std::io::stdout().lock(),
         "stopped following; backup at {}",
@@ -174,18 +255,46 @@ fn rate_of(run: &Run) -> Option<u64> {
     })
 }
 
-/// One question to the master, and a round when the cluster is ahead of the backup.
-async fn step(run: &Run, status: &mut FollowStatus) -> Result<(), Error> {
-    let cluster = cluster_status(&run.config, run.timeout).await?;
+/// One report to the master (answered with its status), and a round when the cluster is
+/// ahead of the backup, reported every interval while it runs and once when it is done.
+async fn step(
+    run: &Run,
+    master: &mut MasterClient,
+    status: &mut FollowStatus,
+    reporting: &Reporting,
+) -> Result<(), Error> {
+    status.backup = run.backup_tid()?;
+    let cluster = report(master, status, reporting, run.timeout).await?;
     let backup = run.backup_tid()?;
     status.observe(backup, &cluster);
     if Tid(cluster.complete_tid) > backup || run.has_partial() {
         status.state = "fetching".into();
         write_status(&run.dir, status)?;
-        let round = run.round(&cluster).await?;
+        let round = run.round(&cluster);
+        tokio::pin!(round);
+        // Bounded by the round: one report per interval while it runs, so that the master
+        // does not count a follower busy with a long round as gone.
+        let round = loop {
+            tokio::select! {
+                round = &mut round => break round?,
+                () = tokio::time::sleep(reporting.interval) => {
+                    // A report that fails here is not the round's failure: the next one
+                    // tries again, and the master shows the follower stale meanwhile.
+                    let wait = reporting.interval.clamp(STOP_REPORT_WAIT, run.timeout);
+                    if let Err(error) = report(master, status, reporting, wait).await {
+                        tracing::debug!("backup --follow: a report during a round: {error}");
+                    }
+                }
+            }
+        };
         status.rounds += 1;
         status.last_round_transactions = round.transactions;
         status.last_round_bytes = round.bytes;
+        status.state = "following".into();
+        status.error = None;
+        status.observe(round.tid, &cluster);
+        // The master learns the new position at once, not an interval later.
+        let cluster = report(master, status, reporting, run.timeout).await?;
         status.observe(round.tid, &cluster);
     }
     Ok(())
@@ -257,6 +366,7 @@ mod tests {
             complete_tid: last.0,
             nodes: Vec::new(),
             partition_table: table,
+            backups: Vec::new(),
         };
         status.observe(backup, &cluster);
         assert!(!status.caught_up);

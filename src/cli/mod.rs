@@ -11,6 +11,7 @@ mod certs;
 mod check;
 mod client;
 mod follow;
+mod master_client;
 mod node;
 mod pacer;
 mod status;

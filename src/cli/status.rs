@@ -5,28 +5,25 @@
 //! requests apart from the one-way messages of the two-phase commit: the asker does not become
 //! a client, and the request takes no place in the sequence of messages from its name, so the
 //! command may use the configuration of a node that is running (a client, a storage) without
-//! disturbing it. [`ask_master`] is shared with `replicast admin`.
+//! disturbing it. The question goes through [`ask_master`](super::master_client::ask_master),
+//! shared with `replicast admin`, `check` and `backup`.
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use replicast_node::config::{NodeConfig, RoleConfig};
+use replicast_node::config::NodeConfig;
 use replicast_node::partition::CellState;
 use replicast_node::protocol::{
-    ClusterStatus, MasterRole, Message, NodeRole, NodeState, NodeStatus, StorePath, decode_from,
-    encode,
+    BackupStatus, ClusterStatus, MasterRole, Message, NodeRole, NodeState, NodeStatus, StorePath,
 };
 use serde::Serialize;
 
 use super::Error;
-use replicast_node::driver::bind_endpoint;
+use super::master_client::ask_master;
 use replicast_transport::quic::{node_name, peer_session};
 
-/// How long the command waits for the master to acknowledge its closing the connection.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The exit status when the cluster is not operational.
 const NOT_OPERATIONAL: i32 = 2;
 
@@ -37,7 +34,10 @@ checks peers against), each node's links with the RTT it measures and, \
 for a writer's link to a storage, whether stored objects reach that storage by multicast or by \
 unicast right now, and the partition table as a grid of partitions x storages (U up to date, \
 O out of date, F feeding, . no cell). A storage in state `waiting` is connected but holds no \
-cells until `replicast admin add-storage` adds it. Each process of a name several processes share (a client's) is listed as NAME#SESSION, and leaves the list within seconds of its exit.
+cells until `replicast admin add-storage` adds it. Each process of a name several processes share (a client's) is listed as NAME#SESSION, and leaves the list within seconds of its exit. \
+Standing backups (`replicast backup --follow`) that report to the primary are listed with their \
+TID, how far behind the last commit they are and how long ago they reported (STALE after 3 \
+missed reports).
 
 Configuration: any node's: a master's own (the command asks it first, at `node.listen`), a \
 client's or a storage's (it asks the masters of `[masters]` or `[master]`); a master that is not \
@@ -75,7 +75,21 @@ JSON (--json), one object; these field names are stable, absent values are null:
     storages        the storages holding cells, in the order they joined
     cells           one list per partition of {storage, state, replaces}
       state         \"up_to_date\" | \"out_of_date\" | \"feeding\"
-      replaces      the storage whose cell this feeding cell takes over, or null";
+      replaces      the storage whose cell this feeding cell takes over, or null
+  backups           list of {name, directory, state, backup_tid, caught_up, behind_seconds,
+                    report_age_seconds, stale, rate, rounds, error}: the standing backups
+                    (`replicast backup --follow`) that report to the primary
+    name, directory the certificate it reports with, and the backup directory it names
+    state           \"following\" | \"fetching\" | \"retrying\" | \"stopped\"
+    backup_tid      the TID the backup is consistent at, 16 hex digits
+    caught_up       whether it holds the last commit (last_tid)
+    behind_seconds  how far its TID is behind last_tid, in seconds of the TIDs' clock
+    report_age_seconds  since its last report, by the master's clock
+    stale           true when it missed 3 reports (gone, frozen or cut off): the row says
+                    where it was, not where it is
+    rate            its bandwidth bound in bytes per second, or null
+    rounds          incremental rounds done since it started
+    error           why its last attempt failed, or null";
 
 /// Arguments of `replicast status`; `--help` shows [`HELP`].
 #[derive(Debug, Args)]
@@ -168,125 +182,6 @@ pub(super) fn request_id() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-/// The masters a node's configuration names, with where to reach them: `[masters]` (or the
-/// single `[master]`); on a master's own configuration, the group, itself first (it runs on
-/// this host, at `node.listen`).
-fn masters_of(config: &NodeConfig) -> Vec<(String, SocketAddr)> {
-    let mut masters: Vec<(String, SocketAddr)> = config
-        .masters
-        .iter()
-        .map(|master| (master.name.as_str().to_owned(), master.address))
-        .collect();
-    if let RoleConfig::Master { .. } = &config.role {
-        let own = config.node.name.as_str();
-        masters.retain(|(name, _)| name != own);
-        let mut address = config.node.listen;
-        if address.ip().is_unspecified() {
-            address.set_ip(match address.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            });
-        }
-        masters.insert(0, (own.to_owned(), address));
-    }
-    masters
-}
-
-/// Asks the masters named by `config` `message` on a request stream, with `config`'s
-/// certificate, following a master's redirect to the primary ([`Message::PrimaryIs`]) and
-/// trying the next master when one cannot be reached; returns the answer and the name and
-/// address of the master that gave it. Bounded by `timeout` as a whole. A refusal comes back
-/// as the master's error text.
-///
-/// The endpoint listens on `node.listen`'s address with a port of the system's choosing, so
-/// that the command runs beside a node started from the same file.
-pub(super) async fn ask_master(
-    config: &NodeConfig,
-    message: Message,
-    timeout: Duration,
-) -> Result<(Message, String, SocketAddr), Error> {
-    let mut candidates: std::collections::VecDeque<(String, SocketAddr)> =
-        masters_of(config).into();
-    let known = masters_of(config);
-    let mut own = config.clone();
-    own.node.listen.set_port(0);
-    let endpoint = bind_endpoint(&own, true)?;
-    let exchange = async {
-        let mut errors = Vec::new();
-        // Bounded: each master once, and a few redirects.
-        for _ in 0..(known.len() + 4) {
-            let Some((master, address)) = candidates.pop_front() else {
-                break;
-            };
-            // One master may be down or frozen: connecting to it gets a share of the time,
-            // not all of it. A master that took the connection gets the rest for its answer:
-            // a change is answered once committed in the masters' log, which may take a
-            // while, and asking another master meanwhile would ask for the change twice.
-            let share = timeout / u32::try_from(known.len().max(1) + 1).unwrap_or(2);
-            let answer = async {
-                let link = match tokio::time::timeout(share, endpoint.link(&master, address)).await
-                {
-                    Ok(link) => link.map_err(|e| {
-                        format!("cannot connect to the master {master} at {address}: {e}")
-                    })?,
-                    Err(_) => {
-                        return Err::<Message, Error>(
-                            format!("{master} at {address} did not answer in time").into(),
-                        );
-                    }
-                };
-                let answer: Vec<u8> = link.request(&encode(&message)).await.map_err(|e| {
-                    format!("the master {master} did not answer {}: {e}", message.kind())
-                })?;
-                Ok::<Message, Error>(decode_from(&master, &answer)?)
-            };
-            match answer.await {
-                Ok(Message::PrimaryIs {
-                    primary: Some(primary),
-                    address: primary_address,
-                    ..
-                }) if primary != master => {
-                    let address = primary_address.or_else(|| {
-                        known
-                            .iter()
-                            .find(|(name, _)| *name == primary)
-                            .map(|(_, address)| *address)
-                    });
-                    if let Some(address) = address {
-                        candidates.push_front((primary, address));
-                    }
-                }
-                Ok(Message::PrimaryIs { .. }) => {
-                    errors.push(format!(
-                        "{master} knows no primary (an election is going on)"
-                    ));
-                }
-                // A master's gate refused the question: every master would (the refusal
-                // names the role needed), so this is the answer.
-                Ok(Message::Refused(refusal)) => {
-                    return Err(format!(
-                        "the master {master} refused {}: {refusal} ({} in {})",
-                        message.kind(),
-                        config.tls.cert.display(),
-                        config.origin.display()
-                    )
-                    .into());
-                }
-                Ok(answer) => return Ok((answer, master, address)),
-                Err(error) => errors.push(error.to_string()),
-            }
-        }
-        Err::<(Message, String, SocketAddr), Error>(
-            format!("no master answered: {}", errors.join("; ")).into(),
-        )
-    };
-    let result = tokio::time::timeout(timeout, exchange).await;
-    endpoint.close();
-    // Bounded: the master may be gone.
-    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
-    result.map_err(|_| format!("no master answered within {timeout:?}"))?
-}
-
 /// The JSON form of a [`ClusterStatus`]; field names are part of the command's interface.
 #[derive(Debug, Serialize)]
 struct StatusView {
@@ -297,6 +192,41 @@ struct StatusView {
     last_tid: String,
     nodes: Vec<NodeView>,
     partition_table: TableView,
+    backups: Vec<BackupView>,
+}
+
+/// A standing backup in the JSON status.
+#[derive(Debug, Serialize)]
+struct BackupView {
+    name: String,
+    directory: String,
+    state: &'static str,
+    backup_tid: String,
+    caught_up: bool,
+    behind_seconds: f64,
+    report_age_seconds: f64,
+    stale: bool,
+    rate: Option<u64>,
+    rounds: u64,
+    error: Option<String>,
+}
+
+impl From<&BackupStatus> for BackupView {
+    fn from(backup: &BackupStatus) -> Self {
+        Self {
+            name: backup.name.clone(),
+            directory: backup.report.directory.clone(),
+            state: backup.report.state.as_str(),
+            backup_tid: format!("{:016x}", backup.report.backup_tid),
+            caught_up: backup.caught_up,
+            behind_seconds: backup.behind_millis as f64 / 1000.0,
+            report_age_seconds: backup.report_age_millis as f64 / 1000.0,
+            stale: backup.stale,
+            rate: backup.report.rate,
+            rounds: backup.report.rounds,
+            error: backup.report.error.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -395,6 +325,7 @@ impl From<&ClusterStatus> for StatusView {
                     })
                     .collect(),
             },
+            backups: status.backups.iter().map(BackupView::from).collect(),
         }
     }
 }
@@ -587,6 +518,26 @@ fn render(status: &ClusterStatus) -> String {
         push_table(&mut out, ["NODE", "PEER", "REASON", "COUNT"], &refusals);
     }
 
+    if !status.backups.is_empty() {
+        out.push_str(
+            "\nBACKUPS (standing backups, `replicast backup --follow`; BEHIND: to the last TID)\n",
+        );
+        let backups: Vec<[String; 7]> = status.backups.iter().map(backup_row).collect();
+        push_table(
+            &mut out,
+            [
+                "NAME",
+                "DIRECTORY",
+                "STATE",
+                "BACKUP TID",
+                "BEHIND",
+                "REPORTED",
+                "LAST ERROR",
+            ],
+            &backups,
+        );
+    }
+
     out.push_str("\nPARTITIONS (U up to date, O out of date, F feeding, . no cell)\n");
     let storages = table.storages();
     let width = storages.iter().map(String::len).max().unwrap_or(1);
@@ -609,6 +560,31 @@ fn render(status: &ClusterStatus) -> String {
     }
     out.truncate(out.trim_end().len());
     out
+}
+
+/// One standing backup as a row of the human form.
+fn backup_row(backup: &BackupStatus) -> [String; 7] {
+    let report = &backup.report;
+    [
+        backup.name.clone(),
+        report.directory.clone(),
+        match report.rate {
+            Some(rate) => format!("{} ({rate} B/s)", report.state.as_str()),
+            None => report.state.as_str().to_owned(),
+        },
+        format!("{:016x}", report.backup_tid),
+        if backup.caught_up {
+            "caught up".to_owned()
+        } else {
+            format!("{:.1} s", backup.behind_millis as f64 / 1000.0)
+        },
+        format!(
+            "{:.1} s ago{}",
+            backup.report_age_millis as f64 / 1000.0,
+            if backup.stale { " STALE" } else { "" }
+        ),
+        report.error.clone().unwrap_or_else(|| "-".to_owned()),
+    ]
 }
 
 /// Appends `rows` under `header`, in columns as wide as their widest entry.
@@ -682,43 +658,8 @@ mod tests {
                 },
             ],
             partition_table: table,
+            backups: Vec::new(),
         }
-    }
-
-    fn config(text: &str) -> NodeConfig {
-        NodeConfig::parse(text, "/etc/replicast/node.toml").expect("a valid configuration")
-    }
-
-    const TLS: &str = "[tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n";
-
-    #[test]
-    fn the_master_is_found_from_its_own_config_a_clients_or_a_storages() {
-        let master = config(&format!(
-            "[node]\nname = \"m1\"\nrole = \"master\"\nlisten = \"0.0.0.0:7000\"\n{TLS}\
-             [cluster]\npartitions = 4\nreplicas = 1\nstorages = [\"s1\"]\n"
-        ));
-        assert_eq!(
-            masters_of(&master)[0].clone(),
-            ("m1".to_owned(), "127.0.0.1:7000".parse().expect("address")),
-            "a wildcard listen address is reached on loopback"
-        );
-        let client = config(&format!(
-            "[node]\nname = \"c1\"\nrole = \"client\"\nlisten = \"127.0.0.1:0\"\n{TLS}\
-             [master]\nname = \"m1\"\naddress = \"10.0.0.1:7000\"\n"
-        ));
-        assert_eq!(
-            masters_of(&client)[0].clone(),
-            ("m1".to_owned(), "10.0.0.1:7000".parse().expect("address"))
-        );
-        let storage = config(&format!(
-            "[node]\nname = \"s1\"\nrole = \"storage\"\nlisten = \"127.0.0.1:7001\"\n{TLS}\
-             [master]\nname = \"m1\"\naddress = \"10.0.0.1:7000\"\n\
-             [storage]\npath = \"s1.redb\"\n"
-        ));
-        assert_eq!(
-            masters_of(&storage)[0].clone(),
-            ("m1".to_owned(), "10.0.0.1:7000".parse().expect("address"))
-        );
     }
 
     #[test]

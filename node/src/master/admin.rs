@@ -20,7 +20,9 @@ impl Master {
     /// Answers an operator's request from `from`, which came on a request stream (the
     /// driver's [`Role::answer`](crate::driver::Role::answer)):
     /// [`Message::AskStatus`] with [`Message::AnswerStatus`], [`Message::AskChangeStorage`]
-    /// with [`Message::AnswerChangeStorage`]. Anything else is refused with
+    /// with [`Message::AnswerChangeStorage`], a standing backup's [`Message::ReportBackup`]
+    /// (kept in memory, see the `backups` module) with [`Message::AnswerStatus`]. Anything
+    /// else is refused with
     /// [`ProtocolError::Unexpected`] and changes nothing.
     ///
     /// `from` may be any name with a cluster certificate, also that of a running node: the
@@ -46,6 +48,7 @@ impl Master {
         from: &str,
         request: Message,
     ) -> Result<Message, ProtocolError> {
+        self.roster.backups.saw(now);
         let answer = self.answer_request(now, from, request);
         let settled = self.settle(now);
         let answer = answer?;
@@ -129,13 +132,21 @@ impl Master {
                     request,
                     status: Box::new(self.cluster_status()),
                 }),
-                Message::AskStatus { .. } | Message::AskChangeStorage { .. } => {
-                    Ok(Message::PrimaryIs {
-                        primary,
-                        address,
-                        term,
+                // Without a primary the follower still learns this master's view; the report
+                // waits for its next interval, at the primary.
+                Message::ReportBackup { request, .. } if primary.is_none() => {
+                    Ok(Message::AnswerStatus {
+                        request,
+                        status: Box::new(self.cluster_status()),
                     })
                 }
+                Message::AskStatus { .. }
+                | Message::AskChangeStorage { .. }
+                | Message::ReportBackup { .. } => Ok(Message::PrimaryIs {
+                    primary,
+                    address,
+                    term,
+                }),
                 other => Err(ProtocolError::Unexpected {
                     from: from.to_owned(),
                     kind: other.kind(),
@@ -151,6 +162,13 @@ impl Master {
                 request,
                 outcome: self.change_storage(now, change)?,
             },
+            Message::ReportBackup { request, report } => {
+                self.roster.backups.record(now, from, report);
+                Message::AnswerStatus {
+                    request,
+                    status: Box::new(self.cluster_status()),
+                }
+            }
             other => {
                 return Err(ProtocolError::Unexpected {
                     from: from.to_owned(),

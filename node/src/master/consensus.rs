@@ -508,6 +508,7 @@ impl Master {
     /// that commits, applies what committed, takes over or steps down as raft decided, and
     /// releases what may go out.
     pub(super) fn settle(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        self.roster.backups.saw(now);
         let mut result = Ok(());
         // Bounded: a take-over proposes once more, then nothing changes.
         for _ in 0..8 {

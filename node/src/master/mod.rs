@@ -40,6 +40,7 @@ use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transmit};
 
 mod admin;
+mod backups;
 mod config;
 mod consensus;
 mod event;

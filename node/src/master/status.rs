@@ -48,13 +48,16 @@ pub(super) struct Roster {
     reports: BTreeMap<NodeName, NodeReport>,
     /// Storages connected but holding no cells yet, with their address once they told it.
     pub(super) waiting: BTreeMap<NodeName, Option<SocketAddr>>,
+    /// The standing backups' reports (soft state, never in the log).
+    pub(super) backups: super::backups::Backups,
 }
 
 impl Roster {
-    /// Forgets the nodes' reports and the waiting storages.
+    /// Forgets the nodes' reports, the waiting storages and the backups' reports.
     pub(super) fn forget_nodes(&mut self) {
         self.reports.clear();
         self.waiting.clear();
+        self.backups.forget();
     }
 }
 
@@ -75,7 +78,8 @@ impl Master {
     /// [`Message::AskStatus`](crate::protocol::Message::AskStatus) with.
     ///
     /// Nodes come in this order: the master, the table's storages (in the order they joined),
-    /// storages waiting to be added, connected clients (by name).
+    /// storages waiting to be added, connected clients (by name). The standing backups'
+    /// ages count to the latest time the master was given.
     pub fn cluster_status(&self) -> ClusterStatus {
         let master = self
             .roster
@@ -168,6 +172,7 @@ impl Master {
             complete_tid: state.last_committed.0,
             nodes,
             partition_table: state.table.clone(),
+            backups: self.roster.backups.status(state.last_tid),
         }
     }
 

@@ -151,6 +151,11 @@ pub fn rule(message: &Message) -> Rule {
         ),
         Message::PrimaryIs { .. } => rule_of(MASTER, "a master names the primary"),
         Message::AskPrimary => rule_of(ANYONE, "anyone may ask who the primary is"),
+        Message::ReportBackup { .. } => rule_of(
+            ADMIN,
+            "standing backups are operators' tools (they read whole partitions); a client must \
+             not show the operator a backup that is not there",
+        ),
     }
 }
 
@@ -392,6 +397,34 @@ mod tests {
                 .expect_err("refused")
                 .to_string(),
             "AskInspect needs the role admin; the sender's certificate grants client"
+        );
+    }
+
+    #[test]
+    fn only_admins_report_a_standing_backup() {
+        use crate::protocol::{BackupReport, BackupState};
+        let report = Message::ReportBackup {
+            request: 1,
+            report: BackupReport {
+                directory: "/backups/nightly".into(),
+                backup_tid: 9,
+                state: BackupState::Following,
+                interval_millis: 1000,
+                rate: None,
+                rounds: 1,
+                last_round_bytes: 0,
+                error: None,
+            },
+        };
+        assert!(allowed(Role::Admin, &report));
+        for role in [Role::Client, Role::Storage, Role::Master] {
+            assert!(!allowed(role, &report), "{role}");
+        }
+        assert_eq!(
+            authorize(Role::Client.into(), &report)
+                .expect_err("refused")
+                .to_string(),
+            "ReportBackup needs the role admin; the sender's certificate grants client"
         );
     }
 

@@ -8,7 +8,7 @@ use super::admin::{ChangeOutcome, StorageChange};
 use super::ask::{StorageAnswer, StorageAsk};
 use super::authorization::Refusal;
 use super::inspect::{InspectAnswer, InspectAsk};
-use super::status::{ClusterStatus, NodeReport};
+use super::status::{BackupReport, ClusterStatus, NodeReport};
 use crate::consensus::ConsensusMessage;
 use crate::engine::{ObjectCursor, ReplicatedObject};
 use crate::ids::{Oid, Tid};
@@ -394,6 +394,17 @@ pub enum Message {
     },
     /// Storage or client -> any master: who is the primary?
     AskPrimary,
+    /// Standing backup (`replicast backup --follow`, an `admin` certificate) -> primary:
+    /// where the backup is, about once per interval. Sent as a request, like
+    /// [`Message::AskStatus`], and answered the same way: the status after the report, which
+    /// tells the follower whether the cluster moved on. The master keeps the latest report of
+    /// each backup in memory only and shows it in the status ([`ClusterStatus::backups`]).
+    ReportBackup {
+        /// Chosen by the asker to match the answer.
+        request: u64,
+        /// Where the backup is.
+        report: BackupReport,
+    },
 }
 
 /// The order inside a [`Message::FromPrimary`]: a message, decoded only one level deep (an
@@ -628,6 +639,7 @@ impl Message {
             Message::FromPrimary { .. } => "FromPrimary",
             Message::PrimaryIs { .. } => "PrimaryIs",
             Message::AskPrimary => "AskPrimary",
+            Message::ReportBackup { .. } => "ReportBackup",
         }
     }
 }

@@ -77,8 +77,9 @@ pub use message::{
     VoteRefusal, VoteResult,
 };
 pub use status::{
-    ClusterStatus, CrlStatus, LinkReport, MasterRole, MasterStatus, NodeReport, NodeRole,
-    NodeState, NodeStatus, RefusalCount, StorePath,
+    BackupReport, BackupState, BackupStatus, ClusterStatus, CrlStatus, LinkReport, MasterRole,
+    MasterStatus, NodeReport, NodeRole, NodeState, NodeStatus, RefusalCount, STALE_AFTER_MISSED,
+    StorePath,
 };
 
 use std::collections::VecDeque;

@@ -173,4 +173,77 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// The partition table with its cell states.
     pub partition_table: PartitionTable,
+    /// The standing backups (`replicast backup --follow`) that reported to this master.
+    pub backups: Vec<BackupStatus>,
+}
+
+/// What a standing backup is doing, as it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupState {
+    /// Waiting for the next commit (or for the next look at the master).
+    Following,
+    /// Fetching a round of transactions from the storages.
+    Fetching,
+    /// Its last look or round failed (the report's `error` says why); it tries again.
+    Retrying,
+    /// It stopped (SIGTERM or SIGINT): it reports no more.
+    Stopped,
+}
+
+impl BackupState {
+    /// The state's name in `replicast status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Following => "following",
+            Self::Fetching => "fetching",
+            Self::Retrying => "retrying",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// What a standing backup tells the master about itself
+/// ([`Message::ReportBackup`](super::Message::ReportBackup)), about once per interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    /// Which backup of the sender's name: its directory, as the follower names it.
+    pub directory: String,
+    /// The TID the backup directory is consistent at, raw (0 when none yet).
+    pub backup_tid: u64,
+    /// What it is doing.
+    pub state: BackupState,
+    /// How often it reports, in milliseconds: the master counts a report stale after
+    /// [`STALE_AFTER_MISSED`] of them did not come.
+    pub interval_millis: u64,
+    /// Its bandwidth bound, bytes per second, if any.
+    pub rate: Option<u64>,
+    /// Rounds done since it started.
+    pub rounds: u64,
+    /// Bytes the last round fetched.
+    pub last_round_bytes: u64,
+    /// Why its last look or round failed.
+    pub error: Option<String>,
+}
+
+/// How many reports a standing backup may miss before the master shows its report as stale.
+pub const STALE_AFTER_MISSED: u32 = 3;
+
+/// A standing backup in a [`ClusterStatus`]: its latest report and how far behind the
+/// master's last commit it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStatus {
+    /// The name of the certificate it reports with.
+    pub name: NodeName,
+    /// Its latest report.
+    pub report: BackupReport,
+    /// Whether the backup holds the master's last commit.
+    pub caught_up: bool,
+    /// How far the backup's TID is behind the master's last commit, in milliseconds of the
+    /// TIDs' clock (0 once caught up).
+    pub behind_millis: u64,
+    /// How long ago the report came, in milliseconds of the master's clock.
+    pub report_age_millis: u64,
+    /// Whether [`STALE_AFTER_MISSED`] reports did not come: the follower is gone, frozen or
+    /// cut off, and the report says where it was, not where it is.
+    pub stale: bool,
 }
