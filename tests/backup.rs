@@ -6,7 +6,10 @@
 //! new objects get ids no restored object has and TIDs after the restored ones, also after every
 //! master restarted (the raised next id is in the masters' log). A standing backup (`--follow`)
 //! follows a writer, catches up with its last commit, and stops on SIGTERM with a manifest that
-//! `verify` accepts, holding every commit once.
+//! `verify` accepts, holding every commit once; meanwhile `replicast status` shows it behind
+//! while it is frozen (and stale once its reports stop), caught up with no lag after the
+//! writer stopped, and stopped at the end. A follower with a client's certificate is refused
+//! by the master and exits, naming the role it needs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -552,6 +555,47 @@ fn wait_follow(dir: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// The standing backup of directory `dir` in `replicast status --json` (with `config`), if the
+/// master lists it.
+fn backup_in_status(config: &Path, dir: &Path) -> Option<Value> {
+    let outcome = replicast(&["status", "--json", "--config", path(config)]);
+    assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
+    let status: Value = serde_json::from_str(&outcome.stdout).expect("status is JSON");
+    let directory = std::path::absolute(dir).expect("an absolute path");
+    status["backups"]
+        .as_array()
+        .expect("a list of backups")
+        .iter()
+        .find(|backup| backup["directory"] == path(&directory))
+        .cloned()
+}
+
+/// Waits (bounded by `process::WAIT`) until `replicast status` shows the backup of `dir` so
+/// that `done` holds.
+fn wait_status(config: &Path, dir: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + process::WAIT;
+    loop {
+        if let Some(backup) = backup_in_status(config, dir).filter(|backup| done(backup)) {
+            return backup;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {:?}: {:?}",
+            process::WAIT,
+            backup_in_status(config, dir)
+        );
+        // A pause between two questions, not a synchronization: the answer decides.
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` to the child `process`.
+fn signal(process: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(process.id()).expect("a pid");
+    // SAFETY: a plain kill(2) of a child this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
 #[test]
 fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() {
     const BEFORE: u64 = 5;
@@ -575,10 +619,62 @@ fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() 
         .stderr(log("follow.err"))
         .spawn()
         .expect("start the follower");
+    // A follower with a client's certificate: the master refuses its report, and it exits at
+    // once, naming the role it needs. The master shows no such backup.
+    let refused_dir = scratch.path().join("refused");
+    let refused = replicast(&[
+        "backup",
+        "--follow",
+        "--interval",
+        "100",
+        "--config",
+        path(&client),
+        "--to",
+        path(&refused_dir),
+    ]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("ReportBackup needs the role admin; the sender's certificate grants client"),
+        "{}",
+        refused.stderr
+    );
+
     let first = wait_follow(&backup, "the first round", |status| {
         status["rounds"].as_u64() >= Some(1)
     });
     assert_eq!(first["rate"], 50000);
+    let first_tid = first["backup_tid"].as_str().expect("a TID").to_owned();
+    let shown = wait_status(&admin, &backup, "the first round reported", |backup| {
+        backup["backup_tid"] == first_tid.as_str()
+    });
+    assert_eq!(shown["name"], "admin");
+    assert_eq!(shown["rate"], 50000);
+    assert!(backup_in_status(&admin, &refused_dir).is_none());
+
+    // Frozen, it reports no more: the master shows it behind the commits made meanwhile,
+    // then stale.
+    signal(&follower, libc::SIGSTOP);
+    let mut frozen_last = String::new();
+    for oid in 1..=3 {
+        frozen_last = process::put(&client, 1000 + oid, "while frozen");
+    }
+    let behind = backup_in_status(&admin, &backup).expect("still listed");
+    assert!(
+        tid_of(&behind["backup_tid"]) < tid_of(&Value::from(frozen_last.as_str())),
+        "{behind}"
+    );
+    assert_eq!(behind["caught_up"], false, "{behind}");
+    assert!(
+        behind["behind_seconds"].as_f64().expect("seconds") > 0.0,
+        "{behind}"
+    );
+    let stale = wait_status(&admin, &backup, "stale while frozen", |backup| {
+        backup["stale"] == true
+    });
+    assert_eq!(stale["caught_up"], false, "{stale}");
+    signal(&follower, libc::SIGCONT);
 
     // A writer commits while the follower runs.
     let mut last = String::new();
@@ -601,11 +697,24 @@ fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() 
         "{}",
         shown.stdout
     );
+    // The writer stopped: the master shows the backup at its last commit, with no lag.
+    let caught_up = wait_status(&admin, &backup, "caught up in status", |backup| {
+        backup["backup_tid"] == last.as_str()
+    });
+    assert_eq!(caught_up["caught_up"], true, "{caught_up}");
+    assert_eq!(caught_up["behind_seconds"], 0.0, "{caught_up}");
+    assert_eq!(caught_up["stale"], false, "{caught_up}");
+    assert_eq!(caught_up["state"], "following", "{caught_up}");
+    assert_eq!(caught_up["error"], Value::Null, "{caught_up}");
+    let human = replicast(&["status", "--config", path(&admin)]);
+    assert!(
+        human.stdout.contains("BACKUPS") && human.stdout.contains(&last),
+        "{}",
+        human.stdout
+    );
 
     // SIGTERM: it stops (bounded wait), exit 0, the manifest consistent at the last commit.
-    let pid = libc::pid_t::try_from(follower.id()).expect("a pid");
-    // SAFETY: a plain kill(2) of the child this test started and has not reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    signal(&follower, libc::SIGTERM);
     let deadline = std::time::Instant::now() + process::WAIT;
     let exit = loop {
         if let Some(exit) = follower.try_wait().expect("wait for the follower") {
@@ -634,7 +743,11 @@ fn a_standing_backup_follows_a_writer_catches_up_and_stops_cleanly_on_sigterm() 
         .iter()
         .map(|file| file["transactions"].as_u64().expect("a count"))
         .sum();
-    assert_eq!(transactions, BEFORE + WRITTEN, "{manifest:#}");
+    assert_eq!(transactions, BEFORE + 3 + WRITTEN, "{manifest:#}");
+    // The master shows it stopped, not stale.
+    let stopped = backup_in_status(&admin, &backup).expect("still listed");
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["stale"], false, "{stopped}");
     let verified = replicast(&["backup", "verify", path(&backup)]);
     assert_eq!(verified.code, Some(0), "{}", verified.stderr);
     let leftovers: Vec<String> = std::fs::read_dir(&backup)
