@@ -75,8 +75,9 @@ pub struct BackupArgs {
     /// How many partitions to fetch at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     parallel: usize,
-    /// Keep following new commits (a standing backup) until SIGTERM or SIGINT; its lag is in
-    /// `DIR/follow.json`, which `replicast backup status DIR` prints.
+    /// Keep following new commits (a standing backup) until SIGTERM or SIGINT; it reports its
+    /// lag to the primary, which `replicast status` shows, and writes it to `DIR/follow.json`,
+    /// which `replicast backup status DIR` prints.
     #[arg(long)]
     follow: bool,
     /// With --follow: how often to ask the master for its last commit, in milliseconds.
