@@ -614,7 +614,7 @@ fn push_table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[Stri
 mod tests {
     use super::*;
     use replicast_node::partition::PartitionTable;
-    use replicast_node::protocol::{LinkReport, NodeReport};
+    use replicast_node::protocol::{BackupReport, BackupState, LinkReport, NodeReport};
 
     fn status() -> ClusterStatus {
         let storages = ["storage-1", "storage-2", "storage-3"].map(String::from);
@@ -658,7 +658,23 @@ mod tests {
                 },
             ],
             partition_table: table,
-            backups: Vec::new(),
+            backups: vec![BackupStatus {
+                name: "admin".into(),
+                report: BackupReport {
+                    directory: "/srv/backup".into(),
+                    backup_tid: 0x1200,
+                    state: BackupState::Following,
+                    interval_millis: 1000,
+                    rate: Some(20_000_000),
+                    rounds: 7,
+                    last_round_bytes: 4096,
+                    error: None,
+                },
+                caught_up: false,
+                behind_millis: 1500,
+                report_age_millis: 3500,
+                stale: true,
+            }],
         }
     }
 
@@ -695,6 +711,18 @@ mod tests {
         // Cells are dealt round-robin: P1 is on storage-3, then storage-1.
         assert_eq!(table["cells"][1][0]["storage"], "storage-3");
         assert_eq!(table["cells"][1][0]["state"], "out_of_date");
+        let backup = &json["backups"][0];
+        assert_eq!(backup["name"], "admin");
+        assert_eq!(backup["directory"], "/srv/backup");
+        assert_eq!(backup["state"], "following");
+        assert_eq!(backup["backup_tid"], "0000000000001200");
+        assert_eq!(backup["caught_up"], false);
+        assert_eq!(backup["behind_seconds"], 1.5);
+        assert_eq!(backup["report_age_seconds"], 3.5);
+        assert_eq!(backup["stale"], true);
+        assert_eq!(backup["rate"], 20_000_000);
+        assert_eq!(backup["rounds"], 7);
+        assert_eq!(backup["error"], serde_json::Value::Null);
     }
 
     #[test]
@@ -723,5 +751,17 @@ mod tests {
             .expect("a row per partition");
         let letters: Vec<&str> = grid_row.split_whitespace().skip(1).collect();
         assert_eq!(letters, ["U", ".", "O"], "{text}");
+        let backup_row = text
+            .lines()
+            .find(|line| line.starts_with("admin"))
+            .expect("a row per standing backup");
+        for part in [
+            "/srv/backup",
+            "0000000000001200",
+            "1.5 s",
+            "3.5 s ago STALE",
+        ] {
+            assert!(backup_row.contains(part), "{part}: {text}");
+        }
     }
 }
