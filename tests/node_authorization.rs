@@ -228,6 +228,7 @@ fn samples() -> Vec<Message> {
         },
         Message::AnswerTransactions {
             partition: 1,
+            after: Tid::ZERO,
             transactions: vec![CommittedTransaction {
                 tid: FORGED,
                 oids: vec![Oid(1)],
@@ -242,6 +243,7 @@ fn samples() -> Vec<Message> {
         },
         Message::AnswerObjects {
             partition: 1,
+            after: ObjectCursor::START,
             objects: vec![ReplicatedObject {
                 oid: Oid(1),
                 tid: FORGED,
@@ -258,6 +260,7 @@ fn samples() -> Vec<Message> {
         },
         Message::AnswerObjectPart(ObjectPart {
             partition: 1,
+            after: Some(ObjectCursor::START),
             oid: Oid(1),
             tid: FORGED,
             digest: forged.digest(),

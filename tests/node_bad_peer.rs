@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use replicast_certs::{NodeIdentity, Role, anonymous_client_config, load_ca_certificate};
-use replicast_node::engine::ReplicatedObject;
+use replicast_node::engine::{ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::{
@@ -433,6 +433,7 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
             },
             Message::AnswerTransactions {
                 partition: 1,
+                after: Tid::ZERO,
                 transactions: vec![CommittedTransaction {
                     tid: FORGED_REVISION,
                     oids: vec![Oid(1)],
@@ -442,6 +443,7 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
             },
             Message::AnswerObjects {
                 partition: 1,
+                after: ObjectCursor::START,
                 objects: vec![ReplicatedObject {
                     oid: Oid(1),
                     tid: FORGED_REVISION,

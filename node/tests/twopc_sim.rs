@@ -1752,15 +1752,17 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
         }),
         (
             0u32..14,
+            any_tid(),
             proptest::collection::vec(
                 (any_tid(), proptest::collection::vec(any_oid(), 0..3)),
                 0..3
             ),
             proptest::option::of(any_tid())
         )
-            .prop_map(
-                |(partition, transactions, resume)| Message::AnswerTransactions {
+            .prop_map(|(partition, after, transactions, resume)| {
+                Message::AnswerTransactions {
                     partition,
+                    after,
                     transactions: transactions
                         .into_iter()
                         .map(|(tid, oids)| CommittedTransaction {
@@ -1771,7 +1773,7 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
                         .collect(),
                     resume,
                 }
-            ),
+            }),
         (0u32..14, any_tid(), any_oid(), any_tid()).prop_map(|(partition, tid, oid, up_to)| {
             Message::AskObjects {
                 partition,
@@ -1781,22 +1783,26 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
         }),
         (
             0u32..14,
+            (any_tid(), any_oid()),
             proptest::collection::vec((any_oid(), any_tid(), object_data), 0..3),
             proptest::option::of((any_tid(), any_oid()))
         )
-            .prop_map(|(partition, objects, resume)| Message::AnswerObjects {
-                partition,
-                objects: objects
-                    .into_iter()
-                    .map(|(oid, tid, data)| ReplicatedObject {
-                        oid,
-                        tid,
-                        digest: data.digest(),
-                        data,
-                    })
-                    .collect(),
-                resume: resume.map(|(tid, oid)| ObjectCursor { tid, oid }),
-            }),
+            .prop_map(
+                |(partition, (tid, oid), objects, resume)| Message::AnswerObjects {
+                    partition,
+                    after: ObjectCursor { tid, oid },
+                    objects: objects
+                        .into_iter()
+                        .map(|(oid, tid, data)| ReplicatedObject {
+                            oid,
+                            tid,
+                            digest: data.digest(),
+                            data,
+                        })
+                        .collect(),
+                    resume: resume.map(|(tid, oid)| ObjectCursor { tid, oid }),
+                }
+            ),
         Just(Message::AskCatchUp),
         (0u32..14).prop_map(|partition| Message::ReplicationUnavailable { partition }),
         (0u32..14, any_oid(), any_tid(), 0u64..40).prop_map(|(partition, oid, tid, offset)| {
@@ -1809,15 +1815,17 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
         }),
         (
             0u32..14,
+            proptest::option::of((any_tid(), any_oid())),
             any_oid(),
             any_tid(),
             0u64..40,
             0u64..40,
             proptest::collection::vec(any::<u8>(), 0..16)
         )
-            .prop_map(|(partition, oid, tid, total, offset, bytes)| {
+            .prop_map(|(partition, after, oid, tid, total, offset, bytes)| {
                 Message::AnswerObjectPart(ObjectPart {
                     partition,
+                    after: after.map(|(tid, oid)| ObjectCursor { tid, oid }),
                     oid,
                     tid,
                     digest: ObjectData::from(bytes.clone()).digest(),

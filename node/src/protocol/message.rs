@@ -270,6 +270,10 @@ pub enum Message {
     AnswerTransactions {
         /// The partition.
         partition: u32,
+        /// The question's `after`: which question this answers (a storage may have asked the
+        /// next batch before the last one was imported, and drop that question if the import
+        /// fails; its late answer must not pass for the answer of a question from further back).
+        after: Tid,
         /// Transactions in TID order, each listing only the partition's objects.
         transactions: Vec<CommittedTransaction>,
         /// The TID to ask again after; `None` when nothing is left up to the bound.
@@ -289,6 +293,8 @@ pub enum Message {
     AnswerObjects {
         /// The partition.
         partition: u32,
+        /// The question's `after`, as in [`Message::AnswerTransactions`].
+        after: ObjectCursor,
         /// Revisions in (TID, OID) order.
         objects: Vec<ReplicatedObject>,
         /// The cursor to ask again after; `None` when nothing is left up to the bound.
@@ -543,6 +549,10 @@ pub enum LoadResult {
 pub struct ObjectPart {
     /// The partition.
     pub partition: u32,
+    /// For the first part, answering [`Message::AskObjects`]: that question's `after` (which
+    /// question it answers, as in [`Message::AnswerObjects`]); `None` for the next parts, which
+    /// answer [`Message::AskObjectPart`] and are known by the revision and offset.
+    pub after: Option<ObjectCursor>,
     /// The object.
     pub oid: Oid,
     /// The revision.

@@ -341,10 +341,18 @@ pub(super) enum AfterRead {
         request: u64,
         oid: Oid,
     },
-    /// Answer `to`'s `AskTransactions`.
-    Transactions { to: NodeName, partition: u32 },
-    /// Answer `to`'s `AskObjects`.
-    Objects { to: NodeName, partition: u32 },
+    /// Answer `to`'s `AskTransactions` after `after`.
+    Transactions {
+        to: NodeName,
+        partition: u32,
+        after: Tid,
+    },
+    /// Answer `to`'s `AskObjects` after `after`.
+    Objects {
+        to: NodeName,
+        partition: u32,
+        after: ObjectCursor,
+    },
     /// Answer `to`'s [`Message::Ask`](crate::protocol::Message::Ask) `request`.
     Ask {
         to: NodeName,
@@ -534,11 +542,25 @@ impl Storage {
             (AfterRead::Load { to, request, oid }, ReadResult::Load(found)) => {
                 self.answer_load(&to, request, oid, super::client::load_result(found));
             }
-            (AfterRead::Transactions { to, partition }, ReadResult::Transactions(batch)) => {
-                self.answer_transactions(&to, partition, batch);
+            (
+                AfterRead::Transactions {
+                    to,
+                    partition,
+                    after,
+                },
+                ReadResult::Transactions(batch),
+            ) => {
+                self.answer_transactions(&to, partition, after, batch);
             }
-            (AfterRead::Objects { to, partition }, ReadResult::Objects(batch)) => {
-                self.answer_objects(&to, partition, batch);
+            (
+                AfterRead::Objects {
+                    to,
+                    partition,
+                    after,
+                },
+                ReadResult::Objects(batch),
+            ) => {
+                self.answer_objects(&to, partition, after, batch);
             }
             (
                 AfterRead::Part {

@@ -15,10 +15,16 @@
 //! none is left, the storage waits [`StorageConfig::replication_retry`] and tries them all
 //! again.
 //!
-//! A batch counts once its import is persisted: the next question (and [`Message::Replicated`])
-//! waits for it. What the engine holds of each partition is known from its startup state and
-//! every persisted import since, so the role never reads its progress back. A source serves a
-//! batch from a read transaction: the answer goes once the read is done.
+//! The next batch is asked as soon as the last one arrives, while that one is being imported
+//! (a pipeline of one batch: the source reads and sends the next while this storage writes the
+//! last). A batch is written only once the one before it is persisted, never queued behind
+//! it: each import records its partition's progress, which must not pass a batch that failed to
+//! import. When an import fails, the batch that came after it is dropped, and so is the
+//! question out, whose answer will not match (each answer names the `after` of its question).
+//! A batch counts once its import is persisted: [`Message::Replicated`] waits for the last. What
+//! the engine holds of each partition is known from its startup state and every persisted import
+//! since, so the role never reads its progress back. A source serves a batch from a read
+//! transaction: the answer goes once the read is done.
 //!
 //! While a partition is feeding its history here is incomplete, so stores to it are taken
 //! without the serial check (the readable replicas make it): see
@@ -92,8 +98,11 @@ struct CatchUp {
     round: u64,
     up_to: Tid,
     progress: ReplicationProgress,
-    /// A batch is being imported: nothing is asked until it is persisted.
-    importing: bool,
+    /// The progress the batch being imported reaches once persisted.
+    importing: Option<ReplicationProgress>,
+    /// A batch that arrived while the last one was being imported: written once that one is
+    /// persisted.
+    held: Option<Held>,
     /// The source asked and not answered yet, and until when its answer is awaited.
     asked: Option<(NodeName, SystemTime)>,
     /// Sources that failed this round.
@@ -104,9 +113,27 @@ struct CatchUp {
     part: Option<Part>,
 }
 
+/// A batch waiting for the import before it.
+#[derive(Debug)]
+struct Held {
+    source: NodeName,
+    write: Write,
+    progress: ReplicationProgress,
+}
+
 impl CatchUp {
     fn target(&self) -> ReplicationProgress {
         ReplicationProgress::complete_to(self.up_to)
+    }
+
+    /// Where the next question starts: after the last batch received (held, being imported,
+    /// or persisted).
+    fn frontier(&self) -> ReplicationProgress {
+        self.held
+            .as_ref()
+            .map(|held| held.progress)
+            .or(self.importing)
+            .unwrap_or(self.progress)
     }
 }
 
@@ -293,14 +320,16 @@ impl Storage {
             }
             Message::AnswerTransactions {
                 partition,
+                after,
                 transactions,
                 resume,
-            } => self.take_transactions(now, from, partition, transactions, resume),
+            } => self.take_transactions(now, from, partition, after, transactions, resume),
             Message::AnswerObjects {
                 partition,
+                after,
                 objects,
                 resume,
-            } => self.take_objects(now, from, partition, objects, resume),
+            } => self.take_objects(now, from, partition, after, objects, resume),
             Message::AnswerObjectPart(part) => self.take_object_part(now, from, part),
             Message::ReplicationUnavailable { partition } => {
                 self.source_failed(now, from, partition, "ReplicationUnavailable")
@@ -335,7 +364,8 @@ impl Storage {
                     round,
                     up_to,
                     progress,
-                    importing: false,
+                    importing: None,
+                    held: None,
                     asked: None,
                     failed: BTreeSet::new(),
                     retry_at: None,
@@ -350,22 +380,24 @@ impl Storage {
         self.pump_replication(now)
     }
 
-    /// Asks a source for the next batch of every partition that has no question out, and
-    /// reports the partitions that are done.
+    /// Asks a source for the next batch of every partition that has no question out and no
+    /// batch waiting to be written, and reports the partitions that are done.
     pub(super) fn pump_replication(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         let Some(table) = &self.replicator.table else {
             return Ok(());
         };
         let mut done = Vec::new();
         for (&partition, catch_up) in &mut self.replicator.partitions {
-            if catch_up.asked.is_some() || catch_up.retry_at.is_some() || catch_up.importing {
+            if catch_up.asked.is_some() || catch_up.retry_at.is_some() || catch_up.held.is_some() {
                 continue;
             }
             let target = catch_up.target();
-            if catch_up.progress.transactions >= target.transactions
-                && catch_up.progress.objects >= target.objects
-            {
-                done.push((partition, catch_up.up_to));
+            let frontier = catch_up.frontier();
+            if frontier.transactions >= target.transactions && frontier.objects >= target.objects {
+                // Done once the last import is persisted (its outcome pumps again).
+                if catch_up.importing.is_none() {
+                    done.push((partition, catch_up.up_to));
+                }
                 continue;
             }
             let source = table.cells(partition).ok().and_then(|cells| {
@@ -387,16 +419,16 @@ impl Storage {
                     tid: part.tid,
                     offset: part.bytes.len() as u64,
                 }
-            } else if catch_up.progress.transactions < target.transactions {
+            } else if frontier.transactions < target.transactions {
                 Message::AskTransactions {
                     partition,
-                    after: catch_up.progress.transactions,
+                    after: frontier.transactions,
                     up_to: catch_up.up_to,
                 }
             } else {
                 Message::AskObjects {
                     partition,
-                    after: catch_up.progress.objects,
+                    after: frontier.objects,
                     up_to: catch_up.up_to,
                 }
             };
@@ -427,12 +459,13 @@ impl Storage {
             })
     }
 
-    /// A batch of transactions from `from`.
+    /// A batch of transactions from `from`, answering the question after `asked_after`.
     fn take_transactions(
         &mut self,
         now: SystemTime,
         from: &str,
         partition: u32,
+        asked_after: Tid,
         transactions: Vec<CommittedTransaction>,
         resume: Option<Tid>,
     ) -> Result<(), ProtocolError> {
@@ -441,7 +474,13 @@ impl Storage {
             // The round ended meanwhile (the table changed): nothing to do with it.
             return Ok(());
         };
-        let after = catch_up.progress.transactions;
+        let frontier = catch_up.frontier();
+        let after = frontier.transactions;
+        if asked_after != after {
+            // The answer of a question dropped since (an import before it failed): the
+            // question out now gets its own answer.
+            return Ok(());
+        }
         let reached = resume.unwrap_or(catch_up.up_to);
         let fits = reached > after
             && reached <= catch_up.up_to
@@ -458,9 +497,10 @@ impl Storage {
         }
         let progress = ReplicationProgress {
             transactions: reached,
-            ..catch_up.progress
+            ..frontier
         };
         self.import(
+            now,
             from,
             partition,
             Write::ImportTransactions {
@@ -469,16 +509,16 @@ impl Storage {
                 progress,
             },
             progress,
-        );
-        Ok(())
+        )
     }
 
-    /// A batch of revisions from `from`.
+    /// A batch of revisions from `from`, answering the question after `asked_after`.
     fn take_objects(
         &mut self,
         now: SystemTime,
         from: &str,
         partition: u32,
+        asked_after: ObjectCursor,
         objects: Vec<ReplicatedObject>,
         resume: Option<ObjectCursor>,
     ) -> Result<(), ProtocolError> {
@@ -486,7 +526,12 @@ impl Storage {
         let Some(catch_up) = self.asked_of(from, partition) else {
             return Ok(());
         };
-        let after = catch_up.progress.objects;
+        let frontier = catch_up.frontier();
+        let after = frontier.objects;
+        if asked_after != after {
+            // As for transactions: the answer of a question dropped since.
+            return Ok(());
+        }
         let reached = resume.unwrap_or(catch_up.target().objects);
         let fits = reached > after
             && reached.tid <= catch_up.up_to
@@ -504,9 +549,10 @@ impl Storage {
         }
         let progress = ReplicationProgress {
             objects: reached,
-            ..catch_up.progress
+            ..frontier
         };
         self.import(
+            now,
             from,
             partition,
             Write::ImportObjects {
@@ -515,28 +561,44 @@ impl Storage {
                 progress,
             },
             progress,
-        );
-        Ok(())
+        )
     }
 
-    /// Writes an imported batch of `partition` from `from`; the round goes on once it is
-    /// persisted.
-    fn import(&mut self, from: &str, partition: u32, write: Write, progress: ReplicationProgress) {
+    /// Takes a batch of `partition` from `from` that reaches `progress`: written now if no
+    /// import is in flight, else held until that one is persisted; the next batch is asked
+    /// at once either way.
+    fn import(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        partition: u32,
+        write: Write,
+        progress: ReplicationProgress,
+    ) -> Result<(), ProtocolError> {
         let Some(catch_up) = self.replicator.partitions.get_mut(&partition) else {
-            return;
+            return Ok(());
         };
         catch_up.asked = None;
-        catch_up.importing = true;
-        let round = catch_up.round;
-        self.persistence.write(
-            write,
-            AfterWrite::Import {
-                partition,
-                round,
-                progress,
+        if catch_up.importing.is_some() {
+            catch_up.held = Some(Held {
                 source: from.to_owned(),
-            },
-        );
+                write,
+                progress,
+            });
+        } else {
+            catch_up.importing = Some(progress);
+            let round = catch_up.round;
+            self.persistence.write(
+                write,
+                AfterWrite::Import {
+                    partition,
+                    round,
+                    progress,
+                    source: from.to_owned(),
+                },
+            );
+        }
+        self.pump_replication(now)
     }
 
     /// An import of `partition`'s round `round` from `source` was persisted with `result`.
@@ -558,18 +620,20 @@ impl Storage {
             .replicator
             .partitions
             .get_mut(&partition)
-            .filter(|catch_up| catch_up.round == round && catch_up.importing);
+            .filter(|catch_up| catch_up.round == round && catch_up.importing.is_some());
         let Some(catch_up) = current else {
             // The round ended (the table changed) or another began: nothing waits for it.
             return Ok(());
         };
-        catch_up.importing = false;
+        catch_up.importing = None;
         match result {
             Ok(()) => self.advance(now, partition, progress),
             Err(error) => self.import_failed(now, source, partition, error),
         }
     }
 
+    /// An import of `partition` reaching `progress` is persisted: the batch held behind it,
+    /// if any, is written now.
     fn advance(
         &mut self,
         now: SystemTime,
@@ -578,7 +642,19 @@ impl Storage {
     ) -> Result<(), ProtocolError> {
         if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
             catch_up.progress = catch_up.progress.max(progress);
-            catch_up.asked = None;
+            if let Some(held) = catch_up.held.take() {
+                catch_up.importing = Some(held.progress);
+                let round = catch_up.round;
+                self.persistence.write(
+                    held.write,
+                    AfterWrite::Import {
+                        partition,
+                        round,
+                        progress: held.progress,
+                        source: held.source,
+                    },
+                );
+            }
         }
         self.pump_replication(now)
     }
@@ -598,7 +674,14 @@ impl Storage {
             error: error.to_string(),
         });
         if let Some(catch_up) = self.replicator.partitions.get_mut(&partition) {
-            catch_up.asked = None;
+            // What came after the failed batch continues past a gap: dropped, and asked
+            // again from what is persisted. The question out is dropped too (its answer will
+            // not match a new question's `after`), and its source is left for the round as well.
+            catch_up.held = None;
+            if let Some((source, _)) = catch_up.asked.take() {
+                catch_up.failed.insert(source);
+            }
+            catch_up.part = None;
             catch_up.failed.insert(from.to_owned());
         }
         self.pump_replication(now)
@@ -666,6 +749,7 @@ impl Storage {
             AfterRead::Transactions {
                 to: from.to_owned(),
                 partition,
+                after,
             },
         );
     }
@@ -675,11 +759,13 @@ impl Storage {
         &mut self,
         to: &str,
         partition: u32,
+        after: Tid,
         batch: Result<TransactionBatch, EngineError>,
     ) {
         let answer = match batch {
             Ok(batch) => Message::AnswerTransactions {
                 partition,
+                after,
                 transactions: batch.transactions,
                 resume: batch.resume,
             },
@@ -706,6 +792,7 @@ impl Storage {
             AfterRead::Objects {
                 to: from.to_owned(),
                 partition,
+                after,
             },
         );
     }
@@ -716,6 +803,7 @@ impl Storage {
         &mut self,
         to: &str,
         partition: u32,
+        after: ObjectCursor,
         batch: Result<ObjectBatch, EngineError>,
     ) {
         let budget = self.config.replication_batch_bytes;
@@ -734,10 +822,11 @@ impl Storage {
                             data: object.data,
                             digest: object.digest,
                         });
-                self.object_part(partition, 0)
+                self.object_part(partition, Some(after), 0)
             }
             Ok(batch) => Some(Message::AnswerObjects {
                 partition,
+                after,
                 objects: batch.objects,
                 resume: batch.resume,
             }),
@@ -755,7 +844,7 @@ impl Storage {
         let held = self.holds_revision(oid, tid);
         if servable && held {
             let answer = self
-                .object_part(partition, offset)
+                .object_part(partition, None, offset)
                 .unwrap_or(Message::ReplicationUnavailable { partition });
             self.out.send(from, answer);
         } else if servable && self.persistence.takes_reads(&self.config) {
@@ -803,7 +892,7 @@ impl Storage {
             });
         }
         let answer = if self.holds_revision(oid, tid) {
-            self.object_part(partition, offset)
+            self.object_part(partition, None, offset)
         } else {
             None
         };
@@ -811,8 +900,14 @@ impl Storage {
         self.out.send(to, answer);
     }
 
-    /// The part at `offset` of the revision being served, if it has bytes there.
-    fn object_part(&self, partition: u32, offset: u64) -> Option<Message> {
+    /// The part at `offset` of the revision being served, if it has bytes there; `after`, the
+    /// `AskObjects` question the first part answers.
+    fn object_part(
+        &self,
+        partition: u32,
+        after: Option<ObjectCursor>,
+        offset: u64,
+    ) -> Option<Message> {
         let served = self.replicator.serving.as_ref()?;
         let data = served.data.as_bytes();
         let start = usize::try_from(offset)
@@ -823,6 +918,7 @@ impl Storage {
             .min(data.len());
         Some(Message::AnswerObjectPart(ObjectPart {
             partition,
+            after,
             oid: served.oid,
             tid: served.tid,
             digest: served.digest,
@@ -841,6 +937,7 @@ impl Storage {
     ) -> Result<(), ProtocolError> {
         let ObjectPart {
             partition,
+            after,
             oid,
             tid,
             digest,
@@ -859,8 +956,10 @@ impl Storage {
                     && offset == part.bytes.len() as u64
             }
             None => {
+                // The first part answers the question out, after the frontier.
                 offset == 0
-                    && (ObjectCursor { tid, oid }) > catch_up.progress.objects
+                    && after == Some(catch_up.frontier().objects)
+                    && (ObjectCursor { tid, oid }) > catch_up.frontier().objects
                     && tid <= catch_up.up_to
                     && partition_of(oid, num_partitions) == partition
                     && total <= MAX_REVISION_BYTES
@@ -892,9 +991,10 @@ impl Storage {
         };
         let progress = ReplicationProgress {
             objects: ObjectCursor { tid, oid },
-            ..catch_up.progress
+            ..catch_up.frontier()
         };
         self.import(
+            now,
             from,
             partition,
             Write::ImportObjects {
@@ -903,7 +1003,6 @@ impl Storage {
                 progress,
             },
             progress,
-        );
-        Ok(())
+        )
     }
 }

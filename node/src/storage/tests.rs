@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 use super::{
     Backlog, Persist, Read, ReadResult, Storage, StorageConfig, StorageEvent, Write, Written,
 };
-use crate::engine::{EngineError, PackStep, Revision, StartupState};
+use crate::engine::{
+    EngineError, ObjectCursor, PackStep, ReplicationProgress, Revision, StartupState,
+};
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::PartitionTable;
@@ -14,7 +16,7 @@ use crate::protocol::{
     LoadBefore, LoadResult, Message, StorageAnswer, StorageAsk, StoreKind, StoreResult,
     TransactionOutcome, VoteRefusal, VoteResult,
 };
-use crate::transaction::TransactionInfo;
+use crate::transaction::{CommittedTransaction, TransactionInfo};
 
 const MASTER: &str = "master";
 
@@ -783,8 +785,9 @@ fn outcomes_of_writes_not_in_flight_are_refused() {
     );
 }
 
-#[test]
-fn replication_asks_for_the_next_batch_only_once_the_last_is_persisted() {
+/// A storage feeding partition 0 of a one-partition table from `source`, asked to replicate
+/// up to `Tid(100)`; what it sent is drained.
+fn feeding_from_source() -> Storage {
     let names = ["source".to_owned(), "s1".to_owned()];
     let mut table = PartitionTable::new(1, 2, &names).expect("a table");
     table.mark_out_of_date("s1").expect("s1 in the table");
@@ -803,39 +806,194 @@ fn replication_asks_for_the_next_batch_only_once_the_last_is_persisted() {
             }),
         )
         .expect("replicate");
-    assert!(matches!(
-        sent(&mut storage)[..],
-        [(ref to, Message::AskTransactions { partition: 0, .. })] if to == "source"
-    ));
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "source".to_owned(),
+            Message::AskTransactions {
+                partition: 0,
+                after: Tid::ZERO,
+                up_to: Tid(100)
+            }
+        )]
+    );
+    storage
+}
+
+/// The source's batch of transactions after `after`, holding `tid`, up to `resume`.
+fn transactions_batch(after: Tid, tid: Tid, resume: Option<Tid>) -> Message {
+    Message::AnswerTransactions {
+        partition: 0,
+        after,
+        transactions: vec![CommittedTransaction {
+            tid,
+            oids: vec![Oid(1)],
+            info: TransactionInfo::default(),
+        }],
+        resume,
+    }
+}
+
+/// The events the storage emitted since last drained.
+fn drain_events(storage: &mut Storage) -> Vec<StorageEvent> {
+    std::iter::from_fn(|| storage.poll_event()).collect()
+}
+
+/// The progress each import write records.
+fn imported_to(persists: &[Persist]) -> Vec<ReplicationProgress> {
+    persists
+        .iter()
+        .map(|persist| match &persist.write {
+            Write::ImportTransactions { progress, .. } | Write::ImportObjects { progress, .. } => {
+                *progress
+            }
+            other => panic!("an import expected, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_after() {
+    let mut storage = feeding_from_source();
     storage
         .handle(
             at(2),
             "source",
-            Message::AnswerTransactions {
-                partition: 0,
-                transactions: Vec::new(),
-                resume: None,
-            },
+            transactions_batch(Tid::ZERO, Tid(10), Some(Tid(50))),
         )
         .expect("answer");
-    let import = writes(&mut storage);
-    assert!(matches!(
-        import[..],
-        [Persist {
-            write: Write::ImportTransactions { partition: 0, .. },
-            ..
+    let first = writes(&mut storage);
+    assert_eq!(
+        imported_to(&first),
+        [ReplicationProgress {
+            transactions: Tid(50),
+            objects: ObjectCursor::START
         }]
-    ));
+    );
+    // The next batch is asked at once, from where the batch being imported ends.
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "source".to_owned(),
+            Message::AskTransactions {
+                partition: 0,
+                after: Tid(50),
+                up_to: Tid(100)
+            }
+        )]
+    );
+    // It arrives before the first is on disk: held, not written, and nothing more asked.
+    storage
+        .handle(at(2), "source", transactions_batch(Tid(50), Tid(60), None))
+        .expect("answer");
+    assert!(
+        writes(&mut storage).is_empty(),
+        "written only after the last"
+    );
+    assert!(sent(&mut storage).is_empty(), "one batch ahead at most");
+    persist_all(&mut storage, first);
+    let second = writes(&mut storage);
+    assert_eq!(
+        imported_to(&second),
+        [ReplicationProgress {
+            transactions: Tid(100),
+            objects: ObjectCursor::START
+        }]
+    );
+    // The transactions are all here or on their way to disk: the revisions are asked now.
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "source".to_owned(),
+            Message::AskObjects {
+                partition: 0,
+                after: ObjectCursor::START,
+                up_to: Tid(100)
+            }
+        )]
+    );
+    persist_all(&mut storage, second);
     assert!(
         sent(&mut storage).is_empty(),
-        "nothing asked before it is on disk"
+        "the revisions' question is out"
     );
-    assert_eq!(storage.poll_timeout(), None, "no answer awaited meanwhile");
-    persist_all(&mut storage, import);
+}
+
+#[test]
+fn a_failed_import_drops_what_came_after_it_and_asks_again_from_the_disk() {
+    let mut storage = feeding_from_source();
+    storage
+        .handle(
+            at(2),
+            "source",
+            transactions_batch(Tid::ZERO, Tid(10), Some(Tid(50))),
+        )
+        .expect("answer");
+    let first = writes(&mut storage);
+    persist_all(&mut storage, first);
+    drain_events(&mut storage);
+    sent(&mut storage);
+    storage
+        .handle(
+            at(3),
+            "source",
+            transactions_batch(Tid(50), Tid(60), Some(Tid(70))),
+        )
+        .expect("answer");
+    let failing = writes(&mut storage);
+    assert_eq!(failing.len(), 1);
     assert!(matches!(
         sent(&mut storage)[..],
-        [(ref to, Message::AskObjects { partition: 0, .. })] if to == "source"
+        [(_, Message::AskTransactions { after: Tid(70), .. })]
     ));
+    storage
+        .handle(at(3), "source", transactions_batch(Tid(70), Tid(80), None))
+        .expect("answer");
+    assert!(writes(&mut storage).is_empty(), "held behind the import");
+    storage
+        .persisted(at(3), failing[0].id, Err(EngineError::BatchSpoiled))
+        .expect("a write in flight");
+    assert!(
+        writes(&mut storage).is_empty(),
+        "the batch after a failed one is never written: its progress would pass the gap"
+    );
+    assert!(
+        drain_events(&mut storage)
+            .iter()
+            .any(|event| matches!(event, StorageEvent::ReplicationFailed { partition: 0, .. })),
+        "the failure is reported"
+    );
+    // The only source failed: it is asked again after the retry wait, from what is on disk.
+    assert!(sent(&mut storage).is_empty());
+    let retry = storage.poll_timeout().expect("a retry is due");
+    storage.handle_timeout(retry).expect("timeout");
+    assert_eq!(
+        sent(&mut storage),
+        [(
+            "source".to_owned(),
+            Message::AskTransactions {
+                partition: 0,
+                after: Tid(50),
+                up_to: Tid(100)
+            }
+        )]
+    );
+    // A late answer to a question dropped on the way (after 70, past the gap) is not taken
+    // for the answer of this one.
+    storage
+        .handle(retry, "source", transactions_batch(Tid(70), Tid(80), None))
+        .expect("ignored");
+    assert!(writes(&mut storage).is_empty(), "not the question's answer");
+    storage
+        .handle(retry, "source", transactions_batch(Tid(50), Tid(60), None))
+        .expect("answer");
+    assert_eq!(
+        imported_to(&writes(&mut storage)),
+        [ReplicationProgress {
+            transactions: Tid(100),
+            objects: ObjectCursor::START
+        }]
+    );
 }
 
 #[test]
