@@ -834,6 +834,11 @@ fn transactions_batch(after: Tid, tid: Tid, resume: Option<Tid>) -> Message {
     }
 }
 
+/// Where the revisions of a new cell start: nothing up to TID 0 is missing.
+fn no_revisions() -> ObjectCursor {
+    ReplicationProgress::complete_to(Tid::ZERO).objects
+}
+
 /// The events the storage emitted since last drained.
 fn drain_events(storage: &mut Storage) -> Vec<StorageEvent> {
     std::iter::from_fn(|| storage.poll_event()).collect()
@@ -867,7 +872,7 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
         imported_to(&first),
         [ReplicationProgress {
             transactions: Tid(50),
-            objects: ObjectCursor::START
+            objects: no_revisions()
         }]
     );
     // The next batch is asked at once, from where the batch being imported ends.
@@ -897,7 +902,7 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
         imported_to(&second),
         [ReplicationProgress {
             transactions: Tid(100),
-            objects: ObjectCursor::START
+            objects: no_revisions()
         }]
     );
     // The transactions are all here or on their way to disk: the revisions are asked now.
@@ -907,7 +912,7 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
             "source".to_owned(),
             Message::AskObjects {
                 partition: 0,
-                after: ObjectCursor::START,
+                after: no_revisions(),
                 up_to: Tid(100)
             }
         )]
@@ -991,7 +996,7 @@ fn a_failed_import_drops_what_came_after_it_and_asks_again_from_the_disk() {
         imported_to(&writes(&mut storage)),
         [ReplicationProgress {
             transactions: Tid(100),
-            objects: ObjectCursor::START
+            objects: no_revisions()
         }]
     );
 }
