@@ -103,12 +103,20 @@ pub struct LocalCluster {
 /// restart; CI once saw a restarted master exit at startup, its port most likely taken so.
 const FIXED_PORTS: std::ops::Range<u16> = 12_000..32_000;
 
-/// A UDP port free on 127.0.0.1 right now, for a node that is configured with a fixed port
-/// (a master's or storage's configuration needs one; each node's ready line is checked
-/// against it), taken from [`FIXED_PORTS`] at a random place.
+/// A UDP port free on 127.0.0.1 right now and reserved for this process until it exits, for
+/// a node that is configured with a fixed port (a master's or storage's configuration needs
+/// one; each node's ready line is checked against it), taken from [`FIXED_PORTS`] at a random
+/// place.
+///
+/// Probing a port says only that it is free now: the node binds it later, and binds it again
+/// when restarted after a kill, so another test process could pick the same port in between
+/// (CI saw a node fail with "Address already in use" that way). The reservation closes that
+/// window: an exclusive lock on a file named for the port in the temporary directory, which
+/// every harness process honours and the kernel drops when the holder exits (no stale
+/// reservation after a crash).
 ///
 /// # Panics
-/// When none of a few hundred candidates can be bound.
+/// When none of a few hundred candidates can be reserved and bound.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,11 +129,41 @@ pub fn free_port() -> u16 {
         hasher.write_u32(std::process::id());
         let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
         let port = FIXED_PORTS.start + offset;
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if reserve_port(port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free UDP port on 127.0.0.1 in {FIXED_PORTS:?} after 500 tries");
+}
+
+/// Takes the machine-wide reservation of `port` for the rest of this process (see
+/// [`free_port`]); false when another process, or an earlier call here, holds it.
+fn reserve_port(port: u16) -> bool {
+    use std::sync::Mutex;
+    // The lock files stay open, and so locked, until the process exits.
+    static HELD: Mutex<Vec<(u16, std::fs::File)>> = Mutex::new(Vec::new());
+    let Ok(mut held) = HELD.lock() else {
+        return false;
+    };
+    if held.iter().any(|(taken, _)| *taken == port) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("replicast-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{port}.lock")))
+    else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    held.push((port, file));
+    true
 }
 
 /// Writes `text` to `DIR/NAME.toml`; returns the path.
