@@ -541,6 +541,20 @@ impl LocalCluster {
     }
 }
 
+/// A test that failed keeps its cluster's directory (configurations, and the nodes' logs
+/// with [`ClusterSpec::stderr_to_files`]): the one place that says what the nodes did.
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "the cluster's directory is kept: {}",
+                self.dir.path().display()
+            );
+        }
+    }
+}
+
 /// Where node `name` listens: a free port of 127.0.0.1, or a fixed port of its host's address in
 /// `topology` (a namespace of its own: any port is free there).
 fn node_address(topology: Option<&Topology>, name: &str) -> SocketAddr {
