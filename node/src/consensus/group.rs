@@ -373,6 +373,18 @@ impl Group {
     fn pump(&mut self) -> Result<(), ConsensusError> {
         while self.node.has_ready() {
             let mut ready = self.node.ready();
+            if let Some(soft) = ready.ss() {
+                let leader = self
+                    .names
+                    .get(&soft.leader_id)
+                    .map_or("none", String::as_str);
+                tracing::info!(
+                    role = ?soft.raft_state,
+                    term = self.node.raft.term,
+                    leader,
+                    "raft: this master's role changed"
+                );
+            }
             // A leader's messages do not depend on its own log being durable.
             self.queue_messages(ready.take_messages());
             let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());

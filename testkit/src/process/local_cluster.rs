@@ -551,6 +551,17 @@ impl Drop for LocalCluster {
                 "the cluster's directory is kept: {}",
                 self.dir.path().display()
             );
+            // Where the directory does not outlive the machine (CI), the logs' ends are all
+            // that is left.
+            let nodes = std::iter::once(&self.master_node)
+                .chain(self.other_masters.values())
+                .chain(self.storages.values());
+            for node in nodes {
+                let tail = node.stderr_tail();
+                if !tail.is_empty() {
+                    eprintln!("{}{tail}", node.name);
+                }
+            }
         }
     }
 }
@@ -594,6 +605,14 @@ fn start_node(
         return NodeProcess::start_command(name, &mut command);
     }
     let stderr = root.join(format!("{name}.stderr"));
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Going to a file, the masters' elections and the links' losses cost nothing to keep,
+        // and are what a failed test needs.
+        command.env(
+            "RUST_LOG",
+            "warn,replicast_node::consensus=info,replicast_node::driver=info",
+        );
+    }
     command
         .arg("-c")
         .arg(r#"exec "$0" node --config "$1" 2>>"$2""#)
