@@ -193,6 +193,9 @@ pub struct Client {
     /// fan-out may reach a storage after the abort did, and the storage then holds it until
     /// it is told again (on its answer).
     aborted: VecDeque<Tid>,
+    /// The last transaction the role ended on its own, and why (see
+    /// [`abort_reason`](Client::abort_reason)).
+    last_abort: Option<(Tid, AbortReason)>,
     events: VecDeque<ClientEvent>,
 }
 
@@ -229,6 +232,7 @@ impl Client {
             fanouts: VecDeque::new(),
             next_fanout: 0,
             aborted: VecDeque::new(),
+            last_abort: None,
             events: VecDeque::new(),
         }
     }
@@ -263,6 +267,17 @@ impl Client {
     /// told).
     pub fn last_transaction(&self) -> Option<Tid> {
         self.last_transaction
+    }
+
+    /// Why the role ended transaction `ttid` on its own (a conflict, a lost storage, a wound,
+    /// a refused finish...), if it is the last it ended so: what its
+    /// [`ClientEvent::Aborted`] says, for a caller that must know before it took the events
+    /// (a call the role refused because the transaction just ended).
+    pub fn abort_reason(&self, ttid: Tid) -> Option<&AbortReason> {
+        self.last_abort
+            .as_ref()
+            .filter(|(aborted, _)| *aborted == ttid)
+            .map(|(_, reason)| reason)
     }
 
     /// Whether a transaction is in progress.
@@ -580,10 +595,11 @@ impl Client {
                 self.txn = None;
                 self.events.push_back(match outcome {
                     TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
-                    refused => ClientEvent::Aborted {
-                        ttid,
-                        reason: AbortReason::FinishRefused(refused),
-                    },
+                    refused => {
+                        let reason = AbortReason::FinishRefused(refused);
+                        self.last_abort = Some((ttid, reason.clone()));
+                        ClientEvent::Aborted { ttid, reason }
+                    }
                 });
                 Ok(())
             }
@@ -863,6 +879,7 @@ impl Client {
 
     fn fail(&mut self, reason: AbortReason) {
         if let Some(ttid) = self.abort_everywhere() {
+            self.last_abort = Some((ttid, reason.clone()));
             self.events.push_back(ClientEvent::Aborted { ttid, reason });
         }
     }

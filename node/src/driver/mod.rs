@@ -39,6 +39,7 @@
 //! their connection: the master needs no directory, a storage names the master, a client
 //! names the master (and, where the master cannot tell, the storages).
 
+mod client_calls;
 mod client_dispatch;
 mod client_handle;
 mod client_log;
