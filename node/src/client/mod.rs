@@ -554,6 +554,7 @@ impl Client {
                         self.events.push_back(ClientEvent::Ready);
                     }
                     self.table = Some(table);
+                    self.drop_unwritable_replicas(now);
                 }
                 Ok(())
             }
@@ -850,6 +851,31 @@ impl Client {
         if all_voted {
             txn.phase = Phase::Voted;
             self.events.push_back(ClientEvent::Voted { ttid: txn.ttid });
+        }
+    }
+
+    /// The master took storages out of the writable cells (it lost them, or they fell
+    /// behind): the transaction stops waiting for those that hold no writable cell of what
+    /// it sent them, at once, as if their links had dropped here; it goes on on the
+    /// remaining replicas, or fails if an object has none left.
+    fn drop_unwritable_replicas(&mut self, now: SystemTime) {
+        let (Some(txn), Some(table)) = (self.txn.as_ref(), self.table.as_ref()) else {
+            return;
+        };
+        let dropped: Vec<NodeName> = txn
+            .replicas
+            .iter()
+            .filter(|(node, replica)| {
+                !txn.failed.contains(*node)
+                    && !replica
+                        .oids
+                        .iter()
+                        .any(|oid| table.writable_cells(*oid).any(|cell| cell.node == **node))
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in dropped {
+            self.storage_failed(now, &node);
         }
     }
 

@@ -47,6 +47,7 @@ mod connect;
 mod fanout;
 mod role;
 mod run;
+mod timeouts;
 
 pub use client_dispatch::{Invalidation, InvalidationListener};
 pub use client_handle::{ClientError, ClientHandle};
@@ -58,3 +59,4 @@ pub use connect::{
 pub use fanout::FanoutDeliveries;
 pub use role::Role;
 pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn, spawn_storage};
+pub use timeouts::FailureTimeouts;
