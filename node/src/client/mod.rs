@@ -8,8 +8,9 @@
 //! ([`Client::fanout_delivered`]), which then has [`ClientConfig::storage_timeout`] to
 //! answer (a large object may take long to arrive; its transfer does not count); [`Client::vote`] sends each storage its vote once every store
 //! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
-//! yes, or when the storages that failed (lost, or silent past
-//! [`ClientConfig::storage_timeout`] or [`ClientConfig::vote_timeout`]) leave every touched
+//! yes, or when the storages that failed (lost, taken out of the writable cells by a new
+//! partition table, or silent past [`ClientConfig::storage_timeout`] or
+//! [`ClientConfig::vote_timeout`]) leave every touched
 //! object a replica that voted yes. [`Client::finish`] then asks the master for the commit
 //! TID. A conflict, a refused vote or a storage that gave up fails the transaction: the client
 //! aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
@@ -1164,6 +1165,47 @@ mod tests {
         let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
         assert!(events.contains(&ClientEvent::StorageFailed { node: "s1".into() }));
         assert!(!events.contains(&ClientEvent::StorageFailed { node: "s2".into() }));
+    }
+
+    #[test]
+    fn a_table_without_a_storage_stops_the_transaction_waiting_for_it() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        let fanout = client.poll_fanout().expect("one fan-out");
+        for node in ["s1", "s2"] {
+            client.fanout_delivered(now, fanout.id, node);
+            let stored = Message::AnswerStore {
+                ttid,
+                generation: 0,
+                oid: Oid(4),
+                result: StoreResult::Stored,
+            };
+            client.handle(now, node, stored).expect("stored");
+        }
+        // s3 froze: its delivery neither ends nor fails, and its link has not told yet.
+        assert_eq!(client.stores_answered(), None);
+        // The master's link noticed first: s3 is out of date in the next table.
+        let mut table = client.table().cloned().expect("a table");
+        table.mark_out_of_date("s3").expect("s3 is in the table");
+        client
+            .handle(now, "master", order(Message::PartitionTable(table)))
+            .expect("a newer table");
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(
+            events.contains(&ClientEvent::StorageFailed { node: "s3".into() }),
+            "{events:?}"
+        );
+        assert!(
+            events.contains(&ClientEvent::StoresAnswered {
+                ttid,
+                conflicts: Vec::new()
+            }),
+            "the transaction goes on on s1 and s2: {events:?}"
+        );
+        assert_eq!(client.stores_answered(), Some(Vec::new()));
     }
 
     #[test]
