@@ -180,6 +180,8 @@ pub struct Client {
     storage_addresses: BTreeMap<NodeName, SocketAddr>,
     /// The measured round-trip time of each link, as the driver last told.
     link_rtts: BTreeMap<NodeName, Duration>,
+    /// The bytes received on each link so far, as the driver last told.
+    link_received: BTreeMap<NodeName, u64>,
     /// The master's last finished commit when this client connected.
     last_transaction: Option<Tid>,
     /// When to announce this client to the master again, after the link to it was lost.
@@ -224,6 +226,7 @@ impl Client {
             table: None,
             storage_addresses: BTreeMap::new(),
             link_rtts: BTreeMap::new(),
+            link_received: BTreeMap::new(),
             last_transaction: None,
             rehello_at: None,
             txn: None,
@@ -1061,6 +1064,57 @@ mod tests {
                     ("s2".to_owned(), ReadFailure::Unavailable),
                     ("s1".to_owned(), ReadFailure::Timeout),
                 ],
+            })
+        );
+    }
+
+    #[test]
+    fn a_load_waits_while_its_replica_sends_and_moves_on_when_it_falls_silent() {
+        let now = SystemTime::UNIX_EPOCH;
+        let config = ClientConfig::default();
+        let (mut client, _) = ready_client();
+        client.set_link_rtt("s1", Some(Duration::from_millis(1)));
+        client.set_link_received("s1", Some(1_000));
+        let request = client.load(now, Oid(1)).expect("load");
+        assert_eq!(next_load_target(&mut client).as_deref(), Some("s1"));
+        assert_eq!(client.reading_from(), ["s1"]);
+        // A large answer is on its way: s1 sent a lot since it was asked.
+        let first = now + config.load_timeout;
+        client.set_link_received("s1", Some(1_000 + 4 * config.load_progress_bytes));
+        client.handle_timeout(first);
+        assert_eq!(
+            next_load_target(&mut client),
+            None,
+            "the load stays with s1"
+        );
+        assert_eq!(client.poll_timeout(), Some(first + config.load_timeout));
+        // Then only keep-alives: s1 counts as silent, the next replica is asked.
+        let second = first + config.load_timeout;
+        client.set_link_received("s1", Some(1_000 + 4 * config.load_progress_bytes + 200));
+        client.handle_timeout(second);
+        let next = next_load_target(&mut client).expect("the load moves on");
+        assert_ne!(next, "s1");
+        client
+            .handle(
+                second,
+                &next,
+                Message::AnswerLoad {
+                    request,
+                    oid: Oid(1),
+                    result: LoadResult::Missing,
+                },
+            )
+            .expect("answer");
+        let loaded = std::iter::from_fn(|| client.poll_event())
+            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        assert_eq!(
+            loaded,
+            Some(ClientEvent::Loaded {
+                request,
+                oid: Oid(1),
+                result: LoadResult::Missing,
+                from: Some(next),
+                failures: vec![("s1".to_owned(), ReadFailure::Timeout)],
             })
         );
     }

@@ -611,8 +611,9 @@ impl ClientHandle {
     /// The last committed revision of `oid` (its TID and data), `None` if it has none.
     ///
     /// The readable replica with the lowest measured round-trip time is asked first; on
-    /// failure (a failed answer, the storage lost, no answer within the load timeout) the
-    /// next one is.
+    /// failure (a failed answer, the storage lost, no answer within the load timeout while
+    /// it sends nothing) the next one is. A large object takes as long as its transfer: the
+    /// load timeout counts only time in which the replica sends nothing.
     pub async fn load(&self, oid: Oid) -> Result<Option<(Tid, ObjectData)>, ClientError> {
         Ok(self.load_with_replica(oid).await?.0)
     }
@@ -701,8 +702,13 @@ impl ClientHandle {
                     .map(|table| table.storages().to_vec())
                     .unwrap_or_default();
                 for node in storages {
-                    let rtt = endpoint.known_link(&node).and_then(|link| link.rtt());
-                    client.set_link_rtt(&node, rtt);
+                    let link = endpoint.known_link(&node);
+                    client.set_link_rtt(&node, link.as_ref().and_then(|link| link.rtt()));
+                    // Where the read goes, what arrives from now on counts as its progress.
+                    let received = link
+                        .and_then(|link| link.connection_stats())
+                        .map(|stats| stats.udp_rx.bytes);
+                    client.set_link_received(&node, received);
                 }
                 let request = send(client, now)?;
                 shared.waiters().reads.insert(request, reply);
