@@ -279,7 +279,7 @@ struct FrozenReplica {
 impl FrozenReplica {
     fn start(ca: &ClusterCa, name: &str) -> Self {
         let config = replicast_testkit::endpoint::endpoint_config(ca, name);
-        let (freeze, frozen) = tokio::sync::oneshot::channel();
+        let (freeze, frozen) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
         let (thaw, thawed) = std::sync::mpsc::channel();
         let (bound, addr) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
