@@ -615,6 +615,20 @@ impl Client {
                 self.out.send(from, Message::AbortTransaction { ttid });
                 Ok(())
             }
+            Message::AnswerStore { ttid, .. }
+            | Message::Restart { ttid, .. }
+            | Message::AnswerVote { ttid, .. }
+            | Message::Aborted { ttid }
+                if !from_master && self.failed_at(from, ttid) =>
+            {
+                // The transaction goes on without this storage, which was told to abort it
+                // (`storage_failed`); a store still in flight reached it after that, and it
+                // holds the object's lock again: it is told again.
+                if !matches!(message, Message::Aborted { .. }) {
+                    self.out.send(from, Message::AbortTransaction { ttid });
+                }
+                Ok(())
+            }
             Message::AnswerStore {
                 ttid,
                 generation,
@@ -901,10 +915,22 @@ impl Client {
         match orphan {
             Some(oid) => self.fail(AbortReason::NoReplica { oid }),
             None => {
+                // It may be alive (slow, frozen for a while, taken out of the table by the
+                // master, or only its link dropped): it must not keep the transaction's locks
+                // until its idle timeout, holding back the next writers of those objects.
+                self.out
+                    .send(node, Message::AbortTransaction { ttid: txn.ttid });
                 self.send_deferred(now);
                 self.progress(now);
             }
         }
+    }
+
+    /// Whether `node` failed for the transaction in progress, `ttid`.
+    fn failed_at(&self, node: &str, ttid: Tid) -> bool {
+        self.txn
+            .as_ref()
+            .is_some_and(|txn| txn.ttid == ttid && txn.failed.contains(node))
     }
 
     fn fail(&mut self, reason: AbortReason) {
