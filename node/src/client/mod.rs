@@ -1289,6 +1289,45 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_the_transaction_goes_on_without_is_told_to_abort_it() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        let fanout = client.poll_fanout().expect("one fan-out");
+        // s2 may be alive, holding the object's lock: it must not keep it until its idle
+        // timeout while the transaction commits on s1 and s3.
+        client.fanout_failed(now, fanout.id, "s2");
+        let sent: Vec<(String, Message)> = std::iter::from_fn(|| client.poll_transmit())
+            .map(|transmit| (transmit.to, transmit.message))
+            .collect();
+        assert_eq!(
+            sent,
+            [("s2".to_owned(), Message::AbortTransaction { ttid })]
+        );
+        // The store reached it after all: its answer gets another abort, and changes nothing.
+        let late = Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Stored,
+        };
+        client.handle(now, "s2", late).expect("a late answer");
+        let transmit = client.poll_transmit().expect("an abort goes back");
+        assert_eq!(
+            (transmit.to.as_str(), transmit.message),
+            ("s2", Message::AbortTransaction { ttid })
+        );
+        // Its own abort of the transaction concerns it alone.
+        client
+            .handle(now, "s2", Message::Aborted { ttid })
+            .expect("s2 gave up");
+        assert_eq!(client.current_transaction(), Some(ttid));
+        assert!(client.poll_transmit().is_none());
+    }
+
+    #[test]
     fn a_late_store_answer_of_an_aborted_transaction_is_answered_with_an_abort() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
