@@ -10,7 +10,8 @@
 //! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
 //! yes, or when the storages that failed (lost, taken out of the writable cells by a new
 //! partition table, or silent past [`ClientConfig::storage_timeout`] or
-//! [`ClientConfig::vote_timeout`]) leave every touched
+//! [`ClientConfig::vote_timeout`]; each is told to abort the transaction, as it may be alive
+//! and holding its locks) leave every touched
 //! object a replica that voted yes. [`Client::finish`] then asks the master for the commit
 //! TID. A conflict, a refused vote or a storage that gave up fails the transaction: the client
 //! aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
