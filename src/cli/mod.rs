@@ -11,6 +11,7 @@ mod certs;
 mod check;
 mod client;
 mod follow;
+mod master_log;
 mod node;
 mod pacer;
 mod status;
@@ -59,6 +60,9 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Load a backup directory into a new, empty cluster.
     Restore(backup::RestoreArgs),
+    /// Show a stopped master's log, or give it the members its configuration lists (to change
+    /// the masters of a stopped group; docs/DEPLOY.md).
+    MasterLog(master_log::MasterLogArgs),
     /// Compare unicast and multicast commit latency on a local cluster with an emulated WAN.
     Bench(Box<bench::BenchArgs>),
 }
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Check(args) => node::config_log_level(args.config()),
         Command::Backup(args) => args.config().and_then(node::config_log_level),
         Command::Restore(args) => node::config_log_level(args.config()),
+        Command::MasterLog(args) => node::config_log_level(args.config()),
     };
     init_tracing(cli.log_level.as_deref(), config_level)?;
     match cli.command {
@@ -87,6 +92,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Check(args) => check::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => backup::restore(args),
+        Command::MasterLog(args) => master_log::run(args),
         Command::Bench(args) => bench::run(*args),
     }
 }

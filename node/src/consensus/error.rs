@@ -62,6 +62,20 @@ pub enum ConsensusError {
         /// The other.
         second: String,
     },
+    /// The log's group is not the configured one: the masters were changed in the
+    /// configuration only (raft would go on with the log's members, and a new, empty log
+    /// elsewhere could form a second group).
+    #[error(
+        "the master's log belongs to the group {log:?}, but the configuration lists {configured:?}; \
+         to change the masters, stop them all and follow docs/DEPLOY.md \
+         (`replicast master-log set-members`)"
+    )]
+    MembershipDiffers {
+        /// The log's members (names the configuration knows, raft ids otherwise).
+        log: Vec<String>,
+        /// The configured masters.
+        configured: Vec<String>,
+    },
     /// This node is not in the list of masters it was given.
     #[error("{name} is not in the list of masters {masters:?}")]
     NotListed {

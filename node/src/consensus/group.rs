@@ -175,7 +175,25 @@ impl Group {
             ..raft::Config::default()
         };
         config.validate()?;
+        let mut log = log;
         let voters = log.membership().voters.clone();
+        let mut configured: Vec<u64> = ids.values().copied().collect();
+        configured.sort_unstable();
+        let mut members = voters.clone();
+        members.sort_unstable();
+        if members != configured {
+            let named = |id: &u64| {
+                log.name_of(*id)
+                    .map(str::to_owned)
+                    .or_else(|| names.get(id).cloned())
+                    .unwrap_or_else(|| format!("{id:#x}"))
+            };
+            return Err(ConsensusError::MembershipDiffers {
+                log: members.iter().map(named).collect(),
+                configured: masters.to_vec(),
+            });
+        }
+        log.record_names(masters)?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = RawNode::new(&config, log, &logger)?;
         if voters == [id] {
@@ -355,6 +373,18 @@ impl Group {
     fn pump(&mut self) -> Result<(), ConsensusError> {
         while self.node.has_ready() {
             let mut ready = self.node.ready();
+            if let Some(soft) = ready.ss() {
+                let leader = self
+                    .names
+                    .get(&soft.leader_id)
+                    .map_or("none", String::as_str);
+                tracing::info!(
+                    role = ?soft.raft_state,
+                    term = self.node.raft.term,
+                    leader,
+                    "raft: this master's role changed"
+                );
+            }
             // A leader's messages do not depend on its own log being durable.
             self.queue_messages(ready.take_messages());
             let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
@@ -437,6 +467,26 @@ mod tests {
             }
         }
         panic!("the group did not settle");
+    }
+
+    #[test]
+    fn a_log_of_another_group_is_refused_naming_both() {
+        let now = SystemTime::UNIX_EPOCH;
+        let log = RaftLog::in_memory(&[raft_id("m1")]).expect("log");
+        let refused = Group::new(
+            "m1",
+            &masters(&["m1", "m2", "m3"]),
+            log,
+            GroupSettings::default(),
+            now,
+        );
+        match refused {
+            Err(ConsensusError::MembershipDiffers { log, configured }) => {
+                assert_eq!(log, vec!["m1".to_owned()]);
+                assert_eq!(configured, masters(&["m1", "m2", "m3"]));
+            }
+            other => panic!("not refused: {other:?}"),
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::error::LogError;
+use super::group::raft_id;
 use super::wire::{LogEntry, Membership, SnapshotData};
 
 /// Log entries: index -> postcard [`LogEntry`].
@@ -24,6 +25,8 @@ const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_entries"
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
+/// The members' names (raft knows only their ids), for messages to an operator.
+const MEMBER_NAMES: &str = "member_names";
 
 /// Raft's hard state as stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,8 @@ pub struct RaftLog {
     snapshot: SnapshotData,
     /// The entries after the snapshot, in index order.
     entries: Vec<Entry>,
+    /// The members' names, where recorded.
+    member_names: Vec<String>,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -109,15 +114,22 @@ impl RaftLog {
             Some(value) => decode("hard state", value.value())?,
             None => StoredHardState::default(),
         };
-        let snapshot: SnapshotData = match meta.get(SNAPSHOT).map_err(db_err("read"))? {
-            Some(value) => decode("snapshot", value.value())?,
-            None => SnapshotData {
-                membership: Membership {
-                    voters: voters.to_vec(),
-                    ..Membership::default()
-                },
-                ..SnapshotData::default()
+        let stored_snapshot: Option<SnapshotData> =
+            match meta.get(SNAPSHOT).map_err(db_err("read"))? {
+                Some(value) => Some(decode("snapshot", value.value())?),
+                None => None,
+            };
+        let initial = stored_snapshot.is_none();
+        let snapshot = stored_snapshot.unwrap_or_else(|| SnapshotData {
+            membership: Membership {
+                voters: voters.to_vec(),
+                ..Membership::default()
             },
+            ..SnapshotData::default()
+        });
+        let member_names: Vec<String> = match meta.get(MEMBER_NAMES).map_err(db_err("read"))? {
+            Some(value) => decode("member names", value.value())?,
+            None => Vec::new(),
         };
         let table = read.open_table(ENTRIES).map_err(db_err("open entries"))?;
         let mut entries = Vec::new();
@@ -146,12 +158,94 @@ impl RaftLog {
             commit: stored.commit.max(snapshot.index),
             ..HardState::default()
         };
-        Ok(Self {
+        let log = Self {
             db,
             hard_state,
             snapshot,
             entries,
-        })
+            member_names,
+        };
+        if initial {
+            // The membership is fixed when the log is created (or first opened by a version
+            // that did not store it): from then on the configuration cannot change the group
+            // behind raft's back, only `set_voters`, on purpose.
+            log.write_snapshot_meta()?;
+        }
+        Ok(log)
+    }
+
+    /// Makes the masters named `names` the group's members, durably: for an operator who
+    /// changes the masters of a stopped group (every member starting from a copy of one log;
+    /// see docs/DEPLOY.md), never for a running one, whose members raft alone may change.
+    pub fn set_members(&mut self, names: &[String]) -> Result<(), LogError> {
+        let mut voters: Vec<u64> = names.iter().map(|name| raft_id(name)).collect();
+        voters.sort_unstable();
+        voters.dedup();
+        self.snapshot.membership = Membership {
+            voters,
+            ..Membership::default()
+        };
+        self.write_snapshot_meta()?;
+        self.record_names(names)
+    }
+
+    /// Records the members' names (raft ids are hashes of them), for an operator's messages.
+    pub fn record_names(&mut self, names: &[String]) -> Result<(), LogError> {
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        if names == self.member_names {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(db_err("begin"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_err("set durability"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
+            meta.insert(MEMBER_NAMES, encode(&names).as_slice())
+                .map_err(db_err("write member names"))?;
+        }
+        txn.commit().map_err(db_err("commit member names"))?;
+        self.member_names = names;
+        Ok(())
+    }
+
+    /// The members' names as recorded (empty when never recorded).
+    pub fn member_names(&self) -> &[String] {
+        &self.member_names
+    }
+
+    /// The name of member `id` as recorded, if it was.
+    pub fn name_of(&self, id: u64) -> Option<&str> {
+        self.member_names
+            .iter()
+            .find(|name| raft_id(name) == id)
+            .map(String::as_str)
+    }
+
+    fn write_snapshot_meta(&self) -> Result<(), LogError> {
+        let mut txn = self.db.begin_write().map_err(db_err("begin"))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_err("set durability"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
+            meta.insert(SNAPSHOT, encode(&self.snapshot).as_slice())
+                .map_err(db_err("write membership"))?;
+        }
+        txn.commit().map_err(db_err("commit membership"))
+    }
+
+    /// The term of the last entry (the snapshot's when no entry follows it): with
+    /// [`last`](Self::last), how up to date this log is (raft compares the term first).
+    pub fn last_term(&self) -> u64 {
+        self.entries
+            .last()
+            .map_or(self.snapshot.term, |entry| entry.term)
+    }
+
+    /// The term raft last stored (the latest it took part in).
+    pub fn current_term(&self) -> u64 {
+        self.hard_state.term
     }
 
     /// Whether nothing was ever written (a new group).
@@ -365,6 +459,31 @@ mod tests {
             context: Default::default(),
         }
         .to_raft()
+    }
+
+    #[test]
+    fn the_members_are_fixed_at_creation_and_changed_only_on_purpose() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.redb");
+        {
+            let mut log = RaftLog::open(&path, &[raft_id("m1")]).expect("open");
+            log.persist(None, &[entry(1, 1, b"a")], None)
+                .expect("persist");
+            assert_eq!((log.last(), log.last_term()), (1, 1));
+        }
+        // A configuration listing other masters does not change the group behind raft's back.
+        let mut log = RaftLog::open(&path, &[1, 2, 3]).expect("reopen");
+        assert_eq!(log.membership().voters, vec![raft_id("m1")]);
+        let names: Vec<String> = ["m3", "m1", "m2", "m2"].map(String::from).to_vec();
+        log.set_members(&names).expect("set");
+        drop(log);
+        let log = RaftLog::open(&path, &[1]).expect("reopen");
+        let mut ids: Vec<u64> = ["m1", "m2", "m3"].map(raft_id).to_vec();
+        ids.sort_unstable();
+        assert_eq!(log.membership().voters, ids);
+        assert_eq!(log.member_names(), ["m1", "m2", "m3"]);
+        assert_eq!(log.name_of(raft_id("m2")), Some("m2"));
+        assert_eq!((log.last(), log.last_term()), (1, 1), "the entries stay");
     }
 
     #[test]

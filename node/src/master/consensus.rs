@@ -594,7 +594,7 @@ impl Master {
             self.queue.push_back(FinishRequest {
                 ttid,
                 client: None,
-                oids: Vec::new(),
+                oids: decision.oids,
                 voters: decision.pending,
                 chosen: None,
                 decided: Some(tid),
@@ -642,9 +642,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::ids::Oid;
     use crate::master::MasterConfig;
     use crate::partition::PartitionTable;
-    use crate::protocol::{ChangeOutcome, StorageChange};
+    use crate::protocol::{ChangeOutcome, StorageChange, Transmit};
 
     const TICK: Duration = Duration::from_millis(50);
 
@@ -679,8 +680,14 @@ mod tests {
     }
 
     /// Delivers the masters' messages to one another until none is left (bounded); a
-    /// message from or to a master in `cut` is lost, as are those to other nodes.
-    fn route(masters: &mut BTreeMap<String, Master>, now: SystemTime, cut: &[&str]) {
+    /// message from or to a master in `cut` is lost. Returns what the masters not cut off sent
+    /// to other nodes, with its sender (orders unwrapped).
+    fn route(
+        masters: &mut BTreeMap<String, Master>,
+        now: SystemTime,
+        cut: &[&str],
+    ) -> Vec<(String, Transmit)> {
+        let mut others = Vec::new();
         for _ in 0..1000 {
             let mut messages = Vec::new();
             for (name, master) in masters.iter_mut() {
@@ -689,16 +696,24 @@ mod tests {
                 }
             }
             if messages.is_empty() {
-                return;
+                return others;
             }
             for (from, transmit) in messages {
                 if cut.contains(&from.as_str()) || cut.contains(&transmit.to.as_str()) {
                     continue;
                 }
-                if let Some(master) = masters.get_mut(&transmit.to) {
-                    master
+                match masters.get_mut(&transmit.to) {
+                    Some(master) => master
                         .handle(now, &from, transmit.message)
-                        .expect("a master takes another's message");
+                        .expect("a master takes another's message"),
+                    None => {
+                        let message = match transmit.message {
+                            Message::FromPrimary { message, .. } => *message.0,
+                            other => other,
+                        };
+                        let to = transmit.to;
+                        others.push((from, Transmit { to, message }));
+                    }
                 }
             }
         }
@@ -734,6 +749,88 @@ mod tests {
             request: 1,
             change: StorageChange::Add(storage.into()),
         }
+    }
+
+    #[test]
+    fn a_decision_resumed_by_the_next_primary_invalidates_the_objects_it_wrote() {
+        let mut now = SystemTime::UNIX_EPOCH;
+        let mut masters = group(now);
+        run_until(&mut masters, &mut now, &[], 100, |masters| {
+            masters["m1"].is_primary()
+        });
+        let m1 = masters.get_mut("m1").expect("m1");
+        for node in ["s1", "s2"] {
+            m1.handle(now, node, Message::StorageReady).expect("ready");
+        }
+        m1.handle(now, "c1", Message::ClientHello).expect("hello");
+        m1.handle(now, "c1", Message::AskBegin).expect("begin");
+        let ttid = route(&mut masters, now, &[])
+            .into_iter()
+            .find_map(|(_, transmit)| match transmit.message {
+                Message::AnswerBegin { ttid } => Some(ttid),
+                _ => None,
+            })
+            .expect("begun");
+
+        // m1 decides the commit (the decision is in every master's log) and orders it, but is
+        // cut off before any storage acknowledges.
+        let written = vec![Oid(5), Oid(9)];
+        let finish = Message::AskFinish {
+            ttid,
+            oids: written.clone(),
+            voters: vec!["s1".into(), "s2".into()],
+            failed: Vec::new(),
+        };
+        let m1 = masters.get_mut("m1").expect("m1");
+        m1.handle(now, "c1", finish).expect("finish");
+        let tid = route(&mut masters, now, &[])
+            .into_iter()
+            .find_map(|(_, transmit)| match transmit.message {
+                Message::Finish { tid, .. } => Some(tid),
+                _ => None,
+            })
+            .expect("the decision is ordered");
+        run_until(&mut masters, &mut now, &["m1"], 200, |masters| {
+            masters["m2"].is_primary() || masters["m3"].is_primary()
+        });
+        let new = if masters["m2"].is_primary() {
+            "m2"
+        } else {
+            "m3"
+        };
+
+        // Another client connects to the new primary; the storages announce themselves, are
+        // told the decision again and acknowledge it.
+        let primary = masters.get_mut(new).expect("the new primary");
+        primary
+            .handle(now, "c2", Message::ClientHello)
+            .expect("hello");
+        for node in ["s1", "s2"] {
+            primary
+                .handle(now, node, Message::StorageReady)
+                .expect("ready");
+        }
+        let mut sent = route(&mut masters, now, &["m1"]);
+        let primary = masters.get_mut(new).expect("the new primary");
+        for node in ["s1", "s2"] {
+            primary
+                .handle(now, node, Message::Finished { ttid, tid })
+                .expect("finished");
+        }
+        sent.extend(route(&mut masters, now, &["m1"]));
+        let invalidations: Vec<Vec<Oid>> = sent
+            .into_iter()
+            .filter(|(_, transmit)| transmit.to == "c2")
+            .filter_map(|(_, transmit)| match transmit.message {
+                Message::Invalidate { tid: at, oids } if at == tid => Some(oids),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            invalidations,
+            vec![written],
+            "c2 learns which objects the resumed commit wrote"
+        );
     }
 
     #[test]

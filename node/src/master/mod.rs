@@ -768,10 +768,11 @@ impl Master {
                 }
             };
             let request = &self.queue[index];
-            let (ttid, client, voters) = (
+            let (ttid, client, voters, oids) = (
                 request.ttid,
                 request.client.clone().unwrap_or_default(),
                 request.voters.clone(),
+                request.oids.clone(),
             );
             // The data is durable on the voters; the TID is decided, and goes to the log
             // before anyone hears of it.
@@ -781,6 +782,7 @@ impl Master {
                     tid,
                     client,
                     pending: voters,
+                    oids,
                 },
             );
             self.queue[index].decided = Some(tid);

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::Tid;
+use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
 
 /// How many completed decisions the state keeps after every voter acknowledged them: a
@@ -33,6 +33,9 @@ pub struct Decision {
     pub client: NodeName,
     /// Voters that have not acknowledged the commit.
     pub pending: BTreeSet<NodeName>,
+    /// The objects it wrote: a primary that resumes the decision after a failover tells the
+    /// other clients which objects to invalidate, as the primary that decided it would have.
+    pub oids: Vec<Oid>,
 }
 
 /// The replicated state; see the [module documentation](self).
@@ -255,6 +258,7 @@ mod tests {
             tid: Tid(50),
             client: "c1".into(),
             pending: ["s1".to_owned(), "s2".to_owned()].into(),
+            oids: vec![Oid(7)],
         };
         after.decide(Tid(10), decision.clone());
         journal.decided.push((Tid(10), decision));
@@ -283,6 +287,7 @@ mod tests {
                 tid: Tid(2),
                 client: "c1".into(),
                 pending: ["s1".to_owned()].into(),
+                oids: vec![Oid(7)],
             },
         );
         state.ack(Tid(1), &["s1".to_owned()]);

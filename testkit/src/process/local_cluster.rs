@@ -103,12 +103,20 @@ pub struct LocalCluster {
 /// restart; CI once saw a restarted master exit at startup, its port most likely taken so.
 const FIXED_PORTS: std::ops::Range<u16> = 12_000..32_000;
 
-/// A UDP port free on 127.0.0.1 right now, for a node that is configured with a fixed port
-/// (a master's or storage's configuration needs one; each node's ready line is checked
-/// against it), taken from [`FIXED_PORTS`] at a random place.
+/// A UDP port free on 127.0.0.1 right now and reserved for this process until it exits, for
+/// a node that is configured with a fixed port (a master's or storage's configuration needs
+/// one; each node's ready line is checked against it), taken from [`FIXED_PORTS`] at a random
+/// place.
+///
+/// Probing a port says only that it is free now: the node binds it later, and binds it again
+/// when restarted after a kill, so another test process could pick the same port in between
+/// (CI saw a node fail with "Address already in use" that way). The reservation closes that
+/// window: an exclusive lock on a file named for the port in the temporary directory, which
+/// every harness process honours and the kernel drops when the holder exits (no stale
+/// reservation after a crash).
 ///
 /// # Panics
-/// When none of a few hundred candidates can be bound.
+/// When none of a few hundred candidates can be reserved and bound.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,11 +129,41 @@ pub fn free_port() -> u16 {
         hasher.write_u32(std::process::id());
         let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
         let port = FIXED_PORTS.start + offset;
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if reserve_port(port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free UDP port on 127.0.0.1 in {FIXED_PORTS:?} after 500 tries");
+}
+
+/// Takes the machine-wide reservation of `port` for the rest of this process (see
+/// [`free_port`]); false when another process, or an earlier call here, holds it.
+fn reserve_port(port: u16) -> bool {
+    use std::sync::Mutex;
+    // The lock files stay open, and so locked, until the process exits.
+    static HELD: Mutex<Vec<(u16, std::fs::File)>> = Mutex::new(Vec::new());
+    let Ok(mut held) = HELD.lock() else {
+        return false;
+    };
+    if held.iter().any(|(taken, _)| *taken == port) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("replicast-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{port}.lock")))
+    else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    held.push((port, file));
+    true
 }
 
 /// Writes `text` to `DIR/NAME.toml`; returns the path.
@@ -503,6 +541,31 @@ impl LocalCluster {
     }
 }
 
+/// A test that failed keeps its cluster's directory (configurations, and the nodes' logs
+/// with [`ClusterSpec::stderr_to_files`]): the one place that says what the nodes did.
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "the cluster's directory is kept: {}",
+                self.dir.path().display()
+            );
+            // Where the directory does not outlive the machine (CI), the logs' ends are all
+            // that is left.
+            let nodes = std::iter::once(&self.master_node)
+                .chain(self.other_masters.values())
+                .chain(self.storages.values());
+            for node in nodes {
+                let tail = node.stderr_tail();
+                if !tail.is_empty() {
+                    eprintln!("{}{tail}", node.name);
+                }
+            }
+        }
+    }
+}
+
 /// Where node `name` listens: a free port of 127.0.0.1, or a fixed port of its host's address in
 /// `topology` (a namespace of its own: any port is free there).
 fn node_address(topology: Option<&Topology>, name: &str) -> SocketAddr {
@@ -542,6 +605,14 @@ fn start_node(
         return NodeProcess::start_command(name, &mut command);
     }
     let stderr = root.join(format!("{name}.stderr"));
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Going to a file, the masters' elections and the links' losses cost nothing to keep,
+        // and are what a failed test needs.
+        command.env(
+            "RUST_LOG",
+            "warn,replicast_node::consensus=info,replicast_node::driver=info",
+        );
+    }
     command
         .arg("-c")
         .arg(r#"exec "$0" node --config "$1" 2>>"$2""#)

@@ -15,6 +15,7 @@ error naming it, with the end of its standard error.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import random
@@ -22,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import json
 import time
@@ -51,20 +53,57 @@ def replicast_binary() -> str:
 # harness (replicast_testkit::process::free_port) uses 12000-31999; this one keeps apart.
 FIXED_PORTS = range(5000, 12000)
 
+# Probing a port says only that it is free now: a node binds it later, and restarts bind it
+# again after a kill. Two harness processes (pytest-xdist workers, a benchmark beside the
+# tests) could pick the same port in between. So a picked port is reserved machine-wide by an
+# exclusive lock on a file named for it, held until the cluster that uses it is killed; the
+# kernel drops the lock when the holder dies, so a crashed run leaves no stale reservation.
+PORT_LOCKS = Path(tempfile.gettempdir()) / "replicast-zodb-test-ports"
+
+# port -> the open lock file that reserves it (for this process).
+_reserved: dict[int, IO[bytes]] = {}
+_reserved_lock = threading.Lock()
+
+
+def _reserve(port: int) -> bool:
+    """Takes the machine-wide reservation of ``port``; False when another holder has it."""
+    PORT_LOCKS.mkdir(parents=True, exist_ok=True)
+    handle = open(PORT_LOCKS / f"{port}.lock", "ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return False
+    _reserved[port] = handle
+    return True
+
 
 def free_port() -> int:
-    """A UDP port free on 127.0.0.1 right now (QUIC listens on UDP), for a node configured with
-    a fixed port, taken at a random place of ``FIXED_PORTS``."""
+    """A UDP port free on 127.0.0.1 right now (QUIC listens on UDP) and reserved for the
+    caller until :func:`release_port`, for a node configured with a fixed port, taken at a
+    random place of ``FIXED_PORTS``."""
     rng = random.SystemRandom()
-    for _ in range(500):
-        port = rng.choice(FIXED_PORTS)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    with _reserved_lock:
+        for _ in range(500):
+            port = rng.choice(FIXED_PORTS)
+            if port in _reserved or not _reserve(port):
                 continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    _reserved.pop(port).close()
+                    continue
             return port
     raise RuntimeError(f"no free UDP port on 127.0.0.1 in {FIXED_PORTS} after 500 tries")
+
+
+def release_port(port: int) -> None:
+    """Gives back the reservation :func:`free_port` took (no node may bind ``port`` again)."""
+    with _reserved_lock:
+        handle = _reserved.pop(port, None)
+    if handle is not None:
+        handle.close()
 
 
 def random_group() -> str:
@@ -479,11 +518,14 @@ class LocalCluster:
             node.stop()
 
     def kill(self) -> None:
-        """SIGKILLs every node (a test's cleanup: nothing is left running)."""
+        """SIGKILLs every node (a test's cleanup: nothing is left running) and gives back the
+        cluster's ports."""
         for node in self.storages.values():
             node.kill()
         for node in self.masters.values():
             node.kill()
+        for address in [*self.master_addresses.values(), *self._storage_addresses.values()]:
+            release_port(int(address.rsplit(":", 1)[1]))
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
