@@ -23,8 +23,8 @@ use replicast_certs::{Revocation, RevocationList};
 use replicast_node::config::{NodeConfig, RoleConfig};
 use replicast_node::consensus::{GroupSettings, RaftLog};
 use replicast_node::driver::{
-    Bound, DriverConfig, DriverHandle, Role, bind, driver_config, multicast_interface, spawn,
-    spawn_storage,
+    Bound, DriverConfig, DriverHandle, FailureTimeouts, Role, bind, driver_config,
+    multicast_interface, spawn, spawn_storage,
 };
 use replicast_node::engine::Engine;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
@@ -183,15 +183,16 @@ async fn claim_master_name(
 /// A storage's fan-out receiver joins writers' groups on `[multicast] interface`; without
 /// `[multicast]` on loopback, where no remote writer's group arrives, so stores come by
 /// unicast (a writer under `auto` falls back to it).
+/// Its waits for multicast objects follow the links' failure detection ([`FailureTimeouts`]).
 fn fanout_receiver_config(config: &NodeConfig) -> FanoutReceiverConfig {
-    FanoutReceiverConfig {
+    FailureTimeouts::after(config.link.idle_timeout).receiver(FanoutReceiverConfig {
         interface: config
             .multicast
             .as_ref()
             .map_or(MulticastInterface::Loopback, multicast_interface),
         max_sessions: usize::try_from(config.limits.fanout_sessions).unwrap_or(usize::MAX),
         ..FanoutReceiverConfig::default()
-    }
+    })
 }
 
 async fn serve(config: NodeConfig) -> Result<(), Error> {
@@ -275,7 +276,12 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 .map_err(|e| format!("cannot open `master.path`: {e}"))?;
             let mut role = Master::open(
                 table,
-                MasterConfig::default(),
+                MasterConfig {
+                    // A dead or frozen voter is noticed by its link; the finish timeout is for
+                    // one that is connected but silent.
+                    finish_timeout: FailureTimeouts::after(config.link.idle_timeout).finish,
+                    ..MasterConfig::default()
+                },
                 group,
                 log,
                 SystemTime::now(),

@@ -16,8 +16,8 @@ use replicast_transport::fanout::wire::{
     digest,
 };
 use replicast_transport::fanout::{
-    DeliveryPath, Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, FanoutReport,
-    ReceivedVia, Strategy,
+    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig,
+    FanoutReport, ReceivedVia, ReplicaOutcome, Strategy,
 };
 use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
@@ -25,7 +25,7 @@ use replicast_transport::multicast::driver::{
 };
 use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
 use replicast_transport::netem::{LinkConditions, NetemConfig, Probability, RandomLoss};
-use replicast_transport::quic::{Endpoint, Incoming};
+use replicast_transport::quic::{Endpoint, Incoming, LinkError};
 
 /// Bound on every test body.
 const TEST_BOUND: Duration = Duration::from_secs(150);
@@ -262,6 +262,141 @@ async fn auto_serves_a_replica_by_unicast_once_multicast_stops_reaching_it() {
             for (id, (data, _)) in &objects {
                 assert_eq!(*data, object(*id), "{name}: object {id} differs");
             }
+        }
+    })
+    .await;
+}
+
+/// A replica on a runtime of its own, which [`FrozenReplica::freeze`] stops the way SIGSTOP
+/// stops a process: its sockets stay open, nothing reads them or answers.
+struct FrozenReplica {
+    addr: SocketAddr,
+    freeze: Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>,
+    thaw: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FrozenReplica {
+    fn start(ca: &ClusterCa, name: &str) -> Self {
+        let config = replicast_testkit::endpoint::endpoint_config(ca, name);
+        let (freeze, frozen) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
+        let (thaw, thawed) = std::sync::mpsc::channel();
+        let (bound, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the replica's runtime");
+            runtime.block_on(async move {
+                let endpoint = Endpoint::bind(config).expect("bind the replica");
+                bound
+                    .send(endpoint.local_addr().expect("local address"))
+                    .expect("the test waits for the address");
+                let _receiver = FanoutReceiver::start(endpoint, FanoutReceiverConfig::default());
+                if let Ok(ack) = frozen.await {
+                    let _ = ack.send(());
+                    // Blocks this thread, and with it every task of this runtime.
+                    let _ = thawed.recv();
+                }
+            });
+        });
+        let addr = addr
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the replica binds");
+        Self {
+            addr,
+            freeze: Some(freeze),
+            thaw,
+            thread: Some(thread),
+        }
+    }
+
+    async fn freeze(&mut self) {
+        let (ack, frozen) = tokio::sync::oneshot::channel();
+        if let Some(freeze) = self.freeze.take() {
+            freeze.send(ack).expect("the replica runs");
+        }
+        frozen.await.expect("the replica freezes");
+    }
+}
+
+impl Drop for FrozenReplica {
+    fn drop(&mut self) {
+        let _ = self.thaw.send(());
+        drop(self.freeze.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Under `Auto`, a replica served by multicast that freezes fails its delivery once the
+/// writer's link takes it for lost (the idle timeout), instead of being dialed again for a
+/// unicast fallback, which would wait the whole connect timeout for a peer that does not
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_again() {
+    bounded(async {
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        let link = replicast_transport::quic::LinkConfig {
+            keep_alive: Some(Duration::from_millis(100)),
+            idle_timeout: Some(Duration::from_millis(600)),
+            connect_timeout: Duration::from_secs(60),
+            ..replicast_transport::quic::LinkConfig::default()
+        };
+        let writer_endpoint = replicast_testkit::endpoint::bind(
+            &ca,
+            "writer",
+            &EndpointSpec::default().with_link(link),
+        )
+        .expect("bind the writer");
+        let writer = Fanout::bind(
+            writer_endpoint,
+            writer_config(random_group(), Strategy::Auto),
+        )
+        .expect("bind writer");
+        let mut replica = FrozenReplica::start(&ca, "replica-0");
+        writer
+            .add_replica("replica-0", replica.addr)
+            .await
+            .expect("add replica");
+        let mut proven = false;
+        for id in 0..100 {
+            let report = writer
+                .send(id, object(id))
+                .await
+                .expect("send")
+                .wait()
+                .await;
+            assert!(report.all_delivered(), "{report:?}");
+            if report.path("replica-0") == Some(DeliveryPath::Multicast) {
+                proven = true;
+                break;
+            }
+        }
+        assert!(
+            proven,
+            "the replica was never proven reachable on the group"
+        );
+
+        replica.freeze().await;
+        let mut handle = writer.send(100, object(100)).await.expect("send");
+        // Well within the connect timeout: a fallback that dials again would still wait.
+        let outcome = tokio::time::timeout(Duration::from_secs(20), handle.next())
+            .await
+            .expect("the frozen replica's outcome comes once its link is lost");
+        match outcome {
+            Some((name, ReplicaOutcome::Failed { reason })) => {
+                assert_eq!(name, "replica-0");
+                assert!(
+                    matches!(
+                        reason,
+                        DeliveryFailure::Link(LinkError::ConnectionLost { .. })
+                    ),
+                    "the lost link is the reason, not a new dial: {reason:?}"
+                );
+            }
+            other => panic!("the frozen replica cannot have the object: {other:?}"),
         }
     })
     .await;

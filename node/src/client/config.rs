@@ -24,8 +24,14 @@ pub struct ClientConfig {
     /// object is not taken for a failure. A crashed or frozen storage is noticed by its link
     /// (about a second), not by this deadline.
     pub vote_bytes_per_second: u64,
-    /// How long a load waits for one replica before trying the next.
+    /// How long a load waits for one replica before trying the next, unless the replica
+    /// sent at least [`load_progress_bytes`](Self::load_progress_bytes) meanwhile (a large
+    /// answer on its way): then it waits this long again.
     pub load_timeout: Duration,
+    /// The bytes a replica must send within a [`load_timeout`](Self::load_timeout) for a
+    /// load waiting on it to count as progressing: far above the links' keep-alives, far
+    /// below what any live transfer moves.
+    pub load_progress_bytes: u64,
     /// How long after losing its master link the client announces itself again: the master
     /// forgot it, and invalidations sent meanwhile are lost. Until the table comes, the
     /// masters are asked who the primary is every [`master_timeout`](Self::master_timeout).
@@ -48,6 +54,7 @@ impl Default for ClientConfig {
             vote_timeout: Duration::from_secs(1),
             vote_bytes_per_second: 16 << 20,
             load_timeout: Duration::from_secs(2),
+            load_progress_bytes: 64 << 10,
             master_retry: Duration::from_secs(1),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             master_timeout: Duration::from_secs(1),

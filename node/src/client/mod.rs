@@ -8,8 +8,10 @@
 //! ([`Client::fanout_delivered`]), which then has [`ClientConfig::storage_timeout`] to
 //! answer (a large object may take long to arrive; its transfer does not count); [`Client::vote`] sends each storage its vote once every store
 //! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
-//! yes, or when the storages that failed (lost, or silent past
-//! [`ClientConfig::storage_timeout`] or [`ClientConfig::vote_timeout`]) leave every touched
+//! yes, or when the storages that failed (lost, taken out of the writable cells by a new
+//! partition table, or silent past [`ClientConfig::storage_timeout`] or
+//! [`ClientConfig::vote_timeout`]; each is told to abort the transaction, as it may be alive
+//! and holding its locks) leave every touched
 //! object a replica that voted yes. [`Client::finish`] then asks the master for the commit
 //! TID. A conflict, a refused vote or a storage that gave up fails the transaction: the client
 //! aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
@@ -179,6 +181,8 @@ pub struct Client {
     storage_addresses: BTreeMap<NodeName, SocketAddr>,
     /// The measured round-trip time of each link, as the driver last told.
     link_rtts: BTreeMap<NodeName, Duration>,
+    /// The bytes received on each link so far, as the driver last told.
+    link_received: BTreeMap<NodeName, u64>,
     /// The master's last finished commit when this client connected.
     last_transaction: Option<Tid>,
     /// When to announce this client to the master again, after the link to it was lost.
@@ -193,6 +197,9 @@ pub struct Client {
     /// fan-out may reach a storage after the abort did, and the storage then holds it until
     /// it is told again (on its answer).
     aborted: VecDeque<Tid>,
+    /// The last transaction the role ended on its own, and why (see
+    /// [`abort_reason`](Client::abort_reason)).
+    last_abort: Option<(Tid, AbortReason)>,
     events: VecDeque<ClientEvent>,
 }
 
@@ -220,6 +227,7 @@ impl Client {
             table: None,
             storage_addresses: BTreeMap::new(),
             link_rtts: BTreeMap::new(),
+            link_received: BTreeMap::new(),
             last_transaction: None,
             rehello_at: None,
             txn: None,
@@ -229,6 +237,7 @@ impl Client {
             fanouts: VecDeque::new(),
             next_fanout: 0,
             aborted: VecDeque::new(),
+            last_abort: None,
             events: VecDeque::new(),
         }
     }
@@ -263,6 +272,17 @@ impl Client {
     /// told).
     pub fn last_transaction(&self) -> Option<Tid> {
         self.last_transaction
+    }
+
+    /// Why the role ended transaction `ttid` on its own (a conflict, a lost storage, a wound,
+    /// a refused finish...), if it is the last it ended so: what its
+    /// [`ClientEvent::Aborted`] says, for a caller that must know before it took the events
+    /// (a call the role refused because the transaction just ended).
+    pub fn abort_reason(&self, ttid: Tid) -> Option<&AbortReason> {
+        self.last_abort
+            .as_ref()
+            .filter(|(aborted, _)| *aborted == ttid)
+            .map(|(_, reason)| reason)
     }
 
     /// Whether a transaction is in progress.
@@ -539,6 +559,7 @@ impl Client {
                         self.events.push_back(ClientEvent::Ready);
                     }
                     self.table = Some(table);
+                    self.drop_unwritable_replicas(now);
                 }
                 Ok(())
             }
@@ -580,10 +601,11 @@ impl Client {
                 self.txn = None;
                 self.events.push_back(match outcome {
                     TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
-                    refused => ClientEvent::Aborted {
-                        ttid,
-                        reason: AbortReason::FinishRefused(refused),
-                    },
+                    refused => {
+                        let reason = AbortReason::FinishRefused(refused);
+                        self.last_abort = Some((ttid, reason.clone()));
+                        ClientEvent::Aborted { ttid, reason }
+                    }
                 });
                 Ok(())
             }
@@ -592,6 +614,20 @@ impl Client {
             {
                 // A store of an aborted transaction reached the storage after the abort.
                 self.out.send(from, Message::AbortTransaction { ttid });
+                Ok(())
+            }
+            Message::AnswerStore { ttid, .. }
+            | Message::Restart { ttid, .. }
+            | Message::AnswerVote { ttid, .. }
+            | Message::Aborted { ttid }
+                if !from_master && self.failed_at(from, ttid) =>
+            {
+                // The transaction goes on without this storage, which was told to abort it
+                // (`storage_failed`); a store still in flight reached it after that, and it
+                // holds the object's lock again: it is told again.
+                if !matches!(message, Message::Aborted { .. }) {
+                    self.out.send(from, Message::AbortTransaction { ttid });
+                }
                 Ok(())
             }
             Message::AnswerStore {
@@ -837,6 +873,31 @@ impl Client {
         }
     }
 
+    /// The master took storages out of the writable cells (it lost them, or they fell
+    /// behind): the transaction stops waiting for those that hold no writable cell of what
+    /// it sent them, at once, as if their links had dropped here; it goes on on the
+    /// remaining replicas, or fails if an object has none left.
+    fn drop_unwritable_replicas(&mut self, now: SystemTime) {
+        let (Some(txn), Some(table)) = (self.txn.as_ref(), self.table.as_ref()) else {
+            return;
+        };
+        let dropped: Vec<NodeName> = txn
+            .replicas
+            .iter()
+            .filter(|(node, replica)| {
+                !txn.failed.contains(*node)
+                    && !replica
+                        .oids
+                        .iter()
+                        .any(|oid| table.writable_cells(*oid).any(|cell| cell.node == **node))
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in dropped {
+            self.storage_failed(now, &node);
+        }
+    }
+
     fn storage_failed(&mut self, now: SystemTime, node: &str) {
         let Some(txn) = self.txn.as_mut() else {
             return;
@@ -855,14 +916,27 @@ impl Client {
         match orphan {
             Some(oid) => self.fail(AbortReason::NoReplica { oid }),
             None => {
+                // It may be alive (slow, frozen for a while, taken out of the table by the
+                // master, or only its link dropped): it must not keep the transaction's locks
+                // until its idle timeout, holding back the next writers of those objects.
+                self.out
+                    .send(node, Message::AbortTransaction { ttid: txn.ttid });
                 self.send_deferred(now);
                 self.progress(now);
             }
         }
     }
 
+    /// Whether `node` failed for the transaction in progress, `ttid`.
+    fn failed_at(&self, node: &str, ttid: Tid) -> bool {
+        self.txn
+            .as_ref()
+            .is_some_and(|txn| txn.ttid == ttid && txn.failed.contains(node))
+    }
+
     fn fail(&mut self, reason: AbortReason) {
         if let Some(ttid) = self.abort_everywhere() {
+            self.last_abort = Some((ttid, reason.clone()));
             self.events.push_back(ClientEvent::Aborted { ttid, reason });
         }
     }
@@ -1022,6 +1096,57 @@ mod tests {
     }
 
     #[test]
+    fn a_load_waits_while_its_replica_sends_and_moves_on_when_it_falls_silent() {
+        let now = SystemTime::UNIX_EPOCH;
+        let config = ClientConfig::default();
+        let (mut client, _) = ready_client();
+        client.set_link_rtt("s1", Some(Duration::from_millis(1)));
+        client.set_link_received("s1", Some(1_000));
+        let request = client.load(now, Oid(1)).expect("load");
+        assert_eq!(next_load_target(&mut client).as_deref(), Some("s1"));
+        assert_eq!(client.reading_from(), ["s1"]);
+        // A large answer is on its way: s1 sent a lot since it was asked.
+        let first = now + config.load_timeout;
+        client.set_link_received("s1", Some(1_000 + 4 * config.load_progress_bytes));
+        client.handle_timeout(first);
+        assert_eq!(
+            next_load_target(&mut client),
+            None,
+            "the load stays with s1"
+        );
+        assert_eq!(client.poll_timeout(), Some(first + config.load_timeout));
+        // Then only keep-alives: s1 counts as silent, the next replica is asked.
+        let second = first + config.load_timeout;
+        client.set_link_received("s1", Some(1_000 + 4 * config.load_progress_bytes + 200));
+        client.handle_timeout(second);
+        let next = next_load_target(&mut client).expect("the load moves on");
+        assert_ne!(next, "s1");
+        client
+            .handle(
+                second,
+                &next,
+                Message::AnswerLoad {
+                    request,
+                    oid: Oid(1),
+                    result: LoadResult::Missing,
+                },
+            )
+            .expect("answer");
+        let loaded = std::iter::from_fn(|| client.poll_event())
+            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        assert_eq!(
+            loaded,
+            Some(ClientEvent::Loaded {
+                request,
+                oid: Oid(1),
+                result: LoadResult::Missing,
+                from: Some(next),
+                failures: vec![("s1".to_owned(), ReadFailure::Timeout)],
+            })
+        );
+    }
+
+    #[test]
     fn a_lost_replica_passes_the_load_on_and_the_last_failure_is_reported() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, _) = ready_client();
@@ -1121,6 +1246,86 @@ mod tests {
         let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
         assert!(events.contains(&ClientEvent::StorageFailed { node: "s1".into() }));
         assert!(!events.contains(&ClientEvent::StorageFailed { node: "s2".into() }));
+    }
+
+    #[test]
+    fn a_table_without_a_storage_stops_the_transaction_waiting_for_it() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        let fanout = client.poll_fanout().expect("one fan-out");
+        for node in ["s1", "s2"] {
+            client.fanout_delivered(now, fanout.id, node);
+            let stored = Message::AnswerStore {
+                ttid,
+                generation: 0,
+                oid: Oid(4),
+                result: StoreResult::Stored,
+            };
+            client.handle(now, node, stored).expect("stored");
+        }
+        // s3 froze: its delivery neither ends nor fails, and its link has not told yet.
+        assert_eq!(client.stores_answered(), None);
+        // The master's link noticed first: s3 is out of date in the next table.
+        let mut table = client.table().cloned().expect("a table");
+        table.mark_out_of_date("s3").expect("s3 is in the table");
+        client
+            .handle(now, "master", order(Message::PartitionTable(table)))
+            .expect("a newer table");
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(
+            events.contains(&ClientEvent::StorageFailed { node: "s3".into() }),
+            "{events:?}"
+        );
+        assert!(
+            events.contains(&ClientEvent::StoresAnswered {
+                ttid,
+                conflicts: Vec::new()
+            }),
+            "the transaction goes on on s1 and s2: {events:?}"
+        );
+        assert_eq!(client.stores_answered(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_storage_the_transaction_goes_on_without_is_told_to_abort_it() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        let fanout = client.poll_fanout().expect("one fan-out");
+        // s2 may be alive, holding the object's lock: it must not keep it until its idle
+        // timeout while the transaction commits on s1 and s3.
+        client.fanout_failed(now, fanout.id, "s2");
+        let sent: Vec<(String, Message)> = std::iter::from_fn(|| client.poll_transmit())
+            .map(|transmit| (transmit.to, transmit.message))
+            .collect();
+        assert_eq!(
+            sent,
+            [("s2".to_owned(), Message::AbortTransaction { ttid })]
+        );
+        // The store reached it after all: its answer gets another abort, and changes nothing.
+        let late = Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Stored,
+        };
+        client.handle(now, "s2", late).expect("a late answer");
+        let transmit = client.poll_transmit().expect("an abort goes back");
+        assert_eq!(
+            (transmit.to.as_str(), transmit.message),
+            ("s2", Message::AbortTransaction { ttid })
+        );
+        // Its own abort of the transaction concerns it alone.
+        client
+            .handle(now, "s2", Message::Aborted { ttid })
+            .expect("s2 gave up");
+        assert_eq!(client.current_transaction(), Some(ttid));
+        assert!(client.poll_transmit().is_none());
     }
 
     #[test]

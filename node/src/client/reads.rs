@@ -37,6 +37,9 @@ pub(super) struct PendingRead {
     node: NodeName,
     others: VecDeque<NodeName>,
     deadline: SystemTime,
+    /// The bytes received from `node` when it was asked, or when its deadline was last put
+    /// off for progress (see [`Client::set_link_received`]).
+    received_at_ask: Option<u64>,
     /// The replicas asked before, and why they did not answer.
     failures: Vec<(NodeName, ReadFailure)>,
 }
@@ -44,7 +47,8 @@ pub(super) struct PendingRead {
 impl Client {
     /// Loads the last committed revision of `oid` from a readable replica, falling through
     /// to the next on failure (an answer [`LoadResult::Failed`], the storage lost, or no
-    /// answer within [`ClientConfig::load_timeout`](super::ClientConfig::load_timeout));
+    /// answer within [`ClientConfig::load_timeout`](super::ClientConfig::load_timeout) while
+    /// the replica sends nothing: see [`set_link_received`](Self::set_link_received));
     /// returns the request id of the [`ClientEvent::Loaded`] to come.
     ///
     /// Replicas are tried by their measured round-trip time ([`set_link_rtt`](Self::set_link_rtt)),
@@ -111,6 +115,7 @@ impl Client {
             .ok_or_else(|| invalid("read", "no replica to ask"))?;
         let request = self.next_request();
         self.out.send(&node, query.message(request));
+        let received_at_ask = self.link_received.get(&node).copied();
         self.reads.insert(
             request,
             PendingRead {
@@ -118,6 +123,7 @@ impl Client {
                 node,
                 others: nodes,
                 deadline: now + self.config.load_timeout,
+                received_at_ask,
                 failures: Vec::new(),
             },
         );
@@ -198,16 +204,56 @@ impl Client {
         }
     }
 
-    /// Reads not answered in time go to the next replica.
+    /// Reads not answered in time go to the next replica, unless their replica sent at
+    /// least [`ClientConfig::load_progress_bytes`](super::ClientConfig::load_progress_bytes)
+    /// since it was asked (or since the last such check): a large answer is on its way, and
+    /// the read waits another [`ClientConfig::load_timeout`](super::ClientConfig::load_timeout).
     pub(super) fn reads_timeout(&mut self, now: SystemTime) {
-        let expired: Vec<u64> = self
+        let (timeout, progress) = (self.config.load_timeout, self.config.load_progress_bytes);
+        let mut expired = Vec::new();
+        for (request, read) in self
             .reads
-            .iter()
+            .iter_mut()
             .filter(|(_, read)| read.deadline <= now)
-            .map(|(request, _)| *request)
-            .collect();
+        {
+            let received = self.link_received.get(&read.node).copied();
+            let progressed = match (read.received_at_ask, received) {
+                (Some(before), Some(now)) => now >= before.saturating_add(progress),
+                _ => false,
+            };
+            if progressed {
+                read.deadline = now + timeout;
+                read.received_at_ask = received;
+            } else {
+                expired.push(*request);
+            }
+        }
         for request in expired {
             self.retry_read(now, request, ReadFailure::Timeout);
+        }
+    }
+
+    /// The storages reads wait on now: the driver tells their
+    /// [`set_link_received`](Self::set_link_received) before it fires the timers.
+    pub fn reading_from(&self) -> Vec<NodeName> {
+        let mut nodes: Vec<NodeName> = self.reads.values().map(|read| read.node.clone()).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// The bytes received so far on the link to `node`, as the driver measured them
+    /// (`None`: not connected). A read whose replica keeps sending is not taken for
+    /// failed at its deadline (see [`load`](Self::load)): a large object takes as long as
+    /// its transfer, however large, while a silent replica is left after the load timeout.
+    pub fn set_link_received(&mut self, node: &str, bytes: Option<u64>) {
+        match bytes {
+            Some(bytes) => {
+                self.link_received.insert(node.to_owned(), bytes);
+            }
+            None => {
+                self.link_received.remove(node);
+            }
         }
     }
 
@@ -225,6 +271,7 @@ impl Client {
         read.failures.push((read.node.clone(), failure));
         match read.others.pop_front() {
             Some(node) => {
+                read.received_at_ask = self.link_received.get(&node).copied();
                 read.node = node;
                 read.deadline = now + self.config.load_timeout;
                 self.out.send(&read.node, read.query.message(request));

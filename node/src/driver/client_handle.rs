@@ -9,6 +9,7 @@ use replicast_transport::fanout::Fanout;
 use replicast_transport::quic::Endpoint;
 use tokio::sync::oneshot;
 
+use super::client_calls;
 use super::client_dispatch::{self, Current, InvalidationListener, ReadOutcome, Shared};
 use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
 use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
@@ -500,12 +501,13 @@ impl ClientHandle {
         kind: StoreKind,
     ) -> Result<(), ClientError> {
         self.check_aborted()?;
-        let result = self
-            .inner
+        let shared = self.inner.shared.clone();
+        self.inner
             .driver
-            .call(move |client, now| client.store_kind(now, oid, serial, data, kind))
-            .await?;
-        self.after_call(result)
+            .call(move |client, now| {
+                client_calls::store(client, &shared, now, oid, serial, data, kind)
+            })
+            .await?
     }
 
     /// Waits until every store and check sent so far is answered; returns the conflicts not
@@ -517,30 +519,11 @@ impl ClientHandle {
         let now = self
             .inner
             .driver
-            .call(move |client, _| {
-                if let Some(error) = shared.take_pipelined() {
-                    return Err(error);
-                }
-                if let Some(conflicts) = client.stores_answered() {
-                    return Ok(Some(conflicts));
-                }
-                let mut waiters = shared.waiters();
-                match waiters.current.as_mut() {
-                    Some(current) if client.current_transaction().is_some() => {
-                        current.stores.push(reply);
-                        Ok(None)
-                    }
-                    _ => Err(ProtocolError::InvalidCall {
-                        call: "wait_stores",
-                        reason: "no transaction is storing",
-                    }),
-                }
-            })
-            .await?;
+            .call(move |client, _| client_calls::stores(client, &shared, reply))
+            .await??;
         match now {
-            Ok(Some(conflicts)) => Ok(conflicts),
-            Ok(None) => self.wait("stores", answered).await?,
-            Err(error) => self.after_call(Err(error)).map(|()| Vec::new()),
+            Some(conflicts) => Ok(conflicts),
+            None => self.wait("stores", answered).await?,
         }
     }
 
@@ -555,20 +538,10 @@ impl ClientHandle {
         }
         let (reply, voted) = oneshot::channel();
         let shared = self.inner.shared.clone();
-        let result = self
-            .inner
+        self.inner
             .driver
-            .call(move |client, now| {
-                let result = client.vote(now, info);
-                if result.is_ok()
-                    && let Some(current) = shared.waiters().current.as_mut()
-                {
-                    current.vote = Some(reply);
-                }
-                result
-            })
-            .await?;
-        self.after_call(result)?;
+            .call(move |client, now| client_calls::vote(client, &shared, now, info, reply))
+            .await??;
         self.wait("vote", voted).await??;
         Ok(self
             .inner
@@ -584,20 +557,10 @@ impl ClientHandle {
         self.check_aborted()?;
         let (reply, finished) = oneshot::channel();
         let shared = self.inner.shared.clone();
-        let result = self
-            .inner
+        self.inner
             .driver
-            .call(move |client, _| {
-                let result = client.finish();
-                if result.is_ok()
-                    && let Some(current) = shared.waiters().current.as_mut()
-                {
-                    current.finish = Some(reply);
-                }
-                result
-            })
-            .await?;
-        self.after_call(result)?;
+            .call(move |client, _| client_calls::finish(client, &shared, reply))
+            .await??;
         self.wait("finish", finished).await?
     }
 
@@ -648,8 +611,9 @@ impl ClientHandle {
     /// The last committed revision of `oid` (its TID and data), `None` if it has none.
     ///
     /// The readable replica with the lowest measured round-trip time is asked first; on
-    /// failure (a failed answer, the storage lost, no answer within the load timeout) the
-    /// next one is.
+    /// failure (a failed answer, the storage lost, no answer within the load timeout while
+    /// it sends nothing) the next one is. A large object takes as long as its transfer: the
+    /// load timeout counts only time in which the replica sends nothing.
     pub async fn load(&self, oid: Oid) -> Result<Option<(Tid, ObjectData)>, ClientError> {
         Ok(self.load_with_replica(oid).await?.0)
     }
@@ -738,8 +702,13 @@ impl ClientHandle {
                     .map(|table| table.storages().to_vec())
                     .unwrap_or_default();
                 for node in storages {
-                    let rtt = endpoint.known_link(&node).and_then(|link| link.rtt());
-                    client.set_link_rtt(&node, rtt);
+                    let link = endpoint.known_link(&node);
+                    client.set_link_rtt(&node, link.as_ref().and_then(|link| link.rtt()));
+                    // Where the read goes, what arrives from now on counts as its progress.
+                    let received = link
+                        .and_then(|link| link.connection_stats())
+                        .map(|stats| stats.udp_rx.bytes);
+                    client.set_link_received(&node, received);
                 }
                 let request = send(client, now)?;
                 shared.waiters().reads.insert(request, reply);
@@ -877,17 +846,6 @@ impl ClientHandle {
                 Err(ClientError::Aborted(reason))
             }
             None => Ok(()),
-        }
-    }
-
-    /// A refused call may be the consequence of an abort that arrived meanwhile: report that.
-    fn after_call(&self, result: Result<(), ProtocolError>) -> Result<(), ClientError> {
-        match result {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.check_aborted()?;
-                Err(error.into())
-            }
         }
     }
 

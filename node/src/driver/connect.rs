@@ -337,7 +337,8 @@ pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout,
     // other processes with the same name) apart. RandomState is seeded from the operating
     // system's randomness.
     let session_id = RandomState::new().build_hasher().finish();
-    let sender = MulticastSenderConfig::new(socket, session_id);
+    let timeouts = super::FailureTimeouts::after(config.link.idle_timeout);
+    let sender = timeouts.sender(MulticastSenderConfig::new(socket, session_id));
     Fanout::bind(
         endpoint.clone(),
         FanoutConfig {

@@ -6,8 +6,11 @@
 //! [`Fanout::send_to`] to the named storages with the writer's strategy, and reports every
 //! storage the store did not reach back to the role. The pump keeps the storages of the
 //! address book as replicas of the writer: it adds a storage the first time a store names it,
-//! and adds it again (in the background, at most once a second) after a failed delivery or
-//! when its address changes, since a restarted storage has forgotten its membership.
+//! and adds it again (in the background, at most once a second) after a failed delivery,
+//! when its connection failed or when its address changes, since a restarted storage has
+//! forgotten its membership. A store to a storage whose connection failed (dead, frozen or
+//! restarted) fails for it at once rather than dialing it again inline: a frozen storage
+//! would hold the store for the whole connect timeout.
 //!
 //! A storage's driver routes the endpoint's requests and objects (the fan-out's) to a
 //! [`FanoutReceiver`] and each delivered object, which must decode to a [`Message::Store`],
@@ -300,6 +303,15 @@ async fn member_ready(
             start_join(writer, shared, name, addr);
             false
         }
+        (Some(Member::Joined(_)), Some(addr)) if !link_up(writer, name) => {
+            // Its connection failed (the link's failure detection took it for dead, or it
+            // restarted): a store would dial it again and wait the whole connect timeout
+            // for a frozen or dead storage. The store fails for it now, and the transaction
+            // goes on on the other replicas; it is added again in the background (a
+            // restarted storage has forgotten its membership anyway).
+            start_join(writer, shared, name, addr);
+            false
+        }
         (Some(Member::Joined(_)), _) => true,
         (Some(Member::Rejoining), _) => false,
         (Some(Member::Stale(since)), Some(addr)) if since.elapsed() >= REJOIN_AFTER => {
@@ -308,6 +320,14 @@ async fn member_ready(
         }
         (Some(Member::Stale(_)), _) => false,
     }
+}
+
+/// Whether the writer's connection to `name` is live now.
+fn link_up(writer: &Fanout, name: &str) -> bool {
+    writer
+        .endpoint()
+        .known_link(name)
+        .is_some_and(|link| link.is_connected())
 }
 
 /// Starts adding `name` at `addr` in the background; stores to it fail until it joined.

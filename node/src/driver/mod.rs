@@ -39,6 +39,7 @@
 //! their connection: the master needs no directory, a storage names the master, a client
 //! names the master (and, where the master cannot tell, the storages).
 
+mod client_calls;
 mod client_dispatch;
 mod client_handle;
 mod client_log;
@@ -46,6 +47,7 @@ mod connect;
 mod fanout;
 mod role;
 mod run;
+mod timeouts;
 
 pub use client_dispatch::{Invalidation, InvalidationListener};
 pub use client_handle::{ClientError, ClientHandle};
@@ -57,3 +59,4 @@ pub use connect::{
 pub use fanout::FanoutDeliveries;
 pub use role::Role;
 pub use run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn, spawn_storage};
+pub use timeouts::FailureTimeouts;

@@ -65,6 +65,16 @@ pub trait Role: Send + 'static {
     fn report_target(&self) -> Option<String> {
         None
     }
+    /// The peers whose received bytes the role needs before its timers fire (a client's
+    /// reads: a replica still sending is not given up). None, by default.
+    fn watched_peers(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The bytes received so far on the current connection to `peer` (`None`: not
+    /// connected), for [`watched_peers`](Self::watched_peers).
+    fn peer_received(&mut self, peer: &str, bytes: Option<u64>) {
+        let _ = (peer, bytes);
+    }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
@@ -226,5 +236,11 @@ impl Role for Client {
     }
     fn fanout_delivered(&mut self, now: SystemTime, id: u64, peer: &str) {
         Client::fanout_delivered(self, now, id, peer);
+    }
+    fn watched_peers(&self) -> Vec<String> {
+        Client::reading_from(self)
+    }
+    fn peer_received(&mut self, peer: &str, bytes: Option<u64>) {
+        Client::set_link_received(self, peer, bytes);
     }
 }

@@ -430,6 +430,7 @@ impl<R: Role> Driver<R> {
                 },
                 Some(closed) = link_queue.recv() => self.outbound_closed(closed),
                 _ = sleep, if timer.is_some() => {
+                    self.tell_received();
                     let result = self.role.handle_timeout(SystemTime::now());
                     self.note(result, "timer");
                 }
@@ -439,6 +440,18 @@ impl<R: Role> Driver<R> {
             }
         }
         self.role
+    }
+
+    /// Tells the role what its watched peers sent so far (see [`Role::watched_peers`]).
+    fn tell_received(&mut self) {
+        for peer in self.role.watched_peers() {
+            let bytes = self
+                .endpoint
+                .known_link(&peer)
+                .and_then(|link| link.connection_stats())
+                .map(|stats| stats.udp_rx.bytes);
+            self.role.peer_received(&peer, bytes);
+        }
     }
 
     /// Sends the master what this node measures of its links.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use replicast_certs::NodeIdentity;
 use replicast_node::client::{Client, ClientConfig};
-use replicast_node::driver::{ClientHandle, DriverConfig};
+use replicast_node::driver::{ClientHandle, DriverConfig, FailureTimeouts};
 use replicast_transport::fanout::{Fanout, FanoutConfig, Strategy};
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::{Endpoint, LinkConfig};
@@ -48,6 +48,10 @@ pub fn strategy_name(strategy: Strategy) -> &'static str {
     }
 }
 
+/// The in-process clients' links take a silent peer for lost after this long (the
+/// cluster's `[link] idle_timeout_ms`).
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Client `name`'s QUIC endpoint on 127.0.0.1 with its certificate from `certs/`; a silent
 /// peer is noticed within a second or two, not quinn's 30 s.
 ///
@@ -62,7 +66,7 @@ pub fn client_endpoint(certs: &Path, name: &str) -> Endpoint {
     .expect("load the client's certificate");
     let link = LinkConfig {
         keep_alive: Some(Duration::from_millis(500)),
-        idle_timeout: Some(Duration::from_secs(2)),
+        idle_timeout: Some(CLIENT_IDLE_TIMEOUT),
         ..LinkConfig::default()
     };
     endpoint::bind_identity(&identity, &EndpointSpec::default().with_link(link))
@@ -116,7 +120,10 @@ pub async fn connect_masters(
                 endpoint.clone(),
                 FanoutConfig {
                     strategy,
-                    ..FanoutConfig::new(MulticastSenderConfig::new(socket, random_u64()))
+                    ..FanoutConfig::new(
+                        FailureTimeouts::after(CLIENT_IDLE_TIMEOUT)
+                            .sender(MulticastSenderConfig::new(socket, random_u64())),
+                    )
                 },
             )
             .expect("bind the fan-out writer")

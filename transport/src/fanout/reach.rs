@@ -21,7 +21,9 @@ pub enum Strategy {
     Multicast,
     /// Multicast to the replicas that have proven reachable on the group, unicast to the
     /// rest; a replica whose multicast delivery fails gets the object by unicast at once and
-    /// is demoted to unicast until it proves reachable again.
+    /// is demoted to unicast until it proves reachable again. A replica whose QUIC link
+    /// failed meanwhile (dead or frozen) is reported failed instead: the unicast would only
+    /// dial it again.
     #[default]
     Auto,
 }

@@ -628,6 +628,14 @@ impl Delivery {
                 .multicast_failed(self.target.receiver_id, strategy, Instant::now())
         };
         match (fallback, verdict) {
+            // The link failed under the request (the replica died or froze, and the link's
+            // failure detection noticed): a unicast fallback would dial it again and wait
+            // the whole connect timeout. The delivery fails now instead.
+            (Fallback::Unicast, Err(e)) if !self.target.link.is_connected() => {
+                self.resolve(ReplicaOutcome::Failed {
+                    reason: DeliveryFailure::Link(e),
+                });
+            }
             (Fallback::Unicast, _) => self.by_unicast(DeliveryPath::UnicastFallback).await,
             (Fallback::Fail, Ok(verdict)) => self.resolve(ReplicaOutcome::Failed {
                 reason: DeliveryFailure::Multicast(verdict),
