@@ -108,6 +108,7 @@ impl Storage {
                 stored: BTreeSet::new(),
                 restored: BTreeSet::new(),
                 failed: false,
+                staged_bytes: 0,
                 voting: false,
                 voted: false,
                 deadline,
@@ -186,6 +187,7 @@ impl Storage {
             data,
             kind,
         } = store;
+        txn.staged_bytes += data.as_bytes().len() as u64;
         // A partition catching up here may lack the revisions a serial names: the readable
         // replicas check it.
         let check = !self.replicator.unchecked(&self.name, oid);
@@ -313,6 +315,7 @@ impl Storage {
         txn.queue.clear();
         txn.stored.clear();
         txn.restored.clear();
+        txn.staged_bytes = 0;
         txn.waiting = false;
         txn.failed = false;
         let (client, generation) = (txn.client.clone(), txn.generation);
@@ -431,7 +434,7 @@ impl Storage {
         let result = match result {
             Ok(()) => {
                 txn.voted = true;
-                txn.deadline = now + self.config.outcome_timeout;
+                txn.deadline = now + self.config.outcome_deadline(txn.staged_bytes);
                 VoteResult::Yes
             }
             Err(EngineError::Conflict {

@@ -5,8 +5,17 @@ use std::time::Duration;
 /// Timeouts and bounds of a storage.
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
-    /// How long a voted transaction waits for its finish before the master is asked.
+    /// How long a voted transaction waits for its finish before the master is asked, plus
+    /// the time its staged bytes take at
+    /// [`outcome_bytes_per_second`](Self::outcome_bytes_per_second) (see
+    /// [`outcome_deadline`](Self::outcome_deadline)).
     pub outcome_timeout: Duration,
+    /// The slowest rate, in bytes per second, at which the other voters of a transaction are
+    /// expected to make their staged bytes durable: the master aborts a voted transaction
+    /// whose finish has not come when asked, so asking before the others could vote would
+    /// fail every large transaction on a slow disk. The clients' vote deadline uses the same
+    /// default rate (`ClientConfig::vote_bytes_per_second`).
+    pub outcome_bytes_per_second: u64,
     /// How long an unvoted transaction may stay idle (not waiting for a lock) before it is
     /// aborted.
     pub idle_timeout: Duration,
@@ -38,6 +47,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             outcome_timeout: Duration::from_secs(3),
+            outcome_bytes_per_second: 16 << 20,
             idle_timeout: Duration::from_secs(30),
             remembered_ends: 4096,
             replication_batch_bytes: 1 << 20,
@@ -48,5 +58,27 @@ impl Default for StorageConfig {
             max_unpersisted_bytes: 64 << 20,
             max_pending_reads: 1024,
         }
+    }
+}
+
+impl StorageConfig {
+    /// How long a transaction that staged `bytes` here waits, once voted, for its finish
+    /// before the master is asked about it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use replicast_node::storage::StorageConfig;
+    ///
+    /// let config = StorageConfig::default();
+    /// assert_eq!(config.outcome_deadline(0), config.outcome_timeout);
+    /// // 64 MiB at 16 MiB/s: four more seconds.
+    /// assert_eq!(
+    ///     config.outcome_deadline(64 << 20),
+    ///     config.outcome_timeout + Duration::from_secs(4)
+    /// );
+    /// ```
+    pub fn outcome_deadline(&self, bytes: u64) -> Duration {
+        let rate = self.outcome_bytes_per_second.max(1);
+        self.outcome_timeout + Duration::from_secs_f64(bytes as f64 / rate as f64)
     }
 }

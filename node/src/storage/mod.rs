@@ -185,6 +185,8 @@ struct Transaction {
     restored: BTreeSet<Oid>,
     /// A staging of this generation failed: the vote says no.
     failed: bool,
+    /// The bytes staged in this generation (what the other voters write too, about).
+    staged_bytes: u64,
     /// The vote is written and not persisted yet.
     voting: bool,
     voted: bool,

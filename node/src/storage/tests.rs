@@ -964,3 +964,34 @@ fn a_cell_that_was_whole_and_goes_out_of_date_forgets_what_replication_brought()
         "{asked:?}"
     );
 }
+
+#[test]
+fn a_voted_transaction_asks_its_outcome_later_the_more_it_staged() {
+    // 3 s, plus 1 s per MiB staged: the 2 MiB voted at second 3 are asked about at second 8.
+    let mut storage = storage(StorageConfig {
+        outcome_bytes_per_second: 1 << 20,
+        ..StorageConfig::default()
+    });
+    table_here(&mut storage);
+    let (ttid, oid) = (Tid(10), Oid(1));
+    store(&mut storage, "c1", ttid, oid, &vec![7; 2 << 20]);
+    vote(&mut storage, "c1", ttid, &[oid]);
+    let persists = writes(&mut storage);
+    persist_all(&mut storage, persists);
+    sent(&mut storage);
+    let asked = |storage: &mut Storage| {
+        sent(storage)
+            .iter()
+            .any(|(to, message)| to == MASTER && matches!(message, Message::AskOutcome { .. }))
+    };
+    storage.handle_timeout(at(7)).expect("timers");
+    assert!(
+        !asked(&mut storage),
+        "the other voters may still be writing"
+    );
+    storage.handle_timeout(at(8)).expect("timers");
+    assert!(
+        asked(&mut storage),
+        "asked once the deadline for its bytes passed"
+    );
+}
