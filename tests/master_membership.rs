@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use replicast_testkit::process::{
-    ClusterSpec, LocalCluster, binary, client, get, put, replicast, run,
+    ClusterSpec, LocalCluster, binary, get, put, put_retrying, replicast, run,
 };
 
 /// What `replicast master-log show` prints, by key.
@@ -109,20 +109,6 @@ fn check_objects(writer: &Path, written: &BTreeMap<u64, (String, String)>) {
     for (oid, expected) in written {
         assert_eq!(&get(writer, *oid), expected, "object {oid}");
     }
-}
-
-/// `replicast client put`, again while its transaction aborts (one attempt may fall on a
-/// failover); the TID it prints.
-fn put_retrying(config: &Path, oid: u64, data: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..5 {
-        match client(config, &["put", &oid.to_string(), data]) {
-            Ok(tid) => return tid,
-            Err(error) if error.contains("transaction aborted") => last = error,
-            Err(error) => panic!("put {oid} {data}: {error}"),
-        }
-    }
-    panic!("put {oid} {data} aborted 5 times: {last}");
 }
 
 #[test]

@@ -16,22 +16,8 @@ use std::process::{Command, Stdio};
 
 use replicast_testkit::process::replicas::{all_up_to_date, out_of_date, wait_for_table};
 use replicast_testkit::process::{
-    self as support, ClusterSpec, LocalCluster, binary, client, get, put, replicast,
+    self as support, ClusterSpec, LocalCluster, binary, client, get, put, put_retrying, replicast,
 };
-
-/// `replicast client put`, again while the transaction is aborted (one attempt may fall on
-/// a failover: its transaction then aborts, and a writer retries); the TID it prints.
-fn put_retrying(config: &std::path::Path, oid: u64, data: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..5 {
-        match client(config, &["put", &oid.to_string(), data]) {
-            Ok(tid) => return tid,
-            Err(error) if error.contains("transaction aborted") => last = error,
-            Err(error) => panic!("put {oid} {data}: {error}"),
-        }
-    }
-    panic!("put {oid} {data} aborted 5 times: {last}");
-}
 
 /// SIGKILLs the primary; with one master, starts it again. Returns the master killed.
 fn crash_primary(cluster: &mut LocalCluster) -> String {

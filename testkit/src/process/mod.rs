@@ -195,6 +195,23 @@ pub fn put(config: &Path, oid: u64, data: &str) -> String {
     tid
 }
 
+/// [`put`], again while its transaction aborts (an attempt may fall on a failover of the
+/// master: its transaction then aborts, and a writer retries); the TID it prints.
+///
+/// # Panics
+/// When the command fails otherwise, or aborts five times in a row.
+pub fn put_retrying(config: &Path, oid: u64, data: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match client(config, &["put", &oid.to_string(), data]) {
+            Ok(tid) => return tid,
+            Err(error) if error.contains("transaction aborted") => last = error,
+            Err(error) => panic!("put {oid} {data}: {error}"),
+        }
+    }
+    panic!("put {oid} {data} aborted 5 times: {last}");
+}
+
 /// `replicast client get OID`; returns `(serial, data)`.
 ///
 /// # Panics
