@@ -1043,6 +1043,12 @@ mod tests {
         assert_eq!(client.current_transaction(), Some(Tid(9)));
     }
 
+    /// The first `Loaded` event the client has to report (the others before it are taken).
+    fn loaded_event(client: &mut Client) -> Option<ClientEvent> {
+        std::iter::from_fn(|| client.poll_event())
+            .find(|event| matches!(event, ClientEvent::Loaded { .. }))
+    }
+
     fn next_load_target(client: &mut Client) -> Option<String> {
         std::iter::from_fn(|| client.poll_transmit())
             .find(|transmit| matches!(transmit.message, Message::Load { .. }))
@@ -1078,8 +1084,7 @@ mod tests {
             result: LoadResult::Missing,
         };
         client.handle(later, "s3", found).expect("answer");
-        let loaded = std::iter::from_fn(|| client.poll_event())
-            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        let loaded = loaded_event(&mut client);
         assert_eq!(
             loaded,
             Some(ClientEvent::Loaded {
@@ -1132,8 +1137,7 @@ mod tests {
                 },
             )
             .expect("answer");
-        let loaded = std::iter::from_fn(|| client.poll_event())
-            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        let loaded = loaded_event(&mut client);
         assert_eq!(
             loaded,
             Some(ClientEvent::Loaded {
@@ -1158,8 +1162,7 @@ mod tests {
             assert_eq!(next_load_target(&mut client).as_deref(), Some(node));
             client.peer_lost(now, node);
         }
-        let loaded = std::iter::from_fn(|| client.poll_event())
-            .find(|event| matches!(event, ClientEvent::Loaded { .. }));
+        let loaded = loaded_event(&mut client);
         assert_eq!(
             loaded,
             Some(ClientEvent::Loaded {

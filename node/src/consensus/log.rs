@@ -169,7 +169,7 @@ impl RaftLog {
             // The membership is fixed when the log is created (or first opened by a version
             // that did not store it): from then on the configuration cannot change the group
             // behind raft's back, only `set_voters`, on purpose.
-            log.write_snapshot_meta()?;
+            log.write_meta(&[(SNAPSHOT, encode(&log.snapshot))])?;
         }
         Ok(log)
     }
@@ -178,35 +178,29 @@ impl RaftLog {
     /// changes the masters of a stopped group (every member starting from a copy of one log;
     /// see docs/DEPLOY.md), never for a running one, whose members raft alone may change.
     pub fn set_members(&mut self, names: &[String]) -> Result<(), LogError> {
+        let names = sorted_names(names);
         let mut voters: Vec<u64> = names.iter().map(|name| raft_id(name)).collect();
         voters.sort_unstable();
-        voters.dedup();
         self.snapshot.membership = Membership {
             voters,
             ..Membership::default()
         };
-        self.write_snapshot_meta()?;
-        self.record_names(names)
+        self.write_meta(&[
+            (SNAPSHOT, encode(&self.snapshot)),
+            (MEMBER_NAMES, encode(&names)),
+        ])?;
+        self.member_names = names;
+        Ok(())
     }
 
-    /// Records the members' names (raft ids are hashes of them), for an operator's messages.
+    /// Records the members' names (raft ids are hashes of them), for an operator's messages;
+    /// writes only when they changed.
     pub fn record_names(&mut self, names: &[String]) -> Result<(), LogError> {
-        let mut names = names.to_vec();
-        names.sort();
-        names.dedup();
-        if names == self.member_names {
-            return Ok(());
+        let names = sorted_names(names);
+        if names != self.member_names {
+            self.write_meta(&[(MEMBER_NAMES, encode(&names))])?;
+            self.member_names = names;
         }
-        let mut txn = self.db.begin_write().map_err(db_err("begin"))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(db_err("set durability"))?;
-        {
-            let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
-            meta.insert(MEMBER_NAMES, encode(&names).as_slice())
-                .map_err(db_err("write member names"))?;
-        }
-        txn.commit().map_err(db_err("commit member names"))?;
-        self.member_names = names;
         Ok(())
     }
 
@@ -223,16 +217,19 @@ impl RaftLog {
             .map(String::as_str)
     }
 
-    fn write_snapshot_meta(&self) -> Result<(), LogError> {
+    /// Writes `values` (key, encoded value) into the meta table in one durable transaction.
+    fn write_meta(&self, values: &[(&str, Vec<u8>)]) -> Result<(), LogError> {
         let mut txn = self.db.begin_write().map_err(db_err("begin"))?;
         txn.set_durability(Durability::Immediate)
             .map_err(db_err("set durability"))?;
         {
             let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
-            meta.insert(SNAPSHOT, encode(&self.snapshot).as_slice())
-                .map_err(db_err("write membership"))?;
+            for (key, value) in values {
+                meta.insert(*key, value.as_slice())
+                    .map_err(db_err("write meta"))?;
+            }
         }
-        txn.commit().map_err(db_err("commit membership"))
+        txn.commit().map_err(db_err("commit meta"))
     }
 
     /// The term of the last entry (the snapshot's when no entry follows it): with
@@ -377,6 +374,14 @@ impl RaftLog {
         let offset = index.checked_sub(self.snapshot.index + 1)?;
         self.entries.get(usize::try_from(offset).ok()?)
     }
+}
+
+/// `names` sorted, each once: how the log keeps them.
+fn sorted_names(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    names
 }
 
 impl raft::Storage for RaftLog {

@@ -110,6 +110,19 @@ fn vote(storage: &mut Storage, client: &str, ttid: Tid, oids: &[Oid]) {
     storage.handle(at(2), client, vote).expect("vote taken");
 }
 
+/// What a replicating partition 0 asks its source, `"source"`: the transactions after `after`
+/// up to TID 100.
+fn asked_from_source(after: Tid) -> (String, Message) {
+    (
+        "source".to_owned(),
+        Message::AskTransactions {
+            partition: 0,
+            after,
+            up_to: Tid(100),
+        },
+    )
+}
+
 fn persist_all(storage: &mut Storage, persists: Vec<Persist>) {
     for persist in persists {
         storage
@@ -806,17 +819,7 @@ fn feeding_from_source() -> Storage {
             }),
         )
         .expect("replicate");
-    assert_eq!(
-        sent(&mut storage),
-        [(
-            "source".to_owned(),
-            Message::AskTransactions {
-                partition: 0,
-                after: Tid::ZERO,
-                up_to: Tid(100)
-            }
-        )]
-    );
+    assert_eq!(sent(&mut storage), [asked_from_source(Tid::ZERO)]);
     storage
 }
 
@@ -876,17 +879,7 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
         }]
     );
     // The next batch is asked at once, from where the batch being imported ends.
-    assert_eq!(
-        sent(&mut storage),
-        [(
-            "source".to_owned(),
-            Message::AskTransactions {
-                partition: 0,
-                after: Tid(50),
-                up_to: Tid(100)
-            }
-        )]
-    );
+    assert_eq!(sent(&mut storage), [asked_from_source(Tid(50))]);
     // It arrives before the first is on disk: held, not written, and nothing more asked.
     storage
         .handle(at(2), "source", transactions_batch(Tid(50), Tid(60), None))
@@ -972,17 +965,7 @@ fn a_failed_import_drops_what_came_after_it_and_asks_again_from_the_disk() {
     assert!(sent(&mut storage).is_empty());
     let retry = storage.poll_timeout().expect("a retry is due");
     storage.handle_timeout(retry).expect("timeout");
-    assert_eq!(
-        sent(&mut storage),
-        [(
-            "source".to_owned(),
-            Message::AskTransactions {
-                partition: 0,
-                after: Tid(50),
-                up_to: Tid(100)
-            }
-        )]
-    );
+    assert_eq!(sent(&mut storage), [asked_from_source(Tid(50))]);
     // A late answer to a question dropped on the way (after 70, past the gap) is not taken
     // for the answer of this one.
     storage
