@@ -46,9 +46,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::Error;
 use super::check::parse_tid;
-use super::master_client::ask_master;
 use super::pacer::Pacer;
-use super::status::{block_on, request_id};
+use super::status::{block_on, cluster_status, request_id};
 
 /// The format of the directory this version writes and reads.
 const FORMAT: u32 = 1;
@@ -756,22 +755,6 @@ impl Fetch {
             bytes,
             xxh3: format!("{:032x}", hasher.digest128()),
         })
-    }
-}
-
-/// The cluster's status, from the master.
-pub(super) async fn cluster_status(
-    config: &NodeConfig,
-    timeout: Duration,
-) -> Result<ClusterStatus, Error> {
-    let request = request_id();
-    let (answer, _, _) = ask_master(config, Message::AskStatus { request }, timeout).await?;
-    match answer {
-        Message::AnswerStatus {
-            status,
-            request: answered,
-        } if answered == request => Ok(*status),
-        other => Err(format!("the master answered {} to AskStatus", other.kind()).into()),
     }
 }
 

@@ -29,14 +29,14 @@ use replicast_node::object::Digest;
 use replicast_node::partition::CellState;
 use replicast_node::persist::MAX_LISTED_RECORDS;
 use replicast_node::protocol::{
-    ChangeOutcome, ClusterStatus, InspectAnswer, InspectAsk, Message, NodeRole, NodeState,
-    OidRange, RangeDigest, RecordDigest, StorageChange, decode_from, encode,
+    ChangeOutcome, InspectAnswer, InspectAsk, Message, NodeRole, NodeState, OidRange, RangeDigest,
+    RecordDigest, StorageChange, decode_from, encode,
 };
 use replicast_transport::quic::{Endpoint, Link};
 
 use super::Error;
 use super::master_client::ask_master;
-use super::status::{block_on, request_id};
+use super::status::{block_on, cluster_status, request_id};
 
 /// Exit status: differences found.
 const DIFFERENCES: i32 = 1;
@@ -288,19 +288,6 @@ async fn check(config: &NodeConfig, args: &CheckArgs, timeout: Duration) -> Resu
     } else {
         0
     })
-}
-
-/// The cluster's status, from the master.
-async fn cluster_status(config: &NodeConfig, timeout: Duration) -> Result<ClusterStatus, Error> {
-    let request = request_id();
-    let (answer, _, _) = ask_master(config, Message::AskStatus { request }, timeout).await?;
-    match answer {
-        Message::AnswerStatus {
-            status,
-            request: answered,
-        } if answered == request => Ok(*status),
-        other => Err(format!("the master answered {} to AskStatus", other.kind()).into()),
-    }
 }
 
 /// Asks the master to feed `storage`'s cell of `partition` again; the new table's version.

@@ -37,7 +37,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::Error;
 use super::backup::{Run, hex_tid};
 use super::master_client::MasterClient;
-use super::status::request_id;
+use super::status::{answered_status, request_id};
 
 /// The status file in the backup directory.
 const STATUS: &str = "follow.json";
@@ -138,13 +138,7 @@ async fn report(
         report: status.report(reporting),
     };
     let (answer, _, _) = master.ask(&message, timeout).await?;
-    match answer {
-        Message::AnswerStatus {
-            status,
-            request: answered,
-        } if answered == request => Ok(*status),
-        other => Err(format!("the master answered {} to ReportBackup", other.kind()).into()),
-    }
+    answered_status(answer, request, "ReportBackup")
 }
 
 fn unix_seconds(time: SystemTime) -> f64 {

@@ -114,6 +114,34 @@ impl StatusArgs {
     }
 }
 
+/// The cluster's status, from the master (following redirects; see [`ask_master`]).
+pub(super) async fn cluster_status(
+    config: &NodeConfig,
+    timeout: Duration,
+) -> Result<ClusterStatus, Error> {
+    let request = request_id();
+    let (answer, _, _) = ask_master(config, Message::AskStatus { request }, timeout).await?;
+    answered_status(answer, request, "AskStatus")
+}
+
+/// The status in `answer`, the master's answer to request `request` (an `asked` message).
+pub(super) fn answered_status(
+    answer: Message,
+    request: u64,
+    asked: &str,
+) -> Result<ClusterStatus, Error> {
+    match answer {
+        Message::AnswerStatus {
+            status,
+            request: answered,
+        } if answered == request => Ok(*status),
+        Message::AnswerStatus {
+            request: answered, ..
+        } => Err(format!("the master answered request {answered}, not {request}").into()),
+        other => Err(format!("the master answered {} to {asked}", other.kind()).into()),
+    }
+}
+
 /// Runs `replicast status`; exits the process with 2 when the cluster is not operational.
 pub fn run(args: StatusArgs) -> Result<(), Error> {
     let config = NodeConfig::load(&args.config)?;
@@ -121,17 +149,7 @@ pub fn run(args: StatusArgs) -> Result<(), Error> {
     let request = request_id();
     let (answer, name, address) =
         block_on(ask_master(&config, Message::AskStatus { request }, timeout))?;
-    let Message::AnswerStatus {
-        status,
-        request: answered,
-    } = answer
-    else {
-        return Err(format!("the master answered {} to AskStatus", answer.kind()).into());
-    };
-    if answered != request {
-        return Err(format!("the master answered request {answered}, not {request}").into());
-    }
-    let mut status = *status;
+    let mut status = answered_status(answer, request, "AskStatus")?;
     // The master role knows neither its certificate's name nor its socket unless its driver
     // told it; this command authenticated the name and dialed the address.
     if let Some(own) = status
