@@ -98,6 +98,13 @@ fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
                  voted; retry it"
             ),
         ),
+        ClientError::Aborted(AbortReason::MasterLost) => raise_ours(
+            py,
+            "ClientDisconnected",
+            "the masters' primary was lost while the transaction was open, and the masters \
+             aborted it; nothing of it committed: retry it"
+                .to_owned(),
+        ),
         ClientError::Aborted(reason) => raise_ours(
             py,
             "TransactionFailed",

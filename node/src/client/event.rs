@@ -48,6 +48,11 @@ pub enum AbortReason {
     },
     /// The master refused the finish.
     FinishRefused(TransactionOutcome),
+    /// The finish was answered aborted after the link to the primary that began the
+    /// transaction was lost or another master became primary: the masters' failover aborted
+    /// it (a primary aborts what a lost client had open; a new primary never decides what an
+    /// earlier one began). Nothing of it committed; it may be retried as it is.
+    MasterLost,
 }
 
 /// What a conflict is about.

@@ -130,6 +130,11 @@ struct Transaction {
     resolved: BTreeSet<Oid>,
     /// Whether [`ClientEvent::StoresAnswered`] was reported since the last store went out.
     answered_reported: bool,
+    /// Whether the link to the primary was lost, or the primary changed, since the
+    /// transaction was begun: the primary that began it aborts it when it loses the client,
+    /// and a new one never decides it, so an aborted finish then means the masters' failover
+    /// (worth a retry), not a refusal.
+    master_lost: bool,
     replicas: BTreeMap<NodeName, Replica>,
     failed: BTreeSet<NodeName>,
     info: TransactionInfo,
@@ -341,6 +346,7 @@ impl Client {
             conflicts: BTreeMap::new(),
             resolved: BTreeSet::new(),
             answered_reported: false,
+            master_lost: false,
             replicas: BTreeMap::new(),
             failed: BTreeSet::new(),
             info: TransactionInfo::default(),
@@ -598,9 +604,14 @@ impl Client {
             }
             Message::AnswerFinish { ttid, outcome } if from_master => {
                 self.transaction(from, "AnswerFinish", ttid, &[Phase::Finishing])?;
-                self.txn = None;
+                let master_lost = self.txn.take().is_some_and(|txn| txn.master_lost);
                 self.events.push_back(match outcome {
                     TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
+                    TransactionOutcome::Aborted if master_lost => {
+                        let reason = AbortReason::MasterLost;
+                        self.last_abort = Some((ttid, reason.clone()));
+                        ClientEvent::Aborted { ttid, reason }
+                    }
                     refused => {
                         let reason = AbortReason::FinishRefused(refused);
                         self.last_abort = Some((ttid, reason.clone()));
@@ -1041,6 +1052,69 @@ mod tests {
             )
             .expect("the begin is answered");
         assert_eq!(client.current_transaction(), Some(Tid(9)));
+    }
+
+    /// Begins, votes with nothing stored and asks the finish of transaction `ttid`.
+    fn finishing(client: &mut Client, now: SystemTime, ttid: Tid) {
+        client.begin().expect("begin");
+        client
+            .handle(now, "master", order(Message::AnswerBegin { ttid }))
+            .expect("the begin is answered");
+        client.vote(now, TransactionInfo::default()).expect("vote");
+        client.finish().expect("finish");
+        while client.poll_transmit().is_some() {}
+    }
+
+    fn aborted_reason(client: &mut Client) -> Option<AbortReason> {
+        std::iter::from_fn(|| client.poll_event()).find_map(|event| match event {
+            ClientEvent::Aborted { reason, .. } => Some(reason),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_aborted_finish_after_the_primary_was_lost_is_the_failover_not_a_refusal() {
+        let now = SystemTime::UNIX_EPOCH;
+        let aborted = |ttid| {
+            order(Message::AnswerFinish {
+                ttid,
+                outcome: TransactionOutcome::Aborted,
+            })
+        };
+        // The primary that began it answers: a refusal.
+        let (mut client, _) = ready_client();
+        finishing(&mut client, now, Tid(9));
+        client
+            .handle(now, "master", aborted(Tid(9)))
+            .expect("answer");
+        assert_eq!(
+            aborted_reason(&mut client),
+            Some(AbortReason::FinishRefused(TransactionOutcome::Aborted))
+        );
+        // The link to the primary dropped before the answer: the master forgot the client
+        // and aborted what it had open; the finish asked again says so.
+        finishing(&mut client, now, Tid(11));
+        client.peer_lost(now, "master");
+        let retry = now + ClientConfig::default().master_retry;
+        client.handle_timeout(retry);
+        let asked: Vec<&'static str> = std::iter::from_fn(|| client.poll_transmit())
+            .map(|transmit| transmit.message.kind())
+            .filter(|kind| *kind != "AskPrimary")
+            .collect();
+        assert_eq!(asked, ["ClientHello", "AskFinish"]);
+        client
+            .handle(retry, "master", aborted(Tid(11)))
+            .expect("answer");
+        assert_eq!(aborted_reason(&mut client), Some(AbortReason::MasterLost));
+        // The next transaction starts clean.
+        finishing(&mut client, retry, Tid(13));
+        client
+            .handle(retry, "master", aborted(Tid(13)))
+            .expect("answer");
+        assert_eq!(
+            aborted_reason(&mut client),
+            Some(AbortReason::FinishRefused(TransactionOutcome::Aborted))
+        );
     }
 
     /// The first `Loaded` event the client has to report (the others before it are taken).

@@ -122,6 +122,9 @@ impl Client {
     /// `primary` is the primary now: it hears of this client, and of every request the old
     /// one did not answer.
     fn follow_primary(&mut self, now: SystemTime, primary: &str) {
+        if primary != self.master {
+            self.primary_lost_by_transaction();
+        }
         self.master = primary.to_owned();
         self.awaiting.hello = true;
         self.out.send(primary, Message::ClientHello);
@@ -156,6 +159,18 @@ impl Client {
         self.follow_primary(now, &master);
     }
 
+    /// The open transaction, if begun, lost the primary that began it (see
+    /// [`AbortReason::MasterLost`](super::AbortReason::MasterLost)).
+    fn primary_lost_by_transaction(&mut self) {
+        if let Some(txn) = self
+            .txn
+            .as_mut()
+            .filter(|txn| txn.phase != Phase::Beginning)
+        {
+            txn.master_lost = true;
+        }
+    }
+
     /// Asks every master but `except` who the primary is.
     fn ask_masters(&mut self, except: Option<&str>) {
         let masters: Vec<String> = self.masters.masters().to_vec();
@@ -175,6 +190,7 @@ impl Client {
         if self.masters.primary() != Some(master) && !asked {
             return;
         }
+        self.primary_lost_by_transaction();
         self.masters.lost(master);
         if asked {
             self.masters.next_probe();
