@@ -448,6 +448,7 @@ where
     announce(&format!("ready {name} {address}"))?;
 
     // The watch borrows the driver: it ends before the driver is stopped.
+    let mut watch_failed = None;
     {
         let watch = async {
             let mut reported: Vec<String> = Vec::new();
@@ -473,7 +474,8 @@ where
         loop {
             tokio::select! {
                 result = &mut watch => {
-                    result?;
+                    // The driver stopped on its own: the role may say why, below.
+                    watch_failed = result.err();
                     break;
                 }
                 _ = terminate.recv() => {
@@ -494,6 +496,12 @@ where
         .stop()
         .await
         .map_err(|e| format!("the driver of {name} failed: {e}"))?;
+    if let Some(failure) = role.failure() {
+        return Err(format!("{name} stopped: {failure}").into());
+    }
+    if let Some(error) = watch_failed {
+        return Err(error);
+    }
     // Bounded: a peer that vanished never acknowledges the close.
     if tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle())
         .await
