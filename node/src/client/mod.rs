@@ -1065,7 +1065,13 @@ mod tests {
         while client.poll_transmit().is_some() {}
     }
 
-    fn aborted_reason(client: &mut Client) -> Option<AbortReason> {
+    /// The primary answers the finish of `ttid` aborted: the reason the client reports.
+    fn finish_aborted(client: &mut Client, now: SystemTime, ttid: Tid) -> Option<AbortReason> {
+        let answer = order(Message::AnswerFinish {
+            ttid,
+            outcome: TransactionOutcome::Aborted,
+        });
+        client.handle(now, "master", answer).expect("answer");
         std::iter::from_fn(|| client.poll_event()).find_map(|event| match event {
             ClientEvent::Aborted { reason, .. } => Some(reason),
             _ => None,
@@ -1075,22 +1081,11 @@ mod tests {
     #[test]
     fn an_aborted_finish_after_the_primary_was_lost_is_the_failover_not_a_refusal() {
         let now = SystemTime::UNIX_EPOCH;
-        let aborted = |ttid| {
-            order(Message::AnswerFinish {
-                ttid,
-                outcome: TransactionOutcome::Aborted,
-            })
-        };
+        let refused = Some(AbortReason::FinishRefused(TransactionOutcome::Aborted));
         // The primary that began it answers: a refusal.
         let (mut client, _) = ready_client();
         finishing(&mut client, now, Tid(9));
-        client
-            .handle(now, "master", aborted(Tid(9)))
-            .expect("answer");
-        assert_eq!(
-            aborted_reason(&mut client),
-            Some(AbortReason::FinishRefused(TransactionOutcome::Aborted))
-        );
+        assert_eq!(finish_aborted(&mut client, now, Tid(9)), refused);
         // The link to the primary dropped before the answer: the master forgot the client
         // and aborted what it had open; the finish asked again says so.
         finishing(&mut client, now, Tid(11));
@@ -1102,19 +1097,13 @@ mod tests {
             .filter(|kind| *kind != "AskPrimary")
             .collect();
         assert_eq!(asked, ["ClientHello", "AskFinish"]);
-        client
-            .handle(retry, "master", aborted(Tid(11)))
-            .expect("answer");
-        assert_eq!(aborted_reason(&mut client), Some(AbortReason::MasterLost));
+        assert_eq!(
+            finish_aborted(&mut client, retry, Tid(11)),
+            Some(AbortReason::MasterLost)
+        );
         // The next transaction starts clean.
         finishing(&mut client, retry, Tid(13));
-        client
-            .handle(retry, "master", aborted(Tid(13)))
-            .expect("answer");
-        assert_eq!(
-            aborted_reason(&mut client),
-            Some(AbortReason::FinishRefused(TransactionOutcome::Aborted))
-        );
+        assert_eq!(finish_aborted(&mut client, retry, Tid(13)), refused);
     }
 
     /// The first `Loaded` event the client has to report (the others before it are taken).
