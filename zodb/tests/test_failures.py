@@ -11,11 +11,12 @@ import time
 import unittest
 
 import transaction
+import transaction.interfaces
 import ZODB
 from persistent.mapping import PersistentMapping
 
 from clusters import GROUP, start_cluster, stop_cluster
-from replicast_zodb import ClientDisconnected, ReplicastStorage
+from replicast_zodb import ClientDisconnected, ReplicastStorage, StorageUnavailable
 from replicast_zodb.errors import ReplicastError
 
 #: Bound on the waits of these tests (seconds).
@@ -183,6 +184,42 @@ class MasterUnreachable(unittest.TestCase):
                     conn.root()["n"] = 3
                 break
             except ClientDisconnected:
+                if time.monotonic() > deadline:
+                    raise
+        with db.transaction() as conn:
+            self.assertEqual(conn.root()["n"], 3)
+        db.close()
+
+
+class StoragesUnreachable(unittest.TestCase):
+    def setUp(self) -> None:
+        self.cluster = start_cluster()
+
+    def tearDown(self) -> None:
+        self.cluster.resume_storages()
+        stop_cluster(self.cluster)
+
+    def test_a_commit_with_no_replica_left_is_transient_then_works_again(self) -> None:
+        # The client's own timeout is long: what ends the commit is its links noticing that
+        # no replica of the partition is left.
+        db = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-1"), timeout=WAIT))
+        with db.transaction() as conn:
+            conn.root()["n"] = 1
+        self.cluster.pause_storages()
+        with self.assertRaises(StorageUnavailable) as raised:
+            with db.transaction() as conn:
+                conn.root()["n"] = 2
+        # Transient: transaction managers retry it.
+        self.assertIsInstance(raised.exception, transaction.interfaces.TransientError)
+        self.assertIn("NoReplica", str(raised.exception))
+        self.cluster.resume_storages()
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with db.transaction() as conn:
+                    conn.root()["n"] = 3
+                break
+            except (StorageUnavailable, ClientDisconnected):
                 if time.monotonic() > deadline:
                     raise
         with db.transaction() as conn:
