@@ -23,6 +23,22 @@ from replicast_zodb.errors import ReplicastError
 WAIT = 60.0
 
 
+
+def commit_retrying(
+    db: ZODB.DB, key: str, value: int, transient: tuple[type[BaseException], ...]
+) -> None:
+    """Sets ``root[key] = value`` in one transaction, tried again on a ``transient`` error
+    until :data:`WAIT` has passed (then the error is raised)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            with db.transaction() as conn:
+                conn.root()[key] = value
+            return
+        except transient:
+            if time.monotonic() > deadline:
+                raise
+
 class StorageKilledWhileCommitting(unittest.TestCase):
     def setUp(self) -> None:
         self.cluster = start_cluster(masters=GROUP)
@@ -177,15 +193,7 @@ class MasterUnreachable(unittest.TestCase):
         self.cluster.resume_master()
         # Once the master is back, the application works again (a bounded number of
         # attempts: the link to the master is dialed again on demand).
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                with db.transaction() as conn:
-                    conn.root()["n"] = 3
-                break
-            except ClientDisconnected:
-                if time.monotonic() > deadline:
-                    raise
+        commit_retrying(db, "n", 3, (ClientDisconnected,))
         with db.transaction() as conn:
             self.assertEqual(conn.root()["n"], 3)
         db.close()
@@ -213,15 +221,7 @@ class StoragesUnreachable(unittest.TestCase):
         self.assertIsInstance(raised.exception, transaction.interfaces.TransientError)
         self.assertIn("NoReplica", str(raised.exception))
         self.cluster.resume_storages()
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                with db.transaction() as conn:
-                    conn.root()["n"] = 3
-                break
-            except (StorageUnavailable, ClientDisconnected):
-                if time.monotonic() > deadline:
-                    raise
+        commit_retrying(db, "n", 3, (StorageUnavailable, ClientDisconnected))
         with db.transaction() as conn:
             self.assertEqual(conn.root()["n"], 3)
         db.close()

@@ -1252,6 +1252,24 @@ mod tests {
         (client, ttid)
     }
 
+    /// Stores `x` as object 4 in `client`'s transaction: the one fan-out it makes.
+    fn store_x(client: &mut Client, now: SystemTime) -> FanoutStore {
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        client.poll_fanout().expect("one fan-out")
+    }
+
+    /// A storage's answer that object 4 of `ttid` is stored.
+    fn stored_x(ttid: Tid) -> Message {
+        Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Stored,
+        }
+    }
+
     #[test]
     fn a_store_is_one_fanout_for_every_writable_replica() {
         let now = SystemTime::UNIX_EPOCH;
@@ -1293,10 +1311,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH;
         let timeout = ClientConfig::default().storage_timeout;
         let (mut client, _) = storing_client();
-        client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
-            .expect("store");
-        let fanout = client.poll_fanout().expect("one fan-out");
+        let fanout = store_x(&mut client, now);
         // A large object may take long to arrive: no storage fails while it travels.
         assert_eq!(client.poll_timeout(), None);
         let late = now + timeout * 3;
@@ -1318,19 +1333,10 @@ mod tests {
     fn a_table_without_a_storage_stops_the_transaction_waiting_for_it() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
-        client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
-            .expect("store");
-        let fanout = client.poll_fanout().expect("one fan-out");
+        let fanout = store_x(&mut client, now);
         for node in ["s1", "s2"] {
             client.fanout_delivered(now, fanout.id, node);
-            let stored = Message::AnswerStore {
-                ttid,
-                generation: 0,
-                oid: Oid(4),
-                result: StoreResult::Stored,
-            };
-            client.handle(now, node, stored).expect("stored");
+            client.handle(now, node, stored_x(ttid)).expect("stored");
         }
         // s3 froze: its delivery neither ends nor fails, and its link has not told yet.
         assert_eq!(client.stores_answered(), None);
@@ -1359,10 +1365,7 @@ mod tests {
     fn a_storage_the_transaction_goes_on_without_is_told_to_abort_it() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
-        client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
-            .expect("store");
-        let fanout = client.poll_fanout().expect("one fan-out");
+        let fanout = store_x(&mut client, now);
         // s2 may be alive, holding the object's lock: it must not keep it until its idle
         // timeout while the transaction commits on s1 and s3.
         client.fanout_failed(now, fanout.id, "s2");
@@ -1374,12 +1377,7 @@ mod tests {
             [("s2".to_owned(), Message::AbortTransaction { ttid })]
         );
         // The store reached it after all: its answer gets another abort, and changes nothing.
-        let late = Message::AnswerStore {
-            ttid,
-            generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Stored,
-        };
+        let late = stored_x(ttid);
         client.handle(now, "s2", late).expect("a late answer");
         let transmit = client.poll_transmit().expect("an abort goes back");
         assert_eq!(
@@ -1403,12 +1401,7 @@ mod tests {
             .expect("store");
         client.abort().expect("abort");
         while client.poll_transmit().is_some() {}
-        let late = Message::AnswerStore {
-            ttid,
-            generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Stored,
-        };
+        let late = stored_x(ttid);
         client
             .handle(now, "s3", late)
             .expect("a late answer is expected");
