@@ -166,6 +166,11 @@ impl PrimaryTracker {
                     return None;
                 }
                 self.primary = Some(primary.to_owned());
+                // The node announces itself to `primary` now: what `primary` dropped before
+                // (it answered that it did not know the primary, during the election it then
+                // won) no longer makes its orders news. Announced twice, a storage is taken
+                // for one that restarted unnoticed, and its cells go out of date.
+                self.redirected_by.retain(|master| master != primary);
                 Some(primary.to_owned())
             }
             None => {
@@ -221,6 +226,20 @@ mod tests {
         // A stranger's redirect to a non-master is ignored.
         assert_eq!(masters.redirect("m1", Some("evil"), 9), None);
         assert_eq!(masters.target(), "m2");
+    }
+
+    #[test]
+    fn a_primary_followed_on_a_redirect_is_not_news_again_at_its_first_order() {
+        let mut masters = tracker();
+        // During the election m3 does not know the primary; then it wins, and m1 says so.
+        assert_eq!(masters.redirect("m3", None, 1), None);
+        assert_eq!(masters.redirect("m1", Some("m3"), 2), Some("m3".into()));
+        // The node announced itself to m3 on that redirect: m3's first order is no news.
+        assert!(matches!(masters.order("m3", 2, "Table", "m3"), Ok(false)));
+        // But if m3 then drops what it was sent (it says it does not lead yet, or names
+        // itself), its next order is news again: the node must announce itself anew.
+        assert_eq!(masters.redirect("m3", Some("m3"), 2), None);
+        assert!(matches!(masters.order("m3", 2, "Table", "m3"), Ok(true)));
     }
 
     #[test]
