@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// The configured window in datagrams.
         window_datagrams: u64,
     },
+    /// The flight limit is smaller than one datagram, so nothing could ever be sent.
+    #[error("flight_bytes {flight_bytes} is smaller than one datagram of {max_datagram_size}")]
+    FlightTooSmall {
+        /// The configured flight limit.
+        flight_bytes: u64,
+        /// The configured datagram size.
+        max_datagram_size: usize,
+    },
     /// A rate (bytes per second or burst) is zero.
     #[error("{name} must be positive")]
     ZeroRate {
