@@ -11,7 +11,7 @@
 //! `MULTICAST_BENCH_PROACTIVE` the proactive Reed-Solomon parity per datagram (default 0:
 //! on loopback the receivers' decode costs more CPU than the round trip it saves; parity on
 //! demand is always on). `MULTICAST_BENCH_WINDOW_MIB` and `MULTICAST_BENCH_FLIGHT_MIB` replace
-//! the driver's transmit window and flight limit (defaults 16 and 4; 4 and 4 is the flow
+//! the driver's transmit window and flight limit (defaults 32 and 4; 4 and 4 is the flow
 //! control before the flight limit existed: the window alone).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

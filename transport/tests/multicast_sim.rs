@@ -899,7 +899,7 @@ proptest! {
     }
 }
 
-/// Virtual time to deliver 16 MiB of 256 KiB objects to three receivers over a 10 ms round
+/// Virtual time to deliver 8 MiB of 256 KiB objects to three receivers over a 10 ms round
 /// trip, with at most `flight` bytes in flight and a window of `window` bytes.
 fn transfer_time(loss: f64, flight: u64, window: u64, seed: u64) -> Duration {
     let mut scenario = Scenario::new(seed);
@@ -907,7 +907,7 @@ fn transfer_time(loss: f64, flight: u64, window: u64, seed: u64) -> Duration {
     scenario.delay = Duration::from_millis(5);
     scenario.jitter = Duration::ZERO;
     scenario.reorder = 0.0;
-    scenario.objects = vec![256 * 1024; 64];
+    scenario.objects = vec![256 * 1024; 32];
     scenario.sender.flight_bytes = flight;
     scenario.sender.window_bytes = window;
     scenario.sender.max_object_size = flight;

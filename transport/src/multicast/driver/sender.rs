@@ -25,10 +25,11 @@ use crate::multicast::proto::{
 /// (`net.core.rmem_max`, 4 MiB, doubled by the kernel) holds. It is also the largest object.
 pub const DEFAULT_FLIGHT_BYTES: u64 = 4 << 20;
 
-/// The transmit window (the retransmit buffer) [`MulticastSenderConfig::new`] sets: 16 MiB,
-/// the flight and three more flights' worth of data that receivers have read but cannot
-/// acknowledge while a loss before it awaits its repair.
-pub const DEFAULT_WINDOW_BYTES: u64 = 16 << 20;
+/// The transmit window (the retransmit buffer) [`MulticastSenderConfig::new`] sets: 32 MiB,
+/// the flight and seven more flights' worth of data that receivers have read but cannot
+/// acknowledge while a loss before it awaits its repair (a repair waits behind what is
+/// queued for the receiver, so it takes longer the fuller the flight is).
+pub const DEFAULT_WINDOW_BYTES: u64 = 32 << 20;
 
 /// How to run a [`MulticastSender`].
 #[derive(Debug, Clone)]

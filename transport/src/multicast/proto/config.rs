@@ -81,7 +81,8 @@ pub struct SenderConfig {
     /// attached receiver, as its status reports tell (`read_end`). This bounds what queues
     /// in receivers' socket buffers; the window, larger, also holds what receivers read
     /// but cannot acknowledge while a loss before it awaits repair, so that a loss does not
-    /// stop new data for its repair's round trip.
+    /// stop new data for its repair's round trip. Objects are also refused while a quarter of
+    /// a flight's worth of data waits in the window unsent (they wait with the caller).
     pub flight_bytes: u64,
     /// Pacing of everything the sender emits; `None` sends as fast as the caller drains.
     pub rate_limit: Option<RateLimit>,

@@ -67,7 +67,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The transmit window is full; try again after [`SenderEvent::Writable`](super::SenderEvent::Writable).
+    /// The transmit window is full, or holds a flight's worth of data not yet sent; try
+    /// again after [`SenderEvent::Writable`](super::SenderEvent::Writable).
     #[error("the transmit window is full")]
     WindowFull,
     /// The object is larger than the configured maximum.

@@ -244,6 +244,7 @@ impl Sender {
         let datagrams = size.div_ceil(payload as u64).max(1);
         if self.window.datagrams() + datagrams > self.config.window_datagrams
             || self.window.bytes() + size > self.config.window_bytes
+            || self.unsent_flight_queued()
         {
             self.window_was_full = true;
             self.window_full_since.get_or_insert(now);
@@ -654,12 +655,28 @@ impl Sender {
             self.fec.release_below(low);
             self.requested = self.requested.split_off(&low);
         }
+        self.announce_writable();
+    }
+
+    /// Emits [`SenderEvent::Writable`] once an object was refused and there is room again.
+    fn announce_writable(&mut self) {
         let roomy = self.window.datagrams() < self.config.window_datagrams
-            && self.window.bytes() < self.config.window_bytes;
+            && self.window.bytes() < self.config.window_bytes
+            && !self.unsent_flight_queued();
         if self.window_was_full && roomy {
             self.window_was_full = false;
             self.events.push_back(SenderEvent::Writable);
         }
+    }
+
+    /// Whether a quarter of a flight's worth of datagrams waits in the window unsent: objects
+    /// are refused then, so that they wait with the caller (backpressure) rather than in the
+    /// window, which is kept for what is in flight and what awaits repair. A quarter keeps
+    /// the sender supplied between two status reports without adding much to an object's
+    /// wait.
+    fn unsent_flight_queued(&self) -> bool {
+        let unsent = self.window.end().saturating_sub(self.send_cursor);
+        unsent.saturating_mul(self.config.max_datagram_size as u64) >= self.config.flight_bytes / 4
     }
 
     /// Reports every outstanding object of `receiver_id` abandoned.
@@ -854,6 +871,9 @@ impl Sender {
                 if let Some(since) = self.flight_limited_since.take() {
                     let held = now.saturating_duration_since(since).as_micros();
                     self.stats.flight_limited_us += u64::try_from(held).unwrap_or(u64::MAX);
+                }
+                if self.window_was_full {
+                    self.announce_writable();
                 }
                 PacketType::Data
             }
