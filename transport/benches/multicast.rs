@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use replicast_transport::multicast::driver::{
-    DEFAULT_FLIGHT_BYTES, DEFAULT_WINDOW_BYTES, ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
-    MulticastSenderConfig, MulticastSocketConfig, Received, receiver_sockets, sender_socket,
+    DEFAULT_FLIGHT_BYTES, DEFAULT_WINDOW_BYTES, ImpairmentConfig, MulticastReceiver,
+    MulticastReceiverConfig, MulticastSender, MulticastSenderConfig, MulticastSocketConfig,
+    Received, receiver_sockets, sender_socket,
 };
 use replicast_transport::multicast::proto::{FecConfig, GroupKey, ReceiverKey};
 
