@@ -899,7 +899,7 @@ proptest! {
     }
 }
 
-/// Virtual time to deliver 8 MiB of 256 KiB objects to three receivers over a 10 ms round
+/// Virtual time to deliver 32 MiB of 256 KiB objects to three receivers over a 10 ms round
 /// trip, with at most `flight` bytes in flight and a window of `window` bytes.
 fn transfer_time(loss: f64, flight: u64, window: u64, seed: u64) -> Duration {
     let mut scenario = Scenario::new(seed);
@@ -907,7 +907,7 @@ fn transfer_time(loss: f64, flight: u64, window: u64, seed: u64) -> Duration {
     scenario.delay = Duration::from_millis(5);
     scenario.jitter = Duration::ZERO;
     scenario.reorder = 0.0;
-    scenario.objects = vec![256 * 1024; 32];
+    scenario.objects = vec![256 * 1024; 128];
     scenario.sender.flight_bytes = flight;
     scenario.sender.window_bytes = window;
     scenario.sender.max_object_size = flight;
@@ -924,8 +924,9 @@ fn a_loss_does_not_stop_new_data_for_its_repair() {
     // and new data stops meanwhile.
     let flight = 1 << 20;
     for seed in 0..3 {
-        let loss_free = transfer_time(0.0, flight, 4 * flight, seed);
-        let lossy = transfer_time(0.01, flight, 4 * flight, seed);
+        // The driver's proportion: a window of eight flights.
+        let loss_free = transfer_time(0.0, flight, 8 * flight, seed);
+        let lossy = transfer_time(0.01, flight, 8 * flight, seed);
         let window_only = transfer_time(0.01, flight, flight, seed);
         let ratio = |time: Duration| loss_free.as_secs_f64() / time.as_secs_f64();
         eprintln!(
@@ -934,9 +935,11 @@ fn a_loss_does_not_stop_new_data_for_its_repair() {
             ratio(lossy),
             ratio(window_only),
         );
+        // The last objects' losses are repaired after the end of the data (a round trip or
+        // two on a transfer of about 36): that much is not hidden behind new data.
         assert!(ratio(lossy) >= 0.85, "1% loss costs {:.2}x", ratio(lossy));
         assert!(
-            ratio(window_only) < ratio(lossy),
+            ratio(window_only) + 0.2 < ratio(lossy),
             "the larger window is what keeps the speed"
         );
     }
