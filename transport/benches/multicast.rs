@@ -8,9 +8,13 @@
 //!
 //! Run with `cargo bench -p replicast-transport --bench multicast`.
 //! `MULTICAST_BENCH_MB` sets the payload per cell (default 64, MB = 10^6 bytes);
+//! `MULTICAST_BENCH_ROUNDS` how many rounds of the three cells run in turn (default 3; each
+//! cell reports its median round, so that load drifting on the machine touches every cell);
 //! `MULTICAST_BENCH_PROACTIVE` the proactive Reed-Solomon parity per datagram (default 0:
 //! on loopback the receivers' decode costs more CPU than the round trip it saves; parity on
-//! demand is always on).
+//! demand is always on). `MULTICAST_BENCH_WINDOW_MIB` and `MULTICAST_BENCH_FLIGHT_MIB` replace
+//! the driver's transmit window and flight limit (defaults 32 and 4; 4 and 4 is the flow
+//! control before the flight limit existed: the window alone).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -20,8 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use replicast_transport::multicast::driver::{
-    ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
-    MulticastSenderConfig, MulticastSocketConfig, Received, receiver_sockets, sender_socket,
+    DEFAULT_FLIGHT_BYTES, DEFAULT_WINDOW_BYTES, ImpairmentConfig, MulticastReceiver,
+    MulticastReceiverConfig, MulticastSender, MulticastSenderConfig, MulticastSocketConfig,
+    Received, receiver_sockets, sender_socket,
 };
 use replicast_transport::multicast::proto::{FecConfig, GroupKey, ReceiverKey};
 
@@ -63,6 +68,29 @@ struct CellResult {
     latency: Histogram<u64>,
     data_datagrams: u64,
     datagram_size: usize,
+    /// Seconds from the first send to the last object at the last receiver.
+    seconds: f64,
+    /// Seconds the sender's objects waited for room in the transmit window.
+    window_full_seconds: f64,
+    /// Seconds new data waited for the flight limit.
+    flight_limited_seconds: f64,
+    /// Mean time from detecting a missing datagram to filling it, over every receiver.
+    mean_gap_fill: Duration,
+    /// UDP datagrams the kernel dropped for a full receive buffer during the cell (the whole
+    /// machine's `RcvbufErrors` in /proc/net/snmp; `None` where it cannot be read).
+    kernel_drops: Option<u64>,
+}
+
+/// The machine's UDP `RcvbufErrors` (datagrams dropped for a full socket receive buffer).
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|line| line.starts_with("Udp:"));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// What a receiver thread brings back: when each object arrived, and its counters.
@@ -71,6 +99,8 @@ struct ReceiverRun {
     nacks_sent: u64,
     nacked_datagrams: u64,
     impairment_dropped: u64,
+    gaps_filled: u64,
+    gap_fill_us: u64,
 }
 
 fn run_receiver(
@@ -86,9 +116,10 @@ fn run_receiver(
         .build()?;
     runtime.block_on(async move {
         let mut config = MulticastReceiverConfig::new(socket);
-        if loss > 0.0 {
-            config.impairment = Some(ImpairmentConfig::loss(loss, u64::from(receiver_id)));
-        }
+        // Every cell, the loss-free one too, reads through the emulated link (which copies each
+        // datagram), so that the ratios compare the protocol's cost of loss, not the
+        // emulator's.
+        config.impairment = Some(ImpairmentConfig::loss(loss, u64::from(receiver_id)));
         let mut receiver = MulticastReceiver::bind(config, receiver_key(receiver_id))?;
         receiver.add_session(1, group_key()).await?;
         ready.send(())?;
@@ -121,12 +152,30 @@ fn run_receiver(
             nacks_sent: stats.protocol.nacks_sent,
             nacked_datagrams: stats.protocol.nacked_datagrams,
             impairment_dropped: stats.socket.impairment.dropped(),
+            gaps_filled: stats.protocol.gaps_filled,
+            gap_fill_us: stats.protocol.gap_fill_us,
         })
     })
 }
 
-fn run_cell(cell: u8, loss: f64, objects: usize, proactive: f64) -> Result<CellResult, BenchError> {
+/// What a cell varies besides the loss.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    objects: usize,
+    proactive: f64,
+    /// Rounds of the three cells (each cell reports its median round).
+    rounds: usize,
+    /// Transmit window and flight limit in bytes (`None`: the driver's defaults).
+    window_bytes: Option<u64>,
+    flight_bytes: Option<u64>,
+}
+
+fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, BenchError> {
+    let Settings {
+        objects, proactive, ..
+    } = settings;
     let socket = MulticastSocketConfig::new(group(cell));
+    let kernel_drops_before = udp_rcvbuf_errors();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let receivers: Vec<_> = (1..=RECEIVERS)
@@ -152,6 +201,12 @@ fn run_cell(cell: u8, loss: f64, objects: usize, proactive: f64) -> Result<CellR
                 max_block: 64,
                 proactive,
             });
+            if let Some(window) = settings.window_bytes {
+                config.protocol.window_bytes = window;
+            }
+            if let Some(flight) = settings.flight_bytes {
+                config.protocol.flight_bytes = flight;
+            }
             let sender = MulticastSender::bind(config, group_key())?;
             for id in 1..=RECEIVERS {
                 sender.add_receiver(receiver_key(id)).await?;
@@ -178,6 +233,8 @@ fn run_cell(cell: u8, loss: f64, objects: usize, proactive: f64) -> Result<CellR
     let mut latency = Histogram::<u64>::new(3)?;
     let mut goodput = Vec::new();
     let (mut nacks, mut nacked, mut lost) = (0, 0, 0);
+    let (mut gaps_filled, mut gap_fill_us) = (0, 0);
+    let mut end = start;
     for receiver in receivers {
         let run = receiver.join().map_err(|_| "receiver thread panicked")??;
         let mut last = start;
@@ -188,6 +245,9 @@ fn run_cell(cell: u8, loss: f64, objects: usize, proactive: f64) -> Result<CellR
             last = last.max(*arrival);
             latency.record(arrival.saturating_duration_since(*accepted).as_micros() as u64)?;
         }
+        end = end.max(last);
+        gaps_filled += run.gaps_filled;
+        gap_fill_us += run.gap_fill_us;
         let seconds = last.duration_since(start).as_secs_f64();
         goodput.push((objects * OBJECT_SIZE) as f64 / seconds / 1e6);
         nacks += run.nacks_sent;
@@ -208,6 +268,13 @@ fn run_cell(cell: u8, loss: f64, objects: usize, proactive: f64) -> Result<CellR
         data_datagrams,
         datagram_size: (sender_stats.socket.bytes_sent / sender_stats.socket.datagrams_sent.max(1))
             as usize,
+        seconds: end.duration_since(start).as_secs_f64(),
+        window_full_seconds: protocol.window_full_us as f64 / 1e6,
+        flight_limited_seconds: protocol.flight_limited_us as f64 / 1e6,
+        mean_gap_fill: Duration::from_micros(gap_fill_us / gaps_filled.max(1)),
+        kernel_drops: udp_rcvbuf_errors()
+            .zip(kernel_drops_before)
+            .map(|(after, before)| after.saturating_sub(before)),
     })
 }
 
@@ -351,29 +418,74 @@ fn main() -> Result<(), BenchError> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0);
+    let mebibytes = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok())
+            .map(|mib| mib << 20)
+    };
     let objects = (megabytes * 1_000_000).div_ceil(OBJECT_SIZE);
+    let rounds = std::env::var("MULTICAST_BENCH_ROUNDS")
+        .ok()
+        .and_then(|value| value.parse::<usize>().ok())
+        .unwrap_or(3)
+        .clamp(1, 60);
+    let settings = Settings {
+        rounds,
+        objects,
+        proactive,
+        window_bytes: mebibytes("MULTICAST_BENCH_WINDOW_MIB"),
+        flight_bytes: mebibytes("MULTICAST_BENCH_FLIGHT_MIB"),
+    };
     eprintln!(
-        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive}",
-        OBJECT_SIZE / 1024
+        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive}, window {} MiB, flight {} MiB",
+        OBJECT_SIZE / 1024,
+        settings.window_bytes.unwrap_or(DEFAULT_WINDOW_BYTES) >> 20,
+        settings.flight_bytes.unwrap_or(DEFAULT_FLIGHT_BYTES) >> 20,
     );
+    // Rounds of the three cells in turn: a load that drifts (other work on the machine) then
+    // touches every cell alike, and each cell reports its median round.
+    let losses = [0.0, 0.01, 0.05];
+    let mut rounds: Vec<Vec<CellResult>> = losses.iter().map(|_| Vec::new()).collect();
+    for round in 0..settings.rounds {
+        for (index, loss) in losses.iter().enumerate() {
+            let cell = (1 + round * losses.len() + index) as u8;
+            eprintln!(
+                "  round {}/{}: running loss {:>4.1}% ...",
+                round + 1,
+                settings.rounds,
+                loss * 100.0
+            );
+            let result = run_cell(cell, *loss, settings)?;
+            eprintln!(
+                "  loss {:>4.1}%: {:.1} MB/s per receiver (mean), p50 {} us, p99 {} us",
+                loss * 100.0,
+                mean(&result.goodput),
+                result.latency.value_at_quantile(0.5),
+                result.latency.value_at_quantile(0.99)
+            );
+            rounds[index].push(result);
+        }
+    }
+    let mut per_round = Vec::new();
     let mut cells = Vec::new();
-    for (cell, loss) in [(1u8, 0.0), (2, 0.01), (3, 0.05)] {
-        eprintln!("  running loss {:>4.1}% ...", loss * 100.0);
-        let result = run_cell(cell, loss, objects, proactive)?;
-        eprintln!(
-            "  loss {:>4.1}%: {:.1} MB/s per receiver (mean), p50 {} us, p99 {} us",
-            loss * 100.0,
-            mean(&result.goodput),
-            result.latency.value_at_quantile(0.5),
-            result.latency.value_at_quantile(0.99)
+    for mut results in rounds {
+        results.sort_by(|a, b| mean(&a.goodput).total_cmp(&mean(&b.goodput)));
+        per_round.push(
+            results
+                .iter()
+                .map(|result| format!("{:.1}", mean(&result.goodput)))
+                .collect::<Vec<_>>()
+                .join(" / "),
         );
-        cells.push(result);
+        let median = results.len() / 2;
+        cells.push(results.swap_remove(median));
     }
     let (count, size) = (cells[0].data_datagrams, cells[0].datagram_size);
     let mut raws = Vec::new();
     for (cell, offload, name) in [
-        (4u8, false, "raw UDP, one datagram per send"),
-        (5, true, "raw UDP, GSO send + GRO receive"),
+        (200u8, false, "raw UDP, one datagram per send"),
+        (201, true, "raw UDP, GSO send + GRO receive"),
     ] {
         eprintln!("  running {name}: {count} datagrams of {size} B ...");
         let raw = run_raw(cell, count, size, offload)?;
@@ -444,6 +556,29 @@ fn main() -> Result<(), BenchError> {
         ratio(crypto, per_datagram),
         ratio(crypto, offloaded),
     );
+    println!();
+    println!(
+        "| loss | goodput per round, sorted (the median is above) | run s | sender waited for window s (share) | new data held by flight limit s (share) | mean repair delay ms | kernel receive-buffer drops |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (cell, per_round) in cells.iter().zip(&per_round) {
+        println!(
+            "| {:.0}% | {per_round} | {:.2} | {:.2} ({:.0}%) | {:.2} ({:.0}%) | {} | {} |",
+            cell.loss * 100.0,
+            cell.seconds,
+            cell.window_full_seconds,
+            100.0 * cell.window_full_seconds / cell.seconds.max(f64::EPSILON),
+            cell.flight_limited_seconds,
+            100.0 * cell.flight_limited_seconds / cell.seconds.max(f64::EPSILON),
+            if cell.loss > 0.0 {
+                format!("{:.2}", cell.mean_gap_fill.as_secs_f64() * 1000.0)
+            } else {
+                "-".to_owned()
+            },
+            cell.kernel_drops
+                .map_or_else(|| "-".to_owned(), |drops| drops.to_string()),
+        );
+    }
     println!();
     for (name, raw) in &raws {
         let fraction: Vec<String> = raw

@@ -37,7 +37,8 @@ pub use receiver::{
     MulticastReceiver, MulticastReceiverConfig, MulticastReceiverStats, Received, ReceivedObject,
 };
 pub use sender::{
-    DEFAULT_WINDOW_BYTES, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
+    DEFAULT_FLIGHT_BYTES, DEFAULT_WINDOW_BYTES, MulticastSender, MulticastSenderConfig,
+    MulticastSenderStats,
 };
 pub use socket::{
     BoundSocket, DEFAULT_BUFFER_SIZE, GrantedBuffers, MulticastSocketConfig, receiver_sockets,

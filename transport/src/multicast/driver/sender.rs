@@ -20,9 +20,16 @@ use crate::multicast::proto::{
     self, Destination, GroupKey, ReceiverKey, SenderConfig, SenderEvent,
 };
 
-/// The transmit window [`MulticastSenderConfig::new`] sets: 4 MiB, which the default
-/// socket buffer cap of Linux (`net.core.rmem_max`, 4 MiB, doubled by the kernel) holds.
-pub const DEFAULT_WINDOW_BYTES: u64 = 4 << 20;
+/// The bytes in flight [`MulticastSenderConfig::new`] allows (sent and not yet read by the
+/// slowest receiver): 4 MiB, which the default socket buffer cap of Linux
+/// (`net.core.rmem_max`, 4 MiB, doubled by the kernel) holds. It is also the largest object.
+pub const DEFAULT_FLIGHT_BYTES: u64 = 4 << 20;
+
+/// The transmit window (the retransmit buffer) [`MulticastSenderConfig::new`] sets: 32 MiB,
+/// the flight and seven more flights' worth of data that receivers have read but cannot
+/// acknowledge while a loss before it awaits its repair (a repair waits behind what is
+/// queued for the receiver, so it takes longer the fuller the flight is).
+pub const DEFAULT_WINDOW_BYTES: u64 = 32 << 20;
 
 /// How to run a [`MulticastSender`].
 #[derive(Debug, Clone)]
@@ -42,17 +49,20 @@ pub struct MulticastSenderConfig {
 
 impl MulticastSenderConfig {
     /// Settings for session `session_id` on `socket`'s group: the protocol's defaults, except
-    /// that the transmit window is [`DEFAULT_WINDOW_BYTES`] (and so is the largest object).
+    /// that at most [`DEFAULT_FLIGHT_BYTES`] are in flight (and that is the largest object)
+    /// and the transmit window is [`DEFAULT_WINDOW_BYTES`].
     ///
-    /// The window is the only thing that keeps an unpaced sender from running ahead of its
-    /// receivers, so it should not exceed what a receiver's socket buffer holds: beyond that,
-    /// datagrams are lost in the receivers' kernels, and the repairs cost more than the
-    /// window gained. Raise it together with `net.core.rmem_max` (or set a rate limit) for
-    /// larger objects or longer paths.
+    /// The flight limit is what keeps an unpaced sender from running ahead of its receivers,
+    /// so it should not exceed what a receiver's socket buffer holds: beyond that, datagrams
+    /// are lost in the receivers' kernels, and the repairs cost more than the flight gained.
+    /// Raise it together with `net.core.rmem_max` (or set a rate limit) for longer paths.
+    /// The window beyond the flight holds what receivers read behind a loss, so that new
+    /// data keeps flowing while the loss is repaired.
     pub fn new(socket: MulticastSocketConfig, session_id: u64) -> Self {
         let mut protocol = SenderConfig::default();
         protocol.window_bytes = protocol.window_bytes.min(DEFAULT_WINDOW_BYTES);
-        protocol.max_object_size = protocol.max_object_size.min(protocol.window_bytes);
+        protocol.flight_bytes = protocol.flight_bytes.min(DEFAULT_FLIGHT_BYTES);
+        protocol.max_object_size = protocol.max_object_size.min(DEFAULT_FLIGHT_BYTES);
         Self {
             socket,
             protocol,

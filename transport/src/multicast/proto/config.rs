@@ -77,6 +77,13 @@ pub struct SenderConfig {
     pub window_datagrams: u64,
     /// Payload bytes the transmit window (and so the retransmit buffer) holds at most.
     pub window_bytes: u64,
+    /// Bytes of datagrams in flight at most: sent and not yet read (or lost) by the slowest
+    /// attached receiver, as its status reports tell (`read_end`). This bounds what queues
+    /// in receivers' socket buffers; the window, larger, also holds what receivers read
+    /// but cannot acknowledge while a loss before it awaits repair, so that a loss does not
+    /// stop new data for its repair's round trip. Objects are also refused while a quarter of
+    /// a flight's worth of data waits in the window unsent (they wait with the caller).
+    pub flight_bytes: u64,
     /// Pacing of everything the sender emits; `None` sends as fast as the caller drains.
     pub rate_limit: Option<RateLimit>,
     /// Longest wait gathering NACKs before one repair (or parity) answers them all; the wait
@@ -110,6 +117,7 @@ impl Default for SenderConfig {
             max_object_size: 16 << 20,
             window_datagrams: 32 * 1024,
             window_bytes: 32 << 20,
+            flight_bytes: 32 << 20,
             rate_limit: None,
             nack_coalescing: Duration::from_millis(2),
             tail_interval: Duration::from_millis(10),
@@ -145,6 +153,12 @@ impl SenderConfig {
                 size: self.max_datagram_size,
                 min,
                 max,
+            });
+        }
+        if self.flight_bytes < self.max_datagram_size as u64 {
+            return Err(ConfigError::FlightTooSmall {
+                flight_bytes: self.flight_bytes,
+                max_datagram_size: self.max_datagram_size,
             });
         }
         if self.max_object_size > self.window_bytes {

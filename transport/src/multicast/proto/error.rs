@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// The configured window in datagrams.
         window_datagrams: u64,
     },
+    /// The flight limit is smaller than one datagram, so nothing could ever be sent.
+    #[error("flight_bytes {flight_bytes} is smaller than one datagram of {max_datagram_size}")]
+    FlightTooSmall {
+        /// The configured flight limit.
+        flight_bytes: u64,
+        /// The configured datagram size.
+        max_datagram_size: usize,
+    },
     /// A rate (bytes per second or burst) is zero.
     #[error("{name} must be positive")]
     ZeroRate {
@@ -59,7 +67,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The transmit window is full; try again after [`SenderEvent::Writable`](super::SenderEvent::Writable).
+    /// The transmit window is full, or holds a flight's worth of data not yet sent; try
+    /// again after [`SenderEvent::Writable`](super::SenderEvent::Writable).
     #[error("the transmit window is full")]
     WindowFull,
     /// The object is larger than the configured maximum.

@@ -115,7 +115,8 @@ pub enum SenderEvent {
         /// The receiver.
         receiver_id: u32,
     },
-    /// The window has room again after [`SendError::WindowFull`].
+    /// The window has room again after [`SendError::WindowFull`] (it is emitted as the
+    /// window advances, or as queued data leaves).
     Writable,
 }
 

@@ -100,10 +100,17 @@ impl NackScheduler {
 
     /// `seq` arrived or was resolved.
     pub(crate) fn remove(&mut self, seq: u64) -> Filled {
+        self.remove_detected(seq).0
+    }
+
+    /// `seq` arrived or was resolved; also when it was found missing, if it was.
+    pub(crate) fn remove_detected(&mut self, seq: u64) -> (Filled, Option<Instant>) {
         match self.missing.remove(&seq) {
-            None => Filled::NotMissing,
-            Some(missing) if missing.retries == 0 => Filled::BeforeNack,
-            Some(_) => Filled::AfterNack,
+            None => (Filled::NotMissing, None),
+            Some(missing) if missing.retries == 0 => {
+                (Filled::BeforeNack, Some(missing.detected_at))
+            }
+            Some(missing) => (Filled::AfterNack, Some(missing.detected_at)),
         }
     }
 

@@ -281,6 +281,7 @@ impl Receiver {
         // Datagrams leave in sequence order, so every seq below this one was sent; the rest of
         // the object may not have been sent yet (the sender paces), and the tail announcement
         // says when it was. Counting the whole object as sent would NACK what is still queued.
+        let was_missing = seq < session.horizon;
         session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
         let mut rebuild = None;
         match session.reassembly.store(
@@ -302,9 +303,14 @@ impl Receiver {
                 return;
             }
             Ok(stored) => {
-                match session.nacks.remove(seq) {
-                    Filled::BeforeNack if repair => self.stats.nacks_suppressed += 1,
-                    _ => {}
+                let (filled, detected_at) = session.nacks.remove_detected(seq);
+                if filled == Filled::BeforeNack && repair {
+                    self.stats.nacks_suppressed += 1;
+                }
+                if was_missing && let Some(detected_at) = detected_at {
+                    let delay = now.saturating_duration_since(detected_at).as_micros();
+                    self.stats.gaps_filled += 1;
+                    self.stats.gap_fill_us += u64::try_from(delay).unwrap_or(u64::MAX);
                 }
                 self.stats.fragments_received += 1;
                 if repair {
@@ -855,6 +861,10 @@ impl Session {
         config: &ReceiverConfig,
         jitter: &mut Jitter,
     ) {
+        if self.horizon < end {
+            // The sender bounds what is in flight by this position: tell it.
+            self.status_dirty = true;
+        }
         while self.horizon < end {
             let backoff = nack::backoff(config, self.group_rtt, jitter);
             self.nacks.insert(self.horizon, now, backoff);
@@ -893,6 +903,7 @@ impl Session {
         };
         StatusBody {
             cumulative,
+            read_end: self.horizon.max(cumulative),
             echo_timestamp_us,
             echo_delay_us,
             lost: lost

@@ -40,6 +40,9 @@ struct Member {
     address: Option<SocketAddr>,
     /// Every sequence number below is received or given up by it.
     acked: u64,
+    /// What it reported read (or lost) from the network: datagrams below are no longer in
+    /// flight to it. Never below `acked`.
+    read: u64,
     /// Given up on: it no longer holds the window back.
     detached: bool,
     /// When its acknowledged position last moved: a member is given up on only after it made
@@ -87,6 +90,13 @@ pub struct Sender {
     /// Whether `group_rtt` comes from a member's measurement (not `initial_rtt`).
     rtt_measured: bool,
     window_was_full: bool,
+    /// The lowest `read` of the attached members (`u64::MAX` with none): new data goes
+    /// only while the datagrams from it to the send cursor fit `flight_bytes`.
+    flight_low: u64,
+    /// Since when new data has been held back by the flight limit (for `flight_limited_us`).
+    flight_limited_since: Option<Instant>,
+    /// Since when an object has been refused for a full window (for `window_full_us`).
+    window_full_since: Option<Instant>,
     events: VecDeque<SenderEvent>,
     stats: SenderStats,
 }
@@ -121,6 +131,9 @@ impl Sender {
             burst_unannounced: false,
             last_tail_at: None,
             window_was_full: false,
+            flight_low: u64::MAX,
+            flight_limited_since: None,
+            window_full_since: None,
             events: VecDeque::new(),
             stats: SenderStats::default(),
             config,
@@ -160,6 +173,7 @@ impl Sender {
             replay: ReplayWindow::default(),
             address: None,
             acked: self.window.end(),
+            read: self.window.end(),
             detached: false,
             last_progress: None,
             repair_budget: TokenBucket::new(self.config.repair_rate_per_receiver, self.start),
@@ -169,11 +183,13 @@ impl Sender {
             // Keep its position, so that replacing a key does not re-gate old objects.
             if let Some(member) = self.members.get_mut(&key.receiver_id) {
                 member.acked = old.acked;
+                member.read = old.read;
                 member.detached = old.detached;
                 member.address = old.address;
                 member.last_progress = old.last_progress;
             }
         }
+        self.update_flight_low();
     }
 
     /// Removes a member: its outstanding objects are reported abandoned and it no longer
@@ -184,6 +200,7 @@ impl Sender {
             self.requested
                 .values_mut()
                 .for_each(|asked| asked.retain(|id| *id != receiver_id));
+            self.update_flight_low();
             self.advance_window();
         }
     }
@@ -227,9 +244,15 @@ impl Sender {
         let datagrams = size.div_ceil(payload as u64).max(1);
         if self.window.datagrams() + datagrams > self.config.window_datagrams
             || self.window.bytes() + size > self.config.window_bytes
+            || self.unsent_flight_queued()
         {
             self.window_was_full = true;
+            self.window_full_since.get_or_insert(now);
             return Err(SendError::WindowFull);
+        }
+        if let Some(since) = self.window_full_since.take() {
+            let waited = now.saturating_duration_since(since).as_micros();
+            self.stats.window_full_us += u64::try_from(waited).unwrap_or(u64::MAX);
         }
         let mut pending = Vec::new();
         for (&receiver_id, member) in &self.members {
@@ -522,6 +545,9 @@ impl Sender {
             member.acked = cumulative;
             member.last_progress = Some(now);
         }
+        let previous_read = member.read;
+        member.read = member.read.max(status.read_end.min(end)).max(member.acked);
+        let read_moved = member.read > previous_read && previous_read <= self.flight_low;
         for object_id in status.lost {
             if let Some(object) = self.window.object_by_id_mut(object_id)
                 && let Some(position) = object.pending.iter().position(|id| *id == receiver_id)
@@ -564,9 +590,30 @@ impl Sender {
             (Some(old), _) if old.max(floor) >= self.group_rtt => self.update_group_rtt(),
             _ => {}
         }
+        // As for the window: the flight's low edge moves only when this member held it.
+        if read_moved || reattached {
+            self.update_flight_low();
+        }
         if previous <= self.window.base() || reattached {
             self.advance_window();
         }
+    }
+
+    fn update_flight_low(&mut self) {
+        self.flight_low = self
+            .members
+            .values()
+            .filter(|member| !member.detached)
+            .map(|member| member.read.max(member.acked))
+            .min()
+            .unwrap_or(u64::MAX);
+    }
+
+    /// Whether a new datagram may go: those from the slowest member's read position to the
+    /// send cursor take less than `flight_bytes`.
+    fn flight_allows(&self) -> bool {
+        let in_flight = self.send_cursor.saturating_sub(self.flight_low);
+        in_flight.saturating_mul(self.config.max_datagram_size as u64) < self.config.flight_bytes
     }
 
     fn update_group_rtt(&mut self) {
@@ -608,12 +655,28 @@ impl Sender {
             self.fec.release_below(low);
             self.requested = self.requested.split_off(&low);
         }
+        self.announce_writable();
+    }
+
+    /// Emits [`SenderEvent::Writable`] once an object was refused and there is room again.
+    fn announce_writable(&mut self) {
         let roomy = self.window.datagrams() < self.config.window_datagrams
-            && self.window.bytes() < self.config.window_bytes;
+            && self.window.bytes() < self.config.window_bytes
+            && !self.unsent_flight_queued();
         if self.window_was_full && roomy {
             self.window_was_full = false;
             self.events.push_back(SenderEvent::Writable);
         }
+    }
+
+    /// Whether a quarter of a flight's worth of datagrams waits in the window unsent: objects
+    /// are refused then, so that they wait with the caller (backpressure) rather than in the
+    /// window, which is kept for what is in flight and what awaits repair. A quarter keeps
+    /// the sender supplied between two status reports without adding much to an object's
+    /// wait.
+    fn unsent_flight_queued(&self) -> bool {
+        let unsent = self.window.end().saturating_sub(self.send_cursor);
+        unsent.saturating_mul(self.config.max_datagram_size as u64) >= self.config.flight_bytes / 4
     }
 
     /// Reports every outstanding object of `receiver_id` abandoned.
@@ -688,6 +751,7 @@ impl Sender {
             self.abandon_all_for(receiver_id);
         }
         self.update_group_rtt();
+        self.update_flight_low();
         self.advance_window();
     }
 
@@ -769,10 +833,14 @@ impl Sender {
         let (seq, destination) = if let Some((&seq, &destination)) = self.repairs.first_key_value()
         {
             (seq, Some(destination))
-        } else if self.send_cursor < self.window.end() {
+        } else if self.send_cursor < self.window.end() && self.flight_allows() {
             (self.send_cursor, None)
         } else {
-            // The burst is over: say where it ended, unless a tail went out just now.
+            if self.send_cursor < self.window.end() {
+                self.flight_limited_since.get_or_insert(now);
+            }
+            // The burst is over (or held back by the flight limit): say where it ended, unless
+            // a tail went out just now.
             let gap = self.config.tail_interval / 10;
             if self.burst_unannounced
                 && self
@@ -800,6 +868,13 @@ impl Sender {
             None => {
                 self.send_cursor += 1;
                 self.burst_unannounced = true;
+                if let Some(since) = self.flight_limited_since.take() {
+                    let held = now.saturating_duration_since(since).as_micros();
+                    self.stats.flight_limited_us += u64::try_from(held).unwrap_or(u64::MAX);
+                }
+                if self.window_was_full {
+                    self.announce_writable();
+                }
                 PacketType::Data
             }
         };
@@ -914,9 +989,10 @@ impl Sender {
         if let Some(since) = self.stalled_members().map(|(_, since)| since).min() {
             deadline = deadline.min(since + self.config.delivery_timeout);
         }
+        // New data held back by the flight limit waits for a status report, not a timer.
         let output_waiting = !self.repairs.is_empty()
             || !self.parity.is_empty()
-            || self.send_cursor < self.window.end();
+            || (self.send_cursor < self.window.end() && self.flight_allows());
         // The burst's tail is due when nothing else waits (poll_transmit sends it then).
         if self.burst_unannounced
             && !output_waiting

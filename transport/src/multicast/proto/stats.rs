@@ -65,6 +65,12 @@ pub struct SenderStats {
     pub abandonments: u64,
     /// Times a receiver was given up on for falling behind.
     pub receivers_detached: u64,
+    /// Microseconds objects waited for room in the window: from a
+    /// [`WindowFull`](super::SendError::WindowFull) refusal to the next accepted object.
+    pub window_full_us: u64,
+    /// Microseconds new data waited for the flight limit (datagrams sent and not yet read by
+    /// the slowest receiver), from the first datagram held back to the next one sent.
+    pub flight_limited_us: u64,
     /// Dropped datagrams by reason.
     pub dropped: SenderDrops,
 }
@@ -128,6 +134,11 @@ pub struct ReceiverStats {
     pub nacks_suppressed: u64,
     /// Status reports sent.
     pub status_sent: u64,
+    /// Missing datagrams that arrived later (by repair, parity or late delivery).
+    pub gaps_filled: u64,
+    /// Microseconds from detecting those gaps to filling them, summed (divide by
+    /// `gaps_filled` for the mean repair delay).
+    pub gap_fill_us: u64,
     /// Dropped datagrams by reason.
     pub dropped: ReceiverDrops,
 }
