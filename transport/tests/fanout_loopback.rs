@@ -158,7 +158,22 @@ async fn same_workload(strategy: Strategy) -> Vec<BTreeMap<u64, (Bytes, Received
         Strategy::Auto => assert!(stats.protocol.objects_sent > 0),
     }
     let mut received = Vec::new();
-    for (_, replica) in &mut cluster.replicas {
+    for (name, replica) in &mut cluster.replicas {
+        // The objects went out back to back: their announcements and unicast copies to a
+        // replica travel batched, in fewer requests and streams than objects (large objects
+        // go alone, and the multicast window paces the announcements).
+        let replica_stats = replica.stats();
+        match strategy {
+            Strategy::Unicast => assert!(
+                replica_stats.unicast_streams < 100,
+                "{name}: {replica_stats:?}"
+            ),
+            Strategy::Multicast => assert!(
+                replica_stats.announcement_requests < 200,
+                "{name}: {replica_stats:?}"
+            ),
+            Strategy::Auto => {}
+        }
         let objects = drain(replica);
         assert_eq!(objects.len(), 200, "{strategy:?}");
         for (id, (data, _)) in &objects {
