@@ -433,7 +433,10 @@ async fn lying_batches_are_refused_with_typed_errors() {
             ]))
             .await
             .expect("a batch is answered");
-        assert_eq!(verdicts, ControlAnswer::Verdicts(vec![Verdict::NotMember; 3]));
+        assert_eq!(
+            verdicts,
+            ControlAnswer::Verdicts(vec![Verdict::NotMember; 3])
+        );
         assert_eq!(setup.refused(), 3);
 
         // Empty, and one too many.
@@ -455,11 +458,16 @@ async fn lying_batches_are_refused_with_typed_errors() {
             vec![part(1, u64::MAX), part(2, 3)],
         ] {
             let sent: Result<UnicastBatchAck, _> = link
-                .send_object(&UnicastBatchHeader { parts }, Bytes::from_static(b"seven b"))
+                .send_object(
+                    &UnicastBatchHeader { parts },
+                    Bytes::from_static(b"seven b"),
+                )
                 .await;
             assert_remote(sent, "add up");
         }
-        let parts = (0..=MAX_UNICAST_BATCH as u64).map(|id| part(id, 0)).collect();
+        let parts = (0..=MAX_UNICAST_BATCH as u64)
+            .map(|id| part(id, 0))
+            .collect();
         let sent: Result<UnicastBatchAck, _> = link
             .send_object(&UnicastBatchHeader { parts }, Bytes::new())
             .await;
@@ -482,7 +490,11 @@ async fn lying_batches_are_refused_with_typed_errors() {
         for (id, data) in [(1, &b"one"[..]), (2, &b"two!"[..])] {
             let delivered = setup.replica.recv().await.expect("the replica runs");
             assert_eq!(
-                (delivered.writer.as_str(), delivered.object_id, &delivered.data[..]),
+                (
+                    delivered.writer.as_str(),
+                    delivered.object_id,
+                    &delivered.data[..]
+                ),
                 ("mallory", id, data)
             );
         }

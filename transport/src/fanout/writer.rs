@@ -742,9 +742,8 @@ async fn send_unicast(link: &Link, mut batch: Vec<(Delivery, DeliveryPath)>) {
             len: delivery.data.len() as u64,
         })
         .collect();
-    let mut payload = bytes::BytesMut::with_capacity(
-        batch.iter().map(|(delivery, _)| delivery.data.len()).sum(),
-    );
+    let mut payload =
+        bytes::BytesMut::with_capacity(batch.iter().map(|(delivery, _)| delivery.data.len()).sum());
     for (delivery, _) in &batch {
         payload.extend_from_slice(&delivery.data);
     }
