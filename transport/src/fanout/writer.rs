@@ -27,6 +27,11 @@ use crate::quic::{Endpoint, Link, LinkError};
 /// quiet one sends each object at once.
 const LANE_REQUESTS: usize = 4;
 
+/// How long a batch holds its slot in the lane at most: one whose verdicts take long (an
+/// object lost on the group waits for the replica's bound) must not hold back the batches
+/// behind it, which would then wait for that bound one after the other.
+const SLOT_HOLD: Duration = Duration::from_millis(10);
+
 /// Objects at least this large go by unicast alone, on a stream of their own; smaller ones are
 /// batched.
 const UNICAST_ALONE: usize = 256 << 10;
@@ -661,8 +666,8 @@ impl Batch {
     }
 }
 
-/// One replica's lane: whatever queued while [`LANE_REQUESTS`] batches were out goes as the
-/// next batch: one request for its announcements (up to [`MAX_EXPECT_BATCH`], the verdicts
+/// One replica's lane: whatever queued while [`LANE_REQUESTS`] batches were out (each for
+/// [`SLOT_HOLD`] at most) goes as the next batch: one request for its announcements (up to [`MAX_EXPECT_BATCH`], the verdicts
 /// come back in one answer) and one object stream for its unicast objects. Ends once the
 /// replica left the set and its queue is drained.
 async fn run_lane(link: Link, mut queue: mpsc::UnboundedReceiver<LaneWork>) {
@@ -690,11 +695,18 @@ async fn run_lane(link: Link, mut queue: mpsc::UnboundedReceiver<LaneWork>) {
         }
         let link = link.clone();
         tokio::spawn(async move {
-            tokio::join!(
-                announce(&link, batch.announced),
-                send_unicast(&link, batch.unicast)
-            );
-            drop(slot);
+            let sent = async {
+                tokio::join!(
+                    announce(&link, batch.announced),
+                    send_unicast(&link, batch.unicast)
+                );
+            };
+            tokio::pin!(sent);
+            // The slot is free once the batch is answered, or after SLOT_HOLD at the latest.
+            if tokio::time::timeout(SLOT_HOLD, &mut sent).await.is_err() {
+                drop(slot);
+                sent.await;
+            }
         });
     }
 }
