@@ -71,6 +71,8 @@ fn paused_storage_comes_back_and_catches_up(strategy: Strategy) {
     let group = random_group();
     let mut cluster = LocalCluster::start(&ClusterSpec {
         storage_sections: multicast_section(group),
+        // A failure prints the ends of the nodes' logs: replication's rounds and failures.
+        stderr_to_files: true,
         ..ClusterSpec::default()
     });
     let status_config = cluster.client_config("client-4", "");

@@ -103,5 +103,10 @@ pub fn run(args: MasterLogArgs) -> Result<(), Error> {
     println!("last_index {}", log.last());
     println!("commit {}", log.commit());
     println!("snapshot_index {}", log.snapshot_data().index);
+    let format = log.state_format()?;
+    println!(
+        "state_format {}",
+        format.map_or_else(|| "none".to_owned(), |format| format.to_string())
+    );
     Ok(())
 }

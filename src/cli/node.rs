@@ -27,10 +27,10 @@ use replicast_node::driver::{
     multicast_interface, spawn, spawn_storage,
 };
 use replicast_node::engine::Engine;
-use replicast_node::master::{GroupConfig, Master, MasterConfig};
+use replicast_node::master::{GroupConfig, Master, MasterConfig, MasterEvent};
 use replicast_node::partition::PartitionTable;
 use replicast_node::persist::{PersistConfig, ThreadedStorage};
-use replicast_node::storage::StorageConfig;
+use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::multicast::driver::MulticastInterface;
 use replicast_transport::quic::{Endpoint, LinkError};
@@ -321,7 +321,13 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 crl: config.tls.crl.clone(),
                 revocation,
             };
-            run_until_signal(&name, driver, events, endpoint, reload, running).await?;
+            let node = Node {
+                name: &name,
+                reload,
+                running,
+                notable: notable_master_event,
+            };
+            run_until_signal(node, driver, events, endpoint).await?;
             Ok(())
         }
         RoleConfig::Storage { master, storage } => {
@@ -399,8 +405,13 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 crl: config.tls.crl.clone(),
                 revocation,
             };
-            let role =
-                run_until_signal(&name, driver, events, endpoint, reload, |_| Vec::new()).await?;
+            let node = Node {
+                name: &name,
+                reload,
+                running: |_| Vec::new(),
+                notable: notable_storage_event,
+            };
+            let role = run_until_signal(node, driver, events, endpoint).await?;
             // The writer executes what is queued and syncs; dropping the engine closes the
             // database.
             drop(role.stop());
@@ -417,21 +428,35 @@ struct Reload {
     revocation: Revocation,
 }
 
-/// Announces readiness of the running `driver`, reports changes of `running` (the storages
-/// the role knows to run) and reloads the revocation list on SIGHUP until SIGTERM or SIGINT,
-/// then stops the driver and closes the endpoint. Returns the role for its owner to close.
+/// A running node as [`run_until_signal`] serves it.
+struct Node<'a, R: Role> {
+    name: &'a str,
+    reload: Reload,
+    /// The status lines of the role (the storages a master knows to run).
+    running: fn(&R) -> Vec<String>,
+    /// Which of the role's events are logged at info (see [`log_events`]).
+    notable: fn(&R::Event) -> bool,
+}
+
+/// Announces readiness of the running `driver`, reports changes of the node's `running`
+/// lines and reloads the revocation list on SIGHUP until SIGTERM or SIGINT, then stops the
+/// driver and closes the endpoint. Returns the role for its owner to close.
 async fn run_until_signal<R>(
-    name: &str,
+    node: Node<'_, R>,
     driver: DriverHandle<R>,
     events: mpsc::UnboundedReceiver<R::Event>,
     endpoint: Endpoint,
-    reload: Reload,
-    running: fn(&R) -> Vec<String>,
 ) -> Result<R, Error>
 where
     R: Role,
     R::Event: std::fmt::Debug,
 {
+    let Node {
+        name,
+        reload,
+        running,
+        notable,
+    } = node;
     let address = endpoint
         .local_addr()
         .map_err(|e| format!("cannot read the endpoint's address: {e}"))?;
@@ -443,11 +468,12 @@ where
         .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
     let mut hangup = signal(SignalKind::hangup())
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
-    let logger = tokio::spawn(log_events(events));
+    let logger = tokio::spawn(log_events(events, notable));
     tracing::info!(node = name, %address, "listening");
     announce(&format!("ready {name} {address}"))?;
 
     // The watch borrows the driver: it ends before the driver is stopped.
+    let mut watch_failed = None;
     {
         let watch = async {
             let mut reported: Vec<String> = Vec::new();
@@ -473,7 +499,8 @@ where
         loop {
             tokio::select! {
                 result = &mut watch => {
-                    result?;
+                    // The driver stopped on its own: the role may say why, below.
+                    watch_failed = result.err();
                     break;
                 }
                 _ = terminate.recv() => {
@@ -494,6 +521,12 @@ where
         .stop()
         .await
         .map_err(|e| format!("the driver of {name} failed: {e}"))?;
+    if let Some(failure) = role.failure() {
+        return Err(format!("{name} stopped: {failure}").into());
+    }
+    if let Some(error) = watch_failed {
+        return Err(error);
+    }
     // Bounded: a peer that vanished never acknowledges the close.
     if tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle())
         .await
@@ -514,8 +547,36 @@ fn announce(line: &str) -> Result<(), Error> {
     Ok(())
 }
 
-async fn log_events<E: std::fmt::Debug>(mut events: mpsc::UnboundedReceiver<E>) {
+/// Logs the role's events: the `notable` ones (what an operator follows: replication, cells
+/// changing state, elections) at info, the others (one per transaction) at debug.
+async fn log_events<E: std::fmt::Debug>(
+    mut events: mpsc::UnboundedReceiver<E>,
+    notable: fn(&E) -> bool,
+) {
     while let Some(event) = events.recv().await {
-        tracing::debug!(?event, "role event");
+        if notable(&event) {
+            tracing::info!(?event, "role event");
+        } else {
+            tracing::debug!(?event, "role event");
+        }
     }
+}
+
+/// Every master event but a transaction's end.
+fn notable_master_event(event: &MasterEvent) -> bool {
+    !matches!(
+        event,
+        MasterEvent::Committed { .. } | MasterEvent::Aborted { .. }
+    )
+}
+
+/// A storage's replication and engine events.
+fn notable_storage_event(event: &StorageEvent) -> bool {
+    matches!(
+        event,
+        StorageEvent::ReplicationStarted { .. }
+            | StorageEvent::PartitionReplicated { .. }
+            | StorageEvent::ReplicationFailed { .. }
+            | StorageEvent::EngineError { .. }
+    )
 }

@@ -98,6 +98,16 @@ fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
                  voted; retry it"
             ),
         ),
+        // Every replica of a partition failed for this transaction (none answered its stores
+        // or vote in time), or a storage gave up waiting for the client: what a retry meets
+        // is the cluster as it is then, as ZEO's disconnected storage.
+        ClientError::Aborted(
+            reason @ (AbortReason::NoReplica { .. } | AbortReason::StorageGaveUp { .. }),
+        ) => raise_ours(
+            py,
+            "StorageUnavailable",
+            format!("transaction aborted: {reason:?}; nothing of it committed: retry it"),
+        ),
         ClientError::Aborted(AbortReason::MasterLost) => raise_ours(
             py,
             "ClientDisconnected",

@@ -11,16 +11,33 @@ import time
 import unittest
 
 import transaction
+import transaction.interfaces
 import ZODB
 from persistent.mapping import PersistentMapping
 
 from clusters import GROUP, start_cluster, stop_cluster
-from replicast_zodb import ClientDisconnected, ReplicastStorage
+from replicast_zodb import ClientDisconnected, ReplicastStorage, StorageUnavailable
 from replicast_zodb.errors import ReplicastError
 
 #: Bound on the waits of these tests (seconds).
 WAIT = 60.0
 
+
+
+def commit_retrying(
+    db: ZODB.DB, key: str, value: int, transient: tuple[type[BaseException], ...]
+) -> None:
+    """Sets ``root[key] = value`` in one transaction, tried again on a ``transient`` error
+    until :data:`WAIT` has passed (then the error is raised)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            with db.transaction() as conn:
+                conn.root()[key] = value
+            return
+        except transient:
+            if time.monotonic() > deadline:
+                raise
 
 class StorageKilledWhileCommitting(unittest.TestCase):
     def setUp(self) -> None:
@@ -176,15 +193,35 @@ class MasterUnreachable(unittest.TestCase):
         self.cluster.resume_master()
         # Once the master is back, the application works again (a bounded number of
         # attempts: the link to the master is dialed again on demand).
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                with db.transaction() as conn:
-                    conn.root()["n"] = 3
-                break
-            except ClientDisconnected:
-                if time.monotonic() > deadline:
-                    raise
+        commit_retrying(db, "n", 3, (ClientDisconnected,))
+        with db.transaction() as conn:
+            self.assertEqual(conn.root()["n"], 3)
+        db.close()
+
+
+class StoragesUnreachable(unittest.TestCase):
+    def setUp(self) -> None:
+        self.cluster = start_cluster()
+
+    def tearDown(self) -> None:
+        self.cluster.resume_storages()
+        stop_cluster(self.cluster)
+
+    def test_a_commit_with_no_replica_left_is_transient_then_works_again(self) -> None:
+        # The client's own timeout is long: what ends the commit is its links noticing that
+        # no replica of the partition is left.
+        db = ZODB.DB(ReplicastStorage(self.cluster.client_config("client-1"), timeout=WAIT))
+        with db.transaction() as conn:
+            conn.root()["n"] = 1
+        self.cluster.pause_storages()
+        with self.assertRaises(StorageUnavailable) as raised:
+            with db.transaction() as conn:
+                conn.root()["n"] = 2
+        # Transient: transaction managers retry it.
+        self.assertIsInstance(raised.exception, transaction.interfaces.TransientError)
+        self.assertIn("NoReplica", str(raised.exception))
+        self.cluster.resume_storages()
+        commit_retrying(db, "n", 3, (StorageUnavailable, ClientDisconnected))
         with db.transaction() as conn:
             self.assertEqual(conn.root()["n"], 3)
         db.close()

@@ -1065,7 +1065,13 @@ mod tests {
         while client.poll_transmit().is_some() {}
     }
 
-    fn aborted_reason(client: &mut Client) -> Option<AbortReason> {
+    /// The primary answers the finish of `ttid` aborted: the reason the client reports.
+    fn finish_aborted(client: &mut Client, now: SystemTime, ttid: Tid) -> Option<AbortReason> {
+        let answer = order(Message::AnswerFinish {
+            ttid,
+            outcome: TransactionOutcome::Aborted,
+        });
+        client.handle(now, "master", answer).expect("answer");
         std::iter::from_fn(|| client.poll_event()).find_map(|event| match event {
             ClientEvent::Aborted { reason, .. } => Some(reason),
             _ => None,
@@ -1075,22 +1081,11 @@ mod tests {
     #[test]
     fn an_aborted_finish_after_the_primary_was_lost_is_the_failover_not_a_refusal() {
         let now = SystemTime::UNIX_EPOCH;
-        let aborted = |ttid| {
-            order(Message::AnswerFinish {
-                ttid,
-                outcome: TransactionOutcome::Aborted,
-            })
-        };
+        let refused = Some(AbortReason::FinishRefused(TransactionOutcome::Aborted));
         // The primary that began it answers: a refusal.
         let (mut client, _) = ready_client();
         finishing(&mut client, now, Tid(9));
-        client
-            .handle(now, "master", aborted(Tid(9)))
-            .expect("answer");
-        assert_eq!(
-            aborted_reason(&mut client),
-            Some(AbortReason::FinishRefused(TransactionOutcome::Aborted))
-        );
+        assert_eq!(finish_aborted(&mut client, now, Tid(9)), refused);
         // The link to the primary dropped before the answer: the master forgot the client
         // and aborted what it had open; the finish asked again says so.
         finishing(&mut client, now, Tid(11));
@@ -1102,19 +1097,13 @@ mod tests {
             .filter(|kind| *kind != "AskPrimary")
             .collect();
         assert_eq!(asked, ["ClientHello", "AskFinish"]);
-        client
-            .handle(retry, "master", aborted(Tid(11)))
-            .expect("answer");
-        assert_eq!(aborted_reason(&mut client), Some(AbortReason::MasterLost));
+        assert_eq!(
+            finish_aborted(&mut client, retry, Tid(11)),
+            Some(AbortReason::MasterLost)
+        );
         // The next transaction starts clean.
         finishing(&mut client, retry, Tid(13));
-        client
-            .handle(retry, "master", aborted(Tid(13)))
-            .expect("answer");
-        assert_eq!(
-            aborted_reason(&mut client),
-            Some(AbortReason::FinishRefused(TransactionOutcome::Aborted))
-        );
+        assert_eq!(finish_aborted(&mut client, retry, Tid(13)), refused);
     }
 
     /// The first `Loaded` event the client has to report (the others before it are taken).
@@ -1263,6 +1252,24 @@ mod tests {
         (client, ttid)
     }
 
+    /// Stores `x` as object 4 in `client`'s transaction: the one fan-out it makes.
+    fn store_x(client: &mut Client, now: SystemTime) -> FanoutStore {
+        client
+            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
+            .expect("store");
+        client.poll_fanout().expect("one fan-out")
+    }
+
+    /// A storage's answer that object 4 of `ttid` is stored.
+    fn stored_x(ttid: Tid) -> Message {
+        Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Stored,
+        }
+    }
+
     #[test]
     fn a_store_is_one_fanout_for_every_writable_replica() {
         let now = SystemTime::UNIX_EPOCH;
@@ -1304,10 +1311,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH;
         let timeout = ClientConfig::default().storage_timeout;
         let (mut client, _) = storing_client();
-        client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
-            .expect("store");
-        let fanout = client.poll_fanout().expect("one fan-out");
+        let fanout = store_x(&mut client, now);
         // A large object may take long to arrive: no storage fails while it travels.
         assert_eq!(client.poll_timeout(), None);
         let late = now + timeout * 3;
@@ -1329,19 +1333,10 @@ mod tests {
     fn a_table_without_a_storage_stops_the_transaction_waiting_for_it() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
-        client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
-            .expect("store");
-        let fanout = client.poll_fanout().expect("one fan-out");
+        let fanout = store_x(&mut client, now);
         for node in ["s1", "s2"] {
             client.fanout_delivered(now, fanout.id, node);
-            let stored = Message::AnswerStore {
-                ttid,
-                generation: 0,
-                oid: Oid(4),
-                result: StoreResult::Stored,
-            };
-            client.handle(now, node, stored).expect("stored");
+            client.handle(now, node, stored_x(ttid)).expect("stored");
         }
         // s3 froze: its delivery neither ends nor fails, and its link has not told yet.
         assert_eq!(client.stores_answered(), None);
@@ -1370,10 +1365,7 @@ mod tests {
     fn a_storage_the_transaction_goes_on_without_is_told_to_abort_it() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = storing_client();
-        client
-            .store(now, Oid(4), Tid::ZERO, ObjectData::from(b"x".to_vec()))
-            .expect("store");
-        let fanout = client.poll_fanout().expect("one fan-out");
+        let fanout = store_x(&mut client, now);
         // s2 may be alive, holding the object's lock: it must not keep it until its idle
         // timeout while the transaction commits on s1 and s3.
         client.fanout_failed(now, fanout.id, "s2");
@@ -1385,12 +1377,7 @@ mod tests {
             [("s2".to_owned(), Message::AbortTransaction { ttid })]
         );
         // The store reached it after all: its answer gets another abort, and changes nothing.
-        let late = Message::AnswerStore {
-            ttid,
-            generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Stored,
-        };
+        let late = stored_x(ttid);
         client.handle(now, "s2", late).expect("a late answer");
         let transmit = client.poll_transmit().expect("an abort goes back");
         assert_eq!(
@@ -1414,12 +1401,7 @@ mod tests {
             .expect("store");
         client.abort().expect("abort");
         while client.poll_transmit().is_some() {}
-        let late = Message::AnswerStore {
-            ttid,
-            generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Stored,
-        };
+        let late = stored_x(ttid);
         client
             .handle(now, "s3", late)
             .expect("a late answer is expected");

@@ -39,6 +39,32 @@ pub enum LogError {
     },
 }
 
+impl ConsensusError {
+    /// Whether the master cannot go on after this error: its log could not be written or
+    /// read, or holds what it cannot apply. raft's safety rests on what the log holds (a
+    /// vote or an append answered is on disk), so a master past such an error stops; the
+    /// others refuse what one master alone gets wrong (a message from a non-member, a
+    /// proposal while not the leader).
+    ///
+    /// ```
+    /// use replicast_node::consensus::{ConsensusError, LogError};
+    ///
+    /// let full = LogError::Database { what: "commit", message: "No space left".into() };
+    /// assert!(ConsensusError::Log(full).is_fatal());
+    /// assert!(!ConsensusError::NotAMember { from: "m9".into() }.is_fatal());
+    /// ```
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Log(_)
+                | Self::Undecodable { .. }
+                | Self::Stopped
+                | Self::Encode { .. }
+                | Self::StateFormat { .. }
+        )
+    }
+}
+
 /// The consensus group refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
@@ -76,6 +102,45 @@ pub enum ConsensusError {
         /// The configured masters.
         configured: Vec<String>,
     },
+    /// A committed entry or snapshot of the log does not decode into the replicated state: the
+    /// log is corrupt, or another build wrote it. The master stops rather than go on without
+    /// it (the entry may decide a transaction or raise the next OID).
+    #[error(
+        "{what} at index {index} of the masters' log does not decode: {source}; \
+         the master cannot go on without it"
+    )]
+    Undecodable {
+        /// An entry or a snapshot.
+        what: &'static str,
+        /// Its log index.
+        index: u64,
+        /// What postcard said.
+        source: postcard::Error,
+    },
+    /// The replicated state, or a change of it, does not encode.
+    #[error("cannot encode {what} for the masters' log: {source}")]
+    Encode {
+        /// What was encoded.
+        what: &'static str,
+        /// What postcard said.
+        source: postcard::Error,
+    },
+    /// The log holds the replicated state in another encoding than this build's
+    /// ([`STATE_FORMAT`](crate::master::state::STATE_FORMAT)).
+    #[error(
+        "the master's log holds the replicated state in format {}, this build reads format \
+         {expected}: it was written by another version of replicast",
+        found.map_or_else(|| "1 (unversioned)".to_owned(), |found| found.to_string())
+    )]
+    StateFormat {
+        /// The log's format (`None`: a log of a build that did not record it).
+        found: Option<u32>,
+        /// This build's.
+        expected: u32,
+    },
+    /// The master stopped after a fatal error (its failure, which it reports once).
+    #[error("this master stopped after its log failed")]
+    Stopped,
     /// This node is not in the list of masters it was given.
     #[error("{name} is not in the list of masters {masters:?}")]
     NotListed {

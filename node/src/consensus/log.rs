@@ -27,6 +27,9 @@ const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
 /// The members' names (raft knows only their ids), for messages to an operator.
 const MEMBER_NAMES: &str = "member_names";
+/// The version of the encoding of the state the entries and snapshots hold (the log's user
+/// chooses it; see [`RaftLog::state_format`]).
+const STATE_FORMAT: &str = "state_format";
 
 /// Raft's hard state as stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +205,22 @@ impl RaftLog {
             self.member_names = names;
         }
         Ok(())
+    }
+
+    /// The version of the encoding of the entries' and snapshots' contents, as recorded
+    /// with [`set_state_format`](Self::set_state_format) (`None`: never recorded).
+    pub fn state_format(&self) -> Result<Option<u32>, LogError> {
+        let read = self.db.begin_read().map_err(db_err("begin read"))?;
+        let meta = read.open_table(META).map_err(db_err("open meta"))?;
+        match meta.get(STATE_FORMAT).map_err(db_err("read"))? {
+            Some(value) => Ok(Some(decode("state format", value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the version of the encoding of the entries' and snapshots' contents.
+    pub fn set_state_format(&mut self, format: u32) -> Result<(), LogError> {
+        self.write_meta(&[(STATE_FORMAT, encode(&format))])
     }
 
     /// The members' names as recorded (empty when never recorded).

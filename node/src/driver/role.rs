@@ -75,6 +75,12 @@ pub trait Role: Send + 'static {
     fn peer_received(&mut self, peer: &str, bytes: Option<u64>) {
         let _ = (peer, bytes);
     }
+    /// Why the role cannot go on, if it cannot (a master whose log could not be written or
+    /// read): the driver then stops, and [`DriverHandle::stop`](super::DriverHandle::stop)
+    /// gives the role back to say why. Never, by default.
+    fn failure(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        None
+    }
     /// The next store to hand to the fan-out (only the client has any).
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
@@ -156,6 +162,9 @@ impl Role for Master {
     }
     fn peer_lost(&mut self, now: SystemTime, peer: &str) -> Result<(), ProtocolError> {
         Master::peer_lost(self, now, peer)
+    }
+    fn failure(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        Master::failure(self).map(|failure| failure as _)
     }
     fn poll_timeout(&self) -> Option<SystemTime> {
         Master::poll_timeout(self)

@@ -412,6 +412,11 @@ impl<R: Role> Driver<R> {
         );
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if let Some(failure) = self.role.failure() {
+                // Nothing the role still holds may go out: it may rest on what failed.
+                tracing::error!(%failure, "the role cannot go on: its driver stops");
+                break;
+            }
             self.flush().await;
             let timer = self.role.poll_timeout().map(|deadline| {
                 deadline

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use super::state::{Journal, ReplicatedState, Update};
+use super::state::{Journal, ReplicatedState, STATE_FORMAT, Update};
 use super::{FinishRequest, Master, MasterEvent, Open};
 use crate::consensus::{
     Applied, ConsensusError, Group, GroupSettings, GroupStatus, LogError, RaftLog, raft_id,
@@ -108,8 +108,10 @@ pub(super) struct Consensus {
     events: VecDeque<MasterEvent>,
     /// Answers to operators' requests that may go out, by token.
     answers: VecDeque<(u64, Result<Message, ProtocolError>)>,
-    /// Committed entries that did not decode (never expected: only masters propose).
-    bad_entries: u64,
+    /// Why this master stopped: its log failed, or holds what it cannot apply (see
+    /// [`ConsensusError::is_fatal`]). Once set, the master does nothing more and its driver
+    /// stops the node.
+    failure: Option<ConsensusError>,
     /// When bookkeeping held back (see [`Update::is_bookkeeping`]) must be proposed at the
     /// latest.
     bookkeeping_due: Option<SystemTime>,
@@ -125,6 +127,17 @@ impl Consensus {
         initial: ReplicatedState,
         now: SystemTime,
     ) -> Result<Self, ConsensusError> {
+        let mut log = log;
+        match log.state_format()? {
+            Some(STATE_FORMAT) => {}
+            None if log.is_new() => log.set_state_format(STATE_FORMAT)?,
+            found => {
+                return Err(ConsensusError::StateFormat {
+                    found,
+                    expected: STATE_FORMAT,
+                });
+            }
+        }
         let group = Group::new(
             &config.name,
             &config.names(),
@@ -154,7 +167,7 @@ impl Consensus {
             released: VecDeque::new(),
             events: VecDeque::new(),
             answers: VecDeque::new(),
-            bad_entries: 0,
+            failure: None,
             bookkeeping_due: None,
         })
     }
@@ -187,8 +200,29 @@ impl Consensus {
         self.group.status()
     }
 
-    pub(super) fn bad_entries(&self) -> u64 {
-        self.bad_entries
+    pub(super) fn failure(&self) -> Option<&ConsensusError> {
+        self.failure.as_ref()
+    }
+
+    /// Takes the failure out (for a master that failed while it was being opened).
+    pub(super) fn take_failure(&mut self) -> Option<ConsensusError> {
+        self.failure.take()
+    }
+
+    /// Passes `result` on, but a fatal error becomes this master's
+    /// [`failure`](Self::failure) (the first one only), and the caller gets
+    /// [`ConsensusError::Stopped`].
+    fn check<T>(&mut self, result: Result<T, ConsensusError>) -> Result<T, ConsensusError> {
+        match result {
+            Err(error) if error.is_fatal() => {
+                if self.failure.is_none() {
+                    tracing::error!(%error, "the masters' log failed: this master stops");
+                    self.failure = Some(error);
+                }
+                Err(ConsensusError::Stopped)
+            }
+            other => other,
+        }
     }
 
     /// The primary as this master knows it: itself once it serves, the leader raft knows
@@ -211,7 +245,8 @@ impl Consensus {
     }
 
     pub(super) fn tick(&mut self, now: SystemTime) -> Result<(), ConsensusError> {
-        self.group.tick(now)
+        let result = self.group.tick(now);
+        self.check(result)
     }
 
     /// When raft's clock must tick next (never for a lone master, which needs no ticks), or
@@ -229,7 +264,8 @@ impl Consensus {
         from: &str,
         message: &crate::consensus::ConsensusMessage,
     ) -> Result<(), ConsensusError> {
-        self.group.step(from, message)
+        let result = self.group.step(from, message);
+        self.check(result)
     }
 
     pub(super) fn peer_lost(&mut self, master: &str) {
@@ -247,9 +283,14 @@ impl Consensus {
     /// Proposes `update` (a change of the working state); the state it leads to is what the
     /// next proposal is compared with.
     fn propose(&mut self, update: Update) -> Result<(), ConsensusError> {
-        let bytes = postcard::to_stdvec(&update).unwrap_or_default();
+        let bytes = postcard::to_stdvec(&update).map_err(|source| ConsensusError::Encode {
+            what: "a change of the replicated state",
+            source,
+        });
+        let bytes = self.check(bytes)?;
         self.proposed.apply(update);
-        self.last_proposed = self.group.propose(bytes)?;
+        let index = self.group.propose(bytes);
+        self.last_proposed = self.check(index)?;
         Ok(())
     }
 
@@ -288,25 +329,49 @@ impl Consensus {
 
     /// Applies what committed to the committed state, and compacts the log when due.
     fn apply_committed(&mut self) -> Result<(), ConsensusError> {
+        let result = self.apply_entries();
+        self.check(result)
+    }
+
+    fn apply_entries(&mut self) -> Result<(), ConsensusError> {
+        if self.failure.is_some() {
+            // What follows an entry that could not be applied is not applied either.
+            return Ok(());
+        }
         while let Some(applied) = self.group.take_applied() {
             match applied {
                 Applied::Entry { data, .. } if data.is_empty() => {}
-                Applied::Entry { data, .. } => match postcard::from_bytes::<Update>(&data) {
-                    Ok(update) => self.committed.apply(update),
-                    Err(_) => self.bad_entries += 1,
-                },
-                Applied::Snapshot { data, .. } => {
-                    match postcard::from_bytes::<ReplicatedState>(&data) {
-                        Ok(state) => self.committed = state,
-                        Err(_) => self.bad_entries += 1,
-                    }
+                Applied::Entry { index, data, .. } => {
+                    let update = postcard::from_bytes::<Update>(&data).map_err(|source| {
+                        ConsensusError::Undecodable {
+                            what: "entry",
+                            index,
+                            source,
+                        }
+                    })?;
+                    self.committed.apply(update);
+                }
+                Applied::Snapshot { index, data } => {
+                    self.committed =
+                        postcard::from_bytes::<ReplicatedState>(&data).map_err(|source| {
+                            ConsensusError::Undecodable {
+                                what: "snapshot",
+                                index,
+                                source,
+                            }
+                        })?;
                 }
             }
         }
-        let committed = &self.committed;
-        self.group.compact_if_due(self.group.applied(), || {
-            postcard::to_stdvec(committed).unwrap_or_default()
-        })
+        let state = postcard::to_stdvec(&self.committed);
+        match state {
+            // Serialized whether due or not: the state is small next to a log write.
+            Ok(state) => self.group.compact_if_due(self.group.applied(), || state),
+            Err(source) => Err(ConsensusError::Encode {
+                what: "the replicated state",
+                source,
+            }),
+        }
     }
 
     /// Whether the master must take over as primary or step down.
@@ -401,10 +466,11 @@ impl Master {
         &self.state
     }
 
-    /// Committed log entries that did not decode (a master of another version proposed
-    /// them); never expected.
-    pub fn bad_log_entries(&self) -> u64 {
-        self.consensus.bad_entries()
+    /// Why this master stopped serving, if it did: its log could not be written or read, or
+    /// holds what it cannot apply. The driver stops the node then (see
+    /// [`Role::failure`](crate::driver::Role::failure)).
+    pub fn failure(&self) -> Option<&ConsensusError> {
+        self.consensus.failure()
     }
 
     /// Where this master's peer `peer` accepts connections: another master's configured
@@ -647,6 +713,96 @@ mod tests {
     use crate::master::MasterConfig;
     use crate::partition::PartitionTable;
     use crate::protocol::{ChangeOutcome, StorageChange, Transmit};
+
+    /// A lone master's log in memory, with this build's state format unless `format` says
+    /// otherwise, holding `entries` (raft term 1, committed).
+    fn lone_log(format: Option<u32>, entries: &[(u64, Vec<u8>)]) -> (GroupConfig, RaftLog) {
+        let group = GroupConfig::lone("master");
+        let mut log = RaftLog::in_memory(&group.voters()).expect("log");
+        if let Some(format) = format {
+            log.set_state_format(format).expect("format");
+        }
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(index, data)| {
+                crate::consensus::LogEntry {
+                    kind: crate::consensus::EntryKind::Normal,
+                    term: 1,
+                    index: *index,
+                    data: data.clone().into(),
+                    context: Default::default(),
+                }
+                .to_raft()
+            })
+            .collect();
+        let hard_state = raft::eraftpb::HardState {
+            term: 1,
+            vote: crate::consensus::raft_id("master"),
+            commit: entries.len() as u64,
+            ..Default::default()
+        };
+        log.persist(None, &entries, Some(&hard_state))
+            .expect("persist");
+        (group, log)
+    }
+
+    fn open_lone(group: GroupConfig, log: RaftLog) -> Result<Master, ConsensusError> {
+        let table = PartitionTable::new(4, 2, &["s1".into(), "s2".into()]).expect("table");
+        Master::open(
+            table,
+            MasterConfig::default(),
+            group,
+            log,
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn a_committed_entry_that_does_not_decode_stops_the_master_instead_of_being_skipped() {
+        let raise = Update {
+            next_oid: Some(500),
+            ..Update::default()
+        };
+        let good = postcard::to_stdvec(&raise).expect("encode");
+        // The entries before the bad one are applied; the bad one stops the master.
+        let (group, log) = lone_log(Some(STATE_FORMAT), &[(1, good.clone())]);
+        let master = open_lone(group, log).expect("a good log opens");
+        assert_eq!(master.committed_state().next_oid, 500);
+        let (group, log) = lone_log(Some(STATE_FORMAT), &[(1, good), (2, vec![0xff; 3])]);
+        match open_lone(group, log) {
+            Err(error @ ConsensusError::Undecodable { index: 2, .. }) => {
+                assert!(error.to_string().contains("index 2"), "{error}");
+            }
+            Err(other) => panic!("the wrong error: {other}"),
+            Ok(_) => panic!("a master went on without a committed entry"),
+        }
+    }
+
+    #[test]
+    fn a_log_of_another_state_format_is_refused_naming_both() {
+        for recorded in [None, Some(STATE_FORMAT + 1)] {
+            let (group, log) = lone_log(recorded, &[]);
+            match open_lone(group, log) {
+                Err(error @ ConsensusError::StateFormat { found, expected }) => {
+                    assert_eq!((found, expected), (recorded, STATE_FORMAT));
+                    assert!(
+                        error.to_string().contains(&STATE_FORMAT.to_string()),
+                        "{error}"
+                    );
+                }
+                Err(other) => panic!("the wrong error: {other}"),
+                Ok(_) => panic!("a log of format {recorded:?} was read"),
+            }
+        }
+        // A new log is given this build's format, durably.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.redb");
+        let group = GroupConfig::lone("master");
+        let log = RaftLog::open(&path, &group.voters()).expect("log");
+        drop(open_lone(group.clone(), log).expect("a new log opens"));
+        let log = RaftLog::open(&path, &group.voters()).expect("reopen");
+        assert_eq!(log.state_format().expect("read"), Some(STATE_FORMAT));
+    }
 
     const TICK: Duration = Duration::from_millis(50);
 

@@ -178,6 +178,9 @@ impl Master {
         };
         // A lone master takes over here; an error then is one of its log.
         if let Err(error) = master.settle(now) {
+            if let Some(failure) = master.consensus.take_failure() {
+                return Err(failure);
+            }
             return Err(match error {
                 ProtocolError::Consensus(error) => error,
                 other => {

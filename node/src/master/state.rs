@@ -20,6 +20,17 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{Oid, Tid};
 use crate::partition::{NodeName, PartitionTable};
 
+/// The version of the encoding of [`ReplicatedState`] and [`Update`] in the masters' log
+/// (postcard, which has no optional fields: any change of these types, or of a type they
+/// hold, changes what an older log decodes to). Bump it with every such change; a master
+/// refuses a log of another version at start, naming both, rather than misread it.
+///
+/// ```
+/// // A log written by this build records the version; `replicast master-log show` prints it.
+/// assert!(replicast_node::master::state::STATE_FORMAT >= 2);
+/// ```
+pub const STATE_FORMAT: u32 = 2;
+
 /// How many completed decisions the state keeps after every voter acknowledged them: a
 /// client whose finish was in flight when the primary died asks the next one, seconds later.
 pub const RECENT_DECISIONS: usize = 65_536;

@@ -7,8 +7,12 @@ use super::message::Message;
 ///
 /// Version 2 had two meanings on two branches (ZODB: TimeStamp TIDs, bytes metadata, store
 /// kinds, [`Message::Ask`](super::Message::Ask); the masters group: orders wrapped in
-/// [`Message::FromPrimary`](super::Message::FromPrimary)); version 3 is both.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// [`Message::FromPrimary`](super::Message::FromPrimary)); version 3 is both. Version 4 adds
+/// what came after, each of which changed the encoding of messages a version-3 peer sends:
+/// commits at a chosen TID (`AskBeginAt`, `BeginRefused`), `LastTransaction`, the
+/// storages' read-side requests (`Ask`/`Answer`, `AskInspect`), the typed refusals of roles
+/// (`Refused`), backups in the status (`ReportBackup`), undo and check-current stores.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Encodes `message` with the protocol version in front.
 ///

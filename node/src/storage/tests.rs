@@ -860,8 +860,9 @@ fn imported_to(persists: &[Persist]) -> Vec<ReplicationProgress> {
         .collect()
 }
 
-#[test]
-fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_after() {
+/// A storage feeding from `source` that took its first batch (transactions up to TID 50,
+/// more to come) and is writing it: the storage, and the write.
+fn importing_first_batch() -> (Storage, Vec<Persist>) {
     let mut storage = feeding_from_source();
     storage
         .handle(
@@ -871,6 +872,12 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
         )
         .expect("answer");
     let first = writes(&mut storage);
+    (storage, first)
+}
+
+#[test]
+fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_after() {
+    let (mut storage, first) = importing_first_batch();
     assert_eq!(
         imported_to(&first),
         [ReplicationProgress {
@@ -919,15 +926,7 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
 
 #[test]
 fn a_failed_import_drops_what_came_after_it_and_asks_again_from_the_disk() {
-    let mut storage = feeding_from_source();
-    storage
-        .handle(
-            at(2),
-            "source",
-            transactions_batch(Tid::ZERO, Tid(10), Some(Tid(50))),
-        )
-        .expect("answer");
-    let first = writes(&mut storage);
+    let (mut storage, first) = importing_first_batch();
     persist_all(&mut storage, first);
     drain_events(&mut storage);
     sent(&mut storage);

@@ -606,11 +606,13 @@ fn start_node(
     }
     let stderr = root.join(format!("{name}.stderr"));
     if std::env::var_os("RUST_LOG").is_none() {
-        // Going to a file, the masters' elections and the links' losses cost nothing to keep,
-        // and are what a failed test needs.
+        // Going to a file, the masters' elections, the links' losses and the roles' notable
+        // events (replication, cells changing state) cost nothing to keep, and are what a
+        // failed test needs.
         command.env(
             "RUST_LOG",
-            "warn,replicast_node::consensus=info,replicast_node::driver=info",
+            "warn,replicast_node::consensus=info,replicast_node::driver=info,\
+             replicast::cli::node=info",
         );
     }
     command

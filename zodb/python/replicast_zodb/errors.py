@@ -24,7 +24,12 @@ class ClientDisconnected(ReplicastError, transaction.interfaces.TransientError):
 
 
 class StorageUnavailable(ReplicastError, transaction.interfaces.TransientError):
-    """No replica of an object answered its load."""
+    """No replica of an object answered its load, or none was left for a transaction's stores
+    (every replica of a partition failed for it, or a storage gave up waiting for this client).
+
+    Transient: nothing of the transaction committed, and a retry meets the cluster as it is
+    then.
+    """
 
 
 class TransactionFailed(ReplicastError):

@@ -510,6 +510,19 @@ class LocalCluster:
     def _masters_named(self, name: Optional[str]) -> list[NodeProcess]:
         return list(self.masters.values()) if name is None else [self.masters[name]]
 
+    def pause_storages(self) -> None:
+        """SIGSTOPs every storage: unreachable, their state kept (:meth:`resume_storages`)."""
+        for node in self.storages.values():
+            node.process.send_signal(signal.SIGSTOP)
+            self._paused.add(node.name)
+
+    def resume_storages(self) -> None:
+        """SIGCONTs the storages paused by :meth:`pause_storages`."""
+        for node in self.storages.values():
+            if node.running and node.name in self._paused:
+                node.process.send_signal(signal.SIGCONT)
+            self._paused.discard(node.name)
+
     def stop(self) -> None:
         """Stops every node (SIGTERM; SIGKILL for one that does not stop in time)."""
         for node in self.storages.values():
