@@ -293,14 +293,15 @@ impl Group {
     pub fn compact_if_due(
         &mut self,
         applied: u64,
-        state: impl FnOnce() -> Vec<u8>,
+        state: impl FnOnce() -> Result<Vec<u8>, ConsensusError>,
     ) -> Result<(), ConsensusError> {
         let since = self.node.store().snapshot_data().index;
         if applied < since + self.settings.compact_every {
             return Ok(());
         }
         let term = self.node.raft.raft_log.term(applied)?;
-        self.node.mut_store().compact(applied, term, state())?;
+        let state = state()?;
+        self.node.mut_store().compact(applied, term, state)?;
         Ok(())
     }
 

@@ -363,15 +363,13 @@ impl Consensus {
                 }
             }
         }
-        let state = postcard::to_stdvec(&self.committed);
-        match state {
-            // Serialized whether due or not: the state is small next to a log write.
-            Ok(state) => self.group.compact_if_due(self.group.applied(), || state),
-            Err(source) => Err(ConsensusError::Encode {
+        let committed = &self.committed;
+        self.group.compact_if_due(self.group.applied(), || {
+            postcard::to_stdvec(committed).map_err(|source| ConsensusError::Encode {
                 what: "the replicated state",
                 source,
-            }),
-        }
+            })
+        })
     }
 
     /// Whether the master must take over as primary or step down.
