@@ -1,7 +1,8 @@
 //! Feeds arbitrary bytes to every decoder of the fan-out wire (the postcard messages a writer
 //! and its replicas exchange over QUIC: `ControlRequest`, `ControlAnswer`, `Membership`,
-//! `Expectation`, `UnicastHeader`, `UnicastAck`, also inside a reply frame as a writer reads
-//! them), then drives a replica's digest `Matcher` with announcements and arrivals cut from
+//! `Expectation`, `UnicastHeader`, `UnicastAck`, the unicast batch's header and ack, also
+//! inside a reply frame as a writer reads them, and an object stream's header as a replica
+//! tells a single object from a batch), then drives a replica's digest `Matcher` with announcements and arrivals cut from
 //! the same bytes.
 //!
 //! No decoder may panic; whatever one accepts encodes back to the same value; the matcher
@@ -14,7 +15,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use replicast_transport::fanout::matching::{Matcher, MatcherLimits};
 use replicast_transport::fanout::wire::{
-    ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader, digest,
+    ControlAnswer, ControlRequest, Expectation, MAX_UNICAST_BATCH, Membership, ObjectHeader,
+    UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader, digest,
 };
 use replicast_transport::quic::wire::Reply;
 use serde::Serialize;
@@ -37,6 +39,16 @@ fn decode_all(bytes: &[u8]) {
     let _ = round_trip::<Expectation>(bytes);
     let _ = round_trip::<UnicastHeader>(bytes);
     let _ = round_trip::<UnicastAck>(bytes);
+    let _ = round_trip::<UnicastBatchHeader>(bytes);
+    let _ = round_trip::<UnicastBatchAck>(bytes);
+    // An object stream's header, with a payload length taken from the bytes: a batch the
+    // replica takes has 1 to MAX_UNICAST_BATCH parts whose lengths add up to the payload's.
+    let payload_len = bytes.first().map_or(0, |&len| u64::from(len));
+    if let Ok(ObjectHeader::Batch(batch)) = ObjectHeader::decode(bytes, payload_len) {
+        assert!((1..=MAX_UNICAST_BATCH).contains(&batch.parts.len()));
+        let sum = batch.parts.iter().try_fold(0u64, |sum, part| sum.checked_add(part.len));
+        assert_eq!(sum, Some(payload_len), "a batch taken whose parts do not add up");
+    }
 }
 
 /// Small limits, so that eviction of unclaimed multicast objects is exercised too.

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{address, endpoint, identity, random_group};
 use replicast_transport::fanout::wire::{
-    ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader, Verdict,
-    digest,
+    ControlAnswer, ControlRequest, Expectation, MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership,
+    UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
     DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
@@ -398,6 +398,114 @@ async fn announcements_and_membership_from_a_peer_that_is_not_the_writer_are_ref
             .genuine_object_arrives(3, Strategy::Multicast, ReceivedVia::Multicast)
             .await;
         assert_eq!(setup.replica.stats().matching.verified, 1);
+    })
+    .await;
+}
+
+/// Batches from a peer that is not the writer, or batches that lie: announcements of the
+/// writer's session in a batch are refused one by one, a batch without announcements or with
+/// too many is refused whole, and a unicast batch whose parts do not add up to its payload is
+/// refused before anything is delivered. The genuine writer's batches still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_batches_are_refused_with_typed_errors() {
+    bounded(async {
+        let mut setup = setup(Strategy::Multicast).await;
+        let mallory = endpoint(&setup.ca, "mallory");
+        let link = mallory
+            .link("replica", address(&setup.replica_endpoint))
+            .await
+            .expect("Mallory's certificate is valid");
+        let bytes = Bytes::from_static(b"never sent");
+        let expectation = |session_id, multicast_id| Expectation {
+            session_id,
+            multicast_id,
+            object_id: 1000 + multicast_id,
+            len: bytes.len() as u64,
+            digest: digest(&bytes),
+        };
+
+        // The writer's session and one nobody runs: each announcement refused, in order.
+        let verdicts: ControlAnswer = link
+            .request(&ControlRequest::ExpectBatch(vec![
+                expectation(SESSION, 1),
+                expectation(SESSION + 1, 2),
+                expectation(SESSION, 3),
+            ]))
+            .await
+            .expect("a batch is answered");
+        assert_eq!(
+            verdicts,
+            ControlAnswer::Verdicts(vec![Verdict::NotMember; 3])
+        );
+        assert_eq!(setup.refused(), 3);
+
+        // Empty, and one too many.
+        let empty: Result<ControlAnswer, _> =
+            link.request(&ControlRequest::ExpectBatch(Vec::new())).await;
+        assert_remote(empty, "batch of 0");
+        let too_many = vec![expectation(SESSION, 9); MAX_EXPECT_BATCH + 1];
+        let too_many: Result<ControlAnswer, _> =
+            link.request(&ControlRequest::ExpectBatch(too_many)).await;
+        assert_remote(too_many, "1 to 1024");
+        assert_eq!(setup.refused(), 5);
+
+        // Unicast batches whose parts claim more, or fewer, bytes than the payload holds,
+        // and one with too many parts.
+        let part = |object_id, len| UnicastPart { object_id, len };
+        for parts in [
+            vec![part(1, 4), part(2, 4)],
+            vec![part(1, 4), part(2, 1)],
+            vec![part(1, u64::MAX), part(2, 3)],
+        ] {
+            let sent: Result<UnicastBatchAck, _> = link
+                .send_object(
+                    &UnicastBatchHeader { parts },
+                    Bytes::from_static(b"seven b"),
+                )
+                .await;
+            assert_remote(sent, "add up");
+        }
+        let parts = (0..=MAX_UNICAST_BATCH as u64)
+            .map(|id| part(id, 0))
+            .collect();
+        let sent: Result<UnicastBatchAck, _> = link
+            .send_object(&UnicastBatchHeader { parts }, Bytes::new())
+            .await;
+        assert_remote(sent, "1 to 1024");
+        assert_eq!(setup.refused(), 9);
+        assert!(setup.replica.try_recv().is_none(), "nothing delivered");
+        assert_eq!(setup.replica.stats().unicast_objects, 0);
+
+        // A batch that adds up is Mallory's own objects, delivered under her name.
+        let ack: UnicastBatchAck = link
+            .send_object(
+                &UnicastBatchHeader {
+                    parts: vec![part(1, 3), part(2, 4)],
+                },
+                Bytes::from_static(b"onetwo!"),
+            )
+            .await
+            .expect("a batch that adds up is taken");
+        assert_eq!(ack.objects, 2);
+        for (id, data) in [(1, &b"one"[..]), (2, &b"two!"[..])] {
+            let delivered = setup.replica.recv().await.expect("the replica runs");
+            assert_eq!(
+                (
+                    delivered.writer.as_str(),
+                    delivered.object_id,
+                    &delivered.data[..]
+                ),
+                ("mallory", id, data)
+            );
+        }
+
+        // The writer's own objects, many at once, still arrive over the group.
+        setup
+            .genuine_object_arrives(3, Strategy::Multicast, ReceivedVia::Multicast)
+            .await;
+        setup
+            .genuine_object_arrives(4, Strategy::Unicast, ReceivedVia::Unicast)
+            .await;
     })
     .await;
 }

@@ -205,6 +205,55 @@ async fn every_strategy_delivers_the_same_bytes_under_loss() {
     .await;
 }
 
+/// A burst of small objects, handed over back to back: every replica gets each once, and
+/// what the writer says to a replica travels batched through its lane, in fewer announcement
+/// requests (multicast) or object streams (unicast) than there are objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_small_objects_travels_batched() {
+    bounded(async {
+        const OBJECTS: u64 = 500;
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        for strategy in [Strategy::Unicast, Strategy::Multicast] {
+            let mut cluster = cluster(
+                &ca,
+                endpoint(&ca, "writer"),
+                strategy,
+                0.0,
+                Duration::from_secs(10),
+            )
+            .await;
+            let data: Vec<Bytes> = (0..OBJECTS)
+                .map(|id| Bytes::from(format!("small object {id}").into_bytes()))
+                .collect();
+            let mut handles = Vec::new();
+            for (id, bytes) in (0..OBJECTS).zip(&data) {
+                handles.push(cluster.writer.send(id, bytes.clone()).await.expect("send"));
+            }
+            for handle in handles {
+                let report = handle.wait().await;
+                assert!(report.all_delivered(), "{strategy:?}: {report:?}");
+            }
+            for (name, replica) in &mut cluster.replicas {
+                let stats = replica.stats();
+                let (carriers, via) = match strategy {
+                    Strategy::Multicast => (stats.announcement_requests, ReceivedVia::Multicast),
+                    _ => (stats.unicast_streams, ReceivedVia::Unicast),
+                };
+                assert!(
+                    (1..OBJECTS).contains(&carriers),
+                    "{strategy:?}, {name}: {OBJECTS} objects in {carriers} requests or streams"
+                );
+                let objects = drain(replica);
+                assert_eq!(objects.len() as u64, OBJECTS, "{strategy:?}, {name}");
+                for (id, (bytes, path)) in objects {
+                    assert_eq!((bytes, path), (data[id as usize].clone(), via));
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Under `Auto`, a replica whose multicast path goes silent mid-run (it leaves the group
 /// without telling anyone) gets every later object by unicast, the first ones by fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

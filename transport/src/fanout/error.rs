@@ -58,4 +58,12 @@ pub enum DeliveryFailure {
     /// The replica was removed from the set before the object reached it.
     #[error("replica removed")]
     Removed,
+    /// The replica acknowledged a different number of objects than a unicast batch held.
+    #[error("the replica acknowledged {acknowledged} objects of a unicast batch of {sent}")]
+    UnexpectedAck {
+        /// Objects in the batch.
+        sent: u64,
+        /// Objects the replica said it took.
+        acknowledged: u64,
+    },
 }

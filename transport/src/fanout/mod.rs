@@ -23,6 +23,15 @@
 //! acknowledges, on that same link, only bytes that match it ([`matching`]). A forged object
 //! is refused and the replica gets the writer's bytes by unicast.
 //!
+//! # One lane per replica
+//!
+//! What a writer says to a replica about single objects (announcements, small unicast
+//! objects) queues in that replica's lane and leaves in batches: one request announces every
+//! digest queued ([`wire::ControlRequest::ExpectBatch`], one answer carries the verdicts), one
+//! object stream carries every small object queued ([`wire::UnicastBatchHeader`]). A busy
+//! writer thus opens a few streams per replica, not one per object and replica; a quiet one
+//! sends each object at once.
+//!
 //! # Membership and keys
 //!
 //! The writer hands each replica its membership over the link ([`wire::Membership`]): the

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, Resolved};
+use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, MulticastKey, Resolved};
 use super::wire::{
-    ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, UnicastAck, UnicastHeader,
-    Verdict,
+    ControlAnswer, ControlRequest, Expectation, MAX_EXPECT_BATCH, Membership, ObjectHeader,
+    PROBE_BIT, UnicastAck, UnicastBatchAck, Verdict,
 };
 #[cfg(feature = "netem")]
 use crate::multicast::driver::ImpairmentConfig;
@@ -88,6 +88,10 @@ pub struct FanoutReceiverStats {
     pub not_received: u64,
     /// Objects received by unicast.
     pub unicast_objects: u64,
+    /// Requests that carried announcements (a batch of them, or a single one).
+    pub announcement_requests: u64,
+    /// Object streams that carried unicast objects (a batch of them, or a single one).
+    pub unicast_streams: u64,
     /// Probes received over a group (and dropped).
     pub probes: u64,
     /// Requests and objects refused (not decodable, or from a peer that is not the writer
@@ -112,6 +116,8 @@ struct Shared {
     next_token: AtomicU64,
     not_received: AtomicU64,
     unicast_objects: AtomicU64,
+    announcement_requests: AtomicU64,
+    unicast_streams: AtomicU64,
     probes: AtomicU64,
     refused: AtomicU64,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
@@ -243,6 +249,8 @@ impl FanoutReceiver {
             next_token: AtomicU64::new(0),
             not_received: AtomicU64::new(0),
             unicast_objects: AtomicU64::new(0),
+            announcement_requests: AtomicU64::new(0),
+            unicast_streams: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
@@ -287,6 +295,8 @@ impl Shared {
             matching: lock(&self.matcher).stats(),
             not_received: self.not_received.load(Ordering::Relaxed),
             unicast_objects: self.unicast_objects.load(Ordering::Relaxed),
+            announcement_requests: self.announcement_requests.load(Ordering::Relaxed),
+            unicast_streams: self.unicast_streams.load(Ordering::Relaxed),
             probes: self.probes.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             sessions: lock(&self.sessions).len() as u64,
@@ -384,7 +394,21 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
             ControlAnswer::Left
         }
         ControlRequest::Expect(expectation) => {
+            shared.announcement_requests.fetch_add(1, Ordering::Relaxed);
             ControlAnswer::Verdict(expect(shared, &writer, expectation).await)
+        }
+        ControlRequest::ExpectBatch(expectations) => {
+            if expectations.is_empty() || expectations.len() > MAX_EXPECT_BATCH {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let message = format!(
+                    "a batch of {} announcements (1 to {MAX_EXPECT_BATCH} are taken)",
+                    expectations.len()
+                );
+                let _ = request.respond_err(&message).await;
+                return;
+            }
+            shared.announcement_requests.fetch_add(1, Ordering::Relaxed);
+            ControlAnswer::Verdicts(expect_batch(shared, &writer, expectations).await)
         }
     };
     if let Err(e) = request.respond(&answer).await {
@@ -526,22 +550,54 @@ fn deliver(shared: &Shared, delivery: Delivery, via: ReceivedVia) {
     });
 }
 
-async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Verdict {
+/// An announcement registered with the matcher, whose verdict is awaited.
+enum Awaited {
+    /// Settled before it was registered (a refusal: not a member of the session).
+    Settled(Verdict),
+    /// Waiting for its verdict under `token`.
+    Waiting {
+        key: MulticastKey,
+        token: u64,
+        verdict: oneshot::Receiver<Verdict>,
+    },
+}
+
+/// Registers `expectation` of `writer` with the matcher; a session the writer does not hold
+/// settles it at once as [`Verdict::NotMember`].
+fn register(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Awaited {
     let member = lock(&shared.sessions)
         .get(&expectation.session_id)
         .is_some_and(|session| session.writer == writer);
     if !member {
         shared.refused.fetch_add(1, Ordering::Relaxed);
-        return Verdict::NotMember;
+        return Awaited::Settled(Verdict::NotMember);
     }
     let key = (expectation.session_id, expectation.multicast_id);
     let token = shared.next_token.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = oneshot::channel();
+    let (tx, verdict) = oneshot::channel();
     // Registered before the matcher sees the announcement, so a settlement finds it.
     lock(&shared.waiters).insert(token, tx);
     let resolved = lock(&shared.matcher).expect(token, writer, expectation);
     settle(shared, resolved);
-    match tokio::time::timeout(shared.config.expect_timeout, rx).await {
+    Awaited::Waiting {
+        key,
+        token,
+        verdict,
+    }
+}
+
+/// The verdict of `awaited`, or [`Verdict::NotReceived`] if none came by `deadline` (the
+/// announcement is then withdrawn from the matcher).
+async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Instant) -> Verdict {
+    let (key, token, verdict) = match awaited {
+        Awaited::Settled(verdict) => return verdict,
+        Awaited::Waiting {
+            key,
+            token,
+            verdict,
+        } => (key, token, verdict),
+    };
+    match tokio::time::timeout_at(deadline, verdict).await {
         Ok(Ok(verdict)) => verdict,
         _ => {
             lock(&shared.matcher).cancel(key, &token);
@@ -552,9 +608,34 @@ async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) ->
     }
 }
 
+async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Verdict {
+    let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
+    let awaited = register(shared, writer, expectation);
+    verdict(shared, awaited, deadline).await
+}
+
+/// The verdicts of a batch of announcements, in its order: every one is registered at once,
+/// and each has the same bound from the batch's arrival as a single announcement has.
+async fn expect_batch(
+    shared: &Arc<Shared>,
+    writer: &str,
+    expectations: Vec<Expectation>,
+) -> Vec<Verdict> {
+    let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
+    let awaited: Vec<Awaited> = expectations
+        .into_iter()
+        .map(|expectation| register(shared, writer, expectation))
+        .collect();
+    let mut verdicts = Vec::with_capacity(awaited.len());
+    for awaited in awaited {
+        verdicts.push(verdict(shared, awaited, deadline).await);
+    }
+    verdicts
+}
+
 async fn serve_object(shared: &Arc<Shared>, mut object: IncomingObject) {
     let writer = object.peer().to_owned();
-    let header: UnicastHeader = match object.header() {
+    let header = match ObjectHeader::decode(object.header_bytes(), object.len()) {
         Ok(header) => header,
         Err(e) => {
             shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -567,22 +648,46 @@ async fn serve_object(shared: &Arc<Shared>, mut object: IncomingObject) {
     let data = match object.receive().await {
         Ok(data) => data,
         Err(e) => {
-            tracing::debug!(
-                "fan-out replica: object {} from {writer}: {e}",
-                header.object_id
-            );
+            tracing::debug!("fan-out replica: an object stream from {writer}: {e}");
             return;
         }
     };
+    shared.unicast_streams.fetch_add(1, Ordering::Relaxed);
+    let answer = match header {
+        ObjectHeader::One(header) => {
+            arrived(shared, &writer, header.object_id, data);
+            object
+                .respond(&UnicastAck {
+                    object_id: header.object_id,
+                })
+                .await
+        }
+        ObjectHeader::Batch(batch) => {
+            // The lengths were checked against the payload's: every slice is in it.
+            let mut offset = 0usize;
+            for part in &batch.parts {
+                let len = usize::try_from(part.len).unwrap_or(usize::MAX);
+                let end = offset.saturating_add(len).min(data.len());
+                arrived(shared, &writer, part.object_id, data.slice(offset..end));
+                offset = end;
+            }
+            object
+                .respond(&UnicastBatchAck {
+                    objects: batch.parts.len() as u64,
+                })
+                .await
+        }
+    };
+    if let Err(e) = answer {
+        tracing::debug!("fan-out replica: ack to {writer} not sent: {e}");
+    }
+}
+
+/// An object that arrived by unicast: delivered unless a copy was already.
+fn arrived(shared: &Shared, writer: &str, object_id: u64, data: Bytes) {
     shared.unicast_objects.fetch_add(1, Ordering::Relaxed);
-    let delivery = lock(&shared.matcher).unicast_arrived(&writer, header.object_id, data);
+    let delivery = lock(&shared.matcher).unicast_arrived(writer, object_id, data);
     if let Some(delivery) = delivery {
         deliver(shared, delivery, ReceivedVia::Unicast);
-    }
-    let ack = UnicastAck {
-        object_id: header.object_id,
-    };
-    if let Err(e) = object.respond(&ack).await {
-        tracing::debug!("fan-out replica: ack to {writer} not sent: {e}");
     }
 }

@@ -2,6 +2,17 @@
 //!
 //! Every request from the writer is a [`ControlRequest`] answered by a [`ControlAnswer`];
 //! objects sent by unicast carry a [`UnicastHeader`] and are answered by a [`UnicastAck`].
+//!
+//! A writer announces its multicast objects to a replica in batches
+//! ([`ControlRequest::ExpectBatch`], at most [`MAX_EXPECT_BATCH`] per request), answered by
+//! one [`ControlAnswer::Verdicts`] in the same order: a busy writer opens one request stream
+//! per batch and replica, not one per object and replica. Likewise small objects sent by
+//! unicast travel several to one object stream ([`UnicastBatchHeader`], their bytes one after
+//! the other), answered by one [`UnicastBatchAck`].
+//!
+//! An object stream's header is told apart by its exact length: a [`UnicastHeader`] is one
+//! varint and nothing else, a [`UnicastBatchHeader`] of at least one part is longer (see
+//! [`ObjectHeader::decode`]).
 
 use std::net::SocketAddr;
 
@@ -9,6 +20,13 @@ use serde::{Deserialize, Serialize};
 
 /// Length of the SHA-256 digests announced for multicast objects.
 pub const DIGEST_LEN: usize = 32;
+
+/// The most announcements one [`ControlRequest::ExpectBatch`] may carry; a replica refuses a
+/// larger batch.
+pub const MAX_EXPECT_BATCH: usize = 1024;
+
+/// The most objects one unicast batch ([`UnicastBatchHeader`]) may carry.
+pub const MAX_UNICAST_BATCH: usize = 1024;
 
 /// Multicast object ids with this bit set are reachability probes: replicas drop them.
 pub const PROBE_BIT: u64 = 1 << 63;
@@ -89,6 +107,10 @@ pub enum ControlRequest {
     },
     /// An object is on its way over the group: answer with a [`Verdict`] once it is known.
     Expect(Expectation),
+    /// Objects on their way over the group (at most [`MAX_EXPECT_BATCH`], each of a session
+    /// the asking writer holds): answer with [`ControlAnswer::Verdicts`], one per
+    /// announcement in the same order, once every one is known.
+    ExpectBatch(Vec<Expectation>),
 }
 
 /// What a replica found for an announced multicast object.
@@ -117,6 +139,8 @@ pub enum ControlAnswer {
     Left,
     /// The fate of an announced object.
     Verdict(Verdict),
+    /// The fates of a batch of announced objects, in the order of the batch.
+    Verdicts(Vec<Verdict>),
 }
 
 /// Header of an object sent by unicast.
@@ -131,4 +155,108 @@ pub struct UnicastHeader {
 pub struct UnicastAck {
     /// The object acknowledged.
     pub object_id: u64,
+}
+
+/// One object of a unicast batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnicastPart {
+    /// The application's id of the object.
+    pub object_id: u64,
+    /// Its length in bytes: the object's bytes follow those of the parts before it.
+    pub len: u64,
+}
+
+/// Header of several objects sent by unicast on one object stream: the stream's payload is
+/// their bytes, one after the other, in the order of `parts` (the lengths sum to the
+/// payload's). At least one part and at most [`MAX_UNICAST_BATCH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnicastBatchHeader {
+    /// The objects, in the order of their bytes.
+    pub parts: Vec<UnicastPart>,
+}
+
+/// A replica's answer to a unicast batch: it has every object of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnicastBatchAck {
+    /// How many objects it took (the batch's parts).
+    pub objects: u64,
+}
+
+/// The header of an object stream from a writer, as the replica reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectHeader {
+    /// One object.
+    One(UnicastHeader),
+    /// A batch of objects.
+    Batch(UnicastBatchHeader),
+}
+
+/// Why an object stream's header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Neither a [`UnicastHeader`] nor a [`UnicastBatchHeader`], byte for byte.
+    #[error("not a unicast header: {0}")]
+    Undecodable(String),
+    /// A batch without parts, or with more than [`MAX_UNICAST_BATCH`].
+    #[error("a unicast batch of {0} objects (1 to {MAX_UNICAST_BATCH} are taken)")]
+    BatchSize(usize),
+    /// The parts' lengths do not add up to the payload's.
+    #[error("the parts of a unicast batch add up to {parts:?} bytes, the payload has {payload}")]
+    Lengths {
+        /// The sum of the parts' lengths (`None`: beyond 2^64).
+        parts: Option<u64>,
+        /// The payload's announced length.
+        payload: u64,
+    },
+}
+
+/// Decodes `bytes` as `T`, every byte of them.
+fn decode_exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
+}
+
+impl ObjectHeader {
+    /// Reads the header `bytes` of an object stream whose payload is `payload_len` bytes.
+    ///
+    /// A [`UnicastHeader`] is exactly one varint; a [`UnicastBatchHeader`] (a count and at
+    /// least one part of two varints) never is, so the two cannot be confused. A batch must
+    /// have 1 to [`MAX_UNICAST_BATCH`] parts whose lengths add up to the payload's.
+    ///
+    /// ```
+    /// use replicast_transport::fanout::wire::{
+    ///     HeaderError, ObjectHeader, UnicastBatchHeader, UnicastHeader, UnicastPart,
+    /// };
+    ///
+    /// let one = postcard::to_stdvec(&UnicastHeader { object_id: 7 })?;
+    /// assert_eq!(ObjectHeader::decode(&one, 3), Ok(ObjectHeader::One(UnicastHeader { object_id: 7 })));
+    /// let parts = vec![UnicastPart { object_id: 1, len: 2 }, UnicastPart { object_id: 2, len: 1 }];
+    /// let batch = postcard::to_stdvec(&UnicastBatchHeader { parts })?;
+    /// assert!(matches!(ObjectHeader::decode(&batch, 3), Ok(ObjectHeader::Batch(_))));
+    /// assert!(matches!(ObjectHeader::decode(&batch, 4), Err(HeaderError::Lengths { .. })));
+    /// # Ok::<(), postcard::Error>(())
+    /// ```
+    pub fn decode(bytes: &[u8], payload_len: u64) -> Result<Self, HeaderError> {
+        if let Ok(one) = decode_exactly::<UnicastHeader>(bytes) {
+            return Ok(Self::One(one));
+        }
+        let batch: UnicastBatchHeader =
+            decode_exactly(bytes).map_err(|e| HeaderError::Undecodable(e.to_string()))?;
+        if batch.parts.is_empty() || batch.parts.len() > MAX_UNICAST_BATCH {
+            return Err(HeaderError::BatchSize(batch.parts.len()));
+        }
+        let parts = batch
+            .parts
+            .iter()
+            .try_fold(0u64, |sum, part| sum.checked_add(part.len));
+        if parts != Some(payload_len) {
+            return Err(HeaderError::Lengths {
+                parts,
+                payload: payload_len,
+            });
+        }
+        Ok(Self::Batch(batch))
+    }
 }

@@ -12,14 +12,32 @@ use super::error::{DeliveryFailure, FanoutError};
 use super::handle::{DeliveryPath, FanoutHandle, ReplicaOutcome};
 use super::reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
 use super::wire::{
-    ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, UnicastAck, UnicastHeader,
+    ControlAnswer, ControlRequest, Expectation, MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership,
+    PROBE_BIT, UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader, UnicastPart,
     Verdict, digest,
 };
 use crate::multicast::driver::{
     DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
 };
 use crate::multicast::proto::{GroupKey, ReceiverKey};
-use crate::quic::{Endpoint, Link};
+use crate::quic::{Endpoint, Link, LinkError};
+
+/// Batches in flight at once per replica: while they are out, the next announcements and
+/// unicast objects gather into the next batch, so a busy writer sends few large batches and a
+/// quiet one sends each object at once.
+const LANE_REQUESTS: usize = 4;
+
+/// How long a batch holds its slot in the lane at most: one whose verdicts take long (an
+/// object lost on the group waits for the replica's bound) must not hold back the batches
+/// behind it, which would then wait for that bound one after the other.
+const SLOT_HOLD: Duration = Duration::from_millis(10);
+
+/// Objects at least this large go by unicast alone, on a stream of their own; smaller ones are
+/// batched.
+const UNICAST_ALONE: usize = 256 << 10;
+
+/// Bytes of small objects one unicast batch gathers at most.
+const UNICAST_BATCH_BYTES: usize = 4 << 20;
 
 /// How a [`Fanout`] writer runs.
 #[derive(Debug, Clone)]
@@ -48,7 +66,12 @@ impl FanoutConfig {
 struct Replica {
     link: Link,
     receiver_id: u32,
+    /// The replica's announcement lane ([`run_lane`]).
+    lane: Lane,
 }
+
+/// Where announcements and unicast objects to one replica queue for their batch.
+type Lane = mpsc::UnboundedSender<LaneWork>;
 
 struct State {
     replicas: BTreeMap<String, Replica>,
@@ -340,9 +363,16 @@ impl Fanout {
             state.names.remove(&previous);
             state.reach.remove(previous);
         }
-        state
-            .replicas
-            .insert(name.to_owned(), Replica { link, receiver_id });
+        // A replica joined again gets a new lane: its old one drains and ends.
+        let lane = start_lane(link.clone());
+        state.replicas.insert(
+            name.to_owned(),
+            Replica {
+                link,
+                receiver_id,
+                lane,
+            },
+        );
         state.names.insert(receiver_id, name.to_owned());
         state.reach.add(receiver_id);
         Ok(())
@@ -453,6 +483,7 @@ impl Fanout {
                     name: (*name).to_owned(),
                     link: replica.link.clone(),
                     receiver_id: replica.receiver_id,
+                    lane: replica.lane.clone(),
                 };
                 match state.reach.route(replica.receiver_id, strategy) {
                     Route::Multicast if !too_large => multicast.push(target),
@@ -504,7 +535,13 @@ impl Fanout {
                 digest: digest(&data),
             };
             for target in multicast {
-                tokio::spawn(delivery_to(target).by_multicast(expectation.clone(), strategy));
+                let lane = target.lane.clone();
+                let announced = Announced {
+                    delivery: delivery_to(target),
+                    expectation: expectation.clone(),
+                    strategy,
+                };
+                queue(&lane, LaneWork::Announce(announced));
             }
         } else if let Some(probe_id) = probe_id {
             // A probe that cannot be sent only delays the evidence; the object goes anyway.
@@ -517,7 +554,7 @@ impl Fanout {
             }
         }
         for target in unicast {
-            tokio::spawn(delivery_to(target).by_unicast(DeliveryPath::Unicast));
+            delivery_to(target).by_unicast(DeliveryPath::Unicast);
         }
         Ok(handle)
     }
@@ -553,6 +590,198 @@ struct Target {
     name: String,
     link: Link,
     receiver_id: u32,
+    lane: Lane,
+}
+
+/// A multicast object announced to one replica, waiting in the replica's lane.
+struct Announced {
+    delivery: Delivery,
+    expectation: Expectation,
+    strategy: Strategy,
+}
+
+/// What waits in a replica's lane.
+enum LaneWork {
+    /// A multicast object to announce.
+    Announce(Announced),
+    /// A small object to send by unicast (by choice, or as the fallback of a multicast
+    /// delivery).
+    Unicast(Delivery, DeliveryPath),
+}
+
+impl LaneWork {
+    fn delivery(self) -> Delivery {
+        match self {
+            Self::Announce(announced) => announced.delivery,
+            Self::Unicast(delivery, _) => delivery,
+        }
+    }
+}
+
+/// Queues `work` in `lane`. The lane ends only when its replica left the set: work that finds
+/// it gone fails as removed.
+fn queue(lane: &Lane, work: LaneWork) {
+    if let Err(mpsc::error::SendError(work)) = lane.send(work) {
+        work.delivery().resolve(ReplicaOutcome::Failed {
+            reason: DeliveryFailure::Removed,
+        });
+    }
+}
+
+/// Starts the lane of a replica reached over `link`.
+fn start_lane(link: Link) -> Lane {
+    let (lane, queue) = mpsc::unbounded_channel();
+    tokio::spawn(run_lane(link, queue));
+    lane
+}
+
+/// One batch of a lane: announcements (one request) and small unicast objects (one object
+/// stream).
+#[derive(Default)]
+struct Batch {
+    announced: Vec<Announced>,
+    unicast: Vec<(Delivery, DeliveryPath)>,
+    unicast_bytes: usize,
+}
+
+impl Batch {
+    /// Takes `work` if there is room for it; gives it back otherwise.
+    fn take(&mut self, work: LaneWork) -> Option<LaneWork> {
+        match work {
+            LaneWork::Announce(announced) if self.announced.len() < MAX_EXPECT_BATCH => {
+                self.announced.push(announced);
+                None
+            }
+            LaneWork::Unicast(delivery, path)
+                if self.unicast.is_empty()
+                    || (self.unicast.len() < MAX_UNICAST_BATCH
+                        && self.unicast_bytes + delivery.data.len() <= UNICAST_BATCH_BYTES) =>
+            {
+                self.unicast_bytes += delivery.data.len();
+                self.unicast.push((delivery, path));
+                None
+            }
+            full => Some(full),
+        }
+    }
+}
+
+/// One replica's lane: whatever queued while [`LANE_REQUESTS`] batches were out (each for
+/// [`SLOT_HOLD`] at most) goes as the next batch: one request for its announcements (up to [`MAX_EXPECT_BATCH`], the verdicts
+/// come back in one answer) and one object stream for its unicast objects. Ends once the
+/// replica left the set and its queue is drained.
+async fn run_lane(link: Link, mut queue: mpsc::UnboundedReceiver<LaneWork>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(LANE_REQUESTS));
+    let mut carried: Option<LaneWork> = None;
+    loop {
+        let first = match carried.take() {
+            Some(work) => work,
+            None => match queue.recv().await {
+                Some(work) => work,
+                None => return,
+            },
+        };
+        // The semaphore is never closed.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Batch::default();
+        carried = batch.take(first);
+        while carried.is_none() {
+            match queue.try_recv() {
+                Ok(next) => carried = batch.take(next),
+                Err(_) => break,
+            }
+        }
+        let link = link.clone();
+        tokio::spawn(async move {
+            let sent = async {
+                tokio::join!(
+                    announce(&link, batch.announced),
+                    send_unicast(&link, batch.unicast)
+                );
+            };
+            tokio::pin!(sent);
+            // The slot is free once the batch is answered, or after SLOT_HOLD at the latest.
+            if tokio::time::timeout(SLOT_HOLD, &mut sent).await.is_err() {
+                drop(slot);
+                sent.await;
+            }
+        });
+    }
+}
+
+/// Sends one batch of announcements and settles each delivery with its verdict.
+async fn announce(link: &Link, batch: Vec<Announced>) {
+    if batch.is_empty() {
+        return;
+    }
+    let expectations = batch
+        .iter()
+        .map(|announced| announced.expectation.clone())
+        .collect();
+    let answer = link
+        .request::<_, ControlAnswer>(&ControlRequest::ExpectBatch(expectations))
+        .await;
+    let verdicts: Vec<Result<Verdict, LinkError>> = match answer {
+        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == batch.len() => {
+            verdicts.into_iter().map(Ok).collect()
+        }
+        // An answer that is not this batch's: nothing is known to have arrived.
+        Ok(_) => vec![Ok(Verdict::NotReceived); batch.len()],
+        Err(e) => vec![Err(e); batch.len()],
+    };
+    for (announced, verdict) in batch.into_iter().zip(verdicts) {
+        announced
+            .delivery
+            .settle_multicast(verdict, announced.strategy);
+    }
+}
+
+/// Sends small objects on one object stream (a single one with its plain header) and
+/// resolves each with the replica's acknowledgement.
+async fn send_unicast(link: &Link, mut batch: Vec<(Delivery, DeliveryPath)>) {
+    if batch.len() <= 1 {
+        if let Some((delivery, path)) = batch.pop() {
+            delivery.send_alone(path).await;
+        }
+        return;
+    }
+    let parts = batch
+        .iter()
+        .map(|(delivery, _)| UnicastPart {
+            object_id: delivery.object_id,
+            len: delivery.data.len() as u64,
+        })
+        .collect();
+    let mut payload =
+        bytes::BytesMut::with_capacity(batch.iter().map(|(delivery, _)| delivery.data.len()).sum());
+    for (delivery, _) in &batch {
+        payload.extend_from_slice(&delivery.data);
+    }
+    let answer = link
+        .send_object::<_, UnicastBatchAck>(&UnicastBatchHeader { parts }, payload.freeze())
+        .await;
+    let answer = match answer {
+        Ok(ack) if ack.objects == batch.len() as u64 => Ok(()),
+        Ok(ack) => Err(DeliveryFailure::UnexpectedAck {
+            sent: batch.len() as u64,
+            acknowledged: ack.objects,
+        }),
+        Err(e) => Err(DeliveryFailure::Link(e)),
+    };
+    for (delivery, path) in batch {
+        let outcome = match &answer {
+            Ok(()) => ReplicaOutcome::Delivered {
+                elapsed: delivery.start.elapsed(),
+                path,
+            },
+            Err(reason) => ReplicaOutcome::Failed {
+                reason: reason.clone(),
+            },
+        };
+        delivery.resolve(outcome);
+    }
 }
 
 /// One object on its way to one replica.
@@ -571,7 +800,19 @@ impl Delivery {
         let _ = self.outcomes.send((self.target.name, outcome));
     }
 
-    async fn by_unicast(self, path: DeliveryPath) {
+    /// Sends the object by unicast: a large one alone at once, a small one through the
+    /// replica's lane (batched with others).
+    fn by_unicast(self, path: DeliveryPath) {
+        if self.data.len() >= UNICAST_ALONE {
+            tokio::spawn(self.send_alone(path));
+        } else {
+            let lane = self.target.lane.clone();
+            queue(&lane, LaneWork::Unicast(self, path));
+        }
+    }
+
+    /// Sends the object by unicast on an object stream of its own.
+    async fn send_alone(self, path: DeliveryPath) {
         let header = UnicastHeader {
             object_id: self.object_id,
         };
@@ -592,14 +833,11 @@ impl Delivery {
         self.resolve(outcome);
     }
 
-    async fn by_multicast(self, expectation: Expectation, strategy: Strategy) {
-        let answer = self
-            .target
-            .link
-            .request::<_, ControlAnswer>(&ControlRequest::Expect(expectation))
-            .await;
+    /// What the replica's verdict on the multicast copy means for this delivery: done, a
+    /// unicast fallback (in a task of its own), or a failure.
+    fn settle_multicast(self, answer: Result<Verdict, LinkError>, strategy: Strategy) {
         let verdict = match answer {
-            Ok(ControlAnswer::Verdict(Verdict::Verified)) => {
+            Ok(Verdict::Verified) => {
                 lock(&self.inner.state)
                     .reach
                     .multicast_delivered(self.target.receiver_id);
@@ -610,8 +848,7 @@ impl Delivery {
                 });
                 return;
             }
-            Ok(ControlAnswer::Verdict(verdict)) => Ok(verdict),
-            Ok(_) => Ok(Verdict::NotReceived),
+            Ok(verdict) => Ok(verdict),
             Err(e) => Err(e),
         };
         let fallback = {
@@ -636,7 +873,7 @@ impl Delivery {
                     reason: DeliveryFailure::Link(e),
                 });
             }
-            (Fallback::Unicast, _) => self.by_unicast(DeliveryPath::UnicastFallback).await,
+            (Fallback::Unicast, _) => self.by_unicast(DeliveryPath::UnicastFallback),
             (Fallback::Fail, Ok(verdict)) => self.resolve(ReplicaOutcome::Failed {
                 reason: DeliveryFailure::Multicast(verdict),
             }),
