@@ -31,7 +31,7 @@ use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSoc
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::hello::{Hello, Welcome};
 use replicast_transport::quic::wire::{ObjectHead, Reply, encode_object_stream};
-use replicast_transport::quic::{Endpoint, Incoming, LinkConfig, LinkError};
+use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
 
 /// Bound on every test body.
 const TEST_BOUND: Duration = Duration::from_secs(120);
@@ -106,6 +106,17 @@ impl Setup {
         assert!(self.replica.try_recv().is_none(), "delivered only once");
     }
 
+    /// Mallory: a peer with a valid cluster certificate that is not the writer, linked to
+    /// the replica (her endpoint, kept alive with the link).
+    async fn mallory(&self) -> (Endpoint, Link) {
+        let mallory = endpoint(&self.ca, "mallory");
+        let link = mallory
+            .link("replica", address(&self.replica_endpoint))
+            .await
+            .expect("Mallory's certificate is valid");
+        (mallory, link)
+    }
+
     fn refused(&self) -> u64 {
         self.replica.stats().refused
     }
@@ -126,11 +137,7 @@ fn assert_remote<T: std::fmt::Debug>(result: Result<T, LinkError>, text: &str) {
 async fn undecodable_control_requests_and_headers_are_refused_and_counted() {
     bounded(async {
         let mut setup = setup(Strategy::Multicast).await;
-        let mallory = endpoint(&setup.ca, "mallory");
-        let link = mallory
-            .link("replica", address(&setup.replica_endpoint))
-            .await
-            .expect("Mallory's certificate is valid");
+        let (_mallory, link) = setup.mallory().await;
 
         // Not a control request at all: an unterminated varint, a variant index beyond the
         // enum, an empty body.
@@ -336,11 +343,7 @@ async fn unicast_objects_with_a_lying_length_are_refused_and_never_delivered() {
 async fn announcements_and_membership_from_a_peer_that_is_not_the_writer_are_refused() {
     bounded(async {
         let mut setup = setup(Strategy::Multicast).await;
-        let mallory = endpoint(&setup.ca, "mallory");
-        let link = mallory
-            .link("replica", address(&setup.replica_endpoint))
-            .await
-            .expect("Mallory's certificate is valid");
+        let (_mallory, link) = setup.mallory().await;
         let bytes = Bytes::from_static(b"never sent");
         let expectation = |session_id| Expectation {
             session_id,
@@ -410,11 +413,7 @@ async fn announcements_and_membership_from_a_peer_that_is_not_the_writer_are_ref
 async fn lying_batches_are_refused_with_typed_errors() {
     bounded(async {
         let mut setup = setup(Strategy::Multicast).await;
-        let mallory = endpoint(&setup.ca, "mallory");
-        let link = mallory
-            .link("replica", address(&setup.replica_endpoint))
-            .await
-            .expect("Mallory's certificate is valid");
+        let (_mallory, link) = setup.mallory().await;
         let bytes = Bytes::from_static(b"never sent");
         let expectation = |session_id, multicast_id| Expectation {
             session_id,
@@ -619,11 +618,7 @@ async fn a_peer_holds_one_session_however_many_it_opens() {
     bounded(async {
         let mut setup = setup(Strategy::Multicast).await;
         assert_eq!(setup.replica.stats().sessions, 1, "the writer's session");
-        let mallory = endpoint(&setup.ca, "mallory");
-        let link = mallory
-            .link("replica", address(&setup.replica_endpoint))
-            .await
-            .expect("Mallory's certificate is valid");
+        let (_mallory, link) = setup.mallory().await;
         // Each join names a new session: each replaces Mallory's previous one, so she never
         // holds more than one socket and task on the replica.
         for session_id in 1_000..1_020 {
