@@ -667,9 +667,9 @@ impl Batch {
 }
 
 /// One replica's lane: whatever queued while [`LANE_REQUESTS`] batches were out (each for
-/// [`SLOT_HOLD`] at most) goes as the next batch: one request for its announcements (up to [`MAX_EXPECT_BATCH`], the verdicts
-/// come back in one answer) and one object stream for its unicast objects. Ends once the
-/// replica left the set and its queue is drained.
+/// [`SLOT_HOLD`] at most) goes as the next batch: one request for its announcements (up to
+/// [`MAX_EXPECT_BATCH`], the verdicts come back in one answer) and one object stream for its
+/// unicast objects. Ends once the replica left the set and its queue is drained.
 async fn run_lane(link: Link, mut queue: mpsc::UnboundedReceiver<LaneWork>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(LANE_REQUESTS));
     let mut carried: Option<LaneWork> = None;
