@@ -1140,3 +1140,32 @@ fn a_voted_transaction_asks_its_outcome_later_the_more_it_staged() {
         "asked once the deadline for its bytes passed"
     );
 }
+
+/// A voter killed after it committed, before its acknowledgement left: the next primary
+/// finishes the decision again, and the restarted storage, which knows nothing of the
+/// transaction, acknowledges it if its store holds the commit (else the finish waited for
+/// it forever), and refuses it if not.
+#[test]
+fn a_finish_resent_after_a_restart_is_acknowledged_if_the_commit_is_held() {
+    let mut storage = storage(StorageConfig::default());
+    table_here(&mut storage);
+    for (ttid, tid, held) in [(Tid(10), Tid(11), true), (Tid(20), Tid(21), false)] {
+        storage
+            .handle(at(1), MASTER, order(Message::Finish { ttid, tid }))
+            .expect("a finish of an unknown transaction is looked up, not refused at once");
+        assert!(sent(&mut storage).is_empty(), "nothing before the store answers");
+        let fetch = storage.poll_fetch().expect("the store is asked");
+        assert_eq!(fetch.read, Read::Committed { tid });
+        let answered = storage.fetched(at(1), fetch.id, ReadResult::Committed(Ok(held)));
+        if held {
+            answered.expect("acknowledged");
+            assert_eq!(
+                sent(&mut storage),
+                vec![(MASTER.to_owned(), Message::Finished { ttid, tid })]
+            );
+        } else {
+            assert!(answered.is_err(), "a commit not held here is not acknowledged");
+            assert!(sent(&mut storage).is_empty());
+        }
+    }
+}
