@@ -349,17 +349,19 @@ pub(super) enum AfterRead {
         request: u64,
         oid: Oid,
     },
-    /// Answer `to`'s `AskTransactions` after `after`.
+    /// Answer `to`'s `AskTransactions` after `after`, up to `up_to`.
     Transactions {
         to: NodeName,
         partition: u32,
         after: Tid,
+        up_to: Tid,
     },
-    /// Answer `to`'s `AskObjects` after `after`.
+    /// Answer `to`'s `AskObjects` after `after`, up to `up_to`.
     Objects {
         to: NodeName,
         partition: u32,
         after: ObjectCursor,
+        up_to: Tid,
     },
     /// Answer `to`'s [`Message::Ask`](crate::protocol::Message::Ask) `request`.
     Ask {
@@ -558,20 +560,22 @@ impl Storage {
                     to,
                     partition,
                     after,
+                    up_to,
                 },
                 ReadResult::Transactions(batch),
             ) => {
-                self.answer_transactions(&to, partition, after, batch);
+                self.answer_transactions(&to, partition, (after, up_to), batch);
             }
             (
                 AfterRead::Objects {
                     to,
                     partition,
                     after,
+                    up_to,
                 },
                 ReadResult::Objects(batch),
             ) => {
-                self.answer_objects(&to, partition, after, batch);
+                self.answer_objects(&to, partition, (after, up_to), batch);
             }
             (
                 AfterRead::Part {
