@@ -582,7 +582,8 @@ async fn lying_bundles_are_refused_with_typed_errors() {
             link.request(&ControlRequest::ExpectBundles(too_many)).await;
         assert_remote(too_many, "1 to 64");
         assert_eq!(setup.refused(), 9);
-        assert_eq!(setup.replica.stats().bundles, 0, "no bundle was taken");
+        // Only the first request's two bundles (refused one by one) were taken as announced.
+        assert_eq!(setup.replica.stats().bundles, 2);
         assert!(setup.replica.try_recv().is_none(), "nothing delivered");
 
         // The writer's own small objects, many at once, travel bundled and arrive.
@@ -612,7 +613,7 @@ async fn lying_bundles_are_refused_with_typed_errors() {
         }
         let sent: std::collections::BTreeMap<u64, Bytes> = (100..).zip(objects).collect();
         assert_eq!(delivered, sent);
-        assert!(setup.replica.stats().bundles >= 1, "the burst was bundled");
+        assert!(setup.replica.stats().bundles > 2, "the burst was bundled");
         assert_eq!(setup.refused(), 9);
     })
     .await;
