@@ -566,7 +566,9 @@ async fn lying_bundles_are_refused_with_typed_errors() {
             }]))
             .await;
         assert_remote(empty, "a bundle of 0 objects");
-        let too_many_parts = (0..=MAX_BUNDLE_PARTS as u64).map(|id| part(id, 0)).collect();
+        let too_many_parts = (0..=MAX_BUNDLE_PARTS as u64)
+            .map(|id| part(id, 0))
+            .collect();
         let too_many_parts: Result<ControlAnswer, _> = link
             .request(&ControlRequest::ExpectBundles(vec![Bundle {
                 len: 0,
@@ -574,8 +576,9 @@ async fn lying_bundles_are_refused_with_typed_errors() {
             }]))
             .await;
         assert_remote(too_many_parts, "1 to 1024");
-        let none: Result<ControlAnswer, _> =
-            link.request(&ControlRequest::ExpectBundles(Vec::new())).await;
+        let none: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::ExpectBundles(Vec::new()))
+            .await;
         assert_remote(none, "a batch of 0 bundles");
         let too_many = vec![bundle(SESSION, 7, honest()); MAX_BUNDLE_BATCH + 1];
         let too_many: Result<ControlAnswer, _> =

@@ -290,7 +290,11 @@ async fn a_burst_of_small_multicast_objects_travels_bundled() {
                 assert_eq!(report.path(name), Some(DeliveryPath::Multicast));
             }
         }
-        let sent = cluster.writer.multicast_stats().await.expect("sender stats");
+        let sent = cluster
+            .writer
+            .multicast_stats()
+            .await
+            .expect("sender stats");
         assert!(
             sent.protocol.objects_sent < OBJECTS / 2,
             "{OBJECTS} objects in {} multicast objects",
@@ -308,7 +312,10 @@ async fn a_burst_of_small_multicast_objects_travels_bundled() {
             let objects = drain(replica);
             assert_eq!(objects.len() as u64, OBJECTS, "{name}");
             for (id, (bytes, path)) in objects {
-                assert_eq!((bytes, path), (data[id as usize].clone(), ReceivedVia::Multicast));
+                assert_eq!(
+                    (bytes, path),
+                    (data[id as usize].clone(), ReceivedVia::Multicast)
+                );
             }
         }
     })
@@ -661,7 +668,10 @@ async fn a_bundle_is_delivered_whole_or_not_at_all() {
         // Forged: one byte differs.
         let forged = Bytes::from_static(b"firstsecondthirD");
         let report = sender.send(1, forged).await.expect("forge").wait().await;
-        assert!(report.all_delivered(), "the forged bytes reached the replica");
+        assert!(
+            report.all_delivered(),
+            "the forged bytes reached the replica"
+        );
         let verdicts: ControlAnswer = link
             .request(&ControlRequest::ExpectBundles(vec![bundle(1)]))
             .await
@@ -708,7 +718,11 @@ async fn a_bundle_is_delivered_whole_or_not_at_all() {
         assert!(replica.try_recv().is_none());
         let stats = replica.stats();
         assert_eq!(
-            (stats.bundles, stats.matching.mismatched, stats.matching.duplicates),
+            (
+                stats.bundles,
+                stats.matching.mismatched,
+                stats.matching.duplicates
+            ),
             (2, 1, 1)
         );
     })

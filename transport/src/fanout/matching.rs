@@ -486,7 +486,10 @@ mod tests {
     }
 
     fn bundle(multicast_id: u64, parts: &[(u64, &[u8])]) -> Bundle {
-        let bytes: Vec<u8> = parts.iter().flat_map(|(_, data)| data.iter().copied()).collect();
+        let bytes: Vec<u8> = parts
+            .iter()
+            .flat_map(|(_, data)| data.iter().copied())
+            .collect();
         Bundle {
             session_id: 1,
             multicast_id,
