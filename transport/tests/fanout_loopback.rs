@@ -25,7 +25,7 @@ use replicast_transport::multicast::driver::{
 };
 use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
 use replicast_transport::netem::{LinkConditions, NetemConfig, Probability, RandomLoss};
-use replicast_transport::quic::{Endpoint, Incoming, LinkError};
+use replicast_transport::quic::{Endpoint, Incoming, Link, LinkError};
 
 /// Bound on every test body.
 const TEST_BOUND: Duration = Duration::from_secs(150);
@@ -519,6 +519,47 @@ async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_a
     .await;
 }
 
+/// Makes the replica behind `link` join session `session_id` of a new group (its group key
+/// `group_secret`, the replica's own key `receiver_secret`, as receiver 1), and returns a
+/// sender of that session: what a writer runs, or any member of the group, which holds the
+/// group key too.
+async fn joined_session(
+    link: &Link,
+    session_id: u64,
+    group_secret: [u8; 32],
+    receiver_secret: [u8; 32],
+) -> MulticastSender {
+    let group = random_group();
+    let joined: ControlAnswer = link
+        .request(&ControlRequest::Join(Membership {
+            group,
+            session_id,
+            epoch: 1,
+            group_secret,
+            receiver_id: 1,
+            receiver_secret,
+        }))
+        .await
+        .expect("join");
+    assert_eq!(joined, ControlAnswer::Joined);
+    let sender = MulticastSender::bind(
+        MulticastSenderConfig::new(MulticastSocketConfig::new(group), session_id),
+        GroupKey {
+            epoch: 1,
+            secret: group_secret,
+        },
+    )
+    .expect("bind a sender of the session");
+    sender
+        .add_receiver(ReceiverKey {
+            receiver_id: 1,
+            secret: receiver_secret,
+        })
+        .await
+        .expect("add the replica as receiver");
+    sender
+}
+
 /// A member that holds the group key can forge an object on the group; the replica refuses
 /// bytes that do not match the digest the writer announced over QUIC, delivers nothing, and
 /// takes the writer's bytes by unicast.
@@ -532,38 +573,8 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
         let writer = endpoint(&ca, "writer");
         let link = writer.link("replica", replica_addr).await.expect("link");
 
-        let group = random_group();
-        let group_key = GroupKey {
-            epoch: 1,
-            secret: [3; 32],
-        };
-        let membership = Membership {
-            group,
-            session_id: 9,
-            epoch: 1,
-            group_secret: group_key.secret,
-            receiver_id: 1,
-            receiver_secret: [4; 32],
-        };
-        let joined: ControlAnswer = link
-            .request(&ControlRequest::Join(membership))
-            .await
-            .expect("join");
-        assert_eq!(joined, ControlAnswer::Joined);
-
         // The forger: a sender with the session's id and key, as any member could run.
-        let forger = MulticastSender::bind(
-            MulticastSenderConfig::new(MulticastSocketConfig::new(group), 9),
-            group_key,
-        )
-        .expect("bind forger");
-        forger
-            .add_receiver(ReceiverKey {
-                receiver_id: 1,
-                secret: [4; 32],
-            })
-            .await
-            .expect("add receiver");
+        let forger = joined_session(&link, 9, [3; 32], [4; 32]).await;
         let genuine = Bytes::from_static(b"the writer's bytes");
         let forged = Bytes::from_static(b"somebody else's bytes");
         let report = forger.send(1, forged).await.expect("forge").wait().await;
@@ -613,35 +624,7 @@ async fn a_bundle_is_delivered_whole_or_not_at_all() {
         let mut replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
         let writer = endpoint(&ca, "writer");
         let link = writer.link("replica", replica_addr).await.expect("link");
-        let group = random_group();
-        let group_key = GroupKey {
-            epoch: 1,
-            secret: [5; 32],
-        };
-        let joined: ControlAnswer = link
-            .request(&ControlRequest::Join(Membership {
-                group,
-                session_id: 11,
-                epoch: 1,
-                group_secret: group_key.secret,
-                receiver_id: 1,
-                receiver_secret: [6; 32],
-            }))
-            .await
-            .expect("join");
-        assert_eq!(joined, ControlAnswer::Joined);
-        let sender = MulticastSender::bind(
-            MulticastSenderConfig::new(MulticastSocketConfig::new(group), 11),
-            group_key,
-        )
-        .expect("bind sender");
-        sender
-            .add_receiver(ReceiverKey {
-                receiver_id: 1,
-                secret: [6; 32],
-            })
-            .await
-            .expect("add receiver");
+        let sender = joined_session(&link, 11, [5; 32], [6; 32]).await;
 
         let genuine = Bytes::from_static(b"firstsecondthird");
         let parts = vec![
