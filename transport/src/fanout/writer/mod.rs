@@ -1,4 +1,16 @@
 //! [`Fanout`]: the writer's side of a fan-out.
+//!
+//! This file holds the writer's API (its config, membership changes, and `send_to`'s routing
+//! of each replica) and the state they share. What happens behind `send_to` has a file each:
+//!
+//! - [`bundle`]: the bundler, which gathers small objects for the group into bundles.
+//! - [`lane`]: the per-replica lanes, which send announcements and small unicast objects to
+//!   one replica in batches.
+//! - [`delivery`]: one object on its way to one replica, and how its outcome settles.
+
+mod bundle;
+mod delivery;
+mod lane;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -9,46 +21,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::error::{DeliveryFailure, FanoutError};
-use super::handle::{DeliveryPath, FanoutHandle, ReplicaOutcome};
-use super::reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
-use super::wire::{
-    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_BUNDLE_PARTS,
-    MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership, PROBE_BIT, UnicastAck, UnicastBatchAck,
-    UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
-};
+use super::handle::{DeliveryPath, FanoutHandle};
+use super::reach::{Reachability, ReachabilityTable, Route, Strategy};
+use super::wire::{ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, digest};
 use crate::multicast::driver::{
     DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
 };
 use crate::multicast::proto::{GroupKey, ReceiverKey};
-use crate::quic::{Endpoint, Link, LinkError};
-
-/// Batches in flight at once per replica: while they are out, the next announcements and
-/// unicast objects gather into the next batch, so a busy writer sends few large batches and a
-/// quiet one sends each object at once.
-const LANE_REQUESTS: usize = 4;
-
-/// How long a batch holds its slot in the lane at most: one whose verdicts take long (an
-/// object lost on the group waits for the replica's bound) must not hold back the batches
-/// behind it, which would then wait for that bound one after the other.
-const SLOT_HOLD: Duration = Duration::from_millis(10);
-
-/// Objects at least this large go by unicast alone, on a stream of their own; smaller ones are
-/// batched.
-const UNICAST_ALONE: usize = 256 << 10;
-
-/// Bytes of small objects one unicast batch gathers at most.
-const UNICAST_BATCH_BYTES: usize = 4 << 20;
-
-/// Objects at least this large are multicast as objects of their own; smaller ones travel
-/// bundled (several to one multicast object).
-const BUNDLE_ALONE: usize = 256 << 10;
-
-/// Bytes one bundle gathers at most (and never more than the sender's largest object).
-const BUNDLE_BYTES: usize = 1 << 20;
-
-/// Bytes of small objects waiting for their bundle at most: beyond it, [`Fanout::send_to`]
-/// waits (the multicast backpressure, as the sender's window gives it to large objects).
-const BUNDLE_QUEUE_BYTES: usize = 8 << 20;
+use crate::quic::{Endpoint, Link};
+use bundle::{BUNDLE_ALONE, BUNDLE_BYTES, BUNDLE_QUEUE_BYTES, Bundled, run_bundler};
+use delivery::{Delivery, Target};
+use lane::{Announced, Lane, LaneWork, queue, start_lane};
 
 /// How a [`Fanout`] writer runs.
 #[derive(Debug, Clone)]
@@ -77,12 +60,9 @@ impl FanoutConfig {
 struct Replica {
     link: Link,
     receiver_id: u32,
-    /// The replica's announcement lane ([`run_lane`]).
+    /// The replica's announcement lane ([`run_lane`](lane::run_lane)).
     lane: Lane,
 }
-
-/// Where announcements and unicast objects to one replica queue for their batch.
-type Lane = mpsc::UnboundedSender<LaneWork>;
 
 struct State {
     replicas: BTreeMap<String, Replica>,
@@ -481,7 +461,8 @@ impl Fanout {
     /// queue); returns once the object is on its way, with a handle that resolves per replica.
     ///
     /// Small objects for the group leave bundled: whatever queued while the sender was busy
-    /// goes as one multicast object, announced once to each replica ([`Bundle`]).
+    /// goes as one multicast object, announced once to each replica
+    /// ([`Bundle`](super::wire::Bundle)).
     pub async fn send_to(
         &self,
         object_id: u64,
@@ -640,534 +621,12 @@ fn next_multicast_id(inner: &Inner) -> u64 {
     id
 }
 
-/// A small object waiting for its bundle.
-struct Bundled {
-    object_id: u64,
-    data: Bytes,
-    /// One per replica it goes to over the group, sorted by replica name.
-    deliveries: Vec<(Delivery, Strategy)>,
-    /// Its bytes' room in the bundler's queue, until the bundle is with the sender.
-    _room: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl Bundled {
-    /// The replicas it goes to, for grouping objects with the same ones into a bundle.
-    fn replicas(&self) -> Vec<&str> {
-        self.deliveries
-            .iter()
-            .map(|(delivery, _)| delivery.target.name.as_str())
-            .collect()
-    }
-
-    fn fail(self, reason: &DeliveryFailure) {
-        for (delivery, _) in self.deliveries {
-            delivery.resolve(ReplicaOutcome::Failed {
-                reason: reason.clone(),
-            });
-        }
-    }
-}
-
-/// The writer's bundler: whatever small multicast objects queued while the sender was busy
-/// with the previous bundle leave as the next ones, one per set of replicas, of `bound` bytes
-/// and [`MAX_BUNDLE_PARTS`] objects at most (an object alone goes as itself). Ends with the
-/// writer (its queue's sender is in the writer's state).
-async fn run_bundler(mut queue: mpsc::UnboundedReceiver<Bundled>, bound: usize) {
-    let mut carried: Option<Bundled> = None;
-    loop {
-        let first = match carried.take() {
-            Some(bundled) => bundled,
-            None => match queue.recv().await {
-                Some(bundled) => bundled,
-                None => return,
-            },
-        };
-        let mut bytes = first.data.len();
-        let mut taken = vec![first];
-        while taken.len() < MAX_BUNDLE_PARTS {
-            match queue.try_recv() {
-                Ok(next) if bytes + next.data.len() <= bound => {
-                    bytes += next.data.len();
-                    taken.push(next);
-                }
-                Ok(next) => {
-                    carried = Some(next);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        // One bundle per set of replicas, in the order of their first object.
-        let mut groups: Vec<Vec<Bundled>> = Vec::new();
-        for bundled in taken {
-            match groups
-                .iter_mut()
-                .find(|group| group[0].replicas() == bundled.replicas())
-            {
-                Some(group) => group.push(bundled),
-                None => groups.push(vec![bundled]),
-            }
-        }
-        for group in groups {
-            send_bundle(group).await;
-        }
-    }
-}
-
-/// Hands `group` (objects for the same replicas) to the sender, as one object if it is one,
-/// as a bundle otherwise, and queues its announcement in each replica's lane.
-async fn send_bundle(mut group: Vec<Bundled>) {
-    let Some(inner) = group
-        .first()
-        .and_then(|bundled| bundled.deliveries.first())
-        .map(|(delivery, _)| delivery.inner.clone())
-    else {
-        return;
-    };
-    let Some(sender) = inner.sender.as_ref() else {
-        for bundled in group {
-            bundled.fail(&DeliveryFailure::Sender(FanoutError::NoGroup.to_string()));
-        }
-        return;
-    };
-    let multicast_id = next_multicast_id(&inner);
-    if group.len() == 1 {
-        let Some(bundled) = group.pop() else { return };
-        let sent = sender.send(multicast_id, bundled.data.clone()).await;
-        match sent {
-            Ok(delivery) => {
-                tokio::spawn(gather_evidence(inner.clone(), delivery));
-            }
-            Err(error) => return bundled.fail(&DeliveryFailure::Sender(error.to_string())),
-        }
-        let expectation = Expectation {
-            session_id: inner.session_id,
-            multicast_id,
-            object_id: bundled.object_id,
-            len: bundled.data.len() as u64,
-            digest: digest(&bundled.data),
-        };
-        for (delivery, strategy) in bundled.deliveries {
-            let lane = delivery.target.lane.clone();
-            let announced = Announced {
-                delivery,
-                expectation: expectation.clone(),
-                strategy,
-            };
-            queue(&lane, LaneWork::Announce(announced));
-        }
-        return;
-    }
-    let len: usize = group.iter().map(|bundled| bundled.data.len()).sum();
-    let mut payload = bytes::BytesMut::with_capacity(len);
-    for bundled in &group {
-        payload.extend_from_slice(&bundled.data);
-    }
-    let payload = payload.freeze();
-    let bundle = Bundle {
-        session_id: inner.session_id,
-        multicast_id,
-        len: len as u64,
-        digest: digest(&payload),
-        parts: group
-            .iter()
-            .map(|bundled| UnicastPart {
-                object_id: bundled.object_id,
-                len: bundled.data.len() as u64,
-            })
-            .collect(),
-    };
-    match sender.send(multicast_id, payload).await {
-        Ok(delivery) => {
-            tokio::spawn(gather_evidence(inner.clone(), delivery));
-        }
-        Err(error) => {
-            let reason = DeliveryFailure::Sender(error.to_string());
-            for bundled in group {
-                bundled.fail(&reason);
-            }
-            return;
-        }
-    }
-    // Every object of the group goes to the same replicas, in the same (sorted) order.
-    let mut lanes: Vec<AnnouncedBundle> = Vec::new();
-    for bundled in group {
-        for (i, (delivery, strategy)) in bundled.deliveries.into_iter().enumerate() {
-            match lanes.get_mut(i) {
-                Some(announced) => announced.deliveries.push((delivery, strategy)),
-                None => lanes.push(AnnouncedBundle {
-                    bundle: bundle.clone(),
-                    deliveries: vec![(delivery, strategy)],
-                }),
-            }
-        }
-    }
-    for announced in lanes {
-        let Some(lane) = announced
-            .deliveries
-            .first()
-            .map(|(delivery, _)| delivery.target.lane.clone())
-        else {
-            continue;
-        };
-        queue(&lane, LaneWork::AnnounceBundle(announced));
-    }
-}
-
 /// The multicast sender's per-receiver outcomes are evidence of reachability: an object
 /// (or probe) acknowledged on the group proves the path, whatever route the call chose.
 async fn gather_evidence(inner: Arc<Inner>, mut delivery: DeliveryHandle) {
     while let Some((receiver_id, outcome)) = delivery.next().await {
         if outcome == DeliveryOutcome::Delivered {
             lock(&inner.state).reach.multicast_delivered(receiver_id);
-        }
-    }
-}
-
-struct Target {
-    name: String,
-    link: Link,
-    receiver_id: u32,
-    lane: Lane,
-}
-
-/// A multicast object announced to one replica, waiting in the replica's lane.
-struct Announced {
-    delivery: Delivery,
-    expectation: Expectation,
-    strategy: Strategy,
-}
-
-/// A bundle announced to one replica, with its objects' deliveries to that replica (in the
-/// order of the bundle's parts).
-struct AnnouncedBundle {
-    bundle: Bundle,
-    deliveries: Vec<(Delivery, Strategy)>,
-}
-
-/// What waits in a replica's lane.
-enum LaneWork {
-    /// A multicast object to announce.
-    Announce(Announced),
-    /// A bundle to announce.
-    AnnounceBundle(AnnouncedBundle),
-    /// A small object to send by unicast (by choice, or as the fallback of a multicast
-    /// delivery).
-    Unicast(Delivery, DeliveryPath),
-}
-
-impl LaneWork {
-    fn deliveries(self) -> Vec<Delivery> {
-        match self {
-            Self::Announce(announced) => vec![announced.delivery],
-            Self::AnnounceBundle(announced) => announced
-                .deliveries
-                .into_iter()
-                .map(|(delivery, _)| delivery)
-                .collect(),
-            Self::Unicast(delivery, _) => vec![delivery],
-        }
-    }
-}
-
-/// Queues `work` in `lane`. The lane ends only when its replica left the set: work that finds
-/// it gone fails as removed.
-fn queue(lane: &Lane, work: LaneWork) {
-    if let Err(mpsc::error::SendError(work)) = lane.send(work) {
-        for delivery in work.deliveries() {
-            delivery.resolve(ReplicaOutcome::Failed {
-                reason: DeliveryFailure::Removed,
-            });
-        }
-    }
-}
-
-/// Starts the lane of a replica reached over `link`.
-fn start_lane(link: Link) -> Lane {
-    let (lane, queue) = mpsc::unbounded_channel();
-    tokio::spawn(run_lane(link, queue));
-    lane
-}
-
-/// One batch of a lane: announcements (one request), bundles' announcements (one request) and
-/// small unicast objects (one object stream).
-#[derive(Default)]
-struct Batch {
-    announced: Vec<Announced>,
-    bundles: Vec<AnnouncedBundle>,
-    unicast: Vec<(Delivery, DeliveryPath)>,
-    unicast_bytes: usize,
-}
-
-impl Batch {
-    /// Takes `work` if there is room for it; gives it back otherwise.
-    fn take(&mut self, work: LaneWork) -> Option<LaneWork> {
-        match work {
-            LaneWork::Announce(announced) if self.announced.len() < MAX_EXPECT_BATCH => {
-                self.announced.push(announced);
-                None
-            }
-            LaneWork::AnnounceBundle(announced) if self.bundles.len() < MAX_BUNDLE_BATCH => {
-                self.bundles.push(announced);
-                None
-            }
-            LaneWork::Unicast(delivery, path)
-                if self.unicast.is_empty()
-                    || (self.unicast.len() < MAX_UNICAST_BATCH
-                        && self.unicast_bytes + delivery.data.len() <= UNICAST_BATCH_BYTES) =>
-            {
-                self.unicast_bytes += delivery.data.len();
-                self.unicast.push((delivery, path));
-                None
-            }
-            full => Some(full),
-        }
-    }
-}
-
-/// One replica's lane: whatever queued while [`LANE_REQUESTS`] batches were out (each for
-/// [`SLOT_HOLD`] at most) goes as the next batch: one request for its announcements (up to
-/// [`MAX_EXPECT_BATCH`], the verdicts come back in one answer) and one object stream for its
-/// unicast objects. Ends once the replica left the set and its queue is drained.
-async fn run_lane(link: Link, mut queue: mpsc::UnboundedReceiver<LaneWork>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(LANE_REQUESTS));
-    let mut carried: Option<LaneWork> = None;
-    loop {
-        let first = match carried.take() {
-            Some(work) => work,
-            None => match queue.recv().await {
-                Some(work) => work,
-                None => return,
-            },
-        };
-        // The semaphore is never closed.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = Batch::default();
-        carried = batch.take(first);
-        while carried.is_none() {
-            match queue.try_recv() {
-                Ok(next) => carried = batch.take(next),
-                Err(_) => break,
-            }
-        }
-        let link = link.clone();
-        tokio::spawn(async move {
-            let sent = async {
-                tokio::join!(
-                    announce(&link, batch.announced),
-                    announce_bundles(&link, batch.bundles),
-                    send_unicast(&link, batch.unicast)
-                );
-            };
-            tokio::pin!(sent);
-            // The slot is free once the batch is answered, or after SLOT_HOLD at the latest.
-            if tokio::time::timeout(SLOT_HOLD, &mut sent).await.is_err() {
-                drop(slot);
-                sent.await;
-            }
-        });
-    }
-}
-
-/// Sends one batch of announcements and settles each delivery with its verdict.
-async fn announce(link: &Link, batch: Vec<Announced>) {
-    if batch.is_empty() {
-        return;
-    }
-    let expectations = batch
-        .iter()
-        .map(|announced| announced.expectation.clone())
-        .collect();
-    let answer = link
-        .request::<_, ControlAnswer>(&ControlRequest::ExpectBatch(expectations))
-        .await;
-    let verdicts: Vec<Result<Verdict, LinkError>> = match answer {
-        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == batch.len() => {
-            verdicts.into_iter().map(Ok).collect()
-        }
-        // An answer that is not this batch's: nothing is known to have arrived.
-        Ok(_) => vec![Ok(Verdict::NotReceived); batch.len()],
-        Err(e) => vec![Err(e); batch.len()],
-    };
-    for (announced, verdict) in batch.into_iter().zip(verdicts) {
-        announced
-            .delivery
-            .settle_multicast(verdict, announced.strategy);
-    }
-}
-
-/// Sends one batch of bundles' announcements and settles each object's delivery with its
-/// bundle's verdict (a bundle not verified falls back, or fails, object by object).
-async fn announce_bundles(link: &Link, batch: Vec<AnnouncedBundle>) {
-    if batch.is_empty() {
-        return;
-    }
-    let bundles = batch
-        .iter()
-        .map(|announced| announced.bundle.clone())
-        .collect();
-    let answer = link
-        .request::<_, ControlAnswer>(&ControlRequest::ExpectBundles(bundles))
-        .await;
-    let verdicts: Vec<Result<Verdict, LinkError>> = match answer {
-        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == batch.len() => {
-            verdicts.into_iter().map(Ok).collect()
-        }
-        // An answer that is not this batch's: nothing is known to have arrived.
-        Ok(_) => vec![Ok(Verdict::NotReceived); batch.len()],
-        Err(e) => vec![Err(e); batch.len()],
-    };
-    for (announced, verdict) in batch.into_iter().zip(verdicts) {
-        for (delivery, strategy) in announced.deliveries {
-            delivery.settle_multicast(verdict.clone(), strategy);
-        }
-    }
-}
-
-/// Sends small objects on one object stream (a single one with its plain header) and
-/// resolves each with the replica's acknowledgement.
-async fn send_unicast(link: &Link, mut batch: Vec<(Delivery, DeliveryPath)>) {
-    if batch.len() <= 1 {
-        if let Some((delivery, path)) = batch.pop() {
-            delivery.send_alone(path).await;
-        }
-        return;
-    }
-    let parts = batch
-        .iter()
-        .map(|(delivery, _)| UnicastPart {
-            object_id: delivery.object_id,
-            len: delivery.data.len() as u64,
-        })
-        .collect();
-    let mut payload =
-        bytes::BytesMut::with_capacity(batch.iter().map(|(delivery, _)| delivery.data.len()).sum());
-    for (delivery, _) in &batch {
-        payload.extend_from_slice(&delivery.data);
-    }
-    let answer = link
-        .send_object::<_, UnicastBatchAck>(&UnicastBatchHeader { parts }, payload.freeze())
-        .await;
-    let answer = match answer {
-        Ok(ack) if ack.objects == batch.len() as u64 => Ok(()),
-        Ok(ack) => Err(DeliveryFailure::UnexpectedAck {
-            sent: batch.len() as u64,
-            acknowledged: ack.objects,
-        }),
-        Err(e) => Err(DeliveryFailure::Link(e)),
-    };
-    for (delivery, path) in batch {
-        let outcome = match &answer {
-            Ok(()) => ReplicaOutcome::Delivered {
-                elapsed: delivery.start.elapsed(),
-                path,
-            },
-            Err(reason) => ReplicaOutcome::Failed {
-                reason: reason.clone(),
-            },
-        };
-        delivery.resolve(outcome);
-    }
-}
-
-/// One object on its way to one replica.
-struct Delivery {
-    inner: Arc<Inner>,
-    target: Target,
-    object_id: u64,
-    data: Bytes,
-    start: Instant,
-    outcomes: mpsc::UnboundedSender<(String, ReplicaOutcome)>,
-}
-
-impl Delivery {
-    fn resolve(self, outcome: ReplicaOutcome) {
-        // The caller may have dropped the handle: the outcome then concerns nobody.
-        let _ = self.outcomes.send((self.target.name, outcome));
-    }
-
-    /// Sends the object by unicast: a large one alone at once, a small one through the
-    /// replica's lane (batched with others).
-    fn by_unicast(self, path: DeliveryPath) {
-        if self.data.len() >= UNICAST_ALONE {
-            tokio::spawn(self.send_alone(path));
-        } else {
-            let lane = self.target.lane.clone();
-            queue(&lane, LaneWork::Unicast(self, path));
-        }
-    }
-
-    /// Sends the object by unicast on an object stream of its own.
-    async fn send_alone(self, path: DeliveryPath) {
-        let header = UnicastHeader {
-            object_id: self.object_id,
-        };
-        let answer = self
-            .target
-            .link
-            .send_object::<_, UnicastAck>(&header, self.data.clone())
-            .await;
-        let outcome = match answer {
-            Ok(_) => ReplicaOutcome::Delivered {
-                elapsed: self.start.elapsed(),
-                path,
-            },
-            Err(e) => ReplicaOutcome::Failed {
-                reason: DeliveryFailure::Link(e),
-            },
-        };
-        self.resolve(outcome);
-    }
-
-    /// What the replica's verdict on the multicast copy means for this delivery: done, a
-    /// unicast fallback (in a task of its own), or a failure.
-    fn settle_multicast(self, answer: Result<Verdict, LinkError>, strategy: Strategy) {
-        let verdict = match answer {
-            Ok(Verdict::Verified) => {
-                lock(&self.inner.state)
-                    .reach
-                    .multicast_delivered(self.target.receiver_id);
-                let elapsed = self.start.elapsed();
-                self.resolve(ReplicaOutcome::Delivered {
-                    elapsed,
-                    path: DeliveryPath::Multicast,
-                });
-                return;
-            }
-            Ok(verdict) => Ok(verdict),
-            Err(e) => Err(e),
-        };
-        let fallback = {
-            let mut state = lock(&self.inner.state);
-            if !state.replicas.contains_key(&self.target.name) {
-                drop(state);
-                self.resolve(ReplicaOutcome::Failed {
-                    reason: DeliveryFailure::Removed,
-                });
-                return;
-            }
-            state
-                .reach
-                .multicast_failed(self.target.receiver_id, strategy, Instant::now())
-        };
-        match (fallback, verdict) {
-            // The link failed under the request (the replica died or froze, and the link's
-            // failure detection noticed): a unicast fallback would dial it again and wait
-            // the whole connect timeout. The delivery fails now instead.
-            (Fallback::Unicast, Err(e)) if !self.target.link.is_connected() => {
-                self.resolve(ReplicaOutcome::Failed {
-                    reason: DeliveryFailure::Link(e),
-                });
-            }
-            (Fallback::Unicast, _) => self.by_unicast(DeliveryPath::UnicastFallback),
-            (Fallback::Fail, Ok(verdict)) => self.resolve(ReplicaOutcome::Failed {
-                reason: DeliveryFailure::Multicast(verdict),
-            }),
-            (Fallback::Fail, Err(e)) => self.resolve(ReplicaOutcome::Failed {
-                reason: DeliveryFailure::Link(e),
-            }),
         }
     }
 }
