@@ -191,21 +191,33 @@ async fn announce(link: &Link, batch: Vec<Announced>) {
         .iter()
         .map(|announced| announced.expectation.clone())
         .collect();
-    let answer = link
-        .request::<_, ControlAnswer>(&ControlRequest::ExpectBatch(expectations))
-        .await;
-    let verdicts: Vec<Result<Verdict, LinkError>> = match answer {
-        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == batch.len() => {
-            verdicts.into_iter().map(Ok).collect()
-        }
-        // An answer that is not this batch's: nothing is known to have arrived.
-        Ok(_) => vec![Ok(Verdict::NotReceived); batch.len()],
-        Err(e) => vec![Err(e); batch.len()],
-    };
+    let verdicts = verdicts(
+        link,
+        &ControlRequest::ExpectBatch(expectations),
+        batch.len(),
+    )
+    .await;
     for (announced, verdict) in batch.into_iter().zip(verdicts) {
         announced
             .delivery
             .settle_multicast(verdict, announced.strategy);
+    }
+}
+
+/// Sends `request`, a batch of `count` announcements, and returns a verdict for each, in
+/// order: the replica's, or what the writer knows without it.
+async fn verdicts(
+    link: &Link,
+    request: &ControlRequest,
+    count: usize,
+) -> Vec<Result<Verdict, LinkError>> {
+    match link.request::<_, ControlAnswer>(request).await {
+        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == count => {
+            verdicts.into_iter().map(Ok).collect()
+        }
+        // An answer that is not this batch's: nothing is known to have arrived.
+        Ok(_) => vec![Ok(Verdict::NotReceived); count],
+        Err(e) => vec![Err(e); count],
     }
 }
 
@@ -219,17 +231,7 @@ async fn announce_bundles(link: &Link, batch: Vec<AnnouncedBundle>) {
         .iter()
         .map(|announced| announced.bundle.clone())
         .collect();
-    let answer = link
-        .request::<_, ControlAnswer>(&ControlRequest::ExpectBundles(bundles))
-        .await;
-    let verdicts: Vec<Result<Verdict, LinkError>> = match answer {
-        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == batch.len() => {
-            verdicts.into_iter().map(Ok).collect()
-        }
-        // An answer that is not this batch's: nothing is known to have arrived.
-        Ok(_) => vec![Ok(Verdict::NotReceived); batch.len()],
-        Err(e) => vec![Err(e); batch.len()],
-    };
+    let verdicts = verdicts(link, &ControlRequest::ExpectBundles(bundles), batch.len()).await;
     for (announced, verdict) in batch.into_iter().zip(verdicts) {
         for (delivery, strategy) in announced.deliveries {
             delivery.settle_multicast(verdict.clone(), strategy);
