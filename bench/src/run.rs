@@ -166,7 +166,8 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
 }
 
 /// The columns of phases.csv: one row per measured commit, its steps in milliseconds.
-const PHASES_HEADER: &str = "cell,label,total_ms,begin_ms,store_ms,vote_ms,finish_ms,nacks,repair_bytes,quic_lost\n";
+const PHASES_HEADER: &str =
+    "cell,label,total_ms,begin_ms,store_ms,vote_ms,finish_ms,nacks,repair_bytes,quic_lost\n";
 
 /// Adds the cell's commits to phases.csv: where each commit's time went (begin, the stores
 /// handed to the fan-out, vote with the stores' answers, finish), to tell a slow commit's

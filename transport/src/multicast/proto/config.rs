@@ -106,8 +106,16 @@ pub struct SenderConfig {
     /// Lower bound of the group round-trip time announced to receivers.
     pub min_rtt: Duration,
     /// Reed-Solomon parity (proactive and on demand); `None` repairs by retransmission only.
-    /// On by default, on demand only: it costs nothing until several receivers lose.
+    /// On by default, on demand, and proactive as `adaptive_parity` sizes it: it costs
+    /// nothing while no receiver loses.
     pub fec: Option<FecConfig>,
+    /// Proactive parity that follows the loss receivers report (their status carries the
+    /// datagrams they found missing): each block gets the fewest recovery shards that leave
+    /// at most this many receivers expected to lack a datagram of it after the parity (more
+    /// losses than shards), so that on a lossy path most objects arrive whole without a
+    /// repair round trip. The fixed share `fec.proactive` is the floor; at most a quarter of
+    /// a block is sent this way. `None` (or no `fec`): the fixed share only.
+    pub adaptive_parity: Option<f64>,
 }
 
 impl Default for SenderConfig {
@@ -130,6 +138,7 @@ impl Default for SenderConfig {
             initial_rtt: Duration::from_millis(10),
             min_rtt: Duration::from_micros(500),
             fec: Some(FecConfig::default()),
+            adaptive_parity: Some(0.05),
         }
     }
 }
@@ -189,6 +198,11 @@ impl SenderConfig {
             {
                 return Err(ConfigError::ZeroRate { name });
             }
+        }
+        if let Some(target) = self.adaptive_parity
+            && !(target.is_finite() && target > 0.0)
+        {
+            return Err(ConfigError::AdaptiveParity { target });
         }
         if let Some(fec) = self.fec
             && (fec.max_block == 0
