@@ -22,6 +22,7 @@ pub struct RateLimit {
 /// - Proactive: `proactive` recovery shards per datagram of a block (rounded to the nearest
 ///   whole shard per block) are sent right after the block, before any loss is known, so a
 ///   receiver that lost up to that many of the block rebuilds them with no round trip.
+///   [`SenderConfig::adaptive_parity`] adds shards as the receivers' reported loss calls for.
 /// - On demand (NORM's approach): when several receivers NACK datagrams of one block, the
 ///   sender multicasts as many *new* recovery shards as the neediest of them lacks; each
 ///   shard repairs a different loss at each receiver. A loss only one receiver asks for is
@@ -43,12 +44,12 @@ pub struct FecConfig {
     /// Source datagrams per block at most (1..=1024).
     pub max_block: u16,
     /// Proactive recovery shards per source datagram (0.0..=1.0): 0.03 sends 2 with a block
-    /// of 64. Zero sends parity on demand only.
+    /// of 64. Zero: none beyond what [`SenderConfig::adaptive_parity`] sizes.
     pub proactive: f64,
 }
 
 impl Default for FecConfig {
-    /// Blocks of up to 64 datagrams, parity on demand only.
+    /// Blocks of up to 64 datagrams, no fixed proactive share.
     fn default() -> Self {
         Self {
             max_block: 64,
