@@ -1154,3 +1154,26 @@ fn a_lost_last_datagram_is_repaired_within_one_and_a_half_round_trips() {
         );
     }
 }
+
+#[test]
+fn only_a_paced_sender_sends_parity_sized_by_the_loss() {
+    // Unpaced, the receivers' CPU bounds the path and the parity's coding would take it from
+    // the data; paced, the rate does and the parity saves round trips.
+    let mut scenario = Scenario::new(11);
+    scenario.receivers = 4;
+    scenario.loss = LossModel::Random(0.02);
+    scenario.objects = vec![200_000; 20];
+    let unpaced = run(&scenario);
+    check(&scenario, &unpaced);
+    assert_eq!(unpaced.sender_stats.parity_proactive, 0);
+    scenario.sender.rate_limit = Some(replicast_transport::multicast::proto::RateLimit {
+        bytes_per_second: 100_000_000 / 8,
+        burst: 64 * 1024,
+    });
+    let paced = run(&scenario);
+    check(&scenario, &paced);
+    assert!(
+        paced.sender_stats.parity_proactive > 0,
+        "the receivers' reported loss buys parity"
+    );
+}

@@ -116,6 +116,12 @@ pub struct SenderConfig {
     /// losses than shards), so that on a lossy path most objects arrive whole without a
     /// repair round trip. The fixed share `fec.proactive` is the floor; at most a quarter of
     /// a block is sent this way. `None` (or no `fec`): the fixed share only.
+    ///
+    /// Only a paced sender (`rate_limit` set) sends it: its path is bounded by the rate, and
+    /// a few percent of parity cost less than the round trips they save. An unpaced sender
+    /// is bounded by its receivers' CPU, which the parity's coding takes from the data
+    /// (measured on loopback, three receivers, 256 KiB objects: 0.37-0.40x of the loss-free
+    /// goodput at 1% loss with it, 0.88-0.97x without).
     pub adaptive_parity: Option<f64>,
 }
 

@@ -528,10 +528,14 @@ impl Sender {
 
     /// Proactive shards for a block of `len` datagrams by the loss the attached members
     /// report ([`SenderConfig::adaptive_parity`]): sized for the worst of them, for all.
+    /// Only a paced sender sends them: see the setting.
     fn adaptive_shards(&self, len: u16) -> u16 {
         let Some(target) = self.config.adaptive_parity else {
             return 0;
         };
+        if self.config.rate_limit.is_none() {
+            return 0;
+        }
         let attached = self.members.values().filter(|member| !member.detached);
         let (count, worst) = attached.fold((0, 0.0f64), |(count, worst), member| {
             (count + 1, worst.max(member.loss.rate()))
