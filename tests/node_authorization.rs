@@ -229,6 +229,7 @@ fn samples() -> Vec<Message> {
         Message::AnswerTransactions {
             partition: 1,
             after: Tid::ZERO,
+            up_to: FORGED,
             transactions: vec![CommittedTransaction {
                 tid: FORGED,
                 oids: vec![Oid(1)],
@@ -244,6 +245,7 @@ fn samples() -> Vec<Message> {
         Message::AnswerObjects {
             partition: 1,
             after: ObjectCursor::START,
+            up_to: FORGED,
             objects: vec![ReplicatedObject {
                 oid: Oid(1),
                 tid: FORGED,

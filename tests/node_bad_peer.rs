@@ -434,6 +434,7 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
             Message::AnswerTransactions {
                 partition: 1,
                 after: Tid::ZERO,
+                up_to: FORGED_REVISION,
                 transactions: vec![CommittedTransaction {
                     tid: FORGED_REVISION,
                     oids: vec![Oid(1)],
@@ -444,6 +445,7 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
             Message::AnswerObjects {
                 partition: 1,
                 after: ObjectCursor::START,
+                up_to: FORGED_REVISION,
                 objects: vec![ReplicatedObject {
                     oid: Oid(1),
                     tid: FORGED_REVISION,

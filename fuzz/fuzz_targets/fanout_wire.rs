@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to every decoder of the fan-out wire (the postcard messages a writer
 //! and its replicas exchange over QUIC: `ControlRequest`, `ControlAnswer`, `Membership`,
-//! `Expectation`, `UnicastHeader`, `UnicastAck`, the unicast batch's header and ack, also
+//! `Expectation`, `Bundle`, `UnicastHeader`, `UnicastAck`, the unicast batch's header and ack, also
 //! inside a reply frame as a writer reads them, and an object stream's header as a replica
 //! tells a single object from a batch), then drives a replica's digest `Matcher` with announcements and arrivals cut from
 //! the same bytes.
@@ -15,8 +15,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use replicast_transport::fanout::matching::{Matcher, MatcherLimits};
 use replicast_transport::fanout::wire::{
-    ControlAnswer, ControlRequest, Expectation, MAX_UNICAST_BATCH, Membership, ObjectHeader,
-    UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader, digest,
+    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_PARTS, MAX_UNICAST_BATCH,
+    Membership, ObjectHeader, UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader,
+    digest,
 };
 use replicast_transport::quic::wire::Reply;
 use serde::Serialize;
@@ -37,6 +38,14 @@ fn decode_all(bytes: &[u8]) {
     let _ = round_trip::<ControlAnswer>(bytes);
     let _ = round_trip::<Membership>(bytes);
     let _ = round_trip::<Expectation>(bytes);
+    // A bundle a replica takes has 1 to MAX_BUNDLE_PARTS parts adding up to its length.
+    if let Some(bundle) = round_trip::<Bundle>(bytes) {
+        if bundle.check().is_ok() {
+            assert!((1..=MAX_BUNDLE_PARTS).contains(&bundle.parts.len()));
+            let sum = bundle.parts.iter().try_fold(0u64, |sum, part| sum.checked_add(part.len));
+            assert_eq!(sum, Some(bundle.len), "a bundle taken whose parts do not add up");
+        }
+    }
     let _ = round_trip::<UnicastHeader>(bytes);
     let _ = round_trip::<UnicastAck>(bytes);
     let _ = round_trip::<UnicastBatchHeader>(bytes);
@@ -113,7 +122,7 @@ fn drive_matcher(data: &[u8]) {
                 continue;
             }
         };
-        if let Some(delivery) = resolved.delivery {
+        for delivery in resolved.deliveries {
             // Multicast bytes reach the application only with a verified verdict.
             assert!(
                 resolved

@@ -69,8 +69,16 @@ fn load_never_sees_unfinished_data() {
     );
     assert_eq!(loaded(&store, Oid(2)), None);
     assert_eq!(store.last_tid().expect("last tid"), Tid(11));
+    assert!(!store.holds_transaction(Tid(21)).expect("looked up"));
 
     store.finish(Tid(20), Tid(21)).expect("finish");
+    assert!(store.holds_transaction(Tid(21)).expect("looked up"));
+    assert!(store.holds_transaction(Tid(11)).expect("looked up"));
+    assert!(
+        !store
+            .holds_transaction(Tid(20))
+            .expect("a TTID is no commit")
+    );
     assert_eq!(loaded(&store, Oid(1)), Some((b"v2".to_vec(), Tid(21))));
     assert_eq!(loaded(&store, Oid(2)), Some((b"new".to_vec(), Tid(21))));
     assert_eq!(store.last_tid().expect("last tid"), Tid(21));

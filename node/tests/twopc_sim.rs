@@ -1757,12 +1757,14 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
                 (any_tid(), proptest::collection::vec(any_oid(), 0..3)),
                 0..3
             ),
-            proptest::option::of(any_tid())
+            proptest::option::of(any_tid()),
+            any_tid()
         )
-            .prop_map(|(partition, after, transactions, resume)| {
+            .prop_map(|(partition, after, transactions, resume, up_to)| {
                 Message::AnswerTransactions {
                     partition,
                     after,
+                    up_to,
                     transactions: transactions
                         .into_iter()
                         .map(|(tid, oids)| CommittedTransaction {
@@ -1785,12 +1787,14 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
             0u32..14,
             (any_tid(), any_oid()),
             proptest::collection::vec((any_oid(), any_tid(), object_data), 0..3),
-            proptest::option::of((any_tid(), any_oid()))
+            proptest::option::of((any_tid(), any_oid())),
+            any_tid()
         )
-            .prop_map(
-                |(partition, (tid, oid), objects, resume)| Message::AnswerObjects {
+            .prop_map(|(partition, (tid, oid), objects, resume, up_to)| {
+                Message::AnswerObjects {
                     partition,
                     after: ObjectCursor { tid, oid },
+                    up_to,
                     objects: objects
                         .into_iter()
                         .map(|(oid, tid, data)| ReplicatedObject {
@@ -1802,7 +1806,7 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
                         .collect(),
                     resume: resume.map(|(tid, oid)| ObjectCursor { tid, oid }),
                 }
-            ),
+            }),
         Just(Message::AskCatchUp),
         (0u32..14).prop_map(|partition| Message::ReplicationUnavailable { partition }),
         (0u32..14, any_oid(), any_tid(), 0u64..40).prop_map(|(partition, oid, tid, offset)| {

@@ -20,8 +20,9 @@ use bytes::Bytes;
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{address, endpoint, identity, random_group};
 use replicast_transport::fanout::wire::{
-    ControlAnswer, ControlRequest, Expectation, MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership,
-    UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
+    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_BUNDLE_PARTS,
+    MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership, UnicastAck, UnicastBatchAck,
+    UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
     DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
@@ -509,6 +510,118 @@ async fn lying_batches_are_refused_with_typed_errors() {
     .await;
 }
 
+/// Bundle announcements that lie about their parts, or come in batches too large or empty,
+/// are refused whole with typed errors and counted; those naming a session the peer does not
+/// hold are answered `NotMember`, bundle by bundle; nothing is delivered, and the writer's own
+/// bundles still arrive over the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_bundles_are_refused_with_typed_errors() {
+    bounded(async {
+        let mut setup = setup(Strategy::Multicast).await;
+        let (_mallory, link) = setup.mallory().await;
+        let part = |object_id, len| UnicastPart { object_id, len };
+        let bytes = Bytes::from_static(b"onetwo");
+        let bundle = |session_id, multicast_id, parts: Vec<UnicastPart>| Bundle {
+            session_id,
+            multicast_id,
+            len: bytes.len() as u64,
+            digest: digest(&bytes),
+            parts,
+        };
+        let honest = || vec![part(1, 3), part(2, 3)];
+
+        // The writer's session and one nobody runs: each bundle refused, in order.
+        let verdicts: ControlAnswer = link
+            .request(&ControlRequest::ExpectBundles(vec![
+                bundle(SESSION, 1, honest()),
+                bundle(SESSION + 1, 2, honest()),
+            ]))
+            .await
+            .expect("a batch of bundles is answered");
+        assert_eq!(
+            verdicts,
+            ControlAnswer::Verdicts(vec![Verdict::NotMember; 2])
+        );
+        assert_eq!(setup.refused(), 2);
+
+        // Parts that add up to more, or fewer, bytes than the bundle has, or overflow.
+        for parts in [
+            vec![part(1, 3), part(2, 4)],
+            vec![part(1, 3), part(2, 2)],
+            vec![part(1, u64::MAX), part(2, 7)],
+        ] {
+            let lying: Result<ControlAnswer, _> = link
+                .request(&ControlRequest::ExpectBundles(vec![
+                    bundle(SESSION, 3, honest()),
+                    bundle(SESSION, 4, parts),
+                ]))
+                .await;
+            assert_remote(lying, "add up");
+        }
+        // No parts, too many parts; no bundles, too many bundles.
+        let empty: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::ExpectBundles(vec![Bundle {
+                len: 0,
+                ..bundle(SESSION, 5, Vec::new())
+            }]))
+            .await;
+        assert_remote(empty, "a bundle of 0 objects");
+        let too_many_parts = (0..=MAX_BUNDLE_PARTS as u64)
+            .map(|id| part(id, 0))
+            .collect();
+        let too_many_parts: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::ExpectBundles(vec![Bundle {
+                len: 0,
+                ..bundle(SESSION, 6, too_many_parts)
+            }]))
+            .await;
+        assert_remote(too_many_parts, "1 to 1024");
+        let none: Result<ControlAnswer, _> = link
+            .request(&ControlRequest::ExpectBundles(Vec::new()))
+            .await;
+        assert_remote(none, "a batch of 0 bundles");
+        let too_many = vec![bundle(SESSION, 7, honest()); MAX_BUNDLE_BATCH + 1];
+        let too_many: Result<ControlAnswer, _> =
+            link.request(&ControlRequest::ExpectBundles(too_many)).await;
+        assert_remote(too_many, "1 to 64");
+        assert_eq!(setup.refused(), 9);
+        // Only the first request's two bundles (refused one by one) were taken as announced.
+        assert_eq!(setup.replica.stats().bundles, 2);
+        assert!(setup.replica.try_recv().is_none(), "nothing delivered");
+
+        // The writer's own small objects, many at once, travel bundled and arrive.
+        let objects: Vec<Bytes> = (0..50u64)
+            .map(|id| Bytes::from(format!("genuine small object {id}").into_bytes()))
+            .collect();
+        let mut handles = Vec::new();
+        for (id, data) in (100..).zip(&objects) {
+            handles.push(
+                setup
+                    .writer
+                    .send_to(id, data.clone(), &["replica"], Strategy::Multicast)
+                    .await
+                    .expect("send"),
+            );
+        }
+        for handle in handles {
+            let report = handle.wait().await;
+            assert!(report.all_delivered(), "{report:?}");
+        }
+        // Each once, in whatever order the announcements settled.
+        let mut delivered = std::collections::BTreeMap::new();
+        for _ in &objects {
+            let object = setup.replica.recv().await.expect("the replica runs");
+            assert_eq!(object.writer, "writer");
+            assert!(delivered.insert(object.object_id, object.data).is_none());
+        }
+        let sent: std::collections::BTreeMap<u64, Bytes> = (100..).zip(objects).collect();
+        assert_eq!(delivered, sent);
+        assert!(setup.replica.stats().bundles > 2, "the burst was bundled");
+        assert_eq!(setup.refused(), 9);
+    })
+    .await;
+}
+
 /// How a lying replica answers a join; every other request and object it answers with bytes
 /// that decode as nothing.
 #[derive(Clone, Copy)]
@@ -609,6 +722,35 @@ async fn a_replica_answering_nonsense_gets_typed_errors_and_holds_back_no_one() 
             let delivered = setup.replica.recv().await.expect("the replica runs");
             assert_eq!((delivered.object_id, delivered.data), (id, data));
         }
+
+        // A burst of small objects travels bundled: the liar's garbage answers to the
+        // bundles' announcements fail its deliveries the same way.
+        let mut handles = Vec::new();
+        for id in 20..60u64 {
+            let data = Bytes::from(vec![id as u8; 100]);
+            handles.push(
+                setup
+                    .writer
+                    .send_to(id, data, &["replica", "liar-3"], Strategy::Multicast)
+                    .await
+                    .expect("send"),
+            );
+        }
+        for handle in handles {
+            let report = handle.wait().await;
+            assert_eq!(
+                report.path("replica"),
+                Some(DeliveryPath::Multicast),
+                "{report:?}"
+            );
+            match &report.outcomes["liar-3"] {
+                ReplicaOutcome::Failed {
+                    reason: DeliveryFailure::Link(LinkError::Decode { .. }),
+                } => {}
+                other => panic!("a bundled object's outcome at the liar is {other:?}"),
+            }
+        }
+        assert!(setup.replica.stats().bundles >= 1, "the burst was bundled");
     })
     .await;
 }

@@ -12,8 +12,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{EndpointSpec, endpoint, random_group};
 use replicast_transport::fanout::wire::{
-    ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader, Verdict,
-    digest,
+    Bundle, ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader,
+    UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
     DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig,
@@ -154,11 +154,17 @@ async fn same_workload(strategy: Strategy) -> Vec<BTreeMap<u64, (Bytes, Received
     let stats = cluster.writer.multicast_stats().await.expect("stats");
     match strategy {
         Strategy::Unicast => assert_eq!(stats.protocol.objects_sent, 0),
-        Strategy::Multicast => assert_eq!(stats.protocol.objects_sent, 200),
+        // Small objects travel bundled: a multicast object carries one or more of them.
+        Strategy::Multicast => assert!((1..=200).contains(&stats.protocol.objects_sent)),
         Strategy::Auto => assert!(stats.protocol.objects_sent > 0),
     }
     let mut received = Vec::new();
     for (_, replica) in &mut cluster.replicas {
+        if strategy == Strategy::Multicast {
+            // Every multicast object (a bundle or a single one) verified at every replica.
+            let verified = replica.stats().matching.verified;
+            assert_eq!(verified, stats.protocol.objects_sent);
+        }
         let objects = drain(replica);
         assert_eq!(objects.len(), 200, "{strategy:?}");
         for (id, (data, _)) in &objects {
@@ -248,6 +254,68 @@ async fn a_burst_of_small_objects_travels_batched() {
                 for (id, (bytes, path)) in objects {
                     assert_eq!((bytes, path), (data[id as usize].clone(), via));
                 }
+            }
+        }
+    })
+    .await;
+}
+
+/// Small objects multicast in a burst leave bundled: far fewer multicast objects than objects,
+/// each replica told of them in bundles, and every object delivered once over the group with
+/// its exact bytes; the sender's counters agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_small_multicast_objects_travels_bundled() {
+    bounded(async {
+        const OBJECTS: u64 = 1000;
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        let mut cluster = cluster(
+            &ca,
+            endpoint(&ca, "writer"),
+            Strategy::Multicast,
+            0.0,
+            Duration::from_secs(10),
+        )
+        .await;
+        let data: Vec<Bytes> = (0..OBJECTS)
+            .map(|id| Bytes::from(vec![id as u8; 100 + (id as usize * 7) % 300]))
+            .collect();
+        let mut handles = Vec::new();
+        for (id, bytes) in (0..OBJECTS).zip(&data) {
+            handles.push(cluster.writer.send(id, bytes.clone()).await.expect("send"));
+        }
+        for handle in handles {
+            let report = handle.wait().await;
+            assert!(report.all_delivered(), "{report:?}");
+            for name in ["replica-0", "replica-1", "replica-2"] {
+                assert_eq!(report.path(name), Some(DeliveryPath::Multicast));
+            }
+        }
+        let sent = cluster
+            .writer
+            .multicast_stats()
+            .await
+            .expect("sender stats");
+        assert!(
+            sent.protocol.objects_sent < OBJECTS / 2,
+            "{OBJECTS} objects in {} multicast objects",
+            sent.protocol.objects_sent
+        );
+        for (name, replica) in &mut cluster.replicas {
+            let stats = replica.stats();
+            assert!(stats.bundles >= 1, "{name}: no bundle");
+            // Every multicast object (bundle or single) verified once, nothing by unicast.
+            assert_eq!(
+                stats.matching.verified, sent.protocol.objects_sent,
+                "{name}"
+            );
+            assert_eq!(stats.unicast_objects, 0, "{name}");
+            let objects = drain(replica);
+            assert_eq!(objects.len() as u64, OBJECTS, "{name}");
+            for (id, (bytes, path)) in objects {
+                assert_eq!(
+                    (bytes, path),
+                    (data[id as usize].clone(), ReceivedVia::Multicast)
+                );
             }
         }
     })
@@ -529,6 +597,134 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
             (500, genuine, ReceivedVia::Unicast)
         );
         assert!(replica.try_recv().is_none());
+    })
+    .await;
+}
+
+/// A bundle is delivered only if its bytes match the digest announced for the whole of it: a
+/// forged one (a member of the group may send any bytes under the session) delivers none of
+/// its objects, a genuine one delivers each of them once, by their own ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_is_delivered_whole_or_not_at_all() {
+    bounded(async {
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        let replica_endpoint = endpoint(&ca, "replica");
+        let replica_addr = replica_endpoint.local_addr().expect("local address");
+        let mut replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
+        let writer = endpoint(&ca, "writer");
+        let link = writer.link("replica", replica_addr).await.expect("link");
+        let group = random_group();
+        let group_key = GroupKey {
+            epoch: 1,
+            secret: [5; 32],
+        };
+        let joined: ControlAnswer = link
+            .request(&ControlRequest::Join(Membership {
+                group,
+                session_id: 11,
+                epoch: 1,
+                group_secret: group_key.secret,
+                receiver_id: 1,
+                receiver_secret: [6; 32],
+            }))
+            .await
+            .expect("join");
+        assert_eq!(joined, ControlAnswer::Joined);
+        let sender = MulticastSender::bind(
+            MulticastSenderConfig::new(MulticastSocketConfig::new(group), 11),
+            group_key,
+        )
+        .expect("bind sender");
+        sender
+            .add_receiver(ReceiverKey {
+                receiver_id: 1,
+                secret: [6; 32],
+            })
+            .await
+            .expect("add receiver");
+
+        let genuine = Bytes::from_static(b"firstsecondthird");
+        let parts = vec![
+            UnicastPart {
+                object_id: 70,
+                len: 5,
+            },
+            UnicastPart {
+                object_id: 71,
+                len: 6,
+            },
+            UnicastPart {
+                object_id: 72,
+                len: 5,
+            },
+        ];
+        let bundle = |multicast_id| Bundle {
+            session_id: 11,
+            multicast_id,
+            len: genuine.len() as u64,
+            digest: digest(&genuine),
+            parts: parts.clone(),
+        };
+        // Forged: one byte differs.
+        let forged = Bytes::from_static(b"firstsecondthirD");
+        let report = sender.send(1, forged).await.expect("forge").wait().await;
+        assert!(
+            report.all_delivered(),
+            "the forged bytes reached the replica"
+        );
+        let verdicts: ControlAnswer = link
+            .request(&ControlRequest::ExpectBundles(vec![bundle(1)]))
+            .await
+            .expect("announce the forged bundle");
+        assert_eq!(verdicts, ControlAnswer::Verdicts(vec![Verdict::Mismatch]));
+        assert!(replica.try_recv().is_none(), "a forged bundle delivered");
+
+        // Object 71 then arrives by unicast (as a writer's fallback would send it) ...
+        let ack: UnicastAck = link
+            .send_object(&UnicastHeader { object_id: 71 }, genuine.slice(5..11))
+            .await
+            .expect("unicast");
+        assert_eq!(ack.object_id, 71);
+        let first = replica.recv().await.expect("delivered");
+        assert_eq!((first.object_id, first.via), (71, ReceivedVia::Unicast));
+
+        // ... and the genuine bundle, announced before its bytes arrive, delivers the other
+        // two over the group.
+        let second = ControlRequest::ExpectBundles(vec![bundle(2)]);
+        let announced =
+            tokio::spawn(async move { link.request::<_, ControlAnswer>(&second).await });
+        let report = sender
+            .send(2, genuine.clone())
+            .await
+            .expect("send")
+            .wait()
+            .await;
+        assert!(report.all_delivered());
+        let verdicts = announced.await.expect("task").expect("announce");
+        assert_eq!(verdicts, ControlAnswer::Verdicts(vec![Verdict::Verified]));
+        let mut delivered = BTreeMap::new();
+        for _ in 0..2 {
+            let object = replica.recv().await.expect("delivered");
+            assert_eq!(object.via, ReceivedVia::Multicast);
+            delivered.insert(object.object_id, object.data);
+        }
+        assert_eq!(
+            delivered,
+            BTreeMap::from([
+                (70, Bytes::from_static(b"first")),
+                (72, Bytes::from_static(b"third"))
+            ])
+        );
+        assert!(replica.try_recv().is_none());
+        let stats = replica.stats();
+        assert_eq!(
+            (
+                stats.bundles,
+                stats.matching.mismatched,
+                stats.matching.duplicates
+            ),
+            (2, 1, 1)
+        );
     })
     .await;
 }

@@ -66,4 +66,16 @@ impl Engine {
             .map_err(database("read last transaction"))?;
         Ok(last.map_or(Tid::ZERO, |(tid, _)| tid.value()))
     }
+
+    /// Whether a transaction committed here at `tid` (a TID names one commit).
+    pub fn holds_transaction(&self, tid: Tid) -> Result<bool, EngineError> {
+        let txn = self.db.begin_read().map_err(database("begin read"))?;
+        let transactions = txn
+            .open_table(TRANSACTIONS)
+            .map_err(database("open transactions"))?;
+        let found = transactions
+            .get(tid)
+            .map_err(database("read a transaction"))?;
+        Ok(found.is_some())
+    }
 }

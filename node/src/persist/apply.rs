@@ -189,6 +189,7 @@ pub fn execute_read(engine: &Engine, read: &Read) -> ReadResult {
             max_bytes,
         )),
         Read::Revision { oid, tid } => ReadResult::Revision(engine.revision_at(oid, tid)),
+        Read::Committed { tid } => ReadResult::Committed(engine.holds_transaction(tid)),
         Read::Ask {
             ref ask,
             num_partitions,

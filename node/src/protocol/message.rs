@@ -274,6 +274,10 @@ pub enum Message {
         /// next batch before the last one was imported, and drop that question if the import
         /// fails; its late answer must not pass for the answer of a question from further back).
         after: Tid,
+        /// The question's `up_to`: an answer complete up to an earlier round's bound must not
+        /// pass for one complete up to the current round's (the same `after` is asked again
+        /// when a round ends before its first batch arrived).
+        up_to: Tid,
         /// Transactions in TID order, each listing only the partition's objects.
         transactions: Vec<CommittedTransaction>,
         /// The TID to ask again after; `None` when nothing is left up to the bound.
@@ -295,6 +299,8 @@ pub enum Message {
         partition: u32,
         /// The question's `after`, as in [`Message::AnswerTransactions`].
         after: ObjectCursor,
+        /// The question's `up_to`, as in [`Message::AnswerTransactions`].
+        up_to: Tid,
         /// Revisions in (TID, OID) order.
         objects: Vec<ReplicatedObject>,
         /// The cursor to ask again after; `None` when nothing is left up to the bound.

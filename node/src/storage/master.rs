@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::persist::{AfterWrite, Write};
+use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{Recovery, Storage, StorageEvent};
 use crate::engine::EngineError;
 use crate::ids::Tid;
@@ -43,13 +43,22 @@ impl Storage {
             Message::Finish { ttid, tid } => {
                 let voted = self.transactions.get(&ttid).is_some_and(|txn| txn.voted);
                 if !voted {
-                    if self.ended.get(&ttid) == Some(&Some(tid)) {
+                    match self.ended.get(&ttid) {
                         // Committed already on the master's answer to our question: the
                         // acknowledgement crossed this finish.
-                        self.acknowledge(ttid, tid);
-                        return Ok(());
+                        Some(Some(ended)) if *ended == tid => self.acknowledge(ttid, tid),
+                        Some(_) => return Err(self.unknown(&from, "Finish", ttid)),
+                        // Not known to this process: it may have committed before this
+                        // process started, its acknowledgement lost with the one that was
+                        // killed (the primary resends the finishes its voters did not
+                        // acknowledge). The store says: holding the commit, this voter owes
+                        // the acknowledgement, or the finish waits for it forever.
+                        None => self.persistence.read(
+                            Read::Committed { tid },
+                            AfterRead::Acknowledge { ttid, tid },
+                        ),
                     }
-                    return Err(self.unknown(&from, "Finish", ttid));
+                    return Ok(());
                 }
                 self.end(now, ttid, Some(tid))?;
                 self.acknowledge(ttid, tid);
@@ -88,6 +97,28 @@ impl Storage {
                 from,
                 kind: other.kind(),
             }),
+        }
+    }
+
+    /// The store was asked whether it holds the commit of `ttid` at `tid` that the primary
+    /// finishes (see [`Message::Finish`] in [`handle_master`](Self::handle_master)):
+    /// acknowledges it if so.
+    pub(super) fn acknowledge_if_held(
+        &mut self,
+        ttid: Tid,
+        tid: Tid,
+        held: Result<bool, EngineError>,
+    ) -> Result<(), ProtocolError> {
+        match held {
+            Ok(true) => {
+                self.acknowledge(ttid, tid);
+                Ok(())
+            }
+            Ok(false) => {
+                let master = self.master.clone();
+                Err(self.unknown(&master, "Finish", ttid))
+            }
+            Err(error) => Err(ProtocolError::Storage(error)),
         }
     }
 

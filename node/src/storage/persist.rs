@@ -242,6 +242,12 @@ pub enum Read {
         /// The revision.
         tid: Tid,
     },
+    /// Whether a transaction committed here at `tid`
+    /// ([`Engine::holds_transaction`](crate::engine::Engine::holds_transaction)).
+    Committed {
+        /// The commit's TID.
+        tid: Tid,
+    },
     /// A client's question about past revisions, history or the transaction log
     /// ([`crate::persist::answer_ask`]), never a pack or a collection (those are writes).
     Ask {
@@ -280,6 +286,8 @@ pub enum ReadResult {
     Objects(Result<ObjectBatch, EngineError>),
     /// For [`Read::Revision`].
     Revision(Result<Option<(ObjectData, Digest)>, EngineError>),
+    /// For [`Read::Committed`].
+    Committed(Result<bool, EngineError>),
     /// For [`Read::Ask`].
     Ask(Result<StorageAnswer, EngineError>),
     /// For [`Read::Inspect`].
@@ -341,17 +349,19 @@ pub(super) enum AfterRead {
         request: u64,
         oid: Oid,
     },
-    /// Answer `to`'s `AskTransactions` after `after`.
+    /// Answer `to`'s `AskTransactions` after `after`, up to `up_to`.
     Transactions {
         to: NodeName,
         partition: u32,
         after: Tid,
+        up_to: Tid,
     },
-    /// Answer `to`'s `AskObjects` after `after`.
+    /// Answer `to`'s `AskObjects` after `after`, up to `up_to`.
     Objects {
         to: NodeName,
         partition: u32,
         after: ObjectCursor,
+        up_to: Tid,
     },
     /// Answer `to`'s [`Message::Ask`](crate::protocol::Message::Ask) `request`.
     Ask {
@@ -359,6 +369,9 @@ pub(super) enum AfterRead {
         request: u64,
         kind: &'static str,
     },
+    /// Acknowledge the primary's finish of `ttid` at `tid` if this storage holds that commit
+    /// (it committed before it restarted, and the acknowledgement was lost with the process).
+    Acknowledge { ttid: Tid, tid: Tid },
     /// Answer the operator's [`Message::AskInspect`](crate::protocol::Message::AskInspect)
     /// `request`, deferred under the driver's `token`.
     Inspect { token: u64, request: u64 },
@@ -547,20 +560,22 @@ impl Storage {
                     to,
                     partition,
                     after,
+                    up_to,
                 },
                 ReadResult::Transactions(batch),
             ) => {
-                self.answer_transactions(&to, partition, after, batch);
+                self.answer_transactions(&to, partition, (after, up_to), batch);
             }
             (
                 AfterRead::Objects {
                     to,
                     partition,
                     after,
+                    up_to,
                 },
                 ReadResult::Objects(batch),
             ) => {
-                self.answer_objects(&to, partition, after, batch);
+                self.answer_objects(&to, partition, (after, up_to), batch);
             }
             (
                 AfterRead::Part {
@@ -577,6 +592,9 @@ impl Storage {
             }
             (AfterRead::Inspect { token, request }, ReadResult::Inspect(answer)) => {
                 self.answer_inspect(token, request, answer);
+            }
+            (AfterRead::Acknowledge { ttid, tid }, ReadResult::Committed(held)) => {
+                return self.acknowledge_if_held(ttid, tid, held);
             }
             _ => {
                 return Err(ProtocolError::InvalidCall {

@@ -20,7 +20,9 @@
 //! last). A batch is written only once the one before it is persisted, never queued behind
 //! it: each import records its partition's progress, which must not pass a batch that failed to
 //! import. When an import fails, the batch that came after it is dropped, and so is the
-//! question out, whose answer will not match (each answer names the `after` of its question).
+//! question out, whose answer will not match (each answer names the `after` and the bound of its
+//! question: a round that ends before its first answer came and the next one ask from the same
+//! point, up to different bounds).
 //! A batch counts once its import is persisted: [`Message::Replicated`] waits for the last. What
 //! the engine holds of each partition is known from its startup state and every persisted import
 //! since, so the role never reads its progress back. A source serves a batch from a read
@@ -321,15 +323,17 @@ impl Storage {
             Message::AnswerTransactions {
                 partition,
                 after,
+                up_to,
                 transactions,
                 resume,
-            } => self.take_transactions(now, from, partition, after, transactions, resume),
+            } => self.take_transactions(now, from, partition, (after, up_to), transactions, resume),
             Message::AnswerObjects {
                 partition,
                 after,
+                up_to,
                 objects,
                 resume,
-            } => self.take_objects(now, from, partition, after, objects, resume),
+            } => self.take_objects(now, from, partition, (after, up_to), objects, resume),
             Message::AnswerObjectPart(part) => self.take_object_part(now, from, part),
             Message::ReplicationUnavailable { partition } => {
                 self.source_failed(now, from, partition, "ReplicationUnavailable")
@@ -459,13 +463,14 @@ impl Storage {
             })
     }
 
-    /// A batch of transactions from `from`, answering the question after `asked_after`.
+    /// A batch of transactions from `from`, answering the question after `asked_after` up to
+    /// `asked_up_to`.
     fn take_transactions(
         &mut self,
         now: SystemTime,
         from: &str,
         partition: u32,
-        asked_after: Tid,
+        (asked_after, asked_up_to): (Tid, Tid),
         transactions: Vec<CommittedTransaction>,
         resume: Option<Tid>,
     ) -> Result<(), ProtocolError> {
@@ -476,9 +481,12 @@ impl Storage {
         };
         let frontier = catch_up.frontier();
         let after = frontier.transactions;
-        if asked_after != after {
-            // The answer of a question dropped since (an import before it failed): the
-            // question out now gets its own answer.
+        if asked_after != after || asked_up_to != catch_up.up_to {
+            // The answer of a question dropped since (an import before it failed), or of an
+            // earlier round's (which ended before its answer came, and asked from the same
+            // point: taking that answer as complete up to this round's bound skipped the
+            // transactions between the two bounds for good): the question out now gets its
+            // own answer.
             return Ok(());
         }
         let reached = resume.unwrap_or(catch_up.up_to);
@@ -512,13 +520,14 @@ impl Storage {
         )
     }
 
-    /// A batch of revisions from `from`, answering the question after `asked_after`.
+    /// A batch of revisions from `from`, answering the question after `asked_after` up to
+    /// `asked_up_to`.
     fn take_objects(
         &mut self,
         now: SystemTime,
         from: &str,
         partition: u32,
-        asked_after: ObjectCursor,
+        (asked_after, asked_up_to): (ObjectCursor, Tid),
         objects: Vec<ReplicatedObject>,
         resume: Option<ObjectCursor>,
     ) -> Result<(), ProtocolError> {
@@ -528,8 +537,9 @@ impl Storage {
         };
         let frontier = catch_up.frontier();
         let after = frontier.objects;
-        if asked_after != after {
-            // As for transactions: the answer of a question dropped since.
+        if asked_after != after || asked_up_to != catch_up.up_to {
+            // As for transactions: the answer of a question dropped since, or of an earlier
+            // round's.
             return Ok(());
         }
         let reached = resume.unwrap_or(catch_up.target().objects);
@@ -750,6 +760,7 @@ impl Storage {
                 to: from.to_owned(),
                 partition,
                 after,
+                up_to,
             },
         );
     }
@@ -759,13 +770,14 @@ impl Storage {
         &mut self,
         to: &str,
         partition: u32,
-        after: Tid,
+        (after, up_to): (Tid, Tid),
         batch: Result<TransactionBatch, EngineError>,
     ) {
         let answer = match batch {
             Ok(batch) => Message::AnswerTransactions {
                 partition,
                 after,
+                up_to,
                 transactions: batch.transactions,
                 resume: batch.resume,
             },
@@ -793,6 +805,7 @@ impl Storage {
                 to: from.to_owned(),
                 partition,
                 after,
+                up_to,
             },
         );
     }
@@ -803,7 +816,7 @@ impl Storage {
         &mut self,
         to: &str,
         partition: u32,
-        after: ObjectCursor,
+        (after, up_to): (ObjectCursor, Tid),
         batch: Result<ObjectBatch, EngineError>,
     ) {
         let budget = self.config.replication_batch_bytes;
@@ -827,6 +840,7 @@ impl Storage {
             Ok(batch) => Some(Message::AnswerObjects {
                 partition,
                 after,
+                up_to,
                 objects: batch.objects,
                 resume: batch.resume,
             }),

@@ -828,6 +828,7 @@ fn transactions_batch(after: Tid, tid: Tid, resume: Option<Tid>) -> Message {
     Message::AnswerTransactions {
         partition: 0,
         after,
+        up_to: Tid(100),
         transactions: vec![CommittedTransaction {
             tid,
             oids: vec![Oid(1)],
@@ -1139,4 +1140,113 @@ fn a_voted_transaction_asks_its_outcome_later_the_more_it_staged() {
         asked(&mut storage),
         "asked once the deadline for its bytes passed"
     );
+}
+
+/// A voter killed after it committed, before its acknowledgement left: the next primary
+/// finishes the decision again, and the restarted storage, which knows nothing of the
+/// transaction, acknowledges it if its store holds the commit (else the finish waited for
+/// it forever), and refuses it if not.
+#[test]
+fn a_finish_resent_after_a_restart_is_acknowledged_if_the_commit_is_held() {
+    let mut storage = storage(StorageConfig::default());
+    table_here(&mut storage);
+    for (ttid, tid, held) in [(Tid(10), Tid(11), true), (Tid(20), Tid(21), false)] {
+        storage
+            .handle(at(1), MASTER, order(Message::Finish { ttid, tid }))
+            .expect("a finish of an unknown transaction is looked up, not refused at once");
+        assert!(
+            sent(&mut storage).is_empty(),
+            "nothing before the store answers"
+        );
+        let fetch = storage.poll_fetch().expect("the store is asked");
+        assert_eq!(fetch.read, Read::Committed { tid });
+        let answered = storage.fetched(at(1), fetch.id, ReadResult::Committed(Ok(held)));
+        if held {
+            answered.expect("acknowledged");
+            assert_eq!(
+                sent(&mut storage),
+                vec![(MASTER.to_owned(), Message::Finished { ttid, tid })]
+            );
+        } else {
+            assert!(
+                answered.is_err(),
+                "a commit not held here is not acknowledged"
+            );
+            assert!(sent(&mut storage).is_empty());
+        }
+    }
+}
+
+/// A round that ends before its first answer came, and the next round that asks from the same
+/// point: the late answer, complete up to the first round's bound, is not taken for the second
+/// round's (which recorded the partition's transactions complete up to the later bound, lost
+/// the ones between the two bounds for good, and failed every import of their revisions).
+#[test]
+fn a_late_answer_of_an_earlier_round_is_not_taken_for_the_next_rounds() {
+    let mut storage = feeding_from_source();
+    let names = ["source".to_owned(), "s1".to_owned()];
+    let mut out_of_date = PartitionTable::new(1, 2, &names).expect("a table");
+    out_of_date.mark_out_of_date("s1").expect("s1 in the table");
+    storage
+        .handle(
+            at(2),
+            MASTER,
+            order(Message::PartitionTable(out_of_date.clone())),
+        )
+        .expect("out of date");
+    let mut feeding = out_of_date;
+    feeding.start_feeding("s1").expect("s1 in the table");
+    storage
+        .handle(at(2), MASTER, order(Message::PartitionTable(feeding)))
+        .expect("feeding again");
+    storage
+        .handle(
+            at(2),
+            MASTER,
+            order(Message::Replicate {
+                up_to: Tid(200),
+                partitions: vec![(0, Tid::ZERO)],
+            }),
+        )
+        .expect("replicate");
+    let asked: Vec<_> = sent(&mut storage)
+        .into_iter()
+        .filter(|(_, message)| matches!(message, Message::AskTransactions { .. }))
+        .collect();
+    let again = Message::AskTransactions {
+        partition: 0,
+        after: Tid::ZERO,
+        up_to: Tid(200),
+    };
+    assert_eq!(asked, [("source".to_owned(), again)]);
+
+    // The first round's answer: complete up to TID 100 only.
+    storage
+        .handle(
+            at(3),
+            "source",
+            transactions_batch(Tid::ZERO, Tid(50), None),
+        )
+        .expect("a late answer is no error");
+    assert!(
+        writes(&mut storage).is_empty(),
+        "the late answer is dropped"
+    );
+
+    let answer = Message::AnswerTransactions {
+        partition: 0,
+        after: Tid::ZERO,
+        up_to: Tid(200),
+        transactions: vec![CommittedTransaction {
+            tid: Tid(150),
+            oids: vec![Oid(1)],
+            info: TransactionInfo::default(),
+        }],
+        resume: None,
+    };
+    storage
+        .handle(at(3), "source", answer)
+        .expect("the round's own answer");
+    let imports = writes(&mut storage);
+    assert_eq!(imported_to(&imports)[0].transactions, Tid(200));
 }

@@ -55,6 +55,9 @@ pub enum DeliveryFailure {
     /// The multicast delivery failed and the call asked for multicast only.
     #[error("multicast delivery failed: {0:?}")]
     Multicast(Verdict),
+    /// The multicast sender refused the object (or its bundle): it stopped.
+    #[error("multicast sender: {0}")]
+    Sender(String),
     /// The replica was removed from the set before the object reached it.
     #[error("replica removed")]
     Removed,

@@ -1,13 +1,15 @@
 //! The replica's side of digest matching, as a plain state machine: multicast objects and
 //! digest announcements arrive in either order and are paired here; delivery to the
-//! application happens once per (writer, object) whichever path brought it.
+//! application happens once per (writer, object) whichever path brought it. A bundle (several
+//! objects in one multicast object, [`Bundle`]) is matched as one object and delivered as its
+//! parts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
 use bytes::Bytes;
 
-use super::wire::{Expectation, Verdict, digest};
+use super::wire::{Bundle, Expectation, UnicastPart, Verdict, digest};
 
 /// A multicast object is known by its session and its id on the group.
 pub type MulticastKey = (u64, u64);
@@ -86,6 +88,8 @@ struct Waiter<T> {
     token: T,
     writer: String,
     expectation: Expectation,
+    /// A bundle's objects (`expectation.object_id` is then unused); `None` for one object.
+    parts: Option<Vec<UnicastPart>>,
 }
 
 /// An object to hand to the application, the first time it arrives.
@@ -100,20 +104,21 @@ pub struct Delivery {
 }
 
 /// What became of an announcement or an arrival: verdicts to answer (by the caller's token)
-/// and at most one object to deliver.
+/// and the objects to deliver (one for an object's first arrival, the parts not delivered yet
+/// for a bundle's).
 #[derive(Debug)]
 pub struct Resolved<T> {
     /// Announcements now settled.
     pub verdicts: Vec<(T, Verdict)>,
-    /// An object to deliver, if this was its first arrival.
-    pub delivery: Option<Delivery>,
+    /// Objects to deliver, arriving for the first time.
+    pub deliveries: Vec<Delivery>,
 }
 
 impl<T> Default for Resolved<T> {
     fn default() -> Self {
         Self {
             verdicts: Vec::new(),
-            delivery: None,
+            deliveries: Vec::new(),
         }
     }
 }
@@ -136,7 +141,7 @@ impl<T> Default for Resolved<T> {
 /// // ... until the bytes arrive and match.
 /// let resolved = matcher.multicast_arrived((1, 5), bytes);
 /// assert_eq!(resolved.verdicts, vec![(0, Verdict::Verified)]);
-/// assert_eq!(resolved.delivery.map(|d| d.object_id), Some(77));
+/// assert_eq!(resolved.deliveries[0].object_id, 77);
 /// ```
 pub struct Matcher<T> {
     limits: MatcherLimits,
@@ -183,10 +188,50 @@ impl<T: PartialEq> Matcher<T> {
     /// known, otherwise it waits under `token` until [`multicast_arrived`](Self::multicast_arrived),
     /// [`multicast_lost`](Self::multicast_lost) or [`cancel`](Self::cancel).
     pub fn expect(&mut self, token: T, writer: &str, expectation: Expectation) -> Resolved<T> {
+        self.claim(token, writer, expectation, None)
+    }
+
+    /// The announcement of a bundle from `writer`, as [`expect`](Self::expect): once its bytes
+    /// arrive and match, each of its parts is delivered (those not delivered already). The
+    /// caller checked it ([`Bundle::check`]); parts beyond the bytes are not delivered.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use replicast_transport::fanout::matching::{Matcher, MatcherLimits};
+    /// use replicast_transport::fanout::wire::{Bundle, UnicastPart, Verdict, digest};
+    ///
+    /// let mut matcher: Matcher<u32> = Matcher::new(MatcherLimits::default());
+    /// let bytes = Bytes::from_static(b"onetwo");
+    /// let parts = vec![UnicastPart { object_id: 1, len: 3 }, UnicastPart { object_id: 2, len: 3 }];
+    /// let bundle = Bundle { session_id: 1, multicast_id: 5, len: 6, digest: digest(&bytes), parts };
+    /// assert!(matcher.expect_bundle(0, "writer", bundle).verdicts.is_empty());
+    /// let resolved = matcher.multicast_arrived((1, 5), bytes);
+    /// assert_eq!(resolved.verdicts, vec![(0, Verdict::Verified)]);
+    /// let objects: Vec<_> = resolved.deliveries.iter().map(|d| (d.object_id, &d.data[..])).collect();
+    /// assert_eq!(objects, [(1, &b"one"[..]), (2, &b"two"[..])]);
+    /// ```
+    pub fn expect_bundle(&mut self, token: T, writer: &str, bundle: Bundle) -> Resolved<T> {
+        let expectation = Expectation {
+            session_id: bundle.session_id,
+            multicast_id: bundle.multicast_id,
+            object_id: 0,
+            len: bundle.len,
+            digest: bundle.digest,
+        };
+        self.claim(token, writer, expectation, Some(bundle.parts))
+    }
+
+    fn claim(
+        &mut self,
+        token: T,
+        writer: &str,
+        expectation: Expectation,
+        parts: Option<Vec<UnicastPart>>,
+    ) -> Resolved<T> {
         let key = (expectation.session_id, expectation.multicast_id);
         let mut resolved = Resolved::default();
         if let Some(bytes) = self.take_buffered(key) {
-            let verdict = self.check(writer, &expectation, bytes, &mut resolved);
+            let verdict = self.check(writer, &expectation, parts.as_deref(), bytes, &mut resolved);
             resolved.verdicts.push((token, verdict));
         } else if self.lost.contains(&key) {
             self.stats.lost += 1;
@@ -196,6 +241,7 @@ impl<T: PartialEq> Matcher<T> {
                 token,
                 writer: writer.to_owned(),
                 expectation,
+                parts,
             });
         }
         resolved
@@ -211,6 +257,7 @@ impl<T: PartialEq> Matcher<T> {
                     let verdict = self.check(
                         &waiter.writer,
                         &waiter.expectation,
+                        waiter.parts.as_deref(),
                         bytes.clone(),
                         &mut resolved,
                     );
@@ -268,6 +315,7 @@ impl<T: PartialEq> Matcher<T> {
         &mut self,
         writer: &str,
         expectation: &Expectation,
+        parts: Option<&[UnicastPart]>,
         bytes: Bytes,
         resolved: &mut Resolved<T>,
     ) -> Verdict {
@@ -276,8 +324,23 @@ impl<T: PartialEq> Matcher<T> {
             return Verdict::Mismatch;
         }
         self.stats.verified += 1;
-        if let Some(delivery) = self.deliver(writer, expectation.object_id, bytes) {
-            resolved.delivery = Some(delivery);
+        let Some(parts) = parts else {
+            resolved
+                .deliveries
+                .extend(self.deliver(writer, expectation.object_id, bytes));
+            return Verdict::Verified;
+        };
+        // Checked by the caller to add up to the bytes; saturating all the same, so that an
+        // unchecked bundle cannot slice beyond them.
+        let mut offset = 0usize;
+        for part in parts {
+            let len = usize::try_from(part.len).unwrap_or(usize::MAX);
+            let end = offset.saturating_add(len).min(bytes.len());
+            let data = bytes.slice(offset..end);
+            offset = end;
+            resolved
+                .deliveries
+                .extend(self.deliver(writer, part.object_id, data));
         }
         Verdict::Verified
     }
@@ -353,10 +416,8 @@ mod tests {
         );
         let resolved = matcher.expect(9, "w", expectation(3, 30, b"abc"));
         assert_eq!(resolved.verdicts, vec![(9, Verdict::Verified)]);
-        assert_eq!(
-            resolved.delivery.map(|d| d.data),
-            Some(Bytes::from_static(b"abc"))
-        );
+        let data: Vec<Bytes> = resolved.deliveries.into_iter().map(|d| d.data).collect();
+        assert_eq!(data, [Bytes::from_static(b"abc")]);
     }
 
     #[test]
@@ -365,7 +426,7 @@ mod tests {
         matcher.multicast_arrived((1, 3), Bytes::from_static(b"evil"));
         let resolved = matcher.expect(1, "w", expectation(3, 30, b"good"));
         assert_eq!(resolved.verdicts, vec![(1, Verdict::Mismatch)]);
-        assert!(resolved.delivery.is_none());
+        assert!(resolved.deliveries.is_empty());
         assert_eq!(matcher.stats().mismatched, 1);
         // The right bytes by unicast are then delivered.
         assert!(
@@ -386,7 +447,7 @@ mod tests {
         matcher.expect(1, "w", expectation(3, 30, b"x"));
         let resolved = matcher.multicast_arrived((1, 3), Bytes::from_static(b"x"));
         assert_eq!(resolved.verdicts, vec![(1, Verdict::Verified)]);
-        assert!(resolved.delivery.is_none());
+        assert!(resolved.deliveries.is_empty());
         assert!(
             matcher
                 .unicast_arrived("w", 30, Bytes::from_static(b"x"))
@@ -422,6 +483,98 @@ mod tests {
         assert!(!matcher.cancel((1, 3), &1));
         let resolved = matcher.multicast_arrived((1, 3), Bytes::from_static(b"x"));
         assert!(resolved.verdicts.is_empty());
+    }
+
+    fn bundle(multicast_id: u64, parts: &[(u64, &[u8])]) -> Bundle {
+        let bytes: Vec<u8> = parts
+            .iter()
+            .flat_map(|(_, data)| data.iter().copied())
+            .collect();
+        Bundle {
+            session_id: 1,
+            multicast_id,
+            len: bytes.len() as u64,
+            digest: digest(&bytes),
+            parts: parts
+                .iter()
+                .map(|(object_id, data)| UnicastPart {
+                    object_id: *object_id,
+                    len: data.len() as u64,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_bundle_is_delivered_as_its_parts_once_each() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        // Object 2 came by unicast first (a fallback of an earlier try): not delivered again.
+        assert!(
+            matcher
+                .unicast_arrived("w", 2, Bytes::from_static(b"bb"))
+                .is_some()
+        );
+        let parts: [(u64, &[u8]); 3] = [(1, b"a"), (2, b"bb"), (3, b"")];
+        // The bytes first, then the announcement.
+        matcher.multicast_arrived((1, 7), Bytes::from_static(b"abb"));
+        let resolved = matcher.expect_bundle(4, "w", bundle(7, &parts));
+        assert_eq!(resolved.verdicts, vec![(4, Verdict::Verified)]);
+        let delivered: Vec<(u64, Bytes)> = resolved
+            .deliveries
+            .into_iter()
+            .map(|d| (d.object_id, d.data))
+            .collect();
+        assert_eq!(
+            delivered,
+            [(1, Bytes::from_static(b"a")), (3, Bytes::new())]
+        );
+        assert_eq!(matcher.stats().duplicates, 1);
+        assert_eq!(matcher.stats().verified, 1);
+    }
+
+    #[test]
+    fn a_forged_bundle_delivers_nothing() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        let parts: [(u64, &[u8]); 2] = [(1, b"one"), (2, b"two")];
+        assert!(
+            matcher
+                .expect_bundle(1, "w", bundle(8, &parts))
+                .verdicts
+                .is_empty()
+        );
+        let resolved = matcher.multicast_arrived((1, 8), Bytes::from_static(b"onetwO"));
+        assert_eq!(resolved.verdicts, vec![(1, Verdict::Mismatch)]);
+        assert!(resolved.deliveries.is_empty());
+        // The genuine objects by unicast are then delivered.
+        assert!(
+            matcher
+                .unicast_arrived("w", 1, Bytes::from_static(b"one"))
+                .is_some()
+        );
+        // A lost bundle is lost for every announcement of it.
+        matcher.multicast_lost((1, 9));
+        let resolved = matcher.expect_bundle(2, "w", bundle(9, &parts));
+        assert_eq!(resolved.verdicts, vec![(2, Verdict::Lost)]);
+    }
+
+    /// An unchecked bundle whose parts claim more bytes than arrived cannot slice beyond
+    /// them: the parts are cut at the end of the bytes.
+    #[test]
+    fn unchecked_parts_are_cut_at_the_bytes() {
+        let mut matcher = Matcher::new(MatcherLimits::default());
+        let mut lying = bundle(3, &[(1, b"xy")]);
+        lying.parts.push(UnicastPart {
+            object_id: 2,
+            len: u64::MAX,
+        });
+        matcher.expect_bundle(1, "w", lying);
+        let resolved = matcher.multicast_arrived((1, 3), Bytes::from_static(b"xy"));
+        let lens: Vec<(u64, usize)> = resolved
+            .deliveries
+            .iter()
+            .map(|d| (d.object_id, d.data.len()))
+            .collect();
+        assert_eq!(lens, [(1, 2), (2, 0)]);
     }
 
     #[test]

@@ -32,6 +32,15 @@
 //! writer thus opens a few streams per replica, not one per object and replica; a quiet one
 //! sends each object at once.
 //!
+//! # Bundles
+//!
+//! Small objects for the group do not reach the multicast sender one by one: whatever queued
+//! while the sender was busy leaves as one multicast object, a bundle of them
+//! ([`wire::Bundle`]), announced once to each replica with the bundle's digest and its objects'
+//! ids and lengths ([`wire::ControlRequest::ExpectBundles`]). The replica verifies the whole
+//! bundle and delivers each of its objects once; a bundle not verified falls back (or fails)
+//! object by object. A busy writer thus sends a few multicast objects per thousand stores.
+//!
 //! # Membership and keys
 //!
 //! The writer hands each replica its membership over the link ([`wire::Membership`]): the

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, MulticastKey, Resolved};
 use super::wire::{
-    ControlAnswer, ControlRequest, Expectation, MAX_EXPECT_BATCH, Membership, ObjectHeader,
-    PROBE_BIT, UnicastAck, UnicastBatchAck, Verdict,
+    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_EXPECT_BATCH,
+    Membership, ObjectHeader, PROBE_BIT, UnicastAck, UnicastBatchAck, Verdict,
 };
 #[cfg(feature = "netem")]
 use crate::multicast::driver::ImpairmentConfig;
@@ -88,8 +88,10 @@ pub struct FanoutReceiverStats {
     pub not_received: u64,
     /// Objects received by unicast.
     pub unicast_objects: u64,
-    /// Requests that carried announcements (a batch of them, or a single one).
+    /// Requests that carried announcements (a batch of them, or a single one, or bundles).
     pub announcement_requests: u64,
+    /// Bundles announced (several objects in one multicast object each).
+    pub bundles: u64,
     /// Object streams that carried unicast objects (a batch of them, or a single one).
     pub unicast_streams: u64,
     /// Probes received over a group (and dropped).
@@ -117,6 +119,7 @@ struct Shared {
     not_received: AtomicU64,
     unicast_objects: AtomicU64,
     announcement_requests: AtomicU64,
+    bundles: AtomicU64,
     unicast_streams: AtomicU64,
     probes: AtomicU64,
     refused: AtomicU64,
@@ -250,6 +253,7 @@ impl FanoutReceiver {
             not_received: AtomicU64::new(0),
             unicast_objects: AtomicU64::new(0),
             announcement_requests: AtomicU64::new(0),
+            bundles: AtomicU64::new(0),
             unicast_streams: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -296,6 +300,7 @@ impl Shared {
             not_received: self.not_received.load(Ordering::Relaxed),
             unicast_objects: self.unicast_objects.load(Ordering::Relaxed),
             announcement_requests: self.announcement_requests.load(Ordering::Relaxed),
+            bundles: self.bundles.load(Ordering::Relaxed),
             unicast_streams: self.unicast_streams.load(Ordering::Relaxed),
             probes: self.probes.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
@@ -409,6 +414,29 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
             }
             shared.announcement_requests.fetch_add(1, Ordering::Relaxed);
             ControlAnswer::Verdicts(expect_batch(shared, &writer, expectations).await)
+        }
+        ControlRequest::ExpectBundles(bundles) => {
+            let refusal = if bundles.is_empty() || bundles.len() > MAX_BUNDLE_BATCH {
+                Some(format!(
+                    "a batch of {} bundles (1 to {MAX_BUNDLE_BATCH} are taken)",
+                    bundles.len()
+                ))
+            } else {
+                bundles
+                    .iter()
+                    .find_map(|bundle| bundle.check().err())
+                    .map(|error| error.to_string())
+            };
+            if let Some(message) = refusal {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = request.respond_err(&message).await;
+                return;
+            }
+            shared.announcement_requests.fetch_add(1, Ordering::Relaxed);
+            shared
+                .bundles
+                .fetch_add(bundles.len() as u64, Ordering::Relaxed);
+            ControlAnswer::Verdicts(expect_bundles(shared, &writer, bundles).await)
         }
     };
     if let Err(e) = request.respond(&answer).await {
@@ -535,7 +563,7 @@ fn settle(shared: &Shared, resolved: Resolved<u64>) {
             let _ = waiter.send(verdict);
         }
     }
-    if let Some(delivery) = resolved.delivery {
+    for delivery in resolved.deliveries {
         deliver(shared, delivery, ReceivedVia::Multicast);
     }
 }
@@ -562,22 +590,40 @@ enum Awaited {
     },
 }
 
-/// Registers `expectation` of `writer` with the matcher; a session the writer does not hold
+/// An announcement: one object, or a bundle of them.
+enum Announcement {
+    One(Expectation),
+    Bundle(Bundle),
+}
+
+impl Announcement {
+    fn key(&self) -> MulticastKey {
+        match self {
+            Self::One(expectation) => (expectation.session_id, expectation.multicast_id),
+            Self::Bundle(bundle) => (bundle.session_id, bundle.multicast_id),
+        }
+    }
+}
+
+/// Registers `announcement` of `writer` with the matcher; a session the writer does not hold
 /// settles it at once as [`Verdict::NotMember`].
-fn register(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Awaited {
+fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement) -> Awaited {
+    let key = announcement.key();
     let member = lock(&shared.sessions)
-        .get(&expectation.session_id)
+        .get(&key.0)
         .is_some_and(|session| session.writer == writer);
     if !member {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         return Awaited::Settled(Verdict::NotMember);
     }
-    let key = (expectation.session_id, expectation.multicast_id);
     let token = shared.next_token.fetch_add(1, Ordering::Relaxed);
     let (tx, verdict) = oneshot::channel();
     // Registered before the matcher sees the announcement, so a settlement finds it.
     lock(&shared.waiters).insert(token, tx);
-    let resolved = lock(&shared.matcher).expect(token, writer, expectation);
+    let resolved = match announcement {
+        Announcement::One(expectation) => lock(&shared.matcher).expect(token, writer, expectation),
+        Announcement::Bundle(bundle) => lock(&shared.matcher).expect_bundle(token, writer, bundle),
+    };
     settle(shared, resolved);
     Awaited::Waiting {
         key,
@@ -610,7 +656,7 @@ async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Insta
 
 async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Verdict {
     let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
-    let awaited = register(shared, writer, expectation);
+    let awaited = register(shared, writer, Announcement::One(expectation));
     verdict(shared, awaited, deadline).await
 }
 
@@ -621,10 +667,25 @@ async fn expect_batch(
     writer: &str,
     expectations: Vec<Expectation>,
 ) -> Vec<Verdict> {
+    let announcements = expectations.into_iter().map(Announcement::One).collect();
+    expect_all(shared, writer, announcements).await
+}
+
+/// The verdicts of a batch of bundles (checked), as [`expect_batch`].
+async fn expect_bundles(shared: &Arc<Shared>, writer: &str, bundles: Vec<Bundle>) -> Vec<Verdict> {
+    let announcements = bundles.into_iter().map(Announcement::Bundle).collect();
+    expect_all(shared, writer, announcements).await
+}
+
+async fn expect_all(
+    shared: &Arc<Shared>,
+    writer: &str,
+    announcements: Vec<Announcement>,
+) -> Vec<Verdict> {
     let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
-    let awaited: Vec<Awaited> = expectations
+    let awaited: Vec<Awaited> = announcements
         .into_iter()
-        .map(|expectation| register(shared, writer, expectation))
+        .map(|announcement| register(shared, writer, announcement))
         .collect();
     let mut verdicts = Vec::with_capacity(awaited.len());
     for awaited in awaited {

@@ -10,6 +10,13 @@
 //! unicast travel several to one object stream ([`UnicastBatchHeader`], their bytes one after
 //! the other), answered by one [`UnicastBatchAck`].
 //!
+//! Small multicast objects travel several to one multicast object, a *bundle*: its bytes are
+//! the objects' one after the other, and each replica gets one announcement for the whole
+//! bundle ([`Bundle`]: the bundle's digest and the objects' ids and lengths), several to one
+//! request ([`ControlRequest::ExpectBundles`], answered by one verdict per bundle). A replica
+//! that verified a bundle's digest delivers each object of it; one that did not gets the
+//! objects by unicast. A replica that predates bundles refuses the request as undecodable.
+//!
 //! An object stream's header is told apart by its exact length: a [`UnicastHeader`] is one
 //! varint and nothing else, a [`UnicastBatchHeader`] of at least one part is longer (see
 //! [`ObjectHeader::decode`]).
@@ -27,6 +34,12 @@ pub const MAX_EXPECT_BATCH: usize = 1024;
 
 /// The most objects one unicast batch ([`UnicastBatchHeader`]) may carry.
 pub const MAX_UNICAST_BATCH: usize = 1024;
+
+/// The most objects one [`Bundle`] may carry.
+pub const MAX_BUNDLE_PARTS: usize = 1024;
+
+/// The most bundles one [`ControlRequest::ExpectBundles`] may announce.
+pub const MAX_BUNDLE_BATCH: usize = 64;
 
 /// Multicast object ids with this bit set are reachability probes: replicas drop them.
 pub const PROBE_BIT: u64 = 1 << 63;
@@ -86,6 +99,74 @@ pub struct Expectation {
     pub digest: [u8; DIGEST_LEN],
 }
 
+/// The announcement of a bundle to one replica: one multicast object whose bytes are several
+/// objects' bytes one after the other, in the order of `parts` (whose lengths add up to
+/// `len`). The digest covers the whole bundle: the replica delivers its objects only if every
+/// byte of it matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The writer's multicast session.
+    pub session_id: u64,
+    /// The bundle's id on the group (the writer's own numbering, shared with single objects).
+    pub multicast_id: u64,
+    /// The bundle's length in bytes.
+    pub len: u64,
+    /// SHA-256 of the bundle's bytes.
+    pub digest: [u8; DIGEST_LEN],
+    /// The objects, in the order of their bytes (1 to [`MAX_BUNDLE_PARTS`]).
+    pub parts: Vec<UnicastPart>,
+}
+
+/// Why a [`Bundle`] announcement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// A bundle without parts, or with more than [`MAX_BUNDLE_PARTS`].
+    #[error("a bundle of {0} objects (1 to {MAX_BUNDLE_PARTS} are taken)")]
+    Parts(usize),
+    /// The parts' lengths do not add up to the bundle's.
+    #[error("the parts of a bundle add up to {parts:?} bytes, the bundle has {len}")]
+    Lengths {
+        /// The sum of the parts' lengths (`None`: beyond 2^64).
+        parts: Option<u64>,
+        /// The bundle's announced length.
+        len: u64,
+    },
+}
+
+impl Bundle {
+    /// Checks that the bundle has 1 to [`MAX_BUNDLE_PARTS`] parts whose lengths add up to its
+    /// length (what a replica requires before it waits for the bytes).
+    ///
+    /// ```
+    /// use replicast_transport::fanout::wire::{Bundle, BundleError, UnicastPart, digest};
+    ///
+    /// let part = |object_id, len| UnicastPart { object_id, len };
+    /// let mut bundle = Bundle {
+    ///     session_id: 1, multicast_id: 2, len: 5, digest: digest(b"hello"),
+    ///     parts: vec![part(10, 2), part(11, 3)],
+    /// };
+    /// assert_eq!(bundle.check(), Ok(()));
+    /// bundle.parts.push(part(12, 1));
+    /// assert_eq!(bundle.check(), Err(BundleError::Lengths { parts: Some(6), len: 5 }));
+    /// ```
+    pub fn check(&self) -> Result<(), BundleError> {
+        if self.parts.is_empty() || self.parts.len() > MAX_BUNDLE_PARTS {
+            return Err(BundleError::Parts(self.parts.len()));
+        }
+        let parts = self
+            .parts
+            .iter()
+            .try_fold(0u64, |sum, part| sum.checked_add(part.len));
+        if parts != Some(self.len) {
+            return Err(BundleError::Lengths {
+                parts,
+                len: self.len,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Requests from a writer to a replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -111,6 +192,11 @@ pub enum ControlRequest {
     /// the asking writer holds): answer with [`ControlAnswer::Verdicts`], one per
     /// announcement in the same order, once every one is known.
     ExpectBatch(Vec<Expectation>),
+    /// Bundles on their way over the group (at most [`MAX_BUNDLE_BATCH`], each of a session
+    /// the asking writer holds and passing [`Bundle::check`]): answer with
+    /// [`ControlAnswer::Verdicts`], one per bundle in the same order, once every one is
+    /// known.
+    ExpectBundles(Vec<Bundle>),
 }
 
 /// What a replica found for an announced multicast object.
@@ -139,7 +225,7 @@ pub enum ControlAnswer {
     Left,
     /// The fate of an announced object.
     Verdict(Verdict),
-    /// The fates of a batch of announced objects, in the order of the batch.
+    /// The fates of a batch of announced objects (or bundles), in the order of the batch.
     Verdicts(Vec<Verdict>),
 }
 

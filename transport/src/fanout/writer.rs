@@ -12,9 +12,9 @@ use super::error::{DeliveryFailure, FanoutError};
 use super::handle::{DeliveryPath, FanoutHandle, ReplicaOutcome};
 use super::reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
 use super::wire::{
-    ControlAnswer, ControlRequest, Expectation, MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership,
-    PROBE_BIT, UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader, UnicastPart,
-    Verdict, digest,
+    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_BUNDLE_PARTS,
+    MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership, PROBE_BIT, UnicastAck, UnicastBatchAck,
+    UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use crate::multicast::driver::{
     DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
@@ -38,6 +38,17 @@ const UNICAST_ALONE: usize = 256 << 10;
 
 /// Bytes of small objects one unicast batch gathers at most.
 const UNICAST_BATCH_BYTES: usize = 4 << 20;
+
+/// Objects at least this large are multicast as objects of their own; smaller ones travel
+/// bundled (several to one multicast object).
+const BUNDLE_ALONE: usize = 256 << 10;
+
+/// Bytes one bundle gathers at most (and never more than the sender's largest object).
+const BUNDLE_BYTES: usize = 1 << 20;
+
+/// Bytes of small objects waiting for their bundle at most: beyond it, [`Fanout::send_to`]
+/// waits (the multicast backpressure, as the sender's window gives it to large objects).
+const BUNDLE_QUEUE_BYTES: usize = 8 << 20;
 
 /// How a [`Fanout`] writer runs.
 #[derive(Debug, Clone)]
@@ -91,6 +102,11 @@ struct Inner {
     sender: Option<MulticastSender>,
     /// The largest object the multicast sender takes; larger ones go by unicast.
     multicast_limit: u64,
+    /// Where small multicast objects queue for their bundle ([`run_bundler`]); `None` for a
+    /// unicast-only writer.
+    bundler: Option<mpsc::UnboundedSender<Bundled>>,
+    /// Bytes the bundler's queue may still take ([`BUNDLE_QUEUE_BYTES`]).
+    bundle_room: Arc<tokio::sync::Semaphore>,
     endpoint: Endpoint,
     state: Mutex<State>,
     /// Serializes membership changes (joins, leaves, key rotations).
@@ -200,12 +216,23 @@ impl Fanout {
         probe_interval: Duration,
         group_key: GroupKey,
     ) -> Self {
+        let multicast_limit = sender.as_ref().map_or(0, |(_, limit)| *limit);
+        let bundler = sender.as_ref().map(|_| {
+            let (bundler, queue) = mpsc::unbounded_channel();
+            let bound = usize::try_from(multicast_limit)
+                .unwrap_or(usize::MAX)
+                .min(BUNDLE_BYTES);
+            tokio::spawn(run_bundler(queue, bound));
+            bundler
+        });
         Self {
             inner: Arc::new(Inner {
                 group,
                 session_id,
                 strategy,
-                multicast_limit: sender.as_ref().map_or(0, |(_, limit)| *limit),
+                multicast_limit,
+                bundler,
+                bundle_room: Arc::new(tokio::sync::Semaphore::new(BUNDLE_QUEUE_BYTES)),
                 sender: sender.map(|(sender, _)| sender),
                 endpoint,
                 state: Mutex::new(State {
@@ -450,7 +477,11 @@ impl Fanout {
     }
 
     /// Hands an object to `replicas` with `strategy`. Waits while the multicast window is
-    /// full; returns once the object is on its way, with a handle that resolves per replica.
+    /// full (for a small object: while the bytes waiting for their bundle fill the writer's
+    /// queue); returns once the object is on its way, with a handle that resolves per replica.
+    ///
+    /// Small objects for the group leave bundled: whatever queued while the sender was busy
+    /// goes as one multicast object, announced once to each replica ([`Bundle`]).
     pub async fn send_to(
         &self,
         object_id: u64,
@@ -472,7 +503,7 @@ impl Fanout {
         // every strategy: a store is not refused for its size.
         let too_large =
             self.inner.sender.is_some() && data.len() as u64 > self.inner.multicast_limit;
-        let (multicast_id, probe_id) = {
+        let probe_id = {
             let mut state = lock(&self.inner.state);
             for name in &replicas {
                 let replica = state
@@ -490,15 +521,10 @@ impl Fanout {
                     _ => unicast.push(target),
                 }
             }
-            let multicast_id = (!multicast.is_empty()).then(|| {
-                let id = state.next_multicast_id;
-                state.next_multicast_id = (id + 1) & !PROBE_BIT;
-                id
-            });
-            if multicast_id.is_some() && self.inner.sender.is_none() {
+            if !multicast.is_empty() && self.inner.sender.is_none() {
                 return Err(FanoutError::NoGroup);
             }
-            let probe_id = (multicast_id.is_none()
+            (multicast.is_empty()
                 && self.inner.sender.is_some()
                 && strategy == Strategy::Auto
                 && state.reach.probe_due(start))
@@ -506,8 +532,7 @@ impl Fanout {
                 let id = state.next_probe_id;
                 state.next_probe_id = (id + 1) | PROBE_BIT;
                 id
-            });
-            (multicast_id, probe_id)
+            })
         };
         let (tx, outcomes) = mpsc::unbounded_channel();
         let handle = FanoutHandle {
@@ -524,7 +549,37 @@ impl Fanout {
             start,
             outcomes: tx.clone(),
         };
-        if let Some(multicast_id) = multicast_id {
+        let bundler = self
+            .inner
+            .bundler
+            .as_ref()
+            .filter(|_| !multicast.is_empty() && data.len() < BUNDLE_ALONE);
+        if let Some(bundler) = bundler {
+            // The room is never closed; it is released once the bundle is with the sender.
+            let permits = u32::try_from(data.len().clamp(1, BUNDLE_QUEUE_BYTES)).unwrap_or(1);
+            let room = self
+                .inner
+                .bundle_room
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .ok();
+            multicast.sort_by(|a, b| a.name.cmp(&b.name));
+            let bundled = Bundled {
+                object_id,
+                data: data.clone(),
+                deliveries: multicast
+                    .into_iter()
+                    .map(|target| (delivery_to(target), strategy))
+                    .collect(),
+                _room: room,
+            };
+            if let Err(mpsc::error::SendError(bundled)) = bundler.send(bundled) {
+                // The bundler ends only with the writer, which this call holds.
+                bundled.fail(&DeliveryFailure::Removed);
+            }
+        } else if !multicast.is_empty() {
+            let multicast_id = next_multicast_id(&self.inner);
             let delivery = self.sender()?.send(multicast_id, data.clone()).await?;
             tokio::spawn(gather_evidence(self.inner.clone(), delivery));
             let expectation = Expectation {
@@ -543,7 +598,8 @@ impl Fanout {
                 };
                 queue(&lane, LaneWork::Announce(announced));
             }
-        } else if let Some(probe_id) = probe_id {
+        }
+        if let Some(probe_id) = probe_id {
             // A probe that cannot be sent only delays the evidence; the object goes anyway.
             let probe = match self.inner.sender.as_ref() {
                 Some(sender) => sender.send(probe_id, Bytes::new()).await.ok(),
@@ -576,6 +632,188 @@ impl Fanout {
     }
 }
 
+/// The next id on the group for an object or a bundle.
+fn next_multicast_id(inner: &Inner) -> u64 {
+    let mut state = lock(&inner.state);
+    let id = state.next_multicast_id;
+    state.next_multicast_id = (id + 1) & !PROBE_BIT;
+    id
+}
+
+/// A small object waiting for its bundle.
+struct Bundled {
+    object_id: u64,
+    data: Bytes,
+    /// One per replica it goes to over the group, sorted by replica name.
+    deliveries: Vec<(Delivery, Strategy)>,
+    /// Its bytes' room in the bundler's queue, until the bundle is with the sender.
+    _room: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Bundled {
+    /// The replicas it goes to, for grouping objects with the same ones into a bundle.
+    fn replicas(&self) -> Vec<&str> {
+        self.deliveries
+            .iter()
+            .map(|(delivery, _)| delivery.target.name.as_str())
+            .collect()
+    }
+
+    fn fail(self, reason: &DeliveryFailure) {
+        for (delivery, _) in self.deliveries {
+            delivery.resolve(ReplicaOutcome::Failed {
+                reason: reason.clone(),
+            });
+        }
+    }
+}
+
+/// The writer's bundler: whatever small multicast objects queued while the sender was busy
+/// with the previous bundle leave as the next ones, one per set of replicas, of `bound` bytes
+/// and [`MAX_BUNDLE_PARTS`] objects at most (an object alone goes as itself). Ends with the
+/// writer (its queue's sender is in the writer's state).
+async fn run_bundler(mut queue: mpsc::UnboundedReceiver<Bundled>, bound: usize) {
+    let mut carried: Option<Bundled> = None;
+    loop {
+        let first = match carried.take() {
+            Some(bundled) => bundled,
+            None => match queue.recv().await {
+                Some(bundled) => bundled,
+                None => return,
+            },
+        };
+        let mut bytes = first.data.len();
+        let mut taken = vec![first];
+        while taken.len() < MAX_BUNDLE_PARTS {
+            match queue.try_recv() {
+                Ok(next) if bytes + next.data.len() <= bound => {
+                    bytes += next.data.len();
+                    taken.push(next);
+                }
+                Ok(next) => {
+                    carried = Some(next);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // One bundle per set of replicas, in the order of their first object.
+        let mut groups: Vec<Vec<Bundled>> = Vec::new();
+        for bundled in taken {
+            match groups
+                .iter_mut()
+                .find(|group| group[0].replicas() == bundled.replicas())
+            {
+                Some(group) => group.push(bundled),
+                None => groups.push(vec![bundled]),
+            }
+        }
+        for group in groups {
+            send_bundle(group).await;
+        }
+    }
+}
+
+/// Hands `group` (objects for the same replicas) to the sender, as one object if it is one,
+/// as a bundle otherwise, and queues its announcement in each replica's lane.
+async fn send_bundle(mut group: Vec<Bundled>) {
+    let Some(inner) = group
+        .first()
+        .and_then(|bundled| bundled.deliveries.first())
+        .map(|(delivery, _)| delivery.inner.clone())
+    else {
+        return;
+    };
+    let Some(sender) = inner.sender.as_ref() else {
+        for bundled in group {
+            bundled.fail(&DeliveryFailure::Sender(FanoutError::NoGroup.to_string()));
+        }
+        return;
+    };
+    let multicast_id = next_multicast_id(&inner);
+    if group.len() == 1 {
+        let Some(bundled) = group.pop() else { return };
+        let sent = sender.send(multicast_id, bundled.data.clone()).await;
+        match sent {
+            Ok(delivery) => {
+                tokio::spawn(gather_evidence(inner.clone(), delivery));
+            }
+            Err(error) => return bundled.fail(&DeliveryFailure::Sender(error.to_string())),
+        }
+        let expectation = Expectation {
+            session_id: inner.session_id,
+            multicast_id,
+            object_id: bundled.object_id,
+            len: bundled.data.len() as u64,
+            digest: digest(&bundled.data),
+        };
+        for (delivery, strategy) in bundled.deliveries {
+            let lane = delivery.target.lane.clone();
+            let announced = Announced {
+                delivery,
+                expectation: expectation.clone(),
+                strategy,
+            };
+            queue(&lane, LaneWork::Announce(announced));
+        }
+        return;
+    }
+    let len: usize = group.iter().map(|bundled| bundled.data.len()).sum();
+    let mut payload = bytes::BytesMut::with_capacity(len);
+    for bundled in &group {
+        payload.extend_from_slice(&bundled.data);
+    }
+    let payload = payload.freeze();
+    let bundle = Bundle {
+        session_id: inner.session_id,
+        multicast_id,
+        len: len as u64,
+        digest: digest(&payload),
+        parts: group
+            .iter()
+            .map(|bundled| UnicastPart {
+                object_id: bundled.object_id,
+                len: bundled.data.len() as u64,
+            })
+            .collect(),
+    };
+    match sender.send(multicast_id, payload).await {
+        Ok(delivery) => {
+            tokio::spawn(gather_evidence(inner.clone(), delivery));
+        }
+        Err(error) => {
+            let reason = DeliveryFailure::Sender(error.to_string());
+            for bundled in group {
+                bundled.fail(&reason);
+            }
+            return;
+        }
+    }
+    // Every object of the group goes to the same replicas, in the same (sorted) order.
+    let mut lanes: Vec<AnnouncedBundle> = Vec::new();
+    for bundled in group {
+        for (i, (delivery, strategy)) in bundled.deliveries.into_iter().enumerate() {
+            match lanes.get_mut(i) {
+                Some(announced) => announced.deliveries.push((delivery, strategy)),
+                None => lanes.push(AnnouncedBundle {
+                    bundle: bundle.clone(),
+                    deliveries: vec![(delivery, strategy)],
+                }),
+            }
+        }
+    }
+    for announced in lanes {
+        let Some(lane) = announced
+            .deliveries
+            .first()
+            .map(|(delivery, _)| delivery.target.lane.clone())
+        else {
+            continue;
+        };
+        queue(&lane, LaneWork::AnnounceBundle(announced));
+    }
+}
+
 /// The multicast sender's per-receiver outcomes are evidence of reachability: an object
 /// (or probe) acknowledged on the group proves the path, whatever route the call chose.
 async fn gather_evidence(inner: Arc<Inner>, mut delivery: DeliveryHandle) {
@@ -600,20 +838,34 @@ struct Announced {
     strategy: Strategy,
 }
 
+/// A bundle announced to one replica, with its objects' deliveries to that replica (in the
+/// order of the bundle's parts).
+struct AnnouncedBundle {
+    bundle: Bundle,
+    deliveries: Vec<(Delivery, Strategy)>,
+}
+
 /// What waits in a replica's lane.
 enum LaneWork {
     /// A multicast object to announce.
     Announce(Announced),
+    /// A bundle to announce.
+    AnnounceBundle(AnnouncedBundle),
     /// A small object to send by unicast (by choice, or as the fallback of a multicast
     /// delivery).
     Unicast(Delivery, DeliveryPath),
 }
 
 impl LaneWork {
-    fn delivery(self) -> Delivery {
+    fn deliveries(self) -> Vec<Delivery> {
         match self {
-            Self::Announce(announced) => announced.delivery,
-            Self::Unicast(delivery, _) => delivery,
+            Self::Announce(announced) => vec![announced.delivery],
+            Self::AnnounceBundle(announced) => announced
+                .deliveries
+                .into_iter()
+                .map(|(delivery, _)| delivery)
+                .collect(),
+            Self::Unicast(delivery, _) => vec![delivery],
         }
     }
 }
@@ -622,9 +874,11 @@ impl LaneWork {
 /// it gone fails as removed.
 fn queue(lane: &Lane, work: LaneWork) {
     if let Err(mpsc::error::SendError(work)) = lane.send(work) {
-        work.delivery().resolve(ReplicaOutcome::Failed {
-            reason: DeliveryFailure::Removed,
-        });
+        for delivery in work.deliveries() {
+            delivery.resolve(ReplicaOutcome::Failed {
+                reason: DeliveryFailure::Removed,
+            });
+        }
     }
 }
 
@@ -635,11 +889,12 @@ fn start_lane(link: Link) -> Lane {
     lane
 }
 
-/// One batch of a lane: announcements (one request) and small unicast objects (one object
-/// stream).
+/// One batch of a lane: announcements (one request), bundles' announcements (one request) and
+/// small unicast objects (one object stream).
 #[derive(Default)]
 struct Batch {
     announced: Vec<Announced>,
+    bundles: Vec<AnnouncedBundle>,
     unicast: Vec<(Delivery, DeliveryPath)>,
     unicast_bytes: usize,
 }
@@ -650,6 +905,10 @@ impl Batch {
         match work {
             LaneWork::Announce(announced) if self.announced.len() < MAX_EXPECT_BATCH => {
                 self.announced.push(announced);
+                None
+            }
+            LaneWork::AnnounceBundle(announced) if self.bundles.len() < MAX_BUNDLE_BATCH => {
+                self.bundles.push(announced);
                 None
             }
             LaneWork::Unicast(delivery, path)
@@ -698,6 +957,7 @@ async fn run_lane(link: Link, mut queue: mpsc::UnboundedReceiver<LaneWork>) {
             let sent = async {
                 tokio::join!(
                     announce(&link, batch.announced),
+                    announce_bundles(&link, batch.bundles),
                     send_unicast(&link, batch.unicast)
                 );
             };
@@ -735,6 +995,34 @@ async fn announce(link: &Link, batch: Vec<Announced>) {
         announced
             .delivery
             .settle_multicast(verdict, announced.strategy);
+    }
+}
+
+/// Sends one batch of bundles' announcements and settles each object's delivery with its
+/// bundle's verdict (a bundle not verified falls back, or fails, object by object).
+async fn announce_bundles(link: &Link, batch: Vec<AnnouncedBundle>) {
+    if batch.is_empty() {
+        return;
+    }
+    let bundles = batch
+        .iter()
+        .map(|announced| announced.bundle.clone())
+        .collect();
+    let answer = link
+        .request::<_, ControlAnswer>(&ControlRequest::ExpectBundles(bundles))
+        .await;
+    let verdicts: Vec<Result<Verdict, LinkError>> = match answer {
+        Ok(ControlAnswer::Verdicts(verdicts)) if verdicts.len() == batch.len() => {
+            verdicts.into_iter().map(Ok).collect()
+        }
+        // An answer that is not this batch's: nothing is known to have arrived.
+        Ok(_) => vec![Ok(Verdict::NotReceived); batch.len()],
+        Err(e) => vec![Err(e); batch.len()],
+    };
+    for (announced, verdict) in batch.into_iter().zip(verdicts) {
+        for (delivery, strategy) in announced.deliveries {
+            delivery.settle_multicast(verdict.clone(), strategy);
+        }
     }
 }
 
