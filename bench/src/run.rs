@@ -96,6 +96,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
     let bar = progress_bar(cells.len(), options.progress);
     let data_dir = options.data_dir.as_deref();
     let mut records = Vec::new();
+    let mut phases_csv = String::from(PHASES_HEADER);
     for (index, knobs) in cells.iter().enumerate() {
         bar.set_message(knobs.label());
         let started = Instant::now();
@@ -110,6 +111,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
             }
         };
         let figures = figures(knobs, &outcome);
+        append_phases(&mut phases_csv, index, knobs, &outcome);
         let line = format!(
             "cell {}/{} {}: p50 {:.1} ms p99 {:.1} ms, {:.1} commits/s ({:.1?})",
             index + 1,
@@ -149,12 +151,47 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
             .map(|dir| dir.display().to_string()),
         cells: records,
     };
-    let files = write_outputs(&options.out, &results)?;
+    let mut files = write_outputs(&options.out, &results)?;
+    let phases_path = options.out.join("phases.csv");
+    std::fs::write(&phases_path, phases_csv).map_err(|source| BenchError::Output {
+        path: phases_path.clone(),
+        source,
+    })?;
+    files.push(phases_path);
     Ok(RunOutput {
         table: report::table(&results),
         results,
         files,
     })
+}
+
+/// The columns of phases.csv: one row per measured commit, its steps in milliseconds.
+const PHASES_HEADER: &str =
+    "cell,label,total_ms,begin_ms,store_ms,vote_ms,finish_ms,nacks,repair_bytes,quic_lost\n";
+
+/// Adds the cell's commits to phases.csv: where each commit's time went (begin, the stores
+/// handed to the fan-out, vote with the stores' answers, finish), to tell a slow commit's
+/// cause from the latency histogram alone.
+fn append_phases(csv: &mut String, index: usize, knobs: &CellKnobs, outcome: &WriterOutcome) {
+    use std::fmt::Write;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for phases in &outcome.phases {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            csv,
+            "{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{}",
+            index,
+            knobs.label(),
+            ms(phases.total),
+            ms(phases.begin),
+            ms(phases.store),
+            ms(phases.vote),
+            ms(phases.finish),
+            phases.nacks,
+            phases.repair_bytes,
+            phases.quic_lost,
+        );
+    }
 }
 
 fn check(knobs: &CellKnobs) -> Result<(), BenchError> {

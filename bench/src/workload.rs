@@ -111,6 +111,8 @@ pub struct WriterOutcome {
     pub cpu_s: f64,
     /// The storages' fsyncs during the measured part, when counted.
     pub fsyncs: Option<u64>,
+    /// The steps of every measured commit, all clients (in the order they were joined).
+    pub phases: Vec<PhaseTimes>,
 }
 
 /// One writing client: its handle, endpoint (for byte counts) and fan-out (for multicast
@@ -125,6 +127,7 @@ struct Writer {
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
     quic_bytes: u64,
+    quic_lost: u64,
     multicast_bytes: u64,
     repair_bytes: u64,
     nacks: u64,
@@ -233,10 +236,15 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         let start_line = start_line.clone();
         let measure_start = measure_start.clone();
         let seed = setup.seed;
+        let peers = peers.clone();
         tasks.spawn(async move {
             let Writer {
-                index, mut handle, ..
+                index,
+                mut handle,
+                endpoint,
+                fanout,
             } = writer;
+            let monitor = [(endpoint, fanout)];
             let mut txns = Transactions::new(&knobs, seed + index as u64, index);
             let result = async {
                 for _ in 0..knobs.warmup_transactions {
@@ -251,6 +259,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
             let started = *measure_start.get_or_init(Instant::now);
             let mut histogram = new_histogram();
             let mut commits = 0u64;
+            let mut phases = Vec::new();
             loop {
                 let done = match knobs.amount() {
                     Amount::Transactions(count) => {
@@ -265,7 +274,13 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
                 if done {
                     break;
                 }
-                let latency = txns.commit(&mut handle).await?;
+                let counted = read_counters(&monitor, &peers).await;
+                let (latency, mut steps) = txns.commit(&mut handle).await?;
+                let after = read_counters(&monitor, &peers).await;
+                steps.nacks = after.nacks.saturating_sub(counted.nacks);
+                steps.repair_bytes = after.repair_bytes.saturating_sub(counted.repair_bytes);
+                steps.quic_lost = after.quic_lost.saturating_sub(counted.quic_lost);
+                phases.push(steps);
                 let micros = u64::try_from(latency.as_micros())
                     .unwrap_or(u64::MAX)
                     .max(1);
@@ -273,7 +288,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
                 commits += 1;
             }
             // Closed by the coordinator once it has read the links' byte counts.
-            Ok::<_, BenchError>((histogram, commits, txns.aborts, handle))
+            Ok::<_, BenchError>((histogram, commits, txns.aborts, handle, phases))
         });
     }
     barrier.wait().await;
@@ -285,14 +300,16 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     start_line.wait().await;
 
     let mut latencies = new_histogram();
+    let mut phases = Vec::new();
     let mut commits = 0;
     let mut aborts = 0;
     let mut failure = None;
     let mut handles = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok((histogram, count, aborted, handle))) => {
+            Ok(Ok((histogram, count, aborted, handle, steps))) => {
                 handles.push(handle);
+                phases.extend(steps);
                 let _ = latencies.add(&histogram);
                 commits += count;
                 aborts += aborted;
@@ -333,18 +350,21 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         nacks: after.nacks.saturating_sub(before.nacks),
         cpu_s,
         fsyncs,
+        phases,
     })
 }
 
 async fn read_counters(monitors: &[(Endpoint, Fanout)], peers: &[String]) -> Counters {
     let mut total = Counters::default();
     for (endpoint, fanout) in monitors {
-        total.quic_bytes += peers
+        for stats in peers
             .iter()
             .filter_map(|peer| endpoint.known_link(peer))
             .filter_map(|link| link.connection_stats())
-            .map(|stats| stats.udp_tx.bytes)
-            .sum::<u64>();
+        {
+            total.quic_bytes += stats.udp_tx.bytes;
+            total.quic_lost += stats.path.lost_packets;
+        }
         if let Ok(stats) = fanout.multicast_stats().await {
             total.multicast_bytes += stats.protocol.bytes_sent;
             total.repair_bytes += stats.protocol.repair_bytes_sent;
@@ -416,15 +436,21 @@ impl Transactions {
     }
 
     /// Commits one transaction, retrying aborted attempts; returns the commit latency of the
-    /// attempt that committed (begin to finish).
-    async fn commit(&mut self, handle: &mut ClientHandle) -> Result<Duration, BenchError> {
+    /// attempt that committed (begin to finish) and its steps.
+    async fn commit(
+        &mut self,
+        handle: &mut ClientHandle,
+    ) -> Result<(Duration, PhaseTimes), BenchError> {
         let mut in_a_row = 0;
         loop {
             let oids = self.oids(handle).await?;
             let objects: Vec<ObjectData> = (0..oids.len()).map(|_| self.object()).collect();
             let started = Instant::now();
             match attempt(handle, &oids, objects).await {
-                Ok(()) => return Ok(started.elapsed()),
+                Ok(mut phases) => {
+                    phases.total = started.elapsed();
+                    return Ok((phases.total, phases));
+                }
                 Err((_, ClientError::Aborted(reason))) => {
                     self.aborts += 1;
                     in_a_row += 1;
@@ -449,22 +475,55 @@ impl Transactions {
     }
 }
 
+/// How long each step of a committed attempt took: begin, the stores (handed to the
+/// fan-out), vote (every store answered, then the votes), finish.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimes {
+    /// `begin` (a round trip to the master).
+    pub begin: Duration,
+    /// The `store` calls.
+    pub store: Duration,
+    /// `vote`: the stores' answers, then the storages' votes.
+    pub vote: Duration,
+    /// `finish`: the master's commit round.
+    pub finish: Duration,
+    /// The whole commit (begin to finish), as the latency histogram has it.
+    pub total: Duration,
+    /// NACK datagrams the writer's multicast sender received meanwhile.
+    pub nacks: u64,
+    /// Multicast repair payload bytes sent meanwhile.
+    pub repair_bytes: u64,
+    /// Packets the writer's QUIC connections declared lost meanwhile.
+    pub quic_lost: u64,
+}
+
 async fn attempt(
     handle: &mut ClientHandle,
     oids: &[Oid],
     objects: Vec<ObjectData>,
-) -> Result<(), (&'static str, ClientError)> {
+) -> Result<PhaseTimes, (&'static str, ClientError)> {
+    let mut phases = PhaseTimes::default();
+    let mut mark = Instant::now();
+    let mut lap = |slot: &mut Duration| {
+        let now = Instant::now();
+        *slot = now - mark;
+        mark = now;
+    };
     handle.begin().await.map_err(|e| ("begin", e))?;
+    lap(&mut phases.begin);
     for (oid, data) in oids.iter().zip(objects) {
         handle
             .store(*oid, Tid::ZERO, data)
             .await
             .map_err(|e| ("store", e))?;
     }
+    lap(&mut phases.store);
     handle
         .vote(TransactionInfo::default())
         .await
         .map_err(|e| ("vote", e))?;
+    lap(&mut phases.vote);
     handle.finish().await.map_err(|e| ("finish", e))?;
-    Ok(())
+    lap(&mut phases.finish);
+    Ok(phases)
 }

@@ -14,7 +14,9 @@
 //! on loopback the receivers' decode costs more CPU than the round trip it saves; parity on
 //! demand is always on). `MULTICAST_BENCH_WINDOW_MIB` and `MULTICAST_BENCH_FLIGHT_MIB` replace
 //! the driver's transmit window and flight limit (defaults 32 and 4; 4 and 4 is the flow
-//! control before the flight limit existed: the window alone).
+//! control before the flight limit existed: the window alone). `MULTICAST_BENCH_ADAPTIVE`
+//! replaces the target of the parity sized by the receivers' loss
+//! (`SenderConfig::adaptive_parity`, default 0.05; `off` sends none).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -168,6 +170,8 @@ struct Settings {
     /// Transmit window and flight limit in bytes (`None`: the driver's defaults).
     window_bytes: Option<u64>,
     flight_bytes: Option<u64>,
+    /// Replaces `adaptive_parity` (`Some(None)`: off).
+    adaptive_parity: Option<Option<f64>>,
 }
 
 fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, BenchError> {
@@ -201,6 +205,9 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
                 max_block: 64,
                 proactive,
             });
+            if let Some(adaptive) = settings.adaptive_parity {
+                config.protocol.adaptive_parity = adaptive;
+            }
             if let Some(window) = settings.window_bytes {
                 config.protocol.window_bytes = window;
             }
@@ -436,10 +443,14 @@ fn main() -> Result<(), BenchError> {
         proactive,
         window_bytes: mebibytes("MULTICAST_BENCH_WINDOW_MIB"),
         flight_bytes: mebibytes("MULTICAST_BENCH_FLIGHT_MIB"),
+        adaptive_parity: std::env::var("MULTICAST_BENCH_ADAPTIVE")
+            .ok()
+            .map(|value| value.parse::<f64>().ok()),
     };
     eprintln!(
-        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive}, window {} MiB, flight {} MiB",
+        "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive} (adaptive {:?}), window {} MiB, flight {} MiB",
         OBJECT_SIZE / 1024,
+        settings.adaptive_parity.unwrap_or(Some(0.05)),
         settings.window_bytes.unwrap_or(DEFAULT_WINDOW_BYTES) >> 20,
         settings.flight_bytes.unwrap_or(DEFAULT_FLIGHT_BYTES) >> 20,
     );

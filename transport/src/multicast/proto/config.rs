@@ -22,6 +22,7 @@ pub struct RateLimit {
 /// - Proactive: `proactive` recovery shards per datagram of a block (rounded to the nearest
 ///   whole shard per block) are sent right after the block, before any loss is known, so a
 ///   receiver that lost up to that many of the block rebuilds them with no round trip.
+///   [`SenderConfig::adaptive_parity`] adds shards as the receivers' reported loss calls for.
 /// - On demand (NORM's approach): when several receivers NACK datagrams of one block, the
 ///   sender multicasts as many *new* recovery shards as the neediest of them lacks; each
 ///   shard repairs a different loss at each receiver. A loss only one receiver asks for is
@@ -43,12 +44,12 @@ pub struct FecConfig {
     /// Source datagrams per block at most (1..=1024).
     pub max_block: u16,
     /// Proactive recovery shards per source datagram (0.0..=1.0): 0.03 sends 2 with a block
-    /// of 64. Zero sends parity on demand only.
+    /// of 64. Zero: none beyond what [`SenderConfig::adaptive_parity`] sizes.
     pub proactive: f64,
 }
 
 impl Default for FecConfig {
-    /// Blocks of up to 64 datagrams, parity on demand only.
+    /// Blocks of up to 64 datagrams, no fixed proactive share.
     fn default() -> Self {
         Self {
             max_block: 64,
@@ -106,8 +107,22 @@ pub struct SenderConfig {
     /// Lower bound of the group round-trip time announced to receivers.
     pub min_rtt: Duration,
     /// Reed-Solomon parity (proactive and on demand); `None` repairs by retransmission only.
-    /// On by default, on demand only: it costs nothing until several receivers lose.
+    /// On by default, on demand, and proactive as `adaptive_parity` sizes it: it costs
+    /// nothing while no receiver loses.
     pub fec: Option<FecConfig>,
+    /// Proactive parity that follows the loss receivers report (their status carries the
+    /// datagrams they found missing): each block gets the fewest recovery shards that leave
+    /// at most this many receivers expected to lack a datagram of it after the parity (more
+    /// losses than shards), so that on a lossy path most objects arrive whole without a
+    /// repair round trip. The fixed share `fec.proactive` is the floor; at most a quarter of
+    /// a block is sent this way. `None` (or no `fec`): the fixed share only.
+    ///
+    /// Only a paced sender (`rate_limit` set) sends it: its path is bounded by the rate, and
+    /// a few percent of parity cost less than the round trips they save. An unpaced sender
+    /// is bounded by its receivers' CPU, which the parity's coding takes from the data
+    /// (measured on loopback, three receivers, 256 KiB objects: 0.37-0.40x of the loss-free
+    /// goodput at 1% loss with it, 0.88-0.97x without).
+    pub adaptive_parity: Option<f64>,
 }
 
 impl Default for SenderConfig {
@@ -130,6 +145,7 @@ impl Default for SenderConfig {
             initial_rtt: Duration::from_millis(10),
             min_rtt: Duration::from_micros(500),
             fec: Some(FecConfig::default()),
+            adaptive_parity: Some(0.05),
         }
     }
 }
@@ -189,6 +205,11 @@ impl SenderConfig {
             {
                 return Err(ConfigError::ZeroRate { name });
             }
+        }
+        if let Some(target) = self.adaptive_parity
+            && !(target.is_finite() && target > 0.0)
+        {
+            return Err(ConfigError::AdaptiveParity { target });
         }
         if let Some(fec) = self.fec
             && (fec.max_block == 0

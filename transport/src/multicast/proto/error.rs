@@ -50,6 +50,12 @@ pub enum ConfigError {
         /// The setting's name.
         name: &'static str,
     },
+    /// The adaptive parity's target is not a positive finite number.
+    #[error("adaptive_parity {target} must be a positive finite number")]
+    AdaptiveParity {
+        /// The configured target.
+        target: f64,
+    },
     /// A parity block is empty or larger than 1024 datagrams, or the proactive ratio is
     /// outside 0..=1.
     #[error(

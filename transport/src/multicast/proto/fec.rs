@@ -24,6 +24,8 @@ pub(crate) struct BlockParity {
     /// The next recovery index never sent: every index is sent once, so a repair shard is new
     /// to every receiver.
     pub(crate) next_index: u16,
+    /// Indexes below were sent proactively (with the data), the rest on demand.
+    pub(crate) proactive: u16,
     /// Parity sent on demand recently: (when, how many). A NACK that left before it arrived
     /// asks for no more than that.
     pub(crate) recent: Vec<(Instant, u16)>,
@@ -42,6 +44,7 @@ impl ParityEncoder {
         self.blocks.entry(first_seq).or_insert(BlockParity {
             shards: Vec::new(),
             next_index: 0,
+            proactive: 0,
             recent: Vec::new(),
         })
     }
@@ -58,6 +61,7 @@ impl ParityEncoder {
         let block = self.blocks.entry(first_seq).or_insert(BlockParity {
             shards: Vec::new(),
             next_index: 0,
+            proactive: 0,
             recent: Vec::new(),
         });
         if block.shards.is_empty() {

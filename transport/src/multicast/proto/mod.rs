@@ -21,9 +21,10 @@
 //! [`ReceiverKey`].
 //!
 //! - Optional Reed-Solomon parity ([`FecConfig`], reed-solomon-simd) per block of an object:
-//!   proactive (a configured share, sent with the data) and on demand (one recovery shard to
-//!   the group repairs a different loss at each receiver that lost one datagram of the
-//!   block).
+//!   proactive (sent with the data: a configured share, and as much as the loss the
+//!   receivers report calls for, [`SenderConfig::adaptive_parity`]) and on demand (one
+//!   recovery shard to the group repairs a different loss at each receiver that lost one
+//!   datagram of the block).
 //!
 //! Notes for the driver (additions to the agreed contract, nothing renamed): control
 //! datagrams (NACKs, status) go by unicast to the address that the sender's datagrams came
@@ -61,6 +62,7 @@ pub mod crypto;
 mod error;
 mod fec;
 mod keys;
+mod loss;
 mod nack;
 mod rate;
 mod reassembly;

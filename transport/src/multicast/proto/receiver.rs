@@ -51,6 +51,9 @@ struct Session {
     cumulative: u64,
     /// One past the highest seq known to exist.
     horizon: u64,
+    /// Seqs found missing so far (reported in status: the sender sizes proactive parity by
+    /// this receiver's loss rate).
+    missed: u64,
     /// The sender no longer keeps seqs below.
     window_low: u64,
     reassembly: Reassembly,
@@ -145,6 +148,7 @@ impl Receiver {
                 started: false,
                 cumulative: 0,
                 horizon: 0,
+                missed: 0,
                 window_low: 0,
                 reassembly: Reassembly::default(),
                 nacks: NackScheduler::new(),
@@ -282,7 +286,10 @@ impl Receiver {
         // the object may not have been sent yet (the sender paces), and the tail announcement
         // says when it was. Counting the whole object as sent would NACK what is still queued.
         let was_missing = seq < session.horizon;
-        session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
+        let found =
+            session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
+        // The datagram in hand is not missing, only those it skipped.
+        session.missed += found.saturating_sub(1);
         let mut rebuild = None;
         match session.reassembly.store(
             first_seq,
@@ -403,7 +410,7 @@ impl Receiver {
                 .reassembly
                 .announce(object.first_seq, object.object_id, object.fragment_count);
         }
-        session.extend_horizon(
+        session.missed += session.extend_horizon(
             tail.next_seq.min(limit),
             now,
             &self.config,
@@ -438,7 +445,7 @@ impl Receiver {
             return;
         }
         // A block's parity leaves after the block's datagrams: all of them were sent.
-        session.extend_horizon(end, now, &self.config, &mut self.jitter);
+        session.missed += session.extend_horizon(end, now, &self.config, &mut self.jitter);
         let object_first = first - u64::from(parity.first_index);
         match session.reassembly.containing(first) {
             Some((known_first, object)) => {
@@ -853,23 +860,26 @@ impl Session {
         }
     }
 
-    /// Everything up to `end` exists: what has not arrived is missing.
+    /// Everything up to `end` exists: what has not arrived is missing. Returns how many
+    /// seqs it found missing.
     fn extend_horizon(
         &mut self,
         end: u64,
         now: Instant,
         config: &ReceiverConfig,
         jitter: &mut Jitter,
-    ) {
+    ) -> u64 {
         if self.horizon < end {
             // The sender bounds what is in flight by this position: tell it.
             self.status_dirty = true;
         }
+        let found = end.saturating_sub(self.horizon);
         while self.horizon < end {
             let backoff = nack::backoff(config, self.group_rtt, jitter);
             self.nacks.insert(self.horizon, now, backoff);
             self.horizon += 1;
         }
+        found
     }
 
     /// Records an object given up on and resolves its missing datagrams.
@@ -904,6 +914,7 @@ impl Session {
         StatusBody {
             cumulative,
             read_end: self.horizon.max(cumulative),
+            missed: self.missed,
             echo_timestamp_us,
             echo_delay_us,
             lost: lost

@@ -11,6 +11,7 @@ use super::crypto::PacketKey;
 use super::error::{ConfigError, SendError};
 use super::fec::ParityEncoder;
 use super::keys::{GroupKey, ReceiverKey};
+use super::loss::{self, LossEstimate};
 use super::rate::TokenBucket;
 use super::replay::ReplayWindow;
 use super::stats::SenderStats;
@@ -50,6 +51,8 @@ struct Member {
     last_progress: Option<Instant>,
     repair_budget: TokenBucket,
     smoothed_rtt: Option<Duration>,
+    /// Its loss rate, from its status reports (sizes proactive parity).
+    loss: LossEstimate,
 }
 
 /// The sender of one session: a sans-IO state machine.
@@ -178,6 +181,7 @@ impl Sender {
             last_progress: None,
             repair_budget: TokenBucket::new(self.config.repair_rate_per_receiver, self.start),
             smoothed_rtt: None,
+            loss: LossEstimate::default(),
         };
         if let Some(old) = self.members.insert(key.receiver_id, member) {
             // Keep its position, so that replacing a key does not re-gate old objects.
@@ -187,6 +191,7 @@ impl Sender {
                 member.detached = old.detached;
                 member.address = old.address;
                 member.last_progress = old.last_progress;
+                member.loss = old.loss;
             }
         }
         self.update_flight_low();
@@ -508,7 +513,7 @@ impl Sender {
         if fragment.index + 1 != start + u32::from(len) {
             return;
         }
-        let shards = fec.proactive_shards(len);
+        let shards = fec.proactive_shards(len).max(self.adaptive_shards(len));
         if shards == 0 {
             return;
         }
@@ -518,6 +523,24 @@ impl Sender {
             self.parity.insert((first, index));
         }
         block.next_index = block.next_index.max(shards);
+        block.proactive = block.proactive.max(shards);
+    }
+
+    /// Proactive shards for a block of `len` datagrams by the loss the attached members
+    /// report ([`SenderConfig::adaptive_parity`]): sized for the worst of them, for all.
+    /// Only a paced sender sends them: see the setting.
+    fn adaptive_shards(&self, len: u16) -> u16 {
+        let Some(target) = self.config.adaptive_parity else {
+            return 0;
+        };
+        if self.config.rate_limit.is_none() {
+            return 0;
+        }
+        let attached = self.members.values().filter(|member| !member.detached);
+        let (count, worst) = attached.fold((0, 0.0f64), |(count, worst), member| {
+            (count + 1, worst.max(member.loss.rate()))
+        });
+        loss::shards_for(len, count, worst, target, wire::recovery_count(len))
     }
 
     fn on_status(&mut self, now: Instant, receiver_id: u32, status: StatusBody) {
@@ -528,6 +551,7 @@ impl Sender {
             return;
         };
         let old_rtt = member.smoothed_rtt;
+        member.loss.report(status.read_end, status.missed);
         if status.echo_timestamp_us != 0 {
             let sample_us = now_us
                 .saturating_sub(status.echo_timestamp_us)
@@ -791,6 +815,7 @@ impl Sender {
             if start != fragment.index || payloads.len() != usize::from(len) {
                 continue;
             }
+            let proactive = index < self.fec.block_mut(first).proactive;
             let Some(shard) = self.fec.shard(first, index, &payloads) else {
                 continue;
             };
@@ -822,7 +847,7 @@ impl Sender {
             };
             let transmit = sealer.seal(PacketType::Parity, &body, Destination::Group)?;
             self.stats.parity_sent += 1;
-            if index < fec.proactive_shards(len) {
+            if proactive {
                 self.stats.parity_proactive += 1;
                 self.stats.parity_proactive_bytes += shard_bytes;
             } else {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! offset size  field (integers big-endian)
-//!  0      1    version (3)
+//!  0      1    version (4)
 //!  1      1    packet type (below)
 //!  2      8    session id of the sender session
 //! 10      4    key id: the group key epoch (sender -> group) or the receiver id
@@ -49,6 +49,9 @@
 //!     cumulative u64    every seq below it is received or given up
 //!     read_end u64      one past the highest seq received or announced by a tail: what
 //!                       the sender sent below it has left the network (read or lost)
+//!     missed u64        seqs found missing so far (whether repaired, rebuilt or given up
+//!                       later): with read_end, the receiver's loss rate, which the sender
+//!                       sizes proactive parity by
 //!     echo_timestamp_us u64, echo_delay_us u32 (0, 0 before any tail)
 //!     count u16, then count x object_id u64: objects given up as lost
 //! ```
@@ -63,7 +66,7 @@
 use std::fmt;
 
 /// Protocol version carried in every datagram.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Bytes of the clear header.
 pub const HEADER_LEN: usize = 22;
 /// Bytes of the AEAD tag.
@@ -341,6 +344,9 @@ pub struct StatusBody {
     /// sender sent below it is no longer in flight (it was read, or lost), whatever
     /// repairs it still waits for. The sender bounds its datagrams in flight by it.
     pub read_end: u64,
+    /// Sequence numbers this receiver found missing so far (repaired, rebuilt from parity or
+    /// given up later alike): over `read_end`, its loss rate.
+    pub missed: u64,
     /// The last tail's timestamp (0 before any).
     pub echo_timestamp_us: u64,
     /// Microseconds between receiving that tail and sending this.
@@ -412,6 +418,7 @@ impl Body<'_> {
             Body::Status(status) => {
                 out.extend_from_slice(&status.cumulative.to_be_bytes());
                 out.extend_from_slice(&status.read_end.to_be_bytes());
+                out.extend_from_slice(&status.missed.to_be_bytes());
                 out.extend_from_slice(&status.echo_timestamp_us.to_be_bytes());
                 out.extend_from_slice(&status.echo_delay_us.to_be_bytes());
                 let lost = &status.lost[..status.lost.len().min(MAX_STATUS_LOST)];
@@ -537,6 +544,7 @@ pub fn decode_body(packet_type: PacketType, body: &[u8]) -> Result<Body<'_>, Dec
         PacketType::Status => {
             let cumulative = reader.u64("cumulative")?;
             let read_end = reader.u64("read end")?;
+            let missed = reader.u64("missed")?;
             let echo_timestamp_us = reader.u64("echo timestamp")?;
             let echo_delay_us = reader.u32("echo delay")?;
             let count = reader.u16("lost count")? as usize;
@@ -550,6 +558,7 @@ pub fn decode_body(packet_type: PacketType, body: &[u8]) -> Result<Body<'_>, Dec
             Body::Status(StatusBody {
                 cumulative,
                 read_end,
+                missed,
                 echo_timestamp_us,
                 echo_delay_us,
                 lost,
