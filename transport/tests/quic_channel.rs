@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quic_support::*;
 use replicast_transport::quic::{
-    ChannelState, Endpoint, Incoming, LinkConfig, LinkError, TrySendError, session_peer_name,
+    ChannelState, Endpoint, Incoming, LinkConfig, LinkError, TrySendError, codes, session_peer_name,
 };
 
 /// Waits for the next message or channel end from `endpoint`, skipping other work.
@@ -196,6 +196,51 @@ async fn a_dropped_connection_ends_the_channel_on_both_sides_and_the_next_messag
         assert_ne!(two.channel(), first_inbound);
         assert_eq!(two.body(), b"two");
         assert_eq!(client.stats().connections_dialed, 2);
+    })
+    .await;
+}
+
+/// A receiver that gives a channel up (it counts its peer as lost) stops it: the sender learns
+/// it without sending anything, and its next message opens a new channel on the same
+/// connection, which the receiver reads. Without that, a sender that noticed nothing went on
+/// sending on the old channel, every message dropped by the receiver.
+#[tokio::test]
+async fn a_channel_given_up_by_its_receiver_closes_at_the_sender_and_the_next_opens_another() {
+    bounded(async {
+        let ca = ca("cluster");
+        let server = endpoint(&identity(&ca, "master"), LinkConfig::default());
+        let client = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
+        let link = client.link("master", addr(&server)).await.unwrap();
+        let first = link.channel();
+        first.send(Bytes::from_static(b"one")).await.unwrap();
+        let Incoming::Message(one) = next_message(&server).await else {
+            panic!("a message");
+        };
+        let first_inbound = one.channel();
+
+        assert!(server.give_up_channel(first_inbound), "the channel was read");
+        assert!(!server.give_up_channel(first_inbound), "given up once");
+        let reason = tokio::time::timeout(Duration::from_secs(10), first.closed())
+            .await
+            .expect("the sender learns that its channel was given up");
+        assert!(
+            matches!(reason, LinkError::StreamReset { code, .. } if code == codes::GIVEN_UP.into_inner()),
+            "{reason:?}"
+        );
+        let Incoming::ChannelEnded(end) = next_message(&server).await else {
+            panic!("the channel's end");
+        };
+        assert_eq!(end.channel(), first_inbound);
+
+        let second = link.channel();
+        assert_ne!(second.id(), first.id());
+        second.send(Bytes::from_static(b"two")).await.unwrap();
+        let Incoming::Message(two) = next_message(&server).await else {
+            panic!("a message");
+        };
+        assert_ne!(two.channel(), first_inbound);
+        assert_eq!(two.body(), b"two");
+        assert_eq!(client.stats().connections_dialed, 1, "the same connection");
     })
     .await;
 }

@@ -357,7 +357,9 @@ pub(crate) fn spawn_with<R: Role>(
 /// A peer is lost when a current channel ends, in either direction, or when a new inbound
 /// channel replaces the current one (the peer gave the old one up). Then both are given up at
 /// once, so the loss is reported once: events of channels given up are ignored, and messages
-/// still arriving on them are dropped (their sender counts them as lost too).
+/// still arriving on them are dropped; the inbound one is stopped
+/// ([`Endpoint::give_up_channel`]), so that its sender counts it as lost too and opens a new
+/// one.
 #[derive(Default)]
 struct PeerChannels {
     /// The channel this node sends on.
@@ -685,6 +687,12 @@ impl<R: Role> Driver<R> {
         }
         if let Some(inbound) = state.inbound.take() {
             state.retired.insert(inbound);
+            // The peer may have noticed nothing (the loss was this side's: its own channel
+            // to the peer failed to open, say, while the peer's worked) and would go on
+            // sending on the retired channel, every message dropped here, for good (seen
+            // after a network partition of the masters healed). Stopping the channel makes
+            // it open a new one.
+            self.endpoint.give_up_channel(inbound);
         }
         Counters::bump(&self.counters.peers_lost);
         tracing::info!(%peer, "peer lost");

@@ -19,11 +19,12 @@
 //! per channel, and the channel's end as an
 //! [`Incoming::ChannelEnded`](super::Incoming::ChannelEnded) after its last message.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::codes;
 use super::endpoint::Inner;
@@ -410,8 +411,21 @@ enum Next {
 /// [`Incoming::Message`] in order, then the channel's end.
 pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::RecvStream) {
     let id = ChannelId(context.ids.next());
+    let mut given_up = context.give_ups.register(id);
     let reason = loop {
-        match read_message(&context.peer, &mut recv, context.max_message_len).await {
+        let read = tokio::select! {
+            read = read_message(&context.peer, &mut recv, context.max_message_len) => read,
+            _ = &mut given_up => {
+                // The sender sees the stream stopped: its channel closes, and its next
+                // message opens a new one, which this side takes.
+                let _ = recv.stop(codes::GIVEN_UP);
+                break LinkError::ChannelClosed {
+                    peer: context.peer.name.to_string(),
+                    reason: "given up by this side".into(),
+                };
+            }
+        };
+        match read {
             Ok(Some(body)) => {
                 let message = IncomingMessage::new(
                     context.peer.clone(),
@@ -443,6 +457,7 @@ pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::R
             }
         }
     };
+    context.give_ups.forget(id);
     let end = ChannelEnd::new(context.peer.clone(), id, reason);
     let _ = context.queue.send(Incoming::ChannelEnded(end)).await;
 }
@@ -494,6 +509,37 @@ async fn read_message(
 
 /// The most bytes read from a channel stream at once.
 const READ_CHUNK: usize = 1 << 20;
+
+/// The peers' channels being read, each with the switch that gives it up
+/// ([`Endpoint::give_up_channel`](super::Endpoint::give_up_channel)).
+#[derive(Debug, Default)]
+pub(crate) struct GiveUps(Mutex<HashMap<ChannelId, oneshot::Sender<()>>>);
+
+impl GiveUps {
+    /// Registers channel `id`; the receiver fires when it is given up.
+    fn register(&self, id: ChannelId) -> oneshot::Receiver<()> {
+        let (give_up, given_up) = oneshot::channel();
+        self.lock().insert(id, give_up);
+        given_up
+    }
+
+    /// Channel `id` ended: nothing to give up any more.
+    fn forget(&self, id: ChannelId) {
+        self.lock().remove(&id);
+    }
+
+    /// Gives channel `id` up; whether it was still being read.
+    pub(crate) fn give_up(&self, id: ChannelId) -> bool {
+        self.lock()
+            .remove(&id)
+            .is_some_and(|give_up| give_up.send(()).is_ok())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, oneshot::Sender<()>>> {
+        // Each update is one insert or remove: the map stays consistent after a panic.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Numbers an endpoint's connections and channels.
 #[derive(Debug, Default)]

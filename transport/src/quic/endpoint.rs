@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::channel::{Channel, Ids, read_channel};
+use super::channel::{Channel, ChannelId, GiveUps, Ids, read_channel};
 use super::codes;
 use super::config::{ConfigError, EndpointConfig, LinkConfig};
 use super::error::LinkError;
@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     /// crossing dials), so that [`Endpoint::close_connections`] reaches them all.
     served: Mutex<HashMap<usize, quinn::Connection>>,
     pub(crate) ids: Arc<Ids>,
+    /// The switches that give up the peers' channels being read.
+    give_ups: Arc<GiveUps>,
     /// Destinations the socket found unreachable (ICMP), where the platform reports them.
     unreachable: Option<broadcast::Sender<SocketAddr>>,
 }
@@ -194,6 +196,7 @@ impl Endpoint {
             counters: Arc::default(),
             served: Mutex::new(HashMap::new()),
             ids: Arc::default(),
+            give_ups: Arc::default(),
             unreachable: unreachable.clone(),
         });
         tokio::spawn(accept_connections(
@@ -284,6 +287,16 @@ impl Endpoint {
             _ = closed.wait_for(|closed| *closed) => None,
             work = incoming.recv() => work,
         }
+    }
+
+    /// Gives up the peer's channel `id` (one this endpoint reads): its stream is stopped, so
+    /// the peer's [`Channel`] closes and its next message opens a new channel; this side
+    /// gets the channel's [`Incoming::ChannelEnded`] and nothing more from it. For a node that
+    /// counts the peer as lost and drops what still comes on its old channel: without this,
+    /// a peer that noticed nothing would go on sending there, unheard. Returns whether the
+    /// channel was still being read.
+    pub fn give_up_channel(&self, id: ChannelId) -> bool {
+        self.inner.give_ups.give_up(id)
     }
 
     /// Closes every connection whose peer presented a certificate `condemned` says yes to
@@ -478,6 +491,7 @@ impl Inner {
             counters: self.counters.clone(),
             certificate: peer_certificate(&connection),
             ids: self.ids.clone(),
+            give_ups: self.give_ups.clone(),
         });
         lock(&self.served).insert(connection.stable_id(), connection.clone());
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::channel::{ChannelId, Ids};
+use super::channel::{ChannelId, GiveUps, Ids};
 
 use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
@@ -415,6 +415,8 @@ pub(crate) struct StreamContext {
     /// The peer's leaf certificate, handed out with everything that comes over the connection.
     pub(crate) certificate: Option<PeerCertificate>,
     pub(crate) ids: Arc<Ids>,
+    /// The switches that give up the peers' channels being read.
+    pub(crate) give_ups: Arc<GiveUps>,
 }
 
 impl StreamContext {

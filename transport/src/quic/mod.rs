@@ -86,4 +86,8 @@ pub mod codes {
     /// The application took the peer's access away (its certificate was revoked, say) and
     /// closed the connection ([`Endpoint::close_connections`](super::Endpoint::close_connections)).
     pub const ACCESS_REVOKED: VarInt = VarInt::from_u32(7);
+    /// The receiver gave a channel up ([`Endpoint::give_up_channel`](super::Endpoint::give_up_channel)):
+    /// it counts its peer as lost, so the sender's channel closes and its next message opens
+    /// a new one.
+    pub const GIVEN_UP: VarInt = VarInt::from_u32(8);
 }
