@@ -519,6 +519,17 @@ async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_a
     .await;
 }
 
+/// A replica's fan-out receiver, and a writer's endpoint with its link to the replica.
+async fn replica_and_link() -> (FanoutReceiver, Endpoint, Link) {
+    let ca = ClusterCa::generate("fanout").expect("CA");
+    let replica_endpoint = endpoint(&ca, "replica");
+    let replica_addr = replica_endpoint.local_addr().expect("local address");
+    let replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
+    let writer = endpoint(&ca, "writer");
+    let link = writer.link("replica", replica_addr).await.expect("link");
+    (replica, writer, link)
+}
+
 /// Makes the replica behind `link` join session `session_id` of a new group (its group key
 /// `group_secret`, the replica's own key `receiver_secret`, as receiver 1), and returns a
 /// sender of that session: what a writer runs, or any member of the group, which holds the
@@ -566,12 +577,7 @@ async fn joined_session(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
     bounded(async {
-        let ca = ClusterCa::generate("fanout").expect("CA");
-        let replica_endpoint = endpoint(&ca, "replica");
-        let replica_addr = replica_endpoint.local_addr().expect("local address");
-        let mut replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
-        let writer = endpoint(&ca, "writer");
-        let link = writer.link("replica", replica_addr).await.expect("link");
+        let (mut replica, _writer, link) = replica_and_link().await;
 
         // The forger: a sender with the session's id and key, as any member could run.
         let forger = joined_session(&link, 9, [3; 32], [4; 32]).await;
@@ -618,12 +624,7 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_is_delivered_whole_or_not_at_all() {
     bounded(async {
-        let ca = ClusterCa::generate("fanout").expect("CA");
-        let replica_endpoint = endpoint(&ca, "replica");
-        let replica_addr = replica_endpoint.local_addr().expect("local address");
-        let mut replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
-        let writer = endpoint(&ca, "writer");
-        let link = writer.link("replica", replica_addr).await.expect("link");
+        let (mut replica, _writer, link) = replica_and_link().await;
         let sender = joined_session(&link, 11, [5; 32], [6; 32]).await;
 
         let genuine = Bytes::from_static(b"firstsecondthird");

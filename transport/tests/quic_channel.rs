@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quic_support::*;
 use replicast_transport::quic::{
-    ChannelState, Endpoint, Incoming, LinkConfig, LinkError, TrySendError, codes, session_peer_name,
+    Channel, ChannelId, ChannelState, Endpoint, Incoming, Link, LinkConfig, LinkError,
+    TrySendError, codes, session_peer_name,
 };
 
 /// Waits for the next message or channel end from `endpoint`, skipping other work.
@@ -25,6 +26,40 @@ async fn next_message(endpoint: &Endpoint) -> Incoming {
             return incoming;
         }
     }
+}
+
+/// A storage's channel to a master that carried one message: the master's endpoint, the
+/// storage's, its link, the channel, and the channel's id on the master's side.
+async fn one_message_on_a_channel() -> (Endpoint, Endpoint, Link, Channel, ChannelId) {
+    let ca = ca("cluster");
+    let server = endpoint(&identity(&ca, "master"), LinkConfig::default());
+    let client = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
+    let link = client.link("master", addr(&server)).await.unwrap();
+    let first = link.channel();
+    first.send(Bytes::from_static(b"one")).await.unwrap();
+    let Incoming::Message(one) = next_message(&server).await else {
+        panic!("a message");
+    };
+    let first_inbound = one.channel();
+    (server, client, link, first, first_inbound)
+}
+
+/// After `first` (read by `server` as `first_inbound`) closed, the next message on `link`
+/// goes on a new channel, which `server` reads.
+async fn the_next_message_opens_another(
+    server: &Endpoint,
+    link: &Link,
+    first: &Channel,
+    first_inbound: ChannelId,
+) {
+    let second = link.channel();
+    assert_ne!(second.id(), first.id());
+    second.send(Bytes::from_static(b"two")).await.unwrap();
+    let Incoming::Message(two) = next_message(server).await else {
+        panic!("a message");
+    };
+    assert_ne!(two.channel(), first_inbound);
+    assert_eq!(two.body(), b"two");
 }
 
 fn body(incoming: Incoming) -> (String, Bytes) {
@@ -154,16 +189,7 @@ async fn a_receiver_refuses_an_oversized_message_by_ending_the_channel() {
 #[tokio::test]
 async fn a_dropped_connection_ends_the_channel_on_both_sides_and_the_next_message_opens_another() {
     bounded(async {
-        let ca = ca("cluster");
-        let server = endpoint(&identity(&ca, "master"), LinkConfig::default());
-        let client = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
-        let link = client.link("master", addr(&server)).await.unwrap();
-        let first = link.channel();
-        first.send(Bytes::from_static(b"one")).await.unwrap();
-        let Incoming::Message(one) = next_message(&server).await else {
-            panic!("a message");
-        };
-        let first_inbound = one.channel();
+        let (server, client, link, first, first_inbound) = one_message_on_a_channel().await;
 
         server
             .known_link("storage-1")
@@ -187,14 +213,7 @@ async fn a_dropped_connection_ends_the_channel_on_both_sides_and_the_next_messag
         );
 
         // The next message goes on a new channel over a new connection.
-        let second = link.channel();
-        assert_ne!(second.id(), first.id());
-        second.send(Bytes::from_static(b"two")).await.unwrap();
-        let Incoming::Message(two) = next_message(&server).await else {
-            panic!("a message");
-        };
-        assert_ne!(two.channel(), first_inbound);
-        assert_eq!(two.body(), b"two");
+        the_next_message_opens_another(&server, &link, &first, first_inbound).await;
         assert_eq!(client.stats().connections_dialed, 2);
     })
     .await;
@@ -207,16 +226,7 @@ async fn a_dropped_connection_ends_the_channel_on_both_sides_and_the_next_messag
 #[tokio::test]
 async fn a_channel_given_up_by_its_receiver_closes_at_the_sender_and_the_next_opens_another() {
     bounded(async {
-        let ca = ca("cluster");
-        let server = endpoint(&identity(&ca, "master"), LinkConfig::default());
-        let client = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
-        let link = client.link("master", addr(&server)).await.unwrap();
-        let first = link.channel();
-        first.send(Bytes::from_static(b"one")).await.unwrap();
-        let Incoming::Message(one) = next_message(&server).await else {
-            panic!("a message");
-        };
-        let first_inbound = one.channel();
+        let (server, client, link, first, first_inbound) = one_message_on_a_channel().await;
 
         assert!(server.give_up_channel(first_inbound), "the channel was read");
         assert!(!server.give_up_channel(first_inbound), "given up once");
@@ -232,14 +242,7 @@ async fn a_channel_given_up_by_its_receiver_closes_at_the_sender_and_the_next_op
         };
         assert_eq!(end.channel(), first_inbound);
 
-        let second = link.channel();
-        assert_ne!(second.id(), first.id());
-        second.send(Bytes::from_static(b"two")).await.unwrap();
-        let Incoming::Message(two) = next_message(&server).await else {
-            panic!("a message");
-        };
-        assert_ne!(two.channel(), first_inbound);
-        assert_eq!(two.body(), b"two");
+        the_next_message_opens_another(&server, &link, &first, first_inbound).await;
         assert_eq!(client.stats().connections_dialed, 1, "the same connection");
     })
     .await;
