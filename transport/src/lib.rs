@@ -19,6 +19,7 @@ pub mod multicast;
 #[cfg(feature = "netem")]
 pub mod netem;
 pub mod quic;
+mod sync;
 
 /// The README's code blocks, compiled as doc tests so they stay true.
 #[doc = include_str!("../README.md")]

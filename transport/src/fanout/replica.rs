@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sync::lock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -124,11 +126,6 @@ struct Shared {
     probes: AtomicU64,
     refused: AtomicU64,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is one step, so the state is consistent after a panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The replica's side of a fan-out: it serves the writers' requests arriving on its QUIC

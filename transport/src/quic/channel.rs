@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -33,6 +33,7 @@ use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len};
 use super::incoming::{ChannelEnd, Incoming, IncomingMessage, StreamContext};
 use super::peer::Peer;
 use super::stream_io::PeerRef;
+use crate::sync::lock;
 
 /// Identifies one channel of an endpoint: one direction of message traffic with one peer on
 /// one connection. Ids are unique within an endpoint and never reused.
@@ -519,25 +520,20 @@ impl GiveUps {
     /// Registers channel `id`; the receiver fires when it is given up.
     fn register(&self, id: ChannelId) -> oneshot::Receiver<()> {
         let (give_up, given_up) = oneshot::channel();
-        self.lock().insert(id, give_up);
+        lock(&self.0).insert(id, give_up);
         given_up
     }
 
     /// Channel `id` ended: nothing to give up any more.
     fn forget(&self, id: ChannelId) {
-        self.lock().remove(&id);
+        lock(&self.0).remove(&id);
     }
 
     /// Gives channel `id` up; whether it was still being read.
     pub(crate) fn give_up(&self, id: ChannelId) -> bool {
-        self.lock()
+        lock(&self.0)
             .remove(&id)
             .is_some_and(|give_up| give_up.send(()).is_ok())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, oneshot::Sender<()>>> {
-        // Each update is one insert or remove: the map stays consistent after a panic.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

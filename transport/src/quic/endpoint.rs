@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sync::lock;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -87,11 +89,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.quinn.close(codes::CLOSED, b"endpoint dropped");
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded state stays consistent even if a holder panicked: every update is one step.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Endpoint {
@@ -762,8 +759,4 @@ impl StreamContext {
 
 pub(crate) fn is_live(connection: &quinn::Connection) -> bool {
     connection.close_reason().is_none()
-}
-
-pub(crate) fn lock_peers<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock(mutex)
 }

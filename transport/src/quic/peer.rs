@@ -8,8 +8,9 @@ use tokio::sync::watch;
 
 use super::channel::Channel;
 use super::codes;
-use super::endpoint::{Inner, is_live, lock_peers as lock};
+use super::endpoint::{Inner, is_live};
 use super::error::LinkError;
+use crate::sync::lock;
 
 /// A connection whose hello was exchanged.
 #[derive(Clone, Debug)]

@@ -14,7 +14,9 @@ mod lane;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -91,11 +93,6 @@ struct Inner {
     state: Mutex<State>,
     /// Serializes membership changes (joins, leaves, key rotations).
     membership: tokio::sync::Mutex<()>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under this lock is one step, so the state is consistent after a panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn random_secret() -> [u8; 32] {
