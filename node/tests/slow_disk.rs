@@ -178,6 +178,28 @@ impl Cluster {
             .unwrap_or_else(|_| panic!("not within {WAIT:?}: {what}"));
     }
 
+    /// Polls the master (every 5 ms, bounded by [`WAIT`]) until every finish completed: the
+    /// storages applied every commit announced (a commit is announced once decided).
+    async fn wait_for_finishes(&self, what: &str) {
+        let polling = async {
+            loop {
+                let in_progress = self
+                    .nodes
+                    .master
+                    .call(|master, _| master.finishes_in_progress())
+                    .await
+                    .expect("master runs");
+                if in_progress == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, polling)
+            .await
+            .unwrap_or_else(|_| panic!("not within {WAIT:?}: {what}"));
+    }
+
     async fn stop(self) {
         self.disk.run(Duration::ZERO);
         self.nodes.stop().await;
@@ -220,6 +242,11 @@ async fn a_stopped_disk_leaves_loads_and_status_answered() {
     let writer = cluster.client("client-writer").await;
     let oids = writer.new_oids(4).await.expect("oids");
     let tid = commit(&writer, &oids, 1).await;
+    // Announced once decided: wait until the storages applied it too (loads of its objects
+    // wait for that), so that what the stopped disk holds back is the next commit only.
+    cluster
+        .wait_for_finishes("the storages apply the first commit")
+        .await;
 
     cluster.disk.stop();
     let blocked = cluster.client("client-blocked").await;
@@ -331,6 +358,11 @@ async fn a_slow_disk_slows_writers_without_failing_them_and_bounds_what_waits() 
         clients.push(joined.expect("no writer failed"));
     }
     assert_eq!(committed.load(Ordering::Relaxed), WRITERS * TRANSACTIONS);
+    // A commit is announced once decided, before its voters applied it: the last finishes may
+    // still wait for the slow disk.
+    cluster
+        .wait_for_finishes("the storages apply the last finishes")
+        .await;
     // What waited for the disk never went beyond the bound by more than one store and the
     // votes and finishes of the writers' transactions (which a storage takes whatever waits).
     let slack = OBJECT + 64 * 1024;
@@ -359,4 +391,55 @@ async fn a_slow_disk_slows_writers_without_failing_them_and_bounds_what_waits() 
         client.close().await.expect("close");
     }
     cluster.stop().await;
+}
+
+/// The master announces a commit once its decision is in its log, before the storages applied
+/// it: with a slow disk, the finish on every storage lags the announcement by a batch. A load
+/// right after the commit, by its writer and by another client, is held by the storages until
+/// the commit is applied, and reads it: never the value it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_read_at_once_by_its_writer_and_others_though_its_storages_apply_it_later() {
+    let cluster = Cluster::start().await;
+    let writer = cluster.client("client-writer").await;
+    let reader = cluster.client("client-reader").await;
+    let oids = writer.new_oids(2).await.expect("oids");
+    let first = commit(&writer, &oids, 1).await;
+    for oid in &oids {
+        let loaded = reader.load(*oid).await.expect("a load");
+        assert_eq!(revision(loaded), Some((first, 1)));
+    }
+    // Every batch of every storage now waits 200 ms: the finish of the next commit is applied
+    // well after the client heard of it.
+    cluster.disk.run(Duration::from_millis(200));
+    writer.begin().await.expect("begin");
+    for oid in &oids {
+        writer.store(*oid, first, object(2)).await.expect("store");
+    }
+    writer.vote(TransactionInfo::default()).await.expect("vote");
+    let second = writer.finish().await.expect("finish");
+    for (client, who) in [(&writer, "its writer"), (&reader, "another client")] {
+        for oid in &oids {
+            let (loaded, from) = client.load_with_replica(*oid).await.expect("a load");
+            assert_eq!(
+                revision(loaded),
+                Some((second, 2)),
+                "{who} read {oid} from {from} right after the commit"
+            );
+        }
+    }
+    cluster.disk.run(Duration::ZERO);
+    for client in [writer, reader] {
+        client.close().await.expect("close");
+    }
+    cluster.stop().await;
+}
+
+/// A loaded revision as its TID and the seed of its bytes (short in a failure message); seed
+/// 0 for bytes no [`object`] has.
+fn revision(loaded: Option<(Tid, ObjectData)>) -> Option<(Tid, u8)> {
+    loaded.map(|(tid, data)| {
+        let seed = data.as_bytes().first().copied().unwrap_or(0);
+        let whole = data == object(seed);
+        (tid, if whole { seed } else { 0 })
+    })
 }

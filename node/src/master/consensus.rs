@@ -26,7 +26,7 @@ use super::{FinishRequest, Master, MasterEvent, Open};
 use crate::consensus::{
     Applied, ConsensusError, Group, GroupSettings, GroupStatus, LogError, RaftLog, raft_id,
 };
-use crate::ids::TidClock;
+use crate::ids::{Tid, TidClock};
 use crate::partition::NodeName;
 use crate::protocol::{Message, Order, ProtocolError, Transmit};
 
@@ -617,6 +617,7 @@ impl Master {
         self.clients.clear();
         self.forgotten_clients.clear();
         self.open.clear();
+        self.last_announced = Tid::ZERO;
         self.queue.clear();
         self.finishing = None;
         self.outcomes.clear();
@@ -663,6 +664,7 @@ impl Master {
                 voters: decision.pending,
                 chosen: None,
                 decided: Some(tid),
+                announced: false,
             });
         }
         // The storages learn at once that this master is the primary (they announce

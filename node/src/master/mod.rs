@@ -2,9 +2,12 @@
 //!
 //! The master allocates object ids in batches and TIDs from a [`TidClock`]; owns the
 //! [`PartitionTable`] and pushes every new version of it to the clients and running storages;
-//! and serializes finishes: one transaction at a time gets its commit TID, is finished on its
-//! voters, and is answered, so that TIDs commit in order on every storage. It remembers the
-//! outcome of every transaction it decided, for storages that ask after a timeout or a crash.
+//! and serializes finishes: a finish gets its commit TID when asked, and is announced (its
+//! client answered, the other clients invalidated, in TID order) once the decision is in the
+//! log; then one transaction at a time is finished on its voters, so that TIDs commit in order
+//! on every storage (which hold reads of what a voted transaction wrote until they applied
+//! it). It remembers the outcome of every transaction it decided, for storages that ask after
+//! a timeout or a crash.
 //!
 //! A storage that fails during a commit (reported by a client, lost, or silent at finish) has
 //! its cells marked out of date, unless it holds the last readable cell of a partition; a
@@ -86,6 +89,9 @@ struct FinishRequest {
     chosen: Option<Tid>,
     /// The commit TID, when an earlier primary decided it already: the finish resumes.
     decided: Option<Tid>,
+    /// Whether the commit was announced: its client answered, the other clients told
+    /// ([`Master::announce_decided`]).
+    announced: bool,
 }
 
 /// The finish in progress: the commit TID is decided, the voters are acknowledging it.
@@ -111,6 +117,10 @@ pub struct Master {
     /// proposals commit.
     consensus: consensus::Consensus,
     clock: TidClock,
+    /// The last commit announced to the clients by this primary (see
+    /// [`announce_decided`](Self::announce_decided)); the replicated state's last finished
+    /// one may be older.
+    last_announced: Tid,
     running: BTreeSet<NodeName>,
     clients: BTreeSet<NodeName>,
     /// Clients lost lately: one that speaks again is welcomed back.
@@ -163,6 +173,7 @@ impl Master {
             state: initial,
             consensus,
             clock: TidClock::default(),
+            last_announced: Tid::ZERO,
             running: BTreeSet::new(),
             clients: BTreeSet::new(),
             forgotten_clients: BTreeSet::new(),
@@ -239,6 +250,12 @@ impl Master {
     /// out. Replicated: a new or restarted primary starts from the log's.
     pub fn last_transaction(&self) -> Tid {
         self.current().last_committed
+    }
+
+    /// The finishes asked for and not completed yet (their voters have not all acknowledged
+    /// the commit): a commit is announced before it completes.
+    pub fn finishes_in_progress(&self) -> usize {
+        self.queue.len() + usize::from(self.finishing.is_some())
     }
 
     /// What became of transaction `ttid`, if the master decided it.
@@ -326,7 +343,7 @@ impl Master {
                 }
             }
             Message::AskLastTransaction { request } if self.clients.contains(from) => {
-                let tid = self.state.last_committed;
+                let tid = self.last_announced();
                 self.out
                     .send(from, Message::AnswerLastTransaction { request, tid });
             }
@@ -585,7 +602,7 @@ impl Master {
         self.out.send(
             client,
             Message::LastTransaction {
-                tid: self.state.last_committed,
+                tid: self.last_announced(),
             },
         );
         self.out
@@ -632,9 +649,18 @@ impl Master {
             .find(|request| request.ttid == ttid)
         {
             // Asked again (its client lost the primary meanwhile), or the finish of an
-            // earlier primary's decision resumes: the answer comes when it completes.
-            if request.client.is_none() {
-                request.client = Some(from.to_owned());
+            // earlier primary's decision resumes: answered at once if announced (the decision
+            // is in the log), else when it is.
+            match (request.announced, request.decided) {
+                (true, Some(tid)) => {
+                    let outcome = TransactionOutcome::Committed(tid);
+                    self.out.send(from, Message::AnswerFinish { ttid, outcome });
+                }
+                _ => {
+                    if request.client.is_none() {
+                        request.client = Some(from.to_owned());
+                    }
+                }
             }
             return Ok(());
         }
@@ -697,7 +723,11 @@ impl Master {
             voters,
             chosen,
             decided: None,
+            announced: false,
         });
+        // Decided now, not when the finish in progress completes: the client's answer needs
+        // only the decision in the log.
+        self.decide_queued(now)?;
         self.start_next_finish(now)
     }
 
@@ -794,6 +824,7 @@ impl Master {
             let greatest = self.queue[index].oids.iter().max().copied();
             self.raise_next_oid(greatest);
         }
+        self.announce_decided();
         for index in refused.into_iter().rev() {
             let Some(request) = self.queue.remove(index) else {
                 continue;
@@ -831,37 +862,79 @@ impl Master {
         if !acked.is_empty() {
             self.ack(request.ttid, acked);
         }
-        if let Some(client) = request
-            .client
-            .as_ref()
-            .filter(|client| self.clients.contains(*client))
-        {
-            self.out.send(
-                client,
-                Message::AnswerFinish {
-                    ttid: request.ttid,
-                    outcome: TransactionOutcome::Committed(tid),
-                },
-            );
-        }
-        for client in self
-            .clients
-            .iter()
-            .filter(|client| Some(*client) != request.client.as_ref())
-        {
-            self.out.send(
-                client,
-                Message::Invalidate {
-                    tid,
-                    oids: request.oids.clone(),
-                },
-            );
+        if !request.announced {
+            // A decision of an earlier primary: announced once its voters applied it, to the
+            // clients that announced themselves to this one since (they dropped their caches,
+            // but may have read an object again before the commit reached its storages).
+            self.announce(request.ttid, request.client.as_ref(), &request.oids, tid);
+            self.announce_decided();
         }
         self.events.push_back(MasterEvent::Committed {
             ttid: request.ttid,
             tid,
         });
         self.start_next_finish(now)
+    }
+
+    /// Announces the decided commits in TID order, as far as every commit before them was
+    /// announced: a commit is announced once its decision is in the log (this primary's
+    /// messages are held until then), before its voters applied it. The voters hold reads of
+    /// what it wrote until they have (`storage::in_doubt`), so a client that hears of it never
+    /// reads an older value; finishing on the voters then overlaps the clients' next work
+    /// instead of costing every commit a round trip more. An earlier primary's decision is
+    /// announced when it completes (above), and every later one waits for it.
+    fn announce_decided(&mut self) {
+        if self
+            .finishing
+            .as_ref()
+            .is_some_and(|finishing| !finishing.request.announced)
+        {
+            return;
+        }
+        let mut due = Vec::new();
+        for request in &mut self.queue {
+            let Some(tid) = request.decided else {
+                break;
+            };
+            if request.announced {
+                continue;
+            }
+            if request.client.is_none() {
+                // An earlier primary's decision waiting for its turn.
+                break;
+            }
+            request.announced = true;
+            due.push((
+                request.ttid,
+                request.client.clone(),
+                request.oids.clone(),
+                tid,
+            ));
+        }
+        for (ttid, client, oids, tid) in due {
+            self.announce(ttid, client.as_ref(), &oids, tid);
+        }
+    }
+
+    /// Answers `client` that `ttid` committed at `tid`, and invalidates `oids`, which it
+    /// wrote, at the other clients.
+    fn announce(&mut self, ttid: Tid, client: Option<&NodeName>, oids: &[Oid], tid: Tid) {
+        self.last_announced = self.last_announced.max(tid);
+        if let Some(client) = client.filter(|client| self.clients.contains(*client)) {
+            let outcome = TransactionOutcome::Committed(tid);
+            self.out
+                .send(client, Message::AnswerFinish { ttid, outcome });
+        }
+        for other in self.clients.iter().filter(|other| Some(*other) != client) {
+            let oids = oids.to_vec();
+            self.out.send(other, Message::Invalidate { tid, oids });
+        }
+    }
+
+    /// The last commit the clients were told of: what a client that connects, or asks, starts
+    /// from.
+    fn last_announced(&self) -> Tid {
+        self.last_announced.max(self.state.last_committed)
     }
 
     /// Aborts an open transaction; `tell_storages` when its client will not do it.

@@ -79,18 +79,19 @@ mod tests {
                 },
             )
             .expect("finish");
-        drain(master);
-        for storage in ["s1", "s2"] {
-            master
-                .handle(now, storage, Message::Finished { ttid, tid })
-                .expect("finished");
-        }
+        // Answered once decided, before the voters applied it.
         let answers = drain(master);
         assert!(answers.iter().any(|transmit| transmit.message
             == Message::AnswerFinish {
                 ttid,
                 outcome: TransactionOutcome::Committed(tid),
             }));
+        for storage in ["s1", "s2"] {
+            master
+                .handle(now, storage, Message::Finished { ttid, tid })
+                .expect("finished");
+        }
+        assert_eq!(master.last_transaction(), tid);
     }
 
     fn new_oids(master: &mut super::Master, now: SystemTime, count: u32) -> (Oid, u32) {

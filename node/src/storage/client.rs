@@ -4,13 +4,15 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::SystemTime;
 
+use super::in_doubt::HeldRead;
 use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{QueuedStore, Storage, StorageEvent, Transaction};
 use crate::engine::{EngineError, Revision};
 use crate::ids::{Oid, Tid};
 use crate::locks::{LockDecision, LockEvent};
 use crate::protocol::{
-    LoadResult, Message, ProtocolError, StoreKind, StoreResult, VoteRefusal, VoteResult,
+    LoadResult, Message, ProtocolError, StorageAnswer, StoreKind, StoreResult, VoteRefusal,
+    VoteResult,
 };
 use crate::transaction::TransactionInfo;
 
@@ -58,11 +60,11 @@ impl Storage {
                 }
             }
             Message::Load { request, oid } => {
-                self.load(from, request, oid);
+                self.load(now, from, request, oid);
                 Ok(())
             }
             Message::Ask { request, ask } => {
-                self.ask(from, request, ask);
+                self.ask(now, from, request, ask);
                 Ok(())
             }
             other => Err(ProtocolError::Unexpected {
@@ -435,6 +437,7 @@ impl Storage {
             Ok(()) => {
                 txn.voted = true;
                 txn.deadline = now + self.config.outcome_deadline(txn.staged_bytes);
+                self.in_doubt.voted(ttid, txn.stored.iter().copied());
                 VoteResult::Yes
             }
             Err(EngineError::Conflict {
@@ -458,9 +461,29 @@ impl Storage {
         self.out.send(&client, Message::AnswerVote { ttid, result });
     }
 
+    /// Reads `oid` for `from`'s [`Message::Load`] once no transaction voted here that writes
+    /// it is in doubt (see [`in_doubt`](super::in_doubt)), or answers at once that it failed
+    /// when too many reads wait already (the client asks another replica).
+    fn load(&mut self, now: SystemTime, from: &str, request: u64, oid: Oid) {
+        let blocking = self.in_doubt.blocking(Some(oid));
+        if blocking.is_empty() {
+            self.read_load(from, request, oid);
+        } else if self.in_doubt.held() < self.config.max_pending_reads {
+            let read = HeldRead::Load {
+                from: from.to_owned(),
+                request,
+                oid,
+            };
+            let deadline = now + self.config.held_read_timeout;
+            self.in_doubt.hold(read, blocking, deadline);
+        } else {
+            self.answer_load(from, request, oid, LoadResult::Failed);
+        }
+    }
+
     /// Reads `oid` for `from`'s [`Message::Load`], or answers at once that it failed when too
-    /// many reads wait already (the client asks another replica).
-    fn load(&mut self, from: &str, request: u64, oid: Oid) {
+    /// many reads wait already.
+    pub(super) fn read_load(&mut self, from: &str, request: u64, oid: Oid) {
         if !self.persistence.takes_reads(&self.config) {
             self.answer_load(from, request, oid, LoadResult::Failed);
             return;
@@ -473,6 +496,35 @@ impl Storage {
                 oid,
             },
         );
+    }
+
+    /// Answers the reads held past their deadline as failed: their clients ask other replicas.
+    pub(super) fn expire_held_reads(&mut self, now: SystemTime) {
+        for read in self.in_doubt.expired(now) {
+            match read {
+                HeldRead::Load { from, request, oid } => {
+                    self.answer_load(&from, request, oid, LoadResult::Failed);
+                }
+                HeldRead::Ask { from, request, .. } => {
+                    let answer = Message::Answer {
+                        request,
+                        answer: StorageAnswer::Unavailable,
+                    };
+                    self.out.send(&from, answer);
+                }
+            }
+        }
+    }
+
+    /// `ttid`'s outcome is applied here (its finish persisted, or its abort written): the
+    /// reads that waited for it go to the engine.
+    pub(super) fn settle(&mut self, ttid: Tid) {
+        for read in self.in_doubt.settled(ttid) {
+            match read {
+                HeldRead::Load { from, request, oid } => self.read_load(&from, request, oid),
+                HeldRead::Ask { from, request, ask } => self.read_ask(&from, request, ask),
+            }
+        }
     }
 
     /// Answers a load.

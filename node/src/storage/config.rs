@@ -41,6 +41,11 @@ pub struct StorageConfig {
     /// The most reads waiting for the engine; a load beyond it is answered as failed (the
     /// client asks another replica) and a replication batch as unavailable.
     pub max_pending_reads: usize,
+    /// How long a read waits for a transaction voted here to be settled (see
+    /// `storage::in_doubt`) before it is answered as failed, so that the client asks another
+    /// replica instead of waiting behind a stalled finish (shorter than the client's load
+    /// timeout, for the client to hear it).
+    pub held_read_timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -57,6 +62,7 @@ impl Default for StorageConfig {
             max_unpersisted_writes: 4096,
             max_unpersisted_bytes: 64 << 20,
             max_pending_reads: 1024,
+            held_read_timeout: Duration::from_secs(1),
         }
     }
 }

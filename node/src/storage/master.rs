@@ -152,10 +152,14 @@ impl Storage {
                 );
                 self.finishing.insert(ttid, 0);
             }
-            None => self.persistence.write(
-                Write::Abort { ttid },
-                AfterWrite::Abort { ttid, report: true },
-            ),
+            None => {
+                self.persistence.write(
+                    Write::Abort { ttid },
+                    AfterWrite::Abort { ttid, report: true },
+                );
+                // Nothing it wrote becomes visible: the reads waiting for it see what was.
+                self.settle(ttid);
+            }
         }
         self.transactions.remove(&ttid);
         self.recovering.remove(&ttid);
@@ -192,6 +196,8 @@ impl Storage {
             }
         };
         self.events.push_back(event);
+        // Visible to read transactions from now on (or dropped, replication brings it).
+        self.settle(ttid);
         for _ in 0..owed {
             self.out.send(&self.master, Message::Finished { ttid, tid });
         }

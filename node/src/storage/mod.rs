@@ -44,7 +44,10 @@
 //! - **Replication: a batch counts once persisted**: [`Message::Replicated`] and the next
 //!   question wait for the durable import of the batch and its progress.
 //! - **Loads, a client's questions and replication batches: answered once read**, from a
-//!   read transaction that sees every finish persisted before the load arrived.
+//!   read transaction that sees every finish persisted before the load arrived. A client's
+//!   read that could see what a transaction voted here wrote (its objects, or the transaction
+//!   log) is read only once that transaction's outcome is applied: the master announces a
+//!   commit before its voters apply it (see `in_doubt.rs`).
 //! - **Pack steps and garbage collection: answered once persisted**: they are writes, in
 //!   order with the others.
 //!
@@ -148,6 +151,7 @@ use crate::protocol::{Message, Outbox, ProtocolError, StoreKind, Transmit};
 mod client;
 mod config;
 mod event;
+mod in_doubt;
 mod inspect;
 mod master;
 mod persist;
@@ -222,6 +226,9 @@ pub struct Storage {
     /// Finishes written and not persisted yet, with the acknowledgements owed to the master
     /// once they are.
     finishing: BTreeMap<Tid, u32>,
+    /// Transactions voted here whose outcome is not applied yet, and the reads that wait for
+    /// them (the master announces a commit before its voters apply it).
+    in_doubt: in_doubt::InDoubt,
     /// What replication holds of each partition on disk, as persisted imports said.
     progress: BTreeMap<u32, ReplicationProgress>,
     /// The table, the other storages' addresses, and the partitions catching up.
@@ -279,6 +286,7 @@ impl Storage {
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             finishing: BTreeMap::new(),
+            in_doubt: in_doubt::InDoubt::default(),
             progress: state.replication,
             replicator: replication::Replicator::default(),
             persistence: persist::Persistence::default(),
@@ -291,6 +299,9 @@ impl Storage {
         node.out.send(master, Message::StorageReady);
         for pending in state.pending {
             if pending.voted {
+                // It may have committed: its objects are read once its outcome is applied.
+                node.in_doubt
+                    .voted(pending.ttid, pending.oids.iter().copied());
                 node.recovering.insert(
                     pending.ttid,
                     Recovery::Asking {
@@ -355,9 +366,10 @@ impl Storage {
         self.replicator.catching_up().collect()
     }
 
-    /// The transactions in progress here, voted ones found at start included.
+    /// The transactions in progress here: voted ones found at start included, and those whose
+    /// finish is written but not persisted yet (their acknowledgement is owed).
     pub fn transactions_in_progress(&self) -> usize {
-        self.transactions.len() + self.recovering.len()
+        self.transactions.len() + self.recovering.len() + self.finishing.len()
     }
 
     /// Handles one message from peer `from`: from a master, a client or another storage.
@@ -456,6 +468,7 @@ impl Storage {
             self.end(now, ttid, None)?;
             self.out.send(&client, Message::Aborted { ttid });
         }
+        self.expire_held_reads(now);
         if self.reannounce_at.take_if(|at| *at <= now).is_some() {
             if self.masters.primary().is_none() && self.masters.masters().len() > 1 {
                 // No primary known: ask every master again (the next primary also tells).
@@ -492,6 +505,7 @@ impl Storage {
             .chain(recovering)
             .chain(self.replicator.poll_timeout())
             .chain(self.reannounce_at)
+            .chain(self.in_doubt.poll_timeout())
             .min()
     }
 

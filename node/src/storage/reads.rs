@@ -7,6 +7,10 @@
 //! read), or for a pack step and a garbage collection a write ([`Write::Pack`],
 //! [`Write::Collect`], answered once persisted: the answer says the revisions are gone).
 
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use super::in_doubt::HeldRead;
 use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{Storage, StorageEvent};
 use crate::engine::EngineError;
@@ -18,9 +22,41 @@ use crate::protocol::{Message, StorageAnswer, StorageAsk};
 const PACK_STEP_OBJECTS: usize = 1_000;
 
 impl Storage {
-    /// Takes `from`'s question `ask` (request `request`): answers it at once when this storage
-    /// cannot, else hands it to the engine.
-    pub(super) fn ask(&mut self, from: &str, request: u64, ask: StorageAsk) {
+    /// Takes `from`'s question `ask` (request `request`): once no transaction voted here whose
+    /// outcome the answer could miss is in doubt (see [`in_doubt`](super::in_doubt)), answers
+    /// it at once when this storage cannot, else hands it to the engine.
+    pub(super) fn ask(&mut self, now: SystemTime, from: &str, request: u64, ask: StorageAsk) {
+        // What the answer could show of a transaction voted here: one object's revisions, or
+        // the transaction log and sizes (pack and collect are writes, in order anyway).
+        let blocking = match &ask {
+            StorageAsk::LoadBefore { oid, .. }
+            | StorageAsk::LoadSerial { oid, .. }
+            | StorageAsk::History { oid, .. } => self.in_doubt.blocking(Some(*oid)),
+            StorageAsk::Transactions { .. }
+            | StorageAsk::UndoLog { .. }
+            | StorageAsk::UndoInfo { .. }
+            | StorageAsk::ObjectsAt { .. }
+            | StorageAsk::Size { .. } => self.in_doubt.blocking(None),
+            StorageAsk::Pack { .. } | StorageAsk::Collect { .. } => BTreeSet::new(),
+        };
+        if blocking.is_empty() {
+            self.read_ask(from, request, ask);
+        } else if self.in_doubt.held() < self.config.max_pending_reads {
+            let read = HeldRead::Ask {
+                from: from.to_owned(),
+                request,
+                ask,
+            };
+            let deadline = now + self.config.held_read_timeout;
+            self.in_doubt.hold(read, blocking, deadline);
+        } else {
+            self.send_answer(from, request, StorageAnswer::Unavailable);
+        }
+    }
+
+    /// Answers `from`'s question `ask` at once when this storage cannot, else hands it to the
+    /// engine (after whatever it waited for in [`ask`](Self::ask)).
+    pub(super) fn read_ask(&mut self, from: &str, request: u64, ask: StorageAsk) {
         let kind = ask.kind();
         let partition = match &ask {
             StorageAsk::LoadBefore { oid, .. }

@@ -715,6 +715,60 @@ fn a_load_is_answered_once_read() {
 }
 
 #[test]
+fn reads_of_a_voted_transaction_wait_until_its_outcome_is_applied() {
+    let mut storage = storage(StorageConfig::default());
+    table_here(&mut storage);
+    voted(&mut storage, "c1", Tid(10), Oid(1));
+    let load = |oid, request| Message::Load {
+        request,
+        oid: Oid(oid),
+    };
+    let history = Message::Ask {
+        request: 3,
+        ask: StorageAsk::UndoLog {
+            partition: 0,
+            before: Tid::MAX,
+            count: 10,
+        },
+    };
+    // The master may have told a reader of the commit already: a read of what the voted
+    // transaction wrote, or of the transaction log, waits; another object is read at once.
+    storage.handle(at(3), "c2", load(1, 1)).expect("load");
+    storage.handle(at(3), "c2", history).expect("ask");
+    storage.handle(at(3), "c2", load(2, 2)).expect("load");
+    let fetches: Vec<Read> = std::iter::from_fn(|| storage.poll_fetch())
+        .map(|fetch| fetch.read)
+        .collect();
+    assert_eq!(fetches, [Read::Load { oid: Oid(2) }]);
+    let finish = Message::Finish {
+        ttid: Tid(10),
+        tid: Tid(20),
+    };
+    storage
+        .handle(at(4), MASTER, order(finish))
+        .expect("finish");
+    assert!(storage.poll_fetch().is_none(), "not before it is visible");
+    let persists = writes(&mut storage);
+    persist_all(&mut storage, persists);
+    let fetches: Vec<Read> = std::iter::from_fn(|| storage.poll_fetch())
+        .map(|fetch| fetch.read)
+        .collect();
+    assert_eq!(fetches.len(), 2, "{fetches:?}");
+    assert_eq!(fetches[0], Read::Load { oid: Oid(1) });
+    assert!(matches!(fetches[1], Read::Ask { .. }), "{fetches:?}");
+
+    // An abort releases the reads at once: nothing of it becomes visible.
+    voted(&mut storage, "c1", Tid(30), Oid(1));
+    storage.handle(at(5), "c2", load(1, 4)).expect("load");
+    assert!(storage.poll_fetch().is_none());
+    storage
+        .handle(at(5), "c1", Message::AbortTransaction { ttid: Tid(30) })
+        .expect("abort");
+    let fetch = storage.poll_fetch().expect("the load, released");
+    assert_eq!(fetch.read, Read::Load { oid: Oid(1) });
+}
+
+#[test]
 fn loads_beyond_the_bound_fail_at_once() {
     let mut storage = storage(StorageConfig {
         max_pending_reads: 1,
