@@ -348,6 +348,7 @@ fn samples() -> Vec<Message> {
                 tid: FORGED,
                 after: None,
             },
+            open: None,
         },
         Message::Answer {
             request: 1,

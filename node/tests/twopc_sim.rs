@@ -1914,7 +1914,8 @@ fn any_zodb_message() -> impl Strategy<Value = Message> {
                 kind,
             }
         ),
-        (0u64..3, ask).prop_map(|(request, ask)| Message::Ask { request, ask }),
+        (0u64..3, ask, proptest::option::of(any_tid()))
+            .prop_map(|(request, ask, open)| Message::Ask { request, ask, open }),
         (0u64..3, answer).prop_map(|(request, answer)| Message::Answer { request, answer }),
         (any_tid(), any_tid()).prop_map(|(ttid, last)| Message::AnswerFinish {
             ttid,

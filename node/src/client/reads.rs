@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::event::{ClientEvent, ReadFailure};
 use super::{Client, invalid};
-use crate::ids::Oid;
+use crate::ids::{Oid, Tid};
 use crate::partition::NodeName;
 use crate::protocol::{LoadResult, Message, ProtocolError, StorageAnswer, StorageAsk};
 
@@ -26,8 +26,8 @@ pub enum AskTarget {
 enum Query {
     /// The latest revision of an object ([`Message::Load`]).
     Load(Oid),
-    /// A question ([`Message::Ask`]).
-    Ask(StorageAsk),
+    /// A question ([`Message::Ask`]), with the client's undecided transaction when asked.
+    Ask(StorageAsk, Option<Tid>),
 }
 
 /// A read waiting for its answer.
@@ -68,7 +68,14 @@ impl Client {
         target: &AskTarget,
     ) -> Result<u64, ProtocolError> {
         let nodes = self.targets("ask", target)?;
-        self.send_read(now, Query::Ask(ask), nodes)
+        // The storages must not hold the question for this client's own transaction when it
+        // is not decided yet (ZODB reads inside a transaction): see `storage/in_doubt.rs`.
+        let open = self
+            .txn
+            .as_ref()
+            .filter(|txn| !matches!(txn.phase, super::Phase::Beginning | super::Phase::Finishing))
+            .map(|txn| txn.ttid);
+        self.send_read(now, Query::Ask(ask, open), nodes)
     }
 
     /// The storages that may answer, in the order to ask them.
@@ -171,7 +178,7 @@ impl Client {
         let matches = self
             .reads
             .get(&request)
-            .is_some_and(|read| read.node == from && matches!(read.query, Query::Ask(_)));
+            .is_some_and(|read| read.node == from && matches!(read.query, Query::Ask(..)));
         if !matches {
             return Err(ProtocolError::Unexpected {
                 from: from.to_owned(),
@@ -289,7 +296,7 @@ impl Client {
                         from: None,
                         failures,
                     },
-                    Query::Ask(_) => ClientEvent::Answered {
+                    Query::Ask(..) => ClientEvent::Answered {
                         request,
                         answer: StorageAnswer::Unavailable,
                         from: None,
@@ -305,9 +312,10 @@ impl Query {
     fn message(&self, request: u64) -> Message {
         match self {
             Query::Load(oid) => Message::Load { request, oid: *oid },
-            Query::Ask(ask) => Message::Ask {
+            Query::Ask(ask, open) => Message::Ask {
                 request,
                 ask: ask.clone(),
+                open: *open,
             },
         }
     }

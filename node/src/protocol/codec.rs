@@ -12,7 +12,7 @@ use super::message::Message;
 /// commits at a chosen TID (`AskBeginAt`, `BeginRefused`), `LastTransaction`, the
 /// storages' read-side requests (`Ask`/`Answer`, `AskInspect`), the typed refusals of roles
 /// (`Refused`), backups in the status (`ReportBackup`), undo and check-current stores.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Encodes `message` with the protocol version in front.
 ///

@@ -216,6 +216,11 @@ pub enum Message {
         request: u64,
         /// The question.
         ask: StorageAsk,
+        /// The asker's own transaction in progress, not decided yet: a storage that voted it
+        /// does not hold the question until its outcome (it holds questions that could see a
+        /// transaction voted there, which may be announced before applied), since the asker
+        /// would wait for itself (ZODB reads inside its transaction).
+        open: Option<Tid>,
     },
     /// Storage -> client: the answer to [`Message::Ask`].
     Answer {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::SystemTime;
 
-use super::in_doubt::HeldRead;
+use super::in_doubt::{HeldRead, Scope};
 use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{QueuedStore, Storage, StorageEvent, Transaction};
 use crate::engine::{EngineError, Revision};
@@ -63,8 +63,8 @@ impl Storage {
                 self.load(now, from, request, oid);
                 Ok(())
             }
-            Message::Ask { request, ask } => {
-                self.ask(now, from, request, ask);
+            Message::Ask { request, ask, open } => {
+                self.ask(now, from, request, ask, open);
                 Ok(())
             }
             other => Err(ProtocolError::Unexpected {
@@ -465,7 +465,7 @@ impl Storage {
     /// it is in doubt (see [`in_doubt`](super::in_doubt)), or answers at once that it failed
     /// when too many reads wait already (the client asks another replica).
     fn load(&mut self, now: SystemTime, from: &str, request: u64, oid: Oid) {
-        let blocking = self.in_doubt.blocking(Some(oid));
+        let blocking = self.in_doubt.blocking(Scope::Object(oid), None);
         if blocking.is_empty() {
             self.read_load(from, request, oid);
         } else if self.in_doubt.held() < self.config.max_pending_reads {

@@ -13,6 +13,14 @@
 //! a commit decided after it sent its read, so a released read runs at once, whatever voted
 //! since (which also means a read of a hot object is never starved by its next writers).
 //!
+//! A question ([`Message::Ask`]) names the asker's own transaction in progress when it is not
+//! decided yet (`open`): that one is not waited for, since a client that voted reads before
+//! it finishes (ZODB's iterator inside a transaction) and would wait for itself. Once the
+//! client asked to finish, its questions wait for its transaction like everyone's, so it reads
+//! its own commit at once.
+//!
+//! [`Message::Ask`]: crate::protocol::Message::Ask
+//!
 //! A read waits at most until its deadline ([`StorageConfig::held_read_timeout`]): then it is
 //! answered as failed, and its client asks another replica, rather than wait behind a finish
 //! that stalls (a disk that hangs, a primary that died after deciding).
@@ -43,6 +51,15 @@ pub(super) enum HeldRead {
     },
 }
 
+/// What a read could see of the transactions voted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// One object's revisions.
+    Object(Oid),
+    /// The transaction log, sizes: every transaction of a partition.
+    Log,
+}
+
 #[derive(Debug)]
 struct Waiting {
     read: HeldRead,
@@ -64,12 +81,18 @@ impl InDoubt {
         self.voted.insert(ttid, oids.into_iter().collect());
     }
 
-    /// The transactions a read must wait for: those writing `oid`, or every one when the read
-    /// is not about one object (`None`: the transaction log, sizes).
-    pub(super) fn blocking(&self, oid: Option<Oid>) -> BTreeSet<Tid> {
+    /// The transactions a read of `scope` must wait for: those writing the object, or every
+    /// one for the log; `except` the asker's own undecided transaction.
+    pub(super) fn blocking(&self, scope: Scope, except: Option<Tid>) -> BTreeSet<Tid> {
         self.voted
             .iter()
-            .filter(|(_, oids)| oid.is_none_or(|oid| oids.contains(&oid)))
+            .filter(|(ttid, oids)| {
+                Some(**ttid) != except
+                    && match scope {
+                        Scope::Object(oid) => oids.contains(&oid),
+                        Scope::Log => true,
+                    }
+            })
             .map(|(ttid, _)| *ttid)
             .collect()
     }
@@ -145,17 +168,35 @@ mod tests {
         let mut in_doubt = InDoubt::default();
         in_doubt.voted(Tid(1), [Oid(10), Oid(11)]);
         in_doubt.voted(Tid(2), [Oid(11)]);
-        assert_eq!(in_doubt.blocking(Some(Oid(10))), BTreeSet::from([Tid(1)]));
+        let object = |oid| in_doubt.blocking(Scope::Object(Oid(oid)), None);
+        assert_eq!(object(10), BTreeSet::from([Tid(1)]));
+        assert_eq!(object(11), BTreeSet::from([Tid(1), Tid(2)]));
+        assert!(object(12).is_empty());
         assert_eq!(
-            in_doubt.blocking(Some(Oid(11))),
+            in_doubt.blocking(Scope::Log, None),
             BTreeSet::from([Tid(1), Tid(2)])
         );
-        assert!(in_doubt.blocking(Some(Oid(12))).is_empty());
-        assert_eq!(in_doubt.blocking(None), BTreeSet::from([Tid(1), Tid(2)]));
-
+        // The asker's own undecided transaction is not waited for.
+        assert_eq!(
+            in_doubt.blocking(Scope::Log, Some(Tid(1))),
+            BTreeSet::from([Tid(2)])
+        );
+        assert!(
+            in_doubt
+                .blocking(Scope::Object(Oid(10)), Some(Tid(1)))
+                .is_empty()
+        );
         let deadline = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
-        in_doubt.hold(load(1, 11), in_doubt.blocking(Some(Oid(11))), deadline);
-        in_doubt.hold(load(2, 10), in_doubt.blocking(Some(Oid(10))), deadline);
+        in_doubt.hold(
+            load(1, 11),
+            in_doubt.blocking(Scope::Object(Oid(11)), None),
+            deadline,
+        );
+        in_doubt.hold(
+            load(2, 10),
+            in_doubt.blocking(Scope::Object(Oid(10)), None),
+            deadline,
+        );
         assert_eq!(in_doubt.held(), 2);
         let released: Vec<u64> = in_doubt.settled(Tid(1)).iter().map(request_of).collect();
         assert_eq!(released, vec![2]);
@@ -164,7 +205,10 @@ mod tests {
         let released: Vec<u64> = in_doubt.settled(Tid(2)).iter().map(request_of).collect();
         assert_eq!(released, vec![1]);
         assert_eq!(in_doubt.held(), 0);
-        assert_eq!(in_doubt.blocking(Some(Oid(11))), BTreeSet::from([Tid(3)]));
+        assert_eq!(
+            in_doubt.blocking(Scope::Object(Oid(11)), None),
+            BTreeSet::from([Tid(3)])
+        );
     }
 
     #[test]
@@ -172,8 +216,16 @@ mod tests {
         let mut in_doubt = InDoubt::default();
         in_doubt.voted(Tid(1), [Oid(10)]);
         let at = |seconds| SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
-        in_doubt.hold(load(1, 10), in_doubt.blocking(Some(Oid(10))), at(5));
-        in_doubt.hold(load(2, 10), in_doubt.blocking(Some(Oid(10))), at(7));
+        in_doubt.hold(
+            load(1, 10),
+            in_doubt.blocking(Scope::Object(Oid(10)), None),
+            at(5),
+        );
+        in_doubt.hold(
+            load(2, 10),
+            in_doubt.blocking(Scope::Object(Oid(10)), None),
+            at(7),
+        );
         assert_eq!(in_doubt.poll_timeout(), Some(at(5)));
         assert!(in_doubt.expired(at(4)).is_empty());
         let expired: Vec<u64> = in_doubt.expired(at(5)).iter().map(request_of).collect();

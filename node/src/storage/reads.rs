@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::in_doubt::HeldRead;
+use super::in_doubt::{HeldRead, Scope};
 use super::persist::{AfterRead, AfterWrite, Read, Write};
 use super::{Storage, StorageEvent};
 use crate::engine::EngineError;
@@ -25,18 +25,25 @@ impl Storage {
     /// Takes `from`'s question `ask` (request `request`): once no transaction voted here whose
     /// outcome the answer could miss is in doubt (see [`in_doubt`](super::in_doubt)), answers
     /// it at once when this storage cannot, else hands it to the engine.
-    pub(super) fn ask(&mut self, now: SystemTime, from: &str, request: u64, ask: StorageAsk) {
+    pub(super) fn ask(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        request: u64,
+        ask: StorageAsk,
+        open: Option<Tid>,
+    ) {
         // What the answer could show of a transaction voted here: one object's revisions, or
         // the transaction log and sizes (pack and collect are writes, in order anyway).
         let blocking = match &ask {
             StorageAsk::LoadBefore { oid, .. }
             | StorageAsk::LoadSerial { oid, .. }
-            | StorageAsk::History { oid, .. } => self.in_doubt.blocking(Some(*oid)),
+            | StorageAsk::History { oid, .. } => self.in_doubt.blocking(Scope::Object(*oid), open),
             StorageAsk::Transactions { .. }
             | StorageAsk::UndoLog { .. }
             | StorageAsk::UndoInfo { .. }
             | StorageAsk::ObjectsAt { .. }
-            | StorageAsk::Size { .. } => self.in_doubt.blocking(None),
+            | StorageAsk::Size { .. } => self.in_doubt.blocking(Scope::Log, open),
             StorageAsk::Pack { .. } | StorageAsk::Collect { .. } => BTreeSet::new(),
         };
         if blocking.is_empty() {

@@ -351,6 +351,7 @@ fn questions_are_read_and_packs_answered_once_persisted() {
             Message::Ask {
                 request: 1,
                 ask: ask.clone(),
+                open: None,
             },
         )
         .expect("ask");
@@ -372,6 +373,7 @@ fn questions_are_read_and_packs_answered_once_persisted() {
             Message::Ask {
                 request: 2,
                 ask: ask.clone(),
+                open: None,
             },
         )
         .expect("ask");
@@ -403,6 +405,7 @@ fn questions_are_read_and_packs_answered_once_persisted() {
             Message::Ask {
                 request: 3,
                 ask: pack,
+                open: None,
             },
         )
         .expect("pack");
@@ -730,6 +733,7 @@ fn reads_of_a_voted_transaction_wait_until_its_outcome_is_applied() {
             before: Tid::MAX,
             count: 10,
         },
+        open: None,
     };
     // The master may have told a reader of the commit already: a read of what the voted
     // transaction wrote, or of the transaction log, waits; another object is read at once.
@@ -761,6 +765,19 @@ fn reads_of_a_voted_transaction_wait_until_its_outcome_is_applied() {
     voted(&mut storage, "c1", Tid(30), Oid(1));
     storage.handle(at(5), "c2", load(1, 4)).expect("load");
     assert!(storage.poll_fetch().is_none());
+    // Its own client's question inside the transaction (naming it open) does not wait for it.
+    let own = Message::Ask {
+        request: 5,
+        ask: StorageAsk::UndoLog {
+            partition: 0,
+            before: Tid::MAX,
+            count: 10,
+        },
+        open: Some(Tid(30)),
+    };
+    storage.handle(at(5), "c1", own).expect("ask");
+    let fetch = storage.poll_fetch().expect("the question, at once");
+    assert!(matches!(fetch.read, Read::Ask { .. }), "{:?}", fetch.read);
     storage
         .handle(at(5), "c1", Message::AbortTransaction { ttid: Tid(30) })
         .expect("abort");
