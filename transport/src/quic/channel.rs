@@ -301,6 +301,7 @@ async fn write_channel(
         let peer_ref = PeerRef {
             name: name.clone(),
             addr: connection.remote_address(),
+            probe: inner.tail_probe(&connection),
         };
         let mut send = connection
             .open_uni()
@@ -388,7 +389,7 @@ async fn write_channel(
                 break None;
             }
             Some(Err(error)) => break Some(LinkError::from_write(&name, peer_ref.addr, error)),
-            Some(Ok(())) => {}
+            Some(Ok(())) => peer_ref.probe.wrote(),
         }
     };
     if let Some(reason) = reason {

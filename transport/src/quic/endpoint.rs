@@ -23,6 +23,7 @@ use super::incoming::{Counters, EndpointStats, Incoming, StreamContext};
 use super::link::Link;
 use super::peer::{Admission, Established, Peer};
 use super::stream_io::{PeerRef, error_reply_frame, message_frame, ok_reply_frame};
+use super::tail_probe::TailProbe;
 use super::wire::Reply;
 
 /// A QUIC endpoint with mutual TLS: it accepts connections from peers and dials them, on one
@@ -76,8 +77,9 @@ pub(crate) struct Inner {
     closed: watch::Sender<bool>,
     counters: Arc<Counters>,
     /// Every connection being served, by stable id (a peer may have two for a while, after
-    /// crossing dials), so that [`Endpoint::close_connections`] reaches them all.
-    served: Mutex<HashMap<usize, quinn::Connection>>,
+    /// crossing dials), so that [`Endpoint::close_connections`] reaches them all, with the
+    /// tail probe its writes tell.
+    served: Mutex<HashMap<usize, (quinn::Connection, TailProbe)>>,
     pub(crate) ids: Arc<Ids>,
     /// The switches that give up the peers' channels being read.
     give_ups: Arc<GiveUps>,
@@ -304,8 +306,10 @@ impl Endpoint {
         reason: &str,
         condemned: impl Fn(&str, &rustls_pki_types::CertificateDer<'_>) -> bool,
     ) -> Vec<String> {
-        let connections: Vec<quinn::Connection> =
-            lock(&self.inner.served).values().cloned().collect();
+        let connections: Vec<quinn::Connection> = lock(&self.inner.served)
+            .values()
+            .map(|(connection, _)| connection.clone())
+            .collect();
         let mut closed = Vec::new();
         for connection in connections {
             let Ok(name) = peer_name(&connection) else {
@@ -445,6 +449,8 @@ impl Inner {
         let peer_ref = PeerRef {
             name: Arc::from(peer),
             addr,
+            // Not served yet: the connection's probe starts with `serve`.
+            probe: TailProbe::default(),
         };
         let hello = Hello {
             session: self.session,
@@ -476,10 +482,12 @@ impl Inner {
 
     /// Serves a peer's streams on `connection` until it closes.
     fn serve(self: &Arc<Self>, connection: quinn::Connection, peer: Arc<str>) {
+        let probe = TailProbe::start(&connection, self.link.tail_probe, self.counters.clone());
         let context = Arc::new(StreamContext {
             peer: PeerRef {
                 name: peer,
                 addr: connection.remote_address(),
+                probe: probe.clone(),
             },
             max_frame_len: self.link.max_frame_len,
             max_object_size: self.link.max_object_size,
@@ -490,8 +498,16 @@ impl Inner {
             ids: self.ids.clone(),
             give_ups: self.give_ups.clone(),
         });
-        lock(&self.served).insert(connection.stable_id(), connection.clone());
+        lock(&self.served).insert(connection.stable_id(), (connection.clone(), probe));
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));
+    }
+
+    /// The tail probe of `connection` (a disabled one if it is not served).
+    pub(crate) fn tail_probe(&self, connection: &quinn::Connection) -> TailProbe {
+        lock(&self.served)
+            .get(&connection.stable_id())
+            .map(|(_, probe)| probe.clone())
+            .unwrap_or_default()
     }
 
     /// `connection` of `peer` ended: it is no longer the peer's current one, and a session's
@@ -628,6 +644,8 @@ async fn read_hello(
     let peer = PeerRef {
         name: Arc::from(name),
         addr,
+        // Only reads: the hello's answer is written before the connection is served.
+        probe: TailProbe::default(),
     };
     let (send, mut recv) = connection
         .accept_bi()

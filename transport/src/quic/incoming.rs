@@ -365,6 +365,7 @@ pub(crate) struct Counters {
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) names_refused: AtomicU64,
     pub(crate) unreachable: AtomicU64,
+    pub(crate) tail_probes: AtomicU64,
 }
 
 impl Counters {
@@ -381,6 +382,7 @@ impl Counters {
             protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
             names_refused: self.names_refused.load(Ordering::Relaxed),
             unreachable_closed: self.unreachable.load(Ordering::Relaxed),
+            tail_probes: self.tail_probes.load(Ordering::Relaxed),
         }
     }
 }
@@ -401,6 +403,10 @@ pub struct EndpointStats {
     /// Connections closed because their peer was reported unreachable (ICMP) and did not
     /// answer a probe.
     pub unreachable_closed: u64,
+    /// Tail probes sent: empty datagrams after a pause in the writes on a connection, so a
+    /// lost last packet is found within about a round trip (see
+    /// [`LinkConfig::tail_probe`](super::LinkConfig::tail_probe)).
+    pub tail_probes: u64,
 }
 
 /// What a stream task needs to turn a peer's stream into [`Incoming`] work.

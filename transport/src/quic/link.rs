@@ -101,6 +101,7 @@ impl Link {
         let peer = PeerRef {
             name: self.peer.name.clone(),
             addr: connection.remote_address(),
+            probe: self.inner.tail_probe(&connection),
         };
         Ok((connection, peer))
     }

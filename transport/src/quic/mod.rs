@@ -48,6 +48,7 @@ mod link;
 pub mod object;
 mod peer;
 mod stream_io;
+mod tail_probe;
 pub mod wire;
 
 pub use channel::{Channel, ChannelId, ChannelState, TrySendError};

@@ -11,6 +11,7 @@ use super::config::LinkConfig;
 use super::error::LinkError;
 use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len, frame_len};
 use super::object::{ChunkEncoder, DIGEST_LEN, EncodedFrame, ObjectAssembler};
+use super::tail_probe::TailProbe;
 use super::wire::{Reply, TAG_END, TAG_RAW, TAG_ZSTD};
 
 /// Whom a stream talks to, for error messages.
@@ -18,6 +19,8 @@ use super::wire::{Reply, TAG_END, TAG_RAW, TAG_ZSTD};
 pub(crate) struct PeerRef {
     pub(crate) name: Arc<str>,
     pub(crate) addr: SocketAddr,
+    /// Told of every write, so that a pause in them is followed by a tail probe.
+    pub(crate) probe: TailProbe,
 }
 
 impl PeerRef {
@@ -62,7 +65,9 @@ impl PeerRef {
     ) -> Result<(), LinkError> {
         send.write_all(bytes)
             .await
-            .map_err(|e| LinkError::from_write(&self.name, self.addr, e))
+            .map_err(|e| LinkError::from_write(&self.name, self.addr, e))?;
+        self.probe.wrote();
+        Ok(())
     }
 
     async fn write_encoded(
@@ -72,7 +77,9 @@ impl PeerRef {
     ) -> Result<(), LinkError> {
         send.write_all_chunks(&mut [frame.head, frame.data])
             .await
-            .map_err(|e| LinkError::from_write(&self.name, self.addr, e))
+            .map_err(|e| LinkError::from_write(&self.name, self.addr, e))?;
+        self.probe.wrote();
+        Ok(())
     }
 
     /// Reads an object's frames after its head into one buffer of `len` bytes.

@@ -1,0 +1,113 @@
+//! Tail probes: an empty QUIC datagram shortly after the last bytes written on a connection,
+//! so that the loss of a small message's only packet is found within about one round trip.
+//!
+//! QUIC finds a lost packet when a later one is acknowledged (RFC 9002: three packets later, or one
+//! packet later once 9/8 of a round trip has passed since the loss). A short message (a request, an
+//! answer, a channel message) often travels in one packet with nothing after it; if that packet is
+//! lost, only the probe timeout finds it: the smoothed RTT plus 4 RTT variances plus the peer's 25
+//! ms maximum ACK delay. And quinn's probe on that timeout carries no stream data (an IMMEDIATE_ACK
+//! or a PING), so the message is declared lost and sent again only when the probe's acknowledgement
+//! returns, one more round trip later. At 20 ms of RTT a lost message arrived 70-75 ms late (the
+//! bench's 1% loss cells, docs/BENCH.md).
+//!
+//! A tail probe is that later packet, sent on purpose: once writes on the connection pause for
+//! [`LinkConfig::tail_probe`](super::LinkConfig::tail_probe), an empty datagram follows (the
+//! endpoint already reads and drops datagrams: they are its liveness probes). If the message's
+//! packet was lost, the peer sees a gap and acknowledges the probe at once (RFC 9000 13.2.1), and
+//! the time threshold declares the message lost 9/8 of a round trip after it was sent: it arrives
+//! 1.3 round trips late instead of 3.7 (26 ms against 74 at 20 ms RTT, measured in quinn's trace of
+//! the bench). If nothing was lost, the probe costs one small packet and the peer's
+//! acknowledgement, once per pause rather than once per message.
+//!
+//! A write returns once QUIC holds the bytes, not once they left: when a large object is still
+//! queued behind the congestion window as its writes end, the probe (quinn puts datagrams
+//! ahead of stream data) leaves with the object's packets rather than after them, and the
+//! object's own last packet is still covered by the probe timeout alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::incoming::Counters;
+
+/// The handle that write paths tell of their writes; cheap to clone. A disabled one (no
+/// probes configured, or a connection not served yet) ignores them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TailProbe {
+    shared: Option<Arc<Shared>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes were written since the probe task last looked.
+    written: AtomicBool,
+    /// Wakes the probe task after a write.
+    wake: Notify,
+}
+
+impl TailProbe {
+    /// Starts the probe task of `connection`: after every pause of `delay` in its writes, one
+    /// empty datagram. The task ends with the connection. `None` sends no probes.
+    ///
+    /// Must be called within a tokio runtime.
+    pub(crate) fn start(
+        connection: &quinn::Connection,
+        delay: Option<Duration>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let Some(delay) = delay else {
+            return Self::default();
+        };
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(probe_after_writes(
+            connection.clone(),
+            shared.clone(),
+            delay,
+            counters,
+        ));
+        Self {
+            shared: Some(shared),
+        }
+    }
+
+    /// Bytes were just written on the connection (handed to QUIC).
+    pub(crate) fn wrote(&self) {
+        if let Some(shared) = &self.shared {
+            shared.written.store(true, Ordering::Release);
+            shared.wake.notify_one();
+        }
+    }
+}
+
+async fn probe_after_writes(
+    connection: quinn::Connection,
+    shared: Arc<Shared>,
+    delay: Duration,
+    counters: Arc<Counters>,
+) {
+    loop {
+        // A wake-up left over from writes that a probe already followed finds nothing new.
+        while !shared.written.swap(false, Ordering::AcqRel) {
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                _ = connection.closed() => return,
+            }
+        }
+        // The probe must leave in a packet of its own after the last write's packets: wait
+        // until the writes pause for `delay` (a steady flow of writes needs no probe, each
+        // packet is the next one's).
+        loop {
+            tokio::time::sleep(delay).await;
+            if !shared.written.swap(false, Ordering::AcqRel) {
+                break;
+            }
+        }
+        // Fails only when the connection closed or the peer takes no datagrams; then there is
+        // nothing to probe for.
+        if connection.send_datagram(bytes::Bytes::new()).is_ok() {
+            counters.tail_probes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Tail probes (`LinkConfig::tail_probe`), over real QUIC on 127.0.0.1: when the only packet of
+//! a message is lost, the empty datagram that follows the pause in writes gets it declared
+//! lost and sent again without QUIC's probe timeout; without tail probes, the timeout's probe
+//! (a packet with an IMMEDIATE_ACK frame, in quinn) is what finds it.
+//!
+//! The sender's socket drops exactly one datagram: the first one above a size only the
+//! message's packet reaches. Nothing here is timed: the probe timeout is told apart by the
+//! frames the sender sent (quinn counts IMMEDIATE_ACK frames, which it sends in timeout
+//! probes and MTU probes only; MTU discovery is off here).
+
+mod quic_support;
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use quic_support::*;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use replicast_testkit::endpoint as testkit;
+use replicast_transport::quic::{Endpoint, LinkConfig};
+
+/// Datagrams above this size are the message's: ACKs, probes and stream openings are far
+/// smaller, and MTU probes are off.
+const DROP_ABOVE: usize = 400;
+/// The message: its packet is the only one above [`DROP_ABOVE`].
+const MESSAGE_LEN: usize = 600;
+
+/// A quinn socket that sends everything, except the first datagram above [`DROP_ABOVE`]
+/// bytes once armed: the loss of one message's only packet.
+struct DropOne {
+    inner: Arc<dyn AsyncUdpSocket>,
+    armed: AtomicBool,
+    dropped: AtomicBool,
+}
+
+impl fmt::Debug for DropOne {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DropOne").finish_non_exhaustive()
+    }
+}
+
+impl AsyncUdpSocket for DropOne {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        // Segmentation offload is off: one transmit is one datagram.
+        if transmit.contents.len() > DROP_ABOVE && self.armed.swap(false, Ordering::AcqRel) {
+            self.dropped.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// Links with nothing sent unasked: no keep-alives (the connection stays open on its idle
+/// timeout meanwhile), no MTU probes (`mtu_upper_bound` at QUIC's minimum), no segmentation
+/// offload; tail probes as given.
+fn quiet_link(tail_probe: Option<Duration>) -> LinkConfig {
+    LinkConfig {
+        keep_alive: None,
+        idle_timeout: Some(Duration::from_secs(60)),
+        mtu_upper_bound: 1200,
+        segmentation_offload: false,
+        tail_probe,
+        ..LinkConfig::default()
+    }
+}
+
+/// What the sender saw when one message's only packet was lost.
+struct LostMessage {
+    /// Packets the sender's QUIC declared lost.
+    declared_lost: u64,
+    /// IMMEDIATE_ACK frames sent meanwhile: probe timeouts.
+    probe_timeouts: u64,
+    /// Tail probes the sender sent meanwhile.
+    tail_probes: u64,
+}
+
+/// A storage sends a master two channel messages; its socket loses the second one's only
+/// packet. Returns what the storage's connection counted from just before the second message
+/// until the master read it.
+async fn lose_one_message(tail_probe: Option<Duration>) -> LostMessage {
+    let ca = ca("cluster");
+    let master = endpoint(&identity(&ca, "master"), quiet_link(tail_probe));
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let _serving = serve(master.clone(), Some(messages_tx));
+
+    let std_socket = std::net::UdpSocket::bind(loopback()).expect("a UDP socket");
+    let inner = quinn::default_runtime()
+        .expect("a tokio runtime")
+        .wrap_udp_socket(std_socket)
+        .expect("a quinn socket");
+    let socket = Arc::new(DropOne {
+        inner,
+        armed: AtomicBool::new(false),
+        dropped: AtomicBool::new(false),
+    });
+    let config = testkit::config(
+        &identity(&ca, "storage-1"),
+        loopback(),
+        quiet_link(tail_probe),
+    )
+    .expect("an endpoint configuration");
+    let storage = Endpoint::bind_with_socket(config, socket.clone()).expect("an endpoint");
+    let link = storage.link("master", addr(&master)).await.expect("a link");
+
+    // The first message opens the channel; the second one is the channel's next packet.
+    link.send_message(&vec![1u8; MESSAGE_LEN])
+        .await
+        .expect("queued");
+    let (_, first) = messages.recv().await.expect("the first message");
+    assert_eq!(decode(&first), vec![1u8; MESSAGE_LEN]);
+
+    let before = link.connection_stats().expect("connected");
+    let probes_before = storage.stats().tail_probes;
+    socket.armed.store(true, Ordering::Release);
+    link.send_message(&vec![2u8; MESSAGE_LEN])
+        .await
+        .expect("queued");
+    let (_, second) = messages.recv().await.expect("the second message");
+    let after = link.connection_stats().expect("connected");
+    assert_eq!(decode(&second), vec![2u8; MESSAGE_LEN]);
+    assert!(
+        socket.dropped.load(Ordering::Acquire),
+        "the socket lost the message's packet"
+    );
+    let lost = LostMessage {
+        declared_lost: after.path.lost_packets - before.path.lost_packets,
+        probe_timeouts: after.frame_tx.immediate_ack - before.frame_tx.immediate_ack,
+        tail_probes: storage.stats().tail_probes - probes_before,
+    };
+    storage.close();
+    master.close();
+    lost
+}
+
+fn decode(message: &[u8]) -> Vec<u8> {
+    postcard::from_bytes(message).expect("a message of bytes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_last_packet_is_found_by_the_tail_probe_not_the_probe_timeout() {
+    bounded(async {
+        let lost = lose_one_message(Some(Duration::from_millis(1))).await;
+        // The master could only read the message after QUIC declared its packet lost.
+        assert!(lost.declared_lost >= 1, "the loss was declared");
+        assert!(lost.tail_probes >= 1, "a tail probe followed the message");
+        assert_eq!(
+            lost.probe_timeouts, 0,
+            "declared lost on the probe's acknowledgement, before any probe timeout"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tail_probes_the_probe_timeout_finds_a_lost_last_packet() {
+    bounded(async {
+        let lost = lose_one_message(None).await;
+        assert!(lost.declared_lost >= 1, "the loss was declared");
+        assert_eq!(lost.tail_probes, 0, "no tail probes configured");
+        assert!(
+            lost.probe_timeouts >= 1,
+            "nothing else followed the lost packet: the probe timeout had to find it"
+        );
+    })
+    .await;
+}
+
+#[test]
+fn a_zero_tail_probe_delay_is_refused() {
+    let config = LinkConfig {
+        tail_probe: Some(Duration::ZERO),
+        ..LinkConfig::default()
+    };
+    assert!(config.validate().is_err());
+    assert!(quiet_link(None).validate().is_ok());
+}
