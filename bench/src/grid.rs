@@ -118,6 +118,11 @@ pub struct CellKnobs {
     /// measured part ran this many seconds, so that one slow cell cannot hold up a sweep.
     #[serde(default)]
     pub time_limit_s: Option<f64>,
+    /// Every client sends to one multicast group, as the clients of a node cluster do (one
+    /// `[multicast]` section), instead of a group each: each storage then receives all the
+    /// writers' sessions on one group.
+    #[serde(default)]
+    pub one_group: bool,
 }
 
 impl CellKnobs {
@@ -154,7 +159,7 @@ impl CellKnobs {
             .rate_bits_per_s
             .map_or_else(|| "unlimited".to_owned(), format_rate);
         format!(
-            "{} N={} {}x{} rtt {}ms loss {}% {} c={}",
+            "{} N={} {}x{} rtt {}ms loss {}% {} c={}{}",
             self.strategy,
             self.replicas,
             format_size(self.object_size),
@@ -162,7 +167,8 @@ impl CellKnobs {
             self.rtt_ms,
             self.loss * 100.0,
             rate,
-            self.clients
+            self.clients,
+            if self.one_group { " one group" } else { "" }
         )
     }
 }
@@ -216,6 +222,8 @@ pub struct Sweep {
     pub warmup_transactions: u64,
     /// Seconds after which a cell counting transactions stops early (`None`: never).
     pub time_limit_s: Option<f64>,
+    /// Every client of a cell sends to one multicast group ([`CellKnobs::one_group`]).
+    pub one_group: bool,
 }
 
 impl Sweep {
@@ -238,6 +246,7 @@ impl Sweep {
             amount: Amount::Transactions(8),
             warmup_transactions: 1,
             time_limit_s: Some(4.0),
+            one_group: false,
         }
     }
 
@@ -257,6 +266,7 @@ impl Sweep {
             amount: Amount::Transactions(20),
             warmup_transactions: 2,
             time_limit_s: None,
+            one_group: false,
         }
     }
 
@@ -278,6 +288,7 @@ impl Sweep {
             amount: Amount::Transactions(20),
             warmup_transactions: 2,
             time_limit_s: Some(8.0),
+            one_group: false,
         }
     }
 
@@ -310,6 +321,7 @@ impl Sweep {
                                             duration_s,
                                             warmup_transactions: self.warmup_transactions,
                                             time_limit_s: self.time_limit_s,
+                                            one_group: self.one_group,
                                         });
                                     }
                                 }

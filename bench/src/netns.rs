@@ -205,7 +205,10 @@ pub fn run_cell(
         );
     }
     let groups = (0..knobs.clients)
-        .map(|client| SocketAddr::from((Ipv4Addr::new(239, 255, 77, 10 + client as u8), 7310)))
+        .map(|client| {
+            let client = if knobs.one_group { 0 } else { client };
+            SocketAddr::from((Ipv4Addr::new(239, 255, 77, 10 + client as u8), 7310))
+        })
         .collect();
     let setup = WriterSetup {
         knobs: knobs.clone(),

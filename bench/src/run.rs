@@ -251,7 +251,7 @@ fn run_cell(
         ca: cluster.ca.clone(),
         directory: cluster.directory.clone(),
         storages: cluster.storage_names(),
-        host: WriterHost::loopback(index, knobs.clients),
+        host: WriterHost::loopback(index, knobs.clients, knobs.one_group),
         fsyncs: Some(cluster.fsync_counter()),
     };
     let outcome = workload::run(setup);

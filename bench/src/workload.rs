@@ -77,13 +77,16 @@ pub struct WriterHost {
 }
 
 impl WriterHost {
-    /// The writers of an in-process cell: on loopback, groups spread by cell and process.
-    pub fn loopback(cell: usize, clients: usize) -> Self {
+    /// The writers of an in-process cell: on loopback, groups spread by cell and process;
+    /// with `one_group`, every client on its cell's first group.
+    pub fn loopback(cell: usize, clients: usize, one_group: bool) -> Self {
         Self {
             address: Ipv4Addr::LOCALHOST,
             interface: MulticastInterface::Loopback,
             namespace: None,
-            groups: (0..clients).map(|client| group(cell, client)).collect(),
+            groups: (0..clients)
+                .map(|client| group(cell, if one_group { 0 } else { client }))
+                .collect(),
         }
     }
 }
@@ -168,9 +171,15 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
         .get(index)
         .copied()
         .ok_or_else(|| BenchError::Setup(format!("no multicast group for {name}")))?;
+    // A session id drawn at random, as a node client draws its own (driver/connect.rs): a
+    // storage tells the fan-out's requests from its own protocol's by trying to decode them
+    // as the latter, and small ids (these were 1 to the client count) make some of them
+    // decode (session 8's batches of 5 as `AskLastTransaction`), which fails the client's
+    // stores and aborts its transactions.
+    let session_id = StdRng::seed_from_u64(seed ^ 0x5e55_1011_u64).next_u64();
     let mut multicast = MulticastSenderConfig::new(
         MulticastSocketConfig::new(group).with_interface(host.interface.clone()),
-        index as u64 + 1,
+        session_id,
     );
     if let Some(bits) = knobs.rate_bits_per_s {
         multicast.protocol.rate_limit = Some(RateLimit {

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Concurrent writing clients, e.g. 1,8.
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     clients: Vec<usize>,
+    /// Every client of a cell sends to one multicast group, as the clients of a node cluster
+    /// do (one `[multicast]` section), instead of a group each.
+    #[arg(long)]
+    one_group: bool,
     /// Strategies to compare: unicast, multicast, auto.
     #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
     strategies: Vec<StrategyName>,
@@ -119,6 +123,7 @@ impl BenchArgs {
         replace(&mut sweep.rates, &self.rate);
         replace(&mut sweep.clients, &self.clients);
         replace(&mut sweep.strategies, &self.strategies);
+        sweep.one_group = self.one_group;
         if let Some(jitter) = self.jitter {
             sweep.jitter_ms = jitter;
         }

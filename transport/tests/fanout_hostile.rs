@@ -776,10 +776,11 @@ async fn a_peer_holds_one_session_however_many_it_opens() {
                 .await
                 .expect("a join of her own session is accepted");
             assert!(matches!(answer, ControlAnswer::Joined), "{answer:?}");
+            let stats = setup.replica.stats();
+            assert_eq!(stats.sessions, 2, "the writer's and Mallory's latest");
             assert_eq!(
-                setup.replica.stats().sessions,
-                2,
-                "the writer's and Mallory's latest"
+                stats.multicast_sockets, 2,
+                "the sockets of the writer's group and of Mallory's latest: the others closed"
             );
         }
         // The writer's session is untouched.

@@ -839,3 +839,229 @@ async fn a_removed_replica_cannot_decrypt_later_objects() {
     })
     .await;
 }
+
+/// Writers that send to one group, each with a session of its own, and the replica they all
+/// joined.
+struct SharedGroup {
+    replica: FanoutReceiver,
+    replica_addr: SocketAddr,
+    group: SocketAddr,
+    /// Each writer's fan-out and own endpoint (for requests of its own to the replica);
+    /// writer `index` is `writer-{index + 1}` with session `index + 1`.
+    writers: Vec<(Fanout, Endpoint)>,
+}
+
+/// A writer named `name` with session `session_id` on `group`, by multicast.
+fn group_writer(
+    ca: &ClusterCa,
+    name: &str,
+    group: SocketAddr,
+    session_id: u64,
+) -> (Fanout, Endpoint) {
+    let writer_endpoint = endpoint(ca, name);
+    let mut config = writer_config(group, Strategy::Multicast);
+    config.multicast.session_id = session_id;
+    let writer = Fanout::bind(writer_endpoint.clone(), config).expect("bind writer");
+    (writer, writer_endpoint)
+}
+
+/// `writers` writers on one new group, sessions 1 to `writers`, all joined to one replica.
+async fn shared_group(ca: &ClusterCa, writers: u64) -> SharedGroup {
+    let replica_endpoint = endpoint(ca, "replica");
+    let replica_addr = replica_endpoint.local_addr().expect("local address");
+    let replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
+    let group = random_group();
+    let mut joined = Vec::new();
+    for session_id in 1..=writers {
+        let (writer, writer_endpoint) =
+            group_writer(ca, &format!("writer-{session_id}"), group, session_id);
+        writer
+            .add_replica("replica", replica_addr)
+            .await
+            .expect("add replica");
+        joined.push((writer, writer_endpoint));
+    }
+    SharedGroup {
+        replica,
+        replica_addr,
+        group,
+        writers: joined,
+    }
+}
+
+impl SharedGroup {
+    /// Writer `index` leaves its session, as a writer does that removes the replica; the
+    /// replica has applied it when the answer comes.
+    async fn leave(&self, index: usize) {
+        let (_, endpoint) = &self.writers[index];
+        let link = endpoint
+            .link("replica", self.replica_addr)
+            .await
+            .expect("link");
+        let left: ControlAnswer = link
+            .request(&ControlRequest::Leave {
+                session_id: index as u64 + 1,
+            })
+            .await
+            .expect("leave");
+        assert_eq!(left, ControlAnswer::Left);
+    }
+
+    /// Every writer in `writers` sends objects `objects` at the same time, by multicast; every
+    /// one is acknowledged over the group.
+    async fn all_send(&self, writers: &[usize], objects: std::ops::Range<u64>) {
+        let mut sends = tokio::task::JoinSet::new();
+        for &index in writers {
+            let writer = self.writers[index].0.clone();
+            let ids: Vec<u64> = objects.clone().map(|n| object_of(index, n)).collect();
+            sends.spawn(async move { send_all(&writer, ids.into_iter()).await });
+        }
+        while let Some(reports) = sends.join_next().await {
+            for report in reports.expect("a writer's sends") {
+                assert_eq!(
+                    report.path("replica"),
+                    Some(DeliveryPath::Multicast),
+                    "{report:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The object id writer `index` gives its `n`th object: the writer is in the id, so the
+/// replica's delivery says whether it went to the right writer.
+fn object_of(index: usize, n: u64) -> u64 {
+    (index as u64 + 1) * 1_000 + n
+}
+
+/// The objects delivered so far, by writer: each checked to carry the bytes of its id, to
+/// have come over the group (digest verified), to name the writer its id says, and to arrive
+/// once.
+fn drain_by_writer(replica: &mut FanoutReceiver) -> BTreeMap<String, Vec<u64>> {
+    let mut by_writer: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    while let Some(delivered) = replica.try_recv() {
+        let id = delivered.object_id;
+        assert_eq!(delivered.via, ReceivedVia::Multicast, "object {id}");
+        assert_eq!(delivered.data, object(id), "object {id}");
+        assert_eq!(
+            delivered.writer,
+            format!("writer-{}", id / 1_000),
+            "object {id} went to the wrong writer"
+        );
+        let ids = by_writer.entry(delivered.writer).or_default();
+        assert!(!ids.contains(&id), "object {id} delivered twice");
+        ids.push(id);
+    }
+    for ids in by_writer.values_mut() {
+        ids.sort_unstable();
+    }
+    by_writer
+}
+
+/// Four writers on one group make the replica open one multicast socket, not four (each
+/// socket joined to the group would get a copy of every writer's datagrams); every object of
+/// every writer is delivered once, verified, to its own writer. A writer that leaves ends
+/// only its session; the socket closes with the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_on_one_group_share_one_replica_socket() {
+    bounded(async {
+        const WRITERS: usize = 4;
+        const OBJECTS: u64 = 12;
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        let mut shared = shared_group(&ca, WRITERS as u64).await;
+        let stats = shared.replica.stats();
+        assert_eq!(
+            (stats.sessions, stats.multicast_sockets),
+            (WRITERS as u64, 1)
+        );
+
+        let everyone: Vec<usize> = (0..WRITERS).collect();
+        shared.all_send(&everyone, 0..OBJECTS).await;
+        let expected: BTreeMap<String, Vec<u64>> = (0..WRITERS)
+            .map(|index| {
+                let ids = (0..OBJECTS).map(|n| object_of(index, n)).collect();
+                (format!("writer-{}", index + 1), ids)
+            })
+            .collect();
+        assert_eq!(drain_by_writer(&mut shared.replica), expected);
+
+        // The first writer leaves: the others keep the socket and their sessions on it.
+        shared.leave(0).await;
+        let stats = shared.replica.stats();
+        assert_eq!(
+            (stats.sessions, stats.multicast_sockets),
+            (WRITERS as u64 - 1, 1)
+        );
+        let rest: Vec<usize> = (1..WRITERS).collect();
+        shared.all_send(&rest, OBJECTS..OBJECTS + 2).await;
+        let expected: BTreeMap<String, Vec<u64>> = rest
+            .iter()
+            .map(|&index| {
+                let ids = (OBJECTS..OBJECTS + 2)
+                    .map(|n| object_of(index, n))
+                    .collect();
+                (format!("writer-{}", index + 1), ids)
+            })
+            .collect();
+        assert_eq!(drain_by_writer(&mut shared.replica), expected);
+
+        for index in rest {
+            shared.leave(index).await;
+        }
+        let stats = shared.replica.stats();
+        assert_eq!((stats.sessions, stats.multicast_sockets), (0, 0));
+    })
+    .await;
+}
+
+/// Sessions on one socket are told apart by their ids alone: a writer asking for a session
+/// id another writer holds is refused with an error that says so, and the first writer's
+/// session goes on; a group no socket can be bound to is refused too, and leaves no session
+/// or socket behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_id_of_another_writer_and_an_unbindable_group_are_refused() {
+    bounded(async {
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        let mut shared = shared_group(&ca, 1).await;
+
+        let (intruder, intruder_endpoint) = group_writer(&ca, "intruder", shared.group, 1);
+        let refused = intruder
+            .add_replica("replica", shared.replica_addr)
+            .await
+            .expect_err("a session id of another writer");
+        assert!(
+            refused
+                .to_string()
+                .contains("session 1 belongs to another writer"),
+            "{refused}"
+        );
+        let stats = shared.replica.stats();
+        assert_eq!((stats.sessions, stats.multicast_sockets), (1, 1));
+        shared.all_send(&[0], 0..3).await;
+        assert_eq!(drain_by_writer(&mut shared.replica)["writer-1"].len(), 3);
+
+        // A join whose group is no multicast address: nothing can be bound to it.
+        let link = intruder_endpoint
+            .link("replica", shared.replica_addr)
+            .await
+            .expect("link");
+        let unbindable: Result<ControlAnswer, LinkError> = link
+            .request(&ControlRequest::Join(Membership {
+                group: "127.0.0.1:47000".parse().expect("address"),
+                session_id: 2,
+                epoch: 1,
+                group_secret: [1; 32],
+                receiver_id: 1,
+                receiver_secret: [2; 32],
+            }))
+            .await;
+        let error = unbindable.expect_err("an unbindable group");
+        assert!(
+            error.to_string().contains("cannot join 127.0.0.1:47000"),
+            "{error}"
+        );
+        let stats = shared.replica.stats();
+        assert_eq!((stats.sessions, stats.multicast_sockets), (1, 1));
+    })
+    .await;
+}

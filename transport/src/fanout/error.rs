@@ -1,5 +1,7 @@
 //! Errors of the fan-out API.
 
+use std::net::SocketAddr;
+
 use crate::multicast::driver::{BindError, DriverClosed, MulticastSendError};
 use crate::quic::LinkError;
 
@@ -68,5 +70,44 @@ pub enum DeliveryFailure {
         sent: u64,
         /// Objects the replica said it took.
         acknowledged: u64,
+    },
+}
+
+/// Why a replica refused a writer's request to join its session (sent back to the writer as
+/// the request's error).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JoinRefusal {
+    /// Another writer holds a session of that id here. The sessions of all writers on a group
+    /// share the replica's socket, where only their ids tell them apart.
+    #[error(
+        "session {session_id} belongs to another writer (the writers of one replica need \
+         distinct session ids)"
+    )]
+    AnotherWritersSession {
+        /// The session id asked for.
+        session_id: u64,
+    },
+    /// The replica serves as many writer sessions as it is configured to.
+    #[error("the replica serves its limit of {max} fan-out sessions; try again later")]
+    Limit {
+        /// The configured limit.
+        max: usize,
+    },
+    /// No socket serves the group, and none could be bound.
+    #[error("cannot join {group}: {source}")]
+    Bind {
+        /// The group.
+        group: SocketAddr,
+        /// Why the multicast receiver could not start.
+        #[source]
+        source: BindError,
+    },
+    /// The group's multicast receiver stopped before it took the session's key.
+    #[error("the multicast receiver of {group} stopped before it took session {session_id}")]
+    Stopped {
+        /// The group.
+        group: SocketAddr,
+        /// The session.
+        session_id: u64,
     },
 }

@@ -6,8 +6,8 @@
 //!   [`FanoutHandle`] whose outcomes are [`ReplicaOutcome::Delivered`] (with the time and the
 //!   [`DeliveryPath`]) or [`ReplicaOutcome::Failed`] (with a [`DeliveryFailure`]).
 //! - [`FanoutReceiver`] is the replica: it serves the writer's requests on its QUIC endpoint,
-//!   runs a multicast receiver per writer session, and yields every object once, whichever
-//!   path brought it.
+//!   runs one multicast receiver per group its writers send to (their sessions share it),
+//!   and yields every object once, whichever path brought it.
 //! - [`Strategy`] picks the path: `Unicast`, `Multicast` or `Auto`. Under `Auto` the
 //!   per-replica [`ReachabilityTable`] (a plain state machine) sends multicast only to
 //!   replicas that have proven reachable on the group, and a failed multicast delivery
@@ -53,6 +53,7 @@ mod handle;
 pub mod matching;
 mod reach;
 mod replica;
+mod sessions;
 pub mod wire;
 mod writer;
 

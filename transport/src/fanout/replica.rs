@@ -1,6 +1,7 @@
 //! [`FanoutReceiver`]: the replica's side of a fan-out.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -11,7 +12,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::error::JoinRefusal;
 use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, MulticastKey, Resolved};
+use super::sessions::{Memberships, SocketCommand, SocketTask};
 use super::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_EXPECT_BATCH,
     Membership, ObjectHeader, PROBE_BIT, UnicastAck, UnicastBatchAck, Verdict,
@@ -19,7 +22,8 @@ use super::wire::{
 #[cfg(feature = "netem")]
 use crate::multicast::driver::ImpairmentConfig;
 use crate::multicast::driver::{
-    MulticastInterface, MulticastReceiver, MulticastReceiverConfig, MulticastSocketConfig, Received,
+    BindError, MulticastInterface, MulticastReceiver, MulticastReceiverConfig,
+    MulticastSocketConfig, Received,
 };
 use crate::multicast::proto::{GroupKey, ReceiverConfig, ReceiverKey};
 use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest};
@@ -40,8 +44,9 @@ pub struct FanoutReceiverConfig {
     pub expect_timeout: Duration,
     /// Bounds of the matching of multicast objects with announced digests.
     pub limits: MatcherLimits,
-    /// Writer sessions served at once (each a multicast socket and a task); a writer that
-    /// joins beyond it is refused, until one leaves. Each writer has one session at most.
+    /// Writer sessions served at once; a writer that joins beyond it is refused, until one
+    /// leaves. Each writer has one session at most, and the sessions on one group share one
+    /// multicast socket (and its task), so this bounds the sockets too.
     pub max_sessions: usize,
 }
 
@@ -103,19 +108,16 @@ pub struct FanoutReceiverStats {
     pub refused: u64,
     /// Writer sessions this replica is a member of now (at most one per writer).
     pub sessions: u64,
-}
-
-/// One writer session this replica is a member of.
-struct Session {
-    writer: String,
-    commands: mpsc::UnboundedSender<GroupKey>,
-    task: JoinHandle<()>,
+    /// Multicast sockets open now: one per group address and port, however many writers'
+    /// sessions it serves (each socket joined to a group gets a copy of every datagram sent
+    /// to it, so one per writer would multiply the receive work by the writers).
+    pub multicast_sockets: u64,
 }
 
 struct Shared {
     config: FanoutReceiverConfig,
     matcher: Mutex<Matcher<u64>>,
-    sessions: Mutex<HashMap<u64, Session>>,
+    sessions: Mutex<Memberships>,
     delivered: mpsc::UnboundedSender<DeliveredObject>,
     next_token: AtomicU64,
     not_received: AtomicU64,
@@ -130,8 +132,9 @@ struct Shared {
 
 /// The replica's side of a fan-out: it serves the writers' requests arriving on its QUIC
 /// endpoint (membership, keys, digest announcements, unicast objects), runs one multicast
-/// receiver per writer session, pairs multicast objects with their announced digests, and
-/// yields every object to the application exactly once, whichever path brought it.
+/// receiver per group that writers send to (shared by their sessions), pairs multicast
+/// objects with their announced digests, and yields every object to the application exactly
+/// once, whichever path brought it.
 ///
 /// [`start`](Self::start) takes over the endpoint's incoming work: requests that are not
 /// fan-out requests are refused. An application that serves its own messages on the same
@@ -223,9 +226,7 @@ impl Drop for FanoutReceiver {
         if let Some(accept) = &self.accept {
             accept.abort();
         }
-        for (_, session) in lock(&self.shared.sessions).drain() {
-            session.task.abort();
-        }
+        lock(&self.shared.sessions).clear();
     }
 }
 
@@ -244,7 +245,7 @@ impl FanoutReceiver {
         let shared = Arc::new(Shared {
             matcher: Mutex::new(Matcher::new(config.limits)),
             config,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Memberships::default()),
             delivered: delivered_tx,
             next_token: AtomicU64::new(0),
             not_received: AtomicU64::new(0),
@@ -292,6 +293,10 @@ impl FanoutReceiver {
 
 impl Shared {
     fn stats(&self) -> FanoutReceiverStats {
+        let (sessions, multicast_sockets) = {
+            let memberships = lock(&self.sessions);
+            (memberships.sessions(), memberships.sockets())
+        };
         FanoutReceiverStats {
             matching: lock(&self.matcher).stats(),
             not_received: self.not_received.load(Ordering::Relaxed),
@@ -301,14 +306,13 @@ impl Shared {
             unicast_streams: self.unicast_streams.load(Ordering::Relaxed),
             probes: self.probes.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
-            sessions: lock(&self.sessions).len() as u64,
+            sessions: sessions as u64,
+            multicast_sockets: multicast_sockets as u64,
         }
     }
 
     fn stop_multicast(&self) {
-        for session in lock(&self.sessions).values() {
-            session.task.abort();
-        }
+        lock(&self.sessions).stop_multicast();
     }
 }
 
@@ -352,9 +356,10 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
     let answer = match decoded {
         ControlRequest::Join(membership) => match join(shared, &writer, membership).await {
             Ok(()) => ControlAnswer::Joined,
-            Err(message) => {
+            Err(refusal) => {
+                tracing::debug!("fan-out replica: {writer} not joined: {refusal}");
                 shared.refused.fetch_add(1, Ordering::Relaxed);
-                let _ = request.respond_err(&message).await;
+                let _ = request.respond_err(&refusal.to_string()).await;
                 return;
             }
         },
@@ -367,15 +372,8 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
                 epoch,
                 secret: group_secret,
             };
-            let installed = match lock(&shared.sessions).get(&session_id) {
-                // A stopped multicast receiver cannot take the key; nothing else to do.
-                Some(session) if session.writer == writer => {
-                    let _ = session.commands.send(key);
-                    true
-                }
-                _ => false,
-            };
-            if !installed {
+            // A stopped multicast receiver cannot take the key; nothing else to do.
+            if !lock(&shared.sessions).rekey(&writer, session_id, key) {
                 shared.refused.fetch_add(1, Ordering::Relaxed);
                 let _ = request.respond_err("not a member of that session").await;
                 return;
@@ -383,16 +381,7 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
             ControlAnswer::Rekeyed
         }
         ControlRequest::Leave { session_id } => {
-            let left = {
-                let mut sessions = lock(&shared.sessions);
-                match sessions.get(&session_id) {
-                    Some(session) if session.writer == writer => sessions.remove(&session_id),
-                    _ => None,
-                }
-            };
-            if let Some(session) = left {
-                session.task.abort();
-            }
+            lock(&shared.sessions).leave(&writer, session_id);
             ControlAnswer::Left
         }
         ControlRequest::Expect(expectation) => {
@@ -441,98 +430,79 @@ async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {
     }
 }
 
-async fn join(shared: &Arc<Shared>, writer: &str, membership: Membership) -> Result<(), String> {
-    {
-        let sessions = lock(&shared.sessions);
-        if sessions
-            .get(&membership.session_id)
-            .is_some_and(|existing| existing.writer != writer)
-        {
-            return Err("the session belongs to another writer".into());
-        }
-        // A writer joining again replaces its own session: only a new writer counts.
-        let max = shared.config.max_sessions;
-        if sessions.len() >= max && !sessions.values().any(|session| session.writer == writer) {
-            return Err(format!(
-                "the replica serves its limit of {max} fan-out sessions; try again later"
-            ));
-        }
-    }
+/// Makes `writer` a member of `membership`'s session on the socket of its group (bound now
+/// if none serves the group yet), and returns once the socket's receiver has the session's
+/// key: the writer hears of the join only then, so its first datagrams are not dropped as
+/// coming from an unknown session.
+async fn join(
+    shared: &Arc<Shared>,
+    writer: &str,
+    membership: Membership,
+) -> Result<(), JoinRefusal> {
+    let installed = lock(&shared.sessions).join(
+        writer,
+        &membership,
+        shared.config.max_sessions,
+        |group, key| open_socket(shared, group, key),
+    )?;
+    installed.await.map_err(|_| JoinRefusal::Stopped {
+        group: membership.group,
+        session_id: membership.session_id,
+    })
+}
+
+/// Binds a multicast receiver to `group` on the configured interface and starts the task
+/// that reads it for every session added to it. `key` is the first session's member key;
+/// every session is added with its own ([`SocketCommand::Add`]), so it only seeds the
+/// receiver's NACK timing.
+fn open_socket(
+    shared: &Arc<Shared>,
+    group: SocketAddr,
+    key: ReceiverKey,
+) -> Result<SocketTask, BindError> {
     let config = &shared.config;
     let receiver_config = MulticastReceiverConfig {
         protocol: config.protocol.clone(),
         #[cfg(feature = "netem")]
         impairment: config.impairment,
         ..MulticastReceiverConfig::new(
-            MulticastSocketConfig::new(membership.group).with_interface(config.interface.clone()),
+            MulticastSocketConfig::new(group).with_interface(config.interface.clone()),
         )
     };
-    let key = ReceiverKey {
-        receiver_id: membership.receiver_id,
-        secret: membership.receiver_secret,
-    };
-    let receiver = MulticastReceiver::bind(receiver_config, key)
-        .map_err(|e| format!("cannot join {}: {e}", membership.group))?;
-    // The key is installed before the writer hears of the join, so its first datagrams are
-    // not dropped as coming from an unknown session.
-    let group_key = GroupKey {
-        epoch: membership.epoch,
-        secret: membership.group_secret,
-    };
-    receiver
-        .add_session(membership.session_id, group_key)
-        .await
-        .map_err(|e| format!("multicast receiver: {e}"))?;
+    let receiver = MulticastReceiver::bind(receiver_config, key)?;
     let (commands, command_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run_session(
-        shared.clone(),
-        membership.session_id,
-        receiver,
-        command_rx,
-    ));
-    // Joining again replaces the membership (a writer that restarted), and a writer has one
-    // session at a time: a new session id from it ends its older ones, so that no peer can
-    // open sockets and tasks here without bound.
-    let mut sessions = lock(&shared.sessions);
-    let replaced: Vec<u64> = sessions
-        .iter()
-        .filter(|(id, session)| session.writer == writer && **id != membership.session_id)
-        .map(|(id, _)| *id)
-        .collect();
-    for id in replaced {
-        if let Some(old) = sessions.remove(&id) {
-            old.task.abort();
-        }
-    }
-    if let Some(old) = sessions.insert(
-        membership.session_id,
-        Session {
-            writer: writer.to_owned(),
-            commands,
-            task,
-        },
-    ) {
-        old.task.abort();
-    }
-    Ok(())
+    let task = tokio::spawn(run_socket(shared.clone(), receiver, command_rx));
+    Ok(SocketTask { commands, task })
 }
 
-async fn run_session(
+/// Reads one group for every session on it: membership changes come as commands, in order;
+/// objects (and losses) go to the matcher under their (session, object id), which pairs them
+/// with their own writer's announcements.
+async fn run_socket(
     shared: Arc<Shared>,
-    session_id: u64,
     mut receiver: MulticastReceiver,
-    mut keys: mpsc::UnboundedReceiver<GroupKey>,
+    mut commands: mpsc::UnboundedReceiver<SocketCommand>,
 ) {
     loop {
         tokio::select! {
-            key = keys.recv() => match key {
-                Some(key) => {
-                    if receiver.add_session(session_id, key).await.is_err() {
-                        return;
+            command = commands.recv() => {
+                let taken = match command {
+                    Some(SocketCommand::Add { session_id, key, member, installed }) => {
+                        let added = receiver.add_session_as(session_id, key, member).await;
+                        if let (Ok(()), Some(installed)) = (&added, installed) {
+                            let _ = installed.send(());
+                        }
+                        added
                     }
+                    Some(SocketCommand::Remove(session_id)) => {
+                        receiver.remove_session(session_id).await
+                    }
+                    None => return,
+                };
+                if taken.is_err() {
+                    return; // The driver stopped: the socket is gone.
                 }
-                None => return,
-            },
+            }
             received = receiver.recv() => match received {
                 Some(Received::Object(object)) => {
                     if object.object_id & PROBE_BIT != 0 {
@@ -606,9 +576,7 @@ impl Announcement {
 /// settles it at once as [`Verdict::NotMember`].
 fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement) -> Awaited {
     let key = announcement.key();
-    let member = lock(&shared.sessions)
-        .get(&key.0)
-        .is_some_and(|session| session.writer == writer);
+    let member = lock(&shared.sessions).is_member(writer, key.0);
     if !member {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         return Awaited::Settled(Verdict::NotMember);

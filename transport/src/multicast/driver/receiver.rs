@@ -82,7 +82,8 @@ pub struct MulticastReceiverStats {
 }
 
 enum Command {
-    AddSession(u64, GroupKey),
+    /// A session, and the member it answers as (`None`: the receiver's own key).
+    AddSession(u64, GroupKey, Option<ReceiverKey>),
     RemoveSession(u64),
     Stats(oneshot::Sender<MulticastReceiverStats>),
 }
@@ -183,7 +184,40 @@ impl MulticastReceiver {
     /// Accepts the session `session_id` with its current group key (call again with the next
     /// epoch's key when the sender rotates).
     pub async fn add_session(&self, session_id: u64, key: GroupKey) -> Result<(), DriverClosed> {
-        self.command(Command::AddSession(session_id, key)).await
+        self.command(Command::AddSession(session_id, key, None))
+            .await
+    }
+
+    /// [`add_session`](Self::add_session), answering as the member `member` names in that
+    /// session (its own id and key there), whatever key the receiver was bound with: one
+    /// socket can serve the sessions of several senders that each number their members
+    /// themselves. A session already known keeps the member it was added as and takes only
+    /// the new epoch; [`remove_session`](Self::remove_session) first to answer as another.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use replicast_transport::multicast::driver::{
+    ///     MulticastReceiver, MulticastReceiverConfig, MulticastSocketConfig,
+    /// };
+    /// use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
+    ///
+    /// let socket = MulticastSocketConfig::new("239.255.10.1:47000".parse()?);
+    /// let first = ReceiverKey { receiver_id: 1, secret: [9; 32] };
+    /// let receiver = MulticastReceiver::bind(MulticastReceiverConfig::new(socket), first.clone())?;
+    /// receiver.add_session_as(42, GroupKey { epoch: 1, secret: [7; 32] }, first).await?;
+    /// // Another sender on the group, which knows this member as its receiver 5.
+    /// let second = ReceiverKey { receiver_id: 5, secret: [3; 32] };
+    /// receiver.add_session_as(43, GroupKey { epoch: 1, secret: [8; 32] }, second).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_session_as(
+        &self,
+        session_id: u64,
+        key: GroupKey,
+        member: ReceiverKey,
+    ) -> Result<(), DriverClosed> {
+        self.command(Command::AddSession(session_id, key, Some(member)))
+            .await
     }
 
     /// Forgets a session.
@@ -292,7 +326,10 @@ impl ReceiverDriver {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::AddSession(session_id, key) => self.core.add_session(session_id, key),
+            Command::AddSession(session_id, key, None) => self.core.add_session(session_id, key),
+            Command::AddSession(session_id, key, Some(member)) => {
+                self.core.add_session_as(session_id, key, &member)
+            }
             Command::RemoveSession(session_id) => self.core.remove_session(session_id),
             Command::Stats(reply) => {
                 let _ = reply.send(MulticastReceiverStats {

@@ -40,6 +40,9 @@ struct Session {
     epochs: Vec<EpochKey>,
     /// Epochs below are retired.
     retired_below: u32,
+    /// The id this receiver has in the session (its NACKs and reports carry it), and the key
+    /// they are sealed with: each sender numbers its members itself.
+    receiver_id: u32,
     control_key: PacketKey,
     sender_address: Option<SocketAddr>,
     /// When the sender was last heard from: an object in reassembly whose sender has been
@@ -109,15 +112,60 @@ impl Receiver {
         }
     }
 
-    /// The receiver's id.
+    /// The receiver's id (the one it was made with, which sessions added by
+    /// [`add_session`](Self::add_session) answer as).
     pub fn receiver_id(&self) -> u32 {
         self.key.receiver_id
     }
 
-    /// Accepts datagrams of `session_id` under `key`'s epoch. For a session already known, a
-    /// newer epoch becomes current and the previous one keeps working while it drains; older
-    /// epochs are retired and their datagrams dropped.
+    /// Accepts datagrams of `session_id` under `key`'s epoch, answering as the receiver this
+    /// receiver was made with. For a session already known, a newer epoch becomes current and
+    /// the previous one keeps working while it drains; older epochs are retired and their
+    /// datagrams dropped.
     pub fn add_session(&mut self, session_id: u64, key: GroupKey) {
+        let member = self.key.clone();
+        self.add_session_as(session_id, key, &member);
+    }
+
+    /// [`add_session`](Self::add_session), answering as the member `member` names in that
+    /// session (its NACKs and status reports carry its id and are sealed with its key): one
+    /// receiver can serve the sessions of several senders that each number their members
+    /// themselves. A session already known keeps the member it was added as, and only takes
+    /// the new epoch; [`remove_session`](Self::remove_session) first to answer as another.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use bytes::Bytes;
+    /// use replicast_transport::multicast::proto::*;
+    ///
+    /// let now = Instant::now();
+    /// // Two senders on one group, each of which knows this member by an id and key of its own.
+    /// let mut receiver = Receiver::new(
+    ///     ReceiverConfig::default(),
+    ///     ReceiverKey { receiver_id: 0, secret: [0; 32] },
+    ///     now,
+    /// );
+    /// let from = "127.0.0.1:5000".parse()?;
+    /// for (session_id, receiver_id) in [(41, 3), (42, 7)] {
+    ///     let group_key = GroupKey { epoch: 1, secret: [session_id as u8; 32] };
+    ///     let member = ReceiverKey { receiver_id, secret: [receiver_id as u8; 32] };
+    ///     let mut sender = Sender::new(SenderConfig::default(), session_id, group_key.clone(), now)?;
+    ///     sender.add_receiver(member.clone());
+    ///     receiver.add_session_as(session_id, group_key, &member);
+    ///     sender.send_object(1, Bytes::from_static(b"hello"), now)?;
+    ///     while let Some(transmit) = sender.poll_transmit(now) {
+    ///         receiver.handle_datagram(now, from, &transmit.payload);
+    ///     }
+    ///     match receiver.poll_event() {
+    ///         Some(ReceiverEvent::Object { session_id: got, object_id: 1, .. }) => {
+    ///             assert_eq!(got, session_id)
+    ///         }
+    ///         other => panic!("unexpected {other:?}"),
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_session_as(&mut self, session_id: u64, key: GroupKey, member: &ReceiverKey) {
         let epoch_key = EpochKey {
             epoch: key.epoch,
             key: PacketKey::group(session_id, &key),
@@ -142,7 +190,8 @@ impl Receiver {
             Session {
                 epochs: vec![epoch_key],
                 retired_below: 0,
-                control_key: PacketKey::receiver(session_id, &self.key),
+                receiver_id: member.receiver_id,
+                control_key: PacketKey::receiver(session_id, member),
                 sender_address: None,
                 last_heard: None,
                 started: false,
@@ -768,7 +817,7 @@ impl Receiver {
         let header = Header {
             packet_type,
             session_id,
-            key_id: self.key.receiver_id,
+            key_id: session.receiver_id,
             packet_number: self.next_packet_number,
         };
         self.next_packet_number = self.next_packet_number.checked_add(1)?;
