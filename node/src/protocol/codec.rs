@@ -12,15 +12,16 @@ use super::message::Message;
 /// commits at a chosen TID (`AskBeginAt`, `BeginRefused`), `LastTransaction`, the
 /// storages' read-side requests (`Ask`/`Answer`, `AskInspect`), the typed refusals of roles
 /// (`Refused`), backups in the status (`ReportBackup`), undo and check-current stores.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// Version 6 replaces `AskBegin` by the client's own temporary TIDs (`TtidSpace`, `Begin`).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Encodes `message` with the protocol version in front.
 ///
 /// ```
 /// use replicast_node::protocol::{Message, decode, encode};
 ///
-/// let bytes = encode(&Message::AskBegin);
-/// assert_eq!(decode(&bytes)?, Message::AskBegin);
+/// let bytes = encode(&Message::ClientHello);
+/// assert_eq!(decode(&bytes)?, Message::ClientHello);
 /// assert!(decode(&bytes[..1]).is_err());
 /// # Ok::<(), replicast_node::protocol::DecodeError>(())
 /// ```
