@@ -444,7 +444,18 @@ fn a_stale_read_is_a_read_conflict_and_a_checked_object_stays_locked() {
             .await
             .expect("check");
         assert_eq!(bob.wait_stores().await.expect("answers"), Vec::new());
-        alice.begin().await.expect("alice begins, younger");
+        // Younger: temporary TIDs are the clients' own clocks, corrected by the primary's
+        // within about a one-way delay, so a begin a moment later is not younger for sure;
+        // each begin is at least a step after the last, so a few aborted begins make it so.
+        let mut younger = false;
+        for _ in 0..10_000 {
+            if alice.begin().await.expect("alice begins") > bobs_ttid {
+                younger = true;
+                break;
+            }
+            alice.abort().await.expect("abort an empty transaction");
+        }
+        assert!(younger, "alice's temporary TIDs never passed bob's");
         alice
             .store(read, changed, data("r2"))
             .await
