@@ -332,14 +332,7 @@ mod tests {
         // And the asker cannot begin a transaction: it is no client.
         assert!(
             master
-                .handle(
-                    SystemTime::now(),
-                    "operator",
-                    Message::Begin {
-                        ttid: Tid(1),
-                        table_version: 1
-                    }
-                )
+                .handle(SystemTime::now(), "operator", Message::AskBegin)
                 .is_err()
         );
     }
@@ -361,10 +354,7 @@ mod tests {
         let mut master = master();
         let before = master.cluster_status();
         for request in [
-            Message::Begin {
-                ttid: Tid(1),
-                table_version: 1,
-            },
+            Message::AskBegin,
             Message::ClientHello,
             Message::StorageReady,
             Message::AnswerStatus {
