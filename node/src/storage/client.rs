@@ -462,28 +462,63 @@ impl Storage {
     }
 
     /// Reads `oid` for `from`'s [`Message::Load`] once no transaction voted here that writes
-    /// it is in doubt (see [`in_doubt`](super::in_doubt)), or answers at once that it failed
-    /// when too many reads wait already (the client asks another replica).
+    /// it is in doubt (see [`in_doubt`](super::in_doubt)).
     fn load(&mut self, now: SystemTime, from: &str, request: u64, oid: Oid) {
         let blocking = self.in_doubt.blocking(Scope::Object(oid), None);
+        let read = HeldRead::Load {
+            from: from.to_owned(),
+            request,
+            oid,
+        };
+        self.read_once_settled(now, read, blocking);
+    }
+
+    /// Runs `read` now if nothing it could see is in doubt (`blocking` is empty), else holds it
+    /// until that is settled, or refuses it at once when too many reads wait already (the
+    /// client asks another replica).
+    pub(super) fn read_once_settled(
+        &mut self,
+        now: SystemTime,
+        read: HeldRead,
+        blocking: BTreeSet<Tid>,
+    ) {
         if blocking.is_empty() {
-            self.read_load(from, request, oid);
+            self.run_read(read);
         } else if self.in_doubt.held() < self.config.max_pending_reads {
-            let read = HeldRead::Load {
-                from: from.to_owned(),
-                request,
-                oid,
-            };
             let deadline = now + self.config.held_read_timeout;
             self.in_doubt.hold(read, blocking, deadline);
         } else {
-            self.answer_load(from, request, oid, LoadResult::Failed);
+            self.refuse_read(read);
+        }
+    }
+
+    /// Hands `read` to the engine (or answers it at once where this storage cannot).
+    fn run_read(&mut self, read: HeldRead) {
+        match read {
+            HeldRead::Load { from, request, oid } => self.read_load(&from, request, oid),
+            HeldRead::Ask { from, request, ask } => self.read_ask(&from, request, ask),
+        }
+    }
+
+    /// Answers `read` as failed: its client asks another replica.
+    fn refuse_read(&mut self, read: HeldRead) {
+        match read {
+            HeldRead::Load { from, request, oid } => {
+                self.answer_load(&from, request, oid, LoadResult::Failed);
+            }
+            HeldRead::Ask { from, request, .. } => {
+                let answer = Message::Answer {
+                    request,
+                    answer: StorageAnswer::Unavailable,
+                };
+                self.out.send(&from, answer);
+            }
         }
     }
 
     /// Reads `oid` for `from`'s [`Message::Load`], or answers at once that it failed when too
     /// many reads wait already.
-    pub(super) fn read_load(&mut self, from: &str, request: u64, oid: Oid) {
+    fn read_load(&mut self, from: &str, request: u64, oid: Oid) {
         if !self.persistence.takes_reads(&self.config) {
             self.answer_load(from, request, oid, LoadResult::Failed);
             return;
@@ -501,18 +536,7 @@ impl Storage {
     /// Answers the reads held past their deadline as failed: their clients ask other replicas.
     pub(super) fn expire_held_reads(&mut self, now: SystemTime) {
         for read in self.in_doubt.expired(now) {
-            match read {
-                HeldRead::Load { from, request, oid } => {
-                    self.answer_load(&from, request, oid, LoadResult::Failed);
-                }
-                HeldRead::Ask { from, request, .. } => {
-                    let answer = Message::Answer {
-                        request,
-                        answer: StorageAnswer::Unavailable,
-                    };
-                    self.out.send(&from, answer);
-                }
-            }
+            self.refuse_read(read);
         }
     }
 
@@ -520,10 +544,7 @@ impl Storage {
     /// reads that waited for it go to the engine.
     pub(super) fn settle(&mut self, ttid: Tid) {
         for read in self.in_doubt.settled(ttid) {
-            match read {
-                HeldRead::Load { from, request, oid } => self.read_load(&from, request, oid),
-                HeldRead::Ask { from, request, ask } => self.read_ask(&from, request, ask),
-            }
+            self.run_read(read);
         }
     }
 

@@ -46,19 +46,12 @@ impl Storage {
             | StorageAsk::Size { .. } => self.in_doubt.blocking(Scope::Log, open),
             StorageAsk::Pack { .. } | StorageAsk::Collect { .. } => BTreeSet::new(),
         };
-        if blocking.is_empty() {
-            self.read_ask(from, request, ask);
-        } else if self.in_doubt.held() < self.config.max_pending_reads {
-            let read = HeldRead::Ask {
-                from: from.to_owned(),
-                request,
-                ask,
-            };
-            let deadline = now + self.config.held_read_timeout;
-            self.in_doubt.hold(read, blocking, deadline);
-        } else {
-            self.send_answer(from, request, StorageAnswer::Unavailable);
-        }
+        let read = HeldRead::Ask {
+            from: from.to_owned(),
+            request,
+            ask,
+        };
+        self.read_once_settled(now, read, blocking);
     }
 
     /// Answers `from`'s question `ask` at once when this storage cannot, else hands it to the
