@@ -59,7 +59,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 55;
+const KINDS: usize = 56;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -68,7 +68,7 @@ fn kind_index(message: &Message) -> usize {
         Message::ClientHello => 0,
         Message::StorageReady => 1,
         Message::PartitionTable(_) => 2,
-        Message::AskBegin => 3,
+        Message::Begin { .. } => 3,
         Message::AnswerBegin { .. } => 4,
         Message::AskNewOids { .. } => 5,
         Message::AnswerNewOids { .. } => 6,
@@ -120,6 +120,7 @@ fn kind_index(message: &Message) -> usize {
         Message::AskInspect { .. } => 52,
         Message::AnswerInspect { .. } => 53,
         Message::ReportBackup { .. } => 54,
+        Message::TtidSpace { .. } => 55,
     }
 }
 
@@ -133,7 +134,10 @@ fn samples() -> Vec<Message> {
         Message::ClientHello,
         Message::StorageReady,
         Message::PartitionTable(table.clone()),
-        Message::AskBegin,
+        Message::Begin {
+            ttid: NEVER_BEGUN,
+            table_version: 1,
+        },
         Message::AnswerBegin { ttid: NEVER_BEGUN },
         Message::AskNewOids { count: 1000 },
         Message::AnswerNewOids {
@@ -387,6 +391,11 @@ fn samples() -> Vec<Message> {
                 last_round_bytes: 0,
                 error: None,
             },
+        },
+        // A number and a clock of the attacker's, for the temporary TIDs a client makes.
+        Message::TtidSpace {
+            number: 0,
+            clock: FORGED,
         },
     ]
 }

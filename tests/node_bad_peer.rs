@@ -122,7 +122,10 @@ async fn send_malformed(peer: &mut Peer, link: &Link) {
     let mut other_version = encode(&Message::ClientHello);
     other_version[0] = (PROTOCOL_VERSION + 1) as u8;
     peer.send_body(link, other_version).await;
-    let mut trailing = encode(&Message::AskBegin);
+    let mut trailing = encode(&Message::Begin {
+        ttid: Tid(1),
+        table_version: 1,
+    });
     trailing.push(0);
     peer.send_body(link, trailing).await;
     peer.send_body(link, Vec::new()).await;
@@ -154,8 +157,14 @@ async fn send_requests_and_objects(link: &Link) {
     let text = refusal("a garbage request", garbage);
     assert!(text.contains("not a request"), "{text}");
     // A message in postcard without the protocol's framing (no version, not bytes).
-    let unframed: Result<Vec<u8>, _> =
-        bounded_exchange("a request", link.request(&Message::AskBegin)).await;
+    let unframed: Result<Vec<u8>, _> = bounded_exchange(
+        "a request",
+        link.request(&Message::Begin {
+            ttid: Tid(1),
+            table_version: 1,
+        }),
+    )
+    .await;
     refusal("an unframed request", unframed);
     let mut other_version = encode(&Message::AskStatus { request: 1 });
     other_version[0] = (PROTOCOL_VERSION + 1) as u8;
@@ -164,7 +173,13 @@ async fn send_requests_and_objects(link: &Link) {
     let text = refusal("a request of another protocol version", result);
     assert!(text.contains("version"), "{text}");
     // Requests a client may send but the master does not answer as requests.
-    for message in [Message::AskBegin, Message::ClientHello] {
+    for message in [
+        Message::Begin {
+            ttid: Tid(1),
+            table_version: 1,
+        },
+        Message::ClientHello,
+    ] {
         let kind = message.kind();
         let text = refusal(kind, ask(link, &message).await);
         assert!(text.contains(&format!("unexpected {kind}")), "{text}");
@@ -349,7 +364,10 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
     let never_begun = Tid(0x0100_0000_0000_0001);
     for message in [
         Message::AnswerBegin { ttid: never_begun },
-        Message::AskBegin, // before any hello: Mallory is not a client yet
+        Message::Begin {
+            ttid: never_begun,
+            table_version: 1,
+        }, // before any hello: Mallory is not a client yet
         Message::Finished {
             ttid: never_begun,
             tid: Tid(never_begun.0 + 1),
@@ -655,7 +673,11 @@ async fn intruders(cluster: &LocalCluster) {
             // first use of the connection.
             let result = async {
                 let link = intruder.link(node, address).await?;
-                link.request::<_, Vec<u8>>(&Message::AskBegin).await
+                link.request::<_, Vec<u8>>(&Message::Begin {
+                    ttid: Tid(1),
+                    table_version: 1,
+                })
+                .await
             }
             .await;
             match result {

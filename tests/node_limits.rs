@@ -9,7 +9,7 @@
 //! sent. Once the flooders leave, the cluster commits as before.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use replicast_certs::NodeIdentity;
 use replicast_node::ids::{Oid, Tid};
@@ -129,9 +129,18 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
     runtime.block_on(async {
         let mut flooder = Peer::new(peer_endpoint(&identity("client-2"), LinkConfig::default()));
         let master = flooder.link("master", cluster.master).await;
-        flooder.hello(&master).await;
+        let mut ttids = flooder.hello(&master).await;
         for _ in 0..begins {
-            flooder.send(&master, &Message::AskBegin).await;
+            let ttid = ttids.make(SystemTime::now()).expect("a ttid");
+            flooder
+                .send(
+                    &master,
+                    &Message::Begin {
+                        ttid,
+                        table_version: 1,
+                    },
+                )
+                .await;
         }
         // The first ones are begun, the rest refused, typed, with the limit.
         let refusal = flooder
@@ -158,7 +167,7 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
         flooder.endpoint.close();
     });
     let growth = peak_rss_kib(master_pid).saturating_sub(master_before);
-    eprintln!("master: peak RSS grew by {growth} KiB during {begins} AskBegin");
+    eprintln!("master: peak RSS grew by {growth} KiB during {begins} Begin");
     assert!(growth < GROWTH_BOUND_KIB, "the master grew by {growth} KiB");
 
     // A storage, by three flooders. client-3: one transaction holds object 2's lock (kept

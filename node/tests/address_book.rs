@@ -82,14 +82,15 @@ fn master_hands_addresses_to_clients_before_the_table() {
         .handle(now, "c1", Message::ClientHello)
         .expect("hello");
     let sent = transmits(&mut master);
-    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent.len(), 4, "{sent:?}");
     assert!(sent.iter().all(|transmit| transmit.to == "c1"));
     assert_eq!(
         sent[0].message,
         Message::StorageAddresses(vec![("s1".into(), address(7101))])
     );
     assert_eq!(sent[1].message, Message::LastTransaction { tid: Tid::ZERO });
-    assert!(matches!(sent[2].message, Message::PartitionTable(_)));
+    assert!(matches!(sent[2].message, Message::TtidSpace { .. }));
+    assert!(matches!(sent[3].message, Message::PartitionTable(_)));
 
     // A storage that tells its address later (or a new one): known clients hear of it.
     master

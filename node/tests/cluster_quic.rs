@@ -3,7 +3,7 @@
 //! `async` client API.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -503,10 +503,12 @@ async fn a_begin_after_one_that_timed_out_on_a_stalled_master_commits() {
         .expect("the test finished in time");
 }
 
-/// A begin gives up on a master that stalls (its driver busy for longer than the client's
-/// timeout, as a master SIGSTOPped briefly); the master answers it afterwards, to no call.
-/// The next begin is not refused for the transaction the first one left in the client role:
-/// it takes it over or aborts it, and its transaction commits.
+/// A begin does not wait for the master: it completes while the master's driver stalls. A
+/// restore's begin (at a chosen commit TID), which the master still answers, gives up on a
+/// master that stalls (its driver busy for longer than the client's timeout, as a master
+/// SIGSTOPped briefly); the master answers it afterwards, to no call. The next begin is not
+/// refused for the transaction the first one left in the client role: it takes it over or
+/// aborts it, and its transaction commits.
 async fn begin_after_a_timed_out_begin() {
     const TIMEOUT: Duration = Duration::from_millis(500);
     let cluster = start_cluster().await;
@@ -528,14 +530,34 @@ async fn begin_after_a_timed_out_begin() {
     let oid = client.new_oids(1).await.expect("new oid")[0];
 
     // The master's driver stalls (three timeouts long) once this says it began to.
-    let (stalled, stalling) = tokio::sync::oneshot::channel();
-    let stall = cluster.master.call(move |_, _| {
-        let _ = stalled.send(());
-        std::thread::sleep(TIMEOUT * 3);
-    });
+    let stall_master = || {
+        let (stalled, stalling) = tokio::sync::oneshot::channel();
+        let stall = cluster.master.call(move |_, _| {
+            let _ = stalled.send(());
+            std::thread::sleep(TIMEOUT * 3);
+        });
+        (stall, stalling)
+    };
+    let (stall, stalling) = stall_master();
     let begin = async {
         stalling.await.expect("the master's driver stalls");
-        client.begin().await
+        let begun = tokio::time::timeout(TIMEOUT, client.begin()).await;
+        let aborted = client.abort().await;
+        (begun, aborted)
+    };
+    let (stalled, (begun, aborted)) = tokio::join!(stall, begin);
+    stalled.expect("the master's driver runs again");
+    begun
+        .expect("a begin does not wait for the stalled master")
+        .expect("begun");
+    aborted.expect("aborted");
+
+    // A commit TID after every TID the master handed out.
+    let chosen = Tid::from_system_time(SystemTime::now() + Duration::from_secs(3600));
+    let (stall, stalling) = stall_master();
+    let begin = async {
+        stalling.await.expect("the master's driver stalls");
+        client.begin_at(Some(chosen)).await
     };
     let (stalled, begun) = tokio::join!(stall, begin);
     stalled.expect("the master's driver runs again");
@@ -547,7 +569,7 @@ async fn begin_after_a_timed_out_begin() {
     // The master now answers the first begin; the next one works whenever that answer
     // arrives (before this call: the first transaction is aborted; after it: taken over).
     let ttid = client
-        .begin()
+        .begin_at(Some(chosen))
         .await
         .expect("a begin after one that gave up is not refused");
     client
@@ -556,6 +578,7 @@ async fn begin_after_a_timed_out_begin() {
         .expect("store");
     client.vote(TransactionInfo::default()).await.expect("vote");
     let tid = client.finish().await.expect("finish");
+    assert_eq!(tid, chosen);
     assert!(tid >= ttid, "committed at {tid:?}, begun as {ttid:?}");
     let (serial, data) = client
         .load(oid)

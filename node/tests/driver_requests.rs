@@ -136,15 +136,17 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         })
     };
 
-    // client-1 becomes a client and begins a transaction.
+    // client-1 becomes a client and asks for an object id.
     send(Message::ClientHello).await.expect("the driver runs");
     next(&mut received, "partition table", |m| {
         matches!(m, Message::PartitionTable(_)).then_some(())
     })
     .await;
-    send(Message::AskBegin).await.expect("the driver runs");
-    let first = next(&mut received, "AnswerBegin", |m| match m {
-        Message::AnswerBegin { ttid } => Some(*ttid),
+    send(Message::AskNewOids { count: 1 })
+        .await
+        .expect("the driver runs");
+    let first = next(&mut received, "AnswerNewOids", |m| match m {
+        Message::AnswerNewOids { first, .. } => Some(*first),
         _ => None,
     })
     .await;
@@ -182,8 +184,8 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         }
         other => panic!("AnswerStatus expected, got {other:?}"),
     }
-    let text = refusal(ask(&link, &Message::AskBegin).await);
-    assert!(text.contains("unexpected AskBegin"), "{text}");
+    let text = refusal(ask(&link, &Message::AskNewOids { count: 1 }).await);
+    assert!(text.contains("unexpected AskNewOids"), "{text}");
     let garbage: Result<Vec<u8>, _> = link.request(&[0xffu8; 6]).await;
     let text = refusal(garbage);
     assert!(text.contains("not a request"), "{text}");
@@ -200,9 +202,11 @@ async fn requests_under_a_running_clients_name_are_answered_apart_from_its_link(
         .expect("the asker's connections close");
 
     // client-1's own link is untouched: its next request is answered in order, nothing was lost.
-    send(Message::AskBegin).await.expect("the driver runs");
-    let second = next(&mut received, "AnswerBegin", |m| match m {
-        Message::AnswerBegin { ttid } => Some(*ttid),
+    send(Message::AskNewOids { count: 1 })
+        .await
+        .expect("the driver runs");
+    let second = next(&mut received, "AnswerNewOids", |m| match m {
+        Message::AnswerNewOids { first, .. } => Some(*first),
         _ => None,
     })
     .await;

@@ -126,14 +126,14 @@ impl Worker {
     }
 
     /// Starts the next round when idle; whether it did anything.
-    fn drive(&mut self) -> bool {
+    fn drive(&mut self, now: SystemTime) -> bool {
         if !self.ready || !matches!(self.step, Step::Idle) {
             return false;
         }
         if !self.setup && self.todo == 0 {
             self.step = Step::Done;
         } else if self.setup {
-            self.client.begin().expect("begin when idle");
+            self.client.begin(now).expect("begin when idle");
             self.step = Step::Beginning;
         } else {
             self.client.new_oids(1);
@@ -149,7 +149,7 @@ impl Worker {
                 self.oids
                     .extend((0..u64::from(count)).map(|i| Oid(first.0 + i)));
                 if matches!(self.step, Step::AskingOid) {
-                    self.client.begin().expect("begin when idle");
+                    self.client.begin(now).expect("begin when idle");
                     self.step = Step::Beginning;
                 }
             }
@@ -241,7 +241,7 @@ impl Worker {
                 self.step = if self.setup || matches!(self.step, Step::Idle) {
                     Step::Idle
                 } else {
-                    self.client.begin().expect("begin after an abort");
+                    self.client.begin(now).expect("begin after an abort");
                     Step::Beginning
                 };
             }
@@ -254,7 +254,7 @@ impl Worker {
                 self.step = if self.setup {
                     Step::Idle
                 } else {
-                    self.client.begin().expect("begin after an abort");
+                    self.client.begin(now).expect("begin after an abort");
                     Step::Beginning
                 };
             }
@@ -480,7 +480,7 @@ impl Sim {
         for index in 0..self.workers.len() {
             loop {
                 let worker = &mut self.workers[index];
-                let mut progressed = worker.drive();
+                let mut progressed = worker.drive(now);
                 while let Some(event) = worker.client.poll_event() {
                     worker.react(now, event);
                     progressed = true;

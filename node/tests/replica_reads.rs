@@ -173,7 +173,7 @@ impl Router {
 
     /// Commits `value` into every object of `oids`, each stored on top of `serials`; the TID.
     fn commit(&mut self, oids: &[Oid], serials: &BTreeMap<Oid, Tid>, value: u8) -> Tid {
-        self.client.begin().expect("begin");
+        self.client.begin(self.now).expect("begin");
         self.settle();
         for oid in oids {
             let serial = serials.get(oid).copied().unwrap_or(Tid::ZERO);

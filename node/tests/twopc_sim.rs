@@ -94,6 +94,12 @@ struct Worker {
     invalidations: u32,
     vanish_at_vote: bool,
     vanished: Option<Tid>,
+    /// How far this client's clock is ahead of the simulation's (negative: behind), in
+    /// seconds: every time the client is given is its own.
+    clock_skew: i64,
+    /// The greatest distance seen between a ttid this client made and the simulation's time
+    /// when it made it.
+    worst_ttid_error: Duration,
 }
 
 impl Worker {
@@ -113,6 +119,28 @@ impl Worker {
             invalidations: 0,
             vanish_at_vote: false,
             vanished: None,
+            clock_skew: 0,
+            worst_ttid_error: Duration::ZERO,
+        }
+    }
+
+    /// What this client's clock reads at the simulation's time `now`.
+    fn local(&self, now: SystemTime) -> SystemTime {
+        let skew = Duration::from_secs(self.clock_skew.unsigned_abs());
+        if self.clock_skew >= 0 {
+            now + skew
+        } else {
+            now - skew
+        }
+    }
+
+    /// The simulation's time when this client's clock reads `local`.
+    fn global(&self, local: SystemTime) -> SystemTime {
+        let skew = Duration::from_secs(self.clock_skew.unsigned_abs());
+        if self.clock_skew >= 0 {
+            local - skew
+        } else {
+            local + skew
         }
     }
 
@@ -120,8 +148,9 @@ impl Worker {
         matches!(self.step, Step::Done | Step::Vanished)
     }
 
-    /// Starts the next transaction when idle; whether it did anything.
-    fn drive(&mut self) -> bool {
+    /// Starts the next transaction when idle (`now` is the client's time); whether it did
+    /// anything.
+    fn drive(&mut self, now: SystemTime) -> bool {
         if !self.ready || !matches!(self.step, Step::Idle) {
             return false;
         }
@@ -129,7 +158,7 @@ impl Worker {
             self.step = Step::Done;
             return true;
         }
-        self.client.begin().expect("begin when idle");
+        self.client.begin(now).expect("begin when idle");
         self.step = Step::Beginning;
         true
     }
@@ -139,6 +168,12 @@ impl Worker {
             ClientEvent::Ready => self.ready = true,
             ClientEvent::Begun { ttid } => {
                 self.ttid = ttid;
+                let made_at = self.global(now);
+                let error = match ttid.system_time().duration_since(made_at) {
+                    Ok(after) => after,
+                    Err(before) => before.duration(),
+                };
+                self.worst_ttid_error = self.worst_ttid_error.max(error);
                 if let Some(accounts) = self.setup {
                     let writes: Vec<(Oid, i64)> = (1..=accounts)
                         .map(|oid| (Oid(oid), INITIAL_BALANCE))
@@ -531,9 +566,10 @@ impl Sim {
         for index in 0..self.workers.len() {
             loop {
                 let worker = &mut self.workers[index];
-                let mut progressed = worker.drive();
+                let local = worker.local(now);
+                let mut progressed = worker.drive(local);
                 while let Some(event) = worker.client.poll_event() {
-                    worker.react(now, event);
+                    worker.react(local, event);
                     progressed = true;
                 }
                 let name = worker.client.name().to_owned();
@@ -545,7 +581,7 @@ impl Sim {
                 let stores: Vec<_> = std::iter::from_fn(|| worker.client.poll_fanout()).collect();
                 for store in stores {
                     for to in store.replicas {
-                        worker.client.fanout_delivered(now, store.id, &to);
+                        worker.client.fanout_delivered(local, store.id, &to);
                         transmits.push(Transmit {
                             to,
                             message: store.message.clone(),
@@ -647,7 +683,7 @@ impl Sim {
                 self.workers
                     .iter()
                     .filter(|worker| worker.vanished.is_none())
-                    .filter_map(|worker| worker.client.poll_timeout()),
+                    .filter_map(|worker| worker.client.poll_timeout().map(|at| worker.global(at))),
             )
             .map(|at| at.duration_since(epoch).unwrap_or_default());
         timers
@@ -785,7 +821,7 @@ impl Sim {
             .iter_mut()
             .find(|worker| worker.client.name() == to)
         {
-            let result = worker.client.handle_bytes(now, &from, &bytes);
+            let result = worker.client.handle_bytes(worker.local(now), &from, &bytes);
             self.record(result);
         }
     }
@@ -804,7 +840,8 @@ impl Sim {
                 let result = self.master.peer_lost(now, &name);
                 self.record(result);
                 for worker in &mut self.workers {
-                    worker.client.peer_lost(now, &name);
+                    let local = worker.local(now);
+                    worker.client.peer_lost(local, &name);
                 }
                 let mut results = Vec::new();
                 for node in self.storages.values_mut().flatten() {
@@ -861,9 +898,11 @@ impl Sim {
             }
         }
         for worker in &mut self.workers {
-            if worker.vanished.is_none() && worker.client.poll_timeout().is_some_and(|at| at <= now)
+            let local = worker.local(now);
+            if worker.vanished.is_none()
+                && worker.client.poll_timeout().is_some_and(|at| at <= local)
             {
-                worker.client.handle_timeout(now);
+                worker.client.handle_timeout(local);
             }
         }
     }
@@ -1032,6 +1071,47 @@ fn concurrent_transfers_keep_the_sum() {
             // Every commit but its own reaches a client as an invalidation.
             let others = sim.commits().len() - worker.commits.len();
             assert_eq!(worker.invalidations as usize, others, "seed {seed}");
+        }
+    }
+}
+
+/// Clients make their ttids from their own clocks: one five minutes ahead of the cluster's,
+/// one five minutes behind, and one on time contend for the same accounts. The corrected
+/// clocks keep every ttid near the cluster's time (so the wound-wait ages compare fairly:
+/// the client behind does not win every lock, the one ahead does not lose them all), the sum
+/// is kept, and every client commits all its transfers.
+#[test]
+fn clients_with_clocks_minutes_apart_keep_the_sum_and_all_commit() {
+    const ACCOUNTS: u64 = 4;
+    const TRANSFERS: u32 = 12;
+    for seed in 0..3 {
+        let mut workers = transfer_workers(3, TRANSFERS, ACCOUNTS, seed);
+        workers[1].clock_skew = 300;
+        workers[2].clock_skew = -300;
+        let mut sim = Sim::new(seed, workers, ACCOUNTS);
+        sim.run();
+        let balances = sim.check_consistency(ACCOUNTS);
+        assert_eq!(
+            balances.values().sum::<i64>(),
+            INITIAL_BALANCE * ACCOUNTS as i64,
+            "seed {seed}: the sum of balances is unchanged"
+        );
+        for worker in &sim.workers {
+            let own = worker.commits.len() - usize::from(worker.client.name() == "c1");
+            assert_eq!(
+                own,
+                TRANSFERS as usize,
+                "seed {seed}: {} (clock {} s off) commits every transfer",
+                worker.client.name(),
+                worker.clock_skew
+            );
+            // The welcome's one-way delay (at most 20 ms here) is all the correction misses.
+            assert!(
+                worker.worst_ttid_error < Duration::from_millis(50),
+                "seed {seed}: {} made a ttid {:?} off the cluster's time",
+                worker.client.name(),
+                worker.worst_ttid_error
+            );
         }
     }
 }
@@ -1399,15 +1479,18 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
     master
         .handle(now, "c1", Message::AskNewOids { count: 5 })
         .expect("oids");
-    master.handle(now, "c1", Message::AskBegin).expect("begin");
     let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
         .filter(|transmit| transmit.to == "c1")
         .map(|transmit| transmit.message.into_order())
         .collect();
-    // The hello's answers: the last commit, then the table.
+    // The hello's answers: the last commit, the client's number, then the table.
     assert_eq!(answers[0], Message::LastTransaction { tid: Tid::ZERO });
+    let Message::TtidSpace { number, clock } = answers[1] else {
+        panic!("numbered: {answers:?}");
+    };
+    assert!(matches!(answers[2], Message::PartitionTable(_)));
     assert_eq!(
-        answers[2..4],
+        answers[3..5],
         [
             Message::AnswerNewOids {
                 first: Oid(1),
@@ -1419,9 +1502,18 @@ fn master_refuses_a_finish_without_a_readable_voter_and_keeps_the_last_copy() {
             },
         ]
     );
-    let Message::AnswerBegin { ttid } = answers[4] else {
-        panic!("begin answered: {answers:?}");
-    };
+    // The client begins with a ttid it made: its number, the primary's time.
+    let ttid = Tid((clock.0 & !0xffff) | u64::from(number));
+    master
+        .handle(
+            now,
+            "c1",
+            Message::Begin {
+                ttid,
+                table_version: 1,
+            },
+        )
+        .expect("begin");
     // Every object of the transaction, reported failed on s1 and s2, voted only on s3.
     let oids: Vec<Oid> = (0..u64::from(PARTITIONS)).map(Oid).collect();
     master
@@ -1555,6 +1647,13 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
         .map(|cell| cell.node.clone())
         .collect();
     let mut client = Client::new("c1", MASTER, client_config());
+    let space = Message::TtidSpace {
+        number: 7,
+        clock: Tid::from_system_time(now),
+    };
+    client
+        .handle(now, MASTER, Message::order(1, space))
+        .expect("numbered");
     client
         .handle(
             now,
@@ -1562,15 +1661,8 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
             Message::order(1, Message::PartitionTable(table)),
         )
         .expect("table");
-    client.begin().expect("begin");
-    let ttid = Tid(7);
-    client
-        .handle(
-            now,
-            MASTER,
-            Message::order(1, Message::AnswerBegin { ttid }),
-        )
-        .expect("begun");
+    client.begin(now).expect("begin");
+    let ttid = client.current_transaction().expect("begun");
     client
         .store(now, Oid(1), Tid::ZERO, balance_data(1))
         .expect("store");
@@ -1645,9 +1737,14 @@ fn client_votes_only_when_every_store_of_an_object_stored_twice_is_answered() {
 
 // --- Garbage and out-of-order messages --------------------------------------------------------
 
+/// The ttid `feed_all_roles` puts every role in the middle of: the first one client `c1`
+/// (number 0) makes when the primary's clock reads zero.
+const FED_TTID: Tid = Tid(1 << 16);
+
 fn any_tid() -> impl Strategy<Value = Tid> {
     prop_oneof![
         Just(Tid::ZERO),
+        Just(FED_TTID),
         (0u64..4).prop_map(Tid),
         any::<u64>().prop_map(Tid)
     ]
@@ -1666,7 +1763,11 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         Just(Message::ClientHello),
         Just(Message::StorageReady),
-        Just(Message::AskBegin),
+        any_tid().prop_map(|ttid| Message::Begin {
+            ttid,
+            table_version: 1
+        }),
+        (any::<u16>(), any_tid()).prop_map(|(number, clock)| Message::TtidSpace { number, clock }),
         any::<u32>().prop_map(|count| Message::AskNewOids { count }),
         any_tid().prop_map(|ttid| Message::AnswerBegin { ttid }),
         (any_tid(), 0u32..3, any_oid(), any_tid(), data).prop_map(
@@ -1951,6 +2052,13 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
         InlineStorage::open(now, "s1", MASTER, store, storage_config()).expect("storage");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
+    let space = Message::TtidSpace {
+        number: 0,
+        clock: Tid::ZERO,
+    };
+    client
+        .handle(now, MASTER, Message::order(1, space))
+        .expect("numbered");
     client
         .handle(
             now,
@@ -1958,8 +2066,8 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
             Message::order(1, Message::PartitionTable(table)),
         )
         .expect("table");
-    // Put each role in the middle of a transaction (ttid 2, which the inputs often name), so
-    // that the sequences reach past the first check.
+    // Put each role in the middle of a transaction ([`FED_TTID`], which the inputs often
+    // name), so that the sequences reach past the first check.
     for storage_name in STORAGES {
         master
             .handle(now, storage_name, Message::StorageReady)
@@ -1968,15 +2076,18 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
     master
         .handle(now, "c1", Message::ClientHello)
         .expect("hello");
-    master.handle(now, "c1", Message::AskBegin).expect("begin");
-    client.begin().expect("begin");
-    client
+    master
         .handle(
             now,
-            MASTER,
-            Message::order(1, Message::AnswerBegin { ttid: Tid(2) }),
+            "c1",
+            Message::Begin {
+                ttid: FED_TTID,
+                table_version: 1,
+            },
         )
-        .expect("begun");
+        .expect("begin");
+    client.begin(now).expect("begin");
+    assert_eq!(client.current_transaction(), Some(FED_TTID));
     for oid in [Oid(1), Oid(2)] {
         client
             .store(now, oid, Tid::ZERO, balance_data(1))
@@ -1986,7 +2097,7 @@ fn feed_all_roles(input: &[(&'static str, Message)]) {
                 now,
                 "c1",
                 Message::Store {
-                    ttid: Tid(2),
+                    ttid: FED_TTID,
                     generation: 0,
                     oid,
                     serial: Tid::ZERO,
@@ -2104,7 +2215,7 @@ fn garbage_bytes_are_refused_by_every_role() {
         InlineStorage::open(now, "s1", MASTER, store, storage_config()).expect("open");
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
-    let mut wrong_version = encode(&Message::AskBegin);
+    let mut wrong_version = encode(&Message::ClientHello);
     wrong_version[0] = 9;
     let inputs: [&[u8]; 4] = [&[], &[0xff; 12], &wrong_version, &[1, 200, 200, 200, 200]];
     for bytes in inputs {

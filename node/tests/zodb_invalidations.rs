@@ -233,7 +233,7 @@ fn a_forgotten_client_that_speaks_again_is_welcomed_back_and_resyncs() {
     };
     assert_eq!(
         deliver(&mut master, &mut client),
-        ["LastTransaction", "PartitionTable"]
+        ["LastTransaction", "TtidSpace", "PartitionTable"]
     );
     assert_eq!(client.poll_event(), Some(ClientEvent::Ready));
     // The master counts the client lost (its link was cut) before the client noticed: the
@@ -243,7 +243,12 @@ fn a_forgotten_client_that_speaks_again_is_welcomed_back_and_resyncs() {
     let request = client.ask_last_transaction();
     assert_eq!(
         deliver(&mut master, &mut client),
-        ["LastTransaction", "PartitionTable", "AnswerLastTransaction"]
+        [
+            "LastTransaction",
+            "TtidSpace",
+            "PartitionTable",
+            "AnswerLastTransaction"
+        ]
     );
     let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
     assert_eq!(

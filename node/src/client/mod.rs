@@ -38,12 +38,15 @@
 //! let table = PartitionTable::new(12, 2, &["s1".into(), "s2".into(), "s3".into()])?;
 //! // The primary's answers come as its orders, with its raft term.
 //! let order = |message| Message::FromPrimary { term: 1, message: Order(Box::new(message)) };
+//! // The welcome: this client's number and the primary's clock, then the table.
+//! let clock = replicast_node::ids::Tid::from_system_time(now);
+//! client.handle(now, "master", order(Message::TtidSpace { number: 7, clock }))?;
 //! client.handle(now, "master", order(Message::PartitionTable(table)))?;
-//! client.begin()?;
-//! client.handle(now, "master", order(Message::AnswerBegin { ttid: replicast_node::ids::Tid(7) }))?;
-//! assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == ClientEvent::Begun {
-//!     ttid: replicast_node::ids::Tid(7)
-//! }));
+//! // The client makes the transaction's temporary TID itself: begun at once.
+//! client.begin(now)?;
+//! let ttid = client.current_transaction().expect("begun");
+//! assert_eq!(ttid.0 & 0xffff, 7);
+//! assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == ClientEvent::Begun { ttid }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -65,11 +68,13 @@ mod fanout;
 mod primary;
 mod reads;
 mod stores;
+mod ttid;
 
 pub use config::{ClientConfig, DEFAULT_MAX_OBJECT_SIZE};
 pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind, ReadFailure};
 pub use fanout::FanoutStore;
 pub use reads::AskTarget;
+pub use ttid::{MASTER_NUMBER, TtidClock};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -144,12 +149,10 @@ struct Transaction {
 }
 
 impl Transaction {
-    /// What asks the primary to begin this transaction.
-    fn ask_begin(&self) -> Message {
-        match self.begin_at {
-            Some(tid) => Message::AskBeginAt { tid },
-            None => Message::AskBegin,
-        }
+    /// What asks the primary to begin this transaction at its chosen commit TID (none for
+    /// a transaction that makes its own ttid: it waits for the primary's welcome instead).
+    fn ask_begin(&self) -> Option<Message> {
+        self.begin_at.map(|tid| Message::AskBeginAt { tid })
     }
 
     /// The objects the transaction writes (not those it only checks), in OID order.
@@ -190,6 +193,8 @@ pub struct Client {
     link_received: BTreeMap<NodeName, u64>,
     /// The master's last finished commit when this client connected.
     last_transaction: Option<Tid>,
+    /// Makes the temporary TIDs of this client's transactions.
+    ttids: TtidClock,
     /// When to announce this client to the master again, after the link to it was lost.
     rehello_at: Option<SystemTime>,
     txn: Option<Transaction>,
@@ -234,6 +239,7 @@ impl Client {
             link_rtts: BTreeMap::new(),
             link_received: BTreeMap::new(),
             last_transaction: None,
+            ttids: TtidClock::default(),
             rehello_at: None,
             txn: None,
             reads: BTreeMap::new(),
@@ -322,15 +328,19 @@ impl Client {
         self.out.send(&self.master, Message::ClientHello);
     }
 
-    /// Begins a transaction; [`ClientEvent::Begun`] follows.
-    pub fn begin(&mut self) -> Result<(), ProtocolError> {
-        self.begin_at(None)
+    /// Begins a transaction at this client's time `now`; [`ClientEvent::Begun`] follows at
+    /// once: the client makes the temporary TID itself ([`TtidClock`]) and tells the primary
+    /// without waiting for an answer. While the client announces itself to a new primary
+    /// (whose welcome numbers it anew), the begin waits for that welcome.
+    pub fn begin(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        self.begin_at(now, None)
     }
 
-    /// Begins a transaction that commits at exactly `tid` when given (ZODB's
-    /// `tpc_begin(txn, tid)`, for restores); [`ClientEvent::Begun`] follows, or
+    /// Begins a transaction like [`begin`](Self::begin); with `Some(tid)` it commits at
+    /// exactly `tid` (ZODB's `tpc_begin(txn, tid)`, for restores): the primary then makes the
+    /// temporary TID, and [`ClientEvent::Begun`] follows its answer, or
     /// [`ClientEvent::BeginRefused`] when `tid` is not after the last committed TID.
-    pub fn begin_at(&mut self, tid: Option<Tid>) -> Result<(), ProtocolError> {
+    pub fn begin_at(&mut self, now: SystemTime, tid: Option<Tid>) -> Result<(), ProtocolError> {
         if self.table.is_none() {
             return Err(invalid("begin", "no partition table yet"));
         }
@@ -352,13 +362,43 @@ impl Client {
             info: TransactionInfo::default(),
             fanouts: BTreeMap::new(),
         });
-        let ask = match tid {
-            Some(tid) => Message::AskBeginAt { tid },
-            None => Message::AskBegin,
-        };
-        self.out.send(&self.master, ask);
-        self.awaiting.since_request();
+        match tid {
+            Some(tid) => {
+                self.out.send(&self.master, Message::AskBeginAt { tid });
+                self.awaiting.since_request();
+            }
+            None => self.begin_with_own_ttid(now),
+        }
         Ok(())
+    }
+
+    /// The transaction beginning without a chosen commit TID gets its ttid from this
+    /// client's [`TtidClock`] and is begun, if the primary numbered this client (else it
+    /// waits for the primary's welcome, which calls this again).
+    fn begin_with_own_ttid(&mut self, now: SystemTime) {
+        let Some(txn) = self
+            .txn
+            .as_mut()
+            .filter(|txn| txn.phase == Phase::Beginning && txn.begin_at.is_none())
+        else {
+            return;
+        };
+        let Some(ttid) = self.ttids.make(now) else {
+            // Announcing itself to a primary: its answer is awaited like any other.
+            self.awaiting.since_request();
+            return;
+        };
+        txn.ttid = ttid;
+        txn.phase = Phase::Storing;
+        let table_version = self.table.as_ref().map_or(0, PartitionTable::version);
+        self.out.send(
+            &self.master,
+            Message::Begin {
+                ttid,
+                table_version,
+            },
+        );
+        self.events.push_back(ClientEvent::Begun { ttid });
     }
 
     /// The next store to hand to the fan-out (see [`FanoutStore`]).
@@ -543,7 +583,13 @@ impl Client {
                 self.storage_addresses.extend(book);
                 Ok(())
             }
+            Message::TtidSpace { number, clock } if from_master => {
+                self.ttids.set_space(now, number, clock);
+                self.begin_with_own_ttid(now);
+                Ok(())
+            }
             Message::LastTransaction { tid } if from_master => {
+                self.ttids.observe(tid);
                 if self.last_transaction.replace(tid).is_some() {
                     // The answer to an announcement after a lost link.
                     self.events.push_back(ClientEvent::Resynced { last: tid });
@@ -551,6 +597,7 @@ impl Client {
                 Ok(())
             }
             Message::AnswerLastTransaction { request, tid } if from_master => {
+                self.ttids.observe(tid);
                 self.events
                     .push_back(ClientEvent::LastTransaction { request, tid });
                 Ok(())
@@ -573,7 +620,8 @@ impl Client {
                 let txn = self
                     .txn
                     .as_mut()
-                    .filter(|txn| txn.phase == Phase::Beginning)
+                    // Only a restore's begin is answered; the others make their own ttid.
+                    .filter(|txn| txn.phase == Phase::Beginning && txn.begin_at.is_some())
                     .ok_or_else(|| out_of_order(from, "AnswerBegin", ttid))?;
                 txn.ttid = ttid;
                 txn.phase = Phase::Storing;
@@ -584,7 +632,7 @@ impl Client {
                 if !self
                     .txn
                     .as_ref()
-                    .is_some_and(|txn| txn.phase == Phase::Beginning)
+                    .is_some_and(|txn| txn.phase == Phase::Beginning && txn.begin_at.is_some())
                 {
                     return Err(out_of_order(from, "BeginRefused", tid));
                 }
@@ -598,6 +646,7 @@ impl Client {
                 Ok(())
             }
             Message::Invalidate { tid, oids } if from_master => {
+                self.ttids.observe(tid);
                 self.events
                     .push_back(ClientEvent::Invalidated { tid, oids });
                 Ok(())
@@ -605,6 +654,9 @@ impl Client {
             Message::AnswerFinish { ttid, outcome } if from_master => {
                 self.transaction(from, "AnswerFinish", ttid, &[Phase::Finishing])?;
                 let master_lost = self.txn.take().is_some_and(|txn| txn.master_lost);
+                if let TransactionOutcome::Committed(tid) = outcome {
+                    self.ttids.observe(tid);
+                }
                 self.events.push_back(match outcome {
                     TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
                     TransactionOutcome::Aborted if master_lost => {
@@ -1001,6 +1053,9 @@ mod tests {
         let storages = ["s1".to_owned(), "s2".to_owned(), "s3".to_owned()];
         let table = PartitionTable::new(3, 3, &storages).expect("table");
         client
+            .handle(SystemTime::UNIX_EPOCH, "master", welcome_number(1))
+            .expect("number accepted");
+        client
             .handle(
                 SystemTime::UNIX_EPOCH,
                 "master",
@@ -1021,11 +1076,76 @@ mod tests {
         (client, table)
     }
 
+    /// The primary's welcome numbering the client `number`, its clock at the epoch.
+    fn welcome_number(number: u16) -> Message {
+        order(Message::TtidSpace {
+            number,
+            clock: Tid::from_system_time(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    #[test]
+    fn a_begin_makes_its_ttid_and_tells_the_master_without_waiting() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, _) = ready_client();
+        client.begin(now).expect("begin");
+        let ttid = client.current_transaction().expect("begun at once");
+        assert_eq!(ttid.0 & 0xffff, 1, "the client's number");
+        let sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+        assert_eq!(sent.len(), 1);
+        let table_version = client.table().map(PartitionTable::version);
+        assert_eq!(
+            Some(sent[0].message.clone()),
+            table_version.map(|table_version| Message::Begin {
+                ttid,
+                table_version
+            })
+        );
+        assert_eq!(client.poll_event(), Some(ClientEvent::Ready));
+        assert_eq!(client.poll_event(), Some(ClientEvent::Begun { ttid }));
+        assert_eq!(client.pending_begin(), None);
+        // A second transaction, after this one, is younger.
+        client.abort().expect("abort");
+        client.begin(now).expect("begin");
+        assert!(client.current_transaction() > Some(ttid));
+    }
+
+    #[test]
+    fn a_begin_while_the_client_announces_itself_again_waits_for_its_new_number() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, _) = ready_client();
+        client.peer_lost(now, "master");
+        let retry = now + ClientConfig::default().master_retry;
+        client.handle_timeout(retry);
+        while client.poll_transmit().is_some() {}
+        // The old number was the lost link's: the begin waits for the welcome.
+        client.begin(retry).expect("begin");
+        assert_eq!(client.pending_begin(), Some(None));
+        assert!(client.poll_transmit().is_none());
+        client
+            .handle(retry, "master", welcome_number(4))
+            .expect("the welcome");
+        let ttid = client.current_transaction().expect("begun");
+        assert_eq!(ttid.0 & 0xffff, 4, "the new number");
+        let sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit())
+            .map(|transmit| transmit.message)
+            .collect();
+        let table_version = client.table().map_or(0, PartitionTable::version);
+        assert_eq!(
+            sent,
+            [Message::Begin {
+                ttid,
+                table_version
+            }]
+        );
+    }
+
     #[test]
     fn a_begin_unanswered_when_the_master_link_drops_is_asked_again_with_the_hello() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, _) = ready_client();
-        client.begin().expect("begin");
+        // A restore's begin, at a chosen commit TID: the primary answers it.
+        client.begin_at(now, Some(Tid(5))).expect("begin");
         while client.poll_transmit().is_some() {}
         // The link drops before the answer: it went with the link, and the master forgot
         // this client and what it had open.
@@ -1040,10 +1160,10 @@ mod tests {
             sent,
             [
                 ("master".to_owned(), "ClientHello"),
-                ("master".to_owned(), "AskBegin")
+                ("master".to_owned(), "AskBeginAt")
             ]
         );
-        assert_eq!(client.pending_begin(), Some(None));
+        assert_eq!(client.pending_begin(), Some(Some(Tid(5))));
         client
             .handle(
                 retry,
@@ -1054,15 +1174,14 @@ mod tests {
         assert_eq!(client.current_transaction(), Some(Tid(9)));
     }
 
-    /// Begins, votes with nothing stored and asks the finish of transaction `ttid`.
-    fn finishing(client: &mut Client, now: SystemTime, ttid: Tid) {
-        client.begin().expect("begin");
-        client
-            .handle(now, "master", order(Message::AnswerBegin { ttid }))
-            .expect("the begin is answered");
+    /// Begins, votes with nothing stored and asks the finish of the transaction; its ttid.
+    fn finishing(client: &mut Client, now: SystemTime) -> Tid {
+        client.begin(now).expect("begin");
+        let ttid = client.current_transaction().expect("begun");
         client.vote(now, TransactionInfo::default()).expect("vote");
         client.finish().expect("finish");
         while client.poll_transmit().is_some() {}
+        ttid
     }
 
     /// The primary answers the finish of `ttid` aborted: the reason the client reports.
@@ -1084,11 +1203,11 @@ mod tests {
         let refused = Some(AbortReason::FinishRefused(TransactionOutcome::Aborted));
         // The primary that began it answers: a refusal.
         let (mut client, _) = ready_client();
-        finishing(&mut client, now, Tid(9));
-        assert_eq!(finish_aborted(&mut client, now, Tid(9)), refused);
+        let ttid = finishing(&mut client, now);
+        assert_eq!(finish_aborted(&mut client, now, ttid), refused);
         // The link to the primary dropped before the answer: the master forgot the client
         // and aborted what it had open; the finish asked again says so.
-        finishing(&mut client, now, Tid(11));
+        let ttid = finishing(&mut client, now);
         client.peer_lost(now, "master");
         let retry = now + ClientConfig::default().master_retry;
         client.handle_timeout(retry);
@@ -1098,12 +1217,15 @@ mod tests {
             .collect();
         assert_eq!(asked, ["ClientHello", "AskFinish"]);
         assert_eq!(
-            finish_aborted(&mut client, retry, Tid(11)),
+            finish_aborted(&mut client, retry, ttid),
             Some(AbortReason::MasterLost)
         );
-        // The next transaction starts clean.
-        finishing(&mut client, retry, Tid(13));
-        assert_eq!(finish_aborted(&mut client, retry, Tid(13)), refused);
+        // The next transaction starts clean, once the primary's welcome numbered the client.
+        client
+            .handle(retry, "master", welcome_number(1))
+            .expect("the welcome");
+        let ttid = finishing(&mut client, retry);
+        assert_eq!(finish_aborted(&mut client, retry, ttid), refused);
     }
 
     /// The first `Loaded` event the client has to report (the others before it are taken).
@@ -1243,11 +1365,8 @@ mod tests {
     fn storing_client() -> (Client, Tid) {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, _) = ready_client();
-        client.begin().expect("begin");
-        let ttid = Tid(7);
-        client
-            .handle(now, "master", order(Message::AnswerBegin { ttid }))
-            .expect("begun");
+        client.begin(now).expect("begin");
+        let ttid = client.current_transaction().expect("begun");
         while client.poll_transmit().is_some() {}
         (client, ttid)
     }

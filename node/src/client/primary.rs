@@ -127,14 +127,18 @@ impl Client {
         }
         self.master = primary.to_owned();
         self.awaiting.hello = true;
+        // The number was the old primary's to give, or the lost link's: the welcome brings
+        // one again, and a begin waits for it.
+        self.ttids.clear_space();
         self.out.send(primary, Message::ClientHello);
         self.rehello_at = None;
-        if let Some(txn) = self
+        if let Some(ask) = self
             .txn
             .as_ref()
             .filter(|txn| txn.phase == Phase::Beginning)
+            .and_then(|txn| txn.ask_begin())
         {
-            self.out.send(primary, txn.ask_begin());
+            self.out.send(primary, ask);
         }
         for count in self.awaiting.oids.clone() {
             self.out.send(primary, Message::AskNewOids { count });

@@ -128,7 +128,9 @@ mod tests {
     use crate::partition::PartitionTable;
     use crate::protocol::{Message, Order, StoreResult, VoteResult};
 
-    const TTID: Tid = Tid(7);
+    /// The first ttid of client number 7 whose primary's clock reads [`Tid::ZERO`]: the
+    /// first step after zero, with the number.
+    const TTID: Tid = Tid((1 << 16) | 7);
 
     fn order(message: Message) -> Message {
         Message::FromPrimary {
@@ -146,12 +148,20 @@ mod tests {
         let storages = ["s1".to_owned(), "s2".to_owned(), "s3".to_owned()];
         let table = PartitionTable::new(3, 2, &storages).expect("table");
         client
+            .handle(
+                now,
+                "master",
+                order(Message::TtidSpace {
+                    number: 7,
+                    clock: Tid::ZERO,
+                }),
+            )
+            .expect("numbered");
+        client
             .handle(now, "master", order(Message::PartitionTable(table)))
             .expect("table");
-        client.begin().expect("begin");
-        client
-            .handle(now, "master", order(Message::AnswerBegin { ttid: TTID }))
-            .expect("begun");
+        client.begin(now).expect("begin");
+        assert_eq!(client.current_transaction(), Some(TTID));
         let shared = Shared::new();
         let slot = Arc::new(tokio::sync::Mutex::new(()))
             .try_lock_owned()

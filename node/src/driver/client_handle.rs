@@ -371,7 +371,7 @@ impl ClientHandle {
         let result = self
             .inner
             .driver
-            .call(move |client, _| {
+            .call(move |client, now| {
                 // A failure of an earlier transaction's pipelined store is its business.
                 shared.take_pipelined();
                 // This call holds the commit slot, so a transaction the role still has belongs
@@ -397,7 +397,7 @@ impl ClientHandle {
                         }
                     }
                 }
-                let result = client.begin_at(tid);
+                let result = client.begin_at(now, tid);
                 if result.is_ok() {
                     let mut current = Current::new(slot);
                     current.begun = Some(reply);

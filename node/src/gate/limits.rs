@@ -72,7 +72,7 @@ pub(crate) fn check(
 ) -> Result<(), RefusalReason> {
     let over = |limit, max| Err(RefusalReason::Limit { limit, max });
     let store_size = match message {
-        Message::AskBegin => None,
+        Message::Begin { .. } | Message::AskBeginAt { .. } => None,
         Message::Store { data, .. } => Some(match data {
             ObjectData::Bytes(bytes) => bytes.len() as u64,
             ObjectData::Deleted => 0,
@@ -144,11 +144,25 @@ mod tests {
             })
         };
         assert_eq!(
-            check(&LIMITS, &Message::AskBegin, || load(1, false, 0, 0)),
+            check(
+                &LIMITS,
+                &Message::Begin {
+                    ttid: Tid(1),
+                    table_version: 1
+                },
+                || load(1, false, 0, 0)
+            ),
             Ok(())
         );
         assert_eq!(
-            check(&LIMITS, &Message::AskBegin, || load(2, false, 0, 0)),
+            check(
+                &LIMITS,
+                &Message::Begin {
+                    ttid: Tid(1),
+                    table_version: 1
+                },
+                || load(2, false, 0, 0)
+            ),
             refused(PeerLimit::OpenTransactions)
         );
         // A store of a transaction already open is no new transaction.

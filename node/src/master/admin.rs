@@ -39,7 +39,7 @@ impl Master {
     /// let now = SystemTime::now();
     /// let answer = master.answer(now, "s1", Message::AskStatus { request: 7 })?;
     /// assert!(matches!(answer, Message::AnswerStatus { request: 7, .. }));
-    /// assert!(master.answer(now, "s1", Message::AskBegin).is_err());
+    /// assert!(master.answer(now, "s1", Message::AskLastTransaction { request: 1 }).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn answer(

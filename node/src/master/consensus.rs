@@ -615,6 +615,7 @@ impl Master {
         self.announce_deadline = None;
         self.running.clear();
         self.clients.clear();
+        self.client_numbers.clear();
         self.forgotten_clients.clear();
         self.open.clear();
         self.last_announced = Tid::ZERO;
@@ -920,14 +921,26 @@ mod tests {
             m1.handle(now, node, Message::StorageReady).expect("ready");
         }
         m1.handle(now, "c1", Message::ClientHello).expect("hello");
-        m1.handle(now, "c1", Message::AskBegin).expect("begin");
-        let ttid = route(&mut masters, now, &[])
+        let number = route(&mut masters, now, &[])
             .into_iter()
-            .find_map(|(_, transmit)| match transmit.message {
-                Message::AnswerBegin { ttid } => Some(ttid),
+            .find_map(|(_, transmit)| match transmit.message.into_order() {
+                Message::TtidSpace { number, .. } => Some(number),
                 _ => None,
             })
-            .expect("begun");
+            .expect("numbered");
+        let ttid = crate::ids::Tid(
+            (crate::ids::Tid::from_system_time(now).0 & !0xffff) | u64::from(number),
+        );
+        let m1 = masters.get_mut("m1").expect("m1");
+        m1.handle(
+            now,
+            "c1",
+            Message::Begin {
+                ttid,
+                table_version: 1,
+            },
+        )
+        .expect("begin");
 
         // m1 decides the commit (the decision is in every master's log) and orders it, but is
         // cut off before any storage acknowledges.

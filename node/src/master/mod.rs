@@ -24,13 +24,19 @@
 //! let mut master = Master::new(table, MasterConfig::default())?;
 //! let now = SystemTime::now();
 //! master.handle(now, "c1", Message::ClientHello)?;
-//! master.handle(now, "c1", Message::AskBegin)?;
-//! // Answers go out as orders of the primary's term: the hello's (the last commit, the
-//! // table), then the begin's.
+//! // Answers go out as orders of the primary's term: the last commit, the client's number
+//! // for the temporary TIDs it makes, the table.
 //! let answers: Vec<Message> = std::iter::from_fn(|| master.poll_transmit())
 //!     .map(|transmit| transmit.message.into_order())
 //!     .collect();
-//! assert!(matches!(answers[2], Message::AnswerBegin { .. }));
+//! let Message::TtidSpace { number, clock } = answers[1] else { panic!("{answers:?}") };
+//! assert!(matches!(answers[2], Message::PartitionTable(_)));
+//! // The client begins with a ttid of its own, carrying its number: no answer.
+//! let ttid = replicast_node::ids::Tid((clock.0 & !0xffff) | u64::from(number));
+//! let table_version = master.table().version();
+//! master.handle(now, "c1", Message::Begin { ttid, table_version })?;
+//! assert!(master.poll_transmit().is_none());
+//! assert_eq!(master.peer_load("c1", Some(ttid)).open_transactions, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -44,6 +50,7 @@ use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transm
 
 mod admin;
 mod backups;
+mod begin;
 mod config;
 mod consensus;
 mod event;
@@ -123,6 +130,10 @@ pub struct Master {
     last_announced: Tid,
     running: BTreeSet<NodeName>,
     clients: BTreeSet<NodeName>,
+    /// The number of each client known, the low 16 bits of the temporary TIDs it makes
+    /// (see [`TtidClock`](crate::client::TtidClock)); volatile: a new primary numbers its
+    /// clients anew, and a lost client's number is free again.
+    client_numbers: BTreeMap<NodeName, u16>,
     /// Clients lost lately: one that speaks again is welcomed back.
     forgotten_clients: BTreeSet<NodeName>,
     open: BTreeMap<Tid, Open>,
@@ -176,6 +187,7 @@ impl Master {
             last_announced: Tid::ZERO,
             running: BTreeSet::new(),
             clients: BTreeSet::new(),
+            client_numbers: BTreeMap::new(),
             forgotten_clients: BTreeSet::new(),
             open: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -301,10 +313,10 @@ impl Master {
             // A client counted as lost speaks: its link was cut and came back, maybe before
             // it noticed. Welcome it again; the last commit tells it that invalidations may
             // have been lost meanwhile.
-            self.welcome_client(from);
+            self.welcome_client(now, from)?;
         }
         match message {
-            Message::ClientHello if !is_storage => self.welcome_client(from),
+            Message::ClientHello if !is_storage => self.welcome_client(now, from)?,
             Message::StorageAddress { address } if is_storage => {
                 let previous = self
                     .state
@@ -331,15 +343,18 @@ impl Master {
                 self.storage_back(from)?;
                 self.resend_decisions(from);
             }
-            Message::AskBegin if self.clients.contains(from) => {
-                self.begin(now, from, None)?;
+            Message::Begin {
+                ttid,
+                table_version,
+            } if self.clients.contains(from) => {
+                self.begin_own(from, ttid, table_version)?;
             }
             Message::AskBeginAt { tid } if self.clients.contains(from) => {
                 if tid <= self.state.last_tid {
                     let last = self.state.last_tid;
                     self.out.send(from, Message::BeginRefused { tid, last });
                 } else {
-                    self.begin(now, from, Some(tid))?;
+                    self.begin_at(now, from, tid)?;
                 }
             }
             Message::AskLastTransaction { request } if self.clients.contains(from) => {
@@ -413,8 +428,12 @@ impl Master {
                             self.abort(ttid, true);
                             TransactionOutcome::Aborted
                         }
-                        // Never begun here, so never committed.
-                        None => TransactionOutcome::Aborted,
+                        // Never begun here, so never committed; and never to be: a `Begin`
+                        // of it arriving late (the client's stores overtook it) is refused.
+                        None => {
+                            self.outcomes.insert(ttid, TransactionOutcome::Aborted);
+                            TransactionOutcome::Aborted
+                        }
                     },
                 };
                 self.out.send(from, Message::Outcome { ttid, outcome });
@@ -494,6 +513,7 @@ impl Master {
             self.complete_finish_if_done(now)?;
             self.sync_replication();
         } else if self.clients.remove(node) {
+            self.client_numbers.remove(node);
             if self.forgotten_clients.len() >= REMEMBERED_CLIENTS {
                 self.forgotten_clients.pop_first();
             }
@@ -591,42 +611,6 @@ impl Master {
     /// The next event (once the proposals it follows are committed).
     pub fn poll_event(&mut self) -> Option<MasterEvent> {
         self.consensus.poll_event()
-    }
-
-    /// Counts `client` as a client and sends it what it needs to work: where the storages
-    /// are, where its history starts, then the table (a client is ready once it has the
-    /// table, and by then it must know the rest).
-    fn welcome_client(&mut self, client: &str) {
-        self.clients.insert(client.to_owned());
-        self.send_address_book(client);
-        self.out.send(
-            client,
-            Message::LastTransaction {
-                tid: self.last_announced(),
-            },
-        );
-        self.out
-            .send(client, Message::PartitionTable(self.state.table.clone()));
-    }
-
-    /// Opens a transaction for client `from`, committing at `tid` when given.
-    fn begin(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        tid: Option<Tid>,
-    ) -> Result<(), ProtocolError> {
-        let ttid = self.clock.allocate(now)?;
-        self.open.insert(
-            ttid,
-            Open {
-                client: from.to_owned(),
-                finish_queued: false,
-                tid,
-            },
-        );
-        self.out.send(from, Message::AnswerBegin { ttid });
-        Ok(())
     }
 
     fn ask_finish(

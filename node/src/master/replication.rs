@@ -4,9 +4,10 @@
 //! NEO's scheme. When cells of a storage go [feeding](crate::partition::CellState::Feeding)
 //! (the storage came back after failing, or the table gave it new cells), new transactions
 //! write to them; but transactions already open may not, since their clients chose replicas
-//! from an older table. A client gets a new table before the answer to its next
-//! [`AskBegin`](Message::AskBegin), so only the transactions open at that moment can miss the
-//! cells. The master waits for those to end, then sends the storage a
+//! from an older table. A client's [`Begin`](Message::Begin) names the version of the table it
+//! had, and one made with an older table than the primary's while cells feed is refused (see
+//! `master::begin`), so only the transactions open at that moment can miss the cells. The
+//! master waits for those to end, then sends the storage a
 //! [`Replicate`](Message::Replicate) with the last committed TID as the bound: every commit
 //! after it reached the storage live, everything up to it the storage copies from an
 //! up-to-date cell. When the storage reports a partition
@@ -130,8 +131,8 @@ impl Master {
         for (partition, node) in &unbounded {
             let wait = self.replication.waiting.entry(node.clone()).or_default();
             if wait.cells.insert(*partition) {
-                // Transactions begun from now on are answered after the new table: they
-                // write here. Those open now may not.
+                // Transactions begun from now on write here (a begin with an older table
+                // is refused); those open now may not.
                 wait.open.extend(self.open.keys().copied());
             }
         }

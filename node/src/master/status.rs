@@ -332,7 +332,14 @@ mod tests {
         // And the asker cannot begin a transaction: it is no client.
         assert!(
             master
-                .handle(SystemTime::now(), "operator", Message::AskBegin)
+                .handle(
+                    SystemTime::now(),
+                    "operator",
+                    Message::Begin {
+                        ttid: Tid(1),
+                        table_version: 1
+                    }
+                )
                 .is_err()
         );
     }
@@ -354,7 +361,10 @@ mod tests {
         let mut master = master();
         let before = master.cluster_status();
         for request in [
-            Message::AskBegin,
+            Message::Begin {
+                ttid: Tid(1),
+                table_version: 1,
+            },
             Message::ClientHello,
             Message::StorageReady,
             Message::AnswerStatus {

@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::{Master, MasterConfig, MasterEvent};
+use crate::client::TtidClock;
 use crate::ids::Tid;
 use crate::partition::PartitionTable;
 use crate::protocol::{Message, Transmit};
@@ -55,18 +56,40 @@ pub(super) fn running_master(now: SystemTime, partitions: u32, storages: &[&str]
     master
 }
 
-/// Begins a transaction for `c1`; its TTID (what else the master sent meanwhile is taken).
+/// Begins a transaction for `c1` with a ttid the client makes as a [`TtidClock`] does: its
+/// number, after every TID the master holds or handed out (as the master's own clock made
+/// them before clients made their own, so the tests' ages keep their order); its TTID.
 pub(super) fn begin(master: &mut Master, now: SystemTime) -> Tid {
-    begin_with(master, now, Message::AskBegin)
+    let number = *master.client_numbers.get("c1").expect("c1 is numbered");
+    let mut ttids = TtidClock::default();
+    ttids.set_space(now, number, Tid::from_system_time(now));
+    ttids.observe(master.clock.last());
+    for ttid in master.open.keys().chain(master.outcomes.keys()) {
+        ttids.observe(*ttid);
+    }
+    let ttid = ttids.make(now).expect("a ttid");
+    master
+        .handle(
+            now,
+            "c1",
+            Message::Begin {
+                ttid,
+                table_version: master.table().version(),
+            },
+        )
+        .expect("begin");
+    assert!(
+        drain(master).is_empty(),
+        "a begin is not answered, nor does it send anything"
+    );
+    ttid
 }
 
 /// Begins a transaction for `c1` that commits at exactly `tid` (a restore); its TTID.
 pub(super) fn begin_at(master: &mut Master, now: SystemTime, tid: Tid) -> Tid {
-    begin_with(master, now, Message::AskBeginAt { tid })
-}
-
-fn begin_with(master: &mut Master, now: SystemTime, ask: Message) -> Tid {
-    master.handle(now, "c1", ask).expect("begin");
+    master
+        .handle(now, "c1", Message::AskBeginAt { tid })
+        .expect("begin");
     drain(master)
         .into_iter()
         .find_map(|transmit| match transmit.message {

@@ -18,7 +18,7 @@
 //!     refused.to_string(),
 //!     "AskChangeStorage needs the role master or admin; the sender's certificate grants client"
 //! );
-//! assert!(authorize(Role::Client.into(), &Message::AskBegin).is_ok());
+//! assert!(authorize(Role::Client.into(), &Message::Begin { ttid: replicast_node::ids::Tid(7), table_version: 1 }).is_ok());
 //! ```
 
 use std::fmt;
@@ -82,7 +82,8 @@ pub fn rule(message: &Message) -> Rule {
         Message::ClientHello => rule_of(CLIENT, "a client announces itself to the master"),
         Message::StorageReady => rule_of(STORAGE, "a storage tells the master it serves"),
         Message::PartitionTable(_) => rule_of(MASTER, "the master owns the partition table"),
-        Message::AskBegin => rule_of(CLIENT, "clients begin transactions"),
+        Message::TtidSpace { .. } => rule_of(MASTER, "the master numbers its clients"),
+        Message::Begin { .. } => rule_of(CLIENT, "clients begin transactions"),
         Message::AskBeginAt { .. } => rule_of(CLIENT, "clients begin transactions"),
         Message::AnswerBegin { .. } => rule_of(MASTER, "the master hands out transaction ids"),
         Message::BeginRefused { .. } => rule_of(MASTER, "the master hands out transaction ids"),
@@ -317,7 +318,10 @@ mod tests {
         let ttid = Tid(7);
         for message in [
             Message::ClientHello,
-            Message::AskBegin,
+            Message::Begin {
+                ttid,
+                table_version: 1,
+            },
             Message::AskNewOids { count: 1 },
             Message::Vote {
                 ttid,
@@ -344,6 +348,10 @@ mod tests {
         for message in [
             Message::StorageReady,
             Message::AnswerBegin { ttid },
+            Message::TtidSpace {
+                number: 1,
+                clock: ttid,
+            },
             Message::Finish { ttid, tid: ttid },
             Message::Replicate {
                 up_to: ttid,
@@ -372,7 +380,13 @@ mod tests {
         assert!(!allowed(Role::Client, &change));
         // An admin asks status, changes the storage set and inspects storages, nothing else.
         assert!(allowed(Role::Admin, &Message::AskStatus { request: 1 }));
-        assert!(!allowed(Role::Admin, &Message::AskBegin));
+        assert!(!allowed(
+            Role::Admin,
+            &Message::Begin {
+                ttid: Tid(7),
+                table_version: 1
+            }
+        ));
         assert!(!allowed(Role::Admin, &Message::StorageReady));
     }
 

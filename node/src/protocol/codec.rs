@@ -12,6 +12,8 @@ use super::message::Message;
 /// commits at a chosen TID (`AskBeginAt`, `BeginRefused`), `LastTransaction`, the
 /// storages' read-side requests (`Ask`/`Answer`, `AskInspect`), the typed refusals of roles
 /// (`Refused`), backups in the status (`ReportBackup`), undo and check-current stores.
+/// Version 6 replaces `AskBegin` by the client's own temporary TIDs (`TtidSpace`, `Begin`),
+/// and a client's `Ask` names its own undecided transaction (`open`).
 pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Encodes `message` with the protocol version in front.
@@ -19,8 +21,8 @@ pub const PROTOCOL_VERSION: u16 = 6;
 /// ```
 /// use replicast_node::protocol::{Message, decode, encode};
 ///
-/// let bytes = encode(&Message::AskBegin);
-/// assert_eq!(decode(&bytes)?, Message::AskBegin);
+/// let bytes = encode(&Message::ClientHello);
+/// assert_eq!(decode(&bytes)?, Message::ClientHello);
 /// assert!(decode(&bytes[..1]).is_err());
 /// # Ok::<(), replicast_node::protocol::DecodeError>(())
 /// ```

@@ -76,6 +76,26 @@ pub enum ProtocolError {
         /// The transaction.
         ttid: Tid,
     },
+    /// A client's `Begin` of a temporary TID it may not open: the transaction stays unknown
+    /// to the primary, so its finish is answered aborted.
+    #[error("Begin from {from} of transaction {ttid} is refused: {reason}")]
+    BeginRefused {
+        /// The client.
+        from: NodeName,
+        /// The temporary TID it made.
+        ttid: Tid,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A client says hello to a primary that has numbered as many clients as temporary TIDs
+    /// have room for (see [`crate::client::TtidClock`]).
+    #[error("{from} cannot be welcomed: the primary already has the most clients, {max}")]
+    TooManyClients {
+        /// The client.
+        from: NodeName,
+        /// The most clients a primary numbers.
+        max: usize,
+    },
     /// A call of the local API that the current state does not allow.
     #[error("{call} is not allowed now: {reason}")]
     InvalidCall {

@@ -25,8 +25,30 @@ pub enum Message {
     StorageReady,
     /// Master -> client or storage: the current partition table.
     PartitionTable(PartitionTable),
-    /// Client -> master: asks for a temporary TID to begin a transaction with.
-    AskBegin,
+    /// Master -> client, in the welcome before the partition table: how this client makes
+    /// the temporary TIDs of its transactions itself (see [`crate::client::TtidClock`]), so
+    /// that a begin costs no round trip.
+    TtidSpace {
+        /// The client's number among the clients of this primary: the low 16 bits of every
+        /// temporary TID it makes, so that no two clients make the same one.
+        number: u16,
+        /// The primary's clock when it sent this (as a TID): the client corrects its own
+        /// clock by the difference, so that the ages of transactions of different clients
+        /// compare.
+        clock: Tid,
+    },
+    /// Client -> master, one way: the client began transaction `ttid`, a temporary TID it
+    /// made itself (its number in the low 16 bits, see [`Message::TtidSpace`]). Refused (a
+    /// protocol error, and the transaction's finish is answered aborted) when the number is
+    /// not the client's, or the TID is open or was decided already.
+    Begin {
+        /// The temporary TID.
+        ttid: Tid,
+        /// The version of the partition table the client had: with an older one than the
+        /// primary's, its stores may miss cells that started feeding since, which then wait
+        /// for the transaction to end before they replicate (see `master::replication`).
+        table_version: u64,
+    },
     /// Client -> master: asks for a temporary TID to begin a transaction that must commit at
     /// exactly `tid` (a restore, ZODB's `tpc_begin(txn, tid)`); refused with
     /// [`Message::BeginRefused`] unless `tid` is after the last committed TID.
@@ -34,7 +56,8 @@ pub enum Message {
         /// The commit TID the transaction must get.
         tid: Tid,
     },
-    /// Master -> client: the temporary TID of the transaction just begun.
+    /// Master -> client: the temporary TID of the transaction just begun at a chosen commit
+    /// TID ([`Message::AskBeginAt`]).
     AnswerBegin {
         /// The temporary TID.
         ttid: Tid,
@@ -584,9 +607,9 @@ impl Message {
     ///
     /// ```
     /// use replicast_node::protocol::Message;
-    /// let order = Message::order(3, Message::AskBegin);
+    /// let order = Message::order(3, Message::AskLastTransaction { request: 1 });
     /// assert!(matches!(order, Message::FromPrimary { term: 3, .. }));
-    /// assert_eq!(order.into_order(), Message::AskBegin);
+    /// assert_eq!(order.into_order(), Message::AskLastTransaction { request: 1 });
     /// ```
     pub fn order(term: u64, message: Message) -> Message {
         Message::FromPrimary {
@@ -609,7 +632,8 @@ impl Message {
             Message::ClientHello => "ClientHello",
             Message::StorageReady => "StorageReady",
             Message::PartitionTable(_) => "PartitionTable",
-            Message::AskBegin => "AskBegin",
+            Message::TtidSpace { .. } => "TtidSpace",
+            Message::Begin { .. } => "Begin",
             Message::AskBeginAt { .. } => "AskBeginAt",
             Message::AnswerBegin { .. } => "AnswerBegin",
             Message::BeginRefused { .. } => "BeginRefused",

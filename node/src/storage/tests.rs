@@ -1120,7 +1120,15 @@ fn an_inspection_is_read_and_answered_on_its_request_and_refused_where_not_reada
     // Only inspections come this way.
     assert!(
         storage
-            .answer_or_defer(at(1), "admin", Message::AskBegin, 13)
+            .answer_or_defer(
+                at(1),
+                "admin",
+                Message::Begin {
+                    ttid: Tid(1),
+                    table_version: 1
+                },
+                13
+            )
             .is_err()
     );
 }

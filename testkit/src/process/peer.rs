@@ -4,10 +4,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use replicast_certs::NodeIdentity;
+use replicast_node::client::TtidClock;
 use replicast_node::ids::Oid;
 use replicast_node::protocol::{LoadResult, Message, decode, encode};
 use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
@@ -103,13 +104,23 @@ impl Peer {
     }
 
     /// Says hello to the master and waits for the partition table: the master handled every
-    /// message sent to it before.
-    pub async fn hello(&mut self, master: &Link) {
+    /// message sent to it before. Returns the clock that makes this peer's temporary TIDs, as
+    /// the welcome numbered it (a `Begin` of one is the master's to accept).
+    pub async fn hello(&mut self, master: &Link) -> TtidClock {
         self.send(master, &Message::ClientHello).await;
+        let (number, clock) = self
+            .wait_for(master.peer(), |message| match message {
+                Message::TtidSpace { number, clock } => Some((*number, *clock)),
+                _ => None,
+            })
+            .await;
+        let mut ttids = TtidClock::default();
+        ttids.set_space(SystemTime::now(), number, clock);
         self.wait_for(master.peer(), |message| {
             matches!(message, Message::PartitionTable(_)).then_some(())
         })
         .await;
+        ttids
     }
 }
 
