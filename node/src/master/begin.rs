@@ -5,12 +5,15 @@
 //! A `Begin` is refused (a typed error; the transaction stays unknown here, so its finish is
 //! answered aborted) when the ttid does not carry the client's number, is open already, or was
 //! decided: a storage that asked about a ttid it held stores of and was told aborted (the
-//! stores overtook the `Begin`) must never see it commit. A `Begin` made with an older
-//! partition table than the primary's while cells feed is refused too: its client may store
-//! without the feeding cells, which replication would then never bring them (before clients
-//! made their ttids, the answer to a begin came after the new table, on the same link). The
-//! primary's TID clock never looks at a client's ttid: a client clock ahead cannot push commit
-//! TIDs into the future.
+//! stores overtook the `Begin`) must never see it commit. The primary's TID clock never looks
+//! at a client's ttid: a client clock ahead cannot push commit TIDs into the future.
+//!
+//! A `Begin` made with an older partition table than the primary's is taken: its client may
+//! store without cells that started feeding since (before clients made their ttids, the answer
+//! to a begin came after the new table, on the same link, so only transactions open at the
+//! change could). Replication rounds still waiting for open transactions wait for it too, and
+//! its finish sends every writable cell it did not write, and whose round does not wait for
+//! it, to catch up past it (see [`Master::missed_cells`]).
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -18,7 +21,6 @@ use std::time::SystemTime;
 use super::{Master, Open};
 use crate::client::MASTER_NUMBER;
 use crate::ids::Tid;
-use crate::partition::CellState;
 use crate::protocol::{Message, ProtocolError};
 
 impl Master {
@@ -90,17 +92,10 @@ impl Master {
         if self.outcome(ttid).is_some() {
             return Err(refused("it was decided already"));
         }
-        let feeding = self
-            .state
-            .table
-            .partitions()
-            .flatten()
-            .any(|cell| cell.state == CellState::Feeding);
-        if table_version < self.state.table.version() && feeding {
-            return Err(refused(
-                "it was made with an older partition table than cells feeding now, which its \
-                 stores may miss",
-            ));
+        if table_version < self.state.table.version() {
+            // Its stores may miss cells that started feeding since: the rounds still waiting
+            // copy it, the others learn it at its finish.
+            self.replication.wait_also_for(ttid);
         }
         self.open.insert(
             ttid,
@@ -108,6 +103,7 @@ impl Master {
                 client: from.to_owned(),
                 finish_queued: false,
                 tid: None,
+                table_version,
             },
         );
         Ok(())
@@ -132,6 +128,8 @@ impl Master {
                 client: from.to_owned(),
                 finish_queued: false,
                 tid: Some(tid),
+                // Answered after the current table, on the same link.
+                table_version: self.state.table.version(),
             },
         );
         self.out.send(from, Message::AnswerBegin { ttid });
@@ -144,7 +142,9 @@ mod tests {
     use std::time::SystemTime;
 
     use crate::ids::{Oid, Tid};
-    use crate::master::test_support::{begin, drain, running_master};
+    use crate::master::MasterEvent;
+    use crate::master::test_support::{begin, drain, events, running_master};
+    use crate::partition::CellState;
     use crate::protocol::{Message, ProtocolError, TransactionOutcome};
 
     /// The number the master gave `client` in its welcome.
@@ -313,46 +313,168 @@ mod tests {
         assert_eq!(master.peer_load("c1", None).open_transactions, 1);
     }
 
+    /// An oid of a partition `node` holds a cell of.
+    fn oid_on(master: &crate::master::Master, node: &str) -> Oid {
+        let partition = master.table().partitions_of(node).next().expect("a cell");
+        (0u64..)
+            .map(Oid)
+            .find(|oid| master.table().partition_of(*oid) == partition)
+            .expect("an oid")
+    }
+
+    /// Asks the finish of `ttid` with `voters`; the commit TID the voters are told to finish at.
+    fn finish(
+        master: &mut crate::master::Master,
+        now: SystemTime,
+        ttid: Tid,
+        oid: Oid,
+        voters: &[&str],
+    ) -> Tid {
+        master
+            .handle(
+                now,
+                "c1",
+                Message::AskFinish {
+                    ttid,
+                    oids: vec![oid],
+                    voters: voters.iter().map(|voter| (*voter).to_owned()).collect(),
+                    failed: Vec::new(),
+                },
+            )
+            .expect("finish asked");
+        let tid = drain(master)
+            .into_iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Finish { tid, .. } => Some(tid),
+                _ => None,
+            })
+            .expect("finished on the voters");
+        for voter in voters {
+            master
+                .handle(now, voter, Message::Finished { ttid, tid })
+                .expect("finished");
+        }
+        tid
+    }
+
+    /// The bound of the `Replicate` sent to `node`, if any.
+    fn replicate_bound(master: &mut crate::master::Master, node: &str) -> Option<Tid> {
+        drain(master)
+            .into_iter()
+            .find_map(|transmit| match transmit.message {
+                Message::Replicate { up_to, .. } if transmit.to == node => Some(up_to),
+                _ => None,
+            })
+    }
+
     #[test]
-    fn a_begin_made_with_a_table_older_than_feeding_cells_is_refused() {
+    fn a_begin_made_with_an_older_table_holds_back_the_replication_rounds_still_waiting() {
         let now = SystemTime::now();
         let mut master = running_master(now, 12, &["s1", "s2", "s3"]);
         let number = welcome(&mut master, now, "c1");
         master.peer_lost(now, "s3").expect("lost");
         let stale = master.table().version();
-        // s3 comes back: its cells feed, in a table c1 has not received yet.
+        drain(&mut master);
+        // A transaction is open when s3 comes back: its round waits for it.
+        let open = begin(&mut master, now);
         master
             .handle(now, "s3", Message::StorageReady)
             .expect("ready");
-        drain(&mut master);
-        assert!(master.table().version() > stale);
-        let ttid = ttid_of(now, number);
-        let refused = master.handle(
-            now,
-            "c1",
-            Message::Begin {
-                ttid,
-                table_version: stale,
-            },
+        assert_eq!(replicate_bound(&mut master, "s3"), None);
+        // c1 made this ttid before the table with s3 feeding reached it: its stores skip s3.
+        let ttid = Tid(ttid_of(now, number).0.max(open.0) + (1 << 16));
+        master
+            .handle(
+                now,
+                "c1",
+                Message::Begin {
+                    ttid,
+                    table_version: stale,
+                },
+            )
+            .expect("a begin with an older table is taken");
+        master
+            .handle(now, "c1", Message::AbortTransaction { ttid: open })
+            .expect("abort");
+        assert_eq!(
+            replicate_bound(&mut master, "s3"),
+            None,
+            "the round waits for the late begin too"
+        );
+        let oid = oid_on(&master, "s3");
+        let tid = finish(&mut master, now, ttid, oid, &["s1", "s2"]);
+        assert_eq!(
+            master.outcome(ttid),
+            Some(TransactionOutcome::Committed(tid))
         );
         assert!(
-            matches!(refused, Err(ProtocolError::BeginRefused { .. })),
-            "{refused:?}"
+            master
+                .table()
+                .partitions()
+                .flatten()
+                .filter(|cell| cell.node == "s3")
+                .all(|cell| cell.state == CellState::Feeding),
+            "the round copies it: s3 is not sent back"
         );
-        // With the new table, it begins.
+        assert_eq!(replicate_bound(&mut master, "s3"), Some(tid));
+    }
+
+    #[test]
+    fn a_begin_made_with_an_older_table_sends_cells_whose_round_has_its_bound_to_catch_up_again() {
+        let now = SystemTime::now();
+        let mut master = running_master(now, 12, &["s1", "s2", "s3"]);
+        let number = welcome(&mut master, now, "c1");
+        master.peer_lost(now, "s3").expect("lost");
+        let stale = master.table().version();
+        // Nothing open: s3's round takes its bound at once, before c1's begin arrives.
+        master
+            .handle(now, "s3", Message::StorageReady)
+            .expect("ready");
+        let bound = replicate_bound(&mut master, "s3").expect("Replicate at once");
+        let ttid = ttid_of(now, number);
+        master
+            .handle(
+                now,
+                "c1",
+                Message::Begin {
+                    ttid,
+                    table_version: stale,
+                },
+            )
+            .expect("a begin with an older table is taken");
+        let oid = oid_on(&master, "s3");
+        let tid = finish(&mut master, now, ttid, oid, &["s1", "s2"]);
+        assert!(tid > bound);
+        assert_eq!(
+            master.outcome(ttid),
+            Some(TransactionOutcome::Committed(tid))
+        );
+        // Without its stores, and its round's bound before the commit, s3 would miss the
+        // commit for good: it is out of date, and catches up past it once it asks.
+        assert!(events(&mut master).contains(&MasterEvent::StorageOutOfDate { node: "s3".into() }));
+        master
+            .handle(now, "s3", Message::AskCatchUp)
+            .expect("catch up");
+        assert_eq!(replicate_bound(&mut master, "s3"), Some(tid));
+
+        // A begin with the current table sends nothing back.
+        let current = master.table().version();
         let next = Tid(ttid.0 + (1 << 16));
-        let table_version = master.table().version();
         master
             .handle(
                 now,
                 "c1",
                 Message::Begin {
                     ttid: next,
-                    table_version,
+                    table_version: current,
                 },
             )
-            .expect("begun with the current table");
-        assert!(master.peer_load("c1", Some(next)).knows_transaction);
+            .expect("begun");
+        let oid = oid_on(&master, "s3");
+        finish(&mut master, now, next, oid, &["s1", "s2", "s3"]);
+        assert!(
+            !events(&mut master).contains(&MasterEvent::StorageOutOfDate { node: "s3".into() })
+        );
     }
 
     #[test]

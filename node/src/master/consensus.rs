@@ -640,6 +640,9 @@ impl Master {
         }
         let term = self.consensus.term();
         self.events.push_back(MasterEvent::BecamePrimary { term });
+        // Every client of this primary learns the table in its welcome from it: none began
+        // with a table from before the cells writable now.
+        self.replication.writable_from_start(&self.state.table);
         // Decisions of an earlier primary that a voter has not acknowledged are finished
         // again before anything new, in TID order.
         let mut resumed: Vec<_> = self
@@ -656,6 +659,7 @@ impl Master {
                     client: decision.client.clone(),
                     finish_queued: true,
                     tid: None,
+                    table_version: self.state.table.version(),
                 },
             );
             self.queue.push_back(FinishRequest {

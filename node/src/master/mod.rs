@@ -81,6 +81,9 @@ struct Open {
     finish_queued: bool,
     /// The commit TID it began with ([`Message::AskBeginAt`]), instead of one from the clock.
     tid: Option<Tid>,
+    /// The version of the partition table its client had when it began: its stores may miss
+    /// cells writable only since (see [`Master::missed_cells`]).
+    table_version: u64,
 }
 
 /// A finish asked for and waiting for its turn.
@@ -675,6 +678,10 @@ impl Master {
                 self.mark_missed(node, &oids)?;
             }
         }
+        // Before the readable voters are counted: a missed cell no longer counts as readable.
+        for node in self.missed_cells(ttid, &oids) {
+            self.mark_missed(&node, &oids)?;
+        }
         let voters: BTreeSet<NodeName> = voters.into_iter().collect();
         let uncovered = oids.iter().find(|oid| {
             !self
@@ -982,6 +989,37 @@ impl Master {
         });
         self.broadcast_table();
         Ok(())
+    }
+
+    /// The storages with a cell that transaction `ttid` writes (`oids`) and that has been
+    /// writable only since a later table than the one its client began with (the client made
+    /// its ttid before the new table reached it, so its stores may have missed the cell), unless
+    /// the cell's replication round waits for the transaction and so copies it. Such a cell
+    /// would miss the commit for good: it is [marked missed](Self::mark_missed) instead, and
+    /// catches up past it.
+    fn missed_cells(&self, ttid: Tid, oids: &[Oid]) -> BTreeSet<NodeName> {
+        let table = &self.state.table;
+        let Some(began_with) = self
+            .open
+            .get(&ttid)
+            .map(|open| open.table_version)
+            .filter(|version| *version < table.version())
+        else {
+            return BTreeSet::new();
+        };
+        oids.iter()
+            .flat_map(|oid| {
+                let partition = table.partition_of(*oid);
+                table
+                    .writable_cells(*oid)
+                    .filter(move |cell| {
+                        self.replication
+                            .writable_after(partition, &cell.node, began_with)
+                            && !self.replication.covers(partition, &cell.node, ttid)
+                    })
+                    .map(|cell| cell.node.clone())
+            })
+            .collect()
     }
 
     /// Marks `node`'s cells out of date, unless that would leave a partition without a

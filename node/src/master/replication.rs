@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Master, MasterEvent};
 use crate::ids::Tid;
-use crate::partition::{CellState, NodeName};
+use crate::partition::{CellState, NodeName, PartitionTable};
 use crate::protocol::{Message, ProtocolError};
 
 /// The primary's volatile replication bookkeeping (the rounds' bounds and what out-of-date
@@ -37,6 +37,10 @@ pub(super) struct Replication {
     /// Storages whose connection was lost: one that speaks again (without a new
     /// `StorageReady`) runs again.
     pub(super) lost: BTreeSet<NodeName>,
+    /// The table version from which each writable cell has been writable without a break, as
+    /// this primary saw it (0: since before it became primary). A transaction begun with an
+    /// older table may have stored without the cell.
+    writable_since: BTreeMap<(u32, NodeName), u64>,
 }
 
 /// A storage's feeding cells waiting for the transactions that may not write to them.
@@ -46,6 +50,61 @@ struct Wait {
     cells: BTreeSet<u32>,
     /// The transactions open when one of the cells started feeding, not ended yet.
     open: BTreeSet<Tid>,
+}
+
+impl Replication {
+    /// Makes every round still waiting for open transactions wait for `ttid` too: a
+    /// transaction begun with an older table than the one that started those rounds.
+    pub(super) fn wait_also_for(&mut self, ttid: Tid) {
+        for wait in self.waiting.values_mut() {
+            wait.open.insert(ttid);
+        }
+    }
+
+    /// Starts the writable cells' history when this master becomes primary: every cell
+    /// writable in `table` counts as writable from the start.
+    pub(super) fn writable_from_start(&mut self, table: &PartitionTable) {
+        self.writable_since = writable_cells(table).map(|cell| (cell, 0)).collect();
+    }
+
+    /// Follows `table`: a cell that became writable is so from its version on; one that is
+    /// not writable is forgotten.
+    fn follow_writable(&mut self, table: &PartitionTable) {
+        let writable: BTreeSet<(u32, NodeName)> = writable_cells(table).collect();
+        self.writable_since
+            .retain(|cell, _| writable.contains(cell));
+        for cell in writable {
+            self.writable_since.entry(cell).or_insert(table.version());
+        }
+    }
+
+    /// Whether `node`'s cell in `partition` became writable after table `version` (or is not
+    /// known to have been writable then).
+    pub(super) fn writable_after(&self, partition: u32, node: &str, version: u64) -> bool {
+        self.writable_since
+            .get(&(partition, node.to_owned()))
+            .is_none_or(|since| *since > version)
+    }
+
+    /// Whether the round of `node`'s feeding cell in `partition` will copy transaction `ttid`:
+    /// it waits for it to end before taking its bound.
+    pub(super) fn covers(&self, partition: u32, node: &str, ttid: Tid) -> bool {
+        self.waiting
+            .get(node)
+            .is_some_and(|wait| wait.cells.contains(&partition) && wait.open.contains(&ttid))
+    }
+}
+
+/// The writable cells of `table`, as (partition, node).
+fn writable_cells(table: &PartitionTable) -> impl Iterator<Item = (u32, NodeName)> + '_ {
+    (0u32..)
+        .zip(table.partitions())
+        .flat_map(|(partition, cells)| {
+            cells
+                .iter()
+                .filter(|cell| cell.is_writable())
+                .map(move |cell| (partition, cell.node.clone()))
+        })
 }
 
 impl Master {
@@ -100,6 +159,7 @@ impl Master {
     /// Runs after every message, loss and timeout, so that any change of the table (also an
     /// operator's) is followed.
     pub(super) fn sync_replication(&mut self) {
+        self.replication.follow_writable(&self.state.table);
         let feeding: BTreeSet<(u32, NodeName)> = (0u32..)
             .zip(self.state.table.partitions())
             .flat_map(|(partition, cells)| {
