@@ -43,6 +43,15 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// A file to read (a baseline's results.json) could not be read.
+    #[error("cannot read {path}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// results.json could not be encoded or decoded.
     #[error("results.json: {0}")]
     Json(#[from] serde_json::Error),

@@ -11,7 +11,7 @@
 //! yields commit latency percentiles, commits per second, the writer's bytes per committed
 //! byte, repair bytes, the writer's CPU seconds and the strategy's lower bound ([`bound`]);
 //! a run writes them to results.json ([`record`]), report.md ([`report`]) and SVG plots
-//! ([`plot`]).
+//! ([`plot`]), beside an earlier run's cells when given one ([`baseline`]).
 //!
 //! ```no_run
 //! use replicast_bench::{Mode, RunOptions, Sweep, run};
@@ -25,6 +25,7 @@
 //!     progress: true,
 //!     mode: Mode::InProcess,
 //!     data_dir: None,
+//!     baseline: None,
 //! })?;
 //! println!("{}", output.table);
 //! # Ok::<(), replicast_bench::BenchError>(())
@@ -32,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod baseline;
 pub mod bound;
 pub mod cluster;
 pub mod cpu;

@@ -1,9 +1,11 @@
-//! SVG plots of commit latency (the testkit's [`LatencyPlot`]): against replicas and against
-//! loss, one panel per remaining workload, one colour per strategy, p50 solid, p99 dashed, the
-//! lower bound dotted.
+//! SVG plots of commit latency (the testkit's [`LatencyPlot`]): against replicas, loss and
+//! round-trip time, one panel per remaining workload, one colour per strategy, p50 solid, p99
+//! dashed, the lower bound dotted; a [baseline](crate::baseline)'s cells in a paler shade of
+//! their strategy's colour.
 
 use replicast_testkit::plot::{LatencyPlot, Layout, Panel, Point, Series};
 
+use crate::baseline::Baseline;
 use crate::grid::{CellKnobs, StrategyName, format_rate, format_size};
 use crate::record::Results;
 
@@ -18,25 +20,49 @@ fn colour(strategy: StrategyName) -> &'static str {
     }
 }
 
-/// The plots of a run: `(file name, SVG text)`.
-pub fn plots(results: &Results) -> Vec<(String, String)> {
-    vec![
-        (
-            "latency-vs-replicas.svg".to_owned(),
-            plot(
-                results,
-                "Commit latency against replicas",
-                "replicas",
-                |k| k.replicas as f64,
-            ),
-        ),
-        (
-            "latency-vs-loss.svg".to_owned(),
-            plot(results, "Commit latency against loss", "loss %", |k| {
-                k.loss * 100.0
-            }),
-        ),
-    ]
+/// The colour of a baseline's strategy: a paler shade of [`colour`]'s.
+fn baseline_colour(strategy: StrategyName) -> &'static str {
+    match strategy {
+        StrategyName::Unicast => "#f5a3a3",
+        StrategyName::Multicast => "#9ecae1",
+        StrategyName::Auto => "#a1d99b",
+    }
+}
+
+/// One plot: its file, its title, its x axis and where a cell sits on it.
+struct Axis {
+    file: &'static str,
+    title: &'static str,
+    label: &'static str,
+    x: fn(&CellKnobs) -> f64,
+}
+
+const AXES: [Axis; 3] = [
+    Axis {
+        file: "latency-vs-replicas.svg",
+        title: "Commit latency against replicas",
+        label: "replicas",
+        x: |k| k.replicas as f64,
+    },
+    Axis {
+        file: "latency-vs-loss.svg",
+        title: "Commit latency against loss",
+        label: "loss %",
+        x: |k| k.loss * 100.0,
+    },
+    Axis {
+        file: "latency-vs-rtt.svg",
+        title: "Commit latency against round-trip time",
+        label: "RTT ms",
+        x: |k| k.rtt_ms,
+    },
+];
+
+/// The plots of a run, with `baseline`'s cells beside its own: `(file name, SVG text)`.
+pub fn plots(results: &Results, baseline: Option<&Baseline>) -> Vec<(String, String)> {
+    AXES.iter()
+        .map(|axis| (axis.file.to_owned(), plot(results, baseline, axis)))
+        .collect()
 }
 
 /// The panel a cell belongs to: every knob except the strategy and the x axis.
@@ -50,7 +76,9 @@ fn panel_title(knobs: &CellKnobs, x_label: &str) -> String {
         format_size(knobs.object_size),
         knobs.objects_per_txn
     ));
-    parts.push(format!("rtt {} ms", knobs.rtt_ms));
+    if x_label != "RTT ms" {
+        parts.push(format!("rtt {} ms", knobs.rtt_ms));
+    }
     if x_label != "loss %" {
         parts.push(format!("loss {}%", knobs.loss * 100.0));
     }
@@ -63,49 +91,127 @@ fn panel_title(knobs: &CellKnobs, x_label: &str) -> String {
     parts.join(", ")
 }
 
-fn plot(
-    results: &Results,
-    title: &str,
-    x_label: &str,
-    x_of_knobs: fn(&CellKnobs) -> f64,
-) -> String {
+fn plot(results: &Results, baseline: Option<&Baseline>, axis: &Axis) -> String {
+    let strategies = StrategyName::ALL.len();
+    // The baseline's series follow the run's: strategy i of the baseline is series
+    // strategies + i.
+    let runs = std::iter::once((0, &results.cells)).chain(
+        baseline
+            .iter()
+            .map(|baseline| (strategies, &baseline.results.cells)),
+    );
     // Panels in the order the run reached them (the sweep's order), not alphabetical.
     let mut panels: Vec<Panel> = Vec::new();
-    for cell in &results.cells {
-        let title = panel_title(&cell.knobs, x_label);
-        let point = Point {
-            series: StrategyName::ALL
-                .iter()
-                .position(|strategy| *strategy == cell.knobs.strategy)
-                .unwrap_or(0),
-            x: x_of_knobs(&cell.knobs),
-            p50: cell.figures.latency_p50_ms,
-            p99: cell.figures.latency_p99_ms,
-            bound: cell.figures.bound_ms,
-        };
-        match panels.iter_mut().find(|panel| panel.title == title) {
-            Some(panel) => panel.points.push(point),
-            None => panels.push(Panel {
-                title,
-                points: vec![point],
-            }),
+    for (offset, cells) in runs {
+        for cell in cells {
+            let title = panel_title(&cell.knobs, axis.label);
+            let point = Point {
+                series: offset
+                    + StrategyName::ALL
+                        .iter()
+                        .position(|strategy| *strategy == cell.knobs.strategy)
+                        .unwrap_or(0),
+                x: (axis.x)(&cell.knobs),
+                p50: cell.figures.latency_p50_ms,
+                p99: cell.figures.latency_p99_ms,
+                bound: cell.figures.bound_ms,
+            };
+            match panels.iter_mut().find(|panel| panel.title == title) {
+                Some(panel) => panel.points.push(point),
+                // A baseline's workload the run did not measure is left out.
+                None if offset > 0 => {}
+                None => panels.push(Panel {
+                    title,
+                    points: vec![point],
+                }),
+            }
         }
     }
     panels.truncate(MAX_PANELS);
+    let mut series: Vec<Series> = StrategyName::ALL
+        .iter()
+        .map(|strategy| Series {
+            name: strategy.to_string(),
+            colour: colour(*strategy),
+        })
+        .collect();
+    if let Some(baseline) = baseline {
+        series.extend(StrategyName::ALL.iter().map(|strategy| Series {
+            name: format!("{strategy} ({})", baseline.label),
+            colour: baseline_colour(*strategy),
+        }));
+    }
     LatencyPlot {
-        title: title.to_owned(),
-        x_label: x_label.to_owned(),
+        title: axis.title.to_owned(),
+        x_label: axis.label.to_owned(),
         y_label: "commit latency, ms".to_owned(),
         note: "solid p50, dashed p99, dotted lower bound (ms)".to_owned(),
-        series: StrategyName::ALL
-            .iter()
-            .map(|strategy| Series {
-                name: strategy.to_string(),
-                colour: colour(*strategy),
-            })
-            .collect(),
+        series,
         panels,
         layout: Layout::default(),
     }
     .to_svg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::Sweep;
+    use crate::record::{CellRecord, Figures, SCHEMA_VERSION};
+
+    fn results(rtts: &[f64]) -> Results {
+        let mut sweep = Sweep::default_grid();
+        sweep.replicas = vec![4];
+        sweep.losses = vec![0.0];
+        sweep.object_sizes = vec![65536];
+        sweep.rtts_ms = rtts.to_vec();
+        let cells = sweep
+            .cells()
+            .into_iter()
+            .enumerate()
+            .map(|(index, knobs)| CellRecord {
+                index,
+                figures: Figures {
+                    latency_p50_ms: knobs.rtt_ms * 3.0,
+                    latency_p99_ms: knobs.rtt_ms * 4.0,
+                    bound_ms: knobs.rtt_ms * 3.0,
+                    ..Figures::default()
+                },
+                knobs,
+            })
+            .collect();
+        Results {
+            schema_version: SCHEMA_VERSION,
+            tool: "replicast bench".into(),
+            version: "0".into(),
+            mode: "in-process".into(),
+            started_unix_s: 0,
+            cpus: 2,
+            data_dir: None,
+            cells,
+        }
+    }
+
+    #[test]
+    fn a_run_is_drawn_against_rtt_and_a_baseline_beside_it() {
+        let run = results(&[20.0, 80.0]);
+        let alone = plots(&run, None);
+        let names: Vec<&str> = alone.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "latency-vs-replicas.svg",
+                "latency-vs-loss.svg",
+                "latency-vs-rtt.svg"
+            ]
+        );
+        let baseline = Baseline {
+            label: "before".into(),
+            results: results(&[20.0, 80.0]),
+        };
+        let (_, rtt) = &plots(&run, Some(&baseline))[2];
+        assert!(rtt.contains("multicast (before)"), "the baseline's legend");
+        assert!(rtt.contains(baseline_colour(StrategyName::Multicast)));
+        assert!(!alone[2].1.contains("(before)"));
+    }
 }

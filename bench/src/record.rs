@@ -43,7 +43,7 @@ pub struct CellRecord {
 }
 
 /// What a cell measured, after its warm-up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     /// Committed transactions (all clients).
     pub commits: u64,

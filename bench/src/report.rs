@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::baseline::Baseline;
 use crate::grid::{CellKnobs, StrategyName, format_rate, format_size};
 use crate::record::{CellRecord, Results};
 
@@ -251,8 +252,9 @@ pub fn table(results: &Results) -> String {
     out
 }
 
-/// report.md: how the run was made, the table, the checks and the plots.
-pub fn report_markdown(results: &Results) -> String {
+/// report.md: how the run was made, the table, the checks, the comparison with `baseline`
+/// and the plots.
+pub fn report_markdown(results: &Results, baseline: Option<&Baseline>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# replicast bench\n");
     let _ = writeln!(
@@ -279,8 +281,12 @@ pub fn report_markdown(results: &Results) -> String {
             let _ = writeln!(out, "  - {line}");
         }
     }
+    if let Some(baseline) = baseline {
+        let _ = writeln!(out, "\n## Against {}\n", baseline.label);
+        out.push_str(&crate::baseline::comparison_table(results, baseline));
+    }
     let _ = writeln!(out, "\n## Plots\n");
-    for (name, _) in crate::plot::plots(results) {
+    for (name, _) in crate::plot::plots(results, baseline) {
         let _ = writeln!(out, "![{name}]({name})");
     }
     out
@@ -384,6 +390,6 @@ mod tests {
         let results = results(0.5, 1.0);
         let table = table(&results);
         assert_eq!(table.lines().count(), 2 + results.cells.len());
-        assert!(report_markdown(&results).contains("**met**"));
+        assert!(report_markdown(&results, None).contains("**met**"));
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::baseline::Baseline;
 use crate::bound;
 use crate::error::BenchError;
 use crate::grid::{CellKnobs, Sweep};
@@ -31,6 +32,8 @@ pub struct RunOptions {
     /// Where the storages' redb files go (`None`: the system's temporary directory); a
     /// tmpfs such as /dev/shm takes the disk's fsync out of the commit latency.
     pub data_dir: Option<PathBuf>,
+    /// An earlier run to compare with: comparison.md, and its cells in the plots.
+    pub baseline: Option<Baseline>,
 }
 
 /// Where the cells' clusters run.
@@ -151,7 +154,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutput, BenchError> {
             .map(|dir| dir.display().to_string()),
         cells: records,
     };
-    let mut files = write_outputs(&options.out, &results)?;
+    let mut files = write_outputs(&options.out, &results, options.baseline.as_ref())?;
     let phases_path = options.out.join("phases.csv");
     std::fs::write(&phases_path, phases_csv).map_err(|source| BenchError::Output {
         path: phases_path.clone(),
@@ -310,8 +313,13 @@ pub fn figures(knobs: &CellKnobs, outcome: &WriterOutcome) -> Figures {
     }
 }
 
-/// Writes results.json, report.md and the plots; returns their paths.
-pub fn write_outputs(out: &Path, results: &Results) -> Result<Vec<PathBuf>, BenchError> {
+/// Writes results.json, report.md and the plots (and comparison.md, given a `baseline`);
+/// returns their paths.
+pub fn write_outputs(
+    out: &Path,
+    results: &Results,
+    baseline: Option<&Baseline>,
+) -> Result<Vec<PathBuf>, BenchError> {
     std::fs::create_dir_all(out).map_err(|source| BenchError::Output {
         path: out.to_owned(),
         source,
@@ -327,8 +335,14 @@ pub fn write_outputs(out: &Path, results: &Results) -> Result<Vec<PathBuf>, Benc
         Ok(())
     };
     write("results.json", results.to_json()?)?;
-    write("report.md", report::report_markdown(results))?;
-    for (name, svg) in crate::plot::plots(results) {
+    write("report.md", report::report_markdown(results, baseline))?;
+    if let Some(baseline) = baseline {
+        write(
+            "comparison.md",
+            crate::baseline::comparison_table(results, baseline),
+        )?;
+    }
+    for (name, svg) in crate::plot::plots(results, baseline) {
         write(&name, svg)?;
     }
     Ok(files)

@@ -92,6 +92,11 @@ pub struct BenchArgs {
     /// Where results.json, report.md and the plots go.
     #[arg(long, value_name = "DIR", default_value = "target/replicast-bench")]
     out: PathBuf,
+    /// The `--out` directory of an earlier run (e.g. a build of the commit before a change)
+    /// to compare with: its p50 and p99 beside this run's, cell by cell, with their ratio
+    /// (printed, and in comparison.md and report.md), and its cells in the plots.
+    #[arg(long, value_name = "DIR")]
+    baseline: Option<PathBuf>,
     /// No progress bar or per-cell lines on standard error.
     #[arg(long)]
     quiet: bool,
@@ -167,6 +172,12 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     } else {
         Mode::InProcess
     };
+    // Read before the run: a wrong directory must not cost a sweep.
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(replicast_bench::baseline::Baseline::load)
+        .transpose()?;
     let output = replicast_bench::run(&RunOptions {
         sweep,
         out: args.out.clone(),
@@ -174,9 +185,18 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         progress: !args.quiet,
         mode,
         data_dir: args.data_dir.clone(),
+        baseline: baseline.clone(),
     })?;
     print!("{}", output.table);
     println!();
+    if let Some(baseline) = &baseline {
+        println!("Against {}:\n", baseline.label);
+        print!(
+            "{}",
+            replicast_bench::baseline::comparison_table(&output.results, baseline)
+        );
+        println!();
+    }
     for check in replicast_bench::report::checks(&output.results) {
         println!("{}: {}", check.verdict.as_str(), check.expectation);
     }
