@@ -758,7 +758,9 @@ impl Master {
                 acked: Vec::new(),
                 deadline: now + self.config.finish_timeout,
             });
-            self.complete_finish_if_done(now)?;
+            // A finish with no voter to wait for completes at once, and the loop goes on to
+            // the next: iterating, not recursing, whatever the length of the queue.
+            self.complete_finish();
         }
         Ok(())
     }
@@ -835,12 +837,23 @@ impl Master {
         Ok(())
     }
 
+    /// Completes the finish in progress if no voter is left to acknowledge it, and starts the
+    /// next ones.
     fn complete_finish_if_done(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
+        if self.complete_finish() {
+            self.start_next_finish(now)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Completes the finish in progress if no voter is left to acknowledge it; whether it did.
+    fn complete_finish(&mut self) -> bool {
         let Some(finishing) = self
             .finishing
             .take_if(|finishing| finishing.waiting.is_empty())
         else {
-            return Ok(());
+            return false;
         };
         let Finishing {
             request,
@@ -864,7 +877,7 @@ impl Master {
             ttid: request.ttid,
             tid,
         });
-        self.start_next_finish(now)
+        true
     }
 
     /// Announces the decided commits in TID order, as far as every commit before them was
