@@ -4,16 +4,20 @@
 //!
 //! 1. The writer, between its stores (answered: its objects locked on their storages) and its
 //!    vote. The writer is this test binary, re-run as a process of its own. The cluster aborts
-//!    its transaction: another writer then commits on the same objects within a few attempts
-//!    (the locks were released) and no replica ever holds what the dead writer stored.
+//!    its transaction (the master's log says so), another writer then commits on the same
+//!    objects within [`MAX_ATTEMPTS`] attempts (the locks were released), and no replica ever
+//!    holds what the dead writer stored.
 //! 2. A storage, between its vote and learning the decision. The commit is decided all the
 //!    same and read from the other replica; the storage restarts with the voted transaction on
-//!    disk, asks the master, commits it at the decided TID, and ends with its peer's history.
+//!    disk, learns the outcome from the master, commits it at the decided TID (its log says
+//!    so: without that check, replication would repair a storage that dropped it, unseen), and
+//!    ends with its peer's history.
 //! 3. The primary of three masters, between putting a commit decision in its log and sending
 //!    the first finish to a storage: a crash point (`replicast_node::crash_point`, in the test
 //!    build only) stops it exactly there, and the test SIGKILLs it. The next primary finishes
-//!    the transaction on the storages; if the writer was told it committed, it is readable
-//!    everywhere, and whatever the writer was told, both accounts agree on one outcome.
+//!    the transaction on the storages (its log says every voter acknowledged it); if the
+//!    writer was told it committed, it is readable everywhere, and whatever the writer was
+//!    told, both accounts agree on one outcome.
 //!
 //! Each ends with the checks of the other process tests: the bank invariant (every transfer
 //! the writer was told committed is visible, no other, the sum kept), every partition's
@@ -221,7 +225,11 @@ fn a_writer_killed_between_its_stores_and_its_vote_is_aborted_and_its_locks_rele
         // This process is the writer that the test below kills.
         return run_doomed_writer(Path::new(&config));
     }
-    let cluster = start(ClusterSpec::default());
+    let cluster = start(ClusterSpec {
+        // The test reads in the master's log that it aborted the dead writer's transaction.
+        log_filter: Some(ROLE_EVENTS_LOGGED.to_owned()),
+        ..ClusterSpec::default()
+    });
     let status = cluster.client_config("client-4", "");
     let writer_config = cluster.client_config("client-3", "");
     let runtime = runtime();
@@ -229,6 +237,7 @@ fn a_writer_killed_between_its_stores_and_its_vote_is_aborted_and_its_locks_rele
     let (accounts, created) = runtime.block_on(create_accounts(&mut client));
     let pair = [accounts[0], accounts[1]];
 
+    // A child process whose output is read line by line, killed on drop, as a node's is.
     let mut writer = NodeProcess::start_command(
         "doomed writer",
         Command::new(std::env::current_exe().expect("the test binary"))
@@ -248,6 +257,8 @@ fn a_writer_killed_between_its_stores_and_its_vote_is_aborted_and_its_locks_rele
     });
     writer.kill();
     println!("the writer was killed holding the locks of {ttid:?}");
+    let master = cluster.master_node.name.clone();
+    wait_for_event(&cluster, &master, 0, &MasterEvent::Aborted { ttid });
 
     let commit = runtime.block_on(transfer_on(&mut client, pair, 1));
     let commits = vec![commit];
@@ -259,8 +270,8 @@ fn a_writer_killed_between_its_stores_and_its_vote_is_aborted_and_its_locks_rele
     stop_and_check(cluster, &table, &accounts, created, &commits);
 }
 
-/// The nodes' log filter of tests 2 and 3: the harness's, with the role events (one per
-/// transaction) at debug, so that the test reads in a node's log that it committed a
+/// The nodes' log filter of the tests: the harness's, with the role events (one per
+/// transaction) at debug, so that a test reads in a node's log that it committed or aborted a
 /// transaction.
 const ROLE_EVENTS_LOGGED: &str = "warn,replicast_node::consensus=info,\
     replicast_node::driver=info,replicast::cli::node=debug";
@@ -392,26 +403,34 @@ fn a_primary_killed_between_deciding_and_telling_the_storages_is_finished_by_the
     cluster.arm_crash_point(crash_point::PRIMARY_DECIDED);
     let finishing = {
         let client = client.clone();
-        runtime.spawn(async move { client.finish().await })
+        runtime.spawn(async move { (client.finish().await, Instant::now()) })
     };
     let stopped = cluster.wait_crash_point(crash_point::PRIMARY_DECIDED);
     assert_eq!(stopped, primary, "the primary decided the commit");
     cluster.master_process(&primary).kill();
+    let killed = Instant::now();
     let (next, term) = other_primary(&status, &primary);
     println!("{primary} killed after deciding {ttid:?}; {next} took over in term {term}");
 
-    let told = runtime
+    let (told, returned) = runtime
         .block_on(async { tokio::time::timeout(WAIT, finishing).await })
         .unwrap_or_else(|_| panic!("the finish did not end within {WAIT:?}"))
         .expect("the finish task");
+    // Before the kill: the primary's answer left before it stopped; after: the writer asked
+    // the next primary.
+    let when = if returned < killed {
+        "before the kill".to_owned()
+    } else {
+        format!("{} ms after the kill", (returned - killed).as_millis())
+    };
     let committed = match told {
         Ok(tid) => {
-            println!("the writer was told {ttid:?} committed at {tid:?}");
+            println!("the writer was told {ttid:?} committed at {tid:?}, {when}");
             Some(tid)
         }
         Err(error) => {
             // Either outcome, as long as both accounts show the same one.
-            println!("the writer was told nothing: {error}");
+            println!("the writer was told nothing ({when}): {error}");
             runtime.block_on(client.abort()).expect("abort");
             let serials: Vec<Tid> = pair
                 .iter()

@@ -36,7 +36,8 @@ impl LocalCluster {
     }
 
     /// Waits (bounded by [`WAIT`]) until a node (master or storage) says it stopped at crash
-    /// point `name`; returns the node's name. The node stays stopped: kill it.
+    /// point `name`; returns the node's name. The node stays stopped: kill it. What the nodes
+    /// print meanwhile is read and dropped.
     ///
     /// # Panics
     /// When no node stops there in time, or a node exits meanwhile.

@@ -451,8 +451,6 @@ impl LocalCluster {
     /// Checks that no node wrote a panic to its standard error (a panic in a task of a node's
     /// runtime does not end the process); needs [`ClusterSpec::stderr_to_files`].
     ///
-    /// [`ClusterSpec::stderr_to_files`]: ClusterSpec::stderr_to_files
-    ///
     /// # Panics
     /// When one did, with its standard error.
     pub fn assert_no_panic(&self) {
