@@ -351,16 +351,6 @@ fn checker(
     async move { connect_masters(&certs, CHECKER, &masters, Strategy::Unicast, group).await }
 }
 
-/// Checks that no node panicked (a panic in a task of a node's runtime does not end it).
-fn no_panic(cluster: &LocalCluster) {
-    let mut names = cluster.master_names();
-    names.extend(cluster.storages.keys().cloned());
-    for name in names {
-        let stderr = cluster.stderr(&name);
-        assert!(!stderr.contains("panicked"), "{name} panicked:\n{stderr}");
-    }
-}
-
 fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
     let group = random_group();
     let mut cluster = start_cluster(group);
@@ -390,7 +380,7 @@ fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
     let (commits, accounts) = writers.stop_and_check(false, checker(&cluster, group));
     report(strategy, failovers);
     let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
-    no_panic(&cluster);
+    cluster.assert_no_panic();
     stop_and_compare(cluster, &table, &commits, &accounts);
 }
 
@@ -439,7 +429,7 @@ fn a_paused_primary_comes_back_deposed() {
     }
     let (commits, accounts) = writers.stop_and_check(false, checker(&cluster, group));
     let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
-    no_panic(&cluster);
+    cluster.assert_no_panic();
     let refusals: usize = cluster
         .storages
         .keys()
@@ -494,7 +484,7 @@ fn every_node_killed_at_once_loses_nothing_committed() {
         .unwrap_or_else(|error| panic!("transfers after the restart: {error}"));
     assert!(after.starts_with("committed 10"), "{after}");
     let table = wait_for_table(&status, "every cell up to date", all_up_to_date);
-    no_panic(&cluster);
+    cluster.assert_no_panic();
     stop_and_compare(cluster, &table, &commits, &accounts);
 }
 

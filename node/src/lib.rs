@@ -18,6 +18,8 @@
 //!   (group commit) and reads (off the writer) on its engine.
 //! - [`config`]: the node's TOML configuration file, checked, with errors that name the key.
 //! - [`driver`]: tokio drivers that run the roles over QUIC links, and an `async` client API.
+//! - [`crash_point`]: exact moments at which a process test stops a node to kill it there
+//!   (compiled in only with the `crash-points` feature).
 //! - [`gate`]: what every message passes before a role sees it: the sender's certificate must
 //!   grant a role the [authorization table](protocol::rule) allows.
 //!
@@ -58,6 +60,7 @@
 
 pub mod config;
 pub mod consensus;
+pub mod crash_point;
 pub mod engine;
 pub mod ids;
 pub mod locks;

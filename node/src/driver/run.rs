@@ -816,6 +816,8 @@ impl<R: Role> Driver<R> {
             let mut idle = true;
             while let Some(transmit) = self.role.poll_transmit() {
                 idle = false;
+                #[cfg(feature = "crash-points")]
+                crate::crash_point::sending(&transmit.message);
                 tracing::trace!(peer = %transmit.to, kind = transmit.message.kind(), "send");
                 let body = Bytes::from(encode(&transmit.message));
                 self.send(&transmit.to, body).await;

@@ -36,6 +36,10 @@ pub struct ClusterSpec {
     /// [`LocalCluster::stderr`], e.g. to tell that no node panicked: a panic in a task of a
     /// node's runtime does not end the process) instead of the test's.
     pub stderr_to_files: bool,
+    /// The nodes' `RUST_LOG` when their standard error goes to files (`None`: elections,
+    /// links and notable role events at info, the rest at warn); `RUST_LOG` in the test's
+    /// environment wins over both.
+    pub log_filter: Option<String>,
     /// The masters' names: one (`master`, configured with the single `[master]` form) or a
     /// group (listed in every node's `[masters]`).
     pub masters: Vec<String>,
@@ -61,6 +65,7 @@ impl Default for ClusterSpec {
             storage_sections: String::new(),
             master_sections: String::new(),
             stderr_to_files: false,
+            log_filter: None,
             masters: vec!["master".to_owned()],
             topology: None,
         }
@@ -94,6 +99,7 @@ pub struct LocalCluster {
     pub storages: BTreeMap<String, NodeProcess>,
     addresses: BTreeMap<String, SocketAddr>,
     stderr_to_files: bool,
+    log_filter: Option<String>,
     topology: Option<Arc<Topology>>,
 }
 
@@ -250,6 +256,7 @@ impl LocalCluster {
                     name,
                     &config,
                     spec.stderr_to_files,
+                    spec.log_filter.as_deref(),
                 ),
             );
         }
@@ -270,6 +277,7 @@ impl LocalCluster {
             storages: BTreeMap::new(),
             addresses: BTreeMap::new(),
             stderr_to_files: spec.stderr_to_files,
+            log_filter: spec.log_filter.clone(),
             topology: spec.topology.clone(),
         };
         for name in spec.storages.iter().chain(&spec.spare_storages) {
@@ -389,6 +397,7 @@ impl LocalCluster {
             name,
             &config,
             self.stderr_to_files,
+            self.log_filter.as_deref(),
         );
         assert_eq!(
             node.wait_ready(),
@@ -439,6 +448,20 @@ impl LocalCluster {
         std::fs::read_to_string(self.root().join(format!("{name}.stderr"))).unwrap_or_default()
     }
 
+    /// Checks that no node wrote a panic to its standard error (a panic in a task of a node's
+    /// runtime does not end the process); needs [`ClusterSpec::stderr_to_files`].
+    ///
+    /// # Panics
+    /// When one did, with its standard error.
+    pub fn assert_no_panic(&self) {
+        let mut names = self.master_names();
+        names.extend(self.storages.keys().cloned());
+        for name in names {
+            let stderr = self.stderr(&name);
+            assert!(!stderr.contains("panicked"), "{name} panicked:\n{stderr}");
+        }
+    }
+
     /// Starts (or restarts, after it was killed or stopped) storage `name` and waits for its
     /// ready line.
     pub fn start_storage(&mut self, name: &str) {
@@ -448,6 +471,7 @@ impl LocalCluster {
             name,
             &self.config(name),
             self.stderr_to_files,
+            self.log_filter.as_deref(),
         );
         let address = node.wait_ready();
         assert_eq!(
@@ -525,6 +549,13 @@ impl LocalCluster {
 
     /// SIGTERMs every storage, then the masters, and checks each exits 0.
     pub fn stop(mut self) {
+        self.stop_running();
+    }
+
+    /// As [`stop`](Self::stop), keeping the cluster (its files, e.g. to open the storages'
+    /// databases): SIGTERMs every running storage, then the running masters, and checks each
+    /// exits 0.
+    pub fn stop_running(&mut self) {
         for node in self.storages.values_mut() {
             if node.is_running() {
                 node.stop();
@@ -589,6 +620,7 @@ fn start_node(
     name: &str,
     config: &Path,
     stderr_to_file: bool,
+    log_filter: Option<&str>,
 ) -> NodeProcess {
     let mut command = match topology {
         None => Command::new("sh"),
@@ -596,6 +628,11 @@ fn start_node(
             .exec(name, "sh")
             .unwrap_or_else(|error| panic!("start {name}: {error}")),
     };
+    // Where the test arms crash points (a binary built without them ignores it).
+    command.env(
+        replicast_node::crash_point::DIRECTORY_VARIABLE,
+        super::crash_points::directory(root),
+    );
     if !stderr_to_file {
         command
             .arg("-c")
@@ -611,8 +648,10 @@ fn start_node(
         // failed test needs.
         command.env(
             "RUST_LOG",
-            "warn,replicast_node::consensus=info,replicast_node::driver=info,\
-             replicast::cli::node=info",
+            log_filter.unwrap_or(
+                "warn,replicast_node::consensus=info,replicast_node::driver=info,\
+                 replicast::cli::node=info",
+            ),
         );
     }
     command

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod clients;
+mod crash_points;
 mod local_cluster;
 pub mod masters;
 mod node;

@@ -315,6 +315,17 @@ pub fn stop_and_compare_replicas(
         cluster.storage(name).stop();
     }
     cluster.master_node.stop();
+    compare_replicas(&cluster, table, accounts)
+}
+
+/// The checks of [`stop_and_compare_replicas`], on a cluster whose storages were stopped
+/// (e.g. by [`LocalCluster::stop_running`]), which stays for more checks of their files.
+pub fn compare_replicas(
+    cluster: &LocalCluster,
+    table: &[Vec<(String, String)>],
+    accounts: &[Oid],
+) -> Vec<Vec<(Oid, Tid, [u8; 16])>> {
+    let storages: Vec<String> = cluster.storages.keys().cloned().collect();
     let stores: BTreeMap<&str, Engine> = storages
         .iter()
         .map(|name| {
