@@ -35,6 +35,7 @@ use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, ask, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, binary, output};
+use replicast_transport::fanout;
 use replicast_transport::fanout::wire::{
     ControlAnswer, ControlRequest, Membership, UnicastAck, UnicastHeader,
 };
@@ -692,8 +693,9 @@ async fn attack(
             receiver_id: 1,
             receiver_secret: [2; 32],
         });
+        let fanout_link = storage_link.clone().for_service(fanout::SERVICE);
         let joined: Result<ControlAnswer, _> =
-            bounded_exchange("a join", storage_link.request(&join)).await;
+            bounded_exchange("a join", fanout_link.request(&join)).await;
         assert_fanout_refused(name, joined);
         let store = encode(&Message::Store {
             ttid: NEVER_BEGUN,
@@ -705,7 +707,7 @@ async fn attack(
         });
         let sent: Result<UnicastAck, _> = bounded_exchange(
             "an object",
-            storage_link.send_object(&UnicastHeader { object_id: 1 }, store.into()),
+            fanout_link.send_object(&UnicastHeader { object_id: 1 }, store.into()),
         )
         .await;
         assert_fanout_refused(name, sent);

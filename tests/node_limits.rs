@@ -18,6 +18,7 @@ use replicast_node::protocol::{Message, PeerLimit, RefusalReason, StoreKind, Sto
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, random_group};
+use replicast_transport::fanout;
 use replicast_transport::fanout::wire::{ControlAnswer, ControlRequest, Membership};
 use replicast_transport::quic::{LinkConfig, LinkError};
 
@@ -274,7 +275,10 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
         let mut writers = Vec::new();
         for (i, name) in ["client-4", "client-5", "client-6"].into_iter().enumerate() {
             let peer = Peer::new(peer_endpoint(&identity(name), LinkConfig::default()));
-            let link = peer.link("storage-1", storage_1).await;
+            let link = peer
+                .link("storage-1", storage_1)
+                .await
+                .for_service(fanout::SERVICE);
             let join = ControlRequest::Join(Membership {
                 group: random_group(),
                 session_id: 100 + i as u64,

@@ -17,7 +17,7 @@ use replicast_transport::fanout::wire::{
 };
 use replicast_transport::fanout::{
     DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig,
-    FanoutReport, ReceivedVia, ReplicaOutcome, Strategy,
+    FanoutReport, ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
 };
 use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
@@ -519,7 +519,8 @@ async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_a
     .await;
 }
 
-/// A replica's fan-out receiver, and a writer's endpoint with its link to the replica.
+/// A replica's fan-out receiver, and a writer's endpoint with its link to the replica's
+/// fan-out service.
 async fn replica_and_link() -> (FanoutReceiver, Endpoint, Link) {
     let ca = ClusterCa::generate("fanout").expect("CA");
     let replica_endpoint = endpoint(&ca, "replica");
@@ -527,7 +528,7 @@ async fn replica_and_link() -> (FanoutReceiver, Endpoint, Link) {
     let replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
     let writer = endpoint(&ca, "writer");
     let link = writer.link("replica", replica_addr).await.expect("link");
-    (replica, writer, link)
+    (replica, writer, link.for_service(SERVICE))
 }
 
 /// Makes the replica behind `link` join session `session_id` of a new group (its group key
@@ -897,7 +898,8 @@ impl SharedGroup {
         let link = endpoint
             .link("replica", self.replica_addr)
             .await
-            .expect("link");
+            .expect("link")
+            .for_service(SERVICE);
         let left: ControlAnswer = link
             .request(&ControlRequest::Leave {
                 session_id: index as u64 + 1,
@@ -1044,7 +1046,8 @@ async fn a_session_id_of_another_writer_and_an_unbindable_group_are_refused() {
         let link = intruder_endpoint
             .link("replica", shared.replica_addr)
             .await
-            .expect("link");
+            .expect("link")
+            .for_service(SERVICE);
         let unbindable: Result<ControlAnswer, LinkError> = link
             .request(&ControlRequest::Join(Membership {
                 group: "127.0.0.1:47000".parse().expect("address"),
