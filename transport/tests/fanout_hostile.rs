@@ -19,16 +19,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{address, endpoint, identity, random_group};
+use replicast_testkit::fanout::{Replica, membership, writer_config};
 use replicast_transport::fanout::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_BUNDLE_PARTS,
     MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership, UnicastAck, UnicastBatchAck,
     UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
-    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
-    FanoutReceiverConfig, ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
+    DeliveryFailure, DeliveryPath, Fanout, FanoutError, FanoutReceiver, FanoutReceiverConfig,
+    ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
 };
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::hello::{Hello, Welcome};
 use replicast_transport::quic::wire::{ObjectHead, Reply, encode_object_stream};
@@ -47,15 +47,6 @@ async fn bounded<F: std::future::Future>(body: F) -> F::Output {
         .expect("test exceeded its time bound")
 }
 
-fn writer_config(group: SocketAddr, strategy: Strategy) -> FanoutConfig {
-    let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group), SESSION);
-    // A replica that never acknowledges on the group holds the window back only this long.
-    multicast.protocol.delivery_timeout = Duration::from_secs(1);
-    let mut config = FanoutConfig::new(multicast);
-    config.strategy = strategy;
-    config
-}
-
 /// A genuine writer with one genuine replica; `replica_endpoint` is a handle on the
 /// replica's endpoint, for its counters.
 struct Setup {
@@ -67,18 +58,16 @@ struct Setup {
 
 async fn setup(strategy: Strategy) -> Setup {
     let ca = ClusterCa::generate("fanout-hostile").expect("CA");
-    let replica_endpoint = endpoint(&ca, "replica");
-    let replica_address = address(&replica_endpoint);
-    let replica = FanoutReceiver::start(replica_endpoint.clone(), FanoutReceiverConfig::default());
     let writer = Fanout::bind(
         endpoint(&ca, "writer"),
-        writer_config(random_group(), strategy),
+        writer_config(random_group(), SESSION, strategy),
     )
     .expect("bind the writer");
-    writer
-        .add_replica("replica", replica_address)
-        .await
-        .expect("add the replica");
+    let Replica {
+        receiver: replica,
+        endpoint: replica_endpoint,
+        ..
+    } = Replica::added(&writer, &ca, "replica", FanoutReceiverConfig::default()).await;
     Setup {
         ca,
         writer,
@@ -150,14 +139,7 @@ async fn undecodable_control_requests_and_headers_are_refused_and_counted() {
         assert_remote(unknown_variant, "not a fan-out request");
         let empty: Result<ControlAnswer, _> = link.request(&()).await;
         assert_remote(empty, "not a fan-out request");
-        let join = ControlRequest::Join(Membership {
-            group: random_group(),
-            session_id: 99,
-            epoch: 1,
-            group_secret: [1; 32],
-            receiver_id: 1,
-            receiver_secret: [2; 32],
-        });
+        let join = ControlRequest::Join(membership(random_group(), 99));
         // A genuine join, for another service than the fan-out's: not served, whatever its
         // bytes.
         let other_service = link.clone().for_service(Service::DEFAULT);
@@ -172,14 +154,10 @@ async fn undecodable_control_requests_and_headers_are_refused_and_counted() {
         assert_remote(truncated_join, "not a fan-out request");
         // A join to an address that is no multicast group.
         let not_a_group: Result<ControlAnswer, _> = link
-            .request(&ControlRequest::Join(Membership {
-                group: (Ipv4Addr::LOCALHOST, 9).into(),
-                session_id: 99,
-                epoch: 1,
-                group_secret: [1; 32],
-                receiver_id: 1,
-                receiver_secret: [2; 32],
-            }))
+            .request(&ControlRequest::Join(membership(
+                (Ipv4Addr::LOCALHOST, 9).into(),
+                99,
+            )))
             .await;
         assert!(not_a_group.is_err(), "{not_a_group:?}");
         assert_eq!(setup.refused(), 6);
@@ -390,12 +368,10 @@ async fn announcements_and_membership_from_a_peer_that_is_not_the_writer_are_ref
         assert_remote(rekey, "not a member");
         let hijack: Result<ControlAnswer, _> = link
             .request(&ControlRequest::Join(Membership {
-                group: random_group(),
-                session_id: SESSION,
                 epoch: 9,
                 group_secret: [6; 32],
-                receiver_id: 1,
                 receiver_secret: [7; 32],
+                ..membership(random_group(), SESSION)
             }))
             .await;
         assert_remote(hijack, "another writer");
@@ -780,14 +756,10 @@ async fn a_peer_holds_one_session_however_many_it_opens() {
         // holds more than one socket and task on the replica.
         for session_id in 1_000..1_020 {
             let answer: ControlAnswer = link
-                .request(&ControlRequest::Join(Membership {
-                    group: random_group(),
+                .request(&ControlRequest::Join(membership(
+                    random_group(),
                     session_id,
-                    epoch: 1,
-                    group_secret: [1; 32],
-                    receiver_id: 1,
-                    receiver_secret: [2; 32],
-                }))
+                )))
                 .await
                 .expect("a join of her own session is accepted");
             assert!(matches!(answer, ControlAnswer::Joined), "{answer:?}");
