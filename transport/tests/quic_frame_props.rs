@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use replicast_transport::quic::frame::{FrameDecoder, decode_frame, encode_frame};
+use replicast_transport::quic::frame::{FrameDecoder, StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::wire::{
     DecodeLimits, DecodedStream, Reply, decode_stream, encode_object_stream,
 };
@@ -32,6 +32,17 @@ proptest! {
                 prop_assert!(frame.len() <= max as usize);
             }
         }
+    }
+
+    #[test]
+    fn requests_decode_to_the_service_and_body_sent(
+        service in any::<u16>().prop_map(Service::new),
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut stream = vec![StreamKind::Request.as_byte()];
+        stream.extend_from_slice(&service.id().to_be_bytes());
+        encode_frame(&body, LIMITS.max_frame_len, &mut stream).unwrap();
+        prop_assert_eq!(decode_stream(&stream, LIMITS).unwrap(), DecodedStream::Request { service, body });
     }
 
     #[test]
