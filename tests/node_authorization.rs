@@ -32,12 +32,12 @@ use replicast_node::protocol::{
     VoteResult, encode, rule,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
+use replicast_testkit::fanout::membership;
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, ask, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, binary, output};
-use replicast_transport::fanout::wire::{
-    ControlAnswer, ControlRequest, Membership, UnicastAck, UnicastHeader,
-};
+use replicast_transport::fanout;
+use replicast_transport::fanout::wire::{ControlAnswer, ControlRequest, UnicastAck, UnicastHeader};
 use replicast_transport::quic::{LinkConfig, LinkError};
 
 /// The objects written before the attacks: oids 1..=OBJECTS.
@@ -693,16 +693,11 @@ async fn attack(
     let mut fanout_refused = 0;
     if !identity.roles().contains(Role::Client) {
         // Only clients open fan-out sessions: a join and a unicast store are refused.
-        let join = ControlRequest::Join(Membership {
-            group: "239.255.1.1:7200".parse().expect("a group"),
-            session_id: 7,
-            epoch: 0,
-            group_secret: [1; 32],
-            receiver_id: 1,
-            receiver_secret: [2; 32],
-        });
+        let join =
+            ControlRequest::Join(membership("239.255.1.1:7200".parse().expect("a group"), 7));
+        let fanout_link = storage_link.clone().for_service(fanout::SERVICE);
         let joined: Result<ControlAnswer, _> =
-            bounded_exchange("a join", storage_link.request(&join)).await;
+            bounded_exchange("a join", fanout_link.request(&join)).await;
         assert_fanout_refused(name, joined);
         let store = encode(&Message::Store {
             ttid: NEVER_BEGUN,
@@ -714,7 +709,7 @@ async fn attack(
         });
         let sent: Result<UnicastAck, _> = bounded_exchange(
             "an object",
-            storage_link.send_object(&UnicastHeader { object_id: 1 }, store.into()),
+            fanout_link.send_object(&UnicastHeader { object_id: 1 }, store.into()),
         )
         .await;
         assert_fanout_refused(name, sent);

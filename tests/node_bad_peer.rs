@@ -35,6 +35,7 @@ use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, ask, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT};
+use replicast_transport::fanout;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, EndpointConfig, Link, LinkConfig, LinkError};
 
@@ -228,11 +229,12 @@ async fn send_requests_and_objects(link: &Link) {
     );
 }
 
-/// A storage serves requests and objects of the fan-out (stored objects arrive that way):
-/// requests that are no fan-out request and objects whose header is no fan-out header are
-/// refused; an object the fan-out takes but whose bytes are no store is acknowledged by the
-/// fan-out and refused by the storage's driver (checked by the caller: nothing changes).
+/// A storage serves requests and objects of the fan-out's service (stored objects arrive that
+/// way): requests that are no fan-out request and objects whose header is no fan-out header
+/// are refused; an object the fan-out takes but whose bytes are no store is acknowledged by
+/// the fan-out and refused by the storage's driver (checked by the caller: nothing changes).
 async fn send_fanout_garbage(link: &Link) {
+    let link = &link.clone().for_service(fanout::SERVICE);
     let request: Result<Vec<u8>, _> =
         bounded_exchange("a request", link.request(&[0xffu8; 8])).await;
     assert!(

@@ -15,10 +15,12 @@ use replicast_certs::NodeIdentity;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::{Message, PeerLimit, RefusalReason, StoreKind, StoreResult};
+use replicast_testkit::fanout::membership;
 use replicast_testkit::process;
 use replicast_testkit::process::peer::{Peer, bounded_exchange, peer_endpoint};
 use replicast_testkit::process::{ClusterSpec, LocalCluster, WAIT, random_group};
-use replicast_transport::fanout::wire::{ControlAnswer, ControlRequest, Membership};
+use replicast_transport::fanout;
+use replicast_transport::fanout::wire::{ControlAnswer, ControlRequest};
 use replicast_transport::quic::{LinkConfig, LinkError};
 
 /// `[limits]` of every node.
@@ -283,15 +285,11 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
         let mut writers = Vec::new();
         for (i, name) in ["client-4", "client-5", "client-6"].into_iter().enumerate() {
             let peer = Peer::new(peer_endpoint(&identity(name), LinkConfig::default()));
-            let link = peer.link("storage-1", storage_1).await;
-            let join = ControlRequest::Join(Membership {
-                group: random_group(),
-                session_id: 100 + i as u64,
-                epoch: 0,
-                group_secret: [7; 32],
-                receiver_id: 1,
-                receiver_secret: [8; 32],
-            });
+            let link = peer
+                .link("storage-1", storage_1)
+                .await
+                .for_service(fanout::SERVICE);
+            let join = ControlRequest::Join(membership(random_group(), 100 + i as u64));
             let answer: Result<ControlAnswer, _> =
                 bounded_exchange("a join", link.request(&join)).await;
             if (i as u64) < FANOUT_SESSIONS {

@@ -171,11 +171,9 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
         .get(index)
         .copied()
         .ok_or_else(|| BenchError::Setup(format!("no multicast group for {name}")))?;
-    // A session id drawn at random, as a node client draws its own (driver/connect.rs): a
-    // storage tells the fan-out's requests from its own protocol's by trying to decode them
-    // as the latter, and small ids (these were 1 to the client count) make some of them
-    // decode (session 8's batches of 5 as `AskLastTransaction`), which fails the client's
-    // stores and aborts its transactions.
+    // A session id drawn at random, as a node client draws its own (driver/connect.rs): the
+    // writers on one group must hold different ids (a storage refuses a session id another
+    // writer holds).
     let session_id = StdRng::seed_from_u64(seed ^ 0x5e55_1011_u64).next_u64();
     let mut multicast = MulticastSenderConfig::new(
         MulticastSocketConfig::new(group).with_interface(host.interface.clone()),

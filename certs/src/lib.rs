@@ -47,5 +47,10 @@ pub use revocation::{Revocation, TlsConfigs};
 pub use role::{ROLE_URI_PREFIX, Role, Roles, roles_of};
 pub use tls::{anonymous_client_config, node_name_of};
 
-/// The ALPN protocol every replicast connection negotiates.
-pub const ALPN: &[u8] = b"replicast/1";
+/// The ALPN protocol every replicast connection negotiates: its number is the version of
+/// what travels on the connection's streams (the transport's framing), so that peers of two
+/// versions refuse each other at the handshake instead of misreading each other's streams.
+///
+/// Version 2: request and object streams name the service they are for after their kind
+/// byte (a storage serves the node protocol and the fan-out's on one endpoint).
+pub const ALPN: &[u8] = b"replicast/2";

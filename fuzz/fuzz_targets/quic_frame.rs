@@ -2,14 +2,17 @@
 //! reply and object-frame decoders, and the whole-stream decoder a receiving endpoint applies
 //! (kind byte, frame limits, object length, chunk bounds, zstd bounds, digest).
 //!
-//! None of them may panic, and none may return a frame longer than its limit.
+//! None of them may panic, and none may return a frame longer than its limit. A request
+//! stream built from the input (its first two bytes the service, the rest the body) decodes
+//! to exactly that service and body: the service a receiver routes by is the sender's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use replicast_transport::quic::frame::FrameDecoder;
+use replicast_transport::quic::frame::{FrameDecoder, StreamKind, encode_frame};
 use replicast_transport::quic::wire::{
-    DecodeLimits, ObjectFrame, ObjectHead, Reply, decode_stream,
+    DecodeLimits, DecodedStream, ObjectFrame, ObjectHead, Reply, decode_stream,
 };
+use replicast_transport::quic::{SERVICE_LEN, Service};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame_len: 1 << 16,
@@ -34,4 +37,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = decode_stream(data, LIMITS);
+
+    if let Some((service, body)) = data.split_first_chunk::<SERVICE_LEN>() {
+        let service = Service::new(u16::from_be_bytes(*service));
+        let mut stream = vec![StreamKind::Request.as_byte()];
+        stream.extend_from_slice(&service.id().to_be_bytes());
+        if encode_frame(body, LIMITS.max_frame_len, &mut stream).is_ok() {
+            let body = body.to_vec();
+            assert_eq!(
+                decode_stream(&stream, LIMITS),
+                Ok(DecodedStream::Request { service, body })
+            );
+        }
+    }
 });

@@ -17,6 +17,7 @@ use replicast_node::transaction::TransactionInfo;
 use replicast_testkit::cluster::{Cluster, STORAGES, WAIT};
 use replicast_testkit::endpoint::endpoint;
 use replicast_testkit::workload::transfers::{balance, balance_data};
+use replicast_transport::fanout;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::quic::{Endpoint, Incoming};
 
@@ -457,8 +458,9 @@ async fn garbage_from_a_peer() {
         (setup_tid, INITIAL_BALANCE)
     );
     // Fan-out objects that are not stores: garbage, and a well-formed finish.
+    let fanout = storage.clone().for_service(fanout::SERVICE);
     for (object_id, body) in [(1u64, vec![0xde, 0xad]), (2, encode(&finish))] {
-        let ack: UnicastAck = storage
+        let ack: UnicastAck = fanout
             .send_object(&UnicastHeader { object_id }, body.into())
             .await
             .expect("the fan-out receiver takes the object");

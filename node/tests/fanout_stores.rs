@@ -14,11 +14,9 @@ use replicast_node::driver::{ClientHandle, DriverConfig, FanoutDeliveries};
 use replicast_node::protocol::StorePath;
 use replicast_testkit::cluster::{Cluster as TestCluster, MASTER, STORAGES, WAIT};
 use replicast_testkit::endpoint::{EndpointSpec, address, bind_identity, endpoint, random_group};
+use replicast_testkit::fanout::writer_config;
 use replicast_testkit::workload::transfers::{self, Commit};
-use replicast_transport::fanout::{
-    Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy,
-};
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
+use replicast_transport::fanout::{Fanout, FanoutReceiver, FanoutReceiverConfig, Strategy};
 use replicast_transport::netem::{LinkConditions, NetemConfig};
 use replicast_transport::quic::Endpoint;
 
@@ -72,15 +70,7 @@ impl Cluster {
     }
 
     async fn client_on(&self, endpoint: Endpoint, name: &str, strategy: Strategy) -> ClientHandle {
-        let mut multicast =
-            MulticastSenderConfig::new(MulticastSocketConfig::new(self.group), rand::random());
-        // A storage that stops acknowledging holds the window back only this long.
-        multicast.protocol.delivery_timeout = Duration::from_secs(1);
-        let config = FanoutConfig {
-            strategy,
-            probe_interval: Duration::from_millis(20),
-            ..FanoutConfig::new(multicast)
-        };
+        let config = writer_config(self.group, rand::random(), strategy);
         let writer = Fanout::bind(endpoint.clone(), config).expect("bind the fan-out writer");
         ClientHandle::connect_with_fanout(
             Client::new(name, MASTER, ClientConfig::default()),

@@ -5,6 +5,8 @@
 //! - [`endpoint`]: a cluster CA, node certificates and QUIC endpoints on this host, on an
 //!   emulated link when asked;
 //! - [`cluster`]: in-process clusters (a master and redb storages as node drivers);
+//! - [`fanout`]: fan-out writers' configurations, replicas added to a writer, hand-made
+//!   memberships;
 //! - [`process`]: the process harness (`replicast` commands and nodes as child processes, a
 //!   local cluster of them, the replication checks of the process tests);
 //! - [`netns`]: hosts made of Linux network namespaces, bridges and a router (root);
@@ -27,6 +29,7 @@
 pub mod cluster;
 pub mod endpoint;
 mod error;
+pub mod fanout;
 pub mod netns;
 pub mod plot;
 pub mod process;

@@ -12,6 +12,8 @@
 //!   both, and resolves per replica.
 //! - `netem` (feature `netem`, off by default; the crate's tests and benches turn it on):
 //!   in-process WAN emulation at the UDP socket.
+//! - [`wrapped_socket`]: a quinn socket wrapping another, changing only what its wrapper
+//!   says (the ICMP hints of [`quic`], the emulated WAN of `netem`).
 #![warn(missing_docs)]
 
 pub mod fanout;
@@ -20,6 +22,7 @@ pub mod multicast;
 pub mod netem;
 pub mod quic;
 mod sync;
+pub mod wrapped_socket;
 
 /// The README's code blocks, compiled as doc tests so they stay true.
 #[doc = include_str!("../README.md")]

@@ -19,20 +19,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{address, endpoint, identity, random_group};
+use replicast_testkit::fanout::{Replica, membership, writer_config};
 use replicast_transport::fanout::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_BUNDLE_PARTS,
     MAX_EXPECT_BATCH, MAX_UNICAST_BATCH, Membership, UnicastAck, UnicastBatchAck,
     UnicastBatchHeader, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
-    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
-    FanoutReceiverConfig, ReceivedVia, ReplicaOutcome, Strategy,
+    DeliveryFailure, DeliveryPath, Fanout, FanoutError, FanoutReceiver, FanoutReceiverConfig,
+    ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
 };
-use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::hello::{Hello, Welcome};
 use replicast_transport::quic::wire::{ObjectHead, Reply, encode_object_stream};
-use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
+use replicast_transport::quic::{
+    Endpoint, Incoming, Link, LinkConfig, LinkError, SERVICE_LEN, Service,
+};
 
 /// Bound on every test body.
 const TEST_BOUND: Duration = Duration::from_secs(120);
@@ -43,15 +45,6 @@ async fn bounded<F: std::future::Future>(body: F) -> F::Output {
     tokio::time::timeout(TEST_BOUND, body)
         .await
         .expect("test exceeded its time bound")
-}
-
-fn writer_config(group: SocketAddr, strategy: Strategy) -> FanoutConfig {
-    let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group), SESSION);
-    // A replica that never acknowledges on the group holds the window back only this long.
-    multicast.protocol.delivery_timeout = Duration::from_secs(1);
-    let mut config = FanoutConfig::new(multicast);
-    config.strategy = strategy;
-    config
 }
 
 /// A genuine writer with one genuine replica; `replica_endpoint` is a handle on the
@@ -65,18 +58,16 @@ struct Setup {
 
 async fn setup(strategy: Strategy) -> Setup {
     let ca = ClusterCa::generate("fanout-hostile").expect("CA");
-    let replica_endpoint = endpoint(&ca, "replica");
-    let replica_address = address(&replica_endpoint);
-    let replica = FanoutReceiver::start(replica_endpoint.clone(), FanoutReceiverConfig::default());
     let writer = Fanout::bind(
         endpoint(&ca, "writer"),
-        writer_config(random_group(), strategy),
+        writer_config(random_group(), SESSION, strategy),
     )
     .expect("bind the writer");
-    writer
-        .add_replica("replica", replica_address)
-        .await
-        .expect("add the replica");
+    let Replica {
+        receiver: replica,
+        endpoint: replica_endpoint,
+        ..
+    } = Replica::added(&writer, &ca, "replica", FanoutReceiverConfig::default()).await;
     Setup {
         ca,
         writer,
@@ -108,14 +99,14 @@ impl Setup {
     }
 
     /// Mallory: a peer with a valid cluster certificate that is not the writer, linked to
-    /// the replica (her endpoint, kept alive with the link).
+    /// the replica's fan-out service (her endpoint, kept alive with the link).
     async fn mallory(&self) -> (Endpoint, Link) {
         let mallory = endpoint(&self.ca, "mallory");
         let link = mallory
             .link("replica", address(&self.replica_endpoint))
             .await
             .expect("Mallory's certificate is valid");
-        (mallory, link)
+        (mallory, link.for_service(SERVICE))
     }
 
     fn refused(&self) -> u64 {
@@ -148,40 +139,39 @@ async fn undecodable_control_requests_and_headers_are_refused_and_counted() {
         assert_remote(unknown_variant, "not a fan-out request");
         let empty: Result<ControlAnswer, _> = link.request(&()).await;
         assert_remote(empty, "not a fan-out request");
+        let join = ControlRequest::Join(membership(random_group(), 99));
+        // A genuine join, for another service than the fan-out's: not served, whatever its
+        // bytes.
+        let other_service = link.clone().for_service(Service::DEFAULT);
+        let not_for_the_fanout: Result<ControlAnswer, _> = other_service.request(&join).await;
+        assert_remote(not_for_the_fanout, "it is for service 0");
+        assert_eq!(setup.replica.stats().sessions, 1, "the writer's only");
         // A join cut short in its group key.
-        let join = postcard::to_stdvec(&ControlRequest::Join(Membership {
-            group: random_group(),
-            session_id: 99,
-            epoch: 1,
-            group_secret: [1; 32],
-            receiver_id: 1,
-            receiver_secret: [2; 32],
-        }))
-        .expect("encode a join");
+        let join = postcard::to_stdvec(&join).expect("encode a join");
         let mut truncated = [0u8; 16];
         truncated.copy_from_slice(&join[..16]);
         let truncated_join: Result<ControlAnswer, _> = link.request(&truncated).await;
         assert_remote(truncated_join, "not a fan-out request");
         // A join to an address that is no multicast group.
         let not_a_group: Result<ControlAnswer, _> = link
-            .request(&ControlRequest::Join(Membership {
-                group: (Ipv4Addr::LOCALHOST, 9).into(),
-                session_id: 99,
-                epoch: 1,
-                group_secret: [1; 32],
-                receiver_id: 1,
-                receiver_secret: [2; 32],
-            }))
+            .request(&ControlRequest::Join(membership(
+                (Ipv4Addr::LOCALHOST, 9).into(),
+                99,
+            )))
             .await;
         assert!(not_a_group.is_err(), "{not_a_group:?}");
-        assert_eq!(setup.refused(), 5);
+        assert_eq!(setup.refused(), 6);
 
-        // An object whose header is not a fan-out header.
+        // An object whose header is not a fan-out header; a genuine one for another service.
         let object: Result<UnicastAck, _> = link
             .send_object(&[0xffu8; 4], Bytes::from_static(b"payload"))
             .await;
         assert_remote(object, "not a fan-out object");
-        assert_eq!(setup.refused(), 6);
+        let header = UnicastHeader { object_id: 5 };
+        let payload = Bytes::from_static(b"payload");
+        let object: Result<UnicastAck, _> = other_service.send_object(&header, payload).await;
+        assert_remote(object, "it is for service 0");
+        assert_eq!(setup.refused(), 8);
         assert!(setup.replica.try_recv().is_none(), "nothing delivered");
         assert_eq!(setup.replica.stats().unicast_objects, 0);
 
@@ -197,8 +187,11 @@ async fn undecodable_control_requests_and_headers_are_refused_and_counted() {
 /// `announced` bytes instead of the payload's length (chunks and end frame as genuine).
 fn lying_object_stream(header: &[u8], payload: &Bytes, announced: u64) -> Vec<u8> {
     let config = LinkConfig::default();
-    let genuine = encode_object_stream(header, payload, &config).expect("encode an object");
-    let (_, head_len) = decode_frame(&genuine[1..], config.max_frame_len)
+    let genuine =
+        encode_object_stream(SERVICE, header, payload, &config).expect("encode an object");
+    // The kind byte and the service.
+    let opening = 1 + SERVICE_LEN;
+    let (_, head_len) = decode_frame(&genuine[opening..], config.max_frame_len)
         .expect("a head frame")
         .expect("a whole head frame");
     let lying_head = postcard::to_stdvec(&ObjectHead {
@@ -206,9 +199,9 @@ fn lying_object_stream(header: &[u8], payload: &Bytes, announced: u64) -> Vec<u8
         header,
     })
     .expect("encode a head");
-    let mut stream = vec![StreamKind::Object.as_byte()];
+    let mut stream = genuine[..opening].to_vec();
     encode_frame(&lying_head, config.max_frame_len, &mut stream).expect("frame the head");
-    stream.extend_from_slice(&genuine[1 + head_len..]);
+    stream.extend_from_slice(&genuine[opening + head_len..]);
     stream
 }
 
@@ -375,12 +368,10 @@ async fn announcements_and_membership_from_a_peer_that_is_not_the_writer_are_ref
         assert_remote(rekey, "not a member");
         let hijack: Result<ControlAnswer, _> = link
             .request(&ControlRequest::Join(Membership {
-                group: random_group(),
-                session_id: SESSION,
                 epoch: 9,
                 group_secret: [6; 32],
-                receiver_id: 1,
                 receiver_secret: [7; 32],
+                ..membership(random_group(), SESSION)
             }))
             .await;
         assert_remote(hijack, "another writer");
@@ -765,14 +756,10 @@ async fn a_peer_holds_one_session_however_many_it_opens() {
         // holds more than one socket and task on the replica.
         for session_id in 1_000..1_020 {
             let answer: ControlAnswer = link
-                .request(&ControlRequest::Join(Membership {
-                    group: random_group(),
+                .request(&ControlRequest::Join(membership(
+                    random_group(),
                     session_id,
-                    epoch: 1,
-                    group_secret: [1; 32],
-                    receiver_id: 1,
-                    receiver_secret: [2; 32],
-                }))
+                )))
                 .await
                 .expect("a join of her own session is accepted");
             assert!(matches!(answer, ControlAnswer::Joined), "{answer:?}");

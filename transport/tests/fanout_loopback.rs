@@ -11,13 +11,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{EndpointSpec, endpoint, random_group};
+use replicast_testkit::fanout::{Replica, membership, writer_config};
 use replicast_transport::fanout::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader,
     UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
-    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig,
-    FanoutReport, ReceivedVia, ReplicaOutcome, Strategy,
+    DeliveryFailure, DeliveryPath, Fanout, FanoutReceiver, FanoutReceiverConfig, FanoutReport,
+    ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
 };
 use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
@@ -71,15 +72,8 @@ struct Cluster {
     replicas: Vec<(String, FanoutReceiver)>,
 }
 
-fn writer_config(group: SocketAddr, strategy: Strategy) -> FanoutConfig {
-    let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group), 7);
-    // A replica that stops acknowledging holds the window back only this long.
-    multicast.protocol.delivery_timeout = Duration::from_secs(1);
-    let mut config = FanoutConfig::new(multicast);
-    config.strategy = strategy;
-    config.probe_interval = Duration::from_millis(20);
-    config
-}
+/// The writer's multicast session, unless a test names another.
+const SESSION: u64 = 7;
 
 async fn cluster(
     ca: &ClusterCa,
@@ -88,22 +82,21 @@ async fn cluster(
     replica_loss: f64,
     expect_timeout: Duration,
 ) -> Cluster {
-    let writer = Fanout::bind(writer_endpoint, writer_config(random_group(), strategy))
-        .expect("bind writer");
+    let writer = Fanout::bind(
+        writer_endpoint,
+        writer_config(random_group(), SESSION, strategy),
+    )
+    .expect("bind writer");
     let mut replicas = Vec::new();
     for index in 0..3u64 {
-        let name = format!("replica-{index}");
-        let endpoint = endpoint(ca, &name);
-        let addr = endpoint.local_addr().expect("local address");
         let config = FanoutReceiverConfig {
             impairment: (replica_loss > 0.0)
                 .then(|| ImpairmentConfig::loss(replica_loss, 100 + index)),
             expect_timeout,
             ..FanoutReceiverConfig::default()
         };
-        let receiver = FanoutReceiver::start(endpoint, config);
-        writer.add_replica(&name, addr).await.expect("add replica");
-        replicas.push((name, receiver));
+        let replica = Replica::added(&writer, ca, &format!("replica-{index}"), config).await;
+        replicas.push((replica.name, replica.receiver));
     }
     Cluster { writer, replicas }
 }
@@ -469,7 +462,7 @@ async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_a
         .expect("bind the writer");
         let writer = Fanout::bind(
             writer_endpoint,
-            writer_config(random_group(), Strategy::Auto),
+            writer_config(random_group(), SESSION, Strategy::Auto),
         )
         .expect("bind writer");
         let mut replica = FrozenReplica::start(&ca, "replica-0");
@@ -519,15 +512,14 @@ async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_a
     .await;
 }
 
-/// A replica's fan-out receiver, and a writer's endpoint with its link to the replica.
+/// A replica's fan-out receiver, and a writer's endpoint with its link to the replica's
+/// fan-out service.
 async fn replica_and_link() -> (FanoutReceiver, Endpoint, Link) {
     let ca = ClusterCa::generate("fanout").expect("CA");
-    let replica_endpoint = endpoint(&ca, "replica");
-    let replica_addr = replica_endpoint.local_addr().expect("local address");
-    let replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
+    let replica = Replica::start(&ca, "replica", FanoutReceiverConfig::default());
     let writer = endpoint(&ca, "writer");
-    let link = writer.link("replica", replica_addr).await.expect("link");
-    (replica, writer, link)
+    let link = writer.link("replica", replica.address).await.expect("link");
+    (replica.receiver, writer, link.for_service(SERVICE))
 }
 
 /// Makes the replica behind `link` join session `session_id` of a new group (its group key
@@ -543,12 +535,9 @@ async fn joined_session(
     let group = random_group();
     let joined: ControlAnswer = link
         .request(&ControlRequest::Join(Membership {
-            group,
-            session_id,
-            epoch: 1,
             group_secret,
-            receiver_id: 1,
             receiver_secret,
+            ..membership(group, session_id)
         }))
         .await
         .expect("join");
@@ -721,18 +710,13 @@ async fn a_removed_replica_cannot_decrypt_later_objects() {
         let ca = ClusterCa::generate("fanout").expect("CA");
         let writer = Fanout::bind(
             endpoint(&ca, "writer"),
-            writer_config(random_group(), Strategy::Multicast),
+            writer_config(random_group(), SESSION, Strategy::Multicast),
         )
         .expect("bind writer");
         let mut honest = Vec::new();
         for name in ["replica-a", "replica-b"] {
-            let endpoint = endpoint(&ca, name);
-            let addr = endpoint.local_addr().expect("local address");
-            honest.push(FanoutReceiver::start(
-                endpoint,
-                FanoutReceiverConfig::default(),
-            ));
-            writer.add_replica(name, addr).await.expect("add replica");
+            let replica = Replica::added(&writer, &ca, name, FanoutReceiverConfig::default()).await;
+            honest.push(replica.receiver);
         }
 
         // The hostile member: it answers the join by hand and keeps a raw receiver with the keys.
@@ -859,17 +843,18 @@ fn group_writer(
     session_id: u64,
 ) -> (Fanout, Endpoint) {
     let writer_endpoint = endpoint(ca, name);
-    let mut config = writer_config(group, Strategy::Multicast);
-    config.multicast.session_id = session_id;
+    let config = writer_config(group, session_id, Strategy::Multicast);
     let writer = Fanout::bind(writer_endpoint.clone(), config).expect("bind writer");
     (writer, writer_endpoint)
 }
 
 /// `writers` writers on one new group, sessions 1 to `writers`, all joined to one replica.
 async fn shared_group(ca: &ClusterCa, writers: u64) -> SharedGroup {
-    let replica_endpoint = endpoint(ca, "replica");
-    let replica_addr = replica_endpoint.local_addr().expect("local address");
-    let replica = FanoutReceiver::start(replica_endpoint, FanoutReceiverConfig::default());
+    let Replica {
+        receiver: replica,
+        address: replica_addr,
+        ..
+    } = Replica::start(ca, "replica", FanoutReceiverConfig::default());
     let group = random_group();
     let mut joined = Vec::new();
     for session_id in 1..=writers {
@@ -897,7 +882,8 @@ impl SharedGroup {
         let link = endpoint
             .link("replica", self.replica_addr)
             .await
-            .expect("link");
+            .expect("link")
+            .for_service(SERVICE);
         let left: ControlAnswer = link
             .request(&ControlRequest::Leave {
                 session_id: index as u64 + 1,
@@ -1044,16 +1030,13 @@ async fn a_session_id_of_another_writer_and_an_unbindable_group_are_refused() {
         let link = intruder_endpoint
             .link("replica", shared.replica_addr)
             .await
-            .expect("link");
+            .expect("link")
+            .for_service(SERVICE);
         let unbindable: Result<ControlAnswer, LinkError> = link
-            .request(&ControlRequest::Join(Membership {
-                group: "127.0.0.1:47000".parse().expect("address"),
-                session_id: 2,
-                epoch: 1,
-                group_secret: [1; 32],
-                receiver_id: 1,
-                receiver_secret: [2; 32],
-            }))
+            .request(&ControlRequest::Join(membership(
+                "127.0.0.1:47000".parse().expect("address"),
+                2,
+            )))
             .await;
         let error = unbindable.expect_err("an unbindable group");
         assert!(

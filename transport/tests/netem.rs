@@ -3,7 +3,6 @@
 #![cfg(feature = "netem")]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use replicast_transport::netem::{
@@ -287,7 +286,7 @@ async fn impaired_quinn_socket_delays_and_splits_real_datagrams() {
         .expect("inside tokio")
         .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .expect("wrap");
-    let socket: Arc<ImpairedUdpSocket> = ImpairedUdpSocket::new(
+    let socket = ImpairedUdpSocket::new(
         inner,
         LinkConditions::new().with_link(destination, NetemConfig::new().latency(latency)),
     );

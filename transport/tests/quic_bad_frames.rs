@@ -10,7 +10,7 @@ use quic_support::*;
 use replicast_transport::quic::frame::{StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::hello::{Hello, Welcome};
 use replicast_transport::quic::wire::{ObjectHead, Reply};
-use replicast_transport::quic::{Endpoint, LinkConfig, codes};
+use replicast_transport::quic::{Endpoint, LinkConfig, Service, codes};
 
 const MAX_FRAME: u32 = 64 << 10;
 
@@ -86,8 +86,15 @@ impl From<Reply<'_>> for OwnedReply {
     }
 }
 
+/// The start of a request or object stream: its kind, then the service it is for.
+fn opening(kind: StreamKind) -> Vec<u8> {
+    let mut bytes = vec![kind.as_byte()];
+    bytes.extend_from_slice(&Service::DEFAULT.id().to_be_bytes());
+    bytes
+}
+
 fn good_request(n: u64) -> Vec<u8> {
-    let mut bytes = vec![StreamKind::Request.as_byte()];
+    let mut bytes = opening(StreamKind::Request);
     encode_frame(
         &postcard::to_stdvec(&Request::Ping(n)).unwrap(),
         MAX_FRAME,
@@ -127,7 +134,7 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
         );
 
         // A length prefix of 4 GiB - 1: refused from the prefix alone.
-        let mut oversized = vec![StreamKind::Request.as_byte()];
+        let mut oversized = opening(StreamKind::Request);
         oversized.extend_from_slice(&u32::MAX.to_be_bytes());
         oversized.extend_from_slice(&[0xAB; 100]);
         assert_rejected(
@@ -136,7 +143,7 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
         );
 
         // One byte over the limit, with the whole body actually sent.
-        let mut just_over = vec![StreamKind::Request.as_byte()];
+        let mut just_over = opening(StreamKind::Request);
         just_over.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
         just_over.extend(std::iter::repeat_n(0u8, MAX_FRAME as usize + 1));
         assert_rejected(
@@ -162,14 +169,20 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
             "unknown stream kind 0x04",
         );
 
+        // Truncated in the service: the kind byte and one byte of two.
+        assert_rejected(
+            exchange(&connection, &[StreamKind::Request.as_byte(), 0]).await,
+            "truncated service",
+        );
+
         // Truncated: a prefix promising 10 bytes, then the end of the stream.
-        let mut truncated = vec![StreamKind::Request.as_byte()];
+        let mut truncated = opening(StreamKind::Request);
         truncated.extend_from_slice(&10u32.to_be_bytes());
         truncated.extend_from_slice(b"abc");
         assert_rejected(exchange(&connection, &truncated).await, "truncated");
 
         // A well-framed request whose body is not a `Request`: the application answers.
-        let mut garbage_body = vec![StreamKind::Request.as_byte()];
+        let mut garbage_body = opening(StreamKind::Request);
         encode_frame(&[0xFF; 12], MAX_FRAME, &mut garbage_body).unwrap();
         assert!(matches!(
             exchange(&connection, &garbage_body).await,
@@ -178,7 +191,7 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
 
         // Objects: a garbage head, an oversized announcement, a chunk past the announced
         // length, a bad tag, a bogus compressed chunk, a wrong digest.
-        let mut bad_head = vec![StreamKind::Object.as_byte()];
+        let mut bad_head = opening(StreamKind::Object);
         encode_frame(&[0xFF; 11], MAX_FRAME, &mut bad_head).unwrap();
         assert_rejected(
             exchange(&connection, &bad_head).await,
@@ -186,7 +199,7 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
         );
 
         let object = |len: u64, frames: &[&[u8]]| {
-            let mut bytes = vec![StreamKind::Object.as_byte()];
+            let mut bytes = opening(StreamKind::Object);
             let header = postcard::to_stdvec(&ObjectHeader { oid: 1 }).unwrap();
             let head = postcard::to_stdvec(&ObjectHead {
                 len,
@@ -241,8 +254,8 @@ async fn bad_streams_are_refused_one_by_one_and_the_connection_goes_on() {
             Ok(OwnedReply::Ok(postcard::to_stdvec(&Pong(2)).unwrap()))
         );
         assert!(connection.close_reason().is_none());
-        // Seven request streams, seven object streams, one unidirectional stream.
-        assert_eq!(server.stats().protocol_errors, 15);
+        // Eight request streams, seven object streams, one unidirectional stream.
+        assert_eq!(server.stats().protocol_errors, 16);
         assert_eq!(server.stats().connections_accepted, 1);
     })
     .await;

@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use replicast_transport::quic::LinkConfig;
-use replicast_transport::quic::frame::{FrameDecoder, decode_frame, encode_frame};
+use replicast_transport::quic::frame::{FrameDecoder, StreamKind, decode_frame, encode_frame};
 use replicast_transport::quic::wire::{
     DecodeLimits, DecodedStream, Reply, decode_stream, encode_object_stream,
 };
+use replicast_transport::quic::{LinkConfig, Service};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame_len: 1 << 16,
@@ -32,6 +32,17 @@ proptest! {
                 prop_assert!(frame.len() <= max as usize);
             }
         }
+    }
+
+    #[test]
+    fn requests_decode_to_the_service_and_body_sent(
+        service in any::<u16>().prop_map(Service::new),
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut stream = vec![StreamKind::Request.as_byte()];
+        stream.extend_from_slice(&service.id().to_be_bytes());
+        encode_frame(&body, LIMITS.max_frame_len, &mut stream).unwrap();
+        prop_assert_eq!(decode_stream(&stream, LIMITS).unwrap(), DecodedStream::Request { service, body });
     }
 
     #[test]
@@ -63,12 +74,13 @@ proptest! {
         header in proptest::collection::vec(any::<u8>(), 0..64),
         chunk_size in 16u32..5000,
         threshold in proptest::option::of(0u32..6000),
+        service in any::<u16>().prop_map(Service::new),
     ) {
         let config = LinkConfig { chunk_size, compression_threshold: threshold, ..LinkConfig::default() };
         let payload = Bytes::from(payload);
-        let stream = encode_object_stream(&header, &payload, &config).unwrap();
+        let stream = encode_object_stream(service, &header, &payload, &config).unwrap();
         let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20, max_message_len: config.max_message_len };
-        prop_assert_eq!(decode_stream(&stream, limits).unwrap(), DecodedStream::Object { header, payload });
+        prop_assert_eq!(decode_stream(&stream, limits).unwrap(), DecodedStream::Object { service, header, payload });
     }
 
     #[test]
@@ -79,13 +91,13 @@ proptest! {
     ) {
         let config = LinkConfig { chunk_size: 700, compression_threshold: Some(100), ..LinkConfig::default() };
         let payload = Bytes::from(payload);
-        let mut stream = encode_object_stream(b"h", &payload, &config).unwrap();
+        let mut stream = encode_object_stream(Service::DEFAULT, b"h", &payload, &config).unwrap();
         let at = position.index(stream.len());
         stream[at] ^= flip;
         let limits = DecodeLimits { max_frame_len: config.max_frame_len, max_object_size: 1 << 20, max_message_len: config.max_message_len };
         if let Ok(DecodedStream::Object { payload: decoded, .. }) = decode_stream(&stream, limits) {
-            // Only a change to the application header can pass; the payload is covered by
-            // the checksum.
+            // Only a change to the service or the application header can pass; the payload
+            // is covered by the checksum.
             prop_assert_eq!(decoded, payload);
         }
     }

@@ -5,7 +5,7 @@ mod quic_support;
 use std::collections::HashSet;
 
 use quic_support::*;
-use replicast_transport::quic::{Incoming, LinkConfig, LinkError};
+use replicast_transport::quic::{Incoming, LinkConfig, LinkError, Service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_concurrent_requests_are_each_matched_to_their_answer() {
@@ -138,6 +138,49 @@ async fn the_accepting_side_reaches_the_dialer_over_the_same_connection() {
         assert_eq!(storage.stats().connections_dialed, 0);
         assert_eq!(client.stats().connections_accepted, 0);
         assert!(storage.known_link("nobody").is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_and_objects_arrive_with_the_service_their_link_names() {
+    bounded(async {
+        let ca = ca("cluster");
+        let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
+        let client = endpoint(&identity(&ca, "client-1"), LinkConfig::default());
+        let plain = client.link("storage-1", addr(&server)).await.unwrap();
+        assert_eq!(plain.service(), Service::DEFAULT);
+        let other = plain.clone().for_service(Service::new(0xbeef));
+        // The receiver answers every request and object with the service it arrived for.
+        let serving = tokio::spawn(async move {
+            for _ in 0..3 {
+                let Some(incoming) = server.accept().await else {
+                    panic!("the server runs");
+                };
+                let service = incoming.service().expect("requests and objects name one");
+                let sent = match incoming {
+                    Incoming::Request(request) => request.respond(&service.id()).await,
+                    Incoming::Object(mut object) => {
+                        object.receive().await.expect("the payload");
+                        object.respond(&service.id()).await
+                    }
+                    other => panic!("a request or an object expected, got {other:?}"),
+                };
+                sent.expect("the answer goes out");
+            }
+            // Kept open until the answers arrived: dropping it closes the connection.
+            server
+        });
+        // The same bytes, for two services.
+        let first: u16 = plain.request(&Request::Ping(1)).await.unwrap();
+        let second: u16 = other.request(&Request::Ping(1)).await.unwrap();
+        let header = ObjectHeader { oid: 1 };
+        let third: u16 = other
+            .send_object(&header, incompressible(100, 1))
+            .await
+            .unwrap();
+        assert_eq!((first, second, third), (0, 0xbeef, 0xbeef));
+        let _server = serving.await.unwrap();
     })
     .await;
 }

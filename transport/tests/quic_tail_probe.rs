@@ -11,18 +11,17 @@
 mod quic_support;
 
 use std::fmt;
-use std::io::{self, IoSliceMut};
-use std::pin::Pin;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quic_support::*;
-use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
+use quinn::AsyncUdpSocket;
+use quinn::udp::Transmit;
 use replicast_testkit::endpoint as testkit;
 use replicast_transport::quic::{Endpoint, LinkConfig};
+use replicast_transport::wrapped_socket::{SocketWrapper, WrappedSocket};
 
 /// Datagrams above this size are the message's: ACKs, probes and stream openings are far
 /// smaller, and MTU probes are off.
@@ -44,9 +43,9 @@ impl fmt::Debug for DropOne {
     }
 }
 
-impl AsyncUdpSocket for DropOne {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
+impl SocketWrapper for DropOne {
+    fn inner(&self) -> &Arc<dyn AsyncUdpSocket> {
+        &self.inner
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
@@ -58,29 +57,8 @@ impl AsyncUdpSocket for DropOne {
         self.inner.try_send(transmit)
     }
 
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_recv(cx, bufs, meta)
-    }
-
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.inner.local_addr()
-    }
-
     fn max_transmit_segments(&self) -> usize {
         1
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
     }
 }
 
@@ -122,7 +100,7 @@ async fn lose_one_message(tail_probe: Option<Duration>) -> LostMessage {
         .expect("a tokio runtime")
         .wrap_udp_socket(std_socket)
         .expect("a quinn socket");
-    let socket = Arc::new(DropOne {
+    let socket = WrappedSocket::new(DropOne {
         inner,
         armed: AtomicBool::new(false),
         dropped: AtomicBool::new(false),

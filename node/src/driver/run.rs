@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use replicast_transport::fanout::{DeliveredObject, FanoutFeed};
+use replicast_transport::fanout::{self, DeliveredObject, FanoutFeed};
 use replicast_transport::quic::{
     Channel, ChannelEnd, ChannelId, ChannelState, Endpoint, Incoming, IncomingMessage,
-    IncomingRequest, LinkError, TrySendError,
+    IncomingRequest, LinkError, Service, TrySendError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -97,14 +97,15 @@ pub struct DriverStats {
     pub send_failures: u64,
     /// Times a peer was reported lost to the role.
     pub peers_lost: u64,
-    /// Incoming object streams, dropped; on a storage with a fan-out receiver, objects and
-    /// requests go to the receiver instead.
+    /// Incoming object streams, dropped: objects of this protocol, or for a service this node
+    /// does not serve (on a storage, the fan-out's go to its receiver).
     pub unexpected_streams: u64,
     /// Times the driver waited for room in a peer's channel (backpressure).
     pub send_waits: u64,
     /// Requests the role answered ([`Role::answer`]).
     pub requests_answered: u64,
-    /// Requests refused: undecodable, or refused by the role (the asker gets the error).
+    /// Requests refused: undecodable, for a service this node does not serve, or refused by
+    /// the role (the asker gets the error).
     pub requests_refused: u64,
     /// Stores that arrived through the fan-out and went to the role (a storage).
     pub fanout_stores: u64,
@@ -537,33 +538,37 @@ impl<R: Role> Driver<R> {
     }
 
     fn receive(&mut self, incoming: Incoming) {
-        // A storage's endpoint carries the fan-out's requests and an operator's requests of
-        // this protocol (`replicast check`): a request whose body is one of this protocol's
-        // messages goes to the role; the fan-out's requests never decode as one.
-        let incoming = match incoming {
-            Incoming::Request(request)
-                if matches!(self.side, Side::Replica(_)) && is_protocol_request(&request) =>
-            {
-                return self.answer(request);
-            }
-            other => other,
-        };
-        if let (Side::Replica(replica), Incoming::Request(_) | Incoming::Object(_)) =
-            (&self.side, &incoming)
-        {
-            let admitted = self.gate.admit_fanout(
-                Instant::now(),
-                incoming.peer(),
-                incoming.peer_certificate(),
-            );
-            match admitted {
-                Ok(()) => replica.feed().handle(incoming),
-                Err(refusal) => {
-                    Counters::bump(&self.counters.unauthorized);
-                    refuse_incoming(incoming, &refusal);
+        // A storage's endpoint serves two protocols: this one (an operator's `replicast
+        // check`, `status`) and the fan-out's. Every request and object names its service
+        // (the transport carries it), and goes by that alone: never by whether its bytes
+        // happen to decode as one of this protocol's messages.
+        match (incoming.service(), &self.side) {
+            (Some(fanout::SERVICE), Side::Replica(replica)) => {
+                let admitted = self.gate.admit_fanout(
+                    Instant::now(),
+                    incoming.peer(),
+                    incoming.peer_certificate(),
+                );
+                match admitted {
+                    Ok(()) => replica.feed().handle(incoming),
+                    Err(refusal) => {
+                        Counters::bump(&self.counters.unauthorized);
+                        refuse_incoming(incoming, &refusal);
+                    }
                 }
+                return;
             }
-            return;
+            (None | Some(Service::DEFAULT), _) => {}
+            (Some(service), _) => {
+                if let Incoming::Request(request) = incoming {
+                    let refusal = format!("{service} is not served by this node");
+                    self.respond(request, Err(refusal));
+                } else {
+                    Counters::bump(&self.counters.unexpected_streams);
+                    tracing::debug!(peer = incoming.peer(), %service, "dropped an object stream");
+                }
+                return;
+            }
         }
         match incoming {
             Incoming::Message(message) => self.message(message),
@@ -924,12 +929,4 @@ impl<R: Role> Driver<R> {
             }
         }
     }
-}
-
-/// Whether `request`'s body is a message of this protocol (the postcard bytes of an
-/// [`encode`]d [`Message`]), as `replicast status` and `replicast check` send them.
-fn is_protocol_request(request: &IncomingRequest) -> bool {
-    request
-        .decode::<Vec<u8>>()
-        .is_ok_and(|bytes| decode_from(request.peer(), &bytes).is_ok())
 }

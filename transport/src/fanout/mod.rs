@@ -64,4 +64,5 @@ pub use replica::{
     DeliveredObject, FanoutFeed, FanoutReceiver, FanoutReceiverConfig, FanoutReceiverStats,
     ReceivedVia,
 };
+pub use wire::SERVICE;
 pub use writer::{Fanout, FanoutConfig};

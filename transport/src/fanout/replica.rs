@@ -17,7 +17,7 @@ use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, MulticastK
 use super::sessions::{Memberships, SocketCommand, SocketTask};
 use super::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_EXPECT_BATCH,
-    Membership, ObjectHeader, PROBE_BIT, UnicastAck, UnicastBatchAck, Verdict,
+    Membership, ObjectHeader, PROBE_BIT, SERVICE, UnicastAck, UnicastBatchAck, Verdict,
 };
 #[cfg(feature = "netem")]
 use crate::multicast::driver::ImpairmentConfig;
@@ -26,7 +26,7 @@ use crate::multicast::driver::{
     MulticastSocketConfig, Received,
 };
 use crate::multicast::proto::{GroupKey, ReceiverConfig, ReceiverKey};
-use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest};
+use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest, Service};
 
 /// How a [`FanoutReceiver`] runs.
 #[derive(Debug, Clone)]
@@ -136,10 +136,10 @@ struct Shared {
 /// objects with their announced digests, and yields every object to the application exactly
 /// once, whichever path brought it.
 ///
-/// [`start`](Self::start) takes over the endpoint's incoming work: requests that are not
-/// fan-out requests are refused. An application that serves its own messages on the same
-/// endpoint uses [`start_fed`](Self::start_fed) instead and hands the receiver, through its
-/// [`FanoutFeed`], the requests and objects it accepted.
+/// [`start`](Self::start) takes over the endpoint's incoming work: requests and objects that
+/// are not for the fan-out's [`SERVICE`] are refused. An application that serves its own
+/// protocol on the same endpoint uses [`start_fed`](Self::start_fed) instead and hands the
+/// receiver, through its [`FanoutFeed`], the requests and objects for [`SERVICE`].
 ///
 /// ```no_run
 /// # async fn run(endpoint: replicast_transport::quic::Endpoint) {
@@ -159,20 +159,21 @@ pub struct FanoutReceiver {
 }
 
 /// Hands a [`FanoutReceiver`] started with [`FanoutReceiver::start_fed`] the work its
-/// application accepted on the endpoint: fan-out requests and objects.
+/// application accepted on the endpoint: the requests and objects for the fan-out's
+/// [`SERVICE`] (routed by [`Incoming::service`], which the writer's links set).
 ///
 /// Cheap to clone. Once the receiver is dropped, the feed refuses everything.
 ///
 /// ```no_run
 /// # async fn run(endpoint: replicast_transport::quic::Endpoint) {
-/// use replicast_transport::fanout::{FanoutReceiver, FanoutReceiverConfig};
-/// use replicast_transport::quic::Incoming;
+/// use replicast_transport::fanout::{self, FanoutReceiver, FanoutReceiverConfig};
 ///
 /// let (mut replica, feed) = FanoutReceiver::start_fed(FanoutReceiverConfig::default());
 /// while let Some(incoming) = endpoint.accept().await {
-///     match incoming {
-///         Incoming::Message(message) => { /* the application's own messages */ }
-///         other => feed.handle(other),
+///     if incoming.service() == Some(fanout::SERVICE) {
+///         feed.handle(incoming);
+///     } else {
+///         /* the application's own requests, objects and messages */
 ///     }
 /// }
 /// # }
@@ -190,8 +191,9 @@ impl std::fmt::Debug for FanoutFeed {
 
 impl FanoutFeed {
     /// Serves `incoming` in a task of its own (an announcement waiting for its bytes blocks
-    /// nothing else). Messages are not fan-out work: they are refused and counted, as is
-    /// everything once the receiver is gone. Must be called within a tokio runtime.
+    /// nothing else). Messages, and requests and objects for another service than
+    /// [`SERVICE`], are not fan-out work: they are refused and counted, as is everything once
+    /// the receiver is gone. Must be called within a tokio runtime.
     pub fn handle(&self, incoming: Incoming) {
         match self.shared.upgrade() {
             Some(shared) => serve(shared, incoming),
@@ -326,8 +328,22 @@ fn serve(shared: Arc<Shared>, incoming: Incoming) {
     // One task per request: an announcement waiting for its bytes blocks nothing else.
     tokio::spawn(async move {
         match incoming {
-            Incoming::Request(request) => serve_request(&shared, request).await,
-            Incoming::Object(object) => serve_object(&shared, object).await,
+            Incoming::Request(request) if request.service() == SERVICE => {
+                serve_request(&shared, request).await
+            }
+            Incoming::Object(object) if object.service() == SERVICE => {
+                serve_object(&shared, object).await
+            }
+            Incoming::Request(request) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let refusal = not_for_the_fanout(request.service());
+                let _ = request.respond_err(&refusal).await;
+            }
+            Incoming::Object(object) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let refusal = not_for_the_fanout(object.service());
+                let _ = object.respond_err(&refusal).await;
+            }
             Incoming::Message(message) => {
                 tracing::debug!(
                     "fan-out replica: ignoring a message from {}",
@@ -339,6 +355,11 @@ fn serve(shared: Arc<Shared>, incoming: Incoming) {
             Incoming::ChannelEnded(_) => {}
         }
     });
+}
+
+/// The refusal of a request or object for `service`, which is not the fan-out's.
+fn not_for_the_fanout(service: Service) -> String {
+    format!("not a fan-out request: it is for {service}, the fan-out is {SERVICE}")
 }
 
 async fn serve_request(shared: &Arc<Shared>, request: IncomingRequest) {

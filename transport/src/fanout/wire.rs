@@ -2,6 +2,7 @@
 //!
 //! Every request from the writer is a [`ControlRequest`] answered by a [`ControlAnswer`];
 //! objects sent by unicast carry a [`UnicastHeader`] and are answered by a [`UnicastAck`].
+//! All of them travel for the fan-out's [`SERVICE`].
 //!
 //! A writer announces its multicast objects to a replica in batches
 //! ([`ControlRequest::ExpectBatch`], at most [`MAX_EXPECT_BATCH`] per request), answered by
@@ -24,6 +25,14 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::quic::Service;
+
+/// The service of every request and object stream between a writer and its replicas: the
+/// writer's links name it ([`Link::for_service`](crate::quic::Link::for_service)), so an
+/// endpoint that also serves another protocol routes the fan-out's work by it alone
+/// ([`Incoming::service`](crate::quic::Incoming::service)).
+pub const SERVICE: Service = Service::new(0xff00);
 
 /// Length of the SHA-256 digests announced for multicast objects.
 pub const DIGEST_LEN: usize = 32;

@@ -1,17 +1,18 @@
 //! A quinn socket whose outbound datagrams cross an emulated WAN.
 
 use std::fmt;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
+use quinn::udp::{EcnCodepoint, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::Notify;
 
 use super::{LinkConditions, LinkEmulator, LinkStats};
+use crate::wrapped_socket::{SocketWrapper, WrappedSocket};
 
 /// One datagram waiting on an emulated link, with what quinn asked for it.
 #[derive(Clone)]
@@ -38,8 +39,9 @@ struct Shared {
 }
 
 /// Wraps a quinn [`AsyncUdpSocket`] so that every datagram it sends first crosses an emulated
-/// link ([`LinkConditions`] per destination). Received datagrams pass through untouched: the
-/// peer's own wrapper impairs the other direction.
+/// link ([`LinkConditions`] per destination). Received datagrams pass through untouched (as
+/// does everything but sending, [`SocketWrapper`]): the peer's own wrapper impairs the other
+/// direction.
 ///
 /// GSO batches are split into single datagrams, so loss hits datagrams one by one as it would
 /// on a wire, and [`may_fragment`](AsyncUdpSocket::may_fragment) is forwarded so that path MTU
@@ -60,7 +62,8 @@ struct Shared {
 /// let wan = LinkConditions::new()
 ///     .with_default(NetemConfig::new().latency(Duration::from_millis(20)).seed(3));
 /// let impaired = ImpairedUdpSocket::new(inner, wan);
-/// // Hand `impaired` to quinn::Endpoint::new_with_abstract_socket(..).
+/// // Hand `impaired` to quinn::Endpoint::new_with_abstract_socket(..); its links' counters
+/// // stay readable through it (`impaired.link_stats(..)`).
 /// # Ok(()) }
 /// ```
 pub struct ImpairedUdpSocket {
@@ -68,11 +71,14 @@ pub struct ImpairedUdpSocket {
 }
 
 impl ImpairedUdpSocket {
-    /// Wraps `inner`, impairing its outbound datagrams as `conditions` say.
+    /// The quinn socket of `inner` impairing its outbound datagrams as `conditions` say.
     ///
     /// Must be called within a tokio runtime: the task that releases due datagrams is spawned
     /// on it.
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>, conditions: LinkConditions) -> Arc<Self> {
+    pub fn new(
+        inner: Arc<dyn AsyncUdpSocket>,
+        conditions: LinkConditions,
+    ) -> Arc<WrappedSocket<Self>> {
         let shared = Arc::new(Shared {
             inner,
             links: Mutex::new(LinkEmulator::new(conditions)),
@@ -83,7 +89,7 @@ impl ImpairedUdpSocket {
             Arc::downgrade(&shared),
             shared.queued.clone(),
         ));
-        Arc::new(Self { shared })
+        WrappedSocket::new(Self { shared })
     }
 
     /// Counters of the emulated link towards `destination`.
@@ -166,8 +172,12 @@ impl fmt::Debug for ImpairedUdpSocket {
     }
 }
 
-impl AsyncUdpSocket for ImpairedUdpSocket {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+impl SocketWrapper for ImpairedUdpSocket {
+    fn inner(&self) -> &Arc<dyn AsyncUdpSocket> {
+        &self.shared.inner
+    }
+
+    fn create_io_poller(&self) -> Pin<Box<dyn UdpPoller>> {
         // Sends never block: the emulated link queues (or tail-drops) every datagram.
         Box::pin(AlwaysWritable)
     }
@@ -191,31 +201,6 @@ impl AsyncUdpSocket for ImpairedUdpSocket {
         self.shared.release();
         self.shared.queued.notify_one();
         Ok(())
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        self.shared.inner.poll_recv(cx, bufs, meta)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.inner.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.shared.inner.max_transmit_segments()
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.shared.inner.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.shared.inner.may_fragment()
     }
 }
 

@@ -457,7 +457,7 @@ impl Inner {
             shared: self.link.shared_name,
         };
         let frame = message_frame(
-            Some(StreamKind::Hello),
+            &[StreamKind::Hello.as_byte()],
             &hello,
             self.link.max_frame_len,
             "hello",

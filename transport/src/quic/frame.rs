@@ -1,8 +1,9 @@
 //! Length-prefixed frames and the stream kind byte: the pure, allocation-bounded decoder that
 //! every byte arriving from a peer passes through first.
 //!
-//! Every stream starts with one [`StreamKind`] byte, then carries frames. A frame is a 4-byte
-//! big-endian length followed by that many bytes of body. The length is checked against the
+//! Every stream starts with one [`StreamKind`] byte (request and object streams follow it
+//! with the [`Service`](super::Service) they are for, two bytes big-endian), then carries
+//! frames. A frame is a 4-byte big-endian length followed by that many bytes of body. The length is checked against the
 //! receiver's limit before anything is allocated for the body.
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -14,12 +15,13 @@ pub const LEN_PREFIX: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum StreamKind {
-    /// Bidirectional: one request frame, answered by one reply frame.
+    /// Bidirectional: the service it is for, one request frame, answered by one reply frame.
     Request = 1,
     /// Unidirectional: a peer's ordered message channel on one connection, any number of
     /// message frames in the order they were sent, no answer.
     Channel = 2,
-    /// Bidirectional: an object head, its chunks and an end frame, answered by one reply frame.
+    /// Bidirectional: the service it is for, an object head, its chunks and an end frame,
+    /// answered by one reply frame.
     Object = 3,
     /// Bidirectional: the first stream of every connection, opened by the dialer: its hello
     /// (session, whether its name is shared), answered by the acceptor's welcome.

@@ -14,13 +14,14 @@
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
+use quinn::AsyncUdpSocket;
+use quinn::udp::RecvMeta;
 use tokio::sync::broadcast;
+
+use crate::wrapped_socket::{SocketWrapper, WrappedSocket};
 
 /// Unreachable addresses a socket reported and not yet looked at; more are dropped (the hint
 /// repeats with the next datagram to the dead peer).
@@ -30,8 +31,9 @@ pub(crate) const HINTS: usize = 64;
 const ERRORS_PER_POLL: usize = 16;
 
 /// Wraps a quinn socket: reports the destinations of datagrams answered with ICMP
-/// unreachable. (The kernel also fails the socket's next send or receive once with the error;
-/// quinn reads on, or drops that one datagram, which QUIC recovers.)
+/// unreachable (its receives look at the error queue; the rest is the wrapped socket's).
+/// (The kernel also fails the socket's next send or receive once with the error; quinn reads
+/// on, or drops that one datagram, which QUIC recovers.)
 pub(crate) struct IcmpSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     fd: RawFd,
@@ -86,8 +88,8 @@ impl IcmpSocket {
         fd: RawFd,
         inner: Arc<dyn AsyncUdpSocket>,
         hints: broadcast::Sender<SocketAddr>,
-    ) -> Arc<Self> {
-        Arc::new(Self { inner, fd, hints })
+    ) -> Arc<WrappedSocket<Self>> {
+        WrappedSocket::new(Self { inner, fd, hints })
     }
 
     /// Reads the socket's error queue and reports each unreachable destination.
@@ -114,13 +116,9 @@ fn is_unreachable(error: &io::Error) -> bool {
     )
 }
 
-impl AsyncUdpSocket for IcmpSocket {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
-    }
-
-    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.inner.try_send(transmit)
+impl SocketWrapper for IcmpSocket {
+    fn inner(&self) -> &Arc<dyn AsyncUdpSocket> {
+        &self.inner
     }
 
     fn poll_recv(
@@ -146,22 +144,6 @@ impl AsyncUdpSocket for IcmpSocket {
         // Errors keep coming: let others run, and come back.
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::codes;
 use super::error::LinkError;
 use super::frame::{FrameError, StreamKind};
+use super::service::Service;
 use super::stream_io::{PeerRef, error_reply_frame, ok_reply_frame};
 use super::wire::{ObjectHead, Reply};
 
@@ -43,6 +44,17 @@ impl Incoming {
             Self::Message(m) => m.peer(),
             Self::Object(o) => o.peer(),
             Self::ChannelEnded(end) => end.peer(),
+        }
+    }
+
+    /// The service a request or object is for, as its sender named it (see [`Service`]): an
+    /// endpoint serving several protocols routes by it. `None` for a channel's messages and
+    /// ends (a peer's one channel carries one protocol's messages).
+    pub fn service(&self) -> Option<Service> {
+        match self {
+            Self::Request(r) => Some(r.service()),
+            Self::Object(o) => Some(o.service()),
+            Self::Message(_) | Self::ChannelEnded(_) => None,
         }
     }
 
@@ -120,6 +132,7 @@ impl Drop for Responder {
 /// [`respond_err`](Self::respond_err); dropping it unanswered resets the stream.
 #[derive(Debug)]
 pub struct IncomingRequest {
+    service: Service,
     body: Vec<u8>,
     responder: Responder,
     certificate: Option<PeerCertificate>,
@@ -139,6 +152,12 @@ impl IncomingRequest {
     /// The requesting peer's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.responder.peer.addr
+    }
+
+    /// The service the request is for ([`Link::for_service`](super::Link::for_service) at
+    /// the sender).
+    pub fn service(&self) -> Service {
+        self.service
     }
 
     /// The request's postcard bytes.
@@ -258,6 +277,7 @@ impl ChannelEnd {
 /// of filling memory.
 #[derive(Debug)]
 pub struct IncomingObject {
+    service: Service,
     header: Vec<u8>,
     len: u64,
     recv: quinn::RecvStream,
@@ -277,6 +297,12 @@ impl IncomingObject {
     /// The sending peer's leaf certificate ([`Incoming::peer_certificate`]).
     pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
         self.certificate.as_ref()
+    }
+
+    /// The service the object is for ([`Link::for_service`](super::Link::for_service) at
+    /// the sender).
+    pub fn service(&self) -> Service {
+        self.service
     }
 
     /// The payload's announced length in bytes.
@@ -434,12 +460,18 @@ impl StreamContext {
             max_frame_len: self.max_frame_len,
         };
         let incoming = match self.read_bi_start(&mut recv).await {
-            Ok(BiStart::Request(body)) => Incoming::Request(IncomingRequest {
+            Ok(BiStart::Request { service, body }) => Incoming::Request(IncomingRequest {
+                service,
                 body,
                 responder,
                 certificate: self.certificate.clone(),
             }),
-            Ok(BiStart::Object { header, len }) => Incoming::Object(IncomingObject {
+            Ok(BiStart::Object {
+                service,
+                header,
+                len,
+            }) => Incoming::Object(IncomingObject {
+                service,
                 header,
                 len,
                 recv,
@@ -469,13 +501,15 @@ impl StreamContext {
     async fn read_bi_start(&self, recv: &mut quinn::RecvStream) -> Result<BiStart, LinkError> {
         match self.peer.read_kind(recv).await? {
             StreamKind::Request => {
+                let service = self.peer.read_service(recv).await?;
                 let body = self
                     .peer
                     .read_frame(recv, self.max_frame_len, "request")
                     .await?;
-                Ok(BiStart::Request(body))
+                Ok(BiStart::Request { service, body })
             }
             StreamKind::Object => {
+                let service = self.peer.read_service(recv).await?;
                 let body = self
                     .peer
                     .read_frame(recv, self.max_frame_len, "object head")
@@ -489,6 +523,7 @@ impl StreamContext {
                     .into());
                 }
                 Ok(BiStart::Object {
+                    service,
                     header: head.header.to_vec(),
                     len: head.len,
                 })
@@ -499,6 +534,13 @@ impl StreamContext {
 }
 
 enum BiStart {
-    Request(Vec<u8>),
-    Object { header: Vec<u8>, len: u64 },
+    Request {
+        service: Service,
+        body: Vec<u8>,
+    },
+    Object {
+        service: Service,
+        header: Vec<u8>,
+        len: u64,
+    },
 }

@@ -13,18 +13,24 @@ use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::StreamKind;
 use super::peer::Peer;
-use super::stream_io::{PeerRef, message_frame};
+use super::service::Service;
+use super::stream_io::{PeerRef, message_frame, service_opening};
 use super::wire::{ObjectHead, Reply};
 
 /// The link to one peer. Cheap to clone; every clone and every caller shares the endpoint's
 /// one connection to that peer. Requests and objects each open their own stream, so a slow
 /// answer never holds up another; messages go in order on the peer's [`Channel`].
 ///
+/// Its requests and objects are for one [`Service`] of the peer's ([`Service::DEFAULT`]
+/// unless [`for_service`](Self::for_service) says otherwise); its channel is the peer's one
+/// channel, whatever the service.
+///
 /// When the connection drops, the next call dials again.
 #[derive(Clone)]
 pub struct Link {
     inner: Arc<Inner>,
     peer: Arc<Peer>,
+    service: Service,
 }
 
 impl std::fmt::Debug for Link {
@@ -33,13 +39,41 @@ impl std::fmt::Debug for Link {
             .field("peer", &self.peer.name)
             .field("addr", &self.peer.addr())
             .field("session", &self.session())
+            .field("service", &self.service)
             .finish_non_exhaustive()
     }
 }
 
 impl Link {
     pub(crate) fn new(inner: Arc<Inner>, peer: Arc<Peer>) -> Self {
-        Self { inner, peer }
+        Self {
+            inner,
+            peer,
+            service: Service::DEFAULT,
+        }
+    }
+
+    /// This link, with its requests and objects for `service` of the peer's: the receiver
+    /// routes them by it ([`Incoming::service`](super::Incoming::service)), never by what
+    /// their bytes look like. The connection is the same.
+    ///
+    /// ```no_run
+    /// # async fn demo(endpoint: replicast_transport::quic::Endpoint) -> Result<(), replicast_transport::quic::LinkError> {
+    /// use replicast_transport::quic::Service;
+    ///
+    /// const BACKUP: Service = Service::new(7);
+    /// let storage = endpoint.link("storage-1", "127.0.0.1:7001".parse().unwrap()).await?;
+    /// let backup = storage.clone().for_service(BACKUP);
+    /// let pages: u64 = backup.request(&"pages").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn for_service(self, service: Service) -> Self {
+        Self { service, ..self }
+    }
+
+    /// The service its requests and objects are for.
+    pub fn service(&self) -> Service {
+        self.service
     }
 
     /// The peer's node name.
@@ -116,7 +150,8 @@ impl Link {
         A: DeserializeOwned,
     {
         let max_len = self.inner.link.max_frame_len;
-        let frame = message_frame(Some(StreamKind::Request), request, max_len, "request")?;
+        let opening = service_opening(StreamKind::Request, self.service);
+        let frame = message_frame(&opening, request, max_len, "request")?;
         let exchange = async {
             let (connection, peer) = self.connection().await?;
             let (mut send, mut recv) = connection
@@ -174,7 +209,7 @@ impl Link {
             header: &header,
         };
         let frame = message_frame(
-            Some(StreamKind::Object),
+            &service_opening(StreamKind::Object, self.service),
             &head,
             config.max_frame_len,
             "object head",

@@ -11,8 +11,10 @@
 //! process at a time, and a second process claiming it is refused ([`LinkError::NameInUse`]).
 //!
 //! On a connection, requests and objects each get their own QUIC stream, announced by a
-//! [`StreamKind`] byte, so one slow answer never blocks another; messages travel in order on
-//! one long-lived stream per direction:
+//! [`StreamKind`] byte and the [`Service`] they are for (an endpoint may serve several
+//! protocols: it routes by that number, never by what the bytes look like), so one slow
+//! answer never blocks another; messages travel in order on one long-lived stream per
+//! direction:
 //!
 //! - **messages** ([`Channel`], [`Link::send_message`]): the peer's ordered channel, a
 //!   unidirectional stream of message frames, in order by construction; a channel that breaks
@@ -47,6 +49,7 @@ mod incoming;
 mod link;
 pub mod object;
 mod peer;
+mod service;
 mod stream_io;
 mod tail_probe;
 pub mod wire;
@@ -62,6 +65,7 @@ pub use incoming::{
     PeerCertificate,
 };
 pub use link::Link;
+pub use service::{SERVICE_LEN, Service};
 pub use wire::{DecodeLimits, DecodedStream, decode_stream};
 
 /// Application error codes this transport puts on QUIC streams and connections.

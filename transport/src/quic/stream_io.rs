@@ -11,6 +11,7 @@ use super::config::LinkConfig;
 use super::error::LinkError;
 use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len, frame_len};
 use super::object::{ChunkEncoder, DIGEST_LEN, EncodedFrame, ObjectAssembler};
+use super::service::{SERVICE_LEN, Service};
 use super::tail_probe::TailProbe;
 use super::wire::{Reply, TAG_END, TAG_RAW, TAG_ZSTD};
 
@@ -42,6 +43,16 @@ impl PeerRef {
         let mut kind = [0];
         self.read_exact(recv, &mut kind, "stream kind").await?;
         Ok(StreamKind::from_byte(kind[0])?)
+    }
+
+    /// Reads the service a request or object stream names after its kind byte.
+    pub(crate) async fn read_service(
+        &self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Service, LinkError> {
+        let mut service = [0; SERVICE_LEN];
+        self.read_exact(recv, &mut service, "service").await?;
+        Ok(Service::from_bytes(service))
     }
 
     /// Reads one frame, refusing a length above `max_len` before allocating the body.
@@ -203,15 +214,21 @@ impl PeerRef {
     }
 }
 
-/// Encodes `value` as one frame, optionally preceded by the stream kind byte.
+/// The bytes that open a request or object stream: its kind, then the service it is for.
+pub(crate) fn service_opening(kind: StreamKind, service: Service) -> [u8; 1 + SERVICE_LEN] {
+    let [high, low] = service.to_bytes();
+    [kind.as_byte(), high, low]
+}
+
+/// Encodes `value` as one frame, preceded by `opening` (the start of a stream, or nothing).
 pub(crate) fn message_frame<T: Serialize + ?Sized>(
-    kind: Option<StreamKind>,
+    opening: &[u8],
     value: &T,
     max_len: u32,
     what: &'static str,
 ) -> Result<Vec<u8>, LinkError> {
     let mut buf = Vec::with_capacity(64);
-    buf.extend(kind.map(StreamKind::as_byte));
+    buf.extend_from_slice(opening);
     let start = buf.len();
     buf.extend_from_slice(&[0; LEN_PREFIX]);
     let mut buf =

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{FrameError, StreamKind, decode_frame};
 use super::object::{DIGEST_LEN, ObjectAssembler};
+use super::service::{SERVICE_LEN, Service};
 
 /// Status byte of a reply that carries the answer.
 const REPLY_OK: u8 = 0;
@@ -163,14 +164,22 @@ pub struct DecodeLimits {
 /// A whole inbound stream, decoded by [`decode_stream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodedStream {
-    /// A request's postcard body.
-    Request(Vec<u8>),
+    /// A request: the service it is for and its postcard body.
+    Request {
+        /// The service it is for.
+        service: Service,
+        /// Its postcard body.
+        body: Vec<u8>,
+    },
     /// A channel's messages, in order.
     Channel(Vec<Vec<u8>>),
     /// A connection's hello.
     Hello(super::hello::Hello),
-    /// An object: the application header and the payload, checked against its length and checksum.
+    /// An object: the service it is for, the application header and the payload, checked
+    /// against its length and checksum.
     Object {
+        /// The service it is for.
+        service: Service,
         /// The postcard-encoded application header.
         header: Vec<u8>,
         /// The payload, checked against its announced length and checksum.
@@ -179,7 +188,7 @@ pub enum DecodedStream {
 }
 
 /// Decodes the complete bytes of an inbound stream exactly as a receiving endpoint does, with
-/// the same checks: kind byte, frame limits, object length, chunk bounds, decompression bounds,
+/// the same checks: kind byte, service (requests and objects), frame limits, object length, chunk bounds, decompression bounds,
 /// checksum, and no bytes after the end.
 ///
 /// The endpoint itself reads from the network incrementally; this function exists so the
@@ -190,6 +199,22 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
         needed: 1,
         available: 0,
     })?;
+    let max_frame = limits.max_frame_len;
+    let kind = StreamKind::from_byte(kind)?;
+    let service = match kind {
+        StreamKind::Request | StreamKind::Object => {
+            let (service, after) =
+                rest.split_first_chunk::<SERVICE_LEN>()
+                    .ok_or(FrameError::Truncated {
+                        what: "service",
+                        needed: SERVICE_LEN as u64,
+                        available: rest.len() as u64,
+                    })?;
+            rest = after;
+            Service::from_bytes(*service)
+        }
+        StreamKind::Channel | StreamKind::Hello => Service::DEFAULT,
+    };
     let mut next_frame = |what: &'static str, max_len: u32| -> Result<&[u8], FrameError> {
         match decode_frame(rest, max_len)? {
             Some((body, used)) => {
@@ -205,9 +230,11 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
             }),
         }
     };
-    let max_frame = limits.max_frame_len;
-    let decoded = match StreamKind::from_byte(kind)? {
-        StreamKind::Request => DecodedStream::Request(next_frame("request", max_frame)?.to_vec()),
+    let decoded = match kind {
+        StreamKind::Request => DecodedStream::Request {
+            service,
+            body: next_frame("request", max_frame)?.to_vec(),
+        },
         StreamKind::Hello => DecodedStream::Hello(super::hello::Hello::decode(next_frame(
             "hello", max_frame,
         )?)?),
@@ -234,7 +261,11 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
                     ObjectFrame::End { digest } => break assembler.finish(digest)?,
                 }
             };
-            DecodedStream::Object { header, payload }
+            DecodedStream::Object {
+                service,
+                header,
+                payload,
+            }
         }
     };
     if !rest.is_empty() {
@@ -246,20 +277,21 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
     Ok(decoded)
 }
 
-/// Encodes a whole object stream in memory (kind byte, head, chunks, end frame) the way
-/// [`Link::send_object`](super::Link::send_object) writes it to the network, with the chunk
-/// size and compression settings of `config`.
+/// Encodes a whole object stream for `service` in memory (kind byte, service, head, chunks,
+/// end frame) the way [`Link::send_object`](super::Link::send_object) writes it to the
+/// network, with the chunk size and compression settings of `config`.
 ///
 /// For tests, fuzz corpora and tools; the endpoint streams instead of building this buffer.
 ///
 /// ```
 /// use bytes::Bytes;
 /// use replicast_transport::quic::wire::{decode_stream, encode_object_stream, DecodeLimits, DecodedStream};
-/// use replicast_transport::quic::LinkConfig;
+/// use replicast_transport::quic::{LinkConfig, Service};
 ///
 /// let config = LinkConfig::default();
 /// let payload = Bytes::from(vec![7u8; 100_000]);
-/// let stream = encode_object_stream(b"hdr", &payload, &config).unwrap();
+/// let service = Service::new(3);
+/// let stream = encode_object_stream(service, b"hdr", &payload, &config).unwrap();
 /// assert!(stream.len() < 1000, "compressed");
 /// let limits = DecodeLimits {
 ///     max_frame_len: config.max_frame_len,
@@ -267,9 +299,10 @@ pub fn decode_stream(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedStream
 ///     max_message_len: config.max_message_len,
 /// };
 /// let decoded = decode_stream(&stream, limits).unwrap();
-/// assert_eq!(decoded, DecodedStream::Object { header: b"hdr".to_vec(), payload });
+/// assert_eq!(decoded, DecodedStream::Object { service, header: b"hdr".to_vec(), payload });
 /// ```
 pub fn encode_object_stream(
+    service: Service,
     header: &[u8],
     payload: &bytes::Bytes,
     config: &super::LinkConfig,
@@ -282,7 +315,7 @@ pub fn encode_object_stream(
         header,
     };
     let head = postcard::to_stdvec(&head).map_err(|e| FrameError::malformed("object head", e))?;
-    let mut out = vec![StreamKind::Object.as_byte()];
+    let mut out = super::stream_io::service_opening(StreamKind::Object, service).to_vec();
     super::frame::encode_frame(&head, config.max_frame_len, &mut out)?;
     let mut encoder =
         super::object::ChunkEncoder::new(config.compression_threshold, config.compression_level);

@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use super::error::{DeliveryFailure, FanoutError};
 use super::handle::{DeliveryPath, FanoutHandle};
 use super::reach::{Reachability, ReachabilityTable, Route, Strategy};
-use super::wire::{ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, digest};
+use super::wire::{
+    ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, SERVICE, digest,
+};
 use crate::multicast::driver::{
     DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
 };
@@ -314,7 +316,8 @@ impl Fanout {
             .endpoint
             .link(name, addr)
             .await
-            .map_err(link_error)?;
+            .map_err(link_error)?
+            .for_service(SERVICE);
         let _membership = self.inner.membership.lock().await;
         let (receiver_id, group_key, previous) = {
             let mut state = lock(&self.inner.state);
