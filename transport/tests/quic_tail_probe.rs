@@ -3,8 +3,8 @@
 //! lost and sent again without QUIC's probe timeout; without tail probes, the timeout's probe
 //! (a packet with an IMMEDIATE_ACK frame, in quinn) is what finds it.
 //!
-//! The sender's socket drops exactly one datagram: the first one above a size only the
-//! message's packet reaches. Nothing here is timed: the probe timeout is told apart by the
+//! The sender's socket drops exactly the first datagrams above a size only the message's
+//! packet reaches: the message's packet (and, in one test, its retransmission too). Nothing here is timed: the probe timeout is told apart by the
 //! frames the sender sent (quinn counts IMMEDIATE_ACK frames, which it sends in timeout
 //! probes and MTU probes only; MTU discovery is off here).
 
@@ -13,7 +13,7 @@ mod quic_support;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use quic_support::*;
@@ -29,29 +29,39 @@ const DROP_ABOVE: usize = 400;
 /// The message: its packet is the only one above [`DROP_ABOVE`].
 const MESSAGE_LEN: usize = 600;
 
-/// A quinn socket that sends everything, except the first datagram above [`DROP_ABOVE`]
-/// bytes once armed: the loss of one message's only packet.
-struct DropOne {
+/// A quinn socket that sends everything, except the first `armed` datagrams above
+/// [`DROP_ABOVE`] bytes once armed: the loss of one message's only packet (and of its
+/// retransmissions).
+struct DropSome {
     inner: Arc<dyn AsyncUdpSocket>,
-    armed: AtomicBool,
-    dropped: AtomicBool,
+    /// Datagrams above the size still to drop.
+    armed: AtomicU32,
+    /// Datagrams dropped.
+    dropped: AtomicU32,
 }
 
-impl fmt::Debug for DropOne {
+impl fmt::Debug for DropSome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DropOne").finish_non_exhaustive()
+        f.debug_struct("DropSome").finish_non_exhaustive()
     }
 }
 
-impl SocketWrapper for DropOne {
+impl SocketWrapper for DropSome {
     fn inner(&self) -> &Arc<dyn AsyncUdpSocket> {
         &self.inner
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         // Segmentation offload is off: one transmit is one datagram.
-        if transmit.contents.len() > DROP_ABOVE && self.armed.swap(false, Ordering::AcqRel) {
-            self.dropped.store(true, Ordering::Release);
+        if transmit.contents.len() > DROP_ABOVE
+            && self
+                .armed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+        {
+            self.dropped.fetch_add(1, Ordering::AcqRel);
             return Ok(());
         }
         self.inner.try_send(transmit)
@@ -87,9 +97,10 @@ struct LostMessage {
 }
 
 /// A storage sends a master two channel messages; its socket loses the second one's only
-/// packet. Returns what the storage's connection counted from just before the second message
-/// until the master read it.
-async fn lose_one_message(tail_probe: Option<Duration>) -> LostMessage {
+/// packet, `drops` times (the first send, then its retransmissions). Returns what the
+/// storage's connection counted from just before the second message until the master read
+/// it.
+async fn lose_one_message(tail_probe: Option<Duration>, drops: u32) -> LostMessage {
     let ca = ca("cluster");
     let master = endpoint(&identity(&ca, "master"), quiet_link(tail_probe));
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
@@ -100,10 +111,10 @@ async fn lose_one_message(tail_probe: Option<Duration>) -> LostMessage {
         .expect("a tokio runtime")
         .wrap_udp_socket(std_socket)
         .expect("a quinn socket");
-    let socket = WrappedSocket::new(DropOne {
+    let socket = WrappedSocket::new(DropSome {
         inner,
-        armed: AtomicBool::new(false),
-        dropped: AtomicBool::new(false),
+        armed: AtomicU32::new(0),
+        dropped: AtomicU32::new(0),
     });
     let config = testkit::config(
         &identity(&ca, "storage-1"),
@@ -123,16 +134,17 @@ async fn lose_one_message(tail_probe: Option<Duration>) -> LostMessage {
 
     let before = link.connection_stats().expect("connected");
     let probes_before = storage.stats().tail_probes;
-    socket.armed.store(true, Ordering::Release);
+    socket.armed.store(drops, Ordering::Release);
     link.send_message(&vec![2u8; MESSAGE_LEN])
         .await
         .expect("queued");
     let (_, second) = messages.recv().await.expect("the second message");
     let after = link.connection_stats().expect("connected");
     assert_eq!(decode(&second), vec![2u8; MESSAGE_LEN]);
-    assert!(
+    assert_eq!(
         socket.dropped.load(Ordering::Acquire),
-        "the socket lost the message's packet"
+        drops,
+        "the socket lost the message's packet {drops} times"
     );
     let lost = LostMessage {
         declared_lost: after.path.lost_packets - before.path.lost_packets,
@@ -151,7 +163,7 @@ fn decode(message: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_last_packet_is_found_by_the_tail_probe_not_the_probe_timeout() {
     bounded(async {
-        let lost = lose_one_message(Some(Duration::from_millis(1))).await;
+        let lost = lose_one_message(Some(Duration::from_millis(1)), 1).await;
         // The master could only read the message after QUIC declared its packet lost.
         assert!(lost.declared_lost >= 1, "the loss was declared");
         assert!(lost.tail_probes >= 1, "a tail probe followed the message");
@@ -166,7 +178,7 @@ async fn a_lost_last_packet_is_found_by_the_tail_probe_not_the_probe_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tail_probes_the_probe_timeout_finds_a_lost_last_packet() {
     bounded(async {
-        let lost = lose_one_message(None).await;
+        let lost = lose_one_message(None, 1).await;
         assert!(lost.declared_lost >= 1, "the loss was declared");
         assert_eq!(lost.tail_probes, 0, "no tail probes configured");
         assert!(
@@ -185,4 +197,23 @@ fn a_zero_tail_probe_delay_is_refused() {
     };
     assert!(config.validate().is_err());
     assert!(quiet_link(None).validate().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_retransmission_is_found_by_another_tail_probe() {
+    bounded(async {
+        // The message's packet and its retransmission are both lost: the retransmission,
+        // the connection's last packet, is followed by a probe of its own.
+        let lost = lose_one_message(Some(Duration::from_millis(1)), 2).await;
+        assert!(lost.declared_lost >= 2, "both losses were declared");
+        assert!(
+            lost.tail_probes >= 2,
+            "a probe followed the message and one its retransmission"
+        );
+        assert_eq!(
+            lost.probe_timeouts, 0,
+            "both declared lost on a probe's acknowledgement, before any probe timeout"
+        );
+    })
+    .await;
 }

@@ -19,6 +19,11 @@
 //! the bench). If nothing was lost, the probe costs one small packet and the peer's
 //! acknowledgement, once per pause rather than once per message.
 //!
+//! A lost packet is sent again when QUIC declares it lost, with nothing after it either: so
+//! after a probe, until the next write, the task watches the connection's count of lost
+//! packets and probes again after each retransmission, so that a lost retransmission is found
+//! the same way (without, it waited for the probe timeout: one lost message in a hundred).
+//!
 //! A write returns once QUIC holds the bytes, not once they left: when a large object is still
 //! queued behind the congestion window as its writes end, the probe (quinn puts datagrams
 //! ahead of stream data) leaves with the object's packets rather than after them, and the
@@ -104,10 +109,67 @@ async fn probe_after_writes(
                 break;
             }
         }
-        // Fails only when the connection closed or the peer takes no datagrams; then there is
-        // nothing to probe for.
-        if connection.send_datagram(bytes::Bytes::new()).is_ok() {
-            counters.tail_probes.fetch_add(1, Ordering::Relaxed);
+        if probe(&connection, &counters) {
+            follow_retransmissions(&connection, &shared, delay, &counters).await;
+        }
+    }
+}
+
+/// How long after a probe a loss it reveals may be declared: the probe's acknowledgement
+/// comes a round trip later, and QUIC declares a packet lost 9/8 of a round trip after it was
+/// sent (at least its 1 ms timer granularity): two round trips and a few pauses cover both,
+/// with the peer's scheduling.
+fn watch(connection: &quinn::Connection, delay: Duration) -> Duration {
+    connection.rtt() * 2 + delay * 4
+}
+
+/// Sends one tail probe; false when it could not go.
+fn probe(connection: &quinn::Connection, counters: &Counters) -> bool {
+    // Fails only when the connection closed or the peer takes no datagrams; then there is
+    // nothing to probe for.
+    let sent = connection.send_datagram(bytes::Bytes::new()).is_ok();
+    if sent {
+        counters.tail_probes.fetch_add(1, Ordering::Relaxed);
+    }
+    sent
+}
+
+/// After a probe, while nothing is written: a loss that QUIC declares meanwhile (the probe's
+/// acknowledgement reveals it about 9/8 of a round trip after the lost packet left) is sent
+/// again at once, and that retransmission is the connection's new last packet, with nothing
+/// after it; so it gets a probe of its own, or its loss would wait for the probe timeout (70-75
+/// ms at 20 ms RTT). Looks every eighth of a round trip (at least `delay`) and returns on a
+/// write (whose own probe follows everything before it), when the connection closes, or
+/// [`watch`] after the last probe without a new loss.
+async fn follow_retransmissions(
+    connection: &quinn::Connection,
+    shared: &Shared,
+    delay: Duration,
+    counters: &Counters,
+) {
+    let mut lost = connection.stats().path.lost_packets;
+    let mut until = tokio::time::Instant::now() + watch(connection, delay);
+    loop {
+        let step = (connection.rtt() / 8).max(delay);
+        tokio::select! {
+            () = tokio::time::sleep(step) => {}
+            _ = connection.closed() => return,
+        }
+        if shared.written.load(Ordering::Acquire) {
+            return;
+        }
+        let now_lost = connection.stats().path.lost_packets;
+        if now_lost > lost {
+            lost = now_lost;
+            // The retransmission left when the loss was declared: the probe follows it after
+            // the same pause as after a write.
+            tokio::time::sleep(delay).await;
+            if shared.written.load(Ordering::Acquire) || !probe(connection, counters) {
+                return;
+            }
+            until = tokio::time::Instant::now() + watch(connection, delay);
+        } else if tokio::time::Instant::now() >= until {
+            return;
         }
     }
 }

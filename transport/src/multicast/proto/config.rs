@@ -123,6 +123,17 @@ pub struct SenderConfig {
     /// (measured on loopback, three receivers, 256 KiB objects: 0.37-0.40x of the loss-free
     /// goodput at 1% loss with it, 0.88-0.97x without).
     pub adaptive_parity: Option<f64>,
+    /// Of [`adaptive_parity`](Self::adaptive_parity): receivers expected to wait for a repair
+    /// round at an object's end, at most, per object. A block that ends within one group
+    /// RTT's worth of sending before its object's end is repaired only after the object's
+    /// last datagram, so a receiver short of it gets the object a round trip (and the
+    /// NACK's wait) late; an earlier block's round overlaps the rest of the object and costs
+    /// bytes, not time. The object's blocks there share this target (each gets this over
+    /// their count, never more than `adaptive_parity`): with 0.01 at 1% loss, a 64 KiB object
+    /// (one block of 46 datagrams) to eight receivers gets 4 shards where the per-block 0.05
+    /// gives 3, and a 1 MiB one 5 instead of 3 on each of its last three blocks at 100 Mbit/s
+    /// and 20 ms.
+    pub tail_parity: f64,
 }
 
 impl Default for SenderConfig {
@@ -146,6 +157,7 @@ impl Default for SenderConfig {
             min_rtt: Duration::from_micros(500),
             fec: Some(FecConfig::default()),
             adaptive_parity: Some(0.05),
+            tail_parity: 0.01,
         }
     }
 }
@@ -210,6 +222,11 @@ impl SenderConfig {
             && !(target.is_finite() && target > 0.0)
         {
             return Err(ConfigError::AdaptiveParity { target });
+        }
+        if !(self.tail_parity.is_finite() && self.tail_parity > 0.0) {
+            return Err(ConfigError::TailParity {
+                target: self.tail_parity,
+            });
         }
         if let Some(fec) = self.fec
             && (fec.max_block == 0

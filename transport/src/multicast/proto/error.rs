@@ -56,6 +56,12 @@ pub enum ConfigError {
         /// The configured target.
         target: f64,
     },
+    /// The tail parity's target is not a positive finite number.
+    #[error("tail_parity {target} must be a positive finite number")]
+    TailParity {
+        /// The configured target.
+        target: f64,
+    },
     /// A parity block is empty or larger than 1024 datagrams, or the proactive ratio is
     /// outside 0..=1.
     #[error(

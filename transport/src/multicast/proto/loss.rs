@@ -9,6 +9,8 @@
 //! four almost always, and when the repair itself is lost the receiver waits for a NACK
 //! retry).
 
+use super::wire;
+
 /// Sequence numbers after which the sums are halved: the estimate's memory.
 const MEMORY: f64 = 8192.0;
 
@@ -70,6 +72,22 @@ pub(crate) fn shards_for(len: u16, members: usize, loss: f64, target: f64, avail
         .unwrap_or(cap)
 }
 
+/// How many blocks of an object of `count` datagrams (cut by [`wire::block_of`] into blocks
+/// of at most `max_block`) end after datagram index `from`: with `from` where the object's
+/// last group RTT of sending begins, the blocks whose repair round would end after the
+/// object's last datagram.
+pub(crate) fn blocks_ending_after(from: u32, count: u32, max_block: u16) -> u32 {
+    let mut blocks = 0;
+    let mut end = count;
+    // Each step moves `end` to the start of the block before it, at least one lower.
+    while end > from {
+        let (start, _) = wire::block_of(end - 1, count, max_block);
+        blocks += 1;
+        end = start;
+    }
+    blocks
+}
+
 /// The probability of more than `k` losses among `n` datagrams each lost with probability `p`
 /// (the binomial tail), summed term by term.
 fn more_than(n: u16, k: u16, p: f64) -> f64 {
@@ -89,6 +107,19 @@ fn more_than(n: u16, k: u16, p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_ending_after_counts_the_object_s_last_blocks() {
+        // 130 datagrams: blocks 0..44, 44..87, 87..130.
+        assert_eq!(blocks_ending_after(129, 130, 64), 1);
+        assert_eq!(blocks_ending_after(87, 130, 64), 1);
+        assert_eq!(blocks_ending_after(86, 130, 64), 2);
+        assert_eq!(blocks_ending_after(0, 130, 64), 3);
+        // Nothing ends after the object's end.
+        assert_eq!(blocks_ending_after(130, 130, 64), 0);
+        // A small object is one block.
+        assert_eq!(blocks_ending_after(0, 46, 64), 1);
+    }
 
     #[test]
     fn the_estimate_follows_the_reports_and_ignores_stale_ones() {

@@ -513,7 +513,12 @@ impl Sender {
         if fragment.index + 1 != start + u32::from(len) {
             return;
         }
-        let shards = fec.proactive_shards(len).max(self.adaptive_shards(len));
+        // The object's datagrams still to send after this block.
+        let after = fragment.count.saturating_sub(fragment.index + 1);
+        let target = self.parity_target(after, fragment.count, fec.max_block);
+        let shards = fec
+            .proactive_shards(len)
+            .max(self.adaptive_shards(len, target));
         if shards == 0 {
             return;
         }
@@ -526,16 +531,34 @@ impl Sender {
         block.proactive = block.proactive.max(shards);
     }
 
+    /// The adaptive parity's target for a block followed by `after` more datagrams of its
+    /// object of `count` ([`SenderConfig::tail_parity`]): a block whose repair round would
+    /// end after the object's last datagram (it ends within one group RTT of sending before
+    /// the object's end) delays the object by that round, so the object's blocks there share
+    /// the tail target; an earlier block's round overlaps the rest of the object, and it gets
+    /// the per-block target. `None`: no adaptive parity (or an unpaced sender: see
+    /// [`SenderConfig::adaptive_parity`]).
+    fn parity_target(&self, after: u32, count: u32, max_block: u16) -> Option<f64> {
+        let per_block = self.config.adaptive_parity?;
+        let rate = self.config.rate_limit?;
+        let span = self.group_rtt.as_secs_f64() * rate.bytes_per_second as f64
+            / self.config.max_datagram_size as f64;
+        // Saturates for absurd rates; a span past the object makes every block a tail block.
+        let span = span.ceil().min(f64::from(u32::MAX)) as u32;
+        if after >= span {
+            return Some(per_block);
+        }
+        let tail_blocks = loss::blocks_ending_after(count.saturating_sub(span), count, max_block);
+        Some((self.config.tail_parity / f64::from(tail_blocks.max(1))).min(per_block))
+    }
+
     /// Proactive shards for a block of `len` datagrams by the loss the attached members
-    /// report ([`SenderConfig::adaptive_parity`]): sized for the worst of them, for all.
-    /// Only a paced sender sends them: see the setting.
-    fn adaptive_shards(&self, len: u16) -> u16 {
-        let Some(target) = self.config.adaptive_parity else {
+    /// report, for `target` ([`parity_target`](Self::parity_target)): sized for the worst of
+    /// them, for all.
+    fn adaptive_shards(&self, len: u16, target: Option<f64>) -> u16 {
+        let Some(target) = target else {
             return 0;
         };
-        if self.config.rate_limit.is_none() {
-            return 0;
-        }
         let attached = self.members.values().filter(|member| !member.detached);
         let (count, worst) = attached.fold((0, 0.0f64), |(count, worst), member| {
             (count + 1, worst.max(member.loss.rate()))
