@@ -110,40 +110,31 @@ pub fn comparison_table(results: &Results, baseline: &Baseline) -> String {
 mod tests {
     use super::*;
     use crate::grid::Sweep;
-    use crate::record::{Figures, SCHEMA_VERSION};
+    use crate::record::Figures;
 
+    /// Multicast at 64 KiB, no loss, N = 1 and 4, with `p50s` (a missing one: the cell did
+    /// not run).
     fn results(p50s: &[f64]) -> Results {
         let mut sweep = Sweep::default_grid();
         sweep.replicas = vec![1, 4];
         sweep.losses = vec![0.0];
         sweep.object_sizes = vec![65536];
         sweep.strategies = vec![crate::StrategyName::Multicast];
-        let cells = sweep
-            .cells()
-            .into_iter()
-            .zip(p50s)
-            .enumerate()
-            .map(|(index, (knobs, p50))| CellRecord {
-                index,
-                knobs,
-                figures: Figures {
-                    latency_p50_ms: *p50,
-                    latency_p99_ms: p50 * 2.0,
-                    bound_ms: 10.0,
-                    ..Figures::default()
-                },
-            })
-            .collect();
-        Results {
-            schema_version: SCHEMA_VERSION,
-            tool: "replicast bench".into(),
-            version: "0".into(),
-            mode: "in-process".into(),
-            started_unix_s: 0,
-            cpus: 2,
-            data_dir: None,
-            cells,
-        }
+        let mut results = Results::made_up(&sweep, |knobs| {
+            let p50 = if knobs.replicas == 1 {
+                p50s[0]
+            } else {
+                p50s.get(1).copied().unwrap_or_default()
+            };
+            Figures {
+                latency_p50_ms: p50,
+                latency_p99_ms: p50 * 2.0,
+                bound_ms: 10.0,
+                ..Figures::default()
+            }
+        });
+        results.cells.truncate(p50s.len());
+        results
     }
 
     #[test]

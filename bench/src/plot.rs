@@ -157,7 +157,7 @@ fn plot(results: &Results, baseline: Option<&Baseline>, axis: &Axis) -> String {
 mod tests {
     use super::*;
     use crate::grid::Sweep;
-    use crate::record::{CellRecord, Figures, SCHEMA_VERSION};
+    use crate::record::Figures;
 
     fn results(rtts: &[f64]) -> Results {
         let mut sweep = Sweep::default_grid();
@@ -165,31 +165,12 @@ mod tests {
         sweep.losses = vec![0.0];
         sweep.object_sizes = vec![65536];
         sweep.rtts_ms = rtts.to_vec();
-        let cells = sweep
-            .cells()
-            .into_iter()
-            .enumerate()
-            .map(|(index, knobs)| CellRecord {
-                index,
-                figures: Figures {
-                    latency_p50_ms: knobs.rtt_ms * 3.0,
-                    latency_p99_ms: knobs.rtt_ms * 4.0,
-                    bound_ms: knobs.rtt_ms * 3.0,
-                    ..Figures::default()
-                },
-                knobs,
-            })
-            .collect();
-        Results {
-            schema_version: SCHEMA_VERSION,
-            tool: "replicast bench".into(),
-            version: "0".into(),
-            mode: "in-process".into(),
-            started_unix_s: 0,
-            cpus: 2,
-            data_dir: None,
-            cells,
-        }
+        Results::made_up(&sweep, |knobs| Figures {
+            latency_p50_ms: knobs.rtt_ms * 3.0,
+            latency_p99_ms: knobs.rtt_ms * 4.0,
+            bound_ms: knobs.rtt_ms * 3.0,
+            ..Figures::default()
+        })
     }
 
     #[test]

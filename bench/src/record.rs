@@ -101,4 +101,33 @@ impl Results {
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
     }
+
+    /// The results of a run of `sweep`'s cells that measured `figures` for each (the unit
+    /// tests' made-up runs).
+    #[cfg(test)]
+    pub(crate) fn made_up(
+        sweep: &crate::grid::Sweep,
+        figures: impl Fn(&crate::grid::CellKnobs) -> Figures,
+    ) -> Self {
+        let cells = sweep
+            .cells()
+            .into_iter()
+            .enumerate()
+            .map(|(index, knobs)| CellRecord {
+                index,
+                figures: figures(&knobs),
+                knobs,
+            })
+            .collect();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            tool: "replicast bench".into(),
+            version: "0".into(),
+            mode: "in-process".into(),
+            started_unix_s: 0,
+            cpus: 2,
+            data_dir: None,
+            cells,
+        }
+    }
 }

@@ -296,7 +296,7 @@ pub fn report_markdown(results: &Results, baseline: Option<&Baseline>) -> String
 mod tests {
     use super::*;
     use crate::grid::Sweep;
-    use crate::record::{Figures, SCHEMA_VERSION};
+    use crate::record::Figures;
 
     fn figures(p50: f64, p99: f64, bound: f64) -> Figures {
         Figures {
@@ -327,32 +327,13 @@ mod tests {
     /// The default grid with multicast at `multicast_p50` of unicast's latency everywhere and
     /// p99 at `p99_over_bound` of the bound.
     fn results(multicast_p50: f64, p99_over_bound: f64) -> Results {
-        let cells = Sweep::default_grid()
-            .cells()
-            .into_iter()
-            .enumerate()
-            .map(|(index, knobs)| {
-                let p50 = match knobs.strategy {
-                    StrategyName::Unicast => 300.0,
-                    _ => 300.0 * multicast_p50,
-                };
-                CellRecord {
-                    index,
-                    figures: figures(p50, 100.0 * p99_over_bound, 100.0),
-                    knobs,
-                }
-            })
-            .collect();
-        Results {
-            schema_version: SCHEMA_VERSION,
-            tool: "replicast bench".into(),
-            version: "0".into(),
-            mode: "in-process".into(),
-            started_unix_s: 0,
-            cpus: 2,
-            data_dir: None,
-            cells,
-        }
+        Results::made_up(&Sweep::default_grid(), |knobs| {
+            let p50 = match knobs.strategy {
+                StrategyName::Unicast => 300.0,
+                _ => 300.0 * multicast_p50,
+            };
+            figures(p50, 100.0 * p99_over_bound, 100.0)
+        })
     }
 
     #[test]
