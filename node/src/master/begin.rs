@@ -143,7 +143,7 @@ mod tests {
 
     use crate::ids::{Oid, Tid};
     use crate::master::MasterEvent;
-    use crate::master::test_support::{begin, drain, events, running_master};
+    use crate::master::test_support::{begin, drain, events, finish, replicate_to, running_master};
     use crate::partition::CellState;
     use crate::protocol::{Message, ProtocolError, TransactionOutcome};
 
@@ -159,6 +159,24 @@ mod tests {
                 _ => None,
             })
             .expect("a number")
+    }
+
+    /// `from` tells the master it began `ttid` with table `table_version`.
+    fn send_begin(
+        master: &mut crate::master::Master,
+        now: SystemTime,
+        from: &str,
+        ttid: Tid,
+        table_version: u64,
+    ) -> Result<(), ProtocolError> {
+        master.handle(
+            now,
+            from,
+            Message::Begin {
+                ttid,
+                table_version,
+            },
+        )
     }
 
     fn ttid_of(now: SystemTime, number: u16) -> Tid {
@@ -212,14 +230,7 @@ mod tests {
         let mut master = running_master(now, 4, &["s1", "s2"]);
         let c2 = welcome(&mut master, now, "c2");
         let ttid = ttid_of(now, c2);
-        let refused = master.handle(
-            now,
-            "c1",
-            Message::Begin {
-                ttid,
-                table_version: 1,
-            },
-        );
+        let refused = send_begin(&mut master, now, "c1", ttid, 1);
         assert!(
             matches!(refused, Err(ProtocolError::BeginRefused { ref from, .. }) if from == "c1"),
             "{refused:?}"
@@ -244,29 +255,9 @@ mod tests {
                 outcome: TransactionOutcome::Aborted
             }));
         // The owner of the number begins its own ttids, not that one: it is aborted for good.
-        assert!(
-            master
-                .handle(
-                    now,
-                    "c2",
-                    Message::Begin {
-                        ttid,
-                        table_version: 1
-                    }
-                )
-                .is_err()
-        );
+        assert!(send_begin(&mut master, now, "c2", ttid, 1).is_err());
         let next = Tid(ttid.0 + (1 << 16));
-        master
-            .handle(
-                now,
-                "c2",
-                Message::Begin {
-                    ttid: next,
-                    table_version: 1,
-                },
-            )
-            .expect("c2's own ttid");
+        send_begin(&mut master, now, "c2", next, 1).expect("c2's own ttid");
         assert!(master.peer_load("c2", Some(next)).knows_transaction);
     }
 
@@ -276,14 +267,7 @@ mod tests {
         let mut master = running_master(now, 4, &["s1", "s2"]);
         let open = begin(&mut master, now);
         assert!(matches!(
-            master.handle(
-                now,
-                "c1",
-                Message::Begin {
-                    ttid: open,
-                    table_version: 1
-                }
-            ),
+            send_begin(&mut master, now, "c1", open, 1),
             Err(ProtocolError::BeginRefused { .. })
         ));
         // A storage holds stores of a ttid whose Begin has not arrived, waits, and asks: the
@@ -299,14 +283,7 @@ mod tests {
             }));
         // ... for good: the late Begin does not open it.
         assert!(matches!(
-            master.handle(
-                now,
-                "c1",
-                Message::Begin {
-                    ttid: late,
-                    table_version: 1
-                }
-            ),
+            send_begin(&mut master, now, "c1", late, 1),
             Err(ProtocolError::BeginRefused { .. })
         ));
         assert_eq!(master.outcome(late), Some(TransactionOutcome::Aborted));
@@ -322,51 +299,6 @@ mod tests {
             .expect("an oid")
     }
 
-    /// Asks the finish of `ttid` with `voters`; the commit TID the voters are told to finish at.
-    fn finish(
-        master: &mut crate::master::Master,
-        now: SystemTime,
-        ttid: Tid,
-        oid: Oid,
-        voters: &[&str],
-    ) -> Tid {
-        master
-            .handle(
-                now,
-                "c1",
-                Message::AskFinish {
-                    ttid,
-                    oids: vec![oid],
-                    voters: voters.iter().map(|voter| (*voter).to_owned()).collect(),
-                    failed: Vec::new(),
-                },
-            )
-            .expect("finish asked");
-        let tid = drain(master)
-            .into_iter()
-            .find_map(|transmit| match transmit.message {
-                Message::Finish { tid, .. } => Some(tid),
-                _ => None,
-            })
-            .expect("finished on the voters");
-        for voter in voters {
-            master
-                .handle(now, voter, Message::Finished { ttid, tid })
-                .expect("finished");
-        }
-        tid
-    }
-
-    /// The bound of the `Replicate` sent to `node`, if any.
-    fn replicate_bound(master: &mut crate::master::Master, node: &str) -> Option<Tid> {
-        drain(master)
-            .into_iter()
-            .find_map(|transmit| match transmit.message {
-                Message::Replicate { up_to, .. } if transmit.to == node => Some(up_to),
-                _ => None,
-            })
-    }
-
     #[test]
     fn a_begin_made_with_an_older_table_holds_back_the_replication_rounds_still_waiting() {
         let now = SystemTime::now();
@@ -380,29 +312,24 @@ mod tests {
         master
             .handle(now, "s3", Message::StorageReady)
             .expect("ready");
-        assert_eq!(replicate_bound(&mut master, "s3"), None);
+        assert_eq!(
+            replicate_to(&drain(&mut master), "s3").map(|(up_to, _)| up_to),
+            None
+        );
         // c1 made this ttid before the table with s3 feeding reached it: its stores skip s3.
         let ttid = Tid(ttid_of(now, number).0.max(open.0) + (1 << 16));
-        master
-            .handle(
-                now,
-                "c1",
-                Message::Begin {
-                    ttid,
-                    table_version: stale,
-                },
-            )
+        send_begin(&mut master, now, "c1", ttid, stale)
             .expect("a begin with an older table is taken");
         master
             .handle(now, "c1", Message::AbortTransaction { ttid: open })
             .expect("abort");
         assert_eq!(
-            replicate_bound(&mut master, "s3"),
+            replicate_to(&drain(&mut master), "s3").map(|(up_to, _)| up_to),
             None,
             "the round waits for the late begin too"
         );
         let oid = oid_on(&master, "s3");
-        let tid = finish(&mut master, now, ttid, oid, &["s1", "s2"]);
+        let tid = finish(&mut master, now, ttid, vec![oid], &["s1", "s2"]).0;
         assert_eq!(
             master.outcome(ttid),
             Some(TransactionOutcome::Committed(tid))
@@ -416,7 +343,10 @@ mod tests {
                 .all(|cell| cell.state == CellState::Feeding),
             "the round copies it: s3 is not sent back"
         );
-        assert_eq!(replicate_bound(&mut master, "s3"), Some(tid));
+        assert_eq!(
+            replicate_to(&drain(&mut master), "s3").map(|(up_to, _)| up_to),
+            Some(tid)
+        );
     }
 
     #[test]
@@ -430,20 +360,14 @@ mod tests {
         master
             .handle(now, "s3", Message::StorageReady)
             .expect("ready");
-        let bound = replicate_bound(&mut master, "s3").expect("Replicate at once");
+        let bound = replicate_to(&drain(&mut master), "s3")
+            .map(|(up_to, _)| up_to)
+            .expect("Replicate at once");
         let ttid = ttid_of(now, number);
-        master
-            .handle(
-                now,
-                "c1",
-                Message::Begin {
-                    ttid,
-                    table_version: stale,
-                },
-            )
+        send_begin(&mut master, now, "c1", ttid, stale)
             .expect("a begin with an older table is taken");
         let oid = oid_on(&master, "s3");
-        let tid = finish(&mut master, now, ttid, oid, &["s1", "s2"]);
+        let tid = finish(&mut master, now, ttid, vec![oid], &["s1", "s2"]).0;
         assert!(tid > bound);
         assert_eq!(
             master.outcome(ttid),
@@ -455,23 +379,17 @@ mod tests {
         master
             .handle(now, "s3", Message::AskCatchUp)
             .expect("catch up");
-        assert_eq!(replicate_bound(&mut master, "s3"), Some(tid));
+        assert_eq!(
+            replicate_to(&drain(&mut master), "s3").map(|(up_to, _)| up_to),
+            Some(tid)
+        );
 
         // A begin with the current table sends nothing back.
         let current = master.table().version();
         let next = Tid(ttid.0 + (1 << 16));
-        master
-            .handle(
-                now,
-                "c1",
-                Message::Begin {
-                    ttid: next,
-                    table_version: current,
-                },
-            )
-            .expect("begun");
+        send_begin(&mut master, now, "c1", next, current).expect("begun");
         let oid = oid_on(&master, "s3");
-        finish(&mut master, now, next, oid, &["s1", "s2", "s3"]);
+        finish(&mut master, now, next, vec![oid], &["s1", "s2", "s3"]);
         assert!(
             !events(&mut master).contains(&MasterEvent::StorageOutOfDate { node: "s3".into() })
         );
@@ -485,16 +403,7 @@ mod tests {
         let before = master.clock.last();
         // A client whose clock is an hour ahead (uncorrected).
         let ahead = ttid_of(now + std::time::Duration::from_secs(3600), number);
-        master
-            .handle(
-                now,
-                "c1",
-                Message::Begin {
-                    ttid: ahead,
-                    table_version: 1,
-                },
-            )
-            .expect("begin");
+        send_begin(&mut master, now, "c1", ahead, 1).expect("begin");
         assert_eq!(master.clock.last(), before);
         // A restore's ttid comes from the primary's clock, with the primary's own number.
         master

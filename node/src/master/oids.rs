@@ -60,37 +60,21 @@ impl Master {
 mod tests {
     use std::time::SystemTime;
 
-    use super::super::test_support::{begin_at, drain, running_master};
+    use super::super::test_support::{begin_at, drain, finish, running_master};
     use crate::ids::{Oid, Tid};
     use crate::protocol::{Message, TransactionOutcome};
 
     /// Commits a transaction of `c1` at `tid` that wrote `oids` (every storage acknowledges).
     fn commit_at(master: &mut super::Master, now: SystemTime, tid: Tid, oids: Vec<Oid>) {
         let ttid = begin_at(master, now, tid);
-        master
-            .handle(
-                now,
-                "c1",
-                Message::AskFinish {
-                    ttid,
-                    oids,
-                    voters: vec!["s1".into(), "s2".into()],
-                    failed: Vec::new(),
-                },
-            )
-            .expect("finish");
+        let (decided, answers) = finish(master, now, ttid, oids, &["s1", "s2"]);
+        assert_eq!(decided, tid);
         // Answered once decided, before the voters applied it.
-        let answers = drain(master);
         assert!(answers.iter().any(|transmit| transmit.message
             == Message::AnswerFinish {
                 ttid,
                 outcome: TransactionOutcome::Committed(tid),
             }));
-        for storage in ["s1", "s2"] {
-            master
-                .handle(now, storage, Message::Finished { ttid, tid })
-                .expect("finished");
-        }
         assert_eq!(master.last_transaction(), tid);
     }
 

@@ -41,6 +41,9 @@ pub(super) struct Replication {
     /// this primary saw it (0: since before it became primary). A transaction begun with an
     /// older table may have stored without the cell.
     writable_since: BTreeMap<(u32, NodeName), u64>,
+    /// The table version `writable_since` follows: it changes with the table only, so the
+    /// cells are looked at again only when the version moved.
+    followed_version: Option<u64>,
 }
 
 /// A storage's feeding cells waiting for the transactions that may not write to them.
@@ -65,11 +68,16 @@ impl Replication {
     /// writable in `table` counts as writable from the start.
     pub(super) fn writable_from_start(&mut self, table: &PartitionTable) {
         self.writable_since = writable_cells(table).map(|cell| (cell, 0)).collect();
+        self.followed_version = Some(table.version());
     }
 
     /// Follows `table`: a cell that became writable is so from its version on; one that is
     /// not writable is forgotten.
     fn follow_writable(&mut self, table: &PartitionTable) {
+        if self.followed_version == Some(table.version()) {
+            return;
+        }
+        self.followed_version = Some(table.version());
         let writable: BTreeSet<(u32, NodeName)> = writable_cells(table).collect();
         self.writable_since
             .retain(|cell, _| writable.contains(cell));
@@ -275,7 +283,7 @@ mod tests {
     use std::time::SystemTime;
 
     use crate::ids::Tid;
-    use crate::master::test_support::{begin, drain, events, running_master};
+    use crate::master::test_support::{begin, drain, events, replicate_to, running_master};
     use crate::master::{Master, MasterConfig, MasterEvent};
     use crate::partition::{CellState, PartitionTable};
     use crate::protocol::{Message, Transmit};
@@ -296,16 +304,6 @@ mod tests {
             .flatten()
             .filter(move |cell| cell.node == node)
             .map(|cell| cell.state)
-    }
-
-    /// The Replicate sent to `node`, if any.
-    fn replicate_to(sent: &[Transmit], node: &str) -> Option<(Tid, Vec<(u32, Tid)>)> {
-        sent.iter().find_map(|transmit| match &transmit.message {
-            Message::Replicate { up_to, partitions } if transmit.to == node => {
-                Some((*up_to, partitions.clone()))
-            }
-            _ => None,
-        })
     }
 
     #[test]

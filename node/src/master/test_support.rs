@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::{Master, MasterConfig, MasterEvent};
 use crate::client::TtidClock;
-use crate::ids::Tid;
+use crate::ids::{Oid, Tid};
 use crate::partition::PartitionTable;
 use crate::protocol::{Message, Transmit};
 
@@ -97,4 +97,51 @@ pub(super) fn begin_at(master: &mut Master, now: SystemTime, tid: Tid) -> Tid {
             _ => None,
         })
         .expect("begun")
+}
+
+/// Asks the finish of `c1`'s `ttid`, which wrote `oids`, with `voters`, and has each voter
+/// acknowledge it: the commit TID the voters were told, and what the master sent when asked.
+pub(super) fn finish(
+    master: &mut Master,
+    now: SystemTime,
+    ttid: Tid,
+    oids: Vec<Oid>,
+    voters: &[&str],
+) -> (Tid, Vec<Transmit>) {
+    master
+        .handle(
+            now,
+            "c1",
+            Message::AskFinish {
+                ttid,
+                oids,
+                voters: voters.iter().map(|voter| (*voter).to_owned()).collect(),
+                failed: Vec::new(),
+            },
+        )
+        .expect("finish asked");
+    let sent = drain(master);
+    let tid = sent
+        .iter()
+        .find_map(|transmit| match transmit.message {
+            Message::Finish { tid, .. } => Some(tid),
+            _ => None,
+        })
+        .expect("finished on the voters");
+    for voter in voters {
+        master
+            .handle(now, voter, Message::Finished { ttid, tid })
+            .expect("finished");
+    }
+    (tid, sent)
+}
+
+/// The bound and partitions of the `Replicate` in `sent` to `node`, if any.
+pub(super) fn replicate_to(sent: &[Transmit], node: &str) -> Option<(Tid, Vec<(u32, Tid)>)> {
+    sent.iter().find_map(|transmit| match &transmit.message {
+        Message::Replicate { up_to, partitions } if transmit.to == node => {
+            Some((*up_to, partitions.clone()))
+        }
+        _ => None,
+    })
 }
