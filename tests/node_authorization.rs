@@ -167,6 +167,7 @@ fn samples() -> Vec<Message> {
             generation: 0,
             oids: vec![Oid(1)],
             info: TransactionInfo::default(),
+            stores: 1,
         },
         Message::AnswerVote {
             ttid: NEVER_BEGUN,

@@ -94,8 +94,16 @@ fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
             py,
             "ConflictError",
             format!(
-                "the transaction lost its locks at {node} to an older transaction after it \
-                 voted; retry it"
+                "{node} aborted the transaction: an older transaction waited for it where it \
+                 had voted; retry it"
+            ),
+        ),
+        ClientError::Aborted(AbortReason::StoreAfterVote { node, oid }) => raise_pos(
+            py,
+            "ConflictError",
+            format!(
+                "object {oid} had to be stored again after {node} voted for the transaction; \
+                 retry it"
             ),
         ),
         // Every replica of a partition failed for this transaction (none answered its stores

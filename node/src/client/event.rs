@@ -30,11 +30,22 @@ pub enum AbortReason {
         /// The object.
         oid: Oid,
     },
-    /// A storage gave the transaction's locks to an older one after its votes were sent: some
-    /// storages may hold it voted, which may not wait for locks, so it starts over.
+    /// An older transaction waited for this one on a storage where it had voted, before its
+    /// finish was asked for: it may have been waiting for that older one elsewhere, so the
+    /// primary aborted it (`node` is the master). Nothing of it committed; retry it.
     Wounded {
-        /// The storage.
+        /// The node that ended it.
         node: NodeName,
+    },
+    /// An object had to be stored again (to resolve a conflict) on a storage that had voted
+    /// yes already: a replica that does not check serials (catching up) voted while another
+    /// found the conflict. A voted storage takes no more stores, so the transaction starts
+    /// over. Nothing of it committed; retry it.
+    StoreAfterVote {
+        /// The storage that voted.
+        node: NodeName,
+        /// The object.
+        oid: Oid,
     },
     /// A storage aborted the transaction after it stayed idle.
     StorageGaveUp {

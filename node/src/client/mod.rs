@@ -94,6 +94,12 @@ struct Replica {
     /// Stores sent and not answered yet, per object (one at a time per object: a second
     /// store of it waits for the first's answer, see `Transaction::deferred`).
     unanswered: BTreeMap<Oid, u32>,
+    /// Stores (checks included) sent in this generation: the vote says how many it covers.
+    sent: u32,
+    /// Objects whose last store here was answered with a conflict: a vote of this storage
+    /// answered with one of them was not given (the storage holds the locks unvoted).
+    conflicted: BTreeSet<Oid>,
+    /// The vote went out and was not answered, or was answered yes.
     vote_sent: bool,
     voted: bool,
     deadline: Option<SystemTime>,
@@ -135,6 +141,9 @@ struct Transaction {
     resolved: BTreeSet<Oid>,
     /// Whether [`ClientEvent::StoresAnswered`] was reported since the last store went out.
     answered_reported: bool,
+    /// Whether the primary aborted the transaction after its finish was asked for (an older
+    /// transaction waited for it where it voted): the finish's answer says aborted.
+    wounded: bool,
     /// Whether the link to the primary was lost, or the primary changed, since the
     /// transaction was begun: the primary that began it aborts it when it loses the client,
     /// and a new one never decides it, so an aborted finish then means the masters' failover
@@ -357,6 +366,7 @@ impl Client {
             resolved: BTreeSet::new(),
             answered_reported: false,
             master_lost: false,
+            wounded: false,
             replicas: BTreeMap::new(),
             failed: BTreeSet::new(),
             info: TransactionInfo::default(),
@@ -651,14 +661,28 @@ impl Client {
                     .push_back(ClientEvent::Invalidated { tid, oids });
                 Ok(())
             }
+            Message::Aborted { ttid } if from_master => {
+                self.primary_aborted(from, ttid);
+                Ok(())
+            }
             Message::AnswerFinish { ttid, outcome } if from_master => {
                 self.transaction(from, "AnswerFinish", ttid, &[Phase::Finishing])?;
-                let master_lost = self.txn.take().is_some_and(|txn| txn.master_lost);
+                let (master_lost, wounded) = self
+                    .txn
+                    .take()
+                    .map_or((false, false), |txn| (txn.master_lost, txn.wounded));
                 if let TransactionOutcome::Committed(tid) = outcome {
                     self.ttids.observe(tid);
                 }
                 self.events.push_back(match outcome {
                     TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
+                    TransactionOutcome::Aborted if wounded => {
+                        let reason = AbortReason::Wounded {
+                            node: from.to_owned(),
+                        };
+                        self.last_abort = Some((ttid, reason.clone()));
+                        ClientEvent::Aborted { ttid, reason }
+                    }
                     TransactionOutcome::Aborted if master_lost => {
                         let reason = AbortReason::MasterLost;
                         self.last_abort = Some((ttid, reason.clone()));
@@ -836,7 +860,9 @@ impl Client {
         ttid: Tid,
         result: VoteResult,
     ) -> Result<(), ProtocolError> {
-        let txn = self.transaction(from, "AnswerVote", ttid, &[Phase::Voting])?;
+        // A vote sent with the stores may be answered after a conflict held the vote back.
+        let phases = [Phase::Storing, Phase::Voting];
+        let txn = self.transaction(from, "AnswerVote", ttid, &phases)?;
         let Some(replica) = txn
             .replicas
             .get_mut(from)
@@ -844,10 +870,22 @@ impl Client {
         else {
             return Err(out_of_order(from, "AnswerVote", ttid));
         };
+        let withdrawn = matches!(
+            result,
+            VoteResult::Conflict { oid, .. } if replica.conflicted.contains(&oid)
+        );
         match result {
             VoteResult::Yes => {
                 replica.voted = true;
                 replica.deadline = None;
+                self.progress(now);
+            }
+            VoteResult::Conflict { .. } if withdrawn => {
+                // A store there conflicted: the storage did not vote and holds the locks
+                // unvoted; it votes again once the object is stored again.
+                replica.vote_sent = false;
+                replica.deadline = None;
+                self.send_deferred(now);
                 self.progress(now);
             }
             VoteResult::Conflict {
@@ -888,18 +926,22 @@ impl Client {
         if txn.phase != Phase::Voting {
             return;
         }
-        // Votes go out only once every store is answered everywhere: a storage that voted
-        // keeps its locks against older transactions, so the transaction must not still be
-        // waiting for a lock on another storage.
-        if !all_answered {
+        if !txn.conflicts.is_empty() {
+            // The storages that found them do not vote yes (see the storage's `vote.rs`):
+            // once every answer is in, the caller resolves them or aborts.
+            if all_answered {
+                txn.phase = Phase::Storing;
+                self.events.push_back(ClientEvent::VoteHeld {
+                    ttid: txn.ttid,
+                    conflicts: txn.conflicts.values().copied().collect(),
+                });
+            }
             return;
         }
-        if !txn.conflicts.is_empty() {
-            txn.phase = Phase::Storing;
-            self.events.push_back(ClientEvent::VoteHeld {
-                ttid: txn.ttid,
-                conflicts: txn.conflicts.values().copied().collect(),
-            });
+        // Votes go out with the stores, each counting the stores it covers: a storage votes
+        // once it holds them all. Not while a store waits to be sent again (`deferred`): the
+        // count would not cover it.
+        if !txn.deferred.is_empty() {
             return;
         }
         let written: BTreeSet<Oid> = txn.written().collect();
@@ -923,6 +965,7 @@ impl Client {
                     generation: replica.generation,
                     oids: replica.oids.intersection(&written).copied().collect(),
                     info: txn.info.clone(),
+                    stores: replica.sent,
                 },
             );
         }
@@ -987,6 +1030,23 @@ impl Client {
                 self.send_deferred(now);
                 self.progress(now);
             }
+        }
+    }
+
+    /// The primary `from` aborted `ttid` (an older transaction waited for it on a storage
+    /// where it voted): the transaction fails, or, if its finish is asked for already (the
+    /// two crossed), the finish's answer says aborted.
+    fn primary_aborted(&mut self, from: &str, ttid: Tid) {
+        let Some(txn) = self.txn.as_mut().filter(|txn| txn.ttid == ttid) else {
+            // An earlier transaction, ended since.
+            return;
+        };
+        match txn.phase {
+            Phase::Beginning => {}
+            Phase::Finishing => txn.wounded = true,
+            Phase::Storing | Phase::Voting | Phase::Voted => self.fail(AbortReason::Wounded {
+                node: from.to_owned(),
+            }),
         }
     }
 
@@ -1527,5 +1587,238 @@ mod tests {
         let transmit = client.poll_transmit().expect("an abort goes back");
         assert_eq!(transmit.to, "s3");
         assert_eq!(transmit.message, Message::AbortTransaction { ttid });
+    }
+
+    /// The votes sent since the last look: (storage, generation, stores counted).
+    fn votes_sent(client: &mut Client) -> Vec<(String, u32, u32)> {
+        std::iter::from_fn(|| client.poll_transmit())
+            .filter_map(|transmit| match transmit.message {
+                Message::Vote {
+                    generation, stores, ..
+                } => Some((transmit.to, generation, stores)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(client: &mut Client) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| client.poll_event()).collect()
+    }
+
+    /// Object 4 conflicted at `node`: the store's answer, then the vote's.
+    fn conflict_at(client: &mut Client, now: SystemTime, node: &str, ttid: Tid) {
+        let stored = Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Conflict { current: Tid(9) },
+        };
+        client.handle(now, node, stored).expect("store answered");
+        let vote = Message::AnswerVote {
+            ttid,
+            result: VoteResult::Conflict {
+                oid: Oid(4),
+                expected: Tid::ZERO,
+                current: Tid(9),
+            },
+        };
+        client.handle(now, node, vote).expect("vote answered");
+    }
+
+    fn yes(ttid: Tid) -> Message {
+        Message::AnswerVote {
+            ttid,
+            result: VoteResult::Yes,
+        }
+    }
+
+    /// A transaction that stored object 4 and sent its votes, before any answer.
+    fn voting_client(now: SystemTime) -> (Client, Tid) {
+        let (mut client, ttid) = storing_client();
+        store_x(&mut client, now);
+        client.vote(now, TransactionInfo::default()).expect("vote");
+        (client, ttid)
+    }
+
+    #[test]
+    fn the_votes_go_out_with_the_stores_counting_them() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        let expected: Vec<(String, u32, u32)> = ["s1", "s2", "s3"]
+            .iter()
+            .map(|node| (node.to_string(), 0, 1))
+            .collect();
+        assert_eq!(
+            votes_sent(&mut client),
+            expected,
+            "before any store's answer"
+        );
+        for node in ["s1", "s2", "s3"] {
+            client.handle(now, node, stored_x(ttid)).expect("stored");
+            client.handle(now, node, yes(ttid)).expect("voted");
+        }
+        assert!(events(&mut client).contains(&ClientEvent::Voted { ttid }));
+    }
+
+    #[test]
+    fn a_conflict_withdraws_the_vote_and_the_resolved_store_votes_again() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        votes_sent(&mut client);
+        for node in ["s1", "s2", "s3"] {
+            conflict_at(&mut client, now, node, ttid);
+        }
+        let conflict = Conflict {
+            oid: Oid(4),
+            serial: Tid::ZERO,
+            current: Tid(9),
+            kind: ConflictKind::Write,
+        };
+        assert!(events(&mut client).contains(&ClientEvent::VoteHeld {
+            ttid,
+            conflicts: vec![conflict],
+        }));
+        // Resolved on top of the committed revision: stored again, and voted again, each
+        // vote covering both stores of the generation.
+        client
+            .store(now, Oid(4), Tid(9), ObjectData::from(b"y".to_vec()))
+            .expect("store again");
+        assert!(client.poll_fanout().is_some(), "no vote outstanding: sent");
+        client.vote(now, TransactionInfo::default()).expect("vote");
+        assert_eq!(votes_sent(&mut client).len(), 3);
+        assert_eq!(client.resolved(), [Oid(4)]);
+    }
+
+    #[test]
+    fn a_resolved_store_waits_for_an_outstanding_vote_of_its_storage() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        for node in ["s1", "s2"] {
+            conflict_at(&mut client, now, node, ttid);
+        }
+        let stored = Message::AnswerStore {
+            ttid,
+            generation: 0,
+            oid: Oid(4),
+            result: StoreResult::Conflict { current: Tid(9) },
+        };
+        client.handle(now, "s3", stored).expect("store answered");
+        events(&mut client);
+        client
+            .store(now, Oid(4), Tid(9), ObjectData::from(b"y".to_vec()))
+            .expect("store again");
+        // s3 is still writing or refusing its vote: a store now could meet it voted.
+        assert!(client.poll_fanout().is_none(), "held back");
+        let vote = Message::AnswerVote {
+            ttid,
+            result: VoteResult::Conflict {
+                oid: Oid(4),
+                expected: Tid::ZERO,
+                current: Tid(9),
+            },
+        };
+        client.handle(now, "s3", vote).expect("vote answered");
+        assert!(client.poll_fanout().is_some(), "sent once s3 did not vote");
+    }
+
+    #[test]
+    fn a_store_again_where_a_storage_voted_yes_starts_the_transaction_over() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        conflict_at(&mut client, now, "s1", ttid);
+        // s2 and s3 do not check serials (catching up): they voted yes.
+        for node in ["s2", "s3"] {
+            client.handle(now, node, stored_x(ttid)).expect("stored");
+            client.handle(now, node, yes(ttid)).expect("voted");
+        }
+        events(&mut client);
+        client
+            .store(now, Oid(4), Tid(9), ObjectData::from(b"y".to_vec()))
+            .expect("the store call itself is fine");
+        let reason = AbortReason::StoreAfterVote {
+            node: "s2".into(),
+            oid: Oid(4),
+        };
+        assert!(
+            events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }),
+            "a voted storage takes no more stores"
+        );
+    }
+
+    #[test]
+    fn a_restart_while_voting_stores_and_votes_again() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        votes_sent(&mut client);
+        client
+            .handle(
+                now,
+                "s1",
+                Message::Restart {
+                    ttid,
+                    generation: 1,
+                },
+            )
+            .expect("restart");
+        let sent: Vec<Transmit> = std::iter::from_fn(|| client.poll_transmit()).collect();
+        assert!(
+            matches!(
+                &sent[..],
+                [
+                    Transmit { to: first, message: Message::Store { generation: 1, .. } },
+                    Transmit { to: second, message: Message::Vote { generation: 1, stores: 1, .. } },
+                ] if first == "s1" && second == "s1"
+            ),
+            "{sent:?}"
+        );
+        assert!(
+            !events(&mut client)
+                .iter()
+                .any(|event| matches!(event, ClientEvent::Aborted { .. })),
+            "not a failure: the primary breaks a cycle of waits if one closes"
+        );
+    }
+
+    #[test]
+    fn the_primary_aborting_an_open_transaction_fails_it_as_wounded() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        client
+            .handle(now, "master", order(Message::Aborted { ttid }))
+            .expect("aborted by the primary");
+        let reason = AbortReason::Wounded {
+            node: "master".into(),
+        };
+        assert!(events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }));
+    }
+
+    #[test]
+    fn a_primary_abort_crossing_the_finish_makes_the_finish_a_wound() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = voting_client(now);
+        for node in ["s1", "s2", "s3"] {
+            client.handle(now, node, stored_x(ttid)).expect("stored");
+            client.handle(now, node, yes(ttid)).expect("voted");
+        }
+        client.finish().expect("finish");
+        client
+            .handle(now, "master", order(Message::Aborted { ttid }))
+            .expect("aborted by the primary");
+        assert_eq!(
+            client.current_transaction(),
+            Some(ttid),
+            "the finish answers"
+        );
+        let answer = Message::AnswerFinish {
+            ttid,
+            outcome: TransactionOutcome::Aborted,
+        };
+        client
+            .handle(now, "master", order(answer))
+            .expect("finish answered");
+        let reason = AbortReason::Wounded {
+            node: "master".into(),
+        };
+        assert!(events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }));
     }
 }

@@ -14,10 +14,10 @@ use std::time::SystemTime;
 
 use super::event::{AbortReason, Conflict, ConflictKind};
 use super::fanout::FanoutStore;
-use super::{Client, Phase, Staged, invalid, out_of_order};
+use super::{Client, Phase, Staged, Transaction, invalid, out_of_order};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
-use crate::partition::NodeName;
+use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{Message, ProtocolError, StoreKind, StoreResult};
 
 impl Client {
@@ -76,15 +76,15 @@ impl Client {
         if !writable {
             return Err(invalid("store", "the object has no writable replica"));
         }
+        if let Some(node) = voted_replica(txn, table, oid) {
+            self.fail(AbortReason::StoreAfterVote { node, oid });
+            return Ok(());
+        }
         if txn.conflicts.remove(&oid).is_some() && kind != StoreKind::CheckCurrent {
             txn.resolved.insert(oid);
         }
         txn.objects.insert(oid, Staged { serial, data, kind });
-        let in_flight = txn
-            .replicas
-            .values()
-            .any(|replica| replica.unanswered.contains_key(&oid));
-        if in_flight {
+        if must_wait(txn, table, oid) {
             txn.deferred.insert(oid);
             return Ok(());
         }
@@ -145,6 +145,7 @@ impl Client {
         for node in nodes {
             let replica = txn.replicas.entry(node.clone()).or_default();
             replica.oids.insert(oid);
+            replica.sent += 1;
             *replica.unanswered.entry(oid).or_default() += 1;
             if fanned_out {
                 replica.delivering += 1;
@@ -188,20 +189,25 @@ impl Client {
         }
     }
 
-    /// Sends the deferred stores whose earlier store is answered everywhere.
+    /// Sends the deferred stores whose earlier store is answered everywhere, and whose
+    /// replicas have no vote outstanding.
     pub(super) fn send_deferred(&mut self, now: SystemTime) {
-        let Some(txn) = self.txn.as_mut() else {
+        let (Some(txn), Some(table)) = (self.txn.as_ref(), self.table.as_ref()) else {
             return;
         };
+        let after_vote = txn
+            .deferred
+            .iter()
+            .find_map(|oid| voted_replica(txn, table, *oid).map(|node| (node, *oid)));
+        if let Some((node, oid)) = after_vote {
+            self.fail(AbortReason::StoreAfterVote { node, oid });
+            return;
+        }
         let ready: Vec<Oid> = txn
             .deferred
             .iter()
             .copied()
-            .filter(|oid| {
-                !txn.replicas.iter().any(|(node, replica)| {
-                    !txn.failed.contains(node) && replica.unanswered.contains_key(oid)
-                })
-            })
+            .filter(|oid| !must_wait(txn, table, *oid))
             .collect();
         for oid in ready {
             if let Some(txn) = self.txn.as_mut() {
@@ -247,6 +253,11 @@ impl Client {
             }
         }
         replica.deadline = Some(now + timeout);
+        if matches!(result, StoreResult::Conflict { .. }) {
+            replica.conflicted.insert(oid);
+        } else {
+            replica.conflicted.remove(&oid);
+        }
         if let StoreResult::Conflict { current } = result
             && !txn.deferred.contains(&oid)
             && let Some(staged) = txn.objects.get(&oid)
@@ -281,7 +292,6 @@ impl Client {
         let timeout = self.config.storage_timeout;
         let phases = [Phase::Storing, Phase::Voting];
         let txn = self.transaction(from, "Restart", ttid, &phases)?;
-        let votes_sent = txn.replicas.values().any(|replica| replica.vote_sent);
         let Some(replica) = txn
             .replicas
             .get_mut(from)
@@ -289,16 +299,13 @@ impl Client {
         else {
             return Err(out_of_order(from, "Restart", ttid));
         };
-        if votes_sent {
-            // A voted storage must never wait for a lock (the wound-wait argument), and this
-            // one would have to wait for the older transaction: start over instead.
-            self.fail(AbortReason::Wounded {
-                node: from.to_owned(),
-            });
-            return Ok(());
-        }
+        // Other storages may hold the transaction voted while it waits here for the older
+        // one: the primary breaks a cycle that closes (see the storage's `vote.rs`).
         replica.generation = generation;
         replica.unanswered = replica.oids.iter().map(|oid| (*oid, 1)).collect();
+        replica.sent = replica.oids.len() as u32;
+        replica.conflicted.clear();
+        // The storage dropped the vote held for the old generation: the vote goes again.
         replica.vote_sent = false;
         // The stores go again inline, on the channel: the earlier deliveries no longer count.
         replica.delivering = 0;
@@ -322,6 +329,36 @@ impl Client {
         for store in stores {
             self.out.send(from, store);
         }
+        self.progress(now);
         Ok(())
     }
+}
+
+/// A replica `oid` would be stored on that voted yes already, if any: it takes no more stores.
+fn voted_replica(txn: &Transaction, table: &PartitionTable, oid: Oid) -> Option<NodeName> {
+    table
+        .writable_cells(oid)
+        .map(|cell| &cell.node)
+        .filter(|node| !txn.failed.contains(*node))
+        .find(|node| txn.replicas.get(*node).is_some_and(|replica| replica.voted))
+        .cloned()
+}
+
+/// Whether a store of `oid` must wait: an earlier store of it is unanswered somewhere, or a
+/// replica it goes to has a vote outstanding (answered by a conflict, it takes the store; by a
+/// yes, it takes none).
+fn must_wait(txn: &Transaction, table: &PartitionTable, oid: Oid) -> bool {
+    let unanswered = txn
+        .replicas
+        .iter()
+        .any(|(node, replica)| !txn.failed.contains(node) && replica.unanswered.contains_key(&oid));
+    let voting = table
+        .writable_cells(oid)
+        .filter(|cell| !txn.failed.contains(&cell.node))
+        .any(|cell| {
+            txn.replicas
+                .get(&cell.node)
+                .is_some_and(|replica| replica.vote_sent && !replica.voted)
+        });
+    unanswered || voting
 }

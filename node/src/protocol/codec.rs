@@ -13,8 +13,10 @@ use super::message::Message;
 /// storages' read-side requests (`Ask`/`Answer`, `AskInspect`), the typed refusals of roles
 /// (`Refused`), backups in the status (`ReportBackup`), undo and check-current stores.
 /// Version 6 replaces `AskBegin` by the client's own temporary TIDs (`TtidSpace`, `Begin`),
-/// and a client's `Ask` names its own undecided transaction (`open`).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// and a client's `Ask` names its own undecided transaction (`open`). Version 7 sends the
+/// vote with the stores: `Vote` counts the stores it covers (`stores`), and the primary may
+/// tell a client its open transaction was aborted (`Aborted`).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Encodes `message` with the protocol version in front.
 ///

@@ -137,7 +137,10 @@ pub enum Message {
         /// The generation the stores sent again must carry.
         generation: u32,
     },
-    /// Client -> storage: make the transaction durable; `oids` are all it stored here.
+    /// Client -> storage: make the transaction durable; `oids` are all it stored here. Sent
+    /// with the stores, not after their answers: the storage votes once it has taken `stores`
+    /// stores of the generation and staged them all (stores and the vote travel different
+    /// paths, so the count, not the list, says when every store is in).
     Vote {
         /// The transaction.
         ttid: Tid,
@@ -147,6 +150,8 @@ pub enum Message {
         oids: Vec<Oid>,
         /// What the transaction says about itself.
         info: TransactionInfo,
+        /// How many stores (checks included) the client sent this storage in `generation`.
+        stores: u32,
     },
     /// Storage -> client: the vote of one storage.
     AnswerVote {
@@ -185,7 +190,10 @@ pub enum Message {
         /// The transaction.
         ttid: Tid,
     },
-    /// Storage -> client: the storage gave up on an idle transaction and aborted it.
+    /// Storage -> client: the storage gave up on an idle transaction and aborted it. Master ->
+    /// client: the primary aborted the open transaction because an older one waited for it
+    /// on a storage where it had voted, and it had not asked to finish (it may have been
+    /// waiting for a lock elsewhere: see `locks.rs`).
     Aborted {
         /// The transaction.
         ttid: Tid,

@@ -6,15 +6,12 @@ use std::time::SystemTime;
 
 use super::in_doubt::{HeldRead, Scope};
 use super::persist::{AfterRead, AfterWrite, Read, Write};
+use super::vote::HeldVote;
 use super::{QueuedStore, Storage, StorageEvent, Transaction};
 use crate::engine::{EngineError, Revision};
 use crate::ids::{Oid, Tid};
 use crate::locks::{LockDecision, LockEvent};
-use crate::protocol::{
-    LoadResult, Message, ProtocolError, StorageAnswer, StoreKind, StoreResult, VoteRefusal,
-    VoteResult,
-};
-use crate::transaction::TransactionInfo;
+use crate::protocol::{LoadResult, Message, ProtocolError, StorageAnswer, StoreKind, StoreResult};
 
 impl Storage {
     /// A message from client `from`: [`Message::Store`], [`Message::Vote`],
@@ -47,7 +44,11 @@ impl Storage {
                 generation,
                 oids,
                 info,
-            } => self.vote(now, from, ttid, generation, &oids, &info),
+                stores,
+            } => {
+                let vote = HeldVote { oids, info, stores };
+                self.vote(now, from, ttid, generation, vote)
+            }
             Message::AbortTransaction { ttid } => {
                 if self
                     .transactions
@@ -102,24 +103,13 @@ impl Storage {
         let txn = self
             .transactions
             .entry(ttid)
-            .or_insert_with(|| Transaction {
-                client: from.to_owned(),
-                generation: 0,
-                queue: VecDeque::new(),
-                waiting: false,
-                stored: BTreeSet::new(),
-                restored: BTreeSet::new(),
-                failed: false,
-                staged_bytes: 0,
-                voting: false,
-                voted: false,
-                deadline,
-            });
+            .or_insert_with(|| Transaction::new(from, deadline));
         if generation < txn.generation {
             // Sent before the client heard of the restart; it sends this one again.
             return Ok(());
         }
         txn.deadline = deadline;
+        txn.taken = txn.taken.saturating_add(1);
         txn.queue.push_back(store);
         self.pump(now, Some(ttid))
     }
@@ -135,6 +125,7 @@ impl Storage {
         loop {
             while let Some(ttid) = ready.pop_front() {
                 self.take_queued(now, ttid)?;
+                self.vote_if_ready(ttid)?;
             }
             let Some(LockEvent::Granted { ttid, oid }) = self.locks.poll_event() else {
                 return Ok(());
@@ -163,8 +154,12 @@ impl Storage {
             };
             match self.locks.lock(ttid, oid)? {
                 LockDecision::Granted => {}
-                LockDecision::Wait { .. } => {
+                LockDecision::Wait { holder } => {
                     txn.waiting = true;
+                    if holder > ttid {
+                        // Only a voted transaction makes an older one wait.
+                        self.escalate(holder);
+                    }
                     return Ok(());
                 }
                 LockDecision::Restart { younger } => self.wound(younger),
@@ -224,6 +219,7 @@ impl Storage {
                 return;
             }
         };
+        txn.staging += 1;
         if kind != StoreKind::CheckCurrent {
             txn.stored.insert(oid);
             if kind == StoreKind::Unchecked {
@@ -254,7 +250,7 @@ impl Storage {
         generation: u32,
         oid: Oid,
         result: Result<(), EngineError>,
-    ) {
+    ) -> Result<(), ProtocolError> {
         let Some(txn) = self
             .transactions
             .get_mut(&ttid)
@@ -266,14 +262,21 @@ impl Storage {
                     error: error.to_string(),
                 });
             }
-            return;
+            return Ok(());
         };
+        txn.staging = txn.staging.saturating_sub(1);
         let result = match result {
-            Ok(()) => StoreResult::Stored,
-            Err(EngineError::Conflict { current, .. }) => {
-                // Nothing was staged.
+            Ok(()) => {
+                txn.conflicted.remove(&oid);
+                StoreResult::Stored
+            }
+            Err(EngineError::Conflict {
+                expected, current, ..
+            }) => {
+                // Nothing was staged; a vote of this generation answers the conflict.
                 txn.stored.remove(&oid);
                 txn.restored.remove(&oid);
+                txn.conflicted.insert(oid, (expected, current));
                 StoreResult::Conflict { current }
             }
             Err(error) => {
@@ -287,6 +290,8 @@ impl Storage {
         };
         let client = txn.client.clone();
         self.answer_store(&client, ttid, generation, oid, result);
+        // The vote may have waited for this staging.
+        self.vote_if_ready(ttid)
     }
 
     fn answer_store(
@@ -318,6 +323,11 @@ impl Storage {
         txn.stored.clear();
         txn.restored.clear();
         txn.staged_bytes = 0;
+        txn.taken = 0;
+        txn.staging = 0;
+        txn.conflicted.clear();
+        // Its client votes again once it stored everything again.
+        txn.held_vote = None;
         txn.waiting = false;
         txn.failed = false;
         let (client, generation) = (txn.client.clone(), txn.generation);
@@ -338,127 +348,6 @@ impl Storage {
                 generation,
             },
         );
-    }
-
-    fn vote(
-        &mut self,
-        now: SystemTime,
-        from: &str,
-        ttid: Tid,
-        generation: u32,
-        oids: &[Oid],
-        info: &TransactionInfo,
-    ) -> Result<(), ProtocolError> {
-        let _ = now;
-        let Some(txn) = self
-            .transactions
-            .get_mut(&ttid)
-            .filter(|txn| txn.client == from)
-        else {
-            if self.ended.contains_key(&ttid) || oids.is_empty() {
-                self.out.send(
-                    from,
-                    Message::AnswerVote {
-                        ttid,
-                        result: VoteResult::No(VoteRefusal::UnknownTransaction),
-                    },
-                );
-                return Ok(());
-            }
-            return Err(self.unknown(from, "Vote", ttid));
-        };
-        if generation < txn.generation {
-            // The client will vote again once it stored everything again.
-            return Ok(());
-        }
-        if txn.voted || txn.voting || generation > txn.generation {
-            return Err(ProtocolError::OutOfOrder {
-                from: from.to_owned(),
-                kind: "Vote",
-                ttid,
-            });
-        }
-        let listed: BTreeSet<Oid> = oids.iter().copied().collect();
-        let refusal = if txn.waiting || !txn.queue.is_empty() || listed != txn.stored {
-            Some(VoteRefusal::MissingStores)
-        } else if txn.failed {
-            Some(VoteRefusal::StorageFailed)
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
-            self.out.send(
-                from,
-                Message::AnswerVote {
-                    ttid,
-                    result: VoteResult::No(refusal),
-                },
-            );
-            return Ok(());
-        }
-        txn.voting = true;
-        let unchecked = listed
-            .iter()
-            .copied()
-            .filter(|oid| txn.restored.contains(oid) || self.replicator.unchecked(&self.name, *oid))
-            .collect();
-        // Voted for the lock manager from now on: nobody may wound it while its fsync runs.
-        self.locks.vote(ttid)?;
-        self.persistence.write(
-            Write::Vote {
-                ttid,
-                info: info.clone(),
-                oids: listed.into_iter().collect(),
-                unchecked,
-            },
-            AfterWrite::Vote { ttid, generation },
-        );
-        Ok(())
-    }
-
-    /// The vote of `ttid`'s `generation` was persisted with `result`: answers it, unless the
-    /// transaction ended meanwhile (its abort was written after the vote and undoes it).
-    pub(super) fn voted(
-        &mut self,
-        now: SystemTime,
-        ttid: Tid,
-        generation: u32,
-        result: Result<(), EngineError>,
-    ) {
-        let Some(txn) = self
-            .transactions
-            .get_mut(&ttid)
-            .filter(|txn| txn.voting && txn.generation == generation)
-        else {
-            return;
-        };
-        txn.voting = false;
-        let result = match result {
-            Ok(()) => {
-                txn.voted = true;
-                txn.deadline = now + self.config.outcome_deadline(txn.staged_bytes);
-                self.in_doubt.voted(ttid, txn.stored.iter().copied());
-                VoteResult::Yes
-            }
-            Err(EngineError::Conflict {
-                oid,
-                expected,
-                current,
-            }) => VoteResult::Conflict {
-                oid,
-                expected,
-                current,
-            },
-            Err(error) => {
-                self.events.push_back(StorageEvent::EngineError {
-                    ttid,
-                    error: error.to_string(),
-                });
-                VoteResult::No(VoteRefusal::StorageFailed)
-            }
-        };
-        let client = txn.client.clone();
-        self.out.send(&client, Message::AnswerVote { ttid, result });
     }
 
     /// Reads `oid` for `from`'s [`Message::Load`] once no transaction voted here that writes

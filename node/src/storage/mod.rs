@@ -117,7 +117,7 @@
 //! let sent = answers(&mut storage);
 //! assert!(matches!(sent[..], [Message::AnswerStore { result: StoreResult::Stored, .. }]));
 //! let info = TransactionInfo::default();
-//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info };
+//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info, stores: 1 };
 //! storage.handle(now, "c1", vote)?;
 //! let vote = storage.poll_persist().expect("the vote's write");
 //! // The vote is answered once the engine says it is on disk.
@@ -160,6 +160,7 @@ mod reads;
 mod replication;
 #[cfg(test)]
 mod tests;
+mod vote;
 
 pub use config::StorageConfig;
 
@@ -191,10 +192,45 @@ struct Transaction {
     failed: bool,
     /// The bytes staged in this generation (what the other voters write too, about).
     staged_bytes: u64,
+    /// The stores of this generation taken from the client so far.
+    taken: u32,
+    /// The stagings (and checks) of this generation emitted and not executed yet.
+    staging: u32,
+    /// Objects whose last staging met a newer committed revision: (serial, current).
+    conflicted: BTreeMap<Oid, (Tid, Tid)>,
+    /// The client's vote, waiting for the stores it covers (see `vote.rs`).
+    held_vote: Option<vote::HeldVote>,
     /// The vote is written and not persisted yet.
     voting: bool,
     voted: bool,
+    /// The primary was asked about this voted transaction because an older one waits for it.
+    escalated: bool,
     deadline: SystemTime,
+}
+
+impl Transaction {
+    /// A transaction `client` just opened here (its first store or its vote arrived), idle
+    /// until `deadline`.
+    fn new(client: &str, deadline: SystemTime) -> Self {
+        Self {
+            client: client.to_owned(),
+            generation: 0,
+            queue: VecDeque::new(),
+            waiting: false,
+            stored: BTreeSet::new(),
+            restored: BTreeSet::new(),
+            failed: false,
+            staged_bytes: 0,
+            taken: 0,
+            staging: 0,
+            conflicted: BTreeMap::new(),
+            held_vote: None,
+            voting: false,
+            voted: false,
+            escalated: false,
+            deadline,
+        }
+    }
 }
 
 /// Where a voted transaction found on disk at start stands.

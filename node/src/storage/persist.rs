@@ -487,10 +487,7 @@ impl Storage {
                 ttid,
                 generation,
                 oid,
-            } => {
-                self.staged(ttid, generation, oid, result.map(|_| ()));
-                Ok(())
-            }
+            } => self.staged(ttid, generation, oid, result.map(|_| ())),
             AfterWrite::Vote { ttid, generation } => {
                 self.voted(now, ttid, generation, result.map(|_| ()));
                 Ok(())

@@ -125,10 +125,12 @@ pub struct Commit {
 pub struct TransferRun {
     /// The committed transfers, in commit order.
     pub commits: Vec<Commit>,
-    /// Attempts aborted by a conflict (another client changed an account first).
+    /// Attempts aborted by contention: a conflict (another client changed an account first),
+    /// or an older transaction that needed the locks (the primary aborted this one, which had
+    /// voted somewhere, so that no cycle of waits could form).
     pub conflicts: u64,
-    /// Attempts aborted for another reason (a storage failed, a lock was wounded, a load
-    /// found no replica), retried.
+    /// Attempts aborted for another reason (a storage failed, a load found no replica),
+    /// retried.
     pub other_aborts: u64,
 }
 
@@ -294,9 +296,11 @@ async fn attempt(
     let deltas = vec![(accounts[from], -amount), (accounts[to], amount)];
     match transfer(client, &deltas).await {
         Ok(tid) => Ok(Attempt::Committed(Commit { tid, deltas })),
-        Err(Stop::Client(ClientError::Aborted(reason @ AbortReason::Conflict { .. }))) => {
-            Ok(Attempt::Conflict(format!("{reason:?}")))
-        }
+        Err(Stop::Client(ClientError::Aborted(
+            reason @ (AbortReason::Conflict { .. }
+            | AbortReason::Wounded { .. }
+            | AbortReason::StoreAfterVote { .. }),
+        ))) => Ok(Attempt::Conflict(format!("{reason:?}"))),
         Err(Stop::Client(ClientError::Conflicts(conflicts))) => {
             // The transaction stays open for resolution: give it up, and retry.
             client

@@ -550,10 +550,8 @@ class ReplicastStorage(ConflictResolvingStorage):
             _as_bytes(getattr(transaction, "extension_bytes", b"")),
         )
         for _ in range(MAX_RESOLUTION_ROUNDS):
-            conflicts = self._client.wait_stores()
-            if conflicts:
-                self._resolve(conflicts)
-                continue
+            # The votes go out with the stores still unanswered: a storage votes once it
+            # holds them, and one that found a conflict answers it instead.
             resolved, conflicts = self._client.vote(*info)
             if not conflicts:
                 return resolved or None
