@@ -261,7 +261,7 @@ pub fn report_markdown(results: &Results, baseline: Option<&Baseline>) -> String
         out,
         "{} cells, mode {}, {} CPUs, replicast {}, results.json schema {}. Commit latency is \
          begin to finish returned; the bound is the strategy's bytes on the writer's link / link \
-         rate + 3 round trips (docs/BENCH.md).\n",
+         rate + 2 round trips (docs/BENCH.md).\n",
         results.cells.len(),
         results.mode,
         results.cpus,

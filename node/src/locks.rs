@@ -12,7 +12,12 @@
 //! - anyone may wait for a transaction that has voted: it holds all its locks and asks for no
 //!   more, so it will finish or abort without waiting on anybody.
 //!
-//! Every wait is then towards an older or a voted transaction, so there is no cycle. The manager
+//! Every wait is then towards an older or a voted transaction. On one storage that rules out a
+//! cycle; across storages it does only if a voted transaction waits for nothing anywhere,
+//! which a vote sent with the stores no longer guarantees (it may be voted here and still
+//! wait for a lock elsewhere). The storage role closes that gap: an older transaction that
+//! waits here for a voted younger one makes it ask the primary, which aborts the younger
+//! unless its finish is asked for (`storage/vote.rs`). The manager
 //! is a plain state machine without I/O: the storage role calls it and acts on the decisions it
 //! returns and on the [`LockEvent`]s it queues.
 //!

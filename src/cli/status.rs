@@ -5,7 +5,7 @@
 //! requests apart from the one-way messages of the two-phase commit: the asker does not become
 //! a client, and the request takes no place in the sequence of messages from its name, so the
 //! command may use the configuration of a node that is running (a client, a storage) without
-//! disturbing it. The question goes through [`ask_master`](super::master_client::ask_master),
+//! disturbing it. The question goes through `master_client::ask_master`,
 //! shared with `replicast admin`, `check` and `backup`.
 
 use std::io::Write as _;

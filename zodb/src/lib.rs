@@ -5,13 +5,13 @@
 //! the configured strategy, loads go to the nearest replica. The Python half
 //! (`zodb/python/replicast_zodb`) puts ZODB's storage API on top (`ReplicastStorage`).
 //!
-//! - [`client`]: the `Client` class (begin, store, vote, finish, abort, load, new oids);
-//! - [`connect`]: a client from its TOML configuration file;
-//! - [`errors`]: every failure as a typed error, and the Python exception it becomes;
-//! - [`ids`]: ZODB's 8-byte oids and tids;
-//! - [`log`]: the transaction log (iterator, object scan, undo log and undo records, pack
+//! - `client`: the `Client` class (begin, store, vote, finish, abort, load, new oids);
+//! - `connect`: a client from its TOML configuration file;
+//! - `errors`: every failure as a typed error, and the Python exception it becomes;
+//! - `ids`: ZODB's 8-byte oids and tids;
+//! - `log`: the transaction log (iterator, object scan, undo log and undo records, pack
 //!   reports);
-//! - [`runtime`]: the tokio runtime the clients run on.
+//! - `runtime`: the tokio runtime the clients run on.
 //!
 //! Logs go to standard error when `REPLICAST_LOG` is set (a `tracing` filter such as `info`).
 

@@ -52,7 +52,7 @@ const NUMBER_BITS: u64 = 0xffff;
 /// a chosen commit TID through it); never handed to a client.
 pub const MASTER_NUMBER: u16 = u16::MAX;
 
-/// Makes a client's temporary TIDs; see the [module documentation](self).
+/// Makes a client's temporary TIDs; see the documentation of `client/ttid.rs`.
 #[derive(Clone, Debug, Default)]
 pub struct TtidClock {
     /// The number the primary gave, with the offset of its clock from this client's (in

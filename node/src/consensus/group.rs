@@ -93,7 +93,7 @@ pub struct GroupStatus {
     pub matched: Vec<(String, u64)>,
 }
 
-/// One master's member of the raft group; see the [module documentation](self).
+/// One master's member of the raft group; see the documentation of `consensus/group.rs`.
 pub struct Group {
     node: RawNode<RaftLog>,
     name: String,

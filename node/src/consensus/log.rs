@@ -39,7 +39,7 @@ struct StoredHardState {
     commit: u64,
 }
 
-/// The replicated log of one master; see the [module documentation](self).
+/// The replicated log of one master; see the documentation of `consensus/log.rs`.
 pub struct RaftLog {
     db: Database,
     hard_state: HardState,

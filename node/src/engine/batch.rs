@@ -14,7 +14,7 @@ use super::error::database;
 use super::{Engine, EngineError};
 
 /// Writes of several transactions in one redb write transaction; see the
-/// [module documentation](self).
+/// documentation of `engine/batch.rs`.
 ///
 /// ```
 /// use replicast_node::engine::Engine;

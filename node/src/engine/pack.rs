@@ -51,7 +51,7 @@ impl Engine {
     }
 
     /// Packs the objects after `after` (in OID order), at most `max_objects` of them, at
-    /// `tid`; see the [module documentation](self). Durable when it returns.
+    /// `tid`; see the documentation of `engine/pack.rs`. Durable when it returns.
     pub fn pack_step(
         &self,
         tid: Tid,

@@ -11,29 +11,35 @@
 //! stream), and the driver reports a peer whose connection is lost. Everything else (delay,
 //! reordering across peers, crashes) the protocol copes with.
 //!
-//! ## Two-phase commit, as built here
+//! ## Two-phase commit, as built here (two round trips)
 //!
-//! 1. *begin*: the client asks the master for a temporary TID (`ttid`), the transaction's age.
-//! 2. *store*: the client sends each object to every writable replica of its partition without
-//!    waiting. A storage locks the object (wound-wait: an older transaction takes the lock of
-//!    a younger one that has not voted and the storage tells the younger's client to
-//!    [`Restart`](Message::Restart), i.e. send its stores there again under a new generation),
-//!    then checks the serial: a conflict fails the transaction with both serials.
-//! 3. *vote*: once every store is answered on every storage (so that the transaction holds
-//!    all its locks), the client asks each storage to vote with the list of objects it stored
-//!    there; a yes means the data is fsynced, and from then on nobody takes its locks. A
-//!    storage that fails or does not answer in time is reported, and the vote still succeeds
-//!    if every touched partition keeps a replica that voted yes. A wound that arrives after the
-//!    votes went out fails the transaction: waiting for a lock while voted elsewhere could
-//!    close a cycle that wound-wait otherwise rules out.
-//! 4. *finish*: the master checks that again against its table (marking the failed storages'
-//!    cells out of date, except a partition's last readable cell, in which case the finish is
-//!    refused), allocates the commit TID (the commit point) and sends it to the voters, one
-//!    transaction at a time so that every storage commits in TID order. It answers the client
-//!    when every voter acknowledged or timed out (a voter that times out goes out of date) and
-//!    invalidates the objects at the other clients.
-//! 5. A storage that voted and hears no finish in time, or that restarts with voted
-//!    transactions on disk, asks the master for the [outcome](TransactionOutcome); the master
+//! 1. *begin*: the client makes its temporary TID (`ttid`, the transaction's age) itself, from
+//!    its clock corrected by the primary's and the number the primary gave it, and tells the
+//!    primary one way ([`Begin`](Message::Begin)).
+//! 2. *store and vote*: the client sends each object to every writable replica of its
+//!    partition without waiting, and each storage its [`Vote`](Message::Vote) right behind,
+//!    counting the stores it covers. A storage locks each object (wound-wait: an older
+//!    transaction takes the lock of a younger one that has not voted and the storage tells the
+//!    younger's client to [`Restart`](Message::Restart), i.e. send its stores and vote there
+//!    again under a new generation) and stages it with its serial checked; a conflict keeps
+//!    the lock and is answered with the committed serial, for the client to resolve (store
+//!    again, vote again) or abort. The storage votes once it holds every store the vote counts:
+//!    a yes means the data is fsynced, and from then on nobody takes its locks. A storage that
+//!    fails or does not answer in time is reported, and the vote still succeeds if every
+//!    touched partition keeps a replica that voted yes. An older transaction that waits for a
+//!    voted younger one makes the storage ask the primary ([`AskOutcome`](Message::AskOutcome)),
+//!    which aborts the younger unless its finish is asked for (it may wait elsewhere for the
+//!    older one: a cycle wound-wait alone no longer rules out) and tells its client
+//!    ([`Aborted`](Message::Aborted)).
+//! 3. *finish*: the client asks the primary ([`AskFinish`](Message::AskFinish)); the primary
+//!    checks the voters against its table (marking failed storages' cells out of date, or
+//!    refusing a finish that would lose a partition's last readable cell), allocates the commit
+//!    TID, puts the decision in the masters' raft log and answers the client and invalidates
+//!    the objects at the other clients; then it sends the TID to the voters, one transaction
+//!    at a time so that every storage commits in TID order. A storage holds reads of what a
+//!    transaction it voted for wrote until it applied the outcome.
+//! 4. A storage that voted and hears no finish in time, or that restarts with voted
+//!    transactions on disk, asks the primary for the [outcome](TransactionOutcome); the primary
 //!    aborts a transaction still open when asked, so a client that vanished after its vote
 //!    releases its locks. An unvoted transaction idle for too long, or whose client's
 //!    connection is lost, is aborted by the storage.
@@ -52,8 +58,7 @@
 //! bytes (large revisions in parts), imports each batch with its progress in one durable write,
 //! and reports [`Replicated`](Message::Replicated); the master makes the cell readable.
 //!
-//! Not covered yet: the master's own failure (its state is in memory), and forgetting old
-//! outcomes (the master keeps them all).
+//! docs/ARCHITECTURE.md tells the whole design, the masters' group (raft) included.
 
 mod admin;
 mod ask;

@@ -111,7 +111,7 @@ const FIXED_PORTS: std::ops::Range<u16> = 12_000..32_000;
 
 /// A UDP port free on 127.0.0.1 right now and reserved for this process until it exits, for
 /// a node that is configured with a fixed port (a master's or storage's configuration needs
-/// one; each node's ready line is checked against it), taken from [`FIXED_PORTS`] at a random
+/// one; each node's ready line is checked against it), taken from ports 12,000 to 31,999 at a random
 /// place.
 ///
 /// Probing a port says only that it is free now: the node binds it later, and binds it again

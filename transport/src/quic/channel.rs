@@ -15,9 +15,9 @@
 //! reads. A slow reader therefore slows its senders instead of filling memory.
 //!
 //! On the receiving side every message comes out of [`Endpoint::accept`](super::Endpoint::accept)
-//! as an [`Incoming::Message`](super::Incoming::Message) carrying its channel's id, in order
+//! as an [`Incoming::Message`] carrying its channel's id, in order
 //! per channel, and the channel's end as an
-//! [`Incoming::ChannelEnded`](super::Incoming::ChannelEnded) after its last message.
+//! [`Incoming::ChannelEnded`] after its last message.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
