@@ -89,6 +89,11 @@ pub struct Figures {
     /// committed transaction and per storage; `None` when not counted (`--netns`).
     #[serde(default)]
     pub fsyncs_per_commit: Option<f64>,
+    /// What the master group's own commit of a decision cost on its side of the link: the
+    /// median of each commit's finish (asked to answered) less the emulated RTT, milliseconds;
+    /// `None` when no commit's phases were measured. Not part of `bound_ms`.
+    #[serde(default)]
+    pub master_commit_ms: Option<f64>,
 }
 
 impl Results {

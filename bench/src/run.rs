@@ -310,7 +310,24 @@ pub fn figures(knobs: &CellKnobs, outcome: &WriterOutcome) -> Figures {
             .fsyncs
             .filter(|_| outcome.commits > 0 && knobs.replicas > 0)
             .map(|fsyncs| fsyncs as f64 / outcome.commits as f64 / knobs.replicas as f64),
+        master_commit_ms: master_commit_ms(knobs, outcome),
     }
+}
+
+/// The median of the commits' finish phase less the link's round trip: what the master
+/// group spent deciding (its log write, and its peers' where there are several).
+fn master_commit_ms(knobs: &CellKnobs, outcome: &WriterOutcome) -> Option<f64> {
+    let mut finishes: Vec<f64> = outcome
+        .phases
+        .iter()
+        .map(|phases| phases.finish.as_secs_f64() * 1e3)
+        .collect();
+    if finishes.is_empty() {
+        return None;
+    }
+    finishes.sort_by(f64::total_cmp);
+    let median = finishes[finishes.len() / 2];
+    Some((median - knobs.rtt_ms).max(0.0))
 }
 
 /// Writes results.json, report.md and the plots (and comparison.md, given a `baseline`);
