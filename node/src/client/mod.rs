@@ -6,25 +6,29 @@
 //! message per replica) and reports a replica it did not reach ([`Client::fanout_failed`]),
 //! which then counts as failed for the transaction, and one it reached
 //! ([`Client::fanout_delivered`]), which then has [`ClientConfig::storage_timeout`] to
-//! answer (a large object may take long to arrive; its transfer does not count); [`Client::vote`] sends each storage its vote once every store
-//! is answered on every storage, and reports [`ClientEvent::Voted`] when every storage voted
-//! yes, or when the storages that failed (lost, taken out of the writable cells by a new
-//! partition table, or silent past [`ClientConfig::storage_timeout`] or
-//! [`ClientConfig::vote_timeout`]; each is told to abort the transaction, as it may be alive
-//! and holding its locks) leave every touched
-//! object a replica that voted yes. [`Client::finish`] then asks the master for the commit
-//! TID. A conflict, a refused vote or a storage that gave up fails the transaction: the client
-//! aborts it everywhere and reports [`ClientEvent::Aborted`] with the reason.
+//! answer (a large object may take long to arrive; its transfer does not count).
+//! [`Client::vote`] sends each storage its vote at once, behind the stores, counting the stores
+//! it covers (the storage votes once it holds them all), and reports [`ClientEvent::Voted`]
+//! when every storage voted yes, or when the storages that failed (lost, taken out of the
+//! writable cells by a new partition table, or silent past [`ClientConfig::storage_timeout`]
+//! or [`ClientConfig::vote_timeout`]; each is told to abort the transaction, as it may be
+//! alive and holding its locks) leave every touched object a replica that voted yes. A
+//! storage where a store conflicted answers the vote with the conflict and does not vote: the
+//! client reports [`ClientEvent::VoteHeld`] once every answer is in, the caller stores the
+//! object again (a store to a storage whose vote is outstanding waits for its answer) and
+//! votes again. [`Client::finish`] then asks the master for the commit TID. A refused vote or a
+//! storage that gave up fails the transaction: the client aborts it everywhere and reports
+//! [`ClientEvent::Aborted`] with the reason.
 //!
 //! A storage that wounds the transaction (an older one took a lock) sends
 //! [`Restart`](Message::Restart): every store to that storage is sent again under the new
 //! generation, as messages to that storage alone, which makes the storage ignore the ones
-//! still in flight.
+//! still in flight, and its vote with them. The primary may abort a transaction that voted
+//! somewhere while an older one waits for it ([`AbortReason::Wounded`]: a cycle of waits
+//! across storages could otherwise close).
 //!
 //! Loads go to the readable replica with the lowest round-trip time the driver measured
-//! ([`Client::set_link_rtt`]) and fall through to the next on failure. A wound that arrives
-//! after the votes went out fails the transaction instead ([`AbortReason::Wounded`]): a
-//! storage that voted holds its locks against everyone, so waiting there could close a cycle.
+//! ([`Client::set_link_rtt`]) and fall through to the next on failure.
 //!
 //! ```
 //! use replicast_node::client::{Client, ClientConfig, ClientEvent};
@@ -453,9 +457,10 @@ impl Client {
         }
     }
 
-    /// Votes: every storage votes once its stores are answered; [`ClientEvent::Voted`] or
-    /// [`ClientEvent::Aborted`] follows, or [`ClientEvent::VoteHeld`] when stores met
-    /// conflicts that were not resolved (the transaction is then storing again).
+    /// Votes: each storage is sent its vote now, counting the stores it covers, and votes
+    /// once it holds them; [`ClientEvent::Voted`] or [`ClientEvent::Aborted`] follows, or
+    /// [`ClientEvent::VoteHeld`] when stores met conflicts that were not resolved (the
+    /// transaction is then storing again).
     pub fn vote(&mut self, now: SystemTime, info: TransactionInfo) -> Result<(), ProtocolError> {
         self.awaiting.now = now;
         let txn = self

@@ -91,6 +91,9 @@ pub(super) fn vote(
     info: TransactionInfo,
     reply: Reply<()>,
 ) -> Result<(), ClientError> {
+    if let Some(error) = shared.take_pipelined() {
+        return Err(refusal(client, shared, error));
+    }
     client
         .vote(now, info)
         .map_err(|error| refusal(client, shared, error))?;

@@ -529,13 +529,12 @@ impl ClientHandle {
 
     /// Votes (ZODB's `tpc_vote`): returns once every touched object is durable on a replica
     /// that voted yes, with the objects whose conflicts were resolved (stored again after a
-    /// conflict). With unresolved conflicts it does not vote and returns
-    /// [`ClientError::Conflicts`]; the transaction stays open.
+    /// conflict). The votes go out at once, behind the stores still unanswered (a storage
+    /// votes once it holds them). With unresolved conflicts (known now, or answered by the
+    /// storages) it returns [`ClientError::Conflicts`] once every answer is in; the
+    /// transaction stays open.
     pub async fn vote(&self, info: TransactionInfo) -> Result<Vec<Oid>, ClientError> {
-        let conflicts = self.wait_stores().await?;
-        if !conflicts.is_empty() {
-            return Err(ClientError::Conflicts(conflicts));
-        }
+        self.check_aborted()?;
         let (reply, voted) = oneshot::channel();
         let shared = self.inner.shared.clone();
         self.inner
