@@ -326,10 +326,11 @@ impl NativeClient {
         conflict_list(py, &conflicts)
     }
 
-    /// Votes with the transaction's metadata. Returns `(resolved, conflicts)`: the oids whose
-    /// conflicts were resolved, and an empty list; or, when stores met conflicts not resolved
-    /// (e.g. a store sent again after its storage restarted the transaction), no vote went
-    /// out and `conflicts` lists them as `wait_stores` does: resolve them and vote again.
+    /// Votes with the transaction's metadata: the votes go out at once, behind the stores.
+    /// Returns `(resolved, conflicts)`: the oids whose conflicts were resolved, and an empty
+    /// list; or, when stores met conflicts not resolved (the storages that found them did not
+    /// vote), an empty list and the conflicts as `wait_stores` lists them: resolve them and
+    /// vote again.
     #[pyo3(signature = (user = b"".as_slice(), description = b"".as_slice(), extension = b"".as_slice()))]
     fn vote<'py>(
         &self,
