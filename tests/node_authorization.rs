@@ -59,7 +59,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 56;
+const KINDS: usize = 57;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -121,6 +121,7 @@ fn kind_index(message: &Message) -> usize {
         Message::AnswerInspect { .. } => 53,
         Message::ReportBackup { .. } => 54,
         Message::TtidSpace { .. } => 55,
+        Message::OlderWaits { .. } => 56,
     }
 }
 
@@ -398,6 +399,7 @@ fn samples() -> Vec<Message> {
             number: 0,
             clock: FORGED,
         },
+        Message::OlderWaits { ttid: NEVER_BEGUN },
     ]
 }
 

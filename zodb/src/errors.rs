@@ -94,8 +94,8 @@ fn client_error(py: Python<'_>, error: ClientError) -> PyErr {
             py,
             "ConflictError",
             format!(
-                "{node} aborted the transaction: an older transaction waited for it where it \
-                 had voted; retry it"
+                "an older transaction waited at {node} for this one, which had voted there \
+                 and not yet everywhere; retry it"
             ),
         ),
         ClientError::Aborted(AbortReason::StoreAfterVote { node, oid }) => raise_pos(

@@ -30,11 +30,11 @@ pub enum AbortReason {
         /// The object.
         oid: Oid,
     },
-    /// An older transaction waited for this one on a storage where it had voted, before its
-    /// finish was asked for: it may have been waiting for that older one elsewhere, so the
-    /// primary aborted it (`node` is the master). Nothing of it committed; retry it.
+    /// An older transaction waited for this one on a storage where it had voted, while
+    /// another vote of it was not in: it may have been waiting for that older one there, so
+    /// it started over rather than close a cycle of waits. Nothing of it committed; retry it.
     Wounded {
-        /// The node that ended it.
+        /// The storage where the older transaction waited.
         node: NodeName,
     },
     /// An object had to be stored again (to resolve a conflict) on a storage that had voted

@@ -23,9 +23,10 @@
 //! A storage that wounds the transaction (an older one took a lock) sends
 //! [`Restart`](Message::Restart): every store to that storage is sent again under the new
 //! generation, as messages to that storage alone, which makes the storage ignore the ones
-//! still in flight, and its vote with them. The primary may abort a transaction that voted
-//! somewhere while an older one waits for it ([`AbortReason::Wounded`]: a cycle of waits
-//! across storages could otherwise close).
+//! still in flight, and its vote with them. A storage where the transaction voted and an older
+//! one waits for it says so ([`OlderWaits`](Message::OlderWaits)): while some vote is not in
+//! yet, the client aborts the transaction ([`AbortReason::Wounded`]: a cycle of waits across
+//! storages could otherwise close); once every vote is yes, it goes on.
 //!
 //! Loads go to the readable replica with the lowest round-trip time the driver measured
 //! ([`Client::set_link_rtt`]) and fall through to the next on failure.
@@ -145,9 +146,6 @@ struct Transaction {
     resolved: BTreeSet<Oid>,
     /// Whether [`ClientEvent::StoresAnswered`] was reported since the last store went out.
     answered_reported: bool,
-    /// Whether the primary aborted the transaction after its finish was asked for (an older
-    /// transaction waited for it where it voted): the finish's answer says aborted.
-    wounded: bool,
     /// Whether the link to the primary was lost, or the primary changed, since the
     /// transaction was begun: the primary that began it aborts it when it loses the client,
     /// and a new one never decides it, so an aborted finish then means the masters' failover
@@ -370,7 +368,6 @@ impl Client {
             resolved: BTreeSet::new(),
             answered_reported: false,
             master_lost: false,
-            wounded: false,
             replicas: BTreeMap::new(),
             failed: BTreeSet::new(),
             info: TransactionInfo::default(),
@@ -666,28 +663,14 @@ impl Client {
                     .push_back(ClientEvent::Invalidated { tid, oids });
                 Ok(())
             }
-            Message::Aborted { ttid } if from_master => {
-                self.primary_aborted(from, ttid);
-                Ok(())
-            }
             Message::AnswerFinish { ttid, outcome } if from_master => {
                 self.transaction(from, "AnswerFinish", ttid, &[Phase::Finishing])?;
-                let (master_lost, wounded) = self
-                    .txn
-                    .take()
-                    .map_or((false, false), |txn| (txn.master_lost, txn.wounded));
+                let master_lost = self.txn.take().is_some_and(|txn| txn.master_lost);
                 if let TransactionOutcome::Committed(tid) = outcome {
                     self.ttids.observe(tid);
                 }
                 self.events.push_back(match outcome {
                     TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
-                    TransactionOutcome::Aborted if wounded => {
-                        let reason = AbortReason::Wounded {
-                            node: from.to_owned(),
-                        };
-                        self.last_abort = Some((ttid, reason.clone()));
-                        ClientEvent::Aborted { ttid, reason }
-                    }
                     TransactionOutcome::Aborted if master_lost => {
                         let reason = AbortReason::MasterLost;
                         self.last_abort = Some((ttid, reason.clone()));
@@ -740,6 +723,10 @@ impl Client {
                 self.fail(AbortReason::StorageGaveUp {
                     node: from.to_owned(),
                 });
+                Ok(())
+            }
+            Message::OlderWaits { ttid } if !from_master => {
+                self.older_waits(from, ttid);
                 Ok(())
             }
             Message::AnswerLoad {
@@ -1038,20 +1025,18 @@ impl Client {
         }
     }
 
-    /// The primary `from` aborted `ttid` (an older transaction waited for it on a storage
-    /// where it voted): the transaction fails, or, if its finish is asked for already (the
-    /// two crossed), the finish's answer says aborted.
-    fn primary_aborted(&mut self, from: &str, ttid: Tid) {
-        let Some(txn) = self.txn.as_mut().filter(|txn| txn.ttid == ttid) else {
-            // An earlier transaction, ended since.
-            return;
-        };
-        match txn.phase {
-            Phase::Beginning => {}
-            Phase::Finishing => txn.wounded = true,
-            Phase::Storing | Phase::Voting | Phase::Voted => self.fail(AbortReason::Wounded {
+    /// Storage `from` says an older transaction waits there for `ttid`, which voted there.
+    /// Once every vote is yes the transaction waits for nothing and goes on (its caller may
+    /// have been told it voted: it must not fail now); before, it may be waiting for a lock
+    /// elsewhere, perhaps for that older one, so it starts over rather than close a cycle.
+    fn older_waits(&mut self, from: &str, ttid: Tid) {
+        let waiting = self.txn.as_ref().is_some_and(|txn| {
+            txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting)
+        });
+        if waiting {
+            self.fail(AbortReason::Wounded {
                 node: from.to_owned(),
-            }),
+            });
         }
     }
 
@@ -1785,45 +1770,35 @@ mod tests {
     }
 
     #[test]
-    fn the_primary_aborting_an_open_transaction_fails_it_as_wounded() {
+    fn an_older_transaction_waiting_aborts_one_still_voting_not_one_voted() {
         let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = voting_client(now);
+        client.handle(now, "s1", stored_x(ttid)).expect("stored");
+        client.handle(now, "s1", yes(ttid)).expect("voted");
         client
-            .handle(now, "master", order(Message::Aborted { ttid }))
-            .expect("aborted by the primary");
-        let reason = AbortReason::Wounded {
-            node: "master".into(),
-        };
-        assert!(events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }));
-    }
+            .handle(now, "s1", Message::OlderWaits { ttid })
+            .expect("told");
+        let reason = AbortReason::Wounded { node: "s1".into() };
+        assert!(
+            events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }),
+            "s2 and s3 have not voted: it may wait there, for the older one"
+        );
 
-    #[test]
-    fn a_primary_abort_crossing_the_finish_makes_the_finish_a_wound() {
-        let now = SystemTime::UNIX_EPOCH;
         let (mut client, ttid) = voting_client(now);
         for node in ["s1", "s2", "s3"] {
             client.handle(now, node, stored_x(ttid)).expect("stored");
             client.handle(now, node, yes(ttid)).expect("voted");
         }
-        client.finish().expect("finish");
+        events(&mut client);
         client
-            .handle(now, "master", order(Message::Aborted { ttid }))
-            .expect("aborted by the primary");
-        assert_eq!(
-            client.current_transaction(),
-            Some(ttid),
-            "the finish answers"
+            .handle(now, "s1", Message::OlderWaits { ttid })
+            .expect("told");
+        assert!(
+            events(&mut client).is_empty(),
+            "voted everywhere: it waits for nothing"
         );
-        let answer = Message::AnswerFinish {
-            ttid,
-            outcome: TransactionOutcome::Aborted,
-        };
         client
-            .handle(now, "master", order(answer))
-            .expect("finish answered");
-        let reason = AbortReason::Wounded {
-            node: "master".into(),
-        };
-        assert!(events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }));
+            .finish()
+            .expect("the caller was told it voted: it finishes");
     }
 }

@@ -290,33 +290,6 @@ mod tests {
         assert_eq!(master.peer_load("c1", None).open_transactions, 1);
     }
 
-    /// A storage asks about an open transaction whose finish is not asked for (an older one
-    /// waits there for it, or its client is silent): aborted on every storage, and its client
-    /// told, which may be waiting for a lock elsewhere and hear nothing else.
-    #[test]
-    fn an_open_transaction_asked_about_is_aborted_and_its_client_told() {
-        let now = SystemTime::now();
-        let mut master = running_master(now, 4, &["s1", "s2"]);
-        let ttid = begin(&mut master, now);
-        master
-            .handle(now, "s1", Message::AskOutcome { ttid })
-            .expect("asked");
-        let sent = drain(&mut master);
-        let to = |node: &str, message: Message| {
-            sent.iter()
-                .any(|transmit| transmit.to == node && transmit.message == message)
-        };
-        assert!(to("c1", Message::Aborted { ttid }), "{sent:?}");
-        assert!(to("s2", Message::AbortTransaction { ttid }));
-        assert!(to(
-            "s1",
-            Message::Outcome {
-                ttid,
-                outcome: TransactionOutcome::Aborted
-            }
-        ));
-    }
-
     /// An oid of a partition `node` holds a cell of.
     fn oid_on(master: &crate::master::Master, node: &str) -> Oid {
         let partition = master.table().partitions_of(node).next().expect("a cell");

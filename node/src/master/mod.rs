@@ -425,14 +425,10 @@ impl Master {
                     Some(outcome) => outcome,
                     None => match self.open.get(&ttid) {
                         Some(open) if open.finish_queued => TransactionOutcome::Pending,
-                        // The storage waited for a finish that did not come (the client is
-                        // gone or too slow), or an older transaction waits there for this
-                        // voted one, which may wait elsewhere for it (see the storage's
-                        // `vote.rs`): it can still be aborted, which breaks such a cycle.
-                        Some(open) => {
-                            let client = open.client.clone();
+                        // The storage waited for a finish that did not come: the client is
+                        // gone or too slow, and the transaction can still be aborted.
+                        Some(_) => {
                             self.abort(ttid, true);
-                            self.out.send(&client, Message::Aborted { ttid });
                             TransactionOutcome::Aborted
                         }
                         // Never begun here, so never committed; and never to be: a `Begin`

@@ -51,7 +51,6 @@ const MASTER: Roles = roles(&[Role::Master]);
 const STORAGE: Roles = roles(&[Role::Storage]);
 const CLIENT: Roles = roles(&[Role::Client]);
 const CLIENT_OR_MASTER: Roles = roles(&[Role::Client, Role::Master]);
-const STORAGE_OR_MASTER: Roles = roles(&[Role::Storage, Role::Master]);
 const ANY_NODE: Roles = roles(&[Role::Master, Role::Storage, Role::Client]);
 const ADMIN: Roles = roles(&[Role::Admin]);
 const OPERATOR: Roles = roles(&[Role::Master, Role::Admin]);
@@ -111,10 +110,8 @@ pub fn rule(message: &Message) -> Rule {
             CLIENT_OR_MASTER,
             "a client aborts its transaction; the master aborts what it refused",
         ),
-        Message::Aborted { .. } => rule_of(
-            STORAGE_OR_MASTER,
-            "storages give up idle transactions; the master breaks waits for voted ones",
-        ),
+        Message::Aborted { .. } => rule_of(STORAGE, "storages give up idle transactions"),
+        Message::OlderWaits { .. } => rule_of(STORAGE, "storages hold the locks"),
         Message::Finish { .. } => rule_of(MASTER, "the master tells voters the commit TID"),
         Message::Finished { .. } => rule_of(STORAGE, "storages acknowledge commits"),
         Message::AskOutcome { .. } => rule_of(STORAGE, "a voted storage asks what became of it"),

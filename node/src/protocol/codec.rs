@@ -14,8 +14,8 @@ use super::message::Message;
 /// (`Refused`), backups in the status (`ReportBackup`), undo and check-current stores.
 /// Version 6 replaces `AskBegin` by the client's own temporary TIDs (`TtidSpace`, `Begin`),
 /// and a client's `Ask` names its own undecided transaction (`open`). Version 7 sends the
-/// vote with the stores: `Vote` counts the stores it covers (`stores`), and the primary may
-/// tell a client its open transaction was aborted (`Aborted`).
+/// vote with the stores: `Vote` counts the stores it covers (`stores`), and a storage tells a
+/// client that an older transaction waits for its voted one (`OlderWaits`).
 pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Encodes `message` with the protocol version in front.

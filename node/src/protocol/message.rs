@@ -190,11 +190,16 @@ pub enum Message {
         /// The transaction.
         ttid: Tid,
     },
-    /// Storage -> client: the storage gave up on an idle transaction and aborted it. Master ->
-    /// client: the primary aborted the open transaction because an older one waited for it
-    /// on a storage where it had voted, and it had not asked to finish (it may have been
-    /// waiting for a lock elsewhere: see `locks.rs`).
+    /// Storage -> client: the storage gave up on an idle transaction and aborted it.
     Aborted {
+        /// The transaction.
+        ttid: Tid,
+    },
+    /// Storage -> client: an older transaction waits here for the transaction, which voted
+    /// here. If the client is still waiting for a vote of it elsewhere (so it may be waiting
+    /// for a lock there, perhaps for that older one), it aborts it: a cycle of waits could
+    /// otherwise close (see the storage's `vote.rs`).
+    OlderWaits {
         /// The transaction.
         ttid: Tid,
     },
@@ -660,6 +665,7 @@ impl Message {
             Message::Invalidate { .. } => "Invalidate",
             Message::AbortTransaction { .. } => "AbortTransaction",
             Message::Aborted { .. } => "Aborted",
+            Message::OlderWaits { .. } => "OlderWaits",
             Message::Finish { .. } => "Finish",
             Message::Finished { .. } => "Finished",
             Message::AskOutcome { .. } => "AskOutcome",

@@ -203,7 +203,7 @@ struct Transaction {
     /// The vote is written and not persisted yet.
     voting: bool,
     voted: bool,
-    /// The primary was asked about this voted transaction because an older one waits for it.
+    /// Its client was told that an older transaction waits here for it (it voted).
     escalated: bool,
     deadline: SystemTime,
 }

@@ -655,13 +655,13 @@ fn a_voting_transaction_is_not_wounded_and_the_older_one_waits() {
     let young_vote = writes(&mut storage);
     sent(&mut storage);
     // The older one wants the object while the younger's vote is being written: it waits,
-    // and the primary is asked about the younger, once (it may be waiting elsewhere for the
-    // older one: see `vote.rs`).
+    // and the younger's client is told, once (it may be waiting elsewhere for the older one:
+    // see `vote.rs`).
     store(&mut storage, "old", older, Oid(1), b"o");
     store(&mut storage, "other", Tid(15), Oid(1), b"p");
     assert_eq!(
         sent(&mut storage),
-        [(MASTER.to_owned(), Message::AskOutcome { ttid: younger })],
+        [("young".to_owned(), Message::OlderWaits { ttid: younger })],
         "no restart for the voting one, no answer for the waiting one"
     );
     assert!(writes(&mut storage).is_empty());

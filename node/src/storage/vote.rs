@@ -19,10 +19,11 @@
 //! then no longer rules out a cycle: an older transaction waiting here for the voted one (which
 //! cannot be wounded: its yes may be counted already) could be what the voted one waits for
 //! elsewhere. So when an older transaction starts waiting for a voted younger one, the storage
-//! asks the primary about the younger ([`Message::AskOutcome`]): if its finish is asked for,
-//! all its votes are yes, so it waits for nothing and will end (the primary answers
-//! `Pending`); if not, the primary aborts it (and tells its client, [`Message::Aborted`]), which
-//! breaks any cycle it could be part of.
+//! tells the younger's client ([`Message::OlderWaits`]): if every vote of it is yes, it waits
+//! for nothing and will end, and the client goes on; if not, the client aborts it (it may be
+//! waiting for a lock elsewhere), which breaks any cycle it could be part of. The client, not
+//! the primary, decides: only it knows whether every vote is in, and once it told its caller
+//! the transaction voted (ZODB's `tpc_vote` returned) it must not be aborted.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -201,7 +202,7 @@ impl Storage {
     }
 
     /// An older transaction waits here for `voted`, which voted (only a voted transaction
-    /// makes an older one wait): asks the primary about it, once (see the
+    /// makes an older one wait): tells its client, once (see the
     /// [module documentation](self)).
     pub(super) fn escalate(&mut self, voted: Tid) {
         let Some(txn) = self
@@ -212,7 +213,7 @@ impl Storage {
             return;
         };
         txn.escalated = true;
-        self.out
-            .send(&self.master, Message::AskOutcome { ttid: voted });
+        let client = txn.client.clone();
+        self.out.send(&client, Message::OlderWaits { ttid: voted });
     }
 }
