@@ -16,8 +16,8 @@
 //! cycle; across storages it does only if a voted transaction waits for nothing anywhere,
 //! which a vote sent with the stores no longer guarantees (it may be voted here and still
 //! wait for a lock elsewhere). The storage role closes that gap: an older transaction that
-//! waits here for a voted younger one makes it ask the primary, which aborts the younger
-//! unless its finish is asked for (`storage/vote.rs`). The manager
+//! waits here for a voted younger one makes it tell the younger's client, which aborts the
+//! younger unless every vote of it is in (`storage/vote.rs`). The manager
 //! is a plain state machine without I/O: the storage role calls it and acts on the decisions it
 //! returns and on the [`LockEvent`]s it queues.
 //!

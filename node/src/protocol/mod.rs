@@ -27,10 +27,10 @@
 //!    a yes means the data is fsynced, and from then on nobody takes its locks. A storage that
 //!    fails or does not answer in time is reported, and the vote still succeeds if every
 //!    touched partition keeps a replica that voted yes. An older transaction that waits for a
-//!    voted younger one makes the storage ask the primary ([`AskOutcome`](Message::AskOutcome)),
-//!    which aborts the younger unless its finish is asked for (it may wait elsewhere for the
-//!    older one: a cycle wound-wait alone no longer rules out) and tells its client
-//!    ([`Aborted`](Message::Aborted)).
+//!    voted younger one makes the storage tell the younger's client
+//!    ([`OlderWaits`](Message::OlderWaits)), which aborts the younger unless every vote of it
+//!    is in (it may wait elsewhere for the older one: a cycle wound-wait alone no longer rules
+//!    out).
 //! 3. *finish*: the client asks the primary ([`AskFinish`](Message::AskFinish)); the primary
 //!    checks the voters against its table (marking failed storages' cells out of date, or
 //!    refusing a finish that would lose a partition's last readable cell), allocates the commit
