@@ -22,7 +22,12 @@ impl Storage {
         match message {
             Message::PrimaryIs { .. } => Ok(()),
             Message::AbortTransaction { ttid } => {
-                if self.transactions.contains_key(&ttid) || self.recovering.contains_key(&ttid) {
+                if let Some(client) = self.transactions.get(&ttid).map(|txn| txn.client.clone()) {
+                    self.end(now, ttid, None)?;
+                    // Its client may be waiting for a vote held here, which nobody answers now.
+                    self.out.send(&client, Message::Aborted { ttid });
+                    Ok(())
+                } else if self.recovering.contains_key(&ttid) {
                     self.end(now, ttid, None)
                 } else {
                     Err(self.unknown(&from, "AbortTransaction", ttid))

@@ -1426,3 +1426,28 @@ fn a_wound_drops_the_held_vote_and_the_next_generation_votes_again() {
         .handle(at(3), "young", vote(1))
         .expect("the next generation's vote is taken, not refused as a second one");
 }
+
+#[test]
+fn a_transaction_the_primary_aborts_is_reported_to_its_client() {
+    let mut storage = storage(StorageConfig::default());
+    let ttid = Tid(10);
+    store(&mut storage, "c1", ttid, Oid(1), b"x");
+    let vote = Message::Vote {
+        ttid,
+        generation: 0,
+        oids: vec![Oid(1), Oid(2)],
+        info: TransactionInfo::default(),
+        stores: 2,
+    };
+    storage.handle(at(2), "c1", vote).expect("vote held");
+    persist_until_idle(&mut storage);
+    sent(&mut storage);
+    storage
+        .handle(at(3), MASTER, order(Message::AbortTransaction { ttid }))
+        .expect("aborted by the primary");
+    assert_eq!(
+        sent(&mut storage),
+        [("c1".to_owned(), Message::Aborted { ttid })],
+        "the held vote is never answered: the client hears of the abort instead"
+    );
+}
