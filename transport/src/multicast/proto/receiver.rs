@@ -9,7 +9,7 @@ use super::crypto::PacketKey;
 use super::fec::{ParityDecoder, RecoveryBlock};
 use super::keys::{GroupKey, ReceiverKey};
 use super::nack::{self, Filled, Jitter, NackScheduler};
-use super::reassembly::{Reassembly, Refused, Stored};
+use super::reassembly::{Fragment, Reassembly, Refused, Stored};
 use super::replay::ReplayWindow;
 use super::stats::ReceiverStats;
 use super::wire::{
@@ -84,11 +84,12 @@ pub struct Receiver {
     key: ReceiverKey,
     sessions: HashMap<u64, Session>,
     next_packet_number: u64,
-    /// Payload bytes held in reassembly, over all sessions.
+    /// Bytes held in reassembly (each object's buffer, recovery shards), over all sessions.
     held: usize,
     jitter: Jitter,
     decoder: ParityDecoder,
-    /// Where datagrams are opened, kept to spare an allocation per datagram.
+    /// Where datagrams handed by reference are copied to be opened, kept to spare an
+    /// allocation per datagram.
     scratch: Vec<u8>,
     events: VecDeque<ReceiverEvent>,
     stats: ReceiverStats,
@@ -225,7 +226,49 @@ impl Receiver {
 
     /// Processes a datagram from the group (or a unicast repair). Anything that does not
     /// authenticate, repeats, or belongs to no known session is dropped and counted.
+    ///
+    /// The datagram is copied to be opened; a caller that owns its receive buffer saves that
+    /// copy with [`handle_datagram_in_place`](Self::handle_datagram_in_place).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let mut buffer = std::mem::take(&mut self.scratch);
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
+        self.handle_datagram_in_place(now, from, &mut buffer);
+        self.scratch = buffer;
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram), opening the datagram where it lies: its
+    /// sealed body is overwritten with the plaintext (whatever the outcome, the bytes are
+    /// the caller's to discard). A data fragment is then copied once, to its place in its
+    /// object.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use bytes::Bytes;
+    /// use replicast_transport::multicast::proto::*;
+    ///
+    /// let now = Instant::now();
+    /// let group_key = GroupKey { epoch: 1, secret: [7; 32] };
+    /// let receiver_key = ReceiverKey { receiver_id: 1, secret: [9; 32] };
+    /// let mut sender = Sender::new(SenderConfig::default(), 42, group_key.clone(), now)?;
+    /// sender.add_receiver(receiver_key.clone());
+    /// let mut receiver = Receiver::new(ReceiverConfig::default(), receiver_key, now);
+    /// receiver.add_session(42, group_key);
+    ///
+    /// sender.send_object(1, Bytes::from_static(b"hello"), now)?;
+    /// let from = "127.0.0.1:5000".parse()?;
+    /// while let Some(mut transmit) = sender.poll_transmit(now) {
+    ///     receiver.handle_datagram_in_place(now, from, &mut transmit.payload);
+    /// }
+    /// assert!(matches!(receiver.poll_event(), Some(ReceiverEvent::Object { object_id: 1, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) {
         let header = match Header::decode(datagram) {
             Ok((header, _)) => header,
             Err(error) => return self.count_decode_error(&error),
@@ -258,25 +301,18 @@ impl Receiver {
             }
             return;
         };
-        // Opened in place in a buffer kept across datagrams: no allocation per datagram.
-        let mut buffer = std::mem::take(&mut self.scratch);
-        buffer.clear();
-        buffer.extend_from_slice(datagram);
-        let Ok(plain) = epoch.key.open(&header, &mut buffer) else {
+        let Ok(plain) = epoch.key.open(&header, datagram) else {
             self.stats.dropped.wrong_key += 1;
-            self.scratch = buffer;
             return;
         };
         if !epoch.replay.is_new(header.packet_number) {
             self.stats.dropped.replayed += 1;
-            self.scratch = buffer;
             return;
         }
         let body = match wire::decode_body(header.packet_type, plain) {
             Ok(body) => body,
             Err(error) => {
                 self.count_decode_error(&error);
-                self.scratch = buffer;
                 return;
             }
         };
@@ -295,7 +331,6 @@ impl Receiver {
             Body::Parity(parity) => self.on_parity(now, header.session_id, parity),
             Body::Nack(_) | Body::Status(_) => self.stats.dropped.unexpected_type += 1,
         }
-        self.scratch = buffer;
     }
 
     fn count_decode_error(&mut self, error: &DecodeError) {
@@ -335,31 +370,48 @@ impl Receiver {
         // the object may not have been sent yet (the sender paces), and the tail announcement
         // says when it was. Counting the whole object as sent would NACK what is still queued.
         let was_missing = seq < session.horizon;
-        let found =
-            session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
-        // The datagram in hand is not missing, only those it skipped.
-        session.missed += found.saturating_sub(1);
+        // The seqs this datagram skipped are missing. The datagram in hand never enters the
+        // NACK schedule unless it cannot be stored: entering and leaving it for every datagram
+        // that arrives in order cost a map insert and removal, a jitter draw and a timer.
+        session.missed += session.extend_horizon(seq, now, &self.config, &mut self.jitter);
+        let fresh = !was_missing;
+        if fresh {
+            session.horizon = seq.saturating_add(1);
+            // The sender bounds what is in flight by this position: tell it.
+            session.status_dirty = true;
+        }
         let mut rebuild = None;
-        match session.reassembly.store(
+        let fragment = Fragment {
             first_seq,
-            data.object_id,
-            data.object_len,
-            data.fragment_index,
-            data.fragment_count,
-            data.payload,
-            &mut self.held,
-            self.config.max_reassembly_bytes,
-        ) {
-            Err(Refused::Inconsistent) => {
-                self.stats.dropped.malformed += 1;
-                return;
-            }
-            Err(Refused::OverMemory) => {
-                self.stats.dropped.over_memory += 1;
+            object_id: data.object_id,
+            object_len: data.object_len,
+            index: data.fragment_index,
+            count: data.fragment_count,
+            payload: data.payload,
+        };
+        match session
+            .reassembly
+            .store(fragment, &mut self.held, self.config.max_reassembly_bytes)
+        {
+            Err(refused) => {
+                match refused {
+                    Refused::Inconsistent => self.stats.dropped.malformed += 1,
+                    Refused::OverMemory => self.stats.dropped.over_memory += 1,
+                }
+                if fresh {
+                    // Still missing: ask again later rather than count it received.
+                    let backoff = nack::backoff(&self.config, session.group_rtt, &mut self.jitter);
+                    session.nacks.insert(seq, now, backoff);
+                }
                 return;
             }
             Ok(stored) => {
-                let (filled, detected_at) = session.nacks.remove_detected(seq);
+                // A datagram past the horizon was never missing, nor NACKed by this receiver.
+                let (filled, detected_at) = if fresh {
+                    (Filled::BeforeNack, None)
+                } else {
+                    session.nacks.remove_detected(seq)
+                };
                 if filled == Filled::BeforeNack && repair {
                     self.stats.nacks_suppressed += 1;
                 }
@@ -583,7 +635,7 @@ impl Receiver {
         let originals: Vec<(usize, &[u8])> = (0..block.len)
             .filter_map(|offset| {
                 let payload = object.fragment(block.first_index + u32::from(offset))?;
-                Some((usize::from(offset), &payload[..]))
+                Some((usize::from(offset), payload))
             })
             .collect();
         let complete = originals.len() == usize::from(block.len);
