@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::buffers::BufferPool;
+
 /// An object some of whose fragments arrived (or that a tail announced).
 #[derive(Debug)]
 pub(crate) struct PartialObject {
@@ -92,14 +94,16 @@ impl Reassembly {
         self.objects.remove(&first_seq)
     }
 
-    /// Stores a fragment. The object's buffer is allocated at its first fragment, if `held`
-    /// plus the object's length stays within `limit`; `held` counts it until the object
-    /// leaves reassembly.
+    /// Stores a fragment. The object's buffer is taken from `buffers` at its first fragment,
+    /// if `held` plus the object's length stays within `limit`; `held` counts it until the
+    /// object leaves reassembly. A complete object's bytes return the buffer to `buffers`
+    /// once the application drops them.
     pub(crate) fn store(
         &mut self,
         fragment: Fragment<'_>,
         held: &mut usize,
         limit: usize,
+        buffers: &BufferPool,
     ) -> Result<Stored, Refused> {
         let Fragment {
             first_seq,
@@ -135,7 +139,7 @@ impl Reassembly {
             }
             *held += len;
             object.reserved = len;
-            object.data = Vec::with_capacity(len);
+            object.data = buffers.take(len);
         }
         object.write(start, payload);
         object.mark(index, payload.len());
@@ -147,11 +151,12 @@ impl Reassembly {
         };
         *held = held.saturating_sub(object.held());
         if !object.adds_up(object_len) {
+            buffers.give_back(object.into_buffer());
             return Ok(Stored::Corrupt { object_id });
         }
         Ok(Stored::Complete {
             object_id,
-            data: Bytes::from(object.data),
+            data: buffers.share(object.data),
         })
     }
 
@@ -282,6 +287,11 @@ impl PartialObject {
         self.data.get(range)
     }
 
+    /// The object's buffer, for reuse once the object is given up on.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.data
+    }
+
     /// Bytes held for the object (its buffer, once a fragment arrived).
     pub(crate) fn held(&self) -> usize {
         self.reserved
@@ -311,6 +321,7 @@ mod tests {
         let pieces: Vec<&[u8]> = object.chunks(100).collect();
         let mut reassembly = Reassembly::default();
         let mut held = 0;
+        let buffers = BufferPool::default();
         // The last fragment first: its place is known from the object's end.
         for index in [2, 0] {
             let stored = reassembly
@@ -318,6 +329,7 @@ mod tests {
                     fragment(index, 3, 251, pieces[index as usize]),
                     &mut held,
                     LIMIT,
+                    &buffers,
                 )
                 .expect("stored");
             assert!(matches!(stored, Stored::Partial), "{stored:?}");
@@ -327,7 +339,7 @@ mod tests {
         assert_eq!(partial.fragment(0), Some(pieces[0]));
         assert_eq!(partial.fragment(2), Some(pieces[2]));
         assert_eq!(partial.fragment(1), None);
-        match reassembly.store(fragment(1, 3, 251, pieces[1]), &mut held, LIMIT) {
+        match reassembly.store(fragment(1, 3, 251, pieces[1]), &mut held, LIMIT, &buffers) {
             Ok(Stored::Complete { object_id: 7, data }) => assert_eq!(&data[..], &object[..]),
             other => panic!("unexpected {other:?}"),
         }
@@ -339,20 +351,21 @@ mod tests {
     fn a_fragment_that_breaks_the_layout_is_refused() {
         let mut reassembly = Reassembly::default();
         let mut held = 0;
+        let buffers = BufferPool::default();
         reassembly
-            .store(fragment(0, 3, 250, &[1; 100]), &mut held, LIMIT)
+            .store(fragment(0, 3, 250, &[1; 100]), &mut held, LIMIT, &buffers)
             .expect("stored");
         // Another length for a fragment before the last.
         assert_eq!(
             reassembly
-                .store(fragment(1, 3, 250, &[2; 90]), &mut held, LIMIT)
+                .store(fragment(1, 3, 250, &[2; 90]), &mut held, LIMIT, &buffers)
                 .err(),
             Some(Refused::Inconsistent)
         );
         // A last fragment that does not end the object where the others say.
         assert_eq!(
             reassembly
-                .store(fragment(2, 3, 250, &[3; 40]), &mut held, LIMIT)
+                .store(fragment(2, 3, 250, &[3; 40]), &mut held, LIMIT, &buffers)
                 .err(),
             Some(Refused::Inconsistent)
         );
@@ -361,7 +374,7 @@ mod tests {
         let mut other = Reassembly::default();
         assert_eq!(
             other
-                .store(fragment(2, 4, 250, &[4; 100]), &mut held, LIMIT)
+                .store(fragment(2, 4, 250, &[4; 100]), &mut held, LIMIT, &buffers)
                 .err(),
             Some(Refused::Inconsistent)
         );
@@ -371,7 +384,8 @@ mod tests {
     fn a_single_fragment_shorter_than_the_object_is_corrupt() {
         let mut reassembly = Reassembly::default();
         let mut held = 0;
-        match reassembly.store(fragment(0, 1, 10, &[1; 6]), &mut held, LIMIT) {
+        let buffers = BufferPool::default();
+        match reassembly.store(fragment(0, 1, 10, &[1; 6]), &mut held, LIMIT, &buffers) {
             Ok(Stored::Corrupt { object_id: 7 }) => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -382,8 +396,9 @@ mod tests {
     fn the_memory_bound_counts_each_object_whole() {
         let mut reassembly = Reassembly::default();
         let mut held = 0;
+        let buffers = BufferPool::default();
         reassembly
-            .store(fragment(0, 4, 400, &[1; 100]), &mut held, 700)
+            .store(fragment(0, 4, 400, &[1; 100]), &mut held, 700, &buffers)
             .expect("the first object fits");
         assert_eq!(held, 400);
         let second = Fragment {
@@ -392,7 +407,7 @@ mod tests {
             ..fragment(0, 4, 400, &[2; 100])
         };
         assert_eq!(
-            reassembly.store(second, &mut held, 700).err(),
+            reassembly.store(second, &mut held, 700, &buffers).err(),
             Some(Refused::OverMemory)
         );
         assert_eq!(held, 400);

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::buffers::BufferPool;
 use super::config::ReceiverConfig;
 use super::crypto::PacketKey;
 use super::fec::{ParityDecoder, RecoveryBlock};
@@ -88,6 +89,8 @@ pub struct Receiver {
     held: usize,
     jitter: Jitter,
     decoder: ParityDecoder,
+    /// Buffers of delivered objects that the application dropped, for the next objects.
+    buffers: BufferPool,
     /// Where datagrams handed by reference are copied to be opened, kept to spare an
     /// allocation per datagram.
     scratch: Vec<u8>,
@@ -107,6 +110,7 @@ impl Receiver {
             next_packet_number: 0,
             held: 0,
             decoder: ParityDecoder::default(),
+            buffers: BufferPool::default(),
             scratch: Vec::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -389,10 +393,12 @@ impl Receiver {
             count: data.fragment_count,
             payload: data.payload,
         };
-        match session
-            .reassembly
-            .store(fragment, &mut self.held, self.config.max_reassembly_bytes)
-        {
+        match session.reassembly.store(
+            fragment,
+            &mut self.held,
+            self.config.max_reassembly_bytes,
+            &self.buffers,
+        ) {
             Err(refused) => {
                 match refused {
                     Refused::Inconsistent => self.stats.dropped.malformed += 1,
@@ -464,9 +470,13 @@ impl Receiver {
                 }
             }
         }
-        let window_low = data.window_low;
-        self.apply_window_low(session_id, window_low);
-        self.settle(session_id);
+        // On the session in hand: looking it up again for each step cost more than the steps
+        // (SipHash, per datagram); the window low moves seldom.
+        if data.window_low > session.window_low {
+            self.apply_window_low(session_id, data.window_low);
+        } else {
+            self.held = self.held.saturating_sub(session.settle());
+        }
         if let Some(first) = rebuild {
             self.rebuild(now, session_id, first);
         }
@@ -717,6 +727,7 @@ impl Receiver {
                 Some((first_seq, object_id, count)) => {
                     if let Some(object) = session.reassembly.remove(first_seq) {
                         self.held = self.held.saturating_sub(object.held());
+                        self.buffers.give_back(object.into_buffer());
                     }
                     let end_seq = first_seq + u64::from(count);
                     session.lose(object_id, first_seq, end_seq);
@@ -756,20 +767,8 @@ impl Receiver {
 
     /// Advances the contiguous position after datagrams arrived or were given up.
     fn settle(&mut self, session_id: u64) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        let cumulative = session.nacks.first().unwrap_or(session.horizon);
-        if cumulative > session.cumulative {
-            session.cumulative = cumulative;
-            session.status_dirty = true;
-        }
-        // Recovery shards are needed only for blocks that may still miss a datagram.
-        while let Some(entry) = session.recovery.first_entry() {
-            if *entry.key() + u64::from(entry.get().len) > session.cumulative {
-                break;
-            }
-            self.held = self.held.saturating_sub(entry.remove().held());
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            self.held = self.held.saturating_sub(session.settle());
         }
     }
 
@@ -948,6 +947,24 @@ impl Session {
             return None;
         }
         self.last_heard.map(|at| at + config.repair_deadline)
+    }
+
+    /// [`Receiver::settle`] on this session; returns the bytes of recovery shards released.
+    fn settle(&mut self) -> usize {
+        let cumulative = self.nacks.first().unwrap_or(self.horizon);
+        if cumulative > self.cumulative {
+            self.cumulative = cumulative;
+            self.status_dirty = true;
+        }
+        // Recovery shards are needed only for blocks that may still miss a datagram.
+        let mut released = 0;
+        while let Some(entry) = self.recovery.first_entry() {
+            if *entry.key() + u64::from(entry.get().len) > self.cumulative {
+                break;
+            }
+            released += entry.remove().held();
+        }
+        released
     }
 
     /// Takes the sender's window low as the starting point on first contact, so that a
