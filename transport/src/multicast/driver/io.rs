@@ -135,6 +135,13 @@ impl DatagramIo {
                     if let Some(impairment) = &mut self.impairment
                         && impairment.offer_received(now, meta.addr, datagram)
                     {
+                        // What the link releases at once (a link without delay) is handled
+                        // now, while its copy is in cache and before the next copy is
+                        // allocated: released after the whole read, a thousand copies were
+                        // live at once, and freeing them went the allocator's slow way.
+                        while let Some((source, mut released)) = impairment.poll_received(now) {
+                            handle(source, &mut released);
+                        }
                         continue;
                     }
                     handle(meta.addr, datagram);
