@@ -3,8 +3,8 @@
 //! A received object is one buffer of its whole length (see `reassembly`). Allocated fresh,
 //! such a buffer is fresh memory more often than not: glibc hands a freed buffer of this size
 //! back to the kernel as soon as the application drops the object, and the next object takes
-//! a page fault per 4 KiB it is written to (16% of the receivers' samples in the multicast
-//! bench's profile, more than the copy itself). So a delivered object's [`Bytes`] owns its
+//! a page fault per 4 KiB it is written to (16% of all samples of the multicast bench's 0%
+//! cell in a profile without the pool, more than the copy itself). So a delivered object's [`Bytes`] owns its
 //! buffer through a guard that, when the last clone is dropped, puts the buffer back in its
 //! receiver's pool, up to [`POOL_BYTES`]; the next object of a similar size reuses it.
 

@@ -911,7 +911,8 @@ impl Receiver {
         &self.stats
     }
 
-    /// Payload bytes held in reassembly.
+    /// Bytes held in reassembly: each object's buffer (its whole length, from its first
+    /// fragment) and the recovery shards kept.
     pub fn reassembly_bytes(&self) -> usize {
         self.held
     }
