@@ -87,15 +87,19 @@ impl LinkConditions {
     }
 
     /// The link towards `destination` and its conditions, or `None` when it is not impaired.
-    pub(crate) fn link_for(&self, destination: SocketAddr) -> Option<(LinkKey, NetemConfig)> {
-        if let Some(config) = self.per_destination.get(&destination) {
-            return Some((LinkKey::Destination(destination), *config));
+    /// Called per datagram: by reference, and without hashing the address when no link is
+    /// per destination.
+    pub(crate) fn link_for(&self, destination: SocketAddr) -> Option<(LinkKey, &NetemConfig)> {
+        if !self.per_destination.is_empty()
+            && let Some(config) = self.per_destination.get(&destination)
+        {
+            return Some((LinkKey::Destination(destination), config));
         }
         let key = if self.shared_default {
             LinkKey::Shared
         } else {
             LinkKey::Destination(destination)
         };
-        self.default.map(|config| (key, config))
+        self.default.as_ref().map(|config| (key, config))
     }
 }

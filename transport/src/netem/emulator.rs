@@ -89,7 +89,7 @@ impl<T: Clone + WithLen> LinkEmulator<T> {
             return;
         };
         let link = self.links.entry(key).or_insert_with(|| EmulatedLink {
-            model: Netem::new(config),
+            model: Netem::new(*config),
             stats: LinkStats::default(),
         });
         link.stats.offered += 1;

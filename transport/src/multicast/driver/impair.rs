@@ -11,6 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
+
 use crate::netem::{LinkConditions, LinkEmulator, LinkStats, NetemConfig, Probability, RandomLoss};
 
 /// The emulated links of one driver, each seeded through its [`NetemConfig`] so a failing
@@ -94,8 +96,10 @@ impl ImpairmentStats {
 
 /// The emulated links of one driver, driven by its clock.
 pub struct Impairment {
-    receive: Option<LinkEmulator<Vec<u8>>>,
-    send: Option<LinkEmulator<Vec<u8>>>,
+    /// Shared bytes (both links): the link model clones each datagram it queues, which for
+    /// a `Vec` was a second copy of every datagram.
+    receive: Option<LinkEmulator<Bytes>>,
+    send: Option<LinkEmulator<Bytes>>,
 }
 
 impl std::fmt::Debug for Impairment {
@@ -131,26 +135,30 @@ impl Impairment {
             return false;
         };
         // The receive link is keyed by where a datagram came from: that is its link.
-        link.offer(now, source, datagram.to_vec());
+        link.offer(now, source, Bytes::copy_from_slice(datagram));
         true
     }
 
-    /// The next received datagram due at `now`, with its source.
-    pub fn poll_received(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        self.receive.as_mut()?.poll_release(now)
+    /// The next received datagram due at `now`, with its source; the bytes are the caller's
+    /// (a receiver opens them in place).
+    pub fn poll_received(&mut self, now: Instant) -> Option<(SocketAddr, BytesMut)> {
+        let (source, datagram) = self.receive.as_mut()?.poll_release(now)?;
+        // Without a duplicate still queued, the bytes are taken over without a copy.
+        Some((source, BytesMut::from(datagram)))
     }
 
     /// Hands a datagram for `destination` to the send link (call only when
     /// [`impairs_sends`](Self::impairs_sends)).
     pub fn offer_sent(&mut self, now: Instant, destination: SocketAddr, datagram: Vec<u8>) {
         if let Some(link) = self.send.as_mut() {
-            link.offer(now, destination, datagram);
+            link.offer(now, destination, Bytes::from(datagram));
         }
     }
 
     /// The next datagram to send that is due at `now`, with its destination.
     pub fn poll_sent(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        self.send.as_mut()?.poll_release(now)
+        let (destination, datagram) = self.send.as_mut()?.poll_release(now)?;
+        Some((destination, Vec::from(datagram)))
     }
 
     /// When the earliest held datagram (either direction) becomes due.
@@ -197,7 +205,7 @@ mod tests {
         assert_eq!(due, start + Duration::from_millis(5));
         assert_eq!(
             impairment.poll_received(due),
-            Some((source(), b"datagram".to_vec()))
+            Some((source(), BytesMut::from(&b"datagram"[..])))
         );
         assert_eq!(
             impairment.stats(),

@@ -86,11 +86,12 @@ impl DatagramIo {
     }
 
     /// Reads what `socket` has ready (a few batches at most) and hands each datagram to
-    /// `handle`, or to the emulated receive link, which releases it when it is due.
+    /// `handle`, or to the emulated receive link, which releases it when it is due. `handle`
+    /// gets the datagram's bytes to change (the receiver opens them in place: no copy).
     pub(crate) fn read_ready(
         &mut self,
         socket: &DriverSocket,
-        mut handle: impl FnMut(SocketAddr, &[u8]),
+        mut handle: impl FnMut(SocketAddr, &mut [u8]),
     ) {
         for _ in 0..READ_ROUNDS {
             let received = socket.socket.try_io(Interest::READABLE, || {
@@ -121,19 +122,26 @@ impl DatagramIo {
             };
             for (slot, meta) in self
                 .buffer
-                .chunks(SLOT_SIZE)
+                .chunks_mut(SLOT_SIZE)
                 .zip(&self.metas)
                 .take(messages)
             {
-                let received = &slot[..meta.len.min(slot.len())];
+                let len = meta.len.min(slot.len());
                 // GRO coalesces datagrams of one sender; `stride` is each one's size.
-                for datagram in received.chunks(meta.stride.max(1)) {
+                for datagram in slot[..len].chunks_mut(meta.stride.max(1)) {
                     self.stats.datagrams_received += 1;
                     self.stats.bytes_received += datagram.len() as u64;
                     #[cfg(feature = "netem")]
                     if let Some(impairment) = &mut self.impairment
                         && impairment.offer_received(now, meta.addr, datagram)
                     {
+                        // What the link releases at once (a link without delay) is handled
+                        // now, while its copy is in cache and before the next copy is
+                        // allocated: released after the whole read, a thousand copies were
+                        // live at once, and freeing them went the allocator's slow way.
+                        while let Some((source, mut released)) = impairment.poll_received(now) {
+                            handle(source, &mut released);
+                        }
                         continue;
                     }
                     handle(meta.addr, datagram);
@@ -148,18 +156,18 @@ impl DatagramIo {
     pub(crate) fn release_received(
         &mut self,
         now: Instant,
-        mut handle: impl FnMut(SocketAddr, &[u8]),
+        mut handle: impl FnMut(SocketAddr, &mut [u8]),
     ) {
         if let Some(impairment) = &mut self.impairment {
-            while let Some((source, datagram)) = impairment.poll_received(now) {
-                handle(source, &datagram);
+            while let Some((source, mut datagram)) = impairment.poll_received(now) {
+                handle(source, &mut datagram);
             }
         }
     }
 
     /// Without emulation nothing is ever held.
     #[cfg(not(feature = "netem"))]
-    pub(crate) fn release_received(&mut self, _: Instant, _: impl FnMut(SocketAddr, &[u8])) {}
+    pub(crate) fn release_received(&mut self, _: Instant, _: impl FnMut(SocketAddr, &mut [u8])) {}
 
     /// When the emulated links next release a datagram, if they hold any: a deadline of the
     /// driver's loop, which then calls [`release_received`](Self::release_received) and

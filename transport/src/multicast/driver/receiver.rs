@@ -266,7 +266,7 @@ impl ReceiverDriver {
             // Datagrams an emulated receive link held and now releases.
             let core = &mut self.core;
             self.io.release_received(Instant::now(), |from, datagram| {
-                core.handle_datagram(Instant::now(), from, datagram)
+                core.handle_datagram_in_place(Instant::now(), from, datagram)
             });
             self.flush();
             if !self.deliver_events() {
@@ -293,7 +293,7 @@ impl ReceiverDriver {
                     if readable.is_ok() {
                         let core = &mut self.core;
                         self.io.read_ready(&self.group, |from, datagram| {
-                            core.handle_datagram(Instant::now(), from, datagram)
+                            core.handle_datagram_in_place(Instant::now(), from, datagram)
                         });
                     }
                     None
@@ -302,7 +302,7 @@ impl ReceiverDriver {
                     if readable.is_ok() {
                         let core = &mut self.core;
                         self.io.read_ready(&self.control, |from, datagram| {
-                            core.handle_datagram(Instant::now(), from, datagram)
+                            core.handle_datagram_in_place(Instant::now(), from, datagram)
                         });
                     }
                     None

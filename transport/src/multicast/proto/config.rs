@@ -261,8 +261,9 @@ pub struct ReceiverConfig {
     /// A datagram not repaired this long after its loss was detected makes its object
     /// [`Lost`](super::ReceiverEvent::Lost).
     pub repair_deadline: Duration,
-    /// Payload bytes of incomplete objects held at most; fragments beyond are dropped (and
-    /// NACKed again later).
+    /// Bytes of incomplete objects held at most, each counted whole from its first fragment
+    /// (its buffer is reserved then), with the recovery shards kept; fragments beyond are
+    /// dropped (and NACKed again later).
     pub max_reassembly_bytes: usize,
     /// Sequence numbers ahead of the contiguous position that are tracked at most; datagrams
     /// further ahead are dropped.

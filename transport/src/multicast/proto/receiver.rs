@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::buffers::BufferPool;
 use super::config::ReceiverConfig;
 use super::crypto::PacketKey;
 use super::fec::{ParityDecoder, RecoveryBlock};
 use super::keys::{GroupKey, ReceiverKey};
 use super::nack::{self, Filled, Jitter, NackScheduler};
-use super::reassembly::{Reassembly, Refused, Stored};
+use super::reassembly::{Fragment, Reassembly, Refused, Stored};
 use super::replay::ReplayWindow;
 use super::stats::ReceiverStats;
 use super::wire::{
@@ -84,11 +85,14 @@ pub struct Receiver {
     key: ReceiverKey,
     sessions: HashMap<u64, Session>,
     next_packet_number: u64,
-    /// Payload bytes held in reassembly, over all sessions.
+    /// Bytes held in reassembly (each object's buffer, recovery shards), over all sessions.
     held: usize,
     jitter: Jitter,
     decoder: ParityDecoder,
-    /// Where datagrams are opened, kept to spare an allocation per datagram.
+    /// Buffers of delivered objects that the application dropped, for the next objects.
+    buffers: BufferPool,
+    /// Where datagrams handed by reference are copied to be opened, kept to spare an
+    /// allocation per datagram.
     scratch: Vec<u8>,
     events: VecDeque<ReceiverEvent>,
     stats: ReceiverStats,
@@ -106,6 +110,7 @@ impl Receiver {
             next_packet_number: 0,
             held: 0,
             decoder: ParityDecoder::default(),
+            buffers: BufferPool::default(),
             scratch: Vec::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -225,7 +230,49 @@ impl Receiver {
 
     /// Processes a datagram from the group (or a unicast repair). Anything that does not
     /// authenticate, repeats, or belongs to no known session is dropped and counted.
+    ///
+    /// The datagram is copied to be opened; a caller that owns its receive buffer saves that
+    /// copy with [`handle_datagram_in_place`](Self::handle_datagram_in_place).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let mut buffer = std::mem::take(&mut self.scratch);
+        buffer.clear();
+        buffer.extend_from_slice(datagram);
+        self.handle_datagram_in_place(now, from, &mut buffer);
+        self.scratch = buffer;
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram), opening the datagram where it lies: its
+    /// sealed body is overwritten with the plaintext (whatever the outcome, the bytes are
+    /// the caller's to discard). A data fragment is then copied once, to its place in its
+    /// object.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use bytes::Bytes;
+    /// use replicast_transport::multicast::proto::*;
+    ///
+    /// let now = Instant::now();
+    /// let group_key = GroupKey { epoch: 1, secret: [7; 32] };
+    /// let receiver_key = ReceiverKey { receiver_id: 1, secret: [9; 32] };
+    /// let mut sender = Sender::new(SenderConfig::default(), 42, group_key.clone(), now)?;
+    /// sender.add_receiver(receiver_key.clone());
+    /// let mut receiver = Receiver::new(ReceiverConfig::default(), receiver_key, now);
+    /// receiver.add_session(42, group_key);
+    ///
+    /// sender.send_object(1, Bytes::from_static(b"hello"), now)?;
+    /// let from = "127.0.0.1:5000".parse()?;
+    /// while let Some(mut transmit) = sender.poll_transmit(now) {
+    ///     receiver.handle_datagram_in_place(now, from, &mut transmit.payload);
+    /// }
+    /// assert!(matches!(receiver.poll_event(), Some(ReceiverEvent::Object { object_id: 1, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) {
         let header = match Header::decode(datagram) {
             Ok((header, _)) => header,
             Err(error) => return self.count_decode_error(&error),
@@ -258,25 +305,18 @@ impl Receiver {
             }
             return;
         };
-        // Opened in place in a buffer kept across datagrams: no allocation per datagram.
-        let mut buffer = std::mem::take(&mut self.scratch);
-        buffer.clear();
-        buffer.extend_from_slice(datagram);
-        let Ok(plain) = epoch.key.open(&header, &mut buffer) else {
+        let Ok(plain) = epoch.key.open(&header, datagram) else {
             self.stats.dropped.wrong_key += 1;
-            self.scratch = buffer;
             return;
         };
         if !epoch.replay.is_new(header.packet_number) {
             self.stats.dropped.replayed += 1;
-            self.scratch = buffer;
             return;
         }
         let body = match wire::decode_body(header.packet_type, plain) {
             Ok(body) => body,
             Err(error) => {
                 self.count_decode_error(&error);
-                self.scratch = buffer;
                 return;
             }
         };
@@ -295,7 +335,6 @@ impl Receiver {
             Body::Parity(parity) => self.on_parity(now, header.session_id, parity),
             Body::Nack(_) | Body::Status(_) => self.stats.dropped.unexpected_type += 1,
         }
-        self.scratch = buffer;
     }
 
     fn count_decode_error(&mut self, error: &DecodeError) {
@@ -335,31 +374,50 @@ impl Receiver {
         // the object may not have been sent yet (the sender paces), and the tail announcement
         // says when it was. Counting the whole object as sent would NACK what is still queued.
         let was_missing = seq < session.horizon;
-        let found =
-            session.extend_horizon(seq.saturating_add(1), now, &self.config, &mut self.jitter);
-        // The datagram in hand is not missing, only those it skipped.
-        session.missed += found.saturating_sub(1);
+        // The seqs this datagram skipped are missing. The datagram in hand never enters the
+        // NACK schedule unless it cannot be stored: entering and leaving it for every datagram
+        // that arrives in order cost a map insert and removal, a jitter draw and a timer.
+        session.missed += session.extend_horizon(seq, now, &self.config, &mut self.jitter);
+        let fresh = !was_missing;
+        if fresh {
+            session.horizon = seq.saturating_add(1);
+            // The sender bounds what is in flight by this position: tell it.
+            session.status_dirty = true;
+        }
         let mut rebuild = None;
-        match session.reassembly.store(
+        let fragment = Fragment {
             first_seq,
-            data.object_id,
-            data.object_len,
-            data.fragment_index,
-            data.fragment_count,
-            data.payload,
+            object_id: data.object_id,
+            object_len: data.object_len,
+            index: data.fragment_index,
+            count: data.fragment_count,
+            payload: data.payload,
+        };
+        match session.reassembly.store(
+            fragment,
             &mut self.held,
             self.config.max_reassembly_bytes,
+            &self.buffers,
         ) {
-            Err(Refused::Inconsistent) => {
-                self.stats.dropped.malformed += 1;
-                return;
-            }
-            Err(Refused::OverMemory) => {
-                self.stats.dropped.over_memory += 1;
+            Err(refused) => {
+                match refused {
+                    Refused::Inconsistent => self.stats.dropped.malformed += 1,
+                    Refused::OverMemory => self.stats.dropped.over_memory += 1,
+                }
+                if fresh {
+                    // Still missing: ask again later rather than count it received.
+                    let backoff = nack::backoff(&self.config, session.group_rtt, &mut self.jitter);
+                    session.nacks.insert(seq, now, backoff);
+                }
                 return;
             }
             Ok(stored) => {
-                let (filled, detected_at) = session.nacks.remove_detected(seq);
+                // A datagram past the horizon was never missing, nor NACKed by this receiver.
+                let (filled, detected_at) = if fresh {
+                    (Filled::BeforeNack, None)
+                } else {
+                    session.nacks.remove_detected(seq)
+                };
                 if filled == Filled::BeforeNack && repair {
                     self.stats.nacks_suppressed += 1;
                 }
@@ -412,9 +470,13 @@ impl Receiver {
                 }
             }
         }
-        let window_low = data.window_low;
-        self.apply_window_low(session_id, window_low);
-        self.settle(session_id);
+        // On the session in hand: looking it up again for each step cost more than the steps
+        // (SipHash, per datagram); the window low moves seldom.
+        if data.window_low > session.window_low {
+            self.apply_window_low(session_id, data.window_low);
+        } else {
+            self.held = self.held.saturating_sub(session.settle());
+        }
         if let Some(first) = rebuild {
             self.rebuild(now, session_id, first);
         }
@@ -583,7 +645,7 @@ impl Receiver {
         let originals: Vec<(usize, &[u8])> = (0..block.len)
             .filter_map(|offset| {
                 let payload = object.fragment(block.first_index + u32::from(offset))?;
-                Some((usize::from(offset), &payload[..]))
+                Some((usize::from(offset), payload))
             })
             .collect();
         let complete = originals.len() == usize::from(block.len);
@@ -665,6 +727,7 @@ impl Receiver {
                 Some((first_seq, object_id, count)) => {
                     if let Some(object) = session.reassembly.remove(first_seq) {
                         self.held = self.held.saturating_sub(object.held());
+                        self.buffers.give_back(object.into_buffer());
                     }
                     let end_seq = first_seq + u64::from(count);
                     session.lose(object_id, first_seq, end_seq);
@@ -704,20 +767,8 @@ impl Receiver {
 
     /// Advances the contiguous position after datagrams arrived or were given up.
     fn settle(&mut self, session_id: u64) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        let cumulative = session.nacks.first().unwrap_or(session.horizon);
-        if cumulative > session.cumulative {
-            session.cumulative = cumulative;
-            session.status_dirty = true;
-        }
-        // Recovery shards are needed only for blocks that may still miss a datagram.
-        while let Some(entry) = session.recovery.first_entry() {
-            if *entry.key() + u64::from(entry.get().len) > session.cumulative {
-                break;
-            }
-            self.held = self.held.saturating_sub(entry.remove().held());
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            self.held = self.held.saturating_sub(session.settle());
         }
     }
 
@@ -860,7 +911,8 @@ impl Receiver {
         &self.stats
     }
 
-    /// Payload bytes held in reassembly.
+    /// Bytes held in reassembly: each object's buffer (its whole length, from its first
+    /// fragment) and the recovery shards kept.
     pub fn reassembly_bytes(&self) -> usize {
         self.held
     }
@@ -896,6 +948,24 @@ impl Session {
             return None;
         }
         self.last_heard.map(|at| at + config.repair_deadline)
+    }
+
+    /// [`Receiver::settle`] on this session; returns the bytes of recovery shards released.
+    fn settle(&mut self) -> usize {
+        let cumulative = self.nacks.first().unwrap_or(self.horizon);
+        if cumulative > self.cumulative {
+            self.cumulative = cumulative;
+            self.status_dirty = true;
+        }
+        // Recovery shards are needed only for blocks that may still miss a datagram.
+        let mut released = 0;
+        while let Some(entry) = self.recovery.first_entry() {
+            if *entry.key() + u64::from(entry.get().len) > self.cumulative {
+                break;
+            }
+            released += entry.remove().held();
+        }
+        released
     }
 
     /// Takes the sender's window low as the starting point on first contact, so that a
