@@ -9,15 +9,16 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use replicast_node::client::{Conflict, ConflictKind};
 use replicast_node::driver::{ClientError, ClientHandle, Invalidation};
-use replicast_node::ids::Tid;
+use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::protocol::LoadBefore;
 use replicast_node::transaction::TransactionInfo;
@@ -33,6 +34,13 @@ use crate::runtime::runtime;
 
 /// How long a closing client waits for its peers to acknowledge that it left.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How many stores `store` gathers before it hands them to the client's driver at once.
+/// Each hand-over wakes the driver and costs a turn of its loop: one per store made the
+/// client's runtime threads spend more CPU on waking and polling than on the stores. A
+/// commit's stores still go out while the application pickles the next ones (a batch at a
+/// time), and every other call sends what was gathered first.
+const STORE_BATCH: usize = 64;
 
 pub use replicast_node::client::DEFAULT_MAX_OBJECT_SIZE;
 
@@ -72,6 +80,8 @@ impl Drop for Shared {
 #[pyclass(name = "Client", module = "replicast_zodb._native", frozen)]
 pub struct NativeClient {
     shared: Arc<Shared>,
+    /// Stores gathered by `store`, not yet handed to the driver (see [`STORE_BATCH`]).
+    gathered: Mutex<Vec<(Oid, Tid, ObjectData)>>,
     name: String,
     strategy: String,
     max_object_size: usize,
@@ -79,13 +89,34 @@ pub struct NativeClient {
 }
 
 impl NativeClient {
-    /// Runs the future `call` makes of the handle, with the GIL released.
+    /// Hands the stores `store` gathered to the driver; every call that sends something else
+    /// of the transaction (or waits for its stores) does this first, so the driver takes the
+    /// transaction's calls in the order Python made them.
+    fn send_gathered(&self, py: Python<'_>) -> PyResult<()> {
+        let gathered = std::mem::take(&mut *self.gathered());
+        if gathered.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .handle
+            .store_pipelined_batch(gathered)
+            .map_err(|error| ZodbError::from(error).into_py(py))
+    }
+
+    /// The stores gathered, locked past poisoning (nothing panics while holding it).
+    fn gathered(&self) -> std::sync::MutexGuard<'_, Vec<(Oid, Tid, ObjectData)>> {
+        self.gathered.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs the future `call` makes of the handle, with the GIL released, once the stores
+    /// gathered so far are with the driver.
     fn call<T, F, Fut>(&self, py: Python<'_>, call: F) -> PyResult<T>
     where
         T: Send,
         F: FnOnce(ClientHandle) -> Fut + Send,
         Fut: Future<Output = Result<T, ClientError>>,
     {
+        self.send_gathered(py)?;
         let handle = self.shared.handle.clone();
         py.detach(move || -> Result<T, ZodbError> { Ok(runtime()?.block_on(call(handle))?) })
             .map_err(|error| error.into_py(py))
@@ -151,6 +182,7 @@ impl NativeClient {
                 handle: connected.handle,
                 endpoint: connected.endpoint,
             }),
+            gathered: Mutex::new(Vec::with_capacity(STORE_BATCH)),
             name: connected.name,
             strategy: connected.strategy.as_str().to_owned(),
             max_object_size,
@@ -249,11 +281,12 @@ impl NativeClient {
     }
 
     /// Stores `data` (`bytes`; `None` deletes the object) as the new revision of `oid`, read
-    /// at `serial` (`None` or 8 zero bytes for a new object). Pipelined, and without waiting
-    /// for the client's driver (one hand-over, no round trip: a commit stores every object
-    /// with its own call): a conflict, or a failure of the store, comes back from
-    /// `wait_stores` (or `vote`); data over the size limit is refused here. Storing an oid
-    /// again replaces the earlier data.
+    /// at `serial` (`None` or 8 zero bytes for a new object). Pipelined: stores are gathered
+    /// and handed to the client's driver 64 at a time (and before any other call), without
+    /// waiting for it; a conflict, or a failure of the store, comes back from `wait_stores`
+    /// (or `vote`); wrong arguments and data over the size limit are refused here. Storing
+    /// an oid again replaces the earlier data. The data is not copied: the store holds the
+    /// `bytes` object until it is sent.
     fn store(
         &self,
         py: Python<'_>,
@@ -264,10 +297,20 @@ impl NativeClient {
         let oid = crate::ids::oid(oid)?;
         let serial = tid("serial", serial, true)?;
         let data = object_data(data)?;
-        self.shared
-            .handle
-            .store_pipelined(oid, serial, data)
-            .map_err(|error| ZodbError::from(error).into_py(py))
+        let size = data.as_bytes().len();
+        if size > self.max_object_size {
+            let max = self.max_object_size;
+            return Err(ZodbError::from(ClientError::TooLarge { oid, size, max }).into_py(py));
+        }
+        let full = {
+            let mut gathered = self.gathered();
+            gathered.push((oid, serial, data));
+            gathered.len() >= STORE_BATCH
+        };
+        if full {
+            self.send_gathered(py)?;
+        }
+        Ok(())
     }
 
     /// Stores `data` (`None`: a deletion) as the new revision of `oid` without a serial check
@@ -370,7 +413,13 @@ impl NativeClient {
     /// late abort never hits a transaction another thread began since.
     #[pyo3(signature = (ttid = None))]
     fn abort(&self, py: Python<'_>, ttid: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        match optional_tid("ttid", ttid)? {
+        let ttid = optional_tid("ttid", ttid)?;
+        // The stores gathered go first, in the order Python made the calls: a late abort of an
+        // earlier transaction must not lose those of the one in progress now. If they cannot
+        // be handed over (the transaction was aborted already, the client is closed), the
+        // transaction they belong to cannot vote either: the abort goes on.
+        let _ = self.send_gathered(py);
+        match ttid {
             Some(ttid) => self.call(py, move |h| async move { h.abort_transaction(ttid).await }),
             None => self.call(py, |h| async move { h.abort().await }),
         }
@@ -592,9 +641,12 @@ fn object_data(data: &Bound<'_, PyAny>) -> PyResult<ObjectData> {
     }
     let bytes = data
         .cast::<PyBytes>()
-        .map_err(|_| wrong_type("data", "bytes", data))?
-        .as_bytes();
-    Ok(ObjectData::from(Bytes::copy_from_slice(bytes)))
+        .map_err(|_| wrong_type("data", "bytes", data))?;
+    // Python's bytes are immutable: the payload is the object's own buffer, kept alive by the
+    // `Bytes` (issue 11: no copy from the application to the transport).
+    Ok(ObjectData::from(Bytes::from_owner(PyBackedBytes::from(
+        bytes.clone(),
+    ))))
 }
 
 /// A TID argument that may be `None`.

@@ -24,6 +24,12 @@ mod runtime;
 
 use pyo3::prelude::*;
 
+/// mimalloc for the extension's own allocations, as in the `replicast` binary (src/main.rs
+/// says why): the client's driver and fan-out allocate per store and per answer. Python's
+/// objects keep Python's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The module `replicast_zodb._native`.
 #[pymodule]
 #[pyo3(name = "_native")]

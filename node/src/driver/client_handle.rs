@@ -436,19 +436,61 @@ impl ClientHandle {
         serial: Tid,
         data: ObjectData,
     ) -> Result<(), ClientError> {
+        self.store_pipelined_batch(vec![(oid, serial, data)])
+    }
+
+    /// Stores each `(oid, serial, data)` of `stores`, in order, as
+    /// [`store_pipelined`](Self::store_pipelined) stores one, with one hand-over to the driver
+    /// for all of them: a caller that has many stores at hand (the ZODB binding gathers a
+    /// commit's stores in batches) saves the driver a wake-up and a turn of its loop per
+    /// object. If one object is larger than
+    /// [`ClientConfig::max_object_size`](crate::client::ClientConfig), none is sent.
+    ///
+    /// ```no_run
+    /// # async fn example(handle: replicast_node::driver::ClientHandle) -> Result<(), replicast_node::driver::ClientError> {
+    /// use replicast_node::ids::{Oid, Tid};
+    /// use replicast_node::object::ObjectData;
+    ///
+    /// handle.begin().await?;
+    /// let stores = (1..=3)
+    ///     .map(|n| (Oid(n), Tid::ZERO, ObjectData::from(bytes::Bytes::from_static(b"new"))))
+    ///     .collect();
+    /// handle.store_pipelined_batch(stores)?;
+    /// let conflicts = handle.wait_stores().await?;
+    /// assert!(conflicts.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn store_pipelined_batch(
+        &self,
+        stores: Vec<(Oid, Tid, ObjectData)>,
+    ) -> Result<(), ClientError> {
+        if stores.is_empty() {
+            return Ok(());
+        }
         self.check_aborted()?;
-        let (size, max) = (data.as_bytes().len(), self.inner.max_object_size);
-        if size > max {
-            return Err(ClientError::TooLarge { oid, size, max });
+        let max = self.inner.max_object_size;
+        if let Some((oid, _, data)) = stores
+            .iter()
+            .find(|(_, _, data)| data.as_bytes().len() > max)
+        {
+            let size = data.as_bytes().len();
+            return Err(ClientError::TooLarge {
+                oid: *oid,
+                size,
+                max,
+            });
         }
         let shared = self.inner.shared.clone();
         self.inner.driver.cast(move |client, now| {
-            if let Err(error) = client.store_kind(now, oid, serial, data, StoreKind::Checked) {
-                shared
-                    .pipelined
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(error);
+            for (oid, serial, data) in stores {
+                if let Err(error) = client.store_kind(now, oid, serial, data, StoreKind::Checked) {
+                    shared
+                        .pipelined
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert(error);
+                }
             }
         })?;
         Ok(())

@@ -58,8 +58,10 @@ def _close_open_storages() -> None:
             logger.debug("closing %r at exit failed", storage, exc_info=True)
 
 
-#: How many oids one request to the master reserves.
+#: How many oids the first request to the master reserves, and the most one request asks
+#: for (the master's own limit, ``max_oid_batch``, is 1024 by default).
 OID_BATCH = 64
+OID_BATCH_MAX = 1024
 
 #: How many transactions one request for the undo log asks for.
 UNDO_LOG_PAGE = 100
@@ -140,6 +142,14 @@ class ReplicastStorage(ConflictResolvingStorage):
         # Revisions read lately (ZODB's race tests call ``_cache.clear()`` when they fail).
         self._cache = ClientCache(cache_size)
         self._oids: list[bytes] = []
+        # How many oids the next request to the master asks for: doubled each time a batch is
+        # used up within one transaction (a commit of many new objects), so such a commit
+        # costs a request or two instead of one per 64 objects (each a round trip to the
+        # master: 23% of a 1,000-object commit's time with a fixed batch of 64).
+        self._oid_batch = OID_BATCH
+        # Counts tpc_begin calls: which transaction the last request for oids was made in.
+        self._begun = 0
+        self._oid_refilled_in = -1
         self._oid_lock = threading.Lock()
         self._db: Any = None
         self._closed = False
@@ -456,7 +466,10 @@ class ReplicastStorage(ConflictResolvingStorage):
             raise POSException.ReadOnlyError()
         with self._oid_lock:
             while not self._oids:
-                self._oids = self._client.new_oids(OID_BATCH)
+                if self._transaction is not None and self._oid_refilled_in == self._begun:
+                    self._oid_batch = min(self._oid_batch * 2, OID_BATCH_MAX)
+                self._oid_refilled_in = self._begun
+                self._oids = self._client.new_oids(self._oid_batch)
                 self._oids.reverse()
             return self._oids.pop()
 
@@ -477,6 +490,7 @@ class ReplicastStorage(ConflictResolvingStorage):
             self._commit_lock.release()
             raise
         with self._lock:
+            self._begun += 1
             self._transaction = transaction
             self._ttid = ttid
             self._stored = {}
