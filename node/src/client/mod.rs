@@ -174,6 +174,18 @@ impl Transaction {
             .map(|(oid, _)| *oid)
     }
 
+    /// The bytes this transaction stored on `node`: what its vote there makes durable.
+    fn staged_bytes_at(&self, node: &str) -> u64 {
+        self.replicas.get(node).map_or(0, |replica| {
+            replica
+                .oids
+                .iter()
+                .filter_map(|oid| self.objects.get(oid))
+                .map(|staged| staged.data.as_bytes().len() as u64)
+                .sum()
+        })
+    }
+
     /// Whether every store and check sent is answered by every storage still counted.
     fn all_answered(&self) -> bool {
         self.deferred.is_empty()
@@ -937,19 +949,23 @@ impl Client {
             return;
         }
         let written: BTreeSet<Oid> = txn.written().collect();
+        let staged: BTreeMap<NodeName, u64> = txn
+            .replicas
+            .keys()
+            .map(|node| (node.clone(), txn.staged_bytes_at(node)))
+            .collect();
         for (node, replica) in &mut txn.replicas {
             if txn.failed.contains(node) || replica.vote_sent {
                 continue;
             }
             replica.vote_sent = true;
-            // The vote makes the staged bytes durable: a large transaction takes longer.
-            let staged: u64 = replica
-                .oids
-                .iter()
-                .filter_map(|oid| txn.objects.get(oid))
-                .map(|staged| staged.data.as_bytes().len() as u64)
-                .sum();
-            replica.deadline = Some(now + config.vote_deadline(staged));
+            if replica.unanswered.is_empty() {
+                // The vote makes the staged bytes durable: a large transaction takes longer.
+                let bytes = staged.get(node).copied().unwrap_or(0);
+                replica.deadline = Some(now + config.vote_deadline(bytes));
+            }
+            // Else the stores' deadline runs (they may wait for locks); the vote's starts with
+            // their last answer (`answer_store`).
             self.out.send(
                 node,
                 Message::Vote {
@@ -1800,5 +1816,34 @@ mod tests {
         client
             .finish()
             .expect("the caller was told it voted: it finishes");
+    }
+
+    #[test]
+    fn a_vote_sent_with_its_stores_has_its_deadline_from_their_last_answer() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        let fanout = store_x(&mut client, now);
+        for node in ["s1", "s2", "s3"] {
+            client.fanout_delivered(now, fanout.id, node);
+        }
+        client.vote(now, TransactionInfo::default()).expect("vote");
+        events(&mut client);
+        // The stores may wait for locks: the vote's short deadline does not run yet.
+        let vote_timeout = client.config().vote_timeout;
+        let later = now + vote_timeout * 2;
+        client.handle_timeout(later);
+        assert!(
+            !events(&mut client)
+                .iter()
+                .any(|event| matches!(event, ClientEvent::StorageFailed { .. })),
+            "no storage failed while its stores are unanswered"
+        );
+        // Stored at s1: from now on its vote has the vote's deadline.
+        client.handle(later, "s1", stored_x(ttid)).expect("stored");
+        client.handle_timeout(later + vote_timeout * 2);
+        assert!(
+            events(&mut client).contains(&ClientEvent::StorageFailed { node: "s1".into() }),
+            "s1 stored and then did not vote in time"
+        );
     }
 }

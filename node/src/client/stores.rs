@@ -227,6 +227,8 @@ impl Client {
         result: StoreResult,
     ) -> Result<(), ProtocolError> {
         let timeout = self.config.storage_timeout;
+        let staged = self.txn.as_ref().map_or(0, |txn| txn.staged_bytes_at(from));
+        let vote_deadline = now + self.config.vote_deadline(staged);
         let phases = [Phase::Storing, Phase::Voting];
         let txn = self.transaction(from, "AnswerStore", ttid, &phases)?;
         let Some(replica) = txn.replicas.get_mut(from) else {
@@ -253,6 +255,10 @@ impl Client {
             }
         }
         replica.deadline = Some(now + timeout);
+        if replica.unanswered.is_empty() && replica.vote_sent && !replica.voted {
+            // The vote went out with the stores; it has its own deadline from now on.
+            replica.deadline = Some(vote_deadline);
+        }
         if matches!(result, StoreResult::Conflict { .. }) {
             replica.conflicted.insert(oid);
         } else {
