@@ -100,12 +100,17 @@ fn reads_go_on_while_a_transaction_votes_and_begins_wait_their_turn() {
     run(async {
         let cluster = Arc::new(cluster().await);
         let client = connect(&cluster, "client-zodb").await;
-        let oids = client.new_oids(40).await.expect("oids");
-        let initial: Vec<(Oid, Tid, ObjectData)> = oids
+        let all = client.new_oids(80).await.expect("oids");
+        let initial: Vec<(Oid, Tid, ObjectData)> = all
             .iter()
             .map(|oid| (*oid, Tid::ZERO, data(&format!("initial {}", oid.0))))
             .collect();
         let base = commit(&client, &initial).await;
+        // The transaction writes the first half; the loads read the other half. (A load of an
+        // object the transaction wrote waits for its outcome once a storage voted, and the
+        // vote goes out with the stores: see the storage's `in_doubt.rs`.)
+        let (oids, others) = all.split_at(40);
+        let (oids, others) = (oids.to_vec(), others.to_vec());
 
         // A transaction with many stores, so that its vote waits for their answers.
         let ttid = client.begin().await.expect("begin");
@@ -120,7 +125,7 @@ fn reads_go_on_while_a_transaction_votes_and_begins_wait_their_turn() {
         // Meanwhile other tasks load through clones of the same handle: each gets its own
         // answer, the committed state (the transaction has not finished).
         let mut loads = Vec::new();
-        for oid in oids.clone() {
+        for oid in others.clone() {
             let client = client.clone();
             loads.push(tokio::spawn(async move {
                 let loaded = client.load(oid).await.expect("load during the vote");

@@ -949,10 +949,14 @@ impl Client {
             return;
         }
         let written: BTreeSet<Oid> = txn.written().collect();
+        // Only the votes still to send: `progress` runs on every answer.
         let staged: BTreeMap<NodeName, u64> = txn
             .replicas
-            .keys()
-            .map(|node| (node.clone(), txn.staged_bytes_at(node)))
+            .iter()
+            .filter(|(node, replica)| {
+                !replica.vote_sent && replica.unanswered.is_empty() && !txn.failed.contains(*node)
+            })
+            .map(|(node, _)| (node.clone(), txn.staged_bytes_at(node)))
             .collect();
         for (node, replica) in &mut txn.replicas {
             if txn.failed.contains(node) || replica.vote_sent {

@@ -227,8 +227,6 @@ impl Client {
         result: StoreResult,
     ) -> Result<(), ProtocolError> {
         let timeout = self.config.storage_timeout;
-        let staged = self.txn.as_ref().map_or(0, |txn| txn.staged_bytes_at(from));
-        let vote_deadline = now + self.config.vote_deadline(staged);
         let phases = [Phase::Storing, Phase::Voting];
         let txn = self.transaction(from, "AnswerStore", ttid, &phases)?;
         let Some(replica) = txn.replicas.get_mut(from) else {
@@ -255,15 +253,12 @@ impl Client {
             }
         }
         replica.deadline = Some(now + timeout);
-        if replica.unanswered.is_empty() && replica.vote_sent && !replica.voted {
-            // The vote went out with the stores; it has its own deadline from now on.
-            replica.deadline = Some(vote_deadline);
-        }
         if matches!(result, StoreResult::Conflict { .. }) {
             replica.conflicted.insert(oid);
         } else {
             replica.conflicted.remove(&oid);
         }
+        let vote_due = replica.unanswered.is_empty() && replica.vote_sent && !replica.voted;
         if let StoreResult::Conflict { current } = result
             && !txn.deferred.contains(&oid)
             && let Some(staged) = txn.objects.get(&oid)
@@ -283,9 +278,26 @@ impl Client {
                 },
             );
         }
+        if vote_due {
+            // The vote went out with the stores; it has its own deadline from now on. (Summed
+            // here only, once per storage: per answer it cost a pass over every object.)
+            self.start_vote_deadline(now, from);
+        }
         self.send_deferred(now);
         self.progress(now);
         Ok(())
+    }
+
+    /// Gives the vote outstanding at `node` its deadline, from `now`: the bytes it makes
+    /// durable there take time on top of the vote timeout.
+    fn start_vote_deadline(&mut self, now: SystemTime, node: &str) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let deadline = now + self.config.vote_deadline(txn.staged_bytes_at(node));
+        if let Some(replica) = txn.replicas.get_mut(node) {
+            replica.deadline = Some(deadline);
+        }
     }
 
     pub(super) fn restart(
