@@ -1615,24 +1615,36 @@ mod tests {
         std::iter::from_fn(|| client.poll_event()).collect()
     }
 
-    /// Object 4 conflicted at `node`: the store's answer, then the vote's.
-    fn conflict_at(client: &mut Client, now: SystemTime, node: &str, ttid: Tid) {
-        let stored = Message::AnswerStore {
+    /// A storage's answer that the store of object 4 met revision 9.
+    fn store_conflicted(ttid: Tid) -> Message {
+        Message::AnswerStore {
             ttid,
             generation: 0,
             oid: Oid(4),
             result: StoreResult::Conflict { current: Tid(9) },
-        };
-        client.handle(now, node, stored).expect("store answered");
-        let vote = Message::AnswerVote {
+        }
+    }
+
+    /// A storage's answer to the vote: object 4's store met revision 9.
+    fn vote_conflicted(ttid: Tid) -> Message {
+        Message::AnswerVote {
             ttid,
             result: VoteResult::Conflict {
                 oid: Oid(4),
                 expected: Tid::ZERO,
                 current: Tid(9),
             },
-        };
-        client.handle(now, node, vote).expect("vote answered");
+        }
+    }
+
+    /// Object 4 conflicted at `node`: the store's answer, then the vote's.
+    fn conflict_at(client: &mut Client, now: SystemTime, node: &str, ttid: Tid) {
+        client
+            .handle(now, node, store_conflicted(ttid))
+            .expect("store answered");
+        client
+            .handle(now, node, vote_conflicted(ttid))
+            .expect("vote answered");
     }
 
     fn yes(ttid: Tid) -> Message {
@@ -1706,28 +1718,18 @@ mod tests {
         for node in ["s1", "s2"] {
             conflict_at(&mut client, now, node, ttid);
         }
-        let stored = Message::AnswerStore {
-            ttid,
-            generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Conflict { current: Tid(9) },
-        };
-        client.handle(now, "s3", stored).expect("store answered");
+        client
+            .handle(now, "s3", store_conflicted(ttid))
+            .expect("store answered");
         events(&mut client);
         client
             .store(now, Oid(4), Tid(9), ObjectData::from(b"y".to_vec()))
             .expect("store again");
         // s3 is still writing or refusing its vote: a store now could meet it voted.
         assert!(client.poll_fanout().is_none(), "held back");
-        let vote = Message::AnswerVote {
-            ttid,
-            result: VoteResult::Conflict {
-                oid: Oid(4),
-                expected: Tid::ZERO,
-                current: Tid(9),
-            },
-        };
-        client.handle(now, "s3", vote).expect("vote answered");
+        client
+            .handle(now, "s3", vote_conflicted(ttid))
+            .expect("vote answered");
         assert!(client.poll_fanout().is_some(), "sent once s3 did not vote");
     }
 

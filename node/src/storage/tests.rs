@@ -101,9 +101,14 @@ fn table_here(storage: &mut Storage) {
 }
 
 fn vote(storage: &mut Storage, client: &str, ttid: Tid, oids: &[Oid]) {
+    vote_in(storage, client, ttid, 0, oids);
+}
+
+/// `client` votes for `ttid`'s `generation`, covering one store of each of `oids`.
+fn vote_in(storage: &mut Storage, client: &str, ttid: Tid, generation: u32, oids: &[Oid]) {
     let vote = Message::Vote {
         ttid,
-        generation: 0,
+        generation,
         oids: oids.to_vec(),
         info: TransactionInfo::default(),
         stores: oids.len() as u32,
@@ -1371,14 +1376,7 @@ fn a_vote_sent_with_its_stores_waits_until_it_holds_them_all() {
     let ttid = Tid(10);
     store(&mut storage, "c1", ttid, Oid(1), b"x");
     // The vote overtook the second store (they travel different paths).
-    let vote = Message::Vote {
-        ttid,
-        generation: 0,
-        oids: vec![Oid(1), Oid(2)],
-        info: TransactionInfo::default(),
-        stores: 2,
-    };
-    storage.handle(at(2), "c1", vote).expect("vote held");
+    vote_in(&mut storage, "c1", ttid, 0, &[Oid(1), Oid(2)]);
     persist_until_idle(&mut storage);
     assert!(
         !sent(&mut storage)
@@ -1405,14 +1403,7 @@ fn a_wound_drops_the_held_vote_and_the_next_generation_votes_again() {
     let mut storage = storage(StorageConfig::default());
     let (older, younger) = (Tid(10), Tid(20));
     store(&mut storage, "young", younger, Oid(1), b"y");
-    let vote = |generation| Message::Vote {
-        ttid: younger,
-        generation,
-        oids: vec![Oid(1), Oid(2)],
-        info: TransactionInfo::default(),
-        stores: 2,
-    };
-    storage.handle(at(2), "young", vote(0)).expect("vote held");
+    vote_in(&mut storage, "young", younger, 0, &[Oid(1), Oid(2)]);
     // Not voted: the older transaction wounds it.
     store(&mut storage, "old", older, Oid(1), b"o");
     assert!(sent(&mut storage).iter().any(|(to, message)| to == "young"
@@ -1422,9 +1413,8 @@ fn a_wound_drops_the_held_vote_and_the_next_generation_votes_again() {
                 generation: 1
             }));
     persist_until_idle(&mut storage);
-    storage
-        .handle(at(3), "young", vote(1))
-        .expect("the next generation's vote is taken, not refused as a second one");
+    // The next generation's vote is taken, not refused as a second one.
+    vote_in(&mut storage, "young", younger, 1, &[Oid(1), Oid(2)]);
 }
 
 #[test]
@@ -1432,14 +1422,7 @@ fn a_transaction_the_primary_aborts_is_reported_to_its_client() {
     let mut storage = storage(StorageConfig::default());
     let ttid = Tid(10);
     store(&mut storage, "c1", ttid, Oid(1), b"x");
-    let vote = Message::Vote {
-        ttid,
-        generation: 0,
-        oids: vec![Oid(1), Oid(2)],
-        info: TransactionInfo::default(),
-        stores: 2,
-    };
-    storage.handle(at(2), "c1", vote).expect("vote held");
+    vote_in(&mut storage, "c1", ttid, 0, &[Oid(1), Oid(2)]);
     persist_until_idle(&mut storage);
     sent(&mut storage);
     storage
