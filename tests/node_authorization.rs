@@ -156,8 +156,7 @@ fn samples() -> Vec<Message> {
         Message::AnswerStore {
             ttid: NEVER_BEGUN,
             generation: 0,
-            oid: Oid(1),
-            result: StoreResult::Stored,
+            answers: vec![(Oid(1), StoreResult::Stored)],
         },
         Message::Restart {
             ttid: NEVER_BEGUN,

@@ -536,7 +536,9 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
         .await;
     let stored = mallory
         .wait_for(&replica, |message| match message {
-            Message::AnswerStore { ttid, result, .. } if *ttid == forged => Some(*result),
+            Message::AnswerStore { ttid, answers, .. } if *ttid == forged => {
+                answers.first().map(|(_, result)| *result)
+            }
             _ => None,
         })
         .await;

@@ -182,7 +182,9 @@ fn each_limit_refuses_a_flooding_peer_and_memory_stays_bounded() {
         flooder.send(&link, &store(OLDEST, 2, 1024)).await;
         let first = flooder
             .wait_for("storage-1", |message| match message {
-                Message::AnswerStore { ttid, result, .. } if *ttid == OLDEST => Some(*result),
+                Message::AnswerStore { ttid, answers, .. } if *ttid == OLDEST => {
+                    answers.first().map(|(_, result)| *result)
+                }
                 _ => None,
             })
             .await;

@@ -1708,8 +1708,7 @@ fn client_votes_with_the_second_store_of_an_object_stored_twice_counting_both() 
     let stored = Message::AnswerStore {
         ttid,
         generation: 0,
-        oid: Oid(1),
-        result: StoreResult::Stored,
+        answers: vec![(Oid(1), StoreResult::Stored)],
     };
     for node in &replicas {
         client
@@ -1788,15 +1787,15 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
             }
         ),
         (any_tid(), 0u32..3, any_oid(), any_tid()).prop_map(|(ttid, generation, oid, current)| {
+            let result = if current == Tid::ZERO {
+                StoreResult::Stored
+            } else {
+                StoreResult::Conflict { current }
+            };
             Message::AnswerStore {
                 ttid,
                 generation,
-                oid,
-                result: if current == Tid::ZERO {
-                    StoreResult::Stored
-                } else {
-                    StoreResult::Conflict { current }
-                },
+                answers: vec![(oid, result)],
             }
         }),
         (any_tid(), 0u32..3).prop_map(|(ttid, generation)| Message::Restart { ttid, generation }),

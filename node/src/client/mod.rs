@@ -720,9 +720,8 @@ impl Client {
             Message::AnswerStore {
                 ttid,
                 generation,
-                oid,
-                result,
-            } if !from_master => self.answer_store(now, from, ttid, generation, oid, result),
+                answers,
+            } if !from_master => self.answer_stores(now, from, ttid, generation, &answers),
             Message::Restart { ttid, generation } if !from_master => {
                 self.restart(now, from, ttid, generation)
             }
@@ -912,7 +911,6 @@ impl Client {
     /// Reports the stores answered, sends the votes that are due and reports the vote once it
     /// is complete.
     fn progress(&mut self, now: SystemTime) {
-        let config = self.config.clone();
         let Some(txn) = self.txn.as_mut() else {
             return;
         };
@@ -948,8 +946,35 @@ impl Client {
         if !txn.deferred.is_empty() {
             return;
         }
+        // `progress` runs on every answer: what follows costs a pass over every object, so
+        // only while a vote is still to send.
+        let votes_due = txn
+            .replicas
+            .iter()
+            .any(|(node, replica)| !replica.vote_sent && !txn.failed.contains(node));
+        if votes_due {
+            self.send_votes(now);
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let all_voted = txn
+            .replicas
+            .iter()
+            .all(|(node, replica)| txn.failed.contains(node) || replica.voted);
+        if all_voted {
+            txn.phase = Phase::Voted;
+            self.events.push_back(ClientEvent::Voted { ttid: txn.ttid });
+        }
+    }
+
+    /// Sends the votes not sent yet, each counting the stores it covers.
+    fn send_votes(&mut self, now: SystemTime) {
+        let config = self.config.clone();
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
         let written: BTreeSet<Oid> = txn.written().collect();
-        // Only the votes still to send: `progress` runs on every answer.
         let staged: BTreeMap<NodeName, u64> = txn
             .replicas
             .iter()
@@ -980,14 +1005,6 @@ impl Client {
                     stores: replica.sent,
                 },
             );
-        }
-        let all_voted = txn
-            .replicas
-            .iter()
-            .all(|(node, replica)| txn.failed.contains(node) || replica.voted);
-        if all_voted {
-            txn.phase = Phase::Voted;
-            self.events.push_back(ClientEvent::Voted { ttid: txn.ttid });
         }
     }
 
@@ -1454,8 +1471,7 @@ mod tests {
         Message::AnswerStore {
             ttid,
             generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Stored,
+            answers: vec![(Oid(4), StoreResult::Stored)],
         }
     }
 
@@ -1493,6 +1509,48 @@ mod tests {
         // An unknown fan-out changes nothing.
         client.fanout_failed(now, fanout.id + 100, "s1");
         assert!(client.poll_event().is_none());
+    }
+
+    #[test]
+    fn one_answer_counts_every_store_it_answers_or_none_of_them() {
+        let now = SystemTime::UNIX_EPOCH;
+        let (mut client, ttid) = storing_client();
+        for oid in [Oid(4), Oid(5)] {
+            client
+                .store(now, oid, Tid::ZERO, ObjectData::from(b"x".to_vec()))
+                .expect("store");
+        }
+        let answer = |oids: &[u64]| Message::AnswerStore {
+            ttid,
+            generation: 0,
+            answers: oids
+                .iter()
+                .map(|oid| (Oid(*oid), StoreResult::Stored))
+                .collect(),
+        };
+        // One answer too many (object 4 was stored once, 6 never): refused whole.
+        for wrong in [&[4, 6][..], &[4, 4, 5][..]] {
+            assert!(
+                client.handle(now, "s1", answer(wrong)).is_err(),
+                "{wrong:?}"
+            );
+        }
+        for node in ["s1", "s2", "s3"] {
+            client
+                .handle(now, node, answer(&[4, 5]))
+                .expect("both stores answered at once");
+        }
+        assert!(
+            events(&mut client).contains(&ClientEvent::StoresAnswered {
+                ttid,
+                conflicts: Vec::new()
+            }),
+            "nothing of the refused answers counted, and each store of the others did"
+        );
+        assert!(
+            client.handle(now, "s1", answer(&[4])).is_err(),
+            "answered already"
+        );
     }
 
     #[test]
@@ -1620,8 +1678,7 @@ mod tests {
         Message::AnswerStore {
             ttid,
             generation: 0,
-            oid: Oid(4),
-            result: StoreResult::Conflict { current: Tid(9) },
+            answers: vec![(Oid(4), StoreResult::Conflict { current: Tid(9) })],
         }
     }
 

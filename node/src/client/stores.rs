@@ -217,14 +217,16 @@ impl Client {
         }
     }
 
-    pub(super) fn answer_store(
+    /// Takes in a storage's answers to stores of `ttid`'s `generation`. Every answer is
+    /// checked before any counts: a message with one that answers no store sent is refused
+    /// whole.
+    pub(super) fn answer_stores(
         &mut self,
         now: SystemTime,
         from: &str,
         ttid: Tid,
         generation: u32,
-        oid: Oid,
-        result: StoreResult,
+        answers: &[(Oid, StoreResult)],
     ) -> Result<(), ProtocolError> {
         let timeout = self.config.storage_timeout;
         let phases = [Phase::Storing, Phase::Voting];
@@ -233,51 +235,66 @@ impl Client {
             return Err(out_of_order(from, "AnswerStore", ttid));
         };
         if generation < replica.generation {
-            // Answers a store sent before a restart; its new copy gets its own answer.
+            // Answers stores sent before a restart; their new copies get their own answers.
             return Ok(());
         }
-        if generation > replica.generation || !replica.unanswered.contains_key(&oid) {
+        let mut answered: BTreeMap<Oid, u32> = BTreeMap::new();
+        for (oid, _) in answers {
+            *answered.entry(*oid).or_default() += 1;
+        }
+        let unsent = |(oid, count): (&Oid, &u32)| {
+            replica
+                .unanswered
+                .get(oid)
+                .is_none_or(|pending| pending < count)
+        };
+        if generation > replica.generation || answered.iter().any(unsent) {
             return Err(out_of_order(from, "AnswerStore", ttid));
         }
-        if result == StoreResult::Failed {
+        if let Some((oid, _)) = answers
+            .iter()
+            .find(|(_, result)| *result == StoreResult::Failed)
+        {
             self.fail(AbortReason::StoreFailed {
                 node: from.to_owned(),
-                oid,
+                oid: *oid,
             });
             return Ok(());
         }
-        if let Some(pending) = replica.unanswered.get_mut(&oid) {
-            *pending -= 1;
-            if *pending == 0 {
-                replica.unanswered.remove(&oid);
+        for &(oid, result) in answers {
+            if let Some(pending) = replica.unanswered.get_mut(&oid) {
+                *pending = pending.saturating_sub(1);
+                if *pending == 0 {
+                    replica.unanswered.remove(&oid);
+                }
+            }
+            if matches!(result, StoreResult::Conflict { .. }) {
+                replica.conflicted.insert(oid);
+            } else {
+                replica.conflicted.remove(&oid);
+            }
+            if let StoreResult::Conflict { current } = result
+                && !txn.deferred.contains(&oid)
+                && let Some(staged) = txn.objects.get(&oid)
+            {
+                // The answer is for the object's latest store (none is deferred behind it).
+                let kind = match staged.kind {
+                    StoreKind::CheckCurrent => ConflictKind::ReadCurrent,
+                    _ => ConflictKind::Write,
+                };
+                txn.conflicts.insert(
+                    oid,
+                    Conflict {
+                        oid,
+                        serial: staged.serial,
+                        current,
+                        kind,
+                    },
+                );
             }
         }
         replica.deadline = Some(now + timeout);
-        if matches!(result, StoreResult::Conflict { .. }) {
-            replica.conflicted.insert(oid);
-        } else {
-            replica.conflicted.remove(&oid);
-        }
         let vote_due = replica.unanswered.is_empty() && replica.vote_sent && !replica.voted;
-        if let StoreResult::Conflict { current } = result
-            && !txn.deferred.contains(&oid)
-            && let Some(staged) = txn.objects.get(&oid)
-        {
-            // The answer is for the object's latest store (none is deferred behind it).
-            let kind = match staged.kind {
-                StoreKind::CheckCurrent => ConflictKind::ReadCurrent,
-                _ => ConflictKind::Write,
-            };
-            txn.conflicts.insert(
-                oid,
-                Conflict {
-                    oid,
-                    serial: staged.serial,
-                    current,
-                    kind,
-                },
-            );
-        }
         if vote_due {
             // The vote went out with the stores; it has its own deadline from now on. (Summed
             // here only, once per storage: per answer it cost a pass over every object.)

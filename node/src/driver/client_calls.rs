@@ -254,8 +254,7 @@ mod tests {
             let answer = Message::AnswerStore {
                 ttid: TTID,
                 generation: 0,
-                oid: Oid(1),
-                result: StoreResult::Stored,
+                answers: vec![(Oid(1), StoreResult::Stored)],
             };
             client.handle(now, node, answer).expect("stored");
         }

@@ -15,8 +15,9 @@ use super::message::Message;
 /// Version 6 replaces `AskBegin` by the client's own temporary TIDs (`TtidSpace`, `Begin`),
 /// and a client's `Ask` names its own undecided transaction (`open`). Version 7 sends the
 /// vote with the stores: `Vote` counts the stores it covers (`stores`), and a storage tells a
-/// client that an older transaction waits for its voted one (`OlderWaits`).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// client that an older transaction waits for its voted one (`OlderWaits`). Version 8 answers
+/// stores in batches (`AnswerStore` carries a list).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Encodes `message` with the protocol version in front.
 ///

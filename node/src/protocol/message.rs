@@ -118,16 +118,18 @@ pub enum Message {
         /// What the store does.
         kind: StoreKind,
     },
-    /// Storage -> client: the outcome of one store.
+    /// Storage -> client: the outcomes of stores of one transaction's generation, in the
+    /// order the storage executed them (at most [`MAX_STORE_ANSWERS`]). A storage answers in
+    /// one message every store it finished at once: a commit of many objects costs its
+    /// client a few messages per storage, not one per object.
     AnswerStore {
         /// The transaction.
         ttid: Tid,
-        /// The generation of the store answered.
+        /// The generation of the stores answered.
         generation: u32,
-        /// The object.
-        oid: Oid,
-        /// Stored, or why not.
-        result: StoreResult,
+        /// Each object, and whether it was stored or why not; an object stored twice in the
+        /// generation is answered twice.
+        answers: Vec<(Oid, StoreResult)>,
     },
     /// Storage -> client: the transaction lost its locks here to an older one (wound-wait);
     /// every store of it to this storage must be sent again with `generation`.
@@ -508,6 +510,9 @@ pub enum StoreKind {
     /// `checkCurrentSerialInTransaction`).
     CheckCurrent,
 }
+
+/// The most answers one [`Message::AnswerStore`] carries (a storage sends more in several).
+pub const MAX_STORE_ANSWERS: usize = 4096;
 
 /// The outcome of one store on one storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

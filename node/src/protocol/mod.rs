@@ -78,8 +78,8 @@ pub use codec::{PROTOCOL_VERSION, decode, decode_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use inspect::{InspectAnswer, InspectAsk, OidRange, RangeDigest, RecordDigest};
 pub use message::{
-    LoadResult, Message, ObjectPart, Order, StoreKind, StoreResult, TransactionOutcome,
-    VoteRefusal, VoteResult,
+    LoadResult, MAX_STORE_ANSWERS, Message, ObjectPart, Order, StoreKind, StoreResult,
+    TransactionOutcome, VoteRefusal, VoteResult,
 };
 pub use status::{
     BackupReport, BackupState, BackupStatus, ClusterStatus, CrlStatus, LinkReport, MasterRole,
@@ -89,6 +89,7 @@ pub use status::{
 
 use std::collections::VecDeque;
 
+use crate::ids::{Oid, Tid};
 use crate::partition::NodeName;
 
 /// A message for a named peer, taken from a state machine by its driver.
@@ -112,6 +113,44 @@ impl Outbox {
             to: to.to_owned(),
             message,
         });
+    }
+
+    /// Queues the answer to `ttid`'s store of `oid`: into the message last queued if that
+    /// answers stores of the same transaction and generation to the same client (and has
+    /// room), so answers produced together leave together; nothing is reordered, since
+    /// only the last message grows.
+    pub(crate) fn answer_store(
+        &mut self,
+        to: &str,
+        ttid: Tid,
+        generation: u32,
+        answer: (Oid, StoreResult),
+    ) {
+        if let Some(Transmit {
+            to: last_to,
+            message:
+                Message::AnswerStore {
+                    ttid: last_ttid,
+                    generation: last_generation,
+                    answers,
+                },
+        }) = self.queue.back_mut()
+            && last_to == to
+            && *last_ttid == ttid
+            && *last_generation == generation
+            && answers.len() < MAX_STORE_ANSWERS
+        {
+            answers.push(answer);
+            return;
+        }
+        self.send(
+            to,
+            Message::AnswerStore {
+                ttid,
+                generation,
+                answers: vec![answer],
+            },
+        );
     }
 
     pub(crate) fn poll(&mut self) -> Option<Transmit> {

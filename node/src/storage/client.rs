@@ -215,7 +215,8 @@ impl Storage {
             StoreKind::CheckCurrent if check => Write::CheckSerial { ttid, oid, serial },
             StoreKind::CheckCurrent => {
                 // Nothing to check here; the lock is held all the same.
-                self.answer_store(&client, ttid, generation, oid, StoreResult::Stored);
+                self.out
+                    .answer_store(&client, ttid, generation, (oid, StoreResult::Stored));
                 return;
             }
         };
@@ -289,28 +290,10 @@ impl Storage {
             }
         };
         let client = txn.client.clone();
-        self.answer_store(&client, ttid, generation, oid, result);
+        self.out
+            .answer_store(&client, ttid, generation, (oid, result));
         // The vote may have waited for this staging.
         self.vote_if_ready(ttid)
-    }
-
-    fn answer_store(
-        &mut self,
-        client: &str,
-        ttid: Tid,
-        generation: u32,
-        oid: Oid,
-        result: StoreResult,
-    ) {
-        self.out.send(
-            client,
-            Message::AnswerStore {
-                ttid,
-                generation,
-                oid,
-                result,
-            },
-        );
     }
 
     /// `younger` lost its locks: drop what it staged, tell its client to store again.

@@ -115,7 +115,7 @@
 //! assert!(answers(&mut storage).is_empty());
 //! storage.persisted(now, staging.id, Ok(()))?;
 //! let sent = answers(&mut storage);
-//! assert!(matches!(sent[..], [Message::AnswerStore { result: StoreResult::Stored, .. }]));
+//! assert!(matches!(&sent[..], [Message::AnswerStore { answers, .. }] if answers[..] == [(oid, StoreResult::Stored)]));
 //! let info = TransactionInfo::default();
 //! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info, stores: 1 };
 //! storage.handle(now, "c1", vote)?;

@@ -195,8 +195,7 @@ fn a_store_is_staged_with_its_serial_checked_and_answered_once_executed() {
             Message::AnswerStore {
                 ttid: Tid(10),
                 generation: 0,
-                oid: Oid(1),
-                result: StoreResult::Stored,
+                answers: vec![(Oid(1), StoreResult::Stored)],
             }
         )]
     );
@@ -222,8 +221,7 @@ fn a_conflict_at_the_store_is_answered_with_the_committed_serial_and_resolved() 
             Message::AnswerStore {
                 ttid: Tid(10),
                 generation: 0,
-                oid: Oid(1),
-                result: StoreResult::Conflict { current: Tid(5) },
+                answers: vec![(Oid(1), StoreResult::Conflict { current: Tid(5) })],
             }
         )]
     );
@@ -341,16 +339,17 @@ fn checks_undos_and_restores_are_writes_of_their_own_kind() {
         .persisted(at(2), staged[0].id, Err(stale))
         .expect("check in flight");
     persist_all(&mut storage, staged[1..].to_vec());
-    let answers = sent(&mut storage);
-    assert!(matches!(
-        answers[0].1,
-        Message::AnswerStore {
-            oid: Oid(1),
-            result: StoreResult::Conflict { current: Tid(8) },
-            ..
-        }
-    ));
-    assert_eq!(answers.len(), 3, "{answers:?}");
+    // The three outcomes, persisted together, are answered in one message.
+    let messages = sent(&mut storage);
+    assert!(
+        matches!(
+            &messages[..],
+            [(_, Message::AnswerStore { answers, .. })]
+                if answers.len() == 3
+                    && answers[0] == (Oid(1), StoreResult::Conflict { current: Tid(8) })
+        ),
+        "{messages:?}"
+    );
     // The client checks the object again at the serial it now reads: the read conflict is
     // gone (a vote would answer it otherwise).
     store_kind(
@@ -562,14 +561,11 @@ fn a_failed_staging_fails_the_vote() {
         [StorageEvent::EngineError { ttid: Tid(10), .. }]
     ));
     assert!(matches!(
-        sent(&mut storage)[..],
+        &sent(&mut storage)[..],
         [(
             _,
-            Message::AnswerStore {
-                result: StoreResult::Failed,
-                ..
-            }
-        )]
+            Message::AnswerStore { answers, .. }
+        )] if answers[..] == [(Oid(1), StoreResult::Failed)]
     ));
     vote(&mut storage, "c1", Tid(10), &[Oid(1)]);
     assert!(writes(&mut storage).is_empty(), "nothing to write for it");
