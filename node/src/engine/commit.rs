@@ -10,11 +10,11 @@ use super::batch::WriteBatch;
 use super::error::database;
 use super::records::{
     ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData, TransactionRecord,
-    decode, encode,
+    decode, encode, split_pending,
 };
 use super::tables::{
-    OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME,
-    TRANSACTIONS, TRANSACTIONS_NAME,
+    OBJECTS, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME, TRANSACTIONS,
+    TRANSACTIONS_NAME,
 };
 use super::{Engine, EngineError, last_serial, read_record, read_transaction};
 use crate::ids::{Oid, Tid};
@@ -305,13 +305,14 @@ fn stage(
     make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
 ) -> Result<(), EngineError> {
     let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
-    let header = match pending.get(ttid).map_err(database("read pending"))? {
-        Some(header) => decode::<PendingHeader>(PENDING_NAME, header.value())?,
-        None => PendingHeader::default(),
+    // The transaction's header is written with its first object only.
+    let new_header = match pending.get(ttid).map_err(database("read pending"))? {
+        Some(header) if decode::<PendingHeader>(PENDING_NAME, header.value())?.voted => {
+            return Err(EngineError::AlreadyVoted { ttid, oid });
+        }
+        Some(_) => None,
+        None => Some(encode(PENDING_NAME, &PendingHeader::default())?),
     };
-    if header.voted {
-        return Err(EngineError::AlreadyVoted { ttid, oid });
-    }
     let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
     if let Some(serial) = check {
         let current = last_serial(&objects, oid)?;
@@ -325,14 +326,15 @@ fn stage(
     }
     let record = make_record(&objects)?;
     let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
-    let header = encode(PENDING_NAME, &header)?;
     txn.open_table(PENDING_OBJECTS)
         .map_err(database("open pending objects"))?
         .insert((ttid, oid), object.as_slice())
         .map_err(database("record pending object"))?;
-    pending
-        .insert(ttid, header.as_slice())
-        .map_err(database("record pending"))?;
+    if let Some(header) = new_header {
+        pending
+            .insert(ttid, header.as_slice())
+            .map_err(database("record pending"))?;
+    }
     Ok(())
 }
 
@@ -356,15 +358,15 @@ fn vote(
         let (key, object) = entry.map_err(database("read pending object"))?;
         let oid = key.value().1;
         found.push(oid);
-        let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
         if unchecked(oid) {
             continue;
         }
+        let (serial, _) = split_pending(object.value())?;
         let current = last_serial(&objects, oid)?;
-        if current != object.serial {
+        if current != serial {
             return Err(EngineError::Conflict {
                 oid,
-                expected: object.serial,
+                expected: serial,
                 current,
             });
         }
@@ -430,10 +432,10 @@ fn commit_pending(
     {
         let (key, object) = entry.map_err(database("read pending object"))?;
         let oid = key.value().1;
-        let object: PendingObject = decode(PENDING_OBJECTS_NAME, object.value())?;
-        let record = encode(OBJECTS_NAME, &object.record)?;
+        // The record goes in as it was staged: no decoding, no copy of the content.
+        let (_, record) = split_pending(object.value())?;
         objects
-            .insert((oid, tid), record.as_slice())
+            .insert((oid, tid), record)
             .map_err(database("commit object"))?;
         oids.push(oid);
     }

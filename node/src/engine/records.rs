@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::EngineError;
+use super::tables::PENDING_OBJECTS_NAME;
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::transaction::TransactionInfo;
@@ -48,11 +49,23 @@ pub(crate) struct PendingHeader {
     pub info: TransactionInfo,
 }
 
-/// The on-disk record of one object stored by a pending transaction.
+/// The on-disk record of one object stored by a pending transaction: its serial, then its
+/// revision's record exactly as the objects table will hold it once the transaction commits
+/// (postcard writes a struct's fields one after the other, and a TID as its 8 bytes), so the
+/// vote reads the serial and the finish moves the record without decoding it
+/// ([`split_pending`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PendingObject {
     pub serial: Tid,
     pub record: ObjectRecord,
+}
+
+/// A pending object's serial, and its record's encoding as the objects table holds it.
+pub(crate) fn split_pending(bytes: &[u8]) -> Result<(Tid, &[u8]), EngineError> {
+    postcard::take_from_bytes::<Tid>(bytes).map_err(|source| EngineError::Corrupt {
+        table: PENDING_OBJECTS_NAME,
+        source,
+    })
 }
 
 /// The on-disk record of one object revision.
@@ -90,4 +103,29 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(
     bytes: &'de [u8],
 ) -> Result<T, EngineError> {
     postcard::from_bytes(bytes).map_err(|source| EngineError::Corrupt { table, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_object_splits_into_its_serial_and_its_record_as_committed() {
+        let record = ObjectRecord {
+            data: StoredData::Content(ObjectData::from(b"content".to_vec())),
+            digest: ObjectData::from(b"content".to_vec()).digest(),
+        };
+        let pending = PendingObject {
+            serial: Tid(0x0102_0304_0506_0708),
+            record: record.clone(),
+        };
+        let bytes = encode(PENDING_OBJECTS_NAME, &pending).expect("encodes");
+        let (serial, committed) = split_pending(&bytes).expect("splits");
+        assert_eq!(serial, pending.serial);
+        assert_eq!(committed, encode("objects", &record).expect("encodes"));
+        assert!(
+            split_pending(&bytes[..5]).is_err(),
+            "a short record is corrupt"
+        );
+    }
 }
