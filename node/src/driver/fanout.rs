@@ -188,6 +188,11 @@ impl FanoutWriter {
             .collect()
     }
 
+    /// The next outcome already reported, without waiting.
+    pub(crate) fn try_outcome(&mut self) -> Option<StoreOutcome> {
+        self.outcomes.try_recv().ok()
+    }
+
     /// The next outcome of a store at a storage; pending forever once the pump has ended.
     pub(crate) async fn next_outcome(&mut self) -> StoreOutcome {
         match self.outcomes.recv().await {
@@ -445,6 +450,11 @@ impl FanoutReplica {
 
     pub(crate) fn feed(&self) -> &FanoutFeed {
         &self.feed
+    }
+
+    /// The next object already delivered, without waiting.
+    pub(crate) fn try_object(&mut self) -> Option<DeliveredObject> {
+        self.receiver.try_recv()
     }
 
     /// The next delivered object; pending forever once the receiver has stopped.

@@ -32,6 +32,10 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Closed channels not yet handled by the driver: each channel reports its end once, so this
 /// only bounds how far the channel watchers may run ahead of the driver.
 const LINK_EVENTS: usize = 256;
+/// The most side events (store outcomes, delivered stores) the driver takes in one turn of
+/// its loop: enough to take a burst whole, few enough that messages and commands are not
+/// held back behind a long one.
+const SIDE_BURST: usize = 256;
 
 /// Where the driver finds its peers and how it watches them.
 #[derive(Clone, Debug)]
@@ -311,6 +315,15 @@ impl Side {
             Side::Replica(replica) => SideEvent::Delivered(replica.next_object().await),
         }
     }
+
+    /// The next event already there, without waiting.
+    fn try_next(&mut self) -> Option<SideEvent> {
+        match self {
+            Side::Plain => None,
+            Side::Writer(writer) => writer.try_outcome().map(SideEvent::Store),
+            Side::Replica(replica) => replica.try_object().map(SideEvent::Delivered),
+        }
+    }
 }
 
 pub(crate) fn spawn_with<R: Role>(
@@ -414,6 +427,11 @@ impl<R: Role> Driver<R> {
             report_interval,
         );
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for the role's deadline, moved only when the deadline moves: the loop
+        // turns once per event, and a new timer each turn cost a timer-wheel entry each.
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<SystemTime> = None;
         loop {
             if let Some(failure) = self.role.failure() {
                 // Nothing the role still holds may go out: it may rest on what failed.
@@ -421,12 +439,16 @@ impl<R: Role> Driver<R> {
                 break;
             }
             self.flush().await;
-            let timer = self.role.poll_timeout().map(|deadline| {
-                deadline
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            });
-            let sleep = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600)));
+            let deadline = self.role.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(deadline) = deadline {
+                    let wait = deadline
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
             tokio::select! {
                 incoming = self.endpoint.accept() => match incoming {
                     Some(incoming) => self.receive(incoming),
@@ -437,14 +459,31 @@ impl<R: Role> Driver<R> {
                     None => break,
                 },
                 Some(closed) = link_queue.recv() => self.outbound_closed(closed),
-                _ = sleep, if timer.is_some() => {
+                () = &mut sleep, if armed.is_some() => {
+                    // Fired: the role sets its next deadline (the same one again is armed
+                    // again).
+                    armed = None;
                     self.tell_received();
                     let result = self.role.handle_timeout(SystemTime::now());
                     self.note(result, "timer");
                 }
                 _ = report.tick(), if self.report_to.is_some() => self.send_report().await,
                 () = self.role.background() => {}
-                event = self.side.next(), if self.role.takes_stores() => self.side_event(event),
+                event = self.side.next(), if self.role.takes_stores() => {
+                    self.side_event(event);
+                    // Those already there go in before the next flush: a commit's stores and
+                    // their outcomes come by the thousand, and a turn of this loop for each
+                    // (a flush, a timer) cost more than the event.
+                    for _ in 1..SIDE_BURST {
+                        if !self.role.takes_stores() {
+                            break;
+                        }
+                        let Some(event) = self.side.try_next() else {
+                            break;
+                        };
+                        self.side_event(event);
+                    }
+                }
             }
         }
         self.role
