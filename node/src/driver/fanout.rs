@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use replicast_transport::fanout::{
-    DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, Reachability,
+    DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, ObjectOutcome, Reachability,
     ReplicaOutcome, Strategy,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -112,16 +112,25 @@ pub(crate) struct StoreOutcome {
     pub(crate) delivered: bool,
 }
 
-/// Reports outcomes to the driver. Unbounded, as their number is bounded by the stores the
-/// role emitted (one per store and storage), which the role holds anyway.
-type Outcomes = mpsc::UnboundedSender<StoreOutcome>;
+/// Where the pump reports what became of stores: those it could not hand to a storage, and
+/// (through the transport) every other. Unbounded, as their number is bounded by the stores
+/// the role emitted (one per store and storage), which the role holds anyway.
+struct Outlets {
+    failed: mpsc::UnboundedSender<StoreOutcome>,
+    report: mpsc::UnboundedSender<ObjectOutcome>,
+}
 
 /// The client's side: the writer, the pump that feeds it, and the outcomes coming back.
 pub(crate) struct FanoutWriter {
     writer: Fanout,
     shared: Arc<Shared>,
     work: mpsc::UnboundedSender<PumpWork>,
+    /// The stores the pump could not hand to a storage.
     outcomes: mpsc::UnboundedReceiver<StoreOutcome>,
+    /// What became of every store handed to the transport, one stream for all of them.
+    reports: mpsc::UnboundedReceiver<ObjectOutcome>,
+    /// The transport's object id of the role's fan-out 0.
+    base: u64,
     pump: JoinHandle<()>,
 }
 
@@ -137,15 +146,19 @@ impl FanoutWriter {
         let shared = Arc::new(Shared::default());
         let (work, queue) = mpsc::unbounded_channel();
         let (failed, outcomes) = mpsc::unbounded_channel();
+        let (report, reports) = mpsc::unbounded_channel();
         // Transport object ids must not repeat for a writer name: a client restarted under
         // the same name starts elsewhere in the id space.
         let base = rand::random::<u64>() >> 2;
-        let pump = tokio::spawn(pump(writer.clone(), shared.clone(), base, queue, failed));
+        let outlets = Outlets { failed, report };
+        let pump = tokio::spawn(pump(writer.clone(), shared.clone(), base, queue, outlets));
         Self {
             writer,
             shared,
             work,
             outcomes,
+            reports,
+            base,
             pump,
         }
     }
@@ -190,14 +203,38 @@ impl FanoutWriter {
 
     /// The next outcome already reported, without waiting.
     pub(crate) fn try_outcome(&mut self) -> Option<StoreOutcome> {
-        self.outcomes.try_recv().ok()
+        if let Ok(outcome) = self.outcomes.try_recv() {
+            return Some(outcome);
+        }
+        let report = self.reports.try_recv().ok()?;
+        Some(self.take_report(report))
     }
 
     /// The next outcome of a store at a storage; pending forever once the pump has ended.
     pub(crate) async fn next_outcome(&mut self) -> StoreOutcome {
-        match self.outcomes.recv().await {
-            Some(outcome) => outcome,
-            None => std::future::pending().await,
+        tokio::select! {
+            Some(outcome) = self.outcomes.recv() => outcome,
+            Some(report) = self.reports.recv() => self.take_report(report),
+            else => std::future::pending().await,
+        }
+    }
+
+    /// Counts what the transport reports of a store, and names the store as the role knows
+    /// it.
+    fn take_report(&self, report: ObjectOutcome) -> StoreOutcome {
+        let delivered = report.outcome.is_delivered();
+        if let ReplicaOutcome::Failed { reason } = &report.outcome {
+            tracing::debug!(name = %report.replica, %reason, "a store did not reach the storage");
+            mark_stale(&self.shared, &report.replica);
+        }
+        lock(&self.shared.deliveries)
+            .entry(report.replica.clone())
+            .or_default()
+            .count(&report.outcome);
+        StoreOutcome {
+            id: report.object_id.wrapping_sub(self.base),
+            storage: report.replica,
+            delivered,
         }
     }
 }
@@ -234,7 +271,7 @@ async fn pump(
     shared: Arc<Shared>,
     base: u64,
     mut queue: mpsc::UnboundedReceiver<PumpWork>,
-    failed: Outcomes,
+    outlets: Outlets,
 ) {
     while let Some(work) = queue.recv().await {
         match work {
@@ -261,7 +298,7 @@ async fn pump(
                     if member_ready(&writer, &shared, &name, addr).await {
                         ready.push(name);
                     } else {
-                        fail(&shared, &failed, id, &name);
+                        fail(&shared, &outlets.failed, id, &name);
                     }
                 }
                 if ready.is_empty() {
@@ -269,19 +306,14 @@ async fn pump(
                 }
                 let names: Vec<&str> = ready.iter().map(String::as_str).collect();
                 let object_id = base.wrapping_add(id);
-                match writer
-                    .send_to(object_id, bytes, &names, writer.strategy())
-                    .await
-                {
-                    Ok(handle) => {
-                        tokio::spawn(gather_outcomes(handle, shared.clone(), failed.clone(), id));
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "fan-out of a store failed");
-                        for name in &ready {
-                            mark_stale(&shared, name);
-                            fail(&shared, &failed, id, name);
-                        }
+                let sent = writer
+                    .send_reporting(object_id, bytes, &names, writer.strategy(), &outlets.report)
+                    .await;
+                if let Err(error) = sent {
+                    tracing::warn!(%error, "fan-out of a store failed");
+                    for name in &ready {
+                        mark_stale(&shared, name);
+                        fail(&shared, &outlets.failed, id, name);
                     }
                 }
             }
@@ -387,7 +419,7 @@ fn mark_stale(shared: &Shared, name: &str) {
     }
 }
 
-fn fail(shared: &Shared, failed: &Outcomes, id: u64, name: &str) {
+fn fail(shared: &Shared, failed: &mpsc::UnboundedSender<StoreOutcome>, id: u64, name: &str) {
     lock(&shared.deliveries)
         .entry(name.to_owned())
         .or_default()
@@ -398,34 +430,6 @@ fn fail(shared: &Shared, failed: &Outcomes, id: u64, name: &str) {
         storage: name.to_owned(),
         delivered: false,
     });
-}
-
-async fn gather_outcomes(
-    mut handle: replicast_transport::fanout::FanoutHandle,
-    shared: Arc<Shared>,
-    outcomes: Outcomes,
-    id: u64,
-) {
-    while let Some((name, outcome)) = handle.next().await {
-        match &outcome {
-            ReplicaOutcome::Failed { reason } => {
-                tracing::debug!(%name, %reason, "a store did not reach the storage");
-                mark_stale(&shared, &name);
-                fail(&shared, &outcomes, id, &name);
-            }
-            delivered => {
-                lock(&shared.deliveries)
-                    .entry(name.clone())
-                    .or_default()
-                    .count(delivered);
-                let _ = outcomes.send(StoreOutcome {
-                    id,
-                    storage: name,
-                    delivered: true,
-                });
-            }
-        }
-    }
 }
 
 /// The storage's side: the receiver, and the feed the driver hands non-message work to.

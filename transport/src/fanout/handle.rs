@@ -42,6 +42,18 @@ impl ReplicaOutcome {
     }
 }
 
+/// The outcome of one object at one replica, as [`Fanout::send_reporting`](super::Fanout::send_reporting)
+/// reports it on the caller's stream.
+#[derive(Debug, Clone)]
+pub struct ObjectOutcome {
+    /// The object.
+    pub object_id: u64,
+    /// The replica.
+    pub replica: String,
+    /// What became of the object there.
+    pub outcome: ReplicaOutcome,
+}
+
 /// Resolves replica by replica as the acknowledgements of one object come in.
 ///
 /// Returned by [`Fanout::send`](super::Fanout::send).

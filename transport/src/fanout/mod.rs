@@ -58,7 +58,7 @@ pub mod wire;
 mod writer;
 
 pub use error::{DeliveryFailure, FanoutError};
-pub use handle::{DeliveryPath, FanoutHandle, FanoutReport, ReplicaOutcome};
+pub use handle::{DeliveryPath, FanoutHandle, FanoutReport, ObjectOutcome, ReplicaOutcome};
 pub use reach::{Fallback, Reachability, ReachabilityTable, Route, Strategy};
 pub use replica::{
     DeliveredObject, FanoutFeed, FanoutReceiver, FanoutReceiverConfig, FanoutReceiverStats,

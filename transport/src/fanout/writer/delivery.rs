@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::lane::{Lane, LaneWork, UNICAST_ALONE, queue};
 use super::{Inner, lock};
 use crate::fanout::error::DeliveryFailure;
-use crate::fanout::handle::{DeliveryPath, ReplicaOutcome};
+use crate::fanout::handle::{DeliveryPath, ObjectOutcome, ReplicaOutcome};
 use crate::fanout::reach::{Fallback, Strategy};
 use crate::fanout::wire::{UnicastAck, UnicastHeader, Verdict};
 use crate::quic::{Link, LinkError};
@@ -27,13 +27,31 @@ pub(super) struct Delivery {
     pub(super) object_id: u64,
     pub(super) data: Bytes,
     pub(super) start: Instant,
-    pub(super) outcomes: mpsc::UnboundedSender<(String, ReplicaOutcome)>,
+    pub(super) outcomes: Reporter,
+}
+
+/// Where a delivery's outcome goes: the object's own [`FanoutHandle`](crate::fanout::FanoutHandle),
+/// or the caller's stream of every object's outcomes ([`Fanout::send_reporting`](super::Fanout::send_reporting)).
+#[derive(Clone)]
+pub(super) enum Reporter {
+    Handle(mpsc::UnboundedSender<(String, ReplicaOutcome)>),
+    Stream(mpsc::UnboundedSender<ObjectOutcome>),
 }
 
 impl Delivery {
     pub(super) fn resolve(self, outcome: ReplicaOutcome) {
-        // The caller may have dropped the handle: the outcome then concerns nobody.
-        let _ = self.outcomes.send((self.target.name, outcome));
+        // The caller may have dropped the handle or the stream: the outcome then concerns
+        // nobody.
+        let _ = match self.outcomes {
+            Reporter::Handle(handle) => handle.send((self.target.name, outcome)).map_err(drop),
+            Reporter::Stream(stream) => stream
+                .send(ObjectOutcome {
+                    object_id: self.object_id,
+                    replica: self.target.name,
+                    outcome,
+                })
+                .map_err(drop),
+        };
     }
 
     /// Sends the object by unicast: a large one alone at once, a small one through the

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::error::{DeliveryFailure, FanoutError};
-use super::handle::{DeliveryPath, FanoutHandle};
+use super::handle::{DeliveryPath, FanoutHandle, ObjectOutcome};
 use super::reach::{Reachability, ReachabilityTable, Route, Strategy};
 use super::wire::{
     ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, SERVICE, digest,
@@ -34,7 +34,7 @@ use crate::multicast::driver::{
 use crate::multicast::proto::{GroupKey, ReceiverKey};
 use crate::quic::{Endpoint, Link};
 use bundle::{BUNDLE_ALONE, BUNDLE_BYTES, BUNDLE_QUEUE_BYTES, Bundled, run_bundler};
-use delivery::{Delivery, Target};
+use delivery::{Delivery, Reporter, Target};
 use lane::{Announced, Lane, LaneWork, queue, start_lane};
 
 /// How a [`Fanout`] writer runs.
@@ -470,6 +470,61 @@ impl Fanout {
         replicas: &[&str],
         strategy: Strategy,
     ) -> Result<FanoutHandle, FanoutError> {
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let names = self
+            .dispatch(object_id, data, replicas, strategy, Reporter::Handle(tx))
+            .await?;
+        Ok(FanoutHandle {
+            object_id,
+            replicas: names,
+            outcomes,
+            report: BTreeMap::new(),
+        })
+    }
+
+    /// Hands an object to `replicas` with `strategy`, as [`send_to`](Self::send_to) does,
+    /// and reports each replica's outcome on `outcomes` instead of a handle of its own: a
+    /// writer of many objects reads one stream rather than a handle (a channel, a task) per
+    /// object. An outcome comes for each replica named (once each), unless the call fails.
+    ///
+    /// ```no_run
+    /// # async fn example(writer: replicast_transport::fanout::Fanout) -> Result<(), Box<dyn std::error::Error>> {
+    /// use replicast_transport::fanout::Strategy;
+    /// let (report, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    /// for id in 0..100 {
+    ///     let data = bytes::Bytes::from(vec![id as u8; 512]);
+    ///     writer.send_reporting(id, data, &["replica-1", "replica-2"], Strategy::Auto, &report).await?;
+    /// }
+    /// while let Some(outcome) = outcomes.recv().await {
+    ///     println!("{} at {}: {:?}", outcome.object_id, outcome.replica, outcome.outcome);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_reporting(
+        &self,
+        object_id: u64,
+        data: Bytes,
+        replicas: &[&str],
+        strategy: Strategy,
+        outcomes: &mpsc::UnboundedSender<ObjectOutcome>,
+    ) -> Result<(), FanoutError> {
+        let reporter = Reporter::Stream(outcomes.clone());
+        self.dispatch(object_id, data, replicas, strategy, reporter)
+            .await
+            .map(drop)
+    }
+
+    /// Sends the object on its paths, each delivery reporting to `reporter`; the replicas
+    /// it went to (each once).
+    async fn dispatch(
+        &self,
+        object_id: u64,
+        data: Bytes,
+        replicas: &[&str],
+        strategy: Strategy,
+        reporter: Reporter,
+    ) -> Result<Vec<String>, FanoutError> {
         let start = Instant::now();
         // A replica named twice gets the object once.
         let mut seen = std::collections::BTreeSet::new();
@@ -515,20 +570,14 @@ impl Fanout {
                 id
             })
         };
-        let (tx, outcomes) = mpsc::unbounded_channel();
-        let handle = FanoutHandle {
-            object_id,
-            replicas: replicas.iter().map(|name| (*name).to_owned()).collect(),
-            outcomes,
-            report: BTreeMap::new(),
-        };
+        let names = replicas.iter().map(|name| (*name).to_owned()).collect();
         let delivery_to = |target| Delivery {
             inner: self.inner.clone(),
             target,
             object_id,
             data: data.clone(),
             start,
-            outcomes: tx.clone(),
+            outcomes: reporter.clone(),
         };
         let bundler = self
             .inner
@@ -593,7 +642,7 @@ impl Fanout {
         for target in unicast {
             delivery_to(target).by_unicast(DeliveryPath::Unicast);
         }
-        Ok(handle)
+        Ok(names)
     }
 
     /// Stops the multicast sender after every accepted object is resolved at every receiver,
