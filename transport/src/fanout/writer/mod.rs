@@ -774,6 +774,35 @@ mod tests {
         );
         assert_eq!(feed.stats().map(|stats| stats.unicast_objects), Some(1));
 
+        // Objects sent reporting on one stream: one outcome per object and replica (a
+        // replica named twice gets the object once), named by the object's id.
+        let (report, mut outcomes) = mpsc::unbounded_channel();
+        for id in [3, 4] {
+            let replicas = ["replica", "replica"];
+            let data = Bytes::from_static(b"reported");
+            writer
+                .send_reporting(id, data, &replicas, Strategy::Unicast, &report)
+                .await
+                .expect("send");
+        }
+        let mut reported = Vec::new();
+        for _ in 0..2 {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), outcomes.recv())
+                .await
+                .expect("reported in time")
+                .expect("the writer holds a sender");
+            assert!(outcome.outcome.is_delivered(), "{outcome:?}");
+            reported.push((outcome.object_id, outcome.replica));
+        }
+        reported.sort();
+        let replica = String::from("replica");
+        assert_eq!(reported, [(3, replica.clone()), (4, replica)]);
+        drop(report);
+        assert!(
+            outcomes.recv().await.is_none(),
+            "no other outcome once the deliveries ended"
+        );
+
         // Once the receiver is gone, the feed refuses everything.
         drop(receiver);
         assert!(feed.stats().is_none());
