@@ -23,6 +23,7 @@ use replicast_node::object::ObjectData;
 use replicast_node::protocol::LoadBefore;
 use replicast_node::transaction::TransactionInfo;
 use replicast_transport::quic::Endpoint;
+use tokio::task::JoinHandle;
 
 use crate::connect::connect;
 use crate::errors::{ZodbError, raise_pos, seconds, wrong_type};
@@ -43,6 +44,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const STORE_BATCH: usize = 64;
 
 pub use replicast_node::client::DEFAULT_MAX_OBJECT_SIZE;
+
+/// A batch of new oids on its way from the master.
+type OidBatch = JoinHandle<Result<Vec<Oid>, ClientError>>;
 
 /// A revision for Python: its data (`None` for a deletion) and its TID.
 type Revision<'py> = (Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>);
@@ -82,10 +86,17 @@ pub struct NativeClient {
     shared: Arc<Shared>,
     /// Stores gathered by `store`, not yet handed to the driver (see [`STORE_BATCH`]).
     gathered: Mutex<Vec<(Oid, Tid, ObjectData)>>,
+    /// The next batch of new oids, asked for as soon as the last one arrived (`new_oids`).
+    prefetched: Mutex<Option<OidBatch>>,
     name: String,
     strategy: String,
     max_object_size: usize,
     timeout: Duration,
+}
+
+/// Locks `mutex` past poisoning: nothing panics while holding these locks.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl NativeClient {
@@ -105,7 +116,7 @@ impl NativeClient {
 
     /// The stores gathered, locked past poisoning (nothing panics while holding it).
     fn gathered(&self) -> std::sync::MutexGuard<'_, Vec<(Oid, Tid, ObjectData)>> {
-        self.gathered.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.gathered)
     }
 
     /// Runs the future `call` makes of the handle, with the GIL released, once the stores
@@ -183,6 +194,7 @@ impl NativeClient {
                 endpoint: connected.endpoint,
             }),
             gathered: Mutex::new(Vec::with_capacity(STORE_BATCH)),
+            prefetched: Mutex::new(None),
             name: connected.name,
             strategy: connected.strategy.as_str().to_owned(),
             max_object_size,
@@ -214,9 +226,29 @@ impl NativeClient {
         self.timeout.as_secs_f64()
     }
 
-    /// Up to `count` new object ids from the master (at least one; never oid 0).
+    /// Up to `count` new object ids from the master (at least one; never oid 0), in
+    /// increasing order.
+    ///
+    /// The next batch (of `count`) is asked for as soon as this one is here, so that an
+    /// application creating many objects waits for the master once, not once per batch; a
+    /// prefetched batch that failed is asked for again, and its error is this call's.
     fn new_oids<'py>(&self, py: Python<'py>, count: u32) -> PyResult<Bound<'py, PyList>> {
-        let oids = self.call(py, move |h| async move { h.new_oids(count.max(1)).await })?;
+        let count = count.max(1);
+        let ahead = lock(&self.prefetched).take();
+        let oids = self.call(py, move |h| async move {
+            match ahead {
+                Some(ahead) => match ahead.await {
+                    Ok(Ok(oids)) if !oids.is_empty() => Ok(oids),
+                    _ => h.new_oids(count).await,
+                },
+                None => h.new_oids(count).await,
+            }
+        })?;
+        if let Ok(runtime) = runtime() {
+            let handle = self.shared.handle.clone();
+            let next = runtime.spawn(async move { handle.new_oids(count).await });
+            *lock(&self.prefetched) = Some(next);
+        }
         PyList::new(py, oids.into_iter().map(|o| oid_bytes(py, o)))
     }
 
