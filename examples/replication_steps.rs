@@ -6,11 +6,16 @@
 //! Fills a source engine with `MEGABYTES` of objects of `OBJECT_BYTES` each, in transactions of
 //! about 4 MiB (as `replication_speed` writes them), then replicates half of its 12
 //! partitions into a new engine the way a storage does: for each partition, the transactions
-//! then the revisions, in batches of 1 MiB, partitions taken in turn.
+//! then the revisions, in batches of 1 MiB (`BATCH_BYTES`), partitions taken in turn. The
+//! revisions are all exported and through the wire before the import starts, so that the
+//! import is timed alone (wall, CPU of its thread, bytes it passed to write(2)): `GROUP`
+//! batches per write transaction (default 1, each batch alone), without fsync and one at the
+//! end as a storage imports (`SYNC_EACH` set: each batch durable, as before issue 17's change).
 //!
 //! ```sh
 //! cargo build --release --example replication_steps
 //! target/release/examples/replication_steps 256 1024
+//! GROUP=6 SYNC_EACH=1 target/release/examples/replication_steps 256 1024
 //! ```
 
 use std::time::{Duration, Instant};

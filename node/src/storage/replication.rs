@@ -666,7 +666,8 @@ impl Storage {
         result: Result<(), EngineError>,
     ) -> Result<(), ProtocolError> {
         if result.is_ok() {
-            // True of the disk whatever the round: later rounds start from it.
+            // True of the engine whatever the round (and of the disk once a durable commit
+            // follows, as one does before a round is reported): later rounds start from it.
             let known = self.progress.entry(partition).or_default();
             *known = known.max(progress);
         }
