@@ -212,7 +212,7 @@ impl Engine {
         batch: &[CommittedTransaction],
         progress: ReplicationProgress,
     ) -> Result<(), EngineError> {
-        self.write_one(|write| write.import_transactions(partition, batch, progress))
+        self.write_one(|write| write.import_transactions(partition, batch, progress, true))
     }
 
     /// Imports a batch of [`partition_objects`](Self::partition_objects) from another replica
@@ -224,7 +224,7 @@ impl Engine {
         batch: &[ReplicatedObject],
         progress: ReplicationProgress,
     ) -> Result<(), EngineError> {
-        self.write_one(|write| write.import_objects(partition, batch, progress))
+        self.write_one(|write| write.import_objects(partition, batch, progress, true))
     }
 
     /// The content and digest of revision `tid` of `oid` (an undo's back-pointer followed),
@@ -262,15 +262,24 @@ impl Engine {
 }
 
 impl WriteBatch<'_> {
-    /// [`Engine::import_transactions`] in this batch; makes it durable.
+    /// [`Engine::import_transactions`] in this batch; makes it durable if `durable`.
+    ///
+    /// An import left without fsync becomes durable with the next durable commit, and until
+    /// then a crash loses it together with the progress it recorded, so the partition is asked
+    /// again from the last durable progress: nothing is lost but work. Importing a partition's
+    /// batches that way lets redb write the pages a later batch changes again only once, at
+    /// the durable commit, not once per batch (see [`StorageConfig::replication_sync_bytes`]).
+    ///
+    /// [`StorageConfig::replication_sync_bytes`]: crate::storage::StorageConfig::replication_sync_bytes
     pub fn import_transactions(
         &mut self,
         partition: u32,
         batch: &[CommittedTransaction],
         progress: ReplicationProgress,
+        durable: bool,
     ) -> Result<(), EngineError> {
         self.write(
-            |_| true,
+            |_| durable,
             |txn| {
                 merge_transactions(txn, batch)?;
                 record_progress(txn, partition, progress)
@@ -278,17 +287,18 @@ impl WriteBatch<'_> {
         )
     }
 
-    /// [`Engine::import_objects`] in this batch; makes it durable. A revision that does not
-    /// match its digest, or whose transaction is not here, is refused before anything is
-    /// written.
+    /// [`Engine::import_objects`] in this batch; makes it durable if `durable` (as for
+    /// [`import_transactions`](Self::import_transactions)). A revision that does not match its
+    /// digest, or whose transaction is not here, is refused before anything is written.
     pub fn import_objects(
         &mut self,
         partition: u32,
         batch: &[ReplicatedObject],
         progress: ReplicationProgress,
+        durable: bool,
     ) -> Result<(), EngineError> {
         self.write(
-            |_| true,
+            |_| durable,
             |txn| {
                 merge_objects(txn, batch)?;
                 record_progress(txn, partition, progress)

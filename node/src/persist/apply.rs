@@ -146,12 +146,14 @@ fn apply_plain(batch: &mut WriteBatch<'_>, write: &Write) -> Result<(), EngineEr
             partition,
             transactions,
             progress,
-        } => batch.import_transactions(*partition, transactions, *progress),
+            durable,
+        } => batch.import_transactions(*partition, transactions, *progress, *durable),
         Write::ImportObjects {
             partition,
             objects,
             progress,
-        } => batch.import_objects(*partition, objects, *progress),
+            durable,
+        } => batch.import_objects(*partition, objects, *progress, *durable),
         Write::ForgetProgress { partition } => batch.forget_progress(*partition),
         // Handled by `apply`.
         Write::Pack { .. } | Write::Collect { .. } => Ok(()),

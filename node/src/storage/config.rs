@@ -24,6 +24,14 @@ pub struct StorageConfig {
     /// About how many bytes one replication batch carries (at least one transaction or
     /// revision, whatever its size); well below the links' frame limit.
     pub replication_batch_bytes: usize,
+    /// How many bytes of a partition's history this storage imports between two durable
+    /// imports when it catches up. The imports between are committed without fsync (a durable
+    /// commit makes them durable too), so that redb writes the pages that several batches
+    /// change once, at the durable commit, instead of once per batch: with 1 KiB objects that
+    /// halved the bytes an importing storage wrote (docs/BENCH.md, issue 17). A crash costs at
+    /// most this much of the partition's copy, asked again from the last durable progress. The
+    /// import that completes a partition's round is always durable, before it is reported.
+    pub replication_sync_bytes: usize,
     /// How long a partition waits before asking its sources again when all of them failed.
     pub replication_retry: Duration,
     /// How long a source has to answer one replication batch before another is asked.
@@ -56,6 +64,7 @@ impl Default for StorageConfig {
             idle_timeout: Duration::from_secs(30),
             remembered_ends: 4096,
             replication_batch_bytes: 1 << 20,
+            replication_sync_bytes: 64 << 20,
             replication_retry: Duration::from_secs(1),
             replication_answer_timeout: Duration::from_secs(30),
             durable_finish: false,

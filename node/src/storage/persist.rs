@@ -116,7 +116,8 @@ pub enum Write {
         /// The objects.
         oids: Vec<Oid>,
     },
-    /// Import replicated transactions of `partition` and record `progress`, durably.
+    /// Import replicated transactions of `partition` and record `progress`, durably if
+    /// `durable` ([`WriteBatch::import_transactions`](crate::engine::WriteBatch::import_transactions)).
     ImportTransactions {
         /// The partition.
         partition: u32,
@@ -124,6 +125,8 @@ pub enum Write {
         transactions: Vec<CommittedTransaction>,
         /// What the engine then holds of the partition.
         progress: ReplicationProgress,
+        /// Whether the commit is made durable (else with the next durable one).
+        durable: bool,
     },
     /// Forget what replication recorded of `partition`, durably: a cell that was whole here went
     /// out of date, and the next round copies what the master says it holds whole, nothing
@@ -132,7 +135,8 @@ pub enum Write {
         /// The partition.
         partition: u32,
     },
-    /// Import replicated revisions of `partition` and record `progress`, durably.
+    /// Import replicated revisions of `partition` and record `progress`, durably if `durable`
+    /// ([`WriteBatch::import_objects`](crate::engine::WriteBatch::import_objects)).
     ImportObjects {
         /// The partition.
         partition: u32,
@@ -140,6 +144,8 @@ pub enum Write {
         objects: Vec<ReplicatedObject>,
         /// What the engine then holds of the partition.
         progress: ReplicationProgress,
+        /// Whether the commit is made durable (else with the next durable one).
+        durable: bool,
     },
 }
 

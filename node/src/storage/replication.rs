@@ -6,9 +6,13 @@
 //! word, or its own [`ReplicationProgress`] on disk if further) and asks an up-to-date cell of
 //! the current table, in batches bounded in bytes: first the transactions touching the
 //! partition up to `B`, then the revisions of its objects up to `B`. Each batch is imported
-//! with the new progress in one durable write, so a restart or a failed source costs at most
-//! one batch. When both steps reach `B` the storage reports [`Message::Replicated`]; the
-//! commits after `B` reached it live.
+//! with the new progress in one write, so a failed source costs at most one batch. Imports
+//! are committed without fsync but for one each [`StorageConfig::replication_sync_bytes`] of
+//! the partition and the one that completes its round: redb then writes a page that several
+//! batches change (neighbouring objects of other partitions) once, not once per batch, and a
+//! restart costs at most the batches since the last durable import. When both steps reach `B`
+//! and the last import is durable, the storage reports [`Message::Replicated`]; the commits
+//! after `B` reached it live.
 //!
 //! A source that is lost, answers [`Message::ReplicationUnavailable`], or sends a batch that
 //! does not fit the request is left for the round and another up-to-date cell is asked; when
@@ -33,6 +37,7 @@
 //! [`Engine::store_pending_unchecked`](crate::engine::Engine::store_pending_unchecked).
 //!
 //! [`StorageConfig::replication_retry`]: super::StorageConfig::replication_retry
+//! [`StorageConfig::replication_sync_bytes`]: super::StorageConfig::replication_sync_bytes
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -113,6 +118,8 @@ struct CatchUp {
     retry_at: Option<SystemTime>,
     /// A revision too large for one batch, partly here.
     part: Option<Part>,
+    /// Bytes imported since the last durable import.
+    undurable_bytes: usize,
 }
 
 /// A batch waiting for the import before it.
@@ -126,6 +133,28 @@ struct Held {
 impl CatchUp {
     fn target(&self) -> ReplicationProgress {
         ReplicationProgress::complete_to(self.up_to)
+    }
+
+    /// Whether the import of `bytes` that reaches `progress` is made durable: the one that
+    /// completes the round (reported once persisted, so it must be on disk), and one each time
+    /// `sync_bytes` were imported without (see [`StorageConfig::replication_sync_bytes`]).
+    ///
+    /// [`StorageConfig::replication_sync_bytes`]: super::StorageConfig::replication_sync_bytes
+    fn durable_import(
+        &mut self,
+        progress: ReplicationProgress,
+        bytes: usize,
+        sync_bytes: usize,
+    ) -> bool {
+        let target = self.target();
+        let completes =
+            progress.transactions >= target.transactions && progress.objects >= target.objects;
+        self.undurable_bytes = self.undurable_bytes.saturating_add(bytes);
+        let durable = completes || self.undurable_bytes >= sync_bytes;
+        if durable {
+            self.undurable_bytes = 0;
+        }
+        durable
     }
 
     /// Where the next question starts: after the last batch received (held, being imported,
@@ -374,6 +403,7 @@ impl Storage {
                     failed: BTreeSet::new(),
                     retry_at: None,
                     part: None,
+                    undurable_bytes: 0,
                 },
             );
         }
@@ -474,6 +504,7 @@ impl Storage {
         transactions: Vec<CommittedTransaction>,
         resume: Option<Tid>,
     ) -> Result<(), ProtocolError> {
+        let sync_bytes = self.config.replication_sync_bytes;
         let num_partitions = self.num_partitions();
         let Some(catch_up) = self.asked_of(from, partition) else {
             // The round ended meanwhile (the table changed): nothing to do with it.
@@ -507,6 +538,11 @@ impl Storage {
             transactions: reached,
             ..frontier
         };
+        let bytes = transactions
+            .iter()
+            .map(|transaction| 8 * transaction.oids.len())
+            .sum();
+        let durable = catch_up.durable_import(progress, bytes, sync_bytes);
         self.import(
             now,
             from,
@@ -515,6 +551,7 @@ impl Storage {
                 partition,
                 transactions,
                 progress,
+                durable,
             },
             progress,
         )
@@ -531,6 +568,7 @@ impl Storage {
         objects: Vec<ReplicatedObject>,
         resume: Option<ObjectCursor>,
     ) -> Result<(), ProtocolError> {
+        let sync_bytes = self.config.replication_sync_bytes;
         let num_partitions = self.num_partitions();
         let Some(catch_up) = self.asked_of(from, partition) else {
             return Ok(());
@@ -561,6 +599,11 @@ impl Storage {
             objects: reached,
             ..frontier
         };
+        let bytes = objects
+            .iter()
+            .map(|object| object.data.as_bytes().len())
+            .sum();
+        let durable = catch_up.durable_import(progress, bytes, sync_bytes);
         self.import(
             now,
             from,
@@ -569,6 +612,7 @@ impl Storage {
                 partition,
                 objects,
                 progress,
+                durable,
             },
             progress,
         )
@@ -622,7 +666,8 @@ impl Storage {
         result: Result<(), EngineError>,
     ) -> Result<(), ProtocolError> {
         if result.is_ok() {
-            // True of the disk whatever the round: later rounds start from it.
+            // True of the engine whatever the round (and of the disk once a durable commit
+            // follows, as one does before a round is reported): later rounds start from it.
             let known = self.progress.entry(partition).or_default();
             *known = known.max(progress);
         }
@@ -949,6 +994,7 @@ impl Storage {
         from: &str,
         received: ObjectPart,
     ) -> Result<(), ProtocolError> {
+        let sync_bytes = self.config.replication_sync_bytes;
         let ObjectPart {
             partition,
             after,
@@ -1007,6 +1053,7 @@ impl Storage {
             objects: ObjectCursor { tid, oid },
             ..catch_up.frontier()
         };
+        let durable = catch_up.durable_import(progress, object.data.as_bytes().len(), sync_bytes);
         self.import(
             now,
             from,
@@ -1015,6 +1062,7 @@ impl Storage {
                 partition,
                 objects: vec![object],
                 progress,
+                durable,
             },
             progress,
         )

@@ -7,7 +7,8 @@ use super::{
     Backlog, Persist, Read, ReadResult, Storage, StorageConfig, StorageEvent, Write, Written,
 };
 use crate::engine::{
-    EngineError, ObjectCursor, PackStep, ReplicationProgress, Revision, StartupState,
+    EngineError, ObjectCursor, PackStep, ReplicatedObject, ReplicationProgress, Revision,
+    StartupState,
 };
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
@@ -909,11 +910,16 @@ fn outcomes_of_writes_not_in_flight_are_refused() {
 /// A storage feeding partition 0 of a one-partition table from `source`, asked to replicate
 /// up to `Tid(100)`; what it sent is drained.
 fn feeding_from_source() -> Storage {
+    feeding_from_source_with(StorageConfig::default())
+}
+
+/// [`feeding_from_source`] with `config`.
+fn feeding_from_source_with(config: StorageConfig) -> Storage {
     let names = ["source".to_owned(), "s1".to_owned()];
     let mut table = PartitionTable::new(1, 2, &names).expect("a table");
     table.mark_out_of_date("s1").expect("s1 in the table");
     table.start_feeding("s1").expect("s1 in the table");
-    let mut storage = storage(StorageConfig::default());
+    let mut storage = storage(config);
     storage
         .handle(at(1), MASTER, order(Message::PartitionTable(table)))
         .expect("table");
@@ -1030,6 +1036,84 @@ fn replication_asks_for_the_next_batch_while_the_last_is_imported_and_writes_it_
     assert!(
         sent(&mut storage).is_empty(),
         "the revisions' question is out"
+    );
+}
+
+/// Whether each import write is made durable.
+fn durable_imports(persists: &[Persist]) -> Vec<bool> {
+    persists
+        .iter()
+        .map(|persist| match &persist.write {
+            Write::ImportTransactions { durable, .. } | Write::ImportObjects { durable, .. } => {
+                *durable
+            }
+            other => panic!("an import expected, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn imports_are_durable_once_per_sync_bytes_and_when_the_round_completes() {
+    // Each batch of transactions below lists one object: 8 bytes.
+    let mut storage = feeding_from_source_with(StorageConfig {
+        replication_sync_bytes: 20,
+        ..StorageConfig::default()
+    });
+    let mut durable = Vec::new();
+    for (after, tid, resume) in [
+        (Tid::ZERO, Tid(10), Some(Tid(50))),
+        (Tid(50), Tid(60), Some(Tid(70))),
+        (Tid(70), Tid(75), Some(Tid(80))),
+        (Tid(80), Tid(90), None),
+    ] {
+        storage
+            .handle(at(2), "source", transactions_batch(after, tid, resume))
+            .expect("answer");
+        let import = writes(&mut storage);
+        durable.extend(durable_imports(&import));
+        persist_all(&mut storage, import);
+        sent(&mut storage);
+    }
+    // 8, 16, then 24 bytes since the last durable import: the third is durable; the fourth
+    // has all the transactions, but the round goes on with the revisions.
+    assert_eq!(durable, [false, false, true, false]);
+    let data = data(b"v");
+    storage
+        .handle(
+            at(2),
+            "source",
+            Message::AnswerObjects {
+                partition: 0,
+                after: no_revisions(),
+                up_to: Tid(100),
+                objects: vec![ReplicatedObject {
+                    oid: Oid(1),
+                    tid: Tid(10),
+                    digest: data.digest(),
+                    data,
+                }],
+                resume: None,
+            },
+        )
+        .expect("answer");
+    let last = writes(&mut storage);
+    assert_eq!(
+        durable_imports(&last),
+        [true],
+        "the import that completes the round is on disk before it is reported"
+    );
+    assert!(
+        !sent(&mut storage)
+            .iter()
+            .any(|(_, message)| matches!(message, Message::Replicated { .. })),
+        "not reported before it is persisted"
+    );
+    persist_all(&mut storage, last);
+    assert!(
+        sent(&mut storage)
+            .iter()
+            .any(|(_, message)| matches!(message, Message::Replicated { partition: 0, .. })),
+        "reported once it is"
     );
 }
 
