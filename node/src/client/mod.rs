@@ -1528,8 +1528,8 @@ mod tests {
                 .map(|oid| (Oid(*oid), StoreResult::Stored))
                 .collect(),
         };
-        // One answer too many (object 4 was stored once, 6 never): refused whole.
-        for wrong in [&[4, 6][..], &[4, 4, 5][..]] {
+        // One answer too many (object 4 was stored once, 6 never), or none: refused whole.
+        for wrong in [&[4, 6][..], &[4, 4, 5][..], &[][..]] {
             assert!(
                 client.handle(now, "s1", answer(wrong)).is_err(),
                 "{wrong:?}"

@@ -218,8 +218,8 @@ impl Client {
     }
 
     /// Takes in a storage's answers to stores of `ttid`'s `generation`. Every answer is
-    /// checked before any counts: a message with one that answers no store sent is refused
-    /// whole.
+    /// checked before any counts: a message with one that answers no store sent (or with
+    /// none) is refused whole.
     pub(super) fn answer_stores(
         &mut self,
         now: SystemTime,
@@ -248,7 +248,8 @@ impl Client {
                 .get(oid)
                 .is_none_or(|pending| pending < count)
         };
-        if generation > replica.generation || answered.iter().any(unsent) {
+        // An empty answer answers nothing: it would only keep the storage's deadline away.
+        if generation > replica.generation || answers.is_empty() || answered.iter().any(unsent) {
             return Err(out_of_order(from, "AnswerStore", ttid));
         }
         if let Some((oid, _)) = answers
