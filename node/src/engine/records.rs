@@ -108,6 +108,7 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::tables::OBJECTS_NAME;
 
     #[test]
     fn a_pending_object_splits_into_its_serial_and_its_record_as_committed() {
@@ -122,7 +123,7 @@ mod tests {
         let bytes = encode(PENDING_OBJECTS_NAME, &pending).expect("encodes");
         let (serial, committed) = split_pending(&bytes).expect("splits");
         assert_eq!(serial, pending.serial);
-        assert_eq!(committed, encode("objects", &record).expect("encodes"));
+        assert_eq!(committed, encode(OBJECTS_NAME, &record).expect("encodes"));
         assert!(
             split_pending(&bytes[..5]).is_err(),
             "a short record is corrupt"

@@ -42,16 +42,18 @@ impl Delivery {
     pub(super) fn resolve(self, outcome: ReplicaOutcome) {
         // The caller may have dropped the handle or the stream: the outcome then concerns
         // nobody.
-        let _ = match self.outcomes {
-            Reporter::Handle(handle) => handle.send((self.target.name, outcome)).map_err(drop),
-            Reporter::Stream(stream) => stream
-                .send(ObjectOutcome {
+        match self.outcomes {
+            Reporter::Handle(handle) => {
+                let _ = handle.send((self.target.name, outcome));
+            }
+            Reporter::Stream(stream) => {
+                let _ = stream.send(ObjectOutcome {
                     object_id: self.object_id,
                     replica: self.target.name,
                     outcome,
-                })
-                .map_err(drop),
-        };
+                });
+            }
+        }
     }
 
     /// Sends the object by unicast: a large one alone at once, a small one through the
