@@ -59,7 +59,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 57;
+const KINDS: usize = 58;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -122,6 +122,7 @@ fn kind_index(message: &Message) -> usize {
         Message::ReportBackup { .. } => 54,
         Message::TtidSpace { .. } => 55,
         Message::OlderWaits { .. } => 56,
+        Message::Waits { .. } => 57,
     }
 }
 
@@ -399,6 +400,7 @@ fn samples() -> Vec<Message> {
             clock: FORGED,
         },
         Message::OlderWaits { ttid: NEVER_BEGUN },
+        Message::Waits { ttid: NEVER_BEGUN },
     ]
 }
 

@@ -20,8 +20,9 @@ use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{
-    LoadBefore, LoadResult, Message, ObjectPart, ProtocolError, StorageAnswer, StorageAsk,
-    StorageSize, StoreKind, StoreResult, TransactionOutcome, Transmit, VoteResult, decode, encode,
+    LoadBefore, LoadResult, Message, ObjectPart, PROTOCOL_VERSION, ProtocolError, StorageAnswer,
+    StorageAsk, StorageSize, StoreKind, StoreResult, TransactionOutcome, Transmit, VoteResult,
+    decode, encode,
 };
 use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
@@ -91,6 +92,8 @@ struct Worker {
     commits: Vec<Commit>,
     conflicts: u32,
     other_aborts: u32,
+    /// Of the other aborts, those that broke a possible cycle of waits (`Wounded`).
+    cycle_aborts: u32,
     invalidations: u32,
     vanish_at_vote: bool,
     vanished: Option<Tid>,
@@ -116,6 +119,7 @@ impl Worker {
             commits: Vec::new(),
             conflicts: 0,
             other_aborts: 0,
+            cycle_aborts: 0,
             invalidations: 0,
             vanish_at_vote: false,
             vanished: None,
@@ -285,6 +289,9 @@ impl Worker {
                     other => {
                         if std::env::var_os("TWOPC_TRACE").is_some() {
                             eprintln!("{} aborted: {other:?}", self.client.name());
+                        }
+                        if matches!(other, AbortReason::Wounded { .. }) {
+                            self.cycle_aborts += 1;
                         }
                         self.other_aborts += 1
                     }
@@ -717,7 +724,7 @@ impl Sim {
             .filter(|event| matches!(event, StorageEvent::Wounded { .. }))
             .count();
         eprintln!(
-            "virtual {:?}: {} commits, {} conflicts, {} other aborts, {} wounds, {} protocol errors, {} lost",
+            "virtual {:?}: {} commits, {} conflicts, {} other aborts ({} for a possible cycle), {} wounds, {} protocol errors, {} lost",
             self.now,
             self.committed_count(),
             self.workers
@@ -727,6 +734,10 @@ impl Sim {
             self.workers
                 .iter()
                 .map(|worker| worker.other_aborts)
+                .sum::<u32>(),
+            self.workers
+                .iter()
+                .map(|worker| worker.cycle_aborts)
                 .sum::<u32>(),
             wounds,
             self.protocol_errors,
@@ -1829,6 +1840,8 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
         }),
         any_tid().prop_map(|ttid| Message::AbortTransaction { ttid }),
         any_tid().prop_map(|ttid| Message::Aborted { ttid }),
+        any_tid().prop_map(|ttid| Message::OlderWaits { ttid }),
+        any_tid().prop_map(|ttid| Message::Waits { ttid }),
         (any_tid(), any_tid()).prop_map(|(ttid, tid)| Message::Finish { ttid, tid }),
         (any_tid(), any_tid()).prop_map(|(ttid, tid)| Message::Finished { ttid, tid }),
         any_tid().prop_map(|ttid| Message::AskOutcome { ttid }),
@@ -2224,7 +2237,7 @@ fn garbage_bytes_are_refused_by_every_role() {
     while storage.poll_transmit().is_some() {}
     let mut client = Client::new("c1", MASTER, client_config());
     let mut wrong_version = encode(&Message::ClientHello);
-    wrong_version[0] = 9;
+    wrong_version[0] = PROTOCOL_VERSION as u8 + 1;
     let inputs: [&[u8]; 4] = [&[], &[0xff; 12], &wrong_version, &[1, 200, 200, 200, 200]];
     for bytes in inputs {
         for result in [

@@ -24,9 +24,10 @@
 //! [`Restart`](Message::Restart): every store to that storage is sent again under the new
 //! generation, as messages to that storage alone, which makes the storage ignore the ones
 //! still in flight, and its vote with them. A storage where the transaction voted and an older
-//! one waits for it says so ([`OlderWaits`](Message::OlderWaits)): while some vote is not in
-//! yet, the client aborts the transaction ([`AbortReason::Wounded`]: a cycle of waits across
-//! storages could otherwise close); once every vote is yes, it goes on.
+//! one waits for it says so ([`OlderWaits`](Message::OlderWaits)), and a storage where a
+//! store of it waits for a lock says that ([`Waits`](Message::Waits)). Told both while some
+//! vote is not in yet, the client aborts the transaction ([`AbortReason::Wounded`]: a cycle of
+//! waits across storages could otherwise close); a transaction that waits nowhere goes on.
 //!
 //! Loads go to the readable replica with the lowest round-trip time the driver measured
 //! ([`Client::set_link_rtt`]) and fall through to the next on failure.
@@ -107,6 +108,9 @@ struct Replica {
     /// The vote went out and was not answered, or was answered yes.
     vote_sent: bool,
     voted: bool,
+    /// A store here waits for a lock another transaction holds ([`Message::Waits`]), as far
+    /// as the client knows: until the storage answers the vote or restarts the transaction.
+    waits: bool,
     deadline: Option<SystemTime>,
     /// Stores handed to the fan-out and not yet delivered to this storage: while some are in
     /// flight, the storage cannot answer them and its deadline waits (a large object may
@@ -157,6 +161,9 @@ struct Transaction {
     /// The fan-outs of this transaction still able to fail: each replica's generation when
     /// the store went out (a failure of an older generation's store no longer matters).
     fanouts: BTreeMap<u64, BTreeMap<NodeName, u32>>,
+    /// The storage that said an older transaction waits there for this one
+    /// ([`Message::OlderWaits`]): it is aborted if it waits somewhere before every vote is in.
+    older_waits: Option<NodeName>,
 }
 
 impl Transaction {
@@ -384,6 +391,7 @@ impl Client {
             failed: BTreeSet::new(),
             info: TransactionInfo::default(),
             fanouts: BTreeMap::new(),
+            older_waits: None,
         });
         match tid {
             Some(tid) => {
@@ -740,6 +748,10 @@ impl Client {
                 self.older_waits(from, ttid);
                 Ok(())
             }
+            Message::Waits { ttid } if !from_master => {
+                self.waits(from, ttid);
+                Ok(())
+            }
             Message::AnswerLoad {
                 request,
                 oid,
@@ -877,6 +889,8 @@ impl Client {
             result,
             VoteResult::Conflict { oid, .. } if replica.conflicted.contains(&oid)
         );
+        // A storage answers a vote once every store it covers holds its lock.
+        replica.waits = false;
         match result {
             VoteResult::Yes => {
                 replica.voted = true;
@@ -1063,17 +1077,49 @@ impl Client {
     }
 
     /// Storage `from` says an older transaction waits there for `ttid`, which voted there.
-    /// Once every vote is yes the transaction waits for nothing and goes on (its caller may
-    /// have been told it voted: it must not fail now); before, it may be waiting for a lock
-    /// elsewhere, perhaps for that older one, so it starts over rather than close a cycle.
+    /// If the transaction waits for a lock somewhere, perhaps for that older one, it starts
+    /// over rather than close a cycle; otherwise it goes on, and starts over only if one of
+    /// its stores comes to wait before every vote is in ([`waits`](Self::waits)). Once every
+    /// vote is yes it waits for nothing (its caller may have been told it voted: it must not
+    /// fail now).
     fn older_waits(&mut self, from: &str, ttid: Tid) {
-        let waiting = self.txn.as_ref().is_some_and(|txn| {
-            txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting)
-        });
-        if waiting {
+        let Some(txn) = self
+            .txn
+            .as_mut()
+            .filter(|txn| txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting))
+        else {
+            return;
+        };
+        let waits = txn
+            .replicas
+            .iter()
+            .any(|(node, replica)| replica.waits && !txn.failed.contains(node));
+        if waits {
             self.fail(AbortReason::Wounded {
                 node: from.to_owned(),
             });
+        } else {
+            txn.older_waits.get_or_insert_with(|| from.to_owned());
+        }
+    }
+
+    /// Storage `from` says a store of `ttid` waits there for a lock: the transaction starts
+    /// over if an older one waits for it elsewhere (see [`older_waits`](Self::older_waits)).
+    fn waits(&mut self, from: &str, ttid: Tid) {
+        let Some(txn) = self
+            .txn
+            .as_mut()
+            .filter(|txn| txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting))
+        else {
+            // A late word for a transaction that ended: nothing waits any more.
+            return;
+        };
+        let Some(replica) = txn.replicas.get_mut(from) else {
+            return;
+        };
+        replica.waits = true;
+        if let Some(node) = txn.older_waits.clone() {
+            self.fail(AbortReason::Wounded { node });
         }
     }
 
@@ -1849,29 +1895,67 @@ mod tests {
     }
 
     #[test]
-    fn an_older_transaction_waiting_aborts_one_still_voting_not_one_voted() {
+    fn an_older_transaction_waiting_aborts_one_that_waits_somewhere_before_its_votes_are_in() {
         let now = SystemTime::UNIX_EPOCH;
+        let reason = AbortReason::Wounded { node: "s1".into() };
+        let older_waits = |client: &mut Client, ttid| {
+            let told = client.handle(now, "s1", Message::OlderWaits { ttid });
+            told.expect("an older one waits at s1");
+        };
+        let waits = |client: &mut Client, ttid| {
+            let told = client.handle(now, "s2", Message::Waits { ttid });
+            told.expect("it waits at s2");
+        };
+
+        // Told that an older one waits, then that it waits itself.
         let (mut client, ttid) = voting_client(now);
         client.handle(now, "s1", stored_x(ttid)).expect("stored");
         client.handle(now, "s1", yes(ttid)).expect("voted");
-        client
-            .handle(now, "s1", Message::OlderWaits { ttid })
-            .expect("told");
-        let reason = AbortReason::Wounded { node: "s1".into() };
+        events(&mut client);
+        older_waits(&mut client, ttid);
         assert!(
-            events(&mut client).contains(&ClientEvent::Aborted { ttid, reason }),
-            "s2 and s3 have not voted: it may wait there, for the older one"
+            events(&mut client).is_empty(),
+            "s2 and s3 have not voted, but it waits nowhere: their votes are on their way"
+        );
+        waits(&mut client, ttid);
+        assert!(
+            events(&mut client).contains(&ClientEvent::Aborted {
+                ttid,
+                reason: reason.clone()
+            }),
+            "it waits at s2, perhaps for the older one: a cycle could close"
         );
 
+        // The same told the other way round.
+        let (mut client, ttid) = voting_client(now);
+        waits(&mut client, ttid);
+        client.handle(now, "s1", stored_x(ttid)).expect("stored");
+        client.handle(now, "s1", yes(ttid)).expect("voted");
+        older_waits(&mut client, ttid);
+        assert!(events(&mut client).contains(&ClientEvent::Aborted {
+            ttid,
+            reason: reason.clone()
+        }));
+
+        // A wait that ended (its storage answered the vote) is no reason.
+        let (mut client, ttid) = voting_client(now);
+        waits(&mut client, ttid);
+        for node in ["s1", "s2"] {
+            client.handle(now, node, stored_x(ttid)).expect("stored");
+            client.handle(now, node, yes(ttid)).expect("voted");
+        }
+        events(&mut client);
+        older_waits(&mut client, ttid);
+        assert!(events(&mut client).is_empty(), "s2 voted: it waits nowhere");
+
+        // Voted everywhere, it waits for nothing and goes on.
         let (mut client, ttid) = voting_client(now);
         for node in ["s1", "s2", "s3"] {
             client.handle(now, node, stored_x(ttid)).expect("stored");
             client.handle(now, node, yes(ttid)).expect("voted");
         }
         events(&mut client);
-        client
-            .handle(now, "s1", Message::OlderWaits { ttid })
-            .expect("told");
+        older_waits(&mut client, ttid);
         assert!(
             events(&mut client).is_empty(),
             "voted everywhere: it waits for nothing"

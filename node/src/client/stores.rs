@@ -336,8 +336,11 @@ impl Client {
             return Err(out_of_order(from, "Restart", ttid));
         };
         // Other storages may hold the transaction voted while it waits here for the older
-        // one: the primary breaks a cycle that closes (see the storage's `vote.rs`).
+        // one: the client breaks a cycle that closes (`older_waits`, `waits`; see the
+        // storage's `vote.rs`).
         replica.generation = generation;
+        // The storage dropped the stores that waited there.
+        replica.waits = false;
         replica.unanswered = replica.oids.iter().map(|oid| (*oid, 1)).collect();
         replica.sent = replica.oids.len() as u32;
         replica.conflicted.clear();

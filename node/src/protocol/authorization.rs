@@ -112,6 +112,7 @@ pub fn rule(message: &Message) -> Rule {
         ),
         Message::Aborted { .. } => rule_of(STORAGE, "storages give up idle transactions"),
         Message::OlderWaits { .. } => rule_of(STORAGE, "storages hold the locks"),
+        Message::Waits { .. } => rule_of(STORAGE, "storages hold the locks"),
         Message::Finish { .. } => rule_of(MASTER, "the master tells voters the commit TID"),
         Message::Finished { .. } => rule_of(STORAGE, "storages acknowledge commits"),
         Message::AskOutcome { .. } => rule_of(STORAGE, "a voted storage asks what became of it"),

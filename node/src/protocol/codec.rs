@@ -16,8 +16,9 @@ use super::message::Message;
 /// and a client's `Ask` names its own undecided transaction (`open`). Version 7 sends the
 /// vote with the stores: `Vote` counts the stores it covers (`stores`), and a storage tells a
 /// client that an older transaction waits for its voted one (`OlderWaits`). Version 8 answers
-/// stores in batches (`AnswerStore` carries a list).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// stores in batches (`AnswerStore` carries a list). Version 9 tells a client where its
+/// transaction waits for a lock (`Waits`).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Encodes `message` with the protocol version in front.
 ///

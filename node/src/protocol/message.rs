@@ -205,6 +205,17 @@ pub enum Message {
         /// The transaction.
         ttid: Tid,
     },
+    /// Storage -> client: a store of the transaction waits here for a lock another
+    /// transaction holds (sent once, until the storage answers the vote or restarts the
+    /// transaction). A transaction an older one waits for elsewhere ([`OlderWaits`]) is
+    /// aborted only if it waits somewhere itself: only then can the two waits be part of a
+    /// cycle (see the storage's `vote.rs`).
+    ///
+    /// [`OlderWaits`]: Message::OlderWaits
+    Waits {
+        /// The transaction.
+        ttid: Tid,
+    },
     /// Master -> storage: commit the voted transaction at `tid`.
     Finish {
         /// The transaction.
@@ -671,6 +682,7 @@ impl Message {
             Message::AbortTransaction { .. } => "AbortTransaction",
             Message::Aborted { .. } => "Aborted",
             Message::OlderWaits { .. } => "OlderWaits",
+            Message::Waits { .. } => "Waits",
             Message::Finish { .. } => "Finish",
             Message::Finished { .. } => "Finished",
             Message::AskOutcome { .. } => "AskOutcome",

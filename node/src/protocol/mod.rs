@@ -28,9 +28,10 @@
 //!    fails or does not answer in time is reported, and the vote still succeeds if every
 //!    touched partition keeps a replica that voted yes. An older transaction that waits for a
 //!    voted younger one makes the storage tell the younger's client
-//!    ([`OlderWaits`](Message::OlderWaits)), which aborts the younger unless every vote of it
-//!    is in (it may wait elsewhere for the older one: a cycle wound-wait alone no longer rules
-//!    out).
+//!    ([`OlderWaits`](Message::OlderWaits)), and a storage where a store waits for a lock
+//!    tells that store's client ([`Waits`](Message::Waits)). A client told both while a vote of
+//!    its transaction is not in aborts it (it may wait elsewhere for the older one: a cycle
+//!    wound-wait alone no longer rules out); one that waits nowhere goes on.
 //! 3. *finish*: the client asks the primary ([`AskFinish`](Message::AskFinish)); the primary
 //!    checks the voters against its table (marking failed storages' cells out of date, or
 //!    refusing a finish that would lose a partition's last readable cell), allocates the commit

@@ -156,6 +156,11 @@ impl Storage {
                 LockDecision::Granted => {}
                 LockDecision::Wait { holder } => {
                     txn.waiting = true;
+                    if !txn.told_waits {
+                        // Its client aborts it if an older one waits for it elsewhere.
+                        txn.told_waits = true;
+                        self.out.send(&txn.client, Message::Waits { ttid });
+                    }
                     if holder > ttid {
                         // Only a voted transaction makes an older one wait.
                         self.escalate(holder);
@@ -312,6 +317,7 @@ impl Storage {
         // Its client votes again once it stored everything again.
         txn.held_vote = None;
         txn.waiting = false;
+        txn.told_waits = false;
         txn.failed = false;
         let (client, generation) = (txn.client.clone(), txn.generation);
         // Written after its stagings, so it drops all of them.

@@ -205,6 +205,9 @@ struct Transaction {
     voted: bool,
     /// Its client was told that an older transaction waits here for it (it voted).
     escalated: bool,
+    /// Its client was told that a store of it waits here for a lock ([`Message::Waits`]), and
+    /// the vote was not answered since.
+    told_waits: bool,
     deadline: SystemTime,
 }
 
@@ -228,6 +231,7 @@ impl Transaction {
             voting: false,
             voted: false,
             escalated: false,
+            told_waits: false,
             deadline,
         }
     }

@@ -657,14 +657,18 @@ fn a_voting_transaction_is_not_wounded_and_the_older_one_waits() {
     let young_vote = writes(&mut storage);
     sent(&mut storage);
     // The older one wants the object while the younger's vote is being written: it waits,
-    // and the younger's client is told, once (it may be waiting elsewhere for the older one:
-    // see `vote.rs`).
+    // its client is told so, and the younger's client that an older one waits for it, once
+    // (it may be waiting elsewhere for the older one: see `vote.rs`).
     store(&mut storage, "old", older, Oid(1), b"o");
     store(&mut storage, "other", Tid(15), Oid(1), b"p");
     assert_eq!(
         sent(&mut storage),
-        [("young".to_owned(), Message::OlderWaits { ttid: younger })],
-        "no restart for the voting one, no answer for the waiting one"
+        [
+            ("old".to_owned(), Message::Waits { ttid: older }),
+            ("young".to_owned(), Message::OlderWaits { ttid: younger }),
+            ("other".to_owned(), Message::Waits { ttid: Tid(15) }),
+        ],
+        "no restart for the voting one, no answer for the waiting ones"
     );
     assert!(writes(&mut storage).is_empty());
     persist_all(&mut storage, young_vote);

@@ -19,11 +19,16 @@
 //! then no longer rules out a cycle: an older transaction waiting here for the voted one (which
 //! cannot be wounded: its yes may be counted already) could be what the voted one waits for
 //! elsewhere. So when an older transaction starts waiting for a voted younger one, the storage
-//! tells the younger's client ([`Message::OlderWaits`]): if every vote of it is yes, it waits
-//! for nothing and will end, and the client goes on; if not, the client aborts it (it may be
-//! waiting for a lock elsewhere), which breaks any cycle it could be part of. The client, not
-//! the primary, decides: only it knows whether every vote is in, and once it told its caller
-//! the transaction voted (ZODB's `tpc_vote` returned) it must not be aborted.
+//! tells the younger's client ([`Message::OlderWaits`]), and a storage where a store must wait
+//! for a lock tells that store's client ([`Message::Waits`], once until it answers the vote or
+//! restarts the transaction). A client told both while some vote of the transaction is not in
+//! aborts it, which breaks any cycle it could be part of: a cycle of waits has a step from an
+//! older transaction to a younger one (ages cannot fall all the way round), only a voted
+//! younger one makes an older one wait, and a transaction in a cycle waits somewhere itself.
+//! A transaction that waits nowhere (its other votes are only still on their way) will end
+//! without anyone's help, and goes on. The client, not the primary, decides: only it knows
+//! whether every vote is in and where its transaction waits, and once it told its caller the
+//! transaction voted (ZODB's `tpc_vote` returned) it must not be aborted.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -132,6 +137,8 @@ impl Storage {
             None
         };
         if let Some(result) = refusal {
+            // Its client stops counting it as waiting here once the vote is answered.
+            txn.told_waits = false;
             self.out.send(&client, Message::AnswerVote { ttid, result });
             return Ok(());
         }
