@@ -61,6 +61,7 @@
 pub mod config;
 pub mod consensus;
 pub mod crash_point;
+mod encoding;
 pub mod engine;
 pub mod ids;
 pub mod locks;

@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::xxh3_128;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectData {
     /// The object's bytes.
-    Bytes(Bytes),
+    Bytes(#[serde(deserialize_with = "crate::encoding::shared_bytes")] Bytes),
     /// The object was deleted in this revision.
     Deleted,
 }

@@ -29,7 +29,7 @@ use replicast_transport::fanout::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::protocol::{DecodeError, Message, StorePath, decode};
+use crate::protocol::{DecodeError, Message, StorePath, decode_shared};
 
 /// How long a storage whose delivery failed is left alone before it is added again.
 const REJOIN_AFTER: Duration = Duration::from_secs(1);
@@ -472,7 +472,8 @@ impl FanoutReplica {
 
 /// The store an object carries, or why it is refused.
 pub(crate) fn store_of(object: &DeliveredObject) -> Result<Message, RefusedObject> {
-    match decode(&object.data)? {
+    // The store is staged and dropped: its bytes may stay in the delivered buffer.
+    match decode_shared(&object.data)? {
         store @ Message::Store { .. } => Ok(store),
         other => Err(RefusedObject::NotAStore(other.kind())),
     }

@@ -94,7 +94,7 @@ pub(crate) struct TransactionRecord {
 
 /// Encodes a record for a table.
 pub(crate) fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, EngineError> {
-    postcard::to_stdvec(value).map_err(|source| EngineError::Corrupt { table, source })
+    crate::encoding::to_sized_vec(value).map_err(|source| EngineError::Corrupt { table, source })
 }
 
 /// Decodes a record read from a table.

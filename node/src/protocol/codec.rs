@@ -1,5 +1,7 @@
 //! The wire form of a message: a protocol version, then the message, both in postcard.
 
+use bytes::Bytes;
+
 use super::error::{DecodeError, ProtocolError};
 use super::message::Message;
 
@@ -31,16 +33,41 @@ pub const PROTOCOL_VERSION: u16 = 9;
 /// # Ok::<(), replicast_node::protocol::DecodeError>(())
 /// ```
 pub fn encode(message: &Message) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    // Writing into a Vec cannot fail, and every message type serializes (no maps with
-    // non-string keys, no unsized sequences), so an error here is a bug in this module.
-    if let Ok(version) = postcard::to_stdvec(&PROTOCOL_VERSION) {
-        bytes.extend_from_slice(&version);
-    }
-    if let Ok(body) = postcard::to_stdvec(message) {
-        bytes.extend_from_slice(&body);
-    }
-    bytes
+    // A pair encodes as its two parts one after the other: the version, then the body, each
+    // object's bytes copied once. Writing into a Vec cannot fail, and every message type
+    // serializes (no maps with non-string keys, no unsized sequences), so an error here is a
+    // bug in this module.
+    crate::encoding::to_sized_vec(&(PROTOCOL_VERSION, message)).unwrap_or_default()
+}
+
+/// Decodes a message whose objects' bytes stay in `bytes`, as slices of it, instead of being
+/// copied out: for messages whose objects are short-lived (a storage stages a delivered store
+/// and drops it), since each keeps the whole of `bytes` alive. Otherwise as [`decode`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicast_node::ids::{Oid, Tid};
+/// use replicast_node::object::ObjectData;
+/// use replicast_node::protocol::{Message, StoreKind, decode_shared, encode};
+///
+/// let store = Message::Store {
+///     ttid: Tid(1),
+///     generation: 0,
+///     oid: Oid(7),
+///     serial: Tid::ZERO,
+///     data: ObjectData::from(vec![1u8; 4096]),
+///     kind: StoreKind::Checked,
+/// };
+/// let bytes = Bytes::from(encode(&store));
+/// let decoded = decode_shared(&bytes)?;
+/// assert_eq!(decoded, store);
+/// if let Message::Store { data, .. } = decoded {
+///     assert!(bytes.as_ptr_range().contains(&data.as_bytes().as_ptr()));
+/// }
+/// # Ok::<(), replicast_node::protocol::DecodeError>(())
+/// ```
+pub fn decode_shared(bytes: &Bytes) -> Result<Message, DecodeError> {
+    crate::encoding::with_shared_input(bytes, || decode(bytes))
 }
 
 /// Decodes bytes from a peer. Total: any input gives a message or a [`DecodeError`].

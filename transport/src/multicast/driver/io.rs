@@ -263,6 +263,14 @@ impl DatagramIo {
                 break;
             }
             let short = contents.len() < batch.segment_size;
+            if batch.datagrams == 1 {
+                // Room for the whole batch at once: growing one datagram at a time would move
+                // the bytes gathered so far with every doubling.
+                let room = (max_datagrams * batch.segment_size).min(MAX_BATCH_BYTES);
+                batch
+                    .contents
+                    .reserve(room.saturating_sub(batch.contents.len()));
+            }
             batch.contents.extend_from_slice(&contents);
             batch.datagrams += 1;
             if short {
