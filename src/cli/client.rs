@@ -86,7 +86,8 @@ enum ClientCommand {
     /// SEED; conflicts are retried), then check every balance and the sum. Prints one line:
     /// `committed N, aborted A (conflicts C, other O), longest gap G ms (p50 M ms, p99 P ms,
     /// K over 1 s), sum S`, the gaps being those between consecutive commits (from their
-    /// TIDs): a stall after a failure shows as the longest gap. With `--gaps G`, a second
+    /// TIDs): a stall after a failure shows as the longest gap; after `other O`, why the last
+    /// four other aborts happened (`: why; why`). With `--gaps G`, a second
     /// line lists the G longest gaps in milliseconds (one per failure injected meanwhile).
     Transfers {
         /// How many accounts to create (at least 2).

@@ -325,11 +325,20 @@ fn stage(
         }
     }
     let record = make_record(&objects)?;
-    let object = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
-    txn.open_table(PENDING_OBJECTS)
-        .map_err(database("open pending objects"))?
-        .insert((ttid, oid), object.as_slice())
+    let object = PendingObject { serial, record };
+    // Encoded straight into redb's page: the object's bytes are copied there and nowhere else.
+    let corrupt = |source| EngineError::Corrupt {
+        table: PENDING_OBJECTS_NAME,
+        source,
+    };
+    let len = postcard::experimental::serialized_size(&object).map_err(corrupt)?;
+    let mut pending_objects = txn
+        .open_table(PENDING_OBJECTS)
+        .map_err(database("open pending objects"))?;
+    let mut slot = pending_objects
+        .insert_reserve((ttid, oid), len)
         .map_err(database("record pending object"))?;
+    postcard::to_slice(&object, slot.as_mut()).map_err(corrupt)?;
     if let Some(header) = new_header {
         pending
             .insert(ttid, header.as_slice())

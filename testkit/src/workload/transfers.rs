@@ -132,20 +132,40 @@ pub struct TransferRun {
     /// Attempts aborted for another reason (a storage failed, a load found no replica),
     /// retried.
     pub other_aborts: u64,
+    /// Why the last few of them were aborted (at most [`REMEMBERED_REASONS`]), oldest first.
+    pub other_reasons: Vec<String>,
 }
 
+/// How many reasons of other aborts a [`TransferRun`] keeps.
+pub const REMEMBERED_REASONS: usize = 4;
+
 impl TransferRun {
-    /// One line: committed, aborted (conflicts and others).
+    /// One line: committed, aborted (conflicts and others), and why the last other aborts
+    /// were, if any (a run that should have none says what happened).
     ///
     /// ```
     /// use replicast_testkit::workload::transfers::TransferRun;
     ///
-    /// let run = TransferRun { conflicts: 2, other_aborts: 1, ..TransferRun::default() };
-    /// assert_eq!(run.summary(), "committed 0, aborted 3 (conflicts 2, other 1)");
+    /// let run = TransferRun { conflicts: 2, ..TransferRun::default() };
+    /// assert_eq!(run.summary(), "committed 0, aborted 2 (conflicts 2, other 0)");
+    /// let run = TransferRun {
+    ///     other_aborts: 1,
+    ///     other_reasons: vec!["storage s2 failed".into()],
+    ///     ..TransferRun::default()
+    /// };
+    /// assert_eq!(
+    ///     run.summary(),
+    ///     "committed 0, aborted 1 (conflicts 0, other 1: storage s2 failed)"
+    /// );
     /// ```
     pub fn summary(&self) -> String {
+        let reasons = if self.other_reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.other_reasons.join("; "))
+        };
         format!(
-            "committed {}, aborted {} (conflicts {}, other {})",
+            "committed {}, aborted {} (conflicts {}, other {}{reasons})",
             self.commits.len(),
             self.conflicts + self.other_aborts,
             self.conflicts,
@@ -367,6 +387,10 @@ pub async fn run(
             }
             Attempt::Aborted(reason) => {
                 run.other_aborts += 1;
+                if run.other_reasons.len() == REMEMBERED_REASONS {
+                    run.other_reasons.remove(0);
+                }
+                run.other_reasons.push(reason.clone());
                 reason
             }
         };
