@@ -739,6 +739,10 @@ fn parity_repairs_different_losses_at_different_receivers() {
             proactive: 0.0,
         });
         scenario.objects = vec![300_000, 5, 40_000];
+        // Parity on demand comes from a paced sender (the parity sized by the loss is off,
+        // so that what is measured is the parity on demand).
+        scenario.sender.rate_limit = Some(paced_at(10_000_000_000));
+        scenario.sender.adaptive_parity = None;
         let outcome = run(&scenario);
         check(&scenario, &outcome);
         recovered += outcome.parity_recovered;
@@ -751,6 +755,151 @@ fn parity_repairs_different_losses_at_different_receivers() {
         recovered >= 2 * parity,
         "{recovered} recovered by {parity} parity datagrams"
     );
+}
+
+#[test]
+fn repairs_leave_in_runs_to_one_receiver() {
+    // Three receivers lose interleaved datagrams (receiver i every third from i), so in seq
+    // order the repairs alternate between them. The driver sends a run to one destination in
+    // one system call: the sender hands them out grouped by receiver, not alternating.
+    let now = Instant::now();
+    let group_key = GroupKey {
+        epoch: 1,
+        secret: [3; 32],
+    };
+    let config = SenderConfig {
+        fec: None,
+        ..SenderConfig::default()
+    };
+    let mut sender = Sender::new(config, SESSION, group_key.clone(), now).expect("valid config");
+    let mut receivers: Vec<Receiver> = (0..3u32)
+        .map(|i| {
+            let key = ReceiverKey {
+                receiver_id: i + 1,
+                secret: [i as u8 + 10; 32],
+            };
+            sender.add_receiver(key.clone());
+            let mut receiver = Receiver::new(ReceiverConfig::default(), key, now);
+            receiver.add_session(SESSION, group_key.clone());
+            receiver
+        })
+        .collect();
+    let observer = PacketKey::group(SESSION, &group_key);
+    let data = object_bytes(1, 100_000);
+    sender
+        .send_object(1, data.clone(), now)
+        .expect("the window is empty");
+    // The last datagram arrives everywhere: its loss would show only with the next tail.
+    let mut data_sent = 0usize;
+    while let Some(transmit) = sender.poll_transmit(now) {
+        let fragment = data_fragment_of(&observer, &transmit.payload);
+        data_sent += usize::from(fragment.is_some());
+        let lost_at = fragment
+            .filter(|(_, last)| !last)
+            .map(|_| (data_sent - 1) % 3);
+        for (i, receiver) in receivers.iter_mut().enumerate() {
+            if lost_at != Some(i) {
+                receiver.handle_datagram(now, address(Node::Sender), &transmit.payload);
+            }
+        }
+    }
+    assert!(data_sent > 60, "{data_sent} data datagrams");
+    // Every receiver's first NACK timers run out (the backoff is at most a quarter of the
+    // initial 10 ms RTT and the coalescing wait, past 0.2 ms); their NACKs reach the sender
+    // together.
+    assert!(receivers.iter().all(|r| r.poll_timeout().is_some()));
+    let due = now + Duration::from_millis(5);
+    for (i, receiver) in receivers.iter_mut().enumerate() {
+        receiver.handle_timeout(due);
+        while let Some(transmit) = receiver.poll_transmit(due) {
+            sender.handle_datagram(due, address(Node::Receiver(i)), &transmit.payload);
+        }
+    }
+    // The sender's timers until the coalesced NACKs are answered (a tail timer may come
+    // first).
+    let mut destinations = Vec::new();
+    let mut now = due;
+    for _ in 0..10 {
+        now = sender.poll_timeout().map_or(now, |at| at.max(now));
+        sender.handle_timeout(now);
+        while let Some(transmit) = sender.poll_transmit(now) {
+            if let Destination::Unicast(to) = transmit.destination {
+                destinations.push(to);
+                if let Some(i) = (0..3).find(|i| address(Node::Receiver(*i)) == to) {
+                    receivers[i].handle_datagram(now, address(Node::Sender), &transmit.payload);
+                }
+            }
+        }
+        if !destinations.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        destinations.len(),
+        data_sent - 1,
+        "one unicast repair per loss"
+    );
+    let changes = destinations
+        .windows(2)
+        .filter(|pair| pair[0] != pair[1])
+        .count();
+    eprintln!(
+        "{} repairs to 3 receivers: {changes} changes of destination",
+        destinations.len()
+    );
+    assert!(
+        changes <= 2 * data_sent.div_ceil(44),
+        "{changes} changes of destination among {} repairs",
+        destinations.len()
+    );
+    for receiver in &mut receivers {
+        match receiver.poll_event() {
+            Some(ReceiverEvent::Object {
+                object_id: 1,
+                data: got,
+                ..
+            }) => assert_eq!(got, data),
+            other => panic!("expected the repaired object, got {other:?}"),
+        }
+    }
+}
+
+/// A sender's pace: `bits_per_second`, a 64 KiB burst.
+fn paced_at(bits_per_second: u64) -> replicast_transport::multicast::proto::RateLimit {
+    replicast_transport::multicast::proto::RateLimit {
+        bytes_per_second: bits_per_second / 8,
+        burst: 64 * 1024,
+    }
+}
+
+#[test]
+fn only_a_paced_sender_repairs_with_parity_on_demand() {
+    // Decoding a block costs a receiver more CPU than reading the whole block again, so
+    // parity on demand saves bytes, never CPU: an unpaced sender (bounded by its receivers'
+    // CPU) repairs by retransmission, a paced one (bounded by its rate) by parity where one
+    // datagram repairs several receivers' losses.
+    let mut scenario = Scenario::new(5);
+    scenario.receivers = 8;
+    scenario.loss = LossModel::Random(0.05);
+    scenario.objects = vec![300_000; 4];
+    scenario.sender.adaptive_parity = None;
+    let unpaced = run(&scenario);
+    check(&scenario, &unpaced);
+    scenario.sender.rate_limit = Some(paced_at(1_000_000_000));
+    let paced = run(&scenario);
+    check(&scenario, &paced);
+    eprintln!(
+        "8 receivers, 5% loss: unpaced {} repairs, {} parity; paced {} repairs, {} parity ({} datagrams rebuilt)",
+        unpaced.repairs,
+        unpaced.parity_sent,
+        paced.repairs,
+        paced.parity_sent,
+        paced.parity_recovered,
+    );
+    assert!(unpaced.repairs > 0, "losses were repaired");
+    assert_eq!(unpaced.parity_sent, 0, "no parity from an unpaced sender");
+    assert_eq!(unpaced.parity_recovered, 0);
+    assert!(paced.parity_sent > 0, "a paced sender answers with parity");
 }
 
 /// The `q` quantile of `values` (sorted in place).
@@ -814,6 +963,9 @@ fn a_thousand_receivers_nack_at_most_twice_per_loss() {
         scenario.jitter = Duration::ZERO;
         scenario.reorder = 0.0;
         scenario.sender.fec = Some(FecConfig::default());
+        // Parity on demand (from a paced sender), not the parity sized by the loss.
+        scenario.sender.rate_limit = Some(paced_at(1_000_000_000));
+        scenario.sender.adaptive_parity = None;
         scenario.objects = vec![128 * 1024];
         let outcome = run(&scenario);
         check(&scenario, &outcome);

@@ -68,6 +68,10 @@ pub struct SenderStats {
     /// Microseconds objects waited for room in the window: from a
     /// [`WindowFull`](super::SendError::WindowFull) refusal to the next accepted object.
     pub window_full_us: u64,
+    /// Of `window_full_us`, the waits that began with the window itself full (its datagrams
+    /// or bytes, which await acknowledgement: behind a loss, until its repair arrives) rather
+    /// than with a quarter flight of unsent data queued.
+    pub window_held_us: u64,
     /// Microseconds new data waited for the flight limit (datagrams sent and not yet read by
     /// the slowest receiver), from the first datagram held back to the next one sent.
     pub flight_limited_us: u64,
