@@ -27,7 +27,7 @@ pub struct RateLimit {
 ///   sender multicasts as many *new* recovery shards as the neediest of them lacks; each
 ///   shard repairs a different loss at each receiver. A loss only one receiver asks for is
 ///   repaired by a plain unicast repair. Only a paced sender ([`SenderConfig::rate_limit`])
-///   does this: a receiver's decode of a block (about 0.13 ms, whatever its length) costs
+///   does this: a receiver's decode of a block (about 0.1 ms, whatever its length) costs
 ///   more CPU than reading the whole block again, so parity saves bytes, never CPU, and an
 ///   unpaced sender is bounded by its receivers' CPU; it repairs by retransmission.
 ///

@@ -451,7 +451,7 @@ impl Sender {
     /// asks about gets plain repairs.
     ///
     /// Only a paced sender does this: parity saves bytes on the wire, never the receivers'
-    /// CPU. Decoding a block evaluates a polynomial over all of GF(2^16), about 0.13 ms
+    /// CPU. Decoding a block evaluates a polynomial over all of GF(2^16), about 0.1 ms
     /// whatever the block's length, which is more than a receiver spends reading and
     /// opening the whole 64-datagram block again (about 0.06 ms on loopback). Where the rate
     /// bounds the path that CPU buys bytes; an unpaced sender is bounded by its receivers'
