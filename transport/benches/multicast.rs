@@ -168,6 +168,13 @@ fn run_receiver(
                     }
                 }
                 Some(Received::Lost { object_id, .. }) => {
+                    // Why, for whoever reads the failed run's output.
+                    if let Ok(stats) = receiver.stats().await {
+                        eprintln!(
+                            "  receiver {receiver_id} lost object {object_id}: {:?}",
+                            stats.protocol
+                        );
+                    }
                     return Err(format!("object {object_id} lost").into());
                 }
                 None => return Err("receiver stopped".into()),
@@ -257,6 +264,11 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
             for handle in handles {
                 let report = tokio::time::timeout(IDLE_BOUND, handle.wait()).await?;
                 if !report.all_delivered() {
+                    // Why (detached receivers, repairs refused by the budget), for whoever
+                    // reads the failed run's output.
+                    if let Ok(stats) = sender.stats().await {
+                        eprintln!("  sender's counters: {:?}", stats.protocol);
+                    }
                     return Err(format!("not delivered: {report:?}").into());
                 }
             }
