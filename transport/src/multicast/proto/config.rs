@@ -261,7 +261,10 @@ pub struct ReceiverConfig {
     /// quarter of the group RTT) into one repair or parity, and a quarter keeps a loss's cost
     /// near one round trip.
     pub nack_backoff_rtt_factor: f64,
-    /// NACKs per missing datagram before giving up on it.
+    /// NACKs per missing datagram at the announced RTT's pace. Running out of them does not
+    /// give the datagram up: a repair they asked for may still be on its way (behind a deep
+    /// socket queue, later than the announced RTT says); eight more NACKs spread over
+    /// `repair_deadline` follow, and the deadline gives it up.
     pub max_nack_retries: u32,
     /// A datagram not repaired this long after its loss was detected makes its object
     /// [`Lost`](super::ReceiverEvent::Lost).
