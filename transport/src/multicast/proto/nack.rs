@@ -35,6 +35,9 @@ struct Missing {
     detected_at: Instant,
     due: Instant,
     retries: u32,
+    /// Once its fast retries ran out: when a receiver that gave a gap up then (before the
+    /// late retries) would have given it up, the last fast retry's wait after it.
+    fast_retries_over: Option<Instant>,
 }
 
 /// A deterministic generator for backoff jitter (SplitMix64): the core must not draw on a
@@ -75,6 +78,9 @@ pub(crate) enum Filled {
     BeforeNack,
     /// It was missing and NACKed.
     AfterNack,
+    /// It was missing, NACKed, and arrived after its fast retries ran out and the wait after
+    /// the last of them: without the late retries it would have been given up on.
+    AfterFastRetries,
 }
 
 impl NackScheduler {
@@ -110,21 +116,25 @@ impl NackScheduler {
             detected_at: now,
             due,
             retries: 0,
+            fast_retries_over: None,
         });
         self.earliest = Some(self.earliest.map_or(due, |at| at.min(due)));
     }
 
-    /// `seq` arrived or was resolved.
-    pub(crate) fn remove(&mut self, seq: u64) -> Filled {
-        self.remove_detected(seq).0
+    /// `seq` was resolved (given up on, or past the window).
+    pub(crate) fn remove(&mut self, seq: u64) {
+        self.missing.remove(&seq);
     }
 
-    /// `seq` arrived or was resolved; also when it was found missing, if it was.
-    pub(crate) fn remove_detected(&mut self, seq: u64) -> (Filled, Option<Instant>) {
+    /// `seq` arrived at `now`: what became of it, and when it was found missing, if it was.
+    pub(crate) fn remove_detected(&mut self, seq: u64, now: Instant) -> (Filled, Option<Instant>) {
         match self.missing.remove(&seq) {
             None => (Filled::NotMissing, None),
             Some(missing) if missing.retries == 0 => {
                 (Filled::BeforeNack, Some(missing.detected_at))
+            }
+            Some(missing) if missing.fast_retries_over.is_some_and(|over| over <= now) => {
+                (Filled::AfterFastRetries, Some(missing.detected_at))
             }
             Some(missing) => (Filled::AfterNack, Some(missing.detected_at)),
         }
@@ -175,6 +185,9 @@ impl NackScheduler {
             let wait = retry_base + backoff(config, group_rtt, jitter);
             missing.due = now
                 + if missing.retries >= config.max_nack_retries {
+                    if missing.retries == config.max_nack_retries {
+                        missing.fast_retries_over = Some(now + wait);
+                    }
                     wait.max(config.repair_deadline / (LATE_RETRIES + 1))
                 } else {
                     wait
@@ -277,7 +290,7 @@ mod tests {
                 .is_empty(),
             "not due again yet"
         );
-        assert_eq!(nacks.remove(4), Filled::AfterNack);
+        assert_eq!(nacks.remove_detected(4, now).0, Filled::AfterNack);
         let later = now + Duration::from_millis(50);
         assert_eq!(
             nacks
@@ -317,7 +330,11 @@ mod tests {
         );
         assert_eq!(nacks.next_deadline(), Some(now + config.repair_deadline));
         assert!(nacks.take_expired(at, &config).is_empty());
-        assert_eq!(nacks.remove(5), Filled::AfterNack);
+        assert_eq!(
+            nacks.remove_detected(5, at).0,
+            Filled::AfterFastRetries,
+            "a repair the late retries waited for"
+        );
         let deadline = now + config.repair_deadline;
         assert_eq!(nacks.take_expired(deadline, &config), vec![3, 9]);
         assert_eq!(nacks.len(), 0);

@@ -143,6 +143,11 @@ pub struct ReceiverStats {
     /// Microseconds from detecting those gaps to filling them, summed (divide by
     /// `gaps_filled` for the mean repair delay).
     pub gap_fill_us: u64,
+    /// Of `gaps_filled`, those that arrived after their `max_nack_retries` NACKs and the
+    /// wait after the last of them, during the late retries: a receiver that gave a gap up
+    /// when those retries ran out (as it did before the late retries) would have lost
+    /// their objects.
+    pub gaps_filled_late: u64,
     /// Dropped datagrams by reason.
     pub dropped: ReceiverDrops,
 }
