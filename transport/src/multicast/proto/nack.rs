@@ -11,8 +11,9 @@
 //!
 //! Retries are timed by the RTT the sender announced, which can be far below the time a
 //! repair takes to come back: measured on an idle path when a burst starts, it knows nothing
-//! of the queue the burst then builds before a CPU-bound receiver's socket, and the repair
-//! waits at the back of that queue. Thirty retries 1.5 RTTs of 0.6 ms apart are spent in
+//! of the queue the burst then builds before a CPU-bound receiver's group socket, and a
+//! repair to the group (a loss several receivers NACKed) waits at the back of that queue (a
+//! unicast repair comes on the receiver's own socket, read beside the group's). Thirty retries 1.5 RTTs of 0.6 ms apart are spent in
 //! about 30 ms, before the answer to the first can be read; giving up then lost objects whose
 //! repairs were on their way (`a_receiver_behind_its_socket_queue_waits_for_its_repairs`
 //! in `multicast_sim`). So a gap out of retries is NACKed [`LATE_RETRIES`] more times, spread
