@@ -16,7 +16,9 @@
 //! the driver's transmit window and flight limit (defaults 32 and 4; 4 and 4 is the flow
 //! control before the flight limit existed: the window alone). `MULTICAST_BENCH_ADAPTIVE`
 //! replaces the target of the parity sized by the receivers' loss
-//! (`SenderConfig::adaptive_parity`, default 0.05; `off` sends none).
+//! (`SenderConfig::adaptive_parity`, default 0.05; `off` sends none). `MULTICAST_BENCH_IDLE_MS`
+//! makes each cell's sender idle that long before its first object (default 0), so that it
+//! announces the idle path's RTT when its first flight starts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -212,6 +214,8 @@ struct Settings {
     flight_bytes: Option<u64>,
     /// Replaces `adaptive_parity` (`Some(None)`: off).
     adaptive_parity: Option<Option<f64>>,
+    /// How long the sender idles between its receivers' attachment and its first object.
+    idle_before: Duration,
 }
 
 fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, BenchError> {
@@ -259,6 +263,9 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
             for id in 1..=RECEIVERS {
                 sender.add_receiver(receiver_key(id)).await?;
             }
+            // A sender that idles first (the default: none) announces the RTT of the idle
+            // path, which its burst then queues far beyond (docs/BENCH.md, issue 18).
+            tokio::time::sleep(settings.idle_before).await;
             let payload = Bytes::from(vec![0xab; OBJECT_SIZE]);
             let start = Instant::now();
             let mut handles = Vec::with_capacity(objects);
@@ -505,6 +512,12 @@ fn main() -> Result<(), BenchError> {
         adaptive_parity: std::env::var("MULTICAST_BENCH_ADAPTIVE")
             .ok()
             .map(|value| value.parse::<f64>().ok()),
+        idle_before: Duration::from_millis(
+            std::env::var("MULTICAST_BENCH_IDLE_MS")
+                .ok()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0),
+        ),
     };
     eprintln!(
         "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive} (adaptive {:?}), window {} MiB, flight {} MiB",
