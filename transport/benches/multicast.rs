@@ -16,7 +16,9 @@
 //! the driver's transmit window and flight limit (defaults 32 and 4; 4 and 4 is the flow
 //! control before the flight limit existed: the window alone). `MULTICAST_BENCH_ADAPTIVE`
 //! replaces the target of the parity sized by the receivers' loss
-//! (`SenderConfig::adaptive_parity`, default 0.05; `off` sends none).
+//! (`SenderConfig::adaptive_parity`, default 0.05; `off` sends none). `MULTICAST_BENCH_IDLE_MS`
+//! makes each cell's sender idle that long before its first object (default 0), so that it
+//! announces the idle path's RTT when its first flight starts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -74,6 +76,8 @@ struct CellResult {
     seconds: f64,
     /// Seconds the sender's objects waited for room in the transmit window.
     window_full_seconds: f64,
+    /// Of which the window itself was full (datagrams awaiting acknowledgement).
+    window_held_seconds: f64,
     /// Seconds new data waited for the flight limit.
     flight_limited_seconds: f64,
     /// Mean time from detecting a missing datagram to filling it, over every receiver.
@@ -81,6 +85,33 @@ struct CellResult {
     /// UDP datagrams the kernel dropped for a full receive buffer during the cell (the whole
     /// machine's `RcvbufErrors` in /proc/net/snmp; `None` where it cannot be read).
     kernel_drops: Option<u64>,
+    /// CPU seconds (user and system) the process spent during the cell: the sender and
+    /// the three receivers share the machine's cores, so this is the cost of the cell's
+    /// bytes whatever else loads the machine.
+    cpu_seconds: Option<f64>,
+    /// Repairs sent by unicast and to the group, and parity sent on demand.
+    repairs_unicast: u64,
+    repairs_multicast: u64,
+    parity_on_demand: u64,
+    /// Datagrams the receivers rebuilt from parity, over all receivers.
+    parity_recovered: u64,
+    /// Missing datagrams filled after their fast NACK retries ran out, over all receivers:
+    /// without the late retries, each would have lost its object.
+    gaps_filled_late: u64,
+}
+
+/// CPU seconds (user and system) of the whole process so far.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given, which is valid and
+    // large enough.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: getrusage succeeded, so it initialised the struct.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// The machine's UDP `RcvbufErrors` (datagrams dropped for a full socket receive buffer).
@@ -103,6 +134,8 @@ struct ReceiverRun {
     impairment_dropped: u64,
     gaps_filled: u64,
     gap_fill_us: u64,
+    parity_recovered: u64,
+    gaps_filled_late: u64,
 }
 
 fn run_receiver(
@@ -141,6 +174,13 @@ fn run_receiver(
                     }
                 }
                 Some(Received::Lost { object_id, .. }) => {
+                    // Why, for whoever reads the failed run's output.
+                    if let Ok(stats) = receiver.stats().await {
+                        eprintln!(
+                            "  receiver {receiver_id} lost object {object_id}: {:?}",
+                            stats.protocol
+                        );
+                    }
                     return Err(format!("object {object_id} lost").into());
                 }
                 None => return Err("receiver stopped".into()),
@@ -156,6 +196,8 @@ fn run_receiver(
             impairment_dropped: stats.socket.impairment.dropped(),
             gaps_filled: stats.protocol.gaps_filled,
             gap_fill_us: stats.protocol.gap_fill_us,
+            parity_recovered: stats.protocol.parity_recovered,
+            gaps_filled_late: stats.protocol.gaps_filled_late,
         })
     })
 }
@@ -172,6 +214,8 @@ struct Settings {
     flight_bytes: Option<u64>,
     /// Replaces `adaptive_parity` (`Some(None)`: off).
     adaptive_parity: Option<Option<f64>>,
+    /// How long the sender idles between its receivers' attachment and its first object.
+    idle_before: Duration,
 }
 
 fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, BenchError> {
@@ -180,6 +224,7 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
     } = settings;
     let socket = MulticastSocketConfig::new(group(cell));
     let kernel_drops_before = udp_rcvbuf_errors();
+    let cpu_before = process_cpu_seconds();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let receivers: Vec<_> = (1..=RECEIVERS)
@@ -218,6 +263,9 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
             for id in 1..=RECEIVERS {
                 sender.add_receiver(receiver_key(id)).await?;
             }
+            // A sender that idles first (the default: none) announces the RTT of the idle
+            // path, which its burst then queues far beyond (docs/BENCH.md, issue 18).
+            tokio::time::sleep(settings.idle_before).await;
             let payload = Bytes::from(vec![0xab; OBJECT_SIZE]);
             let start = Instant::now();
             let mut handles = Vec::with_capacity(objects);
@@ -228,6 +276,11 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
             for handle in handles {
                 let report = tokio::time::timeout(IDLE_BOUND, handle.wait()).await?;
                 if !report.all_delivered() {
+                    // Why (detached receivers, repairs refused by the budget), for whoever
+                    // reads the failed run's output.
+                    if let Ok(stats) = sender.stats().await {
+                        eprintln!("  sender's counters: {:?}", stats.protocol);
+                    }
                     return Err(format!("not delivered: {report:?}").into());
                 }
             }
@@ -240,7 +293,8 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
     let mut latency = Histogram::<u64>::new(3)?;
     let mut goodput = Vec::new();
     let (mut nacks, mut nacked, mut lost) = (0, 0, 0);
-    let (mut gaps_filled, mut gap_fill_us) = (0, 0);
+    let (mut gaps_filled, mut gap_fill_us, mut parity_recovered) = (0, 0, 0);
+    let mut gaps_filled_late = 0;
     let mut end = start;
     for receiver in receivers {
         let run = receiver.join().map_err(|_| "receiver thread panicked")??;
@@ -255,12 +309,17 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
         end = end.max(last);
         gaps_filled += run.gaps_filled;
         gap_fill_us += run.gap_fill_us;
+        parity_recovered += run.parity_recovered;
+        gaps_filled_late += run.gaps_filled_late;
         let seconds = last.duration_since(start).as_secs_f64();
         goodput.push((objects * OBJECT_SIZE) as f64 / seconds / 1e6);
         nacks += run.nacks_sent;
         nacked += run.nacked_datagrams;
         lost += run.impairment_dropped;
     }
+    let cpu_seconds = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let protocol = &sender_stats.protocol;
     let data_datagrams = protocol.data_datagrams_sent;
     Ok(CellResult {
@@ -277,11 +336,18 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
             as usize,
         seconds: end.duration_since(start).as_secs_f64(),
         window_full_seconds: protocol.window_full_us as f64 / 1e6,
+        window_held_seconds: protocol.window_held_us as f64 / 1e6,
         flight_limited_seconds: protocol.flight_limited_us as f64 / 1e6,
         mean_gap_fill: Duration::from_micros(gap_fill_us / gaps_filled.max(1)),
         kernel_drops: udp_rcvbuf_errors()
             .zip(kernel_drops_before)
             .map(|(after, before)| after.saturating_sub(before)),
+        cpu_seconds,
+        repairs_unicast: protocol.repairs_unicast,
+        repairs_multicast: protocol.repairs_multicast,
+        parity_on_demand: protocol.parity_sent - protocol.parity_proactive,
+        parity_recovered,
+        gaps_filled_late,
     })
 }
 
@@ -446,6 +512,12 @@ fn main() -> Result<(), BenchError> {
         adaptive_parity: std::env::var("MULTICAST_BENCH_ADAPTIVE")
             .ok()
             .map(|value| value.parse::<f64>().ok()),
+        idle_before: Duration::from_millis(
+            std::env::var("MULTICAST_BENCH_IDLE_MS")
+                .ok()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0),
+        ),
     };
     eprintln!(
         "multicast fan-out: 1 sender -> {RECEIVERS} receivers on loopback, {objects} objects of {} KiB, proactive parity {proactive} (adaptive {:?}), window {} MiB, flight {} MiB",
@@ -469,11 +541,12 @@ fn main() -> Result<(), BenchError> {
             );
             let result = run_cell(cell, *loss, settings)?;
             eprintln!(
-                "  loss {:>4.1}%: {:.1} MB/s per receiver (mean), p50 {} us, p99 {} us",
+                "  loss {:>4.1}%: {:.1} MB/s per receiver (mean), p50 {} us, p99 {} us, {} gaps filled after the fast NACK retries",
                 loss * 100.0,
                 mean(&result.goodput),
                 result.latency.value_at_quantile(0.5),
-                result.latency.value_at_quantile(0.99)
+                result.latency.value_at_quantile(0.99),
+                result.gaps_filled_late
             );
             rounds[index].push(result);
         }
@@ -569,16 +642,24 @@ fn main() -> Result<(), BenchError> {
     );
     println!();
     println!(
-        "| loss | goodput per round, sorted (the median is above) | run s | sender waited for window s (share) | new data held by flight limit s (share) | mean repair delay ms | kernel receive-buffer drops |"
+        "| loss | goodput per round, sorted (the median is above) | run s | process CPU s (x loss-free) | sender waited for window s (share; of it, window full) | new data held by flight limit s (share) | mean repair delay ms | repairs unicast / multicast / parity on demand (datagrams rebuilt) | gaps filled after the fast NACK retries | kernel receive-buffer drops |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let loss_free_cpu = cells[0].cpu_seconds;
     for (cell, per_round) in cells.iter().zip(&per_round) {
+        let cpu = match (cell.cpu_seconds, loss_free_cpu) {
+            (Some(cpu), Some(loss_free)) => {
+                format!("{cpu:.2} ({:.2})", cpu / loss_free.max(f64::EPSILON))
+            }
+            _ => "-".to_owned(),
+        };
         println!(
-            "| {:.0}% | {per_round} | {:.2} | {:.2} ({:.0}%) | {:.2} ({:.0}%) | {} | {} |",
+            "| {:.0}% | {per_round} | {:.2} | {cpu} | {:.2} ({:.0}%; {:.2}) | {:.2} ({:.0}%) | {} | {} / {} / {} ({}) | {} | {} |",
             cell.loss * 100.0,
             cell.seconds,
             cell.window_full_seconds,
             100.0 * cell.window_full_seconds / cell.seconds.max(f64::EPSILON),
+            cell.window_held_seconds,
             cell.flight_limited_seconds,
             100.0 * cell.flight_limited_seconds / cell.seconds.max(f64::EPSILON),
             if cell.loss > 0.0 {
@@ -586,6 +667,11 @@ fn main() -> Result<(), BenchError> {
             } else {
                 "-".to_owned()
             },
+            cell.repairs_unicast,
+            cell.repairs_multicast,
+            cell.parity_on_demand,
+            cell.parity_recovered,
+            cell.gaps_filled_late,
             cell.kernel_drops
                 .map_or_else(|| "-".to_owned(), |drops| drops.to_string()),
         );

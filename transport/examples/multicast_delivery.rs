@@ -38,7 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut config = MulticastSenderConfig::new(socket, 42);
-    // Reed-Solomon parity: 3% sent with the data, more on demand.
+    // Reed-Solomon parity: 3% sent with the data (a paced sender, `protocol.rate_limit`, also
+    // sends more on demand and as the receivers' loss calls for; unpaced, losses beyond the
+    // 3% are repaired by retransmission, which costs the receivers less CPU than decoding).
     config.protocol.fec = Some(FecConfig {
         max_block: 64,
         proactive: 0.03,

@@ -26,7 +26,10 @@ pub struct RateLimit {
 /// - On demand (NORM's approach): when several receivers NACK datagrams of one block, the
 ///   sender multicasts as many *new* recovery shards as the neediest of them lacks; each
 ///   shard repairs a different loss at each receiver. A loss only one receiver asks for is
-///   repaired by a plain unicast repair.
+///   repaired by a plain unicast repair. Only a paced sender ([`SenderConfig::rate_limit`])
+///   does this: a receiver's decode of a block (about 0.1 ms, whatever its length) costs
+///   more CPU than reading the whole block again, so parity saves bytes, never CPU, and an
+///   unpaced sender is bounded by its receivers' CPU; it repairs by retransmission.
 ///
 /// # Example
 ///
@@ -108,7 +111,9 @@ pub struct SenderConfig {
     pub min_rtt: Duration,
     /// Reed-Solomon parity (proactive and on demand); `None` repairs by retransmission only.
     /// On by default, on demand, and proactive as `adaptive_parity` sizes it: it costs
-    /// nothing while no receiver loses.
+    /// nothing while no receiver loses. Both the parity on demand and `adaptive_parity` come
+    /// from a paced sender only (`rate_limit`); unpaced, only the fixed `proactive` share is
+    /// sent and losses are repaired by retransmission ([`FecConfig`] says why).
     pub fec: Option<FecConfig>,
     /// Proactive parity that follows the loss receivers report (their status carries the
     /// datagrams they found missing): each block gets the fewest recovery shards that leave
@@ -256,7 +261,10 @@ pub struct ReceiverConfig {
     /// quarter of the group RTT) into one repair or parity, and a quarter keeps a loss's cost
     /// near one round trip.
     pub nack_backoff_rtt_factor: f64,
-    /// NACKs per missing datagram before giving up on it.
+    /// NACKs per missing datagram at the announced RTT's pace. Running out of them does not
+    /// give the datagram up: a repair they asked for may still be on its way (behind a deep
+    /// socket queue, later than the announced RTT says); eight more NACKs spread over
+    /// `repair_deadline` follow, and the deadline gives it up.
     pub max_nack_retries: u32,
     /// A datagram not repaired this long after its loss was detected makes its object
     /// [`Lost`](super::ReceiverEvent::Lost).

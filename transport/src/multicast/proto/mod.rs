@@ -24,7 +24,8 @@
 //!   proactive (sent with the data: a configured share, and as much as the loss the
 //!   receivers report calls for, [`SenderConfig::adaptive_parity`]) and on demand (one
 //!   recovery shard to the group repairs a different loss at each receiver that lost one
-//!   datagram of the block).
+//!   datagram of the block); all but the configured proactive share from a paced sender
+//!   only, since decoding costs the receivers more CPU than reading the block again.
 //!
 //! Notes for the driver (additions to the agreed contract, nothing renamed): control
 //! datagrams (NACKs, status) go by unicast to the address that the sender's datagrams came

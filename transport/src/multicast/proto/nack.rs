@@ -3,10 +3,23 @@
 //! Each gap waits a random backoff before its first NACK, uniform in
 //! `[min, min + factor * group RTT]` capped at `max` (RFC 5401, 3.5, scales the backoff by the
 //! group RTT the same way, so that a repair caused by another receiver's NACK can arrive
-//! first), then is NACKed again every one and a half group RTTs plus a fresh backoff until it arrives,
-//! its retries run out, or its repair deadline passes. Gaps due at the same time travel in one
-//! NACK as ranges. (Doubling the wait per retry was tried: it cut duplicate NACKs little on
-//! loopback and used up the repair deadline under bursty loss.)
+//! first), then is NACKed again every one and a half group RTTs plus a fresh backoff until it
+//! arrives or its retries run out; it is given up on when its repair deadline passes, not when
+//! its retries run out. Gaps due at the same time travel in one NACK as ranges. (Doubling the
+//! wait per retry was tried: it cut duplicate NACKs little on loopback and used up the repair
+//! deadline under bursty loss.)
+//!
+//! Retries are timed by the RTT the sender announced, which can be far below the time a
+//! repair takes to come back: measured on an idle path when a burst starts, it knows nothing
+//! of the queue the burst then builds before a CPU-bound receiver's group socket, and a
+//! repair to the group (a loss several receivers NACKed) waits at the back of that queue (a
+//! unicast repair comes on the receiver's own socket, read beside the group's). Thirty retries 1.5 RTTs of 0.6 ms apart are spent in
+//! about 30 ms, before the answer to the first can be read; giving up then lost objects whose
+//! repairs were on their way (`a_receiver_behind_its_socket_queue_waits_for_its_repairs`
+//! in `multicast_sim`). So a gap out of retries is NACKed [`LATE_RETRIES`] more times, spread
+//! over its repair deadline (a repair lost on its way, or a NACK the sender took for a
+//! duplicate of one it had just answered, is asked for again), and is given up on only at
+//! the deadline. The deadline bounds the wait; the retries bound the NACKs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,11 +27,18 @@ use std::time::{Duration, Instant};
 use super::config::ReceiverConfig;
 use super::wire::{MAX_NACK_RANGES, SeqRange};
 
+/// NACKs of a gap after its `max_nack_retries` ran out, spread evenly over its repair
+/// deadline: the announced RTT those retries were timed by may have been far too short.
+pub(crate) const LATE_RETRIES: u32 = 8;
+
 #[derive(Debug, Clone, Copy)]
 struct Missing {
     detected_at: Instant,
     due: Instant,
     retries: u32,
+    /// Once its fast retries ran out: when a receiver that gave a gap up then (before the
+    /// late retries) would have given it up, the last fast retry's wait after it.
+    fast_retries_over: Option<Instant>,
 }
 
 /// A deterministic generator for backoff jitter (SplitMix64): the core must not draw on a
@@ -59,6 +79,9 @@ pub(crate) enum Filled {
     BeforeNack,
     /// It was missing and NACKed.
     AfterNack,
+    /// It was missing, NACKed, and arrived after its fast retries ran out and the wait after
+    /// the last of them: without the late retries it would have been given up on.
+    AfterFastRetries,
 }
 
 impl NackScheduler {
@@ -94,21 +117,25 @@ impl NackScheduler {
             detected_at: now,
             due,
             retries: 0,
+            fast_retries_over: None,
         });
         self.earliest = Some(self.earliest.map_or(due, |at| at.min(due)));
     }
 
-    /// `seq` arrived or was resolved.
-    pub(crate) fn remove(&mut self, seq: u64) -> Filled {
-        self.remove_detected(seq).0
+    /// `seq` was resolved (given up on, or past the window).
+    pub(crate) fn remove(&mut self, seq: u64) {
+        self.missing.remove(&seq);
     }
 
-    /// `seq` arrived or was resolved; also when it was found missing, if it was.
-    pub(crate) fn remove_detected(&mut self, seq: u64) -> (Filled, Option<Instant>) {
+    /// `seq` arrived at `now`: what became of it, and when it was found missing, if it was.
+    pub(crate) fn remove_detected(&mut self, seq: u64, now: Instant) -> (Filled, Option<Instant>) {
         match self.missing.remove(&seq) {
             None => (Filled::NotMissing, None),
             Some(missing) if missing.retries == 0 => {
                 (Filled::BeforeNack, Some(missing.detected_at))
+            }
+            Some(missing) if missing.fast_retries_over.is_some_and(|over| over <= now) => {
+                (Filled::AfterFastRetries, Some(missing.detected_at))
             }
             Some(missing) => (Filled::AfterNack, Some(missing.detected_at)),
         }
@@ -132,7 +159,9 @@ impl NackScheduler {
         // half as much again covers a sender busy with data before it looks again.
         let retry_base = (group_rtt * 3 / 2).max(config.nack_backoff_min);
         for (&seq, missing) in self.missing.iter_mut() {
-            if missing.due > now || missing.retries >= config.max_nack_retries {
+            if missing.due > now
+                || missing.retries >= config.max_nack_retries.saturating_add(LATE_RETRIES)
+            {
                 continue;
             }
             if held_back(seq) {
@@ -154,14 +183,23 @@ impl NackScheduler {
                 ranges.push(SeqRange { first: seq, len: 1 });
             }
             missing.retries += 1;
-            missing.due = now + retry_base + backoff(config, group_rtt, jitter);
+            let wait = retry_base + backoff(config, group_rtt, jitter);
+            missing.due = now
+                + if missing.retries >= config.max_nack_retries {
+                    if missing.retries == config.max_nack_retries {
+                        missing.fast_retries_over = Some(now + wait);
+                    }
+                    wait.max(config.repair_deadline / (LATE_RETRIES + 1))
+                } else {
+                    wait
+                };
         }
         self.recompute_earliest(config);
         ranges
     }
 
-    /// Removes and returns the sequence numbers given up on: past the repair deadline, or out
-    /// of retries and past their last retry's wait.
+    /// Removes and returns the sequence numbers given up on: past the repair deadline (one
+    /// out of retries is still awaited until then: a repair it asked for may be on its way).
     pub(crate) fn take_expired(&mut self, now: Instant, config: &ReceiverConfig) -> Vec<u64> {
         if self.earliest.is_none_or(|at| at > now) {
             return Vec::new();
@@ -169,10 +207,7 @@ impl NackScheduler {
         let expired: Vec<u64> = self
             .missing
             .iter()
-            .filter(|(_, missing)| {
-                missing.detected_at + config.repair_deadline <= now
-                    || (missing.retries >= config.max_nack_retries && missing.due <= now)
-            })
+            .filter(|(_, missing)| missing.detected_at + config.repair_deadline <= now)
             .map(|(seq, _)| *seq)
             .collect();
         for seq in &expired {
@@ -187,9 +222,13 @@ impl NackScheduler {
             .missing
             .values()
             .map(|missing| {
-                missing
-                    .due
-                    .min(missing.detected_at + config.repair_deadline)
+                let deadline = missing.detected_at + config.repair_deadline;
+                if missing.retries >= config.max_nack_retries.saturating_add(LATE_RETRIES) {
+                    // No NACK is due any more, only the give-up.
+                    deadline
+                } else {
+                    missing.due.min(deadline)
+                }
             })
             .min();
     }
@@ -229,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn due_gaps_travel_as_ranges_and_retry_until_given_up() {
+    fn due_gaps_travel_as_ranges_and_retry_until_the_deadline() {
         let config = ReceiverConfig {
             max_nack_retries: 2,
             ..ReceiverConfig::default()
@@ -252,7 +291,7 @@ mod tests {
                 .is_empty(),
             "not due again yet"
         );
-        assert_eq!(nacks.remove(4), Filled::AfterNack);
+        assert_eq!(nacks.remove_detected(4, now).0, Filled::AfterNack);
         let later = now + Duration::from_millis(50);
         assert_eq!(
             nacks
@@ -265,9 +304,40 @@ mod tests {
             nacks
                 .take_due(much_later, &config, rtt, &mut jitter, |_| false)
                 .is_empty(),
-            "out of retries"
+            "out of retries at the announced RTT's pace"
         );
-        assert_eq!(nacks.take_expired(much_later, &config), vec![3, 5, 9]);
+        assert!(
+            nacks.take_expired(much_later, &config).is_empty(),
+            "out of retries, a repair may still come before the deadline"
+        );
+        // The late retries, a ninth of the deadline apart, then only the deadline.
+        let late_gap = config.repair_deadline / (LATE_RETRIES + 1);
+        let mut at = later;
+        for late in 0..LATE_RETRIES {
+            at += late_gap + rtt * 2;
+            assert_eq!(
+                nacks
+                    .take_due(at, &config, rtt, &mut jitter, |_| false)
+                    .len(),
+                3,
+                "late retry {late}"
+            );
+        }
+        assert!(
+            nacks
+                .take_due(at + late_gap * 2, &config, rtt, &mut jitter, |_| false)
+                .is_empty(),
+            "out of late retries too"
+        );
+        assert_eq!(nacks.next_deadline(), Some(now + config.repair_deadline));
+        assert!(nacks.take_expired(at, &config).is_empty());
+        assert_eq!(
+            nacks.remove_detected(5, at).0,
+            Filled::AfterFastRetries,
+            "a repair the late retries waited for"
+        );
+        let deadline = now + config.repair_deadline;
+        assert_eq!(nacks.take_expired(deadline, &config), vec![3, 9]);
         assert_eq!(nacks.len(), 0);
     }
 }

@@ -416,7 +416,7 @@ impl Receiver {
                 let (filled, detected_at) = if fresh {
                     (Filled::BeforeNack, None)
                 } else {
-                    session.nacks.remove_detected(seq)
+                    session.nacks.remove_detected(seq, now)
                 };
                 if filled == Filled::BeforeNack && repair {
                     self.stats.nacks_suppressed += 1;
@@ -425,6 +425,9 @@ impl Receiver {
                     let delay = now.saturating_duration_since(detected_at).as_micros();
                     self.stats.gaps_filled += 1;
                     self.stats.gap_fill_us += u64::try_from(delay).unwrap_or(u64::MAX);
+                    if filled == Filled::AfterFastRetries {
+                        self.stats.gaps_filled_late += 1;
+                    }
                 }
                 self.stats.fragments_received += 1;
                 if repair {

@@ -29,6 +29,15 @@ const MAX_SEQS_PER_NACK: u64 = 16 * 1024;
 /// Shortest NACK coalescing wait: below it, timers cost more than they gather.
 const MIN_COALESCING: Duration = Duration::from_micros(100);
 
+/// Repairs sent one after another to one destination at most, before the lowest pending
+/// repair's destination is looked at again: about what the driver sends in one system call
+/// (GSO batches of full datagrams, 64 KiB at most).
+const MAX_REPAIR_RUN: usize = 44;
+
+/// Pending repairs looked through for a run to one destination: bounds the cost of a run
+/// when repairs go to many destinations.
+const REPAIR_RUN_SCAN: usize = 4 * MAX_REPAIR_RUN;
+
 /// NACKs within one parity block: its length, the seqs asked, and per receiver how many of
 /// them it asked for.
 type BlockRequests = (u16, Vec<u64>, HashMap<u32, u16>);
@@ -74,6 +83,10 @@ pub struct Sender {
     members: BTreeMap<u32, Member>,
     /// Repairs ready to go, in sequence order.
     repairs: BTreeMap<u64, Destination>,
+    /// The rest of the run of repairs being sent, all to `repair_run_to` (see
+    /// [`next_repair`](Self::next_repair)).
+    repair_run: VecDeque<u64>,
+    repair_run_to: Option<Destination>,
     /// Parity ready to go: (block's first seq, recovery index).
     parity: BTreeSet<(u64, u16)>,
     /// Recovery shards per block, computed when first sent.
@@ -100,6 +113,8 @@ pub struct Sender {
     flight_limited_since: Option<Instant>,
     /// Since when an object has been refused for a full window (for `window_full_us`).
     window_full_since: Option<Instant>,
+    /// Whether that refusal was for the window's own bound (for `window_held_us`).
+    window_full_held: bool,
     events: VecDeque<SenderEvent>,
     stats: SenderStats,
 }
@@ -125,6 +140,8 @@ impl Sender {
             send_cursor: 0,
             members: BTreeMap::new(),
             repairs: BTreeMap::new(),
+            repair_run: VecDeque::new(),
+            repair_run_to: None,
             parity: BTreeSet::new(),
             fec: ParityEncoder::default(),
             requested: BTreeMap::new(),
@@ -137,6 +154,7 @@ impl Sender {
             flight_low: u64::MAX,
             flight_limited_since: None,
             window_full_since: None,
+            window_full_held: false,
             events: VecDeque::new(),
             stats: SenderStats::default(),
             config,
@@ -247,17 +265,23 @@ impl Sender {
         }
         let payload = self.config.fragment_payload();
         let datagrams = size.div_ceil(payload as u64).max(1);
-        if self.window.datagrams() + datagrams > self.config.window_datagrams
-            || self.window.bytes() + size > self.config.window_bytes
-            || self.unsent_flight_queued()
-        {
+        let held = self.window.datagrams() + datagrams > self.config.window_datagrams
+            || self.window.bytes() + size > self.config.window_bytes;
+        if held || self.unsent_flight_queued() {
             self.window_was_full = true;
-            self.window_full_since.get_or_insert(now);
+            if self.window_full_since.is_none() {
+                self.window_full_since = Some(now);
+                self.window_full_held = held;
+            }
             return Err(SendError::WindowFull);
         }
         if let Some(since) = self.window_full_since.take() {
             let waited = now.saturating_duration_since(since).as_micros();
-            self.stats.window_full_us += u64::try_from(waited).unwrap_or(u64::MAX);
+            let waited = u64::try_from(waited).unwrap_or(u64::MAX);
+            self.stats.window_full_us += waited;
+            if self.window_full_held {
+                self.stats.window_held_us += waited;
+            }
         }
         let mut pending = Vec::new();
         for (&receiver_id, member) in &self.members {
@@ -425,10 +449,21 @@ impl Sender {
     /// shards as the neediest member lacks, to the group. Parity sent within the holdoff
     /// counts: a NACK that left before it arrived is answered by it. A block only one member
     /// asks about gets plain repairs.
+    ///
+    /// Only a paced sender does this: parity saves bytes on the wire, never the receivers'
+    /// CPU. Decoding a block evaluates a polynomial over all of GF(2^16), about 0.1 ms
+    /// whatever the block's length, which is more than a receiver spends reading and
+    /// opening the whole 64-datagram block again (about 0.06 ms on loopback). Where the rate
+    /// bounds the path that CPU buys bytes; an unpaced sender is bounded by its receivers'
+    /// CPU, and there on-demand parity cost three receivers at 5% loss a fifth of all the
+    /// run's CPU to replace 2% of the repairs (docs/BENCH.md, issue 18).
     fn choose_parity(&mut self, now: Instant) {
         let Some(fec) = self.config.fec else {
             return;
         };
+        if self.config.rate_limit.is_none() {
+            return;
+        }
         let holdoff = self.repair_holdoff();
         let mut blocks: BTreeMap<u64, BlockRequests> = BTreeMap::new();
         for (&seq, asked) in &self.requested {
@@ -878,8 +913,7 @@ impl Sender {
             }
             return Some(transmit);
         }
-        let (seq, destination) = if let Some((&seq, &destination)) = self.repairs.first_key_value()
-        {
+        let (seq, destination) = if let Some((seq, destination)) = self.next_repair() {
             (seq, Some(destination))
         } else if self.send_cursor < self.window.end() && self.flight_allows() {
             (self.send_cursor, None)
@@ -967,6 +1001,35 @@ impl Sender {
             self.queue_proactive_parity(seq);
         }
         Some(transmit)
+    }
+
+    /// The next repair to send: the lowest pending seq's, then the other pending repairs to
+    /// the same destination (in seq order, up to [`MAX_REPAIR_RUN`]) before any other's. The
+    /// driver sends a run of datagrams to one destination in one system call; repairs in seq
+    /// order alternate between the receivers that asked (a unicast repair each) and took a
+    /// system call apiece, which at 5% loss to three receivers was the largest cost the loss
+    /// added to the sender (docs/BENCH.md, issue 18). A repair chosen but not sent (the
+    /// pacer) stays pending.
+    fn next_repair(&mut self) -> Option<(u64, Destination)> {
+        while let Some(seq) = self.repair_run.pop_front() {
+            if let Some(&destination) = self.repairs.get(&seq)
+                && Some(destination) == self.repair_run_to
+            {
+                return Some((seq, destination));
+            }
+        }
+        let (&first, &destination) = self.repairs.first_key_value()?;
+        self.repair_run = self
+            .repairs
+            .iter()
+            .skip(1)
+            .take(REPAIR_RUN_SCAN)
+            .filter(|(_, to)| **to == destination)
+            .map(|(seq, _)| *seq)
+            .take(MAX_REPAIR_RUN - 1)
+            .collect();
+        self.repair_run_to = Some(destination);
+        Some((first, destination))
     }
 
     fn tail(&mut self, now: Instant) -> Option<Transmit> {

@@ -68,6 +68,10 @@ pub struct SenderStats {
     /// Microseconds objects waited for room in the window: from a
     /// [`WindowFull`](super::SendError::WindowFull) refusal to the next accepted object.
     pub window_full_us: u64,
+    /// Of `window_full_us`, the waits that began with the window itself full (its datagrams
+    /// or bytes, which await acknowledgement: behind a loss, until its repair arrives) rather
+    /// than with a quarter flight of unsent data queued.
+    pub window_held_us: u64,
     /// Microseconds new data waited for the flight limit (datagrams sent and not yet read by
     /// the slowest receiver), from the first datagram held back to the next one sent.
     pub flight_limited_us: u64,
@@ -139,6 +143,11 @@ pub struct ReceiverStats {
     /// Microseconds from detecting those gaps to filling them, summed (divide by
     /// `gaps_filled` for the mean repair delay).
     pub gap_fill_us: u64,
+    /// Of `gaps_filled`, those that arrived after their `max_nack_retries` NACKs and the
+    /// wait after the last of them, during the late retries: a receiver that gave a gap up
+    /// when those retries ran out (as it did before the late retries) would have lost
+    /// their objects.
+    pub gaps_filled_late: u64,
     /// Dropped datagrams by reason.
     pub dropped: ReceiverDrops,
 }
