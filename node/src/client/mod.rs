@@ -1083,11 +1083,7 @@ impl Client {
     /// vote is yes it waits for nothing (its caller may have been told it voted: it must not
     /// fail now).
     fn older_waits(&mut self, from: &str, ttid: Tid) {
-        let Some(txn) = self
-            .txn
-            .as_mut()
-            .filter(|txn| txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting))
-        else {
+        let Some(txn) = self.unvoted(ttid) else {
             return;
         };
         let waits = txn
@@ -1106,11 +1102,7 @@ impl Client {
     /// Storage `from` says a store of `ttid` waits there for a lock: the transaction starts
     /// over if an older one waits for it elsewhere (see [`older_waits`](Self::older_waits)).
     fn waits(&mut self, from: &str, ttid: Tid) {
-        let Some(txn) = self
-            .txn
-            .as_mut()
-            .filter(|txn| txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting))
-        else {
+        let Some(txn) = self.unvoted(ttid) else {
             // A late word for a transaction that ended: nothing waits any more.
             return;
         };
@@ -1121,6 +1113,13 @@ impl Client {
         if let Some(node) = txn.older_waits.clone() {
             self.fail(AbortReason::Wounded { node });
         }
+    }
+
+    /// The transaction in progress if it is `ttid` and some vote of it may still be out.
+    fn unvoted(&mut self, ttid: Tid) -> Option<&mut Transaction> {
+        self.txn
+            .as_mut()
+            .filter(|txn| txn.ttid == ttid && matches!(txn.phase, Phase::Storing | Phase::Voting))
     }
 
     /// Whether `node` failed for the transaction in progress, `ttid`.
