@@ -84,9 +84,15 @@ fn transfers_under(strategy: Strategy) {
     };
     let cluster = LocalCluster::start(&spec);
     let started = Instant::now();
+    // The command's client paces its multicast sender, as a client across a WAN would
+    // (`multicast.rate_mbit`: a paced sender also sends parity); the in-process ones do not.
     let cli_config = cluster.client_config(
         "client-4",
-        &format!("{}\n{}", fanout_section(strategy), multicast_section(group)),
+        &format!(
+            "{}\n{}rate_mbit = 1000\n",
+            fanout_section(strategy),
+            multicast_section(group)
+        ),
     );
     let cli = CliTransfers::start(&cli_config, 10, TRANSFERS, 4);
 

@@ -562,6 +562,29 @@ fn multicast_interface_and_ttl_are_checked() {
 }
 
 #[test]
+fn a_multicast_rate_paces_the_sender_and_is_checked() {
+    let with_rate = |rate: &str| {
+        edit(
+            STORAGE,
+            "interface = \"lo\"",
+            &format!("interface = \"lo\"\nrate_mbit = {rate}"),
+        )
+    };
+    let config = NodeConfig::parse(&with_rate("100"), ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.multicast.and_then(|m| m.rate_mbit), Some(100));
+    let config = NodeConfig::parse(STORAGE, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.multicast.and_then(|m| m.rate_mbit), None, "unpaced");
+    for rate in ["0", "100001"] {
+        invalid(&with_rate(rate), "multicast.rate_mbit");
+    }
+    for rate in ["-5", "\"100Mbit\""] {
+        let error = error_of(&with_rate(rate));
+        assert!(matches!(error, ConfigError::WrongType { .. }), "{error:?}");
+        assert_names(&error, "multicast.rate_mbit");
+    }
+}
+
+#[test]
 fn node_names_must_be_dns_labels() {
     let too_long = "a".repeat(64);
     for name in [

@@ -16,6 +16,7 @@ pub(super) struct RawMulticast {
     interface: Option<Spanned<String>>,
     ttl: Option<Spanned<u64>>,
     loopback: Option<Spanned<bool>>,
+    rate_mbit: Option<Spanned<u64>>,
 }
 
 /// The `[multicast]` section: a client sends stored objects to `group`, storages join it.
@@ -31,6 +32,14 @@ pub struct MulticastConfig {
     /// Whether the host's own members receive what it sends (`multicast.loopback`, default
     /// true, as the kernel does; nodes sharing a host need it).
     pub loopback: bool,
+    /// The rate a client's sender paces its datagrams at, in megabits per second
+    /// (`multicast.rate_mbit`; none: unpaced, as fast as the receivers read). A paced sender
+    /// also sends Reed-Solomon parity as the loss its receivers report calls for, and
+    /// repairs losses several receivers share with parity on demand, so that on a lossy path
+    /// most objects arrive whole without a repair round trip. Set it on a WAN, to the
+    /// uplink's rate or below; on a LAN or loopback an unpaced sender is faster (parity's
+    /// coding costs the receivers CPU). Storages ignore it.
+    pub rate_mbit: Option<u32>,
 }
 
 /// The interface of the multicast socket, by name or (IPv4 only) by one of its addresses.
@@ -54,6 +63,9 @@ impl fmt::Display for MulticastInterface {
 impl MulticastConfig {
     /// Default `ttl`: datagrams stay on the local segment.
     pub const DEFAULT_TTL: u32 = 1;
+
+    /// The highest `rate_mbit`: 100 Gbit/s.
+    pub const MAX_RATE_MBIT: u32 = 100_000;
 
     pub(super) fn check(
         raw: Spanned<RawMulticast>,
@@ -89,11 +101,26 @@ impl MulticastConfig {
                 }
             },
         };
+        let rate_mbit = match raw.rate_mbit {
+            None => None,
+            Some(rate) => match u32::try_from(*rate.get_ref()) {
+                Ok(value @ 1..=Self::MAX_RATE_MBIT) => Some(value),
+                _ => {
+                    return Err(check.invalid(
+                        "multicast.rate_mbit",
+                        &rate,
+                        rate.get_ref(),
+                        "megabits per second, 1 to 100000 (leave it out for an unpaced sender)",
+                    ));
+                }
+            },
+        };
         Ok(Self {
             group,
             interface,
             ttl,
             loopback: raw.loopback.is_none_or(|loopback| *loopback.get_ref()),
+            rate_mbit,
         })
     }
 }

@@ -30,6 +30,7 @@ use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutError, Strategy};
 use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
 };
+use replicast_transport::multicast::proto::RateLimit;
 use replicast_transport::quic::{Endpoint, EndpointConfig, LinkConfig, LinkError};
 
 use super::client_handle::{ClientError, ClientHandle};
@@ -311,8 +312,12 @@ pub fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
     }
 }
 
+/// The bytes a paced sender may send at once, beyond its rate: a GSO batch's worth.
+const PACED_BURST: u64 = 64 * 1024;
+
 /// The fan-out writer of a client's `[fanout] strategy` on `endpoint`: unicast needs no group;
-/// multicast and auto send to `[multicast]`, as a session of its own (a random id per call).
+/// multicast and auto send to `[multicast]`, as a session of its own (a random id per call),
+/// paced at `multicast.rate_mbit` if given.
 pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout, ConnectError> {
     let RoleConfig::Client { fanout, .. } = &config.role else {
         return Err(not_a_client(config));
@@ -338,7 +343,14 @@ pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout,
     // system's randomness.
     let session_id = RandomState::new().build_hasher().finish();
     let timeouts = super::FailureTimeouts::after(config.link.idle_timeout);
-    let sender = timeouts.sender(MulticastSenderConfig::new(socket, session_id));
+    let mut sender = timeouts.sender(MulticastSenderConfig::new(socket, session_id));
+    if let Some(mbit) = multicast.rate_mbit {
+        // Paced: the sender also sends parity as its receivers' loss calls for.
+        sender.protocol.rate_limit = Some(RateLimit {
+            bytes_per_second: u64::from(mbit) * 1_000_000 / 8,
+            burst: PACED_BURST,
+        });
+    }
     Fanout::bind(
         endpoint.clone(),
         FanoutConfig {
