@@ -10,7 +10,7 @@ use super::batch::WriteBatch;
 use super::error::database;
 use super::records::{
     ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData, TransactionRecord,
-    decode, encode, split_pending,
+    decode, encode, insert_record, split_pending,
 };
 use super::tables::{
     OBJECTS, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME, TRANSACTIONS,
@@ -325,20 +325,15 @@ fn stage(
         }
     }
     let record = make_record(&objects)?;
-    let object = PendingObject { serial, record };
-    // Encoded straight into redb's page: the object's bytes are copied there and nowhere else.
-    let corrupt = |source| EngineError::Corrupt {
-        table: PENDING_OBJECTS_NAME,
-        source,
-    };
-    let len = postcard::experimental::serialized_size(&object).map_err(corrupt)?;
-    let mut pending_objects = txn
-        .open_table(PENDING_OBJECTS)
-        .map_err(database("open pending objects"))?;
-    let mut slot = pending_objects
-        .insert_reserve((ttid, oid), len)
-        .map_err(database("record pending object"))?;
-    postcard::to_slice(&object, slot.as_mut()).map_err(corrupt)?;
+    insert_record(
+        &mut txn
+            .open_table(PENDING_OBJECTS)
+            .map_err(database("open pending objects"))?,
+        PENDING_OBJECTS_NAME,
+        (ttid, oid),
+        &PendingObject { serial, record },
+        "record pending object",
+    )?;
     if let Some(header) = new_header {
         pending
             .insert(ttid, header.as_slice())

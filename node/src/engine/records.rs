@@ -1,8 +1,11 @@
 //! The values the engine keeps: object revisions, transactions, and their encodings on disk.
 
+use std::borrow::Borrow;
+
+use redb::{Key, Table};
 use serde::{Deserialize, Serialize};
 
-use super::error::EngineError;
+use super::error::{EngineError, database};
 use super::tables::PENDING_OBJECTS_NAME;
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
@@ -95,6 +98,28 @@ pub(crate) struct TransactionRecord {
 /// Encodes a record for a table.
 pub(crate) fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, EngineError> {
     crate::encoding::to_sized_vec(value).map_err(|source| EngineError::Corrupt { table, source })
+}
+
+/// Writes `value` as `key`'s record in `table` (named `name`), encoded straight into the space
+/// redb reserves for it: a record's object bytes are copied there and nowhere else (encoding
+/// first into a vector, then inserting it, copied them twice more).
+pub(crate) fn insert_record<'k, K: Key + 'static, T: Serialize>(
+    table: &mut Table<K, &'static [u8]>,
+    name: &'static str,
+    key: impl Borrow<K::SelfType<'k>>,
+    value: &T,
+    operation: &'static str,
+) -> Result<(), EngineError> {
+    let corrupt = |source| EngineError::Corrupt {
+        table: name,
+        source,
+    };
+    let len = postcard::experimental::serialized_size(value).map_err(corrupt)?;
+    let mut slot = table
+        .insert_reserve(key, len)
+        .map_err(database(operation))?;
+    postcard::to_slice(value, slot.as_mut()).map_err(corrupt)?;
+    Ok(())
 }
 
 /// Decodes a record read from a table.

@@ -16,7 +16,7 @@ use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, TransactionRecord, decode, encode};
+use super::records::{ObjectRecord, StoredData, TransactionRecord, decode, encode, insert_record};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
 use super::{Engine, EngineError, read_revision, read_transaction};
 use crate::ids::{Oid, Tid};
@@ -240,10 +240,13 @@ pub(super) fn merge_objects(
             data: StoredData::Content(object.data.clone()),
             digest: object.digest,
         };
-        let record = encode(OBJECTS_NAME, &record)?;
-        objects
-            .insert((oid, tid), record.as_slice())
-            .map_err(database("import object"))?;
+        insert_record(
+            &mut objects,
+            OBJECTS_NAME,
+            (oid, tid),
+            &record,
+            "import object",
+        )?;
     }
     for (tid, (record, changed)) in records {
         if changed {
