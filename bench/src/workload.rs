@@ -38,8 +38,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ABORTS_IN_A_ROW: u32 = 20;
 /// Object ids asked from the master at once (fewer round trips outside the measurement).
 const OID_BATCH: u32 = 256;
-/// The multicast sender's burst above its paced rate.
-const RATE_BURST: u64 = 64 * 1024;
 
 /// What the cluster tells the writers.
 #[derive(Clone)]
@@ -180,10 +178,7 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
         session_id,
     );
     if let Some(bits) = knobs.rate_bits_per_s {
-        multicast.protocol.rate_limit = Some(RateLimit {
-            bytes_per_second: bits / 8,
-            burst: RATE_BURST,
-        });
+        multicast.protocol.rate_limit = Some(RateLimit::link(bits));
     }
     multicast.impairment = if host.namespace.is_some() {
         // Storages in other processes cannot lose datagrams on read: the loss is the writer's.

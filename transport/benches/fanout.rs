@@ -156,10 +156,7 @@ async fn cell(
         LinkConditions::new().with_shared_default(writer_quic),
     )?;
     let mut multicast = MulticastSenderConfig::new(MulticastSocketConfig::new(group(index)), 1);
-    multicast.protocol.rate_limit = Some(RateLimit {
-        bytes_per_second: RATE_BYTES,
-        burst: 64 * 1024,
-    });
+    multicast.protocol.rate_limit = Some(RateLimit::link(RATE_BITS));
     multicast.impairment = Some(ImpairmentConfig::none().with_send(writer_link(seed + 500)));
     let mut config = FanoutConfig::new(multicast);
     config.strategy = strategy;

@@ -312,9 +312,6 @@ pub fn multicast_interface(multicast: &MulticastConfig) -> MulticastInterface {
     }
 }
 
-/// The bytes a paced sender may send at once, beyond its rate: a GSO batch's worth.
-const PACED_BURST: u64 = 64 * 1024;
-
 /// The fan-out writer of a client's `[fanout] strategy` on `endpoint`: unicast needs no group;
 /// multicast and auto send to `[multicast]`, as a session of its own (a random id per call),
 /// paced at `multicast.rate_mbit` if given.
@@ -346,10 +343,7 @@ pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout,
     let mut sender = timeouts.sender(MulticastSenderConfig::new(socket, session_id));
     if let Some(mbit) = multicast.rate_mbit {
         // Paced: the sender also sends parity as its receivers' loss calls for.
-        sender.protocol.rate_limit = Some(RateLimit {
-            bytes_per_second: u64::from(mbit) * 1_000_000 / 8,
-            burst: PACED_BURST,
-        });
+        sender.protocol.rate_limit = Some(RateLimit::link(u64::from(mbit) * 1_000_000));
     }
     Fanout::bind(
         endpoint.clone(),

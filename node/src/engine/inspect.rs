@@ -10,7 +10,7 @@ use redb::ReadableDatabase;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, encode};
+use super::records::{ObjectRecord, StoredData, insert_record};
 use super::tables::{OBJECTS, OBJECTS_NAME};
 use super::{Engine, EngineError, read_revision};
 use crate::ids::{Oid, Tid};
@@ -116,10 +116,13 @@ impl Engine {
                         data: StoredData::Content(data.clone()),
                         digest: record.digest,
                     };
-                    let record = encode(OBJECTS_NAME, &record)?;
-                    objects
-                        .insert((oid, tid), record.as_slice())
-                        .map_err(database("rewrite revision"))?;
+                    insert_record(
+                        &mut objects,
+                        OBJECTS_NAME,
+                        (oid, tid),
+                        &record,
+                        "rewrite revision",
+                    )?;
                     Ok(())
                 },
             )

@@ -14,7 +14,7 @@
 use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, TransactionRecord, encode};
+use super::records::{ObjectRecord, StoredData, TransactionRecord, encode, insert_record};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
 use super::{Engine, EngineError, WriteBatch, read_record, read_revision, read_transaction};
 use crate::ids::{Oid, Tid};
@@ -225,10 +225,13 @@ fn pack_object(
                 data: StoredData::Content(data),
                 digest: record.digest,
             };
-            let record = encode(OBJECTS_NAME, &record)?;
-            objects
-                .insert((oid, *kept), record.as_slice())
-                .map_err(database("copy undone content"))?;
+            insert_record(
+                objects,
+                OBJECTS_NAME,
+                (oid, *kept),
+                &record,
+                "copy undone content",
+            )?;
         }
     }
     let removed = doomed.len() as u64;

@@ -387,17 +387,11 @@ pub async fn run(
             }
             Attempt::Aborted(reason) => {
                 run.other_aborts += 1;
-                if run.other_reasons.len() == REMEMBERED_REASONS {
-                    run.other_reasons.remove(0);
-                }
-                run.other_reasons.push(reason.clone());
+                remember(&mut run.other_reasons, REMEMBERED_REASONS, reason.clone());
                 reason
             }
         };
-        if last_failures.len() == 8 {
-            last_failures.remove(0);
-        }
-        last_failures.push(failure);
+        remember(&mut last_failures, 8, failure);
     }
     if run.commits.len() == count {
         return Ok(run);
@@ -408,6 +402,14 @@ pub async fn run(
         attempts,
         last_failures,
     })
+}
+
+/// Keeps `reason` as the newest of at most `most` reasons, dropping the oldest.
+fn remember(reasons: &mut Vec<String>, most: usize, reason: String) {
+    if reasons.len() == most {
+        reasons.remove(0);
+    }
+    reasons.push(reason);
 }
 
 /// Loads every account and checks it holds [`INITIAL_BALANCE`] plus the changes of exactly

@@ -14,6 +14,25 @@ pub struct RateLimit {
     pub burst: u64,
 }
 
+impl RateLimit {
+    /// The pace of a sender on a link of `bits_per_second`: that rate, with a burst of one
+    /// GSO batch (64 KiB), so that pacing never splits a batch the driver sends in one call.
+    ///
+    /// ```
+    /// use replicast_transport::multicast::proto::RateLimit;
+    ///
+    /// let limit = RateLimit::link(100_000_000);
+    /// assert_eq!(limit.bytes_per_second, 12_500_000);
+    /// assert_eq!(limit.burst, 64 * 1024);
+    /// ```
+    pub fn link(bits_per_second: u64) -> Self {
+        Self {
+            bytes_per_second: bits_per_second / 8,
+            burst: 64 * 1024,
+        }
+    }
+}
+
 /// Reed-Solomon parity (reed-solomon-simd): each object is cut into blocks of at most
 /// `max_block` datagrams (near-equal lengths, so the block follows the object's size: a small
 /// object is one block), and any `k` of a `k`-datagram block's data and recovery shards
