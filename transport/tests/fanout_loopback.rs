@@ -1048,3 +1048,109 @@ async fn a_session_id_of_another_writer_and_an_unbindable_group_are_refused() {
     })
     .await;
 }
+
+/// Objects of the slow-application test: 16 KiB each, so that eight fill its queue's bytes.
+const SLOW_OBJECT: usize = 16 * 1024;
+
+/// A replica whose application stops reading holds its writer back: with room for 8 objects
+/// queued (by bytes), of 32 sent no more than 8 are reported delivered while nothing is
+/// taken, the queue never holds more, and once the application reads, every object arrives
+/// once and every report says delivered. `strategy` picks the path that must wait: the
+/// unicast acknowledgement, or the multicast verdict.
+async fn slow_application_holds_the_writer_back(strategy: Strategy) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let ca = ClusterCa::generate("slow-application").expect("CA");
+    let writer = Fanout::bind(
+        endpoint(&ca, "writer"),
+        writer_config(random_group(), SESSION, strategy),
+    )
+    .expect("bind writer");
+    let config = FanoutReceiverConfig {
+        queue_bytes: 8 * SLOW_OBJECT,
+        expect_timeout: Duration::from_secs(30),
+        ..FanoutReceiverConfig::default()
+    };
+    let mut replica = Replica::added(&writer, &ca, "replica", config).await;
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let reported = Arc::new(tokio::sync::Notify::new());
+    let mut waits = Vec::new();
+    for id in 0..32u64 {
+        let handle = writer
+            .send(id, Bytes::from(vec![id as u8; SLOW_OBJECT]))
+            .await
+            .expect("send");
+        let (delivered, reported) = (delivered.clone(), reported.clone());
+        waits.push(tokio::spawn(async move {
+            let report = handle.wait().await;
+            if report.all_delivered() {
+                delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            reported.notify_one();
+            report
+        }));
+    }
+    // The queue fills (bounded wait), then stays full: nothing the writer does moves it.
+    let mut full = false;
+    for _ in 0..1_000 {
+        let stats = replica.receiver.stats();
+        assert!(stats.queued_bytes <= 8 * SLOW_OBJECT as u64, "{stats:?}");
+        if stats.queued_objects == 8 {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        full,
+        "the queue never filled: {:?}",
+        replica.receiver.stats()
+    );
+    // Not a synchronization: a window in which more reports than queued objects would be a
+    // failure (before the bound, all 32 came at once).
+    let window = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::timeout_at(window, reported.notified())
+        .await
+        .is_ok()
+    {}
+    assert!(
+        delivered.load(Ordering::SeqCst) <= 8,
+        "{strategy:?}: {} reported delivered with 8 queued and none taken",
+        delivered.load(Ordering::SeqCst)
+    );
+    let stats = replica.receiver.stats();
+    assert_eq!(
+        (stats.queued_objects, stats.queued_bytes),
+        (8, 8 * SLOW_OBJECT as u64)
+    );
+    // The application reads: everything arrives once, and every report says delivered.
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 32 {
+        let object = replica.receiver.recv().await.expect("the replica runs");
+        assert_eq!(
+            object.data,
+            Bytes::from(vec![object.object_id as u8; SLOW_OBJECT])
+        );
+        assert!(seen.insert(object.object_id), "{} twice", object.object_id);
+    }
+    for wait in waits {
+        let report = wait.await.expect("report task");
+        assert!(report.all_delivered(), "{strategy:?}: {report:?}");
+    }
+    assert_eq!(delivered.load(Ordering::SeqCst), 32);
+    assert!(
+        replica.receiver.try_recv().is_none(),
+        "an object delivered twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_read_holds_its_unicast_writer_back() {
+    bounded(slow_application_holds_the_writer_back(Strategy::Unicast)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_read_holds_its_multicast_writer_back() {
+    bounded(slow_application_holds_the_writer_back(Strategy::Multicast)).await;
+}

@@ -51,6 +51,7 @@
 mod error;
 mod handle;
 pub mod matching;
+mod queue;
 mod reach;
 mod replica;
 mod sessions;

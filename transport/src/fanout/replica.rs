@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::error::JoinRefusal;
 use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, MulticastKey, Resolved};
+use super::queue::{QueueIn, QueueOut, queue};
 use super::sessions::{Memberships, SocketCommand, SocketTask};
 use super::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_EXPECT_BATCH,
@@ -48,6 +49,13 @@ pub struct FanoutReceiverConfig {
     /// leaves. Each writer has one session at most, and the sessions on one group share one
     /// multicast socket (and its task), so this bounds the sockets too.
     pub max_sessions: usize,
+    /// The most delivered objects queued for the application (not yet taken by
+    /// [`FanoutReceiver::recv`]). A full queue holds back what arrives next, and the writer's
+    /// acknowledgement of it: an application slower than its writers slows them down.
+    pub queue_objects: usize,
+    /// The most bytes of delivered objects queued for the application (an object larger
+    /// than this passes alone), as [`queue_objects`](Self::queue_objects).
+    pub queue_bytes: usize,
 }
 
 impl Default for FanoutReceiverConfig {
@@ -60,6 +68,8 @@ impl Default for FanoutReceiverConfig {
             expect_timeout: Duration::from_secs(2),
             limits: MatcherLimits::default(),
             max_sessions: 256,
+            queue_objects: 4096,
+            queue_bytes: 64 << 20,
         }
     }
 }
@@ -112,13 +122,18 @@ pub struct FanoutReceiverStats {
     /// sessions it serves (each socket joined to a group gets a copy of every datagram sent
     /// to it, so one per writer would multiply the receive work by the writers).
     pub multicast_sockets: u64,
+    /// Delivered objects queued for the application now (at most
+    /// [`FanoutReceiverConfig::queue_objects`]).
+    pub queued_objects: u64,
+    /// Their bytes (at most [`FanoutReceiverConfig::queue_bytes`]).
+    pub queued_bytes: u64,
 }
 
 struct Shared {
     config: FanoutReceiverConfig,
     matcher: Mutex<Matcher<u64>>,
     sessions: Mutex<Memberships>,
-    delivered: mpsc::UnboundedSender<DeliveredObject>,
+    delivered: QueueIn,
     next_token: AtomicU64,
     not_received: AtomicU64,
     unicast_objects: AtomicU64,
@@ -135,6 +150,12 @@ struct Shared {
 /// receiver per group that writers send to (shared by their sessions), pairs multicast
 /// objects with their announced digests, and yields every object to the application exactly
 /// once, whichever path brought it.
+///
+/// Delivered objects wait for the application in a queue bounded by
+/// [`FanoutReceiverConfig::queue_objects`] and [`queue_bytes`](FanoutReceiverConfig::queue_bytes).
+/// A writer hears that an object arrived only once the queue took it: an application that
+/// reads slowly slows its writers down (the group is not read, unicast streams are not
+/// acknowledged) instead of piling their objects up here.
 ///
 /// [`start`](Self::start) takes over the endpoint's incoming work: requests and objects that
 /// are not for the fan-out's [`SERVICE`] are refused. An application that serves its own
@@ -153,7 +174,7 @@ struct Shared {
 /// ```
 pub struct FanoutReceiver {
     shared: Arc<Shared>,
-    delivered: mpsc::UnboundedReceiver<DeliveredObject>,
+    delivered: QueueOut,
     /// The accept loop of [`FanoutReceiver::start`]; none when fed.
     accept: Option<JoinHandle<()>>,
 }
@@ -243,7 +264,8 @@ impl FanoutReceiver {
     /// A receiver that serves only what its [`FanoutFeed`] hands it, for applications that
     /// accept the endpoint's work themselves (to serve their own messages on it).
     pub fn start_fed(config: FanoutReceiverConfig) -> (Self, FanoutFeed) {
-        let (delivered_tx, delivered) = mpsc::unbounded_channel();
+        let queue_bytes = u32::try_from(config.queue_bytes).unwrap_or(u32::MAX);
+        let (delivered_tx, delivered) = queue(config.queue_objects, queue_bytes);
         let shared = Arc::new(Shared {
             matcher: Mutex::new(Matcher::new(config.limits)),
             config,
@@ -277,7 +299,7 @@ impl FanoutReceiver {
 
     /// The next object already delivered, without waiting.
     pub fn try_recv(&mut self) -> Option<DeliveredObject> {
-        self.delivered.try_recv().ok()
+        self.delivered.try_recv()
     }
 
     /// A snapshot of the counters.
@@ -299,6 +321,7 @@ impl Shared {
             let memberships = lock(&self.sessions);
             (memberships.sessions(), memberships.sockets())
         };
+        let queued = self.delivered.queued();
         FanoutReceiverStats {
             matching: lock(&self.matcher).stats(),
             not_received: self.not_received.load(Ordering::Relaxed),
@@ -310,6 +333,8 @@ impl Shared {
             refused: self.refused.load(Ordering::Relaxed),
             sessions: sessions as u64,
             multicast_sockets: multicast_sockets as u64,
+            queued_objects: queued.objects,
+            queued_bytes: queued.bytes,
         }
     }
 
@@ -532,11 +557,13 @@ async fn run_socket(
                     }
                     let resolved = lock(&shared.matcher)
                         .multicast_arrived((object.session_id, object.object_id), object.data);
-                    settle(&shared, resolved);
+                    // Waits while the application's queue is full: this group is then not
+                    // read, and its senders' flight limit holds them back.
+                    settle(&shared, resolved).await;
                 }
                 Some(Received::Lost { session_id, object_id }) => {
                     let resolved = lock(&shared.matcher).multicast_lost((session_id, object_id));
-                    settle(&shared, resolved);
+                    settle(&shared, resolved).await;
                 }
                 None => return,
             },
@@ -544,26 +571,31 @@ async fn run_socket(
     }
 }
 
-/// Answers settled announcements and hands a delivery to the application.
-fn settle(shared: &Shared, resolved: Resolved<u64>) {
+/// Hands the deliveries to the application, then answers the settled announcements: a
+/// writer hears that an object arrived only once its application's queue took it.
+async fn settle(shared: &Shared, resolved: Resolved<u64>) {
+    for delivery in resolved.deliveries {
+        deliver(shared, delivery, ReceivedVia::Multicast).await;
+    }
     for (token, verdict) in resolved.verdicts {
         if let Some(waiter) = lock(&shared.waiters).remove(&token) {
             let _ = waiter.send(verdict);
         }
     }
-    for delivery in resolved.deliveries {
-        deliver(shared, delivery, ReceivedVia::Multicast);
-    }
 }
 
-fn deliver(shared: &Shared, delivery: Delivery, via: ReceivedVia) {
+/// Queues `delivery` for the application, waiting for room.
+async fn deliver(shared: &Shared, delivery: Delivery, via: ReceivedVia) {
     // The application may have dropped the receiver: then nobody wants the object.
-    let _ = shared.delivered.send(DeliveredObject {
-        writer: delivery.writer,
-        object_id: delivery.object_id,
-        data: delivery.data,
-        via,
-    });
+    let _ = shared
+        .delivered
+        .push(DeliveredObject {
+            writer: delivery.writer,
+            object_id: delivery.object_id,
+            data: delivery.data,
+            via,
+        })
+        .await;
 }
 
 /// An announcement registered with the matcher, whose verdict is awaited.
@@ -595,7 +627,7 @@ impl Announcement {
 
 /// Registers `announcement` of `writer` with the matcher; a session the writer does not hold
 /// settles it at once as [`Verdict::NotMember`].
-fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement) -> Awaited {
+async fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement) -> Awaited {
     let key = announcement.key();
     let member = lock(&shared.sessions).is_member(writer, key.0);
     if !member {
@@ -610,7 +642,7 @@ fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement) -> A
         Announcement::One(expectation) => lock(&shared.matcher).expect(token, writer, expectation),
         Announcement::Bundle(bundle) => lock(&shared.matcher).expect_bundle(token, writer, bundle),
     };
-    settle(shared, resolved);
+    settle(shared, resolved).await;
     Awaited::Waiting {
         key,
         token,
@@ -642,7 +674,7 @@ async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Insta
 
 async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Verdict {
     let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
-    let awaited = register(shared, writer, Announcement::One(expectation));
+    let awaited = register(shared, writer, Announcement::One(expectation)).await;
     verdict(shared, awaited, deadline).await
 }
 
@@ -669,10 +701,10 @@ async fn expect_all(
     announcements: Vec<Announcement>,
 ) -> Vec<Verdict> {
     let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
-    let awaited: Vec<Awaited> = announcements
-        .into_iter()
-        .map(|announcement| register(shared, writer, announcement))
-        .collect();
+    let mut awaited = Vec::with_capacity(announcements.len());
+    for announcement in announcements {
+        awaited.push(register(shared, writer, announcement).await);
+    }
     let mut verdicts = Vec::with_capacity(awaited.len());
     for awaited in awaited {
         verdicts.push(verdict(shared, awaited, deadline).await);
@@ -702,7 +734,7 @@ async fn serve_object(shared: &Arc<Shared>, mut object: IncomingObject) {
     shared.unicast_streams.fetch_add(1, Ordering::Relaxed);
     let answer = match header {
         ObjectHeader::One(header) => {
-            arrived(shared, &writer, header.object_id, data);
+            arrived(shared, &writer, header.object_id, data).await;
             object
                 .respond(&UnicastAck {
                     object_id: header.object_id,
@@ -715,7 +747,7 @@ async fn serve_object(shared: &Arc<Shared>, mut object: IncomingObject) {
             for part in &batch.parts {
                 let len = usize::try_from(part.len).unwrap_or(usize::MAX);
                 let end = offset.saturating_add(len).min(data.len());
-                arrived(shared, &writer, part.object_id, data.slice(offset..end));
+                arrived(shared, &writer, part.object_id, data.slice(offset..end)).await;
                 offset = end;
             }
             object
@@ -730,11 +762,12 @@ async fn serve_object(shared: &Arc<Shared>, mut object: IncomingObject) {
     }
 }
 
-/// An object that arrived by unicast: delivered unless a copy was already.
-fn arrived(shared: &Shared, writer: &str, object_id: u64, data: Bytes) {
+/// An object that arrived by unicast: delivered unless a copy was already. Waits while the
+/// application's queue is full, and the writer's acknowledgement with it.
+async fn arrived(shared: &Shared, writer: &str, object_id: u64, data: Bytes) {
     shared.unicast_objects.fetch_add(1, Ordering::Relaxed);
     let delivery = lock(&shared.matcher).unicast_arrived(writer, object_id, data);
     if let Some(delivery) = delivery {
-        deliver(shared, delivery, ReceivedVia::Unicast);
+        deliver(shared, delivery, ReceivedVia::Unicast).await;
     }
 }
