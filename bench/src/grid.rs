@@ -123,6 +123,16 @@ pub struct CellKnobs {
     /// writers' sessions on one group.
     #[serde(default)]
     pub one_group: bool,
+    /// Whether the writers' tail probes carry copies of their last channel messages
+    /// (`LinkConfig::message_copies`, on by default); off compares the plain QUIC recovery.
+    #[serde(default = "copies_on")]
+    pub message_copies: bool,
+}
+
+/// Cells of results written before [`CellKnobs::message_copies`] ran with copies on, or
+/// before copies existed (then the knob did not matter).
+fn copies_on() -> bool {
+    true
 }
 
 impl CellKnobs {
@@ -168,8 +178,12 @@ impl CellKnobs {
             self.loss * 100.0,
             rate,
             self.clients,
-            if self.one_group { " one group" } else { "" }
-        )
+            if self.one_group { " one group" } else { "" },
+        ) + if self.message_copies {
+            ""
+        } else {
+            " no copies"
+        }
     }
 }
 
@@ -224,6 +238,8 @@ pub struct Sweep {
     pub time_limit_s: Option<f64>,
     /// Every client of a cell sends to one multicast group ([`CellKnobs::one_group`]).
     pub one_group: bool,
+    /// The writers' tail probes carry message copies ([`CellKnobs::message_copies`]).
+    pub message_copies: bool,
 }
 
 impl Sweep {
@@ -247,6 +263,7 @@ impl Sweep {
             warmup_transactions: 1,
             time_limit_s: Some(4.0),
             one_group: false,
+            message_copies: true,
         }
     }
 
@@ -267,6 +284,7 @@ impl Sweep {
             warmup_transactions: 2,
             time_limit_s: None,
             one_group: false,
+            message_copies: true,
         }
     }
 
@@ -289,6 +307,7 @@ impl Sweep {
             warmup_transactions: 2,
             time_limit_s: Some(8.0),
             one_group: false,
+            message_copies: true,
         }
     }
 
@@ -322,6 +341,7 @@ impl Sweep {
                                             warmup_transactions: self.warmup_transactions,
                                             time_limit_s: self.time_limit_s,
                                             one_group: self.one_group,
+                                            message_copies: self.message_copies,
                                         });
                                     }
                                 }

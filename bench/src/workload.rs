@@ -23,7 +23,7 @@ use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
 };
 use replicast_transport::multicast::proto::RateLimit;
-use replicast_transport::quic::Endpoint;
+use replicast_transport::quic::{Endpoint, LinkConfig};
 use tokio::sync::Barrier;
 
 use crate::cluster::{FsyncCounter, MASTER, group};
@@ -162,7 +162,12 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
     let endpoint = replicast_testkit::endpoint::bind(
         &setup.ca,
         &name,
-        &EndpointSpec::at(host.address).with_conditions(emulation::writer_quic(knobs, seed)),
+        &EndpointSpec::at(host.address)
+            .with_link(LinkConfig {
+                message_copies: knobs.message_copies,
+                ..LinkConfig::default()
+            })
+            .with_conditions(emulation::writer_quic(knobs, seed)),
     )?;
     let group = host
         .groups

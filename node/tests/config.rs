@@ -304,7 +304,8 @@ fn relative_paths_follow_the_file_and_absolute_ones_stay() {
 fn link_tuning_is_read() {
     let text = format!(
         "{MASTER}\n[link]\nkeep_alive_ms = 0\nidle_timeout_ms = 120000\n\
-         stream_receive_window = 1000\nsend_window = 2000\n[log]\nlevel = \"debug\"\n"
+         stream_receive_window = 1000\nsend_window = 2000\nmessage_copies = false\n\
+         [log]\nlevel = \"debug\"\n"
     );
     let config = NodeConfig::parse(&text, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(
@@ -314,7 +315,13 @@ fn link_tuning_is_read() {
             idle_timeout: Duration::from_secs(120),
             stream_receive_window: 1000,
             send_window: 2000,
+            message_copies: false,
         }
+    );
+    let defaults = NodeConfig::parse(MASTER, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        defaults.link.message_copies,
+        "copies are on unless turned off"
     );
     assert_eq!(config.log, LogLevel::Debug);
 }
@@ -692,6 +699,9 @@ fn link_tuning_is_bounded() {
         "link.keep_alive_ms",
     );
     invalid(&link("send_window = 0"), "link.send_window");
+    let error = error_of(&link("message_copies = \"yes\""));
+    assert!(matches!(error, ConfigError::WrongType { .. }), "{error:?}");
+    assert_names(&error, "link.message_copies");
     invalid(
         &link("stream_receive_window = 4611686018427387904"),
         "link.stream_receive_window",

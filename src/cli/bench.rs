@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// do (one `[multicast]` section), instead of a group each.
     #[arg(long)]
     one_group: bool,
+    /// The writers' tail probes carry no copies of their last channel messages: a lost
+    /// message waits for QUIC's recovery (to compare against the default, copies on).
+    #[arg(long)]
+    no_message_copies: bool,
     /// Strategies to compare: unicast, multicast, auto.
     #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
     strategies: Vec<StrategyName>,
@@ -129,6 +133,7 @@ impl BenchArgs {
         replace(&mut sweep.clients, &self.clients);
         replace(&mut sweep.strategies, &self.strategies);
         sweep.one_group = self.one_group;
+        sweep.message_copies = !self.no_message_copies;
         if let Some(jitter) = self.jitter {
             sweep.jitter_ms = jitter;
         }

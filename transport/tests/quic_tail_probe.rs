@@ -20,7 +20,7 @@ use quic_support::*;
 use quinn::AsyncUdpSocket;
 use quinn::udp::Transmit;
 use replicast_testkit::endpoint as testkit;
-use replicast_transport::quic::{Endpoint, LinkConfig};
+use replicast_transport::quic::{Endpoint, EndpointStats, LinkConfig};
 use replicast_transport::wrapped_socket::{SocketWrapper, WrappedSocket};
 
 /// Datagrams above this size are the message's: ACKs, probes and stream openings are far
@@ -74,7 +74,8 @@ impl SocketWrapper for DropSome {
 
 /// Links with nothing sent unasked: no keep-alives (the connection stays open on its idle
 /// timeout meanwhile), no MTU probes (`mtu_upper_bound` at QUIC's minimum), no segmentation
-/// offload; tail probes as given.
+/// offload; tail probes as given, without copies of the messages (the probe alone is tested,
+/// see [`a_lost_message_is_delivered_from_its_copy_in_the_tail_probe`] for the copies).
 fn quiet_link(tail_probe: Option<Duration>) -> LinkConfig {
     LinkConfig {
         keep_alive: None,
@@ -82,6 +83,7 @@ fn quiet_link(tail_probe: Option<Duration>) -> LinkConfig {
         mtu_upper_bound: 1200,
         segmentation_offload: false,
         tail_probe,
+        message_copies: false,
         ..LinkConfig::default()
     }
 }
@@ -101,8 +103,16 @@ struct LostMessage {
 /// storage's connection counted from just before the second message until the master read
 /// it.
 async fn lose_one_message(tail_probe: Option<Duration>, drops: u32) -> LostMessage {
+    lose_one_message_with(quiet_link(tail_probe), drops).await.0
+}
+
+/// [`lose_one_message`] on links of `link`; also returns the master's endpoint counters once
+/// it read the message.
+async fn lose_one_message_with(link: LinkConfig, drops: u32) -> (LostMessage, EndpointStats) {
+    let tail_probe = link.tail_probe;
+    let link_copies = link.message_copies;
     let ca = ca("cluster");
-    let master = endpoint(&identity(&ca, "master"), quiet_link(tail_probe));
+    let master = endpoint(&identity(&ca, "master"), link.clone());
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
     let _serving = serve(master.clone(), Some(messages_tx));
 
@@ -119,7 +129,7 @@ async fn lose_one_message(tail_probe: Option<Duration>, drops: u32) -> LostMessa
     let config = testkit::config(
         &identity(&ca, "storage-1"),
         loopback(),
-        quiet_link(tail_probe),
+        LinkConfig { tail_probe, ..link },
     )
     .expect("an endpoint configuration");
     let storage = Endpoint::bind_with_socket(config, socket.clone()).expect("an endpoint");
@@ -151,9 +161,31 @@ async fn lose_one_message(tail_probe: Option<Duration>, drops: u32) -> LostMessa
         probe_timeouts: after.frame_tx.immediate_ack - before.frame_tx.immediate_ack,
         tail_probes: storage.stats().tail_probes - probes_before,
     };
+    // A third message: the channel goes on in order after the lost one.
+    link.send_message(&vec![3u8; MESSAGE_LEN])
+        .await
+        .expect("queued");
+    let (_, third) = messages.recv().await.expect("the third message");
+    assert_eq!(decode(&third), vec![3u8; MESSAGE_LEN]);
+    // With copies on, the third's copy leaves with the probe after it (bounded wait); then a
+    // fourth message, small: nothing came between (no message twice).
+    if link_copies {
+        let copies_left = async {
+            while storage.stats().message_copies_sent < 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), copies_left)
+            .await
+            .expect("the tail probes carry copies");
+    }
+    link.send_message(&4u8).await.expect("queued");
+    let (_, fourth) = messages.recv().await.expect("the fourth message");
+    assert_eq!(postcard::from_bytes::<u8>(&fourth).expect("a byte"), 4);
+    let master_stats = master.stats();
     storage.close();
     master.close();
-    lost
+    (lost, master_stats)
 }
 
 fn decode(message: &[u8]) -> Vec<u8> {
@@ -214,6 +246,46 @@ async fn a_lost_retransmission_is_found_by_another_tail_probe() {
             lost.probe_timeouts, 0,
             "both declared lost on a probe's acknowledgement, before any probe timeout"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_message_is_delivered_from_its_copy_in_the_tail_probe() {
+    bounded(async {
+        let link = LinkConfig {
+            message_copies: true,
+            ..quiet_link(Some(Duration::from_millis(1)))
+        };
+        // The message's packet is lost once; the probe after it carries its copy.
+        let (lost, master) = lose_one_message_with(link, 1).await;
+        assert!(lost.tail_probes >= 1, "a tail probe followed the message");
+        // (A message not lost may come from its copy too, when the copy's task runs before
+        // the stream's reader: either way once, in order, as lose_one_message_with checks.)
+        assert!(
+            master.messages_from_copies >= 1,
+            "the master took the lost message from its copy"
+        );
+        assert_eq!(
+            lost.probe_timeouts, 0,
+            "nothing waited for QUIC's probe timeout"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_loss_copies_deliver_nothing_twice() {
+    bounded(async {
+        let link = LinkConfig {
+            message_copies: true,
+            ..quiet_link(Some(Duration::from_millis(1)))
+        };
+        // Each message arrives twice (its packet, its copy): the master reads 1 to 4 once
+        // each, in order (lose_one_message_with checks each, the fourth after the copies of
+        // the ones before it left).
+        let (_, master) = lose_one_message_with(link, 0).await;
+        assert_eq!(master.protocol_errors, 0);
     })
     .await;
 }

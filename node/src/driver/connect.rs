@@ -298,6 +298,7 @@ pub fn link_config(tuning: &LinkTuning, limits: &PeerLimits) -> LinkConfig {
         // largest window it can have.
         stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
         send_window: tuning.send_window,
+        message_copies: tuning.message_copies,
         ..LinkConfig::default()
     }
 }

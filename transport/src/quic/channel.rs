@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::codes;
+use super::copies::{Copy, Order, Turn};
 use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len};
@@ -327,6 +328,9 @@ async fn write_channel(
             return;
         }
     };
+    // The copies of this channel's messages name it by its stream and each by its index.
+    let stream = u64::from(send.id());
+    let mut index = 0u64;
     shared_state.send_if_modified(|state| {
         if matches!(state, ChannelState::Opening) {
             *state = ChannelState::Open;
@@ -377,6 +381,8 @@ async fn write_channel(
             Next::Message(Some(message)) => message,
         };
         let len = (message.body.len() as u32).to_be_bytes();
+        // A handle on the bytes for the tail probe's copy (the write consumes the chunks).
+        let body = message.body.clone();
         let mut chunks = [Bytes::copy_from_slice(&len), message.body];
         let written = tokio::select! {
             biased;
@@ -389,7 +395,10 @@ async fn write_channel(
                 break None;
             }
             Some(Err(error)) => break Some(LinkError::from_write(&name, peer_ref.addr, error)),
-            Some(Ok(())) => peer_ref.probe.wrote(),
+            Some(Ok(())) => {
+                peer_ref.probe.wrote_message(stream, index, &body);
+                index += 1;
+            }
         }
     };
     if let Some(reason) = reason {
@@ -409,11 +418,96 @@ enum Next {
     Message(Option<Queued>),
 }
 
+/// The receiving side of one peer channel: delivers its messages in order, once each,
+/// whether a message came on the stream or in a copy ([`copies`](super::copies)).
+pub(crate) struct ChannelReader {
+    id: ChannelId,
+    context: Arc<StreamContext>,
+    /// Held across the delivery into the endpoint's queue, so that the stream's reader and
+    /// a copy's delivery cannot pass each other on the way there.
+    order: tokio::sync::Mutex<Order>,
+}
+
+impl std::fmt::Debug for ChannelReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the context: it holds this reader.
+        f.debug_struct("ChannelReader")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelReader {
+    /// Delivers message `index` if it is its turn (then the held copies whose turn follows),
+    /// holds a copy that came early, drops one delivered already. False once the endpoint is
+    /// gone.
+    async fn arrived(&self, index: u64, body: Bytes, from_copy: bool) -> bool {
+        let mut order = self.order.lock().await;
+        let Turn::Now(body) = order.arrived(index, body, from_copy) else {
+            return true;
+        };
+        if from_copy {
+            self.context
+                .counters
+                .copies_delivered
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let mut next = Some(body);
+        while let Some(body) = next {
+            if !self.deliver(body).await {
+                return false;
+            }
+            next = order.next_early();
+            if next.is_some() {
+                self.context
+                    .counters
+                    .copies_delivered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    async fn deliver(&self, body: Bytes) -> bool {
+        let context = &self.context;
+        let message = IncomingMessage::new(
+            context.peer.clone(),
+            self.id,
+            body,
+            context.certificate.clone(),
+        );
+        context.queue.send(Incoming::Message(message)).await.is_ok()
+    }
+}
+
+/// Delivers a copy of a channel message that came in a datagram (see
+/// [`copies`](super::copies)); anything else in a datagram is a liveness probe, and a copy of
+/// a channel not read (yet, or any more) is dropped.
+pub(crate) async fn copy_arrived(context: &StreamContext, datagram: Bytes) {
+    let Some(copy) = Copy::decode(&datagram) else {
+        return;
+    };
+    if copy.body.len() > context.max_message_len as usize {
+        return; // A channel would refuse it as a frame: the stream reports the fault.
+    }
+    if let Some(reader) = context.channels.get(copy.stream) {
+        reader.arrived(copy.index, copy.body, true).await;
+    }
+}
+
 /// Reads a peer's channel stream (its kind byte already read): queues each message as
 /// [`Incoming::Message`] in order, then the channel's end.
 pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::RecvStream) {
     let id = ChannelId(context.ids.next());
     let mut given_up = context.give_ups.register(id);
+    let stream = u64::from(recv.id());
+    let reader = Arc::new(ChannelReader {
+        id,
+        context: context.clone(),
+        order: tokio::sync::Mutex::new(Order::default()),
+    });
+    context.channels.register(stream, reader.clone());
+    let mut index = 0u64;
     let reason = loop {
         let read = tokio::select! {
             read = read_message(&context.peer, &mut recv, context.max_message_len) => read,
@@ -429,18 +523,10 @@ pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::R
         };
         match read {
             Ok(Some(body)) => {
-                let message = IncomingMessage::new(
-                    context.peer.clone(),
-                    id,
-                    body,
-                    context.certificate.clone(),
-                );
-                if context
-                    .queue
-                    .send(Incoming::Message(message))
-                    .await
-                    .is_err()
-                {
+                let delivered = reader.arrived(index, body, false).await;
+                index += 1;
+                if !delivered {
+                    context.channels.forget(stream);
                     return; // The endpoint is gone.
                 }
             }
@@ -460,6 +546,9 @@ pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::R
         }
     };
     context.give_ups.forget(id);
+    context.channels.forget(stream);
+    // No copy is delivered after the end (one being delivered now finishes first).
+    reader.order.lock().await.end();
     let end = ChannelEnd::new(context.peer.clone(), id, reason);
     let _ = context.queue.send(Incoming::ChannelEnded(end)).await;
 }

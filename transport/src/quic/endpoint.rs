@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::channel::{Channel, ChannelId, GiveUps, Ids, read_channel};
+use super::channel::{Channel, ChannelId, GiveUps, Ids, copy_arrived, read_channel};
 use super::codes;
 use super::config::{ConfigError, EndpointConfig, LinkConfig};
+use super::copies::Routes;
 use super::error::LinkError;
 use super::frame::StreamKind;
 use super::hello::{Hello, Welcome, session_peer_name};
@@ -482,7 +483,12 @@ impl Inner {
 
     /// Serves a peer's streams on `connection` until it closes.
     fn serve(self: &Arc<Self>, connection: quinn::Connection, peer: Arc<str>) {
-        let probe = TailProbe::start(&connection, self.link.tail_probe, self.counters.clone());
+        let probe = TailProbe::start(
+            &connection,
+            self.link.tail_probe,
+            self.link.message_copies,
+            self.counters.clone(),
+        );
         let context = Arc::new(StreamContext {
             peer: PeerRef {
                 name: peer,
@@ -497,6 +503,7 @@ impl Inner {
             certificate: peer_certificate(&connection),
             ids: self.ids.clone(),
             give_ups: self.give_ups.clone(),
+            channels: Routes::default(),
         });
         lock(&self.served).insert(connection.stable_id(), (connection.clone(), probe));
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));
@@ -741,9 +748,16 @@ async fn serve_connection(
                 }
                 Err(e) => break e,
             },
-            // Datagrams are only probes of liveness: acknowledged by QUIC, then dropped.
-            datagram = connection.read_datagram() => if let Err(e) = datagram {
-                break e;
+            // Datagrams are probes of liveness, acknowledged by QUIC, and the tail probes'
+            // copies of channel messages (delivered in their own task: a full queue must not
+            // hold this loop).
+            datagram = connection.read_datagram() => match datagram {
+                Ok(datagram) if datagram.is_empty() => {}
+                Ok(datagram) => {
+                    let context = context.clone();
+                    tokio::spawn(async move { copy_arrived(&context, datagram).await });
+                }
+                Err(e) => break e,
             },
         }
     };

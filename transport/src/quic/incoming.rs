@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::channel::{ChannelId, GiveUps, Ids};
+use super::channel::{ChannelId, ChannelReader, GiveUps, Ids};
+use super::copies::Routes;
 
 use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
@@ -392,6 +393,8 @@ pub(crate) struct Counters {
     pub(crate) names_refused: AtomicU64,
     pub(crate) unreachable: AtomicU64,
     pub(crate) tail_probes: AtomicU64,
+    pub(crate) copies_sent: AtomicU64,
+    pub(crate) copies_delivered: AtomicU64,
 }
 
 impl Counters {
@@ -409,6 +412,8 @@ impl Counters {
             names_refused: self.names_refused.load(Ordering::Relaxed),
             unreachable_closed: self.unreachable.load(Ordering::Relaxed),
             tail_probes: self.tail_probes.load(Ordering::Relaxed),
+            message_copies_sent: self.copies_sent.load(Ordering::Relaxed),
+            messages_from_copies: self.copies_delivered.load(Ordering::Relaxed),
         }
     }
 }
@@ -433,6 +438,12 @@ pub struct EndpointStats {
     /// lost last packet is found within about a round trip (see
     /// [`LinkConfig::tail_probe`](super::LinkConfig::tail_probe)).
     pub tail_probes: u64,
+    /// Copies of channel messages sent with tail probes (see
+    /// [`LinkConfig::message_copies`](super::LinkConfig::message_copies)).
+    pub message_copies_sent: u64,
+    /// Peers' channel messages delivered from their copy, ahead of their stream (whose packet
+    /// was lost, or late).
+    pub messages_from_copies: u64,
 }
 
 /// What a stream task needs to turn a peer's stream into [`Incoming`] work.
@@ -449,6 +460,9 @@ pub(crate) struct StreamContext {
     pub(crate) ids: Arc<Ids>,
     /// The switches that give up the peers' channels being read.
     pub(crate) give_ups: Arc<GiveUps>,
+    /// The peer's channels on this connection, by stream id, for the copies of their
+    /// messages that come in datagrams.
+    pub(crate) channels: Routes<ChannelReader>,
 }
 
 impl StreamContext {

@@ -38,6 +38,7 @@
 
 pub mod channel;
 mod config;
+mod copies;
 mod endpoint;
 mod error;
 pub mod frame;

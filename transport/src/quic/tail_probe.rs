@@ -24,6 +24,10 @@
 //! packets and probes again after each retransmission, so that a lost retransmission is found
 //! the same way (without, it waited for the probe timeout: one lost message in a hundred).
 //!
+//! The probe also carries copies of the last channel messages written before the pause
+//! ([`copies`](super::copies), when [`LinkConfig::message_copies`](super::LinkConfig) is on):
+//! then a lost message is delivered from its copy, without waiting for its recovery at all.
+//!
 //! A write returns once QUIC holds the bytes, not once they left: when a large object is still
 //! queued behind the congestion window as its writes end, the probe (quinn puts datagrams
 //! ahead of stream data) leaves with the object's packets rather than after them, and the
@@ -35,6 +39,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::copies::Recent;
 use super::incoming::Counters;
 
 /// The handle that write paths tell of their writes; cheap to clone. A disabled one (no
@@ -50,6 +55,9 @@ struct Shared {
     written: AtomicBool,
     /// Wakes the probe task after a write.
     wake: Notify,
+    /// Copies of the channel messages written since the last probe, for the next; `None` when
+    /// copies are off.
+    recent: Option<Recent>,
 }
 
 impl TailProbe {
@@ -60,12 +68,16 @@ impl TailProbe {
     pub(crate) fn start(
         connection: &quinn::Connection,
         delay: Option<Duration>,
+        copies: bool,
         counters: Arc<Counters>,
     ) -> Self {
         let Some(delay) = delay else {
             return Self::default();
         };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            recent: copies.then(Recent::default),
+            ..Shared::default()
+        });
         tokio::spawn(probe_after_writes(
             connection.clone(),
             shared.clone(),
@@ -83,6 +95,19 @@ impl TailProbe {
             shared.written.store(true, Ordering::Release);
             shared.wake.notify_one();
         }
+    }
+
+    /// Channel message `index` of stream `stream` was just written: the next probe carries a
+    /// copy of it (if copies are on and it is small).
+    pub(crate) fn wrote_message(&self, stream: u64, index: u64, body: &bytes::Bytes) {
+        if let Some(recent) = self
+            .shared
+            .as_ref()
+            .and_then(|shared| shared.recent.as_ref())
+        {
+            recent.wrote(stream, index, body);
+        }
+        self.wrote();
     }
 }
 
@@ -109,6 +134,9 @@ async fn probe_after_writes(
                 break;
             }
         }
+        if let Some(recent) = &shared.recent {
+            send_copies(&connection, recent, &counters);
+        }
         if probe(&connection, &counters) {
             follow_retransmissions(&connection, &shared, delay, &counters).await;
         }
@@ -132,6 +160,20 @@ fn probe(connection: &quinn::Connection, counters: &Counters) -> bool {
         counters.tail_probes.fetch_add(1, Ordering::Relaxed);
     }
     sent
+}
+
+/// Sends the copies of the messages written since the last probe, each in a datagram of its
+/// own, right before the probe (quinn may put them in one packet: they travel together, apart
+/// from the messages' own packets, which left before the pause).
+fn send_copies(connection: &quinn::Connection, recent: &Recent, counters: &Counters) {
+    let room = connection.max_datagram_size().unwrap_or(0);
+    for copy in recent.take() {
+        let datagram = copy.encode();
+        // A path too small for the copy (or a peer that takes no datagrams): the stream alone.
+        if datagram.len() <= room && connection.send_datagram(datagram).is_ok() {
+            counters.copies_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// After a probe, while nothing is written: a loss that QUIC declares meanwhile (the probe's
