@@ -106,16 +106,13 @@ async fn lose_one_message(tail_probe: Option<Duration>, drops: u32) -> LostMessa
     lose_one_message_with(quiet_link(tail_probe), drops).await.0
 }
 
-/// [`lose_one_message`] on links of `link`; also returns the master's endpoint counters once
-/// it read the message.
-async fn lose_one_message_with(link: LinkConfig, drops: u32) -> (LostMessage, EndpointStats) {
-    let tail_probe = link.tail_probe;
-    let link_copies = link.message_copies;
-    let ca = ca("cluster");
-    let master = endpoint(&identity(&ca, "master"), link.clone());
-    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
-    let _serving = serve(master.clone(), Some(messages_tx));
-
+/// An endpoint named `name` whose socket drops datagrams above [`DROP_ABOVE`] bytes once
+/// armed (see [`DropSome`]).
+fn dropping_endpoint(
+    ca: &replicast_certs::ClusterCa,
+    name: &str,
+    link: LinkConfig,
+) -> (Endpoint, Arc<WrappedSocket<DropSome>>) {
     let std_socket = std::net::UdpSocket::bind(loopback()).expect("a UDP socket");
     let inner = quinn::default_runtime()
         .expect("a tokio runtime")
@@ -126,13 +123,23 @@ async fn lose_one_message_with(link: LinkConfig, drops: u32) -> (LostMessage, En
         armed: AtomicU32::new(0),
         dropped: AtomicU32::new(0),
     });
-    let config = testkit::config(
-        &identity(&ca, "storage-1"),
-        loopback(),
-        LinkConfig { tail_probe, ..link },
-    )
-    .expect("an endpoint configuration");
-    let storage = Endpoint::bind_with_socket(config, socket.clone()).expect("an endpoint");
+    let config =
+        testkit::config(&identity(ca, name), loopback(), link).expect("an endpoint configuration");
+    let endpoint = Endpoint::bind_with_socket(config, socket.clone()).expect("an endpoint");
+    (endpoint, socket)
+}
+
+/// [`lose_one_message`] on links of `link`; also returns the master's endpoint counters once
+/// it read the message.
+async fn lose_one_message_with(link: LinkConfig, drops: u32) -> (LostMessage, EndpointStats) {
+    let tail_probe = link.tail_probe;
+    let link_copies = link.message_copies;
+    let ca = ca("cluster");
+    let master = endpoint(&identity(&ca, "master"), link.clone());
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let _serving = serve(master.clone(), Some(messages_tx));
+
+    let (storage, socket) = dropping_endpoint(&ca, "storage-1", LinkConfig { tail_probe, ..link });
     let link = storage.link("master", addr(&master)).await.expect("a link");
 
     // The first message opens the channel; the second one is the channel's next packet.
@@ -286,6 +293,46 @@ async fn without_loss_copies_deliver_nothing_twice() {
         // the ones before it left).
         let (_, master) = lose_one_message_with(link, 0).await;
         assert_eq!(master.protocol_errors, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
+    bounded(async {
+        let link = LinkConfig {
+            message_copies: true,
+            ..quiet_link(Some(Duration::from_millis(1)))
+        };
+        let ca = ca("cluster");
+        let master = endpoint(&identity(&ca, "master"), link.clone());
+        let _serving = serve(master.clone(), None);
+        let (storage, socket) = dropping_endpoint(&ca, "storage-1", link);
+        let link = storage.link("master", addr(&master)).await.expect("a link");
+        // A first request opens the connection's streams; then one whose only packet is lost.
+        let pong: Pong = link.request(&Request::Ping(1)).await.expect("answered");
+        assert_eq!(pong, Pong(1));
+        socket.armed.store(1, Ordering::Release);
+        let text = "x".repeat(MESSAGE_LEN);
+        let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
+        let error = answer.expect_err("the master answers this request with an error");
+        assert!(error.to_string().contains(&text), "its own answer: {error}");
+        assert_eq!(
+            socket.dropped.load(Ordering::Acquire),
+            1,
+            "the request's packet was lost"
+        );
+        // (A request not lost may be served from its copy too, when the copy comes before
+        // the master accepted its stream: either way once.)
+        assert!(
+            master.stats().requests_from_copies >= 1,
+            "the master served the lost request from its copy"
+        );
+        // The next request goes its usual way.
+        let pong: Pong = link.request(&Request::Ping(2)).await.expect("answered");
+        assert_eq!(pong, Pong(2));
+        storage.close();
+        master.close();
     })
     .await;
 }

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::codes;
-use super::copies::{Copy, Order, Turn};
+use super::copies::{Copy, Of, Order, Turn};
 use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len};
@@ -396,7 +396,9 @@ async fn write_channel(
             }
             Some(Err(error)) => break Some(LinkError::from_write(&name, peer_ref.addr, error)),
             Some(Ok(())) => {
-                peer_ref.probe.wrote_message(stream, index, &body);
+                peer_ref
+                    .probe
+                    .wrote_copied(stream, Of::Message { index }, &body);
                 index += 1;
             }
         }
@@ -487,11 +489,16 @@ pub(crate) async fn copy_arrived(context: &StreamContext, datagram: Bytes) {
     let Some(copy) = Copy::decode(&datagram) else {
         return;
     };
-    if copy.body.len() > context.max_message_len as usize {
-        return; // A channel would refuse it as a frame: the stream reports the fault.
-    }
-    if let Some(reader) = context.channels.get(copy.stream) {
-        reader.arrived(copy.index, copy.body, true).await;
+    match copy.of {
+        Of::Message { index } => {
+            if copy.body.len() > context.max_message_len as usize {
+                return; // A channel would refuse it as a frame: the stream reports the fault.
+            }
+            if let Some(reader) = context.channels.get(copy.stream) {
+                reader.arrived(index, copy.body, true).await;
+            }
+        }
+        Of::Request => context.request_copied(copy.stream, &copy.body).await,
     }
 }
 

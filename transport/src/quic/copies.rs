@@ -1,5 +1,6 @@
-//! Message copies: a channel's last messages ride again in its connection's tail probe, so a
-//! message whose packet was lost is delivered from its copy instead of QUIC's retransmission.
+//! Message copies: a channel's last messages, and the last requests, ride again in their
+//! connection's tail probe, so one whose packet was lost is served from its copy instead of
+//! QUIC's retransmission.
 //!
 //! A channel message lost on the way costs its QUIC recovery, about 1.3 round trips even with
 //! [tail probes](super::tail_probe): the probe's acknowledgement reveals the loss and the
@@ -17,21 +18,36 @@
 //! at most [`MAX_EARLY`] per channel, and drops copies of channels it does not read (yet).
 //! Peers that predate copies read every datagram as a liveness probe and drop it.
 //!
-//! Wire format of a copy datagram: the tag [`COPY_TAG`], the stream id and the message index
-//! as 8-byte big-endian numbers, then the message's bytes.
+//! A request is one stream of its own, and the receiver answers on that stream: a request
+//! served from its copy is answered once the stream reaches the receiver, whichever comes
+//! first (the stream may be known to the receiver and still wait for its lost bytes). So the
+//! receiver's work starts one probe delay after the request was sent, and only the answer
+//! waits for QUIC; a fan-out announcement's work is the object's delivery, which then does not
+//! wait at all. See [`Requests`].
+//!
+//! Wire format of a copy datagram: the tag ([`MESSAGE_TAG`] or [`REQUEST_TAG`]), the stream
+//! id as an 8-byte big-endian number, for a message its index likewise, then the message's
+//! bytes, or the request stream's first bytes (kind, service, framed request).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::oneshot;
 
 use crate::sync::lock;
 
-/// The first byte of a copy datagram (an empty datagram is a plain probe).
-pub(crate) const COPY_TAG: u8 = 1;
+/// The first byte of a channel message's copy (an empty datagram is a plain probe).
+pub(crate) const MESSAGE_TAG: u8 = 1;
 
-/// Bytes of a copy datagram before the message.
-const HEADER_LEN: usize = 1 + 8 + 8;
+/// The first byte of a request's copy.
+pub(crate) const REQUEST_TAG: u8 = 2;
+
+/// Bytes of a message's copy before the message.
+const MESSAGE_HEADER: usize = 1 + 8 + 8;
+
+/// Bytes of a request's copy before the stream's bytes.
+const REQUEST_HEADER: usize = 1 + 8;
 
 /// The most copies a probe carries: the last messages written before the pause (earlier ones
 /// were followed by later packets, whose acknowledgements reveal their loss soon enough).
@@ -44,24 +60,41 @@ pub(crate) const MAX_COPIED_MESSAGE: usize = 1_100;
 /// Copies a receiver holds per channel ahead of their turn.
 pub(crate) const MAX_EARLY: usize = 64;
 
-/// One message's copy, decoded.
+/// What a copy is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Of {
+    /// Channel message `index` of its stream.
+    Message { index: u64 },
+    /// The request that opened its stream.
+    Request,
+}
+
+/// One copy, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Copy {
-    /// The channel's QUIC stream id.
+    /// The QUIC stream id of the channel, or of the request.
     pub(crate) stream: u64,
-    /// The message's index on that stream.
-    pub(crate) index: u64,
-    /// The message.
+    /// What it copies.
+    pub(crate) of: Of,
+    /// The message, or the request stream's first bytes.
     pub(crate) body: Bytes,
 }
 
 impl Copy {
     /// The datagram of this copy.
     pub(crate) fn encode(&self) -> Bytes {
-        let mut datagram = BytesMut::with_capacity(HEADER_LEN + self.body.len());
-        datagram.put_u8(COPY_TAG);
-        datagram.put_u64(self.stream);
-        datagram.put_u64(self.index);
+        let mut datagram = BytesMut::with_capacity(MESSAGE_HEADER + self.body.len());
+        match self.of {
+            Of::Message { index } => {
+                datagram.put_u8(MESSAGE_TAG);
+                datagram.put_u64(self.stream);
+                datagram.put_u64(index);
+            }
+            Of::Request => {
+                datagram.put_u8(REQUEST_TAG);
+                datagram.put_u64(self.stream);
+            }
+        }
         datagram.put_slice(&self.body);
         datagram.freeze()
     }
@@ -69,19 +102,24 @@ impl Copy {
     /// The copy in `datagram`; `None` for an empty probe, another tag, or a datagram too short
     /// for its header (a newer peer's, or a hostile one's: both are dropped).
     pub(crate) fn decode(datagram: &Bytes) -> Option<Self> {
-        if datagram.len() < HEADER_LEN || datagram[0] != COPY_TAG {
-            return None;
-        }
         let number = |at: usize| {
             let mut bytes = [0; 8];
             bytes.copy_from_slice(&datagram[at..at + 8]);
             u64::from_be_bytes(bytes)
         };
-        Some(Self {
-            stream: number(1),
-            index: number(9),
-            body: datagram.slice(HEADER_LEN..),
-        })
+        match datagram.first() {
+            Some(&MESSAGE_TAG) if datagram.len() >= MESSAGE_HEADER => Some(Self {
+                stream: number(1),
+                of: Of::Message { index: number(9) },
+                body: datagram.slice(MESSAGE_HEADER..),
+            }),
+            Some(&REQUEST_TAG) if datagram.len() >= REQUEST_HEADER => Some(Self {
+                stream: number(1),
+                of: Of::Request,
+                body: datagram.slice(REQUEST_HEADER..),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -91,9 +129,9 @@ impl Copy {
 pub(crate) struct Recent(Mutex<VecDeque<Copy>>);
 
 impl Recent {
-    /// Message `index` of stream `stream` was written: its copy goes with the next probe if
-    /// it is small enough.
-    pub(crate) fn wrote(&self, stream: u64, index: u64, body: &Bytes) {
+    /// Channel message `index` (or the request) of stream `stream` was written: its copy goes
+    /// with the next probe if it is small enough.
+    pub(crate) fn wrote(&self, stream: u64, of: Of, body: &Bytes) {
         if body.len() > MAX_COPIED_MESSAGE {
             return;
         }
@@ -103,7 +141,7 @@ impl Recent {
         }
         recent.push_back(Copy {
             stream,
-            index,
+            of,
             body: body.clone(),
         });
     }
@@ -204,6 +242,93 @@ impl<T> Routes<T> {
     }
 }
 
+/// The most requests a receiver serves from their copies before their streams arrive.
+pub(crate) const MAX_COPIED_REQUESTS: usize = 64;
+
+/// The receiver's request streams of one connection, between a request's copy and its
+/// stream: whichever brings the request first serves it, and the stream's send half (`S`,
+/// on which the answer goes) ends with whoever serves it.
+///
+/// The peer's request streams are accepted in the order of their ids, so a stream whose id is
+/// at most the highest accepted one and that has no slot was served already.
+#[derive(Debug)]
+pub(crate) struct Requests<S> {
+    highest: Option<u64>,
+    slots: HashMap<u64, Slot<S>>,
+    copied: usize,
+}
+
+impl<S> Default for Requests<S> {
+    fn default() -> Self {
+        Self {
+            highest: None,
+            slots: HashMap::new(),
+            copied: 0,
+        }
+    }
+}
+
+/// Where a request stream stands.
+#[derive(Debug)]
+enum Slot<S> {
+    /// Accepted, its task reading the request; a copy that comes meanwhile takes the send
+    /// half through this.
+    Reading(oneshot::Sender<oneshot::Sender<S>>),
+    /// Served from its copy before the stream was accepted: its send half goes here.
+    Copied(oneshot::Sender<S>),
+}
+
+/// What the acceptor of a request stream does with it.
+pub(crate) enum Accepted<S> {
+    /// Read it; a copy that comes first takes the send half through the receiver.
+    Read(S, oneshot::Receiver<oneshot::Sender<S>>),
+    /// Served from its copy already: the send half went to it; the stream is not read.
+    Copied,
+}
+
+impl<S> Requests<S> {
+    /// Request stream `id` was accepted, with `send` its send half.
+    pub(crate) fn accepted(&mut self, id: u64, send: S) -> Accepted<S> {
+        self.highest = Some(self.highest.map_or(id, |highest| highest.max(id)));
+        if let Some(Slot::Copied(copy)) = self.slots.remove(&id) {
+            self.copied -= 1;
+            // The copy's answer may be gone (its responder dropped): then nobody answers.
+            let _ = copy.send(send);
+            return Accepted::Copied;
+        }
+        let (take, taken) = oneshot::channel();
+        self.slots.insert(id, Slot::Reading(take));
+        Accepted::Read(send, taken)
+    }
+
+    /// The task reading stream `id` read its request (or failed to): true if it serves it,
+    /// false if a copy took it meanwhile (its send half goes to the copy, through the
+    /// receiver [`accepted`](Self::accepted) gave).
+    pub(crate) fn read(&mut self, id: u64) -> bool {
+        matches!(self.slots.remove(&id), Some(Slot::Reading(_)))
+    }
+
+    /// A copy of request `id` came: the receiver of the stream's send half if the copy is to
+    /// serve it, `None` if its stream served it or is served already, or too many copies wait
+    /// for their streams.
+    pub(crate) fn copied(&mut self, id: u64) -> Option<oneshot::Receiver<S>> {
+        let (give, send) = oneshot::channel();
+        if self.highest.is_some_and(|highest| id <= highest) {
+            // Accepted: the copy takes over only from a task still reading it.
+            let Some(Slot::Reading(take)) = self.slots.remove(&id) else {
+                return None;
+            };
+            return take.send(give).is_ok().then_some(send);
+        }
+        if self.slots.contains_key(&id) || self.copied >= MAX_COPIED_REQUESTS {
+            return None;
+        }
+        self.copied += 1;
+        self.slots.insert(id, Slot::Copied(give));
+        Some(send)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,15 +341,28 @@ mod tests {
     fn a_copy_decodes_to_what_was_encoded_and_anything_else_is_no_copy() {
         let copy = Copy {
             stream: 7,
-            index: 3,
+            of: Of::Message { index: 3 },
             body: body("vote"),
         };
         assert_eq!(Copy::decode(&copy.encode()), Some(copy));
+        let request = Copy {
+            stream: 8,
+            of: Of::Request,
+            body: body("announce"),
+        };
+        assert_eq!(Copy::decode(&request.encode()), Some(request));
         assert_eq!(Copy::decode(&Bytes::new()), None, "a plain probe");
-        assert_eq!(Copy::decode(&Bytes::from_static(&[COPY_TAG, 0, 1])), None);
+        assert_eq!(
+            Copy::decode(&Bytes::from_static(&[MESSAGE_TAG, 0, 1])),
+            None
+        );
+        assert_eq!(
+            Copy::decode(&Bytes::from_static(&[REQUEST_TAG, 0, 1])),
+            None
+        );
         let mut other = Copy {
             stream: 1,
-            index: 1,
+            of: Of::Request,
             body: Bytes::new(),
         }
         .encode()
@@ -237,11 +375,13 @@ mod tests {
     fn the_sender_keeps_the_last_small_messages_until_a_probe_takes_them() {
         let recent = Recent::default();
         for index in 0..6 {
-            recent.wrote(1, index, &body("m"));
+            recent.wrote(1, Of::Message { index }, &body("m"));
         }
-        recent.wrote(1, 6, &Bytes::from(vec![0; MAX_COPIED_MESSAGE + 1]));
-        let taken: Vec<u64> = recent.take().iter().map(|copy| copy.index).collect();
-        assert_eq!(taken, vec![2, 3, 4, 5], "the last four small ones");
+        let large = Bytes::from(vec![0; MAX_COPIED_MESSAGE + 1]);
+        recent.wrote(1, Of::Message { index: 6 }, &large);
+        let taken: Vec<Of> = recent.take().iter().map(|copy| copy.of).collect();
+        let expected: Vec<Of> = (2..6).map(|index| Of::Message { index }).collect();
+        assert_eq!(taken, expected, "the last four small ones");
         assert!(recent.take().is_empty(), "each copy goes with one probe");
     }
 
@@ -286,5 +426,62 @@ mod tests {
         // first instead (the reader did not drain yet).
         assert_eq!(order.arrived(1, body("1"), false), Turn::Now(body("1")));
         assert_eq!(order.next_early(), None, "1 was delivered by the stream");
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_read_from_its_stream_first_ignores_its_copy() {
+        let mut requests = Requests::default();
+        let Accepted::Read(_send, _taken) = requests.accepted(0, "send-0") else {
+            panic!("a fresh stream is read");
+        };
+        assert!(requests.read(0), "the stream's task serves it");
+        assert!(requests.copied(0).is_none(), "its copy is dropped");
+    }
+
+    #[test]
+    fn a_copy_before_the_stream_serves_the_request_and_gets_the_send_half() {
+        let mut requests = Requests::default();
+        let mut send = requests.copied(4).expect("the copy serves it");
+        assert!(requests.copied(4).is_none(), "a second copy is dropped");
+        assert!(matches!(requests.accepted(4, "send-4"), Accepted::Copied));
+        assert_eq!(send.try_recv(), Ok("send-4"));
+        assert!(requests.copied(4).is_none(), "served");
+    }
+
+    #[test]
+    fn a_copy_while_the_stream_waits_for_its_bytes_takes_it_over() {
+        let mut requests = Requests::default();
+        let Accepted::Read(send, mut taken) = requests.accepted(8, "send-8") else {
+            panic!("a fresh stream is read");
+        };
+        let mut copy = requests.copied(8).expect("the copy takes over");
+        // The reading task learns it and hands the send half over.
+        let give = taken.try_recv().expect("taken");
+        give.send(send).expect("the copy waits");
+        assert_eq!(copy.try_recv(), Ok("send-8"));
+        assert!(!requests.read(8), "the task does not serve it too");
+    }
+
+    #[test]
+    fn copies_of_requests_served_before_or_beyond_the_bound_are_dropped() {
+        let mut requests: Requests<&str> = Requests::default();
+        let Accepted::Read(..) = requests.accepted(12, "send-12") else {
+            panic!("a fresh stream is read");
+        };
+        assert!(requests.read(12));
+        assert!(
+            requests.copied(0).is_none(),
+            "below the highest accepted: served"
+        );
+        let held: Vec<_> = (0..MAX_COPIED_REQUESTS as u64)
+            .map(|n| requests.copied(16 + 4 * n).expect("room"))
+            .collect();
+        assert!(requests.copied(10_000).is_none(), "the bound");
+        drop(held);
     }
 }

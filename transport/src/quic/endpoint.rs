@@ -504,6 +504,7 @@ impl Inner {
             ids: self.ids.clone(),
             give_ups: self.give_ups.clone(),
             channels: Routes::default(),
+            requests: Default::default(),
         });
         lock(&self.served).insert(connection.stable_id(), (connection.clone(), probe));
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));
@@ -735,10 +736,7 @@ async fn serve_connection(
     let reason = loop {
         tokio::select! {
             bi = connection.accept_bi() => match bi {
-                Ok((send, recv)) => {
-                    let context = context.clone();
-                    tokio::spawn(async move { context.serve_bi(send, recv).await });
-                }
+                Ok((send, recv)) => context.accept_bi(send, recv),
                 Err(e) => break e,
             },
             uni = connection.accept_uni() => match uni {

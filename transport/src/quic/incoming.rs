@@ -1,24 +1,25 @@
 //! Work arriving from peers: requests to answer, one-way messages, and objects.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::channel::{ChannelId, ChannelReader, GiveUps, Ids};
-use super::copies::Routes;
+use super::copies::{Accepted, Requests, Routes};
 
 use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::codes;
 use super::error::LinkError;
-use super::frame::{FrameError, StreamKind};
-use super::service::Service;
+use super::frame::{FrameError, LEN_PREFIX, StreamKind, frame_len};
+use super::service::{SERVICE_LEN, Service};
 use super::stream_io::{PeerRef, error_reply_frame, ok_reply_frame};
 use super::wire::{ObjectHead, Reply};
+use crate::sync::lock;
 
 /// One unit of work from a peer, whichever side dialed the connection.
 #[derive(Debug)]
@@ -87,15 +88,33 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Li
 /// learns at once that no answer will come.
 #[derive(Debug)]
 struct Responder {
-    send: Option<quinn::SendStream>,
+    send: Option<SendHalf>,
     peer: PeerRef,
     max_frame_len: u32,
 }
 
+/// The half of a request's stream its answer goes on.
+#[derive(Debug)]
+enum SendHalf {
+    /// The stream's, at hand.
+    Ready(quinn::SendStream),
+    /// Coming with the stream: the request was served from its copy
+    /// ([`copies`](super::copies)) before the stream (or its bytes) arrived.
+    Pending(oneshot::Receiver<quinn::SendStream>),
+}
+
 impl Responder {
     async fn send(&mut self, frame: &[u8]) -> Result<(), LinkError> {
-        let Some(mut send) = self.send.take() else {
-            return Ok(()); // Already answered (only reachable through a drop-time path).
+        let mut send = match self.send.take() {
+            Some(SendHalf::Ready(send)) => send,
+            Some(SendHalf::Pending(coming)) => coming.await.map_err(|_| {
+                // The connection ended before the request's stream arrived.
+                LinkError::ChannelClosed {
+                    peer: self.peer.name.to_string(),
+                    reason: "the request's stream never arrived".into(),
+                }
+            })?,
+            None => return Ok(()), // Already answered (only reachable through a drop-time path).
         };
         self.peer.write_all(&mut send, frame).await?;
         // Finishing cannot fail on a stream we have not finished or reset before.
@@ -123,7 +142,8 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if let Some(mut send) = self.send.take() {
+        // A pending send half is reset by whoever holds it when it finds this gone.
+        if let Some(SendHalf::Ready(mut send)) = self.send.take() {
             let _ = send.reset(codes::NO_REPLY);
         }
     }
@@ -395,6 +415,7 @@ pub(crate) struct Counters {
     pub(crate) tail_probes: AtomicU64,
     pub(crate) copies_sent: AtomicU64,
     pub(crate) copies_delivered: AtomicU64,
+    pub(crate) requests_from_copies: AtomicU64,
 }
 
 impl Counters {
@@ -414,6 +435,7 @@ impl Counters {
             tail_probes: self.tail_probes.load(Ordering::Relaxed),
             message_copies_sent: self.copies_sent.load(Ordering::Relaxed),
             messages_from_copies: self.copies_delivered.load(Ordering::Relaxed),
+            requests_from_copies: self.requests_from_copies.load(Ordering::Relaxed),
         }
     }
 }
@@ -444,6 +466,8 @@ pub struct EndpointStats {
     /// Peers' channel messages delivered from their copy, ahead of their stream (whose packet
     /// was lost, or late).
     pub messages_from_copies: u64,
+    /// Peers' requests served from their copy, ahead of their stream.
+    pub requests_from_copies: u64,
 }
 
 /// What a stream task needs to turn a peer's stream into [`Incoming`] work.
@@ -463,17 +487,79 @@ pub(crate) struct StreamContext {
     /// The peer's channels on this connection, by stream id, for the copies of their
     /// messages that come in datagrams.
     pub(crate) channels: Routes<ChannelReader>,
+    /// The peer's request streams on this connection, between their copies and themselves.
+    pub(crate) requests: Mutex<Requests<quinn::SendStream>>,
 }
 
 impl StreamContext {
-    /// Reads the start of a bidirectional stream and queues it as work, or refuses it.
-    pub(crate) async fn serve_bi(&self, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    /// A peer opened bidirectional stream `send`/`recv`: read, unless its request was served
+    /// from a copy already (the copy's answer takes the send half).
+    pub(crate) fn accept_bi(self: &Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
+        let id = u64::from(recv.id());
+        match lock(&self.requests).accepted(id, send) {
+            // Dropping the receive half tells the peer to stop sending what it still would.
+            Accepted::Copied => drop(recv),
+            Accepted::Read(send, taken) => {
+                let context = self.clone();
+                tokio::spawn(async move { context.serve_bi(id, send, recv, taken).await });
+            }
+        }
+    }
+
+    /// A copy of request stream `stream` came (its stream's opening bytes): served from it if
+    /// the stream has not brought it yet.
+    pub(crate) async fn request_copied(&self, stream: u64, opening: &[u8]) {
+        let Some((service, body)) = request_opening(opening, self.max_frame_len) else {
+            return; // Not a request, or malformed: the stream itself is the referee.
+        };
+        let Some(coming) = lock(&self.requests).copied(stream) else {
+            return;
+        };
+        self.counters
+            .requests_from_copies
+            .fetch_add(1, Ordering::Relaxed);
+        let request = IncomingRequest {
+            service,
+            body,
+            responder: Responder {
+                send: Some(SendHalf::Pending(coming)),
+                peer: self.peer.clone(),
+                max_frame_len: self.max_frame_len,
+            },
+            certificate: self.certificate.clone(),
+        };
+        let _ = self.queue.send(Incoming::Request(request)).await;
+    }
+
+    /// Reads the start of bidirectional stream `id` and queues it as work, or refuses it;
+    /// unless a copy of its request takes it over first (`taken`: the send half goes there).
+    async fn serve_bi(
+        &self,
+        id: u64,
+        send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        mut taken: oneshot::Receiver<oneshot::Sender<quinn::SendStream>>,
+    ) {
+        let start = tokio::select! {
+            start = self.read_bi_start(&mut recv) => start,
+            Ok(copy) = &mut taken => {
+                give_to_copy(copy, send);
+                return;
+            }
+        };
+        if !lock(&self.requests).read(id) {
+            // A copy took it over as the read finished: the copy answers.
+            if let Ok(copy) = taken.await {
+                give_to_copy(copy, send);
+            }
+            return;
+        }
         let mut responder = Responder {
-            send: Some(send),
+            send: Some(SendHalf::Ready(send)),
             peer: self.peer.clone(),
             max_frame_len: self.max_frame_len,
         };
-        let incoming = match self.read_bi_start(&mut recv).await {
+        let incoming = match start {
             Ok(BiStart::Request { service, body }) => Incoming::Request(IncomingRequest {
                 service,
                 body,
@@ -545,6 +631,27 @@ impl StreamContext {
             kind => Err(LinkError::UnknownStreamKind(kind.as_byte())),
         }
     }
+}
+
+/// Hands a request stream's send half to the copy that serves the request; resets it if the
+/// copy's answer is gone (its work dropped).
+fn give_to_copy(copy: oneshot::Sender<quinn::SendStream>, send: quinn::SendStream) {
+    if let Err(mut send) = copy.send(send) {
+        let _ = send.reset(codes::NO_REPLY);
+    }
+}
+
+/// The service and request of a request stream's opening bytes (kind, service, one frame and
+/// nothing after it); `None` for anything else.
+fn request_opening(opening: &[u8], max_len: u32) -> Option<(Service, Vec<u8>)> {
+    let (&kind, rest) = opening.split_first()?;
+    if StreamKind::from_byte(kind).ok()? != StreamKind::Request {
+        return None;
+    }
+    let (service, rest) = rest.split_first_chunk::<SERVICE_LEN>()?;
+    let (prefix, body) = rest.split_first_chunk::<LEN_PREFIX>()?;
+    let len = frame_len(*prefix, max_len).ok()?;
+    (body.len() == len).then(|| (Service::from_bytes(*service), body.to_vec()))
 }
 
 enum BiStart {

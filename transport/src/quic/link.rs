@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::channel::Channel;
+use super::copies::Of;
 use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::StreamKind;
@@ -151,7 +152,7 @@ impl Link {
     {
         let max_len = self.inner.link.max_frame_len;
         let opening = service_opening(StreamKind::Request, self.service);
-        let frame = message_frame(&opening, request, max_len, "request")?;
+        let frame = Bytes::from(message_frame(&opening, request, max_len, "request")?);
         let exchange = async {
             let (connection, peer) = self.connection().await?;
             let (mut send, mut recv) = connection
@@ -159,6 +160,10 @@ impl Link {
                 .await
                 .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
             peer.write_all(&mut send, &frame).await?;
+            // The tail probe after this write carries a copy of the request (if it is small
+            // and copies are on): the peer serves it from the copy if this packet is lost.
+            peer.probe
+                .wrote_copied(u64::from(send.id()), Of::Request, &frame);
             let _ = send.finish();
             self.read_answer(&peer, &mut recv).await
         };

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::copies::Recent;
+use super::copies::{Of, Recent};
 use super::incoming::Counters;
 
 /// The handle that write paths tell of their writes; cheap to clone. A disabled one (no
@@ -97,15 +97,15 @@ impl TailProbe {
         }
     }
 
-    /// Channel message `index` of stream `stream` was just written: the next probe carries a
-    /// copy of it (if copies are on and it is small).
-    pub(crate) fn wrote_message(&self, stream: u64, index: u64, body: &bytes::Bytes) {
+    /// A channel message or a request (`of`) was just written on stream `stream`: the next
+    /// probe carries a copy of it (if copies are on and it is small).
+    pub(crate) fn wrote_copied(&self, stream: u64, of: Of, body: &bytes::Bytes) {
         if let Some(recent) = self
             .shared
             .as_ref()
             .and_then(|shared| shared.recent.as_ref())
         {
-            recent.wrote(stream, index, body);
+            recent.wrote(stream, of, body);
         }
         self.wrote();
     }
