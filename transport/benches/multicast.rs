@@ -19,6 +19,12 @@
 //! (`SenderConfig::adaptive_parity`, default 0.05; `off` sends none). `MULTICAST_BENCH_IDLE_MS`
 //! makes each cell's sender idle that long before its first object (default 0), so that it
 //! announces the idle path's RTT when its first flight starts.
+//!
+//! Beside each lossy cell's mean repair delay (from a receiver detecting a missing datagram to
+//! filling it), the second table gives its p50, p90, p99 and max over the three receivers, and
+//! an SVG plots their cumulative distribution per loss: by default
+//! `target/tmp/multicast-repair-delay-cdf.svg`, or where `MULTICAST_BENCH_SVG` says (the bench
+//! prints where it went).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -27,12 +33,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use replicast_testkit::plot::{CdfPanel, CdfPlot, Curve, Layout, Series};
 use replicast_transport::multicast::driver::{
     DEFAULT_FLIGHT_BYTES, DEFAULT_WINDOW_BYTES, ImpairmentConfig, MulticastReceiver,
     MulticastReceiverConfig, MulticastSender, MulticastSenderConfig, MulticastSocketConfig,
     Received, receiver_sockets, sender_socket,
 };
-use replicast_transport::multicast::proto::{FecConfig, GroupKey, ReceiverKey};
+use replicast_transport::multicast::proto::{DelayHistogram, FecConfig, GroupKey, ReceiverKey};
 
 const RECEIVERS: u32 = 3;
 const OBJECT_SIZE: usize = 256 * 1024;
@@ -82,6 +89,8 @@ struct CellResult {
     flight_limited_seconds: f64,
     /// Mean time from detecting a missing datagram to filling it, over every receiver.
     mean_gap_fill: Duration,
+    /// The distribution of those times, over every receiver.
+    repair_delays: DelayHistogram,
     /// UDP datagrams the kernel dropped for a full receive buffer during the cell (the whole
     /// machine's `RcvbufErrors` in /proc/net/snmp; `None` where it cannot be read).
     kernel_drops: Option<u64>,
@@ -134,6 +143,7 @@ struct ReceiverRun {
     impairment_dropped: u64,
     gaps_filled: u64,
     gap_fill_us: u64,
+    repair_delays: DelayHistogram,
     parity_recovered: u64,
     gaps_filled_late: u64,
 }
@@ -196,6 +206,7 @@ fn run_receiver(
             impairment_dropped: stats.socket.impairment.dropped(),
             gaps_filled: stats.protocol.gaps_filled,
             gap_fill_us: stats.protocol.gap_fill_us,
+            repair_delays: stats.protocol.repair_delays,
             parity_recovered: stats.protocol.parity_recovered,
             gaps_filled_late: stats.protocol.gaps_filled_late,
         })
@@ -295,6 +306,7 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
     let (mut nacks, mut nacked, mut lost) = (0, 0, 0);
     let (mut gaps_filled, mut gap_fill_us, mut parity_recovered) = (0, 0, 0);
     let mut gaps_filled_late = 0;
+    let mut repair_delays = DelayHistogram::default();
     let mut end = start;
     for receiver in receivers {
         let run = receiver.join().map_err(|_| "receiver thread panicked")??;
@@ -309,6 +321,7 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
         end = end.max(last);
         gaps_filled += run.gaps_filled;
         gap_fill_us += run.gap_fill_us;
+        repair_delays.merge(&run.repair_delays);
         parity_recovered += run.parity_recovered;
         gaps_filled_late += run.gaps_filled_late;
         let seconds = last.duration_since(start).as_secs_f64();
@@ -339,6 +352,7 @@ fn run_cell(cell: u8, loss: f64, settings: Settings) -> Result<CellResult, Bench
         window_held_seconds: protocol.window_held_us as f64 / 1e6,
         flight_limited_seconds: protocol.flight_limited_us as f64 / 1e6,
         mean_gap_fill: Duration::from_micros(gap_fill_us / gaps_filled.max(1)),
+        repair_delays,
         kernel_drops: udp_rcvbuf_errors()
             .zip(kernel_drops_before)
             .map(|(after, before)| after.saturating_sub(before)),
@@ -642,7 +656,7 @@ fn main() -> Result<(), BenchError> {
     );
     println!();
     println!(
-        "| loss | goodput per round, sorted (the median is above) | run s | process CPU s (x loss-free) | sender waited for window s (share; of it, window full) | new data held by flight limit s (share) | mean repair delay ms | repairs unicast / multicast / parity on demand (datagrams rebuilt) | gaps filled after the fast NACK retries | kernel receive-buffer drops |"
+        "| loss | goodput per round, sorted (the median is above) | run s | process CPU s (x loss-free) | sender waited for window s (share; of it, window full) | new data held by flight limit s (share) | repair delay ms: mean / p50 / p90 / p99 / max (gaps filled) | repairs unicast / multicast / parity on demand (datagrams rebuilt) | gaps filled after the fast NACK retries | kernel receive-buffer drops |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let loss_free_cpu = cells[0].cpu_seconds;
@@ -662,11 +676,7 @@ fn main() -> Result<(), BenchError> {
             cell.window_held_seconds,
             cell.flight_limited_seconds,
             100.0 * cell.flight_limited_seconds / cell.seconds.max(f64::EPSILON),
-            if cell.loss > 0.0 {
-                format!("{:.2}", cell.mean_gap_fill.as_secs_f64() * 1000.0)
-            } else {
-                "-".to_owned()
-            },
+            repair_delay_summary(cell),
             cell.repairs_unicast,
             cell.repairs_multicast,
             cell.parity_on_demand,
@@ -689,5 +699,96 @@ fn main() -> Result<(), BenchError> {
             fraction.join(" / ")
         );
     }
+    let svg_path = std::env::var_os("MULTICAST_BENCH_SVG").map_or_else(
+        || std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("multicast-repair-delay-cdf.svg"),
+        std::path::PathBuf::from,
+    );
+    std::fs::write(&svg_path, repair_delay_plot(&cells, settings))?;
+    println!("repair delay CDF per loss (SVG): {}", svg_path.display());
     Ok(())
+}
+
+fn ms(delay: Duration) -> f64 {
+    delay.as_secs_f64() * 1000.0
+}
+
+/// A cell's repair delays in ms: mean, p50, p90, p99 and max (the quantiles the upper bounds
+/// of their histogram buckets, at most a quarter above), and how many gaps were filled.
+fn repair_delay_summary(cell: &CellResult) -> String {
+    let delays = &cell.repair_delays;
+    if delays.count() == 0 {
+        return "-".to_owned();
+    }
+    let quantile = |q: f64| delays.quantile(q).map_or(0.0, ms);
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} ({})",
+        ms(cell.mean_gap_fill),
+        quantile(0.5),
+        quantile(0.9),
+        quantile(0.99),
+        quantile(1.0),
+        delays.count()
+    )
+}
+
+/// An SVG of the repair delays' cumulative distribution: one curve per lossy cell (its
+/// median round, as in the tables), the three receivers' delays together.
+fn repair_delay_plot(cells: &[CellResult], settings: Settings) -> String {
+    const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let lossy: Vec<&CellResult> = cells
+        .iter()
+        .filter(|cell| cell.repair_delays.count() > 0)
+        .collect();
+    CdfPlot {
+        title: format!(
+            "Multicast repair delay, from a gap's detection to its fill: 1 sender, {RECEIVERS} receivers, loopback"
+        ),
+        x_label: "repair delay, ms (log scale)".to_owned(),
+        note: "share of the gaps filled within x (each step at a histogram bucket's upper bound)"
+            .to_owned(),
+        series: lossy
+            .iter()
+            .zip(COLOURS.into_iter().cycle())
+            .map(|(cell, colour)| Series {
+                name: format!("{:.0}% loss", cell.loss * 100.0),
+                colour,
+            })
+            .collect(),
+        panels: vec![CdfPanel {
+            title: format!(
+                "{} objects of {} KiB, median round of each cell; gaps filled: {}",
+                settings.objects,
+                OBJECT_SIZE / 1024,
+                lossy
+                    .iter()
+                    .map(|cell| format!(
+                        "{} at {:.0}%",
+                        cell.repair_delays.count(),
+                        cell.loss * 100.0
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            curves: lossy
+                .iter()
+                .enumerate()
+                .map(|(series, cell)| Curve {
+                    series,
+                    buckets: cell
+                        .repair_delays
+                        .buckets()
+                        .map(|(bound, count)| (ms(bound), count))
+                        .collect(),
+                })
+                .collect(),
+        }],
+        layout: Layout {
+            panel_width: 720.0,
+            panel_height: 360.0,
+            margin: 64.0,
+            columns: 1,
+            font_size: 12,
+        },
+    }
+    .to_svg()
 }

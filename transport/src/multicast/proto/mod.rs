@@ -14,7 +14,9 @@
 //!   [`SenderEvent::Abandoned`].
 //! - A [`Receiver`] reassembles objects of any number of sender sessions, NACKs gaps after a
 //!   randomized backoff scaled by the group RTT, reports its position, delivers only whole
-//!   objects and reports [`ReceiverEvent::Lost`] when repair did not come in time.
+//!   objects and reports [`ReceiverEvent::Lost`] when repair did not come in time. Its
+//!   [`ReceiverStats`] keep the delay of every repair (from detecting a gap to filling it) in
+//!   a [`DelayHistogram`].
 //!
 //! Every datagram is sealed (AES-256-GCM): group datagrams under the session's
 //! [`GroupKey`] of the current epoch, receiver control datagrams under the receiver's own
@@ -61,6 +63,7 @@
 mod buffers;
 mod config;
 pub mod crypto;
+mod delay_histogram;
 mod error;
 mod fec;
 mod keys;
@@ -78,6 +81,7 @@ pub mod wire;
 use std::net::SocketAddr;
 
 pub use config::{FecConfig, RateLimit, ReceiverConfig, SenderConfig};
+pub use delay_histogram::DelayHistogram;
 pub use error::{ConfigError, SendError};
 pub use keys::{GroupKey, ReceiverKey};
 pub use receiver::Receiver;

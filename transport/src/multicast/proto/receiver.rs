@@ -422,9 +422,10 @@ impl Receiver {
                     self.stats.nacks_suppressed += 1;
                 }
                 if was_missing && let Some(detected_at) = detected_at {
-                    let delay = now.saturating_duration_since(detected_at).as_micros();
+                    let delay = now.saturating_duration_since(detected_at);
                     self.stats.gaps_filled += 1;
-                    self.stats.gap_fill_us += u64::try_from(delay).unwrap_or(u64::MAX);
+                    self.stats.gap_fill_us += u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+                    self.stats.repair_delays.record(delay);
                     if filled == Filled::AfterFastRetries {
                         self.stats.gaps_filled_late += 1;
                     }

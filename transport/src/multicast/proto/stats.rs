@@ -1,5 +1,7 @@
 //! Counters of everything the protocol core does and drops.
 
+use super::DelayHistogram;
+
 /// Datagrams a [`Sender`](super::Sender) dropped, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderDrops {
@@ -143,6 +145,9 @@ pub struct ReceiverStats {
     /// Microseconds from detecting those gaps to filling them, summed (divide by
     /// `gaps_filled` for the mean repair delay).
     pub gap_fill_us: u64,
+    /// The distribution of those delays (from detecting each gap to filling it): its
+    /// quantiles show the tail a loss costs, which the mean hides.
+    pub repair_delays: DelayHistogram,
     /// Of `gaps_filled`, those that arrived after their `max_nack_retries` NACKs and the
     /// wait after the last of them, during the late retries: a receiver that gave a gap up
     /// when those retries ran out (as it did before the late retries) would have lost
