@@ -86,7 +86,7 @@ impl QueueIn {
         match self.bytes.acquire_many(charge).await {
             // Given back by the application when it takes the object.
             Ok(permit) => permit.forget(),
-            Err(_) => return false, // Never closed; kept for completeness.
+            Err(_) => return false, // Closed: the application is gone.
         }
         self.queued.objects.fetch_add(1, Ordering::Relaxed);
         self.queued
@@ -102,6 +102,14 @@ impl QueueIn {
             objects: self.queued.objects.load(Ordering::Relaxed),
             bytes: self.queued.bytes.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Drop for QueueOut {
+    fn drop(&mut self) {
+        // A push waiting for bytes gives up (the slot is closed with the channel, but the
+        // budget is not): nobody will take anything out any more.
+        self.bytes.close();
     }
 }
 
@@ -199,5 +207,15 @@ mod tests {
         let (queue_in, queue_out) = queue(2, 1000);
         drop(queue_out);
         assert!(!queue_in.push(object(1, 10)).await);
+    }
+
+    #[tokio::test]
+    async fn a_push_waiting_for_bytes_gives_up_when_the_application_leaves() {
+        let (queue_in, queue_out) = queue(4, 1000);
+        assert!(pushes_now(&queue_in, object(1, 900)));
+        // Waits for bytes (it holds a slot), until the application is gone.
+        let waiting = queue_in.push(object(2, 900));
+        drop(queue_out);
+        assert!(!waiting.await, "not delivered, and not stuck");
     }
 }

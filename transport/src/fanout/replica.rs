@@ -53,8 +53,9 @@ pub struct FanoutReceiverConfig {
     /// [`FanoutReceiver::recv`]). A full queue holds back what arrives next, and the writer's
     /// acknowledgement of it: an application slower than its writers slows them down.
     pub queue_objects: usize,
-    /// The most bytes of delivered objects queued for the application (an object larger
-    /// than this passes alone), as [`queue_objects`](Self::queue_objects).
+    /// The most bytes of delivered objects queued for the application, as
+    /// [`queue_objects`](Self::queue_objects): an object larger than this passes alone (it
+    /// waits for an empty queue). At most `u32::MAX` (larger values count as that).
     pub queue_bytes: usize,
 }
 
@@ -125,7 +126,8 @@ pub struct FanoutReceiverStats {
     /// Delivered objects queued for the application now (at most
     /// [`FanoutReceiverConfig::queue_objects`]).
     pub queued_objects: u64,
-    /// Their bytes (at most [`FanoutReceiverConfig::queue_bytes`]).
+    /// Their bytes (at most [`FanoutReceiverConfig::queue_bytes`], or one object's length
+    /// when a larger object passes alone).
     pub queued_bytes: u64,
 }
 
@@ -558,7 +560,8 @@ async fn run_socket(
                     let resolved = lock(&shared.matcher)
                         .multicast_arrived((object.session_id, object.object_id), object.data);
                     // Waits while the application's queue is full: this group is then not
-                    // read, and its senders' flight limit holds them back.
+                    // read, and its senders' flight limit holds them back (a writer joining
+                    // this group meanwhile waits too: its session is added by this loop).
                     settle(&shared, resolved).await;
                 }
                 Some(Received::Lost { session_id, object_id }) => {
@@ -650,10 +653,11 @@ async fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement
     }
 }
 
-/// The verdict of `awaited`, or [`Verdict::NotReceived`] if none came by `deadline` (the
-/// announcement is then withdrawn from the matcher).
+/// The verdict of `awaited`, or [`Verdict::NotReceived`] if its object did not come by
+/// `deadline` (the announcement is then withdrawn from the matcher). An object that came and
+/// waits for room in the application's queue is not late: its verdict follows its delivery.
 async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Instant) -> Verdict {
-    let (key, token, verdict) = match awaited {
+    let (key, token, mut verdict) = match awaited {
         Awaited::Settled(verdict) => return verdict,
         Awaited::Waiting {
             key,
@@ -661,15 +665,18 @@ async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Insta
             verdict,
         } => (key, token, verdict),
     };
-    match tokio::time::timeout_at(deadline, verdict).await {
-        Ok(Ok(verdict)) => verdict,
-        _ => {
-            lock(&shared.matcher).cancel(key, &token);
-            lock(&shared.waiters).remove(&token);
-            shared.not_received.fetch_add(1, Ordering::Relaxed);
-            Verdict::NotReceived
-        }
+    if let Ok(answered) = tokio::time::timeout_at(deadline, &mut verdict).await {
+        return answered.unwrap_or(Verdict::NotReceived);
     }
+    // Still waiting in the matcher: withdrawn. Not there: resolved, and its verdict is on
+    // its way once the delivery is queued (the writer must not send the object again).
+    let withdrawn = lock(&shared.matcher).cancel(key, &token);
+    if !withdrawn && let Ok(answered) = verdict.await {
+        return answered;
+    }
+    lock(&shared.waiters).remove(&token);
+    shared.not_received.fetch_add(1, Ordering::Relaxed);
+    Verdict::NotReceived
 }
 
 async fn expect(shared: &Arc<Shared>, writer: &str, expectation: Expectation) -> Verdict {

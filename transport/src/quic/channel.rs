@@ -484,7 +484,8 @@ impl ChannelReader {
 
 /// Delivers a copy of a channel message that came in a datagram (see
 /// [`copies`](super::copies)); anything else in a datagram is a liveness probe, and a copy of
-/// a channel not read (yet, or any more) is dropped.
+/// a channel not read (yet, or any more) is dropped. (A copy that takes the channel's turn
+/// just before the channel is given up is still delivered, before its end.)
 pub(crate) async fn copy_arrived(context: &StreamContext, datagram: Bytes) {
     let Some(copy) = Copy::decode(&datagram) else {
         return;

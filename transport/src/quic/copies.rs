@@ -53,8 +53,9 @@ const REQUEST_HEADER: usize = 1 + 8;
 /// were followed by later packets, whose acknowledgements reveal their loss soon enough).
 pub(crate) const MAX_RECENT: usize = 4;
 
-/// The largest message copied: a copy must fit one datagram on any path QUIC allows (1,200
-/// bytes of UDP payload at the least, less QUIC's own overhead).
+/// The largest message (or request opening) a sender copies: a copy must fit one datagram on
+/// any path QUIC allows (1,200 bytes of UDP payload at the least, less QUIC's own overhead).
+/// A receiver takes a copy of any size a datagram can hold, up to its message limit.
 pub(crate) const MAX_COPIED_MESSAGE: usize = 1_100;
 
 /// Copies a receiver holds per channel ahead of their turn.
@@ -253,14 +254,20 @@ pub(crate) const MAX_COPIED_REQUESTS: usize = 64;
 /// at most the highest accepted one and that has no slot was served already.
 #[derive(Debug)]
 pub(crate) struct Requests<S> {
+    /// The two low bits of the peer's bidirectional stream ids (RFC 9000, 2.1: the initiator
+    /// and the direction): a copy naming another stream is not the peer's request.
+    peer_bidi: u64,
     highest: Option<u64>,
     slots: HashMap<u64, Slot<S>>,
     copied: usize,
 }
 
-impl<S> Default for Requests<S> {
-    fn default() -> Self {
+impl<S> Requests<S> {
+    /// The request streams of a connection whose peer is a client (`peer_is_client`: its
+    /// bidirectional stream ids are 0 mod 4) or a server (1 mod 4).
+    pub(crate) fn new(peer_is_client: bool) -> Self {
         Self {
+            peer_bidi: if peer_is_client { 0 } else { 1 },
             highest: None,
             slots: HashMap::new(),
             copied: 0,
@@ -284,6 +291,9 @@ pub(crate) enum Accepted<S> {
     Read(S, oneshot::Receiver<oneshot::Sender<S>>),
     /// Served from its copy already: the send half went to it; the stream is not read.
     Copied,
+    /// Served from its copy already, whose work was dropped unanswered: the acceptor resets
+    /// the send half (as an unanswered request is), and does not read the stream.
+    Orphaned(S),
 }
 
 impl<S> Requests<S> {
@@ -292,9 +302,11 @@ impl<S> Requests<S> {
         self.highest = Some(self.highest.map_or(id, |highest| highest.max(id)));
         if let Some(Slot::Copied(copy)) = self.slots.remove(&id) {
             self.copied -= 1;
-            // The copy's answer may be gone (its responder dropped): then nobody answers.
-            let _ = copy.send(send);
-            return Accepted::Copied;
+            return match copy.send(send) {
+                Ok(()) => Accepted::Copied,
+                // The copy's work was dropped without an answer.
+                Err(send) => Accepted::Orphaned(send),
+            };
         }
         let (take, taken) = oneshot::channel();
         self.slots.insert(id, Slot::Reading(take));
@@ -312,13 +324,22 @@ impl<S> Requests<S> {
     /// serve it, `None` if its stream served it or is served already, or too many copies wait
     /// for their streams.
     pub(crate) fn copied(&mut self, id: u64) -> Option<oneshot::Receiver<S>> {
+        if id & 0b11 != self.peer_bidi {
+            return None; // Not a stream the peer can open a request on.
+        }
         let (give, send) = oneshot::channel();
         if self.highest.is_some_and(|highest| id <= highest) {
             // Accepted: the copy takes over only from a task still reading it.
-            let Some(Slot::Reading(take)) = self.slots.remove(&id) else {
-                return None;
+            return match self.slots.remove(&id) {
+                Some(Slot::Reading(take)) => take.send(give).is_ok().then_some(send),
+                // Streams are accepted in order and each takes its copy's slot: none is left
+                // behind; were one, it goes with its count.
+                Some(Slot::Copied(_)) => {
+                    self.copied -= 1;
+                    None
+                }
+                None => None,
             };
-            return take.send(give).is_ok().then_some(send);
         }
         if self.slots.contains_key(&id) || self.copied >= MAX_COPIED_REQUESTS {
             return None;
@@ -435,7 +456,7 @@ mod request_tests {
 
     #[test]
     fn a_request_read_from_its_stream_first_ignores_its_copy() {
-        let mut requests = Requests::default();
+        let mut requests = Requests::new(true);
         let Accepted::Read(_send, _taken) = requests.accepted(0, "send-0") else {
             panic!("a fresh stream is read");
         };
@@ -445,7 +466,7 @@ mod request_tests {
 
     #[test]
     fn a_copy_before_the_stream_serves_the_request_and_gets_the_send_half() {
-        let mut requests = Requests::default();
+        let mut requests = Requests::new(true);
         let mut send = requests.copied(4).expect("the copy serves it");
         assert!(requests.copied(4).is_none(), "a second copy is dropped");
         assert!(matches!(requests.accepted(4, "send-4"), Accepted::Copied));
@@ -455,7 +476,7 @@ mod request_tests {
 
     #[test]
     fn a_copy_while_the_stream_waits_for_its_bytes_takes_it_over() {
-        let mut requests = Requests::default();
+        let mut requests = Requests::new(true);
         let Accepted::Read(send, mut taken) = requests.accepted(8, "send-8") else {
             panic!("a fresh stream is read");
         };
@@ -468,8 +489,29 @@ mod request_tests {
     }
 
     #[test]
+    fn a_copy_naming_a_stream_the_peer_cannot_open_is_dropped() {
+        let mut requests: Requests<&str> = Requests::new(true);
+        assert!(requests.copied(1).is_none(), "a server's stream");
+        assert!(requests.copied(2).is_none(), "a unidirectional stream");
+        assert!(requests.copied(4).is_some(), "a client's request stream");
+        let mut from_server: Requests<&str> = Requests::new(false);
+        assert!(from_server.copied(4).is_none());
+        assert!(from_server.copied(5).is_some());
+    }
+
+    #[test]
+    fn a_copy_whose_work_was_dropped_leaves_its_stream_to_be_reset() {
+        let mut requests = Requests::new(true);
+        drop(requests.copied(4).expect("served from the copy"));
+        assert!(matches!(
+            requests.accepted(4, "send-4"),
+            Accepted::Orphaned("send-4")
+        ));
+    }
+
+    #[test]
     fn copies_of_requests_served_before_or_beyond_the_bound_are_dropped() {
-        let mut requests: Requests<&str> = Requests::default();
+        let mut requests: Requests<&str> = Requests::new(true);
         let Accepted::Read(..) = requests.accepted(12, "send-12") else {
             panic!("a fresh stream is read");
         };

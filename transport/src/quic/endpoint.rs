@@ -13,14 +13,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::channel::{Channel, ChannelId, GiveUps, Ids, copy_arrived, read_channel};
 use super::codes;
 use super::config::{ConfigError, EndpointConfig, LinkConfig};
-use super::copies::Routes;
+use super::copies::{Requests, Routes};
 use super::error::LinkError;
 use super::frame::StreamKind;
 use super::hello::{Hello, Welcome, session_peer_name};
 #[cfg(target_os = "linux")]
 use super::icmp;
 use super::identity::{peer_certificate, peer_name};
-use super::incoming::{Counters, EndpointStats, Incoming, StreamContext};
+use super::incoming::{Counters, EndpointStats, Incoming, MAX_COPY_TASKS, StreamContext};
 use super::link::Link;
 use super::peer::{Admission, Established, Peer};
 use super::stream_io::{PeerRef, error_reply_frame, message_frame, ok_reply_frame};
@@ -504,7 +504,9 @@ impl Inner {
             ids: self.ids.clone(),
             give_ups: self.give_ups.clone(),
             channels: Routes::default(),
-            requests: Default::default(),
+            // The peer opened this connection (its streams are a client's) unless we did.
+            requests: Mutex::new(Requests::new(connection.side() == quinn::Side::Server)),
+            copy_tasks: Arc::new(tokio::sync::Semaphore::new(MAX_COPY_TASKS)),
         });
         lock(&self.served).insert(connection.stable_id(), (connection.clone(), probe));
         tokio::spawn(serve_connection(connection, context, Arc::downgrade(self)));
@@ -752,8 +754,13 @@ async fn serve_connection(
             datagram = connection.read_datagram() => match datagram {
                 Ok(datagram) if datagram.is_empty() => {}
                 Ok(datagram) => {
-                    let context = context.clone();
-                    tokio::spawn(async move { copy_arrived(&context, datagram).await });
+                    if let Ok(permit) = context.copy_tasks.clone().try_acquire_owned() {
+                        let context = context.clone();
+                        tokio::spawn(async move {
+                            copy_arrived(&context, datagram).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Err(e) => break e,
             },

@@ -99,7 +99,8 @@ enum SendHalf {
     /// The stream's, at hand.
     Ready(quinn::SendStream),
     /// Coming with the stream: the request was served from its copy
-    /// ([`copies`](super::copies)) before the stream (or its bytes) arrived.
+    /// ([`copies`](super::copies)) before the stream (or its bytes) arrived. Dropped
+    /// unanswered, the stream is reset where it arrives ([`Accepted::Orphaned`]).
     Pending(oneshot::Receiver<quinn::SendStream>),
 }
 
@@ -142,7 +143,7 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        // A pending send half is reset by whoever holds it when it finds this gone.
+        // A pending send half is reset where it arrives, when it finds this gone.
         if let Some(SendHalf::Ready(mut send)) = self.send.take() {
             let _ = send.reset(codes::NO_REPLY);
         }
@@ -489,16 +490,28 @@ pub(crate) struct StreamContext {
     pub(crate) channels: Routes<ChannelReader>,
     /// The peer's request streams on this connection, between their copies and themselves.
     pub(crate) requests: Mutex<Requests<quinn::SendStream>>,
+    /// Copies being delivered now, at most [`MAX_COPY_TASKS`]: one beyond is dropped (a copy
+    /// is only ever a second chance), so a peer's datagrams cannot pile up tasks.
+    pub(crate) copy_tasks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Copies a connection delivers at once (each waits for its channel's turn, or for room in
+/// the endpoint's queue).
+pub(crate) const MAX_COPY_TASKS: usize = 64;
 
 impl StreamContext {
     /// A peer opened bidirectional stream `send`/`recv`: read, unless its request was served
     /// from a copy already (the copy's answer takes the send half).
     pub(crate) fn accept_bi(self: &Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
         let id = u64::from(recv.id());
-        match lock(&self.requests).accepted(id, send) {
+        let accepted = lock(&self.requests).accepted(id, send);
+        match accepted {
             // Dropping the receive half tells the peer to stop sending what it still would.
             Accepted::Copied => drop(recv),
+            Accepted::Orphaned(mut send) => {
+                let _ = send.reset(codes::NO_REPLY);
+                drop(recv);
+            }
             Accepted::Read(send, taken) => {
                 let context = self.clone();
                 tokio::spawn(async move { context.serve_bi(id, send, recv, taken).await });

@@ -163,8 +163,10 @@ fn probe(connection: &quinn::Connection, counters: &Counters) -> bool {
 }
 
 /// Sends the copies of the messages written since the last probe, each in a datagram of its
-/// own, right before the probe (quinn may put them in one packet: they travel together, apart
-/// from the messages' own packets, which left before the pause).
+/// own, right before the probe (quinn may put them in one packet with it). Usually the
+/// messages' own packets left before the pause, and the copies travel apart from them; when
+/// the congestion window holds stream data back, quinn sends the datagrams first, and the
+/// receiver then takes the copies and drops the stream's bytes (once each either way).
 fn send_copies(connection: &quinn::Connection, recent: &Recent, counters: &Counters) {
     let room = connection.max_datagram_size().unwrap_or(0);
     for copy in recent.take() {
