@@ -26,8 +26,11 @@ use replicast_transport::wrapped_socket::{SocketWrapper, WrappedSocket};
 /// Datagrams above this size are the message's: ACKs, probes and stream openings are far
 /// smaller, and MTU probes are off.
 const DROP_ABOVE: usize = 400;
-/// The message: its packet is the only one above [`DROP_ABOVE`].
+/// The message: its packet is the only one above [`DROP_ABOVE`] (and its copy's).
 const MESSAGE_LEN: usize = 600;
+
+/// Runs of a copy scenario until the socket dropped the original, not the copy.
+const ATTEMPTS: u32 = 5;
 
 /// A quinn socket that sends everything, except the first `armed` datagrams above
 /// [`DROP_ABOVE`] bytes once armed: the loss of one message's only packet (and of its
@@ -264,15 +267,23 @@ async fn a_lost_message_is_delivered_from_its_copy_in_the_tail_probe() {
             message_copies: true,
             ..quiet_link(Some(Duration::from_millis(1)))
         };
-        // The message's packet is lost once; the probe after it carries its copy.
-        let (lost, master) = lose_one_message_with(link, 1).await;
-        assert!(lost.tail_probes >= 1, "a tail probe followed the message");
-        // (A message not lost may come from its copy too, when the copy's task runs before
-        // the stream's reader: either way once, in order, as lose_one_message_with checks.)
-        assert!(
-            master.messages_from_copies >= 1,
-            "the master took the lost message from its copy"
-        );
+        // The message's packet is lost once; the probe after it carries its copy. On a
+        // loaded machine the copy may leave before the message's own packet (quinn sends
+        // datagrams first when both wait) and be the one the socket drops: then the stream
+        // brings the message, and the scenario runs again (a few times at most).
+        let mut taken_from_copy = None;
+        for _ in 0..ATTEMPTS {
+            let (lost, master) = lose_one_message_with(link.clone(), 1).await;
+            assert!(lost.tail_probes >= 1, "a tail probe followed the message");
+            // (A message not lost may come from its copy too, when the copy's task runs
+            // before the stream's reader: either way once, in order, as
+            // lose_one_message_with checks.)
+            if master.messages_from_copies >= 1 {
+                taken_from_copy = Some(lost);
+                break;
+            }
+        }
+        let lost = taken_from_copy.expect("the master took the lost message from its copy");
         assert_eq!(
             lost.probe_timeouts, 0,
             "nothing waited for QUIC's probe timeout"
@@ -309,24 +320,31 @@ async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
         let _serving = serve(master.clone(), None);
         let (storage, socket) = dropping_endpoint(&ca, "storage-1", link);
         let link = storage.link("master", addr(&master)).await.expect("a link");
-        // A first request opens the connection's streams; then one whose only packet is lost.
+        // A first request opens the connection's streams; then ones whose first packet above
+        // the size is lost: the request's own, unless its copy left first (a loaded machine,
+        // see the test above), then the next attempt.
         let pong: Pong = link.request(&Request::Ping(1)).await.expect("answered");
         assert_eq!(pong, Pong(1));
-        socket.armed.store(1, Ordering::Release);
         let text = "x".repeat(MESSAGE_LEN);
-        let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
-        let error = answer.expect_err("the master answers this request with an error");
-        assert!(error.to_string().contains(&text), "its own answer: {error}");
-        assert_eq!(
-            socket.dropped.load(Ordering::Acquire),
-            1,
-            "the request's packet was lost"
-        );
-        // (A request not lost may be served from its copy too, when the copy comes before
-        // the master accepted its stream: either way once.)
+        for attempt in 1..=ATTEMPTS {
+            socket.armed.store(1, Ordering::Release);
+            let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
+            let error = answer.expect_err("the master answers this request with an error");
+            assert!(error.to_string().contains(&text), "its own answer: {error}");
+            assert_eq!(
+                socket.dropped.load(Ordering::Acquire),
+                attempt,
+                "one packet lost"
+            );
+            // (A request not lost may be served from its copy too, when the copy comes
+            // before the master accepted its stream: either way once.)
+            if master.stats().requests_from_copies >= 1 {
+                break;
+            }
+        }
         assert!(
             master.stats().requests_from_copies >= 1,
-            "the master served the lost request from its copy"
+            "the master served a lost request from its copy"
         );
         // The next request goes its usual way.
         let pong: Pong = link.request(&Request::Ping(2)).await.expect("answered");

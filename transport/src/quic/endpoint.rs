@@ -474,10 +474,23 @@ impl Inner {
             .await?;
         match Reply::decode(&body)? {
             Reply::Ok(welcome) => Ok(Welcome::decode(welcome)?),
-            Reply::AppError(message) | Reply::Rejected(message) => Err(LinkError::Rejected {
-                peer: peer.to_owned(),
-                message: message.to_owned(),
-            }),
+            Reply::AppError(message) | Reply::Rejected(message) => {
+                // A refused name is said in the connection's close, right behind this reply
+                // (`admit`): report the close's reason, as a dialer that read the close first
+                // does, rather than a bare rejection (its callers tell a name in use apart).
+                if let Ok(reason) =
+                    tokio::time::timeout(CLOSE_AFTER_REFUSAL, connection.closed()).await
+                {
+                    let error = LinkError::from_connection(peer, addr, reason);
+                    if matches!(error, LinkError::NameInUse { .. }) {
+                        return Err(error);
+                    }
+                }
+                Err(LinkError::Rejected {
+                    peer: peer.to_owned(),
+                    message: message.to_owned(),
+                })
+            }
         }
     }
 
@@ -729,6 +742,11 @@ async fn admit(
 
 /// How long a refused dialer is given to read the refusal before its connection closes.
 const REFUSAL_WAIT: Duration = Duration::from_millis(100);
+
+/// How long a dialer that read a refusal waits for the connection's close, which says why
+/// (the refusing side closes right after its reply, within [`REFUSAL_WAIT`]; a loaded machine
+/// may take longer to deliver it).
+const CLOSE_AFTER_REFUSAL: Duration = Duration::from_secs(2);
 
 async fn serve_connection(
     connection: quinn::Connection,
