@@ -1154,3 +1154,68 @@ async fn a_replica_that_does_not_read_holds_its_unicast_writer_back() {
 async fn a_replica_that_does_not_read_holds_its_multicast_writer_back() {
     bounded(slow_application_holds_the_writer_back(Strategy::Multicast)).await;
 }
+
+/// A replica whose queue is full still takes a new writer on the group it reads: the group's
+/// socket is not read while a delivery waits for room, but its sessions still change. (Before,
+/// the join waited until the application read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_joins_a_group_whose_replica_queue_is_full() {
+    bounded(async {
+        let ca = ClusterCa::generate("full-queue-join").expect("CA");
+        let config = FanoutReceiverConfig {
+            queue_objects: 2,
+            expect_timeout: Duration::from_secs(30),
+            ..FanoutReceiverConfig::default()
+        };
+        let mut replica = Replica::start(&ca, "replica", config);
+        let group = random_group();
+        let (first, _first_endpoint) = group_writer(&ca, "writer-1", group, 1);
+        first
+            .add_replica("replica", replica.address)
+            .await
+            .expect("add replica");
+        // Objects large enough to travel one by one (not bundled).
+        let object = |id: u64| Bytes::from(vec![id as u8; 100 * 1024]);
+        let mut waits = Vec::new();
+        for id in 0..6u64 {
+            let handle = first.send(id, object(id)).await.expect("send");
+            waits.push(tokio::spawn(handle.wait()));
+        }
+        let full = async {
+            while replica.receiver.stats().queued_objects < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), full)
+            .await
+            .expect("the queue fills");
+        // A second writer joins the same group while the queue is full.
+        let (second, _second_endpoint) = group_writer(&ca, "writer-2", group, 2);
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            second.add_replica("replica", replica.address),
+        )
+        .await
+        .expect("the join does not wait for the application to read")
+        .expect("add replica");
+        let handle = second.send(100, object(100)).await.expect("send");
+        waits.push(tokio::spawn(handle.wait()));
+        // The application reads: every object of both writers arrives once.
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 7 {
+            let delivered = replica.receiver.recv().await.expect("the replica runs");
+            assert_eq!(delivered.data, object(delivered.object_id));
+            assert!(
+                seen.insert((delivered.writer.clone(), delivered.object_id)),
+                "{} from {} twice",
+                delivered.object_id,
+                delivered.writer
+            );
+        }
+        for wait in waits {
+            let report = wait.await.expect("report task");
+            assert!(report.all_delivered(), "{report:?}");
+        }
+    })
+    .await;
+}

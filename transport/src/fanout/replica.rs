@@ -1,7 +1,9 @@
 //! [`FanoutReceiver`]: the replica's side of a fan-out.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -526,11 +528,17 @@ fn open_socket(
 /// Reads one group for every session on it: membership changes come as commands, in order;
 /// objects (and losses) go to the matcher under their (session, object id), which pairs them
 /// with their own writer's announcements.
+///
+/// While a delivery waits for room in the application's queue, the group is not read (so its
+/// senders' flight limit holds them back), but commands still are: a writer joining the group
+/// meanwhile is added at once.
 async fn run_socket(
     shared: Arc<Shared>,
     mut receiver: MulticastReceiver,
     mut commands: mpsc::UnboundedReceiver<SocketCommand>,
 ) {
+    // The settlement of what the group brought last, while it waits for room.
+    let mut waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     loop {
         tokio::select! {
             command = commands.recv() => {
@@ -551,25 +559,31 @@ async fn run_socket(
                     return; // The driver stopped: the socket is gone.
                 }
             }
-            received = receiver.recv() => match received {
-                Some(Received::Object(object)) => {
-                    if object.object_id & PROBE_BIT != 0 {
-                        shared.probes.fetch_add(1, Ordering::Relaxed);
-                        continue;
+            () = async {
+                if let Some(settling) = waiting.as_mut() {
+                    settling.await;
+                }
+            }, if waiting.is_some() => waiting = None,
+            received = receiver.recv(), if waiting.is_none() => {
+                let resolved = match received {
+                    Some(Received::Object(object)) => {
+                        if object.object_id & PROBE_BIT != 0 {
+                            shared.probes.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        lock(&shared.matcher)
+                            .multicast_arrived((object.session_id, object.object_id), object.data)
                     }
-                    let resolved = lock(&shared.matcher)
-                        .multicast_arrived((object.session_id, object.object_id), object.data);
-                    // Waits while the application's queue is full: this group is then not
-                    // read, and its senders' flight limit holds them back (a writer joining
-                    // this group meanwhile waits too: its session is added by this loop).
-                    settle(&shared, resolved).await;
+                    Some(Received::Lost { session_id, object_id }) => {
+                        lock(&shared.matcher).multicast_lost((session_id, object_id))
+                    }
+                    None => return,
+                };
+                if !resolved.deliveries.is_empty() || !resolved.verdicts.is_empty() {
+                    let shared = shared.clone();
+                    waiting = Some(Box::pin(async move { settle(&shared, resolved).await }));
                 }
-                Some(Received::Lost { session_id, object_id }) => {
-                    let resolved = lock(&shared.matcher).multicast_lost((session_id, object_id));
-                    settle(&shared, resolved).await;
-                }
-                None => return,
-            },
+            }
         }
     }
 }
