@@ -1340,7 +1340,8 @@ fn an_object_s_last_blocks_get_parity_sized_per_object() {
     // receiver short of it gets the object a repair round late (the commit waits for it);
     // an earlier block's round overlaps the rest of the object. The per-block target alone
     // (0.05 receivers short of each block) left 11 of 400 64 KiB objects (one block each)
-    // late at eight receivers; the tail target (0.01 per object) 3, for one more shard.
+    // late at eight receivers; the tail target 3, for one more shard (at 0.01 per object and
+    // at 0.002 alike: what is left is not the parity's size).
     let rtt = Duration::from_millis(20);
     let (size, count) = (64 * 1024, 200);
     let late = |tail_parity: f64| {
