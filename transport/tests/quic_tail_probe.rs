@@ -109,6 +109,14 @@ async fn lose_one_message(tail_probe: Option<Duration>, drops: u32) -> LostMessa
     lose_one_message_with(quiet_link(tail_probe), drops).await.0
 }
 
+/// [`quiet_link`] with tail probes after 1 ms that carry copies of the messages.
+fn copying_link() -> LinkConfig {
+    LinkConfig {
+        message_copies: true,
+        ..quiet_link(Some(Duration::from_millis(1)))
+    }
+}
+
 /// An endpoint named `name` whose socket drops datagrams above [`DROP_ABOVE`] bytes once
 /// armed (see [`DropSome`]).
 fn dropping_endpoint(
@@ -263,10 +271,7 @@ async fn a_lost_retransmission_is_found_by_another_tail_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_message_is_delivered_from_its_copy_in_the_tail_probe() {
     bounded(async {
-        let link = LinkConfig {
-            message_copies: true,
-            ..quiet_link(Some(Duration::from_millis(1)))
-        };
+        let link = copying_link();
         // The message's packet is lost once; the probe after it carries its copy. On a
         // loaded machine the copy may leave before the message's own packet (quinn sends
         // datagrams first when both wait) and be the one the socket drops: then the stream
@@ -295,10 +300,7 @@ async fn a_lost_message_is_delivered_from_its_copy_in_the_tail_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_loss_copies_deliver_nothing_twice() {
     bounded(async {
-        let link = LinkConfig {
-            message_copies: true,
-            ..quiet_link(Some(Duration::from_millis(1)))
-        };
+        let link = copying_link();
         // Each message arrives twice (its packet, its copy): the master reads 1 to 4 once
         // each, in order (lose_one_message_with checks each, the fourth after the copies of
         // the ones before it left).
@@ -311,10 +313,7 @@ async fn without_loss_copies_deliver_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
     bounded(async {
-        let link = LinkConfig {
-            message_copies: true,
-            ..quiet_link(Some(Duration::from_millis(1)))
-        };
+        let link = copying_link();
         let ca = ca("cluster");
         let master = endpoint(&identity(&ca, "master"), link.clone());
         let _serving = serve(master.clone(), None);

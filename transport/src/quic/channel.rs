@@ -448,24 +448,17 @@ impl ChannelReader {
         let Turn::Now(body) = order.arrived(index, body, from_copy) else {
             return true;
         };
-        if from_copy {
-            self.context
-                .counters
-                .copies_delivered
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let mut next = Some(body);
-        while let Some(body) = next {
+        // This message, then the held copies whose turn follows (each from a copy).
+        let mut next = Some((body, from_copy));
+        while let Some((body, copied)) = next {
+            if copied {
+                let delivered = &self.context.counters.copies_delivered;
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
             if !self.deliver(body).await {
                 return false;
             }
-            next = order.next_early();
-            if next.is_some() {
-                self.context
-                    .counters
-                    .copies_delivered
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            next = order.next_early().map(|body| (body, true));
         }
         true
     }

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codes;
 use super::error::LinkError;
-use super::frame::{FrameError, LEN_PREFIX, StreamKind, frame_len};
-use super::service::{SERVICE_LEN, Service};
+use super::frame::{FrameError, StreamKind};
+use super::service::Service;
 use super::stream_io::{PeerRef, error_reply_frame, ok_reply_frame};
-use super::wire::{ObjectHead, Reply};
+use super::wire::{DecodeLimits, DecodedStream, ObjectHead, Reply, decode_stream};
 use crate::sync::lock;
 
 /// One unit of work from a peer, whichever side dialed the connection.
@@ -522,7 +522,14 @@ impl StreamContext {
     /// A copy of request stream `stream` came (its stream's opening bytes): served from it if
     /// the stream has not brought it yet.
     pub(crate) async fn request_copied(&self, stream: u64, opening: &[u8]) {
-        let Some((service, body)) = request_opening(opening, self.max_frame_len) else {
+        // Decoded by the rules the stream's own reader applies (kind, service, one frame,
+        // nothing after it).
+        let limits = DecodeLimits {
+            max_frame_len: self.max_frame_len,
+            max_object_size: self.max_object_size,
+            max_message_len: self.max_message_len,
+        };
+        let Ok(DecodedStream::Request { service, body }) = decode_stream(opening, limits) else {
             return; // Not a request, or malformed: the stream itself is the referee.
         };
         let Some(coming) = lock(&self.requests).copied(stream) else {
@@ -652,19 +659,6 @@ fn give_to_copy(copy: oneshot::Sender<quinn::SendStream>, send: quinn::SendStrea
     if let Err(mut send) = copy.send(send) {
         let _ = send.reset(codes::NO_REPLY);
     }
-}
-
-/// The service and request of a request stream's opening bytes (kind, service, one frame and
-/// nothing after it); `None` for anything else.
-fn request_opening(opening: &[u8], max_len: u32) -> Option<(Service, Vec<u8>)> {
-    let (&kind, rest) = opening.split_first()?;
-    if StreamKind::from_byte(kind).ok()? != StreamKind::Request {
-        return None;
-    }
-    let (service, rest) = rest.split_first_chunk::<SERVICE_LEN>()?;
-    let (prefix, body) = rest.split_first_chunk::<LEN_PREFIX>()?;
-    let len = frame_len(*prefix, max_len).ok()?;
-    (body.len() == len).then(|| (Service::from_bytes(*service), body.to_vec()))
 }
 
 enum BiStart {
