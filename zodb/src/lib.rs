@@ -26,7 +26,9 @@ use pyo3::prelude::*;
 
 /// mimalloc for the extension's own allocations, as in the `replicast` binary (src/main.rs
 /// says why): the client's driver and fan-out allocate per store and per answer. Python's
-/// objects keep Python's allocator.
+/// objects keep Python's allocator. Built without transparent huge pages, as the binary is
+/// (Cargo.toml's `no_thp`); unlike the binary, the extension leaves the Python process's own
+/// huge page setting alone: the process is the application's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
