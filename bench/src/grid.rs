@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use replicast_transport::quic::Congestion;
 use serde::{Deserialize, Serialize};
 
 /// How the writer hands stored objects to the replicas; the transport's
@@ -127,6 +128,15 @@ pub struct CellKnobs {
     /// (`LinkConfig::message_copies`, on by default); off compares the plain QUIC recovery.
     #[serde(default = "copies_on")]
     pub message_copies: bool,
+    /// The writers' QUIC congestion controller, by name (`LinkConfig::congestion`: `cubic`,
+    /// the default, or `bbr`).
+    #[serde(default = "cubic")]
+    pub congestion: String,
+}
+
+/// Cells of results written before [`CellKnobs::congestion`] ran with CUBIC.
+fn cubic() -> String {
+    Congestion::Cubic.name().to_owned()
 }
 
 /// Cells of results written before [`CellKnobs::message_copies`] ran with copies on, or
@@ -163,13 +173,20 @@ impl CellKnobs {
         }
     }
 
-    /// A short label for progress lines: `multicast N=4 64KiB x1 rtt 20ms loss 1%`.
+    /// A short label for progress lines: `multicast N=4 64KiBx1 rtt 20ms loss 1% 100Mbit/s
+    /// c=1`, with ` one group`, ` no copies` or the congestion controller when not the
+    /// default.
     pub fn label(&self) -> String {
         let rate = self
             .rate_bits_per_s
             .map_or_else(|| "unlimited".to_owned(), format_rate);
+        let congestion = if self.congestion == cubic() {
+            String::new()
+        } else {
+            format!(" {}", self.congestion)
+        };
         format!(
-            "{} N={} {}x{} rtt {}ms loss {}% {} c={}{}",
+            "{} N={} {}x{} rtt {}ms loss {}% {} c={}{}{}{}",
             self.strategy,
             self.replicas,
             format_size(self.object_size),
@@ -179,11 +196,13 @@ impl CellKnobs {
             rate,
             self.clients,
             if self.one_group { " one group" } else { "" },
-        ) + if self.message_copies {
-            ""
-        } else {
-            " no copies"
-        }
+            if self.message_copies {
+                ""
+            } else {
+                " no copies"
+            },
+            congestion,
+        )
     }
 }
 
@@ -240,6 +259,8 @@ pub struct Sweep {
     pub one_group: bool,
     /// The writers' tail probes carry message copies ([`CellKnobs::message_copies`]).
     pub message_copies: bool,
+    /// The writers' congestion controller ([`CellKnobs::congestion`]).
+    pub congestion: Congestion,
 }
 
 impl Sweep {
@@ -264,6 +285,7 @@ impl Sweep {
             time_limit_s: Some(4.0),
             one_group: false,
             message_copies: true,
+            congestion: Congestion::Cubic,
         }
     }
 
@@ -285,6 +307,7 @@ impl Sweep {
             time_limit_s: None,
             one_group: false,
             message_copies: true,
+            congestion: Congestion::Cubic,
         }
     }
 
@@ -308,6 +331,7 @@ impl Sweep {
             time_limit_s: Some(8.0),
             one_group: false,
             message_copies: true,
+            congestion: Congestion::Cubic,
         }
     }
 
@@ -342,6 +366,7 @@ impl Sweep {
                                             time_limit_s: self.time_limit_s,
                                             one_group: self.one_group,
                                             message_copies: self.message_copies,
+                                            congestion: self.congestion.name().to_owned(),
                                         });
                                     }
                                 }

@@ -10,6 +10,8 @@ use replicast_node::config::{
     ClusterLayout, ConfigError, FanoutStrategy, LinkTuning, LogLevel, MulticastInterface,
     NodeConfig, PeerLimits, Role, RoleConfig,
 };
+use replicast_node::driver::link_config;
+use replicast_transport::quic::Congestion;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples")
@@ -305,7 +307,7 @@ fn link_tuning_is_read() {
     let text = format!(
         "{MASTER}\n[link]\nkeep_alive_ms = 0\nidle_timeout_ms = 120000\n\
          stream_receive_window = 1000\nsend_window = 2000\nmessage_copies = false\n\
-         [log]\nlevel = \"debug\"\n"
+         congestion = \"bbr\"\n[log]\nlevel = \"debug\"\n"
     );
     let config = NodeConfig::parse(&text, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(
@@ -316,13 +318,20 @@ fn link_tuning_is_read() {
             stream_receive_window: 1000,
             send_window: 2000,
             message_copies: false,
+            congestion: Congestion::Bbr,
         }
+    );
+    assert_eq!(
+        link_config(&config.link, &config.limits).congestion,
+        Congestion::Bbr,
+        "the links are made with the controller read"
     );
     let defaults = NodeConfig::parse(MASTER, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
     assert!(
         defaults.link.message_copies,
         "copies are on unless turned off"
     );
+    assert_eq!(defaults.link.congestion, Congestion::Cubic);
     assert_eq!(config.log, LogLevel::Debug);
 }
 
@@ -702,6 +711,7 @@ fn link_tuning_is_bounded() {
     let error = error_of(&link("message_copies = \"yes\""));
     assert!(matches!(error, ConfigError::WrongType { .. }), "{error:?}");
     assert_names(&error, "link.message_copies");
+    invalid(&link("congestion = \"reno\""), "link.congestion");
     invalid(
         &link("stream_receive_window = 4611686018427387904"),
         "link.stream_receive_window",

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use replicast_bench::units::{parse_millis, parse_percent, parse_rate, parse_size};
 use replicast_bench::{Amount, Mode, RunOptions, StrategyName, Sweep};
+use replicast_transport::quic::Congestion;
 
 use super::Error;
 
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// message waits for QUIC's recovery (to compare against the default, copies on).
     #[arg(long)]
     no_message_copies: bool,
+    /// The writers' QUIC congestion controller: cubic (the default) or bbr (keeps its rate
+    /// where loss is not congestion, as on the emulated lossy links).
+    #[arg(long, value_name = "NAME", value_parser = congestion)]
+    congestion: Option<Congestion>,
     /// Strategies to compare: unicast, multicast, auto.
     #[arg(long, value_delimiter = ',', value_name = "NAME,..")]
     strategies: Vec<StrategyName>,
@@ -134,6 +139,9 @@ impl BenchArgs {
         replace(&mut sweep.strategies, &self.strategies);
         sweep.one_group = self.one_group;
         sweep.message_copies = !self.no_message_copies;
+        if let Some(congestion) = self.congestion {
+            sweep.congestion = congestion;
+        }
         if let Some(jitter) = self.jitter {
             sweep.jitter_ms = jitter;
         }
@@ -209,4 +217,15 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         eprintln!("wrote {}", args.out.display());
     }
     Ok(())
+}
+
+/// `--congestion`: a controller by its name.
+fn congestion(name: &str) -> Result<Congestion, String> {
+    Congestion::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Congestion::ALL.iter().map(|c| c.name()).collect();
+        format!(
+            "unknown congestion controller {name:?} (one of {})",
+            names.join(", ")
+        )
+    })
 }

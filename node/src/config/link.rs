@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use replicast_transport::quic::Congestion;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -16,6 +17,7 @@ pub(super) struct RawLink {
     stream_receive_window: Option<Spanned<u64>>,
     send_window: Option<Spanned<u64>>,
     message_copies: Option<bool>,
+    congestion: Option<Spanned<String>>,
 }
 
 /// The optional `[link]` section: QUIC transport settings. Every key has a default.
@@ -42,6 +44,11 @@ pub struct LinkTuning {
     /// waiting about 1.3 round trips for QUIC to send it again. Off saves a few hundred bytes
     /// per pause, for links that do not lose packets.
     pub message_copies: bool,
+    /// The QUIC congestion controller of this node's links (`link.congestion`: `"cubic"`, the
+    /// default, or `"bbr"`): BBR keeps its rate where a WAN path loses packets without being
+    /// congested, which CUBIC reads as congestion each time; without loss it can be slower
+    /// ([`Congestion`](replicast_transport::quic::Congestion) has the measurements).
+    pub congestion: Congestion,
 }
 
 impl Default for LinkTuning {
@@ -52,6 +59,7 @@ impl Default for LinkTuning {
             stream_receive_window: 8 << 20,
             send_window: 32 << 20,
             message_copies: true,
+            congestion: Congestion::default(),
         }
     }
 }
@@ -71,6 +79,17 @@ impl LinkTuning {
         let raw = raw.into_inner();
         if let Some(copies) = raw.message_copies {
             tuning.message_copies = copies;
+        }
+        if let Some(name) = &raw.congestion {
+            tuning.congestion = Congestion::from_name(name.get_ref()).ok_or_else(|| {
+                let names: Vec<&str> = Congestion::ALL.iter().map(|c| c.name()).collect();
+                check.invalid(
+                    "link.congestion",
+                    name,
+                    name.get_ref(),
+                    format!("one of {}", names.join(", ")),
+                )
+            })?;
         }
         if let Some(idle) = &raw.idle_timeout_ms {
             // quinn takes the idle timeout as a QUIC varint of milliseconds.

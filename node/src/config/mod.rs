@@ -14,7 +14,7 @@
 //! | `[storage]`   | `path`                                                        | storage (required) |
 //! | `[fanout]`    | `strategy` = `"unicast"` (default), `"multicast"`, `"auto"`   | client           |
 //! | `[multicast]` | `group`, `interface`, `ttl` (1), `loopback` (true), `rate_mbit` (unpaced; clients) | storage; client when the strategy multicasts |
-//! | `[link]`      | `keep_alive_ms`, `idle_timeout_ms`, `stream_receive_window`, `send_window`, `message_copies` | all (optional) |
+//! | `[link]`      | `keep_alive_ms`, `idle_timeout_ms`, `stream_receive_window`, `send_window`, `message_copies`, `congestion` | all (optional) |
 //! | `[limits]`    | `open_transactions`, `pending_stores`, `pending_store_bytes`, `streams`, `fanout_sessions` | all (optional) |
 //! | `[log]`       | `level` (`"info"`)                                            | all (optional)   |
 //!

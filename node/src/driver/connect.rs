@@ -299,6 +299,7 @@ pub fn link_config(tuning: &LinkTuning, limits: &PeerLimits) -> LinkConfig {
         stream_receive_window: u32::try_from(tuning.stream_receive_window).unwrap_or(u32::MAX),
         send_window: tuning.send_window,
         message_copies: tuning.message_copies,
+        congestion: tuning.congestion,
         ..LinkConfig::default()
     }
 }

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Congestion;
+
 /// Everything an [`Endpoint`](super::Endpoint) needs to bind: where to listen and which TLS
 /// configurations to present and to verify peers with.
 ///
@@ -141,6 +143,10 @@ pub struct LinkConfig {
     /// round trips for QUIC to send it again. Costs the copies' bytes once per pause in the
     /// writes, nothing under a steady flow. Needs [`tail_probe`](Self::tail_probe).
     pub message_copies: bool,
+    /// The congestion controller of every connection ([`Congestion`]; CUBIC by default). BBR
+    /// keeps its rate on a path that loses packets without congestion, where CUBIC halves
+    /// its window at each loss.
+    pub congestion: Congestion,
 }
 
 impl Default for LinkConfig {
@@ -173,6 +179,7 @@ impl Default for LinkConfig {
             // (docs/BENCH.md, commit latency at 1% loss).
             tail_probe: Some(Duration::from_millis(1)),
             message_copies: true,
+            congestion: Congestion::default(),
         }
     }
 }
@@ -258,7 +265,8 @@ impl LinkConfig {
             .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
             .max_concurrent_uni_streams(self.max_concurrent_streams.into())
             .mtu_discovery_config(Some(mtu))
-            .enable_segmentation_offload(self.segmentation_offload);
+            .enable_segmentation_offload(self.segmentation_offload)
+            .congestion_controller_factory(self.congestion.factory());
         Ok(transport)
     }
 }

@@ -38,6 +38,7 @@
 
 pub mod channel;
 mod config;
+mod congestion;
 mod copies;
 mod endpoint;
 mod error;
@@ -57,6 +58,7 @@ pub mod wire;
 
 pub use channel::{Channel, ChannelId, ChannelState, TrySendError};
 pub use config::{ConfigError, EndpointConfig, LinkConfig};
+pub use congestion::Congestion;
 pub use endpoint::Endpoint;
 pub use error::LinkError;
 pub use frame::{FrameDecoder, FrameError, StreamKind, decode_frame};
