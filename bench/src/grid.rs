@@ -414,4 +414,22 @@ mod tests {
         }
         assert!("broadcast".parse::<StrategyName>().is_err());
     }
+
+    #[test]
+    fn the_congestion_controller_shows_in_the_label_and_old_results_read_as_cubic() {
+        let mut sweep = Sweep::default_grid();
+        sweep.congestion = Congestion::Bbr;
+        let bbr = sweep.cells().remove(0);
+        assert_eq!(bbr.congestion, "bbr");
+        assert!(bbr.label().ends_with(" bbr"), "{}", bbr.label());
+        let cubic = Sweep::default_grid().cells().remove(0);
+        assert!(!cubic.label().contains("cubic"), "{}", cubic.label());
+        // A cell written before the knob existed: the field is absent.
+        let mut json = serde_json::to_value(&cubic).expect("knobs serialize");
+        json.as_object_mut()
+            .expect("an object")
+            .remove("congestion");
+        let old: CellKnobs = serde_json::from_value(json).expect("old knobs read");
+        assert_eq!(old, cubic);
+    }
 }

@@ -165,6 +165,7 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
         &EndpointSpec::at(host.address)
             .with_link(LinkConfig {
                 message_copies: knobs.message_copies,
+                // `run::check` refused any other name before the cell started.
                 congestion: Congestion::from_name(&knobs.congestion).unwrap_or_default(),
                 ..LinkConfig::default()
             })

@@ -13,10 +13,9 @@ use std::sync::Arc;
 ///   about 1.3 s over a 100 Mbit/s link (docs/BENCH.md, "Unicast under random loss").
 /// - [`Bbr`](Self::Bbr) paces by the bandwidth and round trip it measures, and loss alone does
 ///   not shrink its rate: the same 1 MiB object took about 0.16 s. But on the same link
-///   without loss, with several connections sharing it, its probing made some transfers slower
-///   than CUBIC's (up to 1.9x the p50 in 3 cells of 9). quinn calls its BBR experimental. So
-///   it is not the default: turn it on for paths whose loss is mostly not congestion, after
-///   measuring them.
+///   without loss it was slower than CUBIC in 3 cells of 9 (p99 up to 3.4x CUBIC's, p50 up to
+///   1.6x), and quinn calls its BBR experimental. So it is not the default: turn it on for
+///   paths whose loss is mostly not congestion, after measuring them.
 ///
 /// ```
 /// use replicast_transport::quic::{Congestion, LinkConfig};
