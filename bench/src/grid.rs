@@ -128,15 +128,10 @@ pub struct CellKnobs {
     /// (`LinkConfig::message_copies`, on by default); off compares the plain QUIC recovery.
     #[serde(default = "copies_on")]
     pub message_copies: bool,
-    /// The writers' QUIC congestion controller, by name (`LinkConfig::congestion`: `cubic`,
-    /// the default, or `bbr`).
-    #[serde(default = "cubic")]
-    pub congestion: String,
-}
-
-/// Cells of results written before [`CellKnobs::congestion`] ran with CUBIC.
-fn cubic() -> String {
-    Congestion::Cubic.name().to_owned()
+    /// The writers' QUIC congestion controller (`LinkConfig::congestion`: `cubic`, the
+    /// default, or `bbr`); cells written before the knob ran with CUBIC.
+    #[serde(default)]
+    pub congestion: Congestion,
 }
 
 /// Cells of results written before [`CellKnobs::message_copies`] ran with copies on, or
@@ -180,10 +175,9 @@ impl CellKnobs {
         let rate = self
             .rate_bits_per_s
             .map_or_else(|| "unlimited".to_owned(), format_rate);
-        let congestion = if self.congestion == cubic() {
-            String::new()
-        } else {
-            format!(" {}", self.congestion)
+        let congestion = match self.congestion {
+            Congestion::Cubic => String::new(),
+            other => format!(" {}", other.name()),
         };
         format!(
             "{} N={} {}x{} rtt {}ms loss {}% {} c={}{}{}{}",
@@ -366,7 +360,7 @@ impl Sweep {
                                             time_limit_s: self.time_limit_s,
                                             one_group: self.one_group,
                                             message_copies: self.message_copies,
-                                            congestion: self.congestion.name().to_owned(),
+                                            congestion: self.congestion,
                                         });
                                     }
                                 }
@@ -420,7 +414,11 @@ mod tests {
         let mut sweep = Sweep::default_grid();
         sweep.congestion = Congestion::Bbr;
         let bbr = sweep.cells().remove(0);
-        assert_eq!(bbr.congestion, "bbr");
+        assert_eq!(bbr.congestion, Congestion::Bbr);
+        assert_eq!(
+            serde_json::to_value(&bbr).expect("knobs serialize")["congestion"],
+            "bbr"
+        );
         assert!(bbr.label().ends_with(" bbr"), "{}", bbr.label());
         let cubic = Sweep::default_grid().cells().remove(0);
         assert!(!cubic.label().contains("cubic"), "{}", cubic.label());

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use replicast_transport::quic::Congestion;
 
 use crate::baseline::Baseline;
 use crate::bound;
@@ -211,12 +210,6 @@ fn check(knobs: &CellKnobs) -> Result<(), BenchError> {
     }
     if knobs.object_size == 0 {
         return fail("--object-size must be at least 1 byte".into());
-    }
-    if Congestion::from_name(&knobs.congestion).is_none() {
-        return fail(format!(
-            "unknown congestion controller {:?} (cubic or bbr)",
-            knobs.congestion
-        ));
     }
     if !(0.0..1.0).contains(&knobs.loss) {
         return fail(format!("--loss {}% is not below 100%", knobs.loss * 100.0));

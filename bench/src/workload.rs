@@ -23,7 +23,7 @@ use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
 };
 use replicast_transport::multicast::proto::RateLimit;
-use replicast_transport::quic::{Congestion, Endpoint, LinkConfig};
+use replicast_transport::quic::{Endpoint, LinkConfig};
 use tokio::sync::Barrier;
 
 use crate::cluster::{FsyncCounter, MASTER, group};
@@ -165,8 +165,7 @@ async fn connect(setup: &WriterSetup, index: usize) -> Result<Writer, BenchError
         &EndpointSpec::at(host.address)
             .with_link(LinkConfig {
                 message_copies: knobs.message_copies,
-                // `run::check` refused any other name before the cell started.
-                congestion: Congestion::from_name(&knobs.congestion).unwrap_or_default(),
+                congestion: knobs.congestion,
                 ..LinkConfig::default()
             })
             .with_conditions(emulation::writer_quic(knobs, seed)),

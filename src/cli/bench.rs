@@ -222,10 +222,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
 /// `--congestion`: a controller by its name.
 fn congestion(name: &str) -> Result<Congestion, String> {
     Congestion::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = Congestion::ALL.iter().map(|c| c.name()).collect();
         format!(
-            "unknown congestion controller {name:?} (one of {})",
-            names.join(", ")
+            "unknown congestion controller {name:?} ({})",
+            Congestion::expected()
         )
     })
 }

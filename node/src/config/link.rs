@@ -82,12 +82,11 @@ impl LinkTuning {
         }
         if let Some(name) = &raw.congestion {
             tuning.congestion = Congestion::from_name(name.get_ref()).ok_or_else(|| {
-                let names: Vec<&str> = Congestion::ALL.iter().map(|c| c.name()).collect();
                 check.invalid(
                     "link.congestion",
                     name,
                     name.get_ref(),
-                    format!("one of {}", names.join(", ")),
+                    Congestion::expected(),
                 )
             })?;
         }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// The congestion controller of every connection of an endpoint
 /// ([`LinkConfig::congestion`](super::LinkConfig::congestion)).
 ///
@@ -28,7 +30,8 @@ use std::sync::Arc;
 /// assert_eq!(link.congestion.name(), "bbr");
 /// assert_eq!(Congestion::from_name("cubic"), Some(Congestion::Cubic));
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Congestion {
     /// CUBIC (RFC 9438): loss-based, quinn's default.
     #[default]
@@ -56,6 +59,15 @@ impl Congestion {
             .find(|congestion| congestion.name() == name)
     }
 
+    /// What a name must be, for error messages: `one of cubic, bbr`.
+    pub fn expected() -> String {
+        let names: Vec<&str> = Self::ALL
+            .iter()
+            .map(|congestion| congestion.name())
+            .collect();
+        format!("one of {}", names.join(", "))
+    }
+
     /// quinn's factory of this controller.
     pub(crate) fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
         match self {
@@ -76,5 +88,6 @@ mod tests {
         }
         assert_eq!(Congestion::from_name("reno"), None);
         assert_eq!(Congestion::from_name("BBR"), None);
+        assert_eq!(Congestion::expected(), "one of cubic, bbr");
     }
 }
