@@ -11,6 +11,10 @@
 //! 3. [`finish`](Engine::finish) makes it visible at its TID, atomically, or
 //!    [`abort`](Engine::abort) forgets it.
 //!
+//! A revision's content of more than 4000 bytes (about a redb page) is written once, at the
+//! store, to a data table apart from the records: the pending record and then the committed
+//! one name it, so the finish moves small records only (see `engine/data.rs`).
+//!
 //! Loads only see finished transactions. After a crash, [`Engine::open`] forgets the transactions
 //! that had not voted (their clients must store again) and
 //! [`pending_transactions`](Engine::pending_transactions) lists the voted ones, whose outcome
@@ -29,6 +33,7 @@
 mod batch;
 mod catch_up;
 mod commit;
+mod data;
 mod error;
 mod history;
 mod inspect;
@@ -39,11 +44,13 @@ mod records;
 mod replication;
 mod startup;
 mod tables;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 pub use batch::WriteBatch;
 pub use catch_up::{ReplicationProgress, TransactionBatch};
@@ -55,10 +62,12 @@ pub use records::{PendingTransaction, Revision, RevisionBefore};
 pub use replication::{ObjectBatch, ObjectCursor, ReplicatedObject};
 pub use startup::StartupState;
 
+use data::{DataRows, DataSource};
 use error::database;
-use records::{ObjectRecord, PendingHeader, StoredData, TransactionRecord, decode};
+use records::{ObjectRecord, PendingHeader, StoredData, TransactionRecord, decode, pending_record};
 use tables::{
-    OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS, TRANSACTIONS_NAME,
+    DATA, OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS,
+    TRANSACTIONS_NAME,
 };
 
 use crate::ids::{Oid, Tid};
@@ -97,6 +106,11 @@ impl Engine {
     /// stored objects but not voted when the store was last closed or killed.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EngineError> {
         let db = Database::create(path).map_err(database("open the database file"))?;
+        Self::with_database(db)
+    }
+
+    /// The engine over `db`, recovered as [`open`](Self::open) says.
+    fn with_database(db: Database) -> Result<Self, EngineError> {
         let store = Self {
             db,
             syncs: AtomicU64::new(0),
@@ -160,6 +174,9 @@ impl Engine {
             txn.open_table(OBJECTS).map_err(database("open objects"))?;
             txn.open_table(TRANSACTIONS)
                 .map_err(database("open transactions"))?;
+            // Created here, also in a store written before it existed, so that readers can
+            // open it whatever the store's age.
+            txn.open_table(DATA).map_err(database("open data"))?;
             let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
             let mut pending_objects = txn
                 .open_table(PENDING_OBJECTS)
@@ -172,37 +189,92 @@ impl Engine {
                     unvoted.push(ttid.value());
                 }
             }
+            let mut data = DataRows::new(&txn);
             for ttid in unvoted {
                 pending.remove(ttid).map_err(database("drop unvoted"))?;
-                pending_objects
-                    .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
-                    .map_err(database("drop unvoted objects"))?;
+                drop_pending_objects(&mut pending_objects, &mut data, ttid)?;
             }
         }
         self.commit(txn, true, "commit recovery")
     }
 }
 
-/// The content and digest of revision `tid` of `oid`, following an undo's back-pointer.
+/// Removes the pending objects of `ttid`, with their data rows.
+fn drop_pending_objects(
+    pending_objects: &mut Table<(Tid, Oid), &'static [u8]>,
+    data: &mut DataRows<'_>,
+    ttid: Tid,
+) -> Result<(), EngineError> {
+    for entry in pending_objects
+        .extract_from_if((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| true)
+        .map_err(database("take pending objects"))?
+    {
+        let (_, object) = entry.map_err(database("read pending object"))?;
+        data.release(&pending_record(object.value())?.data)?;
+    }
+    Ok(())
+}
+
+/// Writes `record` (encoded) as revision `tid` of `oid`. A record it replaces (a revision
+/// imported by replication, then finished here, or imported twice) goes with its data row.
+fn put_revision(
+    objects: &mut Table<(Oid, Tid), &'static [u8]>,
+    data: &mut DataRows<'_>,
+    oid: Oid,
+    tid: Tid,
+    record: &[u8],
+) -> Result<(), EngineError> {
+    let replaced = objects
+        .insert((oid, tid), record)
+        .map_err(database("write revision"))?
+        .map(|replaced| decode::<ObjectRecord>(OBJECTS_NAME, replaced.value()))
+        .transpose()?;
+    if let Some(replaced) = replaced {
+        data.release(&replaced.data)?;
+    }
+    Ok(())
+}
+
+/// The content and digest of revision `tid` of `oid`, following an undo's back-pointer, its
+/// content read from `data` when it is a data row.
 fn read_revision(
     objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
+    data: &impl DataSource,
     oid: Oid,
     tid: Tid,
 ) -> Result<Option<(ObjectData, Digest)>, EngineError> {
+    let Some((stored, digest)) = content_record(objects, oid, tid)? else {
+        return Ok(None);
+    };
+    let content = stored
+        .content(data)?
+        .ok_or(EngineError::NoSuchRevision { oid, tid })?;
+    Ok(Some((content, digest)))
+}
+
+/// What revision `tid` of `oid` holds of its content (inline or a data row, an undo's
+/// back-pointer followed), without reading a data row, and its digest.
+fn content_record(
+    objects: &impl ReadableTable<(Oid, Tid), &'static [u8]>,
+    oid: Oid,
+    tid: Tid,
+) -> Result<Option<(StoredData, Digest)>, EngineError> {
     let Some(record) = read_record(objects, oid, tid)? else {
         return Ok(None);
     };
-    let data = match record.data {
-        StoredData::Content(data) => data,
+    let stored = match record.data {
         // Back-pointers are written pointing at content, so one hop is enough.
         StoredData::SameAs(target) => {
             match read_record(objects, oid, target)?.map(|target| target.data) {
-                Some(StoredData::Content(data)) => data,
-                _ => return Err(EngineError::NoSuchRevision { oid, tid: target }),
+                Some(StoredData::SameAs(_)) | None => {
+                    return Err(EngineError::NoSuchRevision { oid, tid: target });
+                }
+                Some(content) => content,
             }
         }
+        content => content,
     };
-    Ok(Some((data, record.digest)))
+    Ok(Some((stored, record.digest)))
 }
 
 /// The raw record of revision `tid` of `oid`.

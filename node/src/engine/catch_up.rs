@@ -11,6 +11,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use super::data::LazyData;
 use super::error::database;
 use super::records::{TransactionRecord, decode, encode};
 use super::replication::{merge_objects, merge_transactions};
@@ -153,6 +154,7 @@ impl Engine {
             .open_table(TRANSACTIONS)
             .map_err(database("open transactions"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let data_rows = LazyData::new(&txn);
         let mut bytes = 0;
         let mut looked = 0;
         let mut last = after;
@@ -180,7 +182,7 @@ impl Engine {
                     continue;
                 }
                 // An undo's back-pointer is exported as the content it points at.
-                let Some((data, digest)) = read_revision(&objects, oid, tid)? else {
+                let Some((data, digest)) = read_revision(&objects, &data_rows, oid, tid)? else {
                     last = cursor;
                     continue;
                 };
@@ -237,7 +239,8 @@ impl Engine {
     ) -> Result<Option<(ObjectData, Digest)>, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-        read_revision(&objects, oid, tid)
+        let data_rows = LazyData::new(&txn);
+        read_revision(&objects, &data_rows, oid, tid)
     }
 
     /// What replication recorded of `partition` here; the default (nothing) if it never ran.

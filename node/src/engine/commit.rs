@@ -7,16 +7,20 @@
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use super::batch::WriteBatch;
+use super::data::DataRows;
 use super::error::database;
 use super::records::{
     ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData, TransactionRecord,
-    decode, encode, insert_record, split_pending,
+    decode, encode, pending_record, split_pending,
 };
 use super::tables::{
     OBJECTS, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME, TRANSACTIONS,
     TRANSACTIONS_NAME,
 };
-use super::{Engine, EngineError, last_serial, read_record, read_transaction};
+use super::{
+    Engine, EngineError, drop_pending_objects, last_serial, put_revision, read_record,
+    read_transaction,
+};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::transaction::TransactionInfo;
@@ -37,7 +41,11 @@ impl WriteBatch<'_> {
     ) -> Result<(), EngineError> {
         self.write(
             |_| false,
-            |txn| stage(txn, ttid, oid, serial, Some(serial), |_| content(data)),
+            |txn| {
+                stage(txn, ttid, oid, serial, Some(serial), |_, rows| {
+                    content(rows, data)
+                })
+            },
         )
     }
 
@@ -54,7 +62,7 @@ impl WriteBatch<'_> {
     ) -> Result<(), EngineError> {
         self.write(
             |_| false,
-            |txn| stage(txn, ttid, oid, serial, None, |_| content(data)),
+            |txn| stage(txn, ttid, oid, serial, None, |_, rows| content(rows, data)),
         )
     }
 
@@ -70,7 +78,7 @@ impl WriteBatch<'_> {
         self.write(
             |_| false,
             |txn| {
-                stage(txn, ttid, oid, serial, Some(serial), |objects| {
+                stage(txn, ttid, oid, serial, Some(serial), |objects, _| {
                     undo_record(objects, oid, restore)
                 })
             },
@@ -89,7 +97,7 @@ impl WriteBatch<'_> {
         self.write(
             |_| false,
             |txn| {
-                stage(txn, ttid, oid, serial, None, |objects| {
+                stage(txn, ttid, oid, serial, None, |objects, _| {
                     undo_record(objects, oid, restore)
                 })
             },
@@ -285,24 +293,29 @@ impl Engine {
     }
 }
 
-/// The record of a revision holding `data`.
-fn content(data: ObjectData) -> Result<ObjectRecord, EngineError> {
+/// The record of a revision holding `data`, which goes to a data row if it is large.
+fn content(rows: &mut DataRows<'_>, data: ObjectData) -> Result<ObjectRecord, EngineError> {
+    let digest = data.digest();
     Ok(ObjectRecord {
-        digest: data.digest(),
-        data: StoredData::Content(data),
+        data: rows.store(data)?,
+        digest,
     })
 }
 
-/// Records the revision `make_record` builds as `oid`'s in transaction `ttid` on top of
-/// `serial`, after checking the transaction has not voted and, with `check`, that `check` is
-/// the last committed revision. Every refusal comes before the first write.
+/// Records the revision `make_record` builds (writing its data row, if it has one) as `oid`'s
+/// in transaction `ttid` on top of `serial`, after checking the transaction has not voted
+/// and, with `check`, that `check` is the last committed revision. Every refusal comes before
+/// the first write. A record the transaction staged for `oid` before goes, with its data row.
 fn stage(
     txn: &WriteTransaction,
     ttid: Tid,
     oid: Oid,
     serial: Tid,
     check: Option<Tid>,
-    make_record: impl FnOnce(&Table<(Oid, Tid), &'static [u8]>) -> Result<ObjectRecord, EngineError>,
+    make_record: impl FnOnce(
+        &Table<(Oid, Tid), &'static [u8]>,
+        &mut DataRows<'_>,
+    ) -> Result<ObjectRecord, EngineError>,
 ) -> Result<(), EngineError> {
     let mut pending = txn.open_table(PENDING).map_err(database("open pending"))?;
     // The transaction's header is written with its first object only.
@@ -324,16 +337,22 @@ fn stage(
             });
         }
     }
-    let record = make_record(&objects)?;
-    insert_record(
-        &mut txn
-            .open_table(PENDING_OBJECTS)
-            .map_err(database("open pending objects"))?,
-        PENDING_OBJECTS_NAME,
-        (ttid, oid),
-        &PendingObject { serial, record },
-        "record pending object",
-    )?;
+    let mut rows = DataRows::new(txn);
+    let record = make_record(&objects, &mut rows)?;
+    // The record is small (large content is in its data row): encoded apart, and inserted
+    // with `insert`, which hands back the record it replaces.
+    let record = encode(PENDING_OBJECTS_NAME, &PendingObject { serial, record })?;
+    let mut pending_objects = txn
+        .open_table(PENDING_OBJECTS)
+        .map_err(database("open pending objects"))?;
+    let replaced = pending_objects
+        .insert((ttid, oid), record.as_slice())
+        .map_err(database("record pending object"))?
+        .map(|replaced| pending_record(replaced.value()))
+        .transpose()?;
+    if let Some(replaced) = replaced {
+        rows.release(&replaced.data)?;
+    }
     if let Some(header) = new_header {
         pending
             .insert(ttid, header.as_slice())
@@ -429,6 +448,7 @@ fn commit_pending(
     let mut pending_objects = txn
         .open_table(PENDING_OBJECTS)
         .map_err(database("open pending objects"))?;
+    let mut rows = DataRows::new(txn);
     let mut oids = Vec::new();
     for entry in pending_objects
         .extract_from_if((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| true)
@@ -436,11 +456,10 @@ fn commit_pending(
     {
         let (key, object) = entry.map_err(database("read pending object"))?;
         let oid = key.value().1;
-        // The record goes in as it was staged: no decoding, no copy of the content.
+        // The record goes in as it was staged, without decoding: small, as large content is
+        // in a data row that stays where it is.
         let (_, record) = split_pending(object.value())?;
-        objects
-            .insert((oid, tid), record)
-            .map_err(database("commit object"))?;
+        put_revision(&mut objects, &mut rows, oid, tid, record)?;
         oids.push(oid);
     }
     let record = match imported {
@@ -471,10 +490,13 @@ fn abort(txn: &WriteTransaction, ttid: Tid) -> Result<bool, EngineError> {
         None => return Ok(false),
     };
     pending.remove(ttid).map_err(database("drop pending"))?;
-    txn.open_table(PENDING_OBJECTS)
-        .map_err(database("open pending objects"))?
-        .retain_in((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| false)
-        .map_err(database("drop pending objects"))?;
+    drop_pending_objects(
+        &mut txn
+            .open_table(PENDING_OBJECTS)
+            .map_err(database("open pending objects"))?,
+        &mut DataRows::new(txn),
+        ttid,
+    )?;
     Ok(voted)
 }
 
@@ -489,7 +511,7 @@ pub(super) fn undo_record(
         .ok_or(EngineError::NoSuchRevision { oid, tid: restore })?;
     let content_at = match target.data {
         StoredData::SameAs(content_at) => content_at,
-        StoredData::Content(_) => restore,
+        StoredData::Content(_) | StoredData::Stored { .. } => restore,
     };
     Ok(ObjectRecord {
         data: StoredData::SameAs(content_at),

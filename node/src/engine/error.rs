@@ -82,6 +82,20 @@ pub enum EngineError {
     /// back whole; its writes must be done again (one batch each, to find the one that fails).
     #[error("a write failed part-way through its batch; the batch was rolled back")]
     BatchSpoiled,
+    /// A revision's content in the data table is not as long as its record says: chunks are
+    /// missing (a record names a data row that was removed, or never written whole).
+    #[error("data row {id} holds {found} bytes, its record says {expected}")]
+    BadData {
+        /// The data row.
+        id: u64,
+        /// The length the record holds.
+        expected: u64,
+        /// The bytes found in the data table.
+        found: u64,
+    },
+    /// Every data id was given out: the data table's last row has id `u64::MAX`.
+    #[error("no data id left for a new data row")]
+    DataIdsExhausted,
     /// A record on disk that does not decode.
     #[error("corrupt record in table {table}")]
     Corrupt {

@@ -4,10 +4,13 @@
 
 use redb::ReadableDatabase;
 
+use super::data::LazyData;
 use super::error::database;
 use super::records::StoredData;
 use super::tables::{OBJECTS, TRANSACTIONS};
-use super::{Engine, EngineError, last_serial, read_record, read_revision, read_transaction};
+use super::{
+    Engine, EngineError, content_record, last_serial, read_record, read_revision, read_transaction,
+};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::transaction::HistoryEntry;
@@ -30,7 +33,8 @@ impl Engine {
     pub fn load_serial(&self, oid: Oid, serial: Tid) -> Result<Option<ObjectData>, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
-        Ok(read_revision(&objects, oid, serial)?.map(|(data, _)| data))
+        let data_rows = LazyData::new(&txn);
+        Ok(read_revision(&objects, &data_rows, oid, serial)?.map(|(data, _)| data))
     }
 
     /// The TID of the revision of `oid` after `serial`, `None` when `serial` is the latest.
@@ -67,10 +71,9 @@ impl Engine {
         {
             let (key, _) = entry.map_err(database("read revision"))?;
             let tid = key.value().1;
-            let size = match read_revision(&objects, oid, tid)? {
-                Some((data, _)) => data.as_bytes().len() as u64,
-                None => 0,
-            };
+            // The record says the content's length: a data row is not read for it.
+            let size =
+                content_record(&objects, oid, tid)?.map_or(0, |(stored, _)| stored.content_len());
             let info = read_transaction(&transactions, tid)?
                 .map(|record| record.info)
                 .unwrap_or_default();

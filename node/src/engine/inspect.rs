@@ -9,8 +9,9 @@
 use redb::ReadableDatabase;
 use xxhash_rust::xxh3::Xxh3;
 
+use super::data::{DataRows, LazyData};
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, insert_record};
+use super::records::{ObjectRecord, insert_record};
 use super::tables::{OBJECTS, OBJECTS_NAME};
 use super::{Engine, EngineError, read_revision};
 use crate::ids::{Oid, Tid};
@@ -110,10 +111,12 @@ impl Engine {
                 |_| true,
                 |txn| {
                     let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+                    let mut rows = DataRows::new(txn);
                     let record = super::read_record(&objects, oid, tid)?
                         .ok_or(EngineError::NoSuchRevision { oid, tid })?;
+                    rows.release(&record.data)?;
                     let record = ObjectRecord {
-                        data: StoredData::Content(data.clone()),
+                        data: rows.store(data.clone())?,
                         digest: record.digest,
                     };
                     insert_record(
@@ -142,6 +145,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let data_rows = LazyData::new(&txn);
         let start = (range.first, Tid::ZERO);
         let end = (range.last, Tid::MAX);
         for entry in objects
@@ -157,7 +161,7 @@ impl Engine {
                 continue;
             }
             let stored: ObjectRecord = super::records::decode(OBJECTS_NAME, value.value())?;
-            let digest = match read_revision(&objects, oid, tid)? {
+            let digest = match read_revision(&objects, &data_rows, oid, tid)? {
                 Some((data, _)) => data.digest(),
                 None => continue,
             };

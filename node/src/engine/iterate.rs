@@ -7,6 +7,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::data::LazyData;
 use super::error::database;
 use super::records::{ObjectRecord, StoredData, TransactionRecord, decode};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
@@ -74,6 +75,7 @@ impl Engine {
             .open_table(TRANSACTIONS)
             .map_err(database("open transactions"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let data_rows = LazyData::new(&txn);
         let mut bytes = 0;
         let mut looked = 0;
         let mut last = after;
@@ -110,9 +112,9 @@ impl Engine {
                 };
                 let data_txn = match raw.data {
                     StoredData::SameAs(target) => Some(target),
-                    StoredData::Content(_) => None,
+                    StoredData::Content(_) | StoredData::Stored { .. } => None,
                 };
-                let Some((data, _)) = read_revision(&objects, oid, tid)? else {
+                let Some((data, _)) = read_revision(&objects, &data_rows, oid, tid)? else {
                     continue;
                 };
                 bytes += RECORD_OVERHEAD + data.as_bytes().len();
@@ -243,6 +245,7 @@ impl Engine {
         };
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let data_rows = LazyData::new(&txn);
         let mut bytes = 0;
         // The object of the partition being looked at, and its last revision at or before
         // `at`; and the last object looked at, whatever its partition.
@@ -253,7 +256,7 @@ impl Engine {
                       bytes: &mut usize|
          -> Result<(), EngineError> {
             if let Some((oid, Some(serial))) = object
-                && let Some((data, _)) = read_revision(&objects, oid, serial)?
+                && let Some((data, _)) = read_revision(&objects, &data_rows, oid, serial)?
             {
                 *bytes += RECORD_OVERHEAD + data.as_bytes().len();
                 page.objects.push((oid, serial, data));
@@ -307,13 +310,11 @@ impl Engine {
                 continue;
             }
             let record: ObjectRecord = decode(OBJECTS_NAME, record.value())?;
-            let deleted = match &record.data {
-                StoredData::Content(data) => {
-                    size.bytes += data.as_bytes().len() as u64;
-                    *data == crate::object::ObjectData::Deleted
-                }
-                StoredData::SameAs(_) => false,
-            };
+            size.bytes += record.data.content_len();
+            let deleted = matches!(
+                record.data,
+                StoredData::Content(crate::object::ObjectData::Deleted)
+            );
             if let Some((previous, previous_deleted)) = latest
                 && previous != oid
                 && !previous_deleted

@@ -2,6 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::data::LazyData;
 use super::error::database;
 use super::records::{Revision, RevisionBefore};
 use super::tables::{OBJECTS, TRANSACTIONS};
@@ -24,6 +25,7 @@ impl Engine {
     ) -> Result<Option<RevisionBefore>, EngineError> {
         let txn = self.db.begin_read().map_err(database("begin read"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let data_rows = LazyData::new(&txn);
         let found = objects
             .range((oid, Tid::ZERO)..(oid, before))
             .map_err(database("find revision"))?
@@ -34,8 +36,8 @@ impl Engine {
             return Ok(None);
         };
         let tid = key.value().1;
-        let (data, digest) =
-            read_revision(&objects, oid, tid)?.ok_or(EngineError::NoSuchRevision { oid, tid })?;
+        let (data, digest) = read_revision(&objects, &data_rows, oid, tid)?
+            .ok_or(EngineError::NoSuchRevision { oid, tid })?;
         // The first revision at or after `before` is the one that replaced `tid`.
         let next_serial = objects
             .range((oid, before)..=(oid, Tid::MAX))

@@ -3,9 +3,11 @@
 //! Packing at TID `t` removes every revision older than `t` that is not current at `t` (the
 //! last revision at or before `t` stays, and everything after), and an object whose current
 //! revision at `t` is a deletion (its creation was undone) entirely when nothing follows.
-//! Transactions left without revisions go too. A kept revision that is an undo's
-//! back-pointer at a removed one gets the content copied in. The pack TID is remembered: the
-//! undo log stops there, and transactions at or before it cannot be undone.
+//! Transactions left without revisions go too, and the data rows of the revisions removed. A
+//! kept revision that is an undo's back-pointer at a removed one gets its content: the first
+//! one the removed revision's own (its data row moves, uncopied), any other a copy, as a data
+//! row belongs to one record. The pack TID is remembered: the undo log stops there, and
+//! transactions at or before it cannot be undone.
 //!
 //! Garbage collection needs the references inside the objects' data, which only the
 //! application reads (ZODB's `referencesf` on pickles): the application computes which
@@ -13,10 +15,11 @@
 
 use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use super::data::DataRows;
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, TransactionRecord, encode, insert_record};
+use super::records::{ObjectRecord, StoredData, TransactionRecord, decode, encode, insert_record};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{Engine, EngineError, WriteBatch, read_record, read_revision, read_transaction};
+use super::{Engine, EngineError, WriteBatch, content_record, read_record, read_transaction};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 
@@ -115,13 +118,14 @@ fn pack_step(
     meta.insert(PACKED, packed.max(tid.0))
         .map_err(database("record pack TID"))?;
     let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    let mut rows = DataRows::new(txn);
     let mut oid = first;
     for _ in 0..max_objects {
         let Some(next) = next_object(&objects, oid)? else {
             step.resume = None;
             break;
         };
-        step.removed += pack_object(txn, &mut objects, next, tid)?;
+        step.removed += pack_object(txn, &mut objects, &mut rows, next, tid)?;
         step.resume = Some(next);
         match next.0.checked_add(1) {
             Some(following) => oid = Oid(following),
@@ -138,13 +142,14 @@ fn pack_step(
 fn collect(txn: &WriteTransaction, tid: Tid, oids: &[Oid]) -> Result<u64, EngineError> {
     let mut removed = 0;
     let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    let mut rows = DataRows::new(txn);
     for oid in oids {
         let revisions = revisions_of(&objects, *oid)?;
         if revisions.last().is_none_or(|last| *last > tid) {
             continue;
         }
         for revision in revisions {
-            remove_revision(txn, &mut objects, *oid, revision)?;
+            remove_revision(txn, &mut objects, &mut rows, *oid, revision, true)?;
             removed += 1;
         }
     }
@@ -185,6 +190,7 @@ fn revisions_of(
 fn pack_object(
     txn: &WriteTransaction,
     objects: &mut Table<(Oid, Tid), &'static [u8]>,
+    rows: &mut DataRows<'_>,
     oid: Oid,
     tid: Tid,
 ) -> Result<u64, EngineError> {
@@ -196,9 +202,10 @@ fn pack_object(
     let mut doomed: Vec<Tid> = revisions[..current].to_vec();
     let after_pack = &revisions[current + 1..];
     let current_tid = revisions[current];
+    // A deletion is inline: the record tells, no data row is read.
     let deleted = matches!(
-        read_revision(objects, oid, current_tid)?,
-        Some((ObjectData::Deleted, _))
+        content_record(objects, oid, current_tid)?,
+        Some((StoredData::Content(ObjectData::Deleted), _))
     );
     if deleted && after_pack.is_empty() {
         // Gone at the pack TID, and nothing brought it back.
@@ -207,7 +214,9 @@ fn pack_object(
     if doomed.is_empty() {
         return Ok(0);
     }
-    // Kept revisions that point at a doomed one get its content.
+    // Kept revisions that point at a doomed one get its content: the first takes the doomed
+    // record's own (inline, or its data row, which then stays), the others a copy.
+    let mut taken = Vec::new();
     for kept in revisions
         .iter()
         .filter(|revision| !doomed.contains(revision))
@@ -215,43 +224,65 @@ fn pack_object(
         let Some(record) = read_record(objects, oid, *kept)? else {
             continue;
         };
-        if let StoredData::SameAs(target) = record.data
-            && doomed.contains(&target)
-        {
-            let Some((data, _)) = read_revision(objects, oid, *kept)? else {
-                continue;
-            };
-            let record = ObjectRecord {
-                data: StoredData::Content(data),
-                digest: record.digest,
-            };
-            insert_record(
-                objects,
-                OBJECTS_NAME,
-                (oid, *kept),
-                &record,
-                "copy undone content",
-            )?;
+        let StoredData::SameAs(target) = record.data else {
+            continue;
+        };
+        if !doomed.contains(&target) {
+            continue;
         }
+        let Some((content, _)) = content_record(objects, oid, *kept)? else {
+            continue;
+        };
+        let data = if taken.contains(&target) {
+            let copy = content
+                .content(&*rows.table()?)?
+                .ok_or(EngineError::NoSuchRevision { oid, tid: target })?;
+            rows.store(copy)?
+        } else {
+            taken.push(target);
+            content
+        };
+        let record = ObjectRecord {
+            data,
+            digest: record.digest,
+        };
+        insert_record(
+            objects,
+            OBJECTS_NAME,
+            (oid, *kept),
+            &record,
+            "copy undone content",
+        )?;
     }
     let removed = doomed.len() as u64;
     for revision in doomed {
-        remove_revision(txn, objects, oid, revision)?;
+        let release = !taken.contains(&revision);
+        remove_revision(txn, objects, rows, oid, revision, release)?;
     }
     Ok(removed)
 }
 
-/// Removes revision `tid` of `oid`, and `oid` from the transaction's record (the record with
-/// it when no revision is left).
+/// Removes revision `tid` of `oid` with its data row (unless `release` is false: a kept
+/// revision took it), and `oid` from the transaction's record (the record with it when no
+/// revision is left).
 fn remove_revision(
     txn: &WriteTransaction,
     objects: &mut Table<(Oid, Tid), &'static [u8]>,
+    rows: &mut DataRows<'_>,
     oid: Oid,
     tid: Tid,
+    release: bool,
 ) -> Result<(), EngineError> {
-    objects
+    let removed = objects
         .remove((oid, tid))
-        .map_err(database("remove revision"))?;
+        .map_err(database("remove revision"))?
+        .map(|removed| decode::<ObjectRecord>(OBJECTS_NAME, removed.value()))
+        .transpose()?;
+    if let Some(removed) = removed
+        && release
+    {
+        rows.release(&removed.data)?;
+    }
     let mut transactions = txn
         .open_table(TRANSACTIONS)
         .map_err(database("open transactions"))?;

@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use redb::{Key, Table};
 use serde::{Deserialize, Serialize};
 
+use super::data::DataSource;
 use super::error::{EngineError, database};
 use super::tables::PENDING_OBJECTS_NAME;
 use crate::ids::{Oid, Tid};
@@ -71,6 +72,12 @@ pub(crate) fn split_pending(bytes: &[u8]) -> Result<(Tid, &[u8]), EngineError> {
     })
 }
 
+/// A pending object's record, decoded.
+pub(crate) fn pending_record(bytes: &[u8]) -> Result<ObjectRecord, EngineError> {
+    let (_, record) = split_pending(bytes)?;
+    decode(PENDING_OBJECTS_NAME, record)
+}
+
 /// The on-disk record of one object revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ObjectRecord {
@@ -80,12 +87,47 @@ pub(crate) struct ObjectRecord {
 }
 
 /// What a revision record holds: the content, or where to find it.
+///
+/// Postcard numbers the variants in order, so a new one goes last: records written before it
+/// existed decode as they did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum StoredData {
+    /// The content itself: a deletion, or up to [`INLINE_MAX`](super::data::INLINE_MAX) bytes
+    /// (any size in a store written before the data table).
     Content(ObjectData),
-    /// The content of the same object's revision at this TID, which is itself `Content`: an
-    /// undo points back at the revision it restores instead of copying it.
+    /// The content of the same object's revision at this TID, which itself holds its content
+    /// (`Content` or `Stored`): an undo points back at the revision it restores instead of
+    /// copying it.
     SameAs(Tid),
+    /// The content is data row `id` of the data table, `len` bytes (see `engine/data.rs`),
+    /// named by this record only.
+    Stored {
+        /// The data row, an id local to this store.
+        id: u64,
+        /// The content's length in bytes.
+        len: u64,
+    },
+}
+
+impl StoredData {
+    /// The length of the content a record holding its content has; 0 for a back-pointer.
+    pub(crate) fn content_len(&self) -> u64 {
+        match self {
+            StoredData::Content(data) => data.as_bytes().len() as u64,
+            StoredData::SameAs(_) => 0,
+            StoredData::Stored { len, .. } => *len,
+        }
+    }
+
+    /// The content, read from `data` if it is a data row. A back-pointer has none to give:
+    /// `None`.
+    pub(crate) fn content(self, data: &impl DataSource) -> Result<Option<ObjectData>, EngineError> {
+        Ok(match self {
+            StoredData::Content(content) => Some(content),
+            StoredData::SameAs(_) => None,
+            StoredData::Stored { id, len } => Some(ObjectData::from(data.read_data(id, len)?)),
+        })
+    }
 }
 
 /// The on-disk record of one committed transaction (its TID is the key).
@@ -98,6 +140,19 @@ pub(crate) struct TransactionRecord {
 /// Encodes a record for a table.
 pub(crate) fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, EngineError> {
     crate::encoding::to_sized_vec(value).map_err(|source| EngineError::Corrupt { table, source })
+}
+
+/// Encodes `value` for `table` into `buffer`, emptied first: records encoded in a loop share
+/// one allocation.
+pub(crate) fn encode_into<T: Serialize>(
+    table: &'static str,
+    value: &T,
+    buffer: &mut Vec<u8>,
+) -> Result<(), EngineError> {
+    buffer.clear();
+    postcard::to_io(value, &mut *buffer)
+        .map_err(|source| EngineError::Corrupt { table, source })?;
+    Ok(())
 }
 
 /// Writes `value` as `key`'s record in `table` (named `name`), encoded straight into the space

@@ -15,10 +15,11 @@ use std::collections::btree_map::Entry;
 use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::data::{DataRows, LazyData};
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, TransactionRecord, decode, encode, insert_record};
+use super::records::{ObjectRecord, TransactionRecord, decode, encode, encode_into};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
-use super::{Engine, EngineError, read_revision, read_transaction};
+use super::{Engine, EngineError, put_revision, read_revision, read_transaction};
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 use crate::partition::PartitionSet;
@@ -109,6 +110,7 @@ impl Engine {
             .open_table(TRANSACTIONS)
             .map_err(database("open transactions"))?;
         let objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+        let data_rows = LazyData::new(&txn);
         let mut batch = Vec::new();
         if limit == 0 {
             return Ok(ObjectBatch {
@@ -129,7 +131,7 @@ impl Engine {
                     continue;
                 }
                 // An undo's back-pointer is exported as the content it points at.
-                let Some((data, digest)) = read_revision(&objects, oid, tid)? else {
+                let Some((data, digest)) = read_revision(&objects, &data_rows, oid, tid)? else {
                     continue;
                 };
                 batch.push(ReplicatedObject {
@@ -208,6 +210,8 @@ pub(super) fn merge_objects(
         .open_table(TRANSACTIONS)
         .map_err(database("open transactions"))?;
     let mut objects = txn.open_table(OBJECTS).map_err(database("open objects"))?;
+    let mut rows = DataRows::new(txn);
+    let mut encoded = Vec::new();
     // Each transaction of the batch is read (decoded) once, not once per revision: a record
     // lists every object of its transaction, so reading it per revision made a batch cost
     // revisions x objects per transaction (thousands squared for small objects; profiled as
@@ -236,17 +240,16 @@ pub(super) fn merge_objects(
             record.oids.insert(position, oid);
             *changed = true;
         }
+        // The content goes where a store puts it (a data row of this store's if it is
+        // large): ids are local, the batch carries content only.
         let record = ObjectRecord {
-            data: StoredData::Content(object.data.clone()),
+            data: rows.store(object.data.clone())?,
             digest: object.digest,
         };
-        insert_record(
-            &mut objects,
-            OBJECTS_NAME,
-            (oid, tid),
-            &record,
-            "import object",
-        )?;
+        // Encoded apart, not in the space `insert_reserve` gives: `insert` hands back the
+        // record it replaces (the revision imported again), whose data row must go.
+        encode_into(OBJECTS_NAME, &record, &mut encoded)?;
+        put_revision(&mut objects, &mut rows, oid, tid, &encoded)?;
     }
     for (tid, (record, changed)) in records {
         if changed {

@@ -19,6 +19,11 @@ pub(crate) const PENDING: TableDefinition<Tid, &[u8]> = TableDefinition::new("pe
 /// Objects of transactions not finished yet: `(ttid, oid)` -> encoded `PendingObject`.
 pub(crate) const PENDING_OBJECTS: TableDefinition<(Tid, Oid), &[u8]> =
     TableDefinition::new("pending_objects");
+/// The key of a data row's chunk: the data id, then the chunk's index.
+pub(crate) type DataKey = (u64, u32);
+/// Content of large revisions, apart from the records that name it (see `engine/data.rs`):
+/// `(data id, chunk)` -> the chunk's bytes.
+pub(crate) const DATA: TableDefinition<DataKey, &[u8]> = TableDefinition::new("data");
 /// What replication holds of each partition: partition -> encoded `ReplicationProgress`.
 pub(crate) const PROGRESS: TableDefinition<u32, &[u8]> =
     TableDefinition::new("replication_progress");
