@@ -34,6 +34,8 @@ mod batch;
 mod catch_up;
 mod commit;
 mod data;
+#[cfg(test)]
+mod data_tests;
 mod error;
 mod history;
 mod inspect;
@@ -44,8 +46,6 @@ mod records;
 mod replication;
 mod startup;
 mod tables;
-#[cfg(test)]
-mod tests;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -209,8 +209,18 @@ fn drop_pending_objects(
         .extract_from_if((ttid, Oid(0))..=(ttid, Oid(u64::MAX)), |_, _| true)
         .map_err(database("take pending objects"))?
     {
-        let (_, object) = entry.map_err(database("read pending object"))?;
-        data.release(&pending_record(object.value())?.data)?;
+        let (key, object) = entry.map_err(database("read pending object"))?;
+        match pending_record(object.value()) {
+            Ok(record) => data.release(&record.data)?,
+            // Dropping what could not be read leaks its data row at worst; failing here would
+            // keep the store from opening (recovery) or a transaction from ending (abort).
+            Err(error) => tracing::warn!(
+                ttid = %ttid,
+                oid = %key.value().1,
+                %error,
+                "dropped an unreadable pending object; its data row, if any, stays"
+            ),
+        }
     }
     Ok(())
 }

@@ -45,7 +45,8 @@ pub(crate) const PAGE_SIZE: usize = 4096;
 
 /// What a leaf holding one chunk adds to it: redb's 4-byte leaf header, the 4-byte end offset
 /// of a variable-width value, and the 12-byte fixed-width key (`RawLeafBuilder::required_bytes`
-/// in redb's `btree_base.rs`).
+/// in `btree_base.rs` of redb 4, the workspace's version; the allocation test in this
+/// module notices if a later redb lays leaves out differently).
 const LEAF_OVERHEAD: usize = 4 + 4 + 12;
 
 /// The largest chunk fills 2^4 pages (64 KiB): a 1 MiB object is 17 inserts, and a page freed
@@ -96,26 +97,36 @@ impl DataSource for Table<'_, DataKey, &'static [u8]> {
     }
 }
 
+/// The most bytes reserved up front for a data row, whatever length its record names: a row
+/// larger than this grows its buffer as its chunks arrive.
+const MAX_RESERVE: u64 = 64 << 20;
+
 /// Reads data row `id` of `len` bytes, chunk after chunk.
 fn read_chunks(
     table: &impl ReadableTable<DataKey, &'static [u8]>,
     id: u64,
     len: u64,
 ) -> Result<Bytes, EngineError> {
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let bad = |found: usize| EngineError::BadData {
+        id,
+        expected: len,
+        found: found as u64,
+    };
+    // `len` comes from the disk: a corrupt one must not size an allocation (2^40 would abort
+    // the process), so the reservation is capped and the chunks stop at the first byte past it.
+    let mut bytes = Vec::with_capacity(usize::try_from(len.min(MAX_RESERVE)).unwrap_or(0));
     for entry in table
         .range((id, 0)..=(id, u32::MAX))
         .map_err(database("scan data row"))?
     {
         let (_, chunk) = entry.map_err(database("read data chunk"))?;
         bytes.extend_from_slice(chunk.value());
+        if bytes.len() as u64 > len {
+            return Err(bad(bytes.len()));
+        }
     }
     if bytes.len() as u64 != len {
-        return Err(EngineError::BadData {
-            id,
-            expected: len,
-            found: bytes.len() as u64,
-        });
+        return Err(bad(bytes.len()));
     }
     Ok(Bytes::from(bytes))
 }
@@ -183,8 +194,8 @@ impl<'txn> DataRows<'txn> {
         };
         let table = self.table()?;
         // The id after the last one: ids grow with the keys, so a new row goes at the end of
-        // the table (of the leaves already there, only the last row's short last chunk's is
-        // rewritten), and it is read in the write itself, so a rolled-back write leaves no
+        // the table (of the leaves already there, only the leaf of the previous row's last,
+        // short chunk is rewritten), and it is read in the write itself, so a rolled-back write leaves no
         // counter behind. An id freed by the last row's removal may come again: nothing names
         // it any more.
         let id = match table.last().map_err(database("read last data row"))? {
@@ -267,5 +278,34 @@ mod tests {
             "16 of 64 KiB and the rest"
         );
         assert_eq!(chunk_lengths(0).count(), 0);
+    }
+
+    #[test]
+    fn a_row_shorter_or_longer_than_its_record_says_is_bad_data_never_an_abort() {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory database");
+        let txn = db.begin_write().expect("a write");
+        {
+            let mut table = txn.open_table(DATA).expect("the data table");
+            table.insert((7, 0), &[1u8; 6][..]).expect("a chunk");
+            table.insert((7, 1), &[2u8; 4][..]).expect("a chunk");
+            table.insert((8, 0), &[3u8; 5][..]).expect("the next row");
+            assert_eq!(
+                read_chunks(&table, 7, 10).expect("whole").len(),
+                10,
+                "the row's own chunks, not the next row's"
+            );
+            // A corrupt length far beyond memory: refused, not allocated.
+            for len in [1 << 40, u64::MAX, 11, 9, 0] {
+                assert!(
+                    matches!(
+                        read_chunks(&table, 7, len),
+                        Err(EngineError::BadData { id: 7, expected, .. }) if expected == len
+                    ),
+                    "length {len}"
+                );
+            }
+        }
     }
 }

@@ -93,6 +93,16 @@ pub enum EngineError {
         /// The bytes found in the data table.
         found: u64,
     },
+    /// An undo's back-pointer leads to a revision that is itself a back-pointer: every undo
+    /// points at a revision with content, so the objects table is damaged. Not a refusal: a
+    /// pack that meets it has written part of its work, which the batch's rollback undoes.
+    #[error("the revision of object {oid} at {tid} that an undo points at holds no content")]
+    ChainedBackPointer {
+        /// The object.
+        oid: Oid,
+        /// The revision pointed at.
+        tid: Tid,
+    },
     /// Every data id was given out: the data table's last row has id `u64::MAX`.
     #[error("no data id left for a new data row")]
     DataIdsExhausted,

@@ -236,7 +236,7 @@ fn pack_object(
         let data = if taken.contains(&target) {
             let copy = content
                 .content(&*rows.table()?)?
-                .ok_or(EngineError::NoSuchRevision { oid, tid: target })?;
+                .ok_or(EngineError::ChainedBackPointer { oid, tid: target })?;
             rows.store(copy)?
         } else {
             taken.push(target);

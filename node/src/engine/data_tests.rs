@@ -28,6 +28,7 @@ fn large(len: usize, seed: u8) -> ObjectData {
     )
 }
 
+/// A new engine in a temporary directory (kept alive by the directory returned).
 fn open() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = Engine::open(dir.path().join("store.redb")).expect("open");
