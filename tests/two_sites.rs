@@ -205,7 +205,31 @@ fn two_sites_in_namespaces_requires_root() {
             "the status table names {word}:\n{table}"
         );
     }
-    finish_transfers(transfers);
+    // The writer's own count agrees: site A's storages got stores over the group, site B's
+    // never (nothing was sent to them by multicast, so nothing fell back either).
+    let deliveries = finish_transfers(transfers);
+    for storage in ["storage-a1", "storage-a2"] {
+        assert!(
+            delivered(&deliveries, storage, "multicast") > 0,
+            "{deliveries}"
+        );
+    }
+    for storage in ["storage-b1", "storage-b2"] {
+        assert_eq!(
+            delivered(&deliveries, storage, "multicast"),
+            0,
+            "{deliveries}"
+        );
+        assert_eq!(
+            delivered(&deliveries, storage, "fallback"),
+            0,
+            "{deliveries}"
+        );
+        assert!(
+            delivered(&deliveries, storage, "unicast") > 0,
+            "{deliveries}"
+        );
+    }
 
     // A site-B storage loses its link: the master marks its cells out of date and commits go
     // on without it; site B still reads everything from the other storage there.
@@ -468,7 +492,7 @@ fn start_transfers(sites: &Topology, config: &std::path::Path, seed: u64) -> Tra
         .args(["client", "--timeout", "20", "--config"])
         .arg(config)
         .args(["transfers", "--accounts", "8", "--count", TRANSFERS])
-        .args(["--seed", &seed.to_string()]);
+        .args(["--seed", &seed.to_string(), "--deliveries"]);
     Transfers {
         process: NodeProcess::start_command("client-a", &mut command),
         started: Instant::now(),
@@ -482,8 +506,10 @@ struct Transfers {
 }
 
 /// Waits for the transfers' summary line and checks it: every transfer committed (conflicts
-/// retried), none aborted otherwise, and the process exits 0.
-fn finish_transfers(transfers: Transfers) {
+/// retried), none aborted otherwise, and the process exits 0. Returns the line that says how
+/// the fan-out delivered the stores to each storage (shown with a failed summary: a stall
+/// then names the storage whose stores fell back or failed).
+fn finish_transfers(transfers: Transfers) -> String {
     let Transfers {
         process: mut transfers,
         started,
@@ -491,13 +517,36 @@ fn finish_transfers(transfers: Transfers) {
     let summary = transfers.wait_for("the transfers' summary", |line| {
         line.starts_with("committed ").then(|| line.to_owned())
     });
+    let deliveries = transfers.wait_for("the transfers' deliveries", |line| {
+        line.starts_with("deliveries: ").then(|| line.to_owned())
+    });
     assert!(
         summary.starts_with(&format!("committed {TRANSFERS}, ")) && summary.contains("other 0)"),
-        "transfers: {summary}"
+        "transfers: {summary}\n{deliveries}"
     );
     let status = transfers.wait_exit();
     assert!(status.success(), "replicast client transfers: {status}");
-    eprintln!("transfers: {summary} in {:?}", started.elapsed());
+    eprintln!(
+        "transfers: {summary} in {:?}\n{deliveries}",
+        started.elapsed()
+    );
+    deliveries
+}
+
+/// How many of the transfers' stores reached `storage` by `path` (`multicast`, `unicast`,
+/// `fallback`, `failed`), from the `deliveries:` line of `replicast client transfers`.
+fn delivered(deliveries: &str, storage: &str, path: &str) -> u64 {
+    let counts = deliveries
+        .trim_start_matches("deliveries: ")
+        .split("; ")
+        .find_map(|entry| entry.strip_prefix(storage)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{storage} in {deliveries}"));
+    let words: Vec<&str> = counts.split(' ').collect();
+    words
+        .chunks(2)
+        .find(|pair| pair[0] == path)
+        .and_then(|pair| pair.get(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("{path} of {storage} in {deliveries}"))
 }
 
 /// `replicast client --config CONFIG put OID DATA` on host `host`; returns the TID.

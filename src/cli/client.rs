@@ -10,6 +10,7 @@
 //! OIDs are written in decimal or as `0x` hexadecimal; TIDs are printed as 16 hexadecimal
 //! digits.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use replicast_node::client::ClientConfig;
 use replicast_node::config::NodeConfig;
-use replicast_node::driver::{ClientHandle, connect_from_config};
+use replicast_node::driver::{ClientHandle, FanoutDeliveries, connect_from_config};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
@@ -89,6 +90,8 @@ enum ClientCommand {
     /// TIDs): a stall after a failure shows as the longest gap; after `other O`, why the last
     /// four other aborts happened (`: why; why`). With `--gaps G`, a second
     /// line lists the G longest gaps in milliseconds (one per failure injected meanwhile).
+    /// With `--deliveries`, a last line says how the fan-out delivered the stores to each
+    /// storage: `deliveries: NAME multicast M unicast U fallback F failed X; ...`.
     Transfers {
         /// How many accounts to create (at least 2).
         #[arg(long, value_name = "K", default_value_t = 10)]
@@ -107,6 +110,10 @@ enum ClientCommand {
         /// Also print the G longest gaps between commits, longest first.
         #[arg(long, value_name = "G", default_value_t = 0)]
         gaps: usize,
+        /// Also print how the fan-out delivered the stores to each storage (a stall shows
+        /// which storage's stores fell back to unicast or failed).
+        #[arg(long)]
+        deliveries: bool,
     },
 }
 
@@ -171,6 +178,7 @@ enum Command {
         seed: u64,
         times: Option<PathBuf>,
         gaps: usize,
+        deliveries: bool,
     },
 }
 
@@ -217,12 +225,14 @@ impl Command {
                 seed,
                 times,
                 gaps,
+                deliveries,
             } => Self::Transfers {
                 accounts,
                 count,
                 seed,
                 times,
                 gaps,
+                deliveries,
             },
         })
     }
@@ -332,6 +342,7 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
             seed,
             times,
             gaps,
+            deliveries,
         } => {
             let accounts = transfers::create_accounts(handle, accounts).await?;
             let run = transfers::run(handle, &accounts, count, seed).await?;
@@ -350,9 +361,33 @@ async fn execute(handle: &mut ClientHandle, command: Command) -> Result<Output, 
                     .collect();
                 line.push_str(&format!("\nlongest gaps (ms): {}", longest.join(" ")));
             }
+            if deliveries {
+                line.push_str(&format!(
+                    "\n{}",
+                    deliveries_line(&handle.fanout_deliveries())
+                ));
+            }
             Ok(Output::Line(line))
         }
     }
+}
+
+/// `deliveries: NAME multicast M unicast U fallback F failed X; ...`, storages in name order
+/// (`deliveries: none` when stores travel inline, without the fan-out).
+fn deliveries_line(deliveries: &BTreeMap<String, FanoutDeliveries>) -> String {
+    if deliveries.is_empty() {
+        return "deliveries: none".to_owned();
+    }
+    let storages: Vec<String> = deliveries
+        .iter()
+        .map(|(name, counts)| {
+            format!(
+                "{name} multicast {} unicast {} fallback {} failed {}",
+                counts.multicast, counts.unicast, counts.unicast_fallback, counts.failed
+            )
+        })
+        .collect();
+    format!("deliveries: {}", storages.join("; "))
 }
 
 /// Writes the times of the commits `tids` (Unix milliseconds, one a line, in TID order) to
@@ -379,4 +414,36 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(text, "{byte:02x}");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deliveries_line_names_each_storage_and_its_paths() {
+        assert_eq!(deliveries_line(&BTreeMap::new()), "deliveries: none");
+        let mut deliveries = BTreeMap::new();
+        deliveries.insert(
+            "storage-b".to_owned(),
+            FanoutDeliveries {
+                unicast: 5,
+                ..FanoutDeliveries::default()
+            },
+        );
+        deliveries.insert(
+            "storage-a".to_owned(),
+            FanoutDeliveries {
+                multicast: 3,
+                unicast_fallback: 1,
+                failed: 2,
+                ..FanoutDeliveries::default()
+            },
+        );
+        assert_eq!(
+            deliveries_line(&deliveries),
+            "deliveries: storage-a multicast 3 unicast 0 fallback 1 failed 2; \
+             storage-b multicast 0 unicast 5 fallback 0 failed 0"
+        );
+    }
 }
