@@ -256,6 +256,22 @@ fn storing_an_object_again_in_a_transaction_leaves_one_data_row() {
     );
 }
 
+/// Commits, in transactions `undos` one after the other (each its own ttid and TID), an undo
+/// of object 1 back to its revision `target`, the first on top of `serial`.
+fn undo_each(engine: &Engine, undos: &[u64], serial: Tid, target: Tid) {
+    let mut serial = serial;
+    for &undo in undos {
+        engine
+            .store_undo(Tid(undo), Oid(1), serial, target)
+            .expect("store undo");
+        engine
+            .vote(Tid(undo), &TransactionInfo::default())
+            .expect("vote");
+        engine.finish(Tid(undo), Tid(undo)).expect("finish");
+        serial = Tid(undo);
+    }
+}
+
 #[test]
 fn pack_and_collect_remove_the_data_rows_of_what_they_remove() {
     let (_dir, engine) = open();
@@ -264,17 +280,7 @@ fn pack_and_collect_remove_the_data_rows_of_what_they_remove() {
     let t2 = commit(&engine, 20, &[(1, t1, large(MIB, 2))]);
     let t3 = commit(&engine, 30, &[(1, t2, large(100_000, 3))]);
     // Two undos back to the first revision, and a second object.
-    let mut serial = t3;
-    for undo in [40, 50] {
-        engine
-            .store_undo(Tid(undo), Oid(1), serial, t1)
-            .expect("store undo");
-        engine
-            .vote(Tid(undo), &TransactionInfo::default())
-            .expect("vote");
-        engine.finish(Tid(undo), Tid(undo)).expect("finish");
-        serial = Tid(undo);
-    }
+    undo_each(&engine, &[40, 50], t3, t1);
     commit(&engine, 60, &[(2, Tid::ZERO, large(30_000, 4))]);
     assert_eq!(data_rows(&engine).len(), 4);
 
@@ -308,17 +314,7 @@ fn pack_and_collect_remove_the_data_rows_of_what_they_remove() {
     let (_dir2, engine) = open();
     let t1 = commit(&engine, 10, &[(1, Tid::ZERO, first.clone())]);
     let t2 = commit(&engine, 20, &[(1, t1, ObjectData::from(b"x".to_vec()))]);
-    let mut serial = t2;
-    for undo in [30, 40] {
-        engine
-            .store_undo(Tid(undo), Oid(1), serial, t1)
-            .expect("store undo");
-        engine
-            .vote(Tid(undo), &TransactionInfo::default())
-            .expect("vote");
-        engine.finish(Tid(undo), Tid(undo)).expect("finish");
-        serial = Tid(undo);
-    }
+    undo_each(&engine, &[30, 40], t2, t1);
     let step = engine.pack_step(Tid(25), None, 10).expect("pack");
     assert_eq!(step.removed, 1, "only the revision at 10 goes");
     assert_eq!(data_rows(&engine).len(), 2);
