@@ -64,10 +64,10 @@ pub use startup::StartupState;
 
 use data::{DataRows, DataSource};
 use error::database;
-use records::{ObjectRecord, PendingHeader, StoredData, TransactionRecord, decode, pending_record};
+use records::{ObjectRecord, PendingHeader, StoredData, TransactionRecord, decode, split_pending};
 use tables::{
-    DATA, OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, TRANSACTIONS,
-    TRANSACTIONS_NAME,
+    DATA, OBJECTS, OBJECTS_NAME, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME,
+    TRANSACTIONS, TRANSACTIONS_NAME,
 };
 
 use crate::ids::{Oid, Tid};
@@ -210,8 +210,10 @@ fn drop_pending_objects(
         .map_err(database("take pending objects"))?
     {
         let (key, object) = entry.map_err(database("read pending object"))?;
-        match pending_record(object.value()) {
-            Ok(record) => data.release(&record.data)?,
+        let released = split_pending(object.value())
+            .and_then(|(_, record)| data.release_encoded(PENDING_OBJECTS_NAME, record));
+        match released {
+            Ok(()) => {}
             // Dropping what could not be read leaks its data row at worst; failing here would
             // keep the store from opening (recovery) or a transaction from ending (abort).
             Err(error) => tracing::warn!(
@@ -234,13 +236,11 @@ fn put_revision(
     tid: Tid,
     record: &[u8],
 ) -> Result<(), EngineError> {
-    let replaced = objects
+    if let Some(replaced) = objects
         .insert((oid, tid), record)
         .map_err(database("write revision"))?
-        .map(|replaced| decode::<ObjectRecord>(OBJECTS_NAME, replaced.value()))
-        .transpose()?;
-    if let Some(replaced) = replaced {
-        data.release(&replaced.data)?;
+    {
+        data.release_encoded(OBJECTS_NAME, replaced.value())?;
     }
     Ok(())
 }

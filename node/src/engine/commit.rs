@@ -11,7 +11,7 @@ use super::data::DataRows;
 use super::error::database;
 use super::records::{
     ObjectRecord, PendingHeader, PendingObject, PendingTransaction, StoredData, TransactionRecord,
-    decode, encode, pending_record, split_pending,
+    decode, encode, split_pending,
 };
 use super::tables::{
     OBJECTS, PENDING, PENDING_NAME, PENDING_OBJECTS, PENDING_OBJECTS_NAME, TRANSACTIONS,
@@ -345,13 +345,12 @@ fn stage(
     let mut pending_objects = txn
         .open_table(PENDING_OBJECTS)
         .map_err(database("open pending objects"))?;
-    let replaced = pending_objects
+    if let Some(replaced) = pending_objects
         .insert((ttid, oid), record.as_slice())
         .map_err(database("record pending object"))?
-        .map(|replaced| pending_record(replaced.value()))
-        .transpose()?;
-    if let Some(replaced) = replaced {
-        rows.release(&replaced.data)?;
+    {
+        let (_, replaced) = split_pending(replaced.value())?;
+        rows.release_encoded(PENDING_OBJECTS_NAME, replaced)?;
     }
     if let Some(header) = new_header {
         pending

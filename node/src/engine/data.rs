@@ -26,7 +26,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransactio
 
 use super::EngineError;
 use super::error::database;
-use super::records::StoredData;
+use super::records::{StoredData, data_row};
 use super::tables::{DATA, DataKey};
 use crate::object::ObjectData;
 
@@ -85,13 +85,8 @@ pub(crate) trait DataSource {
     fn read_data(&self, id: u64, len: u64) -> Result<Bytes, EngineError>;
 }
 
-impl DataSource for ReadOnlyTable<DataKey, &'static [u8]> {
-    fn read_data(&self, id: u64, len: u64) -> Result<Bytes, EngineError> {
-        read_chunks(self, id, len)
-    }
-}
-
-impl DataSource for Table<'_, DataKey, &'static [u8]> {
+/// The data table itself, of a read or a write transaction.
+impl<T: ReadableTable<DataKey, &'static [u8]>> DataSource for T {
     fn read_data(&self, id: u64, len: u64) -> Result<Bytes, EngineError> {
         read_chunks(self, id, len)
     }
@@ -223,11 +218,29 @@ impl<'txn> DataRows<'txn> {
     /// replaced.
     pub(crate) fn release(&mut self, stored: &StoredData) -> Result<(), EngineError> {
         if let StoredData::Stored { id, .. } = stored {
-            self.table()?
-                .retain_in((*id, 0)..=(*id, u32::MAX), |_, _| false)
-                .map_err(database("remove data row"))?;
+            self.remove(*id)?;
         }
         Ok(())
+    }
+
+    /// Removes the data row that `record`, an encoded record of `table` that is going or being
+    /// replaced, names, if it names one; the record is not decoded ([`data_row`]).
+    pub(crate) fn release_encoded(
+        &mut self,
+        table: &'static str,
+        record: &[u8],
+    ) -> Result<(), EngineError> {
+        if let Some(id) = data_row(table, record)? {
+            self.remove(id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every chunk of data row `id`.
+    fn remove(&mut self, id: u64) -> Result<(), EngineError> {
+        self.table()?
+            .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+            .map_err(database("remove data row"))
     }
 }
 

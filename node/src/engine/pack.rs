@@ -17,7 +17,7 @@ use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransac
 
 use super::data::DataRows;
 use super::error::database;
-use super::records::{ObjectRecord, StoredData, TransactionRecord, decode, encode, insert_record};
+use super::records::{ObjectRecord, StoredData, TransactionRecord, encode, insert_record};
 use super::tables::{OBJECTS, OBJECTS_NAME, TRANSACTIONS, TRANSACTIONS_NAME};
 use super::{Engine, EngineError, WriteBatch, content_record, read_record, read_transaction};
 use crate::ids::{Oid, Tid};
@@ -273,15 +273,12 @@ fn remove_revision(
     tid: Tid,
     release: bool,
 ) -> Result<(), EngineError> {
-    let removed = objects
+    if let Some(removed) = objects
         .remove((oid, tid))
         .map_err(database("remove revision"))?
-        .map(|removed| decode::<ObjectRecord>(OBJECTS_NAME, removed.value()))
-        .transpose()?;
-    if let Some(removed) = removed
         && release
     {
-        rows.release(&removed.data)?;
+        rows.release_encoded(OBJECTS_NAME, removed.value())?;
     }
     let mut transactions = txn
         .open_table(TRANSACTIONS)

@@ -72,11 +72,23 @@ pub(crate) fn split_pending(bytes: &[u8]) -> Result<(Tid, &[u8]), EngineError> {
     })
 }
 
-/// A pending object's record, decoded.
-pub(crate) fn pending_record(bytes: &[u8]) -> Result<ObjectRecord, EngineError> {
-    let (_, record) = split_pending(bytes)?;
-    decode(PENDING_OBJECTS_NAME, record)
+/// The data row an encoded [`ObjectRecord`] of `table` names, if it names one, read without
+/// decoding the record: postcard writes the record's `data` first, as its variant's index (a
+/// varint, as a `u32`) and then the variant's fields, so a [`StoredData::Stored`] record starts
+/// with its index and its id. A record being removed or replaced needs only this, and decoding
+/// it whole would copy its inline content for nothing.
+pub(crate) fn data_row(table: &'static str, record: &[u8]) -> Result<Option<u64>, EngineError> {
+    let corrupt = |source| EngineError::Corrupt { table, source };
+    let (variant, fields) = postcard::take_from_bytes::<u32>(record).map_err(corrupt)?;
+    if variant != STORED_VARIANT {
+        return Ok(None);
+    }
+    let (id, _) = postcard::take_from_bytes::<u64>(fields).map_err(corrupt)?;
+    Ok(Some(id))
 }
+
+/// The index of [`StoredData::Stored`] among the variants (postcard's numbering).
+const STORED_VARIANT: u32 = 2;
 
 /// The on-disk record of one object revision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +201,39 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(
 mod tests {
     use super::*;
     use crate::engine::tables::OBJECTS_NAME;
+
+    #[test]
+    fn the_data_row_a_record_names_reads_without_decoding_it() {
+        let record = |data| ObjectRecord {
+            data,
+            digest: ObjectData::from(b"content".to_vec()).digest(),
+        };
+        let cases = [
+            (StoredData::Content(ObjectData::from(vec![7; 3000])), None),
+            (StoredData::Content(ObjectData::Deleted), None),
+            (StoredData::SameAs(Tid(0x0102_0304_0506_0708)), None),
+            (StoredData::Stored { id: 1, len: 5000 }, Some(1)),
+            (
+                StoredData::Stored {
+                    id: u64::MAX,
+                    len: 1 << 40,
+                },
+                Some(u64::MAX),
+            ),
+        ];
+        for (data, row) in cases {
+            let bytes = encode(OBJECTS_NAME, &record(data.clone())).expect("encodes");
+            assert_eq!(
+                data_row(OBJECTS_NAME, &bytes).expect("reads"),
+                row,
+                "{data:?}"
+            );
+        }
+        assert!(
+            data_row(OBJECTS_NAME, &[STORED_VARIANT as u8]).is_err(),
+            "a record cut after its variant is corrupt"
+        );
+    }
 
     #[test]
     fn a_pending_object_splits_into_its_serial_and_its_record_as_committed() {
