@@ -2,7 +2,7 @@
 //! started by `replicast node`, with certificates made by `replicast certs init`; objects
 //! written and read back by `replicast client`, concurrent transfers from two in-process
 //! clients (sum and every balance checked); a storage killed with SIGKILL while commits go on;
-//! the rest stopped with SIGTERM and SIGINT.
+//! the rest stopped with SIGTERM and SIGINT. Each node runs without transparent huge pages.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,6 +21,14 @@ const CLIENT: &str = "client-1";
 fn cluster_of_processes_commits_survives_a_killed_storage_and_stops_cleanly() {
     let mut cluster = LocalCluster::start(&ClusterSpec::default());
     let master_address = cluster.master;
+
+    // A node turns transparent huge pages off for itself (src/main.rs says why).
+    let pid = cluster.storage("storage-1").child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's status");
+    assert!(
+        status.lines().any(|line| line == "THP_enabled:\t0"),
+        "the storage runs with transparent huge pages on: {status}"
+    );
 
     // The client finds the storages through the master's address book; a second
     // configuration lists them itself in [storages].

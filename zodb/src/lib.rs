@@ -26,7 +26,10 @@ use pyo3::prelude::*;
 
 /// mimalloc for the extension's own allocations, as in the `replicast` binary (src/main.rs
 /// says why): the client's driver and fan-out allocate per store and per answer. Python's
-/// objects keep Python's allocator.
+/// objects keep Python's allocator. As in the binary, mimalloc never asks for transparent huge
+/// pages (Cargo.toml's `no_thp`); unlike the binary, the extension leaves the Python process's
+/// own huge page setting alone (the process is the application's), so on a host whose THP
+/// setting is `always` its memory may still get them.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
