@@ -24,7 +24,7 @@ use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
     MulticastSenderConfig, MulticastSocketConfig, Received,
 };
-use replicast_transport::multicast::proto::{GroupKey, ReceiverKey};
+use replicast_transport::multicast::proto::{GroupKey, RateLimit, ReceiverKey};
 use replicast_transport::netem::{LinkConditions, NetemConfig, Probability, RandomLoss};
 use replicast_transport::quic::{Endpoint, Incoming, Link, LinkError};
 
@@ -1143,6 +1143,7 @@ async fn slow_application_holds_the_writer_back(strategy: Strategy) {
         replica.receiver.try_recv().is_none(),
         "an object delivered twice"
     );
+    assert_eq!(replica.receiver.stats().not_received, 0, "{strategy:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1153,6 +1154,52 @@ async fn a_replica_that_does_not_read_holds_its_unicast_writer_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_does_not_read_holds_its_multicast_writer_back() {
     bounded(slow_application_holds_the_writer_back(Strategy::Multicast)).await;
+}
+
+/// An announced object's expect timeout counts a silent session, not a slow one: a writer
+/// paced at 1 MB/s announces 24 objects of 16 KiB at once, whose last leave the writer about
+/// 0.4 s later, four of the replica's expect timeouts; since the session's objects keep
+/// coming off the group meanwhile, every one arrives by multicast and none is answered not
+/// received. (Before, each announcement was given up an expect timeout after it came, and
+/// under `Strategy::Multicast` the writer failed the replica.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_keeps_coming_is_waited_for_past_the_expect_timeout() {
+    bounded(async {
+        const OBJECTS: u64 = 24;
+        let ca = ClusterCa::generate("paced").expect("CA");
+        let mut config = writer_config(random_group(), SESSION, Strategy::Multicast);
+        config.multicast.protocol.rate_limit = Some(RateLimit {
+            bytes_per_second: 1_000_000,
+            burst: 16 * 1024,
+        });
+        let writer = Fanout::bind(endpoint(&ca, "writer"), config).expect("bind writer");
+        let replica_config = FanoutReceiverConfig {
+            expect_timeout: Duration::from_millis(100),
+            ..FanoutReceiverConfig::default()
+        };
+        let mut replica = Replica::added(&writer, &ca, "replica", replica_config).await;
+        let payload = |id: u64| Bytes::from(vec![id as u8; SLOW_OBJECT]);
+        let mut handles = Vec::new();
+        for id in 0..OBJECTS {
+            handles.push(writer.send(id, payload(id)).await.expect("send"));
+        }
+        for handle in handles {
+            let report = handle.wait().await;
+            assert_eq!(
+                report.path("replica"),
+                Some(DeliveryPath::Multicast),
+                "{report:?}"
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < OBJECTS as usize {
+            let object = replica.receiver.recv().await.expect("the replica runs");
+            assert_eq!(object.data, payload(object.object_id));
+            assert!(seen.insert(object.object_id), "{} twice", object.object_id);
+        }
+        assert_eq!(replica.receiver.stats().not_received, 0);
+    })
+    .await;
 }
 
 /// A replica whose queue is full still takes a new writer on the group it reads: the group's

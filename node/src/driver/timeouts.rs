@@ -30,9 +30,9 @@ use replicast_transport::multicast::driver::MulticastSenderConfig;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailureTimeouts {
-    /// How long a storage waits for a multicast object announced to it before it answers
-    /// that it did not receive it (the writer then falls back to unicast, or fails the
-    /// replica): two detection times.
+    /// How long a storage waits, with nothing heard from the writer on the group, for a
+    /// multicast object announced to it before it answers that it did not receive it (the
+    /// writer then falls back to unicast, or fails the replica): two detection times.
     pub expect: Duration,
     /// How long a storage's multicast receiver keeps asking for a lost datagram before the
     /// object counts as lost: two detection times, so a lost object is reported by the time

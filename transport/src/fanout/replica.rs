@@ -42,8 +42,11 @@ pub struct FanoutReceiverConfig {
     /// benchmarks only.
     #[cfg(feature = "netem")]
     pub impairment: Option<ImpairmentConfig>,
-    /// How long an announced object may take to arrive over the group before the replica
-    /// answers [`Verdict::NotReceived`] (and the writer falls back to unicast).
+    /// How long an announced object's session may go unheard on the group before the
+    /// replica answers [`Verdict::NotReceived`] for it (and the writer falls back to
+    /// unicast): a silent path, not a slow one. While the session's datagrams keep coming
+    /// (the announced object may be queued behind others, at a busy writer or on a loaded
+    /// path) the announcement waits on; a datagram of it lost for good settles it as lost.
     pub expect_timeout: Duration,
     /// Bounds of the matching of multicast objects with announced digests.
     pub limits: MatcherLimits,
@@ -345,6 +348,25 @@ impl Shared {
     fn stop_multicast(&self) {
         lock(&self.sessions).stop_multicast();
     }
+
+    /// Until when an announcement of `session_id` that is due at `now` may wait on: an
+    /// expect timeout after the session's sender was last heard on the group (its object may
+    /// be queued behind others, at a busy writer or on a loaded path; one of its datagrams
+    /// lost for good settles it as lost). `None`: the session has been silent for a whole
+    /// expect timeout, and the object is taken for not received. (A replica that holds the
+    /// group back itself, its application's queue full, hears nothing meanwhile and gives
+    /// announcements up as before: its application may be waiting for one of them.)
+    async fn expect_until(
+        &self,
+        session_id: u64,
+        now: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        let timeout = self.config.expect_timeout;
+        let observer = lock(&self.sessions).observer(session_id)?;
+        let heard = observer.last_heard(session_id).await.ok()??;
+        let until = tokio::time::Instant::from_std(heard) + timeout;
+        (until > now).then_some(until)
+    }
 }
 
 async fn accept_loop(endpoint: Endpoint, feed: FanoutFeed) {
@@ -521,8 +543,13 @@ fn open_socket(
     };
     let receiver = MulticastReceiver::bind(receiver_config, key)?;
     let (commands, command_rx) = mpsc::unbounded_channel();
+    let observer = receiver.observer();
     let task = tokio::spawn(run_socket(shared.clone(), receiver, command_rx));
-    Ok(SocketTask { commands, task })
+    Ok(SocketTask {
+        commands,
+        observer,
+        task,
+    })
 }
 
 /// Reads one group for every session on it: membership changes come as commands, in order;
@@ -668,8 +695,10 @@ async fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement
 }
 
 /// The verdict of `awaited`, or [`Verdict::NotReceived`] if its object did not come by
-/// `deadline` (the announcement is then withdrawn from the matcher). An object that came and
-/// waits for room in the application's queue is not late: its verdict follows its delivery.
+/// `deadline`, nor by the later deadlines its session's progress gives it
+/// ([`Shared::expect_until`]); the announcement is then withdrawn from the matcher. An
+/// object that came and waits for room in the application's queue is not late: its verdict
+/// follows its delivery.
 async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Instant) -> Verdict {
     let (key, token, mut verdict) = match awaited {
         Awaited::Settled(verdict) => return verdict,
@@ -679,8 +708,15 @@ async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Insta
             verdict,
         } => (key, token, verdict),
     };
-    if let Ok(answered) = tokio::time::timeout_at(deadline, &mut verdict).await {
-        return answered.unwrap_or(Verdict::NotReceived);
+    let mut deadline = deadline;
+    loop {
+        if let Ok(answered) = tokio::time::timeout_at(deadline, &mut verdict).await {
+            return answered.unwrap_or(Verdict::NotReceived);
+        }
+        match shared.expect_until(key.0, deadline).await {
+            Some(later) => deadline = later,
+            None => break,
+        }
     }
     // Still waiting in the matcher: withdrawn. Not there: resolved, and its verdict is on
     // its way once the delivery is queued (the writer must not send the object again).

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::error::JoinRefusal;
 use super::wire::Membership;
-use crate::multicast::driver::BindError;
+use crate::multicast::driver::{BindError, ReceiverObserver};
 use crate::multicast::proto::{GroupKey, ReceiverKey};
 
 /// What a group socket's task is told to do with its multicast receiver.
@@ -44,6 +44,8 @@ pub(super) enum SocketCommand {
 pub(super) struct SocketTask {
     /// Its commands, in the order the memberships changed.
     pub(super) commands: mpsc::UnboundedSender<SocketCommand>,
+    /// Asks its multicast receiver when a session was last heard.
+    pub(super) observer: ReceiverObserver,
     /// The task, which owns the socket: aborting it closes the socket (leaving the group).
     pub(super) task: JoinHandle<()>,
 }
@@ -105,6 +107,14 @@ impl Memberships {
             .values()
             .filter(|socket| socket.task.as_ref().is_some_and(SocketTask::is_running))
             .count()
+    }
+
+    /// The observer of the multicast receiver serving session `session_id` (`None`: no such
+    /// session, or its socket stopped).
+    pub(super) fn observer(&self, session_id: u64) -> Option<ReceiverObserver> {
+        let group = self.sessions.get(&session_id)?.group;
+        let task = self.sockets.get(&group)?.task.as_ref()?;
+        Some(task.observer.clone())
     }
 
     /// Whether `writer` holds session `session_id` here.

@@ -35,6 +35,7 @@ pub use impair::{Impairment, ImpairmentConfig, ImpairmentStats};
 pub use interface::MulticastInterface;
 pub use receiver::{
     MulticastReceiver, MulticastReceiverConfig, MulticastReceiverStats, Received, ReceivedObject,
+    ReceiverObserver,
 };
 pub use sender::{
     DEFAULT_FLIGHT_BYTES, DEFAULT_WINDOW_BYTES, MulticastSender, MulticastSenderConfig,

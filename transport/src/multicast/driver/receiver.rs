@@ -86,6 +86,7 @@ enum Command {
     AddSession(u64, GroupKey, Option<ReceiverKey>),
     RemoveSession(u64),
     Stats(oneshot::Sender<MulticastReceiverStats>),
+    LastHeard(u64, oneshot::Sender<Option<Instant>>),
 }
 
 /// Receives the objects multicast by the sessions it was given keys for, as a stream.
@@ -237,8 +238,45 @@ impl MulticastReceiver {
         answer.await.map_err(|_| DriverClosed)
     }
 
+    /// A handle for asking after the receiver's sessions from another task than the one that
+    /// reads its objects.
+    pub fn observer(&self) -> ReceiverObserver {
+        ReceiverObserver {
+            commands: self.commands.clone(),
+        }
+    }
+
     async fn command(&self, command: Command) -> Result<(), DriverClosed> {
         self.commands.send(command).await.map_err(|_| DriverClosed)
+    }
+}
+
+/// Asks a [`MulticastReceiver`]'s protocol task after its sessions, from a task other than the
+/// one that owns the receiver and reads its objects ([`MulticastReceiver::observer`]).
+///
+/// ```no_run
+/// # async fn run(receiver: &replicast_transport::multicast::driver::MulticastReceiver) {
+/// let observer = receiver.observer();
+/// if let Ok(Some(at)) = observer.last_heard(42).await {
+///     println!("session 42 last heard {:?} ago", at.elapsed());
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ReceiverObserver {
+    commands: mpsc::Sender<Command>,
+}
+
+impl ReceiverObserver {
+    /// When a datagram of session `session_id` last passed authentication (`None`: none yet,
+    /// or no such session).
+    pub async fn last_heard(&self, session_id: u64) -> Result<Option<Instant>, DriverClosed> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::LastHeard(session_id, reply))
+            .await
+            .map_err(|_| DriverClosed)?;
+        answer.await.map_err(|_| DriverClosed)
     }
 }
 
@@ -336,6 +374,9 @@ impl ReceiverDriver {
                     protocol: *self.core.stats(),
                     socket: self.io.stats(),
                 });
+            }
+            Command::LastHeard(session_id, reply) => {
+                let _ = reply.send(self.core.last_heard(session_id));
             }
         }
     }

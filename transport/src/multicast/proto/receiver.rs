@@ -910,6 +910,13 @@ impl Receiver {
         self.events.pop_front()
     }
 
+    /// When a datagram of session `session_id` last passed authentication here (`None`: none
+    /// yet, or no such session): a sender still heard from is sending, however slowly its
+    /// objects complete.
+    pub fn last_heard(&self, session_id: u64) -> Option<Instant> {
+        self.sessions.get(&session_id)?.last_heard
+    }
+
     /// Counters.
     pub fn stats(&self) -> &ReceiverStats {
         &self.stats
