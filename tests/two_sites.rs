@@ -208,12 +208,7 @@ fn two_sites_in_namespaces_requires_root() {
     // The writer's own count agrees: site A's storages got stores over the group, site B's
     // never (nothing was sent to them by multicast, so nothing fell back either).
     let deliveries = finish_transfers(transfers);
-    for storage in ["storage-a1", "storage-a2"] {
-        assert!(
-            delivered(&deliveries, storage, "multicast") > 0,
-            "{deliveries}"
-        );
-    }
+    assert_site_a_got_multicast(&deliveries);
     for storage in ["storage-b1", "storage-b2"] {
         assert_eq!(
             delivered(&deliveries, storage, "multicast"),
@@ -255,13 +250,7 @@ fn two_sites_in_namespaces_requires_root() {
     // the ports it learned from reports; with an IGMPv2 querier a storage whose report was
     // held back got nothing over the group here in 5 of 8 runs, and under `auto` its stores
     // came by unicast, or stalled on the fallback. See `Bridge::snooping`.)
-    let deliveries = finish_transfers(start_transfers(&sites, &writer, 2));
-    for storage in ["storage-a1", "storage-a2"] {
-        assert!(
-            delivered(&deliveries, storage, "multicast") > 0,
-            "{deliveries}"
-        );
-    }
+    assert_site_a_got_multicast(&finish_transfers(start_transfers(&sites, &writer, 2)));
     for (oid, tid, data) in &written_while_cut {
         assert_eq!(
             get(&sites, "client-b", &reader, *oid),
@@ -542,6 +531,16 @@ fn finish_transfers(transfers: Transfers) -> String {
         started.elapsed()
     );
     deliveries
+}
+
+/// Checks that each of site A's storages got some of the transfers' stores over the group.
+fn assert_site_a_got_multicast(deliveries: &str) {
+    for storage in ["storage-a1", "storage-a2"] {
+        assert!(
+            delivered(deliveries, storage, "multicast") > 0,
+            "{deliveries}"
+        );
+    }
 }
 
 /// How many of the transfers' stores reached `storage` by `path` (`multicast`, `unicast`,

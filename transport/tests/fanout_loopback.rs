@@ -102,10 +102,14 @@ async fn cluster(
 }
 
 /// Sends objects `ids` with the writer's default strategy and waits for every report.
-async fn send_all(writer: &Fanout, ids: impl Iterator<Item = u64>) -> Vec<FanoutReport> {
+async fn send_all(
+    writer: &Fanout,
+    ids: impl Iterator<Item = u64>,
+    payload: fn(u64) -> Bytes,
+) -> Vec<FanoutReport> {
     let mut handles = Vec::new();
     for id in ids {
-        handles.push(writer.send(id, object(id)).await.expect("send"));
+        handles.push(writer.send(id, payload(id)).await.expect("send"));
     }
     let mut reports = Vec::new();
     for handle in handles {
@@ -140,7 +144,7 @@ async fn same_workload(strategy: Strategy) -> Vec<BTreeMap<u64, (Bytes, Received
         Duration::from_secs(10),
     )
     .await;
-    let reports = send_all(&cluster.writer, 0..200).await;
+    let reports = send_all(&cluster.writer, 0..200, object).await;
     for report in &reports {
         assert!(report.all_delivered(), "{strategy:?}: {report:?}");
     }
@@ -329,7 +333,7 @@ async fn auto_serves_a_replica_by_unicast_once_multicast_stops_reaching_it() {
             Duration::from_millis(500),
         )
         .await;
-        let first = send_all(&cluster.writer, 0..60).await;
+        let first = send_all(&cluster.writer, 0..60, object).await;
         for report in &first {
             assert!(report.all_delivered(), "{report:?}");
         }
@@ -343,7 +347,7 @@ async fn auto_serves_a_replica_by_unicast_once_multicast_stops_reaching_it() {
         }
 
         cluster.replicas[1].1.stop_multicast();
-        let second = send_all(&cluster.writer, 60..200).await;
+        let second = send_all(&cluster.writer, 60..200, object).await;
         for report in &second {
             assert!(report.all_delivered(), "{report:?}");
             assert_ne!(report.path("replica-1"), Some(DeliveryPath::Multicast));
@@ -900,7 +904,7 @@ impl SharedGroup {
         for &index in writers {
             let writer = self.writers[index].0.clone();
             let ids: Vec<u64> = objects.clone().map(|n| object_of(index, n)).collect();
-            sends.spawn(async move { send_all(&writer, ids.into_iter()).await });
+            sends.spawn(async move { send_all(&writer, ids.into_iter(), object).await });
         }
         while let Some(reports) = sends.join_next().await {
             for report in reports.expect("a writer's sends") {
@@ -1052,6 +1056,11 @@ async fn a_session_id_of_another_writer_and_an_unbindable_group_are_refused() {
 /// Objects of the slow-application test: 16 KiB each, so that eight fill its queue's bytes.
 const SLOW_OBJECT: usize = 16 * 1024;
 
+/// Object `id` of the slow tests: [`SLOW_OBJECT`] bytes, each `id` as a byte.
+fn slow_object(id: u64) -> Bytes {
+    Bytes::from(vec![id as u8; SLOW_OBJECT])
+}
+
 /// A replica whose application stops reading holds its writer back: with room for 8 objects
 /// queued (by bytes), of 32 sent no more than 8 are reported delivered while nothing is
 /// taken, the queue never holds more, and once the application reads, every object arrives
@@ -1077,10 +1086,7 @@ async fn slow_application_holds_the_writer_back(strategy: Strategy) {
     let reported = Arc::new(tokio::sync::Notify::new());
     let mut waits = Vec::new();
     for id in 0..32u64 {
-        let handle = writer
-            .send(id, Bytes::from(vec![id as u8; SLOW_OBJECT]))
-            .await
-            .expect("send");
+        let handle = writer.send(id, slow_object(id)).await.expect("send");
         let (delivered, reported) = (delivered.clone(), reported.clone());
         waits.push(tokio::spawn(async move {
             let report = handle.wait().await;
@@ -1128,10 +1134,7 @@ async fn slow_application_holds_the_writer_back(strategy: Strategy) {
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 32 {
         let object = replica.receiver.recv().await.expect("the replica runs");
-        assert_eq!(
-            object.data,
-            Bytes::from(vec![object.object_id as u8; SLOW_OBJECT])
-        );
+        assert_eq!(object.data, slow_object(object.object_id));
         assert!(seen.insert(object.object_id), "{} twice", object.object_id);
     }
     for wait in waits {
@@ -1178,24 +1181,18 @@ async fn a_session_that_keeps_coming_is_waited_for_past_the_expect_timeout() {
             ..FanoutReceiverConfig::default()
         };
         let mut replica = Replica::added(&writer, &ca, "replica", replica_config).await;
-        let payload = |id: u64| Bytes::from(vec![id as u8; SLOW_OBJECT]);
-        let mut handles = Vec::new();
-        for id in 0..OBJECTS {
-            handles.push(writer.send(id, payload(id)).await.expect("send"));
-        }
-        for handle in handles {
-            let report = handle.wait().await;
+        for report in send_all(&writer, 0..OBJECTS, slow_object).await {
             assert_eq!(
                 report.path("replica"),
                 Some(DeliveryPath::Multicast),
                 "{report:?}"
             );
         }
-        let mut seen = std::collections::BTreeSet::new();
-        while seen.len() < OBJECTS as usize {
-            let object = replica.receiver.recv().await.expect("the replica runs");
-            assert_eq!(object.data, payload(object.object_id));
-            assert!(seen.insert(object.object_id), "{} twice", object.object_id);
+        let delivered = drain(&mut replica.receiver);
+        assert_eq!(delivered.len(), OBJECTS as usize);
+        for (id, (data, via)) in delivered {
+            assert_eq!(data, slow_object(id), "object {id}");
+            assert_eq!(via, ReceivedVia::Multicast, "object {id}");
         }
         assert_eq!(replica.receiver.stats().not_received, 0);
     })

@@ -699,7 +699,7 @@ async fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement
 /// ([`Shared::expect_until`]); the announcement is then withdrawn from the matcher. An
 /// object that came and waits for room in the application's queue is not late: its verdict
 /// follows its delivery.
-async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Instant) -> Verdict {
+async fn verdict(shared: &Shared, awaited: Awaited, mut deadline: tokio::time::Instant) -> Verdict {
     let (key, token, mut verdict) = match awaited {
         Awaited::Settled(verdict) => return verdict,
         Awaited::Waiting {
@@ -708,7 +708,6 @@ async fn verdict(shared: &Shared, awaited: Awaited, deadline: tokio::time::Insta
             verdict,
         } => (key, token, verdict),
     };
-    let mut deadline = deadline;
     loop {
         if let Ok(answered) = tokio::time::timeout_at(deadline, &mut verdict).await {
             return answered.unwrap_or(Verdict::NotReceived);

@@ -233,9 +233,7 @@ impl MulticastReceiver {
 
     /// A snapshot of the counters.
     pub async fn stats(&self) -> Result<MulticastReceiverStats, DriverClosed> {
-        let (reply, answer) = oneshot::channel();
-        self.command(Command::Stats(reply)).await?;
-        answer.await.map_err(|_| DriverClosed)
+        ask(&self.commands, Command::Stats).await
     }
 
     /// A handle for asking after the receiver's sessions from another task than the one that
@@ -271,13 +269,25 @@ impl ReceiverObserver {
     /// When a datagram of session `session_id` last passed authentication (`None`: none yet,
     /// or no such session).
     pub async fn last_heard(&self, session_id: u64) -> Result<Option<Instant>, DriverClosed> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::LastHeard(session_id, reply))
-            .await
-            .map_err(|_| DriverClosed)?;
-        answer.await.map_err(|_| DriverClosed)
+        ask(&self.commands, |reply| {
+            Command::LastHeard(session_id, reply)
+        })
+        .await
     }
+}
+
+/// Sends the driver the command `question` makes around a reply channel, and waits for the
+/// answer.
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    question: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, DriverClosed> {
+    let (reply, answer) = oneshot::channel();
+    commands
+        .send(question(reply))
+        .await
+        .map_err(|_| DriverClosed)?;
+    answer.await.map_err(|_| DriverClosed)
 }
 
 impl Drop for MulticastReceiver {
