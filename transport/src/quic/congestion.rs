@@ -1,5 +1,7 @@
 //! Which congestion controller a connection runs ([`Congestion`]).
 
+mod cubic;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -33,7 +35,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
-    /// CUBIC (RFC 9438): loss-based, quinn's default.
+    /// CUBIC (RFC 9438): loss-based, quinn's default, with Linux's rule for bursts in slow
+    /// start (a window grows to twice the largest burst even when each burst's
+    /// acknowledgements arrive after it).
     #[default]
     Cubic,
     /// BBR (version 1, quinn's experimental implementation): model-based.
@@ -71,7 +75,7 @@ impl Congestion {
     /// quinn's factory of this controller.
     pub(crate) fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
         match self {
-            Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+            Congestion::Cubic => Arc::new(cubic::CubicFactory::default()),
             Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         }
     }

@@ -1,0 +1,231 @@
+//! quinn's CUBIC with Linux's test of whether the window limits the connection in slow start.
+//!
+//! quinn lets an acknowledgement grow the window only if the connection had more to send when
+//! the acknowledgement arrived. A node's links carry bursts (a commit's objects, then nothing
+//! until the next commit), whose acknowledgements arrive after the burst went out: the window
+//! then stops growing at about the burst, and quinn's pacer, which sends a window per 0.8 round
+//! trip, spreads each burst over most of a round trip. A 64 KiB store to one storage took 1.4x
+//! the 2-round-trip bound at 20 ms for that alone (docs/BENCH.md, "Unicast bursts and the
+//! window"). Linux counts a connection as limited by its window in slow start while the
+//! window is below twice the most bytes it had in flight (`tcp_is_cwnd_limited`); this
+//! controller does the same: within slow start an acknowledgement grows the window while it is
+//! below twice the peak flight of the last two round trips. After a loss (congestion
+//! avoidance) CUBIC's own rule applies unchanged.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
+use quinn_proto::RttEstimator;
+
+/// The factory of [`Cubic`] controllers.
+#[derive(Debug, Default)]
+pub(crate) struct CubicFactory {
+    config: Arc<CubicConfig>,
+}
+
+impl ControllerFactory for CubicFactory {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(Cubic {
+            inner: self.config.clone().build(now, current_mtu),
+            flight: Flight::default(),
+        })
+    }
+}
+
+/// quinn's CUBIC, told that the window limits the connection while, in slow start, it is below
+/// twice the recent peak flight.
+struct Cubic {
+    inner: Box<dyn Controller>,
+    flight: Flight,
+}
+
+impl Cubic {
+    /// What quinn says, corrected in slow start by [`limited_by_window`].
+    fn app_limited(&self, app_limited: bool) -> bool {
+        let metrics = self.inner.metrics();
+        app_limited
+            && !limited_by_window(
+                metrics.congestion_window,
+                metrics.ssthresh,
+                self.flight.peak(),
+            )
+    }
+}
+
+/// Whether a connection whose controller has `window` and `ssthresh` counts as limited by its
+/// window although it had nothing more to send: in slow start (no loss yet, or the window below
+/// the threshold), while the window is below twice the peak flight (Linux's
+/// `tcp_is_cwnd_limited`).
+fn limited_by_window(window: u64, ssthresh: Option<u64>, peak: u64) -> bool {
+    let slow_start = ssthresh.is_none_or(|ssthresh| window < ssthresh);
+    slow_start && window < peak.saturating_mul(2)
+}
+
+impl Controller for Cubic {
+    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
+        self.flight.sent(bytes);
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        self.flight.tick(now, rtt.get());
+        let app_limited = self.app_limited(app_limited);
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.flight.acknowledged(in_flight);
+        let app_limited = self.app_limited(app_limited);
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.inner.on_mtu_update(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.inner.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(Cubic {
+            inner: self.inner.clone_box(),
+            flight: self.flight.clone(),
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// The bytes in flight, and their peak in the current and the last round trip.
+#[derive(Debug, Clone, Default)]
+struct Flight {
+    /// Bytes in flight: quinn's count at the last acknowledgements, plus what was sent since.
+    bytes: u64,
+    /// The peak since `since`.
+    peak: u64,
+    /// The peak of the round trip before.
+    last_peak: u64,
+    /// When the current round trip's peak started (`None`: before the first acknowledgement).
+    since: Option<Instant>,
+}
+
+impl Flight {
+    fn sent(&mut self, bytes: u64) {
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.peak = self.peak.max(self.bytes);
+    }
+
+    /// quinn's count once acknowledgements were processed (exact: lost and acknowledged
+    /// packets are out of it).
+    fn acknowledged(&mut self, in_flight: u64) {
+        self.bytes = in_flight;
+    }
+
+    /// Starts a new round trip's peak when one round trip passed since the last.
+    fn tick(&mut self, now: Instant, rtt: Duration) {
+        match self.since {
+            Some(since) if now.saturating_duration_since(since) < rtt => {}
+            _ => {
+                self.last_peak = self.peak;
+                self.peak = self.bytes;
+                self.since = Some(now);
+            }
+        }
+    }
+
+    /// The most bytes in flight in the current and the last round trip.
+    fn peak(&self) -> u64 {
+        self.peak.max(self.last_peak)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_slow_start_the_window_grows_to_twice_the_peak_flight() {
+        assert!(limited_by_window(64_000, None, 40_000));
+        assert!(!limited_by_window(80_000, None, 40_000));
+        assert!(limited_by_window(64_000, Some(100_000), 40_000));
+        assert!(!limited_by_window(0, None, 0), "no flight, no growth");
+    }
+
+    #[test]
+    fn after_a_loss_cubic_rules_alone() {
+        // Congestion avoidance: the window at or above the threshold.
+        assert!(!limited_by_window(64_000, Some(64_000), 1_000_000));
+        assert!(!limited_by_window(90_000, Some(64_000), 1_000_000));
+    }
+
+    #[test]
+    fn the_peak_is_the_most_in_flight_over_the_current_and_last_round_trip() {
+        let rtt = Duration::from_millis(20);
+        let start = Instant::now();
+        let mut flight = Flight::default();
+        flight.tick(start, rtt);
+        flight.sent(30_000);
+        flight.sent(34_000);
+        flight.acknowledged(10_000);
+        flight.sent(5_000);
+        assert_eq!(flight.peak(), 64_000);
+        // A round trip later the burst is the last round trip's peak; still counted.
+        flight.acknowledged(0);
+        flight.tick(start + rtt, rtt);
+        assert_eq!(flight.peak(), 64_000);
+        flight.sent(2_000);
+        // Two round trips later it is forgotten.
+        flight.acknowledged(0);
+        flight.tick(start + 2 * rtt, rtt);
+        assert_eq!(flight.peak(), 2_000);
+        flight.tick(start + 3 * rtt, rtt);
+        assert_eq!(flight.peak(), 0);
+    }
+
+    #[test]
+    fn the_factory_builds_quinns_cubic_with_its_initial_window() {
+        let now = Instant::now();
+        let controller = Arc::new(CubicFactory::default()).build(now, 1200);
+        let plain = Arc::new(CubicConfig::default()).build(now, 1200);
+        assert_eq!(controller.window(), plain.window());
+        assert_eq!(controller.initial_window(), plain.initial_window());
+    }
+}
