@@ -12,6 +12,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::{EndpointSpec, endpoint, random_group};
 use replicast_testkit::fanout::{Replica, membership, writer_config};
+use replicast_transport::fanout::matching::MatcherLimits;
 use replicast_transport::fanout::wire::{
     Bundle, ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader,
     UnicastPart, Verdict, digest,
@@ -1260,6 +1261,47 @@ async fn a_writer_joins_a_group_whose_replica_queue_is_full() {
             let report = wait.await.expect("report task");
             assert!(report.all_delivered(), "{report:?}");
         }
+    })
+    .await;
+}
+
+/// Objects that reach a replica before their announcements (the group is faster than the
+/// QUIC requests that announce them) wait for them, however small the replica's room for
+/// unclaimed objects: the replica stops reading the group until the announcements claim what
+/// came, instead of dropping the oldest, whose announcements then found nothing (before: the
+/// dropped objects' announcements waited, under `multicast` they ended `NotReceived` and the
+/// writer failed the replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_ahead_of_their_announcements_wait_for_them_instead_of_being_dropped() {
+    bounded(async {
+        const OBJECTS: u64 = 64;
+        // Large enough to travel alone, not bundled.
+        const SIZE: usize = 256 * 1024;
+        let ca = ClusterCa::generate("ahead").expect("CA");
+        let config = writer_config(random_group(), SESSION, Strategy::Multicast);
+        let writer = Fanout::bind(endpoint(&ca, "writer"), config).expect("bind writer");
+        let replica_config = FanoutReceiverConfig {
+            // Room for two unclaimed objects.
+            limits: MatcherLimits {
+                buffered_bytes: 2 * SIZE,
+                ..MatcherLimits::default()
+            },
+            ..FanoutReceiverConfig::default()
+        };
+        let mut replica = Replica::added(&writer, &ca, "replica", replica_config).await;
+        let payload = |id: u64| Bytes::from(vec![id as u8; SIZE]);
+        for report in send_all(&writer, 0..OBJECTS, payload).await {
+            assert_eq!(
+                report.path("replica"),
+                Some(DeliveryPath::Multicast),
+                "{report:?}"
+            );
+        }
+        let delivered = drain(&mut replica.receiver);
+        assert_eq!(delivered.len(), OBJECTS as usize);
+        let stats = replica.receiver.stats();
+        assert_eq!(stats.matching.evicted, 0, "{stats:?}");
+        assert_eq!(stats.not_received, 0, "{stats:?}");
     })
     .await;
 }

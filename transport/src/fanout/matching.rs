@@ -17,7 +17,8 @@ pub type MulticastKey = (u64, u64);
 /// Bounds of a [`Matcher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MatcherLimits {
-    /// Bytes of multicast objects kept while no announcement claims them; the oldest go first.
+    /// Bytes of multicast objects kept while no announcement claims them; the oldest go first,
+    /// and an announcement that comes for one of them later is answered [`Verdict::Lost`].
     pub buffered_bytes: usize,
     /// Objects remembered as delivered (so a second copy is not delivered again) and
     /// multicast objects remembered as lost.
@@ -182,6 +183,25 @@ impl<T: PartialEq> Matcher<T> {
     /// The counters.
     pub fn stats(&self) -> MatcherStats {
         self.stats
+    }
+
+    /// Whether the unclaimed objects fill half of [`MatcherLimits::buffered_bytes`] or more:
+    /// the multicast receiver then stops reading its group for a while, so that the
+    /// announcements on their way claim what came before more comes and the oldest is
+    /// dropped (their writers wait meanwhile, held by their flight limit).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use replicast_transport::fanout::matching::{Matcher, MatcherLimits};
+    ///
+    /// let mut matcher: Matcher<u32> = Matcher::new(MatcherLimits { buffered_bytes: 8, remembered: 16 });
+    /// matcher.multicast_arrived((1, 1), Bytes::from_static(b"abc"));
+    /// assert!(!matcher.wants_claims());
+    /// matcher.multicast_arrived((1, 2), Bytes::from_static(b"d"));
+    /// assert!(matcher.wants_claims());
+    /// ```
+    pub fn wants_claims(&self) -> bool {
+        self.buffered_bytes >= self.limits.buffered_bytes.div_ceil(2)
     }
 
     /// An announcement from `writer`: settled at once if the bytes (or their loss) are
@@ -358,9 +378,14 @@ impl<T: PartialEq> Matcher<T> {
         }
     }
 
+    /// Keeps `bytes` until an announcement claims them. What does not fit (the oldest first)
+    /// is dropped and remembered as lost: the announcement that comes for it later is answered
+    /// [`Verdict::Lost`] at once, and its writer sends the object again or fails the replica,
+    /// instead of waiting for bytes that already came.
     fn buffer(&mut self, key: MulticastKey, bytes: Bytes) {
         if bytes.len() > self.limits.buffered_bytes {
             self.stats.evicted += 1;
+            self.lost.insert(key);
             return;
         }
         self.buffered_bytes += bytes.len();
@@ -379,6 +404,7 @@ impl<T: PartialEq> Matcher<T> {
             if let Some(old) = self.buffered.remove(&oldest) {
                 self.buffered_bytes -= old.len();
                 self.stats.evicted += 1;
+                self.lost.insert(oldest);
             }
         }
     }
@@ -587,14 +613,16 @@ mod tests {
             matcher.multicast_arrived((1, id), Bytes::from(vec![0; 4]));
         }
         assert_eq!(matcher.stats().evicted, 3);
-        // The oldest are gone: announcing one waits instead of matching.
-        assert!(
-            matcher
-                .expect(1, "w", expectation(0, 1, &[0; 4]))
-                .verdicts
-                .is_empty()
-        );
+        // The oldest are gone, and known to be: announcing one is answered lost at once (it
+        // used to wait for bytes that had come and gone, until its timeout, and a writer's
+        // session that was still heard on the group kept it waiting for good).
+        let resolved = matcher.expect(1, "w", expectation(0, 1, &[0; 4]));
+        assert_eq!(resolved.verdicts, vec![(1, Verdict::Lost)]);
         let resolved = matcher.expect(2, "w", expectation(4, 2, &[0; 4]));
         assert_eq!(resolved.verdicts, vec![(2, Verdict::Verified)]);
+        // One too large to keep at all is lost the same way.
+        matcher.multicast_arrived((1, 9), Bytes::from(vec![0; 11]));
+        let resolved = matcher.expect(3, "w", expectation(9, 3, &[0; 11]));
+        assert_eq!(resolved.verdicts, vec![(3, Verdict::Lost)]);
     }
 }

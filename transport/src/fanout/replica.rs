@@ -11,7 +11,7 @@ use crate::sync::lock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::error::JoinRefusal;
@@ -150,6 +150,9 @@ struct Shared {
     probes: AtomicU64,
     refused: AtomicU64,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
+    /// Told when an announcement was registered (it may have claimed an unclaimed object):
+    /// a group's socket task waiting for claims checks again.
+    claimed: Notify,
 }
 
 /// The replica's side of a fan-out: it serves the writers' requests arriving on its QUIC
@@ -287,6 +290,7 @@ impl FanoutReceiver {
             probes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
+            claimed: Notify::new(),
         });
         let feed = FanoutFeed {
             shared: Arc::downgrade(&shared),
@@ -606,11 +610,40 @@ async fn run_socket(
                     }
                     None => return,
                 };
-                if !resolved.deliveries.is_empty() || !resolved.verdicts.is_empty() {
+                let claims_wanted = lock(&shared.matcher).wants_claims();
+                if !resolved.deliveries.is_empty() || !resolved.verdicts.is_empty() || claims_wanted {
                     let shared = shared.clone();
-                    waiting = Some(Box::pin(async move { settle(&shared, resolved).await }));
+                    waiting = Some(Box::pin(async move {
+                        settle(&shared, resolved).await;
+                        if claims_wanted {
+                            wait_for_claims(&shared).await;
+                        }
+                    }));
                 }
             }
+        }
+    }
+}
+
+/// Waits while the objects no announcement claimed yet fill half the matcher's bound
+/// ([`Matcher::wants_claims`]), for at most the expect timeout: under load the announcements
+/// (over QUIC) can fall behind their objects (over the group), and reading on would drop the
+/// oldest unclaimed objects, which their announcements then find lost. Not reading holds the
+/// writers back by their flight limit instead. After the timeout the group is read again, so
+/// objects whose announcement never comes (a writer that died between the two) cost one
+/// timeout, not the group.
+async fn wait_for_claims(shared: &Shared) {
+    let deadline = tokio::time::Instant::now() + shared.config.expect_timeout;
+    loop {
+        // Registered before the check, so a claim between the two is not missed.
+        let claimed = shared.claimed.notified();
+        tokio::pin!(claimed);
+        claimed.as_mut().enable();
+        if !lock(&shared.matcher).wants_claims() {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, claimed).await.is_err() {
+            return;
         }
     }
 }
@@ -686,6 +719,7 @@ async fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement
         Announcement::One(expectation) => lock(&shared.matcher).expect(token, writer, expectation),
         Announcement::Bundle(bundle) => lock(&shared.matcher).expect_bundle(token, writer, bundle),
     };
+    shared.claimed.notify_waiters();
     settle(shared, resolved).await;
     Awaited::Waiting {
         key,
