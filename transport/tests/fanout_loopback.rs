@@ -1305,3 +1305,61 @@ async fn objects_ahead_of_their_announcements_wait_for_them_instead_of_being_dro
     })
     .await;
 }
+
+/// Objects nobody announces (their writer died between sending and announcing) hold the room
+/// for unclaimed objects only until the expect timeout: then the oldest are dropped, as lost,
+/// and the group is read on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclaimed_objects_are_dropped_as_lost_after_the_expect_timeout() {
+    bounded(async {
+        const SIZE: usize = 1024;
+        let ca = ClusterCa::generate("orphans").expect("CA");
+        let config = FanoutReceiverConfig {
+            // Room for two unclaimed objects; one fills half of it.
+            limits: MatcherLimits {
+                buffered_bytes: 2 * SIZE,
+                ..MatcherLimits::default()
+            },
+            expect_timeout: Duration::from_millis(200),
+            ..FanoutReceiverConfig::default()
+        };
+        let replica = Replica::start(&ca, "replica", config);
+        let writer = endpoint(&ca, "writer");
+        let link = writer
+            .link("replica", replica.address)
+            .await
+            .expect("link")
+            .for_service(SERVICE);
+        let sender = joined_session(&link, 13, [7; 32], [8; 32]).await;
+        let orphan = Bytes::from(vec![1; SIZE]);
+        let next = Bytes::from(vec![2; SIZE]);
+        for (id, data) in [(1, &orphan), (2, &next)] {
+            let report = sender
+                .send(id, data.clone())
+                .await
+                .expect("send")
+                .wait()
+                .await;
+            assert!(report.all_delivered(), "object {id} reached the replica");
+        }
+        let announce = |multicast_id: u64, data: &Bytes| Expectation {
+            session_id: 13,
+            multicast_id,
+            object_id: 100 + multicast_id,
+            len: data.len() as u64,
+            digest: digest(data),
+        };
+        let verdict: ControlAnswer = link
+            .request(&ControlRequest::Expect(announce(2, &next)))
+            .await
+            .expect("announce");
+        assert_eq!(verdict, ControlAnswer::Verdict(Verdict::Verified));
+        let verdict: ControlAnswer = link
+            .request(&ControlRequest::Expect(announce(1, &orphan)))
+            .await
+            .expect("announce");
+        assert_eq!(verdict, ControlAnswer::Verdict(Verdict::Lost));
+        assert_eq!(replica.receiver.stats().matching.evicted, 1);
+    })
+    .await;
+}

@@ -204,6 +204,22 @@ impl<T: PartialEq> Matcher<T> {
         self.buffered_bytes >= self.limits.buffered_bytes.div_ceil(2)
     }
 
+    /// Drops the oldest unclaimed objects until [`wants_claims`](Self::wants_claims) no longer
+    /// holds, each remembered as lost: for a receiver that waited for claims in vain (objects
+    /// whose writer died before announcing them would otherwise hold half the room for good).
+    pub fn shed(&mut self) {
+        while self.wants_claims() {
+            let Some(oldest) = self.buffer_order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.buffered.remove(&oldest) {
+                self.buffered_bytes -= old.len();
+                self.stats.evicted += 1;
+                self.lost.insert(oldest);
+            }
+        }
+    }
+
     /// An announcement from `writer`: settled at once if the bytes (or their loss) are
     /// known, otherwise it waits under `token` until [`multicast_arrived`](Self::multicast_arrived),
     /// [`multicast_lost`](Self::multicast_lost) or [`cancel`](Self::cancel).
@@ -620,6 +636,16 @@ mod tests {
         assert_eq!(resolved.verdicts, vec![(1, Verdict::Lost)]);
         let resolved = matcher.expect(2, "w", expectation(4, 2, &[0; 4]));
         assert_eq!(resolved.verdicts, vec![(2, Verdict::Verified)]);
+        // Shedding drops the oldest until under half the room, as lost.
+        matcher.multicast_arrived((1, 5), Bytes::from(vec![0; 4]));
+        matcher.multicast_arrived((1, 6), Bytes::from(vec![0; 4]));
+        assert!(matcher.wants_claims());
+        matcher.shed();
+        assert!(!matcher.wants_claims());
+        let resolved = matcher.expect(4, "w", expectation(5, 5, &[0; 4]));
+        assert_eq!(resolved.verdicts, vec![(4, Verdict::Lost)]);
+        let resolved = matcher.expect(5, "w", expectation(6, 6, &[0; 4]));
+        assert_eq!(resolved.verdicts, vec![(5, Verdict::Verified)]);
         // One too large to keep at all is lost the same way.
         matcher.multicast_arrived((1, 9), Bytes::from(vec![0; 11]));
         let resolved = matcher.expect(3, "w", expectation(9, 3, &[0; 11]));

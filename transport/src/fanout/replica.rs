@@ -629,7 +629,8 @@ async fn run_socket(
 /// ([`Matcher::wants_claims`]), for at most the expect timeout: under load the announcements
 /// (over QUIC) can fall behind their objects (over the group), and reading on would drop the
 /// oldest unclaimed objects, which their announcements then find lost. Not reading holds the
-/// writers back by their flight limit instead. After the timeout the group is read again, so
+/// writers back by their flight limit instead. After the timeout the oldest unclaimed objects
+/// are dropped down to half the bound ([`Matcher::shed`]) and the group is read again, so
 /// objects whose announcement never comes (a writer that died between the two) cost one
 /// timeout, not the group.
 async fn wait_for_claims(shared: &Shared) {
@@ -643,6 +644,7 @@ async fn wait_for_claims(shared: &Shared) {
             return;
         }
         if tokio::time::timeout_at(deadline, claimed).await.is_err() {
+            lock(&shared.matcher).shed();
             return;
         }
     }
