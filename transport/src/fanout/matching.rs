@@ -208,16 +208,21 @@ impl<T: PartialEq> Matcher<T> {
     /// holds, each remembered as lost: for a receiver that waited for claims in vain (objects
     /// whose writer died before announcing them would otherwise hold half the room for good).
     pub fn shed(&mut self) {
-        while self.wants_claims() {
-            let Some(oldest) = self.buffer_order.pop_front() else {
-                break;
-            };
-            if let Some(old) = self.buffered.remove(&oldest) {
-                self.buffered_bytes -= old.len();
-                self.stats.evicted += 1;
-                self.lost.insert(oldest);
-            }
+        while self.wants_claims() && self.pop_oldest() {}
+    }
+
+    /// Takes the oldest key off the order queue and drops its object, remembered as lost, if
+    /// it is still unclaimed (a claimed one left its key behind); false when the queue is empty.
+    fn pop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.buffer_order.pop_front() else {
+            return false;
+        };
+        if let Some(old) = self.buffered.remove(&oldest) {
+            self.buffered_bytes -= old.len();
+            self.stats.evicted += 1;
+            self.lost.insert(oldest);
         }
+        true
     }
 
     /// An announcement from `writer`: settled at once if the bytes (or their loss) are
@@ -411,18 +416,10 @@ impl<T: PartialEq> Matcher<T> {
         } else {
             self.buffer_order.push_back(key);
         }
-        while self.buffered_bytes > self.limits.buffered_bytes
-            || self.buffer_order.len() > self.limits.remembered
-        {
-            let Some(oldest) = self.buffer_order.pop_front() else {
-                break;
-            };
-            if let Some(old) = self.buffered.remove(&oldest) {
-                self.buffered_bytes -= old.len();
-                self.stats.evicted += 1;
-                self.lost.insert(oldest);
-            }
-        }
+        while (self.buffered_bytes > self.limits.buffered_bytes
+            || self.buffer_order.len() > self.limits.remembered)
+            && self.pop_oldest()
+        {}
     }
 
     fn take_buffered(&mut self, key: MulticastKey) -> Option<Bytes> {
