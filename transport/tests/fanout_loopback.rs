@@ -119,6 +119,17 @@ async fn send_all(
     reports
 }
 
+/// Checks that every one of `reports` reached `replica` over the group.
+fn assert_by_multicast(reports: &[FanoutReport], replica: &str) {
+    for report in reports {
+        assert_eq!(
+            report.path(replica),
+            Some(DeliveryPath::Multicast),
+            "{report:?}"
+        );
+    }
+}
+
 /// Everything each replica has been given so far, checked to arrive at most once.
 fn drain(replica: &mut FanoutReceiver) -> BTreeMap<u64, (Bytes, ReceivedVia)> {
     let mut objects = BTreeMap::new();
@@ -519,9 +530,9 @@ async fn auto_fails_a_frozen_replica_when_its_link_fails_instead_of_dialing_it_a
 
 /// A replica's fan-out receiver, and a writer's endpoint with its link to the replica's
 /// fan-out service.
-async fn replica_and_link() -> (FanoutReceiver, Endpoint, Link) {
+async fn replica_and_link(config: FanoutReceiverConfig) -> (FanoutReceiver, Endpoint, Link) {
     let ca = ClusterCa::generate("fanout").expect("CA");
-    let replica = Replica::start(&ca, "replica", FanoutReceiverConfig::default());
+    let replica = Replica::start(&ca, "replica", config);
     let writer = endpoint(&ca, "writer");
     let link = writer.link("replica", replica.address).await.expect("link");
     (replica.receiver, writer, link.for_service(SERVICE))
@@ -571,7 +582,7 @@ async fn joined_session(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
     bounded(async {
-        let (mut replica, _writer, link) = replica_and_link().await;
+        let (mut replica, _writer, link) = replica_and_link(FanoutReceiverConfig::default()).await;
 
         // The forger: a sender with the session's id and key, as any member could run.
         let forger = joined_session(&link, 9, [3; 32], [4; 32]).await;
@@ -618,7 +629,7 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_is_delivered_whole_or_not_at_all() {
     bounded(async {
-        let (mut replica, _writer, link) = replica_and_link().await;
+        let (mut replica, _writer, link) = replica_and_link(FanoutReceiverConfig::default()).await;
         let sender = joined_session(&link, 11, [5; 32], [6; 32]).await;
 
         let genuine = Bytes::from_static(b"firstsecondthird");
@@ -908,13 +919,7 @@ impl SharedGroup {
             sends.spawn(async move { send_all(&writer, ids.into_iter(), object).await });
         }
         while let Some(reports) = sends.join_next().await {
-            for report in reports.expect("a writer's sends") {
-                assert_eq!(
-                    report.path("replica"),
-                    Some(DeliveryPath::Multicast),
-                    "{report:?}"
-                );
-            }
+            assert_by_multicast(&reports.expect("a writer's sends"), "replica");
         }
     }
 }
@@ -1182,13 +1187,7 @@ async fn a_session_that_keeps_coming_is_waited_for_past_the_expect_timeout() {
             ..FanoutReceiverConfig::default()
         };
         let mut replica = Replica::added(&writer, &ca, "replica", replica_config).await;
-        for report in send_all(&writer, 0..OBJECTS, slow_object).await {
-            assert_eq!(
-                report.path("replica"),
-                Some(DeliveryPath::Multicast),
-                "{report:?}"
-            );
-        }
+        assert_by_multicast(&send_all(&writer, 0..OBJECTS, slow_object).await, "replica");
         let delivered = drain(&mut replica.receiver);
         assert_eq!(delivered.len(), OBJECTS as usize);
         for (id, (data, via)) in delivered {
@@ -1265,6 +1264,17 @@ async fn a_writer_joins_a_group_whose_replica_queue_is_full() {
     .await;
 }
 
+/// A replica's configuration with room for two unclaimed objects of `size` bytes.
+fn room_for_two(size: usize) -> FanoutReceiverConfig {
+    FanoutReceiverConfig {
+        limits: MatcherLimits {
+            buffered_bytes: 2 * size,
+            ..MatcherLimits::default()
+        },
+        ..FanoutReceiverConfig::default()
+    }
+}
+
 /// Objects that reach a replica before their announcements (the group is faster than the
 /// QUIC requests that announce them) wait for them, however small the replica's room for
 /// unclaimed objects: the replica stops reading the group until the announcements claim what
@@ -1280,23 +1290,10 @@ async fn objects_ahead_of_their_announcements_wait_for_them_instead_of_being_dro
         let ca = ClusterCa::generate("ahead").expect("CA");
         let config = writer_config(random_group(), SESSION, Strategy::Multicast);
         let writer = Fanout::bind(endpoint(&ca, "writer"), config).expect("bind writer");
-        let replica_config = FanoutReceiverConfig {
-            // Room for two unclaimed objects.
-            limits: MatcherLimits {
-                buffered_bytes: 2 * SIZE,
-                ..MatcherLimits::default()
-            },
-            ..FanoutReceiverConfig::default()
-        };
+        let replica_config = room_for_two(SIZE);
         let mut replica = Replica::added(&writer, &ca, "replica", replica_config).await;
         let payload = |id: u64| Bytes::from(vec![id as u8; SIZE]);
-        for report in send_all(&writer, 0..OBJECTS, payload).await {
-            assert_eq!(
-                report.path("replica"),
-                Some(DeliveryPath::Multicast),
-                "{report:?}"
-            );
-        }
+        assert_by_multicast(&send_all(&writer, 0..OBJECTS, payload).await, "replica");
         let delivered = drain(&mut replica.receiver);
         assert_eq!(delivered.len(), OBJECTS as usize);
         let stats = replica.receiver.stats();
@@ -1313,23 +1310,12 @@ async fn objects_ahead_of_their_announcements_wait_for_them_instead_of_being_dro
 async fn unclaimed_objects_are_dropped_as_lost_after_the_expect_timeout() {
     bounded(async {
         const SIZE: usize = 1024;
-        let ca = ClusterCa::generate("orphans").expect("CA");
+        // One object fills half the room.
         let config = FanoutReceiverConfig {
-            // Room for two unclaimed objects; one fills half of it.
-            limits: MatcherLimits {
-                buffered_bytes: 2 * SIZE,
-                ..MatcherLimits::default()
-            },
             expect_timeout: Duration::from_millis(200),
-            ..FanoutReceiverConfig::default()
+            ..room_for_two(SIZE)
         };
-        let replica = Replica::start(&ca, "replica", config);
-        let writer = endpoint(&ca, "writer");
-        let link = writer
-            .link("replica", replica.address)
-            .await
-            .expect("link")
-            .for_service(SERVICE);
+        let (replica, _writer, link) = replica_and_link(config).await;
         let sender = joined_session(&link, 13, [7; 32], [8; 32]).await;
         let orphan = Bytes::from(vec![1; SIZE]);
         let next = Bytes::from(vec![2; SIZE]);
@@ -1359,7 +1345,7 @@ async fn unclaimed_objects_are_dropped_as_lost_after_the_expect_timeout() {
             .await
             .expect("announce");
         assert_eq!(verdict, ControlAnswer::Verdict(Verdict::Lost));
-        assert_eq!(replica.receiver.stats().matching.evicted, 1);
+        assert_eq!(replica.stats().matching.evicted, 1);
     })
     .await;
 }

@@ -150,8 +150,8 @@ struct Shared {
     probes: AtomicU64,
     refused: AtomicU64,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
-    /// Told when an announcement was registered (it may have claimed an unclaimed object):
-    /// a group's socket task waiting for claims checks again.
+    /// Told when an announcement was settled as it was registered (it claimed an unclaimed
+    /// object, or found it lost): a group's socket task waiting for claims checks again.
     claimed: Notify,
 }
 
@@ -721,7 +721,10 @@ async fn register(shared: &Arc<Shared>, writer: &str, announcement: Announcement
         Announcement::One(expectation) => lock(&shared.matcher).expect(token, writer, expectation),
         Announcement::Bundle(bundle) => lock(&shared.matcher).expect_bundle(token, writer, bundle),
     };
-    shared.claimed.notify_waiters();
+    if !resolved.verdicts.is_empty() {
+        // Settled at once: it took an unclaimed object (or found it lost).
+        shared.claimed.notify_waiters();
+    }
     settle(shared, resolved).await;
     Awaited::Waiting {
         key,
