@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 
 use super::client_calls;
 use super::client_dispatch::{self, Current, InvalidationListener, ReadOutcome, Shared};
-use super::fanout::{FanoutDeliveries, FanoutView, FanoutWriter};
-use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, Side, spawn_with};
+use super::fanout::{FanoutDeliveries, FanoutEnd, FanoutView, FanoutWriter};
+use super::run::{DriverConfig, DriverError, DriverHandle, DriverStats, spawn_with};
 use crate::client::{AbortReason, AskTarget, Client, Conflict, ReadFailure};
 use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
@@ -169,7 +169,7 @@ impl ClientHandle {
         config: DriverConfig,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        Self::start(client, endpoint, config, timeout, Side::Plain, None).await
+        Self::start(client, endpoint, config, timeout, FanoutEnd::None, None).await
     }
 
     /// Like [`connect`](Self::connect), but stores go through `writer`, with its strategy
@@ -220,7 +220,7 @@ impl ClientHandle {
             endpoint,
             config,
             timeout,
-            Side::Writer(writer),
+            FanoutEnd::Writer(writer),
             Some(view.clone()),
         )
         .await?;
@@ -271,7 +271,7 @@ impl ClientHandle {
         endpoint: Endpoint,
         config: DriverConfig,
         timeout: Duration,
-        side: Side,
+        fanout_end: FanoutEnd,
         fanout: Option<FanoutView>,
     ) -> Result<Self, ClientError> {
         let mut config = config;
@@ -280,7 +280,7 @@ impl ClientHandle {
             .report_to
             .get_or_insert_with(|| client.master().to_owned());
         let max_object_size = client.config().max_object_size;
-        let (driver, events) = spawn_with(client, endpoint, config, side);
+        let (driver, events) = spawn_with(client, endpoint, config, fanout_end);
         let shared = Shared::new();
         client_dispatch::start(shared.clone(), events);
         let handle = Self {

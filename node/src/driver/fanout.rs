@@ -1,5 +1,6 @@
-//! Stored objects through the transport's fan-out API: the writer's side for a client
-//! ([`FanoutWriter`]) and the replica's side for a storage ([`FanoutReplica`]).
+//! Stored objects through the transport's fan-out API: the writer's end for a client
+//! ([`FanoutWriter`]) and the replica's end for a storage ([`FanoutReplica`]), one of which
+//! (or none) a driver runs as its [`FanoutEnd`].
 //!
 //! A client's driver hands each [`FanoutStore`](crate::client::FanoutStore) the role emits to
 //! one pump task, which sends the encoded [`Message::Store`] with
@@ -37,6 +38,44 @@ const REJOIN_AFTER: Duration = Duration::from_secs(1);
 /// would hold every store back for the whole connect timeout). The addition goes on in the
 /// background after this.
 const JOIN_WAIT: Duration = Duration::from_secs(2);
+
+/// The fan-out end a driver runs besides the role's messages: a client's writer, a storage's
+/// replica, or none (a master, a client whose stores travel as messages).
+pub(crate) enum FanoutEnd {
+    /// None: stores travel as messages.
+    None,
+    /// A client's fan-out writer.
+    Writer(FanoutWriter),
+    /// A storage's fan-out receiver.
+    Replica(FanoutReplica),
+}
+
+/// What the [`FanoutEnd`] reports.
+pub(crate) enum FanoutEvent {
+    /// What became of a store at a storage (a client).
+    Store(StoreOutcome),
+    /// An object from the fan-out (a storage).
+    Delivered(DeliveredObject),
+}
+
+impl FanoutEnd {
+    pub(crate) async fn next(&mut self) -> FanoutEvent {
+        match self {
+            FanoutEnd::None => std::future::pending().await,
+            FanoutEnd::Writer(writer) => FanoutEvent::Store(writer.next_outcome().await),
+            FanoutEnd::Replica(replica) => FanoutEvent::Delivered(replica.next_object().await),
+        }
+    }
+
+    /// The next event already there, without waiting.
+    pub(crate) fn try_next(&mut self) -> Option<FanoutEvent> {
+        match self {
+            FanoutEnd::None => None,
+            FanoutEnd::Writer(writer) => writer.try_outcome().map(FanoutEvent::Store),
+            FanoutEnd::Replica(replica) => replica.try_object().map(FanoutEvent::Delivered),
+        }
+    }
+}
 
 /// Deliveries of stored objects to one storage, by the path that carried them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

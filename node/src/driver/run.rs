@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use replicast_transport::fanout::{self, DeliveredObject, FanoutFeed};
+use replicast_transport::fanout::{self, FanoutFeed};
 use replicast_transport::quic::{
     Channel, ChannelEnd, ChannelId, ChannelState, Endpoint, Incoming, IncomingMessage,
     IncomingRequest, LinkError, Service, TrySendError,
@@ -15,7 +15,7 @@ use replicast_transport::quic::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::fanout::{FanoutReplica, FanoutWriter, StoreOutcome, store_of};
+use super::fanout::{FanoutEnd, FanoutEvent, FanoutReplica, store_of};
 use super::role::Role;
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
@@ -32,10 +32,10 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Closed channels not yet handled by the driver: each channel reports its end once, so this
 /// only bounds how far the channel watchers may run ahead of the driver.
 const LINK_EVENTS: usize = 256;
-/// The most side events (store outcomes, delivered stores) the driver takes in one turn of
+/// The most fan-out events (store outcomes, delivered stores) the driver takes in one turn of
 /// its loop: enough to take a burst whole, few enough that messages and commands are not
 /// held back behind a long one.
-const SIDE_BURST: usize = 256;
+const FANOUT_BURST: usize = 256;
 
 /// Where the driver finds its peers and how it watches them.
 #[derive(Clone, Debug)]
@@ -259,7 +259,7 @@ pub fn spawn<R: Role>(
     endpoint: Endpoint,
     config: DriverConfig,
 ) -> (DriverHandle<R>, mpsc::UnboundedReceiver<R::Event>) {
-    spawn_with(role, endpoint, config, Side::Plain)
+    spawn_with(role, endpoint, config, FanoutEnd::None)
 }
 
 /// Runs a storage like [`spawn`], with a fan-out receiver started from `fanout`: the
@@ -285,55 +285,18 @@ pub fn spawn_storage(
         role,
         endpoint,
         config,
-        Side::Replica(FanoutReplica::new(receiver, feed)),
+        FanoutEnd::Replica(FanoutReplica::new(receiver, feed)),
     )
-}
-
-/// What the driver runs besides the role's messages.
-pub(crate) enum Side {
-    /// Nothing: stores travel as messages.
-    Plain,
-    /// A client's fan-out writer.
-    Writer(FanoutWriter),
-    /// A storage's fan-out receiver.
-    Replica(FanoutReplica),
-}
-
-/// What the [`Side`] reports.
-enum SideEvent {
-    /// What became of a store at a storage (a client).
-    Store(StoreOutcome),
-    /// An object from the fan-out (a storage).
-    Delivered(DeliveredObject),
-}
-
-impl Side {
-    async fn next(&mut self) -> SideEvent {
-        match self {
-            Side::Plain => std::future::pending().await,
-            Side::Writer(writer) => SideEvent::Store(writer.next_outcome().await),
-            Side::Replica(replica) => SideEvent::Delivered(replica.next_object().await),
-        }
-    }
-
-    /// The next event already there, without waiting.
-    fn try_next(&mut self) -> Option<SideEvent> {
-        match self {
-            Side::Plain => None,
-            Side::Writer(writer) => writer.try_outcome().map(SideEvent::Store),
-            Side::Replica(replica) => replica.try_object().map(SideEvent::Delivered),
-        }
-    }
 }
 
 pub(crate) fn spawn_with<R: Role>(
     role: R,
     endpoint: Endpoint,
     config: DriverConfig,
-    side: Side,
+    fanout: FanoutEnd,
 ) -> (DriverHandle<R>, mpsc::UnboundedReceiver<R::Event>) {
-    let feed = match &side {
-        Side::Replica(replica) => Some(replica.feed().clone()),
+    let feed = match &fanout {
+        FanoutEnd::Replica(replica) => Some(replica.feed().clone()),
         _ => None,
     };
     let (commands, command_queue) = mpsc::unbounded_channel();
@@ -349,7 +312,7 @@ pub(crate) fn spawn_with<R: Role>(
         events,
         link_events,
         counters: counters.clone(),
-        side,
+        fanout,
         report_to: config.report_to,
         gate: Gate::new(config.revocation, config.limits),
         deferred: HashMap::new(),
@@ -404,7 +367,7 @@ struct Driver<R: Role> {
     events: mpsc::UnboundedSender<R::Event>,
     link_events: mpsc::Sender<ChannelClosed>,
     counters: Arc<Counters>,
-    side: Side,
+    fanout: FanoutEnd,
     report_to: Option<String>,
     /// What every message, request and fan-out session passes before the role sees it.
     gate: Gate,
@@ -469,19 +432,19 @@ impl<R: Role> Driver<R> {
                 }
                 _ = report.tick(), if self.report_to.is_some() => self.send_report().await,
                 () = self.role.background() => {}
-                event = self.side.next(), if self.role.takes_stores() => {
-                    self.side_event(event);
+                event = self.fanout.next(), if self.role.takes_stores() => {
+                    self.fanout_event(event);
                     // Those already there go in before the next flush: a commit's stores and
                     // their outcomes come by the thousand, and a turn of this loop for each
                     // (a flush, a timer) cost more than the event.
-                    for _ in 1..SIDE_BURST {
+                    for _ in 1..FANOUT_BURST {
                         if !self.role.takes_stores() {
                             break;
                         }
-                        let Some(event) = self.side.try_next() else {
+                        let Some(event) = self.fanout.try_next() else {
                             break;
                         };
-                        self.side_event(event);
+                        self.fanout_event(event);
                     }
                 }
             }
@@ -526,8 +489,8 @@ impl<R: Role> Driver<R> {
             .filter(|(_, channels)| channels.is_live())
             .map(|(peer, _)| peer.as_str())
             .collect();
-        let paths = match &self.side {
-            Side::Writer(writer) => writer.store_paths(),
+        let paths = match &self.fanout {
+            FanoutEnd::Writer(writer) => writer.store_paths(),
             _ => std::collections::BTreeMap::new(),
         };
         peers.extend(paths.keys().map(String::as_str));
@@ -550,18 +513,18 @@ impl<R: Role> Driver<R> {
         }
     }
 
-    fn side_event(&mut self, event: SideEvent) {
+    fn fanout_event(&mut self, event: FanoutEvent) {
         match event {
-            SideEvent::Store(outcome) if outcome.delivered => {
+            FanoutEvent::Store(outcome) if outcome.delivered => {
                 self.role
                     .fanout_delivered(SystemTime::now(), outcome.id, &outcome.storage);
             }
-            SideEvent::Store(outcome) => {
+            FanoutEvent::Store(outcome) => {
                 Counters::bump(&self.counters.fanout_failures);
                 self.role
                     .fanout_failed(SystemTime::now(), outcome.id, &outcome.storage);
             }
-            SideEvent::Delivered(object) => match store_of(&object) {
+            FanoutEvent::Delivered(object) => match store_of(&object) {
                 Ok(store) => {
                     tracing::trace!(writer = %object.writer, "received a store by fan-out");
                     Counters::bump(&self.counters.fanout_stores);
@@ -581,8 +544,8 @@ impl<R: Role> Driver<R> {
         // check`, `status`) and the fan-out's. Every request and object names its service
         // (the transport carries it), and goes by that alone: never by whether its bytes
         // happen to decode as one of this protocol's messages.
-        match (incoming.service(), &self.side) {
-            (Some(fanout::SERVICE), Side::Replica(replica)) => {
+        match (incoming.service(), &self.fanout) {
+            (Some(fanout::SERVICE), FanoutEnd::Replica(replica)) => {
                 let admitted = self.gate.admit_fanout(
                     Instant::now(),
                     incoming.peer(),
@@ -869,7 +832,7 @@ impl<R: Role> Driver<R> {
             while let Some(store) = self.role.poll_fanout() {
                 idle = false;
                 let bytes = Bytes::from(encode(&store.message));
-                if let Side::Writer(writer) = &self.side {
+                if let FanoutEnd::Writer(writer) = &self.fanout {
                     let replicas = store
                         .replicas
                         .into_iter()
