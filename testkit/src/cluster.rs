@@ -1,7 +1,8 @@
-//! In-process clusters: a master and its storages (redb in a temporary directory), each a
-//! node driver on its own QUIC endpoint on 127.0.0.1 with a certificate of the cluster's own
-//! CA; storages receive stored objects through the fan-out (over QUIC and on a multicast group
-//! when a writer uses one). Every socket may be emulated ([`ClusterBuilder::emulate`]).
+//! In-process clusters: a master (its log on disk, written behind, as a daemon runs it) and its
+//! storages (redb in a temporary directory), each a node driver on its own QUIC endpoint on
+//! 127.0.0.1 with a certificate of the cluster's own CA; storages receive stored objects
+//! through the fan-out (over QUIC and on a multicast group when a writer uses one). Every
+//! socket may be emulated ([`ClusterBuilder::emulate`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), replicast_testkit::TestkitError> {
@@ -24,11 +25,12 @@ use std::time::{Duration, SystemTime};
 
 use replicast_certs::ClusterCa;
 use replicast_node::client::{Client, ClientConfig};
+use replicast_node::consensus::RaftLog;
 use replicast_node::driver::{
     ClientHandle, DriverConfig, DriverHandle, Role, spawn, spawn_storage,
 };
 use replicast_node::engine::Engine;
-use replicast_node::master::{Master, MasterConfig};
+use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
 use replicast_node::persist::{PersistConfig, ThreadedStorage};
 use replicast_node::storage::StorageConfig;
@@ -186,8 +188,7 @@ impl ClusterBuilder {
         let master_address = local_address(&master_endpoint, MASTER)?;
         let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         let (master, _events) = spawn(
-            Master::new(table, self.master.clone())
-                .map_err(|e| TestkitError::setup("master", e))?,
+            master(dir.path(), table, self.master.clone())?,
             master_endpoint,
             DriverConfig::default(),
         );
@@ -395,6 +396,21 @@ pub async fn wait_for<R: Role>(
     tokio::time::timeout(WAIT, polling)
         .await
         .map_err(|_| TestkitError::timeout(what, WAIT))?
+}
+
+/// The master of an in-process cluster, as a daemon runs it: its log in `dir`, written by a
+/// thread of its own (so the bench's commits pay the master's fsync, as they do in a
+/// deployment).
+fn master(dir: &Path, table: PartitionTable, config: MasterConfig) -> Result<Master, TestkitError> {
+    let group = GroupConfig::lone(MASTER);
+    let log = RaftLog::open(dir.join("master.log"), &group.voters())
+        .map_err(|e| TestkitError::setup("the master's log", e))?;
+    let mut master = Master::open(table, config, group, log, SystemTime::now())
+        .map_err(|e| TestkitError::setup("master", e))?;
+    master
+        .write_log_behind()
+        .map_err(|e| TestkitError::setup("the master's log writer", e))?;
+    Ok(master)
 }
 
 /// The redb engine in file `file` of `dir`, created if it does not exist yet.

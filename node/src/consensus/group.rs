@@ -2,8 +2,9 @@
 //!
 //! It wraps raft-rs' `RawNode` over the [`RaftLog`] and does what raft-rs prescribes for each
 //! `Ready`: the messages a leader may send at once go out first; the snapshot, the new entries
-//! and the hard state are made durable in one redb transaction; only then go the messages
-//! that depend on them (votes, append answers); committed entries are handed to the state
+//! and the hard state are made durable in one redb transaction (within the call, or on the
+//! log's writer thread after [`Group::write_behind`]); only then go the messages that depend
+//! on them (votes, append answers); committed entries are handed to the state
 //! machine ([`Group::take_applied`]) in log order. Time comes from the caller: raft's ticks
 //! are due every [`GroupSettings::tick`] of the `now` passed in, which is what lets a
 //! simulation run the group on a virtual clock.
@@ -19,9 +20,10 @@ use bytes::Bytes;
 use raft::eraftpb::{EntryType, Message as RaftMessage};
 use raft::{RawNode, StateRole};
 
-use super::error::ConsensusError;
+use super::error::{ConsensusError, LogError};
 use super::log::RaftLog;
 use super::wire::ConsensusMessage;
+use super::writer::LogWriter;
 
 /// Raft's timing and the log's compaction, for one master.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +105,22 @@ pub struct Group {
     next_tick: SystemTime,
     outbox: VecDeque<(String, ConsensusMessage)>,
     applied: VecDeque<Applied>,
+    /// The thread that writes the log, once [`write_behind`](Self::write_behind) started it;
+    /// until then each `Ready` is written before `pump` returns.
+    writer: Option<LogWriter>,
+    /// The `Ready`s handed to the writer (or behind one that was) and not yet durable, in
+    /// order, with the messages that wait for them.
+    unwritten: VecDeque<Unwritten>,
+    /// The number of the last `Ready` handled.
+    last_ready: u64,
+}
+
+/// A `Ready` not yet durable, and the messages that promise what it writes.
+struct Unwritten {
+    number: u64,
+    /// Whether it wrote anything itself (if not, it is durable once those before it are).
+    writes: bool,
+    messages: Vec<RaftMessage>,
 }
 
 impl std::fmt::Debug for Group {
@@ -209,6 +227,9 @@ impl Group {
             settings,
             outbox: VecDeque::new(),
             applied: VecDeque::new(),
+            writer: None,
+            unwritten: VecDeque::new(),
+            last_ready: 0,
         };
         group.pump()?;
         Ok(group)
@@ -301,8 +322,70 @@ impl Group {
         }
         let term = self.node.raft.raft_log.term(applied)?;
         let state = state()?;
-        self.node.mut_store().compact(applied, term, state)?;
+        match self.writer.as_mut() {
+            None => self.node.mut_store().compact(applied, term, state)?,
+            Some(writer) => {
+                // Behind the writes queued before it: the entries it drops may still be on
+                // their way to the disk.
+                if let Some(write) = self.node.mut_store().stage_compaction(applied, term, state) {
+                    writer.send(self.last_ready, write)?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// From now on the log is written by a thread of its own ([`LogWriter`]): `Ready`s are
+    /// staged in memory and written in batches, and what depends on them waits until the
+    /// caller reports them durable ([`written`](Self::written), with what
+    /// [`next_written`](Self::next_written) returns). The masters' daemon runs its group this
+    /// way; a simulation, which has no disk to wait for, does not.
+    pub fn write_behind(&mut self) -> Result<(), ConsensusError> {
+        if self.writer.is_none() {
+            let writer = LogWriter::start(self.node.store().database()).map_err(|error| {
+                LogError::Database {
+                    what: "start the log's writer thread",
+                    message: error.to_string(),
+                }
+            })?;
+            self.writer = Some(writer);
+        }
+        Ok(())
+    }
+
+    /// Waits until the writer made another batch durable: the number of the last `Ready`
+    /// written, for [`written`](Self::written). Never returns without a writer.
+    pub async fn next_written(&mut self) -> Result<u64, ConsensusError> {
+        match self.writer.as_mut() {
+            Some(writer) => {
+                let mut last = writer.written().await?;
+                // Batches that completed meanwhile, taken together.
+                while let Some(more) = writer.try_written() {
+                    last = last.max(more?);
+                }
+                Ok(last)
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Every `Ready` up to `number` is durable: the messages that waited for them go out,
+    /// raft counts their entries as this member's, and what that commits is handed on.
+    pub fn written(&mut self, number: u64) -> Result<(), ConsensusError> {
+        let mut durable = None;
+        while let Some(front) = self.unwritten.front() {
+            if front.writes && front.number > number {
+                break;
+            }
+            if let Some(front) = self.unwritten.pop_front() {
+                durable = Some(front.number);
+                self.queue_messages(front.messages);
+            }
+        }
+        if let Some(durable) = durable {
+            self.node.on_persist_ready(durable);
+        }
+        self.pump()
     }
 
     /// The next message for another master.
@@ -398,6 +481,11 @@ impl Group {
             let committed = ready.take_committed_entries();
             self.queue_committed(committed);
             let hard_state = ready.hs().cloned();
+            self.last_ready = ready.number();
+            if self.writer.is_some() {
+                self.stage(ready, snapshot.as_ref(), hard_state.as_ref())?;
+                continue;
+            }
             self.node.mut_store().persist(
                 snapshot.as_ref(),
                 ready.entries(),
@@ -410,6 +498,54 @@ impl Group {
             let committed = light.take_committed_entries();
             self.queue_committed(committed);
             self.node.advance_apply();
+        }
+        Ok(())
+    }
+
+    /// `ready` with a writer: its changes taken in memory and queued for the disk, its votes
+    /// and append answers held until they are durable ([`written`](Self::written)).
+    fn stage(
+        &mut self,
+        mut ready: raft::Ready,
+        snapshot: Option<&raft::eraftpb::Snapshot>,
+        hard_state: Option<&raft::eraftpb::HardState>,
+    ) -> Result<(), ConsensusError> {
+        let number = ready.number();
+        let log = self.node.store().hard_state();
+        // A hard state that only moves the commit index is written lazily, with the next
+        // write (as the inline path does): a lower commit index after a crash is learned
+        // again, and a write of its own would cost every batch a second fsync.
+        let lazy = snapshot.is_none()
+            && ready.entries().is_empty()
+            && hard_state.is_some_and(|state| state.term == log.term && state.vote == log.vote);
+        let write = self
+            .node
+            .mut_store()
+            .stage(snapshot, ready.entries(), hard_state)
+            .filter(|_| !lazy);
+        let messages = ready.take_persisted_messages();
+        // raft reads the staged entries from the log's memory from now on, and counts them
+        // as this member's only once told they are durable.
+        self.node.advance_append_async(ready);
+        self.node.advance_apply();
+        match (write, self.writer.as_mut()) {
+            (Some(write), Some(writer)) => {
+                writer.send(number, write)?;
+                self.unwritten.push_back(Unwritten {
+                    number,
+                    writes: true,
+                    messages,
+                });
+            }
+            (None, _) if self.unwritten.is_empty() => {
+                self.queue_messages(messages);
+                self.node.on_persist_ready(number);
+            }
+            _ => self.unwritten.push_back(Unwritten {
+                number,
+                writes: false,
+                messages,
+            }),
         }
         Ok(())
     }
@@ -444,6 +580,7 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consensus::ConsensusKind;
 
     fn masters(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
@@ -558,5 +695,123 @@ mod tests {
             assert_eq!(commands, [Bytes::from_static(b"c")], "{}", group.name());
             assert_eq!(group.leader(), Some("m1"));
         }
+    }
+
+    /// Runs `future` to completion on a runtime of its own (the writer's completions come
+    /// through tokio's channel).
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    fn commands(group: &mut Group) -> Vec<Bytes> {
+        std::iter::from_fn(|| group.take_applied())
+            .filter_map(|applied| match applied {
+                Applied::Entry { data, .. } if !data.is_empty() => Some(data),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_master_writing_behind_commits_only_once_its_writer_made_the_entries_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("m.log");
+        let now = SystemTime::UNIX_EPOCH;
+        let log = RaftLog::open(&path, &[raft_id("m")]).expect("log");
+        let mut group =
+            Group::new("m", &masters(&["m"]), log, GroupSettings::default(), now).expect("group");
+        group.write_behind().expect("writer");
+        commands(&mut group);
+        for command in [b"a", b"b", b"c"] {
+            group.propose(command.to_vec()).expect("propose");
+        }
+        assert!(
+            commands(&mut group).is_empty(),
+            "nothing commits before the writer said it is on disk"
+        );
+        let mut applied = Vec::new();
+        for _ in 0..10 {
+            let written = block_on(group.next_written()).expect("written");
+            group.written(written).expect("taken");
+            applied.extend(commands(&mut group));
+            if applied.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(applied, [b"a".as_slice(), b"b", b"c"]);
+        let last = group.status().last_index;
+        drop(group);
+        // Dropping the group joined its writer: the file opens again, with the entries.
+        let log = RaftLog::open(&path, &[raft_id("m")]).expect("reopen");
+        assert_eq!(log.last(), last);
+    }
+
+    #[test]
+    fn a_follower_writing_behind_answers_an_append_only_once_it_is_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let names = masters(&["m1", "m2"]);
+        let ids: Vec<u64> = names.iter().map(|name| raft_id(name)).collect();
+        let mut now = SystemTime::UNIX_EPOCH;
+        let mut groups: BTreeMap<String, Group> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let settings = GroupSettings {
+                    election_ticks: 10 + 3 * i,
+                    max_election_ticks: 11 + 3 * i,
+                    ..GroupSettings::default()
+                };
+                let log = RaftLog::open(dir.path().join(format!("{name}.log")), &ids).expect("log");
+                (
+                    name.clone(),
+                    Group::new(name, &names, log, settings, now).expect("group"),
+                )
+            })
+            .collect();
+        for _ in 0..100 {
+            now += Duration::from_millis(50);
+            for group in groups.values_mut() {
+                group.tick(now).expect("tick");
+            }
+            settle(&mut groups);
+            if groups.values().any(Group::leads_with_current_state) {
+                break;
+            }
+        }
+        assert!(groups["m1"].leads_with_current_state());
+        let mut follower = groups.remove("m2").expect("m2");
+        let mut leader = groups.remove("m1").expect("m1");
+        follower.write_behind().expect("writer");
+        leader.propose(b"c".to_vec()).expect("propose");
+        let appends: Vec<ConsensusMessage> = std::iter::from_fn(|| leader.poll_message())
+            .map(|(to, message)| {
+                assert_eq!(to, "m2");
+                message
+            })
+            .collect();
+        assert!(
+            appends
+                .iter()
+                .any(|message| message.kind == ConsensusKind::Append)
+        );
+        for message in &appends {
+            follower.step("m1", message).expect("step");
+        }
+        assert!(
+            follower.poll_message().is_none(),
+            "no answer promises entries before they are on disk"
+        );
+        let written = block_on(follower.next_written()).expect("written");
+        follower.written(written).expect("taken");
+        let answers: Vec<ConsensusKind> = std::iter::from_fn(|| follower.poll_message())
+            .map(|(_, message)| message.kind)
+            .collect();
+        assert!(
+            answers.contains(&ConsensusKind::AppendResponse),
+            "{answers:?}"
+        );
     }
 }

@@ -3,12 +3,16 @@
 //! One redb file per master holds the log entries, raft's hard state (term, vote, commit) and
 //! the latest snapshot of the state machine. Everything raft reads is also kept in memory
 //! (the entries since the last snapshot, a bounded number since the log is compacted), so the
-//! trait's reads never touch the disk; every write goes to redb first, in one durable
-//! transaction per [`Ready`](raft::Ready), then to memory. A master killed at any point
-//! restarts from what its last transaction made durable, which is what raft requires: nothing
-//! is sent that depends on an entry or a vote before it is on disk.
+//! trait's reads never touch the disk. A [`Ready`](raft::Ready) is taken in memory and
+//! written to redb in one durable transaction, either within the call ([`RaftLog::persist`])
+//! or, for a master that writes behind, later on a [`LogWriter`](super::LogWriter) thread,
+//! together with the `Ready`s staged meanwhile (`RaftLog::stage`). A master killed at any
+//! point restarts from what its last transaction made durable, which is what raft requires:
+//! nothing is sent that depends on an entry or a vote before it is on disk (the
+//! [`Group`](super::Group) holds it until then).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -41,7 +45,7 @@ struct StoredHardState {
 
 /// The replicated log of one master; see the documentation of `consensus/log.rs`.
 pub struct RaftLog {
-    db: Database,
+    db: Arc<Database>,
     hard_state: HardState,
     /// The latest snapshot (index 0 and no data before the first compaction; its membership
     /// is the group's initial one then).
@@ -162,7 +166,7 @@ impl RaftLog {
             ..HardState::default()
         };
         let log = Self {
-            db,
+            db: Arc::new(db),
             hard_state,
             snapshot,
             entries,
@@ -290,7 +294,7 @@ impl RaftLog {
     }
 
     /// Makes `entries` (which may replace a suffix of the log), `hard_state` and `snapshot`
-    /// durable in one transaction, then takes them in memory. A snapshot replaces every entry
+    /// durable in one transaction, and takes them in memory. A snapshot replaces every entry
     /// it covers.
     pub fn persist(
         &mut self,
@@ -298,8 +302,24 @@ impl RaftLog {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), LogError> {
+        match self.stage(snapshot, entries, hard_state) {
+            Some(write) => write_durably(&self.db, std::slice::from_ref(&write)),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes `entries`, `hard_state` and `snapshot` in memory at once (raft then reads them
+    /// from here) and returns the write that makes them durable (`None`: nothing to write),
+    /// for [`write_durably`] to run, in order with the writes staged before it. Nothing that
+    /// depends on them may be sent before it ran (see [`Group`](super::Group)).
+    pub(crate) fn stage(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Option<LogWrite> {
         if snapshot.is_none() && entries.is_empty() && hard_state.is_none() {
-            return Ok(());
+            return None;
         }
         let snapshot = snapshot.map(SnapshotData::from_raft);
         // A snapshot whose last entry is ours keeps the entries after it (a compaction);
@@ -310,46 +330,24 @@ impl RaftLog {
                     .entry(snapshot.index)
                     .is_some_and(|entry| entry.term == snapshot.term)
         });
-        let mut txn = self.db.begin_write().map_err(db_err("begin"))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(db_err("set durability"))?;
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(db_err("open entries"))?;
-            let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
-            if let Some(snapshot) = &snapshot {
-                if consistent {
-                    table
-                        .retain_in(..=snapshot.index, |_, _| false)
-                        .map_err(db_err("drop covered entries"))?;
-                } else {
-                    table
-                        .retain(|_, _| false)
-                        .map_err(db_err("drop the entries"))?;
-                }
-                meta.insert(SNAPSHOT, encode(snapshot).as_slice())
-                    .map_err(db_err("write snapshot"))?;
-            }
-            if let Some(first) = entries.first() {
-                table
-                    .retain_in(first.index.., |_, _| false)
-                    .map_err(db_err("truncate entries"))?;
-                for entry in entries {
-                    table
-                        .insert(entry.index, encode(&LogEntry::from_raft(entry)).as_slice())
-                        .map_err(db_err("write entry"))?;
-                }
-            }
-            if let Some(state) = hard_state {
-                let stored = StoredHardState {
+        let write = LogWrite {
+            snapshot: snapshot
+                .as_ref()
+                .map(|snapshot| (snapshot.index, encode(snapshot))),
+            consistent,
+            first: entries.first().map(|entry| entry.index),
+            entries: entries
+                .iter()
+                .map(|entry| (entry.index, encode(&LogEntry::from_raft(entry))))
+                .collect(),
+            hard_state: hard_state.map(|state| {
+                encode(&StoredHardState {
                     term: state.term,
                     vote: state.vote,
                     commit: state.commit,
-                };
-                meta.insert(HARD_STATE, encode(&stored).as_slice())
-                    .map_err(db_err("write hard state"))?;
-            }
-        }
-        txn.commit().map_err(db_err("commit"))?;
+                })
+            }),
+        };
         if let Some(snapshot) = snapshot {
             let covered = usize::try_from(snapshot.index.saturating_sub(self.snapshot.index))
                 .unwrap_or(usize::MAX);
@@ -371,7 +369,18 @@ impl RaftLog {
         if let Some(state) = hard_state {
             self.hard_state = state.clone();
         }
-        Ok(())
+        Some(write)
+    }
+
+    /// raft's hard state as this log holds it in memory.
+    pub(crate) fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The database, for a [`LogWriter`](super::LogWriter) that runs the staged writes on a
+    /// thread of its own.
+    pub(crate) fn database(&self) -> Arc<Database> {
+        self.db.clone()
     }
 
     /// Replaces the entries up to `index` (applied, of term `term`) with a snapshot of the
@@ -389,10 +398,87 @@ impl RaftLog {
         self.persist(Some(&snapshot.to_raft()), &[], None)
     }
 
+    /// [`compact`](Self::compact) in memory, returning the write that makes it durable, for
+    /// a log whose writes run on a [`LogWriter`](super::LogWriter) (in order with the writes
+    /// staged before it, which may still be on their way to the disk).
+    pub(crate) fn stage_compaction(
+        &mut self,
+        index: u64,
+        term: u64,
+        data: Vec<u8>,
+    ) -> Option<LogWrite> {
+        if index <= self.snapshot.index || index > self.last() {
+            return None;
+        }
+        let snapshot = SnapshotData {
+            index,
+            term,
+            membership: self.snapshot.membership.clone(),
+            data: data.into(),
+        };
+        self.stage(Some(&snapshot.to_raft()), &[], None)
+    }
+
     fn entry(&self, index: u64) -> Option<&Entry> {
         let offset = index.checked_sub(self.snapshot.index + 1)?;
         self.entries.get(usize::try_from(offset).ok()?)
     }
+}
+
+/// What one staged change of the log writes to redb: its encoded snapshot, entries and hard
+/// state (see [`RaftLog::stage`]).
+#[derive(Debug)]
+pub(crate) struct LogWrite {
+    /// The snapshot's index and encoding.
+    snapshot: Option<(u64, Vec<u8>)>,
+    /// Whether the snapshot keeps the entries after it (a compaction, or one that agrees
+    /// with this log), or replaces the whole log.
+    consistent: bool,
+    /// The index of the first entry, from which every stored entry is replaced.
+    first: Option<u64>,
+    entries: Vec<(u64, Vec<u8>)>,
+    hard_state: Option<Vec<u8>>,
+}
+
+/// Runs `writes` in order in one durable redb transaction: one fsync however many there are.
+pub(crate) fn write_durably(db: &Database, writes: &[LogWrite]) -> Result<(), LogError> {
+    let mut txn = db.begin_write().map_err(db_err("begin"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(db_err("set durability"))?;
+    {
+        let mut table = txn.open_table(ENTRIES).map_err(db_err("open entries"))?;
+        let mut meta = txn.open_table(META).map_err(db_err("open meta"))?;
+        for write in writes {
+            if let Some((index, snapshot)) = &write.snapshot {
+                if write.consistent {
+                    table
+                        .retain_in(..=*index, |_, _| false)
+                        .map_err(db_err("drop covered entries"))?;
+                } else {
+                    table
+                        .retain(|_, _| false)
+                        .map_err(db_err("drop the entries"))?;
+                }
+                meta.insert(SNAPSHOT, snapshot.as_slice())
+                    .map_err(db_err("write snapshot"))?;
+            }
+            if let Some(first) = write.first {
+                table
+                    .retain_in(first.., |_, _| false)
+                    .map_err(db_err("truncate entries"))?;
+                for (index, entry) in &write.entries {
+                    table
+                        .insert(*index, entry.as_slice())
+                        .map_err(db_err("write entry"))?;
+                }
+            }
+            if let Some(state) = &write.hard_state {
+                meta.insert(HARD_STATE, state.as_slice())
+                    .map_err(db_err("write hard state"))?;
+            }
+        }
+    }
+    txn.commit().map_err(db_err("commit"))
 }
 
 /// `names` sorted, each once: how the log keeps them.

@@ -9,6 +9,8 @@
 //! - [`Group`]: the `RawNode` driven by `(now, message)` inputs, persisting each `Ready`
 //!   before the messages that depend on it and handing committed entries to the state
 //!   machine ([`Applied`]);
+//! - [`LogWriter`]: the thread that makes a daemon's log writes durable in batches, off the
+//!   event loop;
 //! - [`ConsensusMessage`]: raft's messages as our own serde types, so that network bytes are
 //!   decoded by postcard (totally), never by rust-protobuf.
 //!
@@ -19,8 +21,10 @@ mod error;
 mod group;
 mod log;
 mod wire;
+mod writer;
 
 pub use error::{ConsensusError, LogError};
 pub use group::{Applied, Group, GroupSettings, GroupStatus, raft_id};
 pub use log::RaftLog;
 pub use wire::{ConsensusKind, ConsensusMessage, EntryKind, LogEntry, Membership, SnapshotData};
+pub use writer::LogWriter;

@@ -201,6 +201,13 @@ impl Role for Master {
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         Master::peer_address(self, peer)
     }
+    async fn background(&mut self) {
+        // The log's writer made a batch durable: what waited for it goes on.
+        let written = self.next_log_written().await;
+        if let Err(error) = self.log_written(SystemTime::now(), written) {
+            tracing::warn!(%error, "after the master's log was written");
+        }
+    }
 }
 
 impl Role for Client {

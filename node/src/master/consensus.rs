@@ -272,6 +272,23 @@ impl Consensus {
         self.group.peer_lost(master);
     }
 
+    pub(super) fn write_behind(&mut self) -> Result<(), ConsensusError> {
+        let result = self.group.write_behind();
+        self.check(result)
+    }
+
+    pub(super) async fn next_written(&mut self) -> Result<u64, ConsensusError> {
+        self.group.next_written().await
+    }
+
+    pub(super) fn written(
+        &mut self,
+        written: Result<u64, ConsensusError>,
+    ) -> Result<(), ConsensusError> {
+        let result = written.and_then(|number| self.group.written(number));
+        self.check(result)
+    }
+
     /// Sends `message` to `to` now, not as an order (a redirect, a follower's answer).
     pub(super) fn send_direct(&mut self, to: &str, message: Message) {
         self.direct.push_back(Transmit {
@@ -462,6 +479,51 @@ impl Master {
     /// (equal to it once they committed).
     pub fn working_state(&self) -> &ReplicatedState {
         &self.state
+    }
+
+    /// From now on this master's log is written by a thread of its own, in batches: the
+    /// decisions that come while one batch is on its way to the disk share the next one's
+    /// fsync, and the master goes on serving meanwhile. What depends on a write (a decision's
+    /// answers and orders, a vote) still waits for it: the driver awaits
+    /// [`next_log_written`](Self::next_log_written) and hands the result to
+    /// [`log_written`](Self::log_written) (`Role::background`). Without this, as in the
+    /// simulations, each input's writes are durable before it returns.
+    ///
+    /// ```
+    /// use replicast_node::master::{GroupConfig, Master, MasterConfig};
+    /// use replicast_node::consensus::RaftLog;
+    /// use replicast_node::partition::PartitionTable;
+    /// use std::time::SystemTime;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let table = PartitionTable::new(4, 1, &["s1".to_string()])?;
+    /// let group = GroupConfig::lone("master");
+    /// let log = RaftLog::open(dir.path().join("master.log"), &group.voters())?;
+    /// let mut master = Master::open(table, MasterConfig::default(), group, log, SystemTime::now())?;
+    /// master.write_log_behind()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_log_behind(&mut self) -> Result<(), ConsensusError> {
+        self.consensus.write_behind()
+    }
+
+    /// Waits until the log's writer made another batch durable (never, unless
+    /// [`write_log_behind`](Self::write_log_behind) started it).
+    pub async fn next_log_written(&mut self) -> Result<u64, ConsensusError> {
+        self.consensus.next_written().await
+    }
+
+    /// What [`next_log_written`](Self::next_log_written) returned, at `now`: what waited for
+    /// those writes goes on (a failed write stops the master, see
+    /// [`failure`](Self::failure)).
+    pub fn log_written(
+        &mut self,
+        now: SystemTime,
+        written: Result<u64, ConsensusError>,
+    ) -> Result<(), ProtocolError> {
+        let result = self.consensus.written(written).map_err(ProtocolError::from);
+        let settled = self.settle(now);
+        result.and(settled)
     }
 
     /// Why this master stopped serving, if it did: its log could not be written or read, or
