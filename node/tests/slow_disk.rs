@@ -2,12 +2,15 @@
 //! writer thread waits in it before each batch; redb itself is unchanged): loads and status
 //! are still answered while every writer is stuck, writers are slowed and not failed, and what
 //! waits for the disk on a storage stays under its bound while the fan-out holds the rest.
+//! And a master whose log disk is stopped, through the same hook in its log writer: it goes on
+//! taking finishes, answers none before its decision is durable, and writes those that queued
+//! up together.
 //!
 //! A master and three storages (P = 12, R = 3: every storage holds every object) in-process on
 //! QUIC endpoints with certificates, clients storing through the unicast fan-out.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use replicast_node::client::{Client, ClientConfig};
@@ -18,6 +21,7 @@ use replicast_node::persist::{PersistConfig, PersistStats};
 use replicast_node::storage::StorageConfig;
 use replicast_node::transaction::TransactionInfo;
 use replicast_testkit::cluster::{Cluster as TestCluster, MASTER, STORAGES, WAIT};
+use replicast_testkit::disk::Disk;
 use replicast_transport::fanout::Fanout;
 
 /// What may wait for the disk on a storage before it stops taking stores (small, so that a
@@ -26,65 +30,17 @@ const UNPERSISTED_BYTES: usize = 512 << 10;
 /// The size of each stored object.
 const OBJECT: usize = 64 << 10;
 
-/// The disk of the storages, as their writers see it: stopped (a writer waits before its
-/// batch until it runs again) or slow (a delay before each batch).
-#[derive(Default)]
-struct Disk {
-    state: Mutex<DiskState>,
-    changed: Condvar,
+/// Whose writes go to the test's [`Disk`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnTheDisk {
+    /// Every storage's writer.
+    Storages,
+    /// The master's log writer.
+    MasterLog,
 }
 
-#[derive(Default)]
-struct DiskState {
-    stopped: bool,
-    delay: Duration,
-    /// Writers waiting in a stopped disk now.
-    waiting: usize,
-}
-
-impl Disk {
-    fn lock(&self) -> MutexGuard<'_, DiskState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The hook a writer runs before each batch.
-    fn before_batch(&self) {
-        let mut state = self.lock();
-        if state.stopped {
-            state.waiting += 1;
-            self.changed.notify_all();
-            while state.stopped {
-                state = self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.waiting -= 1;
-        }
-        let delay = state.delay;
-        drop(state);
-        // The slow disk itself: this thread is the storage's writer, nothing else waits here.
-        std::thread::sleep(delay);
-    }
-
-    fn stop(&self) {
-        self.lock().stopped = true;
-    }
-
-    /// Runs again, `delay` before each batch from now on.
-    fn run(&self, delay: Duration) {
-        let mut state = self.lock();
-        state.stopped = false;
-        state.delay = delay;
-        self.changed.notify_all();
-    }
-
-    fn waiting(&self) -> usize {
-        self.lock().waiting
-    }
-}
-
-/// The testkit's in-process cluster, every storage's writer on the one [`Disk`].
+/// The testkit's in-process cluster, the storages' writers or the master's log writer on the
+/// one [`Disk`].
 struct Cluster {
     nodes: TestCluster,
     disk: Arc<Disk>,
@@ -114,18 +70,25 @@ fn storage_config() -> StorageConfig {
 }
 
 impl Cluster {
-    /// Starts the cluster (P = 12, R = 3); returns once every storage announced itself and
-    /// its address to the master.
+    /// Starts the cluster (P = 12, R = 3), the storages on the test's disk; returns once
+    /// every storage announced itself and its address to the master.
     async fn start() -> Self {
+        Self::start_with(OnTheDisk::Storages).await
+    }
+
+    async fn start_with(on_the_disk: OnTheDisk) -> Self {
         let disk = Arc::new(Disk::default());
-        let hook_disk = disk.clone();
-        let nodes = TestCluster::builder("slow-disk-test")
+        let builder = TestCluster::builder("slow-disk-test")
             .table(12, 3)
-            .storage_config(storage_config())
-            .persist_config(PersistConfig {
-                before_batch: Some(Arc::new(move || hook_disk.before_batch())),
+            .storage_config(storage_config());
+        let builder = match on_the_disk {
+            OnTheDisk::Storages => builder.persist_config(PersistConfig {
+                before_batch: Some(disk.hook()),
                 ..PersistConfig::default()
-            })
+            }),
+            OnTheDisk::MasterLog => builder.master_log_hook(disk.hook()),
+        };
+        let nodes = builder
             .start()
             .await
             .expect("the cluster starts and every storage announces its address");
@@ -442,4 +405,82 @@ fn revision(loaded: Option<(Tid, ObjectData)>) -> Option<(Tid, u8)> {
         let whole = data == object(seed);
         (tid, if whole { seed } else { 0 })
     })
+}
+
+/// A master whose log disk stops goes on taking finishes (its event loop does not wait for
+/// the disk), answers none before its decision is durable, and once the disk runs again makes
+/// the decisions that queued up durable together: in at most two log batches for eight
+/// commits (the one that was waiting, then the rest). A master that wrote its log on its
+/// event loop served nothing while a write waited, and wrote one batch per finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_whose_log_disk_stops_takes_finishes_meanwhile_and_writes_them_together() {
+    const WRITERS: usize = 8;
+    let cluster = Cluster::start_with(OnTheDisk::MasterLog).await;
+    let mut writers = Vec::new();
+    for index in 0..WRITERS {
+        let client = cluster.client(&format!("client-writer-{index}")).await;
+        let oids = client.new_oids(1).await.expect("oids");
+        writers.push((client, oids));
+    }
+    cluster.disk.stop();
+    let batches_before = cluster.disk.batches();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (index, (client, oids)) in writers.into_iter().enumerate() {
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            let tid = commit(&client, &oids, index as u8).await;
+            answered.fetch_add(1, Ordering::Relaxed);
+            (client, tid)
+        }));
+    }
+    // Every finish reaches the master, which decides it while the first decision's write
+    // waits for the disk: its event loop is not held by the disk.
+    let polling = async {
+        loop {
+            let in_progress = cluster
+                .nodes
+                .master
+                .call(|master, _| master.finishes_in_progress())
+                .await
+                .expect("master runs");
+            if in_progress == WRITERS && cluster.disk.waiting() == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, polling)
+        .await
+        .expect("the master takes every finish while its log writer waits for the disk");
+    assert_eq!(
+        answered.load(Ordering::Relaxed),
+        0,
+        "no commit is answered before its decision is on disk"
+    );
+    let stuck = cluster.disk.batches() - batches_before;
+    cluster.disk.run(Duration::ZERO);
+    let mut tids = Vec::new();
+    let mut clients = Vec::new();
+    for task in tasks {
+        let (client, tid) = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("every commit is answered once the disk runs")
+            .expect("the writer task");
+        tids.push(tid);
+        clients.push(client);
+    }
+    let batches = cluster.disk.batches() - batches_before;
+    assert_eq!(stuck, 1, "one batch waited for the stopped disk");
+    assert!(
+        batches <= 2,
+        "eight decisions took {batches} log batches: the one that waited, then the rest together"
+    );
+    tids.sort();
+    tids.dedup();
+    assert_eq!(tids.len(), WRITERS, "eight commits, eight TIDs");
+    for client in clients {
+        client.close().await.expect("close");
+    }
+    cluster.stop().await;
 }

@@ -288,7 +288,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
             )
             .map_err(|e| format!("cannot start the master role: {e}"))?;
             // Its log's fsyncs go to a thread of their own, a batch of decisions each.
-            role.write_log_behind()
+            role.write_log_behind(None)
                 .map_err(|e| format!("cannot start the master's log writer: {e}"))?;
             // A wildcard listen address names no host: the status then shows none.
             let address = Some(config.node.listen).filter(|a| !a.ip().is_unspecified());

@@ -32,7 +32,7 @@ use replicast_node::driver::{
 use replicast_node::engine::Engine;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::PartitionTable;
-use replicast_node::persist::{PersistConfig, ThreadedStorage};
+use replicast_node::persist::{BatchHook, PersistConfig, ThreadedStorage};
 use replicast_node::storage::StorageConfig;
 use replicast_transport::fanout::FanoutReceiverConfig;
 use replicast_transport::netem::LinkConditions;
@@ -80,6 +80,7 @@ pub struct ClusterBuilder {
     master: MasterConfig,
     storage: StorageConfig,
     persist: PersistConfig,
+    master_log_hook: Option<BatchHook>,
     driver: DriverConfig,
     announce_addresses: bool,
     data_dir: Option<PathBuf>,
@@ -117,6 +118,13 @@ impl ClusterBuilder {
     /// [`PersistConfig::default`]): a test's injected disk delay, say.
     pub fn persist_config(mut self, config: PersistConfig) -> Self {
         self.persist = config;
+        self
+    }
+
+    /// Runs `hook` on the master's log writer before each batch: a slow or stopped disk
+    /// under the master's log (default none).
+    pub fn master_log_hook(mut self, hook: BatchHook) -> Self {
+        self.master_log_hook = Some(hook);
         self
     }
 
@@ -188,7 +196,12 @@ impl ClusterBuilder {
         let master_address = local_address(&master_endpoint, MASTER)?;
         let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
         let (master, _events) = spawn(
-            master(dir.path(), table, self.master.clone())?,
+            master(
+                dir.path(),
+                table,
+                self.master.clone(),
+                self.master_log_hook.clone(),
+            )?,
             master_endpoint,
             DriverConfig::default(),
         );
@@ -280,6 +293,7 @@ impl Cluster {
             master: MasterConfig::default(),
             storage: StorageConfig::default(),
             persist: PersistConfig::default(),
+            master_log_hook: None,
             driver: DriverConfig::default(),
             announce_addresses: true,
             data_dir: None,
@@ -401,14 +415,19 @@ pub async fn wait_for<R: Role>(
 /// The master of an in-process cluster, as a daemon runs it: its log in `dir`, written by a
 /// thread of its own (so the bench's commits pay the master's fsync, as they do in a
 /// deployment).
-fn master(dir: &Path, table: PartitionTable, config: MasterConfig) -> Result<Master, TestkitError> {
+fn master(
+    dir: &Path,
+    table: PartitionTable,
+    config: MasterConfig,
+    hook: Option<BatchHook>,
+) -> Result<Master, TestkitError> {
     let group = GroupConfig::lone(MASTER);
     let log = RaftLog::open(dir.join("master.log"), &group.voters())
         .map_err(|e| TestkitError::setup("the master's log", e))?;
     let mut master = Master::open(table, config, group, log, SystemTime::now())
         .map_err(|e| TestkitError::setup("master", e))?;
     master
-        .write_log_behind()
+        .write_log_behind(hook)
         .map_err(|e| TestkitError::setup("the master's log writer", e))?;
     Ok(master)
 }

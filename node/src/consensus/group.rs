@@ -24,6 +24,7 @@ use super::error::{ConsensusError, LogError};
 use super::log::RaftLog;
 use super::wire::ConsensusMessage;
 use super::writer::LogWriter;
+use crate::persist::BatchHook;
 
 /// Raft's timing and the log's compaction, for one master.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,14 +341,16 @@ impl Group {
     /// caller reports them durable ([`written`](Self::written), with what
     /// [`next_written`](Self::next_written) returns). The masters' daemon runs its group this
     /// way; a simulation, which has no disk to wait for, does not.
-    pub fn write_behind(&mut self) -> Result<(), ConsensusError> {
+    /// `before_batch` runs on the writer before each batch: a test's slow or stopped disk,
+    /// `None` in production.
+    pub fn write_behind(&mut self, before_batch: Option<BatchHook>) -> Result<(), ConsensusError> {
         if self.writer.is_none() {
-            let writer = LogWriter::start(self.node.store().database()).map_err(|error| {
-                LogError::Database {
+            let database = self.node.store().database();
+            let writer =
+                LogWriter::start(database, before_batch).map_err(|error| LogError::Database {
                     what: "start the log's writer thread",
                     message: error.to_string(),
-                }
-            })?;
+                })?;
             self.writer = Some(writer);
         }
         Ok(())
@@ -723,7 +726,7 @@ mod tests {
         let log = RaftLog::open(&path, &[raft_id("m")]).expect("log");
         let mut group =
             Group::new("m", &masters(&["m"]), log, GroupSettings::default(), now).expect("group");
-        group.write_behind().expect("writer");
+        group.write_behind(None).expect("writer");
         commands(&mut group);
         for command in [b"a", b"b", b"c"] {
             group.propose(command.to_vec()).expect("propose");
@@ -784,7 +787,7 @@ mod tests {
         assert!(groups["m1"].leads_with_current_state());
         let mut follower = groups.remove("m2").expect("m2");
         let mut leader = groups.remove("m1").expect("m1");
-        follower.write_behind().expect("writer");
+        follower.write_behind(None).expect("writer");
         leader.propose(b"c".to_vec()).expect("propose");
         let appends: Vec<ConsensusMessage> = std::iter::from_fn(|| leader.poll_message())
             .map(|(to, message)| {

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::error::LogError;
 use super::log::{LogWrite, write_durably};
+use crate::persist::BatchHook;
 
 /// Writes staged but not yet taken by the thread: when they are this many, staging another
 /// waits for the disk (the event loop then feels it, as it did before the thread).
@@ -24,8 +25,9 @@ const QUEUED_WRITES: usize = 1024;
 
 /// The thread that makes a master's staged log writes durable, in order.
 ///
-/// Dropping it lets the thread write what is queued, then joins it: the log file is closed
-/// when this returns, so a master may open it again in the same process.
+/// Dropping it stops the thread after the batch it is writing (what was queued after it is
+/// lost as in a crash: nothing that depends on it went out) and joins it: the log file is
+/// closed when this returns, so a master may open it again in the same process.
 #[derive(Debug)]
 pub struct LogWriter {
     writes: Option<SyncSender<(u64, LogWrite)>>,
@@ -34,13 +36,17 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the thread over `db`.
-    pub(crate) fn start(db: Arc<Database>) -> std::io::Result<Self> {
+    /// Starts the thread over `db`; `before_batch` runs on it before each batch (a test's
+    /// slow or stopped disk; `None` in production).
+    pub(crate) fn start(
+        db: Arc<Database>,
+        before_batch: Option<BatchHook>,
+    ) -> std::io::Result<Self> {
         let (writes, queue) = sync_channel(QUEUED_WRITES);
         let (done, written) = mpsc::channel(QUEUED_WRITES);
         let thread = std::thread::Builder::new()
             .name("master-log".into())
-            .spawn(move || write_in_batches(&db, &queue, &done))?;
+            .spawn(move || write_in_batches(&db, &queue, &done, before_batch.as_deref()))?;
         Ok(Self {
             writes: Some(writes),
             written,
@@ -76,6 +82,8 @@ impl LogWriter {
 impl Drop for LogWriter {
     fn drop(&mut self) {
         self.writes = None;
+        // A thread waiting to report (the reports not taken fill their channel) gives up.
+        self.written.close();
         if let Some(thread) = self.thread.take() {
             // The thread only writes and reports: it ends once the queue is drained.
             let _ = thread.join();
@@ -97,6 +105,7 @@ fn write_in_batches(
     db: &Database,
     queue: &Receiver<(u64, LogWrite)>,
     done: &mpsc::Sender<Result<u64, LogError>>,
+    before_batch: Option<&(dyn Fn() + Send + Sync)>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut last = first.0;
@@ -104,6 +113,9 @@ fn write_in_batches(
         while let Ok((number, write)) = queue.try_recv() {
             last = last.max(number);
             batch.push(write);
+        }
+        if let Some(hook) = before_batch {
+            hook();
         }
         let result = write_durably(db, &batch).map(|()| last);
         let failed = result.is_err();

@@ -272,8 +272,11 @@ impl Consensus {
         self.group.peer_lost(master);
     }
 
-    pub(super) fn write_behind(&mut self) -> Result<(), ConsensusError> {
-        let result = self.group.write_behind();
+    pub(super) fn write_behind(
+        &mut self,
+        before_batch: Option<crate::persist::BatchHook>,
+    ) -> Result<(), ConsensusError> {
+        let result = self.group.write_behind(before_batch);
         self.check(result)
     }
 
@@ -487,7 +490,9 @@ impl Master {
     /// answers and orders, a vote) still waits for it: the driver awaits
     /// [`next_log_written`](Self::next_log_written) and hands the result to
     /// [`log_written`](Self::log_written) (`Role::background`). Without this, as in the
-    /// simulations, each input's writes are durable before it returns.
+    /// simulations, each input's writes are durable before it returns. `before_batch` runs
+    /// on the writer thread before each batch: a test's slow or stopped disk (`None` in
+    /// production).
     ///
     /// ```
     /// use replicast_node::master::{GroupConfig, Master, MasterConfig};
@@ -500,11 +505,14 @@ impl Master {
     /// let group = GroupConfig::lone("master");
     /// let log = RaftLog::open(dir.path().join("master.log"), &group.voters())?;
     /// let mut master = Master::open(table, MasterConfig::default(), group, log, SystemTime::now())?;
-    /// master.write_log_behind()?;
+    /// master.write_log_behind(None)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn write_log_behind(&mut self) -> Result<(), ConsensusError> {
-        self.consensus.write_behind()
+    pub fn write_log_behind(
+        &mut self,
+        before_batch: Option<crate::persist::BatchHook>,
+    ) -> Result<(), ConsensusError> {
+        self.consensus.write_behind(before_batch)
     }
 
     /// Waits until the log's writer made another batch durable (never, unless
