@@ -4,8 +4,9 @@ the others' commits (invalidations), and conflicts are resolved or raised as ZOD
 Every round, each process reads two counters at the same serial, then (after a barrier, so the
 race is certain) commits an increment of each:
 
-- ``BTrees.Length.Length`` resolves conflicts: every increment commits (a rare retry when
-  wound-wait aborts a transaction after its vote: ConflictError, retried like any);
+- ``BTrees.Length.Length`` resolves conflicts: every increment commits, never with a
+  ConflictError naming the object (a retry when wound-wait aborts a transaction after its
+  vote raises a ConflictError that names none, and is retried like any);
 - a ``PersistentMapping`` does not: exactly one process commits on top of the serial they all
   read, every other one gets ``ConflictError`` on its first attempt and retries.
 
@@ -45,6 +46,7 @@ def worker(
         tm = transaction.TransactionManager()
         conn = db.open(tm)
         first_attempt_conflicts = []
+        # ConflictErrors of Length's increments that name the object: resolution failed.
         length_conflicts = 0
         for round_ in range(ROUNDS):
             # Length resolves conflicts: every process read it at the same serial, and the
@@ -57,9 +59,12 @@ def worker(
                 try:
                     tm.commit()
                     break
-                except ConflictError:
+                except ConflictError as error:
                     tm.abort()
-                    length_conflicts += 1
+                    # A wound (the transaction lost its locks to an older one after its
+                    # vote) names no object; a conflict that came back unresolved does.
+                    if error.oid is not None:
+                        length_conflicts += 1
                     tm.begin()
                     conn.root()["length"].change(1)
             else:
@@ -175,9 +180,11 @@ class ProcessesOnOneCluster(unittest.TestCase):
                 conflicted, processes - 1, f"round {round_}: first-attempt conflicts"
             )
         # Length's conflicts were resolved: without resolution, all but one process would
-        # conflict every round; only a rare wound (an abort after the vote) may surface.
+        # get a ConflictError naming it every round. (A wound, an abort after the vote when
+        # an older transaction waited, names no object and is retried: how often depends on
+        # the machine's load, so it is not counted.)
         length_conflicts = sum(o[4] for o in outcomes)
-        self.assertLess(length_conflicts, (processes - 1) * ROUNDS)
+        self.assertEqual(length_conflicts, 0, "unresolved conflicts of Length")
         # Each process was told of the others' commits.
         for _, index, _, invalidations, _ in outcomes:
             self.assertGreater(invalidations, 0, f"process {index} got no invalidation")
