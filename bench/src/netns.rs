@@ -223,8 +223,9 @@ pub fn run_cell(
             namespace: Some(topology.namespace_path("client")?),
             groups,
         },
-        // The storages are processes: their fsyncs are not counted.
+        // The storages and the master are processes: their fsyncs are not counted.
         fsyncs: None,
+        master_fsyncs: None,
     };
     let outcome = workload::run(setup);
     master.shutdown(STOP_WAIT);

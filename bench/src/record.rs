@@ -89,6 +89,10 @@ pub struct Figures {
     /// committed transaction and per storage; `None` when not counted (`--netns`).
     #[serde(default)]
     pub fsyncs_per_commit: Option<f64>,
+    /// Durable writes (fsyncs) of the master's log during the measured part, per committed
+    /// transaction; `None` when not counted (`--netns`, results written before it was).
+    #[serde(default)]
+    pub master_fsyncs_per_commit: Option<f64>,
     /// What the master group's own commit of a decision cost on its side of the link: the
     /// median of each commit's finish (asked to answered) less the emulated RTT, milliseconds;
     /// `None` when no commit's phases were measured. Not part of `bound_ms`.

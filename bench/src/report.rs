@@ -216,16 +216,16 @@ pub fn checks(results: &Results) -> Vec<Check> {
 pub fn table(results: &Results) -> String {
     let mut out = String::new();
     out.push_str(
-        "| strategy | N | size | K | RTT ms | loss | rate | clients | commits | commits/s | p50 ms | p99 ms | max ms | bound ms | p50/bound | p99/bound | writer B per committed B | repair KB | writer CPU s | fsyncs per commit per storage | master commit ms |\n",
+        "| strategy | N | size | K | RTT ms | loss | rate | clients | commits | commits/s | p50 ms | p99 ms | max ms | bound ms | p50/bound | p99/bound | writer B per committed B | repair KB | writer CPU s | fsyncs per commit per storage | master fsyncs per commit | master commit ms |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let ratio = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
     for cell in &results.cells {
         let k = &cell.knobs;
         let f = &cell.figures;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {}% | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} (bound {}) | {:.1} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}% | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} (bound {}) | {:.1} | {:.2} | {} | {} | {} |",
             k.strategy,
             k.replicas,
             format_size(k.object_size),
@@ -247,6 +247,7 @@ pub fn table(results: &Results) -> String {
             f.repair_bytes as f64 / 1e3,
             f.writer_cpu_s,
             ratio(f.fsyncs_per_commit),
+            ratio(f.master_fsyncs_per_commit),
             f.master_commit_ms
                 .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
         );
@@ -323,6 +324,7 @@ mod tests {
             p50_over_bound: Some(p50 / bound),
             p99_over_bound: Some(p99 / bound),
             fsyncs_per_commit: None,
+            master_fsyncs_per_commit: None,
             master_commit_ms: None,
         }
     }

@@ -256,6 +256,7 @@ fn run_cell(
         storages: cluster.storage_names(),
         host: WriterHost::loopback(index, knobs.clients, knobs.one_group),
         fsyncs: Some(cluster.fsync_counter()),
+        master_fsyncs: Some(cluster.master_fsync_counter()),
     };
     let outcome = workload::run(setup);
     runtime.block_on(cluster.stop());
@@ -310,6 +311,10 @@ pub fn figures(knobs: &CellKnobs, outcome: &WriterOutcome) -> Figures {
             .fsyncs
             .filter(|_| outcome.commits > 0 && knobs.replicas > 0)
             .map(|fsyncs| fsyncs as f64 / outcome.commits as f64 / knobs.replicas as f64),
+        master_fsyncs_per_commit: outcome
+            .master_fsyncs
+            .filter(|_| outcome.commits > 0)
+            .map(|fsyncs| fsyncs as f64 / outcome.commits as f64),
         master_commit_ms: master_commit_ms(knobs, outcome),
     }
 }

@@ -58,6 +58,8 @@ pub struct WriterSetup {
     pub host: WriterHost,
     /// The storages' fsyncs so far, when the cluster can count them.
     pub fsyncs: Option<FsyncCounter>,
+    /// The master's log fsyncs so far, when the cluster can count them.
+    pub master_fsyncs: Option<FsyncCounter>,
 }
 
 /// Where the writers run: their address, multicast interface and network namespace.
@@ -112,6 +114,8 @@ pub struct WriterOutcome {
     pub cpu_s: f64,
     /// The storages' fsyncs during the measured part, when counted.
     pub fsyncs: Option<u64>,
+    /// The master's log fsyncs during the measured part, when counted.
+    pub master_fsyncs: Option<u64>,
     /// The steps of every measured commit, all clients (in the order they were joined).
     pub phases: Vec<PhaseTimes>,
 }
@@ -302,6 +306,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     barrier.wait().await;
     let before = read_counters(&monitors, &peers).await;
     let fsyncs_before = setup.fsyncs.as_ref().map(|count| count());
+    let master_fsyncs_before = setup.master_fsyncs.as_ref().map(|count| count());
     let cpu_before = thread_cpu_seconds();
     let started = Instant::now();
     let _ = measure_start.set(started);
@@ -338,6 +343,11 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         .as_ref()
         .zip(fsyncs_before)
         .map(|(count, before)| count().saturating_sub(before));
+    let master_fsyncs = setup
+        .master_fsyncs
+        .as_ref()
+        .zip(master_fsyncs_before)
+        .map(|(count, before)| count().saturating_sub(before));
     for handle in handles {
         let _ = handle.close().await;
     }
@@ -358,6 +368,7 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         nacks: after.nacks.saturating_sub(before.nacks),
         cpu_s,
         fsyncs,
+        master_fsyncs,
         phases,
     })
 }

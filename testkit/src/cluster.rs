@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use replicast_certs::ClusterCa;
@@ -195,13 +196,21 @@ impl ClusterBuilder {
         )?;
         let master_address = local_address(&master_endpoint, MASTER)?;
         let mut directory = HashMap::from([(MASTER.to_owned(), master_address)]);
+        // The master's log batches are counted (the bench reports them), before the test's
+        // own hook runs.
+        let master_log_batches = Arc::new(AtomicU64::new(0));
+        let log_hook: BatchHook = {
+            let batches = master_log_batches.clone();
+            let hook = self.master_log_hook.clone();
+            Arc::new(move || {
+                batches.fetch_add(1, Ordering::Relaxed);
+                if let Some(hook) = &hook {
+                    hook();
+                }
+            })
+        };
         let (master, _events) = spawn(
-            master(
-                dir.path(),
-                table,
-                self.master.clone(),
-                self.master_log_hook.clone(),
-            )?,
+            master(dir.path(), table, self.master.clone(), log_hook)?,
             master_endpoint,
             DriverConfig::default(),
         );
@@ -242,6 +251,7 @@ impl ClusterBuilder {
             master,
             storages,
             engines,
+            master_log_batches,
             _dir: dir,
         };
         let count = cluster.storages.len();
@@ -278,6 +288,8 @@ pub struct Cluster {
     pub storages: Vec<(String, DriverHandle<ThreadedStorage>)>,
     /// The storages' engines (shared with their executors), for their counters.
     engines: Vec<Arc<Engine>>,
+    /// The master's log batches so far (one fsync each).
+    master_log_batches: Arc<AtomicU64>,
     _dir: tempfile::TempDir,
 }
 
@@ -327,6 +339,13 @@ impl Cluster {
             .iter()
             .position(|(storage, _)| storage == name)?;
         Some(self.storages.remove(index).1)
+    }
+
+    /// Counts the fsyncs of the master's log (one per batch its writer made durable); the
+    /// counter outlives the cluster.
+    pub fn master_fsync_counter(&self) -> FsyncCounter {
+        let batches = self.master_log_batches.clone();
+        Arc::new(move || batches.load(Ordering::Relaxed))
     }
 
     /// Counts the fsyncs of every storage started with the cluster (each engine's durable
@@ -419,7 +438,7 @@ fn master(
     dir: &Path,
     table: PartitionTable,
     config: MasterConfig,
-    hook: Option<BatchHook>,
+    hook: BatchHook,
 ) -> Result<Master, TestkitError> {
     let group = GroupConfig::lone(MASTER);
     let log = RaftLog::open(dir.join("master.log"), &group.voters())
@@ -427,7 +446,7 @@ fn master(
     let mut master = Master::open(table, config, group, log, SystemTime::now())
         .map_err(|e| TestkitError::setup("master", e))?;
     master
-        .write_log_behind(hook)
+        .write_log_behind(Some(hook))
         .map_err(|e| TestkitError::setup("the master's log writer", e))?;
     Ok(master)
 }
