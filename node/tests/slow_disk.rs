@@ -141,9 +141,10 @@ impl Cluster {
             .unwrap_or_else(|_| panic!("not within {WAIT:?}: {what}"));
     }
 
-    /// Polls the master (every 5 ms, bounded by [`WAIT`]) until every finish completed: the
-    /// storages applied every commit announced (a commit is announced once decided).
-    async fn wait_for_finishes(&self, what: &str) {
+    /// Polls the master (every 5 ms, bounded by [`WAIT`]) until `done` holds of the finishes
+    /// it has in progress (0: the storages applied every commit announced, a commit being
+    /// announced once decided).
+    async fn wait_for_finishes(&self, what: &str, done: impl Fn(usize) -> bool) {
         let polling = async {
             loop {
                 let in_progress = self
@@ -152,7 +153,7 @@ impl Cluster {
                     .call(|master, _| master.finishes_in_progress())
                     .await
                     .expect("master runs");
-                if in_progress == 0 {
+                if done(in_progress) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -208,7 +209,9 @@ async fn a_stopped_disk_leaves_loads_and_status_answered() {
     // Announced once decided: wait until the storages applied it too (loads of its objects
     // wait for that), so that what the stopped disk holds back is the next commit only.
     cluster
-        .wait_for_finishes("the storages apply the first commit")
+        .wait_for_finishes("the storages apply the first commit", |in_progress| {
+            in_progress == 0
+        })
         .await;
 
     cluster.disk.stop();
@@ -324,7 +327,9 @@ async fn a_slow_disk_slows_writers_without_failing_them_and_bounds_what_waits() 
     // A commit is announced once decided, before its voters applied it: the last finishes may
     // still wait for the slow disk.
     cluster
-        .wait_for_finishes("the storages apply the last finishes")
+        .wait_for_finishes("the storages apply the last finishes", |in_progress| {
+            in_progress == 0
+        })
         .await;
     // What waited for the disk never went beyond the bound by more than one store and the
     // votes and finishes of the writers' transactions (which a storage takes whatever waits).
@@ -436,23 +441,12 @@ async fn a_master_whose_log_disk_stops_takes_finishes_meanwhile_and_writes_them_
     }
     // Every finish reaches the master, which decides it while the first decision's write
     // waits for the disk: its event loop is not held by the disk.
-    let polling = async {
-        loop {
-            let in_progress = cluster
-                .nodes
-                .master
-                .call(|master, _| master.finishes_in_progress())
-                .await
-                .expect("master runs");
-            if in_progress == WRITERS && cluster.disk.waiting() == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, polling)
-        .await
-        .expect("the master takes every finish while its log writer waits for the disk");
+    cluster
+        .wait_for_finishes(
+            "the master takes every finish while its log writer waits for the disk",
+            |in_progress| in_progress == WRITERS && cluster.disk.waiting() == 1,
+        )
+        .await;
     assert_eq!(
         answered.load(Ordering::Relaxed),
         0,

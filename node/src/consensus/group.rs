@@ -649,9 +649,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn three_masters_elect_one_leader_and_replicate_its_commands() {
-        let names = masters(&["m1", "m2", "m3"]);
+    /// The group of masters `names`, each on the log `log` gives it, run on a virtual
+    /// clock until one leads: different, fixed election timeouts make it the first named.
+    fn elected(names: &[&str], log: impl Fn(&str, &[u64]) -> RaftLog) -> BTreeMap<String, Group> {
+        let names = masters(names);
         let ids: Vec<u64> = names.iter().map(|name| raft_id(name)).collect();
         let mut now = SystemTime::UNIX_EPOCH;
         let mut groups: BTreeMap<String, Group> = names
@@ -659,13 +660,12 @@ mod tests {
             .enumerate()
             .map(|(i, name)| {
                 let settings = GroupSettings {
-                    // Different, fixed election timeouts: deterministic.
                     election_ticks: 10 + 3 * i,
                     max_election_ticks: 11 + 3 * i,
                     ..GroupSettings::default()
                 };
-                let log = RaftLog::in_memory(&ids).expect("log");
-                let group = Group::new(name, &names, log, settings, now).expect("group");
+                let group =
+                    Group::new(name, &names, log(name, &ids), settings, now).expect("group");
                 (name.clone(), group)
             })
             .collect();
@@ -679,6 +679,14 @@ mod tests {
                 break;
             }
         }
+        groups
+    }
+
+    #[test]
+    fn three_masters_elect_one_leader_and_replicate_its_commands() {
+        let mut groups = elected(&["m1", "m2", "m3"], |_, ids| {
+            RaftLog::in_memory(ids).expect("log")
+        });
         let leaders: Vec<&str> = groups
             .values()
             .filter(|group| group.is_leader())
@@ -755,35 +763,9 @@ mod tests {
     #[test]
     fn a_follower_writing_behind_answers_an_append_only_once_it_is_durable() {
         let dir = tempfile::tempdir().expect("dir");
-        let names = masters(&["m1", "m2"]);
-        let ids: Vec<u64> = names.iter().map(|name| raft_id(name)).collect();
-        let mut now = SystemTime::UNIX_EPOCH;
-        let mut groups: BTreeMap<String, Group> = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let settings = GroupSettings {
-                    election_ticks: 10 + 3 * i,
-                    max_election_ticks: 11 + 3 * i,
-                    ..GroupSettings::default()
-                };
-                let log = RaftLog::open(dir.path().join(format!("{name}.log")), &ids).expect("log");
-                (
-                    name.clone(),
-                    Group::new(name, &names, log, settings, now).expect("group"),
-                )
-            })
-            .collect();
-        for _ in 0..100 {
-            now += Duration::from_millis(50);
-            for group in groups.values_mut() {
-                group.tick(now).expect("tick");
-            }
-            settle(&mut groups);
-            if groups.values().any(Group::leads_with_current_state) {
-                break;
-            }
-        }
+        let mut groups = elected(&["m1", "m2"], |name, ids| {
+            RaftLog::open(dir.path().join(format!("{name}.log")), ids).expect("log")
+        });
         assert!(groups["m1"].leads_with_current_state());
         let mut follower = groups.remove("m2").expect("m2");
         let mut leader = groups.remove("m1").expect("m1");

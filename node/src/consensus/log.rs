@@ -386,16 +386,10 @@ impl RaftLog {
     /// Replaces the entries up to `index` (applied, of term `term`) with a snapshot of the
     /// state machine, `data`.
     pub fn compact(&mut self, index: u64, term: u64, data: Vec<u8>) -> Result<(), LogError> {
-        if index <= self.snapshot.index || index > self.last() {
-            return Ok(());
+        match self.stage_compaction(index, term, data) {
+            Some(write) => write_durably(&self.db, std::slice::from_ref(&write)),
+            None => Ok(()),
         }
-        let snapshot = SnapshotData {
-            index,
-            term,
-            membership: self.snapshot.membership.clone(),
-            data: data.into(),
-        };
-        self.persist(Some(&snapshot.to_raft()), &[], None)
     }
 
     /// [`compact`](Self::compact) in memory, returning the write that makes it durable, for
