@@ -305,8 +305,8 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     }
     barrier.wait().await;
     let before = read_counters(&monitors, &peers).await;
-    let fsyncs_before = setup.fsyncs.as_ref().map(|count| count());
-    let master_fsyncs_before = setup.master_fsyncs.as_ref().map(|count| count());
+    let fsyncs_before = reading(&setup.fsyncs);
+    let master_fsyncs_before = reading(&setup.master_fsyncs);
     let cpu_before = thread_cpu_seconds();
     let started = Instant::now();
     let _ = measure_start.set(started);
@@ -338,16 +338,8 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
     let elapsed = started.elapsed();
     let cpu_s = thread_cpu_seconds() - cpu_before;
     let after = read_counters(&monitors, &peers).await;
-    let fsyncs = setup
-        .fsyncs
-        .as_ref()
-        .zip(fsyncs_before)
-        .map(|(count, before)| count().saturating_sub(before));
-    let master_fsyncs = setup
-        .master_fsyncs
-        .as_ref()
-        .zip(master_fsyncs_before)
-        .map(|(count, before)| count().saturating_sub(before));
+    let fsyncs = since(&setup.fsyncs, fsyncs_before);
+    let master_fsyncs = since(&setup.master_fsyncs, master_fsyncs_before);
     for handle in handles {
         let _ = handle.close().await;
     }
@@ -371,6 +363,18 @@ async fn writers(setup: WriterSetup) -> Result<WriterOutcome, BenchError> {
         master_fsyncs,
         phases,
     })
+}
+
+/// What `counter` reads now, when there is one.
+fn reading(counter: &Option<FsyncCounter>) -> Option<u64> {
+    counter.as_ref().map(|count| count())
+}
+
+/// How far `counter` went since it read `before`.
+fn since(counter: &Option<FsyncCounter>, before: Option<u64>) -> Option<u64> {
+    reading(counter)
+        .zip(before)
+        .map(|(now, before)| now.saturating_sub(before))
 }
 
 async fn read_counters(monitors: &[(Endpoint, Fanout)], peers: &[String]) -> Counters {

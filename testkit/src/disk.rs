@@ -1,4 +1,4 @@
-//! [`Disk`]: a disk that tests stop, slow down and count, as the writer threads of storages
+//! [`Disk`]: a disk that tests stop and slow down, as the writer threads of storages
 //! and masters see it through their batch hooks (`PersistConfig::before_batch`,
 //! `Master::write_log_behind`); redb itself is unchanged.
 //!
@@ -12,14 +12,14 @@
 //! hook(); // a writer's batch: runs at once
 //! disk.run(Duration::from_millis(1)); // slow from now on
 //! hook();
-//! assert_eq!(disk.batches(), 2);
+//! assert_eq!(disk.waiting(), 0);
 //! ```
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// A disk that a test stops (a writer waits before its batch until it runs again) or slows
-/// (a delay before each batch), and whose batches it counts.
+/// (a delay before each batch).
 #[derive(Default)]
 pub struct Disk {
     state: Mutex<DiskState>,
@@ -32,8 +32,6 @@ struct DiskState {
     delay: Duration,
     /// Writers waiting in a stopped disk now.
     waiting: usize,
-    /// Batches begun.
-    batches: u64,
 }
 
 impl Disk {
@@ -45,7 +43,6 @@ impl Disk {
     /// its delay. Only the writer's thread waits there.
     pub fn before_batch(&self) {
         let mut state = self.lock();
-        state.batches += 1;
         if state.stopped {
             state.waiting += 1;
             self.changed.notify_all();
@@ -84,10 +81,5 @@ impl Disk {
     /// How many writers wait in the stopped disk now.
     pub fn waiting(&self) -> usize {
         self.lock().waiting
-    }
-
-    /// How many batches writers began on this disk so far.
-    pub fn batches(&self) -> u64 {
-        self.lock().batches
     }
 }

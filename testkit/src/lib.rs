@@ -5,7 +5,7 @@
 //! - [`endpoint`]: a cluster CA, node certificates and QUIC endpoints on this host, on an
 //!   emulated link when asked;
 //! - [`cluster`]: in-process clusters (a master and redb storages as node drivers);
-//! - [`disk`]: a disk that tests stop, slow down and count, through the writers' hooks;
+//! - [`disk`]: a disk that tests stop and slow down, through the writers' hooks;
 //! - [`fanout`]: fan-out writers' configurations, replicas added to a writer, hand-made
 //!   memberships;
 //! - [`process`]: the process harness (`replicast` commands and nodes as child processes, a

@@ -21,7 +21,7 @@ use raft::eraftpb::{EntryType, Message as RaftMessage};
 use raft::{RawNode, StateRole};
 
 use super::error::{ConsensusError, LogError};
-use super::log::RaftLog;
+use super::log::{LogWrite, RaftLog};
 use super::wire::ConsensusMessage;
 use super::writer::LogWriter;
 use crate::persist::BatchHook;
@@ -323,17 +323,22 @@ impl Group {
         }
         let term = self.node.raft.raft_log.term(applied)?;
         let state = state()?;
-        match self.writer.as_mut() {
-            None => self.node.mut_store().compact(applied, term, state)?,
-            Some(writer) => {
-                // Behind the writes queued before it: the entries it drops may still be on
-                // their way to the disk.
-                if let Some(write) = self.node.mut_store().stage_compaction(applied, term, state) {
-                    writer.send(self.last_ready, write)?;
-                }
-            }
+        let write = self.node.mut_store().stage_compaction(applied, term, state);
+        if let Some(write) = write {
+            // Behind the writes queued before it: the entries it drops may still be on their
+            // way to the disk.
+            self.write(self.last_ready, write)?;
         }
         Ok(())
+    }
+
+    /// Makes `write`, staged for the `Ready` numbered `number` (or after it), durable: on the
+    /// writer, in order with the writes before it, or at once without one.
+    fn write(&mut self, number: u64, write: LogWrite) -> Result<(), LogError> {
+        match self.writer.as_mut() {
+            Some(writer) => writer.send(number, write),
+            None => self.node.store().write_now(Some(write)),
+        }
     }
 
     /// From now on the log is written by a thread of its own ([`LogWriter`]): `Ready`s are
@@ -375,18 +380,17 @@ impl Group {
     /// Every `Ready` up to `number` is durable: the messages that waited for them go out,
     /// raft counts their entries as this member's, and what that commits is handed on.
     pub fn written(&mut self, number: u64) -> Result<(), ConsensusError> {
-        let mut durable = None;
-        while let Some(front) = self.unwritten.front() {
-            if front.writes && front.number > number {
-                break;
-            }
-            if let Some(front) = self.unwritten.pop_front() {
-                durable = Some(front.number);
-                self.queue_messages(front.messages);
-            }
+        let durable = self
+            .unwritten
+            .iter()
+            .take_while(|unwritten| !unwritten.writes || unwritten.number <= number)
+            .count();
+        let durable: Vec<Unwritten> = self.unwritten.drain(..durable).collect();
+        if let Some(last) = durable.last() {
+            self.node.on_persist_ready(last.number);
         }
-        if let Some(durable) = durable {
-            self.node.on_persist_ready(durable);
+        for unwritten in durable {
+            self.queue_messages(unwritten.messages);
         }
         self.pump()
     }
@@ -531,24 +535,20 @@ impl Group {
         // as this member's only once told they are durable.
         self.node.advance_append_async(ready);
         self.node.advance_apply();
-        match (write, self.writer.as_mut()) {
-            (Some(write), Some(writer)) => {
-                writer.send(number, write)?;
-                self.unwritten.push_back(Unwritten {
-                    number,
-                    writes: true,
-                    messages,
-                });
-            }
-            (None, _) if self.unwritten.is_empty() => {
-                self.queue_messages(messages);
-                self.node.on_persist_ready(number);
-            }
-            _ => self.unwritten.push_back(Unwritten {
+        let writes = write.is_some();
+        if let Some(write) = write {
+            self.write(number, write)?;
+        }
+        if !writes && self.unwritten.is_empty() {
+            // Nothing to wait for.
+            self.queue_messages(messages);
+            self.node.on_persist_ready(number);
+        } else {
+            self.unwritten.push_back(Unwritten {
                 number,
-                writes: false,
+                writes,
                 messages,
-            }),
+            });
         }
         Ok(())
     }

@@ -302,7 +302,13 @@ impl RaftLog {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), LogError> {
-        match self.stage(snapshot, entries, hard_state) {
+        let write = self.stage(snapshot, entries, hard_state);
+        self.write_now(write)
+    }
+
+    /// Makes `write` (staged here, if any) durable within the call.
+    pub(crate) fn write_now(&self, write: Option<LogWrite>) -> Result<(), LogError> {
+        match write {
             Some(write) => write_durably(&self.db, std::slice::from_ref(&write)),
             None => Ok(()),
         }
@@ -386,10 +392,8 @@ impl RaftLog {
     /// Replaces the entries up to `index` (applied, of term `term`) with a snapshot of the
     /// state machine, `data`.
     pub fn compact(&mut self, index: u64, term: u64, data: Vec<u8>) -> Result<(), LogError> {
-        match self.stage_compaction(index, term, data) {
-            Some(write) => write_durably(&self.db, std::slice::from_ref(&write)),
-            None => Ok(()),
-        }
+        let write = self.stage_compaction(index, term, data);
+        self.write_now(write)
     }
 
     /// [`compact`](Self::compact) in memory, returning the write that makes it durable, for

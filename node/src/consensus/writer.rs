@@ -9,7 +9,7 @@
 //! on it (votes, append answers, its own commits) until this thread reports it durable.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use redb::Database;
@@ -56,15 +56,12 @@ impl LogWriter {
 
     /// Queues `write`, staged for the `Ready` numbered `number` (or after it).
     pub(crate) fn send(&mut self, number: u64, write: LogWrite) -> Result<(), LogError> {
-        let Some(writes) = &self.writes else {
-            return Err(stopped());
-        };
-        match writes.try_send((number, write)) {
-            Ok(()) => Ok(()),
-            // The disk is far behind: wait for it here.
-            Err(TrySendError::Full(item)) => writes.send(item).map_err(|_| stopped()),
-            Err(TrySendError::Disconnected(_)) => Err(stopped()),
-        }
+        // A full queue (the disk far behind) waits for room here.
+        self.writes
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send((number, write))
+            .map_err(|_| stopped())
     }
 
     /// The number of the last `Ready` whose writes are durable, once a batch more is, or
