@@ -26,10 +26,10 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{
-    BackupReport, BackupState, ChangeOutcome, ClusterStatus, InspectAnswer, InspectAsk, LoadResult,
-    Message, NodeReport, ObjectPart, OidRange, Order, RangeDigest, Refusal, RefusalReason,
-    StorageAnswer, StorageAsk, StorageChange, StoreKind, StoreResult, TransactionOutcome,
-    VoteResult, encode, rule,
+    BackupReport, BackupState, ChangeOutcome, Changed, ClusterStatus, InspectAnswer, InspectAsk,
+    LoadResult, Message, NodeReport, ObjectPart, OidRange, Order, RangeDigest, Refusal,
+    RefusalReason, StorageAnswer, StorageAsk, StorageChange, StoreKind, StoreResult,
+    TransactionOutcome, VoteResult, encode, rule,
 };
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
 use replicast_testkit::fanout::membership;
@@ -185,8 +185,10 @@ fn samples() -> Vec<Message> {
             outcome: TransactionOutcome::Committed(FORGED),
         },
         Message::Invalidate {
-            tid: FORGED,
-            oids: vec![Oid(1)],
+            commits: vec![Changed {
+                tid: FORGED,
+                oids: vec![Oid(1)],
+            }],
         },
         Message::AbortTransaction { ttid: NEVER_BEGUN },
         Message::Aborted { ttid: NEVER_BEGUN },

@@ -20,9 +20,9 @@ use replicast_node::object::ObjectData;
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{
-    LoadBefore, LoadResult, Message, ObjectPart, PROTOCOL_VERSION, ProtocolError, StorageAnswer,
-    StorageAsk, StorageSize, StoreKind, StoreResult, TransactionOutcome, Transmit, VoteResult,
-    decode, encode,
+    Changed, LoadBefore, LoadResult, Message, ObjectPart, PROTOCOL_VERSION, ProtocolError,
+    StorageAnswer, StorageAsk, StorageSize, StoreKind, StoreResult, TransactionOutcome, Transmit,
+    VoteResult, decode, encode,
 };
 use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
@@ -1855,8 +1855,12 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
             oid,
             result: LoadResult::Missing
         }),
-        (any_tid(), proptest::collection::vec(any_oid(), 0..3))
-            .prop_map(|(tid, oids)| Message::Invalidate { tid, oids }),
+        proptest::collection::vec(
+            (any_tid(), proptest::collection::vec(any_oid(), 0..3))
+                .prop_map(|(tid, oids)| Changed { tid, oids }),
+            0..3
+        )
+        .prop_map(|commits| Message::Invalidate { commits }),
         (
             any_tid(),
             proptest::collection::vec((0u32..14, any_tid()), 0..3)

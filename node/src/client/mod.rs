@@ -64,7 +64,7 @@ use crate::ids::{Oid, Tid};
 use crate::object::ObjectData;
 use crate::partition::{NodeName, PartitionTable};
 use crate::protocol::{
-    Message, Outbox, ProtocolError, StoreKind, TransactionOutcome, Transmit, VoteResult,
+    Changed, Message, Outbox, ProtocolError, StoreKind, TransactionOutcome, Transmit, VoteResult,
 };
 use crate::transaction::TransactionInfo;
 
@@ -677,10 +677,12 @@ impl Client {
                 self.events.push_back(ClientEvent::NewOids { first, count });
                 Ok(())
             }
-            Message::Invalidate { tid, oids } if from_master => {
-                self.ttids.observe(tid);
-                self.events
-                    .push_back(ClientEvent::Invalidated { tid, oids });
+            Message::Invalidate { commits } if from_master => {
+                for Changed { tid, oids } in commits {
+                    self.ttids.observe(tid);
+                    self.events
+                        .push_back(ClientEvent::Invalidated { tid, oids });
+                }
                 Ok(())
             }
             Message::AnswerFinish { ttid, outcome } if from_master => {

@@ -184,6 +184,10 @@ enum Delivery {
     Committed { tid: Tid, reply: Option<Reply<Tid>> },
 }
 
+/// The most events the dispatcher routes in one turn; their deliveries go to the delivery
+/// thread together.
+const EVENTS_PER_TURN: usize = 256;
+
 /// Starts the dispatcher task and the delivery thread for a client's `events`.
 pub(super) fn start(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<ClientEvent>) {
     let (deliveries, queue) = std::sync::mpsc::channel();
@@ -199,13 +203,31 @@ pub(super) fn start(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<ClientE
     tokio::spawn(dispatch(shared, events, deliveries));
 }
 
+/// Routes the client's events as they come. The deliveries of the events that came together
+/// go to the delivery thread in one piece: waking that thread is a futex call and a switch
+/// of threads, and under load each commit invalidates at every other client (with 32
+/// clients, one wake per invalidation cost a quarter of the commits per second, measured
+/// by leaving invalidations out).
 async fn dispatch(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<ClientEvent>,
-    deliveries: std::sync::mpsc::Sender<Delivery>,
+    deliveries: std::sync::mpsc::Sender<Vec<Delivery>>,
 ) {
-    while let Some(event) = events.recv().await {
-        route(&shared, event, &deliveries);
+    let mut came = Vec::with_capacity(EVENTS_PER_TURN);
+    while events.recv_many(&mut came, EVENTS_PER_TURN).await > 0 {
+        let mut batch = Vec::new();
+        for event in came.drain(..) {
+            route(&shared, event, &mut batch);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(unsent) = deliveries.send(batch) {
+            // No delivery thread (it could not start): deliver here, in order.
+            for delivery in unsent.0 {
+                deliver_now(&shared, delivery);
+            }
+        }
     }
     // The driver stopped: every waiter hears it (a dropped sender).
     let mut waiters = shared.waiters();
@@ -217,7 +239,9 @@ async fn dispatch(
     shared.stopped.send_replace(true);
 }
 
-fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Sender<Delivery>) {
+/// Answers the waiters `event` is for, and adds what the delivery thread must do for it to
+/// `deliveries`.
+fn route(shared: &Shared, event: ClientEvent, deliveries: &mut Vec<Delivery>) {
     let mut waiters = shared.waiters();
     match event {
         ClientEvent::Ready => {
@@ -266,10 +290,7 @@ fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Send
                 Some(mut current) => current.finish.take(),
                 None => None,
             };
-            drop(waiters);
-            if let Err(unsent) = deliveries.send(Delivery::Committed { tid, reply }) {
-                deliver_now(shared, unsent.0);
-            }
+            deliveries.push(Delivery::Committed { tid, reply });
         }
         ClientEvent::Aborted { ttid, reason } => {
             let reported = match current_of(&mut waiters, ttid) {
@@ -324,19 +345,11 @@ fn route(shared: &Shared, event: ClientEvent, deliveries: &std::sync::mpsc::Send
             }
         }
         ClientEvent::Resynced { last } => {
-            drop(waiters);
-            let delivery = Delivery::Invalidate(Invalidation::Everything { tid: last });
-            if let Err(unsent) = deliveries.send(delivery) {
-                deliver_now(shared, unsent.0);
-            }
+            deliveries.push(Delivery::Invalidate(Invalidation::Everything { tid: last }));
         }
         ClientEvent::Invalidated { tid, oids } => {
-            drop(waiters);
             shared.invalidations.fetch_add(1, Ordering::Relaxed);
-            let delivery = Delivery::Invalidate(Invalidation::Objects { tid, oids });
-            if let Err(unsent) = deliveries.send(delivery) {
-                deliver_now(shared, unsent.0);
-            }
+            deliveries.push(Delivery::Invalidate(Invalidation::Objects { tid, oids }));
         }
     }
 }
@@ -350,9 +363,11 @@ fn current_of(waiters: &mut Waiters, ttid: Tid) -> Option<&mut Current> {
 }
 
 /// The delivery thread: listener, then `last_transaction`, then `finish`, in order.
-fn deliver(shared: &Shared, queue: &std::sync::mpsc::Receiver<Delivery>) {
-    while let Ok(delivery) = queue.recv() {
-        deliver_now(shared, delivery);
+fn deliver(shared: &Shared, queue: &std::sync::mpsc::Receiver<Vec<Delivery>>) {
+    while let Ok(batch) = queue.recv() {
+        for delivery in batch {
+            deliver_now(shared, delivery);
+        }
     }
 }
 

@@ -1066,9 +1066,12 @@ mod tests {
             .into_iter()
             .filter(|(_, transmit)| transmit.to == "c2")
             .filter_map(|(_, transmit)| match transmit.message {
-                Message::Invalidate { tid: at, oids } if at == tid => Some(oids),
+                Message::Invalidate { commits } => Some(commits),
                 _ => None,
             })
+            .flatten()
+            .filter(|changed| changed.tid == tid)
+            .map(|changed| changed.oids)
             .collect();
         assert_eq!(
             invalidations,

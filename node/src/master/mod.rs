@@ -930,8 +930,7 @@ impl Master {
                 .send(client, Message::AnswerFinish { ttid, outcome });
         }
         for other in self.clients.iter().filter(|other| Some(*other) != client) {
-            let oids = oids.to_vec();
-            self.out.send(other, Message::Invalidate { tid, oids });
+            self.out.invalidate(other, tid, oids.to_vec());
         }
     }
 

@@ -19,8 +19,9 @@ use super::message::Message;
 /// vote with the stores: `Vote` counts the stores it covers (`stores`), and a storage tells a
 /// client that an older transaction waits for its voted one (`OlderWaits`). Version 8 answers
 /// stores in batches (`AnswerStore` carries a list). Version 9 tells a client where its
-/// transaction waits for a lock (`Waits`).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// transaction waits for a lock (`Waits`). Version 10 invalidates the commits a master decided
+/// together in one message (`Invalidate` carries a list).
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// Encodes `message` with the protocol version in front.
 ///

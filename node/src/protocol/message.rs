@@ -180,12 +180,12 @@ pub enum Message {
         /// Committed at a TID, or refused.
         outcome: TransactionOutcome,
     },
-    /// Master -> other clients: objects changed by the transaction committed at `tid`.
+    /// Master -> other clients: the objects that commits changed, in TID order. The commits a
+    /// master announces together (those one write of its log decided) go to each client in
+    /// one message, of at most [`MAX_INVALIDATED_OIDS`] objects unless one commit wrote more.
     Invalidate {
-        /// The TID of the commit.
-        tid: Tid,
-        /// The objects it wrote.
-        oids: Vec<Oid>,
+        /// Each commit's TID and the objects it wrote.
+        commits: Vec<Changed>,
     },
     /// Client -> master and storages, master -> storages: forget the transaction.
     AbortTransaction {
@@ -524,6 +524,32 @@ pub enum StoreKind {
 
 /// The most answers one [`Message::AnswerStore`] carries (a storage sends more in several).
 pub const MAX_STORE_ANSWERS: usize = 4096;
+
+/// The most objects one [`Message::Invalidate`] names when it tells of several commits (a
+/// master sends more in several; a single commit that wrote more goes alone).
+pub const MAX_INVALIDATED_OIDS: usize = 65_536;
+
+/// The objects one commit changed, as [`Message::Invalidate`] tells them.
+///
+/// ```
+/// use replicast_node::ids::{Oid, Tid};
+/// use replicast_node::protocol::{Changed, Message, decode, encode};
+///
+/// let commits = vec![
+///     Changed { tid: Tid(10), oids: vec![Oid(1), Oid(2)] },
+///     Changed { tid: Tid(11), oids: vec![Oid(7)] },
+/// ];
+/// let message = Message::Invalidate { commits };
+/// assert_eq!(decode(&encode(&message))?, message);
+/// # Ok::<(), replicast_node::protocol::DecodeError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The TID of the commit.
+    pub tid: Tid,
+    /// The objects it wrote.
+    pub oids: Vec<Oid>,
+}
 
 /// The outcome of one store on one storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

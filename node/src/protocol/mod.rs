@@ -68,6 +68,7 @@ mod codec;
 mod error;
 mod inspect;
 mod message;
+mod outbox;
 mod status;
 
 pub use admin::{ChangeOutcome, ChangeRefusal, StorageChange};
@@ -79,82 +80,13 @@ pub use codec::{PROTOCOL_VERSION, decode, decode_from, decode_shared, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use inspect::{InspectAnswer, InspectAsk, OidRange, RangeDigest, RecordDigest};
 pub use message::{
-    LoadResult, MAX_STORE_ANSWERS, Message, ObjectPart, Order, StoreKind, StoreResult,
-    TransactionOutcome, VoteRefusal, VoteResult,
+    Changed, LoadResult, MAX_INVALIDATED_OIDS, MAX_STORE_ANSWERS, Message, ObjectPart, Order,
+    StoreKind, StoreResult, TransactionOutcome, VoteRefusal, VoteResult,
 };
+pub(crate) use outbox::Outbox;
+pub use outbox::Transmit;
 pub use status::{
     BackupReport, BackupState, BackupStatus, ClusterStatus, CrlStatus, LinkReport, MasterRole,
     MasterStatus, NodeReport, NodeRole, NodeState, NodeStatus, RefusalCount, STALE_AFTER_MISSED,
     StorePath,
 };
-
-use std::collections::VecDeque;
-
-use crate::ids::{Oid, Tid};
-use crate::partition::NodeName;
-
-/// A message for a named peer, taken from a state machine by its driver.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Transmit {
-    /// The peer.
-    pub to: NodeName,
-    /// The message.
-    pub message: Message,
-}
-
-/// The queue of messages a state machine has to send.
-#[derive(Debug, Default)]
-pub(crate) struct Outbox {
-    queue: VecDeque<Transmit>,
-}
-
-impl Outbox {
-    pub(crate) fn send(&mut self, to: &str, message: Message) {
-        self.queue.push_back(Transmit {
-            to: to.to_owned(),
-            message,
-        });
-    }
-
-    /// Queues the answer to `ttid`'s store of `oid`: into the message last queued if that
-    /// answers stores of the same transaction and generation to the same client (and has
-    /// room), so answers produced together leave together; nothing is reordered, since
-    /// only the last message grows.
-    pub(crate) fn answer_store(
-        &mut self,
-        to: &str,
-        ttid: Tid,
-        generation: u32,
-        answer: (Oid, StoreResult),
-    ) {
-        if let Some(Transmit {
-            to: last_to,
-            message:
-                Message::AnswerStore {
-                    ttid: last_ttid,
-                    generation: last_generation,
-                    answers,
-                },
-        }) = self.queue.back_mut()
-            && last_to == to
-            && *last_ttid == ttid
-            && *last_generation == generation
-            && answers.len() < MAX_STORE_ANSWERS
-        {
-            answers.push(answer);
-            return;
-        }
-        self.send(
-            to,
-            Message::AnswerStore {
-                ttid,
-                generation,
-                answers: vec![answer],
-            },
-        );
-    }
-
-    pub(crate) fn poll(&mut self) -> Option<Transmit> {
-        self.queue.pop_front()
-    }
-}
