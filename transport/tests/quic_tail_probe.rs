@@ -29,8 +29,10 @@ const DROP_ABOVE: usize = 400;
 /// The message: its packet is the only one above [`DROP_ABOVE`] (and its copy's).
 const MESSAGE_LEN: usize = 600;
 
-/// Runs of a copy scenario until the socket dropped the original, not the copy.
-const ATTEMPTS: u32 = 5;
+/// Runs of a copy scenario until the socket dropped the original, not the copy. Under load
+/// the copy often leaves first (the connection's task runs after the probe's pause): all 5 of
+/// an earlier bound were once the copy's drop, in a full parallel test run.
+const ATTEMPTS: u32 = 20;
 
 /// A quinn socket that sends everything, except the first `armed` datagrams above
 /// [`DROP_ABOVE`] bytes once armed: the loss of one message's only packet (and of its
