@@ -11,11 +11,13 @@
 //! must not): it calls the listener, then moves `last_transaction` on, then (for a commit)
 //! answers `finish`. So `last_transaction` never passes a TID whose invalidations the
 //! application has not had, and `finish` returns after every earlier invalidation was
-//! delivered.
+//! delivered. A handle without a listener has nothing that may block: the dispatcher then
+//! delivers itself, in the same order, as long as nothing it handed the thread earlier is
+//! still there.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
 
@@ -131,6 +133,8 @@ pub(super) struct Shared {
     /// The last TID the application was told of (`last_transaction`).
     pub(super) last: watch::Sender<Tid>,
     pub(super) invalidations: AtomicU64,
+    /// Batches handed to the delivery thread and not yet delivered.
+    at_thread: AtomicUsize,
     pub(super) storage_failures: AtomicU64,
     /// Whether the dispatcher ended (the driver stopped).
     pub(super) stopped: watch::Sender<bool>,
@@ -146,6 +150,7 @@ impl Shared {
             listener: Mutex::new(None),
             last: watch::Sender::new(Tid::ZERO),
             invalidations: AtomicU64::new(0),
+            at_thread: AtomicUsize::new(0),
             storage_failures: AtomicU64::new(0),
             stopped: watch::Sender::new(false),
             pipelined: Mutex::new(None),
@@ -204,10 +209,9 @@ pub(super) fn start(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<ClientE
 }
 
 /// Routes the client's events as they come. The deliveries of the events that came together
-/// go to the delivery thread in one piece: waking that thread is a futex call and a switch
-/// of threads, and under load each commit invalidates at every other client (with 32
-/// clients, one wake per invalidation cost a quarter of the commits per second, measured
-/// by leaving invalidations out).
+/// are handed on in one piece ([`hand_on`]): under load every commit invalidates at every
+/// other client, and one wake of the delivery thread per invalidation cost a quarter of the
+/// commits per second at 32 clients (measured by leaving invalidations out).
 async fn dispatch(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<ClientEvent>,
@@ -219,14 +223,8 @@ async fn dispatch(
         for event in came.drain(..) {
             route(&shared, event, &mut batch);
         }
-        if batch.is_empty() {
-            continue;
-        }
-        if let Err(unsent) = deliveries.send(batch) {
-            // No delivery thread (it could not start): deliver here, in order.
-            for delivery in unsent.0 {
-                deliver_now(&shared, delivery);
-            }
+        if !batch.is_empty() {
+            hand_on(&shared, batch, &deliveries);
         }
     }
     // The driver stopped: every waiter hears it (a dropped sender).
@@ -362,29 +360,75 @@ fn current_of(waiters: &mut Waiters, ttid: Tid) -> Option<&mut Current> {
         .filter(|current| current.ttid == Some(ttid))
 }
 
+/// Delivers `batch` here if the handle has no listener and the delivery thread holds nothing
+/// handed to it earlier, else hands it to the thread. Waking that thread is a futex call and a
+/// switch of threads per batch: at 32 clients, where every commit invalidates at 31 of them,
+/// the wakes cost 15-20% of the commits per second (docs/BENCH.md).
+fn hand_on(
+    shared: &Shared,
+    batch: Vec<Delivery>,
+    deliveries: &std::sync::mpsc::Sender<Vec<Delivery>>,
+) {
+    // `try_lock`: the dispatcher runs on a tokio worker and must not wait for a listener
+    // that runs (it holds the lock meanwhile): a busy lock sends the batch to the thread.
+    let listener = match shared.listener.try_lock() {
+        Ok(listener) => Some(listener),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    if let Some(listener) = listener
+        && listener.is_none()
+        && shared.at_thread.load(Ordering::Acquire) == 0
+    {
+        // The lock is held meanwhile, so no listener comes in the middle of the batch, and
+        // settling neither blocks nor calls out.
+        for delivery in batch {
+            settle(shared, delivery);
+        }
+        return;
+    }
+    shared.at_thread.fetch_add(1, Ordering::AcqRel);
+    if let Err(unsent) = deliveries.send(batch) {
+        shared.at_thread.fetch_sub(1, Ordering::AcqRel);
+        // No delivery thread (it could not start): deliver here, in order.
+        for delivery in unsent.0 {
+            deliver_now(shared, delivery);
+        }
+    }
+}
+
 /// The delivery thread: listener, then `last_transaction`, then `finish`, in order.
 fn deliver(shared: &Shared, queue: &std::sync::mpsc::Receiver<Vec<Delivery>>) {
     while let Ok(batch) = queue.recv() {
         for delivery in batch {
             deliver_now(shared, delivery);
         }
+        shared.at_thread.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// Calls the listener with an invalidation, if there is one, then [`settle`]s the delivery.
 fn deliver_now(shared: &Shared, delivery: Delivery) {
+    if let Delivery::Invalidate(invalidation) = &delivery
+        && let Some(listener) = shared
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+    {
+        listener(invalidation);
+    }
+    settle(shared, delivery);
+}
+
+/// What a delivery does once the application had it: moves `last_transaction` on, and answers
+/// `finish` for a commit of the handle's own.
+fn settle(shared: &Shared, delivery: Delivery) {
     match delivery {
         Delivery::Invalidate(invalidation) => {
-            let tid = match &invalidation {
-                Invalidation::Objects { tid, .. } | Invalidation::Everything { tid } => *tid,
+            let tid = match invalidation {
+                Invalidation::Objects { tid, .. } | Invalidation::Everything { tid } => tid,
             };
-            if let Some(listener) = shared
-                .listener
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_mut()
-            {
-                listener(&invalidation);
-            }
             shared.advance(tid);
         }
         Delivery::Committed { tid, reply } => {
@@ -393,5 +437,74 @@ fn deliver_now(shared: &Shared, delivery: Delivery) {
                 let _ = reply.send(Ok(tid));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalidation(tid: u64) -> Delivery {
+        Delivery::Invalidate(Invalidation::Objects {
+            tid: Tid(tid),
+            oids: vec![Oid(tid)],
+        })
+    }
+
+    fn last(shared: &Shared) -> Tid {
+        *shared.last.borrow()
+    }
+
+    #[test]
+    fn without_a_listener_the_dispatcher_delivers_itself_in_order() {
+        let shared = Shared::new();
+        let (deliveries, queue) = std::sync::mpsc::channel();
+        let (reply, answer) = oneshot::channel();
+        let batch = vec![
+            invalidation(5),
+            Delivery::Committed {
+                tid: Tid(6),
+                reply: Some(reply),
+            },
+        ];
+        hand_on(&shared, batch, &deliveries);
+        assert_eq!(last(&shared), Tid(6), "delivered at once");
+        assert!(matches!(answer.blocking_recv(), Ok(Ok(Tid(6)))), "finish answered");
+        assert!(queue.try_recv().is_err(), "nothing went to the thread");
+    }
+
+    #[test]
+    fn a_batch_never_passes_one_the_delivery_thread_still_holds() {
+        let shared = Shared::new();
+        let (deliveries, queue) = std::sync::mpsc::channel();
+        // A listener takes the first batch to the thread (which does not run here).
+        let listener: InvalidationListener = Box::new(|_| {});
+        *shared.listener.lock().expect("unpoisoned") = Some(listener);
+        hand_on(&shared, vec![invalidation(5)], &deliveries);
+        // The listener goes before the thread delivered: the next batch must queue behind.
+        *shared.listener.lock().expect("unpoisoned") = None;
+        hand_on(&shared, vec![invalidation(6)], &deliveries);
+        assert_eq!(last(&shared), Tid::ZERO, "nothing delivered ahead of the thread");
+        let tids: Vec<Tid> = queue
+            .try_iter()
+            .flatten()
+            .map(|delivery| match delivery {
+                Delivery::Invalidate(Invalidation::Objects { tid, .. }) => tid,
+                _ => Tid::ZERO,
+            })
+            .collect();
+        assert_eq!(tids, vec![Tid(5), Tid(6)], "both at the thread, in order");
+    }
+
+    #[test]
+    fn a_listener_that_runs_sends_the_batch_to_the_thread_without_waiting_for_it() {
+        let shared = Shared::new();
+        let (deliveries, queue) = std::sync::mpsc::channel();
+        // The thread holds the listener's lock while the listener runs (here: the test).
+        let running = shared.listener.lock().expect("unpoisoned");
+        hand_on(&shared, vec![invalidation(5)], &deliveries);
+        drop(running);
+        assert_eq!(last(&shared), Tid::ZERO);
+        assert_eq!(queue.try_iter().count(), 1, "handed to the thread");
     }
 }
