@@ -469,7 +469,10 @@ mod tests {
         ];
         hand_on(&shared, batch, &deliveries);
         assert_eq!(last(&shared), Tid(6), "delivered at once");
-        assert!(matches!(answer.blocking_recv(), Ok(Ok(Tid(6)))), "finish answered");
+        assert!(
+            matches!(answer.blocking_recv(), Ok(Ok(Tid(6)))),
+            "finish answered"
+        );
         assert!(queue.try_recv().is_err(), "nothing went to the thread");
     }
 
@@ -484,7 +487,11 @@ mod tests {
         // The listener goes before the thread delivered: the next batch must queue behind.
         *shared.listener.lock().expect("unpoisoned") = None;
         hand_on(&shared, vec![invalidation(6)], &deliveries);
-        assert_eq!(last(&shared), Tid::ZERO, "nothing delivered ahead of the thread");
+        assert_eq!(
+            last(&shared),
+            Tid::ZERO,
+            "nothing delivered ahead of the thread"
+        );
         let tids: Vec<Tid> = queue
             .try_iter()
             .flatten()
