@@ -18,7 +18,7 @@
 //! # Why digests travel over QUIC
 //!
 //! Every member of a group holds the group key, so the key proves only that a datagram comes
-//! from *some* member. The writer therefore announces each multicast object's SHA-256 digest
+//! from *some* member. The writer therefore announces each multicast object's BLAKE3 digest
 //! over the replica's authenticated QUIC link ([`wire::Expectation`]), and the replica
 //! acknowledges, on that same link, only bytes that match it ([`matching`]). A forged object
 //! is refused and the replica gets the writer's bytes by unicast.

@@ -34,7 +34,7 @@ use crate::quic::Service;
 /// ([`Incoming::service`](crate::quic::Incoming::service)).
 pub const SERVICE: Service = Service::new(0xff00);
 
-/// Length of the SHA-256 digests announced for multicast objects.
+/// Length of the BLAKE3 digests announced for multicast objects.
 pub const DIGEST_LEN: usize = 32;
 
 /// The most announcements one [`ControlRequest::ExpectBatch`] may carry; a replica refuses a
@@ -53,16 +53,18 @@ pub const MAX_BUNDLE_BATCH: usize = 64;
 /// Multicast object ids with this bit set are reachability probes: replicas drop them.
 pub const PROBE_BIT: u64 = 1 << 63;
 
-/// The SHA-256 digest of `bytes`.
+/// The BLAKE3 digest of `bytes`: a cryptographic hash, since it must bind the bytes a group
+/// member sends to what the writer announced (see [the module](super)), and about four times
+/// as fast as SHA-256 on 64 KiB here (8 against 33 us; every multicast object is digested by
+/// its writer and by each replica, and SHA-256 was the largest symbol of the node preset's
+/// 64 KiB cell, 7.8% of its CPU).
 ///
 /// ```
 /// let digest = replicast_transport::fanout::wire::digest(b"");
-/// assert_eq!(digest[0], 0xe3);
+/// assert_eq!(digest[0], 0xaf);
 /// ```
 pub fn digest(bytes: &[u8]) -> [u8; DIGEST_LEN] {
-    let mut out = [0; DIGEST_LEN];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
+    *blake3::hash(bytes).as_bytes()
 }
 
 /// What a writer tells a replica to join its multicast session.
@@ -104,7 +106,7 @@ pub struct Expectation {
     pub object_id: u64,
     /// Its length in bytes.
     pub len: u64,
-    /// SHA-256 of its bytes.
+    /// BLAKE3 of its bytes ([`digest`]).
     pub digest: [u8; DIGEST_LEN],
 }
 
@@ -120,7 +122,7 @@ pub struct Bundle {
     pub multicast_id: u64,
     /// The bundle's length in bytes.
     pub len: u64,
-    /// SHA-256 of the bundle's bytes.
+    /// BLAKE3 of the bundle's bytes ([`digest`]).
     pub digest: [u8; DIGEST_LEN],
     /// The objects, in the order of their bytes (1 to [`MAX_BUNDLE_PARTS`]).
     pub parts: Vec<UnicastPart>,
