@@ -210,8 +210,9 @@ pub(super) fn start(shared: Arc<Shared>, events: mpsc::UnboundedReceiver<ClientE
 
 /// Routes the client's events as they come. The deliveries of the events that came together
 /// are handed on in one piece ([`hand_on`]): under load every commit invalidates at every
-/// other client, and one wake of the delivery thread per invalidation cost a quarter of the
-/// commits per second at 32 clients (measured by leaving invalidations out).
+/// other client, and one wake of the delivery thread per invalidation was most of what
+/// invalidations cost at 32 clients (a quarter of the commits per second, measured by leaving
+/// them out).
 async fn dispatch(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<ClientEvent>,

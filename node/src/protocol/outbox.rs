@@ -26,21 +26,35 @@ pub(crate) struct Outbox {
     /// Messages taken from the queue so far: the position of the queue's front in the
     /// numbering of [`last`](Self::last).
     taken: u64,
-    /// Per peer, the number of the last message queued for it while still queued.
+    /// Per peer, the number of the last message queued for it, while it is still queued and
+    /// may grow (an answer to stores, an invalidation); a message that may not grow clears
+    /// its peer's entry, so most sends cost a lookup and no allocation.
     last: HashMap<NodeName, u64>,
 }
 
 impl Outbox {
     pub(crate) fn send(&mut self, to: &str, message: Message) {
+        if !self.last.is_empty() {
+            self.last.remove(to);
+        }
+        self.push(to, message);
+    }
+
+    /// Queues `message` as one that later ones for `to` may grow (see [`last_for`](Self::last_for)).
+    fn send_growing(&mut self, to: &str, message: Message) {
         let number = self.taken + self.queue.len() as u64;
         self.last.insert(to.to_owned(), number);
+        self.push(to, message);
+    }
+
+    fn push(&mut self, to: &str, message: Message) {
         self.queue.push_back(Transmit {
             to: to.to_owned(),
             message,
         });
     }
 
-    /// The last message queued for `to`, if it is still queued.
+    /// The last message queued for `to`, if it is still queued and may grow.
     fn last_for(&mut self, to: &str) -> Option<&mut Message> {
         let number = *self.last.get(to)?;
         let index = usize::try_from(number.checked_sub(self.taken)?).ok()?;
@@ -71,7 +85,7 @@ impl Outbox {
             answers.push(answer);
             return;
         }
-        self.send(
+        self.send_growing(
             to,
             Message::AnswerStore {
                 ttid,
@@ -94,12 +108,12 @@ impl Outbox {
             }
         }
         let commits = vec![Changed { tid, oids }];
-        self.send(to, Message::Invalidate { commits });
+        self.send_growing(to, Message::Invalidate { commits });
     }
 
     pub(crate) fn poll(&mut self) -> Option<Transmit> {
         let transmit = self.queue.pop_front()?;
-        if self.last.get(&transmit.to) == Some(&self.taken) {
+        if !self.last.is_empty() && self.last.get(&transmit.to) == Some(&self.taken) {
             self.last.remove(&transmit.to);
         }
         self.taken += 1;
