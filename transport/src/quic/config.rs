@@ -90,7 +90,7 @@ pub struct LinkConfig {
     /// Size of the chunks an object is cut into on the sending side.
     pub chunk_size: u32,
     /// Chunks at least this large are zstd-compressed, and sent compressed when that shrinks
-    /// them. After chunks that do not shrink, the next ones of the same object are sent raw
+    /// them. After chunks that do not shrink, the next ones sent to the same peer are sent raw
     /// without trying (1, 2, 4, ... up to 16 chunks), so incompressible payloads cost little.
     /// `None` never compresses.
     pub compression_threshold: Option<u32>,

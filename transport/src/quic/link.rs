@@ -226,7 +226,8 @@ impl Link {
             .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
         let sent = async {
             peer.write_all(&mut send, &frame).await?;
-            peer.write_object(&mut send, payload, config).await?;
+            peer.write_object(&mut send, payload, config, &self.peer.compressibility)
+                .await?;
             let _ = send.finish();
             Ok::<_, LinkError>(())
         }

@@ -37,6 +37,7 @@
 //! [`Incoming`] values.
 
 pub mod channel;
+mod compressibility;
 mod config;
 mod congestion;
 mod copies;

@@ -12,9 +12,12 @@
 //! between the two applications (a bug), and for that a fast hash suffices. SHA-256 cost 14%
 //! of the CPU of a loopback transfer; XXH3 is an order of magnitude cheaper.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use xxhash_rust::xxh3::Xxh3Default;
 
+use super::compressibility::Compressibility;
 use super::frame::{FrameError, LEN_PREFIX};
 use super::wire::{TAG_END, TAG_RAW, TAG_ZSTD};
 
@@ -28,58 +31,66 @@ pub(crate) struct EncodedFrame {
     pub(crate) data: Bytes,
 }
 
-/// Chunks sent raw without trying zstd after the most chunks that in a row did not shrink.
-const MAX_SKIP: u32 = 16;
-
 /// Turns payload chunks into object frames, compressing those that shrink, and keeps the
 /// checksum.
 ///
-/// Trying zstd on incompressible data (media, already compressed or encrypted objects) costs
-/// CPU for nothing, so after a chunk that did not shrink the next chunk is sent raw without
-/// trying, after two such failures in a row the next two, then four, up to [`MAX_SKIP`]; one
-/// chunk that shrinks resets this.
+/// Whether a chunk is tried with zstd at all is its link's [`Compressibility`]'s call, so
+/// that a link carrying incompressible payloads stops paying for tries. The zstd context is
+/// made at the first try, so an object sent raw makes none.
 pub(crate) struct ChunkEncoder {
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    compressor: Compressor,
     threshold: usize,
-    /// Chunks still to send raw without trying.
-    skip: u32,
-    /// Chunks to skip after the next failure.
-    backoff: u32,
+    history: Arc<Compressibility>,
     hasher: Xxh3Default,
 }
 
+/// The zstd context of a [`ChunkEncoder`], made when first needed.
+enum Compressor {
+    /// Compression is off, or its context could not be made (out of memory).
+    Off,
+    /// Not made yet: no chunk was tried.
+    Level(i32),
+    Ready(Box<zstd::bulk::Compressor<'static>>),
+}
+
 impl ChunkEncoder {
-    /// `threshold`: chunks at least this long are tried with zstd at `level`.
-    pub(crate) fn new(threshold: Option<u32>, level: i32) -> Self {
-        let compressor = match threshold {
-            // A compressor that cannot be created (out of memory) only costs compression.
-            Some(_) => zstd::bulk::Compressor::new(level)
-                .inspect_err(|e| tracing::debug!("zstd unavailable, sending raw chunks: {e}"))
-                .ok(),
-            None => None,
-        };
+    /// `threshold`: chunks at least this long are tried with zstd at `level`, when `history`
+    /// (the link's) says a try is due.
+    pub(crate) fn new(threshold: Option<u32>, level: i32, history: Arc<Compressibility>) -> Self {
         Self {
-            compressor,
+            compressor: match threshold {
+                Some(_) => Compressor::Level(level),
+                None => Compressor::Off,
+            },
             threshold: threshold.map_or(usize::MAX, |t| t as usize),
-            skip: 0,
-            backoff: 1,
+            history,
             hasher: Xxh3Default::new(),
         }
     }
 
-    /// Whether a chunk of `len` bytes would be tried with zstd.
+    /// Whether a chunk of `len` bytes would be tried with zstd, were a try due.
     pub(crate) fn compresses(&self, len: usize) -> bool {
-        self.compressor.is_some() && len >= self.threshold
+        !matches!(self.compressor, Compressor::Off) && len >= self.threshold
     }
 
-    /// Encodes one chunk of at most `u32::MAX - 9` bytes (the caller's chunk size guarantees it).
+    /// Whether encoding a payload of `len` bytes in chunks of `chunk_size` may try zstd on one
+    /// of them, as the link's history stands: if not, [`encode_raw`](Self::encode_raw) sends
+    /// it with no work beyond the checksum.
+    pub(crate) fn may_try(&self, len: usize, chunk_size: usize) -> bool {
+        let chunk_size = chunk_size.max(1);
+        let last = len % chunk_size;
+        let tried = (len / chunk_size) * usize::from(self.compresses(chunk_size))
+            + usize::from(last > 0 && self.compresses(last));
+        tried > 0 && !self.history.skips(u32::try_from(tried).unwrap_or(u32::MAX))
+    }
+
+    /// Encodes one chunk of at most `u32::MAX - 9` bytes (the caller's chunk size guarantees
+    /// it), compressed if a try is due and it shrinks.
     pub(crate) fn encode(&mut self, chunk: Bytes) -> EncodedFrame {
-        self.hasher.update(&chunk);
-        if self.compresses(chunk.len()) {
-            if self.skip > 0 {
-                self.skip -= 1;
-            } else if let Some(packed) = self.try_compress(&chunk) {
-                self.backoff = 1;
+        if self.compresses(chunk.len()) && self.history.try_next() {
+            if let Some(packed) = self.try_compress(&chunk) {
+                self.history.shrank();
+                self.hasher.update(&chunk);
                 let mut head = BytesMut::with_capacity(LEN_PREFIX + 5);
                 head.put_u32(1 + 4 + packed.len() as u32);
                 head.put_u8(TAG_ZSTD);
@@ -88,11 +99,24 @@ impl ChunkEncoder {
                     head: head.freeze(),
                     data: Bytes::from(packed),
                 };
-            } else {
-                self.skip = self.backoff;
-                self.backoff = (self.backoff * 2).min(MAX_SKIP);
             }
+            self.history.did_not_shrink();
         }
+        self.raw(chunk)
+    }
+
+    /// Encodes one chunk raw without trying zstd, as one of the chunks the link's history
+    /// skips (see [`may_try`](Self::may_try)).
+    pub(crate) fn encode_raw(&mut self, chunk: Bytes) -> EncodedFrame {
+        if self.compresses(chunk.len()) {
+            // A try due here (other objects used the skip up meanwhile) is the next chunk's.
+            let _ = self.history.try_next();
+        }
+        self.raw(chunk)
+    }
+
+    fn raw(&mut self, chunk: Bytes) -> EncodedFrame {
+        self.hasher.update(&chunk);
         let mut head = BytesMut::with_capacity(LEN_PREFIX + 1);
         head.put_u32(1 + chunk.len() as u32);
         head.put_u8(TAG_RAW);
@@ -104,7 +128,19 @@ impl ChunkEncoder {
 
     /// The compressed chunk, if compression shrinks it.
     fn try_compress(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
-        let compressor = self.compressor.as_mut()?;
+        if let Compressor::Level(level) = self.compressor {
+            // A context that cannot be made (out of memory) only costs compression.
+            self.compressor = match zstd::bulk::Compressor::new(level) {
+                Ok(compressor) => Compressor::Ready(Box::new(compressor)),
+                Err(e) => {
+                    tracing::debug!("zstd unavailable, sending raw chunks: {e}");
+                    Compressor::Off
+                }
+            };
+        }
+        let Compressor::Ready(compressor) = &mut self.compressor else {
+            return None;
+        };
         match compressor.compress(chunk) {
             Ok(packed) if packed.len() < chunk.len() => Some(packed),
             Ok(_) => None,
@@ -272,7 +308,7 @@ mod tests {
 
     #[test]
     fn compressible_chunks_are_sent_compressed_and_others_raw() {
-        let mut encoder = ChunkEncoder::new(Some(1024), 1);
+        let mut encoder = ChunkEncoder::new(Some(1024), 1, Arc::default());
         let text = Bytes::from("abcdefgh".repeat(1000));
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let noise: Bytes = (0..8000)
@@ -318,7 +354,7 @@ mod tests {
 
     #[test]
     fn after_chunks_that_do_not_shrink_the_next_ones_are_not_tried() {
-        let mut encoder = ChunkEncoder::new(Some(16), 1);
+        let mut encoder = ChunkEncoder::new(Some(16), 1, Arc::default());
         let text = Bytes::from("abcdefgh".repeat(100));
         let noise = Bytes::from((0..=255u8).collect::<Vec<_>>());
         let compressed = |frame: &EncodedFrame| frame.head[LEN_PREFIX] == TAG_ZSTD;
@@ -331,6 +367,43 @@ mod tests {
         assert!(!compressed(&encoder.encode(text.clone())));
         assert!(!compressed(&encoder.encode(text.clone())));
         assert!(compressed(&encoder.encode(text.clone())));
+    }
+
+    #[test]
+    fn objects_on_one_link_share_what_it_learned() {
+        let history = Arc::new(Compressibility::default());
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let noise: Bytes = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        let link_object = || ChunkEncoder::new(Some(16), 1, history.clone());
+        let first = link_object();
+        assert!(first.may_try(noise.len(), 1 << 20), "nothing learned yet");
+        let mut first = first;
+        assert!(first.encode(noise.clone()).data == noise); // tried, did not shrink
+        let mut second = link_object();
+        assert!(
+            !second.may_try(noise.len(), 1 << 20),
+            "the next one-chunk object is not tried"
+        );
+        assert!(second.encode_raw(noise.clone()).data == noise);
+        assert!(
+            link_object().may_try(noise.len(), 1 << 20),
+            "the one after it is"
+        );
+        assert!(
+            !ChunkEncoder::new(Some(16), 1, Arc::default()).may_try(8, 1 << 20),
+            "below the threshold nothing is tried"
+        );
+        assert!(
+            !ChunkEncoder::new(None, 1, Arc::default()).may_try(4096, 1 << 20),
+            "nor with compression off"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`Peer`]: what an endpoint knows of one peer: its address, its current connection (with
-//! the session behind it), a dial in progress, and its outbound [`Channel`].
+//! the session behind it), a dial in progress, its outbound [`Channel`], and whether the
+//! objects sent to it compress.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use tokio::sync::watch;
 
 use super::channel::Channel;
 use super::codes;
+use super::compressibility::Compressibility;
 use super::endpoint::{Inner, is_live};
 use super::error::LinkError;
 use crate::sync::lock;
@@ -27,6 +29,9 @@ type DialResult = Option<Result<quinn::Connection, LinkError>>;
 /// A peer known by name (a node's name, or `NAME#SESSION` for one process of a shared name).
 pub(crate) struct Peer {
     pub(crate) name: Arc<str>,
+    /// Whether the objects sent to the peer are worth trying to compress, learned from those
+    /// sent before (whatever connection carried them).
+    pub(crate) compressibility: Arc<Compressibility>,
     state: Mutex<PeerState>,
 }
 
@@ -58,6 +63,7 @@ impl Peer {
     pub(crate) fn new(name: Arc<str>, addr: Option<SocketAddr>) -> Self {
         Self {
             name,
+            compressibility: Arc::default(),
             state: Mutex::new(PeerState {
                 addr,
                 connection: None,

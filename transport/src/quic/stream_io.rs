@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::compressibility::Compressibility;
 use super::config::LinkConfig;
 use super::error::LinkError;
 use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len, frame_len};
@@ -168,19 +169,27 @@ impl PeerRef {
     /// Writes an object's chunks and end frame. When chunks are to be compressed, encoding
     /// runs on a blocking thread, one or two chunks ahead of the network, so compression and
     /// sending overlap and the async runtime is never held up by zstd.
+    ///
+    /// `history` is the link's memory of whether its payloads compress: while it says the
+    /// chunks of this payload are not worth trying, they go out from this task.
     pub(crate) async fn write_object(
         &self,
         send: &mut quinn::SendStream,
         payload: Bytes,
         config: &LinkConfig,
+        history: &Arc<Compressibility>,
     ) -> Result<(), LinkError> {
         let chunk_size = config.chunk_size as usize;
-        let mut encoder = ChunkEncoder::new(config.compression_threshold, config.compression_level);
-        if !encoder.compresses(payload.len().min(chunk_size)) {
+        let mut encoder = ChunkEncoder::new(
+            config.compression_threshold,
+            config.compression_level,
+            history.clone(),
+        );
+        if !encoder.may_try(payload.len(), chunk_size) {
             // Nothing to compress: frames are the caller's bytes plus a few bytes of framing.
             for offset in (0..payload.len()).step_by(chunk_size) {
                 let end = payload.len().min(offset + chunk_size);
-                let frame = encoder.encode(payload.slice(offset..end));
+                let frame = encoder.encode_raw(payload.slice(offset..end));
                 self.write_encoded(send, frame).await?;
             }
             return self.write_encoded(send, encoder.finish()).await;

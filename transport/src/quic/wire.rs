@@ -317,8 +317,11 @@ pub fn encode_object_stream(
     let head = postcard::to_stdvec(&head).map_err(|e| FrameError::malformed("object head", e))?;
     let mut out = super::stream_io::service_opening(StreamKind::Object, service).to_vec();
     super::frame::encode_frame(&head, config.max_frame_len, &mut out)?;
-    let mut encoder =
-        super::object::ChunkEncoder::new(config.compression_threshold, config.compression_level);
+    let mut encoder = super::object::ChunkEncoder::new(
+        config.compression_threshold,
+        config.compression_level,
+        std::sync::Arc::default(),
+    );
     let chunk_size = config.chunk_size as usize;
     let mut append = |frame: super::object::EncodedFrame| {
         out.extend_from_slice(&frame.head);
