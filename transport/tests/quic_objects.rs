@@ -97,6 +97,39 @@ async fn objects_round_trip_without_compression_and_with_odd_chunk_sizes() {
 }
 
 #[tokio::test]
+async fn an_object_sent_in_parts_arrives_as_their_concatenation() {
+    bounded(async {
+        let ca = ca("cluster");
+        let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
+        // Parts longer than a chunk, shorter, empty, compressible and not, some tried with
+        // zstd (threshold 100) and some not.
+        let link_config = LinkConfig {
+            chunk_size: 1000,
+            compression_threshold: Some(100),
+            ..LinkConfig::default()
+        };
+        let client = endpoint(&identity(&ca, "client-1"), link_config);
+        serve(server.clone(), None);
+        let link = client.link("storage-1", addr(&server)).await.unwrap();
+        let parts = vec![
+            compressible(2_500),
+            Bytes::new(),
+            incompressible(999, 4),
+            compressible(40),
+            incompressible(3_001, 5),
+        ];
+        let whole: Bytes = parts.concat().into();
+        let ack: Ack = link
+            .send_object_parts(&ObjectHeader { oid: 7 }, parts)
+            .await
+            .unwrap();
+        assert_eq!(ack.len, whole.len() as u64);
+        assert_eq!(ack.sha256, sha256(&whole));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_object_above_the_receivers_limit_is_refused_before_its_payload() {
     bounded(async {
         let ca = ca("cluster");

@@ -73,14 +73,11 @@ impl ChunkEncoder {
         !matches!(self.compressor, Compressor::Off) && len >= self.threshold
     }
 
-    /// Whether encoding a payload of `len` bytes in chunks of `chunk_size` may try zstd on one
-    /// of them, as the link's history stands: if not, [`encode_raw`](Self::encode_raw) sends
-    /// it with no work beyond the checksum.
-    pub(crate) fn may_try(&self, len: usize, chunk_size: usize) -> bool {
-        let chunk_size = chunk_size.max(1);
-        let last = len % chunk_size;
-        let tried = (len / chunk_size) * usize::from(self.compresses(chunk_size))
-            + usize::from(last > 0 && self.compresses(last));
+    /// Whether encoding chunks of these lengths may try zstd on one of them, as the link's
+    /// history stands: if not, [`encode_raw`](Self::encode_raw) sends them with no work beyond
+    /// the checksum.
+    pub(crate) fn may_try(&self, chunk_lens: impl Iterator<Item = usize>) -> bool {
+        let tried = chunk_lens.filter(|&len| self.compresses(len)).count();
         tried > 0 && !self.history.skips(u32::try_from(tried).unwrap_or(u32::MAX))
     }
 
@@ -383,25 +380,28 @@ mod tests {
             .collect();
         let link_object = || ChunkEncoder::new(Some(16), 1, history.clone());
         let first = link_object();
-        assert!(first.may_try(noise.len(), 1 << 20), "nothing learned yet");
+        assert!(
+            first.may_try([noise.len()].into_iter()),
+            "nothing learned yet"
+        );
         let mut first = first;
         assert!(first.encode(noise.clone()).data == noise); // tried, did not shrink
         let mut second = link_object();
         assert!(
-            !second.may_try(noise.len(), 1 << 20),
+            !second.may_try([noise.len()].into_iter()),
             "the next one-chunk object is not tried"
         );
         assert!(second.encode_raw(noise.clone()).data == noise);
         assert!(
-            link_object().may_try(noise.len(), 1 << 20),
+            link_object().may_try([noise.len()].into_iter()),
             "the one after it is"
         );
         assert!(
-            !ChunkEncoder::new(Some(16), 1, Arc::default()).may_try(8, 1 << 20),
+            !ChunkEncoder::new(Some(16), 1, Arc::default()).may_try([8].into_iter()),
             "below the threshold nothing is tried"
         );
         assert!(
-            !ChunkEncoder::new(None, 1, Arc::default()).may_try(4096, 1 << 20),
+            !ChunkEncoder::new(None, 1, Arc::default()).may_try([4096].into_iter()),
             "nor with compression off"
         );
     }

@@ -166,16 +166,17 @@ impl PeerRef {
         }
     }
 
-    /// Writes an object's chunks and end frame. When chunks are to be compressed, encoding
-    /// runs on a blocking thread, one or two chunks ahead of the network, so compression and
-    /// sending overlap and the async runtime is never held up by zstd.
+    /// Writes an object's chunks and end frame: the payload is `parts` one after the other,
+    /// each cut into chunks of at most the configured size. When chunks are to be compressed,
+    /// encoding runs on a blocking thread, one or two chunks ahead of the network, so
+    /// compression and sending overlap and the async runtime is never held up by zstd.
     ///
     /// `history` is the link's memory of whether its payloads compress: while it says the
     /// chunks of this payload are not worth trying, they go out from this task.
     pub(crate) async fn write_object(
         &self,
         send: &mut quinn::SendStream,
-        payload: Bytes,
+        parts: Vec<Bytes>,
         config: &LinkConfig,
         history: &Arc<Compressibility>,
     ) -> Result<(), LinkError> {
@@ -185,23 +186,17 @@ impl PeerRef {
             config.compression_level,
             history.clone(),
         );
-        if !encoder.may_try(payload.len(), chunk_size) {
+        if !encoder.may_try(chunks(&parts, chunk_size).map(|chunk| chunk.len())) {
             // Nothing to compress: frames are the caller's bytes plus a few bytes of framing.
-            for offset in (0..payload.len()).step_by(chunk_size) {
-                let end = payload.len().min(offset + chunk_size);
-                let frame = encoder.encode_raw(payload.slice(offset..end));
-                self.write_encoded(send, frame).await?;
+            for chunk in chunks(&parts, chunk_size) {
+                self.write_encoded(send, encoder.encode_raw(chunk)).await?;
             }
             return self.write_encoded(send, encoder.finish()).await;
         }
         let (frames_tx, mut frames) = mpsc::channel::<EncodedFrame>(2);
         tokio::task::spawn_blocking(move || {
-            for offset in (0..payload.len()).step_by(chunk_size) {
-                let end = payload.len().min(offset + chunk_size);
-                if frames_tx
-                    .blocking_send(encoder.encode(payload.slice(offset..end)))
-                    .is_err()
-                {
+            for chunk in chunks(&parts, chunk_size) {
+                if frames_tx.blocking_send(encoder.encode(chunk)).is_err() {
                     return; // The sender gave up (stream or connection failed).
                 }
             }
@@ -221,6 +216,17 @@ impl PeerRef {
         }
         Ok(())
     }
+}
+
+/// `parts` cut into chunks of at most `chunk_size` bytes (slices, not copies), in order; an
+/// empty part yields no chunk.
+pub(crate) fn chunks(parts: &[Bytes], chunk_size: usize) -> impl Iterator<Item = Bytes> + '_ {
+    let chunk_size = chunk_size.max(1);
+    parts.iter().flat_map(move |part| {
+        (0..part.len())
+            .step_by(chunk_size)
+            .map(move |offset| part.slice(offset..part.len().min(offset + chunk_size)))
+    })
 }
 
 /// The bytes that open a request or object stream: its kind, then the service it is for.

@@ -322,14 +322,13 @@ pub fn encode_object_stream(
         config.compression_level,
         std::sync::Arc::default(),
     );
-    let chunk_size = config.chunk_size as usize;
     let mut append = |frame: super::object::EncodedFrame| {
         out.extend_from_slice(&frame.head);
         out.extend_from_slice(&frame.data);
     };
-    for offset in (0..payload.len()).step_by(chunk_size) {
-        let end = payload.len().min(offset + chunk_size);
-        append(encoder.encode(payload.slice(offset..end)));
+    let parts = [payload.clone()];
+    for chunk in super::stream_io::chunks(&parts, config.chunk_size as usize) {
+        append(encoder.encode(chunk));
     }
     append(encoder.finish());
     Ok(out)

@@ -255,13 +255,14 @@ async fn send_unicast(link: &Link, mut batch: Vec<(Delivery, DeliveryPath)>) {
             len: delivery.data.len() as u64,
         })
         .collect();
-    let mut payload =
-        bytes::BytesMut::with_capacity(batch.iter().map(|(delivery, _)| delivery.data.len()).sum());
-    for (delivery, _) in &batch {
-        payload.extend_from_slice(&delivery.data);
-    }
+    // The objects go as the parts of one payload: the stream carries them one after the
+    // other, with no copy to gather them.
+    let payload = batch
+        .iter()
+        .map(|(delivery, _)| delivery.data.clone())
+        .collect();
     let answer = link
-        .send_object::<_, UnicastBatchAck>(&UnicastBatchHeader { parts }, payload.freeze())
+        .send_object_parts::<_, UnicastBatchAck>(&UnicastBatchHeader { parts }, payload)
         .await;
     let answer = match answer {
         Ok(ack) if ack.objects == batch.len() as u64 => Ok(()),
