@@ -363,7 +363,8 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                 &name,
                 masters,
                 store,
-                StorageConfig::default(),
+                // A voter waits for a live writer's slowest replica before it asks the master.
+                FailureTimeouts::after(config.link.idle_timeout).storage(StorageConfig::default()),
                 PersistConfig::default(),
             )
             .map_err(|e| format!("cannot start the storage role: {e}"))?;

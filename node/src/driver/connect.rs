@@ -395,6 +395,8 @@ pub async fn connect_from_config(
         revocation,
     } = bind(config, true)?;
     let writer = fanout_writer(config, &endpoint)?;
+    // Its patience with a silent storage outlasts the storages' wait for a vanished client.
+    let client = super::FailureTimeouts::after(config.link.idle_timeout).client(client);
     let role = Client::with_masters(config.node.name.as_str(), masters, client);
     let driver = DriverConfig {
         directory,
