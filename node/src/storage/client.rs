@@ -100,10 +100,9 @@ impl Storage {
                 ttid,
             });
         }
-        let txn = self
+        let mut txn = self
             .transactions
-            .entry(ttid)
-            .or_insert_with(|| Transaction::new(from, deadline));
+            .get_or_open(ttid, || Transaction::new(from, deadline));
         if generation < txn.generation {
             // Sent before the client heard of the restart; it sends this one again.
             return Ok(());
@@ -111,6 +110,7 @@ impl Storage {
         txn.deadline = deadline;
         txn.taken = txn.taken.saturating_add(1);
         txn.queue.push_back(store);
+        drop(txn);
         self.pump(now, Some(ttid))
     }
 
@@ -130,11 +130,13 @@ impl Storage {
             let Some(LockEvent::Granted { ttid, oid }) = self.locks.poll_event() else {
                 return Ok(());
             };
-            let Some(txn) = self.transactions.get_mut(&ttid) else {
+            let Some(mut txn) = self.transactions.get_mut(&ttid) else {
                 continue;
             };
             txn.waiting = false;
-            if txn.queue.front().is_some_and(|store| store.oid == oid) {
+            let head = txn.queue.front().is_some_and(|store| store.oid == oid);
+            drop(txn);
+            if head {
                 self.apply_head(now, ttid);
             }
             ready.push_back(ttid);
@@ -143,7 +145,7 @@ impl Storage {
 
     fn take_queued(&mut self, now: SystemTime, ttid: Tid) -> Result<(), ProtocolError> {
         loop {
-            let Some(txn) = self.transactions.get_mut(&ttid) else {
+            let Some(mut txn) = self.transactions.get_mut(&ttid) else {
                 return Ok(());
             };
             if txn.waiting {
@@ -153,7 +155,7 @@ impl Storage {
                 return Ok(());
             };
             match self.locks.lock(ttid, oid)? {
-                LockDecision::Granted => {}
+                LockDecision::Granted => drop(txn),
                 LockDecision::Wait { holder } => {
                     txn.waiting = true;
                     if !txn.told_waits {
@@ -161,13 +163,17 @@ impl Storage {
                         txn.told_waits = true;
                         self.out.send(&txn.client, Message::Waits { ttid });
                     }
+                    drop(txn);
                     if holder > ttid {
                         // Only a voted transaction makes an older one wait.
                         self.escalate(holder);
                     }
                     return Ok(());
                 }
-                LockDecision::Restart { younger } => self.wound(younger),
+                LockDecision::Restart { younger } => {
+                    drop(txn);
+                    self.wound(younger);
+                }
             }
             self.apply_head(now, ttid);
         }
@@ -176,7 +182,7 @@ impl Storage {
     /// Stages the first queued store of `ttid`, whose lock it holds, as its kind says; the
     /// store is answered once the staging is executed (see [`staged`](Self::staged)).
     fn apply_head(&mut self, now: SystemTime, ttid: Tid) {
-        let Some(txn) = self.transactions.get_mut(&ttid) else {
+        let Some(mut txn) = self.transactions.get_mut(&ttid) else {
             return;
         };
         let Some(store) = txn.queue.pop_front() else {
@@ -257,7 +263,7 @@ impl Storage {
         oid: Oid,
         result: Result<(), EngineError>,
     ) -> Result<(), ProtocolError> {
-        let Some(txn) = self
+        let Some(mut txn) = self
             .transactions
             .get_mut(&ttid)
             .filter(|txn| txn.generation == generation)
@@ -295,6 +301,7 @@ impl Storage {
             }
         };
         let client = txn.client.clone();
+        drop(txn);
         self.out
             .answer_store(&client, ttid, generation, (oid, result));
         // The vote may have waited for this staging.
@@ -303,7 +310,7 @@ impl Storage {
 
     /// `younger` lost its locks: drop what it staged, tell its client to store again.
     fn wound(&mut self, younger: Tid) {
-        let Some(txn) = self.transactions.get_mut(&younger) else {
+        let Some(mut txn) = self.transactions.get_mut(&younger) else {
             return;
         };
         txn.generation = txn.generation.wrapping_add(1);

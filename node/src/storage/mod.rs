@@ -154,6 +154,7 @@ mod event;
 mod in_doubt;
 mod inspect;
 mod master;
+mod open;
 mod persist;
 mod primary;
 mod reads;
@@ -235,6 +236,13 @@ impl Transaction {
             deadline,
         }
     }
+
+    /// When [`Storage::handle_timeout`] must look at it, if its deadline counts: a voted
+    /// transaction's wait for its outcome, an unvoted one's idle time while it waits for no
+    /// lock (a wait for a lock is bounded by the transaction holding it).
+    fn timer(&self) -> Option<SystemTime> {
+        (self.voted || !self.waiting).then_some(self.deadline)
+    }
 }
 
 /// Where a voted transaction found on disk at start stands.
@@ -257,7 +265,7 @@ pub struct Storage {
     masters: crate::primary::PrimaryTracker,
     config: StorageConfig,
     locks: LockManager,
-    transactions: BTreeMap<Tid, Transaction>,
+    transactions: open::OpenTransactions,
     /// Voted transactions found on disk at start, with when to ask the master again.
     recovering: BTreeMap<Tid, Recovery>,
     /// Recently ended transactions, with their commit TID if they committed.
@@ -321,7 +329,7 @@ impl Storage {
             masters,
             config,
             locks: LockManager::new(),
-            transactions: BTreeMap::new(),
+            transactions: open::OpenTransactions::default(),
             recovering: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
@@ -380,7 +388,7 @@ impl Storage {
     /// one of them): for the per-peer limits of the driver's gate.
     pub fn peer_load(&self, client: &str, ttid: Option<Tid>) -> crate::gate::PeerLoad {
         let mut load = crate::gate::PeerLoad::default();
-        for (open, transaction) in &self.transactions {
+        for (open, transaction) in self.transactions.iter() {
             if transaction.client != client {
                 continue;
             }
@@ -460,17 +468,22 @@ impl Storage {
                 .get_or_insert(now + self.config.outcome_timeout);
         }
         let mut unvoted = Vec::new();
-        for (ttid, txn) in &mut self.transactions {
-            if txn.client != node {
+        let of_node: Vec<Tid> = self
+            .transactions
+            .iter()
+            .filter(|(_, txn)| txn.client == node)
+            .map(|(ttid, _)| *ttid)
+            .collect();
+        for ttid in of_node {
+            let Some(mut txn) = self.transactions.get_mut(&ttid) else {
                 continue;
-            }
+            };
             if txn.voted {
                 txn.deadline = now + self.config.outcome_timeout;
-                self.out
-                    .send(&self.master, Message::AskOutcome { ttid: *ttid });
+                self.out.send(&self.master, Message::AskOutcome { ttid });
             } else {
                 // A vote still being written is not answered: its client is gone.
-                unvoted.push(*ttid);
+                unvoted.push(ttid);
             }
         }
         for ttid in unvoted {
@@ -483,16 +496,16 @@ impl Storage {
     /// idle unvoted ones.
     pub fn handle_timeout(&mut self, now: SystemTime) -> Result<(), ProtocolError> {
         let mut idle = Vec::new();
-        for (ttid, txn) in &mut self.transactions {
-            if now < txn.deadline {
+        for ttid in self.transactions.due(now) {
+            let Some(mut txn) = self.transactions.get_mut(&ttid) else {
                 continue;
-            }
+            };
+            // Due means voted, or unvoted and waiting for no lock (`Transaction::timer`).
             if txn.voted {
                 txn.deadline = now + self.config.outcome_timeout;
-                self.out
-                    .send(&self.master, Message::AskOutcome { ttid: *ttid });
-            } else if !txn.waiting {
-                idle.push((*ttid, txn.client.clone()));
+                self.out.send(&self.master, Message::AskOutcome { ttid });
+            } else {
+                idle.push((ttid, txn.client.clone()));
             }
         }
         for (ttid, recovery) in &mut self.recovering {
@@ -529,11 +542,7 @@ impl Storage {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        let transactions = self
-            .transactions
-            .values()
-            .filter(|txn| txn.voted || !txn.waiting)
-            .map(|txn| txn.deadline);
+        let transactions = self.transactions.next_timer();
         let recovering = self
             .recovering
             .values()
@@ -542,6 +551,7 @@ impl Storage {
                 Recovery::Committed(_) => None,
             });
         transactions
+            .into_iter()
             .chain(recovering)
             .chain(self.replicator.poll_timeout())
             .chain(self.reannounce_at)

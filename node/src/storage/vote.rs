@@ -70,9 +70,9 @@ impl Storage {
             // The vote overtook every store: the transaction opens here with it.
             let deadline = now + self.config.idle_timeout;
             self.transactions
-                .insert(ttid, super::Transaction::new(from, deadline));
+                .get_or_open(ttid, || super::Transaction::new(from, deadline));
         }
-        let Some(txn) = self
+        let Some(mut txn) = self
             .transactions
             .get_mut(&ttid)
             .filter(|txn| txn.client == from)
@@ -101,13 +101,14 @@ impl Storage {
             });
         }
         txn.held_vote = Some(vote);
+        drop(txn);
         self.vote_if_ready(ttid)
     }
 
     /// Votes for `ttid` if its client's vote is held and every store it covers is taken,
     /// locked and staged.
     pub(super) fn vote_if_ready(&mut self, ttid: Tid) -> Result<(), ProtocolError> {
-        let Some(txn) = self.transactions.get_mut(&ttid) else {
+        let Some(mut txn) = self.transactions.get_mut(&ttid) else {
             return Ok(());
         };
         let ready = txn.held_vote.as_ref().is_some_and(|held| {
@@ -172,7 +173,7 @@ impl Storage {
         generation: u32,
         result: Result<(), EngineError>,
     ) {
-        let Some(txn) = self
+        let Some(mut txn) = self
             .transactions
             .get_mut(&ttid)
             .filter(|txn| txn.voting && txn.generation == generation)
@@ -212,7 +213,7 @@ impl Storage {
     /// makes an older one wait): tells its client, once (see the
     /// [module documentation](self)).
     pub(super) fn escalate(&mut self, voted: Tid) {
-        let Some(txn) = self
+        let Some(mut txn) = self
             .transactions
             .get_mut(&voted)
             .filter(|txn| !txn.escalated)
