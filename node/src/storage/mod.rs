@@ -388,12 +388,9 @@ impl Storage {
     /// one of them): for the per-peer limits of the driver's gate.
     pub fn peer_load(&self, client: &str, ttid: Option<Tid>) -> crate::gate::PeerLoad {
         let mut load = crate::gate::PeerLoad::default();
-        for (open, transaction) in self.transactions.iter() {
-            if transaction.client != client {
-                continue;
-            }
+        for (open, transaction) in self.transactions.of_client(client) {
             load.open_transactions += 1;
-            load.knows_transaction |= Some(*open) == ttid;
+            load.knows_transaction |= Some(open) == ttid;
             load.pending_stores += (transaction.stored.len() + transaction.queue.len()) as u64;
             load.pending_store_bytes += transaction
                 .queue
@@ -470,9 +467,8 @@ impl Storage {
         let mut unvoted = Vec::new();
         let of_node: Vec<Tid> = self
             .transactions
-            .iter()
-            .filter(|(_, txn)| txn.client == node)
-            .map(|(ttid, _)| *ttid)
+            .of_client(node)
+            .map(|(ttid, _)| ttid)
             .collect();
         for ttid in of_node {
             let Some(mut txn) = self.transactions.get_mut(&ttid) else {
