@@ -297,6 +297,18 @@ mod tests {
     use super::*;
     use crate::quic::wire::ObjectFrame;
 
+    /// `len` incompressible bytes (xorshift from `seed`).
+    fn noise(len: usize, mut state: u64) -> Bytes {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect()
+    }
+
     fn frame_body(frame: &EncodedFrame) -> Vec<u8> {
         let mut bytes = frame.head[LEN_PREFIX..].to_vec();
         bytes.extend_from_slice(&frame.data);
@@ -307,15 +319,7 @@ mod tests {
     fn compressible_chunks_are_sent_compressed_and_others_raw() {
         let mut encoder = ChunkEncoder::new(Some(1024), 1, Arc::default());
         let text = Bytes::from("abcdefgh".repeat(1000));
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Bytes = (0..8000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 32) as u8
-            })
-            .collect();
+        let noise = noise(8000, 0x9E37_79B9_7F4A_7C15);
         let small = Bytes::from_static(&[5; 100]);
 
         let packed = encoder.encode(text.clone());
@@ -369,15 +373,7 @@ mod tests {
     #[test]
     fn objects_on_one_link_share_what_it_learned() {
         let history = Arc::new(Compressibility::default());
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let noise: Bytes = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 32) as u8
-            })
-            .collect();
+        let noise = noise(4096, 0x2545_F491_4F6C_DD1D);
         let link_object = || ChunkEncoder::new(Some(16), 1, history.clone());
         let first = link_object();
         assert!(
