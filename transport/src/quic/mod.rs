@@ -22,9 +22,10 @@
 //!   next message opens a new one;
 //! - **requests** ([`Link::request`]): a bidirectional stream with one request frame and one
 //!   reply frame, typed with serde and encoded with postcard;
-//! - **objects** ([`Link::send_object`]): a header, then a payload of any size in chunks,
-//!   zstd-compressed per chunk where that shrinks it, ending with a checksum; answered
-//!   like a request.
+//! - **objects** ([`Link::send_object`], or [`Link::send_object_parts`] for a payload held
+//!   in several buffers): a header, then a payload of any size in chunks, zstd-compressed per
+//!   chunk where that shrinks it (tried as the peer's earlier chunks suggest), ending with a
+//!   checksum; answered like a request.
 //!
 //! Frames are a 4-byte big-endian length and a body ([`frame`]); the length is checked
 //! against the receiver's limit before anything is allocated. Bytes from a peer that do not
