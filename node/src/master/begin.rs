@@ -18,7 +18,8 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::{Master, Open};
+use super::Master;
+use super::open::Open;
 use crate::client::MASTER_NUMBER;
 use crate::ids::Tid;
 use crate::protocol::{Message, ProtocolError};

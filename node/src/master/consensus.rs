@@ -21,8 +21,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use super::open::Open;
 use super::state::{Journal, ReplicatedState, STATE_FORMAT, Update};
-use super::{FinishRequest, Master, MasterEvent, Open};
+use super::{FinishRequest, Master, MasterEvent};
 use crate::consensus::{
     Applied, ConsensusError, Group, GroupSettings, GroupStatus, LogError, RaftLog, raft_id,
 };

@@ -55,6 +55,7 @@ mod config;
 mod consensus;
 mod event;
 mod oids;
+mod open;
 mod replication;
 pub mod state;
 mod status;
@@ -72,19 +73,6 @@ const REMEMBERED_CLIENTS: usize = 4096;
 
 /// The most queued finishes decided in one go.
 const DECIDE_AHEAD: usize = 64;
-
-/// A transaction begun and not yet decided.
-#[derive(Debug)]
-struct Open {
-    client: NodeName,
-    /// Its finish was asked for and is queued: it can no longer be aborted by a storage.
-    finish_queued: bool,
-    /// The commit TID it began with ([`Message::AskBeginAt`]), instead of one from the clock.
-    tid: Option<Tid>,
-    /// The version of the partition table its client had when it began: its stores may miss
-    /// cells writable only since (see [`Master::missed_cells`]).
-    table_version: u64,
-}
 
 /// A finish asked for and waiting for its turn.
 #[derive(Debug)]
@@ -139,7 +127,7 @@ pub struct Master {
     client_numbers: BTreeMap<NodeName, u16>,
     /// Clients lost lately: one that speaks again is welcomed back.
     forgotten_clients: BTreeSet<NodeName>,
-    open: BTreeMap<Tid, Open>,
+    open: open::OpenTransactions,
     queue: VecDeque<FinishRequest>,
     finishing: Option<Finishing>,
     /// Transactions aborted or refused by this primary (commits are in the replicated state).
@@ -192,7 +180,7 @@ impl Master {
             clients: BTreeSet::new(),
             client_numbers: BTreeMap::new(),
             forgotten_clients: BTreeSet::new(),
-            open: BTreeMap::new(),
+            open: open::OpenTransactions::default(),
             queue: VecDeque::new(),
             finishing: None,
             outcomes: HashMap::new(),
@@ -249,11 +237,7 @@ impl Master {
     /// of them: for the per-peer limits of the driver's gate.
     pub fn peer_load(&self, client: &str, ttid: Option<Tid>) -> crate::gate::PeerLoad {
         crate::gate::PeerLoad {
-            open_transactions: self
-                .open
-                .values()
-                .filter(|open| open.client == client)
-                .count() as u64,
+            open_transactions: self.open.count_of(client),
             knows_transaction: ttid
                 .and_then(|ttid| self.open.get(&ttid))
                 .is_some_and(|open| open.client == client),
