@@ -4,17 +4,25 @@ mod quic_support;
 
 use bytes::Bytes;
 use quic_support::*;
-use replicast_transport::quic::{Incoming, LinkConfig, LinkError};
+use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
 
 const MIB: usize = 1 << 20;
 
+/// `storage-1` serving objects with `server`'s configuration, and a link to it from `client-1`
+/// with `client`'s: the server's endpoint, the client's (kept for the link's lifetime) and the
+/// link.
+async fn served(server: LinkConfig, client: LinkConfig) -> (Endpoint, Endpoint, Link) {
+    let ca = ca("cluster");
+    let server = endpoint(&identity(&ca, "storage-1"), server);
+    let client = endpoint(&identity(&ca, "client-1"), client);
+    serve(server.clone(), None);
+    let link = client.link("storage-1", addr(&server)).await.unwrap();
+    (server, client, link)
+}
+
 async fn round_trip(payloads: Vec<(&'static str, Bytes)>) {
     bounded(async {
-        let ca = ca("cluster");
-        let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
-        let client = endpoint(&identity(&ca, "client-1"), LinkConfig::default());
-        serve(server.clone(), None);
-        let link = client.link("storage-1", addr(&server)).await.unwrap();
+        let (server, _client, link) = served(LinkConfig::default(), LinkConfig::default()).await;
         for (oid, (what, payload)) in payloads.into_iter().enumerate() {
             let expected = Ack {
                 oid: oid as u64,
@@ -67,16 +75,12 @@ async fn a_256_mib_object_round_trips_byte_exact() {
 #[tokio::test]
 async fn objects_round_trip_without_compression_and_with_odd_chunk_sizes() {
     bounded(async {
-        let ca = ca("cluster");
-        let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
         let link_config = LinkConfig {
             chunk_size: 1000,
             compression_threshold: None,
             ..LinkConfig::default()
         };
-        let client = endpoint(&identity(&ca, "client-1"), link_config);
-        serve(server.clone(), None);
-        let link = client.link("storage-1", addr(&server)).await.unwrap();
+        let (_server, _client, link) = served(LinkConfig::default(), link_config).await;
         for (oid, payload) in [
             compressible(12_345),
             incompressible(999, 2),
@@ -99,8 +103,6 @@ async fn objects_round_trip_without_compression_and_with_odd_chunk_sizes() {
 #[tokio::test]
 async fn an_object_sent_in_parts_arrives_as_their_concatenation() {
     bounded(async {
-        let ca = ca("cluster");
-        let server = endpoint(&identity(&ca, "storage-1"), LinkConfig::default());
         // Parts longer than a chunk, shorter, empty, compressible and not, some tried with
         // zstd (threshold 100) and some not.
         let link_config = LinkConfig {
@@ -108,9 +110,7 @@ async fn an_object_sent_in_parts_arrives_as_their_concatenation() {
             compression_threshold: Some(100),
             ..LinkConfig::default()
         };
-        let client = endpoint(&identity(&ca, "client-1"), link_config);
-        serve(server.clone(), None);
-        let link = client.link("storage-1", addr(&server)).await.unwrap();
+        let (_server, _client, link) = served(LinkConfig::default(), link_config).await;
         let parts = vec![
             compressible(2_500),
             Bytes::new(),
@@ -132,15 +132,11 @@ async fn an_object_sent_in_parts_arrives_as_their_concatenation() {
 #[tokio::test]
 async fn an_object_above_the_receivers_limit_is_refused_before_its_payload() {
     bounded(async {
-        let ca = ca("cluster");
         let server_config = LinkConfig {
             max_object_size: 1000,
             ..LinkConfig::default()
         };
-        let server = endpoint(&identity(&ca, "storage-1"), server_config);
-        let client = endpoint(&identity(&ca, "client-1"), LinkConfig::default());
-        serve(server.clone(), None);
-        let link = client.link("storage-1", addr(&server)).await.unwrap();
+        let (server, _client, link) = served(server_config, LinkConfig::default()).await;
 
         let refused = link
             .send_object::<_, Ack>(&ObjectHeader { oid: 1 }, incompressible(1001, 3))

@@ -370,23 +370,26 @@ fn hand_on(
     batch: Vec<Delivery>,
     deliveries: &std::sync::mpsc::Sender<Vec<Delivery>>,
 ) {
-    // `try_lock`: the dispatcher runs on a tokio worker and must not wait for a listener
-    // that runs (it holds the lock meanwhile): a busy lock sends the batch to the thread.
-    let listener = match shared.listener.try_lock() {
-        Ok(listener) => Some(listener),
-        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    };
-    if let Some(listener) = listener
-        && listener.is_none()
-        && shared.at_thread.load(Ordering::Acquire) == 0
     {
-        // The lock is held meanwhile, so no listener comes in the middle of the batch, and
-        // settling neither blocks nor calls out.
-        for delivery in batch {
-            settle(shared, delivery);
+        // `try_lock`: the dispatcher runs on a tokio worker and must not wait for a listener
+        // that runs (it holds the lock meanwhile): a busy lock sends the batch to the thread.
+        let listener = match shared.listener.try_lock() {
+            Ok(listener) => Some(listener),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(listener) = &listener
+            && listener.is_none()
+            && shared.at_thread.load(Ordering::Acquire) == 0
+        {
+            // The lock is held meanwhile, so no listener comes in the middle of the batch,
+            // and settling neither blocks nor calls out.
+            for delivery in batch {
+                settle(shared, delivery);
+            }
+            return;
         }
-        return;
+        // The lock goes here: the fallback below calls the listener, which takes it.
     }
     shared.at_thread.fetch_add(1, Ordering::AcqRel);
     if let Err(unsent) = deliveries.send(batch) {
@@ -502,6 +505,23 @@ mod tests {
             })
             .collect();
         assert_eq!(tids, vec![Tid(5), Tid(6)], "both at the thread, in order");
+    }
+
+    #[test]
+    fn without_a_delivery_thread_the_listener_is_called_here() {
+        let shared = Shared::new();
+        let (deliveries, queue) = std::sync::mpsc::channel();
+        drop(queue); // the thread could not start
+        let called = Arc::new(AtomicU64::new(0));
+        let counted = called.clone();
+        let listener: InvalidationListener = Box::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        *shared.listener.lock().expect("unpoisoned") = Some(listener);
+        hand_on(&shared, vec![invalidation(5), invalidation(6)], &deliveries);
+        assert_eq!(called.load(Ordering::Relaxed), 2, "the listener had both");
+        assert_eq!(last(&shared), Tid(6));
+        assert_eq!(shared.at_thread.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -37,12 +37,7 @@ impl OpenTransactions {
     /// `ttid`'s transaction, to change: its timer follows when the handle is dropped.
     pub(super) fn get_mut(&mut self, ttid: &Tid) -> Option<TransactionMut<'_>> {
         let transaction = self.transactions.get_mut(ttid)?;
-        Some(TransactionMut {
-            ttid: *ttid,
-            indexed: transaction.timer(),
-            transaction,
-            timers: &mut self.timers,
-        })
+        Some(TransactionMut::new(*ttid, transaction, &mut self.timers))
     }
 
     /// `ttid`'s transaction, opened with `open` if it is not here yet, to change.
@@ -65,12 +60,7 @@ impl OpenTransactions {
                 transaction
             }
         };
-        TransactionMut {
-            ttid,
-            indexed: transaction.timer(),
-            transaction,
-            timers: &mut self.timers,
-        }
+        TransactionMut::new(ttid, transaction, &mut self.timers)
     }
 
     pub(super) fn remove(&mut self, ttid: &Tid) -> Option<Transaction> {
@@ -141,6 +131,22 @@ pub(super) struct TransactionMut<'a> {
     timers: &'a mut BTreeSet<(SystemTime, Tid)>,
     /// The timer the index holds for it.
     indexed: Option<SystemTime>,
+}
+
+impl<'a> TransactionMut<'a> {
+    /// A handle on `transaction`, whose timer `timers` holds as it stands now.
+    fn new(
+        ttid: Tid,
+        transaction: &'a mut Transaction,
+        timers: &'a mut BTreeSet<(SystemTime, Tid)>,
+    ) -> Self {
+        Self {
+            ttid,
+            indexed: transaction.timer(),
+            transaction,
+            timers,
+        }
+    }
 }
 
 impl Deref for TransactionMut<'_> {
