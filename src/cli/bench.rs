@@ -70,8 +70,9 @@ pub struct BenchArgs {
     /// message waits for QUIC's recovery (to compare against the default, copies on).
     #[arg(long)]
     no_message_copies: bool,
-    /// The writers' QUIC congestion controller: cubic (the default) or bbr (keeps its rate
-    /// where loss is not congestion, as on the emulated lossy links).
+    /// The writers' QUIC congestion controller: cubic (the default: keeps its window through
+    /// losses without a queue, as on the emulated lossy links), strict-cubic (shrinks it at
+    /// every loss) or bbr.
     #[arg(long, value_name = "NAME", value_parser = congestion)]
     congestion: Option<Congestion>,
     /// Strategies to compare: unicast, multicast, auto.

@@ -45,8 +45,9 @@ pub struct LinkTuning {
     /// per pause, for links that do not lose packets.
     pub message_copies: bool,
     /// The QUIC congestion controller of this node's links (`link.congestion`: `"cubic"`, the
-    /// default, or `"bbr"`): BBR keeps its rate where a WAN path loses packets without being
-    /// congested, which CUBIC reads as congestion each time; without loss it can be slower
+    /// default, `"strict-cubic"` or `"bbr"`): the default keeps its window through losses
+    /// that come without a queue (a WAN path's random loss), `"strict-cubic"` shrinks it at
+    /// every loss as TCP does, BBR paces by what it measures
     /// ([`Congestion`](replicast_transport::quic::Congestion) has the measurements).
     pub congestion: Congestion,
 }

@@ -1,6 +1,7 @@
 //! Which congestion controller a connection runs ([`Congestion`]).
 
 mod cubic;
+mod random_loss;
 
 use std::sync::Arc;
 
@@ -9,49 +10,57 @@ use serde::{Deserialize, Serialize};
 /// The congestion controller of every connection of an endpoint
 /// ([`LinkConfig::congestion`](super::LinkConfig::congestion)).
 ///
-/// Both are quinn's own. They differ in what they take a lost packet for:
+/// All are quinn's own controllers. They differ in what they take a lost packet for:
 ///
-/// - [`Cubic`](Self::Cubic) (the default, as in TCP and quinn) takes every loss as congestion
-///   and shrinks its window. On a path that loses packets at random, without congestion, that
-///   bounds a connection far below the link: at 1% loss and 20 ms it moved a 1 MiB object in
-///   about 1.3 s over a 100 Mbit/s link (docs/BENCH.md, "Unicast under random loss").
+/// - [`Cubic`](Self::Cubic) (the default) is CUBIC (RFC 9438) that shrinks its window for a
+///   loss only when the loss looks like congestion: a queue (the smoothed round trip above
+///   the path's minimum by a quarter of it, at least 2 ms) in the last two round trips, or
+///   more than 2% of the recent bytes lost. A loss with neither is taken as random (a lossy
+///   hop, not a full buffer): the packet is sent again, the window stays. Without that, at 1%
+///   random loss and 20 ms, CUBIC moved a 1 MiB object in about 1.3 s over a 100 Mbit/s link
+///   (docs/BENCH.md, "Unicast under random loss").
+/// - [`StrictCubic`](Self::StrictCubic) takes every loss for congestion, as TCP's and
+///   quinn's CUBIC do: for a path shared with traffic that expects exactly that.
 /// - [`Bbr`](Self::Bbr) paces by the bandwidth and round trip it measures, and loss alone does
-///   not shrink its rate: the same 1 MiB object took about 0.16 s. But on the same link
-///   without loss it was slower than CUBIC in 3 cells of 9 (p99 up to 3.4x CUBIC's, p50 up to
-///   1.6x), and quinn calls its BBR experimental. So it is not the default: turn it on for
-///   paths whose loss is mostly not congestion, after measuring them.
+///   not shrink its rate. On the bench's links without loss it was slower than CUBIC in 3
+///   cells of 9 (p99 up to 3.4x CUBIC's, p50 up to 1.6x), and quinn calls its BBR
+///   experimental.
 ///
 /// ```
 /// use replicast_transport::quic::{Congestion, LinkConfig};
 ///
-/// // Links across a WAN whose loss is mostly not congestion.
+/// // Links on a path shared with TCP traffic that backs off at every loss.
 /// let link = LinkConfig {
-///     congestion: Congestion::Bbr,
+///     congestion: Congestion::StrictCubic,
 ///     ..LinkConfig::default()
 /// };
-/// assert_eq!(link.congestion.name(), "bbr");
+/// assert_eq!(link.congestion.name(), "strict-cubic");
 /// assert_eq!(Congestion::from_name("cubic"), Some(Congestion::Cubic));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Congestion {
-    /// CUBIC (RFC 9438): loss-based, quinn's default, with Linux's rule for bursts in slow
-    /// start (a window grows to twice the largest burst even when each burst's
-    /// acknowledgements arrive after it).
+    /// CUBIC (RFC 9438) that keeps its window through losses it takes for random (no queue,
+    /// at most 2% lost), with Linux's rule for bursts in slow start (a window grows to twice
+    /// the largest burst even when each burst's acknowledgements arrive after it).
     #[default]
     Cubic,
+    /// CUBIC that shrinks its window at every loss, as quinn's (with the same rule for
+    /// bursts).
+    StrictCubic,
     /// BBR (version 1, quinn's experimental implementation): model-based.
     Bbr,
 }
 
 impl Congestion {
     /// Every controller, by [`name`](Self::name).
-    pub const ALL: [Congestion; 2] = [Congestion::Cubic, Congestion::Bbr];
+    pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::StrictCubic, Congestion::Bbr];
 
-    /// The name configuration files use: `cubic` or `bbr`.
+    /// The name configuration files use: `cubic`, `strict-cubic` or `bbr`.
     pub fn name(self) -> &'static str {
         match self {
             Congestion::Cubic => "cubic",
+            Congestion::StrictCubic => "strict-cubic",
             Congestion::Bbr => "bbr",
         }
     }
@@ -63,7 +72,7 @@ impl Congestion {
             .find(|congestion| congestion.name() == name)
     }
 
-    /// What a name must be, for error messages: `one of cubic, bbr`.
+    /// What a name must be, for error messages: `one of cubic, strict-cubic, bbr`.
     pub fn expected() -> String {
         let names: Vec<&str> = Self::ALL
             .iter()
@@ -76,6 +85,7 @@ impl Congestion {
     pub(crate) fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
         match self {
             Congestion::Cubic => Arc::new(cubic::CubicFactory::default()),
+            Congestion::StrictCubic => Arc::new(cubic::CubicFactory::strict()),
             Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         }
     }
@@ -92,6 +102,6 @@ mod tests {
         }
         assert_eq!(Congestion::from_name("reno"), None);
         assert_eq!(Congestion::from_name("BBR"), None);
-        assert_eq!(Congestion::expected(), "one of cubic, bbr");
+        assert_eq!(Congestion::expected(), "one of cubic, strict-cubic, bbr");
     }
 }

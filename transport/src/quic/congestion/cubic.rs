@@ -11,6 +11,10 @@
 //! controller does the same: within slow start an acknowledgement grows the window while it is
 //! below twice the peak flight of the last two round trips. After a loss (congestion
 //! avoidance) CUBIC's own rule applies unchanged.
+//!
+//! And unless built [`strict`](CubicFactory::strict), a loss shrinks the window only when
+//! [`RandomLoss`] takes it for congestion: a queue in the last two round trips, or more than
+//! 2% of the bytes lost.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -19,10 +23,24 @@ use std::time::{Duration, Instant};
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
 use quinn_proto::RttEstimator;
 
+use super::random_loss::RandomLoss;
+
 /// The factory of [`Cubic`] controllers.
 #[derive(Debug, Default)]
 pub(crate) struct CubicFactory {
     config: Arc<CubicConfig>,
+    /// Every loss shrinks the window, as in quinn and RFC 9438.
+    strict: bool,
+}
+
+impl CubicFactory {
+    /// Controllers that take every loss for congestion.
+    pub(crate) fn strict() -> Self {
+        Self {
+            strict: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl ControllerFactory for CubicFactory {
@@ -30,15 +48,22 @@ impl ControllerFactory for CubicFactory {
         Box::new(Cubic {
             inner: self.config.clone().build(now, current_mtu),
             flight: Flight::default(),
+            random_loss: (!self.strict).then(RandomLoss::default),
+            min_rtt: Duration::MAX,
         })
     }
 }
 
 /// quinn's CUBIC, told that the window limits the connection while, in slow start, it is below
-/// twice the recent peak flight.
+/// twice the recent peak flight, and not told of random losses.
 struct Cubic {
     inner: Box<dyn Controller>,
     flight: Flight,
+    /// What judges a loss; `None` when every loss counts.
+    random_loss: Option<RandomLoss>,
+    /// The path's minimum round trip, as of the last acknowledgement (`Duration::MAX` before
+    /// the first: quinn declares no loss before an acknowledgement).
+    min_rtt: Duration,
 }
 
 impl Cubic {
@@ -66,6 +91,9 @@ fn limited_by_window(window: u64, ssthresh: Option<u64>, peak: u64) -> bool {
 impl Controller for Cubic {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
         self.flight.sent(bytes);
+        if let Some(random_loss) = &mut self.random_loss {
+            random_loss.sent(bytes);
+        }
         self.inner.on_sent(now, bytes, last_packet_number);
     }
 
@@ -78,6 +106,10 @@ impl Controller for Cubic {
         rtt: &RttEstimator,
     ) {
         self.flight.tick(now, rtt.get());
+        self.min_rtt = rtt.min();
+        if let Some(random_loss) = &mut self.random_loss {
+            random_loss.acknowledged(now, rtt.get(), rtt.min());
+        }
         let app_limited = self.app_limited(app_limited);
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
     }
@@ -102,6 +134,12 @@ impl Controller for Cubic {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
+        if let Some(random_loss) = &mut self.random_loss {
+            let random = random_loss.lost(lost_bytes, self.min_rtt);
+            if random && !is_persistent_congestion {
+                return;
+            }
+        }
         self.inner
             .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
     }
@@ -122,6 +160,8 @@ impl Controller for Cubic {
         Box::new(Cubic {
             inner: self.inner.clone_box(),
             flight: self.flight.clone(),
+            random_loss: self.random_loss.clone(),
+            min_rtt: self.min_rtt,
         })
     }
 
@@ -218,6 +258,49 @@ mod tests {
         assert_eq!(flight.peak(), 2_000);
         flight.tick(start + 3 * rtt, rtt);
         assert_eq!(flight.peak(), 0);
+    }
+
+    /// A controller of `factory` that sent 100 full packets.
+    fn sent_100(factory: CubicFactory, now: Instant) -> Box<dyn Controller> {
+        let mut controller = Arc::new(factory).build(now, 1200);
+        for packet in 0..100 {
+            controller.on_sent(now, 1_200, packet);
+        }
+        controller
+    }
+
+    #[test]
+    fn a_random_loss_keeps_the_window_and_a_strict_controller_shrinks_it() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(30);
+        let mut tolerant = sent_100(CubicFactory::default(), start);
+        let window = tolerant.window();
+        // No queue seen, 1 packet of 100 lost.
+        tolerant.on_congestion_event(later, start, false, 1_200);
+        assert_eq!(tolerant.window(), window);
+
+        let mut strict = sent_100(CubicFactory::strict(), start);
+        strict.on_congestion_event(later, start, false, 1_200);
+        assert!(strict.window() < window, "CUBIC's 0.7");
+    }
+
+    #[test]
+    fn persistent_congestion_and_a_high_loss_rate_shrink_the_window() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(30);
+        let mut persistent = sent_100(CubicFactory::default(), start);
+        let window = persistent.window();
+        persistent.on_congestion_event(later, start, true, 1_200);
+        assert!(persistent.window() < window);
+
+        // 100 packets sent (and the prior's 200): the 7th lost one is above 2%.
+        let mut lossy = sent_100(CubicFactory::default(), start);
+        for _ in 0..6 {
+            lossy.on_congestion_event(later, start, false, 1_200);
+            assert_eq!(lossy.window(), window);
+        }
+        lossy.on_congestion_event(later, start, false, 1_200);
+        assert!(lossy.window() < window);
     }
 
     #[test]
