@@ -53,10 +53,15 @@ const REQUEST_HEADER: usize = 1 + 8;
 /// were followed by later packets, whose acknowledgements reveal their loss soon enough).
 pub(crate) const MAX_RECENT: usize = 4;
 
-/// The largest message (or request opening) a sender copies: a copy must fit one datagram on
-/// any path QUIC allows (1,200 bytes of UDP payload at the least, less QUIC's own overhead).
-/// A receiver takes a copy of any size a datagram can hold, up to its message limit.
-pub(crate) const MAX_COPIED_MESSAGE: usize = 1_100;
+/// The largest message (or request opening, or small object stream) a sender copies. A copy
+/// goes only if it fits one datagram on the path when the probe leaves (checked then): up to
+/// about 1,150 bytes at QUIC's minimum of 1,200 bytes of UDP payload, up to 1,400 once MTU
+/// discovery found the 1,452 bytes of [`LinkConfig::mtu_upper_bound`]'s default (so a 1 KiB
+/// object's stream, about 1,100 bytes with its header, is copied on such a path). A receiver
+/// takes a copy of any size a datagram can hold, up to its message limit.
+///
+/// [`LinkConfig::mtu_upper_bound`]: super::LinkConfig::mtu_upper_bound
+pub(crate) const MAX_COPIED_MESSAGE: usize = 1_400;
 
 /// Copies a receiver holds per channel ahead of their turn.
 pub(crate) const MAX_EARLY: usize = 64;
@@ -66,7 +71,8 @@ pub(crate) const MAX_EARLY: usize = 64;
 pub(crate) enum Of {
     /// Channel message `index` of its stream.
     Message { index: u64 },
-    /// The request that opened its stream.
+    /// The request that opened its stream, or the whole of a small object's stream (both
+    /// are bidirectional streams their receiver answers on).
     Request,
 }
 

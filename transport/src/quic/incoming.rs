@@ -302,7 +302,8 @@ pub struct IncomingObject {
     service: Service,
     header: Vec<u8>,
     len: u64,
-    recv: quinn::RecvStream,
+    /// The stream the payload comes on; `None` when the object came whole in its copy.
+    recv: Option<quinn::RecvStream>,
     payload: Option<Bytes>,
     responder: Responder,
     max_object_size: u64,
@@ -356,9 +357,16 @@ impl IncomingObject {
             return Ok(payload.clone());
         }
         let peer = self.responder.peer.clone();
+        let Some(recv) = &mut self.recv else {
+            // Unreachable: an object without its stream came whole, with its payload.
+            return Err(LinkError::Malformed(FrameError::malformed(
+                "object",
+                "neither a stream nor a payload",
+            )));
+        };
         let result = peer
             .read_object(
-                &mut self.recv,
+                recv,
                 self.len,
                 self.responder.max_frame_len,
                 self.max_object_size,
@@ -372,7 +380,7 @@ impl IncomingObject {
             Err(e) => {
                 if e.is_peer_fault() {
                     self.counters.protocol_error(&peer, &e);
-                    let _ = self.recv.stop(codes::PROTOCOL_ERROR);
+                    let _ = recv.stop(codes::PROTOCOL_ERROR);
                     let text = e.to_string();
                     let frame =
                         error_reply_frame(Reply::Rejected(&text), self.responder.max_frame_len);
@@ -391,12 +399,12 @@ impl IncomingObject {
     /// Answers with an error; the sender gets [`LinkError::Remote`] with this message.
     pub async fn respond_err(self, message: &str) -> Result<(), LinkError> {
         let Self {
-            mut recv,
+            recv,
             payload,
             responder,
             ..
         } = self;
-        if payload.is_none() {
+        if let (Some(mut recv), None) = (recv, payload) {
             // Not reading the rest: tell the sender to stop instead of draining it.
             let _ = recv.stop(codes::REFUSED);
         }
@@ -417,6 +425,7 @@ pub(crate) struct Counters {
     pub(crate) copies_sent: AtomicU64,
     pub(crate) copies_delivered: AtomicU64,
     pub(crate) requests_from_copies: AtomicU64,
+    pub(crate) objects_from_copies: AtomicU64,
 }
 
 impl Counters {
@@ -437,6 +446,7 @@ impl Counters {
             message_copies_sent: self.copies_sent.load(Ordering::Relaxed),
             messages_from_copies: self.copies_delivered.load(Ordering::Relaxed),
             requests_from_copies: self.requests_from_copies.load(Ordering::Relaxed),
+            objects_from_copies: self.objects_from_copies.load(Ordering::Relaxed),
         }
     }
 }
@@ -469,6 +479,9 @@ pub struct EndpointStats {
     pub messages_from_copies: u64,
     /// Peers' requests served from their copy, ahead of their stream.
     pub requests_from_copies: u64,
+    /// Peers' small objects taken from their copy, ahead of their stream (see
+    /// [`LinkConfig::message_copies`](super::LinkConfig::message_copies)).
+    pub objects_from_copies: u64,
 }
 
 /// What a stream task needs to turn a peer's stream into [`Incoming`] work.
@@ -529,26 +542,54 @@ impl StreamContext {
             max_object_size: self.max_object_size,
             max_message_len: self.max_message_len,
         };
-        let Ok(DecodedStream::Request { service, body }) = decode_stream(opening, limits) else {
-            return; // Not a request, or malformed: the stream itself is the referee.
+        let decoded = match decode_stream(opening, limits) {
+            Ok(decoded @ (DecodedStream::Request { .. } | DecodedStream::Object { .. })) => decoded,
+            // Anything else, or malformed: the stream itself is the referee.
+            _ => return,
         };
         let Some(coming) = lock(&self.requests).copied(stream) else {
             return;
         };
-        self.counters
-            .requests_from_copies
-            .fetch_add(1, Ordering::Relaxed);
-        let request = IncomingRequest {
-            service,
-            body,
-            responder: Responder {
-                send: Some(SendHalf::Pending(coming)),
-                peer: self.peer.clone(),
-                max_frame_len: self.max_frame_len,
-            },
-            certificate: self.certificate.clone(),
+        let responder = Responder {
+            send: Some(SendHalf::Pending(coming)),
+            peer: self.peer.clone(),
+            max_frame_len: self.max_frame_len,
         };
-        let _ = self.queue.send(Incoming::Request(request)).await;
+        let incoming = match decoded {
+            DecodedStream::Object {
+                service,
+                header,
+                payload,
+            } => {
+                self.counters
+                    .objects_from_copies
+                    .fetch_add(1, Ordering::Relaxed);
+                Incoming::Object(IncomingObject {
+                    service,
+                    header,
+                    len: payload.len() as u64,
+                    recv: None,
+                    payload: Some(payload),
+                    responder,
+                    max_object_size: self.max_object_size,
+                    counters: self.counters.clone(),
+                    certificate: self.certificate.clone(),
+                })
+            }
+            DecodedStream::Request { service, body } => {
+                self.counters
+                    .requests_from_copies
+                    .fetch_add(1, Ordering::Relaxed);
+                Incoming::Request(IncomingRequest {
+                    service,
+                    body,
+                    responder,
+                    certificate: self.certificate.clone(),
+                })
+            }
+            DecodedStream::Channel(_) | DecodedStream::Hello(_) => return,
+        };
+        let _ = self.queue.send(incoming).await;
     }
 
     /// Reads the start of bidirectional stream `id` and queues it as work, or refuses it;
@@ -594,7 +635,7 @@ impl StreamContext {
                 service,
                 header,
                 len,
-                recv,
+                recv: Some(recv),
                 payload: None,
                 responder,
                 max_object_size: self.max_object_size,

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::channel::Channel;
-use super::copies::Of;
+use super::copies::{MAX_COPIED_MESSAGE, Of};
 use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::StreamKind;
@@ -252,8 +252,23 @@ impl Link {
             .map_err(|e| LinkError::from_connection(&peer.name, peer.addr, e))?;
         let sent = async {
             peer.write_all(&mut send, &frame).await?;
-            peer.write_object(&mut send, parts, config, &self.peer.compressibility)
+            // A small object's whole stream rides in the tail probe after it, as a request
+            // does: the peer takes the object from the copy if a packet of it is lost.
+            let keep = if peer.probe.copies() {
+                MAX_COPIED_MESSAGE.saturating_sub(frame.len())
+            } else {
+                0
+            };
+            let kept = peer
+                .write_object(&mut send, parts, config, &self.peer.compressibility, keep)
                 .await?;
+            if let Some(kept) = kept {
+                let mut whole = BytesMut::with_capacity(frame.len() + kept.len());
+                whole.extend_from_slice(&frame);
+                whole.extend_from_slice(&kept);
+                peer.probe
+                    .wrote_copied(u64::from(send.id()), Of::Request, &whole.freeze());
+            }
             let _ = send.finish();
             Ok::<_, LinkError>(())
         }

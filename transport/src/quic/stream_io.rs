@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -173,13 +173,17 @@ impl PeerRef {
     ///
     /// `history` is the link's memory of whether its payloads compress: while it says the
     /// chunks of this payload are not worth trying, they go out from this task.
+    ///
+    /// Returns the bytes written when they are at most `keep` (a small object, for the tail
+    /// probe's copy of it), else `None`.
     pub(crate) async fn write_object(
         &self,
         send: &mut quinn::SendStream,
         parts: Vec<Bytes>,
         config: &LinkConfig,
         history: &Arc<Compressibility>,
-    ) -> Result<(), LinkError> {
+        keep: usize,
+    ) -> Result<Option<Bytes>, LinkError> {
         let chunk_size = config.chunk_size as usize;
         let mut encoder = ChunkEncoder::new(
             config.compression_threshold,
@@ -188,10 +192,17 @@ impl PeerRef {
         );
         if !encoder.may_try(chunks(&parts, chunk_size).map(|chunk| chunk.len())) {
             // Nothing to compress: frames are the caller's bytes plus a few bytes of framing.
+            let payload_len: usize = parts.iter().map(Bytes::len).sum();
+            let mut kept = (payload_len < keep).then(|| BytesMut::with_capacity(keep));
             for chunk in chunks(&parts, chunk_size) {
-                self.write_encoded(send, encoder.encode_raw(chunk)).await?;
+                let frame = encoder.encode_raw(chunk);
+                keep_frame(&mut kept, &frame, keep);
+                self.write_encoded(send, frame).await?;
             }
-            return self.write_encoded(send, encoder.finish()).await;
+            let end = encoder.finish();
+            keep_frame(&mut kept, &end, keep);
+            self.write_encoded(send, end).await?;
+            return Ok(kept.map(BytesMut::freeze));
         }
         let (frames_tx, mut frames) = mpsc::channel::<EncodedFrame>(2);
         tokio::task::spawn_blocking(move || {
@@ -214,7 +225,21 @@ impl PeerRef {
                 "chunk encoder stopped before the end of the payload",
             )));
         }
-        Ok(())
+        // Compressed chunks are not kept: copies are for objects below the compression
+        // threshold, which go raw.
+        Ok(None)
+    }
+}
+
+/// Appends `frame` to `kept`, or gives up keeping (`None`) once the frames pass `keep` bytes.
+fn keep_frame(kept: &mut Option<BytesMut>, frame: &EncodedFrame, keep: usize) {
+    if let Some(bytes) = kept {
+        if bytes.len() + frame.head.len() + frame.data.len() > keep {
+            *kept = None;
+        } else {
+            bytes.extend_from_slice(&frame.head);
+            bytes.extend_from_slice(&frame.data);
+        }
     }
 }
 
@@ -286,4 +311,66 @@ pub(crate) fn error_reply_frame(reply: Reply<'_>, max_len: u32) -> Vec<u8> {
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
     frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quic::wire::{DecodeLimits, DecodedStream, ObjectHead, decode_stream};
+
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_frame_len: 1 << 20,
+        max_object_size: 1 << 20,
+        max_message_len: 1 << 20,
+    };
+
+    /// The frames of `parts` as `write_object` writes them raw, kept up to `keep` bytes.
+    fn kept(parts: &[Bytes], chunk_size: usize, keep: usize) -> Option<BytesMut> {
+        let mut encoder = ChunkEncoder::new(None, 1, Arc::default());
+        let mut kept = Some(BytesMut::new());
+        for chunk in chunks(parts, chunk_size) {
+            keep_frame(&mut kept, &encoder.encode_raw(chunk), keep);
+        }
+        keep_frame(&mut kept, &encoder.finish(), keep);
+        kept
+    }
+
+    #[test]
+    fn a_kept_object_decodes_as_the_stream_it_copies() {
+        let parts = [Bytes::from_static(b"first "), Bytes::from_static(b"second")];
+        let header = postcard::to_stdvec(&7u64).expect("encodes");
+        let head = ObjectHead {
+            len: 12,
+            header: &header,
+        };
+        let opening = service_opening(StreamKind::Object, Service::DEFAULT);
+        let mut stream =
+            BytesMut::from(&message_frame(&opening, &head, 1 << 20, "head").expect("frames")[..]);
+        stream.extend_from_slice(&kept(&parts, 4, 1_000).expect("small enough"));
+        match decode_stream(&stream, LIMITS).expect("a whole object stream") {
+            DecodedStream::Object {
+                service,
+                header: decoded,
+                payload,
+            } => {
+                assert_eq!(service, Service::DEFAULT);
+                assert_eq!(decoded, header);
+                assert_eq!(&payload[..], b"first second");
+            }
+            other => panic!("not an object: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_past_the_limit_are_not_kept() {
+        let parts = [Bytes::from(vec![3; 600])];
+        assert!(
+            kept(&parts, 256, 640).is_some(),
+            "600 bytes and framing fit 640"
+        );
+        assert!(
+            kept(&parts, 256, 600).is_none(),
+            "framing pushes them past 600"
+        );
+    }
 }

@@ -97,8 +97,15 @@ impl TailProbe {
         }
     }
 
-    /// A channel message or a request (`of`) was just written on stream `stream`: the next
-    /// probe carries a copy of it (if copies are on and it is small).
+    /// Whether the probes carry copies (of messages, requests and small objects).
+    pub(crate) fn copies(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|shared| shared.recent.is_some())
+    }
+
+    /// A channel message, or a request or small object stream (`of`), was just written on
+    /// stream `stream`: the next probe carries a copy of it (if copies are on and it is small).
     pub(crate) fn wrote_copied(&self, stream: u64, of: Of, body: &bytes::Bytes) {
         if let Some(recent) = self
             .shared
