@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 ///
 /// - [`Cubic`](Self::Cubic) (the default) is CUBIC (RFC 9438) that shrinks its window for a
 ///   loss only when the loss looks like congestion: a queue (the smoothed round trip above
-///   the path's minimum by a quarter of it, at least 2 ms) in the last two round trips, or
-///   more than 2% of the recent bytes lost. A loss with neither is taken as random (a lossy
-///   hop, not a full buffer): the packet is sent again, the window stays. Without that, at 1%
-///   random loss and 20 ms, CUBIC moved a 1 MiB object in about 1.3 s over a 100 Mbit/s link
-///   (docs/BENCH.md, "Unicast under random loss").
+///   the path's minimum by a quarter of it, at least 2 ms) in the last two round trips, three
+///   packets or more lost at once, or more than 2% of the recent bytes lost. A loss with none
+///   of these is taken as random (a lossy hop, not a full buffer): the packet is sent again,
+///   the window stays. Without that, at 1% random loss and 20 ms, CUBIC moved a 1 MiB object
+///   in about 1.3 s over a 100 Mbit/s link (docs/BENCH.md, "Unicast under random loss").
 /// - [`StrictCubic`](Self::StrictCubic) takes every loss for congestion, as TCP's and
 ///   quinn's CUBIC do: for a path shared with traffic that expects exactly that.
 /// - [`Bbr`](Self::Bbr) paces by the bandwidth and round trip it measures, and loss alone does

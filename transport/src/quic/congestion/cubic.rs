@@ -18,8 +18,8 @@
 //! rule applies unchanged.
 //!
 //! And unless built [`strict`](CubicFactory::strict), a loss shrinks the window only when
-//! [`RandomLoss`] takes it for congestion: a queue in the last two round trips, or more than
-//! 2% of the bytes lost.
+//! [`RandomLoss`] takes it for congestion: a queue in the last two round trips, three packets
+//! lost at once, or more than 2% of the bytes lost.
 
 use std::any::Any;
 use std::sync::Arc;

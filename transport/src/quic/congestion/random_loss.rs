@@ -6,13 +6,18 @@
 //! emulated 1%), the window then stays far below the link: at 1% loss and 20 ms a 1 MiB store
 //! to one storage took 10.8x its bound (docs/BENCH.md, "Unicast under random loss").
 //!
-//! A loss counts as congestion here when either of two signals says so:
+//! A loss counts as congestion here when any of three signals says so:
 //!
 //! - **a queue**: the smoothed round trip rose above the path's minimum by more than
-//!   [`queue_threshold`] (a quarter of it) at some point in the last two round trips. A queue that overflows
-//!   has filled first, and a full queue shows as delay; a loss with no queue behind it did
-//!   not come from a full buffer on the path (TCP Veno's reasoning, with the same effect on
-//!   CUBIC as Veno's on Reno).
+//!   [`queue_threshold`] (a quarter of it) at some point in the last two round trips. A
+//!   queue that overflows has filled first, and a full queue shows as delay; a loss with no
+//!   queue behind it did not come from a full buffer on the path (TCP Veno's reasoning, with
+//!   the same effect on CUBIC as Veno's on Reno).
+//! - **a burst**: at least [`BURST_BYTES`] (three packets) declared lost at once. A buffer
+//!   that overflows drops the packets that arrive while it is full, one after the other; a
+//!   random loss of 1% takes two packets of one acknowledgement's range about once in ten
+//!   thousand. It also catches a queue that filled faster than the smoothed round trip
+//!   follows (eight connections' bursts into one link at once, on the bench).
 //! - **a loss rate above [`MAX_RANDOM_PERCENT`]**: a path whose buffers are too shallow to
 //!   show a queue still loses more than that when it is congested, so above it every loss
 //!   counts again (BBR v2 bounds its flight on the same 2% rule).
@@ -24,6 +29,10 @@ use std::time::{Duration, Instant};
 
 /// Above this rate of lost bytes every loss counts as congestion, whatever the delay says.
 pub(super) const MAX_RANDOM_PERCENT: u64 = 2;
+
+/// A loss of this many bytes or more at once is a burst, which random loss hardly makes: three
+/// packets of QUIC's smallest size (1,200 bytes).
+pub(super) const BURST_BYTES: u64 = 3 * 1_200;
 
 /// Bytes counted as delivered before the first one sent, so that a loss among a
 /// connection's first packets does not read as a high rate (a 1 MiB store's first loss at 1%
@@ -86,15 +95,16 @@ impl RandomLoss {
         }
         let rare = self.lost.saturating_mul(100)
             <= MAX_RANDOM_PERCENT.saturating_mul(self.sent.saturating_add(PRIOR_BYTES));
+        let random = quiet && rare && bytes < BURST_BYTES;
         tracing::trace!(
             bytes,
             queue_us = self.queue.get().as_micros() as u64,
             lost = self.lost,
             sent = self.sent,
-            random = quiet && rare,
+            random,
             "loss"
         );
-        quiet && rare
+        random
     }
 }
 
@@ -192,6 +202,20 @@ mod tests {
         let random = (0..40).take_while(|_| losses.lost(1_200, 20 * MS)).count();
         // 1,000 packets plus the prior of 200: the 25th lost packet is above 2%.
         assert_eq!(random, 24);
+    }
+
+    #[test]
+    fn three_packets_lost_at_once_are_congestion_even_without_a_queue() {
+        let (mut losses, _) = quiet_path(1_000);
+        assert!(losses.lost(2 * 1_452, 20 * MS), "two packets: random");
+        assert!(
+            !losses.lost(3 * 1_200, 20 * MS),
+            "three: a buffer overflowed"
+        );
+        assert!(
+            losses.lost(1_452, 20 * MS),
+            "the next single loss is random again"
+        );
     }
 
     #[test]
