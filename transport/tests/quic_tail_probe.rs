@@ -21,7 +21,7 @@ use quic_support::*;
 use quinn::AsyncUdpSocket;
 use quinn::udp::Transmit;
 use replicast_testkit::endpoint as testkit;
-use replicast_transport::quic::{Endpoint, EndpointStats, LinkConfig};
+use replicast_transport::quic::{Endpoint, EndpointStats, Link, LinkConfig};
 use replicast_transport::wrapped_socket::{SocketWrapper, WrappedSocket};
 
 /// Datagrams above this size are the message's: ACKs, probes and stream openings are far
@@ -213,6 +213,63 @@ fn decode(message: &[u8]) -> Vec<u8> {
     postcard::from_bytes(message).expect("a message of bytes")
 }
 
+/// A master serving on 127.0.0.1 and a storage whose socket drops on demand, both with copies
+/// on, linked; a first request was answered (it opened the connection's streams).
+struct Pair {
+    master: Endpoint,
+    _serving: tokio::task::JoinHandle<()>,
+    storage: Endpoint,
+    socket: Arc<WrappedSocket<DropSome>>,
+    link: Link,
+}
+
+async fn copying_pair() -> Pair {
+    let config = copying_link();
+    let ca = ca("cluster");
+    let master = endpoint(&identity(&ca, "master"), config.clone());
+    let _serving = serve(master.clone(), None);
+    let (storage, socket) = dropping_endpoint(&ca, "storage-1", config);
+    let link = storage.link("master", addr(&master)).await.expect("a link");
+    let pong: Pong = link.request(&Request::Ping(1)).await.expect("answered");
+    assert_eq!(pong, Pong(1));
+    Pair {
+        master,
+        _serving,
+        storage,
+        socket,
+        link,
+    }
+}
+
+/// Runs `exchange(attempt)` for attempts 1, 2, ... up to [`ATTEMPTS`], each with the next packet
+/// above the size dropped (checked), until `from_copies` of `master`'s counters says something
+/// was taken from its copy: true then, false if no attempt got there (each attempt whose copy
+/// left before the original loses the copy instead).
+async fn lose_until_copied<F, Fut>(
+    socket: &DropSome,
+    master: &Endpoint,
+    from_copies: fn(&EndpointStats) -> u64,
+    mut exchange: F,
+) -> bool
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for attempt in 1..=ATTEMPTS {
+        socket.armed.store(1, Ordering::Release);
+        exchange(attempt).await;
+        assert_eq!(
+            socket.dropped.load(Ordering::Acquire),
+            attempt,
+            "one packet lost"
+        );
+        if from_copies(&master.stats()) >= 1 {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_last_packet_is_found_by_the_tail_probe_not_the_probe_timeout() {
     bounded(async {
@@ -316,38 +373,34 @@ async fn without_loss_copies_deliver_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
     bounded(async {
-        let link = copying_link();
-        let ca = ca("cluster");
-        let master = endpoint(&identity(&ca, "master"), link.clone());
-        let _serving = serve(master.clone(), None);
-        let (storage, socket) = dropping_endpoint(&ca, "storage-1", link);
-        let link = storage.link("master", addr(&master)).await.expect("a link");
-        // A first request opens the connection's streams; then ones whose first packet above
-        // the size is lost: the request's own, unless its copy left first (a loaded machine,
-        // see the test above), then the next attempt.
-        let pong: Pong = link.request(&Request::Ping(1)).await.expect("answered");
-        assert_eq!(pong, Pong(1));
+        let Pair {
+            master,
+            _serving,
+            storage,
+            socket,
+            link,
+        } = copying_pair().await;
+        // Requests whose first packet above the size is lost: the request's own, unless its
+        // copy left first (a loaded machine, see the test above), then the next attempt.
         let text = "x".repeat(MESSAGE_LEN);
-        for attempt in 1..=ATTEMPTS {
-            socket.armed.store(1, Ordering::Release);
-            let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
-            let error = answer.expect_err("the master answers this request with an error");
-            assert!(error.to_string().contains(&text), "its own answer: {error}");
-            assert_eq!(
-                socket.dropped.load(Ordering::Acquire),
-                attempt,
-                "one packet lost"
-            );
-            // (A request not lost may be served from its copy too, when the copy comes
-            // before the master accepted its stream: either way once.)
-            if master.stats().requests_from_copies >= 1 {
-                break;
-            }
-        }
-        assert!(
-            master.stats().requests_from_copies >= 1,
-            "the master served a lost request from its copy"
-        );
+        let link = &link;
+        // (A request not lost may be served from its copy too, when the copy comes before the
+        // master accepted its stream: either way once.)
+        let copied = lose_until_copied(
+            &socket,
+            &master,
+            |stats| stats.requests_from_copies,
+            |_| {
+                let text = text.clone();
+                async move {
+                    let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
+                    let error = answer.expect_err("the master answers this request with an error");
+                    assert!(error.to_string().contains(&text), "its own answer: {error}");
+                }
+            },
+        )
+        .await;
+        assert!(copied, "the master served a lost request from its copy");
         // The next request goes its usual way.
         let pong: Pong = link.request(&Request::Ping(2)).await.expect("answered");
         assert_eq!(pong, Pong(2));
@@ -360,14 +413,13 @@ async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_small_object_is_taken_from_its_copy_and_answered_on_its_stream() {
     bounded(async {
-        let link = copying_link();
-        let ca = ca("cluster");
-        let master = endpoint(&identity(&ca, "master"), link.clone());
-        let _serving = serve(master.clone(), None);
-        let (storage, socket) = dropping_endpoint(&ca, "storage-1", link);
-        let link = storage.link("master", addr(&master)).await.expect("a link");
-        let pong: Pong = link.request(&Request::Ping(1)).await.expect("answered");
-        assert_eq!(pong, Pong(1));
+        let Pair {
+            master,
+            _serving,
+            storage,
+            socket,
+            link,
+        } = copying_pair().await;
         // An object whose whole stream is one packet above the size: that packet is lost,
         // unless its copy left first (then the next attempt).
         let payload = bytes::Bytes::from(
@@ -375,37 +427,30 @@ async fn a_lost_small_object_is_taken_from_its_copy_and_answered_on_its_stream()
                 .map(|i| (i * 7 % 251) as u8)
                 .collect::<Vec<_>>(),
         );
-        for attempt in 1..=ATTEMPTS {
-            socket.armed.store(1, Ordering::Release);
-            let header = ObjectHeader {
-                oid: u64::from(attempt),
-            };
-            let ack: Ack = link
-                .send_object(&header, payload.clone())
-                .await
-                .expect("acknowledged");
-            assert_eq!(
-                ack,
-                Ack {
+        let link = &link;
+        let payload = &payload;
+        let copied = lose_until_copied(
+            &socket,
+            &master,
+            |stats| stats.objects_from_copies,
+            |attempt| async move {
+                let header = ObjectHeader {
+                    oid: u64::from(attempt),
+                };
+                let ack: Ack = link
+                    .send_object(&header, payload.clone())
+                    .await
+                    .expect("acknowledged");
+                let sent = Ack {
                     oid: u64::from(attempt),
                     len: MESSAGE_LEN as u64,
-                    sha256: sha256(&payload),
-                },
-                "the object as sent"
-            );
-            assert_eq!(
-                socket.dropped.load(Ordering::Acquire),
-                attempt,
-                "one packet lost"
-            );
-            if master.stats().objects_from_copies >= 1 {
-                break;
-            }
-        }
-        assert!(
-            master.stats().objects_from_copies >= 1,
-            "the master took a lost object from its copy"
-        );
+                    sha256: sha256(payload),
+                };
+                assert_eq!(ack, sent, "the object as sent");
+            },
+        )
+        .await;
+        assert!(copied, "the master took a lost object from its copy");
         assert_eq!(master.stats().protocol_errors, 0);
         storage.close();
         master.close();
