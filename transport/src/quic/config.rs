@@ -137,15 +137,16 @@ pub struct LinkConfig {
     /// sends none. The pause only has to let the last write's packet leave first. `None`
     /// sends no probes.
     pub tail_probe: Option<Duration>,
-    /// Whether a tail probe carries copies of the last channel messages written before it
-    /// (those of up to 1,100 bytes, the last 4): a receiver delivers a message whose packet was
-    /// lost from its copy, in the channel's order and once, instead of waiting about 1.3
-    /// round trips for QUIC to send it again. Costs the copies' bytes once per pause in the
-    /// writes, nothing under a steady flow. Needs [`tail_probe`](Self::tail_probe).
+    /// Whether a tail probe carries copies of the last channel messages, requests and small
+    /// objects written before it (the last 4, each of up to 1,400 bytes that fits one
+    /// datagram on the path): a receiver takes one whose packet was lost from its copy, once
+    /// (a message in its channel's order), instead of waiting about 1.3 round trips for QUIC
+    /// to send it again. Costs the copies' bytes once per pause in the writes, nothing under
+    /// a steady flow. Needs [`tail_probe`](Self::tail_probe).
     pub message_copies: bool,
-    /// The congestion controller of every connection ([`Congestion`]; CUBIC by default). BBR
-    /// keeps its rate on a path that loses packets without congestion, where CUBIC halves
-    /// its window at each loss.
+    /// The congestion controller of every connection ([`Congestion`]; by default CUBIC that
+    /// keeps its window through losses that do not look like congestion, where quinn's CUBIC
+    /// shrinks it at each loss).
     pub congestion: Congestion,
 }
 
