@@ -241,33 +241,39 @@ async fn copying_pair() -> Pair {
     }
 }
 
-/// Runs `exchange(attempt)` for attempts 1, 2, ... up to [`ATTEMPTS`], each with the next packet
-/// above the size dropped (checked), until `from_copies` of `master`'s counters says something
-/// was taken from its copy: true then, false if no attempt got there (each attempt whose copy
-/// left before the original loses the copy instead).
-async fn lose_until_copied<F, Fut>(
-    socket: &DropSome,
-    master: &Endpoint,
-    from_copies: fn(&EndpointStats) -> u64,
-    mut exchange: F,
-) -> bool
-where
-    F: FnMut(u32) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for attempt in 1..=ATTEMPTS {
-        socket.armed.store(1, Ordering::Release);
-        exchange(attempt).await;
-        assert_eq!(
-            socket.dropped.load(Ordering::Acquire),
-            attempt,
-            "one packet lost"
-        );
-        if from_copies(&master.stats()) >= 1 {
-            return true;
+impl Pair {
+    /// Runs `exchange(attempt)` for attempts 1, 2, ... up to [`ATTEMPTS`], each with the next
+    /// packet above the size dropped (checked), until `from_copies` of the master's counters
+    /// says something was taken from its copy: true then, false if no attempt got there (an
+    /// attempt whose copy left before the original loses the copy instead).
+    async fn lose_until_copied<F, Fut>(
+        &self,
+        from_copies: fn(&EndpointStats) -> u64,
+        mut exchange: F,
+    ) -> bool
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        for attempt in 1..=ATTEMPTS {
+            self.socket.armed.store(1, Ordering::Release);
+            exchange(attempt).await;
+            assert_eq!(
+                self.socket.dropped.load(Ordering::Acquire),
+                attempt,
+                "one packet lost"
+            );
+            if from_copies(&self.master.stats()) >= 1 {
+                return true;
+            }
         }
+        false
     }
-    false
+
+    fn close(&self) {
+        self.storage.close();
+        self.master.close();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,39 +379,32 @@ async fn without_loss_copies_deliver_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
     bounded(async {
-        let Pair {
-            master,
-            _serving,
-            storage,
-            socket,
-            link,
-        } = copying_pair().await;
+        let pair = copying_pair().await;
         // Requests whose first packet above the size is lost: the request's own, unless its
         // copy left first (a loaded machine, see the test above), then the next attempt.
         let text = "x".repeat(MESSAGE_LEN);
-        let link = &link;
+        let link = &pair.link;
         // (A request not lost may be served from its copy too, when the copy comes before the
         // master accepted its stream: either way once.)
-        let copied = lose_until_copied(
-            &socket,
-            &master,
-            |stats| stats.requests_from_copies,
-            |_| {
-                let text = text.clone();
-                async move {
-                    let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
-                    let error = answer.expect_err("the master answers this request with an error");
-                    assert!(error.to_string().contains(&text), "its own answer: {error}");
-                }
-            },
-        )
-        .await;
+        let copied = pair
+            .lose_until_copied(
+                |stats| stats.requests_from_copies,
+                |_| {
+                    let text = text.clone();
+                    async move {
+                        let answer = link.request::<_, Pong>(&Request::Fail(text.clone())).await;
+                        let error =
+                            answer.expect_err("the master answers this request with an error");
+                        assert!(error.to_string().contains(&text), "its own answer: {error}");
+                    }
+                },
+            )
+            .await;
         assert!(copied, "the master served a lost request from its copy");
         // The next request goes its usual way.
         let pong: Pong = link.request(&Request::Ping(2)).await.expect("answered");
         assert_eq!(pong, Pong(2));
-        storage.close();
-        master.close();
+        pair.close();
     })
     .await;
 }
@@ -413,13 +412,7 @@ async fn a_lost_request_is_served_from_its_copy_and_answered_on_its_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_small_object_is_taken_from_its_copy_and_answered_on_its_stream() {
     bounded(async {
-        let Pair {
-            master,
-            _serving,
-            storage,
-            socket,
-            link,
-        } = copying_pair().await;
+        let pair = copying_pair().await;
         // An object whose whole stream is one packet above the size: that packet is lost,
         // unless its copy left first (then the next attempt).
         let payload = bytes::Bytes::from(
@@ -427,33 +420,31 @@ async fn a_lost_small_object_is_taken_from_its_copy_and_answered_on_its_stream()
                 .map(|i| (i * 7 % 251) as u8)
                 .collect::<Vec<_>>(),
         );
-        let link = &link;
+        let link = &pair.link;
         let payload = &payload;
-        let copied = lose_until_copied(
-            &socket,
-            &master,
-            |stats| stats.objects_from_copies,
-            |attempt| async move {
-                let header = ObjectHeader {
-                    oid: u64::from(attempt),
-                };
-                let ack: Ack = link
-                    .send_object(&header, payload.clone())
-                    .await
-                    .expect("acknowledged");
-                let sent = Ack {
-                    oid: u64::from(attempt),
-                    len: MESSAGE_LEN as u64,
-                    sha256: sha256(payload),
-                };
-                assert_eq!(ack, sent, "the object as sent");
-            },
-        )
-        .await;
+        let copied = pair
+            .lose_until_copied(
+                |stats| stats.objects_from_copies,
+                |attempt| async move {
+                    let header = ObjectHeader {
+                        oid: u64::from(attempt),
+                    };
+                    let ack: Ack = link
+                        .send_object(&header, payload.clone())
+                        .await
+                        .expect("acknowledged");
+                    let sent = Ack {
+                        oid: u64::from(attempt),
+                        len: MESSAGE_LEN as u64,
+                        sha256: sha256(payload),
+                    };
+                    assert_eq!(ack, sent, "the object as sent");
+                },
+            )
+            .await;
         assert!(copied, "the master took a lost object from its copy");
-        assert_eq!(master.stats().protocol_errors, 0);
-        storage.close();
-        master.close();
+        assert_eq!(pair.master.stats().protocol_errors, 0);
+        pair.close();
     })
     .await;
 }

@@ -2,6 +2,7 @@
 
 mod cubic;
 mod random_loss;
+mod round_peak;
 
 use std::sync::Arc;
 

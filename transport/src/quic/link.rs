@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::channel::Channel;
-use super::copies::{MAX_COPIED_MESSAGE, Of};
+use super::copies::Of;
 use super::endpoint::Inner;
 use super::error::LinkError;
 use super::frame::StreamKind;
@@ -254,20 +254,13 @@ impl Link {
             peer.write_all(&mut send, &frame).await?;
             // A small object's whole stream rides in the tail probe after it, as a request
             // does: the peer takes the object from the copy if a packet of it is lost.
-            let keep = if peer.probe.copies() {
-                MAX_COPIED_MESSAGE.saturating_sub(frame.len())
-            } else {
-                0
-            };
-            let kept = peer
-                .write_object(&mut send, parts, config, &self.peer.compressibility, keep)
+            let copy = peer.probe.copies().then(|| BytesMut::from(&frame[..]));
+            let copy = peer
+                .write_object(&mut send, parts, config, &self.peer.compressibility, copy)
                 .await?;
-            if let Some(kept) = kept {
-                let mut whole = BytesMut::with_capacity(frame.len() + kept.len());
-                whole.extend_from_slice(&frame);
-                whole.extend_from_slice(&kept);
+            if let Some(copy) = copy {
                 peer.probe
-                    .wrote_copied(u64::from(send.id()), Of::Request, &whole.freeze());
+                    .wrote_copied(u64::from(send.id()), Of::Request, &copy);
             }
             let _ = send.finish();
             Ok::<_, LinkError>(())

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::compressibility::Compressibility;
 use super::config::LinkConfig;
+use super::copies::MAX_COPIED_MESSAGE;
 use super::error::LinkError;
 use super::frame::{FrameError, LEN_PREFIX, StreamKind, check_len, frame_len};
 use super::object::{ChunkEncoder, DIGEST_LEN, EncodedFrame, ObjectAssembler};
@@ -174,15 +175,16 @@ impl PeerRef {
     /// `history` is the link's memory of whether its payloads compress: while it says the
     /// chunks of this payload are not worth trying, they go out from this task.
     ///
-    /// Returns the bytes written when they are at most `keep` (a small object, for the tail
-    /// probe's copy of it), else `None`.
+    /// `copy`, when given, holds the stream's bytes before the object's frames (its opening):
+    /// the frames are appended to it, and the whole returned for the tail probe's copy of the
+    /// stream, if it stays within [`MAX_COPIED_MESSAGE`] (a small object); else `None`.
     pub(crate) async fn write_object(
         &self,
         send: &mut quinn::SendStream,
         parts: Vec<Bytes>,
         config: &LinkConfig,
         history: &Arc<Compressibility>,
-        keep: usize,
+        copy: Option<BytesMut>,
     ) -> Result<Option<Bytes>, LinkError> {
         let chunk_size = config.chunk_size as usize;
         let mut encoder = ChunkEncoder::new(
@@ -193,16 +195,16 @@ impl PeerRef {
         if !encoder.may_try(chunks(&parts, chunk_size).map(|chunk| chunk.len())) {
             // Nothing to compress: frames are the caller's bytes plus a few bytes of framing.
             let payload_len: usize = parts.iter().map(Bytes::len).sum();
-            let mut kept = (payload_len < keep).then(|| BytesMut::with_capacity(keep));
+            let mut copy = copy.filter(|copy| copy.len() + payload_len < MAX_COPIED_MESSAGE);
             for chunk in chunks(&parts, chunk_size) {
                 let frame = encoder.encode_raw(chunk);
-                keep_frame(&mut kept, &frame, keep);
+                copy_frame(&mut copy, &frame, MAX_COPIED_MESSAGE);
                 self.write_encoded(send, frame).await?;
             }
             let end = encoder.finish();
-            keep_frame(&mut kept, &end, keep);
+            copy_frame(&mut copy, &end, MAX_COPIED_MESSAGE);
             self.write_encoded(send, end).await?;
-            return Ok(kept.map(BytesMut::freeze));
+            return Ok(copy.map(BytesMut::freeze));
         }
         let (frames_tx, mut frames) = mpsc::channel::<EncodedFrame>(2);
         tokio::task::spawn_blocking(move || {
@@ -231,11 +233,11 @@ impl PeerRef {
     }
 }
 
-/// Appends `frame` to `kept`, or gives up keeping (`None`) once the frames pass `keep` bytes.
-fn keep_frame(kept: &mut Option<BytesMut>, frame: &EncodedFrame, keep: usize) {
-    if let Some(bytes) = kept {
-        if bytes.len() + frame.head.len() + frame.data.len() > keep {
-            *kept = None;
+/// Appends `frame` to `copy`, or gives the copy up (`None`) once it would pass `max` bytes.
+fn copy_frame(copy: &mut Option<BytesMut>, frame: &EncodedFrame, max: usize) {
+    if let Some(bytes) = copy {
+        if bytes.len() + frame.head.len() + frame.data.len() > max {
+            *copy = None;
         } else {
             bytes.extend_from_slice(&frame.head);
             bytes.extend_from_slice(&frame.data);
@@ -324,15 +326,15 @@ mod tests {
         max_message_len: 1 << 20,
     };
 
-    /// The frames of `parts` as `write_object` writes them raw, kept up to `keep` bytes.
-    fn kept(parts: &[Bytes], chunk_size: usize, keep: usize) -> Option<BytesMut> {
+    /// The frames of `parts` as `write_object` writes them raw, copied up to `max` bytes.
+    fn kept(parts: &[Bytes], chunk_size: usize, max: usize) -> Option<BytesMut> {
         let mut encoder = ChunkEncoder::new(None, 1, Arc::default());
-        let mut kept = Some(BytesMut::new());
+        let mut copy = Some(BytesMut::new());
         for chunk in chunks(parts, chunk_size) {
-            keep_frame(&mut kept, &encoder.encode_raw(chunk), keep);
+            copy_frame(&mut copy, &encoder.encode_raw(chunk), max);
         }
-        keep_frame(&mut kept, &encoder.finish(), keep);
-        kept
+        copy_frame(&mut copy, &encoder.finish(), max);
+        copy
     }
 
     #[test]

@@ -29,6 +29,7 @@ use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicC
 use quinn_proto::RttEstimator;
 
 use super::random_loss::RandomLoss;
+use super::round_peak::RoundPeak;
 
 /// The factory of [`Cubic`] controllers.
 #[derive(Debug, Default)]
@@ -54,7 +55,6 @@ impl ControllerFactory for CubicFactory {
             inner: self.config.clone().build(now, current_mtu),
             flight: Flight::default(),
             random_loss: (!self.strict).then(RandomLoss::default),
-            min_rtt: Duration::MAX,
         })
     }
 }
@@ -66,9 +66,6 @@ struct Cubic {
     flight: Flight,
     /// What judges a loss; `None` when every loss counts.
     random_loss: Option<RandomLoss>,
-    /// The path's minimum round trip, as of the last acknowledgement (`Duration::MAX` before
-    /// the first: quinn declares no loss before an acknowledgement).
-    min_rtt: Duration,
 }
 
 impl Cubic {
@@ -115,7 +112,6 @@ impl Controller for Cubic {
         rtt: &RttEstimator,
     ) {
         self.flight.tick(now, rtt.get());
-        self.min_rtt = rtt.min();
         if let Some(random_loss) = &mut self.random_loss {
             random_loss.acknowledged(now, rtt.get(), rtt.min());
         }
@@ -144,7 +140,7 @@ impl Controller for Cubic {
         lost_bytes: u64,
     ) {
         if let Some(random_loss) = &mut self.random_loss {
-            let random = random_loss.lost(lost_bytes, self.min_rtt);
+            let random = random_loss.lost(lost_bytes);
             if random && !is_persistent_congestion {
                 return;
             }
@@ -170,7 +166,6 @@ impl Controller for Cubic {
             inner: self.inner.clone_box(),
             flight: self.flight.clone(),
             random_loss: self.random_loss.clone(),
-            min_rtt: self.min_rtt,
         })
     }
 
@@ -188,18 +183,13 @@ impl Controller for Cubic {
 struct Flight {
     /// Bytes in flight: quinn's count at the last acknowledgements, plus what was sent since.
     bytes: u64,
-    /// The peak since `since`.
-    peak: u64,
-    /// The peak of the round trip before.
-    last_peak: u64,
-    /// When the current round trip's peak started (`None`: before the first acknowledgement).
-    since: Option<Instant>,
+    peak: RoundPeak<u64>,
 }
 
 impl Flight {
     fn sent(&mut self, bytes: u64) {
         self.bytes = self.bytes.saturating_add(bytes);
-        self.peak = self.peak.max(self.bytes);
+        self.peak.record(self.bytes);
     }
 
     /// quinn's count once acknowledgements were processed (exact: lost and acknowledged
@@ -208,21 +198,15 @@ impl Flight {
         self.bytes = in_flight;
     }
 
-    /// Starts a new round trip's peak when one round trip passed since the last.
+    /// Starts a new round trip's peak (at the bytes in flight now) when one round trip passed
+    /// since the last.
     fn tick(&mut self, now: Instant, rtt: Duration) {
-        match self.since {
-            Some(since) if now.saturating_duration_since(since) < rtt => {}
-            _ => {
-                self.last_peak = self.peak;
-                self.peak = self.bytes;
-                self.since = Some(now);
-            }
-        }
+        self.peak.tick(now, rtt, self.bytes);
     }
 
     /// The most bytes in flight in the current and the last round trip.
     fn peak(&self) -> u64 {
-        self.peak.max(self.last_peak)
+        self.peak.get()
     }
 }
 

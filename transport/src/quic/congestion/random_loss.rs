@@ -27,6 +27,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::round_peak::RoundPeak;
+
 /// Above this rate of lost bytes every loss counts as congestion, whatever the delay says.
 pub(super) const MAX_RANDOM_PERCENT: u64 = 2;
 
@@ -60,7 +62,10 @@ pub(super) fn queue_threshold(min_rtt: Duration) -> Duration {
 pub(super) struct RandomLoss {
     /// The peak queueing delay (smoothed round trip over the minimum) of the current and the
     /// last round trip.
-    queue: RoundPeak,
+    queue: RoundPeak<Duration>,
+    /// The path's minimum round trip, as of the last acknowledgement (`None` before the
+    /// first: quinn declares no loss before one).
+    min_rtt: Option<Duration>,
     /// Bytes sent, and lost without a queue, both halved now and then (see [`SPAN_BYTES`]).
     sent: u64,
     lost: u64,
@@ -78,18 +83,21 @@ impl RandomLoss {
 
     /// Takes an acknowledgement's round-trip estimate.
     pub(super) fn acknowledged(&mut self, now: Instant, smoothed: Duration, min: Duration) {
-        self.queue.tick(now, smoothed);
-        self.queue.record(smoothed.saturating_sub(min));
+        let delay = smoothed.saturating_sub(min);
+        self.queue.tick(now, smoothed, delay);
+        self.queue.record(delay);
+        self.min_rtt = Some(min);
     }
 
-    /// Says whether a loss of `bytes` is random (`true`: keep the window) or congestion, on a
-    /// path whose minimum round trip is `min_rtt`.
+    /// Says whether a loss of `bytes` is random (`true`: keep the window) or congestion.
     ///
     /// Only losses without a queue behind them count toward the rate: a queue explains its
     /// losses already, and a slow start that overflows a buffer (a burst of lost packets)
     /// must not make the random losses after it look like a congested path.
-    pub(super) fn lost(&mut self, bytes: u64, min_rtt: Duration) -> bool {
-        let quiet = self.queue.get() <= queue_threshold(min_rtt);
+    pub(super) fn lost(&mut self, bytes: u64) -> bool {
+        let quiet = self
+            .min_rtt
+            .is_none_or(|min_rtt| self.queue.get() <= queue_threshold(min_rtt));
         if quiet {
             self.lost = self.lost.saturating_add(bytes);
         }
@@ -105,37 +113,6 @@ impl RandomLoss {
             "loss"
         );
         random
-    }
-}
-
-/// The largest queueing delay recorded in the current and the last round trip.
-#[derive(Debug, Clone, Default)]
-struct RoundPeak {
-    current: Duration,
-    last: Duration,
-    /// When the current round trip started (`None`: before the first sample).
-    since: Option<Instant>,
-}
-
-impl RoundPeak {
-    /// Starts a new round trip when one round trip of `rtt` passed since the last.
-    fn tick(&mut self, now: Instant, rtt: Duration) {
-        match self.since {
-            Some(since) if now.saturating_duration_since(since) < rtt => {}
-            _ => {
-                self.last = self.current;
-                self.current = Duration::ZERO;
-                self.since = Some(now);
-            }
-        }
-    }
-
-    fn record(&mut self, delay: Duration) {
-        self.current = self.current.max(delay);
-    }
-
-    fn get(&self) -> Duration {
-        self.current.max(self.last)
     }
 }
 
@@ -160,7 +137,7 @@ mod tests {
     fn a_loss_without_a_queue_at_a_low_rate_is_random() {
         let (mut losses, _) = quiet_path(1_000);
         for _ in 0..10 {
-            assert!(losses.lost(1_200, 20 * MS), "1% of 1,000 packets");
+            assert!(losses.lost(1_200), "1% of 1,000 packets");
         }
     }
 
@@ -169,7 +146,7 @@ mod tests {
         let (mut losses, start) = quiet_path(1_000);
         // The smoothed round trip rose by 10 ms over a 20 ms minimum: a queue.
         losses.acknowledged(start + 5 * MS, 30 * MS, 20 * MS);
-        assert!(!losses.lost(1_200, 20 * MS));
+        assert!(!losses.lost(1_200));
     }
 
     #[test]
@@ -177,11 +154,11 @@ mod tests {
         let (mut losses, start) = quiet_path(1_000);
         // A slow start overflows a buffer: 100 packets lost behind a 10 ms queue.
         losses.acknowledged(start + 5 * MS, 30 * MS, 20 * MS);
-        assert!(!losses.lost(120_000, 20 * MS));
+        assert!(!losses.lost(120_000));
         // The queue drained; the next loss is as random as before the overflow.
         losses.acknowledged(start + 30 * MS, 20 * MS, 20 * MS);
         losses.acknowledged(start + 55 * MS, 20 * MS, 20 * MS);
-        assert!(losses.lost(1_200, 20 * MS));
+        assert!(losses.lost(1_200));
     }
 
     #[test]
@@ -190,16 +167,16 @@ mod tests {
         losses.acknowledged(start + 5 * MS, 30 * MS, 20 * MS);
         // One round trip later the queue drained, but it is the last round trip's peak.
         losses.acknowledged(start + 26 * MS, 20 * MS, 20 * MS);
-        assert!(!losses.lost(1_200, 20 * MS));
+        assert!(!losses.lost(1_200));
         // Two round trips later it is forgotten.
         losses.acknowledged(start + 47 * MS, 20 * MS, 20 * MS);
-        assert!(losses.lost(1_200, 20 * MS));
+        assert!(losses.lost(1_200));
     }
 
     #[test]
     fn above_two_percent_every_loss_is_congestion() {
         let (mut losses, _) = quiet_path(1_000);
-        let random = (0..40).take_while(|_| losses.lost(1_200, 20 * MS)).count();
+        let random = (0..40).take_while(|_| losses.lost(1_200)).count();
         // 1,000 packets plus the prior of 200: the 25th lost packet is above 2%.
         assert_eq!(random, 24);
     }
@@ -207,28 +184,22 @@ mod tests {
     #[test]
     fn three_packets_lost_at_once_are_congestion_even_without_a_queue() {
         let (mut losses, _) = quiet_path(1_000);
-        assert!(losses.lost(2 * 1_452, 20 * MS), "two packets: random");
-        assert!(
-            !losses.lost(3 * 1_200, 20 * MS),
-            "three: a buffer overflowed"
-        );
-        assert!(
-            losses.lost(1_452, 20 * MS),
-            "the next single loss is random again"
-        );
+        assert!(losses.lost(2 * 1_452), "two packets: random");
+        assert!(!losses.lost(3 * 1_200), "three: a buffer overflowed");
+        assert!(losses.lost(1_452), "the next single loss is random again");
     }
 
     #[test]
     fn the_first_loss_of_a_young_connection_is_not_a_high_rate() {
         let (mut losses, _) = quiet_path(20);
-        assert!(losses.lost(1_200, 20 * MS), "1 of 220 counted packets");
+        assert!(losses.lost(1_200), "1 of 220 counted packets");
     }
 
     #[test]
     fn the_rate_forgets_old_traffic() {
         let (mut losses, _) = quiet_path(1_000);
         for _ in 0..20 {
-            assert!(losses.lost(1_200, 20 * MS));
+            assert!(losses.lost(1_200));
         }
         // Another 10,000 clean packets: the 20 old losses weigh a few percent of what they did.
         for _ in 0..10_000 {
