@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use super::{Client, Phase};
-use crate::protocol::{Message, Order, ProtocolError};
+use super::{AbortReason, Client, ClientEvent, Phase, out_of_order};
+use crate::protocol::{Changed, Message, Order, ProtocolError, TransactionOutcome};
 
 /// Requests to the primary not answered yet.
 #[derive(Debug)]
@@ -63,6 +63,119 @@ impl Awaiting {
 }
 
 impl Client {
+    /// An answer of the primary (`from`): the client's welcome (its ttid space, the last
+    /// commit, the table, the storages' addresses), the answers to its begins, finishes and
+    /// requests for object ids, and the invalidations of other clients' commits.
+    pub(super) fn primary_answer(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        match message {
+            Message::PrimaryIs { .. } => Ok(()),
+            Message::StorageAddresses(book) => {
+                self.storage_addresses.extend(book);
+                Ok(())
+            }
+            Message::TtidSpace { number, clock } => {
+                self.ttids.set_space(now, number, clock);
+                self.begin_with_own_ttid(now);
+                Ok(())
+            }
+            Message::LastTransaction { tid } => {
+                self.ttids.observe(tid);
+                if self.last_transaction.replace(tid).is_some() {
+                    // The answer to an announcement after a lost link.
+                    self.events.push_back(ClientEvent::Resynced { last: tid });
+                }
+                Ok(())
+            }
+            Message::AnswerLastTransaction { request, tid } => {
+                self.ttids.observe(tid);
+                self.events
+                    .push_back(ClientEvent::LastTransaction { request, tid });
+                Ok(())
+            }
+            Message::PartitionTable(table) => {
+                let newer = self
+                    .table
+                    .as_ref()
+                    .is_none_or(|current| table.version() >= current.version());
+                if newer {
+                    if self.table.is_none() {
+                        self.events.push_back(ClientEvent::Ready);
+                    }
+                    self.table = Some(table);
+                    self.drop_unwritable_replicas(now);
+                }
+                Ok(())
+            }
+            Message::AnswerBegin { ttid } => {
+                let txn = self
+                    .txn
+                    .as_mut()
+                    // Only a restore's begin is answered; the others make their own ttid.
+                    .filter(|txn| txn.phase == Phase::Beginning && txn.begin_at.is_some())
+                    .ok_or_else(|| out_of_order(from, "AnswerBegin", ttid))?;
+                txn.ttid = ttid;
+                txn.phase = Phase::Storing;
+                self.events.push_back(ClientEvent::Begun { ttid });
+                Ok(())
+            }
+            Message::BeginRefused { tid, last } => {
+                if !self
+                    .txn
+                    .as_ref()
+                    .is_some_and(|txn| txn.phase == Phase::Beginning && txn.begin_at.is_some())
+                {
+                    return Err(out_of_order(from, "BeginRefused", tid));
+                }
+                self.txn = None;
+                self.events
+                    .push_back(ClientEvent::BeginRefused { tid, last });
+                Ok(())
+            }
+            Message::AnswerNewOids { first, count } => {
+                self.events.push_back(ClientEvent::NewOids { first, count });
+                Ok(())
+            }
+            Message::Invalidate { commits } => {
+                for Changed { tid, oids } in commits {
+                    self.ttids.observe(tid);
+                    self.events
+                        .push_back(ClientEvent::Invalidated { tid, oids });
+                }
+                Ok(())
+            }
+            Message::AnswerFinish { ttid, outcome } => {
+                self.transaction(from, "AnswerFinish", ttid, &[Phase::Finishing])?;
+                let master_lost = self.txn.take().is_some_and(|txn| txn.master_lost);
+                if let TransactionOutcome::Committed(tid) = outcome {
+                    self.ttids.observe(tid);
+                }
+                self.events.push_back(match outcome {
+                    TransactionOutcome::Committed(tid) => ClientEvent::Committed { ttid, tid },
+                    TransactionOutcome::Aborted if master_lost => {
+                        let reason = AbortReason::MasterLost;
+                        self.last_abort = Some((ttid, reason.clone()));
+                        ClientEvent::Aborted { ttid, reason }
+                    }
+                    refused => {
+                        let reason = AbortReason::FinishRefused(refused);
+                        self.last_abort = Some((ttid, reason.clone()));
+                        ClientEvent::Aborted { ttid, reason }
+                    }
+                });
+                Ok(())
+            }
+            other => Err(ProtocolError::Unexpected {
+                from: from.to_owned(),
+                kind: other.kind(),
+            }),
+        }
+    }
+
     /// Answers from the masters, refused (and counted) when of an older term, or from a
     /// master that is not its term's primary; redirects.
     pub(super) fn handle_master_message(

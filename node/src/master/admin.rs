@@ -1,6 +1,7 @@
 //! Operator requests: the answers to `replicast status` and `replicast admin`
-//! ([`Master::answer`]), and the changes of the storage set: a storage added to the table, a
-//! storage taken out.
+//! ([`Master::answer`], and the same questions on a channel, with who the primary is and the
+//! nodes' reports: the conversation open to anyone with a cluster certificate), and the
+//! changes of the storage set: a storage added to the table, a storage taken out.
 //!
 //! Both build the new table with the [`PartitionTable`](crate::partition::PartitionTable)'s own
 //! [`add_storage`](crate::partition::PartitionTable::add_storage) /
@@ -12,11 +13,52 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use super::Master;
+use super::{Master, unexpected};
 use crate::partition::{Cell, CellState, NodeName, PartitionError};
 use crate::protocol::{ChangeOutcome, ChangeRefusal, Message, ProtocolError, StorageChange};
 
 impl Master {
+    /// A message anyone with a cluster certificate may send: who the primary is, the cluster's
+    /// status, a change of the storage set; and the reports of the cluster's nodes.
+    pub(super) fn anyone_message(
+        &mut self,
+        now: SystemTime,
+        from: &str,
+        is_storage: bool,
+        message: Message,
+    ) -> Result<(), ProtocolError> {
+        match message {
+            Message::NodeReport(report) if is_storage || self.clients.contains(from) => {
+                self.record_report(from, report);
+            }
+            Message::AskPrimary => {
+                // Through the outbox: it goes out as an order of this primary's term.
+                let (primary, address) = self.consensus.primary_is();
+                self.out.send(
+                    from,
+                    Message::PrimaryIs {
+                        primary,
+                        address,
+                        term: self.consensus.term(),
+                    },
+                );
+            }
+            // From anyone with a cluster certificate; the asker does not become a client.
+            Message::AskStatus { request } => {
+                let status = Box::new(self.cluster_status());
+                self.out
+                    .send(from, Message::AnswerStatus { request, status });
+            }
+            Message::AskChangeStorage { request, change } => {
+                let outcome = self.change_storage(now, change)?;
+                self.out
+                    .send(from, Message::AnswerChangeStorage { request, outcome });
+            }
+            other => return Err(unexpected(from, &other)),
+        }
+        Ok(())
+    }
+
     /// Answers an operator's request from `from`, which came on a request stream (the
     /// driver's [`Role::answer`](crate::driver::Role::answer)):
     /// [`Message::AskStatus`] with [`Message::AnswerStatus`], [`Message::AskChangeStorage`]

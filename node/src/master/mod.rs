@@ -51,6 +51,7 @@ use crate::protocol::{Message, Outbox, ProtocolError, TransactionOutcome, Transm
 mod admin;
 mod backups;
 mod begin;
+mod clients;
 mod config;
 mod consensus;
 mod event;
@@ -59,6 +60,8 @@ mod open;
 mod replication;
 pub mod state;
 mod status;
+mod storages;
+
 #[cfg(test)]
 mod test_support;
 
@@ -284,7 +287,10 @@ impl Master {
         result.and(settled)
     }
 
-    /// A message from a storage or a client, on the primary.
+    /// A message from a storage or a client, on the primary, handed to its conversation: the
+    /// clients' ([`client_message`](Self::client_message)), the storages'
+    /// ([`storage_message`](Self::storage_message)) or anyone's
+    /// ([`anyone_message`](Self::anyone_message)). Each refuses what its sender may not say.
     fn handle_node_message(
         &mut self,
         now: SystemTime,
@@ -292,10 +298,6 @@ impl Master {
         message: Message,
     ) -> Result<(), ProtocolError> {
         let is_storage = self.state.table.storages().iter().any(|node| node == from);
-        let unexpected = |message: &Message| ProtocolError::Unexpected {
-            from: from.to_owned(),
-            kind: message.kind(),
-        };
         if !is_storage && message != Message::ClientHello && self.forgotten_clients.remove(from) {
             // A client counted as lost speaks: its link was cut and came back, maybe before
             // it noticed. Welcome it again; the last commit tells it that invalidations may
@@ -303,166 +305,22 @@ impl Master {
             self.welcome_client(now, from)?;
         }
         match message {
-            Message::ClientHello if !is_storage => self.welcome_client(now, from)?,
-            Message::StorageAddress { address } if is_storage => {
-                let previous = self
-                    .state
-                    .storage_addresses
-                    .insert(from.to_owned(), address);
-                if previous != Some(address) {
-                    // Clients that already have the table learn the new address too, and the
-                    // other storages, which replicate from each other.
-                    for peer in self.clients.iter().chain(&self.running) {
-                        if peer != from {
-                            self.out.send(
-                                peer,
-                                Message::StorageAddresses(vec![(from.to_owned(), address)]),
-                            );
-                        }
-                    }
-                }
+            Message::ClientHello
+            | Message::Begin { .. }
+            | Message::AskBeginAt { .. }
+            | Message::AskLastTransaction { .. }
+            | Message::AskNewOids { .. }
+            | Message::AskFinish { .. }
+            | Message::AbortTransaction { .. } => {
+                self.client_message(now, from, is_storage, message)?
             }
-            Message::StorageReady if is_storage => {
-                // Ready while believed running: it restarted unnoticed and missed writes.
-                if !self.running.insert(from.to_owned()) {
-                    self.mark_out_of_date(from)?;
-                }
-                self.storage_back(from)?;
-                self.resend_decisions(from);
-            }
-            Message::Begin {
-                ttid,
-                table_version,
-            } if self.clients.contains(from) => {
-                self.begin_own(from, ttid, table_version)?;
-            }
-            Message::AskBeginAt { tid } if self.clients.contains(from) => {
-                if tid <= self.state.last_tid {
-                    let last = self.state.last_tid;
-                    self.out.send(from, Message::BeginRefused { tid, last });
-                } else {
-                    self.begin_at(now, from, tid)?;
-                }
-            }
-            Message::AskLastTransaction { request } if self.clients.contains(from) => {
-                let tid = self.last_announced();
-                self.out
-                    .send(from, Message::AnswerLastTransaction { request, tid });
-            }
-            Message::AskNewOids { count } if self.clients.contains(from) => {
-                self.hand_out_oids(from, count)?;
-            }
-            Message::AskFinish {
-                ttid,
-                oids,
-                voters,
-                failed,
-            } if self.clients.contains(from) => {
-                self.ask_finish(now, from, ttid, oids, voters, failed)?;
-            }
-            Message::AbortTransaction { ttid } if self.clients.contains(from) => {
-                let open = self
-                    .open
-                    .get(&ttid)
-                    .ok_or(ProtocolError::UnknownTransaction {
-                        from: from.to_owned(),
-                        kind: "AbortTransaction",
-                        ttid,
-                    })?;
-                if open.client != from || open.finish_queued {
-                    return Err(ProtocolError::OutOfOrder {
-                        from: from.to_owned(),
-                        kind: "AbortTransaction",
-                        ttid,
-                    });
-                }
-                self.abort(ttid, false);
-            }
-            Message::Finished { ttid, tid } if is_storage => {
-                if let Some(finishing) = self
-                    .finishing
-                    .as_mut()
-                    .filter(|finishing| finishing.request.ttid == ttid && finishing.tid == tid)
-                {
-                    if finishing.waiting.remove(from) {
-                        finishing.acked.push(from.to_owned());
-                    }
-                    self.complete_finish_if_done(now)?;
-                } else if self
-                    .state
-                    .decisions
-                    .get(&ttid)
-                    .is_some_and(|decision| decision.tid == tid && decision.pending.contains(from))
-                {
-                    // A voter that missed the finish (it was down or out of date) has it now.
-                    self.ack(ttid, vec![from.to_owned()]);
-                } else {
-                    return Err(ProtocolError::OutOfOrder {
-                        from: from.to_owned(),
-                        kind: "Finished",
-                        ttid,
-                    });
-                }
-            }
-            Message::AskOutcome { ttid } if is_storage => {
-                let outcome = match self.outcome(ttid) {
-                    Some(outcome) => outcome,
-                    None => match self.open.get(&ttid) {
-                        Some(open) if open.finish_queued => TransactionOutcome::Pending,
-                        // The storage waited for a finish that did not come: the client is
-                        // gone or too slow, and the transaction can still be aborted.
-                        Some(_) => {
-                            self.abort(ttid, true);
-                            TransactionOutcome::Aborted
-                        }
-                        // Never begun here, so never committed; and never to be: a `Begin`
-                        // of it arriving late (the client's stores overtook it) is refused.
-                        None => {
-                            self.outcomes.insert(ttid, TransactionOutcome::Aborted);
-                            TransactionOutcome::Aborted
-                        }
-                    },
-                };
-                self.out.send(from, Message::Outcome { ttid, outcome });
-            }
-            Message::NodeReport(report) if is_storage || self.clients.contains(from) => {
-                self.record_report(from, report);
-            }
-            Message::AskPrimary => {
-                // Through the outbox: it goes out as an order of this primary's term.
-                let (primary, address) = self.consensus.primary_is();
-                self.out.send(
-                    from,
-                    Message::PrimaryIs {
-                        primary,
-                        address,
-                        term: self.consensus.term(),
-                    },
-                );
-            }
-            // A storage not in the table waits to be added (its address comes after).
-            Message::StorageReady if !is_storage && !self.clients.contains(from) => {
-                self.storage_waiting(from, None);
-            }
-            Message::StorageAddress { address } if self.roster.waiting.contains_key(from) => {
-                self.storage_waiting(from, Some(address));
-            }
-            // From anyone with a cluster certificate; the asker does not become a client.
-            Message::AskStatus { request } => {
-                let status = Box::new(self.cluster_status());
-                self.out
-                    .send(from, Message::AnswerStatus { request, status });
-            }
-            Message::AskChangeStorage { request, change } => {
-                let outcome = self.change_storage(now, change)?;
-                self.out
-                    .send(from, Message::AnswerChangeStorage { request, outcome });
-            }
-            Message::AskCatchUp if is_storage => self.catch_up_asked(from)?,
-            Message::Replicated { partition, up_to } if is_storage => {
-                self.replicated(from, partition, up_to)?;
-            }
-            other => return Err(unexpected(&other)),
+            Message::StorageAddress { .. }
+            | Message::StorageReady
+            | Message::Finished { .. }
+            | Message::AskOutcome { .. }
+            | Message::AskCatchUp
+            | Message::Replicated { .. } => self.storage_message(now, from, is_storage, message)?,
+            other => self.anyone_message(now, from, is_storage, other)?,
         }
         if is_storage && self.replication.lost.remove(from) && self.running.insert(from.to_owned())
         {
@@ -1061,5 +919,13 @@ impl Master {
         if !book.is_empty() {
             self.out.send(peer, Message::StorageAddresses(book));
         }
+    }
+}
+
+/// The refusal of a message its sender may not send (or not now).
+fn unexpected(from: &str, message: &Message) -> ProtocolError {
+    ProtocolError::Unexpected {
+        from: from.to_owned(),
+        kind: message.kind(),
     }
 }

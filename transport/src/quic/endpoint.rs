@@ -149,7 +149,7 @@ impl Endpoint {
     }
 
     /// Starts an endpoint on a socket the caller provides, for example one wrapped by
-    /// [`netem`](crate::netem) to emulate a WAN. `config.listen` is only used in messages.
+    /// the `netem` module (feature `netem`) to emulate a WAN. `config.listen` is only used in messages.
     pub fn bind_with_socket(
         config: EndpointConfig,
         socket: Arc<dyn quinn::AsyncUdpSocket>,

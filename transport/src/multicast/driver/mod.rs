@@ -8,10 +8,10 @@
 //! - [`sender_socket`] and [`receiver_sockets`] set the sockets up ([`MulticastSocketConfig`]):
 //!   join on a named interface, `IP_MULTICAST_IF`, TTL 1 by default, loopback, multicast-all
 //!   off, large buffers. IPv4 and IPv6 groups.
-//! - [`ImpairmentConfig`] (feature `netem`) puts emulated links at a driver's sockets, for
+//! - `ImpairmentConfig` (feature `netem`) puts emulated links at a driver's sockets, for
 //!   tests and benchmarks on real sockets: the link from its peers (every datagram read) and
 //!   its own outbound link (every datagram sent, one queue for all destinations), each a
-//!   [`netem`](crate::netem) model (delay, jitter, loss, duplication, reordering, rate).
+//!   model of the `netem` module (delay, jitter, loss, duplication, reordering, rate).
 //!   Held datagrams are released by the driver's loop at their time.
 //!
 //! The driver holds no protocol logic: each task waits on its sockets, its next timer and its
