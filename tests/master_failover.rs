@@ -27,7 +27,8 @@ use replicast_testkit::process::{
     ClusterSpec, LocalCluster, WAIT, client, connect_masters, multicast_section, random_group,
     strategy_name,
 };
-use replicast_testkit::workload::transfers::{self, Commit, Rng};
+use replicast_testkit::sim::SplitMix64;
+use replicast_testkit::workload::transfers::{self, Commit};
 use replicast_transport::fanout::Strategy;
 use tokio::sync::watch;
 
@@ -356,7 +357,7 @@ fn primary_killed_again_and_again(strategy: Strategy, seed: u64) {
     let mut cluster = start_cluster(group);
     let status = cluster.client_config("client-4", "");
     let mut writers = Writers::start(&cluster, strategy, group);
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut failovers = Vec::new();
     for failover in 0..FAILOVERS {
         // Commits flow (with the master killed last time back as a follower)...

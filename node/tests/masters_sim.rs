@@ -16,21 +16,21 @@
 //! quarter); `MASTERS_SIM_SEED=S` runs only seed S, `MASTERS_SIM_TRACE=1` prints the faults.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use replicast_node::client::{Client, ClientConfig, ClientEvent};
+use replicast_node::client::Client;
 use replicast_node::consensus::{GroupSettings, RaftLog};
 use replicast_node::driver::Role;
 use replicast_node::engine::Engine;
-use replicast_node::ids::{Oid, Tid};
+use replicast_node::ids::Oid;
 use replicast_node::master::{GroupConfig, Master, MasterConfig};
 use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::persist::InlineStorage;
-use replicast_node::protocol::{LoadResult, Transmit, encode};
+use replicast_node::protocol::{Transmit, encode};
 use replicast_node::storage::StorageConfig;
-use replicast_node::transaction::TransactionInfo;
 use replicast_testkit::sim::{InFlight, Network, Sent, SplitMix64, wall};
-use replicast_testkit::workload::transfers::{balance, balance_data};
+use replicast_testkit::workload::transfers::{INITIAL_BALANCE, balance};
+use replicast_testkit::workload::worker::{Plan, Worker, client_config};
 
 const MASTERS: [&str; 3] = ["m1", "m2", "m3"];
 const STORAGES: [&str; 3] = ["s1", "s2", "s3"];
@@ -38,7 +38,6 @@ const CLIENTS: [&str; 2] = ["c1", "c2"];
 const PARTITIONS: u32 = 12;
 const ACCOUNTS: u64 = 6;
 const TRANSFERS: u32 = 10;
-const INITIAL_BALANCE: i64 = 100;
 /// Object ids the masters hand out start here, above the accounts' fixed ids.
 const FIRST_OID: u64 = 1_000;
 /// Faults injected per run.
@@ -52,228 +51,23 @@ const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(300);
 /// When a node hears that a peer it lost is gone.
 const LOSS_NOTICE: Duration = Duration::from_millis(500);
 
-#[derive(Debug)]
-enum Step {
-    Idle,
-    AskingOid,
-    Beginning,
-    Loading {
-        requests: BTreeMap<u64, Oid>,
-        read: BTreeMap<Oid, (Tid, i64)>,
-    },
-    Voting {
-        writes: Vec<(Oid, i64)>,
-    },
-    Finishing {
-        writes: Vec<(Oid, i64)>,
-    },
-    Done,
-}
-
-/// A committed transfer as its client saw it.
-#[derive(Clone, Debug)]
-struct Commit {
-    tid: Tid,
-    deltas: Vec<(Oid, i64)>,
-}
-
-/// A client committing transfers between the accounts: each round asks for an object id,
-/// then loads two accounts, stores the moved amount and commits (aborts start the round's
-/// transaction again). The first client creates the accounts first.
-struct Worker {
-    client: Client,
-    rng: SplitMix64,
-    setup: bool,
-    todo: u32,
-    ready: bool,
-    step: Step,
-    commits: Vec<Commit>,
-    oids: Vec<Oid>,
-    aborts: u32,
-}
-
-impl Worker {
-    fn new(name: &str, seed: u64, setup: bool) -> Self {
-        let masters = MASTERS.map(str::to_owned).to_vec();
-        let mut client = Client::with_masters(
-            name,
-            masters,
-            ClientConfig {
-                storage_timeout: Duration::from_secs(10),
-                vote_timeout: Duration::from_secs(1),
-                vote_bytes_per_second: 16 << 20,
-                load_timeout: Duration::from_secs(2),
-                master_timeout: Duration::from_secs(1),
-                ..ClientConfig::default()
-            },
-        );
-        client.connect();
-        Self {
-            client,
-            rng: SplitMix64::new(seed),
-            setup,
-            todo: TRANSFERS,
-            ready: false,
-            step: Step::Idle,
-            commits: Vec::new(),
-            oids: Vec::new(),
-            aborts: 0,
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        matches!(self.step, Step::Done)
-    }
-
-    /// Starts the next round when idle; whether it did anything.
-    fn drive(&mut self, now: SystemTime) -> bool {
-        if !self.ready || !matches!(self.step, Step::Idle) {
-            return false;
-        }
-        if !self.setup && self.todo == 0 {
-            self.step = Step::Done;
-        } else if self.setup {
-            self.client.begin(now).expect("begin when idle");
-            self.step = Step::Beginning;
-        } else {
-            self.client.new_oids(1);
-            self.step = Step::AskingOid;
-        }
-        true
-    }
-
-    fn react(&mut self, now: SystemTime, event: ClientEvent) {
-        match event {
-            ClientEvent::Ready => self.ready = true,
-            ClientEvent::NewOids { first, count } => {
-                self.oids
-                    .extend((0..u64::from(count)).map(|i| Oid(first.0 + i)));
-                if matches!(self.step, Step::AskingOid) {
-                    self.client.begin(now).expect("begin when idle");
-                    self.step = Step::Beginning;
-                }
-            }
-            ClientEvent::Begun { .. } => {
-                if self.setup {
-                    let writes: Vec<(Oid, i64)> = (1..=ACCOUNTS)
-                        .map(|oid| (Oid(oid), INITIAL_BALANCE))
-                        .collect();
-                    for (oid, value) in &writes {
-                        self.client
-                            .store(now, *oid, Tid::ZERO, balance_data(*value))
-                            .expect("store");
-                    }
-                    self.vote(now, writes);
-                    return;
-                }
-                let from = 1 + self.rng.below(ACCOUNTS);
-                let to = 1 + (from + self.rng.below(ACCOUNTS - 1)) % ACCOUNTS;
-                let requests = [Oid(from), Oid(to)]
-                    .into_iter()
-                    .map(|oid| (self.client.load(now, oid).expect("load"), oid))
-                    .collect();
-                self.step = Step::Loading {
-                    requests,
-                    read: BTreeMap::new(),
-                };
-            }
-            ClientEvent::Loaded {
-                request, result, ..
-            } => {
-                let Step::Loading { requests, read } = &mut self.step else {
-                    return;
-                };
-                let Some(oid) = requests.remove(&request) else {
-                    return;
-                };
-                match result {
-                    LoadResult::Found { tid, data } => {
-                        read.insert(oid, (tid, balance(oid, &data).expect("a balance")));
-                    }
-                    LoadResult::Missing | LoadResult::Failed => {
-                        self.client.abort().expect("abort while loading");
-                        self.aborts += 1;
-                        self.step = Step::Idle;
-                        return;
-                    }
-                }
-                if !requests.is_empty() {
-                    return;
-                }
-                let read = std::mem::take(read);
-                let amount = 1 + self.rng.below(10) as i64;
-                let oids: Vec<Oid> = read.keys().copied().collect();
-                let writes = vec![(oids[0], -amount), (oids[1], amount)];
-                for (oid, delta) in &writes {
-                    let (serial, value) = read[oid];
-                    self.client
-                        .store(now, *oid, serial, balance_data(value + delta))
-                        .expect("store");
-                }
-                self.vote(now, writes);
-            }
-            ClientEvent::Voted { .. } => {
-                let Step::Voting { writes } = &mut self.step else {
-                    panic!("voted while not voting");
-                };
-                let writes = std::mem::take(writes);
-                self.client.finish().expect("finish after vote");
-                self.step = Step::Finishing { writes };
-            }
-            ClientEvent::Committed { tid, .. } => {
-                let Step::Finishing { writes } = &mut self.step else {
-                    panic!("committed while not finishing");
-                };
-                self.commits.push(Commit {
-                    tid,
-                    deltas: std::mem::take(writes),
-                });
-                if self.setup {
-                    self.setup = false;
-                } else {
-                    self.todo -= 1;
-                }
-                self.step = Step::Idle;
-            }
-            ClientEvent::Aborted { .. } => {
-                self.aborts += 1;
-                // A round keeps its object id: it begins again.
-                self.step = if self.setup || matches!(self.step, Step::Idle) {
-                    Step::Idle
-                } else {
-                    self.client.begin(now).expect("begin after an abort");
-                    Step::Beginning
-                };
-            }
-            ClientEvent::VoteHeld { conflicts, .. } => {
-                // A conflict holds the transaction open for resolution; this workload gives
-                // up instead and begins the round again, as after an abort.
-                assert!(!conflicts.is_empty());
-                self.client.abort().expect("abort after a conflict");
-                self.aborts += 1;
-                self.step = if self.setup {
-                    Step::Idle
-                } else {
-                    self.client.begin(now).expect("begin after an abort");
-                    Step::Beginning
-                };
-            }
-            ClientEvent::Invalidated { .. }
-            | ClientEvent::StorageFailed { .. }
-            | ClientEvent::StoresAnswered { .. }
-            | ClientEvent::BeginRefused { .. }
-            | ClientEvent::Answered { .. }
-            | ClientEvent::LastTransaction { .. }
-            | ClientEvent::Resynced { .. } => {}
-        }
-    }
-
-    fn vote(&mut self, now: SystemTime, writes: Vec<(Oid, i64)>) {
-        self.client
-            .vote(now, TransactionInfo::default())
-            .expect("vote after stores");
-        self.step = Step::Voting { writes };
-    }
+/// A client committing transfers between the accounts: each transaction asks for an object
+/// id first (the ids are checked for duplicates at the end), then loads two accounts, stores
+/// the moved amount and commits; an abort begins again. The first client creates the
+/// accounts first.
+fn worker(name: &str, seed: u64, setup: bool) -> Worker {
+    let masters = MASTERS.map(str::to_owned).to_vec();
+    let mut client = Client::with_masters(name, masters, client_config());
+    client.connect();
+    let mut worker = Worker::new(
+        client,
+        Plan::Transfers { accounts: ACCOUNTS },
+        TRANSFERS,
+        seed,
+    );
+    worker.asks_oids = true;
+    worker.setup = setup.then_some(ACCOUNTS);
+    worker
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -359,7 +153,7 @@ impl Sim {
         let workers = CLIENTS
             .iter()
             .enumerate()
-            .map(|(i, name)| Worker::new(name, seed << 8 | i as u64, i == 0))
+            .map(|(i, name)| worker(name, seed << 8 | i as u64, i == 0))
             .collect();
         let first_fault = Duration::from_millis(800 + rng.below(1500));
         let mut sim = Self {
@@ -728,7 +522,7 @@ impl Sim {
         for _ in 0..MAX_STEPS {
             self.flush();
             self.check_primaries();
-            let done = self.workers.iter().all(Worker::is_done)
+            let done = self.workers.iter().all(Worker::is_finished)
                 && self.faults_left == 0
                 && self.heal.is_none();
             if done && self.settled() {
@@ -869,7 +663,7 @@ fn run_seed(seed: u64) -> (Duration, usize, u32, usize) {
     sim.run();
     sim.check();
     let commits = sim.workers.iter().map(|w| w.commits.len()).sum();
-    let aborts = sim.workers.iter().map(|w| w.aborts).sum();
+    let aborts = sim.workers.iter().map(Worker::aborts).sum();
     (sim.now, commits, aborts, sim.protocol_errors)
 }
 

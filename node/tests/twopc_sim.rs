@@ -8,10 +8,10 @@
 //! Every run is bounded in steps and in virtual time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use replicast_node::client::{AbortReason, Client, ClientConfig, ClientEvent};
+use replicast_node::client::Client;
 use replicast_node::driver::Role as _;
 use replicast_node::engine::{Engine, ObjectCursor, ReplicatedObject};
 use replicast_node::ids::{Oid, Tid};
@@ -26,14 +26,14 @@ use replicast_node::protocol::{
 };
 use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
-use replicast_testkit::sim::{InFlight, Network, SplitMix64, wall};
-use replicast_testkit::workload::transfers::{balance, balance_data};
+use replicast_testkit::sim::{InFlight, Network, wall};
+use replicast_testkit::workload::transfers::{Commit, INITIAL_BALANCE, balance, balance_data};
+use replicast_testkit::workload::worker::{Plan, Step, Worker, client_config};
 
 const MASTER: &str = "master";
 const STORAGES: [&str; 3] = ["s1", "s2", "s3"];
 const PARTITIONS: u32 = 12;
 const REPLICAS: usize = 2;
-const INITIAL_BALANCE: i64 = 100;
 const MAX_STEPS: usize = 400_000;
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(600);
 
@@ -45,306 +45,12 @@ fn inner(message: &Message) -> &Message {
     }
 }
 
-/// What a client does.
-#[derive(Clone, Debug)]
-enum Plan {
-    /// Moves a random amount between two random accounts among `accounts`.
-    Transfers { accounts: u64 },
-    /// Adds one to every object of `oids`, storing them in this order.
-    WriteAll { oids: Vec<Oid> },
-}
-
-#[derive(Debug)]
-enum Step {
-    Idle,
-    Beginning,
-    Loading {
-        requests: BTreeMap<u64, Oid>,
-        read: BTreeMap<Oid, (Tid, i64)>,
-    },
-    Voting {
-        writes: Vec<(Oid, i64)>,
-    },
-    Finishing {
-        writes: Vec<(Oid, i64)>,
-    },
-    Vanished,
-    Done,
-}
-
-/// A committed transaction as its client saw it: the TID and the change of each object.
-#[derive(Clone, Debug)]
-struct Commit {
-    tid: Tid,
-    deltas: Vec<(Oid, i64)>,
-}
-
-/// A client and the workload driving it.
-struct Worker {
-    client: Client,
-    plan: Plan,
-    setup: Option<u64>,
-    todo: u32,
-    rng: SplitMix64,
-    ready: bool,
-    step: Step,
-    ttid: Tid,
-    commits: Vec<Commit>,
-    conflicts: u32,
-    other_aborts: u32,
-    /// Of the other aborts, those that broke a possible cycle of waits (`Wounded`).
-    cycle_aborts: u32,
-    invalidations: u32,
-    vanish_at_vote: bool,
-    vanished: Option<Tid>,
-    /// How far this client's clock is ahead of the simulation's (negative: behind), in
-    /// seconds: every time the client is given is its own.
-    clock_skew: i64,
-    /// The greatest distance seen between a ttid this client made and the simulation's time
-    /// when it made it.
-    worst_ttid_error: Duration,
-}
-
-impl Worker {
-    fn new(name: &str, plan: Plan, todo: u32, seed: u64) -> Self {
-        Self {
-            client: Client::new(name, MASTER, client_config()),
-            plan,
-            setup: None,
-            todo,
-            rng: SplitMix64::new(seed),
-            ready: false,
-            step: Step::Idle,
-            ttid: Tid::ZERO,
-            commits: Vec::new(),
-            conflicts: 0,
-            other_aborts: 0,
-            cycle_aborts: 0,
-            invalidations: 0,
-            vanish_at_vote: false,
-            vanished: None,
-            clock_skew: 0,
-            worst_ttid_error: Duration::ZERO,
-        }
-    }
-
-    /// What this client's clock reads at the simulation's time `now`.
-    fn local(&self, now: SystemTime) -> SystemTime {
-        let skew = Duration::from_secs(self.clock_skew.unsigned_abs());
-        if self.clock_skew >= 0 {
-            now + skew
-        } else {
-            now - skew
-        }
-    }
-
-    /// The simulation's time when this client's clock reads `local`.
-    fn global(&self, local: SystemTime) -> SystemTime {
-        let skew = Duration::from_secs(self.clock_skew.unsigned_abs());
-        if self.clock_skew >= 0 {
-            local - skew
-        } else {
-            local + skew
-        }
-    }
-
-    fn is_finished(&self) -> bool {
-        matches!(self.step, Step::Done | Step::Vanished)
-    }
-
-    /// Starts the next transaction when idle (`now` is the client's time); whether it did
-    /// anything.
-    fn drive(&mut self, now: SystemTime) -> bool {
-        if !self.ready || !matches!(self.step, Step::Idle) {
-            return false;
-        }
-        if self.setup.is_none() && self.todo == 0 {
-            self.step = Step::Done;
-            return true;
-        }
-        self.client.begin(now).expect("begin when idle");
-        self.step = Step::Beginning;
-        true
-    }
-
-    fn react(&mut self, now: SystemTime, event: ClientEvent) {
-        match event {
-            ClientEvent::Ready => self.ready = true,
-            ClientEvent::Begun { ttid } => {
-                self.ttid = ttid;
-                let made_at = self.global(now);
-                let error = match ttid.system_time().duration_since(made_at) {
-                    Ok(after) => after,
-                    Err(before) => before.duration(),
-                };
-                self.worst_ttid_error = self.worst_ttid_error.max(error);
-                if let Some(accounts) = self.setup {
-                    let writes: Vec<(Oid, i64)> = (1..=accounts)
-                        .map(|oid| (Oid(oid), INITIAL_BALANCE))
-                        .collect();
-                    for (oid, value) in &writes {
-                        self.client
-                            .store(now, *oid, Tid::ZERO, balance_data(*value))
-                            .expect("store");
-                    }
-                    self.vote(now, writes);
-                    return;
-                }
-                let oids = match &self.plan {
-                    Plan::Transfers { accounts } => {
-                        let from = 1 + self.rng.below(*accounts);
-                        let to = 1 + (from + self.rng.below(accounts - 1)) % accounts;
-                        vec![Oid(from), Oid(to)]
-                    }
-                    Plan::WriteAll { oids } => oids.clone(),
-                };
-                let requests = oids
-                    .iter()
-                    .map(|oid| (self.client.load(now, *oid).expect("load"), *oid))
-                    .collect();
-                self.step = Step::Loading {
-                    requests,
-                    read: BTreeMap::new(),
-                };
-            }
-            ClientEvent::Loaded {
-                request, result, ..
-            } => {
-                let Step::Loading { requests, read } = &mut self.step else {
-                    return;
-                };
-                let Some(oid) = requests.remove(&request) else {
-                    return;
-                };
-                match result {
-                    LoadResult::Found { tid, data } => {
-                        read.insert(oid, (tid, balance(oid, &data).expect("a balance")));
-                    }
-                    LoadResult::Missing | LoadResult::Failed => {
-                        self.client.abort().expect("abort while loading");
-                        self.other_aborts += 1;
-                        self.step = Step::Idle;
-                        return;
-                    }
-                }
-                if !requests.is_empty() {
-                    return;
-                }
-                let read = std::mem::take(read);
-                let writes: Vec<(Oid, i64)> = match &self.plan {
-                    Plan::Transfers { .. } => {
-                        let amount = 1 + self.rng.below(10) as i64;
-                        let mut oids = read.keys().copied().collect::<Vec<_>>();
-                        if self.rng.below(2) == 0 {
-                            oids.reverse();
-                        }
-                        vec![(oids[0], -amount), (oids[1], amount)]
-                    }
-                    Plan::WriteAll { oids } => oids.iter().map(|oid| (*oid, 1)).collect(),
-                };
-                for (oid, delta) in &writes {
-                    let (serial, value) = read[oid];
-                    self.client
-                        .store(now, *oid, serial, balance_data(value + delta))
-                        .expect("store");
-                }
-                self.vote(now, writes);
-            }
-            ClientEvent::Voted { ttid } => {
-                assert_eq!(ttid, self.ttid);
-                let Step::Voting { writes } = &mut self.step else {
-                    panic!("voted while not voting");
-                };
-                let writes = std::mem::take(writes);
-                if self.vanish_at_vote {
-                    self.vanished = Some(ttid);
-                    self.step = Step::Vanished;
-                    return;
-                }
-                self.client.finish().expect("finish after vote");
-                self.step = Step::Finishing { writes };
-            }
-            ClientEvent::Committed { ttid, tid } => {
-                assert_eq!(ttid, self.ttid);
-                let Step::Finishing { writes } = &mut self.step else {
-                    panic!("committed while not finishing");
-                };
-                self.commits.push(Commit {
-                    tid,
-                    deltas: std::mem::take(writes),
-                });
-                if self.setup.take().is_none() {
-                    self.todo -= 1;
-                }
-                self.step = Step::Idle;
-            }
-            ClientEvent::Aborted { reason, .. } => {
-                match reason {
-                    AbortReason::Conflict {
-                        serial, current, ..
-                    } => {
-                        assert_ne!(serial, current, "a conflict names two different serials");
-                        self.conflicts += 1;
-                    }
-                    other => {
-                        if std::env::var_os("TWOPC_TRACE").is_some() {
-                            eprintln!("{} aborted: {other:?}", self.client.name());
-                        }
-                        if matches!(other, AbortReason::Wounded { .. }) {
-                            self.cycle_aborts += 1;
-                        }
-                        self.other_aborts += 1
-                    }
-                }
-                self.step = Step::Idle;
-            }
-            ClientEvent::Invalidated { oids, .. } => {
-                assert!(!oids.is_empty());
-                self.invalidations += 1;
-            }
-            ClientEvent::VoteHeld { conflicts, .. } => {
-                // A conflict holds the transaction open for resolution; this workload gives
-                // up instead and retries from the loads.
-                assert!(!conflicts.is_empty());
-                for conflict in &conflicts {
-                    assert_ne!(
-                        conflict.serial, conflict.current,
-                        "a conflict names two serials"
-                    );
-                }
-                self.client.abort().expect("abort after a conflict");
-                self.conflicts += 1;
-                self.step = Step::Idle;
-            }
-            ClientEvent::StorageFailed { .. }
-            | ClientEvent::NewOids { .. }
-            | ClientEvent::StoresAnswered { .. }
-            | ClientEvent::BeginRefused { .. }
-            | ClientEvent::Answered { .. }
-            | ClientEvent::LastTransaction { .. }
-            | ClientEvent::Resynced { .. } => {}
-        }
-    }
-
-    fn vote(&mut self, now: SystemTime, writes: Vec<(Oid, i64)>) {
-        let info = TransactionInfo {
-            user: self.client.name().into(),
-            ..TransactionInfo::default()
-        };
-        self.client.vote(now, info).expect("vote after stores");
-        self.step = Step::Voting { writes };
-    }
-}
-
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        storage_timeout: Duration::from_secs(10),
-        vote_timeout: Duration::from_secs(1),
-        vote_bytes_per_second: 16 << 20,
-        load_timeout: Duration::from_secs(2),
-        master_timeout: Duration::from_secs(1),
-        ..ClientConfig::default()
-    }
+/// A worker of a client named `name` with this simulation's configuration; `TWOPC_TRACE` in
+/// the environment prints its aborts.
+fn worker(name: &str, plan: Plan, todo: u32, seed: u64) -> Worker {
+    let mut worker = Worker::new(Client::new(name, MASTER, client_config()), plan, todo, seed);
+    worker.trace = std::env::var_os("TWOPC_TRACE").is_some();
+    worker
 }
 
 fn storage_config() -> StorageConfig {
@@ -1052,7 +758,7 @@ impl Sim {
 fn transfer_workers(clients: usize, transfers: u32, accounts: u64, seed: u64) -> Vec<Worker> {
     (0..clients)
         .map(|index| {
-            Worker::new(
+            worker(
                 &format!("c{}", index + 1),
                 Plan::Transfers { accounts },
                 transfers,
@@ -1137,8 +843,8 @@ fn opposite_orders_both_make_progress() {
     let reversed: Vec<Oid> = oids.iter().rev().copied().collect();
     for seed in 0..4 {
         let workers = vec![
-            Worker::new("c1", Plan::WriteAll { oids: oids.clone() }, 8, seed),
-            Worker::new(
+            worker("c1", Plan::WriteAll { oids: oids.clone() }, 8, seed),
+            worker(
                 "c2",
                 Plan::WriteAll {
                     oids: reversed.clone(),

@@ -25,6 +25,8 @@ use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::ObjectData;
 use replicast_node::transaction::TransactionInfo;
 
+use crate::sim::SplitMix64;
+
 /// The balance each account starts with.
 pub const INITIAL_BALANCE: i64 = 1_000;
 
@@ -194,25 +196,6 @@ pub fn balance_data(value: i64) -> ObjectData {
     ObjectData::from(value.to_le_bytes().to_vec())
 }
 
-/// A small deterministic generator (xorshift64), so that a seed repeats a run's choices.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed` (any value, zero included).
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    /// A number in `0..bound` (`bound` > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound.max(1)
-    }
-}
-
 fn client_error(during: &'static str) -> impl FnOnce(ClientError) -> TransferError {
     move |source| TransferError::Client { during, source }
 }
@@ -306,7 +289,7 @@ async fn transfer(client: &mut ClientHandle, deltas: &[(Oid, i64)]) -> Result<Ti
 
 async fn attempt(
     client: &mut ClientHandle,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
     accounts: &[Oid],
 ) -> Result<Attempt, TransferError> {
     let count = accounts.len() as u64;
@@ -368,7 +351,7 @@ pub async fn run(
     if accounts.len() < 2 {
         return Err(TransferError::TooFewAccounts(accounts.len()));
     }
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut run = TransferRun::default();
     let mut last_failures = Vec::new();
     let attempts = count.saturating_mul(ATTEMPTS_PER_TRANSFER);
@@ -473,16 +456,5 @@ mod tests {
             balance(oid, &ObjectData::from(vec![1, 2, 3])),
             Err(TransferError::NotABalance { len: 3, .. })
         ));
-    }
-
-    #[test]
-    fn a_seed_repeats_its_choices() {
-        let draws = |seed| {
-            let mut rng = Rng::new(seed);
-            (0..16).map(|_| rng.below(10)).collect::<Vec<_>>()
-        };
-        assert_eq!(draws(5), draws(5));
-        assert_ne!(draws(5), draws(6));
-        assert!(draws(0).iter().all(|n| *n < 10));
     }
 }
