@@ -12,6 +12,7 @@
 //!   local cluster of them, the replication checks of the process tests);
 //! - [`netns`]: hosts made of Linux network namespaces, bridges and a router (root);
 //! - [`sim`]: the simulated network of the deterministic simulations;
+//! - [`payload`]: bytes that compress and bytes that do not, the same for the same seed;
 //! - [`plot`]: latency plots in SVG;
 //! - [`workload`]: the transfers workload (also run by `replicast client transfers`);
 //! - [`zodb`]: what the ZODB client API tests share (a cluster with relaxed timeouts, commits).
@@ -33,6 +34,7 @@ pub mod endpoint;
 mod error;
 pub mod fanout;
 pub mod netns;
+pub mod payload;
 pub mod plot;
 pub mod process;
 pub mod sim;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use replicast_certs::ClusterCa;
 use replicast_testkit::endpoint::EndpointSpec;
+use replicast_testkit::payload::{self, compressible};
 use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,30 +141,9 @@ async fn tcp_objects(stream: &mut TcpStream, payload: &Bytes, count: usize) -> f
     (payload.len() * count) as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
+/// The bench's incompressible payload (one seed for every run).
 fn incompressible(len: usize) -> Bytes {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
-
-fn compressible(len: usize) -> Bytes {
-    let mut out = Vec::with_capacity(len + 64);
-    let mut i = 0u64;
-    while out.len() < len {
-        out.extend_from_slice(
-            format!("oid={i:016x} serial={:08} state=committed;", i * 7).as_bytes(),
-        );
-        i += 1;
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    payload::incompressible(len, 0x2545_F491_4F6C_DD1D)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use replicast_testkit::payload::incompressible;
 use replicast_testkit::sim::{LossModel, LossyLink, Queue};
 use replicast_transport::multicast::proto::crypto::PacketKey;
 use replicast_transport::multicast::proto::wire::{
@@ -144,16 +145,9 @@ fn address(node: Node) -> SocketAddr {
     }
 }
 
+/// Object `object_id`'s bytes: the same in every run, different for each object.
 fn object_bytes(object_id: u64, len: usize) -> Bytes {
-    let mut state = object_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    incompressible(len, object_id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 fn run(scenario: &Scenario) -> Outcome {

@@ -4,6 +4,7 @@ mod quic_support;
 
 use bytes::Bytes;
 use quic_support::*;
+use replicast_testkit::payload::{compressible, incompressible};
 use replicast_transport::quic::{Endpoint, Incoming, Link, LinkConfig, LinkError};
 
 const MIB: usize = 1 << 20;

@@ -4,6 +4,7 @@
 mod quic_support;
 
 use quic_support::*;
+use replicast_testkit::payload::{compressible, incompressible};
 use replicast_transport::quic::{Incoming, LinkConfig, LinkError};
 
 const OBJECT_LEN: usize = 64 << 20;

@@ -5,6 +5,7 @@ mod quic_support;
 use std::collections::HashSet;
 
 use quic_support::*;
+use replicast_testkit::payload::incompressible;
 use replicast_transport::quic::{Incoming, LinkConfig, LinkError, Service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bytes::Bytes;
 use replicast_certs::{ClusterCa, NodeIdentity};
 use replicast_testkit::endpoint::{self, EndpointSpec};
 use replicast_transport::quic::{Endpoint, Incoming, LinkConfig};
@@ -119,32 +118,4 @@ pub fn serve(
             });
         }
     })
-}
-
-/// Deterministic incompressible bytes (a seeded xorshift generator).
-pub fn incompressible(len: usize, seed: u64) -> Bytes {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
-
-/// Compressible bytes that are not trivially repetitive (text-like records).
-pub fn compressible(len: usize) -> Bytes {
-    let mut out = Vec::with_capacity(len + 64);
-    let mut i = 0u64;
-    while out.len() < len {
-        out.extend_from_slice(
-            format!("oid={i:016x} serial={:08} state=committed;", i * 7).as_bytes(),
-        );
-        i += 1;
-    }
-    out.truncate(len);
-    Bytes::from(out)
 }
