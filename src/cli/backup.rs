@@ -32,12 +32,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use replicast_node::client::ClientConfig;
 use replicast_node::config::NodeConfig;
-use replicast_node::driver::{bind_endpoint, connect_from_config};
+use replicast_node::driver::connect_from_config;
 use replicast_node::engine::ObjectCursor;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::partition::CellState;
 use replicast_node::protocol::{
-    ClusterStatus, InspectAnswer, InspectAsk, Message, NodeRole, NodeState, decode_from, encode,
+    ClusterStatus, InspectAnswer, InspectAsk, Message, decode_from, encode,
 };
 use replicast_node::transaction::TransactionRecords;
 use replicast_transport::quic::Link;
@@ -47,7 +47,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::Error;
 use super::check::parse_tid;
 use super::pacer::Pacer;
-use super::status::{block_on, cluster_status, request_id};
+use super::status::{block_on, cluster_status, own_endpoint, request_id, running_storages};
 
 /// The format of the directory this version writes and reads.
 const FORMAT: u32 = 1;
@@ -480,16 +480,8 @@ async fn backup(run: &Run, status: &ClusterStatus) -> Result<Round, Error> {
             bytes: 0,
         });
     }
-    let addresses: BTreeMap<&str, SocketAddr> = status
-        .nodes
-        .iter()
-        .filter(|node| node.role == NodeRole::Storage && node.state == NodeState::Running)
-        .filter_map(|node| Some((node.name.as_str(), node.address?)))
-        .collect();
-    let mut own = config.clone();
-    own.node.listen.set_port(0);
-    // A session of its own, as `replicast status`: the node of this configuration may be running.
-    let endpoint = bind_endpoint(&own, true)?;
+    let addresses = running_storages(status);
+    let endpoint = own_endpoint(config)?;
     // The partitions left, each with its readable cells on running storages, fetched
     // `parallel` at a time; a partition no replica serves is reported once the others are done.
     let mut left = std::collections::VecDeque::new();

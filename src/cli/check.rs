@@ -23,20 +23,19 @@ use std::time::Duration;
 
 use clap::Args;
 use replicast_node::config::NodeConfig;
-use replicast_node::driver::bind_endpoint;
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::object::Digest;
 use replicast_node::partition::CellState;
 use replicast_node::persist::MAX_LISTED_RECORDS;
 use replicast_node::protocol::{
-    ChangeOutcome, InspectAnswer, InspectAsk, Message, NodeRole, NodeState, OidRange, RangeDigest,
-    RecordDigest, StorageChange, decode_from, encode,
+    ChangeOutcome, InspectAnswer, InspectAsk, Message, OidRange, RangeDigest, RecordDigest,
+    StorageChange, decode_from, encode,
 };
 use replicast_transport::quic::{Endpoint, Link};
 
 use super::Error;
 use super::master_client::ask_master;
-use super::status::{block_on, cluster_status, request_id};
+use super::status::{block_on, cluster_status, own_endpoint, request_id, running_storages};
 
 /// Exit status: differences found.
 const DIFFERENCES: i32 = 1;
@@ -156,16 +155,8 @@ async fn check(config: &NodeConfig, args: &CheckArgs, timeout: Duration) -> Resu
         Some(partition) => vec![partition],
         None => (0..table.num_partitions()).collect(),
     };
-    let addresses: BTreeMap<&str, SocketAddr> = status
-        .nodes
-        .iter()
-        .filter(|node| node.role == NodeRole::Storage && node.state == NodeState::Running)
-        .filter_map(|node| Some((node.name.as_str(), node.address?)))
-        .collect();
-    let mut own = config.clone();
-    own.node.listen.set_port(0);
-    // A session of its own, as `replicast status`: the node of this configuration may be running.
-    let endpoint = bind_endpoint(&own, true)?;
+    let addresses = running_storages(&status);
+    let endpoint = own_endpoint(config)?;
     let mut out = std::io::stdout().lock();
     let say = |out: &mut std::io::StdoutLock<'_>, line: String| {
         writeln!(out, "{line}").map_err(|e| format!("cannot write the report: {e}"))

@@ -8,12 +8,15 @@
 //! disturbing it. The question goes through `master_client::ask_master`,
 //! shared with `replicast admin`, `check` and `backup`.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use replicast_node::config::NodeConfig;
+use replicast_node::driver::bind_endpoint;
 use replicast_node::partition::CellState;
 use replicast_node::protocol::{
     BackupStatus, ClusterStatus, MasterRole, Message, NodeRole, NodeState, NodeStatus, StorePath,
@@ -22,7 +25,7 @@ use serde::Serialize;
 
 use super::Error;
 use super::master_client::ask_master;
-use replicast_transport::quic::{node_name, peer_session};
+use replicast_transport::quic::{Endpoint, node_name, peer_session};
 
 /// The exit status when the cluster is not operational.
 const NOT_OPERATIONAL: i32 = 2;
@@ -122,6 +125,24 @@ pub(super) async fn cluster_status(
     let request = request_id();
     let (answer, _, _) = ask_master(config, Message::AskStatus { request }, timeout).await?;
     answered_status(answer, request, "AskStatus")
+}
+
+/// The addresses of the storages `status` shows running: where `check` and `backup` read.
+pub(super) fn running_storages(status: &ClusterStatus) -> BTreeMap<&str, SocketAddr> {
+    status
+        .nodes
+        .iter()
+        .filter(|node| node.role == NodeRole::Storage && node.state == NodeState::Running)
+        .filter_map(|node| Some((node.name.as_str(), node.address?)))
+        .collect()
+}
+
+/// An endpoint with `config`'s certificate on a port and session of its own, for a command
+/// that talks to the storages: the node of this configuration may be running beside it.
+pub(super) fn own_endpoint(config: &NodeConfig) -> Result<Endpoint, Error> {
+    let mut own = config.clone();
+    own.node.listen.set_port(0);
+    Ok(bind_endpoint(&own, true)?)
 }
 
 /// The status in `answer`, the master's answer to request `request` (an `asked` message).
