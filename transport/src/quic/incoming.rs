@@ -302,13 +302,26 @@ pub struct IncomingObject {
     service: Service,
     header: Vec<u8>,
     len: u64,
-    /// The stream the payload comes on; `None` when the object came whole in its copy.
-    recv: Option<quinn::RecvStream>,
-    payload: Option<Bytes>,
+    body: Body,
     responder: Responder,
     max_object_size: u64,
     counters: Arc<Counters>,
     certificate: Option<PeerCertificate>,
+}
+
+/// Where an [`IncomingObject`]'s payload is.
+#[derive(Debug)]
+enum Body {
+    /// On its stream, not read yet.
+    Unread(quinn::RecvStream),
+    /// Read from its stream. The stream is held, not read again, until the object is
+    /// answered: dropping it before its end was read would stop the peer's stream.
+    Read {
+        payload: Bytes,
+        _stream: quinn::RecvStream,
+    },
+    /// Came whole in the stream's copy (the stream, if it comes, is answered on then).
+    Copied(Bytes),
 }
 
 impl IncomingObject {
@@ -353,17 +366,11 @@ impl IncomingObject {
     /// On malformed input the stream is stopped, the sender is told why, and the error is
     /// returned; a later call returns the payload again once received.
     pub async fn receive(&mut self) -> Result<Bytes, LinkError> {
-        if let Some(payload) = &self.payload {
-            return Ok(payload.clone());
-        }
-        let peer = self.responder.peer.clone();
-        let Some(recv) = &mut self.recv else {
-            // Unreachable: an object without its stream came whole, with its payload.
-            return Err(LinkError::Malformed(FrameError::malformed(
-                "object",
-                "neither a stream nor a payload",
-            )));
+        let recv = match &mut self.body {
+            Body::Read { payload, .. } | Body::Copied(payload) => return Ok(payload.clone()),
+            Body::Unread(recv) => recv,
         };
+        let peer = self.responder.peer.clone();
         let result = peer
             .read_object(
                 recv,
@@ -374,7 +381,13 @@ impl IncomingObject {
             .await;
         match result {
             Ok(payload) => {
-                self.payload = Some(payload.clone());
+                let read = Body::Copied(payload.clone());
+                if let Body::Unread(recv) = std::mem::replace(&mut self.body, read) {
+                    self.body = Body::Read {
+                        payload: payload.clone(),
+                        _stream: recv,
+                    };
+                }
                 Ok(payload)
             }
             Err(e) => {
@@ -399,12 +412,9 @@ impl IncomingObject {
     /// Answers with an error; the sender gets [`LinkError::Remote`] with this message.
     pub async fn respond_err(self, message: &str) -> Result<(), LinkError> {
         let Self {
-            recv,
-            payload,
-            responder,
-            ..
+            body, responder, ..
         } = self;
-        if let (Some(mut recv), None) = (recv, payload) {
+        if let Body::Unread(mut recv) = body {
             // Not reading the rest: tell the sender to stop instead of draining it.
             let _ = recv.stop(codes::REFUSED);
         }
@@ -568,8 +578,7 @@ impl StreamContext {
                     service,
                     header,
                     len: payload.len() as u64,
-                    recv: None,
-                    payload: Some(payload),
+                    body: Body::Copied(payload),
                     responder,
                     max_object_size: self.max_object_size,
                     counters: self.counters.clone(),
@@ -635,8 +644,7 @@ impl StreamContext {
                 service,
                 header,
                 len,
-                recv: Some(recv),
-                payload: None,
+                body: Body::Unread(recv),
                 responder,
                 max_object_size: self.max_object_size,
                 counters: self.counters.clone(),
