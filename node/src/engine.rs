@@ -73,6 +73,41 @@ use tables::{
 use crate::ids::{Oid, Tid};
 use crate::object::{Digest, ObjectData};
 
+/// How an [`Engine`] opens its database.
+///
+/// ```
+/// use replicast_node::engine::{Engine, EngineOptions};
+/// use replicast_node::ids::Oid;
+///
+/// let dir = tempfile::tempdir()?;
+/// let options = EngineOptions { cache_bytes: 64 << 20 };
+/// let engine = Engine::open_with(dir.path().join("store.redb"), &options)?;
+/// assert!(engine.load(Oid(1))?.is_none(), "a new store holds nothing");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Memory redb's page cache may hold: pages read, and the pages a write transaction
+    /// changes until it commits (at most half of it; beyond, redb writes them out early).
+    pub cache_bytes: u64,
+}
+
+impl EngineOptions {
+    /// The smallest cache a node's configuration accepts (`storage.cache_bytes`): below it
+    /// redb writes most of a transaction's pages out before it commits, since its write
+    /// buffer is half the cache.
+    pub const MIN_CACHE_BYTES: u64 = 1 << 20;
+}
+
+impl Default for EngineOptions {
+    /// redb's own default: a 1 GiB cache.
+    fn default() -> Self {
+        Self {
+            cache_bytes: 1 << 30,
+        }
+    }
+}
+
 /// A storage node's object store in one redb file; see the [module documentation](self).
 ///
 /// ```
@@ -105,7 +140,16 @@ impl Engine {
     /// Opens the store at `path`, creating it if missing, and forgets the transactions that had
     /// stored objects but not voted when the store was last closed or killed.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EngineError> {
-        let db = Database::create(path).map_err(database("open the database file"))?;
+        Self::open_with(path, &EngineOptions::default())
+    }
+
+    /// [`open`](Self::open) with `options` (the page cache's size).
+    pub fn open_with(path: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, EngineError> {
+        let cache_bytes = usize::try_from(options.cache_bytes).unwrap_or(usize::MAX);
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(database("open the database file"))?;
         Self::with_database(db)
     }
 

@@ -11,6 +11,7 @@ use replicast_node::config::{
     NodeConfig, PeerLimits, Role, RoleConfig,
 };
 use replicast_node::driver::link_config;
+use replicast_node::engine::EngineOptions;
 use replicast_transport::quic::Congestion;
 
 fn examples_dir() -> PathBuf {
@@ -830,4 +831,40 @@ fn limits_have_defaults_and_refuse_zero_naming_the_key() {
         config.tls.crl.as_deref(),
         Some(std::path::Path::new("certs/crl.pem"))
     );
+}
+
+#[test]
+fn the_storage_cache_has_redbs_default_and_refuses_less_than_a_mebibyte() {
+    let storage_of = |text: &str| {
+        let config = NodeConfig::parse(text, ORIGIN).unwrap_or_else(|error| panic!("{error}"));
+        let RoleConfig::Storage { storage, .. } = config.role else {
+            panic!("not a storage: {:?}", config.role);
+        };
+        storage
+    };
+    assert_eq!(
+        storage_of(STORAGE).cache_bytes,
+        EngineOptions::default().cache_bytes
+    );
+    let sized = edit(
+        STORAGE,
+        "path = \"s1.redb\"\n",
+        "path = \"s1.redb\"\ncache_bytes = 67108864\n",
+    );
+    assert_eq!(storage_of(&sized).cache_bytes, 64 << 20);
+    for value in ["1048575", "0"] {
+        let text = edit(
+            STORAGE,
+            "path = \"s1.redb\"\n",
+            &format!("path = \"s1.redb\"\ncache_bytes = {value}\n"),
+        );
+        let error = invalid(&text, "storage.cache_bytes");
+        assert!(error.to_string().contains(value), "{error}");
+    }
+    let text = edit(
+        STORAGE,
+        "path = \"s1.redb\"\n",
+        "path = \"s1.redb\"\ncache_bytes = \"1 GiB\"\n",
+    );
+    assert_names(&error_of(&text), "storage.cache_bytes");
 }

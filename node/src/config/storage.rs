@@ -7,19 +7,32 @@ use toml::Spanned;
 
 use super::check::Checker;
 use super::error::ConfigError;
+use crate::engine::EngineOptions;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a [storage] table")]
 pub(super) struct RawStorage {
     path: Option<Spanned<String>>,
+    cache_bytes: Option<Spanned<u64>>,
 }
 
 /// The `[storage]` section of a storage node.
+///
+/// ```
+/// use replicast_node::engine::EngineOptions;
+///
+/// // Without `storage.cache_bytes`, the engine's default: redb's 1 GiB.
+/// assert_eq!(EngineOptions::default().cache_bytes, 1 << 30);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFiles {
     /// The redb database file (`storage.path`), resolved against the config file's directory;
     /// created when it does not exist.
     pub path: PathBuf,
+    /// Memory the database's page cache may hold (`storage.cache_bytes`; by default
+    /// [`EngineOptions`](crate::engine::EngineOptions)'s 1 GiB). The kernel's page cache
+    /// holds the file as well, so a smaller cache costs reads a system call, not a disk access.
+    pub cache_bytes: u64,
 }
 
 impl StorageFiles {
@@ -28,8 +41,25 @@ impl StorageFiles {
         check: &Checker<'_>,
     ) -> Result<Self, ConfigError> {
         let section = Some(raw.span());
+        let raw = raw.into_inner();
+        let cache_bytes = match raw.cache_bytes {
+            None => EngineOptions::default().cache_bytes,
+            Some(value) if *value.get_ref() < EngineOptions::MIN_CACHE_BYTES => {
+                return Err(check.invalid(
+                    "storage.cache_bytes",
+                    &value,
+                    value.get_ref(),
+                    format!(
+                        "at least {} bytes (1 MiB): the cache also holds the pages a commit \
+                         writes",
+                        EngineOptions::MIN_CACHE_BYTES
+                    ),
+                ));
+            }
+            Some(value) => *value.get_ref(),
+        };
         let path = check.required(
-            raw.into_inner().path,
+            raw.path,
             "storage.path",
             section,
             "a storage node keeps its objects in this redb file",
@@ -45,6 +75,7 @@ impl StorageFiles {
         }
         Ok(Self {
             path: check.resolve(text),
+            cache_bytes,
         })
     }
 }

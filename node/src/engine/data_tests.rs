@@ -585,3 +585,30 @@ fn a_1_mib_revision_is_written_about_once() {
         "{per_revision} bytes written per 1 MiB revision"
     );
 }
+
+#[test]
+fn a_cache_smaller_than_a_transaction_keeps_every_revision_and_reopens() {
+    // With a 1 MiB cache (`storage.cache_bytes`' least), redb writes a transaction's pages
+    // out before it commits: 4 MiB of revisions in one transaction, then read back, then
+    // read again after a reopen.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.redb");
+    let options = super::EngineOptions {
+        cache_bytes: super::EngineOptions::MIN_CACHE_BYTES,
+    };
+    let writes: Vec<(u64, Tid, ObjectData)> = (1..=4)
+        .map(|oid| (oid, Tid::ZERO, large(MIB + oid as usize, oid as u8)))
+        .collect();
+    let engine = Engine::open_with(&path, &options).expect("open");
+    let tid = commit(&engine, 7, &writes);
+    let check = |engine: &Engine| {
+        for (oid, _, data) in &writes {
+            let revision = engine.load(Oid(*oid)).expect("load").expect("stored");
+            assert_eq!(revision.tid, tid);
+            assert_eq!(revision.data, *data, "object {oid}");
+        }
+    };
+    check(&engine);
+    drop(engine);
+    check(&Engine::open_with(&path, &options).expect("reopen"));
+}
