@@ -842,16 +842,13 @@ fn the_storage_cache_has_redbs_default_and_refuses_less_than_a_mebibyte() {
         };
         storage
     };
-    assert_eq!(
-        storage_of(STORAGE).cache_bytes,
-        EngineOptions::default().cache_bytes
-    );
+    assert_eq!(storage_of(STORAGE).engine, EngineOptions::default());
     let sized = edit(
         STORAGE,
         "path = \"s1.redb\"\n",
         "path = \"s1.redb\"\ncache_bytes = 67108864\n",
     );
-    assert_eq!(storage_of(&sized).cache_bytes, 64 << 20);
+    assert_eq!(storage_of(&sized).engine.cache_bytes, 64 << 20);
     for value in ["1048575", "0"] {
         let text = edit(
             STORAGE,

@@ -26,7 +26,7 @@ use replicast_node::driver::{
     Bound, DriverConfig, DriverHandle, FailureTimeouts, Role, bind, driver_config,
     multicast_interface, spawn, spawn_storage,
 };
-use replicast_node::engine::{Engine, EngineOptions};
+use replicast_node::engine::Engine;
 use replicast_node::master::{GroupConfig, Master, MasterConfig, MasterEvent};
 use replicast_node::partition::PartitionTable;
 use replicast_node::persist::{PersistConfig, ThreadedStorage};
@@ -350,10 +350,7 @@ async fn serve(config: NodeConfig) -> Result<(), Error> {
                     )
                 })?;
             }
-            let options = EngineOptions {
-                cache_bytes: storage.cache_bytes,
-            };
-            let store = Engine::open_with(&storage.path, &options).map_err(|e| {
+            let store = Engine::open_with(&storage.path, &storage.engine).map_err(|e| {
                 format!("cannot open `storage.path` {}: {e}", storage.path.display())
             })?;
             let masters: Vec<String> = config

@@ -589,16 +589,12 @@ impl Client {
         from: &str,
         message: Message,
     ) -> Result<(), ProtocolError> {
-        let from_master = from == self.master && self.masters.is_master(from);
-        if from_master {
-            self.awaiting.answered(&message);
+        if from != self.master || !self.masters.is_master(from) {
+            return self.storage_message(now, from, message);
         }
-        let result = if from_master {
-            self.primary_answer(now, from, message)
-        } else {
-            self.storage_message(now, from, message)
-        };
-        if from_master && !self.awaits_primary() {
+        self.awaiting.answered(&message);
+        let result = self.primary_answer(now, from, message);
+        if !self.awaits_primary() {
             self.awaiting.deadline = None;
         }
         result

@@ -17,22 +17,15 @@ pub(super) struct RawStorage {
 }
 
 /// The `[storage]` section of a storage node.
-///
-/// ```
-/// use replicast_node::engine::EngineOptions;
-///
-/// // Without `storage.cache_bytes`, the engine's default: redb's 1 GiB.
-/// assert_eq!(EngineOptions::default().cache_bytes, 1 << 30);
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFiles {
     /// The redb database file (`storage.path`), resolved against the config file's directory;
     /// created when it does not exist.
     pub path: PathBuf,
-    /// Memory the database's page cache may hold (`storage.cache_bytes`; by default
-    /// [`EngineOptions`](crate::engine::EngineOptions)'s 1 GiB). The kernel's page cache
-    /// holds the file as well, so a smaller cache costs reads a system call, not a disk access.
-    pub cache_bytes: u64,
+    /// How the engine opens it: its page cache's size (`storage.cache_bytes`, by default
+    /// [`EngineOptions`]'s). The kernel's page cache holds the file as well, so a smaller
+    /// cache costs reads a system call, not a disk access.
+    pub engine: EngineOptions,
 }
 
 impl StorageFiles {
@@ -75,7 +68,7 @@ impl StorageFiles {
         }
         Ok(Self {
             path: check.resolve(text),
-            cache_bytes,
+            engine: EngineOptions { cache_bytes },
         })
     }
 }

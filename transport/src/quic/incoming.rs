@@ -312,13 +312,11 @@ pub struct IncomingObject {
 /// Where an [`IncomingObject`]'s payload is.
 #[derive(Debug)]
 enum Body {
-    /// On its stream, not read yet.
-    Unread(quinn::RecvStream),
-    /// Read from its stream. The stream is held, not read again, until the object is
-    /// answered: dropping it before its end was read would stop the peer's stream.
-    Read {
-        payload: Bytes,
-        _stream: quinn::RecvStream,
+    /// On its stream: `payload` once read. The stream is held until the object is answered,
+    /// since dropping it before its end was read would stop the peer's stream.
+    Stream {
+        stream: quinn::RecvStream,
+        payload: Option<Bytes>,
     },
     /// Came whole in the stream's copy (the stream, if it comes, is answered on then).
     Copied(Bytes),
@@ -366,14 +364,18 @@ impl IncomingObject {
     /// On malformed input the stream is stopped, the sender is told why, and the error is
     /// returned; a later call returns the payload again once received.
     pub async fn receive(&mut self) -> Result<Bytes, LinkError> {
-        let recv = match &mut self.body {
-            Body::Read { payload, .. } | Body::Copied(payload) => return Ok(payload.clone()),
-            Body::Unread(recv) => recv,
+        let (stream, read) = match &mut self.body {
+            Body::Stream {
+                payload: Some(payload),
+                ..
+            }
+            | Body::Copied(payload) => return Ok(payload.clone()),
+            Body::Stream { stream, payload } => (stream, payload),
         };
         let peer = self.responder.peer.clone();
         let result = peer
             .read_object(
-                recv,
+                stream,
                 self.len,
                 self.responder.max_frame_len,
                 self.max_object_size,
@@ -381,19 +383,13 @@ impl IncomingObject {
             .await;
         match result {
             Ok(payload) => {
-                let read = Body::Copied(payload.clone());
-                if let Body::Unread(recv) = std::mem::replace(&mut self.body, read) {
-                    self.body = Body::Read {
-                        payload: payload.clone(),
-                        _stream: recv,
-                    };
-                }
+                *read = Some(payload.clone());
                 Ok(payload)
             }
             Err(e) => {
                 if e.is_peer_fault() {
                     self.counters.protocol_error(&peer, &e);
-                    let _ = recv.stop(codes::PROTOCOL_ERROR);
+                    let _ = stream.stop(codes::PROTOCOL_ERROR);
                     let text = e.to_string();
                     let frame =
                         error_reply_frame(Reply::Rejected(&text), self.responder.max_frame_len);
@@ -414,9 +410,13 @@ impl IncomingObject {
         let Self {
             body, responder, ..
         } = self;
-        if let Body::Unread(mut recv) = body {
+        if let Body::Stream {
+            mut stream,
+            payload: None,
+        } = body
+        {
             // Not reading the rest: tell the sender to stop instead of draining it.
-            let _ = recv.stop(codes::REFUSED);
+            let _ = stream.stop(codes::REFUSED);
         }
         responder.error(Reply::AppError(message)).await
     }
@@ -644,7 +644,10 @@ impl StreamContext {
                 service,
                 header,
                 len,
-                body: Body::Unread(recv),
+                body: Body::Stream {
+                    stream: recv,
+                    payload: None,
+                },
                 responder,
                 max_object_size: self.max_object_size,
                 counters: self.counters.clone(),
