@@ -140,14 +140,18 @@ impl Cluster {
             .expect("the nodes' reports reach the master")
     }
 
-    /// Stores the storages took through the fan-out, and objects they refused.
+    /// Stores the storages took (through the fan-out or on their writers' channels), and
+    /// objects of the fan-out they refused.
     fn storage_fanout_counts(&self) -> (u64, u64) {
         self.nodes
             .storages
             .iter()
             .fold((0, 0), |(stores, refused), (_, driver)| {
                 let stats = driver.stats();
-                (stores + stats.fanout_stores, refused + stats.fanout_refused)
+                (
+                    stores + stats.fanout_stores + stats.channel_stores,
+                    refused + stats.fanout_refused,
+                )
             })
     }
 }
@@ -243,7 +247,7 @@ async fn transfers_under(strategy: Strategy) -> FanoutDeliveries {
     );
     assert!(
         stores >= (2 * 2 * TRANSFERS) as u64,
-        "each committed transfer stored two objects on two replicas through the fan-out"
+        "each committed transfer stored two objects on two replicas"
     );
     for client in clients {
         client.close().await.expect("close client");

@@ -1,13 +1,16 @@
 //! Storages whose disk is slow or stopped, through a hook in their persistence executor (the
 //! writer thread waits in it before each batch; redb itself is unchanged): loads and status
 //! are still answered while every writer is stuck, writers are slowed and not failed, and what
-//! waits for the disk on a storage stays under its bound while the fan-out holds the rest.
+//! waits for the disk on a storage stays under its bound while the writers' channels hold the
+//! rest (the storage's driver holds a writer's stores, and the transport then reads no more of
+//! that writer's channel).
 //! And a master whose log disk is stopped, through the same hook in its log writer: it goes on
 //! taking finishes, answers none before its decision is durable, and writes those that queued
 //! up together.
 //!
 //! A master and three storages (P = 12, R = 3: every storage holds every object) in-process on
-//! QUIC endpoints with certificates, clients storing through the unicast fan-out.
+//! QUIC endpoints with certificates, clients storing through the unicast fan-out (on their
+//! channels to the storages).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -305,6 +305,103 @@ async fn a_reader_that_does_not_read_holds_its_sender_back() {
     .await;
 }
 
+/// A receiver that keeps one sender's messages (it cannot take them yet) stops reading that
+/// sender's channel once they fill the channel's window; the sender is held back, another
+/// sender's messages still arrive, and once the kept ones are dropped the channel goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_receiver_keeps_hold_back_their_channel_alone() {
+    bounded(async {
+        let ca = ca("cluster");
+        const WINDOW: usize = 64 << 10;
+        const MESSAGE: usize = 8 << 10;
+        let tight = LinkConfig {
+            stream_receive_window: 64 << 10,
+            channel_queue: 16,
+            channel_queue_bytes: 64 << 10,
+            channel_window: WINDOW,
+            ..LinkConfig::default()
+        };
+        let server = endpoint(&identity(&ca, "storage-1"), tight.clone());
+        let held_sender = endpoint(&identity(&ca, "client-1"), tight.clone());
+        let other_sender = endpoint(&identity(&ca, "client-2"), tight);
+        let held_link = held_sender.link("storage-1", addr(&server)).await.unwrap();
+        let other_link = other_sender.link("storage-1", addr(&server)).await.unwrap();
+        let channel = held_link.channel();
+        // The server keeps every message of client-1 it reads, in a task of its own.
+        let (kept_tx, mut kept_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Bytes)>();
+        let reader = tokio::spawn({
+            let server = server.clone();
+            async move {
+                loop {
+                    let message = body(next_message(&server).await);
+                    if kept_tx.send(message).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let message = Bytes::from(vec![1u8; MESSAGE]);
+        let mut queued = 0usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match channel.try_send(message.clone()) {
+                Ok(()) => queued += 1,
+                Err(TrySendError::Full(_)) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if channel.try_send(message.clone()).is_err() {
+                        break;
+                    }
+                    queued += 1;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never full");
+        }
+        // Bounded by the window (and the one message read while waiting for room), the
+        // stream's receive window and the sender's queue: not the 1000s it could push.
+        let bound = (WINDOW + (64 << 10) + (64 << 10)) / MESSAGE + 1 + 16;
+        assert!(queued <= bound, "{queued} messages taken, bound {bound}");
+        let mut kept = Vec::new();
+        while let Ok(message) = kept_rx.try_recv() {
+            kept.push(message);
+        }
+        assert!(
+            kept.len() <= WINDOW / MESSAGE + 1,
+            "the receiver was handed {} messages, more than its window",
+            kept.len()
+        );
+        // Another sender is read meanwhile.
+        other_link
+            .channel()
+            .send(Bytes::from_static(b"other"))
+            .await
+            .unwrap();
+        let other = tokio::time::timeout(Duration::from_secs(10), kept_rx.recv())
+            .await
+            .expect("another sender's message arrives while one channel is held")
+            .unwrap();
+        assert_eq!(other, ("client-2".to_owned(), Bytes::from_static(b"other")));
+        // The receiver lets its kept messages go: the rest arrive, in order, and the sender
+        // goes on.
+        let mut arrived = kept.len();
+        drop(kept);
+        let sending = tokio::spawn({
+            let channel = channel.clone();
+            async move { channel.send(Bytes::from_static(b"last")).await }
+        });
+        while arrived < queued {
+            let (peer, body) = kept_rx.recv().await.unwrap();
+            assert_eq!((peer.as_str(), body.len()), ("client-1", MESSAGE));
+            arrived += 1;
+        }
+        sending.await.unwrap().unwrap();
+        let (_, last) = kept_rx.recv().await.unwrap();
+        assert_eq!(last, "last");
+        reader.abort();
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn processes_sharing_a_client_name_are_peers_of_their_own() {
     bounded(async {

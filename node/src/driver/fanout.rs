@@ -2,10 +2,14 @@
 //! ([`FanoutWriter`]) and the replica's end for a storage ([`FanoutReplica`]), one of which
 //! (or none) a driver runs as its [`FanoutEnd`].
 //!
-//! A client's driver hands each [`FanoutStore`](crate::client::FanoutStore) the role emits to
-//! one pump task, which sends the encoded [`Message::Store`] with
-//! [`Fanout::send_to`] to the named storages with the writer's strategy, and reports every
-//! storage the store did not reach back to the role. The pump keeps the storages of the
+//! A client's driver sends each [`FanoutStore`](crate::client::FanoutStore) the role emits
+//! to the storages the writer routes by unicast ([`Fanout::route`]: every storage under
+//! `unicast`, those not proven reachable on the group under `auto`, and any storage for an
+//! object too large for the group) itself, on each storage's channel: in order with the
+//! client's votes and aborts to that storage, so that a store can neither overtake nor trail
+//! them on the way. It hands the store to one pump task for the others, which sends the
+//! encoded [`Message::Store`] with [`Fanout::send_reporting`] to the group, and reports
+//! every storage the store did not reach back to the role. The pump keeps the storages of the
 //! address book as replicas of the writer: it adds a storage the first time a store names it,
 //! and adds it again (in the background, at most once a second) after a failed delivery,
 //! when its connection failed or when its address changes, since a restarted storage has
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use replicast_transport::fanout::{
     DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, ObjectOutcome, Reachability,
-    ReplicaOutcome, Strategy,
+    ReplicaOutcome, Route, Strategy,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -80,7 +84,10 @@ impl FanoutEnd {
 /// Deliveries of stored objects to one storage, by the path that carried them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FanoutDeliveries {
-    /// Acknowledged over the storage's QUIC link, by choice of the strategy.
+    /// Sent on the storage's channel by choice of the strategy (or as too large for the
+    /// group); answered by the storage's `AnswerStore` alone, and a channel that breaks
+    /// reports the storage lost. Also a store the fan-out delivered over the storage's QUIC
+    /// link when its route changed on the way.
     pub unicast: u64,
     /// Acknowledged over the multicast group (digest verified by the storage).
     pub multicast: u64,
@@ -133,6 +140,11 @@ enum PumpWork {
         id: u64,
         bytes: Bytes,
         replicas: Vec<(String, Option<SocketAddr>)>,
+    },
+    /// Probes the group if due, and starts adding those of these storages not added yet:
+    /// a store went to them on their channels, under `auto`.
+    Probe {
+        storages: Vec<(String, Option<SocketAddr>)>,
     },
     /// Adds these storages now (those not added yet); answers when done.
     Join {
@@ -211,14 +223,41 @@ impl FanoutWriter {
         }
     }
 
-    /// Queues a store for the pump.
-    pub(crate) fn send(&self, id: u64, bytes: Bytes, replicas: Vec<(String, Option<SocketAddr>)>) {
+    /// Splits a store's storages into those the group carries it to and those its driver
+    /// carries it to on their channels (by the strategy, the storage's reachability and the
+    /// store's size: [`Fanout::route`]).
+    pub(crate) fn split(&self, storages: Vec<String>, len: usize) -> (Vec<String>, Vec<String>) {
+        storages
+            .into_iter()
+            .partition(|name| self.writer.route(name, len) == Route::Multicast)
+    }
+
+    /// Queues a store for the pump: `group` gets it through the writer; `carried` got it on
+    /// their channels, which only counts them (and, under `auto`, keeps them members of the
+    /// group and lets the writer probe it, so that they can prove reachable).
+    pub(crate) fn send(
+        &self,
+        id: u64,
+        bytes: Bytes,
+        group: Vec<(String, Option<SocketAddr>)>,
+        carried: Vec<(String, Option<SocketAddr>)>,
+    ) {
+        if !carried.is_empty() {
+            let mut deliveries = lock(&self.shared.deliveries);
+            for (name, _) in &carried {
+                deliveries.entry(name.clone()).or_default().unicast += 1;
+            }
+        }
         // The pump ends only with this writer, so the queue is open while it exists.
-        let _ = self.work.send(PumpWork::Store {
-            id,
-            bytes,
-            replicas,
-        });
+        if !group.is_empty() {
+            let _ = self.work.send(PumpWork::Store {
+                id,
+                bytes,
+                replicas: group,
+            });
+        } else if !carried.is_empty() && self.writer.strategy() == Strategy::Auto {
+            let _ = self.work.send(PumpWork::Probe { storages: carried });
+        }
     }
 
     /// How stores reach each storage of the writer now: by multicast under `multicast`, and
@@ -326,6 +365,15 @@ async fn pump(
                     let _ = tokio::time::timeout_at(deadline, join).await;
                 }
                 let _ = done.send(());
+            }
+            PumpWork::Probe { storages } => {
+                for (name, addr) in storages {
+                    let known = lock(&shared.members).contains_key(&name);
+                    if let (false, Some(addr)) = (known, addr) {
+                        start_join(&writer, &shared, &name, addr);
+                    }
+                }
+                writer.probe().await;
             }
             PumpWork::Store {
                 id,

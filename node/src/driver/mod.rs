@@ -9,10 +9,11 @@
 //!
 //! Stored objects go through the transport's fan-out API when the client is started with
 //! [`ClientHandle::connect_with_fanout`] and the storages with [`spawn_storage`]: the client
-//! role emits each store once for all writable replicas of its object, and the driver hands
-//! it to [`Fanout::send_to`](replicast_transport::fanout::Fanout::send_to) with the writer's
-//! strategy (unicast, multicast or auto); a storage the store did not reach counts as failed
-//! for the transaction. A restart of the transaction at one storage (a new generation) sends
+//! role emits each store once for all writable replicas of its object, and the driver sends
+//! it on the channel of each storage the writer's strategy routes by unicast
+//! ([`Fanout::route`](replicast_transport::fanout::Fanout::route): in order with the client's
+//! other messages to that storage) and hands it to the fan-out for those the multicast group
+//! carries; a storage the store did not reach counts as failed for the transaction. A restart of the transaction at one storage (a new generation) sends
 //! its stores again to that storage alone, inline over its link.
 //!
 //! The roles need messages between two peers in order and without loss, or else to hear that
@@ -27,11 +28,15 @@
 //! items for all peers), and each peer's channel ([`LinkConfig::channel_queue`] messages and
 //! [`LinkConfig::channel_queue_bytes`] bytes). When a role's inbound queue is full the
 //! transport stops reading its peers' channels and QUIC's flow control holds the senders back;
+//! while a storage takes no stores (its disk is behind) the driver holds a writer's next store
+//! and what follows it, and the transport stops reading that writer's channel once they fill
+//! its window ([`LinkConfig::channel_window`]);
 //! when a peer's channel is full the driver waits for room (taking no other work meanwhile)
 //! up to [`DriverConfig::send_wait`], then gives that peer up as lost.
 //!
 //! [`LinkConfig::channel_queue`]: replicast_transport::quic::LinkConfig::channel_queue
 //! [`LinkConfig::channel_queue_bytes`]: replicast_transport::quic::LinkConfig::channel_queue_bytes
+//! [`LinkConfig::channel_window`]: replicast_transport::quic::LinkConfig::channel_window
 //!
 //! Peers are found through [`DriverConfig::directory`] (the addresses this node dials), then
 //! [`Role::peer_address`] (addresses the role learned: a client gets the storages' from the
@@ -45,6 +50,7 @@ mod client_handle;
 mod client_log;
 mod connect;
 mod fanout;
+mod held;
 mod role;
 mod run;
 mod timeouts;

@@ -99,9 +99,9 @@ pub trait Role: Send + 'static {
     fn background(&mut self) -> impl Future<Output = ()> + Send + '_ {
         std::future::pending()
     }
-    /// Whether the driver may hand the role stored objects from the fan-out now; a storage
-    /// whose disk is behind says no, and the driver leaves them with the transport until it
-    /// says yes again. Yes by default.
+    /// Whether the driver may hand the role stores now; a storage whose disk is behind says
+    /// no, and the driver leaves the fan-out's with the transport and holds a writer's next
+    /// store on its channel, with what follows it, until it says yes again. Yes by default.
     fn takes_stores(&self) -> bool {
         true
     }

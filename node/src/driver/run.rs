@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::fanout::{FanoutEnd, FanoutEvent, FanoutReplica, store_of};
+use super::held::Held;
 use super::role::Role;
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
 use crate::protocol::{
-    LinkReport, Message, NodeReport, NodeRole, ProtocolError, decode_from, encode,
+    LinkReport, Message, NodeReport, NodeRole, ProtocolError, decode_from, decode_shared, encode,
 };
 use crate::storage::StorageEvent;
 use replicast_certs::Revocation;
@@ -113,6 +114,10 @@ pub struct DriverStats {
     pub requests_refused: u64,
     /// Stores that arrived through the fan-out and went to the role (a storage).
     pub fanout_stores: u64,
+    /// Stores that arrived on their writer's channel, in order with its other messages (a
+    /// storage; the unicast ones of a fan-out writer, and every store of a client without
+    /// one).
+    pub channel_stores: u64,
     /// Objects delivered by the fan-out that were not a store (undecodable, or another
     /// message), refused.
     pub fanout_refused: u64,
@@ -134,6 +139,7 @@ struct Counters {
     requests_answered: AtomicU64,
     requests_refused: AtomicU64,
     fanout_stores: AtomicU64,
+    channel_stores: AtomicU64,
     fanout_refused: AtomicU64,
     fanout_failures: AtomicU64,
 }
@@ -157,6 +163,7 @@ impl Counters {
             requests_answered: self.requests_answered.load(Ordering::Relaxed),
             requests_refused: self.requests_refused.load(Ordering::Relaxed),
             fanout_stores: self.fanout_stores.load(Ordering::Relaxed),
+            channel_stores: self.channel_stores.load(Ordering::Relaxed),
             fanout_refused: self.fanout_refused.load(Ordering::Relaxed),
             fanout_failures: self.fanout_failures.load(Ordering::Relaxed),
         }
@@ -313,6 +320,7 @@ pub(crate) fn spawn_with<R: Role>(
         link_events,
         counters: counters.clone(),
         fanout,
+        held: Held::default(),
         report_to: config.report_to,
         gate: Gate::new(config.revocation, config.limits),
         deferred: HashMap::new(),
@@ -368,6 +376,8 @@ struct Driver<R: Role> {
     link_events: mpsc::Sender<ChannelClosed>,
     counters: Arc<Counters>,
     fanout: FanoutEnd,
+    /// Peers' messages waiting for the role to take stores again.
+    held: Held,
     report_to: Option<String>,
     /// What every message, request and fan-out session passes before the role sees it.
     gate: Gate,
@@ -401,6 +411,7 @@ impl<R: Role> Driver<R> {
                 tracing::error!(%failure, "the role cannot go on: its driver stops");
                 break;
             }
+            self.release_held();
             self.flush().await;
             let deadline = self.role.poll_timeout();
             if deadline != armed {
@@ -635,9 +646,44 @@ impl<R: Role> Driver<R> {
             let kind = crate::protocol::decode(&body).map(|message| message.kind());
             tracing::trace!(%peer, ?kind, len = body.len(), "received");
         }
-        match decode_from(&peer, &body) {
-            Ok(message) => self.admit(&peer, certificate.as_ref(), message),
+        // A store keeps its bytes as a slice of the body, not a copy (and with it the
+        // body's share of the channel's window until the store is written).
+        let decoded = decode_shared(&body).map_err(|source| ProtocolError::Decode {
+            from: peer.clone(),
+            source,
+        });
+        match decoded {
+            Ok(message) => {
+                if matches!(message, Message::Store { .. }) {
+                    Counters::bump(&self.counters.channel_stores);
+                }
+                if self
+                    .held
+                    .must_wait(&peer, &message, self.role.takes_stores())
+                {
+                    self.held.hold(&peer, certificate, message, body);
+                } else {
+                    self.admit(&peer, certificate.as_ref(), message);
+                }
+            }
             Err(error) => self.note(Err(error), &peer),
+        }
+    }
+
+    /// Hands the role the held messages that may go now (see [`Held`]), each peer's in
+    /// order, the peers in turn while the role takes stores.
+    fn release_held(&mut self) {
+        while !self.held.is_empty() {
+            let mut released = false;
+            for peer in self.held.peers() {
+                if let Some(waiting) = self.held.next(&peer, self.role.takes_stores()) {
+                    released = true;
+                    self.admit(&peer, waiting.certificate.as_ref(), waiting.message);
+                }
+            }
+            if !released {
+                return;
+            }
         }
     }
 
@@ -688,6 +734,11 @@ impl<R: Role> Driver<R> {
     /// closed (the peer then sees it end, and counts this node lost in turn), the inbound one
     /// is retired. The next message to the peer opens a new channel.
     fn lose(&mut self, peer: &str) {
+        // What the peer's channel delivered before the loss goes to the role first, in
+        // order, whether it takes stores now or not (the window bounds it).
+        for waiting in self.held.take_all(peer) {
+            self.admit(peer, waiting.certificate.as_ref(), waiting.message);
+        }
         let state = self.peers.entry(peer.to_owned()).or_default();
         if let Some(outbound) = state.outbound.take() {
             outbound.close("the peer was lost");
@@ -832,24 +883,33 @@ impl<R: Role> Driver<R> {
             while let Some(store) = self.role.poll_fanout() {
                 idle = false;
                 let bytes = Bytes::from(encode(&store.message));
-                if let FanoutEnd::Writer(writer) = &self.fanout {
-                    let replicas = store
-                        .replicas
-                        .into_iter()
-                        .map(|peer| {
-                            let address = self.address(&peer);
-                            (peer, address)
-                        })
-                        .collect();
-                    writer.send(store.id, bytes, replicas);
-                } else {
-                    for peer in store.replicas {
-                        self.send(&peer, bytes.clone()).await;
-                        // Queued on its channel: what the channel does not deliver, its end
-                        // reports.
-                        self.role
-                            .fanout_delivered(SystemTime::now(), store.id, &peer);
+                // Those the group carries go to the fan-out writer; the others on the
+                // storage's channel, in order with this client's other messages to it.
+                let carried = match &self.fanout {
+                    FanoutEnd::Writer(writer) => {
+                        let (group, carried) = writer.split(store.replicas, bytes.len());
+                        let addressed = |names: &[String]| -> Vec<(String, Option<SocketAddr>)> {
+                            names
+                                .iter()
+                                .map(|peer| (peer.clone(), self.address(peer)))
+                                .collect()
+                        };
+                        writer.send(
+                            store.id,
+                            bytes.clone(),
+                            addressed(&group),
+                            addressed(&carried),
+                        );
+                        carried
                     }
+                    _ => store.replicas,
+                };
+                for peer in carried {
+                    self.send(&peer, bytes.clone()).await;
+                    // Queued on its channel: what the channel does not deliver, its end
+                    // reports.
+                    self.role
+                        .fanout_delivered(SystemTime::now(), store.id, &peer);
                 }
             }
             while let Some((token, answer)) = self.role.poll_answer() {

@@ -509,9 +509,10 @@ pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::R
     });
     context.channels.register(stream, reader.clone());
     let mut index = 0u64;
+    let window = Window::new(context.channel_window);
     let reason = loop {
         let read = tokio::select! {
-            read = read_message(&context.peer, &mut recv, context.max_message_len) => read,
+            read = window.read(&context.peer, &mut recv, context.max_message_len) => read,
             _ = &mut given_up => {
                 // The sender sees the stream stopped: its channel closes, and its next
                 // message opens a new one, which this side takes.
@@ -552,6 +553,60 @@ pub(crate) async fn read_channel(context: Arc<StreamContext>, mut recv: quinn::R
     reader.order.lock().await.end();
     let end = ChannelEnd::new(context.peer.clone(), id, reason);
     let _ = context.queue.send(Incoming::ChannelEnded(end)).await;
+}
+
+/// The bytes of one channel's messages its receiver holds
+/// ([`LinkConfig::channel_window`](super::LinkConfig::channel_window)): each message read
+/// takes its share until the last slice of its body is dropped, and the channel is read on
+/// only while the share of the next one is free.
+struct Window {
+    room: Arc<Semaphore>,
+    size: usize,
+}
+
+/// A message's body with its share of the window, released when the body is dropped.
+struct Held {
+    body: Bytes,
+    _share: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Window {
+    fn new(size: usize) -> Self {
+        // A semaphore counts at most `Semaphore::MAX_PERMITS`, and a share at most u32.
+        let size = size.clamp(1, u32::MAX as usize);
+        Self {
+            room: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// Reads the next message, once the window has room for what the last one took: a
+    /// message larger than the window waits for all of it, and then is held alone.
+    async fn read(
+        &self,
+        peer: &PeerRef,
+        recv: &mut quinn::RecvStream,
+        max_len: u32,
+    ) -> Result<Option<Bytes>, LinkError> {
+        let Some(body) = read_message(peer, recv, max_len).await? else {
+            return Ok(None);
+        };
+        let share = u32::try_from(body.len().clamp(1, self.size)).unwrap_or(u32::MAX);
+        let Ok(share) = self.room.clone().acquire_many_owned(share).await else {
+            // Never closed; a body without its share is only not counted.
+            return Ok(Some(body));
+        };
+        Ok(Some(Bytes::from_owner(Held {
+            body,
+            _share: share,
+        })))
+    }
 }
 
 /// Reads one message frame; `None` when the stream finished cleanly between two frames.

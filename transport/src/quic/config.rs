@@ -124,6 +124,13 @@ pub struct LinkConfig {
     ///
     /// [`Channel::send`]: super::Channel::send
     pub channel_queue_bytes: usize,
+    /// Bytes of a peer's channel messages this endpoint holds before it reads that channel
+    /// on (a larger message is held alone): a message counts until its last byte (or the
+    /// last slice of it, [`Bytes`](bytes::Bytes) cut from its body) is dropped. So a
+    /// receiver that keeps a sender's messages, because it cannot take them yet, stops
+    /// reading that sender's channel alone, and QUIC's flow control holds that sender back;
+    /// the endpoint's other channels, requests and objects go on.
+    pub channel_window: usize,
     /// Whether other processes may use this endpoint's certificate name at the same time
     /// (clients: one configuration for many worker processes). Peers then know this endpoint
     /// as `NAME#SESSION`. When false (masters, storages), a peer connected to a live process
@@ -173,6 +180,7 @@ impl Default for LinkConfig {
             max_message_len: 1 << 30,
             channel_queue: 4096,
             channel_queue_bytes: 64 << 20,
+            channel_window: 16 << 20,
             shared_name: false,
             // Long enough for the last write's packet to leave before the probe (the
             // connection's driver runs within microseconds of a write), short against any
@@ -227,6 +235,9 @@ impl LinkConfig {
             return Err(ConfigError(
                 "tail_probe must be above 0 (None sends no probes)".into(),
             ));
+        }
+        if self.channel_window == 0 {
+            return Err(ConfigError("channel_window must not be 0".into()));
         }
         if self.channel_queue == 0 || self.channel_queue_bytes == 0 {
             return Err(ConfigError(

@@ -511,6 +511,7 @@ impl Inner {
             max_frame_len: self.link.max_frame_len,
             max_object_size: self.link.max_object_size,
             max_message_len: self.link.max_message_len,
+            channel_window: self.link.channel_window,
             queue: self.queue.clone(),
             counters: self.counters.clone(),
             certificate: peer_certificate(&connection),

@@ -501,6 +501,8 @@ pub(crate) struct StreamContext {
     pub(crate) max_frame_len: u32,
     pub(crate) max_object_size: u64,
     pub(crate) max_message_len: u32,
+    /// [`LinkConfig::channel_window`](super::LinkConfig::channel_window), per channel.
+    pub(crate) channel_window: usize,
     pub(crate) queue: mpsc::Sender<Incoming>,
     pub(crate) counters: Arc<Counters>,
     /// The peer's leaf certificate, handed out with everything that comes over the connection.

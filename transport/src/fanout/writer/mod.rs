@@ -515,6 +515,68 @@ impl Fanout {
             .map(drop)
     }
 
+    /// The path [`send`](Self::send) would give an object of `len` bytes to `replica` now,
+    /// under the writer's strategy: for a caller that carries the unicast ones itself (on a
+    /// channel of its own that keeps them in order with its other messages to the replica)
+    /// and hands the writer only those for the group. A replica not added yet gets the
+    /// route of one not proven reachable.
+    ///
+    /// ```
+    /// # async fn demo(endpoint: replicast_transport::quic::Endpoint) {
+    /// use replicast_transport::fanout::{Fanout, Route};
+    ///
+    /// let writer = Fanout::unicast(endpoint);
+    /// assert_eq!(writer.route("storage-1", 1024), Route::Unicast);
+    /// # }
+    /// ```
+    pub fn route(&self, replica: &str, len: usize) -> Route {
+        if self.inner.sender.is_none() || len as u64 > self.inner.multicast_limit {
+            return Route::Unicast;
+        }
+        let state = lock(&self.inner.state);
+        let receiver = state.replicas.get(replica).map(|known| known.receiver_id);
+        match receiver {
+            Some(receiver) => state.reach.route(receiver, self.inner.strategy),
+            None if self.inner.strategy == Strategy::Multicast => Route::Multicast,
+            None => Route::Unicast,
+        }
+    }
+
+    /// Probes the group if a probe is due under [`Strategy::Auto`] (a replica not proven
+    /// reachable, and the probe interval passed): [`send`](Self::send) does it when an
+    /// object goes to no replica by multicast, and a caller that carried such an object
+    /// itself ([`route`](Self::route)) calls this instead, so that its replicas can prove
+    /// reachable on the group. A probe that cannot be sent only delays the evidence.
+    pub async fn probe(&self) {
+        if self.inner.strategy != Strategy::Auto {
+            return;
+        }
+        let probe_id = self.due_probe(&mut lock(&self.inner.state), Instant::now());
+        if let Some(probe_id) = probe_id {
+            self.send_probe(probe_id).await;
+        }
+    }
+
+    /// The id of a probe to send now, if one is due.
+    fn due_probe(&self, state: &mut State, now: Instant) -> Option<u64> {
+        if self.inner.sender.is_none() || !state.reach.probe_due(now) {
+            return None;
+        }
+        let id = state.next_probe_id;
+        state.next_probe_id = (id + 1) | PROBE_BIT;
+        Some(id)
+    }
+
+    async fn send_probe(&self, probe_id: u64) {
+        let probe = match self.inner.sender.as_ref() {
+            Some(sender) => sender.send(probe_id, Bytes::new()).await.ok(),
+            None => None,
+        };
+        if let Some(delivery) = probe {
+            tokio::spawn(gather_evidence(self.inner.clone(), delivery));
+        }
+    }
+
     /// Sends the object on its paths, each delivery reporting to `reporter`; the replicas
     /// it went to (each once).
     async fn dispatch(
@@ -560,15 +622,11 @@ impl Fanout {
             if !multicast.is_empty() && self.inner.sender.is_none() {
                 return Err(FanoutError::NoGroup);
             }
-            (multicast.is_empty()
-                && self.inner.sender.is_some()
-                && strategy == Strategy::Auto
-                && state.reach.probe_due(start))
-            .then(|| {
-                let id = state.next_probe_id;
-                state.next_probe_id = (id + 1) | PROBE_BIT;
-                id
-            })
+            if multicast.is_empty() && strategy == Strategy::Auto {
+                self.due_probe(&mut state, start)
+            } else {
+                None
+            }
         };
         let names = replicas.iter().map(|name| (*name).to_owned()).collect();
         let delivery_to = |target| Delivery {
@@ -630,14 +688,7 @@ impl Fanout {
             }
         }
         if let Some(probe_id) = probe_id {
-            // A probe that cannot be sent only delays the evidence; the object goes anyway.
-            let probe = match self.inner.sender.as_ref() {
-                Some(sender) => sender.send(probe_id, Bytes::new()).await.ok(),
-                None => None,
-            };
-            if let Some(delivery) = probe {
-                tokio::spawn(gather_evidence(self.inner.clone(), delivery));
-            }
+            self.send_probe(probe_id).await;
         }
         for target in unicast {
             delivery_to(target).by_unicast(DeliveryPath::Unicast);
