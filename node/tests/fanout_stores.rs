@@ -140,20 +140,29 @@ impl Cluster {
             .expect("the nodes' reports reach the master")
     }
 
-    /// Stores the storages took (through the fan-out or on their writers' channels), and
-    /// objects of the fan-out they refused.
-    fn storage_fanout_counts(&self) -> (u64, u64) {
+    /// What the storages took, by path, and the fan-out's objects they refused.
+    fn storage_fanout_counts(&self) -> Taken {
         self.nodes
             .storages
             .iter()
-            .fold((0, 0), |(stores, refused), (_, driver)| {
+            .fold(Taken::default(), |taken, (_, driver)| {
                 let stats = driver.stats();
-                (
-                    stores + stats.fanout_stores + stats.channel_stores,
-                    refused + stats.fanout_refused,
-                )
+                Taken {
+                    by_fanout: taken.by_fanout + stats.fanout_stores,
+                    on_channels: taken.on_channels + stats.channel_stores,
+                    refused: taken.refused + stats.fanout_refused,
+                }
             })
     }
+}
+
+/// Stores the storages took through the fan-out and on their writers' channels, and objects
+/// of the fan-out they refused.
+#[derive(Clone, Copy, Debug, Default)]
+struct Taken {
+    by_fanout: u64,
+    on_channels: u64,
+    refused: u64,
 }
 
 /// Runs `TRANSFERS` transfers on each client at once; gives the clients back with their
@@ -197,7 +206,7 @@ fn total(deliveries: &BTreeMap<String, FanoutDeliveries>) -> FanoutDeliveries {
 
 /// Two fan-out clients with `strategy` run transfers at once; every balance and the sum
 /// are checked; returns how the stores were delivered (both clients together).
-async fn transfers_under(strategy: Strategy) -> FanoutDeliveries {
+async fn transfers_under(strategy: Strategy) -> (FanoutDeliveries, Taken) {
     let cluster = Cluster::start().await;
     let mut setup = cluster.client("client-setup", strategy).await;
     let accounts = transfers::create_accounts(&mut setup, ACCOUNTS)
@@ -238,8 +247,10 @@ async fn transfers_under(strategy: Strategy) -> FanoutDeliveries {
         })
         .await;
     println!("client-1 reports {paths:?}");
-    let (stores, refused) = cluster.storage_fanout_counts();
-    assert_eq!(refused, 0, "no storage refused a fan-out object");
+    let taken = cluster.storage_fanout_counts();
+    println!("the storages took {taken:?}");
+    assert_eq!(taken.refused, 0, "no storage refused a fan-out object");
+    let stores = taken.by_fanout + taken.on_channels;
     let delivered = deliveries.unicast + deliveries.multicast + deliveries.unicast_fallback;
     assert!(
         stores >= delivered,
@@ -253,15 +264,20 @@ async fn transfers_under(strategy: Strategy) -> FanoutDeliveries {
         client.close().await.expect("close client");
     }
     setup.close().await.expect("close client");
-    deliveries
+    (deliveries, taken)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_commit_with_unicast_fanout() {
-    let deliveries = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Unicast))
+    let (deliveries, taken) = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Unicast))
         .await
         .expect("the test finishes in time");
     println!("{deliveries:?}");
+    assert_eq!(
+        taken.by_fanout, 0,
+        "every store came on its writer's channel, in order with the vote: {taken:?}"
+    );
+    assert!(taken.on_channels > 0);
     assert!(deliveries.unicast > 0);
     assert_eq!(deliveries.multicast, 0, "unicast never uses the group");
     assert_eq!(deliveries.unicast_fallback, 0);
@@ -270,7 +286,7 @@ async fn transfers_commit_with_unicast_fanout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_commit_with_multicast_fanout() {
-    let deliveries = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Multicast))
+    let (deliveries, _) = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Multicast))
         .await
         .expect("the test finishes in time");
     println!("{deliveries:?}");
@@ -284,7 +300,7 @@ async fn transfers_commit_with_multicast_fanout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_commit_with_auto_fanout() {
-    let deliveries = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Auto))
+    let (deliveries, _) = tokio::time::timeout(TEST_LIMIT, transfers_under(Strategy::Auto))
         .await
         .expect("the test finishes in time");
     println!("{deliveries:?}");
