@@ -9,7 +9,11 @@
 //! client's votes and aborts to that storage, so that a store can neither overtake nor trail
 //! them on the way. It hands the store to one pump task for the others, which sends the
 //! encoded [`Message::Store`] with [`Fanout::send_reporting`] to the group, and reports
-//! every storage the store did not reach back to the role. The pump keeps the storages of the
+//! every storage the store did not reach back to the role. Under `auto` the pump asks the
+//! group alone and keeps the store's bytes until every storage reported: one the group
+//! missed while its link is up gets the store on its channel from the driver, as the
+//! storages routed by unicast do (the fan-out demoted it, so its next stores go that way at
+//! once). The node's stores never take the fan-out's unicast object streams. The pump keeps the storages of the
 //! address book as replicas of the writer: it adds a storage the first time a store names it,
 //! and adds it again (in the background, at most once a second) after a failed delivery,
 //! when its connection failed or when its address changes, since a restarted storage has
@@ -28,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use replicast_transport::fanout::{
-    DeliveredObject, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver, ObjectOutcome, Reachability,
-    ReplicaOutcome, Route, Strategy,
+    DeliveredObject, DeliveryFailure, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver,
+    ObjectOutcome, Reachability, ReplicaOutcome, Route, Strategy,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -91,7 +95,8 @@ pub struct FanoutDeliveries {
     pub unicast: u64,
     /// Acknowledged over the multicast group (digest verified by the storage).
     pub multicast: u64,
-    /// Acknowledged over the QUIC link after the multicast delivery failed.
+    /// Sent on the storage's channel after its multicast delivery failed (under `auto`,
+    /// while its link is up).
     pub unicast_fallback: u64,
     /// Not delivered (reported to the client role as a failed storage).
     pub failed: u64,
@@ -131,6 +136,19 @@ enum Member {
 struct Shared {
     members: Mutex<HashMap<String, Member>>,
     deliveries: Mutex<BTreeMap<String, FanoutDeliveries>>,
+    /// Under `auto`, the bytes of each store on the group by the role's id, until every
+    /// storage it went to reported: one whose multicast delivery fails gets it on its
+    /// channel instead.
+    on_the_group: Mutex<HashMap<u64, OnTheGroup>>,
+}
+
+/// A store on the group under `auto`, kept for the storages that may need it on their
+/// channels.
+#[derive(Debug)]
+struct OnTheGroup {
+    bytes: Bytes,
+    /// Storages that have not reported yet.
+    left: usize,
 }
 
 /// Work for the pump, in order.
@@ -161,6 +179,9 @@ pub(crate) struct StoreOutcome {
     pub(crate) storage: String,
     /// Whether the store reached it.
     pub(crate) delivered: bool,
+    /// Under `auto`, a store the group did not deliver to a storage whose link is up: the
+    /// driver sends these bytes on the storage's channel (and the store is then delivered).
+    pub(crate) fallback: Option<Bytes>,
 }
 
 /// Where the pump reports what became of stores: those it could not hand to a storage, and
@@ -300,8 +321,28 @@ impl FanoutWriter {
     /// Counts what the transport reports of a store, and names the store as the role knows
     /// it.
     fn take_report(&self, report: ObjectOutcome) -> StoreOutcome {
+        let id = report.object_id.wrapping_sub(self.base);
+        let bytes = self.reported(id);
         let delivered = report.outcome.is_delivered();
         if let ReplicaOutcome::Failed { reason } = &report.outcome {
+            let by_channel = matches!(
+                reason,
+                DeliveryFailure::Multicast(_) | DeliveryFailure::Link(_)
+            ) && link_up(&self.writer, &report.replica);
+            if let (true, Some(bytes)) = (by_channel, bytes) {
+                // The group missed it, the storage is there: its channel carries it.
+                tracing::debug!(name = %report.replica, %reason, "a store goes on the channel");
+                lock(&self.shared.deliveries)
+                    .entry(report.replica.clone())
+                    .or_default()
+                    .unicast_fallback += 1;
+                return StoreOutcome {
+                    id,
+                    storage: report.replica,
+                    delivered: true,
+                    fallback: Some(bytes),
+                };
+            }
             tracing::debug!(name = %report.replica, %reason, "a store did not reach the storage");
             mark_stale(&self.shared, &report.replica);
         }
@@ -310,10 +351,24 @@ impl FanoutWriter {
             .or_default()
             .count(&report.outcome);
         StoreOutcome {
-            id: report.object_id.wrapping_sub(self.base),
+            id,
             storage: report.replica,
             delivered,
+            fallback: None,
         }
+    }
+
+    /// One storage reported on store `id`: its bytes, if it went to the group under `auto`
+    /// (forgotten once every storage reported).
+    fn reported(&self, id: u64) -> Option<Bytes> {
+        let mut on_the_group = lock(&self.shared.on_the_group);
+        let store = on_the_group.get_mut(&id)?;
+        store.left = store.left.saturating_sub(1);
+        let bytes = store.bytes.clone();
+        if store.left == 0 {
+            on_the_group.remove(&id);
+        }
+        Some(bytes)
     }
 }
 
@@ -393,10 +448,24 @@ async fn pump(
                 }
                 let names: Vec<&str> = ready.iter().map(String::as_str).collect();
                 let object_id = base.wrapping_add(id);
+                // Under `auto`, the group alone: a storage it misses gets the store on its
+                // channel from the driver, not on an object stream of the fan-out's.
+                let strategy = match writer.strategy() {
+                    Strategy::Auto => {
+                        let store = OnTheGroup {
+                            bytes: bytes.clone(),
+                            left: ready.len(),
+                        };
+                        lock(&shared.on_the_group).insert(id, store);
+                        Strategy::Multicast
+                    }
+                    strategy => strategy,
+                };
                 let sent = writer
-                    .send_reporting(object_id, bytes, &names, writer.strategy(), &outlets.report)
+                    .send_reporting(object_id, bytes, &names, strategy, &outlets.report)
                     .await;
                 if let Err(error) = sent {
+                    lock(&shared.on_the_group).remove(&id);
                     tracing::warn!(%error, "fan-out of a store failed");
                     for name in &ready {
                         mark_stale(&shared, name);
@@ -516,6 +585,7 @@ fn fail(shared: &Shared, failed: &mpsc::UnboundedSender<StoreOutcome>, id: u64, 
         id,
         storage: name.to_owned(),
         delivered: false,
+        fallback: None,
     });
 }
 

@@ -444,7 +444,7 @@ impl<R: Role> Driver<R> {
                 _ = report.tick(), if self.report_to.is_some() => self.send_report().await,
                 () = self.role.background() => {}
                 event = self.fanout.next(), if self.role.takes_stores() => {
-                    self.fanout_event(event);
+                    self.fanout_event(event).await;
                     // Those already there go in before the next flush: a commit's stores and
                     // their outcomes come by the thousand, and a turn of this loop for each
                     // (a flush, a timer) cost more than the event.
@@ -455,7 +455,7 @@ impl<R: Role> Driver<R> {
                         let Some(event) = self.fanout.try_next() else {
                             break;
                         };
-                        self.fanout_event(event);
+                        self.fanout_event(event).await;
                     }
                 }
             }
@@ -524,9 +524,14 @@ impl<R: Role> Driver<R> {
         }
     }
 
-    fn fanout_event(&mut self, event: FanoutEvent) {
+    async fn fanout_event(&mut self, event: FanoutEvent) {
         match event {
             FanoutEvent::Store(outcome) if outcome.delivered => {
+                if let Some(bytes) = outcome.fallback {
+                    // Queued on its channel: what the channel does not deliver, its end
+                    // reports.
+                    self.send(&outcome.storage, bytes).await;
+                }
                 self.role
                     .fanout_delivered(SystemTime::now(), outcome.id, &outcome.storage);
             }
