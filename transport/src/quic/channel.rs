@@ -564,6 +564,11 @@ struct Window {
     size: usize,
 }
 
+/// The least share of the window a message takes: a receiver that keeps a message keeps
+/// more than its body (its decoded form, its place in a queue), so a sender of many tiny
+/// messages fills the window too.
+const MIN_SHARE: usize = 256;
+
 /// A message's body with its share of the window, released when the body is dropped.
 struct Held {
     body: Bytes,
@@ -597,7 +602,8 @@ impl Window {
         let Some(body) = read_message(peer, recv, max_len).await? else {
             return Ok(None);
         };
-        let share = u32::try_from(body.len().clamp(1, self.size)).unwrap_or(u32::MAX);
+        let share = body.len().max(MIN_SHARE).min(self.size);
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
         let Ok(share) = self.room.clone().acquire_many_owned(share).await else {
             // Never closed; a body without its share is only not counted.
             return Ok(Some(body));

@@ -125,8 +125,9 @@ pub struct LinkConfig {
     /// [`Channel::send`]: super::Channel::send
     pub channel_queue_bytes: usize,
     /// Bytes of a peer's channel messages this endpoint holds before it reads that channel
-    /// on (a larger message is held alone): a message counts until its last byte (or the
-    /// last slice of it, [`Bytes`](bytes::Bytes) cut from its body) is dropped. So a
+    /// on (a larger message is held alone; each counts at least 256 bytes): a message counts
+    /// until its last byte (or the last slice of it, [`Bytes`](bytes::Bytes) cut from its
+    /// body) is dropped. So a
     /// receiver that keeps a sender's messages, because it cannot take them yet, stops
     /// reading that sender's channel alone, and QUIC's flow control holds that sender back;
     /// the endpoint's other channels, requests and objects go on.
