@@ -62,6 +62,27 @@ async fn the_next_message_opens_another(
     assert_eq!(two.body(), b"two");
 }
 
+/// Sends `message` on `channel` until it is full for good (it stays full 200 ms, while the
+/// windows could open a little); how many it took. Bounded: never full in 20 s fails.
+async fn fill(channel: &Channel, message: &Bytes) -> usize {
+    let mut queued = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match channel.try_send(message.clone()) {
+            Ok(()) => queued += 1,
+            Err(TrySendError::Full(_)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if channel.try_send(message.clone()).is_err() {
+                    return queued;
+                }
+                queued += 1;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never full");
+    }
+}
+
 fn body(incoming: Incoming) -> (String, Bytes) {
     match incoming {
         Incoming::Message(message) => (message.peer().to_owned(), message.into_body()),
@@ -268,24 +289,7 @@ async fn a_reader_that_does_not_read_holds_its_sender_back() {
         channel.opened().await.unwrap();
         // Nobody accepts on the server: after the windows and queues fill, the channel is full.
         let message = Bytes::from(vec![1u8; 8 << 10]);
-        let mut queued = 0u64;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match channel.try_send(message.clone()) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => {
-                    // Full now; it may drain a little while the windows open: full for good
-                    // once it stays full for a while.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if channel.try_send(message.clone()).is_err() {
-                        break;
-                    }
-                    queued += 1;
-                }
-                Err(other) => panic!("{other:?}"),
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never full");
-        }
+        let queued = fill(&channel, &message).await;
         // Bounded: the queue, the windows and the incoming queue, not the 1000s a sender
         // could push.
         let bound = (64 + 256 + 64) * 1024 / (8 << 10) + 16 + 4 + 8;
@@ -341,22 +345,7 @@ async fn messages_a_receiver_keeps_hold_back_their_channel_alone() {
             }
         });
         let message = Bytes::from(vec![1u8; MESSAGE]);
-        let mut queued = 0usize;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match channel.try_send(message.clone()) {
-                Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if channel.try_send(message.clone()).is_err() {
-                        break;
-                    }
-                    queued += 1;
-                }
-                Err(other) => panic!("{other:?}"),
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never full");
-        }
+        let queued = fill(&channel, &message).await;
         // Bounded by the window (and the one message read while waiting for room), the
         // stream's receive window and the sender's queue: not the 1000s it could push.
         let bound = (WINDOW + (64 << 10) + (64 << 10)) / MESSAGE + 1 + 16;
