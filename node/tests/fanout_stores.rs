@@ -491,6 +491,12 @@ async fn a_storage_that_leaves_the_group_is_served_by_unicast() {
             by_unicast > 0,
             "the storage off the group got stores by unicast"
         );
+        // It was proven on the group: the first store after it left went there, was missed,
+        // and went on its channel instead (which demoted it).
+        assert!(
+            after.unicast_fallback > before.unicast_fallback,
+            "a store the group missed went on the storage's channel"
+        );
         assert_eq!(
             after.failed, before.failed,
             "no store to it failed: auto fell back to unicast"
