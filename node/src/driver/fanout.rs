@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use replicast_transport::fanout::{
     DeliveredObject, DeliveryFailure, DeliveryPath, Fanout, FanoutFeed, FanoutReceiver,
-    ObjectOutcome, Reachability, ReplicaOutcome, Route, Strategy,
+    ObjectOutcome, ReplicaOutcome, Route, Strategy,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -90,8 +90,7 @@ impl FanoutEnd {
 pub struct FanoutDeliveries {
     /// Sent on the storage's channel by choice of the strategy (or as too large for the
     /// group); answered by the storage's `AnswerStore` alone, and a channel that breaks
-    /// reports the storage lost. Also a store the fan-out delivered over the storage's QUIC
-    /// link when its route changed on the way.
+    /// reports the storage lost.
     pub unicast: u64,
     /// Acknowledged over the multicast group (digest verified by the storage).
     pub multicast: u64,
@@ -254,46 +253,53 @@ impl FanoutWriter {
     }
 
     /// Queues a store for the pump: `group` gets it through the writer; `carried` got it on
-    /// their channels, which only counts them (and, under `auto`, keeps them members of the
-    /// group and lets the writer probe it, so that they can prove reachable).
+    /// their channels, which only counts them (and, when no storage gets it by the group
+    /// under `auto`, keeps them members of the group and lets the writer probe it, so that
+    /// they can prove reachable). `address` says where a storage is (for the pump to add
+    /// it), asked only for the storages the pump gets.
     pub(crate) fn send(
         &self,
         id: u64,
         bytes: Bytes,
-        group: Vec<(String, Option<SocketAddr>)>,
-        carried: Vec<(String, Option<SocketAddr>)>,
+        group: &[String],
+        carried: &[String],
+        address: impl Fn(&str) -> Option<SocketAddr>,
     ) {
         if !carried.is_empty() {
             let mut deliveries = lock(&self.shared.deliveries);
-            for (name, _) in &carried {
+            for name in carried {
                 deliveries.entry(name.clone()).or_default().unicast += 1;
             }
         }
+        let addressed = |names: &[String]| {
+            names
+                .iter()
+                .map(|name| (name.clone(), address(name)))
+                .collect()
+        };
         // The pump ends only with this writer, so the queue is open while it exists.
         if !group.is_empty() {
             let _ = self.work.send(PumpWork::Store {
                 id,
                 bytes,
-                replicas: group,
+                replicas: addressed(group),
             });
         } else if !carried.is_empty() && self.writer.strategy() == Strategy::Auto {
-            let _ = self.work.send(PumpWork::Probe { storages: carried });
+            let storages = addressed(carried);
+            let _ = self.work.send(PumpWork::Probe { storages });
         }
     }
 
     /// How stores reach each storage of the writer now: by multicast under `multicast`, and
     /// under `auto` where the storage proved reachable on the group; by unicast otherwise.
     pub(crate) fn store_paths(&self) -> BTreeMap<String, StorePath> {
-        let strategy = self.writer.strategy();
         self.writer
-            .reachability()
+            .replicas()
             .into_iter()
-            .map(|(name, reach)| {
-                let path = match (strategy, reach) {
-                    (Strategy::Multicast, _) | (Strategy::Auto, Reachability::Proven) => {
-                        StorePath::Multicast
-                    }
-                    _ => StorePath::Unicast,
+            .map(|name| {
+                let path = match self.writer.route(&name, 0) {
+                    Route::Multicast => StorePath::Multicast,
+                    Route::Unicast => StorePath::Unicast,
                 };
                 (name, path)
             })

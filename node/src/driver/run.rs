@@ -21,7 +21,8 @@ use super::role::Role;
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
 use crate::protocol::{
-    LinkReport, Message, NodeReport, NodeRole, ProtocolError, decode_from, decode_shared, encode,
+    LinkReport, Message, NodeReport, NodeRole, ProtocolError, decode_from, decode_shared_from,
+    encode,
 };
 use crate::storage::StorageEvent;
 use replicast_certs::Revocation;
@@ -647,16 +648,11 @@ impl<R: Role> Driver<R> {
         Counters::bump(&self.counters.received);
         let certificate = message.peer_certificate().cloned();
         let body = message.into_body();
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let kind = crate::protocol::decode(&body).map(|message| message.kind());
-            tracing::trace!(%peer, ?kind, len = body.len(), "received");
-        }
         // A store keeps its bytes as a slice of the body, not a copy (and with it the
         // body's share of the channel's window until the store is written).
-        let decoded = decode_shared(&body).map_err(|source| ProtocolError::Decode {
-            from: peer.clone(),
-            source,
-        });
+        let decoded = decode_shared_from(&peer, &body);
+        let kind = decoded.as_ref().map(Message::kind).ok();
+        tracing::trace!(%peer, ?kind, len = body.len(), "received");
         match decoded {
             Ok(message) => {
                 if matches!(message, Message::Store { .. }) {
@@ -893,18 +889,8 @@ impl<R: Role> Driver<R> {
                 let carried = match &self.fanout {
                     FanoutEnd::Writer(writer) => {
                         let (group, carried) = writer.split(store.replicas, bytes.len());
-                        let addressed = |names: &[String]| -> Vec<(String, Option<SocketAddr>)> {
-                            names
-                                .iter()
-                                .map(|peer| (peer.clone(), self.address(peer)))
-                                .collect()
-                        };
-                        writer.send(
-                            store.id,
-                            bytes.clone(),
-                            addressed(&group),
-                            addressed(&carried),
-                        );
+                        let address = |peer: &str| self.address(peer);
+                        writer.send(store.id, bytes.clone(), &group, &carried, address);
                         carried
                     }
                     _ => store.replicas,

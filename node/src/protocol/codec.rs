@@ -92,8 +92,27 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
 /// Decodes bytes that arrived from peer `from`, naming the peer in the error: the first step of
 /// [`Role::handle_bytes`](crate::driver::Role::handle_bytes).
 pub fn decode_from(from: &str, bytes: &[u8]) -> Result<Message, ProtocolError> {
-    decode(bytes).map_err(|source| ProtocolError::Decode {
+    decode(bytes).map_err(|source| from_peer(from, source))
+}
+
+/// [`decode_shared`] for bytes that arrived from peer `from`, naming the peer in the error:
+/// what a node does with a peer's channel message (a store keeps its bytes as a slice of
+/// `bytes`).
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicast_node::protocol::{ProtocolError, decode_shared_from};
+///
+/// let refused = decode_shared_from("client-1", &Bytes::from_static(b"\xff"));
+/// assert!(matches!(refused, Err(ProtocolError::Decode { from, .. }) if from == "client-1"));
+/// ```
+pub fn decode_shared_from(from: &str, bytes: &Bytes) -> Result<Message, ProtocolError> {
+    decode_shared(bytes).map_err(|source| from_peer(from, source))
+}
+
+fn from_peer(from: &str, source: DecodeError) -> ProtocolError {
+    ProtocolError::Decode {
         from: from.to_owned(),
         source,
-    })
+    }
 }

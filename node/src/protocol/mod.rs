@@ -76,7 +76,7 @@ pub use ask::{LoadBefore, ObjectRevision, StorageAnswer, StorageAsk, StorageSize
 pub use authorization::{
     FANOUT_REPLICAS, FANOUT_WRITERS, PeerLimit, Refusal, RefusalReason, Rule, authorize, rule,
 };
-pub use codec::{PROTOCOL_VERSION, decode, decode_from, decode_shared, encode};
+pub use codec::{PROTOCOL_VERSION, decode, decode_from, decode_shared, decode_shared_from, encode};
 pub use error::{DecodeError, ProtocolError};
 pub use inspect::{InspectAnswer, InspectAsk, OidRange, RangeDigest, RecordDigest};
 pub use message::{

@@ -60,6 +60,16 @@ pub enum Fallback {
     Fail,
 }
 
+/// The route under `strategy` for a replica in state `reach` (`None`: not tracked, as one
+/// not proven).
+pub(crate) fn route_for(strategy: Strategy, reach: Option<Reachability>) -> Route {
+    match (strategy, reach) {
+        (Strategy::Unicast, _) => Route::Unicast,
+        (Strategy::Multicast, _) | (Strategy::Auto, Some(Reachability::Proven)) => Route::Multicast,
+        (Strategy::Auto, _) => Route::Unicast,
+    }
+}
+
 /// The reachability of every replica of one writer, and when to probe the group.
 ///
 /// Evidence comes from two places: the multicast sender's per-receiver outcomes (any object,
@@ -115,14 +125,7 @@ impl ReachabilityTable {
 
     /// The route for receiver `id` under `strategy`.
     pub fn route(&self, id: u32, strategy: Strategy) -> Route {
-        match strategy {
-            Strategy::Unicast => Route::Unicast,
-            Strategy::Multicast => Route::Multicast,
-            Strategy::Auto => match self.replicas.get(&id) {
-                Some(Reachability::Proven) => Route::Multicast,
-                _ => Route::Unicast,
-            },
-        }
+        route_for(strategy, self.state(id))
     }
 
     /// Records that an object reached `id` over the group: it is proven.

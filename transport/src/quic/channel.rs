@@ -570,12 +570,12 @@ struct Window {
 const MIN_SHARE: usize = 256;
 
 /// A message's body with its share of the window, released when the body is dropped.
-struct Held {
+struct Counted {
     body: Bytes,
     _share: OwnedSemaphorePermit,
 }
 
-impl AsRef<[u8]> for Held {
+impl AsRef<[u8]> for Counted {
     fn as_ref(&self) -> &[u8] {
         &self.body
     }
@@ -591,8 +591,9 @@ impl Window {
         }
     }
 
-    /// Reads the next message, once the window has room for what the last one took: a
-    /// message larger than the window waits for all of it, and then is held alone.
+    /// Reads the next message and waits until the window has room for its share, before the
+    /// channel is read on: a message larger than the window waits for all of it, and then is
+    /// held alone.
     async fn read(
         &self,
         peer: &PeerRef,
@@ -608,7 +609,7 @@ impl Window {
             // Never closed; a body without its share is only not counted.
             return Ok(Some(body));
         };
-        Ok(Some(Bytes::from_owner(Held {
+        Ok(Some(Bytes::from_owner(Counted {
             body,
             _share: share,
         })))

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::error::{DeliveryFailure, FanoutError};
 use super::handle::{DeliveryPath, FanoutHandle, ObjectOutcome};
-use super::reach::{Reachability, ReachabilityTable, Route, Strategy};
+use super::reach::{Reachability, ReachabilityTable, Route, Strategy, route_for};
 use super::wire::{
     ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, SERVICE, digest,
 };
@@ -533,13 +533,16 @@ impl Fanout {
         if self.inner.sender.is_none() || len as u64 > self.inner.multicast_limit {
             return Route::Unicast;
         }
-        let state = lock(&self.inner.state);
-        let receiver = state.replicas.get(replica).map(|known| known.receiver_id);
-        match receiver {
-            Some(receiver) => state.reach.route(receiver, self.inner.strategy),
-            None if self.inner.strategy == Strategy::Multicast => Route::Multicast,
-            None => Route::Unicast,
-        }
+        // Only `auto` looks at the replica (and takes the lock): this runs for every store.
+        let reach = match self.inner.strategy {
+            Strategy::Auto => {
+                let state = lock(&self.inner.state);
+                let known = state.replicas.get(replica);
+                known.and_then(|known| state.reach.state(known.receiver_id))
+            }
+            Strategy::Unicast | Strategy::Multicast => None,
+        };
+        route_for(self.inner.strategy, reach)
     }
 
     /// Probes the group if a probe is due under [`Strategy::Auto`] (a replica not proven
