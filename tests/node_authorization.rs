@@ -59,7 +59,7 @@ const NEVER_BEGUN: Tid = Tid(0x0100_0000_0000_0001);
 const FORGED: Tid = Tid(u64::MAX - 1);
 
 /// How many kinds of message the protocol has; [`kind_index`] numbers them.
-const KINDS: usize = 58;
+const KINDS: usize = 60;
 
 /// The index of `message`'s kind. The match has no catch-all arm: a new kind of message does
 /// not compile here until it has an index and a sample in [`samples`].
@@ -123,6 +123,8 @@ fn kind_index(message: &Message) -> usize {
         Message::TtidSpace { .. } => 55,
         Message::OlderWaits { .. } => 56,
         Message::Waits { .. } => 57,
+        Message::GroupStore { .. } => 58,
+        Message::GroupMissed { .. } => 59,
     }
 }
 
@@ -168,7 +170,6 @@ fn samples() -> Vec<Message> {
             generation: 0,
             oids: vec![Oid(1)],
             info: TransactionInfo::default(),
-            stores: 1,
         },
         Message::AnswerVote {
             ttid: NEVER_BEGUN,
@@ -403,6 +404,19 @@ fn samples() -> Vec<Message> {
         },
         Message::OlderWaits { ttid: NEVER_BEGUN },
         Message::Waits { ttid: NEVER_BEGUN },
+        Message::GroupStore { object: 1 },
+        Message::GroupMissed {
+            object: 1,
+            store: encode(&Message::Store {
+                ttid: NEVER_BEGUN,
+                generation: 0,
+                oid: Oid(1),
+                serial: Tid::ZERO,
+                data: forged.clone(),
+                kind: StoreKind::Unchecked,
+            })
+            .into(),
+        },
     ]
 }
 

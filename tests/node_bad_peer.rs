@@ -435,7 +435,6 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
                 generation: 0,
                 oids: vec![Oid(1)],
                 info: TransactionInfo::default(),
-                stores: 1,
             },
             Message::Store {
                 ttid: Tid(never_begun.0 + 7),
@@ -491,7 +490,6 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
                     generation: 0,
                     oids: Vec::new(),
                     info: TransactionInfo::default(),
-                    stores: 0,
                 },
             )
             .await;
@@ -551,7 +549,6 @@ async fn attack(cluster: &LocalCluster, written: &BTreeMap<u64, (String, String)
                 generation: 0,
                 oids: vec![Oid(attacked_oid)],
                 info: TransactionInfo::default(),
-                stores: 1,
             },
         )
         .await;

@@ -39,10 +39,17 @@ impl Cluster {
     /// Starts the cluster; returns once every storage announced itself and its address to
     /// the master (clients find the storages through it).
     async fn start() -> Self {
+        Self::start_with_group_wait(DriverConfig::default().group_wait).await
+    }
+
+    /// [`start`](Self::start), the storages holding a place of the group's stores at most
+    /// `group_wait`.
+    async fn start_with_group_wait(group_wait: Duration) -> Self {
         let nodes = TestCluster::builder("fanout-stores-test")
             .storage_driver(DriverConfig {
                 report_to: Some(MASTER.to_owned()),
                 report_interval: REPORT_INTERVAL,
+                group_wait,
                 ..DriverConfig::default()
             })
             .receiver(|_| FanoutReceiverConfig {
@@ -514,6 +521,52 @@ async fn a_storage_that_leaves_the_group_is_served_by_unicast() {
             .await;
         println!("client-1 reports {paths:?}");
         transfers::check(&mut client, &accounts, &commits)
+            .await
+            .expect("every committed transfer is visible and the sum is unchanged");
+        client.close().await.expect("close client");
+    })
+    .await
+    .expect("the test finishes in time");
+}
+
+/// Under `multicast`, a store the group misses fails at that storage: its place on the
+/// client's channel must not hold the client's later messages there. The client says so
+/// (`GroupMissed` without bytes), the storage drops the place in its turn and goes on, and
+/// the transactions commit on the other replicas. The cluster's group wait is an hour, so
+/// only the client's word can have released a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_multicast_a_store_the_group_missed_gives_its_place_up() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let cluster = Cluster::start_with_group_wait(Duration::from_secs(3600)).await;
+        let mut client = cluster.client("client-1", Strategy::Multicast).await;
+        let accounts = transfers::create_accounts(&mut client, ACCOUNTS)
+            .await
+            .expect("create the accounts");
+        let leaver = "storage-1";
+        let driver = cluster.nodes.storage(leaver);
+        driver
+            .fanout_feed()
+            .expect("a storage driver has a fan-out feed")
+            .stop_multicast();
+        let before = client.fanout_deliveries()[leaver];
+        let run = transfers::run(&mut client, &accounts, 5, 7)
+            .await
+            .expect("transfers commit while a storage is off the group");
+        println!("{}", run.summary());
+        let after = client.fanout_deliveries()[leaver];
+        println!("{leaver}: before {before:?}, after {after:?}");
+        assert!(after.failed > before.failed, "the group missed the storage");
+        assert_eq!(
+            after.unicast_fallback, before.unicast_fallback,
+            "multicast never falls back"
+        );
+        let stats = driver.stats();
+        println!("{leaver}: {stats:?}");
+        assert!(
+            stats.group_dropped > 0,
+            "the storage dropped the places of the stores it missed: {stats:?}"
+        );
+        transfers::check(&mut client, &accounts, &run.commits)
             .await
             .expect("every committed transfer is visible and the sum is unchanged");
         client.close().await.expect("close client");

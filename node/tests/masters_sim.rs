@@ -28,7 +28,7 @@ use replicast_node::partition::{CellState, PartitionTable};
 use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{Transmit, encode};
 use replicast_node::storage::StorageConfig;
-use replicast_testkit::sim::{InFlight, Network, Sent, SplitMix64, wall};
+use replicast_testkit::sim::{InFlight, Network, Sent, SplitMix64, sent_in_order, wall};
 use replicast_testkit::workload::transfers::{INITIAL_BALANCE, balance};
 use replicast_testkit::workload::worker::{Plan, Worker, client_config};
 
@@ -280,14 +280,11 @@ impl Sim {
                     progressed = true;
                 }
                 let name = worker.client.name().to_owned();
-                let mut transmits: Vec<Transmit> =
-                    std::iter::from_fn(|| worker.client.poll_transmit()).collect();
-                for store in std::iter::from_fn(|| worker.client.poll_fanout()) {
-                    transmits.extend(store.replicas.into_iter().map(|to| Transmit {
-                        to,
-                        message: store.message.clone(),
-                    }));
-                }
+                // Stores in their place among the messages, one per storage.
+                let transmits: Vec<Transmit> = sent_in_order(&mut worker.client)
+                    .into_iter()
+                    .map(|(transmit, _)| transmit)
+                    .collect();
                 progressed |= !transmits.is_empty();
                 for transmit in transmits {
                     self.send(&name, transmit);

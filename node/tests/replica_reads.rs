@@ -21,6 +21,7 @@ use replicast_node::persist::InlineStorage;
 use replicast_node::protocol::{LoadBefore, Message, StorageAnswer, StorageAsk};
 use replicast_node::storage::StorageConfig;
 use replicast_node::transaction::TransactionInfo;
+use replicast_testkit::sim::sent_in_order;
 
 const MASTER: &str = "master";
 const CLIENT: &str = "c1";
@@ -94,19 +95,14 @@ impl Router {
             }
             while storage.poll_event().is_some() {}
         }
-        while let Some(transmit) = self.client.poll_transmit() {
+        for (transmit, fanout) in sent_in_order(&mut self.client) {
+            if let Some(id) = fanout {
+                // Delivered as soon as sent, as the driver says of stores sent on a channel:
+                // the storage's answer deadline starts now.
+                self.client.fanout_delivered(self.now, id, &transmit.to);
+            }
             self.queue
                 .push_back((CLIENT.into(), transmit.to, transmit.message));
-        }
-        let fanouts: Vec<_> = std::iter::from_fn(|| self.client.poll_fanout()).collect();
-        for fanout in fanouts {
-            for replica in fanout.replicas {
-                // Delivered as soon as sent, as the driver says of stores sent inline: the
-                // storage's answer deadline starts now.
-                self.client.fanout_delivered(self.now, fanout.id, &replica);
-                self.queue
-                    .push_back((CLIENT.into(), replica, fanout.message.clone()));
-            }
         }
         self.events
             .extend(std::iter::from_fn(|| self.client.poll_event()));

@@ -26,7 +26,7 @@ use replicast_node::protocol::{
 };
 use replicast_node::storage::{StorageConfig, StorageEvent};
 use replicast_node::transaction::{CommittedTransaction, TransactionInfo};
-use replicast_testkit::sim::{InFlight, Network, wall};
+use replicast_testkit::sim::{InFlight, Network, sent_in_order, wall};
 use replicast_testkit::workload::transfers::{Commit, INITIAL_BALANCE, balance, balance_data};
 use replicast_testkit::workload::worker::{Plan, Step, Worker, client_config};
 
@@ -290,20 +290,16 @@ impl Sim {
                     progressed = true;
                 }
                 let name = worker.client.name().to_owned();
-                let mut transmits: Vec<_> =
-                    std::iter::from_fn(|| worker.client.poll_transmit()).collect();
-                // A store for several replicas goes to each of them as one message, as the
-                // unicast fan-out sends it, and is delivered as soon as it is sent (the
-                // driver's contract for stores sent inline).
-                let stores: Vec<_> = std::iter::from_fn(|| worker.client.poll_fanout()).collect();
-                for store in stores {
-                    for to in store.replicas {
-                        worker.client.fanout_delivered(local, store.id, &to);
-                        transmits.push(Transmit {
-                            to,
-                            message: store.message.clone(),
-                        });
+                // A store for several replicas goes to each of them as one message, in its
+                // place among the client's messages, and is delivered as soon as it is sent
+                // (the driver's contract for stores sent on a channel).
+                let sent = sent_in_order(&mut worker.client);
+                let mut transmits = Vec::new();
+                for (transmit, fanout) in sent {
+                    if let Some(id) = fanout {
+                        worker.client.fanout_delivered(local, id, &transmit.to);
                     }
+                    transmits.push(transmit);
                 }
                 progressed |= !transmits.is_empty();
                 for transmit in transmits {
@@ -1306,7 +1302,6 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
             generation: 0,
             oids: vec![Oid(1)],
             info: TransactionInfo::default(),
-            stores: 1,
         },
     )
     .expect("vote");
@@ -1361,7 +1356,7 @@ fn storage_acknowledges_a_finish_that_crossed_its_outcome() {
 }
 
 #[test]
-fn client_votes_with_the_second_store_of_an_object_stored_twice_counting_both() {
+fn client_votes_with_the_second_store_of_an_object_stored_twice() {
     let now = wall(Duration::ZERO);
     let names: Vec<String> = STORAGES.iter().map(|name| name.to_string()).collect();
     let table = PartitionTable::new(PARTITIONS, REPLICAS, &names).expect("table");
@@ -1395,15 +1390,11 @@ fn client_votes_with_the_second_store_of_an_object_stored_twice_counting_both() 
     client.vote(now, TransactionInfo::default()).expect("vote");
     let is_vote = |message: &Message| matches!(message, Message::Vote { .. });
     // What the client sends now: messages, and each fan-out as one store per replica.
-    let drain = |client: &mut Client| {
-        let mut sent: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
-        for store in std::iter::from_fn(|| client.poll_fanout()) {
-            sent.extend(store.replicas.into_iter().map(|to| Transmit {
-                to,
-                message: store.message.clone(),
-            }));
-        }
-        sent
+    let drain = |client: &mut Client| -> Vec<Transmit> {
+        sent_in_order(client)
+            .into_iter()
+            .map(|(transmit, _)| transmit)
+            .collect()
     };
     let stores_of = |sent: &[Transmit]| -> Vec<ObjectData> {
         sent.iter()
@@ -1438,15 +1429,22 @@ fn client_votes_with_the_second_store_of_an_object_stored_twice_counting_both() 
         vec![balance_data(2); replicas.len()],
         "the second store goes out once the first is answered everywhere"
     );
-    // The votes go with it, each counting both stores: a storage votes once it took them.
-    let votes: Vec<u32> = sent
-        .iter()
-        .filter_map(|transmit| match transmit.message {
-            Message::Vote { stores, .. } => Some(stores),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(votes, vec![2; replicas.len()]);
+    // The votes go with it, after it to each storage, listing the object once: a storage
+    // votes once it staged the stores before the vote.
+    for node in &replicas {
+        let to_node: Vec<&Message> = sent
+            .iter()
+            .filter(|transmit| transmit.to == *node)
+            .map(|transmit| &transmit.message)
+            .collect();
+        assert!(
+            matches!(
+                &to_node[..],
+                [Message::Store { .. }, Message::Vote { oids, .. }] if oids == &[Oid(1)]
+            ),
+            "{node}: {to_node:?}"
+        );
+    }
     for node in &replicas {
         client
             .handle(now, node, stored.clone())
@@ -1524,7 +1522,6 @@ fn any_commit_message() -> impl Strategy<Value = Message> {
             .prop_map(|(ttid, generation, oids)| Message::Vote {
                 ttid,
                 generation,
-                stores: oids.len() as u32,
                 oids,
                 info: TransactionInfo::default(),
             }),

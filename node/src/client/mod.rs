@@ -69,6 +69,7 @@ use crate::transaction::TransactionInfo;
 mod config;
 mod event;
 mod fanout;
+mod output;
 mod primary;
 mod reads;
 mod stores;
@@ -77,6 +78,7 @@ mod ttid;
 pub use config::{ClientConfig, DEFAULT_MAX_OBJECT_SIZE};
 pub use event::{AbortReason, ClientEvent, Conflict, ConflictKind, ReadFailure};
 pub use fanout::FanoutStore;
+pub use output::Output;
 pub use reads::AskTarget;
 pub use ttid::{MASTER_NUMBER, TtidClock};
 
@@ -98,8 +100,6 @@ struct Replica {
     /// Stores sent and not answered yet, per object (one at a time per object: a second
     /// store of it waits for the first's answer, see `Transaction::deferred`).
     unanswered: BTreeMap<Oid, u32>,
-    /// Stores (checks included) sent in this generation: the vote says how many it covers.
-    sent: u32,
     /// Objects whose last store here was answered with a conflict: a vote of this storage
     /// answered with one of them was not given (the storage holds the locks unvoted).
     conflicted: BTreeSet<Oid>,
@@ -229,11 +229,13 @@ pub struct Client {
     reads: BTreeMap<u64, reads::PendingRead>,
     next_request: u64,
     out: Outbox,
-    fanouts: VecDeque<FanoutStore>,
+    /// Stores for the fan-out, each with the number of messages queued in `out` before it:
+    /// it leaves after them and before the next ones (see [`poll_fanout`](Self::poll_fanout)).
+    fanouts: VecDeque<(u64, FanoutStore)>,
     next_fanout: u64,
-    /// Transactions this client aborted lately, oldest first: a store that went through the
-    /// fan-out may reach a storage after the abort did, and the storage then holds it until
-    /// it is told again (on its answer).
+    /// Transactions this client aborted lately, oldest first: a storage's answer to one of
+    /// their stores may cross the abort on its way back (the abort is the client's alone), and
+    /// it is answered with the abort again.
     aborted: VecDeque<Tid>,
     /// The last transaction the role ended on its own, and why (see
     /// [`abort_reason`](Client::abort_reason)).
@@ -430,9 +432,19 @@ impl Client {
         self.events.push_back(ClientEvent::Begun { ttid });
     }
 
-    /// The next store to hand to the fan-out (see [`FanoutStore`]).
+    /// The next store to hand to the fan-out (see [`FanoutStore`]), once every message the
+    /// client made before it was taken ([`poll_transmit`](Self::poll_transmit)).
+    ///
+    /// Messages and stores leave in the order the client made them: a driver takes the stores
+    /// this gives, then one message, and again, so that a store reaches its storage's channel
+    /// after what the client said before it and before what it said after (its vote, an
+    /// abort).
     pub fn poll_fanout(&mut self) -> Option<FanoutStore> {
-        self.fanouts.pop_front()
+        let (after, _) = self.fanouts.front()?;
+        if *after > self.out.taken() {
+            return None;
+        }
+        self.fanouts.pop_front().map(|(_, store)| store)
     }
 
     /// The fan-out `id` reached `node`: from now on the storage has
@@ -727,8 +739,27 @@ impl Client {
             .min()
     }
 
-    /// The next message to send.
+    /// What the client sends next, in the order it made it: a store for the fan-out once
+    /// the messages made before it were taken, a message otherwise. The same as taking the
+    /// stores [`poll_fanout`](Self::poll_fanout) gives, then one message of
+    /// [`poll_transmit`](Self::poll_transmit), and again.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        match self.poll_fanout() {
+            Some(store) => Some(Output::Store(store)),
+            None => self.poll_transmit().map(Output::Message),
+        }
+    }
+
+    /// The next message to send, unless a store the client made before it is still to be
+    /// taken ([`poll_fanout`](Self::poll_fanout)).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self
+            .fanouts
+            .front()
+            .is_some_and(|(after, _)| *after <= self.out.taken())
+        {
+            return None;
+        }
         self.out.poll()
     }
 
@@ -915,7 +946,6 @@ impl Client {
                     generation: replica.generation,
                     oids: replica.oids.intersection(&written).copied().collect(),
                     info: txn.info.clone(),
-                    stores: replica.sent,
                 },
             );
         }

@@ -145,7 +145,6 @@ impl Client {
         for node in nodes {
             let replica = txn.replicas.entry(node.clone()).or_default();
             replica.oids.insert(oid);
-            replica.sent += 1;
             *replica.unanswered.entry(oid).or_default() += 1;
             if fanned_out {
                 replica.delivering += 1;
@@ -181,11 +180,15 @@ impl Client {
                     .map(|node| (node.clone(), generation))
                     .collect(),
             );
-            self.fanouts.push_back(FanoutStore {
-                id,
-                replicas,
-                message,
-            });
+            let after = self.out.queued();
+            self.fanouts.push_back((
+                after,
+                FanoutStore {
+                    id,
+                    replicas,
+                    message,
+                },
+            ));
         }
     }
 
@@ -342,7 +345,6 @@ impl Client {
         // The storage dropped the stores that waited there.
         replica.waits = false;
         replica.unanswered = replica.oids.iter().map(|oid| (*oid, 1)).collect();
-        replica.sent = replica.oids.len() as u32;
         replica.conflicted.clear();
         // The storage dropped the vote held for the old generation: the vote goes again.
         replica.vote_sent = false;

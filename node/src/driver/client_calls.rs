@@ -126,7 +126,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::client::{AbortReason, ClientConfig};
+    use crate::client::{AbortReason, ClientConfig, Output};
     use crate::driver::client_dispatch::Current;
     use crate::partition::PartitionTable;
     use crate::protocol::{Message, Order, StoreResult, VoteResult};
@@ -181,7 +181,12 @@ mod tests {
         client
             .store(SystemTime::UNIX_EPOCH, oid, Tid::ZERO, data)
             .expect("store");
-        client.poll_fanout().expect("a fan-out").replicas
+        std::iter::from_fn(|| client.poll_output())
+            .find_map(|output| match output {
+                Output::Store(store) => Some(store.replicas),
+                Output::Message(_) => None,
+            })
+            .expect("a fan-out")
     }
 
     /// Every replica of the object is lost: the role aborts on its own. Its `Aborted`

@@ -7,13 +7,15 @@
 //! `unicast`, those not proven reachable on the group under `auto`, and any storage for an
 //! object too large for the group) itself, on each storage's channel: in order with the
 //! client's votes and aborts to that storage, so that a store can neither overtake nor trail
-//! them on the way. It hands the store to one pump task for the others, which sends the
+//! them on the way. The others get the store's place on their channels
+//! ([`Message::GroupStore`], naming the object id the group delivers it as,
+//! [`FanoutWriter::object_id`]), and the store goes to one pump task, which sends the
 //! encoded [`Message::Store`] with [`Fanout::send_reporting`] to the group, and reports
-//! every storage the store did not reach back to the role. Under `auto` the pump asks the
-//! group alone and keeps the store's bytes until every storage reported: one the group
-//! missed while its link is up gets the store on its channel from the driver, as the
-//! storages routed by unicast do (the fan-out demoted it, so its next stores go that way at
-//! once). The node's stores never take the fan-out's unicast object streams. The pump keeps the storages of the
+//! every storage the store did not reach back to the driver, which tells that storage on its
+//! channel ([`Message::GroupMissed`]) and the role. Under `auto` the pump asks the group
+//! alone and keeps the store's bytes until every storage reported: one the group missed
+//! while its link is up gets the store's bytes in its `GroupMissed` (the fan-out demoted it,
+//! so its next stores go whole on its channel at once). The node's stores never take the fan-out's unicast object streams. The pump keeps the storages of the
 //! address book as replicas of the writer: it adds a storage the first time a store names it,
 //! and adds it again (in the background, at most once a second) after a failed delivery,
 //! when its connection failed or when its address changes, since a restarted storage has
@@ -22,8 +24,9 @@
 //! would hold the store for the whole connect timeout.
 //!
 //! A storage's driver routes the endpoint's requests and objects (the fan-out's) to a
-//! [`FanoutReceiver`] and each delivered object, which must decode to a [`Message::Store`],
-//! to the role as a message from the object's writer.
+//! [`FanoutReceiver`], and each delivered object, which must decode to a [`Message::Store`],
+//! to the place its writer gave it on its channel (`driver/held.rs`), whence it goes to the
+//! role as a message from the object's writer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -232,6 +235,12 @@ impl FanoutWriter {
             base,
             pump,
         }
+    }
+
+    /// The transport's object id of the role's fan-out `id`: what the storage's receiver
+    /// delivers the store's bytes as, and what the client names them by on its channel.
+    pub(crate) fn object_id(&self, id: u64) -> u64 {
+        self.base.wrapping_add(id)
     }
 
     /// A handle on what the pump reports, for [`ClientHandle`](super::ClientHandle).
@@ -633,10 +642,10 @@ impl FanoutReplica {
     }
 }
 
-/// The store an object carries, or why it is refused.
-pub(crate) fn store_of(object: &DeliveredObject) -> Result<Message, RefusedObject> {
+/// The store the bytes of a group object carry, or why they are refused.
+pub(crate) fn store_of(data: &Bytes) -> Result<Message, RefusedObject> {
     // The store is staged and dropped: its bytes may stay in the delivered buffer.
-    match decode_shared(&object.data)? {
+    match decode_shared(data)? {
         store @ Message::Store { .. } => Ok(store),
         other => Err(RefusedObject::NotAStore(other.kind())),
     }

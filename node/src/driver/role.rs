@@ -81,7 +81,9 @@ pub trait Role: Send + 'static {
     fn failure(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         None
     }
-    /// The next store to hand to the fan-out (only the client has any).
+    /// The next store to hand to the fan-out (only the client has any), once every message
+    /// made before it was taken: the driver takes the stores this gives, then one message of
+    /// [`poll_transmit`](Self::poll_transmit), and again, so both leave in the order made.
     fn poll_fanout(&mut self) -> Option<FanoutStore> {
         None
     }

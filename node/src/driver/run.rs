@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::fanout::{FanoutEnd, FanoutEvent, FanoutReplica, store_of};
-use super::held::Held;
+use super::held::{Held, Release};
 use super::role::Role;
+use crate::client::FanoutStore;
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
 use crate::protocol::{
@@ -61,6 +62,11 @@ pub struct DriverConfig {
     pub revocation: Option<Revocation>,
     /// The per-peer limits the driver's [`Gate`] enforces on what the role holds.
     pub limits: GateLimits,
+    /// How long a storage holds a writer's channel for the bytes of a store the multicast
+    /// group carries ([`Message::GroupStore`]) before it drops the store and goes on. The
+    /// writer says what the group missed within its delivery timeout; this is for a writer
+    /// that never does.
+    pub group_wait: Duration,
 }
 
 impl Default for DriverConfig {
@@ -72,6 +78,7 @@ impl Default for DriverConfig {
             report_interval: Duration::from_secs(1),
             revocation: None,
             limits: GateLimits::default(),
+            group_wait: Duration::from_secs(30),
         }
     }
 }
@@ -113,7 +120,8 @@ pub struct DriverStats {
     /// Requests refused: undecodable, for a service this node does not serve, or refused by
     /// the role (the asker gets the error).
     pub requests_refused: u64,
-    /// Stores that arrived through the fan-out and went to the role (a storage).
+    /// Stores that arrived through the fan-out (a storage): each goes to the role in its
+    /// place in the writer's channel ([`Message::GroupStore`]).
     pub fanout_stores: u64,
     /// Stores that arrived on their writer's channel, in order with its other messages (a
     /// storage; the unicast ones of a fan-out writer, and every store of a client without
@@ -124,6 +132,10 @@ pub struct DriverStats {
     pub fanout_refused: u64,
     /// Stores the fan-out did not deliver to a storage (a client), reported to the role.
     pub fanout_failures: u64,
+    /// Stores the group carried whose place in their writer's channel came but that never
+    /// reached the role (a storage): the group missed them and the writer sent nothing
+    /// instead, their bytes were refused, or nothing came within the group wait.
+    pub group_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +155,7 @@ struct Counters {
     channel_stores: AtomicU64,
     fanout_refused: AtomicU64,
     fanout_failures: AtomicU64,
+    group_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -167,6 +180,7 @@ impl Counters {
             channel_stores: self.channel_stores.load(Ordering::Relaxed),
             fanout_refused: self.fanout_refused.load(Ordering::Relaxed),
             fanout_failures: self.fanout_failures.load(Ordering::Relaxed),
+            group_dropped: self.group_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -317,6 +331,7 @@ pub(crate) fn spawn_with<R: Role>(
         directory: Arc::new(config.directory),
         peers: HashMap::new(),
         send_wait: config.send_wait,
+        group_wait: config.group_wait,
         events,
         link_events,
         counters: counters.clone(),
@@ -373,11 +388,13 @@ struct Driver<R: Role> {
     directory: Arc<HashMap<String, SocketAddr>>,
     peers: HashMap<String, PeerChannels>,
     send_wait: Duration,
+    group_wait: Duration,
     events: mpsc::UnboundedSender<R::Event>,
     link_events: mpsc::Sender<ChannelClosed>,
     counters: Arc<Counters>,
     fanout: FanoutEnd,
-    /// Peers' messages waiting for the role to take stores again.
+    /// Peers' messages waiting, in their channel's order, for the role to take stores again
+    /// or for the group's bytes of a store.
     held: Held,
     report_to: Option<String>,
     /// What every message, request and fan-out session passes before the role sees it.
@@ -405,6 +422,12 @@ impl<R: Role> Driver<R> {
         // turns once per event, and a new timer each turn cost a timer-wheel entry each.
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
+        // Held places of the group's stores are given up a quarter of the group wait late
+        // at most.
+        let mut sweep = tokio::time::interval(
+            (self.group_wait / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        );
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut armed: Option<SystemTime> = None;
         loop {
             if let Some(failure) = self.role.failure() {
@@ -443,6 +466,9 @@ impl<R: Role> Driver<R> {
                     self.note(result, "timer");
                 }
                 _ = report.tick(), if self.report_to.is_some() => self.send_report().await,
+                _ = sweep.tick(), if !self.held.is_empty() => {
+                    self.held.expire(Instant::now(), self.group_wait);
+                }
                 () = self.role.background() => {}
                 event = self.fanout.next(), if self.role.takes_stores() => {
                     self.fanout_event(event).await;
@@ -528,25 +554,49 @@ impl<R: Role> Driver<R> {
     async fn fanout_event(&mut self, event: FanoutEvent) {
         match event {
             FanoutEvent::Store(outcome) if outcome.delivered => {
-                if let Some(bytes) = outcome.fallback {
+                if let Some(store) = outcome.fallback {
                     // Queued on its channel: what the channel does not deliver, its end
                     // reports.
-                    self.send(&outcome.storage, bytes).await;
+                    let missed = Message::GroupMissed {
+                        object: self.object_id(outcome.id),
+                        store,
+                    };
+                    self.send(&outcome.storage, Bytes::from(encode(&missed)))
+                        .await;
                 }
                 self.role
                     .fanout_delivered(SystemTime::now(), outcome.id, &outcome.storage);
             }
             FanoutEvent::Store(outcome) => {
                 Counters::bump(&self.counters.fanout_failures);
+                // The storage holds the store's place in this client's channel until it
+                // hears what became of it. A channel that closed took the place with it.
+                if self.has_open_channel(&outcome.storage) {
+                    let missed = Message::GroupMissed {
+                        object: self.object_id(outcome.id),
+                        store: Bytes::new(),
+                    };
+                    self.send(&outcome.storage, Bytes::from(encode(&missed)))
+                        .await;
+                }
                 self.role
                     .fanout_failed(SystemTime::now(), outcome.id, &outcome.storage);
             }
-            FanoutEvent::Delivered(object) => match store_of(&object) {
+            FanoutEvent::Delivered(object) => match store_of(&object.data) {
                 Ok(store) => {
-                    tracing::trace!(writer = %object.writer, "received a store by fan-out");
+                    tracing::trace!(writer = %object.writer, object = object.object_id, "received a store by the group");
                     Counters::bump(&self.counters.fanout_stores);
-                    // The session's writer was admitted with its certificate.
-                    self.admit(&object.writer, None, store);
+                    // It goes to the role in its place in the writer's channel (the
+                    // session's writer was admitted with its certificate, the store is
+                    // admitted with the channel's).
+                    let size = object.data.len();
+                    if let Err(error) =
+                        self.held
+                            .arrive(&object.writer, object.object_id, store, size)
+                    {
+                        tracing::warn!(writer = %object.writer, %error, "the writer is given up");
+                        self.lose(&object.writer);
+                    }
                 }
                 Err(error) => {
                     Counters::bump(&self.counters.fanout_refused);
@@ -603,16 +653,27 @@ impl<R: Role> Driver<R> {
     /// Hands `message` from `peer` to the role if the [`Gate`] admits it; sends a refusal back
     /// (at the gate's pace) otherwise.
     fn admit(&mut self, peer: &str, certificate: Option<&PeerCertificate>, message: Message) {
+        if let Some(message) = self.screen(peer, certificate, message) {
+            let result = self.role.handle_message(SystemTime::now(), peer, message);
+            self.note(result, peer);
+        }
+    }
+
+    /// `message` from `peer`, if the [`Gate`] admits it; sends a refusal back (at the gate's
+    /// pace) otherwise.
+    fn screen(
+        &mut self,
+        peer: &str,
+        certificate: Option<&PeerCertificate>,
+        message: Message,
+    ) -> Option<Message> {
         let role = &self.role;
         let load = |ttid| role.peer_load(peer, ttid);
         match self
             .gate
             .admit(Instant::now(), peer, certificate, message, load)
         {
-            Admission::Deliver(message) => {
-                let result = self.role.handle_message(SystemTime::now(), peer, message);
-                self.note(result, peer);
-            }
+            Admission::Deliver(message) => return Some(message),
             Admission::Refuse { reply, .. } => {
                 Counters::bump(&self.counters.unauthorized);
                 if let Some(reply) = reply {
@@ -623,6 +684,7 @@ impl<R: Role> Driver<R> {
             }
             Admission::Refused(_) => {}
         }
+        None
     }
 
     /// A message from a peer's channel: to the role if the channel is the peer's current one
@@ -653,21 +715,65 @@ impl<R: Role> Driver<R> {
         let decoded = decode_shared_from(&peer, &body);
         let kind = decoded.as_ref().map(Message::kind).ok();
         tracing::trace!(%peer, ?kind, len = body.len(), "received");
-        match decoded {
-            Ok(message) => {
-                if matches!(message, Message::Store { .. }) {
-                    Counters::bump(&self.counters.channel_stores);
-                }
-                if self
-                    .held
-                    .must_wait(&peer, &message, self.role.takes_stores())
-                {
-                    self.held.hold(&peer, certificate, message, body);
-                } else {
-                    self.admit(&peer, certificate.as_ref(), message);
-                }
+        let message = match decoded {
+            Ok(message) => message,
+            Err(error) => return self.note(Err(error), &peer),
+        };
+        let message = match message {
+            Message::Store { .. } => {
+                Counters::bump(&self.counters.channel_stores);
+                message
             }
-            Err(error) => self.note(Err(error), &peer),
+            // The places of the group's stores and the writer's word on them stay with the
+            // driver; the stores themselves pass the gate again on their way to the role.
+            Message::GroupStore { .. } | Message::GroupMissed { .. } => {
+                let Some(message) = self.screen(&peer, certificate.as_ref(), message) else {
+                    return;
+                };
+                if !matches!(self.fanout, FanoutEnd::Replica(_)) {
+                    // No group delivers here: the place would wait for nothing.
+                    let unexpected = ProtocolError::Unexpected {
+                        from: peer.clone(),
+                        kind: message.kind(),
+                    };
+                    return self.note(Err(unexpected), &peer);
+                }
+                message
+            }
+            message => message,
+        };
+        if let Message::GroupMissed { object, store } = message {
+            if let Err(error) = self.held.missed(&peer, object, store) {
+                self.note(
+                    Err(ProtocolError::Unexpected {
+                        from: peer.clone(),
+                        kind: "GroupMissed",
+                    }),
+                    &format!("{peer}: {error}"),
+                );
+            }
+        } else if self
+            .held
+            .must_wait(&peer, &message, self.role.takes_stores())
+        {
+            self.held.hold(&peer, certificate, message, body);
+        } else {
+            self.admit(&peer, certificate.as_ref(), message);
+        }
+    }
+
+    /// Hands the role what a held place gives, or counts a store of the group that will not
+    /// come.
+    fn release(&mut self, peer: &str, release: Release) {
+        match release {
+            Release::Message {
+                certificate,
+                message,
+            } => self.admit(peer, certificate.as_ref(), message),
+            Release::Dropped(dropped) => {
+                Counters::bump(&self.counters.group_dropped);
+                tracing::info!(%peer, %dropped, "a store the group carried is dropped");
+            }
         }
     }
 
@@ -677,9 +783,9 @@ impl<R: Role> Driver<R> {
         while !self.held.is_empty() {
             let mut released = false;
             for peer in self.held.peers() {
-                if let Some(waiting) = self.held.next(&peer, self.role.takes_stores()) {
+                if let Some(release) = self.held.next(&peer, self.role.takes_stores()) {
                     released = true;
-                    self.admit(&peer, waiting.certificate.as_ref(), waiting.message);
+                    self.release(&peer, release);
                 }
             }
             if !released {
@@ -737,8 +843,8 @@ impl<R: Role> Driver<R> {
     fn lose(&mut self, peer: &str) {
         // What the peer's channel delivered before the loss goes to the role first, in
         // order, whether it takes stores now or not (the window bounds it).
-        for waiting in self.held.take_all(peer) {
-            self.admit(peer, waiting.certificate.as_ref(), waiting.message);
+        for release in self.held.take_all(peer) {
+            self.release(peer, release);
         }
         let state = self.peers.entry(peer.to_owned()).or_default();
         if let Some(outbound) = state.outbound.take() {
@@ -873,35 +979,22 @@ impl<R: Role> Driver<R> {
     async fn flush(&mut self) {
         loop {
             let mut idle = true;
-            while let Some(transmit) = self.role.poll_transmit() {
+            // Stores and messages in the order the role made them: the stores it gives now,
+            // then one message, and again ([`Role::poll_fanout`]).
+            loop {
+                while let Some(store) = self.role.poll_fanout() {
+                    idle = false;
+                    self.fan_out(store).await;
+                }
+                let Some(transmit) = self.role.poll_transmit() else {
+                    break;
+                };
                 idle = false;
                 #[cfg(feature = "crash-points")]
                 crate::crash_point::sending(&transmit.message);
                 tracing::trace!(peer = %transmit.to, kind = transmit.message.kind(), "send");
                 let body = Bytes::from(encode(&transmit.message));
                 self.send(&transmit.to, body).await;
-            }
-            while let Some(store) = self.role.poll_fanout() {
-                idle = false;
-                let bytes = Bytes::from(encode(&store.message));
-                // Those the group carries go to the fan-out writer; the others on the
-                // storage's channel, in order with this client's other messages to it.
-                let carried = match &self.fanout {
-                    FanoutEnd::Writer(writer) => {
-                        let (group, carried) = writer.split(store.replicas, bytes.len());
-                        let address = |peer: &str| self.address(peer);
-                        writer.send(store.id, bytes.clone(), &group, &carried, address);
-                        carried
-                    }
-                    _ => store.replicas,
-                };
-                for peer in carried {
-                    self.send(&peer, bytes.clone()).await;
-                    // Queued on its channel: what the channel does not deliver, its end
-                    // reports.
-                    self.role
-                        .fanout_delivered(SystemTime::now(), store.id, &peer);
-                }
             }
             while let Some((token, answer)) = self.role.poll_answer() {
                 idle = false;
@@ -920,6 +1013,37 @@ impl<R: Role> Driver<R> {
         }
     }
 
+    /// Sends a store the role made for several storages: to the fan-out writer for those the
+    /// group carries it to, each of which gets the store's place in this client's channel
+    /// first ([`Message::GroupStore`]), and on the channel itself to the others. Either way
+    /// the store is in order with this client's other messages to each storage.
+    async fn fan_out(&mut self, store: FanoutStore) {
+        let bytes = Bytes::from(encode(&store.message));
+        let (group, carried, object) = match &self.fanout {
+            FanoutEnd::Writer(writer) => {
+                let (group, carried) = writer.split(store.replicas, bytes.len());
+                (group, carried, writer.object_id(store.id))
+            }
+            _ => (Vec::new(), store.replicas, store.id),
+        };
+        if !group.is_empty() {
+            let place = Bytes::from(encode(&Message::GroupStore { object }));
+            for peer in &group {
+                self.send(peer, place.clone()).await;
+            }
+        }
+        if let FanoutEnd::Writer(writer) = &self.fanout {
+            let address = |peer: &str| self.address(peer);
+            writer.send(store.id, bytes.clone(), &group, &carried, address);
+        }
+        for peer in carried {
+            self.send(&peer, bytes.clone()).await;
+            // Queued on its channel: what the channel does not deliver, its end reports.
+            self.role
+                .fanout_delivered(SystemTime::now(), store.id, &peer);
+        }
+    }
+
     /// Where `peer` accepts connections: the configured directory wins; otherwise the role
     /// may have learned the address (a client learns the storages' from the master).
     fn address(&self, peer: &str) -> Option<SocketAddr> {
@@ -927,6 +1051,23 @@ impl<R: Role> Driver<R> {
             .get(peer)
             .copied()
             .or_else(|| self.role.peer_address(peer))
+    }
+
+    /// The transport's object id of the client's fan-out `id` (the id itself without a
+    /// writer).
+    fn object_id(&self, id: u64) -> u64 {
+        match &self.fanout {
+            FanoutEnd::Writer(writer) => writer.object_id(id),
+            _ => id,
+        }
+    }
+
+    /// Whether this node's channel to `peer` is open (it has sent on it, and it did not close).
+    fn has_open_channel(&self, peer: &str) -> bool {
+        self.peers
+            .get(peer)
+            .and_then(|state| state.outbound.as_ref())
+            .is_some_and(|channel| !channel.is_closed())
     }
 
     /// The current channel to `peer`, opened (and watched) if there is none.

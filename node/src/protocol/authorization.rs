@@ -93,7 +93,9 @@ pub fn rule(message: &Message) -> Rule {
         Message::AskLastTransaction { .. } => rule_of(CLIENT, "clients ask for the last commit"),
         Message::AskNewOids { .. } => rule_of(CLIENT, "clients create objects"),
         Message::AnswerNewOids { .. } => rule_of(MASTER, "the master hands out object ids"),
-        Message::Store { .. } => rule_of(CLIENT, "clients store"),
+        Message::Store { .. } | Message::GroupStore { .. } | Message::GroupMissed { .. } => {
+            rule_of(CLIENT, "clients store")
+        }
         Message::AnswerStore { .. } => rule_of(STORAGE, "storages answer stores"),
         Message::Ask { .. } => rule_of(
             CLIENT,
@@ -330,7 +332,6 @@ mod tests {
                 generation: 0,
                 oids: Vec::new(),
                 info: Default::default(),
-                stores: 0,
             },
             Message::AskFinish {
                 ttid,

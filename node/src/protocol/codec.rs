@@ -20,8 +20,10 @@ use super::message::Message;
 /// client that an older transaction waits for its voted one (`OlderWaits`). Version 8 answers
 /// stores in batches (`AnswerStore` carries a list). Version 9 tells a client where its
 /// transaction waits for a lock (`Waits`). Version 10 invalidates the commits a master decided
-/// together in one message (`Invalidate` carries a list).
-pub const PROTOCOL_VERSION: u16 = 10;
+/// together in one message (`Invalidate` carries a list). Version 11 puts the stores the
+/// multicast group carries in order with the rest on the writer's channel (`GroupStore`,
+/// `GroupMissed`), so the vote no longer counts the stores it covers.
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Encodes `message` with the protocol version in front.
 ///

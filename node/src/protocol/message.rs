@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
@@ -118,6 +119,27 @@ pub enum Message {
         /// What the store does.
         kind: StoreKind,
     },
+    /// Client -> storage: the store that the client's fan-out object `object` carries over
+    /// the multicast group, in its place among the client's messages to this storage. The
+    /// group carries the bytes and the channel the order: the storage takes the store here,
+    /// once the group delivered it or [`Message::GroupMissed`] said what became of it, and
+    /// what the client sent after it waits until then. So a store the group carries can
+    /// neither overtake nor trail its transaction's vote or abort.
+    GroupStore {
+        /// The client's id of the fan-out object (the transport's object id).
+        object: u64,
+    },
+    /// Client -> storage: the group did not deliver fan-out object `object` here (named
+    /// before by a [`Message::GroupStore`]). `store` is the encoded [`Message::Store`] it
+    /// carried, sent this way instead (`auto`'s fallback), or empty: the store failed for
+    /// this storage, and its transaction's abort follows.
+    GroupMissed {
+        /// The client's id of the fan-out object.
+        object: u64,
+        /// The encoded store, or nothing.
+        #[serde(deserialize_with = "crate::encoding::shared_bytes")]
+        store: Bytes,
+    },
     /// Storage -> client: the outcomes of stores of one transaction's generation, in the
     /// order the storage executed them (at most [`MAX_STORE_ANSWERS`]). A storage answers in
     /// one message every store it finished at once: a commit of many objects costs its
@@ -140,9 +162,9 @@ pub enum Message {
         generation: u32,
     },
     /// Client -> storage: make the transaction durable; `oids` are all it stored here. Sent
-    /// with the stores, not after their answers: the storage votes once it has taken `stores`
-    /// stores of the generation and staged them all (stores and the vote travel different
-    /// paths, so the count, not the list, says when every store is in).
+    /// with the stores, not after their answers, and after them on the client's channel (a
+    /// store the group carries has its place there, [`Message::GroupStore`]): the storage
+    /// votes once it staged every store before it.
     Vote {
         /// The transaction.
         ttid: Tid,
@@ -152,8 +174,6 @@ pub enum Message {
         oids: Vec<Oid>,
         /// What the transaction says about itself.
         info: TransactionInfo,
-        /// How many stores (checks included) the client sent this storage in `generation`.
-        stores: u32,
     },
     /// Storage -> client: the vote of one storage.
     AnswerVote {
@@ -699,6 +719,8 @@ impl Message {
             Message::AnswerNewOids { .. } => "AnswerNewOids",
             Message::Store { .. } => "Store",
             Message::AnswerStore { .. } => "AnswerStore",
+            Message::GroupStore { .. } => "GroupStore",
+            Message::GroupMissed { .. } => "GroupMissed",
             Message::Restart { .. } => "Restart",
             Message::Vote { .. } => "Vote",
             Message::AnswerVote { .. } => "AnswerVote",

@@ -111,6 +111,16 @@ impl Outbox {
         self.send_growing(to, Message::Invalidate { commits });
     }
 
+    /// How many messages were taken from the queue so far.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// How many messages were queued so far (taken or not).
+    pub(crate) fn queued(&self) -> u64 {
+        self.taken + self.queue.len() as u64
+    }
+
     pub(crate) fn poll(&mut self) -> Option<Transmit> {
         let transmit = self.queue.pop_front()?;
         if !self.last.is_empty() && self.last.get(&transmit.to) == Some(&self.taken) {

@@ -44,10 +44,9 @@ impl Storage {
                 generation,
                 oids,
                 info,
-                stores,
             } => {
-                let vote = HeldVote { oids, info, stores };
-                self.vote(now, from, ttid, generation, vote)
+                let vote = HeldVote { oids, info };
+                self.vote(from, ttid, generation, vote)
             }
             Message::AbortTransaction { ttid } => {
                 if self
@@ -108,7 +107,6 @@ impl Storage {
             return Ok(());
         }
         txn.deadline = deadline;
-        txn.taken = txn.taken.saturating_add(1);
         txn.queue.push_back(store);
         drop(txn);
         self.pump(now, Some(ttid))
@@ -318,7 +316,6 @@ impl Storage {
         txn.stored.clear();
         txn.restored.clear();
         txn.staged_bytes = 0;
-        txn.taken = 0;
         txn.staging = 0;
         txn.conflicted.clear();
         // Its client votes again once it stored everything again.

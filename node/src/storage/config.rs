@@ -19,7 +19,9 @@ pub struct StorageConfig {
     /// How long an unvoted transaction may stay idle (not waiting for a lock) before it is
     /// aborted.
     pub idle_timeout: Duration,
-    /// How many ended transactions are remembered, to refuse late stores for them.
+    /// How many ended transactions are remembered, to refuse stores for them: the storage
+    /// ends transactions on its own too (idle, their client lost, the primary's abort), while
+    /// their clients may still be sending.
     pub remembered_ends: usize,
     /// About how many bytes one replication batch carries (at least one transaction or
     /// revision, whatever its size); well below the links' frame limit.

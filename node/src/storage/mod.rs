@@ -193,8 +193,6 @@ struct Transaction {
     failed: bool,
     /// The bytes staged in this generation (what the other voters write too, about).
     staged_bytes: u64,
-    /// The stores of this generation taken from the client so far.
-    taken: u32,
     /// The stagings (and checks) of this generation emitted and not executed yet.
     staging: u32,
     /// Objects whose last staging met a newer committed revision: (serial, current).
@@ -225,7 +223,6 @@ impl Transaction {
             restored: BTreeSet::new(),
             failed: false,
             staged_bytes: 0,
-            taken: 0,
             staging: 0,
             conflicted: BTreeMap::new(),
             held_vote: None,

@@ -77,10 +77,6 @@ impl OpenTransactions {
         Some(transaction)
     }
 
-    pub(super) fn contains_key(&self, ttid: &Tid) -> bool {
-        self.transactions.contains_key(ttid)
-    }
-
     pub(super) fn len(&self) -> usize {
         self.transactions.len()
     }

@@ -112,7 +112,6 @@ fn vote_in(storage: &mut Storage, client: &str, ttid: Tid, generation: u32, oids
         generation,
         oids: oids.to_vec(),
         info: TransactionInfo::default(),
-        stores: oids.len() as u32,
     };
     storage.handle(at(2), client, vote).expect("vote taken");
 }
@@ -1455,31 +1454,53 @@ fn a_late_answer_of_an_earlier_round_is_not_taken_for_the_next_rounds() {
 }
 
 #[test]
-fn a_vote_sent_with_its_stores_waits_until_it_holds_them_all() {
+fn a_vote_sent_with_its_stores_waits_until_they_are_staged() {
     let mut storage = storage(StorageConfig::default());
     let ttid = Tid(10);
     store(&mut storage, "c1", ttid, Oid(1), b"x");
-    // The vote overtook the second store (they travel different paths).
+    store(&mut storage, "c1", ttid, Oid(2), b"y");
+    // The vote comes right behind its stores, before their stagings were executed.
     vote_in(&mut storage, "c1", ttid, 0, &[Oid(1), Oid(2)]);
-    persist_until_idle(&mut storage);
+    let staging = writes(&mut storage);
+    assert!(matches!(
+        kinds(&staging)[..],
+        [
+            Write::Stage { oid: Oid(1), .. },
+            Write::Stage { oid: Oid(2), .. }
+        ]
+    ));
     assert!(
         !sent(&mut storage)
             .iter()
             .any(|(_, message)| matches!(message, Message::AnswerVote { .. })),
-        "no vote before the second store"
+        "no vote before the stagings"
     );
-    store(&mut storage, "c1", ttid, Oid(2), b"y");
-    let staging = writes(&mut storage);
-    assert!(matches!(
-        kinds(&staging)[..],
-        [Write::Stage { oid: Oid(2), .. }]
-    ));
     persist_all(&mut storage, staging);
     let vote = writes(&mut storage);
     assert!(matches!(
         kinds(&vote)[..],
         [Write::Vote { oids, .. }] if oids == &[Oid(1), Oid(2)]
     ));
+}
+
+#[test]
+fn a_vote_that_lists_a_store_that_never_came_is_refused() {
+    let mut storage = storage(StorageConfig::default());
+    let ttid = Tid(10);
+    store(&mut storage, "c1", ttid, Oid(1), b"x");
+    // The store of object 2 was dropped on the way (the group missed it).
+    vote_in(&mut storage, "c1", ttid, 0, &[Oid(1), Oid(2)]);
+    persist_until_idle(&mut storage);
+    assert!(
+        sent(&mut storage).contains(&(
+            "c1".to_owned(),
+            Message::AnswerVote {
+                ttid,
+                result: VoteResult::No(VoteRefusal::MissingStores)
+            }
+        )),
+        "the vote says what is missing instead of waiting for it"
+    );
 }
 
 #[test]
@@ -1506,8 +1527,8 @@ fn a_transaction_the_primary_aborts_is_reported_to_its_client() {
     let mut storage = storage(StorageConfig::default());
     let ttid = Tid(10);
     store(&mut storage, "c1", ttid, Oid(1), b"x");
-    vote_in(&mut storage, "c1", ttid, 0, &[Oid(1), Oid(2)]);
-    persist_until_idle(&mut storage);
+    // Held: the store's staging is not executed yet.
+    vote_in(&mut storage, "c1", ttid, 0, &[Oid(1)]);
     sent(&mut storage);
     storage
         .handle(at(3), MASTER, order(Message::AbortTransaction { ttid }))

@@ -1,12 +1,12 @@
-//! The storage's vote: held until the stores it covers are in, then made durable; and what
-//! keeps a voted transaction from closing a cycle of waits.
+//! The storage's vote: held until the stores before it are staged, then made durable; and
+//! what keeps a voted transaction from closing a cycle of waits.
 //!
 //! A client sends its vote together with its stores, not after their answers (a commit costs
-//! one round trip less). The stores and the vote travel different paths (the fan-out, the
-//! client's channel), so the vote says how many stores of its generation it covers
-//! ([`Message::Vote`]'s `stores`): the storage holds it until it has taken that many, every
-//! one holds its lock, and every staging was executed (a staging's serial check is what says
-//! whether the object conflicts). Then:
+//! one round trip less). The vote comes after them on the client's channel, whichever way
+//! their bytes travelled (the driver hands a store the group carries to the role in its place
+//! there), so when the vote arrives every store it covers was taken. The storage holds the
+//! vote until every one holds its lock and every staging was executed (a staging's serial
+//! check is what says whether the object conflicts). Then:
 //!
 //! - a store of the generation that met a newer committed revision answers the vote with
 //!   [`VoteResult::Conflict`], nothing written: the transaction keeps its locks unvoted, and
@@ -46,32 +46,18 @@ pub(super) struct HeldVote {
     /// Every object the transaction stored here, as the client listed them.
     pub(super) oids: Vec<Oid>,
     pub(super) info: TransactionInfo,
-    /// How many stores of the generation the vote covers.
-    pub(super) stores: u32,
 }
 
 impl Storage {
-    /// `from` votes for `ttid`'s `generation`, covering `stores` stores: held until they are
-    /// all taken and staged, then voted (see the [module documentation](self)).
+    /// `from` votes for `ttid`'s `generation`: held until the stores before it are staged,
+    /// then voted (see the [module documentation](self)).
     pub(super) fn vote(
         &mut self,
-        now: SystemTime,
         from: &str,
         ttid: Tid,
         generation: u32,
         vote: HeldVote,
     ) -> Result<(), ProtocolError> {
-        let first = generation == 0
-            && vote.stores > 0
-            && !self.transactions.contains_key(&ttid)
-            && !self.ended.contains_key(&ttid)
-            && !self.recovering.contains_key(&ttid);
-        if first {
-            // The vote overtook every store: the transaction opens here with it.
-            let deadline = now + self.config.idle_timeout;
-            self.transactions
-                .get_or_open(ttid, || super::Transaction::new(from, deadline));
-        }
         let Some(mut txn) = self
             .transactions
             .get_mut(&ttid)
@@ -111,9 +97,8 @@ impl Storage {
         let Some(mut txn) = self.transactions.get_mut(&ttid) else {
             return Ok(());
         };
-        let ready = txn.held_vote.as_ref().is_some_and(|held| {
-            txn.taken >= held.stores && !txn.waiting && txn.queue.is_empty() && txn.staging == 0
-        });
+        let ready =
+            txn.held_vote.is_some() && !txn.waiting && txn.queue.is_empty() && txn.staging == 0;
         if !ready {
             return Ok(());
         }

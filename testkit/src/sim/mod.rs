@@ -11,7 +11,8 @@
 //!   `transport/tests/multicast_sim.rs`);
 //! - [`Queue`]: what is in flight, in order of arrival (ties in order of sending);
 //! - [`SplitMix64`]: a small seeded generator, and [`wall`]: the virtual clock as the
-//!   `SystemTime` the node roles take.
+//!   `SystemTime` the node roles take;
+//! - [`sent_in_order`]: a client role's messages and stores in the order it made them.
 //!
 //! A simulation in the style of the two-phase commit one: each step, drain every state
 //! machine's output into the network ([`Network::send`]), then advance the virtual clock to
@@ -37,12 +38,14 @@
 //! assert_eq!(delivered, ["first", "second"], "one link keeps its order");
 //! ```
 
+mod client;
 mod link;
 mod network;
 mod queue;
 
 use std::time::{Duration, SystemTime};
 
+pub use client::sent_in_order;
 pub use link::{LossModel, LossyLink};
 pub use network::{InFlight, Network, Sent};
 pub use queue::Queue;
