@@ -21,7 +21,7 @@
 //! [`Role::takes_stores`]: super::Role::takes_stores
 //! [`LinkConfig::channel_window`]: replicast_transport::quic::LinkConfig::channel_window
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -124,6 +124,13 @@ impl Arrived {
 pub(crate) struct Held {
     queues: HashMap<String, VecDeque<Waiting>>,
     arrived: HashMap<String, Arrived>,
+    /// Peers whose first held place may go now: it is new, its bytes or its writer's word
+    /// came, or the role started taking stores again. Only these are looked at
+    /// ([`next_ready`](Self::next_ready)), so a turn of the driver in which nothing changed
+    /// costs nothing however many peers wait.
+    changed: HashSet<String>,
+    /// Whether the role took stores at the last look.
+    took_stores: bool,
 }
 
 impl Held {
@@ -147,15 +154,16 @@ impl Held {
             Message::GroupStore { object } => Entry::Group { object },
             message => Entry::Message(message),
         };
-        self.queues
-            .entry(peer.to_owned())
-            .or_default()
-            .push_back(Waiting {
-                certificate,
-                entry,
-                since: Instant::now(),
-                _body: body,
-            });
+        let queue = self.queues.entry(peer.to_owned()).or_default();
+        if queue.is_empty() {
+            self.changed.insert(peer.to_owned());
+        }
+        queue.push_back(Waiting {
+            certificate,
+            entry,
+            since: Instant::now(),
+            _body: body,
+        });
     }
 
     /// `peer`'s group object `object` came: `store`, whose bytes are `size` long.
@@ -177,6 +185,9 @@ impl Held {
         if arrived.bytes > MAX_UNNAMED_BYTES {
             self.arrived.remove(peer);
             return Err(Unexpected::Unnamed);
+        }
+        if self.queues.contains_key(peer) {
+            self.changed.insert(peer.to_owned());
         }
         Ok(())
     }
@@ -203,6 +214,7 @@ impl Held {
         } else {
             resolved(&store)
         };
+        self.changed.insert(peer.to_owned());
         // A copy that came anyway is not needed (the ones below it may be: their places
         // wait ahead of this one).
         if let Some(arrived) = self.arrived.get_mut(peer)
@@ -218,14 +230,28 @@ impl Held {
         self.queues.is_empty() && self.arrived.is_empty()
     }
 
-    /// The peers with held messages.
-    pub(crate) fn peers(&self) -> Vec<String> {
-        self.queues.keys().cloned().collect()
+    /// The first held place of some peer that may go now, with the peer (see
+    /// [`next`](Self::next)); `takes_stores` is whether the role takes stores now.
+    pub(crate) fn next_ready(&mut self, takes_stores: bool) -> Option<(String, Release)> {
+        if takes_stores && !self.took_stores {
+            self.changed.extend(self.queues.keys().cloned());
+        }
+        self.took_stores = takes_stores;
+        while let Some(peer) = self.changed.iter().next().cloned() {
+            match self.next(&peer, takes_stores) {
+                // The peer stays: its next place may go too.
+                Some(release) => return Some((peer, release)),
+                None => {
+                    self.changed.remove(&peer);
+                }
+            }
+        }
+        None
     }
 
     /// `peer`'s first held place, if it may go now: a message but a store, a store while the
     /// role takes stores (a group's one once its bytes came), or a store that will not come.
-    pub(crate) fn next(&mut self, peer: &str, takes_stores: bool) -> Option<Release> {
+    fn next(&mut self, peer: &str, takes_stores: bool) -> Option<Release> {
         let queue = self.queues.get_mut(peer)?;
         let first = queue.front_mut()?;
         if let Entry::Group { object } = first.entry
@@ -255,12 +281,13 @@ impl Held {
     /// Gives up, after `wait`, the group's stores whose bytes and word have not come (each
     /// then goes as dropped, in its turn) and the group objects no store named.
     pub(crate) fn expire(&mut self, now: Instant, wait: Duration) {
-        for queue in self.queues.values_mut() {
+        for (peer, queue) in &mut self.queues {
             for waiting in queue.iter_mut() {
                 if matches!(waiting.entry, Entry::Group { .. })
                     && now.saturating_duration_since(waiting.since) >= wait
                 {
                     waiting.entry = Entry::Dropped(Dropped::TimedOut(wait));
+                    self.changed.insert(peer.clone());
                 }
             }
         }
@@ -281,6 +308,7 @@ impl Held {
     pub(crate) fn take_all(&mut self, peer: &str) -> Vec<Release> {
         let queue = self.queues.remove(peer).unwrap_or_default();
         let mut arrived = self.arrived.remove(peer).unwrap_or_default();
+        self.changed.remove(peer);
         queue
             .into_iter()
             .map(|mut waiting| {
@@ -454,6 +482,35 @@ mod tests {
             kinds[0].starts_with("dropped: the bytes sent instead are refused"),
             "{kinds:?}"
         );
+    }
+
+    #[test]
+    fn only_the_peers_whose_first_place_changed_are_looked_at() {
+        let mut held = Held::default();
+        held.hold("c", None, group(1), Bytes::new());
+        held.hold("d", None, store(2), Bytes::new());
+        held.hold("d", None, abort(), Bytes::new());
+        assert!(held.next_ready(false).is_none(), "a place and a store wait");
+        assert!(
+            held.changed.is_empty(),
+            "nothing to look at until something changes"
+        );
+        held.arrive("c", 1, store(1), 16).unwrap();
+        assert!(held.changed.contains("c") && !held.changed.contains("d"));
+        assert!(
+            held.next_ready(false).is_none(),
+            "c's store waits for the role too"
+        );
+        let mut ready: Vec<String> = std::iter::from_fn(|| held.next_ready(true))
+            .map(|(peer, _)| peer)
+            .collect();
+        ready.sort();
+        assert_eq!(
+            ready,
+            ["c", "d", "d"],
+            "the role takes stores again: all go"
+        );
+        assert!(held.is_empty());
     }
 
     #[test]

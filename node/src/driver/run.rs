@@ -778,19 +778,10 @@ impl<R: Role> Driver<R> {
     }
 
     /// Hands the role the held messages that may go now (see [`Held`]), each peer's in
-    /// order, the peers in turn while the role takes stores.
+    /// order, asking the role again after each whether it takes stores.
     fn release_held(&mut self) {
-        while !self.held.is_empty() {
-            let mut released = false;
-            for peer in self.held.peers() {
-                if let Some(release) = self.held.next(&peer, self.role.takes_stores()) {
-                    released = true;
-                    self.release(&peer, release);
-                }
-            }
-            if !released {
-                return;
-            }
+        while let Some((peer, release)) = self.held.next_ready(self.role.takes_stores()) {
+            self.release(&peer, release);
         }
     }
 
