@@ -134,6 +134,14 @@ fn samples() -> Vec<Message> {
     let forged = ObjectData::from(b"forged".to_vec());
     let table = PartitionTable::new(12, 1, &["storage-x".to_owned()]).expect("a table");
     let evil: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+    let store = Message::Store {
+        ttid: NEVER_BEGUN,
+        generation: 0,
+        oid: Oid(1),
+        serial: Tid::ZERO,
+        data: forged.clone(),
+        kind: StoreKind::Unchecked,
+    };
     vec![
         Message::ClientHello,
         Message::StorageReady,
@@ -148,14 +156,7 @@ fn samples() -> Vec<Message> {
             first: Oid(1),
             count: 10,
         },
-        Message::Store {
-            ttid: NEVER_BEGUN,
-            generation: 0,
-            oid: Oid(1),
-            serial: Tid::ZERO,
-            data: forged.clone(),
-            kind: StoreKind::Unchecked,
-        },
+        store.clone(),
         Message::AnswerStore {
             ttid: NEVER_BEGUN,
             generation: 0,
@@ -407,15 +408,7 @@ fn samples() -> Vec<Message> {
         Message::GroupStore { object: 1 },
         Message::GroupMissed {
             object: 1,
-            store: encode(&Message::Store {
-                ttid: NEVER_BEGUN,
-                generation: 0,
-                oid: Oid(1),
-                serial: Tid::ZERO,
-                data: forged.clone(),
-                kind: StoreKind::Unchecked,
-            })
-            .into(),
+            store: encode(&store).into(),
         },
     ]
 }

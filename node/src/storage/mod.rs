@@ -117,7 +117,7 @@
 //! let sent = answers(&mut storage);
 //! assert!(matches!(&sent[..], [Message::AnswerStore { answers, .. }] if answers[..] == [(oid, StoreResult::Stored)]));
 //! let info = TransactionInfo::default();
-//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info, stores: 1 };
+//! let vote = Message::Vote { ttid, generation: 0, oids: vec![oid], info };
 //! storage.handle(now, "c1", vote)?;
 //! let vote = storage.poll_persist().expect("the vote's write");
 //! // The vote is answered once the engine says it is on disk.
