@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use replicast_node::client::AbortReason;
-use replicast_node::driver::{ClientError, ClientHandle};
+use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
 use replicast_node::partition::PartitionTable;
 use replicast_node::protocol::{LoadResult, Message, RefusalReason, decode, encode};
@@ -496,6 +496,61 @@ async fn garbage_from_a_peer() {
     let expected = expected_state(&accounts, setup_tid, &[&worker]);
     check_loads(&mut setup, &expected).await;
     check_replicas(&cluster, &expected).await;
+}
+
+/// A client names a store the group carries (`GroupStore`) and never sends its bytes nor
+/// says the group missed it: the storage holds the place, and what the client sent after it,
+/// only for its group wait, then drops the place and goes on with that client's channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_nobody_fills_is_dropped_after_the_group_wait() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let cluster = Cluster::builder("cluster-quic-place")
+            .announce_addresses(false)
+            .storage_driver(DriverConfig {
+                group_wait: Duration::from_millis(300),
+                ..DriverConfig::default()
+            })
+            .start()
+            .await
+            .expect("the cluster starts");
+        let mut setup = client(&cluster, "client-setup").await;
+        let (accounts, setup_tid) = create_accounts(&mut setup).await;
+        let writer = endpoint(&cluster.ca, "client-silent");
+        let storage_name = STORAGES[0];
+        let channel = writer
+            .link(storage_name, cluster.directory[storage_name])
+            .await
+            .expect("the client dials the storage")
+            .channel();
+        channel
+            .send(Bytes::from(encode(&Message::GroupStore { object: 42 })))
+            .await
+            .expect("a place");
+        let oid = accounts[0];
+        channel
+            .send(Bytes::from(encode(&Message::Load { request: 7, oid })))
+            .await
+            .expect("a load behind it");
+        // The load waits behind the place: its answer comes only once the place is dropped.
+        let (from, answer) = next_message(&writer).await;
+        assert_eq!(from, storage_name);
+        let (_, storage_driver) = &cluster.storages[0];
+        assert_eq!(storage_driver.stats().group_dropped, 1);
+        let Message::AnswerLoad {
+            request: 7,
+            result: LoadResult::Found { tid, data },
+            ..
+        } = answer
+        else {
+            panic!("expected the answer to the load, got {answer:?}");
+        };
+        assert_eq!(
+            (tid, balance(oid, &data).expect("a balance")),
+            (setup_tid, INITIAL_BALANCE)
+        );
+    })
+    .await
+    .expect("the test finished in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
