@@ -484,8 +484,8 @@ impl Client {
         }
     }
 
-    /// Votes: each storage is sent its vote now, counting the stores it covers, and votes
-    /// once it holds them; [`ClientEvent::Voted`] or [`ClientEvent::Aborted`] follows, or
+    /// Votes: each storage is sent its vote now, behind the stores it covers, and votes
+    /// once it staged them; [`ClientEvent::Voted`] or [`ClientEvent::Aborted`] follows, or
     /// [`ClientEvent::VoteHeld`] when stores met conflicts that were not resolved (the
     /// transaction is then storing again).
     pub fn vote(&mut self, now: SystemTime, info: TransactionInfo) -> Result<(), ProtocolError> {
@@ -884,9 +884,9 @@ impl Client {
             }
             return;
         }
-        // Votes go out with the stores, each counting the stores it covers: a storage votes
-        // once it holds them all. Not while a store waits to be sent again (`deferred`): the
-        // count would not cover it.
+        // Votes go out with the stores, each behind the stores it covers: a storage votes
+        // once it staged them. Not while a store waits to be sent again (`deferred`): it
+        // would come after the vote.
         if !txn.deferred.is_empty() {
             return;
         }
@@ -912,7 +912,7 @@ impl Client {
         }
     }
 
-    /// Sends the votes not sent yet, each counting the stores it covers.
+    /// Sends the votes not sent yet, each behind the stores it covers.
     fn send_votes(&mut self, now: SystemTime) {
         let config = self.config.clone();
         let Some(txn) = self.txn.as_mut() else {

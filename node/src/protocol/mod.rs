@@ -17,13 +17,14 @@
 //!    its clock corrected by the primary's and the number the primary gave it, and tells the
 //!    primary one way ([`Begin`](Message::Begin)).
 //! 2. *store and vote*: the client sends each object to every writable replica of its
-//!    partition without waiting, and each storage its [`Vote`](Message::Vote) right behind,
-//!    counting the stores it covers. A storage locks each object (wound-wait: an older
+//!    partition without waiting, and each storage its [`Vote`](Message::Vote) right behind
+//!    them on its channel (a store the multicast group carries has its place there,
+//!    [`GroupStore`](Message::GroupStore)). A storage locks each object (wound-wait: an older
 //!    transaction takes the lock of a younger one that has not voted and the storage tells the
 //!    younger's client to [`Restart`](Message::Restart), i.e. send its stores and vote there
 //!    again under a new generation) and stages it with its serial checked; a conflict keeps
 //!    the lock and is answered with the committed serial, for the client to resolve (store
-//!    again, vote again) or abort. The storage votes once it holds every store the vote counts:
+//!    again, vote again) or abort. The storage votes once every store before the vote is staged:
 //!    a yes means the data is fsynced, and from then on nobody takes its locks. A storage that
 //!    fails or does not answer in time is reported, and the vote still succeeds if every
 //!    touched partition keeps a replica that voted yes. An older transaction that waits for a

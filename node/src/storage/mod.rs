@@ -197,7 +197,7 @@ struct Transaction {
     staging: u32,
     /// Objects whose last staging met a newer committed revision: (serial, current).
     conflicted: BTreeMap<Oid, (Tid, Tid)>,
-    /// The client's vote, waiting for the stores it covers (see `vote.rs`).
+    /// The client's vote, waiting for the stagings of the stores it covers (see `vote.rs`).
     held_vote: Option<vote::HeldVote>,
     /// The vote is written and not persisted yet.
     voting: bool,

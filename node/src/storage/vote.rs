@@ -40,7 +40,7 @@ use crate::ids::{Oid, Tid};
 use crate::protocol::{Message, ProtocolError, VoteRefusal, VoteResult};
 use crate::transaction::TransactionInfo;
 
-/// A client's vote waiting for the stores it covers.
+/// A client's vote waiting for the stagings of the stores it covers.
 #[derive(Debug)]
 pub(super) struct HeldVote {
     /// Every object the transaction stored here, as the client listed them.
