@@ -391,6 +391,23 @@ async fn next_message(endpoint: &Endpoint) -> (String, Message) {
     (message.peer().to_owned(), body)
 }
 
+/// `answer` answers load request 7 of account `oid` with its initial balance, written by the
+/// setup's commit `setup_tid`.
+fn assert_untouched_balance(answer: &Message, oid: Oid, setup_tid: Tid) {
+    let Message::AnswerLoad {
+        request: 7,
+        result: LoadResult::Found { tid, data },
+        ..
+    } = answer
+    else {
+        panic!("expected the answer to the load, got {answer:?}");
+    };
+    assert_eq!(
+        (*tid, balance(oid, data).expect("a balance")),
+        (setup_tid, INITIAL_BALANCE)
+    );
+}
+
 async fn garbage_from_a_peer() {
     let cluster = start_cluster().await;
     let mut setup = client(&cluster, "client-setup").await;
@@ -445,18 +462,7 @@ async fn garbage_from_a_peer() {
         assert_eq!(from, storage_name);
         answer = next;
     }
-    let Message::AnswerLoad {
-        request: 7,
-        result: LoadResult::Found { tid, data },
-        ..
-    } = answer
-    else {
-        panic!("expected the answer to the load, got {answer:?}");
-    };
-    assert_eq!(
-        (tid, balance(oid, &data).expect("a balance")),
-        (setup_tid, INITIAL_BALANCE)
-    );
+    assert_untouched_balance(&answer, oid, setup_tid);
     // Fan-out objects that are not stores: garbage, and a well-formed finish.
     let fanout = storage.clone().for_service(fanout::SERVICE);
     for (object_id, body) in [(1u64, vec![0xde, 0xad]), (2, encode(&finish))] {
@@ -536,18 +542,7 @@ async fn a_place_nobody_fills_is_dropped_after_the_group_wait() {
         assert_eq!(from, storage_name);
         let (_, storage_driver) = &cluster.storages[0];
         assert_eq!(storage_driver.stats().group_dropped, 1);
-        let Message::AnswerLoad {
-            request: 7,
-            result: LoadResult::Found { tid, data },
-            ..
-        } = answer
-        else {
-            panic!("expected the answer to the load, got {answer:?}");
-        };
-        assert_eq!(
-            (tid, balance(oid, &data).expect("a balance")),
-            (setup_tid, INITIAL_BALANCE)
-        );
+        assert_untouched_balance(&answer, oid, setup_tid);
     })
     .await
     .expect("the test finished in time");

@@ -440,11 +440,18 @@ impl Client {
     /// after what the client said before it and before what it said after (its vote, an
     /// abort).
     pub fn poll_fanout(&mut self) -> Option<FanoutStore> {
-        let (after, _) = self.fanouts.front()?;
-        if *after > self.out.taken() {
+        if !self.store_due() {
             return None;
         }
         self.fanouts.pop_front().map(|(_, store)| store)
+    }
+
+    /// Whether the first store for the fan-out is due: every message made before it was
+    /// taken.
+    fn store_due(&self) -> bool {
+        self.fanouts
+            .front()
+            .is_some_and(|(after, _)| *after <= self.out.taken())
     }
 
     /// The fan-out `id` reached `node`: from now on the storage has
@@ -753,11 +760,7 @@ impl Client {
     /// The next message to send, unless a store the client made before it is still to be
     /// taken ([`poll_fanout`](Self::poll_fanout)).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self
-            .fanouts
-            .front()
-            .is_some_and(|(after, _)| *after <= self.out.taken())
-        {
+        if self.store_due() {
             return None;
         }
         self.out.poll()

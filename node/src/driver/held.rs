@@ -154,10 +154,14 @@ impl Held {
             Message::GroupStore { object } => Entry::Group { object },
             message => Entry::Message(message),
         };
-        let queue = self.queues.entry(peer.to_owned()).or_default();
-        if queue.is_empty() {
-            self.changed.insert(peer.to_owned());
-        }
+        let queue = match self.queues.get_mut(peer) {
+            Some(queue) => queue,
+            // A new first place: the only case in which the peer's name is copied.
+            None => {
+                self.changed.insert(peer.to_owned());
+                self.queues.entry(peer.to_owned()).or_default()
+            }
+        };
         queue.push_back(Waiting {
             certificate,
             entry,
@@ -174,7 +178,10 @@ impl Held {
         store: Message,
         size: usize,
     ) -> Result<(), Unexpected> {
-        let arrived = self.arrived.entry(peer.to_owned()).or_default();
+        let arrived = match self.arrived.get_mut(peer) {
+            Some(arrived) => arrived,
+            None => self.arrived.entry(peer.to_owned()).or_default(),
+        };
         arrived.bytes += size;
         if let Some((_, old, _)) = arrived
             .objects
@@ -186,7 +193,7 @@ impl Held {
             self.arrived.remove(peer);
             return Err(Unexpected::Unnamed);
         }
-        if self.queues.contains_key(peer) {
+        if self.queues.contains_key(peer) && !self.changed.contains(peer) {
             self.changed.insert(peer.to_owned());
         }
         Ok(())

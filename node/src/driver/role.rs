@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::client::{Client, ClientEvent, FanoutStore};
+use crate::client::{Client, ClientEvent, Output};
 use crate::gate::PeerLoad;
 use crate::ids::Tid;
 use crate::master::{Master, MasterEvent};
@@ -81,11 +81,10 @@ pub trait Role: Send + 'static {
     fn failure(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         None
     }
-    /// The next store to hand to the fan-out (only the client has any), once every message
-    /// made before it was taken: the driver takes the stores this gives, then one message of
-    /// [`poll_transmit`](Self::poll_transmit), and again, so both leave in the order made.
-    fn poll_fanout(&mut self) -> Option<FanoutStore> {
-        None
+    /// What to send next, in the order the role made it: a message, or a store for the
+    /// fan-out (only the client has any). By default the next message.
+    fn poll_output(&mut self) -> Option<Output> {
+        self.poll_transmit().map(Output::Message)
     }
     /// The fan-out `id` did not reach `peer`.
     fn fanout_failed(&mut self, now: SystemTime, id: u64, peer: &str) {
@@ -243,8 +242,8 @@ impl Role for Client {
     fn peer_address(&self, peer: &str) -> Option<SocketAddr> {
         self.storage_addresses().get(peer).copied()
     }
-    fn poll_fanout(&mut self) -> Option<FanoutStore> {
-        Client::poll_fanout(self)
+    fn poll_output(&mut self) -> Option<Output> {
+        Client::poll_output(self)
     }
     fn report_target(&self) -> Option<String> {
         Some(self.master().to_owned())

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::fanout::{FanoutEnd, FanoutEvent, FanoutReplica, store_of};
 use super::held::{Held, Release};
 use super::role::Role;
-use crate::client::FanoutStore;
+use crate::client::{FanoutStore, Output};
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
 use crate::persist::ThreadedStorage;
 use crate::protocol::{
@@ -970,22 +970,19 @@ impl<R: Role> Driver<R> {
     async fn flush(&mut self) {
         loop {
             let mut idle = true;
-            // Stores and messages in the order the role made them: the stores it gives now,
-            // then one message, and again ([`Role::poll_fanout`]).
-            loop {
-                while let Some(store) = self.role.poll_fanout() {
-                    idle = false;
-                    self.fan_out(store).await;
-                }
-                let Some(transmit) = self.role.poll_transmit() else {
-                    break;
-                };
+            // Stores and messages in the order the role made them.
+            while let Some(output) = self.role.poll_output() {
                 idle = false;
-                #[cfg(feature = "crash-points")]
-                crate::crash_point::sending(&transmit.message);
-                tracing::trace!(peer = %transmit.to, kind = transmit.message.kind(), "send");
-                let body = Bytes::from(encode(&transmit.message));
-                self.send(&transmit.to, body).await;
+                match output {
+                    Output::Store(store) => self.fan_out(store).await,
+                    Output::Message(transmit) => {
+                        #[cfg(feature = "crash-points")]
+                        crate::crash_point::sending(&transmit.message);
+                        tracing::trace!(peer = %transmit.to, kind = transmit.message.kind(), "send");
+                        let body = Bytes::from(encode(&transmit.message));
+                        self.send(&transmit.to, body).await;
+                    }
+                }
             }
             while let Some((token, answer)) = self.role.poll_answer() {
                 idle = false;
@@ -1010,14 +1007,12 @@ impl<R: Role> Driver<R> {
     /// the store is in order with this client's other messages to each storage.
     async fn fan_out(&mut self, store: FanoutStore) {
         let bytes = Bytes::from(encode(&store.message));
-        let (group, carried, object) = match &self.fanout {
-            FanoutEnd::Writer(writer) => {
-                let (group, carried) = writer.split(store.replicas, bytes.len());
-                (group, carried, writer.object_id(store.id))
-            }
-            _ => (Vec::new(), store.replicas, store.id),
+        let (group, carried) = match &self.fanout {
+            FanoutEnd::Writer(writer) => writer.split(store.replicas, bytes.len()),
+            _ => (Vec::new(), store.replicas),
         };
         if !group.is_empty() {
+            let object = self.object_id(store.id);
             let place = Bytes::from(encode(&Message::GroupStore { object }));
             for peer in &group {
                 self.send(peer, place.clone()).await;
