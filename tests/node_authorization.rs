@@ -405,7 +405,10 @@ fn samples() -> Vec<Message> {
         },
         Message::OlderWaits { ttid: NEVER_BEGUN },
         Message::Waits { ttid: NEVER_BEGUN },
-        Message::GroupStore { object: 1 },
+        Message::GroupStore {
+            object: 1,
+            digest: [0; 32],
+        },
         Message::GroupMissed {
             object: 1,
             store: encode(&store).into(),

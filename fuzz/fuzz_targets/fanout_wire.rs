@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to every decoder of the fan-out wire (the postcard messages a writer
 //! and its replicas exchange over QUIC: `ControlRequest`, `ControlAnswer`, `Membership`,
-//! `Expectation`, `Bundle`, `UnicastHeader`, `UnicastAck`, the unicast batch's header and ack, also
+//! `Expectation`, `Bundle`, an unannounced bundle's frame, `UnicastHeader`, `UnicastAck`, the unicast batch's header and ack, also
 //! inside a reply frame as a writer reads them, and an object stream's header as a replica
 //! tells a single object from a batch), then drives a replica's digest `Matcher` with announcements and arrivals cut from
 //! the same bytes.
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use replicast_transport::fanout::matching::{Matcher, MatcherLimits};
 use replicast_transport::fanout::wire::{
-    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_PARTS, MAX_UNICAST_BATCH,
+    Bundle, BundleFrame, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_PARTS, MAX_UNICAST_BATCH,
     Membership, ObjectHeader, UnicastAck, UnicastBatchAck, UnicastBatchHeader, UnicastHeader,
     digest,
 };
@@ -45,6 +45,13 @@ fn decode_all(bytes: &[u8]) {
             let sum = bundle.parts.iter().try_fold(0u64, |sum, part| sum.checked_add(part.len));
             assert_eq!(sum, Some(bundle.len), "a bundle taken whose parts do not add up");
         }
+    }
+    // An unannounced bundle's frame: the parts a replica delivers are slices of exactly its
+    // bytes after the header, and encode back to the same frame.
+    let framed = Bytes::copy_from_slice(bytes);
+    if let Ok(parts) = BundleFrame::decode(&framed) {
+        assert!((1..=MAX_BUNDLE_PARTS).contains(&parts.len()));
+        assert_eq!(BundleFrame::encode(&parts), framed, "a frame taken that does not re-encode");
     }
     let _ = round_trip::<UnicastHeader>(bytes);
     let _ = round_trip::<UnicastAck>(bytes);

@@ -11,14 +11,17 @@ use rand::{Rng, SeedableRng};
 use replicast_node::client::AbortReason;
 use replicast_node::driver::{ClientError, ClientHandle, DriverConfig};
 use replicast_node::ids::{Oid, Tid};
+use replicast_node::object::ObjectData;
 use replicast_node::partition::PartitionTable;
+use replicast_node::protocol::StoreKind;
 use replicast_node::protocol::{LoadResult, Message, RefusalReason, decode, encode};
 use replicast_node::transaction::TransactionInfo;
 use replicast_testkit::cluster::{Cluster, STORAGES, WAIT};
-use replicast_testkit::endpoint::endpoint;
+use replicast_testkit::endpoint::{endpoint, random_group};
+use replicast_testkit::fanout::writer_config;
 use replicast_testkit::workload::transfers::{balance, balance_data};
-use replicast_transport::fanout;
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
+use replicast_transport::fanout::{self, Fanout, FanoutConfig, Strategy, Verification};
 use replicast_transport::quic::{Endpoint, Incoming};
 
 const ACCOUNTS: u32 = 10;
@@ -529,7 +532,10 @@ async fn a_place_nobody_fills_is_dropped_after_the_group_wait() {
             .expect("the client dials the storage")
             .channel();
         channel
-            .send(Bytes::from(encode(&Message::GroupStore { object: 42 })))
+            .send(Bytes::from(encode(&Message::GroupStore {
+                object: 42,
+                digest: [0; 32],
+            })))
             .await
             .expect("a place");
         let oid = accounts[0];
@@ -542,6 +548,82 @@ async fn a_place_nobody_fills_is_dropped_after_the_group_wait() {
         assert_eq!(from, storage_name);
         let (_, storage_driver) = &cluster.storages[0];
         assert_eq!(storage_driver.stats().group_dropped, 1);
+        assert_untouched_balance(&answer, oid, setup_tid);
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+/// The group brings bytes under a client's object that are not the store its place named
+/// (any member of the group holds the key and may send under the session; here the writer
+/// itself does): the storage does not take them, drops the place at once (not after the
+/// group wait, 30 s here) and goes on with the client's channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_from_the_group_that_do_not_match_their_place_are_not_taken() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let cluster = Cluster::builder("cluster-quic-forged")
+            .announce_addresses(false)
+            .start()
+            .await
+            .expect("the cluster starts");
+        let mut setup = client(&cluster, "client-setup").await;
+        let (accounts, setup_tid) = create_accounts(&mut setup).await;
+        let oid = accounts[0];
+        let store = |data: &'static [u8]| {
+            encode(&Message::Store {
+                ttid: Tid(u64::MAX >> 1),
+                generation: 0,
+                oid,
+                serial: setup_tid,
+                data: ObjectData::from(data.to_vec()),
+                kind: StoreKind::default(),
+            })
+        };
+        let writer = endpoint(&cluster.ca, "client-forger");
+        let config = FanoutConfig {
+            verification: Verification::Application,
+            ..writer_config(random_group(), 77, Strategy::Multicast)
+        };
+        let group = Fanout::bind(writer.clone(), config).expect("a group writer");
+        let storage_name = STORAGES[0];
+        let address = cluster.directory[storage_name];
+        group
+            .add_replica(storage_name, address)
+            .await
+            .expect("the storage joins the group");
+        let channel = writer
+            .link(storage_name, address)
+            .await
+            .expect("the client dials the storage")
+            .channel();
+        let named = Message::GroupStore {
+            object: 42,
+            digest: fanout::wire::digest(&store(b"named")),
+        };
+        channel
+            .send(Bytes::from(encode(&named)))
+            .await
+            .expect("a place");
+        let sent = group
+            .send(42, Bytes::from(store(b"other")))
+            .await
+            .expect("sent to the group")
+            .wait()
+            .await;
+        assert!(sent.all_delivered(), "{sent:?}");
+        channel
+            .send(Bytes::from(encode(&Message::Load { request: 7, oid })))
+            .await
+            .expect("a load behind it");
+        let (from, answer) = next_message(&writer).await;
+        assert_eq!(from, storage_name);
+        let (_, storage_driver) = &cluster.storages[0];
+        let stats = storage_driver.stats();
+        assert_eq!(
+            (stats.group_dropped, stats.group_forged),
+            (1, 1),
+            "{stats:?}"
+        );
         assert_untouched_balance(&answer, oid, setup_tid);
     })
     .await

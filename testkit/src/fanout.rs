@@ -23,7 +23,7 @@ use std::time::Duration;
 use replicast_certs::ClusterCa;
 use replicast_transport::fanout::wire::Membership;
 use replicast_transport::fanout::{
-    Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy,
+    Fanout, FanoutConfig, FanoutReceiver, FanoutReceiverConfig, Strategy, Verification,
 };
 use replicast_transport::multicast::driver::{MulticastSenderConfig, MulticastSocketConfig};
 use replicast_transport::quic::Endpoint;
@@ -60,6 +60,7 @@ pub fn membership(group: SocketAddr, session_id: u64) -> Membership {
         group_secret: GROUP_SECRET,
         receiver_id: 1,
         receiver_secret: RECEIVER_SECRET,
+        verification: Verification::Replica,
     }
 }
 

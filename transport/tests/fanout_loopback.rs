@@ -14,12 +14,13 @@ use replicast_testkit::endpoint::{EndpointSpec, endpoint, random_group};
 use replicast_testkit::fanout::{Replica, membership, writer_config};
 use replicast_transport::fanout::matching::MatcherLimits;
 use replicast_transport::fanout::wire::{
-    Bundle, ControlAnswer, ControlRequest, Expectation, Membership, UnicastAck, UnicastHeader,
-    UnicastPart, Verdict, digest,
+    APPLICATION_ID_LIMIT, BUNDLE_BIT, Bundle, BundleFrame, ControlAnswer, ControlRequest,
+    Expectation, Membership, UnicastAck, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
-    DeliveryFailure, DeliveryPath, Fanout, FanoutReceiver, FanoutReceiverConfig, FanoutReport,
-    ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
+    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
+    FanoutReceiverConfig, FanoutReport, ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
+    Verification,
 };
 use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
@@ -83,11 +84,22 @@ async fn cluster(
     replica_loss: f64,
     expect_timeout: Duration,
 ) -> Cluster {
-    let writer = Fanout::bind(
-        writer_endpoint,
-        writer_config(random_group(), SESSION, strategy),
-    )
-    .expect("bind writer");
+    let verification = Verification::Replica;
+    let spec = (strategy, verification, replica_loss, expect_timeout);
+    verified_cluster(ca, writer_endpoint, spec).await
+}
+
+/// A [`cluster`] whose writer checks the group's bytes as `verification` says.
+async fn verified_cluster(
+    ca: &ClusterCa,
+    writer_endpoint: Endpoint,
+    (strategy, verification, replica_loss, expect_timeout): (Strategy, Verification, f64, Duration),
+) -> Cluster {
+    let config = FanoutConfig {
+        verification,
+        ..writer_config(random_group(), SESSION, strategy)
+    };
+    let writer = Fanout::bind(writer_endpoint, config).expect("bind writer");
     let mut replicas = Vec::new();
     for index in 0..3u64 {
         let config = FanoutReceiverConfig {
@@ -134,6 +146,27 @@ fn assert_by_multicast(reports: &[FanoutReport], replica: &str) {
 fn drain(replica: &mut FanoutReceiver) -> BTreeMap<u64, (Bytes, ReceivedVia)> {
     let mut objects = BTreeMap::new();
     while let Some(object) = replica.try_recv() {
+        assert_eq!(object.writer, "writer");
+        let previous = objects.insert(object.object_id, (object.data, object.via));
+        assert!(
+            previous.is_none(),
+            "object {} delivered twice",
+            object.object_id
+        );
+    }
+    objects
+}
+
+/// The first `count` objects `replica` is given, waiting for each (under application
+/// verification the writer's outcome comes with the group's acknowledgement, which may be
+/// sent before the replica's socket task queued the object), checked to arrive at most once.
+async fn receive(
+    replica: &mut FanoutReceiver,
+    count: usize,
+) -> BTreeMap<u64, (Bytes, ReceivedVia)> {
+    let mut objects = BTreeMap::new();
+    while objects.len() < count {
+        let object = replica.recv().await.expect("the replica runs");
         assert_eq!(object.writer, "writer");
         let previous = objects.insert(object.object_id, (object.data, object.via));
         assert!(
@@ -335,16 +368,27 @@ async fn a_burst_of_small_multicast_objects_travels_bundled() {
 /// without telling anyone) gets every later object by unicast, the first ones by fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_serves_a_replica_by_unicast_once_multicast_stops_reaching_it() {
+    auto_after_multicast_stops(Verification::Replica).await;
+}
+
+/// As [`auto_serves_a_replica_by_unicast_once_multicast_stops_reaching_it`], where no replica
+/// answers announcements: the group's acknowledgement, which stops for the silent replica,
+/// is what demotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_under_application_verification_serves_a_replica_the_group_stopped_reaching() {
+    auto_after_multicast_stops(Verification::Application).await;
+}
+
+async fn auto_after_multicast_stops(verification: Verification) {
     bounded(async {
         let ca = ClusterCa::generate("fanout").expect("CA");
-        let mut cluster = cluster(
-            &ca,
-            endpoint(&ca, "writer"),
+        let spec = (
             Strategy::Auto,
+            verification,
             0.0,
             Duration::from_millis(500),
-        )
-        .await;
+        );
+        let mut cluster = verified_cluster(&ca, endpoint(&ca, "writer"), spec).await;
         let first = send_all(&cluster.writer, 0..60, object).await;
         for report in &first {
             assert!(report.all_delivered(), "{report:?}");
@@ -383,8 +427,8 @@ async fn auto_serves_a_replica_by_unicast_once_multicast_stops_reaching_it() {
         );
 
         for (name, replica) in &mut cluster.replicas {
-            let objects = drain(replica);
-            assert_eq!(objects.len(), 200, "{name}");
+            let objects = receive(replica, 200).await;
+            assert!(replica.try_recv().is_none(), "{name}: more than was sent");
             for (id, (data, _)) in &objects {
                 assert_eq!(*data, object(*id), "{name}: object {id} differs");
             }
@@ -545,14 +589,15 @@ async fn replica_and_link(config: FanoutReceiverConfig) -> (FanoutReceiver, Endp
 async fn joined_session(
     link: &Link,
     session_id: u64,
-    group_secret: [u8; 32],
-    receiver_secret: [u8; 32],
+    (group_secret, receiver_secret): ([u8; 32], [u8; 32]),
+    verification: Verification,
 ) -> MulticastSender {
     let group = random_group();
     let joined: ControlAnswer = link
         .request(&ControlRequest::Join(Membership {
             group_secret,
             receiver_secret,
+            verification,
             ..membership(group, session_id)
         }))
         .await
@@ -585,7 +630,7 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
         let (mut replica, _writer, link) = replica_and_link(FanoutReceiverConfig::default()).await;
 
         // The forger: a sender with the session's id and key, as any member could run.
-        let forger = joined_session(&link, 9, [3; 32], [4; 32]).await;
+        let forger = joined_session(&link, 9, ([3; 32], [4; 32]), Verification::Replica).await;
         let genuine = Bytes::from_static(b"the writer's bytes");
         let forged = Bytes::from_static(b"somebody else's bytes");
         let report = forger.send(1, forged).await.expect("forge").wait().await;
@@ -623,6 +668,135 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
     .await;
 }
 
+/// Under application verification nobody announces anything: small objects still leave
+/// bundled (framed in their bytes) and large ones alone, every replica gets each object once
+/// over the group with its exact bytes, and the writer's outcomes come from the group's own
+/// acknowledgement, with no request on any replica's link. An id the group cannot carry is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_application_verification_the_group_acknowledgement_settles_each_object() {
+    bounded(async {
+        const SMALL: u64 = 300;
+        let ca = ClusterCa::generate("fanout").expect("CA");
+        let config = FanoutConfig {
+            verification: Verification::Application,
+            ..writer_config(random_group(), SESSION, Strategy::Multicast)
+        };
+        let writer = Fanout::bind(endpoint(&ca, "writer"), config).expect("bind writer");
+        let mut replicas = Vec::new();
+        for index in 0..3 {
+            let name = format!("replica-{index}");
+            let replica =
+                Replica::added(&writer, &ca, &name, FanoutReceiverConfig::default()).await;
+            replicas.push((replica.name, replica.receiver));
+        }
+        // Ids far apart, as an application's may be: the group carries them as they are.
+        let id = |index: u64| (APPLICATION_ID_LIMIT - 1) - index * 1_000_003;
+        let data: Vec<Bytes> = (0..SMALL + 2)
+            .map(|index| match index {
+                SMALL.. => Bytes::from(vec![index as u8; 600 << 10]),
+                _ => Bytes::from(vec![index as u8; 50 + (index as usize * 13) % 900]),
+            })
+            .collect();
+        let mut handles = Vec::new();
+        for (index, bytes) in (0..).zip(&data) {
+            handles.push(writer.send(id(index), bytes.clone()).await.expect("send"));
+        }
+        for handle in handles {
+            let report = handle.wait().await;
+            assert!(report.all_delivered(), "{report:?}");
+            let report = [report];
+            for name in ["replica-0", "replica-1", "replica-2"] {
+                assert_by_multicast(&report, name);
+            }
+        }
+        let sent = writer.multicast_stats().await.expect("sender stats");
+        assert!(
+            sent.protocol.objects_sent < SMALL / 2,
+            "{} objects in {} multicast objects",
+            data.len(),
+            sent.protocol.objects_sent
+        );
+        for (name, replica) in &mut replicas {
+            let objects = receive(replica, data.len()).await;
+            assert!(replica.try_recv().is_none(), "{name}: more than was sent");
+            let stats = replica.stats();
+            assert_eq!(
+                (
+                    stats.announcement_requests,
+                    stats.bundles,
+                    stats.matching.verified
+                ),
+                (0, 0, 0),
+                "{name}: nothing announced, nothing matched"
+            );
+            assert_eq!(stats.unannounced, data.len() as u64, "{name}");
+            assert_eq!((stats.unicast_objects, stats.refused), (0, 0), "{name}");
+            for (index, bytes) in (0..).zip(&data) {
+                assert_eq!(
+                    objects.get(&id(index)),
+                    Some(&(bytes.clone(), ReceivedVia::Multicast)),
+                    "{name}: object {index}"
+                );
+            }
+        }
+        let beyond = writer
+            .send(APPLICATION_ID_LIMIT, Bytes::from_static(b"x"))
+            .await;
+        assert!(
+            matches!(beyond, Err(FanoutError::ObjectId(APPLICATION_ID_LIMIT))),
+            "{beyond:?}"
+        );
+    })
+    .await;
+}
+
+/// Under application verification the replica delivers what a session's group brings as it
+/// comes: a single object under its own id, a framed bundle as its parts, and a frame that
+/// does not add up (any member of the group may send one) as nothing, counted refused. The
+/// bytes are the application's to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unannounced_bundle_that_does_not_add_up_delivers_nothing() {
+    bounded(async {
+        let (mut replica, _writer, link) = replica_and_link(FanoutReceiverConfig::default()).await;
+        let sender =
+            joined_session(&link, 15, ([9; 32], [10; 32]), Verification::Application).await;
+        let parts = [
+            (80, Bytes::from_static(b"first")),
+            (81, Bytes::from_static(b"second")),
+        ];
+        let framed = BundleFrame::encode(&parts);
+        let cut = framed.slice(..framed.len() - 1);
+        for (multicast_id, bytes) in [(BUNDLE_BIT | 1, cut), (BUNDLE_BIT | 2, framed)] {
+            let report = sender.send(multicast_id, bytes).await.expect("send");
+            assert!(report.wait().await.all_delivered());
+        }
+        for (object_id, bytes) in parts {
+            let object = replica.recv().await.expect("delivered");
+            // Its digest comes with it, for the application to check.
+            assert_eq!(object.digest, Some(digest(&bytes)));
+            assert_eq!(
+                (
+                    object.writer.as_str(),
+                    object.object_id,
+                    object.data,
+                    object.via
+                ),
+                ("writer", object_id, bytes, ReceivedVia::Multicast)
+            );
+        }
+        let single = Bytes::from_static(b"alone");
+        let report = sender.send(82, single.clone()).await.expect("send");
+        assert!(report.wait().await.all_delivered());
+        let object = replica.recv().await.expect("delivered");
+        assert_eq!((object.object_id, object.data), (82, single));
+        let stats = replica.stats();
+        assert_eq!((stats.refused, stats.unannounced), (1, 3));
+        assert!(replica.try_recv().is_none());
+    })
+    .await;
+}
+
 /// A bundle is delivered only if its bytes match the digest announced for the whole of it: a
 /// forged one (a member of the group may send any bytes under the session) delivers none of
 /// its objects, a genuine one delivers each of them once, by their own ids.
@@ -630,7 +804,7 @@ async fn forged_multicast_bytes_are_refused_and_replaced_by_unicast() {
 async fn a_bundle_is_delivered_whole_or_not_at_all() {
     bounded(async {
         let (mut replica, _writer, link) = replica_and_link(FanoutReceiverConfig::default()).await;
-        let sender = joined_session(&link, 11, [5; 32], [6; 32]).await;
+        let sender = joined_session(&link, 11, ([5; 32], [6; 32]), Verification::Replica).await;
 
         let genuine = Bytes::from_static(b"firstsecondthird");
         let parts = vec![
@@ -1316,7 +1490,7 @@ async fn unclaimed_objects_are_dropped_as_lost_after_the_expect_timeout() {
             ..room_for_two(SIZE)
         };
         let (replica, _writer, link) = replica_and_link(config).await;
-        let sender = joined_session(&link, 13, [7; 32], [8; 32]).await;
+        let sender = joined_session(&link, 13, ([7; 32], [8; 32]), Verification::Replica).await;
         let orphan = Bytes::from(vec![1; SIZE]);
         let next = Bytes::from(vec![2; SIZE]);
         for (id, data) in [(1, &orphan), (2, &next)] {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use replicast_certs::{CertError, NodeIdentity, Revocation, RevocationList, Role as CertRole};
-use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutError, Strategy};
+use replicast_transport::fanout::{Fanout, FanoutConfig, FanoutError, Strategy, Verification};
 use replicast_transport::multicast::driver::{
     MulticastInterface, MulticastSenderConfig, MulticastSocketConfig,
 };
@@ -351,6 +351,10 @@ pub fn fanout_writer(config: &NodeConfig, endpoint: &Endpoint) -> Result<Fanout,
         endpoint.clone(),
         FanoutConfig {
             strategy,
+            // The client names every store of the group on its channel to the storage, with
+            // its digest (`Message::GroupStore`), and the storage checks the bytes there: the
+            // fan-out announces nothing, so each store has one acknowledgement, the storage's.
+            verification: Verification::Application,
             ..FanoutConfig::new(sender)
         },
     )

@@ -9,7 +9,10 @@
 //! client's votes and aborts to that storage, so that a store can neither overtake nor trail
 //! them on the way. The others get the store's place on their channels
 //! ([`Message::GroupStore`], naming the object id the group delivers it as,
-//! [`FanoutWriter::object_id`]), and the store goes to one pump task, which sends the
+//! [`FanoutWriter::object_id`], and the digest of its bytes, which the storage checks them
+//! against: the fan-out runs under
+//! [`Verification::Application`](replicast_transport::fanout::Verification::Application)
+//! and announces nothing), and the store goes to one pump task, which sends the
 //! encoded [`Message::Store`] with [`Fanout::send_reporting`] to the group, and reports
 //! every storage the store did not reach back to the driver, which tells that storage on its
 //! channel ([`Message::GroupMissed`]) and the role. Under `auto` the pump asks the group
@@ -222,8 +225,9 @@ impl FanoutWriter {
         let (failed, outcomes) = mpsc::unbounded_channel();
         let (report, reports) = mpsc::unbounded_channel();
         // Transport object ids must not repeat for a writer name: a client restarted under
-        // the same name starts elsewhere in the id space.
-        let base = rand::random::<u64>() >> 2;
+        // the same name starts elsewhere in the id space. Below 2^61: ids stay below the group's limit for application-verified objects
+        // (`APPLICATION_ID_LIMIT`, 2^62) for 2^61 stores.
+        let base = rand::random::<u64>() >> 3;
         let outlets = Outlets { failed, report };
         let pump = tokio::spawn(pump(writer.clone(), shared.clone(), base, queue, outlets));
         Self {

@@ -3,9 +3,10 @@
 //!
 //! Everything a writer says to a storage travels its channel, in order: its stores too.
 //! A store by unicast comes whole; a store the group carries comes as its place in the
-//! order ([`Message::GroupStore`]), its bytes by the group ([`Held::arrive`]), or, if the
-//! group missed it, as the writer's word on what became of it ([`Message::GroupMissed`]:
-//! the bytes, or nothing). The driver holds a peer's first message that cannot go yet, and
+//! order ([`Message::GroupStore`], with the store's digest), its bytes by the group
+//! ([`Held::arrive`]: taken only if they match the digest, since any member of the group
+//! could send bytes under the writer's session), or, if the group missed it, as the writer's
+//! word on what became of it ([`Message::GroupMissed`]: the bytes, or nothing). The driver holds a peer's first message that cannot go yet, and
 //! every message after it:
 //! - a store while the role takes none (its disk is behind, [`Role::takes_stores`]);
 //! - a group's store until its bytes came or the writer said the group missed them, at
@@ -52,8 +53,9 @@ pub(crate) struct Waiting {
 enum Entry {
     /// A message, a store's bytes included.
     Message(Message),
-    /// A store the group carries, whose bytes have not come: fan-out object `object`.
-    Group { object: u64 },
+    /// A store the group carries, whose bytes have not come: fan-out object `object`, whose
+    /// encoded store has BLAKE3 digest `digest`.
+    Group { object: u64, digest: [u8; 32] },
     /// A store that will not come: it goes as nothing, in its turn.
     Dropped(Dropped),
 }
@@ -70,6 +72,10 @@ pub(crate) enum Dropped {
     /// Neither its bytes nor word of them came within the group wait.
     #[error("neither its bytes nor its writer's word came in {0:?}")]
     TimedOut(Duration),
+    /// The group brought bytes under its object id that do not match the digest its writer
+    /// named (another member of the group sent them).
+    #[error("the group's bytes do not match the digest its writer named")]
+    Forged,
 }
 
 /// What a held place gives when its turn comes.
@@ -95,26 +101,49 @@ pub(crate) enum Unexpected {
     Unnamed,
 }
 
+/// A group object that came, decoded: its store, the size and digest of its bytes.
+pub(crate) struct Arrival {
+    /// The store the bytes decode to.
+    pub(crate) store: Message,
+    /// The bytes' length (what they count against [`MAX_UNNAMED_BYTES`]).
+    pub(crate) size: usize,
+    /// BLAKE3 of the bytes, for the digest their place names.
+    pub(crate) digest: [u8; 32],
+}
+
 /// The stores of one writer's group objects that came before their place in its channel, by
-/// object id, with their sizes and when they came.
+/// object id, with when they came.
 #[derive(Default)]
 struct Arrived {
-    objects: BTreeMap<u64, (Message, usize, Instant)>,
+    objects: BTreeMap<u64, (Arrival, Instant)>,
     bytes: usize,
 }
 
 impl Arrived {
     /// Takes `object`, the first place of its writer's channel that waits for the group,
     /// and lets go of the objects below it.
-    fn take(&mut self, object: u64) -> Option<Message> {
-        let (store, size, _) = self.objects.remove(&object)?;
-        self.bytes -= size;
+    fn take(&mut self, object: u64) -> Option<Arrival> {
+        let (arrival, _) = self.objects.remove(&object)?;
+        self.bytes -= arrival.size;
         // Ids rise in a writer's channel order, and no place before this one waits: an
         // object below it was named, and taken or given up, before. It is a late copy.
         let later = self.objects.split_off(&object);
         let stale = std::mem::replace(&mut self.objects, later);
-        self.bytes -= stale.values().map(|(_, size, _)| size).sum::<usize>();
-        Some(store)
+        self.bytes -= stale
+            .values()
+            .map(|(arrival, _)| arrival.size)
+            .sum::<usize>();
+        Some(arrival)
+    }
+}
+
+/// What a group's place holds once its bytes came: the store if they match the digest the
+/// writer named, else nothing.
+fn filled(arrival: Arrival, digest: &[u8; 32]) -> Entry {
+    if arrival.digest == *digest {
+        Entry::Message(arrival.store)
+    } else {
+        Entry::Dropped(Dropped::Forged)
     }
 }
 
@@ -151,7 +180,7 @@ impl Held {
         body: Bytes,
     ) {
         let entry = match message {
-            Message::GroupStore { object } => Entry::Group { object },
+            Message::GroupStore { object, digest } => Entry::Group { object, digest },
             message => Entry::Message(message),
         };
         let queue = match self.queues.get_mut(peer) {
@@ -170,24 +199,20 @@ impl Held {
         });
     }
 
-    /// `peer`'s group object `object` came: `store`, whose bytes are `size` long.
+    /// `peer`'s group object `object` came, as `arrival`.
     pub(crate) fn arrive(
         &mut self,
         peer: &str,
         object: u64,
-        store: Message,
-        size: usize,
+        arrival: Arrival,
     ) -> Result<(), Unexpected> {
         let arrived = match self.arrived.get_mut(peer) {
             Some(arrived) => arrived,
             None => self.arrived.entry(peer.to_owned()).or_default(),
         };
-        arrived.bytes += size;
-        if let Some((_, old, _)) = arrived
-            .objects
-            .insert(object, (store, size, Instant::now()))
-        {
-            arrived.bytes -= old;
+        arrived.bytes += arrival.size;
+        if let Some((old, _)) = arrived.objects.insert(object, (arrival, Instant::now())) {
+            arrived.bytes -= old.size;
         }
         if arrived.bytes > MAX_UNNAMED_BYTES {
             self.arrived.remove(peer);
@@ -212,7 +237,7 @@ impl Held {
             .get_mut(peer)
             .and_then(|queue| {
                 queue.iter_mut().find(
-                    |waiting| matches!(waiting.entry, Entry::Group { object: o } if o == object),
+                    |waiting| matches!(waiting.entry, Entry::Group { object: o, .. } if o == object),
                 )
             })
             .ok_or(Unexpected::NotWaiting(object))?;
@@ -225,9 +250,9 @@ impl Held {
         // A copy that came anyway is not needed (the ones below it may be: their places
         // wait ahead of this one).
         if let Some(arrived) = self.arrived.get_mut(peer)
-            && let Some((_, size, _)) = arrived.objects.remove(&object)
+            && let Some((arrival, _)) = arrived.objects.remove(&object)
         {
-            arrived.bytes -= size;
+            arrived.bytes -= arrival.size;
         }
         Ok(())
     }
@@ -261,10 +286,10 @@ impl Held {
     fn next(&mut self, peer: &str, takes_stores: bool) -> Option<Release> {
         let queue = self.queues.get_mut(peer)?;
         let first = queue.front_mut()?;
-        if let Entry::Group { object } = first.entry
-            && let Some(store) = self.arrived.get_mut(peer).and_then(|a| a.take(object))
+        if let Entry::Group { object, digest } = first.entry
+            && let Some(arrival) = self.arrived.get_mut(peer).and_then(|a| a.take(object))
         {
-            first.entry = Entry::Message(store);
+            first.entry = filled(arrival, &digest);
         }
         let goes = match &first.entry {
             Entry::Message(message) => takes_stores || !is_store(message),
@@ -299,10 +324,10 @@ impl Held {
             }
         }
         self.arrived.retain(|_, arrived| {
-            arrived.objects.retain(|_, (_, size, since)| {
+            arrived.objects.retain(|_, (arrival, since)| {
                 let keep = now.saturating_duration_since(*since) < wait;
                 if !keep {
-                    arrived.bytes -= *size;
+                    arrived.bytes -= arrival.size;
                 }
                 keep
             });
@@ -319,9 +344,9 @@ impl Held {
         queue
             .into_iter()
             .map(|mut waiting| {
-                if let Entry::Group { object } = waiting.entry {
+                if let Entry::Group { object, digest } = waiting.entry {
                     waiting.entry = match arrived.take(object) {
-                        Some(store) => Entry::Message(store),
+                        Some(arrival) => filled(arrival, &digest),
                         None => Entry::Dropped(Dropped::Missed),
                     };
                 }
@@ -377,8 +402,20 @@ mod tests {
         Message::AbortTransaction { ttid: Tid(1) }
     }
 
+    /// The place of fan-out object `object`, carrying `store(object)`.
     fn group(object: u64) -> Message {
-        Message::GroupStore { object }
+        let digest = replicast_transport::fanout::wire::digest(&encode(&store(object)));
+        Message::GroupStore { object, digest }
+    }
+
+    /// The group's bytes of `store(oid)`, arrived.
+    fn arrival(oid: u64) -> Arrival {
+        let bytes = encode(&store(oid));
+        Arrival {
+            store: store(oid),
+            size: bytes.len(),
+            digest: replicast_transport::fanout::wire::digest(&bytes),
+        }
     }
 
     /// The kinds of what `peer`'s next releases are, until one is not ready.
@@ -426,23 +463,23 @@ mod tests {
         held.hold("c", None, abort(), Bytes::new());
         assert!(drain(&mut held, "c", true).is_empty(), "no bytes yet");
         // Another writer's object of the same id is not this one.
-        held.arrive("d", 7, store(9), 16).unwrap();
+        held.arrive("d", 7, arrival(9)).unwrap();
         assert!(drain(&mut held, "c", true).is_empty());
-        held.arrive("c", 7, store(1), 16).unwrap();
+        held.arrive("c", 7, arrival(7)).unwrap();
         assert!(
             drain(&mut held, "c", false).is_empty(),
             "a store, while the role takes none"
         );
-        assert_eq!(drain(&mut held, "c", true), ["Store 1", "AbortTransaction"]);
+        assert_eq!(drain(&mut held, "c", true), ["Store 7", "AbortTransaction"]);
         assert!(!held.is_empty(), "d's object waits for its place");
     }
 
     #[test]
     fn bytes_that_came_first_wait_for_their_place_and_late_copies_go() {
         let mut held = Held::default();
-        held.arrive("c", 3, store(3), 16).unwrap();
-        held.arrive("c", 4, store(4), 16).unwrap();
-        held.arrive("c", 5, store(5), 16).unwrap();
+        held.arrive("c", 3, arrival(3)).unwrap();
+        held.arrive("c", 4, arrival(4)).unwrap();
+        held.arrive("c", 5, arrival(5)).unwrap();
         held.hold("c", None, group(4), Bytes::new());
         assert_eq!(drain(&mut held, "c", true), ["Store 4"]);
         // 3 was named before 4 and is a late copy; 5 waits for its place.
@@ -457,6 +494,34 @@ mod tests {
             ["dropped: neither its bytes nor its writer's word came in 30s"]
         );
         assert!(held.is_empty(), "the unnamed object expired too");
+    }
+
+    #[test]
+    fn bytes_that_do_not_match_their_places_digest_are_not_taken() {
+        let mut held = Held::default();
+        // Another member of the group sent bytes under c's object 5: a store, not c's.
+        held.arrive("c", 5, arrival(6)).unwrap();
+        held.hold("c", None, group(5), Bytes::new());
+        held.hold("c", None, abort(), Bytes::new());
+        assert_eq!(
+            drain(&mut held, "c", true),
+            [
+                "dropped: the group's bytes do not match the digest its writer named",
+                "AbortTransaction"
+            ]
+        );
+        // Likewise when the place was there first, and when the peer is given up.
+        held.hold("c", None, group(8), Bytes::new());
+        held.arrive("c", 8, arrival(9)).unwrap();
+        assert_eq!(
+            drain(&mut held, "c", true),
+            ["dropped: the group's bytes do not match the digest its writer named"]
+        );
+        held.hold("c", None, group(10), Bytes::new());
+        held.arrive("c", 10, arrival(11)).unwrap();
+        let all = held.take_all("c");
+        assert!(matches!(all[..], [Release::Dropped(Dropped::Forged)]));
+        assert!(held.is_empty());
     }
 
     #[test]
@@ -502,7 +567,7 @@ mod tests {
             held.changed.is_empty(),
             "nothing to look at until something changes"
         );
-        held.arrive("c", 1, store(1), 16).unwrap();
+        held.arrive("c", 1, arrival(1)).unwrap();
         assert!(held.changed.contains("c") && !held.changed.contains("d"));
         assert!(
             held.next_ready(false).is_none(),
@@ -527,7 +592,7 @@ mod tests {
         held.hold("c", None, group(2), Bytes::new());
         held.hold("c", None, group(3), Bytes::new());
         held.hold("c", None, abort(), Bytes::new());
-        held.arrive("c", 2, store(2), 16).unwrap();
+        held.arrive("c", 2, arrival(2)).unwrap();
         let all: Vec<String> = held
             .take_all("c")
             .into_iter()
@@ -544,11 +609,15 @@ mod tests {
     fn a_writer_cannot_fill_the_storage_with_objects_it_never_names() {
         let mut held = Held::default();
         let big = MAX_UNNAMED_BYTES / 4 + 1;
+        let sized = |oid| Arrival {
+            size: big,
+            ..arrival(oid)
+        };
         for object in 0..3 {
-            held.arrive("c", object, store(object), big).unwrap();
+            held.arrive("c", object, sized(object)).unwrap();
         }
         assert!(matches!(
-            held.arrive("c", 3, store(3), big),
+            held.arrive("c", 3, sized(3)),
             Err(Unexpected::Unnamed)
         ));
         assert!(held.is_empty(), "what it sent is let go");

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::fanout::{FanoutEnd, FanoutEvent, FanoutReplica, store_of};
-use super::held::{Held, Release};
+use super::held::{Arrival, Dropped, Held, Release};
 use super::role::Role;
 use crate::client::{FanoutStore, Output};
 use crate::gate::{Admission, Gate, GateLimits, refuse_incoming};
@@ -136,6 +136,9 @@ pub struct DriverStats {
     /// reached the role (a storage): the group missed them and the writer sent nothing
     /// instead, their bytes were refused, or nothing came within the group wait.
     pub group_dropped: u64,
+    /// Of those, the ones whose bytes from the group did not match the digest their place
+    /// named (another member of the group sent bytes under the writer's session).
+    pub group_forged: u64,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +159,7 @@ struct Counters {
     fanout_refused: AtomicU64,
     fanout_failures: AtomicU64,
     group_dropped: AtomicU64,
+    group_forged: AtomicU64,
 }
 
 impl Counters {
@@ -181,6 +185,7 @@ impl Counters {
             fanout_refused: self.fanout_refused.load(Ordering::Relaxed),
             fanout_failures: self.fanout_failures.load(Ordering::Relaxed),
             group_dropped: self.group_dropped.load(Ordering::Relaxed),
+            group_forged: self.group_forged.load(Ordering::Relaxed),
         }
     }
 }
@@ -589,10 +594,17 @@ impl<R: Role> Driver<R> {
                     // It goes to the role in its place in the writer's channel (the
                     // session's writer was admitted with its certificate, the store is
                     // admitted with the channel's).
-                    let size = object.data.len();
-                    if let Err(error) =
-                        self.held
-                            .arrive(&object.writer, object.object_id, store, size)
+                    let arrived = Arrival {
+                        store,
+                        size: object.data.len(),
+                        // The receiver's socket task computed it (the node's writers
+                        // announce nothing); a writer that announced its objects had them
+                        // checked there, and they are digested here.
+                        digest: object
+                            .digest
+                            .unwrap_or_else(|| fanout::wire::digest(&object.data)),
+                    };
+                    if let Err(error) = self.held.arrive(&object.writer, object.object_id, arrived)
                     {
                         tracing::warn!(writer = %object.writer, %error, "the writer is given up");
                         self.lose(&object.writer);
@@ -772,7 +784,12 @@ impl<R: Role> Driver<R> {
             } => self.admit(peer, certificate.as_ref(), message),
             Release::Dropped(dropped) => {
                 Counters::bump(&self.counters.group_dropped);
-                tracing::info!(%peer, %dropped, "a store the group carried is dropped");
+                if matches!(dropped, Dropped::Forged) {
+                    Counters::bump(&self.counters.group_forged);
+                    tracing::warn!(%peer, %dropped, "a store the group carried is dropped");
+                } else {
+                    tracing::info!(%peer, %dropped, "a store the group carried is dropped");
+                }
             }
         }
     }
@@ -1013,7 +1030,8 @@ impl<R: Role> Driver<R> {
         };
         if !group.is_empty() {
             let object = self.object_id(store.id);
-            let place = Bytes::from(encode(&Message::GroupStore { object }));
+            let digest = fanout::wire::digest(&bytes);
+            let place = Bytes::from(encode(&Message::GroupStore { object, digest }));
             for peer in &group {
                 self.send(peer, place.clone()).await;
             }

@@ -22,8 +22,10 @@ use super::message::Message;
 /// transaction waits for a lock (`Waits`). Version 10 invalidates the commits a master decided
 /// together in one message (`Invalidate` carries a list). Version 11 puts the stores the
 /// multicast group carries in order with the rest on the writer's channel (`GroupStore`,
-/// `GroupMissed`), so the vote no longer counts the stores it covers.
-pub const PROTOCOL_VERSION: u16 = 11;
+/// `GroupMissed`), so the vote no longer counts the stores it covers. Version 12 names a
+/// group's store with its digest (`GroupStore` carries it): the storage checks the group's
+/// bytes, and the fan-out no longer announces them.
+pub const PROTOCOL_VERSION: u16 = 12;
 
 /// Encodes `message` with the protocol version in front.
 ///

@@ -125,9 +125,18 @@ pub enum Message {
     /// once the group delivered it or [`Message::GroupMissed`] said what became of it, and
     /// what the client sent after it waits until then. So a store the group carries can
     /// neither overtake nor trail its transaction's vote or abort.
+    ///
+    /// The place carries the store's digest: any member of the group holds the group key
+    /// and could send bytes under the client's session, so the storage takes only bytes that
+    /// match what the client named on its authenticated channel (the fan-out announces
+    /// nothing for the node: this is the one check, and the storage's `AnswerStore` the one
+    /// acknowledgement).
     GroupStore {
         /// The client's id of the fan-out object (the transport's object id).
         object: u64,
+        /// BLAKE3 of the encoded [`Message::Store`] the group carries
+        /// ([`digest`](replicast_transport::fanout::wire::digest)).
+        digest: [u8; 32],
     },
     /// Client -> storage: the group did not deliver fan-out object `object` here (named
     /// before by a [`Message::GroupStore`]). `store` is the encoded [`Message::Store`] it

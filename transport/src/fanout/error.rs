@@ -46,6 +46,11 @@ pub enum FanoutError {
     /// The multicast sender's task has stopped.
     #[error("the multicast sender has stopped")]
     Closed(#[from] DriverClosed),
+    /// Under [`Verification::Application`](super::Verification::Application), an object id
+    /// at or above [`APPLICATION_ID_LIMIT`](super::wire::APPLICATION_ID_LIMIT) for the
+    /// group (its multicast id would read as a bundle or a probe).
+    #[error("object id {0:#x} is beyond the group's ids under application verification")]
+    ObjectId(u64),
 }
 
 /// Why one replica did not get one object.

@@ -9,7 +9,7 @@ use std::hash::Hash;
 
 use bytes::Bytes;
 
-use super::wire::{Bundle, Expectation, UnicastPart, Verdict, digest};
+use super::wire::{Bundle, DIGEST_LEN, Expectation, UnicastPart, Verdict, digest};
 
 /// A multicast object is known by its session and its id on the group.
 pub type MulticastKey = (u64, u64);
@@ -102,6 +102,9 @@ pub struct Delivery {
     pub object_id: u64,
     /// Its bytes.
     pub data: Bytes,
+    /// BLAKE3 of its bytes, where the replica computed it for the application (an object
+    /// delivered unannounced, [`DeliveredObject::digest`](super::DeliveredObject::digest)).
+    pub digest: Option<[u8; DIGEST_LEN]>,
 }
 
 /// What became of an announcement or an arrival: verdicts to answer (by the caller's token)
@@ -392,6 +395,7 @@ impl<T: PartialEq> Matcher<T> {
                 writer: writer.to_owned(),
                 object_id,
                 data,
+                digest: None,
             })
         } else {
             self.stats.duplicates += 1;

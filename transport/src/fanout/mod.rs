@@ -23,6 +23,12 @@
 //! acknowledges, on that same link, only bytes that match it ([`matching`]). A forged object
 //! is refused and the replica gets the writer's bytes by unicast.
 //!
+//! An application that names each object with its digest on an ordered channel of its own
+//! (the node does, for every store) checks the bytes itself instead
+//! ([`Verification::Application`]): the writer announces nothing, the replica delivers each
+//! multicast object as it arrives, and the group's own acknowledgement settles the writer's
+//! delivery, so a multicast object costs its replica no request on its link.
+//!
 //! # One lane per replica
 //!
 //! What a writer says to a replica about single objects (announcements, small unicast
@@ -55,6 +61,7 @@ mod queue;
 mod reach;
 mod replica;
 mod sessions;
+mod verification;
 pub mod wire;
 mod writer;
 
@@ -65,5 +72,6 @@ pub use replica::{
     DeliveredObject, FanoutFeed, FanoutReceiver, FanoutReceiverConfig, FanoutReceiverStats,
     ReceivedVia,
 };
+pub use verification::Verification;
 pub use wire::SERVICE;
 pub use writer::{Fanout, FanoutConfig};

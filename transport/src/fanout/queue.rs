@@ -149,6 +149,7 @@ mod tests {
             object_id: id,
             data: Bytes::from(vec![0u8; len]),
             via: ReceivedVia::Unicast,
+            digest: None,
         }
     }
 

@@ -19,14 +19,15 @@ use super::matching::{Delivery, Matcher, MatcherLimits, MatcherStats, MulticastK
 use super::queue::{QueueIn, QueueOut, queue};
 use super::sessions::{Memberships, SocketCommand, SocketTask};
 use super::wire::{
-    Bundle, ControlAnswer, ControlRequest, Expectation, MAX_BUNDLE_BATCH, MAX_EXPECT_BATCH,
-    Membership, ObjectHeader, PROBE_BIT, SERVICE, UnicastAck, UnicastBatchAck, Verdict,
+    BUNDLE_BIT, Bundle, BundleFrame, ControlAnswer, ControlRequest, DIGEST_LEN, Expectation,
+    MAX_BUNDLE_BATCH, MAX_EXPECT_BATCH, Membership, ObjectHeader, PROBE_BIT, SERVICE, UnicastAck,
+    UnicastBatchAck, Verdict, digest,
 };
 #[cfg(feature = "netem")]
 use crate::multicast::driver::ImpairmentConfig;
 use crate::multicast::driver::{
     BindError, MulticastInterface, MulticastReceiver, MulticastReceiverConfig,
-    MulticastSocketConfig, Received,
+    MulticastSocketConfig, Received, ReceivedObject,
 };
 use crate::multicast::proto::{GroupKey, ReceiverConfig, ReceiverKey};
 use crate::quic::{Endpoint, Incoming, IncomingObject, IncomingRequest, Service};
@@ -83,7 +84,8 @@ impl Default for FanoutReceiverConfig {
 /// How an object reached this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReceivedVia {
-    /// Over the group, its digest verified.
+    /// Over the group: its digest verified, unless its writer left that to its application
+    /// ([`Verification::Application`](super::Verification::Application)).
     Multicast,
     /// Over the writer's QUIC link.
     Unicast,
@@ -100,6 +102,12 @@ pub struct DeliveredObject {
     pub data: Bytes,
     /// The path of the first copy.
     pub via: ReceivedVia,
+    /// BLAKE3 of its bytes ([`digest`](super::wire::digest)) for an object delivered
+    /// unannounced, whose application checks it
+    /// ([`Verification::Application`](super::Verification::Application)): computed on the
+    /// group's socket task, beside the application's own (`None` otherwise: the replica
+    /// checked the bytes, or the writer's link carried them).
+    pub digest: Option<[u8; DIGEST_LEN]>,
 }
 
 /// Counters of a [`FanoutReceiver`].
@@ -119,6 +127,9 @@ pub struct FanoutReceiverStats {
     pub unicast_streams: u64,
     /// Probes received over a group (and dropped).
     pub probes: u64,
+    /// Objects delivered from the group unannounced, as they arrived, for writers whose
+    /// application checks the bytes ([`Verification::Application`](super::Verification::Application)).
+    pub unannounced: u64,
     /// Requests and objects refused (not decodable, or from a peer that is not the writer
     /// of the session they name).
     pub refused: u64,
@@ -148,6 +159,7 @@ struct Shared {
     bundles: AtomicU64,
     unicast_streams: AtomicU64,
     probes: AtomicU64,
+    unannounced: AtomicU64,
     refused: AtomicU64,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
     /// Told when an announcement was settled as it was registered (it claimed an unclaimed
@@ -288,6 +300,7 @@ impl FanoutReceiver {
             bundles: AtomicU64::new(0),
             unicast_streams: AtomicU64::new(0),
             probes: AtomicU64::new(0),
+            unannounced: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
             claimed: Notify::new(),
@@ -341,6 +354,7 @@ impl Shared {
             bundles: self.bundles.load(Ordering::Relaxed),
             unicast_streams: self.unicast_streams.load(Ordering::Relaxed),
             probes: self.probes.load(Ordering::Relaxed),
+            unannounced: self.unannounced.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             sessions: sessions as u64,
             multicast_sockets: multicast_sockets as u64,
@@ -602,10 +616,23 @@ async fn run_socket(
                             shared.probes.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        lock(&shared.matcher)
-                            .multicast_arrived((object.session_id, object.object_id), object.data)
+                        let unannounced = lock(&shared.sessions)
+                            .unannounced_writer(object.session_id)
+                            .map(str::to_owned);
+                        match unannounced {
+                            Some(writer) => unannounced_arrived(&shared, writer, object),
+                            None => lock(&shared.matcher).multicast_arrived(
+                                (object.session_id, object.object_id),
+                                object.data,
+                            ),
+                        }
                     }
                     Some(Received::Lost { session_id, object_id }) => {
+                        // Nobody waits for an unannounced object: its writer's application
+                        // notices it missing on its own channel.
+                        if lock(&shared.sessions).unannounced_writer(session_id).is_some() {
+                            continue;
+                        }
                         lock(&shared.matcher).multicast_lost((session_id, object_id))
                     }
                     None => return,
@@ -623,6 +650,41 @@ async fn run_socket(
             }
         }
     }
+}
+
+/// The deliveries of a multicast object of `writer`'s session under
+/// [`Verification::Application`](super::Verification::Application): the object itself, or each object of a bundle framed in
+/// its bytes ([`BundleFrame`]; a frame that does not add up is refused whole and counted).
+/// Nothing is checked or deduplicated here: the group brings a session's object once, and the
+/// application checks the bytes against what the writer named on its own channel.
+fn unannounced_arrived(shared: &Shared, writer: String, object: ReceivedObject) -> Resolved<u64> {
+    let mut resolved = Resolved::default();
+    let parts = if object.object_id & BUNDLE_BIT == 0 {
+        Ok(vec![(object.object_id, object.data)])
+    } else {
+        BundleFrame::decode(&object.data)
+    };
+    match parts {
+        Ok(parts) => {
+            shared
+                .unannounced
+                .fetch_add(parts.len() as u64, Ordering::Relaxed);
+            resolved.deliveries = parts
+                .into_iter()
+                .map(|(object_id, data)| Delivery {
+                    writer: writer.clone(),
+                    object_id,
+                    digest: Some(digest(&data)),
+                    data,
+                })
+                .collect();
+        }
+        Err(e) => {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("fan-out replica: a bundle of {writer} refused: {e}");
+        }
+    }
+    resolved
 }
 
 /// Waits while the objects no announcement claimed yet fill half the matcher's bound
@@ -673,6 +735,7 @@ async fn deliver(shared: &Shared, delivery: Delivery, via: ReceivedVia) {
             object_id: delivery.object_id,
             data: delivery.data,
             via,
+            digest: delivery.digest,
         })
         .await;
 }

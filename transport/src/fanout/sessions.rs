@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::error::JoinRefusal;
+use super::verification::Verification;
 use super::wire::Membership;
 use crate::multicast::driver::{BindError, ReceiverObserver};
 use crate::multicast::proto::{GroupKey, ReceiverKey};
@@ -84,6 +85,8 @@ struct Session {
     group: SocketAddr,
     /// The replica's id and key in the session: its NACKs and reports are sealed with it.
     member: ReceiverKey,
+    /// Who checks the session's bytes ([`Verification::Application`]: nobody here).
+    verification: Verification,
 }
 
 /// The writer sessions of a replica and the group sockets they share, one per group address
@@ -115,6 +118,15 @@ impl Memberships {
         let group = self.sessions.get(&session_id)?.group;
         let task = self.sockets.get(&group)?.task.as_ref()?;
         Some(task.observer.clone())
+    }
+
+    /// The writer of session `session_id` if its multicast objects are delivered as they
+    /// arrive, announced by nobody ([`Verification::Application`]).
+    pub(super) fn unannounced_writer(&self, session_id: u64) -> Option<&str> {
+        self.sessions
+            .get(&session_id)
+            .filter(|session| session.verification == Verification::Application)
+            .map(|session| session.writer.as_str())
     }
 
     /// Whether `writer` holds session `session_id` here.
@@ -203,6 +215,7 @@ impl Memberships {
                 writer: writer.to_owned(),
                 group,
                 member,
+                verification: membership.verification,
             },
         );
         self.close_idle_sockets();

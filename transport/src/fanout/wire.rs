@@ -24,8 +24,10 @@
 
 use std::net::SocketAddr;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use super::verification::Verification;
 use crate::quic::Service;
 
 /// The service of every request and object stream between a writer and its replicas: the
@@ -52,6 +54,15 @@ pub const MAX_BUNDLE_BATCH: usize = 64;
 
 /// Multicast object ids with this bit set are reachability probes: replicas drop them.
 pub const PROBE_BIT: u64 = 1 << 63;
+
+/// Under [`Verification::Application`], multicast object ids with this bit set are bundles
+/// framed in their bytes ([`BundleFrame`]); the others are single objects whose multicast id
+/// is the application's object id.
+pub const BUNDLE_BIT: u64 = 1 << 62;
+
+/// Under [`Verification::Application`], the application's object ids are the objects' ids
+/// on the group, below the probe and bundle bits: they must be below this.
+pub const APPLICATION_ID_LIMIT: u64 = BUNDLE_BIT;
 
 /// The BLAKE3 digest of `bytes`: a cryptographic hash, since it must bind the bytes a group
 /// member sends to what the writer announced (see [the module](super)), and about four times
@@ -82,6 +93,9 @@ pub struct Membership {
     pub receiver_id: u32,
     /// The replica's own key (its NACKs and reports are sealed with it).
     pub receiver_secret: [u8; 32],
+    /// Who checks the session's multicast bytes: under [`Verification::Application`] the
+    /// replica delivers them as they arrive, announced by nobody.
+    pub verification: Verification,
 }
 
 impl std::fmt::Debug for Membership {
@@ -91,6 +105,7 @@ impl std::fmt::Debug for Membership {
             .field("session_id", &self.session_id)
             .field("epoch", &self.epoch)
             .field("receiver_id", &self.receiver_id)
+            .field("verification", &self.verification)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +157,85 @@ pub enum BundleError {
         /// The bundle's announced length.
         len: u64,
     },
+}
+
+/// A bundle under [`Verification::Application`], where nobody announces it: its parts' ids
+/// and lengths lead its bytes. The frame is the count of parts (a little-endian `u32`), each
+/// part's object id (`u64`) and length (`u32`), then the parts' bytes one after the other.
+///
+/// ```
+/// use bytes::Bytes;
+/// use replicast_transport::fanout::wire::{BundleError, BundleFrame};
+///
+/// let parts = [(7, Bytes::from_static(b"ab")), (8, Bytes::from_static(b"cde"))];
+/// let framed = BundleFrame::encode(&parts);
+/// assert_eq!(BundleFrame::decode(&framed), Ok(parts.to_vec()));
+/// // A frame whose parts do not add up to its bytes is refused whole.
+/// let cut = framed.slice(..framed.len() - 1);
+/// assert!(matches!(BundleFrame::decode(&cut), Err(BundleError::Lengths { .. })));
+/// ```
+#[derive(Debug)]
+pub struct BundleFrame;
+
+impl BundleFrame {
+    /// Bytes of the frame's count of parts.
+    const COUNT: usize = 4;
+    /// Bytes of one part's id and length.
+    const PART: usize = 12;
+
+    /// The framed bundle of `parts` (1 to [`MAX_BUNDLE_PARTS`] objects of at most 4 GiB
+    /// each, which the writer's bundler guarantees: a bundle is at most 1 MiB).
+    pub fn encode(parts: &[(u64, Bytes)]) -> Bytes {
+        let len: usize = parts.iter().map(|(_, data)| data.len()).sum();
+        let mut framed = BytesMut::with_capacity(Self::COUNT + Self::PART * parts.len() + len);
+        framed.put_u32_le(u32::try_from(parts.len()).unwrap_or(u32::MAX));
+        for (object_id, data) in parts {
+            framed.put_u64_le(*object_id);
+            framed.put_u32_le(u32::try_from(data.len()).unwrap_or(u32::MAX));
+        }
+        for (_, data) in parts {
+            framed.extend_from_slice(data);
+        }
+        framed.freeze()
+    }
+
+    /// The parts of a framed bundle, each a slice of `framed` (no copy), or why the frame is
+    /// refused: no parts or too many ([`BundleError::Parts`]), or a frame whose parts do not
+    /// add up to its bytes ([`BundleError::Lengths`], also for a frame cut short).
+    pub fn decode(framed: &Bytes) -> Result<Vec<(u64, Bytes)>, BundleError> {
+        let count = framed
+            .get(..Self::COUNT)
+            .and_then(|count| <[u8; 4]>::try_from(count).ok())
+            .map(u32::from_le_bytes)
+            .ok_or(BundleError::Parts(0))?;
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        if count == 0 || count > MAX_BUNDLE_PARTS {
+            return Err(BundleError::Parts(count));
+        }
+        let header = Self::COUNT + Self::PART * count;
+        let lengths = |parts: Option<u64>| BundleError::Lengths {
+            parts,
+            len: framed.len().saturating_sub(header) as u64,
+        };
+        let entries = framed.get(Self::COUNT..header).ok_or(lengths(None))?;
+        let mut parts = Vec::with_capacity(count);
+        let mut offset = header;
+        for entry in entries.chunks_exact(Self::PART) {
+            let (id, len) = entry.split_at(8);
+            let object_id = u64::from_le_bytes(id.try_into().map_err(|_| lengths(None))?);
+            let len = u32::from_le_bytes(len.try_into().map_err(|_| lengths(None))?);
+            let end = offset.saturating_add(len as usize);
+            if end > framed.len() {
+                return Err(lengths(Some((end - header) as u64)));
+            }
+            parts.push((object_id, framed.slice(offset..end)));
+            offset = end;
+        }
+        if offset != framed.len() {
+            return Err(lengths(Some((offset - header) as u64)));
+        }
+        Ok(parts)
+    }
 }
 
 impl Bundle {

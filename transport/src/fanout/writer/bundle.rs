@@ -1,21 +1,30 @@
 //! The writer's bundler: small objects for the group do not reach the multicast sender one by
 //! one; whatever queued while the sender was busy leaves as one multicast object, a [`Bundle`]
-//! of them, announced once in each replica's lane.
+//! of them, announced once in each replica's lane (or, under
+//! [`Verification::Application`], framed in its own bytes, [`BundleFrame`], and announced to
+//! nobody).
 //!
 //! Separate from the writer's API because it is a task of its own, with its own queue and
 //! bounds ([`BUNDLE_BYTES`], [`BUNDLE_QUEUE_BYTES`]): `send_to` only hands it a small object
 //! ([`Bundled`]) and returns.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::delivery::Delivery;
+use super::Inner;
+use super::delivery::{Delivery, settle_on_acknowledgement};
 use super::lane::{Announced, AnnouncedBundle, LaneWork, queue};
 use super::{gather_evidence, next_multicast_id};
 use crate::fanout::error::{DeliveryFailure, FanoutError};
 use crate::fanout::handle::ReplicaOutcome;
 use crate::fanout::reach::Strategy;
-use crate::fanout::wire::{Bundle, Expectation, MAX_BUNDLE_PARTS, UnicastPart, digest};
+use crate::fanout::verification::Verification;
+use crate::fanout::wire::{
+    BUNDLE_BIT, Bundle, BundleFrame, Expectation, MAX_BUNDLE_PARTS, UnicastPart, digest,
+};
+use crate::multicast::driver::MulticastSender;
 
 /// Objects at least this large are multicast as objects of their own; smaller ones travel
 /// bundled (several to one multicast object).
@@ -119,6 +128,9 @@ async fn send_bundle(mut group: Vec<Bundled>) {
         }
         return;
     };
+    if inner.verification == Verification::Application {
+        return send_unannounced(&inner, sender, group).await;
+    }
     let multicast_id = next_multicast_id(&inner);
     if group.len() == 1 {
         let Some(bundled) = group.pop() else { return };
@@ -200,5 +212,42 @@ async fn send_bundle(mut group: Vec<Bundled>) {
             continue;
         };
         queue(&lane, LaneWork::AnnounceBundle(announced));
+    }
+}
+
+/// Hands `group` to the sender under [`Verification::Application`], where nobody announces
+/// it: one object goes under its own id, several as a bundle framed in its bytes
+/// ([`BundleFrame`], under an id with [`BUNDLE_BIT`]); the group's acknowledgement settles
+/// every delivery ([`settle_on_acknowledgement`]).
+async fn send_unannounced(inner: &Arc<Inner>, sender: &MulticastSender, mut group: Vec<Bundled>) {
+    let (multicast_id, payload) = match group.as_slice() {
+        [one] => (one.object_id, one.data.clone()),
+        _ => {
+            let parts: Vec<(u64, Bytes)> = group
+                .iter()
+                .map(|bundled| (bundled.object_id, bundled.data.clone()))
+                .collect();
+            let id = next_multicast_id(inner) | BUNDLE_BIT;
+            (id, BundleFrame::encode(&parts))
+        }
+    };
+    match sender.send(multicast_id, payload).await {
+        Ok(acknowledged) => {
+            let deliveries = group
+                .drain(..)
+                .flat_map(|bundled| bundled.deliveries)
+                .collect();
+            tokio::spawn(settle_on_acknowledgement(
+                inner.clone(),
+                acknowledged,
+                deliveries,
+            ));
+        }
+        Err(error) => {
+            let reason = DeliveryFailure::Sender(error.to_string());
+            for bundled in group {
+                bundled.fail(&reason);
+            }
+        }
     }
 }

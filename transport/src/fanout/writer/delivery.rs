@@ -1,11 +1,14 @@
 //! One object on its way to one replica ([`Delivery`], addressed to a [`Target`]): how it goes
-//! by unicast, and how the replica's verdict on its multicast copy settles it (delivered, a
-//! unicast fallback, or a failure).
+//! by unicast, and how the replica's verdict on its multicast copy (or, under
+//! [`Verification::Application`](crate::fanout::Verification::Application), the group's
+//! acknowledgement, [`settle_on_acknowledgement`]) settles it (delivered, a unicast fallback,
+//! or a failure).
 //!
 //! Separate because it is the bookkeeping every path shares: the writer's API creates the
 //! deliveries, the bundler and the lanes carry them, and each ends here with one outcome for
 //! the caller's handle.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +21,7 @@ use crate::fanout::error::DeliveryFailure;
 use crate::fanout::handle::{DeliveryPath, ObjectOutcome, ReplicaOutcome};
 use crate::fanout::reach::{Fallback, Strategy};
 use crate::fanout::wire::{UnicastAck, UnicastHeader, Verdict};
+use crate::multicast::driver::{DeliveryHandle, DeliveryOutcome};
 use crate::quic::{Link, LinkError};
 
 /// One object on its way to one replica.
@@ -137,6 +141,46 @@ impl Delivery {
                 reason: DeliveryFailure::Link(e),
             }),
         }
+    }
+}
+
+/// Settles `deliveries` (of one multicast object, or of the objects of one bundle) on the
+/// group's acknowledgement, under
+/// [`Verification::Application`](crate::fanout::Verification::Application), where no replica
+/// answers an announcement: a replica whose multicast receiver acknowledged every byte has
+/// it ([`Verdict::Verified`] stands for that), one the sender gave up on or that left the
+/// group has lost it ([`Verdict::Lost`]: a unicast fallback under [`Strategy::Auto`], else
+/// a failure). Every receiver's acknowledgement is evidence of reachability, as
+/// [`gather_evidence`](super::gather_evidence) takes it under the replicas' verification.
+pub(super) async fn settle_on_acknowledgement(
+    inner: Arc<Inner>,
+    mut acknowledged: DeliveryHandle,
+    deliveries: Vec<(Delivery, Strategy)>,
+) {
+    let mut waiting: HashMap<u32, Vec<(Delivery, Strategy)>> = HashMap::new();
+    for (delivery, strategy) in deliveries {
+        let receiver_id = delivery.target.receiver_id;
+        waiting
+            .entry(receiver_id)
+            .or_default()
+            .push((delivery, strategy));
+    }
+    while let Some((receiver_id, outcome)) = acknowledged.next().await {
+        let verdict = match outcome {
+            DeliveryOutcome::Delivered => {
+                lock(&inner.state).reach.multicast_delivered(receiver_id);
+                Verdict::Verified
+            }
+            DeliveryOutcome::Abandoned | DeliveryOutcome::Removed => Verdict::Lost,
+        };
+        for (delivery, strategy) in waiting.remove(&receiver_id).unwrap_or_default() {
+            delivery.settle_multicast(Ok(verdict), strategy);
+        }
+    }
+    // A replica that joined again after the object left is not among its receivers, and a
+    // sender that stopped reports nobody: the group did not bring them the object.
+    for (delivery, strategy) in waiting.into_values().flatten() {
+        delivery.settle_multicast(Ok(Verdict::Lost), strategy);
     }
 }
 

@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 use super::error::{DeliveryFailure, FanoutError};
 use super::handle::{DeliveryPath, FanoutHandle, ObjectOutcome};
 use super::reach::{Reachability, ReachabilityTable, Route, Strategy, route_for};
+use super::verification::Verification;
 use super::wire::{
-    ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT, SERVICE, digest,
+    APPLICATION_ID_LIMIT, ControlAnswer, ControlRequest, Expectation, Membership, PROBE_BIT,
+    SERVICE, digest,
 };
 use crate::multicast::driver::{
     DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
@@ -34,7 +36,7 @@ use crate::multicast::driver::{
 use crate::multicast::proto::{GroupKey, ReceiverKey};
 use crate::quic::{Endpoint, Link};
 use bundle::{BUNDLE_ALONE, BUNDLE_BYTES, BUNDLE_QUEUE_BYTES, Bundled, run_bundler};
-use delivery::{Delivery, Reporter, Target};
+use delivery::{Delivery, Reporter, Target, settle_on_acknowledgement};
 use lane::{Announced, Lane, LaneWork, queue, start_lane};
 
 /// How a [`Fanout`] writer runs.
@@ -48,15 +50,20 @@ pub struct FanoutConfig {
     /// Under [`Strategy::Auto`], how often an empty probe goes to the group while some
     /// replica has not proven reachable and no object is multicast.
     pub probe_interval: Duration,
+    /// Who checks the group's bytes: the replicas, against the digests the writer announces
+    /// (the default), or the application ([`Verification::Application`]).
+    pub verification: Verification,
 }
 
 impl FanoutConfig {
-    /// [`Strategy::Auto`], a probe at most every 200 ms, and `multicast` as given.
+    /// [`Strategy::Auto`], a probe at most every 200 ms, digests checked by the replicas,
+    /// and `multicast` as given.
     pub fn new(multicast: MulticastSenderConfig) -> Self {
         Self {
             multicast,
             strategy: Strategy::Auto,
             probe_interval: Duration::from_millis(200),
+            verification: Verification::Replica,
         }
     }
 }
@@ -82,6 +89,7 @@ struct Inner {
     group: SocketAddr,
     session_id: u64,
     strategy: Strategy,
+    verification: Verification,
     /// `None` for a unicast-only writer ([`Fanout::unicast`]).
     sender: Option<MulticastSender>,
     /// The largest object the multicast sender takes; larger ones go by unicast.
@@ -159,7 +167,7 @@ impl Fanout {
             Some((sender, multicast_limit)),
             group,
             session_id,
-            config.strategy,
+            (config.strategy, config.verification),
             config.probe_interval,
             group_key,
         ))
@@ -180,7 +188,7 @@ impl Fanout {
             None,
             nowhere,
             0,
-            Strategy::Unicast,
+            (Strategy::Unicast, Verification::Replica),
             Duration::from_secs(1),
             group_key,
         )
@@ -191,7 +199,7 @@ impl Fanout {
         sender: Option<(MulticastSender, u64)>,
         group: SocketAddr,
         session_id: u64,
-        strategy: Strategy,
+        (strategy, verification): (Strategy, Verification),
         probe_interval: Duration,
         group_key: GroupKey,
     ) -> Self {
@@ -209,6 +217,7 @@ impl Fanout {
                 group,
                 session_id,
                 strategy,
+                verification,
                 multicast_limit,
                 bundler,
                 bundle_room: Arc::new(tokio::sync::Semaphore::new(BUNDLE_QUEUE_BYTES)),
@@ -342,6 +351,7 @@ impl Fanout {
                 group_secret: group_key.secret,
                 receiver_id,
                 receiver_secret: receiver_key.secret,
+                verification: self.inner.verification,
             };
             // Joining again replaces the replica's membership of this session.
             let answer = link
@@ -625,6 +635,10 @@ impl Fanout {
             if !multicast.is_empty() && self.inner.sender.is_none() {
                 return Err(FanoutError::NoGroup);
             }
+            let named_on_the_group = self.inner.verification == Verification::Application;
+            if named_on_the_group && !multicast.is_empty() && object_id >= APPLICATION_ID_LIMIT {
+                return Err(FanoutError::ObjectId(object_id));
+            }
             if multicast.is_empty() && strategy == Strategy::Auto {
                 self.due_probe(&mut state, start)
             } else {
@@ -669,6 +683,19 @@ impl Fanout {
                 // The bundler ends only with the writer, which this call holds.
                 bundled.fail(&DeliveryFailure::Removed);
             }
+        } else if !multicast.is_empty() && self.inner.verification == Verification::Application {
+            // Nobody announces it: its id on the group is its own, and the group's
+            // acknowledgement settles each replica's delivery.
+            let acknowledged = self.sender()?.send(object_id, data.clone()).await?;
+            let deliveries = multicast
+                .into_iter()
+                .map(|target| (delivery_to(target), strategy))
+                .collect();
+            tokio::spawn(settle_on_acknowledgement(
+                self.inner.clone(),
+                acknowledged,
+                deliveries,
+            ));
         } else if !multicast.is_empty() {
             let multicast_id = next_multicast_id(&self.inner);
             let delivery = self.sender()?.send(multicast_id, data.clone()).await?;
