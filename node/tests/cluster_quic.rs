@@ -22,7 +22,7 @@ use replicast_testkit::fanout::writer_config;
 use replicast_testkit::workload::transfers::{balance, balance_data};
 use replicast_transport::fanout::wire::{UnicastAck, UnicastHeader};
 use replicast_transport::fanout::{self, Fanout, FanoutConfig, Strategy, Verification};
-use replicast_transport::quic::{Endpoint, Incoming};
+use replicast_transport::quic::{Channel, Endpoint, Incoming};
 
 const ACCOUNTS: u32 = 10;
 const INITIAL_BALANCE: i64 = 1_000;
@@ -507,6 +507,18 @@ async fn garbage_from_a_peer() {
     check_replicas(&cluster, &expected).await;
 }
 
+/// Sends load 7 of `oid` on `channel` (behind what `writer` sent on it before) and returns
+/// `storage`'s answer.
+async fn load_behind(writer: &Endpoint, channel: &Channel, storage: &str, oid: Oid) -> Message {
+    channel
+        .send(Bytes::from(encode(&Message::Load { request: 7, oid })))
+        .await
+        .expect("a load behind the place");
+    let (from, answer) = next_message(writer).await;
+    assert_eq!(from, storage);
+    answer
+}
+
 /// A client names a store the group carries (`GroupStore`) and never sends its bytes nor
 /// says the group missed it: the storage holds the place, and what the client sent after it,
 /// only for its group wait, then drops the place and goes on with that client's channel.
@@ -539,13 +551,8 @@ async fn a_place_nobody_fills_is_dropped_after_the_group_wait() {
             .await
             .expect("a place");
         let oid = accounts[0];
-        channel
-            .send(Bytes::from(encode(&Message::Load { request: 7, oid })))
-            .await
-            .expect("a load behind it");
         // The load waits behind the place: its answer comes only once the place is dropped.
-        let (from, answer) = next_message(&writer).await;
-        assert_eq!(from, storage_name);
+        let answer = load_behind(&writer, &channel, storage_name, oid).await;
         let (_, storage_driver) = &cluster.storages[0];
         assert_eq!(storage_driver.stats().group_dropped, 1);
         assert_untouched_balance(&answer, oid, setup_tid);
@@ -611,12 +618,7 @@ async fn bytes_from_the_group_that_do_not_match_their_place_are_not_taken() {
             .wait()
             .await;
         assert!(sent.all_delivered(), "{sent:?}");
-        channel
-            .send(Bytes::from(encode(&Message::Load { request: 7, oid })))
-            .await
-            .expect("a load behind it");
-        let (from, answer) = next_message(&writer).await;
-        assert_eq!(from, storage_name);
+        let answer = load_behind(&writer, &channel, storage_name, oid).await;
         let (_, storage_driver) = &cluster.storages[0];
         let stats = storage_driver.stats();
         assert_eq!(

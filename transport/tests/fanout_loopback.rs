@@ -18,9 +18,9 @@ use replicast_transport::fanout::wire::{
     Expectation, Membership, UnicastAck, UnicastHeader, UnicastPart, Verdict, digest,
 };
 use replicast_transport::fanout::{
-    DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError, FanoutReceiver,
-    FanoutReceiverConfig, FanoutReport, ReceivedVia, ReplicaOutcome, SERVICE, Strategy,
-    Verification,
+    DeliveredObject, DeliveryFailure, DeliveryPath, Fanout, FanoutConfig, FanoutError,
+    FanoutReceiver, FanoutReceiverConfig, FanoutReport, ReceivedVia, ReplicaOutcome, SERVICE,
+    Strategy, Verification,
 };
 use replicast_transport::multicast::driver::{
     ImpairmentConfig, MulticastReceiver, MulticastReceiverConfig, MulticastSender,
@@ -146,13 +146,7 @@ fn assert_by_multicast(reports: &[FanoutReport], replica: &str) {
 fn drain(replica: &mut FanoutReceiver) -> BTreeMap<u64, (Bytes, ReceivedVia)> {
     let mut objects = BTreeMap::new();
     while let Some(object) = replica.try_recv() {
-        assert_eq!(object.writer, "writer");
-        let previous = objects.insert(object.object_id, (object.data, object.via));
-        assert!(
-            previous.is_none(),
-            "object {} delivered twice",
-            object.object_id
-        );
+        keep_once(&mut objects, object);
     }
     objects
 }
@@ -166,16 +160,23 @@ async fn receive(
 ) -> BTreeMap<u64, (Bytes, ReceivedVia)> {
     let mut objects = BTreeMap::new();
     while objects.len() < count {
-        let object = replica.recv().await.expect("the replica runs");
-        assert_eq!(object.writer, "writer");
-        let previous = objects.insert(object.object_id, (object.data, object.via));
-        assert!(
-            previous.is_none(),
-            "object {} delivered twice",
-            object.object_id
+        keep_once(
+            &mut objects,
+            replica.recv().await.expect("the replica runs"),
         );
     }
     objects
+}
+
+/// Adds `object`, from the writer, to `objects`, which must not hold it yet.
+fn keep_once(objects: &mut BTreeMap<u64, (Bytes, ReceivedVia)>, object: DeliveredObject) {
+    assert_eq!(object.writer, "writer");
+    let previous = objects.insert(object.object_id, (object.data, object.via));
+    assert!(
+        previous.is_none(),
+        "object {} delivered twice",
+        object.object_id
+    );
 }
 
 async fn same_workload(strategy: Strategy) -> Vec<BTreeMap<u64, (Bytes, ReceivedVia)>> {
