@@ -225,8 +225,9 @@ impl FanoutWriter {
         let (failed, outcomes) = mpsc::unbounded_channel();
         let (report, reports) = mpsc::unbounded_channel();
         // Transport object ids must not repeat for a writer name: a client restarted under
-        // the same name starts elsewhere in the id space. Below 2^61: ids stay below the group's limit for application-verified objects
-        // (`APPLICATION_ID_LIMIT`, 2^62) for 2^61 stores.
+        // the same name starts elsewhere in the id space. Below 2^61: the ids stay below the
+        // group's limit for objects the application checks (`APPLICATION_ID_LIMIT`, 2^62)
+        // for 2^61 stores.
         let base = rand::random::<u64>() >> 3;
         let outlets = Outlets { failed, report };
         let pump = tokio::spawn(pump(writer.clone(), shared.clone(), base, queue, outlets));

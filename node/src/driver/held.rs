@@ -6,8 +6,8 @@
 //! order ([`Message::GroupStore`], with the store's digest), its bytes by the group
 //! ([`Held::arrive`]: taken only if they match the digest, since any member of the group
 //! could send bytes under the writer's session), or, if the group missed it, as the writer's
-//! word on what became of it ([`Message::GroupMissed`]: the bytes, or nothing). The driver holds a peer's first message that cannot go yet, and
-//! every message after it:
+//! word on what became of it ([`Message::GroupMissed`]: the bytes, or nothing). The driver
+//! holds a peer's first message that cannot go yet, and every message after it:
 //! - a store while the role takes none (its disk is behind, [`Role::takes_stores`]);
 //! - a group's store until its bytes came or the writer said the group missed them, at
 //!   most the driver's group wait ([`Held::expire`]), after which it is dropped like a
@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use replicast_transport::fanout::wire::DIGEST_LEN;
 use replicast_transport::quic::PeerCertificate;
 
 use super::fanout::{RefusedObject, store_of};
@@ -55,7 +56,10 @@ enum Entry {
     Message(Message),
     /// A store the group carries, whose bytes have not come: fan-out object `object`, whose
     /// encoded store has BLAKE3 digest `digest`.
-    Group { object: u64, digest: [u8; 32] },
+    Group {
+        object: u64,
+        digest: [u8; DIGEST_LEN],
+    },
     /// A store that will not come: it goes as nothing, in its turn.
     Dropped(Dropped),
 }
@@ -108,7 +112,7 @@ pub(crate) struct Arrival {
     /// The bytes' length (what they count against [`MAX_UNNAMED_BYTES`]).
     pub(crate) size: usize,
     /// BLAKE3 of the bytes, for the digest their place names.
-    pub(crate) digest: [u8; 32],
+    pub(crate) digest: [u8; DIGEST_LEN],
 }
 
 /// The stores of one writer's group objects that came before their place in its channel, by
@@ -139,7 +143,7 @@ impl Arrived {
 
 /// What a group's place holds once its bytes came: the store if they match the digest the
 /// writer named, else nothing.
-fn filled(arrival: Arrival, digest: &[u8; 32]) -> Entry {
+fn filled(arrival: Arrival, digest: &[u8; DIGEST_LEN]) -> Entry {
     if arrival.digest == *digest {
         Entry::Message(arrival.store)
     } else {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use replicast_transport::fanout::wire::DIGEST_LEN;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{ChangeOutcome, StorageChange};
@@ -136,7 +137,7 @@ pub enum Message {
         object: u64,
         /// BLAKE3 of the encoded [`Message::Store`] the group carries
         /// ([`digest`](replicast_transport::fanout::wire::digest)).
-        digest: [u8; 32],
+        digest: [u8; DIGEST_LEN],
     },
     /// Client -> storage: the group did not deliver fan-out object `object` here (named
     /// before by a [`Message::GroupStore`]). `store` is the encoded [`Message::Store`] it

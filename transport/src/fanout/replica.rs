@@ -653,8 +653,9 @@ async fn run_socket(
 }
 
 /// The deliveries of a multicast object of `writer`'s session under
-/// [`Verification::Application`](super::Verification::Application): the object itself, or each object of a bundle framed in
-/// its bytes ([`BundleFrame`]; a frame that does not add up is refused whole and counted).
+/// [`Verification::Application`](super::Verification::Application): the object itself, or
+/// each object of a bundle framed in its bytes ([`BundleFrame`]; a frame that does not add
+/// up is refused whole and counted).
 /// Nothing is checked or deduplicated here: the group brings a session's object once, and the
 /// application checks the bytes against what the writer named on its own channel.
 fn unannounced_arrived(shared: &Shared, writer: String, object: ReceivedObject) -> Resolved<u64> {

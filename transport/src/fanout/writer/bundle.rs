@@ -24,7 +24,7 @@ use crate::fanout::verification::Verification;
 use crate::fanout::wire::{
     BUNDLE_BIT, Bundle, BundleFrame, Expectation, MAX_BUNDLE_PARTS, UnicastPart, digest,
 };
-use crate::multicast::driver::MulticastSender;
+use crate::multicast::driver::{MulticastSendError, MulticastSender};
 
 /// Objects at least this large are multicast as objects of their own; smaller ones travel
 /// bundled (several to one multicast object).
@@ -129,7 +129,13 @@ async fn send_bundle(mut group: Vec<Bundled>) {
         return;
     };
     if inner.verification == Verification::Application {
-        return send_unannounced(&inner, sender, group).await;
+        if let Err((error, group)) = send_unannounced(&inner, sender, group).await {
+            let reason = DeliveryFailure::Sender(error.to_string());
+            for bundled in group {
+                bundled.fail(&reason);
+            }
+        }
+        return;
     }
     let multicast_id = next_multicast_id(&inner);
     if group.len() == 1 {
@@ -218,8 +224,13 @@ async fn send_bundle(mut group: Vec<Bundled>) {
 /// Hands `group` to the sender under [`Verification::Application`], where nobody announces
 /// it: one object goes under its own id, several as a bundle framed in its bytes
 /// ([`BundleFrame`], under an id with [`BUNDLE_BIT`]); the group's acknowledgement settles
-/// every delivery ([`settle_on_acknowledgement`]).
-async fn send_unannounced(inner: &Arc<Inner>, sender: &MulticastSender, mut group: Vec<Bundled>) {
+/// every delivery ([`settle_on_acknowledgement`]). A group the sender refuses comes back with
+/// the sender's error, its deliveries unsettled.
+pub(super) async fn send_unannounced(
+    inner: &Arc<Inner>,
+    sender: &MulticastSender,
+    mut group: Vec<Bundled>,
+) -> Result<(), (MulticastSendError, Vec<Bundled>)> {
     let (multicast_id, payload) = match group.as_slice() {
         [one] => (one.object_id, one.data.clone()),
         _ => {
@@ -231,23 +242,18 @@ async fn send_unannounced(inner: &Arc<Inner>, sender: &MulticastSender, mut grou
             (id, BundleFrame::encode(&parts))
         }
     };
-    match sender.send(multicast_id, payload).await {
-        Ok(acknowledged) => {
-            let deliveries = group
-                .drain(..)
-                .flat_map(|bundled| bundled.deliveries)
-                .collect();
-            tokio::spawn(settle_on_acknowledgement(
-                inner.clone(),
-                acknowledged,
-                deliveries,
-            ));
-        }
-        Err(error) => {
-            let reason = DeliveryFailure::Sender(error.to_string());
-            for bundled in group {
-                bundled.fail(&reason);
-            }
-        }
-    }
+    let acknowledged = match sender.send(multicast_id, payload).await {
+        Ok(acknowledged) => acknowledged,
+        Err(error) => return Err((error, group)),
+    };
+    let deliveries = group
+        .drain(..)
+        .flat_map(|bundled| bundled.deliveries)
+        .collect();
+    tokio::spawn(settle_on_acknowledgement(
+        inner.clone(),
+        acknowledged,
+        deliveries,
+    ));
+    Ok(())
 }

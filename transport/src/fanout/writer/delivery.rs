@@ -150,8 +150,9 @@ impl Delivery {
 /// answers an announcement: a replica whose multicast receiver acknowledged every byte has
 /// it ([`Verdict::Verified`] stands for that), one the sender gave up on or that left the
 /// group has lost it ([`Verdict::Lost`]: a unicast fallback under [`Strategy::Auto`], else
-/// a failure). Every receiver's acknowledgement is evidence of reachability, as
-/// [`gather_evidence`](super::gather_evidence) takes it under the replicas' verification.
+/// a failure). Every receiver's acknowledgement is evidence of reachability (also of a
+/// receiver no delivery waited for: [`gather_evidence`](super::gather_evidence) is this with
+/// none).
 pub(super) async fn settle_on_acknowledgement(
     inner: Arc<Inner>,
     mut acknowledged: DeliveryHandle,
@@ -167,13 +168,15 @@ pub(super) async fn settle_on_acknowledgement(
     }
     while let Some((receiver_id, outcome)) = acknowledged.next().await {
         let verdict = match outcome {
-            DeliveryOutcome::Delivered => {
-                lock(&inner.state).reach.multicast_delivered(receiver_id);
-                Verdict::Verified
-            }
+            DeliveryOutcome::Delivered => Verdict::Verified,
             DeliveryOutcome::Abandoned | DeliveryOutcome::Removed => Verdict::Lost,
         };
-        for (delivery, strategy) in waiting.remove(&receiver_id).unwrap_or_default() {
+        let settled = waiting.remove(&receiver_id).unwrap_or_default();
+        // A delivery settled `Verified` records the evidence itself.
+        if settled.is_empty() && verdict == Verdict::Verified {
+            lock(&inner.state).reach.multicast_delivered(receiver_id);
+        }
+        for (delivery, strategy) in settled {
             delivery.settle_multicast(Ok(verdict), strategy);
         }
     }

@@ -31,11 +31,13 @@ use super::wire::{
     SERVICE, digest,
 };
 use crate::multicast::driver::{
-    DeliveryHandle, DeliveryOutcome, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
+    DeliveryHandle, MulticastSender, MulticastSenderConfig, MulticastSenderStats,
 };
 use crate::multicast::proto::{GroupKey, ReceiverKey};
 use crate::quic::{Endpoint, Link};
-use bundle::{BUNDLE_ALONE, BUNDLE_BYTES, BUNDLE_QUEUE_BYTES, Bundled, run_bundler};
+use bundle::{
+    BUNDLE_ALONE, BUNDLE_BYTES, BUNDLE_QUEUE_BYTES, Bundled, run_bundler, send_unannounced,
+};
 use delivery::{Delivery, Reporter, Target, settle_on_acknowledgement};
 use lane::{Announced, Lane, LaneWork, queue, start_lane};
 
@@ -654,6 +656,16 @@ impl Fanout {
             start,
             outcomes: reporter.clone(),
         };
+        // The object for the group, with a delivery to each of `targets`.
+        let bundled_for = |targets: Vec<Target>, room| Bundled {
+            object_id,
+            data: data.clone(),
+            deliveries: targets
+                .into_iter()
+                .map(|target| (delivery_to(target), strategy))
+                .collect(),
+            _room: room,
+        };
         let bundler = self
             .inner
             .bundler
@@ -670,32 +682,18 @@ impl Fanout {
                 .await
                 .ok();
             multicast.sort_by(|a, b| a.name.cmp(&b.name));
-            let bundled = Bundled {
-                object_id,
-                data: data.clone(),
-                deliveries: multicast
-                    .into_iter()
-                    .map(|target| (delivery_to(target), strategy))
-                    .collect(),
-                _room: room,
-            };
+            let bundled = bundled_for(multicast, room);
             if let Err(mpsc::error::SendError(bundled)) = bundler.send(bundled) {
                 // The bundler ends only with the writer, which this call holds.
                 bundled.fail(&DeliveryFailure::Removed);
             }
         } else if !multicast.is_empty() && self.inner.verification == Verification::Application {
-            // Nobody announces it: its id on the group is its own, and the group's
-            // acknowledgement settles each replica's delivery.
-            let acknowledged = self.sender()?.send(object_id, data.clone()).await?;
-            let deliveries = multicast
-                .into_iter()
-                .map(|target| (delivery_to(target), strategy))
-                .collect();
-            tokio::spawn(settle_on_acknowledgement(
-                self.inner.clone(),
-                acknowledged,
-                deliveries,
-            ));
+            // Alone, as the bundler sends a group of one (a failure to send is this call's
+            // error, as below).
+            let alone = bundled_for(multicast, None);
+            send_unannounced(&self.inner, self.sender()?, vec![alone])
+                .await
+                .map_err(|(error, _)| error)?;
         } else if !multicast.is_empty() {
             let multicast_id = next_multicast_id(&self.inner);
             let delivery = self.sender()?.send(multicast_id, data.clone()).await?;
@@ -752,13 +750,10 @@ fn next_multicast_id(inner: &Inner) -> u64 {
 }
 
 /// The multicast sender's per-receiver outcomes are evidence of reachability: an object
-/// (or probe) acknowledged on the group proves the path, whatever route the call chose.
-async fn gather_evidence(inner: Arc<Inner>, mut delivery: DeliveryHandle) {
-    while let Some((receiver_id, outcome)) = delivery.next().await {
-        if outcome == DeliveryOutcome::Delivered {
-            lock(&inner.state).reach.multicast_delivered(receiver_id);
-        }
-    }
+/// (or probe) acknowledged on the group proves the path, whatever route the call chose. (The
+/// group's acknowledgement settles no delivery here: the replicas' verdicts do.)
+async fn gather_evidence(inner: Arc<Inner>, delivery: DeliveryHandle) {
+    settle_on_acknowledgement(inner, delivery, Vec::new()).await;
 }
 
 #[cfg(test)]
